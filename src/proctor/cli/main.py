@@ -1,0 +1,89 @@
+"""The ``proctor`` command."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from proctor.cli import policy
+from proctor.cli.demo import DEMO_REQUESTS
+from proctor.cli.output import console, fail, print_json
+from proctor.cli.runtime import init_home, open_runtime
+from proctor.config import load_settings
+from proctor.errors import PolicyValidationError, ProctorError
+from proctor.policy import request_from_spec
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="proctor: runtime authorization and oversight for AI agents.",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(policy.app, name="policy")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+
+
+@app.command()
+def init(as_json: JsonOpt = False) -> None:
+    """Create the home ($PROCTOR_HOME, default ./.proctor), its database and example
+    policies, and activate them."""
+    try:
+        settings = load_settings()
+        created = init_home(settings)
+        runtime = open_runtime(settings)
+    except PolicyValidationError as exc:
+        fail(f"{exc.message}", code=exc.code, as_json=as_json)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    active = runtime.policies.active_revision()
+    runtime.close()
+    info = {"home": str(settings.home), "database": (settings.is_embedded and "sqlite")
+            or "postgresql", "policy_dir": str(settings.policy_dir), "created": created,
+            "active_revision": active.id if active else None}
+    if as_json:
+        print_json(info)
+    else:
+        verb = "created" if created else "already present"
+        console.print(f"home {settings.home} {verb}; policies in {settings.policy_dir}; "
+                      f"active revision {info['active_revision']}")
+
+
+@app.command()
+def demo(as_json: JsonOpt = False) -> None:
+    """Set up the embedded default and show real decisions with their reasons."""
+    try:
+        settings = load_settings()
+        init_home(settings)
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    steps = []
+    for title, spec in DEMO_REQUESTS:
+        decision = runtime.engine.decide(request_from_spec(spec, now=runtime.clock.now()))
+        steps.append({"step": title, "request": spec, **decision.as_json()})
+    runtime.close()
+    if as_json:
+        print_json({"home": str(settings.home), "steps": steps})
+        return
+    table = Table(title="proctor decisions on the example deployment", show_lines=True)
+    table.add_column("what happens")
+    table.add_column("decision")
+    table.add_column("policies")
+    table.add_column("reason")
+    colours = {"allow": "green", "deny": "red", "approval_required": "yellow"}
+    for step in steps:
+        outcome = str(step["decision"])
+        table.add_row(str(step["step"]), f"[{colours[outcome]}]{outcome}[/]",
+                      "\n".join(step["policy_ids"]), "\n".join(step["reasons"]))
+    console.print(table)
+    console.print(f"home: {settings.home} (SQLite); try `proctor policy explain` next")

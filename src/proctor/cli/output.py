@@ -1,0 +1,29 @@
+"""Printing for the CLI: Rich for people, one JSON document with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+__all__ = ["console", "err_console", "fail", "print_json"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def fail(message: str, *, code: str, as_json: bool = False, exit_code: int = 1) -> NoReturn:
+    """Report an error in one line (or as JSON) and exit non-zero."""
+    if as_json:
+        print_json({"error": {"code": code, "message": message}})
+    else:
+        err_console.print(f"error: {message}", markup=False)
+    raise typer.Exit(exit_code)

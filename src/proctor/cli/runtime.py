@@ -1,0 +1,53 @@
+"""Wiring the parts for one CLI invocation: settings, store, engine, policy store."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from proctor.clock import Clock, SystemClock
+from proctor.config import Settings
+from proctor.policy import PolicyEngine, PolicyStore, load_bundle
+from proctor.store import Store, open_store
+
+__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "open_runtime"]
+
+EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    store: Store
+    engine: PolicyEngine
+    policies: PolicyStore
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def init_home(settings: Settings, *, policies_from: Path = EXAMPLE_POLICIES) -> bool:
+    """Create the home and its example policies; False if they already existed."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.policy_dir.exists():
+        return False
+    shutil.copytree(policies_from, settings.policy_dir)
+    return True
+
+
+def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    """Open the store and an engine for the home's catalog, with the active policies.
+
+    When the store has no active revision yet, the home's policy directory is
+    validated and activated.
+    """
+    clock = clock or SystemClock()
+    store = open_store(settings.database_url)
+    bundle = load_bundle(settings.policy_dir)
+    engine = PolicyEngine(bundle.catalog, bundle.principals)
+    policies = PolicyStore(store, engine, clock)
+    if policies.load_active() is None:
+        policies.load_directory(settings.policy_dir)
+    return Runtime(settings, clock, store, engine, policies)

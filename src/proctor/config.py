@@ -1,0 +1,101 @@
+"""Settings, loaded once at start and passed down.
+
+Sources, later ones winning: built-in defaults, the TOML file
+(``$PROCTOR_CONFIG``, else ``$PROCTOR_HOME/proctor.toml`` when it exists), then
+environment variables ``PROCTOR_*``.
+
+>>> s = load_settings(env={"PROCTOR_HOME": "/tmp/p"})
+>>> s.database_url
+'sqlite:////tmp/p/proctor.db'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proctor.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+_DEFAULT_HOME = ".proctor"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything proctor reads from its environment."""
+
+    home: Path
+    database_url: str
+    policy_dir: Path
+    trust_domain: str = "proctor.local"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True on the embedded default (a SQLite file), false on a shared database."""
+        return self.database_url.startswith("sqlite")
+
+
+_ENV_KEYS = {
+    "PROCTOR_DATABASE_URL": "database_url",
+    "PROCTOR_POLICY_DIR": "policy_dir",
+    "PROCTOR_TRUST_DOMAIN": "trust_domain",
+}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain"}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, config_file: Path | None = None
+) -> Settings:
+    """Read settings from ``env`` (``os.environ`` by default) and the config file."""
+    if env is None:
+        import os
+
+        env = os.environ
+    home = Path(env.get("PROCTOR_HOME") or _DEFAULT_HOME).absolute()
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["PROCTOR_CONFIG"]) if env.get("PROCTOR_CONFIG") else None)
+    if path is None and (home / "proctor.toml").is_file():
+        path = home / "proctor.toml"
+    if path is not None:
+        values.update(_read_file(path))
+    for var, key in _ENV_KEYS.items():
+        if env.get(var):
+            values[key] = env[var]
+    settings = Settings(
+        home=home,
+        database_url=str(values.pop("database_url", f"sqlite:///{home / 'proctor.db'}")),
+        policy_dir=Path(values.pop("policy_dir", home / "policies")),
+        trust_domain=str(values.pop("trust_domain", "proctor.local")),
+    )
+    _check(settings)
+    return settings
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file `{path}` does not exist") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file `{path}` is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - _FILE_KEYS)
+    if unknown:
+        raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"config key `{key}` in `{path}` must be a string")
+    return data
+
+
+def _check(settings: Settings) -> None:
+    scheme = settings.database_url.split(":", 1)[0]
+    if scheme not in {"sqlite", "postgresql", "postgresql+psycopg"}:
+        raise ConfigError(
+            f"database url scheme `{scheme}` is not supported (use sqlite or postgresql)"
+        )
+    if not settings.trust_domain or "/" in settings.trust_domain:
+        raise ConfigError(f"trust domain `{settings.trust_domain}` is not valid")

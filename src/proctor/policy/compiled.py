@@ -1,0 +1,181 @@
+"""A validated policy set, sliced by the action and resource each policy is scoped to.
+
+Cedar scans every policy of a set on each request. Most policies name one
+action (a tool) or one resource, so proctor keeps, per (action, resource), a
+pre-parsed ``PolicySet`` holding only the policies that could apply to it:
+those whose action scope covers the action and whose resource scope is either
+open or that exact resource. Anything else (``resource in Server::"x"``,
+``is`` constraints) is kept in every slice of its action, because it depends
+on entity data. A policy outside a request's slice can never be satisfied by
+that request, so the sliced answer equals the unsliced one; a differential
+test checks this on generated policies.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import cedarpy
+from cedarpy import pst
+
+from proctor.errors import Diagnostic, PolicyValidationError
+from proctor.policy.model import quote_id
+from proctor.policy.schema import CompiledSchema
+from proctor.policy.source import LocatedPolicy, parse_sources
+
+__all__ = ["CompiledPolicies", "compile_sources"]
+
+_POSITIONAL = re.compile(r"policy `?policy(\d+)`?")
+
+SliceKey = tuple[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    actions: frozenset[str] | None  # None: any action
+    resource: str | None  # an exact resource uid, or None: any resource
+
+
+class CompiledPolicies:
+    """Policies ready for decisions: validated, indexed, with one handle per slice."""
+
+    def __init__(
+        self,
+        policies: Iterable[LocatedPolicy],
+        action_groups: Mapping[str, frozenset[str]],
+        *,
+        revision: int | None = None,
+        digest: str = "",
+    ) -> None:
+        self.policies = {p.id: p for p in policies}
+        self.revision = revision
+        self.digest = digest
+        self._scopes = {p.id: _scope(p.node, action_groups) for p in self.policies.values()}
+        self._any_action = [pid for pid, s in self._scopes.items() if s.actions is None]
+        self._by_action: dict[str, list[str]] = {}
+        for pid, scope in self._scopes.items():
+            for action in scope.actions or ():
+                self._by_action.setdefault(action, []).append(pid)
+        self._exact: dict[str, frozenset[str]] = {}
+        for action in [*self._by_action, ""]:
+            ids = self._candidates(action)
+            self._exact[action] = frozenset(
+                r for pid in ids if (r := self._scopes[pid].resource) is not None
+            )
+        self._slices: dict[SliceKey, cedarpy.PolicySet] = {}
+        self._lock = threading.Lock()
+        self.full = _policy_set(self.policies.values())
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def slice_for(self, action: str, resource: str) -> cedarpy.PolicySet:
+        """The pre-parsed set of policies that can apply to ``action`` on ``resource``."""
+        exact = self._exact.get(action)
+        if exact is None:
+            exact = self._exact[""]
+        key = (action, resource if resource in exact else None)
+        handle = self._slices.get(key)
+        if handle is None:
+            handle = self._build_slice(key)
+        return handle
+
+    def slice_ids(self, action: str, resource: str) -> list[str]:
+        """The ids in :meth:`slice_for`'s set, for explaining a decision."""
+        return [
+            pid
+            for pid in self._candidates(action)
+            if self._scopes[pid].resource in (None, resource)
+        ]
+
+    def _candidates(self, action: str) -> list[str]:
+        return self._any_action + self._by_action.get(action, [])
+
+    def _build_slice(self, key: SliceKey) -> cedarpy.PolicySet:
+        action, resource = key
+        ids = [
+            pid
+            for pid in self._candidates(action)
+            if self._scopes[pid].resource is None or self._scopes[pid].resource == resource
+        ]
+        handle = _policy_set(self.policies[pid] for pid in ids)
+        with self._lock:
+            return self._slices.setdefault(key, handle)
+
+
+def compile_sources(
+    sources: Mapping[str, str],
+    schema: CompiledSchema,
+    action_groups: Mapping[str, frozenset[str]],
+    *,
+    revision: int | None = None,
+    digest: str = "",
+) -> CompiledPolicies:
+    """Parse and validate ``sources`` against ``schema``.
+
+    Raises :class:`PolicyValidationError` with every problem located; nothing is
+    returned for an invalid set, so it can never become active.
+    """
+    if not sources:
+        raise PolicyValidationError(
+            [Diagnostic("<policies>", 0, 0, "no policy files: every request would be denied")]
+        )
+    policies = parse_sources(sources)
+    if not policies:
+        raise PolicyValidationError(
+            [Diagnostic("<policies>", 0, 0, "no policies: every request would be denied")]
+        )
+    problems: list[Diagnostic] = []
+    by_file: dict[str, list[LocatedPolicy]] = {}
+    for policy in policies:
+        by_file.setdefault(policy.file, []).append(policy)
+        if "approval" in policy.annotations and policy.effect != "permit":
+            problems.append(
+                Diagnostic(policy.file, policy.line, policy.column,
+                           "`@approval` only applies to a permit", policy.id)
+            )
+    for name, located in by_file.items():
+        result = cedarpy.validate_policies(sources[name], schema.handle)
+        for error in result.errors:
+            problems.append(_locate_validation_error(name, located, error))
+    if problems:
+        raise PolicyValidationError(problems)
+    return CompiledPolicies(policies, action_groups, revision=revision, digest=digest)
+
+
+def _locate_validation_error(
+    name: str, located: list[LocatedPolicy], error: cedarpy.ValidationError
+) -> Diagnostic:
+    match = re.fullmatch(r"policy(\d+)", error.policy_id or "")
+    if match and int(match.group(1)) < len(located):
+        policy = located[int(match.group(1))]
+        message = _POSITIONAL.sub(f"policy `{policy.id}`", error.error)
+        return Diagnostic(name, policy.line, policy.column, message, policy.id)
+    return Diagnostic(name, 1, 1, error.error)
+
+
+def _scope(node: pst.Template, action_groups: Mapping[str, frozenset[str]]) -> _Scope:
+    actions: frozenset[str] | None = None
+    if isinstance(node.action, pst.ActionEq):
+        actions = frozenset({node.action.entity.id})
+    elif isinstance(node.action, pst.ActionIn):
+        expanded: set[str] = set()
+        for uid in node.action.entities:
+            expanded.add(uid.id)
+            expanded |= action_groups.get(uid.id, frozenset())
+        actions = frozenset(expanded)
+    resource = None
+    if isinstance(node.resource, pst.ScopeEq) and isinstance(node.resource.entity, pst.EntityUid):
+        uid = node.resource.entity
+        resource = f"{uid.type}::{quote_id(uid.id)}"
+    return _Scope(actions, resource)
+
+
+def _policy_set(policies: Iterable[LocatedPolicy]) -> cedarpy.PolicySet:
+    nodes = {p.id: p.node for p in policies}
+    return cedarpy.PolicySet.from_pst(
+        pst.PolicySet(templates={}, static_policies=nodes, template_links=())
+    )

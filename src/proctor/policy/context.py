@@ -1,0 +1,48 @@
+"""Building the context of a tool call, as the schema declares it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from proctor.policy.catalog import Sensitivity
+
+__all__ = ["call_context"]
+
+
+def call_context(
+    *,
+    now: datetime,
+    args: Mapping[str, Any] | None = None,
+    task: str = "",
+    purpose: str = "",
+    on_behalf_of: str = "",
+    delegation_chain: Sequence[str] = (),
+    source_ip: str | None = None,
+    approved: bool = False,
+    sensitivity_seen: Sensitivity = Sensitivity.PUBLIC,
+) -> dict[str, Any]:
+    """The context of one tool call.
+
+    ``delegation_chain`` lists the agents the grant passed through, the
+    original holder first; its length is the delegation depth. ``args`` are
+    the raw arguments: the decision point checks them against the tool's type.
+    """
+    context: dict[str, Any] = {
+        "task": task,
+        "purpose": purpose,
+        "on_behalf_of": on_behalf_of,
+        "delegation": {"depth": len(delegation_chain), "chain": list(delegation_chain)},
+        "time": {
+            "epoch": int(now.timestamp()),
+            "hour": now.hour,
+            "weekday": now.weekday(),
+        },
+        "approved": approved,
+        "sensitivity_seen": int(sensitivity_seen),
+        "args": dict(args or {}),
+    }
+    if source_ip:
+        context["source_ip"] = {"__extn": {"fn": "ip", "arg": source_ip}}
+    return context

@@ -1,0 +1,191 @@
+"""The decision point: ``decide(request) -> Decision``, which never raises.
+
+Order of one decision: the arguments are checked against the tool's type;
+Cedar evaluates the request against the slice of the active policy set that
+can apply to it; then
+
+- any evaluation or request error → deny (``engine_error``/``invalid_request``),
+  even where Cedar itself would skip the erroring policy;
+- a satisfied ``forbid`` → deny (``policy_forbid``);
+- no satisfied ``permit`` → deny (``no_matching_permit``);
+- a satisfied ``permit`` annotated ``@approval`` and no matching approval in
+  the context (``context.approved``) → ``approval_required``;
+- otherwise → allow (``policy_permit``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+
+from proctor.errors import ProctorError
+from proctor.policy.catalog import ToolCatalog
+from proctor.policy.compiled import CompiledPolicies, compile_sources
+from proctor.policy.entities import EntityGraph, tool_entities
+from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
+from proctor.policy.schema import CompiledSchema, build_schema
+from proctor.policy.source import LocatedPolicy
+
+__all__ = ["PolicyEngine", "ShadowDifference"]
+
+log = logging.getLogger(__name__)
+
+_NO_POLICIES = Decision(
+    Outcome.DENY,
+    ReasonCode.NO_POLICIES,
+    reasons=("no policy set is active: every request is denied",),
+)
+_MAX_SHADOW_RECORDS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDifference:
+    """A request on which a candidate policy set would have decided otherwise."""
+
+    request: DecisionRequest
+    active: Decision
+    candidate: Decision
+
+    @classmethod
+    def between(
+        cls, request: DecisionRequest, active: Decision, candidate: Decision
+    ) -> ShadowDifference | None:
+        """The difference, if the outcome or the determining policies differ."""
+        if (active.outcome, active.policy_ids) == (candidate.outcome, candidate.policy_ids):
+            return None
+        return cls(request, active, candidate)
+
+
+class PolicyEngine:
+    """Holds the schema, the entity graph and the active (and shadow) policy sets."""
+
+    def __init__(
+        self, catalog: ToolCatalog, principals: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        self.catalog = catalog
+        self.schema: CompiledSchema = build_schema(catalog)
+        self.action_groups = {"call": frozenset(t.action_id for t in catalog)}
+        self._principals = list(principals)
+        self.entities = EntityGraph(tool_entities(catalog) + self._principals, self.schema)
+        self.active: CompiledPolicies | None = None
+        self.shadow: CompiledPolicies | None = None
+        self.shadow_differences: deque[ShadowDifference] = deque(maxlen=_MAX_SHADOW_RECORDS)
+
+    def compile(
+        self, sources: dict[str, str], *, revision: int | None = None, digest: str = ""
+    ) -> CompiledPolicies:
+        """Validate ``sources`` against this engine's schema (raises on any problem)."""
+        return compile_sources(
+            sources, self.schema, self.action_groups, revision=revision, digest=digest
+        )
+
+    def activate(self, policies: CompiledPolicies) -> None:
+        """Make ``policies`` the set every decision uses from now on."""
+        self.active = policies
+
+    def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
+        """Replace agents, humans and groups; the graph is rebuilt once, here."""
+        graph = EntityGraph(tool_entities(self.catalog) + list(principals), self.schema)
+        self._principals = list(principals)
+        self.entities = graph
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        """Decide ``request`` with the active policy set; shadow-evaluate the candidate."""
+        decision = self.evaluate(self.active, request)
+        shadow = self.shadow
+        if shadow is not None:
+            difference = ShadowDifference.between(request, decision, self.evaluate(shadow, request))
+            if difference is not None:
+                self.shadow_differences.append(difference)
+        return decision
+
+    def evaluate(self, policies: CompiledPolicies | None, request: DecisionRequest) -> Decision:
+        """Decide ``request`` against ``policies``; any error is a deny that carries it."""
+        if policies is None:
+            return _NO_POLICIES
+        revision = policies.revision
+        try:
+            cedar_request = self._cedar_request(request)
+            resource = str(request.resource)
+            result = cedarpy.is_authorized(
+                cedar_request,
+                policies.slice_for(request.action, resource),
+                self.entities.handle,
+                schema=self.schema.handle,
+            )
+        except ProctorError as exc:
+            return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
+                            reasons=(exc.message,), errors=(exc.message,), revision=revision)
+        except Exception as exc:  # the decision point must answer, never raise
+            log.exception("decision failed")
+            message = f"decision failed: {type(exc).__name__}"
+            return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
+                            reasons=(message,), errors=(message,), revision=revision)
+        return _interpret(result, request, policies)
+
+    def _cedar_request(self, request: DecisionRequest) -> dict[str, Any]:
+        context = request.context
+        shape = self.catalog.args_shape(request.action)
+        if shape is not None and "args" in context:
+            context = {**context, "args": shape.project(context["args"])}
+        return {
+            "principal": request.principal.as_json(),
+            "action": {"type": "Action", "id": request.action},
+            "resource": request.resource.as_json(),
+            "context": context,
+        }
+
+
+def _interpret(
+    result: cedarpy.AuthzResult, request: DecisionRequest, policies: CompiledPolicies
+) -> Decision:
+    revision = policies.revision
+    diagnostics = result.diagnostics
+    errors = tuple(diagnostics.errors)
+    if errors:
+        if any(e.startswith("failed to build request") for e in errors):
+            message = (
+                f"request does not match the schema for action `{request.action}` "
+                f"(principal {request.principal.type}, resource {request.resource.type})"
+            )
+            return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST, reasons=(message,),
+                            errors=(message,), revision=revision)
+        return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
+                        policy_ids=tuple(diagnostics.reasons),
+                        reasons=("a policy failed to evaluate, so the request is denied",),
+                        errors=errors, revision=revision)
+    ids = tuple(sorted(diagnostics.reasons))
+    found = [policies.policies[pid] for pid in ids]
+    if result.decision is cedarpy.Decision.Allow:
+        needing = [p for p in found if "approval" in p.annotations]
+        if needing and request.context.get("approved") is not True:
+            return Decision(
+                Outcome.APPROVAL_REQUIRED, ReasonCode.APPROVAL_REQUIRED,
+                policy_ids=tuple(p.id for p in needing),
+                reasons=tuple(_reason(p, "approval") for p in needing),
+                revision=revision,
+            )
+        reasons = tuple(
+            f"approved: {_reason(p, 'approval')}" if p in needing else _reason(p) for p in found
+        )
+        return Decision(Outcome.ALLOW, ReasonCode.PERMITTED, policy_ids=ids,
+                        reasons=reasons, revision=revision)
+    if found:
+        return Decision(Outcome.DENY, ReasonCode.FORBIDDEN, policy_ids=ids,
+                        reasons=tuple(_reason(p) for p in found), revision=revision)
+    message = f"no policy permits `{request.action}` for {request.principal}"
+    return Decision(Outcome.DENY, ReasonCode.NO_PERMIT, reasons=(message,), revision=revision)
+
+
+def _reason(policy: LocatedPolicy, preferred: str = "reason") -> str:
+    annotations = policy.annotations
+    return (
+        annotations.get(preferred)
+        or annotations.get("reason")
+        or f"{policy.effect} policy `{policy.id}` applies"
+    )

@@ -1,0 +1,134 @@
+"""The entity graph Cedar evaluates against: agents, humans, groups, tools, servers.
+
+Built once into a pre-parsed ``cedarpy.Entities`` handle and rebuilt only when
+the data changes, never per decision.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+import yaml
+
+from proctor.errors import ConfigError
+from proctor.policy.catalog import ToolCatalog
+from proctor.policy.schema import CompiledSchema
+
+__all__ = ["TRUST_STATES", "EntityGraph", "load_principals", "principal_entities", "tool_entities"]
+
+TRUST_STATES = ("trusted", "drifted", "suspended", "retired")
+_SPIFFE_AGENT = re.compile(r"^spiffe://([a-z0-9._-]+)/agent/([A-Za-z0-9._-]{1,128})$")
+
+
+def _uid(type_: str, id_: str) -> dict[str, str]:
+    return {"type": type_, "id": id_}
+
+
+def tool_entities(catalog: ToolCatalog) -> list[dict[str, Any]]:
+    """Tool, Server and Connector entities for every tool in ``catalog``."""
+    out: list[dict[str, Any]] = []
+    servers: dict[str, str] = {}
+    for tool in catalog:
+        servers.setdefault(tool.server, tool.destination)
+        attrs: dict[str, Any] = {
+            "server": tool.server,
+            "name": tool.name,
+            "sensitivity": tool.sensitivity.name.lower(),
+            "sensitivity_level": int(tool.sensitivity),
+            "destination": tool.destination,
+        }
+        if tool.connector:
+            attrs["connector"] = {"__entity": _uid("Connector", tool.connector)}
+        out.append(
+            {"uid": _uid("Tool", tool.tool_id), "attrs": attrs,
+             "parents": [_uid("Server", tool.server)]}
+        )
+    for server, destination in servers.items():
+        out.append({"uid": _uid("Server", server), "attrs": {"destination": destination},
+                    "parents": []})
+    return out
+
+
+def principal_entities(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Cedar entities from a principals document (``humans``, ``groups``, ``agents``,
+    ``connectors``)."""
+    out: list[dict[str, Any]] = []
+    for group in spec.get("groups") or ():
+        out.append({"uid": _uid("Group", str(group["id"])), "attrs": {},
+                    "parents": [_uid("Group", g) for g in group.get("groups") or ()]})
+    for human in spec.get("humans") or ():
+        out.append({
+            "uid": _uid("Human", str(human["id"])),
+            "attrs": {"roles": list(human.get("roles") or ())},
+            "parents": [_uid("Group", g) for g in human.get("groups") or ()],
+        })
+    for agent in spec.get("agents") or ():
+        out.append(agent_entity(
+            str(agent["id"]), owner=str(agent["owner"]), groups=agent.get("groups") or (),
+            trust_state=str(agent.get("trust_state", "trusted")),
+            risk_score=int(agent.get("risk_score", 0)),
+        ))
+    for connector in spec.get("connectors") or ():
+        out.append({
+            "uid": _uid("Connector", str(connector["id"])),
+            "attrs": {"vendor": str(connector.get("vendor", "")),
+                      "scopes": list(connector.get("scopes") or ())},
+            "parents": [],
+        })
+    return out
+
+
+def agent_entity(
+    spiffe_id: str, *, owner: str, groups: Iterable[str] = (), trust_state: str = "trusted",
+    risk_score: int = 0,
+) -> dict[str, Any]:
+    """The Cedar entity of one agent."""
+    match = _SPIFFE_AGENT.match(spiffe_id)
+    if match is None:
+        raise ConfigError(
+            f"agent id `{spiffe_id}` is not a SPIFFE ID of the form "
+            "spiffe://<trust-domain>/agent/<name>"
+        )
+    if trust_state not in TRUST_STATES:
+        raise ConfigError(f"trust state `{trust_state}` is not one of {', '.join(TRUST_STATES)}")
+    return {
+        "uid": _uid("Agent", spiffe_id),
+        "attrs": {
+            "name": match.group(2),
+            "trust_domain": match.group(1),
+            "owner": {"__entity": _uid("Human", owner)},
+            "trust_state": trust_state,
+            "risk_score": risk_score,
+        },
+        "parents": [_uid("Group", g) for g in groups],
+    }
+
+
+def load_principals(path: Path) -> list[dict[str, Any]]:
+    """Read an ``entities.yaml`` principals document."""
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return principal_entities(spec)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"entities file `{path}` cannot be read: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"entities file `{path}` is not valid: {exc}") from exc
+
+
+class EntityGraph:
+    """A pre-parsed, schema-checked entity set."""
+
+    def __init__(self, entities: list[dict[str, Any]], schema: CompiledSchema) -> None:
+        self.entities = entities
+        try:
+            self.handle = cedarpy.Entities.from_json_str(json.dumps(entities), schema.handle)
+        except ValueError as exc:
+            raise ConfigError(f"entities do not match the schema: {exc}") from exc
+
+    def __len__(self) -> int:
+        return len(self.entities)

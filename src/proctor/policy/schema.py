@@ -1,0 +1,101 @@
+"""proctor's Cedar schema: entity types, one action per tool, and the call context.
+
+The schema is generated from the tool catalog, because each tool's action
+carries its own ``context.args`` type.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cedarpy
+
+from proctor.errors import Diagnostic, PolicyValidationError
+from proctor.policy.catalog import ToolCatalog
+
+__all__ = ["BASE_SCHEMA", "CompiledSchema", "build_schema", "call_context_cedar"]
+
+BASE_SCHEMA = """\
+type Delegation = {
+  "depth": Long,
+  "chain": Set<String>,
+};
+type CallTime = {
+  "epoch": Long,
+  "hour": Long,
+  "weekday": Long,
+};
+
+entity Group in [Group];
+entity Human in [Group] {
+  "roles": Set<String>,
+};
+entity Agent in [Group] {
+  "name": String,
+  "trust_domain": String,
+  "owner": Human,
+  "trust_state": String,
+  "risk_score": Long,
+};
+entity Connector {
+  "vendor": String,
+  "scopes": Set<String>,
+};
+entity Server {
+  "destination": String,
+};
+entity Tool in [Server] {
+  "server": String,
+  "name": String,
+  "sensitivity": String,
+  "sensitivity_level": Long,
+  "destination": String,
+  "connector"?: Connector,
+};
+"""
+
+
+def call_context_cedar(args_type: str) -> str:
+    """The context record of a tool call, with ``args`` of the given Cedar type."""
+    return (
+        "{\n"
+        '    "task": String,\n'
+        '    "purpose": String,\n'
+        '    "on_behalf_of": String,\n'
+        '    "delegation": Delegation,\n'
+        '    "time": CallTime,\n'
+        '    "source_ip"?: ipaddr,\n'
+        '    "approved": Bool,\n'
+        '    "sensitivity_seen": Long,\n'
+        f'    "args": {args_type},\n'
+        "  }"
+    )
+
+
+class CompiledSchema:
+    """The schema text and its parsed handle."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            self.handle = cedarpy.Schema.from_str(text)
+        except ValueError as exc:
+            raise PolicyValidationError(
+                [Diagnostic("<schema>", 1, 1, f"schema is not valid: {exc}")]
+            ) from exc
+
+
+def build_schema(catalog: ToolCatalog) -> CompiledSchema:
+    """The Cedar schema for ``catalog``'s tools."""
+    parts = [
+        BASE_SCHEMA,
+        "action call appliesTo {\n  principal: [Agent],\n  resource: [Tool],\n"
+        f"  context: {call_context_cedar('{}')}\n}};\n",
+    ]
+    for tool in catalog:
+        parts.append(
+            f"action {json.dumps(tool.action_id)} in [Action::\"call\"] appliesTo {{\n"
+            "  principal: [Agent],\n  resource: [Tool],\n"
+            f"  context: {call_context_cedar(tool.args_shape.to_cedar())}\n}};\n"
+        )
+    return CompiledSchema("\n".join(parts))
