@@ -29,7 +29,7 @@ DEMO_REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("the finance agent creates a payment: a human must approve",
      {"agent": _FINANCE, "tool": "payments/create_payment",
       "args": {"payee": "ACME Supplies GmbH", "amount_cents": 120000, "currency": "EUR"},
-      "on_behalf_of": "carol@acme.example"}),
+      "purpose": "pay invoice 2026-1187", "on_behalf_of": "carol@acme.example"}),
     ("after reading restricted data, the support agent tries to email outside",
      {"agent": _SUPPORT, "tool": "email/send_email",
       "args": {"to": "someone@example.org", "subject": "notes", "body": "..."},

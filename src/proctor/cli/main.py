@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from proctor.cli import policy
 from proctor.cli.demo import DEMO_REQUESTS
@@ -75,15 +75,19 @@ def demo(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json({"home": str(settings.home), "steps": steps})
         return
-    table = Table(title="proctor decisions on the example deployment", show_lines=True)
-    table.add_column("what happens")
-    table.add_column("decision")
-    table.add_column("policies")
-    table.add_column("reason")
+    console.print("[bold]proctor[/] decides each tool call of three example agents "
+                  "with the example policies:\n")
     colours = {"allow": "green", "deny": "red", "approval_required": "yellow"}
-    for step in steps:
+    for number, step in enumerate(steps, start=1):
         outcome = str(step["decision"])
-        table.add_row(str(step["step"]), f"[{colours[outcome]}]{outcome}[/]",
-                      "\n".join(step["policy_ids"]), "\n".join(step["reasons"]))
-    console.print(table)
-    console.print(f"home: {settings.home} (SQLite); try `proctor policy explain` next")
+        spec = step["request"]
+        console.print(f"[bold]{number}.[/] {step['step']}")
+        console.print(f"   {spec['agent']} → {spec['tool']} {json.dumps(spec['args'])}",
+                      markup=False)
+        policies = ", ".join(step["policy_ids"]) or "no policy"
+        console.print(f"   [bold {colours[outcome]}]{outcome.upper()}[/] by {policies}")
+        for reason in step["reasons"]:
+            console.print(f"   [dim]{reason}[/]")
+        console.print()
+    console.print(f"home: {settings.home} (SQLite, policy revision {steps[0]['revision']}); "
+                  "next: `proctor policy explain` or `proctor policy test examples/policies`")

@@ -104,6 +104,10 @@ def test_policies(directory: DirArg, tools: ToolsOpt = None, entities: EntitiesO
             console.print(f"[red]FAIL[/red] {result.case.file}: {result.case.name}")
             for line in result.mismatches:
                 console.print(f"  - {line}", markup=False)
+            got = result.decision
+            console.print(f"  got: {got.outcome.value} ({got.code.value}) by "
+                          f"{', '.join(got.policy_ids) or 'no policy'}: {'; '.join(got.reasons)}",
+                          markup=False)
         colour = "red" if failed else "green"
         console.print(f"[{colour}]{len(results) - len(failed)} passed, {len(failed)} failed[/]")
     if failed:

@@ -31,6 +31,7 @@ class ReasonCode(StrEnum):
     NO_POLICIES = "no_active_policies"
     INVALID_REQUEST = "invalid_request"
     ENGINE_ERROR = "engine_error"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

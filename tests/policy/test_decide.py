@@ -1,0 +1,205 @@
+"""The decision point answers with a value and never fails open."""
+
+from __future__ import annotations
+
+import pytest
+
+from proctor.errors import PolicyValidationError
+from proctor.policy import Outcome, ReasonCode
+from proctor.policy.schema import CompiledSchema
+
+from .helpers import OTHER, call, engine_with
+
+GIT_READ = """
+@id("git-read") @reason("coders read repos under /srv")
+permit (principal in Group::"coders", action == Action::"tool:git/git_log", resource)
+when { context.args.repo_path like "/srv/*" };
+"""
+
+
+def test_a_matching_permit_allows_with_its_policy_and_reason() -> None:
+    decision = engine_with(GIT_READ).decide(call("git/git_log", {"repo_path": "/srv/app"}))
+    assert decision.outcome is Outcome.ALLOW
+    assert decision.code is ReasonCode.PERMITTED
+    assert decision.policy_ids == ("git-read",)
+    assert decision.reasons == ("coders read repos under /srv",)
+    assert decision.revision == 1
+
+
+def test_no_matching_permit_denies_and_says_so() -> None:
+    decision = engine_with(GIT_READ).decide(call("git/git_log", {"repo_path": "/etc"}))
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.NO_PERMIT
+    assert "no policy permits `tool:git/git_log`" in decision.reasons[0]
+
+
+def test_a_forbid_wins_over_a_permit() -> None:
+    policies = GIT_READ + """
+    @id("no-traversal") @reason("no climbing out")
+    forbid (principal, action == Action::"tool:git/git_log", resource)
+    when { context.args.repo_path like "*..*" };
+    """
+    decision = engine_with(policies).decide(call("git/git_log", {"repo_path": "/srv/../etc"}))
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.FORBIDDEN
+    assert decision.policy_ids == ("no-traversal",)
+    assert decision.reasons == ("no climbing out",)
+
+
+def test_no_active_policy_set_denies_everything() -> None:
+    decision = engine_with(None).decide(call("git/git_log", {"repo_path": "/srv/app"}))
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.NO_POLICIES
+    assert decision.revision is None
+
+
+APPROVALS = """
+@id("pay") @approval("payments need a human")
+permit (principal, action == Action::"tool:pay/create_payment", resource)
+when { context.args.amount_cents > 0 };
+@id("small-pay") @reason("small payments are fine")
+permit (principal, action == Action::"tool:pay/create_payment", resource)
+when { context.args.amount_cents <= 100 };
+@id("ceiling") @reason("never above 1000")
+forbid (principal, action == Action::"tool:pay/create_payment", resource)
+when { context.args.amount_cents > 1000 };
+"""
+
+
+def test_a_permit_annotated_approval_asks_for_a_human() -> None:
+    decision = engine_with(APPROVALS).decide(call("pay/create_payment", {"amount_cents": 500}))
+    assert decision.outcome is Outcome.APPROVAL_REQUIRED
+    assert decision.policy_ids == ("pay",)
+    assert decision.reasons == ("payments need a human",)
+
+
+def test_a_matching_approval_turns_the_same_request_into_an_allow() -> None:
+    request = call("pay/create_payment", {"amount_cents": 500}, approved=True)
+    decision = engine_with(APPROVALS).decide(request)
+    assert decision.outcome is Outcome.ALLOW
+    assert decision.reasons == ("approved: payments need a human",)
+
+
+def test_the_stricter_of_two_satisfied_permits_holds_the_approval() -> None:
+    # "pay" asks for approval, "small-pay" does not: the approval still applies.
+    decision = engine_with(APPROVALS).decide(call("pay/create_payment", {"amount_cents": 50}))
+    assert decision.outcome is Outcome.APPROVAL_REQUIRED
+    assert decision.policy_ids == ("pay",)
+
+
+def test_a_forbid_wins_over_an_approved_permit() -> None:
+    request = call("pay/create_payment", {"amount_cents": 5000}, approved=True)
+    decision = engine_with(APPROVALS).decide(request)
+    assert decision.outcome is Outcome.DENY
+    assert decision.policy_ids == ("ceiling",)
+
+
+def test_approval_on_a_forbid_is_rejected_at_validation() -> None:
+    with pytest.raises(PolicyValidationError) as caught:
+        engine_with('@approval("x") forbid (principal, action, resource);')
+    assert "`@approval` only applies to a permit" in str(caught.value)
+
+
+def test_a_policy_that_errors_denies_even_where_cedar_would_skip_it() -> None:
+    # Cedar skips an erroring policy; here that would leave the permit standing
+    # and allow. proctor denies and carries the error instead.
+    policies = GIT_READ + """
+    @id("overflowing-forbid")
+    forbid (principal, action == Action::"tool:git/git_log", resource)
+    when { context.args has max_count && context.args.max_count + 9223372036854775807 < 0 };
+    """
+    request = call("git/git_log", {"repo_path": "/srv/app", "max_count": 5})
+    decision = engine_with(policies).decide(request)
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.ENGINE_ERROR
+    assert any("overflowing-forbid" in e for e in decision.errors)
+
+
+def test_an_exception_inside_the_engine_is_a_deny_with_the_error() -> None:
+    request = call("git/git_log", {"repo_path": "/srv/app"}, purpose=object())
+    decision = engine_with(GIT_READ).decide(request)
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.ENGINE_ERROR
+    assert decision.errors == ("decision failed: TypeError",)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"repo_path": 7}, "argument `args.repo_path` must be of type String"),
+        ({}, "argument `args.repo_path` is required"),
+        ({"repo_path": "/srv/a", "max_count": True},
+         "argument `args.max_count` must be of type Long"),
+        ({"repo_path": "/srv/a", "max_count": 2**70}, "argument `args.max_count` is out of range"),
+    ],
+)
+def test_arguments_that_do_not_fit_the_tool_schema_are_an_invalid_request(
+    args: dict[str, object], message: str
+) -> None:
+    decision = engine_with(GIT_READ).decide(call("git/git_log", args))
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.INVALID_REQUEST
+    assert decision.errors[0].startswith(message)
+
+
+def test_untyped_arguments_are_dropped_before_cedar_sees_them() -> None:
+    policies = """
+    permit (principal, action == Action::"tool:pay/create_payment", resource)
+    when { context.args has tags && context.args.tags.contains("ok") };
+    """
+    args = {"amount_cents": 1, "tags": ["ok"], "ratio": 0.5, "unknown": {"x": 1}}
+    assert engine_with(policies).decide(call("pay/create_payment", args)).is_allowed
+
+
+def test_a_context_that_does_not_match_the_schema_is_an_invalid_request_without_values() -> None:
+    request = call("git/git_log", {"repo_path": "/srv/app"})
+    broken = dict(request.context, approved="yes-secret-value")
+    decision = engine_with(GIT_READ).decide(type(request)(
+        request.principal, request.action, request.resource, broken))
+    assert decision.code is ReasonCode.INVALID_REQUEST
+    assert "does not match the schema" in decision.errors[0]
+    assert "secret" not in " ".join(decision.errors)
+
+
+def test_an_unknown_tool_is_an_invalid_request() -> None:
+    decision = engine_with(GIT_READ).decide(call("git/git_push", {"repo_path": "/srv/app"}))
+    assert decision.code is ReasonCode.INVALID_REQUEST
+
+
+def test_policies_see_agent_trust_state_and_risk() -> None:
+    policies = """
+    permit (principal, action == Action::"tool:git/git_log", resource);
+    @id("drift") forbid (principal, action in Action::"call", resource)
+    when { principal.trust_state == "drifted" && principal.risk_score > 30 };
+    """
+    engine = engine_with(policies)
+    assert engine.decide(call("git/git_log", {"repo_path": "/x"})).is_allowed
+    drifted = engine.decide(call("git/git_log", {"repo_path": "/x"}, agent=OTHER))
+    assert drifted.policy_ids == ("drift",)
+
+
+def test_context_carries_delegation_time_source_and_sensitivity() -> None:
+    policies = """
+    permit (principal, action == Action::"tool:git/git_log", resource)
+    when {
+      context.delegation.depth == 1 &&
+      context.delegation.chain.contains("spiffe://acme.example/agent/planner") &&
+      context.time.hour == 10 && context.time.weekday == 0 &&
+      context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) &&
+      context.sensitivity_seen == 2 && context.purpose == "build" && context.task == "t-1"
+    };
+    """
+    from proctor.policy.catalog import Sensitivity
+
+    request = call(
+        "git/git_log", {"repo_path": "/x"}, delegation_chain=["spiffe://acme.example/agent/planner"],
+        source_ip="10.1.2.3", sensitivity_seen=Sensitivity.CONFIDENTIAL, purpose="build",
+        task="t-1",
+    )
+    assert engine_with(policies).decide(request).is_allowed
+
+
+def test_a_schema_cedar_cannot_parse_is_a_validation_error() -> None:
+    with pytest.raises(PolicyValidationError) as caught:
+        CompiledSchema("entity Agent = ;")
+    assert caught.value.diagnostics[0].file == "<schema>"

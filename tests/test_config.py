@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proctor.config import load_settings
+from proctor.errors import ConfigError
+
+
+def test_defaults_put_a_sqlite_database_and_policies_under_the_home(tmp_path: Path) -> None:
+    settings = load_settings({"PROCTOR_HOME": str(tmp_path)})
+    assert settings.home == tmp_path
+    assert settings.database_url == f"sqlite:///{tmp_path / 'proctor.db'}"
+    assert settings.policy_dir == tmp_path / "policies"
+    assert settings.is_embedded
+
+
+def test_the_home_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "proctor.toml").write_text(
+        'database_url = "postgresql://db/proctor"\ntrust_domain = "acme.example"\n'
+    )
+    settings = load_settings({"PROCTOR_HOME": str(tmp_path)})
+    assert settings.database_url == "postgresql://db/proctor"
+    assert settings.trust_domain == "acme.example"
+    assert not settings.is_embedded
+    overridden = load_settings({"PROCTOR_HOME": str(tmp_path),
+                                "PROCTOR_DATABASE_URL": "sqlite:///other.db"})
+    assert overridden.database_url == "sqlite:///other.db"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("database_url = ", "is not valid TOML"),
+        ('colour = "blue"\n', "unknown key `colour`"),
+        ("trust_domain = 3\n", "must be a string"),
+        ('database_url = "mysql://x"\n', "scheme `mysql` is not supported"),
+    ],
+)
+def test_a_bad_config_file_is_a_specific_error(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "proctor.toml").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"PROCTOR_HOME": str(tmp_path)})
+
+
+def test_an_explicit_config_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"PROCTOR_CONFIG": str(tmp_path / "missing.toml")})
