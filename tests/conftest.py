@@ -1,7 +1,8 @@
 """Shared fixtures: a clock pinned in time, and a fresh database per test on each backend.
 
 PostgreSQL tests use the server on 127.0.0.1:5432 (``PROCTOR_TEST_PG_URL`` to
-override). Each test gets its own database, dropped afterwards. Outside CI a
+override). The tests share one database, migrated once per session and
+emptied after each test; tests of migrations themselves get an empty database. Outside CI a
 missing server skips those tests; with ``CI=true`` it fails them, because CI
 must exercise the PostgreSQL store.
 """
@@ -9,6 +10,7 @@ must exercise the PostgreSQL store.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,9 +21,11 @@ import pytest
 from psycopg import sql
 
 from proctor.clock import FrozenClock
+from proctor.store import open_store
 
 PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+_PG_BASE = PG_ADMIN_URL.rsplit("/", 1)[0]
 
 
 @pytest.fixture
@@ -37,31 +41,74 @@ def _pg_available() -> str | None:
         return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database; dropped after the test."""
+@pytest.fixture(scope="session")
+def postgres_session_db() -> Iterator[str]:
+    """One database per test session, migrated once."""
     problem = _pg_available()
     if problem is not None:
         if IN_CI:
             pytest.fail(problem + " (CI must run the PostgreSQL tests)")
         pytest.skip(problem)
+    name = _create()
+    try:
+        open_store(f"{_PG_BASE}/{name}").close()  # runs every migration
+        yield name
+    finally:
+        _drop(name)
+
+
+@pytest.fixture
+def postgres_url(postgres_session_db: str) -> Iterator[str]:
+    """The session's migrated PostgreSQL database, emptied after the test."""
+    url = f"{_PG_BASE}/{postgres_session_db}"
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'").fetchall()]
+        if tables:
+            conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_session_db: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (no migrations run); dropped after the test."""
+    name = _create()
+    try:
+        yield f"{_PG_BASE}/{name}"
+    finally:
+        _drop(name)
+
+
+def _create() -> str:
     name = f"proctor_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    return name
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "proctor.db"
+    open_store(f"sqlite:///{path}").close()
+    return path
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same test on a SQLite file and on a PostgreSQL database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'proctor.db'}"
+        database = tmp_path / "proctor.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), database)
+        yield f"sqlite:///{database}"
     else:
         yield request.getfixturevalue("postgres_url")

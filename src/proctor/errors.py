@@ -10,9 +10,37 @@ only these::
     │   └── MigrationError             store_migration_failed
     ├── NotFoundError                  not_found
     ├── RequestError                   request_invalid
-    └── PolicyError                    policy_error
-        ├── PolicyValidationError      policy_invalid
-        └── PolicyTestError            policy_test_invalid
+    ├── PolicyError                    policy_error
+    │   ├── PolicyValidationError      policy_invalid
+    │   └── PolicyTestError            policy_test_invalid
+    ├── AuditError                     audit_error
+    │   ├── AuditUnavailableError      audit_unavailable
+    │   └── AuditIntegrityError        audit_integrity_failed
+    ├── IdentityError                  identity_error
+    │   ├── AgentIdError               agent_id_invalid
+    │   ├── AgentUnknownError          agent_unknown
+    │   ├── AgentExistsError           agent_exists
+    │   ├── AgentNotActiveError        agent_not_active
+    │   ├── AgentStateError            agent_state_invalid
+    │   ├── AgentKeyError              agent_key_invalid
+    │   ├── ReviewerError              reviewer_invalid
+    │   ├── ManifestError              manifest_invalid
+    │   │   └── ManifestChangedError   manifest_changed
+    │   └── ProofError                 proof_rejected
+    │       ├── ProofTooLargeError     proof_too_large
+    │       ├── ProofMalformedError    proof_malformed
+    │       ├── ProofAlgorithmError    proof_algorithm_not_allowed
+    │       ├── ProofKeyUnknownError   proof_key_unknown
+    │       ├── ProofSignatureError    proof_invalid_signature
+    │       ├── ProofIssuerError       proof_wrong_issuer
+    │       ├── ProofAudienceError     proof_wrong_audience
+    │       ├── ProofExpiredError      proof_expired
+    │       ├── ProofNotYetValidError  proof_not_yet_valid
+    │       ├── ProofClaimsError       proof_claims_invalid
+    │       └── ProofMethodError       proof_method_mismatch
+    ├── SigningKeyError                signing_key_invalid
+    └── GrantError                     one code per failed check (see its docstring)
+        └── ScopeError                 scope_invalid
 
 Messages follow Cedar's style: lowercase, no trailing period, user input in
 backticks. An authorization *answer* is never an exception: ``decide`` returns a
@@ -25,15 +53,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AgentExistsError",
+    "AgentIdError",
+    "AgentKeyError",
+    "AgentNotActiveError",
+    "AgentStateError",
+    "AgentUnknownError",
+    "AuditError",
+    "AuditIntegrityError",
+    "AuditUnavailableError",
     "ConfigError",
     "Diagnostic",
+    "GrantError",
+    "IdentityError",
+    "ManifestChangedError",
+    "ManifestError",
     "MigrationError",
     "NotFoundError",
     "PolicyError",
     "PolicyTestError",
     "PolicyValidationError",
     "ProctorError",
+    "ProofAlgorithmError",
+    "ProofAudienceError",
+    "ProofClaimsError",
+    "ProofError",
+    "ProofExpiredError",
+    "ProofIssuerError",
+    "ProofKeyUnknownError",
+    "ProofMalformedError",
+    "ProofMethodError",
+    "ProofNotYetValidError",
+    "ProofSignatureError",
+    "ProofTooLargeError",
     "RequestError",
+    "ReviewerError",
+    "ScopeError",
+    "SigningKeyError",
     "StoreError",
 ]
 
@@ -103,3 +159,163 @@ class PolicyTestError(PolicyError):
     """A policy test file that cannot be read as test cases."""
 
     code = "policy_test_invalid"
+
+
+class AuditError(ProctorError):
+    code = "audit_error"
+
+
+class AuditUnavailableError(AuditError):
+    """An audit event could not be made durable; the decision it records must fail closed."""
+
+    code = "audit_unavailable"
+
+
+class AuditIntegrityError(AuditError):
+    """The audit chain does not verify, so an operation that relies on it refused to run."""
+
+    code = "audit_integrity_failed"
+
+
+class SigningKeyError(ProctorError):
+    """A signing key that cannot be read, created or used."""
+
+    code = "signing_key_invalid"
+
+
+class GrantError(ProctorError):
+    """A grant, proof, scope or delegation that is not valid; ``code`` says which check failed.
+
+    Codes: ``grant_malformed``, ``grant_too_large``, ``grant_algorithm_not_allowed``,
+    ``grant_unknown_key``, ``grant_signature_invalid``, ``grant_wrong_issuer``,
+    ``grant_wrong_audience``, ``grant_expired``, ``grant_not_yet_valid``,
+    ``grant_revoked``, ``grant_unknown``, ``grant_uses_exhausted``,
+    ``grant_out_of_scope``, ``grant_wrong_agent``, ``proof_missing``, ``proof_invalid``,
+    ``proof_wrong_key``, ``proof_stale``, ``proof_replayed``, ``proof_wrong_target``,
+    ``delegation_widens_scope``, ``delegation_extends_expiry``, ``delegation_too_deep``,
+    ``issuance_denied``, ``issuance_pending_approval``, ``grant_ttl_invalid``,
+    ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``.
+    """
+
+    code = "grant_invalid"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ScopeError(GrantError):
+    """A scope document that cannot be parsed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("scope_invalid", message)
+
+
+class IdentityError(ProctorError):
+    """An agent registration, manifest or identity proof that proctor refused."""
+
+    code = "identity_error"
+
+
+class AgentIdError(IdentityError):
+    """Not a SPIFFE ID of the form ``spiffe://<trust-domain>/agent/<name>``."""
+
+    code = "agent_id_invalid"
+
+
+class AgentUnknownError(IdentityError):
+    code = "agent_unknown"
+
+
+class AgentExistsError(IdentityError):
+    code = "agent_exists"
+
+
+class AgentNotActiveError(IdentityError):
+    """The agent is suspended or retired, and so is denied everything."""
+
+    code = "agent_not_active"
+
+
+class AgentStateError(IdentityError):
+    """A trust-state change that is not allowed from the agent's current state."""
+
+    code = "agent_state_invalid"
+
+
+class AgentKeyError(IdentityError):
+    """A public key that cannot be an agent's: wrong type or curve, private, or in use."""
+
+    code = "agent_key_invalid"
+
+
+class ReviewerError(IdentityError):
+    """A review or state change by someone who may not make it (e.g. an agent)."""
+
+    code = "reviewer_invalid"
+
+
+class ManifestError(IdentityError):
+    code = "manifest_invalid"
+
+
+class ManifestChangedError(ManifestError):
+    """The presented manifest changed since the reviewer looked at it."""
+
+    code = "manifest_changed"
+
+
+class ProofError(IdentityError):
+    """An identity proof (own-key JWS, JWT-SVID, OIDC token) that does not verify."""
+
+    code = "proof_rejected"
+
+
+class ProofTooLargeError(ProofError):
+    code = "proof_too_large"
+
+
+class ProofMalformedError(ProofError):
+    code = "proof_malformed"
+
+
+class ProofAlgorithmError(ProofError):
+    """``alg`` is not on the allow-list, or does not match the key (``none``, HS256, ...)."""
+
+    code = "proof_algorithm_not_allowed"
+
+
+class ProofKeyUnknownError(ProofError):
+    code = "proof_key_unknown"
+
+
+class ProofSignatureError(ProofError):
+    code = "proof_invalid_signature"
+
+
+class ProofIssuerError(ProofError):
+    code = "proof_wrong_issuer"
+
+
+class ProofAudienceError(ProofError):
+    code = "proof_wrong_audience"
+
+
+class ProofExpiredError(ProofError):
+    code = "proof_expired"
+
+
+class ProofNotYetValidError(ProofError):
+    code = "proof_not_yet_valid"
+
+
+class ProofClaimsError(ProofError):
+    """A required claim is missing or malformed, or the token lives too long."""
+
+    code = "proof_claims_invalid"
+
+
+class ProofMethodError(ProofError):
+    """The agent is registered to prove its identity another way."""
+
+    code = "proof_method_mismatch"

@@ -9,8 +9,15 @@ from proctor.errors import ConfigError, StoreError
 from proctor.store import as_utc, open_store
 
 
-def test_opening_creates_and_migrates_the_database(database_url: str) -> None:
-    store = open_store(database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    return str(request.getfixturevalue("empty_postgres_url"))
+
+
+def test_opening_creates_and_migrates_an_empty_database(empty_database_url: str) -> None:
+    store = open_store(empty_database_url)
     try:
         tables = inspect(store.engine).get_table_names()
         assert "policy_revisions" in tables
@@ -70,3 +77,22 @@ def test_naive_datetimes_from_sqlite_are_read_as_utc() -> None:
     from datetime import UTC, datetime
 
     assert as_utc(datetime(2026, 1, 1, 12, 0)).tzinfo is UTC
+
+
+def test_the_fast_read_path_returns_rows_and_reports_errors_as_store_errors(
+    database_url: str,
+) -> None:
+    store = open_store(database_url)
+    try:
+        with store.transaction() as conn:
+            conn.execute(text(
+                "INSERT INTO policy_revisions (digest, status, origin, sources, created_at) "
+                "VALUES ('d1', 'candidate', 'test', '{}', CURRENT_TIMESTAMP)"
+            ))
+        rows = store.fetch("SELECT digest, status FROM policy_revisions WHERE digest IN ({p}, {p})",
+                           ["d1", "nope"])
+        assert rows == [("d1", "candidate")]
+        with pytest.raises(StoreError):
+            store.fetch("SELECT * FROM no_such_table WHERE x = {p}", [1])
+    finally:
+        store.close()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli import policy
+from proctor.cli import agent, audit, grant, policy
 from proctor.cli.demo import DEMO_REQUESTS
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import init_home, open_runtime
@@ -24,6 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(policy.app, name="policy")
+app.add_typer(audit.app, name="audit")
+app.add_typer(agent.app, name="agent")
+app.add_typer(grant.task_app, name="task")
+app.add_typer(grant.grant_app, name="grant")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -25,5 +25,5 @@ def fail(message: str, *, code: str, as_json: bool = False, exit_code: int = 1) 
     if as_json:
         print_json({"error": {"code": code, "message": message}})
     else:
-        err_console.print(f"error: {message}", markup=False)
+        err_console.print(f"error: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(exit_code)

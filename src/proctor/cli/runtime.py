@@ -1,4 +1,5 @@
-"""Wiring the parts for one CLI invocation: settings, store, engine, policy store."""
+"""Wiring the parts for one CLI invocation: settings, store, engine, policy store,
+agent registry and grant authority."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from pathlib import Path
 
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
+from proctor.grants import (
+    GrantAuthority,
+    IssuerKeyring,
+    RegisteredAgents,
+    TokenCodec,
+    load_master_key,
+)
+from proctor.identity import AgentRegistry, load_trust_config, sync_principals
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.store import Store, open_store
 
-__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "open_runtime"]
+__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "issuer_for", "open_runtime"]
 
 EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 
@@ -23,9 +32,16 @@ class Runtime:
     store: Store
     engine: PolicyEngine
     policies: PolicyStore
+    registry: AgentRegistry
+    grants: GrantAuthority
 
     def close(self) -> None:
         self.store.close()
+
+
+def issuer_for(settings: Settings) -> str:
+    """The ``iss`` of this deployment's grants: proctor's SPIFFE ID in its trust domain."""
+    return f"spiffe://{settings.trust_domain}/proctor"
 
 
 def init_home(settings: Settings, *, policies_from: Path = EXAMPLE_POLICIES) -> bool:
@@ -47,7 +63,12 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     store = open_store(settings.database_url)
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
+    registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))
+    sync_principals(engine, registry, bundle.principals)
     policies = PolicyStore(store, engine, clock)
     if policies.load_active() is None:
         policies.load_directory(settings.policy_dir)
-    return Runtime(settings, clock, store, engine, policies)
+    keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
+    codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
+    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry))
+    return Runtime(settings, clock, store, engine, policies, registry, grants)

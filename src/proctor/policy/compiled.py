@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import cedarpy
 from cedarpy import pst
@@ -67,7 +68,11 @@ class CompiledPolicies:
             )
         self._slices: dict[SliceKey, cedarpy.PolicySet] = {}
         self._lock = threading.Lock()
-        self.full = _policy_set(self.policies.values())
+
+    @cached_property
+    def full(self) -> cedarpy.PolicySet:
+        """All policies in one handle, unsliced (for comparisons and benchmarks)."""
+        return _policy_set(self.policies.values())
 
     def __len__(self) -> int:
         return len(self.policies)
@@ -96,12 +101,7 @@ class CompiledPolicies:
 
     def _build_slice(self, key: SliceKey) -> cedarpy.PolicySet:
         action, resource = key
-        ids = [
-            pid
-            for pid in self._candidates(action)
-            if self._scopes[pid].resource is None or self._scopes[pid].resource == resource
-        ]
-        handle = _policy_set(self.policies[pid] for pid in ids)
+        handle = _policy_set(self.policies[pid] for pid in self.slice_ids(action, resource or ""))
         with self._lock:
             return self._slices.setdefault(key, handle)
 

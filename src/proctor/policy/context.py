@@ -8,7 +8,7 @@ from typing import Any
 
 from proctor.policy.catalog import Sensitivity
 
-__all__ = ["call_context"]
+__all__ = ["call_context", "issue_context"]
 
 
 def call_context(
@@ -46,3 +46,30 @@ def call_context(
     if source_ip:
         context["source_ip"] = {"__extn": {"fn": "ip", "arg": source_ip}}
     return context
+
+
+def issue_context(
+    *,
+    now: datetime,
+    task: str,
+    purpose: str,
+    on_behalf_of: str,
+    ttl_seconds: int,
+    max_uses: int | None,
+    delegation_chain: Sequence[str] = (),
+    approved: bool = False,
+) -> dict[str, Any]:
+    """The context of a grant issuance (``Action::"grant:issue"``), one per tool in scope.
+
+    ``max_uses`` is 0 when the grant has no use limit.
+    """
+    return {
+        "task": task,
+        "purpose": purpose,
+        "on_behalf_of": on_behalf_of,
+        "delegation": {"depth": len(delegation_chain), "chain": list(delegation_chain)},
+        "time": {"epoch": int(now.timestamp()), "hour": now.hour, "weekday": now.weekday()},
+        "ttl_seconds": ttl_seconds,
+        "max_uses": max_uses or 0,
+        "approved": approved,
+    }

@@ -155,10 +155,12 @@ def _interpret(
             )
             return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST, reasons=(message,),
                             errors=(message,), revision=revision)
+        # Sorted: Cedar's order depends on the slice and on hashing, and a decision
+        # must not (shadow comparisons and audit records compare them).
         return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
-                        policy_ids=tuple(diagnostics.reasons),
+                        policy_ids=tuple(sorted(diagnostics.reasons)),
                         reasons=("a policy failed to evaluate, so the request is denied",),
-                        errors=errors, revision=revision)
+                        errors=tuple(sorted(errors)), revision=revision)
     ids = tuple(sorted(diagnostics.reasons))
     found = [policies.policies[pid] for pid in ids]
     if result.decision is cedarpy.Decision.Allow:

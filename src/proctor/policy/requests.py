@@ -13,6 +13,9 @@ A request document::
     approved: false
     sensitivity_seen: internal
     time: 2026-11-30T10:00:00Z
+
+For a grant issuance, ``action: grant:issue`` with ``resource: {type: Tool, id: …}``
+and optional ``ttl_seconds`` and ``max_uses`` (0: no limit).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from proctor.errors import RequestError
 from proctor.policy.catalog import Sensitivity
-from proctor.policy.context import call_context
+from proctor.policy.context import call_context, issue_context
 from proctor.policy.model import DecisionRequest, EntityRef
 
 __all__ = ["request_from_spec"]
@@ -31,6 +34,7 @@ __all__ = ["request_from_spec"]
 _KEYS = {
     "agent", "principal", "tool", "action", "resource", "args", "task", "purpose",
     "on_behalf_of", "delegation_chain", "source_ip", "approved", "sensitivity_seen", "time",
+    "ttl_seconds", "max_uses",
 }
 
 
@@ -52,6 +56,15 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
     args = spec.get("args") or {}
     if not isinstance(args, Mapping):
         raise RequestError("`args` must be a mapping")
+    chain = [str(a) for a in spec.get("delegation_chain") or ()]
+    if action == "grant:issue":
+        context = issue_context(
+            now=_time(spec.get("time"), now), task=str(spec.get("task", "")),
+            purpose=str(spec.get("purpose", "")), on_behalf_of=str(spec.get("on_behalf_of", "")),
+            ttl_seconds=_int(spec, "ttl_seconds", 300), max_uses=_int(spec, "max_uses", 0),
+            delegation_chain=chain, approved=bool(spec.get("approved", False)),
+        )
+        return DecisionRequest(principal, action, resource, context)
     try:
         seen = Sensitivity.parse(str(spec.get("sensitivity_seen", "public")))
     except Exception as exc:
@@ -62,7 +75,7 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
         task=str(spec.get("task", "")),
         purpose=str(spec.get("purpose", "")),
         on_behalf_of=str(spec.get("on_behalf_of", "")),
-        delegation_chain=[str(a) for a in spec.get("delegation_chain") or ()],
+        delegation_chain=chain,
         source_ip=spec.get("source_ip"),
         approved=bool(spec.get("approved", False)),
         sensitivity_seen=seen,
@@ -95,3 +108,10 @@ def _time(value: Any, default: datetime) -> datetime:
         except ValueError as exc:
             raise RequestError(f"time `{value}` is not an ISO 8601 timestamp") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _int(spec: Mapping[str, Any], key: str, default: int) -> int:
+    value = spec.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(f"`{key}` must be an integer")
+    return value

@@ -85,10 +85,29 @@ class CompiledSchema:
             ) from exc
 
 
+ISSUE_ACTION = """\
+action "grant:issue" appliesTo {
+  principal: [Agent],
+  resource: [Tool],
+  context: {
+    "task": String,
+    "purpose": String,
+    "on_behalf_of": String,
+    "delegation": Delegation,
+    "time": CallTime,
+    "ttl_seconds": Long,
+    "max_uses": Long,
+    "approved": Bool,
+  }
+};
+"""
+
+
 def build_schema(catalog: ToolCatalog) -> CompiledSchema:
     """The Cedar schema for ``catalog``'s tools."""
     parts = [
         BASE_SCHEMA,
+        ISSUE_ACTION,
         "action call appliesTo {\n  principal: [Agent],\n  resource: [Tool],\n"
         f"  context: {call_context_cedar('{}')}\n}};\n",
     ]

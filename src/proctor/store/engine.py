@@ -12,7 +12,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from proctor.errors import ConfigError, StoreError
 
-__all__ = ["create_store_engine", "normalize_url"]
+__all__ = ["READ_ONLY", "create_store_engine", "normalize_url"]
+
+READ_ONLY = "proctor_read_only"
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front (no deadlock on upgrade); readers don't.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

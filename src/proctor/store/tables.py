@@ -15,7 +15,19 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["metadata", "policy_revisions"]
+__all__ = [
+    "agents",
+    "audit_checkpoints",
+    "audit_events",
+    "audit_head",
+    "grants",
+    "issuer_keys",
+    "leases",
+    "metadata",
+    "policy_revisions",
+    "proof_nonces",
+    "tasks",
+]
 
 metadata = MetaData()
 
@@ -36,4 +48,155 @@ policy_revisions = Table(
     Column("activated_at", DateTime(timezone=True), nullable=True),
     Index("ix_policy_revisions_status", "status"),
     Index("ix_policy_revisions_digest", "digest"),
+)
+
+# The audit chain. `seq` is the event's position (1, 2, ...), assigned by the
+# writer; `body` is the canonical JSON of the event, the exact text hashed:
+# hash = sha256(bytes.fromhex(prev_hash) || body). The other columns are an
+# index over `body` for queries; `proctor audit verify` checks they agree.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("actor_type", String(8), nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("decision", String(24), nullable=True),
+    Column("body", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_actor_type", "actor_type", "seq"),
+    Index("ix_audit_events_actor_id", "actor_id", "seq"),
+    Index("ix_audit_events_task", "task", "seq"),
+    Index("ix_audit_events_time", "time"),
+)
+
+# One row (id 1): the chain head. Writers advance it with a compare-and-set in
+# the transaction that appends, so two processes never fork the chain; it also
+# remembers the head when every event has been archived away.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Signed statements "the event at `seq` has hash `hash`". `payload` is the
+# canonical JSON that was signed (ES256, by the key `kid`).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("kid", String(64), nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+)
+
+# Issuer signing keys. `sealed_key` is the PEM private key encrypted with the
+# master key (AES-256-GCM, nonce prepended, kid as associated data), base64.
+# The current key has no `verify_until`; a rotated key verifies until then.
+issuer_keys = Table(
+    "issuer_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("sealed_key", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("verify_until", DateTime(timezone=True), nullable=True),
+)
+
+# Tasks: one unit of agent work. Ending a task revokes its lease tree.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent_id", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("on_behalf_of", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Index("ix_tasks_agent", "agent_id"),
+)
+
+# The lease tree: tasks, grants, child grants (and later secret leases and
+# gateway sessions), each under its parent. Indexed by parent so that revoking
+# a node finds its subtree; `revoked_at` set on a node revokes it.
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("parent_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", Text, nullable=True),
+    Index("ix_leases_parent", "parent_id"),
+    Index("ix_leases_task", "task_id"),
+    Index("ix_leases_agent", "agent_id"),
+    Index("ix_leases_expires", "expires_at"),
+)
+
+# Grants: the token-specific part of a grant lease. Only the token's hash is
+# kept; `accessor` names the grant everywhere else (API, audit, CLI).
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("accessor", String(64), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scope", JSON, nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False),
+)
+
+# Proof-of-possession nonces already used, kept until the proof window passes.
+proof_nonces = Table(
+    "proof_nonces",
+    metadata,
+    Column("nonce", String(128), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_proof_nonces_expires", "expires_at"),
+)
+
+# Registered agents (proctor.identity). `id` is the SPIFFE ID. `manifest` is the
+# manifest a human reviewed and `manifest_digest` its digest; an agent that
+# presents another one gets `presented_*` filled and trust_state `drifted`,
+# while the reviewed manifest stays as it was until a human adopts the new one.
+# `public_jwk` holds public members only; `key_thumbprint` is its RFC 7638
+# thumbprint (the `cnf` binding of grants).
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(512), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("trust_domain", String(255), nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("proof_method", String(16), nullable=False),
+    Column("public_jwk", JSON, nullable=True),
+    Column("key_thumbprint", String(64), nullable=True, unique=True),
+    Column("oidc_issuer", Text, nullable=True),
+    Column("oidc_subject", Text, nullable=True),
+    Column("trust_state", String(16), nullable=False),
+    Column("risk_score", Integer, nullable=False),
+    Column("manifest", JSON, nullable=False),
+    Column("manifest_digest", String(80), nullable=False),
+    Column("presented_manifest", JSON, nullable=True),
+    Column("presented_digest", String(80), nullable=True),
+    Column("reviewed_by", Text, nullable=False),
+    Column("reviewed_at", DateTime(timezone=True), nullable=False),
+    Column("state_changed_by", Text, nullable=True),
+    Column("state_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_agents_trust_state", "trust_state"),
+    Index("ux_agents_oidc_subject", "oidc_issuer", "oidc_subject", unique=True),
 )

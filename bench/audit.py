@@ -1,0 +1,253 @@
+"""How fast is the audit log, next to plain inserts on the same database in the same run?
+
+Usage::
+
+    uv run python bench/audit.py            # the full run, a few minutes
+    uv run python bench/audit.py --quick    # under 30 s, fewer events
+
+Every figure is durable: SQLite in WAL mode with ``synchronous=FULL`` (a
+temporary file), PostgreSQL with its default ``synchronous_commit=on`` (a
+fresh database on ``PROCTOR_TEST_PG_URL``'s server, dropped afterwards).
+
+- *baselines*: the same rows, pre-built, written with the driver and no
+  hashing: one row per commit, and 100 rows per commit;
+- *events_per_s*: ``AuditLog.record_async`` from 256 concurrent asyncio
+  tasks, each call returning only once its event is durable; group commit
+  batches whatever is queued. The events are built before timing, like the
+  baseline's rows (canonical JSON, hashing and the write are timed);
+- *decision_events_per_s*: the same, but each task first builds its event
+  from a decision (``decision_event``: masking, request digest): the whole
+  audit cost of one ``decide_and_record`` apart from ``decide`` itself;
+- *threads*: ``AuditLog.record`` from 64 OS threads, events built before;
+- *verify_events_per_s*: ``verify_store`` over the chain just written.
+
+Prints a table, then one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from proctor.audit import AuditLog, decision_event, verifiers_for, verify_store
+from proctor.keys import LocalSigner
+from proctor.policy import Decision, EntityRef, Outcome, ReasonCode, call_context
+from proctor.policy.model import DecisionRequest
+from proctor.store import open_store
+
+PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+DECISION = Decision(Outcome.ALLOW, ReasonCode.PERMITTED, ("coding-read",),
+                    ("the coding agent may read its repositories",), revision=7)
+
+
+def request(n: int) -> DecisionRequest:
+    context = call_context(now=NOW, args={"repo_path": f"/srv/repos/app-{n % 50}",
+                                          "max_count": 20},
+                           task=f"task-{n % 200}", purpose="fix the failing build",
+                           on_behalf_of="alice@acme.example", source_ip="10.0.0.7",
+                           delegation_chain=["spiffe://acme.example/agent/planner"])
+    return DecisionRequest(EntityRef("Agent", f"spiffe://acme.example/agent/coder-{n % 20}"),
+                           "tool:git/git_log", EntityRef("Tool", "git/git_log"), context)
+
+
+REQUESTS = [request(n) for n in range(500)]
+
+
+def event(n: int) -> Any:
+    return decision_event(REQUESTS[n % len(REQUESTS)], DECISION, now=NOW, grant="acc-7f3a")
+
+
+def sample_rows(count: int, start: int) -> list[tuple[Any, ...]]:
+    body = event(0).canonical_body().decode()
+    return [(start + i, str(uuid.uuid4()), NOW, "agent", f"spiffe://acme.example/agent/c{i % 20}",
+             "task-1", "tool:git/git_log", "allow", body, "0" * 64, "1" * 64)
+            for i in range(count)]
+
+
+def baseline_sqlite(path: Path, single: int, batched: int) -> tuple[float, float]:
+    """Rows per second: one INSERT per commit, then 100 rows per commit (executemany)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    insert = ("INSERT INTO audit_events (seq, event_id, time, actor_type, actor_id, task, action,"
+              " decision, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    rows = [(*r[:2], r[2].isoformat(sep=" "), *r[3:]) for r in sample_rows(single, 10**9)]
+    started = time.perf_counter()
+    for row in rows:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, row)
+        conn.execute("COMMIT")
+    one = single / (time.perf_counter() - started)
+    rows = [(*r[:2], r[2].isoformat(sep=" "), *r[3:]) for r in sample_rows(batched, 2 * 10**9)]
+    started = time.perf_counter()
+    for i in range(0, batched, 100):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows[i:i + 100])
+        conn.execute("COMMIT")
+    hundred = batched / (time.perf_counter() - started)
+    conn.execute("DELETE FROM audit_events WHERE seq >= 1000000000")
+    conn.close()
+    return one, hundred
+
+
+def baseline_postgres(url: str, batched: int) -> float:
+    rows = sample_rows(batched, 10**9)
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for i in range(0, batched, 100):
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO audit_events (seq, event_id, time, actor_type, actor_id, task, "
+                    "action, decision, body, prev_hash, hash) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows[i:i + 100])
+            conn.commit()
+        rate = batched / (time.perf_counter() - started)
+        conn.execute("DELETE FROM audit_events WHERE seq >= 1000000000")
+        conn.commit()
+    return rate
+
+
+def with_asyncio(audit: AuditLog, count: int, callers: int, *, build: bool) -> float:
+    ready = [] if build else [event(n) for n in range(count)]
+
+    async def caller(first: int) -> None:
+        for n in range(first, count, callers):
+            await audit.record_async(event(n) if build else ready[n])
+
+    async def run() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(i) for i in range(callers)))
+        return time.perf_counter() - started
+
+    return count / asyncio.run(run())
+
+
+def with_threads(audit: AuditLog, count: int, callers: int) -> float:
+    ready = [event(n) for n in range(count)]
+
+    def caller(first: int) -> None:
+        for n in range(first, count, callers):
+            audit.record(ready[n])
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count / (time.perf_counter() - started)
+
+
+def measure_log(url: str, count: int, signer: LocalSigner) -> dict[str, float]:
+    store = open_store(url)
+    try:
+        results: dict[str, float] = {}
+        runs: list[tuple[str, Callable[[AuditLog], float]]] = [
+            ("async", lambda log: with_asyncio(log, count, 256, build=False)),
+            ("decisions", lambda log: with_asyncio(log, count // 2, 256, build=True)),
+            ("threads", lambda log: with_threads(log, count // 2, 64)),
+        ]
+        for name, run in runs:
+            audit = AuditLog(store, signer=signer)
+            try:
+                results[name] = run(audit)
+                results[f"{name}_mean_batch"] = audit.events_written / max(audit.batches, 1)
+            finally:
+                audit.close()
+        started = time.perf_counter()
+        report = verify_store(store, verifiers_for([signer]))
+        elapsed = time.perf_counter() - started
+        if not report.is_valid:
+            raise SystemExit(f"the chain does not verify: {report.problem}")
+        results["verify"] = report.events / elapsed
+        return results
+    finally:
+        store.close()
+
+
+def postgres_database() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            name = f"proctor_bench_{uuid.uuid4().hex[:10]}"
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        print(f"PostgreSQL not reachable, skipped: {exc}", file=sys.stderr)
+        return None
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(url: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(url.rsplit("/", 1)[1])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer events: under 30 s")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    options = parser.parse_args()
+    count = 6_000 if options.quick else 60_000
+    single = 200 if options.quick else 1_000
+    signer = LocalSigner.generate()
+    figures: dict[str, Any] = {"quick": options.quick, "events": count,
+                               "python": platform.python_version(),
+                               "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.db"
+        url = f"sqlite:///{path}"
+        open_store(url).close()
+        one, hundred = baseline_sqlite(path, single, count)
+        log = measure_log(url, count, signer)
+    figures.update({
+        "baseline_sqlite_single_row_commits_per_s": round(one),
+        "baseline_sqlite_batch100_rows_per_s": round(hundred),
+        "events_per_s_sqlite": round(log["async"]),
+        "decision_events_per_s_sqlite": round(log["decisions"]),
+        "events_per_s_sqlite_threads": round(log["threads"]),
+        "mean_batch_sqlite": round(log["async_mean_batch"], 1),
+        "verify_events_per_s": round(log["verify"]),
+    })
+    pg_url = None if options.no_postgres else postgres_database()
+    if pg_url is not None:
+        try:
+            open_store(pg_url).close()
+            hundred = baseline_postgres(pg_url, count)
+            log = measure_log(pg_url, count, signer)
+        finally:
+            drop_database(pg_url)
+        figures.update({
+            "baseline_postgres_batch100_rows_per_s": round(hundred),
+            "events_per_s_postgres": round(log["async"]),
+            "decision_events_per_s_postgres": round(log["decisions"]),
+            "events_per_s_postgres_threads": round(log["threads"]),
+            "mean_batch_postgres": round(log["async_mean_batch"], 1),
+            "verify_events_per_s_postgres": round(log["verify"]),
+        })
+    figures["sqlite_vs_batch100_baseline"] = round(
+        figures["events_per_s_sqlite"] / figures["baseline_sqlite_batch100_rows_per_s"], 2)
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

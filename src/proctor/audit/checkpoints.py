@@ -1,0 +1,127 @@
+"""Signed checkpoints: "the event at position ``seq`` has hash ``hash``".
+
+The hash chain alone shows that rows were changed, unless an attacker with
+write access rewrites the whole tail and recomputes every hash. A checkpoint
+signed with the issuer key pins the head at one moment; a rewritten tail no
+longer matches it, and forging a new checkpoint needs the private key.
+
+The signed payload is canonical JSON::
+
+    {"hash": "<hex>", "kid": "<key id>", "seq": 1200,
+     "signed_at": "2026-11-30T10:00:00.000000Z", "type": "proctor.audit.checkpoint", "v": 1}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from proctor.audit.chain import ChainHead, canonical_json
+from proctor.audit.events import format_time
+from proctor.clock import Clock
+from proctor.keys import Signer, Verifier
+from proctor.store import Store, as_utc
+from proctor.store.tables import audit_checkpoints, audit_head
+
+__all__ = [
+    "Checkpoint",
+    "check_checkpoint",
+    "load_checkpoints",
+    "sign_checkpoint",
+    "verifiers_for",
+    "write_checkpoint",
+]
+
+_TYPE = "proctor.audit.checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    kid: str
+    signed_at: datetime
+    payload: str
+    signature: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "kid": self.kid,
+                "signed_at": format_time(self.signed_at), "payload": self.payload,
+                "signature": self.signature}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+        return cls(int(data["seq"]), str(data["hash"]), str(data["kid"]),
+                   datetime.fromisoformat(str(data["signed_at"])), str(data["payload"]),
+                   str(data["signature"]))
+
+
+def sign_checkpoint(signer: Signer, head: ChainHead, now: datetime) -> Checkpoint:
+    """A new checkpoint of ``head``, signed by ``signer`` at ``now``."""
+    payload = canonical_json({"type": _TYPE, "v": 1, "seq": head.seq, "hash": head.hash,
+                              "kid": signer.kid, "signed_at": format_time(now)})
+    signature = base64.urlsafe_b64encode(signer.sign(payload)).rstrip(b"=").decode("ascii")
+    return Checkpoint(head.seq, head.hash, signer.kid, now, payload.decode("utf-8"), signature)
+
+
+def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]) -> str | None:
+    """Why ``checkpoint`` cannot be trusted, or None when its signature and payload hold."""
+    verifier = verifiers.get(checkpoint.kid)
+    where = f"checkpoint at position {checkpoint.seq}"
+    if verifier is None:
+        return f"{where} is signed by unknown key `{checkpoint.kid}`"
+    text = checkpoint.signature
+    try:
+        signature = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        signature = b""
+    if not verifier.verify(checkpoint.payload.encode("utf-8"), signature):
+        return f"{where} has an invalid signature"
+    try:
+        payload = json.loads(checkpoint.payload)
+    except ValueError:
+        payload = {}
+    if (payload.get("type"), payload.get("seq"), payload.get("hash"), payload.get("kid")) != (
+            _TYPE, checkpoint.seq, checkpoint.hash, checkpoint.kid):
+        return f"{where} does not match its signed payload"
+    return None
+
+
+def verifiers_for(keys: Iterable[Verifier]) -> dict[str, Verifier]:
+    """Verifiers by key id."""
+    return {key.kid: key for key in keys}
+
+
+def load_checkpoints(store: Store) -> list[Checkpoint]:
+    """Every checkpoint in the store, by position."""
+    with store.transaction() as conn:
+        rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()
+    return [Checkpoint(int(r.seq), r.hash, r.kid, as_utc(r.signed_at), r.payload, r.signature)
+            for r in rows]
+
+
+def write_checkpoint(store: Store, signer: Signer, clock: Clock) -> Checkpoint | None:
+    """Sign the current head now; None while the chain is empty."""
+    with store.transaction() as conn:
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+            .with_for_update()).first()
+        if head is None or head.seq == 0:
+            return None
+        existing = conn.execute(
+            select(audit_checkpoints).where(audit_checkpoints.c.seq == head.seq)).first()
+        if existing is not None:
+            return Checkpoint(int(existing.seq), existing.hash, existing.kid,
+                              as_utc(existing.signed_at), existing.payload, existing.signature)
+        checkpoint = sign_checkpoint(signer, ChainHead(int(head.seq), head.hash), clock.now())
+        conn.execute(insert(audit_checkpoints).values(
+            seq=checkpoint.seq, hash=checkpoint.hash, kid=checkpoint.kid,
+            signed_at=checkpoint.signed_at, payload=checkpoint.payload,
+            signature=checkpoint.signature))
+    return checkpoint

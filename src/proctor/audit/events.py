@@ -1,0 +1,221 @@
+"""The audit event: one versioned schema for agents, humans and the system.
+
+An event is a value. Its JSON form (:meth:`AuditEvent.as_json`, schema
+version :data:`SCHEMA_VERSION`) is what the chain hashes, what ``export
+--format jsonl`` prints and what ``docs/audit.md`` documents. Free-form parts
+(target, reasons, detail) are masked when the event is constructed, so an
+event holding a secret cannot exist.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from json.encoder import encode_basestring as _text
+from typing import Any
+
+from proctor.audit.chain import canonical_json, check_json_value
+from proctor.audit.masking import mask
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Actor",
+    "ActorType",
+    "AuditEvent",
+    "DecisionRecord",
+    "StoredEvent",
+    "format_time",
+    "new_event_id",
+]
+
+SCHEMA_VERSION = 1
+
+
+class ActorType(StrEnum):
+    """Who acted: agents and humans are never mixed up, in queries or exports."""
+
+    AGENT = "agent"
+    HUMAN = "human"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The principal that acted; ``on_behalf_of`` is an agent's accountable owner."""
+
+    type: ActorType
+    id: str
+    on_behalf_of: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {"type": self.type.value, "id": self.id, "on_behalf_of": self.on_behalf_of}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """The decision an event records: outcome, reason code, policies and revision."""
+
+    outcome: str
+    code: str
+    policy_ids: tuple[str, ...] = ()
+    revision: int | None = None
+    reasons: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reasons", tuple(mask(list(self.reasons))))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "code": self.code, "policy_ids": list(self.policy_ids),
+                "revision": self.revision, "reasons": list(self.reasons)}
+
+
+def format_time(value: datetime) -> str:
+    """An aware datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    if value.tzinfo is None:
+        raise ValueError("audit times must be aware datetimes")
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text + "Z"
+
+
+def new_event_id(now: datetime) -> str:
+    """A UUIDv7 (RFC 9562): the millisecond of ``now``, then 74 random bits.
+
+    Time-ordered ids keep the unique index append-mostly. They need to be
+    unique, not secret, so the fast non-cryptographic generator is enough.
+    """
+    millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
+    rand = random.getrandbits(74)  # uniqueness, not secrecy
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (
+        rand & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _maybe(value: str | None) -> str:
+    return "null" if value is None else _text(value)
+
+
+def _texts(values: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(_text, values)) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One thing that happened, by whom, under which decision.
+
+    ``request_digest`` is the SHA-256 of the masked request's canonical JSON;
+    ``grant`` is the grant's accessor, never its token; ``concerns`` is the id
+    of the event this one is about (a human approval names the agent event
+    that asked for it).
+    """
+
+    id: str
+    time: datetime
+    actor: Actor
+    action: str
+    target: str
+    outcome: str
+    task: str = ""
+    delegation_chain: tuple[str, ...] = ()
+    decision: DecisionRecord | None = None
+    request_digest: str | None = None
+    grant: str | None = None
+    source: str | None = None
+    concerns: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.time.tzinfo is None:
+            raise ValueError("audit times must be aware datetimes")
+        object.__setattr__(self, "target", mask(self.target))
+        detail = mask(dict(self.detail))
+        check_json_value(detail)
+        object.__setattr__(self, "detail", detail)
+
+    def as_json(self) -> dict[str, Any]:
+        """The event as schema version 1 JSON (the hashed form)."""
+        return {
+            "v": SCHEMA_VERSION,
+            "id": self.id,
+            "time": format_time(self.time),
+            "actor": self.actor.as_json(),
+            "delegation_chain": list(self.delegation_chain),
+            "task": self.task,
+            "action": self.action,
+            "target": self.target,
+            "decision": None if self.decision is None else self.decision.as_json(),
+            "outcome": self.outcome,
+            "request_digest": self.request_digest,
+            "grant": self.grant,
+            "source": self.source,
+            "concerns": self.concerns,
+            "detail": dict(self.detail),
+        }
+
+    def canonical_body(self) -> bytes:
+        """``canonical_json(self.as_json())``, built directly: this runs once per event.
+
+        Keys are written in sorted order; strings go through the same C
+        escaper the JSON encoder uses. A property test keeps the two equal.
+        """
+        d, a = self.decision, self.actor
+        decision = "null" if d is None else "".join((
+            '{"code":', _text(d.code), ',"outcome":', _text(d.outcome),
+            ',"policy_ids":', _texts(d.policy_ids), ',"reasons":', _texts(d.reasons),
+            ',"revision":', "null" if d.revision is None else str(int(d.revision)), "}"))
+        detail = canonical_json(dict(self.detail)).decode("utf-8") if self.detail else "{}"
+        return "".join((
+            '{"action":', _text(self.action), ',"actor":{"id":', _text(a.id),
+            ',"on_behalf_of":', _text(a.on_behalf_of), ',"type":', _text(a.type.value),
+            '},"concerns":', _maybe(self.concerns), ',"decision":', decision,
+            ',"delegation_chain":', _texts(self.delegation_chain), ',"detail":', detail,
+            ',"grant":', _maybe(self.grant), ',"id":', _text(self.id),
+            ',"outcome":', _text(self.outcome), ',"request_digest":', _maybe(self.request_digest),
+            ',"source":', _maybe(self.source), ',"target":', _text(self.target),
+            ',"task":', _text(self.task), ',"time":', _text(format_time(self.time)),
+            ',"v":', str(SCHEMA_VERSION), "}",
+        )).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """Read an event back from its JSON form."""
+        if data.get("v") != SCHEMA_VERSION:
+            raise ValueError(f"audit event schema version `{data.get('v')}` is not supported")
+        actor = data["actor"]
+        decision = data.get("decision")
+        return cls(
+            id=data["id"],
+            time=datetime.fromisoformat(data["time"]),
+            actor=Actor(ActorType(actor["type"]), actor["id"], actor.get("on_behalf_of", "")),
+            action=data["action"],
+            target=data["target"],
+            outcome=data["outcome"],
+            task=data.get("task", ""),
+            delegation_chain=tuple(data.get("delegation_chain") or ()),
+            decision=None if decision is None else DecisionRecord(
+                decision["outcome"], decision["code"], tuple(decision["policy_ids"]),
+                decision["revision"], tuple(decision["reasons"])),
+            request_digest=data.get("request_digest"),
+            grant=data.get("grant"),
+            source=data.get("source"),
+            concerns=data.get("concerns"),
+            detail=data.get("detail") or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event at its position in the chain."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    event: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        """The export line: enough to re-check the chain link offline."""
+        return {"seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash,
+                "event": dict(self.event)}

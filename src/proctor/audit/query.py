@@ -1,0 +1,121 @@
+"""Reading the log back: search, tail, follow, by actor type and more.
+
+Every query can select by actor type, so agent and human activity are never
+mixed up unless asked for.
+
+>>> EventFilter(actor_type=ActorType.HUMAN, task="task-42").describe()
+'actor_type=human task=task-42'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from proctor.audit.events import ActorType, StoredEvent
+from proctor.store import Store
+from proctor.store.tables import audit_events
+
+__all__ = ["EventFilter", "follow_events", "iter_events", "search_events", "tail_events"]
+
+_t = audit_events.c
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to read; every field left None matches everything."""
+
+    actor_type: ActorType | None = None
+    actor_id: str | None = None
+    task: str | None = None
+    decision: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def describe(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                parts.append(f"{f.name}={getattr(value, 'value', value)}")
+        return " ".join(parts)
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.actor_type is not None:
+            query = query.where(_t.actor_type == self.actor_type.value)
+        if self.actor_id is not None:
+            query = query.where(_t.actor_id == self.actor_id)
+        if self.task is not None:
+            query = query.where(_t.task == self.task)
+        if self.decision is not None:
+            query = query.where(_t.decision == self.decision)
+        if self.action is not None:
+            query = query.where(_t.action == self.action)
+        if self.since is not None:
+            query = query.where(_t.time >= _utc(self.since))
+        if self.until is not None:
+            query = query.where(_t.time < _utc(self.until))
+        return query
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("query times must be aware datetimes")
+    return value.astimezone(UTC)
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(int(row.seq), row.prev_hash, row.hash, json.loads(row.body))
+
+
+_COLUMNS = (_t.seq, _t.prev_hash, _t.hash, _t.body)
+
+
+def search_events(store: Store, where: EventFilter | None = None, *, limit: int = 100,
+                  newest_first: bool = True) -> list[StoredEvent]:
+    """Up to ``limit`` matching events, newest first unless told otherwise."""
+    order = _t.seq.desc() if newest_first else _t.seq.asc()
+    query = (where or EventFilter()).apply(select(*_COLUMNS)).order_by(order).limit(limit)
+    with store.transaction() as conn:
+        return [_stored(row) for row in conn.execute(query)]
+
+
+def tail_events(store: Store, where: EventFilter | None = None, *, count: int = 20
+                ) -> list[StoredEvent]:
+    """The last ``count`` matching events, oldest of them first."""
+    return list(reversed(search_events(store, where, limit=count)))
+
+
+def iter_events(store: Store, where: EventFilter | None = None, *, after_seq: int = 0,
+                page: int = 1000) -> Iterator[StoredEvent]:
+    """Every matching event after position ``after_seq``, in chain order, a page at a time."""
+    where = where or EventFilter()
+    while True:
+        query = where.apply(select(*_COLUMNS)).where(_t.seq > after_seq)
+        with store.transaction() as conn:
+            rows = [_stored(r) for r in conn.execute(query.order_by(_t.seq).limit(page))]
+        yield from rows
+        if len(rows) < page:
+            return
+        after_seq = rows[-1].seq
+
+
+def follow_events(store: Store, where: EventFilter, *, after_seq: int,
+                  wait: Callable[[], bool]) -> Iterator[StoredEvent]:
+    """Matching events as they are appended after ``after_seq``.
+
+    Between polls it calls ``wait()``, which sleeps (or waits on an event)
+    and returns False to stop following.
+    """
+    while True:
+        for stored in iter_events(store, where, after_seq=after_seq):
+            after_seq = stored.seq
+            yield stored
+        if not wait():
+            return

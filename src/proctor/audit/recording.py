@@ -1,0 +1,160 @@
+"""Building events for decisions and human actions, and auditing every decision.
+
+:func:`decide_and_record` is step 4 of a decision: the decision is made,
+its event is written durably, and only then is the answer returned. If the
+event cannot be written the answer is a deny with code ``audit_unavailable``,
+unless the operator explicitly built the log with ``fail_open=True``.
+
+>>> event = human_event("alice@acme.example", "approval.grant", 'Tool::"git/git_push"',
+...                     "approved", concerns="3f0c...",
+...                     now=datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
+>>> event.actor.type.value, event.concerns
+('human', '3f0c...')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
+from proctor.audit.masking import mask
+from proctor.audit.writer import AuditLog
+from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
+
+__all__ = [
+    "DecisionPoint",
+    "decide_and_record",
+    "decide_and_record_async",
+    "decision_event",
+    "human_event",
+    "request_digest",
+]
+
+log = logging.getLogger(__name__)
+
+_OUTCOMES = {
+    Outcome.ALLOW: "allowed",
+    Outcome.DENY: "denied",
+    Outcome.APPROVAL_REQUIRED: "pending_approval",
+}
+_ACTOR_TYPES = {"Agent": ActorType.AGENT, "Human": ActorType.HUMAN}
+
+
+class DecisionPoint(Protocol):
+    def decide(self, request: DecisionRequest) -> Decision: ...
+
+
+# Context entries that hold only identifiers, times and flags; every other
+# entry (the arguments, the purpose, anything new) is masked before digesting.
+_PLAIN_CONTEXT = frozenset({"task", "on_behalf_of", "delegation", "time", "approved",
+                            "sensitivity_seen", "source_ip"})
+
+
+def request_digest(request: DecisionRequest) -> str:
+    """SHA-256 of the masked request as sorted, compact JSON.
+
+    Masked first, so the digest cannot be used to confirm a guessed secret.
+    """
+    context = {key: value if key in _PLAIN_CONTEXT else mask(value)
+               for key, value in request.context.items()}
+    document = {"principal": request.principal.as_json(), "action": request.action,
+                "resource": request.resource.as_json(), "context": context}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _source(context: Mapping[str, Any]) -> str | None:
+    source = context.get("source_ip")
+    if isinstance(source, Mapping):
+        source = source.get("__extn", {}).get("arg")
+    return str(source) if source else None
+
+
+def decision_event(request: DecisionRequest, decision: Decision, *, now: datetime,
+                   grant: str | None = None, event_id: str | None = None) -> AuditEvent:
+    """The event of one decision on ``request``; ``grant`` is the grant's accessor."""
+    context = request.context
+    delegation = context.get("delegation")
+    chain = delegation.get("chain", ()) if isinstance(delegation, Mapping) else ()
+    detail: dict[str, Any] = {}
+    if context.get("purpose"):
+        detail["purpose"] = str(context["purpose"])
+    if decision.errors:
+        detail["errors"] = list(decision.errors)
+    return AuditEvent(
+        id=event_id or new_event_id(now),
+        time=now,
+        actor=Actor(_ACTOR_TYPES.get(request.principal.type, ActorType.SYSTEM),
+                    request.principal.id, str(context.get("on_behalf_of", ""))),
+        action=request.action,
+        target=str(request.resource),
+        outcome=_OUTCOMES[decision.outcome],
+        task=str(context.get("task", "")),
+        delegation_chain=tuple(str(a) for a in chain),
+        decision=DecisionRecord(decision.outcome.value, decision.code.value,
+                                decision.policy_ids, decision.revision, decision.reasons),
+        request_digest=request_digest(request),
+        grant=grant,
+        source=_source(context),
+        detail=detail,
+    )
+
+
+def human_event(human_id: str, action: str, target: str, outcome: str, *, now: datetime,
+                concerns: str | None = None, task: str = "", reason: str = "",
+                source: str | None = None, event_id: str | None = None) -> AuditEvent:
+    """The event of a human's action, e.g. an approval (``approval.grant``) or a
+    revocation (``grant.revoke``), linked by ``concerns`` to the event it is about."""
+    return AuditEvent(
+        id=event_id or new_event_id(now), time=now, actor=Actor(ActorType.HUMAN, human_id),
+        action=action, target=target, outcome=outcome, task=task, source=source,
+        concerns=concerns, detail={"reason": reason} if reason else {},
+    )
+
+
+def decide_and_record(engine: DecisionPoint, audit: AuditLog, request: DecisionRequest, *,
+                      grant: str | None = None, event_id: str | None = None) -> Decision:
+    """Decide ``request`` and return the decision once its audit event is durable.
+
+    Never raises: when the event cannot be written the answer is a deny
+    (``audit_unavailable``), or, on a log built with ``fail_open=True``, the
+    decision as made.
+    """
+    decision = engine.decide(request)
+    try:
+        audit.record(decision_event(request, decision, now=audit.clock.now(), grant=grant,
+                                    event_id=event_id))
+    except Exception as exc:  # the decision point answers, it never raises
+        return _unaudited(audit, decision, exc)
+    return decision
+
+
+async def decide_and_record_async(engine: DecisionPoint, audit: AuditLog,
+                                  request: DecisionRequest, *, grant: str | None = None,
+                                  event_id: str | None = None) -> Decision:
+    """:func:`decide_and_record` for asyncio code (the gateway's event loop)."""
+    decision = engine.decide(request)
+    try:
+        await audit.record_async(decision_event(request, decision, now=audit.clock.now(),
+                                                grant=grant, event_id=event_id))
+    except Exception as exc:  # the decision point answers, it never raises
+        return _unaudited(audit, decision, exc)
+    return decision
+
+
+def _unaudited(audit: AuditLog, decision: Decision, exc: Exception) -> Decision:
+    message = getattr(exc, "message", None) or f"audit failed: {type(exc).__name__}"
+    if audit.fail_open:
+        log.error("decision not audited (fail-open configured): %s", message)
+        return decision
+    return Decision(
+        Outcome.DENY, ReasonCode.AUDIT_UNAVAILABLE,
+        reasons=("the decision could not be audited, so the request is denied",),
+        errors=(message,), revision=decision.revision,
+    )

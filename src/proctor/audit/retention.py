@@ -1,0 +1,111 @@
+"""Retention that keeps verification possible: archived segments.
+
+:func:`archive_segment` moves the events up to a position into a JSON Lines
+file and deletes them from the database. The file's first line names the
+checkpoint the segment starts after (none for position 1) and the checkpoint
+at its last event, signed now if there was none; the events follow in the
+export format. The database keeps every checkpoint, so its chain now starts
+at a checkpoint, which :func:`~proctor.audit.verification.verify_store`
+accepts; :func:`verify_archive` checks a segment file on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from proctor.audit.chain import ChainHead, canonical_json
+from proctor.audit.checkpoints import Checkpoint, load_checkpoints, sign_checkpoint
+from proctor.audit.driver import iter_links
+from proctor.audit.query import iter_events
+from proctor.audit.verification import ChainChecker, VerifyReport
+from proctor.clock import Clock
+from proctor.errors import AuditError, AuditIntegrityError
+from proctor.keys import Signer, Verifier
+from proctor.store import Store
+from proctor.store.tables import audit_checkpoints, audit_events
+
+__all__ = ["SEGMENT_TYPE", "archive_segment", "verify_archive"]
+
+SEGMENT_TYPE = "proctor.audit.segment"
+
+
+def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: Signer,
+                    clock: Clock, verifiers: Mapping[str, Verifier]) -> dict[str, Any]:
+    """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them.
+
+    Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify.
+    """
+    checkpoints = load_checkpoints(store)
+    checker = ChainChecker(checkpoints, verifiers)
+    for rows in iter_links(store):
+        if not checker.feed([r for r in rows if r[0] <= up_to_seq]) or rows[-1][0] >= up_to_seq:
+            break
+    report = checker.report()
+    if report.problem is not None:
+        raise AuditIntegrityError(f"refusing to archive: {report.problem.message}")
+    if checker.head is None or checker.head.seq != up_to_seq or checker.first_seq is None:
+        raise AuditError(f"there is no event at position {up_to_seq} to archive up to")
+    first, end = checker.first_seq, checker.head
+    by_seq = {c.seq: c for c in checkpoints}
+    closing = by_seq.get(end.seq) or _add_checkpoint(store, signer, clock, end)
+    header = {"type": SEGMENT_TYPE, "v": 1, "from_seq": first, "to_seq": end.seq,
+              "anchor": by_seq[first - 1].as_json() if first > 1 else None,
+              "checkpoint": closing.as_json()}
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(json.dumps(header, sort_keys=True) + "\n")
+            for stored in iter_events(store):
+                if stored.seq > end.seq:
+                    break
+                handle.write(json.dumps(stored.as_json(), sort_keys=True,
+                                        ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise AuditError(f"cannot write segment `{path}`: {exc.strerror}") from exc
+    with store.transaction() as conn:
+        conn.execute(delete(audit_events).where(audit_events.c.seq <= end.seq))
+    return {"path": str(path), "from_seq": first, "to_seq": end.seq, "events": end.seq - first + 1}
+
+
+def _add_checkpoint(store: Store, signer: Signer, clock: Clock, head: ChainHead) -> Checkpoint:
+    checkpoint = sign_checkpoint(signer, head, clock.now())
+    with store.transaction() as conn:
+        existing = conn.execute(select(audit_checkpoints.c.seq)
+                                .where(audit_checkpoints.c.seq == head.seq)).first()
+        if existing is None:
+            conn.execute(insert(audit_checkpoints).values(
+                seq=checkpoint.seq, hash=checkpoint.hash, kid=checkpoint.kid,
+                signed_at=checkpoint.signed_at, payload=checkpoint.payload,
+                signature=checkpoint.signature))
+    return checkpoint
+
+
+def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyReport:
+    """Verify an archived segment file against its own checkpoints."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = json.loads(handle.readline())
+            if header.get("type") != SEGMENT_TYPE:
+                raise AuditError(f"`{path}` is not an audit segment")
+            anchors = [Checkpoint.from_json(header["checkpoint"])]
+            if header.get("anchor"):
+                anchors.append(Checkpoint.from_json(header["anchor"]))
+            checker = ChainChecker(anchors, verifiers)
+            for line in handle:
+                item = json.loads(line)
+                row = (int(item["seq"]), str(item["prev_hash"]), str(item["hash"]),
+                       canonical_json(item["event"]))
+                if not checker.feed([row]):
+                    break
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"cannot read audit segment `{path}`: {exc}") from exc
+    end = anchors[0]
+    checker.finish(ChainHead(end.seq, end.hash))
+    return checker.report()

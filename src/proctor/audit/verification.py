@@ -1,0 +1,233 @@
+"""Verifying the chain: every link, every checkpoint, the head and the index.
+
+The walk stops at the first problem and names it by position (``seq``):
+
+- ``missing``: positions are skipped (a row was deleted);
+- ``broken_link``: a row does not link to the one before it (inserted or
+  reordered rows);
+- ``altered``: a row's hash does not match its content (an edited row);
+- ``checkpoint_mismatch``: the chain differs from a signed checkpoint (the
+  tail was rewritten and re-hashed);
+- ``checkpoint_invalid``: a checkpoint whose signature does not hold;
+- ``unanchored``: the chain starts after position 1 without a checkpoint there;
+- ``truncated``: the head row or a checkpoint lies beyond the last event;
+- ``index_mismatch``: a query column disagrees with the event it indexes.
+
+A chain may start at a checkpoint (older events archived, see
+:mod:`proctor.audit.retention`): its first row must link to the hash of a
+valid checkpoint at the position just before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from proctor.audit.chain import GENESIS, ChainHead, chain_hash
+from proctor.audit.checkpoints import Checkpoint, check_checkpoint, load_checkpoints
+from proctor.audit.driver import first_index_mismatch, iter_links
+from proctor.errors import AuditUnavailableError, ProctorError
+from proctor.keys import Verifier
+from proctor.store import Store
+from proctor.store.tables import audit_head
+
+__all__ = ["ChainChecker", "Problem", "VerifyReport", "verify_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    seq: int
+    kind: str
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What a verification found; ``problem`` is the first broken link, if any."""
+
+    events: int
+    first_seq: int | None
+    last: ChainHead
+    checkpoints: int
+    unsigned_tail: int
+    problem: Problem | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_valid(self) -> bool:
+        return self.problem is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"valid": self.is_valid, "events": self.events, "first_seq": self.first_seq,
+                "last_seq": self.last.seq, "last_hash": self.last.hash,
+                "checkpoints": self.checkpoints, "unsigned_tail": self.unsigned_tail,
+                "problem": None if self.problem is None else self.problem.as_json(),
+                "notes": list(self.notes)}
+
+
+class ChainChecker:
+    """Checks rows fed in chain order against each other and the checkpoints."""
+
+    def __init__(self, checkpoints: Iterable[Checkpoint],
+                 verifiers: Mapping[str, Verifier]) -> None:
+        # Only checkpoints whose signature holds are trusted; the first bad one
+        # is reported unless the chain breaks earlier.
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self.bad_checkpoint: Problem | None = None
+        for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
+            reason = check_checkpoint(checkpoint, verifiers)
+            if reason is None:
+                self.checkpoints[checkpoint.seq] = checkpoint
+            elif self.bad_checkpoint is None:
+                self.bad_checkpoint = Problem(checkpoint.seq, "checkpoint_invalid", reason)
+        self.problem: Problem | None = None
+        self.head: ChainHead | None = None
+        self.first_seq: int | None = None
+        self.events = 0
+
+    def feed(self, rows: Iterable[tuple[int, str, str, bytes]]) -> bool:
+        """Check ``(seq, prev_hash, hash, body)`` rows; False once a problem is found."""
+        if self.problem is not None:
+            return False
+        # The hot loop of verification: locals only, no objects per row.
+        checkpoints, sha256, fromhex = self.checkpoints, hashlib.sha256, bytes.fromhex
+        head_seq, head_hash = (-1, "") if self.head is None else self.head
+        prev_raw = b"" if self.head is None else fromhex(head_hash)
+        ok = True
+        for seq, prev_hash, digest, body in rows:
+            if head_seq < 0:
+                anchor = self._anchor(seq, prev_hash)
+                if anchor is None:
+                    return False
+                head_seq, head_hash = anchor
+                self.first_seq, prev_raw = seq, fromhex(head_hash)
+            if seq != head_seq + 1:
+                gap = (f"event at position {seq - 1} is" if seq == head_seq + 2 else
+                       f"events at positions {head_seq + 1} to {seq - 1} are")
+                ok = self._stop(head_seq + 1, "missing", f"{gap} missing")
+                break
+            raw = sha256(prev_raw + body).digest()
+            if raw.hex() != digest or prev_hash != head_hash:
+                ok = self._diagnose(ChainHead(head_seq, head_hash), seq, prev_hash, digest, body)
+                break
+            if seq in checkpoints and checkpoints[seq].hash != digest:
+                ok = self._stop(seq, "checkpoint_mismatch", f"event at position {seq} "
+                                "differs from the signed checkpoint (the chain was rewritten)")
+                break
+            head_seq, head_hash, prev_raw = seq, digest, raw
+            self.events += 1
+        if head_seq >= 0:
+            self.head = ChainHead(head_seq, head_hash)
+        return ok
+
+    def _diagnose(self, head: ChainHead, seq: int, prev_hash: str, digest: str, body: bytes
+                  ) -> bool:
+        if chain_hash(head.hash, body) == digest:
+            return self._stop(seq, "broken_link", f"event at position {seq} records a "
+                              "previous hash that is not the event before it")
+        if prev_hash != head.hash and chain_hash(prev_hash, body) == digest:
+            return self._stop(seq, "broken_link", f"event at position {seq} does not link "
+                              f"to the event at position {head.seq} (an event was inserted, "
+                              "removed or reordered there)")
+        return self._stop(seq, "altered", f"event at position {seq} was altered: its "
+                          "hash does not match its content")
+
+    def _anchor(self, seq: int, prev_hash: str) -> ChainHead | None:
+        if seq == 1:
+            if prev_hash != GENESIS.hash:
+                self._stop(1, "broken_link", "event at position 1 does not start the chain")
+                return None
+            return GENESIS
+        anchor = self.checkpoints.get(seq - 1)
+        if anchor is None:
+            self._stop(seq, "unanchored", f"the chain starts at position {seq} without a "
+                       f"checkpoint at position {seq - 1}")
+            return None
+        if anchor.hash != prev_hash:
+            self._stop(seq, "broken_link", f"event at position {seq} does not link to the "
+                       f"checkpoint at position {seq - 1}")
+            return None
+        return ChainHead(anchor.seq, anchor.hash)
+
+    def _stop(self, seq: int, kind: str, message: str) -> bool:
+        self.problem = Problem(seq, kind, message)
+        return False
+
+    def finish(self, expected_head: ChainHead | None) -> None:
+        """Check the end of the chain against the head row (if known) and the checkpoints."""
+        if self.problem is not None:
+            return
+        last = self.head
+        if last is None:
+            if expected_head is None or expected_head.seq == 0:
+                return
+            anchor = self.checkpoints.get(expected_head.seq)
+            if anchor is None or anchor.hash != expected_head.hash:
+                self._stop(1, "truncated", f"no events, and no checkpoint for the head at "
+                           f"position {expected_head.seq}")
+            return
+        if expected_head is not None and expected_head != last:
+            self._stop(last.seq + 1, "truncated", f"the chain ends at position {last.seq} "
+                       f"but the head is at position {expected_head.seq}")
+            return
+        beyond = [seq for seq in self.checkpoints if seq > last.seq]
+        if beyond:
+            self._stop(last.seq + 1, "truncated", f"the chain ends at position {last.seq} "
+                       f"before the checkpoint at position {min(beyond)}")
+
+    def report(self, *, also: Problem | None = None, notes: tuple[str, ...] = ()
+               ) -> VerifyReport:
+        """The result; the earliest of the chain's, the checkpoints' and ``also``'s problems."""
+        last = self.head or GENESIS
+        signed = [seq for seq in self.checkpoints if seq <= last.seq]
+        tail = last.seq - max(signed) if signed else self.events
+        found = [p for p in (self.problem, self.bad_checkpoint, also) if p is not None]
+        first = min(found, key=lambda p: p.seq) if found else None
+        return VerifyReport(self.events, self.first_seq, last,
+                            len(self.checkpoints), max(tail, 0), first, notes)
+
+
+def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyReport:
+    """Walk the whole chain in ``store``; ``verifiers`` by key id check the checkpoints."""
+    # The index check runs inside the database while Python walks the links.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="proctor-verify") as pool:
+        index_check = pool.submit(first_index_mismatch, store)
+        try:
+            checker = ChainChecker(load_checkpoints(store), verifiers)
+            for rows in iter_links(store):
+                if not checker.feed(rows):
+                    break
+            with store.transaction() as conn:
+                head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
+                                    .where(audit_head.c.id == 1)).first()
+        except ProctorError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailableError(
+                f"cannot read the audit log: {type(exc).__name__}") from exc
+        if head is None and checker.head is not None and checker.problem is None:
+            checker.problem = Problem(checker.head.seq + 1, "truncated",
+                                      "the head row is missing")
+        checker.finish(None if head is None else ChainHead(int(head.seq), head.hash))
+        try:
+            mismatch = index_check.result()
+        except ProctorError:
+            # Bodies that are not JSON make the check itself fail; the walk
+            # reports such rows as altered, so only speak up when it found nothing.
+            mismatch = None if checker.problem is not None else (checker.first_seq or 1)
+    also = None
+    if mismatch is not None:
+        also = Problem(mismatch, "index_mismatch", f"the query columns of the event at "
+                       f"position {mismatch} do not match its content")
+    notes: tuple[str, ...] = ()
+    if checker.checkpoints == {} and checker.events:
+        notes = ("no valid signed checkpoint covers this chain",)
+    return checker.report(also=also, notes=notes)

@@ -1,0 +1,273 @@
+"""The audit log: one writer thread, group commit, the chain head in memory.
+
+Callers hand events to :meth:`AuditLog.record`, which returns only once the
+event's transaction has committed (durable: SQLite WAL with
+``synchronous=FULL``, PostgreSQL with ``synchronous_commit`` on). Behind it,
+one thread takes whatever is queued (up to ``max_batch`` events), chains it
+onto the head it keeps in memory and writes it in one transaction. While one
+batch commits the next one gathers, so throughput grows with concurrency.
+
+On a write error every caller of that batch gets :class:`AuditUnavailableError`
+and the head is read again from the database before the next batch, so the
+chain never forks. When another process appended meanwhile (the head row's
+compare-and-set fails), the batch is re-chained onto the new head and retried.
+
+:meth:`AuditLog.submit` is the asynchronous mode: it returns a
+:class:`Receipt` without waiting. Until that receipt is done its event can be
+lost in a crash; at most ``max_pending`` events are ever in that state (the
+documented loss window). Nothing in proctor uses it by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proctor.audit.chain import ChainHead, chain_hash
+from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
+from proctor.audit.driver import AppendConnection, EventRow
+from proctor.audit.events import AuditEvent
+from proctor.clock import Clock, SystemClock
+from proctor.errors import AuditUnavailableError
+from proctor.keys import Signer
+from proctor.store import Store
+
+__all__ = ["AuditLog", "Receipt", "RecordedEvent"]
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_MAX_RETRIES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """Where a durable event sits in the chain."""
+
+    seq: int
+    hash: str
+    event_id: str
+
+
+class Receipt:
+    """A queued event; :meth:`wait` blocks until it is durable (or failed)."""
+
+    __slots__ = ("_done", "_future", "error", "event", "result", "row")
+
+    def __init__(self, event: AuditEvent) -> None:
+        self.event = event
+        body = event.canonical_body()
+        decision = event.decision.outcome if event.decision is not None else None
+        self.row = (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
+                    event.action, decision, body)
+        self.result: RecordedEvent | None = None
+        self.error: AuditUnavailableError | None = None
+        self._future: asyncio.Future[RecordedEvent] | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def _finish(self) -> None:
+        self._done.release()
+
+    def wait(self, timeout: float) -> RecordedEvent:
+        """The event's place in the chain, once durable; raises if it is not."""
+        if not self._done.acquire(timeout=timeout):
+            raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s")
+        self._done.release()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def _settle(receipts: Sequence[Receipt]) -> None:
+    for receipt in receipts:
+        future = receipt._future
+        if future is None or future.done():
+            continue
+        if receipt.error is not None:
+            future.set_exception(receipt.error)
+        else:
+            assert receipt.result is not None
+            future.set_result(receipt.result)
+
+
+class AuditLog:
+    """The append side of the audit chain for one process.
+
+    ``timeout`` bounds every wait for durability (seconds); past it the call
+    fails with :class:`AuditUnavailableError`. ``busy_timeout_ms`` overrides
+    SQLite's wait for another writer's lock. ``fail_open=True`` is the
+    operator's explicit choice to let decisions stand when they cannot be
+    audited; the default fails closed.
+    """
+
+    def __init__(self, store: Store, *, signer: Signer | None = None,
+                 clock: Clock | None = None, max_batch: int = 512,
+                 max_pending: int = 100_000, checkpoint_every: int = 10_000,
+                 timeout: float = 10.0, busy_timeout_ms: int | None = None,
+                 fail_open: bool = False) -> None:
+        self.store = store
+        self.signer = signer
+        self.clock = clock or SystemClock()
+        self.fail_open = fail_open
+        self.timeout = timeout
+        self._max_batch = max_batch
+        self._checkpoint_every = checkpoint_every
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
+        self._head: ChainHead | None = None
+        self._closed = False
+        self.batches = 0  # statistics: transactions committed and events in them
+        self.events_written = 0
+        self._thread = threading.Thread(target=self._run, name="proctor-audit-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def record(self, event: AuditEvent, *, timeout: float | None = None) -> RecordedEvent:
+        """Append ``event`` and return once it is durable."""
+        return self.submit(event, timeout=timeout).wait(self.timeout if timeout is None
+                                                         else timeout)
+
+    async def record_async(self, event: AuditEvent, *, timeout: float | None = None
+                           ) -> RecordedEvent:
+        """:meth:`record` for asyncio code: awaits durability without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise AuditUnavailableError("the audit log is closed")
+        receipt = Receipt(event)
+        future: asyncio.Future[RecordedEvent] = loop.create_future()
+        receipt._future = future
+        if not self._slots.acquire(blocking=False):
+            raise AuditUnavailableError("the audit writer is saturated")
+        self._queue.put(receipt)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await future
+        except TimeoutError:
+            raise AuditUnavailableError(
+                f"audit write did not complete within {limit:g} s") from None
+
+    def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
+        """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
+        if self._closed:
+            raise AuditUnavailableError("the audit log is closed")
+        receipt = Receipt(event)
+        if not self._slots.acquire(timeout=self.timeout if timeout is None else timeout):
+            raise AuditUnavailableError("the audit writer is saturated")
+        self._queue.put(receipt)
+        return receipt
+
+    def close(self, *, timeout: float = 30.0) -> None:
+        """Write what is queued, stop the writer and release its connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        # Anything queued after the stop marker was never written: say so now
+        # rather than letting its caller wait out its timeout.
+        closed = AuditUnavailableError("the audit log is closed")
+        left: list[Receipt] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Receipt):
+                item.error = closed
+                left.append(item)
+        self._complete(left)
+        self._conn.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            batch: list[Receipt] = []
+            while item is not _STOP:
+                assert isinstance(item, Receipt)
+                batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                stopping = True
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: Sequence[Receipt]) -> None:
+        try:
+            for _attempt in range(_MAX_RETRIES):
+                if self._head is None:
+                    self._head = self._conn.read_head()
+                rows, checkpoint = self._chain(self._head, batch)
+                if self._conn.append(self._head, rows, checkpoint):
+                    self._head = ChainHead(rows[-1].seq, rows[-1].hash)
+                    self.batches += 1
+                    self.events_written += len(rows)
+                    for receipt, row in zip(batch, rows, strict=True):
+                        receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
+                    break
+                self._head = None  # another writer moved the head: re-read, re-chain
+            else:
+                raise AuditUnavailableError("the audit head kept moving; giving up")
+        except AuditUnavailableError as exc:
+            self._fail(batch, exc)
+        except Exception as exc:  # never leave a caller waiting on a dead batch
+            log.exception("audit writer failed")
+            self._fail(batch, AuditUnavailableError(f"audit writer failed: {type(exc).__name__}"))
+        finally:
+            self._complete(batch)
+
+    def _complete(self, batch: Sequence[Receipt]) -> None:
+        """Wake every caller of ``batch``: threads directly, event loops once each."""
+        waiting: dict[asyncio.AbstractEventLoop, list[Receipt]] = {}
+        for receipt in batch:
+            receipt._finish()
+            self._slots.release()
+            if receipt._future is not None:
+                waiting.setdefault(receipt._future.get_loop(), []).append(receipt)
+        for loop, receipts in waiting.items():
+            # A closed loop has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, receipts)
+
+    def _fail(self, batch: Sequence[Receipt], error: AuditUnavailableError) -> None:
+        log.warning("audit write of %d events failed: %s", len(batch), error.message)
+        self._head = None
+        for receipt in batch:
+            receipt.error = error
+
+    def _chain(self, head: ChainHead, batch: Sequence[Receipt]
+               ) -> tuple[list[EventRow], Checkpoint | None]:
+        seq, prev = head
+        rows = []
+        for receipt in batch:
+            seq += 1
+            event_id, time, actor_type, actor_id, task, action, decision, body = receipt.row
+            digest = chain_hash(prev, body)
+            rows.append(EventRow(seq, event_id, time, actor_type, actor_id, task, action,
+                                 decision, body.decode("utf-8"), prev, digest))
+            prev = digest
+        checkpoint = None
+        every = self._checkpoint_every
+        if self.signer is not None and every > 0 and seq // every > head.seq // every:
+            checkpoint = sign_checkpoint(self.signer, ChainHead(seq, prev), self.clock.now())
+        return rows, checkpoint

@@ -1,0 +1,203 @@
+"""``proctor agent``: register agents, look at them, review drift, suspend and retire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from proctor.cli.output import console, fail, print_json
+from proctor.clock import SystemClock
+from proctor.config import load_settings
+from proctor.errors import AgentKeyError, ProctorError, RequestError
+from proctor.identity import (
+    Agent,
+    AgentRegistry,
+    JwtSvidProof,
+    OidcProof,
+    OwnKeyProof,
+    ProofSpec,
+    TrustState,
+    agent_id_for,
+    load_manifest,
+    load_trust_config,
+)
+from proctor.store import open_store
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, help="Register agents and manage their trust state.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AgentArg = Annotated[str, typer.Argument(
+    help="The agent's SPIFFE ID, or its name in the configured trust domain.")]
+ByOpt = Annotated[str, typer.Option("--by", help="The human making the change.")]
+_MAX_JWK_BYTES = 16 * 1024
+
+
+@contextmanager
+def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], str]]]:
+    """The registry of the configured home, and a function that resolves agent names."""
+    try:
+        settings = load_settings()
+        trust = load_trust_config(settings.home, settings.trust_domain)
+        store = open_store(settings.database_url)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        yield (AgentRegistry(store, SystemClock(), trust),
+               lambda name: agent_id_for(name, settings.trust_domain).id)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    finally:
+        store.close()
+
+
+def _read_jwk(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_JWK_BYTES + 1)
+    except OSError as exc:
+        raise AgentKeyError(f"key file `{path}` cannot be read: {exc.strerror}") from exc
+    if len(raw) > _MAX_JWK_BYTES:
+        raise AgentKeyError(f"key file `{path}` is larger than {_MAX_JWK_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AgentKeyError(f"key file `{path}` is not a JSON JWK") from exc
+    if not isinstance(data, dict):
+        raise AgentKeyError(f"key file `{path}` is not a JSON JWK")
+    return data
+
+
+def _proof(jwk: Path | None, jwt_svid: bool, oidc_subject: str | None,
+           oidc_issuer: str | None) -> ProofSpec:
+    chosen = [jwk is not None, jwt_svid, oidc_subject is not None or oidc_issuer is not None]
+    if sum(chosen) != 1:
+        raise RequestError("choose exactly one proof: --jwk FILE, --jwt-svid, "
+                           "or --oidc-subject SUBJECT (with --oidc-issuer if several)")
+    if jwk is not None:
+        return OwnKeyProof(_read_jwk(jwk))
+    if jwt_svid:
+        return JwtSvidProof()
+    return OidcProof(subject=oidc_subject, issuer=oidc_issuer)
+
+
+def _report(agent: Agent, as_json: bool, summary: str) -> None:
+    if as_json:
+        print_json(agent.as_json())
+    else:
+        console.print(summary, markup=False, soft_wrap=True)
+
+
+@app.command()
+def register(
+    agent: AgentArg,
+    owner: Annotated[str, typer.Option("--owner", help="The accountable human.")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="Manifest file (JSON or YAML).")],
+    group: Annotated[list[str] | None, typer.Option("--group", help="A group (repeatable).")]
+    = None,
+    jwk: Annotated[Path | None, typer.Option("--jwk", help="The agent's public key (JWK).")]
+    = None,
+    jwt_svid: Annotated[bool, typer.Option("--jwt-svid", help="It presents JWT-SVIDs.")] = False,
+    oidc_subject: Annotated[str | None, typer.Option(
+        "--oidc-subject", help="The `sub` of its OIDC workload tokens.")] = None,
+    oidc_issuer: Annotated[str | None, typer.Option(
+        "--oidc-issuer", help="The OIDC issuer (when several are configured).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who reviewed the manifest "
+                                           "(default: the owner).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an agent as trusted, with its manifest as the reviewed one."""
+    with _registry(as_json) as (registry, resolve):
+        proof = _proof(jwk, jwt_svid, oidc_subject, oidc_issuer)
+        created = registry.register(resolve(agent), owner=owner, proof=proof,
+                                    manifest=load_manifest(manifest), groups=group or (),
+                                    registered_by=by)
+    _report(created, as_json, f"registered {created.id} ({created.proof_method.value}, "
+                              f"{created.trust_state.value}); manifest {created.manifest_digest}")
+
+
+@app.command("list")
+def list_agents(
+    state: Annotated[TrustState | None, typer.Option("--state", help="Only this state.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered agents."""
+    with _registry(as_json) as (registry, _):
+        agents = registry.list_agents(state=state)
+    if as_json:
+        print_json({"agents": [a.as_json() for a in agents]})
+        return
+    if not agents:
+        console.print("no agents registered")
+        return
+    table = Table()
+    for column in ("agent", "owner", "proof", "state", "risk"):
+        table.add_column(column)
+    for a in agents:
+        table.add_row(a.id, a.owner, a.proof_method.value, a.trust_state.value, str(a.risk_score))
+    console.print(table)
+
+
+@app.command()
+def show(agent: AgentArg, as_json: JsonOpt = False) -> None:
+    """Show one agent, and how its presented manifest differs from the reviewed one."""
+    with _registry(as_json) as (registry, resolve):
+        found = registry.get(resolve(agent))
+    if as_json:
+        print_json(found.as_json())
+        return
+    view = found.as_json()
+    for field in ("id", "owner", "groups", "proof_method", "key_thumbprint", "oidc_issuer",
+                  "oidc_subject", "trust_state", "risk_score", "manifest_digest",
+                  "presented_digest", "reviewed_by", "reviewed_at", "state_changed_by",
+                  "state_reason"):
+        value = view[field]
+        if value not in (None, [], ""):
+            console.print(f"{field}: {', '.join(value) if isinstance(value, list) else value}",
+                          markup=False, soft_wrap=True)
+    for name, change in view["manifest_differences"].items():
+        console.print(f"drift in {name}: reviewed {change['reviewed']!r} -> presented "
+                      f"{change['presented']!r}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def review(
+    agent: AgentArg, by: ByOpt,
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", help="Adopt this manifest instead of the presented one.")] = None,
+    digest: Annotated[str | None, typer.Option(
+        "--digest", help="Only if the manifest to adopt still has this digest.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
+    with _registry(as_json) as (registry, resolve):
+        adopted = load_manifest(manifest) if manifest is not None else None
+        updated = registry.review(resolve(agent), reviewer=by, manifest=adopted,
+                                  expected_digest=digest)
+    _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}; reviewed manifest "
+                              f"{updated.manifest_digest} by {updated.reviewed_by}")
+
+
+@app.command()
+def suspend(agent: AgentArg, by: ByOpt, reason: Annotated[str, typer.Option(
+        "--reason", help="Why.")] = "", as_json: JsonOpt = False) -> None:
+    """Deny the agent everything until a human reviews it."""
+    with _registry(as_json) as (registry, resolve):
+        updated = registry.suspend(resolve(agent), by=by, reason=reason)
+    _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")
+
+
+@app.command()
+def retire(agent: AgentArg, by: ByOpt, reason: Annotated[str, typer.Option(
+        "--reason", help="Why.")] = "", as_json: JsonOpt = False) -> None:
+    """Deny the agent everything, for good."""
+    with _registry(as_json) as (registry, resolve):
+        updated = registry.retire(resolve(agent), by=by, reason=reason)
+    _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")

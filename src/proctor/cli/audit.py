@@ -1,0 +1,282 @@
+"""``proctor audit``: verify, read, export, checkpoint and archive the audit log."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from proctor import __version__
+from proctor.audit import (
+    EXPORT_FORMATS,
+    ActorType,
+    EventFilter,
+    StoredEvent,
+    archive_segment,
+    export_lines,
+    follow_events,
+    search_events,
+    tail_events,
+    verifiers_for,
+    verify_archive,
+    verify_store,
+    write_checkpoint,
+)
+from proctor.cli.output import console, fail, print_json
+from proctor.clock import SystemClock
+from proctor.config import Settings, load_settings
+from proctor.errors import ProctorError
+from proctor.keys import Verifier, load_or_create_signer, load_signer
+from proctor.store import Store, open_store
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True,
+                  help="Verify, search and export the tamper-evident audit log.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="Only this agent's events.")]
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this actor's events.")]
+ActorTypeOpt = Annotated[str | None, typer.Option(
+    "--actor-type", help="Only events by `agent`, `human` or `system` actors.")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="Only this task's events.")]
+DecisionOpt = Annotated[str | None, typer.Option(
+    "--decision", help="Only `allow`, `deny` or `approval_required` decisions.")]
+ActionOpt = Annotated[str | None, typer.Option("--action", help="Only this action.")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="From this ISO 8601 time.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this ISO 8601 time.")]
+
+
+@contextmanager
+def _opened(as_json: bool) -> Iterator[tuple[Settings, Store]]:
+    try:
+        settings = load_settings()
+        store = open_store(settings.database_url)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        yield settings, store
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    finally:
+        store.close()
+
+
+def _time(value: str | None, name: str, as_json: bool) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"`--{name}` value `{value}` is not an ISO 8601 time", code="request_invalid",
+             as_json=as_json)
+    if parsed.tzinfo is None:
+        fail(f"`--{name}` value `{value}` needs a time zone (e.g. `Z`)", code="request_invalid",
+             as_json=as_json)
+    return parsed
+
+
+def _filter(agent: str | None, actor: str | None, actor_type: str | None, task: str | None,
+            decision: str | None, action: str | None, since: str | None, until: str | None,
+            as_json: bool) -> EventFilter:
+    kind = None
+    if actor_type is not None:
+        try:
+            kind = ActorType(actor_type)
+        except ValueError:
+            fail(f"actor type `{actor_type}` is not one of agent, human, system",
+                 code="request_invalid", as_json=as_json)
+    if agent is not None:
+        if kind not in (None, ActorType.AGENT) or actor not in (None, agent):
+            fail("`--agent` selects agent events; it cannot be combined with another actor",
+                 code="request_invalid", as_json=as_json)
+        kind, actor = ActorType.AGENT, agent
+    if decision is not None and decision not in ("allow", "deny", "approval_required"):
+        fail(f"decision `{decision}` is not one of allow, deny, approval_required",
+             code="request_invalid", as_json=as_json)
+    return EventFilter(actor_type=kind, actor_id=actor, task=task, decision=decision,
+                       action=action, since=_time(since, "since", as_json),
+                       until=_time(until, "until", as_json))
+
+
+def _verifiers(settings: Settings) -> dict[str, Verifier]:
+    signer = load_signer(settings.home)
+    return verifiers_for([signer] if signer is not None else [])
+
+
+def _summary(stored: StoredEvent) -> list[str]:
+    event = stored.event
+    decision = event.get("decision")
+    when = str(event["time"])[:19] + "Z"  # to the second; the JSON output has it all
+    return [str(stored.seq), when, event["actor"]["type"], event["actor"]["id"],
+            event["action"], event["target"],
+            decision["outcome"] if decision else "-", event["outcome"]]
+
+
+def _print_events(events: list[StoredEvent], title: str) -> None:
+    table = Table(title=title)
+    for column in ("seq", "time", "actor type", "actor", "action", "target", "decision",
+                   "outcome"):
+        table.add_column(column, overflow="fold")
+    colours = {"agent": "cyan", "human": "magenta", "system": "white"}
+    for stored in events:
+        row = _summary(stored)
+        row[2] = f"[{colours.get(row[2], 'white')}]{row[2]}[/]"
+        table.add_row(*row)
+    console.print(table)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@app.command()
+def verify(
+    archive: Annotated[Path | None, typer.Option(
+        "--archive", help="Verify an archived segment file instead of the database.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk the hash chain and the signed checkpoints; name the first broken link.
+
+    Exit 0 when the chain verifies, 1 otherwise.
+    """
+    with _opened(as_json) as (settings, store):
+        verifiers = _verifiers(settings)
+        report = (verify_archive(archive, verifiers) if archive is not None
+                  else verify_store(store, verifiers))
+    if as_json:
+        print_json(report.as_json())
+    elif report.problem is None:
+        console.print(f"[green]chain verifies[/]: {_count(report.events, 'event')} up to "
+                      f"position {report.last.seq}, "
+                      f"{_count(report.checkpoints, 'signed checkpoint')}, "
+                      f"{_count(report.unsigned_tail, 'event')} after the last checkpoint")
+        for note in report.notes:
+            console.print(f"note: {note}", markup=False)
+    else:
+        console.print(f"[red]chain broken[/] at position {report.problem.seq} "
+                      f"({report.problem.kind}): {report.problem.message}")
+    if report.problem is not None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tail(
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many events.")] = 20,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
+    = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.05,
+                                            help="Seconds between polls with --follow.")] = 1.0,
+    agent: AgentOpt = None, actor: ActorOpt = None, actor_type: ActorTypeOpt = None,
+    task: TaskOpt = None, decision: DecisionOpt = None, action: ActionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the last events; with --follow, keep showing new ones (JSON Lines with --json)."""
+    where = _filter(agent, actor, actor_type, task, decision, action, None, None, as_json)
+    with _opened(as_json) as (_settings, store):
+        events = tail_events(store, where, count=count)
+        if not follow:
+            if as_json:
+                print_json([e.as_json() for e in events])
+            else:
+                _print_events(events, f"last {len(events)} audit events")
+            return
+        stop = threading.Event()
+        for stored in events:
+            _print_line(stored, as_json)
+        after = events[-1].seq if events else 0
+        try:
+            for stored in follow_events(store, where, after_seq=after,
+                                        wait=lambda: not stop.wait(interval)):
+                _print_line(stored, as_json)
+        except KeyboardInterrupt:
+            stop.set()
+
+
+def _print_line(stored: StoredEvent, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(stored.as_json(), sort_keys=True, separators=(",", ":"),
+                                    ensure_ascii=False) + "\n")
+    else:
+        console.print("  ".join(_summary(stored)), markup=False)
+    sys.stdout.flush()
+
+
+@app.command()
+def search(
+    agent: AgentOpt = None, actor: ActorOpt = None, actor_type: ActorTypeOpt = None,
+    task: TaskOpt = None, decision: DecisionOpt = None, action: ActionOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find events by agent, actor, actor type, task, decision, action and time range."""
+    where = _filter(agent, actor, actor_type, task, decision, action, since, until, as_json)
+    with _opened(as_json) as (_settings, store):
+        events = search_events(store, where, limit=limit)
+    if as_json:
+        print_json([e.as_json() for e in events])
+    else:
+        _print_events(events, f"{len(events)} events ({where.describe() or 'all'}), newest first")
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="`jsonl` or `ocsf` (OCSF 1.3.0).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    agent: AgentOpt = None, actor: ActorOpt = None, actor_type: ActorTypeOpt = None,
+    task: TaskOpt = None, decision: DecisionOpt = None, action: ActionOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+) -> None:
+    """Write matching events as JSON Lines, one event per line, in chain order."""
+    if fmt not in EXPORT_FORMATS:
+        fail(f"export format `{fmt}` is not one of {', '.join(EXPORT_FORMATS)}",
+             code="request_invalid")
+    where = _filter(agent, actor, actor_type, task, decision, action, since, until, False)
+    with _opened(False) as (_settings, store):
+        handle = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+        try:
+            for line in export_lines(store, fmt, where, product_version=__version__):
+                handle.write(line + "\n")
+        finally:
+            if out is not None:
+                handle.close()
+
+
+@app.command()
+def checkpoint(as_json: JsonOpt = False) -> None:
+    """Sign the current chain head with the issuer key now."""
+    with _opened(as_json) as (settings, store):
+        made = write_checkpoint(store, load_or_create_signer(settings.home), SystemClock())
+    if as_json:
+        print_json(None if made is None else made.as_json())
+    elif made is None:
+        console.print("the audit log is empty: nothing to checkpoint")
+    else:
+        console.print(f"checkpoint at position {made.seq} signed by key {made.kid}")
+
+
+@app.command()
+def archive(
+    up_to: Annotated[int, typer.Option("--up-to", min=1, help="Last position to archive.")],
+    out: Annotated[Path, typer.Option("--out", help="The segment file to create.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Move events up to a position into a segment file (verifiable on its own)."""
+    with _opened(as_json) as (settings, store):
+        signer = load_or_create_signer(settings.home)
+        result = archive_segment(store, out, up_to_seq=up_to, signer=signer,
+                                 clock=SystemClock(), verifiers=_verifiers(settings))
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"archived positions {result['from_seq']} to {result['to_seq']} "
+                      f"({result['events']} events) to {result['path']}")

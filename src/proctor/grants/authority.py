@@ -1,0 +1,340 @@
+"""Issuing, exchanging, checking and revoking grants.
+
+A grant is issued for a task only if policy allows the issuance
+(``Action::"grant:issue"``, decided once per tool the scope covers). It is
+bound to the agent's key (``cnf.jkt``) and every use carries a proof signed by
+that key. Only the token's hash is stored; the grant is named by its accessor.
+
+Order of one check, each failure a :class:`GrantError` with its code:
+signature (cached per token) → issuer, audience, time → the agent's current key
+is the bound key → proof (key, target, grant hash, freshness) → the call is in
+scope → in one transaction: neither the grant nor any ancestor is revoked, the
+proof nonce is new, a use is left. A failed check changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from proctor.clock import Clock
+from proctor.errors import GrantError, ScopeError
+from proctor.grants.leases import LeaseNode, LeaseTree
+from proctor.grants.proofs import PROOF_WINDOW_SECONDS, verify_proof
+from proctor.grants.scope import GrantScope
+from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
+from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
+from proctor.policy.context import issue_context
+from proctor.store import Store, as_utc
+from proctor.store.tables import grants, proof_nonces, tasks
+from proctor.store.tables import leases as lease_table
+
+__all__ = ["AgentBinding", "AgentDirectory", "CheckedGrant", "GrantAuthority", "IssuedGrant",
+           "Task"]
+
+DEFAULT_TTL_SECONDS = 300
+MAX_TTL_SECONDS = 3600
+EXCHANGE_METHOD = "grant/exchange"
+ISSUE_METHOD = "grant/issue"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBinding:
+    """What grants need to know of an agent: its registered key, and whether it is active.
+
+    ``key_thumbprint`` is None for agents that prove themselves with a JWT-SVID or
+    an OIDC token: each of their grants is bound to a key they present at issuance.
+    """
+
+    agent_id: str
+    key_thumbprint: str | None
+    is_active: bool
+
+
+class AgentDirectory(Protocol):
+    def binding(self, agent_id: str) -> AgentBinding | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    agent_id: str
+    purpose: str
+    on_behalf_of: str
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedGrant:
+    token: str
+    accessor: str
+    claims: GrantClaims
+
+    @property
+    def grant_id(self) -> str:
+        return self.claims.grant_id
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedGrant:
+    claims: GrantClaims
+    uses_left: int | None
+
+
+class GrantAuthority:
+    """The grants part's one entry point."""
+
+    def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
+                 agents: AgentDirectory, *, max_depth: int = 3) -> None:
+        self._store = store
+        self._clock = clock
+        self._codec = codec
+        self._engine = engine
+        self._agents = agents
+        self.leases = LeaseTree(store, clock)
+        self.max_depth = max_depth
+
+    # tasks
+
+    def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str) -> Task:
+        self._active_agent(agent_id)
+        task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of,
+                    self._clock.now(), None)
+        with self._store.transaction() as conn:
+            conn.execute(insert(tasks).values(
+                id=task.id, agent_id=agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
+                started_at=task.started_at))
+            self.leases.add(conn, node_id=task.id, parent_id=None, kind="task",
+                            task_id=task.id, agent_id=agent_id, expires_at=None)
+        return task
+
+    def task(self, task_id: str) -> Task:
+        with self._store.reading() as conn:
+            row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        if row is None:
+            raise GrantError("task_unknown", f"task `{task_id}` does not exist")
+        return Task(row.id, row.agent_id, row.purpose, row.on_behalf_of,
+                    as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None)
+
+    def end_task(self, task_id: str) -> list[str]:
+        """End the task and revoke everything issued under it."""
+        self.task(task_id)
+        with self._store.transaction() as conn:
+            conn.execute(update(tasks).where(and_(tasks.c.id == task_id,
+                                                  tasks.c.ended_at.is_(None)))
+                         .values(ended_at=self._clock.now()))
+        return self.leases.revoke_subtree([task_id], "task ended")
+
+    # issuing
+
+    def issue(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
+              max_uses: int | None = None, holder_proof: str | None = None,
+              approved: bool = False) -> IssuedGrant:
+        """Issue a grant for the task's agent, if policy allows each tool of ``scope``.
+
+        The grant is bound to the agent's registered key. Agents without one (JWT-SVID,
+        OIDC) send ``holder_proof``: a proof (``method`` ``grant/issue``, ``target`` the
+        issuer, no grant hash) signed by the key the grant is to be bound to.
+        """
+        task = self.task(task_id)
+        if task.ended_at is not None:
+            raise GrantError("task_ended", f"task `{task_id}` has ended")
+        jkt = self._holder_key(self._active_agent(task.agent_id), holder_proof)
+        ttl = _ttl(ttl_seconds)
+        now = self._clock.now()
+        self._decide_issuance(task, task.agent_id, scope, ttl, max_uses, (), approved, now)
+        claims = self._claims(task, task.agent_id, jkt, scope, now, ttl, (), ())
+        return self._store_grant(claims, parent_id=task.id, max_uses=max_uses)
+
+    def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
+                 ttl_seconds: int | None = None, max_uses: int | None = None,
+                 holder_proof: str | None = None, approved: bool = False) -> IssuedGrant:
+        """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``."""
+        parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
+                            target=self._codec.issuer, tool_id=None, args=None).claims
+        if not parent.scope.covers(scope):
+            raise GrantError("delegation_widens_scope",
+                             "the requested scope is wider than the parent grant's")
+        now = self._clock.now()
+        ttl = _ttl(ttl_seconds)
+        if int(now.timestamp()) + ttl > parent.expires_at:
+            raise GrantError("delegation_extends_expiry",
+                             "a child grant cannot outlive its parent")
+        if parent.depth + 1 > self.max_depth:
+            raise GrantError("delegation_too_deep",
+                             f"delegation is limited to depth {self.max_depth}")
+        jkt = self._holder_key(self._active_agent(to_agent), holder_proof)
+        task = self.task(parent.task_id)
+        chain = (parent.agent_id, *parent.actor_chain)
+        self._decide_issuance(task, to_agent, scope, ttl, max_uses, chain[::-1], approved, now)
+        claims = self._claims(task, to_agent, jkt, scope, now, ttl,
+                              (parent.grant_id, *parent.ancestors), chain)
+        return self._store_grant(claims, parent_id=parent.grant_id, max_uses=max_uses)
+
+    # checking
+
+    def check(self, token: str, proof: str, *, method: str, target: str,
+              tool_id: str | None, args: Mapping[str, Any] | None) -> CheckedGrant:
+        """Check one use of a grant; ``tool_id`` None checks the grant without a tool call."""
+        now = self._clock.now()
+        claims = self._codec.decode(token, now=now)
+        binding = self._agents.binding(claims.agent_id)
+        if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
+            raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
+        if not binding.is_active:
+            raise GrantError("grant_revoked", "the grant's agent is suspended or retired")
+        verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
+                                method=method, target=target, now=now)
+        if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
+            raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these arguments "
+                             "is outside the grant's scope")
+        with self._store.transaction() as conn:
+            if self.leases.revoked_among(conn, (claims.grant_id, *claims.ancestors)):
+                raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
+            _claim_nonce(conn, verified.nonce, now)
+            uses_left = _use(conn, claims.grant_id) if tool_id is not None else None
+        return CheckedGrant(claims, uses_left)
+
+    def inspect(self, token: str) -> GrantClaims:
+        """Verify a grant's signature, claims and revocation state without using it.
+
+        For operators and introspection; an agent's use always goes through :meth:`check`.
+        """
+        claims = self._codec.decode(token, now=self._clock.now())
+        if self.leases.revoked_now((claims.grant_id, *claims.ancestors)):
+            raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
+        return claims
+
+    # revoking
+
+    def revoke(self, grant_or_accessor: str, reason: str) -> list[str]:
+        """Revoke a grant (by id or accessor) and everything derived from it."""
+        with self._store.transaction() as conn:
+            row = conn.execute(select(grants.c.id).where(
+                (grants.c.id == grant_or_accessor) | (grants.c.accessor == grant_or_accessor)
+            )).first()
+        if row is None:
+            raise GrantError("grant_unknown", f"grant `{grant_or_accessor}` does not exist")
+        return self.leases.revoke_subtree([row.id], reason)
+
+    def revoke_agent(self, agent_id: str, reason: str) -> list[str]:
+        """Revoke every grant held by ``agent_id`` (and all derived from them)."""
+        with self._store.transaction() as conn:
+            ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
+                lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
+                lease_table.c.revoked_at.is_(None)))).all()]
+        return self.leases.revoke_subtree(ids, reason) if ids else []
+
+    def tree(self, task_id: str) -> list[LeaseNode]:
+        return self.leases.subtree(task_id)
+
+    # internals
+
+    def _active_agent(self, agent_id: str) -> AgentBinding:
+        binding = self._agents.binding(agent_id)
+        if binding is None:
+            raise GrantError("agent_unknown", f"agent `{agent_id}` is not registered")
+        if not binding.is_active:
+            raise GrantError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
+        return binding
+
+    def _holder_key(self, binding: AgentBinding, holder_proof: str | None) -> str:
+        """The thumbprint a new grant binds to; a presented key must be proven."""
+        if holder_proof is None:
+            if binding.key_thumbprint is None:
+                raise GrantError("proof_missing", f"agent `{binding.agent_id}` has no registered"
+                                 " key: a proof with the key to bind the grant to is required")
+            return binding.key_thumbprint
+        now = self._clock.now()
+        proof = verify_proof(holder_proof, token=None, key_thumbprint=binding.key_thumbprint,
+                             method=ISSUE_METHOD, target=self._codec.issuer, now=now)
+        with self._store.transaction() as conn:
+            _claim_nonce(conn, proof.nonce, now)
+        return proof.key_thumbprint
+
+    def _decide_issuance(self, task: Task, agent_id: str, scope: GrantScope, ttl: int,
+                         max_uses: int | None, chain: Sequence[str], approved: bool,
+                         now: datetime) -> None:
+        tools = [t.tool_id for t in self._engine.catalog
+                 if any(entry.matches_tool(t.tool_id) for entry in scope.tools)]
+        unmatched = [e.tool for e in scope.tools
+                     if not any(e.matches_tool(t) for t in tools)]
+        if unmatched:
+            raise ScopeError(f"scope entry `{unmatched[0]}` matches no known tool")
+        context = issue_context(now=now, task=task.id, purpose=task.purpose,
+                                on_behalf_of=task.on_behalf_of, ttl_seconds=ttl,
+                                max_uses=max_uses, delegation_chain=chain, approved=approved)
+        for tool in tools:
+            decision = self._engine.decide(DecisionRequest(
+                EntityRef("Agent", agent_id), "grant:issue", EntityRef("Tool", tool), context))
+            if decision.outcome is Outcome.APPROVAL_REQUIRED:
+                raise GrantError("issuance_pending_approval",
+                                 f"issuing `{tool}` needs approval: {'; '.join(decision.reasons)}")
+            if decision.outcome is not Outcome.ALLOW:
+                raise GrantError("issuance_denied",
+                                 f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
+
+    def _claims(self, task: Task, agent_id: str, key_thumbprint: str, scope: GrantScope,
+                now: datetime, ttl: int, ancestors: tuple[str, ...],
+                chain: tuple[str, ...]) -> GrantClaims:
+        t = int(now.timestamp())
+        return GrantClaims(
+            grant_id=f"grant_{secrets.token_hex(12)}", agent_id=agent_id, task_id=task.id,
+            issuer=self._codec.issuer, audience=self._codec.audience, issued_at=t,
+            not_before=t, expires_at=t + ttl, scope=scope,
+            key_thumbprint=key_thumbprint, ancestors=ancestors, actor_chain=chain,
+        )
+
+    def _store_grant(self, claims: GrantClaims, *, parent_id: str,
+                     max_uses: int | None) -> IssuedGrant:
+        token = self._codec.encode(claims)
+        accessor = f"acc_{secrets.token_hex(12)}"
+        expires = datetime.fromtimestamp(claims.expires_at, tz=self._clock.now().tzinfo)
+        with self._store.transaction() as conn:
+            if self.leases.revoked_among(conn, [parent_id]):
+                raise GrantError("grant_revoked", "the parent task or grant is revoked")
+            self.leases.add(conn, node_id=claims.grant_id, parent_id=parent_id, kind="grant",
+                            task_id=claims.task_id, agent_id=claims.agent_id,
+                            expires_at=expires)
+            conn.execute(insert(grants).values(
+                id=claims.grant_id, accessor=accessor, token_hash=token_hash(token),
+                scope=claims.scope.as_json(), max_uses=max_uses, uses=0))
+        return IssuedGrant(token, accessor, claims)
+
+
+def _ttl(ttl_seconds: int | None) -> int:
+    ttl = DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    if not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise GrantError("grant_ttl_invalid",
+                         f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+    return ttl
+
+
+def _claim_nonce(conn: Connection, nonce: str, now: datetime) -> None:
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(proof_nonces).values(
+                nonce=nonce, expires_at=now + timedelta(seconds=2 * PROOF_WINDOW_SECONDS)))
+    except IntegrityError as exc:
+        raise GrantError("proof_replayed", "this proof was already used") from exc
+
+
+def _use(conn: Connection, grant_id: str) -> int | None:
+    row = conn.execute(select(grants.c.max_uses, grants.c.uses)
+                       .where(grants.c.id == grant_id)).first()
+    if row is None:
+        raise GrantError("grant_unknown", "the grant is not known to this issuer")
+    if row.max_uses is None:
+        return None
+    result = conn.execute(update(grants).where(and_(
+        grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)).values(uses=grants.c.uses + 1))
+    if result.rowcount != 1:
+        raise GrantError("grant_uses_exhausted", "the grant has no uses left")
+    return int(row.max_uses) - int(row.uses) - 1

@@ -1,0 +1,175 @@
+"""The lease tree: every task, grant and child grant is a node under its parent.
+
+Revoking a node revokes its whole subtree in one transaction: the subtree is
+collected level by level through the parent index (no recursion, a visited set
+so a cycle cannot loop), then marked leaves first. Each revocation is announced
+to subscribers — in this process at once, and to every other node through
+PostgreSQL ``NOTIFY`` on the channel ``proctor_revocations``, sent when the
+transaction commits. A node that missed a notification still denies: checks
+read ``revoked_at`` from the store every time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, text, update
+
+from proctor.clock import Clock
+from proctor.store import Store, as_utc
+from proctor.store.tables import leases
+
+__all__ = ["CHANNEL", "LeaseNode", "LeaseTree", "RevocationListener"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "proctor_revocations"
+_CHUNK = 500
+# Built once: this runs on every grant check.
+_LIVE_STATE = select(leases.c.id, leases.c.revoked_at).where(
+    leases.c.id.in_(bindparam("ids", expanding=True)))
+_NOTIFY_IDS = 100
+RevocationListener = Callable[[Sequence[str], str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseNode:
+    id: str
+    parent_id: str | None
+    kind: str
+    task_id: str
+    agent_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class LeaseTree:
+    """Nodes, subtree revocation and the revocation check."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._listeners: list[RevocationListener] = []
+
+    def subscribe(self, listener: RevocationListener) -> None:
+        """Call ``listener(ids, reason)`` after each revocation committed by this process."""
+        self._listeners.append(listener)
+
+    def add(self, conn: Connection, *, node_id: str, parent_id: str | None, kind: str,
+            task_id: str, agent_id: str, expires_at: datetime | None) -> None:
+        conn.execute(insert(leases).values(
+            id=node_id, parent_id=parent_id, kind=kind, task_id=task_id, agent_id=agent_id,
+            created_at=self._clock.now(), expires_at=expires_at,
+        ))
+
+    def revoked_now(self, ids: Sequence[str]) -> list[str]:
+        """:meth:`revoked_among` outside a transaction, on the store's fast read path."""
+        marks = ", ".join("{p}" for _ in ids)
+        rows = self._store.fetch(
+            f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})", ids)  # noqa: S608
+        live = {row[0] for row in rows if row[1] is None}
+        return [i for i in ids if i not in live]
+
+    def revoked_among(self, conn: Connection, ids: Iterable[str]) -> list[str]:
+        """Which of ``ids`` are revoked or missing: a grant's own id and its ancestors."""
+        wanted = list(ids)
+        rows = conn.execute(_LIVE_STATE, {"ids": wanted}).all()
+        live = {r.id for r in rows if r.revoked_at is None}
+        return [i for i in wanted if i not in live]
+
+    def revoke_subtree(self, root_ids: Sequence[str], reason: str) -> list[str]:
+        """Revoke ``root_ids`` and everything under them; returns the ids newly revoked."""
+        now = self._clock.now()
+        with self._store.transaction() as conn:
+            subtree = _collect(conn, root_ids)
+            newly = subtree[::-1]  # leaves first
+            revoked: list[str] = []
+            for start in range(0, len(newly), _CHUNK):
+                chunk = newly[start:start + _CHUNK]
+                result = conn.execute(
+                    update(leases).where(and_(leases.c.id.in_(chunk),
+                                              leases.c.revoked_at.is_(None)))
+                    .values(revoked_at=now, revoked_reason=reason)
+                    .returning(leases.c.id)
+                )
+                revoked.extend(r.id for r in result)
+            if revoked and self._store.backend == "postgresql":
+                # A NOTIFY payload must stay under 8000 bytes.
+                for start in range(0, len(revoked), _NOTIFY_IDS):
+                    conn.execute(text("SELECT pg_notify(:channel, :payload)"), {
+                        "channel": CHANNEL,
+                        "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
+                                               "reason": reason[:200]}),
+                    })
+        for listener in self._listeners:
+            try:
+                listener(revoked, reason)
+            except Exception:
+                log.exception("revocation listener failed")
+        return revoked
+
+    def node(self, node_id: str) -> LeaseNode | None:
+        with self._store.transaction() as conn:
+            row = conn.execute(select(leases).where(leases.c.id == node_id)).first()
+        return _node(row) if row is not None else None
+
+    def subtree(self, root_id: str) -> list[LeaseNode]:
+        """The node and its descendants, parents before children."""
+        with self._store.transaction() as conn:
+            ids = _collect(conn, [root_id])
+            rows: list[Row[Any]] = []
+            for start in range(0, len(ids), _CHUNK):
+                rows.extend(conn.execute(
+                    select(leases).where(leases.c.id.in_(ids[start:start + _CHUNK]))).all())
+        by_id = {r.id: _node(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def sweep_expired(self) -> int:
+        """Mark expired, unrevoked nodes revoked (reason ``expired``); returns how many."""
+        now = self._clock.now()
+        with self._store.transaction() as conn:
+            ids = [r.id for r in conn.execute(
+                select(leases.c.id).where(and_(leases.c.expires_at < now,
+                                               leases.c.revoked_at.is_(None)))).all()]
+        return len(self.revoke_subtree(ids, "expired")) if ids else 0
+
+
+def _collect(conn: Connection, root_ids: Sequence[str]) -> list[str]:
+    """Breadth-first over the parent index; a visited set makes cycles harmless."""
+    seen: set[str] = set()
+    order: list[str] = []
+    level = list(dict.fromkeys(root_ids))
+    existing = {r.id for r in conn.execute(
+        select(leases.c.id).where(leases.c.id.in_(level))).all()} if level else set()
+    level = [i for i in level if i in existing]
+    while level:
+        fresh = [i for i in level if i not in seen]
+        seen.update(fresh)
+        order.extend(fresh)
+        children: list[str] = []
+        for start in range(0, len(fresh), _CHUNK):
+            chunk = fresh[start:start + _CHUNK]
+            children.extend(r.id for r in conn.execute(
+                select(leases.c.id).where(leases.c.parent_id.in_(chunk))).all())
+        level = [c for c in children if c not in seen]
+    return order
+
+
+def _node(r: Row[Any]) -> LeaseNode:
+    return LeaseNode(
+        r.id, r.parent_id, r.kind, r.task_id, r.agent_id, as_utc(r.created_at),
+        as_utc(r.expires_at) if r.expires_at else None,
+        as_utc(r.revoked_at) if r.revoked_at else None,
+        r.revoked_reason,
+    )

@@ -1,0 +1,157 @@
+"""What a grant allows: tools, and constraints on their arguments.
+
+A scope is checked by proctor itself against each call (and its claims go into
+the policy context); grants are never turned into Cedar policies, since Cedar
+scans policies linearly.
+
+A scope document, as carried in the token's ``scope`` claim::
+
+    {"tools": [
+      {"tool": "git/git_log", "args": {"repo_path": {"prefix": ["/srv/repos/app"]}}},
+      {"tool": "time/*"},
+      {"tool": "crm/issue_refund", "args": {"amount_cents": {"max": 5000}}}
+    ]}
+
+``tool`` is ``server/tool``, ``server/*`` or ``*``. An argument constraint is
+one of ``in`` (allowed values), ``prefix`` (strings starting with one of
+these) or ``max`` (an integer ceiling); a constrained argument must be present.
+Narrowing — delegation — is checked with :meth:`GrantScope.covers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from proctor.errors import ScopeError
+
+__all__ = ["ArgConstraint", "GrantScope", "ToolScope"]
+
+_MAX_TOOLS = 256
+Scalar = str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArgConstraint:
+    """One argument's limit: exactly one of ``one_of``, ``prefixes``, ``max``."""
+
+    one_of: frozenset[Scalar] | None = None
+    prefixes: tuple[str, ...] | None = None
+    max: int | None = None
+
+    def allows(self, value: Any) -> bool:
+        if self.one_of is not None:
+            return isinstance(value, Scalar) and value in self.one_of
+        if self.prefixes is not None:
+            return isinstance(value, str) and value.startswith(self.prefixes)
+        return isinstance(value, int) and not isinstance(value, bool) and value <= (self.max or 0)
+
+    def covers(self, child: ArgConstraint) -> bool:
+        """True if every value ``child`` allows, this allows too."""
+        if child.one_of is not None:
+            return all(self.allows(v) for v in child.one_of)
+        if child.prefixes is not None:
+            if self.prefixes is None:
+                return False
+            return all(c.startswith(self.prefixes) for c in child.prefixes)
+        return self.max is not None and child.max is not None and child.max <= self.max
+
+    def as_json(self) -> dict[str, Any]:
+        if self.one_of is not None:
+            return {"in": sorted(self.one_of, key=repr)}
+        if self.prefixes is not None:
+            return {"prefix": list(self.prefixes)}
+        return {"max": self.max}
+
+    @classmethod
+    def from_json(cls, name: str, data: Any) -> ArgConstraint:
+        if not isinstance(data, Mapping) or len(data) != 1:
+            raise ScopeError(f"constraint on `{name}` must have exactly one of in, prefix, max")
+        kind, value = next(iter(data.items()))
+        if kind == "in" and isinstance(value, list) and value and all(
+            isinstance(v, Scalar) for v in value
+        ):
+            return cls(one_of=frozenset(value))
+        if kind == "prefix" and isinstance(value, list) and value and all(
+            isinstance(v, str) and v for v in value
+        ):
+            return cls(prefixes=tuple(value))
+        if kind == "max" and isinstance(value, int) and not isinstance(value, bool):
+            return cls(max=value)
+        raise ScopeError(f"constraint `{kind}` on `{name}` is not valid")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolScope:
+    tool: str
+    args: Mapping[str, ArgConstraint] = field(default_factory=dict)
+
+    def matches_tool(self, tool_id: str) -> bool:
+        if self.tool == "*" or self.tool == tool_id:
+            return True
+        return self.tool.endswith("/*") and tool_id.startswith(self.tool[:-1])
+
+    def allows(self, tool_id: str, args: Mapping[str, Any]) -> bool:
+        return self.matches_tool(tool_id) and all(
+            name in args and c.allows(args[name]) for name, c in self.args.items()
+        )
+
+    def covers(self, child: ToolScope) -> bool:
+        if self.tool == "*":
+            tool_ok = True
+        elif self.tool.endswith("/*"):
+            tool_ok = child.tool != "*" and child.tool.startswith(self.tool[:-1])
+        else:
+            tool_ok = child.tool == self.tool
+        return tool_ok and all(
+            name in child.args and c.covers(child.args[name]) for name, c in self.args.items()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GrantScope:
+    """The tools a grant allows, each with its argument constraints."""
+
+    tools: tuple[ToolScope, ...]
+
+    def allows(self, tool_id: str, args: Mapping[str, Any]) -> bool:
+        """True if some entry allows calling ``tool_id`` with ``args``."""
+        return any(t.allows(tool_id, args) for t in self.tools)
+
+    def covers(self, child: GrantScope) -> bool:
+        """True if ``child`` is no wider than this scope (each entry inside one of ours)."""
+        return all(any(mine.covers(theirs) for mine in self.tools) for theirs in child.tools)
+
+    def tool_ids(self) -> list[str]:
+        return [t.tool for t in self.tools]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"tools": [
+            {"tool": t.tool, **({"args": {n: c.as_json() for n, c in sorted(t.args.items())}}
+                                if t.args else {})}
+            for t in self.tools
+        ]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> GrantScope:
+        """Parse a scope document; raises :class:`ScopeError` naming the problem."""
+        tools = data.get("tools") if isinstance(data, Mapping) else None
+        if not isinstance(tools, list) or not tools:
+            raise ScopeError("a scope needs a non-empty `tools` list")
+        if len(tools) > _MAX_TOOLS:
+            raise ScopeError(f"a scope may name at most {_MAX_TOOLS} tools")
+        entries = []
+        for item in tools:
+            if not isinstance(item, Mapping) or not isinstance(item.get("tool"), str):
+                raise ScopeError("each scope entry needs a `tool` string")
+            tool = item["tool"]
+            if tool != "*" and (tool.count("/") != 1 or tool.startswith("/")
+                                or ("*" in tool and not tool.endswith("/*"))):
+                raise ScopeError(f"tool `{tool}` must be `server/tool`, `server/*` or `*`")
+            args = item.get("args") or {}
+            if not isinstance(args, Mapping):
+                raise ScopeError(f"`args` of `{tool}` must be a mapping")
+            entries.append(ToolScope(tool, {str(n): ArgConstraint.from_json(str(n), c)
+                                            for n, c in args.items()}))
+        return cls(tuple(entries))

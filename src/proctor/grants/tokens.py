@@ -1,0 +1,166 @@
+"""Grant tokens: ES256 JWTs signed with joserfc, checked in separate steps.
+
+Signature checking (algorithm allow-list, key id, signature) is one step and
+is cached per token; claims checking (issuer, audience, time with bounded
+leeway) is another and runs on every check, with the injected clock.
+
+Claims::
+
+    iss   the issuer (proctor's URL or name)     aud   the audience (e.g. "proctor")
+    sub   the agent's SPIFFE ID                  jti   the grant id (a lease node)
+    iat, nbf, exp                                task  the task id
+    scope the grant scope document               cnf   {"jkt": agent key thumbprint}
+    anc   ancestor grant ids, parent first       act   RFC 8693 actor chain (delegation)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from proctor.errors import GrantError
+from proctor.grants.keyring import IssuerKeyring
+from proctor.grants.scope import GrantScope
+
+__all__ = ["MAX_TOKEN_BYTES", "GrantClaims", "TokenCodec", "token_hash"]
+
+MAX_TOKEN_BYTES = 8192
+LEEWAY_SECONDS = 30
+_ALLOWED = ("ES256",)
+_CACHE_SIZE = 10_000
+
+
+def token_hash(token: str) -> str:
+    """The SHA-256 of a token, base64url: what is stored, never the token."""
+    return base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class GrantClaims:
+    grant_id: str
+    agent_id: str
+    task_id: str
+    issuer: str
+    audience: str
+    issued_at: int
+    not_before: int
+    expires_at: int
+    scope: GrantScope
+    key_thumbprint: str
+    ancestors: tuple[str, ...]
+    actor_chain: tuple[str, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.ancestors)
+
+    def as_claims(self) -> dict[str, Any]:
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "aud": self.audience, "sub": self.agent_id,
+            "jti": self.grant_id, "iat": self.issued_at, "nbf": self.not_before,
+            "exp": self.expires_at, "task": self.task_id, "scope": self.scope.as_json(),
+            "cnf": {"jkt": self.key_thumbprint}, "anc": list(self.ancestors),
+        }
+        act: dict[str, Any] | None = None
+        for actor in reversed(self.actor_chain):
+            act = {"sub": actor, **({"act": act} if act else {})}
+        if act:
+            claims["act"] = act
+        return claims
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> GrantClaims:
+        try:
+            chain: list[str] = []
+            act = claims.get("act")
+            while isinstance(act, Mapping):
+                chain.append(str(act["sub"]))
+                act = act.get("act")
+            return cls(
+                grant_id=str(claims["jti"]), agent_id=str(claims["sub"]),
+                task_id=str(claims["task"]), issuer=str(claims["iss"]),
+                audience=str(claims["aud"]), issued_at=int(claims["iat"]),
+                not_before=int(claims["nbf"]), expires_at=int(claims["exp"]),
+                scope=GrantScope.from_json(claims["scope"]),
+                key_thumbprint=str(claims["cnf"]["jkt"]),
+                ancestors=tuple(str(a) for a in claims.get("anc") or ()),
+                actor_chain=tuple(chain),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GrantError("grant_malformed", "grant claims are incomplete") from exc
+
+
+class TokenCodec:
+    """Signs grant claims and checks tokens against the keyring."""
+
+    def __init__(self, keyring: IssuerKeyring, *, issuer: str, audience: str) -> None:
+        self._keyring = keyring
+        self.issuer = issuer
+        self.audience = audience
+        self._verified: OrderedDict[str, GrantClaims] = OrderedDict()
+
+    def encode(self, claims: GrantClaims) -> str:
+        key = self._keyring.current()
+        return jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "proctor-grant+jwt"},
+                          claims.as_claims(), key.key, algorithms=list(_ALLOWED))
+
+    def decode(self, token: str, *, now: datetime) -> GrantClaims:
+        """Verify ``token``'s signature (cached) and claims; raise :class:`GrantError`."""
+        claims = self._verify_signature(token)
+        self._check_claims(claims, now)
+        return claims
+
+    def _verify_signature(self, token: str) -> GrantClaims:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise GrantError("grant_too_large", f"grant is over {MAX_TOKEN_BYTES} bytes")
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        header = _header(token)
+        alg = header.get("alg")
+        if alg not in _ALLOWED:
+            raise GrantError("grant_algorithm_not_allowed", f"algorithm `{alg}` is not allowed")
+        key = self._keyring.verification_key(str(header.get("kid", "")))
+        try:
+            decoded = jwt.decode(token, key.key, algorithms=list(_ALLOWED))
+        except JoseError as exc:
+            raise GrantError("grant_signature_invalid", "grant signature is not valid") from exc
+        claims = GrantClaims.from_claims(decoded.claims)
+        self._verified[token] = claims
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _check_claims(self, claims: GrantClaims, now: datetime) -> None:
+        if claims.issuer != self.issuer:
+            raise GrantError("grant_wrong_issuer", f"grant issuer `{claims.issuer}` is not trusted")
+        if claims.audience != self.audience:
+            raise GrantError("grant_wrong_audience", f"grant is for audience `{claims.audience}`")
+        t = int(now.timestamp())
+        if claims.expires_at + LEEWAY_SECONDS <= t:
+            raise GrantError("grant_expired", "grant has expired")
+        if claims.not_before - LEEWAY_SECONDS > t:
+            raise GrantError("grant_not_yet_valid", "grant is not valid yet")
+
+
+def _header(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise GrantError("grant_malformed", "grant is not a compact JWS")
+    try:
+        raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GrantError("grant_malformed", "grant header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise GrantError("grant_malformed", "grant header is not a JSON object")
+    return header

@@ -1,0 +1,54 @@
+"""Reading JWKS documents (RFC 7517 §5) that hold the public keys proctor trusts.
+
+A key set that holds a private or symmetric key is refused outright: trust
+configuration has no business holding secrets, and a symmetric key is what
+HS256-with-the-public-key confusion needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from proctor.errors import ConfigError
+
+__all__ = ["MAX_JWKS_BYTES", "read_jwks", "split_jwks"]
+
+MAX_JWKS_BYTES = 256 * 1024
+_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
+
+
+def read_jwks(path: Path) -> dict[str, Any]:
+    """A JWKS document from ``path``, at most 256 KiB."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_JWKS_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"key set `{path}` cannot be read: {exc.strerror}") from exc
+    if len(raw) > MAX_JWKS_BYTES:
+        raise ConfigError(f"key set `{path}` is larger than {MAX_JWKS_BYTES} bytes")
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"key set `{path}` is not JSON") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"key set `{path}` is not a JWKS object")
+    return document
+
+
+def split_jwks(document: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
+    """The keys of a JWKS document; raise if any is private or symmetric."""
+    keys = document.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise ConfigError(f"{what} has no `keys`")
+    out: list[dict[str, Any]] = []
+    for key in keys:
+        if not isinstance(key, dict):
+            raise ConfigError(f"{what} has a key that is not a JSON object")
+        if key.get("kty") == "oct" or _PRIVATE_MEMBERS & set(key):
+            raise ConfigError(f"{what} holds a private or symmetric key; "
+                              "trust configuration takes public keys only")
+        out.append(dict(key))
+    return out

@@ -1,0 +1,85 @@
+"""The plug point for identity proofs, and what a verified proof yields.
+
+A :class:`ProofVerifier` checks one kind of token and returns a
+:class:`VerifiedIdentity`, or raises a :class:`~proctor.errors.ProofError`
+subclass (or :class:`~proctor.errors.AgentUnknownError`, ...) whose ``code``
+says exactly what was wrong. Verifiers never change state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from joserfc.errors import (
+    BadSignatureError,
+    ExceededSizeError,
+    InvalidKeyCurveError,
+    InvalidKeyIdError,
+    InvalidKeyTypeError,
+    JoseError,
+    MissingAlgorithmError,
+    UnsupportedAlgorithmError,
+)
+
+from proctor.errors import (
+    ProofAlgorithmError,
+    ProofError,
+    ProofKeyUnknownError,
+    ProofMalformedError,
+    ProofSignatureError,
+    ProofTooLargeError,
+)
+from proctor.identity.agent import Agent, ProofMethod
+
+__all__ = ["AgentLookup", "ProofVerifier", "VerifiedIdentity", "translate_jose_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedIdentity:
+    """Who a proof says the agent is, after every check passed.
+
+    ``key_thumbprint`` is the RFC 7638 thumbprint of the agent's own key (own-key
+    proofs only); ``issuer`` and ``subject`` are the token's (OIDC, JWT-SVID).
+    """
+
+    agent_id: str
+    method: ProofMethod
+    expires_at: datetime
+    key_thumbprint: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    claims: Mapping[str, Any] | None = None
+
+
+class ProofVerifier(Protocol):
+    """Checks one kind of identity proof."""
+
+    @property
+    def method(self) -> ProofMethod: ...
+
+    def verify(self, token: str, *, now: datetime) -> VerifiedIdentity: ...
+
+
+class AgentLookup(Protocol):
+    """Where verifiers find registered agents (the registry implements it)."""
+
+    def find(self, agent_id: str) -> Agent | None: ...
+
+    def find_by_subject(self, issuer: str, subject: str) -> Agent | None: ...
+
+
+def translate_jose_error(exc: JoseError) -> ProofError:
+    """A joserfc error as the proctor error with the specific code."""
+    if isinstance(exc, BadSignatureError):
+        return ProofSignatureError("the proof's signature does not verify")
+    if isinstance(exc, UnsupportedAlgorithmError | MissingAlgorithmError | InvalidKeyTypeError
+                  | InvalidKeyCurveError):
+        return ProofAlgorithmError("the proof's algorithm does not fit the key")
+    if isinstance(exc, InvalidKeyIdError):
+        return ProofKeyUnknownError("no trusted key has the proof's `kid`")
+    if isinstance(exc, ExceededSizeError):
+        return ProofTooLargeError("a part of the proof is larger than allowed")
+    return ProofMalformedError(f"the proof cannot be decoded ({exc.error})")

@@ -1,0 +1,266 @@
+"""The agent registry: registration, manifests and trust-state changes, in the store.
+
+Every change is one transaction that reads the agent's row locked, decides
+from what it read, and writes; a refused change raises and writes nothing.
+The reviewed manifest is only ever replaced by a human's review.
+
+Trust-state changes::
+
+    registered ──► trusted ◄──── review ────┐
+                     │  present other        │
+                     ▼  manifest             │
+                   drifted ──────────────────┤
+    trusted/drifted ── suspend ──► suspended ┘ (review reinstates)
+    any ── retire ──► retired (final)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from proctor.clock import Clock
+from proctor.errors import (
+    AgentExistsError,
+    AgentKeyError,
+    AgentNotActiveError,
+    AgentStateError,
+    AgentUnknownError,
+    ConfigError,
+    ManifestChangedError,
+    RequestError,
+)
+from proctor.identity.agent import (
+    Agent,
+    JwtSvidProof,
+    OidcProof,
+    OwnKeyProof,
+    ProofMethod,
+    ProofSpec,
+    TrustState,
+)
+from proctor.identity.agent_key import import_agent_key
+from proctor.identity.manifest import Manifest
+from proctor.identity.people import check_groups, check_human
+from proctor.identity.rows import agent_from_row
+from proctor.identity.spiffe_id import parse_agent_id
+from proctor.identity.trust import TrustConfig
+from proctor.store import Store
+from proctor.store.tables import agents
+
+__all__ = ["AgentRegistry"]
+
+_Change = Callable[[Agent], dict[str, Any] | None]
+
+
+class AgentRegistry:
+    """Registered agents in ``store``; ``trust`` says which bundles and issuers exist."""
+
+    def __init__(self, store: Store, clock: Clock, trust: TrustConfig) -> None:
+        self._store = store
+        self._clock = clock
+        self.trust = trust
+
+    # reading
+
+    def find(self, agent_id: str) -> Agent | None:
+        """The agent with this id, or None; raises :class:`AgentIdError` for a malformed id."""
+        key = parse_agent_id(agent_id).id
+        with self._store.transaction() as conn:
+            row = conn.execute(select(agents).where(agents.c.id == key)).first()
+        return agent_from_row(row) if row is not None else None
+
+    def get(self, agent_id: str) -> Agent:
+        agent = self.find(agent_id)
+        if agent is None:
+            raise AgentUnknownError(f"agent `{parse_agent_id(agent_id).id}` is not registered")
+        return agent
+
+    def find_by_subject(self, issuer: str, subject: str) -> Agent | None:
+        """The agent registered for ``subject`` of OIDC ``issuer``, or None."""
+        query = select(agents).where(agents.c.oidc_issuer == issuer,
+                                     agents.c.oidc_subject == subject)
+        with self._store.transaction() as conn:
+            row = conn.execute(query).first()
+        return agent_from_row(row) if row is not None else None
+
+    def list_agents(self, *, state: TrustState | None = None) -> list[Agent]:
+        query = select(agents).order_by(agents.c.id)
+        if state is not None:
+            query = query.where(agents.c.trust_state == state.value)
+        with self._store.transaction() as conn:
+            return [agent_from_row(row) for row in conn.execute(query).all()]
+
+    # registering
+
+    def register(self, agent_id: str, *, owner: str, proof: ProofSpec, manifest: Manifest,
+                 groups: Iterable[str] = (), registered_by: str | None = None) -> Agent:
+        """Register an agent as ``trusted`` with ``manifest`` as its reviewed manifest.
+
+        ``registered_by`` (default: the owner) is recorded as the reviewer.
+        """
+        parsed = parse_agent_id(agent_id)
+        check_human(owner, "owner")
+        reviewer = check_human(registered_by or owner, "reviewer")
+        group_list = check_groups(groups)
+        columns = self._proof_columns(parsed.trust_domain, parsed.name, proof)
+        now = self._clock.now()
+        values = {
+            "id": parsed.id, "name": parsed.name, "trust_domain": parsed.trust_domain,
+            "owner": owner, "groups": group_list, "trust_state": TrustState.TRUSTED.value,
+            "risk_score": 0, "manifest": manifest.as_json(), "manifest_digest": manifest.digest,
+            "presented_manifest": None, "presented_digest": None, "reviewed_by": reviewer,
+            "reviewed_at": now, "state_changed_by": reviewer, "state_reason": None,
+            "created_at": now, "updated_at": now, **columns,
+        }
+        with self._store.transaction() as conn:
+            self._check_unique(conn, parsed.id, columns)
+            try:
+                conn.execute(insert(agents).values(**values))
+            except IntegrityError as exc:  # a concurrent registration won the race
+                raise AgentExistsError(f"agent `{parsed.id}` or its key or subject is "
+                                       "already registered") from exc
+            row = conn.execute(select(agents).where(agents.c.id == parsed.id)).one()
+        return agent_from_row(row)
+
+    def _proof_columns(self, trust_domain: str, name: str, proof: ProofSpec) -> dict[str, Any]:
+        columns: dict[str, Any] = {"public_jwk": None, "key_thumbprint": None,
+                                   "oidc_issuer": None, "oidc_subject": None}
+        if isinstance(proof, OwnKeyProof):
+            key = import_agent_key(proof.jwk)
+            return {**columns, "proof_method": ProofMethod.OWN_KEY.value,
+                    "public_jwk": key.jwk, "key_thumbprint": key.thumbprint}
+        if isinstance(proof, JwtSvidProof):
+            if trust_domain not in self.trust.bundles:
+                raise ConfigError(f"no trust bundle is configured for trust domain "
+                                  f"`{trust_domain}`, so its JWT-SVIDs cannot be checked")
+            return {**columns, "proof_method": ProofMethod.JWT_SVID.value}
+        if isinstance(proof, OidcProof):
+            issuer = self.trust.issuer_named(proof.issuer)
+            subject = proof.subject or issuer.subject_for(name)
+            if not subject or len(subject) > 512 or any(ord(c) < 0x20 for c in subject):
+                raise RequestError(f"give the OIDC subject: issuer `{issuer.issuer}` has no "
+                                   "subject template" if not subject else
+                                   "the OIDC subject must be at most 512 printable characters")
+            return {**columns, "proof_method": ProofMethod.OIDC.value,
+                    "oidc_issuer": issuer.issuer, "oidc_subject": subject}
+        raise RequestError("unknown proof method")
+
+    @staticmethod
+    def _check_unique(conn: Connection, agent_id: str, columns: dict[str, Any]) -> None:
+        if conn.execute(select(agents.c.id).where(agents.c.id == agent_id)).first():
+            raise AgentExistsError(f"agent `{agent_id}` is already registered")
+        if columns["key_thumbprint"] is not None:
+            holder = conn.execute(select(agents.c.id).where(
+                agents.c.key_thumbprint == columns["key_thumbprint"])).scalar()
+            if holder is not None:
+                raise AgentKeyError(f"this key is already registered for agent `{holder}`")
+        if columns["oidc_subject"] is not None:
+            holder = conn.execute(select(agents.c.id).where(
+                agents.c.oidc_issuer == columns["oidc_issuer"],
+                agents.c.oidc_subject == columns["oidc_subject"])).scalar()
+            if holder is not None:
+                raise AgentExistsError(f"subject `{columns['oidc_subject']}` is already "
+                                       f"registered for agent `{holder}`")
+
+    # manifest and trust state
+
+    def present_manifest(self, agent_id: str, manifest: Manifest) -> Agent:
+        """Record the manifest the agent runs now; a different one makes it ``drifted``.
+
+        A drifted agent stays drifted, even if it goes back to the reviewed
+        manifest, until a human reviews it.
+        """
+        def change(agent: Agent) -> dict[str, Any] | None:
+            if not agent.is_active:
+                raise AgentNotActiveError(f"agent `{agent.id}` is {agent.trust_state.value}")
+            if agent.trust_state is TrustState.TRUSTED and manifest.digest == agent.manifest_digest:
+                return None
+            if agent.presented_digest == manifest.digest:
+                return None
+            return {"trust_state": TrustState.DRIFTED.value,
+                    "presented_manifest": manifest.as_json(),
+                    "presented_digest": manifest.digest}
+        return self._change(agent_id, change)
+
+    def review(self, agent_id: str, *, reviewer: str, manifest: Manifest | None = None,
+               expected_digest: str | None = None) -> Agent:
+        """A human adopts a manifest as reviewed and trusts the agent again.
+
+        Without ``manifest`` the presented one (if any) is adopted. With
+        ``expected_digest`` the review fails with ``manifest_changed`` unless the
+        manifest being adopted still has that digest, so a reviewer never
+        approves something other than what they looked at. Reviewing a suspended
+        agent reinstates it; a retired agent cannot be reviewed.
+        """
+        check_human(reviewer, "reviewer")
+
+        def change(agent: Agent) -> dict[str, Any]:
+            if agent.trust_state is TrustState.RETIRED:
+                raise AgentStateError(f"agent `{agent.id}` is retired; retirement is final")
+            adopted = manifest or agent.presented_manifest or agent.manifest
+            if expected_digest is not None and adopted.digest != expected_digest:
+                raise ManifestChangedError(
+                    f"the manifest to adopt has digest `{adopted.digest}`, not "
+                    f"`{expected_digest}`; look at it again"
+                )
+            still_differs = (agent.presented_digest is not None
+                             and agent.presented_digest != adopted.digest)
+            return {
+                "manifest": adopted.as_json(), "manifest_digest": adopted.digest,
+                "trust_state": (TrustState.DRIFTED if still_differs else TrustState.TRUSTED).value,
+                "presented_manifest": agent.presented_manifest.as_json()
+                if still_differs and agent.presented_manifest else None,
+                "presented_digest": agent.presented_digest if still_differs else None,
+                "reviewed_by": reviewer, "reviewed_at": self._clock.now(),
+                "state_changed_by": reviewer, "state_reason": None,
+            }
+        return self._change(agent_id, change)
+
+    def suspend(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
+        """Deny the agent everything until a human reviews it; no-op if already suspended."""
+        return self._set_state(agent_id, TrustState.SUSPENDED, by, reason)
+
+    def retire(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
+        """Deny the agent everything, for good; no-op if already retired."""
+        return self._set_state(agent_id, TrustState.RETIRED, by, reason)
+
+    def set_risk_score(self, agent_id: str, score: int) -> Agent:
+        """Record the anomaly score (0 to 100) that oversight computed."""
+        if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 100:
+            raise RequestError("a risk score is a whole number from 0 to 100")
+        return self._change(agent_id, lambda agent: {"risk_score": score})
+
+    def _set_state(self, agent_id: str, state: TrustState, by: str, reason: str) -> Agent:
+        check_human(by, "actor")
+        if len(reason) > 1000:
+            raise RequestError("a reason is at most 1000 characters")
+
+        def change(agent: Agent) -> dict[str, Any] | None:
+            if agent.trust_state is state:
+                return None
+            if agent.trust_state is TrustState.RETIRED:
+                raise AgentStateError(f"agent `{agent.id}` is retired; retirement is final")
+            return {"trust_state": state.value, "state_changed_by": by,
+                    "state_reason": reason or None}
+        return self._change(agent_id, change)
+
+    def _change(self, agent_id: str, change: _Change) -> Agent:
+        key = parse_agent_id(agent_id).id
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(agents).where(agents.c.id == key).with_for_update()
+            ).first()
+            if row is None:
+                raise AgentUnknownError(f"agent `{key}` is not registered")
+            agent = agent_from_row(row)
+            values = change(agent)
+            if values is None:
+                return agent
+            conn.execute(update(agents).where(agents.c.id == key)
+                         .values(**values, updated_at=self._clock.now()))
+            updated: Row[Any] = conn.execute(select(agents).where(agents.c.id == key)).one()
+        return agent_from_row(updated)

@@ -1,0 +1,68 @@
+"""Agent ids: SPIFFE IDs of the form ``spiffe://<trust-domain>/agent/<name>``.
+
+Parsing is the ``spiffe`` package's (:class:`spiffe.SpiffeId`); proctor adds
+only the shape of an agent's path. The canonical form (the trust domain in
+lower case, as the SPIFFE standard says) is what is stored and compared.
+
+>>> parse_agent_id("spiffe://Acme.example/agent/coder")
+AgentId(id='spiffe://acme.example/agent/coder', trust_domain='acme.example', name='coder')
+>>> agent_id_for("coder", "acme.example").id
+'spiffe://acme.example/agent/coder'
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from spiffe import SpiffeId
+from spiffe.errors import PySpiffeError
+
+from proctor.errors import AgentIdError
+
+__all__ = ["MAX_AGENT_ID_LENGTH", "MAX_NAME_LENGTH", "AgentId", "agent_id_for", "parse_agent_id"]
+
+MAX_AGENT_ID_LENGTH = 512
+MAX_NAME_LENGTH = 128
+_MAX_TRUST_DOMAIN_LENGTH = 255
+_FORM = "spiffe://<trust-domain>/agent/<name>"
+
+
+class AgentId(NamedTuple):
+    """A parsed, canonical agent id."""
+
+    id: str
+    trust_domain: str
+    name: str
+
+
+def parse_agent_id(value: str) -> AgentId:
+    """Parse ``value`` as an agent's SPIFFE ID; raise :class:`AgentIdError` if it is not one."""
+    if not isinstance(value, str) or not value:
+        raise AgentIdError(f"an agent id must be a SPIFFE ID of the form {_FORM}")
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    if len(value) > MAX_AGENT_ID_LENGTH:
+        raise AgentIdError(f"agent id `{shown}` is longer than {MAX_AGENT_ID_LENGTH} characters")
+    try:
+        spiffe_id = SpiffeId(value)
+    except PySpiffeError as exc:
+        # the package's message repeats the input; keep only what is wrong with it
+        detail = str(exc).split("': ", 1)[-1]
+        detail = detail[:1].lower() + detail[1:]
+        raise AgentIdError(f"agent id `{shown}` is not a valid SPIFFE ID: {detail}") from exc
+    trust_domain = spiffe_id.trust_domain.name
+    segments = spiffe_id.path.split("/")[1:]
+    if len(segments) != 2 or segments[0] != "agent":
+        raise AgentIdError(f"agent id `{shown}` is not of the form {_FORM}")
+    name = segments[1]
+    if len(name) > MAX_NAME_LENGTH:
+        raise AgentIdError(f"agent name in `{shown}` is longer than {MAX_NAME_LENGTH} characters")
+    if len(trust_domain) > _MAX_TRUST_DOMAIN_LENGTH:
+        raise AgentIdError(f"trust domain in `{shown}` is longer than 255 characters")
+    return AgentId(str(spiffe_id), trust_domain, name)
+
+
+def agent_id_for(name_or_id: str, trust_domain: str) -> AgentId:
+    """An agent id from a full SPIFFE ID, or from a bare name in ``trust_domain``."""
+    if "://" in name_or_id:
+        return parse_agent_id(name_or_id)
+    return parse_agent_id(f"spiffe://{trust_domain}/agent/{name_or_id}")

@@ -1,0 +1,213 @@
+"""Signing keys: ES256 (ECDSA on P-256 with SHA-256), the only algorithm allowed.
+
+A :class:`Signer` signs with a private key; a :class:`Verifier` checks with the
+public half, which it also exports as a JWK (RFC 7517). The key id is the
+JWK's RFC 7638 thumbprint, so the same key always has the same ``kid``.
+
+Signatures are JOSE-shaped: the 64 bytes ``r || s`` (RFC 7518 §3.4), not DER.
+
+:class:`LocalSigner` keeps its private key in a PEM file (mode 0600) under
+``$PROCTOR_HOME/keys/``. The file is **not encrypted at rest** yet; rotation
+and a JWKS endpoint come with grant issuance.
+
+>>> signer = LocalSigner.generate()
+>>> signer.verify(b"head", signer.sign(b"head"))
+True
+>>> signer.public_jwk()["crv"]
+'P-256'
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from proctor.errors import SigningKeyError
+
+__all__ = [
+    "ALGORITHM",
+    "LocalSigner",
+    "PublicKeyVerifier",
+    "Signer",
+    "Verifier",
+    "load_or_create_signer",
+    "load_signer",
+    "signer_path",
+]
+
+ALGORITHM = "ES256"
+_COORD = 32  # bytes in one P-256 coordinate
+_KEY_FILE = Path("keys") / "issuer.pem"
+
+
+class Verifier(Protocol):
+    """Checks signatures made by one key."""
+
+    @property
+    def kid(self) -> str: ...
+
+    def verify(self, data: bytes, signature: bytes) -> bool: ...
+
+    def public_jwk(self) -> dict[str, str]: ...
+
+
+class Signer(Verifier, Protocol):
+    """A key that signs; plug point for a KMS or HSM later."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PublicKeyVerifier:
+    """Verifies ES256 signatures with a public key alone."""
+
+    def __init__(self, public_key: ec.EllipticCurvePublicKey) -> None:
+        if not isinstance(public_key.curve, ec.SECP256R1):
+            raise SigningKeyError(f"key curve `{public_key.curve.name}` is not P-256")
+        self._public = public_key
+        numbers = public_key.public_numbers()
+        self._jwk = {
+            "kty": "EC", "crv": "P-256",
+            "x": _b64(numbers.x.to_bytes(_COORD, "big")),
+            "y": _b64(numbers.y.to_bytes(_COORD, "big")),
+        }
+        thumbprint = json.dumps(self._jwk, sort_keys=True, separators=(",", ":"))
+        self._kid = _b64(hashlib.sha256(thumbprint.encode("ascii")).digest())
+
+    @classmethod
+    def from_jwk(cls, jwk: dict[str, Any]) -> PublicKeyVerifier:
+        """A verifier from a public JWK (``kty`` EC, ``crv`` P-256)."""
+        if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+            raise SigningKeyError("only EC P-256 public keys are accepted")
+        try:
+            x = int.from_bytes(_unb64(str(jwk["x"])), "big")
+            y = int.from_bytes(_unb64(str(jwk["y"])), "big")
+            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+        except (KeyError, ValueError) as exc:
+            raise SigningKeyError("public key is not a valid P-256 point") from exc
+        return cls(key)
+
+    @property
+    def kid(self) -> str:
+        return self._kid
+
+    def public_jwk(self) -> dict[str, str]:
+        return {**self._jwk, "kid": self._kid, "alg": ALGORITHM, "use": "sig"}
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        if len(signature) != 2 * _COORD:
+            return False
+        r = int.from_bytes(signature[:_COORD], "big")
+        s = int.from_bytes(signature[_COORD:], "big")
+        try:
+            self._public.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            return False
+        return True
+
+
+class LocalSigner(PublicKeyVerifier):
+    """An ES256 private key held in this process."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        super().__init__(private_key.public_key())
+        self._private = private_key
+
+    @classmethod
+    def generate(cls) -> LocalSigner:
+        return cls(ec.generate_private_key(ec.SECP256R1()))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> LocalSigner:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise SigningKeyError("signing key file is not an unencrypted PEM key") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise SigningKeyError("signing key is not an EC key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def sign(self, data: bytes) -> bytes:
+        der = self._private.sign(data, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
+
+
+def signer_path(home: Path) -> Path:
+    """Where the local signing key of ``home`` lives."""
+    return home / _KEY_FILE
+
+
+def load_signer(home: Path) -> LocalSigner | None:
+    """The signing key of ``home``, or None if it has none yet.
+
+    A key file that others can read is refused: it should be mode 0600.
+    """
+    path = signer_path(home)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SigningKeyError(f"signing key `{path}` is readable by others (chmod 600 it)")
+    try:
+        return LocalSigner.from_pem(path.read_bytes())
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read signing key `{path}`: {exc.strerror}") from exc
+
+
+def load_or_create_signer(home: Path) -> LocalSigner:
+    """The signing key of ``home``, generated (mode 0600) on first use."""
+    existing = load_signer(home)
+    if existing is not None:
+        return existing
+    path = signer_path(home)
+    signer = LocalSigner.generate()
+    # Write a private temporary file, then link it into place: the key file
+    # appears whole or not at all, and a concurrent creator's key wins cleanly.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(signer.to_pem())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        loaded = load_signer(home)
+        assert loaded is not None
+        return loaded
+    except OSError as exc:
+        raise SigningKeyError(f"cannot create signing key `{path}`: {exc.strerror}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return signer

@@ -1,0 +1,42 @@
+"""The fast event serializer writes exactly the canonical JSON of the event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proctor.audit import Actor, ActorType, AuditEvent, DecisionRecord, canonical_json
+
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+maybe = st.none() | texts
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+decisions = st.none() | st.builds(
+    DecisionRecord, texts, texts, st.lists(texts, max_size=3).map(tuple),
+    st.none() | st.integers(min_value=0, max_value=2**40), st.lists(texts, max_size=3).map(tuple))
+events = st.builds(
+    AuditEvent,
+    id=texts,
+    time=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                      timezones=st.just(UTC)),
+    actor=st.builds(Actor, st.sampled_from(ActorType), texts, texts),
+    action=texts, target=texts, outcome=texts, task=texts,
+    delegation_chain=st.lists(texts, max_size=3).map(tuple),
+    decision=decisions, request_digest=maybe, grant=maybe, source=maybe, concerns=maybe,
+    detail=st.dictionaries(texts, json_values, max_size=3),
+)
+
+
+@given(events)
+def test_the_fast_body_equals_the_canonical_json_of_the_event(event: AuditEvent) -> None:
+    assert event.canonical_body() == canonical_json(event.as_json())
+
+
+@given(events)
+def test_an_event_survives_a_round_trip_through_its_json(event: AuditEvent) -> None:
+    assert AuditEvent.from_json(event.as_json()).canonical_body() == event.canonical_body()

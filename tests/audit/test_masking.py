@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from proctor.audit import Actor, ActorType, AuditEvent, mask, mask_text
+from proctor.audit.masking import is_secret_key
+from proctor.clock import FrozenClock
+
+
+@pytest.mark.parametrize("key", ["password", "db_password", "X-Api-Key", "apiKey",
+                                 "Authorization", "client_secret", "accessToken", "Set-Cookie",
+                                 "private_key", "credentials"])
+def test_keys_that_name_secrets_are_recognised(key: str) -> None:
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["user", "tokens_used", "keyboard", "shipping", "passage",
+                                 "repo_path", "author"])
+def test_ordinary_keys_are_left_alone(key: str) -> None:
+    assert not is_secret_key(key)
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("Authorization: Bearer abc.def-ghi", "bearer"),
+    ("Basic dXNlcjpwYXNzd29yZA==", "basic"),
+    ("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl", "jwt"),
+    ("postgresql://app:hunter2@db.internal/prod", "url_password"),
+    ("AKIAIOSFODNN7EXAMPLE", "aws_access_key"),
+    ("ghp_" + "A" * 36, "github_token"),
+    ("glpat-" + "b" * 20, "gitlab_token"),
+    ("xoxb-1234567890-abcdef", "slack_token"),
+    ("sk_live_" + "c" * 24, "stripe_key"),
+    ("sk-proj-" + "d" * 40, "api_key"),
+    ("AIza" + "e" * 35, "google_api_key"),
+    ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----", "private_key"),
+])
+def test_well_known_credential_formats_are_masked_inside_text(text: str, kind: str) -> None:
+    masked = mask_text(f"before {text} after")
+    assert f"[masked:{kind}]" in masked
+    assert masked.startswith("before ") and masked.endswith(" after")
+
+
+def test_masking_walks_mappings_and_lists() -> None:
+    value = {"user": "alice", "headers": {"X-Api-Key": "k1"},
+             "steps": [{"password": "p"}, "token ghp_" + "z" * 36], "count": 3, "empty": ""}
+    assert mask(value) == {"user": "alice", "headers": {"X-Api-Key": "[masked]"},
+                           "steps": [{"password": "[masked]"}, "token [masked:github_token]"],
+                           "count": 3, "empty": ""}
+
+
+def test_an_event_cannot_hold_a_secret(clock: FrozenClock) -> None:
+    event = AuditEvent(id="e1", time=clock.now(), actor=Actor(ActorType.AGENT, "a"),
+                       action="tool:http/get", target="https://bot:s3cret@api.example/x",
+                       outcome="allowed", detail={"api_key": "k", "note": "Bearer xyz"})
+    assert "s3cret" not in str(event.as_json())
+    assert event.detail == {"api_key": "[masked]", "note": "Bearer [masked:bearer]"}
+
+
+def test_an_event_refuses_floats_and_naive_times(clock: FrozenClock) -> None:
+    with pytest.raises(ValueError, match="floating-point"):
+        AuditEvent(id="e1", time=clock.now(), actor=Actor(ActorType.AGENT, "a"), action="x",
+                   target="y", outcome="allowed", detail={"amount": 1.5})
+    with pytest.raises(ValueError, match="aware"):
+        AuditEvent(id="e1", time=clock.now().replace(tzinfo=None),
+                   actor=Actor(ActorType.AGENT, "a"), action="x", target="y", outcome="ok")

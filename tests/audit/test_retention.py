@@ -1,0 +1,92 @@
+"""Archived segments carry their checkpoints; a chain may start at a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proctor.audit import (
+    AuditLog,
+    archive_segment,
+    load_checkpoints,
+    verifiers_for,
+    verify_archive,
+    verify_store,
+)
+from proctor.clock import FrozenClock
+from proctor.errors import AuditError, AuditIntegrityError
+from proctor.keys import LocalSigner
+from proctor.store import Store
+from tests.audit.helpers import agent_event, execute, record_many
+
+
+def test_archiving_keeps_both_parts_verifiable(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    record_many(audit, clock, 25)
+    keys = verifiers_for([signer])
+    first = archive_segment(store, tmp_path / "one.jsonl", up_to_seq=15, signer=signer,
+                            clock=clock, verifiers=keys)
+    assert (first["from_seq"], first["to_seq"], first["events"]) == (1, 15, 15)
+    assert 15 in [c.seq for c in load_checkpoints(store)]  # signed for the cut
+    report = verify_store(store, keys)
+    assert report.is_valid, report.problem
+    assert (report.first_seq, report.events) == (16, 10)
+    assert verify_archive(tmp_path / "one.jsonl", keys).is_valid
+
+    record_many(audit, clock, 5)  # the log goes on after the cut
+    second = archive_segment(store, tmp_path / "two.jsonl", up_to_seq=20, signer=signer,
+                             clock=clock, verifiers=keys)
+    assert (second["from_seq"], second["to_seq"]) == (16, 20)
+    two = verify_archive(tmp_path / "two.jsonl", keys)
+    assert two.is_valid and two.first_seq == 16
+    assert verify_store(store, keys).is_valid
+
+
+def test_a_chain_that_starts_without_a_checkpoint_does_not_verify(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner
+) -> None:
+    record_many(audit, clock, 8)
+    execute(store, "DELETE FROM audit_events WHERE seq <= 3")
+    report = verify_store(store, verifiers_for([signer]))
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (4, "unanchored")
+
+
+def test_a_tampered_segment_file_is_detected(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    record_many(audit, clock, 12)
+    path = tmp_path / "seg.jsonl"
+    archive_segment(store, path, up_to_seq=12, signer=signer, clock=clock,
+                    verifiers=verifiers_for([signer]))
+    lines = path.read_text().splitlines()
+    event = json.loads(lines[4])
+    event["event"]["outcome"] = "denied"
+    lines[4] = json.dumps(event)
+    path.write_text("\n".join(lines) + "\n")
+    report = verify_archive(path, verifiers_for([signer]))
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (4, "altered")
+
+
+def test_a_broken_chain_is_not_archived(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    record_many(audit, clock, 6)
+    execute(store, "DELETE FROM audit_events WHERE seq = 2")
+    with pytest.raises(AuditIntegrityError, match="position 2"):
+        archive_segment(store, tmp_path / "x.jsonl", up_to_seq=5, signer=signer, clock=clock,
+                        verifiers=verifiers_for([signer]))
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_archiving_past_the_head_is_refused(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    audit.record(agent_event(clock))
+    with pytest.raises(AuditError, match="no event at position 9"):
+        archive_segment(store, tmp_path / "x.jsonl", up_to_seq=9, signer=signer, clock=clock,
+                        verifiers=verifiers_for([signer]))

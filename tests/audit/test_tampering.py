@@ -1,0 +1,155 @@
+"""Every kind of tampering with the stored chain is found, with its position."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from proctor.audit import (
+    AuditLog,
+    chain_hash,
+    verifiers_for,
+    verify_store,
+)
+from proctor.clock import FrozenClock
+from proctor.keys import LocalSigner
+from proctor.store import Store
+from tests.audit.helpers import body_of, execute, record_many
+
+
+@pytest.fixture
+def chain(audit: AuditLog, store: Store, clock: FrozenClock) -> Store:
+    record_many(audit, clock, 30)  # checkpoints at 10, 20, 30
+    audit.close()
+    return store
+
+
+def problem(store: Store, signer: LocalSigner) -> tuple[int, str]:
+    report = verify_store(store, verifiers_for([signer]))
+    assert report.problem is not None, "tampering went unnoticed"
+    return report.problem.seq, report.problem.kind
+
+
+def test_an_intact_chain_verifies(chain: Store, signer: LocalSigner) -> None:
+    assert verify_store(chain, verifiers_for([signer])).is_valid
+
+
+def test_an_edited_event_is_found_at_its_position(chain: Store, signer: LocalSigner) -> None:
+    body = body_of(chain, 14).replace('"outcome":"allowed"', '"outcome":"denied"')
+    execute(chain, "UPDATE audit_events SET body = :b WHERE seq = 14", b=body)
+    assert problem(chain, signer) == (14, "altered")
+
+
+def test_an_edited_query_column_is_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "UPDATE audit_events SET actor_type = 'human' WHERE seq = 9")
+    assert problem(chain, signer) == (9, "index_mismatch")
+
+
+def test_an_edited_decision_column_is_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "UPDATE audit_events SET decision = 'deny' WHERE seq = 3")
+    assert problem(chain, signer) == (3, "index_mismatch")
+
+
+def test_a_deleted_event_is_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "DELETE FROM audit_events WHERE seq = 17")
+    assert problem(chain, signer) == (17, "missing")
+
+
+def test_deleted_last_events_are_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "DELETE FROM audit_events WHERE seq > 27")
+    assert problem(chain, signer) == (28, "truncated")
+
+
+def test_a_deleted_tail_with_a_rewound_head_is_caught_by_the_checkpoint(
+    chain: Store, signer: LocalSigner
+) -> None:
+    with chain.engine.begin() as conn:
+        last = conn.execute(text("SELECT hash FROM audit_events WHERE seq = 25")).scalar_one()
+        conn.execute(text("DELETE FROM audit_events WHERE seq > 25"))
+        conn.execute(text("UPDATE audit_head SET seq = 25, hash = :h"), {"h": last})
+    assert problem(chain, signer) == (26, "truncated")
+
+
+def test_reordered_events_are_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "UPDATE audit_events SET seq = -5 WHERE seq = 5")
+    execute(chain, "UPDATE audit_events SET seq = 5 WHERE seq = 6")
+    execute(chain, "UPDATE audit_events SET seq = 6 WHERE seq = -5")
+    assert problem(chain, signer) == (5, "broken_link")
+
+
+def test_an_inserted_event_is_found(chain: Store, signer: LocalSigner) -> None:
+    # Shift the tail up by one and slip a self-consistent forged event in at 12.
+    execute(chain, "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 12")
+    execute(chain, "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1012")
+    forged = json.loads(body_of(chain, 13))
+    forged["id"] = "00000000-0000-7000-8000-000000000000"
+    body = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    with chain.engine.begin() as conn:
+        prev = conn.execute(text("SELECT hash FROM audit_events WHERE seq = 11")).scalar_one()
+        conn.execute(text(
+            "INSERT INTO audit_events (seq, event_id, time, actor_type, actor_id, task, action, "
+            "decision, body, prev_hash, hash) SELECT 12, :id, time, actor_type, actor_id, task, "
+            "action, decision, :body, :prev, :hash FROM audit_events WHERE seq = 13"),
+            {"id": forged["id"], "body": body, "prev": prev,
+             "hash": chain_hash(prev, body.encode())})
+    assert problem(chain, signer) == (13, "broken_link")
+
+
+def test_a_rewritten_tail_with_recomputed_hashes_is_caught_by_a_checkpoint(
+    chain: Store, signer: LocalSigner
+) -> None:
+    # The attacker edits event 15 and re-hashes everything after it, head included.
+    with chain.engine.begin() as conn:
+        rows = conn.execute(text(
+            "SELECT seq, body, prev_hash FROM audit_events WHERE seq >= 15 ORDER BY seq")).all()
+        prev = rows[0].prev_hash
+        for row in rows:
+            body = row.body.replace('"outcome":"allowed"', '"outcome":"denied"')
+            digest = chain_hash(prev, body.encode())
+            conn.execute(text("UPDATE audit_events SET body = :b, prev_hash = :p, hash = :h "
+                              "WHERE seq = :s"), {"b": body, "p": prev, "h": digest, "s": row.seq})
+            prev = digest
+        conn.execute(text("UPDATE audit_head SET hash = :h"), {"h": prev})
+    # The links are consistent again; only the signed checkpoint at 20 tells.
+    assert problem(chain, signer) == (20, "checkpoint_mismatch")
+
+
+def test_a_forged_checkpoint_signature_is_found(chain: Store, signer: LocalSigner) -> None:
+    execute(chain, "UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 20")
+    assert problem(chain, signer) == (20, "checkpoint_invalid")
+
+
+def test_a_checkpoint_by_an_unknown_key_is_not_trusted(chain: Store) -> None:
+    stranger = LocalSigner.generate()
+    report = verify_store(chain, verifiers_for([stranger]))
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (10, "checkpoint_invalid")
+    assert "unknown key" in report.problem.message
+
+
+def test_a_deleted_head_row_is_found_and_stops_appends(
+    chain: Store, signer: LocalSigner, clock: FrozenClock
+) -> None:
+    from proctor.errors import AuditUnavailableError
+    from tests.audit.helpers import agent_event
+
+    execute(chain, "DELETE FROM audit_head")
+    assert problem(chain, signer) == (31, "truncated")
+    with AuditLog(chain, clock=clock, timeout=20.0) as audit, pytest.raises(
+            AuditUnavailableError, match="head row is missing"):
+        audit.record(agent_event(clock))
+
+
+def test_an_emptied_log_starts_again_at_genesis(
+    chain: Store, signer: LocalSigner, clock: FrozenClock
+) -> None:
+    from tests.audit.helpers import agent_event
+
+    execute(chain, "DELETE FROM audit_events")
+    execute(chain, "DELETE FROM audit_checkpoints")
+    execute(chain, "DELETE FROM audit_head")
+    with AuditLog(chain, clock=clock, timeout=20.0) as audit:
+        assert audit.record(agent_event(clock)).seq == 1
+    assert verify_store(chain, verifiers_for([signer])).is_valid

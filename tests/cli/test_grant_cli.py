@@ -1,0 +1,110 @@
+"""`proctor task` and `proctor grant` as an operator uses them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
+from typer.testing import CliRunner
+
+from proctor.cli.main import app
+from proctor.clock import SystemClock
+from proctor.grants import make_proof
+from tests.identity.factories import manifest, public_jwk
+
+CODER = "spiffe://acme.example/agent/coder"
+runner = CliRunner()
+
+
+@pytest.fixture
+def coder_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ECKey:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PROCTOR_HOME", str(home))
+    monkeypatch.setenv("PROCTOR_TRUST_DOMAIN", "acme.example")
+    for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_IDENTITY_CONFIG",
+                "PROCTOR_MASTER_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    key = ECKey.generate_key("P-256", private=True)
+    (home / "coder.jwk").write_text(json.dumps(public_jwk(key)))
+    (home / "manifest.yaml").write_text(yaml.safe_dump(manifest().as_json()))
+    code, _ = run("agent", "register", "coder", "--owner", "alice@acme.example", "--group",
+                  "coding-agents", "--jwk", str(home / "coder.jwk"), "--manifest",
+                  str(home / "manifest.yaml"))
+    assert code == 0
+    return key
+
+
+def run(*args: str) -> tuple[int, Any]:
+    result = runner.invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> None:
+    code, task = run("task", "start", CODER, "--purpose", "fix the build",
+                     "--on-behalf-of", "alice@acme.example")
+    assert code == 0, task
+    scope = json.dumps({"tools": [{"tool": "git/*",
+                                   "args": {"repo_path": {"prefix": ["/srv/repos/"]}}}]})
+    code, grant = run("grant", "issue", "--task", task["task"], "--scope", scope, "--ttl", "120")
+    assert code == 0, grant
+    assert grant["accessor"].startswith("acc_")
+    assert grant["agent"] == CODER
+
+    code, checked = run("grant", "check", grant["token"])
+    assert (code, checked["valid"]) == (0, True)
+
+    key = coder_key.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    proof = make_proof(key, grant["token"], method="tools/call", target="mcp://git/git_log",
+                       now=SystemClock().now())
+    code, used = run("grant", "check", grant["token"], "--proof", proof, "--target",
+                     "mcp://git/git_log", "--tool", "git/git_log", "--args",
+                     json.dumps({"repo_path": "/srv/repos/app"}))
+    assert (code, used["valid"]) == (0, True)
+    code, replayed = run("grant", "check", grant["token"], "--proof", proof, "--target",
+                         "mcp://git/git_log", "--tool", "git/git_log", "--args",
+                         json.dumps({"repo_path": "/srv/repos/app"}))
+    assert (code, replayed["error"]["code"]) == (1, "proof_replayed")
+
+    code, revoked = run("grant", "revoke", grant["accessor"], "--reason", "done early")
+    assert (code, revoked["revoked"]) == (0, [grant["grant_id"]])
+    code, invalid = run("grant", "check", grant["token"])
+    assert (code, invalid["error"]["code"]) == (1, "grant_revoked")
+
+    code, tree = run("grant", "tree", task["task"])
+    assert code == 0
+    assert [(n["kind"], n["revoked_reason"]) for n in tree["nodes"]] == [
+        ("task", None), ("grant", "done early")]
+    code, ended = run("task", "end", task["task"])
+    assert (code, ended["revoked"]) == (0, [task["task"]])
+
+
+def test_issuance_that_policy_denies_is_a_one_line_error(coder_key: ECKey) -> None:
+    _, task = run("task", "start", CODER, "--purpose", "p", "--on-behalf-of", "alice@acme.example")
+    result = runner.invoke(app, ["grant", "issue", "--task", task["task"], "--scope",
+                                 '{"tools": [{"tool": "git/*"}]}', "--ttl", "3000"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: issuing `git/")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("scope", "message"), [
+    ("{not json", "scope is not valid JSON or YAML"),
+    ('{"tools": []}', "a scope needs a non-empty `tools` list"),
+    ("@/nonexistent/scope.json", "cannot be read"),
+])
+def test_a_bad_scope_is_refused_and_nothing_is_issued(coder_key: ECKey, scope: str,
+                                                      message: str) -> None:
+    _, task = run("task", "start", CODER, "--purpose", "p", "--on-behalf-of", "alice@acme.example")
+    code, error = run("grant", "issue", "--task", task["task"], "--scope", scope)
+    assert code == 1
+    assert error["error"]["code"] == "scope_invalid"
+    assert message in error["error"]["message"]
+    _, tree = run("grant", "tree", task["task"])
+    assert [n["kind"] for n in tree["nodes"]] == ["task"]

@@ -1,0 +1,75 @@
+"""A grant authority on a real store, with the example policies and real agent keys."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from proctor.clock import FrozenClock
+from proctor.grants import (
+    AgentBinding,
+    GrantAuthority,
+    IssuerKeyring,
+    TokenCodec,
+    jwk_thumbprint,
+)
+from proctor.grants.proofs import PrivateKey, public_jwk
+from proctor.policy import PolicyEngine, load_bundle
+from proctor.store import Store, open_store
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+CODER = "spiffe://acme.example/agent/coder"
+SUPPORT = "spiffe://acme.example/agent/support"
+FINANCE = "spiffe://acme.example/agent/finance"
+ISSUER = "https://proctor.acme.example"
+
+
+@dataclass
+class KeyedAgents:
+    """Agents with their private keys, as the grants part sees them (key thumbprint,
+    active or not). The identity registry provides the same in production."""
+
+    keys: dict[str, PrivateKey] = field(default_factory=dict)
+    inactive: set[str] = field(default_factory=set)
+
+    def add(self, agent_id: str, key: PrivateKey) -> None:
+        self.keys[agent_id] = key
+
+    def binding(self, agent_id: str) -> AgentBinding | None:
+        key = self.keys.get(agent_id)
+        if key is None:
+            return None
+        return AgentBinding(agent_id, jwk_thumbprint(public_jwk(key)),
+                            agent_id not in self.inactive)
+
+
+@dataclass
+class Setup:
+    authority: GrantAuthority
+    agents: KeyedAgents
+    clock: FrozenClock
+    keyring: IssuerKeyring
+    codec: TokenCodec
+    store: Store
+
+
+@pytest.fixture
+def setup(database_url: str, clock: FrozenClock) -> Iterator[Setup]:
+    store = open_store(database_url)
+    bundle = load_bundle(EXAMPLES)
+    engine = PolicyEngine(bundle.catalog, bundle.principals)
+    engine.activate(engine.compile(bundle.sources))
+    keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
+    codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
+    agents = KeyedAgents()
+    agents.add(CODER, ec.generate_private_key(ec.SECP256R1()))
+    agents.add(SUPPORT, ed25519.Ed25519PrivateKey.generate())
+    agents.add(FINANCE, ec.generate_private_key(ec.SECP256R1()))
+    authority = GrantAuthority(store, clock, codec, engine, agents)
+    yield Setup(authority, agents, clock, keyring, codec, store)
+    store.close()
