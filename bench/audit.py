@@ -209,7 +209,8 @@ def main() -> None:
     signer = LocalSigner.generate()
     figures: dict[str, Any] = {"quick": options.quick, "events": count,
                                "python": platform.python_version(),
-                               "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count()}
+                               "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
+                               "load_1min_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.db"
         url = f"sqlite:///{path}"
@@ -241,6 +242,7 @@ def main() -> None:
             "mean_batch_postgres": round(log["async_mean_batch"], 1),
             "verify_events_per_s_postgres": round(log["verify"]),
         })
+    figures["load_1min_end"] = round(os.getloadavg()[0], 2)
     figures["sqlite_vs_batch100_baseline"] = round(
         figures["events_per_s_sqlite"] / figures["baseline_sqlite_batch100_rows_per_s"], 2)
     width = max(len(k) for k in figures)

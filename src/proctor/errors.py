@@ -207,6 +207,8 @@ class GrantError(ProctorError):
 class ScopeError(GrantError):
     """A scope document that cannot be parsed."""
 
+    code = "scope_invalid"
+
     def __init__(self, message: str) -> None:
         super().__init__("scope_invalid", message)
 

@@ -137,3 +137,22 @@ def test_the_asynchronous_mode_returns_a_receipt_that_becomes_durable(
 ) -> None:
     receipts = [audit.submit(agent_event(clock, n)) for n in range(5)]
     assert [r.wait(20.0).seq for r in receipts] == [1, 2, 3, 4, 5]
+
+
+def test_an_event_the_database_refuses_fails_alone_not_its_batch(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner
+) -> None:
+    first = agent_event(clock, 0)
+    audit.record(first)
+    events = [agent_event(clock, n) for n in range(1, 9)]
+    events.insert(4, first)  # the same event id again: the unique index refuses it
+    receipts = [audit.submit(e) for e in events]  # queued together: one batch
+    outcomes: list[int | None] = []
+    for receipt in receipts:
+        try:
+            outcomes.append(receipt.wait(20.0).seq)
+        except AuditUnavailableError:
+            outcomes.append(None)
+    assert outcomes.count(None) == 1 and outcomes[4] is None
+    assert sorted(s for s in outcomes if s is not None) == list(range(2, 10))
+    assert verify_store(store, verifiers_for([signer])).is_valid

@@ -109,3 +109,24 @@ def test_checkpoint_and_archive(home: Path, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["first_seq"] == 11
     code, out = invoke("verify", "--archive", str(segment), "--json")
     assert code == 0 and json.loads(out)["events"] == 10
+
+
+def test_verify_trusts_another_nodes_key_given_as_a_jwk(
+    home: Path, tmp_path: Path, database_url: str, clock: FrozenClock
+) -> None:
+    from proctor.keys import LocalSigner
+
+    other = LocalSigner.generate()  # a second node writing to the same database
+    store = open_store(database_url)
+    with AuditLog(store, signer=other, clock=clock, checkpoint_every=5) as audit:
+        for n in range(5):
+            audit.record(agent_event(clock, 100 + n))
+    store.close()
+    code, out = invoke("verify", "--json")
+    assert code == 1 and json.loads(out)["problem"]["kind"] == "checkpoint_invalid"
+    jwk = tmp_path / "other.jwk"
+    jwk.write_text(json.dumps(other.public_jwk()))
+    code, out = invoke("verify", "--jwk", str(jwk), "--json")
+    assert code == 0, out
+    code, out = invoke("public-key")
+    assert code == 0 and json.loads(out)["kid"] == load_or_create_signer(home).kid

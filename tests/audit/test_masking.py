@@ -63,3 +63,17 @@ def test_an_event_refuses_floats_and_naive_times(clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="aware"):
         AuditEvent(id="e1", time=clock.now().replace(tzinfo=None),
                    actor=Actor(ActorType.AGENT, "a"), action="x", target="y", outcome="ok")
+
+
+def test_the_request_digest_is_taken_after_masking(clock: FrozenClock) -> None:
+    from proctor.audit.recording import request_digest
+    from proctor.policy import DecisionRequest, EntityRef, call_context
+
+    def digest(args: dict[str, object]) -> str:
+        context = call_context(now=clock.now(), args=args, task="t-1")
+        return request_digest(DecisionRequest(EntityRef("Agent", "a"), "tool:db/query",
+                                              EntityRef("Tool", "db/query"), context))
+
+    assert digest({"sql": "select 1", "password": "hunter2"}) == digest(
+        {"sql": "select 1", "password": "correct horse"})
+    assert digest({"sql": "select 1"}) != digest({"sql": "select 2"})

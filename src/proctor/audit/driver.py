@@ -14,16 +14,25 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+import psycopg
 
 from proctor.audit.chain import GENESIS, ChainHead
 from proctor.audit.checkpoints import Checkpoint
 from proctor.errors import AuditUnavailableError
 from proctor.store import Store
 
-__all__ = ["AppendConnection", "EventRow", "first_index_mismatch", "iter_links"]
+__all__ = [
+    "AppendConnection",
+    "EventRow",
+    "first_index_mismatch",
+    "is_integrity_error",
+    "iter_links",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +136,7 @@ class AppendConnection:
             cursor.close()
             self._end(conn, commit=True)
         except Exception as exc:
-            self.discard()
+            self.discard(rollback=True)
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
         return True
 
@@ -169,14 +178,24 @@ class AppendConnection:
         when = _sqlite_time(cp.signed_at) if self._is_sqlite else cp.signed_at
         return (cp.seq, cp.hash, cp.kid, when, cp.payload, cp.signature)
 
-    def discard(self) -> None:
-        """Drop the connection (after an error); the next call opens a fresh one."""
+    def discard(self, *, rollback: bool = False) -> None:
+        """Drop the connection (after an error); the next call opens a fresh one.
+
+        With ``rollback``, end the failed transaction first, so that its locks
+        go now rather than whenever the connection object is collected.
+        """
         proxy, self._proxy = self._proxy, None
-        if proxy is not None:
-            try:
-                proxy.invalidate()
-            except Exception:  # the connection is already gone; nothing to clean
-                log.debug("discarding a broken audit connection failed", exc_info=True)
+        if proxy is None:
+            return
+        try:
+            if rollback:
+                self._end(proxy.driver_connection, commit=False)
+        except Exception:  # the connection is broken; dropping it is all that is left
+            log.debug("rolling back a failed audit write failed", exc_info=True)
+        try:
+            proxy.invalidate()
+        except Exception:
+            log.debug("discarding a broken audit connection failed", exc_info=True)
 
     def close(self) -> None:
         proxy, self._proxy = self._proxy, None
@@ -195,6 +214,11 @@ def _insert_rows(count: int) -> str:
 def _sqlite_time(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DateTime reads and compares.
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def is_integrity_error(error: BaseException | None) -> bool:
+    """True for a constraint the database refused (a duplicate key, say)."""
+    return isinstance(error, sqlite3.IntegrityError | psycopg.IntegrityError)
 
 
 def _name(exc: Exception) -> str:

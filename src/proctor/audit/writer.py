@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from proctor.audit.chain import ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
-from proctor.audit.driver import AppendConnection, EventRow
+from proctor.audit.driver import AppendConnection, EventRow, is_integrity_error
 from proctor.audit.events import AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
@@ -214,6 +214,16 @@ class AuditLog:
 
     def _write(self, batch: Sequence[Receipt]) -> None:
         try:
+            self._append(batch)
+        except Exception as exc:  # never leave a caller waiting on a dead batch
+            log.exception("audit writer failed")
+            self._fail(batch, AuditUnavailableError(f"audit writer failed: {type(exc).__name__}"))
+        finally:
+            self._complete(batch)
+
+    def _append(self, batch: Sequence[Receipt]) -> None:
+        """Write ``batch``, setting each receipt's result or error."""
+        try:
             for _attempt in range(_MAX_RETRIES):
                 if self._head is None:
                     self._head = self._conn.read_head()
@@ -224,17 +234,19 @@ class AuditLog:
                     self.events_written += len(rows)
                     for receipt, row in zip(batch, rows, strict=True):
                         receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
-                    break
+                    return
                 self._head = None  # another writer moved the head: re-read, re-chain
-            else:
-                raise AuditUnavailableError("the audit head kept moving; giving up")
+            raise AuditUnavailableError("the audit head kept moving; giving up")
         except AuditUnavailableError as exc:
+            if len(batch) > 1 and is_integrity_error(exc.__cause__):
+                # One event the database refuses (say, a reused event id) must not
+                # take its batch-mates down with it: halve until it stands alone.
+                self._head = None
+                middle = len(batch) // 2
+                self._append(batch[:middle])
+                self._append(batch[middle:])
+                return
             self._fail(batch, exc)
-        except Exception as exc:  # never leave a caller waiting on a dead batch
-            log.exception("audit writer failed")
-            self._fail(batch, AuditUnavailableError(f"audit writer failed: {type(exc).__name__}"))
-        finally:
-            self._complete(batch)
 
     def _complete(self, batch: Sequence[Receipt]) -> None:
         """Wake every caller of ``batch``: threads directly, event loops once each."""

@@ -33,8 +33,8 @@ from proctor.audit import (
 from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
-from proctor.errors import ProctorError
-from proctor.keys import Verifier, load_or_create_signer, load_signer
+from proctor.errors import ProctorError, SigningKeyError
+from proctor.keys import PublicKeyVerifier, Verifier, load_or_create_signer, load_signer
 from proctor.store import Store, open_store
 
 __all__ = ["app"]
@@ -107,9 +107,18 @@ def _filter(agent: str | None, actor: str | None, actor_type: str | None, task: 
                        until=_time(until, "until", as_json))
 
 
-def _verifiers(settings: Settings) -> dict[str, Verifier]:
+def _verifiers(settings: Settings, jwk_files: list[Path] | None = None) -> dict[str, Verifier]:
+    """The local key's public half, plus any public JWKs given (other nodes' keys)."""
+    keys: list[Verifier] = []
     signer = load_signer(settings.home)
-    return verifiers_for([signer] if signer is not None else [])
+    if signer is not None:
+        keys.append(signer)
+    for path in jwk_files or ():
+        try:
+            keys.append(PublicKeyVerifier.from_jwk(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            raise SigningKeyError(f"cannot read public key `{path}`: {exc}") from exc
+    return verifiers_for(keys)
 
 
 def _summary(stored: StoredEvent) -> list[str]:
@@ -142,14 +151,17 @@ def _count(number: int, noun: str) -> str:
 def verify(
     archive: Annotated[Path | None, typer.Option(
         "--archive", help="Verify an archived segment file instead of the database.")] = None,
+    jwk: Annotated[list[Path] | None, typer.Option(
+        "--jwk", help="Also trust checkpoints signed by this public JWK (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Walk the hash chain and the signed checkpoints; name the first broken link.
 
-    Exit 0 when the chain verifies, 1 otherwise.
+    Checkpoints are checked with this home's key and any `--jwk` given. Exit 0
+    when the chain verifies, 1 otherwise.
     """
     with _opened(as_json) as (settings, store):
-        verifiers = _verifiers(settings)
+        verifiers = _verifiers(settings, jwk)
         report = (verify_archive(archive, verifiers) if archive is not None
                   else verify_store(store, verifiers))
     if as_json:
@@ -280,3 +292,13 @@ def archive(
     else:
         console.print(f"archived positions {result['from_seq']} to {result['to_seq']} "
                       f"({result['events']} events) to {result['path']}")
+
+
+@app.command("public-key")
+def public_key() -> None:
+    """Print this home's checkpoint key as a public JWK (for `verify --jwk` elsewhere)."""
+    with _opened(True) as (settings, _store):
+        signer = load_signer(settings.home)
+    if signer is None:
+        fail("this home has no signing key yet", code=SigningKeyError.code, as_json=True)
+    print_json(signer.public_jwk())

@@ -13,9 +13,11 @@ test checks this on generated policies.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,6 +31,7 @@ from proctor.policy.source import LocatedPolicy, parse_sources
 
 __all__ = ["CompiledPolicies", "compile_sources"]
 
+_PARALLEL_FROM_BYTES = 32 * 1024  # below this, threads cost more than they save
 _POSITIONAL = re.compile(r"policy `?policy(\d+)`?")
 
 SliceKey = tuple[str, str | None]
@@ -123,27 +126,36 @@ def compile_sources(
         raise PolicyValidationError(
             [Diagnostic("<policies>", 0, 0, "no policy files: every request would be denied")]
         )
-    policies = parse_sources(sources)
-    if not policies:
-        raise PolicyValidationError(
-            [Diagnostic("<policies>", 0, 0, "no policies: every request would be denied")]
-        )
-    problems: list[Diagnostic] = []
-    by_file: dict[str, list[LocatedPolicy]] = {}
-    for policy in policies:
-        by_file.setdefault(policy.file, []).append(policy)
-        if "approval" in policy.annotations and policy.effect != "permit":
-            problems.append(
-                Diagnostic(policy.file, policy.line, policy.column,
-                           "`@approval` only applies to a permit", policy.id)
+    # Cedar's validator is the largest cost of a load and releases the GIL: on a
+    # large set it runs on other cores while this thread parses.
+    workers = min(len(sources), os.cpu_count() or 1, 4)
+    parallel = workers > 1 and sum(map(len, sources.values())) >= _PARALLEL_FROM_BYTES
+    with ThreadPoolExecutor(workers if parallel else 1) as pool:
+        pending = {name: pool.submit(_validate_text, text, schema)
+                   for name, text in sources.items()} if parallel else {}
+        policies = parse_sources(sources)
+        if not policies:
+            raise PolicyValidationError(
+                [Diagnostic("<policies>", 0, 0, "no policies: every request would be denied")]
             )
-    for name, located in by_file.items():
-        result = cedarpy.validate_policies(sources[name], schema.handle)
-        for error in result.errors:
-            problems.append(_locate_validation_error(name, located, error))
+        by_file: dict[str, list[LocatedPolicy]] = {}
+        for policy in policies:
+            by_file.setdefault(policy.file, []).append(policy)
+        problems = [
+            Diagnostic(p.file, p.line, p.column, "`@approval` only applies to a permit", p.id)
+            for p in policies if "approval" in p.annotations and p.effect != "permit"
+        ]
+        for name, located in by_file.items():
+            future = pending.get(name)
+            errors = future.result() if future else _validate_text(sources[name], schema)
+            problems.extend(_locate_validation_error(name, located, e) for e in errors)
     if problems:
         raise PolicyValidationError(problems)
     return CompiledPolicies(policies, action_groups, revision=revision, digest=digest)
+
+
+def _validate_text(text: str, schema: CompiledSchema) -> list[cedarpy.ValidationError]:
+    return cedarpy.validate_policies(text, schema.handle, release_gil=True).errors
 
 
 def _locate_validation_error(

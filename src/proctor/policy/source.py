@@ -8,6 +8,7 @@ comments), so every policy and every error is reported as ``file:line:column``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,37 +98,28 @@ def read_policy_dir(directory: Path) -> dict[str, str]:
     return sources
 
 
+# Tokens that matter for splitting: string literals (with escapes), comments,
+# semicolons, and the first non-blank character of a statement.
+_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|//[^\n]*|;|[^\s";/]+|/')
+
+
 def split_statements(text: str) -> Iterator[Statement]:
     """Yield each ``;``-terminated statement (and any unterminated tail)."""
-    i, n = 0, len(text)
-    line, col = 1, 1
-    start: tuple[int, int, int] | None = None
-    while i < n:
-        ch = text[i]
-        if ch == "/" and text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                i += 1
+    start: int | None = None
+    counted, line = 0, 1  # newlines are counted up to `counted`
+    for match in _SPLIT.finditer(text):
+        piece = match.group()
+        if piece.startswith("//"):
             continue
-        if ch == "\n":
-            line, col, i = line + 1, 1, i + 1
-            continue
-        if not ch.isspace() and start is None:
-            start = (i, line, col)
-        if ch == '"':
-            i, col = i + 1, col + 1
-            while i < n and text[i] != '"':
-                step = 2 if text[i] == "\\" else 1
-                if text[i] == "\n":
-                    line, col = line + 1, 0
-                i, col = i + step, col + step
-            i, col = i + 1, col + 1
-            continue
-        i, col = i + 1, col + 1
-        if ch == ";" and start is not None:
-            yield Statement(text[start[0] : i], start[1], start[2])
+        if start is None:
+            start = match.start()
+            line += text.count("\n", counted, start)
+            counted = start
+        if piece == ";":
+            yield Statement(text[start:match.end()], line, start - text.rfind("\n", 0, start))
             start = None
     if start is not None:
-        yield Statement(text[start[0] :], start[1], start[2])
+        yield Statement(text[start:], line, start - text.rfind("\n", 0, start))
 
 
 def parse_sources(sources: Mapping[str, str]) -> list[LocatedPolicy]:
