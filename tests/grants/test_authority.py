@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from proctor.errors import GrantError
 from proctor.grants import GrantScope, IssuedGrant, make_proof
@@ -255,3 +255,24 @@ def test_inspecting_a_grant_reports_its_claims_and_revocation(setup: Setup) -> N
     with pytest.raises(GrantError) as caught:
         setup.authority.inspect(grant.token)
     assert caught.value.code == "grant_revoked"
+
+
+def test_a_grant_dies_with_its_task_even_if_the_subtree_missed_it(setup: Setup) -> None:
+    # On PostgreSQL a grant issued while its task is being ended can escape the
+    # subtree that ending collected; the task's own revocation still reaches it.
+    grant = _issue(setup)
+    with setup.store.transaction() as conn:
+        conn.execute(update(leases).where(leases.c.id == grant.claims.task_id)
+                     .values(revoked_at=setup.clock.now(), revoked_reason="task ended"))
+    assert _use(setup, grant) == "grant_revoked"
+    with pytest.raises(GrantError) as caught:
+        setup.authority.inspect(grant.token)
+    assert caught.value.code == "grant_revoked"
+
+
+def test_a_suspended_agents_grant_stops_working_at_once(setup: Setup) -> None:
+    grant = _issue(setup)
+    setup.agents.inactive.add(CODER)
+    assert _use(setup, grant) == "agent_not_active"
+    setup.agents.inactive.discard(CODER)
+    assert _use(setup, grant) == "ok"

@@ -8,8 +8,12 @@ that key. Only the token's hash is stored; the grant is named by its accessor.
 Order of one check, each failure a :class:`GrantError` with its code:
 signature (cached per token) → issuer, audience, time → the agent's current key
 is the bound key → proof (key, target, grant hash, freshness) → the call is in
-scope → in one transaction: neither the grant nor any ancestor is revoked, the
-proof nonce is new, a use is left. A failed check changes nothing.
+scope → in one transaction: neither the grant, nor any ancestor, nor its task is
+revoked, the proof nonce is new, a use is left. A failed check changes nothing.
+
+The task is looked up too, not only the grant's own node: on PostgreSQL a grant
+issued while its task was being ended may escape the subtree that ending
+collected, but never the task's own revocation.
 """
 
 from __future__ import annotations
@@ -189,14 +193,14 @@ class GrantAuthority:
         if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
             raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
         if not binding.is_active:
-            raise GrantError("grant_revoked", "the grant's agent is suspended or retired")
+            raise GrantError("agent_not_active", "the grant's agent is suspended or retired")
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
         if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
             raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these arguments "
                              "is outside the grant's scope")
         with self._store.transaction() as conn:
-            if self.leases.revoked_among(conn, (claims.grant_id, *claims.ancestors)):
+            if self.leases.revoked_among(conn, claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             _claim_nonce(conn, verified.nonce, now)
             uses_left = _use(conn, claims.grant_id) if tool_id is not None else None
@@ -208,7 +212,7 @@ class GrantAuthority:
         For operators and introspection; an agent's use always goes through :meth:`check`.
         """
         claims = self._codec.decode(token, now=self._clock.now())
-        if self.leases.revoked_now((claims.grant_id, *claims.ancestors)):
+        if self.leases.revoked_now(claims.lineage):
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
         return claims
 

@@ -63,6 +63,12 @@ class GrantClaims:
     def depth(self) -> int:
         return len(self.ancestors)
 
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        """The lease nodes whose revocation revokes this grant: itself, its ancestors,
+        its task."""
+        return (self.grant_id, *self.ancestors, self.task_id)
+
     def as_claims(self) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "iss": self.issuer, "aud": self.audience, "sub": self.agent_id,
