@@ -72,8 +72,19 @@ def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> Non
                          json.dumps({"repo_path": "/srv/repos/app"}))
     assert (code, replayed["error"]["code"]) == (1, "proof_replayed")
 
-    code, revoked = run("grant", "revoke", grant["accessor"], "--reason", "done early")
+    code, revoked = run("grant", "revoke", grant["accessor"], "--reason", "done early",
+                        "--by", "erin@acme.example")
     assert (code, revoked["revoked"]) == (0, [grant["grant_id"]])
+    code, humans = run("audit", "search", "--actor-type", "human")
+    assert code == 0
+    assert [(e["event"]["actor"]["id"], e["event"]["action"], e["event"]["target"])
+            for e in humans] == [("erin@acme.example", "grant.revoke", grant["accessor"])]
+    code, agents = run("audit", "search", "--actor-type", "agent", "--task", task["task"])
+    # one issuance decision per tool the scope covers: the five git tools
+    assert sorted(e["event"]["target"] for e in agents) == [
+        f'Tool::"git/{t}"' for t in ("git_commit", "git_diff", "git_log", "git_reset",
+                                     "git_status")]
+    assert {e["event"]["action"] for e in agents} == {"grant:issue"}
     code, invalid = run("grant", "check", grant["token"])
     assert (code, invalid["error"]["code"]) == (1, "grant_revoked")
 

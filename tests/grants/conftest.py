@@ -56,6 +56,7 @@ class Setup:
     keyring: IssuerKeyring
     codec: TokenCodec
     store: Store
+    engine: PolicyEngine
 
 
 @pytest.fixture
@@ -71,5 +72,5 @@ def setup(database_url: str, clock: FrozenClock) -> Iterator[Setup]:
     agents.add(SUPPORT, ed25519.Ed25519PrivateKey.generate())
     agents.add(FINANCE, ec.generate_private_key(ec.SECP256R1()))
     authority = GrantAuthority(store, clock, codec, engine, agents)
-    yield Setup(authority, agents, clock, keyring, codec, store)
+    yield Setup(authority, agents, clock, keyring, codec, store, engine)
     store.close()

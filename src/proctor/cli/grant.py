@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ import typer
 import yaml
 from rich.tree import Tree
 
+from proctor.audit import Actor, ActorType
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import Runtime, open_runtime
 from proctor.config import load_settings
@@ -29,7 +31,18 @@ ScopeOpt = Annotated[str, typer.Option(
     "--scope", help="The scope: a JSON document, or @FILE (JSON or YAML).")]
 TtlOpt = Annotated[int | None, typer.Option("--ttl", help="Seconds (default 300, max 3600).")]
 UsesOpt = Annotated[int | None, typer.Option("--max-uses", help="Uses before it is spent.")]
+ByOpt = Annotated[str | None, typer.Option(
+    "--by", help="The human doing this, for the audit log (default: the login name).")]
 _MAX_SCOPE_BYTES = 64 * 1024
+
+
+def _operator(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
 
 
 @contextmanager
@@ -101,11 +114,11 @@ def start_task(
 
 
 @task_app.command("end")
-def end_task(task: Annotated[str, typer.Argument(help="The task id.")],
+def end_task(task: Annotated[str, typer.Argument(help="The task id.")], by: ByOpt = None,
              as_json: JsonOpt = False) -> None:
     """End a task: every grant issued under it is revoked."""
     with _runtime(as_json) as rt:
-        revoked = rt.grants.end_task(task)
+        revoked = rt.grants.end_task(task, by=Actor(ActorType.HUMAN, _operator(by)))
     if as_json:
         print_json({"task": task, "revoked": revoked})
     else:
@@ -172,10 +185,10 @@ def check(
 @grant_app.command("revoke")
 def revoke(grant: Annotated[str, typer.Argument(help="The grant's accessor or id.")],
            reason: Annotated[str, typer.Option("--reason")] = "revoked by an operator",
-           as_json: JsonOpt = False) -> None:
+           by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a grant and everything derived from it."""
     with _runtime(as_json) as rt:
-        revoked = rt.grants.revoke(grant, reason)
+        revoked = rt.grants.revoke(grant, reason, by=Actor(ActorType.HUMAN, _operator(by)))
     if as_json:
         print_json({"revoked": revoked})
     else:

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from proctor.audit import AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
 from proctor.grants import (
@@ -17,6 +18,7 @@ from proctor.grants import (
     load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
+from proctor.keys import load_or_create_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.store import Store, open_store
 
@@ -34,8 +36,10 @@ class Runtime:
     policies: PolicyStore
     registry: AgentRegistry
     grants: GrantAuthority
+    audit: AuditLog
 
     def close(self) -> None:
+        self.audit.close()
         self.store.close()
 
 
@@ -70,5 +74,6 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         policies.load_directory(settings.policy_dir)
     keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
-    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry))
-    return Runtime(settings, clock, store, engine, policies, registry, grants)
+    audit = AuditLog(store, signer=load_or_create_signer(settings.home), clock=clock)
+    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry), audit=audit)
+    return Runtime(settings, clock, store, engine, policies, registry, grants, audit)

@@ -18,6 +18,7 @@ collected, but never the task's own revocation.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decide_and_record, new_event_id
 from proctor.clock import Clock
-from proctor.errors import GrantError, ScopeError
+from proctor.errors import AuditError, GrantError, ScopeError
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.proofs import PROOF_WINDOW_SECONDS, verify_proof
 from proctor.grants.scope import GrantScope
@@ -39,8 +41,12 @@ from proctor.store import Store, as_utc
 from proctor.store.tables import grants, proof_nonces, tasks
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["AgentBinding", "AgentDirectory", "CheckedGrant", "GrantAuthority", "IssuedGrant",
-           "Task"]
+__all__ = ["SYSTEM", "AgentBinding", "AgentDirectory", "CheckedGrant", "GrantAuthority",
+           "IssuedGrant", "Task"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM = Actor(ActorType.SYSTEM, "proctor")
 
 DEFAULT_TTL_SECONDS = 300
 MAX_TTL_SECONDS = 3600
@@ -96,12 +102,14 @@ class GrantAuthority:
     """The grants part's one entry point."""
 
     def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
-                 agents: AgentDirectory, *, max_depth: int = 3) -> None:
+                 agents: AgentDirectory, *, audit: AuditLog | None = None,
+                 max_depth: int = 3) -> None:
         self._store = store
         self._clock = clock
         self._codec = codec
         self._engine = engine
         self._agents = agents
+        self._audit = audit
         self.leases = LeaseTree(store, clock)
         self.max_depth = max_depth
 
@@ -127,14 +135,16 @@ class GrantAuthority:
         return Task(row.id, row.agent_id, row.purpose, row.on_behalf_of,
                     as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None)
 
-    def end_task(self, task_id: str) -> list[str]:
+    def end_task(self, task_id: str, *, by: Actor = SYSTEM) -> list[str]:
         """End the task and revoke everything issued under it."""
         self.task(task_id)
         with self._store.transaction() as conn:
             conn.execute(update(tasks).where(and_(tasks.c.id == task_id,
                                                   tasks.c.ended_at.is_(None)))
                          .values(ended_at=self._clock.now()))
-        return self.leases.revoke_subtree([task_id], "task ended")
+        revoked = self.leases.revoke_subtree([task_id], "task ended")
+        self._record("task.end", f'Task::"{task_id}"', task_id, "task ended", revoked, by)
+        return revoked
 
     # issuing
 
@@ -218,23 +228,46 @@ class GrantAuthority:
 
     # revoking
 
-    def revoke(self, grant_or_accessor: str, reason: str) -> list[str]:
+    def revoke(self, grant_or_accessor: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke a grant (by id or accessor) and everything derived from it."""
         with self._store.transaction() as conn:
-            row = conn.execute(select(grants.c.id).where(
-                (grants.c.id == grant_or_accessor) | (grants.c.accessor == grant_or_accessor)
-            )).first()
+            row = conn.execute(
+                select(grants.c.id, grants.c.accessor, lease_table.c.task_id)
+                .join(lease_table, lease_table.c.id == grants.c.id)
+                .where((grants.c.id == grant_or_accessor)
+                       | (grants.c.accessor == grant_or_accessor))
+            ).first()
         if row is None:
             raise GrantError("grant_unknown", f"grant `{grant_or_accessor}` does not exist")
-        return self.leases.revoke_subtree([row.id], reason)
+        revoked = self.leases.revoke_subtree([row.id], reason)
+        self._record("grant.revoke", row.accessor, row.task_id, reason, revoked, by)
+        return revoked
 
-    def revoke_agent(self, agent_id: str, reason: str) -> list[str]:
+    def revoke_agent(self, agent_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke every grant held by ``agent_id`` (and all derived from them)."""
         with self._store.transaction() as conn:
             ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
                 lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
                 lease_table.c.revoked_at.is_(None)))).all()]
-        return self.leases.revoke_subtree(ids, reason) if ids else []
+        revoked = self.leases.revoke_subtree(ids, reason) if ids else []
+        self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
+        return revoked
+
+    def _record(self, action: str, target: str, task: str, reason: str,
+                revoked: Sequence[str], by: Actor) -> None:
+        """Audit a revocation. It has already taken effect: an audit failure is logged
+        loudly, never turned into an un-revocation."""
+        if self._audit is None:
+            return
+        now = self._clock.now()
+        event = AuditEvent(id=new_event_id(now), time=now, actor=by, action=action,
+                           target=target, outcome="revoked", task=task,
+                           detail={"reason": reason, "revoked": len(revoked)})
+        try:
+            self._audit.record(event)
+        except AuditError:
+            log.error("revocation %s of %s took effect but could not be audited", action,
+                      target)
 
     def tree(self, task_id: str) -> list[LeaseNode]:
         return self.leases.subtree(task_id)
@@ -276,8 +309,10 @@ class GrantAuthority:
                                 on_behalf_of=task.on_behalf_of, ttl_seconds=ttl,
                                 max_uses=max_uses, delegation_chain=chain, approved=approved)
         for tool in tools:
-            decision = self._engine.decide(DecisionRequest(
-                EntityRef("Agent", agent_id), "grant:issue", EntityRef("Tool", tool), context))
+            request = DecisionRequest(EntityRef("Agent", agent_id), "grant:issue",
+                                      EntityRef("Tool", tool), context)
+            decision = (decide_and_record(self._engine, self._audit, request)
+                        if self._audit is not None else self._engine.decide(request))
             if decision.outcome is Outcome.APPROVAL_REQUIRED:
                 raise GrantError("issuance_pending_approval",
                                  f"issuing `{tool}` needs approval: {'; '.join(decision.reasons)}")

@@ -1,0 +1,75 @@
+"""Grant issuance decisions and revocations go to the audit log; issuance fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from proctor.audit import Actor, ActorType, AuditLog, EventFilter, search_events
+from proctor.errors import GrantError
+from proctor.grants import GrantAuthority, GrantScope
+
+from .conftest import CODER, Setup
+
+GIT = GrantScope.from_json({"tools": [{"tool": "git/git_log"}]})
+
+
+@pytest.fixture
+def audited(setup: Setup) -> Iterator[tuple[GrantAuthority, AuditLog]]:
+    audit = AuditLog(setup.store, clock=setup.clock)
+    authority = GrantAuthority(setup.store, setup.clock, setup.codec, setup.engine,
+                               setup.agents, audit=audit)
+    yield authority, audit
+    audit.close()
+
+
+def test_issuance_decisions_and_a_humans_revocation_are_audited_apart(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog],
+) -> None:
+    authority, _ = audited
+    task = authority.start_task(CODER, purpose="fix the build",
+                                on_behalf_of="alice@acme.example")
+    grant = authority.issue(task.id, GIT)
+    authority.revoke(grant.accessor, "leaked in a log",
+                     by=Actor(ActorType.HUMAN, "erin@acme.example"))
+
+    [issued] = [e.event for e in search_events(
+        setup.store, EventFilter(actor_type=ActorType.AGENT))]
+    assert (issued["action"], issued["outcome"]) == ("grant:issue", "allowed")
+    assert issued["decision"]["policy_ids"] == ["grants-for-trusted-agents"]
+    assert issued["task"] == task.id
+
+    [revoked] = [e.event for e in search_events(
+        setup.store, EventFilter(actor_type=ActorType.HUMAN))]
+    assert (revoked["actor"]["id"], revoked["action"]) == ("erin@acme.example", "grant.revoke")
+    assert revoked["target"] == grant.accessor
+    assert revoked["detail"] == {"reason": "leaked in a log", "revoked": 1}
+    assert grant.token not in str(revoked)
+
+
+def test_ending_a_task_is_audited_as_the_system_by_default(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog],
+) -> None:
+    authority, _ = audited
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    authority.issue(task.id, GIT)
+    authority.end_task(task.id)
+    [ended] = [e.event for e in search_events(
+        setup.store, EventFilter(actor_type=ActorType.SYSTEM))]
+    assert (ended["action"], ended["outcome"]) == ("task.end", "revoked")
+    assert ended["detail"]["revoked"] == 2
+
+
+def test_when_the_audit_log_is_down_issuance_is_denied_and_revocation_still_works(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog],
+) -> None:
+    authority, audit = audited
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    grant = authority.issue(task.id, GIT)
+    audit.close()
+    with pytest.raises(GrantError) as caught:
+        authority.issue(task.id, GIT)
+    assert caught.value.code == "issuance_denied"
+    assert "audit" in caught.value.message
+    assert authority.revoke(grant.accessor, "cleanup") == [grant.grant_id]
