@@ -203,3 +203,11 @@ def test_a_schema_cedar_cannot_parse_is_a_validation_error() -> None:
     with pytest.raises(PolicyValidationError) as caught:
         CompiledSchema("entity Agent = ;")
     assert caught.value.diagnostics[0].file == "<schema>"
+
+
+def test_unknown_action_names_share_one_slice_instead_of_growing_the_cache() -> None:
+    engine = engine_with(GIT_READ)
+    assert engine.active is not None
+    for n in range(50):
+        assert not engine.decide(call(f"git/made_up_{n}", {"repo_path": "/srv/x"})).is_allowed
+    assert len(engine.active._slices) == 1

@@ -82,9 +82,9 @@ class CompiledPolicies:
 
     def slice_for(self, action: str, resource: str) -> cedarpy.PolicySet:
         """The pre-parsed set of policies that can apply to ``action`` on ``resource``."""
-        exact = self._exact.get(action)
-        if exact is None:
-            exact = self._exact[""]
+        if action not in self._by_action:
+            action = ""  # no policy names it: one shared slice, however many such names come
+        exact = self._exact[action]
         key = (action, resource if resource in exact else None)
         handle = self._slices.get(key)
         if handle is None:
