@@ -193,6 +193,7 @@ class GrantError(ProctorError):
     ``grant_out_of_scope``, ``grant_wrong_agent``, ``proof_missing``, ``proof_invalid``,
     ``proof_wrong_key``, ``proof_stale``, ``proof_replayed``, ``proof_wrong_target``,
     ``delegation_widens_scope``, ``delegation_extends_expiry``, ``delegation_too_deep``,
+    ``delegation_cycle``, ``delegation_widens_uses``, ``grant_max_uses_invalid``,
     ``issuance_denied``, ``issuance_pending_approval``, ``grant_ttl_invalid``,
     ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``.
     """

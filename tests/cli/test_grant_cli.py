@@ -56,8 +56,12 @@ def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> Non
     assert grant["accessor"].startswith("acc_")
     assert grant["agent"] == CODER
 
-    code, checked = run("grant", "check", grant["token"])
-    assert (code, checked["valid"]) == (0, True)
+    checked_stdin = runner.invoke(app, ["grant", "check", "-", "--json"],
+                                  input=grant["token"] + "\n")
+    assert checked_stdin.exit_code == 0
+    assert json.loads(checked_stdin.stdout)["grant_id"] == grant["grant_id"]
+    code, bad_args = run("grant", "check", grant["token"], "--proof", "x", "--args", '"abc"')
+    assert (code, bad_args["error"]["code"]) == (1, "request_invalid")
 
     key = coder_key.private_key
     assert isinstance(key, ec.EllipticCurvePrivateKey)

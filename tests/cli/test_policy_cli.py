@@ -137,3 +137,30 @@ def test_diff_refuses_an_invalid_candidate(examples: Path, tmp_path: Path) -> No
                                  "--requests", str(requests)])
     assert result.exit_code == 1
     assert "x.cedar:1:" in result.stdout
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ("agent: x\ntool: git/git_log\ndelegation_chain: 5\n",
+     "error: `delegation_chain` must be a list of agent ids"),
+    ("agent: x\ntool: git/git_log\napproved: 'false'\n", "error: `approved` must be true or false"),
+])
+def test_explain_rejects_mistyped_request_fields(tmp_path: Path, document: str,
+                                                 message: str) -> None:
+    request = tmp_path / "req.yaml"
+    request.write_text(document)
+    result = runner.invoke(app, ["policy", "explain", str(request), "--policies", str(EXAMPLES)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+
+
+@pytest.mark.parametrize(("expect", "message"), [
+    ("{decision: [allow]}", "`expect.decision` must be a string"),
+    ("{decision: allow, policies: [1, a]}", "`expect.policies` must be a list of strings"),
+])
+def test_a_mistyped_expectation_is_a_one_line_error(examples: Path, expect: str,
+                                                    message: str) -> None:
+    (examples / "bad.test.yaml").write_text(
+        f"cases: [{{request: {{agent: x, tool: git/git_log}}, expect: {expect}}}]\n")
+    result = runner.invoke(app, ["policy", "test", str(examples)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: test file `bad.test.yaml`: case 1: {message}"

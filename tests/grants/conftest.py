@@ -57,6 +57,7 @@ class Setup:
     codec: TokenCodec
     store: Store
     engine: PolicyEngine
+    master_key: bytes
 
 
 @pytest.fixture
@@ -65,12 +66,13 @@ def setup(database_url: str, clock: FrozenClock) -> Iterator[Setup]:
     bundle = load_bundle(EXAMPLES)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     engine.activate(engine.compile(bundle.sources))
-    keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
+    master_key = secrets.token_bytes(32)
+    keyring = IssuerKeyring(store, clock, master_key)
     codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
     agents = KeyedAgents()
     agents.add(CODER, ec.generate_private_key(ec.SECP256R1()))
     agents.add(SUPPORT, ed25519.Ed25519PrivateKey.generate())
     agents.add(FINANCE, ec.generate_private_key(ec.SECP256R1()))
     authority = GrantAuthority(store, clock, codec, engine, agents)
-    yield Setup(authority, agents, clock, keyring, codec, store, engine)
+    yield Setup(authority, agents, clock, keyring, codec, store, engine, master_key)
     store.close()

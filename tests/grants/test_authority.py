@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
 from proctor.errors import GrantError
@@ -173,8 +174,10 @@ def test_a_delegation_that_widens_or_outlives_its_parent_is_refused(
 
 
 def test_delegation_depth_is_limited(setup: Setup) -> None:
+    drifted = "spiffe://acme.example/agent/coder-drifted"
+    setup.agents.add(drifted, ec.generate_private_key(ec.SECP256R1()))
     grant = _issue(setup)
-    holders = [SUPPORT, FINANCE, CODER]
+    holders = [SUPPORT, FINANCE, drifted]
     for depth, holder in enumerate(holders, start=1):
         grant = _exchange(setup, grant, holder, GIT, ttl_seconds=100 - depth)
     with pytest.raises(GrantError) as caught:
@@ -276,3 +279,74 @@ def test_a_suspended_agents_grant_stops_working_at_once(setup: Setup) -> None:
     assert _use(setup, grant) == "agent_not_active"
     setup.agents.inactive.discard(CODER)
     assert _use(setup, grant) == "ok"
+
+
+def test_delegation_back_to_an_agent_in_the_chain_is_refused(setup: Setup) -> None:
+    parent = _issue(setup)
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60)
+    for holder_of, to in ((parent, CODER), (child, CODER), (child, SUPPORT)):
+        with pytest.raises(GrantError) as caught:
+            _exchange(setup, holder_of, to, GIT, ttl_seconds=30)
+        assert caught.value.code == "delegation_cycle"
+
+
+def test_delegation_cannot_multiply_the_uses_of_a_limited_grant(setup: Setup) -> None:
+    parent = _issue(setup, max_uses=3)
+    assert _use(setup, parent) == "ok"
+    for max_uses in (None, 3):
+        with pytest.raises(GrantError) as caught:
+            _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60, max_uses=max_uses)
+        assert caught.value.code == "delegation_widens_uses"
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60, max_uses=2)
+    # the child took the parent's last two uses
+    assert _use(setup, parent) == "grant_uses_exhausted"
+    assert [_use(setup, child) for _ in range(3)] == ["ok", "ok", "grant_uses_exhausted"]
+    with pytest.raises(GrantError) as spent:
+        _exchange(setup, parent, FINANCE, GIT, ttl_seconds=60, max_uses=1)
+    assert spent.value.code == "delegation_widens_uses"
+
+
+@pytest.mark.parametrize("max_uses", [0, -5])
+def test_max_uses_below_one_is_refused(setup: Setup, max_uses: int) -> None:
+    with pytest.raises(GrantError) as caught:
+        _issue(setup, max_uses=max_uses)
+    assert caught.value.code == "grant_max_uses_invalid"
+
+
+def test_a_cached_grant_stops_verifying_when_its_key_is_retired(setup: Setup) -> None:
+    grant = _issue(setup)
+    assert setup.authority.inspect(grant.token).grant_id == grant.grant_id  # now cached
+    setup.keyring.rotate(max_ttl_seconds=0)  # an emergency rotation
+    setup.clock.advance(seconds=1)
+    with pytest.raises(GrantError) as caught:
+        setup.authority.inspect(grant.token)
+    assert caught.value.code == "grant_unknown_key"
+
+
+def test_inspect_refuses_a_suspended_agents_grant(setup: Setup) -> None:
+    grant = _issue(setup)
+    setup.agents.inactive.add(CODER)
+    with pytest.raises(GrantError) as caught:
+        setup.authority.inspect(grant.token)
+    assert caught.value.code == "agent_not_active"
+
+
+def test_sweeping_forgets_nonces_past_their_window_and_revokes_expired_grants(
+    setup: Setup,
+) -> None:
+    grant = _issue(setup, ttl_seconds=60)
+    assert _use(setup, grant) == "ok"
+    setup.clock.advance(seconds=121)
+    assert setup.authority.sweep() == (1, 1)
+    assert setup.authority.sweep() == (0, 0)
+
+
+def test_a_node_sees_another_nodes_key_rotation(setup: Setup) -> None:
+    from proctor.grants import IssuerKeyring
+
+    first = setup.keyring.current()
+    other_node = IssuerKeyring(setup.store, setup.clock, setup.master_key)
+    rotated = other_node.rotate(max_ttl_seconds=600)
+    assert setup.keyring.current().kid == first.kid  # read recently: still cached
+    setup.clock.advance(seconds=31)
+    assert setup.keyring.current().kid == rotated.kid

@@ -67,3 +67,10 @@ def test_a_malformed_scope_is_a_specific_error(doc: dict[str, object], message: 
     with pytest.raises(ScopeError, match=message) as caught:
         GrantScope.from_json(doc)
     assert caught.value.code == "scope_invalid"
+
+
+def test_an_integer_value_list_does_not_allow_booleans() -> None:
+    scope = GrantScope.from_json({"tools": [{"tool": "s/t", "args": {"n": {"in": [1, 0]}}}]})
+    assert scope.allows("s/t", {"n": 1})
+    assert not scope.allows("s/t", {"n": True})
+    assert not scope.allows("s/t", {"n": False})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -140,7 +141,7 @@ def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], sco
 
 @grant_app.command("exchange")
 def exchange(
-    token: Annotated[str, typer.Argument(help="The parent grant.")],
+    token: TokenArg,
     proof: Annotated[str, typer.Option("--proof", help="The holder's proof for the exchange.")],
     to: Annotated[str, typer.Option("--to", help="The agent receiving the child grant.")],
     scope: ScopeOpt, ttl: TtlOpt = None, max_uses: UsesOpt = None,
@@ -148,6 +149,7 @@ def exchange(
     as_json: JsonOpt = False,
 ) -> None:
     """Delegate: trade a grant for a narrower one for another agent."""
+    token = _token(token)
     with _runtime(as_json) as rt:
         grant = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
                                    ttl_seconds=ttl, max_uses=max_uses,
@@ -155,9 +157,17 @@ def exchange(
     _print_issued(grant, as_json)
 
 
+TokenArg = Annotated[str, typer.Argument(
+    help="The grant, or `-` to read it from standard input (keeps it out of `ps` and history).")]
+
+
+def _token(value: str) -> str:
+    return sys.stdin.readline().strip() if value == "-" else value
+
+
 @grant_app.command("check")
 def check(
-    token: Annotated[str, typer.Argument(help="The grant.")],
+    token: TokenArg,
     proof: Annotated[str | None, typer.Option("--proof", help="A proof for one use.")] = None,
     method: Annotated[str, typer.Option("--method")] = "tools/call",
     target: Annotated[str | None, typer.Option("--target")] = None,
@@ -166,6 +176,7 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a grant: without --proof, whether it is valid now; with it, one use."""
+    token = _token(token)
     with _runtime(as_json) as rt:
         if proof is None:
             claims = rt.grants.inspect(token)
@@ -173,7 +184,9 @@ def check(
             try:
                 call_args = json.loads(args)
             except ValueError:
-                fail("`--args` is not valid JSON", code="request_invalid", as_json=as_json)
+                call_args = None
+            if not isinstance(call_args, dict):
+                fail("`--args` must be a JSON object", code="request_invalid", as_json=as_json)
             claims = rt.grants.check(token, proof, method=method, target=target or "",
                                      tool_id=tool, args=call_args).claims
     if as_json:

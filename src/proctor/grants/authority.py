@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decide_and_record, new_event_id
@@ -160,6 +160,7 @@ class GrantAuthority:
         task = self.task(task_id)
         if task.ended_at is not None:
             raise GrantError("task_ended", f"task `{task_id}` has ended")
+        _check_max_uses(max_uses)
         jkt = self._holder_key(self._active_agent(task.agent_id), holder_proof)
         ttl = _ttl(ttl_seconds)
         now = self._clock.now()
@@ -184,13 +185,18 @@ class GrantAuthority:
         if parent.depth + 1 > self.max_depth:
             raise GrantError("delegation_too_deep",
                              f"delegation is limited to depth {self.max_depth}")
+        chain = (parent.agent_id, *parent.actor_chain)
+        if to_agent in chain:
+            raise GrantError("delegation_cycle",
+                             f"`{to_agent}` already holds this grant or one it derives from")
+        _check_max_uses(max_uses)
         jkt = self._holder_key(self._active_agent(to_agent), holder_proof)
         task = self.task(parent.task_id)
-        chain = (parent.agent_id, *parent.actor_chain)
         self._decide_issuance(task, to_agent, scope, ttl, max_uses, chain[::-1], approved, now)
         claims = self._claims(task, to_agent, jkt, scope, now, ttl,
                               (parent.grant_id, *parent.ancestors), chain)
-        return self._store_grant(claims, parent_id=parent.grant_id, max_uses=max_uses)
+        return self._store_grant(claims, parent_id=parent.grant_id, max_uses=max_uses,
+                                 reserve_from_parent=True)
 
     # checking
 
@@ -199,11 +205,7 @@ class GrantAuthority:
         """Check one use of a grant; ``tool_id`` None checks the grant without a tool call."""
         now = self._clock.now()
         claims = self._codec.decode(token, now=now)
-        binding = self._agents.binding(claims.agent_id)
-        if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
-            raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
-        if not binding.is_active:
-            raise GrantError("agent_not_active", "the grant's agent is suspended or retired")
+        self._check_binding(claims)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
         if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
@@ -222,6 +224,7 @@ class GrantAuthority:
         For operators and introspection; an agent's use always goes through :meth:`check`.
         """
         claims = self._codec.decode(token, now=self._clock.now())
+        self._check_binding(claims)
         if self.leases.revoked_now(claims.lineage):
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
         return claims
@@ -238,7 +241,9 @@ class GrantAuthority:
                        | (grants.c.accessor == grant_or_accessor))
             ).first()
         if row is None:
-            raise GrantError("grant_unknown", f"grant `{grant_or_accessor}` does not exist")
+            shown = "(a token)" if grant_or_accessor.count(".") == 2 else grant_or_accessor[:80]
+            raise GrantError("grant_unknown", f"grant `{shown}` does not exist: revoke takes "
+                             "the accessor or the grant id")
         revoked = self.leases.revoke_subtree([row.id], reason)
         self._record("grant.revoke", row.accessor, row.task_id, reason, revoked, by)
         return revoked
@@ -269,10 +274,27 @@ class GrantAuthority:
             log.error("revocation %s of %s took effect but could not be audited", action,
                       target)
 
+    def sweep(self) -> tuple[int, int]:
+        """Revoke expired leases and forget proof nonces past their window; returns how
+        many of each. Meant to run periodically (nothing schedules it yet)."""
+        expired = self.leases.sweep_expired()
+        with self._store.transaction() as conn:
+            forgotten = conn.execute(
+                delete(proof_nonces).where(proof_nonces.c.expires_at < self._clock.now())
+            ).rowcount
+        return expired, int(forgotten)
+
     def tree(self, task_id: str) -> list[LeaseNode]:
         return self.leases.subtree(task_id)
 
     # internals
+
+    def _check_binding(self, claims: GrantClaims) -> None:
+        binding = self._agents.binding(claims.agent_id)
+        if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
+            raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
+        if not binding.is_active:
+            raise GrantError("agent_not_active", "the grant's agent is suspended or retired")
 
     def _active_agent(self, agent_id: str) -> AgentBinding:
         binding = self._agents.binding(agent_id)
@@ -331,14 +353,16 @@ class GrantAuthority:
             key_thumbprint=key_thumbprint, ancestors=ancestors, actor_chain=chain,
         )
 
-    def _store_grant(self, claims: GrantClaims, *, parent_id: str,
-                     max_uses: int | None) -> IssuedGrant:
+    def _store_grant(self, claims: GrantClaims, *, parent_id: str, max_uses: int | None,
+                     reserve_from_parent: bool = False) -> IssuedGrant:
         token = self._codec.encode(claims)
         accessor = f"acc_{secrets.token_hex(12)}"
         expires = datetime.fromtimestamp(claims.expires_at, tz=self._clock.now().tzinfo)
         with self._store.transaction() as conn:
             if self.leases.revoked_among(conn, [parent_id]):
                 raise GrantError("grant_revoked", "the parent task or grant is revoked")
+            if reserve_from_parent:
+                _reserve_uses(conn, parent_id, max_uses)
             self.leases.add(conn, node_id=claims.grant_id, parent_id=parent_id, kind="grant",
                             task_id=claims.task_id, agent_id=claims.agent_id,
                             expires_at=expires)
@@ -346,6 +370,30 @@ class GrantAuthority:
                 id=claims.grant_id, accessor=accessor, token_hash=token_hash(token),
                 scope=claims.scope.as_json(), max_uses=max_uses, uses=0))
         return IssuedGrant(token, accessor, claims)
+
+
+def _check_max_uses(max_uses: int | None) -> None:
+    if max_uses is not None and max_uses < 1:
+        raise GrantError("grant_max_uses_invalid", "max uses must be at least 1")
+
+
+def _reserve_uses(conn: Connection, parent_id: str, max_uses: int | None) -> None:
+    """A child of a use-limited grant takes its uses out of the parent's: delegation
+    can never multiply uses."""
+    row = conn.execute(select(grants.c.max_uses, grants.c.uses)
+                       .where(grants.c.id == parent_id)).first()
+    if row is None or row.max_uses is None:
+        return
+    left = int(row.max_uses) - int(row.uses)
+    if max_uses is None or max_uses > left:
+        raise GrantError("delegation_widens_uses",
+                         f"the parent grant has {left} uses left: the child must ask for "
+                         "at most that many")
+    result = conn.execute(update(grants).where(and_(
+        grants.c.id == parent_id, grants.c.uses + max_uses <= grants.c.max_uses))
+        .values(uses=grants.c.uses + max_uses))
+    if result.rowcount != 1:
+        raise GrantError("grant_uses_exhausted", "the parent grant has no uses left")
 
 
 def _ttl(ttl_seconds: int | None) -> int:

@@ -32,6 +32,7 @@ from proctor.store.tables import issuer_keys
 __all__ = ["IssuerKey", "IssuerKeyring", "load_master_key"]
 
 _NONCE_BYTES = 12
+REFRESH_SECONDS = 30
 
 
 def load_master_key(home: Path, env: dict[str, str] | None = None) -> bytes:
@@ -78,9 +79,11 @@ class IssuerKeyring:
         self._aead = AESGCM(master_key)
         self._keys: dict[str, IssuerKey] = {}
         self._current: str | None = None
+        self._read_at: float | None = None
 
     def current(self) -> IssuerKey:
         """The key that signs new grants; generated on first use."""
+        self._refresh_if_stale()
         if self._current is None:
             self.refresh()
         if self._current is None:
@@ -89,8 +92,9 @@ class IssuerKeyring:
 
     def verification_key(self, kid: str) -> IssuerKey:
         """The key with id ``kid`` if it may still verify; raises ``grant_unknown_key``."""
+        self._refresh_if_stale()
         key = self._keys.get(kid)
-        if key is None:
+        if key is None and self._may_refresh_for_unknown():
             self.refresh()
             key = self._keys.get(kid)
         if key is None or (key.verify_until is not None and key.verify_until < self._clock.now()):
@@ -124,8 +128,19 @@ class IssuerKeyring:
         return {"keys": [k.public_jwk() for k in self._keys.values()
                          if k.verify_until is None or k.verify_until >= now]}
 
+    def _refresh_if_stale(self) -> None:
+        """Another node may have rotated: re-read the keys now and then."""
+        if self._read_at is None or self._clock.monotonic() - self._read_at > REFRESH_SECONDS:
+            self.refresh()
+
+    def _may_refresh_for_unknown(self) -> bool:
+        """An unknown key id forces a re-read at most once a second (it costs a query
+        and a decryption per key, and anyone can send a token with a made-up kid)."""
+        return self._read_at is None or self._clock.monotonic() - self._read_at >= 1.0
+
     def refresh(self) -> None:
-        with self._store.transaction() as conn:
+        self._read_at = self._clock.monotonic()
+        with self._store.reading() as conn:
             rows = conn.execute(select(issuer_keys).order_by(issuer_keys.c.created_at)).all()
         keys: dict[str, IssuerKey] = {}
         current = None

@@ -42,7 +42,9 @@ class ArgConstraint:
 
     def allows(self, value: Any) -> bool:
         if self.one_of is not None:
-            return isinstance(value, Scalar) and value in self.one_of
+            # `True == 1` in Python: compare types too, so `in: [1]` does not allow `true`
+            return isinstance(value, Scalar) and any(
+                type(value) is type(v) and value == v for v in self.one_of)
         if self.prefixes is not None:
             return isinstance(value, str) and value.startswith(self.prefixes)
         return isinstance(value, int) and not isinstance(value, bool) and value <= (self.max or 0)

@@ -27,7 +27,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from proctor.errors import GrantError
+from proctor.errors import GrantError, ScopeError
 from proctor.grants.keyring import IssuerKeyring
 from proctor.grants.scope import GrantScope
 
@@ -101,7 +101,7 @@ class GrantClaims:
                 ancestors=tuple(str(a) for a in claims.get("anc") or ()),
                 actor_chain=tuple(chain),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ScopeError) as exc:
             raise GrantError("grant_malformed", "grant claims are incomplete") from exc
 
 
@@ -112,7 +112,7 @@ class TokenCodec:
         self._keyring = keyring
         self.issuer = issuer
         self.audience = audience
-        self._verified: OrderedDict[str, GrantClaims] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[str, GrantClaims]] = OrderedDict()
 
     def encode(self, claims: GrantClaims) -> str:
         key = self._keyring.current()
@@ -130,7 +130,9 @@ class TokenCodec:
             raise GrantError("grant_too_large", f"grant is over {MAX_TOKEN_BYTES} bytes")
         cached = self._verified.get(token)
         if cached is not None:
-            return cached
+            kid, claims = cached
+            self._keyring.verification_key(kid)  # a retired key stops verifying at once
+            return claims
         header = _header(token)
         alg = header.get("alg")
         if alg not in _ALLOWED:
@@ -141,7 +143,7 @@ class TokenCodec:
         except JoseError as exc:
             raise GrantError("grant_signature_invalid", "grant signature is not valid") from exc
         claims = GrantClaims.from_claims(decoded.claims)
-        self._verified[token] = claims
+        self._verified[token] = (key.kid, claims)
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
         return claims

@@ -74,6 +74,9 @@ def load_cases(path: Path, root: Path | None = None) -> list[PolicyCase]:
         expect = item.get("expect")
         if not isinstance(expect, dict) or "decision" not in expect:
             raise PolicyTestError(f"test file `{name}`: case {i} needs `expect.decision`")
+        problem = _expect_problem(expect)
+        if problem:
+            raise PolicyTestError(f"test file `{name}`: case {i}: {problem}")
         if expect["decision"] not in {o.value for o in Outcome}:
             raise PolicyTestError(
                 f"test file `{name}`: case {i} expects unknown decision `{expect['decision']}`"
@@ -81,6 +84,18 @@ def load_cases(path: Path, root: Path | None = None) -> list[PolicyCase]:
         cases.append(PolicyCase(name, str(item.get("name") or f"case {i}"), item["request"],
                                 expect))
     return cases
+
+
+def _expect_problem(expect: Mapping[str, Any]) -> str | None:
+    for key in ("decision", "code"):
+        if key in expect and not isinstance(expect[key], str):
+            return f"`expect.{key}` must be a string"
+    for key in ("policies", "reasons"):
+        value = expect.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(v, str) for v in value)):
+            return f"`expect.{key}` must be a list of strings"
+    return None
 
 
 def run_cases(engine: PolicyEngine, cases: list[PolicyCase], *, now: datetime) -> list[CaseResult]:

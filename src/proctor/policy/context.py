@@ -61,7 +61,8 @@ def issue_context(
 ) -> dict[str, Any]:
     """The context of a grant issuance (``Action::"grant:issue"``), one per tool in scope.
 
-    ``max_uses`` is 0 when the grant has no use limit.
+    ``has_use_limit`` says whether ``max_uses`` applies (it is 0 when there is no
+    limit): a policy ``context.max_uses <= 10`` must also require ``has_use_limit``.
     """
     return {
         "task": task,
@@ -71,5 +72,6 @@ def issue_context(
         "time": {"epoch": int(now.timestamp()), "hour": now.hour, "weekday": now.weekday()},
         "ttl_seconds": ttl_seconds,
         "max_uses": max_uses or 0,
+        "has_use_limit": max_uses is not None,
         "approved": approved,
     }

@@ -118,15 +118,16 @@ class PolicyEngine:
                 self.entities.handle,
                 schema=self.schema.handle,
             )
+            return _interpret(result, request, policies)
         except ProctorError as exc:
             return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
                             reasons=(exc.message,), errors=(exc.message,), revision=revision)
         except Exception as exc:  # the decision point must answer, never raise
-            log.exception("decision failed")
+            # the type only: a traceback's text could carry argument values
+            log.error("decision on `%s` failed: %s", request.action, type(exc).__name__)
             message = f"decision failed: {type(exc).__name__}"
             return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
                             reasons=(message,), errors=(message,), revision=revision)
-        return _interpret(result, request, policies)
 
     def _cedar_request(self, request: DecisionRequest) -> dict[str, Any]:
         context = request.context

@@ -56,13 +56,19 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
     args = spec.get("args") or {}
     if not isinstance(args, Mapping):
         raise RequestError("`args` must be a mapping")
-    chain = [str(a) for a in spec.get("delegation_chain") or ()]
+    chain = spec.get("delegation_chain") or []
+    if not isinstance(chain, list) or not all(isinstance(a, str) for a in chain):
+        raise RequestError("`delegation_chain` must be a list of agent ids")
+    approved = spec.get("approved", False)
+    if not isinstance(approved, bool):
+        raise RequestError("`approved` must be true or false")
     if action == "grant:issue":
         context = issue_context(
             now=_time(spec.get("time"), now), task=str(spec.get("task", "")),
             purpose=str(spec.get("purpose", "")), on_behalf_of=str(spec.get("on_behalf_of", "")),
-            ttl_seconds=_int(spec, "ttl_seconds", 300), max_uses=_int(spec, "max_uses", 0),
-            delegation_chain=chain, approved=bool(spec.get("approved", False)),
+            ttl_seconds=_int(spec, "ttl_seconds", 300),
+            max_uses=_int(spec, "max_uses", 0) or None,
+            delegation_chain=chain, approved=approved,
         )
         return DecisionRequest(principal, action, resource, context)
     try:
@@ -77,7 +83,7 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
         on_behalf_of=str(spec.get("on_behalf_of", "")),
         delegation_chain=chain,
         source_ip=spec.get("source_ip"),
-        approved=bool(spec.get("approved", False)),
+        approved=approved,
         sensitivity_seen=seen,
     )
     return DecisionRequest(principal, action, resource, context)

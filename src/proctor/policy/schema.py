@@ -97,6 +97,7 @@ action "grant:issue" appliesTo {
     "time": CallTime,
     "ttl_seconds": Long,
     "max_uses": Long,
+    "has_use_limit": Bool,
     "approved": Bool,
   }
 };
