@@ -65,6 +65,14 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     """
     clock = clock or SystemClock()
     store = open_store(settings.database_url)
+    try:
+        return _wire(settings, clock, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))

@@ -112,7 +112,7 @@ class LeaseTree:
                         "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
                                                "reason": reason[:200]}),
                     })
-        for listener in self._listeners:
+        for listener in self._listeners if revoked else ():
             try:
                 listener(revoked, reason)
             except Exception:
@@ -120,13 +120,13 @@ class LeaseTree:
         return revoked
 
     def node(self, node_id: str) -> LeaseNode | None:
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(select(leases).where(leases.c.id == node_id)).first()
         return _node(row) if row is not None else None
 
     def subtree(self, root_id: str) -> list[LeaseNode]:
         """The node and its descendants, parents before children."""
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             ids = _collect(conn, [root_id])
             rows: list[Row[Any]] = []
             for start in range(0, len(ids), _CHUNK):
@@ -150,8 +150,10 @@ def _collect(conn: Connection, root_ids: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     order: list[str] = []
     level = list(dict.fromkeys(root_ids))
-    existing = {r.id for r in conn.execute(
-        select(leases.c.id).where(leases.c.id.in_(level))).all()} if level else set()
+    existing: set[str] = set()
+    for start in range(0, len(level), _CHUNK):
+        existing.update(r.id for r in conn.execute(
+            select(leases.c.id).where(leases.c.id.in_(level[start:start + _CHUNK]))).all())
     level = [i for i in level if i in existing]
     while level:
         fresh = [i for i in level if i not in seen]

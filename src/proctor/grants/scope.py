@@ -125,9 +125,6 @@ class GrantScope:
         """True if ``child`` is no wider than this scope (each entry inside one of ours)."""
         return all(any(mine.covers(theirs) for mine in self.tools) for theirs in child.tools)
 
-    def tool_ids(self) -> list[str]:
-        return [t.tool for t in self.tools]
-
     def as_json(self) -> dict[str, Any]:
         return {"tools": [
             {"tool": t.tool, **({"args": {n: c.as_json() for n, c in sorted(t.args.items())}}

@@ -69,7 +69,7 @@ class PolicyStore:
             ).scalar_one())
 
     def sources(self, revision: int) -> dict[str, str]:
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(
                 select(policy_revisions.c.sources).where(policy_revisions.c.id == revision)
             ).scalar()
@@ -84,7 +84,9 @@ class PolicyStore:
 
     def activate(self, revision: int) -> CompiledPolicies:
         """Validate, then make ``revision`` the active set, in the store and the engine."""
-        compiled = self.compile(revision)
+        return self._activate(revision, self.compile(revision))
+
+    def _activate(self, revision: int, compiled: CompiledPolicies) -> CompiledPolicies:
         with self._store.transaction() as conn:
             conn.execute(
                 update(policy_revisions).where(policy_revisions.c.status == "active")
@@ -103,9 +105,9 @@ class PolicyStore:
         An invalid directory raises before anything is stored.
         """
         sources = read_policy_dir(directory)
-        self._engine.compile(sources)
-        revision = self.add_candidate(sources, origin=f"directory {directory.name}")
-        return self.activate(revision)
+        compiled = self._engine.compile(sources, digest=digest_sources(sources))
+        compiled.revision = self.add_candidate(sources, origin=f"directory {directory.name}")
+        return self._activate(compiled.revision, compiled)
 
     def load_active(self) -> CompiledPolicies | None:
         """Apply the stored active revision to the engine (at start-up)."""
@@ -126,7 +128,7 @@ class PolicyStore:
                        cols.activated_at).order_by(cols.id.desc())
         if status is not None:
             query = query.where(cols.status == status)
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             rows = conn.execute(query).all()
         return [
             PolicyRevision(int(r.id), r.digest, r.status, r.origin, as_utc(r.created_at),
