@@ -84,7 +84,7 @@ def test_two_agents_a_task_a_delegated_grant_and_cascading_revocation(
     store = open_store(database_url)
     codec = TokenCodec(IssuerKeyring(store, clock, secrets.token_bytes(32)), issuer=ISSUER,
                        audience="proctor")
-    authority = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry))
+    authority = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store))
 
     task = authority.start_task(PLANNER, purpose="fix the build",
                                 on_behalf_of="alice@acme.example")
@@ -115,6 +115,13 @@ def test_two_agents_a_task_a_delegated_grant_and_cascading_revocation(
     # the planner's key cannot use the worker's grant
     assert _call(authority, engine, child, planner_private, clock,
                  "/srv/repos/app/") == "proof_wrong_key"
+
+    # suspending the worker stops its grant at once; a human's review reinstates it
+    registry.suspend(WORKER, by="erin@acme.example", reason="odd behaviour")
+    assert _call(authority, engine, child, worker_key, clock,
+                 "/srv/repos/app/") == "agent_not_active"
+    registry.review(WORKER, reviewer="erin@acme.example")
+    assert _call(authority, engine, child, worker_key, clock, "/srv/repos/app/") == "allow"
 
     authority.revoke(parent.accessor, "planner finished its part")
     assert _call(authority, engine, child, worker_key, clock, "/srv/repos/app/") == "grant_revoked"

@@ -83,5 +83,6 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
     audit = AuditLog(store, signer=load_or_create_signer(settings.home), clock=clock)
-    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry), audit=audit)
+    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store),
+                            audit=audit)
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit)

@@ -116,7 +116,7 @@ class GrantAuthority:
     # tasks
 
     def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str) -> Task:
-        self._active_agent(agent_id)
+        agent_id = self._active_agent(agent_id).agent_id  # as registered
         task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of,
                     self._clock.now(), None)
         with self._store.transaction() as conn:
@@ -190,7 +190,12 @@ class GrantAuthority:
             raise GrantError("delegation_cycle",
                              f"`{to_agent}` already holds this grant or one it derives from")
         _check_max_uses(max_uses)
-        jkt = self._holder_key(self._active_agent(to_agent), holder_proof)
+        receiver = self._active_agent(to_agent)
+        to_agent = receiver.agent_id  # as registered
+        if to_agent in chain:
+            raise GrantError("delegation_cycle",
+                             f"`{to_agent}` already holds this grant or one it derives from")
+        jkt = self._holder_key(receiver, holder_proof)
         task = self.task(parent.task_id)
         self._decide_issuance(task, to_agent, scope, ttl, max_uses, chain[::-1], approved, now)
         claims = self._claims(task, to_agent, jkt, scope, now, ttl,

@@ -141,7 +141,7 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
         raise GrantError("proof_invalid", "proof signature is not valid")
     if payload.get("htm") != method or payload.get("htu") != target:
         raise GrantError("proof_wrong_target", "proof was made for another call")
-    if token is not None and payload.get("ath") != _b64(hashlib.sha256(token.encode()).digest()):
+    if token is not None and payload.get("ath") != _token_hash(token):
         raise GrantError("proof_wrong_target", "proof was made for another grant")
     iat, nonce = payload.get("iat"), payload.get("jti")
     if not isinstance(iat, int) or abs(int(now.timestamp()) - iat) > PROOF_WINDOW_SECONDS:
@@ -149,6 +149,19 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
     if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128:
         raise GrantError("proof_invalid", "proof nonce is missing or malformed")
     return VerifiedProof(nonce, iat, header.thumbprint)
+
+
+_hashes: dict[str, str] = {}
+
+
+def _token_hash(token: str) -> str:
+    """``ath`` of a grant: computed once per grant, since every use of it checks it."""
+    found = _hashes.get(token)
+    if found is None:
+        if len(_hashes) >= _MAX_CACHED_HEADERS:
+            _hashes.clear()
+        found = _hashes[token] = _b64(hashlib.sha256(token.encode()).digest())
+    return found
 
 
 def _header(h64: str) -> _ProofKey:

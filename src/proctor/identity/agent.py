@@ -36,6 +36,10 @@ class TrustState(StrEnum):
     RETIRED = "retired"
 
 
+ACTIVE_STATES = frozenset({TrustState.TRUSTED, TrustState.DRIFTED})
+"""The states in which an agent may act; suspended and retired agents are denied everything."""
+
+
 class ProofMethod(StrEnum):
     OWN_KEY = "own_key"
     JWT_SVID = "jwt_svid"
@@ -96,7 +100,7 @@ class Agent:
     @property
     def is_active(self) -> bool:
         """False for suspended and retired agents, which are denied everything."""
-        return self.trust_state in (TrustState.TRUSTED, TrustState.DRIFTED)
+        return self.trust_state in ACTIVE_STATES
 
     @property
     def key_thumbprint(self) -> str | None:

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,6 +31,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._readers = threading.local()
+        self._reader_lock = threading.Lock()
+        self._all_readers: list[Any] = []
 
     @property
     def backend(self) -> str:
@@ -56,29 +61,55 @@ class Store:
             raise StoreError(f"database error: {type(exc).__name__}") from exc
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one read-only statement on a pooled driver connection and return its rows.
+        """Run one read-only statement on this thread's own driver connection.
 
         For the hottest read paths only (the revocation look-up of a grant check),
-        where SQLAlchemy's execution layer costs several times the query itself.
-        Write ``sql`` with ``{p}`` for each parameter; it becomes the driver's
-        placeholder. A single statement reads a consistent snapshot on both backends.
+        where SQLAlchemy's execution layer, and even a pool check-out, cost several
+        times the query itself. The connection is kept per thread, in autocommit:
+        a single statement reads a consistent snapshot on both backends and leaves
+        no transaction open. Write ``sql`` with ``{p}`` for each parameter; it
+        becomes the driver's placeholder. A broken connection is dropped and the
+        next call opens a new one.
         """
         text_sql = sql.replace("{p}", "?" if self.backend == "sqlite" else "%s")
         try:
-            raw = self.engine.raw_connection()
+            cursor = self._reader().cursor()
             try:
-                cursor = raw.cursor()
-                try:
-                    cursor.execute(text_sql, tuple(params))
-                    return [tuple(row) for row in cursor.fetchall()]
-                finally:
-                    cursor.close()
+                cursor.execute(text_sql, tuple(params))
+                return [tuple(row) for row in cursor.fetchall()]
             finally:
-                raw.close()
+                cursor.close()
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
+            self._drop_reader()
             raise StoreError(f"database error: {type(exc).__name__}") from exc
 
+    def _reader(self) -> Any:
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            raw = self.engine.raw_connection()
+            driver = raw.dbapi_connection
+            raw.detach()  # ours for this thread's lifetime, not the pool's
+            if self.backend == "postgresql":
+                driver.autocommit = True  # type: ignore[union-attr]
+            # keep the wrapper referenced: it owns the driver connection
+            connection = self._readers.connection = raw
+            with self._reader_lock:
+                self._all_readers.append(raw)
+        return connection
+
+    def _drop_reader(self) -> None:
+        connection = getattr(self._readers, "connection", None)
+        self._readers.connection = None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def close(self) -> None:
+        with self._reader_lock:
+            readers, self._all_readers = self._all_readers, []
+        for driver in readers:
+            with contextlib.suppress(Exception):
+                driver.close()
         self.engine.dispose()
 
 
