@@ -186,9 +186,6 @@ class GrantAuthority:
             raise GrantError("delegation_too_deep",
                              f"delegation is limited to depth {self.max_depth}")
         chain = (parent.agent_id, *parent.actor_chain)
-        if to_agent in chain:
-            raise GrantError("delegation_cycle",
-                             f"`{to_agent}` already holds this grant or one it derives from")
         _check_max_uses(max_uses)
         receiver = self._active_agent(to_agent)
         to_agent = receiver.agent_id  # as registered
