@@ -62,7 +62,17 @@ class Setup:
 
 @pytest.fixture
 def setup(database_url: str, clock: FrozenClock) -> Iterator[Setup]:
-    store = open_store(database_url)
+    yield from make_setup(database_url, clock)
+
+
+@pytest.fixture
+def postgres_setup(postgres_url: str, clock: FrozenClock) -> Iterator[Setup]:
+    """The same on PostgreSQL only, for what only PostgreSQL does (NOTIFY)."""
+    yield from make_setup(postgres_url, clock)
+
+
+def make_setup(url: str, clock: FrozenClock) -> Iterator[Setup]:
+    store = open_store(url)
     bundle = load_bundle(EXAMPLES)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     engine.activate(engine.compile(bundle.sources))

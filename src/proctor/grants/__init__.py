@@ -19,6 +19,7 @@ from proctor.grants.keyring import IssuerKey, IssuerKeyring, load_master_key
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.proofs import jwk_thumbprint, make_proof, verify_proof
 from proctor.grants.scope import ArgConstraint, GrantScope, ToolScope
+from proctor.grants.subscription import RevocationSubscription
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LeaseNode",
     "LeaseTree",
     "RegisteredAgents",
+    "RevocationSubscription",
     "Task",
     "TokenCodec",
     "ToolScope",

@@ -1,0 +1,80 @@
+"""Hearing about revocations made by any node.
+
+Every revocation is announced on PostgreSQL's ``proctor_revocations`` channel
+when its transaction commits (see :mod:`proctor.grants.leases`).
+:class:`RevocationSubscription` listens on its own connection and calls back
+with the revoked ids, so that an enforcement point can close live sessions at
+once. It is an accelerator, not the safety net: a node that misses a
+notification (a dropped connection, a restart) still denies, because every
+check reads the revocation state from the store.
+
+On SQLite there is one process, and :meth:`LeaseTree.subscribe` is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from proctor.errors import StoreError
+from proctor.grants.leases import CHANNEL
+
+__all__ = ["RevocationSubscription"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Sequence[str], str], None]
+
+
+class RevocationSubscription:
+    """A background listener on the revocation channel of one PostgreSQL database.
+
+    >>> sub = RevocationSubscription(url, on_revoked)   # doctest: +SKIP
+    >>> sub.close()                                     # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, listener: Listener, *, poll_seconds: float = 0.5) -> None:
+        url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+            self._conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot listen for revocations: {type(exc).__name__}") from exc
+        self._listener = listener
+        self._poll = poll_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="proctor-revocations",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for note in self._conn.notifies(timeout=self._poll):
+                    self._deliver(note.payload)
+        except psycopg.Error:
+            if not self._stopping.is_set():
+                log.error("revocation subscription lost its connection; checks still "
+                          "read the store")
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            ids = [str(i) for i in message["ids"]]
+            reason = str(message.get("reason", ""))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed revocation notification")
+            return
+        try:
+            self._listener(ids, reason)
+        except Exception:
+            log.exception("revocation listener failed")
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5 * self._poll + 1)
+        self._conn.close()

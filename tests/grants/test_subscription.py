@@ -1,0 +1,47 @@
+"""Another node hears a revocation through PostgreSQL NOTIFY, within a bounded wait."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Sequence
+
+from proctor.grants import GrantScope, RevocationSubscription
+
+from .conftest import CODER, Setup
+
+
+def test_a_revocation_reaches_a_subscriber_on_another_connection(
+    postgres_setup: Setup, postgres_url: str,
+) -> None:
+    setup = postgres_setup
+    heard: queue.Queue[tuple[list[str], str]] = queue.Queue()
+
+    def on_revoked(ids: Sequence[str], reason: str) -> None:
+        heard.put((list(ids), reason))
+
+    subscription = RevocationSubscription(postgres_url, on_revoked, poll_seconds=0.1)
+    try:
+        task = setup.authority.start_task(CODER, purpose="p",
+                                          on_behalf_of="alice@acme.example")
+        grant = setup.authority.issue(task.id, GrantScope.from_json({"tools": [
+            {"tool": "git/git_log"}]}))
+        setup.authority.revoke(grant.accessor, "leaked")
+        assert heard.get(timeout=10) == ([grant.grant_id], "leaked")
+    finally:
+        subscription.close()
+
+
+def test_a_malformed_notification_is_ignored_and_listening_goes_on(postgres_url: str) -> None:
+    import psycopg
+
+    heard: queue.Queue[tuple[list[str], str]] = queue.Queue()
+    subscription = RevocationSubscription(
+        postgres_url, lambda ids, reason: heard.put((list(ids), reason)), poll_seconds=0.1)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('proctor_revocations', 'not json')")
+            conn.execute("""SELECT pg_notify('proctor_revocations', '{"ids": ["g1"]}')""")
+        assert heard.get(timeout=10) == (["g1"], "")
+        assert heard.empty()
+    finally:
+        subscription.close()
