@@ -138,11 +138,10 @@ class GrantAuthority:
     def end_task(self, task_id: str, *, by: Actor = SYSTEM) -> list[str]:
         """End the task and revoke everything issued under it."""
         self.task(task_id)
-        with self._store.transaction() as conn:
-            conn.execute(update(tasks).where(and_(tasks.c.id == task_id,
-                                                  tasks.c.ended_at.is_(None)))
-                         .values(ended_at=self._clock.now()))
-        revoked = self.leases.revoke_subtree([task_id], "task ended")
+        mark_ended = (update(tasks).where(and_(tasks.c.id == task_id, tasks.c.ended_at.is_(None)))
+                      .values(ended_at=self._clock.now()))
+        revoked = self.leases.revoke_subtree([task_id], "task ended",
+                                             also=lambda conn: conn.execute(mark_ended))
         self._record("task.end", f'Task::"{task_id}"', task_id, "task ended", revoked, by)
         return revoked
 

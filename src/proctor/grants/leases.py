@@ -88,10 +88,16 @@ class LeaseTree:
         live = {r.id for r in rows if r.revoked_at is None}
         return [i for i in wanted if i not in live]
 
-    def revoke_subtree(self, root_ids: Sequence[str], reason: str) -> list[str]:
-        """Revoke ``root_ids`` and everything under them; returns the ids newly revoked."""
+    def revoke_subtree(self, root_ids: Sequence[str], reason: str, *,
+                       also: Callable[[Connection], object] | None = None) -> list[str]:
+        """Revoke ``root_ids`` and everything under them; returns the ids newly revoked.
+
+        ``also`` runs in the same transaction (ending a task marks the task there).
+        """
         now = self._clock.now()
         with self._store.transaction() as conn:
+            if also is not None:
+                also(conn)
             subtree = _collect(conn, root_ids)
             newly = subtree[::-1]  # leaves first
             revoked: list[str] = []
