@@ -15,6 +15,7 @@ from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.errors import AgentKeyError, ProctorError, RequestError
+from proctor.files import read_capped
 from proctor.identity import (
     Agent,
     AgentRegistry,
@@ -59,13 +60,7 @@ def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], st
 
 
 def _read_jwk(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_JWK_BYTES + 1)
-    except OSError as exc:
-        raise AgentKeyError(f"key file `{path}` cannot be read: {exc.strerror}") from exc
-    if len(raw) > _MAX_JWK_BYTES:
-        raise AgentKeyError(f"key file `{path}` is larger than {_MAX_JWK_BYTES} bytes")
+    raw = read_capped(path, _MAX_JWK_BYTES, "key file", AgentKeyError)
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -20,6 +20,7 @@ from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import Runtime, open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, ScopeError
+from proctor.files import read_capped
 from proctor.grants import GrantClaims, GrantScope, IssuedGrant, LeaseNode
 
 __all__ = ["grant_app", "task_app"]
@@ -62,12 +63,11 @@ def _runtime(as_json: bool) -> Iterator[Runtime]:
 
 def _scope(text: str) -> GrantScope:
     if text.startswith("@"):
-        path = Path(text[1:])
+        raw = read_capped(Path(text[1:]), _MAX_SCOPE_BYTES, "scope file", ScopeError)
         try:
-            raw = path.read_text(encoding="utf-8")[: _MAX_SCOPE_BYTES + 1]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScopeError(f"scope file `{path}` cannot be read") from exc
-        text = raw
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScopeError(f"scope file `{text[1:]}` is not UTF-8") from exc
     if len(text) > _MAX_SCOPE_BYTES:
         raise ScopeError(f"scope is over {_MAX_SCOPE_BYTES} bytes")
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from proctor.errors import ConfigError
+from proctor.files import read_capped
 
 __all__ = ["MAX_JWKS_BYTES", "read_jwks", "split_jwks"]
 
@@ -22,13 +23,7 @@ _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 
 def read_jwks(path: Path) -> dict[str, Any]:
     """A JWKS document from ``path``, at most 256 KiB."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_JWKS_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"key set `{path}` cannot be read: {exc.strerror}") from exc
-    if len(raw) > MAX_JWKS_BYTES:
-        raise ConfigError(f"key set `{path}` is larger than {MAX_JWKS_BYTES} bytes")
+    raw = read_capped(path, MAX_JWKS_BYTES, "key set", ConfigError)
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

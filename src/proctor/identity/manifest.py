@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from proctor.errors import ManifestError
+from proctor.files import read_capped
 
 __all__ = ["DIGEST_PATTERN", "Manifest", "canonical_json", "load_manifest"]
 
@@ -123,13 +124,7 @@ def _check_text(name: str, value: object) -> None:
 
 def load_manifest(path: Path) -> Manifest:
     """Read a manifest from a JSON or YAML file."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ManifestError(f"manifest file `{path}` cannot be read: {exc.strerror}") from exc
-    if len(raw) > _MAX_FILE_BYTES:
-        raise ManifestError(f"manifest file `{path}` is larger than {_MAX_FILE_BYTES} bytes")
+    raw = read_capped(path, _MAX_FILE_BYTES, "manifest file", ManifestError)
     try:
         data = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
     except (UnicodeDecodeError, yaml.YAMLError) as exc:

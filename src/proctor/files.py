@@ -1,0 +1,23 @@
+"""Reading a small input file with a size cap, so an oversized one is refused before
+it is read whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proctor.errors import ProctorError
+
+__all__ = ["read_capped"]
+
+
+def read_capped(path: Path, limit: int, what: str, error: type[ProctorError]) -> bytes:
+    """The bytes of ``path``; raise ``error`` naming ``what`` if it is unreadable or
+    over ``limit`` bytes."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"{what} `{path}` cannot be read: {exc.strerror}") from exc
+    if len(raw) > limit:
+        raise error(f"{what} `{path}` is larger than {limit} bytes")
+    return raw
