@@ -120,6 +120,8 @@ tasks = Table(
     Column("on_behalf_of", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    # the highest data-sensitivity label (as its rank) an allowed call has read
+    Column("sensitivity_seen", Integer, nullable=False, server_default="0"),
     Index("ix_tasks_agent", "agent_id"),
 )
 
@@ -199,4 +201,31 @@ agents = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_agents_trust_state", "trust_state"),
     Index("ux_agents_oidc_subject", "oidc_issuer", "oidc_subject", unique=True),
+)
+
+# Approval requests: bound to one exact call by `binding` (a digest of agent,
+# task, tool, canonical arguments and grant); single use; expiring. `request`
+# holds what the approver sees (masked arguments, reasons, chain, trust state).
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("binding", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("tool_id", Text, nullable=False),
+    Column("grant_id", String(64), nullable=False),
+    Column("accessor", String(64), nullable=False),
+    Column("on_behalf_of", Text, nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_approvals_binding", "binding"),
+    Index("ix_approvals_status", "status", "created_at"),
+    Index("ix_approvals_task", "task_id"),
 )
