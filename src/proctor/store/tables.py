@@ -17,6 +17,7 @@ from sqlalchemy import (
 
 __all__ = [
     "agents",
+    "api_tokens",
     "audit_checkpoints",
     "audit_events",
     "audit_head",
@@ -25,7 +26,9 @@ __all__ = [
     "leases",
     "metadata",
     "policy_revisions",
+    "policy_shadow",
     "proof_nonces",
+    "shadow_differences",
     "tasks",
 ]
 
@@ -228,4 +231,51 @@ approvals = Table(
     Index("ix_approvals_binding", "binding"),
     Index("ix_approvals_status", "status", "created_at"),
     Index("ix_approvals_task", "task_id"),
+)
+
+# Control-plane bearer tokens for humans (proctor.server), starting with the admin
+# token `proctor init` prints once. Only the token's SHA-256 is kept; `id` is the
+# accessor that names it in listings, audit events and revocations.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("human_id", Text, nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# One row (id 1): the candidate policy revision every server process shadows, or
+# NULL for none. Each process picks a change up within its sync interval.
+policy_shadow = Table(
+    "policy_shadow",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", Integer, nullable=True),
+    Column("changed_by", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
+# Requests on which the shadowed revision decided otherwise than the active one,
+# from every process. No arguments or context are kept: only who, what, on what,
+# and the two answers.
+shadow_differences = Table(
+    "shadow_differences",
+    metadata,
+    Column("id", Integer().with_variant(BigInteger(), "postgresql"), primary_key=True,
+           autoincrement=True),
+    Column("revision", Integer, nullable=False),
+    Column("active_revision", Integer, nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("active_outcome", String(24), nullable=False),
+    Column("active_policies", JSON, nullable=False),
+    Column("candidate_outcome", String(24), nullable=False),
+    Column("candidate_policies", JSON, nullable=False),
+    Index("ix_shadow_differences_revision", "revision", "id"),
 )
