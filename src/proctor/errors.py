@@ -39,8 +39,9 @@ only these::
     │       ├── ProofClaimsError       proof_claims_invalid
     │       └── ProofMethodError       proof_method_mismatch
     ├── SigningKeyError                signing_key_invalid
-    └── GrantError                     one code per failed check (see its docstring)
-        └── ScopeError                 scope_invalid
+    ├── GrantError                     one code per failed check (see its docstring)
+    │   └── ScopeError                 scope_invalid
+    └── ApprovalError                  one code per refusal (see its docstring)
 
 Messages follow Cedar's style: lowercase, no trailing period, user input in
 backticks. An authorization *answer* is never an exception: ``decide`` returns a
@@ -59,6 +60,7 @@ __all__ = [
     "AgentNotActiveError",
     "AgentStateError",
     "AgentUnknownError",
+    "ApprovalError",
     "AuditError",
     "AuditIntegrityError",
     "AuditUnavailableError",
@@ -199,6 +201,20 @@ class GrantError(ProctorError):
     """
 
     code = "grant_invalid"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ApprovalError(ProctorError):
+    """An approval request that cannot be decided as asked; ``code`` says why.
+
+    Codes: ``approval_unknown``, ``approval_already_decided``, ``approval_expired``,
+    ``approval_own_request`` (separation of duties), ``approval_comment_too_long``.
+    """
+
+    code = "approval_invalid"
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -1,5 +1,5 @@
-"""Wiring the parts for one CLI invocation: settings, store, engine, policy store,
-agent registry and grant authority."""
+"""Wiring the parts for one CLI invocation or server: settings, store, engine, policy
+store, agent registry, grant authority, audit log, approvals and the enforcer."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from proctor.approvals import ApprovalQueue
 from proctor.audit import AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
+from proctor.enforcement import Enforcer
 from proctor.grants import (
     GrantAuthority,
     IssuerKeyring,
@@ -37,6 +39,8 @@ class Runtime:
     registry: AgentRegistry
     grants: GrantAuthority
     audit: AuditLog
+    approvals: ApprovalQueue
+    enforcer: Enforcer
 
     def close(self) -> None:
         self.audit.close()
@@ -85,4 +89,8 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     audit = AuditLog(store, signer=load_or_create_signer(settings.home), clock=clock)
     grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store),
                             audit=audit)
-    return Runtime(settings, clock, store, engine, policies, registry, grants, audit)
+    approvals = ApprovalQueue(store, clock, audit=audit)
+    enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
+                        base_principals=bundle.principals)
+    return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
+                   approvals, enforcer)

@@ -79,6 +79,7 @@ class Task:
     on_behalf_of: str
     started_at: datetime
     ended_at: datetime | None
+    sensitivity_seen: int = 0  # rank of the highest data label an allowed call has read
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +95,11 @@ class IssuedGrant:
 
 @dataclass(frozen=True, slots=True)
 class CheckedGrant:
+    """A use that passed every check. ``accessor`` is known when a tool call was checked."""
+
     claims: GrantClaims
     uses_left: int | None
+    accessor: str | None = None
 
 
 class GrantAuthority:
@@ -133,7 +137,15 @@ class GrantAuthority:
         if row is None:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
         return Task(row.id, row.agent_id, row.purpose, row.on_behalf_of,
-                    as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None)
+                    as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None,
+                    int(row.sensitivity_seen))
+
+    def note_sensitivity(self, task_id: str, level: int) -> None:
+        """Raise the task's highest data sensitivity seen to ``level`` (never lower it)."""
+        with self._store.transaction() as conn:
+            conn.execute(update(tasks).where(and_(
+                tasks.c.id == task_id, tasks.c.sensitivity_seen < level))
+                .values(sensitivity_seen=level))
 
     def end_task(self, task_id: str, *, by: Actor = SYSTEM) -> list[str]:
         """End the task and revoke everything issued under it."""
@@ -216,8 +228,10 @@ class GrantAuthority:
             if self.leases.revoked_among(conn, claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             _claim_nonce(conn, verified.nonce, now)
-            uses_left = _use(conn, claims.grant_id) if tool_id is not None else None
-        return CheckedGrant(claims, uses_left)
+            if tool_id is None:
+                return CheckedGrant(claims, None)
+            uses_left, accessor = _use(conn, claims.grant_id)
+        return CheckedGrant(claims, uses_left, accessor)
 
     def inspect(self, token: str) -> GrantClaims:
         """Verify a grant's signature, claims and revocation state without using it.
@@ -414,15 +428,16 @@ def _claim_nonce(conn: Connection, nonce: str, now: datetime) -> None:
         raise GrantError("proof_replayed", "this proof was already used") from exc
 
 
-def _use(conn: Connection, grant_id: str) -> int | None:
-    row = conn.execute(select(grants.c.max_uses, grants.c.uses)
+def _use(conn: Connection, grant_id: str) -> tuple[int | None, str]:
+    """Count one use; returns the uses left (None: no limit) and the grant's accessor."""
+    row = conn.execute(select(grants.c.max_uses, grants.c.uses, grants.c.accessor)
                        .where(grants.c.id == grant_id)).first()
     if row is None:
         raise GrantError("grant_unknown", "the grant is not known to this issuer")
     if row.max_uses is None:
-        return None
+        return None, str(row.accessor)
     result = conn.execute(update(grants).where(and_(
         grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)).values(uses=grants.c.uses + 1))
     if result.rowcount != 1:
         raise GrantError("grant_uses_exhausted", "the grant has no uses left")
-    return int(row.max_uses) - int(row.uses) - 1
+    return int(row.max_uses) - int(row.uses) - 1, str(row.accessor)

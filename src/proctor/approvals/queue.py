@@ -1,0 +1,233 @@
+"""The approval queue: pending requests, decisions by humans, use, expiry."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import anyio
+from sqlalchemy import Row, and_, insert, select, update
+
+from proctor.approvals.binding import binding_digest
+from proctor.audit import AuditLog, human_event
+from proctor.clock import Clock
+from proctor.errors import ApprovalError, AuditError
+from proctor.store import Store, as_utc
+from proctor.store.tables import approvals
+
+__all__ = ["Approval", "ApprovalQueue", "ApprovalStatus"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_SECONDS = 600
+MAX_COMMENT = 2000
+_POLL_SECONDS = 0.1
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    USED = "used"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One approval request. ``request`` is what an approver sees: the masked
+    arguments, the policy's reasons and ids, the delegation chain, the agent's
+    trust state and risk, and the id of the decision event it concerns."""
+
+    id: str
+    binding: str
+    status: ApprovalStatus
+    agent_id: str
+    task_id: str
+    tool_id: str
+    grant_id: str
+    accessor: str
+    on_behalf_of: str
+    request: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+    used_at: datetime | None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is ApprovalStatus.PENDING
+
+
+class ApprovalQueue:
+    """Approval requests in the store; every process sees the same queue."""
+
+    def __init__(self, store: Store, clock: Clock, *, audit: AuditLog | None = None,
+                 ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self.ttl_seconds = ttl_seconds
+
+    # asking
+
+    def request(self, *, agent_id: str, task_id: str, tool_id: str, args: Mapping[str, Any],
+                grant_id: str, accessor: str, on_behalf_of: str,
+                shown: Mapping[str, Any]) -> Approval:
+        """The pending request for this exact call: the one already waiting, or a new one.
+
+        ``shown`` is what the approver will see; it must already be masked.
+        """
+        binding = binding_digest(agent_id=agent_id, task_id=task_id, tool_id=tool_id,
+                                 args=args, grant_id=grant_id)
+        now = self._clock.now()
+        with self._store.transaction() as conn:
+            row = conn.execute(select(approvals).where(and_(
+                approvals.c.binding == binding, approvals.c.status == "pending",
+                approvals.c.expires_at > now)).limit(1)).first()
+            if row is not None:
+                return self._approval(row, now)
+            values = {
+                "id": f"apr_{secrets.token_hex(12)}", "binding": binding, "status": "pending",
+                "agent_id": agent_id, "task_id": task_id, "tool_id": tool_id,
+                "grant_id": grant_id, "accessor": accessor, "on_behalf_of": on_behalf_of,
+                "request": dict(shown), "created_at": now,
+                "expires_at": now + timedelta(seconds=self.ttl_seconds),
+            }
+            conn.execute(insert(approvals).values(**values))
+        return self.get(str(values["id"]))
+
+    def consume(self, binding: str) -> Approval | None:
+        """Use the approved, unused, unexpired approval of this call, if there is one.
+
+        Atomic: of two calls racing for one approval, exactly one gets it.
+        """
+        now = self._clock.now()
+        with self._store.transaction() as conn:
+            row = conn.execute(select(approvals.c.id).where(and_(
+                approvals.c.binding == binding, approvals.c.status == "approved",
+                approvals.c.expires_at > now)).order_by(approvals.c.decided_at)
+                .limit(1)).first()
+            if row is None:
+                return None
+            used = conn.execute(update(approvals).where(and_(
+                approvals.c.id == row.id, approvals.c.status == "approved"))
+                .values(status="used", used_at=now)).rowcount
+        return self.get(row.id) if used == 1 else None
+
+    # deciding
+
+    def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
+               allow_owner: bool = False, source: str | None = None) -> Approval:
+        """Record a human's decision on a pending request.
+
+        ``approver`` is the id of an authenticated human with the approver role: the
+        caller checks that; this checks the request is pending and unexpired, and that
+        the approver is not the owner the agent acts for (unless ``allow_owner``).
+        The decision is audited as the human's own event, linked to the decision
+        event the request came from; if it cannot be audited it is undone.
+        """
+        if len(comment) > MAX_COMMENT:
+            raise ApprovalError("approval_comment_too_long",
+                                f"a comment is limited to {MAX_COMMENT} characters")
+        current = self.get(approval_id)
+        if current.status is ApprovalStatus.EXPIRED:
+            raise ApprovalError("approval_expired", f"approval `{approval_id}` has expired")
+        if not current.is_pending:
+            raise ApprovalError("approval_already_decided",
+                                f"approval `{approval_id}` is already {current.status}")
+        if approver == current.on_behalf_of and not allow_owner:
+            raise ApprovalError("approval_own_request", "the human the agent acts for may not "
+                                "approve its request (separation of duties)")
+        now = self._clock.now()
+        status = "approved" if approve else "denied"
+        with self._store.transaction() as conn:
+            changed = conn.execute(update(approvals).where(and_(
+                approvals.c.id == approval_id, approvals.c.status == "pending",
+                approvals.c.expires_at > now)).values(
+                status=status, decided_by=approver, decided_at=now, comment=comment or None,
+            )).rowcount
+        if changed != 1:
+            raise ApprovalError("approval_already_decided",
+                                f"approval `{approval_id}` was decided or expired meanwhile")
+        self._record(current, approver, status, comment, source)
+        return self.get(approval_id)
+
+    def _record(self, approval: Approval, approver: str, status: str, comment: str,
+                source: str | None) -> None:
+        if self._audit is None:
+            return
+        event = human_event(
+            approver, "approval.grant" if status == "approved" else "approval.deny",
+            f"Approval::\"{approval.id}\"", status, now=self._clock.now(),
+            concerns=str(approval.request.get("event_id") or "") or None,
+            task=approval.task_id, reason=comment, source=source)
+        try:
+            self._audit.record(event)
+        except AuditError:
+            with self._store.transaction() as conn:
+                conn.execute(update(approvals).where(and_(
+                    approvals.c.id == approval.id, approvals.c.status == status))
+                    .values(status="pending", decided_by=None, decided_at=None, comment=None))
+            raise
+
+    # reading
+
+    def get(self, approval_id: str) -> Approval:
+        with self._store.reading() as conn:
+            row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).first()
+        if row is None:
+            raise ApprovalError("approval_unknown", f"approval `{approval_id[:80]}` does not exist")
+        return self._approval(row, self._clock.now())
+
+    def list(self, *, status: ApprovalStatus | None = None, task_id: str | None = None,
+             limit: int = 100) -> list[Approval]:
+        """Newest first. ``status`` pending lists only unexpired requests."""
+        now = self._clock.now()
+        query = select(approvals).order_by(approvals.c.created_at.desc()).limit(limit)
+        if status is ApprovalStatus.EXPIRED:
+            query = query.where(and_(approvals.c.status == "pending",
+                                     approvals.c.expires_at <= now))
+        elif status is ApprovalStatus.PENDING:
+            query = query.where(and_(approvals.c.status == "pending",
+                                     approvals.c.expires_at > now))
+        elif status is not None:
+            query = query.where(approvals.c.status == status.value)
+        if task_id is not None:
+            query = query.where(approvals.c.task_id == task_id)
+        with self._store.reading() as conn:
+            rows = conn.execute(query).all()
+        return [self._approval(row, now) for row in rows]
+
+    async def wait(self, approval_id: str, *, timeout: float) -> Approval:
+        """The request once it is no longer pending, or as it is when ``timeout`` passes.
+
+        Polls the store, so a decision taken by any process is seen.
+        """
+        approval = await anyio.to_thread.run_sync(self.get, approval_id)
+        with anyio.move_on_after(timeout):
+            while approval.is_pending:
+                await anyio.sleep(_POLL_SECONDS)
+                approval = await anyio.to_thread.run_sync(self.get, approval_id)
+        return approval
+
+    @staticmethod
+    def _approval(row: Row[Any], now: datetime) -> Approval:
+        expires_at = as_utc(row.expires_at)
+        status = ApprovalStatus(row.status)
+        if status is ApprovalStatus.PENDING and expires_at <= now:
+            status = ApprovalStatus.EXPIRED
+        return Approval(
+            id=row.id, binding=row.binding, status=status, agent_id=row.agent_id,
+            task_id=row.task_id, tool_id=row.tool_id, grant_id=row.grant_id,
+            accessor=row.accessor, on_behalf_of=row.on_behalf_of, request=dict(row.request),
+            created_at=as_utc(row.created_at), expires_at=expires_at,
+            decided_by=row.decided_by,
+            decided_at=as_utc(row.decided_at) if row.decided_at else None,
+            comment=row.comment, used_at=as_utc(row.used_at) if row.used_at else None)

@@ -1,0 +1,318 @@
+"""Deciding one tool call: the enforcement points' single decision path.
+
+The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
+:meth:`Enforcer.decide_call`, which takes the steps of shared/DESIGN.md in order:
+
+1. the grant: signature, issuer, audience, time, revocation (itself, its
+   ancestors, its task), proof of possession, use count, the call inside the
+   grant's scope — else a deny with the ``grant_*``/``proof_*`` code;
+2. the agent as the registry says now: unknown, suspended or retired — deny;
+   a changed trust state or risk score is pushed to the policy engine first;
+3. Cedar, with the tool's own action and the full context: arguments, task,
+   purpose, owner, delegation chain, source, data sensitivity seen so far in
+   the task; ``approval_required`` looks for an approved, unused approval bound
+   to this exact call and, if one is there, uses it and decides again with
+   ``approved``; otherwise a pending approval request is created;
+4. the audit event is written; if it cannot be, the answer is a deny.
+
+Nothing here raises: every failure is a deny that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+
+from proctor.approvals import Approval, ApprovalQueue, ApprovalStatus, binding_digest
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event, new_event_id
+from proctor.audit.masking import mask
+from proctor.clock import Clock
+from proctor.errors import ProctorError
+from proctor.grants import GrantAuthority, GrantClaims
+from proctor.grants.authority import Task
+from proctor.identity import Agent, AgentRegistry, sync_principals
+from proctor.identity.agent import TrustState
+from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
+from proctor.policy.catalog import Sensitivity
+from proctor.policy.context import call_context
+
+__all__ = ["CallVerdict", "Enforcer", "ToolCall"]
+
+log = logging.getLogger(__name__)
+
+_INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call an agent asks to make. ``method`` and ``target`` are what its proof
+    must be signed over (the proof's ``htm`` and ``htu``)."""
+
+    tool_id: str
+    args: Mapping[str, Any]
+    method: str = "tools/call"
+    target: str = ""
+    source_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallVerdict:
+    """The answer for one call. ``code`` is stable for machines: ``allow``, a grant
+    check's code (``grant_revoked``, ``proof_replayed``, …), a policy reason code
+    (``policy_forbid``, ``no_matching_permit``, ``approval_required``, …),
+    ``approval_denied``, ``approval_timeout``, ``audit_unavailable``."""
+
+    outcome: Outcome
+    code: str
+    reasons: tuple[str, ...]
+    policy_ids: tuple[str, ...] = ()
+    revision: int | None = None
+    event_id: str | None = None
+    claims: GrantClaims | None = None
+    accessor: str | None = None
+    approval: Approval | None = None
+    request: DecisionRequest | None = None
+
+    @property
+    def is_allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+    def as_json(self) -> dict[str, Any]:
+        """What an enforcement point may tell the agent and log: no token, no arguments."""
+        document: dict[str, Any] = {
+            "decision": self.outcome.value, "code": self.code, "reasons": list(self.reasons),
+            "policy_ids": list(self.policy_ids), "revision": self.revision,
+            "event_id": self.event_id,
+        }
+        if self.claims is not None:
+            document["grant"] = {"id": self.claims.grant_id, "accessor": self.accessor,
+                                 "task": self.claims.task_id, "agent": self.claims.agent_id}
+        if self.approval is not None:
+            document["approval"] = {"id": self.approval.id,
+                                    "status": self.approval.status.value,
+                                    "expires_at": self.approval.expires_at.isoformat()}
+        return document
+
+
+class Enforcer:
+    """Decides tool calls: grant, agent, policy, approval, audit — fail-closed."""
+
+    def __init__(self, grants: GrantAuthority, registry: AgentRegistry, engine: PolicyEngine,
+                 audit: AuditLog, approvals: ApprovalQueue, clock: Clock, *,
+                 base_principals: Sequence[dict[str, Any]] = ()) -> None:
+        self._grants = grants
+        self._registry = registry
+        self._engine = engine
+        self._audit = audit
+        self._approvals = approvals
+        self._clock = clock
+        self._base = list(base_principals)
+        self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
+
+    # deciding
+
+    def decide_call(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        """Decide one call; never raises."""
+        try:
+            return self._decide(token, proof, call)
+        except Exception as exc:  # an enforcement point must get an answer
+            log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
+            return self._refused(call, "enforcement_error",
+                                 f"the call could not be decided: {type(exc).__name__}")
+
+    async def decide_call_async(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        """:meth:`decide_call` off the event loop (it reads and writes the store)."""
+        return await anyio.to_thread.run_sync(self.decide_call, token, proof, call)
+
+    async def await_approval(self, verdict: CallVerdict, *, timeout: float) -> CallVerdict:
+        """Wait for the human decision a pending verdict asks for, then decide again.
+
+        Approved: the grant's revocation state is checked again, the approval is used
+        (once) and the call decided with ``approved``. Denied or expired: a deny.
+        Still pending after ``timeout``: ``approval_timeout``, naming the approval.
+        """
+        approval = verdict.approval
+        if verdict.outcome is not Outcome.APPROVAL_REQUIRED or approval is None:
+            return verdict
+        approval = await self._approvals.wait(approval.id, timeout=timeout)
+        if approval.status is ApprovalStatus.PENDING:
+            return replace(verdict, code="approval_timeout", approval=approval,
+                           reasons=(f"approval `{approval.id}` is still pending",))
+        if approval.status is not ApprovalStatus.APPROVED:
+            code = "approval_denied" if approval.status is ApprovalStatus.DENIED \
+                else "approval_expired"
+            return replace(verdict, outcome=Outcome.DENY, code=code, approval=approval,
+                           reasons=(f"approval `{approval.id}` is {approval.status.value}",))
+        return await anyio.to_thread.run_sync(self._after_approval, verdict)
+
+    def _after_approval(self, verdict: CallVerdict) -> CallVerdict:
+        try:
+            claims, request = verdict.claims, verdict.request
+            if claims is None or request is None:
+                return self._refused_after(verdict, "approval_not_applicable",
+                                           "the verdict carries no call to approve")
+            if self._grants.leases.revoked_now(claims.lineage):
+                return self._refused_after(verdict, "grant_revoked",
+                                           "the grant was revoked while the call waited")
+            return self._policy(claims, verdict.accessor or "", request)
+        except Exception as exc:  # an enforcement point must get an answer
+            log.error("decision after approval failed: %s", type(exc).__name__)
+            return self._refused_after(verdict, "enforcement_error",
+                                       f"the call could not be decided: {type(exc).__name__}")
+
+    # the steps
+
+    def _decide(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        try:
+            checked = self._grants.check(token, proof, method=call.method, target=call.target,
+                                         tool_id=call.tool_id, args=call.args)
+        except ProctorError as exc:
+            return self._refused(call, exc.code, exc.message)
+        claims = checked.claims
+        agent = self._registry.find(claims.agent_id)
+        if agent is None:
+            return self._refused(call, "agent_unknown", "the grant's agent is not registered",
+                                 claims=claims)
+        if agent.trust_state in _INACTIVE:
+            return self._refused(call, "agent_not_active",
+                                 f"agent is {agent.trust_state.value}", claims=claims)
+        self._refresh(agent)
+        task = self._grants.task(claims.task_id)
+        request = self._request(agent, task, claims, call)
+        return self._policy(claims, checked.accessor or "", request)
+
+    def _policy(self, claims: GrantClaims, accessor: str,
+                request: DecisionRequest) -> CallVerdict:
+        decision = self._engine.decide(request)
+        approval: Approval | None = None
+        if decision.outcome is Outcome.APPROVAL_REQUIRED:
+            approval = self._approvals.consume(self._binding(claims, request))
+            if approval is not None:
+                request = _approved(request)
+                decision = self._engine.decide(request)
+        event = decision_event(request, decision, now=self._clock.now(), grant=accessor)
+        try:
+            self._audit.record(event)
+        except Exception as exc:  # fail closed unless the operator chose otherwise
+            if not self._audit.fail_open:
+                log.error("call on `%s` denied: audit failed (%s)", request.action,
+                          type(exc).__name__)
+                return CallVerdict(Outcome.DENY, "audit_unavailable",
+                                   ("the decision could not be audited, so the call is denied",),
+                                   revision=decision.revision, claims=claims, accessor=accessor,
+                                   request=request)
+        if decision.outcome is Outcome.APPROVAL_REQUIRED:
+            approval = self._ask(claims, accessor, request, decision, event.id)
+        elif decision.outcome is Outcome.ALLOW:
+            self._note_sensitivity(claims.task_id, request)
+        return CallVerdict(decision.outcome, _code(decision), decision.reasons,
+                           decision.policy_ids, decision.revision, event.id, claims, accessor,
+                           approval, request)
+
+    def _request(self, agent: Agent, task: Task, claims: GrantClaims,
+                 call: ToolCall) -> DecisionRequest:
+        context = call_context(
+            now=self._clock.now(), args=call.args, task=task.id, purpose=task.purpose,
+            on_behalf_of=task.on_behalf_of, delegation_chain=claims.actor_chain[::-1],
+            source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen))
+        return DecisionRequest(EntityRef("Agent", agent.id), f"tool:{call.tool_id}",
+                               EntityRef("Tool", call.tool_id), context)
+
+    def _ask(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
+             decision: Decision, event_id: str) -> Approval:
+        agent = self._registry.find(claims.agent_id)
+        tool_id = request.resource.id
+        shown = {
+            "event_id": event_id, "tool": tool_id, "args": mask(request.context.get("args")),
+            "reasons": list(decision.reasons), "policy_ids": list(decision.policy_ids),
+            "purpose": request.context.get("purpose", ""),
+            "delegation_chain": list(claims.actor_chain[::-1]),
+            "trust_state": agent.trust_state.value if agent else "unknown",
+            "risk_score": agent.risk_score if agent else None,
+            "sensitivity_seen": request.context.get("sensitivity_seen", 0),
+        }
+        return self._approvals.request(
+            agent_id=claims.agent_id, task_id=claims.task_id, tool_id=tool_id,
+            args=request.context.get("args") or {}, grant_id=claims.grant_id,
+            accessor=accessor, on_behalf_of=str(request.context.get("on_behalf_of", "")),
+            shown=shown)
+
+    def _binding(self, claims: GrantClaims, request: DecisionRequest) -> str:
+        return binding_digest(agent_id=claims.agent_id, task_id=claims.task_id,
+                              tool_id=request.resource.id,
+                              args=request.context.get("args") or {}, grant_id=claims.grant_id)
+
+    def _note_sensitivity(self, task_id: str, request: DecisionRequest) -> None:
+        tool = self._engine.catalog.by_action(request.action)
+        if tool is not None and tool.sensitivity > request.context.get("sensitivity_seen", 0):
+            self._grants.note_sensitivity(task_id, int(tool.sensitivity))
+
+    def _refresh(self, agent: Agent) -> None:
+        """Give the engine the agent's current trust state and risk when another
+        process (or a review) changed them since the engine's entities were built."""
+        if self._synced.get(agent.id) != _fingerprint(agent):
+            self.refresh_principals()
+
+    def ensure_current(self, agent_id: str) -> None:
+        """Make sure the engine sees ``agent_id`` as the registry does now; call it
+        before deciding anything else about the agent (e.g. a grant issuance)."""
+        agent = self._registry.find(agent_id)
+        if agent is not None:
+            self._refresh(agent)
+
+    def refresh_principals(self) -> None:
+        """Rebuild the engine's agents from the registry, e.g. after a registration."""
+        agents = self._registry.list_agents()
+        sync_principals(self._engine, _Fixed(agents), self._base)
+        self._synced = {a.id: _fingerprint(a) for a in agents}
+
+    # refusals before policy
+
+    def _refused(self, call: ToolCall, code: str, message: str, *,
+                 claims: GrantClaims | None = None) -> CallVerdict:
+        """A deny that never reached policy, audited as such; the grant's subject is
+        recorded only when its signature was verified."""
+        now = self._clock.now()
+        actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
+                 else Actor(ActorType.SYSTEM, "unauthenticated"))
+        event = AuditEvent(id=new_event_id(now), time=now, actor=actor,
+                           action=f"tool:{call.tool_id[:200]}",
+                           target=str(EntityRef("Tool", call.tool_id[:200])), outcome="denied",
+                           task=claims.task_id if claims else "", source=call.source_ip,
+                           detail={"code": code, "reason": message[:500]})
+        try:
+            self._audit.record(event)
+        except Exception:  # already a deny; say so loudly
+            log.error("refusal `%s` could not be audited", code)
+            return CallVerdict(Outcome.DENY, code, (message,), claims=claims)
+        return CallVerdict(Outcome.DENY, code, (message,), event_id=event.id, claims=claims)
+
+    def _refused_after(self, verdict: CallVerdict, code: str, message: str) -> CallVerdict:
+        return replace(verdict, outcome=Outcome.DENY, code=code, reasons=(message,),
+                       policy_ids=())
+
+
+class _Fixed:
+    def __init__(self, agents: list[Agent]) -> None:
+        self._agents = agents
+
+    def list_agents(self) -> list[Agent]:
+        return self._agents
+
+
+def _fingerprint(agent: Agent) -> tuple[Any, ...]:
+    return (agent.trust_state, agent.risk_score, agent.owner, agent.groups)
+
+
+def _approved(request: DecisionRequest) -> DecisionRequest:
+    return DecisionRequest(request.principal, request.action, request.resource,
+                           {**request.context, "approved": True})
+
+
+def _code(decision: Decision) -> str:
+    return "allow" if decision.outcome is Outcome.ALLOW else decision.code.value
+

@@ -1,0 +1,84 @@
+"""A whole runtime (store, engine, registry, grants, audit, approvals, enforcer) on a
+real store with the example policies, and agents holding real keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
+
+from proctor.cli.runtime import Runtime, init_home, open_runtime
+from proctor.clock import FrozenClock, SystemClock
+from proctor.config import Settings
+from proctor.enforcement import CallVerdict, ToolCall
+from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.identity import OwnKeyProof
+from tests.identity.factories import manifest, public_jwk
+
+SUPPORT = "spiffe://acme.example/agent/support"
+CODER = "spiffe://acme.example/agent/coder"
+OWNER = "bob@acme.example"
+APPROVER = "erin@acme.example"
+TARGET = "mcp://gateway/tools/call"
+
+
+@dataclass
+class Agents:
+    runtime: Runtime
+    keys: dict[str, ec.EllipticCurvePrivateKey]
+
+    def grant(self, agent_id: str, tools: list[dict[str, Any]], *, purpose: str = "help a customer",
+              max_uses: int | None = None) -> IssuedGrant:
+        task = self.runtime.grants.start_task(agent_id, purpose=purpose, on_behalf_of=OWNER)
+        return self.runtime.grants.issue(task.id, GrantScope.from_json({"tools": tools}),
+                                         max_uses=max_uses)
+
+    def call(self, grant: IssuedGrant, tool: str, args: dict[str, Any]) -> CallVerdict:
+        return self.runtime.enforcer.decide_call(grant.token, self.proof(grant),
+                                                 ToolCall(tool, args, target=TARGET))
+
+    def proof(self, grant: IssuedGrant) -> str:
+        key = self.keys[grant.claims.agent_id]
+        return make_proof(key, grant.token, method="tools/call", target=TARGET,
+                          now=self.runtime.clock.now())
+
+
+@pytest.fixture
+def frozen() -> FrozenClock:
+    return FrozenClock(SystemClock().now().replace(microsecond=0))
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path, frozen: FrozenClock) -> Iterator[Runtime]:
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    runtime = open_runtime(settings, clock=frozen)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def agents(runtime: Runtime) -> Agents:
+    keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+    for agent_id, group in ((SUPPORT, "support-agents"), (CODER, "coding-agents")):
+        key = ECKey.generate_key("P-256", private=True)
+        runtime.registry.register(agent_id, owner=OWNER, groups=[group],
+                                  proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
+        private = key.private_key
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        keys[agent_id] = private
+    runtime.enforcer.refresh_principals()
+    return Agents(runtime, keys)
+
+
+def refund(amount_cents: int) -> dict[str, Any]:
+    return {"customer_id": "c-1001", "amount_cents": amount_cents}
+
+

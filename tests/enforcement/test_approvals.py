@@ -1,0 +1,150 @@
+"""Calls that wait for a human: bound to the exact call, single use, expiring,
+decided only by a human who is not the agent's owner."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from proctor.approvals import ApprovalStatus
+from proctor.audit import ActorType, EventFilter, search_events
+from proctor.cli.runtime import Runtime
+from proctor.clock import FrozenClock
+from proctor.errors import ApprovalError
+from proctor.policy import Outcome
+
+from .conftest import APPROVER, OWNER, SUPPORT, Agents, refund
+
+REFUND = [{"tool": "crm/issue_refund"}]
+
+
+def test_an_approved_call_runs_once_and_the_approval_is_used_up(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert (pending.outcome, pending.code) == (Outcome.APPROVAL_REQUIRED, "approval_required")
+    approval = pending.approval
+    assert approval is not None and approval.status is ApprovalStatus.PENDING
+    assert approval.request["reasons"] == ["refunds over 50.00 need a human's approval"]
+    assert approval.request["trust_state"] == "trusted"
+    assert approval.on_behalf_of == OWNER
+
+    runtime.approvals.decide(approval.id, approver=APPROVER, approve=True, comment="ok")
+    allowed = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (allowed.outcome, allowed.code) == (Outcome.ALLOW, "allow")
+    assert runtime.approvals.get(approval.id).status is ApprovalStatus.USED
+
+    again = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert again.outcome is Outcome.APPROVAL_REQUIRED
+    assert again.approval is not None and again.approval.id != approval.id
+
+
+def test_an_approval_does_not_cover_other_arguments(runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    other = agents.call(grant, "crm/issue_refund", refund(26_000))
+    assert other.outcome is Outcome.APPROVAL_REQUIRED
+    assert other.approval is not None and other.approval.id != pending.approval.id
+    # the first approval is still there for the call it was given for
+    assert agents.call(grant, "crm/issue_refund", refund(25_000)).is_allowed
+
+
+def test_the_same_pending_call_shares_one_request(agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    first = agents.call(grant, "crm/issue_refund", refund(25_000))
+    second = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert first.approval is not None and second.approval is not None
+    assert first.approval.id == second.approval.id
+
+
+def test_a_denied_approval_denies_the_waiting_call(runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=False,
+                             comment="not this customer")
+    denied = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (denied.outcome, denied.code) == (Outcome.DENY, "approval_denied")
+
+
+def test_a_call_nobody_decides_times_out_naming_its_approval(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    waited = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=0.3))
+    assert (waited.outcome, waited.code) == (Outcome.APPROVAL_REQUIRED, "approval_timeout")
+    assert waited.approval is not None and pending.approval is not None
+    assert waited.approval.id == pending.approval.id
+
+
+def test_a_grant_revoked_while_its_call_waits_is_denied(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    runtime.grants.revoke(grant.accessor, "task cancelled")
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
+
+
+def test_the_owner_the_agent_acts_for_may_not_approve(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    with pytest.raises(ApprovalError) as refused:
+        runtime.approvals.decide(pending.approval.id, approver=OWNER, approve=True)
+    assert refused.value.code == "approval_own_request"
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.PENDING
+    # unless the deployment allows it
+    approved = runtime.approvals.decide(pending.approval.id, approver=OWNER, approve=True,
+                                        allow_owner=True)
+    assert approved.status is ApprovalStatus.APPROVED
+
+
+def test_approving_twice_or_too_late_is_refused(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    first = agents.call(grant, "crm/issue_refund", refund(25_000))
+    late = agents.call(grant, "crm/issue_refund", refund(30_000))
+    assert first.approval is not None and late.approval is not None
+    runtime.approvals.decide(first.approval.id, approver=APPROVER, approve=True)
+    with pytest.raises(ApprovalError) as twice:
+        runtime.approvals.decide(first.approval.id, approver=APPROVER, approve=False)
+    assert twice.value.code == "approval_already_decided"
+    frozen.advance(seconds=601)
+    with pytest.raises(ApprovalError) as expired:
+        runtime.approvals.decide(late.approval.id, approver=APPROVER, approve=True)
+    assert expired.value.code == "approval_expired"
+    # an approval past its expiry is not used either
+    assert runtime.approvals.consume(first.approval.binding) is None
+
+
+def test_the_humans_decision_is_its_own_event_linked_to_the_agents(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True,
+                             comment="customer verified")
+    [human] = [e.event for e in search_events(runtime.store,
+                                              EventFilter(actor_type=ActorType.HUMAN))]
+    assert human["action"] == "approval.grant"
+    assert human["actor"]["id"] == APPROVER
+    assert human["concerns"] == pending.event_id
+    assert human["detail"] == {"reason": "customer verified"}
+
+
+def test_unknown_approvals_are_named(runtime: Runtime) -> None:
+    with pytest.raises(ApprovalError) as unknown:
+        runtime.approvals.decide("apr_nope", approver=APPROVER, approve=True)
+    assert unknown.value.code == "approval_unknown"

@@ -1,0 +1,128 @@
+"""One tool call decided end to end: grant, agent, policy, audit — fail-closed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from proctor.audit import ActorType, EventFilter, search_events
+from proctor.cli.runtime import Runtime
+from proctor.clock import FrozenClock
+from proctor.enforcement import ToolCall
+from proctor.policy import Outcome
+from tests.identity.factories import manifest
+
+from .conftest import CODER, SUPPORT, TARGET, Agents, refund
+
+REFUND = [{"tool": "crm/issue_refund"}]
+
+
+def _events(runtime: Runtime) -> list[Mapping[str, Any]]:
+    return [e.event for e in search_events(runtime.store, EventFilter())]
+
+
+def test_an_allowed_call_is_audited_with_the_grants_accessor_and_never_its_token(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    verdict = agents.call(grant, "crm/issue_refund", refund(2500))
+    assert (verdict.outcome, verdict.code) == (Outcome.ALLOW, "allow")
+    assert verdict.policy_ids == ("support-small-refund",)
+    [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
+    assert event["actor"] == {"type": "agent", "id": SUPPORT, "on_behalf_of": "bob@acme.example"}
+    assert event["grant"] == grant.accessor == verdict.accessor
+    assert event["outcome"] == "allowed"
+    assert grant.token not in str(_events(runtime))
+
+
+def test_a_call_outside_the_grants_scope_is_denied_before_policy(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "crm/issue_refund",
+                                    "args": {"amount_cents": {"max": 1000}}}])
+    verdict = agents.call(grant, "crm/issue_refund", refund(2500))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_out_of_scope")
+    assert verdict.policy_ids == ()
+    [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
+    assert event["outcome"] == "denied" and event["detail"]["code"] == "grant_out_of_scope"
+
+
+def test_a_forbid_names_its_policy(agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    verdict = agents.call(grant, "crm/issue_refund", refund(250_000))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "policy_forbid")
+    assert verdict.policy_ids == ("refund-ceiling",)
+    assert verdict.reasons == ("no agent refunds more than 1,000.00",)
+
+
+def test_a_garbage_token_is_a_deny_audited_as_unauthenticated(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    verdict = runtime.enforcer.decide_call("not.a.token", "nor.a.proof",
+                                           ToolCall("crm/issue_refund", refund(1), target=TARGET))
+    assert verdict.outcome is Outcome.DENY
+    assert verdict.code.startswith("grant_")
+    [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
+    assert event["actor"]["type"] == "system" and event["actor"]["id"] == "unauthenticated"
+
+
+def test_a_replayed_proof_is_denied(agents: Agents, runtime: Runtime) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    proof = agents.proof(grant)
+    call = ToolCall("crm/issue_refund", refund(100), target=TARGET)
+    assert runtime.enforcer.decide_call(grant.token, proof, call).is_allowed
+    assert runtime.enforcer.decide_call(grant.token, proof, call).code == "proof_replayed"
+
+
+def test_a_drifted_agent_loses_confidential_tools_without_anyone_refreshing_the_engine(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "kb/*"}])
+    runtime.registry.present_manifest(SUPPORT, manifest(model_id="some-other-model"))
+    verdict = agents.call(grant, "crm/issue_refund", refund(100))
+    assert (verdict.code, verdict.policy_ids) == ("policy_forbid",
+                                                  ("drifted-agent-sensitive-tools",))
+    assert agents.call(grant, "kb/search_articles", {"query": "refund"}).is_allowed
+    runtime.registry.review(SUPPORT, reviewer="erin@acme.example")
+    assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+
+
+def test_a_suspended_agent_is_denied_at_once(runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(CODER, [{"tool": "git/*"}], purpose="fix the build")
+    runtime.registry.suspend(CODER, by="erin@acme.example", reason="odd behaviour")
+    verdict = agents.call(grant, "git/git_log", {"repo_path": "/srv/repos/app"})
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "agent_not_active")
+
+
+def test_after_reading_confidential_data_the_task_may_not_email_outside(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "email/*"}])
+    email = {"to": "someone@example.org", "subject": "hi", "body": "..."}
+    before = agents.call(grant, "email/send_email", email)
+    assert before.outcome is Outcome.APPROVAL_REQUIRED  # outside: a human may allow it
+    assert agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
+    assert runtime.grants.task(grant.claims.task_id).sensitivity_seen == 2
+    after = agents.call(grant, "email/send_email", email)
+    assert (after.code, after.policy_ids) == ("policy_forbid",
+                                              ("no-external-email-after-confidential",))
+
+
+def test_when_the_audit_log_is_down_every_call_is_denied(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    runtime.audit.close()
+    verdict = agents.call(grant, "crm/issue_refund", refund(100))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "audit_unavailable")
+
+
+def test_an_expired_grant_is_denied(runtime: Runtime, agents: Agents,
+                                    frozen: FrozenClock) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    frozen.advance(seconds=360)
+    verdict = agents.call(grant, "crm/issue_refund", refund(100))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_expired")
+    # an invalid grant names no one: its subject is not trusted
+    assert [e["actor"]["type"] for e in _events(runtime)
+            if e["id"] == verdict.event_id] == [ActorType.SYSTEM.value]
