@@ -4,59 +4,29 @@ One key is current and signs new grants. After a rotation the previous key
 keeps verifying until the last grant it signed can have expired
 (``verify_until``); then it leaves the JWKS and verifies nothing.
 
-Private keys are stored encrypted with AES-256-GCM under a master key (the key
-id is the associated data, so a ciphertext cannot be moved to another row).
-The master key comes from ``PROCTOR_MASTER_KEY`` (base64url, 32 bytes) or from
-``$PROCTOR_HOME/keys/master.key`` (created with mode 0600 on first use).
+Private keys are stored sealed under the master key (:mod:`proctor.sealing`:
+AES-256-GCM, the key id as associated data, so a ciphertext cannot be moved to
+another row).
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey
 from sqlalchemy import insert, select, update
 
 from proctor.clock import Clock
 from proctor.errors import ConfigError, GrantError
+from proctor.sealing import Sealer, load_master_key
 from proctor.store import Store, as_utc
 from proctor.store.tables import issuer_keys
 
 __all__ = ["IssuerKey", "IssuerKeyring", "load_master_key"]
 
-_NONCE_BYTES = 12
 REFRESH_SECONDS = 30
-
-
-def load_master_key(home: Path, env: dict[str, str] | None = None) -> bytes:
-    """The key-encryption key, from the environment or the home (created if absent)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("PROCTOR_MASTER_KEY"):
-        raw = env["PROCTOR_MASTER_KEY"]
-        try:
-            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        except ValueError as exc:
-            raise ConfigError("PROCTOR_MASTER_KEY is not base64url") from exc
-        if len(key) != 32:
-            raise ConfigError("PROCTOR_MASTER_KEY must decode to 32 bytes")
-        return key
-    path = home / "keys" / "master.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise ConfigError(f"master key file `{path.name}` must hold 32 bytes")
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +46,7 @@ class IssuerKeyring:
     def __init__(self, store: Store, clock: Clock, master_key: bytes) -> None:
         self._store = store
         self._clock = clock
-        self._aead = AESGCM(master_key)
+        self._sealer = Sealer(master_key)
         self._keys: dict[str, IssuerKey] = {}
         self._current: str | None = None
         self._read_at: float | None = None
@@ -107,15 +77,14 @@ class IssuerKeyring:
         private = ECKey.generate_key("P-256", private=True)
         kid = private.thumbprint()
         pem = private.as_pem(private=True)
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, pem, kid.encode())
+        sealed = self._sealer.seal(pem, context=kid.encode())
         with self._store.transaction() as conn:
             conn.execute(
                 update(issuer_keys).where(issuer_keys.c.verify_until.is_(None))
                 .values(verify_until=now + timedelta(seconds=max_ttl_seconds))
             )
             conn.execute(insert(issuer_keys).values(
-                kid=kid, sealed_key=base64.b64encode(sealed).decode(), created_at=now,
+                kid=kid, sealed_key=sealed, created_at=now,
                 verify_until=None,
             ))
         self.refresh()
@@ -145,11 +114,9 @@ class IssuerKeyring:
         keys: dict[str, IssuerKey] = {}
         current = None
         for row in rows:
-            sealed = base64.b64decode(row.sealed_key)
             try:
-                pem = self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:],
-                                         row.kid.encode())
-            except Exception as exc:
+                pem = self._sealer.unseal(row.sealed_key, context=row.kid.encode())
+            except ConfigError as exc:
                 raise ConfigError(
                     f"issuer key `{row.kid}` cannot be decrypted: wrong master key?"
                 ) from exc
