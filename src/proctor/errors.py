@@ -38,6 +38,9 @@ only these::
     │       ├── ProofNotYetValidError  proof_not_yet_valid
     │       ├── ProofClaimsError       proof_claims_invalid
     │       └── ProofMethodError       proof_method_mismatch
+    ├── SecretError                    one code per refusal (see its docstring)
+    ├── GuardError                     one code per value the output guard cannot scan
+    ├── GatewayError                   one code per refusal of the MCP gateway (see its docstring)
     ├── SigningKeyError                signing_key_invalid
     ├── GrantError                     one code per failed check (see its docstring)
     │   └── ScopeError                 scope_invalid
@@ -66,7 +69,9 @@ __all__ = [
     "AuditUnavailableError",
     "ConfigError",
     "Diagnostic",
+    "GatewayError",
     "GrantError",
+    "GuardError",
     "IdentityError",
     "ManifestChangedError",
     "ManifestError",
@@ -91,6 +96,7 @@ __all__ = [
     "RequestError",
     "ReviewerError",
     "ScopeError",
+    "SecretError",
     "SigningKeyError",
     "StoreError",
 ]
@@ -338,3 +344,49 @@ class ProofMethodError(ProofError):
     """The agent is registered to prove its identity another way."""
 
     code = "proof_method_mismatch"
+
+
+class SecretError(ProctorError):
+    """A secret-store request refused; ``code`` says why. Never carries the value.
+
+    Codes: ``secret_unknown``, ``secret_name_invalid``, ``secret_value_invalid``,
+    ``secret_actor_invalid``, ``secret_undecryptable``, ``secret_lease_parent_invalid``
+    (unknown, revoked or expired parent, or a task or agent that is not the parent's),
+    ``secret_lease_expiry_invalid``.
+    """
+
+    code = "secret_invalid"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GuardError(ProctorError):
+    """A value the output guard cannot scan, so it must not be passed on.
+
+    Codes: ``guard_value_unsupported`` (a type other than JSON's),
+    ``guard_value_too_deep`` (nesting past the limit).
+    """
+
+    code = "guard_invalid"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GatewayError(ProctorError):
+    """The MCP gateway could not serve a request; ``code`` says why.
+
+    Codes: ``upstream_unavailable`` (cannot start or reach the server, or it
+    closed the connection), ``upstream_timeout``, ``upstream_invalid_result``,
+    ``session_closed`` (its grant was revoked or expired), ``grant_missing``,
+    ``grant_wrong_agent``, ``agent_key_invalid``.
+    """
+
+    code = "gateway_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -18,6 +18,7 @@ from sqlalchemy import (
 __all__ = [
     "agents",
     "api_tokens",
+    "approval_grants",
     "audit_checkpoints",
     "audit_events",
     "audit_head",
@@ -28,6 +29,8 @@ __all__ = [
     "policy_revisions",
     "policy_shadow",
     "proof_nonces",
+    "secret_leases",
+    "secrets",
     "shadow_differences",
     "tasks",
 ]
@@ -233,6 +236,23 @@ approvals = Table(
     Index("ix_approvals_task", "task_id"),
 )
 
+# "Approve similar within this task": a grant (its scope, uses and expiry are in
+# `grants` and `leases`) whose calls count as approved, for the task's agent.
+# `arg_names` are the arguments the approved call had: a similar call has no others.
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("approval_id", String(64), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("tool_id", Text, nullable=False),
+    Column("arg_names", JSON, nullable=False),
+    Column("approved_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_approval_grants_task", "task_id", "agent_id"),
+)
+
 # Control-plane bearer tokens for humans (proctor.server), starting with the admin
 # token `proctor init` prints once. Only the token's SHA-256 is kept; `id` is the
 # accessor that names it in listings, audit events and revocations.
@@ -278,4 +298,35 @@ shadow_differences = Table(
     Column("candidate_outcome", String(24), nullable=False),
     Column("candidate_policies", JSON, nullable=False),
     Index("ix_shadow_differences_revision", "revision", "id"),
+)
+
+# Downstream credentials (proctor.secrets), named in gateway configuration.
+# `sealed_value` is the value sealed with the master key (proctor.sealing:
+# AES-256-GCM; name and generation as associated data). `generation` is new on
+# every put: a lease names the generation it was given, so replacing or
+# deleting the secret ends its leases even where no notification arrives.
+# No hash of the value is kept: a low-entropy value could be guessed from it.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("sealed_value", Text, nullable=False),
+    Column("generation", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", Text, nullable=False),
+)
+
+# One row per secret lease: which secret (and generation) a `secret` node of
+# the lease tree handed out. Indexed by name, so that replacing or deleting a
+# secret finds its leases to revoke.
+secret_leases = Table(
+    "secret_leases",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("secret_name", String(128), nullable=False),
+    Column("generation", String(32), nullable=False),
+    Index("ix_secret_leases_name", "secret_name"),
 )
