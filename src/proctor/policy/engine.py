@@ -24,7 +24,7 @@ from typing import Any
 import cedarpy
 
 from proctor.errors import ProctorError
-from proctor.policy.catalog import ToolCatalog
+from proctor.policy.catalog import ToolCatalog, ToolSpec
 from proctor.policy.compiled import CompiledPolicies, compile_sources
 from proctor.policy.entities import EntityGraph, tool_entities
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
@@ -88,6 +88,26 @@ class PolicyEngine:
         """Make ``policies`` the set every decision uses from now on."""
         self.active = policies
 
+    def extend_catalog(self, tools: Iterable[ToolSpec]) -> None:
+        """Add tools (or replace those with the same id) and rebuild the schema, the
+        entity graph and the active and shadow sets against the new schema.
+
+        For tools discovered at run time (the gateway's ``tools/list``). Raises
+        :class:`~proctor.errors.PolicyValidationError` if a set no longer validates;
+        the engine is then left exactly as it was.
+        """
+        by_id = {t.tool_id: t for t in self.catalog}
+        by_id.update((t.tool_id, t) for t in tools)
+        catalog = ToolCatalog(by_id.values())
+        schema = build_schema(catalog)
+        groups = {"call": frozenset(t.action_id for t in catalog)}
+        entities = EntityGraph(tool_entities(catalog) + self._principals, schema)
+        active = _recompile(self.active, schema, groups)
+        shadow = _recompile(self.shadow, schema, groups)
+        # Everything is built before anything is replaced: a failure changes nothing.
+        self.catalog, self.schema, self.action_groups = catalog, schema, groups
+        self.entities, self.active, self.shadow = entities, active, shadow
+
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
         """Replace agents, humans and groups; the graph is rebuilt once, here."""
         graph = EntityGraph(tool_entities(self.catalog) + list(principals), self.schema)
@@ -140,6 +160,18 @@ class PolicyEngine:
             "resource": request.resource.as_json(),
             "context": context,
         }
+
+
+def _recompile(policies: CompiledPolicies | None, schema: CompiledSchema,
+               groups: dict[str, frozenset[str]]) -> CompiledPolicies | None:
+    """``policies`` validated again against ``schema`` (same ids, same revision)."""
+    if policies is None:
+        return None
+    sources: dict[str, list[str]] = {}
+    for policy in policies.policies.values():  # in file order: unnamed ids stay `file#n`
+        sources.setdefault(policy.file, []).append(policy.text)
+    return compile_sources({f: "\n".join(texts) for f, texts in sources.items()}, schema,
+                           groups, revision=policies.revision, digest=policies.digest)
 
 
 def _interpret(
