@@ -191,6 +191,10 @@ class Enforcer:
         approval: Approval | None = None
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
             approval = self._approvals.consume(self._binding(claims, request))
+            if approval is None:  # "approve similar within this task"
+                approval = self._approvals.consume_similar(
+                    agent_id=claims.agent_id, task_id=claims.task_id,
+                    tool_id=request.resource.id, args=request.context.get("args") or {})
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)

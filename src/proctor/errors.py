@@ -217,7 +217,9 @@ class ApprovalError(ProctorError):
     """An approval request that cannot be decided as asked; ``code`` says why.
 
     Codes: ``approval_unknown``, ``approval_already_decided``, ``approval_expired``,
-    ``approval_own_request`` (separation of duties), ``approval_comment_too_long``.
+    ``approval_own_request`` (separation of duties), ``approval_comment_too_long``;
+    for "approve similar": ``approval_similar_invalid``, ``approval_similar_masked``,
+    ``approval_similar_unsupported``.
     """
 
     code = "approval_invalid"

@@ -6,15 +6,37 @@ grant of that call, so approving it approves that call and nothing else; it is
 single use and expires. Only a human decides it (the caller authenticates the
 human and checks the approver role); the agent's own owner may not, unless the
 deployment allows it.
+
+"Approve similar within this task" (:class:`SimilarApprovals`) approves the request
+and issues a narrow pre-approval grant for the task: one tool, the arguments
+pinned, short, use-limited and revocable in the lease tree — never a policy rule.
+Every human channel decides through :class:`ApprovalDesk`, which takes separation
+of duties from the deployment's policies (``@owner_may_approve``).
 """
 
 from proctor.approvals.binding import binding_digest, canonical_arguments
+from proctor.approvals.desk import (
+    OWNER_ANNOTATION,
+    ApprovalDesk,
+    Decided,
+    SimilarTerms,
+    approval_json,
+)
 from proctor.approvals.queue import Approval, ApprovalQueue, ApprovalStatus
+from proctor.approvals.similar import SimilarApprovals, SimilarGrant, similar_scope
 
 __all__ = [
+    "OWNER_ANNOTATION",
     "Approval",
+    "ApprovalDesk",
     "ApprovalQueue",
     "ApprovalStatus",
+    "Decided",
+    "SimilarApprovals",
+    "SimilarGrant",
+    "SimilarTerms",
+    "approval_json",
     "binding_digest",
     "canonical_arguments",
+    "similar_scope",
 ]

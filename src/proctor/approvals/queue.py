@@ -14,6 +14,7 @@ import anyio
 from sqlalchemy import Row, and_, insert, select, update
 
 from proctor.approvals.binding import binding_digest
+from proctor.approvals.preapproval import use_similar
 from proctor.audit import AuditLog, human_event
 from proctor.clock import Clock
 from proctor.errors import ApprovalError, AuditError
@@ -121,6 +122,14 @@ class ApprovalQueue:
                 .values(status="used", used_at=now)).rowcount
         return self.get(row.id) if used == 1 else None
 
+    def consume_similar(self, *, agent_id: str, task_id: str, tool_id: str,
+                        args: Mapping[str, Any]) -> Approval | None:
+        """Spend one use of a live pre-approval grant ("approve similar within this
+        task") that allows this call; the approval it came from, or None."""
+        approval_id = use_similar(self._store, self._clock, agent_id=agent_id,
+                                  task_id=task_id, tool_id=tool_id, args=args)
+        return self.get(approval_id) if approval_id is not None else None
+
     # deciding
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
@@ -137,14 +146,7 @@ class ApprovalQueue:
             raise ApprovalError("approval_comment_too_long",
                                 f"a comment is limited to {MAX_COMMENT} characters")
         current = self.get(approval_id)
-        if current.status is ApprovalStatus.EXPIRED:
-            raise ApprovalError("approval_expired", f"approval `{approval_id}` has expired")
-        if not current.is_pending:
-            raise ApprovalError("approval_already_decided",
-                                f"approval `{approval_id}` is already {current.status}")
-        if approver == current.on_behalf_of and not allow_owner:
-            raise ApprovalError("approval_own_request", "the human the agent acts for may not "
-                                "approve its request (separation of duties)")
+        self.check_decidable(current, approver=approver, allow_owner=allow_owner)
         now = self._clock.now()
         status = "approved" if approve else "denied"
         with self._store.transaction() as conn:
@@ -158,6 +160,18 @@ class ApprovalQueue:
                                 f"approval `{approval_id}` was decided or expired meanwhile")
         self._record(current, approver, status, comment, source)
         return self.get(approval_id)
+
+    @staticmethod
+    def check_decidable(approval: Approval, *, approver: str, allow_owner: bool = False) -> None:
+        """Raise :class:`ApprovalError` unless ``approver`` may decide ``approval`` now."""
+        if approval.status is ApprovalStatus.EXPIRED:
+            raise ApprovalError("approval_expired", f"approval `{approval.id}` has expired")
+        if not approval.is_pending:
+            raise ApprovalError("approval_already_decided",
+                                f"approval `{approval.id}` is already {approval.status}")
+        if approver == approval.on_behalf_of and not allow_owner:
+            raise ApprovalError("approval_own_request", "the human the agent acts for may not "
+                                "approve its request (separation of duties)")
 
     def _record(self, approval: Approval, approver: str, status: str, comment: str,
                 source: str | None) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 __all__ = [
     "agents",
     "api_tokens",
+    "approval_grants",
     "audit_checkpoints",
     "audit_events",
     "audit_head",
@@ -233,6 +234,23 @@ approvals = Table(
     Index("ix_approvals_binding", "binding"),
     Index("ix_approvals_status", "status", "created_at"),
     Index("ix_approvals_task", "task_id"),
+)
+
+# "Approve similar within this task": a grant (its scope, uses and expiry are in
+# `grants` and `leases`) whose calls count as approved, for the task's agent.
+# `arg_names` are the arguments the approved call had: a similar call has no others.
+approval_grants = Table(
+    "approval_grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("approval_id", String(64), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("tool_id", Text, nullable=False),
+    Column("arg_names", JSON, nullable=False),
+    Column("approved_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_approval_grants_task", "task_id", "agent_id"),
 )
 
 # Control-plane bearer tokens for humans (proctor.server), starting with the admin

@@ -1,0 +1,45 @@
+"""Spending a pre-approval grant ("approve similar within this task") on a call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from proctor.clock import Clock
+from proctor.grants.scope import GrantScope
+from proctor.store import Store
+from proctor.store.tables import approval_grants, grants, leases
+
+__all__ = ["use_similar"]
+
+
+def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
+                args: Mapping[str, Any]) -> str | None:
+    """Spend one use of a live pre-approval grant that allows this call; returns the id
+    of the approval it came from, or None. Atomic: a last use goes to one call only."""
+    now = clock.now()
+    query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
+                    approval_grants.c.arg_names, grants.c.scope)
+             .join(grants, grants.c.id == approval_grants.c.grant_id)
+             .join(leases, leases.c.id == approval_grants.c.grant_id)
+             .where(and_(approval_grants.c.task_id == task_id,
+                         approval_grants.c.agent_id == agent_id,
+                         approval_grants.c.tool_id == tool_id,
+                         leases.c.revoked_at.is_(None), leases.c.expires_at > now,
+                         grants.c.uses < grants.c.max_uses))
+             .order_by(approval_grants.c.created_at))
+    with store.transaction() as conn:
+        for row in conn.execute(query).all():
+            if not set(args) <= set(row.arg_names):
+                continue
+            if not GrantScope.from_json(row.scope).allows(tool_id, args):
+                continue
+            spent = conn.execute(update(grants).where(and_(
+                grants.c.id == row.grant_id, grants.c.uses < grants.c.max_uses))
+                .values(uses=grants.c.uses + 1)).rowcount
+            if spent == 1:
+                return str(row.approval_id)
+    return None
+

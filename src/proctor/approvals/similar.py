@@ -1,0 +1,211 @@
+""""Approve similar within this task": a narrow, short, use-limited grant — not a rule.
+
+Approving one call approves that call only (its binding). When a human expects
+the agent to repeat it — refunds to the same customer, mail to the same
+address — they may *approve similar within this task*. That decides the
+pending request (approved, as usual) and issues a **pre-approval grant**:
+
+- a real grant (``GrantAuthority.issue``, so an issuance decision with
+  ``context.approved``, audited) for the task's agent, a lease-tree node
+  under the task: revoking it, or ending the task, ends it at once;
+- its scope is the one tool, and every argument of the approved call pinned:
+  strings and booleans to the exact value, integers to at most the approved
+  value; only arguments the approver names in ``vary`` may differ; a similar
+  call may carry no argument the approved call did not have;
+- short (``ttl_seconds``, 10 minutes by default) and use-limited (``max_uses``,
+  5 by default), counted in the grant's own use counter.
+
+Its token is never handed out (proctor keeps only its hash, as for every
+grant). When the same agent, in the same task, makes a call that policy says
+needs approval and no exact approval exists, the enforcer asks
+:func:`~proctor.approvals.preapproval.use_similar`: a live pre-approval grant
+whose scope allows the call spends one use, and the call is decided again with
+``context.approved`` — every ``forbid`` still applies. Nothing is written into
+policy: the next task asks a human again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from proctor.approvals.queue import Approval, ApprovalQueue
+from proctor.audit import AuditLog, human_event
+from proctor.audit.masking import MASK
+from proctor.clock import Clock
+from proctor.errors import ApprovalError, AuditError, ProctorError
+from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
+from proctor.store import Store, as_utc
+from proctor.store.tables import approval_grants, grants, leases
+
+__all__ = ["SimilarApprovals", "SimilarGrant", "similar_scope"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_SECONDS = 600
+MAX_TTL_SECONDS = 3600
+DEFAULT_MAX_USES = 5
+MAX_USES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarGrant:
+    """A pre-approval grant: which approval it came from, who gave it, what it allows."""
+
+    grant_id: str
+    accessor: str
+    approval_id: str
+    task_id: str
+    agent_id: str
+    tool_id: str
+    scope: GrantScope
+    arg_names: tuple[str, ...]
+    approved_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    max_uses: int
+    uses: int
+    revoked_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"grant_id": self.grant_id, "accessor": self.accessor,
+                "approval": self.approval_id, "task": self.task_id, "agent": self.agent_id,
+                "tool": self.tool_id, "scope": self.scope.as_json(),
+                "arguments": list(self.arg_names), "approved_by": self.approved_by,
+                "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "max_uses": self.max_uses, "uses": self.uses,
+                "revoked": self.revoked_at is not None}
+
+
+def similar_scope(tool_id: str, args: Mapping[str, Any], vary: Collection[str] = ()
+                  ) -> GrantScope:
+    """The narrow scope for calls like ``tool_id(args)``: each argument pinned, but those
+    named in ``vary``; raises :class:`ApprovalError` for an argument that cannot be pinned.
+
+    >>> similar_scope("crm/issue_refund", {"customer_id": "c-1", "amount_cents": 900}).as_json()
+    {'tools': [{'tool': 'crm/issue_refund', 'args': {'amount_cents': {'max': 900}, \
+'customer_id': {'in': ['c-1']}}}]}
+    """
+    unknown = sorted(set(vary) - set(args))
+    if unknown:
+        raise ApprovalError("approval_similar_invalid",
+                            f"`{unknown[0][:80]}` is not an argument of the approved call")
+    pinned: dict[str, Any] = {}
+    for name, value in args.items():
+        if name in vary:
+            continue
+        if isinstance(value, str) and MASK[:-1] in value:
+            raise ApprovalError("approval_similar_masked", f"argument `{name}` holds a masked "
+                                "value: it can only be approved exactly, or named in vary")
+        if isinstance(value, bool | str):
+            pinned[name] = {"in": [value]}
+        elif isinstance(value, int):
+            pinned[name] = {"max": value}
+        else:
+            raise ApprovalError("approval_similar_unsupported",
+                                f"argument `{name}` is not a string, integer or boolean: "
+                                "it can only be approved exactly, or named in vary")
+    if args and not pinned:
+        raise ApprovalError("approval_similar_invalid",
+                            "at least one argument must stay pinned to its approved value")
+    return GrantScope.from_json({"tools": [{"tool": tool_id, **({"args": pinned}
+                                                                 if pinned else {})}]})
+
+
+class SimilarApprovals:
+    """Approving a request together with similar calls of its task."""
+
+    def __init__(self, store: Store, clock: Clock, queue: ApprovalQueue,
+                 grants: GrantAuthority, *, audit: AuditLog | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._queue = queue
+        self._grants = grants
+        self._audit = audit
+
+    def approve(self, approval_id: str, *, approver: str, comment: str = "",
+                vary: Collection[str] = (), ttl_seconds: int = DEFAULT_TTL_SECONDS,
+                max_uses: int = DEFAULT_MAX_USES, allow_owner: bool = False,
+                source: str | None = None) -> tuple[Approval, SimilarGrant]:
+        """Approve the request and issue its pre-approval grant; all or nothing.
+
+        Raises :class:`ApprovalError` (as :meth:`ApprovalQueue.decide`, or
+        ``approval_similar_*``) or :class:`GrantError` (the issuance was refused,
+        the task has ended) — then nothing was approved.
+        """
+        if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+            raise ApprovalError("approval_similar_invalid",
+                                f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+        if not 1 <= max_uses <= MAX_USES:
+            raise ApprovalError("approval_similar_invalid",
+                                f"max uses must be between 1 and {MAX_USES}")
+        current = self._queue.get(approval_id)
+        self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
+        args = current.request.get("args")
+        scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
+        issued = self._grants.issue(current.task_id, scope, ttl_seconds=ttl_seconds,
+                                    max_uses=max_uses, approved=True)
+        try:
+            with self._store.transaction() as conn:
+                conn.execute(insert(approval_grants).values(
+                    grant_id=issued.grant_id, approval_id=current.id,
+                    task_id=current.task_id, agent_id=current.agent_id,
+                    tool_id=current.tool_id, arg_names=sorted(args or {}),
+                    approved_by=approver, created_at=self._clock.now()))
+            decided = self._queue.decide(approval_id, approver=approver, approve=True,
+                                         comment=comment, allow_owner=allow_owner,
+                                         source=source)
+        except ProctorError:
+            self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
+            raise
+        self._record(decided, issued, approver, vary, source)
+        return decided, self.get(issued.grant_id)
+
+    def get(self, grant_id: str) -> SimilarGrant:
+        found = self._select(approval_grants.c.grant_id == grant_id)
+        if not found:
+            raise ApprovalError("approval_unknown", f"pre-approval grant `{grant_id[:80]}` "
+                                "does not exist")
+        return found[0]
+
+    def for_task(self, task_id: str) -> list[SimilarGrant]:
+        """The task's pre-approval grants, oldest first, live or not."""
+        return self._select(approval_grants.c.task_id == task_id)
+
+    def _select(self, where: Any) -> list[SimilarGrant]:
+        query = (select(approval_grants, grants.c.accessor, grants.c.scope, grants.c.max_uses,
+                        grants.c.uses, leases.c.expires_at, leases.c.revoked_at)
+                 .join(grants, grants.c.id == approval_grants.c.grant_id)
+                 .join(leases, leases.c.id == approval_grants.c.grant_id)
+                 .where(where).order_by(approval_grants.c.created_at))
+        with self._store.reading() as conn:
+            rows = conn.execute(query).all()
+        return [SimilarGrant(
+            r.grant_id, r.accessor, r.approval_id, r.task_id, r.agent_id, r.tool_id,
+            GrantScope.from_json(r.scope), tuple(r.arg_names), r.approved_by,
+            as_utc(r.created_at), as_utc(r.expires_at) if r.expires_at else None,
+            int(r.max_uses or 0), int(r.uses), as_utc(r.revoked_at) if r.revoked_at else None,
+        ) for r in rows]
+
+    def _record(self, approval: Approval, issued: IssuedGrant, approver: str,
+                vary: Collection[str], source: str | None) -> None:
+        if self._audit is None:
+            return
+        pinned = sorted(issued.claims.scope.tools[0].args)
+        reason = (f"similar calls of `{approval.tool_id}` within the task; pinned: "
+                  f"{', '.join(pinned) or 'none'}; may vary: {', '.join(sorted(vary)) or 'none'}")
+        event = human_event(approver, "approval.similar", f'Grant::"{issued.accessor}"',
+                            "granted", now=self._clock.now(), task=approval.task_id,
+                            concerns=str(approval.request.get("event_id") or "") or None,
+                            reason=reason, source=source)
+        try:
+            self._audit.record(event)
+        except AuditError:
+            self._grants.revoke(issued.grant_id, "the pre-approval could not be audited")
+            raise

@@ -1,0 +1,169 @@
+""""Approve similar within this task": a narrow, short, use-limited pre-approval grant."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
+from proctor.audit import ActorType, EventFilter, search_events
+from proctor.cli.runtime import Runtime
+from proctor.clock import FrozenClock
+from proctor.errors import ApprovalError, GrantError
+from proctor.policy import Outcome
+from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
+
+REFUND = [{"tool": "crm/issue_refund"}]
+EMAIL = [{"tool": "email/send_email"}]
+
+
+def similar(runtime: Runtime) -> SimilarApprovals:
+    return SimilarApprovals(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
+                            audit=runtime.audit)
+
+
+def test_similar_calls_of_the_task_run_without_asking_until_the_uses_run_out(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    approval, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER,
+                                             max_uses=2, comment="same customer, today")
+    assert approval.status is ApprovalStatus.APPROVED
+    assert (pre.tool_id, pre.max_uses, pre.approved_by) == ("crm/issue_refund", 2, APPROVER)
+    # the waiting call itself runs on its own (exact) approval
+    done = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert done.is_allowed
+    # two similar calls: same customer, at most the approved amount
+    for amount in (20_000, 25_000):
+        verdict = agents.call(grant, "crm/issue_refund", refund(amount))
+        assert (verdict.outcome, verdict.code) == (Outcome.ALLOW, "allow")
+        assert verdict.approval is not None and verdict.approval.id == approval.id
+        assert any(r.startswith("approved:") for r in verdict.reasons)
+    assert similar(runtime).get(pre.grant_id).uses == 2
+    spent = agents.call(grant, "crm/issue_refund", refund(20_000))
+    assert spent.outcome is Outcome.APPROVAL_REQUIRED
+
+
+def test_other_arguments_more_arguments_or_a_larger_amount_ask_again(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    other_customer = {"customer_id": "c-2002", "amount_cents": 10_000}
+    more_arguments = {**refund(10_000), "reason": "goodwill"}
+    for args in (other_customer, refund(25_001), more_arguments):
+        verdict = agents.call(grant, "crm/issue_refund", args)
+        assert verdict.outcome is Outcome.APPROVAL_REQUIRED, args
+        assert verdict.approval is not None and verdict.approval.id != pending.approval.id
+
+
+def test_arguments_named_in_vary_may_differ(runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, EMAIL)
+    first = {"to": "ana@partner.example", "subject": "Your refund", "body": "Done."}
+    pending = agents.call(grant, "email/send_email", first)
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER,
+                                      vary=["subject", "body"])
+    assert pre.scope.as_json() == {"tools": [
+        {"tool": "email/send_email", "args": {"to": {"in": ["ana@partner.example"]}}}]}
+    follow_up = {"to": "ana@partner.example", "subject": "Follow-up", "body": "Anything else?"}
+    assert agents.call(grant, "email/send_email", follow_up).is_allowed
+    elsewhere = {**follow_up, "to": "eve@evil.example"}
+    assert agents.call(grant, "email/send_email", elsewhere).outcome \
+        is Outcome.APPROVAL_REQUIRED
+
+
+def test_the_pre_approval_is_a_revocable_node_of_the_tasks_lease_tree(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    tree = runtime.grants.tree(grant.claims.task_id)
+    node = next(n for n in tree if n.id == pre.grant_id)
+    assert (node.parent_id, node.kind) == (grant.claims.task_id, "grant")
+    runtime.grants.revoke(pre.accessor, "changed my mind")
+    assert agents.call(grant, "crm/issue_refund", refund(10_000)).outcome \
+        is Outcome.APPROVAL_REQUIRED
+
+
+def test_it_expires_and_never_reaches_another_task(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=120)
+    other_task = agents.grant(SUPPORT, REFUND)
+    assert agents.call(other_task, "crm/issue_refund", refund(10_000)).outcome \
+        is Outcome.APPROVAL_REQUIRED
+    frozen.advance(seconds=121)
+    assert agents.call(grant, "crm/issue_refund", refund(10_000)).outcome \
+        is Outcome.APPROVAL_REQUIRED
+
+
+def test_the_approvers_grant_is_audited_as_their_own_event(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    events = [e.event for e in search_events(runtime.store,
+                                             EventFilter(actor_type=ActorType.HUMAN))]
+    by_action = {e["action"]: e for e in events}
+    assert sorted(by_action) == ["approval.grant", "approval.similar"]
+    event = by_action["approval.similar"]
+    assert (event["actor"]["id"], event["target"]) == (APPROVER, f'Grant::"{pre.accessor}"')
+    assert event["concerns"] == pending.event_id
+    assert "c-1001" not in str(event)  # argument values stay out of the log
+
+
+@pytest.mark.parametrize(("args", "vary", "code"), [
+    ({"customer_id": "[masked]", "amount_cents": 9000}, [], "approval_similar_masked"),
+    ({"customer_id": ["c-1"], "amount_cents": 9000}, [], "approval_similar_unsupported"),
+    ({"customer_id": "c-1", "amount_cents": 9000}, ["nope"], "approval_similar_invalid"),
+    ({"customer_id": "c-1"}, ["customer_id"], "approval_similar_invalid"),
+])
+def test_a_scope_that_cannot_be_pinned_is_refused(args: dict[str, object], vary: list[str],
+                                                  code: str) -> None:
+    with pytest.raises(ApprovalError) as refused:
+        similar_scope("crm/issue_refund", args, vary)
+    assert refused.value.code == code
+
+
+def test_a_refused_similar_approval_changes_nothing(runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    with pytest.raises(ApprovalError) as own:
+        similar(runtime).approve(pending.approval.id, approver=OWNER)
+    assert own.value.code == "approval_own_request"
+    with pytest.raises(ApprovalError) as too_long:
+        similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=7200)
+    assert too_long.value.code == "approval_similar_invalid"
+    # issuance policy: trusted agents get grants of at most 15 minutes
+    with pytest.raises(GrantError) as denied:
+        similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=1800)
+    assert denied.value.code == "issuance_denied"
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.PENDING
+    assert similar(runtime).for_task(grant.claims.task_id) == []
+    assert [n.kind for n in runtime.grants.tree(grant.claims.task_id)] == ["task", "grant"]
+
+
+def test_approving_similar_twice_is_refused_and_issues_nothing(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    with pytest.raises(ApprovalError) as twice:
+        similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    assert twice.value.code == "approval_already_decided"
+    assert len(similar(runtime).for_task(grant.claims.task_id)) == 1
