@@ -24,6 +24,13 @@ from proctor.approvals.desk import (
 )
 from proctor.approvals.queue import Approval, ApprovalQueue, ApprovalStatus
 from proctor.approvals.similar import SimilarApprovals, SimilarGrant, similar_scope
+from proctor.approvals.webhook import (
+    WebhookConfig,
+    WebhookNotifier,
+    load_webhook_config,
+    sign,
+    webhook_body,
+)
 
 __all__ = [
     "OWNER_ANNOTATION",
@@ -35,8 +42,13 @@ __all__ = [
     "SimilarApprovals",
     "SimilarGrant",
     "SimilarTerms",
+    "WebhookConfig",
+    "WebhookNotifier",
     "approval_json",
     "binding_digest",
     "canonical_arguments",
+    "load_webhook_config",
+    "sign",
     "similar_scope",
+    "webhook_body",
 ]

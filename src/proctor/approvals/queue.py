@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -75,6 +75,23 @@ class ApprovalQueue:
         self._clock = clock
         self._audit = audit
         self.ttl_seconds = ttl_seconds
+        self._listeners: list[Callable[[Approval], None]] = []
+        self._closers: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[Approval], None], *,
+                  close: Callable[[], None] | None = None) -> None:
+        """Call ``listener(approval)`` after each new request this process creates
+        (the webhook); a listener's failure is logged, never raised to the caller.
+        ``close`` runs when the queue is closed."""
+        self._listeners.append(listener)
+        if close is not None:
+            self._closers.append(close)
+
+    def close(self) -> None:
+        """Close the listeners (a webhook delivers what it has queued)."""
+        for close in self._closers:
+            close()
+        self._closers.clear()
 
     # asking
 
@@ -102,7 +119,13 @@ class ApprovalQueue:
                 "expires_at": now + timedelta(seconds=self.ttl_seconds),
             }
             conn.execute(insert(approvals).values(**values))
-        return self.get(str(values["id"]))
+        created = self.get(str(values["id"]))
+        for listener in self._listeners:
+            try:
+                listener(created)
+            except Exception:
+                log.exception("an approval listener failed")
+        return created
 
     def consume(self, binding: str) -> Approval | None:
         """Use the approved, unused, unexpired approval of this call, if there is one.
