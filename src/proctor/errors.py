@@ -41,6 +41,7 @@ only these::
     ├── SecretError                    one code per refusal (see its docstring)
     ├── GuardError                     one code per value the output guard cannot scan
     ├── GatewayError                   one code per refusal of the MCP gateway (see its docstring)
+    ├── ApiError                       one code per refusal of the HTTP API (see its docstring)
     ├── SigningKeyError                signing_key_invalid
     ├── GrantError                     one code per failed check (see its docstring)
     │   └── ScopeError                 scope_invalid
@@ -53,7 +54,7 @@ deny that carries the error instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "AgentNotActiveError",
     "AgentStateError",
     "AgentUnknownError",
+    "ApiError",
     "ApprovalError",
     "AuditError",
     "AuditIntegrityError",
@@ -392,3 +394,26 @@ class GatewayError(ProctorError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ApiError(ProctorError):
+    """A request the control-plane API refuses, answered with HTTP ``status``.
+
+    Codes of its own: ``credentials_missing``, ``credentials_malformed``,
+    ``api_token_invalid`` (401), ``forbidden`` (403), ``rate_limited`` (429),
+    ``not_ready`` (503); any other proctor code keeps its meaning. ``headers``
+    and ``extra`` go into the response; ``audited`` is set once a refusal has
+    been written to the audit log.
+    """
+
+    code = "api_error"
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, object] | None = None, audited: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        self.audited = audited

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli import agent, audit, grant, policy
+from proctor.cli import agent, audit, grant, policy, serve
+from proctor.cli import gateway as gateway_cli
 from proctor.cli.demo import DEMO_REQUESTS
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import init_home, open_runtime
@@ -28,6 +29,9 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(agent.app, name="agent")
 app.add_typer(grant.task_app, name="task")
 app.add_typer(grant.grant_app, name="grant")
+app.add_typer(serve.token_app, name="token")
+app.command("serve")(serve.serve)
+app.add_typer(gateway_cli.mcp_app, name="mcp")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -49,17 +53,23 @@ def init(as_json: JsonOpt = False) -> None:
         fail(f"{exc.message}", code=exc.code, as_json=as_json)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
+    from proctor.server import ApiTokens  # not at the top: other commands start without it
+
     active = runtime.policies.active_revision()
+    minted = ApiTokens(runtime.store, runtime.clock).ensure_admin()
     runtime.close()
     info = {"home": str(settings.home), "database": (settings.is_embedded and "sqlite")
             or "postgresql", "policy_dir": str(settings.policy_dir), "created": created,
-            "active_revision": active.id if active else None}
+            "active_revision": active.id if active else None,
+            "admin_token": minted.token if minted else None}
     if as_json:
         print_json(info)
     else:
         verb = "created" if created else "already present"
         console.print(f"home {settings.home} {verb}; policies in {settings.policy_dir}; "
                       f"active revision {info['active_revision']}")
+        if minted is not None:
+            serve.announce_admin_token(minted)
 
 
 @app.command()

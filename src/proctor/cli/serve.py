@@ -1,0 +1,176 @@
+"""``proctor serve`` (the control-plane API) and ``proctor token`` (API tokens)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+from proctor.cli.output import console, err_console, fail, print_json
+from proctor.cli.runtime import Runtime, init_home, open_runtime
+from proctor.config import Settings, load_settings
+from proctor.errors import ProctorError
+
+if TYPE_CHECKING:
+    from proctor.server import ApiTokens, MintedToken
+
+# proctor.server (FastAPI, uvicorn) is imported where it is used, so that every
+# other command starts without it.
+
+__all__ = ["announce_admin_token", "serve", "token_app"]
+
+token_app = typer.Typer(no_args_is_help=True,
+                        help="Create, list and revoke API tokens for humans.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def announce_admin_token(minted: MintedToken) -> None:
+    """Show a new admin token, once: proctor keeps only its hash."""
+    console.print(f"admin token for {minted.record.human_id} (shown once; proctor keeps only "
+                  "its hash):")
+    console.print(minted.token, markup=False, soft_wrap=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8600,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Worker processes (PostgreSQL only; the embedded default runs "
+        "one).")] = 1,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+) -> None:
+    """Serve the control-plane HTTP API.
+
+    On the embedded default the home is set up on first start (SQLite, keys,
+    example policies) and an admin token is printed once if none exists yet.
+    """
+    import uvicorn
+
+    from proctor.server import ApiTokens, create_app, load_server_config
+
+    if not 1 <= workers <= 64 or not 0 <= port <= 65535:
+        fail("`--workers` is 1 to 64 and `--port` 0 to 65535", code="request_invalid")
+    try:
+        settings = load_settings()
+        config = load_server_config(settings.home)
+        if settings.is_embedded:
+            if workers > 1:
+                fail("the embedded default (SQLite) runs one process; set "
+                     "PROCTOR_DATABASE_URL=postgresql://… for more workers",
+                     code="config_invalid")
+            init_home(settings)
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code)
+    minted = ApiTokens(runtime.store, runtime.clock).ensure_admin() \
+        if settings.is_embedded else None
+    if minted is not None:
+        announce_admin_token(minted)
+    backend = runtime.store.backend
+    err_console.print(f"proctor serve: http://{host}:{port} on {backend}, "
+                      f"{workers} worker{'s' if workers > 1 else ''}", markup=False)
+    if workers == 1:
+        uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
+                    log_level=log_level, access_log=False)
+        return
+    runtime.close()
+    with _multiprocess_metrics():
+        uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level, access_log=False)
+
+
+@contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Workers write their metrics to one directory, so /metrics adds them all up."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="proctor-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+@contextmanager
+def _tokens(as_json: bool) -> Iterator[tuple[Settings, ApiTokens, Runtime]]:
+    from proctor.server import ApiTokens
+
+    try:
+        settings = load_settings()
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        yield settings, ApiTokens(runtime.store, runtime.clock), runtime
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    finally:
+        runtime.close()
+
+
+@token_app.command("create")
+def create_token(
+    human: Annotated[str, typer.Option("--human", help="The human the token is for.")],
+    role: Annotated[list[str], typer.Option(
+        "--role", help="admin, approver or auditor (repeatable).")],
+    ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds until it expires.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token for a human; it is shown once."""
+    with _tokens(as_json) as (_, tokens, runtime):
+        minted = tokens.create(human, role, ttl_seconds=ttl)
+        _record(runtime, "token.create", minted.record.id, "created")
+    if as_json:
+        print_json({"token": minted.token, **minted.record.as_json()})
+        return
+    console.print(f"token {minted.record.id} for {human} ({', '.join(sorted(role))}); shown "
+                  "once, proctor keeps only its hash:", markup=False)
+    console.print(minted.token, markup=False, soft_wrap=True)
+
+
+@token_app.command("list")
+def list_tokens(as_json: JsonOpt = False) -> None:
+    """List API tokens (never the tokens themselves)."""
+    with _tokens(as_json) as (_, tokens, _runtime):
+        found = tokens.list()
+    if as_json:
+        print_json({"tokens": [t.as_json() for t in found]})
+        return
+    table = Table()
+    for column in ("id", "human", "roles", "created", "expires", "revoked"):
+        table.add_column(column)
+    for t in found:
+        view = t.as_json()
+        table.add_row(t.id, t.human_id, ", ".join(view["roles"]), view["created_at"][:19],
+                      (view["expires_at"] or "-")[:19], (view["revoked_at"] or "-")[:19])
+    console.print(table)
+
+
+@token_app.command("revoke")
+def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id (tok_…).")],
+                 as_json: JsonOpt = False) -> None:
+    """Revoke an API token; it stops working at once, on every node."""
+    with _tokens(as_json) as (_, tokens, runtime):
+        revoked = tokens.revoke(token_id)
+        _record(runtime, "token.revoke", revoked.id, "revoked")
+    if as_json:
+        print_json(revoked.as_json())
+    else:
+        console.print(f"token {revoked.id} of {revoked.human_id} is revoked", markup=False)
+
+
+def _record(runtime: Runtime, action: str, token_id: str, outcome: str) -> None:
+    now = runtime.clock.now()
+    runtime.audit.record(AuditEvent(id=new_event_id(now), time=now,
+                                    actor=Actor(ActorType.SYSTEM, "proctor-cli"),
+                                    action=action, target=f"ApiToken::{token_id}",
+                                    outcome=outcome))

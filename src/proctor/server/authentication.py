@@ -1,0 +1,155 @@
+"""Who is calling: the ``Authorization`` header, checked.
+
+Schemes::
+
+    Authorization: Bearer ptk_…             a human's API token (the admin token is one)
+    Authorization: Bearer <JWT>              a human's OIDC token, when its issuer and
+                                             audience are a configured human issuer;
+                                             otherwise an agent's workload proof
+                                             (own-key JWS, JWT-SVID, OIDC workload token)
+    Authorization: DPoP <grant>              an agent's grant, with
+    DPoP: <proof>                            a fresh proof for this request (RFC 9449:
+                                             htm = the method, htu = the URL without query)
+
+Any failure is a 401 with the specific code (``proof_expired``,
+``grant_revoked``, ``api_token_invalid``, …). A verified workload proof is
+remembered until it expires, so an agent can reuse one for many requests; the
+agent's state and key are still read from the store on every request, so a
+suspension or a key change takes effect at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from proctor.clock import Clock
+from proctor.errors import ApiError, ProctorError, StoreError
+from proctor.grants import AgentDirectory, GrantAuthority
+from proctor.identity import AgentRegistry, Authenticator
+from proctor.identity.tokens import peek
+from proctor.server.humans import HumanVerifier
+from proctor.server.principals import Principal, PrincipalKind
+from proctor.server.tokens import TOKEN_PREFIX, ApiTokens
+
+__all__ = ["MAX_CREDENTIAL_BYTES", "RequestAuthenticator"]
+
+MAX_CREDENTIAL_BYTES = 16 * 1024
+CHALLENGE = 'Bearer realm="proctor", DPoP realm="proctor" algs="ES256 EdDSA"'
+_CACHE_SIZE = 10_000
+AGENT_ROLES = frozenset({"agent"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    agent_id: str
+    owner: str
+    method: str
+    expires_at: datetime
+    key_thumbprint: str | None
+
+
+def unauthenticated(code: str, detail: str) -> ApiError:
+    return ApiError(401, code, detail, headers={"WWW-Authenticate": CHALLENGE})
+
+
+class RequestAuthenticator:
+    """Turns a request's credentials into a :class:`Principal`, or a 401 problem."""
+
+    def __init__(self, *, tokens: ApiTokens, humans: HumanVerifier, registry: AgentRegistry,
+                 directory: AgentDirectory, grants: GrantAuthority, clock: Clock) -> None:
+        self._tokens = tokens
+        self._humans = humans
+        self._registry = registry
+        self._agents = Authenticator(registry, clock=clock)
+        self._directory = directory
+        self._grants = grants
+        self._clock = clock
+        self._remembered: dict[str, _Remembered] = {}
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, headers: Mapping[str, str], *, method: str, url: str) -> Principal:
+        """The caller; ``url`` is this request's URL as DPoP proofs name it."""
+        header = headers.get("authorization")
+        if not header:
+            raise unauthenticated("credentials_missing", "this operation needs credentials: "
+                                  "an `Authorization` header")
+        if len(header) > MAX_CREDENTIAL_BYTES:
+            raise unauthenticated("credentials_malformed", "the credentials are too large")
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if not value or " " in value:
+            raise unauthenticated("credentials_malformed",
+                                  "the `Authorization` header is `<scheme> <credentials>`")
+        try:
+            if scheme.lower() == "bearer":
+                return self._bearer(value)
+            if scheme.lower() == "dpop":
+                return self._grant(value, headers.get("dpop", ""), method, url)
+        except StoreError:
+            raise
+        except ProctorError as exc:
+            raise unauthenticated(exc.code, exc.message) from exc
+        raise unauthenticated("credentials_malformed",
+                              f"scheme `{scheme[:20]}` is not accepted (use Bearer or DPoP)")
+
+    def _bearer(self, value: str) -> Principal:
+        if value.startswith(TOKEN_PREFIX):
+            token = self._tokens.verify(value)
+            if token is None:
+                raise unauthenticated("api_token_invalid",
+                                      "the API token is unknown, revoked or expired")
+            return Principal(PrincipalKind.HUMAN, token.human_id, token.roles, "api_token",
+                             credential=token.id)
+        claims = peek(value).claims
+        if self._humans.accepts(claims):
+            human = self._humans.verify(value, now=self._clock.now())
+            return Principal(PrincipalKind.HUMAN, human.id, human.roles, "oidc")
+        return self._workload(value)
+
+    def _workload(self, token: str) -> Principal:
+        remembered = self._remembered.get(token)
+        if remembered is not None and self._still_good(remembered):
+            return self._agent(remembered)
+        found = self._agents.authenticate(token)
+        agent, identity = found.agent, found.identity
+        remembered = _Remembered(agent.id, agent.owner, identity.method.value,
+                                 identity.expires_at, agent.key_thumbprint)
+        with self._lock:
+            if len(self._remembered) >= _CACHE_SIZE:
+                self._remembered.clear()
+            self._remembered[token] = remembered
+        return self._agent(remembered)
+
+    def _still_good(self, remembered: _Remembered) -> bool:
+        if self._clock.now() >= remembered.expires_at:
+            return False
+        binding = self._directory.binding(remembered.agent_id)
+        return (binding is not None and binding.is_active
+                and binding.key_thumbprint == remembered.key_thumbprint)
+
+    @staticmethod
+    def _agent(remembered: _Remembered) -> Principal:
+        return Principal(PrincipalKind.AGENT, remembered.agent_id, AGENT_ROLES,
+                         remembered.method, owner=remembered.owner)
+
+    def _grant(self, token: str, proof: str, method: str, url: str) -> Principal:
+        checked = self._grants.check(token, proof, method=method, target=url, tool_id=None,
+                                     args=None)
+        claims = checked.claims
+        return Principal(PrincipalKind.AGENT, claims.agent_id, AGENT_ROLES, "grant",
+                         owner=self._owner(claims.agent_id), credential=claims.grant_id)
+
+    def _owner(self, agent_id: str) -> str:
+        """An agent's owner; owners never change, so this is read once per agent."""
+        owner = self._owners.get(agent_id)
+        if owner is None:
+            owner = self._registry.get(agent_id).owner
+            with self._lock:
+                if len(self._owners) >= _CACHE_SIZE:
+                    self._owners.clear()
+                self._owners[agent_id] = owner
+        return owner

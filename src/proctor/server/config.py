@@ -1,0 +1,103 @@
+"""How the control-plane API runs: limits, background intervals, human sign-in.
+
+Operator configuration, read once at start from ``$PROCTOR_HOME/server.toml``
+(or the file named by ``$PROCTOR_SERVER_CONFIG``); no file means the defaults
+below and no OIDC issuers (humans then use API tokens such as the admin
+token made by ``proctor init``)::
+
+    public_url = "https://proctor.acme.example"  # what DPoP proofs name (default: the request's)
+    max_body_bytes = 1048576                     # larger request bodies get 413
+    rate_per_second = 50.0                       # per principal, per process (token bucket)
+    rate_burst = 200
+    sweep_seconds = 30                           # expired leases and proof nonces
+    sync_seconds = 5                             # policies, agents, shadow state from the store
+
+    [[oidc_issuers]]                             # humans: an OIDC provider's ID/access tokens
+    issuer = "https://login.acme.example"
+    audience = "proctor"
+    jwks_file = "oidc/login.jwks.json"           # or jwks_url = "https://login.acme.example/jwks"
+    algorithms = ["RS256", "ES256"]
+    subject_claim = "email"                      # the human's id (default: sub)
+    role_claim = "groups"                        # a list or space-separated string (default: roles)
+    roles = { admin = "proctor-admins", approver = "payments-approvers" }  # default: same names
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proctor.errors import ConfigError
+from proctor.server.humans import HumanIssuer, issuer_from_config
+
+__all__ = ["ServerConfig", "load_server_config"]
+
+_CONFIG_FILE = "server.toml"
+_KEYS = {"public_url", "max_body_bytes", "rate_per_second", "rate_burst", "sweep_seconds",
+         "sync_seconds", "oidc_issuers"}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``proctor serve`` reads besides :class:`~proctor.config.Settings`."""
+
+    public_url: str = ""
+    max_body_bytes: int = 1024 * 1024
+    rate_per_second: float = 50.0
+    rate_burst: int = 200
+    sweep_seconds: float = 30.0
+    sync_seconds: float = 5.0
+    oidc_issuers: tuple[HumanIssuer, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.max_body_bytes <= 64 * 1024 * 1024:
+            raise ConfigError("max_body_bytes must be between 1 KiB and 64 MiB")
+        if self.rate_per_second <= 0 or self.rate_burst < 1:
+            raise ConfigError("rate_per_second must be positive and rate_burst at least 1")
+        if self.sweep_seconds <= 0 or self.sync_seconds <= 0:
+            raise ConfigError("sweep_seconds and sync_seconds must be positive")
+        if self.public_url and not self.public_url.startswith(("https://", "http://")):
+            raise ConfigError(f"public_url `{self.public_url}` is not an http(s) URL")
+        issuers = [i.issuer for i in self.oidc_issuers]
+        if len(set(issuers)) != len(issuers):
+            raise ConfigError("an OIDC issuer is configured twice")
+
+
+def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read ``server.toml`` (see the module docstring); no file gives the defaults."""
+    if env is None:
+        import os
+
+        env = os.environ
+    named = env.get("PROCTOR_SERVER_CONFIG")
+    path = Path(named) if named else home / _CONFIG_FILE
+    if not path.is_file():
+        if named:
+            raise ConfigError(f"server config `{path}` does not exist")
+        return ServerConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"server config `{path}` is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"server config `{path}` has unknown key `{unknown[0]}`")
+    try:
+        issuers = tuple(issuer_from_config(entry, path.parent)
+                        for entry in data.pop("oidc_issuers", []))
+        values: dict[str, Any] = {
+            "public_url": str(data.get("public_url", "")).rstrip("/"),
+            "max_body_bytes": int(data.get("max_body_bytes", ServerConfig.max_body_bytes)),
+            "rate_per_second": float(data.get("rate_per_second",
+                                              ServerConfig.rate_per_second)),
+            "rate_burst": int(data.get("rate_burst", ServerConfig.rate_burst)),
+            "sweep_seconds": float(data.get("sweep_seconds", ServerConfig.sweep_seconds)),
+            "sync_seconds": float(data.get("sync_seconds", ServerConfig.sync_seconds)),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"server config `{path}` is not valid: missing or wrong {exc}") from exc
+    return ServerConfig(**values, oidc_issuers=issuers)
+

@@ -1,0 +1,123 @@
+"""Request plumbing shared by the route modules: the server state, the caller, the
+control-plane check.
+
+Route modules declare what they need::
+
+    @router.post("/v1/agents/{agent_id:path}/suspend", responses=problem_responses(...))
+    def suspend(agent_id: str, call: Call) -> AgentView:
+        call.require("api:agent.suspend", entity("Agent", agent.id, ...))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+from proctor.audit import AuditEvent, new_event_id
+from proctor.cli.runtime import Runtime
+from proctor.errors import ApiError, AuditError
+from proctor.server.principals import Principal
+from proctor.server.state import ServerState
+
+__all__ = ["Call", "CallContext", "client_address", "request_url", "server_state"]
+
+log = logging.getLogger(__name__)
+
+# Declared for the OpenAPI document; the header is read and checked by
+# RequestAuthenticator, which knows every scheme.
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=(
+    "A human's API token (`ptk_…`) or OIDC token, or an agent's workload proof "
+    "(own-key JWS, JWT-SVID, OIDC workload token)"))
+_dpop = APIKeyHeader(name="DPoP", auto_error=False, scheme_name="dpop", description=(
+    "With `Authorization: DPoP <grant>`: a proof of possession of the grant for this "
+    "request (htm = method, htu = URL without query)"))
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.proctor
+    return state
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def request_url(request: Request, state: ServerState) -> str:
+    """This request's URL as proofs name it: ``public_url`` + path when configured."""
+    base = state.config.public_url or f"{request.url.scheme}://{request.url.netloc}"
+    return base + request.url.path
+
+
+@dataclass
+class CallContext:
+    """One authenticated request: its caller, the server parts, the control-plane check."""
+
+    request: Request
+    state: ServerState
+    principal: Principal
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.state.runtime
+
+    @property
+    def source(self) -> str | None:
+        return client_address(self.request)
+
+    def require(self, action: str, resource: dict[str, Any], *,
+                context: dict[str, Any] | None = None) -> None:
+        """Refuse (403, audited) unless the control-plane policies allow ``action``."""
+        self.request.state.action = action
+        try:
+            self.state.control.require(
+                self.principal, action, resource, context=context, source=self.source,
+                detail={"method": self.request.method, "path": self.request.url.path[:500]})
+        except ApiError:
+            self.state.metrics.refusals.labels(action).inc()
+            raise
+
+
+    def record(self, action: str, target: str, outcome: str, *, task: str = "",
+               detail: dict[str, Any] | None = None) -> None:
+        """Audit a change made through the API, by the caller (an agent or a human).
+
+        The change has taken effect: an audit failure is logged loudly, never turned
+        into an error the caller would read as "nothing happened"."""
+        now = self.runtime.clock.now()
+        try:
+            self.runtime.audit.record(AuditEvent(
+                id=new_event_id(now), time=now, actor=self.principal.actor, action=action,
+                target=target, outcome=outcome, task=task, source=self.source,
+                detail=detail or {}))
+        except AuditError:
+            log.error("%s on %s took effect but could not be audited", action, target[:200])
+
+
+def _authenticated(request: Request, _bearer_credentials: Annotated[Any, Security(_bearer)],
+                   _dpop_proof: Annotated[Any, Security(_dpop)]) -> CallContext:
+    state = server_state(request)
+    try:
+        principal = state.authenticator.authenticate(
+            request.headers, method=request.method, url=request_url(request, state))
+    except ApiError:
+        # Failed attempts are limited per client address: guessing credentials is slow.
+        wait = state.limiter.take(f"client:{client_address(request)}")
+        if wait:
+            state.metrics.rate_limited.inc()
+            raise ApiError(429, "rate_limited", "too many failed attempts from this address",
+                             headers=state.limiter.retry_after(wait)) from None
+        raise
+    request.state.principal = principal
+    wait = state.limiter.take(principal.rate_key)
+    if wait:
+        state.metrics.rate_limited.inc()
+        raise ApiError(429, "rate_limited", f"{principal.kind.value} `{principal.id}` sends "
+                         "requests faster than allowed", headers=state.limiter.retry_after(wait))
+    return CallContext(request, state, principal)
+
+
+Call = Annotated[CallContext, Depends(_authenticated)]

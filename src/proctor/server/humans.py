@@ -1,0 +1,239 @@
+"""Humans signing in with an OIDC provider's tokens (ID or access tokens).
+
+The token must come from a configured issuer, for its audience, with an
+algorithm from its allow-list that fits the key its ``kid`` names. The
+human's id is one claim (``sub`` by default; ``email`` is common) and the
+roles come from another (``roles`` by default), mapped to proctor's roles.
+An id that is a SPIFFE ID is refused: agents never sign in as humans.
+
+The checks are those agents' proofs get (``proctor.identity.tokens``); the
+keys come from a JWKS file, or from the issuer's JWKS URL, fetched at first
+use and again (at most every 30 s) when a token names a key not seen yet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
+
+from proctor.clock import Clock
+from proctor.errors import (
+    ConfigError,
+    ProofAlgorithmError,
+    ProofClaimsError,
+    ProofIssuerError,
+    ProofKeyUnknownError,
+)
+from proctor.identity.jwks import MAX_JWKS_BYTES, read_jwks, split_jwks
+from proctor.identity.proofs import translate_jose_error
+from proctor.identity.tokens import check_algorithm, check_audience, check_issuer, check_times, peek
+from proctor.server.principals import HUMAN_ROLES
+
+__all__ = ["FileKeys", "HumanIssuer", "HumanVerifier", "UrlKeys", "VerifiedHuman",
+           "issuer_from_config"]
+
+LEEWAY_SECONDS = 30
+_REFETCH_SECONDS = 30.0
+_CURVES = {"ES256": "P-256", "ES384": "P-384"}
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+
+
+class KeySource(Protocol):
+    def key_set(self, *, refresh: bool) -> KeySet: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileKeys:
+    """A fixed key set (read from a JWKS file at start)."""
+
+    keys: KeySet
+
+    def key_set(self, *, refresh: bool) -> KeySet:
+        return self.keys
+
+
+class UrlKeys:
+    """The issuer's published JWKS, fetched on first use and on unknown key ids."""
+
+    def __init__(self, url: str, clock: Clock, *, timeout: float = 5.0) -> None:
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(f"jwks_url `{url}` is not an http(s) URL")
+        self.url = url
+        self._clock = clock
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._keys: KeySet | None = None
+        self._fetched_at: float | None = None
+
+    def key_set(self, *, refresh: bool) -> KeySet:
+        with self._lock:
+            stale = self._fetched_at is None or (
+                refresh and self._clock.monotonic() - self._fetched_at >= _REFETCH_SECONDS)
+            if self._keys is None or stale:
+                self._fetch()
+            assert self._keys is not None
+            return self._keys
+
+    def _fetch(self) -> None:
+        self._fetched_at = self._clock.monotonic()
+        try:
+            with httpx.Client(timeout=self._timeout, follow_redirects=False) as client, \
+                    client.stream("GET", self.url) as response:
+                response.raise_for_status()
+                body = b""
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise ProofKeyUnknownError("the issuer's key set is too large")
+            document = httpx.Response(200, content=body).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if self._keys is not None:
+                return  # keep the keys we have; a token naming a new key fails below
+            raise ProofKeyUnknownError(f"the issuer's key set cannot be fetched: "
+                                       f"{type(exc).__name__}") from exc
+        try:
+            self._keys = KeySet.import_key_set({"keys": split_jwks(document, "issuer key set")})
+        except (ConfigError, JoseError, ValueError, TypeError) as exc:
+            raise ProofKeyUnknownError("the issuer's key set is not valid") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class HumanIssuer:
+    """An OIDC provider whose tokens sign humans in, and how its claims map."""
+
+    issuer: str
+    audience: str
+    keys: KeySource
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    subject_claim: str = "sub"
+    role_claim: str = "roles"
+    roles: Mapping[str, str] = field(default_factory=lambda: {r: r for r in HUMAN_ROLES})
+
+    def __post_init__(self) -> None:
+        if not self.issuer or not self.audience:
+            raise ConfigError("an OIDC issuer needs `issuer` and `audience`")
+        bad = [a for a in self.algorithms if a not in ALGORITHMS]
+        if bad or not self.algorithms:
+            raise ConfigError(f"OIDC issuer `{self.issuer}`: algorithm `{(bad or [''])[0]}` is "
+                              f"not allowed (use {', '.join(ALGORITHMS)})")
+        unknown = sorted(set(self.roles) - set(HUMAN_ROLES))
+        if unknown:
+            raise ConfigError(f"OIDC issuer `{self.issuer}`: `{unknown[0]}` is not a role "
+                              f"(roles: {', '.join(HUMAN_ROLES)})")
+
+    def roles_in(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        value = claims.get(self.role_claim)
+        values = value.split() if isinstance(value, str) else value if isinstance(
+            value, list) else []
+        present = {v for v in values if isinstance(v, str)}
+        return frozenset(role for role, wanted in self.roles.items() if wanted in present)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedHuman:
+    id: str
+    roles: frozenset[str]
+    issuer: str
+    expires_at: datetime
+
+
+class HumanVerifier:
+    """Checks humans' OIDC tokens against the configured issuers."""
+
+    def __init__(self, issuers: tuple[HumanIssuer, ...]) -> None:
+        self._issuers = {i.issuer: i for i in issuers}
+
+    def accepts(self, claims: Mapping[str, Any]) -> bool:
+        """True if ``claims`` (unverified) name a human issuer and its audience: such a
+        token is checked here, any other goes to the agents' verifiers."""
+        name = claims.get("iss")
+        issuer = self._issuers.get(name) if isinstance(name, str) else None
+        if issuer is None:
+            return False
+        aud = claims.get("aud")
+        return issuer.audience in ([aud] if isinstance(aud, str) else aud or [])
+
+    def verify(self, token: str, *, now: datetime) -> VerifiedHuman:
+        unverified = peek(token)
+        name = unverified.claims.get("iss")
+        issuer = self._issuers.get(name) if isinstance(name, str) else None
+        if issuer is None:
+            raise ProofIssuerError(f"issuer `{str(name)[:80]}` is not a configured OIDC issuer")
+        alg = check_algorithm(unverified.header, issuer.algorithms)
+        key = _key_for(issuer, unverified.header.get("kid"), alg)
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg]).claims
+        except JoseError as exc:
+            raise translate_jose_error(exc) from exc
+        check_issuer(claims, issuer.issuer)
+        check_audience(claims, issuer.audience)
+        expires_at = check_times(claims, now=now, leeway_seconds=LEEWAY_SECONDS)
+        subject = claims.get(issuer.subject_claim)
+        if not isinstance(subject, str) or not 0 < len(subject) <= 256 or any(
+                ord(c) < 0x20 for c in subject):
+            raise ProofClaimsError(f"the token has no usable `{issuer.subject_claim}` claim")
+        if subject.lower().startswith("spiffe://"):
+            raise ProofClaimsError("the token names an agent; humans sign in here")
+        return VerifiedHuman(subject, issuer.roles_in(claims), issuer.issuer, expires_at)
+
+
+def _key_for(issuer: HumanIssuer, kid: object, alg: str) -> Key:
+    if kid is not None and not isinstance(kid, str):
+        raise ProofKeyUnknownError("the token's `kid` is not a string")
+    key: Key | None = None
+    for refresh in (False, True):
+        try:
+            key = issuer.keys.key_set(refresh=refresh).get_by_kid(kid)
+            break
+        except JoseError:
+            continue
+    if key is None:
+        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}` has no key with the token's `kid`")
+    if key.get("use", "sig") != "sig":
+        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}`'s key is not for signatures")
+    fits = (isinstance(key, ECKey) and key.curve_name == _CURVES.get(alg)) if alg.startswith(
+        "ES") else isinstance(key, RSAKey)
+    if not fits:
+        raise ProofAlgorithmError(f"algorithm `{alg}` does not fit the issuer's key")
+    return key
+
+
+def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None = None
+                       ) -> HumanIssuer:
+    """A :class:`HumanIssuer` from one ``[[oidc_issuers]]`` table of ``server.toml``."""
+    allowed = {"issuer", "audience", "jwks_file", "jwks_url", "algorithms", "subject_claim",
+               "role_claim", "roles"}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ConfigError(f"OIDC issuer entry has unknown key `{unknown[0]}`")
+    if ("jwks_file" in entry) == ("jwks_url" in entry):
+        raise ConfigError(f"OIDC issuer `{entry.get('issuer')}` needs one of jwks_file, jwks_url")
+    keys: KeySource
+    if "jwks_url" in entry:
+        from proctor.clock import SystemClock
+
+        keys = UrlKeys(str(entry["jwks_url"]), clock or SystemClock())
+    else:
+        found = split_jwks(read_jwks(base / entry["jwks_file"]), f"JWKS of `{entry['issuer']}`")
+        try:
+            keys = FileKeys(KeySet.import_key_set({"keys": found}))
+        except (JoseError, ValueError) as exc:
+            raise ConfigError(f"JWKS of `{entry['issuer']}` is not valid: {exc}") from exc
+    roles = entry.get("roles", {r: r for r in HUMAN_ROLES})
+    if not isinstance(roles, Mapping) or not all(isinstance(v, str) for v in roles.values()):
+        raise ConfigError(f"OIDC issuer `{entry['issuer']}`: `roles` maps a role to a claim value")
+    return HumanIssuer(
+        issuer=str(entry["issuer"]), audience=str(entry["audience"]), keys=keys,
+        algorithms=tuple(entry.get("algorithms", ("RS256", "ES256"))),
+        subject_claim=str(entry.get("subject_claim", "sub")),
+        role_claim=str(entry.get("role_claim", "roles")), roles=dict(roles),
+    )

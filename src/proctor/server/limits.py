@@ -1,0 +1,123 @@
+"""Request size and rate limits.
+
+:class:`BodyLimit` refuses a body over the limit with 413 before the
+application reads it: at once when ``Content-Length`` says so, otherwise as
+soon as the streamed body passes the limit.
+
+:class:`RateLimiter` is a token bucket per principal (a human, an agent, or
+a client address that failed to authenticate), **per process**: with N
+processes a principal gets up to N times the rate. It bounds what one caller
+can cost one process; it is not a quota.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proctor.clock import Clock
+from proctor.server.problems import problem_response
+
+__all__ = ["BodyLimit", "RateLimiter"]
+
+_MAX_BUCKETS = 100_000
+
+
+class BodyLimit:
+    """ASGI middleware: 413 ``request_too_large`` for bodies over ``max_bytes``.
+
+    The body is read here, up to the limit, before the application sees it: no
+    route ever holds a partial body, and none runs for an oversized one.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, "request_too_large",
+                                    f"the request body is over {self.max_bytes} bytes",
+                                    instance=scope.get("path", ""),
+                                    headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RateLimiter:
+    """Token buckets: ``rate`` requests per second on average, bursts of ``burst``."""
+
+    def __init__(self, clock: Clock, *, rate: float, burst: int) -> None:
+        self._clock = clock
+        self.rate = rate
+        self.burst = burst
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Take one token from ``key``'s bucket; 0 if granted, else the seconds to wait."""
+        now = self._clock.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = [float(self.burst), now]
+                if len(self._buckets) > _MAX_BUCKETS:
+                    self._buckets.popitem(last=False)  # the least recently seen
+            else:
+                self._buckets.move_to_end(key)
+                bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+                bucket[1] = now
+            if bucket[0] >= 1.0:
+                bucket[0] -= 1.0
+                return 0.0
+            return (1.0 - bucket[0]) / self.rate
+
+    @staticmethod
+    def retry_after(wait: float) -> dict[str, Any]:
+        """The ``Retry-After`` header for a wait (whole seconds, at least 1)."""
+        return {"Retry-After": str(max(1, math.ceil(wait)))}

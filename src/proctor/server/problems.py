@@ -1,0 +1,165 @@
+"""Errors as RFC 9457 problem details, with proctor's stable codes.
+
+Every error response is ``application/problem+json``::
+
+    {"type": "urn:proctor:problem:grant_revoked", "title": "Forbidden", "status": 403,
+     "detail": "the grant or one it derives from is revoked", "code": "grant_revoked",
+     "instance": "/v1/grants/exchange"}
+
+``code`` is the machine-readable part (a :mod:`proctor.errors` code, or one
+of the API's own below) and ``type`` is derived from it. Domain errors are
+mapped to a status by their code (:func:`status_for`); the OpenAPI document
+lists, per operation and status, the codes it can answer with
+(:func:`problem_responses`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from proctor.errors import ApiError, ProctorError
+
+__all__ = [
+    "AUTH_CODES",
+    "PROBLEM_MEDIA_TYPE",
+    "problem_of",
+    "problem_response",
+    "problem_responses",
+    "status_for",
+]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:proctor:problem:"
+
+# Codes a failed authentication answers with (401): the API's own, then the
+# identity proof codes of agents' workload proofs and humans' OIDC tokens, then
+# the grant and proof codes of the DPoP scheme.
+AUTH_CODES = (
+    "credentials_missing", "credentials_malformed", "api_token_invalid",
+    "proof_rejected", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
+    "proof_key_unknown", "proof_invalid_signature", "proof_wrong_issuer",
+    "proof_wrong_audience", "proof_expired", "proof_not_yet_valid", "proof_claims_invalid",
+    "proof_method_mismatch", "agent_id_invalid", "agent_unknown", "agent_not_active",
+    "grant_malformed", "grant_too_large", "grant_algorithm_not_allowed", "grant_unknown_key",
+    "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
+    "grant_not_yet_valid", "grant_revoked", "grant_wrong_agent", "proof_missing",
+    "proof_invalid", "proof_wrong_key", "proof_stale", "proof_replayed", "proof_wrong_target",
+)
+
+_BY_STATUS: dict[int, tuple[str, ...]] = {
+    404: ("not_found", "agent_unknown", "task_unknown", "grant_unknown", "approval_unknown"),
+    409: ("agent_exists", "agent_state_invalid", "manifest_changed", "task_ended",
+          "approval_already_decided", "approval_expired"),
+    422: ("request_invalid", "scope_invalid", "manifest_invalid", "agent_id_invalid",
+          "agent_key_invalid", "reviewer_invalid", "grant_ttl_invalid", "grant_max_uses_invalid",
+          "delegation_widens_scope", "delegation_extends_expiry", "delegation_too_deep",
+          "delegation_cycle", "delegation_widens_uses", "policy_invalid", "config_invalid",
+          "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid"),
+    503: ("store_unavailable", "store_migration_failed", "audit_unavailable", "audit_error",
+          "audit_integrity_failed"),
+}
+_STATUS = {code: status for status, codes in _BY_STATUS.items() for code in codes}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status of a domain error's code; a refusal by rule (an expired or
+    revoked grant, a denied issuance, a replayed proof, ...) is 403."""
+    return _STATUS.get(code, 403)
+
+
+def problem_of(exc: ProctorError) -> ApiError:
+    """``exc`` as an API error: its status from its code (or its own, for an
+    :class:`ApiError`), policy diagnostics listed as ``errors``."""
+    if isinstance(exc, ApiError):
+        return exc
+    extra: dict[str, Any] = {}
+    diagnostics = getattr(exc, "diagnostics", None)
+    if diagnostics:
+        extra["errors"] = [{"file": d.file, "line": d.line, "column": d.column,
+                            "message": d.message, "policy_id": d.policy_id}
+                           for d in diagnostics]
+    return ApiError(status_for(exc.code), exc.code, exc.message, extra=extra)
+
+
+def problem_response(status: int, code: str, detail: str, *, instance: str = "",
+                     headers: Mapping[str, str] | None = None,
+                     extra: Mapping[str, Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": _title(status),
+                            "status": status, "detail": detail, "code": code}
+    if instance:
+        body["instance"] = instance
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}),
+                        media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_schema(codes: Iterable[str]) -> dict[str, Any]:
+    """The JSON schema of a problem document whose ``code`` is one of ``codes``."""
+    listed = sorted(set(codes))
+    return {
+        "type": "object",
+        "required": ["type", "title", "status", "code"],
+        "properties": {
+            "type": {"type": "string", "enum": [TYPE_PREFIX + c for c in listed]},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "code": {"type": "string", "enum": listed},
+            "errors": {"type": "array", "items": {"type": "object"}},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "policy_ids": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+
+
+# What any operation can answer with, besides its own codes.
+COMMON: dict[int, tuple[str, ...]] = {
+    413: ("request_too_large",),
+    422: ("request_invalid",),
+    429: ("rate_limited",),
+    503: ("store_unavailable", "audit_unavailable"),
+}
+AUTHENTICATED: dict[int, tuple[str, ...]] = {401: AUTH_CODES, 403: ("forbidden",)}
+_DESCRIPTIONS = {
+    401: "Not authenticated: no credentials, or credentials that do not verify",
+    403: "Refused: the control-plane policy or a rule denies it (audited)",
+    404: "Not found", 409: "Conflicts with the current state",
+    413: "The request body is over the size limit",
+    422: "The request is not valid", 429: "Rate limited: retry after `Retry-After` seconds",
+    503: "The store or the audit log is unavailable",
+}
+
+
+def problem_responses(*codes: str, public: bool = False,
+                      extra: Mapping[int, Iterable[str]] | None = None
+                      ) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for an operation: each status with the codes it can carry.
+
+    ``codes`` are domain codes, placed by :func:`status_for`; ``extra`` adds codes
+    at a status of the caller's choosing (e.g. grant codes answered as 401).
+    """
+    by_status: dict[int, set[str]] = {s: set(c) for s, c in COMMON.items()}
+    if not public:
+        for status, own in AUTHENTICATED.items():
+            by_status.setdefault(status, set()).update(own)
+    for code in codes:
+        by_status.setdefault(status_for(code), set()).add(code)
+    for status, more in (extra or {}).items():
+        by_status.setdefault(status, set()).update(more)
+    return {
+        status: {"description": _DESCRIPTIONS.get(status, _title(status)),
+                 "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_schema(found)}}}
+        for status, found in sorted(by_status.items())
+    }

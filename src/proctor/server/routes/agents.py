@@ -1,0 +1,232 @@
+"""Agents: register, list, read, review a manifest, suspend, retire; an agent presents
+the manifest it runs.
+
+``{agent_id}`` is the agent's SPIFFE ID (``spiffe://acme.example/agent/coder``,
+slashes and all) or its bare name in the configured trust domain (``coder``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from proctor.identity import (
+    Agent,
+    JwtSvidProof,
+    Manifest,
+    OidcProof,
+    OwnKeyProof,
+    ProofSpec,
+    TrustState,
+    agent_id_for,
+)
+from proctor.server.control import entity, service
+from proctor.server.deps import Call, CallContext
+from proctor.server.problems import problem_responses
+
+__all__ = ["AgentView", "ManifestIn", "agent_resource", "resolve_agent", "router"]
+
+router = APIRouter(tags=["agents"])
+
+Text = Annotated[str, Field(min_length=1, max_length=256)]
+Reason = Annotated[str, Field(max_length=1000)]
+
+
+class ManifestIn(BaseModel):
+    """What an agent is made of; digests are ``sha256:`` and 64 lowercase hex digits."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_id: Text
+    weights_digest: Text
+    system_prompt_digest: Text
+    tools: Annotated[list[Text], Field(max_length=1024)]
+    dependency_lock_digest: Text
+
+    def manifest(self) -> Manifest:
+        return Manifest.from_json(self.model_dump())
+
+
+class ProofIn(BaseModel):
+    """How the agent proves its identity: its own public key (a JWK), JWT-SVIDs of its
+    trust domain, or OIDC workload tokens (``subject``, and ``issuer`` if several)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["own_key", "jwt_svid", "oidc"]
+    jwk: dict[str, Any] | None = None
+    subject: Annotated[str, Field(max_length=512)] | None = None
+    issuer: Annotated[str, Field(max_length=512)] | None = None
+
+    def spec(self) -> ProofSpec:
+        if self.method == "own_key":
+            return OwnKeyProof(self.jwk or {})
+        if self.method == "jwt_svid":
+            return JwtSvidProof()
+        return OidcProof(subject=self.subject, issuer=self.issuer)
+
+
+class RegisterAgent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[str, Field(min_length=1, max_length=512,
+                             description="SPIFFE ID, or a name in the trust domain")]
+    owner: Text
+    groups: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
+                      Field(max_length=64)] = []
+    proof: ProofIn
+    manifest: ManifestIn
+
+
+class Review(BaseModel):
+    """Adopt ``manifest`` (default: the presented one) as reviewed, if it still has
+    ``expected_digest``."""
+
+    model_config = ConfigDict(extra="forbid")
+    manifest: ManifestIn | None = None
+    expected_digest: Annotated[str, Field(max_length=200)] | None = None
+
+
+class StateChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason = ""
+
+
+class Presented(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manifest: ManifestIn
+
+
+class AgentView(BaseModel):
+    id: str
+    name: str
+    trust_domain: str
+    owner: str
+    groups: list[str]
+    proof_method: str
+    public_jwk: dict[str, Any] | None
+    key_thumbprint: str | None
+    oidc_issuer: str | None
+    oidc_subject: str | None
+    trust_state: str
+    risk_score: int
+    manifest: dict[str, Any]
+    manifest_digest: str
+    presented_manifest: dict[str, Any] | None
+    presented_digest: str | None
+    manifest_differences: dict[str, Any]
+    reviewed_by: str
+    reviewed_at: str
+    state_changed_by: str | None
+    state_reason: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentView:
+        return cls(**agent.as_json())
+
+
+class AgentList(BaseModel):
+    agents: list[AgentView]
+
+
+def resolve_agent(call: CallContext, agent_id: str) -> Agent:
+    """The registered agent ``agent_id`` names (404 ``agent_unknown`` if none)."""
+    return call.runtime.registry.get(
+        agent_id_for(agent_id, call.runtime.settings.trust_domain).id)
+
+
+def agent_resource(agent: Agent) -> dict[str, Any]:
+    return entity("Agent", agent.id, roles=["agent"], owner=agent.owner)
+
+
+_ONE = ("agent_unknown", "agent_id_invalid")
+
+
+@router.get("/v1/agents", responses=problem_responses())
+def list_agents(call: Call, state: Annotated[TrustState | None, Query()] = None) -> AgentList:
+    """Registered agents, optionally only those in one trust state."""
+    call.require("api:agent.list", service("agents"))
+    return AgentList(agents=[AgentView.of(a)
+                             for a in call.runtime.registry.list_agents(state=state)])
+
+
+@router.post("/v1/agents", status_code=201, responses=problem_responses(
+    "agent_id_invalid", "agent_exists", "agent_key_invalid", "manifest_invalid",
+    "reviewer_invalid", "config_invalid", "request_invalid"))
+def register_agent(body: RegisterAgent, call: Call) -> AgentView:
+    """Register an agent as trusted, its manifest the reviewed one (humans only)."""
+    call.require("api:agent.register", service("agents"))
+    runtime = call.runtime
+    agent = runtime.registry.register(
+        agent_id_for(body.id, runtime.settings.trust_domain).id, owner=body.owner,
+        proof=body.proof.spec(), manifest=body.manifest.manifest(), groups=body.groups,
+        registered_by=call.principal.id)
+    runtime.enforcer.refresh_principals()
+    call.record("agent.register", f'Agent::"{agent.id}"', "registered",
+                detail={"manifest_digest": agent.manifest_digest})
+    return AgentView.of(agent)
+
+
+@router.get("/v1/agents/{agent_id:path}", responses=problem_responses(*_ONE))
+def read_agent(agent_id: str, call: Call) -> AgentView:
+    """One agent, with how its presented manifest differs from the reviewed one."""
+    agent = resolve_agent(call, agent_id)
+    call.require("api:agent.read", agent_resource(agent))
+    return AgentView.of(agent)
+
+
+@router.post("/v1/agents/{agent_id:path}/review", responses=problem_responses(
+    *_ONE, "agent_state_invalid", "manifest_changed", "manifest_invalid", "reviewer_invalid"))
+def review_agent(agent_id: str, body: Review, call: Call) -> AgentView:
+    """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
+    agent = resolve_agent(call, agent_id)
+    call.require("api:agent.review", agent_resource(agent))
+    updated = call.runtime.registry.review(
+        agent.id, reviewer=call.principal.id,
+        manifest=body.manifest.manifest() if body.manifest else None,
+        expected_digest=body.expected_digest)
+    call.runtime.enforcer.refresh_principals()
+    call.record("agent.review", f'Agent::"{agent.id}"', updated.trust_state.value,
+                detail={"manifest_digest": updated.manifest_digest})
+    return AgentView.of(updated)
+
+
+@router.post("/v1/agents/{agent_id:path}/suspend", responses=problem_responses(
+    *_ONE, "agent_state_invalid", "reviewer_invalid"))
+def suspend_agent(agent_id: str, body: StateChange, call: Call) -> AgentView:
+    """Deny the agent everything until a human reviews it (admins and approvers)."""
+    return _set_state(call, agent_id, "suspend", body.reason)
+
+
+@router.post("/v1/agents/{agent_id:path}/retire", responses=problem_responses(
+    *_ONE, "agent_state_invalid", "reviewer_invalid"))
+def retire_agent(agent_id: str, body: StateChange, call: Call) -> AgentView:
+    """Deny the agent everything, for good."""
+    return _set_state(call, agent_id, "retire", body.reason)
+
+
+def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> AgentView:
+    agent = resolve_agent(call, agent_id)
+    call.require(f"api:agent.{verb}", agent_resource(agent))
+    registry = call.runtime.registry
+    change = registry.suspend if verb == "suspend" else registry.retire
+    updated = change(agent.id, by=call.principal.id, reason=reason)
+    call.runtime.enforcer.refresh_principals()
+    call.record(f"agent.{verb}", f'Agent::"{agent.id}"', updated.trust_state.value,
+                detail={"reason": reason} if reason else None)
+    return AgentView.of(updated)
+
+
+@router.post("/v1/agents/{agent_id:path}/manifest", responses=problem_responses(
+    *_ONE, "agent_not_active", "manifest_invalid"))
+def present_manifest(agent_id: str, body: Presented, call: Call) -> AgentView:
+    """The agent presents the manifest it runs now; a different one makes it drifted."""
+    agent = resolve_agent(call, agent_id)
+    call.require("api:agent.present_manifest", agent_resource(agent))
+    updated = call.runtime.registry.present_manifest(agent.id, body.manifest.manifest())
+    if updated.trust_state is not agent.trust_state:
+        call.runtime.enforcer.refresh_principals()
+        call.record("agent.drift", f'Agent::"{agent.id}"', updated.trust_state.value,
+                    detail={"presented_digest": updated.presented_digest or ""})
+    return AgentView.of(updated)

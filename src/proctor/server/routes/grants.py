@@ -1,0 +1,220 @@
+"""Grants: issue one for a task, exchange one (delegation), check one, revoke one.
+
+A grant is named by its accessor (``acc_…``) or id (``grant_…``), never by its
+token; the token is shown once, in the answer that issues it. Who holds a
+grant decides what an agent may do with it: its own, and nothing else. For
+an exchange or a check, the holder is read from the token's ``sub`` before
+the token is verified; that only decides whether to go on, and a forged
+``sub`` then fails verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from proctor.errors import GrantError
+from proctor.grants import GrantClaims, GrantScope, IssuedGrant
+from proctor.identity import agent_id_for
+from proctor.server.control import entity
+from proctor.server.deps import Call, CallContext
+from proctor.server.problems import problem_responses
+from proctor.server.routes.tasks import task_resource
+from proctor.store.tables import grants, leases
+
+__all__ = ["ClaimsView", "grant_resource", "router", "unverified_holder"]
+
+router = APIRouter(tags=["grants"])
+
+Token = Annotated[str, Field(min_length=1, max_length=8192)]
+Proof = Annotated[str, Field(min_length=1, max_length=4096)]
+Ttl = Annotated[int, Field(ge=1, le=3600)]
+Uses = Annotated[int, Field(ge=1, le=1_000_000)]
+ScopeDoc = Annotated[dict[str, Any], Field(description=(
+    'A scope: {"tools": [{"tool": "git/git_log", "args": {"repo_path": {"prefix": '
+    '["/srv/repos/app"]}}}]}; see docs/grants.md'))]
+
+
+class IssueGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Annotated[str, Field(min_length=1, max_length=64)]
+    scope: ScopeDoc
+    ttl_seconds: Ttl | None = None
+    max_uses: Uses | None = None
+    holder_proof: Proof | None = Field(default=None, description=(
+        "For agents without a registered key: a proof (htm `grant/issue`, htu the "
+        "issuer) signed by the key to bind the grant to"))
+
+
+class ExchangeGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+    proof: Proof = Field(description="The holder's proof: htm `grant/exchange`, htu the issuer")
+    to_agent: Annotated[str, Field(min_length=1, max_length=512)]
+    scope: ScopeDoc
+    ttl_seconds: Ttl | None = None
+    max_uses: Uses | None = None
+    holder_proof: Proof | None = None
+
+
+class CheckGrant(BaseModel):
+    """Without ``proof``: is the grant valid now (nothing used). With it: one use of the
+    grant for ``tool`` (or none) with ``args``, as an enforcement point would check it."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+    proof: Proof | None = None
+    method: Annotated[str, Field(min_length=1, max_length=64)] = "tools/call"
+    target: Annotated[str, Field(max_length=2048)] = ""
+    tool: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class RevokeGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(max_length=1000)] = "revoked through the API"
+
+
+class ClaimsView(BaseModel):
+    grant_id: str
+    agent: str
+    task: str
+    expires_at: datetime
+    scope: dict[str, Any]
+    key_thumbprint: str
+    ancestors: list[str]
+    actor_chain: list[str]
+
+    @classmethod
+    def of(cls, claims: GrantClaims) -> ClaimsView:
+        return cls(grant_id=claims.grant_id, agent=claims.agent_id, task=claims.task_id,
+                   expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+                   scope=claims.scope.as_json(), key_thumbprint=claims.key_thumbprint,
+                   ancestors=list(claims.ancestors), actor_chain=list(claims.actor_chain))
+
+
+class GrantIssued(ClaimsView):
+    token: str = Field(description="Give it to the agent only; proctor keeps just its hash")
+    accessor: str
+
+    @classmethod
+    def issued(cls, grant: IssuedGrant) -> GrantIssued:
+        return cls(token=grant.token, accessor=grant.accessor,
+                   **ClaimsView.of(grant.claims).model_dump())
+
+
+class CheckResult(BaseModel):
+    valid: bool
+    code: str
+    reason: str
+    grant: ClaimsView | None = None
+    uses_left: int | None = None
+
+
+class Revoked(BaseModel):
+    grant: str
+    revoked: list[str]
+
+
+_ISSUE = ("task_unknown", "task_ended", "scope_invalid", "grant_ttl_invalid",
+          "grant_max_uses_invalid", "issuance_denied", "issuance_pending_approval",
+          "agent_not_active", "proof_missing", "proof_invalid", "proof_stale",
+          "proof_replayed", "proof_wrong_key", "proof_wrong_target", "grant_revoked")
+
+
+@router.post("/v1/grants", status_code=201, responses=problem_responses(*_ISSUE))
+def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
+    """Issue a grant for a task's agent, if policy allows each tool of the scope."""
+    runtime = call.runtime
+    task = runtime.grants.task(body.task)
+    call.require("api:grant.issue", task_resource(task))
+    runtime.enforcer.ensure_current(task.agent_id)
+    issued = runtime.grants.issue(task.id, GrantScope.from_json(body.scope),
+                                  ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
+                                  holder_proof=body.holder_proof)
+    return GrantIssued.issued(issued)
+
+
+@router.post("/v1/grants/exchange", status_code=201, responses=problem_responses(
+    *_ISSUE, "grant_malformed", "grant_too_large", "grant_expired", "grant_signature_invalid",
+    "grant_unknown_key", "grant_wrong_issuer", "grant_wrong_audience", "grant_wrong_agent",
+    "grant_not_yet_valid", "grant_algorithm_not_allowed", "grant_uses_exhausted",
+    "agent_unknown", "agent_id_invalid", "delegation_widens_scope", "delegation_extends_expiry",
+    "delegation_too_deep", "delegation_cycle", "delegation_widens_uses", "proof_stale"))
+def exchange_grant(body: ExchangeGrant, call: Call) -> GrantIssued:
+    """Delegation: trade a grant (with the holder's proof) for a narrower one for another
+    agent; each hand-off is a policy decision of its own."""
+    holder = unverified_holder(body.token)
+    call.require("api:grant.exchange", grant_resource(holder))
+    runtime = call.runtime
+    to_agent = agent_id_for(body.to_agent, runtime.settings.trust_domain).id
+    runtime.enforcer.ensure_current(to_agent)
+    issued = runtime.grants.exchange(
+        body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_json(body.scope),
+        ttl_seconds=body.ttl_seconds, max_uses=body.max_uses, holder_proof=body.holder_proof)
+    return GrantIssued.issued(issued)
+
+
+@router.post("/v1/grants/check", responses=problem_responses())
+def check_grant(body: CheckGrant, call: Call) -> CheckResult:
+    """Whether a grant is valid (without ``proof``), or one use of it passes (with it).
+    A failed check is an answer (``valid: false`` and the code), not an error."""
+    holder = unverified_holder(body.token)
+    call.require("api:grant.check", grant_resource(holder))
+    authority = call.runtime.grants
+    try:
+        if body.proof is None:
+            claims, uses_left = authority.inspect(body.token), None
+        else:
+            checked = authority.check(body.token, body.proof, method=body.method,
+                                      target=body.target, tool_id=body.tool, args=body.args)
+            claims, uses_left = checked.claims, checked.uses_left
+    except GrantError as exc:
+        return CheckResult(valid=False, code=exc.code, reason=exc.message)
+    return CheckResult(valid=True, code="valid", reason="every check passed",
+                       grant=ClaimsView.of(claims), uses_left=uses_left)
+
+
+@router.post("/v1/grants/{grant}/revoke", responses=problem_responses("grant_unknown"))
+def revoke_grant(grant: Annotated[str, Path(max_length=128, description="accessor or id")],
+                 call: Call, body: RevokeGrant | None = None) -> Revoked:
+    """Revoke a grant and everything derived from it (an agent: only its own)."""
+    found = _held(call, grant)
+    call.require("api:grant.revoke", grant_resource(found))
+    reason = body.reason if body is not None else RevokeGrant().reason
+    revoked = call.runtime.grants.revoke(found["id"], reason, by=call.principal.actor)
+    return Revoked(grant=found["accessor"], revoked=revoked)
+
+
+def unverified_holder(token: str) -> dict[str, str]:
+    """The grant's id, holder and task as its token says, before any check; a token
+    that does not even say is held by nobody (so no agent may use it)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return {"id": str(claims["jti"])[:128], "agent": str(claims["sub"])[:512],
+                "task": str(claims["task"])[:64], "accessor": ""}
+    except (IndexError, ValueError, KeyError, TypeError):
+        return {"id": "unknown", "agent": "", "task": "", "accessor": ""}
+
+
+def grant_resource(holder: dict[str, str]) -> dict[str, Any]:
+    return entity("Grant", holder["id"], agent=("Agent", holder["agent"]), task=holder["task"])
+
+
+def _held(call: CallContext, grant: str) -> dict[str, str]:
+    query = (select(grants.c.id, grants.c.accessor, leases.c.agent_id, leases.c.task_id)
+             .join(leases, leases.c.id == grants.c.id)
+             .where((grants.c.id == grant) | (grants.c.accessor == grant)))
+    with call.runtime.store.reading() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        raise GrantError("grant_unknown", f"grant `{grant[:80]}` does not exist: name it by "
+                         "its accessor or id")
+    return {"id": row.id, "accessor": row.accessor, "agent": row.agent_id, "task": row.task_id}

@@ -1,0 +1,124 @@
+"""Tasks: start one for an agent, read it, end it (revoking its tree), show its tree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from proctor.grants import LeaseNode, Task
+from proctor.identity import agent_id_for
+from proctor.server.control import entity
+from proctor.server.deps import Call, CallContext
+from proctor.server.problems import problem_responses
+from proctor.server.routes.agents import agent_resource
+
+__all__ = ["TaskView", "router", "task_resource"]
+
+router = APIRouter(tags=["tasks"])
+
+TaskId = Annotated[str, Path(max_length=64)]
+
+
+class StartTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent: Annotated[str, Field(min_length=1, max_length=512,
+                                description="SPIFFE ID, or a name in the trust domain")]
+    purpose: Annotated[str, Field(max_length=1000)]
+    on_behalf_of: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class EndTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskView(BaseModel):
+    id: str
+    agent: str
+    purpose: str
+    on_behalf_of: str
+    started_at: datetime
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskView:
+        return cls(id=task.id, agent=task.agent_id, purpose=task.purpose,
+                   on_behalf_of=task.on_behalf_of, started_at=task.started_at,
+                   ended_at=task.ended_at)
+
+
+class Ended(BaseModel):
+    task: str
+    revoked: list[str]
+
+
+class NodeView(BaseModel):
+    id: str
+    parent: str | None
+    kind: str
+    agent: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+    @classmethod
+    def of(cls, node: LeaseNode) -> NodeView:
+        return cls(id=node.id, parent=node.parent_id, kind=node.kind, agent=node.agent_id,
+                   created_at=node.created_at, expires_at=node.expires_at,
+                   revoked_at=node.revoked_at, revoked_reason=node.revoked_reason)
+
+
+class Tree(BaseModel):
+    task: str
+    nodes: list[NodeView]
+
+
+def task_resource(task: Task) -> dict[str, Any]:
+    return entity("Task", task.id, agent=("Agent", task.agent_id),
+                  on_behalf_of=task.on_behalf_of)
+
+
+def _task(call: CallContext, task_id: str, action: str) -> Task:
+    task = call.runtime.grants.task(task_id)
+    call.require(action, task_resource(task))
+    return task
+
+
+@router.post("/v1/tasks", status_code=201, responses=problem_responses(
+    "agent_unknown", "agent_id_invalid", "agent_not_active"))
+def start_task(body: StartTask, call: Call) -> TaskView:
+    """Start a task for an agent. An agent may start one for itself, on behalf of its
+    owner; admins for any agent."""
+    runtime = call.runtime
+    agent = runtime.registry.get(agent_id_for(body.agent, runtime.settings.trust_domain).id)
+    call.require("api:task.start", agent_resource(agent),
+                 context={"on_behalf_of": body.on_behalf_of})
+    task = runtime.grants.start_task(agent.id, purpose=body.purpose,
+                                     on_behalf_of=body.on_behalf_of)
+    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id)
+    return TaskView.of(task)
+
+
+@router.get("/v1/tasks/{task_id}", responses=problem_responses("task_unknown"))
+def read_task(task_id: TaskId, call: Call) -> TaskView:
+    """One task."""
+    return TaskView.of(_task(call, task_id, "api:task.read"))
+
+
+@router.post("/v1/tasks/{task_id}/end", responses=problem_responses("task_unknown"))
+def end_task(task_id: TaskId, call: Call,
+             body: EndTask | None = None) -> Ended:
+    """End the task: every grant issued under it, and all derived from them, is revoked."""
+    task = _task(call, task_id, "api:task.end")
+    revoked = call.runtime.grants.end_task(task.id, by=call.principal.actor)
+    return Ended(task=task.id, revoked=revoked)
+
+
+@router.get("/v1/tasks/{task_id}/tree", responses=problem_responses("task_unknown"))
+def task_tree(task_id: TaskId, call: Call) -> Tree:
+    """The task's lease tree: its grants and what was delegated from them, parents first."""
+    task = _task(call, task_id, "api:grant.tree")
+    return Tree(task=task.id, nodes=[NodeView.of(n) for n in call.runtime.grants.tree(task.id)])

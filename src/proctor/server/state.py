@@ -1,0 +1,55 @@
+"""What every request handler reaches: the runtime and the server's own parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from proctor.cli.runtime import Runtime
+from proctor.grants import IssuerKeyring, RegisteredAgents, load_master_key
+from proctor.server.authentication import RequestAuthenticator
+from proctor.server.config import ServerConfig
+from proctor.server.control import ControlPlane
+from proctor.server.humans import HumanVerifier
+from proctor.server.limits import RateLimiter
+from proctor.server.metrics import Metrics
+from proctor.server.shadow import ShadowState
+from proctor.server.tokens import ApiTokens
+
+__all__ = ["RevocationListener", "ServerState"]
+
+RevocationListener = Callable[[Sequence[str], str], None]
+
+
+@dataclass
+class ServerState:
+    """The parts of one server process, built once by :func:`create_app`."""
+
+    runtime: Runtime
+    config: ServerConfig
+    control: ControlPlane
+    authenticator: RequestAuthenticator
+    limiter: RateLimiter
+    tokens: ApiTokens
+    keyring: IssuerKeyring
+    metrics: Metrics
+    shadow: ShadowState
+    revocation_listeners: list[RevocationListener] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, runtime: Runtime, config: ServerConfig) -> ServerState:
+        clock, store = runtime.clock, runtime.store
+        tokens = ApiTokens(store, clock)
+        authenticator = RequestAuthenticator(
+            tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
+            directory=RegisteredAgents(runtime.registry, store), grants=runtime.grants,
+            clock=clock)
+        return cls(
+            runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),
+            authenticator=authenticator,
+            limiter=RateLimiter(clock, rate=config.rate_per_second, burst=config.rate_burst),
+            tokens=tokens,
+            keyring=IssuerKeyring(store, clock, load_master_key(runtime.settings.home)),
+            metrics=Metrics(),
+            shadow=ShadowState(store, runtime.engine, runtime.policies, clock),
+        )

@@ -1,0 +1,145 @@
+"""API tokens: bearer tokens for humans where no OIDC provider is configured.
+
+The admin token ``proctor init`` prints once is one of these. A token is
+``ptk_`` and 43 random URL-safe characters (256 bits); only its SHA-256 is
+stored, and the token is named everywhere else by its accessor ``tok_…``.
+Looking a token up by its hash is safe against timing: an attacker cannot
+steer the hash of a guess towards a stored one.
+
+>>> tokens = ApiTokens(store, clock)                                # doctest: +SKIP
+>>> minted = tokens.create("erin@acme.example", {"admin"})          # doctest: +SKIP
+>>> tokens.verify(minted.token).human_id                            # doctest: +SKIP
+'erin@acme.example'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from proctor.clock import Clock
+from proctor.errors import NotFoundError, RequestError
+from proctor.identity.people import check_human
+from proctor.server.principals import HUMAN_ROLES
+from proctor.store import Store, as_utc
+from proctor.store.tables import api_tokens
+
+__all__ = ["ADMIN_ID", "TOKEN_PREFIX", "ApiToken", "ApiTokens", "MintedToken"]
+
+TOKEN_PREFIX = "ptk_"  # noqa: S105 (a prefix, not a secret)
+ADMIN_ID = "local-admin"
+_LOOKUP = ("SELECT id, human_id, roles, created_at, expires_at, revoked_at FROM api_tokens "
+           "WHERE token_hash = {p}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A stored token, without its secret."""
+
+    id: str
+    human_id: str
+    roles: frozenset[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "human": self.human_id, "roles": sorted(self.roles),
+                "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    """A new token: ``token`` is shown once and never stored."""
+
+    token: str
+    record: ApiToken
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ApiTokens:
+    """Creating, verifying, listing and revoking API tokens in the store."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def create(self, human_id: str, roles: Iterable[str], *, ttl_seconds: int | None = None
+               ) -> MintedToken:
+        check_human(human_id, "owner")
+        wanted = frozenset(roles)
+        unknown = sorted(wanted - set(HUMAN_ROLES))
+        if unknown or not wanted:
+            raise RequestError(f"roles are some of {', '.join(HUMAN_ROLES)}"
+                               + (f"; `{unknown[0]}` is not one" if unknown else ""))
+        if ttl_seconds is not None and not 60 <= ttl_seconds <= 366 * 86400:
+            raise RequestError("a token lives between 60 seconds and 366 days")
+        now = self._clock.now()
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = ApiToken(f"tok_{secrets.token_hex(8)}", human_id, wanted, now,
+                          now + timedelta(seconds=ttl_seconds) if ttl_seconds else None, None)
+        with self._store.transaction() as conn:
+            conn.execute(insert(api_tokens).values(
+                id=record.id, token_hash=_hash(token), human_id=human_id,
+                roles=sorted(wanted), created_at=now, expires_at=record.expires_at))
+        return MintedToken(token, record)
+
+    def ensure_admin(self) -> MintedToken | None:
+        """Create the local admin token if no admin token exists yet; None if one does."""
+        if any("admin" in t.roles and t.revoked_at is None for t in self.list()):
+            return None
+        return self.create(ADMIN_ID, {"admin"})
+
+    def verify(self, token: str) -> ApiToken | None:
+        """The live token ``token`` is, or None (unknown, revoked or expired)."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            return None
+        rows = self._store.fetch(_LOOKUP, [_hash(token)])
+        if not rows:
+            return None
+        token_id, human_id, roles, created_at, expires_at, revoked_at = rows[0]
+        if revoked_at is not None:
+            return None
+        expires = _time(expires_at)
+        if expires is not None and expires <= self._clock.now():
+            return None
+        if isinstance(roles, str):  # SQLite hands JSON back as text on the raw connection
+            roles = json.loads(roles)
+        return ApiToken(token_id, human_id, frozenset(roles), _time(created_at) or expires
+                        or self._clock.now(), expires, None)
+
+    def list(self) -> list[ApiToken]:
+        with self._store.reading() as conn:
+            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).all()
+        return [ApiToken(r.id, r.human_id, frozenset(r.roles), as_utc(r.created_at),
+                         _time(r.expires_at), _time(r.revoked_at)) for r in rows]
+
+    def revoke(self, token_id: str) -> ApiToken:
+        with self._store.transaction() as conn:
+            conn.execute(update(api_tokens).where(
+                api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=self._clock.now()))
+        found = [t for t in self.list() if t.id == token_id]
+        if not found:
+            raise NotFoundError(f"API token `{token_id[:80]}` does not exist")
+        return found[0]
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite's raw driver returns text
+        value = datetime.fromisoformat(value)
+    return as_utc(value)

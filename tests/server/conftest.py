@@ -1,0 +1,145 @@
+"""The API in process (httpx ASGITransport) on a real runtime: a real store on each
+backend, the example policies, real keys, the admin token as ``proctor init`` makes it.
+
+The clock is frozen at the wall-clock time the test starts (proofs carry real
+times); tests move it to expire things or to refill rate-limit buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
+from joserfc.jwk import ECKey
+
+from proctor.audit import ActorType, EventFilter, StoredEvent, search_events
+from proctor.cli.runtime import Runtime, init_home, open_runtime
+from proctor.clock import FrozenClock, SystemClock
+from proctor.config import Settings
+from proctor.grants import make_proof
+from proctor.server import ApiTokens, ServerConfig, create_app
+from tests.identity.factories import manifest, own_key_proof, public_jwk
+
+SUPPORT = "spiffe://acme.example/agent/support"
+CODER = "spiffe://acme.example/agent/coder"
+OWNER = "bob@acme.example"
+BASE_URL = "http://proctor.test"
+TARGET = "https://gateway.acme.example/mcp"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def frozen() -> FrozenClock:
+    return FrozenClock(SystemClock().now().replace(microsecond=0))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    return settings
+
+
+@pytest.fixture
+def runtime(settings: Settings, frozen: FrozenClock) -> Iterator[Runtime]:
+    runtime = open_runtime(settings, clock=frozen)
+    yield runtime
+    runtime.close()
+
+
+@dataclass
+class Api:
+    """A client of the in-process API, with the credentials tests need."""
+
+    client: httpx.AsyncClient
+    app: FastAPI
+    runtime: Runtime
+    clock: FrozenClock
+    admin_token: str
+    keys: dict[str, ECKey] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def human(self, human_id: str, *roles: str) -> dict[str, str]:
+        minted = ApiTokens(self.runtime.store, self.runtime.clock).create(human_id, roles)
+        return {"Authorization": f"Bearer {minted.token}"}
+
+    def agent(self, agent_id: str) -> dict[str, str]:
+        """An agent's own-key workload proof, made now."""
+        proof = own_key_proof(self.keys[agent_id], agent_id, self.clock.now())
+        return {"Authorization": f"Bearer {proof}"}
+
+    def private_key(self, agent_id: str) -> ec.EllipticCurvePrivateKey:
+        key = self.keys[agent_id].private_key
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    def call_proof(self, agent_id: str, token: str, *, target: str = TARGET,
+                   method: str = "tools/call") -> str:
+        return make_proof(self.private_key(agent_id), token, method=method, target=target,
+                          now=self.clock.now())
+
+    async def register(self, agent_id: str, group: str, *, owner: str = OWNER) -> None:
+        key = ECKey.generate_key("P-256", private=True)
+        response = await self.client.post("/v1/agents", headers=self.admin, json={
+            "id": agent_id, "owner": owner, "groups": [group],
+            "proof": {"method": "own_key", "jwk": public_jwk(key)},
+            "manifest": manifest().as_json()})
+        assert response.status_code == 201, response.text
+        self.keys[agent_id] = key
+
+    async def grant(self, agent_id: str, tools: list[dict[str, Any]], *,
+                    purpose: str = "help a customer", **extra: Any) -> dict[str, Any]:
+        """A task started and a grant issued, by the agent itself."""
+        task = await self.client.post("/v1/tasks", headers=self.agent(agent_id), json={
+            "agent": agent_id, "purpose": purpose, "on_behalf_of": OWNER})
+        assert task.status_code == 201, task.text
+        issued = await self.client.post("/v1/grants", headers=self.agent(agent_id), json={
+            "task": task.json()["id"], "scope": {"tools": tools}, **extra})
+        assert issued.status_code == 201, issued.text
+        body: dict[str, Any] = issued.json()
+        return body
+
+    def events(self, **where: Any) -> list[StoredEvent]:
+        return search_events(self.runtime.store, EventFilter(**where), limit=1000)
+
+    def refusals(self, actor_type: ActorType) -> list[StoredEvent]:
+        return [e for e in self.events(actor_type=actor_type)
+                if e.event["outcome"] == "refused"]
+
+
+def make_app(runtime: Runtime, config: ServerConfig | None = None) -> tuple[FastAPI, str]:
+    """The app and the admin token, created as ``proctor init`` creates it."""
+    minted = ApiTokens(runtime.store, runtime.clock).ensure_admin()
+    assert minted is not None
+    return create_app(runtime, config), minted.token
+
+
+@pytest.fixture
+async def api(runtime: Runtime, frozen: FrozenClock) -> AsyncIterator[Api]:
+    app, token = make_app(runtime)
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        yield Api(client, app, runtime, frozen, token)
+
+
+@pytest.fixture
+async def agents(api: Api) -> Api:
+    """The support and coding agents of the example deployment, registered through the API."""
+    await api.register(SUPPORT, "support-agents")
+    await api.register(CODER, "coding-agents")
+    return api
