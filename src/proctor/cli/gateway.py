@@ -1,0 +1,130 @@
+"""``proctor mcp wrap`` (stdio) and ``proctor gateway`` (streamable HTTP)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from proctor.cli.output import err_console, fail
+from proctor.cli.runtime import Runtime, issuer_for, open_runtime
+from proctor.config import Settings, load_settings
+from proctor.errors import ConfigError, ProctorError
+from proctor.gateway import (
+    Gateway,
+    GatewayConfig,
+    LaunchCredentials,
+    UpstreamConfig,
+    load_agent_key,
+    load_gateway_config,
+    load_grant,
+    run_wrapper,
+)
+from proctor.gateway.stdio import claim_stdio
+from proctor.grants import load_master_key
+from proctor.identity import agent_id_for
+from proctor.oversight import OutputGuard
+from proctor.secrets import SecretStore
+
+__all__ = ["mcp_app", "server_name_for"]
+
+mcp_app = typer.Typer(no_args_is_help=True, help="Put proctor in front of MCP servers.")
+
+_PACKAGE_NAME = re.compile(r"mcp[-_]server[-_]([a-z0-9][a-z0-9_.-]{0,40})", re.IGNORECASE)
+_EXIT_SESSION_CLOSED = 2
+
+
+def server_name_for(command: list[str]) -> str:
+    """A server name from an upstream command: ``mcp-server-git`` and
+    ``python -m mcp_server_git`` give ``git``; otherwise the program's name."""
+    for part in command:
+        match = _PACKAGE_NAME.search(Path(part).name)
+        if match:
+            return match.group(1).lower().replace("_", "-")
+    name = Path(command[0]).stem.lower() if command else ""
+    return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-.") or "mcp"
+
+
+def make_gateway(runtime: Runtime, settings: Settings, config: GatewayConfig) -> Gateway:
+    """The gateway on a runtime: its enforcer, secret store and output guard."""
+    secrets = SecretStore(runtime.store, runtime.clock, load_master_key(settings.home),
+                          audit=runtime.audit, revocations=runtime.grants.leases)
+    return Gateway(config, enforcer=runtime.enforcer, grants=runtime.grants,
+                   engine=runtime.engine, audit=runtime.audit, store=runtime.store,
+                   clock=runtime.clock, guard=OutputGuard(grant_issuer=issuer_for(settings)),
+                   secrets=secrets,
+                   errlog=sys.stderr)
+
+
+@mcp_app.command("wrap", context_settings={"ignore_unknown_options": True})
+def wrap(
+    agent: Annotated[str, typer.Option("--agent", help="The agent: a name or SPIFFE ID.")],
+    command: Annotated[list[str] | None, typer.Argument(
+        help="The upstream server's command, after `--`.")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="Gateway config (YAML): labels, env, secrets per upstream.")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="The server name in tool ids (default: from the command).")] = None,
+    grant_file: Annotated[Path | None, typer.Option(
+        "--grant-file", help="The grant token (default: $PROCTOR_GRANT).")] = None,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="The agent's private key, PEM or JWK "
+                           "(default: $PROCTOR_AGENT_KEY_FILE).")] = None,
+) -> None:
+    """Serve one agent over stdio in front of one MCP server; every call is decided.
+
+    Use it in an MCP client's configuration in place of the server's command:
+    ``proctor mcp wrap --agent coder -- python -m mcp_server_git --repository R``.
+    """
+    try:
+        settings = load_settings()
+        config = load_gateway_config(config_file) if config_file else GatewayConfig()
+        argv = tuple(command or ())
+        name = server or (server_name_for(list(argv)) if argv else _only_upstream(config))
+        upstream = config.upstreams.get(name) or UpstreamConfig(name=name)
+        if argv:
+            upstream = replace(upstream, command=argv, url=None)
+        if not upstream.command and upstream.url is None:
+            raise ConfigError(f"no command for upstream `{name}`: give it after `--`")
+        config = replace(config, upstreams={**config.upstreams, name: upstream})
+        token = load_grant(grant_file, os.environ.get("PROCTOR_GRANT"))
+        key_path = key_file or _env_path("PROCTOR_AGENT_KEY_FILE")
+        if key_path is None:
+            raise ConfigError("no agent key: pass --key-file or set PROCTOR_AGENT_KEY_FILE")
+        key = load_agent_key(key_path)
+        agent_id = agent_id_for(agent, settings.trust_domain).id
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code)
+    try:
+        gateway = make_gateway(runtime, settings, config)
+        creds = LaunchCredentials(token, key, runtime.clock)
+        reader, writer = claim_stdio()
+        outcome = anyio.run(lambda: run_wrapper(
+            gateway, server=name, agent_id=agent_id, creds=creds, reader=reader,
+            writer=writer, database_url=settings.database_url))
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code)
+    finally:
+        runtime.close()
+    if outcome.closed_by is not None:
+        err_console.print(f"session {outcome.session_id} closed: {outcome.closed_by}",
+                          markup=False)
+        raise typer.Exit(_EXIT_SESSION_CLOSED)
+
+
+def _only_upstream(config: GatewayConfig) -> str:
+    if len(config.upstreams) != 1:
+        raise ConfigError("give the upstream's command after `--`, or --server NAME")
+    return next(iter(config.upstreams))
+
+
+def _env_path(var: str) -> Path | None:
+    value = os.environ.get(var)
+    return Path(value) if value else None

@@ -1,0 +1,55 @@
+"""The MCP gateway: proctor's enforcement point in front of MCP servers.
+
+An agent talks to the gateway as if it were the MCP server. Every
+``tools/call``, ``resources/read`` and ``prompts/get`` passes the grant check,
+the agent's state, Cedar (with the arguments and the tool's labels), approvals
+and the audit log (:class:`proctor.enforcement.Enforcer`) before it reaches
+the upstream; upstream credentials are injected from the secret store under a
+lease of the session's grant; every result passes the output guard; and
+revoking the grant closes the session.
+
+Transports: stdio (``proctor mcp wrap``, :func:`run_wrapper`) and streamable
+HTTP (``proctor gateway``, :func:`build_http_app`). See ``docs/gateway.md``.
+"""
+
+from proctor.gateway.config import (
+    GatewayConfig,
+    ToolLabels,
+    UpstreamConfig,
+    load_gateway_config,
+    parse_gateway_config,
+)
+from proctor.gateway.core import Gateway
+from proctor.gateway.launch import LaunchCredentials, load_agent_key, load_grant
+from proctor.gateway.server import build_server
+from proctor.gateway.session import GatewaySession
+from proctor.gateway.stdio import StdioTransport
+from proctor.gateway.tools import ExposedTool, ToolRegistry
+from proctor.gateway.upstream import UpstreamConnection
+from proctor.gateway.views import View
+from proctor.gateway.visibility import Visibility
+from proctor.gateway.watch import RevocationWatch
+from proctor.gateway.wrap import WrapOutcome, run_wrapper
+
+__all__ = [
+    "ExposedTool",
+    "Gateway",
+    "GatewayConfig",
+    "GatewaySession",
+    "LaunchCredentials",
+    "RevocationWatch",
+    "StdioTransport",
+    "ToolLabels",
+    "ToolRegistry",
+    "UpstreamConfig",
+    "UpstreamConnection",
+    "View",
+    "Visibility",
+    "WrapOutcome",
+    "build_server",
+    "load_agent_key",
+    "load_gateway_config",
+    "load_grant",
+    "parse_gateway_config",
+    "run_wrapper",
+]

@@ -1,0 +1,239 @@
+"""The gateway's configuration file (YAML): its limits and its upstream MCP servers.
+
+::
+
+    gateway:
+      public_url: https://mcp.acme.example     # what agents address (HTTP mode)
+      listen: 127.0.0.1:8765
+      max_message_bytes: 1048576
+      call_timeout_seconds: 30
+      connect_timeout_seconds: 20
+      approval_timeout_seconds: 120
+    upstreams:
+      git:                                     # the server name in tool ids: git/git_log
+        command: [python, -m, mcp_server_git, --repository, /srv/repos/app]
+        env: {GITHUB_TOKEN: "${secret:github-token}"}
+        labels: {sensitivity: internal, destination: localhost}
+        tools:
+          git_commit: {sensitivity: confidential}
+      crm:
+        url: https://crm.vendor.example/mcp
+        headers: {Authorization: "Bearer ${secret:crm-token}"}
+
+``${secret:NAME}`` in an ``env`` or ``headers`` value is filled in from proctor's
+secret store when the upstream is connected, under a lease of the session's grant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proctor.errors import ConfigError
+from proctor.files import read_capped
+from proctor.policy.catalog import Sensitivity
+
+__all__ = ["GatewayConfig", "ToolLabels", "UpstreamConfig", "load_gateway_config",
+           "parse_gateway_config", "secret_names"]
+
+_MAX_CONFIG_BYTES = 256 * 1024
+_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]|_(?!_)){0,63}$")
+_SECRET_REF = re.compile(r"\$\{secret:([A-Za-z0-9_.-]{1,128})\}")
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Headers proctor sets itself or that would carry the agent's credentials onwards.
+_RESERVED_HEADERS = {"dpop", "mcp-session-id", "mcp-protocol-version", "host", "content-length"}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLabels:
+    """Labels for a tool; ``None`` fields fall back to the next source."""
+
+    sensitivity: Sensitivity | None = None
+    destination: str | None = None
+    connector: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One upstream MCP server: a command (stdio) or a URL (streamable HTTP)."""
+
+    name: str
+    command: tuple[str, ...] = ()
+    url: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    labels: ToolLabels = ToolLabels()
+    tools: Mapping[str, ToolLabels] = field(default_factory=dict)
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.url is None
+
+    def labels_for(self, tool: str) -> ToolLabels:
+        """The configured labels of ``tool``: its own entry over the upstream's."""
+        own = self.tools.get(tool, ToolLabels())
+        return ToolLabels(
+            own.sensitivity if own.sensitivity is not None else self.labels.sensitivity,
+            own.destination if own.destination is not None else self.labels.destination,
+            own.connector if own.connector is not None else self.labels.connector,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Limits and upstreams; every limit has a safe default."""
+
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    public_url: str = "http://127.0.0.1:8765"
+    listen: str = "127.0.0.1:8765"
+    max_message_bytes: int = 1 << 20
+    call_timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 20.0
+    approval_timeout_seconds: float = 120.0
+    revocation_poll_seconds: float = 1.0
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        found = self.upstreams.get(name)
+        if found is None:
+            raise ConfigError(f"upstream `{name}` is not configured")
+        return found
+
+
+def secret_names(value: str) -> list[str]:
+    """The secret names ``${secret:NAME}`` referenced in ``value``."""
+    return _SECRET_REF.findall(value)
+
+
+def fill_secrets(value: str, secrets: Mapping[str, str]) -> str:
+    """``value`` with each ``${secret:NAME}`` replaced by ``secrets[NAME]``."""
+    return _SECRET_REF.sub(lambda m: secrets[m.group(1)], value)
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    """Read and check a gateway configuration file."""
+    raw = read_capped(path, _MAX_CONFIG_BYTES, "gateway config", ConfigError)
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"gateway config `{path}` is not valid YAML: {exc}") from exc
+    return parse_gateway_config(data, source=str(path))
+
+
+def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfig:
+    """Check a parsed configuration document; raises :class:`ConfigError` naming the key."""
+    data = data or {}
+    _keys(data, {"gateway", "upstreams"}, source)
+    settings = data.get("gateway") or {}
+    _keys(settings, {"public_url", "listen", "max_message_bytes", "call_timeout_seconds",
+                     "connect_timeout_seconds", "approval_timeout_seconds",
+                     "revocation_poll_seconds"}, f"{source}: gateway")
+    upstreams_data = data.get("upstreams") or {}
+    if not isinstance(upstreams_data, dict):
+        raise ConfigError(f"{source}: `upstreams` must be a mapping of name to server")
+    upstreams = {str(name): _upstream(str(name), spec, source)
+                 for name, spec in upstreams_data.items()}
+    limits: dict[str, Any] = {}
+    for key in ("max_message_bytes",):
+        if key in settings:
+            limits[key] = _positive(settings[key], key, source, integer=True)
+    for key in ("call_timeout_seconds", "connect_timeout_seconds", "approval_timeout_seconds",
+                "revocation_poll_seconds"):
+        if key in settings:
+            limits[key] = _positive(settings[key], key, source)
+    for key in ("public_url", "listen"):
+        if key in settings:
+            limits[key] = _text(settings[key], key, source)
+    if not str(limits.get("public_url", "http://")).startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: `public_url` must be an http(s) URL")
+    return GatewayConfig(upstreams=upstreams, **limits)
+
+
+def _upstream(name: str, spec: Any, source: str) -> UpstreamConfig:
+    where = f"{source}: upstream `{name}`"
+    if not _SERVER_RE.match(name):
+        raise ConfigError(f"{where}: a name is lowercase letters, digits, `.`, `-` and single `_`")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    _keys(spec, {"command", "url", "env", "headers", "cwd", "labels", "tools"}, where)
+    command = spec.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        raise ConfigError(f"{where}: `command` must be a list of strings")
+    url = spec.get("url")
+    if url is not None and (command or not str(url).startswith(("http://", "https://"))):
+        raise ConfigError(f"{where}: give either `command` or an http(s) `url`, not both")
+    env = _string_map(spec.get("env"), "env", where, _ENV_RE)
+    headers = _string_map(spec.get("headers"), "headers", where, _HEADER_RE)
+    reserved = sorted(h for h in headers if h.lower() in _RESERVED_HEADERS)
+    if reserved:
+        raise ConfigError(f"{where}: header `{reserved[0]}` is set by the gateway")
+    if headers and url is None:
+        raise ConfigError(f"{where}: `headers` apply to an HTTP upstream (`url`)")
+    tools_spec = spec.get("tools") or {}
+    if not isinstance(tools_spec, dict):
+        raise ConfigError(f"{where}: `tools` must map tool names to labels")
+    return UpstreamConfig(
+        name=name, command=tuple(command), url=str(url) if url is not None else None,
+        env=env, headers=headers, cwd=_text(spec["cwd"], "cwd", where) if "cwd" in spec else None,
+        labels=_labels(spec.get("labels"), f"{where}: labels"),
+        tools={str(t): _labels(v, f"{where}: tool `{t}`") for t, v in tools_spec.items()},
+    )
+
+
+def _labels(spec: Any, where: str) -> ToolLabels:
+    if spec is None:
+        return ToolLabels()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    _keys(spec, {"sensitivity", "destination", "connector"}, where)
+    sensitivity = spec.get("sensitivity")
+    return ToolLabels(
+        Sensitivity.parse(str(sensitivity)) if sensitivity is not None else None,
+        str(spec["destination"]) if spec.get("destination") is not None else None,
+        str(spec["connector"]) if spec.get("connector") is not None else None,
+    )
+
+
+def _string_map(spec: Any, key: str, where: str, name_re: re.Pattern[str]) -> dict[str, str]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: `{key}` must be a mapping")
+    out: dict[str, str] = {}
+    for name, value in spec.items():
+        if not name_re.match(str(name)):
+            raise ConfigError(f"{where}: `{key}` name `{name}` is not valid")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: `{key}.{name}` must be a string")
+        out[str(name)] = str(value)
+    return out
+
+
+def _keys(spec: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = sorted(set(map(str, spec)) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key `{unknown[0]}`")
+
+
+def _positive(value: Any, key: str, where: str, *, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
+            integer and not isinstance(value, int)):
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{where}: `{key}` must be {kind}")
+    return value
+
+
+def _text(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: `{key}` must be a non-empty string")
+    return value

@@ -1,0 +1,141 @@
+"""The output guard on every answer, and what happens when a live grant leaks.
+
+Every result (tool results, resource contents, prompts, upstream error texts)
+goes through the output guard before the agent sees it: known credential
+formats, high-entropy strings, the secrets this gateway injected and proctor's
+own tokens are redacted. Binary payloads (image and audio data, resource blobs)
+are not text and are passed through unscanned.
+
+A proctor grant in a call's arguments or in a result has leaked into an agent's
+context. If it is live, it and everything derived from it are revoked at once
+(``GrantAuthority.revoke``, reason ``leaked``; the revocation is audited), and a
+``gateway.leak`` event records where it was found. A call whose arguments carry
+a grant is refused (``grant_leaked``): forwarding it would hand the grant on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel
+
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.clock import Clock
+from proctor.errors import AuditError, ProctorError
+from proctor.gateway.ports import Guard
+from proctor.gateway.rpc import CALL_DENIED, rpc_error
+from proctor.grants import GrantAuthority, GrantClaims
+
+__all__ = ["ResultGuard"]
+
+log = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=BaseModel)
+_SYSTEM = Actor(ActorType.SYSTEM, "proctor-gateway")
+_BINARY_TYPES = {"image", "audio"}
+_Where = tuple[str | int, ...]  # a path into a JSON document
+
+
+class ResultGuard:
+    """Redacts results and revokes leaked grants."""
+
+    def __init__(self, guard: Guard, grants: GrantAuthority, audit: AuditLog,
+                 clock: Clock) -> None:
+        self._guard = guard
+        self._grants = grants
+        self._audit = audit
+        self._clock = clock
+
+    async def check_arguments(self, arguments: dict[str, Any], *, claims: GrantClaims,
+                              tool_id: str) -> None:
+        """Refuse a call whose arguments carry a proctor grant; revoke it if live."""
+        outcome = self._guard.scan(arguments)
+        if outcome.grant_tokens:
+            await self._revoke_leaked(outcome.grant_tokens, claims=claims,
+                                      found_in=f"arguments of {tool_id}")
+            raise rpc_error(CALL_DENIED, "grant_leaked", "the arguments carry a proctor grant; "
+                            "it was revoked and the call was not forwarded")
+
+    async def redact(self, result: _M, *, claims: GrantClaims, tool_id: str,
+                     decision_event: str | None) -> _M:
+        """``result`` as the agent may see it."""
+        document = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        binary: list[tuple[_Where, Any]] = []
+        _set_aside(document, binary)
+        outcome = self._guard.scan(document)
+        redacted = outcome.value
+        if outcome.grant_tokens:
+            await self._revoke_leaked(outcome.grant_tokens, claims=claims,
+                                      found_in=f"result of {tool_id}")
+        if outcome.findings:
+            await self._record("gateway.redact", claims, tool_id, "redacted",
+                               {"findings": len(outcome.findings)}, decision_event)
+        return type(result).model_validate(_restore(redacted, binary), by_name=False)
+
+    def redact_text(self, text: str) -> str:
+        """An upstream's error text, redacted (it could quote the upstream's credentials)."""
+        value = self._guard.scan(text).value
+        return value if isinstance(value, str) else "[redacted]"
+
+    async def _revoke_leaked(self, tokens: Iterable[str], *, claims: GrantClaims,
+                             found_in: str) -> None:
+        for token in dict.fromkeys(tokens):
+            await anyio.to_thread.run_sync(self._revoke_one, token, claims, found_in)
+
+    def _revoke_one(self, token: str, claims: GrantClaims, found_in: str) -> None:
+        try:
+            leaked = self._grants.inspect(token)
+        except ProctorError:
+            return  # not a live grant of this issuer: nothing left to revoke
+        revoked = self._grants.revoke(leaked.grant_id, "leaked")
+        log.warning("grant %s leaked into the %s; %d nodes revoked", leaked.grant_id,
+                    found_in, len(revoked))
+        self._record_now("gateway.leak", claims, found_in, "revoked",
+                         {"leaked_grant": leaked.grant_id, "leaked_agent": leaked.agent_id,
+                          "found_in": found_in, "revoked": len(revoked)}, None)
+
+    async def _record(self, action: str, claims: GrantClaims, target: str, outcome: str,
+                      detail: dict[str, Any], concerns: str | None) -> None:
+        await anyio.to_thread.run_sync(self._record_now, action, claims, target, outcome,
+                                       detail, concerns)
+
+    def _record_now(self, action: str, claims: GrantClaims, target: str, outcome: str,
+                    detail: dict[str, Any], concerns: str | None) -> None:
+        now = self._clock.now()
+        event = AuditEvent(id=new_event_id(now), time=now, actor=_SYSTEM, action=action,
+                           target=target, outcome=outcome, task=claims.task_id,
+                           concerns=concerns, detail={"agent": claims.agent_id, **detail})
+        try:
+            self._audit.record(event)
+        except AuditError:
+            log.error("%s on %s could not be audited", action, target)
+
+
+def _set_aside(node: Any, found: list[tuple[_Where, Any]], path: _Where = ()) -> None:
+    """Blank binary payloads in place, remembering where they were and what they held."""
+    if isinstance(node, dict):
+        keys = ["blob"] if isinstance(node.get("blob"), str) else []
+        if node.get("type") in _BINARY_TYPES and isinstance(node.get("data"), str):
+            keys.append("data")
+        for key in keys:
+            found.append(((*path, key), node[key]))
+            node[key] = ""
+        for key, value in node.items():
+            if key not in keys:
+                _set_aside(value, found, (*path, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _set_aside(item, found, (*path, index))
+
+
+def _restore(redacted: Any, found: list[tuple[_Where, Any]]) -> Any:
+    """Put the binary payloads back into the guard's redacted copy."""
+    for path, value in found:
+        holder = redacted
+        for step in path[:-1]:
+            holder = holder[step]
+        holder[path[-1]] = value
+    return redacted

@@ -1,0 +1,89 @@
+"""The agent-facing MCP server: the SDK's low-level ``Server`` with one handler per method,
+each handing over to :class:`~proctor.gateway.core.Gateway`.
+
+The transport decides who is asking: a :class:`Binder` turns the SDK's request
+context into the gateway session and the credentials of this request (the stdio
+wrapper has one of each; the HTTP gateway reads them from the request's headers).
+Methods the gateway does not relay (sampling, elicitation, completion, logging)
+are not offered, so the SDK answers them ``method not found``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from proctor.gateway.core import Gateway
+from proctor.gateway.rpc import INVALID_PARAMS, rpc_error
+from proctor.gateway.session import GatewaySession
+from proctor.gateway.views import Credentials, View
+
+__all__ = ["Binder", "build_server"]
+
+Context = ServerRequestContext[Any, Any]
+
+
+class Binder(Protocol):
+    """Who is asking, for one request."""
+
+    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]: ...
+
+
+def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> Server[Any]:
+    """An MCP server exposing ``view`` through ``gateway``."""
+
+    async def list_tools(ctx: Context, params: types.PaginatedRequestParams | None
+                         ) -> types.ListToolsResult:
+        session, _ = await binder.bind(ctx)
+        return types.ListToolsResult(tools=await gateway.list_tools(session, view))
+
+    async def call_tool(ctx: Context, params: types.CallToolRequestParams
+                        ) -> types.CallToolResult:
+        session, creds = await binder.bind(ctx)
+        return await gateway.call_tool(session, creds, view, params.name,
+                                       params.arguments or {})
+
+    async def list_prompts(ctx: Context, params: types.PaginatedRequestParams | None
+                           ) -> types.ListPromptsResult:
+        session, _ = await binder.bind(ctx)
+        return types.ListPromptsResult(prompts=await gateway.list_prompts(session, view))
+
+    async def get_prompt(ctx: Context, params: types.GetPromptRequestParams
+                         ) -> types.GetPromptResult:
+        session, creds = await binder.bind(ctx)
+        return await gateway.get_prompt(session, creds, view, params.name, params.arguments)
+
+    async def list_resources(ctx: Context, params: types.PaginatedRequestParams | None
+                             ) -> types.ListResourcesResult:
+        session, _ = await binder.bind(ctx)
+        resources, _templates = await gateway.list_resources(session, view)
+        return types.ListResourcesResult(resources=resources)
+
+    async def list_templates(ctx: Context, params: types.PaginatedRequestParams | None
+                             ) -> types.ListResourceTemplatesResult:
+        session, _ = await binder.bind(ctx)
+        _resources, templates = await gateway.list_resources(session, view)
+        return types.ListResourceTemplatesResult(resource_templates=templates)
+
+    async def read_resource(ctx: Context, params: types.ReadResourceRequestParams
+                            ) -> types.ReadResourceResult:
+        session, creds = await binder.bind(ctx)
+        uri = str(params.uri)
+        server = view.servers[0] if not view.prefixed else session.resource_servers.get(uri)
+        if server is None or server not in view.servers:
+            raise rpc_error(INVALID_PARAMS, "resource_unknown", f"resource `{uri[:200]}` is not "
+                            "known here: list the resources first, or use its server's endpoint")
+        return await gateway.read_resource(session, creds, server, uri)
+
+    return Server(
+        name, version="proctor-gateway",
+        instructions="Every call passes proctor's policy decision and is audited.",
+        on_list_tools=list_tools, on_call_tool=call_tool,
+        on_list_prompts=list_prompts, on_get_prompt=get_prompt,
+        on_list_resources=list_resources, on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+    )
+

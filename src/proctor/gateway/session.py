@@ -1,0 +1,188 @@
+"""A gateway session: one agent, one grant, its own upstream connections.
+
+A session is a node (kind ``session``) of the lease tree under its grant, and
+each secret it injects is a lease under the same grant. Revoking the grant (or
+anything above it) revokes them all; the :class:`~proctor.gateway.watch.RevocationWatch`
+then closes the session: the calls in flight fail with ``session_closed``, the
+upstream connections end (a stdio server is stopped), and the agent's transport
+is closed.
+
+Upstream connections are per session, so agents never share an upstream's state
+and an upstream holds only the credentials leased under that one grant.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from proctor.errors import GatewayError, ProctorError
+from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
+from proctor.gateway.ports import Guard, SecretSource
+from proctor.gateway.rpc import SESSION_CLOSED, rpc_error
+from proctor.gateway.tools import ExposedTool, ToolRegistry
+from proctor.gateway.upstream import UpstreamConnection
+from proctor.grants import GrantClaims, LeaseTree
+from proctor.store import Store
+
+__all__ = ["GatewaySession", "Upstream"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+SESSION_KIND = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A connected upstream of a session and the tools it offers, by upstream name."""
+
+    connection: UpstreamConnection
+    tools: Mapping[str, ExposedTool]
+
+
+class GatewaySession:
+    """The gateway's state for one grant: lease node, upstreams, calls in flight."""
+
+    def __init__(self, claims: GrantClaims, *, config: GatewayConfig, store: Store,
+                 leases: LeaseTree,
+                 registry: ToolRegistry, secrets_source: SecretSource | None = None,
+                 guard: Guard | None = None, errlog: TextIO | None = None) -> None:
+        self.id = f"gws_{secrets.token_hex(12)}"
+        self.claims = claims
+        self._config = config
+        self._store = store
+        self._leases = leases
+        self._registry = registry
+        self._secrets = secrets_source
+        self._guard = guard
+        self._errlog = errlog
+        self._upstreams: dict[str, Upstream] = {}
+        self._connecting: dict[str, anyio.Lock] = {}
+        self._inflight: set[anyio.CancelScope] = set()
+        self._tasks: TaskGroup | None = None
+        self.resource_servers: dict[str, str] = {}  # resource uri -> server, from listing
+        self.node_ids: list[str] = [self.id]  # the session node and its secret leases
+        self.closed = anyio.Event()
+        self.close_reason: str | None = None
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims.expires_at, UTC)
+
+    def register(self) -> None:
+        """Add the session's node under its grant (a blocking store write)."""
+        with self._store.transaction() as conn:
+            self._leases.add(conn, node_id=self.id, parent_id=self.claims.grant_id,
+                             kind=SESSION_KIND, task_id=self.claims.task_id,
+                             agent_id=self.claims.agent_id, expires_at=self.expires_at)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold the session's upstream connections until it is closed."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            await self.closed.wait()
+            for upstream in self._upstreams.values():
+                upstream.connection.close()
+        self._tasks = None
+
+    def close(self, reason: str) -> None:
+        """End the session: calls in flight fail, upstreams stop. Idempotent."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        log.info("session %s closed: %s", self.id, reason)
+        for scope in list(self._inflight):
+            scope.cancel()
+        for upstream in self._upstreams.values():
+            upstream.connection.close()
+        self.closed.set()
+
+    def check_open(self) -> None:
+        if self.closed.is_set():
+            raise rpc_error(SESSION_CLOSED, "session_closed",
+                            f"the session ended: {self.close_reason or 'closed'}")
+
+    # upstreams
+
+    async def upstream(self, name: str) -> Upstream:
+        """The session's connection to ``name``, connected (and its tools discovered) on
+        first use. Raises :class:`GatewayError` if it cannot connect."""
+        self.check_open()
+        found = self._upstreams.get(name)
+        if found is not None and found.connection.is_open:
+            return found
+        lock = self._connecting.setdefault(name, anyio.Lock())
+        async with lock:
+            found = self._upstreams.get(name)
+            if found is not None and found.connection.is_open:
+                return found
+            config = self._config.upstream(name)
+            connection = await self._connect(config)
+            tools = self._registry.register(config, connection.tools)
+            found = self._upstreams[name] = Upstream(connection, tools)
+            return found
+
+    async def _connect(self, config: UpstreamConfig) -> UpstreamConnection:
+        env, headers = await anyio.to_thread.run_sync(self._inject, config)
+        connection = UpstreamConnection(
+            config, env=env, headers=headers, connect_timeout=self._config.connect_timeout_seconds,
+            call_timeout=self._config.call_timeout_seconds, errlog=self._errlog)
+        if self._tasks is None:
+            raise GatewayError("session_closed", "the session is not running")
+        await self._tasks.start(connection.serve)
+        return connection
+
+    def _inject(self, config: UpstreamConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """The upstream's environment and headers with every ``${secret:NAME}`` filled in
+        from a lease under this session's grant."""
+        wanted = sorted({n for v in [*config.env.values(), *config.headers.values()]
+                         for n in secret_names(v)})
+        values: dict[str, str] = {}
+        for name in wanted:
+            if self._secrets is None:
+                raise GatewayError("upstream_unavailable",
+                                   f"upstream `{config.name}` needs secrets, and no secret "
+                                   "store is configured")
+            try:
+                lease = self._secrets.lease(
+                    name, leases=self._leases, parent_id=self.claims.grant_id,
+                    task_id=self.claims.task_id, agent_id=self.claims.agent_id,
+                    expires_at=self.expires_at)
+            except ProctorError as exc:
+                raise GatewayError("upstream_unavailable", f"upstream `{config.name}`: secret "
+                                   f"`{name}` cannot be leased ({exc.code})") from None
+            self.node_ids.append(lease.lease_id)
+            if self._guard is not None:
+                self._guard.add_known_secret(lease.value)
+            values[name] = lease.value
+        env = {k: fill_secrets(v, values) for k, v in config.env.items()}
+        headers = {k: fill_secrets(v, values) for k, v in config.headers.items()}
+        return env, headers
+
+    # calls
+
+    async def forward(self, send: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one upstream request; it fails with ``session_closed`` if the session is
+        closed while it is in flight."""
+        self.check_open()
+        with anyio.CancelScope() as scope:
+            self._inflight.add(scope)
+            try:
+                return await send()
+            finally:
+                self._inflight.discard(scope)
+        self.check_open()  # cancelled by close()
+        raise rpc_error(SESSION_CLOSED, "session_closed", "the session ended")
+
+    def describe(self) -> dict[str, Any]:
+        return {"session": self.id, "grant": self.claims.grant_id, "task": self.claims.task_id,
+                "agent": self.claims.agent_id}

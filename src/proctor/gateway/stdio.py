@@ -1,0 +1,221 @@
+"""The agent-facing stdio transport: newline-delimited JSON-RPC with a size cap.
+
+The SDK's ``stdio_server`` reads whole lines of any length and drops lines it
+cannot parse without an answer. This transport answers instead:
+
+- a line over the cap is discarded as it streams in (it is never held whole) and
+  answered ``-32600 message_too_large``, with the request's id when it can be read
+  from the start of the line (JSON-RPC clients put ``id`` before ``params``);
+- a line that is not JSON is answered ``-32700 parse_error``; JSON that is not a
+  JSON-RPC message, ``-32600 invalid_request`` (with its id if it has one).
+
+It also knows which requests are still unanswered, so that a closing session can
+let its last error responses reach the agent before the pipe closes
+(:meth:`StdioTransport.serve` with ``stop``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from typing import Any
+
+import anyio
+import mcp_types as types
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.streams.memory import MemoryObjectSendStream
+from mcp.server.lowlevel.server import Server
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+
+__all__ = ["PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_SECONDS = 5.0
+_ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
+_PREFIX_BYTES = 4096
+
+ToServer = MemoryObjectSendStream[SessionMessage | Exception]
+FromServer = MemoryObjectSendStream[SessionMessage]
+
+
+class StdioTransport:
+    """Serves one MCP ``Server`` over a byte stream pair."""
+
+    def __init__(self, reader: ByteReceiveStream, writer: ByteSendStream, *,
+                 max_message_bytes: int) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._max = max_message_bytes
+        self._outstanding: set[types.RequestId] = set()
+        self._answered = anyio.Event()
+
+    async def serve(self, server: Server[Any], *, stop: anyio.Event | None = None) -> None:
+        """Serve until the agent closes its end, or ``stop`` is set (then pending
+        requests are answered first, for up to five seconds)."""
+        to_server, server_in = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        server_out, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+        reading, stopping = anyio.CancelScope(), anyio.CancelScope()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._read, to_server, server_out.clone(), reading)
+            # The writer ends by itself once every sender is closed: the last answers
+            # are written, not cut off.
+            tasks.start_soon(self._write, from_server)
+            if stop is not None:
+                tasks.start_soon(self._stop_when, stop, reading, stopping)
+            await server.run(server_in, server_out, server.create_initialization_options())
+            reading.cancel()
+            stopping.cancel()
+
+    async def _stop_when(self, stop: anyio.Event, reading: anyio.CancelScope,
+                         stopping: anyio.CancelScope) -> None:
+        with stopping:
+            await stop.wait()
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                while True:
+                    self._answered = anyio.Event()
+                    if not self._outstanding:
+                        break
+                    await self._answered.wait()
+            reading.cancel()
+
+    async def _read(self, to_server: ToServer, errors: FromServer,
+                    reading: anyio.CancelScope) -> None:
+        async with to_server, errors:
+            with reading:
+                buffer = bytearray()
+                oversized = False
+                while True:
+                    try:
+                        chunk = await self._reader.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError,
+                            anyio.BrokenResourceError):
+                        return
+                    lines = chunk.split(b"\n")
+                    for index, piece in enumerate(lines):
+                        ends_line = index < len(lines) - 1
+                        if not oversized:
+                            buffer += piece
+                            if len(buffer) > self._max:
+                                oversized = True
+                                await self._too_large(bytes(buffer[:_PREFIX_BYTES]), errors)
+                                buffer.clear()
+                        if ends_line:
+                            if not oversized and buffer.strip():
+                                await self._deliver(bytes(buffer), to_server, errors)
+                            buffer.clear()
+                            oversized = False
+
+    async def _deliver(self, line: bytes, to_server: ToServer, errors: FromServer) -> None:
+        try:
+            message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        except ValueError:
+            await self._reject(line, errors)
+            return
+        if isinstance(message, types.JSONRPCRequest):
+            self._outstanding.add(message.id)
+        await to_server.send(SessionMessage(message))
+
+    async def _reject(self, line: bytes, errors: FromServer) -> None:
+        try:
+            document = json.loads(line)
+        except ValueError:
+            await _answer(errors, None, PARSE_ERROR, "parse_error: the message is not JSON")
+            return
+        request_id = document.get("id") if isinstance(document, dict) else None
+        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            request_id = None
+        await _answer(errors, request_id, INVALID_REQUEST,
+                      "invalid_request: the message is not a valid JSON-RPC request")
+
+    async def _too_large(self, prefix: bytes, errors: FromServer) -> None:
+        head = prefix.split(b'"params"', 1)[0]
+        match = _ID_IN_PREFIX.search(head)
+        request_id: types.RequestId | None = None
+        if match:
+            try:
+                request_id = json.loads(match.group(1))
+            except ValueError:
+                request_id = None
+        log.warning("refused a message over %d bytes", self._max)
+        await _answer(errors, request_id, INVALID_REQUEST,
+                      f"message_too_large: a message may be at most {self._max} bytes",
+                      data={"reason": "message_too_large", "max_bytes": self._max})
+
+    async def _write(self, from_server: Any) -> None:
+        async with from_server:
+            async for session_message in from_server:
+                message = session_message.message
+                text = message.model_dump_json(by_alias=True, exclude_unset=True)
+                try:
+                    await self._writer.send((text + "\n").encode("utf-8"))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                    return
+                if isinstance(message, types.JSONRPCResponse | JSONRPCError):
+                    self._outstanding.discard(message.id)
+                    self._answered.set()
+
+
+async def _answer(errors: FromServer, request_id: types.RequestId | None, code: int,
+                  message: str, *, data: Any = None) -> None:
+    error = ErrorData(code=code, message=message, data=data)
+    await errors.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+
+
+class PipeReader(ByteReceiveStream):
+    """Bytes from a pipe's file descriptor, read without blocking the event loop (and
+    so cancellable, unlike a read in a worker thread)."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            await anyio.wait_readable(self._fd)
+            try:
+                data = os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def aclose(self) -> None:
+        os.close(self._fd)
+
+
+class PipeWriter(ByteSendStream):
+    """Bytes to a pipe's file descriptor, written without blocking the event loop."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+
+    async def send(self, item: bytes) -> None:
+        view = memoryview(item)
+        while view:
+            await anyio.wait_writable(self._fd)
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                continue
+            view = view[written:]
+
+    async def aclose(self) -> None:
+        os.close(self._fd)
+
+
+def claim_stdio() -> tuple[PipeReader, PipeWriter]:
+    """The process's stdin and stdout as the MCP wire, with fds 0 and 1 pointed at
+    ``/dev/null`` and stderr, so that nothing else in the process can write into
+    the protocol stream by accident."""
+    wire_in, wire_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return PipeReader(wire_in), PipeWriter(wire_out)

@@ -1,0 +1,166 @@
+"""Tools discovered on upstream connections: catalog entries, argument validators, and
+the policy engine's schema extended to cover them.
+
+Labels come, first match wins, from the gateway config's entry for the tool, the
+policy bundle's ``tools.yaml``, the config's labels for the upstream, and the
+defaults (``internal``; ``localhost`` for a stdio server, the URL's host for an
+HTTP one). The argument schema always comes from the live server's
+``inputSchema``: it is what the server will actually accept.
+
+When discovery brings a new tool or a changed schema, the engine is rebuilt for
+the extended catalog and the active policies are validated again. If they no
+longer validate, the engine keeps its previous schema: the new tools are then
+not in it, and every call to them is denied by the decision point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import mcp_types as types
+from jsonschema import Draft202012Validator, SchemaError
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
+from proctor.errors import ConfigError, PolicyValidationError
+from proctor.gateway.config import ToolLabels, UpstreamConfig
+from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
+
+__all__ = ["RESOURCE_READ", "ExposedTool", "ToolRegistry"]
+
+log = logging.getLogger(__name__)
+
+# resources/read and prompts/get are decided as tools of their server, so that
+# scopes and policies can name them: `docs/resources.read` with `context.args.uri`.
+RESOURCE_READ = "resources.read"
+PROMPT_GET = "prompts.get"
+_PSEUDO_TOOLS: dict[str, dict[str, Any]] = {
+    RESOURCE_READ: {"type": "object", "properties": {"uri": {"type": "string"}},
+                    "required": ["uri"]},
+    PROMPT_GET: {"type": "object", "properties": {"name": {"type": "string"}},
+                 "required": ["name"]},
+}
+_MAX_TOOLS = 1000
+_MAX_SCHEMA_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExposedTool:
+    """A tool the gateway can forward: its catalog entry, as listed, and its validator."""
+
+    spec: ToolSpec
+    listed: types.Tool | None
+    validator: Validator
+
+    @property
+    def tool_id(self) -> str:
+        return self.spec.tool_id
+
+    def argument_errors(self, arguments: Mapping[str, Any]) -> str | None:
+        """The first way ``arguments`` break the tool's ``inputSchema`` (naming the
+        argument, never its value), or None."""
+        error = next(iter(sorted(self.validator.iter_errors(dict(arguments)),
+                                 key=lambda e: list(e.absolute_path))), None)
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"
+        return f"argument `{where}` does not match the tool's input schema ({error.validator})"
+
+
+class ToolRegistry:
+    """Every tool the gateway has seen, by tool id; shared by all sessions."""
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self._engine = engine
+        self._bundle = {t.tool_id: t for t in engine.catalog}
+        self._known: dict[str, ExposedTool] = {}
+        self._lock = threading.Lock()
+
+    def register(self, upstream: UpstreamConfig, listed: Iterable[types.Tool]
+                 ) -> dict[str, ExposedTool]:
+        """The tools of one connection, by upstream tool name; extends the engine when
+        they are new. A tool whose schema differs from the one first registered under
+        its id is left out (and logged): two connections must not disagree."""
+        fresh: list[ExposedTool] = []
+        usable: dict[str, ExposedTool] = {}
+        for tool in list(listed)[:_MAX_TOOLS]:
+            if tool.name in _PSEUDO_TOOLS:
+                log.warning("upstream `%s` tool `%s` shadows a gateway name; left out",
+                            upstream.name, tool.name)
+                continue
+            exposed = self._build(upstream, tool.name, tool.input_schema, tool)
+            if exposed is None:
+                continue
+            with self._lock:
+                known = self._known.get(exposed.tool_id)
+            if known is not None and known.spec.input_schema != exposed.spec.input_schema:
+                log.error("upstream `%s` lists `%s` with another schema than before; left out",
+                          upstream.name, tool.name)
+                continue
+            usable[tool.name] = known or exposed
+            if known is None:
+                fresh.append(exposed)
+        for name, schema in _PSEUDO_TOOLS.items():
+            pseudo = self._known.get(f"{upstream.name}/{name}") or self._build(
+                upstream, name, schema, None)
+            assert pseudo is not None
+            usable[name] = pseudo
+            if f"{upstream.name}/{name}" not in self._known:
+                fresh.append(pseudo)
+        if fresh:
+            self._extend(fresh)
+        return usable
+
+    def _build(self, upstream: UpstreamConfig, name: str, schema: Mapping[str, Any],
+               listed: types.Tool | None) -> ExposedTool | None:
+        own = upstream.tools.get(name, ToolLabels())
+        bundled = self._bundle.get(f"{upstream.name}/{name}")
+        default_destination = (urlsplit(upstream.url).hostname or "localhost"
+                               if upstream.url else "localhost")
+        try:
+            if len(json.dumps(schema)) > _MAX_SCHEMA_BYTES:
+                raise ConfigError(f"input schema is over {_MAX_SCHEMA_BYTES} bytes")
+            cls = validator_for(schema, default=Draft202012Validator)
+            cls.check_schema(schema)
+            # the tool's own entry, then tools.yaml, then the upstream's labels
+            layers = [own, _labels_of(bundled), upstream.labels]
+            sensitivity = next((x.sensitivity for x in layers if x.sensitivity is not None),
+                               Sensitivity.INTERNAL)
+            destination = next((x.destination for x in layers if x.destination),
+                               default_destination)
+            connector = next((x.connector for x in layers if x.connector), None)
+            spec = ToolSpec(server=upstream.name, name=name, sensitivity=sensitivity,
+                            destination=destination, connector=connector,
+                            input_schema=dict(schema))
+        except (ConfigError, SchemaError) as exc:
+            message = exc.message if isinstance(exc, ConfigError) else "invalid input schema"
+            log.error("upstream `%s` tool `%s` left out: %s", upstream.name, name[:128], message)
+            return None
+        return ExposedTool(spec, listed, cls(schema))
+
+    def _extend(self, fresh: list[ExposedTool]) -> None:
+        with self._lock:
+            new = [t for t in fresh if t.tool_id not in self._known]
+            changed = [t.spec for t in new if self._engine.catalog.by_action(t.spec.action_id)
+                       != t.spec]
+            if changed:
+                try:
+                    self._engine.extend_catalog(changed)
+                except PolicyValidationError as exc:
+                    # Fail closed: the engine keeps its schema, so these calls are denied.
+                    log.error("policies do not validate with the discovered tools (%s); "
+                              "calls to them will be denied", exc.message)
+            for tool in new:
+                self._known[tool.tool_id] = tool
+
+
+def _labels_of(spec: ToolSpec | None) -> ToolLabels:
+    if spec is None:
+        return ToolLabels()
+    return ToolLabels(spec.sensitivity, spec.destination, spec.connector)

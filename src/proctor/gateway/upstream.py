@@ -1,0 +1,207 @@
+"""One connection to an upstream MCP server: a ``ClientSession`` over stdio or streamable HTTP.
+
+The connection lives in its own task (the SDK's transports are context managers
+that must be entered and left by one task). :meth:`UpstreamConnection.serve`
+connects, initializes, lists the tools, reports ready, and holds the connection
+until :meth:`close`. Every request is bounded by the call timeout; a crashed
+server fails the calls in flight with ``upstream_unavailable`` and a hung one
+with ``upstream_timeout``. Errors of the SDK are translated here, so callers see
+:class:`~proctor.errors.GatewayError` codes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TextIO, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.abc import TaskStatus
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+from proctor.errors import GatewayError
+from proctor.gateway.config import UpstreamConfig
+
+__all__ = ["UpstreamConnection"]
+
+log = logging.getLogger(__name__)
+
+_MAX_LIST_PAGES = 50
+_T = TypeVar("_T")
+Streams = AbstractAsyncContextManager[Any]
+
+
+class UpstreamConnection:
+    """A live connection to one upstream, with the tools it listed on connect."""
+
+    def __init__(self, config: UpstreamConfig, *, env: Mapping[str, str] | None = None,
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 20.0,
+                 call_timeout: float = 30.0, errlog: TextIO | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self._env = dict(env or {})
+        self._headers = dict(headers or {})
+        self._connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self._errlog = errlog or sys.stderr
+        self._session: ClientSession | None = None
+        self._stop = anyio.Event()
+        self.closed = anyio.Event()
+        self.tools: list[types.Tool] = []
+        self.capabilities: types.ServerCapabilities | None = None
+
+    # lifecycle
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect and hold the connection until :meth:`close`; use with ``TaskGroup.start``.
+
+        Raises :class:`GatewayError` ``upstream_unavailable`` if it cannot connect.
+        """
+        started = False
+        try:
+            async with self._streams() as (read, write), ClientSession(
+                    read, write, read_timeout_seconds=self.call_timeout) as session:
+                with anyio.fail_after(self._connect_timeout):
+                    result = await session.initialize()
+                    self.capabilities = result.capabilities
+                    self.tools = await self._list_tools(session)
+                self._session = session
+                started = True
+                task_status.started()
+                await self._stop.wait()
+        except BaseException as exc:
+            if started or isinstance(exc, anyio.get_cancelled_exc_class()):
+                if not isinstance(exc, Exception | BaseExceptionGroup):
+                    raise
+                log.warning("upstream `%s` connection ended: %s", self.name, _describe(exc))
+            else:
+                raise GatewayError("upstream_unavailable", f"upstream `{self.name}` cannot be "
+                                   f"reached: {_describe(exc)}") from None
+        finally:
+            self._session = None
+            self.closed.set()
+
+    def close(self) -> None:
+        """Ask the connection to end; calls still in flight fail."""
+        self._stop.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None and not self._stop.is_set()
+
+    def _streams(self) -> Streams:
+        if self.config.url is not None:
+            return _http_streams(self.config.url, self._headers, self.call_timeout)
+        command = self.config.command
+        if not command:
+            raise GatewayError("upstream_unavailable",
+                               f"upstream `{self.name}` has no command to run")
+        params = StdioServerParameters(command=command[0], args=list(command[1:]),
+                                       env=self._env, cwd=self.config.cwd)
+        return stdio_client(params, errlog=self._errlog)
+
+    async def _list_tools(self, session: ClientSession) -> list[types.Tool]:
+        if self.capabilities is not None and self.capabilities.tools is None:
+            return []
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        for _ in range(_MAX_LIST_PAGES):
+            page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor)
+                                            if cursor else None)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    # requests
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
+        return await self._request(lambda s: s.call_tool(
+            name, dict(arguments), read_timeout_seconds=self.call_timeout))
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        async def read(session: ClientSession) -> types.ReadResourceResult:
+            result = await session.read_resource(uri)
+            assert isinstance(result, types.ReadResourceResult)  # input_required raises
+            return result
+        return await self._request(read)
+
+    async def get_prompt(self, name: str, arguments: Mapping[str, str] | None
+                         ) -> types.GetPromptResult:
+        async def get(session: ClientSession) -> types.GetPromptResult:
+            result = await session.get_prompt(name, dict(arguments) if arguments else None)
+            assert isinstance(result, types.GetPromptResult)
+            return result
+        return await self._request(get)
+
+    async def list_resources(self) -> list[types.Resource]:
+        if self.capabilities is None or self.capabilities.resources is None:
+            return []
+        result = await self._request(lambda s: s.list_resources())
+        return list(result.resources)
+
+    async def list_resource_templates(self) -> list[types.ResourceTemplate]:
+        if self.capabilities is None or self.capabilities.resources is None:
+            return []
+        result = await self._request(lambda s: s.list_resource_templates())
+        return list(result.resource_templates)
+
+    async def list_prompts(self) -> list[types.Prompt]:
+        if self.capabilities is None or self.capabilities.prompts is None:
+            return []
+        result = await self._request(lambda s: s.list_prompts())
+        return list(result.prompts)
+
+    async def _request(self, send: Callable[[ClientSession], Awaitable[_T]]) -> _T:
+        session = self._session
+        if session is None or self._stop.is_set():
+            raise GatewayError("upstream_unavailable", f"upstream `{self.name}` is not connected")
+        try:
+            # The SDK bounds the wait itself; this is the net under it.
+            with anyio.fail_after(self.call_timeout + 1):
+                return await send(session)
+        except TimeoutError:
+            raise _timeout(self.name, self.call_timeout) from None
+        except MCPError as exc:
+            if exc.code == REQUEST_TIMEOUT:
+                raise _timeout(self.name, self.call_timeout) from None
+            if exc.code == CONNECTION_CLOSED:
+                raise GatewayError("upstream_unavailable",
+                                   f"upstream `{self.name}` closed the connection") from None
+            raise
+        except (RuntimeError, ValueError) as exc:  # an answer the SDK could not accept
+            raise GatewayError("upstream_invalid_result", f"upstream `{self.name}` answered "
+                               f"with something the gateway cannot relay: "
+                               f"{type(exc).__name__}") from None
+
+
+def _timeout(name: str, seconds: float) -> GatewayError:
+    return GatewayError("upstream_timeout", f"upstream `{name}` did not answer within "
+                        f"{seconds:g} s")
+
+
+@asynccontextmanager
+async def _http_streams(url: str, headers: Mapping[str, str], timeout: float
+                        ) -> AsyncIterator[Any]:
+    client = httpx2.AsyncClient(headers=dict(headers),
+                                timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)))
+    async with client, streamable_http_client(url, http_client=client) as streams:
+        yield streams
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description: the exception types, never their text (an
+    upstream's error text could quote its credentials)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return ", ".join(sorted({_describe(e) for e in exc.exceptions}))
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__} ({exc.strerror})"
+    return type(exc).__name__

@@ -1,0 +1,112 @@
+"""Revocation reaches live sessions.
+
+Three ways a session hears that its grant (or anything above it, or one of its
+secret leases) was revoked, fastest first:
+
+- in this process, :meth:`LeaseTree.subscribe` calls back at once;
+- on PostgreSQL, :class:`RevocationSubscription` hears every node's ``NOTIFY``;
+- in every case, the store is read every ``revocation_poll_seconds``, so a
+  revocation by another process on SQLite, or a missed notification, still
+  closes the session within one poll. Expired grants close the same way.
+
+Callbacks come from other threads; they only record ids, and the watch's own task
+closes the sessions on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from proctor.clock import Clock
+from proctor.errors import StoreError
+from proctor.gateway.session import GatewaySession
+from proctor.grants import LeaseTree, RevocationSubscription
+
+__all__ = ["RevocationWatch"]
+
+log = logging.getLogger(__name__)
+
+_HEARD_CHECK_SECONDS = 0.02
+
+
+class RevocationWatch:
+    """Closes the sessions of ``sessions`` whose lease nodes are revoked or expired."""
+
+    def __init__(self, sessions: dict[str, GatewaySession], *, leases: LeaseTree, clock: Clock,
+                 poll_seconds: float, database_url: str | None = None,
+                 on_close: Callable[[GatewaySession], None] | None = None) -> None:
+        self._sessions = sessions
+        self._leases = leases
+        self._clock = clock
+        self._poll = poll_seconds
+        self._database_url = database_url
+        self._on_close = on_close
+        self._heard: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def heard(self, ids: Sequence[str], reason: str) -> None:
+        """A revocation listener: safe to call from any thread."""
+        with self._lock:
+            for node_id in ids:
+                self._heard[node_id] = reason or "revoked"
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._leases.subscribe(self.heard)
+        subscription = None
+        if self._database_url and self._database_url.startswith("postgresql"):
+            try:
+                subscription = RevocationSubscription(self._database_url, self.heard)
+            except StoreError as exc:
+                log.error("%s; sessions are closed by polling only", exc.message)
+        task_status.started()
+        try:
+            next_poll = self._clock.monotonic()
+            while True:
+                self._close_heard()
+                if self._clock.monotonic() >= next_poll:
+                    await self._poll_store()
+                    next_poll = self._clock.monotonic() + self._poll
+                await anyio.sleep(_HEARD_CHECK_SECONDS)
+        finally:
+            if subscription is not None:
+                await anyio.to_thread.run_sync(subscription.close)
+
+    def _close_heard(self) -> None:
+        with self._lock:
+            heard, self._heard = self._heard, {}
+        if not heard:
+            return
+        for session in list(self._sessions.values()):
+            hit = next((heard[i] for i in session.node_ids if i in heard), None)
+            if hit is not None:
+                self._close(session, f"grant revoked ({hit})")
+
+    async def _poll_store(self) -> None:
+        sessions = [s for s in self._sessions.values() if not s.closed.is_set()]
+        now = self._clock.now()
+        for session in sessions:
+            if session.expires_at <= now:
+                self._close(session, "grant expired")
+        ids = [i for s in sessions if not s.closed.is_set() for i in s.node_ids]
+        if not ids:
+            return
+        try:
+            gone = set(await anyio.to_thread.run_sync(self._leases.revoked_now, ids))
+        except Exception as exc:  # the store is down: checks deny; sessions stay until it is back
+            log.error("revocation poll failed: %s", type(exc).__name__)
+            return
+        for session in sessions:
+            if any(i in gone for i in session.node_ids):
+                self._close(session, "grant revoked")
+
+    def _close(self, session: GatewaySession, reason: str) -> None:
+        if session.closed.is_set():
+            return
+        session.close(reason)
+        if self._on_close is not None:
+            self._on_close(session)

@@ -1,0 +1,83 @@
+"""``proctor mcp wrap``: one agent session over stdio, in front of one upstream server.
+
+An MCP client starts proctor instead of the server (the server's command comes
+after ``--``). The wrapper checks the grant it was given, registers the session
+under it, starts the upstream with its secrets, lists its tools, and then serves
+the agent until the agent hangs up or the session ends (grant revoked or
+expired: the calls in flight fail, their answers are written, and the wrapper
+exits so the client sees the server go away).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
+
+from proctor.errors import GatewayError
+from proctor.gateway.core import Gateway
+from proctor.gateway.launch import LaunchCredentials
+from proctor.gateway.server import Context, build_server
+from proctor.gateway.session import GatewaySession
+from proctor.gateway.stdio import StdioTransport
+from proctor.gateway.views import Credentials, View
+from proctor.gateway.watch import RevocationWatch
+
+__all__ = ["SessionBinder", "WrapOutcome", "run_wrapper"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WrapOutcome:
+    """How the session ended: ``closed_by`` is None when the agent hung up."""
+
+    session_id: str
+    closed_by: str | None
+
+
+class SessionBinder:
+    """Every request of a stdio connection belongs to its one session."""
+
+    def __init__(self, session: GatewaySession, creds: Credentials) -> None:
+        self._session = session
+        self._creds = creds
+
+    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]:
+        self._session.check_open()
+        return self._session, self._creds
+
+
+async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
+                      creds: LaunchCredentials, reader: ByteReceiveStream,
+                      writer: ByteSendStream, database_url: str | None = None) -> WrapOutcome:
+    """Serve one session; raises :class:`GatewayError` or :class:`GrantError` if it cannot
+    start (bad grant, other agent, upstream unreachable)."""
+    claims = await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)
+    if claims.agent_id != agent_id:
+        raise GatewayError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
+                           f"`{agent_id}`")
+    config = gateway.config
+    async with anyio.create_task_group() as tasks:
+        session = await gateway.open_session(claims, tasks)
+        stop = anyio.Event()
+        try:
+            await session.upstream(server)  # on connect: start it, list its tools
+            watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
+                                    clock=gateway.clock,
+                                    poll_seconds=config.revocation_poll_seconds,
+                                    database_url=database_url, on_close=lambda _s: stop.set())
+            await tasks.start(watch.run)
+            mcp_server = build_server(gateway, View((server,)), SessionBinder(session, creds),
+                                      name=f"proctor-{server}")
+            transport = StdioTransport(reader, writer,
+                                       max_message_bytes=config.max_message_bytes)
+            await transport.serve(mcp_server, stop=stop)
+        finally:
+            closed_by = session.close_reason
+            session.close(closed_by or "agent disconnected")
+            gateway.forget(session)
+            tasks.cancel_scope.cancel()
+    return WrapOutcome(session.id, closed_by)

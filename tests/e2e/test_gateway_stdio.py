@@ -1,0 +1,86 @@
+"""An MCP client, through ``proctor mcp wrap``, to real upstreams: mcp-server-time,
+mcp-server-git on a temporary repository, and the tests' own server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from tests.gateway.conftest import TIME, UPSTREAM, Deployment, git_command, make_deployment
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 60  # seconds: every wait in these tests is bounded
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    yield from make_deployment(database_url, tmp_path)
+
+
+@asynccontextmanager
+async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+async def test_an_allowed_time_call_works_and_other_time_zones_are_denied_with_the_reason(
+        deployment: Deployment) -> None:
+    grant = deployment.grant([{"tool": "time/*"}])
+    async with connected(deployment.wrap(grant, TIME)) as client:
+        listed = {t.name for t in (await client.list_tools()).tools}
+        assert listed == {"get_current_time", "convert_time"}
+
+        result = await client.call_tool("get_current_time", {"timezone": "Europe/Berlin"})
+        assert not result.is_error
+        assert result.structured_content is not None
+        assert result.structured_content["timezone"] == "Europe/Berlin"
+
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("get_current_time", {"timezone": "Asia/Tokyo"})
+        assert denied.value.error.data["reason"] == "no_matching_permit"
+        assert "no_matching_permit" in denied.value.message
+        assert denied.value.error.data["event_id"]
+
+
+async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment) -> None:
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, git_command(deployment.repo))) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        # the grant covers git/*, and the policies could allow only these
+        assert {"git_status", "git_log", "git_reset"} <= tools
+        assert "git_show" not in tools and "git_add" not in tools  # no permit names them
+
+        log = await client.call_tool("git_log", {"repo_path": str(deployment.repo)})
+        assert "first commit" in log.content[0].text  # type: ignore[union-attr]
+
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("git_log", {"repo_path": str(deployment.other_repo)})
+        assert denied.value.error.data["reason"] == "no_matching_permit"
+
+
+async def test_a_forbidden_call_is_refused_naming_the_policy_and_nothing_reaches_upstream(
+        deployment: Deployment) -> None:
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+        echoed = await client.call_tool("echo", {"text": "hello"})
+        assert echoed.structured_content == {"text": "hello", "count": 1}
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("echo", {"text": "a forbidden word"})
+        data = denied.value.error.data
+        assert (data["reason"], data["policy_ids"]) == ("policy_forbid",
+                                                         ["tests-echo-forbidden-word"])
+        assert data["reasons"] == ["echo may not say forbidden"]

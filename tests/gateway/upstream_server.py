@@ -1,0 +1,90 @@
+"""An MCP server written for the gateway tests (stdio, or streamable HTTP with ``--http PORT``).
+
+Tools: ``echo`` (returns its arguments), ``fake_credentials`` (a string with
+credential-shaped values, freshly random), ``read_env`` / ``env_digest`` (an
+environment variable's value, or its SHA-256, to show a secret was injected),
+``read_file`` (a file's text), ``request_headers`` (HTTP mode: the header names
+the server received and the SHA-256 of ``Authorization``), ``hang`` (never
+answers) and ``crash`` (the process exits mid-call). A resource ``notes://readme``
+and a prompt ``greet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+
+def create_server() -> MCPServer:
+    server = MCPServer("proctor-test-upstream", version="1.0.0", subscriptions=False)
+
+    @server.tool(name="echo", description="Return the arguments")
+    def echo(text: str, count: int = 1) -> dict[str, Any]:
+        return {"text": text, "count": count}
+
+    @server.tool(name="fake_credentials", description="Text with credential-shaped values")
+    def fake_credentials() -> str:
+        github = "ghp_" + secrets.token_hex(18)
+        aws = "AKIA" + secrets.token_hex(8).upper()
+        return f"deploy with token {github} and key id {aws}; all done"
+
+    @server.tool(name="read_env", description="An environment variable's value")
+    def read_env(name: str) -> str:
+        return os.environ.get(name, "")
+
+    @server.tool(name="env_digest", description="SHA-256 of an environment variable")
+    def env_digest(name: str) -> str:
+        return hashlib.sha256(os.environ.get(name, "").encode()).hexdigest()
+
+    @server.tool(name="read_file", description="A file's text")
+    def read_file(path: str) -> str:
+        return Path(path).read_text(encoding="utf-8")
+
+    @server.tool(name="request_headers", description="The HTTP headers this call came with")
+    def request_headers(ctx: Context) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+        auth = headers.get("authorization", "")
+        return {"names": sorted(headers),
+                "authorization_sha256": hashlib.sha256(auth.encode()).hexdigest()}
+
+    @server.tool(name="hang", description="Never answers")
+    async def hang() -> str:
+        await anyio.sleep_forever()
+        return "unreachable"
+
+    @server.tool(name="crash", description="The server process exits")
+    def crash() -> str:
+        os._exit(3)
+
+    @server.resource("notes://readme", name="readme", description="A note")
+    def readme() -> str:
+        return "the readme of the test upstream"
+
+    @server.prompt(name="greet", description="A greeting")
+    def greet(name: str) -> str:
+        return f"Say hello to {name}."
+
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP here")
+    args = parser.parse_args()
+    server = create_server()
+    if args.http is None:
+        server.run("stdio")
+    else:
+        server.settings.port = args.http  # type: ignore[attr-defined]
+        server.run("streamable-http")
+
+
+if __name__ == "__main__":
+    main()
