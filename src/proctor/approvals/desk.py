@@ -31,6 +31,7 @@ from proctor.approvals.similar import (
 from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.grants import GrantAuthority
+from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.store import Store
 
@@ -100,6 +101,7 @@ class ApprovalDesk:
         :class:`~proctor.errors.GrantError` when a similar grant is refused); then
         nothing changed.
         """
+        check_human(approver, "approver")  # an agent never decides
         current = self.queue.get(approval_id)
         allow_owner = not approve or self.owner_may_approve(current)
         if approve and similar is not None:
