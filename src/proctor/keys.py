@@ -6,15 +6,22 @@ JWK's RFC 7638 thumbprint, so the same key always has the same ``kid``.
 
 Signatures are JOSE-shaped: the 64 bytes ``r || s`` (RFC 7518 §3.4), not DER.
 
-:class:`LocalSigner` keeps its private key in a PEM file (mode 0600) under
-``$PROCTOR_HOME/keys/``. The file is **not encrypted at rest** yet; rotation
-and a JWKS endpoint come with grant issuance.
+A :class:`SignerSource` hands out the key to sign with *now*: in a deployment
+the issuer keyring (:class:`proctor.grants.IssuerKeyring`), whose keys are
+sealed in the store and rotated; a :class:`LocalSigner` is its own source.
+Asking for one :class:`Signer` per signature keeps the key id written into a
+signed payload and the key that signs it the same key, even when another node
+rotates meanwhile.
+
+:func:`load_legacy_signer` reads the per-home key file
+(``$PROCTOR_HOME/keys/issuer.pem``) that earlier versions signed audit
+checkpoints with, so that it can be imported into the keyring.
 
 >>> signer = LocalSigner.generate()
 >>> signer.verify(b"head", signer.sign(b"head"))
 True
->>> signer.public_jwk()["crv"]
-'P-256'
+>>> signer.current_signer() is signer
+True
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,18 +47,22 @@ from proctor.errors import SigningKeyError
 
 __all__ = [
     "ALGORITHM",
+    "LEGACY_KEY_FILE",
     "LocalSigner",
     "PublicKeyVerifier",
     "Signer",
+    "SignerSource",
     "Verifier",
+    "load_legacy_signer",
     "load_or_create_signer",
     "load_signer",
     "signer_path",
+    "verifiers_for",
 ]
 
 ALGORITHM = "ES256"
 _COORD = 32  # bytes in one P-256 coordinate
-_KEY_FILE = Path("keys") / "issuer.pem"
+LEGACY_KEY_FILE = Path("keys") / "issuer.pem"
 
 
 class Verifier(Protocol):
@@ -65,9 +77,17 @@ class Verifier(Protocol):
 
 
 class Signer(Verifier, Protocol):
-    """A key that signs; plug point for a KMS or HSM later."""
+    """One key that signs; plug point for a KMS or HSM later."""
 
     def sign(self, data: bytes) -> bytes: ...
+
+
+class SignerSource(Protocol):
+    """Where the key to sign with now comes from (a keyring, or one fixed key)."""
+
+    def current_signer(self) -> Signer:
+        """One key, fixed for the signature at hand: its ``kid`` is the key that signs."""
+        ...
 
 
 def _b64(data: bytes) -> str:
@@ -127,7 +147,7 @@ class PublicKeyVerifier:
 
 
 class LocalSigner(PublicKeyVerifier):
-    """An ES256 private key held in this process."""
+    """An ES256 private key held in this process; immutable, and its own :class:`SignerSource`."""
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
         super().__init__(private_key.public_key())
@@ -148,6 +168,7 @@ class LocalSigner(PublicKeyVerifier):
         return cls(key)
 
     def to_pem(self) -> bytes:
+        """The private key as PKCS#8 PEM, unencrypted: seal it before it is stored."""
         return self._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -159,10 +180,37 @@ class LocalSigner(PublicKeyVerifier):
         r, s = decode_dss_signature(der)
         return r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
 
+    def current_signer(self) -> LocalSigner:
+        return self
+
+
+def verifiers_for(keys: Iterable[Verifier]) -> dict[str, Verifier]:
+    """Verifiers by key id."""
+    return {key.kid: key for key in keys}
+
+
+def load_legacy_signer(home: Path) -> LocalSigner | None:
+    """The per-home checkpoint key of earlier versions, or None if ``home`` has none.
+
+    A key file that others can read is refused (it should be mode 0600): its
+    checkpoints could have been forged by anyone who read it.
+    """
+    path = home / LEGACY_KEY_FILE
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SigningKeyError(f"signing key `{path}` is readable by others (chmod 600 it)")
+    try:
+        return LocalSigner.from_pem(path.read_bytes())
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read signing key `{path}`: {exc.strerror}") from exc
+
 
 def signer_path(home: Path) -> Path:
     """Where the local signing key of ``home`` lives."""
-    return home / _KEY_FILE
+    return home / LEGACY_KEY_FILE
 
 
 def load_signer(home: Path) -> LocalSigner | None:

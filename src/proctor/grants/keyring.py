@@ -7,19 +7,24 @@ keeps verifying until the last grant it signed can have expired
 Private keys are stored sealed under the master key (:mod:`proctor.sealing`:
 AES-256-GCM, the key id as associated data, so a ciphertext cannot be moved to
 another row).
+
+The same keys sign the audit log's checkpoints (:meth:`IssuerKeyring.current_signer`).
+Keys are never deleted, so :meth:`IssuerKeyring.checkpoint_verifiers` can check a
+checkpoint for as long as it exists, long after its key stopped verifying grants.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey
 from sqlalchemy import insert, select, update
 
 from proctor.clock import Clock
-from proctor.errors import ConfigError, GrantError
+from proctor.errors import ConfigError, GrantError, SigningKeyError, StoreError
+from proctor.keys import LocalSigner, PublicKeyVerifier, Verifier, verifiers_for
 from proctor.sealing import Sealer, load_master_key
 from proctor.store import Store, as_utc
 from proctor.store.tables import issuer_keys
@@ -27,6 +32,7 @@ from proctor.store.tables import issuer_keys
 __all__ = ["IssuerKey", "IssuerKeyring", "load_master_key"]
 
 REFRESH_SECONDS = 30
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # the verify_until of a key that verifies no grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +53,72 @@ class IssuerKeyring:
         self._store = store
         self._clock = clock
         self._sealer = Sealer(master_key)
-        self._keys: dict[str, IssuerKey] = {}
-        self._current: str | None = None
+        # The keys and the current key id, swapped as one value: another thread
+        # never sees new keys with an old current id, or the reverse.
+        self._state: tuple[dict[str, IssuerKey], str | None] = ({}, None)
         self._read_at: float | None = None
 
     def current(self) -> IssuerKey:
         """The key that signs new grants; generated on first use."""
         self._refresh_if_stale()
-        if self._current is None:
+        if self._state[1] is None:
             self.refresh()
-        if self._current is None:
+        keys, current = self._state
+        if current is None:
             return self.rotate(max_ttl_seconds=0)
-        return self._keys[self._current]
+        return keys[current]
+
+    def current_signer(self) -> LocalSigner:
+        """The current key as one immutable signer (a :class:`proctor.keys.SignerSource`).
+
+        Take one per signature: the ``kid`` it writes into a payload is the key
+        that signs it, even if another node rotates meanwhile.
+        """
+        private = self.current().key.private_key
+        if private is None:
+            raise SigningKeyError("the current issuer key has no private half")
+        return LocalSigner(private)
+
+    def checkpoint_verifiers(self) -> dict[str, Verifier]:
+        """The public halves of every key the keyring holds, re-read from the store.
+
+        For signed audit checkpoints, which must verify forever: unlike
+        :meth:`verification_key` and :meth:`jwks` (grants), ``verify_until`` does
+        not apply. The key ids are computed from the keys themselves.
+        """
+        self.refresh()
+        return verifiers_for(PublicKeyVerifier(k.key.public_key)
+                             for k in self._state[0].values())
+
+    def import_retired(self, signer: LocalSigner) -> IssuerKey:
+        """Add ``signer``'s key, sealed, as a key that signs nothing new and verifies no
+        grant, so that what it signed before (audit checkpoints) still verifies.
+
+        Idempotent: a key the keyring already holds is left as it is.
+        """
+        if signer.kid not in self._state[0]:
+            self.refresh()
+        if signer.kid not in self._state[0]:
+            sealed = self._sealer.seal(signer.to_pem(), context=signer.kid.encode())
+            try:
+                with self._store.transaction() as conn:
+                    conn.execute(insert(issuer_keys).values(
+                        kid=signer.kid, sealed_key=sealed, created_at=self._clock.now(),
+                        verify_until=_NEVER))
+            except StoreError:
+                self.refresh()  # another process may have imported it first
+                if signer.kid not in self._state[0]:
+                    raise
+            self.refresh()
+        return self._state[0][signer.kid]
 
     def verification_key(self, kid: str) -> IssuerKey:
         """The key with id ``kid`` if it may still verify; raises ``grant_unknown_key``."""
         self._refresh_if_stale()
-        key = self._keys.get(kid)
+        key = self._state[0].get(kid)
         if key is None and self._may_refresh_for_unknown():
             self.refresh()
-            key = self._keys.get(kid)
+            key = self._state[0].get(kid)
         if key is None or (key.verify_until is not None and key.verify_until < self._clock.now()):
             raise GrantError("grant_unknown_key", f"signing key `{kid}` is unknown or expired")
         return key
@@ -88,13 +140,13 @@ class IssuerKeyring:
                 verify_until=None,
             ))
         self.refresh()
-        return self._keys[kid]
+        return self._state[0][kid]
 
     def jwks(self) -> dict[str, Any]:
         """The public keys that may verify a live grant, as a JWK Set."""
         self.refresh()
         now = self._clock.now()
-        return {"keys": [k.public_jwk() for k in self._keys.values()
+        return {"keys": [k.public_jwk() for k in self._state[0].values()
                          if k.verify_until is None or k.verify_until >= now]}
 
     def _refresh_if_stale(self) -> None:
@@ -125,4 +177,4 @@ class IssuerKeyring:
                                       until)
             if until is None:
                 current = row.kid
-        self._keys, self._current = keys, current
+        self._state = (keys, current)
