@@ -58,7 +58,9 @@ _BY_STATUS: dict[int, tuple[str, ...]] = {
           "agent_key_invalid", "reviewer_invalid", "grant_ttl_invalid", "grant_max_uses_invalid",
           "delegation_widens_scope", "delegation_extends_expiry", "delegation_too_deep",
           "delegation_cycle", "delegation_widens_uses", "policy_invalid", "config_invalid",
-          "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid"),
+          "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid",
+          "approval_comment_too_long", "approval_similar_invalid", "approval_similar_masked",
+          "approval_similar_unsupported"),
     503: ("store_unavailable", "store_migration_failed", "audit_unavailable", "audit_error",
           "audit_integrity_failed"),
 }

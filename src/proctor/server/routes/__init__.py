@@ -7,7 +7,16 @@ check the control plane with ``call.require("api:…", resource)``.
 
 from fastapi import APIRouter
 
-from proctor.server.routes import agents, audit, decide, grants, policies, public, tasks
+from proctor.server.routes import (
+    agents,
+    approvals,
+    audit,
+    decide,
+    grants,
+    policies,
+    public,
+    tasks,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -19,4 +28,5 @@ ROUTERS: list[APIRouter] = [
     decide.router,
     policies.router,
     audit.router,
+    approvals.router,
 ]
