@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,9 +53,6 @@ __all__ = [
     "SignerSource",
     "Verifier",
     "load_legacy_signer",
-    "load_or_create_signer",
-    "load_signer",
-    "signer_path",
     "verifiers_for",
 ]
 
@@ -206,56 +202,3 @@ def load_legacy_signer(home: Path) -> LocalSigner | None:
         return LocalSigner.from_pem(path.read_bytes())
     except OSError as exc:
         raise SigningKeyError(f"cannot read signing key `{path}`: {exc.strerror}") from exc
-
-
-def signer_path(home: Path) -> Path:
-    """Where the local signing key of ``home`` lives."""
-    return home / LEGACY_KEY_FILE
-
-
-def load_signer(home: Path) -> LocalSigner | None:
-    """The signing key of ``home``, or None if it has none yet.
-
-    A key file that others can read is refused: it should be mode 0600.
-    """
-    path = signer_path(home)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SigningKeyError(f"signing key `{path}` is readable by others (chmod 600 it)")
-    try:
-        return LocalSigner.from_pem(path.read_bytes())
-    except OSError as exc:
-        raise SigningKeyError(f"cannot read signing key `{path}`: {exc.strerror}") from exc
-
-
-def load_or_create_signer(home: Path) -> LocalSigner:
-    """The signing key of ``home``, generated (mode 0600) on first use."""
-    existing = load_signer(home)
-    if existing is not None:
-        return existing
-    path = signer_path(home)
-    signer = LocalSigner.generate()
-    # Write a private temporary file, then link it into place: the key file
-    # appears whole or not at all, and a concurrent creator's key wins cleanly.
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(signer.to_pem())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temporary, path)
-    except FileExistsError:
-        loaded = load_signer(home)
-        assert loaded is not None
-        return loaded
-    except OSError as exc:
-        raise SigningKeyError(f"cannot create signing key `{path}`: {exc.strerror}") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
-    return signer

@@ -1,6 +1,8 @@
 """A process that writes a burst of audit events from several threads.
 
-Usage: python -m tests.audit.burst_writer DATABASE_URL THREADS KEY_PEM_FILE
+Usage: PROCTOR_MASTER_KEY=... python -m tests.audit.burst_writer DATABASE_URL THREADS HOME
+
+Checkpoints are signed by the issuer keyring in the store, as in a deployment.
 
 It prints ``ready``, then one line per event id, each only after
 ``AuditLog.record`` returned for it (so: after the event was durable), and
@@ -16,17 +18,17 @@ from pathlib import Path
 
 from proctor.audit import AuditLog
 from proctor.clock import FrozenClock
-from proctor.keys import LocalSigner
+from proctor.grants import IssuerKeyring, load_master_key
 from proctor.store import open_store
 from tests.audit.helpers import agent_event
 
 
 def main() -> None:
-    url, threads, key = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    url, threads, home = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     store = open_store(url)
     clock = FrozenClock(datetime(2026, 11, 30, 10, 0, tzinfo=UTC))
-    signer = LocalSigner.from_pem(key.read_bytes())
-    audit = AuditLog(store, signer=signer, clock=clock, checkpoint_every=50)
+    keyring = IssuerKeyring(store, clock, load_master_key(home))
+    audit = AuditLog(store, signer=keyring, clock=clock, checkpoint_every=50)
     out = threading.Lock()
     print("ready", flush=True)
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from proctor.audit import AuditLog, human_event
 from proctor.cli.main import app
 from proctor.clock import FrozenClock
-from proctor.keys import load_or_create_signer
+from proctor.grants import IssuerKeyring, load_master_key
+from proctor.keys import LEGACY_KEY_FILE, LocalSigner
 from proctor.store import open_store
 from tests.audit.helpers import agent_event, execute
 
@@ -26,9 +27,10 @@ def home(tmp_path: Path, database_url: str, clock: FrozenClock,
     monkeypatch.setenv("PROCTOR_HOME", str(tmp_path))
     monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
     monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
+    monkeypatch.delenv("PROCTOR_MASTER_KEY", raising=False)
     store = open_store(database_url)
-    with AuditLog(store, signer=load_or_create_signer(tmp_path), clock=clock,
-                  checkpoint_every=5) as audit:
+    keyring = IssuerKeyring(store, clock, load_master_key(tmp_path))  # as the runtime's
+    with AuditLog(store, signer=keyring, clock=clock, checkpoint_every=5) as audit:
         for n in range(12):
             audit.record(agent_event(clock, n, outcome="deny" if n == 4 else "allow"))
         audit.record(human_event("dave@acme.example", "approval.grant", "x", "approved",
@@ -111,22 +113,81 @@ def test_checkpoint_and_archive(home: Path, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["events"] == 10
 
 
-def test_verify_trusts_another_nodes_key_given_as_a_jwk(
-    home: Path, tmp_path: Path, database_url: str, clock: FrozenClock
-) -> None:
-    from proctor.keys import LocalSigner
-
-    other = LocalSigner.generate()  # a second node writing to the same database
+def _append_with(signer: LocalSigner, database_url: str, clock: FrozenClock) -> None:
+    """Five more events, checkpointed by ``signer`` (a key outside the keyring)."""
     store = open_store(database_url)
-    with AuditLog(store, signer=other, clock=clock, checkpoint_every=5) as audit:
+    with AuditLog(store, signer=signer, clock=clock, checkpoint_every=5) as audit:
         for n in range(5):
             audit.record(agent_event(clock, 100 + n))
     store.close()
+
+
+def test_a_checkpoint_by_a_key_outside_the_keyring_fails_unless_given_with_jwk(
+    home: Path, tmp_path: Path, database_url: str, clock: FrozenClock
+) -> None:
+    stranger = LocalSigner.generate()
+    _append_with(stranger, database_url, clock)
     code, out = invoke("verify", "--json")
-    assert code == 1 and json.loads(out)["problem"]["kind"] == "checkpoint_invalid"
-    jwk = tmp_path / "other.jwk"
-    jwk.write_text(json.dumps(other.public_jwk()))
+    problem = json.loads(out)["problem"]
+    assert code == 1 and (problem["seq"], problem["kind"]) == (15, "checkpoint_unknown_key")
+    jwk = tmp_path / "stranger.jwk"
+    jwk.write_text(json.dumps(stranger.public_jwk()))
     code, out = invoke("verify", "--jwk", str(jwk), "--json")
     assert code == 0, out
+    assert json.loads(out)["checkpoints"] == 3
+
+
+def test_the_public_key_set_verifies_the_chain_without_the_keyring(
+    home: Path, tmp_path: Path, database_url: str, clock: FrozenClock
+) -> None:
+    store = open_store(database_url)
+    IssuerKeyring(store, clock, load_master_key(home)).rotate(max_ttl_seconds=0)
+    store.close()
+    code, out = invoke("checkpoint", "--json")  # signed by the new key
+    assert code == 0
     code, out = invoke("public-key")
-    assert code == 0 and json.loads(out)["kid"] == load_or_create_signer(home).kid
+    assert code == 0
+    keys = json.loads(out)["keys"]
+    assert len(keys) == 2 and all("d" not in key for key in keys)
+    copy = tmp_path / "issuer-keys.json"  # the out-of-band copy
+    copy.write_text(out)
+    (home / "keys" / "master.key").unlink()  # an auditor without the master key
+    code, out = invoke("verify", "--no-keyring", "--jwk", str(copy), "--json")
+    assert code == 0, out
+    assert json.loads(out)["checkpoints"] == 3
+    code, out = invoke("verify", "--no-keyring", "--json")
+    assert code == 1 and json.loads(out)["problem"]["kind"] == "checkpoint_unknown_key"
+
+
+def test_verify_refuses_a_jwk_file_that_holds_no_key_in_one_line(
+    home: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jwk"
+    bad.write_text('{"keys": "nope"}')
+    result = runner.invoke(app, ["audit", "verify", "--jwk", str(bad)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot read public key")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_home_with_a_legacy_key_file_still_verifies_and_its_key_joins_the_keyring(
+    home: Path, database_url: str, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    legacy = LocalSigner.generate()  # the per-home key of an earlier version
+    path = home / LEGACY_KEY_FILE
+    path.write_bytes(legacy.to_pem())
+    path.chmod(0o600)
+    _append_with(legacy, database_url, clock)
+    code, out = invoke("verify", "--json")
+    assert code == 0, out
+    assert json.loads(out)["checkpoints"] == 3
+    assert "delete that plaintext file" in caplog.text
+    path.unlink()  # as the warning says: the keyring holds the key now
+    code, out = invoke("verify", "--json")
+    assert code == 0, out
+    store = open_store(database_url)
+    keyring = IssuerKeyring(store, clock, load_master_key(home))
+    assert legacy.kid in keyring.checkpoint_verifiers()
+    assert legacy.kid not in {key["kid"] for key in keyring.jwks()["keys"]}  # no grant
+    assert keyring.current().kid != legacy.kid  # and it signs nothing new
+    store.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from proctor.audit import verifiers_for, verify_store
-from proctor.keys import LocalSigner
+from proctor.audit import load_checkpoints, verify_store
+from proctor.clock import FrozenClock
+from proctor.grants import IssuerKeyring
 from proctor.store import open_store
 from proctor.store.tables import audit_events
 
@@ -29,14 +32,17 @@ def _lines(stream: object, into: queue.Queue[str]) -> None:
 
 @pytest.mark.slow
 def test_a_killed_writer_leaves_a_chain_that_verifies_with_every_confirmed_event(
-    database_url: str, tmp_path: Path, signer: LocalSigner
+    database_url: str, tmp_path: Path, clock: FrozenClock
 ) -> None:
-    open_store(database_url).close()  # migrate before the writer races to
-    key = tmp_path / "key.pem"
-    key.write_bytes(signer.to_pem())
+    master_key = secrets.token_bytes(32)
+    store = open_store(database_url)  # migrate before the writer races to
+    kid = IssuerKeyring(store, clock, master_key).current().kid
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "PROCTOR_MASTER_KEY": base64.urlsafe_b64encode(master_key).decode()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.audit.burst_writer", database_url, "8", str(key)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "tests.audit.burst_writer", database_url, "8", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env,
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True)
@@ -65,12 +71,15 @@ def test_a_killed_writer_leaves_a_chain_that_verifies_with_every_confirmed_event
 
     store = open_store(database_url)
     try:
-        report = verify_store(store, verifiers_for([signer]))
+        report = verify_store(store, IssuerKeyring(store, clock, master_key)
+                              .checkpoint_verifiers())
+        signed_by = {checkpoint.kid for checkpoint in load_checkpoints(store)}
         with store.transaction() as conn:
             stored = set(conn.execute(select(audit_events.c.event_id)).scalars())
     finally:
         store.close()
     assert report.is_valid, report.problem
+    assert report.checkpoints >= 1 and signed_by == {kid}  # the keyring's key signed them
     missing = [event_id for event_id in confirmed if event_id not in stored]
     assert not missing, f"{len(missing)} confirmed events are gone"
     assert report.events >= len(confirmed)

@@ -1,18 +1,11 @@
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
 
 from proctor.errors import SigningKeyError
-from proctor.keys import (
-    LocalSigner,
-    PublicKeyVerifier,
-    load_or_create_signer,
-    load_signer,
-    signer_path,
-)
+from proctor.keys import LEGACY_KEY_FILE, LocalSigner, PublicKeyVerifier, load_legacy_signer
 
 
 def test_a_signature_verifies_only_for_the_signed_bytes() -> None:
@@ -36,29 +29,37 @@ def test_the_public_jwk_verifies_on_its_own_and_keeps_the_key_id() -> None:
     assert verifier.verify(b"x", signer.sign(b"x"))
 
 
-def test_a_key_is_created_once_with_mode_0600_and_loaded_after(tmp_path: Path) -> None:
-    assert load_signer(tmp_path) is None
-    created = load_or_create_signer(tmp_path)
-    path = signer_path(tmp_path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_signer(tmp_path).kid == created.kid
-    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+def test_a_local_signer_is_its_own_source_of_keys() -> None:
+    signer = LocalSigner.generate()
+    assert signer.current_signer() is signer
 
 
-def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
-    load_or_create_signer(tmp_path)
-    signer_path(tmp_path).chmod(0o644)
-    with pytest.raises(SigningKeyError, match="readable by others"):
-        load_signer(tmp_path)
-
-
-def test_a_key_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
-    path = signer_path(tmp_path)
+def _legacy_file(home: Path, content: bytes, mode: int = 0o600) -> Path:
+    path = home / LEGACY_KEY_FILE
     path.parent.mkdir(parents=True)
-    path.write_text("not a key")
-    path.chmod(0o600)
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_a_legacy_key_file_is_read_when_present(tmp_path: Path) -> None:
+    assert load_legacy_signer(tmp_path) is None
+    signer = LocalSigner.generate()
+    _legacy_file(tmp_path, signer.to_pem())
+    loaded = load_legacy_signer(tmp_path)
+    assert loaded is not None and loaded.kid == signer.kid
+
+
+def test_a_legacy_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    _legacy_file(tmp_path, LocalSigner.generate().to_pem(), mode=0o644)
+    with pytest.raises(SigningKeyError, match="readable by others"):
+        load_legacy_signer(tmp_path)
+
+
+def test_a_legacy_key_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
+    _legacy_file(tmp_path, b"not a key")
     with pytest.raises(SigningKeyError, match="PEM"):
-        load_signer(tmp_path)
+        load_legacy_signer(tmp_path)
 
 
 def test_a_jwk_that_is_not_p256_is_refused() -> None:

@@ -125,7 +125,7 @@ def test_a_checkpoint_by_an_unknown_key_is_not_trusted(chain: Store) -> None:
     stranger = LocalSigner.generate()
     report = verify_store(chain, verifiers_for([stranger]))
     assert report.problem is not None
-    assert (report.problem.seq, report.problem.kind) == (10, "checkpoint_invalid")
+    assert (report.problem.seq, report.problem.kind) == (10, "checkpoint_unknown_key")
     assert "unknown key" in report.problem.message
 
 

@@ -1,7 +1,7 @@
 """The tamper-evident audit log: hash-chained events, signed checkpoints, group commit.
 
 >>> from proctor.audit import AuditLog, decide_and_record   # doctest: +SKIP
->>> with AuditLog(store, signer=signer) as audit:            # doctest: +SKIP
+>>> with AuditLog(store, signer=keyring) as audit:           # doctest: +SKIP
 ...     decision = decide_and_record(engine, audit, request)
 
 See ``docs/audit.md`` for the event schema, the chain, verification,

@@ -5,6 +5,10 @@ write access rewrites the whole tail and recomputes every hash. A checkpoint
 signed with the issuer key pins the head at one moment; a rewritten tail no
 longer matches it, and forging a new checkpoint needs the private key.
 
+Keys come from a :class:`~proctor.keys.SignerSource` (the issuer keyring in a
+deployment): one signer is taken per checkpoint, so the ``kid`` in the payload
+is always the key that signed it, whatever another node rotates meanwhile.
+
 The signed payload is canonical JSON::
 
     {"hash": "<hex>", "kid": "<key id>", "seq": 1200,
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +29,7 @@ from sqlalchemy import insert, select
 from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.events import format_time
 from proctor.clock import Clock
-from proctor.keys import Signer, Verifier
+from proctor.keys import Signer, SignerSource, Verifier, verifiers_for
 from proctor.store import Store, as_utc
 from proctor.store.tables import audit_checkpoints, audit_head
 
@@ -70,32 +74,32 @@ def sign_checkpoint(signer: Signer, head: ChainHead, now: datetime) -> Checkpoin
     return Checkpoint(head.seq, head.hash, signer.kid, now, payload.decode("utf-8"), signature)
 
 
-def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]) -> str | None:
-    """Why ``checkpoint`` cannot be trusted, or None when its signature and payload hold."""
+def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]
+                     ) -> tuple[str, str] | None:
+    """Why ``checkpoint`` cannot be trusted, as ``(kind, message)``; None when it holds.
+
+    The kind is ``checkpoint_unknown_key`` when no verifier has its key id,
+    ``checkpoint_invalid`` when the signature or the payload does not hold.
+    """
     verifier = verifiers.get(checkpoint.kid)
     where = f"checkpoint at position {checkpoint.seq}"
     if verifier is None:
-        return f"{where} is signed by unknown key `{checkpoint.kid}`"
+        return "checkpoint_unknown_key", f"{where} is signed by unknown key `{checkpoint.kid}`"
     text = checkpoint.signature
     try:
         signature = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except ValueError:
         signature = b""
     if not verifier.verify(checkpoint.payload.encode("utf-8"), signature):
-        return f"{where} has an invalid signature"
+        return "checkpoint_invalid", f"{where} has an invalid signature"
     try:
         payload = json.loads(checkpoint.payload)
     except ValueError:
         payload = {}
     if (payload.get("type"), payload.get("seq"), payload.get("hash"), payload.get("kid")) != (
             _TYPE, checkpoint.seq, checkpoint.hash, checkpoint.kid):
-        return f"{where} does not match its signed payload"
+        return "checkpoint_invalid", f"{where} does not match its signed payload"
     return None
-
-
-def verifiers_for(keys: Iterable[Verifier]) -> dict[str, Verifier]:
-    """Verifiers by key id."""
-    return {key.kid: key for key in keys}
 
 
 def load_checkpoints(store: Store) -> list[Checkpoint]:
@@ -106,8 +110,9 @@ def load_checkpoints(store: Store) -> list[Checkpoint]:
             for r in rows]
 
 
-def write_checkpoint(store: Store, signer: Signer, clock: Clock) -> Checkpoint | None:
-    """Sign the current head now; None while the chain is empty."""
+def write_checkpoint(store: Store, keys: SignerSource, clock: Clock) -> Checkpoint | None:
+    """Sign the current head now with ``keys``' current key; None while the chain is empty."""
+    signer = keys.current_signer()  # before the transaction: it may read the store
     with store.transaction() as conn:
         head = conn.execute(
             select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)

@@ -26,7 +26,7 @@ from proctor.audit.query import iter_events
 from proctor.audit.verification import ChainChecker, VerifyReport
 from proctor.clock import Clock
 from proctor.errors import AuditError, AuditIntegrityError
-from proctor.keys import Signer, Verifier
+from proctor.keys import SignerSource, Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_checkpoints, audit_events
 
@@ -35,9 +35,12 @@ __all__ = ["SEGMENT_TYPE", "archive_segment", "verify_archive"]
 SEGMENT_TYPE = "proctor.audit.segment"
 
 
-def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: Signer,
+def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
                     clock: Clock, verifiers: Mapping[str, Verifier]) -> dict[str, Any]:
     """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them.
+
+    ``signer`` signs the checkpoint at ``up_to_seq`` if there is none yet;
+    ``verifiers`` (by key id) check the chain's checkpoints first.
 
     Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify.
     """
@@ -74,8 +77,9 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: Signer,
     return {"path": str(path), "from_seq": first, "to_seq": end.seq, "events": end.seq - first + 1}
 
 
-def _add_checkpoint(store: Store, signer: Signer, clock: Clock, head: ChainHead) -> Checkpoint:
-    checkpoint = sign_checkpoint(signer, head, clock.now())
+def _add_checkpoint(store: Store, keys: SignerSource, clock: Clock, head: ChainHead
+                    ) -> Checkpoint:
+    checkpoint = sign_checkpoint(keys.current_signer(), head, clock.now())
     with store.transaction() as conn:
         existing = conn.execute(select(audit_checkpoints.c.seq)
                                 .where(audit_checkpoints.c.seq == head.seq)).first()

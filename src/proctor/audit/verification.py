@@ -9,6 +9,7 @@ The walk stops at the first problem and names it by position (``seq``):
 - ``checkpoint_mismatch``: the chain differs from a signed checkpoint (the
   tail was rewritten and re-hashed);
 - ``checkpoint_invalid``: a checkpoint whose signature does not hold;
+- ``checkpoint_unknown_key``: a checkpoint signed by a key no verifier knows;
 - ``unanchored``: the chain starts after position 1 without a checkpoint there;
 - ``truncated``: the head row or a checkpoint lies beyond the last event;
 - ``index_mismatch``: a query column disagrees with the event it indexes.
@@ -87,7 +88,7 @@ class ChainChecker:
             if reason is None:
                 self.checkpoints[checkpoint.seq] = checkpoint
             elif self.bad_checkpoint is None:
-                self.bad_checkpoint = Problem(checkpoint.seq, "checkpoint_invalid", reason)
+                self.bad_checkpoint = Problem(checkpoint.seq, *reason)
         self.problem: Problem | None = None
         self.head: ChainHead | None = None
         self.first_seq: int | None = None

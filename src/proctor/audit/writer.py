@@ -34,7 +34,7 @@ from proctor.audit.driver import AppendConnection, EventRow, is_integrity_error
 from proctor.audit.events import AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
-from proctor.keys import Signer
+from proctor.keys import SignerSource
 from proctor.store import Store
 
 __all__ = ["AuditLog", "Receipt", "RecordedEvent"]
@@ -105,9 +105,14 @@ class AuditLog:
     SQLite's wait for another writer's lock. ``fail_open=True`` is the
     operator's explicit choice to let decisions stand when they cannot be
     audited; the default fails closed.
+
+    ``signer`` signs a checkpoint every ``checkpoint_every`` events: the issuer
+    keyring in a deployment (one signer taken per checkpoint), any
+    :class:`~proctor.keys.LocalSigner` in tests; None signs nothing. A key that
+    cannot be had fails that batch like a write error.
     """
 
-    def __init__(self, store: Store, *, signer: Signer | None = None,
+    def __init__(self, store: Store, *, signer: SignerSource | None = None,
                  clock: Clock | None = None, max_batch: int = 512,
                  max_pending: int = 100_000, checkpoint_every: int = 10_000,
                  timeout: float = 10.0, busy_timeout_ms: int | None = None,
@@ -281,5 +286,6 @@ class AuditLog:
         checkpoint = None
         every = self._checkpoint_every
         if self.signer is not None and every > 0 and seq // every > head.seq // every:
-            checkpoint = sign_checkpoint(self.signer, ChainHead(seq, prev), self.clock.now())
+            checkpoint = sign_checkpoint(self.signer.current_signer(), ChainHead(seq, prev),
+                                         self.clock.now())
         return rows, checkpoint

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,10 +31,12 @@ from proctor.audit import (
     write_checkpoint,
 )
 from proctor.cli.output import console, fail, print_json
+from proctor.cli.runtime import open_keyring
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
 from proctor.errors import ProctorError, SigningKeyError
-from proctor.keys import PublicKeyVerifier, Verifier, load_or_create_signer, load_signer
+from proctor.grants import IssuerKeyring
+from proctor.keys import PublicKeyVerifier, Verifier
 from proctor.store import Store, open_store
 
 __all__ = ["app"]
@@ -107,18 +109,29 @@ def _filter(agent: str | None, actor: str | None, actor_type: str | None, task: 
                        until=_time(until, "until", as_json))
 
 
-def _verifiers(settings: Settings, jwk_files: list[Path] | None = None) -> dict[str, Verifier]:
-    """The local key's public half, plus any public JWKs given (other nodes' keys)."""
-    keys: list[Verifier] = []
-    signer = load_signer(settings.home)
-    if signer is not None:
-        keys.append(signer)
+def _keyring(settings: Settings, store: Store) -> IssuerKeyring:
+    return open_keyring(settings, store, SystemClock())
+
+
+def _public_keys(path: Path) -> list[Verifier]:
+    """The keys in a public JWK or JWK Set file."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        jwks = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
+        if not isinstance(jwks, list) or not all(isinstance(k, dict) for k in jwks):
+            raise ValueError("not a JWK or a JWK Set")
+    except (OSError, ValueError) as exc:
+        raise SigningKeyError(f"cannot read public key `{path}`: {exc}") from exc
+    return [PublicKeyVerifier.from_jwk(jwk) for jwk in jwks]
+
+
+def _verifiers(keyring: IssuerKeyring | None, jwk_files: list[Path] | None = None
+               ) -> dict[str, Verifier]:
+    """Every issuer key (whatever its ``verify_until``), plus any public keys given."""
+    keys = keyring.checkpoint_verifiers() if keyring is not None else {}
     for path in jwk_files or ():
-        try:
-            keys.append(PublicKeyVerifier.from_jwk(json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as exc:
-            raise SigningKeyError(f"cannot read public key `{path}`: {exc}") from exc
-    return verifiers_for(keys)
+        keys.update(verifiers_for(_public_keys(path)))
+    return keys
 
 
 def _summary(stored: StoredEvent) -> list[str]:
@@ -152,16 +165,21 @@ def verify(
     archive: Annotated[Path | None, typer.Option(
         "--archive", help="Verify an archived segment file instead of the database.")] = None,
     jwk: Annotated[list[Path] | None, typer.Option(
-        "--jwk", help="Also trust checkpoints signed by this public JWK (repeatable).")] = None,
+        "--jwk", help="Also trust checkpoints signed by the keys in this public JWK or "
+        "JWK Set file (repeatable).")] = None,
+    keyring: Annotated[bool, typer.Option(
+        "--keyring/--no-keyring", help="Trust the issuer keyring's keys (needs the master "
+        "key); with --no-keyring only the --jwk keys.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Walk the hash chain and the signed checkpoints; name the first broken link.
 
-    Checkpoints are checked with this home's key and any `--jwk` given. Exit 0
-    when the chain verifies, 1 otherwise.
+    Checkpoints are checked with every key of the issuer keyring, including
+    keys that no longer verify grants, and any `--jwk` given. Exit 0 when the
+    chain verifies, 1 otherwise.
     """
     with _opened(as_json) as (settings, store):
-        verifiers = _verifiers(settings, jwk)
+        verifiers = _verifiers(_keyring(settings, store) if keyring else None, jwk)
         report = (verify_archive(archive, verifiers) if archive is not None
                   else verify_store(store, verifiers))
     if as_json:
@@ -265,9 +283,9 @@ def export(
 
 @app.command()
 def checkpoint(as_json: JsonOpt = False) -> None:
-    """Sign the current chain head with the issuer key now."""
+    """Sign the current chain head with the current issuer key now."""
     with _opened(as_json) as (settings, store):
-        made = write_checkpoint(store, load_or_create_signer(settings.home), SystemClock())
+        made = write_checkpoint(store, _keyring(settings, store), SystemClock())
     if as_json:
         print_json(None if made is None else made.as_json())
     elif made is None:
@@ -284,9 +302,9 @@ def archive(
 ) -> None:
     """Move events up to a position into a segment file (verifiable on its own)."""
     with _opened(as_json) as (settings, store):
-        signer = load_or_create_signer(settings.home)
-        result = archive_segment(store, out, up_to_seq=up_to, signer=signer,
-                                 clock=SystemClock(), verifiers=_verifiers(settings))
+        keys = _keyring(settings, store)
+        result = archive_segment(store, out, up_to_seq=up_to, signer=keys,
+                                 clock=SystemClock(), verifiers=_verifiers(keys))
     if as_json:
         print_json(result)
     else:
@@ -296,9 +314,11 @@ def archive(
 
 @app.command("public-key")
 def public_key() -> None:
-    """Print this home's checkpoint key as a public JWK (for `verify --jwk` elsewhere)."""
-    with _opened(True) as (settings, _store):
-        signer = load_signer(settings.home)
-    if signer is None:
-        fail("this home has no signing key yet", code=SigningKeyError.code, as_json=True)
-    print_json(signer.public_jwk())
+    """Print every issuer key that may have signed a checkpoint, as a public JWK Set.
+
+    Keep a copy out of band; `verify --jwk FILE` (with `--no-keyring`) checks
+    the chain against it where the master key is not at hand.
+    """
+    with _opened(True) as (settings, store):
+        verifiers = _keyring(settings, store).checkpoint_verifiers()
+    print_json({"keys": [key.public_jwk() for key in verifiers.values()]})

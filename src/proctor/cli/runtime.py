@@ -1,8 +1,10 @@
 """Wiring the parts for one CLI invocation or server: settings, store, engine, policy
-store, agent registry, grant authority, audit log, approvals and the enforcer."""
+store, agent registry, issuer keyring, grant authority, audit log, approvals and the
+enforcer."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,14 @@ from proctor.grants import (
     load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
-from proctor.keys import load_or_create_signer
+from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.store import Store, open_store
 
-__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "issuer_for", "open_runtime"]
+__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "issuer_for", "open_keyring",
+           "open_runtime"]
+
+log = logging.getLogger(__name__)
 
 EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 
@@ -41,6 +46,7 @@ class Runtime:
     audit: AuditLog
     approvals: ApprovalQueue
     enforcer: Enforcer
+    keyring: IssuerKeyring  # the issuer keys: grants and audit checkpoints
 
     def close(self) -> None:
         self.audit.close()
@@ -59,6 +65,24 @@ def init_home(settings: Settings, *, policies_from: Path = EXAMPLE_POLICIES) -> 
         return False
     shutil.copytree(policies_from, settings.policy_dir)
     return True
+
+
+def open_keyring(settings: Settings, store: Store, clock: Clock) -> IssuerKeyring:
+    """The issuer keyring: it signs grants and audit checkpoints, on every node.
+
+    A home from an earlier version holds its own checkpoint key in a plaintext
+    file (``keys/issuer.pem``). It is imported into the keyring, sealed and
+    retired (it signs nothing new and verifies no grant), so that the
+    checkpoints it signed verify on every node; the file itself is left for
+    the operator to delete, with a warning.
+    """
+    keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
+    legacy = load_legacy_signer(settings.home)
+    if legacy is not None:
+        keyring.import_retired(legacy)
+        log.warning("the checkpoint key in %s (key id %s) is in the issuer keyring now; "
+                    "delete that plaintext file", LEGACY_KEY_FILE, legacy.kid)
+    return keyring
 
 
 def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -84,13 +108,13 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     policies = PolicyStore(store, engine, clock)
     if policies.load_active() is None:
         policies.load_directory(settings.policy_dir)
-    keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
+    keyring = open_keyring(settings, store, clock)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
-    audit = AuditLog(store, signer=load_or_create_signer(settings.home), clock=clock)
+    audit = AuditLog(store, signer=keyring, clock=clock)
     grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store),
                             audit=audit)
     approvals = ApprovalQueue(store, clock, audit=audit)
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals)
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
-                   approvals, enforcer)
+                   approvals, enforcer, keyring)
