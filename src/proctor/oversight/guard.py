@@ -1,0 +1,215 @@
+"""The output guard: secrets found in what a tool returns are redacted before an agent sees it.
+
+:meth:`OutputGuard.scan` walks a JSON value (strings, mappings, lists — an MCP
+result as JSON) and returns a redacted copy, what was found where, and the
+proctor grants it saw. In each string, in this order:
+
+1. **known secrets** — the values the gateway injected into the upstream, also
+   JSON-escaped, percent-encoded and base64-encoded: ``known_secret``;
+2. **JWTs** — one whose unverified ``iss`` is proctor's own is a leaked grant
+   (``proctor_grant``; the raw token goes to the caller, who verifies and revokes
+   it); any other is ``jwt``;
+3. **well-known formats** (:mod:`proctor.oversight.formats`): cloud and forge
+   tokens, private keys, bearer and basic credentials, passwords in URLs,
+   ``password=…`` pairs;
+4. **random-looking strings** (:mod:`proctor.oversight.entropy`): ``high_entropy``.
+
+Each hit becomes ``[REDACTED:<kind>]``. In mappings, the value of a key that
+names a secret (``password``, ``api_key``, ``Authorization``…) is redacted
+whole (``credential_pair``), and base64 media (``data``/``blob`` beside a
+``mimeType``) is searched for known secrets only. Findings name the kind and
+the JSON Pointer of the string, never the secret.
+
+>>> guard = OutputGuard(known_secrets=["s3cr3t-value"])
+>>> result = guard.scan({"content": [{"type": "text", "text": "key is s3cr3t-value"}]})
+>>> result.value["content"][0]["text"], result.findings
+('key is [REDACTED:known_secret]', (Finding(kind='known_secret', path='/content/0/text'),))
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from proctor.errors import GuardError
+from proctor.oversight.entropy import find_random_looking
+from proctor.oversight.formats import JWT, is_placeholder, is_secret_key, redact_formats
+from proctor.oversight.tokens import unverified_issuer
+
+__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
+
+MAX_DEPTH = 64
+# Base64 media in MCP content (image and audio ``data``, resource ``blob``, next to a
+# ``mimeType``): random by nature, so only known secrets are looked for there.
+_BINARY_FIELDS = frozenset({"data", "blob"})
+_ENCODED_MIN_CHARS = 8  # shorter secrets are matched as they are only
+
+
+def redaction(kind: str) -> str:
+    """What replaces a secret of ``kind``: ``[REDACTED:<kind>]``."""
+    return f"[REDACTED:{kind}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One secret redacted: its kind, and the JSON Pointer of the string it was in."""
+
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    """The redacted copy, what was found, and the raw proctor grants seen (not in repr)."""
+
+    value: Any
+    findings: tuple[Finding, ...]
+    grant_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def is_clean(self) -> bool:
+        return not self.findings
+
+    def counts(self) -> dict[str, int]:
+        """How many of each kind were redacted, for an audit event."""
+        counts: dict[str, int] = {}
+        for finding in self.findings:
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
+        return counts
+
+
+class _Scan:
+    """The state of one scan: findings and grants, in the order met."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.grants: dict[str, None] = {}
+
+
+class OutputGuard:
+    """Redacts secrets out of tool results. Safe to share between threads."""
+
+    def __init__(self, *, known_secrets: Iterable[str] = (), grant_issuer: str | None = None,
+                 detect_high_entropy: bool = True) -> None:
+        self._grant_issuer = grant_issuer
+        self._entropy = detect_high_entropy
+        self._lock = threading.Lock()
+        self._known: tuple[str, ...] = ()
+        for value in known_secrets:
+            self.add_known_secret(value)
+
+    def __repr__(self) -> str:
+        return (f"OutputGuard(known_secrets={len(self._known)} forms, "
+                f"grant_issuer={self._grant_issuer!r})")
+
+    def add_known_secret(self, value: str) -> None:
+        """Always redact ``value`` (and its JSON, percent and base64 encodings) from now on."""
+        if not isinstance(value, str) or not value:
+            raise GuardError("guard_value_unsupported", "a known secret must be non-empty text")
+        forms = {value, json.dumps(value)[1:-1]}
+        if len(value) >= _ENCODED_MIN_CHARS:
+            raw = value.encode("utf-8", "surrogatepass")
+            forms |= {quote(value, safe=""),
+                      base64.b64encode(raw).decode().rstrip("="),
+                      base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+        with self._lock:  # readers take the tuple as it is; longest first, so nested match
+            self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
+
+    def scan(self, value: Any) -> GuardResult:
+        """A redacted copy of ``value``, the findings and the proctor grants it holds.
+
+        Raises :class:`GuardError` for a value it cannot read through (a type JSON does
+        not have, or nesting deeper than :data:`MAX_DEPTH`): pass nothing on then.
+        """
+        state = _Scan()
+        redacted = self._walk(value, "", 0, state)
+        return GuardResult(redacted, tuple(state.findings), tuple(state.grants))
+
+    def _walk(self, value: Any, path: str, depth: int, state: _Scan) -> Any:
+        if isinstance(value, str):
+            return self._text(value, path, state)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth >= MAX_DEPTH:
+            raise GuardError("guard_value_too_deep", f"value nested deeper than {MAX_DEPTH}")
+        if isinstance(value, Mapping):
+            return self._mapping(value, path, depth, state)
+        if isinstance(value, list | tuple):
+            items = [self._walk(item, f"{path}/{i}", depth + 1, state)
+                     for i, item in enumerate(value)]
+            return items if isinstance(value, list) else tuple(items)
+        raise GuardError("guard_value_unsupported",
+                         f"cannot scan a value of type `{type(value).__name__}`")
+
+    def _mapping(self, value: Mapping[Any, Any], path: str, depth: int,
+                 state: _Scan) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        has_media = "mimeType" in value
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise GuardError("guard_value_unsupported", "mapping keys must be text")
+            key = self._text(key, path, state)
+            while key in out:  # two keys redacted alike: keep both
+                key += "~"
+            where = f"{path}/{_pointer(key)}"
+            if is_secret_key(key) and _is_secret_scalar(item):
+                state.findings.append(Finding("credential_pair", where))
+                out[key] = redaction("credential_pair")
+            elif has_media and key in _BINARY_FIELDS and isinstance(item, str):
+                out[key] = self._known_secrets(item, where, state)
+            else:
+                out[key] = self._walk(item, where, depth + 1, state)
+        return out
+
+    def _known_secrets(self, text: str, path: str, state: _Scan) -> str:
+        for form in self._known:
+            if form in text:
+                state.findings += [Finding("known_secret", path)] * text.count(form)
+                text = text.replace(form, redaction("known_secret"))
+        return text
+
+    def _text(self, text: str, path: str, state: _Scan) -> str:
+        text = self._known_secrets(text, path, state)
+        if "eyJ" in text:
+            text = JWT.sub(lambda match: self._jwt(match.group(), path, state), text)
+        text, kinds = redact_formats(text, redaction)
+        state.findings += [Finding(kind, path) for kind in kinds]
+        if self._entropy and len(text) >= 20:
+            spans = list(find_random_looking(text))
+            if spans:
+                state.findings += [Finding("high_entropy", path)] * len(spans)
+                text = _replace_spans(text, spans, redaction("high_entropy"))
+        return text
+
+    def _jwt(self, token: str, path: str, state: _Scan) -> str:
+        issuer = unverified_issuer(token)
+        kind = "proctor_grant" if (issuer is not None and issuer == self._grant_issuer) else "jwt"
+        if kind == "proctor_grant":
+            state.grants[token] = None
+        state.findings.append(Finding(kind, path))
+        return redaction(kind)
+
+
+def _is_secret_scalar(value: Any) -> bool:
+    if isinstance(value, str):
+        return not is_placeholder(value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _pointer(key: str) -> str:
+    """A mapping key as a JSON Pointer reference token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
+    pieces: list[str] = []
+    done = 0
+    for start, end in spans:
+        pieces += (text[done:start], mark)
+        done = end
+    return "".join(pieces) + text[done:]

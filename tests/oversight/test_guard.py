@@ -1,0 +1,197 @@
+"""The output guard on tool results: known secrets, proctor grants, formats, entropy."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from proctor.clock import FrozenClock
+from proctor.errors import GuardError
+from proctor.grants import GrantScope
+from proctor.oversight import MAX_DEPTH, Finding, OutputGuard
+from tests.grants.conftest import CODER, ISSUER, Setup, make_setup
+
+INJECTED = "crm-Zq8r2Kx9Lm4Tn7Pv"
+
+
+def text_result(text: str) -> dict[str, Any]:
+    """An MCP tool result as JSON, with one text block."""
+    return {"content": [{"type": "text", "text": text}], "isError": False}
+
+
+def test_an_injected_secret_is_redacted_wherever_it_appears() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED])
+    result = guard.scan({
+        "content": [{"type": "text", "text": f"connected with {INJECTED}, ok"}],
+        "structuredContent": {"echo": [INJECTED, "fine"], "nested": {"x": f"<{INJECTED}>"}},
+    })
+    assert result.value == {
+        "content": [{"type": "text", "text": "connected with [REDACTED:known_secret], ok"}],
+        "structuredContent": {"echo": ["[REDACTED:known_secret]", "fine"],
+                              "nested": {"x": "<[REDACTED:known_secret]>"}},
+    }
+    assert result.findings == (Finding("known_secret", "/content/0/text"),
+                               Finding("known_secret", "/structuredContent/echo/0"),
+                               Finding("known_secret", "/structuredContent/nested/x"))
+    assert INJECTED not in json.dumps(result.value)
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: json.dumps({"config": {"key": s}}),            # JSON text inside a text block
+    lambda s: "https://api.example/x?k=" + quote(s, safe=""),
+    lambda s: base64.b64encode(s.encode()).decode(),
+    lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+])
+def test_an_injected_secret_is_redacted_in_its_usual_encodings(encode: Any) -> None:
+    secret = 'p@ss/wörd+"quoted"\n2'
+    guard = OutputGuard(detect_high_entropy=False)
+    guard.add_known_secret(secret)
+    result = guard.scan(text_result("value: " + encode(secret)))
+    assert [f.kind for f in result.findings] == ["known_secret"]
+    assert encode(secret) not in result.value["content"][0]["text"]
+
+
+def test_a_secret_added_later_is_redacted_from_then_on() -> None:
+    guard = OutputGuard(detect_high_entropy=False)
+    assert guard.scan(f"see {INJECTED}").value == f"see {INJECTED}"
+    guard.add_known_secret(INJECTED)
+    assert guard.scan(f"see {INJECTED}").value == "see [REDACTED:known_secret]"
+    assert INJECTED not in repr(guard)
+    with pytest.raises(GuardError):
+        guard.add_known_secret("")
+
+
+def test_a_secret_inside_another_is_redacted_whole() -> None:
+    guard = OutputGuard(known_secrets=["abc12345", "xxabc12345yy"], detect_high_entropy=False)
+    assert guard.scan("1 xxabc12345yy 2 abc12345").value == (
+        "1 [REDACTED:known_secret] 2 [REDACTED:known_secret]")
+
+
+@pytest.fixture
+def grants(tmp_path: Any, clock: FrozenClock) -> Iterator[Setup]:
+    yield from make_setup(f"sqlite:///{tmp_path / 'proctor.db'}", clock)
+
+
+def test_a_proctor_grant_in_a_result_is_redacted_and_handed_back(grants: Setup) -> None:
+    task = grants.authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    grant = grants.authority.issue(task.id, GrantScope.from_json({"tools": [{"tool": "git/*"}]}))
+    other_key = ECKey.generate_key("P-256", private=True)
+    foreign = jwt.encode({"alg": "ES256"}, {"iss": "https://login.example", "sub": "u"},
+                         other_key)
+    guard = OutputGuard(grant_issuer=ISSUER)
+    result = guard.scan(text_result(
+        f"env: PROCTOR_GRANT={grant.token}\nAuthorization: Bearer {grant.token}\n"
+        f"id_token: {foreign}"))
+    text = result.value["content"][0]["text"]
+    assert text == ("env: PROCTOR_GRANT=[REDACTED:proctor_grant]\n"
+                    "Authorization: Bearer [REDACTED:proctor_grant]\n"
+                    "id_token: [REDACTED:jwt]")
+    assert result.grant_tokens == (grant.token,)
+    assert [f.kind for f in result.findings] == ["proctor_grant", "proctor_grant", "jwt"]
+    assert grant.token not in repr(result)
+    # the caller verifies what it was handed: this one is a real, live grant
+    assert grants.authority.inspect(result.grant_tokens[0]).grant_id == grant.grant_id
+
+
+def test_without_an_issuer_every_jwt_is_just_a_jwt(grants: Setup) -> None:
+    task = grants.authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    grant = grants.authority.issue(task.id, GrantScope.from_json({"tools": [{"tool": "git/*"}]}))
+    result = OutputGuard().scan(grant.token)
+    assert (result.value, result.grant_tokens) == ("[REDACTED:jwt]", ())
+
+
+def test_values_under_keys_that_name_secrets_are_redacted_whole() -> None:
+    result = OutputGuard().scan({"user": "alice", "password": "hunter2", "pin": 1234,
+                                 "apiKey": "k", "auth": {"type": "oauth"}, "token": None,
+                                 "secret": "", "debug": True})
+    assert result.value == {"user": "alice", "password": "[REDACTED:credential_pair]",
+                            "pin": "[REDACTED:credential_pair]",
+                            "apiKey": "[REDACTED:credential_pair]",
+                            "auth": {"type": "oauth"}, "token": None, "secret": "",
+                            "debug": True}
+    assert {f.path for f in result.findings} == {"/password", "/pin", "/apiKey"}
+
+
+def test_a_secret_in_a_key_is_redacted_and_never_in_a_path() -> None:
+    result = OutputGuard(known_secrets=[INJECTED]).scan({f"k/{INJECTED}": {"v": INJECTED}})
+    assert result.value == {"k/[REDACTED:known_secret]": {"v": "[REDACTED:known_secret]"}}
+    assert all(INJECTED not in f.path for f in result.findings)
+    assert result.findings[-1].path == "/k~1[REDACTED:known_secret]/v"
+
+
+def test_media_is_searched_for_known_secrets_only() -> None:
+    noise = base64.b64encode(random.Random(5).randbytes(300)).decode()
+    image = {"type": "image", "data": noise, "mimeType": "image/png"}
+    leaked = {"type": "resource", "resource": {
+        "uri": "file:///x", "mimeType": "application/octet-stream",
+        "blob": base64.b64encode(b"cfg " + INJECTED.encode()).decode()}}
+    guard = OutputGuard(known_secrets=["cfg " + INJECTED])
+    result = guard.scan({"content": [image, leaked]})
+    assert result.value["content"][0] == image
+    assert result.value["content"][1]["resource"]["blob"] == "[REDACTED:known_secret]"
+    assert [f.path for f in result.findings] == ["/content/1/resource/blob"]
+
+
+def test_random_looking_strings_are_redacted() -> None:
+    aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    result = OutputGuard().scan(f"aws_secret = {aws_secret}\nsession 9Hq2xWv7Lk3pRt8Zm1Ns4Yb6")
+    assert result.value == ("aws_secret = [REDACTED:credential_pair]\n"
+                            "session [REDACTED:high_entropy]")
+
+
+def test_most_random_tokens_are_caught() -> None:
+    rng = random.Random(2026)  # fixed: the test is exact, not flaky
+    alphabet = string.ascii_letters + string.digits
+    guard = OutputGuard()
+    for length, floor in ((24, 0.85), (32, 0.9), (48, 0.9)):
+        tokens = ["".join(rng.choice(alphabet) for _ in range(length)) for _ in range(400)]
+        caught = sum(guard.scan(f"id {t} ok").value == "id [REDACTED:high_entropy] ok"
+                     for t in tokens)
+        assert caught / len(tokens) >= floor, (length, caught)
+
+
+@pytest.mark.parametrize("text", [
+    "3f0c2b1e9d8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e",                        # a git SHA
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "0191b7a8-5c1e-7f3a-9d2b-4e6f8a0c1d3e",                             # a UUID
+    "src/proctor/oversight/guard.py:42: OutputGuardRedactsSecretsTests",
+    "/usr/lib/python3.11/site-packages/cryptography-42.0.5.dist-info",
+    "PytestRemovedIn10Warning: X520OrganizationName is deprecated",
+    "2026-11-30T10:00:00.123456+01:00",
+    "https://github.com/modelcontextprotocol/python-sdk/pull/1234#issuecomment-2345678",
+    "data:image/png is not text", "Internationalization and localization",
+])
+def test_ordinary_machine_output_is_not_flagged(text: str) -> None:
+    assert OutputGuard().scan(text).findings == ()
+
+
+def test_only_json_values_are_scanned_and_nesting_is_bounded() -> None:
+    guard = OutputGuard()
+    for value in ({"a": b"bytes"}, {1: "int key"}, [object()]):
+        with pytest.raises(GuardError) as failure:
+            guard.scan(value)
+        assert failure.value.code == "guard_value_unsupported"
+    deep: Any = "x"
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(GuardError) as failure:
+        guard.scan(deep)
+    assert failure.value.code == "guard_value_too_deep"
+    assert guard.scan((1, 2.5, None, True)).value == (1, 2.5, None, True)
+
+
+def test_a_large_result_is_scanned_whole() -> None:
+    line = "commit 3f0c2b1e9d8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e Author: Alice <alice@acme.example>\n"
+    big = line * 1300 + f"token: {INJECTED}\n" + line * 1300  # about 200 KB
+    result = OutputGuard().scan(text_result(big))
+    assert result.counts() == {"credential_pair": 1}
+    assert INJECTED not in result.value["content"][0]["text"]
