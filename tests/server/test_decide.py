@@ -1,0 +1,132 @@
+"""POST /v1/decide: the enforcement point's one call, with the same answers the gateway
+gets (grant, agent, Cedar, approval, audit), and metrics that count them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proctor.audit import ActorType
+
+from .conftest import CODER, SUPPORT, TARGET, Api
+from .test_authentication import assert_problem
+
+pytestmark = pytest.mark.anyio
+
+REFUND = [{"tool": "crm/issue_refund", "args": {"amount_cents": {"max": 50000}}}]
+
+
+async def _decide(api: Api, grant: dict[str, Any], tool: str, args: dict[str, Any], *,
+                  caller: str = SUPPORT, proof: str | None = None) -> dict[str, Any]:
+    proof = proof or api.call_proof(grant["agent"], grant["token"])
+    response = await api.client.post("/v1/decide", headers=api.agent(caller), json={
+        "token": grant["token"], "proof": proof, "call": {"tool": tool, "args": args},
+        "target": TARGET})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_call_is_allowed_denied_or_held_for_approval_with_its_reasons(
+        agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    small = await _decide(api, grant, "crm/issue_refund",
+                          {"customer_id": "c-1001", "amount_cents": 2500})
+    assert (small["decision"], small["code"], small["policy_ids"]) == (
+        "allow", "allow", ["support-small-refund"])
+    assert small["reasons"] == ["support agents refund up to 50.00 on their own"]
+    assert small["grant"]["accessor"] == grant["accessor"]
+
+    large = await _decide(api, grant, "crm/issue_refund",
+                          {"customer_id": "c-1001", "amount_cents": 25000})
+    assert (large["decision"], large["policy_ids"]) == (
+        "approval_required", ["support-large-refund"])
+    assert large["approval"]["status"] == "pending"
+
+    outside = await _decide(api, grant, "email/send_email",
+                            {"to": "a@example.org", "subject": "s", "body": "b"})
+    assert (outside["decision"], outside["code"]) == ("deny", "grant_out_of_scope")
+
+    over = await _decide(api, grant, "crm/issue_refund",
+                         {"customer_id": "c-1001", "amount_cents": 60000})
+    assert (over["decision"], over["code"]) == ("deny", "grant_out_of_scope")
+
+    events = {e.event["id"]: e.event for e in api.events()}
+    for answer in (small, large, outside, over):
+        assert answer["event_id"] in events
+    assert events[small["event_id"]]["decision"]["policy_ids"] == ["support-small-refund"]
+    assert events[large["event_id"]]["outcome"] == "pending_approval"
+
+
+async def test_a_replayed_proof_is_a_deny_not_an_error(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    proof = api.call_proof(SUPPORT, grant["token"])
+    args = {"customer_id": "c-1", "amount_cents": 100}
+    first = await _decide(api, grant, "crm/issue_refund", args, proof=proof)
+    again = await _decide(api, grant, "crm/issue_refund", args, proof=proof)
+    assert (first["decision"], again["decision"], again["code"]) == (
+        "allow", "deny", "proof_replayed")
+
+
+async def test_a_revoked_grant_is_denied_at_once(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    await api.client.post(f"/v1/grants/{grant['accessor']}/revoke", headers=api.admin,
+                          json={"reason": "customer complaint"})
+    answer = await _decide(api, grant, "crm/issue_refund",
+                           {"customer_id": "c-1", "amount_cents": 100})
+    assert (answer["decision"], answer["code"]) == ("deny", "grant_revoked")
+
+
+async def test_an_agent_cannot_ask_with_another_agents_grant(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    response = await api.client.post("/v1/decide", headers=api.agent(CODER), json={
+        "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+        "call": {"tool": "crm/issue_refund", "args": {"customer_id": "c", "amount_cents": 1}},
+        "target": TARGET})
+    assert_problem(response, 403, "forbidden")
+    assert [e.event["action"] for e in api.refusals(ActorType.AGENT)] == ["api:decide"]
+    garbage = await api.client.post("/v1/decide", headers=api.agent(CODER), json={
+        "token": "not.a.grant", "proof": "x", "call": {"tool": "kb/search_articles"}})
+    assert_problem(garbage, 403, "forbidden")
+
+
+async def test_an_admin_enforcement_point_gets_the_agents_answer(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    response = await api.client.post("/v1/decide", headers=api.admin, json={
+        "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+        "call": {"tool": "kb/search_articles", "args": {"query": "refund policy"}},
+        "target": TARGET})
+    assert response.json()["decision"] == "allow"
+    garbage = await api.client.post("/v1/decide", headers=api.admin, json={
+        "token": "not.a.grant", "proof": "x", "call": {"tool": "kb/search_articles"}})
+    assert (garbage.json()["decision"], garbage.json()["code"]) == ("deny", "grant_malformed")
+
+
+async def test_the_proof_names_this_endpoint_when_no_target_is_given(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    proof = api.call_proof(SUPPORT, grant["token"], target="http://proctor.test/v1/decide")
+    response = await api.client.post("/v1/decide", headers=api.agent(SUPPORT), json={
+        "token": grant["token"], "proof": proof,
+        "call": {"tool": "kb/search_articles", "args": {"query": "q"}}})
+    assert response.json()["decision"] == "allow", response.json()
+
+
+async def test_metrics_count_decisions_by_outcome(agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    for amount in (100, 200, 30000):
+        await _decide(api, grant, "crm/issue_refund", {"customer_id": "c", "amount_cents": amount})
+    text = (await api.client.get("/metrics")).text
+    assert 'proctor_decisions_total{code="allow",outcome="allow"} 2.0' in text
+    assert ('proctor_decisions_total{code="approval_required",outcome="approval_required"} 1.0'
+            in text)
+    assert "proctor_decision_seconds_count 3.0" in text
+    assert 'proctor_http_requests_total{method="POST",route="/v1/decide",status="200"} 3.0' \
+        in text

@@ -1,0 +1,153 @@
+"""Humans signing in with an OIDC provider's tokens: keys from the provider's JWKS URL
+(served here by a real local HTTP server), id and roles from configurable claims."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from joserfc.jwk import RSAKey
+
+from proctor.audit import ActorType, EventFilter, search_events
+from proctor.cli.runtime import Runtime
+from proctor.clock import FrozenClock
+from proctor.server import ServerConfig
+from proctor.server.humans import issuer_from_config
+from tests.identity.factories import sign
+
+from .conftest import BASE_URL, make_app
+from .test_authentication import assert_problem
+
+pytestmark = pytest.mark.anyio
+
+ISSUER = "https://login.acme.example"
+
+
+@dataclass
+class Provider:
+    """An OIDC provider: signing keys, and a JWKS endpoint on 127.0.0.1."""
+
+    keys: dict[str, RSAKey] = field(default_factory=lambda: {"k1": RSAKey.generate_key(2048)})
+    fetches: int = 0
+    url: str = ""
+
+    def jwks(self) -> bytes:
+        self.fetches += 1
+        return json.dumps({"keys": [{**k.as_dict(private=False), "kid": kid, "use": "sig"}
+                                    for kid, k in self.keys.items()]}).encode()
+
+    def token(self, now: int, *, kid: str = "k1", key: RSAKey | None = None,
+              **claims: Any) -> str:
+        body = {"iss": ISSUER, "aud": "proctor-api", "sub": "00u1", "iat": now, "exp": now + 300,
+                "email": "erin@acme.example", "groups": ["proctor-admins"], **claims}
+        return sign(key or self.keys[kid], "RS256", {k: v for k, v in body.items()
+                                                     if v is not None}, kid=kid)
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    provider = Provider()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = provider.jwks()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    provider.url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    yield provider
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+async def client(runtime: Runtime, provider: Provider, frozen: FrozenClock
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    issuer = issuer_from_config({
+        "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+        "algorithms": ["RS256"], "subject_claim": "email", "role_claim": "groups",
+        "roles": {"admin": "proctor-admins", "approver": "payments-approvers"},
+    }, Path(), frozen)
+    app, _ = make_app(runtime, ServerConfig(oidc_issuers=(issuer,)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=BASE_URL) as http:
+        yield http
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_human_signs_in_with_the_roles_the_provider_grants(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    now = int(frozen.now().timestamp())
+    me = await client.get("/v1/whoami", headers=bearer(provider.token(now)))
+    assert me.json() == {"type": "human", "id": "erin@acme.example", "roles": ["admin"],
+                         "method": "oidc", "owner": None}
+    dave = provider.token(now, email="dave@acme.example", groups=["payments-approvers",
+                                                                   "staff"])
+    assert (await client.get("/v1/whoami", headers=bearer(dave))).json()["roles"] == [
+        "approver"]
+    assert (await client.get("/v1/agents", headers=bearer(dave))).status_code == 200
+    assert provider.fetches == 1
+
+
+async def test_a_human_without_a_mapped_role_is_authenticated_but_refused(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock,
+        runtime: Runtime) -> None:
+    token = provider.token(int(frozen.now().timestamp()), email="mallory@acme.example",
+                           groups=["staff"])
+    assert (await client.get("/v1/whoami", headers=bearer(token))).json()["roles"] == []
+    assert_problem(await client.get("/v1/agents", headers=bearer(token)), 403, "forbidden")
+    refused = search_events(runtime.store, EventFilter(actor_type=ActorType.HUMAN))
+    assert [(e.event["actor"]["id"], e.event["outcome"]) for e in refused] == [
+        ("mallory@acme.example", "refused")]
+
+
+async def test_bad_provider_tokens_get_their_specific_codes(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    now = int(frozen.now().timestamp())
+    impostor = RSAKey.generate_key(2048)
+    cases = [
+        (provider.token(now, key=impostor), "proof_invalid_signature"),
+        (provider.token(now, exp=now - 60), "proof_expired"),
+        (provider.token(now, email="spiffe://acme.example/agent/coder"), "proof_claims_invalid"),
+        (provider.token(now, email=None), "proof_claims_invalid"),
+        (provider.token(now, kid="k9", key=impostor), "proof_key_unknown"),
+        (provider.token(now, iss="https://other.example"), "proof_wrong_issuer"),
+    ]
+    for token, code in cases:
+        assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401, code)
+    # an unknown key id refetches the key set at most every 30 seconds
+    assert provider.fetches == 1
+
+
+async def test_a_rotated_provider_key_is_picked_up_from_the_jwks_url(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    now = int(frozen.now().timestamp())
+    assert (await client.get("/v1/whoami", headers=bearer(provider.token(now)))
+            ).status_code == 200
+    provider.keys["k2"] = RSAKey.generate_key(2048)
+    rotated = provider.token(now, kid="k2")
+    assert_problem(await client.get("/v1/whoami", headers=bearer(rotated)), 401,
+                   "proof_key_unknown")
+    frozen.advance(seconds=31)
+    assert (await client.get("/v1/whoami", headers=bearer(rotated))).status_code == 200
+    assert provider.fetches == 2
