@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli import agent, approvals, audit, grant, policy, serve
+from proctor.cli import agent, approvals, audit, grant, policy, secret, serve
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.demo import DEMO_REQUESTS
 from proctor.cli.output import console, fail, print_json
@@ -30,6 +30,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(grant.task_app, name="task")
 app.add_typer(grant.grant_app, name="grant")
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(secret.app, name="secret")
 app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)
 app.add_typer(gateway_cli.mcp_app, name="mcp")
