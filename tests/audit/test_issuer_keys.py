@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,12 @@ from proctor.cli.main import app
 from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.clock import FrozenClock
 from proctor.config import Settings
-from proctor.errors import GrantError
+from proctor.errors import AuditUnavailableError, GrantError
 from proctor.grants import IssuerKeyring
 from proctor.keys import LocalSigner
 from proctor.store import Store
-from tests.audit.helpers import execute, record_many
+from proctor.store.tables import issuer_keys
+from tests.audit.helpers import agent_event, execute, record_many
 
 MASTER_KEY = secrets.token_bytes(32)
 
@@ -117,6 +120,38 @@ def test_an_imported_key_verifies_its_checkpoints_but_no_grant_and_signs_nothing
     with pytest.raises(GrantError):
         keyring.verification_key(legacy.kid)
     assert legacy.kid not in {key["kid"] for key in keyring.jwks()["keys"]}
+
+
+def test_threads_asking_for_the_first_key_at_once_get_one_key(
+    store: Store, clock: FrozenClock, keyring: IssuerKeyring
+) -> None:
+    # The audit writer's thread and grant issuers may all ask a fresh keyring at once.
+    start = threading.Barrier(8, timeout=30)
+
+    def first_kid() -> str:
+        start.wait()
+        return keyring.current_signer().kid
+
+    with ThreadPoolExecutor(8) as pool:
+        kids = {future.result(timeout=60) for future in [pool.submit(first_kid)
+                                                         for _ in range(8)]}
+    with store.reading() as conn:
+        stored = conn.execute(issuer_keys.select()).all()
+    assert len(kids) == 1 and [row.kid for row in stored] == list(kids)
+    assert stored[0].verify_until is None
+
+
+def test_a_checkpoint_key_that_cannot_be_opened_fails_its_batch_closed(
+    store: Store, clock: FrozenClock, keyring: IssuerKeyring
+) -> None:
+    keyring.current()  # sealed under MASTER_KEY
+    wrong = IssuerKeyring(store, clock, secrets.token_bytes(32))  # a node with another key
+    with AuditLog(store, signer=wrong, clock=clock, checkpoint_every=5) as audit:
+        record_many(audit, clock, 4)
+        with pytest.raises(AuditUnavailableError):
+            audit.record(agent_event(clock, 5))  # crosses the boundary: needs the key
+    report = verify_store(store, keyring.checkpoint_verifiers())
+    assert report.is_valid and (report.events, report.checkpoints) == (4, 0)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ checkpoint for as long as it exists, long after its key stopped verifying grants
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +58,7 @@ class IssuerKeyring:
         # never sees new keys with an old current id, or the reverse.
         self._state: tuple[dict[str, IssuerKey], str | None] = ({}, None)
         self._read_at: float | None = None
+        self._first_use = threading.Lock()
 
     def current(self) -> IssuerKey:
         """The key that signs new grants; generated on first use."""
@@ -65,8 +67,18 @@ class IssuerKeyring:
             self.refresh()
         keys, current = self._state
         if current is None:
-            return self.rotate(max_ttl_seconds=0)
+            return self._first_key()
         return keys[current]
+
+    def _first_key(self) -> IssuerKey:
+        """Make the first key. Unlike :meth:`rotate` it retires nothing, so a key
+        another thread or node made at the same moment keeps verifying."""
+        with self._first_use:
+            self.refresh()
+            keys, current = self._state
+            if current is not None:
+                return keys[current]
+            return self._add_key(retire_after_seconds=None)
 
     def current_signer(self) -> LocalSigner:
         """The current key as one immutable signer (a :class:`proctor.keys.SignerSource`).
@@ -125,16 +137,20 @@ class IssuerKeyring:
 
     def rotate(self, *, max_ttl_seconds: int) -> IssuerKey:
         """Make a new current key; the old one verifies for ``max_ttl_seconds`` more."""
+        return self._add_key(retire_after_seconds=max_ttl_seconds)
+
+    def _add_key(self, *, retire_after_seconds: int | None) -> IssuerKey:
         now = self._clock.now()
         private = ECKey.generate_key("P-256", private=True)
         kid = private.thumbprint()
         pem = private.as_pem(private=True)
         sealed = self._sealer.seal(pem, context=kid.encode())
         with self._store.transaction() as conn:
-            conn.execute(
-                update(issuer_keys).where(issuer_keys.c.verify_until.is_(None))
-                .values(verify_until=now + timedelta(seconds=max_ttl_seconds))
-            )
+            if retire_after_seconds is not None:
+                conn.execute(
+                    update(issuer_keys).where(issuer_keys.c.verify_until.is_(None))
+                    .values(verify_until=now + timedelta(seconds=retire_after_seconds))
+                )
             conn.execute(insert(issuer_keys).values(
                 kid=kid, sealed_key=sealed, created_at=now,
                 verify_until=None,
