@@ -1,37 +1,43 @@
-"""The requests ``proctor demo`` plays against the example deployment."""
+"""``proctor demo``: the whole idea working on the embedded default."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-__all__ = ["DEMO_REQUESTS"]
+import typer
 
-_CODER = "spiffe://acme.example/agent/coder"
-_SUPPORT = "spiffe://acme.example/agent/support"
-_FINANCE = "spiffe://acme.example/agent/finance"
+from proctor.cli.output import console, fail, print_json
+from proctor.errors import ProctorError
 
-# (what the step shows, the request document)
-DEMO_REQUESTS: list[tuple[str, dict[str, Any]]] = [
-    ("the coding agent reads the log of a repository it works on",
-     {"agent": _CODER, "tool": "git/git_log", "args": {"repo_path": "/srv/repos/app"},
-      "purpose": "fix the failing build", "on_behalf_of": "alice@acme.example"}),
-    ("the coding agent tries a repository outside its scope",
-     {"agent": _CODER, "tool": "git/git_log", "args": {"repo_path": "/etc"},
-      "purpose": "fix the failing build", "on_behalf_of": "alice@acme.example"}),
-    ("the support agent refunds a small amount",
-     {"agent": _SUPPORT, "tool": "crm/issue_refund",
-      "args": {"customer_id": "c-1001", "amount_cents": 2500},
-      "on_behalf_of": "bob@acme.example"}),
-    ("the support agent refunds a large amount: a human must approve",
-     {"agent": _SUPPORT, "tool": "crm/issue_refund",
-      "args": {"customer_id": "c-1001", "amount_cents": 25000},
-      "on_behalf_of": "bob@acme.example"}),
-    ("the finance agent creates a payment: a human must approve",
-     {"agent": _FINANCE, "tool": "payments/create_payment",
-      "args": {"payee": "ACME Supplies GmbH", "amount_cents": 120000, "currency": "EUR"},
-      "purpose": "pay invoice 2026-1187", "on_behalf_of": "carol@acme.example"}),
-    ("after reading restricted data, the support agent tries to email outside",
-     {"agent": _SUPPORT, "tool": "email/send_email",
-      "args": {"to": "someone@example.org", "subject": "notes", "body": "..."},
-      "sensitivity_seen": "restricted", "on_behalf_of": "bob@acme.example"}),
-]
+__all__ = ["demo"]
+
+
+def demo(
+    auto_approve: Annotated[bool, typer.Option(
+        "--auto-approve", help="Approve the held call as the demo's human, so that the "
+        "demo runs unattended.")] = False,
+    home: Annotated[Path, typer.Option(
+        "--home", help="Where the demo's home goes (replaced on every run).")] =
+        Path(".proctor-demo"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False,
+) -> None:
+    """Two agents, a task, a delegated grant, real MCP servers behind the gateway: allowed
+    and denied calls, an approval, redaction, a leaked grant, drift, the end of the task,
+    and the audit log verified. Exits 1 if any step did not show what it must."""
+    from proctor.demo import DemoOptions, run_demo
+
+    options = DemoOptions(home=home.absolute(), auto_approve=auto_approve)
+    try:
+        report = run_demo(options, None if as_json else console)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        verdict = "[bold green]every step showed what it must[/]" if report.ok else \
+            "[bold red]some steps did not show what they must[/]"
+        console.print(f"\n{verdict}. The demo's home stays in {options.home}: "
+                      f"PROCTOR_HOME={options.home} proctor audit tail")
+    if not report.ok:
+        raise typer.Exit(1)

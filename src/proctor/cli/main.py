@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated
 
 import typer
 
-from proctor.cli import agent, approvals, audit, grant, policy, secret, serve
+from proctor.cli import agent, approvals, audit, demo, grant, policy, secret, serve
 from proctor.cli import gateway as gateway_cli
-from proctor.cli.demo import DEMO_REQUESTS
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import init_home, open_runtime
 from proctor.config import load_settings
 from proctor.errors import PolicyValidationError, ProctorError
-from proctor.policy import request_from_spec
 
 __all__ = ["app"]
 
@@ -33,6 +30,7 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(secret.app, name="secret")
 app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
 app.add_typer(gateway_cli.mcp_app, name="mcp")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -72,38 +70,3 @@ def init(as_json: JsonOpt = False) -> None:
                       f"active revision {info['active_revision']}")
         if minted is not None:
             serve.announce_admin_token(minted)
-
-
-@app.command()
-def demo(as_json: JsonOpt = False) -> None:
-    """Set up the embedded default and show real decisions with their reasons."""
-    try:
-        settings = load_settings()
-        init_home(settings)
-        runtime = open_runtime(settings)
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    steps = []
-    for title, spec in DEMO_REQUESTS:
-        decision = runtime.engine.decide(request_from_spec(spec, now=runtime.clock.now()))
-        steps.append({"step": title, "request": spec, **decision.as_json()})
-    runtime.close()
-    if as_json:
-        print_json({"home": str(settings.home), "steps": steps})
-        return
-    console.print("[bold]proctor[/] decides each tool call of three example agents "
-                  "with the example policies:\n")
-    colours = {"allow": "green", "deny": "red", "approval_required": "yellow"}
-    for number, step in enumerate(steps, start=1):
-        outcome = str(step["decision"])
-        spec = step["request"]
-        console.print(f"[bold]{number}.[/] {step['step']}")
-        console.print(f"   {spec['agent']} → {spec['tool']} {json.dumps(spec['args'])}",
-                      markup=False)
-        policies = ", ".join(step["policy_ids"]) or "no policy"
-        console.print(f"   [bold {colours[outcome]}]{outcome.upper()}[/] by {policies}")
-        for reason in step["reasons"]:
-            console.print(f"   [dim]{reason}[/]")
-        console.print()
-    console.print(f"home: {settings.home} (SQLite, policy revision {steps[0]['revision']}); "
-                  "next: `proctor policy explain` or `proctor policy test examples/policies`")
