@@ -48,9 +48,12 @@ class DemoReport:
             self._print(len(self.steps), step)
         return step
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, *, always: bool = False) -> None:
+        """Narrate; with ``always``, even when the output is JSON (then on stderr)."""
         if self.console is not None:
             self.console.print(text)
+        elif always:
+            Console(stderr=True).print(text)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, **self.info, "steps": [s.as_json() for s in self.steps]}

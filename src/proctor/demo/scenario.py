@@ -159,7 +159,7 @@ class Scenario:
             if not self.options.auto_approve:
                 self.report.say(f"     waiting for a person: open {self.url}/console/approvals "
                                 f"and approve {approval['id']} (or run again with "
-                                "--auto-approve)")
+                                "--auto-approve)", always=True)
                 return
             answer = await api.post(f"/v1/approvals/{approval['id']}/approve",
                                     json={"comment": "verified the double charge"})
