@@ -27,6 +27,7 @@ from proctor.cli.runtime import Runtime
 from proctor.errors import ApiError, ProctorError
 from proctor.server.background import Background
 from proctor.server.config import ServerConfig
+from proctor.server.console import install_console
 from proctor.server.deps import client_address, server_state
 from proctor.server.limits import BodyLimit
 from proctor.server.metrics import MetricsMiddleware
@@ -69,6 +70,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None, *,
     app.state.background = background
     for router in ROUTERS:
         app.include_router(router)
+    install_console(app)
     _add_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=state.config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, clock=runtime.clock)
@@ -97,6 +99,9 @@ def _add_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
+            return problem_response(422, "request_invalid", "the body is not valid JSON",
+                                    instance=request.url.path)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem_response(exc.status_code, code, str(exc.detail),
                                 instance=request.url.path, headers=exc.headers)

@@ -160,6 +160,8 @@ def problem_responses(*codes: str, public: bool = False,
         by_status.setdefault(status_for(code), set()).add(code)
     for status, more in (extra or {}).items():
         by_status.setdefault(status, set()).update(more)
+    if 404 in by_status:  # a path parameter that no route accepts (a newline, say)
+        by_status[404].add("not_found")
     return {
         status: {"description": _DESCRIPTIONS.get(status, _title(status)),
                  "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_schema(found)}}}
