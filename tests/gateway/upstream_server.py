@@ -54,8 +54,10 @@ def create_server() -> MCPServer:
         return {"names": sorted(headers),
                 "authorization_sha256": hashlib.sha256(auth.encode()).hexdigest()}
 
-    @server.tool(name="hang", description="Never answers")
-    async def hang() -> str:
+    @server.tool(name="hang", description="Never answers (after touching `started`, if given)")
+    async def hang(started: str = "") -> str:
+        if started:
+            Path(started).touch()
         await anyio.sleep_forever()
         return "unreachable"
 

@@ -7,30 +7,17 @@ import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
 import typer
 
 from proctor.cli.output import err_console, fail
 from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import Settings, load_settings
 from proctor.errors import ConfigError, ProctorError
-from proctor.gateway import (
-    Gateway,
-    GatewayConfig,
-    LaunchCredentials,
-    UpstreamConfig,
-    load_agent_key,
-    load_gateway_config,
-    load_grant,
-    run_wrapper,
-)
-from proctor.gateway.stdio import claim_stdio
-from proctor.grants import load_master_key
-from proctor.identity import agent_id_for
-from proctor.oversight import OutputGuard
-from proctor.secrets import SecretStore
+
+if TYPE_CHECKING:
+    from proctor.gateway import Gateway, GatewayConfig
 
 __all__ = ["mcp_app", "server_name_for"]
 
@@ -53,6 +40,11 @@ def server_name_for(command: list[str]) -> str:
 
 def make_gateway(runtime: Runtime, settings: Settings, config: GatewayConfig) -> Gateway:
     """The gateway on a runtime: its enforcer, secret store and output guard."""
+    from proctor.gateway import Gateway
+    from proctor.oversight import OutputGuard
+    from proctor.sealing import load_master_key
+    from proctor.secrets import SecretStore
+
     secrets = SecretStore(runtime.store, runtime.clock, load_master_key(settings.home),
                           audit=runtime.audit, revocations=runtime.grants.leases)
     return Gateway(config, enforcer=runtime.enforcer, grants=runtime.grants,
@@ -82,6 +74,21 @@ def wrap(
     Use it in an MCP client's configuration in place of the server's command:
     ``proctor mcp wrap --agent coder -- python -m mcp_server_git --repository R``.
     """
+    # The gateway (and the MCP SDK under it) is imported only when it is used.
+    import anyio
+
+    from proctor.gateway import (
+        GatewayConfig,
+        LaunchCredentials,
+        UpstreamConfig,
+        load_agent_key,
+        load_gateway_config,
+        load_grant,
+        run_wrapper,
+    )
+    from proctor.gateway.stdio import claim_stdio
+    from proctor.identity import agent_id_for
+
     try:
         settings = load_settings()
         config = load_gateway_config(config_file) if config_file else GatewayConfig()

@@ -223,12 +223,15 @@ class Gateway:
         return verdict
 
     async def _forward(self, session: GatewaySession, send: Any) -> Any:
-        try:
-            return await session.forward(send)
-        except GatewayError as exc:
-            raise _upstream_error(exc) from None
-        except MCPError as exc:  # the upstream's own JSON-RPC error, passed on redacted
-            raise MCPError(exc.code, self.results.redact_text(exc.message)) from None
+        async def upstream_call() -> Any:
+            try:
+                return await send()
+            except GatewayError as exc:
+                raise _upstream_error(exc) from None
+            except MCPError as exc:  # the upstream's own JSON-RPC error, passed on redacted
+                raise MCPError(exc.code, self.results.redact_text(exc.message)) from None
+
+        return await session.forward(upstream_call)
 
 
 def _unknown_tool(name: str) -> MCPError:

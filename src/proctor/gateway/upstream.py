@@ -66,8 +66,8 @@ class UpstreamConnection:
         """
         started = False
         try:
-            async with self._streams() as (read, write), ClientSession(
-                    read, write, read_timeout_seconds=self.call_timeout) as session:
+            # No session-wide read timeout: starting a server may take longer than a call.
+            async with self._streams() as (read, write), ClientSession(read, write) as session:
                 with anyio.fail_after(self._connect_timeout):
                     result = await session.initialize()
                     self.capabilities = result.capabilities
@@ -165,8 +165,8 @@ class UpstreamConnection:
         if session is None or self._stop.is_set():
             raise GatewayError("upstream_unavailable", f"upstream `{self.name}` is not connected")
         try:
-            # The SDK bounds the wait itself; this is the net under it.
-            with anyio.fail_after(self.call_timeout + 1):
+            # Leaving this scope cancels the request: the SDK tells the upstream so.
+            with anyio.fail_after(self.call_timeout):
                 return await send(session)
         except TimeoutError:
             raise _timeout(self.name, self.call_timeout) from None
@@ -174,6 +174,7 @@ class UpstreamConnection:
             if exc.code == REQUEST_TIMEOUT:
                 raise _timeout(self.name, self.call_timeout) from None
             if exc.code == CONNECTION_CLOSED:
+                self.close()  # the next use connects again
                 raise GatewayError("upstream_unavailable",
                                    f"upstream `{self.name}` closed the connection") from None
             raise

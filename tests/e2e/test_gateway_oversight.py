@@ -1,0 +1,163 @@
+"""Through ``proctor mcp wrap`` to the tests' own upstream: an injected secret the agent
+cannot see, redaction, a leaked grant revoked at once, data sensitivity in the
+decision, and revocation closing a live session with a call in flight."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from proctor.audit import EventFilter, iter_events
+from proctor.errors import GrantError
+from proctor.sealing import load_master_key
+from proctor.secrets import SecretStore
+from tests.gateway.conftest import UPSTREAM, Deployment, make_deployment
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 60
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    yield from make_deployment(database_url, tmp_path)
+
+
+@asynccontextmanager
+async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+def _text(result: object) -> str:
+    return json.dumps(result.model_dump(mode="json"))  # type: ignore[attr-defined]
+
+
+def _audit_text(deployment: Deployment) -> str:
+    return "\n".join(json.dumps(e.as_json()) for e in iter_events(deployment.runtime.store))
+
+
+async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_the_audit(
+        deployment: Deployment) -> None:
+    value = "tok_" + secrets.token_urlsafe(24)
+    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
+                        load_master_key(deployment.settings.home))
+    store.put("upstream-token", value, by="erin@acme.example")
+    config = deployment.config({"upstreams": {"test": {
+        "command": UPSTREAM, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+        digest = await client.call_tool("env_digest", {"name": "UPSTREAM_TOKEN"})
+        assert digest.structured_content == {
+            "result": hashlib.sha256(value.encode()).hexdigest()}
+        shown = await client.call_tool("read_env", {"name": "UPSTREAM_TOKEN"})
+        assert value not in _text(shown)
+        assert "[REDACTED:known_secret]" in _text(shown)
+    # the use is a lease under the grant, so revoking the grant ends it
+    leases = [n for n in deployment.runtime.grants.tree(grant.claims.task_id)
+              if n.kind == "secret"]
+    assert [n.parent_id for n in leases] == [grant.grant_id]
+    assert value not in _audit_text(deployment)
+
+
+async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited(
+        deployment: Deployment) -> None:
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+        result = await client.call_tool("fake_credentials", {})
+    text = _text(result)
+    assert "ghp_" not in text and "AKIA" not in text
+    assert "[REDACTED:github_token]" in text and "[REDACTED:aws_access_key]" in text
+    redactions = list(iter_events(deployment.runtime.store,
+                                  EventFilter(action="gateway.redact")))
+    assert [e.event["target"] for e in redactions] == ["test/fake_credentials"]
+
+
+async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
+        deployment: Deployment) -> None:
+    grant = deployment.grant()
+    leaked_in_args = deployment.grant([{"tool": "time/*"}])
+    leaked_in_result = deployment.grant([{"tool": "time/*"}])
+    note = deployment.tmp / "note.txt"
+    note.write_text(f"the deploy grant is {leaked_in_result.token}\n")
+    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("echo", {"text": f"use {leaked_in_args.token}"})
+        assert refused.value.error.data["reason"] == "grant_leaked"
+        read = await client.call_tool("read_file", {"path": str(note)})
+        assert leaked_in_result.token not in _text(read)
+        assert "[REDACTED:proctor_grant]" in _text(read)
+    for leaked in (leaked_in_args, leaked_in_result):
+        with pytest.raises(GrantError) as checked:
+            deployment.runtime.grants.inspect(leaked.token)
+        assert checked.value.code == "grant_revoked"
+    revocations = list(iter_events(deployment.runtime.store,
+                                   EventFilter(action="grant.revoke")))
+    assert sorted(e.event["target"] for e in revocations) == sorted(
+        [leaked_in_args.accessor, leaked_in_result.accessor])
+    assert {e.event["detail"]["reason"] for e in revocations} == {"leaked"}
+    leaks = list(iter_events(deployment.runtime.store, EventFilter(action="gateway.leak")))
+    assert sorted(e.event["detail"]["leaked_grant"] for e in leaks) == sorted(
+        [leaked_in_args.grant_id, leaked_in_result.grant_id])
+    deployment.runtime.grants.inspect(grant.token)  # the session's own grant is untouched
+
+
+async def test_after_reading_restricted_data_nothing_goes_to_an_outside_destination(
+        deployment: Deployment) -> None:
+    config = deployment.config({"upstreams": {"test": {
+        "command": UPSTREAM, "tools": {"echo": {"destination": "hooks.vendor.example"}}}}})
+    note = deployment.tmp / "ledger.txt"
+    note.write_text("Q3 numbers\n")
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+        await client.call_tool("echo", {"text": "before"})
+        await client.call_tool("read_file", {"path": str(note)})  # labelled restricted
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("echo", {"text": "after"})
+    assert denied.value.error.data["policy_ids"] == ["no-exfiltration-after-restricted"]
+
+
+async def test_revoking_the_grant_fails_the_call_in_flight_and_closes_the_session(
+        deployment: Deployment) -> None:
+    config = deployment.config({"gateway": {"revocation_poll_seconds": 0.2},
+                                "upstreams": {"test": {"command": UPSTREAM}}})
+    grant = deployment.grant()
+    started = deployment.tmp / "hang-started"
+    outcome: dict[str, BaseException] = {}
+    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+
+        async def hang() -> None:
+            try:
+                await client.call_tool("hang", {"started": str(started)})
+            except MCPError as exc:
+                outcome["error"] = exc
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hang)
+            with anyio.fail_after(WAIT):
+                while not started.exists():  # the call reached the upstream
+                    await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(deployment.runtime.grants.revoke, grant.accessor,
+                                           "incident 7")
+        error = outcome["error"]
+        assert isinstance(error, MCPError)
+        assert error.error.data["reason"] == "session_closed"
+        with pytest.raises(MCPError) as after:  # the wrapper is gone
+            await client.call_tool("echo", {"text": "still there?"})
+        assert after.value.message == "Connection closed"

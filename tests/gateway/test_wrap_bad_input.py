@@ -1,0 +1,155 @@
+"""Bad input to ``proctor mcp wrap`` gets a clear answer naming the reason, and nothing is
+allowed by accident: malformed and oversized messages, unknown methods and tools,
+arguments that break the tool's schema, a missing, revoked, expired or foreign
+grant, and an upstream that hangs or crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from mcp import ClientSession, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from proctor.cli.runtime import open_runtime
+from proctor.clock import FrozenClock, SystemClock
+from proctor.grants import GrantScope
+from tests.gateway.conftest import UPSTREAM, Deployment
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 60
+
+
+class Wire:
+    """The wrapper's stdin and stdout, one JSON-RPC message per line."""
+
+    def __init__(self, process: Process) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        self._buffer = b""
+
+    async def send(self, line: bytes) -> None:
+        assert self._process.stdin is not None
+        await self._process.stdin.send(line + b"\n")
+
+    async def request(self, request_id: int, method: str, params: dict[str, Any]) -> None:
+        await self.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                    "params": params}).encode())
+
+    async def answer(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        with anyio.fail_after(WAIT):
+            while b"\n" not in self._buffer:
+                self._buffer += await self._process.stdout.receive()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+
+async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
+        deployment: Deployment) -> None:
+    config = deployment.config({"gateway": {"max_message_bytes": 4096},
+                                "upstreams": {"test": {"command": UPSTREAM}}})
+    params = deployment.wrap(deployment.grant(), [], config=config, server="test")
+    async with await anyio.open_process([params.command, *params.args], cwd=params.cwd,
+                                        env={**os.environ, **(params.env or {})}) as process:
+        wire = Wire(process)
+        await wire.request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                             "clientInfo": {"name": "t", "version": "1"}})
+        assert "result" in await wire.answer()
+        await wire.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+
+        await wire.send(b"this is not json")
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32700)
+
+        await wire.send(b'{"jsonrpc": "2.0", "id": 2, "method": 5}')
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (2, -32600)
+
+        await wire.request(3, "tools/call", {"name": "echo", "arguments": {"text": "x" * 10_000}})
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (3, -32600)
+        assert answer["error"]["data"] == {"reason": "message_too_large", "max_bytes": 4096}
+
+        await wire.request(4, "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
+        answer = await wire.answer()
+        assert answer["id"] == 4 and answer["result"]["structuredContent"]["text"] == "still here"
+
+        await wire.request(5, "sampling/createMessage", {})
+        assert (await wire.answer())["error"]["code"] == -32601
+
+        await wire.request(6, "tools/call", {"name": "rm_rf", "arguments": {}})
+        answer = await wire.answer()
+        assert (answer["error"]["code"], answer["error"]["data"]["reason"]) == (
+            -32602, "tool_unknown")
+
+        await wire.request(7, "tools/call", {"name": "echo",
+                                             "arguments": {"text": "hi", "count": "three"}})
+        answer = await wire.answer()
+        assert (answer["error"]["code"], answer["error"]["data"]["reason"]) == (
+            -32602, "arguments_invalid")
+        assert "`count`" in answer["error"]["message"] and "three" not in answer["error"]["message"]
+        assert process.stdin is not None
+        await process.stdin.aclose()
+        with anyio.fail_after(WAIT):
+            assert await process.wait() == 0
+
+
+def _start(deployment: Deployment, token: str | None, agent: str = "coder"
+           ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **deployment.env, "PROCTOR_GRANT": token or ""}
+    args = ["-m", "proctor.cli", "mcp", "wrap", "--agent", agent, "--key-file",
+            str(deployment.key_file), "--server", "test", "--", *UPSTREAM]
+    return subprocess.run([UPSTREAM[0], *args], env=env, cwd=deployment.env["PYTHONPATH"],
+                          input="", capture_output=True, text=True, timeout=WAIT, check=False)
+
+
+def test_the_wrapper_refuses_to_start_without_a_live_grant_of_its_agent(
+        deployment: Deployment) -> None:
+    revoked = deployment.grant()
+    deployment.runtime.grants.revoke(revoked.accessor, "test")
+    past = FrozenClock(SystemClock().now() - timedelta(hours=2))
+    earlier = open_runtime(deployment.settings, clock=past)
+    try:
+        task = earlier.grants.start_task("spiffe://acme.example/agent/coder", purpose="old",
+                                         on_behalf_of="alice@acme.example")
+        expired = earlier.grants.issue(task.id, GrantScope.from_json(
+            {"tools": [{"tool": "test/*"}]}), ttl_seconds=300)
+    finally:
+        earlier.close()
+    cases = [(None, "coder", "no grant"), (revoked.token, "coder", "revoked"),
+             (expired.token, "coder", "expired"),
+             (deployment.grant().token, "support", "not `spiffe://acme.example/agent/support`")]
+    for token, agent, says in cases:
+        started = _start(deployment, token, agent)
+        lines = started.stderr.strip().splitlines()
+        assert started.returncode == 1, started.stderr
+        assert len(lines) == 1 and says in lines[0], (says, lines)
+        assert started.stdout == ""
+
+
+async def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_next_one_works(
+        deployment: Deployment) -> None:
+    config = deployment.config({"gateway": {"call_timeout_seconds": 1},
+                                "upstreams": {"test": {"command": UPSTREAM}}})
+    params = deployment.wrap(deployment.grant(), [], config=config, server="test")
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            with pytest.raises(MCPError) as hung:
+                await client.call_tool("hang", {})
+            assert (hung.value.error.code, hung.value.error.data["reason"]) == (
+                -32012, "upstream_timeout")
+            with pytest.raises(MCPError) as crashed:
+                await client.call_tool("crash", {})
+            assert crashed.value.error.data["reason"] == "upstream_unavailable"
+            echoed = await client.call_tool("echo", {"text": "back"})  # a new upstream
+            assert echoed.structured_content == {"text": "back", "count": 1}
