@@ -66,6 +66,9 @@ def serve(
                      "PROCTOR_DATABASE_URL=postgresql://… for more workers",
                      code="config_invalid")
             init_home(settings)
+        elif not settings.policy_dir.is_dir():
+            fail(f"no policy directory at `{settings.policy_dir}`: run `proctor init` first",
+                 code="config_invalid")
         runtime = open_runtime(settings)
     except ProctorError as exc:
         fail(exc.message, code=exc.code)

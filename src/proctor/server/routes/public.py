@@ -65,7 +65,9 @@ def readyz(request: Request) -> Readiness:
 @router.get("/.well-known/jwks.json", responses=problem_responses(public=True))
 def jwks(request: Request) -> Jwks:
     """The public keys that verify live grants (ES256), for other enforcement points."""
-    return Jwks(**server_state(request).keyring.jwks())
+    keyring = server_state(request).keyring
+    keyring.current()  # the first key is made on first use; publish it from the start
+    return Jwks(**keyring.jwks())
 
 
 @router.get("/metrics", response_class=Response, responses={

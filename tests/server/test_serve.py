@@ -1,0 +1,166 @@
+"""``proctor serve`` as a real process on a free port: the embedded default (SQLite, the
+admin token printed once), and two workers on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STARTUP_SECONDS = 60
+# uvicorn shuts down gracefully on SIGTERM, then re-raises it
+STOPPED = (0, -signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Served:
+    """A ``proctor serve`` child process and the lines it prints."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proctor.cli", "serve", "--port", str(self.port), *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line_after(self, marker: str) -> str:
+        """The line printed after the first one containing ``marker``."""
+        deadline = time.monotonic() + STARTUP_SECONDS
+        seen = False
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if seen:
+                return line
+            seen = marker in line
+        raise AssertionError(f"`{marker}` was not printed within {STARTUP_SECONDS} s")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "proctor serve exited"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"proctor serve was not ready within {STARTUP_SECONDS} s")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
+        finally:
+            self._reader.join(timeout=10)
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROCTOR_")}
+    return {**clean, "PROCTOR_HOME": str(tmp_path / "home"),
+            "PROCTOR_TRUST_DOMAIN": "acme.example"}
+
+
+@pytest.fixture
+def served(env: dict[str, str]) -> Iterator[Served]:
+    server = Served(env)
+    yield server
+    server.stop()
+
+
+def test_the_embedded_default_serves_with_the_admin_token_it_printed_once(
+        served: Served, env: dict[str, str]) -> None:
+    token = served.line_after("admin token for local-admin")
+    assert token.startswith("ptk_")
+    served.wait_ready()
+    headers = {"Authorization": f"Bearer {token}"}
+    me = httpx.get(f"{served.url}/v1/whoami", headers=headers, timeout=10)
+    assert me.json()["roles"] == ["admin"]
+    anonymous = httpx.get(f"{served.url}/v1/agents", timeout=10)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "credentials_missing")
+    jwks = httpx.get(f"{served.url}/.well-known/jwks.json", timeout=10).json()
+    assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
+    openapi = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
+    assert "/v1/decide" in openapi["paths"]
+    assert served.stop() in STOPPED
+
+    again = Served(env)
+    try:
+        again.wait_ready()
+        assert httpx.get(f"{again.url}/v1/whoami", headers=headers, timeout=10
+                         ).status_code == 200
+    finally:
+        assert again.stop() in STOPPED
+    assert "admin token" not in "\n".join(list(again.lines.queue))
+
+
+def test_the_embedded_default_refuses_several_workers(env: dict[str, str]) -> None:
+    completed = subprocess.run([sys.executable, "-m", "proctor.cli", "serve", "--workers", "2"],
+                               env=env, capture_output=True, text=True, timeout=120,
+                               check=False)
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("error: the embedded default (SQLite) runs one process")
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_share_one_state(
+        postgres_url: str, env: dict[str, str]) -> None:
+    env = {**env, "PROCTOR_DATABASE_URL": postgres_url}
+    refused = subprocess.run([sys.executable, "-m", "proctor.cli", "serve"], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert "run `proctor init` first" in refused.stderr
+    init = subprocess.run([sys.executable, "-m", "proctor.cli", "init", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    token = json.loads(init.stdout)["admin_token"]
+    server = Served(env, "--workers", "2")
+    try:
+        server.wait_ready()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+            for _ in range(20):  # new connections: the workers share them out
+                assert client.get("/v1/whoami", headers={"Connection": "close"}
+                                  ).status_code == 200
+            metrics = client.get("/metrics").text
+        line = next(m for m in metrics.splitlines()
+                    if m.startswith('proctor_http_requests_total{method="GET",'
+                                    'route="/v1/whoami",status="200"}'))
+        assert float(line.rsplit(" ", 1)[1]) == 20.0  # counted across both processes
+    finally:
+        assert server.stop() in STOPPED
