@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 
 
@@ -84,8 +85,8 @@ def main() -> None:
     if args.http is None:
         server.run("stdio")
     else:
-        server.settings.port = args.http  # type: ignore[attr-defined]
-        server.run("streamable-http")
+        uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=args.http,
+                    log_level="warning")
 
 
 if __name__ == "__main__":

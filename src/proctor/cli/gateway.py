@@ -135,3 +135,43 @@ def _only_upstream(config: GatewayConfig) -> str:
 def _env_path(var: str) -> Path | None:
     value = os.environ.get(var)
     return Path(value) if value else None
+
+
+def gateway(
+    config_file: Annotated[Path, typer.Option("--config", help="Gateway config (YAML).")],
+    listen: Annotated[str | None, typer.Option(
+        "--listen", help="HOST:PORT to serve on (default: the config's `listen`).")] = None,
+) -> None:
+    """Serve the configured upstreams over streamable HTTP; every call is decided.
+
+    Agents reach /mcp/<server> (or /mcp, tools prefixed <server>__) with their grant
+    as a bearer token and a DPoP proof per call.
+    """
+    import uvicorn
+
+    from proctor.gateway import load_gateway_config
+    from proctor.gateway.http import build_http_app
+
+    try:
+        settings = load_settings()
+        config = load_gateway_config(config_file)
+        host, port = _host_port(listen or config.listen)
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code)
+    try:
+        app = build_http_app(make_gateway(runtime, settings, config),
+                             database_url=settings.database_url)
+        err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
+                          f"({', '.join(config.upstreams) or 'no upstreams'}); "
+                          f"agents address {config.public_url}", markup=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        runtime.close()
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"listen address `{listen}` is not HOST:PORT")
+    return host.strip("[]"), int(port)

@@ -32,6 +32,7 @@ app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(gateway_cli.mcp_app, name="mcp")
+app.command("gateway")(gateway_cli.gateway)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -9,6 +9,7 @@
       call_timeout_seconds: 30
       connect_timeout_seconds: 20
       approval_timeout_seconds: 120
+      authorization_servers: [https://proctor.acme.example]   # where grants come from
     upstreams:
       git:                                     # the server name in tool ids: git/git_log
         command: [python, -m, mcp_server_git, --repository, /srv/repos/app]
@@ -98,6 +99,7 @@ class GatewayConfig:
     connect_timeout_seconds: float = 20.0
     approval_timeout_seconds: float = 120.0
     revocation_poll_seconds: float = 1.0
+    authorization_servers: tuple[str, ...] = ()
 
     def upstream(self, name: str) -> UpstreamConfig:
         found = self.upstreams.get(name)
@@ -133,7 +135,7 @@ def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfi
     settings = data.get("gateway") or {}
     _keys(settings, {"public_url", "listen", "max_message_bytes", "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
-                     "revocation_poll_seconds"}, f"{source}: gateway")
+                     "revocation_poll_seconds", "authorization_servers"}, f"{source}: gateway")
     upstreams_data = data.get("upstreams") or {}
     if not isinstance(upstreams_data, dict):
         raise ConfigError(f"{source}: `upstreams` must be a mapping of name to server")
@@ -152,6 +154,11 @@ def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfi
             limits[key] = _text(settings[key], key, source)
     if not str(limits.get("public_url", "http://")).startswith(("http://", "https://")):
         raise ConfigError(f"{source}: `public_url` must be an http(s) URL")
+    servers = settings.get("authorization_servers") or []
+    if not isinstance(servers, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in servers):
+        raise ConfigError(f"{source}: `authorization_servers` must be a list of http(s) URLs")
+    limits["authorization_servers"] = tuple(servers)
     return GatewayConfig(upstreams=upstreams, **limits)
 
 

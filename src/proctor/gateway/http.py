@@ -1,0 +1,336 @@
+"""``proctor gateway``: many upstreams behind one streamable HTTP endpoint.
+
+Endpoints (``P`` is the configured ``public_url``)::
+
+    P/mcp                   every upstream, tools prefixed ``<server>__<tool>``
+    P/mcp/<server>          one upstream, under its own tool names
+    P/.well-known/oauth-protected-resource[/mcp[/<server>]]   RFC 9728 metadata
+
+Following the MCP authorization spec, every request to an endpoint carries the
+agent's grant as a bearer token (``Authorization: Bearer <grant>``). It is
+checked before the MCP layer sees the request — signature, issuer, audience,
+time, revocation — and a missing or bad one is answered ``401`` with
+``WWW-Authenticate: Bearer … resource_metadata="…"``. Each ``tools/call``,
+``resources/read`` and ``prompts/get`` also carries a proof of possession in the
+``DPoP`` header (``htm`` the JSON-RPC method, ``htu`` the endpoint URL), checked
+by the Enforcer with the rest of the decision. The grant is never passed on:
+upstream connections are the gateway's own, made per grant with the headers of
+the config (and the secrets leased for them).
+
+An MCP session belongs to the grant that opened it; a request for it with another
+grant is answered ``404`` as if it did not exist. When the grant is revoked or
+expires, its gateway session closes (calls in flight fail), its MCP sessions are
+terminated, and the next request is refused ``401``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proctor.errors import ProctorError
+from proctor.gateway.client import PROOF_HEADER
+from proctor.gateway.config import GatewayConfig
+from proctor.gateway.core import Gateway
+from proctor.gateway.rpc import SESSION_CLOSED, rpc_error
+from proctor.gateway.server import Context, build_server
+from proctor.gateway.session import GatewaySession
+from proctor.gateway.views import Credentials, View
+from proctor.gateway.watch import RevocationWatch
+from proctor.grants import GrantClaims
+
+__all__ = ["HttpCredentials", "build_http_app"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_GRANT_KEY = "proctor_grant"
+_METADATA = "/.well-known/oauth-protected-resource"
+
+
+@dataclass(frozen=True)
+class HttpCredentials:
+    """The grant and proof one HTTP request carried."""
+
+    token: str = field(repr=False)
+    proof: str = field(repr=False)
+    target: str
+    source_ip: str | None = None
+
+    def target_for(self, server: str, name: str) -> str:
+        return self.target
+
+    def proof_for(self, method: str, target: str) -> str:
+        return self.proof
+
+
+class HttpSessions:
+    """One gateway session per grant, run in the app's task group; and the MCP sessions
+    each grant opened, to terminate them when the grant goes."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._by_grant: dict[str, GatewaySession] = {}
+        self._lock = anyio.Lock()
+        self.tasks: TaskGroup | None = None
+        self.mcp_owner: dict[str, str] = {}  # MCP session id -> grant id
+        self._mcp_sessions: dict[str, list[tuple[StreamableHTTPSessionManager, str]]] = {}
+
+    async def for_grant(self, claims: GrantClaims) -> GatewaySession:
+        found = self._by_grant.get(claims.grant_id)
+        if found is None:
+            async with self._lock:
+                found = self._by_grant.get(claims.grant_id)
+                if found is None:
+                    if self.tasks is None:
+                        raise rpc_error(SESSION_CLOSED, "session_closed", "the gateway is stopping")
+                    found = await self._gateway.open_session(claims, self.tasks)
+                    self._by_grant[claims.grant_id] = found
+        found.check_open()
+        return found
+
+    def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str, grant: str) -> None:
+        self.mcp_owner[mcp_session] = grant
+        self._mcp_sessions.setdefault(grant, []).append((manager, mcp_session))
+
+    def closed(self, session: GatewaySession) -> None:
+        """The watch closed ``session``: forget it and end its grant's MCP sessions."""
+        self._gateway.forget(session)
+        grant = session.claims.grant_id
+        for manager, mcp_session in self._mcp_sessions.pop(grant, []):
+            self.mcp_owner.pop(mcp_session, None)
+            # The SDK offers no public call to end one session; a request for it gets
+            # 401 (its grant is revoked) or 404 from here on in any case.
+            transports = getattr(manager, "_server_instances", {})
+            transport = transports.get(mcp_session)
+            if transport is not None and self.tasks is not None:
+                self.tasks.start_soon(transport.terminate)
+
+
+class HttpBinder:
+    """The gateway session and credentials of one HTTP request (authenticated by the gate)."""
+
+    def __init__(self, sessions: HttpSessions, public_url: str) -> None:
+        self._sessions = sessions
+        self._public = public_url.rstrip("/")
+
+    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]:
+        request = ctx.request
+        grant = (request.scope.get("state", {}).get(_GRANT_KEY)
+                 if isinstance(request, Request) else None)
+        if grant is None or not isinstance(request, Request):
+            # the gate lets nothing through without a grant; fail closed anyway
+            raise rpc_error(SESSION_CLOSED, "grant_missing", "the request carries no grant")
+        claims, token = grant
+        session = await self._sessions.for_grant(claims)
+        client = request.client.host if request.client else None
+        creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
+                                self._public + request.url.path, client)
+        return session, creds
+
+
+class GrantGate:
+    """ASGI middleware: the bearer grant on every MCP request, a cap on bodies, MCP
+    sessions bound to their grant."""
+
+    def __init__(self, app: ASGIApp, *, gateway: Gateway, sessions: HttpSessions,
+                 managers: dict[str, StreamableHTTPSessionManager], public_url: str) -> None:
+        self._app = app
+        self._gateway = gateway
+        self._sessions = sessions
+        self._managers = managers
+        self._public = public_url.rstrip("/")
+        self._max = gateway.config.max_message_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self._managers:
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        metadata = f"{self._public}{_METADATA}{path}"
+        token = _bearer(headers.get("authorization", ""))
+        if token is None:
+            await _unauthorized(metadata, None, "a bearer grant is required")(scope, receive, send)
+            return
+        try:
+            claims = await anyio.to_thread.run_sync(self._gateway.grants.inspect, token)
+        except ProctorError as exc:
+            await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
+            return
+        owner = self._sessions.mcp_owner.get(headers.get(MCP_SESSION_ID_HEADER, ""))
+        if owner is not None and owner != claims.grant_id:
+            await _rpc_response(404, None, -32600, "session not found")(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            body = await _read_capped(receive, self._max)
+            if body is None:
+                await _rpc_response(413, None, -32600, f"message_too_large: a message may be at "
+                                    f"most {self._max} bytes",
+                                    {"reason": "message_too_large", "max_bytes": self._max}
+                                    )(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
+        manager = self._managers[path]
+
+        async def watch_session(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in message.get("headers", []):
+                    if key.decode("latin-1").lower() == MCP_SESSION_ID_HEADER.lower():
+                        session_id = value.decode("latin-1")
+                        if session_id not in self._sessions.mcp_owner:
+                            self._sessions.opened(manager, session_id, claims.grant_id)
+            await send(message)
+
+        await self._app(scope, receive, watch_session)
+
+
+def build_http_app(gateway: Gateway, *, database_url: str | None = None) -> Starlette:
+    """The gateway's ASGI app: an endpoint per upstream and one for all of them."""
+    config = gateway.config
+    public = config.public_url.rstrip("/")
+    sessions = HttpSessions(gateway)
+    binder = HttpBinder(sessions, public)
+    security = _transport_security(config.public_url, config.listen)
+    views = {"/mcp": View(tuple(config.upstreams), prefixed=True)}
+    views.update({f"/mcp/{name}": View((name,)) for name in config.upstreams})
+    managers = {
+        path: StreamableHTTPSessionManager(
+            app=build_server(gateway, view, binder, name=f"proctor{path.replace('/', '-')}"),
+            security_settings=security, max_request_body_size=config.max_message_bytes + 1)
+        for path, view in views.items()}
+    routes = [Route(path, endpoint=StreamableHTTPASGIApp(m)) for path, m in managers.items()]
+    routes += [Route(f"{_METADATA}{path}", endpoint=_metadata(public + path, config))
+               for path in managers]
+    routes.append(Route(_METADATA, endpoint=_metadata(public + "/mcp", config)))
+    watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases, clock=gateway.clock,
+                            poll_seconds=config.revocation_poll_seconds,
+                            database_url=database_url, on_close=sessions.closed)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for manager in managers.values():
+                await stack.enter_async_context(manager.run())
+            async with anyio.create_task_group() as tasks:
+                sessions.tasks = tasks
+                await tasks.start(watch.run)
+                try:
+                    yield
+                finally:
+                    sessions.tasks = None
+                    for session in list(gateway.sessions.values()):
+                        session.close("the gateway is stopping")
+                    tasks.cancel_scope.cancel()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(GrantGate, gateway=gateway, sessions=sessions, managers=managers,
+                       public_url=public)
+    return app
+
+
+def _metadata(resource: str, config: GatewayConfig
+              ) -> Callable[[Request], Awaitable[Response]]:
+    """RFC 9728 protected resource metadata for one endpoint."""
+    document = {
+        "resource": resource,
+        "authorization_servers": list(config.authorization_servers),
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "dpop_bound_access_tokens_required": True,
+        "resource_name": "proctor MCP gateway",
+    }
+
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(document)
+
+    return endpoint
+
+
+def _bearer(value: str) -> str | None:
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() not in ("bearer", "dpop") or not token:
+        return None
+    return token
+
+
+def _unauthorized(metadata: str, code: str | None, message: str) -> Response:
+    challenge = f'Bearer resource_metadata="{metadata}"'
+    body: dict[str, Any] = {"error": "invalid_request" if code is None else "invalid_token",
+                            "error_description": message}
+    if code is not None:
+        challenge += f', error="invalid_token", error_description="{code}"'
+        body["reason"] = code
+    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})
+
+
+def _rpc_response(status: int, request_id: Any, code: int, message: str,
+                  data: Any = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error},
+                        status_code=status)
+
+
+async def _read_capped(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is over ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read already, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _transport_security(public_url: str, listen: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only the public host (and the listening one) are served."""
+    public = urlsplit(public_url)
+    hosts = {public.netloc, f"{public.hostname}:*", listen}
+    origins = {f"{public.scheme}://{public.netloc}", f"{public.scheme}://{public.hostname}:*"}
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=sorted(h for h in hosts if h),
+                                     allowed_origins=sorted(origins))
