@@ -113,6 +113,7 @@ def test_the_quickstart_runs_as_written(environment: dict[str, str], tmp_path: P
     # the key and the grant are for the owner's eyes only
     assert (work / "notes-agent.key").stat().st_mode & 0o077 == 0
     assert (work / "notes.grant").stat().st_mode & 0o077 == 0
+    assert (work / ".proctor").stat().st_mode & 0o077 == 0
 
 
 def test_the_page_leaves_no_output_to_be_filled_in() -> None:
