@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -121,7 +121,7 @@ def test_an_unknown_lease_is_not_live(stored: Secrets) -> None:
 
 @pytest.mark.parametrize("case", ["unknown_secret", "unknown_parent", "revoked_parent",
                                   "expired_parent", "other_task", "other_agent", "past_expiry",
-                                  "bad_name"])
+                                  "naive_expiry", "bad_name"])
 def test_a_lease_that_cannot_be_given_is_refused_and_records_nothing(stored: Secrets,
                                                                      case: str) -> None:
     grant = stored.issue(ttl_seconds=60)
@@ -147,6 +147,10 @@ def test_a_lease_that_cannot_be_given_is_refused_and_records_nothing(stored: Sec
     elif case == "past_expiry":
         attempt = lambda: stored.lease("github.token", grant,  # noqa: E731
                                        expires_at=clock.now())
+        expected = "secret_lease_expiry_invalid"
+    elif case == "naive_expiry":
+        attempt = lambda: stored.lease("github.token", grant,  # noqa: E731
+                                       expires_at=datetime(2030, 1, 1))
         expected = "secret_lease_expiry_invalid"
     else:
         attempt, expected = (lambda: stored.lease("a b", grant)), "secret_name_invalid"

@@ -138,6 +138,8 @@ class SecretStore:
         in ``task_id``), ending no later than its parent line; or a :class:`SecretError`
         and nothing recorded."""
         name, now = check_name(name), self._clock.now()
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise SecretError("secret_lease_expiry_invalid", "a lease expiry must be aware (UTC)")
         if expires_at is not None and expires_at <= now:
             raise SecretError("secret_lease_expiry_invalid", "a lease must expire in the future")
         lease_id = f"slease_{secrets.token_hex(12)}"
