@@ -12,6 +12,7 @@ Transports: stdio (``proctor mcp wrap``, :func:`run_wrapper`) and streamable
 HTTP (``proctor gateway``, :func:`build_http_app`). See ``docs/gateway.md``.
 """
 
+from proctor.gateway.client import GrantAuth
 from proctor.gateway.config import (
     GatewayConfig,
     ToolLabels,
@@ -20,6 +21,7 @@ from proctor.gateway.config import (
     parse_gateway_config,
 )
 from proctor.gateway.core import Gateway
+from proctor.gateway.http import build_http_app
 from proctor.gateway.launch import LaunchCredentials, load_agent_key, load_grant
 from proctor.gateway.server import build_server
 from proctor.gateway.session import GatewaySession
@@ -36,6 +38,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "GatewaySession",
+    "GrantAuth",
     "LaunchCredentials",
     "RevocationWatch",
     "StdioTransport",
@@ -46,6 +49,7 @@ __all__ = [
     "View",
     "Visibility",
     "WrapOutcome",
+    "build_http_app",
     "build_server",
     "load_agent_key",
     "load_gateway_config",

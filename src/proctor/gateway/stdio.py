@@ -16,6 +16,7 @@ let its last error responses reach the agent before the pipe closes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,6 +70,10 @@ class StdioTransport:
             await server.run(server_in, server_out, server.create_initialization_options())
             reading.cancel()
             stopping.cancel()
+        # The agent sees the end of the stream: the session is over.
+        for stream in (self._writer, self._reader):
+            with contextlib.suppress(OSError, anyio.ClosedResourceError):
+                await stream.aclose()
 
     async def _stop_when(self, stop: anyio.Event, reading: anyio.CancelScope,
                          stopping: anyio.CancelScope) -> None:
@@ -161,7 +166,8 @@ class StdioTransport:
 
 async def _answer(errors: FromServer, request_id: types.RequestId | None, code: int,
                   message: str, *, data: Any = None) -> None:
-    error = ErrorData(code=code, message=message, data=data)
+    error = (ErrorData(code=code, message=message) if data is None
+             else ErrorData(code=code, message=message, data=data))
     await errors.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
 
 
