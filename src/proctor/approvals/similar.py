@@ -174,6 +174,10 @@ class SimilarApprovals:
                                 "does not exist")
         return found[0]
 
+    def for_approval(self, approval_id: str) -> list[SimilarGrant]:
+        """The pre-approval grant issued with ``approval_id``, if there is one."""
+        return self._select(approval_grants.c.approval_id == approval_id)
+
     def for_task(self, task_id: str) -> list[SimilarGrant]:
         """The task's pre-approval grants, oldest first, live or not."""
         return self._select(approval_grants.c.task_id == task_id)

@@ -22,6 +22,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "console_sessions",
     "grants",
     "issuer_keys",
     "leases",
@@ -251,6 +252,23 @@ approval_grants = Table(
     Column("approved_by", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_approval_grants_task", "task_id", "agent_id"),
+)
+
+# Web console sessions (proctor.server.console): only the cookie's SHA-256 is kept.
+# `credential` is the API token a session was opened with (empty for OIDC): its
+# revocation ends the session too.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("human_id", Text, nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("credential", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 # Control-plane bearer tokens for humans (proctor.server), starting with the admin

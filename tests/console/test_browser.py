@@ -1,0 +1,202 @@
+"""The console in a real browser against a real server: sign in, see a waiting call,
+approve it, watch the agent's call complete in the live audit stream, revoke a grant
+and see everything under it go. Screenshots go to test-artifacts/console/."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from proctor.cli.runtime import init_home, open_runtime
+from proctor.config import Settings
+from proctor.enforcement import CallVerdict
+from proctor.policy import Outcome
+
+from . import scenario as sc
+from .browser import Watched, browser, watched
+from .live import serving
+
+__all__ = ["browser", "watched"]
+
+
+@dataclass
+class Live:
+    scenario: sc.Scenario
+    base: str
+
+
+@pytest.fixture
+def live(database_url: str, tmp_path: Path) -> Iterator[Live]:
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    runtime = open_runtime(settings)  # the wall clock: the browser counts down with it
+    try:
+        scenario = sc.build(runtime)
+        with serving(runtime) as base:
+            yield Live(scenario, base)
+    finally:
+        runtime.close()
+
+
+def sign_in(page: Page, live: Live, path: str = "/console/approvals") -> None:
+    page.goto(live.base + path)
+    expect(page).to_have_url(f"{live.base}/console/login?next={path}")
+    page.fill("#token", live.scenario.admin_token)
+    page.click("form[action='/console/login'] button[type=submit]")
+    expect(page).to_have_url(live.base + path)
+
+
+def test_sign_in_approve_a_waiting_call_and_see_it_run_in_the_audit_stream(
+        live: Live, watched: Watched) -> None:
+    page, s = watched.page, live.scenario
+    page.goto(live.base + "/console/approvals")
+    expect(page.locator("h1")).to_have_text("Sign in")
+    watched.screenshot("login")
+    sign_in(page, live)
+    stream = page.context.new_page()
+    stream.goto(live.base + "/console/audit")
+    expect(stream.locator("#stream tr").first).to_be_visible()
+
+    grant = s.start(sc.SUPPORT, "refund a lost parcel")
+    held = s.call(grant, "crm/issue_refund", {"customer_id": "c-1001", "amount_cents": 25_000})
+    assert held.outcome is Outcome.APPROVAL_REQUIRED and held.approval is not None
+    answer: list[CallVerdict] = []
+    waiter = threading.Thread(target=lambda: answer.append(anyio.run(
+        lambda: s.runtime.enforcer.await_approval(held, timeout=60))))
+    waiter.start()
+
+    card = page.locator(f"[data-approval='{held.approval.id}']")
+    expect(card).to_be_visible()  # appeared without a reload
+    expect(card.locator(".reasons")).to_contain_text("refunds over 50.00 need a human's approval")
+    expect(card.locator(".args")).to_contain_text('"amount_cents": 25000')
+    expect(card.locator(".facts")).to_contain_text("bob@acme.example")
+    expect(card.locator(".facts")).to_contain_text("refund a lost parcel")
+    watched.screenshot("approvals")
+    card.locator("input[name=comment]").fill("customer verified by phone")
+    card.locator("button[value=approve]").click()
+    expect(page.locator(".alert-ok")).to_contain_text(f"Approved {held.approval.id}.")
+
+    waiter.join(30)
+    assert [(v.outcome, v.code) for v in answer] == [(Outcome.ALLOW, "allow")]
+    human = stream.locator("#stream tr.ev-human", has_text="approval.grant")
+    expect(human.first).to_contain_text("local-admin")
+    expect(human.first).to_contain_text("customer verified by phone")
+    ran = stream.locator("#stream tr.ev-agent.fresh", has_text="tool:crm/issue_refund").filter(
+        has_text="allow")
+    expect(ran.first).to_contain_text("support-large-refund")
+    expect(ran.first.locator(".badge")).to_have_text("agent")
+    watched.screenshot("audit", stream)
+    page.goto(live.base + f"/console/approvals/{held.approval.id}")
+    expect(page.locator(".approval .pill").first).to_have_text("used")
+    watched.assert_clean()
+
+
+def test_revoking_a_grant_in_the_tree_revokes_everything_under_it(
+        live: Live, watched: Watched) -> None:
+    page, s = watched.page, live.scenario
+    root = s.start(sc.SUPPORT, "answer a complaint")
+    child = s.delegate(root, sc.TRIAGE, [{"tool": "crm/lookup_customer"},
+                                         {"tool": "email/send_email"}])
+    grandchild = s.delegate(child, sc.NOTIFIER, [{"tool": "email/send_email"}])
+    task = root.claims.task_id
+    sign_in(page, live, f"/console/tasks/{task}")
+    rows = page.locator("tr.node-grant")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0).locator("button")).to_have_text("Revoke + 2 below")
+    watched.screenshot("task-before")
+
+    rows.nth(0).locator("button").click()
+    expect(page.locator(".alert-bad")).to_contain_text("Revoked 3 nodes")
+    assert watched.confirms == [f"Revoke {root.accessor} and the 2 live nodes below it?"]
+    for index in range(3):
+        expect(rows.nth(index)).to_have_class(re.compile(r"\brevoked\b"))
+        expect(rows.nth(index).locator(".pill")).to_have_text("revoked")
+    expect(page.locator("tr.node-task .pill")).to_have_text("live")
+    watched.screenshot("task")
+    refused = s.call(grandchild, "email/send_email", {"to": "ops@acme.example",
+                                                      "subject": "s", "body": "b"})
+    assert (refused.outcome, refused.code) == (Outcome.DENY, "grant_revoked")
+    watched.assert_clean()
+
+
+def test_a_drifted_agent_shows_its_manifest_diff_and_a_review_trusts_it_again(
+        live: Live, watched: Watched) -> None:
+    page = watched.page
+    sign_in(page, live, "/console/agents")
+    drifted = page.locator("tr.state-drifted")
+    expect(drifted).to_contain_text("coder")
+    expect(page.get_by_text("carol@acme.example <script>alert('xss')</script>").first) \
+        .to_be_visible()  # an owner's name with a script in it is text
+    watched.screenshot("agents")
+    drifted.get_by_role("link", name="Review drift").click()
+    changed = page.locator("table.diff tr.changed")
+    expect(changed).to_have_count(3)
+    expect(changed.nth(0)).to_contain_text("claude-sonnet-4.5")
+    watched.screenshot("agent")
+    page.get_by_role("button", name="Review: adopt presented manifest").click()
+    expect(page.locator("h1 .pill")).to_have_text("trusted")
+    expect(page.locator("table.diff tr.changed")).to_have_count(0)
+    assert live.scenario.runtime.registry.get(sc.CODER).reviewed_by == "local-admin"
+    watched.assert_clean()
+
+
+def test_policies_show_the_active_set_candidate_errors_and_shadow_differences(
+        live: Live, watched: Watched) -> None:
+    page, s = watched.page, live.scenario
+    runtime = s.runtime
+    sources = runtime.policies.sources(runtime.policies.active_revision().id)  # type: ignore[union-attr]
+    sources["support.cedar"] = sources["support.cedar"].replace(
+        "amount_cents > 5000", "amount_cents > 20000").replace(
+        "amount_cents <= 5000", "amount_cents <= 20000")
+    candidate = runtime.policies.add_candidate(sources, origin="raise the refund threshold")
+    sign_in(page, live, "/console/policies")
+    with httpx.Client(base_url=live.base) as client:
+        started = client.post(f"/v1/policies/revisions/{candidate}/shadow",
+                              headers={"Authorization": f"Bearer {s.admin_token}"})
+        assert started.status_code == 200, started.text
+    grant = s.start(sc.SUPPORT, "refund a late delivery")
+    s.call(grant, "crm/issue_refund", {"customer_id": "c-3003", "amount_cents": 9_000})
+    page.reload()
+    expect(page.locator(".candidate.invalid")).to_contain_text("unrecognized action")
+    expect(page.locator(".candidate.valid")).to_contain_text(f"Revision {candidate}")
+    expect(page.get_by_text("1 decision would differ")).to_be_visible()
+    differences = page.locator("table", has_text="Candidate").locator("tbody tr")
+    expect(differences.first).to_contain_text("approval_required")
+    expect(differences.first).to_contain_text("support-small-refund")
+    page.fill("#source", 'permit (principal, action == Action::"tool:crm/nope", resource);')
+    page.get_by_role("button", name="Validate against this deployment's schema").click()
+    expect(page.locator(".validate .alert-bad")).to_contain_text("unrecognized action")
+    watched.screenshot("policies")
+    watched.assert_clean()
+
+
+def test_script_payloads_in_agent_supplied_fields_are_shown_as_text(
+        live: Live, watched: Watched) -> None:
+    page, s = watched.page, live.scenario
+    grant = s.start(sc.SUPPORT, f"purpose {sc.XSS}")
+    s.call(grant, "email/send_email", {"to": "ana@partner.example",
+                                       "subject": f"<img src=x onerror=alert(1)>{sc.XSS}",
+                                       "body": "hi"})
+    sign_in(page, live)
+    card = page.locator(".approval").first
+    expect(card.locator(".args")).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(card.locator(".facts")).to_contain_text(f"purpose {sc.XSS}")
+    assert page.locator(".approval script, .approval img").count() == 0
+    for path in ("/console/audit", "/console/agents", f"/console/tasks/{grant.claims.task_id}",
+                 "/console/tasks"):
+        response = page.goto(live.base + path)
+        assert response is not None
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert "unsafe-inline" not in response.headers["content-security-policy"]
+    page.goto(live.base + "/console/approvals")
+    watched.assert_clean()
