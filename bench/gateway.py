@@ -1,0 +1,342 @@
+"""How much latency does the MCP gateway add to a tool call?
+
+Usage::
+
+    uv run python bench/gateway.py             # the full run, 2,000 calls per variant
+    uv run python bench/gateway.py --quick     # under 30 s, 120 calls per variant
+    uv run python bench/gateway.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
+
+One run, one upstream: a small MCP server (``echo``) that this file serves itself,
+over stdio and over streamable HTTP. Each variant is timed against its baseline in
+the same run, interleaved call by call (direct, then through the gateway, then
+direct…), so drift on the machine hits both alike:
+
+- stdio: an MCP client → the upstream directly, against the client →
+  ``proctor mcp wrap`` → the same upstream (a separate process, as in use);
+- HTTP: a client → the upstream over streamable HTTP, against the client →
+  ``proctor gateway`` (``/mcp/bench``, bearer grant and a DPoP proof per call)
+  → the same upstream over HTTP.
+
+Through the gateway, each call is decided in full: grant (signature, proof,
+nonce stored, use counted, revocation read), Cedar, audit event written,
+output guard. ``decide_p50_ms`` is that decision alone (``Enforcer.decide_call``
+in this process, same store), to show where the added time goes.
+
+The proctor home is a temporary directory with the example policies and one
+more for the ``bench`` upstream; SQLite unless ``--postgres`` names a server (a
+``proctor_bench_*`` database is created and dropped).
+
+Prints a table, then one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from proctor.cli.runtime import Runtime, init_home, open_runtime  # noqa: E402
+from proctor.clock import SystemClock  # noqa: E402
+from proctor.config import Settings  # noqa: E402
+from proctor.enforcement import ToolCall  # noqa: E402
+from proctor.gateway import GrantAuth  # noqa: E402
+from proctor.grants import GrantScope, IssuedGrant, make_proof  # noqa: E402
+from proctor.grants.proofs import public_jwk  # noqa: E402
+from proctor.identity import Manifest, OwnKeyProof  # noqa: E402
+
+AGENT = "spiffe://acme.example/agent/coder"
+OWNER = "alice@acme.example"
+EXAMPLES = ROOT / "src" / "proctor" / "examples" / "policies"
+BENCH_TOOLS = """
+  - {server: bench, name: echo, sensitivity: internal,
+     input_schema: {type: object, properties: {text: {type: string}}, required: [text]}}
+"""
+BENCH_POLICY = """
+@id("bench-echo")
+@reason("the benchmark's agent may echo")
+permit (principal in Group::"coding-agents", action == Action::"tool:bench/echo", resource);
+"""
+WAIT = 120.0
+
+
+# --- the upstream ----------------------------------------------------------------------------
+
+def serve_upstream(http_port: int | None) -> None:
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bench-upstream", version="1.0.0", subscriptions=False)
+
+    @server.tool(name="echo", description="Return the text")
+    def echo(text: str) -> str:
+        return text
+
+    if http_port is None:
+        server.run("stdio")
+    else:
+        uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=http_port,
+                    log_level="warning")
+
+
+def upstream_command(http_port: int | None = None) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-upstream"]
+    return command + ([f"http:{http_port}"] if http_port else ["stdio"])
+
+
+# --- the deployment --------------------------------------------------------------------------
+
+@dataclass
+class Deployment:
+    settings: Settings
+    runtime: Runtime
+    key: ec.EllipticCurvePrivateKey
+    key_file: Path
+    grant: IssuedGrant
+    tmp: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PROCTOR_HOME": str(self.settings.home),
+                "PROCTOR_DATABASE_URL": self.settings.database_url,
+                "PROCTOR_TRUST_DOMAIN": "acme.example", "PROCTOR_GRANT": self.grant.token,
+                "PYTHONPATH": str(ROOT / "src")}
+
+
+def deploy(tmp: Path, database_url: str) -> Deployment:
+    policies = tmp / "policies"
+    shutil.copytree(EXAMPLES, policies)
+    with (policies / "tools.yaml").open("a") as catalog:
+        catalog.write(BENCH_TOOLS)
+    (policies / "bench.cedar").write_text(BENCH_POLICY)
+    home = tmp / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings, policies_from=policies)
+    runtime = open_runtime(settings)
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = "sha256:" + "0" * 64
+    runtime.registry.register(AGENT, owner=OWNER, groups=["coding-agents"],
+                              proof=OwnKeyProof(public_jwk(key)),
+                              manifest=Manifest(model_id="bench", weights_digest=digest,
+                                                system_prompt_digest=digest, tools=(),
+                                                dependency_lock_digest=digest))
+    runtime.enforcer.refresh_principals()
+    key_file = tmp / "agent.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    task = runtime.grants.start_task(AGENT, purpose="benchmark", on_behalf_of=OWNER)
+    grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": "bench/*"}]}),
+                                 ttl_seconds=900)
+    return Deployment(settings, runtime, key, key_file, grant, tmp)
+
+
+@contextmanager
+def database(postgres: str | None, tmp: Path) -> Iterator[str]:
+    if postgres is None:
+        yield f"sqlite:///{tmp / 'proctor.db'}"
+        return
+    import psycopg
+    from psycopg import sql
+
+    name = f"proctor_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield postgres.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+@asynccontextmanager
+async def client(streams: Any) -> AsyncIterator[ClientSession]:
+    async with streams as (read, write), ClientSession(read, write) as session:
+        with anyio.fail_after(WAIT):
+            await session.initialize()
+        yield session
+
+
+async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int
+                      ) -> dict[str, list[float]]:
+    """Milliseconds per call, variant by variant in rotating order."""
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for i in range(warmup + calls):
+        for name in order[i % len(order):] + order[:i % len(order)]:
+            start = time.perf_counter_ns()
+            with anyio.fail_after(WAIT):
+                result = await sessions[name].call_tool("echo", {"text": "ping"})
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+            if result.is_error:
+                raise RuntimeError(f"{name}: the call failed")
+            if i >= warmup:
+                samples[name].append(elapsed)
+    return samples
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def started(args: list[str], env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=WAIT)
+
+
+async def serving(proc: subprocess.Popen[bytes], url: str) -> None:
+    """Wait until ``proc`` answers on ``url``."""
+    with anyio.fail_after(WAIT):
+        async with httpx2.AsyncClient() as http:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args!r} exited")
+                try:
+                    await http.get(url)
+                    return
+                except httpx2.TransportError:
+                    await anyio.sleep(0.1)
+
+
+async def measure(deployment: Deployment, calls: int, warmup: int
+                  ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Both transports; the HTTP servers start while the stdio variant is measured."""
+    upstream_port, port = free_port(), free_port()
+    public = f"http://127.0.0.1:{port}"
+    upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
+    config = deployment.tmp / "gateway.yaml"
+    config.write_text(json.dumps({
+        "gateway": {"public_url": public, "listen": f"127.0.0.1:{port}"},
+        "upstreams": {"bench": {"url": upstream_url}}}))
+    gateway = [sys.executable, "-m", "proctor.cli", "gateway", "--config", str(config)]
+    wrap = ["-m", "proctor.cli", "mcp", "wrap", "--agent", "coder", "--server", "bench",
+            "--key-file", str(deployment.key_file), "--", *upstream_command()]
+    direct = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
+    via = StdioServerParameters(command=sys.executable, args=wrap, env=deployment.env, cwd=ROOT)
+    auth = GrantAuth(deployment.grant.token, deployment.key, SystemClock())
+    async with AsyncExitStack() as stack:
+        upstream = await stack.enter_async_context(started(upstream_command(upstream_port),
+                                                           dict(os.environ)))
+        proxy = await stack.enter_async_context(started(gateway, deployment.env))
+        async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b:
+            stdio = await interleaved({"direct": a, "gateway": b}, calls, warmup)
+        await serving(upstream, upstream_url)
+        await serving(proxy, f"{public}/.well-known/oauth-protected-resource")
+        plain = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT))
+        signed = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT, auth=auth))
+        async with client(streamable_http_client(upstream_url, http_client=plain)) as a, client(
+                streamable_http_client(f"{public}/mcp/bench", http_client=signed)) as b:
+            http = await interleaved({"direct": a, "gateway": b}, calls, warmup)
+    return stdio, http
+
+
+def measure_decision(deployment: Deployment, calls: int) -> list[float]:
+    """``Enforcer.decide_call`` alone, in this process, on the same store."""
+    runtime, grant = deployment.runtime, deployment.grant
+    target = "mcp://bench/echo"
+    samples: list[float] = []
+    for _ in range(calls):
+        proof = make_proof(deployment.key, grant.token, method="tools/call", target=target,
+                           now=runtime.clock.now())
+        start = time.perf_counter_ns()
+        verdict = runtime.enforcer.decide_call(grant.token, proof, ToolCall(
+            "bench/echo", {"text": "ping"}, target=target))
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+        if not verdict.is_allowed:
+            raise RuntimeError(f"the decision was {verdict.code}")
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def figures(samples: dict[str, list[float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, values in samples.items():
+        out[f"{name}_p50_ms"] = round(statistics.median(values), 3)
+        out[f"{name}_p99_ms"] = round(percentile(values, 0.99), 3)
+    out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
+    out["added_p99_ms"] = round(out["gateway_p99_ms"] - out["direct_p99_ms"], 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="under 30 s")
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to use")
+    parser.add_argument("--serve-upstream", metavar="stdio|http:PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        kind, _, port = args.serve_upstream.partition(":")
+        serve_upstream(int(port) if kind == "http" else None)
+        return
+    calls, warmup = (120, 20) if args.quick else (2000, 100)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
+        deployment = deploy(Path(tmp), url)
+        try:
+            stdio_samples, http_samples = anyio.run(measure, deployment, calls, warmup)
+            stdio, http = figures(stdio_samples), figures(http_samples)
+            decision = measure_decision(deployment, calls)
+        finally:
+            deployment.runtime.close()
+    result = {
+        "stdio_added_p50_ms": stdio["added_p50_ms"], "stdio_added_p99_ms": stdio["added_p99_ms"],
+        "http_added_p50_ms": http["added_p50_ms"],
+        "decide_p50_ms": round(statistics.median(decision), 3),
+        "stdio": stdio, "http": http, "calls": calls,
+        "backend": "postgresql" if args.postgres else "sqlite",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(), "mcp": metadata.version("mcp"),
+                    "load_average_1m": {"start": round(load, 2),
+                                        "end": round(os.getloadavg()[0], 2)}},
+    }
+    print(f"{'':10}{'direct p50':>12}{'gateway p50':>13}{'added p50':>11}{'added p99':>11}")
+    for name, row in (("stdio", stdio), ("http", http)):
+        print(f"{name:10}{row['direct_p50_ms']:>10.3f}ms{row['gateway_p50_ms']:>11.3f}ms"
+              f"{row['added_p50_ms']:>9.3f}ms{row['added_p99_ms']:>9.3f}ms")
+    print(f"the decision alone (Enforcer.decide_call): p50 {result['decide_p50_ms']:.3f} ms")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
