@@ -8,11 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
 
 from proctor.approvals import WebhookConfig, WebhookNotifier, load_webhook_config
-from proctor.cli.runtime import Runtime
+from proctor.cli.runtime import Runtime, init_home, open_runtime
+from proctor.config import Settings
 from proctor.errors import ConfigError
-from tests.enforcement.conftest import SUPPORT, Agents, refund
+from proctor.identity import OwnKeyProof
+from tests.enforcement.conftest import OWNER, SUPPORT, Agents, refund
+from tests.identity.factories import manifest, public_jwk
 
 from .receiver import Received, receiver
 
@@ -140,3 +145,34 @@ def test_a_bad_config_is_refused_with_its_reason(tmp_path: Path, text: str,
     (tmp_path / "webhook.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_webhook_config(tmp_path, env={})
+
+
+def test_a_home_with_a_webhook_announces_its_requests(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for var in ("PROCTOR_WEBHOOK_CONFIG", "PROCTOR_WEBHOOK_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    (home / "webhook.secret").write_bytes(SECRET)
+    with receiver() as hook:
+        (home / "webhook.toml").write_text(
+            f'url = "{hook.url}"\nsecret_file = "webhook.secret"\nmax_attempts = 2\n')
+        runtime = open_runtime(settings)
+        try:
+            key = ECKey.generate_key("P-256", private=True)
+            runtime.registry.register(SUPPORT, owner=OWNER, groups=["support-agents"],
+                                      proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
+            runtime.enforcer.refresh_principals()
+            private = key.private_key
+            assert isinstance(private, ec.EllipticCurvePrivateKey)
+            agents = Agents(runtime, {SUPPORT: private})
+            held = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
+        finally:
+            runtime.close()  # delivers what is queued
+    assert held.approval is not None
+    [delivery] = hook.received
+    approval = verify(SECRET, delivery)["approval"]
+    assert isinstance(approval, dict) and approval["id"] == held.approval.id

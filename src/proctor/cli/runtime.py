@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from proctor.approvals import ApprovalQueue
+from proctor.approvals import ApprovalQueue, WebhookNotifier, load_webhook_config
 from proctor.audit import AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
@@ -49,6 +49,7 @@ class Runtime:
     keyring: IssuerKeyring  # the issuer keys: grants and audit checkpoints
 
     def close(self) -> None:
+        self.approvals.close()  # a configured webhook delivers what it has queued
         self.audit.close()
         self.store.close()
 
@@ -114,6 +115,10 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store),
                             audit=audit)
     approvals = ApprovalQueue(store, clock, audit=audit)
+    webhook = load_webhook_config(settings.home)
+    if webhook is not None:
+        notifier = WebhookNotifier(webhook, clock)
+        approvals.subscribe(notifier.notify, close=notifier.close)
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals)
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
