@@ -109,7 +109,11 @@ def test_revoking_a_grant_in_the_tree_revokes_everything_under_it(
                                          {"tool": "email/send_email"}])
     grandchild = s.delegate(child, sc.NOTIFIER, [{"tool": "email/send_email"}])
     task = root.claims.task_id
-    sign_in(page, live, f"/console/tasks/{task}")
+    sign_in(page, live, "/console/tasks")
+    listed = page.locator("tr", has_text=task)
+    expect(listed).to_contain_text("answer a complaint")
+    watched.screenshot("tasks")
+    listed.get_by_role("link", name=task).click()
     rows = page.locator("tr.node-grant")
     expect(rows).to_have_count(3)
     expect(rows.nth(0).locator("button")).to_have_text("Revoke + 2 below")
