@@ -136,3 +136,12 @@ async def test_guessing_credentials_from_one_address_is_rate_limited(api: Api) -
     assert int(limited.headers["retry-after"]) >= 1
     # other callers are not affected
     assert (await api.client.get("/v1/whoami", headers=api.admin)).status_code == 200
+
+
+async def test_a_grant_sent_as_a_bearer_token_without_its_proof_is_refused(
+        agents: Api) -> None:
+    grant = await agents.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    response = await agents.client.get("/v1/whoami",
+                                       headers={"Authorization": f"Bearer {grant['token']}"})
+    assert response.status_code == 401
+    assert response.json()["code"].startswith("proof_")
