@@ -84,9 +84,11 @@ def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> Non
     assert [(e["event"]["actor"]["id"], e["event"]["action"], e["event"]["target"])
             for e in humans] == [("erin@acme.example", "grant.revoke", grant["accessor"])]
     code, agents = run("audit", "search", "--actor-type", "agent", "--task", task["task"])
-    # one issuance decision per tool the scope covers: the five git tools
+    # one issuance decision per tool the scope covers: the git tools of the catalog
     assert sorted(e["event"]["target"] for e in agents) == [
-        f'Tool::"git/{t}"' for t in ("git_commit", "git_diff", "git_log", "git_reset",
+        f'Tool::"git/{t}"' for t in ("git_add", "git_checkout", "git_commit",
+                                     "git_create_branch", "git_diff", "git_diff_staged",
+                                     "git_diff_unstaged", "git_log", "git_reset", "git_show",
                                      "git_status")]
     assert {e["event"]["action"] for e in agents} == {"grant:issue"}
     code, invalid = run("grant", "check", grant["token"])

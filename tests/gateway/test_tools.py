@@ -40,12 +40,12 @@ def test_labels_come_from_the_tool_entry_then_the_catalog_then_the_upstream(
         name="git", command=("x",), labels=ToolLabels(Sensitivity.RESTRICTED, "git.internal"),
         tools={"git_status": ToolLabels(Sensitivity.PUBLIC)})
     tools = ToolRegistry(engine).register(upstream, [
-        _tool("git_status"), _tool("git_log"), _tool("git_show")])
+        _tool("git_status"), _tool("git_log"), _tool("git_branch")])
     assert tools["git_status"].spec.sensitivity is Sensitivity.PUBLIC   # its own entry
     assert tools["git_log"].spec.sensitivity is Sensitivity.INTERNAL    # tools.yaml
     assert tools["git_log"].spec.destination == "localhost"              # tools.yaml
-    assert tools["git_show"].spec.sensitivity is Sensitivity.RESTRICTED  # the upstream's
-    assert tools["git_show"].spec.destination == "git.internal"
+    assert tools["git_branch"].spec.sensitivity is Sensitivity.RESTRICTED  # the upstream's
+    assert tools["git_branch"].spec.destination == "git.internal"
     http = UpstreamConfig(name="crm2", url="https://crm.vendor.example/mcp")
     crm = ToolRegistry(engine).register(http, [_tool("lookup")])
     assert crm["lookup"].spec.destination == "crm.vendor.example"
@@ -55,11 +55,11 @@ def test_labels_come_from_the_tool_entry_then_the_catalog_then_the_upstream(
 def test_a_discovered_tool_extends_the_engine_and_its_arguments_are_checked(
         engine: PolicyEngine) -> None:
     tools = ToolRegistry(engine).register(UpstreamConfig(name="git", command=("x",)), [
-        _tool("git_show", {**REPO, "properties": {**REPO["properties"],  # type: ignore[dict-item]
-                                                  "revision": {"type": "string"}}})])
-    assert engine.catalog.by_action("tool:git/git_show") is not None
+        _tool("git_tag", {**REPO, "properties": {**REPO["properties"],  # type: ignore[dict-item]
+                                                 "revision": {"type": "string"}}})])
+    assert engine.catalog.by_action("tool:git/git_tag") is not None
     assert engine.catalog.by_action("tool:git/resources.read") is not None
-    show = tools["git_show"]
+    show = tools["git_tag"]
     assert show.argument_errors({"repo_path": "/srv/repos/app", "revision": "HEAD"}) is None
     problem = show.argument_errors({"repo_path": "/srv/repos/app", "revision": ["s3cr3t"]})
     assert problem is not None and "`revision`" in problem and "s3cr3t" not in problem
@@ -81,12 +81,12 @@ def test_tools_that_disagree_or_have_a_broken_schema_are_left_out(engine: Policy
 def test_a_listing_shows_what_the_scope_covers_and_some_permit_could_allow(
         engine: PolicyEngine) -> None:
     ToolRegistry(engine).register(UpstreamConfig(name="git", command=("x",)), [
-        _tool("git_log"), _tool("git_reset"), _tool("git_show")])
+        _tool("git_log"), _tool("git_reset"), _tool("git_branch")])
     visibility = Visibility(engine)
     coder = _claims(CODER, [{"tool": "git/*"}])
     assert visibility.shows(coder, "git/git_log")      # coder-git-read, conditions aside
     assert visibility.shows(coder, "git/git_reset")    # a permit that asks for approval
-    assert not visibility.shows(coder, "git/git_show")  # no permit names it
+    assert not visibility.shows(coder, "git/git_branch")  # no permit names it
     assert not visibility.shows(coder, "time/get_current_time")  # outside the scope
     support = _claims(SUPPORT, [{"tool": "git/*"}])
     assert not visibility.shows(support, "git/git_log")  # its permits are for coding agents

@@ -22,20 +22,20 @@ def _request(tool: str, args: dict[str, object]) -> DecisionRequest:
 
 def test_a_discovered_tool_gets_an_action_typed_arguments_and_its_labels() -> None:
     engine = load_bundle(EXAMPLES).engine()
-    before = _request("git/git_show", {"repo_path": "/srv/repos/app", "revision": "HEAD"})
+    before = _request("git/git_branch", {"repo_path": "/srv/repos/app", "branch_type": "HEAD"})
     assert engine.decide(before).code.value == "invalid_request"  # not in the schema yet
 
-    engine.extend_catalog([ToolSpec("git", "git_show", Sensitivity.CONFIDENTIAL, input_schema={
+    engine.extend_catalog([ToolSpec("git", "git_branch", Sensitivity.CONFIDENTIAL, input_schema={
         "type": "object", "properties": {"repo_path": {"type": "string"},
-                                         "revision": {"type": "string"}},
-        "required": ["repo_path", "revision"]})])
+                                         "branch_type": {"type": "string"}},
+        "required": ["repo_path", "branch_type"]})])
 
-    tool = engine.catalog.by_action("tool:git/git_show")
+    tool = engine.catalog.by_action("tool:git/git_branch")
     assert tool is not None and tool.sensitivity is Sensitivity.CONFIDENTIAL
     # no policy names it: it is decided by the rules for every tool, with typed arguments
     decision = engine.decide(before)
     assert (decision.outcome, decision.code.value) == (Outcome.DENY, "no_matching_permit")
-    wrong = engine.decide(_request("git/git_show", {"repo_path": 7, "revision": "HEAD"}))
+    wrong = engine.decide(_request("git/git_branch", {"repo_path": 7, "branch_type": "HEAD"}))
     assert wrong.code.value == "invalid_request"
     # the policies written for the bundle's tools still decide as before
     allowed = engine.decide(_request("git/git_log", {"repo_path": "/srv/repos/app"}))
