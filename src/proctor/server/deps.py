@@ -23,16 +23,17 @@ from proctor.errors import ApiError, AuditError
 from proctor.server.principals import Principal
 from proctor.server.state import ServerState
 
-__all__ = ["Call", "CallContext", "client_address", "request_url", "server_state"]
+__all__ = ["Call", "CallContext", "Credentials", "authenticate", "client_address",
+           "request_url", "server_state"]
 
 log = logging.getLogger(__name__)
 
 # Declared for the OpenAPI document; the header is read and checked by
 # RequestAuthenticator, which knows every scheme.
-_bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=(
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description=(
     "A human's API token (`ptk_…`) or OIDC token, or an agent's workload proof "
     "(own-key JWS, JWT-SVID, OIDC workload token)"))
-_dpop = APIKeyHeader(name="DPoP", auto_error=False, scheme_name="dpop", description=(
+dpop = APIKeyHeader(name="DPoP", auto_error=False, scheme_name="dpop", description=(
     "With `Authorization: DPoP <grant>`: a proof of possession of the grant for this "
     "request (htm = method, htu = URL without query)"))
 
@@ -97,8 +98,9 @@ class CallContext:
             log.error("%s on %s took effect but could not be audited", action, target[:200])
 
 
-def _authenticated(request: Request, _bearer_credentials: Annotated[Any, Security(_bearer)],
-                   _dpop_proof: Annotated[Any, Security(_dpop)]) -> CallContext:
+def authenticate(request: Request) -> CallContext:
+    """Authenticate the request and take a token from its principal's bucket (it reads
+    the store: call it off the event loop). Raises 401 or 429 problems."""
     state = server_state(request)
     try:
         principal = state.authenticator.authenticate(
@@ -120,4 +122,13 @@ def _authenticated(request: Request, _bearer_credentials: Annotated[Any, Securit
     return CallContext(request, state, principal)
 
 
+def _authenticated(request: Request, _bearer_credentials: Annotated[Any, Security(bearer)],
+                   _dpop_proof: Annotated[Any, Security(dpop)]) -> CallContext:
+    return authenticate(request)
+
+
 Call = Annotated[CallContext, Depends(_authenticated)]
+"""What a handler takes to be called only for an authenticated caller within its rate."""
+
+Credentials = [Security(bearer), Security(dpop)]
+"""The security schemes, for a route that authenticates by :func:`authenticate` itself."""

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from proctor.enforcement import ToolCall
-from proctor.server.deps import Call, request_url
+from proctor.server.deps import Credentials, authenticate, request_url
 from proctor.server.problems import problem_responses
 from proctor.server.routes.grants import grant_resource, unverified_holder
 
@@ -69,17 +71,26 @@ class Verdict(BaseModel):
     approval: ApprovalRef | None = None
 
 
-@router.post("/v1/decide", responses=problem_responses())
-def decide(body: DecideIn, call: Call) -> Verdict:
+@router.post("/v1/decide", response_model=Verdict, dependencies=Credentials,
+             responses=problem_responses())
+async def decide(body: DecideIn, request: Request) -> JSONResponse:
     """Decide one tool call: allow, deny or approval_required, with the reasons, the
     determining policies and the audit event's id."""
+    # The hot path: authentication, the control-plane check and the decision share one
+    # worker thread, and the answer is serialised once.
+    answer = await anyio.to_thread.run_sync(_decide, request, body)
+    return JSONResponse(answer)
+
+
+def _decide(request: Request, body: DecideIn) -> dict[str, Any]:
+    call = authenticate(request)
     call.require("api:decide", grant_resource(unverified_holder(body.token)))
     state = call.state
     started = call.runtime.clock.monotonic()
     verdict = call.runtime.enforcer.decide_call(body.token, body.proof, ToolCall(
         tool_id=body.call.tool, args=body.call.args, method=body.method,
-        target=body.target if body.target is not None else request_url(call.request, state),
+        target=body.target if body.target is not None else request_url(request, state),
         source_ip=call.source))
     state.metrics.decision_seconds.observe(call.runtime.clock.monotonic() - started)
     state.metrics.decisions.labels(verdict.outcome.value, verdict.code).inc()
-    return Verdict(**verdict.as_json())
+    return verdict.as_json()
