@@ -83,7 +83,7 @@ class Plan:
     concurrency: int
 
 
-QUICK = Plan(inprocess=200, sequential=300, seconds=4.0, concurrency=16)
+QUICK = Plan(inprocess=100, sequential=200, seconds=3.0, concurrency=16)
 FULL = Plan(inprocess=1000, sequential=2000, seconds=15.0, concurrency=32)
 
 
@@ -105,7 +105,6 @@ class Setup:
     runtime: Runtime
     key: ec.EllipticCurvePrivateKey
     grant: IssuedGrant
-    workload: str  # the agent's own-key proof, for the Authorization header
 
 
 def set_up(home: Path, pg_url: str) -> Setup:
@@ -126,7 +125,7 @@ def set_up(home: Path, pg_url: str) -> Setup:
                                      on_behalf_of="alice@acme.example")
     grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [
         {"tool": TOOL, "args": {"repo_path": {"prefix": ["/srv/repos/"]}}}]}), ttl_seconds=900)
-    return Setup(runtime, key, grant, workload_proof(key, runtime))
+    return Setup(runtime, key, grant)
 
 
 def workload_proof(key: ec.EllipticCurvePrivateKey, runtime: Runtime) -> str:
@@ -146,7 +145,8 @@ def proofs(setup: Setup, count: int) -> list[str]:
 def inprocess(setup: Setup, count: int) -> list[int]:
     samples = []
     enforcer, token = setup.runtime.enforcer, setup.grant.token
-    for proof in proofs(setup, count):
+    for _ in range(count):
+        proof = proofs(setup, 1)[0]  # made just before its use, and not timed
         started = time.perf_counter_ns()
         verdict = enforcer.decide_call(token, proof, ToolCall(TOOL, ARGS, target=TARGET))
         samples.append(time.perf_counter_ns() - started)
@@ -199,13 +199,34 @@ def served(home: Path, pg_url: str) -> Iterator[int]:
             process.stderr.close()
 
 
-def request_bytes(port: int, workload: str, token: str, proof: str) -> bytes:
-    body = json.dumps({"token": token, "proof": proof, "call": {"tool": TOOL, "args": ARGS},
-                       "target": TARGET}, separators=(",", ":")).encode()
-    head = (f"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {workload}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
-    return head + body
+class Requests:
+    """Fresh requests, made as they are sent: a proof is good for 60 s, an own-key
+    workload proof for 5 minutes, and the phases of a loaded machine last longer."""
+
+    def __init__(self, setup: Setup, port: int, limit: int) -> None:
+        self._setup = setup
+        self._port = port
+        self.limit = limit
+        self.made = 0
+        self._workload = workload_proof(setup.key, setup.runtime)
+        self._workload_at = time.monotonic()
+
+    def next(self) -> bytes | None:
+        if self.made >= self.limit:
+            return None
+        self.made += 1
+        if time.monotonic() - self._workload_at > 120:
+            self._workload = workload_proof(self._setup.key, self._setup.runtime)
+            self._workload_at = time.monotonic()
+        proof = proofs(self._setup, 1)[0]
+        body = json.dumps({"token": self._setup.grant.token, "proof": proof,
+                           "call": {"tool": TOOL, "args": ARGS}, "target": TARGET},
+                          separators=(",", ":")).encode()
+        head = (f"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1:{self._port}\r\n"
+                f"Authorization: Bearer {self._workload}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+        return head + body
 
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -225,24 +246,23 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return head.split(b"\r\n", 1)[0] + b" " + body
 
 
-async def drive(port: int, requests: list[bytes], concurrency: int, seconds: float | None
+async def drive(port: int, requests: Requests, concurrency: int, seconds: float | None
                 ) -> tuple[list[int], list[str], float]:
     """Send ``requests`` over ``concurrency`` connections (until ``seconds`` pass, if
-    given); returns the latencies, the answers that were not allows, and the wall time."""
+    given); returns the latencies, the answers that were not allows, and the wall time.
+    Making a request (its proof) is not timed."""
     latencies: list[int] = []
     failures: list[str] = []
-    position = 0
     started = time.perf_counter()
     stop_at = started + seconds if seconds is not None else None
 
     async def connection() -> None:
-        nonlocal position
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            while position < len(requests) and (stop_at is None
-                                                 or time.perf_counter() < stop_at):
-                request = requests[position]
-                position += 1
+            while stop_at is None or time.perf_counter() < stop_at:
+                request = requests.next()
+                if request is None:
+                    return
                 sent = time.perf_counter_ns()
                 refused = await exchange(reader, writer, request)
                 if refused is not None:
@@ -273,20 +293,14 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         try:
             baseline = inprocess(setup, plan.inprocess // 2)
             with served(home, pg_url) as port:
-                make = setup.grant.token
                 # one request per new connection, one after another, so that every worker
                 # has loaded its caches (keys, slices) before anything is timed
-                for proof in proofs(setup, 24):
-                    asyncio.run(drive(port, [request_bytes(port, setup.workload, make, proof)],
-                                      1, None))
-                sequential = [request_bytes(port, setup.workload, make, p)
-                              for p in proofs(setup, plan.sequential)]
-                seq_latency, seq_failures, _ = asyncio.run(drive(port, sequential, 1, None))
-                pool = int(plan.seconds * 3000)  # twice the goal's rate, so it cannot run dry
-                loaded = [request_bytes(port, setup.workload, make, p)
-                          for p in proofs(setup, pool)]
+                for _ in range(24):
+                    asyncio.run(drive(port, Requests(setup, port, 1), 1, None))
+                seq_latency, seq_failures, _ = asyncio.run(
+                    drive(port, Requests(setup, port, plan.sequential), 1, None))
                 load_latency, load_failures, wall = asyncio.run(
-                    drive(port, loaded, plan.concurrency, plan.seconds))
+                    drive(port, Requests(setup, port, 10**9), plan.concurrency, plan.seconds))
             baseline += inprocess(setup, plan.inprocess - plan.inprocess // 2)
         finally:
             setup.runtime.close()
