@@ -158,6 +158,24 @@ def inprocess(setup: Setup, count: int) -> list[int]:
 # --- the server and the client ----------------------------------------------------------
 
 
+def cpu_seconds(root: int) -> float:
+    """User and system CPU time of process ``root`` and its children (the uvicorn
+    workers), from /proc: what the server spent, whatever else the machine ran."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if root in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -166,7 +184,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(home: Path, pg_url: str) -> Iterator[int]:
+def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {**os.environ, "PROCTOR_HOME": str(home), "PROCTOR_DATABASE_URL": pg_url,
            "PROCTOR_TRUST_DOMAIN": "acme.example"}
@@ -187,7 +205,7 @@ def served(home: Path, pg_url: str) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise SystemExit("proctor serve was not ready within 60 s")
             time.sleep(0.2)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -291,17 +309,24 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         home = Path(tmp) / "home"
         setup = set_up(home, pg_url)
         try:
+            cpu_at = time.process_time()
             baseline = inprocess(setup, plan.inprocess // 2)
-            with served(home, pg_url) as port:
+            inproc_cpu = time.process_time() - cpu_at
+            with served(home, pg_url) as (port, server):
                 # one request per new connection, one after another, so that every worker
                 # has loaded its caches (keys, slices) before anything is timed
                 for _ in range(24):
                     asyncio.run(drive(port, Requests(setup, port, 1), 1, None))
                 seq_latency, seq_failures, _ = asyncio.run(
                     drive(port, Requests(setup, port, plan.sequential), 1, None))
+                server_at, client_at = cpu_seconds(server), time.process_time()
                 load_latency, load_failures, wall = asyncio.run(
                     drive(port, Requests(setup, port, 10**9), plan.concurrency, plan.seconds))
+                server_cpu = cpu_seconds(server) - server_at
+                client_cpu = time.process_time() - client_at
+            cpu_at = time.process_time()
             baseline += inprocess(setup, plan.inprocess - plan.inprocess // 2)
+            inproc_cpu += time.process_time() - cpu_at
         finally:
             setup.runtime.close()
     inproc_p50 = statistics.median(baseline) / 1e6
@@ -315,6 +340,11 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         "decide_http_p99_ms_loaded": round(quantile_ms(load_latency, 0.99), 3),
         "inprocess_decide_p50_ms": round(inproc_p50, 3),
         "inprocess_decide_p99_ms": round(quantile_ms(baseline, 0.99), 3),
+        # CPU per decision, counted by the kernel: less at the mercy of other work than
+        # wall time; the in-process figure includes making each proof
+        "server_cpu_ms_per_decision_loaded": round(server_cpu / len(load_latency) * 1e3, 3),
+        "inprocess_cpu_ms_per_decision": round(inproc_cpu / len(baseline) * 1e3, 3),
+        "client_cpu_ms_per_request_loaded": round(client_cpu / len(load_latency) * 1e3, 3),
         "not_allowed": len(seq_failures) + len(load_failures),
         "first_not_allowed": next(iter(seq_failures + load_failures), None),
         "goals": GOALS,
@@ -353,7 +383,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = {"mode": "quick" if options.quick else "full", **run(plan, options.postgres)}
     for key in ("decide_http_per_s", "decide_http_p99_ms", "http_over_inprocess",
                 "decide_http_p50_ms", "decide_http_p50_ms_loaded", "decide_http_p99_ms_loaded",
-                "inprocess_decide_p50_ms", "inprocess_decide_p99_ms", "not_allowed"):
+                "inprocess_decide_p50_ms", "inprocess_decide_p99_ms",
+                "server_cpu_ms_per_decision_loaded", "inprocess_cpu_ms_per_decision",
+                "client_cpu_ms_per_request_loaded", "not_allowed"):
         goal = GOALS.get(key, "")
         print(f"{key:<30}{report[key]:>12}  {goal}")
     print(f"{'workload':<30}{report['workload']}")
