@@ -21,7 +21,7 @@ from proctor.clock import Clock
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
 
-__all__ = ["PROOF_HEADER", "GrantAuth", "endpoint_url"]
+__all__ = ["PROOF_HEADER", "GrantAuth", "endpoint_url", "rpc_method"]
 
 PROOF_HEADER = "DPoP"
 
@@ -44,7 +44,7 @@ class GrantAuth(httpx2.Auth):
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response,
                                                               None]:
         request.headers["Authorization"] = f"Bearer {self._token}"
-        method = _rpc_method(request.content)
+        method = rpc_method(request.content)
         if method is not None:
             request.headers[PROOF_HEADER] = make_proof(
                 self._key, self._token, method=method, target=endpoint_url(request.url),
@@ -52,7 +52,8 @@ class GrantAuth(httpx2.Auth):
         yield request
 
 
-def _rpc_method(body: bytes) -> str | None:
+def rpc_method(body: bytes) -> str | None:
+    """The JSON-RPC method of a request body, if it is one."""
     if not body:
         return None
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, TextIO
 
 import anyio
@@ -31,6 +32,7 @@ from proctor.enforcement import CallVerdict, Enforcer, ToolCall
 from proctor.errors import GatewayError
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.ports import Guard, SecretSource
+from proctor.gateway.relay import Relay, RelayBoard
 from proctor.gateway.results import ResultGuard
 from proctor.gateway.rpc import (
     APPROVAL_PENDING,
@@ -76,10 +78,21 @@ class Gateway:
 
     async def open_session(self, claims: GrantClaims, tasks: TaskGroup) -> GatewaySession:
         """A running session for ``claims``' grant, its lease node stored."""
+        results = self.results
+
+        async def redact(model: Any) -> Any:
+            return await results.redact(model, claims=claims, tool_id="an upstream's request",
+                                        decision_event=None)
+
+        async def check_leak(document: dict[str, Any]) -> None:
+            await results.check_arguments(document, claims=claims,
+                                          tool_id="an answer to an upstream's request")
+
+        board = RelayBoard(redact, check_leak, results.redact_text)
         session = GatewaySession(claims, config=self.config, store=self._store,
                                  leases=self.grants.leases, registry=self.registry,
                                  secrets_source=self._secrets, guard=self._guard,
-                                 errlog=self._errlog)
+                                 errlog=self._errlog, relay=board)
         await anyio.to_thread.run_sync(session.register)
         await tasks.start(session.run)
         self.sessions[session.id] = session
@@ -129,8 +142,57 @@ class Gateway:
             listed = await session.forward(upstream.connection.list_resources)
             session.resource_servers.update((str(r.uri), server) for r in listed)
             resources.extend(listed)
-            templates.extend(await session.forward(upstream.connection.list_resource_templates))
+            shapes = await session.forward(upstream.connection.list_resource_templates)
+            session.resource_servers.update((t.uri_template, server) for t in shapes)
+            templates.extend(shapes)
         return resources, templates
+
+    # what is neither a call nor a listing: completions and subscriptions
+
+    async def complete(self, session: GatewaySession, view: View,
+                       params: types.CompleteRequestParams) -> types.CompleteResult:
+        """Completion values for a prompt's or a resource template's argument, from the
+        upstream whose prompts or resources the grant could read."""
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            resolved = view.resolve(ref.name)
+            server, kind = (resolved[0], PROMPT_GET) if resolved else ("", PROMPT_GET)
+            if resolved:
+                ref = ref.model_copy(update={"name": resolved[1]})
+        else:
+            server, kind = self._server_of(session, view, ref.uri), RESOURCE_READ
+        if server not in view.servers or not self.visibility.shows(
+                session.claims, f"{server}/{kind}"):
+            raise rpc_error(INVALID_PARAMS, "completion_unknown", "nothing to complete here")
+        upstream, _ = await self._tool(session, server, kind, kind)
+        context = params.context.arguments if params.context else None
+        argument = params.argument.model_dump(by_alias=True)
+        result = await self._forward(session, lambda: upstream.connection.complete(
+            ref, argument, context))
+        return await self.results.redact(result, claims=session.claims,
+                                         tool_id=f"{server}/completion", decision_event=None)
+
+    async def subscribe(self, session: GatewaySession, view: View, uri: str, *, on: bool,
+                        relay: Relay) -> None:
+        """Follow (or stop following) updates of a resource the grant could read; the
+        updates name the resource only, and reading it is decided as usual."""
+        server = self._server_of(session, view, uri)
+        if server not in view.servers or not self.visibility.shows(
+                session.claims, f"{server}/{RESOURCE_READ}"):
+            raise rpc_error(INVALID_PARAMS, "resource_unknown",
+                            f"resource `{uri[:200]}` is not known here")
+        upstream, _ = await self._tool(session, server, RESOURCE_READ, uri)
+        await self._forward(session, lambda: upstream.connection.subscribe(uri, on=on))
+        if session.relay is not None:
+            if on:
+                session.relay.subscribe(uri, relay.session)
+            else:
+                session.relay.unsubscribe(uri, relay.session)
+
+    def _server_of(self, session: GatewaySession, view: View, uri: str) -> str:
+        if not view.prefixed:
+            return view.servers[0]
+        return session.resource_servers.get(uri, "")
 
     async def _upstream_for_listing(self, session: GatewaySession, view: View,
                                     server: str) -> Upstream | None:
@@ -145,7 +207,8 @@ class Gateway:
     # calls
 
     async def call_tool(self, session: GatewaySession, creds: Credentials, view: View,
-                        exposed: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
+                        exposed: str, arguments: Mapping[str, Any], relay: Relay | None = None
+                        ) -> types.CallToolResult:
         resolved = view.resolve(exposed)
         if resolved is None:
             raise _unknown_tool(exposed)
@@ -154,22 +217,25 @@ class Gateway:
         args = dict(arguments)
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name))
-        result = await self._forward(session, lambda: upstream.connection.call_tool(name, args))
+        progress = self._progress(relay)
+        result = await self._forward(session, lambda: upstream.connection.call_tool(
+            name, args, progress=progress), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
     async def read_resource(self, session: GatewaySession, creds: Credentials, server: str,
-                            uri: str) -> types.ReadResourceResult:
+                            uri: str, relay: Relay | None = None) -> types.ReadResourceResult:
         upstream, tool = await self._tool(session, server, RESOURCE_READ, uri)
         verdict = await self._decide(session, creds, tool, {"uri": uri}, "resources/read",
                                      creds.target_for(server, RESOURCE_READ))
-        result = await self._forward(session, lambda: upstream.connection.read_resource(uri))
+        result = await self._forward(session, lambda: upstream.connection.read_resource(uri),
+                                     relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
     async def get_prompt(self, session: GatewaySession, creds: Credentials, view: View,
-                         exposed: str, arguments: Mapping[str, str] | None
-                         ) -> types.GetPromptResult:
+                         exposed: str, arguments: Mapping[str, str] | None,
+                         relay: Relay | None = None) -> types.GetPromptResult:
         resolved = view.resolve(exposed)
         if resolved is None:
             raise rpc_error(INVALID_PARAMS, "prompt_unknown", f"prompt `{exposed[:128]}` does "
@@ -180,7 +246,7 @@ class Gateway:
         verdict = await self._decide(session, creds, tool, args, "prompts/get",
                                      creds.target_for(server, PROMPT_GET))
         result = await self._forward(
-            session, lambda: upstream.connection.get_prompt(name, arguments))
+            session, lambda: upstream.connection.get_prompt(name, arguments), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
@@ -222,10 +288,23 @@ class Gateway:
                             event_id=verdict.event_id)
         return verdict
 
-    async def _forward(self, session: GatewaySession, send: Any) -> Any:
+    def _progress(self, relay: Relay | None) -> Any:
+        """Relays the upstream's progress on this call, if the agent asked for progress."""
+        if relay is None or relay.progress_token is None:
+            return None
+        redact = self.results.redact_text
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            await relay.progress(done, total, redact(message) if message else message)
+
+        return progress
+
+    async def _forward(self, session: GatewaySession, send: Any,
+                       relay: Relay | None = None) -> Any:
         async def upstream_call() -> Any:
             try:
-                return await send()
+                with session.relay.during(relay) if session.relay else nullcontext():
+                    return await send()
             except GatewayError as exc:
                 raise _upstream_error(exc) from None
             except MCPError as exc:  # the upstream's own JSON-RPC error, passed on redacted

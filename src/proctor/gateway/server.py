@@ -17,6 +17,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 
 from proctor.gateway.core import Gateway
+from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import INVALID_PARAMS, rpc_error
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
@@ -44,7 +45,7 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
                         ) -> types.CallToolResult:
         session, creds = await binder.bind(ctx)
         return await gateway.call_tool(session, creds, view, params.name,
-                                       params.arguments or {})
+                                       params.arguments or {}, Relay(ctx))
 
     async def list_prompts(ctx: Context, params: types.PaginatedRequestParams | None
                            ) -> types.ListPromptsResult:
@@ -54,7 +55,8 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
     async def get_prompt(ctx: Context, params: types.GetPromptRequestParams
                          ) -> types.GetPromptResult:
         session, creds = await binder.bind(ctx)
-        return await gateway.get_prompt(session, creds, view, params.name, params.arguments)
+        return await gateway.get_prompt(session, creds, view, params.name, params.arguments,
+                                        Relay(ctx))
 
     async def list_resources(ctx: Context, params: types.PaginatedRequestParams | None
                              ) -> types.ListResourcesResult:
@@ -76,14 +78,42 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
         if server is None or server not in view.servers:
             raise rpc_error(INVALID_PARAMS, "resource_unknown", f"resource `{uri[:200]}` is not "
                             "known here: list the resources first, or use its server's endpoint")
-        return await gateway.read_resource(session, creds, server, uri)
+        return await gateway.read_resource(session, creds, server, uri, Relay(ctx))
 
-    return Server(
+    async def subscribe(ctx: Context, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        session, _ = await binder.bind(ctx)
+        await gateway.subscribe(session, view, str(params.uri), on=True, relay=Relay(ctx))
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Context, params: types.UnsubscribeRequestParams
+                          ) -> types.EmptyResult:
+        session, _ = await binder.bind(ctx)
+        await gateway.subscribe(session, view, str(params.uri), on=False, relay=Relay(ctx))
+        return types.EmptyResult()
+
+    async def complete(ctx: Context, params: types.CompleteRequestParams
+                       ) -> types.CompleteResult:
+        session, _ = await binder.bind(ctx)
+        return await gateway.complete(session, view, params)
+
+    async def set_level(ctx: Context, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Answered here: the level filters what the gateway relays of the upstreams' logs.
+        session, _ = await binder.bind(ctx)
+        if session.relay is not None:
+            session.relay.log_level = params.level
+        return types.EmptyResult()
+
+    server: Server[Any] = Server(
         name, version="proctor-gateway",
         instructions="Every call passes proctor's policy decision and is audited.",
         on_list_tools=list_tools, on_call_tool=call_tool,
         on_list_prompts=list_prompts, on_get_prompt=get_prompt,
         on_list_resources=list_resources, on_list_resource_templates=list_templates,
-        on_read_resource=read_resource,
+        on_read_resource=read_resource, on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe, on_completion=complete,
     )
+    # Registered apart: the constructor warns that logging is deprecated (SEP-2577),
+    # while clients of the 2025 protocol still set a level.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    return server
 

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from proctor.errors import GatewayError, ProctorError
 from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
 from proctor.gateway.ports import Guard, SecretSource
+from proctor.gateway.relay import RelayBoard
 from proctor.gateway.rpc import SESSION_CLOSED, rpc_error
 from proctor.gateway.tools import ExposedTool, ToolRegistry
 from proctor.gateway.upstream import UpstreamConnection
@@ -54,7 +55,8 @@ class GatewaySession:
     def __init__(self, claims: GrantClaims, *, config: GatewayConfig, store: Store,
                  leases: LeaseTree,
                  registry: ToolRegistry, secrets_source: SecretSource | None = None,
-                 guard: Guard | None = None, errlog: TextIO | None = None) -> None:
+                 guard: Guard | None = None, errlog: TextIO | None = None,
+                 relay: RelayBoard | None = None) -> None:
         self.id = f"gws_{secrets.token_hex(12)}"
         self.claims = claims
         self._config = config
@@ -64,6 +66,7 @@ class GatewaySession:
         self._secrets = secrets_source
         self._guard = guard
         self._errlog = errlog
+        self.relay = relay
         self._upstreams: dict[str, Upstream] = {}
         self._connecting: dict[str, anyio.Lock] = {}
         self._inflight: set[anyio.CancelScope] = set()
@@ -135,7 +138,8 @@ class GatewaySession:
         env, headers = await anyio.to_thread.run_sync(self._inject, config)
         connection = UpstreamConnection(
             config, env=env, headers=headers, connect_timeout=self._config.connect_timeout_seconds,
-            call_timeout=self._config.call_timeout_seconds, errlog=self._errlog)
+            call_timeout=self._config.call_timeout_seconds, errlog=self._errlog,
+            relay=self.relay)
         if self._tasks is None:
             raise GatewayError("session_closed", "the session is not running")
         await self._tasks.start(connection.serve)

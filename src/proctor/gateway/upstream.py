@@ -23,11 +23,13 @@ import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
+from proctor.gateway.relay import RelayBoard
 
 __all__ = ["UpstreamConnection"]
 
@@ -43,7 +45,8 @@ class UpstreamConnection:
 
     def __init__(self, config: UpstreamConfig, *, env: Mapping[str, str] | None = None,
                  headers: Mapping[str, str] | None = None, connect_timeout: float = 20.0,
-                 call_timeout: float = 30.0, errlog: TextIO | None = None) -> None:
+                 call_timeout: float = 30.0, errlog: TextIO | None = None,
+                 relay: RelayBoard | None = None) -> None:
         self.config = config
         self.name = config.name
         self._env = dict(env or {})
@@ -51,6 +54,7 @@ class UpstreamConnection:
         self._connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._errlog = errlog or sys.stderr
+        self._relay = relay
         self._session: ClientSession | None = None
         self._stop = anyio.Event()
         self.closed = anyio.Event()
@@ -67,7 +71,7 @@ class UpstreamConnection:
         started = False
         try:
             # No session-wide read timeout: starting a server may take longer than a call.
-            async with self._streams() as (read, write), ClientSession(read, write) as session:
+            async with self._streams() as (read, write), self._client(read, write) as session:
                 with anyio.fail_after(self._connect_timeout):
                     result = await session.initialize()
                     self.capabilities = result.capabilities
@@ -96,6 +100,15 @@ class UpstreamConnection:
     def is_open(self) -> bool:
         return self._session is not None and not self._stop.is_set()
 
+    def _client(self, read: Any, write: Any) -> ClientSession:
+        relay = self._relay
+        if relay is None:
+            return ClientSession(read, write)
+        # The upstream may sample and elicit through the agent: relayed, guarded.
+        return ClientSession(read, write, sampling_callback=relay.sampling,
+                             elicitation_callback=relay.elicitation,
+                             logging_callback=relay.logging, message_handler=relay.message)
+
     def _streams(self) -> Streams:
         if self.config.url is not None:
             return _http_streams(self.config.url, self._headers, self.call_timeout)
@@ -123,9 +136,22 @@ class UpstreamConnection:
 
     # requests
 
-    async def call_tool(self, name: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], *,
+                        progress: ProgressFnT | None = None) -> types.CallToolResult:
         return await self._request(lambda s: s.call_tool(
-            name, dict(arguments), read_timeout_seconds=self.call_timeout))
+            name, dict(arguments), read_timeout_seconds=self.call_timeout,
+            progress_callback=progress))
+
+    async def complete(self, ref: types.ResourceTemplateReference | types.PromptReference,
+                       argument: dict[str, str], context: dict[str, str] | None
+                       ) -> types.CompleteResult:
+        return await self._request(lambda s: s.complete(ref, argument, context))
+
+    async def subscribe(self, uri: str, *, on: bool) -> None:
+        request: Any = (types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+                        if on else types.UnsubscribeRequest(
+                            params=types.UnsubscribeRequestParams(uri=uri)))
+        await self._request(lambda s: s.send_request(request, types.EmptyResult))
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         async def read(session: ClientSession) -> types.ReadResourceResult:
