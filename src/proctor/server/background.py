@@ -44,6 +44,9 @@ class Background:
 
     async def start(self) -> None:
         config = self._state.config
+        # Every blocking handler runs on these threads, and each thread may keep a
+        # database connection for the fast read path: bound them.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.threads
         self._tasks = [
             asyncio.create_task(self._every(config.sweep_seconds, self.sweep_once, "sweep")),
             asyncio.create_task(self._every(config.sync_seconds, self.sync_once, "sync")),

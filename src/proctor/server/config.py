@@ -11,6 +11,8 @@ token made by ``proctor init``)::
     rate_burst = 200
     sweep_seconds = 30                           # expired leases and proof nonces
     sync_seconds = 5                             # policies, agents, shadow state from the store
+    threads = 16                                 # worker threads per process (each may hold
+                                                 # a database connection for fast reads)
 
     [[oidc_issuers]]                             # humans: an OIDC provider's ID/access tokens
     issuer = "https://login.acme.example"
@@ -37,7 +39,7 @@ __all__ = ["ServerConfig", "load_server_config"]
 
 _CONFIG_FILE = "server.toml"
 _KEYS = {"public_url", "max_body_bytes", "rate_per_second", "rate_burst", "sweep_seconds",
-         "sync_seconds", "oidc_issuers"}
+         "sync_seconds", "threads", "oidc_issuers"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class ServerConfig:
     rate_burst: int = 200
     sweep_seconds: float = 30.0
     sync_seconds: float = 5.0
+    threads: int = 16
     oidc_issuers: tuple[HumanIssuer, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class ServerConfig:
             raise ConfigError("rate_per_second must be positive and rate_burst at least 1")
         if self.sweep_seconds <= 0 or self.sync_seconds <= 0:
             raise ConfigError("sweep_seconds and sync_seconds must be positive")
+        if not 1 <= self.threads <= 256:
+            raise ConfigError("threads must be between 1 and 256")
         if self.public_url and not self.public_url.startswith(("https://", "http://")):
             raise ConfigError(f"public_url `{self.public_url}` is not an http(s) URL")
         issuers = [i.issuer for i in self.oidc_issuers]
@@ -96,6 +101,7 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
             "rate_burst": int(data.get("rate_burst", ServerConfig.rate_burst)),
             "sweep_seconds": float(data.get("sweep_seconds", ServerConfig.sweep_seconds)),
             "sync_seconds": float(data.get("sync_seconds", ServerConfig.sync_seconds)),
+            "threads": int(data.get("threads", ServerConfig.threads)),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"server config `{path}` is not valid: missing or wrong {exc}") from exc

@@ -1,0 +1,75 @@
+"""server.toml: defaults without a file, every key read, clear errors for bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from joserfc.jwk import RSAKey
+
+from proctor.errors import ConfigError
+from proctor.server import ServerConfig, load_server_config
+
+
+def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load_server_config(tmp_path, env={}) == ServerConfig()
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    key = RSAKey.generate_key(2048)
+    (tmp_path / "login.jwks.json").write_text(json.dumps(
+        {"keys": [{**key.as_dict(private=False), "kid": "k1"}]}))
+    (tmp_path / "server.toml").write_text('''
+public_url = "https://proctor.acme.example/"
+max_body_bytes = 65536
+rate_per_second = 5.5
+rate_burst = 20
+sweep_seconds = 10
+sync_seconds = 2
+threads = 8
+
+[[oidc_issuers]]
+issuer = "https://login.acme.example"
+audience = "proctor"
+jwks_file = "login.jwks.json"
+subject_claim = "email"
+role_claim = "groups"
+roles = { admin = "proctor-admins" }
+''')
+    config = load_server_config(tmp_path, env={})
+    assert (config.public_url, config.max_body_bytes, config.rate_per_second,
+            config.rate_burst, config.sweep_seconds, config.sync_seconds, config.threads) == (
+        "https://proctor.acme.example", 65536, 5.5, 20, 10.0, 2.0, 8)
+    (issuer,) = config.oidc_issuers
+    assert (issuer.issuer, issuer.subject_claim, dict(issuer.roles)) == (
+        "https://login.acme.example", "email", {"admin": "proctor-admins"})
+    assert issuer.roles_in({"groups": ["proctor-admins", "staff"]}) == {"admin"}
+    assert issuer.roles_in({"groups": "staff proctor-admins"}) == {"admin"}
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("colour = 1", "unknown key `colour`"),
+    ("max_body_bytes = 10", "max_body_bytes"),
+    ("rate_burst = 0", "rate_burst"),
+    ("threads = 0", "threads"),
+    ('public_url = "ftp://x"', "public_url"),
+    ("max_body_bytes = [1]", "not valid"),
+    ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'", "jwks_file, jwks_url"),
+    ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\njwks_url = 'https://a/k'\n"
+     "roles = { root = 'x' }", "`root` is not a role"),
+    ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\njwks_url = 'https://a/k'\n"
+     "algorithms = ['HS256']", "`HS256` is not"),
+    ("= broken", "not valid TOML"),
+])
+def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path: Path, text: str,
+                                                  fragment: str) -> None:
+    (tmp_path / "server.toml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_server_config(tmp_path, env={})
+    assert fragment in caught.value.message
+
+
+def test_a_named_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_server_config(tmp_path, env={"PROCTOR_SERVER_CONFIG": str(tmp_path / "nope")})
