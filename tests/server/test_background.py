@@ -107,11 +107,11 @@ async def test_another_process_follows_policy_agent_and_shadow_changes(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_revocation_made_by_one_process_is_heard_by_another(
         agents: Api, other: tuple[httpx.AsyncClient, FastAPI]) -> None:
+    """PostgreSQL only: revocations are announced with NOTIFY."""
     api = agents
-    if api.runtime.store.backend != "postgresql":
-        pytest.skip("revocations are announced with PostgreSQL NOTIFY")
     client, other_app = other
     other_background = background(other_app)
     heard: list[Sequence[str]] = []

@@ -25,7 +25,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
-from proctor.clock import Clock
+from proctor.clock import Clock, SystemClock
 from proctor.errors import (
     ConfigError,
     ProofAlgorithmError,
@@ -219,8 +219,6 @@ def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None
         raise ConfigError(f"OIDC issuer `{entry.get('issuer')}` needs one of jwks_file, jwks_url")
     keys: KeySource
     if "jwks_url" in entry:
-        from proctor.clock import SystemClock
-
         keys = UrlKeys(str(entry["jwks_url"]), clock or SystemClock())
     else:
         found = split_jwks(read_jwks(base / entry["jwks_file"]), f"JWKS of `{entry['issuer']}`")

@@ -117,13 +117,13 @@ class ApiTokens:
             return None
         if isinstance(roles, str):  # SQLite hands JSON back as text on the raw connection
             roles = json.loads(roles)
-        return ApiToken(token_id, human_id, frozenset(roles), _time(created_at) or expires
-                        or self._clock.now(), expires, None)
+        return ApiToken(token_id, human_id, frozenset(roles), _required(created_at), expires,
+                        None)
 
     def list(self) -> list[ApiToken]:
         with self._store.reading() as conn:
             rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).all()
-        return [ApiToken(r.id, r.human_id, frozenset(r.roles), as_utc(r.created_at),
+        return [ApiToken(r.id, r.human_id, frozenset(r.roles), _required(r.created_at),
                          _time(r.expires_at), _time(r.revoked_at)) for r in rows]
 
     def revoke(self, token_id: str) -> ApiToken:
@@ -138,8 +138,10 @@ class ApiTokens:
 
 
 def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
+    return None if value is None else _required(value)
+
+
+def _required(value: Any) -> datetime:
     if isinstance(value, str):  # SQLite's raw driver returns text
         value = datetime.fromisoformat(value)
     return as_utc(value)
