@@ -37,6 +37,7 @@ class Provider:
     keys: dict[str, RSAKey] = field(default_factory=lambda: {"k1": RSAKey.generate_key(2048)})
     fetches: int = 0
     url: str = ""
+    status: int = 200
 
     def jwks(self) -> bytes:
         self.fetches += 1
@@ -58,7 +59,7 @@ def provider() -> Iterator[Provider]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body = provider.jwks()
-            self.send_response(200)
+            self.send_response(provider.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -150,4 +151,18 @@ async def test_a_rotated_provider_key_is_picked_up_from_the_jwks_url(
                    "proof_key_unknown")
     frozen.advance(seconds=31)
     assert (await client.get("/v1/whoami", headers=bearer(rotated))).status_code == 200
+    assert provider.fetches == 2
+
+
+async def test_a_failing_provider_refuses_sign_in_and_is_not_hammered(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    provider.status = 503
+    token = provider.token(int(frozen.now().timestamp()))
+    for _ in range(3):
+        assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401,
+                       "proof_key_unknown")
+    assert provider.fetches == 1  # tried again at most every 30 s
+    provider.status = 200
+    frozen.advance(seconds=31)
+    assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200
     assert provider.fetches == 2

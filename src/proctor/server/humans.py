@@ -13,6 +13,7 @@ use and again (at most every 30 s) when a token names a key not seen yet.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from proctor.server.principals import HUMAN_ROLES
 
 __all__ = ["FileKeys", "HumanIssuer", "HumanVerifier", "UrlKeys", "VerifiedHuman",
            "issuer_from_config"]
+
+log = logging.getLogger(__name__)
 
 LEEWAY_SECONDS = 30
 _REFETCH_SECONDS = 30.0
@@ -76,14 +79,16 @@ class UrlKeys:
 
     def key_set(self, *, refresh: bool) -> KeySet:
         with self._lock:
-            stale = self._fetched_at is None or (
-                refresh and self._clock.monotonic() - self._fetched_at >= _REFETCH_SECONDS)
-            if self._keys is None or stale:
+            due = (self._fetched_at is None
+                   or self._clock.monotonic() - self._fetched_at >= _REFETCH_SECONDS)
+            if (self._keys is None or refresh) and due:
                 self._fetch()
-            assert self._keys is not None
+            if self._keys is None:  # never fetched: tried at most every 30 s
+                raise ProofKeyUnknownError("the issuer's key set is not available")
             return self._keys
 
     def _fetch(self) -> None:
+        """Fetch the key set; on any failure keep what was known before."""
         self._fetched_at = self._clock.monotonic()
         try:
             with httpx.Client(timeout=self._timeout, follow_redirects=False) as client, \
@@ -93,17 +98,14 @@ class UrlKeys:
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > MAX_JWKS_BYTES:
-                        raise ProofKeyUnknownError("the issuer's key set is too large")
+                        log.warning("the key set at %s is over %s bytes", self.url,
+                                    MAX_JWKS_BYTES)
+                        return
             document = httpx.Response(200, content=body).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            if self._keys is not None:
-                return  # keep the keys we have; a token naming a new key fails below
-            raise ProofKeyUnknownError(f"the issuer's key set cannot be fetched: "
-                                       f"{type(exc).__name__}") from exc
-        try:
-            self._keys = KeySet.import_key_set({"keys": split_jwks(document, "issuer key set")})
-        except (ConfigError, JoseError, ValueError, TypeError) as exc:
-            raise ProofKeyUnknownError("the issuer's key set is not valid") from exc
+            self._keys = KeySet.import_key_set({"keys": split_jwks(document,
+                                                                   "issuer key set")})
+        except (httpx.HTTPError, ValueError, TypeError, ConfigError, JoseError) as exc:
+            log.warning("the key set at %s cannot be used: %s", self.url, type(exc).__name__)
 
 
 @dataclass(frozen=True, slots=True)
