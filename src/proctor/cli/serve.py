@@ -54,6 +54,7 @@ def serve(
     import uvicorn
 
     from proctor.server import ApiTokens, create_app, load_server_config
+    from proctor.server.asgi import NoDelayH11Protocol
 
     if not 1 <= workers <= 64 or not 0 <= port <= 65535:
         fail("`--workers` is 1 to 64 and `--port` 0 to 65535", code="request_invalid")
@@ -81,12 +82,13 @@ def serve(
                       f"{workers} worker{'s' if workers > 1 else ''}", markup=False)
     if workers == 1:
         uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
-                    log_level=log_level, access_log=False)
+                    log_level=log_level, access_log=False, http=NoDelayH11Protocol)
         return
     runtime.close()
     with _multiprocess_metrics():
         uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False)
+                    workers=workers, log_level=log_level, access_log=False,
+                    http=NoDelayH11Protocol)
 
 
 @contextmanager
