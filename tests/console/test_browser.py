@@ -98,6 +98,8 @@ def test_sign_in_approve_a_waiting_call_and_see_it_run_in_the_audit_stream(
     watched.screenshot("audit", stream)
     page.goto(live.base + f"/console/approvals/{held.approval.id}")
     expect(page.locator(".approval .pill").first).to_have_text("used")
+    expect(page.locator(".approval-foot")).to_contain_text("customer verified by phone")
+    watched.screenshot("approval")
     watched.assert_clean()
 
 

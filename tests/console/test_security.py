@@ -217,3 +217,15 @@ async def test_approve_similar_from_the_console(console: Console) -> None:
     assert "Similar calls of this task are pre-approved: 5 uses" in page.text
     tree = await console.page(f"/console/tasks/{grant['task']}")
     assert "pre-approval" in tree.text and "approved by local-admin" in tree.text
+
+
+async def test_bad_addresses_and_forms_get_a_page_not_a_crash(console: Console) -> None:
+    unknown = await console.page("/console/approvals/apr_0000")
+    assert unknown.status_code == 404 and "approval_unknown" in unknown.text
+    assert "content-security-policy" in unknown.headers
+    too_long = await console.client.post("/console/login", data={"token": "x" * 20_000,
+                                                                 "csrf": "y"})
+    assert too_long.status_code == 422
+    assert "text/html" in too_long.headers["content-type"]
+    no_task = await console.page("/console/tasks/task_nope")
+    assert no_task.status_code == 404

@@ -7,6 +7,7 @@ form with the session's CSRF token; the approver is the signed-in human.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any
 
@@ -50,8 +51,9 @@ def _cards(console: Console, found: list[Approval]) -> list[dict[str, Any]]:
 def _queue(console: Console) -> dict[str, Any]:
     runtime = console.runtime
     pending = runtime.approvals.list(status=ApprovalStatus.PENDING, limit=200)
-    return {"cards": _cards(console, pending), "queue_ids": ",".join(a.id for a in pending),
-            "pending": len(pending)}
+    ids = ",".join(a.id for a in pending)
+    return {"cards": _cards(console, pending), "pending": len(pending),
+            "queue_digest": hashlib.sha256(ids.encode()).hexdigest()[:32]}
 
 
 @router.get("/console")
@@ -86,7 +88,8 @@ def approvals_queue(console: ConsoleCall) -> Response:
     console.require("api:approval.read", service("approvals"))
     queue = _queue(console)
     response = render(console, "_queue.html", "approvals", **queue)
-    response.headers["X-Queue-Ids"] = queue["queue_ids"][:4000]
+    response.headers["X-Queue-Digest"] = queue["queue_digest"]
+    response.headers["X-Queue-Size"] = str(queue["pending"])
     return response
 
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
@@ -69,6 +70,9 @@ class ConsoleRoute(APIRoute):
                 response = RedirectResponse(f"/console/login?next={target}", status_code=303)
             except ProctorError as exc:
                 response = _error_page(request, exc)
+            except RequestValidationError:
+                response = _error_page(request, ApiError(
+                    422, "request_invalid", "the form or address is not valid"))
             response.headers.update(HEADERS)
             return response
 

@@ -24,12 +24,15 @@
       const response = await fetch(queue.dataset.poll, {credentials: "same-origin",
         headers: {"Accept": "text/html"}, cache: "no-store"});
       if (!response.ok) { return; }
-      const ids = response.headers.get("X-Queue-Ids") || "";
-      if (ids === queue.dataset.ids) { return; }
+      const digest = response.headers.get("X-Queue-Digest") || "";
+      if (digest === queue.dataset.digest) { return; }
       queue.innerHTML = await response.text();
-      queue.dataset.ids = ids;
-      const size = document.getElementById("queue-size");
-      if (size) { size.textContent = ids ? String(ids.split(",").length) : "0"; }
+      queue.dataset.digest = digest;
+      const size = response.headers.get("X-Queue-Size") || "0";
+      const shown = document.getElementById("queue-size");
+      if (shown) { shown.textContent = size; }
+      const badge = document.getElementById("pending-count");
+      if (badge) { badge.textContent = size; }
       countdowns();
     }, 2000);
   }
