@@ -97,7 +97,7 @@ class Deployment:
                                      env=env, cwd=str(ROOT))
 
 
-def _git_repo(path: Path) -> Path:
+def git_repo(path: Path) -> Path:
     path.mkdir(parents=True)
     run = {"cwd": path, "check": True, "capture_output": True}
     subprocess.run(["git", "init", "-q", "-b", "main"], **run)  # type: ignore[call-overload]
@@ -110,7 +110,7 @@ def _git_repo(path: Path) -> Path:
 
 def make_deployment(database_url: str, tmp: Path) -> Iterator[Deployment]:
     repos = tmp / "repos"
-    repo, other = _git_repo(repos / "allowed"), _git_repo(repos / "other")
+    repo, other = git_repo(repos / "allowed"), git_repo(repos / "other")
     policies = tmp / "policies"
     shutil.copytree(EXAMPLES, policies)
     with (policies / "tools.yaml").open("a") as catalog:

@@ -116,6 +116,10 @@ class HttpSessions:
         """The watch closed ``session``: forget it and end its grant's MCP sessions."""
         self._gateway.forget(session)
         grant = session.claims.grant_id
+        if self._by_grant.get(grant) is session:
+            # A live grant (its secret was replaced, say) opens a new session next time;
+            # a revoked or expired one is refused at the door.
+            del self._by_grant[grant]
         for manager, mcp_session in self._mcp_sessions.pop(grant, []):
             self.mcp_owner.pop(mcp_session, None)
             # The SDK offers no public call to end one session; a request for it gets
