@@ -70,9 +70,14 @@ async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_t
         assert value not in _text(shown)
         assert "[REDACTED:known_secret]" in _text(shown)
     # the use is a lease under the grant, so revoking the grant ends it
-    leases = [n for n in deployment.runtime.grants.tree(grant.claims.task_id)
-              if n.kind == "secret"]
+    nodes = deployment.runtime.grants.tree(grant.claims.task_id)
+    leases = [n for n in nodes if n.kind == "secret"]
     assert [n.parent_id for n in leases] == [grant.grant_id]
+    # the session and its lease ended with the connection; the grant lives on
+    session = [n for n in nodes if n.kind == "session"]
+    assert [n.parent_id for n in session] == [grant.grant_id]
+    assert all(n.is_revoked for n in leases + session)
+    assert not next(n for n in nodes if n.id == grant.grant_id).is_revoked
     assert value not in _audit_text(deployment)
 
 

@@ -17,6 +17,7 @@ from anyio.abc import Process
 from mcp import ClientSession, stdio_client
 from mcp.shared.exceptions import MCPError
 
+from proctor.audit import EventFilter, iter_events
 from proctor.cli.runtime import open_runtime
 from proctor.clock import FrozenClock, SystemClock
 from proctor.grants import GrantScope
@@ -101,6 +102,13 @@ async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
         await process.stdin.aclose()
         with anyio.fail_after(WAIT):
             assert await process.wait() == 0
+    # refused before any decision: audited as the agent's, nothing decided
+    rejected = list(iter_events(deployment.runtime.store, EventFilter(action="gateway.reject")))
+    assert [(e.event["target"], e.event["detail"]["code"]) for e in rejected] == [
+        ("test/rm_rf", "tool_unknown"), ("test/echo", "arguments_invalid")]
+    assert {e.event["actor"]["id"] for e in rejected} == {"spiffe://acme.example/agent/coder"}
+    decided = list(iter_events(deployment.runtime.store, EventFilter(action="tool:test/echo")))
+    assert len(decided) == 1  # the one call that was served
 
 
 def _start(deployment: Deployment, token: str | None, agent: str = "coder"

@@ -211,6 +211,7 @@ class Gateway:
                         ) -> types.CallToolResult:
         resolved = view.resolve(exposed)
         if resolved is None:
+            await self.results.reject(session.claims, exposed, "tool_unknown")
             raise _unknown_tool(exposed)
         server, name = resolved
         upstream, tool = await self._tool(session, server, name, exposed)
@@ -258,6 +259,7 @@ class Gateway:
             raise _upstream_error(exc) from None
         tool = upstream.tools.get(name)
         if tool is None:
+            await self.results.reject(session.claims, f"{server}/{name}", "tool_unknown")
             raise _unknown_tool(shown)
         return upstream, tool
 
@@ -265,6 +267,7 @@ class Gateway:
                       args: dict[str, Any], method: str, target: str) -> CallVerdict:
         problem = tool.argument_errors(args)
         if problem is not None:
+            await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")
             raise rpc_error(INVALID_PARAMS, "arguments_invalid", problem, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         call = ToolCall(tool.tool_id, args, method=method, target=target,

@@ -97,6 +97,18 @@ class ResultGuard:
                          {"leaked_grant": leaked.grant_id, "leaked_agent": leaked.agent_id,
                           "found_in": found_in, "revoked": len(revoked)}, None)
 
+    async def reject(self, claims: GrantClaims, target: str, code: str) -> None:
+        """Audit a request refused before any decision (bad input): the agent's own act."""
+        now = self._clock.now()
+        event = AuditEvent(id=new_event_id(now), time=now,
+                           actor=Actor(ActorType.AGENT, claims.agent_id), action="gateway.reject",
+                           target=target[:200], outcome="rejected", task=claims.task_id,
+                           detail={"code": code})
+        try:
+            await anyio.to_thread.run_sync(self._audit.record, event)
+        except AuditError:
+            log.error("a rejected request on %s could not be audited", target[:200])
+
     async def _record(self, action: str, claims: GrantClaims, target: str, outcome: str,
                       detail: dict[str, Any], concerns: str | None) -> None:
         await anyio.to_thread.run_sync(self._record_now, action, claims, target, outcome,

@@ -4,8 +4,9 @@ each handing over to :class:`~proctor.gateway.core.Gateway`.
 The transport decides who is asking: a :class:`Binder` turns the SDK's request
 context into the gateway session and the credentials of this request (the stdio
 wrapper has one of each; the HTTP gateway reads them from the request's headers).
-Methods the gateway does not relay (sampling, elicitation, completion, logging)
-are not offered, so the SDK answers them ``method not found``.
+Calls, reads and prompts are decided; listings, completions and subscriptions are
+limited to what the grant could be allowed; ``logging/setLevel`` is answered here.
+Anything else gets the SDK's ``method not found``.
 """
 
 from __future__ import annotations

@@ -89,13 +89,25 @@ class GatewaySession:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the session's upstream connections until it is closed."""
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            task_status.started()
-            await self.closed.wait()
-            for upstream in self._upstreams.values():
-                upstream.connection.close()
-        self._tasks = None
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                task_status.started()
+                await self.closed.wait()
+                for upstream in self._upstreams.values():
+                    upstream.connection.close()
+        finally:
+            self._tasks = None
+            # The session and its secret leases end with it, however it ended.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await anyio.to_thread.run_sync(self._end_leases)
+
+    def _end_leases(self) -> None:
+        try:
+            self._leases.revoke_subtree(self.node_ids, self.close_reason or "session ended")
+        except Exception as exc:  # they expire with the grant in any case
+            log.error("session %s: its leases could not be ended (%s)", self.id,
+                      type(exc).__name__)
 
     def close(self, reason: str) -> None:
         """End the session: calls in flight fail, upstreams stop. Idempotent."""
