@@ -158,22 +158,21 @@ def inprocess(setup: Setup, count: int) -> list[int]:
 # --- the server and the client ----------------------------------------------------------
 
 
-def cpu_seconds(root: int | None) -> float:
+def cpu_seconds(root: int) -> float:
     """User and system CPU time, from /proc, of process ``root`` and its children (the
-    uvicorn workers): what the server spent, whatever else the machine ran. With
-    ``root`` None: every ``postgres`` process on the machine."""
+    uvicorn workers): what the server spent, whatever else the machine ran."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            name, rest = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+            rest = (entry / "stat").read_text().rsplit(")", 1)[1]
         except (OSError, ValueError):
             continue
         fields = rest.split()
         pid, ppid = int(entry.name), int(fields[1])
-        if (root in (pid, ppid)) if root is not None else name == "postgres":
+        if root in (pid, ppid):
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
@@ -322,11 +321,9 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
                 seq_latency, seq_failures, _ = asyncio.run(
                     drive(port, Requests(setup, port, plan.sequential), 1, None))
                 server_at, client_at = cpu_seconds(server), time.process_time()
-                postgres_at = cpu_seconds(None)
                 load_latency, load_failures, wall = asyncio.run(
                     drive(port, Requests(setup, port, 10**9), plan.concurrency, plan.seconds))
                 server_cpu = cpu_seconds(server) - server_at
-                postgres_cpu = cpu_seconds(None) - postgres_at
                 client_cpu = time.process_time() - client_at
             cpu_at = time.process_time()
             baseline += inprocess(setup, plan.inprocess - plan.inprocess // 2)
@@ -349,9 +346,6 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         "server_cpu_ms_per_decision_loaded": round(server_cpu / len(load_latency) * 1e3, 3),
         "inprocess_cpu_ms_per_decision": round(inproc_cpu / len(baseline) * 1e3, 3),
         "client_cpu_ms_per_request_loaded": round(client_cpu / len(load_latency) * 1e3, 3),
-        # every postgres process on the machine: other work on it shows here too
-        "postgres_cpu_ms_per_decision_loaded": round(postgres_cpu / len(load_latency) * 1e3,
-                                                     3),
         "not_allowed": len(seq_failures) + len(load_failures),
         "first_not_allowed": next(iter(seq_failures + load_failures), None),
         "goals": GOALS,
@@ -392,8 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "decide_http_p50_ms", "decide_http_p50_ms_loaded", "decide_http_p99_ms_loaded",
                 "inprocess_decide_p50_ms", "inprocess_decide_p99_ms",
                 "server_cpu_ms_per_decision_loaded", "inprocess_cpu_ms_per_decision",
-                "client_cpu_ms_per_request_loaded", "postgres_cpu_ms_per_decision_loaded",
-                "not_allowed"):
+                "client_cpu_ms_per_request_loaded", "not_allowed"):
         goal = GOALS.get(key, "")
         print(f"{key:<30}{report[key]:>12}  {goal}")
     print(f"{'workload':<30}{report['workload']}")
