@@ -89,7 +89,7 @@ async def gateway(deployment: Deployment, secret: str) -> AsyncIterator[str]:
     config = deployment.config({
         "gateway": {"public_url": public, "listen": f"127.0.0.1:{port}",
                     "authorization_servers": ["https://proctor.acme.example"],
-                    "revocation_poll_seconds": 0.2},
+                    "revocation_poll_seconds": 0.2, "session_idle_seconds": 1},
         "upstreams": {
             "time": {"command": TIME},
             "test": {"url": f"http://127.0.0.1:{upstream_port}/mcp",
@@ -160,6 +160,13 @@ async def test_a_revoked_grant_loses_its_session_and_every_later_request(
     async with gateway(deployment, "tok_" + secrets.token_urlsafe(24)) as public:
         async with agent(f"{public}/mcp/test", grant, deployment) as client:
             await client.call_tool("echo", {"text": "before"})
+            # idle: the grant's upstreams stop and its session's lease ends; the agent's
+            # MCP session goes on, and the next call opens a new gateway session
+            with anyio.fail_after(WAIT):
+                while not any(n.kind == "session" and n.revoked_reason == "idle"
+                              for n in deployment.runtime.grants.tree(grant.claims.task_id)):
+                    await anyio.sleep(0.1)
+            await client.call_tool("echo", {"text": "after a pause"})
             await anyio.to_thread.run_sync(deployment.runtime.grants.revoke, grant.accessor,
                                            "incident 8")
             with anyio.fail_after(WAIT), pytest.raises(MCPError):

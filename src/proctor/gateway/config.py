@@ -99,6 +99,7 @@ class GatewayConfig:
     connect_timeout_seconds: float = 20.0
     approval_timeout_seconds: float = 120.0
     revocation_poll_seconds: float = 1.0
+    session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -135,7 +136,8 @@ def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfi
     settings = data.get("gateway") or {}
     _keys(settings, {"public_url", "listen", "max_message_bytes", "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
-                     "revocation_poll_seconds", "authorization_servers"}, f"{source}: gateway")
+                     "revocation_poll_seconds", "session_idle_seconds", "authorization_servers"},
+          f"{source}: gateway")
     upstreams_data = data.get("upstreams") or {}
     if not isinstance(upstreams_data, dict):
         raise ConfigError(f"{source}: `upstreams` must be a mapping of name to server")
@@ -146,7 +148,7 @@ def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfi
         if key in settings:
             limits[key] = _positive(settings[key], key, source, integer=True)
     for key in ("call_timeout_seconds", "connect_timeout_seconds", "approval_timeout_seconds",
-                "revocation_poll_seconds"):
+                "revocation_poll_seconds", "session_idle_seconds"):
         if key in settings:
             limits[key] = _positive(settings[key], key, source)
     for key in ("public_url", "listen"):

@@ -117,9 +117,11 @@ class HttpSessions:
         self._gateway.forget(session)
         grant = session.claims.grant_id
         if self._by_grant.get(grant) is session:
-            # A live grant (its secret was replaced, say) opens a new session next time;
-            # a revoked or expired one is refused at the door.
+            # A live grant (idle, or its secret was replaced) opens a new session next
+            # time; a revoked or expired one is refused at the door.
             del self._by_grant[grant]
+        if session.close_reason == "idle":
+            return  # only the upstreams stop: the agent's MCP sessions go on
         for manager, mcp_session in self._mcp_sessions.pop(grant, []):
             self.mcp_owner.pop(mcp_session, None)
             # The SDK offers no public call to end one session; a request for it gets
@@ -229,7 +231,8 @@ def build_http_app(gateway: Gateway, *, database_url: str | None = None) -> Star
     routes.append(Route(_METADATA, endpoint=_metadata(public + "/mcp", config)))
     watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases, clock=gateway.clock,
                             poll_seconds=config.revocation_poll_seconds,
-                            database_url=database_url, on_close=sessions.closed)
+                            database_url=database_url, on_close=sessions.closed,
+                            idle_seconds=config.session_idle_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

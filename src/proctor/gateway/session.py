@@ -75,6 +75,11 @@ class GatewaySession:
         self.node_ids: list[str] = [self.id]  # the session node and its secret leases
         self.closed = anyio.Event()
         self.close_reason: str | None = None
+        self.last_used = anyio.current_time()
+
+    @property
+    def is_busy(self) -> bool:
+        return bool(self._inflight)
 
     @property
     def expires_at(self) -> datetime:
@@ -132,6 +137,7 @@ class GatewaySession:
         """The session's connection to ``name``, connected (and its tools discovered) on
         first use. Raises :class:`GatewayError` if it cannot connect."""
         self.check_open()
+        self.last_used = anyio.current_time()
         found = self._upstreams.get(name)
         if found is not None and found.connection.is_open:
             return found
@@ -190,6 +196,7 @@ class GatewaySession:
         """Run one upstream request; it fails with ``session_closed`` if the session is
         closed while it is in flight."""
         self.check_open()
+        self.last_used = anyio.current_time()
         with anyio.CancelScope() as scope:
             self._inflight.add(scope)
             try:

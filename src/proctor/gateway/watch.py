@@ -11,6 +11,9 @@ secret leases) was revoked, fastest first:
 
 Callbacks come from other threads; they only record ids, and the watch's own task
 closes the sessions on the event loop.
+
+With ``idle_seconds`` (the HTTP gateway), a session with no call for that long
+is closed too, stopping its upstreams; the grant's next request opens a new one.
 """
 
 from __future__ import annotations
@@ -39,13 +42,15 @@ class RevocationWatch:
 
     def __init__(self, sessions: dict[str, GatewaySession], *, leases: LeaseTree, clock: Clock,
                  poll_seconds: float, database_url: str | None = None,
-                 on_close: Callable[[GatewaySession], None] | None = None) -> None:
+                 on_close: Callable[[GatewaySession], None] | None = None,
+                 idle_seconds: float | None = None) -> None:
         self._sessions = sessions
         self._leases = leases
         self._clock = clock
         self._poll = poll_seconds
         self._database_url = database_url
         self._on_close = on_close
+        self._idle = idle_seconds
         self._heard: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -89,9 +94,12 @@ class RevocationWatch:
     async def _poll_store(self) -> None:
         sessions = [s for s in self._sessions.values() if not s.closed.is_set()]
         now = self._clock.now()
+        quiet_since = anyio.current_time() - (self._idle or 0)
         for session in sessions:
             if session.expires_at <= now:
                 self._close(session, "grant expired")
+            elif self._idle and not session.is_busy and session.last_used < quiet_since:
+                self._close(session, "idle")
         ids = [i for s in sessions if not s.closed.is_set() for i in s.node_ids]
         if not ids:
             return
