@@ -111,16 +111,16 @@ async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
     assert len(decided) == 1  # the one call that was served
 
 
-def _start(deployment: Deployment, token: str | None, agent: str = "coder"
-           ) -> subprocess.CompletedProcess[str]:
+def _start(deployment: Deployment, token: str | None, agent: str = "coder",
+           upstream: list[str] = UPSTREAM) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **deployment.env, "PROCTOR_GRANT": token or ""}
     args = ["-m", "proctor.cli", "mcp", "wrap", "--agent", agent, "--key-file",
-            str(deployment.key_file), "--server", "test", "--", *UPSTREAM]
+            str(deployment.key_file), "--server", "test", "--", *upstream]
     return subprocess.run([UPSTREAM[0], *args], env=env, cwd=deployment.env["PYTHONPATH"],
                           input="", capture_output=True, text=True, timeout=WAIT, check=False)
 
 
-def test_the_wrapper_refuses_to_start_without_a_live_grant_of_its_agent(
+def test_the_wrapper_refuses_to_start_without_a_live_grant_or_a_reachable_upstream(
         deployment: Deployment) -> None:
     revoked = deployment.grant()
     deployment.runtime.grants.revoke(revoked.accessor, "test")
@@ -133,11 +133,13 @@ def test_the_wrapper_refuses_to_start_without_a_live_grant_of_its_agent(
             {"tools": [{"tool": "test/*"}]}), ttl_seconds=300)
     finally:
         earlier.close()
-    cases = [(None, "coder", "no grant"), (revoked.token, "coder", "revoked"),
-             (expired.token, "coder", "expired"),
-             (deployment.grant().token, "support", "not `spiffe://acme.example/agent/support`")]
-    for token, agent, says in cases:
-        started = _start(deployment, token, agent)
+    live = deployment.grant().token
+    cases = [(None, "coder", UPSTREAM, "no grant"), (revoked.token, "coder", UPSTREAM, "revoked"),
+             (expired.token, "coder", UPSTREAM, "expired"),
+             (live, "support", UPSTREAM, "not `spiffe://acme.example/agent/support`"),
+             (live, "coder", ["/nonexistent/mcp-server"], "upstream `test` cannot be reached")]
+    for token, agent, upstream, says in cases:
+        started = _start(deployment, token, agent, upstream)
         lines = started.stderr.strip().splitlines()
         assert started.returncode == 1, started.stderr
         assert len(lines) == 1 and says in lines[0], (says, lines)

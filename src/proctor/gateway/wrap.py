@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from proctor.errors import GatewayError
+from proctor.errors import GatewayError, ProctorError
 from proctor.gateway.core import Gateway
 from proctor.gateway.launch import LaunchCredentials
 from proctor.gateway.server import Context, build_server
@@ -60,24 +60,36 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
         raise GatewayError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
                            f"`{agent_id}`")
     config = gateway.config
+    failure: ProctorError | None = None
     async with anyio.create_task_group() as tasks:
-        session = await gateway.open_session(claims, tasks)
-        stop = anyio.Event()
         try:
-            await session.upstream(server)  # on connect: start it, list its tools
-            watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
-                                    clock=gateway.clock,
-                                    poll_seconds=config.revocation_poll_seconds,
-                                    database_url=database_url, on_close=lambda _s: stop.set())
-            await tasks.start(watch.run)
-            mcp_server = build_server(gateway, View((server,)), SessionBinder(session, creds),
-                                      name=f"proctor-{server}")
-            transport = StdioTransport(reader, writer,
-                                       max_message_bytes=config.max_message_bytes)
-            await transport.serve(mcp_server, stop=stop)
-        finally:
-            closed_by = session.close_reason
-            session.close(closed_by or "agent disconnected")
-            gateway.forget(session)
+            session = await gateway.open_session(claims, tasks)
+        except ProctorError as exc:
+            failure = exc
             tasks.cancel_scope.cancel()
+        else:
+            stop = anyio.Event()
+            try:
+                await session.upstream(server)  # on connect: start it, list its tools
+                watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
+                                        clock=gateway.clock,
+                                        poll_seconds=config.revocation_poll_seconds,
+                                        database_url=database_url,
+                                        on_close=lambda _s: stop.set())
+                await tasks.start(watch.run)
+                mcp_server = build_server(gateway, View((server,)),
+                                          SessionBinder(session, creds),
+                                          name=f"proctor-{server}")
+                transport = StdioTransport(reader, writer,
+                                           max_message_bytes=config.max_message_bytes)
+                await transport.serve(mcp_server, stop=stop)
+            except ProctorError as exc:  # raised after the task group, not inside a group
+                failure = exc
+            finally:
+                closed_by = session.close_reason
+                session.close(closed_by or "agent disconnected")
+                gateway.forget(session)
+                tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return WrapOutcome(session.id, closed_by)
