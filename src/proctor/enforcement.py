@@ -171,7 +171,9 @@ class Enforcer:
             checked = self._grants.check(token, proof, method=call.method, target=call.target,
                                          tool_id=call.tool_id, args=call.args)
         except ProctorError as exc:
-            return self._refused(call, exc.code, exc.message)
+            holder = getattr(exc, "holder", None)
+            return self._refused(call, exc.code, exc.message,
+                                 claims=holder if isinstance(holder, GrantClaims) else None)
         claims = checked.claims
         agent = self._registry.find(claims.agent_id)
         if agent is None:
@@ -278,8 +280,8 @@ class Enforcer:
 
     def _refused(self, call: ToolCall, code: str, message: str, *,
                  claims: GrantClaims | None = None) -> CallVerdict:
-        """A deny that never reached policy, audited as such; the grant's subject is
-        recorded only when its signature was verified."""
+        """A deny that never reached policy, audited as such; the grant's agent is the
+        actor only when the caller proved the grant's key (else `unauthenticated`)."""
         now = self._clock.now()
         actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
                  else Actor(ActorType.SYSTEM, "unauthenticated"))

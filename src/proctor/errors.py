@@ -209,6 +209,9 @@ class GrantError(ProctorError):
     """
 
     code = "grant_invalid"
+    # The verified claims of the grant, when the caller had proven its key before
+    # the check failed (out of scope, revoked, replayed, used up); None otherwise.
+    holder: object | None = None
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

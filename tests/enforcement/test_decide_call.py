@@ -45,6 +45,8 @@ def test_a_call_outside_the_grants_scope_is_denied_before_policy(
     assert verdict.policy_ids == ()
     [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
     assert event["outcome"] == "denied" and event["detail"]["code"] == "grant_out_of_scope"
+    # the caller proved the grant's key: the refusal is the agent's own event
+    assert event["actor"]["type"] == "agent" and event["actor"]["id"] == SUPPORT
 
 
 def test_a_forbid_names_its_policy(agents: Agents) -> None:
@@ -71,7 +73,11 @@ def test_a_replayed_proof_is_denied(agents: Agents, runtime: Runtime) -> None:
     proof = agents.proof(grant)
     call = ToolCall("crm/issue_refund", refund(100), target=TARGET)
     assert runtime.enforcer.decide_call(grant.token, proof, call).is_allowed
-    assert runtime.enforcer.decide_call(grant.token, proof, call).code == "proof_replayed"
+    replayed = runtime.enforcer.decide_call(grant.token, proof, call)
+    assert replayed.code == "proof_replayed"
+    # a replay may come from anyone who saw the request: it names no agent
+    [event] = [e for e in _events(runtime) if e["id"] == replayed.event_id]
+    assert event["actor"]["type"] == "system"
 
 
 def test_a_drifted_agent_loses_confidential_tools_without_anyone_refreshing_the_engine(

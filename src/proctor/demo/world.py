@@ -80,6 +80,8 @@ def build_world(home: Path) -> DemoWorld:
     _clear(home)
     home.mkdir(parents=True)
     (home / MARKER).write_text("made by `proctor demo`; deleted by the next run\n")
+    # so that `PROCTOR_HOME=<home> proctor …` afterwards sees the demo's agents
+    (home / "proctor.toml").write_text(f'trust_domain = "{TRUST_DOMAIN}"\n')
     repos = home / "repos"
     repo, other = _git_repo(repos / "billing-service"), _git_repo(repos / "payroll")
     policies = home / "policy-source"

@@ -221,16 +221,22 @@ class GrantAuthority:
         self._check_binding(claims)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
-        if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
-            raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these arguments "
-                             "is outside the grant's scope")
-        with self._store.transaction() as conn:
-            if self.leases.revoked_among(conn, claims.lineage):
-                raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
-            _claim_nonce(conn, verified.nonce, now)
-            if tool_id is None:
-                return CheckedGrant(claims, None)
-            uses_left, accessor = _use(conn, claims.grant_id)
+        try:
+            if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
+                raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these "
+                                 "arguments is outside the grant's scope")
+            with self._store.transaction() as conn:
+                if self.leases.revoked_among(conn, claims.lineage):
+                    raise GrantError("grant_revoked",
+                                     "the grant or one it derives from is revoked")
+                _claim_nonce(conn, verified.nonce, now)
+                if tool_id is None:
+                    return CheckedGrant(claims, None)
+                uses_left, accessor = _use(conn, claims.grant_id)
+        except GrantError as exc:
+            if exc.code != "proof_replayed":  # a replay may be anyone's: name no one
+                exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
+            raise
         return CheckedGrant(claims, uses_left, accessor)
 
     def inspect(self, token: str) -> GrantClaims:
