@@ -147,7 +147,10 @@ class HttpBinder:
             # the gate lets nothing through without a grant; fail closed anyway
             raise rpc_error(SESSION_CLOSED, "grant_missing", "the request carries no grant")
         claims, token = grant
-        session = await self._sessions.for_grant(claims)
+        try:
+            session = await self._sessions.for_grant(claims)
+        except ProctorError as exc:  # the store, say: no session, no call
+            raise rpc_error(SESSION_CLOSED, exc.code, exc.message) from None
         client = request.client.host if request.client else None
         creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
                                 self._public + request.url.path, client)

@@ -79,7 +79,8 @@ class RevocationWatch:
                 await anyio.sleep(_HEARD_CHECK_SECONDS)
         finally:
             if subscription is not None:
-                await anyio.to_thread.run_sync(subscription.close)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(subscription.close)
 
     def _close_heard(self) -> None:
         with self._lock:
