@@ -125,3 +125,14 @@ def test_a_bad_scope_is_refused_and_nothing_is_issued(coder_key: ECKey, scope: s
     assert message in error["error"]["message"]
     _, tree = run("grant", "tree", task["task"])
     assert [n["kind"] for n in tree["nodes"]] == ["task"]
+
+
+def test_a_task_is_started_for_an_agent_named_as_at_registration(coder_key: ECKey) -> None:
+    code, task = run("task", "start", "coder", "--purpose", "p",
+                     "--on-behalf-of", "alice@acme.example")
+    assert code == 0, task
+    assert task["agent"] == CODER
+    code, refused = run("task", "start", "spiffe://acme.example/not-an-agent", "--purpose", "p",
+                        "--on-behalf-of", "alice@acme.example")
+    assert code == 1
+    assert refused["error"]["code"] == "agent_id_invalid"

@@ -22,6 +22,7 @@ from proctor.config import load_settings
 from proctor.errors import ProctorError, ScopeError
 from proctor.files import read_capped
 from proctor.grants import GrantClaims, GrantScope, IssuedGrant, LeaseNode
+from proctor.identity import agent_id_for
 
 __all__ = ["grant_app", "task_app"]
 
@@ -99,14 +100,16 @@ def _print_issued(grant: IssuedGrant, as_json: bool) -> None:
 
 @task_app.command("start")
 def start_task(
-    agent: Annotated[str, typer.Argument(help="The agent's SPIFFE ID.")],
+    agent: Annotated[str, typer.Argument(
+        help="The agent: its SPIFFE ID, or its name in this trust domain.")],
     purpose: Annotated[str, typer.Option("--purpose", help="What the task is for.")],
     on_behalf_of: Annotated[str, typer.Option("--on-behalf-of", help="The human it acts for.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Start a task for an agent."""
     with _runtime(as_json) as rt:
-        task = rt.grants.start_task(agent, purpose=purpose, on_behalf_of=on_behalf_of)
+        agent_id = agent_id_for(agent, rt.settings.trust_domain).id
+        task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of)
     if as_json:
         print_json({"task": task.id, "agent": task.agent_id, "purpose": task.purpose,
                     "on_behalf_of": task.on_behalf_of, "started_at": task.started_at})
