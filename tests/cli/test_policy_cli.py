@@ -11,6 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from proctor.cli.main import app
+from proctor.cli.runtime import open_runtime
+from proctor.config import load_settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 runner = CliRunner()
@@ -164,3 +166,33 @@ def test_a_mistyped_expectation_is_a_one_line_error(examples: Path, expect: str,
     result = runner.invoke(app, ["policy", "test", str(examples)])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: test file `bad.test.yaml`: case 1: {message}"
+
+
+def test_apply_makes_a_new_revision_active_and_an_invalid_set_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCTOR_HOME", str(tmp_path / "home"))
+    for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_POLICY_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    policies = tmp_path / "home" / "policies"
+    (policies / "extra.cedar").write_text(
+        '@id("extra-kb")\npermit (principal, action == Action::"tool:kb/search_articles", '
+        'resource);\n')
+    applied = runner.invoke(app, ["policy", "apply", "--json"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["revision"] == 2
+
+    (policies / "broken.cedar").write_text("permit (principal, action, resource) when { nope };")
+    refused = runner.invoke(app, ["policy", "apply", "--json"])
+    assert refused.exit_code == 1
+    assert json.loads(refused.stdout)["valid"] is False
+    again = runner.invoke(app, ["policy", "apply", str(tmp_path / "missing"), "--json"])
+    assert again.exit_code == 1
+    runtime = open_runtime(load_settings())
+    try:
+        active = runtime.policies.active_revision()
+        assert active is not None and active.id == 2
+        assert runtime.policies.list_revisions()[0].id == 2  # nothing stored for the refusals
+    finally:
+        runtime.close()

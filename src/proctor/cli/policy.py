@@ -1,4 +1,4 @@
-"""``proctor policy``: validate, test, explain and diff policy sets."""
+"""``proctor policy``: validate, test, explain and diff policy sets; apply one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import yaml
 from rich.table import Table
 
 from proctor.cli.output import console, fail, print_json
+from proctor.cli.runtime import open_runtime
 from proctor.clock import SystemClock
+from proctor.config import load_settings
 from proctor.errors import PolicyValidationError, ProctorError, RequestError
 from proctor.policy import DecisionRequest, PolicyBundle, load_bundle, request_from_spec
 from proctor.policy.cases import find_case_files, load_cases, run_cases
@@ -214,3 +216,37 @@ def _read_document(path: Path) -> Any:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise RequestError(f"`{path}` cannot be read: {exc}") from exc
+
+
+@app.command("apply")
+def apply(
+    directory: Annotated[Path | None, typer.Argument(
+        help="The policy directory (default: the home's).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate the `*.cedar` files of DIR and make them the active revision.
+
+    The tool catalog and principals stay those of the home's policy directory; an
+    invalid policy set changes nothing. Running servers pick the revision up when
+    they next start (or activate it through the API).
+    """
+    try:
+        settings = load_settings()
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        compiled = runtime.policies.load_directory(directory or settings.policy_dir)
+    except PolicyValidationError as exc:
+        runtime.close()
+        _report_invalid(exc, as_json)
+    except ProctorError as exc:
+        runtime.close()
+        fail(exc.message, code=exc.code, as_json=as_json)
+    runtime.close()
+    if as_json:
+        print_json({"revision": compiled.revision, "policies": len(compiled),
+                    "digest": compiled.digest})
+    else:
+        console.print(f"revision {compiled.revision} is active: {len(compiled)} policies",
+                      markup=False)
