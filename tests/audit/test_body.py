@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proctor.audit import Actor, ActorType, AuditEvent, DecisionRecord, canonical_json
+from proctor.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    DecisionRecord,
+    canonical_json,
+    new_event_id,
+)
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
 maybe = st.none() | texts
@@ -40,3 +48,11 @@ def test_the_fast_body_equals_the_canonical_json_of_the_event(event: AuditEvent)
 @given(events)
 def test_an_event_survives_a_round_trip_through_its_json(event: AuditEvent) -> None:
     assert AuditEvent.from_json(event.as_json()).canonical_body() == event.canonical_body()
+
+
+def test_event_ids_stay_unique_when_someone_seeds_the_random_module() -> None:
+    now = datetime.fromisoformat("2026-11-30T10:00:00+00:00")
+    random.seed(7)
+    first = new_event_id(now)
+    random.seed(7)
+    assert new_event_id(now) != first

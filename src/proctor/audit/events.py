@@ -9,7 +9,7 @@ event holding a secret cannot exist.
 
 from __future__ import annotations
 
-import random
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,11 +83,12 @@ def format_time(value: datetime) -> str:
 def new_event_id(now: datetime) -> str:
     """A UUIDv7 (RFC 9562): the millisecond of ``now``, then 74 random bits.
 
-    Time-ordered ids keep the unique index append-mostly. They need to be
-    unique, not secret, so the fast non-cryptographic generator is enough.
+    Time-ordered ids keep the unique index append-mostly. The random bits come
+    from the operating system, not the ``random`` module, whose shared state a test
+    framework (or anyone) may seed: ids must stay unique whatever happens to it.
     """
     millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
-    rand = random.getrandbits(74)  # uniqueness, not secrecy
+    rand = secrets.randbits(74)
     value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (
         rand & ((1 << 62) - 1))
     text = f"{value:032x}"

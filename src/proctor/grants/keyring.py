@@ -176,7 +176,9 @@ class IssuerKeyring:
         return self._read_at is None or self._clock.monotonic() - self._read_at >= 1.0
 
     def refresh(self) -> None:
-        self._read_at = self._clock.monotonic()
+        """Re-read every key. The read time is set only once the keys are in place, so
+        a concurrent caller never takes an empty key list for a fresh one."""
+        started = self._clock.monotonic()
         with self._store.reading() as conn:
             rows = conn.execute(select(issuer_keys).order_by(issuer_keys.c.created_at)).all()
         keys: dict[str, IssuerKey] = {}
@@ -194,3 +196,4 @@ class IssuerKeyring:
             if until is None:
                 current = row.kid
         self._state = (keys, current)
+        self._read_at = started
