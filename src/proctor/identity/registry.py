@@ -69,7 +69,7 @@ class AgentRegistry:
     def find(self, agent_id: str) -> Agent | None:
         """The agent with this id, or None; raises :class:`AgentIdError` for a malformed id."""
         key = parse_agent_id(agent_id).id
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(select(agents).where(agents.c.id == key)).first()
         return agent_from_row(row) if row is not None else None
 
@@ -83,7 +83,7 @@ class AgentRegistry:
         """The agent registered for ``subject`` of OIDC ``issuer``, or None."""
         query = select(agents).where(agents.c.oidc_issuer == issuer,
                                      agents.c.oidc_subject == subject)
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(query).first()
         return agent_from_row(row) if row is not None else None
 
@@ -91,7 +91,7 @@ class AgentRegistry:
         query = select(agents).order_by(agents.c.id)
         if state is not None:
             query = query.where(agents.c.trust_state == state.value)
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             return [agent_from_row(row) for row in conn.execute(query).all()]
 
     # registering
