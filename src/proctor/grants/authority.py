@@ -22,17 +22,23 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, insert, select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decide_and_record, new_event_id
 from proctor.clock import Clock
 from proctor.errors import AuditError, GrantError, ScopeError
+from proctor.grants.accounting import (
+    check_max_uses,
+    check_ttl,
+    claim_nonce,
+    reserve_uses,
+    use_once,
+)
 from proctor.grants.leases import LeaseNode, LeaseTree
-from proctor.grants.proofs import PROOF_WINDOW_SECONDS, verify_proof
+from proctor.grants.proofs import verify_proof
 from proctor.grants.scope import GrantScope
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
 from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
@@ -48,8 +54,6 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
 
-DEFAULT_TTL_SECONDS = 300
-MAX_TTL_SECONDS = 3600
 EXCHANGE_METHOD = "grant/exchange"
 ISSUE_METHOD = "grant/issue"
 
@@ -171,9 +175,9 @@ class GrantAuthority:
         task = self.task(task_id)
         if task.ended_at is not None:
             raise GrantError("task_ended", f"task `{task_id}` has ended")
-        _check_max_uses(max_uses)
+        check_max_uses(max_uses)
         jkt = self._holder_key(self._active_agent(task.agent_id), holder_proof)
-        ttl = _ttl(ttl_seconds)
+        ttl = check_ttl(ttl_seconds)
         now = self._clock.now()
         self._decide_issuance(task, task.agent_id, scope, ttl, max_uses, (), approved, now)
         claims = self._claims(task, task.agent_id, jkt, scope, now, ttl, (), ())
@@ -189,7 +193,7 @@ class GrantAuthority:
             raise GrantError("delegation_widens_scope",
                              "the requested scope is wider than the parent grant's")
         now = self._clock.now()
-        ttl = _ttl(ttl_seconds)
+        ttl = check_ttl(ttl_seconds)
         if int(now.timestamp()) + ttl > parent.expires_at:
             raise GrantError("delegation_extends_expiry",
                              "a child grant cannot outlive its parent")
@@ -197,7 +201,7 @@ class GrantAuthority:
             raise GrantError("delegation_too_deep",
                              f"delegation is limited to depth {self.max_depth}")
         chain = (parent.agent_id, *parent.actor_chain)
-        _check_max_uses(max_uses)
+        check_max_uses(max_uses)
         receiver = self._active_agent(to_agent)
         to_agent = receiver.agent_id  # as registered
         if to_agent in chain:
@@ -229,10 +233,10 @@ class GrantAuthority:
                 if self.leases.revoked_among(conn, claims.lineage):
                     raise GrantError("grant_revoked",
                                      "the grant or one it derives from is revoked")
-                _claim_nonce(conn, verified.nonce, now)
+                claim_nonce(conn, verified.nonce, now)
                 if tool_id is None:
                     return CheckedGrant(claims, None)
-                uses_left, accessor = _use(conn, claims.grant_id)
+                uses_left, accessor = use_once(conn, claims.grant_id)
         except GrantError as exc:
             if exc.code != "proof_replayed":  # a replay may be anyone's: name no one
                 exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
@@ -336,7 +340,7 @@ class GrantAuthority:
         proof = verify_proof(holder_proof, token=None, key_thumbprint=binding.key_thumbprint,
                              method=ISSUE_METHOD, target=self._codec.issuer, now=now)
         with self._store.transaction() as conn:
-            _claim_nonce(conn, proof.nonce, now)
+            claim_nonce(conn, proof.nonce, now)
         return proof.key_thumbprint
 
     def _decide_issuance(self, task: Task, agent_id: str, scope: GrantScope, ttl: int,
@@ -383,7 +387,7 @@ class GrantAuthority:
             if self.leases.revoked_among(conn, [parent_id]):
                 raise GrantError("grant_revoked", "the parent task or grant is revoked")
             if reserve_from_parent:
-                _reserve_uses(conn, parent_id, max_uses)
+                reserve_uses(conn, parent_id, max_uses)
             self.leases.add(conn, node_id=claims.grant_id, parent_id=parent_id, kind="grant",
                             task_id=claims.task_id, agent_id=claims.agent_id,
                             expires_at=expires)
@@ -391,59 +395,3 @@ class GrantAuthority:
                 id=claims.grant_id, accessor=accessor, token_hash=token_hash(token),
                 scope=claims.scope.as_json(), max_uses=max_uses, uses=0))
         return IssuedGrant(token, accessor, claims)
-
-
-def _check_max_uses(max_uses: int | None) -> None:
-    if max_uses is not None and max_uses < 1:
-        raise GrantError("grant_max_uses_invalid", "max uses must be at least 1")
-
-
-def _reserve_uses(conn: Connection, parent_id: str, max_uses: int | None) -> None:
-    """A child of a use-limited grant takes its uses out of the parent's: delegation
-    can never multiply uses."""
-    row = conn.execute(select(grants.c.max_uses, grants.c.uses)
-                       .where(grants.c.id == parent_id)).first()
-    if row is None or row.max_uses is None:
-        return
-    left = int(row.max_uses) - int(row.uses)
-    if max_uses is None or max_uses > left:
-        raise GrantError("delegation_widens_uses",
-                         f"the parent grant has {left} uses left: the child must ask for "
-                         "at most that many")
-    result = conn.execute(update(grants).where(and_(
-        grants.c.id == parent_id, grants.c.uses + max_uses <= grants.c.max_uses))
-        .values(uses=grants.c.uses + max_uses))
-    if result.rowcount != 1:
-        raise GrantError("grant_uses_exhausted", "the parent grant has no uses left")
-
-
-def _ttl(ttl_seconds: int | None) -> int:
-    ttl = DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-    if not 1 <= ttl <= MAX_TTL_SECONDS:
-        raise GrantError("grant_ttl_invalid",
-                         f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
-    return ttl
-
-
-def _claim_nonce(conn: Connection, nonce: str, now: datetime) -> None:
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(proof_nonces).values(
-                nonce=nonce, expires_at=now + timedelta(seconds=2 * PROOF_WINDOW_SECONDS)))
-    except IntegrityError as exc:
-        raise GrantError("proof_replayed", "this proof was already used") from exc
-
-
-def _use(conn: Connection, grant_id: str) -> tuple[int | None, str]:
-    """Count one use; returns the uses left (None: no limit) and the grant's accessor."""
-    row = conn.execute(select(grants.c.max_uses, grants.c.uses, grants.c.accessor)
-                       .where(grants.c.id == grant_id)).first()
-    if row is None:
-        raise GrantError("grant_unknown", "the grant is not known to this issuer")
-    if row.max_uses is None:
-        return None, str(row.accessor)
-    result = conn.execute(update(grants).where(and_(
-        grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)).values(uses=grants.c.uses + 1))
-    if result.rowcount != 1:
-        raise GrantError("grant_uses_exhausted", "the grant has no uses left")
-    return int(row.max_uses) - int(row.uses) - 1, str(row.accessor)

@@ -1,0 +1,78 @@
+"""Counting what a grant allows: its lifetime, its uses, and the proof nonces it has seen.
+
+Each function runs inside the caller's transaction, so a failed check or issuance
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from proctor.errors import GrantError
+from proctor.grants.proofs import PROOF_WINDOW_SECONDS
+from proctor.store.tables import grants, proof_nonces
+
+__all__ = ["DEFAULT_TTL_SECONDS", "MAX_TTL_SECONDS", "check_max_uses", "check_ttl",
+           "claim_nonce", "reserve_uses", "use_once"]
+
+DEFAULT_TTL_SECONDS = 300
+MAX_TTL_SECONDS = 3600
+
+
+def check_max_uses(max_uses: int | None) -> None:
+    if max_uses is not None and max_uses < 1:
+        raise GrantError("grant_max_uses_invalid", "max uses must be at least 1")
+
+
+def reserve_uses(conn: Connection, parent_id: str, max_uses: int | None) -> None:
+    """A child of a use-limited grant takes its uses out of the parent's: delegation
+    can never multiply uses."""
+    row = conn.execute(select(grants.c.max_uses, grants.c.uses)
+                       .where(grants.c.id == parent_id)).first()
+    if row is None or row.max_uses is None:
+        return
+    left = int(row.max_uses) - int(row.uses)
+    if max_uses is None or max_uses > left:
+        raise GrantError("delegation_widens_uses",
+                         f"the parent grant has {left} uses left: the child must ask for "
+                         "at most that many")
+    result = conn.execute(update(grants).where(and_(
+        grants.c.id == parent_id, grants.c.uses + max_uses <= grants.c.max_uses))
+        .values(uses=grants.c.uses + max_uses))
+    if result.rowcount != 1:
+        raise GrantError("grant_uses_exhausted", "the parent grant has no uses left")
+
+
+def check_ttl(ttl_seconds: int | None) -> int:
+    ttl = DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    if not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise GrantError("grant_ttl_invalid",
+                         f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+    return ttl
+
+
+def claim_nonce(conn: Connection, nonce: str, now: datetime) -> None:
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(proof_nonces).values(
+                nonce=nonce, expires_at=now + timedelta(seconds=2 * PROOF_WINDOW_SECONDS)))
+    except IntegrityError as exc:
+        raise GrantError("proof_replayed", "this proof was already used") from exc
+
+
+def use_once(conn: Connection, grant_id: str) -> tuple[int | None, str]:
+    """Count one use; returns the uses left (None: no limit) and the grant's accessor."""
+    row = conn.execute(select(grants.c.max_uses, grants.c.uses, grants.c.accessor)
+                       .where(grants.c.id == grant_id)).first()
+    if row is None:
+        raise GrantError("grant_unknown", "the grant is not known to this issuer")
+    if row.max_uses is None:
+        return None, str(row.accessor)
+    result = conn.execute(update(grants).where(and_(
+        grants.c.id == grant_id, grants.c.uses < grants.c.max_uses)).values(uses=grants.c.uses + 1))
+    if result.rowcount != 1:
+        raise GrantError("grant_uses_exhausted", "the grant has no uses left")
+    return int(row.max_uses) - int(row.uses) - 1, str(row.accessor)
