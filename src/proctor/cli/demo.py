@@ -37,8 +37,8 @@ def demo(
     else:
         verdict = "[bold green]every step showed what it must[/]" if report.ok else \
             "[bold red]some steps did not show what they must[/]"
-        console.print(f"\n{verdict}. The demo's home stays in {options.home}; look "
-                      f"around with `PROCTOR_HOME={options.home} uv run proctor audit tail`",
-                      markup=False)
+        console.print(f"\n{verdict}.")
+        console.print(f"The demo's home stays in {options.home}; look around with "
+                      f"`PROCTOR_HOME={options.home} uv run proctor audit tail`", markup=False)
     if not report.ok:
         raise typer.Exit(1)
