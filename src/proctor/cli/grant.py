@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from rich.tree import Tree
 
 from proctor.audit import Actor, ActorType
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, open_runtime
+from proctor.cli.runtime import Runtime, open_runtime, operator_name
 from proctor.config import load_settings
 from proctor.errors import ProctorError, ScopeError
 from proctor.files import read_capped
@@ -37,15 +36,6 @@ UsesOpt = Annotated[int | None, typer.Option("--max-uses", help="Uses before it 
 ByOpt = Annotated[str | None, typer.Option(
     "--by", help="The human doing this, for the audit log (default: the login name).")]
 _MAX_SCOPE_BYTES = 64 * 1024
-
-
-def _operator(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 @contextmanager
@@ -122,7 +112,7 @@ def end_task(task: Annotated[str, typer.Argument(help="The task id.")], by: ByOp
              as_json: JsonOpt = False) -> None:
     """End a task: every grant issued under it is revoked."""
     with _runtime(as_json) as rt:
-        revoked = rt.grants.end_task(task, by=Actor(ActorType.HUMAN, _operator(by)))
+        revoked = rt.grants.end_task(task, by=Actor(ActorType.HUMAN, operator_name(by)))
     if as_json:
         print_json({"task": task, "revoked": revoked})
     else:
@@ -204,7 +194,7 @@ def revoke(grant: Annotated[str, typer.Argument(help="The grant's accessor or id
            by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a grant and everything derived from it."""
     with _runtime(as_json) as rt:
-        revoked = rt.grants.revoke(grant, reason, by=Actor(ActorType.HUMAN, _operator(by)))
+        revoked = rt.grants.revoke(grant, reason, by=Actor(ActorType.HUMAN, operator_name(by)))
     if as_json:
         print_json({"revoked": revoked})
     else:

@@ -4,6 +4,7 @@ enforcer."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import shutil
 from dataclasses import dataclass
@@ -26,8 +27,15 @@ from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.store import Store, open_store
 
-__all__ = ["EXAMPLE_POLICIES", "Runtime", "init_home", "issuer_for", "open_keyring",
-           "open_runtime"]
+__all__ = [
+    "EXAMPLE_POLICIES",
+    "Runtime",
+    "init_home",
+    "issuer_for",
+    "open_keyring",
+    "open_runtime",
+    "operator_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +131,13 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
                         base_principals=bundle.principals)
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
                    approvals, enforcer, keyring)
+
+
+def operator_name(given: str | None) -> str:
+    """The human a CLI command acts as: ``--by`` if given, else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
+from proctor.cli.runtime import open_runtime, operator_name
 from proctor.config import load_settings
 from proctor.errors import ProctorError, SecretError
 from proctor.grants import load_master_key
@@ -34,15 +34,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 NameArg = Annotated[str, typer.Argument(help="The secret's name: 1-128 of A-Z a-z 0-9 _ . -")]
 ByOpt = Annotated[str | None, typer.Option(
     "--by", help="The human doing this, for the audit log (default: the login name).")]
-
-
-def _operator(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 @contextmanager
@@ -106,7 +97,7 @@ def set_secret(
              "shell history); pipe it in or use --from-env", code="secret_value_invalid",
              as_json=as_json)
     with _secrets(as_json) as secrets:
-        info = secrets.put(name, _read_value(name, from_env), by=_operator(by))
+        info = secrets.put(name, _read_value(name, from_env), by=operator_name(by))
     if as_json:
         print_json(_info_json(info))
     else:
@@ -135,7 +126,7 @@ def list_secrets(as_json: JsonOpt = False) -> None:
 def delete_secret(name: NameArg, by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a secret; every lease of it ends."""
     with _secrets(as_json) as secrets:
-        revoked = secrets.delete(name, by=_operator(by))
+        revoked = secrets.delete(name, by=operator_name(by))
     if as_json:
         print_json({"name": name, "deleted": True, "revoked": revoked})
     else:
