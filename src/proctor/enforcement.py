@@ -34,6 +34,7 @@ from proctor.clock import Clock
 from proctor.errors import ProctorError
 from proctor.grants import GrantAuthority, GrantClaims
 from proctor.grants.authority import Task
+from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.identity import Agent, AgentRegistry, sync_principals
 from proctor.identity.agent import TrustState
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
@@ -131,7 +132,7 @@ class Enforcer:
     async def await_approval(self, verdict: CallVerdict, *, timeout: float) -> CallVerdict:
         """Wait for the human decision a pending verdict asks for, then decide again.
 
-        Approved: the grant's revocation state is checked again, the approval is used
+        Approved: the grant's revocation, expiry and agent are checked again, the approval is used
         (once) and the call decided with ``approved``. Denied or expired: a deny.
         Still pending after ``timeout``: ``approval_timeout``, naming the approval.
         """
@@ -158,6 +159,15 @@ class Enforcer:
             if self._grants.leases.revoked_now(claims.lineage):
                 return self._refused_after(verdict, "grant_revoked",
                                            "the grant was revoked while the call waited")
+            if claims.expires_at + LEEWAY_SECONDS <= int(self._clock.now().timestamp()):
+                return self._refused_after(verdict, "grant_expired",
+                                           "the grant expired while the call waited")
+            agent = self._registry.find(claims.agent_id)
+            if agent is None or agent.trust_state in _INACTIVE:
+                return self._refused_after(verdict, "agent_not_active",
+                                           "the agent was suspended or retired while the "
+                                           "call waited")
+            self._refresh(agent)
             return self._policy(claims, verdict.accessor or "", request)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)

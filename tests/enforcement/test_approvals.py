@@ -11,6 +11,7 @@ from proctor.audit import ActorType, EventFilter, search_events
 from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
 from proctor.errors import ApprovalError
+from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.policy import Outcome
 
 from .conftest import APPROVER, OWNER, SUPPORT, Agents, refund
@@ -91,6 +92,32 @@ def test_a_grant_revoked_while_its_call_waits_is_denied(
     runtime.grants.revoke(grant.accessor, "task cancelled")
     verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
+
+
+def test_an_agent_suspended_while_its_call_waits_is_denied(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    runtime.registry.suspend(SUPPORT, by=APPROVER, reason="odd behaviour")
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "agent_not_active")
+    # the approval is not spent on a call that did not run
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.APPROVED
+
+
+def test_a_grant_that_expires_while_its_call_waits_is_denied(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock,
+) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    frozen.advance(seconds=grant.claims.expires_at - grant.claims.issued_at + LEEWAY_SECONDS)
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_expired")
 
 
 def test_the_owner_the_agent_acts_for_may_not_approve(
