@@ -130,7 +130,7 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
         h64, p64, s64 = proof.split(".")
         payload = json.loads(_unb64(p64))
         signature = _unb64(s64)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise GrantError("proof_invalid", "proof is not a valid compact JWS") from exc
     if not isinstance(payload, dict):
         raise GrantError("proof_invalid", "proof payload is not a JSON object")
@@ -172,7 +172,7 @@ def _header(h64: str) -> _ProofKey:
     try:
         header = json.loads(_unb64(h64))
         jwk, alg = header["jwk"], header["alg"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise GrantError("proof_invalid", "proof header is not valid") from exc
     if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict):
         raise GrantError("proof_invalid", "proof header is not valid")

@@ -167,7 +167,7 @@ def _header(token: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
         header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise GrantError("grant_malformed", "grant header is not valid JSON") from exc
     if not isinstance(header, dict):
         raise GrantError("grant_malformed", "grant header is not a JSON object")

@@ -67,7 +67,7 @@ def peek(token: str) -> UnverifiedToken:
         claims = json.loads(compact.payload)
     except ExceededSizeError as exc:
         raise ProofTooLargeError("a part of the proof is larger than allowed") from exc
-    except (JoseError, ValueError, TypeError) as exc:
+    except (JoseError, ValueError, TypeError, RecursionError) as exc:
         raise ProofMalformedError("the proof is not a compact JWS with a JSON payload") from exc
     header = compact.headers()
     if not isinstance(claims, dict):

@@ -200,7 +200,7 @@ def unverified_holder(token: str) -> dict[str, str]:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         return {"id": str(claims["jti"])[:128], "agent": str(claims["sub"])[:512],
                 "task": str(claims["task"])[:64], "accessor": ""}
-    except (IndexError, ValueError, KeyError, TypeError):
+    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
         return {"id": "unknown", "agent": "", "task": "", "accessor": ""}
 
 
