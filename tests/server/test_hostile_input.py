@@ -55,3 +55,17 @@ async def test_a_grant_with_a_deeply_nested_payload_is_refused_not_a_crash(agent
         assert response.status_code == 403, response.text  # held by nobody: not this agent
         assert response.json()["code"] == "forbidden"
 
+
+async def test_a_nul_character_in_an_id_or_filter_is_a_4xx(agents: Api) -> None:
+    for method, path, body in (
+            ("GET", "/v1/tasks/%00", None), ("GET", "/v1/approvals/%00", None),
+            ("POST", "/v1/grants/%00/revoke", None), ("GET", "/v1/audit/events?actor=%00", None),
+            ("GET", "/v1/approvals?task=%00", None),
+            ("POST", "/v1/grants", {"task": "task_\x00", "scope": {"tools": []}}),
+            ("POST", "/v1/tasks", {"agent": SUPPORT, "purpose": "a\x00b",
+                                   "on_behalf_of": "bob@acme.example"})):
+        response = await agents.client.request(method, path, headers=agents.admin, json=body)
+        assert response.status_code < 500, (path, response.text)
+        if response.status_code >= 400:
+            assert response.json()["code"] in ("request_invalid", "task_unknown",
+                                                "approval_unknown", "grant_unknown"), path

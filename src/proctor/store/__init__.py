@@ -19,11 +19,21 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from proctor.errors import StoreError
+from proctor.errors import ProctorError, RequestError, StoreError
 from proctor.store.engine import READ_ONLY, create_store_engine, normalize_url
 from proctor.store.migrate import upgrade
 
 __all__ = ["Store", "as_utc", "normalize_url", "open_store"]
+
+
+def _store_error(exc: Exception) -> ProctorError:
+    """A driver error as proctor's error: text PostgreSQL cannot hold (a NUL character)
+    is bad input (``request_invalid``), anything else ``store_unavailable``."""
+    cause = getattr(exc, "orig", exc)
+    if isinstance(cause, psycopg.errors.UntranslatableCharacter) or (
+            isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)):
+        return RequestError("text cannot contain a NUL character")
+    return StoreError(f"database error: {type(exc).__name__}")
 
 
 class Store:
@@ -47,7 +57,7 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {type(exc).__name__}") from exc
+            raise _store_error(exc) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -58,7 +68,7 @@ class Store:
                 with connection.begin():
                     yield connection
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {type(exc).__name__}") from exc
+            raise _store_error(exc) from exc
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one read-only statement on this thread's own driver connection.
@@ -81,7 +91,7 @@ class Store:
                 cursor.close()
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
             self._drop_reader()
-            raise StoreError(f"database error: {type(exc).__name__}") from exc
+            raise _store_error(exc) from exc
 
     def _reader(self) -> Any:
         connection = getattr(self._readers, "connection", None)
