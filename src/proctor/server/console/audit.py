@@ -24,6 +24,7 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 _PAGE = 100
 _FEED_MAX = 200
+_MAX_SEQ = 2**63 - 1  # what a BIGINT holds: a cursor past it is past every event
 DECISIONS = ("allow", "deny", "approval_required")
 
 
@@ -63,7 +64,7 @@ def audit_feed(console: ConsoleCall) -> Response:
     console.require("api:audit.search", service("audit"))
     where, _ = _filters(console)
     try:
-        after = max(0, int(console.request.query_params.get("after", "0")))
+        after = min(max(0, int(console.request.query_params.get("after", "0"))), _MAX_SEQ)
     except ValueError:
         after = 0
     events: list[StoredEvent] = []
