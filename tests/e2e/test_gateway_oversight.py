@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from proctor.errors import GrantError
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from tests.gateway.conftest import UPSTREAM, Deployment, make_deployment
+
+FAILING = [sys.executable, "-m", "tests.gateway.failing_upstream"]
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +95,21 @@ async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited
     redactions = list(iter_events(deployment.runtime.store,
                                   EventFilter(action="gateway.redact")))
     assert [e.event["target"] for e in redactions] == ["test/fake_credentials"]
+
+
+async def test_an_upstreams_error_text_on_a_listing_is_redacted(
+        deployment: Deployment) -> None:
+    token = "ghp_" + secrets.token_hex(18)
+    config = deployment.config({"upstreams": {"test": {
+        "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+        for listing in (client.list_prompts, client.list_resources,
+                        client.list_resource_templates):
+            with pytest.raises(MCPError) as refused:
+                await listing()
+            assert token not in refused.value.error.message
+            assert "[REDACTED:github_token]" in refused.value.error.message
 
 
 async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(

@@ -123,7 +123,7 @@ class Gateway:
             if upstream is None or not self.visibility.shows(
                     session.claims, f"{server}/{PROMPT_GET}"):
                 continue
-            prompts = await session.forward(upstream.connection.list_prompts)
+            prompts = await self._forward(session, upstream.connection.list_prompts)
             shown.extend(p.model_copy(update={"name": view.exposed(server, p.name)})
                          for p in prompts)
         return shown
@@ -139,10 +139,10 @@ class Gateway:
             if upstream is None or not self.visibility.shows(
                     session.claims, f"{server}/{RESOURCE_READ}"):
                 continue
-            listed = await session.forward(upstream.connection.list_resources)
+            listed = await self._forward(session, upstream.connection.list_resources)
             session.resource_servers.update((str(r.uri), server) for r in listed)
             resources.extend(listed)
-            shapes = await session.forward(upstream.connection.list_resource_templates)
+            shapes = await self._forward(session, upstream.connection.list_resource_templates)
             session.resource_servers.update((t.uri_template, server) for t in shapes)
             templates.extend(shapes)
         return resources, templates
