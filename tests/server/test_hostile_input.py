@@ -69,3 +69,23 @@ async def test_a_nul_character_in_an_id_or_filter_is_a_4xx(agents: Api) -> None:
         if response.status_code >= 400:
             assert response.json()["code"] in ("request_invalid", "task_unknown",
                                                 "approval_unknown", "grant_unknown"), path
+
+
+@pytest.mark.parametrize("nesting", ["(" * 3000 + "true" + ")" * 3000,
+                                     "if true then " * 5000 + "true" + " else true" * 5000,
+                                     "[" * 3000 + "]" * 3000 + " == []"])
+async def test_a_policy_nested_past_what_cedar_parses_is_refused_not_a_crash(
+        api: Api, nesting: str) -> None:
+    # Cedar's parser recursed once per level and overflowed the thread's stack: the
+    # whole server process died on a validation an auditor may ask for.
+    text = f"permit (principal, action, resource) when {{ {nesting} }};"
+    auditor = api.human("audrey@acme.example", "auditor")
+    checked = await api.client.post("/v1/policies/validate", headers=auditor,
+                                    json={"sources": {"deep.cedar": text}})
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["valid"] is False
+    [error] = checked.json()["errors"]
+    assert error["file"] == "deep.cedar" and "nest" in error["message"]
+    uploaded = await api.client.post("/v1/policies/revisions", headers=api.admin,
+                                     json={"sources": {"deep.cedar": text}})
+    assert uploaded.status_code == 422 and uploaded.json()["code"] == "policy_invalid"

@@ -30,7 +30,12 @@ __all__ = [
 
 MAX_FILE_BYTES = 1 << 20
 MAX_FILES = 1000
+# Cedar's parser recurses once per level of nesting and, a few hundred levels down,
+# overflows the thread's stack, which kills the process: deeper policies are refused
+# before it sees them. Levels are open brackets plus the statement's `if`s so far.
+MAX_NESTING = 100
 _EOF = "unexpected end of input"
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"?|//[^\n]*|[(\[{]|[)\]}]|\bif\b')
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,12 @@ def parse_sources(sources: Mapping[str, str]) -> list[LocatedPolicy]:
     seen: dict[str, LocatedPolicy] = {}
     for name, text in sources.items():
         statements = list(split_statements(text))
+        deep = [s for s in statements if _too_deep(s.text)]
+        if deep:
+            problems.extend(Diagnostic(name, s.line, s.column, f"the policy nests deeper than "
+                                       f"{MAX_NESTING} levels (brackets and `if`s)")
+                            for s in deep)
+            continue
         nodes = _parse_file(name, text, statements, problems)
         if nodes is None:
             continue
@@ -157,6 +168,21 @@ def parse_sources(sources: Mapping[str, str]) -> list[LocatedPolicy]:
     if problems:
         raise PolicyValidationError(problems)
     return policies
+
+
+def _too_deep(text: str) -> bool:
+    depth = ifs = 0
+    for match in _NESTING.finditer(text):
+        piece = match.group()
+        if piece in ("(", "[", "{"):
+            depth += 1
+        elif piece in (")", "]", "}"):
+            depth -= 1
+        elif piece == "if":
+            ifs += 1
+        if depth + ifs > MAX_NESTING:
+            return True
+    return False
 
 
 def _parse_file(
