@@ -112,6 +112,20 @@ async def test_an_upstreams_error_text_on_a_listing_is_redacted(
             assert "[REDACTED:github_token]" in refused.value.error.message
 
 
+async def test_structured_content_is_scanned_even_under_binary_looking_keys(
+        deployment: Deployment) -> None:
+    token = "ghp_" + secrets.token_hex(18)
+    config = deployment.config({"upstreams": {"test": {
+        "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
+    grant = deployment.grant()
+    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+        result = await client.call_tool("lookup", {})
+    assert result.structured_content is not None
+    assert token not in _text(result)
+    assert result.structured_content["object"]["blob"] == "[REDACTED:github_token]"
+    assert result.structured_content["avatar"]["data"] == "[REDACTED:github_token]"
+
+
 async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
         deployment: Deployment) -> None:
     grant = deployment.grant()

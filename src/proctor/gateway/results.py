@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
 _SYSTEM = Actor(ActorType.SYSTEM, "proctor-gateway")
 _BINARY_TYPES = {"image", "audio"}
+_STRUCTURED = "structuredContent"
 _Where = tuple[str | int, ...]  # a path into a JSON document
 
 
@@ -136,7 +137,8 @@ def _set_aside(node: Any, found: list[tuple[_Where, Any]], path: _Where = ()) ->
             found.append(((*path, key), node[key]))
             node[key] = ""
         for key, value in node.items():
-            if key not in keys:
+            # structured content is the tool's own JSON: a `blob` or `data` there is text
+            if key not in keys and key != _STRUCTURED:
                 _set_aside(value, found, (*path, key))
     elif isinstance(node, list):
         for index, item in enumerate(node):
