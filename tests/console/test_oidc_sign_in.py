@@ -44,3 +44,25 @@ async def test_an_oidc_token_opens_a_session_that_ends_with_the_token(
         assert token not in page.text
         frozen.advance(seconds=301)  # the OIDC token's exp
         assert (await client.get("/console/approvals")).status_code == 303
+
+
+
+async def test_a_fractional_exp_still_ends_the_session_with_the_token(
+        runtime: Runtime, provider: Provider, frozen: FrozenClock) -> None:
+    # `exp` is any JSON number; a fractional one was ignored and the session lasted 8 hours.
+    issuer = issuer_from_config({
+        "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+        "algorithms": ["RS256"], "subject_claim": "email", "role_claim": "groups",
+        "roles": {"approver": "payments-approvers"},
+    }, Path(), frozen)
+    app, _ = make_app(runtime, ServerConfig(oidc_issuers=(issuer,)))
+    now = int(frozen.now().timestamp())
+    token = provider.token(now, exp=now + 300.5, email="dave@acme.example",
+                           groups=["payments-approvers"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=BASE_URL) as client:
+        signed = await sign_in(client, token)
+        assert signed.status_code == 303, signed.text
+        assert (await client.get("/console/approvals")).status_code == 200
+        frozen.advance(seconds=302)
+        assert (await client.get("/console/approvals")).status_code == 303

@@ -89,7 +89,8 @@ def login(request: Request, token: Annotated[str, Form(max_length=_MAX_TOKEN)] =
     expires_at = None
     if principal.method == "oidc":
         exp = peek(token.strip()).claims.get("exp")
-        expires_at = datetime.fromtimestamp(int(exp), UTC) if isinstance(exp, int) else None
+        expires_at = datetime.fromtimestamp(int(exp), UTC) if isinstance(
+            exp, int | float) and not isinstance(exp, bool) else None
     cookie, session = ConsoleSessions(state.runtime.store, state.runtime.clock).open(
         principal.id, principal.roles, method=principal.method,
         credential=principal.credential if principal.method == "api_token" else "",
