@@ -168,7 +168,7 @@ class Enforcer:
                                            "the agent was suspended or retired while the "
                                            "call waited")
             self._refresh(agent)
-            return self._policy(claims, verdict.accessor or "", request)
+            return self._policy(claims, verdict.accessor or "", self._current(request, claims))
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)
             return self._refused_after(verdict, "enforcement_error",
@@ -237,6 +237,16 @@ class Enforcer:
             source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen))
         return DecisionRequest(EntityRef("Agent", agent.id), f"tool:{call.tool_id}",
                                EntityRef("Tool", call.tool_id), context)
+
+    def _current(self, request: DecisionRequest, claims: GrantClaims) -> DecisionRequest:
+        """``request`` with the time and the task's data sensitivity as they are now
+        (the task may have read more while the call waited)."""
+        task = self._grants.task(claims.task_id)
+        fresh = call_context(now=self._clock.now(),
+                             sensitivity_seen=Sensitivity(task.sensitivity_seen))
+        context = {**request.context, "time": fresh["time"],
+                   "sensitivity_seen": fresh["sensitivity_seen"]}
+        return DecisionRequest(request.principal, request.action, request.resource, context)
 
     def _ask(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
              decision: Decision, event_id: str) -> Approval:

@@ -120,6 +120,21 @@ def test_a_grant_that_expires_while_its_call_waits_is_denied(
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_expired")
 
 
+def test_data_read_while_a_call_waits_counts_when_it_goes_on(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "email/*"}])
+    email = {"to": "someone@example.org", "subject": "hi", "body": "..."}
+    pending = agents.call(grant, "email/send_email", email)
+    assert pending.outcome is Outcome.APPROVAL_REQUIRED and pending.approval is not None
+    # meanwhile the task reads confidential data, then a human approves the email
+    assert agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("no-external-email-after-confidential",))
+
+
 def test_the_owner_the_agent_acts_for_may_not_approve(
     runtime: Runtime, agents: Agents,
 ) -> None:
