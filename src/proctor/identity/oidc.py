@@ -9,8 +9,9 @@ subject can never stand for an agent it was not registered for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -25,10 +26,17 @@ from proctor.errors import (
 )
 from proctor.identity.agent import ProofMethod
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity, translate_jose_error
-from proctor.identity.tokens import check_algorithm, check_audience, check_issuer, check_times, peek
+from proctor.identity.tokens import (
+    UnverifiedToken,
+    check_algorithm,
+    check_audience,
+    check_issuer,
+    check_times,
+    peek,
+)
 from proctor.identity.trust import DEFAULT_LEEWAY_SECONDS, OidcIssuer
 
-__all__ = ["OidcVerifier"]
+__all__ = ["OidcVerifier", "decode_issuer_token"]
 
 _CURVES = {"ES256": "P-256", "ES384": "P-384"}
 _MAX_SUBJECT = 512
@@ -54,15 +62,10 @@ class OidcVerifier:
         issuer = self._issuers.get(name) if isinstance(name, str) else None
         if issuer is None:
             raise ProofIssuerError(f"issuer `{str(name)[:80]}` is not a configured OIDC issuer")
-        alg = check_algorithm(unverified.header, issuer.algorithms)
-        key = _key_for(issuer, unverified.header.get("kid"), alg)
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg]).claims
-        except JoseError as exc:
-            raise translate_jose_error(exc) from exc
-        check_issuer(claims, issuer.issuer)
-        check_audience(claims, issuer.audience)
-        expires_at = check_times(claims, now=now, leeway_seconds=self.leeway_seconds)
+        claims, expires_at = decode_issuer_token(
+            token, unverified, issuer=issuer.issuer, audience=issuer.audience,
+            algorithms=issuer.algorithms, find_key=lambda kid: issuer.keys.get_by_kid(kid),
+            now=now, leeway_seconds=self.leeway_seconds)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > _MAX_SUBJECT:
             raise ProofClaimsError("the token has no usable `sub` claim")
@@ -74,16 +77,27 @@ class OidcVerifier:
                                 subject=subject, claims=claims)
 
 
-def _key_for(issuer: OidcIssuer, kid: object, alg: str) -> Key:
+def decode_issuer_token(token: str, unverified: UnverifiedToken, *, issuer: str,
+                        audience: str, algorithms: Sequence[str],
+                        find_key: Callable[[str | None], Key], now: datetime,
+                        leeway_seconds: int) -> tuple[dict[str, Any], datetime]:
+    """Verify an OIDC token of ``issuer``: an allowed algorithm that fits the key its
+    ``kid`` names (``find_key`` raises joserfc's error for an unknown one), the
+    signature, issuer, audience and times. Returns the claims and the expiry.
+
+    Shared by agents' workload tokens and humans' sign-in tokens.
+    """
+    alg = check_algorithm(unverified.header, algorithms)
+    kid = unverified.header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise ProofKeyUnknownError("the token's `kid` is not a string")
     try:
-        key = issuer.keys.get_by_kid(kid)
+        key = find_key(kid)
     except JoseError as exc:
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}` has no key with the token's "
+        raise ProofKeyUnknownError(f"issuer `{issuer}` has no key with the token's "
                                    "`kid`") from exc
     if key.get("use", "sig") != "sig":
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}`'s key for the `kid` is not for "
+        raise ProofKeyUnknownError(f"issuer `{issuer}`'s key for the `kid` is not for "
                                    "signatures")
     if alg.startswith("ES"):
         fits = isinstance(key, ECKey) and key.curve_name == _CURVES.get(alg)
@@ -91,4 +105,10 @@ def _key_for(issuer: OidcIssuer, kid: object, alg: str) -> Key:
         fits = isinstance(key, RSAKey)
     if not fits:
         raise ProofAlgorithmError(f"algorithm `{alg}` does not fit the issuer's key")
-    return key
+    try:
+        claims = jwt.decode(token, key, algorithms=[alg]).claims
+    except JoseError as exc:
+        raise translate_jose_error(exc) from exc
+    check_issuer(claims, issuer)
+    check_audience(claims, audience)
+    return claims, check_times(claims, now=now, leeway_seconds=leeway_seconds)

@@ -15,28 +15,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, KeySet, RSAKey
+from joserfc.jwk import Key, KeySet
 
 from proctor.clock import Clock, SystemClock
 from proctor.errors import (
     ConfigError,
-    ProofAlgorithmError,
     ProofClaimsError,
     ProofIssuerError,
     ProofKeyUnknownError,
 )
 from proctor.identity.jwks import MAX_JWKS_BYTES, read_jwks, split_jwks
-from proctor.identity.proofs import translate_jose_error
-from proctor.identity.tokens import check_algorithm, check_audience, check_issuer, check_times, peek
+from proctor.identity.oidc import decode_issuer_token
+from proctor.identity.tokens import peek
 from proctor.server.principals import HUMAN_ROLES
 
 __all__ = ["FileKeys", "HumanIssuer", "HumanVerifier", "UrlKeys", "VerifiedHuman",
@@ -46,7 +44,6 @@ log = logging.getLogger(__name__)
 
 LEEWAY_SECONDS = 30
 _REFETCH_SECONDS = 30.0
-_CURVES = {"ES256": "P-256", "ES384": "P-384"}
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 
 
@@ -170,15 +167,10 @@ class HumanVerifier:
         issuer = self._issuers.get(name) if isinstance(name, str) else None
         if issuer is None:
             raise ProofIssuerError(f"issuer `{str(name)[:80]}` is not a configured OIDC issuer")
-        alg = check_algorithm(unverified.header, issuer.algorithms)
-        key = _key_for(issuer, unverified.header.get("kid"), alg)
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg]).claims
-        except JoseError as exc:
-            raise translate_jose_error(exc) from exc
-        check_issuer(claims, issuer.issuer)
-        check_audience(claims, issuer.audience)
-        expires_at = check_times(claims, now=now, leeway_seconds=LEEWAY_SECONDS)
+        claims, expires_at = decode_issuer_token(
+            token, unverified, issuer=issuer.issuer, audience=issuer.audience,
+            algorithms=issuer.algorithms, find_key=_key_finder(issuer), now=now,
+            leeway_seconds=LEEWAY_SECONDS)
         subject = claims.get(issuer.subject_claim)
         if not isinstance(subject, str) or not 0 < len(subject) <= 256 or any(
                 ord(c) < 0x20 for c in subject):
@@ -188,25 +180,14 @@ class HumanVerifier:
         return VerifiedHuman(subject, issuer.roles_in(claims), issuer.issuer, expires_at)
 
 
-def _key_for(issuer: HumanIssuer, kid: object, alg: str) -> Key:
-    if kid is not None and not isinstance(kid, str):
-        raise ProofKeyUnknownError("the token's `kid` is not a string")
-    key: Key | None = None
-    for refresh in (False, True):
+def _key_finder(issuer: HumanIssuer) -> Callable[[str | None], Key]:
+    """The issuer's key for a ``kid``, fetching its key set again once if it is unknown."""
+    def find(kid: str | None) -> Key:
         try:
-            key = issuer.keys.key_set(refresh=refresh).get_by_kid(kid)
-            break
+            return issuer.keys.key_set(refresh=False).get_by_kid(kid)
         except JoseError:
-            continue
-    if key is None:
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}` has no key with the token's `kid`")
-    if key.get("use", "sig") != "sig":
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}`'s key is not for signatures")
-    fits = (isinstance(key, ECKey) and key.curve_name == _CURVES.get(alg)) if alg.startswith(
-        "ES") else isinstance(key, RSAKey)
-    if not fits:
-        raise ProofAlgorithmError(f"algorithm `{alg}` does not fit the issuer's key")
-    return key
+            return issuer.keys.key_set(refresh=True).get_by_kid(kid)
+    return find
 
 
 def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None = None
