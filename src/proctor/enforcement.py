@@ -318,8 +318,11 @@ class Enforcer:
         return CallVerdict(Outcome.DENY, code, (message,), event_id=event.id, claims=claims)
 
     def _refused_after(self, verdict: CallVerdict, code: str, message: str) -> CallVerdict:
+        """A call that was approved but may not go on after all; audited as its own deny."""
+        tool_id = verdict.request.resource.id if verdict.request is not None else "unknown"
+        refused = self._refused(ToolCall(tool_id, {}), code, message, claims=verdict.claims)
         return replace(verdict, outcome=Outcome.DENY, code=code, reasons=(message,),
-                       policy_ids=())
+                       policy_ids=(), event_id=refused.event_id)
 
 
 class _Fixed:

@@ -92,6 +92,12 @@ def test_a_grant_revoked_while_its_call_waits_is_denied(
     runtime.grants.revoke(grant.accessor, "task cancelled")
     verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
+    # the deny is its own event, the agent's, after the pending one
+    assert verdict.event_id is not None and verdict.event_id != pending.event_id
+    [event] = [e.event for e in search_events(runtime.store, EventFilter())
+               if e.event["id"] == verdict.event_id]
+    assert (event["actor"]["id"], event["outcome"]) == (SUPPORT, "denied")
+    assert event["detail"]["code"] == "grant_revoked"
 
 
 def test_an_agent_suspended_while_its_call_waits_is_denied(
