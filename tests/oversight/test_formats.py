@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
+import secrets
+import string
+
 import pytest
 
 from proctor.audit import mask_text
 from proctor.oversight import FORMATS, OutputGuard, is_placeholder, redact_formats
 
-# One realistic sample per kind (all made up), and the part of it that is secret.
-SAMPLES = {
-    "private_key": ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7\n"
-                    "-----END RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA7"),
-    "bearer": ("Authorization: Bearer 9f8e7d6c5b4a.abc-def_ghi", "9f8e7d6c5b4a"),
-    "basic": ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
-    "jwt": ("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl", "eyJzdWIiOiJhZ2VudCJ9"),
-    "url_password": ("postgresql://app:hunter2@db.internal:5432/prod", "hunter2"),
-    "aws_access_key": ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE"),
-    "github_token": ("ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R", "1a2B3c4D5e6F7g8H9i0J"),
-    "gitlab_token": ("glpat-xY7_kL9mN2pQ4rS6tU8v", "xY7_kL9mN2pQ4rS6tU8v"),
-    "slack_token": ("xoxb-2048-1234567890-AbCdEfGhIjKl", "1234567890-AbCdEfGhIjKl"),
-    "stripe_key": ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "4eC39HqLyjWDarjtT1zdp7dc"),
-    "api_key": ("sk-proj-T3BlbkFJ9x8Y7z6W5v4U3t2S1r0Q", "T3BlbkFJ9x8Y7z6W5v4U3t2S1r0Q"),
-    "google_api_key": ("AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
-                       "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
-    "npm_token": ("npm_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "a1B2c3D4e5F6g7H8i9J0"),
-    "pypi_token": ("pypi-AgEIcHlwaS5vcmcCJGQ4ZTk3ZjJiLWE1NTYtNDhlMy1iYzIxLTQzM2U2NjI2MjFjOQ",
-                   "CJGQ4ZTk3ZjJiLWE1NTYtNDhlMy1iYzIxLTQzM2U2NjI2MjFjOQ"),
-    "credential_pair": ("DB_PASSWORD=Tr0ub4dor&3", "Tr0ub4dor&3"),
-}
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _random(length: int, alphabet: str = _ALNUM) -> str:
+    """Made at run time, so that no credential-shaped string is kept in the repository."""
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _samples() -> dict[str, tuple[str, str]]:
+    """One realistic sample per kind, and the part of it that is secret."""
+    pem_body = _random(64, _ALNUM + "+/")
+    aws, github, gitlab = _random(16, string.ascii_uppercase + string.digits), _random(36), \
+        _random(20)
+    slack, stripe, openai = _random(12), _random(24), _random(28)
+    google, npm, pypi = _random(35), _random(36), _random(60)
+    return {
+        "private_key": (f"-----BEGIN RSA PRIVATE KEY-----\n{pem_body}\n"
+                        "-----END RSA PRIVATE KEY-----", pem_body),
+        "bearer": ("Authorization: Bearer 9f8e7d6c5b4a.abc-def_ghi", "9f8e7d6c5b4a"),
+        "basic": ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+        "jwt": ("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl",
+                "eyJzdWIiOiJhZ2VudCJ9"),
+        "url_password": ("postgresql://app:hunter2@db.internal:5432/prod", "hunter2"),
+        "aws_access_key": (f"AKIA{aws}", aws),
+        "github_token": (f"ghp_{github}", github[:20]),
+        "gitlab_token": (f"glpat-{gitlab}", gitlab),
+        "slack_token": (f"xoxb-2048-1234567890-{slack}", f"1234567890-{slack}"),
+        "stripe_key": (f"sk_live_{stripe}", stripe),
+        "api_key": (f"sk-proj-{openai}", openai),
+        "google_api_key": (f"AIza{google}", google),
+        "npm_token": (f"npm_{npm}", npm[:20]),
+        "pypi_token": (f"pypi-AgEIcHlwaS5vcmc{pypi}", pypi),
+        "credential_pair": ("DB_PASSWORD=Tr0ub4dor&3", "Tr0ub4dor&3"),
+    }
+
+
+SAMPLES = _samples()
 
 
 def test_every_format_has_a_sample() -> None:

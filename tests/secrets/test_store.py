@@ -6,6 +6,8 @@ import json
 import threading
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text, update
 
 from proctor.audit import Actor, ActorType
@@ -84,7 +86,9 @@ def test_an_invalid_value_is_refused_and_nothing_is_stored(env: Secrets, value: 
 
 
 def test_a_value_of_the_largest_size_and_with_newlines_round_trips(env: Secrets) -> None:
-    pem = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
     big = "é" * (MAX_VALUE_BYTES // 2)
     env.secrets.put("deploy.key", pem, by=ALICE)
     env.secrets.put("big", big, by=ALICE)
