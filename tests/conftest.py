@@ -42,13 +42,20 @@ def _pg_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_session_db() -> Iterator[str]:
-    """One database per test session, migrated once."""
+def postgres_server() -> str:
+    """The PostgreSQL server's admin URL; outside CI a test needing it is skipped when it
+    is not reachable, in CI (``CI=true``) it fails."""
     problem = _pg_available()
     if problem is not None:
         if IN_CI:
             pytest.fail(problem + " (CI must run the PostgreSQL tests)")
         pytest.skip(problem)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_session_db(postgres_server: str) -> Iterator[str]:
+    """One database per test session, migrated once."""
     name = _create()
     try:
         open_store(f"{_PG_BASE}/{name}").close()  # runs every migration

@@ -7,14 +7,12 @@ must run the conformance suite.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conformance.runner import ConformanceError, install_suite, running_upstream
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.conftest import IN_CI
 
 
 @pytest.fixture(scope="session")
