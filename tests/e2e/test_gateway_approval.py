@@ -5,40 +5,18 @@ it is approved."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.approvals import ApprovalStatus
-from tests.gateway.conftest import APPROVER, Deployment, git_command, make_deployment
+from tests.gateway.conftest import APPROVER, WAIT, Deployment, connected, git_command
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 60
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    yield from make_deployment(database_url, tmp_path)
-
-
-@asynccontextmanager
-async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
-    with anyio.fail_after(WAIT):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
 
 
 async def _pending(deployment: Deployment) -> str:

@@ -10,9 +10,8 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import httpx2
@@ -26,21 +25,10 @@ from proctor.gateway.client import GrantAuth
 from proctor.grants import IssuedGrant
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
-from tests.gateway.conftest import ROOT, TIME, UPSTREAM, Deployment, make_deployment
+from tests.gateway.conftest import ROOT, TIME, UPSTREAM, WAIT, Deployment
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 60
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    yield from make_deployment(database_url, tmp_path)
 
 
 def free_port() -> int:

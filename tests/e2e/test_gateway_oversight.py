@@ -8,44 +8,21 @@ import hashlib
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, iter_events
 from proctor.errors import GrantError
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
-from tests.gateway.conftest import UPSTREAM, Deployment, make_deployment
+from tests.gateway.conftest import UPSTREAM, WAIT, Deployment, connected
 
 FAILING = [sys.executable, "-m", "tests.gateway.failing_upstream"]
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 60
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    yield from make_deployment(database_url, tmp_path)
-
-
-@asynccontextmanager
-async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
-    with anyio.fail_after(WAIT):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
 
 
 def _text(result: object) -> str:

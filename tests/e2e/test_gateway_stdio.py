@@ -3,38 +3,13 @@ mcp-server-git on a temporary repository, and the tests' own server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-
-import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.gateway.conftest import TIME, UPSTREAM, Deployment, git_command, make_deployment
+from tests.gateway.conftest import TIME, UPSTREAM, Deployment, connected, git_command
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 60  # seconds: every wait in these tests is bounded
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    yield from make_deployment(database_url, tmp_path)
-
-
-@asynccontextmanager
-async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
-    with anyio.fail_after(WAIT):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-            await session.initialize()
-            yield session
 
 
 async def test_an_allowed_time_call_works_and_other_time_zones_are_denied_with_the_reason(

@@ -11,17 +11,19 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
-from mcp import StdioServerParameters
+from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.config import Settings
@@ -38,6 +40,7 @@ APPROVER = "erin@acme.example"
 UPSTREAM = [sys.executable, "-m", "tests.gateway.upstream_server"]
 TIME = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
 ROOT = Path(__file__).resolve().parents[2]
+WAIT = 60  # seconds: every wait of the gateway tests is bounded
 
 
 def git_command(repo: Path) -> list[str]:
@@ -137,6 +140,15 @@ def make_deployment(database_url: str, tmp: Path) -> Iterator[Deployment]:
         yield Deployment(settings, runtime, key, key_file, repo, other, tmp)
     finally:
         runtime.close()
+
+
+@asynccontextmanager
+async def connected(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    """An MCP client session with the gateway (or a server) ``params`` starts."""
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
 
 
 @pytest.fixture
