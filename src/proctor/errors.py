@@ -201,6 +201,7 @@ class GrantError(ProctorError):
     ``grant_wrong_audience``, ``grant_expired``, ``grant_not_yet_valid``,
     ``grant_revoked``, ``grant_unknown``, ``grant_uses_exhausted``,
     ``grant_out_of_scope``, ``grant_wrong_agent``, ``proof_missing``, ``proof_invalid``,
+    ``proof_key_private``,
     ``proof_wrong_key``, ``proof_stale``, ``proof_replayed``, ``proof_wrong_target``,
     ``delegation_widens_scope``, ``delegation_extends_expiry``, ``delegation_too_deep``,
     ``delegation_cycle``, ``delegation_widens_uses``, ``grant_max_uses_invalid``,

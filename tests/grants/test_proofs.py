@@ -74,3 +74,30 @@ def test_a_proof_with_a_forged_signature_or_swapped_algorithm_is_refused() -> No
 def test_a_missing_or_malformed_proof_is_refused(proof: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     assert _check(key, proof) in {"proof_missing", "proof_invalid"}
+
+
+@pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP256R1()),
+                                 ed25519.Ed25519PrivateKey.generate()],
+                         ids=["p256", "ed25519"])
+@pytest.mark.parametrize("extra", [{"d": "private"}, {"p": "x", "q": "y"}, {"k": "secret"}],
+                         ids=["d", "rsa-primes", "symmetric"])
+def test_a_proof_whose_jwk_carries_private_key_material_is_refused(
+    key: PrivateKey, extra: dict[str, str],
+) -> None:
+    # RFC 9449 §4.3: the proof's key must not contain a private key. The signature is
+    # real and by the bound key: only the disclosed secret makes it unacceptable.
+    proof = make_proof(key, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+    h, p, _ = proof.split(".")
+    header = json.loads(base64.urlsafe_b64decode(h + "=="))
+    header["jwk"] = {**header["jwk"], **extra}
+    h2 = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    signing_input = f"{h2}.{p}".encode()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(signing_input)
+    else:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    s64 = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    assert _check(key, f"{h2}.{p}.{s64}") == "proof_key_private"

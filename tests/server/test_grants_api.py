@@ -44,6 +44,22 @@ async def test_a_check_with_a_proof_uses_the_grant_once(agents: Api) -> None:
                        (False, "grant_uses_exhausted", None)]
 
 
+async def test_a_check_without_a_proof_tells_a_used_up_grant_from_a_valid_one(
+        agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, KB, max_uses=1)
+    inspect = {"token": grant["token"]}
+    before = await api.client.post("/v1/grants/check", headers=api.agent(SUPPORT), json=inspect)
+    assert (before.json()["valid"], before.json()["uses_left"]) == (True, 1)
+    proof = api.call_proof(SUPPORT, grant["token"])
+    used = await api.client.post("/v1/grants/check", headers=api.agent(SUPPORT), json={
+        **inspect, "tool": "kb/search_articles", "args": {"query": "q"}, "target": TARGET,
+        "proof": proof})
+    assert used.json()["valid"] is True
+    after = await api.client.post("/v1/grants/check", headers=api.agent(SUPPORT), json=inspect)
+    assert (after.json()["valid"], after.json()["code"]) == (False, "grant_uses_exhausted")
+
+
 async def test_issuance_outside_policy_is_refused_and_audited(agents: Api) -> None:
     api = agents
     task = await api.client.post("/v1/tasks", headers=api.admin, json={

@@ -172,7 +172,7 @@ def check(
     token = _token(token)
     with _runtime(as_json) as rt:
         if proof is None:
-            claims = rt.grants.inspect(token)
+            claims = rt.grants.inspect(token).claims
         else:
             try:
                 call_args = json.loads(args)

@@ -88,9 +88,9 @@ class ResultGuard:
 
     def _revoke_one(self, token: str, claims: GrantClaims, found_in: str) -> None:
         try:
-            leaked = self._grants.inspect(token)
+            leaked = self._grants.identify(token)
         except ProctorError:
-            return  # not a live grant of this issuer: nothing left to revoke
+            return  # not an unexpired grant of this issuer: nothing left to revoke
         revoked = self._grants.revoke(leaked.grant_id, "leaked")
         log.warning("grant %s leaked into the %s; %d nodes revoked", leaked.grant_id,
                     found_in, len(revoked))

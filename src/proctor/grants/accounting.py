@@ -12,13 +12,16 @@ from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.errors import GrantError
-from proctor.grants.proofs import PROOF_WINDOW_SECONDS
+from proctor.grants.proofs import PROOF_WINDOW_SECONDS, VerifiedProof
+from proctor.store import Store
 from proctor.store.tables import grants, proof_nonces
 
 __all__ = ["DEFAULT_TTL_SECONDS", "MAX_TTL_SECONDS", "check_max_uses", "check_ttl",
-           "claim_nonce", "reserve_uses", "use_once"]
+           "claim_nonce", "nonce_kept_until", "reserve_uses", "use_once",
+           "uses_left_of"]
 
 DEFAULT_TTL_SECONDS = 300
+_USES = "SELECT max_uses, uses, accessor FROM grants WHERE id = {p}"
 MAX_TTL_SECONDS = 3600
 
 
@@ -54,13 +57,47 @@ def check_ttl(ttl_seconds: int | None) -> int:
     return ttl
 
 
-def claim_nonce(conn: Connection, nonce: str, now: datetime) -> None:
+# How much longer than its proof's own window a nonce is kept: the clocks of the
+# nodes sharing the store may disagree by up to this much.
+NONCE_CLOCK_MARGIN_SECONDS = 60
+
+
+def nonce_kept_until(proof: VerifiedProof, now: datetime) -> datetime:
+    """When ``proof``'s nonce may be forgotten: once no node can accept the proof again.
+
+    A proof is accepted while ``|int(now) - iat| <= PROOF_WINDOW_SECONDS``, that is
+    until ``iat + PROOF_WINDOW_SECONDS + 1``; a proof dated ahead of the clock is
+    therefore accepted for longer than one window after its use. The nonce outlives
+    that by the clock margin.
+    """
+    last_accepted = datetime.fromtimestamp(proof.issued_at + PROOF_WINDOW_SECONDS + 1,
+                                           tz=now.tzinfo)
+    return max(now, last_accepted) + timedelta(seconds=NONCE_CLOCK_MARGIN_SECONDS)
+
+
+def claim_nonce(conn: Connection, proof: VerifiedProof, now: datetime) -> None:
+    """Record ``proof``'s nonce as used; a nonce seen before is ``proof_replayed``."""
     try:
         with conn.begin_nested():
             conn.execute(insert(proof_nonces).values(
-                nonce=nonce, expires_at=now + timedelta(seconds=2 * PROOF_WINDOW_SECONDS)))
+                nonce=proof.nonce, expires_at=nonce_kept_until(proof, now)))
     except IntegrityError as exc:
         raise GrantError("proof_replayed", "this proof was already used") from exc
+
+
+def uses_left_of(store: Store, grant_id: str) -> tuple[int | None, str]:
+    """The uses a grant has left (None: no limit) and its accessor, without using one
+    (on the store's fast read path); ``grant_uses_exhausted`` if none is left."""
+    rows = store.fetch(_USES, [grant_id])
+    if not rows:
+        raise GrantError("grant_unknown", "the grant is not known to this issuer")
+    max_uses, uses, accessor = rows[0]
+    if max_uses is None:
+        return None, str(accessor)
+    left = int(max_uses) - int(uses)
+    if left <= 0:
+        raise GrantError("grant_uses_exhausted", "the grant has no uses left")
+    return left, str(accessor)
 
 
 def use_once(conn: Connection, grant_id: str) -> tuple[int | None, str]:

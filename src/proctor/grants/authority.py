@@ -36,6 +36,7 @@ from proctor.grants.accounting import (
     claim_nonce,
     reserve_uses,
     use_once,
+    uses_left_of,
 )
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.proofs import verify_proof
@@ -233,7 +234,7 @@ class GrantAuthority:
                 if self.leases.revoked_among(conn, claims.lineage):
                     raise GrantError("grant_revoked",
                                      "the grant or one it derives from is revoked")
-                claim_nonce(conn, verified.nonce, now)
+                claim_nonce(conn, verified, now)
                 if tool_id is None:
                     return CheckedGrant(claims, None)
                 uses_left, accessor = use_once(conn, claims.grant_id)
@@ -243,8 +244,10 @@ class GrantAuthority:
             raise
         return CheckedGrant(claims, uses_left, accessor)
 
-    def inspect(self, token: str) -> GrantClaims:
-        """Verify a grant's signature, claims and revocation state without using it.
+    def inspect(self, token: str) -> CheckedGrant:
+        """Tell the truth about a grant without using it: its signature and claims, its
+        agent, whether it (or an ancestor, or its task) is revoked, and whether a use is
+        left. Raises :class:`GrantError` with the first thing that makes it unusable.
 
         For operators and introspection; an agent's use always goes through :meth:`check`.
         """
@@ -252,7 +255,13 @@ class GrantAuthority:
         self._check_binding(claims)
         if self.leases.revoked_now(claims.lineage):
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
-        return claims
+        uses_left, accessor = uses_left_of(self._store, claims.grant_id)
+        return CheckedGrant(claims, uses_left, accessor)
+
+    def identify(self, token: str) -> GrantClaims:
+        """The claims of a token this issuer signed and that has not expired, whatever
+        its state: for revoking a grant found where it should not be (a leak)."""
+        return self._codec.decode(token, now=self._clock.now())
 
     # revoking
 
@@ -340,7 +349,7 @@ class GrantAuthority:
         proof = verify_proof(holder_proof, token=None, key_thumbprint=binding.key_thumbprint,
                              method=ISSUE_METHOD, target=self._codec.issuer, now=now)
         with self._store.transaction() as conn:
-            claim_nonce(conn, proof.nonce, now)
+            claim_nonce(conn, proof, now)
         return proof.key_thumbprint
 
     def _decide_issuance(self, task: Task, agent_id: str, scope: GrantScope, ttl: int,

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from proctor.errors import GrantError
+from proctor.jose import private_members
 
 __all__ = ["MAX_PROOF_BYTES", "PROOF_WINDOW_SECONDS", "VerifiedProof", "jwk_thumbprint",
            "make_proof", "verify_proof"]
@@ -176,6 +177,9 @@ def _header(h64: str) -> _ProofKey:
         raise GrantError("proof_invalid", "proof header is not valid") from exc
     if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict):
         raise GrantError("proof_invalid", "proof header is not valid")
+    if private_members(jwk):  # RFC 9449 §4.3: the key's private part was disclosed
+        raise GrantError("proof_key_private", "the proof's `jwk` holds private key material: "
+                         "a proof carries the public key only, and this key must be replaced")
     if _ALG_FOR_KTY.get((str(jwk.get("kty")), str(jwk.get("crv")))) != alg:
         raise GrantError("proof_invalid", f"proof algorithm `{alg}` does not fit its key")
     try:

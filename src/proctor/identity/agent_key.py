@@ -16,6 +16,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 
 from proctor.errors import AgentKeyError
+from proctor.jose import private_members
 
 __all__ = ["ALGORITHMS_BY_KEY", "AgentKey", "import_agent_key"]
 
@@ -26,7 +27,6 @@ ALGORITHMS_BY_KEY: dict[tuple[str, str], tuple[str, ...]] = {
     ("OKP", "Ed25519"): ("Ed25519", "EdDSA"),
 }
 _PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "OKP": ("kty", "crv", "x")}
-_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ def import_agent_key(data: Any) -> AgentKey:
     """Check ``data`` is a public Ed25519 or P-256 JWK; raise :class:`AgentKeyError` if not."""
     if not isinstance(data, Mapping):
         raise AgentKeyError("an agent key must be a JWK (a JSON object)")
-    if _PRIVATE_MEMBERS & set(data):
+    if private_members(data):
         raise AgentKeyError("the JWK holds private key material; register the public key only")
     kty, crv = data.get("kty"), data.get("crv")
     algorithms = ALGORITHMS_BY_KEY.get((str(kty), str(crv)))

@@ -14,11 +14,11 @@ from typing import Any
 
 from proctor.errors import ConfigError
 from proctor.files import read_capped
+from proctor.jose import private_members
 
 __all__ = ["MAX_JWKS_BYTES", "read_jwks", "split_jwks"]
 
 MAX_JWKS_BYTES = 256 * 1024
-_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 
 
 def read_jwks(path: Path) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def split_jwks(document: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
     for key in keys:
         if not isinstance(key, dict):
             raise ConfigError(f"{what} has a key that is not a JSON object")
-        if key.get("kty") == "oct" or _PRIVATE_MEMBERS & set(key):
+        if key.get("kty") == "oct" or private_members(key):
             raise ConfigError(f"{what} holds a private or symmetric key; "
                               "trust configuration takes public keys only")
         out.append(dict(key))

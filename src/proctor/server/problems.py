@@ -48,6 +48,7 @@ AUTH_CODES = (
     "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
     "grant_not_yet_valid", "grant_revoked", "grant_wrong_agent", "proof_missing",
     "proof_invalid", "proof_wrong_key", "proof_stale", "proof_replayed", "proof_wrong_target",
+    "proof_key_private",
 )
 
 _BY_STATUS: dict[int, tuple[str, ...]] = {

@@ -125,7 +125,8 @@ class Revoked(BaseModel):
 _ISSUE = ("task_unknown", "task_ended", "scope_invalid", "grant_ttl_invalid",
           "grant_max_uses_invalid", "issuance_denied", "issuance_pending_approval",
           "agent_not_active", "proof_missing", "proof_invalid", "proof_stale",
-          "proof_replayed", "proof_wrong_key", "proof_wrong_target", "grant_revoked")
+          "proof_replayed", "proof_wrong_key", "proof_wrong_target", "proof_key_private",
+          "grant_revoked")
 
 
 @router.post("/v1/grants", status_code=201, responses=problem_responses(*_ISSUE))
@@ -170,7 +171,8 @@ def check_grant(body: CheckGrant, call: Call) -> CheckResult:
     authority = call.runtime.grants
     try:
         if body.proof is None:
-            claims, uses_left = authority.inspect(body.token), None
+            inspected = authority.inspect(body.token)
+            claims, uses_left = inspected.claims, inspected.uses_left
         else:
             checked = authority.check(body.token, body.proof, method=body.method,
                                       target=body.target, tool_id=body.tool, args=body.args)
