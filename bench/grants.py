@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from psycopg import sql
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from proctor.clock import SystemClock
@@ -79,6 +79,7 @@ from proctor.grants import (
     make_proof,
     verify_proof,
 )
+from proctor.grants.agents import AgentEnded
 from proctor.grants.proofs import public_jwk
 from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, load_bundle
 from proctor.policy.context import issue_context
@@ -191,6 +192,15 @@ class Agents:
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         return self.agent if agent_id == self.agent.agent_id else None
+
+    def prove(self, identity_proof: str) -> str:
+        raise GrantError("proof_invalid", "the bench's agent has a registered key")
+
+    def confirm_active(self, conn: Connection, agent_id: str) -> bool:
+        return agent_id == self.agent.agent_id
+
+    def on_deactivated(self, hook: AgentEnded) -> None:
+        """The bench never suspends its agent."""
 
 
 @dataclass

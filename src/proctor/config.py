@@ -32,6 +32,9 @@ class Settings:
     database_url: str
     policy_dir: Path
     trust_domain: str = "proctor.local"
+    # the longest a task may live, and go without a call, before it ends by itself
+    task_max_seconds: int = 8 * 3600
+    task_idle_seconds: int = 30 * 60
 
     @property
     def is_embedded(self) -> bool:
@@ -43,8 +46,12 @@ _ENV_KEYS = {
     "PROCTOR_DATABASE_URL": "database_url",
     "PROCTOR_POLICY_DIR": "policy_dir",
     "PROCTOR_TRUST_DOMAIN": "trust_domain",
+    "PROCTOR_TASK_MAX_SECONDS": "task_max_seconds",
+    "PROCTOR_TASK_IDLE_SECONDS": "task_idle_seconds",
 }
-_FILE_KEYS = {"database_url", "policy_dir", "trust_domain"}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "task_max_seconds",
+              "task_idle_seconds"}
+_INT_KEYS = {"task_max_seconds", "task_idle_seconds"}
 
 
 def load_settings(
@@ -70,6 +77,8 @@ def load_settings(
         database_url=str(values.pop("database_url", f"sqlite:///{home / 'proctor.db'}")),
         policy_dir=Path(values.pop("policy_dir", home / "policies")),
         trust_domain=str(values.pop("trust_domain", "proctor.local")),
+        task_max_seconds=_seconds(values, "task_max_seconds", 8 * 3600),
+        task_idle_seconds=_seconds(values, "task_idle_seconds", 30 * 60),
     )
     _check(settings)
     return settings
@@ -86,9 +95,24 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")
     for key, value in data.items():
-        if not isinstance(value, str):
+        if key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"config key `{key}` in `{path}` must be a whole number")
+        elif not isinstance(value, str):
             raise ConfigError(f"config key `{key}` in `{path}` must be a string")
     return data
+
+
+def _seconds(values: dict[str, Any], key: str, default: int) -> int:
+    """A duration setting: a whole number of seconds, between a minute and a week."""
+    raw = values.pop(key, default)
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"`{key}` must be a whole number of seconds, not `{raw}`") from exc
+    if not 60 <= seconds <= 7 * 24 * 3600:
+        raise ConfigError(f"`{key}` must be between 60 and 604800 seconds")
+    return seconds
 
 
 def _check(settings: Settings) -> None:

@@ -40,6 +40,7 @@ from proctor.identity.agent import TrustState
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.catalog import Sensitivity
 from proctor.policy.context import call_context
+from proctor.policy.known_tools import KnownTools
 
 __all__ = ["CallVerdict", "Enforcer", "ToolCall"]
 
@@ -104,7 +105,8 @@ class Enforcer:
 
     def __init__(self, grants: GrantAuthority, registry: AgentRegistry, engine: PolicyEngine,
                  audit: AuditLog, approvals: ApprovalQueue, clock: Clock, *,
-                 base_principals: Sequence[dict[str, Any]] = ()) -> None:
+                 base_principals: Sequence[dict[str, Any]] = (),
+                 tools: KnownTools | None = None) -> None:
         self._grants = grants
         self._registry = registry
         self._engine = engine
@@ -112,6 +114,7 @@ class Enforcer:
         self._approvals = approvals
         self._clock = clock
         self._base = list(base_principals)
+        self._tools = tools
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
 
     # deciding
@@ -193,6 +196,9 @@ class Enforcer:
             return self._refused(call, "agent_not_active",
                                  f"agent is {agent.trust_state.value}", claims=claims)
         self._refresh(agent)
+        if self._tools is not None and self._engine.catalog.by_action(
+                f"tool:{call.tool_id}") is None:
+            self._tools.teach(self._engine)  # discovered by another process, perhaps
         task = self._grants.task(claims.task_id)
         request = self._request(agent, task, claims, call)
         return self._policy(claims, checked.accessor or "", request)

@@ -64,9 +64,11 @@ class Scenario:
         """A child grant, living a minute less than its parent (never longer)."""
         proof = self.proof(parent, method="grant/exchange", target=self.runtime_issuer)
         left = parent.claims.expires_at - int(self.runtime.clock.now().timestamp())
-        return self.runtime.grants.exchange(parent.token, proof, to_agent=to,
+        made = self.runtime.grants.exchange(parent.token, proof, to_agent=to,
                                             scope=GrantScope.from_json({"tools": tools}),
                                             ttl_seconds=left - 60)
+        assert isinstance(made, IssuedGrant)  # the console's agents have registered keys
+        return made
 
     @property
     def runtime_issuer(self) -> str:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from sqlalchemy import Connection
 
 from proctor.clock import FrozenClock
+from proctor.errors import ProofMethodError
 from proctor.grants import (
     AgentBinding,
     GrantAuthority,
@@ -18,6 +20,7 @@ from proctor.grants import (
     TokenCodec,
     jwk_thumbprint,
 )
+from proctor.grants.agents import AgentEnded
 from proctor.grants.proofs import PrivateKey, public_jwk
 from proctor.policy import PolicyEngine, load_bundle
 from proctor.store import Store, open_store
@@ -32,10 +35,12 @@ ISSUER = "https://proctor.acme.example"
 @dataclass
 class KeyedAgents:
     """Agents with their private keys, as the grants part sees them (key thumbprint,
-    active or not). The identity registry provides the same in production."""
+    active or not). The identity registry provides the same in production, and
+    agents without a registered key (tests/e2e/test_grant_lifecycle.py)."""
 
     keys: dict[str, PrivateKey] = field(default_factory=dict)
     inactive: set[str] = field(default_factory=set)
+    hooks: list[AgentEnded] = field(default_factory=list)
 
     def add(self, agent_id: str, key: PrivateKey) -> None:
         self.keys[agent_id] = key
@@ -46,6 +51,24 @@ class KeyedAgents:
             return None
         return AgentBinding(agent_id, jwk_thumbprint(public_jwk(key)),
                             agent_id not in self.inactive)
+
+    def prove(self, identity_proof: str) -> str:
+        raise ProofMethodError("these agents prove their identity with their own keys")
+
+    def confirm_active(self, conn: Connection, agent_id: str) -> bool:
+        return agent_id in self.keys and agent_id not in self.inactive
+
+    def on_deactivated(self, hook: AgentEnded) -> None:
+        self.hooks.append(hook)
+
+    def suspend(self, store: Store, agent_id: str, *, by: str = "erin@acme.example") -> None:
+        """What the registry does: mark the agent inactive and run the hooks in one
+        transaction, then what they asked to run after the commit."""
+        with store.transaction() as conn:
+            self.inactive.add(agent_id)
+            then = [hook(conn, agent_id, "agent suspended", by) for hook in self.hooks]
+        for step in then:
+            step()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
 from proctor.errors import GrantError
-from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.grants import GrantScope, IssuedGrant, Swept, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.store.tables import grants, leases
 
@@ -48,8 +48,10 @@ def _exchange(setup: Setup, parent: IssuedGrant, to_agent: str, scope: GrantScop
     key = setup.agents.keys[parent.claims.agent_id]
     proof = make_proof(key, parent.token, method=EXCHANGE_METHOD, target=ISSUER,
                        now=setup.clock.now())
-    return setup.authority.exchange(parent.token, proof, to_agent=to_agent, scope=scope,
+    made = setup.authority.exchange(parent.token, proof, to_agent=to_agent, scope=scope,
                                     **kwargs)
+    assert isinstance(made, IssuedGrant)  # these agents have registered keys
+    return made
 
 
 def test_an_issued_grant_works_for_calls_inside_its_scope_only(setup: Setup) -> None:
@@ -336,10 +338,10 @@ def test_sweeping_forgets_nonces_past_their_window_and_revokes_expired_grants(
     grant = _issue(setup, ttl_seconds=60)
     assert _use(setup, grant) == "ok"
     setup.clock.advance(seconds=121)  # the proof is stale, but another node's clock may lag
-    assert setup.authority.sweep() == (1, 0)
+    assert setup.authority.sweep() == Swept(expired=1, nonces=0)
     setup.clock.advance(seconds=1)
-    assert setup.authority.sweep() == (0, 1)
-    assert setup.authority.sweep() == (0, 0)
+    assert setup.authority.sweep() == Swept(expired=0, nonces=1)
+    assert setup.authority.sweep() == Swept(expired=0, nonces=0)
 
 
 def test_a_node_sees_another_nodes_key_rotation(setup: Setup) -> None:

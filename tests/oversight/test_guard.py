@@ -99,7 +99,7 @@ def test_a_proctor_grant_in_a_result_is_redacted_and_handed_back(grants: Setup) 
     assert [f.kind for f in result.findings] == ["proctor_grant", "proctor_grant", "jwt"]
     assert grant.token not in repr(result)
     # the caller verifies what it was handed: this one is a real, live grant
-    assert grants.authority.inspect(result.grant_tokens[0]).grant_id == grant.grant_id
+    assert grants.authority.inspect(result.grant_tokens[0]).claims.grant_id == grant.grant_id
 
 
 def test_without_an_issuer_every_jwt_is_just_a_jwt(grants: Setup) -> None:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from proctor.errors import SecretError
-from proctor.grants import GrantScope, make_proof
+from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.store.tables import leases
 from tests.grants.conftest import ISSUER, SUPPORT
@@ -59,6 +59,7 @@ def test_a_lease_under_a_delegated_grant_ends_with_the_parent_grant(stored: Secr
     child = stored.setup.authority.exchange(
         parent.token, proof, to_agent=SUPPORT,
         scope=GrantScope.from_json({"tools": [{"tool": "git/git_log"}]}))
+    assert isinstance(child, IssuedGrant)
     lease = stored.lease("github.token", child)
     stored.setup.authority.revoke(parent.accessor, "parent done")
     assert not stored.secrets.is_live(lease.lease_id)

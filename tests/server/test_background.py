@@ -47,7 +47,7 @@ async def test_the_sweep_revokes_expired_grants(agents: Api) -> None:
     api = agents
     grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}], ttl_seconds=60)
     api.clock.advance(seconds=120)
-    expired, _ = await anyio.to_thread.run_sync(background(api.app).sweep_once)
+    expired = (await anyio.to_thread.run_sync(background(api.app).sweep_once)).expired
     assert expired == 1
     tree = (await api.client.get(f"/v1/tasks/{grant['task']}/tree", headers=api.admin)).json()
     reasons = {n["id"]: n["revoked_reason"] for n in tree["nodes"]}

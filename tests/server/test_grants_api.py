@@ -108,8 +108,16 @@ async def test_delegation_gives_a_narrower_child_that_dies_with_its_parent(
         "token": parent["token"],
         "proof": api.call_proof(SUPPORT, parent["token"], method="grant/exchange",
                                 target=issuer),
-        "to_agent": CODER, "scope": {"tools": [{"tool": "crm/*"}]}, "ttl_seconds": 60})
+        "to_agent": CODER, "scope": {"tools": [{"tool": "crm/issue_refund"}]},
+        "ttl_seconds": 60})
     assert_problem(wider, 422, "delegation_widens_scope")
+    # a wildcard asks for what it matches among the parent's tools, never more
+    narrowed = await api.client.post("/v1/grants/exchange", headers=api.agent(SUPPORT), json={
+        "token": parent["token"],
+        "proof": api.call_proof(SUPPORT, parent["token"], method="grant/exchange",
+                                target=issuer),
+        "to_agent": CODER, "scope": {"tools": [{"tool": "crm/*"}]}, "ttl_seconds": 60})
+    assert narrowed.json()["scope"] == {"tools": [{"tool": "crm/lookup_customer"}]}
 
     stolen = await api.client.post("/v1/grants/exchange", headers=api.agent(CODER), json={
         "token": parent["token"], "proof": proof, "to_agent": CODER,
@@ -118,7 +126,8 @@ async def test_delegation_gives_a_narrower_child_that_dies_with_its_parent(
 
     ended = await api.client.post(f"/v1/tasks/{parent['task']}/end", headers=api.admin)
     assert set(ended.json()["revoked"]) == {parent["task"], parent["grant_id"],
-                                            child.json()["grant_id"]}
+                                            child.json()["grant_id"],
+                                            narrowed.json()["grant_id"]}
     check = await api.client.post("/v1/grants/check", headers=api.agent(CODER),
                                   json={"token": child.json()["token"]})
     assert (check.json()["valid"], check.json()["code"]) == (False, "grant_revoked")

@@ -149,8 +149,11 @@ class SimilarApprovals:
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
         args = current.request.get("args")
         scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
+        # bound to the key the agent proved for the approved call: never handed out, but a
+        # grant is only ever bound to a key its agent proved
         issued = self._grants.issue(current.task_id, scope, ttl_seconds=ttl_seconds,
-                                    max_uses=max_uses, approved=True)
+                                    max_uses=max_uses, approved=True,
+                                    same_key_as=current.grant_id)
         try:
             with self._store.transaction() as conn:
                 conn.execute(insert(approval_grants).values(

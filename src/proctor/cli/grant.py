@@ -16,11 +16,20 @@ from rich.tree import Tree
 
 from proctor.audit import Actor, ActorType
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, open_runtime, operator_name
+from proctor.cli.runtime import Runtime, issuer_for, open_runtime, operator_name
 from proctor.config import load_settings
-from proctor.errors import ProctorError, ScopeError
+from proctor.errors import ProctorError, RequestError, ScopeError
 from proctor.files import read_capped
-from proctor.grants import GrantClaims, GrantScope, IssuedGrant, LeaseNode
+from proctor.grants import (
+    GrantClaims,
+    GrantOffer,
+    GrantScope,
+    HolderProof,
+    IssuedGrant,
+    LeaseNode,
+    make_proof,
+)
+from proctor.grants.issuance import ISSUE_METHOD
 from proctor.identity import agent_id_for
 
 __all__ = ["grant_app", "task_app"]
@@ -77,8 +86,37 @@ def _claims_json(claims: GrantClaims) -> dict[str, Any]:
     }
 
 
+def _print_offer(offer: GrantOffer, as_json: bool) -> None:
+    if as_json:
+        print_json({"kind": "offer", **offer.as_json()})
+        return
+    console.print(f"offer {offer.id} for {offer.agent_id}, to redeem by "
+                  f"{offer.redeem_by.isoformat()}", markup=False)
+    console.print("the agent has no registered key: it redeems the offer with its own "
+                  "identity proof and a key of its own (`proctor grant redeem`)", markup=False)
+
+
+def _print_made(made: IssuedGrant | GrantOffer, as_json: bool) -> None:
+    if isinstance(made, GrantOffer):
+        _print_offer(made, as_json)
+    else:
+        _print_issued(made, as_json)
+
+
+def _text_or_file(value: str | None) -> str | None:
+    """An option's value as given, or the contents of @FILE (kept out of `ps`)."""
+    if value is None or not value.startswith("@"):
+        return value
+    raw = read_capped(Path(value[1:]), 16 * 1024, "file", RequestError)
+    try:
+        return raw.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"`{value[1:]}` is not a token") from exc
+
+
 def _print_issued(grant: IssuedGrant, as_json: bool) -> None:
-    info = {"token": grant.token, "accessor": grant.accessor, **_claims_json(grant.claims)}
+    info = {"kind": "grant", "token": grant.token, "accessor": grant.accessor,
+            **_claims_json(grant.claims)}
     if as_json:
         print_json(info)
         return
@@ -94,15 +132,23 @@ def start_task(
         help="The agent: its SPIFFE ID, or its name in this trust domain.")],
     purpose: Annotated[str, typer.Option("--purpose", help="What the task is for.")],
     on_behalf_of: Annotated[str, typer.Option("--on-behalf-of", help="The human it acts for.")],
+    ttl: Annotated[int | None, typer.Option(
+        "--ttl", help="Seconds before the task ends by itself (default and most: "
+        "task_max_seconds, 8 hours unless configured).")] = None,
+    idle: Annotated[int | None, typer.Option(
+        "--idle", help="Seconds without a call before the task ends by itself (default and "
+        "most: task_idle_seconds, 30 minutes unless configured).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a task for an agent."""
     with _runtime(as_json) as rt:
         agent_id = agent_id_for(agent, rt.settings.trust_domain).id
-        task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of)
+        task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
+                                    ttl_seconds=ttl, idle_seconds=idle)
     if as_json:
         print_json({"task": task.id, "agent": task.agent_id, "purpose": task.purpose,
-                    "on_behalf_of": task.on_behalf_of, "started_at": task.started_at})
+                    "on_behalf_of": task.on_behalf_of, "started_at": task.started_at,
+                    "expires_at": task.expires_at, "idle_seconds": task.idle_seconds})
     else:
         console.print(f"task {task.id} started for {task.agent_id}", markup=False)
 
@@ -119,16 +165,63 @@ def end_task(task: Annotated[str, typer.Argument(help="The task id.")], by: ByOp
         console.print(f"task {task} ended; {len(revoked)} nodes revoked", markup=False)
 
 
+HolderProofOpt = Annotated[str | None, typer.Option(
+    "--holder-proof", help="A proof (htm grant/issue, htu the issuer) signed by the key to bind "
+    "the grant to; with --identity-proof, its ath is that proof's hash. Or @FILE.")]
+IdentityProofOpt = Annotated[str | None, typer.Option(
+    "--identity-proof", help="The agent's own identity proof (its JWT-SVID or OIDC token), "
+    "for an agent without a registered key. Or @FILE.")]
+
+
 @grant_app.command("issue")
 def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], scope: ScopeOpt,
-          ttl: TtlOpt = None, max_uses: UsesOpt = None,
-          holder_proof: Annotated[str | None, typer.Option(
-              "--holder-proof", help="For agents without a registered key.")] = None,
-          as_json: JsonOpt = False) -> None:
-    """Issue a grant for a task's agent, if policy allows it."""
+          ttl: TtlOpt = None, max_uses: UsesOpt = None, holder_proof: HolderProofOpt = None,
+          identity_proof: IdentityProofOpt = None, as_json: JsonOpt = False) -> None:
+    """Issue a grant for a task's agent, if policy allows it.
+
+    For an agent without a registered key (JWT-SVID, OIDC) and without its own proofs
+    given here, the answer is an offer that the agent redeems (`proctor grant redeem`).
+    """
     with _runtime(as_json) as rt:
-        grant = rt.grants.issue(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
-                                holder_proof=holder_proof)
+        agent = rt.registry.get(rt.grants.task(task).agent_id)
+        made: IssuedGrant | GrantOffer
+        if agent.key_thumbprint is None and holder_proof is None:
+            made = rt.grants.offer(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses)
+        else:
+            holder = (HolderProof(str(_text_or_file(holder_proof)),
+                                  _text_or_file(identity_proof))
+                      if holder_proof is not None else None)
+            made = rt.grants.issue(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
+                                   holder=holder)
+    _print_made(made, as_json)
+
+
+@grant_app.command("redeem")
+def redeem(
+    offer: Annotated[str, typer.Argument(help="The offer id (offer_…).")],
+    identity_proof: Annotated[str, typer.Option(
+        "--identity-proof", help="The agent's own identity proof (JWT-SVID or OIDC token), "
+        "or @FILE.")],
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="The agent's private key (PEM) to bind the grant to; proctor "
+        "signs the holder proof with it.")] = None,
+    holder_proof: HolderProofOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Redeem an offer as the agent it names: the grant is bound to the key it proves."""
+    identity = str(_text_or_file(identity_proof))
+    with _runtime(as_json) as rt:
+        if (key_file is None) == (holder_proof is None):
+            raise RequestError("give one of --key-file and --holder-proof")
+        if key_file is not None:
+            from proctor.gateway.launch import load_agent_key  # the MCP SDK: only here
+
+            key = load_agent_key(key_file)
+            proof = make_proof(key, identity, method=ISSUE_METHOD, target=issuer_for(rt.settings),
+                               now=rt.clock.now())
+        else:
+            proof = str(_text_or_file(holder_proof))
+        grant = rt.grants.redeem(offer, HolderProof(proof, identity))
     _print_issued(grant, as_json)
 
 
@@ -138,16 +231,17 @@ def exchange(
     proof: Annotated[str, typer.Option("--proof", help="The holder's proof for the exchange.")],
     to: Annotated[str, typer.Option("--to", help="The agent receiving the child grant.")],
     scope: ScopeOpt, ttl: TtlOpt = None, max_uses: UsesOpt = None,
-    holder_proof: Annotated[str | None, typer.Option("--holder-proof")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delegate: trade a grant for a narrower one for another agent."""
+    """Delegate: trade a grant for a narrower one for another agent.
+
+    An agent without a registered key gets an offer, which only it can redeem.
+    """
     token = _token(token)
     with _runtime(as_json) as rt:
-        grant = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
-                                   ttl_seconds=ttl, max_uses=max_uses,
-                                   holder_proof=holder_proof)
-    _print_issued(grant, as_json)
+        made = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
+                                  ttl_seconds=ttl, max_uses=max_uses)
+    _print_made(made, as_json)
 
 
 TokenArg = Annotated[str, typer.Argument(

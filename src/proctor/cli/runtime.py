@@ -19,12 +19,14 @@ from proctor.grants import (
     GrantAuthority,
     IssuerKeyring,
     RegisteredAgents,
+    TaskLimits,
     TokenCodec,
     load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
+from proctor.policy.known_tools import KnownTools
 from proctor.store import Store, open_store
 
 __all__ = [
@@ -114,21 +116,25 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))
     sync_principals(engine, registry, bundle.principals)
+    tools = KnownTools(store, clock)
+    tools.teach(engine)  # what gateways discovered before this process started
     policies = PolicyStore(store, engine, clock)
     if policies.load_active() is None:
         policies.load_directory(settings.policy_dir)
     keyring = open_keyring(settings, store, clock)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
     audit = AuditLog(store, signer=keyring, clock=clock)
-    grants = GrantAuthority(store, clock, codec, engine, RegisteredAgents(registry, store),
-                            audit=audit)
+    grants = GrantAuthority(store, clock, codec, engine,
+                            RegisteredAgents(registry, store, clock), audit=audit,
+                            task_limits=TaskLimits(settings.task_max_seconds,
+                                                   settings.task_idle_seconds), tools=tools)
     approvals = ApprovalQueue(store, clock, audit=audit)
     webhook = load_webhook_config(settings.home)
     if webhook is not None:
         notifier = WebhookNotifier(webhook, clock)
         approvals.subscribe(notifier.notify, close=notifier.close)
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
-                        base_principals=bundle.principals)
+                        base_principals=bundle.principals, tools=tools)
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
                    approvals, enforcer, keyring)
 

@@ -38,6 +38,9 @@ def announce_admin_token(minted: MintedToken) -> None:
     console.print(minted.token, markup=False, soft_wrap=True)
 
 
+WORKER_START_SECONDS = 60
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8600,
@@ -86,9 +89,12 @@ def serve(
         return
     runtime.close()
     with _multiprocess_metrics():
+        # A worker answers uvicorn's health check only once it has imported everything;
+        # on a busy machine that takes longer than uvicorn's 5 s, and a worker killed for
+        # it is started again, just as slowly, for ever.
         uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level=log_level, access_log=False,
-                    http=NoDelayH11Protocol)
+                    http=NoDelayH11Protocol, timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 
 @contextmanager

@@ -92,6 +92,9 @@ class Scenario:
                                        {"tool": "crm/lookup_customer"},
                                        {"tool": "crm/issue_refund",
                                         "args": {"amount_cents": {"max": 50000}}}]}))
+        if not isinstance(child, IssuedGrant):  # the worker is registered with its own key
+            raise GrantError("demo_world_invalid", "the worker got an offer, not a grant: "
+                             "is its key registered?")
         self.step("delegated", "the planner hands the worker a narrower grant", "allow",
                   child.claims.actor_chain == (w.planner.id,), [
                       f"grant {child.accessor}: git_log in {w.repo.name} only, crm lookups, "

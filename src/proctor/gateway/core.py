@@ -47,6 +47,7 @@ from proctor.gateway.views import Credentials, View
 from proctor.gateway.visibility import Visibility
 from proctor.grants import GrantAuthority, GrantClaims
 from proctor.policy import Outcome, PolicyEngine
+from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
 
 __all__ = ["Gateway"]
@@ -65,7 +66,7 @@ class Gateway:
         self.enforcer = enforcer
         self.grants = grants
         self.clock = clock
-        self.registry = ToolRegistry(engine)
+        self.registry = ToolRegistry(engine, KnownTools(store, clock))
         self.visibility = Visibility(engine)
         self.results = ResultGuard(guard, grants, audit, clock)
         self._store = store

@@ -182,7 +182,7 @@ class GrantGate:
             await _unauthorized(metadata, None, "a bearer grant is required")(scope, receive, send)
             return
         try:
-            claims = await anyio.to_thread.run_sync(self._gateway.grants.inspect, token)
+            claims = (await anyio.to_thread.run_sync(self._gateway.grants.inspect, token)).claims
         except ProctorError as exc:
             await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
             return

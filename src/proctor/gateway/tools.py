@@ -31,6 +31,7 @@ from jsonschema.validators import validator_for
 from proctor.errors import ConfigError, PolicyValidationError
 from proctor.gateway.config import ToolLabels, UpstreamConfig
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
+from proctor.policy.known_tools import KnownTools
 
 __all__ = ["RESOURCE_READ", "ExposedTool", "ToolRegistry"]
 
@@ -76,8 +77,9 @@ class ExposedTool:
 class ToolRegistry:
     """Every tool the gateway has seen, by tool id; shared by all sessions."""
 
-    def __init__(self, engine: PolicyEngine) -> None:
+    def __init__(self, engine: PolicyEngine, known: KnownTools | None = None) -> None:
         self._engine = engine
+        self._stored = known
         self._bundle = {t.tool_id: t for t in engine.catalog}
         self._known: dict[str, ExposedTool] = {}
         self._lock = threading.Lock()
@@ -158,6 +160,9 @@ class ToolRegistry:
                               "calls to them will be denied", exc.message)
             for tool in new:
                 self._known[tool.tool_id] = tool
+        if self._stored is not None and new:
+            # every process that decides must know what this one discovered
+            self._stored.record(t.spec for t in new)
 
 
 def _labels_of(spec: ToolSpec | None) -> ToolLabels:

@@ -55,7 +55,7 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                       writer: ByteSendStream, database_url: str | None = None) -> WrapOutcome:
     """Serve one session; raises :class:`GatewayError` or :class:`GrantError` if it cannot
     start (bad grant, other agent, upstream unreachable)."""
-    claims = await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)
+    claims = (await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)).claims
     if claims.agent_id != agent_id:
         raise GatewayError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
                            f"`{agent_id}`")

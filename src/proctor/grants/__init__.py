@@ -6,20 +6,18 @@
 (True, False)
 """
 
-from proctor.grants.authority import (
-    AgentBinding,
-    AgentDirectory,
-    CheckedGrant,
-    GrantAuthority,
-    IssuedGrant,
-    Task,
-)
+from proctor.grants.agents import AgentBinding, AgentDirectory
+from proctor.grants.authority import CheckedGrant, GrantAuthority, Swept
 from proctor.grants.directory import RegisteredAgents
+from proctor.grants.holders import HolderProof
+from proctor.grants.issuance import IssuedGrant
 from proctor.grants.keyring import IssuerKey, IssuerKeyring, load_master_key
 from proctor.grants.leases import LeaseNode, LeaseTree
+from proctor.grants.offers import GrantOffer
 from proctor.grants.proofs import jwk_thumbprint, make_proof, verify_proof
 from proctor.grants.scope import ArgConstraint, GrantScope, ToolScope
 from proctor.grants.subscription import RevocationSubscription
+from proctor.grants.tasks import Task, TaskLimits
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
 
 __all__ = [
@@ -29,7 +27,9 @@ __all__ = [
     "CheckedGrant",
     "GrantAuthority",
     "GrantClaims",
+    "GrantOffer",
     "GrantScope",
+    "HolderProof",
     "IssuedGrant",
     "IssuerKey",
     "IssuerKeyring",
@@ -37,7 +37,9 @@ __all__ = [
     "LeaseTree",
     "RegisteredAgents",
     "RevocationSubscription",
+    "Swept",
     "Task",
+    "TaskLimits",
     "TokenCodec",
     "ToolScope",
     "jwk_thumbprint",

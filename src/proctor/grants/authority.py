@@ -1,15 +1,19 @@
 """Issuing, exchanging, checking and revoking grants.
 
 A grant is issued for a task only if policy allows the issuance
-(``Action::"grant:issue"``, decided once per tool the scope covers). It is
-bound to the agent's key (``cnf.jkt``) and every use carries a proof signed by
-that key. Only the token's hash is stored; the grant is named by its accessor.
+(``Action::"grant:issue"``, decided once per tool the scope covers), and covers
+exactly those tools: a wildcard in a request is expanded at issuance, so a tool
+that appears later is outside every grant issued before it. A grant is bound to
+a key its agent proved (``cnf.jkt``; :mod:`proctor.grants.holders`) and every
+use carries a proof signed by that key. Only the token's hash is stored; the
+grant is named by its accessor. How grants are made: :mod:`proctor.grants.issuance`.
 
 Order of one check, each failure a :class:`GrantError` with its code:
 signature (cached per token) → issuer, audience, time → the agent's current key
 is the bound key → proof (key, target, grant hash, freshness) → the call is in
 scope → in one transaction: neither the grant, nor any ancestor, nor its task is
-revoked, the proof nonce is new, a use is left. A failed check changes nothing.
+revoked, the task is neither ended nor past its lifetime or idle timeout, the
+proof nonce is new, a use is left. A failed check changes nothing.
 
 The task is looked up too, not only the grant's own node: on PostgreSQL a grant
 issued while its task was being ended may escape the subtree that ending
@@ -20,82 +24,40 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decide_and_record, new_event_id
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.clock import Clock
-from proctor.errors import AuditError, GrantError, ScopeError
-from proctor.grants.accounting import (
-    check_max_uses,
-    check_ttl,
-    claim_nonce,
-    reserve_uses,
-    use_once,
-    uses_left_of,
-)
+from proctor.errors import AuditError, GrantError
+from proctor.grants.accounting import check_max_uses, check_ttl, claim_nonce, use_once, uses_left_of
+from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded
+from proctor.grants.holders import HolderProof
+from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
+from proctor.grants.offers import GrantOffer, cancel_offers, load_offer
 from proctor.grants.proofs import verify_proof
-from proctor.grants.scope import GrantScope
-from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
-from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
-from proctor.policy.context import issue_context
-from proctor.store import Store, as_utc
+from proctor.grants.scope import GrantScope, expand_scope
+from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row, touch_task
+from proctor.grants.tokens import GrantClaims, TokenCodec
+from proctor.policy import PolicyEngine
+from proctor.policy.known_tools import KnownTools
+from proctor.store import Store
 from proctor.store.tables import grants, proof_nonces, tasks
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["SYSTEM", "AgentBinding", "AgentDirectory", "CheckedGrant", "GrantAuthority",
-           "IssuedGrant", "Task"]
+__all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDirectory",
+           "AgentEnded", "CheckedGrant", "GrantAuthority", "IssuedGrant", "Swept", "Task"]
 
 log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
 
 EXCHANGE_METHOD = "grant/exchange"
-ISSUE_METHOD = "grant/issue"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentBinding:
-    """What grants need to know of an agent: its registered key, and whether it is active.
-
-    ``key_thumbprint`` is None for agents that prove themselves with a JWT-SVID or
-    an OIDC token: each of their grants is bound to a key they present at issuance.
-    """
-
-    agent_id: str
-    key_thumbprint: str | None
-    is_active: bool
-
-
-class AgentDirectory(Protocol):
-    def binding(self, agent_id: str) -> AgentBinding | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    id: str
-    agent_id: str
-    purpose: str
-    on_behalf_of: str
-    started_at: datetime
-    ended_at: datetime | None
-    sensitivity_seen: int = 0  # rank of the highest data label an allowed call has read
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedGrant:
-    token: str
-    accessor: str
-    claims: GrantClaims
-
-    @property
-    def grant_id(self) -> str:
-        return self.claims.grant_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +69,21 @@ class CheckedGrant:
     accessor: str | None = None
 
 
+class Swept(NamedTuple):
+    """What one sweep did: leases expired, proof nonces forgotten, tasks ended."""
+
+    expired: int
+    nonces: int
+    tasks: int = 0
+
+
 class GrantAuthority:
     """The grants part's one entry point."""
 
     def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
                  agents: AgentDirectory, *, audit: AuditLog | None = None,
-                 max_depth: int = 3) -> None:
+                 max_depth: int = 3, task_limits: TaskLimits | None = None,
+                 tools: KnownTools | None = None) -> None:
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -121,19 +92,30 @@ class GrantAuthority:
         self._audit = audit
         self.leases = LeaseTree(store, clock)
         self.max_depth = max_depth
+        self.task_limits = task_limits or TaskLimits()
+        self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools)
+        # Suspending or retiring an agent revokes every grant it holds, in that same
+        # transaction, whichever path (CLI, API, console) suspends it.
+        agents.on_deactivated(self._end_agent_grants)
 
     # tasks
 
-    def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str) -> Task:
+    def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str,
+                   ttl_seconds: int | None = None, idle_seconds: int | None = None) -> Task:
+        """Start a task for the agent; it ends by itself after ``ttl_seconds`` or after
+        ``idle_seconds`` without a call (the deployment's limits by default)."""
         agent_id = self._active_agent(agent_id).agent_id  # as registered
-        task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of,
-                    self._clock.now(), None)
+        ttl, idle = self.task_limits.resolve(ttl_seconds, idle_seconds)
+        now = self._clock.now()
+        task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of, now, None,
+                    0, now + timedelta(seconds=ttl), idle, now + timedelta(seconds=idle))
         with self._store.transaction() as conn:
             conn.execute(insert(tasks).values(
                 id=task.id, agent_id=agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
-                started_at=task.started_at))
+                started_at=task.started_at, expires_at=task.expires_at, idle_seconds=idle,
+                idle_until=task.idle_until))
             self.leases.add(conn, node_id=task.id, parent_id=None, kind="task",
-                            task_id=task.id, agent_id=agent_id, expires_at=None)
+                            task_id=task.id, agent_id=agent_id, expires_at=task.expires_at)
         return task
 
     def task(self, task_id: str) -> Task:
@@ -141,9 +123,7 @@ class GrantAuthority:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
-        return Task(row.id, row.agent_id, row.purpose, row.on_behalf_of,
-                    as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None,
-                    int(row.sensitivity_seen))
+        return task_from_row(row)
 
     def note_sensitivity(self, task_id: str, level: int) -> None:
         """Raise the task's highest data sensitivity seen to ``level`` (never lower it)."""
@@ -152,45 +132,74 @@ class GrantAuthority:
                 tasks.c.id == task_id, tasks.c.sensitivity_seen < level))
                 .values(sensitivity_seen=level))
 
-    def end_task(self, task_id: str, *, by: Actor = SYSTEM) -> list[str]:
+    def end_task(self, task_id: str, *, by: Actor = SYSTEM,
+                 reason: str = "task ended") -> list[str]:
         """End the task and revoke everything issued under it."""
         self.task(task_id)
         mark_ended = (update(tasks).where(and_(tasks.c.id == task_id, tasks.c.ended_at.is_(None)))
-                      .values(ended_at=self._clock.now()))
-        revoked = self.leases.revoke_subtree([task_id], "task ended",
+                      .values(ended_at=self._clock.now(), end_reason=reason[:500]))
+        revoked = self.leases.revoke_subtree([task_id], reason,
                                              also=lambda conn: conn.execute(mark_ended))
-        self._record("task.end", f'Task::"{task_id}"', task_id, "task ended", revoked, by)
+        self._record("task.end", f'Task::"{task_id}"', task_id, reason, revoked, by)
         return revoked
 
     # issuing
 
     def issue(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
-              max_uses: int | None = None, holder_proof: str | None = None,
-              approved: bool = False) -> IssuedGrant:
+              max_uses: int | None = None, holder: HolderProof | None = None,
+              approved: bool = False, same_key_as: str | None = None) -> IssuedGrant:
         """Issue a grant for the task's agent, if policy allows each tool of ``scope``.
 
-        The grant is bound to the agent's registered key. Agents without one (JWT-SVID,
-        OIDC) send ``holder_proof``: a proof (``method`` ``grant/issue``, ``target`` the
-        issuer, no grant hash) signed by the key the grant is to be bound to.
+        The grant is bound to the agent's registered key. An agent without one sends
+        ``holder``: its identity proof and a proof of the key to bind the grant to;
+        anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
+        grants never handed out) binds to the key of an earlier grant of the task.
         """
-        task = self.task(task_id)
-        if task.ended_at is not None:
-            raise GrantError("task_ended", f"task `{task_id}` has ended")
+        request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
+        key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint, holder,
+                                             same_key_as=same_key_as, task_id=task_id)
+        self._issuer.decide(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, key, proof)
+
+    def offer(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
+              max_uses: int | None = None, approved: bool = False) -> GrantOffer:
+        """Decide a grant for the task's agent now; the agent redeems it (:meth:`redeem`)
+        with a proof of the key to bind it to."""
+        request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
+        self._issuer.decide(request, ttl_seconds=ttl)
+        return self._issuer.offer(request)
+
+    def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
+                  max_uses: int | None, approved: bool) -> tuple[Request, AgentBinding, int]:
+        task = self._open_task(task_id)
         check_max_uses(max_uses)
-        jkt = self._holder_key(self._active_agent(task.agent_id), holder_proof)
+        binding = self._active_agent(task.agent_id)
         ttl = check_ttl(ttl_seconds)
-        now = self._clock.now()
-        self._decide_issuance(task, task.agent_id, scope, ttl, max_uses, (), approved, now)
-        claims = self._claims(task, task.agent_id, jkt, scope, now, ttl, (), ())
-        return self._store_grant(claims, parent_id=task.id, max_uses=max_uses)
+        expanded = expand_scope(scope, self._issuer.covered_tools(scope))
+        expires = int(self._clock.now().timestamp()) + ttl
+        return (Request(task, binding.agent_id, expanded, expires, max_uses, task.id,
+                        approved=approved), binding, ttl)
 
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
-                 holder_proof: str | None = None, approved: bool = False) -> IssuedGrant:
-        """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``."""
+                 approved: bool = False) -> IssuedGrant | GrantOffer:
+        """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``.
+
+        An agent with a registered key gets its grant at once; one without gets an
+        offer, which only it can redeem (the delegator never chooses its key).
+        """
         parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
                             target=self._codec.issuer, tool_id=None, args=None).claims
-        if not parent.scope.covers(scope):
+        # a wildcard asks for whatever of the parent's tools it matches
+        known = self._issuer.known_tools(parent.scope, scope)
+        of_parent = [t for t in known if parent.scope.names(t)]
+        for entry in scope.tools:
+            if not any(entry.matches_tool(t) for t in of_parent) \
+                    and any(entry.matches_tool(t) for t in known):
+                raise GrantError("delegation_widens_scope",
+                                 f"`{entry.tool}` is not in the parent grant's scope")
+        wanted = expand_scope(scope, of_parent)
+        if not parent.scope.covers(wanted):
             raise GrantError("delegation_widens_scope",
                              "the requested scope is wider than the parent grant's")
         now = self._clock.now()
@@ -204,17 +213,39 @@ class GrantAuthority:
         chain = (parent.agent_id, *parent.actor_chain)
         check_max_uses(max_uses)
         receiver = self._active_agent(to_agent)
-        to_agent = receiver.agent_id  # as registered
-        if to_agent in chain:
-            raise GrantError("delegation_cycle",
-                             f"`{to_agent}` already holds this grant or one it derives from")
-        jkt = self._holder_key(receiver, holder_proof)
-        task = self.task(parent.task_id)
-        self._decide_issuance(task, to_agent, scope, ttl, max_uses, chain[::-1], approved, now)
-        claims = self._claims(task, to_agent, jkt, scope, now, ttl,
-                              (parent.grant_id, *parent.ancestors), chain)
-        return self._store_grant(claims, parent_id=parent.grant_id, max_uses=max_uses,
-                                 reserve_from_parent=True)
+        if receiver.agent_id in chain:
+            raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
+                             "grant or one it derives from")
+        task = self._open_task(parent.task_id)
+        request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
+                          max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
+                          chain, approved)
+        self._issuer.decide(request, ttl_seconds=ttl)
+        if receiver.key_thumbprint is None:
+            return self._issuer.offer(request)
+        return self._issuer.grant(request, receiver.key_thumbprint, None)
+
+    def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
+        """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
+        together with the agent's own identity proof. Decided again, audited."""
+        with self._store.reading() as conn:
+            offer = load_offer(conn, offer_id)
+        refused = offer.refusal(self._clock.now())
+        if refused is not None:
+            raise refused
+        binding = self._active_agent(offer.agent_id)
+        key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint, holder)
+        task = self._open_task(offer.task_id)
+        request = Request(task, offer.agent_id, offer.scope, int(offer.expires_at.timestamp()),
+                          offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
+                          offer.approved)
+        ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
+        self._issuer.decide(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, key, proof, offer=offer)
+
+    def offer_of(self, offer_id: str) -> GrantOffer:
+        with self._store.reading() as conn:
+            return load_offer(conn, offer_id)
 
     # checking
 
@@ -234,11 +265,14 @@ class GrantAuthority:
                 if self.leases.revoked_among(conn, claims.lineage):
                     raise GrantError("grant_revoked",
                                      "the grant or one it derives from is revoked")
+                touch_task(conn, claims.task_id, now)
                 claim_nonce(conn, verified, now)
                 if tool_id is None:
                     return CheckedGrant(claims, None)
                 uses_left, accessor = use_once(conn, claims.grant_id)
         except GrantError as exc:
+            if exc.code in ("task_expired", "task_idle"):
+                self._end_lapsed(claims.task_id, exc.message)
             if exc.code != "proof_replayed":  # a replay may be anyone's: name no one
                 exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
@@ -246,15 +280,20 @@ class GrantAuthority:
 
     def inspect(self, token: str) -> CheckedGrant:
         """Tell the truth about a grant without using it: its signature and claims, its
-        agent, whether it (or an ancestor, or its task) is revoked, and whether a use is
-        left. Raises :class:`GrantError` with the first thing that makes it unusable.
+        agent, whether it (or an ancestor, or its task) is revoked, whether its task is
+        over, and whether a use is left. Raises :class:`GrantError` with the first thing
+        that makes it unusable.
 
         For operators and introspection; an agent's use always goes through :meth:`check`.
         """
-        claims = self._codec.decode(token, now=self._clock.now())
+        now = self._clock.now()
+        claims = self._codec.decode(token, now=now)
         self._check_binding(claims)
         if self.leases.revoked_now(claims.lineage):
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
+        lapsed = self.task(claims.task_id).lapse(now)
+        if lapsed is not None:
+            raise lapsed
         uses_left, accessor = uses_left_of(self._store, claims.grant_id)
         return CheckedGrant(claims, uses_left, accessor)
 
@@ -283,14 +322,43 @@ class GrantAuthority:
         return revoked
 
     def revoke_agent(self, agent_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
-        """Revoke every grant held by ``agent_id`` (and all derived from them)."""
+        """Revoke every grant held by ``agent_id`` (and all derived from them), and cancel
+        the offers made to it."""
         with self._store.transaction() as conn:
-            ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
-                lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
-                lease_table.c.revoked_at.is_(None)))).all()]
-        revoked = self.leases.revoke_subtree(ids, reason) if ids else []
+            revoked = self._revoke_agent_in(conn, agent_id, reason)
+        self.leases.announce(revoked, reason)
         self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
         return revoked
+
+    def _revoke_agent_in(self, conn: Connection, agent_id: str, reason: str) -> list[str]:
+        cancel_offers(conn, agent_id, reason, self._clock.now())
+        ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
+            lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
+            lease_table.c.revoked_at.is_(None)))).all()]
+        return self.leases.revoke_in(conn, ids, reason) if ids else []
+
+    def _end_agent_grants(self, conn: Connection, agent_id: str, reason: str,
+                          by: str | None) -> Callable[[], None]:
+        revoked = self._revoke_agent_in(conn, agent_id, reason)
+        if not by:
+            actor = SYSTEM
+        elif by.startswith("system:"):  # an automatic suspension (oversight)
+            actor = Actor(ActorType.SYSTEM, by)
+        else:
+            actor = Actor(ActorType.HUMAN, by)
+
+        def after_commit() -> None:
+            self.leases.announce(revoked, reason)
+            self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked,
+                         actor)
+        return after_commit
+
+    def _end_lapsed(self, task_id: str, message: str) -> None:
+        """End a task found past its lifetime or idle timeout (the sweeper would too)."""
+        try:
+            self.end_task(task_id, reason=message)
+        except Exception:  # the refusal stands; the sweeper ends the task later
+            log.exception("task %s is over but could not be ended", task_id)
 
     def _record(self, action: str, target: str, task: str, reason: str,
                 revoked: Sequence[str], by: Actor) -> None:
@@ -308,15 +376,19 @@ class GrantAuthority:
             log.error("revocation %s of %s took effect but could not be audited", action,
                       target)
 
-    def sweep(self) -> tuple[int, int]:
-        """Revoke expired leases and forget proof nonces past their window; returns how
-        many of each. Meant to run periodically (nothing schedules it yet)."""
+    def sweep(self) -> Swept:
+        """End tasks past their lifetime or idle timeout, revoke expired leases and forget
+        proof nonces past their window. Run periodically by ``proctor serve``."""
+        with self._store.reading() as conn:
+            due = due_tasks(conn, self._clock.now())
+        for task_id, reason in due:
+            self.end_task(task_id, reason=f"task ended by itself: {reason}")
         expired = self.leases.sweep_expired()
         with self._store.transaction() as conn:
             forgotten = conn.execute(
                 delete(proof_nonces).where(proof_nonces.c.expires_at < self._clock.now())
             ).rowcount
-        return expired, int(forgotten)
+        return Swept(expired, int(forgotten), len(due))
 
     def tree(self, task_id: str) -> list[LeaseNode]:
         return self.leases.subtree(task_id)
@@ -338,69 +410,12 @@ class GrantAuthority:
             raise GrantError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
         return binding
 
-    def _holder_key(self, binding: AgentBinding, holder_proof: str | None) -> str:
-        """The thumbprint a new grant binds to; a presented key must be proven."""
-        if holder_proof is None:
-            if binding.key_thumbprint is None:
-                raise GrantError("proof_missing", f"agent `{binding.agent_id}` has no registered"
-                                 " key: a proof with the key to bind the grant to is required")
-            return binding.key_thumbprint
-        now = self._clock.now()
-        proof = verify_proof(holder_proof, token=None, key_thumbprint=binding.key_thumbprint,
-                             method=ISSUE_METHOD, target=self._codec.issuer, now=now)
-        with self._store.transaction() as conn:
-            claim_nonce(conn, proof, now)
-        return proof.key_thumbprint
-
-    def _decide_issuance(self, task: Task, agent_id: str, scope: GrantScope, ttl: int,
-                         max_uses: int | None, chain: Sequence[str], approved: bool,
-                         now: datetime) -> None:
-        tools = [t.tool_id for t in self._engine.catalog
-                 if any(entry.matches_tool(t.tool_id) for entry in scope.tools)]
-        unmatched = [e.tool for e in scope.tools
-                     if not any(e.matches_tool(t) for t in tools)]
-        if unmatched:
-            raise ScopeError(f"scope entry `{unmatched[0]}` matches no known tool")
-        context = issue_context(now=now, task=task.id, purpose=task.purpose,
-                                on_behalf_of=task.on_behalf_of, ttl_seconds=ttl,
-                                max_uses=max_uses, delegation_chain=chain, approved=approved)
-        for tool in tools:
-            request = DecisionRequest(EntityRef("Agent", agent_id), "grant:issue",
-                                      EntityRef("Tool", tool), context)
-            decision = (decide_and_record(self._engine, self._audit, request)
-                        if self._audit is not None else self._engine.decide(request))
-            if decision.outcome is Outcome.APPROVAL_REQUIRED:
-                raise GrantError("issuance_pending_approval",
-                                 f"issuing `{tool}` needs approval: {'; '.join(decision.reasons)}")
-            if decision.outcome is not Outcome.ALLOW:
-                raise GrantError("issuance_denied",
-                                 f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
-
-    def _claims(self, task: Task, agent_id: str, key_thumbprint: str, scope: GrantScope,
-                now: datetime, ttl: int, ancestors: tuple[str, ...],
-                chain: tuple[str, ...]) -> GrantClaims:
-        t = int(now.timestamp())
-        return GrantClaims(
-            grant_id=f"grant_{secrets.token_hex(12)}", agent_id=agent_id, task_id=task.id,
-            issuer=self._codec.issuer, audience=self._codec.audience, issued_at=t,
-            not_before=t, expires_at=t + ttl, scope=scope,
-            key_thumbprint=key_thumbprint, ancestors=ancestors, actor_chain=chain,
-        )
-
-    def _store_grant(self, claims: GrantClaims, *, parent_id: str, max_uses: int | None,
-                     reserve_from_parent: bool = False) -> IssuedGrant:
-        token = self._codec.encode(claims)
-        accessor = f"acc_{secrets.token_hex(12)}"
-        expires = datetime.fromtimestamp(claims.expires_at, tz=self._clock.now().tzinfo)
-        with self._store.transaction() as conn:
-            if self.leases.revoked_among(conn, [parent_id]):
-                raise GrantError("grant_revoked", "the parent task or grant is revoked")
-            if reserve_from_parent:
-                reserve_uses(conn, parent_id, max_uses)
-            self.leases.add(conn, node_id=claims.grant_id, parent_id=parent_id, kind="grant",
-                            task_id=claims.task_id, agent_id=claims.agent_id,
-                            expires_at=expires)
-            conn.execute(insert(grants).values(
-                id=claims.grant_id, accessor=accessor, token_hash=token_hash(token),
-                scope=claims.scope.as_json(), max_uses=max_uses, uses=0))
-        return IssuedGrant(token, accessor, claims)
+    def _open_task(self, task_id: str) -> Task:
+        task = self.task(task_id)
+        if task.ended_at is not None:
+            raise GrantError("task_ended", f"task `{task_id}` has ended")
+        lapsed = task.lapse(self._clock.now())
+        if lapsed is not None:
+            self._end_lapsed(task_id, lapsed.message)
+            raise lapsed
+        return task

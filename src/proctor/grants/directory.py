@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from proctor.grants.authority import AgentBinding
-from proctor.identity import AgentRegistry
+from collections.abc import Callable
+
+from sqlalchemy import Connection, select
+
+from proctor.clock import Clock
+from proctor.grants.agents import AgentBinding, AgentEnded
+from proctor.identity import Agent, AgentRegistry, Authenticator
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.store import Store
+from proctor.store.tables import agents
 
 __all__ = ["RegisteredAgents"]
 
@@ -19,9 +25,10 @@ class RegisteredAgents:
     not found as written goes through the registry, which normalises it.
     """
 
-    def __init__(self, registry: AgentRegistry, store: Store) -> None:
+    def __init__(self, registry: AgentRegistry, store: Store, clock: Clock) -> None:
         self._registry = registry
         self._store = store
+        self._authenticator = Authenticator(registry, clock=clock)
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         rows = self._store.fetch(_BINDING, [agent_id])
@@ -32,3 +39,17 @@ class RegisteredAgents:
         if agent is None:
             return None
         return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active)
+
+    def prove(self, identity_proof: str) -> str:
+        return self._authenticator.authenticate(identity_proof).agent.id
+
+    def confirm_active(self, conn: Connection, agent_id: str) -> bool:
+        # FOR SHARE on PostgreSQL: a suspension holding the row is waited for, then seen
+        state = conn.execute(select(agents.c.trust_state).where(agents.c.id == agent_id)
+                             .with_for_update(read=True)).scalar()
+        return state in ACTIVE_STATES
+
+    def on_deactivated(self, hook: AgentEnded) -> None:
+        def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
+            return hook(conn, agent.id, reason, agent.state_changed_by)
+        self._registry.on_deactivated(adapted)

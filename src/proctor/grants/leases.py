@@ -94,36 +94,47 @@ class LeaseTree:
 
         ``also`` runs in the same transaction (ending a task marks the task there).
         """
-        now = self._clock.now()
         with self._store.transaction() as conn:
             if also is not None:
                 also(conn)
-            subtree = _collect(conn, root_ids)
-            newly = subtree[::-1]  # leaves first
-            revoked: list[str] = []
-            for start in range(0, len(newly), _CHUNK):
-                chunk = newly[start:start + _CHUNK]
-                result = conn.execute(
-                    update(leases).where(and_(leases.c.id.in_(chunk),
-                                              leases.c.revoked_at.is_(None)))
-                    .values(revoked_at=now, revoked_reason=reason)
-                    .returning(leases.c.id)
-                )
-                revoked.extend(r.id for r in result)
-            if revoked and self._store.backend == "postgresql":
-                # A NOTIFY payload must stay under 8000 bytes.
-                for start in range(0, len(revoked), _NOTIFY_IDS):
-                    conn.execute(text("SELECT pg_notify(:channel, :payload)"), {
-                        "channel": CHANNEL,
-                        "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
-                                               "reason": reason[:200]}),
-                    })
+            revoked = self.revoke_in(conn, root_ids, reason)
+        self.announce(revoked, reason)
+        return revoked
+
+    def revoke_in(self, conn: Connection, root_ids: Sequence[str], reason: str) -> list[str]:
+        """Revoke ``root_ids`` and their subtrees inside the caller's transaction; other
+        nodes hear of it when that transaction commits. The caller calls
+        :meth:`announce` after the commit, for this process's subscribers."""
+        now = self._clock.now()
+        subtree = _collect(conn, root_ids)
+        newly = subtree[::-1]  # leaves first
+        revoked: list[str] = []
+        for start in range(0, len(newly), _CHUNK):
+            chunk = newly[start:start + _CHUNK]
+            result = conn.execute(
+                update(leases).where(and_(leases.c.id.in_(chunk),
+                                          leases.c.revoked_at.is_(None)))
+                .values(revoked_at=now, revoked_reason=reason)
+                .returning(leases.c.id)
+            )
+            revoked.extend(r.id for r in result)
+        if revoked and self._store.backend == "postgresql":
+            # A NOTIFY payload must stay under 8000 bytes.
+            for start in range(0, len(revoked), _NOTIFY_IDS):
+                conn.execute(text("SELECT pg_notify(:channel, :payload)"), {
+                    "channel": CHANNEL,
+                    "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
+                                           "reason": reason[:200]}),
+                })
+        return revoked
+
+    def announce(self, revoked: Sequence[str], reason: str) -> None:
+        """Tell this process's subscribers of a committed revocation."""
         for listener in self._listeners if revoked else ():
             try:
                 listener(revoked, reason)
             except Exception:
                 log.exception("revocation listener failed")
-        return revoked
 
     def node(self, node_id: str) -> LeaseNode | None:
         with self._store.reading() as conn:

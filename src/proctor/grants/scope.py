@@ -20,13 +20,13 @@ Narrowing — delegation — is checked with :meth:`GrantScope.covers`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from proctor.errors import ScopeError
 
-__all__ = ["ArgConstraint", "GrantScope", "ToolScope"]
+__all__ = ["ArgConstraint", "GrantScope", "ToolScope", "expand_scope"]
 
 _MAX_TOOLS = 256
 Scalar = str | int | bool
@@ -89,6 +89,10 @@ class ToolScope:
     tool: str
     args: Mapping[str, ArgConstraint] = field(default_factory=dict)
 
+    @property
+    def is_wildcard(self) -> bool:
+        return self.tool == "*" or self.tool.endswith("/*")
+
     def matches_tool(self, tool_id: str) -> bool:
         if self.tool == "*" or self.tool == tool_id:
             return True
@@ -120,6 +124,10 @@ class GrantScope:
     def allows(self, tool_id: str, args: Mapping[str, Any]) -> bool:
         """True if some entry allows calling ``tool_id`` with ``args``."""
         return any(t.allows(tool_id, args) for t in self.tools)
+
+    def names(self, tool_id: str) -> bool:
+        """True if some entry is for ``tool_id`` (whatever it says of the arguments)."""
+        return any(t.matches_tool(tool_id) for t in self.tools)
 
     def covers(self, child: GrantScope) -> bool:
         """True if ``child`` is no wider than this scope (each entry inside one of ours)."""
@@ -154,3 +162,26 @@ class GrantScope:
             entries.append(ToolScope(tool, {str(n): ArgConstraint.from_json(str(n), c)
                                             for n, c in args.items()}))
         return cls(tuple(entries))
+
+
+def expand_scope(scope: GrantScope, tools: Sequence[str]) -> GrantScope:
+    """``scope`` with each wildcard entry replaced by one entry per tool of ``tools`` it
+    matches, with the same argument constraints: a grant covers exactly the tools that
+    were known, and decided, when it was issued — never one that appears later.
+
+    >>> expand_scope(GrantScope.from_json({"tools": [{"tool": "time/*"}]}),
+    ...              ["time/now", "git/log", "time/convert"]).as_json()
+    {'tools': [{'tool': 'time/now'}, {'tool': 'time/convert'}]}
+    """
+    entries: list[ToolScope] = []
+    for entry in scope.tools:
+        matched = [t for t in tools if entry.matches_tool(t)]
+        if not matched:
+            raise ScopeError(f"scope entry `{entry.tool}` matches no known tool")
+        entries.extend(ToolScope(t, entry.args) for t in matched)
+    unique = list({(e.tool, repr(sorted((n, c.as_json()) for n, c in e.args.items()))): e
+                   for e in entries}.values())
+    if len(unique) > _MAX_TOOLS:
+        raise ScopeError(f"the scope covers {len(unique)} tools; a grant covers at most "
+                         f"{_MAX_TOOLS}: name the tools the task needs")
+    return GrantScope(tuple(unique))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.clock import Clock
@@ -54,6 +54,9 @@ from proctor.store.tables import agents
 __all__ = ["AgentRegistry"]
 
 _Change = Callable[[Agent], dict[str, Any] | None]
+DeactivationHook = Callable[[Connection, Agent, str], Callable[[], None]]
+"""Runs inside the transaction that suspends or retires an agent, with the agent as it
+now is and the reason; returns what to do once that transaction has committed."""
 
 
 class AgentRegistry:
@@ -63,6 +66,15 @@ class AgentRegistry:
         self._store = store
         self._clock = clock
         self.trust = trust
+        self._on_deactivated: list[DeactivationHook] = []
+
+    def on_deactivated(self, hook: DeactivationHook) -> None:
+        """Run ``hook`` in every transaction that suspends or retires an agent.
+
+        The grants part registers one that revokes every grant the agent holds, so a
+        suspension and the end of the agent's grants commit together, or not at all.
+        """
+        self._on_deactivated.append(hook)
 
     # reading
 
@@ -250,6 +262,7 @@ class AgentRegistry:
 
     def _change(self, agent_id: str, change: _Change) -> Agent:
         key = parse_agent_id(agent_id).id
+        after_commit: list[Callable[[], None]] = []
         with self._store.transaction() as conn:
             row = conn.execute(
                 select(agents).where(agents.c.id == key).with_for_update()
@@ -262,5 +275,12 @@ class AgentRegistry:
                 return agent
             conn.execute(update(agents).where(agents.c.id == key)
                          .values(**values, updated_at=self._clock.now()))
-            updated: Row[Any] = conn.execute(select(agents).where(agents.c.id == key)).one()
-        return agent_from_row(updated)
+            updated = agent_from_row(conn.execute(select(agents).where(agents.c.id == key)).one())
+            if agent.is_active and not updated.is_active:
+                reason = f"agent {updated.trust_state.value}"
+                if updated.state_reason:
+                    reason += f": {updated.state_reason}"
+                after_commit = [hook(conn, updated, reason) for hook in self._on_deactivated]
+        for then in after_commit:
+            then()
+        return updated

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from proctor.errors import ProctorError
-from proctor.grants import RevocationSubscription
+from proctor.grants import RevocationSubscription, Swept
 from proctor.server.state import ServerState
 
 __all__ = ["Background"]
@@ -79,13 +79,15 @@ class Background:
             except Exception as exc:  # tried again next time; the server keeps serving
                 log.error("background %s failed: %s", name, type(exc).__name__)
 
-    def sweep_once(self) -> tuple[int, int]:
-        """Revoke expired leases and forget old proof nonces; returns how many of each."""
-        expired, forgotten = self._state.runtime.grants.sweep()
+    def sweep_once(self) -> Swept:
+        """End tasks past their lifetime or idle timeout, revoke expired leases and forget
+        old proof nonces; returns how many of each."""
+        swept = self._state.runtime.grants.sweep()
         metrics = self._state.metrics
-        metrics.swept.labels("lease").inc(expired)
-        metrics.swept.labels("nonce").inc(forgotten)
-        return expired, forgotten
+        metrics.swept.labels("lease").inc(swept.expired)
+        metrics.swept.labels("nonce").inc(swept.nonces)
+        metrics.swept.labels("task").inc(swept.tasks)
+        return swept
 
     def sync_once(self) -> None:
         """Bring this process up to what the store says."""

@@ -56,7 +56,8 @@ class Metrics:
         self.rate_limited = Counter(
             "proctor_rate_limited", "Requests answered 429", registry=registry)
         self.swept = Counter(
-            "proctor_swept", "Expired leases revoked and proof nonces forgotten by the sweep",
+            "proctor_swept", "Tasks ended, expired leases revoked and proof nonces forgotten "
+            "by the sweep",
             ["kind"], registry=registry)
         self.revocations_heard = Counter(
             "proctor_revocations_heard",

@@ -52,16 +52,19 @@ AUTH_CODES = (
 )
 
 _BY_STATUS: dict[int, tuple[str, ...]] = {
-    404: ("not_found", "agent_unknown", "task_unknown", "grant_unknown", "approval_unknown"),
+    404: ("not_found", "agent_unknown", "task_unknown", "grant_unknown", "approval_unknown",
+          "offer_unknown"),
     409: ("agent_exists", "agent_state_invalid", "manifest_changed", "task_ended",
-          "approval_already_decided", "approval_expired"),
+          "task_expired", "task_idle", "approval_already_decided", "approval_expired",
+          "offer_redeemed", "offer_expired", "offer_cancelled"),
     422: ("request_invalid", "scope_invalid", "manifest_invalid", "agent_id_invalid",
           "agent_key_invalid", "reviewer_invalid", "grant_ttl_invalid", "grant_max_uses_invalid",
           "delegation_widens_scope", "delegation_extends_expiry", "delegation_too_deep",
           "delegation_cycle", "delegation_widens_uses", "policy_invalid", "config_invalid",
           "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid",
           "approval_comment_too_long", "approval_similar_invalid", "approval_similar_masked",
-          "approval_similar_unsupported"),
+          "approval_similar_unsupported", "holder_identity_missing", "task_ttl_invalid",
+          "task_limits_invalid"),
     503: ("store_unavailable", "store_migration_failed", "audit_unavailable", "audit_error",
           "audit_integrity_failed"),
 }

@@ -42,7 +42,7 @@ class ServerState:
         tokens = ApiTokens(store, clock)
         authenticator = RequestAuthenticator(
             tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
-            directory=RegisteredAgents(runtime.registry, store), grants=runtime.grants,
+            directory=RegisteredAgents(runtime.registry, store, clock), grants=runtime.grants,
             clock=clock)
         return cls(
             runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),

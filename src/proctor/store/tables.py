@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -23,6 +24,7 @@ __all__ = [
     "audit_events",
     "audit_head",
     "console_sessions",
+    "grant_offers",
     "grants",
     "issuer_keys",
     "leases",
@@ -34,6 +36,7 @@ __all__ = [
     "secrets",
     "shadow_differences",
     "tasks",
+    "tool_catalog",
 ]
 
 metadata = MetaData()
@@ -129,7 +132,15 @@ tasks = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     # the highest data-sensitivity label (as its rank) an allowed call has read
     Column("sensitivity_seen", Integer, nullable=False, server_default="0"),
+    # ended by itself at `expires_at` (its maximum lifetime), or at `idle_until`:
+    # `idle_seconds` after the last use of one of its grants
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("idle_seconds", Integer, nullable=True),
+    Column("idle_until", DateTime(timezone=True), nullable=True),
+    Column("end_reason", Text, nullable=True),
     Index("ix_tasks_agent", "agent_id"),
+    Index("ix_tasks_open_expiry", "ended_at", "expires_at"),
+    Index("ix_tasks_open_idle", "ended_at", "idle_until"),
 )
 
 # The lease tree: tasks, grants, child grants (and later secret leases and
@@ -164,6 +175,48 @@ grants = Table(
     Column("scope", JSON, nullable=False),
     Column("max_uses", Integer, nullable=True),
     Column("uses", Integer, nullable=False),
+    # the RFC 7638 thumbprint of the key the grant is bound to (its `cnf.jkt`)
+    Column("key_thumbprint", String(64), nullable=True),
+)
+
+# Offers: a grant decided for an agent that has no registered key, waiting for that
+# agent to redeem it with its own identity proof and a proof of the key to bind it
+# to. A delegator or an operator never chooses that key. `expires_at` is the
+# grant's own expiry, fixed when the offer was made; `redeem_by` is the offer's.
+grant_offers = Table(
+    "grant_offers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("task_id", String(64), nullable=False),
+    Column("parent_id", String(64), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("ancestors", JSON, nullable=False),
+    Column("actor_chain", JSON, nullable=False),
+    Column("approved", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("redeem_by", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    Column("grant_id", String(64), nullable=True),
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    Index("ix_grant_offers_agent", "agent_id"),
+    Index("ix_grant_offers_task", "task_id"),
+)
+
+# Tools discovered on upstream servers at run time (the gateway's tools/list), with
+# the labels and input schema they were first seen with, so that every process
+# that issues grants or decides calls knows them, not only the one that saw them.
+tool_catalog = Table(
+    "tool_catalog",
+    metadata,
+    Column("tool_id", String(200), primary_key=True),
+    Column("server", String(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Index("ix_tool_catalog_server", "server"),
 )
 
 # Proof-of-possession nonces already used, kept until the proof window passes.

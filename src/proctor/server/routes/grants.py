@@ -13,17 +13,18 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from proctor.errors import GrantError
-from proctor.grants import GrantClaims, GrantScope, IssuedGrant
+from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, IssuedGrant
 from proctor.identity import agent_id_for
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
+from proctor.server.principals import PrincipalKind
 from proctor.server.problems import problem_responses
 from proctor.server.routes.tasks import task_resource
 from proctor.store.tables import grants, leases
@@ -48,8 +49,30 @@ class IssueGrant(BaseModel):
     ttl_seconds: Ttl | None = None
     max_uses: Uses | None = None
     holder_proof: Proof | None = Field(default=None, description=(
-        "For agents without a registered key: a proof (htm `grant/issue`, htu the "
-        "issuer) signed by the key to bind the grant to"))
+        "A proof (htm `grant/issue`, htu the issuer) signed by the key to bind the grant to; "
+        "for an agent with a registered key, that key"))
+    identity_proof: Token | None = Field(default=None, description=(
+        "For an agent without a registered key: its own identity proof (JWT-SVID or OIDC "
+        "token); the holder proof's `ath` is its hash. Defaults to the caller's own bearer "
+        "credential when the agent itself calls with it. Anyone else makes an offer."))
+
+
+class OfferGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: Annotated[str, Field(min_length=1, max_length=64)]
+    scope: ScopeDoc
+    ttl_seconds: Ttl | None = None
+    max_uses: Uses | None = None
+
+
+class RedeemOffer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    holder_proof: Proof = Field(description=(
+        "A proof (htm `grant/issue`, htu the issuer) signed by the key to bind the grant to; "
+        "its `ath` is the hash of the identity proof"))
+    identity_proof: Token | None = Field(default=None, description=(
+        "The agent's own identity proof (JWT-SVID or OIDC token); defaults to the caller's "
+        "bearer credential"))
 
 
 class ExchangeGrant(BaseModel):
@@ -60,7 +83,6 @@ class ExchangeGrant(BaseModel):
     scope: ScopeDoc
     ttl_seconds: Ttl | None = None
     max_uses: Uses | None = None
-    holder_proof: Proof | None = None
 
 
 class CheckGrant(BaseModel):
@@ -100,6 +122,7 @@ class ClaimsView(BaseModel):
 
 
 class GrantIssued(ClaimsView):
+    kind: Literal["grant"] = "grant"
     token: str = Field(description="Give it to the agent only; proctor keeps just its hash")
     accessor: str
 
@@ -107,6 +130,31 @@ class GrantIssued(ClaimsView):
     def issued(cls, grant: IssuedGrant) -> GrantIssued:
         return cls(token=grant.token, accessor=grant.accessor,
                    **ClaimsView.of(grant.claims).model_dump())
+
+
+class GrantOffered(BaseModel):
+    """A grant decided for an agent without a registered key: only that agent can redeem
+    it (``POST /v1/grants/offers/{offer}/redeem``), binding it to a key it proves."""
+
+    kind: Literal["offer"] = "offer"
+    offer: str
+    agent: str
+    task: str
+    scope: dict[str, Any]
+    max_uses: int | None
+    actor_chain: list[str]
+    redeem_by: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, offer: GrantOffer) -> GrantOffered:
+        return cls(offer=offer.id, agent=offer.agent_id, task=offer.task_id,
+                   scope=offer.scope.as_json(), max_uses=offer.max_uses,
+                   actor_chain=list(offer.actor_chain), redeem_by=offer.redeem_by,
+                   expires_at=offer.expires_at)
+
+
+Made = Annotated[GrantIssued | GrantOffered, Field(discriminator="kind")]
 
 
 class CheckResult(BaseModel):
@@ -126,7 +174,17 @@ _ISSUE = ("task_unknown", "task_ended", "scope_invalid", "grant_ttl_invalid",
           "grant_max_uses_invalid", "issuance_denied", "issuance_pending_approval",
           "agent_not_active", "proof_missing", "proof_invalid", "proof_stale",
           "proof_replayed", "proof_wrong_key", "proof_wrong_target", "proof_key_private",
-          "grant_revoked")
+          "grant_revoked", "holder_identity_missing", "holder_identity_invalid",
+          "holder_identity_mismatch", "task_expired", "task_idle")
+_OFFER = ("task_unknown", "task_ended", "task_expired", "task_idle", "scope_invalid",
+          "grant_ttl_invalid", "grant_max_uses_invalid", "issuance_denied",
+          "issuance_pending_approval", "agent_not_active", "grant_revoked")
+_REDEEM = ("offer_unknown", "offer_redeemed", "offer_expired", "offer_cancelled",
+           "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
+           "proof_missing", "proof_invalid", "proof_stale", "proof_replayed", "proof_wrong_key",
+           "proof_wrong_target", "proof_key_private", "agent_not_active", "task_ended",
+           "task_expired", "task_idle", "issuance_denied", "issuance_pending_approval",
+           "grant_revoked", "delegation_widens_uses", "grant_uses_exhausted", "grant_ttl_invalid")
 
 
 @router.post("/v1/grants", status_code=201, responses=problem_responses(*_ISSUE))
@@ -136,10 +194,54 @@ def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
     task = runtime.grants.task(body.task)
     call.require("api:grant.issue", task_resource(task))
     runtime.enforcer.ensure_current(task.agent_id)
+    holder = None
+    if body.holder_proof is not None:
+        identity = body.identity_proof or _own_identity(call, task.agent_id)
+        holder = HolderProof(body.holder_proof, identity)
     issued = runtime.grants.issue(task.id, GrantScope.from_json(body.scope),
                                   ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
-                                  holder_proof=body.holder_proof)
+                                  holder=holder)
     return GrantIssued.issued(issued)
+
+
+@router.post("/v1/grants/offers", status_code=201, responses=problem_responses(*_OFFER))
+def offer_grant(body: OfferGrant, call: Call) -> GrantOffered:
+    """Decide a grant for a task's agent now; the agent redeems it with its own identity
+    proof and a proof of the key to bind it to (the way to give an agent without a
+    registered key a grant)."""
+    runtime = call.runtime
+    task = runtime.grants.task(body.task)
+    call.require("api:grant.issue", task_resource(task))
+    runtime.enforcer.ensure_current(task.agent_id)
+    offer = runtime.grants.offer(task.id, GrantScope.from_json(body.scope),
+                                 ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
+    return GrantOffered.of(offer)
+
+
+@router.post("/v1/grants/offers/{offer}/redeem", status_code=201,
+             responses=problem_responses(*_REDEEM))
+def redeem_offer(offer: Annotated[str, Path(max_length=64, description="the offer id")],
+                 body: RedeemOffer, call: Call) -> GrantIssued:
+    """Redeem an offer, as the agent it names: the grant is bound to the key the holder
+    proof proves, tied to the agent's own identity proof."""
+    runtime = call.runtime
+    found = runtime.grants.offer_of(offer)
+    call.require("api:grant.redeem", entity("Grant", found.id, agent=("Agent", found.agent_id),
+                                            task=found.task_id))
+    identity = body.identity_proof or _own_identity(call, found.agent_id)
+    issued = runtime.grants.redeem(found.id, HolderProof(body.holder_proof, identity))
+    return GrantIssued.issued(issued)
+
+
+def _own_identity(call: CallContext, agent_id: str) -> str | None:
+    """The caller's bearer credential, when the caller is ``agent_id`` itself and
+    authenticated with its identity proof (not with a grant)."""
+    principal = call.principal
+    if principal.kind is not PrincipalKind.AGENT or principal.id != agent_id \
+            or principal.method == "grant":
+        return None
+    scheme, _, value = call.request.headers.get("authorization", "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 @router.post("/v1/grants/exchange", status_code=201, responses=problem_responses(
@@ -148,18 +250,21 @@ def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
     "grant_not_yet_valid", "grant_algorithm_not_allowed", "grant_uses_exhausted",
     "agent_unknown", "agent_id_invalid", "delegation_widens_scope", "delegation_extends_expiry",
     "delegation_too_deep", "delegation_cycle", "delegation_widens_uses", "proof_stale"))
-def exchange_grant(body: ExchangeGrant, call: Call) -> GrantIssued:
+def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     """Delegation: trade a grant (with the holder's proof) for a narrower one for another
-    agent; each hand-off is a policy decision of its own."""
+    agent; each hand-off is a policy decision of its own. An agent without a registered
+    key gets an offer (``kind: offer``) that only it can redeem."""
     holder = unverified_holder(body.token)
     call.require("api:grant.exchange", grant_resource(holder))
     runtime = call.runtime
     to_agent = agent_id_for(body.to_agent, runtime.settings.trust_domain).id
     runtime.enforcer.ensure_current(to_agent)
-    issued = runtime.grants.exchange(
+    made = runtime.grants.exchange(
         body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_json(body.scope),
-        ttl_seconds=body.ttl_seconds, max_uses=body.max_uses, holder_proof=body.holder_proof)
-    return GrantIssued.issued(issued)
+        ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
+    if isinstance(made, GrantOffer):
+        return GrantOffered.of(made)
+    return GrantIssued.issued(made)
 
 
 @router.post("/v1/grants/check", responses=problem_responses())

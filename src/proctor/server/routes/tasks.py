@@ -28,6 +28,12 @@ class StartTask(BaseModel):
                                 description="SPIFFE ID, or a name in the trust domain")]
     purpose: Annotated[str, Field(max_length=1000)]
     on_behalf_of: Annotated[str, Field(min_length=1, max_length=256)]
+    ttl_seconds: Annotated[int | None, Field(ge=1, description=(
+        "seconds before the task ends by itself; at most the deployment's "
+        "`task_max_seconds` (its default)"))] = None
+    idle_seconds: Annotated[int | None, Field(ge=1, description=(
+        "seconds without a call before the task ends by itself; at most the deployment's "
+        "`task_idle_seconds` (its default)"))] = None
 
 
 class EndTask(BaseModel):
@@ -41,12 +47,18 @@ class TaskView(BaseModel):
     on_behalf_of: str
     started_at: datetime
     ended_at: datetime | None
+    expires_at: datetime | None
+    idle_seconds: int | None
+    idle_until: datetime | None
+    end_reason: str | None
 
     @classmethod
     def of(cls, task: Task) -> TaskView:
         return cls(id=task.id, agent=task.agent_id, purpose=task.purpose,
                    on_behalf_of=task.on_behalf_of, started_at=task.started_at,
-                   ended_at=task.ended_at)
+                   ended_at=task.ended_at, expires_at=task.expires_at,
+                   idle_seconds=task.idle_seconds, idle_until=task.idle_until,
+                   end_reason=task.end_reason)
 
 
 class Ended(BaseModel):
@@ -88,7 +100,7 @@ def _task(call: CallContext, task_id: str, action: str) -> Task:
 
 
 @router.post("/v1/tasks", status_code=201, responses=problem_responses(
-    "agent_unknown", "agent_id_invalid", "agent_not_active"))
+    "agent_unknown", "agent_id_invalid", "agent_not_active", "task_ttl_invalid"))
 def start_task(body: StartTask, call: Call) -> TaskView:
     """Start a task for an agent. An agent may start one for itself, on behalf of its
     owner; admins for any agent."""
@@ -97,7 +109,9 @@ def start_task(body: StartTask, call: Call) -> TaskView:
     call.require("api:task.start", agent_resource(agent),
                  context={"on_behalf_of": body.on_behalf_of})
     task = runtime.grants.start_task(agent.id, purpose=body.purpose,
-                                     on_behalf_of=body.on_behalf_of)
+                                     on_behalf_of=body.on_behalf_of,
+                                     ttl_seconds=body.ttl_seconds,
+                                     idle_seconds=body.idle_seconds)
     call.record("task.start", f'Task::"{task.id}"', "started", task=task.id)
     return TaskView.of(task)
 

@@ -1,0 +1,250 @@
+"""Making grants: deciding an issuance, binding it to a proven key, storing it.
+
+Every grant — issued for a task, delegated by exchange, redeemed from an offer,
+or made by "approve similar" — goes through :class:`Issuer`, in this order:
+
+1. the agent it names is registered and active;
+2. the key it will be bound to is one that agent proved (:mod:`proctor.grants.holders`);
+   an agent without a registered key that did not prove one itself gets an offer;
+3. each tool the scope covers is decided by policy (``Action::"grant:issue"``), audited;
+4. in one transaction: the proof's nonce is new, the agent is still active, nothing
+   in the new grant's lineage is revoked, a delegated grant's uses are taken out of
+   its parent's, and the lease node and the grant row are written.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, insert, select
+
+from proctor.audit import AuditLog, decide_and_record
+from proctor.clock import Clock
+from proctor.errors import GrantError, IdentityError, ScopeError
+from proctor.grants.accounting import claim_nonce, reserve_uses
+from proctor.grants.agents import AgentDirectory
+from proctor.grants.holders import HolderProof
+from proctor.grants.leases import LeaseTree
+from proctor.grants.offers import (
+    OFFER_TTL_SECONDS,
+    GrantOffer,
+    new_offer_id,
+    save_offer,
+    take_offer,
+)
+from proctor.grants.proofs import VerifiedProof, verify_proof
+from proctor.grants.scope import GrantScope
+from proctor.grants.tasks import Task
+from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
+from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
+from proctor.policy.context import issue_context
+from proctor.policy.known_tools import KnownTools
+from proctor.store import Store
+from proctor.store.tables import grants
+from proctor.store.tables import leases as lease_table
+
+__all__ = ["ISSUE_METHOD", "IssuedGrant", "Issuer"]
+
+ISSUE_METHOD = "grant/issue"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedGrant:
+    token: str
+    accessor: str
+    claims: GrantClaims
+
+    @property
+    def grant_id(self) -> str:
+        return self.claims.grant_id
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One grant to make: for whom, under what, for how long (absolute), how often."""
+
+    task: Task
+    agent_id: str
+    scope: GrantScope
+    expires_at: int
+    max_uses: int | None
+    parent_id: str  # the task, or the grant it is delegated from
+    ancestors: tuple[str, ...] = ()
+    actor_chain: tuple[str, ...] = ()
+    approved: bool = False
+
+    @property
+    def lineage(self) -> tuple[str, ...]:
+        return (*self.ancestors, self.task.id) if self.ancestors else (self.task.id,)
+
+
+class Issuer:
+    """The one way grants and offers are made (see the module docstring)."""
+
+    def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
+                 agents: AgentDirectory, leases: LeaseTree, audit: AuditLog | None,
+                 tools: KnownTools | None = None) -> None:
+        self._tools = tools
+        self._store = store
+        self._clock = clock
+        self._codec = codec
+        self._engine = engine
+        self._agents = agents
+        self._leases = leases
+        self._audit = audit
+
+    # the key
+
+    def proven_key(self, agent_id: str, key_thumbprint: str | None,
+                   holder: HolderProof | None, *, same_key_as: str | None = None,
+                   task_id: str | None = None) -> tuple[str, VerifiedProof | None]:
+        """The thumbprint to bind a grant for ``agent_id`` to, and the holder proof that
+        proved it (its nonce is claimed when the grant is stored)."""
+        now = self._clock.now()
+        if key_thumbprint is not None:  # a registered key: that one, always
+            if holder is None:
+                return key_thumbprint, None
+            proof = verify_proof(holder.proof, token=None, key_thumbprint=key_thumbprint,
+                                 method=ISSUE_METHOD, target=self._codec.issuer, now=now)
+            return proof.key_thumbprint, proof
+        if same_key_as is not None and holder is None:
+            return self._key_of(same_key_as, agent_id, task_id), None
+        if holder is None or holder.identity is None:
+            raise GrantError("holder_identity_missing", f"agent `{agent_id}` has no registered "
+                             "key: a grant for it is bound to a key it proves with its own "
+                             "identity proof, so it redeems an offer (or sends its identity "
+                             "proof and a holder proof itself)")
+        try:
+            proven = self._agents.prove(holder.identity)
+        except IdentityError as exc:
+            raise GrantError("holder_identity_invalid", f"the identity proof was refused "
+                             f"({exc.code}): {exc.message}") from exc
+        if proven != agent_id:
+            raise GrantError("holder_identity_mismatch", f"the identity proof is `{proven}`'s, "
+                             f"not `{agent_id}`'s")
+        # ath = the identity proof's hash: the key and the identity were shown together
+        proof = verify_proof(holder.proof, token=holder.identity, key_thumbprint=None,
+                             method=ISSUE_METHOD, target=self._codec.issuer, now=now)
+        return proof.key_thumbprint, proof
+
+    def _key_of(self, grant_id: str, agent_id: str, task_id: str | None) -> str:
+        """The key of an earlier grant of the same agent in the same task."""
+        with self._store.reading() as conn:
+            found = conn.execute(select(grants.c.key_thumbprint).join(
+                lease_table, lease_table.c.id == grants.c.id).where(and_(
+                    grants.c.id == grant_id, lease_table.c.agent_id == agent_id,
+                    lease_table.c.task_id == task_id))).scalar()
+        if not found:
+            raise GrantError("holder_identity_missing", f"grant `{grant_id[:80]}` is not a "
+                             f"grant of `{agent_id}` in this task with a known key")
+        return str(found)
+
+    # deciding
+
+    def decide(self, request: Request, *, ttl_seconds: int) -> None:
+        """Policy on each tool of the scope; raises ``issuance_denied`` or
+        ``issuance_pending_approval``. Every decision is audited."""
+        tools = self.covered_tools(request.scope)
+        task = request.task
+        context = issue_context(now=self._clock.now(), task=task.id, purpose=task.purpose,
+                                on_behalf_of=task.on_behalf_of, ttl_seconds=ttl_seconds,
+                                max_uses=request.max_uses,
+                                delegation_chain=request.actor_chain[::-1],
+                                approved=request.approved)
+        for tool in tools:
+            decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
+                                               "grant:issue", EntityRef("Tool", tool), context)
+            decision = (decide_and_record(self._engine, self._audit, decision_request)
+                        if self._audit is not None else self._engine.decide(decision_request))
+            if decision.outcome is Outcome.APPROVAL_REQUIRED:
+                raise GrantError("issuance_pending_approval",
+                                 f"issuing `{tool}` needs approval: {'; '.join(decision.reasons)}")
+            if decision.outcome is not Outcome.ALLOW:
+                raise GrantError("issuance_denied",
+                                 f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
+
+    def known_tools(self, *scopes: GrantScope) -> list[str]:
+        """The tools this process knows; if an entry of ``scopes`` matches none of them,
+        it first learns the tools other processes discovered."""
+        known = [t.tool_id for t in self._engine.catalog]
+        missing = any(not any(e.matches_tool(t) for t in known)
+                      for scope in scopes for e in scope.tools)
+        if missing and self._tools is not None and self._tools.teach(self._engine):
+            known = [t.tool_id for t in self._engine.catalog]
+        return known
+
+    def covered_tools(self, scope: GrantScope) -> list[str]:
+        """The known tools ``scope`` covers; an entry that covers none is refused."""
+        tools = [t for t in self.known_tools(scope)
+                 if any(entry.matches_tool(t) for entry in scope.tools)]
+        unmatched = [e.tool for e in scope.tools if not any(e.matches_tool(t) for t in tools)]
+        if unmatched:
+            raise ScopeError(f"scope entry `{unmatched[0]}` matches no known tool")
+        return tools
+
+    # storing
+
+    def grant(self, request: Request, key_thumbprint: str, proof: VerifiedProof | None, *,
+              offer: GrantOffer | None = None) -> IssuedGrant:
+        """Sign and store the grant; one transaction (see the module docstring)."""
+        now = self._clock.now()
+        issued_at = int(now.timestamp())
+        expires_at = request.expires_at
+        if request.task.expires_at is not None:  # never past the task's own lifetime
+            expires_at = min(expires_at, int(request.task.expires_at.timestamp()))
+        if expires_at <= issued_at:
+            raise GrantError("grant_ttl_invalid", "the grant would expire before it is issued")
+        claims = GrantClaims(
+            grant_id=f"grant_{secrets.token_hex(12)}", agent_id=request.agent_id,
+            task_id=request.task.id, issuer=self._codec.issuer, audience=self._codec.audience,
+            issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
+            scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
+            actor_chain=request.actor_chain)
+        token = self._codec.encode(claims)
+        if len(token) > MAX_TOKEN_BYTES:
+            raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
+                             f"{MAX_TOKEN_BYTES} bytes: name the tools the task needs")
+        accessor = f"acc_{secrets.token_hex(12)}"
+        with self._store.transaction() as conn:
+            self._confirm(conn, request)
+            if offer is not None:
+                take_offer(conn, offer, claims.grant_id, now)
+            if proof is not None:
+                claim_nonce(conn, proof, now)
+            if request.parent_id != request.task.id:
+                reserve_uses(conn, request.parent_id, request.max_uses)
+            self._leases.add(conn, node_id=claims.grant_id, parent_id=request.parent_id,
+                             kind="grant", task_id=claims.task_id, agent_id=claims.agent_id,
+                             expires_at=datetime.fromtimestamp(expires_at, tz=now.tzinfo))
+            conn.execute(insert(grants).values(
+                id=claims.grant_id, accessor=accessor, token_hash=token_hash(token),
+                scope=claims.scope.as_json(), max_uses=request.max_uses, uses=0,
+                key_thumbprint=key_thumbprint))
+        return IssuedGrant(token, accessor, claims)
+
+    def offer(self, request: Request) -> GrantOffer:
+        """Store ``request`` as an offer for its agent to redeem."""
+        now = self._clock.now()
+        expires_at = datetime.fromtimestamp(request.expires_at, tz=now.tzinfo)
+        if request.task.expires_at is not None:
+            expires_at = min(expires_at, request.task.expires_at)
+        offer = GrantOffer(
+            new_offer_id(), request.task.id, request.parent_id, request.agent_id,
+            request.scope, request.max_uses, request.ancestors, request.actor_chain,
+            request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
+            expires_at)
+        with self._store.transaction() as conn:
+            self._confirm(conn, request)
+            save_offer(conn, offer)
+        return offer
+
+    def _confirm(self, conn: Connection, request: Request) -> None:
+        if not self._agents.confirm_active(conn, request.agent_id):
+            raise GrantError("agent_not_active",
+                             f"agent `{request.agent_id}` is suspended or retired")
+        lineage: Sequence[str] = (request.parent_id, *request.lineage)
+        if self._leases.revoked_among(conn, dict.fromkeys(lineage)):
+            raise GrantError("grant_revoked", "the parent task or grant is revoked")
