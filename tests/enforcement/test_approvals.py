@@ -109,7 +109,8 @@ def test_an_agent_suspended_while_its_call_waits_is_denied(
     runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
     runtime.registry.suspend(SUPPORT, by=APPROVER, reason="odd behaviour")
     verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
-    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "agent_not_active")
+    # suspending the agent revoked its grants: the approved call dies with them
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
     # the approval is not spent on a call that did not run
     assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.APPROVED
 
