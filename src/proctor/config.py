@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proctor.errors import ConfigError
+from proctor.store.pool import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
 
 __all__ = ["Settings", "load_settings"]
 
@@ -32,6 +33,7 @@ class Settings:
     database_url: str
     policy_dir: Path
     trust_domain: str = "proctor.local"
+    database_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def is_embedded(self) -> bool:
@@ -43,8 +45,10 @@ _ENV_KEYS = {
     "PROCTOR_DATABASE_URL": "database_url",
     "PROCTOR_POLICY_DIR": "policy_dir",
     "PROCTOR_TRUST_DOMAIN": "trust_domain",
+    "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
 }
-_FILE_KEYS = {"database_url", "policy_dir", "trust_domain"}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "database_pool_size"}
+_WHOLE_NUMBERS = {"database_pool_size"}
 
 
 def load_settings(
@@ -70,6 +74,7 @@ def load_settings(
         database_url=str(values.pop("database_url", f"sqlite:///{home / 'proctor.db'}")),
         policy_dir=Path(values.pop("policy_dir", home / "policies")),
         trust_domain=str(values.pop("trust_domain", "proctor.local")),
+        database_pool_size=_pool_size(values.pop("database_pool_size", DEFAULT_POOL_SIZE)),
     )
     _check(settings)
     return settings
@@ -86,9 +91,22 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")
     for key, value in data.items():
-        if not isinstance(value, str):
+        if key in _WHOLE_NUMBERS:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"config key `{key}` in `{path}` must be a whole number")
+        elif not isinstance(value, str):
             raise ConfigError(f"config key `{key}` in `{path}` must be a string")
     return data
+
+
+def _pool_size(value: object) -> int:
+    """The most database connections one process holds (see :mod:`proctor.store.pool`)."""
+    text = str(value).strip()
+    size = int(text) if text.isascii() and text.isdigit() else 0
+    if not MIN_POOL_SIZE <= size <= MAX_POOL_SIZE:
+        raise ConfigError(f"database pool size `{value}` is not valid (a whole number "
+                          f"from {MIN_POOL_SIZE} to {MAX_POOL_SIZE})")
+    return size
 
 
 def _check(settings: Settings) -> None:
