@@ -45,7 +45,11 @@ def _store_error(exc: Exception, pool_timeout_seconds: float) -> ProctorError:
 
 
 class Store:
-    """A migrated database. Domain parts take one and run their own statements."""
+    """A migrated database. Domain parts take one and run their own statements.
+
+    Every connection it holds comes from its engine's pool, bounded in number
+    (see :mod:`proctor.store.pool`), whichever threads use it.
+    """
 
     def __init__(self, engine: Engine, *, read_connections: int = 1,
                  pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> None:
