@@ -35,6 +35,8 @@ def test_the_home_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ("database_url = ", "is not valid TOML"),
         ('colour = "blue"\n', "unknown key `colour`"),
         ("trust_domain = 3\n", "must be a string"),
+        ('database_pool_size = "20"\n', "must be a whole number"),
+        ("database_pool_size = 3\n", "database pool size `3` is not valid"),
         ('database_url = "mysql://x"\n', "scheme `mysql` is not supported"),
     ],
 )
@@ -47,3 +49,17 @@ def test_a_bad_config_file_is_a_specific_error(tmp_path: Path, content: str, mes
 def test_an_explicit_config_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"PROCTOR_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_the_database_pool_size_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_pool_size == 20
+    (tmp_path / "proctor.toml").write_text("database_pool_size = 8\n")
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_pool_size == 8
+    assert load_settings({"PROCTOR_HOME": str(tmp_path),
+                          "PROCTOR_DATABASE_POOL_SIZE": "40"}).database_pool_size == 40
+
+
+@pytest.mark.parametrize("size", ["0", "3", "1001", "ten", "2e1"])
+def test_a_database_pool_size_out_of_range_is_refused_at_start(tmp_path: Path, size: str) -> None:
+    with pytest.raises(ConfigError, match=f"database pool size `{size}` is not valid"):
+        load_settings({"PROCTOR_HOME": str(tmp_path), "PROCTOR_DATABASE_POOL_SIZE": size})

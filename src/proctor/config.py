@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proctor.errors import ConfigError
+from proctor.store.pool import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
 
 __all__ = ["Settings", "load_settings"]
 
@@ -35,6 +36,7 @@ class Settings:
     # the longest a task may live, and go without a call, before it ends by itself
     task_max_seconds: int = 8 * 3600
     task_idle_seconds: int = 30 * 60
+    database_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def is_embedded(self) -> bool:
@@ -48,10 +50,10 @@ _ENV_KEYS = {
     "PROCTOR_TRUST_DOMAIN": "trust_domain",
     "PROCTOR_TASK_MAX_SECONDS": "task_max_seconds",
     "PROCTOR_TASK_IDLE_SECONDS": "task_idle_seconds",
+    "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
 }
-_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "task_max_seconds",
-              "task_idle_seconds"}
-_INT_KEYS = {"task_max_seconds", "task_idle_seconds"}
+_WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size"}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", *_WHOLE_NUMBERS}
 
 
 def load_settings(
@@ -79,6 +81,7 @@ def load_settings(
         trust_domain=str(values.pop("trust_domain", "proctor.local")),
         task_max_seconds=_seconds(values, "task_max_seconds", 8 * 3600),
         task_idle_seconds=_seconds(values, "task_idle_seconds", 30 * 60),
+        database_pool_size=_pool_size(values.pop("database_pool_size", DEFAULT_POOL_SIZE)),
     )
     _check(settings)
     return settings
@@ -95,8 +98,8 @@ def _read_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")
     for key, value in data.items():
-        if key in _INT_KEYS:
-            if isinstance(value, bool) or not isinstance(value, int):
+        if key in _WHOLE_NUMBERS:
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"config key `{key}` in `{path}` must be a whole number")
         elif not isinstance(value, str):
             raise ConfigError(f"config key `{key}` in `{path}` must be a string")
@@ -113,6 +116,16 @@ def _seconds(values: dict[str, Any], key: str, default: int) -> int:
     if not 60 <= seconds <= 7 * 24 * 3600:
         raise ConfigError(f"`{key}` must be between 60 and 604800 seconds")
     return seconds
+
+
+def _pool_size(value: object) -> int:
+    """The most database connections one process holds (see :mod:`proctor.store.pool`)."""
+    text = str(value).strip()
+    size = int(text) if text.isascii() and text.isdigit() else 0
+    if not MIN_POOL_SIZE <= size <= MAX_POOL_SIZE:
+        raise ConfigError(f"database pool size `{value}` is not valid (a whole number "
+                          f"from {MIN_POOL_SIZE} to {MAX_POOL_SIZE})")
+    return size
 
 
 def _check(settings: Settings) -> None:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
+from sqlalchemy.pool import QueuePool
+
+from proctor.errors import StoreError
 from proctor.grants import GrantScope, RevocationSubscription
+from proctor.store import open_store
+from tests.store.connections import open_connections, tagged
 
 from .conftest import CODER, Setup
 
@@ -19,7 +26,8 @@ def test_a_revocation_reaches_a_subscriber_on_another_connection(
     def on_revoked(ids: Sequence[str], reason: str) -> None:
         heard.put((list(ids), reason))
 
-    subscription = RevocationSubscription(postgres_url, on_revoked, poll_seconds=0.1)
+    other_node = open_store(postgres_url)
+    subscription = RevocationSubscription(other_node, on_revoked, poll_seconds=0.1)
     try:
         task = setup.authority.start_task(CODER, purpose="p",
                                           on_behalf_of="alice@acme.example")
@@ -29,14 +37,16 @@ def test_a_revocation_reaches_a_subscriber_on_another_connection(
         assert heard.get(timeout=10) == ([grant.grant_id], "leaked")
     finally:
         subscription.close()
+        other_node.close()
 
 
 def test_a_malformed_notification_is_ignored_and_listening_goes_on(postgres_url: str) -> None:
     import psycopg
 
     heard: queue.Queue[tuple[list[str], str]] = queue.Queue()
+    store = open_store(postgres_url)
     subscription = RevocationSubscription(
-        postgres_url, lambda ids, reason: heard.put((list(ids), reason)), poll_seconds=0.1)
+        store, lambda ids, reason: heard.put((list(ids), reason)), poll_seconds=0.1)
     try:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("SELECT pg_notify('proctor_revocations', 'not json')")
@@ -45,3 +55,30 @@ def test_a_malformed_notification_is_ignored_and_listening_goes_on(postgres_url:
         assert heard.empty()
     finally:
         subscription.close()
+        store.close()
+
+
+def test_listening_for_revocations_takes_one_of_the_stores_connections_and_closes_it(
+    postgres_url: str,
+) -> None:
+    url = tagged(postgres_url)
+    store = open_store(url, pool_size=4)
+    try:
+        subscription = RevocationSubscription(store, lambda _ids, _reason: None)
+        pool = store.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedout() == 1
+        assert open_connections(url) == 1  # the migration's, pooled, now listening
+        subscription.close()
+        assert pool.checkedout() == 0
+    finally:
+        store.close()
+
+
+def test_listening_on_sqlite_is_refused(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'proctor.db'}")
+    try:
+        with pytest.raises(StoreError, match="PostgreSQL only"):
+            RevocationSubscription(store, lambda _ids, _reason: None)
+    finally:
+        store.close()

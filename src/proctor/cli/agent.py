@@ -47,7 +47,7 @@ def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], st
     try:
         settings = load_settings()
         trust = load_trust_config(settings.home, settings.trust_domain)
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:

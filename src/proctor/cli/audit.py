@@ -61,7 +61,7 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this ISO 8
 def _opened(as_json: bool) -> Iterator[tuple[Settings, Store]]:
     try:
         settings = load_settings()
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:

@@ -115,7 +115,7 @@ def wrap(
         reader, writer = claim_stdio()
         outcome = anyio.run(lambda: run_wrapper(
             gateway, server=name, agent_id=agent_id, creds=creds, reader=reader,
-            writer=writer, database_url=settings.database_url))
+            writer=writer, store=runtime.store))
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     finally:
@@ -160,8 +160,7 @@ def gateway(
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     try:
-        app = build_http_app(make_gateway(runtime, settings, config),
-                             database_url=settings.database_url)
+        app = build_http_app(make_gateway(runtime, settings, config), store=runtime.store)
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.public_url}", markup=False)

@@ -103,7 +103,7 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     validated and activated.
     """
     clock = clock or SystemClock()
-    store = open_store(settings.database_url)
+    store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     try:
         return _wire(settings, clock, store)
     except BaseException:

@@ -53,6 +53,7 @@ from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
 from proctor.grants import GrantClaims
+from proctor.store import Store
 
 __all__ = ["HttpCredentials", "build_http_app"]
 
@@ -214,8 +215,11 @@ class GrantGate:
         await self._app(scope, receive, watch_session)
 
 
-def build_http_app(gateway: Gateway, *, database_url: str | None = None) -> Starlette:
-    """The gateway's ASGI app: an endpoint per upstream and one for all of them."""
+def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette:
+    """The gateway's ASGI app: an endpoint per upstream and one for all of them.
+
+    With ``store`` on PostgreSQL, live sessions also hear other nodes' revocations.
+    """
     config = gateway.config
     public = config.public_url.rstrip("/")
     sessions = HttpSessions(gateway)
@@ -234,7 +238,7 @@ def build_http_app(gateway: Gateway, *, database_url: str | None = None) -> Star
     routes.append(Route(_METADATA, endpoint=_metadata(public + "/mcp", config)))
     watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases, clock=gateway.clock,
                             poll_seconds=config.revocation_poll_seconds,
-                            database_url=database_url, on_close=sessions.closed,
+                            store=store, on_close=sessions.closed,
                             idle_seconds=config.session_idle_seconds)
 
     @asynccontextmanager

@@ -29,6 +29,7 @@ from proctor.clock import Clock
 from proctor.errors import StoreError
 from proctor.gateway.session import GatewaySession
 from proctor.grants import LeaseTree, RevocationSubscription
+from proctor.store import Store
 
 __all__ = ["RevocationWatch"]
 
@@ -41,14 +42,14 @@ class RevocationWatch:
     """Closes the sessions of ``sessions`` whose lease nodes are revoked or expired."""
 
     def __init__(self, sessions: dict[str, GatewaySession], *, leases: LeaseTree, clock: Clock,
-                 poll_seconds: float, database_url: str | None = None,
+                 poll_seconds: float, store: Store | None = None,
                  on_close: Callable[[GatewaySession], None] | None = None,
                  idle_seconds: float | None = None) -> None:
         self._sessions = sessions
         self._leases = leases
         self._clock = clock
         self._poll = poll_seconds
-        self._database_url = database_url
+        self._store = store
         self._on_close = on_close
         self._idle = idle_seconds
         self._heard: dict[str, str] = {}
@@ -63,9 +64,9 @@ class RevocationWatch:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._leases.subscribe(self.heard)
         subscription = None
-        if self._database_url and self._database_url.startswith("postgresql"):
+        if self._store is not None and self._store.backend == "postgresql":
             try:
-                subscription = RevocationSubscription(self._database_url, self.heard)
+                subscription = RevocationSubscription(self._store, self.heard)
             except StoreError as exc:
                 log.error("%s; sessions are closed by polling only", exc.message)
         task_status.started()

@@ -24,6 +24,7 @@ from proctor.gateway.session import GatewaySession
 from proctor.gateway.stdio import StdioTransport
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
+from proctor.store import Store
 
 __all__ = ["SessionBinder", "WrapOutcome", "run_wrapper"]
 
@@ -52,7 +53,7 @@ class SessionBinder:
 
 async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                       creds: LaunchCredentials, reader: ByteReceiveStream,
-                      writer: ByteSendStream, database_url: str | None = None) -> WrapOutcome:
+                      writer: ByteSendStream, store: Store | None = None) -> WrapOutcome:
     """Serve one session; raises :class:`GatewayError` or :class:`GrantError` if it cannot
     start (bad grant, other agent, upstream unreachable)."""
     claims = (await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)).claims
@@ -74,7 +75,7 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                 watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
                                         clock=gateway.clock,
                                         poll_seconds=config.revocation_poll_seconds,
-                                        database_url=database_url,
+                                        store=store,
                                         on_close=lambda _s: stop.set())
                 await tasks.start(watch.run)
                 mcp_server = build_server(gateway, View((server,)),

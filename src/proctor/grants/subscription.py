@@ -2,7 +2,8 @@
 
 Every revocation is announced on PostgreSQL's ``proctor_revocations`` channel
 when its transaction commits (see :mod:`proctor.grants.leases`).
-:class:`RevocationSubscription` listens on its own connection and calls back
+:class:`RevocationSubscription` listens on a connection of its own, taken from the
+store's pool (so that it counts against the process's connections), and calls back
 with the revoked ids, so that an enforcement point can close live sessions at
 once. It is an accelerator, not the safety net: a node that misses a
 notification (a dropped connection, a restart) still denies, because every
@@ -17,11 +18,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
+from sqlalchemy.exc import SQLAlchemyError
 
 from proctor.errors import StoreError
 from proctor.grants.leases import CHANNEL
+from proctor.store import Store
 
 __all__ = ["RevocationSubscription"]
 
@@ -33,16 +37,24 @@ Listener = Callable[[Sequence[str], str], None]
 class RevocationSubscription:
     """A background listener on the revocation channel of one PostgreSQL database.
 
-    >>> sub = RevocationSubscription(url, on_revoked)   # doctest: +SKIP
-    >>> sub.close()                                     # doctest: +SKIP
+    >>> sub = RevocationSubscription(store, on_revoked)   # doctest: +SKIP
+    >>> sub.close()                                       # doctest: +SKIP
     """
 
-    def __init__(self, url: str, listener: Listener, *, poll_seconds: float = 0.5) -> None:
-        url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    def __init__(self, store: Store, listener: Listener, *, poll_seconds: float = 0.5) -> None:
+        if store.backend != "postgresql":
+            raise StoreError("revocations are announced on PostgreSQL only")
         try:
-            self._conn = psycopg.connect(url, autocommit=True)
+            self._proxy = store.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot listen for revocations: {type(exc).__name__}") from exc
+        # Held until close and then closed, not pooled: a LISTEN stays with its session.
+        self._conn: psycopg.Connection[Any] = self._proxy.driver_connection  # type: ignore[assignment]
+        try:
+            self._conn.autocommit = True
             self._conn.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
+            self._proxy.invalidate()
             raise StoreError(f"cannot listen for revocations: {type(exc).__name__}") from exc
         self._listener = listener
         self._poll = poll_seconds
@@ -77,4 +89,4 @@ class RevocationSubscription:
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=5 * self._poll + 1)
-        self._conn.close()
+        self._proxy.invalidate()

@@ -44,8 +44,8 @@ class Background:
 
     async def start(self) -> None:
         config = self._state.config
-        # Every blocking handler runs on these threads, and each thread may keep a
-        # database connection for the fast read path: bound them.
+        # Every blocking handler runs on these threads; the store bounds their
+        # database connections on its own (``database_pool_size``).
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.threads
         self._tasks = [
             asyncio.create_task(self._every(config.sweep_seconds, self.sweep_once, "sweep")),
@@ -55,7 +55,7 @@ class Background:
         if runtime.store.backend == "postgresql":
             try:
                 self._subscription = await anyio.to_thread.run_sync(
-                    RevocationSubscription, runtime.settings.database_url, self.heard)
+                    RevocationSubscription, runtime.store, self.heard)
             except ProctorError as exc:
                 log.error("not listening for revocations (%s); checks still read the store",
                           exc.message)

@@ -11,8 +11,7 @@ token made by ``proctor init``)::
     rate_burst = 200
     sweep_seconds = 30                           # expired leases and proof nonces
     sync_seconds = 5                             # policies, agents, shadow state from the store
-    threads = 16                                 # worker threads per process (each may hold
-                                                 # a database connection for fast reads)
+    threads = 16                                 # worker threads per process
 
     [[oidc_issuers]]                             # humans: an OIDC provider's ID/access tokens
     issuer = "https://login.acme.example"

@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,17 +16,27 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from proctor.errors import ProctorError, RequestError, StoreError
 from proctor.store.engine import READ_ONLY, create_store_engine, normalize_url
 from proctor.store.migrate import upgrade
+from proctor.store.pool import (
+    DEFAULT_POOL_SIZE,
+    POOL_TIMEOUT_SECONDS,
+    ReadConnections,
+    exhausted,
+    read_share,
+)
 
 __all__ = ["Store", "as_utc", "normalize_url", "open_store"]
 
 
-def _store_error(exc: Exception) -> ProctorError:
+def _store_error(exc: Exception, pool_timeout_seconds: float) -> ProctorError:
     """A driver error as proctor's error: text PostgreSQL cannot hold (a NUL character)
     is bad input (``request_invalid``), anything else ``store_unavailable``."""
+    if isinstance(exc, PoolTimeoutError):
+        return exhausted(pool_timeout_seconds)
     cause = getattr(exc, "orig", exc)
     if isinstance(cause, psycopg.errors.UntranslatableCharacter) or (
             isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)):
@@ -37,13 +45,18 @@ def _store_error(exc: Exception) -> ProctorError:
 
 
 class Store:
-    """A migrated database. Domain parts take one and run their own statements."""
+    """A migrated database. Domain parts take one and run their own statements.
 
-    def __init__(self, engine: Engine) -> None:
+    Every connection it holds comes from its engine's pool, bounded in number
+    (see :mod:`proctor.store.pool`), whichever threads use it.
+    """
+
+    def __init__(self, engine: Engine, *, read_connections: int = 1,
+                 pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> None:
         self.engine = engine
-        self._readers = threading.local()
-        self._reader_lock = threading.Lock()
-        self._all_readers: list[Any] = []
+        self.pool_timeout_seconds = pool_timeout_seconds
+        self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
+        self._reads = ReadConnections(engine, read_connections, pool_timeout_seconds)
 
     @property
     def backend(self) -> str:
@@ -57,7 +70,7 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
-            raise _store_error(exc) from exc
+            raise _store_error(exc, self.pool_timeout_seconds) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -68,67 +81,62 @@ class Store:
                 with connection.begin():
                     yield connection
         except SQLAlchemyError as exc:
-            raise _store_error(exc) from exc
+            raise _store_error(exc, self.pool_timeout_seconds) from exc
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one read-only statement on this thread's own driver connection.
+        """Run one read-only statement on a driver connection of the fast read path.
 
         For the hottest read paths only (the revocation look-up of a grant check),
         where SQLAlchemy's execution layer, and even a pool check-out, cost several
-        times the query itself. The connection is kept per thread, in autocommit:
-        a single statement reads a consistent snapshot on both backends and leaves
-        no transaction open. Write ``sql`` with ``{p}`` for each parameter; it
-        becomes the driver's placeholder. A broken connection is dropped and the
-        next call opens a new one.
+        times the query itself. The fast path keeps a few of the pool's connections
+        checked out, in autocommit, and lends them to any thread
+        (:class:`~proctor.store.pool.ReadConnections`): a single statement reads a
+        consistent snapshot on both backends and leaves no transaction open. Write
+        ``sql`` with ``{p}`` for each parameter; it becomes the driver's
+        placeholder. A connection that fails is closed and the next call borrows
+        another.
         """
-        text_sql = sql.replace("{p}", "?" if self.backend == "sqlite" else "%s")
+        text_sql = sql.replace("{p}", self._mark)
         try:
-            cursor = self._reader().cursor()
+            held = self._reads.take()
+        except SQLAlchemyError as exc:
+            raise _store_error(exc, self.pool_timeout_seconds) from exc
+        try:
+            cursor = held[1].cursor()
             try:
                 cursor.execute(text_sql, tuple(params))
-                return [tuple(row) for row in cursor.fetchall()]
+                rows = [tuple(row) for row in cursor.fetchall()]
             finally:
                 cursor.close()
-        except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
-            self._drop_reader()
-            raise _store_error(exc) from exc
-
-    def _reader(self) -> Any:
-        connection = getattr(self._readers, "connection", None)
-        if connection is None:
-            raw = self.engine.raw_connection()
-            driver = raw.dbapi_connection
-            raw.detach()  # ours for this thread's lifetime, not the pool's
-            if self.backend == "postgresql":
-                driver.autocommit = True  # type: ignore[union-attr]
-            # keep the wrapper referenced: it owns the driver connection
-            connection = self._readers.connection = raw
-            with self._reader_lock:
-                self._all_readers.append(raw)
-        return connection
-
-    def _drop_reader(self) -> None:
-        connection = getattr(self._readers, "connection", None)
-        self._readers.connection = None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
+        except (sqlite3.Error, psycopg.Error) as exc:
+            self._reads.discard(held)
+            raise _store_error(exc, self.pool_timeout_seconds) from exc
+        except BaseException:
+            self._reads.discard(held)
+            raise
+        self._reads.give_back(held)
+        return rows
 
     def close(self) -> None:
-        with self._reader_lock:
-            readers, self._all_readers = self._all_readers, []
-        for driver in readers:
-            with contextlib.suppress(Exception):
-                driver.close()
+        """Close every connection of this store; it is not to be used after."""
+        self._reads.close()
         self.engine.dispose()
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open the database at ``url``, creating and migrating it on first use."""
-    engine = create_store_engine(url)
+def open_store(url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_SIZE,
+               pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> Store:
+    """Open the database at ``url``, creating and migrating it on first use.
+
+    The store holds at most ``pool_size`` connections, however many threads use it;
+    a caller that finds them all in use waits at most ``pool_timeout_seconds``, then
+    gets :class:`StoreError`.
+    """
+    engine = create_store_engine(url, pool_size=pool_size,
+                                 pool_timeout_seconds=pool_timeout_seconds)
     if migrate:
         upgrade(engine)
-    return Store(engine)
+    return Store(engine, read_connections=read_share(pool_size),
+                 pool_timeout_seconds=pool_timeout_seconds)
 
 
 def as_utc(value: datetime) -> datetime:

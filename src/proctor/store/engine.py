@@ -1,4 +1,9 @@
-"""Opening the database: SQLite (WAL) on the embedded default, PostgreSQL otherwise."""
+"""Opening the database: SQLite (WAL) on the embedded default, PostgreSQL otherwise.
+
+Either way the engine's pool is the one source of connections: ``pool_size`` of them
+at most (no overflow), and a caller waits at most ``pool_timeout_seconds`` for one
+(see :mod:`proctor.store.pool`). An in-memory SQLite database is one connection.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool, StaticPool
 
 from proctor.errors import ConfigError, StoreError
+from proctor.store.pool import DEFAULT_POOL_SIZE, POOL_TIMEOUT_SECONDS
 
 __all__ = ["READ_ONLY", "create_store_engine", "normalize_url"]
 
@@ -28,27 +35,32 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_store_engine(url: str) -> Engine:
+def create_store_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
+                        pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> Engine:
     """Create the engine for ``url``; a SQLite file and its folder are created on first use."""
     url = normalize_url(url)
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"database url is not valid: {exc}") from exc
+    pool: dict[str, Any] = {"poolclass": QueuePool, "pool_size": pool_size,
+                            "max_overflow": 0, "pool_timeout": pool_timeout_seconds}
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database)
+        return _sqlite_engine(url, parsed.database, pool)
     if parsed.get_backend_name() == "postgresql":
         try:
-            return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            return create_engine(url, pool_pre_ping=True, **pool)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}") from exc
     raise ConfigError(f"database backend `{parsed.get_backend_name()}` is not supported")
 
 
-def _sqlite_engine(url: str, database: str | None) -> Engine:
+def _sqlite_engine(url: str, database: str | None, pool: dict[str, Any]) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    else:  # each connection would be a database of its own: share one
+        pool = {"poolclass": StaticPool}
+    engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
