@@ -41,6 +41,8 @@ from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.proofs import verify_proof
 from proctor.grants.scope import GrantScope
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
+from proctor.human_ids import canonical_human_id
+from proctor.identity.people import check_human
 from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.context import issue_context
 from proctor.store import Store, as_utc
@@ -124,6 +126,9 @@ class GrantAuthority:
     # tasks
 
     def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str) -> Task:
+        """Start a task of ``agent_id`` for the human ``on_behalf_of`` (kept in its
+        canonical form, as policies and approvals compare it)."""
+        on_behalf_of = check_human(on_behalf_of, "human a task acts for")
         agent_id = self._active_agent(agent_id).agent_id  # as registered
         task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of,
                     self._clock.now(), None)
@@ -140,7 +145,7 @@ class GrantAuthority:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
-        return Task(row.id, row.agent_id, row.purpose, row.on_behalf_of,
+        return Task(row.id, row.agent_id, row.purpose, canonical_human_id(row.on_behalf_of),
                     as_utc(row.started_at), as_utc(row.ended_at) if row.ended_at else None,
                     int(row.sensitivity_seen))
 
