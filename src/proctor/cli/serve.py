@@ -137,7 +137,8 @@ def create_token(
     if as_json:
         print_json({"token": minted.token, **minted.record.as_json()})
         return
-    console.print(f"token {minted.record.id} for {human} ({', '.join(sorted(role))}); shown "
+    console.print(f"token {minted.record.id} for {minted.record.human_id} "
+                  f"({', '.join(sorted(role))}); shown "
                   "once, proctor keeps only its hash:", markup=False)
     console.print(minted.token, markup=False, soft_wrap=True)
 
