@@ -95,7 +95,10 @@ def test_approve_similar_and_deny(agents: Agents) -> None:
 
 @pytest.mark.parametrize(("by", "code"), [
     (OWNER, "approval_own_request"),
+    (OWNER.upper(), "approval_own_request"),
     (SUPPORT, "reviewer_invalid"),
+    (SUPPORT.upper(), "reviewer_invalid"),
+    ("b\u200dob@acme.example", "reviewer_invalid"),
 ])
 def test_the_owner_or_an_agent_cannot_approve(agents: Agents, by: str, code: str) -> None:
     approval_id = pending(agents)

@@ -8,7 +8,8 @@ import pytest
 
 from proctor.approvals import ApprovalDesk, ApprovalStatus, SimilarTerms
 from proctor.cli.runtime import Runtime
-from proctor.errors import ApprovalError
+from proctor.errors import ApprovalError, ReviewerError
+from proctor.grants import GrantScope
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]
@@ -79,3 +80,53 @@ def test_similar_terms_issue_a_pre_approval_grant(runtime: Runtime, agents: Agen
     assert shown["similar_grant"]["max_uses"] == 3
     assert shown["approval"]["status"] == "approved"
     assert agents.call(grant, "crm/issue_refund", refund(1_000 + 5_000)).is_allowed
+
+
+# The owner's own id in other letter cases, in full-width letters and in mathematical
+# bold letters: NFKC and case folding make each of them `bob@acme.example`.
+OWNER_SPELLINGS = ("Bob@ACME.example", "BOB@acme.example",
+                   "\uff42\uff4f\uff42@acme.example",
+                   "\U0001d41b\U0001d428\U0001d41b@acme.example")
+
+
+def test_the_owner_spelt_another_way_may_not_approve_its_agents_call(
+        runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000)).approval
+    assert pending is not None
+    for spelling in OWNER_SPELLINGS:
+        for similar in (None, SimilarTerms()):
+            with pytest.raises(ApprovalError) as own:
+                desk(runtime).decide(pending.id, approver=spelling, approve=True,
+                                     similar=similar)
+            assert own.value.code == "approval_own_request", spelling
+        assert not desk(runtime).may_decide(pending, spelling)
+    assert runtime.approvals.get(pending.id).status is ApprovalStatus.PENDING
+    assert desk(runtime).similar.for_task(grant.claims.task_id) == []
+
+
+def test_an_approver_id_with_invisible_characters_is_refused(runtime: Runtime,
+                                                             agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000)).approval
+    assert pending is not None
+    for hidden in ("bob\u200b@acme.example", "bob@acme.example\u200d",
+                   "\u202ebob@acme.example", "b\u043eb@acme.example"):  # Cyrillic o
+        with pytest.raises(ReviewerError) as refused:
+            desk(runtime).decide(pending.id, approver=hidden, approve=True)
+        assert "bob" not in refused.value.message  # named by code point, never echoed
+    assert runtime.approvals.get(pending.id).status is ApprovalStatus.PENDING
+
+
+def test_the_owner_and_the_approver_are_kept_in_canonical_form(runtime: Runtime,
+                                                               agents: Agents) -> None:
+    task = runtime.grants.start_task(SUPPORT, purpose="refund", on_behalf_of="Bob@Acme.Example")
+    assert task.on_behalf_of == OWNER
+    grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": REFUND}))
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000)).approval
+    assert pending is not None and pending.on_behalf_of == OWNER
+    with pytest.raises(ApprovalError) as own:
+        desk(runtime).decide(pending.id, approver=OWNER, approve=True)
+    assert own.value.code == "approval_own_request"
+    decided = desk(runtime).decide(pending.id, approver=" Erin@ACME.example ", approve=True)
+    assert decided.approval.decided_by == APPROVER

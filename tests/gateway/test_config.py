@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from proctor.cli.gateway import server_name_for
+from proctor.cli.gateway import make_gateway, server_name_for
+from proctor.cli.runtime import init_home, open_runtime
+from proctor.config import Settings
 from proctor.errors import ConfigError
 from proctor.gateway import load_gateway_config, parse_gateway_config
 from proctor.gateway.config import fill_secrets, secret_names
+from proctor.gateway.http import build_http_app
 from proctor.policy import Sensitivity
 
 
@@ -79,3 +83,48 @@ def test_an_unreadable_or_oversized_config_is_refused(tmp_path: Path) -> None:
 ])
 def test_a_server_is_named_after_its_command(command: list[str], name: str) -> None:
     assert server_name_for(command) == name
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8765", "[::]:8765", "192.168.1.20:8765",
+                                    "mcp.internal:8765"])
+def test_the_http_gateway_refuses_to_listen_beyond_loopback_without_public_url(
+        listen: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_gateway_config({"gateway": {"listen": listen}}).check_listen()
+    assert "needs `public_url` in the gateway config" in refused.value.message
+    parse_gateway_config({"gateway": {"listen": listen,
+                                      "public_url": "https://mcp.acme.example"}}).check_listen()
+
+
+@pytest.mark.parametrize(("listen", "address"), [
+    ("127.0.0.1:8765", "http://127.0.0.1:8765"), ("localhost:9000", "http://localhost:9000"),
+    ("[::1]:9000", "http://[::1]:9000")])
+def test_on_loopback_agents_address_the_listening_address(listen: str, address: str) -> None:
+    config = parse_gateway_config({"gateway": {"listen": listen}})
+    config.check_listen()
+    assert config.address == address
+    named = parse_gateway_config({"gateway": {"listen": listen,
+                                              "public_url": "https://mcp.acme.example/"}})
+    assert named.address == "https://mcp.acme.example"
+
+
+@pytest.mark.anyio
+async def test_the_http_gateway_app_is_not_built_to_listen_beyond_loopback_without_public_url(
+        database_url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=database_url,
+                        policy_dir=tmp_path / "home" / "policies", trust_domain="acme.example")
+    init_home(settings)
+    runtime = open_runtime(settings)
+    try:
+        exposed = parse_gateway_config({"gateway": {"listen": "0.0.0.0:8765"}})
+        with pytest.raises(ConfigError, match="needs `public_url`"):
+            build_http_app(make_gateway(runtime, settings, exposed))
+        local = parse_gateway_config({"gateway": {"listen": "127.0.0.1:9001"}})
+        app = build_http_app(make_gateway(runtime, settings, local))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1:9001") as client:
+            metadata = await client.get("/.well-known/oauth-protected-resource/mcp",
+                                        headers={"Host": "attacker.example"})
+        assert metadata.json()["resource"] == "http://127.0.0.1:9001/mcp"
+    finally:
+        runtime.close()

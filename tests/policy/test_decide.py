@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from proctor.errors import PolicyValidationError
-from proctor.policy import Outcome, ReasonCode
+from proctor.policy import Outcome, PolicyEngine, ReasonCode
+from proctor.policy.entities import principal_entities
 from proctor.policy.schema import CompiledSchema
 
-from .helpers import OTHER, call, engine_with
+from .helpers import CATALOG, CODER, OTHER, call, engine_with
 
 GIT_READ = """
 @id("git-read") @reason("coders read repos under /srv")
@@ -211,3 +212,25 @@ def test_unknown_action_names_share_one_slice_instead_of_growing_the_cache() -> 
     for n in range(50):
         assert not engine.decide(call(f"git/made_up_{n}", {"repo_path": "/srv/x"})).is_allowed
     assert len(engine.active._slices) == 1
+
+
+def test_policies_see_humans_in_canonical_form_whatever_spelling_they_were_given() -> None:
+    principals = principal_entities({
+        "humans": [{"id": "Mallory@ACME.example", "roles": ["contractor"]}],
+        "agents": [{"id": CODER, "owner": "MALLORY@acme.example"}],
+    })
+    engine = PolicyEngine(CATALOG, principals)
+    engine.activate(engine.compile({"test.cedar": """
+    permit (principal, action == Action::"tool:git/git_log", resource);
+    @id("no-mallory-agents") forbid (principal, action, resource)
+    when { principal.owner == Human::"mallory@acme.example" };
+    @id("not-for-mallory") forbid (principal, action, resource)
+    when { context.on_behalf_of == "mallory@acme.example" };
+    @id("contractors-agents") forbid (principal, action, resource)
+    when { principal.owner.roles.contains("contractor") };
+    """}, revision=1))
+    decision = engine.decide(call("git/git_log", {"repo_path": "/x"},
+                                  on_behalf_of="\uff2dallory@acme.example"))
+    assert decision.outcome is Outcome.DENY
+    assert set(decision.policy_ids) == {"no-mallory-agents", "not-for-mallory",
+                                        "contractors-agents"}

@@ -121,3 +121,19 @@ def test_files_are_read_recursively_with_relative_names(tmp_path: Path) -> None:
     (tmp_path / "team" / "a.cedar").write_text("permit (principal, action, resource);")
     (tmp_path / "notes.txt").write_text("not a policy")
     assert list(read_policy_dir(tmp_path)) == ["team/a.cedar"]
+
+
+def test_a_policy_naming_a_human_other_than_in_canonical_form_is_refused() -> None:
+    text = (
+        'permit (principal, action, resource);\n'
+        '@id("no-mallory")\n'
+        'forbid (principal, action, resource) when { principal.owner == Human::"Mallory@X" };\n'
+        '@id("hidden")\n'
+        'forbid (principal, action, resource) when { principal.owner == Human::"m\u200bx" };\n'
+    )
+    assert _diagnostics({"p.cedar": text}) == [
+        'p.cedar:2:1: human `Mallory@X` is not in the canonical form humans are compared in: '
+        'write `Human::"mallory@x"`',
+        "p.cedar:4:1: a `Human` id named here contains U+200B, an invisible, control or "
+        "unassigned character",
+    ]

@@ -145,3 +145,26 @@ async def test_approve_similar_and_its_bad_input(agents: Api) -> None:
     assert (similar["max_uses"], similar["tool"]) == (2, "crm/issue_refund")
     await decide(api, grant, 25_000)  # the approved call itself
     assert (await decide(api, grant, 12_000))["decision"] == "allow"
+
+
+async def test_the_owner_signed_in_under_another_letter_case_may_not_approve(
+        agents: Api) -> None:
+    api = agents
+    bob = api.human("Bob@ACME.Example", "approver")
+    _, approval_id = await waiting(api)
+    own = await api.client.post(f"/v1/approvals/{approval_id}/approve", headers=bob, json={})
+    assert (own.status_code, own.json()["code"]) == (403, "approval_own_request")
+    status = (await api.client.get(f"/v1/approvals/{approval_id}", headers=api.admin)).json()
+    assert status["status"] == "pending"
+    assert (await api.client.get("/v1/whoami", headers=bob)).json()["id"] == OWNER
+
+
+async def test_an_agent_starts_a_task_for_its_owner_spelt_in_any_case(agents: Api) -> None:
+    api = agents
+    started = await api.client.post("/v1/tasks", headers=api.agent(SUPPORT), json={
+        "agent": SUPPORT, "purpose": "help", "on_behalf_of": "BOB@acme.example"})
+    assert started.status_code == 201, started.text
+    assert started.json()["on_behalf_of"] == OWNER
+    other = await api.client.post("/v1/tasks", headers=api.agent(SUPPORT), json={
+        "agent": SUPPORT, "purpose": "help", "on_behalf_of": "b\u200bob@acme.example"})
+    assert (other.status_code, other.json()["code"]) == (422, "request_invalid")

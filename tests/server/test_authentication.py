@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from proctor.grants import make_proof
-from proctor.server import ApiTokens
+from proctor.server import ApiTokens, ServerConfig, create_app
 from tests.identity.factories import own_key_proof
 
 from .conftest import BASE_URL, CODER, SUPPORT, Api
@@ -145,3 +145,24 @@ async def test_a_grant_sent_as_a_bearer_token_without_its_proof_is_refused(
                                        headers={"Authorization": f"Bearer {grant['token']}"})
     assert response.status_code == 401
     assert response.json()["code"].startswith("proof_")
+
+
+async def test_with_public_url_set_the_host_a_caller_sends_never_changes_the_proofs_target(
+        agents: Api) -> None:
+    public = "https://proctor.acme.example"
+    grant = await agents.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    app = create_app(agents.runtime, ServerConfig(public_url=public))
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://attacker.example") as c:
+
+        async def whoami(target: str) -> httpx.Response:
+            proof = make_proof(agents.private_key(SUPPORT), grant["token"], method="GET",
+                               target=target, now=agents.clock.now())
+            return await c.get("/v1/whoami", headers={
+                "Authorization": f"DPoP {grant['token']}", "DPoP": proof,
+                "Host": "attacker.example", "X-Forwarded-Host": "attacker.example"})
+
+        assert_problem(await whoami("http://attacker.example/v1/whoami"), 401,
+                       "proof_wrong_target")
+        named = await whoami(f"{public}/v1/whoami")
+        assert named.status_code == 200, named.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from joserfc.jwk import RSAKey
 
 from proctor.errors import ConfigError
 from proctor.server import ServerConfig, load_server_config
+from proctor.server.config import check_listen
+
+EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 (what proctor must refuse to listen on unconfigured)
 
 
 def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
@@ -73,3 +77,36 @@ def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path: Path, text: str,
 def test_a_named_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_server_config(tmp_path, env={"PROCTOR_SERVER_CONFIG": str(tmp_path / "nope")})
+
+
+@pytest.mark.parametrize("host", [EVERY_ADDRESS, "::", "[::]", "192.168.1.20", "10.0.0.5",
+                                  "proctor.internal", "::ffff:10.0.0.5", ""])
+def test_serve_refuses_to_listen_beyond_loopback_without_public_url(host: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        check_listen(ServerConfig(), host)
+    assert "needs `public_url` in server.toml" in refused.value.message
+    assert "\n" not in refused.value.message
+    check_listen(ServerConfig(public_url="https://proctor.acme.example"), host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "::1",
+                                  "[::1]", "::ffff:127.0.0.1"])
+def test_serve_on_loopback_needs_no_public_url(host: str) -> None:
+    check_listen(ServerConfig(), host)
+
+
+def test_trusting_the_host_header_must_say_why_and_is_warned_about_at_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "server.toml").write_text(
+        'trust_host_header = "the ingress sets Host to proctor.acme.example"\n')
+    config = load_server_config(tmp_path, env={})
+    with caplog.at_level(logging.WARNING, logger="proctor.server.config"):
+        check_listen(config, EVERY_ADDRESS)
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "public_url is not set" in warning.getMessage()
+    assert "the ingress sets Host to proctor.acme.example" in warning.getMessage()
+    (tmp_path / "server.toml").write_text(
+        'trust_host_header = "a proxy"\npublic_url = "https://proctor.acme.example"\n')
+    with pytest.raises(ConfigError, match="not both"):
+        load_server_config(tmp_path, env={})

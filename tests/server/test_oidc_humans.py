@@ -110,6 +110,18 @@ async def test_a_human_signs_in_with_the_roles_the_provider_grants(
     assert provider.fetches == 1
 
 
+async def test_a_human_is_known_by_the_canonical_form_of_the_providers_id(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    now = int(frozen.now().timestamp())
+    for spelling in ("Erin@ACME.example", "\uff25rin@acme.example"):  # full-width E
+        me = await client.get("/v1/whoami", headers=bearer(provider.token(now, email=spelling)))
+        assert me.json()["id"] == "erin@acme.example"
+    for hidden in ("erin\u200d@acme.example", "\u0435rin@acme.example"):  # Cyrillic e
+        refused = await client.get("/v1/whoami",
+                                   headers=bearer(provider.token(now, email=hidden)))
+        assert_problem(refused, 401, "proof_claims_invalid")
+
+
 async def test_a_human_without_a_mapped_role_is_authenticated_but_refused(
         client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock,
         runtime: Runtime) -> None:

@@ -140,6 +140,17 @@ def test_the_embedded_default_refuses_several_workers(env: dict[str, str]) -> No
 
 
 @pytest.mark.postgres
+def test_serve_refuses_to_listen_on_every_address_without_public_url(
+        env: dict[str, str]) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "proctor.cli", "serve", "--host", "0.0.0.0", "--port",  # noqa: S104
+         str(free_port())], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("error: `proctor serve` listens on `0.0.0.0`, not "
+                                       "loopback, so it needs `public_url` in server.toml")
+    assert completed.stderr.count("\n") == 1
+
+
 def test_two_workers_on_postgresql_share_one_state(
         postgres_url: str, env: dict[str, str]) -> None:
     env = {**env, "PROCTOR_DATABASE_URL": postgres_url}

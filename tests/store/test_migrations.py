@@ -1,12 +1,19 @@
-"""The migrations build exactly the tables that proctor.store.tables declares."""
+"""The migrations build exactly the tables that proctor.store.tables declares, and
+bring the rows older versions wrote to what this version expects."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert, select
 
 from proctor.store import open_store
-from proctor.store.tables import metadata
+from proctor.store.migrate import upgrade
+from proctor.store.tables import agents, api_tokens, approvals, console_sessions, metadata, tasks
 
 
 def test_migrations_and_table_definitions_agree(database_url: str) -> None:
@@ -18,3 +25,57 @@ def test_migrations_and_table_definitions_agree(database_url: str) -> None:
     finally:
         store.close()
     assert differences == []
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database no migration has run on yet, on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'proctor.db'}"
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return url
+
+
+def test_human_ids_written_before_0012_are_rewritten_in_canonical_form(
+        empty_database_url: str) -> None:
+    store = open_store(empty_database_url, migrate=False)
+    try:
+        upgrade(store.engine, "0011")
+        now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+        spelt = {"agents": "Bob@ACME.example", "tasks": "\uff42ob@acme.example",
+                 "approvals": "BOB@acme.example", "api_tokens": "bo\u200bb@acme.example",
+                 "console_sessions": " Bob@acme.example "}
+        with store.engine.begin() as conn:
+            conn.execute(insert(agents).values(
+                id="spiffe://acme.example/agent/a", name="a", trust_domain="acme.example",
+                owner=spelt["agents"], groups=[], proof_method="own_key", trust_state="trusted",
+                risk_score=0, manifest={}, manifest_digest="d", reviewed_by="Erin",
+                reviewed_at=now, created_at=now, updated_at=now))
+            conn.execute(insert(tasks).values(
+                id="task_1", agent_id="spiffe://acme.example/agent/a", purpose="p",
+                on_behalf_of=spelt["tasks"], started_at=now))
+            conn.execute(insert(approvals).values(
+                id="apr_1", binding="b", status="pending", agent_id="a", task_id="task_1",
+                tool_id="t", grant_id="g", accessor="acc", on_behalf_of=spelt["approvals"],
+                request={}, created_at=now, expires_at=now, decided_by="Erin"))
+            conn.execute(insert(api_tokens).values(
+                id="tok_1", token_hash="h1", human_id=spelt["api_tokens"], roles=["approver"],
+                created_at=now))
+            conn.execute(insert(console_sessions).values(
+                id="ses_1", token_hash="h2", human_id=spelt["console_sessions"], roles=[],
+                method="api_token", credential="tok_1", created_at=now, expires_at=now))
+        upgrade(store.engine)
+        with store.engine.connect() as conn:
+            found = {
+                "agents": conn.execute(select(agents.c.owner)).scalar_one(),
+                "tasks": conn.execute(select(tasks.c.on_behalf_of)).scalar_one(),
+                "approvals": conn.execute(select(approvals.c.on_behalf_of)).scalar_one(),
+                "api_tokens": conn.execute(select(api_tokens.c.human_id)).scalar_one(),
+                "console_sessions": conn.execute(
+                    select(console_sessions.c.human_id)).scalar_one(),
+            }
+            decided_by = conn.execute(select(approvals.c.decided_by)).scalar_one()
+    finally:
+        store.close()
+    assert found == dict.fromkeys(spelt, "bob@acme.example")
+    assert decided_by == "Erin"  # a record of who decided keeps its spelling

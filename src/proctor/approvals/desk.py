@@ -9,11 +9,12 @@ permit that asks for approval::
     permit (principal in Group::"support-agents", ...);
 
 By default the human an agent acts for (its task's ``on_behalf_of``) may not
-approve that agent's requests. A request's owner may approve it only when
-every ``@approval`` policy that asked for it says ``@owner_may_approve("true")``
-in the policy set active at the moment of the decision; a policy that has
-since been removed counts as "no". Denying is always allowed: stopping a call
-is never a conflict of interest.
+approve that agent's requests; the two ids are compared in canonical form
+(:mod:`proctor.human_ids`), so ``Bob@Acme.example`` is ``bob@acme.example``.
+A request's owner may approve it only when every ``@approval`` policy that
+asked for it says ``@owner_may_approve("true")`` in the policy set active at
+the moment of the decision; a policy that has since been removed counts as "no".
+Denying is always allowed: stopping a call is never a conflict of interest.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from proctor.approvals.similar import (
 from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.grants import GrantAuthority
+from proctor.human_ids import is_same_human
 from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.store import Store
@@ -89,7 +91,7 @@ class ApprovalDesk:
         """Whether ``approver`` could decide ``approval`` now (for showing buttons)."""
         if not approval.is_pending:
             return False
-        return not approve or approver != approval.on_behalf_of or \
+        return not approve or not is_same_human(approver, approval.on_behalf_of) or \
             self.owner_may_approve(approval)
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
@@ -101,7 +103,7 @@ class ApprovalDesk:
         :class:`~proctor.errors.GrantError` when a similar grant is refused); then
         nothing changed.
         """
-        check_human(approver, "approver")  # an agent never decides
+        approver = check_human(approver, "approver")  # an agent never decides
         current = self.queue.get(approval_id)
         allow_owner = not approve or self.owner_may_approve(current)
         if approve and similar is not None:

@@ -18,6 +18,7 @@ from proctor.approvals.preapproval import use_similar
 from proctor.audit import AuditLog, human_event
 from proctor.clock import Clock
 from proctor.errors import ApprovalError, AuditError
+from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
 from proctor.store.tables import approvals
 
@@ -101,7 +102,9 @@ class ApprovalQueue:
         """The pending request for this exact call: the one already waiting, or a new one.
 
         ``shown`` is what the approver will see; it must already be masked.
+        ``on_behalf_of`` is kept in its canonical form.
         """
+        on_behalf_of = canonical_human_id(on_behalf_of)
         binding = binding_digest(agent_id=agent_id, task_id=task_id, tool_id=tool_id,
                                  args=args, grant_id=grant_id)
         now = self._clock.now()
@@ -163,8 +166,10 @@ class ApprovalQueue:
         caller checks that; this checks the request is pending and unexpired, and that
         the approver is not the owner the agent acts for (unless ``allow_owner``).
         The decision is audited as the human's own event, linked to the decision
-        event the request came from; if it cannot be audited it is undone.
+        event the request came from; if it cannot be audited it is undone. The
+        approver is recorded in canonical form.
         """
+        approver = canonical_human_id(approver)
         if len(comment) > MAX_COMMENT:
             raise ApprovalError("approval_comment_too_long",
                                 f"a comment is limited to {MAX_COMMENT} characters")
@@ -186,13 +191,17 @@ class ApprovalQueue:
 
     @staticmethod
     def check_decidable(approval: Approval, *, approver: str, allow_owner: bool = False) -> None:
-        """Raise :class:`ApprovalError` unless ``approver`` may decide ``approval`` now."""
+        """Raise :class:`ApprovalError` unless ``approver`` may decide ``approval`` now.
+
+        The approver and the owner are compared in canonical form: a different letter
+        case or Unicode spelling of the owner's id is the owner.
+        """
         if approval.status is ApprovalStatus.EXPIRED:
             raise ApprovalError("approval_expired", f"approval `{approval.id}` has expired")
         if not approval.is_pending:
             raise ApprovalError("approval_already_decided",
                                 f"approval `{approval.id}` is already {approval.status}")
-        if approver == approval.on_behalf_of and not allow_owner:
+        if not allow_owner and is_same_human(approver, approval.on_behalf_of):
             raise ApprovalError("approval_own_request", "the human the agent acts for may not "
                                 "approve its request (separation of duties)")
 
@@ -263,7 +272,8 @@ class ApprovalQueue:
         return Approval(
             id=row.id, binding=row.binding, status=status, agent_id=row.agent_id,
             task_id=row.task_id, tool_id=row.tool_id, grant_id=row.grant_id,
-            accessor=row.accessor, on_behalf_of=row.on_behalf_of, request=dict(row.request),
+            accessor=row.accessor, on_behalf_of=canonical_human_id(row.on_behalf_of),
+            request=dict(row.request),
             created_at=as_utc(row.created_at), expires_at=expires_at,
             decided_by=row.decided_by,
             decided_at=as_utc(row.decided_at) if row.decided_at else None,

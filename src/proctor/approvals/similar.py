@@ -40,6 +40,7 @@ from proctor.audit.masking import MASK
 from proctor.clock import Clock
 from proctor.errors import ApprovalError, AuditError, ProctorError
 from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
+from proctor.human_ids import canonical_human_id
 from proctor.store import Store, as_utc
 from proctor.store.tables import approval_grants, grants, leases
 
@@ -145,6 +146,7 @@ class SimilarApprovals:
         if not 1 <= max_uses <= MAX_USES:
             raise ApprovalError("approval_similar_invalid",
                                 f"max uses must be between 1 and {MAX_USES}")
+        approver = canonical_human_id(approver)
         current = self._queue.get(approval_id)
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
         args = current.request.get("args")

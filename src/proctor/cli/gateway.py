@@ -15,6 +15,7 @@ from proctor.cli.output import err_console, fail
 from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import Settings, load_settings
 from proctor.errors import ConfigError, ProctorError
+from proctor.listening import split_listen
 
 if TYPE_CHECKING:
     from proctor.gateway import Gateway, GatewayConfig
@@ -145,7 +146,8 @@ def gateway(
     """Serve the configured upstreams over streamable HTTP; every call is decided.
 
     Agents reach /mcp/<server> (or /mcp, tools prefixed <server>__) with their grant
-    as a bearer token and a DPoP proof per call.
+    as a bearer token and a DPoP proof per call. Listening on anything but loopback
+    needs `public_url` in the config.
     """
     import uvicorn
 
@@ -155,7 +157,10 @@ def gateway(
     try:
         settings = load_settings()
         config = load_gateway_config(config_file)
-        host, port = _host_port(listen or config.listen)
+        if listen:
+            config = replace(config, listen=listen)
+        host, port = split_listen(config.listen)
+        config.check_listen()
         runtime = open_runtime(settings)
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
@@ -163,14 +168,7 @@ def gateway(
         app = build_http_app(make_gateway(runtime, settings, config), store=runtime.store)
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
-                          f"agents address {config.public_url}", markup=False)
+                          f"agents address {config.address}", markup=False)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         runtime.close()
-
-
-def _host_port(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"listen address `{listen}` is not HOST:PORT")
-    return host.strip("[]"), int(port)

@@ -24,6 +24,7 @@ from proctor.grants import (
     load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
+from proctor.identity.people import check_human
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
@@ -140,10 +141,11 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
 
 
 def operator_name(given: str | None) -> str:
-    """The human a CLI command acts as: ``--by`` if given, else the login name."""
-    if given:
-        return given
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
+    """The human a CLI command acts as, in canonical form: ``--by`` if given, else the
+    login name. Raises :class:`~proctor.errors.RequestError` for an id no human has."""
+    if not given:
+        try:
+            given = getpass.getuser()
+        except (KeyError, OSError):
+            given = "operator"
+    return check_human(given, "operator")

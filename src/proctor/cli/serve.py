@@ -53,17 +53,20 @@ def serve(
 
     On the embedded default the home is set up on first start (SQLite, keys,
     example policies) and an admin token is printed once if none exists yet.
+    Listening on anything but loopback needs `public_url` in server.toml.
     """
     import uvicorn
 
     from proctor.server import ApiTokens, create_app, load_server_config
     from proctor.server.asgi import NoDelayH11Protocol
+    from proctor.server.config import check_listen
 
     if not 1 <= workers <= 64 or not 0 <= port <= 65535:
         fail("`--workers` is 1 to 64 and `--port` 0 to 65535", code="request_invalid")
     try:
         settings = load_settings()
         config = load_server_config(settings.home)
+        check_listen(config, host)
         if settings.is_embedded:
             if workers > 1:
                 fail("the embedded default (SQLite) runs one process; set "
@@ -143,7 +146,8 @@ def create_token(
     if as_json:
         print_json({"token": minted.token, **minted.record.as_json()})
         return
-    console.print(f"token {minted.record.id} for {human} ({', '.join(sorted(role))}); shown "
+    console.print(f"token {minted.record.id} for {minted.record.human_id} "
+                  f"({', '.join(sorted(role))}); shown "
                   "once, proctor keeps only its hash:", markup=False)
     console.print(minted.token, markup=False, soft_wrap=True)
 

@@ -3,7 +3,8 @@
 ::
 
     gateway:
-      public_url: https://mcp.acme.example     # what agents address (HTTP mode)
+      public_url: https://mcp.acme.example     # what agents address (HTTP mode); needed
+                                               # to listen on anything but loopback
       listen: 127.0.0.1:8765
       max_message_bytes: 1048576
       call_timeout_seconds: 30
@@ -23,6 +24,10 @@
 
 ``${secret:NAME}`` in an ``env`` or ``headers`` value is filled in from proctor's
 secret store when the upstream is connected, under a lease of the session's grant.
+
+Without ``public_url`` agents address ``http://<listen>``; that is only allowed on
+loopback (:meth:`GatewayConfig.check_listen`), so a gateway others can reach
+checks proofs against the address its operator chose.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import yaml
 
 from proctor.errors import ConfigError
 from proctor.files import read_capped
+from proctor.listening import require_public_url, split_listen
 from proctor.policy.catalog import Sensitivity
 
 __all__ = ["GatewayConfig", "ToolLabels", "UpstreamConfig", "load_gateway_config",
@@ -92,7 +98,7 @@ class GatewayConfig:
     """Limits and upstreams; every limit has a safe default."""
 
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
-    public_url: str = "http://127.0.0.1:8765"
+    public_url: str = ""  # not set: http://<listen>, on loopback only
     listen: str = "127.0.0.1:8765"
     max_message_bytes: int = 1 << 20
     call_timeout_seconds: float = 30.0
@@ -101,6 +107,19 @@ class GatewayConfig:
     revocation_poll_seconds: float = 1.0
     session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        """The URL agents address, without a trailing ``/``: what their proofs' ``htu``
+        and the protected resource metadata name."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
+
+    def check_listen(self) -> None:
+        """Raise :class:`ConfigError` if the gateway would listen on anything but
+        loopback without ``public_url``."""
+        host, _ = split_listen(self.listen)
+        require_public_url(host, self.public_url, what="the gateway",
+                           where="the gateway config (`gateway.public_url`)")
 
     def upstream(self, name: str) -> UpstreamConfig:
         found = self.upstreams.get(name)

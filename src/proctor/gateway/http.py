@@ -1,6 +1,7 @@
 """``proctor gateway``: many upstreams behind one streamable HTTP endpoint.
 
-Endpoints (``P`` is the configured ``public_url``)::
+Endpoints (``P`` is the configured ``public_url``; without one, on loopback only,
+``http://<listen>``)::
 
     P/mcp                   every upstream, tools prefixed ``<server>__<tool>``
     P/mcp/<server>          one upstream, under its own tool names
@@ -219,12 +220,15 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
     """The gateway's ASGI app: an endpoint per upstream and one for all of them.
 
     With ``store`` on PostgreSQL, live sessions also hear other nodes' revocations.
+    Raises :class:`~proctor.errors.ConfigError` if the configured ``listen`` is not
+    loopback and no ``public_url`` is set: proofs would name an address nobody chose.
     """
     config = gateway.config
-    public = config.public_url.rstrip("/")
+    config.check_listen()
+    public = config.address
     sessions = HttpSessions(gateway)
     binder = HttpBinder(sessions, public)
-    security = _transport_security(config.public_url, config.listen)
+    security = _transport_security(public, config.listen)
     views = {"/mcp": View(tuple(config.upstreams), prefixed=True)}
     views.update({f"/mcp/{name}": View((name,)) for name in config.upstreams})
     managers = {

@@ -44,6 +44,7 @@ from proctor.grants.proofs import verify_proof
 from proctor.grants.scope import GrantScope, expand_scope
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row, touch_task
 from proctor.grants.tokens import GrantClaims, TokenCodec
+from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
@@ -104,6 +105,7 @@ class GrantAuthority:
                    ttl_seconds: int | None = None, idle_seconds: int | None = None) -> Task:
         """Start a task for the agent; it ends by itself after ``ttl_seconds`` or after
         ``idle_seconds`` without a call (the deployment's limits by default)."""
+        on_behalf_of = check_human(on_behalf_of, "human a task acts for")
         agent_id = self._active_agent(agent_id).agent_id  # as registered
         ttl, idle = self.task_limits.resolve(ttl_seconds, idle_seconds)
         now = self._clock.now()

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from proctor.errors import GrantError
+from proctor.human_ids import canonical_human_id
 from proctor.store import as_utc
 from proctor.store.tables import tasks
 
@@ -87,8 +88,9 @@ class Task:
 
 
 def task_from_row(r: Row[Any]) -> Task:
+    # canonical on read too: a row an older node wrote still compares as its human
     return Task(
-        r.id, r.agent_id, r.purpose, r.on_behalf_of, as_utc(r.started_at),
+        r.id, r.agent_id, r.purpose, canonical_human_id(r.on_behalf_of), as_utc(r.started_at),
         as_utc(r.ended_at) if r.ended_at else None, int(r.sensitivity_seen),
         as_utc(r.expires_at) if r.expires_at else None, r.idle_seconds,
         as_utc(r.idle_until) if r.idle_until else None, r.end_reason,

@@ -1,8 +1,10 @@
 """Checks on the humans and groups an agent record names.
 
-Owners, reviewers and whoever changes a trust state are humans (or, for an
-automatic suspension, a ``system:`` actor), never agents: an agent cannot
-vouch for itself or for another agent.
+Owners, reviewers, approvers and whoever changes a trust state are humans (or,
+for an automatic suspension, a ``system:`` actor), never agents: an agent cannot
+vouch for itself or for another agent. A human id is kept in its canonical form
+(:mod:`proctor.human_ids`), so letter case or a Unicode variant never makes one
+human two.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from proctor.errors import RequestError, ReviewerError
+from proctor.human_ids import canonical_human_id, human_id_problem
 
 __all__ = ["check_groups", "check_human"]
 
-_MAX_ID = 256
+_DECIDING = frozenset({"reviewer", "actor", "approver"})
 _MAX_GROUPS = 64
 
 
@@ -23,13 +26,19 @@ def _printable(value: str, limit: int) -> bool:
 
 
 def check_human(value: str, role: str) -> str:
-    """``value`` if it can name a human ``role`` (owner, reviewer, actor); raise if not."""
-    error = RequestError if role == "owner" else ReviewerError
-    if not isinstance(value, str) or not _printable(value, _MAX_ID):
-        raise error(f"the {role} must be a human id of at most {_MAX_ID} printable characters")
-    if value.lower().startswith("spiffe://"):
-        raise error(f"the {role} `{value[:80]}` is an agent; only humans may be {role}s")
-    return value
+    """The canonical form of ``value`` if it can name a human ``role``; raise if not.
+
+    ``role`` is the word the error uses: a ``reviewer``, ``actor`` or ``approver``
+    gets ``reviewer_invalid``, any other (``owner``, ``human``) ``request_invalid``.
+    """
+    error = ReviewerError if role in _DECIDING else RequestError
+    problem = human_id_problem(value)
+    if problem is not None:
+        raise error(f"the {role} {problem}")
+    canonical = canonical_human_id(value)
+    if canonical.startswith("spiffe://"):
+        raise error(f"the {role} `{canonical[:80]}` names an agent; only humans are accepted")
+    return canonical
 
 
 def check_groups(groups: Iterable[str]) -> list[str]:

@@ -115,7 +115,7 @@ class AgentRegistry:
         ``registered_by`` (default: the owner) is recorded as the reviewer.
         """
         parsed = parse_agent_id(agent_id)
-        check_human(owner, "owner")
+        owner = check_human(owner, "owner")
         reviewer = check_human(registered_by or owner, "reviewer")
         group_list = check_groups(groups)
         columns = self._proof_columns(parsed.trust_domain, parsed.name, proof)
@@ -208,7 +208,7 @@ class AgentRegistry:
         approves something other than what they looked at. Reviewing a suspended
         agent reinstates it; a retired agent cannot be reviewed.
         """
-        check_human(reviewer, "reviewer")
+        reviewer = check_human(reviewer, "reviewer")
 
         def change(agent: Agent) -> dict[str, Any]:
             if agent.trust_state is TrustState.RETIRED:
@@ -247,7 +247,7 @@ class AgentRegistry:
         return self._change(agent_id, lambda agent: {"risk_score": score})
 
     def _set_state(self, agent_id: str, state: TrustState, by: str, reason: str) -> Agent:
-        check_human(by, "actor")
+        by = check_human(by, "actor")
         if len(reason) > 1000:
             raise RequestError("a reason is at most 1000 characters")
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from proctor.human_ids import canonical_human_id
 from proctor.identity.agent import Agent, ProofMethod, TrustState
 from proctor.identity.agent_key import ALGORITHMS_BY_KEY, AgentKey
 from proctor.identity.manifest import Manifest
@@ -15,6 +16,8 @@ __all__ = ["agent_from_row"]
 
 
 def agent_from_row(row: Row[Any]) -> Agent:
+    """The agent a row holds; its owner in canonical form even if an older version of
+    proctor wrote the row (see :mod:`proctor.human_ids`)."""
     jwk = row.public_jwk
     key = None
     if jwk is not None and row.key_thumbprint is not None:
@@ -22,8 +25,9 @@ def agent_from_row(row: Row[Any]) -> Agent:
         key = AgentKey(dict(jwk), row.key_thumbprint, algorithms)
     presented = row.presented_manifest
     return Agent(
-        id=row.id, name=row.name, trust_domain=row.trust_domain, owner=row.owner,
-        groups=tuple(row.groups), proof_method=ProofMethod(row.proof_method), key=key,
+        id=row.id, name=row.name, trust_domain=row.trust_domain,
+        owner=canonical_human_id(row.owner), groups=tuple(row.groups),
+        proof_method=ProofMethod(row.proof_method), key=key,
         oidc_issuer=row.oidc_issuer, oidc_subject=row.oidc_subject,
         trust_state=TrustState(row.trust_state), risk_score=int(row.risk_score),
         manifest=Manifest.from_json(row.manifest),

@@ -25,6 +25,7 @@ import cedarpy
 from cedarpy import pst
 
 from proctor.errors import Diagnostic, PolicyValidationError
+from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.policy.model import quote_id
 from proctor.policy.schema import CompiledSchema
 from proctor.policy.source import LocatedPolicy, parse_sources
@@ -145,6 +146,7 @@ def compile_sources(
             Diagnostic(p.file, p.line, p.column, "`@approval` only applies to a permit", p.id)
             for p in policies if "approval" in p.annotations and p.effect != "permit"
         ]
+        problems.extend(_human_problems(policies))
         for name, located in by_file.items():
             future = pending.get(name)
             errors = future.result() if future else _validate_text(sources[name], schema)
@@ -152,6 +154,27 @@ def compile_sources(
     if problems:
         raise PolicyValidationError(problems)
     return CompiledPolicies(policies, action_groups, revision=revision, digest=digest)
+
+
+def _human_problems(policies: Iterable[LocatedPolicy]) -> list[Diagnostic]:
+    """A ``Human::"…"`` a policy names must be in the canonical form every human id is
+    kept in, or the policy would never match the human it means (a ``forbid`` would
+    silently stop applying)."""
+    problems = []
+    for policy in policies:
+        for uid in sorted(pst.entity_uids(policy.node), key=lambda u: u.id):
+            if uid.type.basename != "Human" or uid.type.namespace:
+                continue
+            problem = human_id_problem(uid.id)
+            canonical = canonical_human_id(uid.id)
+            if problem is None and canonical == uid.id:
+                continue
+            message = (f"human `{uid.id}` is not in the canonical form humans are compared "
+                       f"in: write `Human::{quote_id(canonical)}`" if problem is None
+                       else f"a `Human` id named here {problem}")
+            problems.append(Diagnostic(policy.file, policy.line, policy.column, message,
+                                       policy.id))
+    return problems
 
 
 def _validate_text(text: str, schema: CompiledSchema) -> list[cedarpy.ValidationError]:

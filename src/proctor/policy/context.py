@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from proctor.human_ids import canonical_human_id
 from proctor.policy.catalog import Sensitivity
 
 __all__ = ["call_context", "issue_context"]
@@ -28,11 +29,12 @@ def call_context(
     ``delegation_chain`` lists the agents the grant passed through, the
     original holder first; its length is the delegation depth. ``args`` are
     the raw arguments: the decision point checks them against the tool's type.
+    ``on_behalf_of`` is given to policies in canonical form (:mod:`proctor.human_ids`).
     """
     context: dict[str, Any] = {
         "task": task,
         "purpose": purpose,
-        "on_behalf_of": on_behalf_of,
+        "on_behalf_of": canonical_human_id(on_behalf_of),
         "delegation": {"depth": len(delegation_chain), "chain": list(delegation_chain)},
         "time": {
             "epoch": int(now.timestamp()),
@@ -67,7 +69,7 @@ def issue_context(
     return {
         "task": task,
         "purpose": purpose,
-        "on_behalf_of": on_behalf_of,
+        "on_behalf_of": canonical_human_id(on_behalf_of),
         "delegation": {"depth": len(delegation_chain), "chain": list(delegation_chain)},
         "time": {"epoch": int(now.timestamp()), "hour": now.hour, "weekday": now.weekday()},
         "ttl_seconds": ttl_seconds,

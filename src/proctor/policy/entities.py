@@ -16,6 +16,7 @@ import cedarpy
 import yaml
 
 from proctor.errors import ConfigError
+from proctor.human_ids import canonical_human_id
 from proctor.policy.catalog import ToolCatalog
 from proctor.policy.schema import CompiledSchema
 
@@ -26,7 +27,8 @@ _SPIFFE_AGENT = re.compile(r"^spiffe://([a-z0-9._-]+)/agent/([A-Za-z0-9._-]{1,12
 
 
 def _uid(type_: str, id_: str) -> dict[str, str]:
-    return {"type": type_, "id": id_}
+    """An entity uid; a human's id in canonical form, as policies compare it."""
+    return {"type": type_, "id": canonical_human_id(id_) if type_ == "Human" else id_}
 
 
 def tool_entities(catalog: ToolCatalog) -> list[dict[str, Any]]:
@@ -56,7 +58,7 @@ def tool_entities(catalog: ToolCatalog) -> list[dict[str, Any]]:
 
 def principal_entities(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Cedar entities from a principals document (``humans``, ``groups``, ``agents``,
-    ``connectors``)."""
+    ``connectors``). Humans' ids (and agents' owners) are taken in canonical form."""
     out: list[dict[str, Any]] = []
     for group in spec.get("groups") or ():
         out.append({"uid": _uid("Group", str(group["id"])), "attrs": {},

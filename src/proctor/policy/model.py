@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from proctor.human_ids import canonical_human_id
+
 __all__ = ["Decision", "DecisionRequest", "EntityRef", "Outcome", "ReasonCode", "quote_id"]
 
 
@@ -36,10 +38,18 @@ class ReasonCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EntityRef:
-    """A Cedar entity uid such as ``Agent::"spiffe://acme.example/agent/coder"``."""
+    """A Cedar entity uid such as ``Agent::"spiffe://acme.example/agent/coder"``.
+
+    A ``Human``'s id is kept in canonical form (:mod:`proctor.human_ids`), as the
+    entities and policies name humans.
+    """
 
     type: str
     id: str
+
+    def __post_init__(self) -> None:
+        if self.type == "Human":
+            object.__setattr__(self, "id", canonical_human_id(self.id))
 
     def __str__(self) -> str:
         return f"{self.type}::{quote_id(self.id)}"

@@ -35,6 +35,7 @@ from proctor.errors import (
     StoreError,
 )
 from proctor.grants import LeaseTree
+from proctor.human_ids import canonical_human_id
 from proctor.sealing import Sealer
 from proctor.secrets.lineage import read_lineage
 from proctor.secrets.values import SecretInfo, SecretLease, check_name, check_value
@@ -205,8 +206,9 @@ def _info(row: Row[Any]) -> SecretInfo:
 
 
 def _actor(by: str | Actor) -> Actor:
-    """A human (a plain id) or the system may change secrets; an agent may not."""
-    actor = Actor(ActorType.HUMAN, by) if isinstance(by, str) else by
+    """A human (a plain id, kept in canonical form) or the system may change secrets; an
+    agent may not."""
+    actor = Actor(ActorType.HUMAN, canonical_human_id(by)) if isinstance(by, str) else by
     if actor.type is ActorType.AGENT:
         raise SecretError("secret_actor_invalid", "an agent cannot change secrets")
     if not actor.id.strip():

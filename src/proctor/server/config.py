@@ -5,7 +5,8 @@ Operator configuration, read once at start from ``$PROCTOR_HOME/server.toml``
 below and no OIDC issuers (humans then use API tokens such as the admin
 token made by ``proctor init``)::
 
-    public_url = "https://proctor.acme.example"  # what DPoP proofs name (default: the request's)
+    public_url = "https://proctor.acme.example"  # what DPoP proofs name; needed to listen
+                                                 # on anything but loopback (see below)
     max_body_bytes = 1048576                     # larger request bodies get 413
     rate_per_second = 50.0                       # per principal, per process (token bucket)
     rate_burst = 200
@@ -21,10 +22,18 @@ token made by ``proctor init``)::
     subject_claim = "email"                      # the human's id (default: sub)
     role_claim = "groups"                        # a list or space-separated string (default: roles)
     roles = { admin = "proctor-admins", approver = "payments-approvers" }  # default: same names
+
+Without ``public_url`` a DPoP proof's ``htu`` is checked against the request's own
+scheme and ``Host``, which the caller chooses; so ``proctor serve`` refuses to
+listen on anything but loopback without it (:func:`check_listen`). The one way
+around is to say why the ``Host`` header is safe, and the server warns at start::
+
+    trust_host_header = "the ingress sets Host to proctor.acme.example on every request"
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,13 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from proctor.errors import ConfigError
+from proctor.listening import require_public_url
 from proctor.server.humans import HumanIssuer, issuer_from_config
 
-__all__ = ["ServerConfig", "load_server_config"]
+__all__ = ["ServerConfig", "check_listen", "load_server_config"]
+
+log = logging.getLogger(__name__)
 
 _CONFIG_FILE = "server.toml"
-_KEYS = {"public_url", "max_body_bytes", "rate_per_second", "rate_burst", "sweep_seconds",
-         "sync_seconds", "threads", "oidc_issuers"}
+_KEYS = {"public_url", "trust_host_header", "max_body_bytes", "rate_per_second", "rate_burst",
+         "sweep_seconds", "sync_seconds", "threads", "oidc_issuers"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class ServerConfig:
     """Everything ``proctor serve`` reads besides :class:`~proctor.config.Settings`."""
 
     public_url: str = ""
+    trust_host_header: str = ""
     max_body_bytes: int = 1024 * 1024
     rate_per_second: float = 50.0
     rate_burst: int = 200
@@ -65,6 +78,9 @@ class ServerConfig:
             raise ConfigError("threads must be between 1 and 256")
         if self.public_url and not self.public_url.startswith(("https://", "http://")):
             raise ConfigError(f"public_url `{self.public_url}` is not an http(s) URL")
+        if self.public_url and self.trust_host_header:
+            raise ConfigError("set `public_url` or `trust_host_header`, not both: with "
+                              "`public_url` the Host header is never used")
         issuers = [i.issuer for i in self.oidc_issuers]
         if len(set(issuers)) != len(issuers):
             raise ConfigError("an OIDC issuer is configured twice")
@@ -94,6 +110,7 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
                         for entry in data.pop("oidc_issuers", []))
         values: dict[str, Any] = {
             "public_url": str(data.get("public_url", "")).rstrip("/"),
+            "trust_host_header": str(data.get("trust_host_header", "")).strip(),
             "max_body_bytes": int(data.get("max_body_bytes", ServerConfig.max_body_bytes)),
             "rate_per_second": float(data.get("rate_per_second",
                                               ServerConfig.rate_per_second)),
@@ -106,3 +123,14 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
         raise ConfigError(f"server config `{path}` is not valid: missing or wrong {exc}") from exc
     return ServerConfig(**values, oidc_issuers=issuers)
 
+
+def check_listen(config: ServerConfig, host: str) -> None:
+    """Refuse (:class:`ConfigError`) to serve on ``host`` if it is not loopback and
+    ``public_url`` is not set, unless ``trust_host_header`` says why the request's
+    ``Host`` may name the server in DPoP proofs; then warn, loudly, at start."""
+    if config.trust_host_header and not config.public_url:
+        log.warning("public_url is not set: proctor serve on `%s` checks DPoP proofs against "
+                    "the Host header of each request, which trust_host_header says is safe "
+                    "because: %s", host, config.trust_host_header)
+        return
+    require_public_url(host, config.public_url, what="`proctor serve`", where="server.toml")

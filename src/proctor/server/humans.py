@@ -4,7 +4,10 @@ The token must come from a configured issuer, for its audience, with an
 algorithm from its allow-list that fits the key its ``kid`` names. The
 human's id is one claim (``sub`` by default; ``email`` is common) and the
 roles come from another (``roles`` by default), mapped to proctor's roles.
-An id that is a SPIFFE ID is refused: agents never sign in as humans.
+An id that is a SPIFFE ID is refused: agents never sign in as humans. The id
+is taken in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example``
+signs in as ``bob@acme.example``, and an id with invisible characters or mixed
+scripts is refused.
 
 The checks are those agents' proofs get (``proctor.identity.tokens``); the
 keys come from a JWKS file, or from the issuer's JWKS URL, fetched at first
@@ -32,6 +35,7 @@ from proctor.errors import (
     ProofIssuerError,
     ProofKeyUnknownError,
 )
+from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.identity.jwks import MAX_JWKS_BYTES, read_jwks, split_jwks
 from proctor.identity.oidc import decode_issuer_token
 from proctor.identity.tokens import peek
@@ -172,12 +176,13 @@ class HumanVerifier:
             algorithms=issuer.algorithms, find_key=_key_finder(issuer), now=now,
             leeway_seconds=LEEWAY_SECONDS)
         subject = claims.get(issuer.subject_claim)
-        if not isinstance(subject, str) or not 0 < len(subject) <= 256 or any(
-                ord(c) < 0x20 for c in subject):
-            raise ProofClaimsError(f"the token has no usable `{issuer.subject_claim}` claim")
-        if subject.lower().startswith("spiffe://"):
+        problem = human_id_problem(subject)
+        if problem is not None:
+            raise ProofClaimsError(f"the token's `{issuer.subject_claim}` claim {problem}")
+        human_id = canonical_human_id(str(subject))
+        if human_id.startswith("spiffe://"):
             raise ProofClaimsError("the token names an agent; humans sign in here")
-        return VerifiedHuman(subject, issuer.roles_in(claims), issuer.issuer, expires_at)
+        return VerifiedHuman(human_id, issuer.roles_in(claims), issuer.issuer, expires_at)
 
 
 def _key_finder(issuer: HumanIssuer) -> Callable[[str | None], Key]:

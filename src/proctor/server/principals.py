@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from proctor.audit import Actor, ActorType
+from proctor.human_ids import canonical_human_id
 
 __all__ = ["HUMAN_ROLES", "ROLES", "Principal", "PrincipalKind"]
 
@@ -33,7 +34,11 @@ class Principal:
     humans; ``grant`` (a grant with a DPoP proof), ``own_key``, ``jwt_svid`` or
     ``oidc`` (a workload proof) for agents. ``owner`` is an agent's accountable
     human; ``credential`` names the credential without revealing it (an API
-    token's accessor, a grant's id).
+    token's accessor, a grant's id). A human's id and an agent's owner are kept
+    in canonical form (:mod:`proctor.human_ids`) whatever credential named them,
+    so every comparison the API and the console make between humans (separation
+    of duties, ``principal.owner`` in the control-plane policies) is between
+    canonical forms.
     """
 
     kind: PrincipalKind
@@ -42,6 +47,12 @@ class Principal:
     method: str
     owner: str = ""
     credential: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind is PrincipalKind.HUMAN:
+            object.__setattr__(self, "id", canonical_human_id(self.id))
+        if self.owner:
+            object.__setattr__(self, "owner", canonical_human_id(self.owner))
 
     @property
     def rate_key(self) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy import insert, select, update
 
 from proctor.clock import Clock
 from proctor.errors import NotFoundError, RequestError
+from proctor.human_ids import canonical_human_id
 from proctor.identity.people import check_human
 from proctor.server.principals import HUMAN_ROLES
 from proctor.store import Store, as_utc
@@ -78,7 +79,7 @@ class ApiTokens:
 
     def create(self, human_id: str, roles: Iterable[str], *, ttl_seconds: int | None = None
                ) -> MintedToken:
-        check_human(human_id, "owner")
+        human_id = check_human(human_id, "human")
         wanted = frozenset(roles)
         unknown = sorted(wanted - set(HUMAN_ROLES))
         if unknown or not wanted:
@@ -117,14 +118,15 @@ class ApiTokens:
             return None
         if isinstance(roles, str):  # SQLite hands JSON back as text on the raw connection
             roles = json.loads(roles)
-        return ApiToken(token_id, human_id, frozenset(roles), _required(created_at), expires,
-                        None)
+        return ApiToken(token_id, canonical_human_id(human_id), frozenset(roles),
+                        _required(created_at), expires, None)
 
     def list(self) -> list[ApiToken]:
         with self._store.reading() as conn:
             rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).all()
-        return [ApiToken(r.id, r.human_id, frozenset(r.roles), _required(r.created_at),
-                         _time(r.expires_at), _time(r.revoked_at)) for r in rows]
+        return [ApiToken(r.id, canonical_human_id(r.human_id), frozenset(r.roles),
+                         _required(r.created_at), _time(r.expires_at), _time(r.revoked_at))
+                for r in rows]
 
     def revoke(self, token_id: str) -> ApiToken:
         with self._store.transaction() as conn:

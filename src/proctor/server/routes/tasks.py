@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proctor.grants import LeaseNode, Task
 from proctor.identity import agent_id_for
+from proctor.identity.people import check_human
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
@@ -103,13 +104,15 @@ def _task(call: CallContext, task_id: str, action: str) -> Task:
     "agent_unknown", "agent_id_invalid", "agent_not_active", "task_ttl_invalid"))
 def start_task(body: StartTask, call: Call) -> TaskView:
     """Start a task for an agent. An agent may start one for itself, on behalf of its
-    owner; admins for any agent."""
+    owner; admins for any agent. ``on_behalf_of`` is compared with the agent's owner,
+    and kept, in its canonical form (``Bob@Acme.example`` is ``bob@acme.example``)."""
     runtime = call.runtime
+    on_behalf_of = check_human(body.on_behalf_of, "human a task acts for")
     agent = runtime.registry.get(agent_id_for(body.agent, runtime.settings.trust_domain).id)
     call.require("api:task.start", agent_resource(agent),
-                 context={"on_behalf_of": body.on_behalf_of})
+                 context={"on_behalf_of": on_behalf_of})
     task = runtime.grants.start_task(agent.id, purpose=body.purpose,
-                                     on_behalf_of=body.on_behalf_of,
+                                     on_behalf_of=on_behalf_of,
                                      ttl_seconds=body.ttl_seconds,
                                      idle_seconds=body.idle_seconds)
     call.record("task.start", f'Task::"{task.id}"', "started", task=task.id)
