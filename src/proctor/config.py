@@ -2,7 +2,8 @@
 
 Sources, later ones winning: built-in defaults, the TOML file
 (``$PROCTOR_CONFIG``, else ``$PROCTOR_HOME/proctor.toml`` when it exists), then
-environment variables ``PROCTOR_*``.
+environment variables ``PROCTOR_*``. ``PROCTOR_OPERATOR`` (who runs the CLI) is read
+from the environment only: the file belongs to the deployment, a name to a person.
 
 >>> s = load_settings(env={"PROCTOR_HOME": "/tmp/p"})
 >>> s.database_url
@@ -32,6 +33,7 @@ class Settings:
     database_url: str
     policy_dir: Path
     trust_domain: str = "proctor.local"
+    operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
 
     @property
     def is_embedded(self) -> bool:
@@ -70,6 +72,7 @@ def load_settings(
         database_url=str(values.pop("database_url", f"sqlite:///{home / 'proctor.db'}")),
         policy_dir=Path(values.pop("policy_dir", home / "policies")),
         trust_domain=str(values.pop("trust_domain", "proctor.local")),
+        operator=env.get("PROCTOR_OPERATOR") or None,
     )
     _check(settings)
     return settings

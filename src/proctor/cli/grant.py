@@ -14,9 +14,9 @@ import typer
 import yaml
 from rich.tree import Tree
 
-from proctor.audit import Actor, ActorType
+from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, open_runtime, operator_name
+from proctor.cli.runtime import Runtime, open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, ScopeError
 from proctor.files import read_capped
@@ -33,8 +33,6 @@ ScopeOpt = Annotated[str, typer.Option(
     "--scope", help="The scope: a JSON document, or @FILE (JSON or YAML).")]
 TtlOpt = Annotated[int | None, typer.Option("--ttl", help="Seconds (default 300, max 3600).")]
 UsesOpt = Annotated[int | None, typer.Option("--max-uses", help="Uses before it is spent.")]
-ByOpt = Annotated[str | None, typer.Option(
-    "--by", help="The human doing this, for the audit log (default: the login name).")]
 _MAX_SCOPE_BYTES = 64 * 1024
 
 
@@ -94,12 +92,18 @@ def start_task(
         help="The agent: its SPIFFE ID, or its name in this trust domain.")],
     purpose: Annotated[str, typer.Option("--purpose", help="What the task is for.")],
     on_behalf_of: Annotated[str, typer.Option("--on-behalf-of", help="The human it acts for.")],
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Start a task for an agent."""
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         agent_id = agent_id_for(agent, rt.settings.trust_domain).id
         task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of)
+
+        def end_unaudited() -> str:
+            rt.grants.end_task(task.id, by=acting.operator.actor)
+            return "the task is ended"
+        acting.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
+                      undo=end_unaudited)
     if as_json:
         print_json({"task": task.id, "agent": task.agent_id, "purpose": task.purpose,
                     "on_behalf_of": task.on_behalf_of, "started_at": task.started_at})
@@ -111,8 +115,8 @@ def start_task(
 def end_task(task: Annotated[str, typer.Argument(help="The task id.")], by: ByOpt = None,
              as_json: JsonOpt = False) -> None:
     """End a task: every grant issued under it is revoked."""
-    with _runtime(as_json) as rt:
-        revoked = rt.grants.end_task(task, by=Actor(ActorType.HUMAN, operator_name(by)))
+    with acting_runtime(by, as_json) as (rt, acting):
+        revoked = rt.grants.end_task(task, by=acting.operator.actor)
     if as_json:
         print_json({"task": task, "revoked": revoked})
     else:
@@ -124,12 +128,23 @@ def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], sco
           ttl: TtlOpt = None, max_uses: UsesOpt = None,
           holder_proof: Annotated[str | None, typer.Option(
               "--holder-proof", help="For agents without a registered key.")] = None,
-          as_json: JsonOpt = False) -> None:
+          by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Issue a grant for a task's agent, if policy allows it."""
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         grant = rt.grants.issue(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
                                 holder_proof=holder_proof)
+        _record_issued(rt, acting, "grant.issue", grant)
     _print_issued(grant, as_json)
+
+
+def _record_issued(rt: Runtime, acting: Acting, action: str, grant: IssuedGrant) -> None:
+    """Audit a grant the operator had issued; if that fails, the grant is revoked."""
+    def revoke_unaudited() -> str:
+        rt.grants.revoke(grant.accessor, "its issuance could not be audited",
+                         by=acting.operator.actor)
+        return "the grant is revoked"
+    acting.record(action, f'Grant::"{grant.accessor}"', "issued", task=grant.claims.task_id,
+                  detail={"agent": grant.claims.agent_id}, undo=revoke_unaudited)
 
 
 @grant_app.command("exchange")
@@ -139,14 +154,15 @@ def exchange(
     to: Annotated[str, typer.Option("--to", help="The agent receiving the child grant.")],
     scope: ScopeOpt, ttl: TtlOpt = None, max_uses: UsesOpt = None,
     holder_proof: Annotated[str | None, typer.Option("--holder-proof")] = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Delegate: trade a grant for a narrower one for another agent."""
     token = _token(token)
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         grant = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
                                    ttl_seconds=ttl, max_uses=max_uses,
                                    holder_proof=holder_proof)
+        _record_issued(rt, acting, "grant.exchange", grant)
     _print_issued(grant, as_json)
 
 
@@ -193,8 +209,8 @@ def revoke(grant: Annotated[str, typer.Argument(help="The grant's accessor or id
            reason: Annotated[str, typer.Option("--reason")] = "revoked by an operator",
            by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a grant and everything derived from it."""
-    with _runtime(as_json) as rt:
-        revoked = rt.grants.revoke(grant, reason, by=Actor(ActorType.HUMAN, operator_name(by)))
+    with acting_runtime(by, as_json) as (rt, acting):
+        revoked = rt.grants.revoke(grant, reason, by=acting.operator.actor)
     if as_json:
         print_json({"revoked": revoked})
     else:
