@@ -98,7 +98,12 @@ def start_task(body: StartTask, call: Call) -> TaskView:
                  context={"on_behalf_of": body.on_behalf_of})
     task = runtime.grants.start_task(agent.id, purpose=body.purpose,
                                      on_behalf_of=body.on_behalf_of)
-    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id)
+
+    def end_unaudited() -> str:
+        runtime.grants.end_task(task.id, by=call.principal.actor)
+        return "the task is ended"
+    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
+                undo=end_unaudited)
     return TaskView.of(task)
 
 
