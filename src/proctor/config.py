@@ -2,7 +2,8 @@
 
 Sources, later ones winning: built-in defaults, the TOML file
 (``$PROCTOR_CONFIG``, else ``$PROCTOR_HOME/proctor.toml`` when it exists), then
-environment variables ``PROCTOR_*``.
+environment variables ``PROCTOR_*``. ``PROCTOR_OPERATOR`` (who runs the CLI) is read
+from the environment only: the file belongs to the deployment, a name to a person.
 
 >>> s = load_settings(env={"PROCTOR_HOME": "/tmp/p"})
 >>> s.database_url
@@ -37,6 +38,7 @@ class Settings:
     task_max_seconds: int = 8 * 3600
     task_idle_seconds: int = 30 * 60
     database_pool_size: int = DEFAULT_POOL_SIZE
+    operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
 
     @property
     def is_embedded(self) -> bool:
@@ -82,6 +84,7 @@ def load_settings(
         task_max_seconds=_seconds(values, "task_max_seconds", 8 * 3600),
         task_idle_seconds=_seconds(values, "task_idle_seconds", 30 * 60),
         database_pool_size=_pool_size(values.pop("database_pool_size", DEFAULT_POOL_SIZE)),
+        operator=env.get("PROCTOR_OPERATOR") or None,
     )
     _check(settings)
     return settings

@@ -17,6 +17,7 @@ from proctor.cli.main import app
 from proctor.cli.runtime import Runtime, open_runtime
 from proctor.config import load_settings
 from proctor.identity import OwnKeyProof
+from tests.cli.audited import account, chain_verifies, human_events
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 from tests.identity.factories import manifest, public_jwk
 
@@ -120,8 +121,22 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(agents: Agents) -> None:
     assert run("list", "--status", "maybe")[1]["error"]["code"] == "request_invalid"
     lonely = run("approve", approval_id, "--by", APPROVER, "--vary", "customer_id")
     assert lonely[1]["error"]["code"] == "request_invalid"
-    missing_by = runner.invoke(app, ["approvals", "approve", approval_id])
-    assert missing_by.exit_code != 0
+
+
+def test_a_decision_is_the_operators_event_with_the_account_beside_it(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = pending(agents, 25_000), pending(agents, 30_000)
+    monkeypatch.setenv("PROCTOR_OPERATOR", APPROVER)  # the approver when there is no --by
+    assert run("approve", first)[0] == 0
+    assert run("deny", second, "--by", "dave@acme.example")[0] == 0
+    decisions = [(e["action"], e["target"], e["actor"]["type"], e["actor"]["id"],
+                  e["detail"]["os_user"], e["source"]) for e in human_events()[-2:]]
+    assert decisions == [
+        ("approval.grant", f'Approval::"{first}"', "human", APPROVER, account(), "cli"),
+        ("approval.deny", f'Approval::"{second}"', "human", "dave@acme.example", account(),
+         "cli")]
+    assert chain_verifies()
 
 
 def test_agent_supplied_text_is_printed_as_text(agents: Agents) -> None:

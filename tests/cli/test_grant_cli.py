@@ -26,6 +26,7 @@ def coder_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ECKey:
     home = tmp_path / "home"
     monkeypatch.setenv("PROCTOR_HOME", str(home))
     monkeypatch.setenv("PROCTOR_TRUST_DOMAIN", "acme.example")
+    monkeypatch.setenv("PROCTOR_OPERATOR", "olivia@acme.example")
     for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_IDENTITY_CONFIG",
                 "PROCTOR_MASTER_KEY"):
         monkeypatch.delenv(var, raising=False)
@@ -82,7 +83,10 @@ def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> Non
     code, humans = run("audit", "search", "--actor-type", "human")
     assert code == 0
     assert [(e["event"]["actor"]["id"], e["event"]["action"], e["event"]["target"])
-            for e in humans] == [("erin@acme.example", "grant.revoke", grant["accessor"])]
+            for e in humans][:3] == [  # newest first; before them, the agent's registration
+        ("erin@acme.example", "grant.revoke", grant["accessor"]),
+        ("olivia@acme.example", "grant.issue", f'Grant::"{grant["accessor"]}"'),
+        ("olivia@acme.example", "task.start", f'Task::"{task["task"]}"')]
     code, agents = run("audit", "search", "--actor-type", "agent", "--task", task["task"])
     # one issuance decision per tool the scope covers: the git tools of the catalog
     assert sorted(e["event"]["target"] for e in agents) == [

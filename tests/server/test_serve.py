@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli.audited import account
+
 pytestmark = pytest.mark.slow
 
 STARTUP_SECONDS = 60
@@ -119,6 +121,11 @@ def test_the_embedded_default_serves_with_the_admin_token_it_printed_once(
     assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
     openapi = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
     assert "/v1/decide" in openapi["paths"]
+    made = httpx.get(f"{served.url}/v1/audit/events", headers=headers, timeout=10,
+                     params={"actor_type": "human", "action": "token.create"}).json()
+    assert [(e["event"]["actor"]["id"], e["event"]["detail"]["os_user"],
+             e["event"]["detail"]["human"]) for e in made["events"]] == [
+        (account(), account(), "local-admin")]  # the login name: no --by, no PROCTOR_OPERATOR
     assert served.stop() in STOPPED
 
     again = Served(env)

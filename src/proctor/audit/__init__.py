@@ -8,6 +8,7 @@ See ``docs/audit.md`` for the event schema, the chain, verification,
 retention and the OCSF mapping.
 """
 
+from proctor.audit.attribution import Attribution
 from proctor.audit.chain import GENESIS_HASH, ChainHead, canonical_json, chain_hash
 from proctor.audit.checkpoints import (
     Checkpoint,
@@ -40,6 +41,7 @@ from proctor.audit.recording import (
     decide_and_record_async,
     decision_event,
     human_event,
+    record_change,
 )
 from proctor.audit.retention import archive_segment, verify_archive
 from proctor.audit.verification import Problem, VerifyReport, verify_store
@@ -52,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Actor",
     "ActorType",
+    "Attribution",
     "AuditEvent",
     "AuditLog",
     "ChainHead",
@@ -77,6 +80,7 @@ __all__ = [
     "mask",
     "mask_text",
     "new_event_id",
+    "record_change",
     "search_events",
     "sign_checkpoint",
     "tail_events",

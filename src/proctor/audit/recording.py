@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
 from proctor.audit.masking import mask
 from proctor.audit.writer import AuditLog
+from proctor.errors import AuditError, AuditUnavailableError, ProctorError
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "decide_and_record_async",
     "decision_event",
     "human_event",
+    "record_change",
     "request_digest",
 ]
 
@@ -108,14 +110,41 @@ def decision_event(request: DecisionRequest, decision: Decision, *, now: datetim
 
 def human_event(human_id: str, action: str, target: str, outcome: str, *, now: datetime,
                 concerns: str | None = None, task: str = "", reason: str = "",
-                source: str | None = None, event_id: str | None = None) -> AuditEvent:
+                source: str | None = None, event_id: str | None = None,
+                detail: Mapping[str, Any] | None = None) -> AuditEvent:
     """The event of a human's action, e.g. an approval (``approval.grant``) or a
-    revocation (``grant.revoke``), linked by ``concerns`` to the event it is about."""
+    revocation (``grant.revoke``), linked by ``concerns`` to the event it is about;
+    ``reason`` goes into ``detail`` beside the other entries."""
     return AuditEvent(
         id=event_id or new_event_id(now), time=now, actor=Actor(ActorType.HUMAN, human_id),
         action=action, target=target, outcome=outcome, task=task, source=source,
-        concerns=concerns, detail={"reason": reason} if reason else {},
+        concerns=concerns, detail={**(detail or {}), **({"reason": reason} if reason else {})},
     )
+
+
+def record_change(audit: AuditLog, event: AuditEvent, *,
+                  undo: Callable[[], str] | None = None) -> None:
+    """Write the event of a change that has already taken effect, or raise.
+
+    If the event cannot be written, ``undo`` (when given) takes the change back
+    and says what it did; either way :class:`~proctor.errors.AuditUnavailableError`
+    names the change, so that no caller reports an unaudited change as a success.
+    A change that takes access away gets no ``undo``: it stands.
+    """
+    try:
+        audit.record(event)
+    except AuditError as exc:
+        what = f"`{event.action}` of `{event.target}`"
+        log.error("%s took effect but could not be audited", what)
+        if undo is None:
+            raise AuditUnavailableError(f"{what} took effect but could not be audited") from exc
+        try:
+            done = undo()
+        except ProctorError as failed:
+            raise AuditUnavailableError(f"{what} could not be audited, and undoing it "
+                                        f"failed: {failed.message}") from exc
+        raise AuditUnavailableError(f"{what} could not be audited, so it was undone: "
+                                    f"{done}") from exc
 
 
 def decide_and_record(engine: DecisionPoint, audit: AuditLog, request: DecisionRequest, *,

@@ -16,6 +16,10 @@ compare-and-set fails), the batch is re-chained onto the new head and retried.
 :class:`Receipt` without waiting. Until that receipt is done its event can be
 lost in a crash; at most ``max_pending`` events are ever in that state (the
 documented loss window). Nothing in proctor uses it by default.
+
+An :class:`~proctor.audit.attribution.Attribution` (the CLI gives one for its
+operator) is applied to every event before it is chained, and learns which of
+its actor's events :meth:`AuditLog.record` could not write.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
 from proctor.audit.driver import AppendConnection, EventRow, is_integrity_error
@@ -110,14 +115,18 @@ class AuditLog:
     keyring in a deployment (one signer taken per checkpoint), any
     :class:`~proctor.keys.LocalSigner` in tests; None signs nothing. A key that
     cannot be had fails that batch like a write error.
+
+    ``attribution`` adds to its actor's events what only the caller knows (see
+    :mod:`proctor.audit.attribution`).
     """
 
     def __init__(self, store: Store, *, signer: SignerSource | None = None,
                  clock: Clock | None = None, max_batch: int = 512,
                  max_pending: int = 100_000, checkpoint_every: int = 10_000,
                  timeout: float = 10.0, busy_timeout_ms: int | None = None,
-                 fail_open: bool = False) -> None:
+                 fail_open: bool = False, attribution: Attribution | None = None) -> None:
         self.store = store
+        self.attribution = attribution
         self.signer = signer
         self.clock = clock or SystemClock()
         self.fail_open = fail_open
@@ -137,12 +146,27 @@ class AuditLog:
 
     def record(self, event: AuditEvent, *, timeout: float | None = None) -> RecordedEvent:
         """Append ``event`` and return once it is durable."""
-        return self.submit(event, timeout=timeout).wait(self.timeout if timeout is None
-                                                         else timeout)
+        event = self._attributed(event)
+        try:
+            return self._enqueue(event, timeout).wait(self.timeout if timeout is None
+                                                      else timeout)
+        except AuditUnavailableError:
+            if self.attribution is not None:
+                self.attribution.note_failed(event)
+            raise
 
     async def record_async(self, event: AuditEvent, *, timeout: float | None = None
                            ) -> RecordedEvent:
         """:meth:`record` for asyncio code: awaits durability without blocking the loop."""
+        event = self._attributed(event)
+        try:
+            return await self._record_async(event, timeout)
+        except AuditUnavailableError:
+            if self.attribution is not None:
+                self.attribution.note_failed(event)
+            raise
+
+    async def _record_async(self, event: AuditEvent, timeout: float | None) -> RecordedEvent:
         loop = asyncio.get_running_loop()
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
@@ -162,6 +186,12 @@ class AuditLog:
 
     def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
         """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
+        return self._enqueue(self._attributed(event), timeout)
+
+    def _attributed(self, event: AuditEvent) -> AuditEvent:
+        return event if self.attribution is None else self.attribution.apply(event)
+
+    def _enqueue(self, event: AuditEvent, timeout: float | None) -> Receipt:
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
         receipt = Receipt(event)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from proctor.cli.operator import Acting, ByOpt, Undo, acting_store
 from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
@@ -37,7 +38,6 @@ app = typer.Typer(no_args_is_help=True, help="Register agents and manage their t
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 AgentArg = Annotated[str, typer.Argument(
     help="The agent's SPIFFE ID, or its name in the configured trust domain.")]
-ByOpt = Annotated[str, typer.Option("--by", help="The human making the change.")]
 _MAX_JWK_BYTES = 16 * 1024
 
 
@@ -57,6 +57,26 @@ def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], st
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
         store.close()
+
+
+@contextmanager
+def _acting(by: str | None, as_json: bool
+            ) -> Iterator[tuple[AgentRegistry, Callable[[str], str], Acting]]:
+    """As :func:`_registry`, for a change audited as the operator's."""
+    with acting_store(by, as_json) as (settings, store, _keyring, acting):
+        trust = load_trust_config(settings.home, settings.trust_domain)
+        yield (AgentRegistry(store, acting.clock, trust),
+               lambda name: agent_id_for(name, settings.trust_domain).id, acting)
+
+
+def _suspend_unaudited(registry: AgentRegistry, agent_id: str, acting: Acting) -> Undo:
+    """The undo of a registration or review that could not be audited: the agent is
+    suspended, so it can do nothing until a human reviews it again (audited)."""
+    def undo() -> str:
+        registry.suspend(agent_id, by=acting.operator.id,
+                         reason="the change could not be audited")
+        return "the agent is suspended until it is reviewed again"
+    return undo
 
 
 def _read_jwk(path: Path) -> dict[str, Any]:
@@ -104,16 +124,19 @@ def register(
         "--oidc-subject", help="The `sub` of its OIDC workload tokens.")] = None,
     oidc_issuer: Annotated[str | None, typer.Option(
         "--oidc-issuer", help="The OIDC issuer (when several are configured).")] = None,
-    by: Annotated[str | None, typer.Option("--by", help="Who reviewed the manifest "
-                                           "(default: the owner).")] = None,
+    by: ByOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register an agent as trusted, with its manifest as the reviewed one."""
-    with _registry(as_json) as (registry, resolve):
+    """Register an agent as trusted, with its manifest as the reviewed one (reviewed by
+    the human running the command)."""
+    with _acting(by, as_json) as (registry, resolve, acting):
         proof = _proof(jwk, jwt_svid, oidc_subject, oidc_issuer)
         created = registry.register(resolve(agent), owner=owner, proof=proof,
                                     manifest=load_manifest(manifest), groups=group or (),
-                                    registered_by=by)
+                                    registered_by=acting.operator.id)
+        acting.record("agent.register", f'Agent::"{created.id}"', "registered",
+                      detail={"manifest_digest": created.manifest_digest},
+                      undo=_suspend_unaudited(registry, created.id, acting))
     _report(created, as_json, f"registered {created.id} ({created.proof_method.value}, "
                               f"{created.trust_state.value}); manifest {created.manifest_digest}")
 
@@ -164,7 +187,7 @@ def show(agent: AgentArg, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def review(
-    agent: AgentArg, by: ByOpt,
+    agent: AgentArg, by: ByOpt = None,
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", help="Adopt this manifest instead of the presented one.")] = None,
     digest: Annotated[str | None, typer.Option(
@@ -172,27 +195,39 @@ def review(
     as_json: JsonOpt = False,
 ) -> None:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
-    with _registry(as_json) as (registry, resolve):
+    with _acting(by, as_json) as (registry, resolve, acting):
         adopted = load_manifest(manifest) if manifest is not None else None
-        updated = registry.review(resolve(agent), reviewer=by, manifest=adopted,
-                                  expected_digest=digest)
+        updated = registry.review(resolve(agent), reviewer=acting.operator.id,
+                                  manifest=adopted, expected_digest=digest)
+        acting.record("agent.review", f'Agent::"{updated.id}"', updated.trust_state.value,
+                      detail={"manifest_digest": updated.manifest_digest},
+                      undo=_suspend_unaudited(registry, updated.id, acting))
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}; reviewed manifest "
                               f"{updated.manifest_digest} by {updated.reviewed_by}")
 
 
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why.")]
+
+
 @app.command()
-def suspend(agent: AgentArg, by: ByOpt, reason: Annotated[str, typer.Option(
-        "--reason", help="Why.")] = "", as_json: JsonOpt = False) -> None:
+def suspend(agent: AgentArg, by: ByOpt = None, reason: ReasonOpt = "",
+            as_json: JsonOpt = False) -> None:
     """Deny the agent everything until a human reviews it."""
-    with _registry(as_json) as (registry, resolve):
-        updated = registry.suspend(resolve(agent), by=by, reason=reason)
-    _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")
+    _set_state(agent, "suspend", by, reason, as_json)
 
 
 @app.command()
-def retire(agent: AgentArg, by: ByOpt, reason: Annotated[str, typer.Option(
-        "--reason", help="Why.")] = "", as_json: JsonOpt = False) -> None:
+def retire(agent: AgentArg, by: ByOpt = None, reason: ReasonOpt = "",
+           as_json: JsonOpt = False) -> None:
     """Deny the agent everything, for good."""
-    with _registry(as_json) as (registry, resolve):
-        updated = registry.retire(resolve(agent), by=by, reason=reason)
+    _set_state(agent, "retire", by, reason, as_json)
+
+
+def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool) -> None:
+    """Suspend or retire; it stands even if it cannot be audited (the command fails)."""
+    with _acting(by, as_json) as (registry, resolve, acting):
+        change = registry.suspend if verb == "suspend" else registry.retire
+        updated = change(resolve(agent), by=acting.operator.id, reason=reason)
+        acting.record(f"agent.{verb}", f'Agent::"{updated.id}"', updated.trust_state.value,
+                      detail={"reason": reason} if reason else None)
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")

@@ -1,10 +1,11 @@
 """``proctor approvals``: the queue of calls waiting for a human, from the terminal.
 
 The CLI works on the home's database directly, so whoever runs it is the local
-administrator; ``--by`` names the human who decides, and is what the audit log
-records. It must be a human id (never a SPIFFE ID), and separation of duties
-applies as everywhere: the human an agent acts for may not approve its request
-unless the policy that asked says ``@owner_may_approve("true")``.
+administrator; the operator (``--by``, else ``PROCTOR_OPERATOR``, else the login
+name: see :mod:`proctor.cli.operator`) is the human who decides, and is what the
+audit log records. It must be a human id (never a SPIFFE ID), and separation of
+duties applies as everywhere: the human an agent acts for may not approve its
+request unless the policy that asked says ``@owner_may_approve("true")``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from proctor.approvals import Approval, ApprovalDesk, ApprovalStatus, SimilarTerms, approval_json
+from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
@@ -31,8 +33,6 @@ app = typer.Typer(no_args_is_help=True,
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(help="The approval id (apr_…).")]
-ByOpt = Annotated[str, typer.Option(
-    "--by", help="The human deciding (recorded in the audit log); never an agent.")]
 CommentOpt = Annotated[str, typer.Option("--comment", help="Why (kept with the decision).")]
 _COLOURS = {"pending": "yellow", "approved": "green", "used": "green", "denied": "red",
             "expired": "dim"}
@@ -51,6 +51,15 @@ def _desk(as_json: bool) -> Iterator[ApprovalDesk]:
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
         runtime.close()
+
+
+@contextmanager
+def _deciding(by: str | None, as_json: bool) -> Iterator[tuple[ApprovalDesk, Acting]]:
+    """The desk, deciding as the operator; the queue audits each decision (and undoes
+    it if that fails)."""
+    with acting_runtime(by, as_json) as (runtime, acting):
+        yield ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
+                           runtime.engine, audit=runtime.audit), acting
 
 
 @app.command("list")
@@ -98,7 +107,7 @@ def show(approval: IdArg, as_json: JsonOpt = False) -> None:
 
 @app.command("approve")
 def approve(
-    approval: IdArg, by: ByOpt, comment: CommentOpt = "",
+    approval: IdArg, by: ByOpt = None, comment: CommentOpt = "",
     similar: Annotated[bool, typer.Option(
         "--similar", help="Also approve similar calls within this task: a narrow, short, "
         "use-limited grant (see docs/approvals.md).")] = False,
@@ -113,13 +122,14 @@ def approve(
         fail("`--vary`, `--similar-ttl` and `--similar-uses` go with `--similar`",
              code="request_invalid", as_json=as_json)
     terms = SimilarTerms(tuple(vary or ()), similar_ttl, similar_uses) if similar else None
-    with _desk(as_json) as desk:
-        decided = desk.decide(approval, approver=by, approve=True, comment=comment,
-                              similar=terms, source="cli")
+    with _deciding(by, as_json) as (desk, acting):
+        decided = desk.decide(approval, approver=acting.operator.id, approve=True,
+                              comment=comment, similar=terms, source="cli")
     if as_json:
         print_json(decided.as_json())
         return
-    console.print(f"[green]approved[/] {decided.approval.id} by {_escape(by)}")
+    console.print(f"[green]approved[/] {decided.approval.id} by "
+                  f"{_escape(decided.approval.decided_by or '')}")
     if decided.similar is not None:
         grant = decided.similar
         console.print(f"similar calls of {_escape(grant.tool_id)} in task {grant.task_id}: "
@@ -128,16 +138,17 @@ def approve(
 
 
 @app.command("deny")
-def deny(approval: IdArg, by: ByOpt, comment: CommentOpt = "",
+def deny(approval: IdArg, by: ByOpt = None, comment: CommentOpt = "",
          as_json: JsonOpt = False) -> None:
     """Deny one waiting call."""
-    with _desk(as_json) as desk:
-        decided = desk.decide(approval, approver=by, approve=False, comment=comment,
-                              source="cli")
+    with _deciding(by, as_json) as (desk, acting):
+        decided = desk.decide(approval, approver=acting.operator.id, approve=False,
+                              comment=comment, source="cli")
     if as_json:
         print_json(decided.as_json())
         return
-    console.print(f"[red]denied[/] {decided.approval.id} by {_escape(by)}")
+    console.print(f"[red]denied[/] {decided.approval.id} by "
+                  f"{_escape(decided.approval.decided_by or '')}")
 
 
 def _print_detail(a: Approval) -> None:

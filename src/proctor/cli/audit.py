@@ -30,6 +30,7 @@ from proctor.audit import (
     verify_store,
     write_checkpoint,
 )
+from proctor.cli.operator import ByOpt, acting_store
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import open_keyring
 from proctor.clock import SystemClock
@@ -282,10 +283,16 @@ def export(
 
 
 @app.command()
-def checkpoint(as_json: JsonOpt = False) -> None:
-    """Sign the current chain head with the current issuer key now."""
-    with _opened(as_json) as (settings, store):
-        made = write_checkpoint(store, _keyring(settings, store), SystemClock())
+def checkpoint(by: ByOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign the current chain head with the current issuer key now.
+
+    The operator's `audit.checkpoint` event recording it follows the checkpoint.
+    """
+    with acting_store(by, as_json) as (_settings, store, keys, acting):
+        made = write_checkpoint(store, keys, acting.clock)
+        if made is not None:
+            acting.record("audit.checkpoint", f'AuditCheckpoint::"{made.seq}"', "signed",
+                          detail={"kid": made.kid, "hash": made.hash})
     if as_json:
         print_json(None if made is None else made.as_json())
     elif made is None:
@@ -298,13 +305,19 @@ def checkpoint(as_json: JsonOpt = False) -> None:
 def archive(
     up_to: Annotated[int, typer.Option("--up-to", min=1, help="Last position to archive.")],
     out: Annotated[Path, typer.Option("--out", help="The segment file to create.")],
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Move events up to a position into a segment file (verifiable on its own)."""
-    with _opened(as_json) as (settings, store):
-        keys = _keyring(settings, store)
+    """Move events up to a position into a segment file (verifiable on its own).
+
+    The operator's `audit.archive` event, after the cut, records it.
+    """
+    with acting_store(by, as_json) as (_settings, store, keys, acting):
         result = archive_segment(store, out, up_to_seq=up_to, signer=keys,
-                                 clock=SystemClock(), verifiers=_verifiers(keys))
+                                 clock=acting.clock, verifiers=_verifiers(keys))
+        acting.record("audit.archive",
+                      f'AuditSegment::"{result["from_seq"]}-{result["to_seq"]}"', "archived",
+                      detail={key: result[key] for key in ("from_seq", "to_seq", "events",
+                                                           "path")})
     if as_json:
         print_json(result)
     else:

@@ -14,9 +14,9 @@ import typer
 import yaml
 from rich.tree import Tree
 
-from proctor.audit import Actor, ActorType
+from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, issuer_for, open_runtime, operator_name
+from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, RequestError, ScopeError
 from proctor.files import read_capped
@@ -42,8 +42,6 @@ ScopeOpt = Annotated[str, typer.Option(
     "--scope", help="The scope: a JSON document, or @FILE (JSON or YAML).")]
 TtlOpt = Annotated[int | None, typer.Option("--ttl", help="Seconds (default 300, max 3600).")]
 UsesOpt = Annotated[int | None, typer.Option("--max-uses", help="Uses before it is spent.")]
-ByOpt = Annotated[str | None, typer.Option(
-    "--by", help="The human doing this, for the audit log (default: the login name).")]
 _MAX_SCOPE_BYTES = 64 * 1024
 
 
@@ -138,13 +136,19 @@ def start_task(
     idle: Annotated[int | None, typer.Option(
         "--idle", help="Seconds without a call before the task ends by itself (default and "
         "most: task_idle_seconds, 30 minutes unless configured).")] = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Start a task for an agent."""
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         agent_id = agent_id_for(agent, rt.settings.trust_domain).id
         task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
                                     ttl_seconds=ttl, idle_seconds=idle)
+
+        def end_unaudited() -> str:
+            rt.grants.end_task(task.id, by=acting.operator.actor)
+            return "the task is ended"
+        acting.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
+                      undo=end_unaudited)
     if as_json:
         print_json({"task": task.id, "agent": task.agent_id, "purpose": task.purpose,
                     "on_behalf_of": task.on_behalf_of, "started_at": task.started_at,
@@ -157,8 +161,8 @@ def start_task(
 def end_task(task: Annotated[str, typer.Argument(help="The task id.")], by: ByOpt = None,
              as_json: JsonOpt = False) -> None:
     """End a task: every grant issued under it is revoked."""
-    with _runtime(as_json) as rt:
-        revoked = rt.grants.end_task(task, by=Actor(ActorType.HUMAN, operator_name(by)))
+    with acting_runtime(by, as_json) as (rt, acting):
+        revoked = rt.grants.end_task(task, by=acting.operator.actor)
     if as_json:
         print_json({"task": task, "revoked": revoked})
     else:
@@ -176,13 +180,14 @@ IdentityProofOpt = Annotated[str | None, typer.Option(
 @grant_app.command("issue")
 def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], scope: ScopeOpt,
           ttl: TtlOpt = None, max_uses: UsesOpt = None, holder_proof: HolderProofOpt = None,
-          identity_proof: IdentityProofOpt = None, as_json: JsonOpt = False) -> None:
+          identity_proof: IdentityProofOpt = None, by: ByOpt = None,
+          as_json: JsonOpt = False) -> None:
     """Issue a grant for a task's agent, if policy allows it.
 
     For an agent without a registered key (JWT-SVID, OIDC) and without its own proofs
     given here, the answer is an offer that the agent redeems (`proctor grant redeem`).
     """
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         agent = rt.registry.get(rt.grants.task(task).agent_id)
         made: IssuedGrant | GrantOffer
         if agent.key_thumbprint is None and holder_proof is None:
@@ -193,6 +198,7 @@ def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], sco
                       if holder_proof is not None else None)
             made = rt.grants.issue(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
                                    holder=holder)
+        _record_made(rt, acting, "grant.issue", made)
     _print_made(made, as_json)
 
 
@@ -206,11 +212,11 @@ def redeem(
         "--key-file", help="The agent's private key (PEM) to bind the grant to; proctor "
         "signs the holder proof with it.")] = None,
     holder_proof: HolderProofOpt = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Redeem an offer as the agent it names: the grant is bound to the key it proves."""
     identity = str(_text_or_file(identity_proof))
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         if (key_file is None) == (holder_proof is None):
             raise RequestError("give one of --key-file and --holder-proof")
         if key_file is not None:
@@ -222,7 +228,31 @@ def redeem(
         else:
             proof = str(_text_or_file(holder_proof))
         grant = rt.grants.redeem(offer, HolderProof(proof, identity))
+        _record_made(rt, acting, "grant.redeem", grant)
     _print_issued(grant, as_json)
+
+
+def _record_made(rt: Runtime, acting: Acting, action: str,
+                 made: IssuedGrant | GrantOffer) -> None:
+    """Audit a grant (or an offer) the operator had made; if that fails, it is revoked
+    (or cancelled)."""
+    if isinstance(made, GrantOffer):
+        offer = made
+
+        def cancel_unaudited() -> str:
+            rt.grants.cancel_offer(offer.id, "its offer could not be audited")
+            return "the offer is cancelled"
+        acting.record(action, f'Offer::"{offer.id}"', "offered", task=offer.task_id,
+                      detail={"agent": offer.agent_id}, undo=cancel_unaudited)
+        return
+    grant = made
+
+    def revoke_unaudited() -> str:
+        rt.grants.revoke(grant.accessor, "its issuance could not be audited",
+                         by=acting.operator.actor)
+        return "the grant is revoked"
+    acting.record(action, f'Grant::"{grant.accessor}"', "issued", task=grant.claims.task_id,
+                  detail={"agent": grant.claims.agent_id}, undo=revoke_unaudited)
 
 
 @grant_app.command("exchange")
@@ -231,16 +261,17 @@ def exchange(
     proof: Annotated[str, typer.Option("--proof", help="The holder's proof for the exchange.")],
     to: Annotated[str, typer.Option("--to", help="The agent receiving the child grant.")],
     scope: ScopeOpt, ttl: TtlOpt = None, max_uses: UsesOpt = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Delegate: trade a grant for a narrower one for another agent.
 
     An agent without a registered key gets an offer, which only it can redeem.
     """
     token = _token(token)
-    with _runtime(as_json) as rt:
+    with acting_runtime(by, as_json) as (rt, acting):
         made = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
                                   ttl_seconds=ttl, max_uses=max_uses)
+        _record_made(rt, acting, "grant.exchange", made)
     _print_made(made, as_json)
 
 
@@ -287,8 +318,8 @@ def revoke(grant: Annotated[str, typer.Argument(help="The grant's accessor or id
            reason: Annotated[str, typer.Option("--reason")] = "revoked by an operator",
            by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a grant and everything derived from it."""
-    with _runtime(as_json) as rt:
-        revoked = rt.grants.revoke(grant, reason, by=Actor(ActorType.HUMAN, operator_name(by)))
+    with acting_runtime(by, as_json) as (rt, acting):
+        revoked = rt.grants.revoke(grant, reason, by=acting.operator.actor)
     if as_json:
         print_json({"revoked": revoked})
     else:

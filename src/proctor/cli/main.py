@@ -9,10 +9,11 @@ import typer
 
 from proctor.cli import agent, approvals, audit, demo, grant, policy, secret, serve
 from proctor.cli import gateway as gateway_cli
+from proctor.cli.operator import ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import init_home, open_runtime
+from proctor.cli.runtime import init_home
 from proctor.config import load_settings
-from proctor.errors import PolicyValidationError, ProctorError
+from proctor.errors import ProctorError
 
 __all__ = ["app"]
 
@@ -43,22 +44,21 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 
 @app.command()
-def init(as_json: JsonOpt = False) -> None:
+def init(by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Create the home ($PROCTOR_HOME, default ./.proctor), its database and example
-    policies, and activate them."""
+    policies, and activate them; the local admin token it creates is audited as the
+    operator's."""
     try:
         settings = load_settings()
+        operator_for(by, settings)  # a bad --by changes nothing, not even the home
         created = init_home(settings)
-        runtime = open_runtime(settings)
-    except PolicyValidationError as exc:
-        fail(f"{exc.message}", code=exc.code, as_json=as_json)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     from proctor.server import ApiTokens  # not at the top: other commands start without it
 
-    active = runtime.policies.active_revision()
-    minted = ApiTokens(runtime.store, runtime.clock).ensure_admin()
-    runtime.close()
+    with acting_runtime(by, as_json) as (runtime, acting):
+        active = runtime.policies.active_revision()
+        minted = serve.ensure_admin_token(ApiTokens(runtime.store, runtime.clock), acting)
     info = {"home": str(settings.home), "database": (settings.is_embedded and "sqlite")
             or "postgresql", "policy_dir": str(settings.policy_dir), "created": created,
             "active_revision": active.id if active else None,

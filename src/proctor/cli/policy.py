@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -10,12 +11,17 @@ import typer
 import yaml
 from rich.table import Table
 
+from proctor.cli.operator import ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
 from proctor.clock import SystemClock
-from proctor.config import load_settings
 from proctor.errors import PolicyValidationError, ProctorError, RequestError
-from proctor.policy import DecisionRequest, PolicyBundle, load_bundle, request_from_spec
+from proctor.policy import (
+    DecisionRequest,
+    PolicyBundle,
+    PolicyStore,
+    load_bundle,
+    request_from_spec,
+)
 from proctor.policy.cases import find_case_files, load_cases, run_cases
 from proctor.policy.explain import explain
 from proctor.policy.shadow import compare_policy_sets
@@ -222,31 +228,37 @@ def _read_document(path: Path) -> Any:
 def apply(
     directory: Annotated[Path | None, typer.Argument(
         help="The policy directory (default: the home's).")] = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Validate the `*.cedar` files of DIR and make them the active revision.
 
     The tool catalog and principals stay those of the home's policy directory; an
     invalid policy set changes nothing. Running servers pick the revision up when
-    they next start (or activate it through the API).
+    they next start (or activate it through the API). If its audit event cannot be
+    written, the revision active before is made active again.
     """
-    try:
-        settings = load_settings()
-        runtime = open_runtime(settings)
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    try:
-        compiled = runtime.policies.load_directory(directory or settings.policy_dir)
-    except PolicyValidationError as exc:
-        runtime.close()
-        _report_invalid(exc, as_json)
-    except ProctorError as exc:
-        runtime.close()
-        fail(exc.message, code=exc.code, as_json=as_json)
-    runtime.close()
+    with acting_runtime(by, as_json) as (runtime, acting):
+        before = runtime.policies.active_revision()
+        try:
+            compiled = runtime.policies.load_directory(
+                directory or runtime.settings.policy_dir)
+        except PolicyValidationError as exc:
+            _report_invalid(exc, as_json)
+
+        acting.record("policy.activate", f"PolicyRevision::{compiled.revision}", "activated",
+                      detail={"digest": compiled.digest, "policies": len(compiled)},
+                      undo=None if before is None else _reactivate(runtime.policies, before.id))
     if as_json:
         print_json({"revision": compiled.revision, "policies": len(compiled),
                     "digest": compiled.digest})
     else:
         console.print(f"revision {compiled.revision} is active: {len(compiled)} policies",
                       markup=False)
+
+
+def _reactivate(policies: PolicyStore, revision: int) -> Callable[[], str]:
+    """The undo of an activation that could not be audited."""
+    def undo() -> str:
+        policies.activate(revision)
+        return f"revision {revision} is active again"
+    return undo

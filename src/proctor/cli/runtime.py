@@ -4,14 +4,13 @@ enforcer."""
 
 from __future__ import annotations
 
-import getpass
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from proctor.approvals import ApprovalQueue, WebhookNotifier, load_webhook_config
-from proctor.audit import AuditLog
+from proctor.audit import Attribution, AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import Enforcer
@@ -24,7 +23,6 @@ from proctor.grants import (
     load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
-from proctor.identity.people import check_human
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
@@ -37,7 +35,6 @@ __all__ = [
     "issuer_for",
     "open_keyring",
     "open_runtime",
-    "operator_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,22 +94,25 @@ def open_keyring(settings: Settings, store: Store, clock: Clock) -> IssuerKeyrin
     return keyring
 
 
-def open_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+def open_runtime(settings: Settings, *, clock: Clock | None = None,
+                 attribution: Attribution | None = None) -> Runtime:
     """Open the store and an engine for the home's catalog, with the active policies.
 
     When the store has no active revision yet, the home's policy directory is
-    validated and activated.
+    validated and activated. ``attribution`` is given to the audit log (the CLI
+    names its operator with it).
     """
     clock = clock or SystemClock()
     store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     try:
-        return _wire(settings, clock, store)
+        return _wire(settings, clock, store, attribution)
     except BaseException:
         store.close()
         raise
 
 
-def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
+def _wire(settings: Settings, clock: Clock, store: Store,
+          attribution: Attribution | None) -> Runtime:
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))
@@ -124,7 +124,7 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
         policies.load_directory(settings.policy_dir)
     keyring = open_keyring(settings, store, clock)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
-    audit = AuditLog(store, signer=keyring, clock=clock)
+    audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
     grants = GrantAuthority(store, clock, codec, engine,
                             RegisteredAgents(registry, store, clock), audit=audit,
                             task_limits=TaskLimits(settings.task_max_seconds,
@@ -139,13 +139,3 @@ def _wire(settings: Settings, clock: Clock, store: Store) -> Runtime:
     return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
                    approvals, enforcer, keyring)
 
-
-def operator_name(given: str | None) -> str:
-    """The human a CLI command acts as, in canonical form: ``--by`` if given, else the
-    login name. Raises :class:`~proctor.errors.RequestError` for an id no human has."""
-    if not given:
-        try:
-            given = getpass.getuser()
-        except (KeyError, OSError):
-            given = "operator"
-    return check_human(given, "operator")

@@ -18,8 +18,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime, operator_name
+from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, SecretError
 from proctor.grants import load_master_key
@@ -32,8 +33,6 @@ app = typer.Typer(no_args_is_help=True,
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 NameArg = Annotated[str, typer.Argument(help="The secret's name: 1-128 of A-Z a-z 0-9 _ . -")]
-ByOpt = Annotated[str | None, typer.Option(
-    "--by", help="The human doing this, for the audit log (default: the login name).")]
 
 
 @contextmanager
@@ -49,6 +48,15 @@ def _secrets(as_json: bool) -> Iterator[SecretStore]:
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
         runtime.close()
+
+
+@contextmanager
+def _changing(by: str | None, as_json: bool) -> Iterator[tuple[SecretStore, Acting]]:
+    """The secrets, changed as the operator; the store audits each change (and the
+    command fails if that event cannot be written)."""
+    with acting_runtime(by, as_json) as (runtime, acting):
+        yield SecretStore(runtime.store, runtime.clock, load_master_key(runtime.settings.home),
+                          audit=runtime.audit, revocations=runtime.grants.leases), acting
 
 
 def _read_value(name: str, from_env: str | None) -> str:
@@ -96,8 +104,8 @@ def set_secret(
         fail("a secret value is never taken from the command line (it would stay in the "
              "shell history); pipe it in or use --from-env", code="secret_value_invalid",
              as_json=as_json)
-    with _secrets(as_json) as secrets:
-        info = secrets.put(name, _read_value(name, from_env), by=operator_name(by))
+    with _changing(by, as_json) as (secrets, acting):
+        info = secrets.put(name, _read_value(name, from_env), by=acting.operator.actor)
     if as_json:
         print_json(_info_json(info))
     else:
@@ -125,8 +133,8 @@ def list_secrets(as_json: JsonOpt = False) -> None:
 @app.command("delete")
 def delete_secret(name: NameArg, by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a secret; every lease of it ends."""
-    with _secrets(as_json) as secrets:
-        revoked = secrets.delete(name, by=operator_name(by))
+    with _changing(by, as_json) as (secrets, acting):
+        revoked = secrets.delete(name, by=acting.operator.actor)
     if as_json:
         print_json({"name": name, "deleted": True, "revoked": revoked})
     else:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+from proctor.cli.operator import Acting, ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, err_console, fail, print_json
-from proctor.cli.runtime import Runtime, init_home, open_runtime
-from proctor.config import Settings, load_settings
+from proctor.cli.runtime import init_home, open_runtime
+from proctor.config import load_settings
 from proctor.errors import ProctorError
 
 if TYPE_CHECKING:
@@ -23,12 +23,37 @@ if TYPE_CHECKING:
 # proctor.server (FastAPI, uvicorn) is imported where it is used, so that every
 # other command starts without it.
 
-__all__ = ["announce_admin_token", "serve", "token_app"]
+__all__ = ["announce_admin_token", "ensure_admin_token", "serve", "token_app"]
 
 token_app = typer.Typer(no_args_is_help=True,
                         help="Create, list and revoke API tokens for humans.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def ensure_admin_token(tokens: ApiTokens, acting: Acting) -> MintedToken | None:
+    """The local admin token, if no admin token exists yet, audited as the operator's
+    ``token.create``; None if one exists."""
+    minted = tokens.ensure_admin()
+    if minted is not None:
+        _record_created(tokens, acting, minted)
+    return minted
+
+
+def _record_created(tokens: ApiTokens, acting: Acting, minted: MintedToken) -> None:
+    """Audit a new token; if that fails, the token is revoked."""
+    record = minted.record
+
+    def revoke_unaudited() -> str:
+        tokens.revoke(record.id)
+        return "the token is revoked"
+    acting.record("token.create", _target(record.id), "created",
+                  detail={"human": record.human_id, "roles": sorted(record.roles)},
+                  undo=revoke_unaudited)
+
+
+def _target(token_id: str) -> str:
+    return f'ApiToken::"{token_id}"'
 
 
 def announce_admin_token(minted: MintedToken) -> None:
@@ -76,11 +101,19 @@ def serve(
         elif not settings.policy_dir.is_dir():
             fail(f"no policy directory at `{settings.policy_dir}`: run `proctor init` first",
                  code="config_invalid")
+        operator = operator_for(None, settings)
         runtime = open_runtime(settings)
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
-    minted = ApiTokens(runtime.store, runtime.clock).ensure_admin() \
-        if settings.is_embedded else None
+    minted = None
+    if settings.is_embedded:
+        acting = Acting(operator, runtime.audit, runtime.clock)
+        try:
+            minted = ensure_admin_token(ApiTokens(runtime.store, runtime.clock), acting)
+            acting.settle()
+        except ProctorError as exc:
+            runtime.close()
+            fail(exc.message, code=exc.code)
     if minted is not None:
         announce_admin_token(minted)
     backend = runtime.store.backend
@@ -115,20 +148,11 @@ def _multiprocess_metrics() -> Iterator[None]:
 
 
 @contextmanager
-def _tokens(as_json: bool) -> Iterator[tuple[Settings, ApiTokens, Runtime]]:
+def _tokens(by: str | None, as_json: bool) -> Iterator[tuple[ApiTokens, Acting]]:
     from proctor.server import ApiTokens
 
-    try:
-        settings = load_settings()
-        runtime = open_runtime(settings)
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    try:
-        yield settings, ApiTokens(runtime.store, runtime.clock), runtime
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    finally:
-        runtime.close()
+    with acting_runtime(by, as_json) as (runtime, acting):
+        yield ApiTokens(runtime.store, runtime.clock), acting
 
 
 @token_app.command("create")
@@ -137,12 +161,12 @@ def create_token(
     role: Annotated[list[str], typer.Option(
         "--role", help="admin, approver or auditor (repeatable).")],
     ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds until it expires.")] = None,
-    as_json: JsonOpt = False,
+    by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create an API token for a human; it is shown once."""
-    with _tokens(as_json) as (_, tokens, runtime):
+    with _tokens(by, as_json) as (tokens, acting):
         minted = tokens.create(human, role, ttl_seconds=ttl)
-        _record(runtime, "token.create", minted.record.id, "created")
+        _record_created(tokens, acting, minted)
     if as_json:
         print_json({"token": minted.token, **minted.record.as_json()})
         return
@@ -155,8 +179,18 @@ def create_token(
 @token_app.command("list")
 def list_tokens(as_json: JsonOpt = False) -> None:
     """List API tokens (never the tokens themselves)."""
-    with _tokens(as_json) as (_, tokens, _runtime):
-        found = tokens.list()
+    from proctor.server import ApiTokens
+
+    try:
+        runtime = open_runtime(load_settings())
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        found = ApiTokens(runtime.store, runtime.clock).list()
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    finally:
+        runtime.close()
     if as_json:
         print_json({"tokens": [t.as_json() for t in found]})
         return
@@ -172,20 +206,15 @@ def list_tokens(as_json: JsonOpt = False) -> None:
 
 @token_app.command("revoke")
 def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id (tok_…).")],
-                 as_json: JsonOpt = False) -> None:
-    """Revoke an API token; it stops working at once, on every node."""
-    with _tokens(as_json) as (_, tokens, runtime):
+                 by: ByOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke an API token; it stops working at once, on every node (and stays revoked
+    even if the revocation cannot be audited)."""
+    with _tokens(by, as_json) as (tokens, acting):
         revoked = tokens.revoke(token_id)
-        _record(runtime, "token.revoke", revoked.id, "revoked")
+        acting.record("token.revoke", _target(revoked.id), "revoked",
+                      detail={"human": revoked.human_id})
     if as_json:
         print_json(revoked.as_json())
     else:
         console.print(f"token {revoked.id} of {revoked.human_id} is revoked", markup=False)
 
-
-def _record(runtime: Runtime, action: str, token_id: str, outcome: str) -> None:
-    now = runtime.clock.now()
-    runtime.audit.record(AuditEvent(id=new_event_id(now), time=now,
-                                    actor=Actor(ActorType.SYSTEM, "proctor-cli"),
-                                    action=action, target=f"ApiToken::{token_id}",
-                                    outcome=outcome))

@@ -39,7 +39,7 @@ from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded
 from proctor.grants.holders import HolderProof
 from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
-from proctor.grants.offers import GrantOffer, cancel_offers, load_offer
+from proctor.grants.offers import GrantOffer, cancel_offer, cancel_offers, load_offer
 from proctor.grants.proofs import verify_proof
 from proctor.grants.scope import GrantScope, expand_scope
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row, touch_task
@@ -244,6 +244,11 @@ class GrantAuthority:
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
         self._issuer.decide(request, ttl_seconds=ttl)
         return self._issuer.grant(request, key, proof, offer=offer)
+
+    def cancel_offer(self, offer_id: str, reason: str) -> bool:
+        """Cancel an offer not redeemed yet; False if it was redeemed or cancelled."""
+        with self._store.transaction() as conn:
+            return cancel_offer(conn, offer_id, reason, self._clock.now())
 
     def offer_of(self, offer_id: str) -> GrantOffer:
         with self._store.reading() as conn:

@@ -31,8 +31,8 @@ from proctor.grants.scope import GrantScope
 from proctor.store import as_utc
 from proctor.store.tables import grant_offers
 
-__all__ = ["OFFER_TTL_SECONDS", "GrantOffer", "cancel_offers", "load_offer", "new_offer_id",
-           "save_offer", "take_offer"]
+__all__ = ["OFFER_TTL_SECONDS", "GrantOffer", "cancel_offer", "cancel_offers", "load_offer",
+           "new_offer_id", "save_offer", "take_offer"]
 
 OFFER_TTL_SECONDS = 300
 
@@ -116,6 +116,15 @@ def take_offer(conn: Connection, offer: GrantOffer, grant_id: str, now: datetime
     if taken.rowcount != 1:
         raise GrantError("offer_redeemed", f"offer `{offer.id}` was already redeemed or "
                          "cancelled")
+
+
+def cancel_offer(conn: Connection, offer_id: str, reason: str, now: datetime) -> bool:
+    """Cancel one open offer; False if it was redeemed or cancelled already."""
+    result = conn.execute(update(grant_offers).where(and_(
+        grant_offers.c.id == offer_id, grant_offers.c.redeemed_at.is_(None),
+        grant_offers.c.cancelled_at.is_(None))).values(cancelled_at=now,
+                                                       cancel_reason=reason[:500]))
+    return int(result.rowcount) == 1
 
 
 def cancel_offers(conn: Connection, agent_id: str, reason: str, now: datetime) -> int:

@@ -16,7 +16,7 @@ from proctor.human_ids import canonical_human_id, human_id_problem
 
 __all__ = ["check_groups", "check_human"]
 
-_DECIDING = frozenset({"reviewer", "actor", "approver"})
+_DECIDING = frozenset({"reviewer", "actor", "approver", "operator"})
 _MAX_GROUPS = 64
 
 
@@ -28,8 +28,9 @@ def _printable(value: str, limit: int) -> bool:
 def check_human(value: str, role: str) -> str:
     """The canonical form of ``value`` if it can name a human ``role``; raise if not.
 
-    ``role`` is the word the error uses: a ``reviewer``, ``actor`` or ``approver``
-    gets ``reviewer_invalid``, any other (``owner``, ``human``) ``request_invalid``.
+    ``role`` is the word the error uses: a ``reviewer``, ``actor``, ``approver`` or
+    ``operator`` gets ``reviewer_invalid``, any other (``owner``, ``human``)
+    ``request_invalid``.
     """
     error = ReviewerError if role in _DECIDING else RequestError
     problem = human_id_problem(value)

@@ -10,23 +10,21 @@ Route modules declare what they need::
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from proctor.audit import AuditEvent, new_event_id
+from proctor.audit import AuditEvent, new_event_id, record_change
 from proctor.cli.runtime import Runtime
-from proctor.errors import ApiError, AuditError
+from proctor.errors import ApiError
 from proctor.server.principals import Principal
 from proctor.server.state import ServerState
 
 __all__ = ["Call", "CallContext", "Credentials", "authenticate", "client_address",
            "request_url", "server_state"]
-
-log = logging.getLogger(__name__)
 
 # Declared for the OpenAPI document; the header is read and checked by
 # RequestAuthenticator, which knows every scheme.
@@ -83,19 +81,19 @@ class CallContext:
 
 
     def record(self, action: str, target: str, outcome: str, *, task: str = "",
-               detail: dict[str, Any] | None = None) -> None:
+               detail: dict[str, Any] | None = None,
+               undo: Callable[[], str] | None = None) -> None:
         """Audit a change made through the API, by the caller (an agent or a human).
 
-        The change has taken effect: an audit failure is logged loudly, never turned
-        into an error the caller would read as "nothing happened"."""
+        The change has taken effect. If its event cannot be written the answer is a
+        503 ``audit_unavailable``, never a success: ``undo`` takes back a change
+        that gives access (and the message says so); one that takes access away
+        stands, and the message says it took effect."""
         now = self.runtime.clock.now()
-        try:
-            self.runtime.audit.record(AuditEvent(
-                id=new_event_id(now), time=now, actor=self.principal.actor, action=action,
-                target=target, outcome=outcome, task=task, source=self.source,
-                detail=detail or {}))
-        except AuditError:
-            log.error("%s on %s took effect but could not be audited", action, target[:200])
+        record_change(self.runtime.audit, AuditEvent(
+            id=new_event_id(now), time=now, actor=self.principal.actor, action=action,
+            target=target, outcome=outcome, task=task, source=self.source,
+            detail=detail or {}), undo=undo)
 
 
 def authenticate(request: Request) -> CallContext:

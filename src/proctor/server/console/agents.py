@@ -13,7 +13,7 @@ from proctor.errors import RequestError
 from proctor.server.console.queries import pending_count
 from proctor.server.console.web import ConsoleCall, ConsoleRoute, check_csrf, render
 from proctor.server.control import service
-from proctor.server.routes.agents import agent_resource
+from proctor.server.routes.agents import agent_resource, suspend_unaudited
 
 __all__ = ["router"]
 
@@ -61,7 +61,8 @@ async def review(agent_id: str, request: Request, console: ConsoleCall) -> Respo
                                               expected_digest=expected)
     console.runtime.enforcer.refresh_principals()
     console.record("agent.review", f'Agent::"{agent.id}"', updated.trust_state.value,
-                   detail={"manifest_digest": updated.manifest_digest})
+                   detail={"manifest_digest": updated.manifest_digest},
+                   undo=suspend_unaudited(console, agent.id))
     return RedirectResponse(f"/console/agents/{agent.id}/view", status_code=303)
 
 

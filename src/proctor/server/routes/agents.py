@@ -7,6 +7,7 @@ slashes and all) or its bare name in the configured trust domain (``coder``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -26,7 +27,8 @@ from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
 
-__all__ = ["AgentView", "ManifestIn", "agent_resource", "resolve_agent", "router"]
+__all__ = ["AgentView", "ManifestIn", "agent_resource", "resolve_agent", "router",
+           "suspend_unaudited"]
 
 router = APIRouter(tags=["agents"])
 
@@ -136,6 +138,17 @@ def resolve_agent(call: CallContext, agent_id: str) -> Agent:
         agent_id_for(agent_id, call.runtime.settings.trust_domain).id)
 
 
+def suspend_unaudited(call: CallContext, agent_id: str) -> Callable[[], str]:
+    """The undo of a registration or review whose event cannot be written: the agent
+    is suspended until a human reviews it again."""
+    def undo() -> str:
+        call.runtime.registry.suspend(agent_id, by=call.principal.id,
+                                      reason="the change could not be audited")
+        call.runtime.enforcer.refresh_principals()
+        return "the agent is suspended until it is reviewed again"
+    return undo
+
+
 def agent_resource(agent: Agent) -> dict[str, Any]:
     return entity("Agent", agent.id, roles=["agent"], owner=agent.owner)
 
@@ -164,7 +177,8 @@ def register_agent(body: RegisterAgent, call: Call) -> AgentView:
         registered_by=call.principal.id)
     runtime.enforcer.refresh_principals()
     call.record("agent.register", f'Agent::"{agent.id}"', "registered",
-                detail={"manifest_digest": agent.manifest_digest})
+                detail={"manifest_digest": agent.manifest_digest},
+                undo=suspend_unaudited(call, agent.id))
     return AgentView.of(agent)
 
 
@@ -188,7 +202,8 @@ def review_agent(agent_id: str, body: Review, call: Call) -> AgentView:
         expected_digest=body.expected_digest)
     call.runtime.enforcer.refresh_principals()
     call.record("agent.review", f'Agent::"{agent.id}"', updated.trust_state.value,
-                detail={"manifest_digest": updated.manifest_digest})
+                detail={"manifest_digest": updated.manifest_digest},
+                undo=suspend_unaudited(call, agent.id))
     return AgentView.of(updated)
 
 

@@ -115,7 +115,12 @@ def start_task(body: StartTask, call: Call) -> TaskView:
                                      on_behalf_of=on_behalf_of,
                                      ttl_seconds=body.ttl_seconds,
                                      idle_seconds=body.idle_seconds)
-    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id)
+
+    def end_unaudited() -> str:
+        runtime.grants.end_task(task.id, by=call.principal.actor)
+        return "the task is ended"
+    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
+                undo=end_unaudited)
     return TaskView.of(task)
 
 

@@ -1,0 +1,246 @@
+"""Every command that changes state is the operator's own audit event, on each database.
+
+The operator is `--by`, else PROCTOR_OPERATOR, else the login name; the account
+that ran the command is recorded beside it. When the event cannot be written
+the command fails: what gives access is undone, what takes it away stands.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
+from sqlalchemy import select, text
+
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.cli.runtime import open_runtime
+from proctor.clock import SystemClock
+from proctor.config import load_settings
+from proctor.grants import make_proof
+from proctor.store import open_store
+from proctor.store.tables import tasks
+from tests.cli.audited import account, chain_verifies, human_events, run
+from tests.identity.factories import BUILDER, CODER, manifest, public_jwk
+
+ERIN = ("--by", "erin@acme.example")
+ISSUER = "spiffe://acme.example/proctor"
+GIT = json.dumps({"tools": [{"tool": "git/*"}]})
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PROCTOR_HOME", str(home))
+    monkeypatch.setenv("PROCTOR_TRUST_DOMAIN", "acme.example")
+    monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
+    for var in ("PROCTOR_CONFIG", "PROCTOR_IDENTITY_CONFIG", "PROCTOR_MASTER_KEY",
+                "PROCTOR_WEBHOOK_CONFIG", "PROCTOR_OPERATOR"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def _register(home: Path, name: str, *by: str) -> ec.EllipticCurvePrivateKey:
+    key = ECKey.generate_key("P-256", private=True)
+    (home / f"{name}.jwk").write_text(json.dumps(public_jwk(key)))
+    (home / "manifest.yaml").write_text(yaml.safe_dump(manifest().as_json()))
+    code, agent = run("agent", "register", name, "--owner", "alice@acme.example", "--group",
+                      "coding-agents", "--jwk", str(home / f"{name}.jwk"), "--manifest",
+                      str(home / "manifest.yaml"), *by)
+    assert code == 0, agent
+    private = key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    return private
+
+
+def test_every_state_changing_command_is_the_operators_own_human_event(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    me, olivia, pat, erin = account(), "olivia@acme.example", "pat@acme.example", ERIN[1]
+    expected: list[tuple[str, str, str, str]] = []  # action, target, operator, outcome
+
+    assert run("init", "--by", olivia)[0] == 0
+    _, listed = run("token", "list")
+    expected.append(("token.create", f'ApiToken::"{listed["tokens"][0]["id"]}"', olivia,
+                     "created"))
+
+    monkeypatch.setenv("PROCTOR_OPERATOR", pat)  # the default when there is no --by
+    coder = _register(home, "coder")
+    expected.append(("agent.register", f'Agent::"{CODER}"', pat, "registered"))
+    _register(home, "builder", *ERIN)  # --by wins over PROCTOR_OPERATOR
+    expected.append(("agent.register", f'Agent::"{BUILDER}"', erin, "registered"))
+    monkeypatch.delenv("PROCTOR_OPERATOR")  # the login name, at last
+    assert run("agent", "suspend", "builder", "--reason", "looks odd")[0] == 0
+    expected.append(("agent.suspend", f'Agent::"{BUILDER}"', me, "suspended"))
+
+    assert run("agent", "review", "builder", *ERIN)[0] == 0
+    expected.append(("agent.review", f'Agent::"{BUILDER}"', erin, "trusted"))
+    code, task = run("task", "start", "coder", "--purpose", "fix the build",
+                     "--on-behalf-of", "alice@acme.example", *ERIN)
+    assert code == 0, task
+    expected.append(("task.start", f'Task::"{task["task"]}"', erin, "started"))
+    code, grant = run("grant", "issue", "--task", task["task"], "--scope", GIT, *ERIN)
+    assert code == 0, grant
+    expected.append(("grant.issue", f'Grant::"{grant["accessor"]}"', erin, "issued"))
+    proof = make_proof(coder, grant["token"], method="grant/exchange", target=ISSUER,
+                       now=SystemClock().now())
+    code, child = run("grant", "exchange", grant["token"], "--proof", proof, "--to", BUILDER,
+                      "--scope", json.dumps({"tools": [{"tool": "git/git_log"}]}),
+                      "--ttl", "120", *ERIN)
+    assert code == 0, child
+    expected.append(("grant.exchange", f'Grant::"{child["accessor"]}"', erin, "issued"))
+    assert run("grant", "revoke", child["accessor"], *ERIN)[0] == 0
+    expected.append(("grant.revoke", child["accessor"], erin, "revoked"))
+    assert run("task", "end", task["task"], *ERIN)[0] == 0
+    expected.append(("task.end", f'Task::"{task["task"]}"', erin, "revoked"))
+
+    code, applied = run("policy", "apply", *ERIN)
+    assert code == 0, applied
+    expected.append(("policy.activate", f"PolicyRevision::{applied['revision']}", erin,
+                     "activated"))
+    value = "s3cret-" + secrets.token_hex(8)
+    assert run("secret", "set", "github.token", *ERIN, stdin=value)[0] == 0
+    expected.append(("secret.put", 'Secret::"github.token"', erin, "stored"))
+    assert run("secret", "delete", "github.token", *ERIN)[0] == 0
+    expected.append(("secret.delete", 'Secret::"github.token"', erin, "deleted"))
+    code, token = run("token", "create", "--human", "dave@acme.example", "--role",
+                      "approver", *ERIN)
+    assert code == 0, token
+    expected.append(("token.create", f'ApiToken::"{token["id"]}"', erin, "created"))
+    assert run("token", "revoke", token["id"], *ERIN)[0] == 0
+    expected.append(("token.revoke", f'ApiToken::"{token["id"]}"', erin, "revoked"))
+    assert run("agent", "retire", "builder", *ERIN)[0] == 0
+    expected.append(("agent.retire", f'Agent::"{BUILDER}"', erin, "retired"))
+    code, checkpoint = run("audit", "checkpoint", *ERIN)
+    assert code == 0, checkpoint
+    expected.append(("audit.checkpoint", f'AuditCheckpoint::"{checkpoint["seq"]}"', erin,
+                     "signed"))
+
+    events = human_events()
+    assert [(e["action"], e["target"], e["actor"]["id"], e["outcome"]) for e in events] == \
+        expected
+    assert {(e["actor"]["type"], e["detail"]["os_user"], e["source"]) for e in events} == {
+        ("human", me, "cli")}
+    assert all(value not in json.dumps(e) for e in events)
+    assert chain_verifies()
+
+    segment = tmp_path / "segment.jsonl"
+    code, archived = run("audit", "archive", "--up-to", str(checkpoint["seq"]), "--out",
+                         str(segment), *ERIN)
+    assert code == 0, archived
+    last = human_events()[-1]
+    assert (last["action"], last["target"], last["actor"]["id"], last["detail"]["os_user"],
+            last["detail"]["to_seq"]) == (
+        "audit.archive", f'AuditSegment::"1-{checkpoint["seq"]}"', erin, me,
+        checkpoint["seq"])
+    assert chain_verifies()
+
+
+def test_a_refused_command_changes_nothing_and_is_not_audited(home: Path) -> None:
+    assert run("init")[0] == 0
+    _register(home, "coder")
+    before = human_events()
+    code, refused = run("agent", "suspend", "coder", "--by", CODER)
+    assert (code, refused["error"]["code"]) == (1, "reviewer_invalid")
+    code, refused = run("agent", "suspend", "nobody", *ERIN)
+    assert (code, refused["error"]["code"]) == (1, "agent_unknown")
+    code, refused = run("token", "create", "--human", "dave@acme.example", "--role", "root")
+    assert (code, refused["error"]["code"]) == (1, "request_invalid")
+    assert run("agent", "show", "coder")[1]["trust_state"] == "trusted"
+    assert human_events() == before
+
+
+@contextmanager
+def audit_down(database_url: str) -> Iterator[None]:
+    """The audit log cannot be written: its head row is gone (as a faulty migration or an
+    intruder could leave it) while events exist; every append refuses. Put back after."""
+    store = open_store(database_url)
+    try:
+        with AuditLog(store) as audit:  # so that there is an event for the head to be of
+            now = SystemClock().now()
+            audit.record(AuditEvent(id=new_event_id(now), time=now,
+                                    actor=Actor(ActorType.SYSTEM, "tests"),
+                                    action="test.audit_down", target="", outcome="succeeded"))
+        with store.engine.begin() as conn:
+            head = conn.execute(text("SELECT seq, hash FROM audit_head")).one()
+            conn.execute(text("DELETE FROM audit_head"))
+        yield
+        with store.engine.begin() as conn:
+            conn.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, :s, :h)"),
+                         {"s": head.seq, "h": head.hash})
+    finally:
+        store.close()
+
+
+def test_a_change_that_gives_access_is_undone_when_it_cannot_be_audited(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
+    assert run("init")[0] == 0
+    _register(home, "coder")
+    before = human_events()
+    with audit_down(database_url):
+        key = ECKey.generate_key("P-256", private=True)
+        (home / "builder.jwk").write_text(json.dumps(public_jwk(key)))
+        answers = [
+            run("agent", "register", "builder", "--owner", "alice@acme.example", "--jwk",
+                str(home / "builder.jwk"), "--manifest", str(home / "manifest.yaml")),
+            run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                "alice@acme.example"),
+            run("token", "create", "--human", "dave@acme.example", "--role", "admin"),
+            run("policy", "apply"),
+        ]
+    assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
+        [(1, "audit_unavailable")] * 4
+    undone = [answer["error"]["message"].split("so it was undone: ")[1]
+              for _, answer in answers]
+    assert undone == ["the agent is suspended until it is reviewed again", "the task is ended",
+                      "the token is revoked", "revision 1 is active again"]
+
+    assert run("agent", "show", "builder")[1]["trust_state"] == "suspended"
+    dave = [t for t in run("token", "list")[1]["tokens"] if t["human"] == "dave@acme.example"]
+    assert [t["revoked_at"] is not None for t in dave] == [True]
+    runtime = open_runtime(load_settings())
+    try:
+        active = runtime.policies.active_revision()
+        assert active is not None and active.id == 1
+        with runtime.store.reading() as conn:
+            assert [row.ended_at is not None for row in conn.execute(select(tasks))] == [True]
+    finally:
+        runtime.close()
+    assert human_events() == before  # nothing of it on the record, and nothing in force
+    assert chain_verifies()
+
+
+def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
+    assert run("init")[0] == 0
+    _register(home, "coder")
+    _, task = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                  "alice@acme.example")
+    _, grant = run("grant", "issue", "--task", task["task"], "--scope", GIT)
+    admin = run("token", "list")[1]["tokens"][0]["id"]
+    with audit_down(database_url):
+        answers = [run("grant", "revoke", grant["accessor"]),
+                   run("task", "end", task["task"]),
+                   run("agent", "suspend", "coder", "--by", "erin@acme.example"),
+                   run("token", "revoke", admin)]
+    assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
+        [(1, "audit_unavailable")] * 4
+    assert all(answer["error"]["message"].endswith("took effect but could not be audited")
+               for _, answer in answers)
+
+    _, tree = run("grant", "tree", task["task"])
+    assert [(n["kind"], n["revoked_reason"]) for n in tree["nodes"]] == [
+        ("task", "task ended"), ("grant", "revoked by an operator")]
+    assert run("agent", "show", "coder")[1]["trust_state"] == "suspended"
+    assert run("token", "list")[1]["tokens"][0]["revoked_at"] is not None
+    assert chain_verifies()
