@@ -12,12 +12,12 @@ from the environment only: the file belongs to the deployment, a name to a perso
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.store.pool import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
 
@@ -91,12 +91,9 @@ def load_settings(
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file `{path}` does not exist") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file `{path}` is not valid TOML: {exc}") from exc
+    if not path.exists():
+        raise ConfigError(f"config file `{path}` does not exist")
+    data = read_toml(path, what="config file", error=ConfigError)
     unknown = sorted(set(data) - _FILE_KEYS)
     if unknown:
         raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")

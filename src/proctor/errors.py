@@ -10,6 +10,7 @@ only these::
     │   └── MigrationError             store_migration_failed
     ├── NotFoundError                  not_found
     ├── RequestError                   request_invalid
+    ├── DocumentError                  one code per document refused (see its docstring)
     ├── PolicyError                    policy_error
     │   ├── PolicyValidationError      policy_invalid
     │   └── PolicyTestError            policy_test_invalid
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "AgentExistsError",
@@ -71,6 +73,8 @@ __all__ = [
     "AuditUnavailableError",
     "ConfigError",
     "Diagnostic",
+    "DocumentCode",
+    "DocumentError",
     "GatewayError",
     "GrantError",
     "GuardError",
@@ -132,6 +136,26 @@ class NotFoundError(ProctorError):
 
 class RequestError(ProctorError):
     code = "request_invalid"
+
+
+DocumentCode = Literal["document_malformed", "document_too_large", "document_too_deep",
+                       "document_alias_refused"]
+
+
+class DocumentError(ProctorError):
+    """A JSON, YAML or TOML document from outside that proctor will not read.
+
+    Codes: ``document_malformed`` (not valid JSON, YAML or TOML),
+    ``document_too_large`` (over the size cap), ``document_too_deep`` (nested past
+    the depth cap), ``document_alias_refused`` (a YAML alias, which could multiply
+    a small document). File loaders raise their own error with this one's message.
+    """
+
+    code = "document_invalid"
+
+    def __init__(self, code: DocumentCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PolicyError(ProctorError):

@@ -10,14 +10,16 @@ from proctor.errors import ProctorError
 __all__ = ["read_capped"]
 
 
-def read_capped(path: Path, limit: int, what: str, error: type[ProctorError]) -> bytes:
-    """The bytes of ``path``; raise ``error`` naming ``what`` if it is unreadable or
-    over ``limit`` bytes."""
+def read_capped(path: Path, limit: int, what: str, error: type[ProctorError], *,
+                name: str | None = None) -> bytes:
+    """The bytes of ``path``; raise ``error`` naming ``what`` and the file (``name``,
+    else its path) if it is unreadable or over ``limit`` bytes."""
+    shown = name if name is not None else str(path)
     try:
         with path.open("rb") as handle:
             raw = handle.read(limit + 1)
     except OSError as exc:
-        raise error(f"{what} `{path}` cannot be read: {exc.strerror}") from exc
+        raise error(f"{what} `{shown}` cannot be read: {exc.strerror}") from exc
     if len(raw) > limit:
-        raise error(f"{what} `{path}` is larger than {limit} bytes")
+        raise error(f"{what} `{shown}` is larger than {limit} bytes")
     return raw

@@ -166,7 +166,7 @@ def test_verify_refuses_a_jwk_file_that_holds_no_key_in_one_line(
     bad.write_text('{"keys": "nope"}')
     result = runner.invoke(app, ["audit", "verify", "--jwk", str(bad)])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: cannot read public key")
+    assert result.stderr.startswith("error: public key `")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -116,7 +116,7 @@ def test_issuance_that_policy_denies_is_a_one_line_error(coder_key: ECKey) -> No
 
 
 @pytest.mark.parametrize(("scope", "message"), [
-    ("{not json", "scope is not valid JSON or YAML"),
+    ("{not json", "scope is not valid YAML"),
     ('{"tools": []}', "a scope needs a non-empty `tools` list"),
     ("@/nonexistent/scope.json", "cannot be read"),
 ])

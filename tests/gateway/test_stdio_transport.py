@@ -106,6 +106,27 @@ async def test_lines_that_are_not_json_rpc_are_answered_not_dropped() -> None:
         assert (answer["id"], answer["error"]["code"]) == (None, -32600)
 
 
+async def test_nested_lines_and_unwritable_ids_are_answered_and_the_next_line_served() -> None:
+    async with serving(_server(), max_bytes=1 << 20) as agent:
+        ids = []
+        for line in (b'{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": '
+                     + b"[" * 6000 + b"]" * 6000 + b"}",
+                     b"[" * 6000):
+            await agent.send(line)
+            answer = await agent.answer()
+            assert answer["error"]["data"] == {"reason": "message_too_deep", "max_depth": 64}
+            ids.append(answer["id"])
+        assert ids == [4, None]
+        # a lone surrogate: JSON text can carry it, JSON output cannot (the writer died)
+        await agent.send(b'{"jsonrpc": "2.0", "id": "\\ud800", "method": 5}')
+        answer = await agent.answer()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+        await agent.send({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                          "params": {"name": "echo", "arguments": {"text": "still here"}}})
+        served = await agent.answer()
+        assert served["id"] == 5 and "still here" in served["result"]["content"][0]["text"]
+
+
 async def test_a_stop_answers_the_requests_in_flight_before_the_wire_closes() -> None:
     release, entered, stop = anyio.Event(), anyio.Event(), anyio.Event()
     async with serving(_server(release, entered), max_bytes=4096, stop=stop) as agent:

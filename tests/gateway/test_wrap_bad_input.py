@@ -1,7 +1,7 @@
 """Bad input to ``proctor mcp wrap`` gets a clear answer naming the reason, and nothing is
-allowed by accident: malformed and oversized messages, unknown methods and tools,
-arguments that break the tool's schema, a missing, revoked, expired or foreign
-grant, and an upstream that hangs or crashes."""
+allowed by accident: malformed, oversized and deeply nested messages, unknown methods
+and tools, arguments that break the tool's schema, a result nested too deep to scan, a
+missing, revoked, expired or foreign grant, and an upstream that hangs or crashes."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Wire:
         return message
 
 
-async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
+async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_error(
         deployment: Deployment) -> None:
     config = deployment.config({"gateway": {"max_message_bytes": 4096},
                                 "upstreams": {"test": {"command": UPSTREAM}}})
@@ -75,6 +75,20 @@ async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
         answer = await wire.answer()
         assert (answer["id"], answer["error"]["code"]) == (2, -32600)
 
+        # 3 KB of brackets (under the size cap): Python's JSON decoder recursed past
+        # its limit and the wrapper exited; now it is refused before anything parses it
+        await wire.send(b'{"jsonrpc": "2.0", "id": 20, "method": "tools/call", "params": '
+                        + b"[" * 3000)
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (20, -32600)
+        assert answer["error"]["data"] == {"reason": "message_too_deep", "max_depth": 64}
+        await wire.send(b"[" * 2000 + b"]" * 2000)
+        assert (await wire.answer())["error"]["data"]["reason"] == "message_too_deep"
+        # an id JSON text can carry but JSON output cannot (a lone surrogate)
+        await wire.send(b'{"jsonrpc": "2.0", "id": "\\ud800", "method": 5}')
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (None, -32600)
+
         await wire.request(3, "tools/call", {"name": "echo", "arguments": {"text": "x" * 10_000}})
         answer = await wire.answer()
         assert (answer["id"], answer["error"]["code"]) == (3, -32600)
@@ -83,6 +97,12 @@ async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
         await wire.request(4, "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
         answer = await wire.answer()
         assert answer["id"] == 4 and answer["result"]["structuredContent"]["text"] == "still here"
+
+        # a result nested past what the output guard reads through is withheld
+        await wire.request(21, "tools/call", {"name": "nested", "arguments": {"depth": 70}})
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["code"]) == (21, -32012)
+        assert answer["error"]["data"]["reason"] == "upstream_invalid_result"
 
         await wire.request(5, "sampling/createMessage", {})
         assert (await wire.answer())["error"]["code"] == -32601
@@ -109,6 +129,9 @@ async def test_malformed_oversized_and_invalid_messages_each_get_their_error(
     assert {e.event["actor"]["id"] for e in rejected} == {"spiffe://acme.example/agent/coder"}
     decided = list(iter_events(deployment.runtime.store, EventFilter(action="tool:test/echo")))
     assert len(decided) == 1  # the one call that was served
+    withheld = list(iter_events(deployment.runtime.store, EventFilter(action="gateway.redact")))
+    assert [(e.event["target"], e.event["outcome"], e.event["detail"]["code"])
+            for e in withheld] == [("test/nested", "withheld", "guard_value_too_deep")]
 
 
 def _start(deployment: Deployment, token: str | None, agent: str = "coder",

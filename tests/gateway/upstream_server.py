@@ -4,8 +4,9 @@ Tools: ``echo`` (returns its arguments), ``fake_credentials`` (a string with
 credential-shaped values, freshly random), ``read_env`` / ``env_digest`` (an
 environment variable's value, or its SHA-256, to show a secret was injected),
 ``read_file`` (a file's text), ``request_headers`` (HTTP mode: the header names
-the server received and the SHA-256 of ``Authorization``), ``hang`` (never
-answers) and ``crash`` (the process exits mid-call). A resource ``notes://readme``
+the server received and the SHA-256 of ``Authorization``), ``nested`` (a result
+nested ``depth`` levels deep), ``hang`` (never answers) and ``crash`` (the process
+exits mid-call). A resource ``notes://readme``
 and a prompt ``greet``.
 """
 
@@ -61,6 +62,13 @@ def create_server() -> MCPServer:
             Path(started).touch()
         await anyio.sleep_forever()
         return "unreachable"
+
+    @server.tool(name="nested", description="A result nested `depth` levels deep")
+    def nested(depth: int) -> dict[str, Any]:
+        value: dict[str, Any] = {"leaf": True}
+        for _ in range(depth):
+            value = {"inner": value}
+        return value
 
     @server.tool(name="crash", description="The server process exits")
     def crash() -> str:

@@ -40,7 +40,8 @@ def test_a_revocation_reaches_a_subscriber_on_another_connection(
         other_node.close()
 
 
-def test_a_malformed_notification_is_ignored_and_listening_goes_on(postgres_url: str) -> None:
+def test_a_malformed_or_deeply_nested_notification_is_ignored_and_listening_goes_on(
+        postgres_url: str) -> None:
     import psycopg
 
     heard: queue.Queue[tuple[list[str], str]] = queue.Queue()
@@ -50,6 +51,8 @@ def test_a_malformed_notification_is_ignored_and_listening_goes_on(postgres_url:
     try:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("SELECT pg_notify('proctor_revocations', 'not json')")
+            # past the JSON decoder's recursion: it ended the listening thread
+            conn.execute("SELECT pg_notify('proctor_revocations', %s)", ["[" * 3000])
             conn.execute("""SELECT pg_notify('proctor_revocations', '{"ids": ["g1"]}')""")
         assert heard.get(timeout=10) == (["g1"], "")
         assert heard.empty()

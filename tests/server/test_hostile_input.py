@@ -1,5 +1,5 @@
-"""Hostile input never makes the API fail inside: deeply nested JSON in a token or a
-proof, and NUL characters in ids and filters, are clear 4xx answers on both backends."""
+"""Hostile input never makes the API fail inside: deeply nested JSON in a body, a token or
+a proof, and NUL characters in ids and filters, are clear 4xx answers on both backends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.server.conftest import SUPPORT, Api
+from tests.server.conftest import BASE_URL, SUPPORT, Api
 
 pytestmark = pytest.mark.anyio
 
@@ -19,6 +19,25 @@ def _part(raw: bytes) -> str:
 
 HEADER = _part(json.dumps({"alg": "ES256", "typ": "dpop+jwt"}).encode())
 NESTED = _part(b"[" * 2000)  # deeper than Python's JSON decoder recurses
+
+
+async def test_a_deeply_nested_body_is_a_422_with_its_code_and_decides_nothing(
+        agents: Api) -> None:
+    grant = await agents.grant(SUPPORT, [{"tool": "crm/*"}])
+    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
+    # 900 levels: the body parsed and the decision failed on RecursionError (a deny with
+    # no reason); 6000: FastAPI's decoder overflowed and said "not valid JSON"
+    for depth in (900, 6000):
+        args = "[" * depth + "]" * depth
+        body = (f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": '
+                f'{{"tool": "crm/lookup_customer", "args": {{"customer_id": {args}}}}}}}')
+        for content_type in ({"Content-Type": "application/json"}, {}):
+            response = await agents.client.post("/v1/decide", content=body, headers={
+                **agents.agent(SUPPORT), **content_type})
+            assert response.status_code == 422, response.text
+            assert response.json()["code"] == "document_too_deep"
+            assert response.json()["detail"] == "the request body nests deeper than 64 levels"
+    assert agents.events(action="tool:crm/lookup_customer") == []
 
 
 async def test_a_bearer_token_with_a_deeply_nested_payload_is_a_401(api: Api) -> None:

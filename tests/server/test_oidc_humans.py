@@ -38,9 +38,12 @@ class Provider:
     fetches: int = 0
     url: str = ""
     status: int = 200
+    served: bytes | None = None  # what the JWKS endpoint answers instead of the keys
 
     def jwks(self) -> bytes:
         self.fetches += 1
+        if self.served is not None:
+            return self.served
         return json.dumps({"keys": [{**k.as_dict(private=False), "kid": kid, "use": "sig"}
                                     for kid, k in self.keys.items()]}).encode()
 
@@ -178,3 +181,14 @@ async def test_a_failing_provider_refuses_sign_in_and_is_not_hammered(
     frozen.advance(seconds=31)
     assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200
     assert provider.fetches == 2
+
+
+async def test_a_provider_key_set_nested_too_deep_refuses_sign_in_and_is_not_a_500(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    provider.served = b'{"keys": ' + b"[" * 6000 + b"]" * 6000 + b"}"
+    token = provider.token(int(frozen.now().timestamp()))
+    assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401,
+                   "proof_key_unknown")
+    provider.served = None
+    frozen.advance(seconds=31)
+    assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200

@@ -37,7 +37,6 @@ import os
 import queue
 import secrets
 import threading
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ import httpx
 
 from proctor.approvals.queue import Approval
 from proctor.clock import Clock
+from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.files import read_capped
 
@@ -95,10 +95,7 @@ def load_webhook_config(home: Path, env: Mapping[str, str] | None = None
         if named:
             raise ConfigError(f"webhook config `{path}` does not exist")
         return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"webhook config `{path}` is not valid TOML: {exc}") from exc
+    data = read_toml(path, what="webhook config", error=ConfigError)
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"webhook config `{path}` has unknown key `{unknown[0]}`")

@@ -11,11 +11,12 @@ accepts; :func:`verify_archive` checks a segment file on its own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import delete, insert, select
 
@@ -25,7 +26,8 @@ from proctor.audit.driver import iter_links
 from proctor.audit.query import iter_events
 from proctor.audit.verification import ChainChecker, VerifyReport
 from proctor.clock import Clock
-from proctor.errors import AuditError, AuditIntegrityError
+from proctor.documents import MAX_DEPTH, parse_json
+from proctor.errors import AuditError, AuditIntegrityError, DocumentError
 from proctor.keys import SignerSource, Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_checkpoints, audit_events
@@ -33,6 +35,9 @@ from proctor.store.tables import audit_checkpoints, audit_events
 __all__ = ["SEGMENT_TYPE", "archive_segment", "verify_archive"]
 
 SEGMENT_TYPE = "proctor.audit.segment"
+_MAX_LINE_BYTES = 16 << 20
+# an event holds a call's arguments (themselves capped at MAX_DEPTH) a few levels down
+_MAX_LINE_DEPTH = 2 * MAX_DEPTH
 
 
 def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
@@ -91,19 +96,33 @@ def _add_checkpoint(store: Store, keys: SignerSource, clock: Clock, head: ChainH
     return checkpoint
 
 
+def _line(handle: BinaryIO, path: Path, number: int) -> Any:
+    """The JSON value of the segment's next line, None at its end."""
+    raw = handle.readline(_MAX_LINE_BYTES + 1)
+    if not raw:
+        return None
+    try:
+        return parse_json(raw, what=f"line {number} of audit segment `{path}`",
+                          max_bytes=_MAX_LINE_BYTES, max_depth=_MAX_LINE_DEPTH)
+    except DocumentError as exc:
+        raise AuditError(exc.message) from exc
+
+
 def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyReport:
     """Verify an archived segment file against its own checkpoints."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            header = json.loads(handle.readline())
-            if header.get("type") != SEGMENT_TYPE:
+        with path.open("rb") as handle:
+            header = _line(handle, path, 1)
+            if not isinstance(header, dict) or header.get("type") != SEGMENT_TYPE:
                 raise AuditError(f"`{path}` is not an audit segment")
             anchors = [Checkpoint.from_json(header["checkpoint"])]
             if header.get("anchor"):
                 anchors.append(Checkpoint.from_json(header["anchor"]))
             checker = ChainChecker(anchors, verifiers)
-            for line in handle:
-                item = json.loads(line)
+            for number in itertools.count(2):
+                item = _line(handle, path, number)
+                if item is None:
+                    break
                 row = (int(item["seq"]), str(item["prev_hash"]), str(item["hash"]),
                        canonical_json(item["event"]))
                 if not checker.feed([row]):

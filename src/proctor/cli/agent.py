@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +14,8 @@ from proctor.cli.operator import Acting, ByOpt, Undo, acting_store
 from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
+from proctor.documents import read_json
 from proctor.errors import AgentKeyError, ProctorError, RequestError
-from proctor.files import read_capped
 from proctor.identity import (
     Agent,
     AgentRegistry,
@@ -80,11 +79,7 @@ def _suspend_unaudited(registry: AgentRegistry, agent_id: str, acting: Acting) -
 
 
 def _read_jwk(path: Path) -> dict[str, Any]:
-    raw = read_capped(path, _MAX_JWK_BYTES, "key file", AgentKeyError)
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AgentKeyError(f"key file `{path}` is not a JSON JWK") from exc
+    data = read_json(path, what="key file", error=AgentKeyError, max_bytes=_MAX_JWK_BYTES)
     if not isinstance(data, dict):
         raise AgentKeyError(f"key file `{path}` is not a JSON JWK")
     return data

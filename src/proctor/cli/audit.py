@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -35,12 +35,15 @@ from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import open_keyring
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
+from proctor.documents import read_json
 from proctor.errors import ProctorError, SigningKeyError
 from proctor.grants import IssuerKeyring
 from proctor.keys import PublicKeyVerifier, Verifier
 from proctor.store import Store, open_store
 
 __all__ = ["app"]
+
+_MAX_JWK_BYTES = 256 * 1024  # a JWK Set of a few keys
 
 app = typer.Typer(no_args_is_help=True,
                   help="Verify, search and export the tamper-evident audit log.")
@@ -116,13 +119,10 @@ def _keyring(settings: Settings, store: Store) -> IssuerKeyring:
 
 def _public_keys(path: Path) -> list[Verifier]:
     """The keys in a public JWK or JWK Set file."""
-    try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-        jwks = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
-        if not isinstance(jwks, list) or not all(isinstance(k, dict) for k in jwks):
-            raise ValueError("not a JWK or a JWK Set")
-    except (OSError, ValueError) as exc:
-        raise SigningKeyError(f"cannot read public key `{path}`: {exc}") from exc
+    data = read_json(path, what="public key", error=SigningKeyError, max_bytes=_MAX_JWK_BYTES)
+    jwks = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
+    if not isinstance(jwks, list) or not all(isinstance(k, dict) for k in jwks):
+        raise SigningKeyError(f"public key `{path}` is not a JWK or a JWK Set")
     return [PublicKeyVerifier.from_jwk(jwk) for jwk in jwks]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,14 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.tree import Tree
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
 from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import load_settings
-from proctor.errors import ProctorError, RequestError, ScopeError
+from proctor.documents import parse_json, parse_yaml
+from proctor.errors import DocumentError, ProctorError, RequestError, ScopeError
 from proctor.files import read_capped
 from proctor.grants import (
     GrantClaims,
@@ -66,12 +65,10 @@ def _scope(text: str) -> GrantScope:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ScopeError(f"scope file `{text[1:]}` is not UTF-8") from exc
-    if len(text) > _MAX_SCOPE_BYTES:
-        raise ScopeError(f"scope is over {_MAX_SCOPE_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as exc:
-        raise ScopeError("scope is not valid JSON or YAML") from exc
+        data = parse_yaml(text, what="scope", max_bytes=_MAX_SCOPE_BYTES)  # JSON is YAML
+    except DocumentError as exc:
+        raise ScopeError(exc.message) from exc
     return GrantScope.from_json(data)
 
 
@@ -300,8 +297,8 @@ def check(
             claims = rt.grants.inspect(token).claims
         else:
             try:
-                call_args = json.loads(args)
-            except ValueError:
+                call_args = parse_json(args, what="`--args`")
+            except DocumentError:
                 call_args = None
             if not isinstance(call_args, dict):
                 fail("`--args` must be a JSON object", code="request_invalid", as_json=as_json)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.table import Table
 
 from proctor.cli.operator import ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
+from proctor.documents import read_json, read_yaml
 from proctor.errors import PolicyValidationError, ProctorError, RequestError
 from proctor.policy import (
     DecisionRequest,
@@ -217,11 +216,8 @@ def _describe(request: DecisionRequest) -> dict[str, Any]:
 
 
 def _read_document(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise RequestError(f"`{path}` cannot be read: {exc}") from exc
+    read = read_json if path.suffix == ".json" else read_yaml
+    return read(path, what="request file", error=RequestError)
 
 
 @app.command("apply")

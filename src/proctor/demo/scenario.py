@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from proctor.cli.runtime import issuer_for
 from proctor.demo.report import DemoReport, Step
 from proctor.demo.sessions import AgentSession, CallResult, open_session
 from proctor.demo.world import OWNER, DemoWorld, build_world, control_plane, manifest
-from proctor.errors import GrantError
+from proctor.documents import parse_json
+from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 
@@ -270,6 +270,6 @@ def _first_line(result: CallResult) -> str:
 
 def _json_or_text(text: str) -> Any:
     try:
-        return json.loads(text)
-    except ValueError:
+        return parse_json(text, what="the tool's text")
+    except DocumentError:
         return text.strip()[-500:]

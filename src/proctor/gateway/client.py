@@ -12,12 +12,13 @@ Its ``htu`` is the URL posted to, without query.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 
 import httpx2
 
 from proctor.clock import Clock
+from proctor.documents import parse_json
+from proctor.errors import DocumentError
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
 
@@ -57,8 +58,8 @@ def rpc_method(body: bytes) -> str | None:
     if not body:
         return None
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = parse_json(body, what="the request body", max_bytes=len(body))
+    except DocumentError:
         return None
     method = document.get("method") if isinstance(document, dict) else None
     return method if isinstance(method, str) else None

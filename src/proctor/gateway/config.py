@@ -38,10 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from proctor.documents import read_yaml
 from proctor.errors import ConfigError
-from proctor.files import read_capped
 from proctor.listening import require_public_url, split_listen
 from proctor.policy.catalog import Sensitivity
 
@@ -140,11 +138,8 @@ def fill_secrets(value: str, secrets: Mapping[str, str]) -> str:
 
 def load_gateway_config(path: Path) -> GatewayConfig:
     """Read and check a gateway configuration file."""
-    raw = read_capped(path, _MAX_CONFIG_BYTES, "gateway config", ConfigError)
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"gateway config `{path}` is not valid YAML: {exc}") from exc
+    data = read_yaml(path, what="gateway config", error=ConfigError,
+                     max_bytes=_MAX_CONFIG_BYTES)
     return parse_gateway_config(data, source=str(path))
 
 

@@ -11,7 +11,9 @@ Following the MCP authorization spec, every request to an endpoint carries the
 agent's grant as a bearer token (``Authorization: Bearer <grant>``). It is
 checked before the MCP layer sees the request — signature, issuer, audience,
 time, revocation — and a missing or bad one is answered ``401`` with
-``WWW-Authenticate: Bearer … resource_metadata="…"``. Each ``tools/call``,
+``WWW-Authenticate: Bearer … resource_metadata="…"``. A body over the size cap is
+answered ``413``, one nested past :data:`proctor.documents.MAX_DEPTH` ``400``
+(``message_too_deep``), before the SDK parses it. Each ``tools/call``,
 ``resources/read`` and ``prompts/get`` also carries a proof of possession in the
 ``DPoP`` header (``htm`` the JSON-RPC method, ``htu`` the endpoint URL), checked
 by the Enforcer with the rest of the decision. The grant is never passed on:
@@ -44,11 +46,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proctor.errors import ProctorError
+from proctor.documents import MAX_DEPTH, check_json_nesting
+from proctor.errors import DocumentError, ProctorError
 from proctor.gateway.client import PROOF_HEADER
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.core import Gateway
-from proctor.gateway.rpc import SESSION_CLOSED, rpc_error
+from proctor.gateway.rpc import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    PREFIX_BYTES,
+    SESSION_CLOSED,
+    request_id_in_prefix,
+    rpc_error,
+)
 from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
@@ -200,6 +210,10 @@ class GrantGate:
                                     {"reason": "message_too_large", "max_bytes": self._max}
                                     )(scope, receive, send)
                 return
+            refusal = _unreadable(body)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
             receive = _replay(body, receive)
         scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
         manager = self._managers[path]
@@ -310,6 +324,20 @@ def _rpc_response(status: int, request_id: Any, code: int, message: str,
         error["data"] = data
     return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error},
                         status_code=status)
+
+
+def _unreadable(body: bytes) -> Response | None:
+    """The answer to a body nested past the depth cap (or not UTF-8), before the SDK
+    parses it; None for any other body."""
+    try:
+        check_json_nesting(body, what="the message")
+    except DocumentError as exc:
+        if exc.code != "document_too_deep":
+            return _rpc_response(400, None, PARSE_ERROR, "parse_error: the message is not JSON")
+        return _rpc_response(400, request_id_in_prefix(body[:PREFIX_BYTES]), INVALID_REQUEST,
+                             f"message_too_deep: a message may nest at most {MAX_DEPTH} levels",
+                             {"reason": "message_too_deep", "max_depth": MAX_DEPTH})
+    return None
 
 
 async def _read_capped(receive: Receive, limit: int) -> bytes | None:

@@ -10,7 +10,6 @@ never holds either.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 
 from proctor.clock import Clock
-from proctor.errors import ConfigError, GatewayError
+from proctor.documents import parse_json
+from proctor.errors import ConfigError, DocumentError, GatewayError
 from proctor.files import read_capped
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
@@ -49,12 +49,12 @@ def load_agent_key(path: Path) -> PrivateKey:
     key: object
     try:
         if raw.lstrip().startswith(b"{"):
-            jwk = json.loads(raw)
+            jwk = parse_json(raw, what="agent key", max_bytes=_MAX_KEY_BYTES)
             imported = ECKey.import_key(jwk) if jwk.get("kty") == "EC" else OKPKey.import_key(jwk)
             key = imported.private_key
         else:
             key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError, JoseError, AttributeError) as exc:
+    except (DocumentError, ValueError, TypeError, JoseError, AttributeError) as exc:
         raise GatewayError("agent_key_invalid", f"agent key file `{path}` holds no private "
                            f"key proctor can use ({type(exc).__name__})") from None
     if isinstance(key, ed25519.Ed25519PrivateKey):

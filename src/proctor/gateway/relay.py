@@ -107,22 +107,34 @@ class RelayBoard:
 
     async def sampling(self, context: Any, params: types.CreateMessageRequestParams
                        ) -> types.CreateMessageResult | types.ErrorData:
+        try:
+            redacted = await self._redact(params)
+        except MCPError as exc:  # the output guard cannot read it through
+            return exc.error
         answer: types.CreateMessageResult | types.ErrorData = await self._ask(
-            types.CreateMessageRequest(params=await self._redact(params)),
-            types.CreateMessageResult)
+            types.CreateMessageRequest(params=redacted), types.CreateMessageResult)
         return answer
 
     async def elicitation(self, context: Any, params: types.ElicitRequestParams
                           ) -> types.ElicitResult | types.ErrorData:
+        try:
+            redacted = await self._redact(params)
+        except MCPError as exc:
+            return exc.error
         answer: types.ElicitResult | types.ErrorData = await self._ask(
-            types.ElicitRequest(params=await self._redact(params)), types.ElicitResult)
+            types.ElicitRequest(params=redacted), types.ElicitResult)
         return answer
 
     async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
         relay = self._current()
         if relay is None or _rank(params.level) < _rank(self.log_level):
             return
-        await relay.log(await self._redact(params))
+        try:
+            redacted = await self._redact(params)
+        except MCPError:
+            log.warning("an upstream log message the output guard cannot read was dropped")
+            return
+        await relay.log(redacted)
 
     async def message(self, message: Any) -> None:
         if isinstance(message, types.ResourceUpdatedNotification):

@@ -6,6 +6,11 @@ formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
 are not text and are passed through unscanned.
 
+A value the guard cannot read through (nested deeper than
+:data:`proctor.documents.MAX_DEPTH`) is not passed on: such arguments are refused
+``-32602 arguments_invalid``, such a result ``-32012 upstream_invalid_result``
+(audited as ``gateway.redact`` with outcome ``withheld``).
+
 A proctor grant in a call's arguments or in a result has leaked into an agent's
 context. If it is live, it and everything derived from it are revoked at once
 (``GrantAuthority.revoke``, reason ``leaked``; the revocation is audited), and a
@@ -24,9 +29,9 @@ from pydantic import BaseModel
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.clock import Clock
-from proctor.errors import AuditError, ProctorError
+from proctor.errors import AuditError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
-from proctor.gateway.rpc import CALL_DENIED, rpc_error
+from proctor.gateway.rpc import CALL_DENIED, INVALID_PARAMS, UPSTREAM_FAILED, rpc_error
 from proctor.grants import GrantAuthority, GrantClaims
 
 __all__ = ["ResultGuard"]
@@ -53,7 +58,12 @@ class ResultGuard:
     async def check_arguments(self, arguments: dict[str, Any], *, claims: GrantClaims,
                               tool_id: str) -> None:
         """Refuse a call whose arguments carry a proctor grant; revoke it if live."""
-        outcome = self._guard.scan(arguments)
+        try:
+            outcome = self._guard.scan(arguments)
+        except GuardError as exc:
+            await self.reject(claims, tool_id, "arguments_invalid")
+            raise rpc_error(INVALID_PARAMS, "arguments_invalid", exc.message,
+                            tool=tool_id) from None
         if outcome.grant_tokens:
             await self._revoke_leaked(outcome.grant_tokens, claims=claims,
                                       found_in=f"arguments of {tool_id}")
@@ -66,7 +76,13 @@ class ResultGuard:
         document = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         binary: list[tuple[_Where, Any]] = []
         _set_aside(document, binary)
-        outcome = self._guard.scan(document)
+        try:
+            outcome = self._guard.scan(document)
+        except GuardError as exc:
+            await self._record("gateway.redact", claims, tool_id, "withheld",
+                               {"code": exc.code}, decision_event)
+            raise rpc_error(UPSTREAM_FAILED, "upstream_invalid_result", f"the answer of "
+                            f"{tool_id} cannot pass the output guard: {exc.message}") from None
         redacted = outcome.value
         if outcome.grant_tokens:
             await self._revoke_leaked(outcome.grant_tokens, claims=claims,

@@ -9,25 +9,33 @@ connection and -32001 for a request timeout)::
     -32012  upstream_failed    the upstream crashed, hung or is unreachable
     -32013  session_closed     the session's grant was revoked or expired
     -32602  invalid params     an unknown tool, arguments that do not match inputSchema
-    -32600  invalid request    a message over the size cap
+    -32600  invalid request    a message over the size or depth cap (data.reason
+                               ``message_too_large``, ``message_too_deep``)
     -32700  parse error        a message that is not JSON-RPC
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RequestId
+
+from proctor.documents import parse_json
+from proctor.errors import DocumentError
 
 __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST",
-           "PARSE_ERROR", "SESSION_CLOSED", "UPSTREAM_FAILED", "rpc_error"]
+           "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
+           "request_id_in_prefix", "rpc_error"]
 
 CALL_DENIED = -32010
 APPROVAL_PENDING = -32011
 UPSTREAM_FAILED = -32012
 SESSION_CLOSED = -32013
+PREFIX_BYTES = 4096  # how much of a refused message is searched for its id
+_ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
 
 
 def rpc_error(code: int, reason: str, message: str, *, reasons: Sequence[str] = (),
@@ -38,3 +46,17 @@ def rpc_error(code: int, reason: str, message: str, *, reasons: Sequence[str] = 
         body["reasons"] = list(reasons)
     body.update({k: v for k, v in data.items() if v is not None and v != ()})
     return MCPError(code, f"{reason}: {message}", data=body)
+
+
+def request_id_in_prefix(prefix: bytes) -> RequestId | None:
+    """The request id at the start of a message that is not parsed whole (JSON-RPC
+    clients put ``id`` before ``params``)."""
+    head = prefix.split(b'"params"', 1)[0]
+    match = _ID_IN_PREFIX.search(head)
+    if match is None:
+        return None
+    try:
+        request_id: RequestId = parse_json(match.group(1), what="the id")
+    except DocumentError:
+        return None
+    return request_id

@@ -6,8 +6,13 @@ cannot parse without an answer. This transport answers instead:
 - a line over the cap is discarded as it streams in (it is never held whole) and
   answered ``-32600 message_too_large``, with the request's id when it can be read
   from the start of the line (JSON-RPC clients put ``id`` before ``params``);
+- a line nested deeper than :data:`proctor.documents.MAX_DEPTH` is answered
+  ``-32600 message_too_deep`` (with its id as above) before anything parses it;
 - a line that is not JSON is answered ``-32700 parse_error``; JSON that is not a
-  JSON-RPC message, ``-32600 invalid_request`` (with its id if it has one).
+  JSON-RPC message, ``-32600 invalid_request`` (with its id if it has one);
+- an answer that cannot be written as JSON (an id or a value JSON cannot hold)
+  goes out as an error without that id, or as ``-32603`` for its request: what
+  goes out never ends the session either.
 
 It also knows which requests are still unanswered, so that a closing session can
 let its last error responses reach the agent before the pipe closes
@@ -17,10 +22,8 @@ let its last error responses reach the agent before the pipe closes
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 from typing import Any
 
 import anyio
@@ -29,15 +32,17 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.lowlevel.server import Server
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+
+from proctor.documents import MAX_DEPTH, check_json_nesting, parse_json
+from proctor.errors import DocumentError
+from proctor.gateway.rpc import PREFIX_BYTES, request_id_in_prefix
 
 __all__ = ["PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_SECONDS = 5.0
-_ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
-_PREFIX_BYTES = 4096
 
 ToServer = MemoryObjectSendStream[SessionMessage | Exception]
 FromServer = MemoryObjectSendStream[SessionMessage]
@@ -106,7 +111,7 @@ class StdioTransport:
                             buffer += piece
                             if len(buffer) > self._max:
                                 oversized = True
-                                await self._too_large(bytes(buffer[:_PREFIX_BYTES]), errors)
+                                await self._too_large(bytes(buffer[:PREFIX_BYTES]), errors)
                                 buffer.clear()
                         if ends_line:
                             if not oversized and buffer.strip():
@@ -116,7 +121,11 @@ class StdioTransport:
 
     async def _deliver(self, line: bytes, to_server: ToServer, errors: FromServer) -> None:
         try:
+            check_json_nesting(line, what="the message")
             message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        except DocumentError as exc:
+            await self._unreadable(line, exc, errors)
+            return
         except ValueError:
             await self._reject(line, errors)
             return
@@ -126,8 +135,8 @@ class StdioTransport:
 
     async def _reject(self, line: bytes, errors: FromServer) -> None:
         try:
-            document = json.loads(line)
-        except ValueError:
+            document = parse_json(line, what="the message", max_bytes=self._max)
+        except DocumentError:
             await _answer(errors, None, PARSE_ERROR, "parse_error: the message is not JSON")
             return
         request_id = document.get("id") if isinstance(document, dict) else None
@@ -136,17 +145,18 @@ class StdioTransport:
         await _answer(errors, request_id, INVALID_REQUEST,
                       "invalid_request: the message is not a valid JSON-RPC request")
 
+    async def _unreadable(self, line: bytes, exc: DocumentError, errors: FromServer) -> None:
+        if exc.code != "document_too_deep":
+            await _answer(errors, None, PARSE_ERROR, "parse_error: the message is not JSON")
+            return
+        log.warning("refused a message nested deeper than %d levels", MAX_DEPTH)
+        await _answer(errors, request_id_in_prefix(line[:PREFIX_BYTES]), INVALID_REQUEST,
+                      f"message_too_deep: a message may nest at most {MAX_DEPTH} levels",
+                      data={"reason": "message_too_deep", "max_depth": MAX_DEPTH})
+
     async def _too_large(self, prefix: bytes, errors: FromServer) -> None:
-        head = prefix.split(b'"params"', 1)[0]
-        match = _ID_IN_PREFIX.search(head)
-        request_id: types.RequestId | None = None
-        if match:
-            try:
-                request_id = json.loads(match.group(1))
-            except ValueError:
-                request_id = None
         log.warning("refused a message over %d bytes", self._max)
-        await _answer(errors, request_id, INVALID_REQUEST,
+        await _answer(errors, request_id_in_prefix(prefix), INVALID_REQUEST,
                       f"message_too_large: a message may be at most {self._max} bytes",
                       data={"reason": "message_too_large", "max_bytes": self._max})
 
@@ -154,7 +164,9 @@ class StdioTransport:
         async with from_server:
             async for session_message in from_server:
                 message = session_message.message
-                text = message.model_dump_json(by_alias=True, exclude_unset=True)
+                text = _dump(message)
+                if text is None:
+                    continue
                 try:
                     await self._writer.send((text + "\n").encode("utf-8"))
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
@@ -162,6 +174,27 @@ class StdioTransport:
                 if isinstance(message, types.JSONRPCResponse | JSONRPCError):
                     self._outstanding.discard(message.id)
                     self._answered.set()
+
+
+def _dump(message: types.JSONRPCMessage) -> str | None:
+    """``message`` as one line of JSON. One that cannot be written (an id or a value
+    JSON cannot hold, like a lone surrogate) must not end the session: an error goes
+    out without its id, a result as an error for its request, anything else not."""
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True)
+    except (ValueError, RecursionError) as exc:  # PydanticSerializationError is a ValueError
+        log.error("an outgoing message could not be written as JSON: %s", type(exc).__name__)
+    if isinstance(message, JSONRPCError):
+        fallback = message.model_copy(update={"id": None})
+    elif isinstance(message, types.JSONRPCResponse):
+        fallback = JSONRPCError(jsonrpc="2.0", id=message.id, error=ErrorData(
+            code=INTERNAL_ERROR, message="the answer could not be written as JSON"))
+    else:
+        return None
+    try:
+        return fallback.model_dump_json(by_alias=True, exclude_unset=True)
+    except (ValueError, RecursionError):
+        return None
 
 
 async def _answer(errors: FromServer, request_id: types.RequestId | None, code: int,

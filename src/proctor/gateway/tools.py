@@ -28,7 +28,8 @@ from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from proctor.errors import ConfigError, PolicyValidationError
+from proctor.documents import check_nesting
+from proctor.errors import ConfigError, DocumentError, PolicyValidationError, ProctorError
 from proctor.gateway.config import ToolLabels, UpstreamConfig
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
 from proctor.policy.known_tools import KnownTools
@@ -126,6 +127,8 @@ class ToolRegistry:
         default_destination = (urlsplit(upstream.url).hostname or "localhost"
                                if upstream.url else "localhost")
         try:
+            # the schema drives recursive validators and the Cedar schema: bounded first
+            check_nesting(schema, what="input schema")
             if len(json.dumps(schema)) > _MAX_SCHEMA_BYTES:
                 raise ConfigError(f"input schema is over {_MAX_SCHEMA_BYTES} bytes")
             cls = validator_for(schema, default=Draft202012Validator)
@@ -140,8 +143,8 @@ class ToolRegistry:
             spec = ToolSpec(server=upstream.name, name=name, sensitivity=sensitivity,
                             destination=destination, connector=connector,
                             input_schema=dict(schema))
-        except (ConfigError, SchemaError) as exc:
-            message = exc.message if isinstance(exc, ConfigError) else "invalid input schema"
+        except (ConfigError, DocumentError, SchemaError) as exc:
+            message = exc.message if isinstance(exc, ProctorError) else "invalid input schema"
             log.error("upstream `%s` tool `%s` left out: %s", upstream.name, name[:128], message)
             return None
         return ExposedTool(spec, listed, cls(schema))

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from proctor.errors import GrantError
+from proctor.documents import parse_json
+from proctor.errors import DocumentError, GrantError
 from proctor.jose import private_members
 
 __all__ = ["MAX_PROOF_BYTES", "PROOF_WINDOW_SECONDS", "VerifiedProof", "jwk_thumbprint",
@@ -129,9 +130,9 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
         raise GrantError("proof_invalid", f"proof is over {MAX_PROOF_BYTES} bytes")
     try:
         h64, p64, s64 = proof.split(".")
-        payload = json.loads(_unb64(p64))
+        payload = parse_json(_unb64(p64), what="proof payload", max_bytes=MAX_PROOF_BYTES)
         signature = _unb64(s64)
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+    except (DocumentError, ValueError, TypeError) as exc:
         raise GrantError("proof_invalid", "proof is not a valid compact JWS") from exc
     if not isinstance(payload, dict):
         raise GrantError("proof_invalid", "proof payload is not a JSON object")
@@ -171,9 +172,9 @@ def _header(h64: str) -> _ProofKey:
     if cached is not None:
         return cached
     try:
-        header = json.loads(_unb64(h64))
+        header = parse_json(_unb64(h64), what="proof header", max_bytes=MAX_PROOF_BYTES)
         jwk, alg = header["jwk"], header["alg"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+    except (DocumentError, ValueError, KeyError, TypeError) as exc:
         raise GrantError("proof_invalid", "proof header is not valid") from exc
     if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict):
         raise GrantError("proof_invalid", "proof header is not valid")

@@ -14,7 +14,6 @@ On SQLite there is one process, and :meth:`LeaseTree.subscribe` is enough.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +22,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
-from proctor.errors import StoreError
+from proctor.documents import parse_json
+from proctor.errors import DocumentError, StoreError
 from proctor.grants.leases import CHANNEL
 from proctor.store import Store
 
@@ -75,10 +75,10 @@ class RevocationSubscription:
 
     def _deliver(self, payload: str) -> None:
         try:
-            message = json.loads(payload)
+            message = parse_json(payload, what="revocation notification")
             ids = [str(i) for i in message["ids"]]
             reason = str(message.get("reason", ""))
-        except (ValueError, KeyError, TypeError):
+        except (DocumentError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed revocation notification")
             return
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from proctor.errors import GrantError, ScopeError
+from proctor.documents import parse_json
+from proctor.errors import DocumentError, GrantError, ScopeError
 from proctor.grants.keyring import IssuerKeyring
 from proctor.grants.scope import GrantScope
 
@@ -166,8 +166,8 @@ def _header(token: str) -> dict[str, Any]:
         raise GrantError("grant_malformed", "grant is not a compact JWS")
     try:
         raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        header = parse_json(raw, what="grant header", max_bytes=MAX_TOKEN_BYTES)
+    except (DocumentError, ValueError) as exc:
         raise GrantError("grant_malformed", "grant header is not valid JSON") from exc
     if not isinstance(header, dict):
         raise GrantError("grant_malformed", "grant header is not a JSON object")

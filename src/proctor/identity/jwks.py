@@ -7,13 +7,12 @@ HS256-with-the-public-key confusion needs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from proctor.documents import read_json
 from proctor.errors import ConfigError
-from proctor.files import read_capped
 from proctor.jose import private_members
 
 __all__ = ["MAX_JWKS_BYTES", "read_jwks", "split_jwks"]
@@ -23,11 +22,7 @@ MAX_JWKS_BYTES = 256 * 1024
 
 def read_jwks(path: Path) -> dict[str, Any]:
     """A JWKS document from ``path``, at most 256 KiB."""
-    raw = read_capped(path, MAX_JWKS_BYTES, "key set", ConfigError)
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"key set `{path}` is not JSON") from exc
+    document = read_json(path, what="key set", error=ConfigError, max_bytes=MAX_JWKS_BYTES)
     if not isinstance(document, dict):
         raise ConfigError(f"key set `{path}` is not a JWKS object")
     return document

@@ -23,10 +23,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from proctor.documents import read_yaml
 from proctor.errors import ManifestError
-from proctor.files import read_capped
 
 __all__ = ["DIGEST_PATTERN", "Manifest", "canonical_json", "load_manifest"]
 
@@ -124,9 +122,6 @@ def _check_text(name: str, value: object) -> None:
 
 def load_manifest(path: Path) -> Manifest:
     """Read a manifest from a JSON or YAML file."""
-    raw = read_capped(path, _MAX_FILE_BYTES, "manifest file", ManifestError)
-    try:
-        data = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ManifestError(f"manifest file `{path}` is not valid JSON or YAML") from exc
+    # YAML is a superset of JSON
+    data = read_yaml(path, what="manifest file", error=ManifestError, max_bytes=_MAX_FILE_BYTES)
     return Manifest.from_json(data)

@@ -10,7 +10,6 @@ Time comes from the caller (``now=``), with a leeway bounded by
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,9 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import ExceededSizeError, JoseError
 
+from proctor.documents import check_nesting, parse_json
 from proctor.errors import (
+    DocumentError,
     ProofAlgorithmError,
     ProofAudienceError,
     ProofClaimsError,
@@ -63,11 +64,15 @@ def peek(token: str) -> UnverifiedToken:
         raise ProofTooLargeError(f"the proof is larger than {MAX_TOKEN_BYTES} bytes")
     try:
         raw = token.encode("ascii")
+        # joserfc parses the header itself (the token's size bounds it); a nested one
+        # raises RecursionError there
         compact = jws.extract_compact(raw)
-        claims = json.loads(compact.payload)
+        claims = parse_json(compact.payload, what="the proof's payload",
+                            max_bytes=MAX_TOKEN_BYTES)
+        check_nesting(compact.headers(), what="the proof's header")
     except ExceededSizeError as exc:
         raise ProofTooLargeError("a part of the proof is larger than allowed") from exc
-    except (JoseError, ValueError, TypeError, RecursionError) as exc:
+    except (DocumentError, JoseError, ValueError, TypeError, RecursionError) as exc:
         raise ProofMalformedError("the proof is not a compact JWS with a JSON payload") from exc
     header = compact.headers()
     if not isinstance(claims, dict):

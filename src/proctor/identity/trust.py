@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import string
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from joserfc.jwk import KeySet
 from spiffe import JwtBundle, TrustDomain
 from spiffe.errors import PySpiffeError
 
+from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.identity.jwks import read_jwks, split_jwks
 
@@ -152,10 +152,7 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
         if env.get("PROCTOR_IDENTITY_CONFIG"):
             raise ConfigError(f"identity config `{path}` does not exist")
         return TrustConfig(trust_domain)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"identity config `{path}` is not valid TOML: {exc}") from exc
+    data = read_toml(path, what="identity config", error=ConfigError)
     unknown = sorted(set(data) - {"audience", "leeway_seconds", "trust_bundles", "oidc_issuers"})
     if unknown:
         raise ConfigError(f"identity config `{path}` has unknown key `{unknown[0]}`")

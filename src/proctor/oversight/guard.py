@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from proctor.documents import MAX_DEPTH
 from proctor.errors import GuardError
 from proctor.oversight.entropy import find_random_looking
 from proctor.oversight.formats import JWT, is_placeholder, is_secret_key, redact_formats
@@ -43,7 +44,6 @@ from proctor.oversight.tokens import unverified_issuer
 
 __all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
 
-MAX_DEPTH = 64
 # Base64 media in MCP content (image and audio ``data``, resource ``blob``, next to a
 # ``mimeType``): random by nature, so only known secrets are looked for there.
 _BINARY_FIELDS = frozenset({"data", "blob"})

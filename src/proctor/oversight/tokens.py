@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+
+from proctor.documents import parse_json
+from proctor.errors import DocumentError
 
 __all__ = ["MAX_TOKEN_CHARS", "unverified_issuer"]
 
@@ -36,7 +38,8 @@ def unverified_issuer(token: str) -> str | None:
 
 def _json_part(part: str) -> dict[str, object] | None:
     try:
-        data = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON
+        data = parse_json(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)),
+                          what="token part")
+    except (binascii.Error, ValueError, DocumentError):  # ValueError: bad base64
         return None
     return data if isinstance(data, dict) else None

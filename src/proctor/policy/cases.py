@@ -15,15 +15,13 @@ A test file (``*.test.yaml``, ``*.test.yml`` or ``*.test.json``)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from proctor.documents import read_json, read_yaml
 from proctor.errors import PolicyTestError, ProctorError
 from proctor.policy.engine import PolicyEngine
 from proctor.policy.model import Decision, Outcome
@@ -59,11 +57,8 @@ def find_case_files(directory: Path) -> list[Path]:
 
 def load_cases(path: Path, root: Path | None = None) -> list[PolicyCase]:
     name = path.relative_to(root).as_posix() if root else path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise PolicyTestError(f"test file `{name}` cannot be read: {exc}") from exc
+    read = read_json if path.suffix == ".json" else read_yaml
+    data = read(path, what="test file", name=name, error=PolicyTestError)
     items = data.get("cases") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise PolicyTestError(f"test file `{name}` must have a `cases` list")

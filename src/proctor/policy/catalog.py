@@ -14,8 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from proctor.documents import read_yaml
 from proctor.errors import ConfigError
 from proctor.policy.arguments import ArgShape, shape_from_json_schema
 
@@ -106,10 +105,7 @@ class ToolCatalog:
 
 def load_catalog(path: Path) -> ToolCatalog:
     """Read a ``tools.yaml`` file: ``tools:`` a list of server, name, labels, input_schema."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"tool catalog `{path}` cannot be read: {exc}") from exc
+    data = read_yaml(path, what="tool catalog", error=ConfigError) or {}
     items = data.get("tools") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ConfigError(f"tool catalog `{path}` must have a `tools` list")

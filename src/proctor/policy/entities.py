@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-import yaml
 
+from proctor.documents import read_yaml
 from proctor.errors import ConfigError
 from proctor.human_ids import canonical_human_id
 from proctor.policy.catalog import ToolCatalog
@@ -113,11 +113,9 @@ def agent_entity(
 
 def load_principals(path: Path) -> list[dict[str, Any]]:
     """Read an ``entities.yaml`` principals document."""
+    spec = read_yaml(path, what="entities file", error=ConfigError) or {}
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return principal_entities(spec)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"entities file `{path}` cannot be read: {exc}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"entities file `{path}` is not valid: {exc}") from exc
 

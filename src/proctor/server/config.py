@@ -34,12 +34,12 @@ around is to say why the ``Host`` header is safe, and the server warns at start:
 from __future__ import annotations
 
 import logging
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.listening import require_public_url
 from proctor.server.humans import HumanIssuer, issuer_from_config
@@ -98,10 +98,7 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
         if named:
             raise ConfigError(f"server config `{path}` does not exist")
         return ServerConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"server config `{path}` is not valid TOML: {exc}") from exc
+    data = read_toml(path, what="server config", error=ConfigError)
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"server config `{path}` has unknown key `{unknown[0]}`")

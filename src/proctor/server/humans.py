@@ -29,8 +29,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from proctor.clock import Clock, SystemClock
+from proctor.documents import parse_json
 from proctor.errors import (
     ConfigError,
+    ProctorError,
     ProofClaimsError,
     ProofIssuerError,
     ProofKeyUnknownError,
@@ -102,10 +104,11 @@ class UrlKeys:
                         log.warning("the key set at %s is over %s bytes", self.url,
                                     MAX_JWKS_BYTES)
                         return
-            document = httpx.Response(200, content=body).json()
+            document = parse_json(body, what="issuer key set", max_bytes=MAX_JWKS_BYTES)
             self._keys = KeySet.import_key_set({"keys": split_jwks(document,
                                                                    "issuer key set")})
-        except (httpx.HTTPError, ValueError, TypeError, ConfigError, JoseError) as exc:
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, ProctorError,
+                JoseError) as exc:
             log.warning("the key set at %s cannot be used: %s", self.url, type(exc).__name__)
 
 

@@ -1,8 +1,11 @@
-"""Request size and rate limits.
+"""Request size, depth and rate limits.
 
 :class:`BodyLimit` refuses a body over the limit with 413 before the
 application reads it: at once when ``Content-Length`` says so, otherwise as
-soon as the streamed body passes the limit.
+soon as the streamed body passes the limit. A JSON body nested deeper than
+:data:`proctor.documents.MAX_DEPTH` is refused 422 ``document_too_deep`` before
+FastAPI parses it (its parser would recurse once per level, and what it let
+through would reach the decision path).
 
 :class:`RateLimiter` is a token bucket per principal (a human, an agent, or
 a client address that failed to authenticate), **per process**: with N
@@ -20,6 +23,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor.clock import Clock
+from proctor.documents import check_json_nesting
+from proctor.errors import DocumentError
 from proctor.server.problems import problem_response
 
 __all__ = ["BodyLimit", "RateLimiter"]
@@ -28,7 +33,8 @@ _MAX_BUCKETS = 100_000
 
 
 class BodyLimit:
-    """ASGI middleware: 413 ``request_too_large`` for bodies over ``max_bytes``.
+    """ASGI middleware: 413 ``request_too_large`` for bodies over ``max_bytes``, 422
+    ``document_too_deep`` for JSON nested too deep.
 
     The body is read here, up to the limit, before the application sees it: no
     route ever holds a partial body, and none runs for an oversized one.
@@ -60,6 +66,14 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        if _is_json(scope):
+            try:
+                check_json_nesting(body, what="the request body")
+            except DocumentError as exc:
+                await problem_response(422, exc.code, exc.message,
+                                       instance=scope.get("path", ""))(scope, receive, send)
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -67,7 +81,7 @@ class BodyLimit:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
 
@@ -77,6 +91,14 @@ class BodyLimit:
                                     instance=scope.get("path", ""),
                                     headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI would read the body as JSON: a JSON media type, or none."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -64,7 +64,8 @@ _BY_STATUS: dict[int, tuple[str, ...]] = {
           "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid",
           "approval_comment_too_long", "approval_similar_invalid", "approval_similar_masked",
           "approval_similar_unsupported", "holder_identity_missing", "task_ttl_invalid",
-          "task_limits_invalid"),
+          "task_limits_invalid", "document_malformed", "document_too_large",
+          "document_too_deep", "document_alias_refused"),
     503: ("store_unavailable", "store_migration_failed", "audit_unavailable", "audit_error",
           "audit_integrity_failed"),
 }
@@ -133,7 +134,7 @@ def problem_schema(codes: Iterable[str]) -> dict[str, Any]:
 # What any operation can answer with, besides its own codes.
 COMMON: dict[int, tuple[str, ...]] = {
     413: ("request_too_large",),
-    422: ("request_invalid",),
+    422: ("request_invalid", "document_malformed", "document_too_deep"),
     429: ("rate_limited",),
     503: ("store_unavailable", "audit_unavailable"),
 }

@@ -11,7 +11,6 @@ the token is verified; that only decides whether to go on, and a forged
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,7 +18,8 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from proctor.errors import GrantError
+from proctor.documents import parse_json
+from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, IssuedGrant
 from proctor.identity import agent_id_for
 from proctor.server.control import entity
@@ -304,10 +304,11 @@ def unverified_holder(token: str) -> dict[str, str]:
     that does not even say is held by nobody (so no agent may use it)."""
     try:
         payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = parse_json(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+                            what="grant payload")
         return {"id": str(claims["jti"])[:128], "agent": str(claims["sub"])[:512],
                 "task": str(claims["task"])[:64], "accessor": ""}
-    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
+    except (DocumentError, IndexError, ValueError, KeyError, TypeError):
         return {"id": "unknown", "agent": "", "task": "", "accessor": ""}
 
 

@@ -1,0 +1,248 @@
+"""Reading JSON, YAML and TOML that comes from outside: a size cap, a depth cap, one error.
+
+Python's parsers recurse once per level of nesting, so a few kilobytes of ``[``
+raise ``RecursionError`` (which is not a ``ValueError``), and YAML aliases let a
+small document stand for an enormous one. Every parse of a message, a request
+body, a token part or a file proctor did not write itself goes through here,
+in this order:
+
+1. the size: at most ``max_bytes`` (characters, for text);
+2. the nesting: at most ``max_depth`` arrays and objects inside each other
+   (:data:`MAX_DEPTH`); JSON is measured before it is parsed, YAML as it is
+   composed, TOML once parsed (its parser's recursion is caught);
+3. the syntax: YAML with the safe loader and no aliases (``*name``).
+
+Any failure is a :class:`~proctor.errors.DocumentError` whose code says which
+(``document_too_large``, ``document_too_deep``, ``document_malformed``,
+``document_alias_refused``) and whose message is one line naming ``what``;
+``RecursionError`` and ``MemoryError`` inside a parser are among them. The
+``read_*`` functions read a file with the same caps and raise the caller's own
+error (``ConfigError``, ``ManifestError``...) with that message.
+
+>>> parse_json(b'{"a": [1, 2]}', what="the body")
+{'a': [1, 2]}
+>>> parse_json(b"[" * 100, what="the body")
+Traceback (most recent call last):
+proctor.errors.DocumentError: the body nests deeper than 64 levels
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proctor.errors import DocumentError, ProctorError
+from proctor.files import read_capped
+
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_nesting", "parse_json",
+           "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
+
+MAX_BYTES = 1 << 20
+# Deeper than any configuration, scope, manifest or tool argument needs, and far from
+# where a recursive parser, encoder, validator or Cedar would run out of stack.
+MAX_DEPTH = 64
+# A JSON string (an unterminated one runs to the end): brackets inside it do not count.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENING = (ord("["), ord("{"))
+_UTF8 = ("utf-8", "utf-8-sig")
+
+
+def check_json_nesting(data: bytes | str, *, what: str, max_depth: int = MAX_DEPTH) -> None:
+    """Raise ``document_too_deep`` if the JSON text ``data`` nests more than
+    ``max_depth`` arrays and objects, without parsing it; ``document_malformed`` for
+    bytes in UTF-16 or UTF-32, which the byte scan cannot read (nor RFC 8259 allows)."""
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= max_depth:
+            return  # cannot be deeper than it has brackets: the usual case, and cheap
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        if json.detect_encoding(data) not in _UTF8:
+            raise DocumentError("document_malformed", f"{what} is not UTF-8")
+        if data.count(b"[") + data.count(b"{") <= max_depth:
+            return
+        raw = data
+    # strings out, then only the brackets: C-speed passes, then one per bracket
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > max_depth:
+                raise _too_deep(what, max_depth)
+        else:
+            depth -= 1
+
+
+def check_nesting(value: Any, *, what: str, max_depth: int = MAX_DEPTH) -> None:
+    """Raise ``document_too_deep`` if the parsed ``value`` nests more than
+    ``max_depth`` mappings and lists; walks without recursing."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        if depth > max_depth:
+            raise _too_deep(what, max_depth)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list | tuple))
+
+
+def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
+               max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of ``data``; ``what`` names it in the error (``the body``)."""
+    _check_size(data, what, max_bytes)
+    check_json_nesting(data, what=what, max_depth=max_depth)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise _too_deep(what, max_depth) from None
+    except MemoryError:
+        raise _too_large(what, max_bytes) from None
+    except UnicodeDecodeError:
+        raise DocumentError("document_malformed", f"{what} is not UTF-8") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise DocumentError("document_malformed", f"{what} is not valid JSON: "
+                            f"{_first_line(exc)}") from None
+
+
+def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
+               max_depth: int = MAX_DEPTH) -> Any:
+    """The value of the one YAML document in ``data`` (JSON is YAML too), read with
+    the safe loader; an alias is refused."""
+    _check_size(data, what, max_bytes)
+    text = _text(data, what)
+    loader = _BoundedLoader(text, what, max_depth)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        where = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else ""
+        raise DocumentError("document_malformed", f"{what} is not valid YAML: "
+                            f"{problem[:200]}{where}") from None
+    except yaml.YAMLError as exc:
+        raise DocumentError("document_malformed", f"{what} is not valid YAML: "
+                            f"{_first_line(exc)}") from None
+    except RecursionError:
+        raise _too_deep(what, max_depth) from None
+    except MemoryError:
+        raise _too_large(what, max_bytes) from None
+    except ValueError as exc:  # a scalar the safe constructor cannot convert
+        raise DocumentError("document_malformed", f"{what} is not valid YAML: "
+                            f"{_first_line(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def parse_toml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
+               max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """The table of the TOML document ``data``."""
+    _check_size(data, what, max_bytes)
+    text = _text(data, what)
+    try:
+        table = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(what, max_depth) from None
+    except MemoryError:
+        raise _too_large(what, max_bytes) from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
+        raise DocumentError("document_malformed", f"{what} is not valid TOML: "
+                            f"{_first_line(exc)}") from None
+    check_nesting(table, what=what, max_depth=max_depth)
+    return table
+
+
+def read_json(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+              max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value in file ``path``; any problem raises ``error`` naming
+    ``what`` and the file (``name``, else its path): ``key set `keys/agents.jwks```."""
+    raw = read_capped(path, max_bytes, what, error, name=name)
+    try:
+        return parse_json(raw, what=f"{what} `{name or path}`", max_bytes=max_bytes,
+                          max_depth=max_depth)
+    except DocumentError as exc:
+        raise error(exc.message) from exc
+
+
+def read_yaml(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+              max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """The YAML (or JSON) value in file ``path``, as :func:`read_json`."""
+    raw = read_capped(path, max_bytes, what, error, name=name)
+    try:
+        return parse_yaml(raw, what=f"{what} `{name or path}`", max_bytes=max_bytes,
+                          max_depth=max_depth)
+    except DocumentError as exc:
+        raise error(exc.message) from exc
+
+
+def read_toml(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+              max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """The TOML table in file ``path``, as :func:`read_json`."""
+    raw = read_capped(path, max_bytes, what, error, name=name)
+    try:
+        return parse_toml(raw, what=f"{what} `{name or path}`", max_bytes=max_bytes,
+                          max_depth=max_depth)
+    except DocumentError as exc:
+        raise error(exc.message) from exc
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, counting depth as it composes and refusing aliases: the
+    composer recurses per level, and an alias is a reference that later walks of
+    the value (masking, hashing, JSON) would expand."""
+
+    def __init__(self, text: str, what: str, max_depth: int) -> None:
+        super().__init__(text)
+        self._what = what
+        self._max_depth = max_depth
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):  # check_event peeked it: current_event
+            line = self.current_event.start_mark.line + 1
+            raise DocumentError("document_alias_refused", f"{self._what} uses a YAML alias "
+                                f"(line {line}); aliases are not allowed")
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > self._max_depth:
+                raise _too_deep(self._what, self._max_depth)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_size(data: bytes | str, what: str, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise _too_large(what, max_bytes)
+
+
+def _text(data: bytes | str, what: str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError("document_malformed", f"{what} is not UTF-8") from None
+
+
+def _too_deep(what: str, max_depth: int) -> DocumentError:
+    return DocumentError("document_too_deep", f"{what} nests deeper than {max_depth} levels")
+
+
+def _too_large(what: str, max_bytes: int) -> DocumentError:
+    return DocumentError("document_too_large", f"{what} is larger than {max_bytes} bytes")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
