@@ -12,8 +12,10 @@ secret leases) was revoked, fastest first:
 Callbacks come from other threads; they only record ids, and the watch's own task
 closes the sessions on the event loop.
 
-With ``idle_seconds`` (the HTTP gateway), a session with no call for that long
-is closed too, stopping its upstreams; the grant's next request opens a new one.
+With ``idle_seconds`` (the HTTP gateway), a session that no request has held
+for that long (by the clock's monotonic reading) is closed too, stopping its
+upstreams; the grant's next request opens a new one. A held session is never
+closed as idle: see :meth:`GatewaySession.hold`.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class RevocationWatch:
     async def _poll_store(self) -> None:
         sessions = [s for s in self._sessions.values() if not s.closed.is_set()]
         now = self._clock.now()
-        quiet_since = anyio.current_time() - (self._idle or 0)
+        quiet_since = self._clock.monotonic() - (self._idle or 0)
         for session in sessions:
             if session.expires_at <= now:
                 self._close(session, "grant expired")
