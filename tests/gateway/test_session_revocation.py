@@ -1,5 +1,5 @@
 """A session closed for revocation or expiry fails the calls bound to it, even the held
-ones, and no upstream outlives it."""
+ones; no session, nor upstream, starts or lives on under a revoked grant."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from mcp.shared.exceptions import MCPError
 
 from proctor.cli.gateway import make_gateway
 from proctor.clock import FrozenClock, SystemClock
-from proctor.gateway import GatewayConfig, GatewaySession
+from proctor.errors import GrantError
+from proctor.gateway import GatewayConfig, GatewaySession, RevocationWatch
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import (
     POLL,
@@ -77,4 +78,39 @@ async def test_an_upstream_that_connects_after_its_session_closed_ends_with_the_
                     session.close("grant revoked (incident 12)")
     assert [e.error.data["reason"] for e in failure] == ["session_closed"]
     assert "grant revoked (incident 12)" in failure[0].error.message
+
+
+async def test_no_session_opens_for_a_grant_revoked_after_its_request_was_checked(
+        deployment: Deployment) -> None:
+    grant = deployment.grant()
+    gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
+    claims = deployment.runtime.grants.inspect(grant.token)  # the HTTP gate's check passes
+    deployment.runtime.grants.revoke(grant.accessor, "incident 12")
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            with pytest.raises(GrantError) as refused:
+                await gateway.open_session(claims, tasks)
+    assert refused.value.code == "grant_revoked"
+    assert gateway.sessions == {}
+    assert [n.kind for n in deployment.runtime.grants.tree(grant.claims.task_id)
+            if n.kind == "session"] == []
+
+
+async def test_a_session_closes_when_the_revocation_of_its_grant_is_heard_alone(
+        deployment: Deployment) -> None:
+    # A session opened as its grant was revoked (the two transactions interleaved) is not
+    # in the revoked subtree: the revocation of its grant's line must end it all the same.
+    grant = deployment.grant()
+    gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
+    claims = deployment.runtime.grants.inspect(grant.token)
+    watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
+                            clock=gateway.clock, poll_seconds=3600)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            session = await gateway.open_session(claims, tasks)
+            await tasks.start(watch.run)
+            watch.heard([grant.claims.grant_id], "incident 12")
+            await session.closed.wait()
+            tasks.cancel_scope.cancel()
+    assert session.close_reason == "grant revoked (incident 12)"
 

@@ -30,7 +30,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from proctor.clock import Clock
-from proctor.errors import GatewayError, ProctorError
+from proctor.errors import GatewayError, GrantError, ProctorError
 from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import RelayBoard
@@ -110,9 +110,19 @@ class GatewaySession:
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.claims.expires_at, UTC)
 
+    @property
+    def revocable_ids(self) -> list[str]:
+        """The lease nodes whose revocation ends the session: its grant's line (the grant
+        and those it derives from), its own node and its secret leases."""
+        return [*self.claims.lineage, *self.node_ids]
+
     def register(self) -> None:
-        """Add the session's node under its grant (a blocking store write)."""
+        """Add the session's node under its grant (a blocking store write); refused with
+        ``grant_revoked`` if the grant's line was revoked since the request that opens
+        the session was checked, so that no session (nor upstream) starts under it."""
         with self._store.transaction() as conn:
+            if self._leases.revoked_among(conn, self.claims.lineage):
+                raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             self._leases.add(conn, node_id=self.id, parent_id=self.claims.grant_id,
                              kind=SESSION_KIND, task_id=self.claims.task_id,
                              agent_id=self.claims.agent_id, expires_at=self.expires_at)

@@ -1,7 +1,7 @@
 """Revocation reaches live sessions.
 
-Three ways a session hears that its grant (or anything above it, or one of its
-secret leases) was revoked, fastest first:
+Three ways a session hears that its grant (or anything above it, its own node,
+or one of its secret leases) was revoked, fastest first:
 
 - in this process, :meth:`LeaseTree.subscribe` calls back at once;
 - on PostgreSQL, :class:`RevocationSubscription` hears every node's ``NOTIFY``;
@@ -90,7 +90,7 @@ class RevocationWatch:
         if not heard:
             return
         for session in list(self._sessions.values()):
-            hit = next((heard[i] for i in session.node_ids if i in heard), None)
+            hit = next((heard[i] for i in session.revocable_ids if i in heard), None)
             if hit is not None:
                 self._close(session, f"grant revoked ({hit})")
 
@@ -103,7 +103,7 @@ class RevocationWatch:
                 self._close(session, "grant expired")
             elif self._idle and not session.is_busy and session.last_used < quiet_since:
                 self._close(session, "idle")
-        ids = [i for s in sessions if not s.closed.is_set() for i in s.node_ids]
+        ids = sorted({i for s in sessions if not s.closed.is_set() for i in s.revocable_ids})
         if not ids:
             return
         try:
@@ -112,7 +112,7 @@ class RevocationWatch:
             log.error("revocation poll failed: %s", type(exc).__name__)
             return
         for session in sessions:
-            if any(i in gone for i in session.node_ids):
+            if any(i in gone for i in session.revocable_ids):
                 self._close(session, "grant revoked")
 
     def _close(self, session: GatewaySession, reason: str) -> None:
