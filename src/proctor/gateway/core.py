@@ -91,7 +91,8 @@ class Gateway:
 
         board = RelayBoard(redact, check_leak, results.redact_text)
         session = GatewaySession(claims, config=self.config, store=self._store,
-                                 leases=self.grants.leases, registry=self.registry,
+                                 leases=self.grants.leases, clock=self.clock,
+                                 registry=self.registry,
                                  secrets_source=self._secrets, guard=self._guard,
                                  errlog=self._errlog, relay=board)
         await anyio.to_thread.run_sync(session.register)

@@ -24,6 +24,12 @@ An MCP session belongs to the grant that opened it; a request for it with anothe
 grant is answered ``404`` as if it did not exist. When the grant is revoked or
 expires, its gateway session closes (calls in flight fail), its MCP sessions are
 terminated, and the next request is refused ``401``.
+
+A grant's gateway session that no request has held for ``session_idle_seconds``
+is closed as idle (its upstreams stop); the agent's MCP sessions go on, and the
+grant's next request opens a new gateway session. Each request holds its session
+from the moment it is bound to it until it is answered, so an idle close never
+lands under a request.
 """
 
 from __future__ import annotations
@@ -107,18 +113,29 @@ class HttpSessions:
         self.mcp_owner: dict[str, str] = {}  # MCP session id -> grant id
         self._mcp_sessions: dict[str, list[tuple[StreamableHTTPSessionManager, str]]] = {}
 
-    async def for_grant(self, claims: GrantClaims) -> GatewaySession:
+    async def hold(self, claims: GrantClaims) -> GatewaySession:
+        """The grant's session (a new one if it has none), held for one request: the
+        caller releases it (:meth:`GatewaySession.release`) once the request is answered.
+
+        It is held in the same step of the event loop as the lookup that found or
+        opened it, so the watch cannot close it as idle in between. An idle session
+        is forgotten as it closes, so only a session closed for another reason
+        (revoked, expired, the gateway stopping) is found closed: that fails with
+        ``session_closed``.
+        """
         found = self._by_grant.get(claims.grant_id)
-        if found is None:
-            async with self._lock:
-                found = self._by_grant.get(claims.grant_id)
-                if found is None:
-                    if self.tasks is None:
-                        raise rpc_error(SESSION_CLOSED, "session_closed", "the gateway is stopping")
-                    found = await self._gateway.open_session(claims, self.tasks)
-                    self._by_grant[claims.grant_id] = found
-        found.check_open()
-        return found
+        if found is not None:
+            found.hold()
+            return found
+        async with self._lock:
+            found = self._by_grant.get(claims.grant_id)
+            if found is None:
+                if self.tasks is None:
+                    raise rpc_error(SESSION_CLOSED, "session_closed", "the gateway is stopping")
+                found = await self._gateway.open_session(claims, self.tasks)
+                self._by_grant[claims.grant_id] = found
+            found.hold()
+            return found
 
     def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str, grant: str) -> None:
         self.mcp_owner[mcp_session] = grant
@@ -151,7 +168,9 @@ class HttpBinder:
         self._sessions = sessions
         self._public = public_url.rstrip("/")
 
-    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]:
+    @asynccontextmanager
+    async def bind(self, ctx: Context) -> AsyncIterator[tuple[GatewaySession, Credentials]]:
+        """The request's session, held until the block ends, and its credentials."""
         request = ctx.request
         grant = (request.scope.get("state", {}).get(_GRANT_KEY)
                  if isinstance(request, Request) else None)
@@ -159,14 +178,17 @@ class HttpBinder:
             # the gate lets nothing through without a grant; fail closed anyway
             raise rpc_error(SESSION_CLOSED, "grant_missing", "the request carries no grant")
         claims, token = grant
-        try:
-            session = await self._sessions.for_grant(claims)
-        except ProctorError as exc:  # the store, say: no session, no call
-            raise rpc_error(SESSION_CLOSED, exc.code, exc.message) from None
         client = request.client.host if request.client else None
         creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
                                 self._public + request.url.path, client)
-        return session, creds
+        try:
+            session = await self._sessions.hold(claims)
+        except ProctorError as exc:  # the store, say: no session, no call
+            raise rpc_error(SESSION_CLOSED, exc.code, exc.message) from None
+        try:
+            yield session, creds
+        finally:
+            session.release()
 
 
 class GrantGate:

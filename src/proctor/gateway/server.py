@@ -3,7 +3,9 @@ each handing over to :class:`~proctor.gateway.core.Gateway`.
 
 The transport decides who is asking: a :class:`Binder` turns the SDK's request
 context into the gateway session and the credentials of this request (the stdio
-wrapper has one of each; the HTTP gateway reads them from the request's headers).
+wrapper has one of each; the HTTP gateway reads them from the request's headers),
+and holds the session until the handler is done, so that it is not closed as idle
+under a request.
 Calls, reads and prompts are decided; listings, completions and subscriptions are
 limited to what the grant could be allowed; ``logging/setLevel`` is answered here.
 Anything else gets the SDK's ``method not found``.
@@ -11,6 +13,7 @@ Anything else gets the SDK's ``method not found``.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import mcp_types as types
@@ -31,7 +34,11 @@ Context = ServerRequestContext[Any, Any]
 class Binder(Protocol):
     """Who is asking, for one request."""
 
-    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]: ...
+    def bind(self, ctx: Context) -> AbstractAsyncContextManager[tuple[GatewaySession,
+                                                                       Credentials]]:
+        """The request's session and credentials; the session is held for the request
+        (:meth:`GatewaySession.hold`) until the block ends."""
+        ...
 
 
 def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> Server[Any]:
@@ -39,70 +46,71 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
 
     async def list_tools(ctx: Context, params: types.PaginatedRequestParams | None
                          ) -> types.ListToolsResult:
-        session, _ = await binder.bind(ctx)
-        return types.ListToolsResult(tools=await gateway.list_tools(session, view))
+        async with binder.bind(ctx) as (session, _):
+            return types.ListToolsResult(tools=await gateway.list_tools(session, view))
 
     async def call_tool(ctx: Context, params: types.CallToolRequestParams
                         ) -> types.CallToolResult:
-        session, creds = await binder.bind(ctx)
-        return await gateway.call_tool(session, creds, view, params.name,
-                                       params.arguments or {}, Relay(ctx))
+        async with binder.bind(ctx) as (session, creds):
+            return await gateway.call_tool(session, creds, view, params.name,
+                                           params.arguments or {}, Relay(ctx))
 
     async def list_prompts(ctx: Context, params: types.PaginatedRequestParams | None
                            ) -> types.ListPromptsResult:
-        session, _ = await binder.bind(ctx)
-        return types.ListPromptsResult(prompts=await gateway.list_prompts(session, view))
+        async with binder.bind(ctx) as (session, _):
+            return types.ListPromptsResult(prompts=await gateway.list_prompts(session, view))
 
     async def get_prompt(ctx: Context, params: types.GetPromptRequestParams
                          ) -> types.GetPromptResult:
-        session, creds = await binder.bind(ctx)
-        return await gateway.get_prompt(session, creds, view, params.name, params.arguments,
-                                        Relay(ctx))
+        async with binder.bind(ctx) as (session, creds):
+            return await gateway.get_prompt(session, creds, view, params.name, params.arguments,
+                                            Relay(ctx))
 
     async def list_resources(ctx: Context, params: types.PaginatedRequestParams | None
                              ) -> types.ListResourcesResult:
-        session, _ = await binder.bind(ctx)
-        resources, _templates = await gateway.list_resources(session, view)
-        return types.ListResourcesResult(resources=resources)
+        async with binder.bind(ctx) as (session, _):
+            resources, _templates = await gateway.list_resources(session, view)
+            return types.ListResourcesResult(resources=resources)
 
     async def list_templates(ctx: Context, params: types.PaginatedRequestParams | None
                              ) -> types.ListResourceTemplatesResult:
-        session, _ = await binder.bind(ctx)
-        _resources, templates = await gateway.list_resources(session, view)
-        return types.ListResourceTemplatesResult(resource_templates=templates)
+        async with binder.bind(ctx) as (session, _):
+            _resources, templates = await gateway.list_resources(session, view)
+            return types.ListResourceTemplatesResult(resource_templates=templates)
 
     async def read_resource(ctx: Context, params: types.ReadResourceRequestParams
                             ) -> types.ReadResourceResult:
-        session, creds = await binder.bind(ctx)
-        uri = str(params.uri)
-        server = view.servers[0] if not view.prefixed else session.resource_servers.get(uri)
-        if server is None or server not in view.servers:
-            raise rpc_error(INVALID_PARAMS, "resource_unknown", f"resource `{uri[:200]}` is not "
-                            "known here: list the resources first, or use its server's endpoint")
-        return await gateway.read_resource(session, creds, server, uri, Relay(ctx))
+        async with binder.bind(ctx) as (session, creds):
+            uri = str(params.uri)
+            server = view.servers[0] if not view.prefixed else session.resource_servers.get(uri)
+            if server is None or server not in view.servers:
+                raise rpc_error(INVALID_PARAMS, "resource_unknown",
+                                f"resource `{uri[:200]}` is not known here: list the resources "
+                                "first, or use its server's endpoint")
+            return await gateway.read_resource(session, creds, server, uri, Relay(ctx))
 
     async def subscribe(ctx: Context, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        session, _ = await binder.bind(ctx)
-        await gateway.subscribe(session, view, str(params.uri), on=True, relay=Relay(ctx))
-        return types.EmptyResult()
+        async with binder.bind(ctx) as (session, _):
+            await gateway.subscribe(session, view, str(params.uri), on=True, relay=Relay(ctx))
+            return types.EmptyResult()
 
     async def unsubscribe(ctx: Context, params: types.UnsubscribeRequestParams
                           ) -> types.EmptyResult:
-        session, _ = await binder.bind(ctx)
-        await gateway.subscribe(session, view, str(params.uri), on=False, relay=Relay(ctx))
-        return types.EmptyResult()
+        async with binder.bind(ctx) as (session, _):
+            await gateway.subscribe(session, view, str(params.uri), on=False, relay=Relay(ctx))
+            return types.EmptyResult()
 
     async def complete(ctx: Context, params: types.CompleteRequestParams
                        ) -> types.CompleteResult:
-        session, _ = await binder.bind(ctx)
-        return await gateway.complete(session, view, params)
+        async with binder.bind(ctx) as (session, _):
+            return await gateway.complete(session, view, params)
 
     async def set_level(ctx: Context, params: types.SetLevelRequestParams) -> types.EmptyResult:
         # Answered here: the level filters what the gateway relays of the upstreams' logs.
-        session, _ = await binder.bind(ctx)
-        if session.relay is not None:
-            session.relay.log_level = params.level
-        return types.EmptyResult()
+        async with binder.bind(ctx) as (session, _):
+            if session.relay is not None:
+                session.relay.log_level = params.level
+            return types.EmptyResult()
 
     server: Server[Any] = Server(
         name, version="proctor-gateway",

@@ -9,6 +9,12 @@ is closed.
 
 Upstream connections are per session, so agents never share an upstream's state
 and an upstream holds only the credentials leased under that one grant.
+
+A session is *held* by each request bound to it, from the binding (in the same
+step of the event loop as the lookup, so nothing can close it in between) until
+the request is answered. The idle watch of the HTTP gateway closes only a session
+that nobody holds and that nobody has held for ``session_idle_seconds``; a
+revocation or an expiry closes a held session all the same, and its calls fail.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any, TextIO, TypeVar
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from proctor.errors import GatewayError, ProctorError
+from proctor.clock import Clock
+from proctor.errors import GatewayError, GrantError, ProctorError
 from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import RelayBoard
@@ -53,7 +60,7 @@ class GatewaySession:
     """The gateway's state for one grant: lease node, upstreams, calls in flight."""
 
     def __init__(self, claims: GrantClaims, *, config: GatewayConfig, store: Store,
-                 leases: LeaseTree,
+                 leases: LeaseTree, clock: Clock,
                  registry: ToolRegistry, secrets_source: SecretSource | None = None,
                  guard: Guard | None = None, errlog: TextIO | None = None,
                  relay: RelayBoard | None = None) -> None:
@@ -62,6 +69,7 @@ class GatewaySession:
         self._config = config
         self._store = store
         self._leases = leases
+        self._clock = clock
         self._registry = registry
         self._secrets = secrets_source
         self._guard = guard
@@ -75,19 +83,46 @@ class GatewaySession:
         self.node_ids: list[str] = [self.id]  # the session node and its secret leases
         self.closed = anyio.Event()
         self.close_reason: str | None = None
-        self.last_used = anyio.current_time()
+        self._holds = 0
+        self.last_used = clock.monotonic()  # when the last hold ended (the clock's monotonic)
 
     @property
     def is_busy(self) -> bool:
-        return bool(self._inflight)
+        """Whether a request holds the session (see :meth:`hold`)."""
+        return self._holds > 0
+
+    def hold(self) -> None:
+        """Mark the session in use by one more request until :meth:`release`; the idle
+        watch leaves a held session open. Fails with ``session_closed`` if it is closed.
+
+        Call it in the same step of the event loop as the lookup that found the
+        session (no ``await`` in between), so that an idle close cannot come first.
+        """
+        self.check_open()
+        self._holds += 1
+
+    def release(self) -> None:
+        """End one :meth:`hold`; the session's idle time counts from here."""
+        self._holds -= 1
+        self.last_used = self._clock.monotonic()
 
     @property
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.claims.expires_at, UTC)
 
+    @property
+    def revocable_ids(self) -> list[str]:
+        """The lease nodes whose revocation ends the session: its grant's line (the grant
+        and those it derives from), its own node and its secret leases."""
+        return [*self.claims.lineage, *self.node_ids]
+
     def register(self) -> None:
-        """Add the session's node under its grant (a blocking store write)."""
+        """Add the session's node under its grant (a blocking store write); refused with
+        ``grant_revoked`` if the grant's line was revoked since the request that opens
+        the session was checked, so that no session (nor upstream) starts under it."""
         with self._store.transaction() as conn:
+            if self._leases.revoked_among(conn, self.claims.lineage):
+                raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             self._leases.add(conn, node_id=self.id, parent_id=self.claims.grant_id,
                              kind=SESSION_KIND, task_id=self.claims.task_id,
                              agent_id=self.claims.agent_id, expires_at=self.expires_at)
@@ -137,7 +172,6 @@ class GatewaySession:
         """The session's connection to ``name``, connected (and its tools discovered) on
         first use. Raises :class:`GatewayError` if it cannot connect."""
         self.check_open()
-        self.last_used = anyio.current_time()
         found = self._upstreams.get(name)
         if found is not None and found.connection.is_open:
             return found
@@ -148,6 +182,11 @@ class GatewaySession:
                 return found
             config = self._config.upstream(name)
             connection = await self._connect(config)
+            if self.closed.is_set():
+                # Closed while it connected (revoked, say): close() has stopped the
+                # upstreams it knew, so this one would outlive the session.
+                connection.close()
+                self.check_open()
             tools = self._registry.register(config, connection.tools)
             found = self._upstreams[name] = Upstream(connection, tools)
             return found
@@ -195,14 +234,16 @@ class GatewaySession:
     async def forward(self, send: Callable[[], Awaitable[_T]]) -> _T:
         """Run one upstream request; it fails with ``session_closed`` if the session is
         closed while it is in flight."""
-        self.check_open()
-        self.last_used = anyio.current_time()
-        with anyio.CancelScope() as scope:
-            self._inflight.add(scope)
-            try:
-                return await send()
-            finally:
-                self._inflight.discard(scope)
+        self.hold()
+        try:
+            with anyio.CancelScope() as scope:
+                self._inflight.add(scope)
+                try:
+                    return await send()
+                finally:
+                    self._inflight.discard(scope)
+        finally:
+            self.release()
         self.check_open()  # cancelled by close()
         raise rpc_error(SESSION_CLOSED, "session_closed", "the session ended")
 

@@ -1,7 +1,7 @@
 """Revocation reaches live sessions.
 
-Three ways a session hears that its grant (or anything above it, or one of its
-secret leases) was revoked, fastest first:
+Three ways a session hears that its grant (or anything above it, its own node,
+or one of its secret leases) was revoked, fastest first:
 
 - in this process, :meth:`LeaseTree.subscribe` calls back at once;
 - on PostgreSQL, :class:`RevocationSubscription` hears every node's ``NOTIFY``;
@@ -12,8 +12,10 @@ secret leases) was revoked, fastest first:
 Callbacks come from other threads; they only record ids, and the watch's own task
 closes the sessions on the event loop.
 
-With ``idle_seconds`` (the HTTP gateway), a session with no call for that long
-is closed too, stopping its upstreams; the grant's next request opens a new one.
+With ``idle_seconds`` (the HTTP gateway), a session that no request has held
+for that long (by the clock's monotonic reading) is closed too, stopping its
+upstreams; the grant's next request opens a new one. A held session is never
+closed as idle: see :meth:`GatewaySession.hold`.
 """
 
 from __future__ import annotations
@@ -89,20 +91,20 @@ class RevocationWatch:
         if not heard:
             return
         for session in list(self._sessions.values()):
-            hit = next((heard[i] for i in session.node_ids if i in heard), None)
+            hit = next((heard[i] for i in session.revocable_ids if i in heard), None)
             if hit is not None:
                 self._close(session, f"grant revoked ({hit})")
 
     async def _poll_store(self) -> None:
         sessions = [s for s in self._sessions.values() if not s.closed.is_set()]
         now = self._clock.now()
-        quiet_since = anyio.current_time() - (self._idle or 0)
+        quiet_since = self._clock.monotonic() - (self._idle or 0)
         for session in sessions:
             if session.expires_at <= now:
                 self._close(session, "grant expired")
             elif self._idle and not session.is_busy and session.last_used < quiet_since:
                 self._close(session, "idle")
-        ids = [i for s in sessions if not s.closed.is_set() for i in s.node_ids]
+        ids = sorted({i for s in sessions if not s.closed.is_set() for i in s.revocable_ids})
         if not ids:
             return
         try:
@@ -111,7 +113,7 @@ class RevocationWatch:
             log.error("revocation poll failed: %s", type(exc).__name__)
             return
         for session in sessions:
-            if any(i in gone for i in session.node_ids):
+            if any(i in gone for i in session.revocable_ids):
                 self._close(session, "grant revoked")
 
     def _close(self, session: GatewaySession, reason: str) -> None:

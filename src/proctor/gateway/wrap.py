@@ -11,6 +11,8 @@ exits so the client sees the server go away).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -40,15 +42,24 @@ class WrapOutcome:
 
 
 class SessionBinder:
-    """Every request of a stdio connection belongs to its one session."""
+    """Every request of a stdio connection belongs to its one session.
+
+    The wrapper's watch closes the session only when its grant is revoked or expires
+    (there is no idle close over stdio), and then every request fails and the
+    wrapper exits; the hold is taken all the same, as every binder does."""
 
     def __init__(self, session: GatewaySession, creds: Credentials) -> None:
         self._session = session
         self._creds = creds
 
-    async def bind(self, ctx: Context) -> tuple[GatewaySession, Credentials]:
-        self._session.check_open()
-        return self._session, self._creds
+    @asynccontextmanager
+    async def bind(self, ctx: Context) -> AsyncIterator[tuple[GatewaySession, Credentials]]:
+        """The one session, held until the block ends, and the launch credentials."""
+        self._session.hold()
+        try:
+            yield self._session, self._creds
+        finally:
+            self._session.release()
 
 
 async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
