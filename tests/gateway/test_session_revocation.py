@@ -59,7 +59,7 @@ async def test_an_upstream_that_connects_after_its_session_closed_ends_with_the_
     gate = Gate(tmp_path)
     config = GatewayConfig(upstreams={"test": gate.upstream()}, connect_timeout_seconds=WAIT)
     gateway = make_gateway(deployment.runtime, deployment.settings, config)
-    claims = deployment.runtime.grants.inspect(deployment.grant().token)
+    claims = deployment.runtime.grants.inspect(deployment.grant().token).claims
     failure: list[MCPError] = []
 
     async def connect(session: GatewaySession) -> None:
@@ -84,7 +84,7 @@ async def test_no_session_opens_for_a_grant_revoked_after_its_request_was_checke
         deployment: Deployment) -> None:
     grant = deployment.grant()
     gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
-    claims = deployment.runtime.grants.inspect(grant.token)  # the HTTP gate's check passes
+    claims = deployment.runtime.grants.inspect(grant.token).claims  # the HTTP gate passes
     deployment.runtime.grants.revoke(grant.accessor, "incident 12")
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tasks:
@@ -102,7 +102,7 @@ async def test_a_session_closes_when_the_revocation_of_its_grant_is_heard_alone(
     # in the revoked subtree: the revocation of its grant's line must end it all the same.
     grant = deployment.grant()
     gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
-    claims = deployment.runtime.grants.inspect(grant.token)
+    claims = deployment.runtime.grants.inspect(grant.token).claims
     watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
                             clock=gateway.clock, poll_seconds=3600)
     with anyio.fail_after(WAIT):
