@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proctor.errors import PolicyValidationError
-from proctor.policy import Outcome, ReasonCode
+from proctor.policy import Outcome, ReasonCode, ToolCatalog, ToolSpec
 from proctor.policy.schema import CompiledSchema
 
 from .helpers import OTHER, call, engine_with
@@ -211,3 +211,20 @@ def test_unknown_action_names_share_one_slice_instead_of_growing_the_cache() -> 
     for n in range(50):
         assert not engine.decide(call(f"git/made_up_{n}", {"repo_path": "/srv/x"})).is_allowed
     assert len(engine.active._slices) == 1
+
+
+def test_a_policy_sees_an_optional_argument_that_pydantic_writes_as_nullable() -> None:
+    mail = ToolCatalog([ToolSpec("mail", "send", input_schema={
+        "type": "object",
+        "properties": {"to": {"type": "array", "items": {"type": "string"}},
+                       "bcc": {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                         {"type": "null"}], "default": None}},
+        "required": ["to"]})])
+    engine = engine_with(
+        'permit(principal, action, resource);\n'
+        '@id("no-bcc")\nforbid(principal, action == Action::"tool:mail/send", resource)\n'
+        'when { context.args has bcc && !context.args.bcc.isEmpty() };', catalog=mail)
+    hidden = engine.decide(call("mail/send", {"to": ["a@x"], "bcc": ["spy@y"]}))
+    assert (hidden.outcome, hidden.policy_ids) == (Outcome.DENY, ("no-bcc",))
+    assert engine.decide(call("mail/send", {"to": ["a@x"], "bcc": None})).is_allowed
+    assert engine.decide(call("mail/send", {"to": ["a@x"]})).is_allowed
