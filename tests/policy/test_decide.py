@@ -228,3 +228,12 @@ def test_a_policy_sees_an_optional_argument_that_pydantic_writes_as_nullable() -
     assert (hidden.outcome, hidden.policy_ids) == (Outcome.DENY, ("no-bcc",))
     assert engine.decide(call("mail/send", {"to": ["a@x"], "bcc": None})).is_allowed
     assert engine.decide(call("mail/send", {"to": ["a@x"]})).is_allowed
+
+
+def test_a_policy_can_trust_an_argument_only_when_the_grant_constrains_it() -> None:
+    engine = engine_with(
+        'permit(principal, action == Action::"tool:git/git_log", resource)\n'
+        'when { context.grant.constrained.contains("repo_path") };')
+    assert engine.decide(call("git/git_log", {"repo_path": "/a"},
+                              grant_constrained=["repo_path"])).is_allowed
+    assert not engine.decide(call("git/git_log", {"repo_path": "/a"})).is_allowed
