@@ -10,9 +10,10 @@ The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
    a changed trust state or risk score is pushed to the policy engine first;
 3. Cedar, with the tool's own action and the full context: arguments, task,
    purpose, owner, delegation chain, source, data sensitivity seen so far in
-   the task; ``approval_required`` looks for an approved, unused approval bound
-   to this exact call and, if one is there, uses it and decides again with
-   ``approved``; otherwise a pending approval request is created;
+   the task, the arguments the grant constrains; ``approval_required`` looks
+   for an approved, unused approval bound to this exact call and, if one is
+   there, uses it and decides again with ``approved``; otherwise a pending
+   approval request is created;
 4. the audit event is written; if it cannot be, the answer is a deny.
 
 Nothing here raises: every failure is a deny that says why.
@@ -32,7 +33,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event
 from proctor.audit.masking import mask
 from proctor.clock import Clock
 from proctor.errors import ProctorError
-from proctor.grants import GrantAuthority, GrantClaims
+from proctor.grants import GrantAuthority, GrantClaims, GrantScope
 from proctor.grants.authority import Task
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.identity import Agent, AgentRegistry, sync_principals
@@ -240,7 +241,8 @@ class Enforcer:
         context = call_context(
             now=self._clock.now(), args=call.args, task=task.id, purpose=task.purpose,
             on_behalf_of=task.on_behalf_of, delegation_chain=claims.actor_chain[::-1],
-            source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen))
+            source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen),
+            grant_constrained=_constrained(claims.scope, call))
         return DecisionRequest(EntityRef("Agent", agent.id), f"tool:{call.tool_id}",
                                EntityRef("Tool", call.tool_id), context)
 
@@ -341,6 +343,15 @@ class _Fixed:
 
 def _fingerprint(agent: Agent) -> tuple[Any, ...]:
     return (agent.trust_state, agent.risk_score, agent.owner, agent.groups)
+
+
+def _constrained(scope: GrantScope, call: ToolCall) -> set[str]:
+    """The arguments every scope entry that allows ``call`` constrains: with two entries,
+    one pinning ``recipient`` and one not, the call was not bound to a recipient."""
+    entries = [t for t in scope.tools if t.allows(call.tool_id, call.args)]
+    if not entries:
+        return set()
+    return set.intersection(*(set(t.args) for t in entries))
 
 
 def _approved(request: DecisionRequest) -> DecisionRequest:

@@ -132,3 +132,20 @@ def test_an_expired_grant_is_denied(runtime: Runtime, agents: Agents,
     # an invalid grant names no one: its subject is not trusted
     assert [e["actor"]["type"] for e in _events(runtime)
             if e["id"] == verdict.event_id] == [ActorType.SYSTEM.value]
+
+
+def test_policy_sees_which_arguments_every_matching_scope_entry_constrains(
+    agents: Agents,
+) -> None:
+    pinned = agents.grant(SUPPORT, [{"tool": "crm/issue_refund", "args": {
+        "customer_id": {"in": ["c-1001"]}, "amount_cents": {"max": 5000}}}])
+    verdict = agents.call(pinned, "crm/issue_refund", refund(2500))
+    assert verdict.request is not None
+    assert verdict.request.context["grant"] == {"constrained": ["amount_cents", "customer_id"]}
+    # a second entry that allows the same call without pinning the customer unpins it
+    loose = agents.grant(SUPPORT, [
+        {"tool": "crm/issue_refund", "args": {"customer_id": {"in": ["c-1001"]}}},
+        {"tool": "crm/*"}])
+    verdict = agents.call(loose, "crm/issue_refund", refund(2500))
+    assert verdict.request is not None
+    assert verdict.request.context["grant"] == {"constrained": []}

@@ -54,13 +54,15 @@ async def test_the_real_servers_tools_extend_the_example_engine_and_stay_decidab
                    for t in tools.values())
     log = engine.catalog.by_action("tool:git/git_log")
     assert log is not None and "start_timestamp" in log.input_schema["properties"]
-    # `string | null` has no faithful Cedar type: left out of context.args, not guessed
-    assert "start_timestamp" not in log.args_shape.fields
-    request = DecisionRequest(
-        EntityRef("Agent", "spiffe://acme.example/agent/coder"), "tool:git/git_log",
-        EntityRef("Tool", "git/git_log"),
-        call_context(now=NOW, args={"repo_path": "/srv/repos/app", "start_timestamp": None}))
-    assert engine.decide(request).outcome is Outcome.ALLOW
+    # `string | null` is an optional String (a policy can name it); its null is absent
+    assert log.args_shape.fields["start_timestamp"][0].to_cedar() == "String"
+    assert "start_timestamp" in log.args_shape.nullable
+    for value in (None, "2026-01-01"):
+        request = DecisionRequest(
+            EntityRef("Agent", "spiffe://acme.example/agent/coder"), "tool:git/git_log",
+            EntityRef("Tool", "git/git_log"),
+            call_context(now=NOW, args={"repo_path": "/srv/repos/app", "start_timestamp": value}))
+        assert engine.decide(request).outcome is Outcome.ALLOW
 
 
 async def test_the_schema_generator_names_actions_by_bare_tool_name_and_rejects_dashes(

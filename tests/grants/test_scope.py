@@ -74,3 +74,17 @@ def test_an_integer_value_list_does_not_allow_booleans() -> None:
     assert scope.allows("s/t", {"n": 1})
     assert not scope.allows("s/t", {"n": True})
     assert not scope.allows("s/t", {"n": False})
+
+
+def test_a_list_argument_is_allowed_only_when_each_of_its_items_is() -> None:
+    scope = GrantScope.from_json({"tools": [
+        {"tool": "mail/send", "args": {"to": {"in": ["a@x.example", "b@x.example"]}}},
+        {"tool": "fs/read", "args": {"paths": {"prefix": ["/srv/"]}}},
+    ]})
+    assert scope.allows("mail/send", {"to": ["a@x.example"]})
+    assert scope.allows("mail/send", {"to": ["b@x.example", "a@x.example"]})
+    assert not scope.allows("mail/send", {"to": ["a@x.example", "spy@y.example"]})
+    assert not scope.allows("mail/send", {"to": [["a@x.example"]]})
+    assert not scope.allows("mail/send", {})
+    assert scope.allows("fs/read", {"paths": ["/srv/a", "/srv/b"]})
+    assert not scope.allows("fs/read", {"paths": ["/srv/a", "/etc/passwd"]})

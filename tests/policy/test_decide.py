@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proctor.errors import PolicyValidationError
-from proctor.policy import Outcome, PolicyEngine, ReasonCode
+from proctor.policy import Outcome, PolicyEngine, ReasonCode, ToolCatalog, ToolSpec
 from proctor.policy.entities import principal_entities
 from proctor.policy.schema import CompiledSchema
 
@@ -234,3 +234,29 @@ def test_policies_see_humans_in_canonical_form_whatever_spelling_they_were_given
     assert decision.outcome is Outcome.DENY
     assert set(decision.policy_ids) == {"no-mallory-agents", "not-for-mallory",
                                         "contractors-agents"}
+
+
+def test_a_policy_sees_an_optional_argument_that_pydantic_writes_as_nullable() -> None:
+    mail = ToolCatalog([ToolSpec("mail", "send", input_schema={
+        "type": "object",
+        "properties": {"to": {"type": "array", "items": {"type": "string"}},
+                       "bcc": {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                         {"type": "null"}], "default": None}},
+        "required": ["to"]})])
+    engine = engine_with(
+        'permit(principal, action, resource);\n'
+        '@id("no-bcc")\nforbid(principal, action == Action::"tool:mail/send", resource)\n'
+        'when { context.args has bcc && !context.args.bcc.isEmpty() };', catalog=mail)
+    hidden = engine.decide(call("mail/send", {"to": ["a@x"], "bcc": ["spy@y"]}))
+    assert (hidden.outcome, hidden.policy_ids) == (Outcome.DENY, ("no-bcc",))
+    assert engine.decide(call("mail/send", {"to": ["a@x"], "bcc": None})).is_allowed
+    assert engine.decide(call("mail/send", {"to": ["a@x"]})).is_allowed
+
+
+def test_a_policy_can_trust_an_argument_only_when_the_grant_constrains_it() -> None:
+    engine = engine_with(
+        'permit(principal, action == Action::"tool:git/git_log", resource)\n'
+        'when { context.grant.constrained.contains("repo_path") };')
+    assert engine.decide(call("git/git_log", {"repo_path": "/a"},
+                              grant_constrained=["repo_path"])).is_allowed
+    assert not engine.decide(call("git/git_log", {"repo_path": "/a"})).is_allowed

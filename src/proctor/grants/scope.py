@@ -15,6 +15,8 @@ A scope document, as carried in the token's ``scope`` claim::
 ``tool`` is ``server/tool``, ``server/*`` or ``*``. An argument constraint is
 one of ``in`` (allowed values), ``prefix`` (strings starting with one of
 these) or ``max`` (an integer ceiling); a constrained argument must be present.
+An argument that is a list (an email's recipients) is allowed when each of its
+items is.
 Narrowing — delegation — is checked with :meth:`GrantScope.covers`.
 """
 
@@ -41,6 +43,11 @@ class ArgConstraint:
     max: int | None = None
 
     def allows(self, value: Any) -> bool:
+        if isinstance(value, list):
+            return all(self._allows_item(item) for item in value)
+        return self._allows_item(value)
+
+    def _allows_item(self, value: Any) -> bool:
         if self.one_of is not None:
             # `True == 1` in Python: compare types too, so `in: [1]` does not allow `true`
             return isinstance(value, Scalar) and any(

@@ -5,9 +5,13 @@ request's arguments must be checked against that type before Cedar sees them.
 
 Mapping: ``string`` → ``String`` (enums too), ``integer`` → ``Long``,
 ``boolean`` → ``Bool``, ``array`` of a mappable item → ``Set``, ``object`` with
-``properties`` → a record. Anything else (``number``, ``null``, unions, free-form
-objects) has no faithful Cedar type: such an argument is left out of
-``context.args``, so a policy cannot name it, and the validator says so.
+``properties`` → a record. A nullable type (``anyOf``/``oneOf`` of one type and
+``null``, or ``type: [T, "null"]``, as pydantic and so FastMCP write an
+``Optional`` parameter) is that type, optional, and a ``null`` value is an absent
+one; a local ``$ref`` (``#/$defs/…``, as pydantic writes an enum) is followed.
+Anything else (``number``, other unions, free-form objects) has no faithful Cedar
+type: such an argument is left out of ``context.args``, so a policy cannot name
+it, and the validator says so.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class ArgShape:
     kind: Kind
     item: ArgShape | None = None
     fields: Mapping[str, tuple[ArgShape, bool]] = field(default_factory=dict)
+    nullable: frozenset[str] = frozenset()  # fields whose null value means absent
 
     def to_cedar(self) -> str:
         """This type in Cedar schema syntax."""
@@ -70,6 +75,8 @@ class ArgShape:
         if self.kind == "record" and isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for name, (shape, required) in self.fields.items():
+                if name in self.nullable and value.get(name) is None:
+                    continue
                 if name in value:
                     out[name] = shape.project(value[name], f"{path}.{name}")
                 elif required:
@@ -85,13 +92,14 @@ def shape_from_json_schema(schema: Mapping[str, Any] | None) -> ArgShape:
     """The record type for a tool's ``inputSchema`` (an empty record when absent)."""
     if not schema:
         return EMPTY_RECORD
-    shape = _shape(schema, depth=0)
+    shape = _shape(schema, schema, depth=0)
     return shape if shape is not None and shape.kind == "record" else EMPTY_RECORD
 
 
-def _shape(schema: Mapping[str, Any], depth: int) -> ArgShape | None:
+def _shape(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> ArgShape | None:
     if depth > 16:
         return None
+    schema, _ = _unwrap(schema, root, depth)
     kind = schema.get("type")
     if kind == "string":
         return ArgShape("string")
@@ -101,7 +109,7 @@ def _shape(schema: Mapping[str, Any], depth: int) -> ArgShape | None:
         return ArgShape("bool")
     if kind == "array":
         items = schema.get("items")
-        item = _shape(items, depth + 1) if isinstance(items, Mapping) else None
+        item = _shape(items, root, depth + 1) if isinstance(items, Mapping) else None
         return ArgShape("set", item=item) if item is not None else None
     if kind == "object" or (kind is None and "properties" in schema):
         props = schema.get("properties")
@@ -109,9 +117,58 @@ def _shape(schema: Mapping[str, Any], depth: int) -> ArgShape | None:
             return ArgShape("record") if depth == 0 else None
         required = set(schema.get("required") or ())
         fields: dict[str, tuple[ArgShape, bool]] = {}
+        nullable: set[str] = set()
         for name, sub in props.items():
-            sub_shape = _shape(sub, depth + 1) if isinstance(sub, Mapping) else None
-            if sub_shape is not None:
-                fields[str(name)] = (sub_shape, name in required)
-        return ArgShape("record", fields=fields)
+            if not isinstance(sub, Mapping):
+                continue
+            sub_shape = _shape(sub, root, depth + 1)
+            if sub_shape is None:
+                continue
+            is_nullable = _unwrap(sub, root, depth + 1)[1]
+            fields[str(name)] = (sub_shape, name in required and not is_nullable)
+            if is_nullable:
+                nullable.add(str(name))
+        return ArgShape("record", fields=fields, nullable=frozenset(nullable))
+    return None
+
+
+def _unwrap(schema: Mapping[str, Any], root: Mapping[str, Any],
+            depth: int) -> tuple[Mapping[str, Any], bool]:
+    """``schema`` with local ``$ref``s followed and a nullable union reduced to its one
+    other type; and whether it was nullable. Anything else is returned as it is."""
+    nullable = False
+    for _ in range(16 - min(depth, 16)):
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            target = _local_ref(ref, root)
+            if target is None:
+                return {}, nullable
+            schema = target
+            continue
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            others = [k for k in kind if k != "null"]
+            if len(others) != 1:
+                return {}, nullable
+            schema, nullable = {**schema, "type": others[0]}, nullable or len(kind) > 1
+            continue
+        union = schema.get("anyOf", schema.get("oneOf"))
+        if isinstance(union, list):
+            branches = [b for b in union if isinstance(b, Mapping)]
+            others = [b for b in branches if b.get("type") != "null"]
+            if len(branches) != len(union) or len(others) != 1:
+                return {}, nullable
+            schema, nullable = others[0], nullable or len(branches) > 1
+            continue
+        return schema, nullable
+    return {}, nullable
+
+
+def _local_ref(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The schema ``#/$defs/Name`` (or ``#/definitions/Name``) points to in ``root``."""
+    for prefix in ("#/$defs/", "#/definitions/"):
+        if ref.startswith(prefix):
+            defs = root.get(prefix[2:-1])
+            target = defs.get(ref[len(prefix):]) if isinstance(defs, Mapping) else None
+            return target if isinstance(target, Mapping) else None
     return None

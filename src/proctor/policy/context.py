@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ def call_context(
     source_ip: str | None = None,
     approved: bool = False,
     sensitivity_seen: Sensitivity = Sensitivity.PUBLIC,
+    grant_constrained: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The context of one tool call.
 
@@ -30,6 +31,9 @@ def call_context(
     original holder first; its length is the delegation depth. ``args`` are
     the raw arguments: the decision point checks them against the tool's type.
     ``on_behalf_of`` is given to policies in canonical form (:mod:`proctor.human_ids`).
+    ``grant_constrained`` names the arguments whose values the call's grant
+    constrains (``context.grant.constrained``): values its issuer chose, before
+    the agent read anything.
     """
     context: dict[str, Any] = {
         "task": task,
@@ -43,6 +47,7 @@ def call_context(
         },
         "approved": approved,
         "sensitivity_seen": int(sensitivity_seen),
+        "grant": {"constrained": sorted(set(grant_constrained))},
         "args": dict(args or {}),
     }
     if source_ip:

@@ -12,6 +12,7 @@ A request document::
     source_ip: 10.0.0.7
     approved: false
     sensitivity_seen: internal
+    grant_constrained: [repo_path]               # arguments the grant constrains
     time: 2026-11-30T10:00:00Z
 
 For a grant issuance, ``action: grant:issue`` with ``resource: {type: Tool, id: …}``
@@ -34,7 +35,7 @@ __all__ = ["request_from_spec"]
 _KEYS = {
     "agent", "principal", "tool", "action", "resource", "args", "task", "purpose",
     "on_behalf_of", "delegation_chain", "source_ip", "approved", "sensitivity_seen", "time",
-    "ttl_seconds", "max_uses",
+    "ttl_seconds", "max_uses", "grant_constrained",
 }
 
 
@@ -71,6 +72,9 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
             delegation_chain=chain, approved=approved,
         )
         return DecisionRequest(principal, action, resource, context)
+    constrained = spec.get("grant_constrained") or []
+    if not isinstance(constrained, list) or not all(isinstance(a, str) for a in constrained):
+        raise RequestError("`grant_constrained` must be a list of argument names")
     try:
         seen = Sensitivity.parse(str(spec.get("sensitivity_seen", "public")))
     except Exception as exc:
@@ -85,6 +89,7 @@ def request_from_spec(spec: Mapping[str, Any], *, now: datetime) -> DecisionRequ
         source_ip=spec.get("source_ip"),
         approved=approved,
         sensitivity_seen=seen,
+        grant_constrained=constrained,
     )
     return DecisionRequest(principal, action, resource, context)
 

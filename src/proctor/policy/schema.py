@@ -25,6 +25,9 @@ type CallTime = {
   "hour": Long,
   "weekday": Long,
 };
+type CallGrant = {
+  "constrained": Set<String>,
+};
 
 entity Group in [Group];
 entity Human in [Group] {
@@ -67,6 +70,7 @@ def call_context_cedar(args_type: str) -> str:
         '    "source_ip"?: ipaddr,\n'
         '    "approved": Bool,\n'
         '    "sensitivity_seen": Long,\n'
+        '    "grant": CallGrant,\n'
         f'    "args": {args_type},\n'
         "  }"
     )
