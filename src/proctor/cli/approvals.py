@@ -22,9 +22,9 @@ from rich.table import Table
 from proctor.approvals import Approval, ApprovalDesk, ApprovalStatus, SimilarTerms, approval_json
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError
+from proctor.runtime import open_runtime
 
 __all__ = ["app"]
 

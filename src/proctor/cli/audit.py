@@ -32,13 +32,13 @@ from proctor.audit import (
 )
 from proctor.cli.operator import ByOpt, acting_store
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_keyring
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
 from proctor.documents import read_json
 from proctor.errors import ProctorError, SigningKeyError
 from proctor.grants import IssuerKeyring
 from proctor.keys import PublicKeyVerifier, Verifier
+from proctor.runtime import open_keyring
 from proctor.store import Store, open_store
 
 __all__ = ["app"]

@@ -14,7 +14,6 @@ from rich.tree import Tree
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import load_settings
 from proctor.documents import parse_json, parse_yaml
 from proctor.errors import DocumentError, ProctorError, RequestError, ScopeError
@@ -30,6 +29,7 @@ from proctor.grants import (
 )
 from proctor.grants.issuance import ISSUE_METHOD
 from proctor.identity import agent_id_for
+from proctor.runtime import Runtime, issuer_for, open_runtime
 
 __all__ = ["grant_app", "task_app"]
 

@@ -11,9 +11,9 @@ from proctor.cli import agent, approvals, audit, demo, grant, policy, secret, se
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.operator import ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import init_home
 from proctor.config import load_settings
 from proctor.errors import ProctorError
+from proctor.runtime import init_home
 
 __all__ = ["app"]
 

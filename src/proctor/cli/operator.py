@@ -40,12 +40,12 @@ import typer
 
 from proctor.audit import Actor, ActorType, Attribution, AuditLog, human_event, record_change
 from proctor.cli.output import fail
-from proctor.cli.runtime import Runtime, open_keyring, open_runtime
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings, load_settings
 from proctor.errors import AuditUnavailableError, ProctorError, ReviewerError
 from proctor.grants import IssuerKeyring
 from proctor.identity.people import check_human
+from proctor.runtime import Runtime, open_keyring, open_runtime
 from proctor.store import Store, open_store
 
 __all__ = ["Acting", "ByOpt", "Operator", "Undo", "acting_runtime", "acting_store",

@@ -20,10 +20,9 @@ from rich.table import Table
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, SecretError
-from proctor.grants import load_master_key
+from proctor.runtime import open_runtime
 from proctor.secrets import MAX_VALUE_BYTES, SecretInfo, SecretStore
 
 __all__ = ["app"]
@@ -42,8 +41,7 @@ def _secrets(as_json: bool) -> Iterator[SecretStore]:
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:
-        yield SecretStore(runtime.store, runtime.clock, load_master_key(runtime.settings.home),
-                          audit=runtime.audit, revocations=runtime.grants.leases)
+        yield runtime.secrets
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
@@ -55,8 +53,7 @@ def _changing(by: str | None, as_json: bool) -> Iterator[tuple[SecretStore, Acti
     """The secrets, changed as the operator; the store audits each change (and the
     command fails if that event cannot be written)."""
     with acting_runtime(by, as_json) as (runtime, acting):
-        yield SecretStore(runtime.store, runtime.clock, load_master_key(runtime.settings.home),
-                          audit=runtime.audit, revocations=runtime.grants.leases), acting
+        yield runtime.secrets, acting
 
 
 def _read_value(name: str, from_env: str | None) -> str:

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, err_console, fail, print_json
-from proctor.cli.runtime import init_home, open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError
+from proctor.runtime import init_home, open_runtime
 
 if TYPE_CHECKING:
     from proctor.server import ApiTokens, MintedToken
