@@ -16,7 +16,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from proctor.clock import SystemClock
-from proctor.gateway import Gateway, GrantAuth, build_http_app, load_gateway_config
+from proctor.gateway import Gateway, GrantAuth, load_gateway_config
+from proctor.gateway.http import build_http_app
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,6 @@ from proctor.cli.output import err_console, fail
 from proctor.config import load_settings
 from proctor.errors import ConfigError, ProctorError
 from proctor.listening import split_listen
-from proctor.runtime import open_runtime
 
 if TYPE_CHECKING:
     from proctor.gateway import GatewayConfig
@@ -74,6 +73,7 @@ def wrap(
     )
     from proctor.gateway.stdio import claim_stdio
     from proctor.identity import agent_id_for
+    from proctor.runtime import open_runtime
 
     try:
         settings = load_settings()
@@ -138,6 +138,7 @@ def gateway(
 
     from proctor.gateway import Gateway, load_gateway_config
     from proctor.gateway.http import build_http_app
+    from proctor.runtime import open_runtime
 
     try:
         settings = load_settings()

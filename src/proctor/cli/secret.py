@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,8 +22,9 @@ from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
 from proctor.config import load_settings
 from proctor.errors import ProctorError, SecretError
-from proctor.runtime import open_runtime
-from proctor.secrets import MAX_VALUE_BYTES, SecretInfo, SecretStore
+
+if TYPE_CHECKING:
+    from proctor.secrets import SecretInfo, SecretStore
 
 __all__ = ["app"]
 
@@ -36,6 +37,8 @@ NameArg = Annotated[str, typer.Argument(help="The secret's name: 1-128 of A-Z a-
 
 @contextmanager
 def _secrets(as_json: bool) -> Iterator[SecretStore]:
+    from proctor.runtime import open_runtime
+
     try:
         runtime = open_runtime(load_settings())
     except ProctorError as exc:
@@ -59,6 +62,8 @@ def _changing(by: str | None, as_json: bool) -> Iterator[tuple[SecretStore, Acti
 def _read_value(name: str, from_env: str | None) -> str:
     """The value from ``$from_env``, a hidden prompt, or standard input (one trailing
     newline dropped, so ``echo`` and ``printf`` give the same)."""
+    from proctor.secrets import MAX_VALUE_BYTES
+
     if from_env is not None:
         value = os.environ.get(from_env, "")
         if not value:
