@@ -58,12 +58,12 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from psycopg import sql
 
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.config import Settings
 from proctor.enforcement import ToolCall
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.grants.proofs import public_jwk
 from proctor.identity import Manifest, OwnKeyProof
+from proctor.runtime import Runtime, init_home, open_runtime
 from proctor.server import ApiTokens
 
 PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -61,7 +61,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
-from proctor.cli.runtime import Runtime, init_home, open_runtime  # noqa: E402
 from proctor.clock import SystemClock  # noqa: E402
 from proctor.config import Settings  # noqa: E402
 from proctor.enforcement import ToolCall  # noqa: E402
@@ -69,6 +68,7 @@ from proctor.gateway import GrantAuth  # noqa: E402
 from proctor.grants import GrantScope, IssuedGrant, make_proof  # noqa: E402
 from proctor.grants.proofs import public_jwk  # noqa: E402
 from proctor.identity import Manifest, OwnKeyProof  # noqa: E402
+from proctor.runtime import Runtime, init_home, open_runtime  # noqa: E402
 
 AGENT = "spiffe://acme.example/agent/coder"
 OWNER = "alice@acme.example"

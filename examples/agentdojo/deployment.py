@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
 from proctor.audit import verify_store
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import ProctorError
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.identity import Manifest, OwnKeyProof
 from proctor.policy import Outcome
+from proctor.runtime import Runtime, init_home, open_runtime
 
 __all__ = ["Deployment", "Session", "Verdict"]
 

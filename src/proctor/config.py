@@ -19,11 +19,17 @@ from typing import Any
 
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
-from proctor.store.pool import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "MIN_POOL_SIZE", "Settings", "load_settings"]
 
 _DEFAULT_HOME = ".proctor"
+
+# The most database connections one process holds (see proctor.store.pool). The audit
+# writer and the revocation listener each keep one, the fast read path at least one:
+# below the minimum, transactions would have none left.
+DEFAULT_POOL_SIZE = 20
+MIN_POOL_SIZE = 4
+MAX_POOL_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from proctor.approvals import ApprovalStatus
 from proctor.cli.main import app
-from proctor.cli.runtime import Runtime, open_runtime
 from proctor.config import load_settings
 from proctor.identity import OwnKeyProof
+from proctor.runtime import Runtime, open_runtime
 from tests.cli.audited import account, chain_verifies, human_events
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 from tests.identity.factories import manifest, public_jwk

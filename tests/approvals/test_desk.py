@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from proctor.approvals import ApprovalDesk, ApprovalStatus, SimilarTerms
-from proctor.cli.runtime import Runtime
 from proctor.errors import ApprovalError, ReviewerError
 from proctor.grants import GrantScope
+from proctor.runtime import Runtime
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]

@@ -7,10 +7,10 @@ import pytest
 
 from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
 from proctor.audit import ActorType, EventFilter, search_events
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
 from proctor.errors import ApprovalError, GrantError
 from proctor.policy import Outcome
+from proctor.runtime import Runtime
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
 from proctor.approvals import WebhookConfig, WebhookNotifier, load_webhook_config
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.config import Settings
 from proctor.errors import ConfigError
 from proctor.identity import OwnKeyProof
+from proctor.runtime import Runtime, init_home, open_runtime
 from tests.enforcement.conftest import OWNER, SUPPORT, Agents, refund
 from tests.identity.factories import manifest, public_jwk
 

@@ -23,12 +23,12 @@ from proctor.audit import (
 )
 from proctor.audit.checkpoints import check_checkpoint
 from proctor.cli.main import app
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.clock import FrozenClock
 from proctor.config import Settings
 from proctor.errors import AuditUnavailableError, GrantError
 from proctor.grants import IssuerKeyring
 from proctor.keys import LocalSigner
+from proctor.runtime import Runtime, init_home, open_runtime
 from proctor.store import Store
 from proctor.store.tables import issuer_keys
 from tests.audit.helpers import agent_event, execute, record_many

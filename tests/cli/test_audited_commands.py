@@ -20,10 +20,10 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select, text
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
-from proctor.cli.runtime import open_runtime
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.grants import make_proof
+from proctor.runtime import open_runtime
 from proctor.store import open_store
 from proctor.store.tables import tasks
 from tests.cli.audited import account, chain_verifies, human_events, run

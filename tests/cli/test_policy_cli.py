@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from proctor.cli.main import app
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
+from proctor.runtime import open_runtime
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 runner = CliRunner()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from proctor.cli.runtime import Runtime
+from proctor.runtime import Runtime
 from proctor.server import create_app
 
 

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
 from proctor.approvals import ApprovalDesk
-from proctor.cli.runtime import Runtime
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.identity import OwnKeyProof
+from proctor.runtime import Runtime
 from proctor.server import ApiTokens
 from tests.identity.factories import manifest, public_jwk
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from proctor.cli.runtime import init_home, open_runtime
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict
 from proctor.policy import Outcome
+from proctor.runtime import init_home, open_runtime
 
 from . import scenario as sc
 from .browser import Watched, browser, watched

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
+from proctor.runtime import Runtime
 from proctor.server import ServerConfig
 from proctor.server.humans import issuer_from_config
 from tests.server.conftest import BASE_URL, make_app

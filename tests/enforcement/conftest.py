@@ -12,12 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.identity import OwnKeyProof
+from proctor.runtime import Runtime, init_home, open_runtime
 from tests.identity.factories import manifest, public_jwk
 
 SUPPORT = "spiffe://acme.example/agent/support"

@@ -8,11 +8,11 @@ import pytest
 
 from proctor.approvals import ApprovalStatus
 from proctor.audit import ActorType, EventFilter, search_events
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
 from proctor.errors import ApprovalError
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.policy import Outcome
+from proctor.runtime import Runtime
 
 from .conftest import APPROVER, OWNER, SUPPORT, Agents, refund
 

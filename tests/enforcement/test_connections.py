@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.pool import QueuePool
 
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.clock import FrozenClock
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict
 from proctor.grants import RevocationSubscription
 from proctor.policy import Outcome
+from proctor.runtime import Runtime, init_home, open_runtime
 from tests.store.connections import open_connections, run_burst, tagged
 
 from .conftest import SUPPORT, Agents, refund

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from proctor.audit import ActorType, EventFilter, search_events
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
 from proctor.enforcement import ToolCall
 from proctor.policy import Outcome
+from proctor.runtime import Runtime
 from tests.identity.factories import manifest
 
 from .conftest import CODER, SUPPORT, TARGET, Agents, refund

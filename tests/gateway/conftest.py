@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.config import Settings
 from proctor.grants import GrantScope, IssuedGrant
 from proctor.grants.authority import Task
 from proctor.identity import OwnKeyProof
+from proctor.runtime import Runtime, init_home, open_runtime
 from tests.identity.factories import manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"

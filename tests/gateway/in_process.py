@@ -19,12 +19,11 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from proctor.cli.gateway import make_gateway
-from proctor.cli.runtime import open_runtime
 from proctor.clock import FrozenClock
 from proctor.gateway import Gateway, GatewayConfig, GatewaySession, GrantAuth, UpstreamConfig
 from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
+from proctor.runtime import open_runtime
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 
 # The watch polls and a session grows idle only when the test moves the frozen clock. The
@@ -77,7 +76,7 @@ async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
                                            cwd=str(ROOT))},
         public_url=public, listen=public.removeprefix("http://"),
         connect_timeout_seconds=WAIT, revocation_poll_seconds=POLL, session_idle_seconds=IDLE)
-    gateway = make_gateway(runtime, deployment.settings, config)
+    gateway = Gateway.on(runtime, config)
     server = uvicorn.Server(uvicorn.Config(build_http_app(gateway), log_level="warning",
                                            lifespan="on"))
     try:

@@ -7,14 +7,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proctor.cli.gateway import make_gateway, server_name_for
-from proctor.cli.runtime import init_home, open_runtime
+from proctor.cli.gateway import server_name_for
 from proctor.config import Settings
 from proctor.errors import ConfigError
-from proctor.gateway import load_gateway_config, parse_gateway_config
+from proctor.gateway import Gateway, load_gateway_config, parse_gateway_config
 from proctor.gateway.config import fill_secrets, secret_names
 from proctor.gateway.http import build_http_app
 from proctor.policy import Sensitivity
+from proctor.runtime import init_home, open_runtime
 
 
 def test_a_full_config_reads_into_upstreams_labels_and_limits(tmp_path: Path) -> None:
@@ -118,9 +118,9 @@ async def test_the_http_gateway_app_is_not_built_to_listen_beyond_loopback_witho
     try:
         exposed = parse_gateway_config({"gateway": {"listen": "0.0.0.0:8765"}})
         with pytest.raises(ConfigError, match="needs `public_url`"):
-            build_http_app(make_gateway(runtime, settings, exposed))
+            build_http_app(Gateway.on(runtime, exposed))
         local = parse_gateway_config({"gateway": {"listen": "127.0.0.1:9001"}})
-        app = build_http_app(make_gateway(runtime, settings, local))
+        app = build_http_app(Gateway.on(runtime, local))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://127.0.0.1:9001") as client:
             metadata = await client.get("/.well-known/oauth-protected-resource/mcp",

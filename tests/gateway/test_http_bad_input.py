@@ -15,9 +15,9 @@ import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from proctor.cli.gateway import make_gateway
 from proctor.clock import SystemClock
-from proctor.gateway import GrantAuth, build_http_app, load_gateway_config
+from proctor.gateway import Gateway, GrantAuth, load_gateway_config
+from proctor.gateway.http import build_http_app
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +34,7 @@ async def http_gateway(deployment: Deployment) -> AsyncIterator[str]:
         config = load_gateway_config(deployment.config({
             "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
             "upstreams": {"test": {"command": UPSTREAM}}}))
-        app = build_http_app(make_gateway(deployment.runtime, deployment.settings, config))
+        app = build_http_app(Gateway.on(deployment.runtime, config))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
                                                timeout_graceful_shutdown=WAIT))
         async with anyio.create_task_group() as tasks:

@@ -9,10 +9,9 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from proctor.cli.gateway import make_gateway
 from proctor.clock import FrozenClock, SystemClock
 from proctor.errors import GrantError
-from proctor.gateway import GatewayConfig, GatewaySession, RevocationWatch
+from proctor.gateway import Gateway, GatewayConfig, GatewaySession, RevocationWatch
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import (
     POLL,
@@ -58,7 +57,7 @@ async def test_an_upstream_that_connects_after_its_session_closed_ends_with_the_
         deployment: Deployment, tmp_path: Path) -> None:
     gate = Gate(tmp_path)
     config = GatewayConfig(upstreams={"test": gate.upstream()}, connect_timeout_seconds=WAIT)
-    gateway = make_gateway(deployment.runtime, deployment.settings, config)
+    gateway = Gateway.on(deployment.runtime, config)
     claims = deployment.runtime.grants.inspect(deployment.grant().token).claims
     failure: list[MCPError] = []
 
@@ -83,7 +82,7 @@ async def test_an_upstream_that_connects_after_its_session_closed_ends_with_the_
 async def test_no_session_opens_for_a_grant_revoked_after_its_request_was_checked(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
+    gateway = Gateway.on(deployment.runtime, GatewayConfig())
     claims = deployment.runtime.grants.inspect(grant.token).claims  # the HTTP gate passes
     deployment.runtime.grants.revoke(grant.accessor, "incident 12")
     with anyio.fail_after(WAIT):
@@ -101,7 +100,7 @@ async def test_a_session_closes_when_the_revocation_of_its_grant_is_heard_alone(
     # A session opened as its grant was revoked (the two transactions interleaved) is not
     # in the revoked subtree: the revocation of its grant's line must end it all the same.
     grant = deployment.grant()
-    gateway = make_gateway(deployment.runtime, deployment.settings, GatewayConfig())
+    gateway = Gateway.on(deployment.runtime, GatewayConfig())
     claims = deployment.runtime.grants.inspect(grant.token).claims
     watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
                             clock=gateway.clock, poll_seconds=3600)

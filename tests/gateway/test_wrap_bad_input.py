@@ -18,9 +18,9 @@ from mcp import ClientSession, stdio_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, iter_events
-from proctor.cli.runtime import open_runtime
 from proctor.clock import FrozenClock, SystemClock
 from proctor.grants import GrantScope
+from proctor.runtime import open_runtime
 from tests.gateway.conftest import UPSTREAM, Deployment
 
 pytestmark = pytest.mark.anyio

@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from joserfc.jwk import ECKey
 
 from proctor.audit import ActorType, EventFilter, StoredEvent, search_events
-from proctor.cli.runtime import Runtime, init_home, open_runtime
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.grants import make_proof
+from proctor.runtime import Runtime, init_home, open_runtime
 from proctor.server import ApiTokens, ServerConfig, create_app
 from tests.identity.factories import manifest, own_key_proof, public_jwk
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from proctor.cli.runtime import open_runtime
 from proctor.clock import FrozenClock
 from proctor.config import Settings
+from proctor.runtime import open_runtime
 from proctor.server import ServerConfig, create_app
 from proctor.server.background import Background
 

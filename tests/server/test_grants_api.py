@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proctor.cli.runtime import issuer_for
+from proctor.runtime import issuer_for
 
 from .conftest import CODER, OWNER, SUPPORT, TARGET, Api
 from .test_authentication import assert_problem

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
+from proctor.runtime import Runtime
 from proctor.server import ServerConfig
 
 from .conftest import BASE_URL, make_app

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proctor.cli.runtime import Runtime, init_home, issuer_for, open_runtime
 from proctor.clock import FrozenClock
 from proctor.config import Settings
 from proctor.grants import make_proof
+from proctor.runtime import Runtime, init_home, issuer_for, open_runtime
 from tests.identity.factories import SvidAuthority, public_jwk
 
 from .conftest import BASE_URL, CODER, OWNER, SUPPORT, TARGET, Api, make_app

@@ -16,8 +16,8 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from proctor.audit import ActorType, EventFilter, search_events
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
+from proctor.runtime import Runtime
 from proctor.server import ServerConfig
 from proctor.server.humans import issuer_from_config
 from tests.identity.factories import sign

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from proctor.audit import verify_store
-from proctor.cli.runtime import Runtime
 from proctor.clock import FrozenClock
+from proctor.runtime import Runtime
 from proctor.server import ServerConfig
 
 from .conftest import make_app

@@ -79,3 +79,14 @@ def test_human_ids_written_before_0012_are_rewritten_in_canonical_form(
         store.close()
     assert found == dict.fromkeys(spelt, "bob@acme.example")
     assert decided_by == "Erin"  # a record of who decided keeps its spelling
+
+
+def test_the_head_revision_constant_is_the_scripts_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from proctor.store.migrate import _SCRIPTS, HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]

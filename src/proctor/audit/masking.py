@@ -12,7 +12,7 @@ Two rules, applied recursively to mappings, lists and strings:
   Stripe, OpenAI/Anthropic-style ``sk-`` keys, Google API keys, npm and PyPI
   tokens, and ``password=…`` pairs whose key names a secret.
 
-Both rules come from :mod:`proctor.oversight.formats`, the one table the
+Both rules come from :mod:`proctor.credentials.formats`, the one table the
 gateway's output guard redacts with too.
 
 Masking happens before an event exists: :func:`mask` runs on every free-form
@@ -29,7 +29,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from proctor.oversight.formats import is_secret_key, redact_formats
+from proctor.credentials.formats import is_secret_key, redact_formats
 
 __all__ = ["MASK", "is_secret_key", "mask", "mask_text"]
 

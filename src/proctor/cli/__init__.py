@@ -1,0 +1,3 @@
+"""The ``proctor`` command (``proctor.cli.main:app``)."""
+
+__all__: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,19 +16,13 @@ from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.documents import read_json
 from proctor.errors import AgentKeyError, ProctorError, RequestError
-from proctor.identity import (
-    Agent,
-    AgentRegistry,
-    JwtSvidProof,
-    OidcProof,
-    OwnKeyProof,
-    ProofSpec,
-    TrustState,
-    agent_id_for,
-    load_manifest,
-    load_trust_config,
-)
-from proctor.store import open_store
+
+if TYPE_CHECKING:
+    from proctor.identity import (
+        Agent,
+        AgentRegistry,
+        ProofSpec,
+    )
 
 __all__ = ["app"]
 
@@ -43,6 +37,9 @@ _MAX_JWK_BYTES = 16 * 1024
 @contextmanager
 def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], str]]]:
     """The registry of the configured home, and a function that resolves agent names."""
+    from proctor.identity import AgentRegistry, agent_id_for, load_trust_config
+    from proctor.store import open_store
+
     try:
         settings = load_settings()
         trust = load_trust_config(settings.home, settings.trust_domain)
@@ -62,6 +59,8 @@ def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], st
 def _acting(by: str | None, as_json: bool
             ) -> Iterator[tuple[AgentRegistry, Callable[[str], str], Acting]]:
     """As :func:`_registry`, for a change audited as the operator's."""
+    from proctor.identity import AgentRegistry, agent_id_for, load_trust_config
+
     with acting_store(by, as_json) as (settings, store, _keyring, acting):
         trust = load_trust_config(settings.home, settings.trust_domain)
         yield (AgentRegistry(store, acting.clock, trust),
@@ -87,6 +86,8 @@ def _read_jwk(path: Path) -> dict[str, Any]:
 
 def _proof(jwk: Path | None, jwt_svid: bool, oidc_subject: str | None,
            oidc_issuer: str | None) -> ProofSpec:
+    from proctor.identity import JwtSvidProof, OidcProof, OwnKeyProof
+
     chosen = [jwk is not None, jwt_svid, oidc_subject is not None or oidc_issuer is not None]
     if sum(chosen) != 1:
         raise RequestError("choose exactly one proof: --jwk FILE, --jwt-svid, "
@@ -124,6 +125,8 @@ def register(
 ) -> None:
     """Register an agent as trusted, with its manifest as the reviewed one (reviewed by
     the human running the command)."""
+    from proctor.identity import load_manifest
+
     with _acting(by, as_json) as (registry, resolve, acting):
         proof = _proof(jwk, jwt_svid, oidc_subject, oidc_issuer)
         created = registry.register(resolve(agent), owner=owner, proof=proof,
@@ -138,12 +141,20 @@ def register(
 
 @app.command("list")
 def list_agents(
-    state: Annotated[TrustState | None, typer.Option("--state", help="Only this state.")] = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", help="Only this state: trusted, drifted, suspended or retired.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List registered agents."""
+    from proctor.identity import TrustState
+
+    try:
+        wanted = TrustState(state) if state is not None else None
+    except ValueError:
+        fail(f"state `{state}` is not one of trusted, drifted, suspended, retired",
+             code="request_invalid", as_json=as_json)
     with _registry(as_json) as (registry, _):
-        agents = registry.list_agents(state=state)
+        agents = registry.list_agents(state=wanted)
     if as_json:
         print_json({"agents": [a.as_json() for a in agents]})
         return
@@ -190,6 +201,8 @@ def review(
     as_json: JsonOpt = False,
 ) -> None:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
+    from proctor.identity import load_manifest
+
     with _acting(by, as_json) as (registry, resolve, acting):
         adopted = load_manifest(manifest) if manifest is not None else None
         updated = registry.review(resolve(agent), reviewer=acting.operator.id,

@@ -13,18 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from proctor.approvals import Approval, ApprovalDesk, ApprovalStatus, SimilarTerms, approval_json
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError
+
+if TYPE_CHECKING:
+    from proctor.approvals import (
+        Approval,
+        ApprovalDesk,
+    )
 
 __all__ = ["app"]
 
@@ -40,6 +44,9 @@ _COLOURS = {"pending": "yellow", "approved": "green", "used": "green", "denied":
 
 @contextmanager
 def _desk(as_json: bool) -> Iterator[ApprovalDesk]:
+    from proctor.approvals import ApprovalDesk
+    from proctor.runtime import open_runtime
+
     try:
         runtime = open_runtime(load_settings())
     except ProctorError as exc:
@@ -57,6 +64,8 @@ def _desk(as_json: bool) -> Iterator[ApprovalDesk]:
 def _deciding(by: str | None, as_json: bool) -> Iterator[tuple[ApprovalDesk, Acting]]:
     """The desk, deciding as the operator; the queue audits each decision (and undoes
     it if that fails)."""
+    from proctor.approvals import ApprovalDesk
+
     with acting_runtime(by, as_json) as (runtime, acting):
         yield ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
                            runtime.engine, audit=runtime.audit), acting
@@ -71,6 +80,8 @@ def list_approvals(
     as_json: JsonOpt = False,
 ) -> None:
     """List approval requests, newest first (pending ones by default)."""
+    from proctor.approvals import ApprovalStatus, approval_json
+
     if status != "all" and status not in {s.value for s in ApprovalStatus}:
         fail(f"status `{status[:40]}` is not one of pending, approved, denied, expired, used, "
              "all", code="request_invalid", as_json=as_json)
@@ -97,6 +108,8 @@ def list_approvals(
 @app.command("show")
 def show(approval: IdArg, as_json: JsonOpt = False) -> None:
     """Show one request with everything an approver needs to decide."""
+    from proctor.approvals import approval_json
+
     with _desk(as_json) as desk:
         found = desk.queue.get(approval)
     if as_json:
@@ -118,6 +131,8 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve one waiting call (and, with --similar, calls like it in its task)."""
+    from proctor.approvals import SimilarTerms
+
     if (vary or similar_ttl != 600 or similar_uses != 5) and not similar:
         fail("`--vary`, `--similar-ttl` and `--similar-uses` go with `--similar`",
              code="request_invalid", as_json=as_json)

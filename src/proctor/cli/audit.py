@@ -9,37 +9,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from proctor import __version__
-from proctor.audit import (
-    EXPORT_FORMATS,
-    ActorType,
-    EventFilter,
-    StoredEvent,
-    archive_segment,
-    export_lines,
-    follow_events,
-    search_events,
-    tail_events,
-    verifiers_for,
-    verify_archive,
-    verify_store,
-    write_checkpoint,
-)
 from proctor.cli.operator import ByOpt, acting_store
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_keyring
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
 from proctor.documents import read_json
 from proctor.errors import ProctorError, SigningKeyError
-from proctor.grants import IssuerKeyring
-from proctor.keys import PublicKeyVerifier, Verifier
-from proctor.store import Store, open_store
+
+if TYPE_CHECKING:
+    from proctor.audit import (
+        EventFilter,
+        StoredEvent,
+    )
+    from proctor.grants import IssuerKeyring
+    from proctor.keys import Verifier
+    from proctor.store import Store
 
 __all__ = ["app"]
 
@@ -63,6 +52,8 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this ISO 8
 
 @contextmanager
 def _opened(as_json: bool) -> Iterator[tuple[Settings, Store]]:
+    from proctor.store import open_store
+
     try:
         settings = load_settings()
         store = open_store(settings.database_url, pool_size=settings.database_pool_size)
@@ -93,6 +84,8 @@ def _time(value: str | None, name: str, as_json: bool) -> datetime | None:
 def _filter(agent: str | None, actor: str | None, actor_type: str | None, task: str | None,
             decision: str | None, action: str | None, since: str | None, until: str | None,
             as_json: bool) -> EventFilter:
+    from proctor.audit import ActorType, EventFilter
+
     kind = None
     if actor_type is not None:
         try:
@@ -114,11 +107,15 @@ def _filter(agent: str | None, actor: str | None, actor_type: str | None, task: 
 
 
 def _keyring(settings: Settings, store: Store) -> IssuerKeyring:
+    from proctor.runtime import open_keyring
+
     return open_keyring(settings, store, SystemClock())
 
 
 def _public_keys(path: Path) -> list[Verifier]:
     """The keys in a public JWK or JWK Set file."""
+    from proctor.keys import PublicKeyVerifier
+
     data = read_json(path, what="public key", error=SigningKeyError, max_bytes=_MAX_JWK_BYTES)
     jwks = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
     if not isinstance(jwks, list) or not all(isinstance(k, dict) for k in jwks):
@@ -129,6 +126,8 @@ def _public_keys(path: Path) -> list[Verifier]:
 def _verifiers(keyring: IssuerKeyring | None, jwk_files: list[Path] | None = None
                ) -> dict[str, Verifier]:
     """Every issuer key (whatever its ``verify_until``), plus any public keys given."""
+    from proctor.audit import verifiers_for
+
     keys = keyring.checkpoint_verifiers() if keyring is not None else {}
     for path in jwk_files or ():
         keys.update(verifiers_for(_public_keys(path)))
@@ -179,6 +178,8 @@ def verify(
     keys that no longer verify grants, and any `--jwk` given. Exit 0 when the
     chain verifies, 1 otherwise.
     """
+    from proctor.audit import verify_archive, verify_store
+
     with _opened(as_json) as (settings, store):
         verifiers = _verifiers(_keyring(settings, store) if keyring else None, jwk)
         report = (verify_archive(archive, verifiers) if archive is not None
@@ -211,6 +212,8 @@ def tail(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the last events; with --follow, keep showing new ones (JSON Lines with --json)."""
+    from proctor.audit import follow_events, tail_events
+
     where = _filter(agent, actor, actor_type, task, decision, action, None, None, as_json)
     with _opened(as_json) as (_settings, store):
         events = tail_events(store, where, count=count)
@@ -250,6 +253,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find events by agent, actor, actor type, task, decision, action and time range."""
+    from proctor.audit import search_events
+
     where = _filter(agent, actor, actor_type, task, decision, action, since, until, as_json)
     with _opened(as_json) as (_settings, store):
         events = search_events(store, where, limit=limit)
@@ -268,6 +273,9 @@ def export(
     since: SinceOpt = None, until: UntilOpt = None,
 ) -> None:
     """Write matching events as JSON Lines, one event per line, in chain order."""
+    from proctor import __version__
+    from proctor.audit import EXPORT_FORMATS, export_lines
+
     if fmt not in EXPORT_FORMATS:
         fail(f"export format `{fmt}` is not one of {', '.join(EXPORT_FORMATS)}",
              code="request_invalid")
@@ -288,6 +296,8 @@ def checkpoint(by: ByOpt = None, as_json: JsonOpt = False) -> None:
 
     The operator's `audit.checkpoint` event recording it follows the checkpoint.
     """
+    from proctor.audit import write_checkpoint
+
     with acting_store(by, as_json) as (_settings, store, keys, acting):
         made = write_checkpoint(store, keys, acting.clock)
         if made is not None:
@@ -311,6 +321,8 @@ def archive(
 
     The operator's `audit.archive` event, after the cut, records it.
     """
+    from proctor.audit import archive_segment
+
     with acting_store(by, as_json) as (_settings, store, keys, acting):
         result = archive_segment(store, out, up_to_seq=up_to, signer=keys,
                                  clock=acting.clock, verifiers=_verifiers(keys))

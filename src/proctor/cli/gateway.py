@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from proctor.cli.output import err_console, fail
-from proctor.cli.runtime import Runtime, issuer_for, open_runtime
-from proctor.config import Settings, load_settings
+from proctor.config import load_settings
 from proctor.errors import ConfigError, ProctorError
 from proctor.listening import split_listen
 
 if TYPE_CHECKING:
-    from proctor.gateway import Gateway, GatewayConfig
+    from proctor.gateway import GatewayConfig
 
 __all__ = ["mcp_app", "server_name_for"]
 
@@ -37,22 +36,6 @@ def server_name_for(command: list[str]) -> str:
             return match.group(1).lower().replace("_", "-")
     name = Path(command[0]).stem.lower() if command else ""
     return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-.") or "mcp"
-
-
-def make_gateway(runtime: Runtime, settings: Settings, config: GatewayConfig) -> Gateway:
-    """The gateway on a runtime: its enforcer, secret store and output guard."""
-    from proctor.gateway import Gateway
-    from proctor.oversight import OutputGuard
-    from proctor.sealing import load_master_key
-    from proctor.secrets import SecretStore
-
-    secrets = SecretStore(runtime.store, runtime.clock, load_master_key(settings.home),
-                          audit=runtime.audit, revocations=runtime.grants.leases)
-    return Gateway(config, enforcer=runtime.enforcer, grants=runtime.grants,
-                   engine=runtime.engine, audit=runtime.audit, store=runtime.store,
-                   clock=runtime.clock, guard=OutputGuard(grant_issuer=issuer_for(settings)),
-                   secrets=secrets,
-                   errlog=sys.stderr)
 
 
 @mcp_app.command("wrap", context_settings={"ignore_unknown_options": True})
@@ -79,6 +62,7 @@ def wrap(
     import anyio
 
     from proctor.gateway import (
+        Gateway,
         GatewayConfig,
         LaunchCredentials,
         UpstreamConfig,
@@ -89,6 +73,7 @@ def wrap(
     )
     from proctor.gateway.stdio import claim_stdio
     from proctor.identity import agent_id_for
+    from proctor.runtime import open_runtime
 
     try:
         settings = load_settings()
@@ -111,7 +96,7 @@ def wrap(
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     try:
-        gateway = make_gateway(runtime, settings, config)
+        gateway = Gateway.on(runtime, config, errlog=sys.stderr)
         creds = LaunchCredentials(token, key, runtime.clock)
         reader, writer = claim_stdio()
         outcome = anyio.run(lambda: run_wrapper(
@@ -151,8 +136,9 @@ def gateway(
     """
     import uvicorn
 
-    from proctor.gateway import load_gateway_config
+    from proctor.gateway import Gateway, load_gateway_config
     from proctor.gateway.http import build_http_app
+    from proctor.runtime import open_runtime
 
     try:
         settings = load_settings()
@@ -165,7 +151,8 @@ def gateway(
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     try:
-        app = build_http_app(make_gateway(runtime, settings, config), store=runtime.store)
+        app = build_http_app(Gateway.on(runtime, config, errlog=sys.stderr),
+                             store=runtime.store)
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.address}", markup=False)

@@ -7,29 +7,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.tree import Tree
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import Runtime, issuer_for, open_runtime
 from proctor.config import load_settings
 from proctor.documents import parse_json, parse_yaml
 from proctor.errors import DocumentError, ProctorError, RequestError, ScopeError
 from proctor.files import read_capped
-from proctor.grants import (
-    GrantClaims,
-    GrantOffer,
-    GrantScope,
-    HolderProof,
-    IssuedGrant,
-    LeaseNode,
-    make_proof,
-)
-from proctor.grants.issuance import ISSUE_METHOD
-from proctor.identity import agent_id_for
+
+if TYPE_CHECKING:
+    from proctor.grants import (
+        GrantClaims,
+        GrantOffer,
+        GrantScope,
+        IssuedGrant,
+        LeaseNode,
+    )
+    from proctor.runtime import Runtime
 
 __all__ = ["grant_app", "task_app"]
 
@@ -46,6 +44,8 @@ _MAX_SCOPE_BYTES = 64 * 1024
 
 @contextmanager
 def _runtime(as_json: bool) -> Iterator[Runtime]:
+    from proctor.runtime import open_runtime
+
     try:
         runtime = open_runtime(load_settings())
     except ProctorError as exc:
@@ -59,6 +59,8 @@ def _runtime(as_json: bool) -> Iterator[Runtime]:
 
 
 def _scope(text: str) -> GrantScope:
+    from proctor.grants import GrantScope
+
     if text.startswith("@"):
         raw = read_capped(Path(text[1:]), _MAX_SCOPE_BYTES, "scope file", ScopeError)
         try:
@@ -92,6 +94,8 @@ def _print_offer(offer: GrantOffer, as_json: bool) -> None:
 
 
 def _print_made(made: IssuedGrant | GrantOffer, as_json: bool) -> None:
+    from proctor.grants import GrantOffer
+
     if isinstance(made, GrantOffer):
         _print_offer(made, as_json)
     else:
@@ -136,6 +140,8 @@ def start_task(
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Start a task for an agent."""
+    from proctor.identity import agent_id_for
+
     with acting_runtime(by, as_json) as (rt, acting):
         agent_id = agent_id_for(agent, rt.settings.trust_domain).id
         task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
@@ -184,6 +190,8 @@ def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], sco
     For an agent without a registered key (JWT-SVID, OIDC) and without its own proofs
     given here, the answer is an offer that the agent redeems (`proctor grant redeem`).
     """
+    from proctor.grants import HolderProof
+
     with acting_runtime(by, as_json) as (rt, acting):
         agent = rt.registry.get(rt.grants.task(task).agent_id)
         made: IssuedGrant | GrantOffer
@@ -212,6 +220,10 @@ def redeem(
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Redeem an offer as the agent it names: the grant is bound to the key it proves."""
+    from proctor.grants import HolderProof, make_proof
+    from proctor.grants.issuance import ISSUE_METHOD
+    from proctor.runtime import issuer_for
+
     identity = str(_text_or_file(identity_proof))
     with acting_runtime(by, as_json) as (rt, acting):
         if (key_file is None) == (holder_proof is None):
@@ -233,6 +245,8 @@ def _record_made(rt: Runtime, acting: Acting, action: str,
                  made: IssuedGrant | GrantOffer) -> None:
     """Audit a grant (or an offer) the operator had made; if that fails, it is revoked
     (or cancelled)."""
+    from proctor.grants import GrantOffer
+
     if isinstance(made, GrantOffer):
         offer = made
 

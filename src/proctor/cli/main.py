@@ -11,7 +11,6 @@ from proctor.cli import agent, approvals, audit, demo, grant, policy, secret, se
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.operator import ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import init_home
 from proctor.config import load_settings
 from proctor.errors import ProctorError
 
@@ -38,8 +37,19 @@ app.command("gateway")(gateway_cli.gateway)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from proctor import __version__
+
+        console.print(f"proctor {__version__}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_print_version, is_eager=True,
+              help="Print proctor's version and exit.")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -48,6 +58,8 @@ def init(by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Create the home ($PROCTOR_HOME, default ./.proctor), its database and example
     policies, and activate them; the local admin token it creates is audited as the
     operator's."""
+    from proctor.runtime import init_home
+
     try:
         settings = load_settings()
         operator_for(by, settings)  # a bad --by changes nothing, not even the home

@@ -34,19 +34,20 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from proctor.audit import Actor, ActorType, Attribution, AuditLog, human_event, record_change
 from proctor.cli.output import fail
-from proctor.cli.runtime import Runtime, open_keyring, open_runtime
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings, load_settings
 from proctor.errors import AuditUnavailableError, ProctorError, ReviewerError
-from proctor.grants import IssuerKeyring
-from proctor.identity.people import check_human
-from proctor.store import Store, open_store
+
+if TYPE_CHECKING:
+    from proctor.audit import Actor, Attribution, AuditLog
+    from proctor.grants import IssuerKeyring
+    from proctor.runtime import Runtime
+    from proctor.store import Store
 
 __all__ = ["Acting", "ByOpt", "Operator", "Undo", "acting_runtime", "acting_store",
            "operator_for", "os_user", "resolve_operator"]
@@ -85,16 +86,22 @@ class Operator:
 
     @property
     def actor(self) -> Actor:
+        from proctor.audit import Actor, ActorType
+
         return Actor(ActorType.HUMAN, self.id)
 
     def attribution(self) -> Attribution:
         """What the audit log adds to this operator's events."""
+        from proctor.audit import Attribution
+
         return Attribution(self.actor, {"os_user": self.os_user}, source="cli")
 
 
 def resolve_operator(by: str | None, configured: str | None, account: str | None) -> Operator:
     """``by``, else ``configured`` (``PROCTOR_OPERATOR``), else ``account``; refused if
     it cannot name a human, or if there is nothing to name."""
+    from proctor.identity.people import check_human
+
     chosen = by if by is not None else configured or account
     if chosen is None:
         raise ReviewerError("no operator to record: give `--by NAME` or set PROCTOR_OPERATOR")
@@ -118,6 +125,8 @@ class Acting:
                detail: dict[str, Any] | None = None, undo: Undo | None = None) -> None:
         """Audit a change that has taken effect; if that fails, ``undo`` takes it back
         and :class:`~proctor.errors.AuditUnavailableError` ends the command."""
+        from proctor.audit import human_event, record_change
+
         record_change(self.audit, human_event(
             self.operator.id, action, target, outcome, now=self.clock.now(), task=task,
             source="cli", detail={"os_user": self.operator.os_user, **(detail or {})}),
@@ -136,6 +145,8 @@ class Acting:
 @contextmanager
 def acting_runtime(by: str | None, as_json: bool) -> Iterator[tuple[Runtime, Acting]]:
     """The home's parts, auditing as the operator; a proctor error ends the command."""
+    from proctor.runtime import open_runtime
+
     try:
         settings = load_settings()
         operator = operator_for(by, settings)
@@ -157,6 +168,10 @@ def acting_store(by: str | None, as_json: bool
                  ) -> Iterator[tuple[Settings, Store, IssuerKeyring, Acting]]:
     """The home's settings, store and issuer keyring, and an audit log (checkpoints
     signed by that keyring) auditing as the operator, for commands without policies."""
+    from proctor.audit import AuditLog
+    from proctor.runtime import open_keyring
+    from proctor.store import open_store
+
     try:
         settings = load_settings()
         operator = operator_for(by, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -14,16 +14,13 @@ from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.documents import read_json, read_yaml
 from proctor.errors import PolicyValidationError, ProctorError, RequestError
-from proctor.policy import (
-    DecisionRequest,
-    PolicyBundle,
-    PolicyStore,
-    load_bundle,
-    request_from_spec,
-)
-from proctor.policy.cases import find_case_files, load_cases, run_cases
-from proctor.policy.explain import explain
-from proctor.policy.shadow import compare_policy_sets
+
+if TYPE_CHECKING:
+    from proctor.policy import (
+        DecisionRequest,
+        PolicyBundle,
+        PolicyStore,
+    )
 
 __all__ = ["app"]
 
@@ -41,6 +38,8 @@ EntitiesOpt = Annotated[
 
 def _bundle(directory: Path, tools: Path | None, entities: Path | None, as_json: bool
             ) -> PolicyBundle:
+    from proctor.policy import load_bundle
+
     try:
         return load_bundle(directory, tools=tools, entities=entities)
     except PolicyValidationError as exc:
@@ -85,6 +84,8 @@ def validate(directory: DirArg, tools: ToolsOpt = None, entities: EntitiesOpt = 
 def test_policies(directory: DirArg, tools: ToolsOpt = None, entities: EntitiesOpt = None,
                   as_json: JsonOpt = False) -> None:
     """Run the test cases (`*.test.yaml|json`) found under DIR against its policies."""
+    from proctor.policy.cases import find_case_files, load_cases, run_cases
+
     bundle = _bundle(directory, tools, entities, as_json)
     try:
         engine = bundle.engine()
@@ -128,6 +129,9 @@ def explain_request(
     tools: ToolsOpt = None, entities: EntitiesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Show a request's decision, the policies that determined it and those that did not."""
+    from proctor.policy import request_from_spec
+    from proctor.policy.explain import explain
+
     directory = policies or Path()
     bundle = _bundle(directory, tools, entities, as_json)
     try:
@@ -171,6 +175,9 @@ def diff(
     tools: ToolsOpt = None, entities: EntitiesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Shadow-compare two policy sets on the same requests; exit 0 either way."""
+    from proctor.policy import load_bundle, request_from_spec
+    from proctor.policy.shadow import compare_policy_sets
+
     old = _bundle(old_dir, tools or old_dir / "tools.yaml", entities or old_dir / "entities.yaml",
                   as_json)
     try:

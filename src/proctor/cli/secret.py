@@ -13,18 +13,18 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError, SecretError
-from proctor.grants import load_master_key
-from proctor.secrets import MAX_VALUE_BYTES, SecretInfo, SecretStore
+
+if TYPE_CHECKING:
+    from proctor.secrets import SecretInfo, SecretStore
 
 __all__ = ["app"]
 
@@ -37,13 +37,14 @@ NameArg = Annotated[str, typer.Argument(help="The secret's name: 1-128 of A-Z a-
 
 @contextmanager
 def _secrets(as_json: bool) -> Iterator[SecretStore]:
+    from proctor.runtime import open_runtime
+
     try:
         runtime = open_runtime(load_settings())
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:
-        yield SecretStore(runtime.store, runtime.clock, load_master_key(runtime.settings.home),
-                          audit=runtime.audit, revocations=runtime.grants.leases)
+        yield runtime.secrets
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
@@ -55,13 +56,14 @@ def _changing(by: str | None, as_json: bool) -> Iterator[tuple[SecretStore, Acti
     """The secrets, changed as the operator; the store audits each change (and the
     command fails if that event cannot be written)."""
     with acting_runtime(by, as_json) as (runtime, acting):
-        yield SecretStore(runtime.store, runtime.clock, load_master_key(runtime.settings.home),
-                          audit=runtime.audit, revocations=runtime.grants.leases), acting
+        yield runtime.secrets, acting
 
 
 def _read_value(name: str, from_env: str | None) -> str:
     """The value from ``$from_env``, a hidden prompt, or standard input (one trailing
     newline dropped, so ``echo`` and ``printf`` give the same)."""
+    from proctor.secrets import MAX_VALUE_BYTES
+
     if from_env is not None:
         value = os.environ.get(from_env, "")
         if not value:

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from proctor.cli.operator import Acting, ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, err_console, fail, print_json
-from proctor.cli.runtime import init_home, open_runtime
 from proctor.config import load_settings
 from proctor.errors import ProctorError
 
@@ -82,6 +81,7 @@ def serve(
     """
     import uvicorn
 
+    from proctor.runtime import init_home, open_runtime
     from proctor.server import ApiTokens, create_app, load_server_config
     from proctor.server.asgi import NoDelayH11Protocol
     from proctor.server.config import check_listen
@@ -179,6 +179,7 @@ def create_token(
 @token_app.command("list")
 def list_tokens(as_json: JsonOpt = False) -> None:
     """List API tokens (never the tokens themselves)."""
+    from proctor.runtime import open_runtime
     from proctor.server import ApiTokens
 
     try:

@@ -14,7 +14,6 @@ import httpx
 from rich.console import Console
 
 from proctor.audit import Actor, ActorType, EventFilter, iter_events
-from proctor.cli.runtime import issuer_for
 from proctor.demo.report import DemoReport, Step
 from proctor.demo.sessions import AgentSession, CallResult, open_session
 from proctor.demo.world import OWNER, DemoWorld, build_world, control_plane, manifest
@@ -22,6 +21,7 @@ from proctor.documents import parse_json
 from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
+from proctor.runtime import issuer_for
 
 __all__ = ["DemoOptions", "run_demo"]
 

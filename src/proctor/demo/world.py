@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
-from proctor.cli.runtime import EXAMPLE_POLICIES, Runtime, init_home, open_runtime
 from proctor.config import Settings
 from proctor.errors import ConfigError
 from proctor.identity import Manifest, OwnKeyProof
+from proctor.runtime import EXAMPLE_POLICIES, Runtime, init_home, open_runtime
 
 __all__ = ["MARKER", "DemoAgent", "DemoWorld", "build_world", "control_plane"]
 

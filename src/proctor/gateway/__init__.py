@@ -9,7 +9,8 @@ lease of the session's grant; every result passes the output guard; and
 revoking the grant closes the session.
 
 Transports: stdio (``proctor mcp wrap``, :func:`run_wrapper`) and streamable
-HTTP (``proctor gateway``, :func:`build_http_app`). See ``docs/gateway.md``.
+HTTP (``proctor gateway``, :func:`proctor.gateway.http.build_http_app`, imported on its own so
+that the stdio wrapper loads no web server). See ``docs/gateway.md``.
 """
 
 from proctor.gateway.client import GrantAuth
@@ -21,7 +22,6 @@ from proctor.gateway.config import (
     parse_gateway_config,
 )
 from proctor.gateway.core import Gateway
-from proctor.gateway.http import build_http_app
 from proctor.gateway.launch import LaunchCredentials, load_agent_key, load_grant
 from proctor.gateway.server import build_server
 from proctor.gateway.session import GatewaySession
@@ -49,7 +49,6 @@ __all__ = [
     "View",
     "Visibility",
     "WrapOutcome",
-    "build_http_app",
     "build_server",
     "load_agent_key",
     "load_gateway_config",
@@ -57,3 +56,4 @@ __all__ = [
     "parse_gateway_config",
     "run_wrapper",
 ]
+

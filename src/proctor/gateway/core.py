@@ -48,6 +48,7 @@ from proctor.gateway.visibility import Visibility
 from proctor.grants import GrantAuthority, GrantClaims
 from proctor.policy import Outcome, PolicyEngine
 from proctor.policy.known_tools import KnownTools
+from proctor.runtime import Runtime, issuer_for
 from proctor.store import Store
 
 __all__ = ["Gateway"]
@@ -61,12 +62,12 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, enforcer: Enforcer, grants: GrantAuthority,
                  engine: PolicyEngine, audit: AuditLog, store: Store, clock: Clock,
                  guard: Guard, secrets: SecretSource | None = None,
-                 errlog: TextIO | None = None) -> None:
+                 errlog: TextIO | None = None, tools: KnownTools | None = None) -> None:
         self.config = config
         self.enforcer = enforcer
         self.grants = grants
         self.clock = clock
-        self.registry = ToolRegistry(engine, KnownTools(store, clock))
+        self.registry = ToolRegistry(engine, tools or KnownTools(store, clock))
         self.visibility = Visibility(engine)
         self.results = ResultGuard(guard, grants, audit, clock)
         self._store = store
@@ -74,6 +75,19 @@ class Gateway:
         self._secrets = secrets
         self._errlog = errlog
         self.sessions: dict[str, GatewaySession] = {}
+
+    @classmethod
+    def on(cls, runtime: Runtime, config: GatewayConfig, *,
+           errlog: TextIO | None = None) -> Gateway:
+        """The gateway on a process's runtime: its enforcer, grants, secret store and
+        discovered tools, and an output guard that knows this deployment's grants."""
+        from proctor.oversight import OutputGuard
+
+        return cls(config, enforcer=runtime.enforcer, grants=runtime.grants,
+                   engine=runtime.engine, audit=runtime.audit, store=runtime.store,
+                   clock=runtime.clock,
+                   guard=OutputGuard(grant_issuer=issuer_for(runtime.settings)),
+                   secrets=runtime.secrets, errlog=errlog, tools=runtime.tools)
 
     # sessions
 

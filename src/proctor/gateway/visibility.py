@@ -40,7 +40,8 @@ class Visibility:
 
     def shows(self, claims: GrantClaims, tool_id: str) -> bool:
         """The grant's scope covers ``tool_id`` and the policies could allow it."""
-        if not any(entry.matches_tool(tool_id) for entry in claims.scope.tools):
+        later = claims.wildcards is not None and claims.wildcards.names(tool_id)
+        if not claims.scope.names(tool_id) and not later:
             return False
         return self.policy_could_allow(claims.agent_id, tool_id)
 

@@ -41,7 +41,7 @@ from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, cancel_offers, load_offer
 from proctor.grants.proofs import verify_proof
-from proctor.grants.scope import GrantScope, expand_scope
+from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row, touch_task
 from proctor.grants.tokens import GrantClaims, TokenCodec
 from proctor.identity.people import check_human
@@ -180,7 +180,7 @@ class GrantAuthority:
         expanded = expand_scope(scope, self._issuer.covered_tools(scope))
         expires = int(self._clock.now().timestamp()) + ttl
         return (Request(task, binding.agent_id, expanded, expires, max_uses, task.id,
-                        approved=approved), binding, ttl)
+                        approved=approved, wildcards=wildcards_of(scope)), binding, ttl)
 
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
@@ -219,9 +219,13 @@ class GrantAuthority:
             raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
                              "grant or one it derives from")
         task = self._open_task(parent.task_id)
+        # a wildcard stays open to later tools only where the parent's was
+        inherited = wildcards_of(GrantScope(tuple(
+            e for e in scope.tools if e.is_wildcard and parent.wildcards is not None
+            and any(mine.covers(e) for mine in parent.wildcards.tools))))
         request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
                           max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
-                          chain, approved)
+                          chain, approved, inherited)
         self._issuer.decide(request, ttl_seconds=ttl)
         if receiver.key_thumbprint is None:
             return self._issuer.offer(request)
@@ -240,7 +244,7 @@ class GrantAuthority:
         task = self._open_task(offer.task_id)
         request = Request(task, offer.agent_id, offer.scope, int(offer.expires_at.timestamp()),
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
-                          offer.approved)
+                          offer.approved, offer.wildcards)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
         self._issuer.decide(request, ttl_seconds=ttl)
         return self._issuer.grant(request, key, proof, offer=offer)
@@ -266,8 +270,7 @@ class GrantAuthority:
                                 method=method, target=target, now=now)
         try:
             if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
-                raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these "
-                                 "arguments is outside the grant's scope")
+                self._later_tool(claims, tool_id, args or {})
             with self._store.transaction() as conn:
                 if self.leases.revoked_among(conn, claims.lineage):
                     raise GrantError("grant_revoked",
@@ -284,6 +287,20 @@ class GrantAuthority:
                 exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
         return CheckedGrant(claims, uses_left, accessor)
+
+    def _later_tool(self, claims: GrantClaims, tool_id: str, args: Mapping[str, Any]) -> None:
+        """A call outside the tools decided at issuance: out of scope, unless one of the
+        grant's wildcards matches a tool that appeared since — then that tool is decided
+        now as an issuance would have decided it (audited)."""
+        later = (claims.wildcards is not None and claims.wildcards.allows(tool_id, args)
+                 and not claims.scope.names(tool_id))
+        if not later:
+            raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these "
+                             "arguments is outside the grant's scope")
+        rows = self._store.fetch("SELECT max_uses FROM grants WHERE id = {p}",
+                                 [claims.grant_id])
+        max_uses = rows[0][0] if rows else None
+        self._issuer.decide_later_tool(claims, tool_id, self.task(claims.task_id), max_uses)
 
     def inspect(self, token: str) -> CheckedGrant:
         """Tell the truth about a grant without using it: its signature and claims, its

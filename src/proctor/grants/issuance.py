@@ -36,7 +36,7 @@ from proctor.grants.offers import (
     take_offer,
 )
 from proctor.grants.proofs import VerifiedProof, verify_proof
-from proctor.grants.scope import GrantScope
+from proctor.grants.scope import GrantScope, ToolScope
 from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
 from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
@@ -49,6 +49,7 @@ from proctor.store.tables import leases as lease_table
 __all__ = ["ISSUE_METHOD", "IssuedGrant", "Issuer"]
 
 ISSUE_METHOD = "grant/issue"
+_MAX_LATER = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Request:
     ancestors: tuple[str, ...] = ()
     actor_chain: tuple[str, ...] = ()
     approved: bool = False
+    wildcards: GrantScope | None = None  # as asked for: later tools are decided then
 
     @property
     def lineage(self) -> tuple[str, ...]:
@@ -88,6 +90,7 @@ class Issuer:
                  agents: AgentDirectory, leases: LeaseTree, audit: AuditLog | None,
                  tools: KnownTools | None = None) -> None:
         self._tools = tools
+        self._later: dict[tuple[str, str, int | None], bool] = {}
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -176,6 +179,25 @@ class Issuer:
             known = [t.tool_id for t in self._engine.catalog]
         return known
 
+    def decide_later_tool(self, claims: GrantClaims, tool_id: str, task: Task,
+                          max_uses: int | None) -> None:
+        """A tool that appeared after ``claims``' grant was issued, matched by one of its
+        wildcards: decided now as the issuance it would have been (audited), cached per
+        grant, tool and policy revision. Raises ``issuance_denied`` (or
+        ``issuance_pending_approval``, or ``scope_invalid`` for a tool nobody knows)."""
+        revision = self._engine.active.revision if self._engine.active is not None else None
+        key = (claims.grant_id, tool_id, revision)
+        if key in self._later:
+            return
+        request = Request(task, claims.agent_id, GrantScope((ToolScope(tool_id),)),
+                          claims.expires_at, max_uses, claims.ancestors[0]
+                          if claims.ancestors else task.id, claims.ancestors,
+                          claims.actor_chain)
+        self.decide(request, ttl_seconds=max(1, claims.expires_at - claims.issued_at))
+        if len(self._later) >= _MAX_LATER:
+            self._later.clear()
+        self._later[key] = True
+
     def covered_tools(self, scope: GrantScope) -> list[str]:
         """The known tools ``scope`` covers; an entry that covers none is refused."""
         tools = [t for t in self.known_tools(scope)
@@ -202,7 +224,7 @@ class Issuer:
             task_id=request.task.id, issuer=self._codec.issuer, audience=self._codec.audience,
             issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
             scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
-            actor_chain=request.actor_chain)
+            actor_chain=request.actor_chain, wildcards=request.wildcards)
         token = self._codec.encode(claims)
         if len(token) > MAX_TOKEN_BYTES:
             raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
@@ -235,7 +257,7 @@ class Issuer:
             new_offer_id(), request.task.id, request.parent_id, request.agent_id,
             request.scope, request.max_uses, request.ancestors, request.actor_chain,
             request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
-            expires_at)
+            expires_at, wildcards=request.wildcards)
         with self._store.transaction() as conn:
             self._confirm(conn, request)
             save_offer(conn, offer)

@@ -61,6 +61,7 @@ class GrantOffer:
     grant_id: str | None = None
     cancelled_at: datetime | None = None
     cancel_reason: str | None = None
+    wildcards: GrantScope | None = None
 
     @property
     def is_delegation(self) -> bool:
@@ -89,7 +90,9 @@ class GrantOffer:
 def save_offer(conn: Connection, offer: GrantOffer) -> None:
     conn.execute(insert(grant_offers).values(
         id=offer.id, task_id=offer.task_id, parent_id=offer.parent_id,
-        agent_id=offer.agent_id, scope=offer.scope.as_json(), max_uses=offer.max_uses,
+        agent_id=offer.agent_id, max_uses=offer.max_uses,
+        scope={**offer.scope.as_json(), **({"wild": offer.wildcards.as_json()["tools"]}
+                                            if offer.wildcards is not None else {})},
         ancestors=list(offer.ancestors), actor_chain=list(offer.actor_chain),
         approved=offer.approved, created_at=offer.created_at, redeem_by=offer.redeem_by,
         expires_at=offer.expires_at))
@@ -105,7 +108,8 @@ def load_offer(conn: Connection, offer_id: str) -> GrantOffer:
         row.max_uses, tuple(row.ancestors), tuple(row.actor_chain), bool(row.approved),
         as_utc(row.created_at), as_utc(row.redeem_by), as_utc(row.expires_at),
         as_utc(row.redeemed_at) if row.redeemed_at else None, row.grant_id,
-        as_utc(row.cancelled_at) if row.cancelled_at else None, row.cancel_reason)
+        as_utc(row.cancelled_at) if row.cancelled_at else None, row.cancel_reason,
+        GrantScope.from_json({"tools": row.scope["wild"]}) if "wild" in row.scope else None)
 
 
 def take_offer(conn: Connection, offer: GrantOffer, grant_id: str, now: datetime) -> None:

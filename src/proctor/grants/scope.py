@@ -28,7 +28,7 @@ from typing import Any
 
 from proctor.errors import ScopeError
 
-__all__ = ["ArgConstraint", "GrantScope", "ToolScope", "expand_scope"]
+__all__ = ["ArgConstraint", "GrantScope", "ToolScope", "expand_scope", "wildcards_of"]
 
 _MAX_TOOLS = 256
 Scalar = str | int | bool
@@ -192,3 +192,9 @@ def expand_scope(scope: GrantScope, tools: Sequence[str]) -> GrantScope:
         raise ScopeError(f"the scope covers {len(unique)} tools; a grant covers at most "
                          f"{_MAX_TOOLS}: name the tools the task needs")
     return GrantScope(tuple(unique))
+
+
+def wildcards_of(scope: GrantScope) -> GrantScope | None:
+    """The wildcard entries of ``scope``, as asked for (None if it has none)."""
+    wild = tuple(e for e in scope.tools if e.is_wildcard)
+    return GrantScope(wild) if wild else None

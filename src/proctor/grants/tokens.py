@@ -11,6 +11,9 @@ Claims::
     iat, nbf, exp                                task  the task id
     scope the grant scope document               cnf   {"jkt": agent key thumbprint}
     anc   ancestor grant ids, parent first       act   RFC 8693 actor chain (delegation)
+    wild  the wildcard entries as asked for: a tool they match that appeared after the
+          grant was issued is decided then as a new issuance (``scope`` holds the
+          tools decided at issuance, each named)
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class GrantClaims:
     key_thumbprint: str
     ancestors: tuple[str, ...]
     actor_chain: tuple[str, ...]
+    wildcards: GrantScope | None = None
 
     @property
     def depth(self) -> int:
@@ -81,6 +85,8 @@ class GrantClaims:
             act = {"sub": actor, **({"act": act} if act else {})}
         if act:
             claims["act"] = act
+        if self.wildcards is not None:
+            claims["wild"] = self.wildcards.as_json()
         return claims
 
     @classmethod
@@ -100,6 +106,7 @@ class GrantClaims:
                 key_thumbprint=str(claims["cnf"]["jkt"]),
                 ancestors=tuple(str(a) for a in claims.get("anc") or ()),
                 actor_chain=tuple(chain),
+                wildcards=GrantScope.from_json(claims["wild"]) if "wild" in claims else None,
             )
         except (KeyError, TypeError, ValueError, ScopeError) as exc:
             raise GrantError("grant_malformed", "grant claims are incomplete") from exc

@@ -1,16 +1,16 @@
 """Oversight: watching what agents do and see. Today: leaked-secret detection and
-redaction (the output guard), and the credential formats the audit log masks with.
+redaction in what upstreams return (the output guard), with the credential formats of
+:mod:`proctor.credentials` (re-exported here).
 
 >>> from proctor.oversight import OutputGuard
 >>> OutputGuard().scan("token ghp_" + "a1B2" * 9).value
 'token [REDACTED:github_token]'
 
-This package imports no other part of proctor but ``proctor.errors``, so that
-every part (the audit log included) can use it. See ``docs/secrets.md``.
+Oversight watches; it never decides. See ``docs/secrets.md``.
 """
 
-from proctor.oversight.entropy import find_random_looking, is_random_looking, shannon_entropy
-from proctor.oversight.formats import (
+from proctor.credentials.entropy import find_random_looking, is_random_looking, shannon_entropy
+from proctor.credentials.formats import (
     FORMATS,
     CredentialFormat,
     is_placeholder,

@@ -9,10 +9,10 @@ proctor grants it saw. In each string, in this order:
 2. **JWTs** — one whose unverified ``iss`` is proctor's own is a leaked grant
    (``proctor_grant``; the raw token goes to the caller, who verifies and revokes
    it); any other is ``jwt``;
-3. **well-known formats** (:mod:`proctor.oversight.formats`): cloud and forge
+3. **well-known formats** (:mod:`proctor.credentials.formats`): cloud and forge
    tokens, private keys, bearer and basic credentials, passwords in URLs,
    ``password=…`` pairs;
-4. **random-looking strings** (:mod:`proctor.oversight.entropy`): ``high_entropy``.
+4. **random-looking strings** (:mod:`proctor.credentials.entropy`): ``high_entropy``.
 
 Each hit becomes ``[REDACTED:<kind>]``. In mappings, the value of a key that
 names a secret (``password``, ``api_key``, ``Authorization``…) is redacted
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from proctor.credentials.entropy import find_random_looking
+from proctor.credentials.formats import JWT, is_placeholder, is_secret_key, redact_formats
 from proctor.documents import MAX_DEPTH
 from proctor.errors import GuardError
-from proctor.oversight.entropy import find_random_looking
-from proctor.oversight.formats import JWT, is_placeholder, is_secret_key, redact_formats
 from proctor.oversight.tokens import unverified_issuer
 
 __all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from proctor.credentials import find_random_looking, redact_formats
 from proctor.errors import SecretError
-from proctor.oversight import find_random_looking, redact_formats
 
 __all__ = [
     "MAX_NAME_CHARS",

@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from proctor import __version__
-from proctor.cli.runtime import Runtime
 from proctor.errors import ApiError, ProctorError
+from proctor.runtime import Runtime
 from proctor.server.background import Background
 from proctor.server.config import ServerConfig
 from proctor.server.console import install_console

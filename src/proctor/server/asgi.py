@@ -17,8 +17,8 @@ import socket
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from proctor.cli.runtime import open_runtime
 from proctor.config import load_settings
+from proctor.runtime import open_runtime
 from proctor.server.app import create_app
 from proctor.server.config import load_server_config
 

@@ -18,8 +18,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from proctor.audit import AuditEvent, new_event_id, record_change
-from proctor.cli.runtime import Runtime
 from proctor.errors import ApiError
+from proctor.runtime import Runtime
 from proctor.server.principals import Principal
 from proctor.server.state import ServerState
 

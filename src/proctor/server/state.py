@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from proctor.cli.runtime import Runtime
-from proctor.grants import IssuerKeyring, RegisteredAgents, load_master_key
+from proctor.grants import IssuerKeyring
+from proctor.runtime import Runtime
 from proctor.server.authentication import RequestAuthenticator
 from proctor.server.config import ServerConfig
 from proctor.server.control import ControlPlane
@@ -42,14 +42,14 @@ class ServerState:
         tokens = ApiTokens(store, clock)
         authenticator = RequestAuthenticator(
             tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
-            directory=RegisteredAgents(runtime.registry, store, clock), grants=runtime.grants,
+            directory=runtime.agents, grants=runtime.grants,
             clock=clock)
         return cls(
             runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),
             authenticator=authenticator,
             limiter=RateLimiter(clock, rate=config.rate_per_second, burst=config.rate_burst),
             tokens=tokens,
-            keyring=IssuerKeyring(store, clock, load_master_key(runtime.settings.home)),
+            keyring=runtime.keyring,
             metrics=Metrics(),
             shadow=ShadowState(store, runtime.engine, runtime.policies, clock),
         )

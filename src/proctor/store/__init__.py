@@ -19,15 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from proctor.errors import ProctorError, RequestError, StoreError
-from proctor.store.engine import READ_ONLY, create_store_engine, normalize_url
-from proctor.store.migrate import upgrade
-from proctor.store.pool import (
-    DEFAULT_POOL_SIZE,
-    POOL_TIMEOUT_SECONDS,
-    ReadConnections,
-    exhausted,
-    read_share,
-)
+from proctor.store import engine as _engine
+from proctor.store import migrate as _migrate
+from proctor.store import pool as _pool
+from proctor.store.engine import READ_ONLY, normalize_url
+from proctor.store.pool import DEFAULT_POOL_SIZE, POOL_TIMEOUT_SECONDS
 
 __all__ = ["Store", "as_utc", "normalize_url", "open_store"]
 
@@ -36,7 +32,7 @@ def _store_error(exc: Exception, pool_timeout_seconds: float) -> ProctorError:
     """A driver error as proctor's error: text PostgreSQL cannot hold (a NUL character)
     is bad input (``request_invalid``), anything else ``store_unavailable``."""
     if isinstance(exc, PoolTimeoutError):
-        return exhausted(pool_timeout_seconds)
+        return _pool.exhausted(pool_timeout_seconds)
     cause = getattr(exc, "orig", exc)
     if isinstance(cause, psycopg.errors.UntranslatableCharacter) or (
             isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)):
@@ -56,7 +52,7 @@ class Store:
         self.engine = engine
         self.pool_timeout_seconds = pool_timeout_seconds
         self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
-        self._reads = ReadConnections(engine, read_connections, pool_timeout_seconds)
+        self._reads = _pool.ReadConnections(engine, read_connections, pool_timeout_seconds)
 
     @property
     def backend(self) -> str:
@@ -131,11 +127,11 @@ def open_store(url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_
     a caller that finds them all in use waits at most ``pool_timeout_seconds``, then
     gets :class:`StoreError`.
     """
-    engine = create_store_engine(url, pool_size=pool_size,
-                                 pool_timeout_seconds=pool_timeout_seconds)
-    if migrate:
-        upgrade(engine)
-    return Store(engine, read_connections=read_share(pool_size),
+    engine = _engine.create_store_engine(url, pool_size=pool_size,
+                                         pool_timeout_seconds=pool_timeout_seconds)
+    if migrate and not _migrate.is_current(engine):
+        _migrate.upgrade(engine)
+    return Store(engine, read_connections=_pool.read_share(pool_size),
                  pool_timeout_seconds=pool_timeout_seconds)
 
 

@@ -1,23 +1,41 @@
-"""Alembic migrations, run programmatically on open."""
+"""Alembic migrations, run programmatically on open.
+
+A process that opens a database already at :data:`HEAD_REVISION` does not load
+Alembic at all (the MCP wrapper starts with every MCP client session): one query
+of ``alembic_version`` tells. A test checks the constant against the scripts.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from proctor.errors import MigrationError
 
-__all__ = ["upgrade"]
+__all__ = ["HEAD_REVISION", "is_current", "upgrade"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
+HEAD_REVISION = "0012"
+
+
+def is_current(engine: Engine) -> bool:
+    """Whether ``engine``'s database is at :data:`HEAD_REVISION` (False if it has no
+    version table yet, or cannot say)."""
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except SQLAlchemyError:
+        return False
+    return [row[0] for row in found] == [HEAD_REVISION]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema of ``engine``'s database to ``revision``."""
+    from alembic import command  # only when there is something to migrate
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     try:

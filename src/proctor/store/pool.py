@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from proctor.config import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
 from proctor.errors import StoreError
 
 __all__ = [
@@ -37,11 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POOL_SIZE = 20
-# The audit writer and the revocation listener each keep one connection, the fast
-# read path at least one: below this, transactions would have none left.
-MIN_POOL_SIZE = 4
-MAX_POOL_SIZE = 1000
+
 POOL_TIMEOUT_SECONDS = 5.0
 
 Held = tuple[Any, Any]  # (the pool's proxy, its driver connection)

@@ -1,6 +1,14 @@
-"""Wiring the parts for one CLI invocation or server: settings, store, engine, policy
-store, agent registry, issuer keyring, grant authority, audit log, approvals and the
-enforcer."""
+"""The composition root: every shared part built once, for the server, the gateways, the
+CLI and the demo.
+
+:func:`open_runtime` opens the store, reads the master key once, and wires: the policy
+engine with the home's catalog and the tools discovered at run time, the active
+policies, the agent registry and the grants part's view of it, the issuer keyring
+(grants and audit checkpoints), the grant authority, the audit log, the approval
+queue (and its webhook), the secret store and the enforcer. Nothing below this module
+builds a store, a keyring or a master key of its own; everything above it (``server``,
+``gateway``, ``cli``, ``demo``) takes a :class:`Runtime`.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +28,13 @@ from proctor.grants import (
     RegisteredAgents,
     TaskLimits,
     TokenCodec,
-    load_master_key,
 )
 from proctor.identity import AgentRegistry, load_trust_config, sync_principals
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
+from proctor.sealing import load_master_key
+from proctor.secrets import SecretStore
 from proctor.store import Store, open_store
 
 __all__ = [
@@ -39,22 +48,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
+EXAMPLE_POLICIES = Path(__file__).resolve().parent / "examples" / "policies"
 
 
 @dataclass
 class Runtime:
+    """The parts of one process, each built once (see the module docstring)."""
+
     settings: Settings
     clock: Clock
     store: Store
     engine: PolicyEngine
     policies: PolicyStore
     registry: AgentRegistry
+    agents: RegisteredAgents  # the registry as grants and the API's authentication see it
+    tools: KnownTools  # tools discovered at run time, by any process
     grants: GrantAuthority
     audit: AuditLog
     approvals: ApprovalQueue
     enforcer: Enforcer
     keyring: IssuerKeyring  # the issuer keys: grants and audit checkpoints
+    secrets: SecretStore  # upstream credentials, sealed under the master key
 
     def close(self) -> None:
         self.approvals.close()  # a configured webhook delivers what it has queued
@@ -76,16 +90,20 @@ def init_home(settings: Settings, *, policies_from: Path = EXAMPLE_POLICIES) -> 
     return True
 
 
-def open_keyring(settings: Settings, store: Store, clock: Clock) -> IssuerKeyring:
+def open_keyring(settings: Settings, store: Store, clock: Clock,
+                 master_key: bytes | None = None) -> IssuerKeyring:
     """The issuer keyring: it signs grants and audit checkpoints, on every node.
 
     A home from an earlier version holds its own checkpoint key in a plaintext
     file (``keys/issuer.pem``). It is imported into the keyring, sealed and
     retired (it signs nothing new and verifies no grant), so that the
     checkpoints it signed verify on every node; the file itself is left for
-    the operator to delete, with a warning.
+    the operator to delete, with a warning. For commands that open only the store
+    (``proctor audit``), ``master_key`` is read from the home here.
     """
-    keyring = IssuerKeyring(store, clock, load_master_key(settings.home))
+    if master_key is None:
+        master_key = load_master_key(settings.home)
+    keyring = IssuerKeyring(store, clock, master_key)
     legacy = load_legacy_signer(settings.home)
     if legacy is not None:
         keyring.import_retired(legacy)
@@ -122,11 +140,12 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     policies = PolicyStore(store, engine, clock)
     if policies.load_active() is None:
         policies.load_directory(settings.policy_dir)
-    keyring = open_keyring(settings, store, clock)
+    master_key = load_master_key(settings.home)  # read once, here
+    keyring = open_keyring(settings, store, clock, master_key)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
     audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
-    grants = GrantAuthority(store, clock, codec, engine,
-                            RegisteredAgents(registry, store, clock), audit=audit,
+    agents = RegisteredAgents(registry, store, clock)
+    grants = GrantAuthority(store, clock, codec, engine, agents, audit=audit,
                             task_limits=TaskLimits(settings.task_max_seconds,
                                                    settings.task_idle_seconds), tools=tools)
     approvals = ApprovalQueue(store, clock, audit=audit)
@@ -136,6 +155,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
         approvals.subscribe(notifier.notify, close=notifier.close)
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools)
-    return Runtime(settings, clock, store, engine, policies, registry, grants, audit,
-                   approvals, enforcer, keyring)
+    secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
+    return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
+                   audit, approvals, enforcer, keyring, secrets)
 

@@ -8,7 +8,8 @@ import string
 import pytest
 
 from proctor.audit import mask_text
-from proctor.oversight import FORMATS, OutputGuard, is_placeholder, redact_formats
+from proctor.credentials import FORMATS, is_placeholder, redact_formats
+from proctor.oversight import OutputGuard
 
 _ALNUM = string.ascii_letters + string.digits
 
