@@ -69,6 +69,7 @@ class Latency:
 
     @classmethod
     def of(cls, wall_ns: Sequence[int], cpu_ns: Sequence[int]) -> Latency:
+        """From one variant's samples, in nanoseconds."""
         return cls(statistics.median(wall_ns) / 1000, nearest_rank(wall_ns, 99) / 1000,
                    statistics.fmean(wall_ns) / 1000, statistics.median(cpu_ns) / 1000,
                    nearest_rank(cpu_ns, 99) / 1000)
