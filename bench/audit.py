@@ -26,9 +26,7 @@ Prints a table, then one JSON object on its last line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import platform
 import sqlite3
@@ -43,15 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+import harness
 from proctor.audit import AuditLog, decision_event, verifiers_for, verify_store
 from proctor.keys import LocalSigner
 from proctor.policy import Decision, EntityRef, Outcome, ReasonCode, call_context
 from proctor.policy.model import DecisionRequest
 from proctor.store import open_store
 
-PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 DECISION = Decision(Outcome.ALLOW, ReasonCode.PERMITTED, ("coding-read",),
                     ("the coding agent may read its repositories",), revision=7)
@@ -182,26 +179,19 @@ def measure_log(url: str, count: int, signer: LocalSigner) -> dict[str, float]:
         store.close()
 
 
-def postgres_database() -> str | None:
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            name = f"proctor_bench_{uuid.uuid4().hex[:10]}"
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as exc:
-        print(f"PostgreSQL not reachable, skipped: {exc}", file=sys.stderr)
-        return None
-    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-
-
-def drop_database(url: str) -> None:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(url.rsplit("/", 1)[1])))
+def log_figures(log: dict[str, float], backend: str, verify: str) -> dict[str, float]:
+    """The figures of ``measure_log`` on one backend, named as the report names them."""
+    return {
+        f"events_per_s_{backend}": round(log["async"]),
+        f"decision_events_per_s_{backend}": round(log["decisions"]),
+        f"events_per_s_{backend}_threads": round(log["threads"]),
+        f"mean_batch_{backend}": round(log["async_mean_batch"], 1),
+        verify: round(log["verify"]),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer events: under 30 s")
+    parser = harness.parser(__doc__.splitlines()[0], quick_help="fewer events: under 30 s")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     options = parser.parse_args()
     count = 6_000 if options.quick else 60_000
@@ -210,7 +200,7 @@ def main() -> None:
     figures: dict[str, Any] = {"quick": options.quick, "events": count,
                                "python": platform.python_version(),
                                "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
-                               "load_1min_start": round(os.getloadavg()[0], 2)}
+                               "load_1min_start": round(harness.load_average(), 2)}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.db"
         url = f"sqlite:///{path}"
@@ -220,36 +210,27 @@ def main() -> None:
     figures.update({
         "baseline_sqlite_single_row_commits_per_s": round(one),
         "baseline_sqlite_batch100_rows_per_s": round(hundred),
-        "events_per_s_sqlite": round(log["async"]),
-        "decision_events_per_s_sqlite": round(log["decisions"]),
-        "events_per_s_sqlite_threads": round(log["threads"]),
-        "mean_batch_sqlite": round(log["async_mean_batch"], 1),
-        "verify_events_per_s": round(log["verify"]),
+        **log_figures(log, "sqlite", verify="verify_events_per_s"),
     })
-    pg_url = None if options.no_postgres else postgres_database()
-    if pg_url is not None:
-        try:
+    problem = None if options.no_postgres else harness.postgres_problem(harness.PG_ADMIN_URL)
+    if problem is not None:
+        print(f"{problem}: skipped", file=sys.stderr)
+    elif not options.no_postgres:
+        with harness.postgres_database(harness.PG_ADMIN_URL) as pg_url:
             open_store(pg_url).close()
             hundred = baseline_postgres(pg_url, count)
             log = measure_log(pg_url, count, signer)
-        finally:
-            drop_database(pg_url)
         figures.update({
             "baseline_postgres_batch100_rows_per_s": round(hundred),
-            "events_per_s_postgres": round(log["async"]),
-            "decision_events_per_s_postgres": round(log["decisions"]),
-            "events_per_s_postgres_threads": round(log["threads"]),
-            "mean_batch_postgres": round(log["async_mean_batch"], 1),
-            "verify_events_per_s_postgres": round(log["verify"]),
+            **log_figures(log, "postgres", verify="verify_events_per_s_postgres"),
         })
-    figures["load_1min_end"] = round(os.getloadavg()[0], 2)
+    figures["load_1min_end"] = round(harness.load_average(), 2)
     figures["sqlite_vs_batch100_baseline"] = round(
         figures["events_per_s_sqlite"] / figures["baseline_sqlite_batch100_rows_per_s"], 2)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")
-    print(json.dumps(figures, sort_keys=True))
-
+    harness.print_json_line(figures, sort_keys=True)
 
 if __name__ == "__main__":
     main()

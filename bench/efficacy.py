@@ -20,8 +20,6 @@ method and the recorded full run are in docs/efficacy.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -39,6 +37,8 @@ from examples.agentdojo.deployment import Deployment  # noqa: E402
 from examples.agentdojo.grants import load_grants, write_grants  # noqa: E402
 from examples.agentdojo.replay import attack, run_user_task  # noqa: E402
 from examples.agentdojo.report import SuiteReport, bounds, overall, print_table  # noqa: E402
+
+import harness  # noqa: E402
 
 POLICIES = ROOT / "examples" / "agentdojo"
 DEFAULT_SUITES = ("workspace", "banking", "slack")
@@ -96,12 +96,11 @@ def write(name: str, *, tools: bool, grants: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="AgentDojo replayed through proctor")
+    parser = harness.parser("AgentDojo replayed through proctor",
+                            quick_help=f"every {QUICK_STEP}th user task, every "
+                            f"{QUICK_INJECTION_STEP}nd injection task only")
     parser.add_argument("--suite", action="append", dest="names", metavar="NAME",
                         help="a suite (repeatable; default: workspace, banking, slack)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"every {QUICK_STEP}th user task, every "
-                        f"{QUICK_INJECTION_STEP}nd injection task only")
     parser.add_argument("--write-tools", action="store_true",
                         help="write the suite's tools.yaml schemas from AgentDojo and stop")
     parser.add_argument("--write-grants", action="store_true",
@@ -122,13 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = overall(reports)
     print_table({**rows, "overall": summary})
     document: dict[str, Any] = {
-        "mode": "quick" if options.quick else "full",
+        "mode": harness.mode(options),
         "agentdojo": metadata.version("agentdojo"),
         "benchmark_version": suites.BENCHMARK_VERSION,
         "suites": rows,
         "overall": summary,
     }
-    print(json.dumps(document))
+    harness.print_json_line(document)
     return 0
 
 

@@ -34,10 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +43,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +50,8 @@ import anyio
 import httpx2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -159,21 +157,12 @@ def deploy(tmp: Path, database_url: str) -> Deployment:
 
 @contextmanager
 def database(postgres: str | None, tmp: Path) -> Iterator[str]:
+    """A SQLite file in ``tmp``, or a fresh database on the PostgreSQL server ``postgres``."""
     if postgres is None:
         yield f"sqlite:///{tmp / 'proctor.db'}"
         return
-    import psycopg
-    from psycopg import sql
-
-    name = f"proctor_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield postgres.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+    with harness.postgres_database(postgres) as url:
+        yield url
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -192,7 +181,7 @@ async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: in
     samples: dict[str, list[float]] = {name: [] for name in sessions}
     order = list(sessions)
     for i in range(warmup + calls):
-        for name in order[i % len(order):] + order[:i % len(order)]:
+        for name in harness.rotation(order, i):
             start = time.perf_counter_ns()
             with anyio.fail_after(WAIT):
                 result = await sessions[name].call_tool("echo", {"text": "ping"})
@@ -202,13 +191,6 @@ async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: in
             if i >= warmup:
                 samples[name].append(elapsed)
     return samples
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
@@ -238,7 +220,7 @@ async def serving(proc: subprocess.Popen[bytes], url: str) -> None:
 async def measure(deployment: Deployment, calls: int, warmup: int
                   ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Both transports; the HTTP servers start while the stdio variant is measured."""
-    upstream_port, port = free_port(), free_port()
+    upstream_port, port = harness.free_port(), harness.free_port()
     public = f"http://127.0.0.1:{port}"
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     config = deployment.tmp / "gateway.yaml"
@@ -284,24 +266,18 @@ def measure_decision(deployment: Deployment, calls: int) -> list[float]:
     return samples
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def figures(samples: dict[str, list[float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, values in samples.items():
         out[f"{name}_p50_ms"] = round(statistics.median(values), 3)
-        out[f"{name}_p99_ms"] = round(percentile(values, 0.99), 3)
+        out[f"{name}_p99_ms"] = round(harness.nearest_rank(values, 99), 3)
     out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
     out["added_p99_ms"] = round(out["gateway_p99_ms"] - out["direct_p99_ms"], 3)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="under 30 s")
+    parser = harness.parser(__doc__.split("\n\n")[0], quick_help="under 30 s")
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to use")
     parser.add_argument("--serve-upstream", metavar="stdio|http:PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,7 +286,7 @@ def main() -> None:
         serve_upstream(int(port) if kind == "http" else None)
         return
     calls, warmup = (120, 20) if args.quick else (2000, 100)
-    load = os.getloadavg()[0]
+    load = harness.load_average()
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
         deployment = deploy(Path(tmp), url)
         try:
@@ -325,17 +301,14 @@ def main() -> None:
         "decide_p50_ms": round(statistics.median(decision), 3),
         "stdio": stdio, "http": http, "calls": calls,
         "backend": "postgresql" if args.postgres else "sqlite",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), "mcp": metadata.version("mcp"),
-                    "load_average_1m": {"start": round(load, 2),
-                                        "end": round(os.getloadavg()[0], 2)}},
+        "machine": harness.machine(load, **harness.versions("mcp")),
     }
     print(f"{'':10}{'direct p50':>12}{'gateway p50':>13}{'added p50':>11}{'added p99':>11}")
     for name, row in (("stdio", stdio), ("http", http)):
         print(f"{name:10}{row['direct_p50_ms']:>10.3f}ms{row['gateway_p50_ms']:>11.3f}ms"
               f"{row['added_p50_ms']:>9.3f}ms{row['added_p99_ms']:>9.3f}ms")
     print(f"the decision alone (Enforcer.decide_call): p50 {result['decide_p50_ms']:.3f} ms")
-    print(json.dumps(result))
+    harness.print_json_line(result)
 
 
 if __name__ == "__main__":

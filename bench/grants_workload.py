@@ -1,0 +1,130 @@
+"""The grants bench's workload: one agent with its own key, a backend per database
+(store, keyring, codec, authority, a task of the agent's), and the bare durable commits
+issuance is set beside.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric import ec
+from psycopg import sql
+from sqlalchemy import Connection
+
+from proctor.clock import SystemClock
+from proctor.errors import GrantError
+from proctor.grants import (
+    AgentBinding,
+    GrantAuthority,
+    GrantScope,
+    IssuedGrant,
+    IssuerKeyring,
+    TokenCodec,
+    jwk_thumbprint,
+)
+from proctor.grants.agents import AgentEnded
+from proctor.grants.proofs import public_jwk
+from proctor.policy import PolicyEngine
+from proctor.store import Store, open_store
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
+AGENT = "spiffe://acme.example/agent/coder"
+ISSUER = "https://proctor.acme.example"
+TOOL = "git/git_log"
+SCOPE = GrantScope.from_json({"tools": [
+    {"tool": TOOL, "args": {"repo_path": {"prefix": ["/srv/repos/"]}}},
+]})
+TARGET = "mcp://git/git_log"
+ARGS = {"repo_path": "/srv/repos/app"}
+TOKENS = 64  # distinct grants the checks rotate over
+
+
+@dataclass
+class Agents:
+    """The one agent of the bench, as the grants part sees it."""
+
+    agent: AgentBinding
+
+    def binding(self, agent_id: str) -> AgentBinding | None:
+        return self.agent if agent_id == self.agent.agent_id else None
+
+    def prove(self, identity_proof: str) -> str:
+        raise GrantError("proof_invalid", "the bench's agent has a registered key")
+
+    def confirm_active(self, conn: Connection, agent_id: str) -> bool:
+        return agent_id == self.agent.agent_id
+
+    def on_deactivated(self, hook: AgentEnded) -> None:
+        """The bench never suspends its agent."""
+
+
+@dataclass
+class Backend:
+    """The grants part on one database, with the task the bench issues under."""
+
+    name: str
+    store: Store
+    keyring: IssuerKeyring
+    codec: TokenCodec
+    authority: GrantAuthority
+    task_id: str
+    tokens: list[IssuedGrant] = field(default_factory=list)
+
+
+def open_backend(name: str, url: str, engine: PolicyEngine, agent_key: ec.EllipticCurvePrivateKey
+                 ) -> Backend:
+    """The grants part on the store at ``url``, the bench's agent bound to ``agent_key``."""
+    clock = SystemClock()
+    store = open_store(url)
+    keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
+    codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
+    agents = Agents(AgentBinding(AGENT, jwk_thumbprint(public_jwk(agent_key)), True))
+    authority = GrantAuthority(store, clock, codec, engine, agents)
+    task = authority.start_task(AGENT, purpose="bench", on_behalf_of="alice@acme.example")
+    return Backend(name, store, keyring, codec, authority, task.id)
+
+
+@contextmanager
+def sqlite_commit(path: Path) -> Iterator[Callable[[object], object]]:
+    """A bare durable write on SQLite, as the store opens it (WAL, synchronous=FULL)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    ids = itertools.count()
+
+    def write(_: object) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO rows VALUES (?, ?)", (next(ids), "x" * 64))
+        db.execute("COMMIT")
+
+    try:
+        yield write
+    finally:
+        db.close()
+
+
+@contextmanager
+def postgres_commit(url: str) -> Iterator[tuple[Callable[[object], object], dict[str, str]]]:
+    """A bare durable write on PostgreSQL, and the server settings that make it durable."""
+    with psycopg.connect(url) as db:
+        settings = {}
+        for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method"):
+            row = db.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+            settings[name] = str(row[0]) if row else "?"
+        db.execute("CREATE TABLE bench_rows (id bigint PRIMARY KEY, body text NOT NULL)")
+        db.commit()
+        ids = itertools.count()
+
+        def write(_: object) -> None:
+            db.execute("INSERT INTO bench_rows VALUES (%s, %s)", (next(ids), "x" * 64))
+            db.commit()
+
+        yield write, settings

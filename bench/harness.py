@@ -1,0 +1,244 @@
+"""What every bench shares: how it measures, how it summarises, and what it reports.
+
+- **Rotation.** ``measure`` times every variant of a group once per round, on the
+  same input, in an order that starts one variant further along each round
+  (``rotation``), so drift on a shared machine hits all variants alike. Rounds
+  before zero are a warm-up and are not kept. Around each wall-clock reading it
+  reads this thread's CPU time, which so leaves the wall-clock reading clean: the
+  difference between the two is time spent waiting for a core.
+- **Quantiles.** p50 is the median (``statistics.median``); other quantiles are
+  nearest rank (``nearest_rank``): the smallest sample with at least that share of
+  the samples at or below it.
+- **Goals.** A ``Goal`` is a sign and a limit (``<= 1.3``), shown as written.
+- **The machine.** ``machine`` names the platform, the cores, Python, what the
+  bench adds (versions of what it measures), and the 1-minute load average at the
+  start and the end of the run: other work on the machine shows in p99 first.
+- **The command line.** ``parser`` with ``--quick``; ``add_postgres`` for a bench
+  that measures PostgreSQL, on a fresh ``proctor_bench_*`` database
+  (``postgres_database``) that is dropped at the end.
+- **The last line.** ``print_json_line``: one JSON object, the bench's whole report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import operator
+import os
+import platform
+import secrets
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+QUICK_HELP = "fewer samples, under 30 s"
+
+# --- quantiles and latencies ------------------------------------------------------------------
+
+
+def nearest_rank(samples: Sequence[float], percent: int) -> float:
+    """The ``percent``-th percentile of ``samples`` by nearest rank (exact integer ranks).
+
+    >>> nearest_rank([4, 1, 3, 2], 50), nearest_rank(range(1, 101), 99)
+    (2, 99)
+    """
+    ordered = sorted(samples)
+    return ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The latency of one variant in microseconds: wall clock, and this thread's CPU time."""
+
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    cpu_p50_us: float
+    cpu_p99_us: float
+
+    @classmethod
+    def of(cls, wall_ns: Sequence[int], cpu_ns: Sequence[int]) -> Latency:
+        """From one variant's samples, in nanoseconds."""
+        return cls(statistics.median(wall_ns) / 1000, nearest_rank(wall_ns, 99) / 1000,
+                   statistics.fmean(wall_ns) / 1000, statistics.median(cpu_ns) / 1000,
+                   nearest_rank(cpu_ns, 99) / 1000)
+
+    @property
+    def per_s(self) -> float:
+        """One thread's rate: 1 / mean latency."""
+        return 1e6 / self.mean_us
+
+    def as_json(self, *keys: str, digits: int) -> dict[str, float]:
+        """The named figures, rounded to ``digits`` decimals."""
+        return {key: round(getattr(self, key), digits) for key in keys}
+
+
+# --- goals ----------------------------------------------------------------------------------
+
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">=": operator.ge, ">": operator.gt}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a figure should be: ``Goal("<=", 1.3)`` is met by 1.2, shown as ``<= 1.3``."""
+
+    sign: Literal["<", "<=", ">=", ">"]
+    limit: float
+
+    def __str__(self) -> str:
+        return f"{self.sign} {self.limit}"
+
+    def is_met(self, figure: float) -> bool:
+        """Whether ``figure`` meets the goal."""
+        return _COMPARISONS[self.sign](figure, self.limit)
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+# a variant: what to call, and the inputs it takes in turn (round r takes inputs[r % len])
+Variant = tuple[Callable[[Any], object], Sequence[Any]]
+# the inputs of a variant that takes none: its call ignores its argument
+NO_INPUT: Sequence[None] = (None,)
+
+
+def rotation(names: Sequence[str], index: int) -> list[str]:
+    """``names`` in the order of round ``index``: each round starts one further along."""
+    shift = index % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+def measure(variants: Mapping[str, Variant], rounds: int, warmup: int, *,
+            refill: Callable[[], None] | None = None, block: int = 1000) -> dict[str, Latency]:
+    """Time each variant once per round, in rotating order, after ``warmup`` rounds.
+
+    Round ``r`` (negative during the warm-up) calls every variant with
+    ``inputs[r % len(inputs)]``. ``refill``, if given, runs untimed before the first
+    round and before every round that is a multiple of ``block`` (e.g. to make fresh
+    proofs, each used once).
+    """
+    names = list(variants)
+    wall: dict[str, list[int]] = {name: [] for name in names}
+    cpu: dict[str, list[int]] = {name: [] for name in names}
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    gc.collect()
+    for r in range(-warmup, rounds):
+        if refill is not None and (r == -warmup or r % block == 0):
+            refill()
+        for name in rotation(names, r):
+            call, inputs = variants[name]
+            arg = inputs[r % len(inputs)]
+            cpu_start = cpu_clock()
+            start = clock()
+            call(arg)
+            end = clock()
+            cpu_end = cpu_clock()
+            if r >= 0:
+                wall[name].append(end - start)
+                cpu[name].append(cpu_end - cpu_start)
+    return {name: Latency.of(wall[name], cpu[name]) for name in names}
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+
+def load_average() -> float:
+    """The 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """The installed version of each package."""
+    return {package: metadata.version(package) for package in packages}
+
+
+def machine(load_at_start: float, **extra: object) -> dict[str, Any]:
+    """What the figures were measured on; ``extra`` goes before the load average."""
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        **extra,
+        # other work on the machine shows in p99 first: say how busy it was
+        "load_average_1m": {"start": round(load_at_start, 2), "end": round(load_average(), 2)},
+    }
+
+
+# --- the command line and the last line -------------------------------------------------------
+
+
+def parser(description: str, quick_help: str = QUICK_HELP) -> argparse.ArgumentParser:
+    """An argument parser with ``--quick``."""
+    parsed = argparse.ArgumentParser(description=description)
+    parsed.add_argument("--quick", action="store_true", help=quick_help)
+    return parsed
+
+
+def add_postgres(parsed: argparse.ArgumentParser) -> None:
+    """``--postgres``: the admin URL of the PostgreSQL server this bench needs."""
+    parsed.add_argument("--postgres", default=PG_ADMIN_URL,
+                        help="an admin URL of the PostgreSQL server (default: %(default)s)")
+
+
+def mode(options: argparse.Namespace) -> str:
+    """``quick`` or ``full``, as the report names the run."""
+    return "quick" if options.quick else "full"
+
+
+def print_json_line(report: Mapping[str, Any], *, sort_keys: bool = False) -> None:
+    """The report as one JSON object: the last line a bench prints."""
+    print(json.dumps(report, sort_keys=sort_keys))
+
+
+# --- what a bench runs against ----------------------------------------------------------------
+
+
+def postgres_problem(admin_url: str) -> str | None:
+    """Why the PostgreSQL server of ``admin_url`` cannot be used, or None."""
+    try:
+        with psycopg.connect(admin_url, connect_timeout=5):
+            return None
+    except psycopg.Error as exc:
+        shown = make_url(admin_url).render_as_string(hide_password=True)
+        return f"PostgreSQL at {shown} is not reachable: {exc}"
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A new ``proctor_bench_*`` database for this run, dropped afterwards.
+
+    An unreachable server ends the run, loudly: a bench that measures PostgreSQL
+    never skips it.
+    """
+    problem = postgres_problem(admin_url)
+    if problem is not None:
+        raise SystemExit(f"{problem}\nthis bench measures PostgreSQL; start it, or set "
+                         "PROCTOR_TEST_PG_URL or --postgres")
+    name = f"proctor_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
