@@ -26,23 +26,16 @@ True
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
 from proctor.errors import SigningKeyError
+from proctor.jose import load_public_jwk, public_jwk, sign, thumbprint, verifier
 
 __all__ = [
     "ALGORITHM",
@@ -57,7 +50,6 @@ __all__ = [
 ]
 
 ALGORITHM = "ES256"
-_COORD = 32  # bytes in one P-256 coordinate
 LEGACY_KEY_FILE = Path("keys") / "issuer.pem"
 
 
@@ -86,14 +78,6 @@ class SignerSource(Protocol):
         ...
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class PublicKeyVerifier:
     """Verifies ES256 signatures with a public key alone."""
 
@@ -101,26 +85,20 @@ class PublicKeyVerifier:
         if not isinstance(public_key.curve, ec.SECP256R1):
             raise SigningKeyError(f"key curve `{public_key.curve.name}` is not P-256")
         self._public = public_key
-        numbers = public_key.public_numbers()
-        self._jwk = {
-            "kty": "EC", "crv": "P-256",
-            "x": _b64(numbers.x.to_bytes(_COORD, "big")),
-            "y": _b64(numbers.y.to_bytes(_COORD, "big")),
-        }
-        thumbprint = json.dumps(self._jwk, sort_keys=True, separators=(",", ":"))
-        self._kid = _b64(hashlib.sha256(thumbprint.encode("ascii")).digest())
+        self._jwk = public_jwk(public_key)
+        self._kid = thumbprint(self._jwk)
+        self._verify = verifier(ALGORITHM, public_key)
 
     @classmethod
-    def from_jwk(cls, jwk: dict[str, Any]) -> PublicKeyVerifier:
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKeyVerifier:
         """A verifier from a public JWK (``kty`` EC, ``crv`` P-256)."""
         if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
             raise SigningKeyError("only EC P-256 public keys are accepted")
         try:
-            x = int.from_bytes(_unb64(str(jwk["x"])), "big")
-            y = int.from_bytes(_unb64(str(jwk["y"])), "big")
-            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-        except (KeyError, ValueError) as exc:
+            key = load_public_jwk(jwk)
+        except ValueError as exc:
             raise SigningKeyError("public key is not a valid P-256 point") from exc
+        assert isinstance(key, ec.EllipticCurvePublicKey)  # EC P-256, checked above
         return cls(key)
 
     @property
@@ -131,15 +109,7 @@ class PublicKeyVerifier:
         return {**self._jwk, "kid": self._kid, "alg": ALGORITHM, "use": "sig"}
 
     def verify(self, data: bytes, signature: bytes) -> bool:
-        if len(signature) != 2 * _COORD:
-            return False
-        r = int.from_bytes(signature[:_COORD], "big")
-        s = int.from_bytes(signature[_COORD:], "big")
-        try:
-            self._public.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            return False
-        return True
+        return self._verify(data, signature)
 
 
 class LocalSigner(PublicKeyVerifier):
@@ -172,9 +142,7 @@ class LocalSigner(PublicKeyVerifier):
         )
 
     def sign(self, data: bytes) -> bytes:
-        der = self._private.sign(data, ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        return r.to_bytes(_COORD, "big") + s.to_bytes(_COORD, "big")
+        return sign(self._private, data)
 
     def current_signer(self) -> LocalSigner:
         return self

@@ -26,22 +26,26 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proctor.errors import ConfigError
+from proctor.jose import b64url_decode
 
 __all__ = ["MASTER_KEY_BYTES", "Sealer", "load_master_key"]
 
 MASTER_KEY_BYTES = 32
 _NONCE_BYTES = 12
+_TO_URLSAFE = str.maketrans("+/", "-_")
 
 
 def load_master_key(home: Path, env: dict[str, str] | None = None) -> bytes:
     """The key-encryption key, from the environment or the home (created if absent)."""
     env = dict(os.environ) if env is None else env
     if env.get("PROCTOR_MASTER_KEY"):
-        raw = env["PROCTOR_MASTER_KEY"]
+        # base64url as documented; padding, surrounding whitespace and the standard
+        # alphabet's `+` and `/` are tolerated, any other character is refused
+        raw = env["PROCTOR_MASTER_KEY"].strip().rstrip("=").translate(_TO_URLSAFE)
         try:
-            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        except ValueError as exc:
-            raise ConfigError("PROCTOR_MASTER_KEY is not base64url") from exc
+            key = b64url_decode(raw)
+        except ValueError:
+            raise ConfigError("PROCTOR_MASTER_KEY is not base64url") from None
         if len(key) != MASTER_KEY_BYTES:
             raise ConfigError("PROCTOR_MASTER_KEY must decode to 32 bytes")
         return key

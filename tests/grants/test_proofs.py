@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -101,3 +102,64 @@ def test_a_proof_whose_jwk_carries_private_key_material_is_refused(
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     s64 = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
     assert _check(key, f"{h2}.{p}.{s64}") == "proof_key_private"
+
+
+def _resigned(key: ed25519.Ed25519PrivateKey, proof: str, **header: str) -> str:
+    """``proof`` with its header changed, signed again by ``key``."""
+    h, p, _ = proof.split(".")
+    changed = {**json.loads(base64.urlsafe_b64decode(h + "==")), **header}
+    h2 = base64.urlsafe_b64encode(json.dumps(changed).encode()).rstrip(b"=").decode()
+    signature = key.sign(f"{h2}.{p}".encode())
+    return f"{h2}.{p}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def _alg(proof: str) -> str:
+    header = json.loads(base64.urlsafe_b64decode(proof.split(".")[0] + "=="))
+    return str(header["alg"])
+
+
+def test_an_ed25519_proof_is_accepted_under_either_algorithm_name_and_written_as_ed25519(
+) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    proof = make_proof(key, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+    assert _alg(proof) == "Ed25519"  # RFC 9864's name; identity proofs take both too
+    assert _check(key, proof) == "ok"
+    assert _check(key, _resigned(key, proof, alg="EdDSA")) == "ok"
+
+
+def test_an_algorithm_name_of_another_key_type_is_refused() -> None:
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    proof = make_proof(ed_key, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+    for alg in ("ES256", "Ed448", "none", "HS256"):
+        assert _check(ed_key, _resigned(ed_key, proof, alg=alg)) == "proof_invalid", alg
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    proof = make_proof(p256, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+    assert _alg(proof) == "ES256"
+    h, p, s = proof.split(".")
+    header = {**json.loads(base64.urlsafe_b64decode(h + "==")), "alg": "Ed25519"}
+    h2 = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    assert _check(p256, f"{h2}.{p}.{s}") == "proof_invalid"
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize("respell", [
+    lambda s: s + "==",
+    lambda s: s + "\n",
+    lambda s: s.replace("-", "+").replace("_", "/"),
+    lambda s: s[:-1] + _ALPHABET[_ALPHABET.index(s[-1]) + 1],  # an unused bit set
+], ids=["padding", "newline", "standard-alphabet", "unused-bits"])
+def test_a_proof_spelled_other_than_canonical_base64url_is_refused(
+    respell: Callable[[str], str],
+) -> None:
+    # each spelling decodes to the same signature bytes with a lenient decoder
+    key = ed25519.Ed25519PrivateKey.generate()  # 64-byte signature: 86 characters, 4 bits unused
+    for _ in range(200):
+        proof = make_proof(key, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+        h, p, s = proof.split(".")
+        if "-" in s or "_" in s:
+            break
+    assert respell(s) != s
+    assert _check(key, proof) == "ok"
+    assert _check(key, f"{h}.{p}.{respell(s)}") == "proof_invalid"

@@ -17,8 +17,6 @@ The signed payload is canonical JSON::
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +27,9 @@ from sqlalchemy import insert, select
 from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.events import format_time
 from proctor.clock import Clock
+from proctor.documents import parse_json
+from proctor.errors import DocumentError
+from proctor.jose import b64url_decode, b64url_encode
 from proctor.keys import Signer, SignerSource, Verifier, verifiers_for
 from proctor.store import Store, as_utc
 from proctor.store.tables import audit_checkpoints, audit_head
@@ -70,7 +71,7 @@ def sign_checkpoint(signer: Signer, head: ChainHead, now: datetime) -> Checkpoin
     """A new checkpoint of ``head``, signed by ``signer`` at ``now``."""
     payload = canonical_json({"type": _TYPE, "v": 1, "seq": head.seq, "hash": head.hash,
                               "kid": signer.kid, "signed_at": format_time(now)})
-    signature = base64.urlsafe_b64encode(signer.sign(payload)).rstrip(b"=").decode("ascii")
+    signature = b64url_encode(signer.sign(payload))
     return Checkpoint(head.seq, head.hash, signer.kid, now, payload.decode("utf-8"), signature)
 
 
@@ -85,16 +86,17 @@ def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]
     where = f"checkpoint at position {checkpoint.seq}"
     if verifier is None:
         return "checkpoint_unknown_key", f"{where} is signed by unknown key `{checkpoint.kid}`"
-    text = checkpoint.signature
     try:
-        signature = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        signature = b64url_decode(checkpoint.signature)
     except ValueError:
         signature = b""
     if not verifier.verify(checkpoint.payload.encode("utf-8"), signature):
         return "checkpoint_invalid", f"{where} has an invalid signature"
     try:
-        payload = json.loads(checkpoint.payload)
-    except ValueError:
+        payload = parse_json(checkpoint.payload, what="checkpoint payload")
+    except DocumentError:
+        payload = None
+    if not isinstance(payload, dict):
         payload = {}
     if (payload.get("type"), payload.get("seq"), payload.get("hash"), payload.get("kid")) != (
             _TYPE, checkpoint.seq, checkpoint.hash, checkpoint.kid):

@@ -69,7 +69,7 @@ from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
-from proctor.grants import GrantClaims
+from proctor.grants import PROOF_ALGORITHMS, GrantClaims
 from proctor.store import Store
 
 __all__ = ["HttpCredentials", "build_http_app"]
@@ -310,7 +310,7 @@ def _metadata(resource: str, config: GatewayConfig
         "resource": resource,
         "authorization_servers": list(config.authorization_servers),
         "bearer_methods_supported": ["header"],
-        "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "dpop_signing_alg_values_supported": list(PROOF_ALGORITHMS),
         "dpop_bound_access_tokens_required": True,
         "resource_name": "proctor MCP gateway",
     }

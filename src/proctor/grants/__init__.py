@@ -14,13 +14,14 @@ from proctor.grants.issuance import IssuedGrant
 from proctor.grants.keyring import IssuerKey, IssuerKeyring, load_master_key
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer
-from proctor.grants.proofs import jwk_thumbprint, make_proof, verify_proof
+from proctor.grants.proofs import PROOF_ALGORITHMS, jwk_thumbprint, make_proof, verify_proof
 from proctor.grants.scope import ArgConstraint, GrantScope, ToolScope
 from proctor.grants.subscription import RevocationSubscription
 from proctor.grants.tasks import Task, TaskLimits
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
 
 __all__ = [
+    "PROOF_ALGORITHMS",
     "AgentBinding",
     "AgentDirectory",
     "ArgConstraint",

@@ -25,6 +25,7 @@ from sqlalchemy import insert, select, update
 
 from proctor.clock import Clock
 from proctor.errors import ConfigError, GrantError, SigningKeyError, StoreError
+from proctor.jose import thumbprint
 from proctor.keys import LocalSigner, PublicKeyVerifier, Verifier, verifiers_for
 from proctor.sealing import Sealer, load_master_key
 from proctor.store import Store, as_utc
@@ -142,7 +143,7 @@ class IssuerKeyring:
     def _add_key(self, *, retire_after_seconds: int | None) -> IssuerKey:
         now = self._clock.now()
         private = ECKey.generate_key("P-256", private=True)
-        kid = private.thumbprint()
+        kid = thumbprint(private.as_dict(private=False))
         pem = private.as_pem(private=True)
         sealed = self._sealer.seal(pem, context=kid.encode())
         with self._store.transaction() as conn:

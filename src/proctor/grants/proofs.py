@@ -5,94 +5,68 @@ over the method, the target, the time, a fresh nonce (``jti``) and the hash of
 the grant (``ath``). A stolen grant is useless without the key; a captured
 proof is useless twice.
 
-Header: ``{"typ": "dpop+jwt", "alg": "ES256" | "EdDSA", "jwk": <public key>}``.
+Header: ``{"typ": "dpop+jwt", "alg": "ES256" | "Ed25519" | "EdDSA", "jwk": <public key>}``
+(``EdDSA`` is the older name of ``Ed25519``, RFC 9864; proctor writes ``Ed25519``).
 Payload: ``{"htm": method, "htu": target, "iat": seconds, "jti": nonce, "ath": hash}``.
 
-The proof is parsed and checked here with ``cryptography`` directly, with an
-algorithm allow-list tied to the key type: it runs on every call, and the
-generic JOSE path costs about three times a raw verify.
+The proof is parsed and checked with :mod:`proctor.jose` and ``cryptography``
+directly, with the algorithms its key type signs with: it runs on every call,
+and a generic JOSE library costs about three times a raw verify. A header (key,
+thumbprint, algorithm) is checked once and cached by its encoded form.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
+from proctor.errors import DocumentError, GrantError
+from proctor.jose import (
+    ALGORITHMS_BY_KEY,
+    PrivateKey,
+    algorithms_for,
+    b64url_decode,
+    b64url_encode,
+    decode_json_part,
+    load_public_jwk,
+    private_members,
+    public_jwk,
+    thumbprint,
+    verifier,
+    write_compact,
 )
 
-from proctor.documents import parse_json
-from proctor.errors import DocumentError, GrantError
-from proctor.jose import private_members
-
-__all__ = ["MAX_PROOF_BYTES", "PROOF_WINDOW_SECONDS", "VerifiedProof", "jwk_thumbprint",
-           "make_proof", "verify_proof"]
+__all__ = ["MAX_PROOF_BYTES", "PROOF_ALGORITHMS", "PROOF_WINDOW_SECONDS", "PrivateKey",
+           "VerifiedProof",
+           "jwk_thumbprint", "make_proof", "public_jwk", "verify_proof"]
 
 MAX_PROOF_BYTES = 4096
 PROOF_WINDOW_SECONDS = 60
-_ALG_FOR_KTY = {("EC", "P-256"): "ES256", ("OKP", "Ed25519"): "EdDSA"}
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+# every name of every algorithm an agent key signs with: ES256, Ed25519, EdDSA
+PROOF_ALGORITHMS = tuple(alg for algs in ALGORITHMS_BY_KEY.values() for alg in algs)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def jwk_thumbprint(jwk: dict[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public EC P-256 or Ed25519 JWK."""
-    if jwk.get("kty") == "EC":
-        members = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
-    elif jwk.get("kty") == "OKP":
-        members = {k: jwk[k] for k in ("crv", "kty", "x")}
-    else:
-        raise GrantError("proof_invalid", f"key type `{jwk.get('kty')}` is not supported")
-    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
-    return _b64(hashlib.sha256(canonical.encode()).digest())
-
-
-def public_jwk(key: PrivateKey) -> dict[str, str]:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = key.public_key().public_bytes_raw()
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
-    numbers = key.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x.to_bytes(32, "big")),
-            "y": _b64(numbers.y.to_bytes(32, "big"))}
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK (:func:`proctor.jose.thumbprint`)."""
+    try:
+        return thumbprint(jwk)
+    except ValueError as exc:
+        raise GrantError("proof_invalid", f"the key has no thumbprint: {exc}") from None
 
 
 def make_proof(key: PrivateKey, token: str | None, *, method: str, target: str, now: datetime,
                nonce: str | None = None) -> str:
     """What an agent sends with each use of ``token`` (the SDK side); ``token`` None for
-    the proof that asks for a grant."""
-    jwk = public_jwk(key)
-    alg = _ALG_FOR_KTY[(jwk["kty"], jwk["crv"])]
-    header = {"typ": "dpop+jwt", "alg": alg, "jwk": jwk}
-    payload = {"htm": method, "htu": target, "iat": int(now.timestamp()),
-               "jti": nonce or secrets.token_urlsafe(16)}
+    the proof that asks for a grant. The algorithm is the key's: ``ES256`` or ``Ed25519``."""
+    payload: dict[str, object] = {"htm": method, "htu": target, "iat": int(now.timestamp()),
+                                  "jti": nonce or secrets.token_urlsafe(16)}
     if token is not None:
-        payload["ath"] = _b64(hashlib.sha256(token.encode()).digest())
-    signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
-                     + _b64(json.dumps(payload, separators=(",", ":")).encode()))
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        signature = key.sign(signing_input.encode())
-    else:
-        r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return signing_input + "." + _b64(signature)
+        payload["ath"] = _token_hash(token)
+    return write_compact({"typ": "dpop+jwt", "jwk": public_jwk(key)}, payload, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +81,9 @@ class _ProofKey:
     """A proof header, checked and parsed: the same for every proof of one agent key."""
 
     thumbprint: str
-    key: PublicKey
+    verify: Callable[[bytes, bytes], bool]
 
 
-_ECDSA = ec.ECDSA(hashes.SHA256())
 _MAX_CACHED_HEADERS = 10_000
 _headers: dict[str, _ProofKey] = {}
 
@@ -130,16 +103,14 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
         raise GrantError("proof_invalid", f"proof is over {MAX_PROOF_BYTES} bytes")
     try:
         h64, p64, s64 = proof.split(".")
-        payload = parse_json(_unb64(p64), what="proof payload", max_bytes=MAX_PROOF_BYTES)
-        signature = _unb64(s64)
-    except (DocumentError, ValueError, TypeError) as exc:
+        payload = decode_json_part(p64, what="proof payload", max_bytes=MAX_PROOF_BYTES)
+        signature = b64url_decode(s64)
+    except (DocumentError, ValueError) as exc:
         raise GrantError("proof_invalid", "proof is not a valid compact JWS") from exc
-    if not isinstance(payload, dict):
-        raise GrantError("proof_invalid", "proof payload is not a JSON object")
     header = _header(h64)
     if key_thumbprint is not None and header.thumbprint != key_thumbprint:
         raise GrantError("proof_wrong_key", "proof is not signed by the key the grant is bound to")
-    if not _signature_ok(header.key, (h64 + "." + p64).encode(), signature):
+    if not header.verify(f"{h64}.{p64}".encode("ascii"), signature):
         raise GrantError("proof_invalid", "proof signature is not valid")
     if payload.get("htm") != method or payload.get("htu") != target:
         raise GrantError("proof_wrong_target", "proof was made for another call")
@@ -162,7 +133,7 @@ def _token_hash(token: str) -> str:
     if found is None:
         if len(_hashes) >= _MAX_CACHED_HEADERS:
             _hashes.clear()
-        found = _hashes[token] = _b64(hashlib.sha256(token.encode()).digest())
+        found = _hashes[token] = b64url_encode(hashlib.sha256(token.encode()).digest())
     return found
 
 
@@ -172,46 +143,23 @@ def _header(h64: str) -> _ProofKey:
     if cached is not None:
         return cached
     try:
-        header = parse_json(_unb64(h64), what="proof header", max_bytes=MAX_PROOF_BYTES)
-        jwk, alg = header["jwk"], header["alg"]
-    except (DocumentError, ValueError, KeyError, TypeError) as exc:
+        header = decode_json_part(h64, what="proof header", max_bytes=MAX_PROOF_BYTES)
+    except DocumentError as exc:
         raise GrantError("proof_invalid", "proof header is not valid") from exc
-    if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict):
+    jwk, alg = header.get("jwk"), header.get("alg")
+    if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict) or "crit" in header:
         raise GrantError("proof_invalid", "proof header is not valid")
     if private_members(jwk):  # RFC 9449 §4.3: the key's private part was disclosed
         raise GrantError("proof_key_private", "the proof's `jwk` holds private key material: "
                          "a proof carries the public key only, and this key must be replaced")
-    if _ALG_FOR_KTY.get((str(jwk.get("kty")), str(jwk.get("crv")))) != alg:
-        raise GrantError("proof_invalid", f"proof algorithm `{alg}` does not fit its key")
+    if not isinstance(alg, str) or alg not in algorithms_for(jwk):
+        raise GrantError("proof_invalid", f"proof algorithm `{str(alg)[:20]}` does not fit its "
+                         "key")
     try:
-        parsed = _ProofKey(jwk_thumbprint(jwk), _load_public(jwk))
-    except (KeyError, TypeError, ValueError) as exc:
+        parsed = _ProofKey(thumbprint(jwk), verifier(alg, load_public_jwk(jwk)))
+    except ValueError as exc:
         raise GrantError("proof_invalid", "proof key is not a valid public key") from exc
     if len(_headers) >= _MAX_CACHED_HEADERS:
         _headers.clear()
     _headers[h64] = parsed
     return parsed
-
-
-def _signature_ok(key: PublicKey, data: bytes, signature: bytes) -> bool:
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
-        if len(signature) != 64:
-            return False
-        der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                   int.from_bytes(signature[32:], "big"))
-        key.verify(der, data, _ECDSA)
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _load_public(jwk: dict[str, Any]) -> PublicKey:
-    if jwk["kty"] == "OKP":
-        return ed25519.Ed25519PublicKey.from_public_bytes(_unb64(jwk["x"]))
-    numbers = ec.EllipticCurvePublicNumbers(int.from_bytes(_unb64(jwk["x"]), "big"),
-                                            int.from_bytes(_unb64(jwk["y"]), "big"),
-                                            ec.SECP256R1())
-    return numbers.public_key()

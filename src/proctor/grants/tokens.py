@@ -1,8 +1,9 @@
-"""Grant tokens: ES256 JWTs signed with joserfc, checked in separate steps.
+"""Grant tokens: ES256 JWTs written and read with :mod:`proctor.jose`, checked in steps.
 
-Signature checking (algorithm allow-list, key id, signature) is one step and
-is cached per token; claims checking (issuer, audience, time with bounded
-leeway) is another and runs on every check, with the injected clock.
+Reading (bounded in size and nesting) and signature checking (algorithm
+allow-list, key id, signature) are one step, cached per token; claims checking
+(issuer, audience, time with bounded leeway) is another and runs on every
+check, with the injected clock.
 
 Claims::
 
@@ -18,7 +19,6 @@ Claims::
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -26,13 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from joserfc import jwt
-from joserfc.errors import JoseError
-
-from proctor.documents import parse_json
-from proctor.errors import DocumentError, GrantError, ScopeError
+from proctor.errors import DocumentError, GrantError, ScopeError, SigningKeyError
 from proctor.grants.keyring import IssuerKeyring
 from proctor.grants.scope import GrantScope
+from proctor.jose import b64url_encode, read_compact, verify_signature, write_compact
 
 __all__ = ["MAX_TOKEN_BYTES", "GrantClaims", "TokenCodec", "token_hash"]
 
@@ -44,7 +41,7 @@ _CACHE_SIZE = 10_000
 
 def token_hash(token: str) -> str:
     """The SHA-256 of a token, base64url: what is stored, never the token."""
-    return base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    return b64url_encode(hashlib.sha256(token.encode()).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +120,11 @@ class TokenCodec:
 
     def encode(self, claims: GrantClaims) -> str:
         key = self._keyring.current()
-        return jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "proctor-grant+jwt"},
-                          claims.as_claims(), key.key, algorithms=list(_ALLOWED))
+        private = key.key.private_key
+        if private is None:
+            raise SigningKeyError("the current issuer key has no private half")
+        return write_compact({"kid": key.kid, "typ": "proctor-grant+jwt"}, claims.as_claims(),
+                             private)
 
     def decode(self, token: str, *, now: datetime) -> GrantClaims:
         """Verify ``token``'s signature (cached) and claims; raise :class:`GrantError`."""
@@ -140,16 +140,23 @@ class TokenCodec:
             kid, claims = cached
             self._keyring.verification_key(kid)  # a retired key stops verifying at once
             return claims
-        header = _header(token)
-        alg = header.get("alg")
-        if alg not in _ALLOWED:
-            raise GrantError("grant_algorithm_not_allowed", f"algorithm `{alg}` is not allowed")
-        key = self._keyring.verification_key(str(header.get("kid", "")))
         try:
-            decoded = jwt.decode(token, key.key, algorithms=list(_ALLOWED))
-        except JoseError as exc:
-            raise GrantError("grant_signature_invalid", "grant signature is not valid") from exc
-        claims = GrantClaims.from_claims(decoded.claims)
+            jws = read_compact(token, max_bytes=MAX_TOKEN_BYTES, what="the grant")
+        except DocumentError as exc:
+            raise GrantError("grant_malformed", exc.message) from None
+        alg = jws.header.get("alg")
+        if alg not in _ALLOWED:
+            raise GrantError("grant_algorithm_not_allowed",
+                             f"algorithm `{str(alg)[:20]}` is not allowed")
+        key = self._keyring.verification_key(str(jws.header.get("kid", ""))[:128])
+        try:
+            signature = jws.signature_bytes()
+        except ValueError:
+            raise GrantError("grant_signature_invalid",
+                             "grant signature is not base64url") from None
+        if not verify_signature(str(alg), key.key.public_key, jws.signing_input, signature):
+            raise GrantError("grant_signature_invalid", "grant signature is not valid")
+        claims = GrantClaims.from_claims(jws.claims)
         self._verified[token] = (key.kid, claims)
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
@@ -166,16 +173,3 @@ class TokenCodec:
         if claims.not_before - LEEWAY_SECONDS > t:
             raise GrantError("grant_not_yet_valid", "grant is not valid yet")
 
-
-def _header(token: str) -> dict[str, Any]:
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise GrantError("grant_malformed", "grant is not a compact JWS")
-    try:
-        raw = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4))
-        header = parse_json(raw, what="grant header", max_bytes=MAX_TOKEN_BYTES)
-    except (DocumentError, ValueError) as exc:
-        raise GrantError("grant_malformed", "grant header is not valid JSON") from exc
-    if not isinstance(header, dict):
-        raise GrantError("grant_malformed", "grant header is not a JSON object")
-    return header

@@ -40,6 +40,7 @@ from proctor.credentials.entropy import find_random_looking
 from proctor.credentials.formats import JWT, is_placeholder, is_secret_key, redact_formats
 from proctor.documents import MAX_DEPTH
 from proctor.errors import GuardError
+from proctor.jose import b64url_encode
 from proctor.oversight.tokens import unverified_issuer
 
 __all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
@@ -115,8 +116,7 @@ class OutputGuard:
         if len(value) >= _ENCODED_MIN_CHARS:
             raw = value.encode("utf-8", "surrogatepass")
             forms |= {quote(value, safe=""),
-                      base64.b64encode(raw).decode().rstrip("="),
-                      base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+                      base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw)}
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
             self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
 
