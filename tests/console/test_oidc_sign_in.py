@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from proctor.clock import FrozenClock
+from proctor.identity.humans import issuer_from_config
 from proctor.runtime import Runtime
 from proctor.server import ServerConfig
-from proctor.server.humans import issuer_from_config
 from tests.server.conftest import BASE_URL, make_app
 from tests.server.test_oidc_humans import ISSUER, Provider, provider
 

@@ -20,6 +20,7 @@ from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from spiffe import JwtBundle
 
 from proctor.identity import Manifest, OidcIssuer, jwt_bundle_from_jwks
+from proctor.identity.jwks import FileKeys
 
 TRUST_DOMAIN = "acme.example"
 AUDIENCE = "spiffe://acme.example/proctor"
@@ -145,7 +146,7 @@ class OidcAuthority:
 
     def config(self, subject_template: str | None = None) -> OidcIssuer:
         return OidcIssuer(issuer=self.issuer, audience=self.audience,
-                          keys=KeySet.import_key_set(self.jwks()),  # type: ignore[arg-type]
+                          keys=FileKeys(KeySet.import_key_set(self.jwks())),  # type: ignore[arg-type]
                           subject_template=subject_template)
 
     def claims(self, subject: str, now: datetime, *, ttl: int = 600, **extra: Any

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import RSAKey
 
 from proctor.clock import FrozenClock
 from proctor.errors import ProctorError
-from proctor.identity import AgentRegistry, Authenticator, OidcProof, ProofMethod
+from proctor.identity import AgentRegistry, Authenticator, OidcProof, OidcVerifier, ProofMethod
 
 from .conftest import snapshot
 from .factories import (
@@ -122,3 +125,17 @@ def test_an_own_key_style_proof_for_an_oidc_agent_is_refused(
     with pytest.raises(ProctorError) as caught:
         authenticator.authenticate(token)
     assert caught.value.code == "proof_wrong_issuer"
+
+
+def test_a_token_signed_with_an_rsa_key_under_2048_bits_is_refused_as_jwt_svids_are(
+    registry: AgentRegistry, k8s_agent: str, wall_clock: FrozenClock,
+) -> None:
+    with warnings.catch_warnings():  # joserfc warns when it imports the weak key
+        warnings.simplefilter("ignore", SecurityWarning)
+        weak = OidcAuthority(key=RSAKey.import_key(rsa.generate_private_key(65537, 1024)))  # noqa: S505
+        issuer = weak.config()
+        token = weak.token(SUBJECT, wall_clock.now())
+    verifier = OidcVerifier({issuer.issuer: issuer}, registry)
+    with pytest.raises(ProctorError) as caught:
+        verifier.verify(token, now=wall_clock.now())
+    assert caught.value.code == "proof_algorithm_not_allowed"

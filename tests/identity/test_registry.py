@@ -20,7 +20,7 @@ from proctor.identity import (
 )
 
 from .conftest import snapshot
-from .factories import BUILDER, CODER, ISSUER, digest, manifest, public_jwk
+from .factories import BUILDER, CODER, ISSUER, b64, digest, manifest, public_jwk, unb64
 
 
 def _own_key(registry: AgentRegistry, key: ECKey | OKPKey, agent_id: str = CODER) -> None:
@@ -93,6 +93,22 @@ def test_bad_registrations_get_specific_codes_and_change_nothing(
         with pytest.raises(ProctorError) as caught:
             registry.register(agent_id, **arguments)
         assert caught.value.code == code, (agent_id, arguments)
+    assert snapshot(registry) == before
+
+
+def test_one_key_spelled_another_way_is_still_refused_for_a_second_agent(
+    registry: AgentRegistry, p256_key: ECKey,
+) -> None:
+    # a coordinate with a leading zero byte names the same point under another
+    # thumbprint: it was registered, so the holder of coder's key could act as the twin
+    _own_key(registry, p256_key)
+    jwk = public_jwk(p256_key)
+    padded = {**jwk, "x": b64(b"\x00" + unb64(jwk["x"]))}
+    before = snapshot(registry)
+    with pytest.raises(ProctorError) as caught:
+        registry.register("spiffe://acme.example/agent/twin", owner="alice",
+                          proof=OwnKeyProof(padded), manifest=manifest())
+    assert caught.value.code == "agent_key_invalid"
     assert snapshot(registry) == before
 
 

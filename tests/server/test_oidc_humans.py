@@ -17,9 +17,9 @@ from joserfc.jwk import RSAKey
 
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
+from proctor.identity.humans import issuer_from_config
 from proctor.runtime import Runtime
 from proctor.server import ServerConfig
-from proctor.server.humans import issuer_from_config
 from tests.identity.factories import sign
 
 from .conftest import BASE_URL, make_app
@@ -153,6 +153,15 @@ async def test_bad_provider_tokens_get_their_specific_codes(
         assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401, code)
     # an unknown key id refetches the key set at most every 30 seconds
     assert provider.fetches == 1
+
+
+async def test_a_provider_token_whose_audience_is_not_text_or_a_list_is_a_401_not_a_500(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    now = int(frozen.now().timestamp())
+    for audience in (5, 1.5, True, {"proctor-api": 1}):
+        token = provider.token(now, aud=audience)
+        assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401,
+                       "proof_wrong_issuer")  # not for this audience: not a sign-in token
 
 
 async def test_a_rotated_provider_key_is_picked_up_from_the_jwks_url(

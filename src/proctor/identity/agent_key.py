@@ -1,8 +1,11 @@
 """An agent's own public key: Ed25519 or P-256, as a JWK (RFC 7517).
 
 Only the public members are kept. The key id used everywhere is the RFC 7638
-thumbprint, which grants later put in their ``cnf`` claim. Each key type
-allows exactly the algorithms that fit it, so ``alg`` cannot pick the key's
+thumbprint (:func:`proctor.jose.thumbprint`), which grants later put in their
+``cnf`` claim; coordinates must be canonical and of full length, so one key has
+one thumbprint and cannot be registered twice under two. Each key type allows
+exactly the algorithms that fit it (:data:`proctor.jose.ALGORITHMS_BY_KEY`:
+``ES256``; ``Ed25519`` or ``EdDSA``), so ``alg`` cannot pick the key's
 interpretation (no ``none``, no HMAC with the public key as the secret).
 """
 
@@ -12,20 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey
-
 from proctor.errors import AgentKeyError
-from proctor.jose import private_members
+from proctor.jose import (
+    ALGORITHMS_BY_KEY,
+    PublicKey,
+    algorithms_for,
+    load_public_jwk,
+    private_members,
+    thumbprint,
+)
 
 __all__ = ["ALGORITHMS_BY_KEY", "AgentKey", "import_agent_key"]
 
-# (kty, crv) -> JWS algorithms. "EdDSA" is the pre-RFC 9864 name of Ed25519
-# signatures; it is accepted only because the key already pins the curve.
-ALGORITHMS_BY_KEY: dict[tuple[str, str], tuple[str, ...]] = {
-    ("EC", "P-256"): ("ES256",),
-    ("OKP", "Ed25519"): ("Ed25519", "EdDSA"),
-}
 _PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "OKP": ("kty", "crv", "x")}
 
 
@@ -37,11 +38,9 @@ class AgentKey:
     thumbprint: str
     algorithms: tuple[str, ...]
 
-    def joserfc_key(self) -> ECKey | OKPKey:
-        """The key as joserfc uses it for verification."""
-        if self.jwk["kty"] == "EC":
-            return ECKey.import_key(dict(self.jwk))
-        return OKPKey.import_key(dict(self.jwk))
+    def public_key(self) -> PublicKey:
+        """The key, to verify signatures with."""
+        return load_public_jwk(self.jwk)
 
 
 def import_agent_key(data: Any) -> AgentKey:
@@ -51,8 +50,8 @@ def import_agent_key(data: Any) -> AgentKey:
     if private_members(data):
         raise AgentKeyError("the JWK holds private key material; register the public key only")
     kty, crv = data.get("kty"), data.get("crv")
-    algorithms = ALGORITHMS_BY_KEY.get((str(kty), str(crv)))
-    if algorithms is None:
+    algorithms = algorithms_for(data)
+    if not algorithms:
         raise AgentKeyError(
             f"key type `{kty}` with curve `{crv}` is not allowed (use Ed25519 or P-256)"
         )
@@ -65,8 +64,7 @@ def import_agent_key(data: Any) -> AgentKey:
         raise AgentKeyError(f"a {crv} JWK needs the members {', '.join(members)}")
     public = {m: str(data[m]) for m in members}
     try:
-        key = ECKey.import_key(public) if kty == "EC" else OKPKey.import_key(public)  # type: ignore[arg-type]
-        thumbprint = key.thumbprint()
-    except (JoseError, ValueError, TypeError) as exc:
-        raise AgentKeyError(f"the {crv} JWK is not a valid public key") from exc
-    return AgentKey(public, thumbprint, algorithms)
+        load_public_jwk(public)
+    except ValueError as exc:
+        raise AgentKeyError(f"the {crv} JWK is not a valid public key ({exc})") from exc
+    return AgentKey(public, thumbprint(public), algorithms)

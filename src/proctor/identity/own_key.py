@@ -6,19 +6,16 @@ The proof is a compact JWT, like an RFC 7523 client assertion::
     claims  {"sub": <agent SPIFFE ID>, "iss": <same, optional>, "aud": <proctor audience>,
              "iat": ..., "exp": ... (at most 5 minutes after iat), "jti": ...}
 
-The key is the one registered for ``sub``; ``alg`` must be one its type allows,
-so ``none``, HS256 and an algorithm of another key type are refused before any
-signature is computed.
+The key is the one registered for ``sub``; ``alg`` must be one its type allows
+(``ES256``; ``Ed25519`` or its older name ``EdDSA``, as for proofs of
+possession), so ``none``, HS256 and an algorithm of another key type are refused
+before any signature is computed. The signature is checked by
+:func:`~proctor.identity.tokens.check_signature` over the token as it was read.
 """
 
 from __future__ import annotations
 
-import warnings
 from datetime import datetime
-from typing import Any
-
-from joserfc import jwt
-from joserfc.errors import JoseError, SecurityWarning
 
 from proctor.errors import (
     AgentIdError,
@@ -29,11 +26,16 @@ from proctor.errors import (
     ProofMethodError,
 )
 from proctor.identity.agent import ProofMethod
-from proctor.identity.agent_key import AgentKey
-from proctor.identity.proofs import AgentLookup, VerifiedIdentity, translate_jose_error
+from proctor.identity.proofs import AgentLookup, VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
-from proctor.identity.tokens import check_algorithm, check_audience, check_times, peek
-from proctor.identity.trust import DEFAULT_LEEWAY_SECONDS
+from proctor.identity.tokens import (
+    DEFAULT_LEEWAY_SECONDS,
+    check_algorithm,
+    check_audience,
+    check_signature,
+    check_times,
+    peek,
+)
 
 __all__ = ["MAX_PROOF_LIFETIME_SECONDS", "OwnKeyVerifier"]
 
@@ -73,7 +75,13 @@ class OwnKeyVerifier:
         kid = unverified.header.get("kid")
         if kid is not None and kid != key.thumbprint:
             raise ProofKeyUnknownError("the proof's `kid` is not the agent's key thumbprint")
-        claims = _decode(token, key, alg)
+        try:
+            public = key.public_key()
+        except ValueError:  # registered before keys were checked as strictly
+            raise ProofKeyUnknownError(f"agent `{agent_id}`'s registered key is not a valid "
+                                       "public key; register its key again") from None
+        check_signature(unverified, alg, public, whose="the agent's key")
+        claims = unverified.claims
         expires_at = check_times(claims, now=now, leeway_seconds=self.leeway_seconds,
                                  max_lifetime_seconds=self.max_lifetime_seconds)
         check_audience(claims, self.audience)
@@ -88,15 +96,3 @@ def _names(issuer: object, agent_id: str) -> bool:
     except AgentIdError:
         return False
 
-
-def _decode(token: str, key: AgentKey, alg: str) -> dict[str, Any]:
-    try:
-        if alg != "EdDSA":
-            return jwt.decode(token, key.joserfc_key(), algorithms=[alg]).claims
-        with warnings.catch_warnings():
-            # "EdDSA" is deprecated by RFC 9864 for being curve-ambiguous; the
-            # registered key already pins the curve, so the warning does not apply.
-            warnings.simplefilter("ignore", SecurityWarning)
-            return jwt.decode(token, key.joserfc_key(), algorithms=[alg]).claims
-    except JoseError as exc:
-        raise translate_jose_error(exc) from exc

@@ -13,28 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from joserfc.errors import (
-    BadSignatureError,
-    ExceededSizeError,
-    InvalidKeyCurveError,
-    InvalidKeyIdError,
-    InvalidKeyTypeError,
-    JoseError,
-    MissingAlgorithmError,
-    UnsupportedAlgorithmError,
-)
-
-from proctor.errors import (
-    ProofAlgorithmError,
-    ProofError,
-    ProofKeyUnknownError,
-    ProofMalformedError,
-    ProofSignatureError,
-    ProofTooLargeError,
-)
 from proctor.identity.agent import Agent, ProofMethod
 
-__all__ = ["AgentLookup", "ProofVerifier", "VerifiedIdentity", "translate_jose_error"]
+__all__ = ["AgentLookup", "ProofVerifier", "VerifiedIdentity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +51,3 @@ class AgentLookup(Protocol):
 
     def find_by_subject(self, issuer: str, subject: str) -> Agent | None: ...
 
-
-def translate_jose_error(exc: JoseError) -> ProofError:
-    """A joserfc error as the proctor error with the specific code."""
-    if isinstance(exc, BadSignatureError):
-        return ProofSignatureError("the proof's signature does not verify")
-    if isinstance(exc, UnsupportedAlgorithmError | MissingAlgorithmError | InvalidKeyTypeError
-                  | InvalidKeyCurveError):
-        return ProofAlgorithmError("the proof's algorithm does not fit the key")
-    if isinstance(exc, InvalidKeyIdError):
-        return ProofKeyUnknownError("no trusted key has the proof's `kid`")
-    if isinstance(exc, ExceededSizeError):
-        return ProofTooLargeError("a part of the proof is larger than allowed")
-    return ProofMalformedError(f"the proof cannot be decoded ({exc.error})")

@@ -1,25 +1,23 @@
-"""Checks every identity proof shares: size, header, algorithm, time, issuer, audience.
+"""Checks every identity proof shares: size, header, algorithm, signature, time, issuer,
+audience.
 
-Signature checking is a separate step, done by each verifier with its own keys;
-:func:`peek` reads a token *without* verifying it, only to decide which key or
-verifier applies. Nothing read by :func:`peek` is trusted.
+:func:`peek` reads a token *without* verifying it (:func:`proctor.jose.read_compact`:
+bounded in size and nesting), to decide which key or verifier applies. Nothing read
+by :func:`peek` is trusted until :func:`check_signature` has checked the signature
+over it with the key each verifier chose; the claims it read are then the verified
+ones, so a token is parsed once.
 
 Time comes from the caller (``now=``), with a leeway bounded by
-:data:`~proctor.identity.trust.MAX_LEEWAY_SECONDS`, so expiry is exact in tests.
+:data:`MAX_LEEWAY_SECONDS`, so expiry is exact in tests.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from joserfc import jws
-from joserfc.errors import ExceededSizeError, JoseError
-
-from proctor.documents import check_nesting, parse_json
 from proctor.errors import (
     DocumentError,
     ProofAlgorithmError,
@@ -29,58 +27,47 @@ from proctor.errors import (
     ProofIssuerError,
     ProofMalformedError,
     ProofNotYetValidError,
+    ProofSignatureError,
     ProofTooLargeError,
 )
+from proctor.jose import UnverifiedJws, key_fits, read_compact, verify_signature
 
 __all__ = [
+    "DEFAULT_LEEWAY_SECONDS",
+    "MAX_LEEWAY_SECONDS",
     "MAX_TOKEN_BYTES",
-    "UnverifiedToken",
     "check_algorithm",
     "check_audience",
     "check_issuer",
+    "check_signature",
     "check_times",
     "peek",
 ]
 
 MAX_TOKEN_BYTES = 8 * 1024
+DEFAULT_LEEWAY_SECONDS = 30
+MAX_LEEWAY_SECONDS = 60
 # Header parameters a proof may carry. Key-carrying ones (jwk, jku, x5u, x5c)
 # would let a token name its own key; crit and b64 change how it is processed.
 _ALLOWED_HEADER = frozenset({"alg", "kid", "typ", "cty", "x5t", "x5t#S256"})
 
 
-@dataclass(frozen=True, slots=True)
-class UnverifiedToken:
-    """A token's header and claims as written, before any signature check."""
-
-    header: Mapping[str, Any]
-    claims: Mapping[str, Any]
-
-
-def peek(token: str) -> UnverifiedToken:
+def peek(token: str) -> UnverifiedJws:
     """Split a compact JWS/JWT, refusing oversized or malformed input."""
     if not isinstance(token, str):
         raise ProofMalformedError("a proof must be a compact JWS string")
     if len(token) > MAX_TOKEN_BYTES:
         raise ProofTooLargeError(f"the proof is larger than {MAX_TOKEN_BYTES} bytes")
     try:
-        raw = token.encode("ascii")
-        # joserfc parses the header itself (the token's size bounds it); a nested one
-        # raises RecursionError there
-        compact = jws.extract_compact(raw)
-        claims = parse_json(compact.payload, what="the proof's payload",
-                            max_bytes=MAX_TOKEN_BYTES)
-        check_nesting(compact.headers(), what="the proof's header")
-    except ExceededSizeError as exc:
-        raise ProofTooLargeError("a part of the proof is larger than allowed") from exc
-    except (DocumentError, JoseError, ValueError, TypeError, RecursionError) as exc:
-        raise ProofMalformedError("the proof is not a compact JWS with a JSON payload") from exc
-    header = compact.headers()
-    if not isinstance(claims, dict):
-        raise ProofMalformedError("the proof's payload is not a JSON object")
-    extra = sorted(set(header) - _ALLOWED_HEADER)
+        unverified = read_compact(token, max_bytes=MAX_TOKEN_BYTES, what="the proof")
+    except DocumentError as exc:
+        if exc.code == "document_too_large":
+            raise ProofTooLargeError("a part of the proof is larger than allowed") from exc
+        raise ProofMalformedError(exc.message) from exc
+    extra = sorted(set(unverified.header) - _ALLOWED_HEADER)
     if extra:
         raise ProofMalformedError(f"header parameter `{extra[0][:40]}` is not accepted")
-    return UnverifiedToken(header, claims)
+    return unverified
 
 
 def check_algorithm(header: Mapping[str, Any], allowed: Collection[str]) -> str:
@@ -92,6 +79,19 @@ def check_algorithm(header: Mapping[str, Any], allowed: Collection[str]) -> str:
             f"algorithm `{shown}` is not allowed here (allowed: {', '.join(sorted(allowed))})"
         )
     return alg
+
+
+def check_signature(token: UnverifiedJws, alg: str, key: object, *, whose: str) -> None:
+    """Check ``token``'s signature with ``key`` (a ``cryptography`` public key), which
+    ``alg`` must fit; ``whose`` names the key in the error (``the agent's key``)."""
+    if not key_fits(alg, key):
+        raise ProofAlgorithmError(f"algorithm `{alg}` does not fit {whose}")
+    try:
+        signature = token.signature_bytes()
+    except ValueError:
+        raise ProofMalformedError("the proof's signature is not base64url") from None
+    if not verify_signature(alg, key, token.signing_input, signature):
+        raise ProofSignatureError("the proof's signature does not verify")
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:

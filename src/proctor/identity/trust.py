@@ -26,20 +26,19 @@ refreshes the files (SPIRE's bundle endpoint, the issuer's ``jwks_uri``).
 from __future__ import annotations
 
 import json
-import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from spiffe import JwtBundle, TrustDomain
 from spiffe.errors import PySpiffeError
 
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.identity.jwks import read_jwks, split_jwks
+from proctor.identity.oidc import OidcIssuer, issuer_settings
+from proctor.identity.tokens import DEFAULT_LEEWAY_SECONDS, MAX_LEEWAY_SECONDS
 
 __all__ = [
     "DEFAULT_LEEWAY_SECONDS",
@@ -50,44 +49,7 @@ __all__ = [
     "load_trust_config",
 ]
 
-DEFAULT_LEEWAY_SECONDS = 30
-MAX_LEEWAY_SECONDS = 60
-OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 _CONFIG_FILE = "identity.toml"
-
-
-@dataclass(frozen=True, slots=True)
-class OidcIssuer:
-    """An issuer of workload tokens (Kubernetes service accounts, CI runners).
-
-    ``subject_template`` gives the ``sub`` an agent registered without an
-    explicit subject is expected to present; ``{name}`` is the agent's name and
-    the only placeholder, so the template cannot match more than one subject.
-    """
-
-    issuer: str
-    audience: str
-    keys: KeySet
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
-    subject_template: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.issuer or not self.audience:
-            raise ConfigError("an OIDC issuer needs `issuer` and `audience`")
-        bad = [a for a in self.algorithms if a not in OIDC_ALGORITHMS]
-        if bad or not self.algorithms:
-            raise ConfigError(f"OIDC issuer `{self.issuer}`: algorithm `{(bad or [''])[0]}` is "
-                              f"not allowed (use {', '.join(OIDC_ALGORITHMS)})")
-        if self.subject_template is not None:
-            fields = [f for _, f, _, _ in string.Formatter().parse(self.subject_template)
-                      if f is not None]
-            if fields != ["name"]:
-                raise ConfigError(f"OIDC issuer `{self.issuer}`: subject template must contain "
-                                  "`{name}` once and no other placeholder")
-
-    def subject_for(self, name: str) -> str | None:
-        """The subject the template gives agent ``name``, or None without a template."""
-        return self.subject_template.format(name=name) if self.subject_template else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,19 +132,6 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
 
 
 def _issuer(entry: Mapping[str, Any], base: Path) -> OidcIssuer:
-    unknown = sorted(set(entry) - {"issuer", "audience", "jwks_file", "algorithms",
-                                   "subject_template"})
-    if unknown:
-        raise ConfigError(f"OIDC issuer entry has unknown key `{unknown[0]}`")
-    keys = split_jwks(read_jwks(base / entry["jwks_file"]), f"JWKS of `{entry['issuer']}`")
-    if len(keys) > 1 and not all(isinstance(k.get("kid"), str) for k in keys):
-        raise ConfigError(f"JWKS of `{entry['issuer']}` has several keys, so each needs a `kid`")
-    try:
-        key_set = KeySet.import_key_set({"keys": keys})
-    except (JoseError, ValueError) as exc:
-        raise ConfigError(f"JWKS of `{entry['issuer']}` is not valid: {exc}") from exc
-    return OidcIssuer(
-        issuer=str(entry["issuer"]), audience=str(entry["audience"]), keys=key_set,
-        algorithms=tuple(entry.get("algorithms", ("RS256", "ES256"))),
-        subject_template=entry.get("subject_template"),
-    )
+    """One ``[[oidc_issuers]]`` table: keys from a JWKS file only (none is fetched here)."""
+    return OidcIssuer(**issuer_settings(entry, base, also={"subject_template"}, urls=False),
+                      subject_template=entry.get("subject_template"))

@@ -27,17 +27,17 @@ from datetime import datetime
 
 from proctor.clock import Clock
 from proctor.errors import ApiError, ProctorError, StoreError
-from proctor.grants import AgentDirectory, GrantAuthority
+from proctor.grants import PROOF_ALGORITHMS, AgentDirectory, GrantAuthority
 from proctor.identity import AgentRegistry, Authenticator
+from proctor.identity.humans import HumanVerifier
 from proctor.identity.tokens import peek
-from proctor.server.humans import HumanVerifier
 from proctor.server.principals import Principal, PrincipalKind
 from proctor.server.tokens import TOKEN_PREFIX, ApiTokens
 
 __all__ = ["MAX_CREDENTIAL_BYTES", "RequestAuthenticator"]
 
 MAX_CREDENTIAL_BYTES = 16 * 1024
-CHALLENGE = 'Bearer realm="proctor", DPoP realm="proctor" algs="ES256 EdDSA"'
+CHALLENGE = f'Bearer realm="proctor", DPoP realm="proctor" algs="{" ".join(PROOF_ALGORITHMS)}"'
 _CACHE_SIZE = 10_000
 AGENT_ROLES = frozenset({"agent"})
 

@@ -41,8 +41,8 @@ from typing import Any
 
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
+from proctor.identity.humans import HumanIssuer, issuer_from_config
 from proctor.listening import require_public_url
-from proctor.server.humans import HumanIssuer, issuer_from_config
 
 __all__ = ["ServerConfig", "check_listen", "load_server_config"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from proctor.audit import Actor, ActorType
 from proctor.human_ids import canonical_human_id
+from proctor.identity.humans import HUMAN_ROLES
 
 __all__ = ["HUMAN_ROLES", "ROLES", "Principal", "PrincipalKind"]
 
-HUMAN_ROLES = ("admin", "approver", "auditor")
 ROLES = (*HUMAN_ROLES, "agent")
 
 

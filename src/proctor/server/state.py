@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from proctor.grants import IssuerKeyring
+from proctor.identity.humans import HumanVerifier
 from proctor.runtime import Runtime
 from proctor.server.authentication import RequestAuthenticator
 from proctor.server.config import ServerConfig
 from proctor.server.control import ControlPlane
-from proctor.server.humans import HumanVerifier
 from proctor.server.limits import RateLimiter
 from proctor.server.metrics import Metrics
 from proctor.server.shadow import ShadowState

@@ -1,0 +1,104 @@
+"""Humans signing in with an OIDC provider's tokens (ID or access tokens).
+
+The token is checked as agents' workload tokens are, by the one OIDC verifier
+(:class:`~proctor.identity.oidc.OidcTokenVerifier`): a configured issuer, its
+audience, an algorithm from its allow-list that fits the key its ``kid`` names,
+the signature and the times. The keys come from a JWKS file, or from the
+issuer's JWKS URL (fetched at first use and again, at most every 30 s, when a
+token names a key not seen yet).
+
+The human's id is one claim (``sub`` by default; ``email`` is common) and the
+roles come from another (``roles`` by default), mapped to proctor's roles. An id
+that is a SPIFFE ID is refused: agents never sign in as humans. The id is taken
+in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
+``bob@acme.example``, and an id with invisible characters or mixed scripts is
+refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from proctor.clock import Clock
+from proctor.errors import ConfigError, ProofClaimsError
+from proctor.human_ids import canonical_human_id, human_id_problem
+from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
+
+__all__ = ["HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier", "VerifiedHuman",
+           "issuer_from_config"]
+
+HUMAN_ROLES = ("admin", "approver", "auditor")
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class HumanIssuer(OidcIssuer):
+    """An OIDC provider whose tokens sign humans in, and how its claims map to roles."""
+
+    role_claim: str = "roles"
+    roles: Mapping[str, str] = field(default_factory=lambda: {r: r for r in HUMAN_ROLES})
+
+    def __post_init__(self) -> None:
+        OidcIssuer.__post_init__(self)
+        unknown = sorted(set(self.roles) - set(HUMAN_ROLES))
+        if unknown:
+            raise ConfigError(f"OIDC issuer `{self.issuer}`: `{unknown[0]}` is not a role "
+                              f"(roles: {', '.join(HUMAN_ROLES)})")
+
+    def roles_in(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        """The proctor roles ``claims`` give: a role whose claim value is present."""
+        value = claims.get(self.role_claim)
+        values = value.split() if isinstance(value, str) else value if isinstance(
+            value, list) else []
+        present = {v for v in values if isinstance(v, str)}
+        return frozenset(role for role, wanted in self.roles.items() if wanted in present)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedHuman:
+    id: str
+    roles: frozenset[str]
+    issuer: str
+    expires_at: datetime
+
+
+class HumanVerifier:
+    """Checks humans' OIDC tokens against the configured issuers."""
+
+    def __init__(self, issuers: Iterable[HumanIssuer], *,
+                 leeway_seconds: int = LEEWAY_SECONDS) -> None:
+        self._tokens = OidcTokenVerifier(issuers, leeway_seconds=leeway_seconds)
+
+    def accepts(self, claims: Mapping[str, Any]) -> bool:
+        """True if ``claims`` (unverified) name a human issuer and its audience: such a
+        token is checked here, any other goes to the agents' verifiers."""
+        issuer = self._tokens.issuer_of(claims)
+        return issuer is not None and issuer.names_audience(claims)
+
+    def verify(self, token: str, *, now: datetime) -> VerifiedHuman:
+        verified = self._tokens.verify(token, now=now)
+        issuer, subject = verified.issuer, verified.subject
+        problem = human_id_problem(subject)
+        if problem is not None:
+            raise ProofClaimsError(f"the token's `{issuer.subject_claim}` claim {problem}")
+        human_id = canonical_human_id(str(subject))
+        if human_id.startswith("spiffe://"):
+            raise ProofClaimsError("the token names an agent; humans sign in here")
+        return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
+                             verified.expires_at)
+
+
+def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None = None
+                       ) -> HumanIssuer:
+    """A :class:`HumanIssuer` from one ``[[oidc_issuers]]`` table of ``server.toml``."""
+    settings = issuer_settings(entry, base, also={"subject_claim", "role_claim", "roles"},
+                               urls=True, clock=clock)
+    roles = entry.get("roles", {r: r for r in HUMAN_ROLES})
+    if not isinstance(roles, Mapping) or not all(isinstance(v, str) for v in roles.values()):
+        raise ConfigError(f"OIDC issuer `{entry['issuer']}`: `roles` maps a role to a claim value")
+    return HumanIssuer(**settings, subject_claim=str(entry.get("subject_claim", "sub")),
+                       role_claim=str(entry.get("role_claim", "roles")), roles=dict(roles))
