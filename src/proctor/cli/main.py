@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli import agent, approvals, audit, demo, grant, policy, secret, serve
+from proctor.cli import agent, approvals, audit, demo, discover, grant, policy, secret, serve
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.operator import ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, fail, print_json
@@ -33,6 +33,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.add_typer(gateway_cli.mcp_app, name="mcp")
 app.command("gateway")(gateway_cli.gateway)
+app.command("discover")(discover.discover)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -1,6 +1,7 @@
-"""Oversight: watching what agents do and see. Today: leaked-secret detection and
-redaction in what upstreams return (the output guard), with the credential formats of
-:mod:`proctor.credentials` (re-exported here).
+"""Oversight: watching what agents do and see: leaked-secret detection and redaction in
+what upstreams return (the output guard), with the credential formats of
+:mod:`proctor.credentials` (re-exported here), and the MCP servers configured on a
+machine (:func:`discover`).
 
 >>> from proctor.oversight import OutputGuard
 >>> OutputGuard().scan("token ghp_" + "a1B2" * 9).value
@@ -17,16 +18,31 @@ from proctor.credentials.formats import (
     is_secret_key,
     redact_formats,
 )
+from proctor.oversight.clients import CLIENTS, Client
+from proctor.oversight.discovery import (
+    DiscoveredServer,
+    Discovery,
+    PlaintextSecret,
+    ScanProblem,
+    discover,
+)
 from proctor.oversight.guard import MAX_DEPTH, Finding, GuardResult, OutputGuard, redaction
 from proctor.oversight.tokens import unverified_issuer
 
 __all__ = [
+    "CLIENTS",
     "FORMATS",
     "MAX_DEPTH",
+    "Client",
     "CredentialFormat",
+    "DiscoveredServer",
+    "Discovery",
     "Finding",
     "GuardResult",
     "OutputGuard",
+    "PlaintextSecret",
+    "ScanProblem",
+    "discover",
     "find_random_looking",
     "is_placeholder",
     "is_random_looking",
