@@ -156,6 +156,19 @@ def test_a_drifted_agent_shows_its_manifest_diff_and_a_review_trusts_it_again(
     watched.assert_clean()
 
 
+def test_the_compliance_page_shows_evidence_per_framework_and_the_gaps(
+        live: Live, watched: Watched) -> None:
+    page = watched.page
+    sign_in(page, live, "/console/compliance")
+    expect(page.locator("table.framework")).to_have_count(4)
+    expect(page.locator('tr[data-ref="ASI01"]')).to_contain_text("Agent Goal Hijack")
+    # the scenario's calls were decided by policy: Art. 12 (record-keeping) has evidence
+    expect(page.locator('tr[data-ref="Art. 12"] .pill')).to_have_text("evidenced")
+    expect(page.locator("#gaps")).to_contain_text("agent not reviewed")  # the drifted coder
+    watched.screenshot("compliance")
+    watched.assert_clean()
+
+
 def test_policies_show_the_active_set_candidate_errors_and_shadow_differences(
         live: Live, watched: Watched) -> None:
     page, s = watched.page, live.scenario

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli import agent, approvals, audit, demo, discover, grant, policy, secret, serve
+from proctor.cli import (
+    agent,
+    approvals,
+    audit,
+    demo,
+    discover,
+    grant,
+    policy,
+    report,
+    secret,
+    serve,
+)
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.operator import ByOpt, acting_runtime, operator_for
 from proctor.cli.output import console, fail, print_json
@@ -28,6 +39,7 @@ app.add_typer(grant.task_app, name="task")
 app.add_typer(grant.grant_app, name="grant")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(secret.app, name="secret")
+app.add_typer(report.app, name="report")
 app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

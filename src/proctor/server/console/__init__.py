@@ -2,7 +2,7 @@
 
 Server-rendered pages (Jinja2, autoescaped) and one small script, with no
 build step: the approvals queue, the live audit stream, agents and their
-drift, tasks with their grant trees, and policies. Humans sign in with an API
+drift, tasks with their grant trees, policies, and the compliance report. Humans sign in with an API
 token (the admin token) or an OIDC token; the session is an HttpOnly,
 SameSite=Strict cookie (Secure over HTTPS); every form post carries a CSRF
 token; every response a strict Content-Security-Policy. Every page is
@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from proctor.server.console import agents, approvals, assets, audit, login, policies, tasks
+from proctor.server.console import (
+    agents,
+    approvals,
+    assets,
+    audit,
+    compliance,
+    login,
+    policies,
+    tasks,
+)
 from proctor.server.console.sessions import ConsoleSession, ConsoleSessions, csrf_for
 from proctor.server.console.web import CSP
 
@@ -23,5 +32,5 @@ __all__ = ["CSP", "ConsoleSession", "ConsoleSessions", "csrf_for", "install_cons
 
 def install_console(app: FastAPI) -> None:
     """Add the console's routes (left out of the OpenAPI document) to ``app``."""
-    for module in (assets, login, approvals, audit, agents, tasks, policies):
+    for module in (assets, login, approvals, audit, agents, tasks, policies, compliance):
         app.include_router(module.router)
