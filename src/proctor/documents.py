@@ -28,16 +28,19 @@ proctor.errors.DocumentError: the body nests deeper than 64 levels
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from proctor.errors import DocumentError, ProctorError
 from proctor.files import read_capped
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_nesting", "parse_json",
            "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
@@ -121,7 +124,10 @@ def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     the safe loader; an alias is refused."""
     _check_size(data, what, max_bytes)
     text = _text(data, what)
-    loader = _BoundedLoader(text, what, max_depth)
+    # PyYAML is imported on first use: the agent-side SDK reads no YAML and does without it
+    import yaml
+
+    loader = _bounded_loader()(text, what, max_depth)
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -195,32 +201,37 @@ def read_toml(path: Path, *, what: str, error: type[ProctorError], name: str | N
         raise error(exc.message) from exc
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, counting depth as it composes and refusing aliases: the
-    composer recurses per level, and an alias is a reference that later walks of
-    the value (masking, hashing, JSON) would expand."""
+@functools.cache
+def _bounded_loader() -> Callable[[str, str, int], yaml.SafeLoader]:
+    import yaml
 
-    def __init__(self, text: str, what: str, max_depth: int) -> None:
-        super().__init__(text)
-        self._what = what
-        self._max_depth = max_depth
-        self._depth = 0
+    class _BoundedLoader(yaml.SafeLoader):
+        """The safe loader, counting depth as it composes and refusing aliases: the
+        composer recurses per level, and an alias is a reference that later walks of
+        the value (masking, hashing, JSON) would expand."""
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):  # check_event peeked it: current_event
-            line = self.current_event.start_mark.line + 1
-            raise DocumentError("document_alias_refused", f"{self._what} uses a YAML alias "
-                                f"(line {line}); aliases are not allowed")
-        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
-            return super().compose_node(parent, index)
-        self._depth += 1
-        try:
-            if self._depth > self._max_depth:
-                raise _too_deep(self._what, self._max_depth)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        def __init__(self, text: str, what: str, max_depth: int) -> None:
+            super().__init__(text)
+            self._what = what
+            self._max_depth = max_depth
+            self._depth = 0
 
+        def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+            if self.check_event(yaml.AliasEvent):  # check_event peeked it: current_event
+                line = self.current_event.start_mark.line + 1
+                raise DocumentError("document_alias_refused", (
+                    f"{self._what} uses a YAML alias (line {line}); aliases are not allowed"))
+            if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+                return super().compose_node(parent, index)
+            self._depth += 1
+            try:
+                if self._depth > self._max_depth:
+                    raise _too_deep(self._what, self._max_depth)
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return _BoundedLoader
 
 def _check_size(data: bytes | str, what: str, max_bytes: int) -> None:
     if len(data) > max_bytes:
