@@ -124,7 +124,9 @@ def test_a_clock_far_off_the_servers_is_named_in_the_refusal(live: Live) -> None
           pytest.raises(CallRefusedError) as refused):
         skewed.authorize(grant, "crm/issue_refund", SMALL)
     assert refused.value.code.startswith("proof_")
-    assert re.search(r"clock is \+(599|600|601) s off proctor.s", refused.value.reason)
+    off = re.search(r"clock is \+(\d+) s off proctor's", refused.value.reason)
+    assert off is not None, refused.value.reason
+    assert 590 <= int(off.group(1)) <= 610  # ten minutes ahead, give or take the test's run
 
 
 def test_a_guarded_function_runs_only_when_proctor_allows_it(live: Live) -> None:
