@@ -1,18 +1,31 @@
-"""``proctor discover``: the MCP servers configured on this machine, and what they expose.
+"""``proctor discover``: the MCP servers configured on this machine, and what they expose;
+``proctor discover --wrap FILE``: the same file with every local server behind proctor.
 
-Exit codes: 0 when nothing was found in plaintext, 1 when a config holds a plaintext
-secret (so that a CI job can fail on it), 2 for a usage error.
+Exit codes of a scan: 0 when nothing was found in plaintext, 1 when a config holds a
+plaintext secret (so that a CI job can fail on it), 2 for a usage error. ``--wrap``
+shows the diff and writes nothing unless ``--write`` is given; then, in order, it
+stores the moved secrets (each audited), copies the file to a backup beside it, writes
+the new file to a temporary file, checks that it reads back with every local server
+wrapped, and renames it over the old one (keeping its mode).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from proctor.cli.output import console, err_console, print_json
+from proctor.cli.operator import ByOpt, acting_runtime
+from proctor.cli.output import console, err_console, fail, print_json
+from proctor.errors import ConfigError, ProctorError
+
+if TYPE_CHECKING:
+    from proctor.oversight.wrapping import WrapPlan
 
 __all__ = ["discover"]
 
@@ -25,11 +38,37 @@ def discover(
              "(default: your home and the current folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")
                        ] = False,
+    wrap: Annotated[Path | None, typer.Option(
+        "--wrap", metavar="FILE", help="Rewrite FILE so that each local server runs "
+        "through `proctor mcp wrap` (a dry run unless --write).")] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", help="With --wrap: the agent the servers are wrapped for.")] = None,
+    key_file: Annotated[str | None, typer.Option(
+        "--key-file", help="With --wrap: the agent's private key file.")] = None,
+    grant_file: Annotated[str | None, typer.Option(
+        "--grant-file", help="With --wrap: the file the agent's grant is kept in.")] = None,
+    home: Annotated[str | None, typer.Option(
+        "--home", help="With --wrap: the PROCTOR_HOME the wrapper opens "
+                       "(default: this command's).")] = None,
+    proctor: Annotated[str | None, typer.Option(
+        "--proctor", help="With --wrap: the proctor command the client runs "
+                          "(default: the one on PATH).")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write", help="With --wrap: store the secrets and write the file.")] = False,
+    by: ByOpt = None,
 ) -> None:
     """Find MCP client configurations (Claude Desktop, Claude Code, Cursor, VS Code,
     Windsurf, Zed, Continue, Gemini CLI, Codex) and report each server: command or URL,
     transport, environment, plaintext secrets, authentication, and whether it runs
-    behind proctor. Exits 1 if a plaintext secret was found."""
+    behind proctor. Exits 1 if a plaintext secret was found.
+
+    With --wrap FILE: show how FILE would run each local server through proctor, its
+    plaintext secrets moved into proctor's secret store; --write does it.
+    """
+    if wrap is not None:
+        _wrap(wrap, agent=agent, key_file=key_file, grant_file=grant_file, home=home,
+              proctor=proctor, write=write, by=by, as_json=as_json)
+        return
     from proctor.oversight.discovery import discover as scan
 
     found = scan(paths or ())
@@ -66,3 +105,90 @@ def _print(found: object) -> None:
     if secrets:
         err_console.print(f"{secrets} plaintext secrets: move them into proctor's secret "
                           "store with `proctor discover --wrap FILE`", markup=False)
+
+
+def _wrap(path: Path, *, agent: str | None, key_file: str | None, grant_file: str | None,
+          home: str | None, proctor: str | None, write: bool, by: str | None,
+          as_json: bool) -> None:
+    from proctor.config import load_settings
+    from proctor.oversight.wrapping import WrapOptions, plan_wrap
+
+    if not agent:
+        fail("--wrap needs --agent: the agent the servers run for", code="config_invalid",
+             as_json=as_json)
+    try:
+        options = WrapOptions(
+            agent=agent, proctor=proctor or shutil.which("proctor") or "proctor",
+            home=home or str(load_settings().home),
+            key_file=str(Path(key_file).absolute()) if key_file else None,
+            grant_file=str(Path(grant_file).absolute()) if grant_file else None)
+        plan = plan_wrap(path, options)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    if as_json:
+        print_json({"file": str(path), "client": plan.client.name, "changed": plan.is_change,
+                    "wrapped": list(plan.wrapped), "written": write and plan.is_change,
+                    "left": [{"server": s, "why": why} for s, why in plan.left],
+                    "secrets": [{"server": s.server, "where": s.where, "name": s.name}
+                                for s in plan.secrets], "diff": plan.diff()})
+    else:
+        diff = plan.diff()
+        console.print(diff if diff.endswith("\n") or not diff else diff + "\n", markup=False,
+                      end="", soft_wrap=True, highlight=False)
+        for server, why in plan.left:
+            err_console.print(f"{server}: {why}", markup=False)
+        for secret in plan.secrets:
+            err_console.print(f"{secret.server}: {secret.where} moves into the secret store "
+                              f"as `{secret.name}`", markup=False)
+    if not plan.is_change:
+        if not as_json:
+            err_console.print("nothing to change: every local server runs behind proctor",
+                              markup=False)
+        return
+    if not write:
+        if not as_json:
+            err_console.print("dry run: nothing written (run again with --write)",
+                              markup=False)
+        return
+    backup = _apply(plan, by=by, as_json=as_json)
+    if not as_json:
+        err_console.print(f"{path} rewritten ({len(plan.wrapped)} servers behind proctor, "
+                          f"{len(plan.secrets)} secrets moved); backup in {backup}",
+                          markup=False)
+
+
+def _apply(plan: WrapPlan, *, by: str | None, as_json: bool) -> Path:
+    from proctor.oversight.discovery import read_config
+    from proctor.oversight.wrapping import WrapOptions, plan_wrap
+
+    path = plan.path
+    with acting_runtime(by, as_json) as (runtime, acting):
+        for secret in plan.secrets:
+            runtime.secrets.put(secret.name, secret.value, by=acting.operator.actor)
+        stamp = runtime.clock.now().strftime("%Y%m%dT%H%M%SZ")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        temporary: Path | None = None
+        try:
+            shutil.copy2(path, backup)
+            mode = path.stat().st_mode & 0o7777
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            temporary = Path(name)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(plan.rewritten)
+            temporary.chmod(mode)
+            read_config(temporary, plan.client)  # it reads back, completely
+            again = plan_wrap(temporary, WrapOptions(agent="-"), client=plan.client)
+            if again.wrapped:
+                raise ConfigError(f"the rewrite of `{path}` left servers unwrapped")
+            temporary.replace(path)
+            temporary = None
+        except OSError as exc:
+            raise ConfigError(f"cannot write `{path}`: {exc.strerror}") from None
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+        acting.record("mcp_config.wrap", str(path), "rewritten",
+                      detail={"client": plan.client.name, "servers": list(plan.wrapped),
+                              "secrets": [s.name for s in plan.secrets],
+                              "backup": str(backup)})
+    return backup

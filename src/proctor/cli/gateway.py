@@ -19,12 +19,13 @@ from proctor.listening import split_listen
 if TYPE_CHECKING:
     from proctor.gateway import GatewayConfig
 
-__all__ = ["mcp_app", "server_name_for"]
+__all__ = ["mcp_app", "server_name_for", "upstream_env"]
 
 mcp_app = typer.Typer(no_args_is_help=True, help="Put proctor in front of MCP servers.")
 
 _PACKAGE_NAME = re.compile(r"mcp[-_]server[-_]([a-z0-9][a-z0-9_.-]{0,40})", re.IGNORECASE)
 _EXIT_SESSION_CLOSED = 2
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def server_name_for(command: list[str]) -> str:
@@ -52,6 +53,10 @@ def wrap(
     key_file: Annotated[Path | None, typer.Option(
         "--key-file", help="The agent's private key, PEM or JWK "
                            "(default: $PROCTOR_AGENT_KEY_FILE).")] = None,
+    env_vars: Annotated[list[str] | None, typer.Option(
+        "--env", metavar="NAME[=VALUE]",
+        help="Give the server this variable: VALUE, or the wrapper's own $NAME; "
+             "`${secret:S}` in it is filled in from the secret store. Repeatable.")] = None,
 ) -> None:
     """Serve one agent over stdio in front of one MCP server; every call is decided.
 
@@ -83,6 +88,8 @@ def wrap(
         upstream = config.upstreams.get(name) or UpstreamConfig(name=name)
         if argv:
             upstream = replace(upstream, command=argv, url=None)
+        if env_vars:
+            upstream = replace(upstream, env={**upstream.env, **upstream_env(env_vars)})
         if not upstream.command and upstream.url is None:
             raise ConfigError(f"no command for upstream `{name}`: give it after `--`")
         config = replace(config, upstreams={**config.upstreams, name: upstream})
@@ -110,6 +117,24 @@ def wrap(
         err_console.print(f"session {outcome.session_id} closed: {outcome.closed_by}",
                           markup=False)
         raise typer.Exit(_EXIT_SESSION_CLOSED)
+
+
+def upstream_env(specs: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``--env`` options as the upstream's environment: ``NAME=VALUE``, or ``NAME`` for
+    the value the wrapper itself was given (an MCP client passes its entry's ``env`` to
+    the wrapper, not to the server behind it)."""
+    own = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, has_value, value = spec.partition("=")
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"`--env {name}`: a variable name is letters, digits and `_`")
+        if not has_value:
+            if name not in own:
+                raise ConfigError(f"`--env {name}`: the wrapper was not given ${name}")
+            value = own[name]
+        out[name] = value
+    return out
 
 
 def _only_upstream(config: GatewayConfig) -> str:

@@ -43,7 +43,8 @@ from proctor.oversight.clients import (
 from proctor.oversight.guard import OutputGuard
 
 __all__ = ["MAX_CONFIG_BYTES", "DiscoveredServer", "Discovery", "PlaintextSecret",
-           "ScanProblem", "discover", "is_wrapped", "read_config", "server_spec"]
+           "ScanProblem", "ServerSpec", "UnreadableConfigError", "arg_secrets", "discover",
+           "is_wrapped", "pair_secrets", "read_config", "server_spec"]
 
 # Claude Code keeps its history in ~/.claude.json too, so the cap is generous.
 MAX_CONFIG_BYTES = 8 << 20
@@ -113,7 +114,9 @@ class Discovery:
                 "plaintext_secrets": sum(len(s.secrets) for s in self.servers)}
 
 
-class _UnreadableError(Exception):
+class UnreadableConfigError(Exception):
+    """A config file that cannot be scanned; ``code`` says why (``config_…``)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -135,7 +138,7 @@ def discover(paths: Sequence[Path] = (), *, home: Path | None = None,
             if explicit:
                 problems.append(ScanProblem(shown, "config_not_found", "no such file"))
             continue
-        except _UnreadableError as exc:
+        except UnreadableConfigError as exc:
             problems.append(ScanProblem(shown, exc.code, exc.message))
             continue
         files.append(shown)
@@ -183,27 +186,29 @@ def read_config(path: Path, client: Client | None = None) -> tuple[Client, Any]:
         raise
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _UnreadableError("config_symlink_loop", "a symbolic link loop") from None
-        raise _UnreadableError("config_unreadable", f"cannot be read: {exc.strerror}") from None
+            raise UnreadableConfigError("config_symlink_loop", "a symbolic link loop") from None
+        raise UnreadableConfigError("config_unreadable",
+                                    f"cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise _UnreadableError("config_not_a_file", "not a regular file")
+        raise UnreadableConfigError("config_not_a_file", "not a regular file")
     if info.st_size > MAX_CONFIG_BYTES:
-        raise _UnreadableError("config_too_large", f"larger than {MAX_CONFIG_BYTES} bytes")
+        raise UnreadableConfigError("config_too_large", f"larger than {MAX_CONFIG_BYTES} bytes")
     try:
         with path.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise _UnreadableError("config_unreadable", f"cannot be read: {exc.strerror}") from None
+        raise UnreadableConfigError("config_unreadable",
+                                    f"cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise _UnreadableError("config_too_large", f"larger than {MAX_CONFIG_BYTES} bytes")
+        raise UnreadableConfigError("config_too_large", f"larger than {MAX_CONFIG_BYTES} bytes")
     client = client or client_for(path)
     try:
         document = _parse(raw, client, path)
     except DocumentError as exc:
-        raise _UnreadableError("config_malformed", exc.message) from None
+        raise UnreadableConfigError("config_malformed", exc.message) from None
     client = client or client_for(path, document)
     if client is None:
-        raise _UnreadableError("config_unknown_format",
+        raise UnreadableConfigError("config_unknown_format",
                                "not the configuration of a known MCP client")
     return client, document
 
@@ -270,8 +275,8 @@ def server_spec(client: Client, spec: dict[str, Any]) -> ServerSpec:
 
 def describe(client: Client, file: str, raw: RawServer) -> DiscoveredServer:
     spec = server_spec(client, raw.spec)
-    secrets = [*_pair_secrets("env", spec.env), *_pair_secrets("headers", spec.headers),
-               *_arg_secrets(spec.command[1:])]
+    secrets = [*pair_secrets("env", spec.env), *pair_secrets("headers", spec.headers),
+               *arg_secrets(spec.command[1:])]
     if spec.url is not None and _text_kinds(spec.url):
         secrets.append(PlaintextSecret("url", _text_kinds(spec.url)[0]))
     return DiscoveredServer(
@@ -294,7 +299,8 @@ def is_wrapped(command: Sequence[str]) -> bool:
     return False
 
 
-def _pair_secrets(where: str, values: dict[str, str]) -> Iterator[PlaintextSecret]:
+def pair_secrets(where: str, values: dict[str, str]) -> Iterator[PlaintextSecret]:
+    """The plaintext secrets among ``values`` (an ``env`` or ``headers`` mapping)."""
     for key, value in values.items():
         scheme, _, rest = value.partition(" ")
         if scheme.lower() in {"bearer", "basic"}:
@@ -307,7 +313,8 @@ def _pair_secrets(where: str, values: dict[str, str]) -> Iterator[PlaintextSecre
             yield PlaintextSecret(f"{where}.{key}", kinds[0])
 
 
-def _arg_secrets(args: Iterable[str]) -> Iterator[PlaintextSecret]:
+def arg_secrets(args: Iterable[str]) -> Iterator[PlaintextSecret]:
+    """The plaintext secrets among a command's arguments (``args[1]`` is the first)."""
     previous = ""
     for index, arg in enumerate(args, start=1):
         if previous.startswith("-") and is_secret_key(previous.lstrip("-")) \
