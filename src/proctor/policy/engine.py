@@ -26,6 +26,7 @@ import cedarpy
 from proctor.errors import ProctorError
 from proctor.policy.catalog import ToolCatalog, ToolSpec
 from proctor.policy.compiled import CompiledPolicies, compile_sources
+from proctor.policy.conformance import conforms, projectable
 from proctor.policy.entities import EntityGraph, tool_entities
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
 from proctor.policy.schema import CompiledSchema, build_schema
@@ -75,6 +76,11 @@ class PolicyEngine:
         self.active: CompiledPolicies | None = None
         self.shadow: CompiledPolicies | None = None
         self.shadow_differences: deque[ShadowDifference] = deque(maxlen=_MAX_SHADOW_RECORDS)
+        # True: Cedar checks every request against the schema, even one proctor has
+        # proven well-typed (see proctor.policy.conformance); the differential test's
+        # reference, and a switch should a Cedar upgrade ever read values otherwise
+        self.schema_checks_every_request = False
+        self._projectable: dict[str, bool] = {}
 
     def compile(
         self, sources: dict[str, str], *, revision: int | None = None, digest: str = ""
@@ -107,6 +113,7 @@ class PolicyEngine:
         # Everything is built before anything is replaced: a failure changes nothing.
         self.catalog, self.schema, self.action_groups = catalog, schema, groups
         self.entities, self.active, self.shadow = entities, active, shadow
+        self._projectable = {}
 
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
         """Replace agents, humans and groups; the graph is rebuilt once, here."""
@@ -136,7 +143,7 @@ class PolicyEngine:
                 cedar_request,
                 policies.slice_for(request.action, resource),
                 self.entities.handle,
-                schema=self.schema.handle,
+                schema=self._schema_for(request, cedar_request),
             )
             return _interpret(result, request, policies)
         except ProctorError as exc:
@@ -148,6 +155,25 @@ class PolicyEngine:
             message = f"decision failed: {type(exc).__name__}"
             return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
                             reasons=(message,), errors=(message,), revision=revision)
+
+    def _schema_for(self, request: DecisionRequest,
+                    cedar_request: dict[str, Any]) -> cedarpy.Schema | None:
+        """None when the request is proven well-typed (Cedar need not check it again),
+        else the schema for Cedar to check it against."""
+        if self.schema_checks_every_request:
+            return self.schema.handle
+        action = request.action
+        projected = self._projectable.get(action)
+        if projected is None:
+            shape = self.catalog.args_shape(action)
+            projected = shape is not None and projectable(shape)
+            if shape is not None:  # only the catalog's actions: a request names any
+                self._projectable[action] = projected
+        context = cedar_request["context"]
+        if conforms(action, request.principal.type, request.resource.type, context,
+                    projected=projected and "args" in request.context):
+            return None
+        return self.schema.handle
 
     def _cedar_request(self, request: DecisionRequest) -> dict[str, Any]:
         context = request.context
