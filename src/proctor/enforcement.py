@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, cast
 
 import anyio
 
@@ -32,6 +32,7 @@ from proctor.approvals import Approval, ApprovalQueue, ApprovalStatus, binding_d
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event, new_event_id
 from proctor.audit.masking import mask
 from proctor.clock import Clock
+from proctor.codes import Code
 from proctor.errors import ProctorError
 from proctor.grants import GrantAuthority, GrantClaims, GrantScope
 from proctor.grants.authority import Task
@@ -43,7 +44,10 @@ from proctor.policy.catalog import Sensitivity
 from proctor.policy.context import call_context
 from proctor.policy.known_tools import KnownTools
 
-__all__ = ["CallVerdict", "Enforcer", "ToolCall"]
+__all__ = ["CallVerdict", "Enforcer", "ToolCall", "VerdictCode"]
+
+# A verdict's code: `allow`, or the code of the deny (or of the pending approval).
+VerdictCode = Literal["allow"] | Code
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class CallVerdict:
     ``approval_denied``, ``approval_timeout``, ``audit_unavailable``."""
 
     outcome: Outcome
-    code: str
+    code: VerdictCode
     reasons: tuple[str, ...]
     policy_ids: tuple[str, ...] = ()
     revision: int | None = None
@@ -148,7 +152,7 @@ class Enforcer:
             return replace(verdict, code="approval_timeout", approval=approval,
                            reasons=(f"approval `{approval.id}` is still pending",))
         if approval.status is not ApprovalStatus.APPROVED:
-            code = "approval_denied" if approval.status is ApprovalStatus.DENIED \
+            code: Code = "approval_denied" if approval.status is ApprovalStatus.DENIED \
                 else "approval_expired"
             return replace(verdict, outcome=Outcome.DENY, code=code, approval=approval,
                            reasons=(f"approval `{approval.id}` is {approval.status.value}",))
@@ -306,7 +310,7 @@ class Enforcer:
 
     # refusals before policy
 
-    def _refused(self, call: ToolCall, code: str, message: str, *,
+    def _refused(self, call: ToolCall, code: Code, message: str, *,
                  claims: GrantClaims | None = None) -> CallVerdict:
         """A deny that never reached policy, audited as such; the grant's agent is the
         actor only when the caller proved the grant's key (else `unauthenticated`)."""
@@ -325,7 +329,7 @@ class Enforcer:
             return CallVerdict(Outcome.DENY, code, (message,), claims=claims)
         return CallVerdict(Outcome.DENY, code, (message,), event_id=event.id, claims=claims)
 
-    def _refused_after(self, verdict: CallVerdict, code: str, message: str) -> CallVerdict:
+    def _refused_after(self, verdict: CallVerdict, code: Code, message: str) -> CallVerdict:
         """A call that was approved but may not go on after all; audited as its own deny."""
         tool_id = verdict.request.resource.id if verdict.request is not None else "unknown"
         refused = self._refused(ToolCall(tool_id, {}), code, message, claims=verdict.claims)
@@ -359,6 +363,7 @@ def _approved(request: DecisionRequest) -> DecisionRequest:
                            {**request.context, "approved": True})
 
 
-def _code(decision: Decision) -> str:
-    return "allow" if decision.outcome is Outcome.ALLOW else decision.code.value
+def _code(decision: Decision) -> VerdictCode:
+    # every reason code but `policy_permit` (an allow's) is a Code: tests/test_codes.py
+    return "allow" if decision.outcome is Outcome.ALLOW else cast(Code, decision.code.value)
 

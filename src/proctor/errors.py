@@ -4,20 +4,20 @@ Errors of foreign libraries (SQLAlchemy, cedarpy, YAML) are translated where
 they cross into proctor (``raise ProctorError(...) from exc``), so callers see
 only these::
 
-    ProctorError                       proctor_error
+    ProctorError                       (a family: each class below has or takes a code)
     ├── ConfigError                    config_invalid
     ├── StoreError                     store_unavailable
     │   └── MigrationError             store_migration_failed
     ├── NotFoundError                  not_found
     ├── RequestError                   request_invalid
     ├── DocumentError                  one code per document refused (see its docstring)
-    ├── PolicyError                    policy_error
+    ├── PolicyError                    (a family)
     │   ├── PolicyValidationError      policy_invalid
     │   └── PolicyTestError            policy_test_invalid
     ├── AuditError                     audit_error
     │   ├── AuditUnavailableError      audit_unavailable
     │   └── AuditIntegrityError        audit_integrity_failed
-    ├── IdentityError                  identity_error
+    ├── IdentityError                  (a family)
     │   ├── AgentIdError               agent_id_invalid
     │   ├── AgentUnknownError          agent_unknown
     │   ├── AgentExistsError           agent_exists
@@ -27,7 +27,7 @@ only these::
     │   ├── ReviewerError              reviewer_invalid
     │   ├── ManifestError              manifest_invalid
     │   │   └── ManifestChangedError   manifest_changed
-    │   └── ProofError                 proof_rejected
+    │   └── ProofError                 (a family)
     │       ├── ProofTooLargeError     proof_too_large
     │       ├── ProofMalformedError    proof_malformed
     │       ├── ProofAlgorithmError    proof_algorithm_not_allowed
@@ -48,6 +48,10 @@ only these::
     │   └── ScopeError                 scope_invalid
     └── ApprovalError                  one code per refusal (see its docstring)
 
+Every code is declared once, with its meaning, HTTP status and JSON-RPC code, in
+:mod:`proctor.codes`; ``code`` is typed :data:`~proctor.codes.Code`, so an
+undeclared code is a type error.
+
 Messages follow Cedar's style: lowercase, no trailing period, user input in
 backticks. An authorization *answer* is never an exception: ``decide`` returns a
 deny that carries the error instead.
@@ -58,6 +62,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from proctor.codes import Code, http_status
 
 __all__ = [
     "AgentExistsError",
@@ -109,9 +115,10 @@ __all__ = [
 
 
 class ProctorError(Exception):
-    """Base of every error proctor raises on purpose."""
+    """Base of every error proctor raises on purpose; ``code`` is one of
+    :data:`proctor.codes.Code` (each family below sets it, or takes it)."""
 
-    code: str = "proctor_error"
+    code: Code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -123,7 +130,7 @@ class ConfigError(ProctorError):
 
 
 class StoreError(ProctorError):
-    code = "store_unavailable"
+    code: Code = "store_unavailable"
 
 
 class MigrationError(StoreError):
@@ -151,7 +158,6 @@ class DocumentError(ProctorError):
     a small document). File loaders raise their own error with this one's message.
     """
 
-    code = "document_invalid"
 
     def __init__(self, code: DocumentCode, message: str) -> None:
         super().__init__(message)
@@ -159,7 +165,7 @@ class DocumentError(ProctorError):
 
 
 class PolicyError(ProctorError):
-    code = "policy_error"
+    """A policy set or policy test that proctor will not use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +202,7 @@ class PolicyTestError(PolicyError):
 
 
 class AuditError(ProctorError):
-    code = "audit_error"
+    code: Code = "audit_error"
 
 
 class AuditUnavailableError(AuditError):
@@ -233,12 +239,11 @@ class GrantError(ProctorError):
     ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``.
     """
 
-    code = "grant_invalid"
     # The verified claims of the grant, when the caller had proven its key before
     # the check failed (out of scope, revoked, replayed, used up); None otherwise.
     holder: object | None = None
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -252,9 +257,8 @@ class ApprovalError(ProctorError):
     ``approval_similar_unsupported``.
     """
 
-    code = "approval_invalid"
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -270,8 +274,6 @@ class ScopeError(GrantError):
 
 class IdentityError(ProctorError):
     """An agent registration, manifest or identity proof that proctor refused."""
-
-    code = "identity_error"
 
 
 class AgentIdError(IdentityError):
@@ -313,7 +315,7 @@ class ReviewerError(IdentityError):
 
 
 class ManifestError(IdentityError):
-    code = "manifest_invalid"
+    code: Code = "manifest_invalid"
 
 
 class ManifestChangedError(ManifestError):
@@ -324,8 +326,6 @@ class ManifestChangedError(ManifestError):
 
 class ProofError(IdentityError):
     """An identity proof (own-key JWS, JWT-SVID, OIDC token) that does not verify."""
-
-    code = "proof_rejected"
 
 
 class ProofTooLargeError(ProofError):
@@ -387,9 +387,8 @@ class SecretError(ProctorError):
     ``secret_lease_expiry_invalid``.
     """
 
-    code = "secret_invalid"
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -401,9 +400,8 @@ class GuardError(ProctorError):
     ``guard_value_too_deep`` (nesting past the limit).
     """
 
-    code = "guard_invalid"
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -417,9 +415,8 @@ class GatewayError(ProctorError):
     ``grant_wrong_agent``, ``agent_key_invalid``.
     """
 
-    code = "gateway_error"
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -434,14 +431,12 @@ class ApiError(ProctorError):
     been written to the audit log.
     """
 
-    code = "api_error"
-
-    def __init__(self, status: int, code: str, message: str, *,
+    def __init__(self, code: Code, message: str, *, status: int | None = None,
                  headers: Mapping[str, str] | None = None,
                  extra: Mapping[str, object] | None = None, audited: bool = False) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
+        self.status = http_status(code) if status is None else status
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         self.audited = audited

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from proctor.codes import Code
 
 __all__ = ["console", "err_console", "fail", "print_json"]
 
@@ -20,7 +23,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def fail(message: str, *, code: str, as_json: bool = False, exit_code: int = 1) -> NoReturn:
+def fail(message: str, *, code: Code, as_json: bool = False, exit_code: int = 1) -> NoReturn:
     """Report an error in one line (or as JSON) and exit non-zero."""
     if as_json:
         print_json({"error": {"code": code, "message": message}})

@@ -35,10 +35,6 @@ from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import Relay, RelayBoard
 from proctor.gateway.results import ResultGuard
 from proctor.gateway.rpc import (
-    APPROVAL_PENDING,
-    CALL_DENIED,
-    INVALID_PARAMS,
-    UPSTREAM_FAILED,
     rpc_error,
 )
 from proctor.gateway.session import GatewaySession, Upstream
@@ -179,7 +175,7 @@ class Gateway:
             server, kind = self._server_of(session, view, ref.uri), RESOURCE_READ
         if server not in view.servers or not self.visibility.shows(
                 session.claims, f"{server}/{kind}"):
-            raise rpc_error(INVALID_PARAMS, "completion_unknown", "nothing to complete here")
+            raise rpc_error("completion_unknown", "nothing to complete here")
         upstream, _ = await self._tool(session, server, kind, kind)
         context = params.context.arguments if params.context else None
         argument = params.argument.model_dump(by_alias=True)
@@ -195,7 +191,7 @@ class Gateway:
         server = self._server_of(session, view, uri)
         if server not in view.servers or not self.visibility.shows(
                 session.claims, f"{server}/{RESOURCE_READ}"):
-            raise rpc_error(INVALID_PARAMS, "resource_unknown",
+            raise rpc_error("resource_unknown",
                             f"resource `{uri[:200]}` is not known here")
         upstream, _ = await self._tool(session, server, RESOURCE_READ, uri)
         await self._forward(session, lambda: upstream.connection.subscribe(uri, on=on))
@@ -255,7 +251,7 @@ class Gateway:
                          relay: Relay | None = None) -> types.GetPromptResult:
         resolved = view.resolve(exposed)
         if resolved is None:
-            raise rpc_error(INVALID_PARAMS, "prompt_unknown", f"prompt `{exposed[:128]}` does "
+            raise rpc_error("prompt_unknown", f"prompt `{exposed[:128]}` does "
                             "not exist here")
         server, name = resolved
         upstream, tool = await self._tool(session, server, PROMPT_GET, exposed)
@@ -284,7 +280,7 @@ class Gateway:
         problem = tool.argument_errors(args)
         if problem is not None:
             await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")
-            raise rpc_error(INVALID_PARAMS, "arguments_invalid", problem, tool=tool.tool_id)
+            raise rpc_error("arguments_invalid", problem, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         call = ToolCall(tool.tool_id, args, method=method, target=target,
                         source_ip=creds.source_ip)
@@ -297,12 +293,13 @@ class Gateway:
                 lambda: self.enforcer.await_approval(verdict, timeout=timeout))
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
             approval = verdict.approval.id if verdict.approval else None
-            raise rpc_error(APPROVAL_PENDING, "approval_pending",
+            raise rpc_error("approval_pending",
                             f"a human has not yet decided approval `{approval}`; call again "
                             "once it is approved", reasons=verdict.reasons,
                             approval_id=approval, event_id=verdict.event_id)
         if verdict.outcome is not Outcome.ALLOW:
-            raise rpc_error(CALL_DENIED, verdict.code, "; ".join(verdict.reasons) or "denied",
+            code = verdict.code if verdict.code != "allow" else "enforcement_error"
+            raise rpc_error(code, "; ".join(verdict.reasons) or "denied",
                             reasons=verdict.reasons, policy_ids=tuple(verdict.policy_ids),
                             event_id=verdict.event_id)
         return verdict
@@ -333,8 +330,8 @@ class Gateway:
 
 
 def _unknown_tool(name: str) -> MCPError:
-    return rpc_error(INVALID_PARAMS, "tool_unknown", f"tool `{name[:128]}` does not exist here")
+    return rpc_error("tool_unknown", f"tool `{name[:128]}` does not exist here")
 
 
 def _upstream_error(exc: GatewayError) -> MCPError:
-    return rpc_error(UPSTREAM_FAILED, exc.code, exc.message)
+    return rpc_error(exc.code, exc.message)

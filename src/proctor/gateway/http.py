@@ -35,7 +35,7 @@ lands under a request.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,14 +52,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from proctor.codes import Code, http_status, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting
 from proctor.errors import DocumentError, ProctorError
 from proctor.gateway.client import PROOF_HEADER
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.core import Gateway
 from proctor.gateway.rpc import (
-    INVALID_REQUEST,
-    PARSE_ERROR,
     PREFIX_BYTES,
     SESSION_CLOSED,
     request_id_in_prefix,
@@ -131,7 +130,7 @@ class HttpSessions:
             found = self._by_grant.get(claims.grant_id)
             if found is None:
                 if self.tasks is None:
-                    raise rpc_error(SESSION_CLOSED, "session_closed", "the gateway is stopping")
+                    raise rpc_error("session_closed", "the gateway is stopping")
                 found = await self._gateway.open_session(claims, self.tasks)
                 self._by_grant[claims.grant_id] = found
             found.hold()
@@ -176,7 +175,7 @@ class HttpBinder:
                  if isinstance(request, Request) else None)
         if grant is None or not isinstance(request, Request):
             # the gate lets nothing through without a grant; fail closed anyway
-            raise rpc_error(SESSION_CLOSED, "grant_missing", "the request carries no grant")
+            raise rpc_error("grant_missing", "the request carries no grant")
         claims, token = grant
         client = request.client.host if request.client else None
         creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
@@ -184,7 +183,7 @@ class HttpBinder:
         try:
             session = await self._sessions.hold(claims)
         except ProctorError as exc:  # the store, say: no session, no call
-            raise rpc_error(SESSION_CLOSED, exc.code, exc.message) from None
+            raise rpc_error(exc.code, exc.message, code=SESSION_CLOSED) from None
         try:
             yield session, creds
         finally:
@@ -227,10 +226,9 @@ class GrantGate:
         if scope["method"] == "POST":
             body = await _read_capped(receive, self._max)
             if body is None:
-                await _rpc_response(413, None, -32600, f"message_too_large: a message may be at "
-                                    f"most {self._max} bytes",
-                                    {"reason": "message_too_large", "max_bytes": self._max}
-                                    )(scope, receive, send)
+                await _refusal(None, "message_too_large",
+                               f"a message may be at most {self._max} bytes",
+                               {"max_bytes": self._max})(scope, receive, send)
                 return
             refusal = _unreadable(body)
             if refusal is not None:
@@ -348,6 +346,15 @@ def _rpc_response(status: int, request_id: Any, code: int, message: str,
                         status_code=status)
 
 
+def _refusal(request_id: Any, reason: Code, message: str,
+             data: Mapping[str, Any] | None = None) -> Response:
+    """A message refused before the SDK reads it: ``reason``'s HTTP status and JSON-RPC
+    code (:mod:`proctor.codes`), ``data`` naming the reason when there is more to say."""
+    return _rpc_response(http_status(reason), request_id, rpc_code(reason),
+                         f"{reason}: {message}",
+                         None if data is None else {"reason": reason, **data})
+
+
 def _unreadable(body: bytes) -> Response | None:
     """The answer to a body nested past the depth cap (or not UTF-8), before the SDK
     parses it; None for any other body."""
@@ -355,10 +362,9 @@ def _unreadable(body: bytes) -> Response | None:
         check_json_nesting(body, what="the message")
     except DocumentError as exc:
         if exc.code != "document_too_deep":
-            return _rpc_response(400, None, PARSE_ERROR, "parse_error: the message is not JSON")
-        return _rpc_response(400, request_id_in_prefix(body[:PREFIX_BYTES]), INVALID_REQUEST,
-                             f"message_too_deep: a message may nest at most {MAX_DEPTH} levels",
-                             {"reason": "message_too_deep", "max_depth": MAX_DEPTH})
+            return _refusal(None, "parse_error", "the message is not JSON")
+        return _refusal(request_id_in_prefix(body[:PREFIX_BYTES]), "message_too_deep",
+                        f"a message may nest at most {MAX_DEPTH} levels", {"max_depth": MAX_DEPTH})
     return None
 
 

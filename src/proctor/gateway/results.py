@@ -29,9 +29,10 @@ from pydantic import BaseModel
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.clock import Clock
+from proctor.codes import Code
 from proctor.errors import AuditError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
-from proctor.gateway.rpc import CALL_DENIED, INVALID_PARAMS, UPSTREAM_FAILED, rpc_error
+from proctor.gateway.rpc import rpc_error
 from proctor.grants import GrantAuthority, GrantClaims
 
 __all__ = ["ResultGuard"]
@@ -62,12 +63,12 @@ class ResultGuard:
             outcome = self._guard.scan(arguments)
         except GuardError as exc:
             await self.reject(claims, tool_id, "arguments_invalid")
-            raise rpc_error(INVALID_PARAMS, "arguments_invalid", exc.message,
+            raise rpc_error("arguments_invalid", exc.message,
                             tool=tool_id) from None
         if outcome.grant_tokens:
             await self._revoke_leaked(outcome.grant_tokens, claims=claims,
                                       found_in=f"arguments of {tool_id}")
-            raise rpc_error(CALL_DENIED, "grant_leaked", "the arguments carry a proctor grant; "
+            raise rpc_error("grant_leaked", "the arguments carry a proctor grant; "
                             "it was revoked and the call was not forwarded")
 
     async def redact(self, result: _M, *, claims: GrantClaims, tool_id: str,
@@ -81,7 +82,7 @@ class ResultGuard:
         except GuardError as exc:
             await self._record("gateway.redact", claims, tool_id, "withheld",
                                {"code": exc.code}, decision_event)
-            raise rpc_error(UPSTREAM_FAILED, "upstream_invalid_result", f"the answer of "
+            raise rpc_error("upstream_invalid_result", f"the answer of "
                             f"{tool_id} cannot pass the output guard: {exc.message}") from None
         redacted = outcome.value
         if outcome.grant_tokens:
@@ -114,7 +115,7 @@ class ResultGuard:
                          {"leaked_grant": leaked.grant_id, "leaked_agent": leaked.agent_id,
                           "found_in": found_in, "revoked": len(revoked)}, None)
 
-    async def reject(self, claims: GrantClaims, target: str, code: str) -> None:
+    async def reject(self, claims: GrantClaims, target: str, code: Code) -> None:
         """Audit a request refused before any decision (bad input): the agent's own act."""
         now = self._clock.now()
         event = AuditEvent(id=new_event_id(now), time=now,

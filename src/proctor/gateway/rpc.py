@@ -1,8 +1,9 @@
 """The JSON-RPC errors the gateway answers with: a code, a message naming the reason,
 and ``data`` a machine can read (``{"reason": "policy_forbid", ...}``).
 
-Codes below -32000 that the MCP SDK does not use (it takes -32000 for a closed
-connection and -32001 for a request timeout)::
+The JSON-RPC code of each reason is in :mod:`proctor.codes` (one registry for the
+API and the gateways); the gateway's own are below -32000, where the MCP SDK takes
+none (it takes -32000 for a closed connection and -32001 for a request timeout)::
 
     -32010  call_denied        the grant, the agent or policy said no (data.reason says which)
     -32011  approval_pending   a human has not decided yet (data.approval_id)
@@ -21,8 +22,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RequestId
+from mcp_types import RequestId
 
+from proctor.codes import (
+    APPROVAL_PENDING,
+    CALL_DENIED,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    SESSION_CLOSED,
+    UPSTREAM_FAILED,
+    Code,
+    rpc_code,
+)
 from proctor.documents import parse_json
 from proctor.errors import DocumentError
 
@@ -30,22 +42,21 @@ __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST
            "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
            "request_id_in_prefix", "rpc_error"]
 
-CALL_DENIED = -32010
-APPROVAL_PENDING = -32011
-UPSTREAM_FAILED = -32012
-SESSION_CLOSED = -32013
 PREFIX_BYTES = 4096  # how much of a refused message is searched for its id
 _ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
 
 
-def rpc_error(code: int, reason: str, message: str, *, reasons: Sequence[str] = (),
-              **data: Any) -> MCPError:
-    """An error for the agent: ``message`` is prefixed with the reason code."""
+def rpc_error(reason: Code, message: str, *, reasons: Sequence[str] = (),
+              code: int | None = None, **data: Any) -> MCPError:
+    """An error for the agent, with the JSON-RPC code of ``reason`` (or ``code``, where
+    the place decides: a session that cannot be held is -32013 whatever failed);
+    ``message`` is prefixed with the reason."""
     body: dict[str, Any] = {"reason": reason}
     if reasons:
         body["reasons"] = list(reasons)
     body.update({k: v for k, v in data.items() if v is not None and v != ()})
-    return MCPError(code, f"{reason}: {message}", data=body)
+    return MCPError(rpc_code(reason) if code is None else code, f"{reason}: {message}",
+                    data=body)
 
 
 def request_id_in_prefix(prefix: bytes) -> RequestId | None:

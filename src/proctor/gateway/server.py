@@ -22,7 +22,7 @@ from mcp.server.lowlevel.server import Server
 
 from proctor.gateway.core import Gateway
 from proctor.gateway.relay import Relay
-from proctor.gateway.rpc import INVALID_PARAMS, rpc_error
+from proctor.gateway.rpc import rpc_error
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
 
@@ -84,7 +84,7 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
             uri = str(params.uri)
             server = view.servers[0] if not view.prefixed else session.resource_servers.get(uri)
             if server is None or server not in view.servers:
-                raise rpc_error(INVALID_PARAMS, "resource_unknown",
+                raise rpc_error("resource_unknown",
                                 f"resource `{uri[:200]}` is not known here: list the resources "
                                 "first, or use its server's endpoint")
             return await gateway.read_resource(session, creds, server, uri, Relay(ctx))

@@ -34,7 +34,7 @@ from proctor.errors import GatewayError, GrantError, ProctorError
 from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import RelayBoard
-from proctor.gateway.rpc import SESSION_CLOSED, rpc_error
+from proctor.gateway.rpc import rpc_error
 from proctor.gateway.tools import ExposedTool, ToolRegistry
 from proctor.gateway.upstream import UpstreamConnection
 from proctor.grants import GrantClaims, LeaseTree
@@ -163,7 +163,7 @@ class GatewaySession:
 
     def check_open(self) -> None:
         if self.closed.is_set():
-            raise rpc_error(SESSION_CLOSED, "session_closed",
+            raise rpc_error("session_closed",
                             f"the session ended: {self.close_reason or 'closed'}")
 
     # upstreams
@@ -245,7 +245,7 @@ class GatewaySession:
         finally:
             self.release()
         self.check_open()  # cancelled by close()
-        raise rpc_error(SESSION_CLOSED, "session_closed", "the session ended")
+        raise rpc_error("session_closed", "the session ended")
 
     def describe(self) -> dict[str, Any]:
         return {"session": self.id, "grant": self.claims.grant_id, "task": self.claims.task_id,

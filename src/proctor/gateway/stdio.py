@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -32,8 +33,9 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.lowlevel.server import Server
 from mcp.shared.message import SessionMessage
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
 
+from proctor.codes import Code, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting, parse_json
 from proctor.errors import DocumentError
 from proctor.gateway.rpc import PREFIX_BYTES, request_id_in_prefix
@@ -137,28 +139,28 @@ class StdioTransport:
         try:
             document = parse_json(line, what="the message", max_bytes=self._max)
         except DocumentError:
-            await _answer(errors, None, PARSE_ERROR, "parse_error: the message is not JSON")
+            await _answer(errors, None, "parse_error", "the message is not JSON")
             return
         request_id = document.get("id") if isinstance(document, dict) else None
         if not isinstance(request_id, int | str) or isinstance(request_id, bool):
             request_id = None
-        await _answer(errors, request_id, INVALID_REQUEST,
-                      "invalid_request: the message is not a valid JSON-RPC request")
+        await _answer(errors, request_id, "message_invalid",
+                      "the message is not a valid JSON-RPC request")
 
     async def _unreadable(self, line: bytes, exc: DocumentError, errors: FromServer) -> None:
         if exc.code != "document_too_deep":
-            await _answer(errors, None, PARSE_ERROR, "parse_error: the message is not JSON")
+            await _answer(errors, None, "parse_error", "the message is not JSON")
             return
         log.warning("refused a message nested deeper than %d levels", MAX_DEPTH)
-        await _answer(errors, request_id_in_prefix(line[:PREFIX_BYTES]), INVALID_REQUEST,
-                      f"message_too_deep: a message may nest at most {MAX_DEPTH} levels",
-                      data={"reason": "message_too_deep", "max_depth": MAX_DEPTH})
+        await _answer(errors, request_id_in_prefix(line[:PREFIX_BYTES]), "message_too_deep",
+                      f"a message may nest at most {MAX_DEPTH} levels",
+                      data={"max_depth": MAX_DEPTH})
 
     async def _too_large(self, prefix: bytes, errors: FromServer) -> None:
         log.warning("refused a message over %d bytes", self._max)
-        await _answer(errors, request_id_in_prefix(prefix), INVALID_REQUEST,
-                      f"message_too_large: a message may be at most {self._max} bytes",
-                      data={"reason": "message_too_large", "max_bytes": self._max})
+        await _answer(errors, request_id_in_prefix(prefix), "message_too_large",
+                      f"a message may be at most {self._max} bytes",
+                      data={"max_bytes": self._max})
 
     async def _write(self, from_server: Any) -> None:
         async with from_server:
@@ -197,10 +199,14 @@ def _dump(message: types.JSONRPCMessage) -> str | None:
         return None
 
 
-async def _answer(errors: FromServer, request_id: types.RequestId | None, code: int,
-                  message: str, *, data: Any = None) -> None:
-    error = (ErrorData(code=code, message=message) if data is None
-             else ErrorData(code=code, message=message, data=data))
+async def _answer(errors: FromServer, request_id: types.RequestId | None, reason: Code,
+                  message: str, *, data: Mapping[str, Any] | None = None) -> None:
+    """A JSON-RPC error with ``reason``'s code (:mod:`proctor.codes`); a message too large
+    or too deep also names its reason in ``data``, as the gateway's refusals do."""
+    code = rpc_code(reason)
+    text = f"{reason}: {message}"
+    error = (ErrorData(code=code, message=text) if data is None
+             else ErrorData(code=code, message=text, data={"reason": reason, **data}))
     await errors.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
 
 

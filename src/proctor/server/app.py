@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from proctor import __version__
+from proctor.codes import Code
 from proctor.errors import ApiError, ProctorError
 from proctor.runtime import Runtime
 from proctor.server.background import Background
@@ -102,7 +103,8 @@ def _add_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
             return problem_response(422, "request_invalid", "the body is not valid JSON",
                                     instance=request.url.path)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code: Code = ("not_found" if exc.status_code == 404 else "method_not_allowed"
+                      if exc.status_code == 405 else "http_error")
         return problem_response(exc.status_code, code, str(exc.detail),
                                 instance=request.url.path, headers=exc.headers)
 

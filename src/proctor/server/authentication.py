@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from proctor.clock import Clock
+from proctor.codes import Code
 from proctor.errors import ApiError, ProctorError, StoreError
 from proctor.grants import PROOF_ALGORITHMS, AgentDirectory, GrantAuthority
 from proctor.identity import AgentRegistry, Authenticator
@@ -51,8 +52,8 @@ class _Remembered:
     key_thumbprint: str | None
 
 
-def unauthenticated(code: str, detail: str) -> ApiError:
-    return ApiError(401, code, detail, headers={"WWW-Authenticate": CHALLENGE})
+def unauthenticated(code: Code, detail: str) -> ApiError:
+    return ApiError(code, detail, status=401, headers={"WWW-Authenticate": CHALLENGE})
 
 
 class RequestAuthenticator:

@@ -22,6 +22,7 @@ import cedarpy
 
 from proctor.audit import AuditEvent, AuditLog, DecisionRecord, new_event_id
 from proctor.clock import Clock
+from proctor.codes import Code
 from proctor.errors import ApiError, AuditError
 from proctor.policy import Decision, Outcome, ReasonCode
 from proctor.policy.compiled import CompiledPolicies, compile_sources
@@ -102,11 +103,11 @@ class ControlPlane:
         target = f'{resource["uid"]["type"]}::"{resource["uid"]["id"]}"'
         self.record_refusal(principal, action, target, "forbidden", decision.reasons,
                             policy_ids=decision.policy_ids, source=source, detail=detail)
-        raise ApiError(403, "forbidden", "; ".join(decision.reasons), audited=True,
+        raise ApiError("forbidden", "; ".join(decision.reasons), audited=True,
                          extra={"reasons": list(decision.reasons),
                                 "policy_ids": list(decision.policy_ids)})
 
-    def record_refusal(self, principal: Principal | None, action: str, target: str, code: str,
+    def record_refusal(self, principal: Principal | None, action: str, target: str, code: Code,
                        reasons: Iterable[str], *, policy_ids: Iterable[str] = (),
                        source: str | None = None,
                        detail: Mapping[str, Any] | None = None) -> None:

@@ -108,14 +108,14 @@ def authenticate(request: Request) -> CallContext:
         wait = state.limiter.take(f"client:{client_address(request)}")
         if wait:
             state.metrics.rate_limited.inc()
-            raise ApiError(429, "rate_limited", "too many failed attempts from this address",
+            raise ApiError("rate_limited", "too many failed attempts from this address",
                              headers=state.limiter.retry_after(wait)) from None
         raise
     request.state.principal = principal
     wait = state.limiter.take(principal.rate_key)
     if wait:
         state.metrics.rate_limited.inc()
-        raise ApiError(429, "rate_limited", f"{principal.kind.value} `{principal.id}` sends "
+        raise ApiError("rate_limited", f"{principal.kind.value} `{principal.id}` sends "
                          "requests faster than allowed", headers=state.limiter.retry_after(wait))
     return CallContext(request, state, principal)
 

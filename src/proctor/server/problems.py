@@ -6,9 +6,9 @@ Every error response is ``application/problem+json``::
      "detail": "the grant or one it derives from is revoked", "code": "grant_revoked",
      "instance": "/v1/grants/exchange"}
 
-``code`` is the machine-readable part (a :mod:`proctor.errors` code, or one
-of the API's own below) and ``type`` is derived from it. Domain errors are
-mapped to a status by their code (:func:`status_for`); the OpenAPI document
+``code`` is the machine-readable part (a :data:`proctor.codes.Code`) and
+``type`` is derived from it. Every code's status is in :mod:`proctor.codes`
+(:func:`status_for`); the OpenAPI document
 lists, per operation and status, the codes it can answer with
 (:func:`problem_responses`).
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from proctor.codes import Code, authentication_codes, http_status
 from proctor.errors import ApiError, ProctorError
 
 __all__ = [
@@ -35,47 +36,15 @@ __all__ = [
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:proctor:problem:"
 
-# Codes a failed authentication answers with (401): the API's own, then the
-# identity proof codes of agents' workload proofs and humans' OIDC tokens, then
-# the grant and proof codes of the DPoP scheme.
-AUTH_CODES = (
-    "credentials_missing", "credentials_malformed", "api_token_invalid",
-    "proof_rejected", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
-    "proof_key_unknown", "proof_invalid_signature", "proof_wrong_issuer",
-    "proof_wrong_audience", "proof_expired", "proof_not_yet_valid", "proof_claims_invalid",
-    "proof_method_mismatch", "agent_id_invalid", "agent_unknown", "agent_not_active",
-    "grant_malformed", "grant_too_large", "grant_algorithm_not_allowed", "grant_unknown_key",
-    "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
-    "grant_not_yet_valid", "grant_revoked", "grant_wrong_agent", "proof_missing",
-    "proof_invalid", "proof_wrong_key", "proof_stale", "proof_replayed", "proof_wrong_target",
-    "proof_key_private",
-)
-
-_BY_STATUS: dict[int, tuple[str, ...]] = {
-    404: ("not_found", "agent_unknown", "task_unknown", "grant_unknown", "approval_unknown",
-          "offer_unknown"),
-    409: ("agent_exists", "agent_state_invalid", "manifest_changed", "task_ended",
-          "task_expired", "task_idle", "approval_already_decided", "approval_expired",
-          "offer_redeemed", "offer_expired", "offer_cancelled"),
-    422: ("request_invalid", "scope_invalid", "manifest_invalid", "agent_id_invalid",
-          "agent_key_invalid", "reviewer_invalid", "grant_ttl_invalid", "grant_max_uses_invalid",
-          "delegation_widens_scope", "delegation_extends_expiry", "delegation_too_deep",
-          "delegation_cycle", "delegation_widens_uses", "policy_invalid", "config_invalid",
-          "grant_malformed", "grant_too_large", "proof_missing", "policy_test_invalid",
-          "approval_comment_too_long", "approval_similar_invalid", "approval_similar_masked",
-          "approval_similar_unsupported", "holder_identity_missing", "task_ttl_invalid",
-          "task_limits_invalid", "document_malformed", "document_too_large",
-          "document_too_deep", "document_alias_refused"),
-    503: ("store_unavailable", "store_migration_failed", "audit_unavailable", "audit_error",
-          "audit_integrity_failed"),
-}
-_STATUS = {code: status for status, codes in _BY_STATUS.items() for code in codes}
+# Codes a failed authentication answers with (401): the API's own, the identity proof
+# codes of agents' workload proofs and humans' OIDC tokens, the grant and proof codes of
+# the DPoP scheme (proctor.codes marks them).
+AUTH_CODES: tuple[Code, ...] = authentication_codes()
 
 
-def status_for(code: str) -> int:
-    """The HTTP status of a domain error's code; a refusal by rule (an expired or
-    revoked grant, a denied issuance, a replayed proof, ...) is 403."""
-    return _STATUS.get(code, 403)
+def status_for(code: Code) -> int:
+    """The HTTP status of a domain error's code (:mod:`proctor.codes`)."""
+    return http_status(code)
 
 
 def problem_of(exc: ProctorError) -> ApiError:
@@ -89,10 +58,10 @@ def problem_of(exc: ProctorError) -> ApiError:
         extra["errors"] = [{"file": d.file, "line": d.line, "column": d.column,
                             "message": d.message, "policy_id": d.policy_id}
                            for d in diagnostics]
-    return ApiError(status_for(exc.code), exc.code, exc.message, extra=extra)
+    return ApiError(exc.code, exc.message, extra=extra)
 
 
-def problem_response(status: int, code: str, detail: str, *, instance: str = "",
+def problem_response(status: int, code: Code, detail: str, *, instance: str = "",
                      headers: Mapping[str, str] | None = None,
                      extra: Mapping[str, Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": _title(status),
@@ -111,7 +80,7 @@ def _title(status: int) -> str:
         return "Error"
 
 
-def problem_schema(codes: Iterable[str]) -> dict[str, Any]:
+def problem_schema(codes: Iterable[Code]) -> dict[str, Any]:
     """The JSON schema of a problem document whose ``code`` is one of ``codes``."""
     listed = sorted(set(codes))
     return {
@@ -132,13 +101,13 @@ def problem_schema(codes: Iterable[str]) -> dict[str, Any]:
 
 
 # What any operation can answer with, besides its own codes.
-COMMON: dict[int, tuple[str, ...]] = {
+COMMON: dict[int, tuple[Code, ...]] = {
     413: ("request_too_large",),
     422: ("request_invalid", "document_malformed", "document_too_deep"),
     429: ("rate_limited",),
     503: ("store_unavailable", "audit_unavailable"),
 }
-AUTHENTICATED: dict[int, tuple[str, ...]] = {401: AUTH_CODES, 403: ("forbidden",)}
+AUTHENTICATED: dict[int, tuple[Code, ...]] = {401: AUTH_CODES, 403: ("forbidden",)}
 _DESCRIPTIONS = {
     401: "Not authenticated: no credentials, or credentials that do not verify",
     403: "Refused: the control-plane policy or a rule denies it (audited)",
@@ -149,15 +118,15 @@ _DESCRIPTIONS = {
 }
 
 
-def problem_responses(*codes: str, public: bool = False,
-                      extra: Mapping[int, Iterable[str]] | None = None
+def problem_responses(*codes: Code, public: bool = False,
+                      extra: Mapping[int, Iterable[Code]] | None = None
                       ) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for an operation: each status with the codes it can carry.
 
     ``codes`` are domain codes, placed by :func:`status_for`; ``extra`` adds codes
     at a status of the caller's choosing (e.g. grant codes answered as 401).
     """
-    by_status: dict[int, set[str]] = {s: set(c) for s, c in COMMON.items()}
+    by_status: dict[int, set[Code]] = {s: set(c) for s, c in COMMON.items()}
     if not public:
         for status, own in AUTHENTICATED.items():
             by_status.setdefault(status, set()).update(own)

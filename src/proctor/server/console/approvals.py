@@ -107,7 +107,7 @@ async def decide(approval_id: ApprovalId, request: Request, console: ConsoleCall
     form = await check_csrf(request, console)
     verdict = form.get("decision", "")
     if verdict not in ("approve", "deny"):
-        raise ApiError(422, "request_invalid", "the decision is `approve` or `deny`")
+        raise ApiError("request_invalid", "the decision is `approve` or `deny`")
     approval = console.runtime.approvals.get(approval_id)
     console.require("api:approval.decide", approval_resource(approval))
     similar = None

@@ -70,7 +70,7 @@ def login(request: Request, token: Annotated[str, Form(max_length=_MAX_TOKEN)] =
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not hmac.compare_digest(csrf.encode(), csrf_for(nonce).encode()):
         request.state.action = "console.login"
-        raise ApiError(403, "csrf_invalid", "the sign-in form expired or was not ours: "
+        raise ApiError("csrf_invalid", "the sign-in form expired or was not ours: "
                        "load it again")
     source = client_address(request)
     try:
@@ -79,13 +79,13 @@ def login(request: Request, token: Annotated[str, Form(max_length=_MAX_TOKEN)] =
             url=request_url(request, state))
     except ProctorError as exc:
         if state.limiter.take(f"client:{source}"):
-            raise ApiError(429, "rate_limited", "too many failed sign-ins from this address; "
+            raise ApiError("rate_limited", "too many failed sign-ins from this address; "
                            "wait a minute") from None
         return _form(request, error=f"not signed in: {exc.message}", status=401)
     request.state.principal = principal
     if principal.kind is PrincipalKind.AGENT:
         request.state.action = "console.login"
-        raise ApiError(403, "forbidden", "agents never sign in to the console")
+        raise ApiError("forbidden", "agents never sign in to the console")
     expires_at = None
     if principal.method == "oidc":
         exp = peek(token.strip()).claims.get("exp")

@@ -72,7 +72,7 @@ class ConsoleRoute(APIRoute):
                 response = _error_page(request, exc)
             except RequestValidationError:
                 response = _error_page(request, ApiError(
-                    422, "request_invalid", "the form or address is not valid"))
+                    "request_invalid", "the form or address is not valid"))
             response.headers.update(HEADERS)
             return response
 
@@ -126,7 +126,7 @@ def _signed_in(request: Request) -> Console:
     request.state.principal = principal
     wait = state.limiter.take(principal.rate_key)
     if wait:
-        raise ApiError(429, "rate_limited", "too many requests; wait a moment",
+        raise ApiError("rate_limited", "too many requests; wait a moment",
                        headers=state.limiter.retry_after(wait))
     console = Console(request, state, principal, csrf_for(cookie), session.id)
     request.state.viewer = {"id": principal.id, "roles": sorted(principal.roles),
@@ -144,7 +144,7 @@ async def check_csrf(request: Request, console: Console) -> dict[str, str]:
     sent = fields.get("csrf", "")
     if not sent or not hmac.compare_digest(sent.encode(), console.csrf.encode()):
         request.state.action = f"console {request.method} {request.url.path[:200]}"
-        raise ApiError(403, "csrf_invalid", "the form's CSRF token is missing or wrong: "
+        raise ApiError("csrf_invalid", "the form's CSRF token is missing or wrong: "
                        "reload the page and try again")
     return fields
 

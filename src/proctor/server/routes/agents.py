@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from proctor.codes import Code
 from proctor.identity import (
     Agent,
     JwtSvidProof,
@@ -153,7 +154,7 @@ def agent_resource(agent: Agent) -> dict[str, Any]:
     return entity("Agent", agent.id, roles=["agent"], owner=agent.owner)
 
 
-_ONE = ("agent_unknown", "agent_id_invalid")
+_ONE: tuple[Code, ...] = ("agent_unknown", "agent_id_invalid")
 
 
 @router.get("/v1/agents", responses=problem_responses())

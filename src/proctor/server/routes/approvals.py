@@ -24,6 +24,7 @@ from proctor.approvals import (
     approval_json,
 )
 from proctor.approvals.similar import DEFAULT_MAX_USES, DEFAULT_TTL_SECONDS, MAX_USES
+from proctor.codes import Code
 from proctor.errors import ApprovalError
 from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
@@ -119,9 +120,9 @@ def desk_for(call: CallContext) -> ApprovalDesk:
                         runtime.engine, audit=runtime.audit)
 
 
-_DECIDE = ("approval_unknown", "approval_already_decided", "approval_expired",
+_DECIDE: tuple[Code, ...] = ("approval_unknown", "approval_already_decided", "approval_expired",
            "approval_own_request", "approval_comment_too_long", "reviewer_invalid")
-_SIMILAR = ("approval_similar_invalid", "approval_similar_masked",
+_SIMILAR: tuple[Code, ...] = ("approval_similar_invalid", "approval_similar_masked",
             "approval_similar_unsupported", "issuance_denied", "task_ended", "proof_missing",
             "agent_not_active", "grant_revoked")
 

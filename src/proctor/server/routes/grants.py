@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from proctor.codes import Code
 from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, IssuedGrant
 from proctor.grants.tokens import MAX_TOKEN_BYTES
@@ -170,21 +171,24 @@ class Revoked(BaseModel):
     revoked: list[str]
 
 
-_ISSUE = ("task_unknown", "task_ended", "scope_invalid", "grant_ttl_invalid",
-          "grant_max_uses_invalid", "issuance_denied", "issuance_pending_approval",
-          "agent_not_active", "proof_missing", "proof_invalid", "proof_stale",
-          "proof_replayed", "proof_wrong_key", "proof_wrong_target", "proof_key_private",
-          "grant_revoked", "holder_identity_missing", "holder_identity_invalid",
-          "holder_identity_mismatch", "task_expired", "task_idle")
-_OFFER = ("task_unknown", "task_ended", "task_expired", "task_idle", "scope_invalid",
-          "grant_ttl_invalid", "grant_max_uses_invalid", "issuance_denied",
-          "issuance_pending_approval", "agent_not_active", "grant_revoked")
-_REDEEM = ("offer_unknown", "offer_redeemed", "offer_expired", "offer_cancelled",
-           "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
-           "proof_missing", "proof_invalid", "proof_stale", "proof_replayed", "proof_wrong_key",
-           "proof_wrong_target", "proof_key_private", "agent_not_active", "task_ended",
-           "task_expired", "task_idle", "issuance_denied", "issuance_pending_approval",
-           "grant_revoked", "delegation_widens_uses", "grant_uses_exhausted", "grant_ttl_invalid")
+_ISSUE: tuple[Code, ...] = (
+    "task_unknown", "task_ended", "scope_invalid", "grant_ttl_invalid",
+    "grant_max_uses_invalid", "issuance_denied", "issuance_pending_approval",
+    "agent_not_active", "proof_missing", "proof_invalid", "proof_stale",
+    "proof_replayed", "proof_wrong_key", "proof_wrong_target", "proof_key_private",
+    "grant_revoked", "holder_identity_missing", "holder_identity_invalid",
+    "holder_identity_mismatch", "task_expired", "task_idle")
+_OFFER: tuple[Code, ...] = (
+    "task_unknown", "task_ended", "task_expired", "task_idle", "scope_invalid",
+    "grant_ttl_invalid", "grant_max_uses_invalid", "issuance_denied",
+    "issuance_pending_approval", "agent_not_active", "grant_revoked")
+_REDEEM: tuple[Code, ...] = (
+    "offer_unknown", "offer_redeemed", "offer_expired", "offer_cancelled",
+    "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
+    "proof_missing", "proof_invalid", "proof_stale", "proof_replayed", "proof_wrong_key",
+    "proof_wrong_target", "proof_key_private", "agent_not_active", "task_ended",
+    "task_expired", "task_idle", "issuance_denied", "issuance_pending_approval",
+    "grant_revoked", "delegation_widens_uses", "grant_uses_exhausted", "grant_ttl_invalid")
 
 
 @router.post("/v1/grants", status_code=201, responses=problem_responses(*_ISSUE))

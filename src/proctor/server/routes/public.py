@@ -53,11 +53,11 @@ def readyz(request: Request) -> Readiness:
     try:
         runtime.store.fetch("SELECT 1", [])
     except ProctorError as exc:
-        raise ApiError(503, "not_ready", f"the database does not answer: {exc.message}") \
+        raise ApiError("not_ready", f"the database does not answer: {exc.message}") \
             from exc
     active = runtime.engine.active
     if active is None or active.revision is None:
-        raise ApiError(503, "not_ready", "no policy set is active")
+        raise ApiError("not_ready", "no policy set is active")
     return Readiness(status="ready", database=runtime.store.backend,
                      policy_revision=active.revision)
 

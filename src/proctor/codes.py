@@ -1,0 +1,399 @@
+"""Every code proctor answers a refusal or an error with, declared once.
+
+A code is the machine-readable part of an error: the ``code`` of a
+:class:`~proctor.errors.ProctorError`, the ``code`` of an RFC 9457 problem, the
+``data.reason`` of a JSON-RPC error, a deny's reason in a decision or an audit
+event. :data:`Code` is their type, so mypy refuses a code that is not declared;
+:data:`REGISTRY` gives each its meaning, the HTTP status the API answers it with
+and the JSON-RPC error code the gateways answer it with.
+
+Two statuses depend on where a code is met, not on the code:
+
+- a code that fails *authentication* (``authenticates``: a proof, a grant or an
+  agent checked for ``Authorization``) is answered 401 by the API, whatever its
+  status elsewhere (``agent_unknown`` is 404 on ``GET /v1/agents/{id}``);
+- a gateway that cannot open or hold a session for a request answers -32013
+  (session closed), whatever the code of the failure.
+
+``docs/errors.md`` is generated from this module: ``scripts/errors-doc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+__all__ = [
+    "APPROVAL_PENDING",
+    "CALL_DENIED",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "PARSE_ERROR",
+    "REGISTRY",
+    "SESSION_CLOSED",
+    "UPSTREAM_FAILED",
+    "Code",
+    "CodeInfo",
+    "authentication_codes",
+    "http_status",
+    "markdown",
+    "rpc_code",
+]
+
+# JSON-RPC error codes: the standard ones, then the gateway's own below -32000 that
+# the MCP SDK does not use (it takes -32000 for a closed connection, -32001 for a
+# request timeout).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+CALL_DENIED = -32010
+APPROVAL_PENDING = -32011
+UPSTREAM_FAILED = -32012
+SESSION_CLOSED = -32013
+
+Code = Literal[
+    # the store, configuration, requests and documents
+    "config_invalid", "store_unavailable", "store_migration_failed", "not_found",
+    "request_invalid", "request_too_large", "document_malformed", "document_too_large",
+    "document_too_deep", "document_alias_refused",
+    # policy: the policy set, and the decision point's reasons for an answer
+    "policy_invalid", "policy_test_invalid", "policy_forbid", "no_matching_permit",
+    "approval_required", "no_active_policies", "invalid_request", "engine_error",
+    # audit
+    "audit_error", "audit_unavailable", "audit_integrity_failed",
+    # keys
+    "signing_key_invalid",
+    # identity: agents, manifests, identity proofs
+    "agent_id_invalid", "agent_unknown", "agent_exists", "agent_not_active",
+    "agent_state_invalid", "agent_key_invalid", "reviewer_invalid", "manifest_invalid",
+    "manifest_changed", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
+    "proof_key_unknown", "proof_invalid_signature", "proof_wrong_issuer",
+    "proof_wrong_audience", "proof_expired", "proof_not_yet_valid", "proof_claims_invalid",
+    "proof_method_mismatch",
+    # grants: tokens, proofs of possession, scope, uses, delegation, issuance
+    "grant_malformed", "grant_too_large", "grant_algorithm_not_allowed", "grant_unknown_key",
+    "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
+    "grant_not_yet_valid", "grant_revoked", "grant_unknown", "grant_uses_exhausted",
+    "grant_out_of_scope", "grant_wrong_agent", "grant_max_uses_invalid", "grant_ttl_invalid",
+    "proof_missing", "proof_invalid", "proof_key_private", "proof_wrong_key", "proof_stale",
+    "proof_replayed", "proof_wrong_target", "scope_invalid", "delegation_widens_scope",
+    "delegation_extends_expiry", "delegation_too_deep", "delegation_cycle",
+    "delegation_widens_uses", "issuance_denied", "issuance_pending_approval",
+    "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
+    # grants: tasks and offers
+    "task_unknown", "task_ended", "task_expired", "task_idle", "task_ttl_invalid",
+    "task_limits_invalid", "offer_unknown", "offer_redeemed", "offer_expired",
+    "offer_cancelled",
+    # approvals
+    "approval_unknown", "approval_already_decided", "approval_expired", "approval_own_request",
+    "approval_comment_too_long", "approval_similar_invalid", "approval_similar_masked",
+    "approval_similar_unsupported", "approval_denied", "approval_timeout",
+    "approval_not_applicable",
+    # enforcement
+    "enforcement_error",
+    # secrets
+    "secret_unknown", "secret_name_invalid", "secret_value_invalid", "secret_actor_invalid",
+    "secret_undecryptable", "secret_lease_parent_invalid", "secret_lease_expiry_invalid",
+    # the output guard
+    "guard_value_unsupported", "guard_value_too_deep",
+    # the MCP gateway
+    "upstream_unavailable", "upstream_timeout", "upstream_invalid_result", "session_closed",
+    "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
+    "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
+    "message_too_deep", "message_invalid", "parse_error",
+    # the control-plane API and the console
+    "credentials_missing", "credentials_malformed", "api_token_invalid", "forbidden",
+    "csrf_invalid", "rate_limited", "not_ready", "method_not_allowed", "http_error",
+    "internal_error",
+    # the demo
+    "demo_world_invalid",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """What a code means, and how it is answered.
+
+    ``status``: the HTTP status of a problem with this code. ``rpc``: the JSON-RPC
+    error code of a gateway error with this code (any refusal of a call is
+    -32010). ``authenticates``: a code of a failed authentication, answered 401
+    when it fails one.
+    """
+
+    meaning: str
+    status: int = 403
+    rpc: int = CALL_DENIED
+    authenticates: bool = False
+
+
+def _auth(meaning: str, status: int = 403) -> CodeInfo:
+    return CodeInfo(meaning, status, authenticates=True)
+
+
+REGISTRY: Mapping[Code, CodeInfo] = {
+    # the store, configuration, requests and documents
+    "config_invalid": CodeInfo("a configuration file, setting or environment variable that "
+                               "proctor cannot use", 422),
+    "store_unavailable": CodeInfo("the database cannot be reached or refused the operation",
+                                  503),
+    "store_migration_failed": CodeInfo("the database schema could not be brought up to date",
+                                       503),
+    "not_found": CodeInfo("nothing of that kind has that id (a path no route serves, too)",
+                          404),
+    "request_invalid": CodeInfo("the request's body, parameters or arguments are not valid",
+                                422),
+    "request_too_large": CodeInfo("the request body is over the size limit", 413),
+    "document_malformed": CodeInfo("a JSON, YAML or TOML document that does not parse", 422),
+    "document_too_large": CodeInfo("a document over its size cap", 422),
+    "document_too_deep": CodeInfo("a document nested past the depth cap", 422),
+    "document_alias_refused": CodeInfo("a YAML document with an alias (it could multiply a "
+                                       "small document)", 422),
+    # policy
+    "policy_invalid": CodeInfo("a policy set that does not parse or validate; it was not "
+                               "activated", 422),
+    "policy_test_invalid": CodeInfo("a policy test file that cannot be read as test cases",
+                                    422),
+    "policy_forbid": CodeInfo("a forbid policy denied the request"),
+    "no_matching_permit": CodeInfo("no permit policy matched the request"),
+    "approval_required": CodeInfo("a permit asks for a human's approval, and none matches the "
+                                  "call yet", rpc=APPROVAL_PENDING),
+    "no_active_policies": CodeInfo("no policy set is active, so everything is denied"),
+    "invalid_request": CodeInfo("the decision request does not match the policy schema "
+                                "(unknown action, entity or context)"),
+    "engine_error": CodeInfo("the policy engine failed on the request; denied"),
+    # audit
+    "audit_error": CodeInfo("the audit log's archive cannot be written or read", 503),
+    "audit_unavailable": CodeInfo("an audit event could not be made durable, so what it "
+                                  "records is denied", 503),
+    "audit_integrity_failed": CodeInfo("the audit chain does not verify, so an operation that "
+                                       "relies on it refused to run", 503),
+    # keys
+    "signing_key_invalid": CodeInfo("a signing key that cannot be read, created or used"),
+    # identity
+    "agent_id_invalid": _auth("not a SPIFFE ID of the form "
+                              "`spiffe://<trust-domain>/agent/<name>`", 422),
+    "agent_unknown": _auth("no agent is registered under that id", 404),
+    "agent_exists": CodeInfo("an agent with that id is already registered", 409),
+    "agent_not_active": _auth("the agent is suspended or retired, and so is denied "
+                              "everything"),
+    "agent_state_invalid": CodeInfo("a trust-state change that is not allowed from the "
+                                    "agent's current state", 409),
+    "agent_key_invalid": CodeInfo("a key that cannot be the agent's: not P-256 or Ed25519, "
+                                  "private where public is wanted (or not a private key "
+                                  "where one is), unreadable, or another agent's", 422),
+    "reviewer_invalid": CodeInfo("a review or state change by someone who may not make it "
+                                 "(an agent, say)", 422),
+    "manifest_invalid": CodeInfo("an agent manifest that is not valid", 422),
+    "manifest_changed": CodeInfo("the presented manifest changed since the reviewer looked "
+                                 "at it", 409),
+    "proof_too_large": _auth("an identity proof over the size cap"),
+    "proof_malformed": _auth("an identity proof that is not a compact JWS/JWT"),
+    "proof_algorithm_not_allowed": _auth("the proof's `alg` is not on the allow-list or does "
+                                         "not match the key (`none`, HS256, ...)"),
+    "proof_key_unknown": _auth("no trusted key matches the proof's key id"),
+    "proof_invalid_signature": _auth("the identity proof's signature does not verify"),
+    "proof_wrong_issuer": _auth("the identity proof's issuer is not the one trusted for "
+                                "this agent"),
+    "proof_wrong_audience": _auth("the identity proof is for another audience"),
+    "proof_expired": _auth("the identity proof has expired"),
+    "proof_not_yet_valid": _auth("the identity proof is not valid yet"),
+    "proof_claims_invalid": _auth("a required claim of the identity proof is missing or "
+                                  "malformed, or the proof lives too long"),
+    "proof_method_mismatch": _auth("the agent is registered to prove its identity another "
+                                   "way"),
+    # grants
+    "grant_malformed": _auth("a grant that is not a compact JWS with complete claims", 422),
+    "grant_too_large": _auth("a grant over the size cap", 422),
+    "grant_algorithm_not_allowed": _auth("the grant's `alg` is not on the allow-list"),
+    "grant_unknown_key": _auth("the grant is signed by a key this issuer does not know"),
+    "grant_signature_invalid": _auth("the grant's signature does not verify"),
+    "grant_wrong_issuer": _auth("the grant's issuer is not trusted"),
+    "grant_wrong_audience": _auth("the grant is for another audience"),
+    "grant_expired": _auth("the grant has expired"),
+    "grant_not_yet_valid": _auth("the grant is not valid yet"),
+    "grant_revoked": _auth("the grant, one it derives from, or its task was revoked"),
+    "grant_unknown": CodeInfo("no grant of this issuer has that id or accessor", 404),
+    "grant_uses_exhausted": CodeInfo("the grant (or the parent of a delegation) has no uses "
+                                     "left"),
+    "grant_out_of_scope": CodeInfo("the tool or its arguments are outside the grant's scope"),
+    "grant_wrong_agent": _auth("the grant is not for this agent, or not for its current key"),
+    "grant_max_uses_invalid": CodeInfo("max uses must be at least 1", 422),
+    "grant_ttl_invalid": CodeInfo("a grant's ttl outside the allowed range", 422),
+    "proof_missing": _auth("the call carries no proof of possession of the grant's key", 422),
+    "proof_invalid": _auth("the proof of possession is malformed or its signature does not "
+                           "verify"),
+    "proof_key_private": _auth("the proof's header carries a private key"),
+    "proof_wrong_key": _auth("the proof is signed by another key than the grant is bound to"),
+    "proof_stale": _auth("the proof of possession is too old or from the future"),
+    "proof_replayed": _auth("this proof of possession was already used"),
+    "proof_wrong_target": _auth("the proof is signed over another method or URL"),
+    "scope_invalid": CodeInfo("a scope document that cannot be parsed", 422),
+    "delegation_widens_scope": CodeInfo("a child grant asks for more than its parent's scope",
+                                        422),
+    "delegation_extends_expiry": CodeInfo("a child grant would outlive its parent", 422),
+    "delegation_too_deep": CodeInfo("the delegation chain is at its depth limit", 422),
+    "delegation_cycle": CodeInfo("the receiving agent already holds this grant or one it "
+                                 "derives from", 422),
+    "delegation_widens_uses": CodeInfo("a child grant asks for more uses than its parent has "
+                                       "left", 422),
+    "issuance_denied": CodeInfo("policy denied issuing the grant"),
+    "issuance_pending_approval": CodeInfo("issuing the grant waits for a human's approval"),
+    "holder_identity_missing": CodeInfo("the grant's holder gave no identity proof to bind "
+                                        "the grant to", 422),
+    "holder_identity_invalid": CodeInfo("the holder's identity proof does not verify"),
+    "holder_identity_mismatch": CodeInfo("the holder's identity proof names another agent or "
+                                         "key"),
+    "task_unknown": CodeInfo("no task has that id", 404),
+    "task_ended": CodeInfo("the task has ended, and its grants with it", 409),
+    "task_expired": CodeInfo("the task is past its maximum lifetime", 409),
+    "task_idle": CodeInfo("the task was idle past its timeout", 409),
+    "task_ttl_invalid": CodeInfo("a task's lifetime or idle timeout outside the allowed range",
+                                 422),
+    "task_limits_invalid": CodeInfo("a task's limits that are not valid", 422),
+    "offer_unknown": CodeInfo("no grant offer has that id", 404),
+    "offer_redeemed": CodeInfo("the grant offer was already redeemed", 409),
+    "offer_expired": CodeInfo("the grant offer has expired", 409),
+    "offer_cancelled": CodeInfo("the grant offer was cancelled", 409),
+    # approvals
+    "approval_unknown": CodeInfo("no approval request has that id", 404),
+    "approval_already_decided": CodeInfo("the approval request was already decided", 409),
+    "approval_expired": CodeInfo("the approval request expired before it was decided (or "
+                                 "used)", 409),
+    "approval_own_request": CodeInfo("no one decides an approval for a call they asked for "
+                                     "(separation of duties)"),
+    "approval_comment_too_long": CodeInfo("the approval's comment is over the length limit",
+                                          422),
+    "approval_similar_invalid": CodeInfo("an \"approve similar\" rule that is not valid", 422),
+    "approval_similar_masked": CodeInfo("an \"approve similar\" rule that pins a masked "
+                                        "argument", 422),
+    "approval_similar_unsupported": CodeInfo("an \"approve similar\" rule for a call it cannot "
+                                             "cover", 422),
+    "approval_denied": CodeInfo("a human denied the call"),
+    "approval_timeout": CodeInfo("no human decided the call's approval in time",
+                                 rpc=APPROVAL_PENDING),
+    "approval_not_applicable": CodeInfo("an approval came for a verdict with no call to "
+                                        "approve"),
+    # enforcement
+    "enforcement_error": CodeInfo("the call could not be decided (an unexpected failure); "
+                                  "denied"),
+    # secrets
+    "secret_unknown": CodeInfo("no secret has that name"),
+    "secret_name_invalid": CodeInfo("a secret name that is not valid"),
+    "secret_value_invalid": CodeInfo("a secret value that is empty, too large or not text"),
+    "secret_actor_invalid": CodeInfo("the secret store was asked by someone who may not"),
+    "secret_undecryptable": CodeInfo("a sealed secret that the master key cannot open"),
+    "secret_lease_parent_invalid": CodeInfo("a secret lease under an unknown, revoked or "
+                                            "expired parent, or for a task or agent that is "
+                                            "not the parent's"),
+    "secret_lease_expiry_invalid": CodeInfo("a secret lease that would outlive its parent or "
+                                            "is already over"),
+    # the output guard
+    "guard_value_unsupported": CodeInfo("a value the output guard cannot scan (a type other "
+                                        "than JSON's)"),
+    "guard_value_too_deep": CodeInfo("a value nested past the output guard's limit"),
+    # the MCP gateway
+    "upstream_unavailable": CodeInfo("the upstream MCP server cannot be started or reached, "
+                                     "or closed the connection", 502, UPSTREAM_FAILED),
+    "upstream_timeout": CodeInfo("the upstream MCP server did not answer in time", 504,
+                                 UPSTREAM_FAILED),
+    "upstream_invalid_result": CodeInfo("the upstream answered with something the gateway "
+                                        "cannot relay", 502, UPSTREAM_FAILED),
+    "session_closed": CodeInfo("the gateway session is closed: its grant was revoked or "
+                               "expired, or the gateway is stopping", 403, SESSION_CLOSED),
+    "grant_missing": CodeInfo("the gateway was given no grant", 401, SESSION_CLOSED),
+    "grant_leaked": CodeInfo("the call's arguments carry a proctor grant; it is revoked"),
+    "approval_pending": CodeInfo("a human has not yet decided the call's approval; call "
+                                 "again once it is approved", rpc=APPROVAL_PENDING),
+    "tool_unknown": CodeInfo("no tool of that name is exposed here", 404, INVALID_PARAMS),
+    "arguments_invalid": CodeInfo("the arguments do not match the tool's input schema", 422,
+                                  INVALID_PARAMS),
+    "resource_unknown": CodeInfo("no resource of that URI is exposed here", 404,
+                                 INVALID_PARAMS),
+    "prompt_unknown": CodeInfo("no prompt of that name is exposed here", 404, INVALID_PARAMS),
+    "completion_unknown": CodeInfo("nothing to complete for that reference", 404,
+                                   INVALID_PARAMS),
+    "message_too_large": CodeInfo("a JSON-RPC message over the size cap", 413,
+                                  INVALID_REQUEST),
+    "message_too_deep": CodeInfo("a JSON-RPC message nested past the depth cap", 400,
+                                 INVALID_REQUEST),
+    "message_invalid": CodeInfo("JSON that is not a valid JSON-RPC message", 400,
+                                INVALID_REQUEST),
+    "parse_error": CodeInfo("a message that is not JSON", 400, PARSE_ERROR),
+    # the control-plane API and the console
+    "credentials_missing": _auth("the operation needs credentials and the request has none",
+                                 401),
+    "credentials_malformed": _auth("an `Authorization` header proctor cannot read", 401),
+    "api_token_invalid": _auth("an API token that is unknown, revoked or expired", 401),
+    "forbidden": CodeInfo("the control-plane policy denies the operation (audited)"),
+    "csrf_invalid": CodeInfo("a console form whose CSRF token is missing, wrong or expired"),
+    "rate_limited": CodeInfo("too many requests, or failed attempts, from one caller; retry "
+                             "after `Retry-After` seconds", 429),
+    "not_ready": CodeInfo("the server cannot serve yet: the database does not answer or no "
+                          "policy set is active", 503),
+    "method_not_allowed": CodeInfo("the path exists, but not with this HTTP method", 405),
+    "http_error": CodeInfo("another refusal of the web framework, answered with the "
+                           "framework's own status", 400),
+    "internal_error": CodeInfo("the request failed inside proctor (a bug; logged, never "
+                               "detailed)", 500),
+    # the demo
+    "demo_world_invalid": CodeInfo("the demo's world file cannot be used", 422),
+}
+
+_DECLARED = frozenset(get_args(Code))
+if set(REGISTRY) != _DECLARED:  # pragma: no cover - a mistake in this module
+    raise ImportError(f"proctor.codes: declared but not registered: "
+                      f"{sorted(_DECLARED - set(REGISTRY))}; registered but not declared: "
+                      f"{sorted(set(REGISTRY) - _DECLARED)}")
+
+
+def http_status(code: Code) -> int:
+    """The HTTP status of a problem with ``code``."""
+    return REGISTRY[code].status
+
+
+def rpc_code(code: Code) -> int:
+    """The JSON-RPC error code of a gateway error with ``code``."""
+    return REGISTRY[code].rpc
+
+
+def authentication_codes() -> tuple[Code, ...]:
+    """The codes a failed authentication answers with (401), in registry order."""
+    return tuple(code for code, info in REGISTRY.items() if info.authenticates)
+
+
+def markdown() -> str:
+    """``docs/errors.md``: every code with its meaning, HTTP status and JSON-RPC code."""
+    lines = [
+        "# Error codes",
+        "",
+        "<!-- Generated from src/proctor/codes.py by scripts/errors-doc; do not edit. -->",
+        "",
+        "Every code proctor answers an error or a refusal with: the `code` of a problem",
+        "(HTTP API), the `data.reason` of a JSON-RPC error (MCP gateway), the `code` of a",
+        "deny (decisions, `/v1/grants/check`, the audit log) and of `--json` CLI errors.",
+        "The list is `proctor.codes.REGISTRY`; the type `proctor.codes.Code` makes an",
+        "undeclared code a type error, and a test checks that each one here is used.",
+        "",
+        "Two answers depend on where a code is met: a code marked *auth* is answered",
+        "**401** when it fails authentication of a request (its status below otherwise),",
+        "and a gateway that cannot open or hold a session answers **-32013** whatever the",
+        "code of the failure. JSON-RPC codes: -32010 call denied, -32011 approval pending,",
+        "-32012 upstream failed, -32013 session closed, and the standard -32602 invalid",
+        "params, -32600 invalid request, -32700 parse error.",
+        "",
+        "Answers corrected when the registry was made (each was inconsistent before):",
+        "JSON that is not a JSON-RPC message is `message_invalid` on stdio (its message",
+        "began `invalid_request:`, the policy's code for a request that does not fit the",
+        "schema); `session_closed` met while a call starts an upstream is -32013 (it was",
+        "-32012, as if the upstream had failed).",
+        "",
+        "| code | HTTP | JSON-RPC | meaning |",
+        "|---|---|---|---|",
+    ]
+    for code, info in sorted(REGISTRY.items()):
+        status = f"{info.status} (401 auth)" if info.authenticates and info.status != 401 \
+            else str(info.status)
+        meaning = info.meaning.replace("|", "\\|")
+        lines.append(f"| `{code}` | {status} | {info.rpc} | {meaning} |")
+    return "\n".join(lines) + "\n"
