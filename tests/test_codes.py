@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from proctor import codes, errors
+from proctor.client import errors as client_errors
 from proctor.codes import REGISTRY
 from proctor.policy import ReasonCode
 
@@ -25,10 +26,10 @@ SRC = ROOT / "src" / "proctor"
 _CODE_ARGS: dict[str, tuple[int, ...] | None] = {
     "rpc_error": (0,), "unauthenticated": (0,), "_refused": (1,), "_refused_after": (1,),
     "problem_response": (1,), "reject": (2,), "_answer": (2,), "_refusal": (1,),
-    "CallVerdict": (1,), "Decision": (1,),
+    "CallVerdict": (1,), "Decision": (1,), "CallRefusedError": (1,),
 }
 # The families that take their code as the first argument.
-_FAMILIES = {name for name, cls in vars(errors).items()
+_FAMILIES = {name for module in (errors, client_errors) for name, cls in vars(module).items()
              if isinstance(cls, type) and issubclass(cls, errors.ProctorError)
              and "code" in inspect.signature(cls.__init__).parameters
              and next(iter(list(inspect.signature(cls.__init__).parameters)[1:]), "") == "code"}
@@ -46,10 +47,10 @@ def _name(call: ast.Call) -> str:
 
 def _strings(nodes: list[ast.expr]) -> Iterator[ast.Constant]:
     for node in nodes:
-        # `"a" if x else "b"` gives either
-        for found in ast.walk(node):
-            if isinstance(found, ast.Constant) and isinstance(found.value, str):
-                yield found
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node
+        elif isinstance(node, ast.IfExp):  # `"a" if x else "b"` gives either
+            yield from _strings([node.body, node.orelse])
 
 
 def _given() -> dict[str, list[str]]:

@@ -37,6 +37,7 @@ __all__ = [
     "CodeInfo",
     "authentication_codes",
     "http_status",
+    "known",
     "markdown",
     "rpc_code",
 ]
@@ -106,6 +107,9 @@ Code = Literal[
     "credentials_missing", "credentials_malformed", "api_token_invalid", "forbidden",
     "csrf_invalid", "rate_limited", "not_ready", "method_not_allowed", "http_error",
     "internal_error",
+    # the agent-side SDK (proctor.client)
+    "server_unavailable", "answer_invalid", "guard_missing", "guard_async_only",
+    "tool_unmapped",
     # the demo
     "demo_world_invalid",
 ]
@@ -336,6 +340,15 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                            "framework's own status", 400),
     "internal_error": CodeInfo("the request failed inside proctor (a bug; logged, never "
                                "detailed)", 500),
+    # the agent-side SDK
+    "server_unavailable": CodeInfo("the agent's SDK cannot reach the proctor server", 503),
+    "answer_invalid": CodeInfo("the proctor server answered with something the agent's SDK "
+                               "cannot read (or a code it does not know)", 502),
+    "guard_missing": CodeInfo("the agent's SDK refuses a tool call made outside a guarded "
+                              "block"),
+    "guard_async_only": CodeInfo("a guard holding an async client was asked from blocking "
+                                 "code"),
+    "tool_unmapped": CodeInfo("a framework tool with no `server/tool` name for proctor"),
     # the demo
     "demo_world_invalid": CodeInfo("the demo's world file cannot be used", 422),
 }
@@ -355,6 +368,11 @@ def http_status(code: Code) -> int:
 def rpc_code(code: Code) -> int:
     """The JSON-RPC error code of a gateway error with ``code``."""
     return REGISTRY[code].rpc
+
+
+def known(text: str) -> Code | None:
+    """``text`` as a code if it is one (a code read off the wire), else None."""
+    return text if text in _DECLARED else None  # type: ignore[return-value]
 
 
 def authentication_codes() -> tuple[Code, ...]:

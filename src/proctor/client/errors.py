@@ -21,20 +21,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from proctor.codes import Code, known
 from proctor.errors import ProctorError
 
 if TYPE_CHECKING:
     from proctor.client.values import Verdict
 
-__all__ = ["ApprovalDeniedError", "ApprovalTimeoutError", "CallRefusedError", "ClientError"]
+__all__ = ["ApprovalDeniedError", "ApprovalTimeoutError", "CallRefusedError", "ClientError",
+           "wire_code"]
+
+
+def wire_code(text: str) -> Code:
+    """A code the server sent: itself if proctor knows it, else ``answer_invalid``."""
+    return known(text) or "answer_invalid"
 
 
 class ClientError(ProctorError):
     """The server could not be asked, or answered with a problem (``status``, ``code``)."""
 
-    code = "client_error"
-
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+    def __init__(self, code: Code, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
@@ -43,7 +48,7 @@ class ClientError(ProctorError):
 class CallRefusedError(ClientError):
     """The call must not run. ``verdict`` is proctor's answer when there was one."""
 
-    def __init__(self, tool: str, code: str, reason: str, *,
+    def __init__(self, tool: str, code: Code, reason: str, *,
                  verdict: Verdict | None = None) -> None:
         super().__init__(code, f"`{tool}` refused by proctor ({code}): {reason}")
         self.tool = tool

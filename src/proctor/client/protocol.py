@@ -17,10 +17,11 @@ from urllib.parse import quote
 
 import httpx
 
-from proctor.client.errors import ApprovalDeniedError, CallRefusedError, ClientError
+from proctor.client.errors import ApprovalDeniedError, CallRefusedError, ClientError, wire_code
 from proctor.client.keys import IDENTITY_PROOF_SECONDS, AgentKey
 from proctor.client.values import Grant, Task, Verdict
 from proctor.clock import Clock, SystemClock
+from proctor.codes import Code
 
 __all__ = ["DEAD_GRANT_CODES", "ApprovalCallback", "Protocol", "Request", "backoff"]
 
@@ -60,7 +61,7 @@ class Protocol:
         # unless an enforcement point in front of proctor is addressed
         self.target = target or f"{self.base_url}/v1/decide"
         self.clock = clock or SystemClock()
-        self._dead: dict[str, str] = {}
+        self._dead: dict[str, Code] = {}
         self._proof: tuple[str, float] | None = None
 
     # -- credentials
@@ -140,7 +141,8 @@ class Protocol:
         if response.is_success and isinstance(body, dict):
             return body
         if isinstance(body, dict) and isinstance(body.get("code"), str):
-            raise ClientError(body["code"], str(body.get("detail") or body.get("title") or ""),
+            raise ClientError(wire_code(body["code"]),
+                              str(body.get("detail") or body.get("title") or ""),
                               status=response.status_code)
         raise ClientError("answer_invalid",
                           f"proctor answered {response.status_code} without a problem document",
@@ -159,10 +161,10 @@ class Protocol:
             raise CallRefusedError(tool, "answer_invalid", "proctor's answer is not a decision") \
                 from exc
         if verdict.code in DEAD_GRANT_CODES:
-            self._dead[grant.accessor] = verdict.code
+            self._dead[grant.accessor] = wire_code(verdict.code)
         skewed = self._skewed(response, verdict.code)
         if skewed is not None:
-            raise CallRefusedError(tool, verdict.code, skewed, verdict=verdict)
+            raise CallRefusedError(tool, wire_code(verdict.code), skewed, verdict=verdict)
         return verdict
 
     def _skewed(self, response: httpx.Response, code: str) -> str | None:
@@ -201,7 +203,8 @@ class Protocol:
         """An allow passes; anything else is raised as the refusal it is."""
         if verdict.is_allowed:
             return verdict
-        raise CallRefusedError(verdict.tool, verdict.code, verdict.reason, verdict=verdict)
+        raise CallRefusedError(verdict.tool, wire_code(verdict.code), verdict.reason,
+                               verdict=verdict)
 
     @staticmethod
     def approval_settled(tool: str, approval_id: str, body: Mapping[str, Any]) -> bool:
