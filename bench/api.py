@@ -53,6 +53,7 @@ from harness import Goal
 from proctor.enforcement import ToolCall
 
 WORKERS = 2
+READY_SECONDS = 180  # a bound, not a wait: generous, for a shared machine
 GOALS = {"decide_http_per_s": Goal(">=", 1500), "decide_http_p99_ms": Goal("<=", 10)}
 
 
@@ -68,6 +69,7 @@ class Plan:
 
 QUICK = Plan(inprocess=100, sequential=200, seconds=3.0, concurrency=16)
 FULL = Plan(inprocess=1000, sequential=2000, seconds=15.0, concurrency=32)
+SMOKE = Plan(inprocess=10, sequential=20, seconds=0.5, concurrency=4)
 
 
 def inprocess(setup: Setup, count: int) -> list[int]:
@@ -116,7 +118,7 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
         [sys.executable, "-m", "proctor.cli", "serve", "--port", str(port), "--workers",
          str(WORKERS)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + READY_SECONDS
         while True:
             if process.poll() is not None:
                 raise SystemExit("proctor serve exited: "
@@ -127,7 +129,7 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("proctor serve was not ready within 60 s")
+                raise SystemExit(f"proctor serve was not ready within {READY_SECONDS} s")
             time.sleep(0.2)
         yield port, process.pid
     finally:
@@ -263,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     options = parser.parse_args(argv)
-    plan = QUICK if options.quick else FULL
+    plan = harness.sized(options, full=FULL, quick=QUICK, smoke=SMOKE)
     if options.concurrency or options.seconds:
         plan = Plan(plan.inprocess, plan.sequential, options.seconds or plan.seconds,
                     options.concurrency or plan.concurrency)

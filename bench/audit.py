@@ -194,10 +194,10 @@ def main() -> None:
     parser = harness.parser(__doc__.splitlines()[0], quick_help="fewer events: under 30 s")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     options = parser.parse_args()
-    count = 6_000 if options.quick else 60_000
-    single = 200 if options.quick else 1_000
+    count = harness.sized(options, full=60_000, quick=6_000, smoke=300)
+    single = harness.sized(options, full=1_000, quick=200, smoke=20)
     signer = LocalSigner.generate()
-    figures: dict[str, Any] = {"quick": options.quick, "events": count,
+    figures: dict[str, Any] = {"mode": harness.mode(options), "events": count,
                                "python": platform.python_version(),
                                "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
                                "load_1min_start": round(harness.load_average(), 2)}

@@ -70,6 +70,8 @@ FULL = Plan(small_rounds=20_000, large_rounds=10_000, warmup_rounds=500, load_re
             step_repeats=3)
 QUICK = Plan(small_rounds=3_000, large_rounds=1_500, warmup_rounds=200, load_repeats=3,
              step_repeats=1)
+SMOKE = Plan(small_rounds=100, large_rounds=100, warmup_rounds=10, load_repeats=1,
+             step_repeats=1)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -301,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = harness.parser("decide() against cedarpy, same requests")
     parser.add_argument("--seed", type=int, default=20261130, help="seed of the workload")
     options = parser.parse_args(argv)
-    report = {"mode": harness.mode(options), **run(QUICK if options.quick else FULL, options.seed)}
+    plan = harness.sized(options, full=FULL, quick=QUICK, smoke=SMOKE)
+    report = {"mode": harness.mode(options), **run(plan, options.seed)}
     print_table(report)
     harness.print_json_line(report)
 

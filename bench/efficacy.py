@@ -42,9 +42,12 @@ import harness  # noqa: E402
 
 POLICIES = ROOT / "examples" / "agentdojo"
 DEFAULT_SUITES = ("workspace", "banking", "slack")
-# --quick: every QUICK_STEP-th user task and every other replayable injection task
+# --quick: every QUICK_STEP-th user task and every other replayable injection task;
+# --smoke (the tests): every SMOKE_STEP-th user task and SMOKE_INJECTION_STEP-th injection
 QUICK_STEP = 4
 QUICK_INJECTION_STEP = 2
+SMOKE_STEP = 8
+SMOKE_INJECTION_STEP = 4
 
 
 def policy_dir(name: str) -> Path:
@@ -56,7 +59,9 @@ def policy_dir(name: str) -> Path:
     return directory
 
 
-def run_suite(name: str, *, quick: bool, home: Path) -> SuiteReport:
+def run_suite(name: str, *, steps: tuple[int, int], home: Path) -> SuiteReport:
+    """Replay every ``steps[0]``-th user task of the suite, each against every
+    ``steps[1]``-th replayable injection task."""
     suite = suites.load_suite(name)
     directory = policy_dir(name)
     tools = catalog_entries(directory, name, suites.tool_definitions(suite))
@@ -67,8 +72,7 @@ def run_suite(name: str, *, quick: bool, home: Path) -> SuiteReport:
     everything = suites.injection_tasks(suite)
     injections = [i for i in everything if i.calls]
     without = tuple(i.id for i in everything if not i.calls)
-    if quick:
-        tasks, injections = tasks[::QUICK_STEP], injections[::QUICK_INJECTION_STEP]
+    tasks, injections = tasks[::steps[0]], injections[::steps[1]]
     deployment = Deployment(home / name, directory, tools, agent=f"{name}-assistant",
                             owner=f"user@{name}.example", approver=f"approver@{name}.example",
                             groups=["assistants"])
@@ -113,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write(name, tools=options.write_tools, grants=options.write_grants)
             return 0
         with tempfile.TemporaryDirectory(prefix="proctor-efficacy-") as tmp:
-            reports = [run_suite(name, quick=options.quick, home=Path(tmp)) for name in names]
+            steps = harness.sized(options, full=(1, 1), quick=(QUICK_STEP, QUICK_INJECTION_STEP),
+                                  smoke=(SMOKE_STEP, SMOKE_INJECTION_STEP))
+            reports = [run_suite(name, steps=steps, home=Path(tmp)) for name in names]
     except suites.HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

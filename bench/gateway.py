@@ -285,7 +285,7 @@ def main() -> None:
         kind, _, port = args.serve_upstream.partition(":")
         serve_upstream(int(port) if kind == "http" else None)
         return
-    calls, warmup = (120, 20) if args.quick else (2000, 100)
+    calls, warmup = harness.sized(args, full=(2000, 100), quick=(120, 20), smoke=(30, 5))
     load = harness.load_average()
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
         deployment = deploy(Path(tmp), url)
@@ -299,7 +299,7 @@ def main() -> None:
         "stdio_added_p50_ms": stdio["added_p50_ms"], "stdio_added_p99_ms": stdio["added_p99_ms"],
         "http_added_p50_ms": http["added_p50_ms"],
         "decide_p50_ms": round(statistics.median(decision), 3),
-        "stdio": stdio, "http": http, "calls": calls,
+        "stdio": stdio, "http": http, "calls": calls, "mode": harness.mode(args),
         "backend": "postgresql" if args.postgres else "sqlite",
         "machine": harness.machine(load, **harness.versions("mcp")),
     }

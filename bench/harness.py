@@ -13,7 +13,8 @@
 - **The machine.** ``machine`` names the platform, the cores, Python, what the
   bench adds (versions of what it measures), and the 1-minute load average at the
   start and the end of the run: other work on the machine shows in p99 first.
-- **The command line.** ``parser`` with ``--quick``; ``add_postgres`` for a bench
+- **The command line.** ``parser`` with ``--quick`` and ``--smoke`` (``sized`` picks
+  the plan of the run); ``add_postgres`` for a bench
   that measures PostgreSQL, on a fresh ``proctor_bench_*`` database
   (``postgres_database``) that is dropped at the end.
 - **The last line.** ``print_json_line``: one JSON object, the bench's whole report.
@@ -35,14 +36,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
 PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+T = TypeVar("T")
 QUICK_HELP = "fewer samples, under 30 s"
+SMOKE_HELP = ("the fewest samples that run every path, in seconds: for the tests, its figures "
+              "mean nothing")
 
 # --- quantiles and latencies ------------------------------------------------------------------
 
@@ -179,9 +183,11 @@ def machine(load_at_start: float, **extra: object) -> dict[str, Any]:
 
 
 def parser(description: str, quick_help: str = QUICK_HELP) -> argparse.ArgumentParser:
-    """An argument parser with ``--quick``."""
+    """An argument parser with ``--quick`` and ``--smoke`` (one or neither)."""
     parsed = argparse.ArgumentParser(description=description)
-    parsed.add_argument("--quick", action="store_true", help=quick_help)
+    size = parsed.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help=quick_help)
+    size.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     return parsed
 
 
@@ -192,8 +198,13 @@ def add_postgres(parsed: argparse.ArgumentParser) -> None:
 
 
 def mode(options: argparse.Namespace) -> str:
-    """``quick`` or ``full``, as the report names the run."""
-    return "quick" if options.quick else "full"
+    """``smoke``, ``quick`` or ``full``, as the report names the run."""
+    return "smoke" if options.smoke else "quick" if options.quick else "full"
+
+
+def sized(options: argparse.Namespace, *, full: T, quick: T, smoke: T) -> T:
+    """What the run measures: ``full``, or ``quick`` or ``smoke`` when asked for."""
+    return {"full": full, "quick": quick, "smoke": smoke}[mode(options)]
 
 
 def print_json_line(report: Mapping[str, Any], *, sort_keys: bool = False) -> None:

@@ -1,5 +1,5 @@
-"""Running a bench as its tests do: ``--quick``, in a subprocess from the repository's
-root, its last line read as the JSON report."""
+"""Running a bench as its tests do: ``--smoke`` (every path, the fewest samples), in a
+subprocess from the repository's root, its last line read as the JSON report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class QuickRun:
-    """A finished ``--quick`` run: its exit status, its stderr and its report."""
+    """A finished ``--smoke`` run: its exit status, its stderr and its report."""
 
     returncode: int
     stderr: str
@@ -24,15 +24,16 @@ class QuickRun:
 
 
 def run_quick(script: str) -> QuickRun:
-    """Run ``bench/<script> --quick``; fails the test, with its stderr, if it printed nothing
-    or its last line is not a JSON object."""
-    # generous bound: a run takes well under 30 s alone, but CI machines are shared
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"],
+    """Run ``bench/<script> --smoke``; fails the test, with its stderr, if it printed nothing
+    or its last line is not a JSON object, or does not say it was the smoke run."""
+    # generous bound: a run takes seconds alone, but CI machines are shared
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr
     report = json.loads(lines[-1])
     assert isinstance(report, dict), done.stderr
+    assert report.get("mode") == "smoke", (report, done.stderr)
     return QuickRun(done.returncode, done.stderr, report)
 
 

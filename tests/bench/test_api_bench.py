@@ -13,7 +13,7 @@ FIGURES = ("decide_http_per_s", "decide_http_p99_ms", "http_over_inprocess",
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_quick_run_ends_with_a_json_line_and_every_answer_an_allow(postgres_server: str) -> None:
+def test_smoke_run_ends_with_a_json_line_and_every_answer_an_allow(postgres_server: str) -> None:
     run = run_quick("api.py")
     assert_positive_figures(run, FIGURES)
     assert run.report["workload"]["workers"] == 2

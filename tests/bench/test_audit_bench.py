@@ -11,7 +11,7 @@ FIGURES = ("events_per_s_sqlite", "verify_events_per_s", "baseline_sqlite_batch1
 
 
 @pytest.mark.slow
-def test_quick_run_ends_with_a_json_line_holding_the_figures() -> None:
+def test_smoke_run_ends_with_a_json_line_holding_the_figures() -> None:
     run = run_quick("audit.py")
     assert run.returncode == 0, run.stderr
     assert_positive_figures(run, FIGURES)

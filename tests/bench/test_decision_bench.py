@@ -10,7 +10,7 @@ FIGURES = ("ratio_small_vs_cedarpy", "speedup_1000_vs_unsliced", "p99_over_p50_1
 
 
 @pytest.mark.slow
-def test_quick_run_ends_with_a_json_line_holding_the_four_figures() -> None:
+def test_smoke_run_ends_with_a_json_line_holding_the_four_figures() -> None:
     run = run_quick("decision.py")
     assert run.returncode == 0, run.stderr
     assert_positive_figures(run, FIGURES)

@@ -10,7 +10,7 @@ FIGURES = ("stdio_added_p50_ms", "stdio_added_p99_ms", "http_added_p50_ms", "dec
 
 
 @pytest.mark.slow
-def test_quick_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line() -> None:
+def test_smoke_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line() -> None:
     run = run_quick("gateway.py")
     assert run.returncode == 0, run.stderr
     for key in FIGURES:
@@ -21,4 +21,4 @@ def test_quick_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line()
         assert figures["direct_p50_ms"] > 0 and figures["gateway_p50_ms"] > 0
         # every call through the gateway was decided, so it cannot be faster than direct
         assert figures["gateway_p50_ms"] > figures["direct_p50_ms"]
-    assert run.report["calls"] == 120
+    assert run.report["calls"] == 30

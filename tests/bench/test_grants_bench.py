@@ -16,7 +16,7 @@ FIGURES = ("grants_issued_per_s", "check_warm_p50_us", "pop_check_vs_raw_verify"
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_quick_run_ends_with_a_json_line_holding_the_four_figures(postgres_server: str) -> None:
+def test_smoke_run_ends_with_a_json_line_holding_the_four_figures(postgres_server: str) -> None:
     run = run_quick("grants.py")
     assert_positive_figures(run, FIGURES)
     assert run.report["all_descendants_revoked"] is True, run.report["revocation"]

@@ -93,3 +93,14 @@ def test_a_goal_is_shown_as_written_and_met_only_on_its_side_of_the_limit() -> N
     assert [str(harness.Goal(">=", 3000)), str(harness.Goal("<", 0.5))] == [">= 3000", "< 0.5"]
     assert harness.Goal("<=", 1.3).is_met(1.3) and not harness.Goal("<=", 1.3).is_met(1.31)
     assert not harness.Goal("<", 1).is_met(1) and harness.Goal(">", 1).is_met(1.01)
+
+
+def test_a_run_is_full_quick_or_smoke_and_picks_its_plan_so() -> None:
+    parsed = harness.parser("a bench")
+    picked = {mode: harness.sized(parsed.parse_args(args), full=1, quick=2, smoke=3)
+              for mode, args in (("full", []), ("quick", ["--quick"]), ("smoke", ["--smoke"]))}
+    assert picked == {"full": 1, "quick": 2, "smoke": 3}
+    assert [harness.mode(parsed.parse_args(a)) for a in ([], ["--quick"], ["--smoke"])] == [
+        "full", "quick", "smoke"]
+    with pytest.raises(SystemExit):  # one or the other
+        parsed.parse_args(["--quick", "--smoke"])
