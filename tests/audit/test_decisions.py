@@ -16,7 +16,6 @@ import proctor
 from proctor.audit import (
     AuditLog,
     decide_and_record,
-    decide_and_record_async,
     search_events,
     verifiers_for,
     verify_store,
@@ -176,20 +175,6 @@ def test_a_dropped_postgresql_database_denies(
     finally:
         audit.close()
         store.close()
-
-
-def test_the_async_path_records_before_it_answers_and_fails_closed_too(
-    engine: PolicyEngine, audit: AuditLog, store: Store, clock: FrozenClock
-) -> None:
-    async def run() -> tuple[Outcome, Outcome]:
-        allowed = await decide_and_record_async(engine, audit, read_log(clock))
-        assert len(search_events(store)) == 1
-        audit.close()
-        denied = await decide_and_record_async(engine, audit, read_log(clock))
-        assert denied.code is ReasonCode.AUDIT_UNAVAILABLE
-        return allowed.outcome, denied.outcome
-
-    assert asyncio.run(run()) == (Outcome.ALLOW, Outcome.DENY)
 
 
 def test_many_async_callers_share_batches(

@@ -40,10 +40,10 @@ upstreams:
     assert (config.public_url, config.max_message_bytes, config.call_timeout_seconds) == (
         "https://mcp.acme.example", 65536, 5)
     git, crm = config.upstream("git"), config.upstream("crm")
-    assert git.is_stdio and not crm.is_stdio
-    commit = git.labels_for("git_commit")
+    assert git.url is None and crm.url == "https://crm.vendor.example/mcp"
+    commit = git.tools["git_commit"]
     assert (commit.sensitivity, commit.destination) == (Sensitivity.CONFIDENTIAL, "github.com")
-    assert git.labels_for("git_log").sensitivity is Sensitivity.INTERNAL
+    assert "git_log" not in git.tools and git.labels.sensitivity is Sensitivity.INTERNAL
     assert secret_names(crm.headers["Authorization"]) == ["crm-token"]
     assert fill_secrets(crm.headers["Authorization"], {"crm-token": "abc"}) == "Bearer abc"
 

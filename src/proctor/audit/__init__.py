@@ -38,7 +38,6 @@ from proctor.audit.query import (
 )
 from proctor.audit.recording import (
     decide_and_record,
-    decide_and_record_async,
     decision_event,
     human_event,
     record_change,
@@ -70,7 +69,6 @@ __all__ = [
     "canonical_json",
     "chain_hash",
     "decide_and_record",
-    "decide_and_record_async",
     "decision_event",
     "export_lines",
     "follow_events",

@@ -30,7 +30,6 @@ from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
 __all__ = [
     "DecisionPoint",
     "decide_and_record",
-    "decide_and_record_async",
     "decision_event",
     "human_event",
     "record_change",
@@ -159,19 +158,6 @@ def decide_and_record(engine: DecisionPoint, audit: AuditLog, request: DecisionR
     try:
         audit.record(decision_event(request, decision, now=audit.clock.now(), grant=grant,
                                     event_id=event_id))
-    except Exception as exc:  # the decision point answers, it never raises
-        return _unaudited(audit, decision, exc)
-    return decision
-
-
-async def decide_and_record_async(engine: DecisionPoint, audit: AuditLog,
-                                  request: DecisionRequest, *, grant: str | None = None,
-                                  event_id: str | None = None) -> Decision:
-    """:func:`decide_and_record` for asyncio code (the gateway's event loop)."""
-    decision = engine.decide(request)
-    try:
-        await audit.record_async(decision_event(request, decision, now=audit.clock.now(),
-                                                grant=grant, event_id=event_id))
     except Exception as exc:  # the decision point answers, it never raises
         return _unaudited(audit, decision, exc)
     return decision

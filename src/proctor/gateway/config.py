@@ -77,18 +77,6 @@ class UpstreamConfig:
     labels: ToolLabels = ToolLabels()
     tools: Mapping[str, ToolLabels] = field(default_factory=dict)
 
-    @property
-    def is_stdio(self) -> bool:
-        return self.url is None
-
-    def labels_for(self, tool: str) -> ToolLabels:
-        """The configured labels of ``tool``: its own entry over the upstream's."""
-        own = self.tools.get(tool, ToolLabels())
-        return ToolLabels(
-            own.sensitivity if own.sensitivity is not None else self.labels.sensitivity,
-            own.destination if own.destination is not None else self.labels.destination,
-            own.connector if own.connector is not None else self.labels.connector,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,10 +63,6 @@ class GrantOffer:
     cancel_reason: str | None = None
     wildcards: GrantScope | None = None
 
-    @property
-    def is_delegation(self) -> bool:
-        return self.parent_id != self.task_id
-
     def refusal(self, now: datetime) -> GrantError | None:
         """Why the offer cannot be redeemed now, or None."""
         if self.redeemed_at is not None:

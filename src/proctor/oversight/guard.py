@@ -72,10 +72,6 @@ class GuardResult:
     findings: tuple[Finding, ...]
     grant_tokens: tuple[str, ...] = field(default=(), repr=False)
 
-    @property
-    def is_clean(self) -> bool:
-        return not self.findings
-
     def counts(self) -> dict[str, int]:
         """How many of each kind were redacted, for an audit event."""
         counts: dict[str, int] = {}
