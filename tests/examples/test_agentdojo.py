@@ -42,11 +42,11 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_the_smoke_run_ends_with_utility_asr_and_approval_rate_per_suite_and_overall() -> None:
-    done = _bench("--smoke")
+def test_the_quick_run_ends_with_utility_asr_and_approval_rate_per_suite_and_overall() -> None:
+    done = _bench("--quick")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["mode"] == "smoke" and report["agentdojo"] == "0.1.35"
+    assert report["mode"] == "quick" and report["agentdojo"] == "0.1.35"
     assert set(report["suites"]) == set(SUITES)
     for row in [*report["suites"].values(), report["overall"]]:
         for key in ("utility", "asr", "approval_rate"):
