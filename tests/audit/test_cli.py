@@ -191,3 +191,31 @@ def test_a_home_with_a_legacy_key_file_still_verifies_and_its_key_joins_the_keyr
     assert legacy.kid not in {key["kid"] for key in keyring.jwks()["keys"]}  # no grant
     assert keyring.current().kid != legacy.kid  # and it signs nothing new
     store.close()
+
+
+def test_stream_once_sends_what_there_is_and_keeps_its_cursor(home: Path) -> None:
+    from tests.audit.receivers import HttpReceiver, Received, free_port
+
+    received, port = Received(), free_port()
+    receiver = HttpReceiver(port, received).start()
+    try:
+        code, out = invoke("stream", f"http://127.0.0.1:{port}/ingest", "--name", "siem",
+                           "--once", "--json")
+        assert (code, json.loads(out)) == (0, {"stream": "siem", "sent": 13, "cursor": 13})
+        code, out = invoke("stream", f"http://127.0.0.1:{port}/ingest", "--name", "siem",
+                           "--once", "--json")
+        assert json.loads(out)["sent"] == 0
+    finally:
+        receiver.stop()
+    assert received.seqs == list(range(1, 14))
+    # the collector is gone: a non-zero exit with the code, and the cursor stays
+    code, out = invoke("stream", f"http://127.0.0.1:{port}/ingest", "--name", "other",
+                       "--once", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["code"] == "audit_delivery_failed"
+
+
+def test_stream_refuses_a_target_it_cannot_deliver_to(home: Path) -> None:
+    code, out = invoke("stream", "ftp://siem.acme.example/", "--once", "--json")
+    assert code != 0
+    assert json.loads(out)["error"]["code"] == "request_invalid"

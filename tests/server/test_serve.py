@@ -182,3 +182,19 @@ def test_two_workers_on_postgresql_share_one_state(
         assert float(line.rsplit(" ", 1)[1]) == 20.0  # counted across both processes
     finally:
         assert server.stop() in STOPPED
+
+
+def test_serve_streams_the_audit_log_in_the_background(env: dict[str, str]) -> None:
+    from tests.audit.receivers import HttpReceiver, Received
+    from tests.audit.receivers import free_port as collector_port
+
+    received, port = Received(), collector_port()
+    receiver = HttpReceiver(port, received).start()
+    server = Served(env, "--audit-stream", f"http://127.0.0.1:{port}/ingest")
+    try:
+        server.wait_ready()
+        received.wait_for(1, timeout=STARTUP_SECONDS)  # the admin token's token.create
+    finally:
+        assert server.stop() in STOPPED
+        receiver.stop()
+    assert received.bodies[0][0]["api"]["operation"] == "token.create"

@@ -43,6 +43,15 @@ from proctor.audit.recording import (
     record_change,
 )
 from proctor.audit.retention import archive_segment, verify_archive
+from proctor.audit.sinks import (
+    DeliveryError,
+    HttpSink,
+    Sink,
+    SyslogSink,
+    sink_for,
+    syslog_frame,
+)
+from proctor.audit.streaming import AuditStream, read_cursor
 from proctor.audit.verification import Problem, VerifyReport, verify_store
 from proctor.audit.writer import AuditLog, Receipt, RecordedEvent
 
@@ -56,14 +65,19 @@ __all__ = [
     "Attribution",
     "AuditEvent",
     "AuditLog",
+    "AuditStream",
     "ChainHead",
     "Checkpoint",
     "DecisionRecord",
+    "DeliveryError",
     "EventFilter",
+    "HttpSink",
     "Problem",
     "Receipt",
     "RecordedEvent",
+    "Sink",
     "StoredEvent",
+    "SyslogSink",
     "VerifyReport",
     "archive_segment",
     "canonical_json",
@@ -78,9 +92,12 @@ __all__ = [
     "mask",
     "mask_text",
     "new_event_id",
+    "read_cursor",
     "record_change",
     "search_events",
     "sign_checkpoint",
+    "sink_for",
+    "syslog_frame",
     "tail_events",
     "to_ocsf",
     "verifiers_for",

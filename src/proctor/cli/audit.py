@@ -347,3 +347,112 @@ def public_key() -> None:
     with _opened(True) as (settings, store):
         verifiers = _keyring(settings, store).checkpoint_verifiers()
     print_json({"keys": [key.public_jwk() for key in verifiers.values()]})
+
+
+@app.command()
+def stream(
+    target: Annotated[str, typer.Argument(help=(
+        "`syslog://host[:514]`, `syslog+tls://host[:6514]` or an `http(s)://` URL"))],
+    name: Annotated[str, typer.Option(
+        "--name", help="The stream's name: its cursor in the database.")] = "siem",
+    shape: Annotated[str, typer.Option(
+        "--format", help="For HTTP: `json` (an array per batch) or `splunk_hec`.")] = "json",
+    token_env: Annotated[str | None, typer.Option(
+        "--token-env", help="The environment variable holding the collector's token.")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="For syslog+tls: the CA that signed the collector's certificate.")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=10_000)] = 100,
+    from_end: Annotated[bool, typer.Option(
+        "--from-end", help="A new stream starts at the head, not the first event.")] = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Deliver what there is, then exit (non-zero if the collector fails).")
+    ] = False,
+    agent: AgentOpt = None, actor: ActorOpt = None, actor_type: ActorTypeOpt = None,
+    task: TaskOpt = None, decision: DecisionOpt = None, action: ActionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send the audit log, as OCSF events, to a SIEM: at least once, in order, from a
+    cursor kept in the database; retried with backoff while the collector is down."""
+    import os
+
+    from proctor import __version__
+    from proctor.audit import AuditStream, sink_for
+
+    if shape not in {"json", "splunk_hec"}:
+        fail(f"format `{shape}` is not json or splunk_hec", code="request_invalid",
+             as_json=as_json)
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            fail(f"`{token_env}` is not set", code="request_invalid", as_json=as_json)
+    try:
+        sink = sink_for(target, shape=shape, token=token,  # type: ignore[arg-type]
+                        ca_file=str(ca_file) if ca_file else None, product_version=__version__)
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code="request_invalid", as_json=as_json)
+    where = _filter(agent, actor, actor_type, task, decision, action, None, None, as_json)
+    with _opened(as_json) as (_settings, store):
+        try:
+            streamer = AuditStream(store, sink, SystemClock(), name=name, where=where,
+                                   batch_size=batch, start="end" if from_end else "beginning")
+        except ValueError as exc:
+            fail(str(exc), code="request_invalid", as_json=as_json)
+        try:
+            if once:
+                sent = streamer.catch_up()
+                if as_json:
+                    print_json({"stream": name, "sent": sent, "cursor": streamer.cursor()})
+                else:
+                    console.print(f"{_count(sent, 'event')} sent to {sink.description}; "
+                                  f"stream `{name}` is at position {streamer.cursor()}")
+                return
+            stop = threading.Event()
+            console.print(f"streaming to {sink.description} as `{name}`; Ctrl-C stops",
+                          highlight=False)
+            try:
+                streamer.run(stop)
+            except KeyboardInterrupt:
+                stop.set()
+        finally:
+            sink.close()
+
+
+@contextmanager
+def streaming_in_background(target: str | None, *, shape: str, token_env: str | None,
+                            settings: Settings) -> Iterator[None]:
+    """``proctor serve --audit-stream``: the stream on a thread of the serving process
+    (one, whatever the number of workers), stopped when serving stops."""
+    if target is None:
+        yield
+        return
+    import os
+
+    from proctor import __version__
+    from proctor.audit import AuditStream, sink_for
+    from proctor.store import open_store
+
+    token = os.environ.get(token_env) if token_env else None
+    if token_env and not token:
+        fail(f"`{token_env}` is not set", code="request_invalid")
+    if shape not in {"json", "splunk_hec"}:
+        fail(f"format `{shape}` is not json or splunk_hec", code="request_invalid")
+    try:
+        sink = sink_for(target, shape=shape, token=token,  # type: ignore[arg-type]
+                        product_version=__version__)
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code="request_invalid")
+    store = open_store(settings.database_url, pool_size=2)
+    stop = threading.Event()
+    streamer = AuditStream(store, sink, SystemClock(), name="siem")
+    thread = threading.Thread(target=streamer.run, args=(stop,), name="audit-stream",
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        sink.close()
+        store.close()

@@ -72,6 +72,14 @@ def serve(
         "--workers", help="Worker processes (PostgreSQL only; the embedded default runs "
         "one).")] = 1,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    audit_stream: Annotated[str | None, typer.Option(
+        "--audit-stream", help="Also stream the audit log (OCSF) to this collector, as "
+        "`proctor audit stream` does under the name `siem`.")] = None,
+    audit_stream_format: Annotated[str, typer.Option(
+        "--audit-stream-format", help="For HTTP: `json` or `splunk_hec`.")] = "json",
+    audit_stream_token_env: Annotated[str | None, typer.Option(
+        "--audit-stream-token-env", help="The variable holding the collector's token.")
+    ] = None,
 ) -> None:
     """Serve the control-plane HTTP API.
 
@@ -119,12 +127,17 @@ def serve(
     backend = runtime.store.backend
     err_console.print(f"proctor serve: http://{host}:{port} on {backend}, "
                       f"{workers} worker{'s' if workers > 1 else ''}", markup=False)
+    from proctor.cli.audit import streaming_in_background
+
+    streaming = streaming_in_background(audit_stream, shape=audit_stream_format,
+                                        token_env=audit_stream_token_env, settings=settings)
     if workers == 1:
-        uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
-                    log_level=log_level, access_log=False, http=NoDelayH11Protocol)
+        with streaming:
+            uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
+                        log_level=log_level, access_log=False, http=NoDelayH11Protocol)
         return
     runtime.close()
-    with _multiprocess_metrics():
+    with streaming, _multiprocess_metrics():
         # A worker answers uvicorn's health check only once it has imported everything;
         # on a busy machine that takes longer than uvicorn's 5 s, and a worker killed for
         # it is started again, just as slowly, for ever.

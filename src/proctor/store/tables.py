@@ -23,6 +23,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "audit_stream_cursors",
     "console_sessions",
     "grant_offers",
     "grants",
@@ -93,6 +94,16 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# One row per named audit stream: the position of the last event its collector
+# acknowledged (``proctor.audit.streaming``); delivery resumes after it.
+audit_stream_cursors = Table(
+    "audit_stream_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("after_seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # Signed statements "the event at `seq` has hash `hash`". `payload` is the
