@@ -62,7 +62,7 @@ Code = Literal[
     "policy_invalid", "policy_test_invalid", "policy_forbid", "no_matching_permit",
     "approval_required", "no_active_policies", "invalid_request", "engine_error",
     # audit
-    "audit_error", "audit_unavailable", "audit_integrity_failed",
+    "audit_error", "audit_unavailable", "audit_integrity_failed", "audit_delivery_failed",
     # keys
     "signing_key_invalid",
     # identity: agents, manifests, identity proofs
@@ -172,6 +172,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                   "records is denied", 503),
     "audit_integrity_failed": CodeInfo("the audit chain does not verify, so an operation that "
                                        "relies on it refused to run", 503),
+    "audit_delivery_failed": CodeInfo("an audit stream's collector did not acknowledge a batch; "
+                                      "it is sent again from the stream's cursor", 502),
     # keys
     "signing_key_invalid": CodeInfo("a signing key that cannot be read, created or used"),
     # identity

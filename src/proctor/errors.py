@@ -16,7 +16,8 @@ only these::
     │   └── PolicyTestError            policy_test_invalid
     ├── AuditError                     audit_error
     │   ├── AuditUnavailableError      audit_unavailable
-    │   └── AuditIntegrityError        audit_integrity_failed
+    │   ├── AuditIntegrityError        audit_integrity_failed
+    │   └── AuditDeliveryError         audit_delivery_failed
     ├── IdentityError                  (a family)
     │   ├── AgentIdError               agent_id_invalid
     │   ├── AgentUnknownError          agent_unknown
@@ -74,6 +75,7 @@ __all__ = [
     "AgentUnknownError",
     "ApiError",
     "ApprovalError",
+    "AuditDeliveryError",
     "AuditError",
     "AuditIntegrityError",
     "AuditUnavailableError",
@@ -215,6 +217,12 @@ class AuditIntegrityError(AuditError):
     """The audit chain does not verify, so an operation that relies on it refused to run."""
 
     code = "audit_integrity_failed"
+
+
+class AuditDeliveryError(AuditError):
+    """An audit stream's collector did not acknowledge a batch (it is sent again)."""
+
+    code = "audit_delivery_failed"
 
 
 class SigningKeyError(ProctorError):

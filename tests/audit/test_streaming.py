@@ -4,7 +4,8 @@ collector that stops and comes back, with the cursor kept in proctor's database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -18,8 +19,8 @@ from proctor.audit import (
     SyslogSink,
     read_cursor,
 )
-from proctor.audit.sinks import DeliveryError
 from proctor.clock import FrozenClock
+from proctor.errors import AuditDeliveryError
 from proctor.store import Store
 from tests.audit.helpers import record_many
 from tests.audit.receivers import HttpReceiver, Received, SyslogReceiver, free_port
@@ -36,6 +37,15 @@ def running(stream: AuditStream) -> Iterator[threading.Event]:
         stop.set()
         thread.join(10)
         assert not thread.is_alive()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
+    """Wait (bounded) for another thread to make ``condition`` true."""
+    changed = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        changed.wait(0.01)
 
 
 def in_order_once_each(seqs: list[int]) -> list[int]:
@@ -60,13 +70,13 @@ def test_syslog_delivery_survives_a_collector_restart_and_resumes_from_its_curso
         received.wait_for(30)
         receiver.stop()
         record_many(audit, clock, 25)  # written while the collector is down
+        wait_until(lambda: stream.failures >= 1)  # the stream met the outage
         receiver = SyslogReceiver(port, received).start()
         received.wait_for(55)
     receiver.stop()
     stream.sink.close()
     assert in_order_once_each(received.seqs) == list(range(1, 56))
     assert read_cursor(store, "siem") == 55
-    assert stream.failures >= 1
     # the cursor is the database's: a new process resumes there and re-sends nothing
     again = AuditStream(store, SyslogSink("127.0.0.1", port), clock, name="siem")
     assert again.deliver_once() == 0  # caught up: it never connects
@@ -103,7 +113,7 @@ def test_http_delivery_retries_until_acknowledged_and_keeps_order(
     stream = AuditStream(store, sink, clock, name=f"http-{shape}", batch_size=10,
                          poll_seconds=0.02, max_backoff_seconds=0.2)
     record_many(audit, clock, 12)
-    with pytest.raises(DeliveryError, match="answered 503"):
+    with pytest.raises(AuditDeliveryError, match="answered 503"):
         stream.deliver_once()
     assert read_cursor(store, f"http-{shape}") == 0
     with running(stream):

@@ -44,7 +44,6 @@ from proctor.audit.recording import (
 )
 from proctor.audit.retention import archive_segment, verify_archive
 from proctor.audit.sinks import (
-    DeliveryError,
     HttpSink,
     Sink,
     SyslogSink,
@@ -69,7 +68,6 @@ __all__ = [
     "ChainHead",
     "Checkpoint",
     "DecisionRecord",
-    "DeliveryError",
     "EventFilter",
     "HttpSink",
     "Problem",

@@ -13,7 +13,7 @@
   "source", "sourcetype", "event"}`` object per event, ``Authorization: Splunk
   <token>``).
 
-A sink raises :class:`DeliveryError` for anything not acknowledged; it never logs an
+A sink raises :class:`AuditDeliveryError` for anything not acknowledged; it never logs an
 event's body, a token or a URL's credentials.
 """
 
@@ -33,9 +33,9 @@ import httpx
 
 from proctor.audit.events import StoredEvent
 from proctor.audit.ocsf import to_ocsf
-from proctor.errors import AuditError
+from proctor.errors import AuditDeliveryError
 
-__all__ = ["DeliveryError", "HttpSink", "Sink", "SyslogSink", "sink_for", "syslog_frame"]
+__all__ = ["HttpSink", "Sink", "SyslogSink", "sink_for", "syslog_frame"]
 
 _FACILITY_LOG_AUDIT = 13
 _WARNING, _INFO = 4, 6
@@ -43,12 +43,6 @@ _REFUSED = frozenset({"denied", "refused", "failed", "error", "pending_approval"
 _MSGID = re.compile(r"[^!-~]")
 # RFC 5612's documentation enterprise number: proctor has no number of its own
 _SD_ID = "proctor@32473"
-
-
-class DeliveryError(AuditError):
-    """A batch the collector did not acknowledge (``audit_delivery_failed``)."""
-
-    code = "audit_delivery_failed"
 
 
 class Sink(Protocol):
@@ -96,7 +90,7 @@ class SyslogSink:
             connection.sendall(frames)
         except OSError as exc:
             self.close()
-            raise DeliveryError(f"{self.description}: {type(exc).__name__}") from None
+            raise AuditDeliveryError(f"{self.description}: {type(exc).__name__}") from None
 
     def _connection(self) -> socket.socket:
         if self._socket is not None and not self._closed_by_peer(self._socket):
@@ -155,9 +149,9 @@ class HttpSink:
         try:
             response = self._client.post(self.url, content=body.encode(), headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{self.description}: {type(exc).__name__}") from None
+            raise AuditDeliveryError(f"{self.description}: {type(exc).__name__}") from None
         if not response.is_success:
-            raise DeliveryError(f"{self.description} answered {response.status_code}")
+            raise AuditDeliveryError(f"{self.description} answered {response.status_code}")
 
     def close(self) -> None:
         self._client.close()

@@ -26,9 +26,9 @@ from sqlalchemy import insert, select, update
 
 from proctor.audit.events import StoredEvent
 from proctor.audit.query import EventFilter, iter_events
-from proctor.audit.sinks import DeliveryError, Sink
+from proctor.audit.sinks import Sink
 from proctor.clock import Clock
-from proctor.errors import ProctorError
+from proctor.errors import AuditDeliveryError, ProctorError
 from proctor.store import Store
 from proctor.store.tables import audit_head, audit_stream_cursors
 
@@ -108,7 +108,7 @@ class AuditStream:
         while not stop.is_set():
             try:
                 sent = self.deliver_once()
-            except (DeliveryError, ProctorError) as exc:
+            except (AuditDeliveryError, ProctorError) as exc:
                 self.failures += 1
                 backoff = min(self.max_backoff_seconds, backoff * 2 or 0.5)
                 log.warning("audit stream %s to %s: %s; again in %.1f s", self.name,
