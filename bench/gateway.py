@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import harness
+from grants_workload import postgres_commit, sqlite_commit
+from harness import Goal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -81,6 +83,8 @@ BENCH_POLICY = """
 permit (principal in Group::"coding-agents", action == Action::"tool:bench/echo", resource);
 """
 WAIT = 120.0
+GOALS = {"stdio_added_p50_ms": Goal("<=", 1.5), "stdio_added_p99_ms": Goal("<=", 3),
+         "http_added_p50_ms": Goal("<=", 2), "stdio_added_vs_floor": Goal("<=", 1)}
 
 
 # --- the upstream ----------------------------------------------------------------------------
@@ -100,6 +104,30 @@ def serve_upstream(http_port: int | None) -> None:
     else:
         uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=http_port,
                     log_level="warning")
+
+
+def serve_relay() -> None:
+    """A bare pass-through built with the MCP SDK (a server over stdio whose ``echo``
+    calls the upstream's over stdio, deciding nothing): the floor of any stdio proxy."""
+    from mcp.server.mcpserver import MCPServer
+
+    upstream: dict[str, ClientSession] = {}
+
+    @asynccontextmanager
+    async def connected(_: object) -> AsyncIterator[None]:
+        params = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
+        async with client(stdio_client(params)) as session:
+            upstream["session"] = session
+            yield None
+
+    server = MCPServer("bench-relay", version="1.0.0", subscriptions=False, lifespan=connected)
+
+    @server.tool(name="echo", description="Return the text")
+    async def echo(text: str) -> str:
+        result = await upstream["session"].call_tool("echo", {"text": text})
+        return str(getattr(result.content[0], "text", ""))
+
+    server.run("stdio")
 
 
 def upstream_command(http_port: int | None = None) -> list[str]:
@@ -232,13 +260,16 @@ async def measure(deployment: Deployment, calls: int, warmup: int
             "--key-file", str(deployment.key_file), "--", *upstream_command()]
     direct = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
     via = StdioServerParameters(command=sys.executable, args=wrap, env=deployment.env, cwd=ROOT)
+    relay = StdioServerParameters(command=sys.executable,
+                                  args=[str(Path(__file__).resolve()), "--serve-relay"])
     auth = GrantAuth(deployment.grant.token, deployment.key, SystemClock())
     async with AsyncExitStack() as stack:
         upstream = await stack.enter_async_context(started(upstream_command(upstream_port),
                                                            dict(os.environ)))
         proxy = await stack.enter_async_context(started(gateway, deployment.env))
-        async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b:
-            stdio = await interleaved({"direct": a, "gateway": b}, calls, warmup)
+        async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b, \
+                client(stdio_client(relay)) as c:
+            stdio = await interleaved({"direct": a, "gateway": b, "relay": c}, calls, warmup)
         await serving(upstream, upstream_url)
         await serving(proxy, f"{public}/.well-known/oauth-protected-resource")
         plain = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT))
@@ -273,14 +304,40 @@ def figures(samples: dict[str, list[float]]) -> dict[str, float]:
         out[f"{name}_p99_ms"] = round(harness.nearest_rank(values, 99), 3)
     out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
     out["added_p99_ms"] = round(out["gateway_p99_ms"] - out["direct_p99_ms"], 3)
+    if "relay_p50_ms" in out:
+        out["relay_added_p50_ms"] = round(out["relay_p50_ms"] - out["direct_p50_ms"], 3)
     return out
+
+
+def durable_commit_p50_ms(url: str, tmp: Path, count: int) -> float:
+    """A bare durable commit on the bench's database (SQLite: a file beside it, WAL and
+    synchronous=FULL as the store opens it), median of ``count``."""
+    with ExitStack() as stack:
+        if url.startswith("sqlite"):
+            write = stack.enter_context(sqlite_commit(tmp / "bare-commits.db"))
+        else:
+            write, _ = stack.enter_context(postgres_commit(url))
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            write(None)
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+    return statistics.median(samples)
+
+
+def is_met(figure: object, goal: Goal) -> bool:
+    return isinstance(figure, int | float) and goal.is_met(figure)
 
 
 def main() -> None:
     parser = harness.parser(__doc__.split("\n\n")[0], quick_help="under 30 s")
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to use")
     parser.add_argument("--serve-upstream", metavar="stdio|http:PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_relay:
+        serve_relay()
+        return
     if args.serve_upstream:
         kind, _, port = args.serve_upstream.partition(":")
         serve_upstream(int(port) if kind == "http" else None)
@@ -293,12 +350,19 @@ def main() -> None:
             stdio_samples, http_samples = anyio.run(measure, deployment, calls, warmup)
             stdio, http = figures(stdio_samples), figures(http_samples)
             decision = measure_decision(deployment, calls)
+            commit_ms = durable_commit_p50_ms(url, Path(tmp), calls)
         finally:
             deployment.runtime.close()
+    # the floor of stdio_added_p50_ms: a bare SDK pass-through, plus one durable commit
+    floor = stdio["relay_added_p50_ms"] + commit_ms
     result = {
         "stdio_added_p50_ms": stdio["added_p50_ms"], "stdio_added_p99_ms": stdio["added_p99_ms"],
         "http_added_p50_ms": http["added_p50_ms"],
+        "stdio_added_vs_floor": round(stdio["added_p50_ms"] / floor, 3) if floor > 0 else None,
+        "stdio_relay_added_p50_ms": stdio["relay_added_p50_ms"],
+        "durable_commit_p50_ms": round(commit_ms, 3),
         "decide_p50_ms": round(statistics.median(decision), 3),
+        "goals": {key: str(goal) for key, goal in GOALS.items()},
         "stdio": stdio, "http": http, "calls": calls, "mode": harness.mode(args),
         "backend": "postgresql" if args.postgres else "sqlite",
         "machine": harness.machine(load, **harness.versions("mcp")),
@@ -307,7 +371,10 @@ def main() -> None:
     for name, row in (("stdio", stdio), ("http", http)):
         print(f"{name:10}{row['direct_p50_ms']:>10.3f}ms{row['gateway_p50_ms']:>11.3f}ms"
               f"{row['added_p50_ms']:>9.3f}ms{row['added_p99_ms']:>9.3f}ms")
+    result["goals_met"] = {key: is_met(result[key], goal) for key, goal in GOALS.items()}
     print(f"the decision alone (Enforcer.decide_call): p50 {result['decide_p50_ms']:.3f} ms")
+    print(f"a bare SDK stdio pass-through adds {result['stdio_relay_added_p50_ms']:.3f} ms, "
+          f"a durable commit takes {result['durable_commit_p50_ms']:.3f} ms")
     harness.print_json_line(result)
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from tests.bench.quick import run_quick
 
-FIGURES = ("stdio_added_p50_ms", "stdio_added_p99_ms", "http_added_p50_ms", "decide_p50_ms")
+FIGURES = ("stdio_added_p50_ms", "stdio_added_p99_ms", "http_added_p50_ms", "decide_p50_ms",
+           "stdio_relay_added_p50_ms", "durable_commit_p50_ms", "stdio_added_vs_floor")
 
 
 @pytest.mark.slow
@@ -22,3 +23,7 @@ def test_smoke_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line()
         # every call through the gateway was decided, so it cannot be faster than direct
         assert figures["gateway_p50_ms"] > figures["direct_p50_ms"]
     assert run.report["calls"] == 30
+    # the floors are measured: a bare pass-through is a process hop, never free
+    assert run.report["stdio"]["relay_p50_ms"] > run.report["stdio"]["direct_p50_ms"]
+    assert run.report["durable_commit_p50_ms"] > 0
+    assert set(run.report["goals_met"]) == set(run.report["goals"])
