@@ -65,12 +65,19 @@ def announce_admin_token(minted: MintedToken) -> None:
 WORKER_START_SECONDS = 60
 
 
+def default_workers(is_embedded: bool) -> int:
+    """Two workers where a second one helps: on PostgreSQL (SQLite is one process's
+    store) with a second CPU. One process is bound by its CPU per decision (the GIL),
+    so a second worker is what lets a second core answer."""
+    return 1 if is_embedded or (os.cpu_count() or 1) < 2 else 2
+
+
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8600,
-    workers: Annotated[int, typer.Option(
-        "--workers", help="Worker processes (PostgreSQL only; the embedded default runs "
-        "one).")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Worker processes (PostgreSQL only; default 2 there when the "
+        "machine has two CPUs or more, and 1 on the embedded default).")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
     audit_stream: Annotated[str | None, typer.Option(
         "--audit-stream", help="Also stream the audit log (OCSF) to this collector, as "
@@ -94,12 +101,14 @@ def serve(
     from proctor.server.asgi import NoDelayH11Protocol
     from proctor.server.config import check_listen
 
-    if not 1 <= workers <= 64 or not 0 <= port <= 65535:
+    if (workers is not None and not 1 <= workers <= 64) or not 0 <= port <= 65535:
         fail("`--workers` is 1 to 64 and `--port` 0 to 65535", code="request_invalid")
     try:
         settings = load_settings()
         config = load_server_config(settings.home)
         check_listen(config, host)
+        if workers is None:
+            workers = default_workers(settings.is_embedded)
         if settings.is_embedded:
             if workers > 1:
                 fail("the embedded default (SQLite) runs one process; set "

@@ -34,6 +34,7 @@ lands under a request.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -136,6 +137,12 @@ class HttpSessions:
             found.hold()
             return found
 
+    def is_live(self, grant_id: str) -> bool:
+        """Whether the grant has an open session here (its grant passed the door, with
+        the store read, when the session opened)."""
+        found = self._by_grant.get(grant_id)
+        return found is not None and not found.closed.is_set()
+
     def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str, grant: str) -> None:
         self.mcp_owner[mcp_session] = grant
         self._mcp_sessions.setdefault(grant, []).append((manager, mcp_session))
@@ -214,11 +221,15 @@ class GrantGate:
         if token is None:
             await _unauthorized(metadata, None, "a bearer grant is required")(scope, receive, send)
             return
-        try:
-            claims = (await anyio.to_thread.run_sync(self._gateway.grants.inspect, token)).claims
-        except ProctorError as exc:
-            await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
-            return
+        live = self._live(token) if scope["method"] == "POST" else None
+        claims = live
+        if live is None:
+            try:
+                claims = await self._inspect(token)
+            except ProctorError as exc:
+                await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
+                return
+        assert claims is not None
         owner = self._sessions.mcp_owner.get(headers.get(MCP_SESSION_ID_HEADER, ""))
         if owner is not None and owner != claims.grant_id:
             await _rpc_response(404, None, -32600, "session not found")(scope, receive, send)
@@ -234,6 +245,12 @@ class GrantGate:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
+            if live is not None and not _decided(body):
+                try:  # the door's own check: nothing after it decides this request
+                    claims = await self._inspect(token)
+                except ProctorError as exc:
+                    await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
+                    return
             receive = _replay(body, receive)
         scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
         manager = self._managers[path]
@@ -248,6 +265,25 @@ class GrantGate:
             await send(message)
 
         await self._app(scope, receive, watch_session)
+
+    async def _inspect(self, token: str) -> GrantClaims:
+        """The grant as the store has it now (revocation, agent, task, uses): in a worker
+        thread, since it reads the store."""
+        return (await anyio.to_thread.run_sync(self._gateway.grants.inspect, token)).claims
+
+    def _live(self, token: str) -> GrantClaims | None:
+        """The claims of a grant that has an open session here, checked without the store
+        (signature, issuer, time: no thread); None for any other token.
+
+        A call on such a session is then decided in full, the grant checked in the store
+        in the same worker thread as the decision (revocation, agent, task, proof, use), so
+        it need not hop to a thread at the door for the same reads: a call hops once.
+        Any request the gateway does not decide still gets the door's store check."""
+        try:
+            claims = self._gateway.grants.identify(token)
+        except ProctorError:
+            return None
+        return claims if self._sessions.is_live(claims.grant_id) else None
 
 
 def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette:
@@ -353,6 +389,19 @@ def _refusal(request_id: Any, reason: Code, message: str,
     return _rpc_response(http_status(reason), request_id, rpc_code(reason),
                          f"{reason}: {message}",
                          None if data is None else {"reason": reason, **data})
+
+
+_DECIDED = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+def _decided(body: bytes) -> bool:
+    """Whether ``body`` (already within the caps) is one request the gateway decides in
+    full; anything unreadable is not (the SDK answers it)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("method") in _DECIDED
 
 
 def _unreadable(body: bytes) -> Response | None:
