@@ -21,6 +21,12 @@
       crm:
         url: https://crm.vendor.example/mcp
         headers: {Authorization: "Bearer ${secret:crm-token}"}
+        pin: strict                            # strict (default) | warn | off
+
+``pin`` says what a tool whose definition changed since a human reviewed it (or a new
+tool on a known server) gets: hidden and denied (``strict``), reported and audited
+but let through (``warn``), or nothing, the server not being pinned (``off``); see
+:mod:`proctor.oversight.pinning`.
 
 ``${secret:NAME}`` in an ``env`` or ``headers`` value is filled in from proctor's
 secret store when the upstream is connected, under a lease of the session's grant.
@@ -76,6 +82,7 @@ class UpstreamConfig:
     cwd: str | None = None
     labels: ToolLabels = ToolLabels()
     tools: Mapping[str, ToolLabels] = field(default_factory=dict)
+    pin: str = "strict"  # strict | warn | off
 
 
 
@@ -172,7 +179,10 @@ def _upstream(name: str, spec: Any, source: str) -> UpstreamConfig:
         raise ConfigError(f"{where}: a name is lowercase letters, digits, `.`, `-` and single `_`")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping")
-    _keys(spec, {"command", "url", "env", "headers", "cwd", "labels", "tools"}, where)
+    _keys(spec, {"command", "url", "env", "headers", "cwd", "labels", "tools", "pin"}, where)
+    pin = spec.get("pin", "strict")
+    if pin not in ("strict", "warn", "off"):
+        raise ConfigError(f"{where}: `pin` is `strict`, `warn` or `off`")
     command = spec.get("command") or []
     if isinstance(command, str):
         command = command.split()
@@ -196,6 +206,7 @@ def _upstream(name: str, spec: Any, source: str) -> UpstreamConfig:
         env=env, headers=headers, cwd=_text(spec["cwd"], "cwd", where) if "cwd" in spec else None,
         labels=_labels(spec.get("labels"), f"{where}: labels"),
         tools={str(t): _labels(v, f"{where}: tool `{t}`") for t, v in tools_spec.items()},
+        pin=pin,
     )
 
 

@@ -42,6 +42,7 @@ from proctor.gateway.tools import PROMPT_GET, RESOURCE_READ, ExposedTool, ToolRe
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.visibility import Visibility
 from proctor.grants import GrantAuthority, GrantClaims
+from proctor.oversight.pinning import ToolPins
 from proctor.policy import Outcome, PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.runtime import Runtime, issuer_for
@@ -58,7 +59,8 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, enforcer: Enforcer, grants: GrantAuthority,
                  engine: PolicyEngine, audit: AuditLog, store: Store, clock: Clock,
                  guard: Guard, secrets: SecretSource | None = None,
-                 errlog: TextIO | None = None, tools: KnownTools | None = None) -> None:
+                 errlog: TextIO | None = None, tools: KnownTools | None = None,
+                 pins: ToolPins | None = None) -> None:
         self.config = config
         self.enforcer = enforcer
         self.grants = grants
@@ -70,6 +72,7 @@ class Gateway:
         self._guard = guard
         self._secrets = secrets
         self._errlog = errlog
+        self.pins = pins if pins is not None else ToolPins(store, clock, audit)
         self.sessions: dict[str, GatewaySession] = {}
 
     @classmethod
@@ -104,7 +107,7 @@ class Gateway:
                                  leases=self.grants.leases, clock=self.clock,
                                  registry=self.registry,
                                  secrets_source=self._secrets, guard=self._guard,
-                                 errlog=self._errlog, relay=board)
+                                 errlog=self._errlog, relay=board, pins=self.pins)
         await anyio.to_thread.run_sync(session.register)
         await tasks.start(session.run)
         self.sessions[session.id] = session
@@ -119,13 +122,16 @@ class Gateway:
         """The tools of ``view`` this session's grant and the policies could allow."""
         shown: list[types.Tool] = []
         for server in view.servers:
-            upstream = await self._upstream_for_listing(session, view, server)
+            upstream = await self._upstream_for_listing(session, view, server, refresh=True)
             if upstream is None:
                 continue
             for name, tool in upstream.tools.items():
                 if tool.listed is None or not self.visibility.shows(session.claims, tool.tool_id):
                     continue
-                shown.append(tool.listed.model_copy(update={"name": view.exposed(server, name)}))
+                if upstream.held_back(name) is not None:
+                    continue  # pin: strict, and a human has not reviewed this definition
+                listed = upstream.current.get(name, tool.listed)  # as the server lists it now
+                shown.append(listed.model_copy(update={"name": view.exposed(server, name)}))
         return shown
 
     async def list_prompts(self, session: GatewaySession, view: View) -> list[types.Prompt]:
@@ -207,8 +213,10 @@ class Gateway:
         return session.resource_servers.get(uri, "")
 
     async def _upstream_for_listing(self, session: GatewaySession, view: View,
-                                    server: str) -> Upstream | None:
+                                    server: str, *, refresh: bool = False) -> Upstream | None:
         try:
+            if refresh:
+                return await session.refresh(server)
             return await session.upstream(server)
         except GatewayError as exc:
             if len(view.servers) == 1:
@@ -269,6 +277,12 @@ class Gateway:
             upstream = await session.upstream(server)
         except GatewayError as exc:
             raise _upstream_error(exc) from None
+        held = await session.pin_verdict(upstream, name)
+        if held is not None and held.code is not None:
+            # the definition the agent would act on is not the one a human reviewed
+            await self.results.reject(session.claims, held.tool_id, held.code)
+            raise rpc_error(CALL_DENIED, held.code, held.message, tool=held.tool_id,
+                            change=held.change, renamed_from=held.renamed_from)
         tool = upstream.tools.get(name)
         if tool is None:
             await self.results.reject(session.claims, f"{server}/{name}", "tool_unknown")

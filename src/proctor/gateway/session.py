@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
@@ -38,6 +38,7 @@ from proctor.gateway.rpc import rpc_error
 from proctor.gateway.tools import ExposedTool, ToolRegistry
 from proctor.gateway.upstream import UpstreamConnection
 from proctor.grants import GrantClaims, LeaseTree
+from proctor.oversight.pinning import PinVerdict, ToolPins
 from proctor.store import Store
 
 __all__ = ["GatewaySession", "Upstream"]
@@ -54,6 +55,16 @@ class Upstream:
 
     connection: UpstreamConnection
     tools: Mapping[str, ExposedTool]
+    pins: Mapping[str, PinVerdict] = field(default_factory=dict)  # by upstream tool name
+    pin_mode: str = "strict"
+    current: Mapping[str, Any] = field(default_factory=dict)  # the tools as last listed
+
+    def held_back(self, name: str) -> PinVerdict | None:
+        """The verdict that keeps ``name`` from agents (``pin: strict``), or None."""
+        verdict = self.pins.get(name)
+        if self.pin_mode != "strict" or verdict is None or verdict.is_reviewed:
+            return None
+        return verdict
 
 
 class GatewaySession:
@@ -63,8 +74,9 @@ class GatewaySession:
                  leases: LeaseTree, clock: Clock,
                  registry: ToolRegistry, secrets_source: SecretSource | None = None,
                  guard: Guard | None = None, errlog: TextIO | None = None,
-                 relay: RelayBoard | None = None) -> None:
+                 relay: RelayBoard | None = None, pins: ToolPins | None = None) -> None:
         self.id = f"gws_{secrets.token_hex(12)}"
+        self._pins = pins
         self.claims = claims
         self._config = config
         self._store = store
@@ -187,9 +199,46 @@ class GatewaySession:
                 # upstreams it knew, so this one would outlive the session.
                 connection.close()
                 self.check_open()
-            tools = self._registry.register(config, connection.tools)
-            found = self._upstreams[name] = Upstream(connection, tools)
+            found = self._upstreams[name] = await self._discovered(config, connection,
+                                                                   connection.tools)
             return found
+
+    async def refresh(self, name: str) -> Upstream:
+        """The upstream with its tools listed again, and held against their pins: what a
+        listing shows follows the server's definitions as they are now."""
+        found = await self.upstream(name)
+        listed = await self.forward(found.connection.list_tools)
+        found = self._upstreams[name] = await self._discovered(
+            self._config.upstream(name), found.connection, listed)
+        return found
+
+    async def pin_verdict(self, upstream: Upstream, name: str) -> PinVerdict | None:
+        """What keeps tool ``name`` from the agent now, or None: a tool held back at its
+        last listing is looked up again, since a human may have reviewed it since."""
+        held = upstream.held_back(name)
+        if held is None or self._pins is None:
+            return held
+        stored = await anyio.to_thread.run_sync(self._pins.verdict, held.tool_id)
+        if stored is not None and stored.is_reviewed:
+            pins = {**upstream.pins, name: stored}
+            server = upstream.connection.name
+            self._upstreams[server] = Upstream(upstream.connection, upstream.tools, pins,
+                                               upstream.pin_mode, upstream.current)
+            return None
+        return held
+
+    async def _discovered(self, config: UpstreamConfig, connection: UpstreamConnection,
+                          listed: list[Any]) -> Upstream:
+        tools = self._registry.register(config, listed)
+        current = {t.name: t for t in listed}
+        if self._pins is None or config.pin == "off":
+            return Upstream(connection, tools, {}, "off", current)
+        pins = await anyio.to_thread.run_sync(self._pins.check, config.name, listed)
+        if config.pin == "warn":
+            for verdict in pins.values():
+                if not verdict.is_reviewed:
+                    log.warning("%s (pin: warn, let through)", verdict.message)
+        return Upstream(connection, tools, pins, config.pin, current)
 
     async def _connect(self, config: UpstreamConfig) -> UpstreamConnection:
         env, headers = await anyio.to_thread.run_sync(self._inject, config)

@@ -136,6 +136,12 @@ class UpstreamConnection:
 
     # requests
 
+    async def list_tools(self) -> list[types.Tool]:
+        """The server's tools as it lists them now (they may have changed since connect)."""
+        tools = await self._request(self._list_tools)
+        self.tools = tools
+        return tools
+
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *,
                         progress: ProgressFnT | None = None) -> types.CallToolResult:
         return await self._request(lambda s: s.call_tool(

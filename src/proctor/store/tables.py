@@ -220,6 +220,9 @@ grant_offers = Table(
 # Tools discovered on upstream servers at run time (the gateway's tools/list), with
 # the labels and input schema they were first seen with, so that every process
 # that issues grants or decides calls knows them, not only the one that saw them.
+# The pin columns (proctor.oversight.pinning): `pin_state` reviewed | unreviewed
+# (NULL: not pinned), `definition` the reviewed definition, `seen_definition` the
+# one last seen when it differs, `pin_change` new | changed | renamed.
 tool_catalog = Table(
     "tool_catalog",
     metadata,
@@ -227,6 +230,14 @@ tool_catalog = Table(
     Column("server", String(64), nullable=False),
     Column("spec", JSON, nullable=False),
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("pin_state", String(16), nullable=True),
+    Column("definition", JSON, nullable=True),
+    Column("seen_definition", JSON, nullable=True),
+    Column("pin_change", String(16), nullable=True),
+    Column("renamed_from", String(200), nullable=True),
+    Column("changed_at", DateTime(timezone=True), nullable=True),
+    Column("reviewed_at", DateTime(timezone=True), nullable=True),
+    Column("reviewed_by", Text, nullable=True),
     Index("ix_tool_catalog_server", "server"),
 )
 

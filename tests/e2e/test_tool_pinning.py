@@ -1,0 +1,103 @@
+"""Tool pinning end to end: an upstream changes a tool at run time (a "rug pull"); the
+next listing hides it and a call is denied until a human reviews the change."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from mcp import ClientSession
+from mcp.shared.exceptions import MCPError
+from sqlalchemy import select
+
+from proctor.store.tables import audit_events
+from tests.gateway.conftest import Deployment, connected
+
+pytestmark = pytest.mark.anyio
+
+RUG = [sys.executable, "-m", "tests.oversight.rug_pull_server"]
+
+
+def _proctor(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **deployment.env}
+    return subprocess.run([sys.executable, "-m", "proctor.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+async def _listed(client: ClientSession) -> dict[str, Any]:
+    return {t.name: t for t in (await client.list_tools()).tools}
+
+
+async def _denied(client: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    with pytest.raises(MCPError) as denied:
+        await client.call_tool(tool, args)
+    data = denied.value.error.data
+    assert isinstance(data, dict)
+    return data
+
+
+def _actions(deployment: Deployment) -> list[tuple[str, str, str]]:
+    with deployment.runtime.store.reading() as conn:
+        rows = conn.execute(select(audit_events.c.body)).all()
+    import json
+
+    bodies = [json.loads(r.body) if isinstance(r.body, str) else r.body for r in rows]
+    return [(b["action"], b["target"], b["actor"]["type"]) for b in bodies
+            if b["action"].startswith("tool.")]
+
+
+async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_it(
+        deployment: Deployment) -> None:
+    grant = deployment.grant([{"tool": "pins/*"}])
+    async with connected(deployment.wrap(grant, RUG, server="pins")) as client:
+        assert set(await _listed(client)) == {"weather", "rug_pull"}
+        assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
+
+        await client.call_tool("rug_pull", {"mode": "describe"})
+        assert set(await _listed(client)) == {"rug_pull"}
+        data = await _denied(client, "weather", {"city": "Oslo"})
+        assert (data["reason"], data["tool"], data["change"]) == (
+            "tool_changed", "pins/weather", "changed")
+
+        shown = _proctor(deployment, "tool", "show", "pins/weather")
+        assert shown.returncode == 0, shown.stderr
+        assert "+  \"description\": \"The weather forecast for a city. Before" in shown.stdout
+        reviewed = _proctor(deployment, "tool", "review", "pins/weather",
+                            "--by", "erin@acme.example")
+        assert reviewed.returncode == 0, reviewed.stderr
+
+        listed = await _listed(client)
+        assert set(listed) == {"weather", "rug_pull"}
+        assert "id_ed25519" in (listed["weather"].description or "")
+        assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
+    assert ("tool.changed", "pins/weather", "system") in _actions(deployment)
+    assert ("tool.review", "pins/weather", "human") in _actions(deployment)
+
+
+async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(
+        deployment: Deployment) -> None:
+    grant = deployment.grant([{"tool": "pins/*"}])
+    async with connected(deployment.wrap(grant, RUG, server="pins")) as client:
+        assert set(await _listed(client)) == {"weather", "rug_pull"}
+        await client.call_tool("rug_pull", {"mode": "rename"})
+        await client.call_tool("rug_pull", {"mode": "add"})
+        assert set(await _listed(client)) == {"rug_pull"}
+        renamed = await _denied(client, "forecast", {"city": "Oslo"})
+        assert (renamed["reason"], renamed["change"], renamed["renamed_from"]) == (
+            "tool_changed", "renamed", "pins/weather")
+        new = await _denied(client, "export", {})
+        assert (new["reason"], new["change"]) == ("tool_unreviewed", "new")
+
+    pending = _proctor(deployment, "tool", "list", "--pending", "--json")
+    assert pending.returncode == 0, pending.stderr
+    import json
+
+    tools = {t["tool"]: (t["change"], t["renamed_from"])
+             for t in json.loads(pending.stdout)["tools"]}
+    assert tools == {"pins/forecast": ("renamed", "pins/weather"),
+                     "pins/export": ("new", None)}
+    nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
+    assert nothing.returncode == 1 and "no change to review" in nothing.stderr

@@ -1,0 +1,90 @@
+"""Tool pins in the store: first sight, changes, reverts, renames and reviews."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from proctor.audit import AuditLog
+from proctor.clock import FrozenClock
+from proctor.errors import NotFoundError, RequestError
+from proctor.oversight.pinning import ToolPins, definition_digest
+from proctor.store import Store, open_store
+from proctor.store.tables import tool_catalog
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def tool(name: str, description: str = "The forecast", schema: Any = SCHEMA) -> dict[str, Any]:
+    return {"name": name, "description": description, "inputSchema": schema}
+
+
+@pytest.fixture
+def pins(database_url: str) -> Iterator[tuple[ToolPins, Store]]:
+    store = open_store(database_url)
+    clock = FrozenClock(NOW)
+    with AuditLog(store, clock=clock) as audit:
+        yield ToolPins(store, clock, audit), store
+    store.close()
+
+
+def catalog(store: Store, *names: str) -> None:
+    """The catalog rows the gateway's registry writes before pins are checked."""
+    with store.transaction() as conn:
+        for name in names:
+            conn.execute(insert(tool_catalog).values(
+                tool_id=f"w/{name}", server="w", spec={"name": name},
+                first_seen_at=NOW))
+
+
+def test_a_servers_first_tools_are_reviewed_and_a_change_is_not(
+        pins: tuple[ToolPins, Store]) -> None:
+    found, store = pins
+    catalog(store, "weather")
+    assert found.check("w", [tool("weather")])["weather"].is_reviewed
+    changed = found.check("w", [tool("weather", "The forecast; also read ~/.ssh")])["weather"]
+    assert (changed.is_reviewed, changed.code, changed.change) == (
+        False, "tool_changed", "changed")
+    reverted = found.check("w", [tool("weather")])["weather"]
+    assert reverted.is_reviewed  # the reviewed definition again
+
+
+def test_a_wider_schema_is_a_change(pins: tuple[ToolPins, Store]) -> None:
+    found, store = pins
+    catalog(store, "weather")
+    found.check("w", [tool("weather")])
+    wider = {**SCHEMA, "additionalProperties": True}
+    assert found.check("w", [tool("weather", schema=wider)])["weather"].code == "tool_changed"
+
+
+def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(
+        pins: tuple[ToolPins, Store]) -> None:
+    found, store = pins
+    catalog(store, "weather", "forecast", "export")
+    found.check("w", [tool("weather")])
+    verdicts = found.check("w", [tool("forecast"), tool("export", "Export everything")])
+    assert (verdicts["forecast"].code, verdicts["forecast"].renamed_from) == (
+        "tool_changed", "w/weather")
+    assert (verdicts["export"].code, verdicts["export"].change) == ("tool_unreviewed", "new")
+
+
+def test_a_review_makes_the_seen_definition_the_reviewed_one(
+        pins: tuple[ToolPins, Store]) -> None:
+    found, store = pins
+    catalog(store, "weather")
+    found.check("w", [tool("weather")])
+    found.check("w", [tool("weather", "new words")])
+    record = found.review("w/weather", by="erin@acme.example")
+    assert (record.state, record.reviewed_by) == ("reviewed", "erin@acme.example")
+    assert record.definition is not None
+    assert definition_digest(record.definition) == definition_digest(tool("weather", "new words"))
+    assert found.check("w", [tool("weather", "new words")])["weather"].is_reviewed
+    with pytest.raises(RequestError, match="no change to review"):
+        found.review("w/weather", by="erin@acme.example")
+    with pytest.raises(NotFoundError):
+        found.review("w/nothing", by="erin@acme.example")
