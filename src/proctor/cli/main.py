@@ -14,10 +14,12 @@ from proctor.cli import (
     demo,
     discover,
     grant,
+    paths,
     policy,
     report,
     secret,
     serve,
+    tool,
 )
 from proctor.cli import gateway as gateway_cli
 from proctor.cli.operator import ByOpt, acting_runtime, operator_for
@@ -39,6 +41,7 @@ app.add_typer(grant.task_app, name="task")
 app.add_typer(grant.grant_app, name="grant")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(secret.app, name="secret")
+app.add_typer(tool.app, name="tool")
 app.add_typer(report.app, name="report")
 app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)
@@ -46,6 +49,7 @@ app.command("demo")(demo.demo)
 app.add_typer(gateway_cli.mcp_app, name="mcp")
 app.command("gateway")(gateway_cli.gateway)
 app.command("discover")(discover.discover)
+app.command("paths")(paths.paths)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
