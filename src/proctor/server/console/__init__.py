@@ -2,7 +2,8 @@
 
 Server-rendered pages (Jinja2, autoescaped) and one small script, with no
 build step: the approvals queue, the live audit stream, agents and their
-drift, tasks with their grant trees, policies, and the compliance report. Humans sign in with an API
+drift, tasks with their grant trees, policies, the compliance report, pinned tools
+and access paths. Humans sign in with an API
 token (the admin token) or an OIDC token; the session is an HttpOnly,
 SameSite=Strict cookie (Secure over HTTPS); every form post carries a CSRF
 token; every response a strict Content-Security-Policy. Every page is
@@ -23,6 +24,7 @@ from proctor.server.console import (
     login,
     policies,
     tasks,
+    visibility,
 )
 from proctor.server.console.sessions import ConsoleSession, ConsoleSessions, csrf_for
 from proctor.server.console.web import CSP
@@ -32,5 +34,6 @@ __all__ = ["CSP", "ConsoleSession", "ConsoleSessions", "csrf_for", "install_cons
 
 def install_console(app: FastAPI) -> None:
     """Add the console's routes (left out of the OpenAPI document) to ``app``."""
-    for module in (assets, login, approvals, audit, agents, tasks, policies, compliance):
+    for module in (assets, login, approvals, audit, agents, tasks, policies, compliance,
+                   visibility):
         app.include_router(module.router)
