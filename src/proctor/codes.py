@@ -103,6 +103,8 @@ Code = Literal[
     "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
     "message_too_deep", "message_invalid", "parse_error",
+    # tool pinning
+    "tool_changed", "tool_unreviewed",
     # the control-plane API and the console
     "credentials_missing", "credentials_malformed", "api_token_invalid", "forbidden",
     "csrf_invalid", "rate_limited", "not_ready", "method_not_allowed", "http_error",
@@ -326,6 +328,11 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "message_invalid": CodeInfo("JSON that is not a valid JSON-RPC message", 400,
                                 INVALID_REQUEST),
     "parse_error": CodeInfo("a message that is not JSON", 400, PARSE_ERROR),
+    # tool pinning
+    "tool_changed": CodeInfo("the tool's definition (or name) changed since a human "
+                             "reviewed it; it is hidden and denied until reviewed again"),
+    "tool_unreviewed": CodeInfo("a new tool on a known server; it is hidden and denied "
+                                "until a human reviews it"),
     # the control-plane API and the console
     "credentials_missing": _auth("the operation needs credentials and the request has none",
                                  401),

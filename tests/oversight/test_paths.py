@@ -44,9 +44,9 @@ def _samples(tool: ToolSpec, world: DemoWorld) -> Iterator[dict[str, Any]]:
     """Calls to ``tool`` in the shapes its schema allows: arguments from a few values per
     type (the demo's repository, a time zone, small and large amounts), with and
     without a human, before and after restricted data, delegated or not."""
-    values: dict[str, list[Any]] = {"string": ["", str(world.repo), "Europe/Berlin", "shared-notes", "C-1001"],
-              "integer": [1, 5000, 100000], "number": [1, 5000, 100000],
-              "boolean": [True, False]}
+    values: dict[str, list[Any]] = {
+        "string": ["", str(world.repo), "Europe/Berlin", "shared-notes", "C-1001"],
+        "integer": [1, 5000, 100000], "number": [1, 5000, 100000], "boolean": [True, False]}
     properties = tool.input_schema.get("properties") or {}
     for index in range(5):
         args = {}

@@ -281,7 +281,7 @@ class Gateway:
         if held is not None and held.code is not None:
             # the definition the agent would act on is not the one a human reviewed
             await self.results.reject(session.claims, held.tool_id, held.code)
-            raise rpc_error(CALL_DENIED, held.code, held.message, tool=held.tool_id,
+            raise rpc_error(held.code, held.message, tool=held.tool_id,
                             change=held.change, renamed_from=held.renamed_from)
         tool = upstream.tools.get(name)
         if tool is None:

@@ -38,6 +38,7 @@ from sqlalchemy import Row, select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id, record_change
 from proctor.clock import Clock
+from proctor.codes import Code
 from proctor.errors import NotFoundError, RequestError
 from proctor.store import Store
 from proctor.store.tables import tool_catalog
@@ -76,10 +77,11 @@ class PinVerdict:
     renamed_from: str | None = None
 
     @property
-    def code(self) -> str | None:
+    def code(self) -> Code | None:
         if self.is_reviewed:
             return None
-        return "tool_unreviewed" if self.change == "new" else "tool_changed"
+        code: Code = "tool_unreviewed" if self.change == "new" else "tool_changed"
+        return code
 
     @property
     def message(self) -> str:
