@@ -13,6 +13,7 @@ from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
 
+from proctor.oversight.pinning import ToolPins
 from proctor.store.tables import audit_events
 from tests.gateway.conftest import Deployment, connected
 
@@ -62,12 +63,13 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
         assert (data["reason"], data["tool"], data["change"]) == (
             "tool_changed", "pins/weather", "changed")
 
-        shown = _proctor(deployment, "tool", "show", "pins/weather")
-        assert shown.returncode == 0, shown.stderr
-        assert "+  \"description\": \"The weather forecast for a city. Before" in shown.stdout
-        reviewed = _proctor(deployment, "tool", "review", "pins/weather",
-                            "--by", "erin@acme.example")
-        assert reviewed.returncode == 0, reviewed.stderr
+        # a human reviews the change (the command is tested below, outside the session:
+        # every wait of a session is bounded, and a CLI process is slow on a busy machine)
+        pins = ToolPins(deployment.runtime.store, deployment.runtime.clock,
+                        deployment.runtime.audit)
+        seen = pins.record("pins/weather").seen_definition
+        assert seen is not None and "id_ed25519" in seen["description"]
+        pins.review("pins/weather", by="erin@acme.example")
 
         listed = await _listed(client)
         assert set(listed) == {"weather", "rug_pull"}
@@ -99,5 +101,12 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
              for t in json.loads(pending.stdout)["tools"]}
     assert tools == {"pins/forecast": ("renamed", "pins/weather"),
                      "pins/export": ("new", None)}
+    shown = _proctor(deployment, "tool", "show", "pins/forecast")
+    assert shown.returncode == 0, shown.stderr
+    assert "pins/weather (reviewed)" in shown.stdout  # the diff is against the renamed tool
+    reviewed = _proctor(deployment, "tool", "review", "pins/forecast", "--by",
+                        "erin@acme.example")
+    assert reviewed.returncode == 0, reviewed.stderr
+    assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
     assert nothing.returncode == 1 and "no change to review" in nothing.stderr

@@ -27,6 +27,7 @@ listings and its calls are denied; ``warn`` reports and audits but lets it throu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -180,10 +181,17 @@ class ToolPins:
         return [_record(r) for r in rows]
 
     def record(self, tool_id: str) -> PinRecord:
+        """The pin of ``tool_id``; a rename not yet reviewed carries the reviewed
+        definition of the tool it renames, to be compared with."""
         row = self._row(tool_id)
         if row is None or row.pin_state is None:
             raise NotFoundError(f"tool `{tool_id}` has no pin")
-        return _record(row)
+        record = _record(row)
+        if record.definition is None and record.renamed_from:
+            renamed = self._row(record.renamed_from)
+            if renamed is not None and renamed.definition is not None:
+                record = dataclasses.replace(record, definition=renamed.definition)
+        return record
 
     def review(self, tool_id: str, *, by: str) -> PinRecord:
         """Make the definition seen since the last review the reviewed one; audited as
