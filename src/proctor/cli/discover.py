@@ -55,6 +55,8 @@ def discover(
                           "(default: the one on PATH).")] = None,
     write: Annotated[bool, typer.Option(
         "--write", help="With --wrap: store the secrets and write the file.")] = False,
+    register: Annotated[bool, typer.Option(
+        "--register", help="Record each server found in the connector inventory.")] = False,
     by: ByOpt = None,
 ) -> None:
     """Find MCP client configurations (Claude Desktop, Claude Code, Cursor, VS Code,
@@ -72,12 +74,41 @@ def discover(
     from proctor.oversight.discovery import discover as scan
 
     found = scan(paths or ())
+    registered = _register(found, by=by, as_json=as_json) if register else []
     if as_json:
-        print_json(found.as_json())
+        print_json({**found.as_json(), "registered": registered})
     else:
         _print(found)
+        if registered:
+            err_console.print(f"registered connectors: {', '.join(registered)}",
+                              markup=False)
     if found.has_plaintext_secrets:
         raise typer.Exit(_EXIT_SECRETS)
+
+
+def _register(found: object, *, by: str | None, as_json: bool) -> list[str]:
+    """Record each server found as an ``mcp_server`` connector (once per id), noting a
+    plaintext secret; returns the ids added."""
+    from proctor.oversight.discovery import Discovery
+    from proctor.oversight.inventory import Connector, Inventory
+    from proctor.oversight.wrapping import proctor_server_name
+
+    assert isinstance(found, Discovery)
+    added: list[str] = []
+    with acting_runtime(by, as_json) as (runtime, acting):
+        inventory = Inventory(runtime.store, runtime.clock)
+        for server in found.servers:
+            connector_id = proctor_server_name(server.name)
+            if inventory.find(connector_id) is None:
+                inventory.add(Connector(
+                    id=connector_id, kind="mcp_server", name=f"{server.name} ({server.client})",
+                    servers=(connector_id,), source="discover"))
+                acting.record("connector.add", f"Connector::{connector_id}", "added",
+                              detail={"source": "discover", "file": server.file})
+                added.append(connector_id)
+            if server.secrets:
+                inventory.note_plaintext(connector_id)
+    return added
 
 
 def _print(found: object) -> None:

@@ -11,6 +11,7 @@ from proctor.cli import (
     agent,
     approvals,
     audit,
+    connector,
     demo,
     discover,
     grant,
@@ -42,6 +43,7 @@ app.add_typer(grant.grant_app, name="grant")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(secret.app, name="secret")
 app.add_typer(tool.app, name="tool")
+app.add_typer(connector.app, name="connector")
 app.add_typer(report.app, name="report")
 app.add_typer(serve.token_app, name="token")
 app.command("serve")(serve.serve)

@@ -24,6 +24,7 @@ __all__ = [
     "audit_events",
     "audit_head",
     "audit_stream_cursors",
+    "connectors",
     "console_sessions",
     "grant_offers",
     "grants",
@@ -239,6 +240,28 @@ tool_catalog = Table(
     Column("reviewed_at", DateTime(timezone=True), nullable=True),
     Column("reviewed_by", Text, nullable=True),
     Index("ix_tool_catalog_server", "server"),
+)
+
+# The inventory of connectors (proctor.oversight.inventory): upstream MCP servers,
+# the SaaS behind them and OAuth apps, with their owner, scopes and where their
+# credentials live; registered by hand, from gateway configs or from discovery.
+connectors = Table(
+    "connectors",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # mcp_server | saas | oauth_app
+    Column("name", Text, nullable=False),
+    Column("owner", Text, nullable=True),
+    Column("provider", String(64), nullable=True),
+    Column("oauth", JSON, nullable=True),  # client_id, scopes, redirect_uris, credential
+    Column("secrets", JSON, nullable=False),  # names in the secret store
+    Column("servers", JSON, nullable=False),  # MCP server names whose tools it backs
+    Column("source", String(16), nullable=False),  # registered | gateway | discover
+    Column("plaintext_seen_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("retired_by", Text, nullable=True),
 )
 
 # Proof-of-possession nonces already used, kept until the proof window passes.
