@@ -23,7 +23,7 @@ from proctor.errors import (
     ConfigError,
     DocumentError,
     GatewayError,
-    ManifestError,
+    IdentityError,
     PolicyTestError,
     ProctorError,
 )
@@ -113,7 +113,7 @@ def _toml(loader: Callable[[Path, dict[str, str]], object], var: str
 # Each file loader, the file it reads, the error it raises, and whether it reads YAML.
 LOADERS: list[tuple[str, Callable[[Path], object], str, type[ProctorError], str]] = [
     ("gateway config", load_gateway_config, "gateway.yaml", ConfigError, "yaml"),
-    ("manifest", load_manifest, "manifest.yaml", ManifestError, "yaml"),
+    ("manifest", load_manifest, "manifest.yaml", IdentityError, "yaml"),
     ("tool catalog", load_catalog, "tools.yaml", ConfigError, "yaml"),
     ("entities", load_principals, "entities.yaml", ConfigError, "yaml"),
     ("policy test cases", load_cases, "deep.test.yaml", PolicyTestError, "yaml"),

@@ -17,7 +17,8 @@ Any failure is a :class:`~proctor.errors.DocumentError` whose code says which
 ``document_alias_refused``) and whose message is one line naming ``what``;
 ``RecursionError`` and ``MemoryError`` inside a parser are among them. The
 ``read_*`` functions read a file with the same caps and raise the caller's own
-error (``ConfigError``, ``ManifestError``...) with that message.
+error (``ConfigError``, an ``IdentityError`` with ``manifest_invalid``...) with that
+message.
 
 >>> parse_json(b'{"a": [1, 2]}', what="the body")
 {'a': [1, 2]}
@@ -41,6 +42,9 @@ from proctor.files import read_capped
 
 if TYPE_CHECKING:
     import yaml
+
+# what a file loader raises, given the message: a family's class, or one with its code
+_ErrorOf = Callable[[str], ProctorError]
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_nesting", "parse_json",
            "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
@@ -167,7 +171,7 @@ def parse_toml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     return table
 
 
-def read_json(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+def read_json(path: Path, *, what: str, error: _ErrorOf, name: str | None = None,
               max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value in file ``path``; any problem raises ``error`` naming
     ``what`` and the file (``name``, else its path): ``key set `keys/agents.jwks```."""
@@ -179,7 +183,7 @@ def read_json(path: Path, *, what: str, error: type[ProctorError], name: str | N
         raise error(exc.message) from exc
 
 
-def read_yaml(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+def read_yaml(path: Path, *, what: str, error: _ErrorOf, name: str | None = None,
               max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """The YAML (or JSON) value in file ``path``, as :func:`read_json`."""
     raw = read_capped(path, max_bytes, what, error, name=name)
@@ -190,7 +194,7 @@ def read_yaml(path: Path, *, what: str, error: type[ProctorError], name: str | N
         raise error(exc.message) from exc
 
 
-def read_toml(path: Path, *, what: str, error: type[ProctorError], name: str | None = None,
+def read_toml(path: Path, *, what: str, error: _ErrorOf, name: str | None = None,
               max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """The TOML table in file ``path``, as :func:`read_json`."""
     raw = read_capped(path, max_bytes, what, error, name=name)

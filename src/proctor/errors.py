@@ -18,28 +18,7 @@ only these::
     │   ├── AuditUnavailableError      audit_unavailable
     │   ├── AuditIntegrityError        audit_integrity_failed
     │   └── AuditDeliveryError         audit_delivery_failed
-    ├── IdentityError                  (a family)
-    │   ├── AgentIdError               agent_id_invalid
-    │   ├── AgentUnknownError          agent_unknown
-    │   ├── AgentExistsError           agent_exists
-    │   ├── AgentNotActiveError        agent_not_active
-    │   ├── AgentStateError            agent_state_invalid
-    │   ├── AgentKeyError              agent_key_invalid
-    │   ├── ReviewerError              reviewer_invalid
-    │   ├── ManifestError              manifest_invalid
-    │   │   └── ManifestChangedError   manifest_changed
-    │   └── ProofError                 (a family)
-    │       ├── ProofTooLargeError     proof_too_large
-    │       ├── ProofMalformedError    proof_malformed
-    │       ├── ProofAlgorithmError    proof_algorithm_not_allowed
-    │       ├── ProofKeyUnknownError   proof_key_unknown
-    │       ├── ProofSignatureError    proof_invalid_signature
-    │       ├── ProofIssuerError       proof_wrong_issuer
-    │       ├── ProofAudienceError     proof_wrong_audience
-    │       ├── ProofExpiredError      proof_expired
-    │       ├── ProofNotYetValidError  proof_not_yet_valid
-    │       ├── ProofClaimsError       proof_claims_invalid
-    │       └── ProofMethodError       proof_method_mismatch
+    ├── IdentityError                  one code per refused agent, manifest or proof
     ├── SecretError                    one code per refusal (see its docstring)
     ├── GuardError                     one code per value the output guard cannot scan
     ├── GatewayError                   one code per refusal of the MCP gateway (see its docstring)
@@ -67,12 +46,6 @@ from typing import Literal
 from proctor.codes import Code, http_status
 
 __all__ = [
-    "AgentExistsError",
-    "AgentIdError",
-    "AgentKeyError",
-    "AgentNotActiveError",
-    "AgentStateError",
-    "AgentUnknownError",
     "ApiError",
     "ApprovalError",
     "AuditDeliveryError",
@@ -87,28 +60,13 @@ __all__ = [
     "GrantError",
     "GuardError",
     "IdentityError",
-    "ManifestChangedError",
-    "ManifestError",
     "MigrationError",
     "NotFoundError",
     "PolicyError",
     "PolicyTestError",
     "PolicyValidationError",
     "ProctorError",
-    "ProofAlgorithmError",
-    "ProofAudienceError",
-    "ProofClaimsError",
-    "ProofError",
-    "ProofExpiredError",
-    "ProofIssuerError",
-    "ProofKeyUnknownError",
-    "ProofMalformedError",
-    "ProofMethodError",
-    "ProofNotYetValidError",
-    "ProofSignatureError",
-    "ProofTooLargeError",
     "RequestError",
-    "ReviewerError",
     "ScopeError",
     "SecretError",
     "SigningKeyError",
@@ -281,109 +239,24 @@ class ScopeError(GrantError):
 
 
 class IdentityError(ProctorError):
-    """An agent registration, manifest or identity proof that proctor refused."""
+    """An agent registration, manifest or identity proof that proctor refused; ``code``
+    says which check failed.
 
+    Codes: agents: ``agent_id_invalid`` (not ``spiffe://<trust-domain>/agent/<name>``),
+    ``agent_unknown``, ``agent_exists``, ``agent_not_active`` (suspended or retired),
+    ``agent_state_invalid`` (a trust-state change not allowed from the current state),
+    ``agent_key_invalid``, ``reviewer_invalid`` (a review or state change by someone
+    who may not make it); manifests: ``manifest_invalid``, ``manifest_changed`` (since
+    the reviewer looked at it); identity proofs (own-key JWS, JWT-SVID, OIDC token):
+    ``proof_too_large``, ``proof_malformed``, ``proof_algorithm_not_allowed``,
+    ``proof_key_unknown``, ``proof_invalid_signature``, ``proof_wrong_issuer``,
+    ``proof_wrong_audience``, ``proof_expired``, ``proof_not_yet_valid``,
+    ``proof_claims_invalid``, ``proof_method_mismatch``.
+    """
 
-class AgentIdError(IdentityError):
-    """Not a SPIFFE ID of the form ``spiffe://<trust-domain>/agent/<name>``."""
-
-    code = "agent_id_invalid"
-
-
-class AgentUnknownError(IdentityError):
-    code = "agent_unknown"
-
-
-class AgentExistsError(IdentityError):
-    code = "agent_exists"
-
-
-class AgentNotActiveError(IdentityError):
-    """The agent is suspended or retired, and so is denied everything."""
-
-    code = "agent_not_active"
-
-
-class AgentStateError(IdentityError):
-    """A trust-state change that is not allowed from the agent's current state."""
-
-    code = "agent_state_invalid"
-
-
-class AgentKeyError(IdentityError):
-    """A public key that cannot be an agent's: wrong type or curve, private, or in use."""
-
-    code = "agent_key_invalid"
-
-
-class ReviewerError(IdentityError):
-    """A review or state change by someone who may not make it (e.g. an agent)."""
-
-    code = "reviewer_invalid"
-
-
-class ManifestError(IdentityError):
-    code: Code = "manifest_invalid"
-
-
-class ManifestChangedError(ManifestError):
-    """The presented manifest changed since the reviewer looked at it."""
-
-    code = "manifest_changed"
-
-
-class ProofError(IdentityError):
-    """An identity proof (own-key JWS, JWT-SVID, OIDC token) that does not verify."""
-
-
-class ProofTooLargeError(ProofError):
-    code = "proof_too_large"
-
-
-class ProofMalformedError(ProofError):
-    code = "proof_malformed"
-
-
-class ProofAlgorithmError(ProofError):
-    """``alg`` is not on the allow-list, or does not match the key (``none``, HS256, ...)."""
-
-    code = "proof_algorithm_not_allowed"
-
-
-class ProofKeyUnknownError(ProofError):
-    code = "proof_key_unknown"
-
-
-class ProofSignatureError(ProofError):
-    code = "proof_invalid_signature"
-
-
-class ProofIssuerError(ProofError):
-    code = "proof_wrong_issuer"
-
-
-class ProofAudienceError(ProofError):
-    code = "proof_wrong_audience"
-
-
-class ProofExpiredError(ProofError):
-    code = "proof_expired"
-
-
-class ProofNotYetValidError(ProofError):
-    code = "proof_not_yet_valid"
-
-
-class ProofClaimsError(ProofError):
-    """A required claim is missing or malformed, or the token lives too long."""
-
-    code = "proof_claims_invalid"
-
-
-class ProofMethodError(ProofError):
-    """The agent is registered to prove its identity another way."""
-
-    code = "proof_method_mismatch"
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SecretError(ProctorError):

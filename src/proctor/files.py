@@ -3,6 +3,7 @@ it is read whole."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from proctor.errors import ProctorError
@@ -10,7 +11,7 @@ from proctor.errors import ProctorError
 __all__ = ["read_capped"]
 
 
-def read_capped(path: Path, limit: int, what: str, error: type[ProctorError], *,
+def read_capped(path: Path, limit: int, what: str, error: Callable[[str], ProctorError], *,
                 name: str | None = None) -> bytes:
     """The bytes of ``path``; raise ``error`` naming ``what`` and the file (``name``,
     else its path) if it is unreadable or over ``limit`` bytes."""

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from proctor.approvals import ApprovalDesk, ApprovalStatus, SimilarTerms
-from proctor.errors import ApprovalError, ReviewerError
+from proctor.errors import ApprovalError, IdentityError
 from proctor.grants import GrantScope
 from proctor.runtime import Runtime
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
@@ -112,7 +112,7 @@ def test_an_approver_id_with_invisible_characters_is_refused(runtime: Runtime,
     assert pending is not None
     for hidden in ("bob\u200b@acme.example", "bob@acme.example\u200d",
                    "\u202ebob@acme.example", "b\u043eb@acme.example"):  # Cyrillic o
-        with pytest.raises(ReviewerError) as refused:
+        with pytest.raises(IdentityError) as refused:
             desk(runtime).decide(pending.id, approver=hidden, approve=True)
         assert "bob" not in refused.value.message  # named by code point, never echoed
     assert runtime.approvals.get(pending.id).status is ApprovalStatus.PENDING

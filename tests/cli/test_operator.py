@@ -10,7 +10,7 @@ import pytest
 
 from proctor.cli.operator import os_user, resolve_operator
 from proctor.config import load_settings
-from proctor.errors import ConfigError, ReviewerError
+from proctor.errors import ConfigError, IdentityError
 
 
 def test_by_wins_then_the_configured_operator_then_the_account() -> None:
@@ -30,7 +30,7 @@ def test_by_wins_then_the_configured_operator_then_the_account() -> None:
 def test_an_operator_that_cannot_name_a_human_is_refused(
     by: str | None, configured: str | None, account: str | None, message: str,
 ) -> None:
-    with pytest.raises(ReviewerError, match=message):
+    with pytest.raises(IdentityError, match=message):
         resolve_operator(by, configured, account)
 
 

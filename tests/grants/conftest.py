@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import Connection
 
 from proctor.clock import FrozenClock
-from proctor.errors import ProofMethodError
+from proctor.errors import IdentityError
 from proctor.grants import (
     AgentBinding,
     GrantAuthority,
@@ -53,7 +53,8 @@ class KeyedAgents:
                             agent_id not in self.inactive)
 
     def prove(self, identity_proof: str) -> str:
-        raise ProofMethodError("these agents prove their identity with their own keys")
+        raise IdentityError("proof_method_mismatch",
+                            "these agents prove their identity with their own keys")
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         return agent_id in self.keys and agent_id not in self.inactive

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from proctor.errors import AgentKeyError
+from proctor.errors import IdentityError
 from proctor.identity import import_agent_key
 
 from .factories import public_jwk
@@ -44,6 +44,6 @@ def _bad_keys() -> list[Any]:
 
 @pytest.mark.parametrize("jwk", _bad_keys())
 def test_a_key_that_cannot_be_an_agent_key_is_refused(jwk: Any) -> None:
-    with pytest.raises(AgentKeyError) as caught:
+    with pytest.raises(IdentityError) as caught:
         import_agent_key(jwk)
     assert caught.value.code == "agent_key_invalid"

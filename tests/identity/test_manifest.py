@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proctor.errors import ManifestError
+from proctor.errors import IdentityError
 from proctor.identity import Manifest, load_manifest
 
 from .factories import digest, manifest
@@ -47,7 +47,7 @@ def test_differences_name_the_changed_fields() -> None:
     {"tools": ("a", "a")}, {"tools": ("",)}, {"tools": tuple(str(i) for i in range(1025))},
 ])
 def test_an_invalid_manifest_is_refused_with_manifest_invalid(change: dict[str, Any]) -> None:
-    with pytest.raises(ManifestError) as caught:
+    with pytest.raises(IdentityError) as caught:
         manifest(**change)
     assert caught.value.code == "manifest_invalid"
 
@@ -57,7 +57,7 @@ def test_an_invalid_manifest_is_refused_with_manifest_invalid(change: dict[str, 
     {**manifest().as_json(), "tools": "git"},
 ])
 def test_a_document_that_is_not_exactly_a_manifest_is_refused(document: Any) -> None:
-    with pytest.raises(ManifestError):
+    with pytest.raises(IdentityError):
         Manifest.from_json(document)
 
 
@@ -73,5 +73,5 @@ def test_an_oversized_or_unreadable_manifest_file_is_refused(tmp_path: Path) -> 
     big = tmp_path / "big.json"
     big.write_text(" " * (256 * 1024 + 1))
     for path in (big, tmp_path / "missing.json"):
-        with pytest.raises(ManifestError):
+        with pytest.raises(IdentityError):
             load_manifest(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proctor.errors import AgentIdError
+from proctor.errors import IdentityError
 from proctor.identity import agent_id_for, parse_agent_id
 
 
@@ -42,13 +42,13 @@ def test_a_bare_name_is_placed_in_the_configured_trust_domain() -> None:
     "spiffe://" + "a" * 600 + "/agent/coder",
 ])
 def test_a_malformed_agent_id_is_refused_with_agent_id_invalid(value: str) -> None:
-    with pytest.raises(AgentIdError) as caught:
+    with pytest.raises(IdentityError) as caught:
         parse_agent_id(value)
     assert caught.value.code == "agent_id_invalid"
 
 
 def test_the_error_message_quotes_the_input_once_in_backticks() -> None:
-    with pytest.raises(AgentIdError) as caught:
+    with pytest.raises(IdentityError) as caught:
         parse_agent_id("spiffe://acme.example/agent/../admin")
     assert caught.value.message == ("agent id `spiffe://acme.example/agent/../admin` is not a "
                                     "valid SPIFFE ID: path segments '.' and '..' are not allowed")

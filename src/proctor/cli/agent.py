@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +16,7 @@ from proctor.cli.output import console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.documents import read_json
-from proctor.errors import AgentKeyError, ProctorError, RequestError
+from proctor.errors import IdentityError, ProctorError, RequestError
 
 if TYPE_CHECKING:
     from proctor.identity import (
@@ -78,9 +79,10 @@ def _suspend_unaudited(registry: AgentRegistry, agent_id: str, acting: Acting) -
 
 
 def _read_jwk(path: Path) -> dict[str, Any]:
-    data = read_json(path, what="key file", error=AgentKeyError, max_bytes=_MAX_JWK_BYTES)
+    data = read_json(path, what="key file",
+                     error=partial(IdentityError, "agent_key_invalid"), max_bytes=_MAX_JWK_BYTES)
     if not isinstance(data, dict):
-        raise AgentKeyError(f"key file `{path}` is not a JSON JWK")
+        raise IdentityError("agent_key_invalid", f"key file `{path}` is not a JSON JWK")
     return data
 
 

@@ -41,7 +41,7 @@ import typer
 from proctor.cli.output import fail
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings, load_settings
-from proctor.errors import AuditUnavailableError, ProctorError, ReviewerError
+from proctor.errors import AuditUnavailableError, IdentityError, ProctorError
 
 if TYPE_CHECKING:
     from proctor.audit import Actor, Attribution, AuditLog
@@ -104,7 +104,8 @@ def resolve_operator(by: str | None, configured: str | None, account: str | None
 
     chosen = by if by is not None else configured or account
     if chosen is None:
-        raise ReviewerError("no operator to record: give `--by NAME` or set PROCTOR_OPERATOR")
+        raise IdentityError("reviewer_invalid",
+                            "no operator to record: give `--by NAME` or set PROCTOR_OPERATOR")
     return Operator(check_human(chosen, "operator"), account)
 
 

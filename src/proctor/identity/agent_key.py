@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proctor.errors import AgentKeyError
+from proctor.errors import IdentityError
 from proctor.jose import (
     ALGORITHMS_BY_KEY,
     PublicKey,
@@ -44,27 +44,32 @@ class AgentKey:
 
 
 def import_agent_key(data: Any) -> AgentKey:
-    """Check ``data`` is a public Ed25519 or P-256 JWK; raise :class:`AgentKeyError` if not."""
+    """Check ``data`` is a public Ed25519 or P-256 JWK; raise ``agent_key_invalid`` if not."""
     if not isinstance(data, Mapping):
-        raise AgentKeyError("an agent key must be a JWK (a JSON object)")
+        raise IdentityError("agent_key_invalid", "an agent key must be a JWK (a JSON object)")
     if private_members(data):
-        raise AgentKeyError("the JWK holds private key material; register the public key only")
+        raise IdentityError("agent_key_invalid",
+                            "the JWK holds private key material; register the public key only")
     kty, crv = data.get("kty"), data.get("crv")
     algorithms = algorithms_for(data)
     if not algorithms:
-        raise AgentKeyError(
+        raise IdentityError(
+            "agent_key_invalid",
             f"key type `{kty}` with curve `{crv}` is not allowed (use Ed25519 or P-256)"
         )
     if data.get("use", "sig") != "sig":
-        raise AgentKeyError("the JWK's `use` must be `sig`")
+        raise IdentityError("agent_key_invalid", "the JWK's `use` must be `sig`")
     if "alg" in data and data["alg"] not in algorithms:
-        raise AgentKeyError(f"the JWK's `alg` `{data['alg']}` does not fit a {crv} key")
+        raise IdentityError("agent_key_invalid",
+                            f"the JWK's `alg` `{data['alg']}` does not fit a {crv} key")
     members = _PUBLIC_MEMBERS[str(kty)]
     if not all(isinstance(data.get(m), str) for m in members):
-        raise AgentKeyError(f"a {crv} JWK needs the members {', '.join(members)}")
+        raise IdentityError("agent_key_invalid",
+                            f"a {crv} JWK needs the members {', '.join(members)}")
     public = {m: str(data[m]) for m in members}
     try:
         load_public_jwk(public)
     except ValueError as exc:
-        raise AgentKeyError(f"the {crv} JWK is not a valid public key ({exc})") from exc
+        raise IdentityError("agent_key_invalid",
+                            f"the {crv} JWK is not a valid public key ({exc})") from exc
     return AgentKey(public, thumbprint(public), algorithms)

@@ -16,13 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proctor.clock import Clock
-from proctor.errors import (
-    AgentNotActiveError,
-    AgentUnknownError,
-    ProofClaimsError,
-    ProofIssuerError,
-    ProofMethodError,
-)
+from proctor.errors import IdentityError
 from proctor.identity.agent import Agent, ProofMethod
 from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.oidc import OidcVerifier
@@ -70,12 +64,14 @@ class Authenticator:
         # read again: the agent may have changed while its proof was checked
         agent = self._registry.find(identity.agent_id)
         if agent is None:
-            raise AgentUnknownError(f"agent `{identity.agent_id}` is not registered")
+            raise IdentityError("agent_unknown", f"agent `{identity.agent_id}` is not registered")
         if agent.proof_method is not identity.method:
-            raise ProofMethodError(f"agent `{agent.id}` proves its identity by "
+            raise IdentityError("proof_method_mismatch",
+                                f"agent `{agent.id}` proves its identity by "
                                    f"`{agent.proof_method.value}`")
         if not agent.is_active:
-            raise AgentNotActiveError(f"agent `{agent.id}` is {agent.trust_state.value}")
+            raise IdentityError("agent_not_active",
+                                f"agent `{agent.id}` is {agent.trust_state.value}")
         return AuthenticatedAgent(agent, identity)
 
     def _verifier_for(self, token: str) -> ProofVerifier:
@@ -85,15 +81,17 @@ class Authenticator:
         subject, issuer = claims.get("sub"), claims.get("iss")
         if issuer is not None and not _is_spiffe_id(subject) and not _is_spiffe_id(issuer):
             # a workload token of an issuer nobody configured, not a proof naming an agent
-            raise ProofIssuerError(f"issuer `{str(issuer)[:80]}` is not trusted")
+            raise IdentityError("proof_wrong_issuer", f"issuer `{str(issuer)[:80]}` is not trusted")
         if not isinstance(subject, str):
-            raise ProofClaimsError("the proof has no `sub` claim naming the agent")
+            raise IdentityError("proof_claims_invalid",
+                                "the proof has no `sub` claim naming the agent")
         agent_id = parse_agent_id(subject).id
         agent = self._registry.find(agent_id)
         if agent is None:
-            raise AgentUnknownError(f"agent `{agent_id}` is not registered")
+            raise IdentityError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is ProofMethod.OIDC:
-            raise ProofIssuerError(f"agent `{agent_id}` proves its identity with tokens of "
+            raise IdentityError("proof_wrong_issuer",
+                                f"agent `{agent_id}` proves its identity with tokens of "
                                    f"issuer `{agent.oidc_issuer}`")
         return self._verifiers[agent.proof_method]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from proctor.clock import Clock
-from proctor.errors import ConfigError, ProofClaimsError
+from proctor.errors import ConfigError, IdentityError
 from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
 
@@ -84,10 +84,12 @@ class HumanVerifier:
         issuer, subject = verified.issuer, verified.subject
         problem = human_id_problem(subject)
         if problem is not None:
-            raise ProofClaimsError(f"the token's `{issuer.subject_claim}` claim {problem}")
+            raise IdentityError("proof_claims_invalid",
+                                f"the token's `{issuer.subject_claim}` claim {problem}")
         human_id = canonical_human_id(str(subject))
         if human_id.startswith("spiffe://"):
-            raise ProofClaimsError("the token names an agent; humans sign in here")
+            raise IdentityError("proof_claims_invalid",
+                                "the token names an agent; humans sign in here")
         return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
                              verified.expires_at)
 

@@ -24,7 +24,7 @@ from joserfc.jwk import KeySet
 
 from proctor.clock import Clock
 from proctor.documents import parse_json, read_json
-from proctor.errors import ConfigError, ProctorError, ProofKeyUnknownError
+from proctor.errors import ConfigError, IdentityError, ProctorError
 from proctor.jose import private_members
 
 __all__ = ["MAX_JWKS_BYTES", "FileKeys", "KeySource", "UrlKeys", "import_key_set", "read_jwks",
@@ -107,7 +107,7 @@ class UrlKeys:
             if (self._keys is None or refresh) and due:
                 self._fetch()
             if self._keys is None:  # never fetched: tried at most every 30 s
-                raise ProofKeyUnknownError("the issuer's key set is not available")
+                raise IdentityError("proof_key_unknown", "the issuer's key set is not available")
             return self._keys
 
     def _fetch(self) -> None:

@@ -24,12 +24,7 @@ from datetime import datetime
 
 from spiffe import JwtBundle
 
-from proctor.errors import (
-    ProofClaimsError,
-    ProofIssuerError,
-    ProofKeyUnknownError,
-    ProofMalformedError,
-)
+from proctor.errors import IdentityError
 from proctor.identity.agent import ProofMethod
 from proctor.identity.proofs import VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
@@ -64,20 +59,22 @@ class JwtSvidVerifier:
     def verify(self, token: str, *, now: datetime) -> VerifiedIdentity:
         unverified = peek(token)
         if unverified.header.get("typ", "JWT") not in _TYPES:
-            raise ProofMalformedError("a JWT-SVID's `typ` is `JWT` or `JOSE`")
+            raise IdentityError("proof_malformed", "a JWT-SVID's `typ` is `JWT` or `JOSE`")
         alg = check_algorithm(unverified.header, SVID_ALGORITHMS)
         subject = unverified.claims.get("sub")
         if not isinstance(subject, str):
-            raise ProofClaimsError("the JWT-SVID has no `sub` claim")
+            raise IdentityError("proof_claims_invalid", "the JWT-SVID has no `sub` claim")
         agent = parse_agent_id(subject)
         bundle = self._bundles.get(agent.trust_domain)
         if bundle is None:
-            raise ProofIssuerError(f"no trust bundle is configured for trust domain "
+            raise IdentityError("proof_wrong_issuer",
+                                f"no trust bundle is configured for trust domain "
                                    f"`{agent.trust_domain}`")
         kid = unverified.header.get("kid")
         authority = bundle.get_jwt_authority(kid) if isinstance(kid, str) and kid else None
         if authority is None:
-            raise ProofKeyUnknownError(f"the trust bundle of `{agent.trust_domain}` has no "
+            raise IdentityError("proof_key_unknown",
+                                f"the trust bundle of `{agent.trust_domain}` has no "
                                        "key with the JWT-SVID's `kid`")
         check_signature(unverified, alg, authority, whose="the bundle key for the `kid`")
         claims = unverified.claims

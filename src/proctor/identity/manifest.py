@@ -20,11 +20,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from proctor.documents import read_yaml
-from proctor.errors import ManifestError
+from proctor.errors import IdentityError
 
 __all__ = ["DIGEST_PATTERN", "Manifest", "canonical_json", "load_manifest"]
 
@@ -56,36 +57,39 @@ class Manifest:
         for name in _DIGEST_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, str) or not DIGEST_PATTERN.match(value):
-                raise ManifestError(
+                raise IdentityError(
+                    "manifest_invalid",
                     f"manifest field `{name}` must be `sha256:` and 64 lowercase hex digits "
                     "(or sha384/sha512)"
                 )
         if isinstance(self.tools, str) or not isinstance(self.tools, tuple | list):
-            raise ManifestError("manifest field `tools` must be a list of tool ids")
+            raise IdentityError("manifest_invalid",
+                                "manifest field `tools` must be a list of tool ids")
         if len(self.tools) > _MAX_TOOLS:
-            raise ManifestError(f"manifest lists more than {_MAX_TOOLS} tools")
+            raise IdentityError("manifest_invalid", f"manifest lists more than {_MAX_TOOLS} tools")
         for tool in self.tools:
             _check_text("tools", tool)
         if len(set(self.tools)) != len(self.tools):
             duplicate = next(t for t in self.tools if self.tools.count(t) > 1)
-            raise ManifestError(f"manifest lists tool `{duplicate}` twice")
+            raise IdentityError("manifest_invalid", f"manifest lists tool `{duplicate}` twice")
         object.__setattr__(self, "tools", tuple(sorted(self.tools)))
 
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
         """A manifest from a JSON object with exactly the five fields."""
         if not isinstance(data, Mapping):
-            raise ManifestError("a manifest must be a JSON object")
+            raise IdentityError("manifest_invalid", "a manifest must be a JSON object")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ManifestError(f"manifest has unknown field `{unknown[0]}`")
+            raise IdentityError("manifest_invalid", f"manifest has unknown field `{unknown[0]}`")
         missing = [n for n in names if n not in data]
         if missing:
-            raise ManifestError(f"manifest is missing field `{missing[0]}`")
+            raise IdentityError("manifest_invalid", f"manifest is missing field `{missing[0]}`")
         tools = data["tools"]
         if not isinstance(tools, list):
-            raise ManifestError("manifest field `tools` must be a list of tool ids")
+            raise IdentityError("manifest_invalid",
+                                "manifest field `tools` must be a list of tool ids")
         return cls(
             model_id=data["model_id"], weights_digest=data["weights_digest"],
             system_prompt_digest=data["system_prompt_digest"], tools=tuple(tools),
@@ -113,9 +117,11 @@ class Manifest:
 
 def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"manifest field `{name}` must be a non-empty string")
+        raise IdentityError("manifest_invalid",
+                            f"manifest field `{name}` must be a non-empty string")
     if len(value) > _MAX_TEXT or any(ord(c) < 0x20 for c in value):
-        raise ManifestError(
+        raise IdentityError(
+            "manifest_invalid",
             f"manifest field `{name}` must be at most {_MAX_TEXT} printable characters"
         )
 
@@ -123,5 +129,6 @@ def _check_text(name: str, value: object) -> None:
 def load_manifest(path: Path) -> Manifest:
     """Read a manifest from a JSON or YAML file."""
     # YAML is a superset of JSON
-    data = read_yaml(path, what="manifest file", error=ManifestError, max_bytes=_MAX_FILE_BYTES)
+    data = read_yaml(path, what="manifest file",
+                     error=partial(IdentityError, "manifest_invalid"), max_bytes=_MAX_FILE_BYTES)
     return Manifest.from_json(data)

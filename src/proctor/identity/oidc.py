@@ -34,13 +34,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key
 
 from proctor.clock import Clock, SystemClock
-from proctor.errors import (
-    AgentUnknownError,
-    ConfigError,
-    ProofClaimsError,
-    ProofIssuerError,
-    ProofKeyUnknownError,
-)
+from proctor.errors import ConfigError, IdentityError
 from proctor.identity.agent import ProofMethod
 from proctor.identity.jwks import FileKeys, KeySource, UrlKeys, import_key_set, read_jwks
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity
@@ -140,7 +134,8 @@ class OidcTokenVerifier(Generic[IssuerT]):
         issuer = self.issuer_of(unverified.claims)
         if issuer is None:
             name = str(unverified.claims.get("iss"))[:80]
-            raise ProofIssuerError(f"issuer `{name}` is not a configured OIDC issuer")
+            raise IdentityError("proof_wrong_issuer",
+                                f"issuer `{name}` is not a configured OIDC issuer")
         alg = check_algorithm(unverified.header, issuer.algorithms)
         key = _key(issuer, unverified.header.get("kid"))
         check_signature(unverified, alg, key.public_key, whose="the issuer's key")
@@ -154,17 +149,19 @@ class OidcTokenVerifier(Generic[IssuerT]):
 def _key(issuer: OidcIssuer, kid: object) -> Key:
     """The issuer's signing key for ``kid``, its key set fetched again once if unknown."""
     if kid is not None and not isinstance(kid, str):
-        raise ProofKeyUnknownError("the token's `kid` is not a string")
+        raise IdentityError("proof_key_unknown", "the token's `kid` is not a string")
     try:
         try:
             key = issuer.keys.key_set(refresh=False).get_by_kid(kid)
         except JoseError:
             key = issuer.keys.key_set(refresh=True).get_by_kid(kid)
     except JoseError as exc:
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}` has no key with the token's "
+        raise IdentityError("proof_key_unknown",
+                            f"issuer `{issuer.issuer}` has no key with the token's "
                                    "`kid`") from exc
     if key.get("use", "sig") != "sig":
-        raise ProofKeyUnknownError(f"issuer `{issuer.issuer}`'s key for the `kid` is not for "
+        raise IdentityError("proof_key_unknown",
+                            f"issuer `{issuer.issuer}`'s key for the `kid` is not for "
                                    "signatures")
     return key
 
@@ -187,10 +184,11 @@ class OidcVerifier:
         verified = self._tokens.verify(token, now=now)
         issuer, subject = verified.issuer.issuer, verified.subject
         if not isinstance(subject, str) or not subject or len(subject) > _MAX_SUBJECT:
-            raise ProofClaimsError("the token has no usable `sub` claim")
+            raise IdentityError("proof_claims_invalid", "the token has no usable `sub` claim")
         agent = self._agents.find_by_subject(issuer, subject)
         if agent is None:
-            raise AgentUnknownError(f"no agent is registered for subject `{subject[:120]}` "
+            raise IdentityError("agent_unknown",
+                                f"no agent is registered for subject `{subject[:120]}` "
                                     f"of issuer `{issuer}`")
         return VerifiedIdentity(agent.id, self.method, verified.expires_at, issuer=issuer,
                                 subject=subject, claims=verified.claims)

@@ -17,14 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from proctor.errors import (
-    AgentIdError,
-    AgentUnknownError,
-    ProofClaimsError,
-    ProofIssuerError,
-    ProofKeyUnknownError,
-    ProofMethodError,
-)
+from proctor.errors import IdentityError
 from proctor.identity.agent import ProofMethod
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
@@ -59,26 +52,31 @@ class OwnKeyVerifier:
         unverified = peek(token)
         subject = unverified.claims.get("sub")
         if not isinstance(subject, str):
-            raise ProofClaimsError("the proof has no `sub` claim naming the agent")
+            raise IdentityError("proof_claims_invalid",
+                                "the proof has no `sub` claim naming the agent")
         agent_id = parse_agent_id(subject).id
         if not _names(unverified.claims.get("iss", subject), agent_id):
-            raise ProofIssuerError("an own-key proof is issued by the agent it names")
+            raise IdentityError("proof_wrong_issuer",
+                                "an own-key proof is issued by the agent it names")
         agent = self._agents.find(agent_id)
         if agent is None:
-            raise AgentUnknownError(f"agent `{agent_id}` is not registered")
+            raise IdentityError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is not ProofMethod.OWN_KEY or agent.key is None:
-            raise ProofMethodError(
+            raise IdentityError(
+                "proof_method_mismatch",
                 f"agent `{agent_id}` proves its identity by `{agent.proof_method.value}`"
             )
         key = agent.key
         alg = check_algorithm(unverified.header, key.algorithms)
         kid = unverified.header.get("kid")
         if kid is not None and kid != key.thumbprint:
-            raise ProofKeyUnknownError("the proof's `kid` is not the agent's key thumbprint")
+            raise IdentityError("proof_key_unknown",
+                                "the proof's `kid` is not the agent's key thumbprint")
         try:
             public = key.public_key()
         except ValueError:  # registered before keys were checked as strictly
-            raise ProofKeyUnknownError(f"agent `{agent_id}`'s registered key is not a valid "
+            raise IdentityError("proof_key_unknown",
+                                f"agent `{agent_id}`'s registered key is not a valid "
                                        "public key; register its key again") from None
         check_signature(unverified, alg, public, whose="the agent's key")
         claims = unverified.claims
@@ -93,6 +91,6 @@ class OwnKeyVerifier:
 def _names(issuer: object, agent_id: str) -> bool:
     try:
         return isinstance(issuer, str) and parse_agent_id(issuer).id == agent_id
-    except AgentIdError:
+    except IdentityError:  # not an agent's SPIFFE ID
         return False
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proctor.errors import RequestError, ReviewerError
+from proctor.errors import IdentityError, ProctorError, RequestError
 from proctor.human_ids import canonical_human_id, human_id_problem
 
 __all__ = ["check_groups", "check_human"]
@@ -32,7 +32,10 @@ def check_human(value: str, role: str) -> str:
     ``operator`` gets ``reviewer_invalid``, any other (``owner``, ``human``)
     ``request_invalid``.
     """
-    error = ReviewerError if role in _DECIDING else RequestError
+    def error(message: str) -> ProctorError:
+        return (IdentityError("reviewer_invalid", message) if role in _DECIDING
+                else RequestError(message))
+
     problem = human_id_problem(value)
     if problem is not None:
         raise error(f"the {role} {problem}")

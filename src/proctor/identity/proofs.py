@@ -1,9 +1,9 @@
 """The plug point for identity proofs, and what a verified proof yields.
 
 A :class:`ProofVerifier` checks one kind of token and returns a
-:class:`VerifiedIdentity`, or raises a :class:`~proctor.errors.ProofError`
-subclass (or :class:`~proctor.errors.AgentUnknownError`, ...) whose ``code``
-says exactly what was wrong. Verifiers never change state.
+:class:`VerifiedIdentity`, or raises an :class:`~proctor.errors.IdentityError`
+whose ``code`` (``proof_expired``, ``agent_unknown``, ...) says exactly what was
+wrong. Verifiers never change state.
 """
 
 from __future__ import annotations

@@ -23,16 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.clock import Clock
-from proctor.errors import (
-    AgentExistsError,
-    AgentKeyError,
-    AgentNotActiveError,
-    AgentStateError,
-    AgentUnknownError,
-    ConfigError,
-    ManifestChangedError,
-    RequestError,
-)
+from proctor.errors import ConfigError, IdentityError, RequestError
 from proctor.identity.agent import (
     Agent,
     JwtSvidProof,
@@ -79,7 +70,7 @@ class AgentRegistry:
     # reading
 
     def find(self, agent_id: str) -> Agent | None:
-        """The agent with this id, or None; raises :class:`AgentIdError` for a malformed id."""
+        """The agent with this id, or None; raises ``agent_id_invalid`` for a malformed id."""
         key = parse_agent_id(agent_id).id
         with self._store.reading() as conn:
             row = conn.execute(select(agents).where(agents.c.id == key)).first()
@@ -88,7 +79,8 @@ class AgentRegistry:
     def get(self, agent_id: str) -> Agent:
         agent = self.find(agent_id)
         if agent is None:
-            raise AgentUnknownError(f"agent `{parse_agent_id(agent_id).id}` is not registered")
+            raise IdentityError("agent_unknown",
+                                f"agent `{parse_agent_id(agent_id).id}` is not registered")
         return agent
 
     def find_by_subject(self, issuer: str, subject: str) -> Agent | None:
@@ -133,7 +125,7 @@ class AgentRegistry:
             try:
                 conn.execute(insert(agents).values(**values))
             except IntegrityError as exc:  # a concurrent registration won the race
-                raise AgentExistsError(f"agent `{parsed.id}` or its key or subject is "
+                raise IdentityError("agent_exists", f"agent `{parsed.id}` or its key or subject is "
                                        "already registered") from exc
             row = conn.execute(select(agents).where(agents.c.id == parsed.id)).one()
         return agent_from_row(row)
@@ -164,18 +156,20 @@ class AgentRegistry:
     @staticmethod
     def _check_unique(conn: Connection, agent_id: str, columns: dict[str, Any]) -> None:
         if conn.execute(select(agents.c.id).where(agents.c.id == agent_id)).first():
-            raise AgentExistsError(f"agent `{agent_id}` is already registered")
+            raise IdentityError("agent_exists", f"agent `{agent_id}` is already registered")
         if columns["key_thumbprint"] is not None:
             holder = conn.execute(select(agents.c.id).where(
                 agents.c.key_thumbprint == columns["key_thumbprint"])).scalar()
             if holder is not None:
-                raise AgentKeyError(f"this key is already registered for agent `{holder}`")
+                raise IdentityError("agent_key_invalid",
+                                    f"this key is already registered for agent `{holder}`")
         if columns["oidc_subject"] is not None:
             holder = conn.execute(select(agents.c.id).where(
                 agents.c.oidc_issuer == columns["oidc_issuer"],
                 agents.c.oidc_subject == columns["oidc_subject"])).scalar()
             if holder is not None:
-                raise AgentExistsError(f"subject `{columns['oidc_subject']}` is already "
+                raise IdentityError("agent_exists",
+                                    f"subject `{columns['oidc_subject']}` is already "
                                        f"registered for agent `{holder}`")
 
     # manifest and trust state
@@ -188,7 +182,8 @@ class AgentRegistry:
         """
         def change(agent: Agent) -> dict[str, Any] | None:
             if not agent.is_active:
-                raise AgentNotActiveError(f"agent `{agent.id}` is {agent.trust_state.value}")
+                raise IdentityError("agent_not_active",
+                                    f"agent `{agent.id}` is {agent.trust_state.value}")
             if agent.trust_state is TrustState.TRUSTED and manifest.digest == agent.manifest_digest:
                 return None
             if agent.presented_digest == manifest.digest:
@@ -212,11 +207,12 @@ class AgentRegistry:
 
         def change(agent: Agent) -> dict[str, Any]:
             if agent.trust_state is TrustState.RETIRED:
-                raise AgentStateError(f"agent `{agent.id}` is retired; retirement is final")
+                raise IdentityError("agent_state_invalid",
+                                    f"agent `{agent.id}` is retired; retirement is final")
             adopted = manifest or agent.presented_manifest or agent.manifest
             if expected_digest is not None and adopted.digest != expected_digest:
-                raise ManifestChangedError(
-                    f"the manifest to adopt has digest `{adopted.digest}`, not "
+                raise IdentityError(
+                    "manifest_changed", f"the manifest to adopt has digest `{adopted.digest}`, not "
                     f"`{expected_digest}`; look at it again"
                 )
             still_differs = (agent.presented_digest is not None
@@ -255,7 +251,8 @@ class AgentRegistry:
             if agent.trust_state is state:
                 return None
             if agent.trust_state is TrustState.RETIRED:
-                raise AgentStateError(f"agent `{agent.id}` is retired; retirement is final")
+                raise IdentityError("agent_state_invalid",
+                                    f"agent `{agent.id}` is retired; retirement is final")
             return {"trust_state": state.value, "state_changed_by": by,
                     "state_reason": reason or None}
         return self._change(agent_id, change)
@@ -268,7 +265,7 @@ class AgentRegistry:
                 select(agents).where(agents.c.id == key).with_for_update()
             ).first()
             if row is None:
-                raise AgentUnknownError(f"agent `{key}` is not registered")
+                raise IdentityError("agent_unknown", f"agent `{key}` is not registered")
             agent = agent_from_row(row)
             values = change(agent)
             if values is None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from spiffe import SpiffeId
 from spiffe.errors import PySpiffeError
 
-from proctor.errors import AgentIdError
+from proctor.errors import IdentityError
 
 __all__ = ["MAX_AGENT_ID_LENGTH", "MAX_NAME_LENGTH", "AgentId", "agent_id_for", "parse_agent_id"]
 
@@ -36,28 +36,33 @@ class AgentId(NamedTuple):
 
 
 def parse_agent_id(value: str) -> AgentId:
-    """Parse ``value`` as an agent's SPIFFE ID; raise :class:`AgentIdError` if it is not one."""
+    """Parse ``value`` as an agent's SPIFFE ID; raise ``agent_id_invalid`` if it is not one."""
     if not isinstance(value, str) or not value:
-        raise AgentIdError(f"an agent id must be a SPIFFE ID of the form {_FORM}")
+        raise IdentityError("agent_id_invalid",
+                            f"an agent id must be a SPIFFE ID of the form {_FORM}")
     shown = value if len(value) <= 80 else value[:77] + "..."
     if len(value) > MAX_AGENT_ID_LENGTH:
-        raise AgentIdError(f"agent id `{shown}` is longer than {MAX_AGENT_ID_LENGTH} characters")
+        raise IdentityError("agent_id_invalid",
+                            f"agent id `{shown}` is longer than {MAX_AGENT_ID_LENGTH} characters")
     try:
         spiffe_id = SpiffeId(value)
     except PySpiffeError as exc:
         # the package's message repeats the input; keep only what is wrong with it
         detail = str(exc).split("': ", 1)[-1]
         detail = detail[:1].lower() + detail[1:]
-        raise AgentIdError(f"agent id `{shown}` is not a valid SPIFFE ID: {detail}") from exc
+        raise IdentityError("agent_id_invalid",
+                            f"agent id `{shown}` is not a valid SPIFFE ID: {detail}") from exc
     trust_domain = spiffe_id.trust_domain.name
     segments = spiffe_id.path.split("/")[1:]
     if len(segments) != 2 or segments[0] != "agent":
-        raise AgentIdError(f"agent id `{shown}` is not of the form {_FORM}")
+        raise IdentityError("agent_id_invalid", f"agent id `{shown}` is not of the form {_FORM}")
     name = segments[1]
     if len(name) > MAX_NAME_LENGTH:
-        raise AgentIdError(f"agent name in `{shown}` is longer than {MAX_NAME_LENGTH} characters")
+        raise IdentityError("agent_id_invalid",
+                            f"agent name in `{shown}` is longer than {MAX_NAME_LENGTH} characters")
     if len(trust_domain) > _MAX_TRUST_DOMAIN_LENGTH:
-        raise AgentIdError(f"trust domain in `{shown}` is longer than 255 characters")
+        raise IdentityError("agent_id_invalid",
+                            f"trust domain in `{shown}` is longer than 255 characters")
     return AgentId(str(spiffe_id), trust_domain, name)
 
 

@@ -18,18 +18,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from proctor.errors import (
-    DocumentError,
-    ProofAlgorithmError,
-    ProofAudienceError,
-    ProofClaimsError,
-    ProofExpiredError,
-    ProofIssuerError,
-    ProofMalformedError,
-    ProofNotYetValidError,
-    ProofSignatureError,
-    ProofTooLargeError,
-)
+from proctor.errors import DocumentError, IdentityError
 from proctor.jose import UnverifiedJws, key_fits, read_compact, verify_signature
 
 __all__ = [
@@ -55,18 +44,20 @@ _ALLOWED_HEADER = frozenset({"alg", "kid", "typ", "cty", "x5t", "x5t#S256"})
 def peek(token: str) -> UnverifiedJws:
     """Split a compact JWS/JWT, refusing oversized or malformed input."""
     if not isinstance(token, str):
-        raise ProofMalformedError("a proof must be a compact JWS string")
+        raise IdentityError("proof_malformed", "a proof must be a compact JWS string")
     if len(token) > MAX_TOKEN_BYTES:
-        raise ProofTooLargeError(f"the proof is larger than {MAX_TOKEN_BYTES} bytes")
+        raise IdentityError("proof_too_large", f"the proof is larger than {MAX_TOKEN_BYTES} bytes")
     try:
         unverified = read_compact(token, max_bytes=MAX_TOKEN_BYTES, what="the proof")
     except DocumentError as exc:
         if exc.code == "document_too_large":
-            raise ProofTooLargeError("a part of the proof is larger than allowed") from exc
-        raise ProofMalformedError(exc.message) from exc
+            raise IdentityError("proof_too_large",
+                                "a part of the proof is larger than allowed") from exc
+        raise IdentityError("proof_malformed", exc.message) from exc
     extra = sorted(set(unverified.header) - _ALLOWED_HEADER)
     if extra:
-        raise ProofMalformedError(f"header parameter `{extra[0][:40]}` is not accepted")
+        raise IdentityError("proof_malformed",
+                            f"header parameter `{extra[0][:40]}` is not accepted")
     return unverified
 
 
@@ -75,7 +66,8 @@ def check_algorithm(header: Mapping[str, Any], allowed: Collection[str]) -> str:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in allowed:
         shown = str(alg)[:20]
-        raise ProofAlgorithmError(
+        raise IdentityError(
+            "proof_algorithm_not_allowed",
             f"algorithm `{shown}` is not allowed here (allowed: {', '.join(sorted(allowed))})"
         )
     return alg
@@ -85,13 +77,14 @@ def check_signature(token: UnverifiedJws, alg: str, key: object, *, whose: str) 
     """Check ``token``'s signature with ``key`` (a ``cryptography`` public key), which
     ``alg`` must fit; ``whose`` names the key in the error (``the agent's key``)."""
     if not key_fits(alg, key):
-        raise ProofAlgorithmError(f"algorithm `{alg}` does not fit {whose}")
+        raise IdentityError("proof_algorithm_not_allowed",
+                            f"algorithm `{alg}` does not fit {whose}")
     try:
         signature = token.signature_bytes()
     except ValueError:
-        raise ProofMalformedError("the proof's signature is not base64url") from None
+        raise IdentityError("proof_malformed", "the proof's signature is not base64url") from None
     if not verify_signature(alg, key, token.signing_input, signature):
-        raise ProofSignatureError("the proof's signature does not verify")
+        raise IdentityError("proof_invalid_signature", "the proof's signature does not verify")
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
@@ -99,7 +92,8 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ProofClaimsError(f"claim `{name}` must be a number of seconds since the epoch")
+        raise IdentityError("proof_claims_invalid",
+                            f"claim `{name}` must be a number of seconds since the epoch")
     return float(value)
 
 
@@ -115,33 +109,35 @@ def check_times(claims: Mapping[str, Any], *, now: datetime, leeway_seconds: int
     nbf = _numeric(claims, "nbf")
     iat = _numeric(claims, "iat")
     if exp is None:
-        raise ProofClaimsError("the proof has no `exp` claim")
+        raise IdentityError("proof_claims_invalid", "the proof has no `exp` claim")
     if exp <= at - leeway_seconds:
-        raise ProofExpiredError("the proof has expired")
+        raise IdentityError("proof_expired", "the proof has expired")
     if nbf is not None and nbf > at + leeway_seconds:
-        raise ProofNotYetValidError("the proof is not valid yet (`nbf` is in the future)")
+        raise IdentityError("proof_not_yet_valid",
+                            "the proof is not valid yet (`nbf` is in the future)")
     if iat is not None and iat > at + leeway_seconds:
-        raise ProofNotYetValidError("the proof was issued in the future (`iat`)")
+        raise IdentityError("proof_not_yet_valid", "the proof was issued in the future (`iat`)")
     if max_lifetime_seconds is not None:
         if iat is None:
-            raise ProofClaimsError("the proof has no `iat` claim")
+            raise IdentityError("proof_claims_invalid", "the proof has no `iat` claim")
         if exp - iat > max_lifetime_seconds:
-            raise ProofClaimsError(
+            raise IdentityError(
+                "proof_claims_invalid",
                 f"the proof lives longer than {max_lifetime_seconds} seconds (`exp` - `iat`)"
             )
     try:
         return datetime.fromtimestamp(exp, tz=now.tzinfo)
     except (OverflowError, OSError, ValueError) as exc:
-        raise ProofClaimsError("claim `exp` is out of range") from exc
+        raise IdentityError("proof_claims_invalid", "claim `exp` is out of range") from exc
 
 
 def check_issuer(claims: Mapping[str, Any], issuer: str) -> None:
     if claims.get("iss") != issuer:
-        raise ProofIssuerError(f"the proof is not from issuer `{issuer}`")
+        raise IdentityError("proof_wrong_issuer", f"the proof is not from issuer `{issuer}`")
 
 
 def check_audience(claims: Mapping[str, Any], audience: str) -> None:
     aud = claims.get("aud")
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     if audience not in audiences:
-        raise ProofAudienceError(f"the proof is not for audience `{audience}`")
+        raise IdentityError("proof_wrong_audience", f"the proof is not for audience `{audience}`")
