@@ -303,7 +303,9 @@ class GatewayError(ProctorError):
 
 
 class ApiError(ProctorError):
-    """A request the control-plane API refuses, answered with HTTP ``status``.
+    """A request the control-plane API refuses, answered with HTTP ``status``: the
+    code's own (:mod:`proctor.codes`) unless the place decides (401 for a failed
+    authentication).
 
     Codes of its own: ``credentials_missing``, ``credentials_malformed``,
     ``api_token_invalid`` (401), ``forbidden`` (403), ``rate_limited`` (429),
