@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg import sql
 from sqlalchemy import Connection
 
+from proctor.audit import WriteCursor
 from proctor.clock import SystemClock
 from proctor.errors import GrantError
 from proctor.grants import (
@@ -60,6 +61,9 @@ class Agents:
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         return agent_id == self.agent.agent_id
+
+    def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
+        return "trusted" if agent_id == self.agent.agent_id else None
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         """The bench never suspends its agent."""

@@ -3,9 +3,8 @@
 The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
 :meth:`Enforcer.decide_call`, which takes the steps of shared/DESIGN.md in order:
 
-1. the grant: signature, issuer, audience, time, revocation (itself, its
-   ancestors, its task), proof of possession, use count, the call inside the
-   grant's scope — else a deny with the ``grant_*``/``proof_*`` code;
+1. the grant: signature, issuer, audience, time, proof of possession, the call
+   inside the grant's scope — else a deny with the ``grant_*``/``proof_*`` code;
 2. the agent as the registry says now: unknown, suspended or retired — deny;
    a changed trust state or risk score is pushed to the policy engine first;
 3. Cedar, with the tool's own action and the full context: arguments, task,
@@ -14,7 +13,15 @@ The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
    for an approved, unused approval bound to this exact call and, if one is
    there, uses it and decides again with ``approved``; otherwise a pending
    approval request is created;
-4. the audit event is written; if it cannot be, the answer is a deny.
+4. one write, the audit writer's transaction shared with the other decisions
+   waiting (group commit; :mod:`proctor.grants.use`): the grant, its ancestors
+   and its task not revoked, the agent active, the task open — as committed
+   now, in any process — the proof's nonce new, a use left; the event, the
+   use, the nonce and the task's activity and data sensitivity are written
+   together. A check that fails there turns the decision into that check's
+   deny (its event written instead); if the write fails, the answer is a deny
+   (``audit_unavailable``), whatever ``fail_open`` says: a use that was not
+   counted cannot be allowed. The answer waits for the commit.
 
 Nothing here raises: every failure is a deny that says why.
 """
@@ -33,8 +40,8 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event
 from proctor.audit.masking import mask
 from proctor.clock import Clock
 from proctor.codes import Code
-from proctor.errors import ProctorError
-from proctor.grants import GrantAuthority, GrantClaims, GrantScope
+from proctor.errors import GrantError, ProctorError
+from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse
 from proctor.grants.authority import Task
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.identity import Agent, AgentRegistry, sync_principals
@@ -176,7 +183,10 @@ class Enforcer:
                                            "the agent was suspended or retired while the "
                                            "call waited")
             self._refresh(agent)
-            return self._policy(claims, verdict.accessor or "", self._current(request, claims))
+            # the use was counted when the call was first decided: confirmed, not counted
+            use = self._grants.confirming(claims)
+            return self._policy(claims, verdict.accessor or "", self._current(request, claims),
+                                use, ToolCall(request.resource.id, {}))
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)
             return self._refused_after(verdict, "enforcement_error",
@@ -186,14 +196,19 @@ class Enforcer:
 
     def _decide(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         try:
-            checked = self._grants.check(token, proof, method=call.method, target=call.target,
-                                         tool_id=call.tool_id, args=call.args)
+            use = self._grants.prepare(token, proof, method=call.method, target=call.target,
+                                       tool_id=call.tool_id, args=call.args)
+            accessor = self._grants.accessor_of(use.claims.grant_id)
         except ProctorError as exc:
             holder = getattr(exc, "holder", None)
             return self._refused(call, exc.code, exc.message,
                                  claims=holder if isinstance(holder, GrantClaims) else None)
-        claims = checked.claims
-        agent = self._registry.find(claims.agent_id)
+        claims = use.claims
+        try:
+            agent = self._registry.find(claims.agent_id)
+            task = self._grants.task(claims.task_id)
+        except ProctorError as exc:  # the store, most likely: the grant's holder is known
+            return self._refused(call, exc.code, exc.message, claims=claims)
         if agent is None:
             return self._refused(call, "agent_unknown", "the grant's agent is not registered",
                                  claims=claims)
@@ -204,12 +219,11 @@ class Enforcer:
         if self._tools is not None and self._engine.catalog.by_action(
                 f"tool:{call.tool_id}") is None:
             self._tools.teach(self._engine)  # discovered by another process, perhaps
-        task = self._grants.task(claims.task_id)
         request = self._request(agent, task, claims, call)
-        return self._policy(claims, checked.accessor or "", request)
+        return self._policy(claims, accessor, request, use, call)
 
-    def _policy(self, claims: GrantClaims, accessor: str,
-                request: DecisionRequest) -> CallVerdict:
+    def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
+                use: GrantUse, call: ToolCall) -> CallVerdict:
         decision = self._engine.decide(request)
         approval: Approval | None = None
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
@@ -222,22 +236,35 @@ class Enforcer:
                 request = _approved(request)
                 decision = self._engine.decide(request)
         event = decision_event(request, decision, now=self._clock.now(), grant=accessor)
+        if decision.outcome is Outcome.ALLOW:
+            use.sensitivity = self._sensitivity(request)
+
+        def refuse(exc: GrantError) -> AuditEvent:
+            named = None if exc.code == "proof_replayed" else claims  # may be anyone's
+            return self._refusal_event(call, exc.code, exc.message, named)
+
+        use.refuse = refuse
         try:
-            self._audit.record(event)
-        except Exception as exc:  # fail closed unless the operator chose otherwise
-            if not self._audit.fail_open:
-                log.error("call on `%s` denied: audit failed (%s)", request.action,
-                          type(exc).__name__)
-                return CallVerdict(Outcome.DENY, "audit_unavailable",
-                                   ("the decision could not be audited, so the call is denied",),
-                                   revision=decision.revision, claims=claims, accessor=accessor,
-                                   request=request)
+            recorded = self._audit.record_with(event, use)
+        except Exception as exc:  # the use was not counted either: never an allow
+            log.error("call on `%s` denied: its write failed (%s)", request.action,
+                      type(exc).__name__)
+            return CallVerdict(Outcome.DENY, "audit_unavailable",
+                               ("the decision could not be audited, so the call is denied",),
+                               revision=decision.revision, claims=claims, accessor=accessor,
+                               request=request)
+        event_id = recorded.event_id if recorded is not None else None
+        refusal = use.refusal
+        if refusal is not None:
+            if refusal.code in ("task_expired", "task_idle"):
+                self._grants.end_lapsed(claims.task_id, refusal.message)
+            return CallVerdict(Outcome.DENY, refusal.code, (refusal.message,),
+                               event_id=event_id,
+                               claims=None if refusal.code == "proof_replayed" else claims)
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
             approval = self._ask(claims, accessor, request, decision, event.id)
-        elif decision.outcome is Outcome.ALLOW:
-            self._note_sensitivity(claims.task_id, request)
         return CallVerdict(decision.outcome, _code(decision), decision.reasons,
-                           decision.policy_ids, decision.revision, event.id, claims, accessor,
+                           decision.policy_ids, decision.revision, event_id, claims, accessor,
                            approval, request)
 
     def _request(self, agent: Agent, task: Task, claims: GrantClaims,
@@ -284,10 +311,10 @@ class Enforcer:
                               tool_id=request.resource.id,
                               args=request.context.get("args") or {}, grant_id=claims.grant_id)
 
-    def _note_sensitivity(self, task_id: str, request: DecisionRequest) -> None:
+    def _sensitivity(self, request: DecisionRequest) -> int:
+        """The data label rank an allowed call reads, for its task's mark."""
         tool = self._engine.catalog.by_action(request.action)
-        if tool is not None and tool.sensitivity > request.context.get("sensitivity_seen", 0):
-            self._grants.note_sensitivity(task_id, int(tool.sensitivity))
+        return int(tool.sensitivity) if tool is not None else 0
 
     def _refresh(self, agent: Agent) -> None:
         """Give the engine the agent's current trust state and risk when another
@@ -312,22 +339,27 @@ class Enforcer:
 
     def _refused(self, call: ToolCall, code: Code, message: str, *,
                  claims: GrantClaims | None = None) -> CallVerdict:
-        """A deny that never reached policy, audited as such; the grant's agent is the
-        actor only when the caller proved the grant's key (else `unauthenticated`)."""
-        now = self._clock.now()
-        actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
-                 else Actor(ActorType.SYSTEM, "unauthenticated"))
-        event = AuditEvent(id=new_event_id(now), time=now, actor=actor,
-                           action=f"tool:{call.tool_id[:200]}",
-                           target=str(EntityRef("Tool", call.tool_id[:200])), outcome="denied",
-                           task=claims.task_id if claims else "", source=call.source_ip,
-                           detail={"code": code, "reason": message[:500]})
+        """A deny that never reached policy, audited as such."""
+        event = self._refusal_event(call, code, message, claims)
         try:
             self._audit.record(event)
         except Exception:  # already a deny; say so loudly
             log.error("refusal `%s` could not be audited", code)
             return CallVerdict(Outcome.DENY, code, (message,), claims=claims)
         return CallVerdict(Outcome.DENY, code, (message,), event_id=event.id, claims=claims)
+
+    def _refusal_event(self, call: ToolCall, code: Code, message: str,
+                       claims: GrantClaims | None) -> AuditEvent:
+        """The event of a deny that is not policy's; the grant's agent is the actor only
+        when the caller proved the grant's key (else `unauthenticated`)."""
+        now = self._clock.now()
+        actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
+                 else Actor(ActorType.SYSTEM, "unauthenticated"))
+        return AuditEvent(id=new_event_id(now), time=now, actor=actor,
+                          action=f"tool:{call.tool_id[:200]}",
+                          target=str(EntityRef("Tool", call.tool_id[:200])), outcome="denied",
+                          task=claims.task_id if claims else "", source=call.source_ip,
+                          detail={"code": code, "reason": message[:500]})
 
     def _refused_after(self, verdict: CallVerdict, code: Code, message: str) -> CallVerdict:
         """A call that was approved but may not go on after all; audited as its own deny."""

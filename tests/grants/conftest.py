@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import Connection
 
+from proctor.audit import WriteCursor
 from proctor.clock import FrozenClock
 from proctor.errors import IdentityError
 from proctor.grants import (
@@ -55,6 +56,11 @@ class KeyedAgents:
     def prove(self, identity_proof: str) -> str:
         raise IdentityError("proof_method_mismatch",
                             "these agents prove their identity with their own keys")
+
+    def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
+        if agent_id not in self.keys:
+            return None
+        return "suspended" if agent_id in self.inactive else "trusted"
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         return agent_id in self.keys and agent_id not in self.inactive

@@ -52,7 +52,7 @@ from proctor.audit.sinks import (
 )
 from proctor.audit.streaming import AuditStream, read_cursor
 from proctor.audit.verification import Problem, VerifyReport, verify_store
-from proctor.audit.writer import AuditLog, Receipt, RecordedEvent
+from proctor.audit.writer import AuditLog, Effects, Receipt, RecordedEvent, WriteCursor
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -68,6 +68,7 @@ __all__ = [
     "ChainHead",
     "Checkpoint",
     "DecisionRecord",
+    "Effects",
     "EventFilter",
     "HttpSink",
     "Problem",
@@ -77,6 +78,7 @@ __all__ = [
     "StoredEvent",
     "SyslogSink",
     "VerifyReport",
+    "WriteCursor",
     "archive_segment",
     "canonical_json",
     "chain_hash",

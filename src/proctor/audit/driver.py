@@ -4,10 +4,13 @@ The writer appends thousands of rows a second; SQLAlchemy's statement
 machinery cost a measured 11-43% of that throughput, so this one path talks
 to the DBAPI connection directly. Everything else uses SQLAlchemy Core.
 
-One append is one transaction: a compare-and-set that moves the head row from
-the head the writer expects to the new one, the event rows, and optionally a
-checkpoint. If another process moved the head first, the compare-and-set
-touches no row and the transaction is rolled back: the chain never forks.
+One append is one transaction: what the batch's decisions change besides their
+events (their *effects*, run on a :class:`WriteCursor` of that transaction: a
+grant's use, a proof's nonce, a task's activity), a compare-and-set that moves
+the head row from the head the writer expects to the new one, the event rows,
+and optionally a checkpoint. If another process moved the head first, the
+compare-and-set touches no row and the transaction is rolled back, effects and
+all: the chain never forks, and the batch is applied again on the new head.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -29,6 +32,7 @@ from proctor.store import Store
 __all__ = [
     "AppendConnection",
     "EventRow",
+    "WriteCursor",
     "first_index_mismatch",
     "is_integrity_error",
     "iter_links",
@@ -47,6 +51,8 @@ _COPY_EVENTS = (  # PostgreSQL
     "COPY audit_events (seq, event_id, time, actor_type, actor_id, task, action, decision, "
     "body, prev_hash, hash) FROM STDIN"
 )
+_LOCK_HEAD = {True: "SELECT seq, hash FROM audit_head WHERE id = 1",
+              False: "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"}
 _ANY_AUDIT_ROWS = (
     "SELECT EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM audit_checkpoints)"
 )
@@ -71,6 +77,60 @@ class EventRow(NamedTuple):
     hash: str
 
 
+class WriteCursor:
+    """The writer's open transaction, lent to the effects of a batch's decisions.
+
+    Statements are written with ``{p}`` for each parameter (the driver's own
+    placeholder replaces it); times go in through :meth:`time` and come back
+    through :meth:`read_time`, whichever the backend. On PostgreSQL a row an
+    effect must see as committed now is read ``FOR SHARE`` (:attr:`for_share`).
+    """
+
+    __slots__ = ("_cursor", "backend", "for_share", "is_sqlite")
+
+    def __init__(self, cursor: Any, *, is_sqlite: bool) -> None:
+        self._cursor = cursor
+        self.is_sqlite = is_sqlite
+        self.backend = "sqlite" if is_sqlite else "postgresql"
+        # SQLite's writer holds the database's one write lock: every read is current
+        self.for_share = "" if is_sqlite else " FOR SHARE"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        self._cursor.execute(_placeholders(sql, self.is_sqlite), tuple(params))
+        return int(self._cursor.rowcount)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; the rows it returned."""
+        self._cursor.execute(_placeholders(sql, self.is_sqlite), tuple(params))
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def time(self, value: datetime) -> Any:
+        """``value`` as this backend stores it."""
+        return _sqlite_time(value) if self.is_sqlite else value
+
+    def read_time(self, value: Any) -> datetime | None:
+        """A stored time as aware UTC (None stays None)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str, is_sqlite: bool) -> str:
+    return sql.replace("{p}", "?" if is_sqlite else "%s")
+
+
+Build = Callable[[WriteCursor, ChainHead],
+                 "tuple[Sequence[EventRow], Checkpoint | None] | None"]
+"""Called inside the append's transaction with the head as it is there: applies the
+batch's effects and returns the rows to append after it (and a checkpoint, if one is
+due), or None to roll back and be called again on a fresh read of the head."""
+
+
 class AppendConnection:
     """A dedicated driver connection that appends to the chain."""
 
@@ -80,6 +140,7 @@ class AppendConnection:
         mark = "?" if self._is_sqlite else "%s"
         self._move_head, self._insert_checkpoint, self._insert_head = (
             sql.replace("?", mark) for sql in (_MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD))
+        self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
         self._proxy: Any = None
 
@@ -117,19 +178,39 @@ class AppendConnection:
             raise AuditUnavailableError("the audit head row is missing")
         return ChainHead(int(row[0]), str(row[1]))
 
-    def append(self, expected: ChainHead, rows: Sequence[EventRow],
-               checkpoint: Checkpoint | None = None) -> bool:
-        """Append ``rows`` after ``expected``; False if the head had moved (nothing written)."""
-        new = ChainHead(rows[-1].seq, rows[-1].hash)
+    def append(self, expected: ChainHead, build: Build) -> ChainHead | None:
+        """Apply ``build`` and append the rows it returns, in one transaction; the new
+        head (None: ``build`` declined, or the head moved under the compare-and-set;
+        nothing was written).
+
+        The head is read and locked first: ``expected`` (the writer's memory of it)
+        is only a guess, and ``build`` chains onto the head as read.
+        """
         conn = self._connection()
         try:
             cursor = conn.cursor()
             if self._is_sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
+            # The head as it is now, locked until commit: a batch is never applied on a
+            # head another process has moved since (its effects would be applied twice).
+            cursor.execute(self._lock_head)
+            found = cursor.fetchone()
+            if found is not None and (int(found[0]), str(found[1])) != tuple(expected):
+                expected = ChainHead(int(found[0]), str(found[1]))
+            built = build(WriteCursor(cursor, is_sqlite=self._is_sqlite), expected)
+            if built is None:  # the batch cannot go on this head: start again
+                self._end(conn, commit=False)
+                return None
+            rows, checkpoint = built
+            if not rows:  # effects alone, no event
+                cursor.close()
+                self._end(conn, commit=True)
+                return expected
+            new = ChainHead(rows[-1].seq, rows[-1].hash)
             cursor.execute(self._move_head, (new.seq, new.hash, expected.seq, expected.hash))
             if cursor.rowcount != 1:
                 self._end(conn, commit=False)
-                return False
+                return None
             self._insert(cursor, rows)
             if checkpoint is not None:
                 cursor.execute(self._insert_checkpoint, self._checkpoint(checkpoint))
@@ -138,7 +219,7 @@ class AppendConnection:
         except Exception as exc:
             self.discard(rollback=True)
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
-        return True
+        return new
 
     def _insert(self, cursor: Any, rows: Sequence[EventRow]) -> None:
         if not self._is_sqlite:

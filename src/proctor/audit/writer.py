@@ -7,6 +7,12 @@ one thread takes whatever is queued (up to ``max_batch`` events), chains it
 onto the head it keeps in memory and writes it in one transaction. While one
 batch commits the next one gathers, so throughput grows with concurrency.
 
+:meth:`AuditLog.record_with` adds a decision's *effects* (:class:`Effects`: a
+grant's use, a proof's nonce, a task's activity) to the same transaction as its
+event: one write per decision, one commit per batch. An effect that finds the
+decision must not stand (the grant was revoked meanwhile, the nonce was used)
+changes nothing and names the event to write instead, a refusal.
+
 On a write error every caller of that batch gets :class:`AuditUnavailableError`
 and the head is read again from the database before the next batch, so the
 chain never forks. When another process appended meanwhile (the head row's
@@ -31,18 +37,20 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
-from proctor.audit.driver import AppendConnection, EventRow, is_integrity_error
+from proctor.audit.driver import AppendConnection, EventRow, WriteCursor, is_integrity_error
 from proctor.audit.events import AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
-from proctor.keys import SignerSource
+from proctor.keys import Signer, SignerSource
 from proctor.store import Store
 
-__all__ = ["AuditLog", "Receipt", "RecordedEvent"]
+__all__ = ["AuditLog", "Effects", "Receipt", "RecordedEvent", "WriteCursor"]
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +67,38 @@ class RecordedEvent:
     event_id: str
 
 
+class Effects(Protocol):
+    """What a decision changes besides its event, applied in the writer's transaction."""
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        """Apply the changes; None keeps the decision's event. A check that fails
+        changes nothing and returns the event to write instead (its refusal).
+
+        Called again from the start if the batch is retried; raising fails the
+        whole batch. Runs on the writer's thread: it must not wait for the audit
+        log, nor use any connection but ``tx``.
+        """
+
+
+_Row = tuple[str, datetime, str, str, str, str, str | None, bytes]
+
+
+def _row_of(event: AuditEvent) -> _Row:
+    body = event.canonical_body()
+    decision = event.decision.outcome if event.decision is not None else None
+    return (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
+            event.action, decision, body)
+
+
 class Receipt:
     """A queued event; :meth:`wait` blocks until it is durable (or failed)."""
 
-    __slots__ = ("_done", "_future", "error", "event", "result", "row")
+    __slots__ = ("_done", "_future", "effects", "error", "event", "result", "row")
 
-    def __init__(self, event: AuditEvent) -> None:
+    def __init__(self, event: AuditEvent | None, effects: Effects | None = None) -> None:
         self.event = event
-        body = event.canonical_body()
-        decision = event.decision.outcome if event.decision is not None else None
-        self.row = (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
-                    event.action, decision, body)
+        self.effects = effects
+        self.row = _row_of(event) if event is not None else None
         self.result: RecordedEvent | None = None
         self.error: AuditUnavailableError | None = None
         self._future: asyncio.Future[RecordedEvent] | None = None
@@ -81,12 +110,18 @@ class Receipt:
 
     def wait(self, timeout: float) -> RecordedEvent:
         """The event's place in the chain, once durable; raises if it is not."""
+        self.settled(timeout)
+        assert self.result is not None
+        return self.result
+
+    def settled(self, timeout: float) -> RecordedEvent | None:
+        """Wait until the receipt's transaction committed; the place of its event in the
+        chain (None: the receipt carried effects and no event). Raises if it failed."""
         if not self._done.acquire(timeout=timeout):
             raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s")
         self._done.release()
         if self.error is not None:
             raise self.error
-        assert self.result is not None
         return self.result
 
 
@@ -155,6 +190,25 @@ class AuditLog:
                 self.attribution.note_failed(event)
             raise
 
+    def record_with(self, event: AuditEvent | None, effects: Effects, *,
+                    timeout: float | None = None) -> RecordedEvent | None:
+        """Write ``event`` and apply ``effects`` in one transaction, shared with whatever
+        else is queued; return once it has committed (None if ``event`` is None and the
+        effects named no event to write). What the effects found is theirs to tell.
+
+        Raises :class:`AuditUnavailableError` if the transaction failed: then neither
+        the event nor the effects were written.
+        """
+        if event is not None:
+            event = self._attributed(event)
+        try:
+            receipt = self._enqueue(event, timeout, effects)
+            return receipt.settled(self.timeout if timeout is None else timeout)
+        except AuditUnavailableError:
+            if self.attribution is not None and event is not None:
+                self.attribution.note_failed(event)
+            raise
+
     async def record_async(self, event: AuditEvent, *, timeout: float | None = None
                            ) -> RecordedEvent:
         """:meth:`record` for asyncio code: awaits durability without blocking the loop."""
@@ -191,10 +245,11 @@ class AuditLog:
     def _attributed(self, event: AuditEvent) -> AuditEvent:
         return event if self.attribution is None else self.attribution.apply(event)
 
-    def _enqueue(self, event: AuditEvent, timeout: float | None) -> Receipt:
+    def _enqueue(self, event: AuditEvent | None, timeout: float | None,
+                 effects: Effects | None = None) -> Receipt:
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        receipt = Receipt(event)
+        receipt = Receipt(event, effects)
         if not self._slots.acquire(timeout=self.timeout if timeout is None else timeout):
             raise AuditUnavailableError("the audit writer is saturated")
         self._queue.put(receipt)
@@ -262,15 +317,39 @@ class AuditLog:
             for _attempt in range(_MAX_RETRIES):
                 if self._head is None:
                     self._head = self._conn.read_head()
-                rows, checkpoint = self._chain(self._head, batch)
-                if self._conn.append(self._head, rows, checkpoint):
-                    self._head = ChainHead(rows[-1].seq, rows[-1].hash)
+                # taken before the transaction, where a keyring may read the store
+                # for it; the head read in the transaction may be further on
+                signer = self._signer_for(self._head, len(batch))
+                written: list[tuple[Receipt, EventRow]] = []
+
+                def build(tx: WriteCursor, head: ChainHead, signer: Signer | None = signer,
+                          written: list[tuple[Receipt, EventRow]] = written
+                          ) -> tuple[list[EventRow], Checkpoint | None] | None:
+                    written.clear()
+                    if signer is None and self._may_checkpoint(head, len(batch)):
+                        return None  # a checkpoint may fall in it: take a signer first
+                    rows: list[tuple[Receipt, _Row]] = []
+                    for receipt in batch:
+                        row = receipt.row
+                        if receipt.effects is not None:
+                            instead = receipt.effects.apply(tx)
+                            if instead is not None:
+                                row = _row_of(self._attributed(instead))
+                        if row is not None:
+                            rows.append((receipt, row))
+                    chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
+                    written.extend(zip([r for r, _ in rows], chained, strict=True))
+                    return chained, checkpoint
+
+                new_head = self._conn.append(self._head, build)
+                if new_head is not None:
+                    self._head = new_head
                     self.batches += 1
-                    self.events_written += len(rows)
-                    for receipt, row in zip(batch, rows, strict=True):
+                    self.events_written += len(written)
+                    for receipt, row in written:
                         receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
                     return
-                self._head = None  # another writer moved the head: re-read, re-chain
+                self._head = None  # the head moved: read it again
             raise AuditUnavailableError("the audit head kept moving; giving up")
         except AuditUnavailableError as exc:
             if len(batch) > 1 and is_integrity_error(exc.__cause__):
@@ -282,6 +361,18 @@ class AuditLog:
                 self._append(batch[middle:])
                 return
             self._fail(batch, exc)
+
+    def _may_checkpoint(self, head: ChainHead, most: int) -> bool:
+        """Whether appending up to ``most`` events after ``head`` may cross a checkpoint."""
+        every = self._checkpoint_every
+        return (self.signer is not None and every > 0
+                and (head.seq + most) // every > head.seq // every)
+
+    def _signer_for(self, head: ChainHead, most: int) -> Signer | None:
+        """The checkpoint signer, if appending up to ``most`` events may cross a checkpoint."""
+        if self.signer is None or not self._may_checkpoint(head, most):
+            return None
+        return self.signer.current_signer()
 
     def _complete(self, batch: Sequence[Receipt]) -> None:
         """Wake every caller of ``batch``: threads directly, event loops once each."""
@@ -302,20 +393,18 @@ class AuditLog:
         for receipt in batch:
             receipt.error = error
 
-    def _chain(self, head: ChainHead, batch: Sequence[Receipt]
+    def _chain(self, head: ChainHead, batch: Sequence[_Row], signer: Signer | None
                ) -> tuple[list[EventRow], Checkpoint | None]:
         seq, prev = head
         rows = []
-        for receipt in batch:
+        for event_id, time, actor_type, actor_id, task, action, decision, body in batch:
             seq += 1
-            event_id, time, actor_type, actor_id, task, action, decision, body = receipt.row
             digest = chain_hash(prev, body)
             rows.append(EventRow(seq, event_id, time, actor_type, actor_id, task, action,
                                  decision, body.decode("utf-8"), prev, digest))
             prev = digest
         checkpoint = None
         every = self._checkpoint_every
-        if self.signer is not None and every > 0 and seq // every > head.seq // every:
-            checkpoint = sign_checkpoint(self.signer.current_signer(), ChainHead(seq, prev),
-                                         self.clock.now())
+        if signer is not None and every > 0 and seq // every > head.seq // every:
+            checkpoint = sign_checkpoint(signer, ChainHead(seq, prev), self.clock.now())
         return rows, checkpoint

@@ -19,6 +19,7 @@ from proctor.grants.scope import ArgConstraint, GrantScope, ToolScope
 from proctor.grants.subscription import RevocationSubscription
 from proctor.grants.tasks import Task, TaskLimits
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
+from proctor.grants.use import GrantUse
 
 __all__ = [
     "PROOF_ALGORITHMS",
@@ -30,6 +31,7 @@ __all__ = [
     "GrantClaims",
     "GrantOffer",
     "GrantScope",
+    "GrantUse",
     "HolderProof",
     "IssuedGrant",
     "IssuerKey",

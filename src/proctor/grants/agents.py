@@ -9,6 +9,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from proctor.audit import WriteCursor
+
 __all__ = ["AgentBinding", "AgentDirectory", "AgentEnded"]
 
 
@@ -45,6 +47,11 @@ class AgentDirectory(Protocol):
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         """Whether the agent is active, read in ``conn``'s transaction so that a
         suspension committing meanwhile is seen (or waited for)."""
+
+    def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
+        """The agent's trust state as ``tx`` (the audit writer's transaction) sees it
+        now (None: unknown): a suspension that committed first is seen, one running is
+        waited for."""
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         """Run ``hook`` in every transaction that suspends or retires an agent."""

@@ -11,9 +11,10 @@ grant is named by its accessor. How grants are made: :mod:`proctor.grants.issuan
 Order of one check, each failure a :class:`GrantError` with its code:
 signature (cached per token) → issuer, audience, time → the agent's current key
 is the bound key → proof (key, target, grant hash, freshness) → the call is in
-scope → in one transaction: neither the grant, nor any ancestor, nor its task is
-revoked, the task is neither ended nor past its lifetime or idle timeout, the
-proof nonce is new, a use is left. A failed check changes nothing.
+scope (:meth:`GrantAuthority.prepare`) → in one transaction, the decision's own
+(:mod:`proctor.grants.use`): neither the grant, nor any ancestor, nor its task is
+revoked, the agent is active, the task is neither ended nor past its lifetime or
+idle timeout, the proof nonce is new, a use is left. A failed check changes nothing.
 
 The task is looked up too, not only the grant's own node: on PostgreSQL a grant
 issued while its task was being ended may escape the subtree that ending
@@ -24,17 +25,19 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+import psycopg
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
-from proctor.errors import AuditError, GrantError
-from proctor.grants.accounting import check_max_uses, check_ttl, claim_nonce, use_once, uses_left_of
+from proctor.errors import AuditError, GrantError, StoreError
+from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded
 from proctor.grants.holders import HolderProof
 from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
@@ -42,8 +45,9 @@ from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, cancel_offers, load_offer
 from proctor.grants.proofs import verify_proof
 from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
-from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row, touch_task
+from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row
 from proctor.grants.tokens import GrantClaims, TokenCodec
+from proctor.grants.use import GrantUse
 from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
@@ -52,11 +56,13 @@ from proctor.store.tables import grants, proof_nonces, tasks
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDirectory",
-           "AgentEnded", "CheckedGrant", "GrantAuthority", "IssuedGrant", "Swept", "Task"]
+           "AgentEnded", "CheckedGrant", "GrantAuthority", "GrantUse", "IssuedGrant", "Swept",
+           "Task"]
 
 log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
+_MAX_ACCESSORS = 100_000
 
 EXCHANGE_METHOD = "grant/exchange"
 
@@ -95,6 +101,7 @@ class GrantAuthority:
         self.max_depth = max_depth
         self.task_limits = task_limits or TaskLimits()
         self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools)
+        self._accessors: dict[str, str] = {}
         # Suspending or retiring an agent revokes every grant it holds, in that same
         # transaction, whichever path (CLI, API, console) suspends it.
         agents.on_deactivated(self._end_agent_grants)
@@ -262,7 +269,22 @@ class GrantAuthority:
 
     def check(self, token: str, proof: str, *, method: str, target: str,
               tool_id: str | None, args: Mapping[str, Any] | None) -> CheckedGrant:
-        """Check one use of a grant; ``tool_id`` None checks the grant without a tool call."""
+        """Check one use of a grant; ``tool_id`` None checks the grant without a tool call.
+
+        The use is written in a transaction of its own; a decision writes it with its
+        audit event instead (:meth:`prepare`).
+        """
+        use = self.prepare(token, proof, method=method, target=target, tool_id=tool_id,
+                           args=args)
+        self.apply_alone(use)
+        self.raise_refusal(use)
+        return CheckedGrant(use.claims, use.uses_left, use.accessor)
+
+    def prepare(self, token: str, proof: str, *, method: str, target: str,
+                tool_id: str | None, args: Mapping[str, Any] | None) -> GrantUse:
+        """Every check of a use that needs no write (signature, claims, the agent's key,
+        the proof, the scope); the rest is the returned :class:`GrantUse`, written in the
+        same transaction as the decision's audit event (:meth:`AuditLog.record_with`)."""
         now = self._clock.now()
         claims = self._codec.decode(token, now=now)
         self._check_binding(claims)
@@ -271,22 +293,54 @@ class GrantAuthority:
         try:
             if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
                 self._later_tool(claims, tool_id, args or {})
-            with self._store.transaction() as conn:
-                if self.leases.revoked_among(conn, claims.lineage):
-                    raise GrantError("grant_revoked",
-                                     "the grant or one it derives from is revoked")
-                touch_task(conn, claims.task_id, now)
-                claim_nonce(conn, verified, now)
-                if tool_id is None:
-                    return CheckedGrant(claims, None)
-                uses_left, accessor = use_once(conn, claims.grant_id)
         except GrantError as exc:
-            if exc.code in ("task_expired", "task_idle"):
-                self._end_lapsed(claims.task_id, exc.message)
-            if exc.code != "proof_replayed":  # a replay may be anyone's: name no one
-                exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
+            exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
-        return CheckedGrant(claims, uses_left, accessor)
+        return GrantUse(claims, self._agents.state_in, now, verified.nonce,
+                        nonce_kept_until(verified, now), counts=tool_id is not None)
+
+    def confirming(self, claims: GrantClaims) -> GrantUse:
+        """A use that counts nothing and claims no nonce, only confirms in the write that
+        the grant, its agent and its task may still be used (a call approved later)."""
+        return GrantUse(claims, self._agents.state_in, self._clock.now(), None, None,
+                        counts=False)
+
+    def apply_alone(self, use: GrantUse) -> None:
+        """Write ``use`` in a transaction of its own (no audit event with it)."""
+        with self._store.transaction() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cursor = driver.cursor()
+            try:
+                use.apply(WriteCursor(cursor, is_sqlite=self._store.backend == "sqlite"))
+            except (sqlite3.Error, psycopg.Error) as exc:
+                raise StoreError(f"database error: {type(exc).__name__}") from exc
+            finally:
+                cursor.close()
+
+    def raise_refusal(self, use: GrantUse) -> None:
+        """Raise the check ``use`` failed when it was written, if one did: a task found
+        over is ended; the refusal names the grant's holder unless it was a replay."""
+        exc = use.refusal
+        if exc is None:
+            return
+        if exc.code in ("task_expired", "task_idle"):
+            self.end_lapsed(use.claims.task_id, exc.message)
+        if exc.code != "proof_replayed":  # a replay may be anyone's: name no one
+            exc.holder = use.claims
+        raise exc
+
+    def accessor_of(self, grant_id: str) -> str:
+        """The grant's accessor (it never changes: kept in memory once read)."""
+        accessor = self._accessors.get(grant_id)
+        if accessor is None:
+            rows = self._store.fetch("SELECT accessor FROM grants WHERE id = {p}", [grant_id])
+            if not rows:
+                raise GrantError("grant_unknown", "the grant is not known to this issuer")
+            if len(self._accessors) >= _MAX_ACCESSORS:
+                self._accessors.clear()
+            accessor = self._accessors[grant_id] = str(rows[0][0])
+        return accessor
 
     def _later_tool(self, claims: GrantClaims, tool_id: str, args: Mapping[str, Any]) -> None:
         """A call outside the tools decided at issuance: out of scope, unless one of the
@@ -377,7 +431,7 @@ class GrantAuthority:
                          actor)
         return after_commit
 
-    def _end_lapsed(self, task_id: str, message: str) -> None:
+    def end_lapsed(self, task_id: str, message: str) -> None:
         """End a task found past its lifetime or idle timeout (the sweeper would too)."""
         try:
             self.end_task(task_id, reason=message)
@@ -440,6 +494,6 @@ class GrantAuthority:
             raise GrantError("task_ended", f"task `{task_id}` has ended")
         lapsed = task.lapse(self._clock.now())
         if lapsed is not None:
-            self._end_lapsed(task_id, lapsed.message)
+            self.end_lapsed(task_id, lapsed.message)
             raise lapsed
         return task

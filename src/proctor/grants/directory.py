@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, select
 
+from proctor.audit import WriteCursor
 from proctor.clock import Clock
 from proctor.grants.agents import AgentBinding, AgentEnded
 from proctor.identity import Agent, AgentRegistry, Authenticator
@@ -48,6 +49,10 @@ class RegisteredAgents:
         state = conn.execute(select(agents.c.trust_state).where(agents.c.id == agent_id)
                              .with_for_update(read=True)).scalar()
         return state in ACTIVE_STATES
+
+    def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
+        rows = tx.rows(_BINDING + tx.for_share, [agent_id])
+        return str(rows[0][2]) if rows else None
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
