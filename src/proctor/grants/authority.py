@@ -405,6 +405,7 @@ class GrantAuthority:
         with self._store.transaction() as conn:
             revoked = self._revoke_agent_in(conn, agent_id, reason)
         self.leases.announce(revoked, reason)
+        revoked += self.leases.mark_descendants(revoked, reason)
         self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
         return revoked
 
@@ -427,6 +428,7 @@ class GrantAuthority:
 
         def after_commit() -> None:
             self.leases.announce(revoked, reason)
+            revoked.extend(self.leases.mark_descendants(revoked, reason))
             self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked,
                          actor)
         return after_commit

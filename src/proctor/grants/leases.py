@@ -1,12 +1,20 @@
 """The lease tree: every task, grant and child grant is a node under its parent.
 
-Revoking a node revokes its whole subtree in one transaction: the subtree is
-collected level by level through the parent index (no recursion, a visited set
-so a cycle cannot loop), then marked leaves first. Each revocation is announced
-to subscribers — in this process at once, and to every other node through
-PostgreSQL ``NOTIFY`` on the channel ``proctor_revocations``, sent when the
-transaction commits. A node that missed a notification still denies: checks
-read ``revoked_at`` from the store every time.
+Revoking a node revokes its whole subtree, in one transaction that marks only
+the roots: every check already walks the node's whole line (a grant carries its
+ancestors and its task, a session its grant's line, a secret lease reads its
+ancestors), so the revocation is in force, on every node, the moment that
+transaction commits, whatever the size of the subtree. The descendants are
+marked afterwards, for listings and notifications: collected level by level
+through the parent index (no recursion, a visited set so a cycle cannot loop)
+and marked in transactions of their own, a chunk at a time, so that decisions
+go on meanwhile; a process that dies before it finishes leaves that to the
+sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node).
+
+Each revocation is announced to subscribers — in this process at once, and to
+every other node through PostgreSQL ``NOTIFY`` on the channel
+``proctor_revocations``, sent when the transaction commits. A node that missed
+a notification still denies: checks read ``revoked_at`` from the store.
 """
 
 from __future__ import annotations
@@ -92,25 +100,26 @@ class LeaseTree:
                        also: Callable[[Connection], object] | None = None) -> list[str]:
         """Revoke ``root_ids`` and everything under them; returns the ids newly revoked.
 
-        ``also`` runs in the same transaction (ending a task marks the task there).
+        ``also`` runs in the same transaction as the roots (ending a task marks the
+        task there). In force when that transaction commits; the descendants are
+        marked before this returns (:meth:`mark_descendants`).
         """
         with self._store.transaction() as conn:
             if also is not None:
                 also(conn)
             revoked = self.revoke_in(conn, root_ids, reason)
         self.announce(revoked, reason)
-        return revoked
+        return revoked + self.mark_descendants(revoked, reason)
 
     def revoke_in(self, conn: Connection, root_ids: Sequence[str], reason: str) -> list[str]:
-        """Revoke ``root_ids`` and their subtrees inside the caller's transaction; other
-        nodes hear of it when that transaction commits. The caller calls
-        :meth:`announce` after the commit, for this process's subscribers."""
+        """Revoke ``root_ids`` inside the caller's transaction, which puts their subtrees
+        out of force; other nodes hear of it when that transaction commits. The caller
+        calls :meth:`announce` and :meth:`mark_descendants` after the commit."""
         now = self._clock.now()
-        subtree = _collect(conn, root_ids)
-        newly = subtree[::-1]  # leaves first
         revoked: list[str] = []
-        for start in range(0, len(newly), _CHUNK):
-            chunk = newly[start:start + _CHUNK]
+        roots = list(dict.fromkeys(root_ids))
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start:start + _CHUNK]
             result = conn.execute(
                 update(leases).where(and_(leases.c.id.in_(chunk),
                                           leases.c.revoked_at.is_(None)))
@@ -118,6 +127,26 @@ class LeaseTree:
                 .returning(leases.c.id)
             )
             revoked.extend(r.id for r in result)
+        self._notify(conn, revoked, reason)
+        return revoked
+
+    def mark_descendants(self, root_ids: Sequence[str], reason: str) -> list[str]:
+        """Mark what lies under ``root_ids`` revoked (already out of force through its
+        line), a chunk per transaction, leaves first; returns the ids newly marked."""
+        if not root_ids:
+            return []
+        with self._store.reading() as conn:
+            under = _collect(conn, root_ids)[len(set(root_ids)):]
+        marked: list[str] = []
+        for start in range(len(under), 0, -_CHUNK):  # leaves first
+            chunk = under[max(0, start - _CHUNK):start]
+            with self._store.transaction() as conn:
+                newly = self.revoke_in(conn, chunk, reason)
+            self.announce(newly, reason)
+            marked.extend(newly)
+        return marked
+
+    def _notify(self, conn: Connection, revoked: Sequence[str], reason: str) -> None:
         if revoked and self._store.backend == "postgresql":
             # A NOTIFY payload must stay under 8000 bytes.
             for start in range(0, len(revoked), _NOTIFY_IDS):
@@ -126,7 +155,6 @@ class LeaseTree:
                     "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
                                            "reason": reason[:200]}),
                 })
-        return revoked
 
     def announce(self, revoked: Sequence[str], reason: str) -> None:
         """Tell this process's subscribers of a committed revocation."""
@@ -153,13 +181,29 @@ class LeaseTree:
         return [by_id[i] for i in ids if i in by_id]
 
     def sweep_expired(self) -> int:
-        """Mark expired, unrevoked nodes revoked (reason ``expired``); returns how many."""
+        """Mark expired, unrevoked nodes revoked (reason ``expired``), and what lies
+        under a revoked node but was left unmarked (a revoker that died before it
+        marked the descendants); returns how many."""
         now = self._clock.now()
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             ids = [r.id for r in conn.execute(
                 select(leases.c.id).where(and_(leases.c.expires_at < now,
                                                leases.c.revoked_at.is_(None)))).all()]
-        return len(self.revoke_subtree(ids, "expired")) if ids else 0
+        swept = len(self.revoke_subtree(ids, "expired")) if ids else 0
+        return swept + self._mark_left_over()
+
+    def _mark_left_over(self) -> int:
+        parent = leases.alias("parent")
+        with self._store.reading() as conn:
+            rows = conn.execute(
+                select(parent.c.id, parent.c.revoked_reason)
+                .where(parent.c.revoked_at.is_not(None))
+                .where(parent.c.id.in_(select(leases.c.parent_id).where(
+                    leases.c.revoked_at.is_(None))))).all()
+        marked = 0
+        for row in rows:
+            marked += len(self.mark_descendants([row.id], row.revoked_reason or "revoked"))
+        return marked
 
 
 def _collect(conn: Connection, root_ids: Sequence[str]) -> list[str]:

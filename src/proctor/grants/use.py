@@ -6,8 +6,8 @@ by every decision that is waiting: one commit per batch. :class:`GrantUse` is th
 use. In the transaction, in this order, each failure a :class:`GrantError`:
 
 1. the agent is active;
-2. the task is open: not ended, not past its lifetime or idle timeout;
-3. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
+2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
+3. the task is open: not ended, not past its lifetime or idle timeout;
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
@@ -107,12 +107,12 @@ class GrantUse:
         live = {row[0] for row in tx.rows(_leases(len(ids)) + tx.for_share, ids)
                 if row[1] is None}
         # read in the order of the locks; refused in the order of the checks
-        if any(i not in live for i in ids):
-            raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
         if agent is None:
             raise GrantError("agent_unknown", "the grant's agent is not registered")
         if agent not in ACTIVE_STATES:
             raise GrantError("agent_not_active", f"agent is {agent}")
+        if any(i not in live for i in ids):
+            raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
         if not task:
             raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
         ended_at, expires_at, idle_seconds, idle_until, seen = task[0]
