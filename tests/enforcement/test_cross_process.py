@@ -86,7 +86,7 @@ class Other:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=60)
         self._close()
-        seen = []
+        seen: list[str] = []
         while True:
             try:
                 line = self.lines.get_nowait()
