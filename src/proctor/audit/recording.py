@@ -34,6 +34,7 @@ __all__ = [
     "human_event",
     "record_change",
     "request_digest",
+    "unaudited",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,13 @@ def decide_and_record(engine: DecisionPoint, audit: AuditLog, request: DecisionR
         audit.record(decision_event(request, decision, now=audit.clock.now(), grant=grant,
                                     event_id=event_id))
     except Exception as exc:  # the decision point answers, it never raises
-        return _unaudited(audit, decision, exc)
+        return unaudited(audit, decision, exc)
     return decision
 
 
-def _unaudited(audit: AuditLog, decision: Decision, exc: Exception) -> Decision:
+def unaudited(audit: AuditLog, decision: Decision, exc: Exception) -> Decision:
+    """What a decision whose event could not be written becomes: a deny
+    ``audit_unavailable``, or itself on a log built with ``fail_open=True``."""
     message = getattr(exc, "message", None) or f"audit failed: {type(exc).__name__}"
     if audit.fail_open:
         log.error("decision not audited (fail-open configured): %s", message)

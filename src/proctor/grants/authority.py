@@ -167,8 +167,8 @@ class GrantAuthority:
         request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
         key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint, holder,
                                              same_key_as=same_key_as, task_id=task_id)
-        self._issuer.decide(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, key, proof)
+        events = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, key, proof, events=events)
 
     def offer(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
               max_uses: int | None = None, approved: bool = False) -> GrantOffer:
@@ -233,10 +233,11 @@ class GrantAuthority:
         request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
                           max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
                           chain, approved, inherited)
-        self._issuer.decide(request, ttl_seconds=ttl)
         if receiver.key_thumbprint is None:
+            self._issuer.decide(request, ttl_seconds=ttl)
             return self._issuer.offer(request)
-        return self._issuer.grant(request, receiver.key_thumbprint, None)
+        events = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, receiver.key_thumbprint, None, events=events)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
@@ -271,12 +272,15 @@ class GrantAuthority:
               tool_id: str | None, args: Mapping[str, Any] | None) -> CheckedGrant:
         """Check one use of a grant; ``tool_id`` None checks the grant without a tool call.
 
-        The use is written in a transaction of its own; a decision writes it with its
-        audit event instead (:meth:`prepare`).
+        The use is written on its own (group-committed by the audit writer, if there is
+        one); a decision writes it with its audit event instead (:meth:`prepare`).
         """
         use = self.prepare(token, proof, method=method, target=target, tool_id=tool_id,
                            args=args)
-        self.apply_alone(use)
+        if self._audit is not None:  # group-committed with the decisions
+            self._audit.record_with(None, use)
+        else:
+            self.apply_alone(use)
         self.raise_refusal(use)
         return CheckedGrant(use.claims, use.uses_left, use.accessor)
 

@@ -10,21 +10,28 @@ or made by "approve similar" — goes through :class:`Issuer`, in this order:
 4. in one transaction: the proof's nonce is new, the agent is still active, nothing
    in the new grant's lineage is revoked, a delegated grant's uses are taken out of
    its parent's, and the lease node and the grant row are written.
+
+A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
+and the grant (:class:`NewGrant`, the effects of the last event) go to the audit
+writer together and share its group commit with whatever else is waiting; the token
+is handed out once that has committed. A refused issuance writes its events alone.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, insert, select
 
-from proctor.audit import AuditLog, decide_and_record
+from proctor.audit import AuditEvent, AuditLog, WriteCursor, decision_event
+from proctor.audit.recording import unaudited
 from proctor.clock import Clock
-from proctor.errors import GrantError, IdentityError, ScopeError
-from proctor.grants.accounting import claim_nonce, reserve_uses
+from proctor.errors import AuditUnavailableError, GrantError, IdentityError, ScopeError
+from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
 from proctor.grants.agents import AgentDirectory
 from proctor.grants.holders import HolderProof
 from proctor.grants.leases import LeaseTree
@@ -39,14 +46,16 @@ from proctor.grants.proofs import VerifiedProof, verify_proof
 from proctor.grants.scope import GrantScope, ToolScope
 from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
-from proctor.policy import DecisionRequest, EntityRef, Outcome, PolicyEngine
+from proctor.grants.use import AgentState, any_revoked
+from proctor.identity.agent import ACTIVE_STATES
+from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.context import issue_context
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
 from proctor.store.tables import grants
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["ISSUE_METHOD", "IssuedGrant", "Issuer"]
+__all__ = ["ISSUE_METHOD", "IssuedGrant", "Issuer", "NewGrant"]
 
 ISSUE_METHOD = "grant/issue"
 _MAX_LATER = 10_000
@@ -150,6 +159,32 @@ class Issuer:
     def decide(self, request: Request, *, ttl_seconds: int) -> None:
         """Policy on each tool of the scope; raises ``issuance_denied`` or
         ``issuance_pending_approval``. Every decision is audited."""
+        events = self.decide_unwritten(request, ttl_seconds=ttl_seconds)
+        if self._audit is not None and events:
+            _write(self._audit, events, None)
+
+    def decide_unwritten(self, request: Request, *, ttl_seconds: int) -> list[AuditEvent]:
+        """:meth:`decide`, but an issuance allowed on every tool returns its events
+        unwritten, for :meth:`grant` to write with the grant (a refusal is written
+        before it is raised)."""
+        events: list[AuditEvent] = []
+        for decision_request, decision in self._decisions(request, ttl_seconds):
+            if self._audit is not None:
+                events.append(decision_event(decision_request, decision,
+                                             now=self._clock.now()))
+            if decision.outcome is not Outcome.ALLOW:
+                if self._audit is not None:
+                    decision = _written(self._audit, events, decision)
+                tool = decision_request.resource.id
+                if decision.outcome is Outcome.APPROVAL_REQUIRED:
+                    raise GrantError("issuance_pending_approval", f"issuing `{tool}` needs "
+                                     f"approval: {'; '.join(decision.reasons)}")
+                raise GrantError("issuance_denied",
+                                 f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
+        return events
+
+    def _decisions(self, request: Request, ttl_seconds: int
+                   ) -> Iterator[tuple[DecisionRequest, Decision]]:
         tools = self.covered_tools(request.scope)
         task = request.task
         context = issue_context(now=self._clock.now(), task=task.id, purpose=task.purpose,
@@ -160,14 +195,7 @@ class Issuer:
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)
-            decision = (decide_and_record(self._engine, self._audit, decision_request)
-                        if self._audit is not None else self._engine.decide(decision_request))
-            if decision.outcome is Outcome.APPROVAL_REQUIRED:
-                raise GrantError("issuance_pending_approval",
-                                 f"issuing `{tool}` needs approval: {'; '.join(decision.reasons)}")
-            if decision.outcome is not Outcome.ALLOW:
-                raise GrantError("issuance_denied",
-                                 f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
+            yield decision_request, self._engine.decide(decision_request)
 
     def known_tools(self, *scopes: GrantScope) -> list[str]:
         """The tools this process knows; if an entry of ``scopes`` matches none of them,
@@ -210,8 +238,10 @@ class Issuer:
     # storing
 
     def grant(self, request: Request, key_thumbprint: str, proof: VerifiedProof | None, *,
-              offer: GrantOffer | None = None) -> IssuedGrant:
-        """Sign and store the grant; one transaction (see the module docstring)."""
+              offer: GrantOffer | None = None, events: Sequence[AuditEvent] = ()
+              ) -> IssuedGrant:
+        """Sign and store the grant; one transaction (see the module docstring), the
+        audit writer's with ``events`` (the issuance's decisions) when there are any."""
         now = self._clock.now()
         issued_at = int(now.timestamp())
         expires_at = request.expires_at
@@ -230,6 +260,17 @@ class Issuer:
             raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
                              f"{MAX_TOKEN_BYTES} bytes: name the tools the task needs")
         accessor = f"acc_{secrets.token_hex(12)}"
+        if events and offer is None and self._audit is not None:
+            new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
+                           self._agents.state_in)
+            try:
+                _write(self._audit, events, new)
+            except AuditUnavailableError as exc:  # nothing was stored with it
+                raise GrantError("issuance_denied", "the issuance could not be audited, so "
+                                 f"it is denied: {exc.message}") from exc
+            if new.refusal is not None:
+                raise new.refusal
+            return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
             self._confirm(conn, request)
             if offer is not None:
@@ -270,3 +311,97 @@ class Issuer:
         lineage: Sequence[str] = (request.parent_id, *request.lineage)
         if self._leases.revoked_among(conn, dict.fromkeys(lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
+
+
+_NONCE = "INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) ON CONFLICT DO NOTHING"
+_PARENT_USES = "SELECT max_uses, uses FROM grants WHERE id = {p}"
+_RESERVE = ("UPDATE grants SET uses = uses + {p} WHERE id = {p} "
+            "AND uses + {p} <= max_uses")
+_LEASE = ("INSERT INTO leases (id, parent_id, kind, task_id, agent_id, created_at, "
+          "expires_at) VALUES ({p}, {p}, 'grant', {p}, {p}, {p}, {p})")
+_GRANT = ("INSERT INTO grants (id, accessor, token_hash, scope, max_uses, uses, "
+          "key_thumbprint) VALUES ({p}, {p}, {p}, {p}, {p}, 0, {p})")
+
+
+@dataclass(slots=True)
+class NewGrant:
+    """Storing a grant, as the effects of its issuance's audit event: step 4 of the
+    module docstring, in the audit writer's transaction. After the write,
+    ``refusal`` is the check that failed (nothing stored), or None."""
+
+    claims: GrantClaims
+    accessor: str
+    token_hash: str
+    request: Request
+    now: datetime
+    proof: VerifiedProof | None
+    agent_state: AgentState
+    refusal: GrantError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None
+        try:
+            self._apply(tx)
+        except GrantError as exc:
+            self.refusal = exc
+        return None  # the decisions were taken: their events stand either way
+
+    def _apply(self, tx: WriteCursor) -> None:
+        request, claims = self.request, self.claims
+        if self.agent_state(tx, request.agent_id) not in ACTIVE_STATES:
+            raise GrantError("agent_not_active",
+                             f"agent `{request.agent_id}` is suspended or retired")
+        if any_revoked(tx, (request.parent_id, *request.lineage)):
+            raise GrantError("grant_revoked", "the parent task or grant is revoked")
+        nonce = None
+        if self.proof is not None:
+            nonce = self.proof.nonce
+            if tx.execute(_NONCE, [nonce, tx.time(nonce_kept_until(self.proof,
+                                                                   self.now))]) != 1:
+                raise GrantError("proof_replayed", "this proof was already used")
+        if request.parent_id != request.task.id:
+            self._reserve(tx, nonce)
+        expires = datetime.fromtimestamp(claims.expires_at, tz=self.now.tzinfo)
+        tx.execute(_LEASE, [claims.grant_id, request.parent_id, claims.task_id,
+                            claims.agent_id, tx.time(self.now), tx.time(expires)])
+        tx.execute(_GRANT, [claims.grant_id, self.accessor, self.token_hash,
+                            json.dumps(claims.scope.as_json()), request.max_uses,
+                            claims.key_thumbprint])
+
+    def _reserve(self, tx: WriteCursor, nonce: str | None) -> None:
+        """A child of a use-limited grant takes its uses out of the parent's."""
+        parent = tx.rows(_PARENT_USES, [self.request.parent_id])
+        if not parent or parent[0][0] is None:
+            return
+        wanted = self.request.max_uses
+        left = int(parent[0][0]) - int(parent[0][1])
+        refusal = None
+        if wanted is None or wanted > left:
+            refusal = GrantError("delegation_widens_uses", f"the parent grant has {left} uses "
+                                 "left: the child must ask for at most that many")
+        elif tx.execute(_RESERVE, [wanted, self.request.parent_id, wanted]) != 1:
+            refusal = GrantError("grant_uses_exhausted", "the parent grant has no uses left")
+        if refusal is not None:
+            if nonce is not None:  # a refused issuance changes nothing
+                tx.execute("DELETE FROM proof_nonces WHERE nonce = {p}", [nonce])
+            raise refusal
+
+
+def _write(audit: AuditLog, events: Sequence[AuditEvent], effects: NewGrant | None) -> None:
+    """Write ``events``, the last with ``effects``, and wait until all are durable."""
+    receipts = [audit.submit(event) for event in events[:-1]]
+    if effects is not None:
+        audit.record_with(events[-1], effects)
+    else:
+        receipts.append(audit.submit(events[-1]))
+    for receipt in receipts:
+        receipt.wait(audit.timeout)
+
+
+def _written(audit: AuditLog, events: Sequence[AuditEvent], decision: Decision) -> Decision:
+    """``decision`` once ``events`` are durable; a deny ``audit_unavailable`` if not."""
+    try:
+        _write(audit, events, None)
+    except AuditUnavailableError as exc:
+        return unaudited(audit, decision, exc)
+    return decision

@@ -28,7 +28,7 @@ decision's event is replaced by its refusal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,7 +37,7 @@ from proctor.errors import GrantError
 from proctor.grants.tokens import GrantClaims
 from proctor.identity.agent import ACTIVE_STATES
 
-__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse"]
+__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "any_revoked"]
 
 # A task's idle deadline moves at most once a second: a burst of calls writes it once.
 IDLE_PRECISION_SECONDS = 1
@@ -55,6 +55,15 @@ _TOUCH = "UPDATE tasks SET idle_until = {p}, sensitivity_seen = {p} WHERE id = {
 def _leases(count: int) -> str:
     marks = ", ".join(["{p}"] * count)
     return f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})"  # noqa: S608
+
+
+def any_revoked(tx: WriteCursor, ids: Iterable[str]) -> bool:
+    """Whether any of the lease nodes ``ids`` is revoked or missing, as ``tx`` sees it
+    now (``FOR SHARE`` on PostgreSQL: a revocation running is waited for, then seen)."""
+    wanted = list(dict.fromkeys(ids))
+    live = {row[0] for row in tx.rows(_leases(len(wanted)) + tx.for_share, wanted)
+            if row[1] is None}
+    return any(i not in live for i in wanted)
 
 
 AgentState = Callable[[WriteCursor, str], str | None]
@@ -103,15 +112,13 @@ class GrantUse:
         claims = self.claims
         agent = self.agent_state(tx, claims.agent_id)
         task = tx.rows(_TASK + ("" if tx.is_sqlite else " FOR UPDATE"), [claims.task_id])
-        ids = list(dict.fromkeys(claims.lineage))
-        live = {row[0] for row in tx.rows(_leases(len(ids)) + tx.for_share, ids)
-                if row[1] is None}
+        revoked = any_revoked(tx, claims.lineage)
         # read in the order of the locks; refused in the order of the checks
         if agent is None:
             raise GrantError("agent_unknown", "the grant's agent is not registered")
         if agent not in ACTIVE_STATES:
             raise GrantError("agent_not_active", f"agent is {agent}")
-        if any(i not in live for i in ids):
+        if revoked:
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
         if not task:
             raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
