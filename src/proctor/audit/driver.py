@@ -180,8 +180,8 @@ class AppendConnection:
 
     def append(self, expected: ChainHead, build: Build) -> ChainHead | None:
         """Apply ``build`` and append the rows it returns, in one transaction; the new
-        head (None: ``build`` declined, or the head moved under the compare-and-set;
-        nothing was written).
+        head (None: ``build`` declined, the head moved under the compare-and-set, or
+        PostgreSQL broke a deadlock the effects were in; nothing was written).
 
         The head is read and locked first: ``expected`` (the writer's memory of it)
         is only a guess, and ``build`` chains onto the head as read.
@@ -216,6 +216,12 @@ class AppendConnection:
                 cursor.execute(self._insert_checkpoint, self._checkpoint(checkpoint))
             cursor.close()
             self._end(conn, commit=True)
+        except psycopg.errors.DeadlockDetected:
+            # the batch's effects waited on a row a revocation or suspension held while
+            # it waited on one of theirs: PostgreSQL broke the cycle; apply it again
+            log.warning("an audit batch was rolled back to break a deadlock; retrying")
+            self.discard(rollback=True)
+            return None
         except Exception as exc:
             self.discard(rollback=True)
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
