@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 import anyio
 
+from proctor import telemetry
 from proctor.approvals import Approval, ApprovalQueue, ApprovalStatus, binding_digest
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event, new_event_id
 from proctor.audit.masking import mask
@@ -133,12 +134,38 @@ class Enforcer:
 
     def decide_call(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         """Decide one call; never raises."""
+        if telemetry.is_enabled():
+            return self._decide_traced(token, proof, call)
         try:
             return self._decide(token, proof, call)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
             return self._refused(call, "enforcement_error",
                                  f"the call could not be decided: {type(exc).__name__}")
+
+    def _decide_traced(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        """:meth:`decide_call` in a span, counted: names, codes and ids only."""
+        tool = call.tool_id[:200]
+        started = self._clock.monotonic()
+        with telemetry.span(f"proctor.decision {tool}", attributes={
+                "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]}) as current:
+            try:
+                verdict = self._decide(token, proof, call)
+            except Exception as exc:  # an enforcement point must get an answer
+                log.error("decision on `%s` failed: %s", tool, type(exc).__name__)
+                verdict = self._refused(call, "enforcement_error",
+                                        f"the call could not be decided: {type(exc).__name__}")
+            claims = verdict.claims
+            telemetry.set_attributes(current, {
+                "proctor.decision": verdict.outcome.value, "proctor.code": verdict.code,
+                "proctor.policy_ids": list(verdict.policy_ids),
+                "proctor.policy_revision": verdict.revision,
+                "proctor.agent": claims.agent_id if claims else None,
+                "proctor.task": claims.task_id if claims else None,
+                "proctor.audit_event": verdict.event_id})
+        telemetry.record_decision(verdict.outcome.value, verdict.code,
+                                  self._clock.monotonic() - started)
+        return verdict
 
     async def decide_call_async(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         """:meth:`decide_call` off the event loop (it reads and writes the store)."""
@@ -154,7 +181,13 @@ class Enforcer:
         approval = verdict.approval
         if verdict.outcome is not Outcome.APPROVAL_REQUIRED or approval is None:
             return verdict
-        approval = await self._approvals.wait(approval.id, timeout=timeout)
+        telemetry.add_approvals_pending(1)
+        try:
+            with telemetry.span("proctor.approval.wait",
+                                attributes={"proctor.approval.id": approval.id}):
+                approval = await self._approvals.wait(approval.id, timeout=timeout)
+        finally:
+            telemetry.add_approvals_pending(-1)
         if approval.status is ApprovalStatus.PENDING:
             return replace(verdict, code="approval_timeout", approval=approval,
                            reasons=(f"approval `{approval.id}` is still pending",))

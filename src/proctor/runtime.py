@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from proctor import telemetry
 from proctor.approvals import ApprovalQueue, WebhookNotifier, load_webhook_config
 from proctor.audit import Attribution, AuditLog
 from proctor.clock import Clock, SystemClock
@@ -121,6 +122,8 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None,
     names its operator with it).
     """
     clock = clock or SystemClock()
+    if not telemetry.is_enabled():
+        telemetry.configure()  # from OTEL_*: nothing happens when they are not set
     store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     try:
         return _wire(settings, clock, store, attribution)

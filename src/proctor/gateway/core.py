@@ -26,6 +26,7 @@ import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.shared.exceptions import MCPError
 
+from proctor import telemetry
 from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.enforcement import CallVerdict, Enforcer, ToolCall
@@ -227,8 +228,22 @@ class Gateway:
     # calls
 
     async def call_tool(self, session: GatewaySession, creds: Credentials, view: View,
-                        exposed: str, arguments: Mapping[str, Any], relay: Relay | None = None
-                        ) -> types.CallToolResult:
+                        exposed: str, arguments: Mapping[str, Any], relay: Relay | None = None,
+                        *, meta: Mapping[str, Any] | None = None) -> types.CallToolResult:
+        """One call: decided, forwarded, its result guarded. ``meta``: the request's
+        ``_meta``, whose ``traceparent`` the call's span joins."""
+        if not telemetry.is_enabled():
+            return await self._call_tool(session, creds, view, exposed, arguments, relay)
+        with telemetry.span(f"tools/call {exposed[:200]}", kind="server", carrier=meta,
+                            attributes={"mcp.method.name": "tools/call",
+                                        "gen_ai.operation.name": "execute_tool",
+                                        "gen_ai.tool.name": exposed[:200],
+                                        "mcp.session.id": session.id}):
+            return await self._call_tool(session, creds, view, exposed, arguments, relay)
+
+    async def _call_tool(self, session: GatewaySession, creds: Credentials, view: View,
+                         exposed: str, arguments: Mapping[str, Any], relay: Relay | None
+                         ) -> types.CallToolResult:
         resolved = view.resolve(exposed)
         if resolved is None:
             await self.results.reject(session.claims, exposed, "tool_unknown")
@@ -239,8 +254,12 @@ class Gateway:
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name))
         progress = self._progress(relay)
-        result = await self._forward(session, lambda: upstream.connection.call_tool(
-            name, args, progress=progress), relay)
+        with telemetry.span(f"tools/call {name}", kind="client", attributes={
+                "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
+                "proctor.upstream": server}):
+            carrier = telemetry.current_carrier()
+            result = await self._forward(session, lambda: upstream.connection.call_tool(
+                name, args, progress=progress, meta=carrier), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 

@@ -53,7 +53,8 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
                         ) -> types.CallToolResult:
         async with binder.bind(ctx) as (session, creds):
             return await gateway.call_tool(session, creds, view, params.name,
-                                           params.arguments or {}, Relay(ctx))
+                                           params.arguments or {}, Relay(ctx),
+                                           meta=params.meta)
 
     async def list_prompts(ctx: Context, params: types.PaginatedRequestParams | None
                            ) -> types.ListPromptsResult:

@@ -143,10 +143,13 @@ class UpstreamConnection:
         return tools
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], *,
-                        progress: ProgressFnT | None = None) -> types.CallToolResult:
+                        progress: ProgressFnT | None = None,
+                        meta: Mapping[str, str] | None = None) -> types.CallToolResult:
+        """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
+        sent_meta: Any = dict(meta) if meta else None
         return await self._request(lambda s: s.call_tool(
             name, dict(arguments), read_timeout_seconds=self.call_timeout,
-            progress_callback=progress))
+            progress_callback=progress, meta=sent_meta))
 
     async def complete(self, ref: types.ResourceTemplateReference | types.PromptReference,
                        argument: dict[str, str], context: dict[str, str] | None

@@ -1,0 +1,167 @@
+"""OpenTelemetry: the span tree of a gateway call (agent → decision → upstream), joined to
+the agent's trace from the request's ``_meta``; no argument, token or proof in any
+attribute; the OTLP exporter against a local receiver; and nothing at all when off."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from proctor import telemetry
+from proctor.clock import FrozenClock, SystemClock
+from proctor.enforcement import ToolCall
+from tests.audit.receivers import free_port
+from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.in_process import Gate, agent, gateway_on
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@pytest.fixture
+def exported() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    assert telemetry.configure(tracer_provider=tracer_provider,
+                               meter_provider=MeterProvider(metric_readers=[metrics]))
+    try:
+        yield spans, metrics
+    finally:
+        telemetry.reset()
+
+
+@pytest.mark.anyio
+async def test_a_gateway_call_is_a_span_tree_in_the_agents_trace_without_its_arguments(
+        deployment: Deployment, tmp_path: Path,
+        exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    spans, metrics = exported
+    grant = deployment.grant()
+    clock = FrozenClock(SystemClock().now())
+    gate = Gate(tmp_path)
+    secret_text = "customer card 4242-4242"
+    outcome: dict[str, Any] = {}
+    with anyio.fail_after(WAIT):
+        async with gateway_on(deployment, clock, gate) as (public, _gateway), agent(
+                f"{public}/mcp/test", grant, deployment, clock) as client:
+
+            async def call() -> None:
+                meta: Any = {"traceparent": TRACEPARENT}
+                outcome["result"] = await client.call_tool("echo", {"text": secret_text},
+                                                           meta=meta)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(call)
+                async with gate.upstream_waiting():
+                    pass
+    assert outcome["result"].structured_content["text"] == secret_text
+    finished = spans.get_finished_spans()
+    by_name = {(s.name, s.kind): s for s in finished}
+    server = by_name[("tools/call echo", SpanKind.SERVER)]
+    decision = by_name[("proctor.decision test/echo", SpanKind.INTERNAL)]
+    upstream = by_name[("tools/call echo", SpanKind.CLIENT)]
+    assert format(server.context.trace_id, "032x") == TRACE_ID  # the agent's trace
+    assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
+    assert decision.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert upstream.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    on_server, on_decision = dict(server.attributes or {}), dict(decision.attributes or {})
+    assert on_server["mcp.method.name"] == "tools/call"
+    assert on_server["gen_ai.operation.name"] == "execute_tool"
+    assert str(on_server["mcp.session.id"]).startswith("gws_")
+    assert (on_decision["proctor.decision"], on_decision["proctor.code"]) == ("allow", "allow")
+    assert on_decision["proctor.agent"] == "spiffe://acme.example/agent/coder"
+    assert on_decision["proctor.policy_ids"]
+    values = json.dumps([dict(s.attributes or {}) for s in finished])
+    for forbidden in (secret_text, grant.token, grant.token[:40]):
+        assert forbidden not in values
+    data = metrics.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    assert {"proctor.decisions", "proctor.decision.duration"} <= names
+
+
+class _OtlpReceiver:
+    """A local OTLP/HTTP endpoint: each POST's path and protobuf body."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.posts: list[tuple[str, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_otlp_exporter_configured_by_otel_variables_sends_decision_spans(
+        deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = _OtlpReceiver()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+           "OTEL_METRICS_EXPORTER": "none", "OTEL_SERVICE_NAME": "proctor-test"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        assert telemetry.configure()
+        verdict = deployment.runtime.enforcer.decide_call(
+            "not.a.grant", "x", ToolCall("time/get_current_time", {"timezone": "UTC"}))
+        telemetry.flush()
+    finally:
+        telemetry.reset()
+        receiver.close()
+    assert verdict.code == "grant_malformed"
+    [(_path, body)] = [p for p in receiver.posts if p[0] == "/v1/traces"]
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "proctor-test"
+    [span] = [s for scope in resource.scope_spans for s in scope.spans]
+    attributes = {a.key: a.value for a in span.attributes}
+    assert span.name == "proctor.decision time/get_current_time"
+    assert attributes["proctor.code"].string_value == "grant_malformed"
+    assert "not.a.grant" not in str(request)
+
+
+def test_nothing_is_traced_or_configured_without_otel_variables(
+        deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER",
+                 "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert not telemetry.configure()
+    assert not telemetry.is_enabled()
+    with telemetry.span("x") as current:
+        assert current is None
+    assert telemetry.current_carrier() == {}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not telemetry.configure()
