@@ -1,4 +1,5 @@
-"""A real server on a free loopback port: uvicorn serving ``create_app`` in a thread."""
+"""A real server on a loopback port the OS chose: uvicorn serving ``create_app`` in a
+thread."""
 
 from __future__ import annotations
 
@@ -13,20 +14,15 @@ from proctor.runtime import Runtime
 from proctor.server import create_app
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serving(runtime: Runtime) -> Iterator[str]:
     """The app on ``runtime``, served until the block ends; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # held from here on: no other process can take the port
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     started = threading.Event()
     for _ in range(200):  # up to 10 s
@@ -42,3 +38,4 @@ def serving(runtime: Runtime) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
