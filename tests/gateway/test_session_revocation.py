@@ -113,3 +113,29 @@ async def test_a_session_closes_when_the_revocation_of_its_grant_is_heard_alone(
             tasks.cancel_scope.cancel()
     assert session.close_reason == "grant revoked (incident 12)"
 
+
+
+async def test_a_live_session_closes_when_another_process_revokes_its_grant(
+        deployment: Deployment) -> None:
+    # The other process marks the grant (a root) alone in its transaction: PostgreSQL's
+    # NOTIFY carries it to this process's watch (no polling: an hour apart); on SQLite
+    # the watch's poll of the session's whole line finds it.
+    from tests.enforcement.test_cross_process import Other
+
+    grant = deployment.grant()
+    gateway = Gateway.on(deployment.runtime, GatewayConfig())
+    claims = deployment.runtime.grants.inspect(grant.token).claims
+    is_pg = deployment.runtime.store.backend == "postgresql"
+    watch = RevocationWatch(gateway.sessions, leases=gateway.grants.leases,
+                            clock=gateway.clock, poll_seconds=3600 if is_pg else POLL,
+                            store=deployment.runtime.store)
+    with anyio.fail_after(WAIT * 4):
+        async with anyio.create_task_group() as tasks:
+            session = await gateway.open_session(claims, tasks)
+            await tasks.start(watch.run)
+            other = Other(deployment.runtime, "revoke", {"grant": grant.accessor})
+            await anyio.to_thread.run_sync(other.finish)
+            await session.closed.wait()
+            tasks.cancel_scope.cancel()
+    assert session.close_reason == ("grant revoked (revoked by another process)" if is_pg
+                                    else "grant revoked")  # a poll reads no reason
