@@ -1,7 +1,7 @@
-"""The approval path through ``proctor mcp wrap``: a call a policy holds for a human waits,
-a human approves it in another process (as the console would), and the call goes
-through; a wait that runs out names the approval, which the agent can use once
-it is approved."""
+"""The approval path through ``proctor mcp wrap`` (in process, on its own runtime): a call
+a policy holds for a human waits, a human approves it through another runtime on the same
+store (as the console would), and the call goes through; a wait that runs out names the
+approval, which the agent can use once it is approved."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from proctor.approvals import ApprovalStatus
-from tests.gateway.conftest import APPROVER, WAIT, Deployment, connected, git_command
+from tests.gateway.conftest import APPROVER, WAIT, Deployment, git_command
+from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
 
@@ -39,10 +40,10 @@ def _config(deployment: Deployment, seconds: float) -> Path:
 async def test_a_held_call_goes_through_once_approved_and_fails_once_denied(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    params = deployment.wrap(grant, [], config=_config(deployment, WAIT), server="git")
+    config = _config(deployment, WAIT)
     args = {"repo_path": str(deployment.repo)}
     outcome: dict[str, Any] = {}
-    async with connected(params) as client:
+    async with wrapped(deployment, grant, [], config=config, server="git") as client:
 
         async def reset(key: str) -> None:
             try:
@@ -73,9 +74,9 @@ async def test_a_held_call_goes_through_once_approved_and_fails_once_denied(
 async def test_a_wait_that_runs_out_names_the_approval_which_can_be_used_once_approved(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    params = deployment.wrap(grant, [], config=_config(deployment, 0.5), server="git")
+    config = _config(deployment, 0.5)
     args = {"repo_path": str(deployment.repo)}
-    async with connected(params) as client:
+    async with wrapped(deployment, grant, [], config=config, server="git") as client:
         with pytest.raises(MCPError) as pending:
             await client.call_tool("git_reset", args)
         data = pending.value.error.data

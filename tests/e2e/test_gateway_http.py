@@ -1,6 +1,10 @@
 """``proctor gateway`` over streamable HTTP: an agent with its grant as a bearer token and a
 proof per call, in front of mcp-server-time (stdio) and the tests' server (HTTP),
-each under its own path and all under one endpoint with prefixed names."""
+each under its own path and all under one endpoint with prefixed names.
+
+The first test runs the command and the upstream as real processes, on SQLite; the
+second runs both in process, on both backends (on PostgreSQL the gateway also hears
+revocations by ``NOTIFY``)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -25,7 +30,10 @@ from proctor.gateway.client import GrantAuth
 from proctor.grants import IssuedGrant
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import ROOT, TIME, UPSTREAM, WAIT, Deployment
+from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
+from tests.gateway.upstream_server import create_server
 
 pytestmark = pytest.mark.anyio
 
@@ -66,15 +74,12 @@ async def serving(args: list[str], url: str, env: dict[str, str]) -> AsyncIterat
             process.wait(timeout=WAIT)
 
 
-@asynccontextmanager
-async def gateway(deployment: Deployment, secret: str) -> AsyncIterator[str]:
-    """The tests' server over HTTP, and ``proctor gateway`` in front of it and of time."""
+def _config(deployment: Deployment, secret: str, port: int, upstream_port: int) -> Path:
     store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
                         load_master_key(deployment.settings.home))
     store.put("upstream-token", secret, by="erin@acme.example")
-    upstream_port, port = free_port(), free_port()
     public = f"http://127.0.0.1:{port}"
-    config = deployment.config({
+    return deployment.config({
         "gateway": {"public_url": public, "listen": f"127.0.0.1:{port}",
                     "authorization_servers": ["https://proctor.acme.example"],
                     "revocation_poll_seconds": 0.2, "session_idle_seconds": 1},
@@ -83,11 +88,30 @@ async def gateway(deployment: Deployment, secret: str) -> AsyncIterator[str]:
             "test": {"url": f"http://127.0.0.1:{upstream_port}/mcp",
                      "headers": {"Authorization": "Bearer ${secret:upstream-token}"}},
         }})
+
+
+@asynccontextmanager
+async def gateway(deployment: Deployment, secret: str) -> AsyncIterator[str]:
+    """The tests' server over HTTP, and ``proctor gateway`` in front of it and of time:
+    both real processes."""
+    upstream_port, port = free_port(), free_port()
+    config = _config(deployment, secret, port, upstream_port)
+    public = f"http://127.0.0.1:{port}"
     async with serving([*UPSTREAM, "--http", str(upstream_port)],
                        f"http://127.0.0.1:{upstream_port}/mcp", deployment.env), serving(
             [sys.executable, "-m", "proctor.cli", "gateway", "--config", str(config)],
             f"{public}/.well-known/oauth-protected-resource", deployment.env):
         yield public
+
+
+@asynccontextmanager
+async def gateway_in_process(deployment: Deployment, secret: str) -> AsyncIterator[str]:
+    """The same, both in this process, on ports the OS chose."""
+    upstream_sock, sock = listening_socket(), listening_socket()
+    config = _config(deployment, secret, sock.getsockname()[1], upstream_sock.getsockname()[1])
+    async with served(create_server().streamable_http_app(), upstream_sock), gateway_from(
+            deployment, config, sock):
+        yield url_of(sock)
 
 
 @asynccontextmanager
@@ -101,6 +125,7 @@ async def agent(url: str, grant: IssuedGrant | None, deployment: Deployment
             yield session
 
 
+@sqlite_only
 async def test_the_http_gateway_decides_each_call_and_never_passes_the_grant_on(
         deployment: Deployment) -> None:
     secret = "tok_" + secrets.token_urlsafe(24)
@@ -145,7 +170,7 @@ async def test_the_http_gateway_decides_each_call_and_never_passes_the_grant_on(
 async def test_a_revoked_grant_loses_its_session_and_every_later_request(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with gateway(deployment, "tok_" + secrets.token_urlsafe(24)) as public:
+    async with gateway_in_process(deployment, "tok_" + secrets.token_urlsafe(24)) as public:
         async with agent(f"{public}/mcp/test", grant, deployment) as client:
             await client.call_tool("echo", {"text": "before"})
             # idle: the grant's upstreams stop and its session's lease ends; the agent's

@@ -1,6 +1,10 @@
-"""Through ``proctor mcp wrap`` to the tests' own upstream: an injected secret the agent
+"""Through ``proctor mcp wrap`` (in process: its command line is tested as a process in
+``test_gateway_stdio.py``) to the tests' own upstream: an injected secret the agent
 cannot see, redaction, a leaked grant revoked at once, data sensitivity in the
-decision, and revocation closing a live session with a call in flight."""
+decision, and revocation closing a live session with a call in flight.
+
+Secrets and revocations are heard differently on PostgreSQL (``NOTIFY``): those tests
+run on both backends; the output guard and the data-flow decision, on SQLite."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from proctor.audit import EventFilter, iter_events
 from proctor.errors import GrantError
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
-from tests.gateway.conftest import UPSTREAM, WAIT, Deployment, connected
+from tests.conftest import sqlite_only
+from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
+from tests.gateway.in_process import wrapped
 
 FAILING = [sys.executable, "-m", "tests.gateway.failing_upstream"]
 
@@ -42,7 +48,7 @@ async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_t
     config = deployment.config({"upstreams": {"test": {
         "command": UPSTREAM, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+    async with wrapped(deployment, grant, [], config=config, server="test") as client:
         digest = await client.call_tool("env_digest", {"name": "UPSTREAM_TOKEN"})
         assert digest.structured_content == {
             "result": hashlib.sha256(value.encode()).hexdigest()}
@@ -61,10 +67,11 @@ async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_t
     assert value not in _audit_text(deployment)
 
 
+@sqlite_only
 async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
         result = await client.call_tool("fake_credentials", {})
     text = _text(result)
     assert "ghp_" not in text and "AKIA" not in text
@@ -74,13 +81,14 @@ async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited
     assert [e.event["target"] for e in redactions] == ["test/fake_credentials"]
 
 
+@sqlite_only
 async def test_an_upstreams_error_text_on_a_listing_is_redacted(
         deployment: Deployment) -> None:
     token = "ghp_" + secrets.token_hex(18)
     config = deployment.config({"upstreams": {"test": {
         "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+    async with wrapped(deployment, grant, [], config=config, server="test") as client:
         for listing in (client.list_prompts, client.list_resources,
                         client.list_resource_templates):
             with pytest.raises(MCPError) as refused:
@@ -89,13 +97,14 @@ async def test_an_upstreams_error_text_on_a_listing_is_redacted(
             assert "[REDACTED:github_token]" in refused.value.error.message
 
 
+@sqlite_only
 async def test_structured_content_is_scanned_even_under_binary_looking_keys(
         deployment: Deployment) -> None:
     token = "ghp_" + secrets.token_hex(18)
     config = deployment.config({"upstreams": {"test": {
         "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+    async with wrapped(deployment, grant, [], config=config, server="test") as client:
         result = await client.call_tool("lookup", {})
     assert result.structured_content is not None
     assert token not in _text(result)
@@ -110,7 +119,7 @@ async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
     leaked_in_result = deployment.grant([{"tool": "time/*"}])
     note = deployment.tmp / "note.txt"
     note.write_text(f"the deploy grant is {leaked_in_result.token}\n")
-    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
         with pytest.raises(MCPError) as refused:
             await client.call_tool("echo", {"text": f"use {leaked_in_args.token}"})
         assert refused.value.error.data["reason"] == "grant_leaked"
@@ -132,6 +141,7 @@ async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
     deployment.runtime.grants.inspect(grant.token)  # the session's own grant is untouched
 
 
+@sqlite_only
 async def test_after_reading_restricted_data_nothing_goes_to_an_outside_destination(
         deployment: Deployment) -> None:
     config = deployment.config({"upstreams": {"test": {
@@ -139,7 +149,7 @@ async def test_after_reading_restricted_data_nothing_goes_to_an_outside_destinat
     note = deployment.tmp / "ledger.txt"
     note.write_text("Q3 numbers\n")
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+    async with wrapped(deployment, grant, [], config=config, server="test") as client:
         await client.call_tool("echo", {"text": "before"})
         await client.call_tool("read_file", {"path": str(note)})  # labelled restricted
         with pytest.raises(MCPError) as denied:
@@ -154,7 +164,7 @@ async def test_revoking_the_grant_fails_the_call_in_flight_and_closes_the_sessio
     grant = deployment.grant()
     started = deployment.tmp / "hang-started"
     outcome: dict[str, BaseException] = {}
-    async with connected(deployment.wrap(grant, [], config=config, server="test")) as client:
+    async with wrapped(deployment, grant, [], config=config, server="test") as client:
 
         async def hang() -> None:
             try:

@@ -1,11 +1,15 @@
-"""An MCP client, through ``proctor mcp wrap``, to real upstreams: mcp-server-time,
-mcp-server-git on a temporary repository, and the tests' own server."""
+"""An MCP client, through ``proctor mcp wrap`` as a real process (as an MCP client starts
+it), to real upstreams: mcp-server-time, mcp-server-git on a temporary repository, and
+the tests' own server. The first runs on both backends; what the others show does not
+differ between them (the wrapper's behaviour on both is tested in process, in
+``test_gateway_oversight.py`` and ``test_gateway_approval.py``)."""
 
 from __future__ import annotations
 
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import TIME, UPSTREAM, Deployment, connected, git_command
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +35,7 @@ async def test_an_allowed_time_call_works_and_other_time_zones_are_denied_with_t
         assert denied.value.error.data["event_id"]
 
 
+@sqlite_only
 async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment) -> None:
     grant = deployment.grant()
     async with connected(deployment.wrap(grant, git_command(deployment.repo))) as client:
@@ -47,6 +52,7 @@ async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment)
         assert denied.value.error.data["reason"] == "no_matching_permit"
 
 
+@sqlite_only
 async def test_a_forbidden_call_is_refused_naming_the_policy_and_nothing_reaches_upstream(
         deployment: Deployment) -> None:
     grant = deployment.grant()

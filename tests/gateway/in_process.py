@@ -5,23 +5,39 @@ while a call is bound to its session and connecting to the upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as types
 import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
+from proctor.cli.gateway import server_name_for
 from proctor.clock import FrozenClock
-from proctor.gateway import Gateway, GatewayConfig, GatewaySession, GrantAuth, UpstreamConfig
+from proctor.errors import ProctorError
+from proctor.gateway import (
+    Gateway,
+    GatewayConfig,
+    GatewaySession,
+    GrantAuth,
+    LaunchCredentials,
+    UpstreamConfig,
+    load_gateway_config,
+    run_wrapper,
+)
 from proctor.gateway.http import build_http_app
+from proctor.gateway.stdio import PipeReader, PipeWriter
 from proctor.grants import IssuedGrant
 from proctor.runtime import open_runtime
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
@@ -59,17 +75,43 @@ class Gate:
             pipe.close()
 
 
+def listening_socket() -> socket.socket:
+    """A socket on loopback, listening on a port the OS chose; requests wait in its backlog
+    until a server serves it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def served(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    """``app`` served by uvicorn on ``sock`` in this event loop, until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(server.serve, [sock])
+            try:
+                yield
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
 @asynccontextmanager
 async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
                      ) -> AsyncIterator[tuple[str, Gateway]]:
     """``proctor gateway`` in process on ``clock``, in front of the test upstream: gated
     (``test``) and not (``plain``)."""
     runtime = open_runtime(deployment.settings, clock=clock)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # requests wait in the backlog until uvicorn serves them
-    public = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = listening_socket()
+    public = url_of(sock)
     config = GatewayConfig(
         upstreams={"test": gate.upstream(),
                    "plain": UpstreamConfig(name="plain", command=tuple(UPSTREAM),
@@ -77,17 +119,26 @@ async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
         public_url=public, listen=public.removeprefix("http://"),
         connect_timeout_seconds=WAIT, revocation_poll_seconds=POLL, session_idle_seconds=IDLE)
     gateway = Gateway.on(runtime, config)
-    server = uvicorn.Server(uvicorn.Config(build_http_app(gateway), log_level="warning",
-                                           lifespan="on"))
     try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(server.serve, [sock])
-            try:
-                yield public, gateway
-            finally:
-                server.should_exit = True
+        async with served(build_http_app(gateway), sock):
+            yield public, gateway
     finally:
-        sock.close()
+        runtime.close()
+
+
+@asynccontextmanager
+async def gateway_from(deployment: Deployment, config: Path, sock: socket.socket
+                       ) -> AsyncIterator[Gateway]:
+    """``proctor gateway --config CONFIG`` in process, on ``sock`` (the config's ``listen``):
+    its own runtime on the deployment's home, the store for hearing revocations, the
+    system clock. The command itself is run as a process in
+    ``tests/e2e/test_gateway_http.py``."""
+    runtime = open_runtime(deployment.settings)
+    try:
+        gateway = Gateway.on(runtime, load_gateway_config(config))
+        async with served(build_http_app(gateway, store=runtime.store), sock):
+            yield gateway
+    finally:
         runtime.close()
 
 
@@ -124,3 +175,95 @@ async def echo_through_gate(client: ClientSession, gate: Gate, text: str,
         async with gate.upstream_waiting():
             await meanwhile()
     return outcome["result"]
+
+
+@asynccontextmanager
+async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str], *,
+                  config: Path | None = None, server: str | None = None,
+                  agent: str | None = None) -> AsyncIterator[ClientSession]:
+    """``proctor mcp wrap`` in process: the wrapper the command line builds (its own
+    runtime, the config with the command after ``--``, the grant and the agent's key),
+    serving the agent (``agent``, by default the grant's) over a pair of real pipes, and
+    an MCP client on their other ends. A wrapper that cannot start raises its
+    :class:`ProctorError`, the one the command line prints.
+
+    What the command line itself does (options, exit codes, stdio claimed from the
+    process) is tested through real processes in ``tests/e2e/test_gateway_stdio.py`` and
+    ``tests/gateway/test_wrap_bad_input.py``."""
+    document = load_gateway_config(config) if config is not None else GatewayConfig()
+    name = server or server_name_for(upstream)
+    spec = document.upstreams.get(name) or UpstreamConfig(name=name)
+    if upstream:
+        spec = dc_replace(spec, command=tuple(upstream), url=None)
+    # the wrapper's upstream runs where the wrapper does: in the repository (the tests'
+    # upstreams are modules of it)
+    spec = dc_replace(spec, cwd=spec.cwd or str(ROOT))
+    document = dc_replace(document, upstreams={**document.upstreams, name: spec})
+    runtime = open_runtime(deployment.settings)
+    gateway = Gateway.on(runtime, document)
+    creds = LaunchCredentials(grant.token, deployment.key, runtime.clock)
+    to_wrapper, from_wrapper = os.pipe(), os.pipe()
+    reader, writer = PipeReader(from_wrapper[0]), PipeWriter(to_wrapper[1])
+    incoming, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def wrapper() -> None:
+        try:
+            await run_wrapper(gateway, server=name, agent_id=agent or grant.claims.agent_id,
+                              creds=creds,
+                              reader=PipeReader(to_wrapper[0]),
+                              writer=PipeWriter(from_wrapper[1]), store=runtime.store)
+        finally:
+            runtime.close()
+
+    async def from_agent() -> None:  # the client's messages, one line each
+        async with outgoing:
+            async for message in outgoing:
+                line = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                try:
+                    await writer.send(line.encode() + b"\n")
+                except OSError:
+                    break
+        await writer.aclose()
+
+    async def to_agent() -> None:  # the wrapper's lines, as messages
+        buffer = b""
+        async with incoming:
+            with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError,
+                                     anyio.BrokenResourceError):
+                while True:
+                    buffer += await reader.receive()
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        message = types.jsonrpc_message_adapter.validate_json(line)
+                        await incoming.send(SessionMessage(message))
+        await reader.aclose()
+
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wrapper)
+                tasks.start_soon(from_agent)
+                tasks.start_soon(to_agent)
+                async with ClientSession(read_stream, write_stream) as session:
+                    await session.initialize()
+                    yield session
+                write_stream.close()  # the agent hangs up: the wrapper ends its session
+    except BaseExceptionGroup as group:
+        refused = _only_proctor_error(group)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+def _only_proctor_error(group: BaseExceptionGroup[BaseException]) -> ProctorError | None:
+    """The group's one exception if it is a :class:`ProctorError` (the wrapper refused)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        error = stack.pop()
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], ProctorError) else None

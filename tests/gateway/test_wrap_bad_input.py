@@ -14,14 +14,16 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import Process
-from mcp import ClientSession, stdio_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, iter_events
 from proctor.clock import FrozenClock, SystemClock
+from proctor.errors import ProctorError
 from proctor.grants import GrantScope
 from proctor.runtime import open_runtime
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import UPSTREAM, Deployment
+from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +56,7 @@ class Wire:
         return message
 
 
+@sqlite_only  # the wrapper as a process on PostgreSQL: tests/e2e/test_gateway_stdio.py
 async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_error(
         deployment: Deployment) -> None:
     config = deployment.config({"gateway": {"max_message_bytes": 4096},
@@ -143,7 +146,23 @@ def _start(deployment: Deployment, token: str | None, agent: str = "coder",
                           input="", capture_output=True, text=True, timeout=WAIT, check=False)
 
 
+@sqlite_only
 def test_the_wrapper_refuses_to_start_without_a_live_grant_or_a_reachable_upstream(
+        deployment: Deployment) -> None:
+    """As a process: one line on stderr, exit 1, nothing on stdout. Which grants it refuses
+    is the next test's, in process."""
+    cases = [(None, UPSTREAM, "no grant"),
+             (deployment.grant().token, ["/nonexistent/mcp-server"],
+              "upstream `test` cannot be reached")]
+    for token, upstream, says in cases:
+        started = _start(deployment, token, "coder", upstream)
+        lines = started.stderr.strip().splitlines()
+        assert started.returncode == 1, started.stderr
+        assert len(lines) == 1 and says in lines[0], (says, lines)
+        assert started.stdout == ""
+
+
+async def test_a_revoked_expired_or_foreign_grant_is_refused_before_anything_is_served(
         deployment: Deployment) -> None:
     revoked = deployment.grant()
     deployment.runtime.grants.revoke(revoked.accessor, "test")
@@ -156,33 +175,31 @@ def test_the_wrapper_refuses_to_start_without_a_live_grant_or_a_reachable_upstre
             {"tools": [{"tool": "test/*"}]}), ttl_seconds=300)
     finally:
         earlier.close()
-    live = deployment.grant().token
-    cases = [(None, "coder", UPSTREAM, "no grant"), (revoked.token, "coder", UPSTREAM, "revoked"),
-             (expired.token, "coder", UPSTREAM, "expired"),
-             (live, "support", UPSTREAM, "not `spiffe://acme.example/agent/support`"),
-             (live, "coder", ["/nonexistent/mcp-server"], "upstream `test` cannot be reached")]
-    for token, agent, upstream, says in cases:
-        started = _start(deployment, token, agent, upstream)
-        lines = started.stderr.strip().splitlines()
-        assert started.returncode == 1, started.stderr
-        assert len(lines) == 1 and says in lines[0], (says, lines)
-        assert started.stdout == ""
+    live = deployment.grant()
+    support = "spiffe://acme.example/agent/support"
+    cases = [(revoked, None, "revoked"), (expired, None, "expired"),
+             (live, support, f"not `{support}`")]
+    for grant, agent, says in cases:
+        with pytest.raises(ProctorError) as refused:
+            async with wrapped(deployment, grant, UPSTREAM, server="test", agent=agent):
+                pytest.fail("the wrapper served")
+        assert says in refused.value.message, (says, refused.value.message)
+        assert "\n" not in refused.value.message  # the command line prints it as one line
 
 
 async def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_next_one_works(
         deployment: Deployment) -> None:
     config = deployment.config({"gateway": {"call_timeout_seconds": 1},
                                 "upstreams": {"test": {"command": UPSTREAM}}})
-    params = deployment.wrap(deployment.grant(), [], config=config, server="test")
-    with anyio.fail_after(WAIT):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
-            await client.initialize()
-            with pytest.raises(MCPError) as hung:
-                await client.call_tool("hang", {})
-            assert (hung.value.error.code, hung.value.error.data["reason"]) == (
-                -32012, "upstream_timeout")
-            with pytest.raises(MCPError) as crashed:
-                await client.call_tool("crash", {})
-            assert crashed.value.error.data["reason"] == "upstream_unavailable"
-            echoed = await client.call_tool("echo", {"text": "back"})  # a new upstream
-            assert echoed.structured_content == {"text": "back", "count": 1}
+    # in process: the wrapper's command line is what the tests above run as a process
+    async with wrapped(deployment, deployment.grant(), [], config=config,
+                       server="test") as client:
+        with pytest.raises(MCPError) as hung:
+            await client.call_tool("hang", {})
+        assert (hung.value.error.code, hung.value.error.data["reason"]) == (
+            -32012, "upstream_timeout")
+        with pytest.raises(MCPError) as crashed:
+            await client.call_tool("crash", {})
+        assert crashed.value.error.data["reason"] == "upstream_unavailable"
+        echoed = await client.call_tool("echo", {"text": "back"})  # a new upstream
+        assert echoed.structured_content == {"text": "back", "count": 1}
