@@ -282,3 +282,22 @@ def test_access_paths_are_drawn_as_an_svg_graph_and_listed_in_a_table(
     assert agents == [sc.SUPPORT]
     expect(graph.locator("g.node.agent")).to_have_count(1)
     watched.assert_clean()
+
+
+def test_the_connectors_page_shows_reach_and_findings_with_their_reasons(
+        live: Live, watched: Watched) -> None:
+    from proctor.oversight.inventory import Connector, Inventory
+
+    runtime = live.scenario.runtime
+    Inventory(runtime.store, runtime.clock).add(Connector(
+        id="salesforce", kind="oauth_app", name=f"CRM {sc.XSS}", provider="salesforce",
+        client_id="3MVG9", scopes=("api", "full"), servers=("crm",)))
+    page = watched.page
+    sign_in(page, live, "/console/connectors")
+    row = page.locator("tr[data-connector='salesforce']")
+    expect(row).to_contain_text(f"CRM {sc.XSS}")  # text, not markup
+    expect(row).to_contain_text(sc.SUPPORT)
+    expect(row.locator(".finding[data-code='over_broad_scopes']")).to_contain_text("full")
+    expect(row.locator(".finding[data-code='no_owner']")).to_be_visible()
+    watched.screenshot("connectors")
+    watched.assert_clean()

@@ -121,3 +121,18 @@ def paths_page(console: ConsoleCall, agent: str = "", to: str = "",
                   connectors=runtime.engine.catalog.connectors,
                   chosen={"agent": agent, "to": to, "connector": connector},
                   pending=pending_count(runtime.store, console.now))
+
+
+@router.get("/console/connectors")
+def connectors_page(console: ConsoleCall) -> Response:
+    console.require("api:connector.list", service("connectors"))
+    from proctor.oversight.inventory import Inventory
+
+    runtime = console.runtime
+    inventory = Inventory(runtime.store, runtime.clock)
+    agents = known_agents(runtime.registry, runtime.settings.policy_dir)
+    live = live_grants(runtime.store, now=console.now)
+    reports = [inventory.report(c, runtime.engine, agents, live).as_json()
+               for c in inventory.list()]
+    return render(console, "connectors.html", "connectors", reports=reports,
+                  pending=pending_count(runtime.store, console.now))

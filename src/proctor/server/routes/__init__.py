@@ -11,6 +11,7 @@ from proctor.server.routes import (
     agents,
     approvals,
     audit,
+    connectors,
     decide,
     grants,
     policies,
@@ -29,4 +30,5 @@ ROUTERS: list[APIRouter] = [
     policies.router,
     audit.router,
     approvals.router,
+    connectors.router,
 ]
