@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from proctor.cli.main import app
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +51,11 @@ def test_the_demo_runs_unattended_and_every_step_shows_what_it_must(tmp_path: Pa
 
 
 def test_the_demo_refuses_to_replace_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    # in process: it refuses before it starts anything (the demo as a process is above)
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    completed = subprocess.run(
-        [sys.executable, "-m", "proctor.cli", "demo", "--json", "--home", str(precious)],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert completed.returncode == 1
+    completed = CliRunner().invoke(app, ["demo", "--json", "--home", str(precious)])
+    assert completed.exit_code == 1
     assert "was not made by `proctor demo`" in completed.stdout + completed.stderr
     assert (precious / "notes.txt").read_text() == "keep me"
