@@ -41,6 +41,7 @@ from typing import Any
 import cedarpy
 
 import harness
+from decision_telemetry import instrumented, switched_on
 from decision_workload import build_catalog, build_principals, build_requests, policy_sources
 from harness import Goal, Latency, Variant
 from proctor.policy import CompiledPolicies, DecisionRequest, Outcome, PolicyEngine
@@ -49,6 +50,8 @@ from proctor.policy.source import parse_sources, read_policy_dir
 
 GOALS = {
     "ratio_small_vs_cedarpy": Goal("<=", 1.3),
+    # OpenTelemetry off (no OTEL_* variables): the instrumentation is one boolean test
+    "telemetry_off_vs_decide_small": Goal("<=", 1.05),
     "speedup_1000_vs_unsliced": Goal(">=", 4.0),
     "p99_over_p50_1000": Goal("<=", 3.0),
     "load_1000_s": Goal("<", 0.5),
@@ -112,6 +115,7 @@ def scenario(
 
     variants: dict[str, Variant] = {
         "decide": (engine.decide, requests),
+        "decide_telemetry_off": (instrumented(engine.decide), requests),
         "cedarpy": (
             partial(cedarpy.is_authorized, policies=compiled.full, entities=entities,
                     schema=schema),
@@ -123,6 +127,9 @@ def scenario(
         ),
         "cedarpy_on_slice": (sliced, range(len(requests))),
     }
+    traced = switched_on(engine.decide)
+    if traced is not None:
+        variants["decide_telemetry_on"] = (traced, requests)
     return Scenario(
         harness.measure(variants, rounds, warmup),
         {
@@ -234,6 +241,7 @@ def run(plan: Plan, seed: int) -> dict[str, Any]:
     s, g = small_run.latency, large_run.latency
     figures = {
         "ratio_small_vs_cedarpy": s["decide"].p50_us / s["cedarpy"].p50_us,
+        "telemetry_off_vs_decide_small": s["decide_telemetry_off"].p50_us / s["decide"].p50_us,
         "speedup_1000_vs_unsliced": g["cedarpy"].p50_us / g["decide"].p50_us,
         "p99_over_p50_1000": g["decide"].p99_us / g["decide"].p50_us,
         "load_1000_s": statistics.median(load_runs),
@@ -256,6 +264,9 @@ def run(plan: Plan, seed: int) -> dict[str, Any]:
                 k: round(statistics.median(step[k] for step in steps), 3) for k in steps[0]
             },
             "first_use_slices_1000_s": round(slices_s, 3),
+            "telemetry_on_cost_small_us": round(
+                s["decide_telemetry_on"].p50_us - s["decide"].p50_us, 1)
+            if "decide_telemetry_on" in s else None,
         },
         "latency_us": {
             "small": {k: as_json(v) for k, v in s.items()},
