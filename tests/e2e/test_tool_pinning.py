@@ -110,3 +110,16 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
     assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
     assert nothing.returncode == 1 and "no change to review" in nothing.stderr
+
+
+async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(
+        deployment: Deployment) -> None:
+    config = deployment.config({"upstreams": {"pins": {"command": RUG, "pin": "warn"}}})
+    grant = deployment.grant([{"tool": "pins/*"}])
+    async with connected(deployment.wrap(grant, RUG, server="pins", config=config)) as client:
+        await client.call_tool("rug_pull", {"mode": "describe"})
+        assert set(await _listed(client)) == {"weather", "rug_pull"}
+        assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
+    pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
+    assert pins.record("pins/weather").state == "unreviewed"  # reported, for a human
+    assert ("tool.changed", "pins/weather", "system") in _actions(deployment)
