@@ -22,7 +22,7 @@ from cedarpy import pst
 
 from proctor.grants import GrantClaims
 from proctor.policy import PolicyEngine
-from proctor.policy.model import quote_id
+from proctor.policy.model import EntityRef, quote_id
 
 __all__ = ["Visibility"]
 
@@ -34,8 +34,9 @@ class Visibility:
 
     def __init__(self, engine: PolicyEngine) -> None:
         self._engine = engine
-        self._cache: dict[tuple[str, str], bool] = {}
-        self._basis: tuple[object, object] | None = None  # what the cache was computed on
+        # each answer with the agent's entities it was computed on
+        self._cache: dict[tuple[str, str], tuple[cedarpy.Entities, bool]] = {}
+        self._basis: object | None = None  # the policy set the cache was computed on
         self._lock = threading.Lock()
 
     def shows(self, claims: GrantClaims, tool_id: str) -> bool:
@@ -47,18 +48,19 @@ class Visibility:
 
     def policy_could_allow(self, agent_id: str, tool_id: str) -> bool:
         engine = self._engine
-        policies, entities = engine.active, engine.entities
+        policies = engine.active
         if policies is None:
             return False
+        # the agent's shard as it is now: a change to the agent (or its shard) is seen
+        entities = engine.entities_for(EntityRef("Agent", agent_id))
         key = (agent_id, tool_id)
         with self._lock:
-            basis = self._basis
-            if basis is None or basis[0] is not policies or basis[1] is not entities:
+            if self._basis is not policies:
                 self._cache.clear()
-                self._basis = (policies, entities)
+                self._basis = policies
             found = self._cache.get(key)
-        if found is not None:
-            return found
+        if found is not None and found[0] is entities:
+            return found[1]
         action = f"tool:{tool_id}"
         nodes: dict[str, pst.Template] = {}
         for pid in policies.slice_ids(action, f"Tool::{quote_id(tool_id)}"):
@@ -75,11 +77,11 @@ class Visibility:
                 {"principal": {"type": "Agent", "id": agent_id},
                  "action": {"type": "Action", "id": action},
                  "resource": {"type": "Tool", "id": tool_id}, "context": {}},
-                handle, entities.handle)
+                handle, entities)
             allowed = result.decision is cedarpy.Decision.Allow and not result.diagnostics.errors
         with self._lock:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
-            if self._basis is not None and self._basis[0] is policies:
-                self._cache[key] = allowed
+            if self._basis is policies:
+                self._cache[key] = (entities, allowed)
         return allowed

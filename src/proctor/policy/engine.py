@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cedarpy
 
-from proctor.errors import ProctorError
+from proctor.errors import ConfigError, ProctorError
+from proctor.policy.agent_shards import AgentShards
 from proctor.policy.catalog import ToolCatalog, ToolSpec
 from proctor.policy.compiled import CompiledPolicies, compile_sources
 from proctor.policy.conformance import conforms, projectable
 from proctor.policy.entities import EntityGraph, tool_entities
-from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
+from proctor.policy.model import Decision, DecisionRequest, EntityRef, Outcome, ReasonCode
 from proctor.policy.schema import CompiledSchema, build_schema
 from proctor.policy.source import LocatedPolicy
 
@@ -63,7 +64,8 @@ class ShadowDifference:
 
 
 class PolicyEngine:
-    """Holds the schema, the entity graph and the active (and shadow) policy sets."""
+    """Holds the schema, the entities (agents in shards: :mod:`proctor.policy.agent_shards`)
+    and the active (and shadow) policy sets."""
 
     def __init__(
         self, catalog: ToolCatalog, principals: Iterable[dict[str, Any]] = ()
@@ -71,8 +73,11 @@ class PolicyEngine:
         self.catalog = catalog
         self.schema: CompiledSchema = build_schema(catalog)
         self.action_groups = {"call": frozenset(t.action_id for t in catalog)}
-        self._principals = list(principals)
-        self.entities = EntityGraph(tool_entities(catalog) + self._principals, self.schema)
+        self._principals = [e for e in principals if e["uid"]["type"] != "Agent"]
+        self._agents = _build_agents(
+            tool_entities(catalog) + self._principals, self.schema,
+            [e for e in principals if e["uid"]["type"] == "Agent"])
+        self._full: EntityGraph | None = None
         self.active: CompiledPolicies | None = None
         self.shadow: CompiledPolicies | None = None
         self.shadow_differences: deque[ShadowDifference] = deque(maxlen=_MAX_SHADOW_RECORDS)
@@ -107,19 +112,59 @@ class PolicyEngine:
         catalog = ToolCatalog(by_id.values())
         schema = build_schema(catalog)
         groups = {"call": frozenset(t.action_id for t in catalog)}
-        entities = EntityGraph(tool_entities(catalog) + self._principals, schema)
+        agents = _build_agents(tool_entities(catalog) + self._principals, schema,
+                               self._agents.agents())
         active = _recompile(self.active, schema, groups)
         shadow = _recompile(self.shadow, schema, groups)
         # Everything is built before anything is replaced: a failure changes nothing.
         self.catalog, self.schema, self.action_groups = catalog, schema, groups
-        self.entities, self.active, self.shadow = entities, active, shadow
+        self._agents, self._full, self.active, self.shadow = agents, None, active, shadow
         self._projectable = {}
 
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
-        """Replace agents, humans and groups; the graph is rebuilt once, here."""
-        graph = EntityGraph(tool_entities(self.catalog) + list(principals), self.schema)
-        self._principals = list(principals)
-        self.entities = graph
+        """Replace agents, humans and groups; every shard is rebuilt, here."""
+        others = [e for e in principals if e["uid"]["type"] != "Agent"]
+        agents = _build_agents(tool_entities(self.catalog) + others, self.schema,
+                               [e for e in principals if e["uid"]["type"] == "Agent"])
+        self._principals, self._agents, self._full = others, agents, None
+
+    def put_agent(self, entity: dict[str, Any]) -> None:
+        """Add or replace one agent's entity (see
+        :func:`~proctor.policy.entities.agent_entity`); only its shard is rebuilt,
+        whatever the number of agents."""
+        if entity["uid"]["type"] != "Agent":
+            raise ConfigError("only an agent's entity is put one at a time")
+        self._agents.put(entity)
+        self._full = None
+
+    def remove_agent(self, agent_id: str) -> None:
+        """Forget one agent's entity (its shard is rebuilt)."""
+        self._agents.remove(agent_id)
+        self._full = None
+
+    def agent_entity(self, agent_id: str) -> dict[str, Any] | None:
+        """The entity the engine holds for ``agent_id``, or None."""
+        found = self._agents.entity(agent_id)
+        return dict(found) if found is not None else None
+
+    def entities_for(self, principal: EntityRef) -> cedarpy.Entities:
+        """The handle a request by ``principal`` is evaluated against: its agent's shard
+        (the agent, its owner and groups, and every tool, human and group), or the
+        base for any other principal."""
+        if principal.type == "Agent":
+            return self._agents.handle_for(principal.id)
+        return self._agents.base
+
+    @property
+    def entities(self) -> EntityGraph:
+        """Every entity in one graph, built on first use after a change (for explaining,
+        comparisons and benchmarks; decisions use :meth:`entities_for`)."""
+        full = self._full
+        if full is None:
+            full = EntityGraph(tool_entities(self.catalog) + self._principals
+                               + [dict(e) for e in self._agents.agents()], self.schema)
+            self._full = full
+        return full
 
     def decide(self, request: DecisionRequest) -> Decision:
         """Decide ``request`` with the active policy set; shadow-evaluate the candidate."""
@@ -142,7 +187,7 @@ class PolicyEngine:
             result = cedarpy.is_authorized(
                 cedar_request,
                 policies.slice_for(request.action, resource),
-                self.entities.handle,
+                self.entities_for(request.principal),
                 schema=self._schema_for(request, cedar_request),
             )
             return _interpret(result, request, policies)
@@ -186,6 +231,14 @@ class PolicyEngine:
             "resource": request.resource.as_json(),
             "context": context,
         }
+
+
+def _build_agents(base: list[dict[str, Any]], schema: CompiledSchema,
+                  agents: Iterable[Mapping[str, Any]]) -> AgentShards:
+    """The base graph (checked against the schema) and the agents' shards over it."""
+    graph = EntityGraph(base, schema)
+    uids = frozenset((str(e["uid"]["type"]), str(e["uid"]["id"])) for e in base)
+    return AgentShards(graph.handle, uids, agents)
 
 
 def _recompile(policies: CompiledPolicies | None, schema: CompiledSchema,
