@@ -45,7 +45,8 @@ from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse
 from proctor.grants.authority import Task
 from proctor.grants.tokens import LEEWAY_SECONDS
-from proctor.identity import Agent, AgentRegistry, sync_principals
+from proctor.grants.view import TaskView
+from proctor.identity import Agent, AgentRegistry, AgentView, agent_entity_of, sync_principals
 from proctor.identity.agent import TrustState
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.catalog import Sensitivity
@@ -119,7 +120,8 @@ class Enforcer:
     def __init__(self, grants: GrantAuthority, registry: AgentRegistry, engine: PolicyEngine,
                  audit: AuditLog, approvals: ApprovalQueue, clock: Clock, *,
                  base_principals: Sequence[dict[str, Any]] = (),
-                 tools: KnownTools | None = None) -> None:
+                 tools: KnownTools | None = None, agent_view: AgentView | None = None,
+                 task_view: TaskView | None = None) -> None:
         self._grants = grants
         self._registry = registry
         self._engine = engine
@@ -128,6 +130,9 @@ class Enforcer:
         self._clock = clock
         self._base = list(base_principals)
         self._tools = tools
+        # agents and tasks from memory while the change feed is current (reads once)
+        self._agent_view = agent_view
+        self._task_view = task_view
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
 
     # deciding
@@ -237,9 +242,9 @@ class Enforcer:
             return self._refused(call, exc.code, exc.message,
                                  claims=holder if isinstance(holder, GrantClaims) else None)
         claims = use.claims
-        try:
-            agent = self._registry.find(claims.agent_id)
-            task = self._grants.task(claims.task_id)
+        try:  # from memory while the change feed is current, else from the store
+            agent = (self._agent_view or self._registry).find(claims.agent_id)
+            task = (self._task_view or self._grants).task(claims.task_id)
         except ProctorError as exc:  # the store, most likely: the grant's holder is known
             return self._refused(call, exc.code, exc.message, claims=claims)
         if agent is None:
@@ -352,8 +357,10 @@ class Enforcer:
     def _refresh(self, agent: Agent) -> None:
         """Give the engine the agent's current trust state and risk when another
         process (or a review) changed them since the engine's entities were built."""
-        if self._synced.get(agent.id) != _fingerprint(agent):
-            self.refresh_principals()
+        fingerprint = _fingerprint(agent)
+        if self._synced.get(agent.id) != fingerprint:
+            self._engine.put_agent(agent_entity_of(agent))  # this agent's shard alone
+            self._synced[agent.id] = fingerprint
 
     def ensure_current(self, agent_id: str) -> None:
         """Make sure the engine sees ``agent_id`` as the registry does now; call it
@@ -363,7 +370,11 @@ class Enforcer:
             self._refresh(agent)
 
     def refresh_principals(self) -> None:
-        """Rebuild the engine's agents from the registry, e.g. after a registration."""
+        """Bring the engine's agents up to the registry, e.g. after a registration: with
+        an agent view whose change feed is current, the feed's changes so far (each
+        changed agent alone); otherwise every agent, rebuilt."""
+        if self._agent_view is not None and self._agent_view.is_current():
+            return
         agents = self._registry.list_agents()
         sync_principals(self._engine, _Fixed(agents), self._base)
         self._synced = {a.id: _fingerprint(a) for a in agents}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +28,25 @@ from proctor.grants import (
     GrantAuthority,
     IssuerKeyring,
     RegisteredAgents,
+    RevocationView,
     TaskLimits,
+    TaskView,
     TokenCodec,
 )
-from proctor.identity import AgentRegistry, load_trust_config, sync_principals
+from proctor.identity import (
+    AgentRegistry,
+    AgentView,
+    follow_agents,
+    load_trust_config,
+    sync_principals,
+)
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from proctor.store import Store, open_store
+from proctor.store.changes import Change, ChangeFeed
 
 __all__ = [
     "EXAMPLE_POLICIES",
@@ -70,10 +80,15 @@ class Runtime:
     enforcer: Enforcer
     keyring: IssuerKeyring  # the issuer keys: grants and audit checkpoints
     secrets: SecretStore  # upstream credentials, sealed under the master key
+    feed: ChangeFeed  # what any process changed, for the views below
+    agent_view: AgentView  # agents, from memory while the feed is current
+    task_view: TaskView  # tasks, likewise
+    revocations: RevocationView  # whether leases are revoked, likewise
 
     def close(self) -> None:
         self.approvals.close()  # a configured webhook delivers what it has queued
         self.audit.close()
+        self.feed.close()
         self.store.close()
 
 
@@ -132,14 +147,27 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None,
         raise
 
 
+def _learn(tools: KnownTools, engine: PolicyEngine, found: Sequence[Change] | None) -> None:
+    """A tool another process discovered is known here from its next decision on
+    (``found`` None: changes may have been missed, look at every stored tool)."""
+    if found is None or any(c.kind == "tool" and engine.catalog.by_action(f"tool:{c.key}")
+                            is None for c in found):
+        tools.teach(engine)
+
+
 def _wire(settings: Settings, clock: Clock, store: Store,
           attribution: Attribution | None) -> Runtime:
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))
+    feed = ChangeFeed(store)  # listening before the first read: no change falls between
+    agent_view = AgentView(registry, feed)
     sync_principals(engine, registry, bundle.principals)
+    follow_agents(engine, agent_view, registry, bundle.principals)
     tools = KnownTools(store, clock)
     tools.teach(engine)  # what gateways discovered before this process started
+    feed.subscribe(lambda found: _learn(tools, engine, found),
+                   lambda: _learn(tools, engine, None))
     policies = PolicyStore(store, engine, clock)
     if policies.load_active() is None:
         policies.load_directory(settings.policy_dir)
@@ -156,9 +184,12 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     if webhook is not None:
         notifier = WebhookNotifier(webhook, clock)
         approvals.subscribe(notifier.notify, close=notifier.close)
+    task_view = TaskView(store, feed)
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
-                        base_principals=bundle.principals, tools=tools)
+                        base_principals=bundle.principals, tools=tools,
+                        agent_view=agent_view, task_view=task_view)
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
-                   audit, approvals, enforcer, keyring, secrets)
+                   audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,
+                   RevocationView(store, feed))
 

@@ -20,6 +20,7 @@ from proctor.grants.subscription import RevocationSubscription
 from proctor.grants.tasks import Task, TaskLimits
 from proctor.grants.tokens import GrantClaims, TokenCodec, token_hash
 from proctor.grants.use import GrantUse
+from proctor.grants.view import RevocationView, TaskView
 
 __all__ = [
     "PROOF_ALGORITHMS",
@@ -40,9 +41,11 @@ __all__ = [
     "LeaseTree",
     "RegisteredAgents",
     "RevocationSubscription",
+    "RevocationView",
     "Swept",
     "Task",
     "TaskLimits",
+    "TaskView",
     "TokenCodec",
     "ToolScope",
     "jwk_thumbprint",

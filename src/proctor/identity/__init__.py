@@ -25,12 +25,18 @@ from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.manifest import Manifest, load_manifest
 from proctor.identity.oidc import OidcVerifier
 from proctor.identity.own_key import OwnKeyVerifier
-from proctor.identity.principals import agent_principals, sync_principals
+from proctor.identity.principals import (
+    agent_entity_of,
+    agent_principals,
+    follow_agents,
+    sync_principals,
+)
 from proctor.identity.proofs import AgentLookup, ProofVerifier, VerifiedIdentity
 from proctor.identity.registry import AgentRegistry
 from proctor.identity.spiffe_id import AgentId, agent_id_for, parse_agent_id
 from proctor.identity.tokens import MAX_TOKEN_BYTES
 from proctor.identity.trust import OidcIssuer, TrustConfig, jwt_bundle_from_jwks, load_trust_config
+from proctor.identity.view import AgentView
 
 __all__ = [
     "MAX_TOKEN_BYTES",
@@ -39,6 +45,7 @@ __all__ = [
     "AgentKey",
     "AgentLookup",
     "AgentRegistry",
+    "AgentView",
     "AuthenticatedAgent",
     "Authenticator",
     "JwtSvidProof",
@@ -55,8 +62,10 @@ __all__ = [
     "TrustConfig",
     "TrustState",
     "VerifiedIdentity",
+    "agent_entity_of",
     "agent_id_for",
     "agent_principals",
+    "follow_agents",
     "import_agent_key",
     "jwt_bundle_from_jwks",
     "load_manifest",

@@ -1,12 +1,13 @@
 """The work a server process does besides answering requests.
 
-- **Sweep** (every ``sweep_seconds``): expired leases are marked revoked and
-  proof nonces past their window forgotten (:meth:`GrantAuthority.sweep`).
+- **Sweep** (every ``sweep_seconds``): expired leases are marked revoked,
+  proof nonces past their window forgotten (:meth:`GrantAuthority.sweep`) and
+  old rows of the change feed pruned (:func:`~proctor.store.changes.prune_changes`).
   Every process sweeps; a sweep is idempotent.
 - **Sync** (every ``sync_seconds``): what other processes changed in the
   store reaches this one: the active policy revision, agents (registrations,
-  trust states, risk scores) and the shadowed revision; this process's shadow
-  differences go to the store.
+  trust states, risk scores: from the change feed, each changed agent alone)
+  and the shadowed revision; this process's shadow differences go to the store.
 - **Revocations** (PostgreSQL): a :class:`RevocationSubscription` hears every
   revocation made by any node and tells the listeners registered on the
   server state (for live views and sessions). Checks never rely on it: they
@@ -28,6 +29,7 @@ import anyio
 from proctor.errors import ProctorError
 from proctor.grants import RevocationSubscription, Swept
 from proctor.server.state import ServerState
+from proctor.store.changes import prune_changes
 
 __all__ = ["Background"]
 
@@ -83,6 +85,7 @@ class Background:
         """End tasks past their lifetime or idle timeout, revoke expired leases and forget
         old proof nonces; returns how many of each."""
         swept = self._state.runtime.grants.sweep()
+        prune_changes(self._state.runtime.store)
         metrics = self._state.metrics
         metrics.swept.labels("lease").inc(swept.expired)
         metrics.swept.labels("nonce").inc(swept.nonces)

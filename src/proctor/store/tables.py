@@ -24,6 +24,7 @@ __all__ = [
     "audit_events",
     "audit_head",
     "audit_stream_cursors",
+    "changes",
     "connectors",
     "console_sessions",
     "grant_offers",
@@ -445,4 +446,17 @@ secret_leases = Table(
     Column("secret_name", String(128), nullable=False),
     Column("generation", String(32), nullable=False),
     Index("ix_secret_leases_name", "secret_name"),
+)
+
+# The change feed (proctor.store.changes): one row per change to what the
+# in-process views hold, written by triggers in the changing transaction.
+# `kind` is agent, task, lease or tool; `key` the changed row's id.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("key", Text, nullable=False),
+    sqlite_autoincrement=True,
 )

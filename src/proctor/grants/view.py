@@ -1,0 +1,114 @@
+"""Tasks and the revocation state of leases as this process holds them: read once,
+then from memory while the change feed proves them current.
+
+Both answer from memory only when :meth:`~proctor.store.changes.ChangeFeed.catch_up`
+says every change committed so far has been heard, and read the store otherwise.
+A change to one task (ended, lifetime, data sensitivity seen) or one lease (revoked),
+made by any process, drops that entry alone.
+
+What a held task does not follow is its idle deadline (``idle_until``), which every
+call moves: the transaction that counts a use reads it there. A lease is held only
+once read; an id the store does not know is never held (it reads as revoked).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from proctor.errors import GrantError
+from proctor.grants.tasks import Task, task_from_row
+from proctor.store import Store
+from proctor.store.changes import Change, ChangeFeed
+from proctor.store.tables import tasks
+
+__all__ = ["RevocationView", "TaskView"]
+
+_MAX_HELD = 100_000
+
+
+class _Held:
+    """Entries keyed by id, dropped by the feed's changes of one kind."""
+
+    def __init__(self, feed: ChangeFeed, kind: str) -> None:
+        self.feed = feed
+        self.kind = kind
+        self.entries: dict[str, object] = {}
+        self.lock = threading.Lock()
+        feed.subscribe(self._changed, self._reset)
+
+    def keep(self, epoch: int, found: dict[str, object]) -> None:
+        """Hold ``found`` if no change was heard since ``epoch`` (when it was read)."""
+        with self.lock:
+            if self.feed.epoch != epoch or not self.feed.is_current:
+                return
+            if len(self.entries) + len(found) > _MAX_HELD:
+                self.entries.clear()
+            self.entries.update(found)
+
+    def _changed(self, found: Sequence[Change]) -> None:
+        keys = [c.key for c in found if c.kind == self.kind]
+        if keys:
+            with self.lock:
+                for key in keys:
+                    self.entries.pop(key, None)
+
+    def _reset(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+class TaskView:
+    """Tasks by id, in memory while the feed is current."""
+
+    def __init__(self, store: Store, feed: ChangeFeed) -> None:
+        self._store = store
+        self._held = _Held(feed, "task")
+
+    def task(self, task_id: str) -> Task:
+        """The task (its idle deadline as of when it was read); ``task_unknown`` if none."""
+        feed = self._held.feed
+        if feed.catch_up():
+            held = self._held.entries.get(task_id)
+            if isinstance(held, Task):
+                return held
+        epoch = feed.epoch
+        with self._store.reading() as conn:
+            row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        if row is None:
+            raise GrantError("task_unknown", f"task `{task_id}` does not exist")
+        task = task_from_row(row)
+        self._held.keep(epoch, {task_id: task})
+        return task
+
+
+class RevocationView:
+    """Whether leases (tasks, grants, their ancestors) are revoked, in memory while the
+    feed is current."""
+
+    def __init__(self, store: Store, feed: ChangeFeed) -> None:
+        self._store = store
+        self._held = _Held(feed, "lease")
+
+    def revoked_among(self, ids: Sequence[str]) -> list[str]:
+        """Which of ``ids`` are revoked or unknown (a grant's lineage: itself, its
+        ancestors and its task)."""
+        feed = self._held.feed
+        wanted = list(dict.fromkeys(ids))
+        state: dict[str, object] = {}
+        if feed.catch_up():
+            entries = self._held.entries
+            state = {i: entries[i] for i in wanted if i in entries}
+        missing = [i for i in wanted if i not in state]
+        if missing:
+            epoch = feed.epoch
+            marks = ", ".join("{p}" for _ in missing)
+            rows = self._store.fetch(
+                f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})",  # noqa: S608
+                missing)
+            read: dict[str, object] = {str(r[0]): r[1] is not None for r in rows}
+            self._held.keep(epoch, read)
+            state.update(read)
+        return [i for i in wanted if state.get(i) is not False]

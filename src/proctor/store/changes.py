@@ -1,0 +1,262 @@
+"""The change feed: what any process changed, for the in-process views of every other.
+
+Triggers (migration 0014) add a row to ``changes`` — a monotonic ``seq``, a
+``kind`` (``agent``, ``task``, ``lease``, ``tool``) and the changed row's ``key`` —
+in the same transaction as each change a view cares about, whoever makes it. A
+:class:`ChangeFeed` hands those changes to its subscribers, which drop or replace
+the entries they hold:
+
+- **PostgreSQL**: the triggers also ``NOTIFY proctor_changes``; a listener thread
+  on a connection of its own delivers each change as its transaction commits, on
+  every node. The feed is current while that connection is up. When it drops, the
+  feed says so at once (:attr:`ChangeFeed.is_current` is False: views read the
+  store), reconnects, listens again and only then *resets* its subscribers (they
+  forget everything: whatever was missed meanwhile is read again).
+- **SQLite**: several processes share one file. Before a view answers it calls
+  :meth:`ChangeFeed.catch_up`: ``PRAGMA data_version`` on the feed's own
+  connection says whether any other connection committed since; only then is
+  ``changes`` read after the last ``seq`` seen. One writer at a time means ``seq``
+  order is commit order, so nothing is skipped; a gap (rows pruned before this
+  process read them) or a table that cannot be read resets the subscribers, or
+  makes ``catch_up`` answer False (the view reads the store).
+
+A view caches a value read from the store only if no change was delivered while it
+read (:attr:`ChangeFeed.epoch` did not move), so a change landing during the read is
+never hidden under the older value.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from proctor.errors import StoreError
+from proctor.store import Store
+from proctor.store.tables import changes
+
+__all__ = ["CHANNEL", "Change", "ChangeFeed", "prune_changes"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "proctor_changes"
+KEEP_CHANGES = 100_000  # rows kept by :func:`prune_changes`; a view further behind resets
+_BATCH = 10_000  # more than this at once: reset rather than replay
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    kind: str
+    key: str
+
+
+Listener = Callable[[Sequence[Change]], None]
+Reset = Callable[[], None]
+
+
+class ChangeFeed:
+    """Delivers every committed change to the subscribers; knows whether it is current.
+
+    >>> feed = ChangeFeed(store)                         # doctest: +SKIP
+    >>> feed.subscribe(view.changed, view.reset)         # doctest: +SKIP
+    >>> feed.catch_up()                                  # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, store: Store, *, poll_seconds: float = 0.5) -> None:
+        self._store = store
+        self._subscribers: list[tuple[Listener, Reset]] = []
+        self._lock = threading.RLock()  # a subscriber may read through the feed again
+        self.epoch = 0  # moves with every delivery and reset
+        self._current = False
+        self._poll = poll_seconds
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        self._memory = False
+        self.last_seq = self._max_seq()
+        if store.backend == "postgresql":
+            self._conn: psycopg.Connection[Any] | None = None
+            try:
+                self._conn = self._listen()
+                self._current = True
+            except StoreError as exc:  # the views read the store until it listens
+                log.error("the change feed cannot listen (%s); views read the store",
+                          exc.message)
+            self._thread = threading.Thread(target=self._run, name="proctor-changes",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            database = store.engine.url.database
+            self._memory = database in (None, "", ":memory:")
+            if not self._memory:
+                self._sqlite = sqlite3.connect(database or "", check_same_thread=False,
+                                               isolation_level=None)
+            self._current = True
+
+    def subscribe(self, listener: Listener, reset: Reset) -> None:
+        """Call ``listener(changes)`` with every batch of changes, ``reset()`` when
+        changes may have been missed (the subscriber forgets everything it holds)."""
+        self._subscribers.append((listener, reset))
+
+    @property
+    def is_current(self) -> bool:
+        """Whether the subscribers have heard of every change committed so far (as far
+        as the feed can prove): on PostgreSQL, while the listener is connected."""
+        return self._current and not self._stopping.is_set()
+
+    def catch_up(self) -> bool:
+        """Deliver what other processes committed since the last call (SQLite); True if
+        the subscribers may answer from what they hold, False if they must read the
+        store. Never raises."""
+        if self._store.backend == "postgresql":
+            return self.is_current
+        try:
+            with self._lock:
+                if self._stopping.is_set():
+                    return False
+                if self._sqlite is not None:
+                    version = int(self._sqlite.execute("PRAGMA data_version").fetchone()[0])
+                    if version == self._data_version:
+                        return True
+                    self._data_version = version  # before delivering: a nested call returns
+                    self._read_after(self._sqlite.execute)
+                else:  # in memory: one connection, which data_version cannot watch
+                    self._read_after(None)
+                self._current = True
+                return True
+        except Exception as exc:  # unreadable: the views read the store instead
+            if self._current:
+                log.error("the change feed cannot be read (%s); views read the store",
+                          type(exc).__name__)
+            self._current = False
+            self._data_version = None
+            return False
+
+    def _read_after(self, execute: Callable[..., Any] | None) -> None:
+        query = ("SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+        params = (self.last_seq, _BATCH + 1)
+        if execute is not None:
+            rows = [tuple(r) for r in execute(query, params).fetchall()]
+        else:
+            rows = [tuple(r) for r in self._store.fetch(
+                query.replace("?", "{p}"), list(params))]
+        if not rows:
+            return
+        found = [Change(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+        if found[0].seq != self.last_seq + 1 or len(found) > _BATCH:
+            self.last_seq = self._max_seq()
+            self._reset_all()
+            return
+        self.last_seq = found[-1].seq
+        self._deliver(found)
+
+    def _max_seq(self) -> int:
+        try:
+            with self._store.reading() as conn:
+                return int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
+        except StoreError:
+            return 0
+
+    def _deliver(self, found: Sequence[Change]) -> None:
+        self.epoch += 1
+        for listener, _ in self._subscribers:
+            try:
+                listener(found)
+            except Exception:
+                log.exception("change listener failed")
+
+    def _reset_all(self) -> None:
+        self.epoch += 1
+        for _, reset in self._subscribers:
+            try:
+                reset()
+            except Exception:
+                log.exception("change reset failed")
+
+    # PostgreSQL
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        try:
+            self._proxy = self._store.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot listen for changes: {type(exc).__name__}") from exc
+        conn: psycopg.Connection[Any] = self._proxy.driver_connection  # type: ignore[assignment]
+        try:
+            conn.autocommit = True
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            self._proxy.invalidate()
+            raise StoreError(f"cannot listen for changes: {type(exc).__name__}") from exc
+        return conn
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            conn = self._conn
+            if conn is None:
+                self._reconnect()
+                continue
+            try:
+                for note in conn.notifies(timeout=self._poll):
+                    self._heard(note.payload)
+            except psycopg.Error:
+                if self._stopping.is_set():
+                    return
+                self._current = False
+                self.epoch += 1
+                self._conn = None
+                log.error("the change feed lost its connection; views read the store "
+                          "until it is back")
+                self._proxy.invalidate()
+
+    def _reconnect(self) -> None:
+        while not self._stopping.wait(self._poll):
+            try:
+                self._conn = self._listen()
+            except StoreError:
+                continue
+            self._reset_all()  # listening again: whatever was missed is read again
+            self._current = True
+            log.info("the change feed is back")
+            return
+
+    def _heard(self, payload: str) -> None:
+        seq, _, rest = payload.partition(" ")
+        kind, _, key = rest.partition(" ")
+        if not seq.isdigit() or not kind:
+            log.warning("ignored a malformed change notification")
+            return
+        self.last_seq = max(self.last_seq, int(seq))
+        self._deliver([Change(int(seq), kind, key)])
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 * self._poll + 1)
+            if self._conn is not None:
+                self._proxy.invalidate()
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+
+def prune_changes(store: Store, keep: int = KEEP_CHANGES) -> int:
+    """Forget all but the last ``keep`` changes (at least the newest, which shows a view
+    that had not read the others yet that it missed some: it resets); returns how many
+    were forgotten."""
+    if keep < 1:
+        raise ValueError("the newest change is always kept")
+    with store.transaction() as conn:
+        newest = conn.execute(select(func.max(changes.c.seq))).scalar()
+        if newest is None:
+            return 0
+        return int(conn.execute(delete(changes).where(changes.c.seq <= newest - keep))
+                   .rowcount)
