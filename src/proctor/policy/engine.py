@@ -16,6 +16,7 @@ can apply to it; then
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class PolicyEngine:
             tool_entities(catalog) + self._principals, self.schema,
             [e for e in principals if e["uid"]["type"] == "Agent"])
         self._full: EntityGraph | None = None
+        # changes to the entities one at a time (decisions never wait for it): a
+        # catalog extension must not drop an agent's change made while it rebuilt
+        self._changing = threading.RLock()
         self.active: CompiledPolicies | None = None
         self.shadow: CompiledPolicies | None = None
         self.shadow_differences: deque[ShadowDifference] = deque(maxlen=_MAX_SHADOW_RECORDS)
@@ -107,26 +111,28 @@ class PolicyEngine:
         :class:`~proctor.errors.PolicyValidationError` if a set no longer validates;
         the engine is then left exactly as it was.
         """
-        by_id = {t.tool_id: t for t in self.catalog}
-        by_id.update((t.tool_id, t) for t in tools)
-        catalog = ToolCatalog(by_id.values())
-        schema = build_schema(catalog)
-        groups = {"call": frozenset(t.action_id for t in catalog)}
-        agents = _build_agents(tool_entities(catalog) + self._principals, schema,
-                               self._agents.agents())
-        active = _recompile(self.active, schema, groups)
-        shadow = _recompile(self.shadow, schema, groups)
-        # Everything is built before anything is replaced: a failure changes nothing.
-        self.catalog, self.schema, self.action_groups = catalog, schema, groups
-        self._agents, self._full, self.active, self.shadow = agents, None, active, shadow
-        self._projectable = {}
+        with self._changing:
+            by_id = {t.tool_id: t for t in self.catalog}
+            by_id.update((t.tool_id, t) for t in tools)
+            catalog = ToolCatalog(by_id.values())
+            schema = build_schema(catalog)
+            groups = {"call": frozenset(t.action_id for t in catalog)}
+            agents = _build_agents(tool_entities(catalog) + self._principals, schema,
+                                   self._agents.agents())
+            active = _recompile(self.active, schema, groups)
+            shadow = _recompile(self.shadow, schema, groups)
+            # Everything is built before anything is replaced: a failure changes nothing.
+            self.catalog, self.schema, self.action_groups = catalog, schema, groups
+            self._agents, self._full, self.active, self.shadow = agents, None, active, shadow
+            self._projectable = {}
 
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
         """Replace agents, humans and groups; every shard is rebuilt, here."""
         others = [e for e in principals if e["uid"]["type"] != "Agent"]
-        agents = _build_agents(tool_entities(self.catalog) + others, self.schema,
-                               [e for e in principals if e["uid"]["type"] == "Agent"])
-        self._principals, self._agents, self._full = others, agents, None
+        with self._changing:
+            agents = _build_agents(tool_entities(self.catalog) + others, self.schema,
+                                   [e for e in principals if e["uid"]["type"] == "Agent"])
+            self._principals, self._agents, self._full = others, agents, None
 
     def put_agent(self, entity: dict[str, Any]) -> None:
         """Add or replace one agent's entity (see
@@ -134,13 +140,15 @@ class PolicyEngine:
         whatever the number of agents."""
         if entity["uid"]["type"] != "Agent":
             raise ConfigError("only an agent's entity is put one at a time")
-        self._agents.put(entity)
-        self._full = None
+        with self._changing:
+            self._agents.put(entity)
+            self._full = None
 
     def remove_agent(self, agent_id: str) -> None:
         """Forget one agent's entity (its shard is rebuilt)."""
-        self._agents.remove(agent_id)
-        self._full = None
+        with self._changing:
+            self._agents.remove(agent_id)
+            self._full = None
 
     def agent_entity(self, agent_id: str) -> dict[str, Any] | None:
         """The entity the engine holds for ``agent_id``, or None."""
