@@ -369,6 +369,13 @@ class Enforcer:
         if agent is not None:
             self._refresh(agent)
 
+    def catch_up(self) -> None:
+        """Hear what other processes changed (agents, tasks, revocations) so far; the
+        engine's agents follow. Cheap: on SQLite a ``PRAGMA`` unless something changed,
+        on PostgreSQL nothing (changes arrive as they commit)."""
+        if self._agent_view is not None:
+            self._agent_view.is_current()
+
     def refresh_principals(self) -> None:
         """Bring the engine's agents up to the registry, e.g. after a registration: with
         an agent view whose change feed is current, the feed's changes so far (each

@@ -122,6 +122,7 @@ class Gateway:
     async def list_tools(self, session: GatewaySession, view: View) -> list[types.Tool]:
         """The tools of ``view`` this session's grant and the policies could allow."""
         shown: list[types.Tool] = []
+        self.enforcer.catch_up()  # an agent changed by another process is listed as it is
         for server in view.servers:
             upstream = await self._upstream_for_listing(session, view, server, refresh=True)
             if upstream is None:
