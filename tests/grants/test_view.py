@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from sqlalchemy import event
 
@@ -22,9 +23,9 @@ GIT = GrantScope.from_json({"tools": [{"tool": "git/*"}]})
 
 
 class _Views:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
         self.store = open_store(url)  # another process's connections
-        self.feed = ChangeFeed(self.store)
+        self.feed = ChangeFeed(self.store, **options)
         self.tasks = TaskView(self.store, self.feed)
         self.revocations = RevocationView(self.store, self.feed)
         self.statements = 0
@@ -86,3 +87,32 @@ async def test_a_revocation_is_seen_by_the_next_read(setup: Setup, views: _Views
     await _until(lambda: views.revocations.revoked_among(lineage) == [grant.grant_id])
     setup.authority.end_task(task.id)
     await _until(lambda: set(views.revocations.revoked_among(lineage)) == set(lineage))
+
+
+@pytest.mark.anyio
+async def test_revocations_are_read_from_the_store_while_the_feed_is_down(
+        setup: Setup, database_url: str) -> None:
+    views = _Views(database_url, poll_seconds=60)  # no reconnection while the test runs
+    try:
+        task = setup.authority.start_task(CODER, purpose="x", on_behalf_of="alice")
+        grant = setup.authority.issue(task.id, GIT)
+        lineage = grant.claims.lineage
+        assert views.revocations.revoked_among(lineage) == []  # held from now on
+        assert views.tasks.task(task.id).ended_at is None
+        if database_url.startswith("postgresql"):
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() "
+                              "AND query = 'LISTEN proctor_changes'")
+            await _until(lambda: not views.feed.is_current)
+            setup.authority.end_task(task.id)
+        else:  # the ending commits, then the feed's sequence becomes unreadable
+            setup.authority.end_task(task.id)
+            with setup.store.transaction() as conn:
+                conn.exec_driver_sql("ALTER TABLE changes RENAME TO changes_away")
+
+        assert not views.feed.catch_up()
+        assert set(views.revocations.revoked_among(lineage)) == set(lineage)
+        assert views.tasks.task(task.id).ended_at is not None
+    finally:
+        views.close()
