@@ -14,11 +14,12 @@ the entries they hold:
   forget everything: whatever was missed meanwhile is read again).
 - **SQLite**: several processes share one file. Before a view answers it calls
   :meth:`ChangeFeed.catch_up`: ``PRAGMA data_version`` on the feed's own
-  connection says whether any other connection committed since; only then is
-  ``changes`` read after the last ``seq`` seen. One writer at a time means ``seq``
-  order is commit order, so nothing is skipped; a gap (rows pruned before this
-  process read them) or a table that cannot be read resets the subscribers, or
-  makes ``catch_up`` answer False (the view reads the store).
+  connection (one of the store's pool, held) says whether any other connection
+  committed since; only then is ``changes`` read after the last ``seq`` seen.
+  One writer at a time means ``seq`` order is commit order, so nothing is
+  skipped. A gap (rows pruned before this process read them) resets the
+  subscribers; a table that cannot be read makes ``catch_up`` answer False (the
+  views read the store).
 
 A view caches a value read from the store only if no change was delivered while it
 read (:attr:`ChangeFeed.epoch` did not move), so a change landing during the read is
@@ -98,9 +99,12 @@ class ChangeFeed:
         else:
             database = store.engine.url.database
             self._memory = database in (None, "", ":memory:")
-            if not self._memory:
-                self._sqlite = sqlite3.connect(database or "", check_same_thread=False,
-                                               isolation_level=None)
+            if not self._memory:  # one of the pool's, held: it counts like any other
+                try:
+                    self._proxy = store.engine.raw_connection()
+                except SQLAlchemyError as exc:
+                    raise StoreError(f"cannot read changes: {type(exc).__name__}") from exc
+                self._sqlite = self._proxy.driver_connection
             self._current = True
 
     def subscribe(self, listener: Listener, reset: Reset) -> None:
@@ -245,7 +249,8 @@ class ChangeFeed:
             if self._conn is not None:
                 self._proxy.invalidate()
         if self._sqlite is not None:
-            self._sqlite.close()
+            self._sqlite = None
+            self._proxy.close()  # back to the pool
 
 
 def prune_changes(store: Store, keep: int = KEEP_CHANGES) -> int:
