@@ -9,8 +9,12 @@ is noted: any change to an agent; a task's end, lifetime or data sensitivity
 seen (not its idle deadline, which moves on every call); a lease's revocation;
 a tool recorded.
 
-Revision ID: 0014
-Revises: 0013
+A later migration that rebuilds one of these tables on SQLite (``batch_alter_table``
+copies it into a new one) drops its triggers with it and must create them again;
+tests/store/test_changes.py fails until it does.
+
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,78 @@
+"""The change feed's rows: written by the database itself, in the changing transaction,
+for exactly the changes a view holds, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Connection, delete, insert, select, update
+
+from proctor.store import Store, open_store
+from proctor.store.changes import prune_changes
+from proctor.store.tables import agents, changes, leases, tasks, tool_catalog
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+AGENT = "spiffe://acme.example/agent/a"
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
+    yield opened
+    opened.close()
+
+
+def _noted(conn: Connection) -> list[tuple[str, str]]:
+    return [(r.kind, r.key) for r in conn.execute(select(changes).order_by(changes.c.seq))]
+
+
+def _agent_row() -> dict[str, object]:
+    return {"id": AGENT, "name": "a", "trust_domain": "acme.example", "owner": "bob",
+            "groups": [], "proof_method": "jwt_svid", "trust_state": "trusted",
+            "risk_score": 0, "manifest": {}, "manifest_digest": "d", "reviewed_by": "erin",
+            "reviewed_at": NOW, "created_at": NOW, "updated_at": NOW}
+
+
+def test_every_watched_change_is_noted_in_its_own_transaction(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute(insert(agents).values(**_agent_row()))
+        conn.execute(insert(tasks).values(id="task_1", agent_id=AGENT, purpose="p",
+                                          on_behalf_of="bob", started_at=NOW))
+        conn.execute(insert(leases).values(id="task_1", parent_id=None, kind="task",
+                                           task_id="task_1", agent_id=AGENT, created_at=NOW))
+        conn.execute(insert(tool_catalog).values(tool_id="git/git_log", server="git", spec={},
+                                                 first_seen_at=NOW))
+    with store.transaction() as conn:
+        assert _noted(conn) == [("agent", AGENT), ("tool", "git/git_log")]
+    with store.transaction() as conn:
+        conn.execute(update(agents).values(risk_score=40))
+        conn.execute(update(tasks).values(idle_until=NOW + timedelta(minutes=5)))  # not held
+        conn.execute(update(tasks).values(sensitivity_seen=2))
+        conn.execute(update(tasks).values(sensitivity_seen=2))  # no change: not noted
+        conn.execute(update(leases).values(revoked_at=NOW, revoked_reason="x"))
+        conn.execute(update(leases).values(revoked_reason="y"))  # still revoked: not noted
+        conn.execute(update(tasks).values(ended_at=NOW))
+        conn.execute(delete(agents))
+    with store.transaction() as conn:
+        assert _noted(conn)[2:] == [("agent", AGENT), ("task", "task_1"), ("lease", "task_1"),
+                                    ("task", "task_1"), ("agent", AGENT)]
+
+
+def test_a_change_rolled_back_leaves_no_row(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        conn.execute(insert(agents).values(**_agent_row()))
+        raise RuntimeError("rolled back")
+    with store.transaction() as conn:
+        assert _noted(conn) == []
+
+
+def test_pruning_keeps_the_newest_changes(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute(insert(agents).values(**_agent_row()))
+        for score in range(1, 5):
+            conn.execute(update(agents).values(risk_score=score))
+    assert prune_changes(store, keep=2) == 3
+    with store.transaction() as conn:
+        assert [r.seq for r in conn.execute(select(changes.c.seq))] == [4, 5]
