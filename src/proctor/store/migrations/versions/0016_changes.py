@@ -13,8 +13,8 @@ A later migration that rebuilds one of these tables on SQLite (``batch_alter_tab
 copies it into a new one) drops its triggers with it and must create them again;
 tests/store/test_changes.py fails until it does.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
