@@ -57,3 +57,25 @@ def test_discover_registers_each_server_and_flags_a_plaintext_secret(home: Path)
     assert "plaintext_secret" in {f["code"] for f in shown["findings"]}
     code, again = run("discover", "--register", str(FIXTURES / "claude-desktop"), *ERIN)
     assert again["registered"] == []  # once per id
+
+
+def test_a_gateway_configs_upstreams_are_imported_with_their_secrets(
+        home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "upstreams:\n"
+        "  github:\n"
+        "    command: [github-mcp-server, stdio]\n"
+        "    env: {GITHUB_PERSONAL_ACCESS_TOKEN: \"${secret:github-token}\"}\n"
+        "  crm:\n"
+        "    url: https://crm.vendor.example/mcp\n"
+        "    headers: {Authorization: \"Bearer ${secret:crm-token}\"}\n"
+        "    labels: {connector: salesforce}\n")
+    code, imported = run("connector", "import", str(config), *ERIN)
+    assert code == 0, imported
+    assert imported["registered"] == ["github", "salesforce"]
+    code, shown = run("connector", "show", "salesforce")
+    assert (shown["secrets"], shown["servers"], shown["source"]) == (
+        ["crm-token"], ["crm"], "gateway")
+    code, again = run("connector", "import", str(config), *ERIN)
+    assert again["registered"] == []

@@ -1,12 +1,14 @@
 """``proctor connector``: the inventory of connectors (MCP servers, SaaS, OAuth apps).
 
-``add`` records one (audited as the operator's), ``list`` shows them with their
+``add`` records one (audited as the operator's), ``import`` the upstreams of a
+gateway config, ``list`` shows them with their
 findings, ``show`` who can reach one now, when it was last used and why it is
 flagged, ``retire`` takes one out of the inventory (audited).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -83,6 +85,42 @@ def add(
         print_json(added.as_json())
     else:
         console.print(f"connector {added.id} added ({added.kind})", markup=False)
+
+
+@app.command("import")
+def import_config(
+    config_file: Annotated[Path, typer.Argument(help="A gateway config (YAML).")],
+    by: ByOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Record each upstream of a gateway config as an `mcp_server` connector (its id is
+    the upstream's `connector` label, else its name), with the secrets it is given;
+    those already recorded are left as they are."""
+    from proctor.gateway.config import load_gateway_config, secret_names
+    from proctor.oversight.inventory import Connector, Inventory
+
+    try:
+        config = load_gateway_config(config_file)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    added: list[str] = []
+    with acting_runtime(by, as_json) as (runtime, acting):
+        inventory = Inventory(runtime.store, runtime.clock)
+        for name, upstream in config.upstreams.items():
+            connector_id = upstream.labels.connector or name
+            if inventory.find(connector_id) is not None:
+                continue
+            values = [*upstream.env.values(), *upstream.headers.values()]
+            inventory.add(Connector(
+                id=connector_id, kind="mcp_server", name=f"{name} (gateway config)",
+                secrets=tuple(sorted({s for v in values for s in secret_names(v)})),
+                servers=(name,), source="gateway"))
+            acting.record("connector.add", f"Connector::{connector_id}", "added",
+                          detail={"source": "gateway", "file": str(config_file)})
+            added.append(connector_id)
+    if as_json:
+        print_json({"registered": added})
+    else:
+        console.print(f"registered {', '.join(added) or 'nothing new'}", markup=False)
 
 
 @app.command("list")
