@@ -67,13 +67,14 @@ class Protocol:
     # -- credentials
 
     def headers(self) -> dict[str, str]:
-        """``Authorization`` with an identity proof, reused for half its lifetime."""
+        """``Authorization`` with an identity proof, reused for half its lifetime, and the
+        agent's trace context (``traceparent``) when it runs OpenTelemetry."""
         now = self.clock.monotonic()
         if self._proof is None or now - self._proof[1] > IDENTITY_PROOF_SECONDS / 2:
             proof = self.key.identity_proof(self.agent_id, audience=self.audience,
                                             now=self.clock.now())
             self._proof = (proof, now)
-        return {"Authorization": f"Bearer {self._proof[0]}"}
+        return {"Authorization": f"Bearer {self._proof[0]}", **_trace_headers()}
 
     # -- requests
 
@@ -217,6 +218,17 @@ class Protocol:
         if status == "denied":
             raise ApprovalDeniedError(tool, approval_id, str(body.get("comment") or "no comment"))
         raise CallRefusedError(tool, "approval_expired", f"approval `{approval_id}` is {status}")
+
+
+def _trace_headers() -> dict[str, str]:
+    """The agent's current trace context, if it has OpenTelemetry (none otherwise)."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 def _id(thing: Task | str) -> str:

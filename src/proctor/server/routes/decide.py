@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from proctor import telemetry
 from proctor.enforcement import ToolCall
 from proctor.server.deps import Credentials, authenticate, request_url
 from proctor.server.problems import problem_responses
@@ -78,7 +79,13 @@ async def decide(body: DecideIn, request: Request) -> JSONResponse:
     determining policies and the audit event's id."""
     # The hot path: authentication, the control-plane check and the decision share one
     # worker thread, and the answer is serialised once.
-    answer = await anyio.to_thread.run_sync(_decide, request, body)
+    if not telemetry.is_enabled():
+        return JSONResponse(await anyio.to_thread.run_sync(_decide, request, body))
+    # the caller's trace (its `traceparent` header) is the decision's parent
+    with telemetry.span("POST /v1/decide", kind="server", carrier=request.headers,
+                        attributes={"http.request.method": "POST",
+                                    "http.route": "/v1/decide"}):
+        answer = await anyio.to_thread.run_sync(_decide, request, body)
     return JSONResponse(answer)
 
 
