@@ -142,7 +142,11 @@ class Scenario:
             group.start_soon(self._approver, decided)
             result = await worker_crm.call("issue_refund", args,
                                            timeout=self.options.approval_wait_seconds + 30)
-            group.cancel_scope.cancel()
+            # An approver that has taken the approval finishes on its own (its HTTP client
+            # is bounded): cancelling it here could lose who approved. One that never saw
+            # an approval (the call was answered without one) would poll for ever.
+            if "approval" not in decided:
+                group.cancel_scope.cancel()
         approval = decided.get("approval") or {}
         self._call_step("approval", "the worker refunds 250.00: a human must approve",
                         result, True, f"held as {approval.get('id', '?')}; approved by "
