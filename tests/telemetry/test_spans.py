@@ -93,7 +93,8 @@ async def test_a_gateway_call_is_a_span_tree_in_the_agents_trace_without_its_arg
     assert data is not None
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics
              for m in sm.metrics}
-    assert {"proctor.decisions", "proctor.decision.duration"} <= names
+    assert {"proctor.decisions", "proctor.decision.duration", "proctor.gateway.sessions"
+            } <= names
 
 
 class _OtlpReceiver:

@@ -112,10 +112,12 @@ class Gateway:
         await anyio.to_thread.run_sync(session.register)
         await tasks.start(session.run)
         self.sessions[session.id] = session
+        telemetry.add_gateway_sessions(1)
         return session
 
     def forget(self, session: GatewaySession) -> None:
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            telemetry.add_gateway_sessions(-1)
 
     # listing
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
+from proctor import telemetry
 from proctor.errors import ProctorError
 from proctor.grants import RevocationSubscription, Swept
 from proctor.server.state import ServerState
@@ -106,6 +107,7 @@ class Background:
     def heard(self, ids: Sequence[str], reason: str) -> None:
         """A revocation by any node: count it, tell the listeners."""
         self._state.metrics.revocations_heard.inc(len(ids))
+        telemetry.count_revocations(len(ids))
         for listener in list(self._state.revocation_listeners):
             try:
                 listener(ids, reason)
