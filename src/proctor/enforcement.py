@@ -429,7 +429,7 @@ class _Fixed:
 
 
 def _fingerprint(agent: Agent) -> tuple[Any, ...]:
-    return (agent.trust_state, agent.risk_score, agent.owner, agent.groups)
+    return (agent.trust_state, agent.risk_score, agent.risk_factors, agent.owner, agent.groups)
 
 
 def _constrained(scope: GrantScope, call: ToolCall) -> set[str]:

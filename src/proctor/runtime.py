@@ -5,9 +5,9 @@ CLI and the demo.
 engine with the home's catalog and the tools discovered at run time, the active
 policies, the agent registry and the grants part's view of it, the issuer keyring
 (grants and audit checkpoints), the grant authority, the audit log, the approval
-queue (and its webhook), the secret store and the enforcer. Nothing below this module
-builds a store, a keyring or a master key of its own; everything above it (``server``,
-``gateway``, ``cli``, ``demo``) takes a :class:`Runtime`.
+queue (and its webhook), the secret store, the risk engine and the enforcer. Nothing
+below this module builds a store, a keyring or a master key of its own; everything
+above it (``server``, ``gateway``, ``cli``, ``demo``) takes a :class:`Runtime`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from proctor.identity import (
     sync_principals,
 )
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
+from proctor.oversight.risk import RiskEngine, load_risk_config
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
 from proctor.sealing import load_master_key
@@ -84,6 +85,7 @@ class Runtime:
     agent_view: AgentView  # agents, from memory while the feed is current
     task_view: TaskView  # tasks, likewise
     revocations: RevocationView  # whether leases are revoked, likewise
+    risk: RiskEngine  # behaviour baselines and risk scores, from the audit stream
 
     def close(self) -> None:
         self.approvals.close()  # a configured webhook delivers what it has queued
@@ -185,11 +187,18 @@ def _wire(settings: Settings, clock: Clock, store: Store,
         notifier = WebhookNotifier(webhook, clock)
         approvals.subscribe(notifier.notify, close=notifier.close)
     task_view = TaskView(store, feed)
+    risk = RiskEngine(store, registry, clock, load_risk_config(settings.home),
+                      sensitivity_of=lambda tool: _sensitivity(engine, tool))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools,
                         agent_view=agent_view, task_view=task_view)
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,
-                   RevocationView(store, feed))
+                   RevocationView(store, feed), risk)
+
+
+def _sensitivity(engine: PolicyEngine, tool_id: str) -> int:
+    spec = engine.catalog.by_action(f"tool:{tool_id}")
+    return int(spec.sensitivity) if spec is not None else 0
 

@@ -6,7 +6,8 @@ import proctor.audit
 def test_the_public_surface_is_exactly_all() -> None:
     public = {name for name in dir(proctor.audit) if not name.startswith("_")}
     modules = {"attribution", "chain", "checkpoints", "driver", "events", "export", "masking",
-               "ocsf", "query", "recording", "retention", "sinks", "streaming", "verification",
+               "features", "ocsf", "query", "recording", "retention", "sinks", "streaming",
+               "verification",
                "writer"}
     assert public - modules == set(proctor.audit.__all__)
     for name in proctor.audit.__all__:

@@ -156,6 +156,23 @@ def test_a_drifted_agent_shows_its_manifest_diff_and_a_review_trusts_it_again(
     watched.assert_clean()
 
 
+def test_an_agents_risk_shows_its_score_factors_and_trend(live: Live,
+                                                         watched: Watched) -> None:
+    runtime = live.scenario.runtime
+    runtime.risk.catch_up()  # the scenario's calls, folded from the audit stream
+    score = runtime.registry.get(sc.SUPPORT).risk_score
+    page = watched.page
+    sign_in(page, live, "/console/agents")
+    expect(page.locator('tr:has(a[href$="agent/support/view"])')).to_contain_text(str(score))
+    page.goto(f"{live.base}/console/agents/{sc.SUPPORT}/view")
+    expect(page.locator("#risk h2")).to_contain_text(f"Risk score {score}")
+    expect(page.locator("#risk table.factors tbody tr")).to_have_count(10)
+    expect(page.locator('#risk tr[data-factor="leaked_grant"]')).to_be_visible()
+    expect(page.locator("#risk-trend")).to_contain_text(str(score))
+    watched.screenshot("agent-risk")
+    watched.assert_clean()
+
+
 def test_the_compliance_page_shows_evidence_per_framework_and_the_gaps(
         live: Live, watched: Watched) -> None:
     page = watched.page

@@ -41,6 +41,8 @@ def test_the_demo_runs_unattended_and_every_step_shows_what_it_must(tmp_path: Pa
     assert steps["approval"]["detail"]["approved_by"]
     assert steps["approval"]["detail"]["approval"].startswith("apr_")
     assert steps["leaked_grant"]["detail"]["revoked"] is True
+    risk = steps["leaked_grant"]["detail"]["risk"]  # folded from the audit stream
+    assert risk["after"] > risk["before"] and "leaked_grant" in risk["factors"]
     assert steps["drift"]["detail"] == {"trust_state": "drifted", "crm": "policy_forbid",
                                         "git": "allow"}
     assert steps["task_ended"]["detail"]["worker_call"] != "allow"

@@ -95,10 +95,24 @@ def test_a_forbid_wins_over_an_approved_permit() -> None:
     assert decision.policy_ids == ("ceiling",)
 
 
-def test_approval_on_a_forbid_is_rejected_at_validation() -> None:
+def test_approval_on_a_forbid_that_ignores_approvals_is_rejected_at_validation() -> None:
     with pytest.raises(PolicyValidationError) as caught:
         engine_with('@approval("x") forbid (principal, action, resource);')
-    assert "`@approval` only applies to a permit" in str(caught.value)
+    assert "needs `!context.approved`" in str(caught.value)
+
+
+def test_a_forbid_with_approval_holds_only_what_would_be_allowed_once_approved() -> None:
+    engine = engine_with(APPROVALS + """
+@id("hold") @approval("held for a human")
+forbid (principal, action, resource) when { !context.approved };
+""")
+    held = engine.decide(call("pay/create_payment", {"amount_cents": 100}))
+    assert held.outcome is Outcome.APPROVAL_REQUIRED and held.policy_ids == ("hold",)
+    assert engine.decide(call("pay/create_payment", {"amount_cents": 100}, approved=True)
+                         ).outcome is Outcome.ALLOW
+    # over the ceiling a forbid without @approval decides: no approval is asked for
+    assert engine.decide(call("pay/create_payment", {"amount_cents": 5000})
+                         ).outcome is Outcome.DENY
 
 
 def test_a_policy_that_errors_denies_even_where_cedar_would_skip_it() -> None:

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
+from proctor.audit.features import argument_features
 from proctor.audit.masking import mask
 from proctor.audit.writer import AuditLog
 from proctor.errors import AuditError, AuditUnavailableError, ProctorError
@@ -89,6 +90,11 @@ def decision_event(request: DecisionRequest, decision: Decision, *, now: datetim
         detail["purpose"] = str(context["purpose"])
     if decision.errors:
         detail["errors"] = list(decision.errors)
+    args = context.get("args")
+    if isinstance(args, Mapping):
+        features = argument_features(args)  # for behaviour baselines: no string values
+        if features:
+            detail["args"] = features
     return AuditEvent(
         id=event_id or new_event_id(now),
         time=now,

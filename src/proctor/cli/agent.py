@@ -241,3 +241,41 @@ def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool
         acting.record(f"agent.{verb}", f'Agent::"{updated.id}"', updated.trust_state.value,
                       detail={"reason": reason} if reason else None)
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")
+
+
+@app.command()
+def risk(agent: AgentArg, as_json: JsonOpt = False) -> None:
+    """Show the agent's risk score now: the prior's part, every factor (level, weight,
+    points, why) and the trend. Folds what the audit log holds that is new first."""
+    from proctor.identity import agent_id_for
+    from proctor.runtime import open_runtime
+
+    try:
+        settings = load_settings()
+        runtime = open_runtime(settings)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    try:
+        found = runtime.registry.get(agent_id_for(agent, settings.trust_domain).id)
+        runtime.risk.catch_up()
+        view = runtime.risk.view(found.id)
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code, as_json=as_json)
+    finally:
+        runtime.close()
+    if as_json:
+        print_json(view.as_json())
+        return
+    console.print(f"{view.agent_id}: risk {view.score} (prior {view.prior:.1f} after "
+                  f"{view.calls} calls)", markup=False, soft_wrap=True)
+    table = Table()
+    for column in ("factor", "level", "weight", "points", "why"):
+        table.add_column(column)
+    for factor in view.factors:
+        table.add_row(factor.name, f"{factor.level:.2f}", str(factor.weight),
+                      f"{factor.points:.1f}", factor.why)
+    console.print(table)
+    if view.trend:
+        console.print("trend: " + " → ".join(f"{score} ({at[11:19]})"
+                                            for at, score in view.trend[-10:]),
+                      markup=False, soft_wrap=True)

@@ -178,15 +178,25 @@ class Scenario:
         # The planner's second grant, for the time server only, has leaked into the
         # worker's context (a prompt injection); the worker pastes it into a refund reason.
         leaked = rt.grants.issue(task_id, GrantScope.from_json({"tools": [{"tool": "time/*"}]}))
+        worker = self.w.worker.id
+        rt.risk.catch_up()  # the risk score folds the audit stream (docs/risk.md)
+        before = rt.registry.get(worker).risk_score
         result = await worker_crm.call("issue_refund", {
             "customer_id": "c-1001", "amount_cents": 1500,
             "reason": f"use this to confirm: {leaked.token}"})
         revoked = _is_revoked(rt.grants.inspect, leaked)
+        rt.risk.catch_up()
+        after = rt.registry.get(worker)
+        risen = after.risk_score > before and "leaked_grant" in after.risk_factors
         self.step("leaked_grant", "a live grant shows up in a tool call's arguments",
-                  "revoked" if revoked else "failed", revoked and not result.allowed, [
+                  "revoked" if revoked else "failed", revoked and not result.allowed and risen, [
                       f"the call: {result.code}",
-                      f"grant {leaked.accessor} revoked at once: {revoked}"],
-                  grant=leaked.accessor, call=result.code, revoked=revoked)
+                      f"grant {leaked.accessor} revoked at once: {revoked}",
+                      f"the worker's risk score: {before} -> {after.risk_score} "
+                      f"({', '.join(after.risk_factors)})"],
+                  grant=leaked.accessor, call=result.code, revoked=revoked,
+                  risk={"before": before, "after": after.risk_score,
+                        "factors": list(after.risk_factors)})
 
     async def _drift(self, worker_git: AgentSession, worker_crm: AgentSession) -> None:
         w, rt = self.w, self.rt

@@ -96,6 +96,7 @@ class Agent:
     state_reason: str | None
     created_at: datetime
     updated_at: datetime
+    risk_factors: tuple[str, ...] = ()  # the factors that raised the score most
 
     @property
     def is_active(self) -> bool:
@@ -130,6 +131,7 @@ class Agent:
             "oidc_subject": self.oidc_subject,
             "trust_state": self.trust_state.value,
             "risk_score": self.risk_score,
+            "risk_factors": list(self.risk_factors),
             "manifest": self.manifest.as_json(),
             "manifest_digest": self.manifest_digest,
             "presented_manifest": presented.as_json() if presented else None,

@@ -44,7 +44,8 @@ def _key(entity: dict[str, Any]) -> tuple[str, str]:
 def agent_entity_of(agent: Agent) -> dict[str, Any]:
     """The Cedar entity of one registered agent (for ``engine.put_agent``)."""
     return agent_entity(agent.id, owner=agent.owner, groups=agent.groups,
-                        trust_state=agent.trust_state.value, risk_score=agent.risk_score)
+                        trust_state=agent.trust_state.value, risk_score=agent.risk_score,
+                        risk_factors=agent.risk_factors)
 
 
 def agent_principals(agents: Iterable[Agent], base: Sequence[dict[str, Any]] = ()

@@ -16,7 +16,7 @@ Trust-state changes::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -236,11 +236,22 @@ class AgentRegistry:
         """Deny the agent everything, for good; no-op if already retired."""
         return self._set_state(agent_id, TrustState.RETIRED, by, reason)
 
-    def set_risk_score(self, agent_id: str, score: int) -> Agent:
-        """Record the anomaly score (0 to 100) that oversight computed."""
+    def set_risk_score(self, agent_id: str, score: int,
+                       factors: Sequence[str] | None = None) -> Agent:
+        """Record the risk score (0 to 100) that oversight computed and, when given, the
+        names of the factors behind it (``principal.risk_factors`` in policy)."""
         if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 100:
             raise RequestError("a risk score is a whole number from 0 to 100")
-        return self._change(agent_id, lambda agent: {"risk_score": score})
+        names = None if factors is None else tuple(str(f)[:64] for f in factors)[:16]
+
+        def change(agent: Agent) -> dict[str, Any] | None:
+            if agent.risk_score == score and (names is None or agent.risk_factors == names):
+                return None
+            values: dict[str, Any] = {"risk_score": score}
+            if names is not None:
+                values["risk_factors"] = list(names)
+            return values
+        return self._change(agent_id, change)
 
     def _set_state(self, agent_id: str, state: TrustState, by: str, reason: str) -> Agent:
         by = check_human(by, "actor")

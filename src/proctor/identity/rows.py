@@ -35,4 +35,5 @@ def agent_from_row(row: Row[Any]) -> Agent:
         reviewed_by=row.reviewed_by, reviewed_at=as_utc(row.reviewed_at),
         state_changed_by=row.state_changed_by, state_reason=row.state_reason,
         created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
+        risk_factors=tuple(getattr(row, "risk_factors", None) or ()),
     )

@@ -142,9 +142,14 @@ def compile_sources(
         by_file: dict[str, list[LocatedPolicy]] = {}
         for policy in policies:
             by_file.setdefault(policy.file, []).append(policy)
+        # A forbid with `@approval` holds a call for a human; unless its condition
+        # reads `context.approved`, no approval could ever lift it.
         problems = [
-            Diagnostic(p.file, p.line, p.column, "`@approval` only applies to a permit", p.id)
-            for p in policies if "approval" in p.annotations and p.effect != "permit"
+            Diagnostic(p.file, p.line, p.column, "`@approval` on a forbid needs "
+                       "`!context.approved` in its condition, or no approval could lift it",
+                       p.id)
+            for p in policies if "approval" in p.annotations and p.effect == "forbid"
+            and "context.approved" not in p.text
         ]
         problems.extend(_human_problems(policies))
         for name, located in by_file.items():

@@ -198,7 +198,10 @@ class PolicyEngine:
                 self.entities_for(request.principal),
                 schema=self._schema_for(request, cedar_request),
             )
-            return _interpret(result, request, policies)
+            decision = _interpret(result, request, policies)
+            if _held_for_approval(decision, request, policies):
+                return self._unless_approved(policies, request, decision)
+            return decision
         except ProctorError as exc:
             return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
                             reasons=(exc.message,), errors=(exc.message,), revision=revision)
@@ -227,6 +230,21 @@ class PolicyEngine:
                     projected=projected and "args" in request.context):
             return None
         return self.schema.handle
+
+    def _unless_approved(self, policies: CompiledPolicies, request: DecisionRequest,
+                         denied: Decision) -> Decision:
+        """A deny by forbids that all carry ``@approval`` ("forbid unless a human
+        approves", written with ``!context.approved``): if the call would be allowed
+        once approved, it needs an approval; otherwise the deny stands."""
+        approved = DecisionRequest(request.principal, request.action, request.resource,
+                                   {**request.context, "approved": True})
+        if self.evaluate(policies, approved).outcome is not Outcome.ALLOW:
+            return denied
+        found = [policies.policies[pid] for pid in denied.policy_ids]
+        return Decision(Outcome.APPROVAL_REQUIRED, ReasonCode.APPROVAL_REQUIRED,
+                        policy_ids=denied.policy_ids,
+                        reasons=tuple(_reason(p, "approval") for p in found),
+                        revision=denied.revision)
 
     def _cedar_request(self, request: DecisionRequest) -> dict[str, Any]:
         context = request.context
@@ -302,6 +320,15 @@ def _interpret(
                         reasons=tuple(_reason(p) for p in found), revision=revision)
     message = f"no policy permits `{request.action}` for {request.principal}"
     return Decision(Outcome.DENY, ReasonCode.NO_PERMIT, reasons=(message,), revision=revision)
+
+
+def _held_for_approval(decision: Decision, request: DecisionRequest,
+                       policies: CompiledPolicies) -> bool:
+    if decision.code is not ReasonCode.FORBIDDEN or request.context.get("approved") is True:
+        return False
+    found = [policies.policies[pid] for pid in decision.policy_ids]
+    return bool(found) and all(p.effect == "forbid" and "approval" in p.annotations
+                               for p in found)
 
 
 def _reason(policy: LocatedPolicy, preferred: str = "reason") -> str:

@@ -87,7 +87,7 @@ def principal_entities(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def agent_entity(
     spiffe_id: str, *, owner: str, groups: Iterable[str] = (), trust_state: str = "trusted",
-    risk_score: int = 0,
+    risk_score: int = 0, risk_factors: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The Cedar entity of one agent."""
     match = _SPIFFE_AGENT.match(spiffe_id)
@@ -106,6 +106,7 @@ def agent_entity(
             "owner": {"__entity": _uid("Human", owner)},
             "trust_state": trust_state,
             "risk_score": risk_score,
+            "risk_factors": sorted(set(risk_factors)),
         },
         "parents": [_uid("Group", g) for g in groups],
     }

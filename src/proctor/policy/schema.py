@@ -39,6 +39,7 @@ entity Agent in [Group] {
   "owner": Human,
   "trust_state": String,
   "risk_score": Long,
+  "risk_factors": Set<String>,
 };
 entity Connector {
   "vendor": String,

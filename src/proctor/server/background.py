@@ -6,7 +6,8 @@
   Every process sweeps; a sweep is idempotent.
 - **Sync** (every ``sync_seconds``): what other processes changed in the
   store reaches this one: the active policy revision, agents (registrations,
-  trust states, risk scores: from the change feed, each changed agent alone)
+  trust states, risk scores: from the change feed, each changed agent alone;
+  risk scores folded from the audit stream here first)
   and the shadowed revision; this process's shadow differences go to the store.
 - **Revocations** (PostgreSQL): a :class:`RevocationSubscription` hears every
   revocation made by any node and tells the listeners registered on the
@@ -101,6 +102,8 @@ class Background:
         if active is not None and (current is None or current.revision != active.id):
             runtime.policies.load_active()
             log.info("policy revision %s is active here now", active.id)
+        runtime.risk.catch_up()  # what any process's agents did, and what has faded
+        runtime.risk.rescore()
         runtime.enforcer.refresh_principals()
         self._state.shadow.sync()
 

@@ -35,6 +35,8 @@ __all__ = [
     "policy_revisions",
     "policy_shadow",
     "proof_nonces",
+    "risk_baselines",
+    "risk_cursor",
     "secret_leases",
     "secrets",
     "shadow_differences",
@@ -295,6 +297,7 @@ agents = Table(
     Column("oidc_subject", Text, nullable=True),
     Column("trust_state", String(16), nullable=False),
     Column("risk_score", Integer, nullable=False),
+    Column("risk_factors", JSON, nullable=True),  # the factors a policy may name
     Column("manifest", JSON, nullable=False),
     Column("manifest_digest", String(80), nullable=False),
     Column("presented_manifest", JSON, nullable=True),
@@ -459,4 +462,25 @@ changes = Table(
     Column("kind", String(16), nullable=False),
     Column("key", Text, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# Behaviour baselines (proctor.oversight.risk): per agent, the bounded state folded
+# from the audit stream, its score and the factors of that score; `risk_cursor` is
+# the position of the last audit event folded in (one row, id 1), moved by
+# compare-and-set so that two processes never fold one event twice.
+risk_baselines = Table(
+    "risk_baselines",
+    metadata,
+    Column("agent_id", String(512), primary_key=True),
+    Column("baseline", JSON, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("factors", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+risk_cursor = Table(
+    "risk_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
 )

@@ -46,6 +46,7 @@ def agent_page(agent_id: str, console: ConsoleCall) -> Response:
                   presented=agent.presented_manifest.as_json()
                   if agent.presented_manifest else None,
                   may_review=may_review, may_suspend=may_suspend,
+                  risk=console.runtime.risk.view(agent.id).as_json(),
                   pending=pending_count(console.runtime.store, console.now))
 
 

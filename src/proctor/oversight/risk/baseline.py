@@ -1,0 +1,273 @@
+"""One agent's behaviour baseline, folded one audit event at a time, and its factors.
+
+The baseline is a JSON document (stored per agent) holding only bounded state: the
+call-rate window and its running mean and variance, the tools and destination
+domains seen, an hour-of-day histogram, decayed counts of decisions, denies and
+approvals, recent values of each numeric argument, the data sensitivity of recent
+tasks, and *signals*: a factor that fired, how strongly, when and why. A signal fades
+with its factor's half-life; the ratios are read from the decayed counts.
+
+Every factor is a level from 0 to 1; the score is
+``clamp(prior_now + sum(weight * level), 0, 100)`` (see ``docs/risk.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from proctor.oversight.risk.config import FACTORS, RiskConfig
+
+__all__ = [
+    "Factor",
+    "factors_now",
+    "fold_event",
+    "new_baseline",
+    "note_trend",
+    "prior_now",
+    "score_of",
+]
+
+Event = Mapping[str, Any]
+
+_MAX_TOOLS = 500
+_MAX_DOMAINS = 500
+_MAX_VALUES = 200
+_MAX_TASKS = 50
+_MAX_TREND = 60
+_RATE_MIN_CALLS = 5
+_RATE_MIN_WINDOWS = 5
+_EWMA = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """One factor's part of the score now: ``points = weight * level``."""
+
+    name: str
+    level: float
+    weight: int
+    why: str = ""
+    at: str | None = None
+
+    @property
+    def points(self) -> float:
+        return self.weight * self.level
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "level": round(self.level, 3), "weight": self.weight,
+                "points": round(self.points, 1), "why": self.why, "at": self.at}
+
+
+def new_baseline() -> dict[str, Any]:
+    """The baseline of an agent nothing is known about yet."""
+    return {"calls": 0, "rate": {"start": None, "count": 0, "mean": 0.0, "var": 0.0,
+                                 "windows": 0},
+            "tools": [], "domains": [], "hours": [0.0] * 24,
+            "ratios": {"total": 0.0, "denies": 0.0, "approvals": 0.0, "at": None},
+            "numbers": {}, "tasks": {}, "signals": {}, "trend": []}
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _signal(baseline: dict[str, Any], name: str, level: float, at: float, why: str,
+            config: RiskConfig) -> None:
+    """Raise ``name`` to ``level`` unless what is left of an earlier signal is stronger."""
+    if level <= 0:
+        return
+    current = baseline["signals"].get(name)
+    if current is not None and _faded(current, name, at, config) >= level:
+        return
+    baseline["signals"][name] = {"level": min(1.0, level), "at": at, "why": why[:200]}
+
+
+def _faded(signal: Mapping[str, Any], name: str, now: float, config: RiskConfig) -> float:
+    half_life = config.half_life_seconds.get(name, 3600) or 1
+    age = max(0.0, now - float(signal["at"]))
+    level: float = float(signal["level"]) * 0.5 ** (age / half_life)
+    return level
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _decay_ratios(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
+    ratios = baseline["ratios"]
+    if ratios["at"] is not None and at > ratios["at"]:
+        keep = 0.5 ** ((at - ratios["at"]) / max(1, config.ratio_half_life_seconds))
+        for key in ("total", "denies", "approvals"):
+            ratios[key] *= keep
+    ratios["at"] = at if ratios["at"] is None else max(at, ratios["at"])
+
+
+def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
+    rate, width = baseline["rate"], config.rate_window_seconds
+    start = math.floor(at / width) * width
+    if rate["start"] is None:
+        rate["start"] = start
+    elif start > rate["start"]:  # close the window; only active windows make the baseline
+        count = rate["count"]
+        if rate["windows"] == 0:
+            rate["mean"] = float(count)
+        else:
+            delta = count - rate["mean"]
+            rate["mean"] += _EWMA * delta
+            rate["var"] = (1 - _EWMA) * (rate["var"] + _EWMA * delta * delta)
+        rate["windows"] += 1
+        rate["start"], rate["count"] = start, 0
+    rate["count"] += 1
+    if rate["windows"] >= _RATE_MIN_WINDOWS and rate["count"] >= _RATE_MIN_CALLS:
+        z = (rate["count"] - rate["mean"]) / math.sqrt(rate["var"] + 1.0)
+        _signal(baseline, "call_rate", (z - 3) / 3, at,
+                f"{rate['count']} calls in {width} s against a usual {rate['mean']:.1f}", config)
+
+
+def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: RiskConfig,
+               sensitivity_of: Callable[[str], int]) -> None:
+    """Fold one audit event about ``agent_id`` into its baseline (in place)."""
+    action, at = str(event.get("action", "")), _epoch(str(event["time"]))
+    detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
+    assert isinstance(detail, Mapping)
+    if action == "gateway.leak":
+        _signal(baseline, "leaked_grant", 1.0, at,
+                f"a live grant in {str(detail.get('found_in', 'a call'))[:120]}", config)
+        return
+    if action == "gateway.redact":
+        findings = int(detail.get("findings") or 1)
+        _signal(baseline, "leaked_secret", min(1.0, 0.5 + 0.25 * findings), at,
+                f"{findings} secret(s) redacted from what the agent was sent", config)
+        return
+    if not action.startswith("tool:"):
+        return
+    tool = action[len("tool:"):]
+    warm = baseline["calls"] >= config.warmup_calls
+    baseline["calls"] += 1
+    _fold_rate(baseline, at, config)
+    if tool not in baseline["tools"]:
+        if warm:
+            _signal(baseline, "new_tool", 1.0, at, f"first use of `{tool}`", config)
+        if len(baseline["tools"]) < _MAX_TOOLS:
+            baseline["tools"].append(tool)
+    hour = datetime.fromtimestamp(at, UTC).hour
+    hours = baseline["hours"]
+    total = sum(hours)
+    if warm and total > 0 and hours[hour] / total < config.odd_hour_share:
+        _signal(baseline, "odd_hour", 1.0, at, f"active at {hour:02d}h UTC, which it rarely is",
+                config)
+    hours[hour] += 1
+    decision = event.get("decision") if isinstance(event.get("decision"), Mapping) else None
+    outcome = (decision or {}).get("outcome") if decision else (
+        "deny" if event.get("outcome") == "denied" else None)
+    _decay_ratios(baseline, at, config)
+    ratios = baseline["ratios"]
+    ratios["total"] += 1
+    if outcome == "deny":
+        ratios["denies"] += 1
+    elif outcome == "approval_required":
+        ratios["approvals"] += 1
+    features = detail.get("args") if isinstance(detail.get("args"), Mapping) else {}
+    assert isinstance(features, Mapping)
+    for domain in features.get("domains") or ():
+        if domain not in baseline["domains"]:
+            if warm:
+                _signal(baseline, "new_destination", 1.0, at,
+                        f"first call to `{domain}`", config)
+            if len(baseline["domains"]) < _MAX_DOMAINS:
+                baseline["domains"].append(domain)
+    numbers = features.get("numbers") if isinstance(features.get("numbers"), Mapping) else {}
+    assert isinstance(numbers, Mapping)
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        seen = baseline["numbers"].setdefault(f"{tool}|{name}", [])
+        if len(seen) >= config.min_samples:
+            high = _percentile(seen, config.percentile)
+            if value > high:
+                level = 0.5 + 0.5 * (value - high) / max(abs(high), 1)
+                _signal(baseline, "numeric_outlier", level, at,
+                        f"`{name}` of `{tool}` is {value}, above its usual "
+                        f"p{config.percentile} of {high}", config)
+        seen.append(value)
+        del seen[:-_MAX_VALUES]
+    task = str(event.get("task") or "")
+    level = sensitivity_of(tool)
+    if task:
+        tasks = baseline["tasks"]
+        seen_task = tasks.setdefault(task, {"first": level, "max": level})
+        usual = int(baseline.get("max_sensitivity", 0))
+        if level > seen_task["max"]:
+            # a climb within the task to data the agent's tasks never reached before
+            if warm and level > usual:
+                _signal(baseline, "sensitivity_escalation",
+                        (level - seen_task["first"]) / 3, at,
+                        f"task `{task}` went from sensitivity {seen_task['first']} to {level}, "
+                        f"above its usual {usual}", config)
+            seen_task["max"] = level
+        baseline["max_sensitivity"] = max(usual, level)
+        for old in list(tasks)[:-_MAX_TASKS]:
+            del tasks[old]
+
+
+def factors_now(baseline: Mapping[str, Any], now: float, config: RiskConfig) -> list[Factor]:
+    """Every factor's level at ``now``, in the order of :data:`FACTORS`."""
+    found: list[Factor] = []
+    ratios = baseline["ratios"]
+    keep = 1.0
+    if ratios["at"] is not None and now > ratios["at"]:
+        keep = 0.5 ** ((now - ratios["at"]) / max(1, config.ratio_half_life_seconds))
+    total = ratios["total"] * keep
+    for name in FACTORS:
+        weight = int(config.weights.get(name, 0))
+        if name in ("deny_ratio", "approval_ratio"):
+            part = ratios["denies" if name == "deny_ratio" else "approvals"] * keep
+            if total < 3:
+                found.append(Factor(name, 0.0, weight))
+                continue
+            share = part / total
+            low, span = (0.1, 0.4) if name == "deny_ratio" else (0.25, 0.5)
+            level = min(1.0, max(0.0, (share - low) / span))
+            found.append(Factor(name, level, weight,
+                                f"{share:.0%} of recent decisions" if level else ""))
+            continue
+        signal = baseline["signals"].get(name)
+        if signal is None:
+            found.append(Factor(name, 0.0, weight))
+            continue
+        level = _faded(signal, name, now, config)
+        at = datetime.fromtimestamp(float(signal["at"]), UTC).isoformat()
+        found.append(Factor(name, level if level >= 0.01 else 0.0, weight,
+                            str(signal["why"]), at))
+    return found
+
+
+def prior_now(baseline: Mapping[str, Any], config: RiskConfig) -> float:
+    """The prior's part: ``prior * (1 - calls / warmup_calls)``, never below 0."""
+    if config.warmup_calls <= 0:
+        return 0.0
+    part: float = config.prior * max(0.0, 1 - int(baseline["calls"]) / config.warmup_calls)
+    return part
+
+
+def score_of(baseline: Mapping[str, Any], now: float, config: RiskConfig
+             ) -> tuple[int, float, list[Factor]]:
+    """The score at ``now``, the prior's part and the factors it is made of."""
+    factors = factors_now(baseline, now, config)
+    prior = prior_now(baseline, config)
+    total = prior + sum(f.points for f in factors)
+    return max(0, min(100, round(total))), prior, factors
+
+
+def note_trend(baseline: dict[str, Any], now: float, score: int) -> None:
+    """Keep the score's history: a point when it changes (the last few dozen)."""
+    trend = baseline["trend"]
+    if not trend or trend[-1][1] != score:
+        trend.append([now, score])
+        del trend[:-_MAX_TREND]

@@ -1,0 +1,232 @@
+"""Keeping every agent's risk score current from the audit stream.
+
+:meth:`RiskEngine.catch_up` reads the audit events after its cursor through the
+audit part's own reader (:func:`proctor.audit.iter_events`) — never the whole log
+again — folds each into the baseline of the agent it concerns, rescored those
+agents, and in one transaction stores the baselines and moves the cursor by
+compare-and-set (another process that folded the same events first wins; this one
+drops its work and reads again). Changed scores then go to the registry
+(``agents.risk_score`` and ``risk_factors``), which is what Cedar sees as
+``principal.risk_score`` on the next decision.
+
+A restart loses nothing: baselines, scores and the cursor are in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from proctor.audit import StoredEvent, iter_events
+from proctor.clock import Clock
+from proctor.errors import AgentUnknownError
+from proctor.identity import AgentRegistry
+from proctor.oversight.risk.baseline import (
+    Factor,
+    fold_event,
+    new_baseline,
+    note_trend,
+    score_of,
+)
+from proctor.oversight.risk.config import RiskConfig
+from proctor.store import Store, as_utc
+from proctor.store.tables import risk_baselines, risk_cursor
+
+__all__ = ["RiskEngine", "RiskView"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 5000
+_NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
+
+
+@dataclass(frozen=True, slots=True)
+class RiskView:
+    """An agent's score now, explained: the prior's part, every factor, the trend."""
+
+    agent_id: str
+    score: int
+    prior: float
+    factors: list[Factor]
+    trend: list[tuple[str, int]]
+    calls: int
+    updated_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"agent": self.agent_id, "score": self.score, "prior": round(self.prior, 1),
+                "factors": [f.as_json() for f in self.factors],
+                "trend": [{"at": at, "score": s} for at, s in self.trend],
+                "calls": self.calls,
+                "updated_at": self.updated_at.isoformat() if self.updated_at else None}
+
+
+def _agent_of(event: Mapping[str, Any]) -> str | None:
+    """The agent an event says something about, if any."""
+    action = str(event.get("action", ""))
+    if action in ("gateway.leak", "gateway.redact"):
+        detail = event.get("detail")
+        agent = detail.get("agent") if isinstance(detail, Mapping) else None
+        return str(agent) if agent else None
+    actor = event.get("actor")
+    if action.startswith("tool:") and isinstance(actor, Mapping) and actor.get("type") == "agent":
+        return str(actor.get("id"))
+    return None
+
+
+class RiskEngine:
+    """Scores agents from what they do (see the module docstring)."""
+
+    def __init__(self, store: Store, registry: AgentRegistry, clock: Clock,
+                 config: RiskConfig | None = None, *,
+                 sensitivity_of: Callable[[str], int] = lambda tool: 0) -> None:
+        self._store = store
+        self._registry = registry
+        self._clock = clock
+        self.config = config or RiskConfig()
+        self._sensitivity_of = sensitivity_of
+        self._lock = threading.Lock()
+
+    # folding
+
+    def catch_up(self) -> dict[str, int]:
+        """Fold every audit event not folded yet; the agents whose score changed, with
+        their new score."""
+        with self._lock:
+            changed: dict[str, int] = {}
+            for _ in range(100):  # a bounded number of batches per call
+                done, batch_changed = self._one_batch()
+                changed.update(batch_changed)
+                if done:
+                    break
+            return changed
+
+    def _one_batch(self) -> tuple[bool, dict[str, int]]:
+        cursor = self._cursor()
+        events: list[StoredEvent] = []
+        for stored in iter_events(self._store, after_seq=cursor, page=1000):
+            events.append(stored)
+            if len(events) >= _BATCH:
+                break
+        if not events:
+            return True, {}
+        concerned = {a for a in (_agent_of(e.event) for e in events) if a}
+        baselines = self._load(concerned)
+        for stored in events:
+            agent = _agent_of(stored.event)
+            if agent is not None:
+                try:
+                    fold_event(baselines.setdefault(agent, new_baseline()), stored.event, agent,
+                               self.config, self._sensitivity_of)
+                except (KeyError, TypeError, ValueError) as exc:  # a bad event skips, no more
+                    log.warning("risk: event at position %s not folded: %s", stored.seq,
+                                type(exc).__name__)
+        now = self._clock.now()
+        scored = {}
+        for agent, baseline in baselines.items():
+            score, _, factors = score_of(baseline, now.timestamp(), self.config)
+            note_trend(baseline, now.timestamp(), score)
+            scored[agent] = (score, factors)
+        if not self._store_batch(cursor, events[-1].seq, baselines, scored, now):
+            return False, {}  # another process folded these first; read again
+        changed = self._publish(scored)
+        return len(events) < _BATCH, changed
+
+    def rescore(self) -> dict[str, int]:
+        """Score every agent again now (signals fade with time even without events)."""
+        with self._lock:
+            with self._store.transaction() as conn:
+                rows = conn.execute(select(risk_baselines)).all()
+            now = self._clock.now()
+            scored = {}
+            for row in rows:
+                score, _, factors = score_of(dict(row.baseline), now.timestamp(), self.config)
+                if score != row.score:  # only what faded (or grew) is written
+                    scored[row.agent_id] = (score, factors)
+            with self._store.transaction() as conn:
+                for agent, (score, factors) in scored.items():
+                    conn.execute(update(risk_baselines)
+                                 .where(risk_baselines.c.agent_id == agent)
+                                 .values(score=score, updated_at=now,
+                                         factors=[f.as_json() for f in factors]))
+            return self._publish(scored)
+
+    # reading
+
+    def view(self, agent_id: str) -> RiskView:
+        """The agent's score now, its factors and trend (the prior for an agent with no
+        baseline yet)."""
+        with self._store.transaction() as conn:
+            row = conn.execute(select(risk_baselines)
+                               .where(risk_baselines.c.agent_id == agent_id)).first()
+        baseline = dict(row.baseline) if row is not None else new_baseline()
+        score, prior, factors = score_of(baseline, self._clock.now().timestamp(), self.config)
+        trend = [(datetime.fromtimestamp(at).astimezone().isoformat(), int(s))
+                 for at, s in baseline["trend"]]
+        return RiskView(agent_id, score, prior, factors, trend, int(baseline["calls"]),
+                        as_utc(row.updated_at) if row is not None else None)
+
+    # the store
+
+    def _cursor(self) -> int:
+        with self._store.transaction() as conn:
+            seq = conn.execute(select(risk_cursor.c.seq).where(risk_cursor.c.id == 1)).scalar()
+        return int(seq or 0)
+
+    def _load(self, agents: set[str]) -> dict[str, dict[str, Any]]:
+        if not agents:
+            return {}
+        with self._store.transaction() as conn:
+            rows = conn.execute(select(risk_baselines.c.agent_id, risk_baselines.c.baseline)
+                                .where(risk_baselines.c.agent_id.in_(sorted(agents)))).all()
+        return {row.agent_id: dict(row.baseline) for row in rows}
+
+    def _store_batch(self, cursor: int, last: int, baselines: Mapping[str, dict[str, Any]],
+                     scored: Mapping[str, tuple[int, list[Factor]]], now: datetime) -> bool:
+        with self._store.transaction() as conn:
+            if cursor == 0 and conn.execute(select(risk_cursor.c.seq)
+                                            .where(risk_cursor.c.id == 1)).first() is None:
+                conn.execute(insert(risk_cursor).values(id=1, seq=last))
+            else:
+                moved = conn.execute(update(risk_cursor)
+                                     .where(risk_cursor.c.id == 1, risk_cursor.c.seq == cursor)
+                                     .values(seq=last))
+                if moved.rowcount != 1:
+                    conn.rollback()
+                    return False
+            existing = set(conn.execute(
+                select(risk_baselines.c.agent_id)
+                .where(risk_baselines.c.agent_id.in_(sorted(baselines)))).scalars())
+            for agent, baseline in baselines.items():
+                score, factors = scored[agent]
+                values = {"baseline": baseline, "score": score, "updated_at": now,
+                          "factors": [f.as_json() for f in factors]}
+                if agent in existing:
+                    conn.execute(update(risk_baselines)
+                                 .where(risk_baselines.c.agent_id == agent).values(**values))
+                else:
+                    conn.execute(insert(risk_baselines).values(agent_id=agent, **values))
+        return True
+
+    def _publish(self, scored: Mapping[str, tuple[int, list[Factor]]]) -> dict[str, int]:
+        """Give the registry the new scores; only the agents whose score or named
+        factors changed are written."""
+        changed: dict[str, int] = {}
+        for agent_id, (score, factors) in scored.items():
+            named = [f.name for f in sorted(factors, key=lambda f: -f.points)
+                     if f.level >= _NAMED and f.weight > 0]
+            current = self._registry.find(agent_id)
+            if current is None or (current.risk_score == score
+                                   and current.risk_factors == tuple(named)):
+                continue
+            try:
+                self._registry.set_risk_score(agent_id, score, named)
+            except AgentUnknownError:
+                continue
+            changed[agent_id] = score
+        return changed
