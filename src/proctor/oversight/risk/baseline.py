@@ -262,7 +262,7 @@ def score_of(baseline: Mapping[str, Any], now: float, config: RiskConfig
     factors = factors_now(baseline, now, config)
     prior = prior_now(baseline, config)
     total = prior + sum(f.points for f in factors)
-    return max(0, min(100, round(total))), prior, factors
+    return max(0, min(100, math.floor(total + 0.5))), prior, factors  # half rounds up
 
 
 def note_trend(baseline: dict[str, Any], now: float, score: int) -> None:

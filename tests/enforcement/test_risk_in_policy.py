@@ -1,0 +1,58 @@
+"""The risk score reaches Cedar on the next decision: a leaked grant folded from the
+audit stream holds the agent's next call for a human (the example policies), with the
+weights of the home's ``risk.toml``; only that agent's entity is replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+from proctor.clock import FrozenClock
+from proctor.config import Settings
+from proctor.policy import Outcome
+from proctor.runtime import Runtime, init_home, open_runtime
+
+from .conftest import CODER, SUPPORT, Agents, refund
+
+REFUND = [{"tool": "crm/issue_refund"}]
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path, frozen: FrozenClock) -> Iterator[Runtime]:
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    (home / "risk.toml").write_text("[weights]\nleaked_grant = 55\n")
+    runtime = open_runtime(settings, clock=frozen)
+    yield runtime
+    runtime.close()
+
+
+def _principal(runtime: Runtime, agent_id: str) -> dict[str, object]:
+    return next(e for e in runtime.engine.entities.entities
+                if e["uid"] == {"type": "Agent", "id": agent_id})
+
+
+def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(
+        runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+    coder_before = _principal(runtime, CODER)
+    now = runtime.clock.now()
+    runtime.audit.record(AuditEvent(
+        id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, "proctor-gateway"),
+        action="gateway.leak", target=f'Agent::"{SUPPORT}"', outcome="revoked",
+        detail={"agent": SUPPORT, "found_in": "arguments of crm/issue_refund"}))
+    assert runtime.risk.catch_up() == {SUPPORT: 65}  # prior 9.5 + leaked grant 55
+
+    verdict = agents.call(grant, "crm/issue_refund", refund(100))
+    assert verdict.outcome is Outcome.APPROVAL_REQUIRED
+    assert verdict.policy_ids == ("risky-agent-needs-approval",)
+    support = _principal(runtime, SUPPORT)["attrs"]
+    assert isinstance(support, dict)
+    assert (support["risk_score"], support["risk_factors"]) == (65, ["leaked_grant"])
+    assert _principal(runtime, CODER) is coder_before  # the other agent's entity is untouched
