@@ -25,7 +25,7 @@ from sqlalchemy import insert, select, update
 
 from proctor.audit import StoredEvent, iter_events
 from proctor.clock import Clock
-from proctor.errors import AgentUnknownError
+from proctor.errors import IdentityError
 from proctor.identity import AgentRegistry
 from proctor.oversight.risk.baseline import (
     Factor,
@@ -226,7 +226,9 @@ class RiskEngine:
                 continue
             try:
                 self._registry.set_risk_score(agent_id, score, named)
-            except AgentUnknownError:
+            except IdentityError as exc:  # retired or gone meanwhile: nothing to score
+                if exc.code not in ("agent_unknown", "agent_not_active"):
+                    raise
                 continue
             changed[agent_id] = score
         return changed
