@@ -1,6 +1,6 @@
 """The risk score reaches Cedar on the next decision: a leaked grant folded from the
 audit stream holds the agent's next call for a human (the example policies), with the
-weights of the home's ``risk.toml``; only that agent's entity is replaced."""
+weights of the home's ``risk.toml``; the other agent's entity stays as it was."""
 
 from __future__ import annotations
 
@@ -55,4 +55,4 @@ def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(
     support = _principal(runtime, SUPPORT)["attrs"]
     assert isinstance(support, dict)
     assert (support["risk_score"], support["risk_factors"]) == (65, ["leaked_grant"])
-    assert _principal(runtime, CODER) is coder_before  # the other agent's entity is untouched
+    assert _principal(runtime, CODER) == coder_before  # the other agent's entity is as it was

@@ -130,7 +130,7 @@ class AgentShards:
 
 
 _ATTRS = {"name": str, "trust_domain": str, "owner": dict, "trust_state": str,
-          "risk_score": int}
+          "risk_score": int, "risk_factors": list}
 
 
 def _checked(entity: Mapping[str, Any]) -> str:
@@ -141,6 +141,7 @@ def _checked(entity: Mapping[str, Any]) -> str:
         shaped = (uid["type"] == "Agent" and isinstance(uid["id"], str)
                   and set(attrs) == set(_ATTRS)
                   and all(type(attrs[k]) is t for k, t in _ATTRS.items())
+                  and all(isinstance(f, str) for f in attrs["risk_factors"])
                   and set(attrs["owner"]) == {"__entity"}
                   and attrs["owner"]["__entity"]["type"] == "Human"
                   and isinstance(attrs["owner"]["__entity"]["id"], str)
