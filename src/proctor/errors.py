@@ -202,7 +202,8 @@ class GrantError(ProctorError):
     ``delegation_widens_scope``, ``delegation_extends_expiry``, ``delegation_too_deep``,
     ``delegation_cycle``, ``delegation_widens_uses``, ``grant_max_uses_invalid``,
     ``issuance_denied``, ``issuance_pending_approval``, ``grant_ttl_invalid``,
-    ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``.
+    ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``,
+    ``grant_manifest_changed``.
     """
 
     # The verified claims of the grant, when the caller had proven its key before

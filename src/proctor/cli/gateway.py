@@ -18,6 +18,8 @@ from proctor.listening import split_listen
 
 if TYPE_CHECKING:
     from proctor.gateway import GatewayConfig
+    from proctor.identity import Manifest
+    from proctor.runtime import Runtime
 
 __all__ = ["mcp_app", "server_name_for", "upstream_env"]
 
@@ -57,6 +59,10 @@ def wrap(
         "--env", metavar="NAME[=VALUE]",
         help="Give the server this variable: VALUE, or the wrapper's own $NAME; "
              "`${secret:S}` in it is filled in from the secret store. Repeatable.")] = None,
+    manifest_file: Annotated[Path | None, typer.Option(
+        "--manifest", help="The manifest the agent runs (YAML/JSON; `system_prompt_file` "
+        "and `dependency_lock_file` are measured): presented at session open, so a "
+        "change makes the agent drifted without it reporting anything.")] = None,
 ) -> None:
     """Serve one agent over stdio in front of one MCP server; every call is decided.
 
@@ -77,7 +83,7 @@ def wrap(
         run_wrapper,
     )
     from proctor.gateway.stdio import claim_stdio
-    from proctor.identity import agent_id_for
+    from proctor.identity import agent_id_for, load_manifest
     from proctor.runtime import open_runtime
 
     try:
@@ -99,6 +105,7 @@ def wrap(
             raise ConfigError("no agent key: pass --key-file or set PROCTOR_AGENT_KEY_FILE")
         key = load_agent_key(key_path)
         agent_id = agent_id_for(agent, settings.trust_domain).id
+        presented = load_manifest(manifest_file) if manifest_file is not None else None
         runtime = open_runtime(settings)
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
@@ -108,7 +115,9 @@ def wrap(
         reader, writer = claim_stdio()
         outcome = anyio.run(lambda: run_wrapper(
             gateway, server=name, agent_id=agent_id, creds=creds, reader=reader,
-            writer=writer, store=runtime.store))
+            writer=writer, store=runtime.store,
+            on_open=None if presented is None else
+            lambda: present_manifest(runtime, agent_id, presented)))
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     finally:
@@ -117,6 +126,24 @@ def wrap(
         err_console.print(f"session {outcome.session_id} closed: {outcome.closed_by}",
                           markup=False)
         raise typer.Exit(_EXIT_SESSION_CLOSED)
+
+
+def present_manifest(runtime: Runtime, agent_id: str, manifest: Manifest) -> None:
+    """Present the manifest the wrapper is configured with; a change is audited as the
+    wrapper's (the agent reported nothing) and its rules apply at the next decision."""
+    from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+
+    before = runtime.registry.get(agent_id)
+    after = runtime.registry.present_manifest(agent_id, manifest)
+    if after.trust_state is before.trust_state and after.presented_digest == \
+            before.presented_digest:
+        return
+    now = runtime.clock.now()
+    runtime.audit.record(AuditEvent(
+        id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, "proctor-wrapper"),
+        action="agent.drift", target=f'Agent::"{agent_id}"', outcome=after.trust_state.value,
+        detail={"presented_digest": after.presented_digest or "",
+                "fields": sorted(before.manifest.differences(manifest))}))
 
 
 def upstream_env(specs: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -11,7 +11,7 @@ exits so the client sees the server go away).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -64,13 +64,18 @@ class SessionBinder:
 
 async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                       creds: LaunchCredentials, reader: ByteReceiveStream,
-                      writer: ByteSendStream, store: Store | None = None) -> WrapOutcome:
+                      writer: ByteSendStream, store: Store | None = None,
+                      on_open: Callable[[], object] | None = None) -> WrapOutcome:
     """Serve one session; raises :class:`GatewayError` or :class:`GrantError` if it cannot
-    start (bad grant, other agent, upstream unreachable)."""
+    start (bad grant, other agent, upstream unreachable). ``on_open`` runs once the
+    grant is known to be the agent's, before the session opens (the wrapper presents
+    its configured manifest there)."""
     claims = (await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)).claims
     if claims.agent_id != agent_id:
         raise GatewayError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
                            f"`{agent_id}`")
+    if on_open is not None:
+        await anyio.to_thread.run_sync(on_open)
     config = gateway.config
     failure: ProctorError | None = None
     async with anyio.create_task_group() as tasks:

@@ -26,6 +26,8 @@ class AgentBinding:
     agent_id: str
     key_thumbprint: str | None
     is_active: bool
+    trust_state: str = "trusted"
+    manifest_digest: str | None = None  # the manifest it runs now: presented, else reviewed
 
 
 AgentEnded = Callable[[Connection, str, str, str | None], Callable[[], None]]

@@ -187,7 +187,8 @@ class GrantAuthority:
         expanded = expand_scope(scope, self._issuer.covered_tools(scope))
         expires = int(self._clock.now().timestamp()) + ttl
         return (Request(task, binding.agent_id, expanded, expires, max_uses, task.id,
-                        approved=approved, wildcards=wildcards_of(scope)), binding, ttl)
+                        approved=approved, wildcards=wildcards_of(scope),
+                        manifest_digest=binding.manifest_digest), binding, ttl)
 
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
@@ -232,7 +233,7 @@ class GrantAuthority:
             and any(mine.covers(e) for mine in parent.wildcards.tools))))
         request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
                           max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
-                          chain, approved, inherited)
+                          chain, approved, inherited, receiver.manifest_digest)
         if receiver.key_thumbprint is None:
             self._issuer.decide(request, ttl_seconds=ttl)
             return self._issuer.offer(request)
@@ -252,7 +253,7 @@ class GrantAuthority:
         task = self._open_task(offer.task_id)
         request = Request(task, offer.agent_id, offer.scope, int(offer.expires_at.timestamp()),
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
-                          offer.approved, offer.wildcards)
+                          offer.approved, offer.wildcards, binding.manifest_digest)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
         self._issuer.decide(request, ttl_seconds=ttl)
         return self._issuer.grant(request, key, proof, offer=offer)
@@ -485,6 +486,14 @@ class GrantAuthority:
             raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
         if not binding.is_active:
             raise GrantError("agent_not_active", "the grant's agent is suspended or retired")
+        if claims.manifest_digest is not None and binding.manifest_digest is not None \
+                and claims.manifest_digest != binding.manifest_digest \
+                and binding.trust_state == "trusted":
+            # A drifted or unattested agent is re-gated by policy; a trusted one was
+            # reviewed on another manifest since: the grant was not issued for what runs.
+            raise GrantError("grant_manifest_changed",
+                             "the grant was issued while the agent ran another manifest; "
+                             "ask for a new grant")
 
     def _active_agent(self, agent_id: str) -> AgentBinding:
         binding = self._agents.binding(agent_id)

@@ -16,7 +16,8 @@ from proctor.store.tables import agents
 
 __all__ = ["RegisteredAgents"]
 
-_BINDING = "SELECT id, key_thumbprint, trust_state FROM agents WHERE id = {p}"
+_BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
+            "manifest_digest) FROM agents WHERE id = {p}")
 
 
 class RegisteredAgents:
@@ -34,12 +35,14 @@ class RegisteredAgents:
     def binding(self, agent_id: str) -> AgentBinding | None:
         rows = self._store.fetch(_BINDING, [agent_id])
         if rows:
-            found, thumbprint, state = rows[0]
-            return AgentBinding(found, thumbprint, state in ACTIVE_STATES)
+            found, thumbprint, state, digest = rows[0]
+            return AgentBinding(found, thumbprint, state in ACTIVE_STATES, state, digest)
         agent = self._registry.find(agent_id)
         if agent is None:
             return None
-        return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active)
+        return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
+                            agent.trust_state.value,
+                            agent.presented_digest or agent.manifest_digest)
 
     def prove(self, identity_proof: str) -> str:
         return self._authenticator.authenticate(identity_proof).agent.id

@@ -86,6 +86,7 @@ class Request:
     actor_chain: tuple[str, ...] = ()
     approved: bool = False
     wildcards: GrantScope | None = None  # as asked for: later tools are decided then
+    manifest_digest: str | None = None  # the manifest the agent runs as it is issued
 
     @property
     def lineage(self) -> tuple[str, ...]:
@@ -254,7 +255,8 @@ class Issuer:
             task_id=request.task.id, issuer=self._codec.issuer, audience=self._codec.audience,
             issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
             scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
-            actor_chain=request.actor_chain, wildcards=request.wildcards)
+            actor_chain=request.actor_chain, wildcards=request.wildcards,
+            manifest_digest=request.manifest_digest)
         token = self._codec.encode(claims)
         if len(token) > MAX_TOKEN_BYTES:
             raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "

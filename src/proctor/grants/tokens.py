@@ -59,6 +59,7 @@ class GrantClaims:
     ancestors: tuple[str, ...]
     actor_chain: tuple[str, ...]
     wildcards: GrantScope | None = None
+    manifest_digest: str | None = None  # `mfd`: the manifest the agent ran when issued
 
     @property
     def depth(self) -> int:
@@ -84,6 +85,8 @@ class GrantClaims:
             claims["act"] = act
         if self.wildcards is not None:
             claims["wild"] = self.wildcards.as_json()
+        if self.manifest_digest is not None:
+            claims["mfd"] = self.manifest_digest
         return claims
 
     @classmethod
@@ -104,6 +107,7 @@ class GrantClaims:
                 ancestors=tuple(str(a) for a in claims.get("anc") or ()),
                 actor_chain=tuple(chain),
                 wildcards=GrantScope.from_json(claims["wild"]) if "wild" in claims else None,
+                manifest_digest=str(claims["mfd"]) if "mfd" in claims else None,
             )
         except (KeyError, TypeError, ValueError, ScopeError) as exc:
             raise GrantError("grant_malformed", "grant claims are incomplete") from exc

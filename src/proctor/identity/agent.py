@@ -28,15 +28,18 @@ class TrustState(StrEnum):
     ``trusted``: runs the manifest a human reviewed. ``drifted``: presented
     another manifest; policy sees it. ``suspended``: denied everything until a
     human reviews it again. ``retired``: denied everything, for good.
+    ``unattested``: a manifest field the deployment requires the platform to attest
+    was not in its workload token; policy sees it (as it sees drift).
     """
 
     TRUSTED = "trusted"
     DRIFTED = "drifted"
+    UNATTESTED = "unattested"
     SUSPENDED = "suspended"
     RETIRED = "retired"
 
 
-ACTIVE_STATES = frozenset({TrustState.TRUSTED, TrustState.DRIFTED})
+ACTIVE_STATES = frozenset({TrustState.TRUSTED, TrustState.DRIFTED, TrustState.UNATTESTED})
 """The states in which an agent may act; suspended and retired agents are denied everything."""
 
 

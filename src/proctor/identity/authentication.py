@@ -6,6 +6,13 @@ configured OIDC issuer goes to the OIDC verifier; any other names its agent
 in ``sub``, and that agent's registered method decides. A JWT-SVID presented
 for an agent registered by its own key is checked against that key, and fails.
 
+A workload token (JWT-SVID, OIDC) is also the platform's word about what runs: the
+claims ``identity.toml`` maps to manifest fields (``[attested_manifest]``) are put
+into the manifest the agent is taken to run, whatever the agent itself says. A value
+that differs from the reviewed one makes the agent ``drifted`` at once; a required
+field the token does not carry makes it ``unattested``, with the reason. The
+caller learns it from :attr:`AuthenticatedAgent.attestation`.
+
 >>> authenticator = Authenticator(registry, clock=clock)      # doctest: +SKIP
 >>> authenticator.authenticate(token).agent.trust_state       # doctest: +SKIP
 <TrustState.TRUSTED: 'trusted'>
@@ -13,11 +20,13 @@ for an agent registered by its own key is checked against that key, and fails.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from proctor.clock import Clock
 from proctor.errors import IdentityError
-from proctor.identity.agent import Agent, ProofMethod
+from proctor.identity.agent import Agent, ProofMethod, TrustState
 from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.oidc import OidcVerifier
 from proctor.identity.own_key import OwnKeyVerifier
@@ -35,6 +44,7 @@ class AuthenticatedAgent:
 
     agent: Agent
     identity: VerifiedIdentity
+    attestation: str | None = None  # what the token's attested claims changed, if anything
 
 
 class Authenticator:
@@ -72,7 +82,39 @@ class Authenticator:
         if not agent.is_active:
             raise IdentityError("agent_not_active",
                                 f"agent `{agent.id}` is {agent.trust_state.value}")
-        return AuthenticatedAgent(agent, identity)
+        return self._attest(agent, identity)
+
+    def _attest(self, agent: Agent, identity: VerifiedIdentity) -> AuthenticatedAgent:
+        """Put the token's attested claims into the manifest the agent runs."""
+        trust = self._registry.trust
+        if not trust.attested or identity.method is ProofMethod.OWN_KEY:
+            return AuthenticatedAgent(agent, identity)
+        claims = identity.claims or {}
+        values = {name: found for name, claim in trust.attested.items()
+                  if (found := _claim(claims, claim)) is not None}
+        missing = [name for name in trust.attested_required if name not in values]
+        if missing:
+            reason = (f"the workload token does not attest `{missing[0]}` (claim "
+                      f"`{trust.attested[missing[0]]}`)")
+            updated = self._registry.mark_unattested(agent.id, reason)
+            changed = reason if updated.trust_state is not agent.trust_state else None
+            return AuthenticatedAgent(updated, identity, changed)
+        running = agent.presented_manifest or agent.manifest
+        try:
+            attested = running.attested(values)
+        except IdentityError as exc:
+            raise IdentityError("proof_claims_invalid", "an attested claim is not a valid "
+                                f"manifest value: {exc.message}") from exc
+        if attested.digest == running.digest and agent.trust_state is not TrustState.UNATTESTED:
+            return AuthenticatedAgent(agent, identity)
+        updated = self._registry.present_manifest(agent.id, attested)
+        if updated.trust_state is agent.trust_state and \
+                updated.presented_digest == agent.presented_digest:
+            return AuthenticatedAgent(updated, identity)
+        fields = ", ".join(sorted(running.differences(attested))) or "attestation"
+        return AuthenticatedAgent(updated, identity,
+                                  f"the platform attests another {fields}: "
+                                  f"{updated.trust_state.value}")
 
     def _verifier_for(self, token: str) -> ProofVerifier:
         claims = peek(token).claims
@@ -94,6 +136,16 @@ class Authenticator:
                                 f"agent `{agent_id}` proves its identity with tokens of "
                                    f"issuer `{agent.oidc_issuer}`")
         return self._verifiers[agent.proof_method]
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> str | None:
+    """The string at ``name`` (dots walk into nested objects), or None."""
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, str) and value else None
 
 
 def _is_spiffe_id(value: object) -> bool:

@@ -11,6 +11,16 @@ does not change the digest, and a tool listed twice is refused.
 True
 >>> Manifest.from_json(m.as_json()) == m
 True
+
+Three optional fields are what a platform attests rather than what the agent says:
+``image_digest`` (the container image), ``workflow_ref`` (the CI workflow that
+built or runs it) and ``commit``. They are filled from workload-token claims by
+configuration (see ``docs/identity.md``) and are part of the digest only when set,
+so a manifest without them keeps its digest.
+
+A manifest file may name ``system_prompt_file`` and ``dependency_lock_file``
+(relative to the file) instead of the two digests: the digests are computed from
+the files' bytes, so what runs is what is measured (:func:`load_manifest`).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,13 +37,16 @@ from typing import Any
 from proctor.documents import read_yaml
 from proctor.errors import IdentityError
 
-__all__ = ["DIGEST_PATTERN", "Manifest", "canonical_json", "load_manifest"]
+__all__ = ["ATTESTED_FIELDS", "DIGEST_PATTERN", "Manifest", "canonical_json", "file_digest",
+           "load_manifest"]
 
 DIGEST_PATTERN = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
 _MAX_TEXT = 256
 _MAX_TOOLS = 1024
 _MAX_FILE_BYTES = 256 * 1024
 _DIGEST_FIELDS = ("weights_digest", "system_prompt_digest", "dependency_lock_digest")
+ATTESTED_FIELDS = ("image_digest", "workflow_ref", "commit")
+_MAX_MEASURED_BYTES = 256 * 1024 * 1024
 
 
 def canonical_json(value: Any) -> bytes:
@@ -51,9 +64,19 @@ class Manifest:
     system_prompt_digest: str
     tools: tuple[str, ...]
     dependency_lock_digest: str
+    image_digest: str | None = None
+    workflow_ref: str | None = None
+    commit: str | None = None
 
     def __post_init__(self) -> None:
         _check_text("model_id", self.model_id)
+        if self.image_digest is not None and (not isinstance(self.image_digest, str)
+                                              or not DIGEST_PATTERN.match(self.image_digest)):
+            raise IdentityError("manifest_invalid", "manifest field `image_digest` must be "
+                                "`sha256:` and 64 lowercase hex digits (or sha384/sha512)")
+        for name in ("workflow_ref", "commit"):
+            if getattr(self, name) is not None:
+                _check_text(name, getattr(self, name))
         for name in _DIGEST_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, str) or not DIGEST_PATTERN.match(value):
@@ -83,7 +106,7 @@ class Manifest:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise IdentityError("manifest_invalid", f"manifest has unknown field `{unknown[0]}`")
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n not in ATTESTED_FIELDS]
         if missing:
             raise IdentityError("manifest_invalid", f"manifest is missing field `{missing[0]}`")
         tools = data["tools"]
@@ -94,16 +117,27 @@ class Manifest:
             model_id=data["model_id"], weights_digest=data["weights_digest"],
             system_prompt_digest=data["system_prompt_digest"], tools=tuple(tools),
             dependency_lock_digest=data["dependency_lock_digest"],
+            **{name: data[name] for name in ATTESTED_FIELDS if data.get(name) is not None},
         )
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "model_id": self.model_id,
             "weights_digest": self.weights_digest,
             "system_prompt_digest": self.system_prompt_digest,
             "tools": list(self.tools),
             "dependency_lock_digest": self.dependency_lock_digest,
         }
+        for name in ATTESTED_FIELDS:  # only when attested: older digests stay as they were
+            if getattr(self, name) is not None:
+                document[name] = getattr(self, name)
+        return document
+
+    def attested(self, values: Mapping[str, str]) -> Manifest:
+        """This manifest with the attested fields in ``values`` set."""
+        return replace(self, image_digest=values.get("image_digest", self.image_digest),
+                       workflow_ref=values.get("workflow_ref", self.workflow_ref),
+                       commit=values.get("commit", self.commit))
 
     @property
     def digest(self) -> str:
@@ -112,7 +146,9 @@ class Manifest:
     def differences(self, other: Manifest) -> dict[str, tuple[Any, Any]]:
         """The fields that differ, as ``{field: (self's value, other's value)}``."""
         mine, theirs = self.as_json(), other.as_json()
-        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+        return {k: (mine.get(k), theirs.get(k)) for k in [*mine, *(t for t in theirs
+                                                                   if t not in mine)]
+                if mine.get(k) != theirs.get(k)}
 
 
 def _check_text(name: str, value: object) -> None:
@@ -126,9 +162,39 @@ def _check_text(name: str, value: object) -> None:
         )
 
 
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of the file's bytes (read in chunks, at most 256 MiB)."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+                if size > _MAX_MEASURED_BYTES:
+                    raise IdentityError("manifest_invalid",
+                                        f"`{path.name}` is larger than 256 MiB")
+                digest.update(chunk)
+    except OSError as exc:
+        raise IdentityError("manifest_invalid",
+                            f"cannot read `{path.name}`: {exc.strerror}") from exc
+    return "sha256:" + digest.hexdigest()
+
+
 def load_manifest(path: Path) -> Manifest:
-    """Read a manifest from a JSON or YAML file."""
+    """Read a manifest from a JSON or YAML file; ``system_prompt_file`` and
+    ``dependency_lock_file`` (relative to it) are measured in place of the digests."""
     # YAML is a superset of JSON
     data = read_yaml(path, what="manifest file",
                      error=partial(IdentityError, "manifest_invalid"), max_bytes=_MAX_FILE_BYTES)
+    if isinstance(data, dict):
+        for named, field in (("system_prompt_file", "system_prompt_digest"),
+                             ("dependency_lock_file", "dependency_lock_digest")):
+            if named in data:
+                if field in data:
+                    raise IdentityError("manifest_invalid",
+                                        f"manifest gives both `{named}` and `{field}`")
+                target = data.pop(named)
+                if not isinstance(target, str) or not target:
+                    raise IdentityError("manifest_invalid",
+                                        f"manifest field `{named}` must be a file path")
+                data[field] = file_digest(path.parent / target)
     return Manifest.from_json(data)

@@ -184,7 +184,10 @@ class AgentRegistry:
             if not agent.is_active:
                 raise IdentityError("agent_not_active",
                                     f"agent `{agent.id}` is {agent.trust_state.value}")
-            if agent.trust_state is TrustState.TRUSTED and manifest.digest == agent.manifest_digest:
+            if agent.trust_state in (TrustState.TRUSTED, TrustState.UNATTESTED) \
+                    and manifest.digest == agent.manifest_digest:
+                if agent.trust_state is TrustState.UNATTESTED:  # attested now, as reviewed
+                    return {"trust_state": TrustState.TRUSTED.value, "state_reason": None}
                 return None
             if agent.presented_digest == manifest.digest:
                 return None
@@ -235,6 +238,20 @@ class AgentRegistry:
     def retire(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
         """Deny the agent everything, for good; no-op if already retired."""
         return self._set_state(agent_id, TrustState.RETIRED, by, reason)
+
+    def mark_unattested(self, agent_id: str, reason: str) -> Agent:
+        """The platform did not attest a manifest field the deployment requires: the agent
+        is ``unattested`` (with ``reason``) until a token attests it or a human reviews it.
+        A drifted agent stays drifted (it is already held back)."""
+        def change(agent: Agent) -> dict[str, Any] | None:
+            if not agent.is_active:
+                raise IdentityError("agent_not_active",
+                                    f"agent `{agent.id}` is {agent.trust_state.value}")
+            if agent.trust_state is not TrustState.TRUSTED:
+                return None
+            return {"trust_state": TrustState.UNATTESTED.value, "state_changed_by": "proctor",
+                    "state_reason": reason[:1000]}
+        return self._change(agent_id, change)
 
     def set_risk_score(self, agent_id: str, score: int,
                        factors: Sequence[str] | None = None) -> Agent:

@@ -19,6 +19,11 @@ rotated like any other config, and a node reads it at start. It lives in
     algorithms = ["RS256", "ES256"]              # the default
     subject_template = "system:serviceaccount:agents:{name}"
 
+    [attested_manifest]                          # manifest field = workload-token claim
+    image_digest = "image_digest"                # a dotted name reads a nested claim
+    workflow_ref = "job_workflow_ref"
+    required = ["image_digest"]                  # a token without it: `unattested`
+
 No key set is fetched over the network here: a deployment that wants rotation
 refreshes the files (SPIRE's bundle endpoint, the issuer's ``jwks_uri``).
 """
@@ -37,6 +42,7 @@ from spiffe.errors import PySpiffeError
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.identity.jwks import read_jwks, split_jwks
+from proctor.identity.manifest import ATTESTED_FIELDS
 from proctor.identity.oidc import OidcIssuer, issuer_settings
 from proctor.identity.tokens import DEFAULT_LEEWAY_SECONDS, MAX_LEEWAY_SECONDS
 
@@ -61,8 +67,19 @@ class TrustConfig:
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
     bundles: Mapping[str, JwtBundle] = field(default_factory=dict)
     issuers: Mapping[str, OidcIssuer] = field(default_factory=dict)
+    attested: Mapping[str, str] = field(default_factory=dict)  # manifest field -> claim
+    attested_required: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = sorted((set(self.attested) | set(self.attested_required))
+                         - set(ATTESTED_FIELDS))
+        if unknown:
+            raise ConfigError(f"`{unknown[0]}` is not a manifest field a platform attests "
+                              f"({', '.join(ATTESTED_FIELDS)})")
+        missing = [f for f in self.attested_required if f not in self.attested]
+        if missing:
+            raise ConfigError(f"attested manifest field `{missing[0]}` is required but no "
+                              "claim is mapped to it")
         if not self.audience:
             object.__setattr__(self, "audience", f"spiffe://{self.trust_domain}/proctor")
         if not 0 <= self.leeway_seconds <= MAX_LEEWAY_SECONDS:
@@ -72,10 +89,12 @@ class TrustConfig:
     @classmethod
     def build(cls, trust_domain: str, *, audience: str = "",
               leeway_seconds: int = DEFAULT_LEEWAY_SECONDS, bundles: Iterable[JwtBundle] = (),
-              issuers: Iterable[OidcIssuer] = ()) -> TrustConfig:
+              issuers: Iterable[OidcIssuer] = (), attested: Mapping[str, str] | None = None,
+              attested_required: Iterable[str] = ()) -> TrustConfig:
         """A config from lists of bundles and issuers (keyed by trust domain / issuer)."""
         return cls(trust_domain, audience, leeway_seconds,
-                   {b.trust_domain.name: b for b in bundles}, {i.issuer: i for i in issuers})
+                   {b.trust_domain.name: b for b in bundles}, {i.issuer: i for i in issuers},
+                   dict(attested or {}), tuple(attested_required))
 
     def issuer_named(self, issuer: str | None) -> OidcIssuer:
         """The issuer ``issuer``, or the only one configured when ``issuer`` is None."""
@@ -115,7 +134,8 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
             raise ConfigError(f"identity config `{path}` does not exist")
         return TrustConfig(trust_domain)
     data = read_toml(path, what="identity config", error=ConfigError)
-    unknown = sorted(set(data) - {"audience", "leeway_seconds", "trust_bundles", "oidc_issuers"})
+    unknown = sorted(set(data) - {"audience", "leeway_seconds", "trust_bundles", "oidc_issuers",
+                                  "attested_manifest"})
     if unknown:
         raise ConfigError(f"identity config `{path}` has unknown key `{unknown[0]}`")
     base = path.parent
@@ -123,10 +143,16 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
         bundles = [jwt_bundle_from_jwks(str(b["trust_domain"]), read_jwks(base / b["jwks_file"]))
                    for b in data.get("trust_bundles", [])]
         issuers = [_issuer(i, base) for i in data.get("oidc_issuers", [])]
+        attested = dict(data.get("attested_manifest", {}))
+        required = attested.pop("required", [])
+        if not isinstance(required, list) or not all(isinstance(v, str) for v in
+                                                     [*required, *attested.values()]):
+            raise ValueError("`attested_manifest`: claim names and `required` fields")
         return TrustConfig.build(trust_domain, audience=str(data.get("audience", "")),
                                  leeway_seconds=int(data.get("leeway_seconds",
                                                              DEFAULT_LEEWAY_SECONDS)),
-                                 bundles=bundles, issuers=issuers)
+                                 bundles=bundles, issuers=issuers, attested=attested,
+                                 attested_required=required)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"identity config `{path}` is not valid: missing or wrong {exc}") from exc
 

@@ -1,0 +1,165 @@
+"""Attested manifests: the platform's workload token says which image runs. When the
+image digest in a second JWT-SVID of the same agent differs, the agent is drifted at
+once — it reported nothing — its confidential tool is re-gated under the grant it
+already holds and no new grant for it is issued; a token without a required attested
+field leaves the agent ``unattested``; a grant issued before a reviewed manifest change
+is refused."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc.jwk import ECKey
+
+from proctor.clock import FrozenClock
+from proctor.errors import GrantError
+from proctor.grants import (
+    GrantAuthority,
+    GrantScope,
+    HolderProof,
+    IssuedGrant,
+    IssuerKeyring,
+    RegisteredAgents,
+    TokenCodec,
+    make_proof,
+)
+from proctor.grants.authority import ISSUE_METHOD
+from proctor.identity import (
+    AgentRegistry,
+    Authenticator,
+    JwtSvidProof,
+    TrustConfig,
+    sync_principals,
+)
+from proctor.identity.agent import TrustState
+from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, load_bundle
+from proctor.policy.context import call_context
+from proctor.store import open_store
+from tests.identity.factories import AUDIENCE, TRUST_DOMAIN, SvidAuthority, manifest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+ISSUER = "https://proctor.acme.example"
+WORKER = "spiffe://acme.example/agent/worker"
+IMAGE_A, IMAGE_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
+CRM = GrantScope.from_json({"tools": [{"tool": "crm/lookup_customer"}]})
+TARGET = "mcp://crm/lookup_customer"
+
+
+@dataclass
+class World:
+    authority: GrantAuthority
+    engine: PolicyEngine
+    registry: AgentRegistry
+    authenticator: Authenticator
+    svids: SvidAuthority
+    clock: FrozenClock
+    key: ec.EllipticCurvePrivateKey
+
+    def svid(self, image_digest: str | None = None) -> str:
+        """A JWT-SVID the platform issues, attesting the image it runs (if given)."""
+        return self.svids.svid(WORKER, self.clock.now(), image_digest=image_digest)
+
+    def grant(self, identity: str) -> IssuedGrant:
+        task = self.authority.start_task(WORKER, purpose="answer a customer",
+                                         on_behalf_of="alice@acme.example")
+        holder = HolderProof(make_proof(self.key, identity, method=ISSUE_METHOD, target=ISSUER,
+                                        now=self.clock.now()), identity)
+        issued = self.authority.issue(task.id, CRM, holder=holder)
+        assert isinstance(issued, IssuedGrant)
+        return issued
+
+    def lookup(self, grant: IssuedGrant) -> str:
+        """What an enforcement point does: check the grant, then decide with the
+        registry's view of the agent."""
+        proof = make_proof(self.key, grant.token, method="tools/call", target=TARGET,
+                           now=self.clock.now())
+        try:
+            claims = self.authority.check(grant.token, proof, method="tools/call",
+                                          target=TARGET, tool_id="crm/lookup_customer",
+                                          args={"customer_id": "c-1"}).claims
+        except GrantError as exc:
+            return exc.code
+        sync_principals(self.engine, self.registry)
+        return self.engine.decide(DecisionRequest(
+            EntityRef("Agent", WORKER), "tool:crm/lookup_customer",
+            EntityRef("Tool", "crm/lookup_customer"),
+            call_context(now=self.clock.now(), args={"customer_id": "c-1"},
+                         task=claims.task_id, on_behalf_of="alice@acme.example"))).code.value
+
+
+@pytest.fixture
+def world(database_url: str, svid_authority: SvidAuthority,
+          wall_clock: FrozenClock) -> Iterator[World]:
+    trust = TrustConfig.build(TRUST_DOMAIN, audience=AUDIENCE, bundles=[svid_authority.bundle()],
+                              attested={"image_digest": "image_digest"},
+                              attested_required=["image_digest"])
+    store = open_store(database_url)
+    registry = AgentRegistry(store, wall_clock, trust)
+    registry.register(WORKER, owner="alice@acme.example", groups=["support-agents"],
+                      proof=JwtSvidProof(),
+                      manifest=manifest().attested({"image_digest": IMAGE_A}))
+    bundle = load_bundle(EXAMPLES)
+    engine = PolicyEngine(bundle.catalog)
+    engine.activate(engine.compile(bundle.sources))
+    sync_principals(engine, registry)
+    codec = TokenCodec(IssuerKeyring(store, wall_clock, secrets.token_bytes(32)),
+                       issuer=ISSUER, audience="proctor")
+    authority = GrantAuthority(store, wall_clock, codec, engine,
+                               RegisteredAgents(registry, store, wall_clock))
+    key = ECKey.generate_key("P-256", private=True).private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    try:
+        yield World(authority, engine, registry, Authenticator(registry, clock=wall_clock),
+                    svid_authority, wall_clock, key)
+    finally:
+        store.close()
+
+
+def test_another_attested_image_re_gates_confidential_tools_without_the_agent_reporting(
+        world: World) -> None:
+    first = world.svid(image_digest=IMAGE_A)
+    assert world.authenticator.authenticate(first).attestation is None
+    grant = world.grant(first)
+    assert grant.claims.manifest_digest == world.registry.get(WORKER).manifest_digest
+    assert world.lookup(grant) == "policy_permit"
+
+    # the platform now runs another image; the agent says nothing about it
+    second = world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))
+    assert second.agent.trust_state is TrustState.DRIFTED
+    assert "image_digest" in (second.attestation or "")
+    presented = world.registry.get(WORKER).presented_manifest
+    assert presented is not None and presented.image_digest == IMAGE_B
+
+    assert world.lookup(grant) == "policy_forbid"  # the grant issued under image A
+    with pytest.raises(GrantError) as refused:
+        world.grant(world.svid(image_digest=IMAGE_B))
+    assert refused.value.code == "issuance_denied"
+
+
+def test_a_token_without_a_required_attested_field_leaves_the_agent_unattested(
+        world: World) -> None:
+    grant = world.grant(world.svid(image_digest=IMAGE_A))
+    found = world.authenticator.authenticate(world.svid())  # no image_digest claim
+    assert found.agent.trust_state is TrustState.UNATTESTED
+    assert found.agent.state_reason is not None
+    assert "image_digest" in found.agent.state_reason
+    assert world.lookup(grant) == "policy_forbid"
+    # attested again, as reviewed: trusted again
+    again = world.authenticator.authenticate(world.svid(image_digest=IMAGE_A))
+    assert again.agent.trust_state is TrustState.TRUSTED
+    assert world.lookup(grant) == "policy_permit"
+
+
+def test_a_grant_issued_before_a_reviewed_manifest_change_is_refused(world: World) -> None:
+    grant = world.grant(world.svid(image_digest=IMAGE_A))
+    world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))
+    world.registry.review(WORKER, reviewer="erin@acme.example")  # image B, reviewed
+    assert world.registry.get(WORKER).trust_state is TrustState.TRUSTED
+    assert world.lookup(grant) == "grant_manifest_changed"
+    fresh = world.grant(world.svid(image_digest=IMAGE_B))
+    assert world.lookup(fresh) == "policy_permit"
