@@ -90,7 +90,12 @@ def test_a_drifted_agent_loses_confidential_tools_without_anyone_refreshing_the_
                                                   ("drifted-agent-sensitive-tools",))
     assert agents.call(grant, "kb/search_articles", {"query": "refund"}).is_allowed
     runtime.registry.review(SUPPORT, reviewer="erin@acme.example")
-    assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+    # the review trusts the new manifest, not the grants issued under the old one
+    stale = agents.call(grant, "crm/issue_refund", refund(100))
+    assert (stale.outcome, stale.code) == (Outcome.DENY, "grant_manifest_changed")
+    runtime.enforcer.ensure_current(SUPPORT)  # what the API routes do before an issuance
+    fresh = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "kb/*"}])
+    assert agents.call(fresh, "crm/issue_refund", refund(100)).is_allowed
 
 
 def test_a_suspended_agent_is_denied_at_once(runtime: Runtime, agents: Agents) -> None:
