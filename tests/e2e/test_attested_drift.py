@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -163,3 +163,34 @@ def test_a_grant_issued_before_a_reviewed_manifest_change_is_refused(world: Worl
     assert world.lookup(grant) == "grant_manifest_changed"
     fresh = world.grant(world.svid(image_digest=IMAGE_B))
     assert world.lookup(fresh) == "policy_permit"
+
+
+def test_an_agent_cannot_lift_unattested_by_presenting_the_reviewed_manifest_itself(
+        world: World) -> None:
+    reviewed = world.registry.get(WORKER).manifest
+    found = world.authenticator.authenticate(world.svid())  # no image_digest claim
+    assert found.agent.trust_state is TrustState.UNATTESTED
+    # the agent's own word (`POST /v1/agents/{id}/manifest`, the wrapper's manifest file),
+    # image digest included, is not the platform's
+    after = world.registry.present_manifest(WORKER, reviewed)
+    assert after.trust_state is TrustState.UNATTESTED
+    assert world.registry.get(WORKER).trust_state is TrustState.UNATTESTED
+    assert world.authenticator.authenticate(world.svid()).agent.trust_state \
+        is TrustState.UNATTESTED
+
+
+def test_an_agent_cannot_overwrite_what_the_platform_attested_with_its_own_values(
+        world: World) -> None:
+    reviewed = world.registry.get(WORKER).manifest
+    assert world.authenticator.authenticate(
+        world.svid(image_digest=IMAGE_B)).agent.trust_state is TrustState.DRIFTED
+    # the agent says it runs image A after all: the reviewer must still see image B
+    world.registry.present_manifest(WORKER, reviewed)
+    agent = world.registry.get(WORKER)
+    assert agent.trust_state is TrustState.DRIFTED
+    assert agent.presented_manifest is not None
+    assert agent.presented_manifest.image_digest == IMAGE_B
+    # a manifest the agent presents without the attested field keeps the platform's value
+    world.registry.present_manifest(WORKER, replace(reviewed, image_digest=None))
+    presented = world.registry.get(WORKER).presented_manifest
+    assert presented is not None and presented.image_digest == IMAGE_B

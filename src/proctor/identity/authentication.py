@@ -107,7 +107,7 @@ class Authenticator:
                                 f"manifest value: {exc.message}") from exc
         if attested.digest == running.digest and agent.trust_state is not TrustState.UNATTESTED:
             return AuthenticatedAgent(agent, identity)
-        updated = self._registry.present_manifest(agent.id, attested)
+        updated = self._registry.present_manifest(agent.id, attested, attested=True)
         if updated.trust_state is agent.trust_state and \
                 updated.presented_digest == agent.presented_digest:
             return AuthenticatedAgent(updated, identity)

@@ -17,6 +17,7 @@ Trust-state changes::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -174,27 +175,41 @@ class AgentRegistry:
 
     # manifest and trust state
 
-    def present_manifest(self, agent_id: str, manifest: Manifest) -> Agent:
+    def present_manifest(self, agent_id: str, manifest: Manifest, *,
+                         attested: bool = False) -> Agent:
         """Record the manifest the agent runs now; a different one makes it ``drifted``.
 
         A drifted agent stays drifted, even if it goes back to the reviewed
-        manifest, until a human reviews it.
+        manifest, until a human reviews it. ``attested`` says the manifest's attested
+        fields come from a verified workload token (:mod:`proctor.identity.authentication`):
+        only then may it lift ``unattested``. Any other manifest (the agent's own word,
+        through the API or the wrapper's file) never does, and for an agent whose platform
+        attests fields, those fields are the platform's last word, never the presenter's.
         """
         def change(agent: Agent) -> dict[str, Any] | None:
             if not agent.is_active:
                 raise IdentityError("agent_not_active",
                                     f"agent `{agent.id}` is {agent.trust_state.value}")
+            presented = manifest if attested else self._platform_fields(agent, manifest)
             if agent.trust_state in (TrustState.TRUSTED, TrustState.UNATTESTED) \
-                    and manifest.digest == agent.manifest_digest:
-                if agent.trust_state is TrustState.UNATTESTED:  # attested now, as reviewed
+                    and presented.digest == agent.manifest_digest:
+                if agent.trust_state is TrustState.UNATTESTED and attested:
                     return {"trust_state": TrustState.TRUSTED.value, "state_reason": None}
                 return None
-            if agent.presented_digest == manifest.digest:
+            if agent.presented_digest == presented.digest:
                 return None
             return {"trust_state": TrustState.DRIFTED.value,
-                    "presented_manifest": manifest.as_json(),
-                    "presented_digest": manifest.digest}
+                    "presented_manifest": presented.as_json(),
+                    "presented_digest": presented.digest}
         return self._change(agent_id, change)
+
+    def _platform_fields(self, agent: Agent, manifest: Manifest) -> Manifest:
+        """``manifest`` with the fields the platform attests for ``agent`` as it last
+        attested them (or as reviewed), whatever the presenter put there."""
+        if not self.trust.attested or agent.proof_method is ProofMethod.OWN_KEY:
+            return manifest
+        running = agent.presented_manifest or agent.manifest
+        return replace(manifest, **{name: getattr(running, name) for name in self.trust.attested})
 
     def review(self, agent_id: str, *, reviewer: str, manifest: Manifest | None = None,
                expected_digest: str | None = None) -> Agent:
