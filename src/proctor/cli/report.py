@@ -86,8 +86,10 @@ def compliance(
                               grant_threshold_seconds=grant_threshold)
         document = report.as_json()
         if bundle is not None:
-            keys = [v.public_jwk() for v in runtime.keyring.checkpoint_verifiers().values()]
-            packed = make_bundle(runtime.store, report, keys)
+            signer = runtime.keyring.current_signer()
+            verifiers = {**runtime.keyring.checkpoint_verifiers(), signer.kid: signer}
+            packed = make_bundle(runtime.store, report,
+                                 [v.public_jwk() for v in verifiers.values()], signer)
             bundle.write_text(json.dumps(packed, ensure_ascii=False, sort_keys=True) + "\n",
                               encoding="utf-8")
     except ProctorError as exc:
