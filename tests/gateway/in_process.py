@@ -143,12 +143,12 @@ async def gateway_from(deployment: Deployment, config: Path, sock: socket.socket
 
 
 @asynccontextmanager
-async def agent(endpoint: str, grant: IssuedGrant, deployment: Deployment, clock: FrozenClock
-                ) -> AsyncIterator[ClientSession]:
+async def agent(endpoint: str, grant: IssuedGrant, deployment: Deployment, clock: FrozenClock,
+                *, headers: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
     auth = GrantAuth(grant.token, deployment.key, clock)
-    async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, streamable_http_client(
-            endpoint, http_client=http) as (read, write), ClientSession(
-            read, write) as session:
+    async with httpx2.AsyncClient(auth=auth, timeout=WAIT, headers=headers) as http, \
+            streamable_http_client(endpoint, http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
         await session.initialize()
         yield session
 

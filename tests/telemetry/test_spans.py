@@ -1,6 +1,7 @@
 """OpenTelemetry: the span tree of a gateway call (agent → decision → upstream), joined to
-the agent's trace from the request's ``_meta``; no argument, token or proof in any
-attribute; the OTLP exporter against a local receiver; and nothing at all when off."""
+the agent's trace from the request's ``_meta`` (or its HTTP ``traceparent`` header); no
+argument, token or proof in any attribute; the OTLP exporter against a local receiver;
+and nothing at all when off."""
 
 from __future__ import annotations
 
@@ -95,6 +96,36 @@ async def test_a_gateway_call_is_a_span_tree_in_the_agents_trace_without_its_arg
              for m in sm.metrics}
     assert {"proctor.decisions", "proctor.decision.duration", "proctor.gateway.sessions"
             } <= names
+
+
+@pytest.mark.anyio
+async def test_an_http_gateway_call_joins_the_trace_of_its_traceparent_header(
+        deployment: Deployment, tmp_path: Path,
+        exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    spans, _metrics = exported
+    grant = deployment.grant()
+    clock = FrozenClock(SystemClock().now())
+    gate = Gate(tmp_path)
+    outcome: dict[str, Any] = {}
+    with anyio.fail_after(WAIT):
+        async with gateway_on(deployment, clock, gate) as (public, _gateway), agent(
+                f"{public}/mcp/test", grant, deployment, clock,
+                headers={"traceparent": TRACEPARENT}) as client:
+
+            async def call() -> None:  # no `_meta`: the header names the trace
+                outcome["result"] = await client.call_tool("echo", {"text": "hi"})
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(call)
+                async with gate.upstream_waiting():
+                    pass
+    assert outcome["result"].structured_content["text"] == "hi"
+    by_name = {(s.name, s.kind): s for s in spans.get_finished_spans()}
+    server = by_name[("tools/call echo", SpanKind.SERVER)]
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
+    decision = by_name[("proctor.decision test/echo", SpanKind.INTERNAL)]
+    assert decision.parent.span_id == server.context.span_id  # type: ignore[union-attr]
 
 
 class _OtlpReceiver:

@@ -9,17 +9,23 @@ under a request.
 Calls, reads and prompts are decided; listings, completions and subscriptions are
 limited to what the grant could be allowed; ``logging/setLevel`` is answered here.
 Anything else gets the SDK's ``method not found``.
+
+With OpenTelemetry on, a call's span joins the agent's trace: the ``traceparent``
+of the request's ``_meta``, else (over HTTP) the request's ``traceparent`` header.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from starlette.requests import Request
 
+from proctor import telemetry
 from proctor.gateway.core import Gateway
 from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import rpc_error
@@ -41,6 +47,20 @@ class Binder(Protocol):
         ...
 
 
+def _trace_carrier(ctx: Context, meta: Mapping[str, Any] | None
+                   ) -> Mapping[str, Any] | None:
+    """Where the call's trace context is: the request's ``_meta`` if it names a
+    ``traceparent``, else the HTTP request's headers (nothing on stdio). Looked at only
+    when telemetry is on."""
+    if not telemetry.is_enabled() or (meta and "traceparent" in meta):
+        return meta
+    request = ctx.request
+    if isinstance(request, Request) and "traceparent" in request.headers:
+        return {name: request.headers[name] for name in ("traceparent", "tracestate")
+                if name in request.headers}
+    return meta
+
+
 def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> Server[Any]:
     """An MCP server exposing ``view`` through ``gateway``."""
 
@@ -54,7 +74,7 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
         async with binder.bind(ctx) as (session, creds):
             return await gateway.call_tool(session, creds, view, params.name,
                                            params.arguments or {}, Relay(ctx),
-                                           meta=params.meta)
+                                           meta=_trace_carrier(ctx, params.meta))
 
     async def list_prompts(ctx: Context, params: types.PaginatedRequestParams | None
                            ) -> types.ListPromptsResult:
