@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from proctor.audit import AuditLog
+from proctor.audit import AuditLog, EventFilter, search_events
 from proctor.clock import SystemClock
+from proctor.errors import ApiError
 from proctor.policy import Outcome, ReasonCode
 from proctor.server import ControlPlane, Principal, PrincipalKind
 from proctor.server.control import entity, service
@@ -74,3 +75,35 @@ def test_a_request_that_does_not_fit_the_schema_is_refused(control: ControlPlane
     assert decision.outcome is Outcome.DENY
     unknown = control.decide(admin, "api:nothing.here", service("agents"))
     assert unknown.outcome is Outcome.DENY
+
+
+def test_an_answer_is_remembered_for_its_request_and_entities_alone(
+        control: ControlPlane) -> None:
+    mine = entity("Grant", "grant_2", agent=("Agent", CODER), task="task_2")
+    first = control.decide(agent("agent"), "api:decide", mine)
+    assert first.is_allowed
+    assert control.decide(agent("agent"), "api:decide", mine) is first  # not evaluated again
+    # the same grant id, now another agent's: evaluated anew, and refused
+    moved = entity("Grant", "grant_2", agent=("Agent", SUPPORT), task="task_2")
+    assert control.decide(agent("agent"), "api:decide", moved).code is ReasonCode.FORBIDDEN
+    assert control.decide(agent("agent", "admin"), "api:policy.upload",
+                          service("policies")).code is ReasonCode.FORBIDDEN
+    assert control.decide(agent("agent"), "api:decide", mine) is first
+
+
+def test_a_refusal_answered_from_memory_is_still_audited_each_time() -> None:
+    store = open_store("sqlite:///:memory:")
+    audit = AuditLog(store)
+    try:
+        control = ControlPlane(audit, SystemClock())
+        theirs = entity("Grant", "grant_1", agent=("Agent", SUPPORT), task="task_1")
+        for _ in range(2):
+            with pytest.raises(ApiError) as refused:
+                control.require(agent("agent"), "api:grant.revoke", theirs)
+            assert refused.value.code == "forbidden"
+        events = [e.event for e in search_events(store, EventFilter(), limit=10)]
+        assert [(e["action"], e["outcome"]) for e in events] == [
+            ("api:grant.revoke", "refused")] * 2
+    finally:
+        audit.close()
+        store.close()

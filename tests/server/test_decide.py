@@ -130,3 +130,24 @@ async def test_metrics_count_decisions_by_outcome(agents: Api) -> None:
     assert "proctor_decision_seconds_count 3.0" in text
     assert 'proctor_http_requests_total{method="POST",route="/v1/decide",status="200"} 3.0' \
         in text
+
+
+async def test_a_suspended_agent_gets_no_allow_with_a_workload_proof_it_used_before(
+        agents: Api) -> None:
+    # /v1/decide takes the caller's agent from the process's agent view (the decision's
+    # write confirms it): the suspension is honoured all the same, on the next request
+    api = agents
+    grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    headers = api.agent(SUPPORT)
+
+    async def decide() -> Any:
+        return await api.client.post("/v1/decide", headers=headers, json={
+            "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+            "call": {"tool": "kb/search_articles", "args": {"query": "q"}},
+            "target": TARGET})
+
+    assert (await decide()).json()["decision"] == "allow"
+    suspended = await api.client.post(f"/v1/agents/{SUPPORT}/suspend", headers=api.admin,
+                                      json={"reason": "key leaked"})
+    assert suspended.json()["trust_state"] == "suspended"
+    assert_problem(await decide(), 401, "agent_not_active")

@@ -15,7 +15,11 @@ Any failure is a 401 with the specific code (``proof_expired``,
 ``grant_revoked``, ``api_token_invalid``, …). A verified workload proof is
 remembered until it expires, so an agent can reuse one for many requests; the
 agent's state and key are still read from the store on every request, so a
-suspension or a key change takes effect at once.
+suspension or a key change takes effect at once. A route whose own work confirms
+the agent in its write (``POST /v1/decide``: the decision's transaction confirms
+the agent, its grant and its task) asks with ``confirmed_later``: the agent's
+state and key then come from the process's agent view (memory while the change
+feed is current, the store otherwise), with no read of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from proctor.clock import Clock
 from proctor.codes import Code
 from proctor.errors import ApiError, ProctorError, StoreError
 from proctor.grants import PROOF_ALGORITHMS, AgentDirectory, GrantAuthority
-from proctor.identity import AgentRegistry, Authenticator
+from proctor.identity import AgentRegistry, AgentView, Authenticator
 from proctor.identity.humans import HumanVerifier
 from proctor.identity.tokens import peek
 from proctor.server.principals import Principal, PrincipalKind
@@ -60,20 +64,25 @@ class RequestAuthenticator:
     """Turns a request's credentials into a :class:`Principal`, or a 401 problem."""
 
     def __init__(self, *, tokens: ApiTokens, humans: HumanVerifier, registry: AgentRegistry,
-                 directory: AgentDirectory, grants: GrantAuthority, clock: Clock) -> None:
+                 directory: AgentDirectory, grants: GrantAuthority, clock: Clock,
+                 view: AgentView | None = None) -> None:
         self._tokens = tokens
         self._humans = humans
         self._registry = registry
         self._agents = Authenticator(registry, clock=clock)
         self._directory = directory
+        self._view = view
         self._grants = grants
         self._clock = clock
         self._remembered: dict[str, _Remembered] = {}
         self._owners: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, headers: Mapping[str, str], *, method: str, url: str) -> Principal:
-        """The caller; ``url`` is this request's URL as DPoP proofs name it."""
+    def authenticate(self, headers: Mapping[str, str], *, method: str, url: str,
+                     confirmed_later: bool = False) -> Principal:
+        """The caller; ``url`` is this request's URL as DPoP proofs name it.
+        ``confirmed_later``: the route confirms an agent caller's state in its own
+        write, so a remembered workload proof's agent is looked up in the agent view."""
         header = headers.get("authorization")
         if not header:
             raise unauthenticated("credentials_missing", "this operation needs credentials: "
@@ -87,7 +96,7 @@ class RequestAuthenticator:
                                   "the `Authorization` header is `<scheme> <credentials>`")
         try:
             if scheme.lower() == "bearer":
-                return self._bearer(value)
+                return self._bearer(value, confirmed_later)
             if scheme.lower() == "dpop":
                 return self._grant(value, headers.get("dpop", ""), method, url)
         except StoreError:
@@ -97,7 +106,7 @@ class RequestAuthenticator:
         raise unauthenticated("credentials_malformed",
                               f"scheme `{scheme[:20]}` is not accepted (use Bearer or DPoP)")
 
-    def _bearer(self, value: str) -> Principal:
+    def _bearer(self, value: str, confirmed_later: bool) -> Principal:
         if value.startswith(TOKEN_PREFIX):
             token = self._tokens.verify(value)
             if token is None:
@@ -109,11 +118,11 @@ class RequestAuthenticator:
         if self._humans.accepts(claims):
             human = self._humans.verify(value, now=self._clock.now())
             return Principal(PrincipalKind.HUMAN, human.id, human.roles, "oidc")
-        return self._workload(value)
+        return self._workload(value, confirmed_later)
 
-    def _workload(self, token: str) -> Principal:
+    def _workload(self, token: str, confirmed_later: bool) -> Principal:
         remembered = self._remembered.get(token)
-        if remembered is not None and self._still_good(remembered):
+        if remembered is not None and self._still_good(remembered, confirmed_later):
             return self._agent(remembered)
         found = self._agents.authenticate(token)
         agent, identity = found.agent, found.identity
@@ -125,9 +134,13 @@ class RequestAuthenticator:
             self._remembered[token] = remembered
         return self._agent(remembered)
 
-    def _still_good(self, remembered: _Remembered) -> bool:
+    def _still_good(self, remembered: _Remembered, confirmed_later: bool) -> bool:
         if self._clock.now() >= remembered.expires_at:
             return False
+        if confirmed_later and self._view is not None:
+            agent = self._view.find(remembered.agent_id)
+            return (agent is not None and agent.is_active
+                    and agent.key_thumbprint == remembered.key_thumbprint)
         binding = self._directory.binding(remembered.agent_id)
         return (binding is not None and binding.is_active
                 and binding.key_thumbprint == remembered.key_thumbprint)

@@ -9,10 +9,16 @@ when the server starts, and a failure to evaluate is a refusal.
 
 A refusal raises a 403 problem and is written to the audit log as an event
 of its own (outcome ``refused``), with the determining policies.
+
+The policies never change while the server runs, so an answer is a function of the
+request and its two entities alone: it is remembered (up to :data:`REMEMBERED`
+requests), and the same request from the same caller on the same resource (an
+agent deciding call after call under one grant) is not evaluated again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent / "cedar"
 SCHEMA_FILE = _HERE / "schema.cedarschema"
 POLICY_FILE = _HERE / "policies.cedar"
+REMEMBERED = 4096  # answers kept; all are forgotten when full
 
 
 def entity(type_: str, id_: str, **attrs: Any) -> dict[str, Any]:
@@ -61,21 +68,39 @@ class ControlPlane:
         self.policies: CompiledPolicies = compile_sources(
             {POLICY_FILE.name: POLICY_FILE.read_text(encoding="utf-8")}, self.schema, {})
         self._set = self.policies.full
+        self._answers: dict[str, Decision] = {}
 
     def decide(self, principal: Principal, action: str, resource: Mapping[str, Any], *,
                context: Mapping[str, Any] | None = None) -> Decision:
         """Whether ``principal`` may do ``action`` on ``resource``; never raises."""
-        request = {"principal": principal.entity()["uid"],
-                   "action": {"type": "Action", "id": action},
+        caller = principal.entity()
+        try:  # everything the answer depends on; the policies are fixed
+            key = json.dumps([caller, action, resource, context], sort_keys=True,
+                             separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON: Cedar will say so below
+            key = None
+        known = self._answers.get(key) if key is not None else None
+        if known is not None:
+            return known
+        request = {"principal": caller["uid"], "action": {"type": "Action", "id": action},
                    "resource": resource["uid"], "context": dict(context or {})}
         try:
             result = cedarpy.is_authorized(request, self._set,
-                                           _unique([principal.entity(), dict(resource)]),
+                                           _unique([caller, dict(resource)]),
                                            schema=self.schema.handle)
         except Exception as exc:  # an authorization answer, never an exception
             log.error("control-plane decision on `%s` failed: %s", action, type(exc).__name__)
             return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
                             reasons=("the control-plane decision failed, so it is refused",))
+        decision = self._answer(principal, action, result)
+        if key is not None and not decision.errors:
+            if len(self._answers) >= REMEMBERED:
+                self._answers.clear()
+            self._answers[key] = decision
+        return decision
+
+    def _answer(self, principal: Principal, action: str,
+                result: cedarpy.AuthzResult) -> Decision:
         errors = tuple(result.diagnostics.errors)
         ids = tuple(sorted(result.diagnostics.reasons))
         found = [self.policies.policies[i] for i in ids if i in self.policies.policies]

@@ -96,13 +96,16 @@ class CallContext:
             detail=detail or {}), undo=undo)
 
 
-def authenticate(request: Request) -> CallContext:
+def authenticate(request: Request, *, confirmed_later: bool = False) -> CallContext:
     """Authenticate the request and take a token from its principal's bucket (it reads
-    the store: call it off the event loop). Raises 401 or 429 problems."""
+    the store: call it off the event loop). Raises 401 or 429 problems.
+    ``confirmed_later``: the route confirms an agent caller's state in its own write
+    (:meth:`RequestAuthenticator.authenticate`)."""
     state = server_state(request)
     try:
         principal = state.authenticator.authenticate(
-            request.headers, method=request.method, url=request_url(request, state))
+            request.headers, method=request.method, url=request_url(request, state),
+            confirmed_later=confirmed_later)
     except ApiError:
         # Failed attempts are limited per client address: guessing credentials is slow.
         wait = state.limiter.take(f"client:{client_address(request)}")

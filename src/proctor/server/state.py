@@ -43,7 +43,7 @@ class ServerState:
         authenticator = RequestAuthenticator(
             tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
             directory=runtime.agents, grants=runtime.grants,
-            clock=clock)
+            clock=clock, view=runtime.agent_view)
         return cls(
             runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),
             authenticator=authenticator,
