@@ -1,6 +1,7 @@
 """The grants bench's workload: one agent with its own key, a backend per database
-(store, keyring, codec, authority, a task of the agent's), and the bare durable commits
-issuance is set beside.
+(store, keyring, codec, the change feed and the in-process views of tasks and
+revocations, authority, a task of the agent's), and the bare durable commits issuance is
+set beside.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from proctor.grants import (
     GrantScope,
     IssuedGrant,
     IssuerKeyring,
+    RevocationView,
+    TaskView,
     TokenCodec,
     jwk_thumbprint,
 )
@@ -34,6 +37,7 @@ from proctor.grants.agents import AgentEnded
 from proctor.grants.proofs import public_jwk
 from proctor.policy import PolicyEngine
 from proctor.store import Store, open_store
+from proctor.store.changes import ChangeFeed
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 AGENT = "spiffe://acme.example/agent/coder"
@@ -79,20 +83,28 @@ class Backend:
     codec: TokenCodec
     authority: GrantAuthority
     task_id: str
+    feed: ChangeFeed
     tokens: list[IssuedGrant] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.feed.close()
+        self.store.close()
 
 
 def open_backend(name: str, url: str, engine: PolicyEngine, agent_key: ec.EllipticCurvePrivateKey
                  ) -> Backend:
-    """The grants part on the store at ``url``, the bench's agent bound to ``agent_key``."""
+    """The grants part on the store at ``url``, the bench's agent bound to ``agent_key``,
+    wired as :func:`proctor.runtime.open_runtime` wires it (the views on the change feed)."""
     clock = SystemClock()
     store = open_store(url)
+    feed = ChangeFeed(store)
     keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
     codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
     agents = Agents(AgentBinding(AGENT, jwk_thumbprint(public_jwk(agent_key)), True))
-    authority = GrantAuthority(store, clock, codec, engine, agents)
+    authority = GrantAuthority(store, clock, codec, engine, agents, tasks=TaskView(store, feed),
+                               revocations=RevocationView(store, feed))
     task = authority.start_task(AGENT, purpose="bench", on_behalf_of="alice@acme.example")
-    return Backend(name, store, keyring, codec, authority, task.id)
+    return Backend(name, store, keyring, codec, authority, task.id, feed)
 
 
 @contextmanager

@@ -177,16 +177,18 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     keyring = open_keyring(settings, store, clock, master_key)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
     audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
-    agents = RegisteredAgents(registry, store, clock)
+    agents = RegisteredAgents(registry, store, clock, view=agent_view)
+    task_view = TaskView(store, feed)
+    revocations = RevocationView(store, feed)
     grants = GrantAuthority(store, clock, codec, engine, agents, audit=audit,
                             task_limits=TaskLimits(settings.task_max_seconds,
-                                                   settings.task_idle_seconds), tools=tools)
+                                                   settings.task_idle_seconds), tools=tools,
+                            tasks=task_view, revocations=revocations)
     approvals = ApprovalQueue(store, clock, audit=audit)
     webhook = load_webhook_config(settings.home)
     if webhook is not None:
         notifier = WebhookNotifier(webhook, clock)
         approvals.subscribe(notifier.notify, close=notifier.close)
-    task_view = TaskView(store, feed)
     risk = RiskEngine(store, registry, clock, load_risk_config(settings.home),
                       sensitivity_of=lambda tool: _sensitivity(engine, tool))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
@@ -195,7 +197,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,
-                   RevocationView(store, feed), risk)
+                   revocations, risk)
 
 
 def _sensitivity(engine: PolicyEngine, tool_id: str) -> int:

@@ -28,7 +28,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
@@ -48,6 +48,7 @@ from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row
 from proctor.grants.tokens import GrantClaims, TokenCodec
 from proctor.grants.use import GrantUse
+from proctor.grants.view import RevocationView, TaskView
 from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
@@ -62,7 +63,7 @@ __all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDi
 log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
-_MAX_ACCESSORS = 100_000
+_MAX_HELD = 100_000
 
 EXCHANGE_METHOD = "grant/exchange"
 
@@ -90,7 +91,8 @@ class GrantAuthority:
     def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
                  agents: AgentDirectory, *, audit: AuditLog | None = None,
                  max_depth: int = 3, task_limits: TaskLimits | None = None,
-                 tools: KnownTools | None = None) -> None:
+                 tools: KnownTools | None = None, tasks: TaskView | None = None,
+                 revocations: RevocationView | None = None) -> None:
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -101,7 +103,9 @@ class GrantAuthority:
         self.max_depth = max_depth
         self.task_limits = task_limits or TaskLimits()
         self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools)
-        self._accessors: dict[str, str] = {}
+        self._tasks = tasks
+        self._revocations = revocations
+        self._limits: dict[str, tuple[int | None, str]] = {}  # max uses, accessor: fixed
         # Suspending or retiring an agent revokes every grant it holds, in that same
         # transaction, whichever path (CLI, API, console) suspends it.
         agents.on_deactivated(self._end_agent_grants)
@@ -128,6 +132,10 @@ class GrantAuthority:
         return task
 
     def task(self, task_id: str) -> Task:
+        """The task; from the in-process view when there is one (its idle deadline as
+        of when it was read: :meth:`_lapse` reads a passed one again)."""
+        if self._tasks is not None:
+            return self._tasks.task(task_id)
         with self._store.reading() as conn:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
@@ -149,6 +157,8 @@ class GrantAuthority:
                       .values(ended_at=self._clock.now(), end_reason=reason[:500]))
         revoked = self.leases.revoke_subtree([task_id], reason,
                                              also=lambda conn: conn.execute(mark_ended))
+        if self._tasks is not None:
+            self._tasks.forget(task_id)
         self._record("task.end", f'Task::"{task_id}"', task_id, reason, revoked, by)
         return revoked
 
@@ -337,15 +347,7 @@ class GrantAuthority:
 
     def accessor_of(self, grant_id: str) -> str:
         """The grant's accessor (it never changes: kept in memory once read)."""
-        accessor = self._accessors.get(grant_id)
-        if accessor is None:
-            rows = self._store.fetch("SELECT accessor FROM grants WHERE id = {p}", [grant_id])
-            if not rows:
-                raise GrantError("grant_unknown", "the grant is not known to this issuer")
-            if len(self._accessors) >= _MAX_ACCESSORS:
-                self._accessors.clear()
-            accessor = self._accessors[grant_id] = str(rows[0][0])
-        return accessor
+        return self._limit_of(grant_id)[1]
 
     def _later_tool(self, claims: GrantClaims, tool_id: str, args: Mapping[str, Any]) -> None:
         """A call outside the tools decided at issuance: out of scope, unless one of the
@@ -368,17 +370,50 @@ class GrantAuthority:
         that makes it unusable.
 
         For operators and introspection; an agent's use always goes through :meth:`check`.
+        It writes nothing, so it waits for no commit: with the in-process views it reads
+        nothing from the store on SQLite (the change feed hears every commit before it
+        answers) and only the lineage on PostgreSQL (:meth:`RevocationView.revoked_now`);
+        a use-limited grant reads its count.
         """
         now = self._clock.now()
         claims = self._codec.decode(token, now=now)
         self._check_binding(claims)
-        if self.leases.revoked_now(claims.lineage):
+        revoked = (self._revocations.revoked_now(claims.lineage)
+                   if self._revocations is not None
+                   else self.leases.revoked_now(claims.lineage))
+        if revoked:
             raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
-        lapsed = self.task(claims.task_id).lapse(now)
+        lapsed = self._lapse(self.task(claims.task_id), now)
         if lapsed is not None:
             raise lapsed
+        max_uses, accessor = self._limit_of(claims.grant_id)
+        if max_uses is None:  # nothing to count: nothing to read
+            return CheckedGrant(claims, None, accessor)
         uses_left, accessor = uses_left_of(self._store, claims.grant_id)
         return CheckedGrant(claims, uses_left, accessor)
+
+    def _lapse(self, task: Task, now: datetime) -> GrantError | None:
+        """Why ``task`` is over at ``now``; an idle deadline passed in the view's copy is
+        read again (calls since may have moved it)."""
+        lapsed = task.lapse(now)
+        if lapsed is not None and lapsed.code == "task_idle" and self._tasks is not None:
+            lapsed = self._tasks.fresh(task.id).lapse(now)
+        return lapsed
+
+    def _limit_of(self, grant_id: str) -> tuple[int | None, str]:
+        """The grant's use limit and accessor, which never change: read once."""
+        known = self._limits.get(grant_id)
+        if known is None:
+            rows = self._store.fetch("SELECT max_uses, accessor FROM grants WHERE id = {p}",
+                                     [grant_id])
+            if not rows:
+                raise GrantError("grant_unknown", "the grant is not known to this issuer")
+            if len(self._limits) >= _MAX_HELD:
+                self._limits.clear()
+            max_uses = rows[0][0]
+            known = self._limits[grant_id] = (None if max_uses is None else int(max_uses),
+                                              str(rows[0][1]))
+        return known
 
     def identify(self, token: str) -> GrantClaims:
         """The claims of a token this issuer signed and that has not expired, whatever
@@ -507,7 +542,7 @@ class GrantAuthority:
         task = self.task(task_id)
         if task.ended_at is not None:
             raise GrantError("task_ended", f"task `{task_id}` has ended")
-        lapsed = task.lapse(self._clock.now())
+        lapsed = self._lapse(task, self._clock.now())
         if lapsed is not None:
             self.end_lapsed(task_id, lapsed.message)
             raise lapsed

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 from proctor.audit import WriteCursor
 from proctor.clock import Clock
 from proctor.grants.agents import AgentBinding, AgentEnded
-from proctor.identity import Agent, AgentRegistry, Authenticator
+from proctor.identity import Agent, AgentRegistry, AgentView, Authenticator
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.store import Store
 from proctor.store.tables import agents
@@ -21,28 +21,29 @@ _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, 
 
 
 class RegisteredAgents:
-    """Looks agents up in the store on every call, so a suspension takes effect at once.
+    """Looks agents up as of now, so a suspension takes effect at once.
 
-    Every grant check asks, so the look-up takes the store's fast read path; an id
-    not found as written goes through the registry, which normalises it.
+    With ``view`` (the process's :class:`~proctor.identity.AgentView`) and a change
+    feed that hears every commit before it answers (SQLite), from memory; otherwise
+    on the store's fast read path, since every grant check asks. An id not found as
+    written goes through the registry, which normalises it.
     """
 
-    def __init__(self, registry: AgentRegistry, store: Store, clock: Clock) -> None:
+    def __init__(self, registry: AgentRegistry, store: Store, clock: Clock, *,
+                 view: AgentView | None = None) -> None:
         self._registry = registry
         self._store = store
         self._authenticator = Authenticator(registry, clock=clock)
+        self._view = view if view is not None and view.sees_every_commit else None
 
     def binding(self, agent_id: str) -> AgentBinding | None:
+        if self._view is not None:
+            return _binding(self._view.find(agent_id))
         rows = self._store.fetch(_BINDING, [agent_id])
         if rows:
             found, thumbprint, state, digest = rows[0]
             return AgentBinding(found, thumbprint, state in ACTIVE_STATES, state, digest)
-        agent = self._registry.find(agent_id)
-        if agent is None:
-            return None
-        return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
-                            agent.trust_state.value,
-                            agent.presented_digest or agent.manifest_digest)
+        return _binding(self._registry.find(agent_id))
 
     def prove(self, identity_proof: str) -> str:
         return self._authenticator.authenticate(identity_proof).agent.id
@@ -61,3 +62,10 @@ class RegisteredAgents:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
             return hook(conn, agent.id, reason, agent.state_changed_by)
         self._registry.on_deactivated(adapted)
+
+
+def _binding(agent: Agent | None) -> AgentBinding | None:
+    if agent is None:
+        return None
+    return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
+                        agent.trust_state.value, agent.presented_digest or agent.manifest_digest)

@@ -7,8 +7,14 @@ A change to one task (ended, lifetime, data sensitivity seen) or one lease (revo
 made by any process, drops that entry alone.
 
 What a held task does not follow is its idle deadline (``idle_until``), which every
-call moves: the transaction that counts a use reads it there. A lease is held only
-once read; an id the store does not know is never held (it reads as revoked).
+call moves: the transaction that counts a use reads it there, and a held deadline
+that has passed is read again (:meth:`TaskView.fresh`). A lease is held only once
+read; an id the store does not know is never held (it reads as revoked).
+
+A check that writes nothing (``GrantAuthority.inspect``) asks
+:meth:`RevocationView.revoked_now`: from memory only where the feed hears every
+commit before it answers (SQLite), from the store on PostgreSQL, where a revocation
+committed a moment ago may still be on its way to the listener.
 """
 
 from __future__ import annotations
@@ -37,16 +43,26 @@ class _Held:
         self.kind = kind
         self.entries: dict[str, object] = {}
         self.lock = threading.Lock()
+        self.forgotten = 0  # moves when this process drops an entry it changed itself
         feed.subscribe(self._changed, self._reset)
 
-    def keep(self, epoch: int, found: dict[str, object]) -> None:
-        """Hold ``found`` if no change was heard since ``epoch`` (when it was read)."""
+    def mark(self) -> tuple[int, int]:
+        """Taken before a read, given to :meth:`keep` after it."""
+        return self.feed.epoch, self.forgotten
+
+    def keep(self, mark: tuple[int, int], found: dict[str, object]) -> None:
+        """Hold ``found`` if nothing changed since ``mark`` (taken when it was read)."""
         with self.lock:
-            if self.feed.epoch != epoch or not self.feed.is_current:
+            if self.mark() != mark or not self.feed.is_current:
                 return
             if len(self.entries) + len(found) > _MAX_HELD:
                 self.entries.clear()
             self.entries.update(found)
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self.forgotten += 1
+            self.entries.pop(key, None)
 
     def _changed(self, found: Sequence[Change]) -> None:
         keys = [c.key for c in found if c.kind == self.kind]
@@ -74,14 +90,22 @@ class TaskView:
             held = self._held.entries.get(task_id)
             if isinstance(held, Task):
                 return held
-        epoch = feed.epoch
+        mark = self._held.mark()
+        task = self.fresh(task_id)
+        self._held.keep(mark, {task_id: task})
+        return task
+
+    def fresh(self, task_id: str) -> Task:
+        """The task as the store has it now (its idle deadline included)."""
         with self._store.reading() as conn:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
-        task = task_from_row(row)
-        self._held.keep(epoch, {task_id: task})
-        return task
+        return task_from_row(row)
+
+    def forget(self, task_id: str) -> None:
+        """Drop the task this process just changed, before the feed tells (PostgreSQL)."""
+        self._held.forget(task_id)
 
 
 class RevocationView:
@@ -103,12 +127,25 @@ class RevocationView:
             state = {i: entries[i] for i in wanted if i in entries}
         missing = [i for i in wanted if i not in state]
         if missing:
-            epoch = feed.epoch
+            mark = self._held.mark()
             marks = ", ".join("{p}" for _ in missing)
             rows = self._store.fetch(
                 f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})",  # noqa: S608
                 missing)
             read: dict[str, object] = {str(r[0]): r[1] is not None for r in rows}
-            self._held.keep(epoch, read)
+            self._held.keep(mark, read)
             state.update(read)
         return [i for i in wanted if state.get(i) is not False]
+
+    def revoked_now(self, ids: Sequence[str]) -> list[str]:
+        """:meth:`revoked_among`, honouring every revocation committed before the call:
+        from memory where the feed hears every commit before it answers (SQLite),
+        from the store otherwise."""
+        if self._held.feed.sees_every_commit:
+            return self.revoked_among(ids)
+        wanted = list(dict.fromkeys(ids))
+        marks = ", ".join("{p}" for _ in wanted)
+        rows = self._store.fetch(
+            f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})", wanted)  # noqa: S608
+        live = {str(r[0]) for r in rows if r[1] is None}
+        return [i for i in wanted if i not in live]

@@ -71,6 +71,12 @@ class AgentView:
                         self._held[agent.id] = agent
         return agent
 
+    @property
+    def sees_every_commit(self) -> bool:
+        """Whether a current answer honours every change committed before it was asked
+        (:attr:`~proctor.store.changes.ChangeFeed.sees_every_commit`)."""
+        return self._feed.sees_every_commit
+
     def is_current(self) -> bool:
         """Whether answers come from memory (the feed is current) right now."""
         return self._feed.catch_up()

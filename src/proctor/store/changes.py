@@ -113,6 +113,14 @@ class ChangeFeed:
         self._subscribers.append((listener, reset))
 
     @property
+    def sees_every_commit(self) -> bool:
+        """Whether :meth:`catch_up` has heard, when it returns True, every change committed
+        before it was called (SQLite: it reads them then). On PostgreSQL a change
+        committed a moment ago may still be on its way to the listener: a read that must
+        honour every commit before it (a revocation) goes to the store there."""
+        return self._store.backend != "postgresql"
+
+    @property
     def is_current(self) -> bool:
         """Whether the subscribers have heard of every change committed so far (as far
         as the feed can prove): on PostgreSQL, while the listener is connected."""
