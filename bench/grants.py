@@ -262,7 +262,7 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
                    for b in backends}
         lap("revoke")
         for b in backends:
-            b.store.close()
+            b.close()
     return report(plan, issued, checked, revoked, {
         "sqlite": sqlite3.sqlite_version, "postgres": pg_settings, "load_at_start": load_at_start,
         "phases_s": phases})
@@ -311,10 +311,14 @@ def report(plan: Plan, issued: dict[str, Latency], checked: dict[str, Latency],
             "check_full_p50_us_postgres": round(checked["check_postgres"].p50_us, 2),
             "check_full_postgres_vs_raw_verify": round(checked["check_postgres"].p50_us / raw, 3),
             "revoke_s": {k: None if v is None else round(v, 3) for k, v in seconds.items()},
+            "revoke_in_force_s": {k: round(statistics.median(r.in_force_seconds), 4)
+                                  if r.in_force_seconds else None for k, r in revoked.items()},
         },
         "latency_us": {k: v.as_json("p50_us", "p99_us", "mean_us", digits=2)
                        for k, v in (issued | checked).items()},
-        "revocation": {k: {"runs_s": [round(s, 3) for s in r.seconds], "revoked": r.revoked,
+        "revocation": {k: {"runs_s": [round(s, 3) for s in r.seconds],
+                           "in_force_s": [round(s, 4) for s in r.in_force_seconds],
+                           "revoked": r.revoked,
                            "all_descendants_revoked": r.all_revoked,
                            "others_untouched": r.others_untouched, "error": r.error}
                        for k, r in revoked.items()},

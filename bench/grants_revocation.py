@@ -2,6 +2,11 @@
 into ``leases`` next to an unrelated tree, revoked in one call; then checked: no node of
 the subtree is left unrevoked, the real tokens among them check as revoked, and the
 unrelated tree is untouched.
+
+The call is timed whole (the revoking transaction, which puts the subtree out of force,
+and the marking of every descendant after it); the time until the first announcement
+(the roots, heard once their transaction committed) is kept as well: from then on every
+node refuses the subtree.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class Revocation:
     the subtree (``error`` if a run failed)."""
 
     seconds: list[float] = field(default_factory=list)
+    in_force_seconds: list[float] = field(default_factory=list)
     revoked: int = 0
     all_revoked: bool = True
     others_untouched: bool = True
@@ -79,9 +85,13 @@ def revocation(b: Backend, grants: int, repeats: int) -> Revocation:
     result = Revocation()
     nodes = grants * GRANT_NODES
     bystander, _ = build_tree(b, max(REAL_GRANTS, grants // 10))
+    heard: list[int] = []
+    b.authority.leases.subscribe(
+        lambda _ids, _reason: heard.append(time.perf_counter_ns()) if not heard else None)
     for _ in range(repeats):
         task_id, real = build_tree(b, grants)
         gc.collect()
+        heard.clear()
         start = time.perf_counter_ns()
         try:
             revoked = b.authority.leases.revoke_subtree([task_id], "bench")
@@ -91,6 +101,7 @@ def revocation(b: Backend, grants: int, repeats: int) -> Revocation:
             result.all_revoked = False
             break
         result.seconds.append((time.perf_counter_ns() - start) / 1e9)
+        result.in_force_seconds.append((heard[0] - start) / 1e9 if heard else float("nan"))
         result.revoked = len(revoked)
         with b.store.transaction() as conn:
             total, done = conn.execute(  # count(revoked_at) counts the revoked ones

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from proctor.grants import LeaseNode
+from typing import Any
 
-from .conftest import SUPPORT, Setup
+import pytest
+from sqlalchemy import insert
+
+from proctor.grants import IssuedGrant, LeaseNode
+from proctor.grants import leases as leases_module
+from proctor.store.tables import leases
+
+from .conftest import CODER, SUPPORT, Setup
 from .test_authority import GIT, _exchange, _issue, _use
 
 
@@ -41,3 +48,40 @@ def test_revoking_returns_the_roots_first_then_every_descendant_marked(setup: Se
     assert heard == [[parent.grant_id], [child.grant_id]]
     assert all(_states(setup, parent.claims.task_id).values()) is False  # the task lives
     assert _states(setup, parent.claims.task_id)[child.grant_id]
+
+
+def test_descendants_are_marked_a_chunk_per_transaction_and_nothing_outside(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leases_module, "MARK_CHUNK", 4)
+    root = _issue(setup)
+    bystander = _issue(setup)
+    now = setup.clock.now()
+    level: list[str] = [root.grant_id]
+    rows: list[dict[str, Any]] = []
+    for depth in range(3):  # 3 + 9 + 27 nodes under the root
+        level = [f"grant_{depth}_{i}" for i in range(len(level) * 3)]
+        rows += [{"id": node, "parent_id": level_parent, "kind": "grant",
+                  "task_id": root.claims.task_id, "agent_id": CODER, "created_at": now}
+                 for node, level_parent in zip(level, _parents(rows, root, depth), strict=True)]
+    with setup.store.transaction() as conn:
+        conn.execute(insert(leases), rows)
+    heard: list[list[str]] = []
+    setup.authority.leases.subscribe(lambda ids, _reason: heard.append(list(ids)))
+
+    revoked = setup.authority.revoke(root.accessor, "leaked")
+
+    assert revoked[0] == root.grant_id
+    assert sorted(revoked[1:]) == sorted(r["id"] for r in rows)
+    assert [len(batch) for batch in heard] == [1, 4, 4, 4, 4, 4, 4, 4, 4, 4, 3]
+    states = _states(setup, root.claims.task_id)
+    assert all(states[r["id"]] for r in rows) and states[root.grant_id]
+    assert not states[root.claims.task_id]
+    assert not _states(setup, bystander.claims.task_id)[bystander.grant_id]
+    assert setup.authority.leases.mark_descendants([root.grant_id], "again") == []
+
+
+def _parents(rows: list[dict[str, Any]], root: IssuedGrant, depth: int) -> list[str]:
+    """Each node of the level above, three times (the root for the first level)."""
+    above = [root.grant_id] if depth == 0 else [r["id"] for r in rows
+                                                if r["id"].startswith(f"grant_{depth - 1}_")]
+    return [parent for parent in above for _ in range(3)]

@@ -5,10 +5,12 @@ the roots: every check already walks the node's whole line (a grant carries its
 ancestors and its task, a session its grant's line, a secret lease reads its
 ancestors), so the revocation is in force, on every node, the moment that
 transaction commits, whatever the size of the subtree. The descendants are
-marked afterwards, for listings and notifications: collected level by level
-through the parent index (no recursion, a visited set so a cycle cannot loop)
-and marked in transactions of their own, a chunk at a time, so that decisions
-go on meanwhile; a process that dies before it finishes leaves that to the
+marked afterwards, for listings and notifications, set-based: one recursive
+query collects the subtree through the parent index (``UNION``, not ``UNION
+ALL``, so a cycle ends), and each transaction of its own marks a chunk of
+:data:`MARK_CHUNK` nodes with one ``UPDATE`` whose ids travel as one parameter
+(a JSON array on SQLite, an array on PostgreSQL), so that decisions go on
+between chunks; a process that dies before it finishes leaves that to the
 sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node).
 
 Each revocation is announced to subscribers — in this process at once, and to
@@ -32,7 +34,7 @@ from proctor.clock import Clock
 from proctor.store import Store, as_utc
 from proctor.store.tables import leases
 
-__all__ = ["CHANNEL", "LeaseNode", "LeaseTree", "RevocationListener"]
+__all__ = ["CHANNEL", "MARK_CHUNK", "LeaseNode", "LeaseTree", "RevocationListener"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,16 @@ _CHUNK = 500
 _LIVE_STATE = select(leases.c.id, leases.c.revoked_at).where(
     leases.c.id.in_(bindparam("ids", expanding=True)))
 _NOTIFY_IDS = 100
+MARK_CHUNK = 5000  # descendants marked per transaction: SQLite's write lock held briefly
+_UNDER = ("WITH RECURSIVE under(id) AS (SELECT id FROM leases WHERE parent_id IN ({roots}) "
+          "UNION SELECT leases.id FROM leases JOIN under ON leases.parent_id = under.id) "
+          "SELECT id FROM under")
+_MARK = {
+    "sqlite": "UPDATE leases SET revoked_at = ?, revoked_reason = ? WHERE id IN "
+              "(SELECT value FROM json_each(?)) AND revoked_at IS NULL RETURNING id",
+    "postgresql": "UPDATE leases SET revoked_at = %s, revoked_reason = %s WHERE id = ANY(%s) "
+                  "AND revoked_at IS NULL RETURNING id",
+}
 RevocationListener = Callable[[Sequence[str], str], None]
 
 
@@ -132,16 +144,29 @@ class LeaseTree:
 
     def mark_descendants(self, root_ids: Sequence[str], reason: str) -> list[str]:
         """Mark what lies under ``root_ids`` revoked (already out of force through its
-        line), a chunk per transaction, leaves first; returns the ids newly marked."""
-        if not root_ids:
+        line), set-based, :data:`MARK_CHUNK` nodes per transaction; returns the ids
+        newly marked."""
+        roots = list(dict.fromkeys(root_ids))
+        if not roots:
             return []
+        sqlite = self._store.backend == "sqlite"
+        mark = "?" if sqlite else "%s"
+        under: list[str] = []
         with self._store.reading() as conn:
-            under = _collect(conn, root_ids)[len(set(root_ids)):]
+            for start in range(0, len(roots), _CHUNK):
+                chunk = roots[start:start + _CHUNK]
+                found = conn.exec_driver_sql(
+                    _UNDER.format(roots=", ".join([mark] * len(chunk))), tuple(chunk))
+                under.extend(r[0] for r in found)
+        under = list(dict.fromkeys(under))
         marked: list[str] = []
-        for start in range(len(under), 0, -_CHUNK):  # leaves first
-            chunk = under[max(0, start - _CHUNK):start]
+        for start in range(0, len(under), MARK_CHUNK):
+            chunk = under[start:start + MARK_CHUNK]
             with self._store.transaction() as conn:
-                newly = self.revoke_in(conn, chunk, reason)
+                rows = conn.exec_driver_sql(_MARK[self._store.backend], (
+                    self._clock.now(), reason, json.dumps(chunk) if sqlite else chunk))
+                newly = [r[0] for r in rows]
+                self._notify(conn, newly, reason)
             self.announce(newly, reason)
             marked.extend(newly)
         return marked
