@@ -5,6 +5,7 @@ documented direction; signals fade; the score survives a restart; a policy on
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -227,3 +228,40 @@ when { principal.risk_factors.contains("leaked_grant") && principal.risk_score >
     decision = engine.decide(request)
     assert decision.outcome is Outcome.DENY, stream.registry.get(CODER)
     assert set(decision.policy_ids) & {"high-risk-agent", "leaked-grant-agent"}
+
+
+def test_calls_the_agent_was_refused_never_teach_its_baseline(stream: Stream) -> None:
+    # an agent that expects to be watched tries, and is refused, what it means to do
+    # later: a new tool, a big amount, an odd hour, a sensitive read, a new domain
+    engine = stream.engine()
+    stream.usual()
+    for _ in range(20):
+        stream.call("git/push", "deny")
+        stream.call("crm/refund", "deny", args={"amount_cents": 90000})
+        stream.call("web/fetch", "deny", args={"url": "https://evil.example/x"})
+    stream.call("kb/search", "deny", task="t-y")
+    stream.call("hr/salaries", "deny", task="t-y")
+    stream.clock.advance(seconds=15 * 3600)
+    odd = stream.clock.now().hour
+    for _ in range(20):
+        stream.call("kb/search", "deny")
+    engine.catch_up()
+    assert engine.view(CODER).calls == 30  # only what it was allowed to do counts
+    stream.clock.advance(seconds=30 * 86400)  # every signal of the attempts faded
+    stream.clock.advance(seconds=(10 - stream.clock.now().hour) % 24 * 3600)
+    engine.rescore()
+
+    # what it was refused, done once allowed, is as new as it ever was
+    stream.call("git/push")
+    stream.call("crm/refund", args={"amount_cents": 90000})
+    stream.call("web/fetch", args={"url": "https://evil.example/x"})
+    stream.call("kb/search", task="t-z")
+    stream.call("hr/salaries", task="t-z")
+    engine.catch_up()
+    levels = _levels(engine)
+    for factor in ("new_tool", "numeric_outlier", "new_destination", "sensitivity_escalation"):
+        assert levels[factor] > 0.5, (factor, json.dumps(engine.view(CODER).as_json()))
+    stream.clock.advance(seconds=(odd - stream.clock.now().hour) % 24 * 3600)
+    stream.call("kb/search")
+    engine.catch_up()
+    assert _levels(engine)["odd_hour"] == 1.0

@@ -148,13 +148,22 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     if not action.startswith("tool:"):
         return
     tool = action[len("tool:"):]
+    decision = event.get("decision") if isinstance(event.get("decision"), Mapping) else None
+    outcome = (decision or {}).get("outcome") if decision else (
+        "deny" if event.get("outcome") == "denied" else None)
+    # Only what the agent was allowed to do teaches its baseline (its tools, domains,
+    # hours, amounts, the sensitivity its tasks reach, its warm-up): a refused or held
+    # call is still judged, and counts towards the rate and the ratios, but an agent
+    # cannot make tomorrow's call look usual by being refused it today.
+    learns = outcome == "allow"
     warm = baseline["calls"] >= config.warmup_calls
-    baseline["calls"] += 1
+    if learns:
+        baseline["calls"] += 1
     _fold_rate(baseline, at, config)
     if tool not in baseline["tools"]:
         if warm:
             _signal(baseline, "new_tool", 1.0, at, f"first use of `{tool}`", config)
-        if len(baseline["tools"]) < _MAX_TOOLS:
+        if learns and len(baseline["tools"]) < _MAX_TOOLS:
             baseline["tools"].append(tool)
     hour = datetime.fromtimestamp(at, UTC).hour
     hours = baseline["hours"]
@@ -162,10 +171,8 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     if warm and total > 0 and hours[hour] / total < config.odd_hour_share:
         _signal(baseline, "odd_hour", 1.0, at, f"active at {hour:02d}h UTC, which it rarely is",
                 config)
-    hours[hour] += 1
-    decision = event.get("decision") if isinstance(event.get("decision"), Mapping) else None
-    outcome = (decision or {}).get("outcome") if decision else (
-        "deny" if event.get("outcome") == "denied" else None)
+    if learns:
+        hours[hour] += 1
     _decay_ratios(baseline, at, config)
     ratios = baseline["ratios"]
     ratios["total"] += 1
@@ -180,14 +187,14 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
             if warm:
                 _signal(baseline, "new_destination", 1.0, at,
                         f"first call to `{domain}`", config)
-            if len(baseline["domains"]) < _MAX_DOMAINS:
+            if learns and len(baseline["domains"]) < _MAX_DOMAINS:
                 baseline["domains"].append(domain)
     numbers = features.get("numbers") if isinstance(features.get("numbers"), Mapping) else {}
     assert isinstance(numbers, Mapping)
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int):
             continue
-        seen = baseline["numbers"].setdefault(f"{tool}|{name}", [])
+        seen = baseline["numbers"].get(f"{tool}|{name}", [])
         if len(seen) >= config.min_samples:
             high = _percentile(seen, config.percentile)
             if value > high:
@@ -195,25 +202,28 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
                 _signal(baseline, "numeric_outlier", level, at,
                         f"`{name}` of `{tool}` is {value}, above its usual "
                         f"p{config.percentile} of {high}", config)
-        seen.append(value)
-        del seen[:-_MAX_VALUES]
+        if learns:
+            seen.append(value)
+            del seen[:-_MAX_VALUES]
+            baseline["numbers"][f"{tool}|{name}"] = seen
     task = str(event.get("task") or "")
     level = sensitivity_of(tool)
     if task:
         tasks = baseline["tasks"]
-        seen_task = tasks.setdefault(task, {"first": level, "max": level})
+        seen_task = tasks.get(task, {"first": level, "max": level})
         usual = int(baseline.get("max_sensitivity", 0))
-        if level > seen_task["max"]:
-            # a climb within the task to data the agent's tasks never reached before
-            if warm and level > usual:
-                _signal(baseline, "sensitivity_escalation",
-                        (level - seen_task["first"]) / 3, at,
-                        f"task `{task}` went from sensitivity {seen_task['first']} to {level}, "
-                        f"above its usual {usual}", config)
-            seen_task["max"] = level
-        baseline["max_sensitivity"] = max(usual, level)
-        for old in list(tasks)[:-_MAX_TASKS]:
-            del tasks[old]
+        # a climb within the task to data the agent's tasks never reached before
+        if level > seen_task["max"] and warm and level > usual:
+            _signal(baseline, "sensitivity_escalation",
+                    (level - seen_task["first"]) / 3, at,
+                    f"task `{task}` went from sensitivity {seen_task['first']} to {level}, "
+                    f"above its usual {usual}", config)
+        if learns:
+            seen_task["max"] = max(seen_task["max"], level)
+            tasks[task] = seen_task
+            baseline["max_sensitivity"] = max(usual, level)
+            for old in list(tasks)[:-_MAX_TASKS]:
+                del tasks[old]
 
 
 def factors_now(baseline: Mapping[str, Any], now: float, config: RiskConfig) -> list[Factor]:
