@@ -89,25 +89,6 @@ def inprocess(setup: Setup, count: int) -> list[int]:
 # --- the server and the client ----------------------------------------------------------
 
 
-def cpu_seconds(root: int) -> float:
-    """User and system CPU time, from /proc, of process ``root`` and its children (the
-    uvicorn workers): what the server spent, whatever else the machine ran."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            rest = (entry / "stat").read_text().rsplit(")", 1)[1]
-        except (OSError, ValueError):
-            continue
-        fields = rest.split()
-        pid, ppid = int(entry.name), int(fields[1])
-        if root in (pid, ppid):
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
 @contextmanager
 def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
     """``proctor serve --workers 2`` on ``home``, once ready: its port and process id."""
@@ -215,10 +196,12 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
                     asyncio.run(drive(port, Requests(setup, port, 1), 1, None))
                 seq_latency, seq_failures, _ = asyncio.run(
                     drive(port, Requests(setup, port, plan.sequential), 1, None))
-                server_at, client_at = cpu_seconds(server), time.process_time()
+                server_at = harness.process_cpu_seconds(server, children=True)
+                client_at = time.process_time()
                 load_latency, load_failures, wall = asyncio.run(
                     drive(port, Requests(setup, port, 10**9), plan.concurrency, plan.seconds))
-                server_cpu = cpu_seconds(server) - server_at
+                server_cpu = (harness.process_cpu_seconds(server, children=True)
+                              - server_at)
                 client_cpu = time.process_time() - client_at
             cpu_at = time.process_time()
             baseline += inprocess(setup, plan.inprocess - plan.inprocess // 2)

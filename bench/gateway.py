@@ -203,12 +203,17 @@ async def client(streams: Any) -> AsyncIterator[ClientSession]:
         yield session
 
 
-async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int
-                      ) -> dict[str, list[float]]:
-    """Milliseconds per call, variant by variant in rotating order."""
+async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int,
+                      cpu: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call, variant by variant in rotating order; with ``cpu`` (variant
+    → the process id of its proxy), also ``<variant>_cpu`` in milliseconds: the proxy
+    process's CPU per call after the warm-up, from the kernel's count."""
     samples: dict[str, list[float]] = {name: [] for name in sessions}
     order = list(sessions)
+    cpu_at: dict[str, float] = {}
     for i in range(warmup + calls):
+        if i == warmup:
+            cpu_at = {name: harness.process_cpu_seconds(pid) for name, pid in (cpu or {}).items()}
         for name in harness.rotation(order, i):
             start = time.perf_counter_ns()
             with anyio.fail_after(WAIT):
@@ -218,6 +223,9 @@ async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: in
                 raise RuntimeError(f"{name}: the call failed")
             if i >= warmup:
                 samples[name].append(elapsed)
+    for name, pid in (cpu or {}).items():
+        spent = harness.process_cpu_seconds(pid) - cpu_at[name]
+        samples[f"{name}_cpu"] = [spent * 1e3 / calls]
     return samples
 
 
@@ -269,37 +277,48 @@ async def measure(deployment: Deployment, calls: int, warmup: int
         proxy = await stack.enter_async_context(started(gateway, deployment.env))
         async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b, \
                 client(stdio_client(relay)) as c:
-            stdio = await interleaved({"direct": a, "gateway": b, "relay": c}, calls, warmup)
+            proxies = {"gateway": harness.child_pid(" mcp wrap "),
+                       "relay": harness.child_pid("--serve-relay")}
+            stdio = await interleaved({"direct": a, "gateway": b, "relay": c}, calls, warmup,
+                                      proxies)
         await serving(upstream, upstream_url)
         await serving(proxy, f"{public}/.well-known/oauth-protected-resource")
         plain = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT))
         signed = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT, auth=auth))
         async with client(streamable_http_client(upstream_url, http_client=plain)) as a, client(
                 streamable_http_client(f"{public}/mcp/bench", http_client=signed)) as b:
-            http = await interleaved({"direct": a, "gateway": b}, calls, warmup)
+            http = await interleaved({"direct": a, "gateway": b}, calls, warmup,
+                                     {"gateway": proxy.pid})
     return stdio, http
 
 
-def measure_decision(deployment: Deployment, calls: int) -> list[float]:
-    """``Enforcer.decide_call`` alone, in this process, on the same store."""
+def measure_decision(deployment: Deployment, calls: int) -> tuple[list[float], float]:
+    """``Enforcer.decide_call`` alone, in this process, on the same store: milliseconds
+    per call, and the process's CPU per call in milliseconds (the audit writer's thread
+    included; making the proofs not)."""
     runtime, grant = deployment.runtime, deployment.grant
     target = "mcp://bench/echo"
     samples: list[float] = []
+    cpu = 0.0
     for _ in range(calls):
         proof = make_proof(deployment.key, grant.token, method="tools/call", target=target,
                            now=runtime.clock.now())
-        start = time.perf_counter_ns()
+        cpu_at, start = time.process_time(), time.perf_counter_ns()
         verdict = runtime.enforcer.decide_call(grant.token, proof, ToolCall(
             "bench/echo", {"text": "ping"}, target=target))
         samples.append((time.perf_counter_ns() - start) / 1e6)
+        cpu += time.process_time() - cpu_at
         if not verdict.is_allowed:
             raise RuntimeError(f"the decision was {verdict.code}")
-    return samples
+    return samples, cpu * 1e3 / calls
 
 
 def figures(samples: dict[str, list[float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, values in samples.items():
+        if name.endswith("_cpu"):
+            out[f"{name}_ms_per_call"] = round(values[0], 3)
+            continue
         out[f"{name}_p50_ms"] = round(statistics.median(values), 3)
         out[f"{name}_p99_ms"] = round(harness.nearest_rank(values, 99), 3)
     out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
@@ -349,7 +368,7 @@ def main() -> None:
         try:
             stdio_samples, http_samples = anyio.run(measure, deployment, calls, warmup)
             stdio, http = figures(stdio_samples), figures(http_samples)
-            decision = measure_decision(deployment, calls)
+            decision, decide_cpu_ms = measure_decision(deployment, calls)
             commit_ms = durable_commit_p50_ms(url, Path(tmp), calls)
         finally:
             deployment.runtime.close()
@@ -362,6 +381,12 @@ def main() -> None:
         "stdio_relay_added_p50_ms": stdio["relay_added_p50_ms"],
         "durable_commit_p50_ms": round(commit_ms, 3),
         "decide_p50_ms": round(statistics.median(decision), 3),
+        # CPU per call, from the kernel's counts: what each proxy process spent, whatever
+        # else the machine ran; the decision's share of it is decide_cpu_ms
+        "stdio_gateway_cpu_ms_per_call": stdio["gateway_cpu_ms_per_call"],
+        "stdio_relay_cpu_ms_per_call": stdio["relay_cpu_ms_per_call"],
+        "http_gateway_cpu_ms_per_call": http["gateway_cpu_ms_per_call"],
+        "decide_cpu_ms": round(decide_cpu_ms, 3),
         "goals": {key: str(goal) for key, goal in GOALS.items()},
         "stdio": stdio, "http": http, "calls": calls, "mode": harness.mode(args),
         "backend": "postgresql" if args.postgres else "sqlite",
@@ -375,6 +400,10 @@ def main() -> None:
     print(f"the decision alone (Enforcer.decide_call): p50 {result['decide_p50_ms']:.3f} ms")
     print(f"a bare SDK stdio pass-through adds {result['stdio_relay_added_p50_ms']:.3f} ms, "
           f"a durable commit takes {result['durable_commit_p50_ms']:.3f} ms")
+    print(f"CPU per call: stdio wrapper {result['stdio_gateway_cpu_ms_per_call']:.3f} ms, "
+          f"bare pass-through {result['stdio_relay_cpu_ms_per_call']:.3f} ms, HTTP gateway "
+          f"{result['http_gateway_cpu_ms_per_call']:.3f} ms; the decision alone "
+          f"{result['decide_cpu_ms']:.3f} ms")
     harness.print_json_line(result)
 
 

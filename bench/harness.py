@@ -10,6 +10,9 @@
   nearest rank (``nearest_rank``): the smallest sample with at least that share of
   the samples at or below it.
 - **Goals.** A ``Goal`` is a sign and a limit (``<= 1.3``), shown as written.
+- **CPU of other processes.** ``process_cpu_seconds`` reads the kernel's count
+  for a server or a gateway the bench started (``child_pid`` finds one it did not
+  start itself): CPU per call, unlike wall time, hardly moves with the load.
 - **The machine.** ``machine`` names the platform, the cores, Python, what the
   bench adds (versions of what it measures), and the 1-minute load average at the
   start and the end of the run: other work on the machine shows in p99 first.
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import psycopg
@@ -155,6 +159,39 @@ def measure(variants: Mapping[str, Variant], rounds: int, warmup: int, *,
 
 
 # --- the machine ------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User and system CPU time of process ``pid`` (and of its direct children, with
+    ``children``), from /proc: what it spent, whatever else the machine ran."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or (not children and int(entry.name) != pid):
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text("ascii").rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid in (int(entry.name), int(fields[1])):
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def child_pid(marker: str) -> int:
+    """The process id of this process's child whose command line contains ``marker``."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(Path(entry.path, "stat").read_text("ascii").rsplit(")", 1)[1].split()[1])
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                "utf-8", "replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and marker in command:
+            return int(entry.name)
+    raise LookupError(f"no child process runs `{marker}`")
 
 
 def load_average() -> float:
