@@ -1,11 +1,21 @@
-"""The audit log: one writer thread, group commit, the chain head in memory.
+"""The audit log: one writer at a time, group commit, the chain head in memory.
 
 Callers hand events to :meth:`AuditLog.record`, which returns only once the
 event's transaction has committed (durable: SQLite WAL with
 ``synchronous=FULL``, PostgreSQL with ``synchronous_commit`` on). Behind it,
-one thread takes whatever is queued (up to ``max_batch`` events), chains it
-onto the head it keeps in memory and writes it in one transaction. While one
-batch commits the next one gathers, so throughput grows with concurrency.
+one writer at a time takes whatever is queued (up to ``max_batch`` events),
+chains it onto the head it keeps in memory and writes it in one transaction.
+While one batch commits the next one gathers, so throughput grows with
+concurrency.
+
+The writer is whoever holds the *lead*: a caller that finds nobody writing
+writes the queue itself, its own event included, on its own thread (no hand-off
+to another thread and back: a lone decision pays for no thread switch); a caller
+that finds a write under way waits for it. A leader stops once its own event is
+written; if more is queued by then, the writer thread takes over (asynchronous
+callers and :meth:`AuditLog.submit` always leave their events to it). Every
+event queued is written by a leader that took the lead after it was queued, or
+by the one holding it then, which looks at the queue again after letting go.
 
 :meth:`AuditLog.record_with` adds a decision's *effects* (:class:`Effects`: a
 grant's use, a proof's nonce, a task's activity) to the same transaction as its
@@ -54,7 +64,6 @@ __all__ = ["AuditLog", "Effects", "Receipt", "RecordedEvent", "WriteCursor"]
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _MAX_RETRIES = 100
 
 
@@ -75,8 +84,9 @@ class Effects(Protocol):
         changes nothing and returns the event to write instead (its refusal).
 
         Called again from the start if the batch is retried; raising fails the
-        whole batch. Runs on the writer's thread: it must not wait for the audit
-        log, nor use any connection but ``tx``.
+        whole batch. Runs on the writing thread (the writer thread, or a caller that
+        took the lead): it must not wait for the audit log, nor use any connection
+        but ``tx``.
         """
 
 
@@ -93,7 +103,7 @@ def _row_of(event: AuditEvent) -> _Row:
 class Receipt:
     """A queued event; :meth:`wait` blocks until it is durable (or failed)."""
 
-    __slots__ = ("_done", "_future", "effects", "error", "event", "result", "row")
+    __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "result", "row")
 
     def __init__(self, event: AuditEvent | None, effects: Effects | None = None) -> None:
         self.event = event
@@ -102,10 +112,12 @@ class Receipt:
         self.result: RecordedEvent | None = None
         self.error: AuditUnavailableError | None = None
         self._future: asyncio.Future[RecordedEvent] | None = None
+        self.is_done = False
         self._done = threading.Lock()
         self._done.acquire()
 
     def _finish(self) -> None:
+        self.is_done = True
         self._done.release()
 
     def wait(self, timeout: float) -> RecordedEvent:
@@ -168,11 +180,13 @@ class AuditLog:
         self.timeout = timeout
         self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(max_pending)
         self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
         self._head: ChainHead | None = None
         self._closed = False
+        self._lead = threading.Lock()  # held by whoever writes (see the module docstring)
+        self._wake = threading.Event()  # the writer thread has something to write
         self.batches = 0  # statistics: transactions committed and events in them
         self.events_written = 0
         self._thread = threading.Thread(target=self._run, name="proctor-audit-writer",
@@ -183,8 +197,9 @@ class AuditLog:
         """Append ``event`` and return once it is durable."""
         event = self._attributed(event)
         try:
-            return self._enqueue(event, timeout).wait(self.timeout if timeout is None
-                                                      else timeout)
+            receipt = self._enqueue(event, timeout)
+            self._lead_or_wait(receipt)
+            return receipt.wait(self.timeout if timeout is None else timeout)
         except AuditUnavailableError:
             if self.attribution is not None:
                 self.attribution.note_failed(event)
@@ -203,6 +218,7 @@ class AuditLog:
             event = self._attributed(event)
         try:
             receipt = self._enqueue(event, timeout, effects)
+            self._lead_or_wait(receipt)
             return receipt.settled(self.timeout if timeout is None else timeout)
         except AuditUnavailableError:
             if self.attribution is not None and event is not None:
@@ -230,6 +246,7 @@ class AuditLog:
         if not self._slots.acquire(blocking=False):
             raise AuditUnavailableError("the audit writer is saturated")
         self._queue.put(receipt)
+        self._wake.set()  # never written on the event loop's thread
         limit = self.timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
@@ -240,7 +257,9 @@ class AuditLog:
 
     def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
         """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
-        return self._enqueue(self._attributed(event), timeout)
+        receipt = self._enqueue(self._attributed(event), timeout)
+        self._wake.set()
+        return receipt
 
     def _attributed(self, event: AuditEvent) -> AuditEvent:
         return event if self.attribution is None else self.attribution.apply(event)
@@ -260,22 +279,22 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
-        # Anything queued after the stop marker was never written: say so now
+        # Anything queued after the writer's last look was never written: say so now
         # rather than letting its caller wait out its timeout.
-        closed = AuditUnavailableError("the audit log is closed")
-        left: list[Receipt] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Receipt):
+        with self._lead:
+            closed = AuditUnavailableError("the audit log is closed")
+            left: list[Receipt] = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
                 item.error = closed
                 left.append(item)
-        self._complete(left)
-        self._conn.close()
+            self._complete(left)
+            self._conn.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -283,24 +302,44 @@ class AuditLog:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _lead_or_wait(self, receipt: Receipt) -> None:
+        """Write the queue on this thread, until ``receipt`` is written, if nobody is
+        writing; otherwise the writer under way (or the writer thread after it) will."""
+        if not self._lead.acquire(blocking=False):
+            return
+        try:
+            self._drain(until=receipt)
+        finally:
+            self._lead.release()
+        if not self._queue.empty():  # queued meanwhile: the writer thread takes over
+            self._wake.set()
+
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            batch: list[Receipt] = []
-            while item is not _STOP:
-                assert isinstance(item, Receipt)
-                batch.append(item)
-                if len(batch) >= self._max_batch:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lead:
+                    self._drain(until=None)
+                # queued while the lead was held, by callers that found it taken
+                if self._queue.empty():
                     break
+            if self._closed:
+                return
+
+    def _drain(self, until: Receipt | None) -> None:
+        """Write the queue batch by batch (the lead held): until ``until`` is written,
+        or (None) until nothing is left."""
+        while until is None or not until.is_done:
+            batch: list[Receipt] = []
+            while len(batch) < self._max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            else:
-                stopping = True
-            if batch:
-                self._write(batch)
+            if not batch:
+                return
+            self._write(batch)
 
     def _write(self, batch: Sequence[Receipt]) -> None:
         try:
