@@ -48,7 +48,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead, chain_hash
@@ -77,7 +77,12 @@ class RecordedEvent:
 
 
 class Effects(Protocol):
-    """What a decision changes besides its event, applied in the writer's transaction."""
+    """What a decision changes besides its event, applied in the writer's transaction.
+
+    A class of effects may also have ``apply_all(tx, effects)``, a classmethod that
+    applies a batch's effects of that class at once (a statement for all of them rather
+    than one each) and returns what :meth:`apply` would have for each, in order.
+    """
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """Apply the changes; None keeps the decision's event. A check that fails
@@ -98,6 +103,27 @@ def _row_of(event: AuditEvent) -> _Row:
     decision = event.decision.outcome if event.decision is not None else None
     return (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
             event.action, decision, body)
+
+
+def _apply_effects(tx: WriteCursor, batch: Sequence[Receipt]) -> list[AuditEvent | None]:
+    """The effects of ``batch``, applied: for each receipt, None or the event to write
+    instead of its own; effects of a class with ``apply_all`` go together."""
+    instead: list[AuditEvent | None] = [None] * len(batch)
+    together: dict[Any, list[int]] = {}
+    for at, receipt in enumerate(batch):
+        effects = receipt.effects
+        if effects is None:
+            continue
+        apply_all = getattr(type(effects), "apply_all", None)
+        if apply_all is None:
+            instead[at] = effects.apply(tx)
+        else:
+            together.setdefault(apply_all, []).append(at)
+    for apply_all, places in together.items():
+        found = apply_all(tx, [batch[at].effects for at in places])
+        for at, event in zip(places, found, strict=True):
+            instead[at] = event
+    return instead
 
 
 class Receipt:
@@ -368,12 +394,10 @@ class AuditLog:
                     if signer is None and self._may_checkpoint(head, len(batch)):
                         return None  # a checkpoint may fall in it: take a signer first
                     rows: list[tuple[Receipt, _Row]] = []
-                    for receipt in batch:
+                    for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
                         row = receipt.row
-                        if receipt.effects is not None:
-                            instead = receipt.effects.apply(tx)
-                            if instead is not None:
-                                row = _row_of(self._attributed(instead))
+                        if instead is not None:
+                            row = _row_of(self._attributed(instead))
                         if row is not None:
                             rows.append((receipt, row))
                     chained, checkpoint = self._chain(head, [r for _, r in rows], signer)

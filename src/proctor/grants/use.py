@@ -22,13 +22,19 @@ revoked before its own write committed. The locks are taken in the order a
 suspension (the agent, then its grants' nodes) and ending a task (the task, then
 its nodes) take theirs, so they cannot deadlock with them.
 
+The uses of one batch are written together (:meth:`GrantUse.apply_all`): each step
+is one statement for the whole batch, not one per use (on PostgreSQL each statement
+is a round trip), and the uses are judged in the batch's order: of two uses of one
+nonce the first stands, of two uses of a grant with one use left the first gets it.
+A task's idle deadline moves with the uses of the batch that passed steps 1-3.
+
 A failed check changes nothing: the use's own earlier writes are undone, and the
 decision's event is replaced by its refusal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,28 +48,40 @@ __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "any_revoked"]
 # A task's idle deadline moves at most once a second: a burst of calls writes it once.
 IDLE_PRECISION_SECONDS = 1
 
-_TASK = ("SELECT ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen "
-         "FROM tasks WHERE id = {p}")
-_NONCE = "INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) ON CONFLICT DO NOTHING"
-_FORGET_NONCE = "DELETE FROM proof_nonces WHERE nonce = {p}"
-_USE = ("UPDATE grants SET uses = uses + 1 WHERE id = {p} "
-        "AND (max_uses IS NULL OR uses < max_uses) RETURNING max_uses, uses, accessor")
-_GRANT = "SELECT accessor FROM grants WHERE id = {p}"
+_NONCES = "INSERT INTO proof_nonces (nonce, expires_at) VALUES {rows} ON CONFLICT DO NOTHING " \
+    "RETURNING nonce"
+# one use each of grants named once in the batch: exact under races, one statement
+_USE_ONE = ("UPDATE grants SET uses = uses + 1 WHERE id IN ({ids}) "
+            "AND (max_uses IS NULL OR uses < max_uses) RETURNING id, max_uses, uses, accessor")
+# grants named more than once: read locked, then counted
+_GRANTS = "SELECT id, max_uses, uses, accessor FROM grants WHERE id IN ({ids})"
+_ADD_USES = "UPDATE grants SET uses = uses + {p} WHERE id = {p}"
+_KNOWN = "SELECT id FROM grants WHERE id IN ({ids})"
+_FORGET_NONCES = "DELETE FROM proof_nonces WHERE nonce IN ({ids})"
+_TASKS = ("SELECT id, ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen "
+          "FROM tasks WHERE id IN ({ids})")
 _TOUCH = "UPDATE tasks SET idle_until = {p}, sensitivity_seen = {p} WHERE id = {p}"
 
 
+def _marks(count: int) -> str:
+    return ", ".join(["{p}"] * count)
+
+
 def _leases(count: int) -> str:
-    marks = ", ".join(["{p}"] * count)
-    return f"SELECT id, revoked_at FROM leases WHERE id IN ({marks})"  # noqa: S608
+    return f"SELECT id, revoked_at FROM leases WHERE id IN ({_marks(count)})"  # noqa: S608
 
 
 def any_revoked(tx: WriteCursor, ids: Iterable[str]) -> bool:
     """Whether any of the lease nodes ``ids`` is revoked or missing, as ``tx`` sees it
     now (``FOR SHARE`` on PostgreSQL: a revocation running is waited for, then seen)."""
     wanted = list(dict.fromkeys(ids))
-    live = {row[0] for row in tx.rows(_leases(len(wanted)) + tx.for_share, wanted)
-            if row[1] is None}
+    live = _live(tx, wanted)
     return any(i not in live for i in wanted)
+
+
+def _live(tx: WriteCursor, wanted: list[str]) -> set[str]:
+    return {row[0] for row in tx.rows(_leases(len(wanted)) + tx.for_share, wanted)
+            if row[1] is None}
 
 
 AgentState = Callable[[WriteCursor, str], str | None]
@@ -99,40 +117,47 @@ class GrantUse:
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """The :class:`~proctor.audit.Effects` of the use; never raises a refusal."""
-        self.refusal = None
-        self.uses_left = self.accessor = None
+        return GrantUse.apply_all(tx, [self])[0]
+
+    @classmethod
+    def apply_all(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> list[AuditEvent | None]:
+        """The effects of ``uses`` (a batch, in its order), each statement once for all;
+        for each use, None or the event of its refusal. Never raises a refusal."""
+        for use in uses:
+            use.refusal = None
+            use.uses_left = use.accessor = None
+        tasks = _Tasks.read(tx, uses)
+        passed = [use for use in uses if use._checked(tasks)]
+        _claim_nonces(tx, passed)
+        _count_uses(tx, [u for u in passed if u.refusal is None and u.counts])
+        for use in passed:
+            if use.refusal is None:
+                tasks.found[use.claims.task_id].touch(use.now, use.sensitivity)
+        tasks.write(tx)
+        return [None if use.refusal is None else use.refuse(use.refusal) for use in uses]
+
+    def _checked(self, tasks: _Tasks) -> bool:
+        """Steps 1-3 on what the batch read (a use that passes them keeps the task from
+        idling for the next ones)."""
         try:
-            self._apply(tx)
+            claims = self.claims
+            agent = tasks.agents.get(claims.agent_id)
+            if agent is None:
+                raise GrantError("agent_unknown", "the grant's agent is not registered")
+            if agent not in ACTIVE_STATES:
+                raise GrantError("agent_not_active", f"agent is {agent}")
+            if any(i not in tasks.live for i in claims.lineage):
+                raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
+            task = tasks.found.get(claims.task_id)
+            if task is None:
+                raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
+            self._check_open(task.ended_at, task.expires_at, task.idle_seconds,
+                             task.checked_until)
         except GrantError as exc:
             self.refusal = exc
-            return self.refuse(exc)
-        return None
-
-    def _apply(self, tx: WriteCursor) -> None:
-        claims = self.claims
-        agent = self.agent_state(tx, claims.agent_id)
-        task = tx.rows(_TASK + ("" if tx.is_sqlite else " FOR UPDATE"), [claims.task_id])
-        revoked = any_revoked(tx, claims.lineage)
-        # read in the order of the locks; refused in the order of the checks
-        if agent is None:
-            raise GrantError("agent_unknown", "the grant's agent is not registered")
-        if agent not in ACTIVE_STATES:
-            raise GrantError("agent_not_active", f"agent is {agent}")
-        if revoked:
-            raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
-        if not task:
-            raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
-        ended_at, expires_at, idle_seconds, idle_until, seen = task[0]
-        idle_until = tx.read_time(idle_until)
-        self._check_open(tx.read_time(ended_at), tx.read_time(expires_at), idle_seconds,
-                         idle_until)
-        if self.nonce is not None:
-            assert self.nonce_until is not None
-            if tx.execute(_NONCE, [self.nonce, tx.time(self.nonce_until)]) != 1:
-                raise GrantError("proof_replayed", "this proof was already used")
-        if self.counts:
-            self._count(tx)
-        self._touch(tx, idle_seconds, idle_until, int(seen))
+            return False
+        task.checked_until = task.moved(task.checked_until, self.now)
+        return True
 
     def _check_open(self, ended_at: datetime | None, expires_at: datetime | None,
                     idle_seconds: int | None, idle_until: datetime | None) -> None:
@@ -145,27 +170,152 @@ class GrantUse:
             raise GrantError("task_idle", f"task `{self.claims.task_id}` ended after "
                              f"{idle_seconds} seconds without a call")
 
-    def _count(self, tx: WriteCursor) -> None:
-        used = tx.rows(_USE, [self.claims.grant_id])
-        if not used:
-            known = tx.rows(_GRANT, [self.claims.grant_id])
-            if self.nonce is not None:  # a refused use changes nothing
-                tx.execute(_FORGET_NONCE, [self.nonce])
-            if not known:
-                raise GrantError("grant_unknown", "the grant is not known to this issuer")
-            raise GrantError("grant_uses_exhausted", "the grant has no uses left")
-        max_uses, uses, accessor = used[0]
-        self.accessor = str(accessor)
-        self.uses_left = None if max_uses is None else int(max_uses) - int(uses)
 
-    def _touch(self, tx: WriteCursor, idle_seconds: int | None, idle_until: datetime | None,
-               seen: int) -> None:
-        until = idle_until
-        if idle_seconds is not None:
-            moved = self.now + timedelta(seconds=idle_seconds)
-            if until is None or moved - until >= timedelta(seconds=IDLE_PRECISION_SECONDS):
-                until = moved
-        if until == idle_until and self.sensitivity <= seen:
-            return
-        tx.execute(_TOUCH, [None if until is None else tx.time(until),
-                            max(seen, self.sensitivity), self.claims.task_id])
+@dataclass(slots=True)
+class _TaskRow:
+    """A task as the batch read it; its activity moved by the uses that were written
+    (``checked_until``: by the uses that passed steps 1-3, for the next one's check)."""
+
+    ended_at: datetime | None
+    expires_at: datetime | None
+    idle_seconds: int | None
+    idle_until: datetime | None
+    seen: int
+    was: tuple[datetime | None, int]
+    checked_until: datetime | None
+
+    def moved(self, until: datetime | None, now: datetime) -> datetime | None:
+        """The idle deadline ``until`` after a call at ``now``."""
+        if self.idle_seconds is None:
+            return until
+        moved = now + timedelta(seconds=self.idle_seconds)
+        if until is None or moved - until >= timedelta(seconds=IDLE_PRECISION_SECONDS):
+            return moved
+        return until
+
+    def touch(self, now: datetime, sensitivity: int) -> None:
+        self.idle_until = self.moved(self.idle_until, now)
+        self.seen = max(self.seen, sensitivity)
+
+
+@dataclass(slots=True)
+class _Tasks:
+    """What steps 1-3 read for a batch: agents, tasks and the live lease nodes, each in
+    one statement, in the order of the locks (agents, tasks, leases)."""
+
+    agents: dict[str, str]
+    found: dict[str, _TaskRow]
+    live: set[str]
+
+    @classmethod
+    def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
+        agents: dict[str, str] = {}
+        for use in uses:  # one agent in most batches
+            agent_id = use.claims.agent_id
+            if agent_id not in agents:
+                state = use.agent_state(tx, agent_id)
+                if state is not None:
+                    agents[agent_id] = state
+        task_ids = list(dict.fromkeys(u.claims.task_id for u in uses))
+        rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
+                       + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
+        found = {}
+        for task_id, ended_at, expires_at, idle_seconds, idle_until, seen in rows:
+            until = tx.read_time(idle_until)
+            found[str(task_id)] = _TaskRow(tx.read_time(ended_at), tx.read_time(expires_at),
+                                           idle_seconds, until, int(seen), (until, int(seen)),
+                                           until)
+        lineage = list(dict.fromkeys(i for u in uses for i in u.claims.lineage))
+        return cls(agents, found, _live(tx, lineage))
+
+    def write(self, tx: WriteCursor) -> None:
+        """The tasks whose idle deadline or data sensitivity moved, one statement each."""
+        for task_id, task in self.found.items():
+            if (task.idle_until, task.seen) != task.was:
+                tx.execute(_TOUCH, [None if task.idle_until is None
+                                    else tx.time(task.idle_until), task.seen, task_id])
+
+
+def _claim_nonces(tx: WriteCursor, uses: Sequence[GrantUse]) -> None:
+    """Step 4 for the uses that passed 1-3: one INSERT of every nonce; a nonce stored
+    before, or twice in the batch (the first stands), is a replay."""
+    claiming: dict[str, GrantUse] = {}
+    for use in uses:
+        nonce = use.nonce
+        if nonce is None:
+            continue
+        if nonce in claiming:
+            use.refusal = _replayed()
+        else:
+            claiming[nonce] = use
+    if not claiming:
+        return
+    values: list[object] = []
+    for nonce, use in claiming.items():
+        assert use.nonce_until is not None
+        values += [nonce, tx.time(use.nonce_until)]
+    rows = _NONCES.format(rows=", ".join(["({p}, {p})"] * len(claiming)))
+    stored = {row[0] for row in tx.rows(rows, values)}
+    for nonce, use in claiming.items():
+        if nonce not in stored:
+            use.refusal = _replayed()
+
+
+def _replayed() -> GrantError:
+    return GrantError("proof_replayed", "this proof was already used")
+
+
+def _count_uses(tx: WriteCursor, uses: Sequence[GrantUse]) -> None:
+    """Step 5, in the batch's order; a use refused here takes its nonce back."""
+    if not uses:
+        return
+    by_grant: dict[str, list[GrantUse]] = {}
+    for use in uses:
+        by_grant.setdefault(use.claims.grant_id, []).append(use)
+    once = [g for g, found in by_grant.items() if len(found) == 1]
+    counted: dict[str, tuple[int | None, int, str]] = {}  # max_uses, uses before, accessor
+    if once:
+        for grant_id, max_uses, used, accessor in tx.rows(
+                _USE_ONE.format(ids=_marks(len(once))), once):
+            counted[str(grant_id)] = (max_uses, int(used) - 1, str(accessor))
+    many = [g for g, found in by_grant.items() if len(found) > 1]
+    if many:
+        for grant_id, max_uses, used, accessor in tx.rows(
+                _GRANTS.format(ids=_marks(len(many)))
+                + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), many):
+            counted[str(grant_id)] = (max_uses, int(used), str(accessor))
+    added: list[tuple[int, str]] = []
+    refused: list[GrantUse] = []
+    for grant_id, found in by_grant.items():
+        if grant_id not in counted:
+            refused += found
+            continue
+        max_uses, before, accessor = counted[grant_id]
+        left = None if max_uses is None else int(max_uses) - before
+        given = 0
+        for use in found:
+            if left is not None and left <= given:
+                refused.append(use)
+                continue
+            given += 1
+            use.accessor = accessor
+            use.uses_left = None if left is None else left - given
+        if grant_id in many and given:
+            added.append((given, grant_id))
+    for given, grant_id in added:
+        tx.execute(_ADD_USES, [given, grant_id])
+    if refused:
+        _refuse_uses(tx, refused)
+
+
+def _refuse_uses(tx: WriteCursor, refused: Sequence[GrantUse]) -> None:
+    grant_ids = list(dict.fromkeys(u.claims.grant_id for u in refused))
+    known = {row[0] for row in tx.rows(_KNOWN.format(ids=_marks(len(grant_ids))), grant_ids)}
+    for use in refused:
+        if use.claims.grant_id in known:
+            use.refusal = GrantError("grant_uses_exhausted", "the grant has no uses left")
+        else:
+            use.refusal = GrantError("grant_unknown", "the grant is not known to this issuer")
+    nonces = [u.nonce for u in refused if u.nonce is not None]
+    if nonces:  # a refused use changes nothing
+        tx.execute(_FORGET_NONCES.format(ids=_marks(len(nonces))), nonces)
