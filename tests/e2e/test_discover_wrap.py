@@ -74,7 +74,12 @@ async def test_a_wrapped_config_runs_time_through_proctor_with_the_key_from_the_
     assert done.returncode == 0, done.stderr
     assert key not in config.read_text()
     backups = list(deployment.tmp.glob("claude_desktop_config.json.*.bak"))
-    assert len(backups) == 1 and key in backups[0].read_text()
+    # the backup beside the file (in a project folder, perhaps under version control)
+    # never holds the key the rewrite moved, and only its owner may read it
+    assert len(backups) == 1 and key not in backups[0].read_text()
+    assert json.loads(backups[0].read_text())["mcpServers"]["time"]["env"] == {
+        "TIME_API_KEY": "${secret:mcp.time.TIME_API_KEY}", "MARKER": marker}
+    assert backups[0].stat().st_mode & 0o777 == 0o600
     assert deployment.runtime.secrets.names() == ["mcp.time.TIME_API_KEY"]
 
     again = _discover(deployment, "--wrap", str(config), "--agent", "coder", "--write")

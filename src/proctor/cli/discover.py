@@ -200,7 +200,10 @@ def _apply(plan: WrapPlan, *, by: str | None, as_json: bool) -> Path:
         backup = path.with_name(f"{path.name}.{stamp}.bak")
         temporary: Path | None = None
         try:
-            shutil.copy2(path, backup)
+            # never the plaintext the rewrite moved, and readable by its owner alone
+            with os.fdopen(os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "w", encoding="utf-8") as saved:
+                saved.write(plan.backup)
             mode = path.stat().st_mode & 0o7777
             handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
             temporary = Path(name)

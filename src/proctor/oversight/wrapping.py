@@ -14,6 +14,10 @@ comments, YAML, TOML). For each stdio server that does not already run behind pr
    the values travel in the plan (never in its repr) for the caller to store;
 3. ``PROCTOR_HOME`` is added to ``env`` when a home is given.
 
+The plan's ``backup`` is the file as it was, except that each moved secret's value is
+its ``${secret:…}`` reference there too: a backup kept beside the file (in a project
+folder, perhaps under version control) never holds the plaintext the rewrite moved.
+
 Every other key of the file and of each entry is kept, in its order; remote servers
 and servers already wrapped are left as they are (so a second run changes nothing).
 JSON is written back with the file's own indentation.
@@ -77,6 +81,7 @@ class WrapPlan:
     wrapped: tuple[str, ...]
     left: tuple[tuple[str, str], ...]  # (server, why it was left as it is)
     secrets: tuple[MovedSecret, ...]
+    backup: str = field(default="", repr=False)  # the original, moved secrets as references
 
     @property
     def is_change(self) -> bool:
@@ -119,7 +124,7 @@ def plan_wrap(path: Path, options: WrapOptions, *, client: Client | None = None)
     if syntax == "jsonc" and strip_jsonc(original)[1]:
         raise ConfigError(f"config file `{path}` has comments that a rewrite would drop; "
                           "remove them or wrap its servers by hand")
-    document = copy.deepcopy(document)
+    pristine, document = document, copy.deepcopy(document)
     wrapped: list[str] = []
     left: list[tuple[str, str]] = []
     secrets: list[MovedSecret] = []
@@ -138,7 +143,28 @@ def plan_wrap(path: Path, options: WrapOptions, *, client: Client | None = None)
                       "by hand") for s in arg_secrets(spec.command[1:])]
     rewritten = _render(document, original)
     return WrapPlan(path, client, original, rewritten, tuple(wrapped), tuple(left),
-                    tuple(secrets))
+                    tuple(secrets), _backup(pristine, original, rewritten, secrets))
+
+
+def _backup(document: Any, original: str, rewritten: str, secrets: list[MovedSecret]) -> str:
+    """``original`` with every moved secret's value replaced by its reference; the
+    original itself when nothing moved. Never more plaintext than the rewrite keeps."""
+    if not secrets:
+        return original
+    references = {s.value: f"${{secret:{s.name}}}" for s in secrets}
+
+    def replaced(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: replaced(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [replaced(v) for v in value]
+        return references.get(value, value) if isinstance(value, str) else value
+
+    text = _render(replaced(document), original)
+    if any(form in text and form not in rewritten
+           for s in secrets for form in {s.value, json.dumps(s.value)[1:-1]}):
+        raise ConfigError("a moved secret would be left in the backup; wrap this file by hand")
+    return text
 
 
 def _wrap_entry(name: str, entry: dict[str, Any], command: tuple[str, ...],
