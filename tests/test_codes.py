@@ -1,6 +1,7 @@
 """The error registry (proctor.codes) against the code that raises and returns codes:
 every code given anywhere in src/ is declared, every declared code is given somewhere,
-and docs/errors.md is what the registry generates."""
+each code is raised by one error class only, and docs/errors.md is what the registry
+generates."""
 
 from __future__ import annotations
 
@@ -94,6 +95,33 @@ def _given() -> dict[str, list[str]]:
 GIVEN = _given()
 
 
+def _raised_by() -> dict[str, dict[str, list[str]]]:
+    """Every code an error class is made with (raised, or kept to raise), by class:
+    ``Family("code", ...)``, ``partial(Family, "code")`` or a class with its own code."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        where = str(path.relative_to(SRC))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name, args = _name(node), list(node.args)
+            if name == "partial" and args and isinstance(args[0], ast.Name):
+                name, args = args[0].id, args[1:]
+            codes_made: list[str] = []
+            if name in _FAMILIES:
+                given = [k.value for k in node.keywords if k.arg == "code"] + args[:1]
+                codes_made += [str(c.value) for c in _strings(given)]
+            elif name in _CLASS_CODES:
+                codes_made.append(str(_CLASS_CODES[name]))
+            for code in codes_made:
+                found.setdefault(code, {}).setdefault(name, []).append(
+                    f"{where}:{node.lineno}")
+    return found
+
+
+RAISED_BY = _raised_by()
+
+
 def test_every_code_given_in_src_is_in_the_registry() -> None:
     undeclared = {code: where for code, where in GIVEN.items()
                   if code not in REGISTRY and code not in _NOT_ERRORS}
@@ -111,6 +139,29 @@ def test_the_scan_finds_the_codes_of_each_kind_of_site() -> None:
     # scan above stopped seeing a kind of site
     assert {"grant_revoked", "store_unavailable", "tool_unknown", "credentials_missing",
             "enforcement_error", "no_matching_permit"} <= set(GIVEN)
+
+
+def test_no_code_is_raised_by_two_error_classes() -> None:
+    # a code met in two parts has one class both raise (AgentError), so a handler
+    # never has to know which family a code came from
+    twice = {code: by for code, by in RAISED_BY.items() if len(by) > 1}
+    assert twice == {}
+
+
+def test_the_family_scan_sees_calls_partials_and_classes_with_their_own_code() -> None:
+    assert set(RAISED_BY["agent_unknown"]) == {"AgentError"}
+    assert set(RAISED_BY["agent_key_invalid"]) == {"IdentityError"}  # also a partial
+    assert any(where.startswith("cli/agent.py")
+               for where in RAISED_BY["agent_key_invalid"]["IdentityError"])
+    assert set(RAISED_BY["grant_wrong_agent"]) == {"GrantError"}
+    assert set(RAISED_BY["store_unavailable"]) == {"StoreError"}
+
+
+def test_an_agent_error_is_answered_by_a_handler_of_either_family() -> None:
+    refused = errors.AgentError("agent_not_active", "agent `a` is suspended")
+    assert isinstance(refused, errors.IdentityError) and isinstance(refused, errors.GrantError)
+    assert (refused.code, refused.message, refused.holder) == \
+        ("agent_not_active", "agent `a` is suspended", None)
 
 
 def test_every_error_class_that_sets_a_code_sets_a_registered_one() -> None:

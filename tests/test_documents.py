@@ -22,7 +22,6 @@ from proctor.errors import (
     AuditError,
     ConfigError,
     DocumentError,
-    GatewayError,
     IdentityError,
     PolicyTestError,
     ProctorError,
@@ -119,7 +118,7 @@ LOADERS: list[tuple[str, Callable[[Path], object], str, type[ProctorError], str]
     ("policy test cases", load_cases, "deep.test.yaml", PolicyTestError, "yaml"),
     ("policy test cases (JSON)", load_cases, "deep.test.json", PolicyTestError, "json"),
     ("key set", read_jwks, "keys.jwks", ConfigError, "json"),
-    ("agent key", load_agent_key, "agent.jwk", GatewayError, "json"),
+    ("agent key", load_agent_key, "agent.jwk", IdentityError, "json"),
     ("audit segment", lambda p: verify_archive(p, {}), "segment.jsonl", AuditError, "json"),
     ("proctor config", lambda p: load_settings({"PROCTOR_CONFIG": str(p)}), "proctor.toml",
      ConfigError, "toml"),
@@ -143,7 +142,7 @@ def test_every_file_loader_refuses_a_deeply_nested_file_with_its_own_error(
     path.write_text(DEEP[kind])
     with pytest.raises(error) as refused:
         loader(path)
-    if error is not GatewayError:  # the agent key's message names the key file only
+    if name != "agent.jwk":  # the agent key's message names the key file only
         assert "nests deeper than" in refused.value.message
     assert "\n" not in refused.value.message
     if kind == "yaml":

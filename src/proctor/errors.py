@@ -19,6 +19,7 @@ only these::
     │   ├── AuditIntegrityError        audit_integrity_failed
     │   └── AuditDeliveryError         audit_delivery_failed
     ├── IdentityError                  one code per refused agent, manifest or proof
+    │   └── AgentError                 agent_unknown, agent_not_active (a GrantError too)
     ├── SecretError                    one code per refusal (see its docstring)
     ├── GuardError                     one code per value the output guard cannot scan
     ├── GatewayError                   one code per refusal of the MCP gateway (see its docstring)
@@ -30,7 +31,9 @@ only these::
 
 Every code is declared once, with its meaning, HTTP status and JSON-RPC code, in
 :mod:`proctor.codes`; ``code`` is typed :data:`~proctor.codes.Code`, so an
-undeclared code is a type error.
+undeclared code is a type error. Each code belongs to one class: a code that two
+parts meet (an agent that is not registered or may not act, met by identity and
+by a grant's check) has a class of its own that both raise.
 
 Messages follow Cedar's style: lowercase, no trailing period, user input in
 backticks. An authorization *answer* is never an exception: ``decide`` returns a
@@ -46,6 +49,7 @@ from typing import Literal
 from proctor.codes import Code, http_status
 
 __all__ = [
+    "AgentError",
     "ApiError",
     "ApprovalError",
     "AuditDeliveryError",
@@ -202,8 +206,8 @@ class GrantError(ProctorError):
     ``delegation_widens_scope``, ``delegation_extends_expiry``, ``delegation_too_deep``,
     ``delegation_cycle``, ``delegation_widens_uses``, ``grant_max_uses_invalid``,
     ``issuance_denied``, ``issuance_pending_approval``, ``grant_ttl_invalid``,
-    ``agent_unknown``, ``agent_not_active``, ``task_ended``, ``task_unknown``,
-    ``grant_manifest_changed``.
+    ``task_ended``, ``task_unknown``, ``grant_manifest_changed``. A grant whose agent
+    is not registered or may not act is an :class:`AgentError` (a GrantError too).
     """
 
     # The verified claims of the grant, when the caller had proven its key before
@@ -244,19 +248,36 @@ class IdentityError(ProctorError):
     says which check failed.
 
     Codes: agents: ``agent_id_invalid`` (not ``spiffe://<trust-domain>/agent/<name>``),
-    ``agent_unknown``, ``agent_exists``, ``agent_not_active`` (suspended or retired),
-    ``agent_state_invalid`` (a trust-state change not allowed from the current state),
-    ``agent_key_invalid``, ``reviewer_invalid`` (a review or state change by someone
-    who may not make it); manifests: ``manifest_invalid``, ``manifest_changed`` (since
-    the reviewer looked at it); identity proofs (own-key JWS, JWT-SVID, OIDC token):
-    ``proof_too_large``, ``proof_malformed``, ``proof_algorithm_not_allowed``,
-    ``proof_key_unknown``, ``proof_invalid_signature``, ``proof_wrong_issuer``,
-    ``proof_wrong_audience``, ``proof_expired``, ``proof_not_yet_valid``,
-    ``proof_claims_invalid``, ``proof_method_mismatch``.
+    ``agent_exists``, ``agent_state_invalid`` (a trust-state change not allowed from
+    the current state), ``agent_key_invalid``, ``reviewer_invalid`` (a review or
+    state change by someone who may not make it); manifests: ``manifest_invalid``,
+    ``manifest_changed`` (since the reviewer looked at it); identity proofs (own-key
+    JWS, JWT-SVID, OIDC token): ``proof_too_large``, ``proof_malformed``,
+    ``proof_algorithm_not_allowed``, ``proof_key_unknown``, ``proof_invalid_signature``,
+    ``proof_wrong_issuer``, ``proof_wrong_audience``, ``proof_expired``,
+    ``proof_not_yet_valid``, ``proof_claims_invalid``, ``proof_method_mismatch``. An
+    agent that is not registered or may not act is an :class:`AgentError`.
     """
 
     def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
+        self.code = code
+
+
+AgentCode = Literal["agent_unknown", "agent_not_active"]
+
+
+class AgentError(IdentityError, GrantError):
+    """An agent that is not registered (``agent_unknown``) or may not act, being
+    suspended or retired (``agent_not_active``).
+
+    Identity raises it when an agent is looked up or authenticated, grants when a
+    grant's or a task's agent is checked: one class for the two codes wherever they
+    are met, so a handler of either family answers it the same way.
+    """
+
+    def __init__(self, code: AgentCode, message: str) -> None:
+        ProctorError.__init__(self, message)  # the two families' own set only the code
         self.code = code
 
 
@@ -293,8 +314,9 @@ class GatewayError(ProctorError):
 
     Codes: ``upstream_unavailable`` (cannot start or reach the server, or it
     closed the connection), ``upstream_timeout``, ``upstream_invalid_result``,
-    ``session_closed`` (its grant was revoked or expired), ``grant_missing``,
-    ``grant_wrong_agent``, ``agent_key_invalid``.
+    ``session_closed`` (its grant was revoked or expired), ``grant_missing``. A grant
+    for another agent is a :class:`GrantError` (``grant_wrong_agent``), an unusable
+    agent key file an :class:`IdentityError` (``agent_key_invalid``).
     """
 
 

@@ -20,7 +20,7 @@ from joserfc.jwk import ECKey, OKPKey
 
 from proctor.clock import Clock
 from proctor.documents import parse_json
-from proctor.errors import ConfigError, DocumentError, GatewayError
+from proctor.errors import ConfigError, DocumentError, GatewayError, IdentityError
 from proctor.files import read_capped
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
@@ -55,13 +55,13 @@ def load_agent_key(path: Path) -> PrivateKey:
         else:
             key = serialization.load_pem_private_key(raw, password=None)
     except (DocumentError, ValueError, TypeError, JoseError, AttributeError) as exc:
-        raise GatewayError("agent_key_invalid", f"agent key file `{path}` holds no private "
+        raise IdentityError("agent_key_invalid", f"agent key file `{path}` holds no private "
                            f"key proctor can use ({type(exc).__name__})") from None
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
-    raise GatewayError("agent_key_invalid", f"agent key file `{path}` is not a P-256 or "
+    raise IdentityError("agent_key_invalid", f"agent key file `{path}` is not a P-256 or "
                        "Ed25519 private key")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from proctor.errors import GatewayError, ProctorError
+from proctor.errors import GrantError, ProctorError
 from proctor.gateway.core import Gateway
 from proctor.gateway.launch import LaunchCredentials
 from proctor.gateway.server import Context, build_server
@@ -72,7 +72,7 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
     its configured manifest there)."""
     claims = (await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)).claims
     if claims.agent_id != agent_id:
-        raise GatewayError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
+        raise GrantError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
                            f"`{agent_id}`")
     if on_open is not None:
         await anyio.to_thread.run_sync(on_open)

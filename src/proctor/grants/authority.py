@@ -36,7 +36,7 @@ from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
-from proctor.errors import AuditError, GrantError, StoreError
+from proctor.errors import AgentError, AuditError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded
 from proctor.grants.holders import HolderProof
@@ -520,7 +520,7 @@ class GrantAuthority:
         if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
             raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
         if not binding.is_active:
-            raise GrantError("agent_not_active", "the grant's agent is suspended or retired")
+            raise AgentError("agent_not_active", "the grant's agent is suspended or retired")
         if claims.manifest_digest is not None and binding.manifest_digest is not None \
                 and claims.manifest_digest != binding.manifest_digest \
                 and binding.trust_state == "trusted":
@@ -533,9 +533,9 @@ class GrantAuthority:
     def _active_agent(self, agent_id: str) -> AgentBinding:
         binding = self._agents.binding(agent_id)
         if binding is None:
-            raise GrantError("agent_unknown", f"agent `{agent_id}` is not registered")
+            raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if not binding.is_active:
-            raise GrantError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
+            raise AgentError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
         return binding
 
     def _open_task(self, task_id: str) -> Task:

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, and_, insert, select
 from proctor.audit import AuditEvent, AuditLog, WriteCursor, decision_event
 from proctor.audit.recording import unaudited
 from proctor.clock import Clock
-from proctor.errors import AuditUnavailableError, GrantError, IdentityError, ScopeError
+from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
 from proctor.grants.agents import AgentDirectory
 from proctor.grants.holders import HolderProof
@@ -308,7 +308,7 @@ class Issuer:
 
     def _confirm(self, conn: Connection, request: Request) -> None:
         if not self._agents.confirm_active(conn, request.agent_id):
-            raise GrantError("agent_not_active",
+            raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
         lineage: Sequence[str] = (request.parent_id, *request.lineage)
         if self._leases.revoked_among(conn, dict.fromkeys(lineage)):
@@ -351,7 +351,7 @@ class NewGrant:
     def _apply(self, tx: WriteCursor) -> None:
         request, claims = self.request, self.claims
         if self.agent_state(tx, request.agent_id) not in ACTIVE_STATES:
-            raise GrantError("agent_not_active",
+            raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
         if any_revoked(tx, (request.parent_id, *request.lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from proctor.audit import AuditEvent, WriteCursor
-from proctor.errors import GrantError
+from proctor.errors import AgentError, GrantError
 from proctor.grants.tokens import GrantClaims
 from proctor.identity.agent import ACTIVE_STATES
 
@@ -143,9 +143,9 @@ class GrantUse:
             claims = self.claims
             agent = tasks.agents.get(claims.agent_id)
             if agent is None:
-                raise GrantError("agent_unknown", "the grant's agent is not registered")
+                raise AgentError("agent_unknown", "the grant's agent is not registered")
             if agent not in ACTIVE_STATES:
-                raise GrantError("agent_not_active", f"agent is {agent}")
+                raise AgentError("agent_not_active", f"agent is {agent}")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             task = tasks.found.get(claims.task_id)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proctor.clock import Clock
-from proctor.errors import IdentityError
+from proctor.errors import AgentError, IdentityError
 from proctor.identity.agent import Agent, ProofMethod, TrustState
 from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.oidc import OidcVerifier
@@ -74,13 +74,13 @@ class Authenticator:
         # read again: the agent may have changed while its proof was checked
         agent = self._registry.find(identity.agent_id)
         if agent is None:
-            raise IdentityError("agent_unknown", f"agent `{identity.agent_id}` is not registered")
+            raise AgentError("agent_unknown", f"agent `{identity.agent_id}` is not registered")
         if agent.proof_method is not identity.method:
             raise IdentityError("proof_method_mismatch",
                                 f"agent `{agent.id}` proves its identity by "
                                    f"`{agent.proof_method.value}`")
         if not agent.is_active:
-            raise IdentityError("agent_not_active",
+            raise AgentError("agent_not_active",
                                 f"agent `{agent.id}` is {agent.trust_state.value}")
         return self._attest(agent, identity)
 
@@ -130,7 +130,7 @@ class Authenticator:
         agent_id = parse_agent_id(subject).id
         agent = self._registry.find(agent_id)
         if agent is None:
-            raise IdentityError("agent_unknown", f"agent `{agent_id}` is not registered")
+            raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is ProofMethod.OIDC:
             raise IdentityError("proof_wrong_issuer",
                                 f"agent `{agent_id}` proves its identity with tokens of "

@@ -34,7 +34,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key
 
 from proctor.clock import Clock, SystemClock
-from proctor.errors import ConfigError, IdentityError
+from proctor.errors import AgentError, ConfigError, IdentityError
 from proctor.identity.agent import ProofMethod
 from proctor.identity.jwks import FileKeys, KeySource, UrlKeys, import_key_set, read_jwks
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity
@@ -187,7 +187,7 @@ class OidcVerifier:
             raise IdentityError("proof_claims_invalid", "the token has no usable `sub` claim")
         agent = self._agents.find_by_subject(issuer, subject)
         if agent is None:
-            raise IdentityError("agent_unknown",
+            raise AgentError("agent_unknown",
                                 f"no agent is registered for subject `{subject[:120]}` "
                                     f"of issuer `{issuer}`")
         return VerifiedIdentity(agent.id, self.method, verified.expires_at, issuer=issuer,

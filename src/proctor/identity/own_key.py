@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from proctor.errors import IdentityError
+from proctor.errors import AgentError, IdentityError
 from proctor.identity.agent import ProofMethod
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
@@ -60,7 +60,7 @@ class OwnKeyVerifier:
                                 "an own-key proof is issued by the agent it names")
         agent = self._agents.find(agent_id)
         if agent is None:
-            raise IdentityError("agent_unknown", f"agent `{agent_id}` is not registered")
+            raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is not ProofMethod.OWN_KEY or agent.key is None:
             raise IdentityError(
                 "proof_method_mismatch",

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.clock import Clock
-from proctor.errors import ConfigError, IdentityError, RequestError
+from proctor.errors import AgentError, ConfigError, IdentityError, RequestError
 from proctor.identity.agent import (
     Agent,
     JwtSvidProof,
@@ -80,7 +80,7 @@ class AgentRegistry:
     def get(self, agent_id: str) -> Agent:
         agent = self.find(agent_id)
         if agent is None:
-            raise IdentityError("agent_unknown",
+            raise AgentError("agent_unknown",
                                 f"agent `{parse_agent_id(agent_id).id}` is not registered")
         return agent
 
@@ -188,7 +188,7 @@ class AgentRegistry:
         """
         def change(agent: Agent) -> dict[str, Any] | None:
             if not agent.is_active:
-                raise IdentityError("agent_not_active",
+                raise AgentError("agent_not_active",
                                     f"agent `{agent.id}` is {agent.trust_state.value}")
             presented = manifest if attested else self._platform_fields(agent, manifest)
             if agent.trust_state in (TrustState.TRUSTED, TrustState.UNATTESTED) \
@@ -260,7 +260,7 @@ class AgentRegistry:
         A drifted agent stays drifted (it is already held back)."""
         def change(agent: Agent) -> dict[str, Any] | None:
             if not agent.is_active:
-                raise IdentityError("agent_not_active",
+                raise AgentError("agent_not_active",
                                     f"agent `{agent.id}` is {agent.trust_state.value}")
             if agent.trust_state is not TrustState.TRUSTED:
                 return None
@@ -308,7 +308,7 @@ class AgentRegistry:
                 select(agents).where(agents.c.id == key).with_for_update()
             ).first()
             if row is None:
-                raise IdentityError("agent_unknown", f"agent `{key}` is not registered")
+                raise AgentError("agent_unknown", f"agent `{key}` is not registered")
             agent = agent_from_row(row)
             values = change(agent)
             if values is None:

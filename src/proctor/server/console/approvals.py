@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import RedirectResponse, Response
 
 from proctor.approvals import Approval, ApprovalStatus, SimilarTerms
-from proctor.errors import ApiError
+from proctor.errors import RequestError
 from proctor.server.console.queries import pending_count
 from proctor.server.console.web import Console, ConsoleCall, ConsoleRoute, check_csrf, render
 from proctor.server.control import service
@@ -107,7 +107,7 @@ async def decide(approval_id: ApprovalId, request: Request, console: ConsoleCall
     form = await check_csrf(request, console)
     verdict = form.get("decision", "")
     if verdict not in ("approve", "deny"):
-        raise ApiError("request_invalid", "the decision is `approve` or `deny`")
+        raise RequestError("the decision is `approve` or `deny`")
     approval = console.runtime.approvals.get(approval_id)
     console.require("api:approval.decide", approval_resource(approval))
     similar = None

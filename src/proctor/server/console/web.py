@@ -27,7 +27,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from proctor.errors import ApiError, ProctorError
+from proctor.errors import ApiError, ProctorError, RequestError
 from proctor.server.console.sessions import COOKIE, ConsoleSessions, csrf_for
 from proctor.server.console.shown import register_filters
 from proctor.server.deps import CallContext, client_address, server_state
@@ -71,8 +71,8 @@ class ConsoleRoute(APIRoute):
             except ProctorError as exc:
                 response = _error_page(request, exc)
             except RequestValidationError:
-                response = _error_page(request, ApiError(
-                    "request_invalid", "the form or address is not valid"))
+                response = _error_page(request, RequestError(
+                    "the form or address is not valid"))
             response.headers.update(HEADERS)
             return response
 
