@@ -5,7 +5,7 @@ CLI and the demo.
 engine with the home's catalog and the tools discovered at run time, the active
 policies, the agent registry and the grants part's view of it, the issuer keyring
 (grants and audit checkpoints), the grant authority, the audit log, the approval
-queue (and its webhook), the secret store, the risk engine and the enforcer. Nothing
+queue (and its webhook's configuration), the secret store, the risk engine and the enforcer. Nothing
 below this module builds a store, a keyring or a master key of its own; everything
 above it (``server``, ``gateway``, ``cli``, ``demo``) takes a :class:`Runtime`.
 """
@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proctor import telemetry
-from proctor.approvals import ApprovalQueue, WebhookNotifier, load_webhook_config
+from proctor.approvals import (
+    ApprovalQueue,
+    WebhookConfig,
+    WebhookDelivery,
+    load_webhook_config,
+)
 from proctor.audit import Attribution, AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
@@ -86,9 +91,23 @@ class Runtime:
     task_view: TaskView  # tasks, likewise
     revocations: RevocationView  # whether leases are revoked, likewise
     risk: RiskEngine  # behaviour baselines and risk scores, from the audit stream
+    webhook: WebhookConfig | None = None  # the home's approval webhook, if it has one
+    webhook_delivery: WebhookDelivery | None = None  # running in this process
+
+    def deliver_webhooks(self) -> None:
+        """Run the approval webhook's delivery in this process, if the home has a webhook:
+        the long-running processes call it (``proctor serve`` and its workers, the
+        gateways); one of them at a time delivers (docs/approvals.md). Stopped by
+        :meth:`close`."""
+        if self.webhook is None or self.webhook_delivery is not None:
+            return
+        delivery = WebhookDelivery(self.webhook, self.store, self.approvals, self.clock)
+        delivery.start()
+        self.approvals.subscribe(delivery.notify, close=delivery.close)
+        self.webhook_delivery = delivery
 
     def close(self) -> None:
-        self.approvals.close()  # a configured webhook delivers what it has queued
+        self.approvals.close()  # stops the webhook's delivery, if it runs here
         self.audit.close()
         self.feed.close()
         self.store.close()
@@ -186,9 +205,6 @@ def _wire(settings: Settings, clock: Clock, store: Store,
                             tasks=task_view, revocations=revocations)
     approvals = ApprovalQueue(store, clock, audit=audit)
     webhook = load_webhook_config(settings.home)
-    if webhook is not None:
-        notifier = WebhookNotifier(webhook, clock)
-        approvals.subscribe(notifier.notify, close=notifier.close)
     risk = RiskEngine(store, registry, clock, load_risk_config(settings.home),
                       sensitivity_of=lambda tool: _sensitivity(engine, tool))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
@@ -197,7 +213,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,
-                   revocations, risk)
+                   revocations, risk, webhook)
 
 
 def _sensitivity(engine: PolicyEngine, tool_id: str) -> int:

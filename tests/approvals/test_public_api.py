@@ -17,5 +17,5 @@ def test_every_exported_name_exists(name: str) -> None:
 def test_the_channels_share_one_desk() -> None:
     import proctor.approvals as approvals
 
-    assert {"ApprovalDesk", "ApprovalQueue", "SimilarApprovals", "WebhookNotifier",
+    assert {"ApprovalDesk", "ApprovalQueue", "SimilarApprovals", "WebhookDelivery",
             "sign"} <= set(approvals.__all__)

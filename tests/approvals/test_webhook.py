@@ -1,17 +1,27 @@
-"""The signed webhook, sent to a real HTTP receiver when an approval request is created."""
+"""The signed webhook, sent to a real HTTP receiver when an approval request is created: at
+least once and in order, from the audit log and a cursor in the database."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
-from proctor.approvals import WebhookConfig, WebhookNotifier, load_webhook_config
+from proctor.approvals import (
+    REQUESTED_ACTION,
+    WebhookConfig,
+    WebhookDelivery,
+    load_webhook_config,
+)
+from proctor.approvals.webhook import STREAM_NAME
+from proctor.audit import EventFilter, iter_events, read_cursor
 from proctor.config import Settings
 from proctor.errors import ConfigError
 from proctor.identity import OwnKeyProof
@@ -19,7 +29,7 @@ from proctor.runtime import Runtime, init_home, open_runtime
 from tests.enforcement.conftest import OWNER, SUPPORT, Agents, refund
 from tests.identity.factories import manifest, public_jwk
 
-from .receiver import Received, receiver
+from .receiver import Received, receiver, wait_until
 
 SECRET = b"webhook-secret-for-tests-0123456789"
 EMAIL = [{"tool": "email/send_email"}]
@@ -36,28 +46,56 @@ def verify(secret: bytes, delivery: Received) -> dict[str, object]:
     return body
 
 
-def notifier(url: str, runtime: Runtime, *, max_attempts: int = 4) -> WebhookNotifier:
-    config = WebhookConfig(url=url, secret=SECRET, backoff_seconds=0.01,
-                           console_url="https://proctor.acme.example",
-                           max_attempts=max_attempts)
-    return WebhookNotifier(config, runtime.clock)
+@contextmanager
+def delivering(url: str, runtime: Runtime) -> Iterator[WebhookDelivery]:
+    """The webhook's delivery, as a serving process runs it (stopped on exit)."""
+    config = WebhookConfig(url=url, secret=SECRET, console_url="https://proctor.acme.example",
+                           max_backoff_seconds=1)
+    delivery = WebhookDelivery(config, runtime.store, runtime.approvals, runtime.clock)
+    delivery.start()
+    try:
+        yield delivery
+    finally:
+        delivery.close()
+
+
+def announced(deliveries: list[Received]) -> list[str]:
+    """The approval ids the deliveries announced, each verified, in arrival order."""
+    ids = []
+    for delivery in deliveries:
+        approval = verify(SECRET, delivery)["approval"]
+        assert isinstance(approval, dict)
+        assert delivery.headers["proctor-webhook-id"] == "whd_" + approval["id"][4:]
+        ids.append(str(approval["id"]))
+    return ids
+
+
+def held(agents: Agents, amount_cents: int) -> str:
+    """A call held for a human (refunds over 50.00); its approval's id."""
+    verdict = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund",
+                          refund(amount_cents))
+    assert verdict.approval is not None
+    return verdict.approval.id
 
 
 def test_a_new_request_is_announced_once_signed_and_masked(
     runtime: Runtime, agents: Agents,
 ) -> None:
-    with receiver() as hook:
-        sender = notifier(hook.url, runtime)
-        runtime.approvals.subscribe(sender.notify)
+    with receiver() as hook, delivering(hook.url, runtime) as delivery:
+        runtime.approvals.subscribe(delivery.notify)
         grant = agents.grant(SUPPORT, EMAIL)
         args = {"to": "ana@partner.example", "subject": "Refund",
                 "body": "use key sk-live-abcdefghijklmnopqrstuvwxyz0123"}
         first = agents.call(grant, "email/send_email", args)
         agents.call(grant, "email/send_email", args)  # the same request: no second hook
-        sender.close(timeout=5)
+        later = held(agents, 25_000)
+        # deliveries keep the requests' order: once the later one came, the repeat
+        # would have come before it
+        hook.wait_for(2)
     assert first.approval is not None
-    [delivery] = hook.received
-    body = verify(SECRET, delivery)
+    assert announced(hook.received) == [first.approval.id, later]
+    delivery_ = hook.received[0]
+    body = verify(SECRET, delivery_)
     assert body["type"] == "approval.requested"
     shown = body["approval"]
     assert isinstance(shown, dict)
@@ -67,51 +105,82 @@ def test_a_new_request_is_announced_once_signed_and_masked(
         "email to an address outside acme.example needs a human's approval"]
     assert body["links"] == {
         "console": f"https://proctor.acme.example/console/approvals/{first.approval.id}"}
-    assert b"sk-live-abcdefghijklmnopqrstuvwxyz0123" not in delivery.body
-    assert grant.token.encode() not in delivery.body
-    assert SECRET not in delivery.body
-    assert sender.delivered == 1
+    assert b"sk-live-abcdefghijklmnopqrstuvwxyz0123" not in delivery_.body
+    assert grant.token.encode() not in delivery_.body
+    assert SECRET not in delivery_.body
+    assert delivery.sink.delivered == 2
 
 
-def test_a_failing_receiver_is_retried_a_bounded_number_of_times(
+def test_a_request_and_its_audit_event_are_written_together(
     runtime: Runtime, agents: Agents,
 ) -> None:
-    with receiver([503, 502]) as hook:
-        sender = notifier(hook.url, runtime, max_attempts=3)
-        runtime.approvals.subscribe(sender.notify)
-        agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
-        sender.close(timeout=5)
-    assert len(hook.received) == 3
-    ids = {d.headers["proctor-webhook-id"] for d in hook.received}
-    assert len(ids) == 1  # one delivery, retried
-    for delivery in hook.received:
-        verify(SECRET, delivery)
-    assert (sender.delivered, sender.failed) == (1, 0)
-
-    with receiver([500] * 10) as down:
-        sender = notifier(down.url, runtime, max_attempts=2)
-        sender.notify(runtime.approvals.list()[0])
-        sender.close(timeout=5)
-    assert len(down.received) == 2
-    assert (sender.delivered, sender.failed) == (0, 1)
+    approval_id = held(agents, 25_000)
+    held_again = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund",
+                             refund(25_000))  # another grant: another request
+    assert held_again.approval is not None
+    events = list(iter_events(runtime.store, EventFilter(action=REQUESTED_ACTION)))
+    assert [e.event["detail"]["approval"] for e in events] == [
+        approval_id, held_again.approval.id]
+    assert events[0].event["actor"]["type"] == "system"
+    assert events[0].event["outcome"] == "pending"
 
 
-def test_a_refusing_receiver_is_not_retried(runtime: Runtime, agents: Agents) -> None:
-    agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
-    with receiver([401]) as hook:
-        sender = notifier(hook.url, runtime, max_attempts=4)
-        sender.notify(runtime.approvals.list()[0])
-        sender.close(timeout=5)
-    assert len(hook.received) == 1
-    assert sender.failed == 1
+def test_a_failing_receiver_is_retried_until_it_acknowledges(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    with receiver([503, 502, 429]) as hook, delivering(hook.url, runtime) as delivery:
+        approval_id = held(agents, 25_000)
+        hook.wait_for(4)
+    assert announced(hook.received) == [approval_id] * 4  # one delivery id, retried
+    assert (delivery.sink.delivered, delivery.sink.failed) == (1, 0)
+    assert delivery.stream.failures == 3
+    assert read_cursor(runtime.store, STREAM_NAME) == delivery.stream.cursor() > 0
+
+
+def test_a_refusing_receiver_is_not_retried_and_holds_nothing_up(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    with receiver([401]) as hook, delivering(hook.url, runtime) as delivery:
+        refused = held(agents, 25_000)
+        after = held(agents, 26_000)
+        hook.wait_for(2)
+    assert announced(hook.received) == [refused, after]
+    assert (delivery.sink.delivered, delivery.sink.failed) == (1, 1)
+
+
+def test_requests_made_while_the_receiver_and_the_delivery_were_down_all_arrive_in_order(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    with receiver() as gone:
+        url = gone.url  # a port nothing listens on once this receiver is closed
+    port = int(url.split(":")[2].split("/")[0])
+    with delivering(url, runtime) as down:
+        first, second = held(agents, 25_000), held(agents, 26_000)
+        # the delivery tried and failed (connection refused): then the process stops
+        wait_until(lambda: down.stream.failures >= 1)
+    third = held(agents, 27_000)  # no delivery runs in any process
+    assert read_cursor(runtime.store, STREAM_NAME) is not None
+    with receiver(port=port) as hook, delivering(hook.url, runtime) as delivery:
+        hook.wait_for(3)
+        fourth = held(agents, 28_000)
+        hook.wait_for(4)
+    assert announced(hook.received) == [first, second, third, fourth]
+    assert delivery.sink.delivered == 4
+
+
+def test_only_one_process_delivers_at_a_time(runtime: Runtime, agents: Agents) -> None:
+    with receiver() as hook, delivering(hook.url, runtime) as one, \
+            delivering(hook.url, runtime) as other:
+        ids = [held(agents, 25_000 + n) for n in range(3)]
+        hook.wait_for(3)
+    assert announced(hook.received) == ids
+    assert sorted([one.sink.delivered, other.sink.delivered]) == [0, 3]
 
 
 def test_a_wrong_secret_does_not_verify(runtime: Runtime, agents: Agents) -> None:
-    with receiver() as hook:
-        sender = notifier(hook.url, runtime)
-        runtime.approvals.subscribe(sender.notify)
-        agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
-        sender.close(timeout=5)
+    with receiver() as hook, delivering(hook.url, runtime):
+        held(agents, 25_000)
+        hook.wait_for(1)
     with pytest.raises(AssertionError):
         verify(b"another-secret-0123456789abcdef", hook.received[0])
 
@@ -122,10 +191,10 @@ def test_the_config_takes_its_secret_from_a_file_or_the_environment(tmp_path: Pa
     (tmp_path / "keys" / "webhook.secret").write_bytes(SECRET + b"\n")
     (tmp_path / "webhook.toml").write_text(
         'url = "https://chat.acme.example/hook"\nsecret_file = "keys/webhook.secret"\n'
-        "max_attempts = 3\n")
+        "max_attempts = 3\nmax_backoff_seconds = 10\n")  # max_attempts: accepted, unused
     config = load_webhook_config(tmp_path, env={})
     assert config is not None
-    assert (config.secret, config.max_attempts) == (SECRET, 3)
+    assert (config.secret, config.max_backoff_seconds) == (SECRET, 10)
     assert SECRET.decode() not in repr(config)
     from_env = load_webhook_config(tmp_path, env={"PROCTOR_WEBHOOK_SECRET": "e" * 32})
     assert from_env is not None and from_env.secret == b"e" * 32
@@ -159,8 +228,9 @@ def test_a_home_with_a_webhook_announces_its_requests(
     (home / "webhook.secret").write_bytes(SECRET)
     with receiver() as hook:
         (home / "webhook.toml").write_text(
-            f'url = "{hook.url}"\nsecret_file = "webhook.secret"\nmax_attempts = 2\n')
+            f'url = "{hook.url}"\nsecret_file = "webhook.secret"\n')
         runtime = open_runtime(settings)
+        runtime.deliver_webhooks()
         try:
             key = ECKey.generate_key("P-256", private=True)
             runtime.registry.register(SUPPORT, owner=OWNER, groups=["support-agents"],
@@ -169,10 +239,8 @@ def test_a_home_with_a_webhook_announces_its_requests(
             private = key.private_key
             assert isinstance(private, ec.EllipticCurvePrivateKey)
             agents = Agents(runtime, {SUPPORT: private})
-            held = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
+            approval_id = held(agents, 25_000)
+            hook.wait_for(1)
         finally:
-            runtime.close()  # delivers what is queued
-    assert held.approval is not None
-    [delivery] = hook.received
-    approval = verify(SECRET, delivery)["approval"]
-    assert isinstance(approval, dict) and approval["id"] == held.approval.id
+            runtime.close()
+    assert announced(hook.received) == [approval_id]

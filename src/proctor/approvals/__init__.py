@@ -22,11 +22,12 @@ from proctor.approvals.desk import (
     SimilarTerms,
     approval_json,
 )
-from proctor.approvals.queue import Approval, ApprovalQueue, ApprovalStatus
+from proctor.approvals.queue import REQUESTED_ACTION, Approval, ApprovalQueue, ApprovalStatus
 from proctor.approvals.similar import SimilarApprovals, SimilarGrant, similar_scope
 from proctor.approvals.webhook import (
     WebhookConfig,
-    WebhookNotifier,
+    WebhookDelivery,
+    WebhookSink,
     load_webhook_config,
     sign,
     webhook_body,
@@ -34,6 +35,7 @@ from proctor.approvals.webhook import (
 
 __all__ = [
     "OWNER_ANNOTATION",
+    "REQUESTED_ACTION",
     "Approval",
     "ApprovalDesk",
     "ApprovalQueue",
@@ -43,7 +45,8 @@ __all__ = [
     "SimilarGrant",
     "SimilarTerms",
     "WebhookConfig",
-    "WebhookNotifier",
+    "WebhookDelivery",
+    "WebhookSink",
     "approval_json",
     "binding_digest",
     "canonical_arguments",

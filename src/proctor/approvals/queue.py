@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -15,20 +16,31 @@ from sqlalchemy import Row, and_, insert, select, update
 
 from proctor.approvals.binding import binding_digest
 from proctor.approvals.preapproval import use_similar
-from proctor.audit import AuditLog, human_event
+from proctor.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    WriteCursor,
+    human_event,
+    new_event_id,
+)
 from proctor.clock import Clock
 from proctor.errors import ApprovalError, AuditError
 from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
 from proctor.store.tables import approvals
 
-__all__ = ["Approval", "ApprovalQueue", "ApprovalStatus"]
+__all__ = ["REQUESTED_ACTION", "Approval", "ApprovalQueue", "ApprovalStatus", "NewApproval",
+           "approval_requested_event"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 600
 MAX_COMMENT = 2000
 _POLL_SECONDS = 0.1
+# the audit event of a new request, which the webhook's delivery streams
+REQUESTED_ACTION = "approval.request"
 
 
 class ApprovalStatus(StrEnum):
@@ -108,20 +120,28 @@ class ApprovalQueue:
         binding = binding_digest(agent_id=agent_id, task_id=task_id, tool_id=tool_id,
                                  args=args, grant_id=grant_id)
         now = self._clock.now()
-        with self._store.transaction() as conn:
-            row = conn.execute(select(approvals).where(and_(
-                approvals.c.binding == binding, approvals.c.status == "pending",
-                approvals.c.expires_at > now)).limit(1)).first()
-            if row is not None:
-                return self._approval(row, now)
-            values = {
-                "id": f"apr_{secrets.token_hex(12)}", "binding": binding, "status": "pending",
-                "agent_id": agent_id, "task_id": task_id, "tool_id": tool_id,
-                "grant_id": grant_id, "accessor": accessor, "on_behalf_of": on_behalf_of,
-                "request": dict(shown), "created_at": now,
-                "expires_at": now + timedelta(seconds=self.ttl_seconds),
-            }
-            conn.execute(insert(approvals).values(**values))
+        values = {
+            "id": f"apr_{secrets.token_hex(12)}", "binding": binding, "status": "pending",
+            "agent_id": agent_id, "task_id": task_id, "tool_id": tool_id,
+            "grant_id": grant_id, "accessor": accessor, "on_behalf_of": on_behalf_of,
+            "request": dict(shown), "created_at": now,
+            "expires_at": now + timedelta(seconds=self.ttl_seconds),
+        }
+        if self._audit is not None:
+            # the request and its `approval.request` event commit together: the event is
+            # what the webhook's delivery streams (webhook.py), so none is ever missed
+            new = NewApproval(values)
+            self._audit.record_with(None, new)
+            if new.existing is not None:
+                return self.get(new.existing)
+        else:
+            with self._store.transaction() as conn:
+                row = conn.execute(select(approvals).where(and_(
+                    approvals.c.binding == binding, approvals.c.status == "pending",
+                    approvals.c.expires_at > now)).limit(1)).first()
+                if row is not None:
+                    return self._approval(row, now)
+                conn.execute(insert(approvals).values(**values))
         created = self.get(str(values["id"]))
         for listener in self._listeners:
             try:
@@ -278,3 +298,46 @@ class ApprovalQueue:
             decided_by=row.decided_by,
             decided_at=as_utc(row.decided_at) if row.decided_at else None,
             comment=row.comment, used_at=as_utc(row.used_at) if row.used_at else None)
+
+
+_PENDING = ("SELECT id FROM approvals WHERE binding = {p} AND status = 'pending' "
+            "AND expires_at > {p}")
+_INSERT = ("INSERT INTO approvals (id, binding, status, agent_id, task_id, tool_id, grant_id, "
+           "accessor, on_behalf_of, request, created_at, expires_at) "
+           "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})")
+
+
+class NewApproval:
+    """Storing a new approval request as the effect of its ``approval.request`` event, in
+    the audit writer's transaction: the request pending for the same call already, if
+    there is one (``existing``, and no event), else the new row and its event."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+        self.existing: str | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        v = self.values
+        found = tx.rows(_PENDING + " LIMIT 1", [v["binding"], tx.time(v["created_at"])])
+        if found:
+            self.existing = str(found[0][0])
+            return None
+        self.existing = None
+        tx.execute(_INSERT, [v["id"], v["binding"], v["status"], v["agent_id"], v["task_id"],
+                             v["tool_id"], v["grant_id"], v["accessor"], v["on_behalf_of"],
+                             json.dumps(v["request"]), tx.time(v["created_at"]),
+                             tx.time(v["expires_at"])])
+        return approval_requested_event(v)
+
+
+def approval_requested_event(values: Mapping[str, Any]) -> AuditEvent:
+    """The system's event of a new approval request (``approval.request``): the request's
+    id, agent and tool, linked by ``concerns`` to the decision that asked for it."""
+    now: datetime = values["created_at"]
+    return AuditEvent(
+        id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, "proctor"),
+        action=REQUESTED_ACTION, target=f"Approval::\"{values['id']}\"", outcome="pending",
+        task=str(values["task_id"]),
+        concerns=str(values["request"].get("event_id") or "") or None,
+        detail={"approval": values["id"], "agent": values["agent_id"],
+                "tool": values["tool_id"]})

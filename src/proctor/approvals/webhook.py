@@ -1,4 +1,4 @@
-"""A signed outbound webhook, sent when an approval request is created.
+"""A signed outbound webhook, sent when an approval request is created, at least once.
 
 For chat or paging tools: the body says who asks for what and why, with the
 arguments as the approver sees them (masked) — never a token, a secret or a
@@ -10,47 +10,52 @@ raw argument. Configured in ``$PROCTOR_HOME/webhook.toml`` (or the file named by
                                             # PROCTOR_WEBHOOK_SECRET (it wins)
     console_url = "https://proctor.acme.example"   # links in the body (optional)
     timeout_seconds = 5
-    max_attempts = 4                        # 1 to 10; backoff 0.5 s, 1 s, 2 s, ...
+    max_backoff_seconds = 30                # retries wait 0.5 s, 1 s, 2 s, ... up to this
 
 Each delivery carries three headers::
 
-    Proctor-Webhook-Id:         a delivery id (the same on every retry)
+    Proctor-Webhook-Id:         a delivery id, one per request (the same on every retry)
     Proctor-Webhook-Timestamp:  Unix seconds when this attempt was signed
     Proctor-Webhook-Signature:  v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
 
 A receiver recomputes the HMAC over the timestamp, a dot and the raw body,
 compares in constant time, and refuses timestamps more than five minutes
-away (see ``docs/approvals.md``). Deliveries run on a background thread: the
-agent's call never waits for them. A request that still fails after the last
-attempt is logged (without the body) and dropped; the approval itself is in
-the queue either way.
+away (see ``docs/approvals.md``).
+
+Delivery is the audit streaming's (``proctor.audit.streaming``): a new request and its
+``approval.request`` audit event commit together (``ApprovalQueue.request``), and the
+stream ``approval-webhook`` sends those events' webhooks in order from a cursor in the
+database, retrying with backoff until the receiver acknowledges. The agent's call never
+waits for it; a process that stops or crashes loses nothing (the next delivery resumes
+from the cursor, so a receiver may see a request twice: it drops the repeat by its id).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
-import queue
-import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from proctor.approvals.queue import Approval
+from proctor.approvals.queue import REQUESTED_ACTION, Approval, ApprovalQueue
+from proctor.audit import AuditStream, EventFilter, StoredEvent
 from proctor.clock import Clock
 from proctor.documents import read_toml
-from proctor.errors import ConfigError
+from proctor.errors import ApprovalError, AuditDeliveryError, ConfigError, ProctorError
 from proctor.files import read_capped
+from proctor.store import Store
 
-__all__ = ["WebhookConfig", "WebhookNotifier", "load_webhook_config", "sign", "webhook_body"]
+__all__ = ["STREAM_NAME", "WebhookConfig", "WebhookDelivery", "WebhookSink", "load_webhook_config",
+           "sign", "webhook_body"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,13 @@ SIGNATURE_HEADER = "Proctor-Webhook-Signature"
 TIMESTAMP_HEADER = "Proctor-Webhook-Timestamp"
 ID_HEADER = "Proctor-Webhook-Id"
 _CONFIG_FILE = "webhook.toml"
-_KEYS = {"url", "secret_file", "console_url", "timeout_seconds", "max_attempts"}
+# `max_attempts` bounded the retries before deliveries became durable: still accepted,
+# no longer used (a delivery is retried until the receiver acknowledges it)
+_KEYS = {"url", "secret_file", "console_url", "timeout_seconds", "max_backoff_seconds",
+         "max_attempts"}
 _MAX_SECRET_BYTES = 4096
-_QUEUE_SIZE = 1000
+# the audit stream (and its cursor) of the webhook's deliveries
+STREAM_NAME = "approval-webhook"
 _RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -70,19 +79,19 @@ class WebhookConfig:
     secret: bytes
     console_url: str = ""
     timeout_seconds: float = 5.0
-    max_attempts: int = 4
-    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("https://", "http://")):
             raise ConfigError(f"webhook url `{self.url[:200]}` is not an http(s) URL")
         if len(self.secret) < 16:
             raise ConfigError("the webhook secret must be at least 16 bytes")
-        if not 1 <= self.max_attempts <= 10 or not 0 < self.timeout_seconds <= 60:
-            raise ConfigError("webhook max_attempts is 1 to 10 and timeout_seconds 0 to 60")
+        if not 0 < self.timeout_seconds <= 60 or not 1 <= self.max_backoff_seconds <= 300:
+            raise ConfigError("webhook timeout_seconds is 0 to 60 and max_backoff_seconds "
+                              "1 to 300")
 
     def __repr__(self) -> str:  # never show the secret
-        return f"WebhookConfig(url={self.url!r}, max_attempts={self.max_attempts})"
+        return f"WebhookConfig(url={self.url!r})"
 
 
 def load_webhook_config(home: Path, env: Mapping[str, str] | None = None
@@ -111,7 +120,7 @@ def load_webhook_config(home: Path, env: Mapping[str, str] | None = None
         return WebhookConfig(
             url=data["url"], secret=secret, console_url=str(data.get("console_url", "")),
             timeout_seconds=float(data.get("timeout_seconds", 5.0)),
-            max_attempts=int(data.get("max_attempts", 4)))
+            max_backoff_seconds=float(data.get("max_backoff_seconds", 30.0)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"webhook config `{path}` is not valid: {exc}") from exc
 
@@ -144,76 +153,111 @@ def webhook_body(approval: Approval, console_url: str = "") -> dict[str, Any]:
     return body
 
 
-class WebhookNotifier:
-    """Delivers one signed POST per new approval request, on a background thread.
+class WebhookSink:
+    """Sends the webhook of each ``approval.request`` event it is given (an audit stream's
+    sink): one signed POST per request, the body read from the approval queue.
 
-    Use it as an :class:`~proctor.approvals.ApprovalQueue` listener:
-    ``queue.subscribe(notifier.notify)``; :meth:`close` waits (bounded) for what
-    is queued.
+    A 2xx is the acknowledgement; a retryable answer (408, 425, 429, 5xx) or no answer
+    raises :class:`AuditDeliveryError`, so the stream sends it again later; any other
+    answer is a refusal that sending again would not change: logged (without the body),
+    counted in ``failed``, and passed over.
     """
 
-    def __init__(self, config: WebhookConfig, clock: Clock, *,
+    def __init__(self, config: WebhookConfig, approvals: ApprovalQueue, clock: Clock, *,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
+        self._approvals = approvals
         self._clock = clock
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(_QUEUE_SIZE)
-        self._stop = threading.Event()
         self._client = httpx.Client(timeout=config.timeout_seconds, follow_redirects=False,
                                     transport=transport)
-        self._thread = threading.Thread(target=self._run, name="proctor-webhook",
-                                        daemon=True)
-        self._thread.start()
+        parts = urlsplit(config.url)
+        self.description = f"webhook {parts.scheme}://{parts.hostname}"
         self.delivered = 0
         self.failed = 0
 
-    def notify(self, approval: Approval) -> None:
-        """Queue the delivery for ``approval``; never blocks, never raises."""
+    def send(self, events: Sequence[StoredEvent]) -> None:
+        for stored in events:
+            detail = stored.event.get("detail") or {}
+            try:
+                approval = self._approvals.get(str(detail.get("approval", "")))
+            except ApprovalError:
+                log.error("approval event %d names no approval: not announced", stored.seq)
+                continue
+            self._post(approval)
+
+    def _post(self, approval: Approval) -> None:
         body = json.dumps(webhook_body(approval, self.config.console_url), sort_keys=True,
                           separators=(",", ":"), ensure_ascii=False).encode()
+        # one id per request, whichever process sends it and however often
+        delivery_id = "whd_" + approval.id.removeprefix("apr_")
+        timestamp = int(self._clock.now().timestamp())
+        headers = {"Content-Type": "application/json", ID_HEADER: delivery_id,
+                   TIMESTAMP_HEADER: str(timestamp),
+                   SIGNATURE_HEADER: sign(self.config.secret, timestamp, body),
+                   "User-Agent": "proctor-webhook"}
         try:
-            self._queue.put_nowait((f"whd_{secrets.token_hex(12)}", body))
-        except queue.Full:
-            self.failed += 1
-            log.error("webhook queue is full: approval %s not announced", approval.id)
+            response = self._client.post(self.config.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise AuditDeliveryError(f"{self.description}: {type(exc).__name__}") from None
+        if response.status_code < 300:
+            self.delivered += 1
+            return
+        if response.status_code in _RETRY_STATUSES:
+            raise AuditDeliveryError(f"{self.description} answered {response.status_code}")
+        self.failed += 1
+        log.error("webhook delivery %s refused with HTTP %d: not sent again", delivery_id,
+                  response.status_code)
 
-    def close(self, *, timeout: float = 5.0) -> None:
-        """Deliver what is queued (within ``timeout``), then stop."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
-        self._stop.set()
-        self._thread.join(1.0)
+    def close(self) -> None:
         self._client.close()
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None or self._stop.is_set():
-                return
-            self._deliver(*item)
 
-    def _deliver(self, delivery_id: str, body: bytes) -> None:
-        pause = self.config.backoff_seconds
-        for attempt in range(1, self.config.max_attempts + 1):
-            timestamp = int(self._clock.now().timestamp())
-            headers = {"Content-Type": "application/json", ID_HEADER: delivery_id,
-                       TIMESTAMP_HEADER: str(timestamp),
-                       SIGNATURE_HEADER: sign(self.config.secret, timestamp, body),
-                       "User-Agent": "proctor-webhook"}
-            try:
-                response = self._client.post(self.config.url, content=body, headers=headers)
-                if response.status_code < 300:
-                    self.delivered += 1
-                    return
-                retry = response.status_code in _RETRY_STATUSES
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                retry, problem = True, type(exc).__name__
-            if not retry or attempt == self.config.max_attempts:
-                break
-            if self._stop.wait(pause):
-                break
-            pause = min(pause * 2, 30.0)
-        self.failed += 1
-        log.error("webhook delivery %s failed after %d attempt(s): %s", delivery_id, attempt,
-                  problem)
+class WebhookDelivery:
+    """The webhook's delivery in one process: the audit stream ``approval-webhook`` of the
+    ``approval.request`` events to a :class:`WebhookSink`, on a background thread.
+
+    The audit log is the queue and the stream's cursor is in the database, so a process
+    that stops or crashes loses nothing: the next one to run the delivery (any process
+    on the same database; one at a time, by the stream's lease) resumes after the last
+    acknowledged request. A new request wakes the thread at once (:meth:`notify`, an
+    :class:`~proctor.approvals.ApprovalQueue` listener); requests made by another
+    process are found within ``poll_seconds``.
+    """
+
+    def __init__(self, config: WebhookConfig, store: Store, approvals: ApprovalQueue,
+                 clock: Clock, *, transport: httpx.BaseTransport | None = None,
+                 poll_seconds: float = 1.0, lease_seconds: float = 10.0) -> None:
+        self.sink = WebhookSink(config, approvals, clock, transport=transport)
+        self.stream = AuditStream(
+            store, self.sink, clock, name=STREAM_NAME,
+            where=EventFilter(action=REQUESTED_ACTION), batch_size=1, start="end",
+            poll_seconds=poll_seconds, max_backoff_seconds=config.max_backoff_seconds,
+            exclusive=True, lease_seconds=lease_seconds)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start delivering. The first delivery ever starts at the audit log's head, so
+        a webhook configured today does not announce last year's requests."""
+        self.stream.cursor()
+        self._thread = threading.Thread(target=self.stream.run, args=(self._stop, self._wake),
+                                        name="proctor-webhook", daemon=True)
+        self._thread.start()
+
+    def notify(self, approval: Approval) -> None:
+        """A request was made in this process: look now, not at the next poll."""
+        self._wake.set()
+
+    def close(self, *, timeout: float = 5.0) -> None:
+        """Stop (within ``timeout``); what is not yet acknowledged stays in the log for the
+        next delivery to send."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.stream.release_lease()
+        except ProctorError as exc:
+            log.warning("webhook delivery's lease not released: %s", exc.message)
+        self.sink.close()

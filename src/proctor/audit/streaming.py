@@ -9,7 +9,12 @@ The order of one delivery (:meth:`AuditStream.deliver_once`):
 4. move the cursor to the last event sent, in its own transaction.
 
 A crash between 3 and 4 re-sends that batch: delivery is at least once, in order,
-and a collector de-duplicates by ``seq`` (every OCSF event carries it). Nothing is
+and a collector de-duplicates by ``seq`` (every OCSF event carries it). An
+``exclusive`` stream (the approval webhook, which every serving process runs) is
+delivered by one process at a time: before each batch the process holds or takes a
+lease, a row of the same table (``<name>#lease``) whose position is the lease's end in
+milliseconds, a value that also names its holder; a lease left by a crashed process
+lapses after ``lease_seconds``. Nothing is
 held in memory but the batch being sent: the audit log itself is the queue, so a
 collector outage loses nothing and costs no memory. A failed batch is retried after
 0.5 s, then 1 s, 2 s, … up to ``max_backoff_seconds``.
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 from typing import Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from proctor.audit.events import StoredEvent
 from proctor.audit.query import EventFilter, iter_events
@@ -51,7 +57,8 @@ class AuditStream:
     def __init__(self, store: Store, sink: Sink, clock: Clock, *, name: str,
                  where: EventFilter | None = None, batch_size: int = 100,
                  start: Literal["beginning", "end"] = "beginning",
-                 poll_seconds: float = 1.0, max_backoff_seconds: float = 30.0) -> None:
+                 poll_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
+                 exclusive: bool = False, lease_seconds: float = 10.0) -> None:
         if not name or len(name) > 64:
             raise ValueError("a stream's name is 1 to 64 characters")
         if not 1 <= batch_size <= 10_000:
@@ -62,6 +69,10 @@ class AuditStream:
         self.start = start
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.exclusive = exclusive
+        self.lease_ms = int(lease_seconds * 1000)
+        self._lease_name = name[:58] + "#lease"
+        self._lease_until = 0
         self.delivered = 0
         self.failures = 0
 
@@ -81,6 +92,8 @@ class AuditStream:
 
     def deliver_once(self) -> int:
         """One batch delivered and acknowledged; how many events (0: caught up)."""
+        if self.exclusive and not self.hold_lease():
+            return 0
         after = self.cursor()
         batch: list[StoredEvent] = list(itertools.islice(
             iter_events(self.store, self.where, after_seq=after, page=self.batch_size),
@@ -95,6 +108,39 @@ class AuditStream:
         self.delivered += len(batch)
         return len(batch)
 
+    def hold_lease(self) -> bool:
+        """Whether this process delivers the stream now: its lease still has more than half
+        to run, or it renewed it, or it took a lapsed (or never taken) one."""
+        now = self.clock.now()
+        now_ms = int(now.timestamp() * 1000)
+        if self._lease_until - now_ms > self.lease_ms // 2:
+            return True
+        mine = now_ms + self.lease_ms + secrets.randbelow(1000)
+        row = audit_stream_cursors.c
+        with self.store.transaction() as conn:
+            taken = conn.execute(update(audit_stream_cursors).where(
+                row.name == self._lease_name,
+                or_(row.after_seq < now_ms, row.after_seq == self._lease_until))
+                .values(after_seq=mine, updated_at=now)).rowcount
+            if not taken and conn.execute(select(row.name).where(
+                    row.name == self._lease_name)).first() is None:
+                conn.execute(insert(audit_stream_cursors).values(
+                    name=self._lease_name, after_seq=mine, updated_at=now))
+                taken = 1
+        self._lease_until = mine if taken else 0
+        return bool(taken)
+
+    def release_lease(self) -> None:
+        """Give the lease up (on a clean stop), so another process takes over at once."""
+        if not self.exclusive or not self._lease_until:
+            return
+        row = audit_stream_cursors.c
+        with self.store.transaction() as conn:
+            conn.execute(update(audit_stream_cursors).where(
+                row.name == self._lease_name, row.after_seq == self._lease_until)
+                .values(after_seq=0, updated_at=self.clock.now()))
+        self._lease_until = 0
+
     def catch_up(self) -> int:
         """Deliver until nothing is left; a failure raises (for ``--once`` and tests)."""
         total = 0
@@ -102,8 +148,9 @@ class AuditStream:
             total += sent
         return total
 
-    def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set, retrying with backoff; never raises."""
+    def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Deliver until ``stop`` is set, retrying with backoff; never raises. Caught up,
+        it looks again after ``poll_seconds``, or at once when ``wake`` is set."""
         backoff = 0.0
         while not stop.is_set():
             try:
@@ -123,4 +170,8 @@ class AuditStream:
                 continue
             backoff = 0.0
             if sent == 0:
-                stop.wait(self.poll_seconds)
+                if wake is None:
+                    stop.wait(self.poll_seconds)
+                else:
+                    wake.wait(self.poll_seconds)
+                    wake.clear()

@@ -107,6 +107,7 @@ def wrap(
         agent_id = agent_id_for(agent, settings.trust_domain).id
         presented = load_manifest(manifest_file) if manifest_file is not None else None
         runtime = open_runtime(settings)
+        runtime.deliver_webhooks()
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     try:
@@ -200,6 +201,7 @@ def gateway(
         host, port = split_listen(config.listen)
         config.check_listen()
         runtime = open_runtime(settings)
+        runtime.deliver_webhooks()
     except ProctorError as exc:
         fail(exc.message, code=exc.code)
     try:

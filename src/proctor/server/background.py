@@ -14,6 +14,9 @@
   server state (for live views and sessions). Checks never rely on it: they
   read the store every time.
 
+- **Approval webhook** (when the home has ``webhook.toml``): its delivery runs on a
+  thread of every serving process; one at a time delivers (``Runtime.deliver_webhooks``).
+
 Each step runs in a worker thread; a failing step is logged and tried again
 at the next interval, never stopping the server.
 """
@@ -56,6 +59,11 @@ class Background:
             asyncio.create_task(self._every(config.sync_seconds, self.sync_once, "sync")),
         ]
         runtime = self._state.runtime
+        try:
+            await anyio.to_thread.run_sync(runtime.deliver_webhooks)
+        except ProctorError as exc:
+            log.error("the approval webhook is not delivered from this process: %s",
+                      exc.message)
         if runtime.store.backend == "postgresql":
             try:
                 self._subscription = await anyio.to_thread.run_sync(
