@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime
 
@@ -56,3 +57,22 @@ def test_event_ids_stay_unique_when_someone_seeds_the_random_module() -> None:
     first = new_event_id(now)
     random.seed(7)
     assert new_event_id(now) != first
+
+
+def test_a_forked_process_draws_event_ids_of_its_own() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    new_event_id(now)  # the parent's pool of random bits is filled
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next ids, then nothing else
+        try:
+            os.write(write, " ".join(new_event_id(now) for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split()
+    os.waitpid(child, 0)
+    ours = [new_event_id(now) for _ in range(3)]
+    assert len(theirs) == 3
+    assert not set(theirs) & set(ours)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from proctor.audit import Actor, ActorType, AuditEvent, mask, mask_text
-from proctor.audit.masking import is_secret_key
+from proctor.audit.masking import _CLEAN, is_secret_key, mask_label
 from proctor.clock import FrozenClock
 
 
@@ -38,6 +38,15 @@ def test_well_known_credential_formats_are_masked_inside_text(text: str, kind: s
     masked = mask_text(f"before {text} after")
     assert f"[masked:{kind}]" in masked
     assert masked.startswith("before ") and masked.endswith(" after")
+
+
+def test_a_label_is_masked_every_time_and_only_a_clean_one_is_remembered() -> None:
+    leaky = "deploy with postgresql://app:hunter2@db.internal/prod"
+    assert mask_label(leaky) == mask_text(leaky) != leaky
+    assert mask_label(leaky) == mask_text(leaky)  # again: masked, never remembered
+    assert leaky not in _CLEAN
+    assert mask_label("fix the build") == "fix the build"
+    assert "fix the build" in _CLEAN
 
 
 def test_masking_walks_mappings_and_lists() -> None:

@@ -9,7 +9,8 @@ event holding a secret cannot exist.
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from json.encoder import encode_basestring as _text
 from typing import Any
 
 from proctor.audit.chain import canonical_json, check_json_value
-from proctor.audit.masking import mask
+from proctor.audit.masking import mask, mask_label
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -65,7 +66,8 @@ class DecisionRecord:
     reasons: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reasons", tuple(mask(list(self.reasons))))
+        object.__setattr__(self, "reasons", tuple(
+            mask_label(r) if type(r) is str else mask(r) for r in self.reasons))
 
     def as_json(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "code": self.code, "policy_ids": list(self.policy_ids),
@@ -88,11 +90,39 @@ def new_event_id(now: datetime) -> str:
     framework (or anyone) may seed: ids must stay unique whatever happens to it.
     """
     millis = int(now.timestamp() * 1000) & ((1 << 48) - 1)
-    rand = secrets.randbits(74)
+    rand = _random_bits() & ((1 << 74) - 1)
     value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (
         rand & ((1 << 62) - 1))
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class _RandomBits:
+    """80 random bits at a time from the operating system, read 4 KiB at once: one
+    system call per 400 event ids rather than one each (a measured share of a
+    decision's CPU on a busy machine). Taken under a lock: no two ids share bits;
+    a forked child (server workers) starts a pool of its own, never its parent's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0
+
+    def __call__(self) -> int:
+        with self._lock:
+            if self._at + 10 > len(self._pool):
+                self._pool, self._at = os.urandom(4000), 0
+            at = self._at
+            self._at = at + 10
+            return int.from_bytes(self._pool[at:at + 10], "big")
+
+
+_random_bits = _RandomBits()
 
 
 def _maybe(value: str | None) -> str:
@@ -131,7 +161,9 @@ class AuditEvent:
     def __post_init__(self) -> None:
         if self.time.tzinfo is None:
             raise ValueError("audit times must be aware datetimes")
-        object.__setattr__(self, "target", mask(self.target))
+        target = self.target
+        object.__setattr__(self, "target", mask_label(target) if type(target) is str
+                           else mask(target))
         detail = mask(dict(self.detail))
         check_json_value(detail)
         object.__setattr__(self, "detail", detail)

@@ -31,9 +31,14 @@ from typing import Any
 
 from proctor.credentials.formats import is_secret_key, redact_formats
 
-__all__ = ["MASK", "is_secret_key", "mask", "mask_text"]
+__all__ = ["MASK", "is_secret_key", "mask", "mask_label", "mask_text"]
 
 MASK = "[masked]"
+
+# Labels found clean (see mask_label): never one that held a credential, never an argument.
+_CLEAN: dict[str, None] = {}
+_CLEAN_MOST = 4096
+_CLEAN_LONGEST = 512
 
 
 @functools.lru_cache(maxsize=64)
@@ -44,6 +49,20 @@ def _marker(kind: str) -> str:
 def mask_text(text: str) -> str:
     """``text`` with every well-known credential format replaced by ``[masked:<kind>]``."""
     return redact_formats(text, _marker)[0]
+
+
+def mask_label(text: str) -> str:
+    """:func:`mask_text` for a label that comes back call after call (an event's target,
+    a policy's reason, a task's purpose): one found clean is remembered, so the next
+    time it costs a look-up. Not for arguments: they are masked every time."""
+    if text in _CLEAN:
+        return text
+    masked = mask_text(text)
+    if masked == text and len(text) <= _CLEAN_LONGEST:
+        if len(_CLEAN) >= _CLEAN_MOST:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return masked
 
 
 def mask(value: Any) -> Any:

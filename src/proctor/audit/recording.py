@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
 from proctor.audit.features import argument_features
-from proctor.audit.masking import mask
+from proctor.audit.masking import mask, mask_label
 from proctor.audit.writer import AuditLog
 from proctor.errors import AuditError, AuditUnavailableError, ProctorError
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
@@ -63,8 +63,9 @@ def request_digest(request: DecisionRequest) -> str:
 
     Masked first, so the digest cannot be used to confirm a guessed secret.
     """
-    context = {key: value if key in _PLAIN_CONTEXT else mask(value)
-               for key, value in request.context.items()}
+    context = {key: value if key in _PLAIN_CONTEXT
+               else mask_label(value) if key == "purpose" and type(value) is str
+               else mask(value) for key, value in request.context.items()}
     document = {"principal": request.principal.as_json(), "action": request.action,
                 "resource": request.resource.as_json(), "context": context}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
