@@ -1,17 +1,38 @@
 """Running a bench as its tests do: ``--smoke`` (every path, the fewest samples), in a
-subprocess from the repository's root, its last line read as the JSON report."""
+subprocess from the repository's root, its last line read as the JSON report; or a bench
+module imported in the test's process, for what does not need a run of its own."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+
+def bench_module(script: str) -> ModuleType:
+    """``bench/<script>`` imported in this process, once (as ``bench_<name>``, with
+    ``bench/`` on the path for its ``harness``): its ``main(argv)`` is the command line
+    without a new interpreter."""
+    name = f"bench_{Path(script).stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / script)
+    assert spec is not None and spec.loader is not None, script
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
