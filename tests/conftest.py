@@ -18,6 +18,7 @@ concurrency, no SQL of its own) runs on SQLite alone with ``@sqlite_only``.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -27,10 +28,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import typer.main
+import typer.testing
 from psycopg import sql
 
 from proctor.clock import FrozenClock
 from proctor.store import open_store
+
+# `CliRunner.invoke` builds the click command tree from the typer app on every call (the
+# type hints of every command: about 40 ms); the app does not change during a run, so the
+# tests build it once per app. Each invocation still parses its arguments afresh.
+typer.testing._get_command = functools.cache(typer.main.get_command)  # type: ignore[attr-defined]
 
 PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -155,3 +163,4 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{database}"
     else:
         yield request.getfixturevalue("postgres_url")
+
