@@ -34,6 +34,7 @@ from psycopg import sql
 
 from proctor.clock import FrozenClock
 from proctor.store import open_store
+from tests.longest_first import Recorder, deal, read_durations, workers
 
 # `CliRunner.invoke` builds the click command tree from the typer app on every call (the
 # type hints of every command: about 40 ms); the app does not change during a run, so the
@@ -164,3 +165,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     else:
         yield request.getfixturevalue("postgres_url")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    record = os.environ.get("PROCTOR_RECORD_DURATIONS")
+    if record and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(Recorder(Path(record)), "proctor-durations")
+
+
+@pytest.hookimpl(trylast=True)  # after deselection: the shares are of what runs
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    deal(items, read_durations(), workers())

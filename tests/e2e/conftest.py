@@ -1,7 +1,11 @@
 """The end-to-end tests reuse the identity tests' registry and trust fixtures and the
-gateway tests' deployment."""
+gateway tests' deployment; the demo's tests share one run of the demo."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,3 +30,27 @@ def anyio_backend() -> str:
 def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     """A proctor home with a registered coding agent, for the gateway's end-to-end tests."""
     yield from make_deployment(database_url, tmp_path)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """A finished ``proctor demo --auto-approve --json`` and the home it played in."""
+
+    completed: subprocess.CompletedProcess[str]
+    home: Path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The demo as the README's first command runs it: unattended, as a real process,
+    against real MCP servers. Run once per worker: the demo's own test reads its report,
+    the compliance report's tests read its home (the suite keeps them on one worker,
+    ``tests/longest_first.py``)."""
+    root = tmp_path_factory.mktemp("demo")
+    home = root / "demo-home"
+    completed = subprocess.run(
+        [sys.executable, "-m", "proctor.cli", "demo", "--auto-approve", "--json",
+         "--home", str(home)],
+        env={**os.environ}, cwd=root, capture_output=True, text=True, timeout=600,
+        check=False)
+    return DemoRun(completed, home)

@@ -4,26 +4,19 @@ process, against real MCP servers; every step's outcome is checked from ``--json
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from proctor.cli.main import app
+from tests.e2e.conftest import DemoRun
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_runs_unattended_and_every_step_shows_what_it_must(tmp_path: Path) -> None:
-    home = tmp_path / "demo-home"
-    completed = subprocess.run(
-        [sys.executable, "-m", "proctor.cli", "demo", "--auto-approve", "--json",
-         "--home", str(home)],
-        env={**os.environ}, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        check=False)
+def test_the_demo_runs_unattended_and_every_step_shows_what_it_must(demo_run: DemoRun) -> None:
+    completed = demo_run.completed
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     report = json.loads(completed.stdout)
     steps = {step["key"]: step for step in report["steps"]}

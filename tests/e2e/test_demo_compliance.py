@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.console.browser import browser  # noqa: F401  (the fixture)
+from tests.e2e.conftest import DemoRun
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,11 @@ def _proctor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("compliance")
-    home = root / "demo-home"
-    ran = subprocess.run([sys.executable, "-m", "proctor.cli", "demo", "--auto-approve",
-                          "--json", "--home", str(home)], cwd=root, capture_output=True,
-                         text=True, timeout=600, check=False)
+def demo_home(demo_run: DemoRun) -> Path:
+    """The home of the demo's run (``tests/e2e/conftest.py``: one run for its tests too)."""
+    ran = demo_run.completed
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    yield home
+    return demo_run.home
 
 
 @pytest.fixture(scope="module")
