@@ -257,12 +257,16 @@ class Gateway:
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name))
         progress = self._progress(relay)
-        with telemetry.span(f"tools/call {name}", kind="client", attributes={
-                "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
-                "proctor.upstream": server}):
-            carrier = telemetry.current_carrier()
+        if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: upstream.connection.call_tool(
-                name, args, progress=progress, meta=carrier), relay)
+                name, args, progress=progress), relay)
+        else:
+            with telemetry.span(f"tools/call {name}", kind="client", attributes={
+                    "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
+                    "proctor.upstream": server}):
+                carrier = telemetry.current_carrier()
+                result = await self._forward(session, lambda: upstream.connection.call_tool(
+                    name, args, progress=progress, meta=carrier), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 

@@ -91,6 +91,8 @@ class ResultGuard:
         if outcome.findings:
             await self._record("gateway.redact", claims, tool_id, "redacted",
                                {"findings": len(outcome.findings)}, decision_event)
+        elif redacted == document:  # nothing to take out: the model as it came
+            return result
         return type(result).model_validate(_restore(redacted, binary), by_name=False)
 
     def redact_text(self, text: str) -> str:

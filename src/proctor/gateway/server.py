@@ -12,6 +12,7 @@ Anything else gets the SDK's ``method not found``.
 
 With OpenTelemetry on, a call's span joins the agent's trace: the ``traceparent``
 of the request's ``_meta``, else (over HTTP) the request's ``traceparent`` header.
+The SDK's own span per message is left out: proctor's is the call's server span.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import mcp_types as types
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from starlette.requests import Request
@@ -142,6 +144,9 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
         on_read_resource=read_resource, on_subscribe_resource=subscribe,
         on_unsubscribe_resource=unsubscribe, on_completion=complete,
     )
+    # The SDK's own span per message goes: a call's span is proctor's (above), and with
+    # OpenTelemetry off a no-op span per message is still work on every call.
+    server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     # Registered apart: the constructor warns that logging is deprecated (SEP-2577),
     # while clients of the 2025 protocol still set a level.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
