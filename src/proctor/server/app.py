@@ -65,8 +65,12 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None, *,
             if owns_runtime:
                 runtime.close()
 
+    # FastAPI's own OpenTelemetry is off: the API's spans are proctor's (POST /v1/decide
+    # joins the caller's trace), and FastAPI asks the global providers on every request
+    # whether it is on, about as long as the rest of the request's routing.
     app = FastAPI(title="proctor control plane", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
+                  lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.proctor = state
     app.state.background = background
     for router in ROUTERS:
