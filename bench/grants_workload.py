@@ -1,7 +1,7 @@
 """The grants bench's workload: one agent with its own key, a backend per database
 (store, keyring, codec, the change feed and the in-process views of tasks and
-revocations, authority, a task of the agent's), and the bare durable commits issuance is
-set beside.
+revocations, the audit log, authority, a task of the agent's), concurrent issuance, and
+the bare durable commits issuance is set beside.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import secrets
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg import sql
 from sqlalchemy import Connection
 
-from proctor.audit import WriteCursor
+from proctor.audit import AuditLog, WriteCursor
 from proctor.clock import SystemClock
 from proctor.errors import GrantError
 from proctor.grants import (
@@ -84,9 +86,11 @@ class Backend:
     authority: GrantAuthority
     task_id: str
     feed: ChangeFeed
+    audit: AuditLog
     tokens: list[IssuedGrant] = field(default_factory=list)
 
     def close(self) -> None:
+        self.audit.close()
         self.feed.close()
         self.store.close()
 
@@ -94,17 +98,55 @@ class Backend:
 def open_backend(name: str, url: str, engine: PolicyEngine, agent_key: ec.EllipticCurvePrivateKey
                  ) -> Backend:
     """The grants part on the store at ``url``, the bench's agent bound to ``agent_key``,
-    wired as :func:`proctor.runtime.open_runtime` wires it (the views on the change feed)."""
+    wired as :func:`proctor.runtime.open_runtime` wires it (the views on the change feed,
+    the audit log: an issuance and its decision's event are one group-committed write)."""
     clock = SystemClock()
     store = open_store(url)
     feed = ChangeFeed(store)
     keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
     codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
     agents = Agents(AgentBinding(AGENT, jwk_thumbprint(public_jwk(agent_key)), True))
-    authority = GrantAuthority(store, clock, codec, engine, agents, tasks=TaskView(store, feed),
-                               revocations=RevocationView(store, feed))
+    audit = AuditLog(store, signer=keyring, clock=clock)
+    authority = GrantAuthority(store, clock, codec, engine, agents, audit=audit,
+                               tasks=TaskView(store, feed), revocations=RevocationView(store, feed))
     task = authority.start_task(AGENT, purpose="bench", on_behalf_of="alice@acme.example")
-    return Backend(name, store, keyring, codec, authority, task.id, feed)
+    return Backend(name, store, keyring, codec, authority, task.id, feed, audit)
+
+
+def sequential_cpu_ms(b: Backend, count: int) -> float:
+    """The process's CPU per issuance (the audit writer's thread included), one at a time."""
+    b.authority.issue(b.task_id, SCOPE)
+    cpu_at = time.process_time()
+    for _ in range(count):
+        b.authority.issue(b.task_id, SCOPE)
+    return (time.process_time() - cpu_at) / count * 1e3
+
+
+def concurrent_issuance(b: Backend, callers: int, seconds: float) -> dict[str, float]:
+    """``callers`` threads of this process issuing for ``seconds``: grants per second,
+    and the process's CPU per grant over the run."""
+    issued = [0] * callers
+    start = threading.Barrier(callers + 1)
+    stop_at = [0.0]
+
+    def caller(index: int) -> None:
+        issue, task_id = b.authority.issue, b.task_id
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            issue(task_id, SCOPE)
+            issued[index] += 1
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    cpu_at, began = time.process_time(), time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_at
+    total = sum(issued)
+    return {"per_s": total / wall, "issued": total, "cpu_ms_per_grant": cpu / max(total, 1) * 1e3}
 
 
 @contextmanager

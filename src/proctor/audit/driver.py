@@ -84,9 +84,14 @@ class WriteCursor:
     placeholder replaces it); times go in through :meth:`time` and come back
     through :meth:`read_time`, whichever the backend. On PostgreSQL a row an
     effect must see as committed now is read ``FOR SHARE`` (:attr:`for_share`).
+
+    :attr:`confirmed` is the effects' own memo for this transaction: what one of them
+    read as committed now (and locked, on PostgreSQL) and no effect writes, so that
+    the next effect of the batch need not read it again. A retried batch gets a new
+    cursor, and an empty memo.
     """
 
-    __slots__ = ("_cursor", "backend", "for_share", "is_sqlite")
+    __slots__ = ("_cursor", "backend", "confirmed", "for_share", "is_sqlite")
 
     def __init__(self, cursor: Any, *, is_sqlite: bool) -> None:
         self._cursor = cursor
@@ -94,6 +99,7 @@ class WriteCursor:
         self.backend = "sqlite" if is_sqlite else "postgresql"
         # SQLite's writer holds the database's one write lock: every read is current
         self.for_share = "" if is_sqlite else " FOR SHARE"
+        self.confirmed: dict[tuple[str, str], object] = {}
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""

@@ -55,8 +55,12 @@ class RegisteredAgents:
         return state in ACTIVE_STATES
 
     def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
-        rows = tx.rows(_BINDING + tx.for_share, [agent_id])
-        return str(rows[0][2]) if rows else None
+        # read once per transaction: the row stays as read (locked, on PostgreSQL)
+        known = tx.confirmed.get(("agent", agent_id))
+        if known is None:
+            rows = tx.rows(_BINDING + tx.for_share, [agent_id])
+            known = tx.confirmed["agent", agent_id] = str(rows[0][2]) if rows else ""
+        return str(known) or None
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:

@@ -101,6 +101,10 @@ class Issuer:
                  tools: KnownTools | None = None) -> None:
         self._tools = tools
         self._later: dict[tuple[str, str, int | None], bool] = {}
+        # the catalog's tool ids and what each scope's patterns cover, for the engine's
+        # catalog as it is (a tool learnt replaces the catalog: computed again)
+        self._covering: tuple[object, list[str], dict[tuple[str, ...], list[str]]] = (
+            None, [], {})
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -201,12 +205,20 @@ class Issuer:
     def known_tools(self, *scopes: GrantScope) -> list[str]:
         """The tools this process knows; if an entry of ``scopes`` matches none of them,
         it first learns the tools other processes discovered."""
-        known = [t.tool_id for t in self._engine.catalog]
+        known = self._catalog()[0]
         missing = any(not any(e.matches_tool(t) for t in known)
                       for scope in scopes for e in scope.tools)
         if missing and self._tools is not None and self._tools.teach(self._engine):
-            known = [t.tool_id for t in self._engine.catalog]
-        return known
+            known = self._catalog()[0]
+        return list(known)
+
+    def _catalog(self) -> tuple[list[str], dict[tuple[str, ...], list[str]]]:
+        catalog, known, covered = self._covering
+        if catalog is not self._engine.catalog:
+            catalog = self._engine.catalog
+            known, covered = [t.tool_id for t in self._engine.catalog], {}
+            self._covering = (catalog, known, covered)
+        return known, covered
 
     def decide_later_tool(self, claims: GrantClaims, tool_id: str, task: Task,
                           max_uses: int | None) -> None:
@@ -228,13 +240,23 @@ class Issuer:
         self._later[key] = True
 
     def covered_tools(self, scope: GrantScope) -> list[str]:
-        """The known tools ``scope`` covers; an entry that covers none is refused."""
+        """The known tools ``scope`` covers; an entry that covers none is refused.
+        Which tools a scope covers depends only on its tool patterns and the catalog:
+        kept per pattern list until the catalog changes."""
+        patterns = tuple(entry.tool for entry in scope.tools)
+        covered = self._catalog()[1]  # for this catalog or an older one: never a newer
+        found = covered.get(patterns)
+        if found is not None:
+            return list(found)
         tools = [t for t in self.known_tools(scope)
                  if any(entry.matches_tool(t) for entry in scope.tools)]
         unmatched = [e.tool for e in scope.tools if not any(e.matches_tool(t) for t in tools)]
         if unmatched:
             raise ScopeError(f"scope entry `{unmatched[0]}` matches no known tool")
-        return tools
+        if len(covered) >= _MAX_LATER:
+            covered.clear()
+        covered[patterns] = tools
+        return list(tools)
 
     # storing
 

@@ -73,9 +73,19 @@ def _leases(count: int) -> str:
 
 def any_revoked(tx: WriteCursor, ids: Iterable[str]) -> bool:
     """Whether any of the lease nodes ``ids`` is revoked or missing, as ``tx`` sees it
-    now (``FOR SHARE`` on PostgreSQL: a revocation running is waited for, then seen)."""
-    wanted = list(dict.fromkeys(ids))
+    now (``FOR SHARE`` on PostgreSQL: a revocation running is waited for, then seen).
+
+    A node found live stays so until ``tx`` ends (SQLite: the writer holds the write
+    lock; PostgreSQL: the row's share lock; no effect revokes): it is noted in
+    ``tx.confirmed``, and the batch's next grant under the same line reads only what
+    it has not confirmed yet."""
+    confirmed = tx.confirmed
+    wanted = [i for i in dict.fromkeys(ids) if ("lease", i) not in confirmed]
+    if not wanted:
+        return False
     live = _live(tx, wanted)
+    for node in live:
+        confirmed["lease", node] = True
     return any(i not in live for i in wanted)
 
 
