@@ -33,6 +33,9 @@ def runtime(database_url: str, tmp_path: Path, frozen: FrozenClock) -> Iterator[
                         policy_dir=home / "policies", trust_domain="acme.example",
                         database_pool_size=POOL_SIZE)
     init_home(settings)
+    # no prior: a call leaves the agent's risk score as it is (0), so no view reads the
+    # agent again in the background while the test holds the pool's connections
+    (home / "risk.toml").write_text("prior = 0\n")
     runtime = open_runtime(settings, clock=frozen)
     yield runtime
     runtime.close()

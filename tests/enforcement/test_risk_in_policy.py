@@ -1,6 +1,7 @@
-"""The risk score reaches Cedar on the next decision: a leaked grant folded from the
-audit stream holds the agent's next call for a human (the example policies), with the
-weights of the home's ``risk.toml``; the other agent's entity stays as it was."""
+"""The risk score reaches Cedar on the next decision: a leaked grant, folded by the
+audit writer as its event is written (no catch-up, no server), holds the agent's next
+call for a human (the example policies), with the weights of the home's
+``risk.toml``; the other agent's entity stays as it was."""
 
 from __future__ import annotations
 
@@ -47,12 +48,16 @@ def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(
         id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, "proctor-gateway"),
         action="gateway.leak", target=f'Agent::"{SUPPORT}"', outcome="revoked",
         detail={"agent": SUPPORT, "found_in": "arguments of crm/issue_refund"}))
-    assert runtime.risk.catch_up() == {SUPPORT: 65}  # prior 9.5 + leaked grant 55
+    # folded in the event's own transaction: prior 9.5 + leaked grant 55
+    assert runtime.registry.get(SUPPORT).risk_score == 65
+    assert runtime.risk.catch_up() == {}  # nothing was left for the catch-up
 
     verdict = agents.call(grant, "crm/issue_refund", refund(100))
     assert verdict.outcome is Outcome.APPROVAL_REQUIRED
     assert verdict.policy_ids == ("risky-agent-needs-approval",)
     support = _principal(runtime, SUPPORT)["attrs"]
-    assert isinstance(support, dict)
-    assert (support["risk_score"], support["risk_factors"]) == (65, ["leaked_grant"])
+    assert isinstance(support, dict)  # the entity Cedar saw: the leak's score
+    assert support["risk_score"] >= 60 and support["risk_factors"] == ["leaked_grant"]
+    # the held call was folded as it was audited: one more call, prior 9 + 55
+    assert runtime.registry.get(SUPPORT).risk_score == 64
     assert _principal(runtime, CODER) == coder_before  # the other agent's entity is as it was

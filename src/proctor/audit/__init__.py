@@ -17,6 +17,7 @@ from proctor.audit.checkpoints import (
     verifiers_for,
     write_checkpoint,
 )
+from proctor.audit.driver import EventRow
 from proctor.audit.events import (
     SCHEMA_VERSION,
     Actor,
@@ -52,7 +53,14 @@ from proctor.audit.sinks import (
 )
 from proctor.audit.streaming import AuditStream, read_cursor
 from proctor.audit.verification import Problem, VerifyReport, verify_store
-from proctor.audit.writer import AuditLog, Effects, Receipt, RecordedEvent, WriteCursor
+from proctor.audit.writer import (
+    AuditLog,
+    BatchObserver,
+    Effects,
+    Receipt,
+    RecordedEvent,
+    WriteCursor,
+)
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -65,11 +73,13 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditStream",
+    "BatchObserver",
     "ChainHead",
     "Checkpoint",
     "DecisionRecord",
     "Effects",
     "EventFilter",
+    "EventRow",
     "HttpSink",
     "Problem",
     "Receipt",

@@ -36,6 +36,11 @@ documented loss window). Nothing in proctor uses it by default.
 An :class:`~proctor.audit.attribution.Attribution` (the CLI gives one for its
 operator) is applied to every event before it is chained, and learns which of
 its actor's events :meth:`AuditLog.record` could not write.
+
+A :class:`BatchObserver` (:meth:`AuditLog.observe`; the risk engine's, in a
+runtime) sees every batch's chained events inside the batch's transaction and
+may write with it: what it derives from the events commits with them, and the
+callers are answered only after both.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from proctor.errors import AuditUnavailableError
 from proctor.keys import Signer, SignerSource
 from proctor.store import Store
 
-__all__ = ["AuditLog", "Effects", "Receipt", "RecordedEvent", "WriteCursor"]
+__all__ = ["AuditLog", "BatchObserver", "Effects", "Receipt", "RecordedEvent", "WriteCursor"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,19 @@ class Effects(Protocol):
         took the lead): it must not wait for the audit log, nor use any connection
         but ``tx``.
         """
+
+
+class BatchObserver(Protocol):
+    """Sees each batch's events in the batch's own transaction (one observer per log)."""
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        """``rows`` are about to be appended after ``head`` (the head as locked in this
+        transaction); write what follows from them with ``tx``. Called again from the
+        start if the batch is retried; raising fails the whole batch. Runs on the
+        writer's thread: it must not wait for the audit log."""
+
+    def appended(self, head: ChainHead) -> None:
+        """The batch last seen by :meth:`appending` committed; ``head`` is the new head."""
 
 
 _Row = tuple[str, datetime, str, str, str, str, str | None, bytes]
@@ -210,6 +228,7 @@ class AuditLog:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
         self._head: ChainHead | None = None
+        self._observer: BatchObserver | None = None
         self._closed = False
         self._lead = threading.Lock()  # held by whoever writes (see the module docstring)
         self._wake = threading.Event()  # the writer thread has something to write
@@ -218,6 +237,11 @@ class AuditLog:
         self._thread = threading.Thread(target=self._run, name="proctor-audit-writer",
                                         daemon=True)
         self._thread.start()
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Show every batch to ``observer`` from the next one on (see the module
+        docstring); it replaces any observer given before."""
+        self._observer = observer
 
     def record(self, event: AuditEvent, *, timeout: float | None = None) -> RecordedEvent:
         """Append ``event`` and return once it is durable."""
@@ -386,9 +410,11 @@ class AuditLog:
                 # for it; the head read in the transaction may be further on
                 signer = self._signer_for(self._head, len(batch))
                 written: list[tuple[Receipt, EventRow]] = []
+                observer = self._observer
 
                 def build(tx: WriteCursor, head: ChainHead, signer: Signer | None = signer,
-                          written: list[tuple[Receipt, EventRow]] = written
+                          written: list[tuple[Receipt, EventRow]] = written,
+                          observer: BatchObserver | None = observer,
                           ) -> tuple[list[EventRow], Checkpoint | None] | None:
                     written.clear()
                     if signer is None and self._may_checkpoint(head, len(batch)):
@@ -401,6 +427,8 @@ class AuditLog:
                         if row is not None:
                             rows.append((receipt, row))
                     chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
+                    if observer is not None and chained:
+                        observer.appending(tx, head, chained)
                     written.extend(zip([r for r, _ in rows], chained, strict=True))
                     return chained, checkpoint
 
@@ -411,6 +439,8 @@ class AuditLog:
                     self.events_written += len(written)
                     for receipt, row in written:
                         receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
+                    if observer is not None and written:
+                        observer.appended(new_head)
                     return
                 self._head = None  # the head moved: read it again
             raise AuditUnavailableError("the audit head kept moving; giving up")

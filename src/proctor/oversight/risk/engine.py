@@ -1,13 +1,18 @@
 """Keeping every agent's risk score current from the audit stream.
 
-:meth:`RiskEngine.catch_up` reads the audit events after its cursor through the
-audit part's own reader (:func:`proctor.audit.iter_events`) — never the whole log
-again — folds each into the baseline of the agent it concerns, rescored those
-agents, and in one transaction stores the baselines and moves the cursor by
-compare-and-set (another process that folded the same events first wins; this one
-drops its work and reads again). Changed scores then go to the registry
-(``agents.risk_score`` and ``risk_factors``), which is what Cedar sees as
-``principal.risk_score`` on the next decision.
+In a runtime, the audit writer folds each batch as it appends it
+(:meth:`RiskEngine.folder`, :mod:`proctor.oversight.risk.folding`): the score a
+decision's event changes is in the registry when that decision returns.
+
+:meth:`RiskEngine.catch_up` folds what no writer folded (events written before, or
+by a process that does not fold, when too many for a batch to take along). It reads
+the audit events after its cursor through the audit part's own reader
+(:func:`proctor.audit.iter_events`) — never the whole log again — folds each into
+the baseline of the agent it concerns, rescores those agents, and in one
+transaction stores the baselines and moves the cursor by compare-and-set (another
+process that folded the same events first wins; this one drops its work and reads
+again). Changed scores then go to the registry (``agents.risk_score`` and
+``risk_factors``), which is what Cedar sees as ``principal.risk_score``.
 
 A restart loses nothing: baselines, scores and the cursor are in the store.
 """
@@ -35,6 +40,7 @@ from proctor.oversight.risk.baseline import (
     score_of,
 )
 from proctor.oversight.risk.config import RiskConfig
+from proctor.oversight.risk.folding import BatchFolder, agent_of, named_factors
 from proctor.store import Store, as_utc
 from proctor.store.tables import risk_baselines, risk_cursor
 
@@ -43,7 +49,6 @@ __all__ = ["RiskEngine", "RiskView"]
 log = logging.getLogger(__name__)
 
 _BATCH = 5000
-_NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +71,6 @@ class RiskView:
                 "updated_at": self.updated_at.isoformat() if self.updated_at else None}
 
 
-def _agent_of(event: Mapping[str, Any]) -> str | None:
-    """The agent an event says something about, if any."""
-    action = str(event.get("action", ""))
-    if action in ("gateway.leak", "gateway.redact"):
-        detail = event.get("detail")
-        agent = detail.get("agent") if isinstance(detail, Mapping) else None
-        return str(agent) if agent else None
-    actor = event.get("actor")
-    if action.startswith("tool:") and isinstance(actor, Mapping) and actor.get("type") == "agent":
-        return str(actor.get("id"))
-    return None
-
-
 class RiskEngine:
     """Scores agents from what they do (see the module docstring)."""
 
@@ -91,6 +83,29 @@ class RiskEngine:
         self.config = config or RiskConfig()
         self._sensitivity_of = sensitivity_of
         self._lock = threading.Lock()
+        self._lock_soon = threading.Lock()
+        self._catching_up: threading.Thread | None = None
+
+    def folder(self) -> BatchFolder:
+        """The audit writer's observer that folds each batch in its transaction."""
+        return BatchFolder(self._clock, self.config, self._sensitivity_of,
+                           behind=self.catch_up_soon)
+
+    def catch_up_soon(self) -> None:
+        """Run :meth:`catch_up` on a thread of its own, unless one is running."""
+        with self._lock_soon:
+            if self._catching_up is not None and self._catching_up.is_alive():
+                return
+            log.info("risk: audit events not folded yet; catching up in the background")
+            self._catching_up = threading.Thread(target=self._catch_up_quietly,
+                                                 name="proctor-risk-catch-up", daemon=True)
+            self._catching_up.start()
+
+    def _catch_up_quietly(self) -> None:
+        try:
+            self.catch_up()
+        except Exception as exc:  # asked for again by the next batch that finds a gap
+            log.error("risk: catching up failed: %s", type(exc).__name__)
 
     # folding
 
@@ -115,10 +130,10 @@ class RiskEngine:
                 break
         if not events:
             return True, {}
-        concerned = {a for a in (_agent_of(e.event) for e in events) if a}
+        concerned = {a for a in (agent_of(e.event) for e in events) if a}
         baselines = self._load(concerned)
         for stored in events:
-            agent = _agent_of(stored.event)
+            agent = agent_of(stored.event)
             if agent is not None:
                 try:
                     fold_event(baselines.setdefault(agent, new_baseline()), stored.event, agent,
@@ -147,14 +162,19 @@ class RiskEngine:
             for row in rows:
                 score, _, factors = score_of(dict(row.baseline), now.timestamp(), self.config)
                 if score != row.score:  # only what faded (or grew) is written
-                    scored[row.agent_id] = (score, factors)
+                    scored[row.agent_id] = (score, factors, row.updated_at)
+            kept = {}
             with self._store.transaction() as conn:
-                for agent, (score, factors) in scored.items():
-                    conn.execute(update(risk_baselines)
-                                 .where(risk_baselines.c.agent_id == agent)
-                                 .values(score=score, updated_at=now,
-                                         factors=[f.as_json() for f in factors]))
-            return self._publish(scored)
+                for agent, (score, factors, seen) in scored.items():
+                    # unless a writer folded a new event meanwhile: its score is newer
+                    moved = conn.execute(update(risk_baselines)
+                                         .where(risk_baselines.c.agent_id == agent,
+                                                risk_baselines.c.updated_at == seen)
+                                         .values(score=score, updated_at=now,
+                                                 factors=[f.as_json() for f in factors]))
+                    if moved.rowcount == 1:
+                        kept[agent] = (score, factors)
+            return self._publish(kept)
 
     # reading
 
@@ -218,8 +238,7 @@ class RiskEngine:
         factors changed are written."""
         changed: dict[str, int] = {}
         for agent_id, (score, factors) in scored.items():
-            named = [f.name for f in sorted(factors, key=lambda f: -f.points)
-                     if f.level >= _NAMED and f.weight > 0]
+            named = named_factors(factors)
             current = self._registry.find(agent_id)
             if current is None or (current.risk_score == score
                                    and current.risk_factors == tuple(named)):

@@ -1,0 +1,206 @@
+"""Folding each audit batch into the risk baselines in the batch's own transaction.
+
+The audit writer shows every batch to a :class:`BatchFolder` (its
+:class:`~proctor.audit.BatchObserver`) before the batch commits. In that
+transaction, in this order:
+
+1. the cursor moves from the head the batch is chained onto to its last event, by
+   compare-and-set (``risk_cursor``). It stands there only if every event before the
+   batch was folded — the writers of every process fold what they append, and the
+   head is locked while they do, so events are folded in chain order, each once;
+2. if it stood elsewhere (events appended by a writer that does not fold, say an
+   operator command's, or before this version), the events between are read and
+   folded first, when they are few (at most ``MAX_GAP``); when they are more, nothing
+   is folded here and the engine's own catch-up (:meth:`RiskEngine.catch_up`, from
+   the cursor) is asked for, in the background;
+3. each event about an agent is folded into its baseline, the baselines are scored
+   and written, and the agent's row gets the new score and named factors only if they
+   differ — a conditional ``UPDATE``, no read. The change feed then carries the
+   changed agent to every process's views: the next decision in this process sees
+   the new ``principal.risk_score``, and so does every other node's once it has
+   heard of the change.
+
+The baselines this writer folded are kept in memory and trusted only while nobody
+else could have changed them: the batch is chained onto the head this folder's last
+batch ended at, and that batch committed (one folded but not committed — rolled back,
+or retried on a moved head — drops them all). Otherwise the batch's agents are read
+again in the transaction. So a process that is the only writer reads nothing to fold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from proctor.audit import ChainHead, EventRow, WriteCursor
+from proctor.clock import Clock
+from proctor.oversight.risk.baseline import Factor, fold_event, new_baseline, note_trend, score_of
+from proctor.oversight.risk.config import RiskConfig
+
+__all__ = ["MAX_GAP", "BatchFolder", "agent_of", "named_factors"]
+
+log = logging.getLogger(__name__)
+
+MAX_GAP = 1000  # events not folded yet that a batch folds first; past it, catch-up does
+_NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
+_LEAKS = ("gateway.leak", "gateway.redact")
+
+
+def agent_of(event: Mapping[str, Any]) -> str | None:
+    """The agent an event says something about, if any."""
+    action = str(event.get("action", ""))
+    if action in _LEAKS:
+        detail = event.get("detail")
+        agent = detail.get("agent") if isinstance(detail, Mapping) else None
+        return str(agent) if agent else None
+    actor = event.get("actor")
+    if action.startswith("tool:") and isinstance(actor, Mapping) and actor.get("type") == "agent":
+        return str(actor.get("id"))
+    return None
+
+
+def named_factors(factors: Sequence[Factor]) -> list[str]:
+    """The factors a policy sees in ``principal.risk_factors``, strongest first."""
+    return [f.name for f in sorted(factors, key=lambda f: -f.points)
+            if f.level >= _NAMED and f.weight > 0]
+
+
+def _statements(is_sqlite: bool) -> dict[str, str]:
+    """The folder's SQL for one backend: only placeholders and fixed words go in."""
+    as_json = "{p}" if is_sqlite else "CAST({p} AS json)"  # PostgreSQL: text into json
+    lock = "" if is_sqlite else " FOR UPDATE"  # SQLite: the writer holds the one lock
+    insert = "INSERT INTO risk_baselines (agent_id, baseline, score, factors, updated_at)"
+    return {
+        "cursor": "SELECT seq FROM risk_cursor WHERE id = 1" + lock,  # noqa: S608
+        "baselines": "SELECT agent_id, baseline FROM risk_baselines "  # noqa: S608
+                     "WHERE agent_id IN ({marks})" + lock,
+        "insert": f"{insert} VALUES ({{p}}, {as_json}, {{p}}, {as_json}, {{p}})",
+        "update": f"UPDATE risk_baselines SET baseline = {as_json}, score = {{p}}, "  # noqa: S608
+                  f"factors = {as_json}, updated_at = {{p}} WHERE agent_id = {{p}}",
+        # written only when it changes (the change feed tells every view); a retired
+        # agent keeps the score it had
+        "publish": f"UPDATE agents SET risk_score = {{p}}, risk_factors = {as_json}, "  # noqa: S608
+                   "updated_at = {p} WHERE id = {p} AND trust_state <> 'retired' AND "
+                   "(risk_score <> {p} OR COALESCE(CAST(risk_factors AS TEXT), '[]') <> {p})",
+    }
+
+
+_SQL = {True: _statements(True), False: _statements(False)}
+
+
+def _may_concern(action: str, actor_type: str) -> bool:
+    """Whether an event can concern an agent, from its row alone (no body parsed)."""
+    return (action.startswith("tool:") and actor_type == "agent") or action in _LEAKS
+
+
+class BatchFolder:
+    """The risk engine's observer of the audit writer (see the module docstring)."""
+
+    def __init__(self, clock: Clock, config: RiskConfig, sensitivity_of: Callable[[str], int],
+                 *, behind: Callable[[], None] = lambda: None) -> None:
+        self._clock = clock
+        self._config = config
+        self._sensitivity_of = sensitivity_of
+        self._behind = behind  # more than MAX_GAP events not folded: the engine catches up
+        self._known: dict[str, dict[str, Any]] = {}  # agent -> its baseline, as stored
+        self._known_at: int | None = None  # the head up to which `_known` is the store's
+        self._folding = False  # a batch was folded into `_known` and has not committed
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        last = rows[-1].seq
+        if self._folding or head.seq != self._known_at:
+            # another writer appended (its folds are in the store only), or what this one
+            # folded last was rolled back: read the baselines again
+            self._known.clear()
+            self._known_at = None
+        self._folding = True
+        if tx.execute("UPDATE risk_cursor SET seq = {p} WHERE id = 1 AND seq = {p}",
+                      (last, head.seq)) != 1:
+            gap = self._gap(tx, head, last)
+            if gap is None:  # the catch-up folds these: the store's baselines move on
+                self._known.clear()
+                return
+            rows = [*gap, *rows]
+        events: list[tuple[str, Mapping[str, Any]]] = []
+        for row in rows:
+            if not _may_concern(row.action, row.actor_type):
+                continue
+            event = json.loads(row.body)
+            agent = agent_of(event)
+            if agent is not None:
+                events.append((agent, event))
+        if events:
+            self._fold(tx, events)
+
+    def appended(self, head: ChainHead) -> None:
+        self._folding = False
+        self._known_at = head.seq
+
+    # the transaction's work
+
+    def _gap(self, tx: WriteCursor, head: ChainHead, last: int) -> list[EventRow] | None:
+        """The events after the cursor up to ``head``, cursor moved to ``last``; None
+        (nothing moved) when they are too many, or the cursor is ahead of ``head``."""
+        found = tx.rows(_SQL[tx.is_sqlite]["cursor"])
+        cursor = int(found[0][0]) if found else 0
+        if cursor > head.seq:
+            return None  # cannot be: folded further than the chain goes
+        if head.seq - cursor > MAX_GAP:
+            self._behind()
+            return None
+        if found:
+            tx.execute("UPDATE risk_cursor SET seq = {p} WHERE id = 1", (last,))
+        else:
+            tx.execute("INSERT INTO risk_cursor (id, seq) VALUES (1, {p})", (last,))
+        self._known.clear()
+        return [EventRow(int(seq), "", datetime.min, str(actor_type), "", "", str(action), None,
+                         body if isinstance(body, str) else json.dumps(body), "", "")
+                for seq, actor_type, action, body in tx.rows(
+                    "SELECT seq, actor_type, action, body FROM audit_events "
+                    "WHERE seq > {p} AND seq <= {p} ORDER BY seq", (cursor, head.seq))]
+
+    def _fold(self, tx: WriteCursor, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        agents = sorted({agent for agent, _ in events})
+        missing = [a for a in agents if a not in self._known]
+        is_new = set()
+        for agent, text in self._read(tx, missing).items():
+            self._known[agent] = json.loads(text) if text else new_baseline()
+            if text is None:
+                is_new.add(agent)
+        baselines = {a: self._known[a] for a in agents}
+        for agent, event in events:
+            try:
+                fold_event(baselines[agent], event, agent, self._config, self._sensitivity_of)
+            except (KeyError, TypeError, ValueError) as exc:  # a bad event skips, no more
+                log.warning("risk: an event of `%s` not folded: %s", agent, type(exc).__name__)
+        now = self._clock.now()
+        for agent, baseline in baselines.items():
+            score, _, factors = score_of(baseline, now.timestamp(), self._config)
+            note_trend(baseline, now.timestamp(), score)
+            self._store(tx, agent, json.dumps(baseline), score, factors, now,
+                        is_new=agent in is_new)
+
+    def _read(self, tx: WriteCursor, agents: Sequence[str]) -> dict[str, str | None]:
+        if not agents:
+            return {}
+        marks = ", ".join("{p}" for _ in agents)
+        found: dict[str, str | None] = dict.fromkeys(agents)
+        for agent, baseline in tx.rows(
+                _SQL[tx.is_sqlite]["baselines"].replace("{marks}", marks), agents):
+            found[str(agent)] = baseline if isinstance(baseline, str) else json.dumps(baseline)
+        return found
+
+    def _store(self, tx: WriteCursor, agent: str, baseline: str, score: int,
+               factors: Sequence[Factor], now: datetime, *, is_new: bool) -> None:
+        sql = _SQL[tx.is_sqlite]
+        detail = json.dumps([f.as_json() for f in factors])
+        at = tx.time(now)
+        if is_new:
+            tx.execute(sql["insert"], (agent, baseline, score, detail, at))
+        else:
+            tx.execute(sql["update"], (baseline, score, detail, at, agent))
+        named = json.dumps(named_factors(factors))
+        tx.execute(sql["publish"], (score, named, at, agent, score, named))
