@@ -106,8 +106,8 @@ class BatchObserver(Protocol):
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         """``rows`` are about to be appended after ``head`` (the head as locked in this
         transaction); write what follows from them with ``tx``. Called again from the
-        start if the batch is retried; raising fails the whole batch. Runs on the
-        writer's thread: it must not wait for the audit log."""
+        start if the batch is retried; raising fails the whole batch. Runs with the
+        log's writing held (one batch at a time): it must not wait for the audit log."""
 
     def appended(self, head: ChainHead) -> None:
         """The batch last seen by :meth:`appending` committed; ``head`` is the new head."""
