@@ -58,6 +58,9 @@ def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(
     support = _principal(runtime, SUPPORT)["attrs"]
     assert isinstance(support, dict)  # the entity Cedar saw: the leak's score
     assert support["risk_score"] >= 60 and support["risk_factors"] == ["leaked_grant"]
-    # the held call was folded as it was audited: one more call, prior 9 + 55
-    assert runtime.registry.get(SUPPORT).risk_score == 64
+    # the held call was folded as it was audited: judged in the ratios (one held of
+    # two, under the approval ratio's threshold), never learned (the prior stays 9.5)
+    assert runtime.risk.view(SUPPORT).as_json()["calls"] == 1
+    assert runtime.registry.get(SUPPORT).risk_score == 65
+    assert runtime.risk.catch_up() == {}
     assert _principal(runtime, CODER) == coder_before  # the other agent's entity is as it was
