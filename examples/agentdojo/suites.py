@@ -105,10 +105,14 @@ def tool_definitions(suite: TaskSuite[Any]) -> list[ToolDefinition]:
 def user_tasks(suite: TaskSuite[Any]) -> list[UserTask]:
     """The suite's user tasks in order, with their ground truth and injection point."""
     canaries = _canaries(suite)
+    # Each environment is read once (AgentDojo parses a large YAML file each time) and
+    # each task starts from its own deep copy of it.
+    plain_default = suite.load_and_inject_default_environment({})
+    injected_default = suite.load_and_inject_default_environment(canaries)
     tasks = []
     for task in _ordered(suite.user_tasks):
-        plain = task.init_environment(suite.load_and_inject_default_environment({}))
-        injected = task.init_environment(suite.load_and_inject_default_environment(canaries))
+        plain = task.init_environment(plain_default.model_copy(deep=True))
+        injected = task.init_environment(injected_default.model_copy(deep=True))
         calls = _calls(task.ground_truth(plain.model_copy(deep=True)), task.ID)
         injected_calls = _calls(task.ground_truth(injected.model_copy(deep=True)), task.ID)
         seen_at = _first_seen(suite, injected, injected_calls, list(canaries.values()))
