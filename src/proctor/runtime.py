@@ -196,7 +196,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     keyring = open_keyring(settings, store, clock, master_key)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
     audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
-    agents = RegisteredAgents(registry, store, clock, view=agent_view)
+    agents = RegisteredAgents(registry, store, clock, view=agent_view, audit=audit)
     task_view = TaskView(store, feed)
     revocations = RevocationView(store, feed)
     grants = GrantAuthority(store, clock, codec, engine, agents, audit=audit,

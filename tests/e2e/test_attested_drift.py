@@ -3,19 +3,23 @@ image digest in a second JWT-SVID of the same agent differs, the agent is drifte
 once — it reported nothing — its confidential tool is re-gated under the grant it
 already holds and no new grant for it is issued; a token without a required attested
 field leaves the agent ``unattested``; a grant issued before a reviewed manifest change
-is refused."""
+is refused. Each attested change is audited: which fields, the manifest digests before
+and after, whose token — never a claim's value."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
+from proctor.audit import AuditLog, iter_events
 from proctor.clock import FrozenClock
 from proctor.errors import GrantError
 from proctor.grants import (
@@ -39,7 +43,7 @@ from proctor.identity import (
 from proctor.identity.agent import TrustState
 from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, load_bundle
 from proctor.policy.context import call_context
-from proctor.store import open_store
+from proctor.store import Store, open_store
 from tests.identity.factories import AUDIENCE, TRUST_DOMAIN, SvidAuthority, manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
@@ -59,6 +63,12 @@ class World:
     svids: SvidAuthority
     clock: FrozenClock
     key: ec.EllipticCurvePrivateKey
+    store: Store
+
+    def attestations(self) -> list[Mapping[str, Any]]:
+        """The audited attested changes, oldest first."""
+        return [e.event for e in iter_events(self.store)
+                if e.event["actor"]["id"] == "proctor-attestation"]
 
     def svid(self, image_digest: str | None = None) -> str:
         """A JWT-SVID the platform issues, attesting the image it runs (if given)."""
@@ -109,14 +119,18 @@ def world(database_url: str, svid_authority: SvidAuthority,
     sync_principals(engine, registry)
     codec = TokenCodec(IssuerKeyring(store, wall_clock, secrets.token_bytes(32)),
                        issuer=ISSUER, audience="proctor")
-    authority = GrantAuthority(store, wall_clock, codec, engine,
-                               RegisteredAgents(registry, store, wall_clock))
+    audit = AuditLog(store, clock=wall_clock)
+    agents = RegisteredAgents(registry, store, wall_clock, audit=audit)
+    authority = GrantAuthority(store, wall_clock, codec, engine, agents)
     key = ECKey.generate_key("P-256", private=True).private_key
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     try:
-        yield World(authority, engine, registry, Authenticator(registry, clock=wall_clock),
-                    svid_authority, wall_clock, key)
+        yield World(authority, engine, registry,
+                    Authenticator(registry, clock=wall_clock,
+                                  on_change=agents.record_attestation),
+                    svid_authority, wall_clock, key, store)
     finally:
+        audit.close()
         store.close()
 
 
@@ -194,3 +208,32 @@ def test_an_agent_cannot_overwrite_what_the_platform_attested_with_its_own_value
     world.registry.present_manifest(WORKER, replace(reviewed, image_digest=None))
     presented = world.registry.get(WORKER).presented_manifest
     assert presented is not None and presented.image_digest == IMAGE_B
+
+
+def test_an_attested_drift_is_audited_with_the_fields_and_digests_and_no_claim_value(
+        world: World) -> None:
+    reviewed = world.registry.get(WORKER).manifest_digest
+    world.grant(world.svid(image_digest=IMAGE_A))
+    assert world.attestations() == []  # attested as reviewed: nothing changed
+    with contextlib.suppress(GrantError):  # found as the grant's identity proof is checked
+        world.grant(world.svid(image_digest=IMAGE_B))
+    world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))  # no change again
+    [event] = world.attestations()
+    presented = world.registry.get(WORKER).presented_digest
+    assert (event["action"], event["target"], event["outcome"]) == (
+        "agent.drift", f'Agent::"{WORKER}"', "drifted")
+    assert event["actor"]["type"] == "system"
+    detail = event["detail"]
+    assert detail["fields"] == ["image_digest"]
+    assert (detail["from_digest"], detail["to_digest"]) == (reviewed, presented)
+    assert detail["attested_by"] == "jwt_svid" and detail["agent"] == WORKER
+    assert IMAGE_B not in str(event) and IMAGE_A not in str(event)
+
+
+def test_a_token_attesting_too_little_is_audited_with_the_missing_field(world: World) -> None:
+    world.authenticator.authenticate(world.svid())  # no image_digest claim
+    [event] = world.attestations()
+    assert (event["action"], event["outcome"]) == ("agent.unattested", "unattested")
+    assert event["detail"]["fields"] == ["image_digest"]
+    assert "to_digest" not in event["detail"]
+    assert "image_digest" in event["detail"]["reason"]

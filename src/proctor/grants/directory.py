@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from sqlalchemy import Connection, select
 
-from proctor.audit import WriteCursor
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
+from proctor.errors import AuditError
 from proctor.grants.agents import AgentBinding, AgentEnded
-from proctor.identity import Agent, AgentRegistry, AgentView, Authenticator
+from proctor.identity import Agent, AgentRegistry, AgentView, AttestationChange, Authenticator
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.store import Store
 from proctor.store.tables import agents
 
-__all__ = ["RegisteredAgents"]
+__all__ = ["RegisteredAgents", "attestation_event"]
+
+log = logging.getLogger(__name__)
 
 _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
             "manifest_digest) FROM agents WHERE id = {p}")
@@ -30,11 +34,26 @@ class RegisteredAgents:
     """
 
     def __init__(self, registry: AgentRegistry, store: Store, clock: Clock, *,
-                 view: AgentView | None = None) -> None:
+                 view: AgentView | None = None, audit: AuditLog | None = None) -> None:
         self._registry = registry
         self._store = store
-        self._authenticator = Authenticator(registry, clock=clock)
+        self._clock = clock
+        self._audit = audit
+        self._authenticator = Authenticator(registry, clock=clock,
+                                            on_change=self.record_attestation)
         self._view = view if view is not None and view.sees_every_commit else None
+
+    def record_attestation(self, change: AttestationChange) -> None:
+        """Audit what a workload token's attested claims changed (the agent reported
+        nothing: the platform did). The change stands if it cannot be written: it only
+        ever takes trust away."""
+        if self._audit is None:
+            return
+        try:
+            self._audit.record(attestation_event(change, self._clock))
+        except AuditError as exc:
+            log.error("the attested change of agent `%s` could not be audited: %s",
+                      change.agent_id, exc.message)
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         if self._view is not None:
@@ -73,3 +92,15 @@ def _binding(agent: Agent | None) -> AgentBinding | None:
         return None
     return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
                         agent.trust_state.value, agent.presented_digest or agent.manifest_digest)
+
+
+def attestation_event(change: AttestationChange, clock: Clock) -> AuditEvent:
+    """``agent.drift`` (the token attests another manifest) or ``agent.unattested`` (it
+    attests too little), by proctor on the platform's word; field names and digests
+    only."""
+    now = clock.now()
+    action = "agent.drift" if change.after_digest is not None else "agent.unattested"
+    return AuditEvent(id=new_event_id(now), time=now,
+                      actor=Actor(ActorType.SYSTEM, "proctor-attestation"), action=action,
+                      target=f'Agent::"{change.agent_id}"', outcome=change.trust_state,
+                      detail={"agent": change.agent_id, **change.as_detail()})

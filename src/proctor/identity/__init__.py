@@ -20,7 +20,11 @@ from proctor.identity.agent import (
     TrustState,
 )
 from proctor.identity.agent_key import AgentKey, import_agent_key
-from proctor.identity.authentication import AuthenticatedAgent, Authenticator
+from proctor.identity.authentication import (
+    AttestationChange,
+    AuthenticatedAgent,
+    Authenticator,
+)
 from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.manifest import Manifest, load_manifest
 from proctor.identity.oidc import OidcVerifier
@@ -46,6 +50,7 @@ __all__ = [
     "AgentLookup",
     "AgentRegistry",
     "AgentView",
+    "AttestationChange",
     "AuthenticatedAgent",
     "Authenticator",
     "JwtSvidProof",

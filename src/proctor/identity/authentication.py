@@ -11,7 +11,10 @@ claims ``identity.toml`` maps to manifest fields (``[attested_manifest]``) are p
 into the manifest the agent is taken to run, whatever the agent itself says. A value
 that differs from the reviewed one makes the agent ``drifted`` at once; a required
 field the token does not carry makes it ``unattested``, with the reason. The
-caller learns it from :attr:`AuthenticatedAgent.attestation`.
+caller learns it from :attr:`AuthenticatedAgent.attestation`, and the
+authenticator's ``on_change`` hook (the audit log's, in a runtime) from an
+:class:`AttestationChange`: which fields, the manifest digests before and after,
+whose token said so.
 
 >>> authenticator = Authenticator(registry, clock=clock)      # doctest: +SKIP
 >>> authenticator.authenticate(token).agent.trust_state       # doctest: +SKIP
@@ -20,7 +23,7 @@ caller learns it from :attr:`AuthenticatedAgent.attestation`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +38,34 @@ from proctor.identity.registry import AgentRegistry
 from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import peek
 
-__all__ = ["AuthenticatedAgent", "Authenticator"]
+__all__ = ["AttestationChange", "AuthenticatedAgent", "Authenticator"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationChange:
+    """What a workload token's attested claims changed about its agent: the fields
+    (names only), the manifest digests before and after (after is None when the token
+    attests too little), the trust state it left the agent in, and whose token it was."""
+
+    agent_id: str
+    owner: str
+    trust_state: str
+    fields: tuple[str, ...]
+    before_digest: str
+    after_digest: str | None
+    method: str
+    issuer: str | None
+    reason: str
+
+    def as_detail(self) -> dict[str, Any]:
+        """For an audit event: names and digests, never a claim's value."""
+        detail: dict[str, Any] = {"attested_by": self.method, "fields": list(self.fields),
+                                  "from_digest": self.before_digest, "reason": self.reason}
+        if self.after_digest is not None:
+            detail["to_digest"] = self.after_digest
+        if self.issuer:
+            detail["issuer"] = self.issuer
+        return detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +80,12 @@ class AuthenticatedAgent:
 class Authenticator:
     """Verifies identity proofs against the registry and its trust configuration."""
 
-    def __init__(self, registry: AgentRegistry, *, clock: Clock) -> None:
+    def __init__(self, registry: AgentRegistry, *, clock: Clock,
+                 on_change: Callable[[AttestationChange], None] | None = None) -> None:
         trust = registry.trust
         self._registry = registry
         self._clock = clock
+        self._on_change = on_change
         self._oidc = OidcVerifier(trust.issuers, registry, leeway_seconds=trust.leeway_seconds)
         self._verifiers: dict[ProofMethod, ProofVerifier] = {
             ProofMethod.OWN_KEY: OwnKeyVerifier(registry, audience=trust.audience,
@@ -97,8 +129,10 @@ class Authenticator:
             reason = (f"the workload token does not attest `{missing[0]}` (claim "
                       f"`{trust.attested[missing[0]]}`)")
             updated = self._registry.mark_unattested(agent.id, reason)
-            changed = reason if updated.trust_state is not agent.trust_state else None
-            return AuthenticatedAgent(updated, identity, changed)
+            if updated.trust_state is agent.trust_state:
+                return AuthenticatedAgent(updated, identity)
+            self._tell(agent, updated, identity, missing, None, reason)
+            return AuthenticatedAgent(updated, identity, reason)
         running = agent.presented_manifest or agent.manifest
         try:
             attested = running.attested(values)
@@ -111,10 +145,21 @@ class Authenticator:
         if updated.trust_state is agent.trust_state and \
                 updated.presented_digest == agent.presented_digest:
             return AuthenticatedAgent(updated, identity)
-        fields = ", ".join(sorted(running.differences(attested))) or "attestation"
-        return AuthenticatedAgent(updated, identity,
-                                  f"the platform attests another {fields}: "
-                                  f"{updated.trust_state.value}")
+        names = sorted(running.differences(attested))
+        said = (f"the platform attests another {', '.join(names) or 'attestation'}: "
+                f"{updated.trust_state.value}")
+        self._tell(agent, updated, identity, names, attested.digest, said)
+        return AuthenticatedAgent(updated, identity, said)
+
+    def _tell(self, before: Agent, after: Agent, identity: VerifiedIdentity,
+              fields: Sequence[str], digest: str | None, reason: str) -> None:
+        if self._on_change is None:
+            return
+        running = before.presented_manifest or before.manifest
+        self._on_change(AttestationChange(
+            agent_id=after.id, owner=after.owner, trust_state=after.trust_state.value,
+            fields=tuple(fields), before_digest=running.digest, after_digest=digest,
+            method=identity.method.value, issuer=identity.issuer, reason=reason))
 
     def _verifier_for(self, token: str) -> ProofVerifier:
         claims = peek(token).claims

@@ -25,7 +25,7 @@ feed is current, the store otherwise), with no read of its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,7 +33,7 @@ from proctor.clock import Clock
 from proctor.codes import Code
 from proctor.errors import ApiError, ProctorError, StoreError
 from proctor.grants import PROOF_ALGORITHMS, AgentDirectory, GrantAuthority
-from proctor.identity import AgentRegistry, AgentView, Authenticator
+from proctor.identity import AgentRegistry, AgentView, AttestationChange, Authenticator
 from proctor.identity.humans import HumanVerifier
 from proctor.identity.tokens import peek
 from proctor.server.principals import Principal, PrincipalKind
@@ -65,11 +65,12 @@ class RequestAuthenticator:
 
     def __init__(self, *, tokens: ApiTokens, humans: HumanVerifier, registry: AgentRegistry,
                  directory: AgentDirectory, grants: GrantAuthority, clock: Clock,
-                 view: AgentView | None = None) -> None:
+                 view: AgentView | None = None,
+                 on_attested: Callable[[AttestationChange], None] | None = None) -> None:
         self._tokens = tokens
         self._humans = humans
         self._registry = registry
-        self._agents = Authenticator(registry, clock=clock)
+        self._agents = Authenticator(registry, clock=clock, on_change=on_attested)
         self._directory = directory
         self._view = view
         self._grants = grants
