@@ -14,6 +14,7 @@ from tests.gateway.conftest import Deployment, make_deployment
 from tests.identity.conftest import (  # noqa: F401 - fixtures, used by name
     authenticator,
     oidc_authority,
+    oidc_signing_key,
     registry,
     svid_authority,
     trust,

@@ -1,4 +1,5 @@
-"""A registry on each database, with a trust bundle and an OIDC issuer generated per test."""
+"""A registry on each database, with a trust bundle and an OIDC issuer generated per test
+(the issuer's RSA key made once per worker)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from joserfc.jwk import ECKey, OKPKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from proctor.clock import FrozenClock, SystemClock
 from proctor.identity import AgentRegistry, Authenticator, TrustConfig
@@ -31,9 +32,17 @@ def svid_authority() -> SvidAuthority:
     return SvidAuthority()
 
 
+@pytest.fixture(scope="session")
+def oidc_signing_key() -> RSAKey:
+    """The RSA key of the tests' OIDC issuer, made once per worker: making one takes about
+    50 ms, and most tests that open a registry never sign with it. A test that needs a
+    key no other test has makes its own (``OidcAuthority()``)."""
+    return RSAKey.generate_key(2048)
+
+
 @pytest.fixture
-def oidc_authority() -> OidcAuthority:
-    return OidcAuthority()
+def oidc_authority(oidc_signing_key: RSAKey) -> OidcAuthority:
+    return OidcAuthority(key=oidc_signing_key)
 
 
 @pytest.fixture
