@@ -211,6 +211,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools,
                         agent_view=agent_view, task_view=task_view)
+    grants.decide_on_current(enforcer.ensure_current)
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,

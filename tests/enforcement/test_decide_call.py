@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
 from proctor.enforcement import ToolCall
+from proctor.errors import GrantError
+from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.policy import Outcome
-from proctor.runtime import Runtime
+from proctor.runtime import Runtime, issuer_for
 from tests.identity.factories import manifest
 
 from .conftest import CODER, SUPPORT, TARGET, Agents, refund
@@ -93,9 +98,36 @@ def test_a_drifted_agent_loses_confidential_tools_without_anyone_refreshing_the_
     # the review trusts the new manifest, not the grants issued under the old one
     stale = agents.call(grant, "crm/issue_refund", refund(100))
     assert (stale.outcome, stale.code) == (Outcome.DENY, "grant_manifest_changed")
-    runtime.enforcer.ensure_current(SUPPORT)  # what the API routes do before an issuance
     fresh = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "kb/*"}])
     assert agents.call(fresh, "crm/issue_refund", refund(100)).is_allowed
+
+
+def test_an_issuance_decides_on_the_agent_as_stored_now_not_as_the_engine_last_saw_it(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # each change below is made in this process, and nothing reads the agent view in
+    # between: issuing, exchanging and offering must each see it all the same
+    crm = [{"tool": "crm/lookup_customer"}]  # confidential: not for a drifted agent
+    held = agents.grant(CODER, crm, purpose="look up a customer")
+    runtime.registry.present_manifest(SUPPORT, manifest(model_id="some-other-model"))
+
+    def exchange() -> object:
+        proof = make_proof(agents.keys[CODER], held.token, method=EXCHANGE_METHOD,
+                           target=issuer_for(runtime.settings), now=runtime.clock.now())
+        return runtime.grants.exchange(held.token, proof, to_agent=SUPPORT,
+                                       scope=GrantScope.from_json({"tools": crm}),
+                                       ttl_seconds=300)
+
+    task = runtime.grants.start_task(SUPPORT, purpose="help", on_behalf_of="bob@acme.example")
+    for attempt in (lambda: agents.grant(SUPPORT, crm), exchange,
+                    lambda: runtime.grants.offer(task.id, GrantScope.from_json({"tools": crm}))):
+        with pytest.raises(GrantError) as refused:
+            attempt()
+        assert refused.value.code == "issuance_denied"
+    runtime.registry.review(SUPPORT, reviewer="erin@acme.example")
+    assert agents.call(agents.grant(SUPPORT, crm), "crm/lookup_customer",
+                       {"customer_id": "c-1"}).is_allowed
+    assert isinstance(exchange(), IssuedGrant)
 
 
 def test_a_suspended_agent_is_denied_at_once(runtime: Runtime, agents: Agents) -> None:

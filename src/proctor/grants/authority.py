@@ -110,6 +110,12 @@ class GrantAuthority:
         # transaction, whichever path (CLI, API, console) suspends it.
         agents.on_deactivated(self._end_agent_grants)
 
+    def decide_on_current(self, ensure_current: Callable[[str], None]) -> None:
+        """Call ``ensure_current(agent_id)`` before policy decides an issuance for the
+        agent (issued, offered, redeemed, exchanged or a later tool), so that it decides
+        on the agent as stored now, not as the engine last saw it."""
+        self._issuer.ensure_current = ensure_current
+
     # tasks
 
     def start_task(self, agent_id: str, *, purpose: str, on_behalf_of: str,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -105,6 +105,9 @@ class Issuer:
         # catalog as it is (a tool learnt replaces the catalog: computed again)
         self._covering: tuple[object, list[str], dict[tuple[str, ...], list[str]]] = (
             None, [], {})
+        # makes the engine's entity of an agent the stored one before policy decides on
+        # it (the enforcer's): a review or suspension a moment ago counts at once
+        self.ensure_current: Callable[[str], None] | None = None
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -197,6 +200,8 @@ class Issuer:
                                 max_uses=request.max_uses,
                                 delegation_chain=request.actor_chain[::-1],
                                 approved=request.approved)
+        if self.ensure_current is not None:
+            self.ensure_current(request.agent_id)
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)

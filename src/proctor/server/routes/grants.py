@@ -197,7 +197,6 @@ def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
     runtime = call.runtime
     task = runtime.grants.task(body.task)
     call.require("api:grant.issue", task_resource(task))
-    runtime.enforcer.ensure_current(task.agent_id)
     holder = None
     if body.holder_proof is not None:
         identity = body.identity_proof or _own_identity(call, task.agent_id)
@@ -216,7 +215,6 @@ def offer_grant(body: OfferGrant, call: Call) -> GrantOffered:
     runtime = call.runtime
     task = runtime.grants.task(body.task)
     call.require("api:grant.issue", task_resource(task))
-    runtime.enforcer.ensure_current(task.agent_id)
     offer = runtime.grants.offer(task.id, GrantScope.from_json(body.scope),
                                  ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
     return GrantOffered.of(offer)
@@ -262,7 +260,6 @@ def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     call.require("api:grant.exchange", grant_resource(holder))
     runtime = call.runtime
     to_agent = agent_id_for(body.to_agent, runtime.settings.trust_domain).id
-    runtime.enforcer.ensure_current(to_agent)
     made = runtime.grants.exchange(
         body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_json(body.scope),
         ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
