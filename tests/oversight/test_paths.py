@@ -62,15 +62,16 @@ def _samples(tool: ToolSpec, world: DemoWorld) -> Iterator[dict[str, Any]]:
                                delegation_chain=chain)
 
 
-def test_paths_agree_with_decide_for_every_agent_and_tool_of_the_demo(world: DemoWorld) -> None:
+def _hold_paths_against_decide(world: DemoWorld, agents: list[str]) -> dict[str, int]:
+    """Every path of ``agents`` against ``decide()`` on sample calls; how many of each
+    reach, allowed calls and calls held for a human were seen."""
     engine = world.runtime.engine
-    agents = _agents(world)
-    assert {world.planner.id, world.worker.id} <= set(agents)
     paths = {(p.agent_id, p.tool.tool_id): p
              for p in access_paths(engine, agents, include_none=True)}
     tools = list(engine.catalog)
     assert len(paths) == len(agents) * len(tools)  # every pair, enumerated
-    seen: dict[str, int] = {"always": 0, "conditional": 0, "none": 0, "allowed_calls": 0}
+    seen: dict[str, int] = {"always": 0, "conditional": 0, "none": 0, "allowed_calls": 0,
+                            "held_calls": 0}
     for (agent, tool_id), path in paths.items():
         seen[path.reach] += 1
         for context in _samples(path.tool, world):
@@ -83,12 +84,43 @@ def test_paths_agree_with_decide_for_every_agent_and_tool_of_the_demo(world: Dem
                 assert path.reach != "none", f"{pair}: decide() allowed a call"
                 assert set(decision.policy_ids) <= set(path.policy_ids), pair
             if decision.outcome is Outcome.APPROVAL_REQUIRED:
+                seen["held_calls"] += 1
                 assert path.needs_approval, pair
             if path.reach == "always" and decision.code is not ReasonCode.INVALID_REQUEST:
                 assert decision.outcome is not Outcome.DENY, f"{pair}: {decision.reasons}"
+    return seen
+
+
+def test_paths_agree_with_decide_for_every_agent_and_tool_of_the_demo(world: DemoWorld) -> None:
+    agents = _agents(world)
+    assert {world.planner.id, world.worker.id} <= set(agents)
+    seen = _hold_paths_against_decide(world, agents)
     # the demo's forbids look at the call's context (data seen, delegation depth), so no
     # path is `always` there; the others occur, so each assertion above was put to use
     assert seen["conditional"] and seen["none"] and seen["allowed_calls"], seen
+
+
+@pytest.mark.parametrize(("score", "held"), [(65, True), (85, False)])
+def test_paths_agree_with_decide_for_a_risky_agent(world: DemoWorld, score: int,
+                                                     held: bool) -> None:
+    # 60 or more: every call the agent could make waits for a human (a forbid with
+    # @approval); 80 or more: denied
+    runtime, worker = world.runtime, world.worker.id
+    before = runtime.registry.get(worker).risk_score
+    runtime.registry.set_risk_score(worker, score)
+    runtime.enforcer.ensure_current(worker)
+    try:
+        seen = _hold_paths_against_decide(world, [worker])
+        paths = access_paths(runtime.engine, [worker])
+        if held:
+            assert seen["held_calls"] and seen["allowed_calls"] == seen["held_calls"], seen
+            assert paths and all(p.needs_approval for p in paths)
+            assert all("risky-agent-needs-approval" in p.policy_ids for p in paths)
+        else:
+            assert seen["allowed_calls"] == 0 and paths == [], seen
+    finally:
+        runtime.registry.set_risk_score(worker, before)
+        runtime.enforcer.ensure_current(worker)
 
 
 def test_the_paths_of_an_agent_name_its_live_grants_and_delegations(world: DemoWorld) -> None:

@@ -9,8 +9,10 @@ time, sensitivity seen — what only a call can tell):
 - ``always``: Cedar allows whatever the context (the permits that allow it are
   named; ``needs_approval`` when one of them carries ``@approval``);
 - ``conditional``: some permit can allow it for some calls; the permits whose
-  conditions are still open are named (with ``needs_approval`` when one of them
-  carries ``@approval``): the call's arguments and context decide;
+  conditions are still open are named: the call's arguments and context decide.
+  ``needs_approval`` when one of them carries ``@approval``, or when a forbid with
+  ``@approval`` ("forbid unless a human approves", e.g. a risky agent's) is still
+  open too: it is named with them, since it is what holds such a call;
 - no path: no context makes Cedar allow it (nothing permits it, or a forbid that
   holds whatever the context).
 
@@ -61,7 +63,9 @@ class AccessPath:
     agent_id: str
     tool: ToolSpec
     reach: Reach
-    policy_ids: tuple[str, ...]  # the permits that allow it (always) or may (conditional)
+    # the permits that allow it (always) or may (conditional), and the forbids with
+    # @approval that may hold a call for a human (conditional)
+    policy_ids: tuple[str, ...]
     needs_approval: bool
     grants: tuple[LiveGrant, ...]
 
@@ -103,12 +107,15 @@ def reach(engine: PolicyEngine, agent_id: str, tool: ToolSpec
         return "always", ids, approval(ids)
     if result.decision is cedarpy.Decision.Deny or not result.residuals:
         return "none", (), False
-    open_permits = tuple(sorted(
-        pid for pid, residual in result.residuals.items()
-        if residual.get("effect") == "permit" and not _never(residual)))
+    open_ids = {pid: str(residual.get("effect")) for pid, residual in result.residuals.items()
+                if not _never(residual)}
+    open_permits = tuple(sorted(pid for pid, effect in open_ids.items() if effect == "permit"))
     if not open_permits:
         return "none", (), False
-    return "conditional", open_permits, approval(open_permits)
+    holding = tuple(sorted(pid for pid, effect in open_ids.items()
+                           if effect == "forbid" and approval([pid])))
+    return ("conditional", tuple(sorted(open_permits + holding)),
+            approval(open_permits) or bool(holding))
 
 
 def _never(residual: dict[str, Any]) -> bool:
