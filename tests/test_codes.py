@@ -187,6 +187,8 @@ def test_the_api_and_the_gateways_read_their_answers_from_the_registry() -> None
     assert status_for("grant_revoked") == 403 and status_for("agent_unknown") == 404
     assert problem_of(errors.GrantError("task_unknown", "gone")).status == 404
     assert problem_of(errors.StoreError("down")).status == 503
+    # the server's own key it cannot use is the server's failure, not the caller's
+    assert problem_of(errors.SigningKeyError("no private half")).status == 500
     assert rpc_error("tool_unknown", "no").error.code == codes.INVALID_PARAMS
     assert rpc_error("grant_expired", "no").error.code == codes.CALL_DENIED
     assert rpc_error("store_unavailable", "no", code=codes.SESSION_CLOSED).error.code \

@@ -178,7 +178,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "audit_delivery_failed": CodeInfo("an audit stream's collector did not acknowledge a batch; "
                                       "it is sent again from the stream's cursor", 502),
     # keys
-    "signing_key_invalid": CodeInfo("a signing key that cannot be read, created or used"),
+    "signing_key_invalid": CodeInfo("a signing key that cannot be read, created or used",
+                                    500),
     # identity
     "agent_id_invalid": _auth("not a SPIFFE ID of the form "
                               "`spiffe://<trust-domain>/agent/<name>`", 422),
