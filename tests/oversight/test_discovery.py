@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -159,12 +161,35 @@ def test_each_bad_file_is_reported_and_the_scan_goes_on(tmp_path: Path) -> None:
     assert {s.name for s in found.servers} == {"server-name", "context7"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file whatever its mode")
-def test_a_file_the_user_cannot_read_is_reported(tmp_path: Path) -> None:
-    config = tmp_path / "claude_desktop_config.json"
-    config.write_text("{}")
-    config.chmod(0)
-    assert [p.code for p in discover([config]).problems] == ["config_unreadable"]
+_AS_NOBODY = """
+import json, sys
+from pathlib import Path
+from proctor.oversight import discover
+print(json.dumps([p.code for p in discover([Path(sys.argv[1])]).problems]))
+"""
+
+
+def test_a_file_the_user_cannot_read_is_reported() -> None:
+    # root reads every file whatever its mode, so as root the scan runs as `nobody`;
+    # pytest's tmp_path is root's alone, so the file goes in a folder anyone may enter
+    with tempfile.TemporaryDirectory() as where:
+        folder = Path(where)
+        folder.chmod(0o755)
+        config = folder / "claude_desktop_config.json"
+        config.write_text("{}")
+        config.chmod(0)
+        if os.geteuid() != 0:
+            codes = [p.code for p in discover([config]).problems]
+        else:
+            setpriv = shutil.which("setpriv")
+            assert setpriv is not None, "util-linux's setpriv drops root for this test"
+            done = subprocess.run(
+                [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                 sys.executable, "-c", _AS_NOBODY, str(config)],
+                capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stderr
+            codes = json.loads(done.stdout)
+    assert codes == ["config_unreadable"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
