@@ -3,8 +3,6 @@ next listing hides it and a call is denied until a human reviews the change."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from typing import Any
 
@@ -12,7 +10,9 @@ import pytest
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
+from typer.testing import CliRunner, Result
 
+from proctor.cli.main import app
 from proctor.oversight.pinning import ToolPins
 from proctor.store.tables import audit_events
 from tests.gateway.conftest import Deployment, connected
@@ -22,10 +22,11 @@ pytestmark = pytest.mark.anyio
 RUG = [sys.executable, "-m", "tests.oversight.rug_pull_server"]
 
 
-def _proctor(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **deployment.env}
-    return subprocess.run([sys.executable, "-m", "proctor.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+def _proctor(deployment: Deployment, *args: str) -> Result:
+    """A `proctor` command on the deployment, in this process: its answer is the subject
+    here (the gateway in front of the upstream is the real process)."""
+    env = {k: v for k, v in deployment.env.items() if k != "PYTHONPATH"}
+    return CliRunner().invoke(app, list(args), env=env)
 
 
 async def _listed(client: ClientSession) -> dict[str, Any]:
@@ -94,7 +95,7 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
         assert (new["reason"], new["change"]) == ("tool_unreviewed", "new")
 
     pending = _proctor(deployment, "tool", "list", "--pending", "--json")
-    assert pending.returncode == 0, pending.stderr
+    assert pending.exit_code == 0, pending.output
     import json
 
     tools = {t["tool"]: (t["change"], t["renamed_from"])
@@ -102,14 +103,14 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
     assert tools == {"pins/forecast": ("renamed", "pins/weather"),
                      "pins/export": ("new", None)}
     shown = _proctor(deployment, "tool", "show", "pins/forecast")
-    assert shown.returncode == 0, shown.stderr
+    assert shown.exit_code == 0, shown.output
     assert "pins/weather (reviewed)" in shown.stdout  # the diff is against the renamed tool
     reviewed = _proctor(deployment, "tool", "review", "pins/forecast", "--by",
                         "erin@acme.example")
-    assert reviewed.returncode == 0, reviewed.stderr
+    assert reviewed.exit_code == 0, reviewed.output
     assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
-    assert nothing.returncode == 1 and "no change to review" in nothing.stderr
+    assert nothing.exit_code == 1 and "no change to review" in nothing.stderr
 
 
 async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(
