@@ -154,20 +154,20 @@ def test_no_active_policies_means_no_paths(world: DemoWorld, tmp_path: Path) -> 
 def test_the_command_shows_who_reaches_a_tool_and_whether_a_human_must_approve(
         world: DemoWorld) -> None:
     import json
-    import subprocess
-    import sys
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "proctor.cli", "paths", *args],
-                              capture_output=True, text=True, env=world.env, timeout=120,
-                              check=False)
+    from typer.testing import CliRunner, Result
+
+    from proctor.cli.main import app
+
+    def run(*args: str) -> Result:  # in process: the command's answer is the subject
+        return CliRunner().invoke(app, ["paths", *args], env=world.env)
 
     done = run("--to", "crm/issue_refund", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     found = json.loads(done.stdout)["paths"]
     expected = access_paths(world.runtime.engine, _agents(world), tool="crm/issue_refund")
     assert [(p["agent"], p["reach"], p["needs_approval"]) for p in found] == [
         (p.agent_id, p.reach, p.needs_approval) for p in expected]
     assert any(p["needs_approval"] for p in found)
     nothing = run()
-    assert nothing.returncode == 1 and "--agent, --to or --connector" in nothing.stderr
+    assert nothing.exit_code == 1 and "--agent, --to or --connector" in nothing.stderr

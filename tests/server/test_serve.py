@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner, Result
 
+from proctor.cli.main import app
 from tests.cli.audited import account
 
 pytestmark = pytest.mark.slow
@@ -138,21 +140,24 @@ def test_the_embedded_default_serves_with_the_admin_token_it_printed_once(
     assert "admin token" not in "\n".join(list(again.lines.queue))
 
 
+def _refused(env: dict[str, str], *args: str) -> Result:
+    """``proctor serve`` refusing before it starts, run in this process (what it prints is
+    the subject; the tests above start real processes)."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROCTOR_")}
+    return CliRunner().invoke(app, ["serve", *args], env={**unset, **env})
+
+
 def test_the_embedded_default_refuses_several_workers(env: dict[str, str]) -> None:
-    completed = subprocess.run([sys.executable, "-m", "proctor.cli", "serve", "--workers", "2"],
-                               env=env, capture_output=True, text=True, timeout=120,
-                               check=False)
-    assert completed.returncode == 1
+    completed = _refused(env, "--workers", "2")
+    assert completed.exit_code == 1
     assert completed.stderr.startswith("error: the embedded default (SQLite) runs one process")
 
 
 @pytest.mark.postgres
 def test_serve_refuses_to_listen_on_every_address_without_public_url(
         env: dict[str, str]) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "proctor.cli", "serve", "--host", "0.0.0.0", "--port",  # noqa: S104
-         str(free_port())], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert completed.returncode == 1
+    completed = _refused(env, "--host", "0.0.0.0", "--port", str(free_port()))  # noqa: S104
+    assert completed.exit_code == 1
     assert completed.stderr.startswith("error: `proctor serve` listens on `0.0.0.0`, not "
                                        "loopback, so it needs `public_url` in server.toml")
     assert completed.stderr.count("\n") == 1
