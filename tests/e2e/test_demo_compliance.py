@@ -73,7 +73,10 @@ def test_the_report_lists_the_gaps_the_demo_leaves(
     kinds = {(g["kind"], g["subject"]) for g in report["gaps"]}
     # the worker drifted in step 10 and nobody reviewed it
     assert ("agent_not_reviewed", "spiffe://acme.example/agent/worker") in kinds
-    assert ("not_measured", "tool pinning") in kinds
+    # pinning and secrets are measured: the demo's gateways pin (strict) and its
+    # connectors' secrets are sealed; what proctor cannot see is said
+    assert ("not_measured", "secrets outside proctor") in kinds
+    assert not any(kind in ("server_not_pinned", "plaintext_secret") for kind, _ in kinds)
     # tools of the example catalog no policy names (the demo's catalog has several)
     assert any(kind == "tool_without_policy" for kind, _ in kinds)
     # the demo's approver is local-admin, not alice, for whom the worker acted
