@@ -28,6 +28,7 @@ Nothing here raises: every failure is a deny that says why.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -142,7 +143,8 @@ class Enforcer:
         if telemetry.is_enabled():
             return self._decide_traced(token, proof, call)
         try:
-            return self._decide(token, proof, call)
+            with self._one_look():
+                return self._decide(token, proof, call)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
             return self._refused(call, "enforcement_error",
@@ -155,7 +157,8 @@ class Enforcer:
         with telemetry.span(f"proctor.decision {tool}", attributes={
                 "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]}) as current:
             try:
-                verdict = self._decide(token, proof, call)
+                with self._one_look():
+                    verdict = self._decide(token, proof, call)
             except Exception as exc:  # an enforcement point must get an answer
                 log.error("decision on `%s` failed: %s", tool, type(exc).__name__)
                 verdict = self._refused(call, "enforcement_error",
@@ -171,6 +174,12 @@ class Enforcer:
         telemetry.record_decision(verdict.outcome.value, verdict.code,
                                   self._clock.monotonic() - started)
         return verdict
+
+    def _one_look(self) -> contextlib.AbstractContextManager[None]:
+        """One look at the change feed for the whole decision (the grant's agent, its
+        task and its line read as of one moment; the write confirms them)."""
+        view = self._agent_view
+        return view.one_look() if view is not None else contextlib.nullcontext()
 
     async def decide_call_async(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         """:meth:`decide_call` off the event loop (it reads and writes the store)."""

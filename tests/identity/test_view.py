@@ -155,3 +155,20 @@ def test_pruning_keeps_at_least_the_newest_change(registry: AgentRegistry) -> No
     _register(registry)
     with pytest.raises(ValueError):
         prune_changes(registry._store, keep=0)
+
+
+@sqlite_only
+def test_one_look_reads_every_view_as_of_its_first_read_and_the_next_look_sees_more(
+        registry: AgentRegistry, other: AgentRegistry) -> None:
+    _register(registry)
+    feed = _feed(registry)
+    try:
+        view = AgentView(registry, feed)
+        assert _seen_as(view, CODER, TrustState.TRUSTED)
+        with view.one_look():
+            assert _seen_as(view, CODER, TrustState.TRUSTED)  # the look
+            other.suspend(CODER, by="erin", reason="leaked key")
+            assert _seen_as(view, CODER, TrustState.TRUSTED)  # as of the look
+        assert _seen_as(view, CODER, TrustState.SUSPENDED)  # the next look
+    finally:
+        feed.close()

@@ -14,6 +14,7 @@ listeners (the policy engine's updater rebuilds that agent's entity alone).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -76,6 +77,11 @@ class AgentView:
         """Whether a current answer honours every change committed before it was asked
         (:attr:`~proctor.store.changes.ChangeFeed.sees_every_commit`)."""
         return self._feed.sees_every_commit
+
+    def one_look(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, this thread's reads of every view share one look at the
+        feed (:meth:`~proctor.store.changes.ChangeFeed.one_look`)."""
+        return self._feed.one_look()
 
     def is_current(self) -> bool:
         """Whether answers come from memory (the feed is current) right now."""

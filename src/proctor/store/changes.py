@@ -28,10 +28,11 @@ never hidden under the older value.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,13 @@ class Change:
     key: str
 
 
+class _Look(threading.local):
+    """A thread's :meth:`ChangeFeed.one_look`: whether one is open, and its answer."""
+
+    active = False
+    answer: bool | None = None
+
+
 Listener = Callable[[Sequence[Change]], None]
 Reset = Callable[[], None]
 
@@ -84,6 +92,7 @@ class ChangeFeed:
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._memory = False
+        self._looking = _Look()
         self.last_seq = self._max_seq()
         if store.backend == "postgresql":
             self._conn: psycopg.Connection[Any] | None = None
@@ -126,10 +135,34 @@ class ChangeFeed:
         as the feed can prove): on PostgreSQL, while the listener is connected."""
         return self._current and not self._stopping.is_set()
 
+    @contextlib.contextmanager
+    def one_look(self) -> Iterator[None]:
+        """On this thread, within the block, :meth:`catch_up` looks once and answers the
+        same after: one decision reads its views (agent, task, grant line) as of one
+        moment, at the cost of one ``PRAGMA`` rather than one per view. The write that
+        stands behind the decision confirms what must be current (revocations,
+        suspensions) as committed then."""
+        if self._looking.active:
+            yield
+            return
+        self._looking.active, self._looking.answer = True, None
+        try:
+            yield
+        finally:
+            self._looking.active, self._looking.answer = False, None
+
     def catch_up(self) -> bool:
         """Deliver what other processes committed since the last call (SQLite); True if
         the subscribers may answer from what they hold, False if they must read the
         store. Never raises."""
+        looking = self._looking
+        if looking.active:
+            if looking.answer is None:
+                looking.answer = self._catch_up()
+            return looking.answer
+        return self._catch_up()
+
+    def _catch_up(self) -> bool:
         if self._store.backend == "postgresql":
             return self.is_current
         try:
