@@ -301,6 +301,10 @@ class Enforcer:
                                revision=decision.revision, claims=claims, accessor=accessor,
                                request=request)
         event_id = recorded.event_id if recorded is not None else None
+        if use.raised and self._task_view is not None:
+            # before the answer: the next call of the task, here, reads the new mark (on
+            # PostgreSQL the feed's notice of this very write may still be on its way)
+            self._task_view.forget(claims.task_id)
         refusal = use.refusal
         if refusal is not None:
             if refusal.code in ("task_expired", "task_idle"):

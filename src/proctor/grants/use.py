@@ -110,7 +110,8 @@ class GrantUse:
     grant only shown (an exchange, an API call); ``sensitivity`` the data label
     rank the call reads, set by the caller once policy allowed it. After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
-    ``accessor`` are known when a use was counted.
+    ``accessor`` are known when a use was counted; ``raised`` says the use raised its
+    task's data sensitivity (a view of the task this process holds is out of date).
     """
 
     claims: GrantClaims
@@ -124,6 +125,7 @@ class GrantUse:
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
+    raised: bool = False
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """The :class:`~proctor.audit.Effects` of the use; never raises a refusal."""
@@ -136,13 +138,16 @@ class GrantUse:
         for use in uses:
             use.refusal = None
             use.uses_left = use.accessor = None
+            use.raised = False
         tasks = _Tasks.read(tx, uses)
         passed = [use for use in uses if use._checked(tasks)]
         _claim_nonces(tx, passed)
         _count_uses(tx, [u for u in passed if u.refusal is None and u.counts])
         for use in passed:
             if use.refusal is None:
-                tasks.found[use.claims.task_id].touch(use.now, use.sensitivity)
+                task = tasks.found[use.claims.task_id]
+                use.raised = use.sensitivity > task.seen
+                task.touch(use.now, use.sensitivity)
         tasks.write(tx)
         return [None if use.refusal is None else use.refuse(use.refusal) for use in uses]
 
