@@ -9,8 +9,11 @@ or one of its secret leases) was revoked, fastest first:
   revocation by another process on SQLite, or a missed notification, still
   closes the session within one poll. Expired grants close the same way.
 
-Callbacks come from other threads; they only record ids, and the watch's own task
-closes the sessions on the event loop.
+Callbacks come from other threads; they only record ids and wake the watch's own
+task, which closes the sessions on the event loop. Between wake-ups the task sleeps
+until the next poll, looking at the clock at least every
+:data:`_CLOCK_CHECK_SECONDS` (a clock moved by hand, in tests, is seen then): an
+idle gateway's event loop is not woken 50 times a second.
 
 With ``idle_seconds`` (the HTTP gateway), a session that no request has held
 for that long (by the clock's monotonic reading) is closed too, stopping its
@@ -20,6 +23,8 @@ closed as idle: see :meth:`GatewaySession.hold`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -37,7 +42,8 @@ __all__ = ["RevocationWatch"]
 
 log = logging.getLogger(__name__)
 
-_HEARD_CHECK_SECONDS = 0.02
+_CLOCK_CHECK_SECONDS = 0.25
+_LEAST_WAIT_SECONDS = 0.02  # a poll due already: a pause all the same, never a spin
 
 
 class RevocationWatch:
@@ -56,12 +62,18 @@ class RevocationWatch:
         self._idle = idle_seconds
         self._heard: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def heard(self, ids: Sequence[str], reason: str) -> None:
         """A revocation listener: safe to call from any thread."""
         with self._lock:
             for node_id in ids:
                 self._heard[node_id] = reason or "revoked"
+            loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+                loop.call_soon_threadsafe(wake.set)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._leases.subscribe(self.heard)
@@ -71,16 +83,24 @@ class RevocationWatch:
                 subscription = RevocationSubscription(self._store, self.heard)
             except StoreError as exc:
                 log.error("%s; sessions are closed by polling only", exc.message)
+        wake = asyncio.Event()
+        with self._lock:
+            self._loop, self._wake = asyncio.get_running_loop(), wake
         task_status.started()
         try:
             next_poll = self._clock.monotonic()
             while True:
+                wake.clear()  # before reading what was heard: a later callback sets it again
                 self._close_heard()
                 if self._clock.monotonic() >= next_poll:
                     await self._poll_store()
                     next_poll = self._clock.monotonic() + self._poll
-                await anyio.sleep(_HEARD_CHECK_SECONDS)
+                wait = min(_CLOCK_CHECK_SECONDS, next_poll - self._clock.monotonic())
+                with anyio.move_on_after(max(wait, _LEAST_WAIT_SECONDS)):
+                    await wake.wait()
         finally:
+            with self._lock:
+                self._loop = self._wake = None
             if subscription is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(subscription.close)
