@@ -16,28 +16,16 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from examples.frameworks.operator import OWNER, Operator, Outcomes
-from examples.frameworks.plain_decorator import SCOPE
-from proctor.client import Guard, ProctorClient
+from examples.frameworks import support as agent
+from examples.frameworks.support import EMAIL, LARGE_REFUND, SMALL_REFUND, issued, support_agent
+from proctor.client import Guard
 from proctor.client.langchain import proctor_tool_node
 
 __all__ = ["NAMES", "call", "issued", "run", "run_node"]
 
-issued: list[dict[str, Any]] = []
 NAMES = {"issue_refund": "crm/issue_refund", "send_email": "email/send_email"}
-
-
-@tool
-def issue_refund(customer_id: str, amount_cents: int) -> str:
-    """Refund a customer, in cents."""
-    issued.append({"customer_id": customer_id, "amount_cents": amount_cents})
-    return f"refunded {amount_cents} cents to {customer_id}"
-
-
-@tool
-def send_email(to: str, subject: str, body: str) -> str:
-    """Send an email."""
-    return f"sent to {to}"
+issue_refund = tool(agent.issue_refund)
+send_email = tool(agent.send_email)
 
 
 def call(guard: Guard, name: str, args: dict[str, Any]) -> ToolMessage:
@@ -63,24 +51,13 @@ def code_of(message: ToolMessage) -> str:
 
 
 def run(base_url: str, admin_token: str) -> dict[str, str]:
-    operator = Operator(base_url, admin_token)
-    outcomes = Outcomes()
-    agent_id, key = operator.register_agent("support")
-    with ProctorClient(base_url, agent_id, key, approval_timeout_seconds=30,
-                       on_approval=operator.approve_when_asked) as client:
-        task = client.start_task("refund a lost parcel", on_behalf_of=OWNER)
-        grant = client.issue_grant(task, SCOPE)
-        guard = Guard(client, grant)
-        small = {"customer_id": "c-1001", "amount_cents": 2500}
-        outcomes.record("allowed", code_of(call(guard, "issue_refund", small)))
-        email = {"to": "a@example.org", "subject": "refund", "body": "done"}
-        outcomes.record("denied", code_of(call(guard, "send_email", email)))
-        large = {"customer_id": "c-1001", "amount_cents": 25000}
-        outcomes.record("approved", code_of(call(guard, "issue_refund", large)))
-        operator.revoke(grant.accessor)
-        outcomes.record("revoked", code_of(call(guard, "issue_refund", small)))
-    operator.close()
-    outcomes.record("approvals", str(len(operator.approved)))
+    with support_agent(base_url, admin_token) as support:
+        guard, outcomes = Guard(support.client, support.grant), support.outcomes
+        outcomes.record("allowed", code_of(call(guard, "issue_refund", SMALL_REFUND)))
+        outcomes.record("denied", code_of(call(guard, "send_email", EMAIL)))
+        outcomes.record("approved", code_of(call(guard, "issue_refund", LARGE_REFUND)))
+        support.operator.revoke(support.grant.accessor)
+        outcomes.record("revoked", code_of(call(guard, "issue_refund", SMALL_REFUND)))
     return outcomes.steps
 
 

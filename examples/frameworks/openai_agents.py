@@ -16,27 +16,15 @@ from agents import Agent, RunConfig, Runner, function_tool
 from agents.items import ToolCallOutputItem
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from examples.frameworks.operator import OWNER, Operator, Outcomes
-from examples.frameworks.plain_decorator import SCOPE
-from proctor.client import AsyncProctorClient, Guard
+from examples.frameworks import support as agent
+from examples.frameworks.support import async_support_agent, issued, play_steps
+from proctor.client import Guard
 from proctor.client.openai_agents import guard_tools
 
-__all__ = ["run", "run_agent"]
+__all__ = ["issued", "run", "run_agent"]
 
-issued: list[dict[str, Any]] = []
-
-
-@function_tool
-def issue_refund(customer_id: str, amount_cents: int) -> str:
-    """Refund a customer, in cents."""
-    issued.append({"customer_id": customer_id, "amount_cents": amount_cents})
-    return f"refunded {amount_cents} cents to {customer_id}"
-
-
-@function_tool
-def send_email(to: str, subject: str, body: str) -> str:
-    """Send an email."""
-    return f"sent to {to}"
+issue_refund = function_tool(agent.issue_refund)
+send_email = function_tool(agent.send_email)
 
 
 async def run_agent(guard: Guard, name: str, arguments: dict[str, Any]) -> str:
@@ -60,25 +48,14 @@ def code_of(output: str) -> str:
 
 
 async def run_async(base_url: str, admin_token: str) -> dict[str, str]:
-    operator = Operator(base_url, admin_token)
-    outcomes = Outcomes()
-    agent_id, key = operator.register_agent("support")
-    async with AsyncProctorClient(base_url, agent_id, key, approval_timeout_seconds=30,
-                                  on_approval=operator.approve_when_asked) as client:
-        task = await client.start_task("refund a lost parcel", on_behalf_of=OWNER)
-        grant = await client.issue_grant(task, SCOPE)
-        guard = Guard(client, grant)
-        small = {"customer_id": "c-1001", "amount_cents": 2500}
-        outcomes.record("allowed", code_of(await run_agent(guard, "issue_refund", small)))
-        email = {"to": "a@example.org", "subject": "refund", "body": "done"}
-        outcomes.record("denied", code_of(await run_agent(guard, "send_email", email)))
-        large = {"customer_id": "c-1001", "amount_cents": 25000}
-        outcomes.record("approved", code_of(await run_agent(guard, "issue_refund", large)))
-        await anyio.to_thread.run_sync(operator.revoke, grant.accessor)
-        outcomes.record("revoked", code_of(await run_agent(guard, "issue_refund", small)))
-    operator.close()
-    outcomes.record("approvals", str(len(operator.approved)))
-    return outcomes.steps
+    async with async_support_agent(base_url, admin_token) as support:
+        guard = Guard(support.client, support.grant)
+
+        async def attempt(name: str, arguments: dict[str, Any]) -> str:
+            return code_of(await run_agent(guard, name, arguments))
+
+        await play_steps(support, attempt)
+    return support.outcomes.steps
 
 
 def run(base_url: str, admin_token: str) -> dict[str, str]:
