@@ -9,10 +9,8 @@ and after, whose token — never a claim's value."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +25,6 @@ from proctor.grants import (
     GrantScope,
     HolderProof,
     IssuedGrant,
-    IssuerKeyring,
-    RegisteredAgents,
-    TokenCodec,
     make_proof,
 )
 from proctor.grants.authority import ISSUE_METHOD
@@ -41,13 +36,12 @@ from proctor.identity import (
     sync_principals,
 )
 from proctor.identity.agent import TrustState
-from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, load_bundle
+from proctor.policy import DecisionRequest, EntityRef, PolicyEngine
 from proctor.policy.context import call_context
 from proctor.store import Store, open_store
+from tests.e2e.grant_world import ISSUER, example_engine, grant_authority
 from tests.identity.factories import AUDIENCE, TRUST_DOMAIN, SvidAuthority, manifest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
-ISSUER = "https://proctor.acme.example"
 WORKER = "spiffe://acme.example/agent/worker"
 IMAGE_A, IMAGE_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
 CRM = GrantScope.from_json({"tools": [{"tool": "crm/lookup_customer"}]})
@@ -113,15 +107,9 @@ def world(database_url: str, svid_authority: SvidAuthority,
     registry.register(WORKER, owner="alice@acme.example", groups=["support-agents"],
                       proof=JwtSvidProof(),
                       manifest=manifest().attested({"image_digest": IMAGE_A}))
-    bundle = load_bundle(EXAMPLES)
-    engine = PolicyEngine(bundle.catalog)
-    engine.activate(engine.compile(bundle.sources))
-    sync_principals(engine, registry)
-    codec = TokenCodec(IssuerKeyring(store, wall_clock, secrets.token_bytes(32)),
-                       issuer=ISSUER, audience="proctor")
+    engine = example_engine(registry, bundle_principals=False)
     audit = AuditLog(store, clock=wall_clock)
-    agents = RegisteredAgents(registry, store, wall_clock, audit=audit)
-    authority = GrantAuthority(store, wall_clock, codec, engine, agents)
+    authority, agents = grant_authority(store, wall_clock, registry, engine, audit=audit)
     key = ECKey.generate_key("P-256", private=True).private_key
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     try:

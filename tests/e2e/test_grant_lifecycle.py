@@ -4,11 +4,9 @@ revocation of the parent, the end of the task."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,9 +20,6 @@ from proctor.grants import (
     GrantScope,
     HolderProof,
     IssuedGrant,
-    IssuerKeyring,
-    RegisteredAgents,
-    TokenCodec,
     jwk_thumbprint,
     make_proof,
 )
@@ -37,15 +32,13 @@ from proctor.identity import (
     Authenticator,
     JwtSvidProof,
     OwnKeyProof,
-    agent_principals,
 )
-from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, load_bundle
+from proctor.policy import DecisionRequest, EntityRef, PolicyEngine
 from proctor.policy.context import call_context
 from proctor.store import Store, open_store
+from tests.e2e.grant_world import ISSUER, example_engine, grant_authority
 from tests.identity.factories import SvidAuthority, manifest, own_key_proof, public_jwk
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
-ISSUER = "https://proctor.acme.example"
 PLANNER = "spiffe://acme.example/agent/planner"
 WORKER = "spiffe://acme.example/agent/worker"
 
@@ -95,15 +88,9 @@ def world(database_url: str, registry: AgentRegistry, authenticator: Authenticat
         own_key_proof(planner_key, PLANNER, clock.now())).agent.id == PLANNER
     assert authenticator.authenticate(
         svid_authority.svid(WORKER, clock.now())).agent.id == WORKER
-    bundle = load_bundle(EXAMPLES)
-    engine = PolicyEngine(bundle.catalog,
-                          agent_principals(registry.list_agents(), bundle.principals))
-    engine.activate(engine.compile(bundle.sources))
+    engine = example_engine(registry)
     store = open_store(database_url)
-    codec = TokenCodec(IssuerKeyring(store, clock, secrets.token_bytes(32)), issuer=ISSUER,
-                       audience="proctor")
-    authority = GrantAuthority(store, clock, codec, engine,
-                               RegisteredAgents(registry, store, clock))
+    authority = grant_authority(store, clock, registry, engine)[0]
     private = planner_key.private_key
     assert isinstance(private, ec.EllipticCurvePrivateKey)
     yield World(authority, engine, registry, clock, private, planner_key, store)
