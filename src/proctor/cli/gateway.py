@@ -132,19 +132,9 @@ def wrap(
 def present_manifest(runtime: Runtime, agent_id: str, manifest: Manifest) -> None:
     """Present the manifest the wrapper is configured with; a change is audited as the
     wrapper's (the agent reported nothing) and its rules apply at the next decision."""
-    from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+    from proctor.gateway.manifests import present_manifest as present
 
-    before = runtime.registry.get(agent_id)
-    after = runtime.registry.present_manifest(agent_id, manifest)
-    if after.trust_state is before.trust_state and after.presented_digest == \
-            before.presented_digest:
-        return
-    now = runtime.clock.now()
-    runtime.audit.record(AuditEvent(
-        id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, "proctor-wrapper"),
-        action="agent.drift", target=f'Agent::"{agent_id}"', outcome=after.trust_state.value,
-        detail={"presented_digest": after.presented_digest or "",
-                "fields": sorted(before.manifest.differences(manifest))}))
+    present(runtime, agent_id, manifest, by="proctor-wrapper")
 
 
 def upstream_env(specs: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:

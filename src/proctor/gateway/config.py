@@ -22,6 +22,8 @@
         url: https://crm.vendor.example/mcp
         headers: {Authorization: "Bearer ${secret:crm-token}"}
         pin: strict                            # strict (default) | warn | off
+    manifests:                                 # what each agent behind it runs (HTTP mode)
+      support: manifests/support.yaml          # an agent name, or its SPIFFE ID
 
 ``pin`` says what a tool whose definition changed since a human reviewed it (or a new
 tool on a known server) gets: hidden and denied (``strict``), reported and audited
@@ -30,6 +32,11 @@ but let through (``warn``), or nothing, the server not being pinned (``off``); s
 
 ``${secret:NAME}`` in an ``env`` or ``headers`` value is filled in from proctor's
 secret store when the upstream is connected, under a lease of the session's grant.
+
+``manifests`` names, per agent, a manifest file (relative to this file) that the
+gateway presents for the agent when a session of its grant opens, as ``proctor mcp
+wrap --manifest`` does: the file's ``system_prompt_file`` and ``dependency_lock_file``
+are measured (their SHA-256) when the configuration is read.
 
 Without ``public_url`` agents address ``http://<listen>``; that is only allowed on
 loopback (:meth:`GatewayConfig.check_listen`), so a gateway others can reach
@@ -45,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from proctor.documents import read_yaml
-from proctor.errors import ConfigError
+from proctor.errors import ConfigError, ProctorError
+from proctor.identity import Manifest, load_manifest
 from proctor.listening import require_public_url, split_listen
 from proctor.policy.catalog import Sensitivity
 
@@ -100,6 +108,11 @@ class GatewayConfig:
     revocation_poll_seconds: float = 1.0
     session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
+    manifests: Mapping[str, Manifest] = field(default_factory=dict)  # agent name or id
+
+    def manifest_for(self, agent_id: str) -> Manifest | None:
+        """The manifest configured for ``agent_id`` (a SPIFFE ID), by id or by name."""
+        return self.manifests.get(agent_id) or self.manifests.get(agent_id.rsplit("/", 1)[-1])
 
     @property
     def address(self) -> str:
@@ -135,13 +148,15 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     """Read and check a gateway configuration file."""
     data = read_yaml(path, what="gateway config", error=ConfigError,
                      max_bytes=_MAX_CONFIG_BYTES)
-    return parse_gateway_config(data, source=str(path))
+    return parse_gateway_config(data, source=str(path), base=path.parent)
 
 
-def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfig:
-    """Check a parsed configuration document; raises :class:`ConfigError` naming the key."""
+def parse_gateway_config(data: Any, *, source: str = "<config>",
+                         base: Path | None = None) -> GatewayConfig:
+    """Check a parsed configuration document; raises :class:`ConfigError` naming the key.
+    Manifest files are read relative to ``base`` (the current directory if None)."""
     data = data or {}
-    _keys(data, {"gateway", "upstreams"}, source)
+    _keys(data, {"gateway", "upstreams", "manifests"}, source)
     settings = data.get("gateway") or {}
     _keys(settings, {"public_url", "listen", "max_message_bytes", "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
@@ -170,7 +185,24 @@ def parse_gateway_config(data: Any, *, source: str = "<config>") -> GatewayConfi
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in servers):
         raise ConfigError(f"{source}: `authorization_servers` must be a list of http(s) URLs")
     limits["authorization_servers"] = tuple(servers)
-    return GatewayConfig(upstreams=upstreams, **limits)
+    return GatewayConfig(upstreams=upstreams,
+                         manifests=_manifests(data.get("manifests"), source, base), **limits)
+
+
+def _manifests(spec: Any, source: str, base: Path | None) -> dict[str, Manifest]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: `manifests` must be a mapping of agent to manifest file")
+    found = {}
+    for agent, path in spec.items():
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{source}: manifests: `{agent}` must name a manifest file")
+        try:
+            found[str(agent)] = load_manifest((base or Path()) / path)
+        except ProctorError as exc:
+            raise ConfigError(f"{source}: manifests: `{agent}`: {exc.message}") from exc
+    return found
 
 
 def _upstream(name: str, spec: Any, source: str) -> UpstreamConfig:

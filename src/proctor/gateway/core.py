@@ -17,7 +17,7 @@ One call (``tools/call``, ``resources/read``, ``prompts/get``), in order:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any, TextIO
 
@@ -43,6 +43,7 @@ from proctor.gateway.tools import PROMPT_GET, RESOURCE_READ, ExposedTool, ToolRe
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.visibility import Visibility
 from proctor.grants import GrantAuthority, GrantClaims
+from proctor.identity import Manifest
 from proctor.oversight.pinning import ToolPins
 from proctor.policy import Outcome, PolicyEngine
 from proctor.policy.known_tools import KnownTools
@@ -61,8 +62,10 @@ class Gateway:
                  engine: PolicyEngine, audit: AuditLog, store: Store, clock: Clock,
                  guard: Guard, secrets: SecretSource | None = None,
                  errlog: TextIO | None = None, tools: KnownTools | None = None,
-                 pins: ToolPins | None = None) -> None:
+                 pins: ToolPins | None = None,
+                 present: Callable[[str, Manifest], None] | None = None) -> None:
         self.config = config
+        self.present = present  # presents a configured manifest for an agent (HTTP mode)
         self.enforcer = enforcer
         self.grants = grants
         self.clock = clock
@@ -81,13 +84,16 @@ class Gateway:
            errlog: TextIO | None = None) -> Gateway:
         """The gateway on a process's runtime: its enforcer, grants, secret store and
         discovered tools, and an output guard that knows this deployment's grants."""
+        from proctor.gateway.manifests import present_manifest
         from proctor.oversight import OutputGuard
 
         return cls(config, enforcer=runtime.enforcer, grants=runtime.grants,
                    engine=runtime.engine, audit=runtime.audit, store=runtime.store,
                    clock=runtime.clock,
                    guard=OutputGuard(grant_issuer=issuer_for(runtime.settings)),
-                   secrets=runtime.secrets, errlog=errlog, tools=runtime.tools)
+                   secrets=runtime.secrets, errlog=errlog, tools=runtime.tools,
+                   present=lambda agent_id, manifest: present_manifest(
+                       runtime, agent_id, manifest, by="proctor-gateway"))
 
     # sessions
 

@@ -134,8 +134,16 @@ class HttpSessions:
                     raise rpc_error("session_closed", "the gateway is stopping")
                 found = await self._gateway.open_session(claims, self.tasks)
                 self._by_grant[claims.grant_id] = found
+                await self._present(claims.agent_id)
             found.hold()
             return found
+
+    async def _present(self, agent_id: str) -> None:
+        """The manifest the configuration names for the agent, presented as its session
+        opens (like ``proctor mcp wrap --manifest``)."""
+        manifest = self._gateway.config.manifest_for(agent_id)
+        if manifest is not None and self._gateway.present is not None:
+            await anyio.to_thread.run_sync(self._gateway.present, agent_id, manifest)
 
     def is_live(self, grant_id: str) -> bool:
         """Whether the grant has an open session here (its grant passed the door, with
