@@ -66,7 +66,7 @@ Code = Literal[
     # keys
     "signing_key_invalid",
     # identity: agents, manifests, identity proofs
-    "agent_id_invalid", "agent_unknown", "agent_exists", "agent_not_active",
+    "agent_id_invalid", "agent_unknown", "agent_exists", "agent_not_active", "agent_changed",
     "agent_state_invalid", "agent_key_invalid", "reviewer_invalid", "manifest_invalid",
     "manifest_changed", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
     "proof_key_unknown", "proof_invalid_signature", "proof_wrong_issuer",
@@ -187,6 +187,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "agent_exists": CodeInfo("an agent with that id is already registered", 409),
     "agent_not_active": _auth("the agent is suspended or retired, and so is denied "
                               "everything"),
+    "agent_changed": CodeInfo("the agent's trust state changed (in another process, say) "
+                              "while the call was decided: denied; asked again, it is "
+                              "decided on the state as it is now"),
     "agent_state_invalid": CodeInfo("a trust-state change that is not allowed from the "
                                     "agent's current state", 409),
     "agent_key_invalid": CodeInfo("a key that cannot be the agent's: not P-256 or Ed25519, "

@@ -15,7 +15,8 @@ The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
    approval request is created;
 4. one write, the audit writer's transaction shared with the other decisions
    waiting (group commit; :mod:`proctor.grants.use`): the grant, its ancestors
-   and its task not revoked, the agent active, the task open — as committed
+   and its task not revoked, the agent active (and, for an allow, in the trust
+   state the decision saw: else ``agent_changed``), the task open — as committed
    now, in any process — the proof's nonce new, a use left; the event, the
    use, the nonce and the task's activity and data sensitivity are written
    together. A check that fails there turns the decision into that check's
@@ -233,7 +234,7 @@ class Enforcer:
             # the use was counted when the call was first decided: confirmed, not counted
             use = self._grants.confirming(claims)
             return self._policy(claims, verdict.accessor or "", self._current(request, claims),
-                                use, ToolCall(request.resource.id, {}))
+                                use, ToolCall(request.resource.id, {}), agent)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)
             return self._refused_after(verdict, "enforcement_error",
@@ -267,10 +268,10 @@ class Enforcer:
                 f"tool:{call.tool_id}") is None:
             self._tools.teach(self._engine)  # discovered by another process, perhaps
         request = self._request(agent, task, claims, call)
-        return self._policy(claims, accessor, request, use, call)
+        return self._policy(claims, accessor, request, use, call, agent)
 
     def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
-                use: GrantUse, call: ToolCall) -> CallVerdict:
+                use: GrantUse, call: ToolCall, agent: Agent) -> CallVerdict:
         decision = self._engine.decide(request)
         approval: Approval | None = None
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
@@ -285,6 +286,9 @@ class Enforcer:
         event = decision_event(request, decision, now=self._clock.now(), grant=accessor)
         if decision.outcome is Outcome.ALLOW:
             use.sensitivity = self._sensitivity(request)
+            # the write confirms the state this allow was decided on: a drift another
+            # process committed before its news reached this one is never allowed
+            use.decided_state = agent.trust_state.value
 
         def refuse(exc: GrantError) -> AuditEvent:
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's

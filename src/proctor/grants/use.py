@@ -5,7 +5,8 @@ transaction, the audit writer's (:meth:`~proctor.audit.AuditLog.record_with`), s
 by every decision that is waiting: one commit per batch. :class:`GrantUse` is that
 use. In the transaction, in this order, each failure a :class:`GrantError`:
 
-1. the agent is active;
+1. the agent is active and, for an allow, in the trust state the decision saw (a drift
+   committed by another process whose news had not reached this one: ``agent_changed``);
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
 3. the task is open: not ended, not past its lifetime or idle timeout;
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
@@ -108,7 +109,8 @@ class GrantUse:
     ``claims.lineage`` is what must not be revoked; ``nonce`` (with the time it is kept
     until) the proof's; ``counts`` whether a use is counted (a tool call) or the
     grant only shown (an exchange, an API call); ``sensitivity`` the data label
-    rank the call reads, set by the caller once policy allowed it. After the
+    rank the call reads, set by the caller once policy allowed it; ``decided_state`` the
+    agent's trust state an allow was decided on, which the write confirms. After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -122,6 +124,7 @@ class GrantUse:
     counts: bool
     refuse: Refusal = field(default=lambda _exc: None)
     sensitivity: int = 0
+    decided_state: str | None = None
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -161,6 +164,9 @@ class GrantUse:
                 raise AgentError("agent_unknown", "the grant's agent is not registered")
             if agent not in ACTIVE_STATES:
                 raise AgentError("agent_not_active", f"agent is {agent}")
+            if self.decided_state is not None and agent != self.decided_state:
+                raise GrantError("agent_changed", f"agent is {agent} now, not "
+                                 f"{self.decided_state} as the call was decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             task = tasks.found.get(claims.task_id)
