@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select
 
 from api_workload import AGENT, ARGS, TARGET, TOOL, Setup, proofs, set_up
+from harness import run_threads
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import ProctorError
@@ -113,31 +113,18 @@ def concurrent(setup: Setup, callers: int, seconds: float, stock: int) -> dict[s
     """``callers`` threads deciding for ``seconds``, each call with its own proof (made
     beforehand, ``stock`` of them): decisions per second, and how many were not allowed."""
     made = proofs(setup, stock)
-    answered, refused = [0] * callers, [0] * callers
-    start = threading.Barrier(callers + 1)
-    stop_at = [0.0]
+    refused = [0] * callers
+    enforcer, token = setup.runtime.enforcer, setup.grant.token
 
-    def caller(index: int) -> None:
-        enforcer, token = setup.runtime.enforcer, setup.grant.token
-        start.wait()
-        while time.perf_counter() < stop_at[0]:
-            try:
-                proof = made.pop()
-            except IndexError:
-                return
-            verdict = enforcer.decide_call(token, proof, CALL)
-            answered[index] += 1
-            refused[index] += not verdict.is_allowed
+    def step(index: int) -> bool:
+        try:
+            proof = made.pop()
+        except IndexError:
+            return False
+        refused[index] += not enforcer.decide_call(token, proof, CALL).is_allowed
+        return True
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.perf_counter() + seconds
-    cpu_at, began = time.process_time(), time.perf_counter()
-    start.wait()
-    for thread in threads:
-        thread.join()
-    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_at
+    answered, wall, cpu = run_threads(callers, seconds, step)
     total = sum(answered)
     return {"per_s": total / wall, "decisions": total, "not_allowed": sum(refused),
             "proofs_ran_out": not made and wall < seconds * 0.99,

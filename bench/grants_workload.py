@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg import sql
 from sqlalchemy import Connection
 
+from harness import run_threads
 from proctor.audit import AuditLog, WriteCursor
 from proctor.clock import SystemClock
 from proctor.errors import GrantError
@@ -125,26 +125,13 @@ def sequential_cpu_ms(b: Backend, count: int) -> float:
 def concurrent_issuance(b: Backend, callers: int, seconds: float) -> dict[str, float]:
     """``callers`` threads of this process issuing for ``seconds``: grants per second,
     and the process's CPU per grant over the run."""
-    issued = [0] * callers
-    start = threading.Barrier(callers + 1)
-    stop_at = [0.0]
+    issue, task_id = b.authority.issue, b.task_id
 
-    def caller(index: int) -> None:
-        issue, task_id = b.authority.issue, b.task_id
-        start.wait()
-        while time.perf_counter() < stop_at[0]:
-            issue(task_id, SCOPE)
-            issued[index] += 1
+    def step(_: int) -> bool:
+        issue(task_id, SCOPE)
+        return True
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.perf_counter() + seconds
-    cpu_at, began = time.process_time(), time.perf_counter()
-    start.wait()
-    for thread in threads:
-        thread.join()
-    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_at
+    issued, wall, cpu = run_threads(callers, seconds, step)
     total = sum(issued)
     return {"per_s": total / wall, "issued": total, "cpu_ms_per_grant": cpu / max(total, 1) * 1e3}
 

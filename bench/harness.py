@@ -34,6 +34,7 @@ import platform
 import secrets
 import socket
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -192,6 +193,31 @@ def child_pid(marker: str) -> int:
         if parent == os.getpid() and marker in command:
             return int(entry.name)
     raise LookupError(f"no child process runs `{marker}`")
+
+
+def run_threads(callers: int, seconds: float, step: Callable[[int], bool]
+                ) -> tuple[list[int], float, float]:
+    """``callers`` threads of this process, released together, each calling
+    ``step(index)`` until ``seconds`` have passed or it returns False: the calls each
+    thread completed, the wall seconds and the process's CPU seconds over the run."""
+    done = [0] * callers
+    start = threading.Barrier(callers + 1)
+    stop_at = [0.0]
+
+    def caller(index: int) -> None:
+        start.wait()
+        while time.perf_counter() < stop_at[0] and step(index):
+            done[index] += 1
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    cpu_at, began = time.process_time(), time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    return done, time.perf_counter() - began, time.process_time() - cpu_at
 
 
 def load_average() -> float:
