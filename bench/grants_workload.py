@@ -62,6 +62,12 @@ class Agents:
     def binding(self, agent_id: str) -> AgentBinding | None:
         return self.agent if agent_id == self.agent.agent_id else None
 
+    def binding_seen(self, agent_id: str) -> AgentBinding | None:
+        return self.binding(agent_id)
+
+    def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
+        return self.binding(agent_id)
+
     def prove(self, identity_proof: str) -> str:
         raise GrantError("proof_invalid", "the bench's agent has a registered key")
 

@@ -25,3 +25,18 @@ def test_the_write_confirms_the_trust_state_an_allow_was_decided_on(
     runtime.grants.apply_alone(use)
     assert use.refusal is not None and use.refusal.code == "agent_changed"
     assert use.uses_left is None  # nothing counted
+
+
+def test_the_write_confirms_the_manifest_the_grant_was_issued_for(
+        runtime: Runtime, agents: Agents) -> None:
+    """The grant check reads the agent from the process's view (no store read): a review
+    onto another manifest, committed before the write, is refused there."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    use = runtime.grants.prepare(grant.token, agents.proof(grant), method="tools/call",
+                                 target=TARGET, tool_id=LOOKUP, args=ARGS)
+    use.decided_state = TrustState.TRUSTED.value
+    runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                            manifest=manifest(model_id="other"))  # trusted, on another one
+    runtime.grants.apply_alone(use)
+    assert use.refusal is not None and use.refusal.code == "grant_manifest_changed"
+    assert use.uses_left is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,9 @@ class KeyedAgents:
         return AgentBinding(agent_id, jwk_thumbprint(public_jwk(key)),
                             agent_id not in self.inactive)
 
+    def binding_seen(self, agent_id: str) -> AgentBinding | None:
+        return self.binding(agent_id)
+
     def prove(self, identity_proof: str) -> str:
         raise IdentityError("proof_method_mismatch",
                             "these agents prove their identity with their own keys")
@@ -61,6 +64,11 @@ class KeyedAgents:
         if agent_id not in self.keys:
             return None
         return "suspended" if agent_id in self.inactive else "trusted"
+
+    def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
+        found = self.binding(agent_id)
+        state = self.state_in(tx, agent_id)
+        return None if found is None or state is None else replace(found, trust_state=state)
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         return agent_id in self.keys and agent_id not in self.inactive

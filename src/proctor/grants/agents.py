@@ -10,8 +10,9 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from proctor.audit import WriteCursor
+from proctor.errors import AgentError, GrantError
 
-__all__ = ["AgentBinding", "AgentDirectory", "AgentEnded"]
+__all__ = ["AgentBinding", "AgentDirectory", "AgentEnded", "binding_refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,28 @@ class AgentBinding:
     manifest_digest: str | None = None  # the manifest it runs now: presented, else reviewed
 
 
+def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
+                    manifest_digest: str | None) -> GrantError | None:
+    """Why a grant bound to ``key_thumbprint`` (issued while its agent ran
+    ``manifest_digest``) may not be used by the agent ``binding`` says, or None.
+
+    The grant check asks it of the agent as the process sees it, and the use's write
+    asks it again of the agent's row as committed (:mod:`proctor.grants.use`)."""
+    if binding is None or binding.key_thumbprint not in (None, key_thumbprint):
+        return GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
+    if not binding.is_active:
+        return AgentError("agent_not_active", "the grant's agent is suspended or retired")
+    if manifest_digest is not None and binding.manifest_digest is not None \
+            and manifest_digest != binding.manifest_digest \
+            and binding.trust_state == "trusted":
+        # A drifted or unattested agent is re-gated by policy; a trusted one was
+        # reviewed on another manifest since: the grant was not issued for what runs.
+        return GrantError("grant_manifest_changed",
+                          "the grant was issued while the agent ran another manifest; "
+                          "ask for a new grant")
+    return None
+
+
 AgentEnded = Callable[[Connection, str, str, str | None], Callable[[], None]]
 """``(conn, agent_id, reason, by)``: runs in the transaction that suspends or retires an
 agent; returns what to do once it has committed."""
@@ -40,6 +63,11 @@ class AgentDirectory(Protocol):
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         """The agent's key and whether it is active, as of now (None: unknown)."""
+
+    def binding_seen(self, agent_id: str) -> AgentBinding | None:
+        """:meth:`binding` as this process's view of the agents has it (it may not yet
+        have heard a change committed on another node): only for a use whose write
+        confirms it (:meth:`binding_in`)."""
 
     def prove(self, identity_proof: str) -> str:
         """The id of the active agent ``identity_proof`` (a JWT-SVID, an OIDC workload
@@ -54,6 +82,10 @@ class AgentDirectory(Protocol):
         """The agent's trust state as ``tx`` (the audit writer's transaction) sees it
         now (None: unknown): a suspension that committed first is seen, one running is
         waited for."""
+
+    def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
+        """:meth:`binding` as ``tx`` (the audit writer's transaction) sees it now, read
+        once per transaction, as :meth:`state_in` reads the state."""
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         """Run ``hook`` in every transaction that suspends or retires an agent."""

@@ -38,7 +38,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, n
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
-from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded
+from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
 from proctor.grants.holders import HolderProof
 from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
@@ -308,7 +308,7 @@ class GrantAuthority:
         same transaction as the decision's audit event (:meth:`AuditLog.record_with`)."""
         now = self._clock.now()
         claims = self._codec.decode(token, now=now)
-        self._check_binding(claims)
+        self._check_binding(claims, confirmed_later=True)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
         try:
@@ -317,13 +317,13 @@ class GrantAuthority:
         except GrantError as exc:
             exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
-        return GrantUse(claims, self._agents.state_in, now, verified.nonce,
+        return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
                         nonce_kept_until(verified, now), counts=tool_id is not None)
 
     def confirming(self, claims: GrantClaims) -> GrantUse:
         """A use that counts nothing and claims no nonce, only confirms in the write that
         the grant, its agent and its task may still be used (a call approved later)."""
-        return GrantUse(claims, self._agents.state_in, self._clock.now(), None, None,
+        return GrantUse(claims, self._agents.binding_in, self._clock.now(), None, None,
                         counts=False)
 
     def apply_alone(self, use: GrantUse) -> None:
@@ -521,20 +521,14 @@ class GrantAuthority:
 
     # internals
 
-    def _check_binding(self, claims: GrantClaims) -> None:
-        binding = self._agents.binding(claims.agent_id)
-        if binding is None or binding.key_thumbprint not in (None, claims.key_thumbprint):
-            raise GrantError("grant_wrong_agent", "the grant's agent or key is no longer valid")
-        if not binding.is_active:
-            raise AgentError("agent_not_active", "the grant's agent is suspended or retired")
-        if claims.manifest_digest is not None and binding.manifest_digest is not None \
-                and claims.manifest_digest != binding.manifest_digest \
-                and binding.trust_state == "trusted":
-            # A drifted or unattested agent is re-gated by policy; a trusted one was
-            # reviewed on another manifest since: the grant was not issued for what runs.
-            raise GrantError("grant_manifest_changed",
-                             "the grant was issued while the agent ran another manifest; "
-                             "ask for a new grant")
+    def _check_binding(self, claims: GrantClaims, *, confirmed_later: bool = False) -> None:
+        """The grant's agent and key as registered; ``confirmed_later``: as this process's
+        view has them, for a use whose write confirms them (:mod:`proctor.grants.use`)."""
+        agents = self._agents
+        binding = (agents.binding_seen if confirmed_later else agents.binding)(claims.agent_id)
+        refusal = binding_refusal(binding, claims.key_thumbprint, claims.manifest_digest)
+        if refusal is not None:
+            raise refusal
 
     def _active_agent(self, agent_id: str) -> AgentBinding:
         binding = self._agents.binding(agent_id)

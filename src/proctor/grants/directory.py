@@ -42,6 +42,7 @@ class RegisteredAgents:
         self._authenticator = Authenticator(registry, clock=clock,
                                             on_change=self.record_attestation)
         self._view = view if view is not None and view.sees_every_commit else None
+        self._seen = view  # on any store: for the uses whose write confirms the binding
 
     def record_attestation(self, change: AttestationChange) -> None:
         """Audit what a workload token's attested claims changed (the agent reported
@@ -64,6 +65,13 @@ class RegisteredAgents:
             return AgentBinding(found, thumbprint, state in ACTIVE_STATES, state, digest)
         return _binding(self._registry.find(agent_id))
 
+    def binding_seen(self, agent_id: str) -> AgentBinding | None:
+        # no store read per grant check when the view is current: the use's write
+        # reads the agent's row again (binding_in) and refuses what changed meanwhile
+        if self._seen is not None:
+            return _binding(self._seen.find(agent_id))
+        return self.binding(agent_id)
+
     def prove(self, identity_proof: str) -> str:
         return self._authenticator.authenticate(identity_proof).agent.id
 
@@ -74,12 +82,22 @@ class RegisteredAgents:
         return state in ACTIVE_STATES
 
     def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
+        binding = self.binding_in(tx, agent_id)
+        return binding.trust_state if binding is not None else None
+
+    def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
         # read once per transaction: the row stays as read (locked, on PostgreSQL)
-        known = tx.confirmed.get(("agent", agent_id))
-        if known is None:
+        confirmed = tx.confirmed
+        if ("agent", agent_id) not in confirmed:
             rows = tx.rows(_BINDING + tx.for_share, [agent_id])
-            known = tx.confirmed["agent", agent_id] = str(rows[0][2]) if rows else ""
-        return str(known) or None
+            found = None
+            if rows:
+                found_id, thumbprint, state, digest = rows[0]
+                found = AgentBinding(str(found_id), thumbprint, state in ACTIVE_STATES,
+                                     str(state), digest)
+            confirmed["agent", agent_id] = found
+        known = confirmed["agent", agent_id]
+        return known if isinstance(known, AgentBinding) else None
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:

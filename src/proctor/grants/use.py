@@ -5,7 +5,10 @@ transaction, the audit writer's (:meth:`~proctor.audit.AuditLog.record_with`), s
 by every decision that is waiting: one commit per batch. :class:`GrantUse` is that
 use. In the transaction, in this order, each failure a :class:`GrantError`:
 
-1. the agent is active and, for an allow, in the trust state the decision saw (a drift
+1. the agent is active, still holds the grant's key and (trusted) runs the manifest the
+   grant was issued for (the grant check's :func:`~proctor.grants.agents.binding_refusal`,
+   asked again of the row: the check itself may have read a view that had not heard of a
+   change yet) and, for an allow, is in the trust state the decision saw (a drift
    committed by another process whose news had not reached this one: ``agent_changed``);
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
 3. the task is open: not ended, not past its lifetime or idle timeout;
@@ -41,8 +44,8 @@ from datetime import datetime, timedelta
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
+from proctor.grants.agents import AgentBinding, binding_refusal
 from proctor.grants.tokens import GrantClaims
-from proctor.identity.agent import ACTIVE_STATES
 
 __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "any_revoked"]
 
@@ -98,6 +101,9 @@ def _live(tx: WriteCursor, wanted: list[str]) -> set[str]:
 AgentState = Callable[[WriteCursor, str], str | None]
 """The agent's trust state as the transaction sees it (None: unknown)."""
 
+AgentRead = Callable[[WriteCursor, str], AgentBinding | None]
+"""The agent's key, trust state and manifest as the transaction sees it (None: unknown)."""
+
 Refusal = Callable[[GrantError], AuditEvent | None]
 """The event to write instead of the decision's when the use is refused."""
 
@@ -117,7 +123,7 @@ class GrantUse:
     """
 
     claims: GrantClaims
-    agent_state: AgentState
+    agent: AgentRead
     now: datetime
     nonce: str | None
     nonce_until: datetime | None
@@ -159,11 +165,15 @@ class GrantUse:
         idling for the next ones)."""
         try:
             claims = self.claims
-            agent = tasks.agents.get(claims.agent_id)
-            if agent is None:
+            binding = tasks.agents.get(claims.agent_id)
+            if binding is None:
                 raise AgentError("agent_unknown", "the grant's agent is not registered")
-            if agent not in ACTIVE_STATES:
+            agent = binding.trust_state
+            if not binding.is_active:
                 raise AgentError("agent_not_active", f"agent is {agent}")
+            refusal = binding_refusal(binding, claims.key_thumbprint, claims.manifest_digest)
+            if refusal is not None:
+                raise refusal
             if self.decided_state is not None and agent != self.decided_state:
                 raise GrantError("agent_changed", f"agent is {agent} now, not "
                                  f"{self.decided_state} as the call was decided: ask again")
@@ -224,19 +234,19 @@ class _Tasks:
     """What steps 1-3 read for a batch: agents, tasks and the live lease nodes, each in
     one statement, in the order of the locks (agents, tasks, leases)."""
 
-    agents: dict[str, str]
+    agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
     live: set[str]
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
-        agents: dict[str, str] = {}
+        agents: dict[str, AgentBinding] = {}
         for use in uses:  # one agent in most batches
             agent_id = use.claims.agent_id
             if agent_id not in agents:
-                state = use.agent_state(tx, agent_id)
-                if state is not None:
-                    agents[agent_id] = state
+                binding = use.agent(tx, agent_id)
+                if binding is not None:
+                    agents[agent_id] = binding
         task_ids = list(dict.fromkeys(u.claims.task_id for u in uses))
         rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
                        + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
