@@ -19,7 +19,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
@@ -304,8 +304,13 @@ def _insert_rows(count: int) -> str:
     return _INSERT_EVENTS + ", ".join([_ROW_MARKS] * count)
 
 
+_UTC_OFFSET = timedelta(0)
+
+
 def _sqlite_time(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DateTime reads and compares.
+    if value.utcoffset() == _UTC_OFFSET:  # already UTC: only the offset to cut off
+        return value.isoformat(sep=" ", timespec="microseconds")[:-6]
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 

@@ -181,6 +181,12 @@ class Receipt:
         return self.result
 
 
+def _expire(future: asyncio.Future[RecordedEvent], limit: float) -> None:
+    if not future.done():
+        future.set_exception(AuditUnavailableError(
+            f"audit write did not complete within {limit:g} s"))
+
+
 def _settle(receipts: Sequence[Receipt]) -> None:
     for receipt in receipts:
         future = receipt._future
@@ -296,20 +302,26 @@ class AuditLog:
         if not self._slots.acquire(blocking=False):
             raise AuditUnavailableError("the audit writer is saturated")
         self._queue.put(receipt)
-        self._wake.set()  # never written on the event loop's thread
+        self._wakeup()  # never written on the event loop's thread
         limit = self.timeout if timeout is None else timeout
+        # one timer on the future itself, cheaper than asyncio.timeout's context
+        expiry = loop.call_later(limit, _expire, future, limit)
         try:
-            async with asyncio.timeout(limit):
-                return await future
-        except TimeoutError:
-            raise AuditUnavailableError(
-                f"audit write did not complete within {limit:g} s") from None
+            return await future
+        finally:
+            expiry.cancel()
 
     def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
         """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
         receipt = self._enqueue(self._attributed(event), timeout)
-        self._wake.set()
+        self._wakeup()
         return receipt
+
+    def _wakeup(self) -> None:
+        # Set only when clear: the writer thread clears the event before it looks at the
+        # queue, so an event found set means a look at the queue is still to come.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _attributed(self, event: AuditEvent) -> AuditEvent:
         return event if self.attribution is None else self.attribution.apply(event)
@@ -362,7 +374,7 @@ class AuditLog:
         finally:
             self._lead.release()
         if not self._queue.empty():  # queued meanwhile: the writer thread takes over
-            self._wake.set()
+            self._wakeup()
 
     def _run(self) -> None:
         while True:
@@ -472,9 +484,10 @@ class AuditLog:
         waiting: dict[asyncio.AbstractEventLoop, list[Receipt]] = {}
         for receipt in batch:
             receipt._finish()
-            self._slots.release()
             if receipt._future is not None:
                 waiting.setdefault(receipt._future.get_loop(), []).append(receipt)
+        if batch:
+            self._slots.release(len(batch))
         for loop, receipts in waiting.items():
             # A closed loop has nobody waiting any more.
             with contextlib.suppress(RuntimeError):
