@@ -260,8 +260,9 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
     with (tempfile.TemporaryDirectory() as tmp, harness.postgres_database(admin_url) as pg_url,
           postgres_commit(pg_url) as (pg_write, pg_settings),
           sqlite_commit(Path(tmp) / "bare.db") as sqlite_write):
-        lite = open_backend("sqlite", f"sqlite:///{Path(tmp) / 'proctor.db'}", engine, agent_key)
-        pg = open_backend("postgres", pg_url, engine, agent_key)
+        lite = open_backend("sqlite", Path(tmp) / "sqlite",
+                            f"sqlite:///{Path(tmp) / 'proctor.db'}", agent_key)
+        pg = open_backend("postgres", Path(tmp) / "postgres", pg_url, agent_key)
         backends = (lite, pg)
         lap("setup")
         issued = issuance(backends, engine, sqlite_write, pg_write, plan)

@@ -1,13 +1,12 @@
-"""The grants bench's workload: one agent with its own key, a backend per database
-(store, keyring, codec, the change feed and the in-process views of tasks and
-revocations, the audit log, authority, a task of the agent's), concurrent issuance, and
-the bare durable commits issuance is set beside.
+"""The grants bench's workload: one agent with its own key, a backend per database (a
+home opened as proctor opens it, :func:`proctor.runtime.open_runtime`, the agent
+registered, a task of the agent's), concurrent issuance, and the bare durable commits
+issuance is set beside.
 """
 
 from __future__ import annotations
 
 import itertools
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -18,32 +17,17 @@ from pathlib import Path
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
 from psycopg import sql
-from sqlalchemy import Connection
 
 from harness import run_threads
-from proctor.audit import AuditLog, WriteCursor
-from proctor.clock import SystemClock
-from proctor.errors import GrantError
-from proctor.grants import (
-    AgentBinding,
-    GrantAuthority,
-    GrantScope,
-    IssuedGrant,
-    IssuerKeyring,
-    RevocationView,
-    TaskView,
-    TokenCodec,
-    jwk_thumbprint,
-)
-from proctor.grants.agents import AgentEnded
+from proctor.config import Settings
+from proctor.grants import GrantAuthority, GrantScope, IssuedGrant, IssuerKeyring, TokenCodec
 from proctor.grants.proofs import public_jwk
-from proctor.policy import PolicyEngine
-from proctor.store import Store, open_store
-from proctor.store.changes import ChangeFeed
+from proctor.identity import Manifest, OwnKeyProof
+from proctor.runtime import Runtime, init_home, issuer_for, open_runtime
+from proctor.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 AGENT = "spiffe://acme.example/agent/coder"
-ISSUER = "https://proctor.acme.example"
 TOOL = "git/git_log"
 SCOPE = GrantScope.from_json({"tools": [
     {"tool": TOOL, "args": {"repo_path": {"prefix": ["/srv/repos/"]}}},
@@ -54,69 +38,50 @@ TOKENS = 64  # distinct grants the checks rotate over
 
 
 @dataclass
-class Agents:
-    """The one agent of the bench, as the grants part sees it."""
-
-    agent: AgentBinding
-
-    def binding(self, agent_id: str) -> AgentBinding | None:
-        return self.agent if agent_id == self.agent.agent_id else None
-
-    def binding_seen(self, agent_id: str) -> AgentBinding | None:
-        return self.binding(agent_id)
-
-    def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
-        return self.binding(agent_id)
-
-    def prove(self, identity_proof: str) -> str:
-        raise GrantError("proof_invalid", "the bench's agent has a registered key")
-
-    def confirm_active(self, conn: Connection, agent_id: str) -> bool:
-        return agent_id == self.agent.agent_id
-
-    def state_in(self, tx: WriteCursor, agent_id: str) -> str | None:
-        return "trusted" if agent_id == self.agent.agent_id else None
-
-    def on_deactivated(self, hook: AgentEnded) -> None:
-        """The bench never suspends its agent."""
-
-
-@dataclass
 class Backend:
     """The grants part on one database, with the task the bench issues under."""
 
     name: str
-    store: Store
-    keyring: IssuerKeyring
-    codec: TokenCodec
-    authority: GrantAuthority
+    runtime: Runtime
+    codec: TokenCodec  # the runtime's issuer and audience, for decoding alone
     task_id: str
-    feed: ChangeFeed
-    audit: AuditLog
     tokens: list[IssuedGrant] = field(default_factory=list)
 
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def keyring(self) -> IssuerKeyring:
+        return self.runtime.keyring
+
+    @property
+    def authority(self) -> GrantAuthority:
+        return self.runtime.grants
+
     def close(self) -> None:
-        self.audit.close()
-        self.feed.close()
-        self.store.close()
+        self.runtime.close()
 
 
-def open_backend(name: str, url: str, engine: PolicyEngine, agent_key: ec.EllipticCurvePrivateKey
+def open_backend(name: str, home: Path, url: str, agent_key: ec.EllipticCurvePrivateKey
                  ) -> Backend:
-    """The grants part on the store at ``url``, the bench's agent bound to ``agent_key``,
-    wired as :func:`proctor.runtime.open_runtime` wires it (the views on the change feed,
-    the audit log: an issuance and its decision's event are one group-committed write)."""
-    clock = SystemClock()
-    store = open_store(url)
-    feed = ChangeFeed(store)
-    keyring = IssuerKeyring(store, clock, secrets.token_bytes(32))
-    codec = TokenCodec(keyring, issuer=ISSUER, audience="proctor")
-    agents = Agents(AgentBinding(AGENT, jwk_thumbprint(public_jwk(agent_key)), True))
-    audit = AuditLog(store, signer=keyring, clock=clock)
-    authority = GrantAuthority(store, clock, codec, engine, agents, audit=audit,
-                               tasks=TaskView(store, feed), revocations=RevocationView(store, feed))
-    task = authority.start_task(AGENT, purpose="bench", on_behalf_of="alice@acme.example")
-    return Backend(name, store, keyring, codec, authority, task.id, feed, audit)
+    """A home at ``home`` on the store at ``url``, opened by
+    :func:`proctor.runtime.open_runtime` as every proctor process opens it (the registry
+    and its agent view, the change feed and the views of tasks and revocations, the audit
+    log, the enforcer that brings the engine's agent up to date before an issuance is
+    decided), with the bench's agent registered with ``agent_key``."""
+    settings = Settings(home=home, database_url=url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings, policies_from=EXAMPLES)
+    runtime = open_runtime(settings)
+    manifest = Manifest("claude-sonnet-4", "sha256:" + "a" * 64, "sha256:" + "b" * 64,
+                        (TOOL,), "sha256:" + "c" * 64)
+    runtime.registry.register(AGENT, owner="alice@acme.example", groups=["coding-agents"],
+                              proof=OwnKeyProof(public_jwk(agent_key)), manifest=manifest)
+    runtime.enforcer.refresh_principals()
+    codec = TokenCodec(runtime.keyring, issuer=issuer_for(settings), audience="proctor")
+    task = runtime.grants.start_task(AGENT, purpose="bench", on_behalf_of="alice@acme.example")
+    return Backend(name, runtime, codec, task.id)
 
 
 def sequential_cpu_ms(b: Backend, count: int) -> float:
