@@ -188,8 +188,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "agent_not_active": _auth("the agent is suspended or retired, and so is denied "
                               "everything"),
     "agent_changed": CodeInfo("the agent's trust state changed (in another process, say) "
-                              "while the call was decided: denied; asked again, it is "
-                              "decided on the state as it is now"),
+                              "while the call or issuance was decided: denied; asked "
+                              "again, it is decided on the state as it is now"),
     "agent_state_invalid": CodeInfo("a trust-state change that is not allowed from the "
                                     "agent's current state", 409),
     "agent_key_invalid": CodeInfo("a key that cannot be the agent's: not P-256 or Ed25519, "

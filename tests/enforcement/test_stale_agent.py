@@ -5,11 +5,15 @@ agent's trust state as committed, and an allow taken on another state is refused
 
 from __future__ import annotations
 
+import pytest
+
+from proctor.errors import GrantError
+from proctor.grants import GrantScope
 from proctor.identity.agent import TrustState
 from proctor.runtime import Runtime
 from tests.identity.factories import manifest
 
-from .conftest import SUPPORT, TARGET, Agents
+from .conftest import OWNER, SUPPORT, TARGET, Agents
 
 LOOKUP = "crm/lookup_customer"  # confidential: forbidden to a drifted agent
 ARGS = {"customer_id": "c-1"}
@@ -40,3 +44,29 @@ def test_the_write_confirms_the_manifest_the_grant_was_issued_for(
     runtime.grants.apply_alone(use)
     assert use.refusal is not None and use.refusal.code == "grant_manifest_changed"
     assert use.uses_left is None
+
+
+def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
+        runtime: Runtime, agents: Agents) -> None:
+    """An issuance is decided on the agent as this process's view holds it; a drift that
+    commits before the grant's write (or on another node, not heard of yet) refuses it."""
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    seen: list[str | None] = []
+
+    def decided_then_drifted(agent_id: str, *, strict: bool) -> str | None:
+        state = runtime.enforcer.ensure_current(agent_id, strict=strict)
+        seen.append(state)
+        runtime.registry.present_manifest(SUPPORT, manifest(model_id="other"))
+        return state
+
+    runtime.grants.decide_on_current(decided_then_drifted)
+    with pytest.raises(GrantError) as refused:
+        runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    assert refused.value.code == "agent_changed"
+    assert seen == [TrustState.TRUSTED.value]
+    assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
+    # asked again, it is decided on the state as it is now: a drifted agent may not
+    runtime.grants.decide_on_current(runtime.enforcer.ensure_current)
+    with pytest.raises(GrantError) as again:
+        runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    assert again.value.code == "issuance_denied"

@@ -40,7 +40,7 @@ from proctor.errors import AgentError, AuditError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
 from proctor.grants.holders import HolderProof
-from proctor.grants.issuance import ISSUE_METHOD, IssuedGrant, Issuer, Request
+from proctor.grants.issuance import ISSUE_METHOD, EnsureCurrent, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, cancel_offers, load_offer
 from proctor.grants.proofs import verify_proof
@@ -110,10 +110,12 @@ class GrantAuthority:
         # transaction, whichever path (CLI, API, console) suspends it.
         agents.on_deactivated(self._end_agent_grants)
 
-    def decide_on_current(self, ensure_current: Callable[[str], None]) -> None:
-        """Call ``ensure_current(agent_id)`` before policy decides an issuance for the
-        agent (issued, offered, redeemed, exchanged or a later tool), so that it decides
-        on the agent as stored now, not as the engine last saw it."""
+    def decide_on_current(self, ensure_current: EnsureCurrent) -> None:
+        """Call ``ensure_current(agent_id, strict=...)`` before policy decides an issuance
+        for the agent (issued, offered, redeemed, exchanged or a later tool), so that it
+        decides on the agent as stored now, not as the engine last saw it: from the
+        store (``strict``), or from memory for a grant whose write confirms the trust
+        state it returns."""
         self._issuer.ensure_current = ensure_current
 
     # tasks
@@ -183,8 +185,8 @@ class GrantAuthority:
         request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
         key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint, holder,
                                              same_key_as=same_key_as, task_id=task_id)
-        events = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, key, proof, events=events)
+        decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, key, proof, decided=decided)
 
     def offer(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
               max_uses: int | None = None, approved: bool = False) -> GrantOffer:
@@ -253,8 +255,8 @@ class GrantAuthority:
         if receiver.key_thumbprint is None:
             self._issuer.decide(request, ttl_seconds=ttl)
             return self._issuer.offer(request)
-        events = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, receiver.key_thumbprint, None, events=events)
+        decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, receiver.key_thumbprint, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Connection, and_, insert, select
 
@@ -55,7 +56,7 @@ from proctor.store import Store
 from proctor.store.tables import grants
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["ISSUE_METHOD", "IssuedGrant", "Issuer", "NewGrant"]
+__all__ = ["ISSUE_METHOD", "Decided", "EnsureCurrent", "IssuedGrant", "Issuer", "NewGrant"]
 
 ISSUE_METHOD = "grant/issue"
 _MAX_LATER = 10_000
@@ -70,6 +71,19 @@ class IssuedGrant:
     @property
     def grant_id(self) -> str:
         return self.claims.grant_id
+
+
+class EnsureCurrent(Protocol):
+    def __call__(self, agent_id: str, *, strict: bool) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """An issuance policy allowed on every tool: its decisions' events, unwritten, and the
+    agent's trust state they were decided on (None: not known)."""
+
+    events: list[AuditEvent]
+    agent_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +120,10 @@ class Issuer:
         self._covering: tuple[object, list[str], dict[tuple[str, ...], list[str]]] = (
             None, [], {})
         # makes the engine's entity of an agent the stored one before policy decides on
-        # it (the enforcer's): a review or suspension a moment ago counts at once
-        self.ensure_current: Callable[[str], None] | None = None
+        # it (the enforcer's): a review or suspension a moment ago counts at once. Returns
+        # the trust state decided on; ``strict=False`` may answer from memory (the write
+        # then confirms that state)
+        self.ensure_current: EnsureCurrent | None = None
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -166,15 +182,28 @@ class Issuer:
 
     def decide(self, request: Request, *, ttl_seconds: int) -> None:
         """Policy on each tool of the scope; raises ``issuance_denied`` or
-        ``issuance_pending_approval``. Every decision is audited."""
-        events = self.decide_unwritten(request, ttl_seconds=ttl_seconds)
+        ``issuance_pending_approval``. Every decision is audited. The agent is read from
+        the store first (what is decided here is stored, or offered, without a write that
+        confirms the agent's trust state)."""
+        state = self._current(request.agent_id, strict=True)
+        events = self._decided(request, ttl_seconds, state).events
         if self._audit is not None and events:
             _write(self._audit, events, None)
 
-    def decide_unwritten(self, request: Request, *, ttl_seconds: int) -> list[AuditEvent]:
+    def decide_unwritten(self, request: Request, *, ttl_seconds: int) -> Decided:
         """:meth:`decide`, but an issuance allowed on every tool returns its events
         unwritten, for :meth:`grant` to write with the grant (a refusal is written
-        before it is raised)."""
+        before it is raised), and the agent as of the in-process view: the trust state
+        it was decided on, which the grant's write confirms (``agent_changed``)."""
+        state = self._current(request.agent_id, strict=self._audit is None)
+        return self._decided(request, ttl_seconds, state)
+
+    def _current(self, agent_id: str, *, strict: bool) -> str | None:
+        if self.ensure_current is None:
+            return None
+        return self.ensure_current(agent_id, strict=strict)
+
+    def _decided(self, request: Request, ttl_seconds: int, state: str | None) -> Decided:
         events: list[AuditEvent] = []
         for decision_request, decision in self._decisions(request, ttl_seconds):
             if self._audit is not None:
@@ -189,7 +218,7 @@ class Issuer:
                                      f"approval: {'; '.join(decision.reasons)}")
                 raise GrantError("issuance_denied",
                                  f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
-        return events
+        return Decided(events, state)
 
     def _decisions(self, request: Request, ttl_seconds: int
                    ) -> Iterator[tuple[DecisionRequest, Decision]]:
@@ -200,8 +229,6 @@ class Issuer:
                                 max_uses=request.max_uses,
                                 delegation_chain=request.actor_chain[::-1],
                                 approved=request.approved)
-        if self.ensure_current is not None:
-            self.ensure_current(request.agent_id)
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)
@@ -266,10 +293,12 @@ class Issuer:
     # storing
 
     def grant(self, request: Request, key_thumbprint: str, proof: VerifiedProof | None, *,
-              offer: GrantOffer | None = None, events: Sequence[AuditEvent] = ()
+              offer: GrantOffer | None = None, decided: Decided | None = None
               ) -> IssuedGrant:
         """Sign and store the grant; one transaction (see the module docstring), the
-        audit writer's with ``events`` (the issuance's decisions) when there are any."""
+        audit writer's with ``decided``'s events (the issuance's decisions) when there
+        are any."""
+        events = decided.events if decided is not None else ()
         now = self._clock.now()
         issued_at = int(now.timestamp())
         expires_at = request.expires_at
@@ -291,7 +320,8 @@ class Issuer:
         accessor = f"acc_{secrets.token_hex(12)}"
         if events and offer is None and self._audit is not None:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
-                           self._agents.state_in)
+                           self._agents.state_in,
+                           decided.agent_state if decided is not None else None)
             try:
                 _write(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
@@ -365,6 +395,7 @@ class NewGrant:
     now: datetime
     proof: VerifiedProof | None
     agent_state: AgentState
+    decided_state: str | None = None  # the trust state policy decided on: confirmed
     refusal: GrantError | None = None
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
@@ -377,9 +408,13 @@ class NewGrant:
 
     def _apply(self, tx: WriteCursor) -> None:
         request, claims = self.request, self.claims
-        if self.agent_state(tx, request.agent_id) not in ACTIVE_STATES:
+        state = self.agent_state(tx, request.agent_id)
+        if state not in ACTIVE_STATES:
             raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
+        if self.decided_state is not None and state != self.decided_state:
+            raise GrantError("agent_changed", f"agent is {state} now, not "
+                             f"{self.decided_state} as the issuance was decided: ask again")
         if any_revoked(tx, (request.parent_id, *request.lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
         nonce = None
