@@ -11,7 +11,9 @@ ALL``, so a cycle ends), and each transaction of its own marks a chunk of
 :data:`MARK_CHUNK` nodes with one ``UPDATE`` whose ids travel as one parameter
 (a JSON array on SQLite, an array on PostgreSQL), so that decisions go on
 between chunks; a process that dies before it finishes leaves that to the
-sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node).
+sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). On
+PostgreSQL such a transaction is one ``subtree`` change on the change feed rather than
+one per node (migration 0018).
 
 Each revocation is announced to subscribers — in this process at once, and to
 every other node through PostgreSQL ``NOTIFY`` on the channel
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from proctor.clock import Clock
 from proctor.store import Store, as_utc
@@ -54,6 +56,13 @@ _MARK = {
     "postgresql": "UPDATE leases SET revoked_at = %s, revoked_reason = %s WHERE id = ANY(%s) "
                   "AND revoked_at IS NULL RETURNING id",
 }
+# PostgreSQL: the descendants one transaction marks are one ``subtree`` change (migration
+# 0018: the trigger skips a transaction marking descendants), on the feed like any other
+_MARKING = "SELECT set_config('proctor.marking', 'descendants', true)"
+_SUBTREE_CHANGED = ("WITH noted AS (INSERT INTO changes (kind, key) VALUES ('subtree', %s) "
+                    "RETURNING seq, key) SELECT pg_notify('proctor_changes', "
+                    "seq || ' subtree ' || key) FROM noted")
+_NOTIFY_ALL = "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload"
 RevocationListener = Callable[[Sequence[str], str], None]
 
 
@@ -163,9 +172,13 @@ class LeaseTree:
         for start in range(0, len(under), MARK_CHUNK):
             chunk = under[start:start + MARK_CHUNK]
             with self._store.transaction() as conn:
+                if not sqlite:  # the change feed's trigger skips these rows: one change
+                    conn.exec_driver_sql(_MARKING)
                 rows = conn.exec_driver_sql(_MARK[self._store.backend], (
                     self._clock.now(), reason, json.dumps(chunk) if sqlite else chunk))
                 newly = [r[0] for r in rows]
+                if newly and not sqlite:
+                    conn.exec_driver_sql(_SUBTREE_CHANGED, (roots[0],))
                 self._notify(conn, newly, reason)
             self.announce(newly, reason)
             marked.extend(newly)
@@ -173,13 +186,12 @@ class LeaseTree:
 
     def _notify(self, conn: Connection, revoked: Sequence[str], reason: str) -> None:
         if revoked and self._store.backend == "postgresql":
-            # A NOTIFY payload must stay under 8000 bytes.
-            for start in range(0, len(revoked), _NOTIFY_IDS):
-                conn.execute(text("SELECT pg_notify(:channel, :payload)"), {
-                    "channel": CHANNEL,
-                    "payload": json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
-                                           "reason": reason[:200]}),
-                })
+            # A NOTIFY payload must stay under 8000 bytes: one per 100 ids, all sent
+            # by one statement
+            payloads = [json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
+                                    "reason": reason[:200]})
+                        for start in range(0, len(revoked), _NOTIFY_IDS)]
+            conn.exec_driver_sql(_NOTIFY_ALL, (CHANNEL, payloads))
 
     def announce(self, revoked: Sequence[str], reason: str) -> None:
         """Tell this process's subscribers of a committed revocation."""

@@ -4,7 +4,8 @@ then from memory while the change feed proves them current.
 Both answer from memory only when :meth:`~proctor.store.changes.ChangeFeed.catch_up`
 says every change committed so far has been heard, and read the store otherwise.
 A change to one task (ended, lifetime, data sensitivity seen) or one lease (revoked),
-made by any process, drops that entry alone.
+made by any process, drops that entry alone; the descendants a revocation marks after
+its roots (one ``subtree`` change on PostgreSQL) drop every revocation state held.
 
 What a held task does not follow is its idle deadline (``idle_until``), which every
 call moves: the transaction that counts a use reads it there, and a held deadline
@@ -38,9 +39,10 @@ _MAX_HELD = 100_000
 class _Held:
     """Entries keyed by id, dropped by the feed's changes of one kind."""
 
-    def __init__(self, feed: ChangeFeed, kind: str) -> None:
+    def __init__(self, feed: ChangeFeed, kind: str, *, clearing: str | None = None) -> None:
         self.feed = feed
         self.kind = kind
+        self.clearing = clearing  # a change of this kind drops every entry
         self.entries: dict[str, object] = {}
         self.lock = threading.Lock()
         self.forgotten = 0  # moves when this process drops an entry it changed itself
@@ -65,6 +67,9 @@ class _Held:
             self.entries.pop(key, None)
 
     def _changed(self, found: Sequence[Change]) -> None:
+        if self.clearing is not None and any(c.kind == self.clearing for c in found):
+            self._reset()
+            return
         keys = [c.key for c in found if c.kind == self.kind]
         if keys:
             with self.lock:
@@ -114,7 +119,9 @@ class RevocationView:
 
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
-        self._held = _Held(feed, "lease")
+        # the descendants a revocation marks after its roots are one ``subtree`` change
+        # (PostgreSQL, :mod:`proctor.grants.leases`): whatever is held is read again
+        self._held = _Held(feed, "lease", clearing="subtree")
 
     def revoked_among(self, ids: Sequence[str]) -> list[str]:
         """Which of ``ids`` are revoked or unknown (a grant's lineage: itself, its

@@ -453,7 +453,8 @@ secret_leases = Table(
 
 # The change feed (proctor.store.changes): one row per change to what the
 # in-process views hold, written by triggers in the changing transaction.
-# `kind` is agent, task, lease or tool; `key` the changed row's id.
+# `kind` is agent, task, lease or tool; `key` the changed row's id (`subtree`: the
+# descendants one transaction marked revoked, keyed by a root; PostgreSQL only).
 changes = Table(
     "changes",
     metadata,
