@@ -6,7 +6,7 @@ Usage::
     uv run python bench/gateway.py --quick     # under 30 s, 120 calls per variant
     uv run python bench/gateway.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
-One run, one upstream: a small MCP server (``echo``) that this file serves itself,
+One run, one upstream: a small MCP server (``echo``, ``bench/echo_upstream.py``),
 over stdio and over streamable HTTP. Each variant is timed against its baseline in
 the same run, interleaved call by call (direct, then through the gateway, then
 direct…), so drift on the machine hits both alike:
@@ -31,7 +31,6 @@ Prints a table, then one JSON object on its last line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -44,7 +43,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
@@ -52,6 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import harness
+from echo_upstream import RELAY_MARKER, WAIT, client, relay_command, upstream_command
 from grants_workload import postgres_commit, sqlite_commit
 from harness import Goal
 
@@ -82,57 +81,8 @@ BENCH_POLICY = """
 @reason("the benchmark's agent may echo")
 permit (principal in Group::"coding-agents", action == Action::"tool:bench/echo", resource);
 """
-WAIT = 120.0
 GOALS = {"stdio_added_p50_ms": Goal("<=", 1.5), "stdio_added_p99_ms": Goal("<=", 3),
          "http_added_p50_ms": Goal("<=", 2), "stdio_added_vs_floor": Goal("<=", 1)}
-
-
-# --- the upstream ----------------------------------------------------------------------------
-
-def serve_upstream(http_port: int | None) -> None:
-    import uvicorn
-    from mcp.server.mcpserver import MCPServer
-
-    server = MCPServer("bench-upstream", version="1.0.0", subscriptions=False)
-
-    @server.tool(name="echo", description="Return the text")
-    def echo(text: str) -> str:
-        return text
-
-    if http_port is None:
-        server.run("stdio")
-    else:
-        uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=http_port,
-                    log_level="warning")
-
-
-def serve_relay() -> None:
-    """A bare pass-through built with the MCP SDK (a server over stdio whose ``echo``
-    calls the upstream's over stdio, deciding nothing): the floor of any stdio proxy."""
-    from mcp.server.mcpserver import MCPServer
-
-    upstream: dict[str, ClientSession] = {}
-
-    @asynccontextmanager
-    async def connected(_: object) -> AsyncIterator[None]:
-        params = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
-        async with client(stdio_client(params)) as session:
-            upstream["session"] = session
-            yield None
-
-    server = MCPServer("bench-relay", version="1.0.0", subscriptions=False, lifespan=connected)
-
-    @server.tool(name="echo", description="Return the text")
-    async def echo(text: str) -> str:
-        result = await upstream["session"].call_tool("echo", {"text": text})
-        return str(getattr(result.content[0], "text", ""))
-
-    server.run("stdio")
-
-
-def upstream_command(http_port: int | None = None) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve-upstream"]
-    return command + ([f"http:{http_port}"] if http_port else ["stdio"])
 
 
 # --- the deployment --------------------------------------------------------------------------
@@ -194,14 +144,6 @@ def database(postgres: str | None, tmp: Path) -> Iterator[str]:
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-@asynccontextmanager
-async def client(streams: Any) -> AsyncIterator[ClientSession]:
-    async with streams as (read, write), ClientSession(read, write) as session:
-        with anyio.fail_after(WAIT):
-            await session.initialize()
-        yield session
-
 
 async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int,
                       cpu: dict[str, int] | None = None) -> dict[str, list[float]]:
@@ -268,8 +210,7 @@ async def measure(deployment: Deployment, calls: int, warmup: int
             "--key-file", str(deployment.key_file), "--", *upstream_command()]
     direct = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
     via = StdioServerParameters(command=sys.executable, args=wrap, env=deployment.env, cwd=ROOT)
-    relay = StdioServerParameters(command=sys.executable,
-                                  args=[str(Path(__file__).resolve()), "--serve-relay"])
+    relay = StdioServerParameters(command=sys.executable, args=relay_command()[1:])
     auth = GrantAuth(deployment.grant.token, deployment.key, SystemClock())
     async with AsyncExitStack() as stack:
         upstream = await stack.enter_async_context(started(upstream_command(upstream_port),
@@ -278,7 +219,7 @@ async def measure(deployment: Deployment, calls: int, warmup: int
         async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b, \
                 client(stdio_client(relay)) as c:
             proxies = {"gateway": harness.child_pid(" mcp wrap "),
-                       "relay": harness.child_pid("--serve-relay")}
+                       "relay": harness.child_pid(RELAY_MARKER)}
             stdio = await interleaved({"direct": a, "gateway": b, "relay": c}, calls, warmup,
                                       proxies)
         await serving(upstream, upstream_url)
@@ -348,19 +289,10 @@ def is_met(figure: object, goal: Goal) -> bool:
     return isinstance(figure, int | float) and goal.is_met(figure)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = harness.parser(__doc__.split("\n\n")[0], quick_help="under 30 s")
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to use")
-    parser.add_argument("--serve-upstream", metavar="stdio|http:PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_relay:
-        serve_relay()
-        return
-    if args.serve_upstream:
-        kind, _, port = args.serve_upstream.partition(":")
-        serve_upstream(int(port) if kind == "http" else None)
-        return
+    args = parser.parse_args(argv)
     calls, warmup = harness.sized(args, full=(2000, 100), quick=(120, 20), smoke=(30, 5))
     load = harness.load_average()
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:

@@ -181,17 +181,19 @@ def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
 
 def child_pid(marker: str) -> int:
     """The process id of this process's child whose command line contains ``marker``."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int(Path(entry.path, "stat").read_text("ascii").rsplit(")", 1)[1].split()[1])
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                "utf-8", "replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == os.getpid() and marker in command:
-            return int(entry.name)
+    with os.scandir("/proc") as entries:  # closed on the early return too
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text("ascii")
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    "utf-8", "replace")
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == os.getpid() and marker in command:
+                return int(entry.name)
     raise LookupError(f"no child process runs `{marker}`")
 
 
