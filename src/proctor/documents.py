@@ -35,7 +35,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from proctor.errors import DocumentError, ProctorError
 from proctor.files import read_capped
@@ -135,6 +135,9 @@ def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
+        if exc.problem and "exceeded maximum nesting depth" in exc.problem:
+            # libyaml's own cap (1,000 levels): its scanner reads a flow collection ahead
+            raise _too_deep(what, max_depth) from None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         where = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else ""
         raise DocumentError("document_malformed", f"{what} is not valid YAML: "
@@ -209,7 +212,7 @@ def read_toml(path: Path, *, what: str, error: _ErrorOf, name: str | None = None
 def _bounded_loader() -> Callable[[str, str, int], yaml.SafeLoader]:
     import yaml
 
-    class _BoundedLoader(yaml.SafeLoader):
+    class _BoundedLoader(_safe_loader()):  # type: ignore[misc]
         """The safe loader, counting depth as it composes and refusing aliases: the
         composer recurses per level, and an alias is a reference that later walks of
         the value (masking, hashing, JSON) would expand."""
@@ -221,21 +224,47 @@ def _bounded_loader() -> Callable[[str, str, int], yaml.SafeLoader]:
             self._depth = 0
 
         def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-            if self.check_event(yaml.AliasEvent):  # check_event peeked it: current_event
-                line = self.current_event.start_mark.line + 1
+            if self.check_event(yaml.AliasEvent):
+                line = self.peek_event().start_mark.line + 1
                 raise DocumentError("document_alias_refused", (
                     f"{self._what} uses a YAML alias (line {line}); aliases are not allowed"))
             if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
-                return super().compose_node(parent, index)
+                return cast("yaml.Node | None", super().compose_node(parent, index))
             self._depth += 1
             try:
                 if self._depth > self._max_depth:
                     raise _too_deep(self._what, self._max_depth)
-                return super().compose_node(parent, index)
+                return cast("yaml.Node | None", super().compose_node(parent, index))
             finally:
                 self._depth -= 1
 
     return _BoundedLoader
+
+
+def _safe_loader() -> type[yaml.SafeLoader]:
+    """PyYAML's safe loader, its scanner and parser from libyaml when PyYAML has it (a
+    seventh of the time: a runtime reads its tool catalog and entities at every open).
+    The composer stays PyYAML's own, in Python, so that every node passes through
+    ``compose_node``; libyaml's parser keeps its nesting on a heap stack, not the C one."""
+    import yaml
+
+    try:
+        from yaml.cyaml import CParser  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        return yaml.SafeLoader
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    class _LibyamlSafeLoader(Composer, CParser, SafeConstructor, Resolver):
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+    return _LibyamlSafeLoader  # type: ignore[return-value]
+
 
 def _check_size(data: bytes | str, what: str, max_bytes: int) -> None:
     if len(data) > max_bytes:
