@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -40,6 +41,15 @@ from tests.longest_first import Recorder, deal, read_durations, workers
 # type hints of every command: about 40 ms); the app does not change during a run, so the
 # tests build it once per app. Each invocation still parses its arguments afresh.
 typer.testing._get_command = functools.cache(typer.main.get_command)  # type: ignore[attr-defined]
+
+# Bytecode caches written, whatever the environment says (PYTHONDONTWRITEBYTECODE):
+# scripts/test compiles the repository and the environment up front, but not pytest's
+# assertion-rewritten test modules (each worker rewrote all of them on every run), nor
+# anything when pytest runs alone; every process the tests start would then compile what
+# it imports from source, half the CPU of a short one. Set before the workers start, so
+# that they and every child process inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 PG_ADMIN_URL = os.environ.get("PROCTOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
