@@ -466,7 +466,8 @@ changes = Table(
 )
 
 # Behaviour baselines (proctor.oversight.risk): per agent, the bounded state folded
-# from the audit stream, its score and the factors of that score; `risk_cursor` is
+# from the audit stream and its score (the factors of a score are computed from the
+# baseline when they are asked for, so they are not stored); `risk_cursor` is
 # the position of the last audit event folded in (one row, id 1), moved by
 # compare-and-set so that two processes never fold one event twice.
 risk_baselines = Table(
@@ -475,7 +476,6 @@ risk_baselines = Table(
     Column("agent_id", String(512), primary_key=True),
     Column("baseline", JSON, nullable=False),
     Column("score", Integer, nullable=False),
-    Column("factors", JSON, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

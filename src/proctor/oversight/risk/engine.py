@@ -170,8 +170,7 @@ class RiskEngine:
                     moved = conn.execute(update(risk_baselines)
                                          .where(risk_baselines.c.agent_id == agent,
                                                 risk_baselines.c.updated_at == seen)
-                                         .values(score=score, updated_at=now,
-                                                 factors=[f.as_json() for f in factors]))
+                                         .values(score=score, updated_at=now))
                     if moved.rowcount == 1:
                         kept[agent] = (score, factors)
             return self._publish(kept)
@@ -223,9 +222,7 @@ class RiskEngine:
                 select(risk_baselines.c.agent_id)
                 .where(risk_baselines.c.agent_id.in_(sorted(baselines)))).scalars())
             for agent, baseline in baselines.items():
-                score, factors = scored[agent]
-                values = {"baseline": baseline, "score": score, "updated_at": now,
-                          "factors": [f.as_json() for f in factors]}
+                values = {"baseline": baseline, "score": scored[agent][0], "updated_at": now}
                 if agent in existing:
                     conn.execute(update(risk_baselines)
                                  .where(risk_baselines.c.agent_id == agent).values(**values))

@@ -72,23 +72,43 @@ def _statements(is_sqlite: bool) -> dict[str, str]:
     """The folder's SQL for one backend: only placeholders and fixed words go in."""
     as_json = "{p}" if is_sqlite else "CAST({p} AS json)"  # PostgreSQL: text into json
     lock = "" if is_sqlite else " FOR UPDATE"  # SQLite: the writer holds the one lock
-    insert = "INSERT INTO risk_baselines (agent_id, baseline, score, factors, updated_at)"
-    return {
+    insert = "INSERT INTO risk_baselines (agent_id, baseline, score, updated_at)"
+    statements = {
         "cursor": "SELECT seq FROM risk_cursor WHERE id = 1" + lock,  # noqa: S608
         "baselines": "SELECT agent_id, baseline FROM risk_baselines "  # noqa: S608
                      "WHERE agent_id IN ({marks})" + lock,
-        "insert": f"{insert} VALUES ({{p}}, {as_json}, {{p}}, {as_json}, {{p}})",
+        "insert": f"{insert} VALUES ({{p}}, {as_json}, {{p}}, {{p}})",
         "update": f"UPDATE risk_baselines SET baseline = {as_json}, score = {{p}}, "  # noqa: S608
-                  f"factors = {as_json}, updated_at = {{p}} WHERE agent_id = {{p}}",
+                  "updated_at = {p} WHERE agent_id = {p}",
         # written only when it changes (the change feed tells every view); a retired
         # agent keeps the score it had
         "publish": f"UPDATE agents SET risk_score = {{p}}, risk_factors = {as_json}, "  # noqa: S608
                    "updated_at = {p} WHERE id = {p} AND trust_state <> 'retired' AND "
                    "(risk_score <> {p} OR COALESCE(CAST(risk_factors AS TEXT), '[]') <> {p})",
     }
+    if not is_sqlite:
+        # PostgreSQL: the baseline's write and the publishing in one statement (one
+        # round trip inside the locked head, not two); a data-modifying WITH runs
+        # whatever the outer statement finds
+        for kind in ("insert", "update"):
+            statements[f"{kind}_publish"] = (
+                f"WITH written AS ({statements[kind]}) {statements['publish']}")
+    return statements
 
 
 _SQL = {True: _statements(True), False: _statements(False)}
+
+# `json.dumps` with its defaults, to the character (the published factors are compared
+# with what the registry wrote), without building the encoder's C core on every call.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
+_encode = None if _make_encoder is None else _make_encoder(
+    None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+def _dumps(value: Any) -> str:
+    if _encode is None:
+        return json.dumps(value)
+    return "".join(_encode(value, 0))
 
 
 def _may_concern(action: str, actor_type: str) -> bool:
@@ -180,7 +200,7 @@ class BatchFolder:
         for agent, baseline in baselines.items():
             score, _, factors = score_of(baseline, now.timestamp(), self._config)
             note_trend(baseline, now.timestamp(), score)
-            self._store(tx, agent, json.dumps(baseline), score, factors, now,
+            self._store(tx, agent, _dumps(baseline), score, factors, now,
                         is_new=agent in is_new)
 
     def _read(self, tx: WriteCursor, agents: Sequence[str]) -> dict[str, str | None]:
@@ -196,11 +216,13 @@ class BatchFolder:
     def _store(self, tx: WriteCursor, agent: str, baseline: str, score: int,
                factors: Sequence[Factor], now: datetime, *, is_new: bool) -> None:
         sql = _SQL[tx.is_sqlite]
-        detail = json.dumps([f.as_json() for f in factors])
         at = tx.time(now)
-        if is_new:
-            tx.execute(sql["insert"], (agent, baseline, score, detail, at))
+        written = (agent, baseline, score, at) if is_new else (baseline, score, at, agent)
+        named = _dumps(named_factors(factors))
+        published = (score, named, at, agent, score, named)
+        if tx.is_sqlite:  # no round trips: two statements
+            tx.execute(sql["insert" if is_new else "update"], written)
+            tx.execute(sql["publish"], published)
         else:
-            tx.execute(sql["update"], (baseline, score, detail, at, agent))
-        named = json.dumps(named_factors(factors))
-        tx.execute(sql["publish"], (score, named, at, agent, score, named))
+            tx.execute(sql["insert_publish" if is_new else "update_publish"],
+                       (*written, *published))
