@@ -11,9 +11,9 @@ ALL``, so a cycle ends), and each transaction of its own marks a chunk of
 :data:`MARK_CHUNK` nodes with one ``UPDATE`` whose ids travel as one parameter
 (a JSON array on SQLite, an array on PostgreSQL), so that decisions go on
 between chunks; a process that dies before it finishes leaves that to the
-sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). On
-PostgreSQL such a transaction is one ``subtree`` change on the change feed rather than
-one per node (migration 0018).
+sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). Such a
+transaction is one ``subtree`` change on the change feed rather than one per node
+(migrations 0018 and 0020).
 
 Each revocation is announced to subscribers — in this process at once, and to
 every other node through PostgreSQL ``NOTIFY`` on the channel
@@ -56,12 +56,20 @@ _MARK = {
     "postgresql": "UPDATE leases SET revoked_at = %s, revoked_reason = %s WHERE id = ANY(%s) "
                   "AND revoked_at IS NULL RETURNING id",
 }
-# PostgreSQL: the descendants one transaction marks are one ``subtree`` change (migration
-# 0018: the trigger skips a transaction marking descendants), on the feed like any other
-_MARKING = "SELECT set_config('proctor.marking', 'descendants', true)"
-_SUBTREE_CHANGED = ("WITH noted AS (INSERT INTO changes (kind, key) VALUES ('subtree', %s) "
-                    "RETURNING seq, key) SELECT pg_notify('proctor_changes', "
-                    "seq || ' subtree ' || key) FROM noted")
+# The descendants one transaction marks are one ``subtree`` change, on the feed like any
+# other: the trigger skips a transaction marking descendants (migrations 0018 and 0020:
+# a setting of that transaction on PostgreSQL, a row only it sees on SQLite)
+_MARKING = {
+    "sqlite": "INSERT INTO lease_marking (id) VALUES (1)",
+    "postgresql": "SELECT set_config('proctor.marking', 'descendants', true)",
+}
+_MARKED_SQLITE = "DELETE FROM lease_marking"
+_SUBTREE_CHANGED = {
+    "sqlite": "INSERT INTO changes (kind, key) VALUES ('subtree', ?)",
+    "postgresql": "WITH noted AS (INSERT INTO changes (kind, key) VALUES ('subtree', %s) "
+                  "RETURNING seq, key) SELECT pg_notify('proctor_changes', "
+                  "seq || ' subtree ' || key) FROM noted",
+}
 _NOTIFY_ALL = "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload"
 RevocationListener = Callable[[Sequence[str], str], None]
 
@@ -172,13 +180,15 @@ class LeaseTree:
         for start in range(0, len(under), MARK_CHUNK):
             chunk = under[start:start + MARK_CHUNK]
             with self._store.transaction() as conn:
-                if not sqlite:  # the change feed's trigger skips these rows: one change
-                    conn.exec_driver_sql(_MARKING)
+                # the change feed's trigger skips these rows: one change for them all
+                conn.exec_driver_sql(_MARKING[self._store.backend])
                 rows = conn.exec_driver_sql(_MARK[self._store.backend], (
                     self._clock.now(), reason, json.dumps(chunk) if sqlite else chunk))
                 newly = [r[0] for r in rows]
-                if newly and not sqlite:
-                    conn.exec_driver_sql(_SUBTREE_CHANGED, (roots[0],))
+                if sqlite:
+                    conn.exec_driver_sql(_MARKED_SQLITE)
+                if newly:
+                    conn.exec_driver_sql(_SUBTREE_CHANGED[self._store.backend], (roots[0],))
                 self._notify(conn, newly, reason)
             self.announce(newly, reason)
             marked.extend(newly)

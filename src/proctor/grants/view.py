@@ -5,7 +5,7 @@ Both answer from memory only when :meth:`~proctor.store.changes.ChangeFeed.catch
 says every change committed so far has been heard, and read the store otherwise.
 A change to one task (ended, lifetime, data sensitivity seen) or one lease (revoked),
 made by any process, drops that entry alone; the descendants a revocation marks after
-its roots (one ``subtree`` change on PostgreSQL) drop every revocation state held.
+its roots (one ``subtree`` change) drop every revocation state held.
 
 What a held task does not follow is its idle deadline (``idle_until``), which every
 call moves: the transaction that counts a use reads it there, and a held deadline
@@ -120,7 +120,7 @@ class RevocationView:
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
         # the descendants a revocation marks after its roots are one ``subtree`` change
-        # (PostgreSQL, :mod:`proctor.grants.leases`): whatever is held is read again
+        # (:mod:`proctor.grants.leases`): whatever is held is read again
         self._held = _Held(feed, "lease", clearing="subtree")
 
     def revoked_among(self, ids: Sequence[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 Triggers (migration 0016) add a row to ``changes`` — a monotonic ``seq``, a
 ``kind`` (``agent``, ``task``, ``lease``, ``tool``; ``subtree`` for the descendants one
-transaction marked revoked, on PostgreSQL, migration 0018) and the changed row's ``key`` —
+transaction marked revoked, migrations 0018 and 0020) and the changed row's ``key`` —
 in the same transaction as each change a view cares about, whoever makes it. A
 :class:`ChangeFeed` hands those changes to its subscribers, which drop or replace
 the entries they hold:

@@ -454,7 +454,7 @@ secret_leases = Table(
 # The change feed (proctor.store.changes): one row per change to what the
 # in-process views hold, written by triggers in the changing transaction.
 # `kind` is agent, task, lease or tool; `key` the changed row's id (`subtree`: the
-# descendants one transaction marked revoked, keyed by a root; PostgreSQL only).
+# descendants one transaction marked revoked, keyed by a root).
 changes = Table(
     "changes",
     metadata,
@@ -463,6 +463,15 @@ changes = Table(
     Column("kind", String(16), nullable=False),
     Column("key", Text, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# Held by a transaction marking the descendants of a revoked node, on SQLite, and
+# deleted before it commits: the change feed's trigger skips the rows it marks while
+# the row is there (migration 0020); never seen by another connection.
+lease_marking = Table(
+    "lease_marking",
+    metadata,
+    Column("id", Integer, primary_key=True),
 )
 
 # Behaviour baselines (proctor.oversight.risk): per agent, the bounded state folded
