@@ -241,12 +241,14 @@ class PipeWriter(ByteSendStream):
         self._fd = fd
 
     async def send(self, item: bytes) -> None:
+        # Written at once while the pipe has room (nearly always: an answer is smaller
+        # than its buffer); waiting for it to be writable costs a selector round trip.
         view = memoryview(item)
         while view:
-            await anyio.wait_writable(self._fd)
             try:
                 written = os.write(self._fd, view)
             except BlockingIOError:
+                await anyio.wait_writable(self._fd)
                 continue
             view = view[written:]
 

@@ -29,6 +29,7 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
+from proctor.gateway.keepalive import keepalive_client
 from proctor.gateway.relay import RelayBoard
 
 __all__ = ["UpstreamConnection"]
@@ -227,8 +228,7 @@ def _timeout(name: str, seconds: float) -> GatewayError:
 @asynccontextmanager
 async def _http_streams(url: str, headers: Mapping[str, str], timeout: float
                         ) -> AsyncIterator[Any]:
-    client = httpx2.AsyncClient(headers=dict(headers),
-                                timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)))
+    client = keepalive_client(dict(headers), httpx2.Timeout(timeout, read=max(timeout, 300.0)))
     async with client, streamable_http_client(url, http_client=client) as streams:
         yield streams
 
