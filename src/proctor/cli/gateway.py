@@ -200,6 +200,6 @@ def gateway(
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.address}", markup=False)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         runtime.close()
