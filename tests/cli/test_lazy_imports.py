@@ -1,10 +1,13 @@
 """`proctor --help`, `--version` and every group's `--help` start without loading the
 database, the policy engine, the MCP SDK or the web server; the MCP wrapper loads no
-web framework and no migration tool when the database is current."""
+web framework and no migration tool when the database is current; commands on SQLite
+(`init` among them) load no PostgreSQL driver, no SPIFFE Workload API client, no HTTP
+client and no web application."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +77,30 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
                         ("fastapi", "alembic", "jinja2") or m.startswith("proctor.server"))))
 """
     assert json.loads(_run(code)) == []
+
+
+def test_commands_on_sqlite_load_no_postgresql_driver_workload_api_http_client_or_web_app(
+        tmp_path: Path) -> None:
+    # psycopg, spiffe (with its gRPC Workload API client) and httpx cost about 0.6 s of
+    # CPU to import together, FastAPI and the API's routes 0.7 s, in every process;
+    # these commands need none of them
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCTOR_")}
+    env["PROCTOR_HOME"] = str(tmp_path / "home")
+    argvs = [["init"], ["approvals", "list", "--json"], ["audit", "verify"],
+             ["audit", "search", "--limit", "5"], ["token", "list"],
+             ["policy", "validate", str(tmp_path / "home" / "policies")]]
+    heavy = ("psycopg", "spiffe", "grpc", "httpx", "fastapi", "starlette", "uvicorn")
+    code = f"""
+import json, sys
+from proctor.cli.main import app
+seen = {{}}
+for argv in {argvs!r}:
+    # each command must succeed: a usage error raises, a failure returns its code
+    assert app(argv, standalone_mode=False) in (None, 0), argv
+    seen[" ".join(argv)] = sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r}))
+print(json.dumps(seen))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, env=env)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {" ".join(argv): [] for argv in argvs}

@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import psycopg
-
 from proctor.audit.chain import GENESIS, ChainHead
 from proctor.audit.checkpoints import Checkpoint
 from proctor.errors import AuditUnavailableError
 from proctor.store import Store
+from proctor.store.drivers import psycopg_errors
 
 __all__ = [
     "AppendConnection",
@@ -222,7 +221,7 @@ class AppendConnection:
                 cursor.execute(self._insert_checkpoint, self._checkpoint(checkpoint))
             cursor.close()
             self._end(conn, commit=True)
-        except psycopg.errors.DeadlockDetected:
+        except psycopg_errors("DeadlockDetected"):
             # the batch's effects waited on a row a revocation or suspension held while
             # it waited on one of theirs: PostgreSQL broke the cycle; apply it again
             log.warning("an audit batch was rolled back to break a deadlock; retrying")
@@ -316,7 +315,7 @@ def _sqlite_time(value: datetime) -> str:
 
 def is_integrity_error(error: BaseException | None) -> bool:
     """True for a constraint the database refused (a duplicate key, say)."""
-    return isinstance(error, sqlite3.IntegrityError | psycopg.IntegrityError)
+    return isinstance(error, (sqlite3.IntegrityError, *psycopg_errors("IntegrityError")))
 
 
 def _name(exc: Exception) -> str:

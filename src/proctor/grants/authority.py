@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-import psycopg
 from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
@@ -53,6 +51,7 @@ from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
+from proctor.store.drivers import driver_errors
 from proctor.store.tables import grants, proof_nonces, tasks
 from proctor.store.tables import leases as lease_table
 
@@ -336,7 +335,7 @@ class GrantAuthority:
             cursor = driver.cursor()
             try:
                 use.apply(WriteCursor(cursor, is_sqlite=self._store.backend == "sqlite"))
-            except (sqlite3.Error, psycopg.Error) as exc:
+            except driver_errors() as exc:
                 raise StoreError(f"database error: {type(exc).__name__}") from exc
             finally:
                 cursor.close()

@@ -17,15 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
 from proctor.documents import parse_json
 from proctor.errors import DocumentError, StoreError
 from proctor.grants.leases import CHANNEL
 from proctor.store import Store
+from proctor.store.drivers import psycopg_errors
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["RevocationSubscription"]
 
@@ -53,7 +56,7 @@ class RevocationSubscription:
         try:
             self._conn.autocommit = True
             self._conn.execute(f"LISTEN {CHANNEL}")
-        except psycopg.Error as exc:
+        except psycopg_errors("Error") as exc:
             self._proxy.invalidate()
             raise StoreError(f"cannot listen for revocations: {type(exc).__name__}") from exc
         self._listener = listener
@@ -68,7 +71,7 @@ class RevocationSubscription:
             while not self._stopping.is_set():
                 for note in self._conn.notifies(timeout=self._poll):
                     self._deliver(note.payload)
-        except psycopg.Error:
+        except psycopg_errors("Error"):
             if not self._stopping.is_set():
                 log.error("revocation subscription lost its connection; checks still "
                           "read the store")

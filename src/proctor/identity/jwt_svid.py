@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-
-from spiffe import JwtBundle
+from typing import TYPE_CHECKING
 
 from proctor.errors import IdentityError
 from proctor.identity.agent import ProofMethod
@@ -36,6 +35,9 @@ from proctor.identity.tokens import (
     check_times,
     peek,
 )
+
+if TYPE_CHECKING:
+    from spiffe import JwtBundle
 
 __all__ = ["SVID_ALGORITHMS", "JwtSvidVerifier"]
 

@@ -34,10 +34,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from spiffe import JwtBundle, TrustDomain
-from spiffe.errors import PySpiffeError
+from typing import TYPE_CHECKING, Any
 
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
@@ -45,6 +42,9 @@ from proctor.identity.jwks import read_jwks, split_jwks
 from proctor.identity.manifest import ATTESTED_FIELDS
 from proctor.identity.oidc import OidcIssuer, issuer_settings
 from proctor.identity.tokens import DEFAULT_LEEWAY_SECONDS, MAX_LEEWAY_SECONDS
+
+if TYPE_CHECKING:
+    from spiffe import JwtBundle
 
 __all__ = [
     "DEFAULT_LEEWAY_SECONDS",
@@ -114,6 +114,10 @@ def jwt_bundle_from_jwks(trust_domain: str, document: Mapping[str, Any]) -> JwtB
             if k.get("use", "jwt-svid") == "jwt-svid"]
     if not keys or not all(isinstance(k.get("kid"), str) and k["kid"] for k in keys):
         raise ConfigError(f"trust bundle of `{trust_domain}` needs JWT-SVID keys, each with a kid")
+    # the package loads its Workload API client (gRPC) with it: only when a bundle is read
+    from spiffe import JwtBundle, TrustDomain
+    from spiffe.errors import PySpiffeError
+
     try:
         return JwtBundle.parse(TrustDomain(trust_domain), json.dumps({"keys": keys}).encode())
     except PySpiffeError as exc:

@@ -7,18 +7,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from proctor.errors import ProctorError, RequestError, StoreError
+from proctor.store import drivers as _drivers
 from proctor.store import engine as _engine
 from proctor.store import migrate as _migrate
 from proctor.store import pool as _pool
@@ -34,8 +33,8 @@ def _store_error(exc: Exception, pool_timeout_seconds: float) -> ProctorError:
     if isinstance(exc, PoolTimeoutError):
         return _pool.exhausted(pool_timeout_seconds)
     cause = getattr(exc, "orig", exc)
-    if isinstance(cause, psycopg.errors.UntranslatableCharacter) or (
-            isinstance(cause, psycopg.DataError) and "NUL (0x00)" in str(cause)):
+    if isinstance(cause, _drivers.psycopg_errors("UntranslatableCharacter")) or (
+            isinstance(cause, _drivers.psycopg_errors("DataError")) and "NUL (0x00)" in str(cause)):
         return RequestError("text cannot contain a NUL character")
     return StoreError(f"database error: {type(exc).__name__}")
 
@@ -104,7 +103,7 @@ class Store:
                 rows = [tuple(row) for row in cursor.fetchall()]
             finally:
                 cursor.close()
-        except (sqlite3.Error, psycopg.Error) as exc:
+        except _drivers.driver_errors() as exc:
             self._reads.discard(held)
             raise _store_error(exc, self.pool_timeout_seconds) from exc
         except BaseException:

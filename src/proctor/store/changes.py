@@ -35,15 +35,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from proctor.errors import StoreError
 from proctor.store import Store
+from proctor.store.drivers import psycopg_errors
 from proctor.store.tables import changes
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["CHANNEL", "Change", "ChangeFeed", "prune_changes"]
 
@@ -240,7 +243,7 @@ class ChangeFeed:
         try:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
-        except psycopg.Error as exc:
+        except psycopg_errors("Error") as exc:
             self._proxy.invalidate()
             raise StoreError(f"cannot listen for changes: {type(exc).__name__}") from exc
         return conn
@@ -254,7 +257,7 @@ class ChangeFeed:
             try:
                 for note in conn.notifies(timeout=self._poll):
                     self._heard(note.payload)
-            except psycopg.Error:
+            except psycopg_errors("Error"):
                 if self._stopping.is_set():
                     return
                 self._current = False
