@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -190,10 +190,10 @@ def log_figures(log: dict[str, float], backend: str, verify: str) -> dict[str, f
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = harness.parser(__doc__.splitlines()[0], quick_help="fewer events: under 30 s")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     count = harness.sized(options, full=60_000, quick=6_000, smoke=300)
     single = harness.sized(options, full=1_000, quick=200, smoke=20)
     signer = LocalSigner.generate()

@@ -60,13 +60,17 @@ GOALS = {
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure: rounds per scenario, repeats of the load and of its steps."""
+    """How much to measure: rounds per scenario, repeats of the load and of its steps, and
+    the distinct requests of each scenario (each is first checked against cedarpy on the
+    whole set, untimed: the smoke run's largest cost with the 1,024 of a measuring run)."""
 
     small_rounds: int
     large_rounds: int
     warmup_rounds: int
     load_repeats: int
     step_repeats: int
+    small_requests: int = 256
+    large_requests: int = 1024
 
 
 FULL = Plan(small_rounds=20_000, large_rounds=10_000, warmup_rounds=500, load_repeats=7,
@@ -74,7 +78,7 @@ FULL = Plan(small_rounds=20_000, large_rounds=10_000, warmup_rounds=500, load_re
 QUICK = Plan(small_rounds=3_000, large_rounds=1_500, warmup_rounds=200, load_repeats=3,
              step_repeats=1)
 SMOKE = Plan(small_rounds=100, large_rounds=100, warmup_rounds=10, load_repeats=1,
-             step_repeats=1)
+             step_repeats=1, small_requests=64, large_requests=100)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -227,10 +231,10 @@ def run(plan: Plan, seed: int) -> dict[str, Any]:
 
     small_tools = tools[:4]
     small = engine.compile(policy_sources(rng, small_tools, count=10, global_count=2))
-    small_requests = build_requests(rng, principals, small_tools, 256)
+    small_requests = build_requests(rng, principals, small_tools, plan.small_requests)
     large_sources = policy_sources(rng, tools, count=1000, global_count=10)
     large = engine.compile(large_sources)
-    large_requests = build_requests(rng, principals, tools, 1024)
+    large_requests = build_requests(rng, principals, tools, plan.large_requests)
 
     load_runs = load_seconds(engine, large_sources, plan.load_repeats)
     steps = [load_breakdown(engine, large_sources) for _ in range(plan.step_repeats)]

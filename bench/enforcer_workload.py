@@ -209,4 +209,5 @@ def revocation_seen(setup: Setup, settings: Settings, trials: int) -> dict[str, 
     finally:
         watcher.stdin.close()
         watcher.wait(timeout=30)
+        watcher.stdout.close()
     return {"seen_ms": seen_ms, "codes": sorted(codes)}

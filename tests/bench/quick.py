@@ -1,12 +1,16 @@
-"""Running a bench as its tests do: ``--smoke`` (every path, the fewest samples), in a
-subprocess from the repository's root, its last line read as the JSON report; or a bench
-module imported in the test's process, for what does not need a run of its own."""
+"""Running a bench as its tests do: its ``main(["--smoke"])`` (every path, the fewest
+samples) in the test's process, its last line read as the JSON report. What a bench
+measures still runs as processes of their own where it does in use (a server, a second
+process watching revocations); the bench's own start as a process is not its subject, and
+would cost an interpreter and every import again (``--quick`` runs as a process record the
+figures of docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,18 +48,27 @@ class QuickRun:
     report: dict[str, Any]
 
 
-def run_quick(script: str) -> QuickRun:
-    """Run ``bench/<script> --smoke``; fails the test, with its stderr, if it printed nothing
-    or its last line is not a JSON object, or does not say it was the smoke run."""
-    # generous bound: a run takes seconds alone, but CI machines are shared
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
-    lines = done.stdout.strip().splitlines()
-    assert lines, done.stderr
+def run_smoke(script: str, *args: str) -> QuickRun:
+    """Run ``bench/<script>``'s ``main(["--smoke", *args])`` in this process; fails the
+    test, with what it wrote to stderr, if it printed nothing or its last line is not a
+    JSON object, or does not say it was the smoke run. Its exit status is what ``main``
+    returned or gave ``sys.exit`` (a message there is written to its stderr, as Python
+    does)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            returned = bench_module(script).main(["--smoke", *args])
+        except SystemExit as exc:
+            returned = exc.code
+        if isinstance(returned, str):
+            print(returned, file=sys.stderr)
+    returncode = returned if isinstance(returned, int) else 0 if returned is None else 1
+    lines = out.getvalue().strip().splitlines()
+    assert lines, err.getvalue()
     report = json.loads(lines[-1])
-    assert isinstance(report, dict), done.stderr
-    assert report.get("mode") == "smoke", (report, done.stderr)
-    return QuickRun(done.returncode, done.stderr, report)
+    assert isinstance(report, dict), err.getvalue()
+    assert report.get("mode") == "smoke", (report, err.getvalue())
+    return QuickRun(returncode, err.getvalue(), report)
 
 
 def assert_positive_figures(run: QuickRun, keys: Iterable[str]) -> None:

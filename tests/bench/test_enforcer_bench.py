@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.quick import assert_positive_figures, run_quick
+from tests.bench.quick import assert_positive_figures, run_smoke
 
 FIGURES = ("decide_cpu_ms", "decide_cpu_vs_floor", "decide_p50_ms", "decide_per_s_concurrent",
            "decide_per_s_concurrent_postgres", "decide_per_s_concurrent_vs_cpu",
@@ -16,7 +16,7 @@ FIGURES = ("decide_cpu_ms", "decide_cpu_vs_floor", "decide_p50_ms", "decide_per_
 @pytest.mark.postgres
 def test_smoke_run_reports_every_figure_of_the_hot_path_and_every_call_allowed(
         postgres_server: str) -> None:
-    run = run_quick("enforcer.py")
+    run = run_smoke("enforcer.py")
     assert run.returncode == 0, run.stderr
     assert_positive_figures(run, FIGURES)
     assert run.report["not_allowed"] == 0, run.report

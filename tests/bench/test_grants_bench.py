@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.quick import assert_positive_figures, run_quick
+from tests.bench.quick import assert_positive_figures, run_smoke
 
 FIGURES = ("grants_issued_per_s", "check_warm_p50_us", "pop_check_vs_raw_verify", "revoke_100k_s")
 
@@ -17,7 +17,7 @@ FIGURES = ("grants_issued_per_s", "check_warm_p50_us", "pop_check_vs_raw_verify"
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_smoke_run_ends_with_a_json_line_holding_the_four_figures(postgres_server: str) -> None:
-    run = run_quick("grants.py")
+    run = run_smoke("grants.py")
     assert_positive_figures(run, FIGURES)
     assert run.report["all_descendants_revoked"] is True, run.report["revocation"]
     assert run.returncode == 0, run.stderr
