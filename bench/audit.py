@@ -15,6 +15,9 @@ fresh database on ``PROCTOR_TEST_PG_URL``'s server, dropped afterwards).
   tasks, each call returning only once its event is durable; group commit
   batches whatever is queued. The events are built before timing, like the
   baseline's rows (canonical JSON, hashing and the write are timed);
+  *cpu_us_per_event* is the process's CPU (every thread) per event of that
+  phase: Python's cost per event, which a loaded machine inflates less than
+  the rate;
 - *decision_events_per_s*: the same, but each task first builds its event
   from a decision (``decision_event``: masking, request digest): the whole
   audit cost of one ``decide_and_record`` apart from ``decide`` itself;
@@ -121,7 +124,10 @@ def baseline_postgres(url: str, batched: int) -> float:
     return rate
 
 
-def with_asyncio(audit: AuditLog, count: int, callers: int, *, build: bool) -> float:
+def with_asyncio(audit: AuditLog, count: int, callers: int, *, build: bool,
+                 cpu: dict[str, float] | None = None) -> float:
+    """Events per second; ``cpu["us_per_event"]`` gets the process's CPU per event (every
+    thread: the callers' loop and the writer)."""
     ready = [] if build else [event(n) for n in range(count)]
 
     async def caller(first: int) -> None:
@@ -129,8 +135,10 @@ def with_asyncio(audit: AuditLog, count: int, callers: int, *, build: bool) -> f
             await audit.record_async(event(n) if build else ready[n])
 
     async def run() -> float:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(i) for i in range(callers)))
+        if cpu is not None:
+            cpu["us_per_event"] = (time.process_time() - cpu_started) / count * 1e6
         return time.perf_counter() - started
 
     return count / asyncio.run(run())
@@ -156,8 +164,9 @@ def measure_log(url: str, count: int, signer: LocalSigner) -> dict[str, float]:
     store = open_store(url)
     try:
         results: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         runs: list[tuple[str, Callable[[AuditLog], float]]] = [
-            ("async", lambda log: with_asyncio(log, count, 256, build=False)),
+            ("async", lambda log: with_asyncio(log, count, 256, build=False, cpu=cpu)),
             ("decisions", lambda log: with_asyncio(log, count // 2, 256, build=True)),
             ("threads", lambda log: with_threads(log, count // 2, 64)),
         ]
@@ -174,6 +183,7 @@ def measure_log(url: str, count: int, signer: LocalSigner) -> dict[str, float]:
         if not report.is_valid:
             raise SystemExit(f"the chain does not verify: {report.problem}")
         results["verify"] = report.events / elapsed
+        results["async_cpu_us"] = cpu["us_per_event"]
         return results
     finally:
         store.close()
@@ -186,6 +196,7 @@ def log_figures(log: dict[str, float], backend: str, verify: str) -> dict[str, f
         f"decision_events_per_s_{backend}": round(log["decisions"]),
         f"events_per_s_{backend}_threads": round(log["threads"]),
         f"mean_batch_{backend}": round(log["async_mean_batch"], 1),
+        f"cpu_us_per_event_{backend}": round(log["async_cpu_us"], 1),
         verify: round(log["verify"]),
     }
 

@@ -7,7 +7,7 @@ import pytest
 from tests.bench.quick import assert_positive_figures, run_smoke
 
 FIGURES = ("events_per_s_sqlite", "verify_events_per_s", "baseline_sqlite_batch100_rows_per_s",
-           "baseline_sqlite_single_row_commits_per_s")
+           "baseline_sqlite_single_row_commits_per_s", "cpu_us_per_event_sqlite")
 
 
 @pytest.mark.slow
