@@ -6,7 +6,8 @@ exactly those tools: a wildcard in a request is expanded at issuance, so a tool
 that appears later is outside every grant issued before it. A grant is bound to
 a key its agent proved (``cnf.jkt``; :mod:`proctor.grants.holders`) and every
 use carries a proof signed by that key. Only the token's hash is stored; the
-grant is named by its accessor. How grants are made: :mod:`proctor.grants.issuance`.
+grant is named by its accessor. How grants are made: :mod:`proctor.grants.issuance`;
+how they are revoked (by grant, by agent) and audited: :mod:`proctor.grants.revoking`.
 
 Order of one check, each failure a :class:`GrantError` with its code:
 signature (cached per token) → issuer, audience, time → the agent's current key
@@ -25,23 +26,24 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit import Actor, AuditLog, WriteCursor
 from proctor.clock import Clock
-from proctor.errors import AgentError, AuditError, GrantError, StoreError
+from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
 from proctor.grants.holders import HolderProof
 from proctor.grants.issuance import ISSUE_METHOD, EnsureCurrent, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
-from proctor.grants.offers import GrantOffer, cancel_offer, cancel_offers, load_offer
+from proctor.grants.offers import GrantOffer, cancel_offer, load_offer
 from proctor.grants.proofs import verify_proof
+from proctor.grants.revoking import SYSTEM, Revoker
 from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row
 from proctor.grants.tokens import GrantClaims, TokenCodec
@@ -52,8 +54,7 @@ from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
 from proctor.store.drivers import driver_errors
-from proctor.store.tables import grants, proof_nonces, tasks
-from proctor.store.tables import leases as lease_table
+from proctor.store.tables import proof_nonces, tasks
 
 __all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDirectory",
            "AgentEnded", "CheckedGrant", "GrantAuthority", "GrantUse", "IssuedGrant", "Swept",
@@ -61,7 +62,6 @@ __all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDi
 
 log = logging.getLogger(__name__)
 
-SYSTEM = Actor(ActorType.SYSTEM, "proctor")
 _MAX_HELD = 100_000
 
 EXCHANGE_METHOD = "grant/exchange"
@@ -107,7 +107,8 @@ class GrantAuthority:
         self._limits: dict[str, tuple[int | None, str]] = {}  # max uses, accessor: fixed
         # Suspending or retiring an agent revokes every grant it holds, in that same
         # transaction, whichever path (CLI, API, console) suspends it.
-        agents.on_deactivated(self._end_agent_grants)
+        self._revoker = Revoker(store, clock, self.leases, audit)
+        agents.on_deactivated(self._revoker.end_agent_grants)
 
     def decide_on_current(self, ensure_current: EnsureCurrent) -> None:
         """Call ``ensure_current(agent_id, strict=...)`` before policy decides an issuance
@@ -166,7 +167,7 @@ class GrantAuthority:
                                              also=lambda conn: conn.execute(mark_ended))
         if self._tasks is not None:
             self._tasks.forget(task_id)
-        self._record("task.end", f'Task::"{task_id}"', task_id, reason, revoked, by)
+        self._revoker.record("task.end", f'Task::"{task_id}"', task_id, reason, revoked, by)
         return revoked
 
     # issuing
@@ -431,54 +432,12 @@ class GrantAuthority:
 
     def revoke(self, grant_or_accessor: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke a grant (by id or accessor) and everything derived from it."""
-        with self._store.transaction() as conn:
-            row = conn.execute(
-                select(grants.c.id, grants.c.accessor, lease_table.c.task_id)
-                .join(lease_table, lease_table.c.id == grants.c.id)
-                .where((grants.c.id == grant_or_accessor)
-                       | (grants.c.accessor == grant_or_accessor))
-            ).first()
-        if row is None:
-            shown = "(a token)" if grant_or_accessor.count(".") == 2 else grant_or_accessor[:80]
-            raise GrantError("grant_unknown", f"grant `{shown}` does not exist: revoke takes "
-                             "the accessor or the grant id")
-        revoked = self.leases.revoke_subtree([row.id], reason)
-        self._record("grant.revoke", row.accessor, row.task_id, reason, revoked, by)
-        return revoked
+        return self._revoker.revoke(grant_or_accessor, reason, by=by)
 
     def revoke_agent(self, agent_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke every grant held by ``agent_id`` (and all derived from them), and cancel
         the offers made to it."""
-        with self._store.transaction() as conn:
-            revoked = self._revoke_agent_in(conn, agent_id, reason)
-        self.leases.announce(revoked, reason)
-        revoked += self.leases.mark_descendants(revoked, reason)
-        self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
-        return revoked
-
-    def _revoke_agent_in(self, conn: Connection, agent_id: str, reason: str) -> list[str]:
-        cancel_offers(conn, agent_id, reason, self._clock.now())
-        ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
-            lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
-            lease_table.c.revoked_at.is_(None)))).all()]
-        return self.leases.revoke_in(conn, ids, reason) if ids else []
-
-    def _end_agent_grants(self, conn: Connection, agent_id: str, reason: str,
-                          by: str | None) -> Callable[[], None]:
-        revoked = self._revoke_agent_in(conn, agent_id, reason)
-        if not by:
-            actor = SYSTEM
-        elif by.startswith("system:"):  # an automatic suspension (oversight)
-            actor = Actor(ActorType.SYSTEM, by)
-        else:
-            actor = Actor(ActorType.HUMAN, by)
-
-        def after_commit() -> None:
-            self.leases.announce(revoked, reason)
-            revoked.extend(self.leases.mark_descendants(revoked, reason))
-            self._record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked,
-                         actor)
-        return after_commit
+        return self._revoker.revoke_agent(agent_id, reason, by=by)
 
     def end_lapsed(self, task_id: str, message: str) -> None:
         """End a task found past its lifetime or idle timeout (the sweeper would too)."""
@@ -486,22 +445,6 @@ class GrantAuthority:
             self.end_task(task_id, reason=message)
         except Exception:  # the refusal stands; the sweeper ends the task later
             log.exception("task %s is over but could not be ended", task_id)
-
-    def _record(self, action: str, target: str, task: str, reason: str,
-                revoked: Sequence[str], by: Actor) -> None:
-        """Audit a revocation. It has already taken effect: an audit failure is logged
-        loudly, never turned into an un-revocation."""
-        if self._audit is None:
-            return
-        now = self._clock.now()
-        event = AuditEvent(id=new_event_id(now), time=now, actor=by, action=action,
-                           target=target, outcome="revoked", task=task,
-                           detail={"reason": reason, "revoked": len(revoked)})
-        try:
-            self._audit.record(event)
-        except AuditError:
-            log.error("revocation %s of %s took effect but could not be audited", action,
-                      target)
 
     def sweep(self) -> Swept:
         """End tasks past their lifetime or idle timeout, revoke expired leases and forget
