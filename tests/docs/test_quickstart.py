@@ -26,12 +26,21 @@ TRY_OUTPUT = "<!-- test: output of try_notes.py -->"
 TIMEOUT_SECONDS = 300
 
 # What the test runs in place of the blocks a person runs by hand: the client in the
-# background, then the approval from the "second terminal" (polled, bounded).
+# background (unbuffered, so that its lines show as it prints them), then the approval
+# from the "second terminal" (polled, bounded). A person looks once the client waits:
+# the test too waits for the line of the call before the held one (a `grep`), then asks
+# `proctor approvals list` until the request is there (a process start, about 1 s of
+# CPU, each time: polling with it from the start cost the test ~10 s of CPU).
 TRY_IN_BACKGROUND = """
-python try_notes.py mcp.json > try.out 2>&1 &
+python -u try_notes.py mcp.json > try.out 2>&1 &
 TRY_PID=$!
 """
 APPROVE_FROM_SECOND_TERMINAL = """
+for _ in $(seq 1 1500); do
+  grep -q '^write_note {"name": "todo"' try.out && break
+  kill -0 "$TRY_PID" 2>/dev/null || break
+  sleep 0.2
+done
 APPROVAL=""
 for _ in $(seq 1 300); do
   APPROVAL=$(proctor approvals list --json | python -c '
