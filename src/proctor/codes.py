@@ -84,7 +84,7 @@ Code = Literal[
     "delegation_widens_uses", "issuance_denied", "issuance_pending_approval",
     "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
     # grants: tasks and offers
-    "task_unknown", "task_ended", "task_expired", "task_idle", "task_ttl_invalid",
+    "task_unknown", "task_ended", "task_changed", "task_expired", "task_idle", "task_ttl_invalid",
     "task_limits_invalid", "offer_unknown", "offer_redeemed", "offer_expired",
     "offer_cancelled",
     # approvals
@@ -187,9 +187,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "agent_exists": CodeInfo("an agent with that id is already registered", 409),
     "agent_not_active": _auth("the agent is suspended or retired, and so is denied "
                               "everything"),
-    "agent_changed": CodeInfo("the agent's trust state changed (in another process, say) "
-                              "while the call or issuance was decided: denied; asked "
-                              "again, it is decided on the state as it is now"),
+    "agent_changed": CodeInfo("the agent's trust state changed, or its risk rose (in "
+                              "another process, say), while the call or issuance was "
+                              "decided: that decision is refused; a call is decided once "
+                              "more on the agent as it is now, an issuance asked again is"),
     "agent_state_invalid": CodeInfo("a trust-state change that is not allowed from the "
                                     "agent's current state", 409),
     "agent_key_invalid": CodeInfo("a key that cannot be the agent's: not P-256 or Ed25519, "
@@ -261,6 +262,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                          "key"),
     "task_unknown": CodeInfo("no task has that id", 404),
     "task_ended": CodeInfo("the task has ended, and its grants with it", 409),
+    "task_changed": CodeInfo("the task read more sensitive data (in another process, say) "
+                             "while the call was decided: that decision is refused, and the "
+                             "call decided once more on the task as it is now"),
     "task_expired": CodeInfo("the task is past its maximum lifetime", 409),
     "task_idle": CodeInfo("the task was idle past its timeout", 409),
     "task_ttl_invalid": CodeInfo("a task's lifetime or idle timeout outside the allowed range",

@@ -16,7 +16,9 @@ The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
 4. one write, the audit writer's transaction shared with the other decisions
    waiting (group commit; :mod:`proctor.grants.use`): the grant, its ancestors
    and its task not revoked, the agent active (and, for an allow, in the trust
-   state the decision saw: else ``agent_changed``), the task open — as committed
+   state and with the risk the decision saw: else ``agent_changed``), the task
+   open (and, for an allow, its data sensitivity seen no higher than the decision
+   saw: else ``task_changed``) — as committed
    now, in any process — the proof's nonce new, a use left; the event, the
    use, the nonce and the task's activity and data sensitivity are written
    together. A check that fails there turns the decision into that check's
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -63,6 +65,12 @@ VerdictCode = Literal["allow"] | Code
 log = logging.getLogger(__name__)
 
 _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
+# an allow decided on what another process had changed meanwhile: decided once more
+_STALE = ("agent_changed", "task_changed")
+
+Fresh = Callable[[], "tuple[Agent, DecisionRequest] | None"]
+"""The grant's agent and the call's request again, as committed (None: the agent may
+no longer act)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +241,16 @@ class Enforcer:
             self._refresh(agent)
             # the use was counted when the call was first decided: confirmed, not counted
             use = self._grants.confirming(claims)
+
+            def fresh() -> tuple[Agent, DecisionRequest] | None:
+                self._forget(claims)
+                now = self._registry.find(claims.agent_id)
+                if now is None or now.trust_state in _INACTIVE:
+                    return None
+                self._refresh(now)
+                return now, self._current(request, claims)
             return self._policy(claims, verdict.accessor or "", self._current(request, claims),
-                                use, ToolCall(request.resource.id, {}), agent)
+                                use, ToolCall(request.resource.id, {}), agent, fresh)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)
             return self._refused_after(verdict, "enforcement_error",
@@ -268,13 +284,42 @@ class Enforcer:
                 f"tool:{call.tool_id}") is None:
             self._tools.teach(self._engine)  # discovered by another process, perhaps
         request = self._request(agent, task, claims, call)
-        return self._policy(claims, accessor, request, use, call, agent)
+
+        def fresh() -> tuple[Agent, DecisionRequest] | None:
+            self._forget(claims)
+            now = (self._agent_view or self._registry).find(claims.agent_id)
+            if now is None or now.trust_state in _INACTIVE:
+                return None
+            self._refresh(now)
+            return now, self._request(now, (self._task_view or self._grants).task(
+                claims.task_id), claims, call)
+        return self._policy(claims, accessor, request, use, call, agent, fresh)
+
+    def _forget(self, claims: GrantClaims) -> None:
+        """Drop this process's copies of the grant's agent and task: read again, as
+        committed."""
+        if self._agent_view is not None:
+            self._agent_view.forget(claims.agent_id)
+        if self._task_view is not None:
+            self._task_view.forget(claims.task_id)
 
     def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
-                use: GrantUse, call: ToolCall, agent: Agent) -> CallVerdict:
+                use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None = None,
+                *, approved: Approval | None = None) -> CallVerdict:
+        """Policy, then the write. An allow the write refuses because it was decided on
+        an agent or a task another process had changed meanwhile (``agent_changed``,
+        ``task_changed``) is decided once more, on both read from the store then
+        (``fresh``), with the approval the first decision used, if any. That second
+        write confirms no risk nor sensitivity: whatever committed before it was read
+        is in it, and a change committing meanwhile is concurrent with the call, not
+        news this node missed."""
+        use.sensitivity = 0
+        use.decided_state = use.decided_risk = use.decided_seen = None
+        approval: Approval | None = approved
+        if approved is not None:
+            request = _approved(request)
         decision = self._engine.decide(request)
-        approval: Approval | None = None
-        if decision.outcome is Outcome.APPROVAL_REQUIRED:
+        if decision.outcome is Outcome.APPROVAL_REQUIRED and approved is None:
             approval = self._approvals.consume(self._binding(claims, request))
             if approval is None:  # "approve similar within this task"
                 approval = self._approvals.consume_similar(
@@ -286,9 +331,13 @@ class Enforcer:
         event = decision_event(request, decision, now=self._clock.now(), grant=accessor)
         if decision.outcome is Outcome.ALLOW:
             use.sensitivity = self._sensitivity(request)
-            # the write confirms the state this allow was decided on: a drift another
-            # process committed before its news reached this one is never allowed
+            # the write confirms what this allow was decided on: a drift, a risk score or
+            # a task's sensitive read another process committed before its news reached
+            # this one is never allowed (agent_changed, task_changed)
             use.decided_state = agent.trust_state.value
+            if fresh is not None:  # else decided on both read from the store just now
+                use.decided_risk = (agent.risk_score, agent.risk_factors)
+                use.decided_seen = int(request.context.get("sensitivity_seen", 0))
 
         def refuse(exc: GrantError) -> AuditEvent:
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's
@@ -310,6 +359,11 @@ class Enforcer:
             # PostgreSQL the feed's notice of this very write may still be on its way)
             self._task_view.forget(claims.task_id)
         refusal = use.refusal
+        if refusal is not None and refusal.code in _STALE and fresh is not None:
+            again = fresh()
+            if again is not None:  # decided once more on what is committed now
+                return self._policy(claims, accessor, again[1], use, call, again[0],
+                                    approved=approval)
         if refusal is not None:
             if refusal.code in ("task_expired", "task_idle"):
                 self._grants.end_lapsed(claims.task_id, refusal.message)

@@ -207,7 +207,9 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     webhook = load_webhook_config(settings.home)
     risk = RiskEngine(store, registry, clock, load_risk_config(settings.home),
                       sensitivity_of=lambda tool: _sensitivity(engine, tool))
-    audit.observe(risk.folder())  # every batch folded as it is written (docs/risk.md)
+    # every batch folded as it is written (docs/risk.md); a new score is this process's
+    # own change: its agent view drops the agent at once
+    audit.observe(risk.folder(published=agent_view.forget))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools,
                         agent_view=agent_view, task_view=task_view)

@@ -29,6 +29,10 @@ class AgentBinding:
     is_active: bool
     trust_state: str = "trusted"
     manifest_digest: str | None = None  # the manifest it runs now: presented, else reviewed
+    # its risk (``principal.risk_score``, ``principal.risk_factors``): read by the use's
+    # write (:meth:`AgentDirectory.binding_in`) only
+    risk_score: int = 0
+    risk_factors: tuple[str, ...] = ()
 
 
 def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
@@ -84,8 +88,8 @@ class AgentDirectory(Protocol):
         waited for."""
 
     def binding_in(self, tx: WriteCursor, agent_id: str) -> AgentBinding | None:
-        """:meth:`binding` as ``tx`` (the audit writer's transaction) sees it now, read
-        once per transaction, as :meth:`state_in` reads the state."""
+        """:meth:`binding` as ``tx`` (the audit writer's transaction) sees it now, its
+        risk included, read once per transaction, as :meth:`state_in` reads the state."""
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         """Run ``hook`` in every transaction that suspends or retires an agent."""

@@ -156,6 +156,8 @@ class GrantAuthority:
             conn.execute(update(tasks).where(and_(
                 tasks.c.id == task_id, tasks.c.sensitivity_seen < level))
                 .values(sensitivity_seen=level))
+        if self._tasks is not None:
+            self._tasks.forget(task_id)
 
     def end_task(self, task_id: str, *, by: Actor = SYSTEM,
                  reason: str = "task ended") -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
             "manifest_digest) FROM agents WHERE id = {p}")
+# the use's write reads the agent's risk with it, in the same statement
+_BINDING_IN = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
+               "manifest_digest), risk_score, risk_factors FROM agents WHERE id = {p}")
 
 
 class RegisteredAgents:
@@ -89,12 +93,12 @@ class RegisteredAgents:
         # read once per transaction: the row stays as read (locked, on PostgreSQL)
         confirmed = tx.confirmed
         if ("agent", agent_id) not in confirmed:
-            rows = tx.rows(_BINDING + tx.for_share, [agent_id])
+            rows = tx.rows(_BINDING_IN + tx.for_share, [agent_id])
             found = None
             if rows:
-                found_id, thumbprint, state, digest = rows[0]
+                found_id, thumbprint, state, digest, score, factors = rows[0]
                 found = AgentBinding(str(found_id), thumbprint, state in ACTIVE_STATES,
-                                     str(state), digest)
+                                     str(state), digest, int(score), _factors(factors))
             confirmed["agent", agent_id] = found
         known = confirmed["agent", agent_id]
         return known if isinstance(known, AgentBinding) else None
@@ -103,6 +107,14 @@ class RegisteredAgents:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
             return hook(conn, agent.id, reason, agent.state_changed_by)
         self._registry.on_deactivated(adapted)
+
+
+def _factors(value: object) -> tuple[str, ...]:
+    """``risk_factors`` as stored (JSON text on SQLite, a list on PostgreSQL; NULL: none),
+    as :attr:`Agent.risk_factors` has them."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(str(f) for f in value) if isinstance(value, list) else ()
 
 
 def _binding(agent: Agent | None) -> AgentBinding | None:

@@ -8,15 +8,24 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
 1. the agent is active, still holds the grant's key and (trusted) runs the manifest the
    grant was issued for (the grant check's :func:`~proctor.grants.agents.binding_refusal`,
    asked again of the row: the check itself may have read a view that had not heard of a
-   change yet) and, for an allow, is in the trust state the decision saw (a drift
-   committed by another process whose news had not reached this one: ``agent_changed``);
+   change yet) and, for an allow, is in the trust state the decision saw, its risk no
+   higher than the decision saw: score and named factors, what policy forbids on (a
+   drift, or a higher score, committed by another process whose news had not reached
+   this one: ``agent_changed``);
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
-3. the task is open: not ended, not past its lifetime or idle timeout;
+3. the task is open: not ended, not past its lifetime or idle timeout; for an allow,
+   its data sensitivity seen is no higher than the decision saw (a confidential read
+   committed by another process: ``task_changed``);
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
    races);
 6. the task's activity, and the highest data sensitivity an allowed call read in it.
+
+An allow refused ``agent_changed`` or ``task_changed`` was decided on a view this
+process held before the news of another's commit reached it (PostgreSQL: its
+``NOTIFY`` is on the way); the enforcer decides it once more on the rows as they are.
+The comparisons are on the rows steps 1-3 read anyway: no statement is added.
 
 Steps 1-3 read what the transaction sees *now*: on SQLite the writer holds the
 database's one write lock, on PostgreSQL the rows are read ``FOR SHARE`` (the task
@@ -47,7 +56,7 @@ from proctor.errors import AgentError, GrantError
 from proctor.grants.agents import AgentBinding, binding_refusal
 from proctor.grants.tokens import GrantClaims
 
-__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "any_revoked"]
+__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "any_revoked"]
 
 # A task's idle deadline moves at most once a second: a burst of calls writes it once.
 IDLE_PRECISION_SECONDS = 1
@@ -104,6 +113,10 @@ AgentState = Callable[[WriteCursor, str], str | None]
 AgentRead = Callable[[WriteCursor, str], AgentBinding | None]
 """The agent's key, trust state and manifest as the transaction sees it (None: unknown)."""
 
+Risk = tuple[int, tuple[str, ...]]
+"""An agent's risk score and the factors it names (``principal.risk_score``,
+``principal.risk_factors``)."""
+
 Refusal = Callable[[GrantError], AuditEvent | None]
 """The event to write instead of the decision's when the use is refused."""
 
@@ -115,8 +128,10 @@ class GrantUse:
     ``claims.lineage`` is what must not be revoked; ``nonce`` (with the time it is kept
     until) the proof's; ``counts`` whether a use is counted (a tool call) or the
     grant only shown (an exchange, an API call); ``sensitivity`` the data label
-    rank the call reads, set by the caller once policy allowed it; ``decided_state`` the
-    agent's trust state an allow was decided on, which the write confirms. After the
+    rank the call reads, set by the caller once policy allowed it; ``decided_state``,
+    ``decided_risk`` and ``decided_seen`` the agent's trust state, its risk and the
+    task's data sensitivity seen that an allow was decided on, which the write
+    confirms. After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -131,6 +146,8 @@ class GrantUse:
     refuse: Refusal = field(default=lambda _exc: None)
     sensitivity: int = 0
     decided_state: str | None = None
+    decided_risk: Risk | None = None
+    decided_seen: int | None = None
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -177,6 +194,9 @@ class GrantUse:
             if self.decided_state is not None and agent != self.decided_state:
                 raise GrantError("agent_changed", f"agent is {agent} now, not "
                                  f"{self.decided_state} as the call was decided: ask again")
+            if self.decided_risk is not None and _riskier(binding, self.decided_risk):
+                raise GrantError("agent_changed", "the agent's risk rose since the call was "
+                                 "decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             task = tasks.found.get(claims.task_id)
@@ -184,6 +204,9 @@ class GrantUse:
                 raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
             self._check_open(task.ended_at, task.expires_at, task.idle_seconds,
                              task.checked_until)
+            if self.decided_seen is not None and task.was[1] > self.decided_seen:
+                raise GrantError("task_changed", f"task `{claims.task_id}` read more sensitive "
+                                 "data since the call was decided: ask again")
         except GrantError as exc:
             self.refusal = exc
             return False
@@ -200,6 +223,16 @@ class GrantUse:
         if idle_until is not None and self.now >= idle_until:
             raise GrantError("task_idle", f"task `{self.claims.task_id}` ended after "
                              f"{idle_seconds} seconds without a call")
+
+
+def _riskier(committed: AgentBinding, decided: Risk) -> bool:
+    """Whether the agent's committed risk is more than an allow was decided on: a higher
+    score, or a factor named that was not. Policy forbids on risk (``principal.risk_score
+    >= 80``, a factor ``in principal.risk_factors``): a lower score or fewer factors
+    allow no more than the decision did, and a score fading as the agent warms up
+    refuses nothing."""
+    return committed.risk_score > decided[0] \
+        or not set(committed.risk_factors) <= set(decided[1])
 
 
 @dataclass(slots=True)

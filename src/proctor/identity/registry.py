@@ -59,6 +59,7 @@ class AgentRegistry:
         self._clock = clock
         self.trust = trust
         self._on_deactivated: list[DeactivationHook] = []
+        self._on_changed: list[Callable[[str], None]] = []
 
     def on_deactivated(self, hook: DeactivationHook) -> None:
         """Run ``hook`` in every transaction that suspends or retires an agent.
@@ -67,6 +68,12 @@ class AgentRegistry:
         suspension and the end of the agent's grants commit together, or not at all.
         """
         self._on_deactivated.append(hook)
+
+    def on_changed(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(agent_id)`` once a change this registry made to an agent has
+        committed (before the change returns): a view of this process drops its copy
+        then, without waiting for the change feed's news of it (PostgreSQL)."""
+        self._on_changed.append(hook)
 
     # reading
 
@@ -321,6 +328,8 @@ class AgentRegistry:
                 if updated.state_reason:
                     reason += f": {updated.state_reason}"
                 after_commit = [hook(conn, updated, reason) for hook in self._on_deactivated]
+        for hook in self._on_changed:
+            hook(updated.id)
         for then in after_commit:
             then()
         return updated

@@ -43,7 +43,9 @@ class AgentView:
         self._listeners: list[AgentChanged] = []
         self._resets: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self._forgotten = 0  # moves when this process drops an agent it changed itself
         feed.subscribe(self._changed, self._reset)
+        registry.on_changed(self.forget)
 
     def on_change(self, listener: AgentChanged, *, reset: Callable[[], None] | None = None
                   ) -> None:
@@ -60,13 +62,14 @@ class AgentView:
         held = self._held.get(agent_id)
         if held is not None:
             return held
-        epoch = self._feed.epoch
+        mark = self._feed.epoch, self._forgotten
         agent = self._registry.find(agent_id)
-        if agent is not None and self._feed.epoch == epoch and self._feed.is_current:
+        if agent is not None and (self._feed.epoch, self._forgotten) == mark \
+                and self._feed.is_current:
             with self._lock:
                 if len(self._held) >= _MAX_HELD:
                     self._held.clear()
-                if self._feed.epoch == epoch:
+                if (self._feed.epoch, self._forgotten) == mark:
                     self._held[agent_id] = agent
                     if agent.id != agent_id:  # found under another spelling
                         self._held[agent.id] = agent
@@ -86,6 +89,17 @@ class AgentView:
     def is_current(self) -> bool:
         """Whether answers come from memory (the feed is current) right now."""
         return self._feed.catch_up()
+
+    def forget(self, agent_id: str) -> None:
+        """Drop the agent this process just changed (its registry, its audit writer's
+        risk fold), before the feed tells (on PostgreSQL its news may still be on the
+        way): the next decision here reads the agent as committed, not the copy its
+        write would refuse (``agent_changed``)."""
+        with self._lock:
+            self._forgotten += 1
+            self._held.pop(agent_id, None)
+            for key in [k for k, a in self._held.items() if a.id == agent_id]:
+                del self._held[key]
 
     def _changed(self, found: Sequence[Change]) -> None:
         ids = list(dict.fromkeys(c.key for c in found if c.kind == "agent"))

@@ -284,8 +284,9 @@ class ChangeFeed:
         if not seq.isdigit() or not kind:
             log.warning("ignored a malformed change notification")
             return
-        self.last_seq = max(self.last_seq, int(seq))
-        self._deliver([Change(int(seq), kind, key)])
+        with self._lock:  # as on SQLite: whoever holds the feed's lock holds its news
+            self.last_seq = max(self.last_seq, int(seq))
+            self._deliver([Change(int(seq), kind, key)])
 
     def close(self) -> None:
         self._stopping.set()

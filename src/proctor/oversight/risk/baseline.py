@@ -23,6 +23,7 @@ from proctor.oversight.risk.config import FACTORS, RiskConfig
 
 __all__ = [
     "Factor",
+    "decided_again",
     "factors_now",
     "fold_event",
     "new_baseline",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 Event = Mapping[str, Any]
+
+# an allow refused by its write because another process had changed the agent or the
+# task meanwhile: the enforcer decides the call once more (enforcement.py)
+_DECIDED_AGAIN = ("agent_changed", "task_changed")
 
 _MAX_TOOLS = 500
 _MAX_DOMAINS = 500
@@ -130,6 +135,15 @@ def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
                 f"{rate['count']} calls in {width} s against a usual {rate['mean']:.1f}", config)
 
 
+def decided_again(event: Event) -> bool:
+    """Whether ``event`` is an allow its write refused because another process had
+    changed the agent or the task meanwhile: not the agent's doing (its call was
+    decided once more, and that decision is folded), so neither judged nor counted."""
+    detail = event.get("detail")
+    return (event.get("outcome") == "denied" and isinstance(detail, Mapping)
+            and detail.get("code") in _DECIDED_AGAIN)
+
+
 def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: RiskConfig,
                sensitivity_of: Callable[[str], int]) -> None:
     """Fold one audit event about ``agent_id`` into its baseline (in place)."""
@@ -156,6 +170,8 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     # call is still judged, and counts towards the rate and the ratios, but an agent
     # cannot make tomorrow's call look usual by being refused it today.
     learns = outcome == "allow"
+    if decided_again(event):
+        return
     warm = baseline["calls"] >= config.warmup_calls
     if learns:
         baseline["calls"] += 1

@@ -86,10 +86,12 @@ class RiskEngine:
         self._lock_soon = threading.Lock()
         self._catching_up: threading.Thread | None = None
 
-    def folder(self) -> BatchFolder:
-        """The audit writer's observer that folds each batch in its transaction."""
+    def folder(self, *, published: Callable[[str], None] = lambda agent_id: None
+               ) -> BatchFolder:
+        """The audit writer's observer that folds each batch in its transaction;
+        ``published(agent_id)`` once a batch that gave the agent a new score committed."""
         return BatchFolder(self._clock, self.config, self._sensitivity_of,
-                           behind=self.catch_up_soon)
+                           behind=self.catch_up_soon, published=published)
 
     def catch_up_soon(self) -> None:
         """Run :meth:`catch_up` on a thread of its own, unless one is running."""

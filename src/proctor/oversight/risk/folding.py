@@ -37,7 +37,14 @@ from typing import Any
 
 from proctor.audit import ChainHead, EventRow, WriteCursor
 from proctor.clock import Clock
-from proctor.oversight.risk.baseline import Factor, fold_event, new_baseline, note_trend, score_of
+from proctor.oversight.risk.baseline import (
+    Factor,
+    decided_again,
+    fold_event,
+    new_baseline,
+    note_trend,
+    score_of,
+)
 from proctor.oversight.risk.config import RiskConfig
 
 __all__ = ["MAX_GAP", "BatchFolder", "agent_of", "named_factors"]
@@ -120,7 +127,8 @@ class BatchFolder:
     """The risk engine's observer of the audit writer (see the module docstring)."""
 
     def __init__(self, clock: Clock, config: RiskConfig, sensitivity_of: Callable[[str], int],
-                 *, behind: Callable[[], None] = lambda: None) -> None:
+                 *, behind: Callable[[], None] = lambda: None,
+                 published: Callable[[str], None] = lambda agent_id: None) -> None:
         self._clock = clock
         self._config = config
         self._sensitivity_of = sensitivity_of
@@ -128,6 +136,10 @@ class BatchFolder:
         self._known: dict[str, dict[str, Any]] = {}  # agent -> its baseline, as stored
         self._known_at: int | None = None  # the head up to which `_known` is the store's
         self._folding = False  # a batch was folded into `_known` and has not committed
+        # agents whose row got a new score in the batch being written: told once it
+        # commits, before its decisions are answered (``published``)
+        self._published = published
+        self._changed: list[str] = []
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         last = rows[-1].seq
@@ -137,6 +149,7 @@ class BatchFolder:
             self._known.clear()
             self._known_at = None
         self._folding = True
+        self._changed = []
         if tx.execute("UPDATE risk_cursor SET seq = {p} WHERE id = 1 AND seq = {p}",
                       (last, head.seq)) != 1:
             gap = self._gap(tx, head, last)
@@ -150,7 +163,7 @@ class BatchFolder:
                 continue
             event = json.loads(row.body)
             agent = agent_of(event)
-            if agent is not None:
+            if agent is not None and not decided_again(event):  # nothing to score for it
                 events.append((agent, event))
         if events:
             self._fold(tx, events)
@@ -158,6 +171,12 @@ class BatchFolder:
     def appended(self, head: ChainHead) -> None:
         self._folding = False
         self._known_at = head.seq
+        changed, self._changed = self._changed, []
+        for agent in changed:
+            try:
+                self._published(agent)
+            except Exception:  # the feed still tells; never fail a committed batch
+                log.exception("risk: a view could not be told of `%s`", agent[:200])
 
     # the transaction's work
 
@@ -222,7 +241,9 @@ class BatchFolder:
         published = (score, named, at, agent, score, named)
         if tx.is_sqlite:  # no round trips: two statements
             tx.execute(sql["insert" if is_new else "update"], written)
-            tx.execute(sql["publish"], published)
+            published_rows = tx.execute(sql["publish"], published)
         else:
-            tx.execute(sql["insert_publish" if is_new else "update_publish"],
-                       (*written, *published))
+            published_rows = tx.execute(sql["insert_publish" if is_new else "update_publish"],
+                                        (*written, *published))
+        if published_rows:  # the outer statement's count: the agent's row changed
+            self._changed.append(agent)

@@ -1,0 +1,275 @@
+"""What a node decides on while the news of another node's commit is on its way.
+
+A node decides from views kept current by the change feed; the news of a commit made
+elsewhere reaches it a moment later (PostgreSQL: the ``NOTIFY``; SQLite: the next look
+at the feed). An allow decided on what the view still held must not stand: the
+decision's write compares what policy read (the agent's trust state and risk, the
+task's data sensitivity seen) with the committed rows and refuses it
+(``agent_changed``, ``task_changed``, audited); the enforcer then decides the call once
+more, on the rows as committed, and that is the answer.
+
+The whole-node tests hold this node's news back for real: on PostgreSQL the feed's lock
+(the listener delivers under it), on SQLite one look at the feed taken before the other
+node commits (a decision looks once). The other node is a second runtime on the same
+database, with its own engine, views and feed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from proctor.enforcement import CallVerdict, ToolCall
+from proctor.grants import IssuedGrant, make_proof
+from proctor.identity.agent import TrustState
+from proctor.policy import Outcome
+from proctor.runtime import Runtime, open_runtime
+from proctor.store.tables import changes
+from tests.identity.factories import manifest
+
+from .conftest import APPROVER, SUPPORT, TARGET, Agents
+
+LOOKUP = "crm/lookup_customer"  # confidential: forbidden to a drifted agent
+ARGS = {"customer_id": "c-1"}
+OUTSIDE = {"to": "someone@example.org", "subject": "hi", "body": "..."}
+CONFIDENTIAL = 2
+
+
+@pytest.fixture
+def other(runtime: Runtime) -> Iterator[Runtime]:
+    """Another node on the same database."""
+    node = open_runtime(runtime.settings, clock=runtime.clock)
+    yield node
+    node.close()
+
+
+def heard_everything(runtime: Runtime) -> None:
+    """Wait until ``runtime``'s feed has delivered every change committed so far."""
+    feed = runtime.feed
+    with runtime.store.reading() as conn:
+        newest = int(conn.execute(select(func.max(changes.c.seq))).scalar() or 0)
+    if feed.sees_every_commit:
+        feed.catch_up()
+        return
+    heard = threading.Event()
+    feed.subscribe(lambda _found: heard.set() if feed.last_seq >= newest else None,
+                   heard.set)
+    if feed.last_seq < newest:
+        assert heard.wait(60), "the feed did not deliver what was committed"
+
+
+@contextmanager
+def news_held(runtime: Runtime) -> Iterator[None]:
+    """Within the block, ``runtime`` hears nothing another node commits, as when the news
+    is on its way; the agent is held in its view (as after its first call)."""
+    heard_everything(runtime)
+    assert runtime.agent_view.find(SUPPORT) is not None
+    if runtime.feed.sees_every_commit:  # SQLite: the decision's one look is taken now
+        with runtime.feed.one_look():
+            assert runtime.feed.catch_up()
+            yield
+    else:
+        with runtime.feed._lock:  # the listener delivers under it
+            yield
+
+
+def refused_at_write(runtime: Runtime) -> list[str]:
+    """The codes of the allows refused by their writes for what another node changed."""
+    found = []
+    for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
+        text = body if isinstance(body, str) else json.dumps(body)
+        found += [c for c in ("agent_changed", "task_changed") if f'"{c}"' in text]
+    return found
+
+
+def call_on(node: Runtime, agents: Agents, grant: IssuedGrant, tool: str,
+            args: dict[str, Any]) -> CallVerdict:
+    proof = make_proof(agents.keys[grant.claims.agent_id], grant.token, method="tools/call",
+                       target=TARGET, now=node.clock.now())
+    return node.enforcer.decide_call(grant.token, proof, ToolCall(tool, args, target=TARGET))
+
+
+def approved(runtime: Runtime, agents: Agents, grant: IssuedGrant) -> None:
+    """A human approved the email outside (the call asked again is then allowed, on a
+    clean task)."""
+    pending = agents.call(grant, "email/send_email", OUTSIDE)
+    assert pending.outcome is Outcome.APPROVAL_REQUIRED and pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+
+
+# the whole node
+
+
+def test_a_drift_committed_on_another_node_before_this_one_heard_of_it_is_never_allowed(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    with news_held(runtime):
+        drifted = other.registry.present_manifest(SUPPORT, manifest(model_id="other"))
+        assert drifted.trust_state is TrustState.DRIFTED
+        held = runtime.agent_view.find(SUPPORT)
+        assert held is not None and held.trust_state is TrustState.TRUSTED  # the old state
+        verdict = agents.call(grant, LOOKUP, ARGS)
+    # the allow decided on the old state was refused by its write, then decided again
+    assert refused_at_write(runtime) == ["agent_changed"]
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("drifted-agent-sensitive-tools",))
+
+
+def test_a_risk_score_committed_on_another_node_before_this_one_heard_of_it_is_never_allowed(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    with news_held(runtime):
+        other.registry.set_risk_score(SUPPORT, 90, ["rate"])  # high-risk-agent forbids
+        held = runtime.agent_view.find(SUPPORT)
+        assert held is not None and held.risk_score < 80  # the old score
+        verdict = agents.call(grant, LOOKUP, ARGS)
+    assert refused_at_write(runtime) == ["agent_changed"]
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("high-risk-agent", "risky-agent-needs-approval"))
+
+
+def test_a_sensitive_read_committed_on_another_node_before_this_one_heard_of_it_is_never_allowed(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "email/*"}])
+    task_id = grant.claims.task_id
+    approved(runtime, agents, grant)  # the email outside, while the task is clean
+    with news_held(runtime):
+        # the task reads confidential data through the other node
+        other.grants.note_sensitivity(task_id, CONFIDENTIAL)
+        assert runtime.task_view.task(task_id).sensitivity_seen == 0  # what this node holds
+        verdict = agents.call(grant, "email/send_email", OUTSIDE)
+    assert refused_at_write(runtime) == ["task_changed"]
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("no-external-email-after-confidential",))
+
+
+def test_a_confidential_call_decided_on_another_node_marks_the_task_for_this_one(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    """The same through the other node's own decision (its write raises the mark): the
+    approved email decided here on the clean task is refused (``task_changed``, or
+    ``agent_changed`` when that call also moved the agent's score), then decided again."""
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}, {"tool": "email/*"}])
+    approved(runtime, agents, grant)
+    with news_held(runtime):
+        assert call_on(other, agents, grant, LOOKUP, ARGS).is_allowed
+        verdict = agents.call(grant, "email/send_email", OUTSIDE)
+    assert refused_at_write(runtime)[-1:] in (["task_changed"], ["agent_changed"])
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("no-external-email-after-confidential",))
+
+
+def _revoke(node: Runtime, grant: IssuedGrant) -> None:
+    node.grants.revoke(grant.claims.grant_id, "revoked on the other node")
+
+
+def _end(node: Runtime, grant: IssuedGrant) -> None:
+    node.grants.end_task(grant.claims.task_id, reason="ended on the other node")
+
+
+def _suspend(node: Runtime, grant: IssuedGrant) -> None:
+    node.registry.suspend(SUPPORT, by=APPROVER, reason="suspended on the other node")
+
+
+@pytest.mark.parametrize(("change", "codes"), [
+    (_revoke, {"grant_revoked"}),
+    (_end, {"grant_revoked", "task_ended"}),  # the task's node is revoked with it
+    (_suspend, {"agent_not_active"}),
+])
+def test_what_else_an_allow_depends_on_is_confirmed_by_the_write(
+        runtime: Runtime, other: Runtime, agents: Agents, change: Any, codes: set[str]) -> None:
+    """The same class: a revocation, a task's end, a suspension committed elsewhere while
+    this node's views still hold the grant, the task and the agent as they were."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    with news_held(runtime):
+        assert runtime.revocations.revoked_among(grant.claims.lineage) == []  # held live
+        change(other, grant)
+        verdict = agents.call(grant, LOOKUP, ARGS)
+        assert runtime.revocations.revoked_among(grant.claims.lineage) == []  # not heard
+    assert verdict.outcome is Outcome.DENY and verdict.code in codes
+
+
+def test_with_nothing_committed_elsewhere_the_held_views_allow(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    """The control: holding the news back denies nothing by itself."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    with news_held(runtime):
+        other.registry.find(SUPPORT)  # the other node reads, changes nothing
+        assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    assert refused_at_write(runtime) == []
+
+
+def test_what_this_node_changed_itself_is_never_news_to_it(
+        runtime: Runtime, agents: Agents) -> None:
+    """Its own changes drop its copies at once (the feed's news of them may be on its
+    way): the risk scores its audit writer publishes as the agent warms up, a drift its
+    registry records. No call is refused ``agent_changed`` for what this node did."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    with news_held(runtime):
+        scores = set()
+        for _ in range(6):  # the first calls move the score (the agent's warm-up)
+            assert agents.call(grant, LOOKUP, ARGS).is_allowed
+            scores.add(runtime.registry.get(SUPPORT).risk_score)
+        assert len(scores) > 1
+        runtime.registry.present_manifest(SUPPORT, manifest(model_id="other"))
+        verdict = agents.call(grant, LOOKUP, ARGS)
+    assert (verdict.code, verdict.policy_ids) == (
+        "policy_forbid", ("drifted-agent-sensitive-tools",))
+    assert refused_at_write(runtime) == []  # nothing was decided twice
+
+
+# the decision's write alone
+
+
+def _prepared(runtime: Runtime, agents: Agents, grant: IssuedGrant, tool: str,
+              args: dict[str, Any]) -> Any:
+    return runtime.grants.prepare(grant.token, agents.proof(grant), method="tools/call",
+                                  target=TARGET, tool_id=tool, args=args)
+
+
+def test_the_write_confirms_the_risk_an_allow_was_decided_on(
+        runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    agent = runtime.registry.get(SUPPORT)
+    use = _prepared(runtime, agents, grant, LOOKUP, ARGS)
+    use.decided_state = agent.trust_state.value
+    use.decided_risk = (agent.risk_score, agent.risk_factors)  # what the decision saw
+    runtime.registry.set_risk_score(SUPPORT, agent.risk_score, ["new_tool"])  # committed first
+    runtime.grants.apply_alone(use)
+    assert use.refusal is not None and use.refusal.code == "agent_changed"
+    assert use.uses_left is None  # nothing counted
+    fresh = runtime.registry.get(SUPPORT)
+    again = _prepared(runtime, agents, grant, LOOKUP, ARGS)
+    again.decided_state = fresh.trust_state.value
+    again.decided_risk = (fresh.risk_score, fresh.risk_factors)
+    runtime.grants.apply_alone(again)
+    assert again.refusal is None  # decided on the committed risk: it stands
+    lower = _prepared(runtime, agents, grant, LOOKUP, ARGS)
+    lower.decided_risk = (fresh.risk_score + 5, (*fresh.risk_factors, "rate"))
+    runtime.grants.apply_alone(lower)
+    assert lower.refusal is None  # the risk fell since: policy allows no more on it
+
+
+def test_the_write_confirms_the_sensitivity_an_allow_was_decided_on(
+        runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, [{"tool": "email/*"}], max_uses=2)
+    task_id = grant.claims.task_id
+    use = _prepared(runtime, agents, grant, "email/send_email", OUTSIDE)
+    use.decided_seen = 0  # the task was clean when the call was decided
+    runtime.grants.note_sensitivity(task_id, CONFIDENTIAL)  # committed first
+    runtime.grants.apply_alone(use)
+    assert use.refusal is not None and use.refusal.code == "task_changed"
+    assert use.uses_left is None  # nothing counted
+    again = _prepared(runtime, agents, grant, "email/send_email", OUTSIDE)
+    again.decided_seen = CONFIDENTIAL  # decided on the task as it is
+    runtime.grants.apply_alone(again)
+    assert again.refusal is None and again.uses_left == 1
