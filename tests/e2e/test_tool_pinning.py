@@ -1,5 +1,10 @@
 """Tool pinning end to end: an upstream changes a tool at run time (a "rug pull"); the
-next listing hides it and a call is denied until a human reviews the change."""
+next listing hides it and a call is denied until a human reviews the change.
+
+The wrapper runs in process (``tests/gateway/in_process.py``: as ``proctor mcp wrap``
+builds it, over real pipes) in front of the rug-pull server as a real process: pinning
+is the subject, not the wrapper's process, which ``tests/e2e/test_gateway_stdio.py``
+runs on both backends."""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from typer.testing import CliRunner, Result
 from proctor.cli.main import app
 from proctor.oversight.pinning import ToolPins
 from proctor.store.tables import audit_events
-from tests.gateway.conftest import Deployment, connected
+from tests.gateway.conftest import Deployment
+from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +30,7 @@ RUG = [sys.executable, "-m", "tests.oversight.rug_pull_server"]
 
 def _proctor(deployment: Deployment, *args: str) -> Result:
     """A `proctor` command on the deployment, in this process: its answer is the subject
-    here (the gateway in front of the upstream is the real process)."""
+    here."""
     env = {k: v for k, v in deployment.env.items() if k != "PYTHONPATH"}
     return CliRunner().invoke(app, list(args), env=env)
 
@@ -54,7 +60,7 @@ def _actions(deployment: Deployment) -> list[tuple[str, str, str]]:
 async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_it(
         deployment: Deployment) -> None:
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with connected(deployment.wrap(grant, RUG, server="pins")) as client:
+    async with wrapped(deployment, grant, RUG, server="pins") as client:
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
 
@@ -64,8 +70,7 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
         assert (data["reason"], data["tool"], data["change"]) == (
             "tool_changed", "pins/weather", "changed")
 
-        # a human reviews the change (the command is tested below, outside the session:
-        # every wait of a session is bounded, and a CLI process is slow on a busy machine)
+        # a human reviews the change (the command is tested below, outside the session)
         pins = ToolPins(deployment.runtime.store, deployment.runtime.clock,
                         deployment.runtime.audit)
         seen = pins.record("pins/weather").seen_definition
@@ -83,7 +88,7 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
 async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(
         deployment: Deployment) -> None:
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with connected(deployment.wrap(grant, RUG, server="pins")) as client:
+    async with wrapped(deployment, grant, RUG, server="pins") as client:
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         await client.call_tool("rug_pull", {"mode": "rename"})
         await client.call_tool("rug_pull", {"mode": "add"})
@@ -117,7 +122,7 @@ async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(
         deployment: Deployment) -> None:
     config = deployment.config({"upstreams": {"pins": {"command": RUG, "pin": "warn"}}})
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with connected(deployment.wrap(grant, RUG, server="pins", config=config)) as client:
+    async with wrapped(deployment, grant, RUG, server="pins", config=config) as client:
         await client.call_tool("rug_pull", {"mode": "describe"})
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
