@@ -1,6 +1,10 @@
 """``proctor mcp wrap --manifest``: the wrapper measures the prompt and lock files it is
 configured with and presents the manifest at session open; a changed prompt file makes
-the agent drifted without the agent reporting anything, audited as the wrapper's."""
+the agent drifted without the agent reporting anything, audited as the wrapper's.
+
+The first session (the manifest as reviewed) is the wrapper in process, as the command
+builds it; the second (a changed prompt file) is ``proctor mcp wrap --manifest`` as a
+real process, as an MCP client starts it."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from proctor.audit import EventFilter, search_events
 from proctor.identity import load_manifest
 from proctor.identity.agent import TrustState
 from tests.gateway.conftest import CODER, TIME, Deployment, connected
+from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +48,8 @@ async def test_a_changed_prompt_file_makes_the_agent_drifted_at_session_open(
         return params.model_copy(update={"args": [*args[:at], "--manifest", str(path),
                                                   *args[at:]]})
 
-    async with connected(wrap()) as client:
+    async with wrapped(deployment, deployment.grant([{"tool": "time/*"}]), TIME,
+                       manifest=path) as client:
         result = await client.call_tool("get_current_time", {"timezone": "UTC"})
         assert not result.is_error
     assert deployment.runtime.registry.get(CODER).trust_state is TrustState.TRUSTED

@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from proctor.cli.gateway import server_name_for
+from proctor.cli.gateway import present_manifest, server_name_for
 from proctor.clock import FrozenClock
 from proctor.errors import ProctorError
 from proctor.gateway import (
@@ -39,6 +39,7 @@ from proctor.gateway import (
 from proctor.gateway.http import build_http_app
 from proctor.gateway.stdio import PipeReader, PipeWriter
 from proctor.grants import IssuedGrant
+from proctor.identity import load_manifest
 from proctor.runtime import open_runtime
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 
@@ -180,12 +181,14 @@ async def echo_through_gate(client: ClientSession, gate: Gate, text: str,
 @asynccontextmanager
 async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str], *,
                   config: Path | None = None, server: str | None = None,
-                  agent: str | None = None) -> AsyncIterator[ClientSession]:
+                  agent: str | None = None, manifest: Path | None = None
+                  ) -> AsyncIterator[ClientSession]:
     """``proctor mcp wrap`` in process: the wrapper the command line builds (its own
     runtime, the config with the command after ``--``, the grant and the agent's key),
     serving the agent (``agent``, by default the grant's) over a pair of real pipes, and
-    an MCP client on their other ends. A wrapper that cannot start raises its
-    :class:`ProctorError`, the one the command line prints.
+    an MCP client on their other ends; with ``manifest`` (``--manifest``), the file is
+    measured now and presented at session open, as the command does. A wrapper that
+    cannot start raises its :class:`ProctorError`, the one the command line prints.
 
     What the command line itself does (options, exit codes, stdio claimed from the
     process) is tested through real processes in ``tests/e2e/test_gateway_stdio.py`` and
@@ -199,9 +202,11 @@ async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str
     # upstreams are modules of it)
     spec = dc_replace(spec, cwd=spec.cwd or str(ROOT))
     document = dc_replace(document, upstreams={**document.upstreams, name: spec})
+    presented = load_manifest(manifest) if manifest is not None else None
     runtime = open_runtime(deployment.settings)
     gateway = Gateway.on(runtime, document)
     creds = LaunchCredentials(grant.token, deployment.key, runtime.clock)
+    agent_id = agent or grant.claims.agent_id
     to_wrapper, from_wrapper = os.pipe(), os.pipe()
     reader, writer = PipeReader(from_wrapper[0]), PipeWriter(to_wrapper[1])
     incoming, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
@@ -209,10 +214,11 @@ async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str
 
     async def wrapper() -> None:
         try:
-            await run_wrapper(gateway, server=name, agent_id=agent or grant.claims.agent_id,
-                              creds=creds,
+            await run_wrapper(gateway, server=name, agent_id=agent_id, creds=creds,
                               reader=PipeReader(to_wrapper[0]),
-                              writer=PipeWriter(from_wrapper[1]), store=runtime.store)
+                              writer=PipeWriter(from_wrapper[1]), store=runtime.store,
+                              on_open=None if presented is None else
+                              lambda: present_manifest(runtime, agent_id, presented))
         finally:
             runtime.close()
 
