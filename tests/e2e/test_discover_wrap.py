@@ -1,19 +1,24 @@
 """The round trip: a Claude-Desktop-style config with a plaintext key is wrapped by
 ``proctor discover --wrap --write``, launched as the client would launch it, and
-mcp-server-time answers through proctor with the key injected from the secret store."""
+mcp-server-time answers through proctor with the key injected from the secret store.
+
+``proctor discover`` runs in this process (its answers and what it writes are the
+subject; the command as a process is run in ``tests/oversight/test_discovery.py``);
+the wrapped entry is launched as a real process, as the client would."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mcp import StdioServerParameters
+from typer.testing import CliRunner, Result
 
+from proctor.cli.main import app
 from tests.gateway.conftest import TIME, Deployment, connected
 
 pytestmark = pytest.mark.anyio
@@ -21,11 +26,11 @@ pytestmark = pytest.mark.anyio
 PROCTOR = str(Path(sys.executable).parent / "proctor")
 
 
-def _discover(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCTOR_")}
+def _discover(deployment: Deployment, *args: str) -> Result:
+    """``proctor discover`` in this process, in an environment naming the home alone."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROCTOR_")}
     env.update(PROCTOR_HOME=str(deployment.settings.home), COLUMNS="250")
-    return subprocess.run([PROCTOR, "discover", *args], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+    return CliRunner().invoke(app, ["discover", *args], env=env)
 
 
 def _upstream_environment(marker: str) -> dict[str, str]:
@@ -64,14 +69,14 @@ async def test_a_wrapped_config_runs_time_through_proctor_with_the_key_from_the_
     dry = _discover(deployment, "--wrap", str(config), "--agent", "coder", "--key-file",
                     str(deployment.key_file), "--grant-file", str(grant_file),
                     "--proctor", PROCTOR)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.exit_code == 0, dry.output
     assert "${secret:mcp.time.TIME_API_KEY}" in dry.stdout and key not in dry.stdout
     assert key in config.read_text()  # a dry run writes nothing
 
     done = _discover(deployment, "--wrap", str(config), "--agent", "coder", "--key-file",
                      str(deployment.key_file), "--grant-file", str(grant_file),
                      "--proctor", PROCTOR, "--write", "--by", "erin@acme.example")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     assert key not in config.read_text()
     backups = list(deployment.tmp.glob("claude_desktop_config.json.*.bak"))
     # the backup beside the file (in a project folder, perhaps under version control)
@@ -83,9 +88,9 @@ async def test_a_wrapped_config_runs_time_through_proctor_with_the_key_from_the_
     assert deployment.runtime.secrets.names() == ["mcp.time.TIME_API_KEY"]
 
     again = _discover(deployment, "--wrap", str(config), "--agent", "coder", "--write")
-    assert again.returncode == 0 and "nothing to change" in again.stderr
+    assert again.exit_code == 0 and "nothing to change" in again.stderr
     scan = _discover(deployment, "--json", str(config))
-    assert scan.returncode == 0, scan.stdout  # no plaintext secret left
+    assert scan.exit_code == 0, scan.stdout  # no plaintext secret left
     assert json.loads(scan.stdout)["servers"][0]["behind_proctor"] is True
 
     entry = json.loads(config.read_text())["mcpServers"]["time"]
