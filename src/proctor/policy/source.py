@@ -8,6 +8,7 @@ comments), so every policy and every error is reported as ``file:line:column``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "LocatedPolicy",
     "Statement",
+    "forget_parsed",
     "parse_sources",
     "read_policy_dir",
     "split_statements",
@@ -189,15 +191,34 @@ def _parse_file(
     name: str, text: str, statements: list[Statement], problems: list[Diagnostic]
 ) -> list[pst.Template | Diagnostic] | None:
     """One node per statement; the fast path parses the file once."""
+    nodes = _parse_whole(text)
+    if nodes is not None and len(nodes) == len(statements):
+        return list(nodes)
+    return [_parse_statement(name, stmt) for stmt in statements]
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_whole(text: str) -> tuple[pst.Template, ...] | None:
+    """The nodes of a file parsed at once, in order; None if it does not parse or holds a
+    template (the caller then parses statement by statement, to locate each problem).
+
+    Kept per text for the process (nodes are frozen values): a runtime's policy files
+    are parsed again, unchanged, at every open, each time the engine's catalog grows, and
+    by every revision loaded from the store. :func:`forget_parsed` empties it, for a
+    benchmark of a cold load."""
     try:
         parsed = cedarpy.PolicySet.from_str(text).to_pst()
     except ValueError:
-        parsed = None
-    if parsed is not None and not parsed.templates and len(parsed.static_policies) == len(
-        statements
-    ):
-        return [parsed.static_policies[f"policy{i}"] for i in range(len(statements))]
-    return [_parse_statement(name, stmt) for stmt in statements]
+        return None
+    if parsed.templates:
+        return None
+    return tuple(parsed.static_policies[f"policy{i}"]
+                 for i in range(len(parsed.static_policies)))
+
+
+def forget_parsed() -> None:
+    """Empty the parses kept per file text, so that the next parse of a file is a cold one."""
+    _parse_whole.cache_clear()
 
 
 def _parse_statement(name: str, stmt: Statement) -> pst.Template | Diagnostic:
