@@ -1,6 +1,10 @@
 """A request holds its gateway session from the moment it is bound to it until it is
 answered, so the HTTP gateway's idle close never lands under a call (driven step by step,
-see ``tests/gateway/in_process.py``)."""
+see ``tests/gateway/in_process.py``).
+
+On SQLite only: a session's hold and the watch's idle check are in memory, alike on
+both backends (what the watch reads from the store, and hears by ``NOTIFY`` on
+PostgreSQL, is tested on both in ``test_session_revocation.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 
 from proctor.clock import FrozenClock, SystemClock
 from proctor.gateway import GatewaySession
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import (
     IDLE,
@@ -27,6 +32,7 @@ from tests.gateway.in_process import (
 pytestmark = pytest.mark.anyio
 
 
+@sqlite_only
 async def test_an_idle_check_while_a_call_is_bound_and_connecting_leaves_its_session_open(
         deployment: Deployment, tmp_path: Path) -> None:
     grant, bystander_grant = deployment.grant(), deployment.grant()

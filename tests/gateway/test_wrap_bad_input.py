@@ -187,6 +187,7 @@ async def test_a_revoked_expired_or_foreign_grant_is_refused_before_anything_is_
         assert "\n" not in refused.value.message  # the command line prints it as one line
 
 
+@sqlite_only  # the upstream's process and its timeout are the subject, alike on both backends
 async def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_next_one_works(
         deployment: Deployment) -> None:
     config = deployment.config({"gateway": {"call_timeout_seconds": 1},
