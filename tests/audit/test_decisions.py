@@ -21,6 +21,7 @@ from proctor.audit import (
     verify_store,
 )
 from proctor.clock import FrozenClock
+from proctor.errors import AuditUnavailableError
 from proctor.keys import LocalSigner
 from proctor.policy import (
     DecisionRequest,
@@ -127,6 +128,36 @@ def test_a_locked_sqlite_database_denies_and_the_chain_recovers_afterwards(
         audit.close()
     report = verify_store(sqlite_store, verifiers_for([signer]))
     assert report.is_valid and report.events == 2
+
+
+def test_an_async_caller_whose_write_does_not_complete_in_time_is_told_so(
+    sqlite_store: Store, tmp_path: Path, clock: FrozenClock, signer: LocalSigner,
+) -> None:
+    from tests.audit.helpers import agent_event
+
+    # the writer waits (up to a minute) for a write lock another process holds
+    audit = AuditLog(sqlite_store, signer=signer, clock=clock, busy_timeout_ms=60_000)
+    try:
+        audit.record(agent_event(clock, 0))
+        blocker = sqlite3.connect(tmp_path / "proctor.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+
+        async def late() -> None:
+            async with asyncio.timeout(30):  # a caller never answered fails here, not hangs
+                await audit.record_async(agent_event(clock, 1), timeout=0.2)
+
+        try:
+            with pytest.raises(AuditUnavailableError, match=r"did not complete within 0\.2 s"):
+                asyncio.run(late())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # the lock gone, the log goes on: the late event is written, then the next one
+        assert audit.record(agent_event(clock, 2)).seq == 3
+    finally:
+        audit.close()
+    report = verify_store(sqlite_store, verifiers_for([signer]))
+    assert report.is_valid and report.events == 3
 
 
 def test_fail_open_is_an_explicit_choice_that_keeps_the_decision(
