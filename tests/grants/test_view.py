@@ -142,3 +142,46 @@ async def test_a_descendant_marked_after_its_root_is_seen_revoked_on_its_own(
         "SELECT kind, key FROM changes WHERE seq > {p} ORDER BY seq", [seq])]
     # the trigger skipped the marking: one change for it
     assert noted == [("lease", parent.grant_id), ("subtree", parent.grant_id)]
+
+
+@pytest.mark.anyio
+async def test_marking_ends_with_its_transaction_committed_or_not(
+        setup: Setup, views: _Views) -> None:
+    """Whatever tells the change feed's trigger that a transaction marks descendants (a
+    setting of that transaction on PostgreSQL, a row only it sees on SQLite) ends with
+    it, committed or rolled back: a later revocation on the same pooled connection is its
+    own ``lease`` change, which other processes' views drop the node on."""
+    from proctor.grants.leases import _MARKING
+
+    task = setup.authority.start_task(CODER, purpose="x", on_behalf_of="alice")
+    parent = setup.authority.issue(task.id, GIT)
+    other = setup.authority.issue(task.id, GIT)
+    with setup.store.transaction() as conn:  # a child node under the parent
+        conn.execute(insert(leases).values(
+            id="grant_child", parent_id=parent.grant_id, kind="grant", task_id=task.id,
+            agent_id=CODER, created_at=setup.clock.now()))
+    assert views.revocations.revoked_among([other.grant_id]) == []  # held as live
+    seq = setup.store.fetch("SELECT COALESCE(max(seq), 0) FROM changes", [])[0][0]
+
+    assert setup.authority.revoke(parent.accessor, "leaked") == [parent.grant_id,
+                                                                 "grant_child"]
+    with pytest.raises(RuntimeError), setup.store.transaction() as conn:
+        conn.exec_driver_sql(_MARKING[setup.store.backend])  # a marking that fails midway
+        raise RuntimeError("the marking failed")
+    rounds = setup.store.engine.pool.size() + 1  # type: ignore[attr-defined]
+    for _ in range(rounds):  # through every connection the pool holds (first in, first out)
+        with setup.store.transaction() as conn:
+            conn.execute(leases.update().where(leases.c.id == other.grant_id)
+                         .values(revoked_at=setup.clock.now()))
+            conn.execute(leases.update().where(leases.c.id == other.grant_id)
+                         .values(revoked_at=None))
+    with setup.store.transaction() as conn:
+        conn.execute(leases.update().where(leases.c.id == other.grant_id)
+                     .values(revoked_at=setup.clock.now(), revoked_reason="by hand"))
+
+    noted = [(str(r[0]), str(r[1])) for r in setup.store.fetch(
+        "SELECT kind, key FROM changes WHERE seq > {p} ORDER BY seq", [seq])]
+    assert noted == [("lease", parent.grant_id), ("subtree", parent.grant_id),
+                     *[("lease", other.grant_id)] * (rounds + 1)]
+    await _until(lambda: views.revocations.revoked_among([other.grant_id])
+                 == [other.grant_id])
