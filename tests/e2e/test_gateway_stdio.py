@@ -1,7 +1,11 @@
-"""An MCP client, through ``proctor mcp wrap`` as a real process (as an MCP client starts
-it), to real upstreams: mcp-server-time, mcp-server-git on a temporary repository, and
-the tests' own server. The first runs on both backends; what the others show does not
-differ between them (the wrapper's behaviour on both is tested in process, in
+"""An MCP client, through ``proctor mcp wrap``, to real upstreams: mcp-server-time,
+mcp-server-git on a temporary repository, and the tests' own server.
+
+The first runs the wrapper as a real process (as an MCP client starts it), on both
+backends. The others run it in process (``tests/gateway/in_process.py``: as the command
+builds it, over real pipes, the upstreams real processes): their subject is what is
+decided, not the process; and on SQLite only, as what they show does not differ between
+backends (the wrapper's behaviour on both is tested in process, in
 ``test_gateway_oversight.py`` and ``test_gateway_approval.py``)."""
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.conftest import sqlite_only
 from tests.gateway.conftest import TIME, UPSTREAM, Deployment, connected, git_command
+from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +43,7 @@ async def test_an_allowed_time_call_works_and_other_time_zones_are_denied_with_t
 @sqlite_only
 async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, git_command(deployment.repo))) as client:
+    async with wrapped(deployment, grant, git_command(deployment.repo)) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         # the grant covers git/*, and the policies could allow only these
         assert {"git_status", "git_log", "git_reset"} <= tools
@@ -56,7 +61,7 @@ async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment)
 async def test_a_forbidden_call_is_refused_naming_the_policy_and_nothing_reaches_upstream(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with connected(deployment.wrap(grant, UPSTREAM, server="test")) as client:
+    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
         echoed = await client.call_tool("echo", {"text": "hello"})
         assert echoed.structured_content == {"text": "hello", "count": 1}
         with pytest.raises(MCPError) as denied:
