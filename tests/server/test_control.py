@@ -3,7 +3,9 @@ carries, and a policy that fails to evaluate is a refusal."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +22,11 @@ SUPPORT = "spiffe://acme.example/agent/support"
 
 
 @pytest.fixture
-def control() -> Iterator[ControlPlane]:
-    store = open_store("sqlite:///:memory:")
+def control(sqlite_template: Path, tmp_path: Path) -> Iterator[ControlPlane]:
+    # a copy of the session's migrated file: migrating a new database is most of a test here
+    database = tmp_path / "proctor.db"
+    shutil.copyfile(sqlite_template, database)
+    store = open_store(f"sqlite:///{database}")
     audit = AuditLog(store)
     yield ControlPlane(audit, SystemClock())
     audit.close()
