@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.runner import ConformanceError, install_suite, running_upstream
+from tests.conformance.runner import ConformanceError, install_suite
+from tests.conformance.upstream import served_in_thread
 from tests.conftest import IN_CI
 
 
@@ -28,6 +29,8 @@ def conformance_suite() -> None:
 
 @pytest.fixture(scope="session")
 def conformance_upstream() -> Iterator[str]:
-    """The URL of the conformance upstream (``tests.conformance.upstream``), running."""
-    with running_upstream() as url:
+    """The URL of the conformance upstream (``tests.conformance.upstream``), served on a
+    thread of this process: the upstream's protocol is the subject, not its process
+    (``python -m tests.conformance.runner`` starts it as one)."""
+    with served_in_thread() as url:
         yield url

@@ -22,7 +22,10 @@ import json
 import re
 import socket
 import sys
+import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -36,6 +39,7 @@ from tests.conformance import upstream_tools
 from tests.conformance.upstream_tools import Context, embedded, image, text
 
 TEMPLATE = "test://template/{id}/data"
+WAIT = 5  # seconds: the longest a stream still open at the end is waited for
 _TEMPLATE_URI = re.compile(r"test://template/(?P<id>[^/]+)/data")
 STATIC_TEXT = "This is the content of the static text resource."
 RESOURCES = [
@@ -191,23 +195,53 @@ def build_server() -> Server[Any]:
     return server
 
 
-async def serve(sock: socket.socket) -> None:
-    """Serve streamable HTTP at ``/mcp`` on an already bound socket until cancelled."""
+def _server() -> uvicorn.Server:
     app = build_server().streamable_http_app(
         event_store=MemoryEventStore(), retry_interval=100, host="127.0.0.1")
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    await uvicorn.Server(config).serve(sockets=[sock])
+    # a stream still open at the end is cut after a bounded wait
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                         timeout_graceful_shutdown=WAIT))
+
+
+async def serve(sock: socket.socket) -> None:
+    """Serve streamable HTTP at ``/mcp`` on an already bound socket until cancelled."""
+    await _server().serve(sockets=[sock])
+
+
+def _listening(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves them
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+
+
+@contextmanager
+def served_in_thread() -> Iterator[str]:
+    """The upstream on a free port, served by uvicorn on a thread of this process (its own
+    event loop); yields its URL; stops it (open streams cut after a bounded wait)."""
+    sock = _listening(0)
+    server = _server()
+    thread = threading.Thread(target=anyio.run, args=(server.serve, [sock]),
+                              name="conformance-upstream", daemon=True)
+    thread.start()
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=2 * WAIT)
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
-    port = parser.parse_args(argv).port
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)  # connections wait in the backlog until uvicorn serves them
-    sys.stdout.write(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp\n")
+    sock = _listening(parser.parse_args(argv).port)
+    sys.stdout.write(url_of(sock) + "\n")
     sys.stdout.flush()
     anyio.run(serve, sock)
 
