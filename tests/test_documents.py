@@ -104,6 +104,18 @@ def test_a_malformed_document_is_one_line_naming_what_is_wrong(
     assert "\n" not in refused.value.message
 
 
+@pytest.mark.parametrize("text", ["a: \ud800\n", "\udcff: 1", "a: 'x\x00'\n", "\x07"],
+                         ids=["lone surrogate", "escaped byte", "NUL", "control"])
+def test_yaml_text_that_is_not_unicode_text_is_malformed_not_an_uncaught_error(
+        text: str) -> None:
+    """Text (a command-line argument holds undecodable bytes as lone surrogates) that no
+    YAML reader accepts is ``document_malformed``, not the reader's own exception."""
+    with pytest.raises(DocumentError) as refused:
+        parse_yaml(text, what="scope")
+    assert refused.value.code == "document_malformed"
+    assert "\n" not in refused.value.message
+
+
 def _toml(loader: Callable[[Path, dict[str, str]], object], var: str
           ) -> Callable[[Path], object]:
     return lambda path: loader(path.parent, {var: str(path)})

@@ -131,7 +131,15 @@ def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     # PyYAML is imported on first use: the agent-side SDK reads no YAML and does without it
     import yaml
 
-    loader = _bounded_loader()(text, what, max_depth)
+    try:  # libyaml encodes the text to UTF-8 here: a lone surrogate (a command-line
+        # argument holds undecodable bytes so) cannot be
+        loader = _bounded_loader()(text, what, max_depth)
+    except UnicodeEncodeError:
+        raise DocumentError("document_malformed", f"{what} is not UTF-8 text "
+                            "(it holds a lone surrogate)") from None
+    except yaml.YAMLError as exc:  # PyYAML's own reader (no libyaml) checks it here
+        raise DocumentError("document_malformed", f"{what} is not valid YAML: "
+                            f"{_first_line(exc)}") from None
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
