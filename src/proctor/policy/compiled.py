@@ -13,6 +13,7 @@ test checks this on generated policies.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -28,9 +29,9 @@ from proctor.errors import Diagnostic, PolicyValidationError
 from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.policy.model import quote_id
 from proctor.policy.schema import CompiledSchema
-from proctor.policy.source import LocatedPolicy, parse_sources
+from proctor.policy.source import LocatedPolicy, forget_parsed, parse_sources
 
-__all__ = ["CompiledPolicies", "compile_sources"]
+__all__ = ["CompiledPolicies", "compile_sources", "forget_compiled"]
 
 _PARALLEL_FROM_BYTES = 32 * 1024  # below this, threads cost more than they save
 _POSITIONAL = re.compile(r"policy `?policy(\d+)`?")
@@ -161,6 +162,13 @@ def compile_sources(
     return CompiledPolicies(policies, action_groups, revision=revision, digest=digest)
 
 
+def forget_compiled() -> None:
+    """Empty the parses and validations kept per file text, so that the next compile of a
+    file is a cold one (for a benchmark of a load)."""
+    forget_parsed()
+    _validated.cache_clear()
+
+
 def _human_problems(policies: Iterable[LocatedPolicy]) -> list[Diagnostic]:
     """A ``Human::"…"`` a policy names must be in the canonical form every human id is
     kept in, or the policy would never match the human it means (a ``forbid`` would
@@ -182,8 +190,17 @@ def _human_problems(policies: Iterable[LocatedPolicy]) -> list[Diagnostic]:
     return problems
 
 
-def _validate_text(text: str, schema: CompiledSchema) -> list[cedarpy.ValidationError]:
-    return cedarpy.validate_policies(text, schema.handle, release_gil=True).errors
+def _validate_text(text: str, schema: CompiledSchema) -> tuple[cedarpy.ValidationError, ...]:
+    return _validated(text, schema.text)
+
+
+@functools.lru_cache(maxsize=32)
+def _validated(text: str, schema_text: str) -> tuple[cedarpy.ValidationError, ...]:
+    """Cedar's validation of one file against one schema, kept per pair for the process
+    (as its parse is), as a runtime's unchanged files are validated again at every open
+    and revision load; :func:`forget_compiled` empties both."""
+    handle = CompiledSchema(schema_text).handle  # the schema's own, kept per text
+    return tuple(cedarpy.validate_policies(text, handle, release_gil=True).errors)
 
 
 def _locate_validation_error(
