@@ -2,8 +2,9 @@
 proof per call, in front of mcp-server-time (stdio) and the tests' server (HTTP),
 each under its own path and all under one endpoint with prefixed names.
 
-The first test runs the command and the upstream as real processes, on SQLite; the
-second runs both in process, on both backends (on PostgreSQL the gateway also hears
+The first test runs the command as a real process (the tests' HTTP server it is in
+front of is served in the test's process), on SQLite; the second runs both in process,
+on both backends (on PostgreSQL the gateway also hears
 revocations by ``NOTIFY``)."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from proctor.grants import IssuedGrant
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from tests.conftest import sqlite_only
-from tests.gateway.conftest import ROOT, TIME, UPSTREAM, WAIT, Deployment
+from tests.gateway.conftest import ROOT, TIME, WAIT, Deployment
 from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
 from tests.gateway.upstream_server import create_server
 
@@ -92,13 +93,12 @@ def _config(deployment: Deployment, secret: str, port: int, upstream_port: int) 
 
 @asynccontextmanager
 async def gateway(deployment: Deployment, secret: str) -> AsyncIterator[str]:
-    """The tests' server over HTTP, and ``proctor gateway`` in front of it and of time:
-    both real processes."""
-    upstream_port, port = free_port(), free_port()
-    config = _config(deployment, secret, port, upstream_port)
+    """``proctor gateway`` as a real process, in front of time and of the tests' server
+    over HTTP (served in this process: an HTTP upstream is a URL to the gateway)."""
+    upstream_sock, port = listening_socket(), free_port()
+    config = _config(deployment, secret, port, upstream_sock.getsockname()[1])
     public = f"http://127.0.0.1:{port}"
-    async with serving([*UPSTREAM, "--http", str(upstream_port)],
-                       f"http://127.0.0.1:{upstream_port}/mcp", deployment.env), serving(
+    async with served(create_server().streamable_http_app(), upstream_sock), serving(
             [sys.executable, "-m", "proctor.cli", "gateway", "--config", str(config)],
             f"{public}/.well-known/oauth-protected-resource", deployment.env):
         yield public
