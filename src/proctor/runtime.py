@@ -180,7 +180,9 @@ def _wire(settings: Settings, clock: Clock, store: Store,
           attribution: Attribution | None) -> Runtime:
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
-    registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain))
+    risk_config = load_risk_config(settings.home)
+    registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain),
+                             starting_risk=risk_config.prior)
     feed = ChangeFeed(store)  # listening before the first read: no change falls between
     agent_view = AgentView(registry, feed)
     sync_principals(engine, registry, bundle.principals)
@@ -205,7 +207,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
                             tasks=task_view, revocations=revocations)
     approvals = ApprovalQueue(store, clock, audit=audit)
     webhook = load_webhook_config(settings.home)
-    risk = RiskEngine(store, registry, clock, load_risk_config(settings.home),
+    risk = RiskEngine(store, registry, clock, risk_config,
                       sensitivity_of=lambda tool: _sensitivity(engine, tool))
     # every batch folded as it is written (docs/risk.md); a new score is this process's
     # own change: its agent view drops the agent at once

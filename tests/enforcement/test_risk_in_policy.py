@@ -9,14 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from joserfc.jwk import ECKey
 
 from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
 from proctor.clock import FrozenClock
 from proctor.config import Settings
+from proctor.identity import OwnKeyProof
 from proctor.policy import Outcome
 from proctor.runtime import Runtime, init_home, open_runtime
+from tests.identity.factories import manifest, public_jwk
 
-from .conftest import CODER, SUPPORT, Agents, refund
+from .conftest import CODER, OWNER, SUPPORT, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]
 
@@ -36,6 +39,33 @@ def runtime(database_url: str, tmp_path: Path, frozen: FrozenClock) -> Iterator[
 def _principal(runtime: Runtime, agent_id: str) -> dict[str, object]:
     return next(e for e in runtime.engine.entities.entities
                 if e["uid"] == {"type": "Agent", "id": agent_id})
+
+
+def test_a_new_agent_is_decided_on_at_the_prior_before_its_first_call_is_folded(
+        runtime: Runtime, agents: Agents) -> None:
+    # docs/risk.md: a new agent starts at the prior (10 by default); what Cedar sees and
+    # what `proctor agent risk` explains agree before the agent has made any call
+    assert runtime.risk.config.prior == 10
+    assert runtime.risk.view(CODER).score == 10
+    assert runtime.registry.get(CODER).risk_score == 10
+    assert _principal(runtime, CODER)["attrs"]["risk_score"] == 10  # type: ignore[index]
+
+
+def test_the_starting_score_is_the_prior_of_the_homes_risk_toml(
+        database_url: str, tmp_path: Path, frozen: FrozenClock) -> None:
+    home = tmp_path / "other"
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain="acme.example")
+    init_home(settings)
+    (home / "risk.toml").write_text("prior = 130\n")  # a score is at most 100
+    runtime = open_runtime(settings, clock=frozen)
+    try:
+        key = ECKey.generate_key("P-256", private=True)
+        runtime.registry.register(SUPPORT, owner=OWNER, proof=OwnKeyProof(public_jwk(key)),
+                                  manifest=manifest())
+        assert runtime.registry.get(SUPPORT).risk_score == 100 == runtime.risk.view(SUPPORT).score
+    finally:
+        runtime.close()
 
 
 def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(

@@ -39,16 +39,18 @@ _MAX_JWK_BYTES = 16 * 1024
 def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], str]]]:
     """The registry of the configured home, and a function that resolves agent names."""
     from proctor.identity import AgentRegistry, agent_id_for, load_trust_config
+    from proctor.oversight.risk import load_risk_config
     from proctor.store import open_store
 
     try:
         settings = load_settings()
         trust = load_trust_config(settings.home, settings.trust_domain)
+        prior = load_risk_config(settings.home).prior
         store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:
-        yield (AgentRegistry(store, SystemClock(), trust),
+        yield (AgentRegistry(store, SystemClock(), trust, starting_risk=prior),
                lambda name: agent_id_for(name, settings.trust_domain).id)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
@@ -61,10 +63,12 @@ def _acting(by: str | None, as_json: bool
             ) -> Iterator[tuple[AgentRegistry, Callable[[str], str], Acting]]:
     """As :func:`_registry`, for a change audited as the operator's."""
     from proctor.identity import AgentRegistry, agent_id_for, load_trust_config
+    from proctor.oversight.risk import load_risk_config
 
     with acting_store(by, as_json) as (settings, store, _keyring, acting):
         trust = load_trust_config(settings.home, settings.trust_domain)
-        yield (AgentRegistry(store, acting.clock, trust),
+        prior = load_risk_config(settings.home).prior
+        yield (AgentRegistry(store, acting.clock, trust, starting_risk=prior),
                lambda name: agent_id_for(name, settings.trust_domain).id, acting)
 
 

@@ -52,12 +52,20 @@ now is and the reason; returns what to do once that transaction has committed.""
 
 
 class AgentRegistry:
-    """Registered agents in ``store``; ``trust`` says which bundles and issuers exist."""
+    """Registered agents in ``store``; ``trust`` says which bundles and issuers exist.
 
-    def __init__(self, store: Store, clock: Clock, trust: TrustConfig) -> None:
+    ``starting_risk`` is the score a new agent is registered with: the risk engine's prior
+    (``RiskConfig.prior``, docs/risk.md), so policies see a new agent at the prior from its
+    first decision, as ``proctor agent risk`` explains it, not at 0 until its first call is
+    folded.
+    """
+
+    def __init__(self, store: Store, clock: Clock, trust: TrustConfig, *,
+                 starting_risk: int = 0) -> None:
         self._store = store
         self._clock = clock
         self.trust = trust
+        self._starting_risk = max(0, min(100, starting_risk))  # a score is 0..100
         self._on_deactivated: list[DeactivationHook] = []
         self._on_changed: list[Callable[[str], None]] = []
 
@@ -123,7 +131,8 @@ class AgentRegistry:
         values = {
             "id": parsed.id, "name": parsed.name, "trust_domain": parsed.trust_domain,
             "owner": owner, "groups": group_list, "trust_state": TrustState.TRUSTED.value,
-            "risk_score": 0, "manifest": manifest.as_json(), "manifest_digest": manifest.digest,
+            "risk_score": self._starting_risk, "manifest": manifest.as_json(),
+            "manifest_digest": manifest.digest,
             "presented_manifest": None, "presented_digest": None, "reviewed_by": reviewer,
             "reviewed_at": now, "state_changed_by": reviewer, "state_reason": None,
             "created_at": now, "updated_at": now, **columns,
