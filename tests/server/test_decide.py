@@ -3,6 +3,7 @@ gets (grant, agent, Cedar, approval, audit), and metrics that count them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -151,3 +152,44 @@ async def test_a_suspended_agent_gets_no_allow_with_a_workload_proof_it_used_bef
                                       json={"reason": "key leaked"})
     assert suspended.json()["trust_state"] == "suspended"
     assert_problem(await decide(), 401, "agent_not_active")
+
+
+async def test_a_body_the_route_cannot_take_is_a_422_naming_the_first_fault(
+        agents: Api) -> None:
+    # the lean handler takes only a JSON body that DecideIn accepts; everything else is
+    # FastAPI's handler's to refuse, with the problems every route answers with
+    api = agents
+    grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    good = {"token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+            "call": {"tool": "kb/search_articles", "args": {"query": "q"}}, "target": TARGET}
+    json_type = {"Content-Type": "application/json"}
+    cases: list[tuple[bytes, dict[str, str], str]] = [
+        (json.dumps({**good, "call": {"args": {}}}).encode(), json_type,
+         "`body.call.tool`: Field required"),
+        (json.dumps({**good, "extra": 1}).encode(), json_type,
+         "`body.extra`: Extra inputs are not permitted"),
+        (json.dumps({**good, "token": ""}).encode(), json_type,
+         "`body.token`: String should have at least 1 character"),
+        (json.dumps({**good, "call": {"tool": 7}}).encode(),
+         {"Content-Type": "application/json; charset=utf-8"},
+         "`body.call.tool`: Input should be a valid string"),
+        (json.dumps([good]).encode(), json_type,
+         "`body`: Input should be a valid dictionary or object to extract fields from"),
+        (b'{"token": ', json_type, "`body.10`: JSON decode error"),
+        (b"", json_type, "`body`: Field required"),
+        (json.dumps(good).encode(), {"Content-Type": "text/plain"},
+         "`body`: Input should be a valid dictionary or object to extract fields from"),
+        (json.dumps(good).encode(), {},
+         "`body`: Input should be a valid dictionary or object to extract fields from"),
+    ]
+    for content, content_type, detail in cases:
+        response = await api.client.post("/v1/decide", content=content, headers={
+            **api.agent(SUPPORT), **content_type})
+        assert_problem(response, 422, "request_invalid")
+        assert response.json()["detail"] == detail, content
+    assert api.events(action="tool:kb/search_articles") == []
+    # the same body as JSON is decided
+    response = await api.client.post("/v1/decide", content=json.dumps(good).encode(),
+                                     headers={**api.agent(SUPPORT), **json_type})
+    assert response.json()["decision"] == "allow", response.text
+    assert response.headers["content-type"] == "application/json"
