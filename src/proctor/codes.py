@@ -85,6 +85,7 @@ Code = Literal[
     "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
     # grants: tasks and offers
     "task_unknown", "task_ended", "task_changed", "task_expired", "task_idle", "task_ttl_invalid",
+    "policy_changed",
     "task_limits_invalid", "offer_unknown", "offer_redeemed", "offer_expired",
     "offer_cancelled",
     # approvals
@@ -262,6 +263,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                          "key"),
     "task_unknown": CodeInfo("no task has that id", 404),
     "task_ended": CodeInfo("the task has ended, and its grants with it", 409),
+    "policy_changed": CodeInfo("another policy revision was activated (in another process, "
+                               "say) while the call was decided: that decision is refused, "
+                               "and the call decided once more on the revision now active"),
     "task_changed": CodeInfo("the task read more sensitive data (in another process, say) "
                              "while the call was decided: that decision is refused, and the "
                              "call decided once more on the task as it is now"),

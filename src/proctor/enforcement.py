@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
 # an allow decided on what another process had changed meanwhile: decided once more
-_STALE = ("agent_changed", "task_changed")
+_STALE = ("agent_changed", "task_changed", "policy_changed")
 
 Fresh = Callable[[], "tuple[Agent, DecisionRequest] | None"]
 """The grant's agent and the call's request again, as committed (None: the agent may
@@ -131,7 +131,8 @@ class Enforcer:
                  audit: AuditLog, approvals: ApprovalQueue, clock: Clock, *,
                  base_principals: Sequence[dict[str, Any]] = (),
                  tools: KnownTools | None = None, agent_view: AgentView | None = None,
-                 task_view: TaskView | None = None) -> None:
+                 task_view: TaskView | None = None,
+                 sync_policies: Callable[[], object] | None = None) -> None:
         self._grants = grants
         self._registry = registry
         self._engine = engine
@@ -143,6 +144,9 @@ class Enforcer:
         # agents and tasks from memory while the change feed is current (reads once)
         self._agent_view = agent_view
         self._task_view = task_view
+        # loads the active policy revision from the store (another process activated
+        # it); with it, an allow's write confirms the revision it was decided on
+        self._sync_policies = sync_policies
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
 
     # deciding
@@ -315,6 +319,7 @@ class Enforcer:
         news this node missed."""
         use.sensitivity = 0
         use.decided_state = use.decided_risk = use.decided_seen = None
+        use.decided_revision = None
         approval: Approval | None = approved
         if approved is not None:
             request = _approved(request)
@@ -338,6 +343,8 @@ class Enforcer:
             if fresh is not None:  # else decided on both read from the store just now
                 use.decided_risk = (agent.risk_score, agent.risk_factors)
                 use.decided_seen = int(request.context.get("sensitivity_seen", 0))
+                if self._sync_policies is not None:
+                    use.decided_revision = decision.revision
 
         def refuse(exc: GrantError) -> AuditEvent:
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's
@@ -360,6 +367,8 @@ class Enforcer:
             self._task_view.forget(claims.task_id)
         refusal = use.refusal
         if refusal is not None and refusal.code in _STALE and fresh is not None:
+            if refusal.code == "policy_changed" and self._sync_policies is not None:
+                self._sync_policies()
             again = fresh()
             if again is not None:  # decided once more on what is committed now
                 return self._policy(claims, accessor, again[1], use, call, again[0],

@@ -214,7 +214,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     audit.observe(risk.folder(published=agent_view.forget))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools,
-                        agent_view=agent_view, task_view=task_view)
+                        agent_view=agent_view, task_view=task_view,
+                        sync_policies=policies.load_active)
     grants.decide_on_current(enforcer.ensure_current)
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,

@@ -29,6 +29,7 @@ from proctor.enforcement import CallVerdict, ToolCall
 from proctor.grants import IssuedGrant, make_proof
 from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
+from proctor.policy.source import read_policy_dir
 from proctor.runtime import Runtime, open_runtime
 from proctor.store.tables import changes
 from tests.identity.factories import manifest
@@ -84,7 +85,8 @@ def refused_at_write(runtime: Runtime) -> list[str]:
     found = []
     for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
         text = body if isinstance(body, str) else json.dumps(body)
-        found += [c for c in ("agent_changed", "task_changed") if f'"{c}"' in text]
+        found += [c for c in ("agent_changed", "task_changed", "policy_changed")
+                  if f'"{c}"' in text]
     return found
 
 
@@ -164,6 +166,27 @@ def test_a_confidential_call_decided_on_another_node_marks_the_task_for_this_one
     assert refused_at_write(runtime)[-1:] in (["task_changed"], ["agent_changed"])
     assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
         Outcome.DENY, "policy_forbid", ("no-external-email-after-confidential",))
+
+
+def test_a_policy_revision_activated_on_another_node_is_never_allowed_around(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    """This node loads another's activation every ``sync_seconds``; an allow decided on
+    the revision it still runs is refused by its write (``policy_changed``) and decided
+    once more on the revision now active."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    before = runtime.engine.active
+    sources = {**read_policy_dir(runtime.settings.policy_dir), "incident.cedar": (
+        '@id("incident-no-lookups")\n@reason("no customer lookups during the incident")\n'
+        'forbid (principal, action == Action::"tool:crm/lookup_customer", resource);\n')}
+    revision = other.policies.add_candidate(sources, origin="the incident")
+    other.policies.activate(revision)
+    assert runtime.engine.active is before  # this node still runs the previous revision
+    verdict = agents.call(grant, LOOKUP, ARGS)
+    assert refused_at_write(runtime) == ["policy_changed"]
+    assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
+        Outcome.DENY, "policy_forbid", ("incident-no-lookups",))
+    assert verdict.revision == revision
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

@@ -15,7 +15,9 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
 3. the task is open: not ended, not past its lifetime or idle timeout; for an allow,
    its data sensitivity seen is no higher than the decision saw (a confidential read
-   committed by another process: ``task_changed``);
+   committed by another process: ``task_changed``), and the policy revision it was
+   decided on is still the active one (another process activated a new one, which
+   this one loads every ``sync_seconds``: ``policy_changed``);
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
@@ -71,8 +73,10 @@ _GRANTS = "SELECT id, max_uses, uses, accessor FROM grants WHERE id IN ({ids})"
 _ADD_USES = "UPDATE grants SET uses = uses + {p} WHERE id = {p}"
 _KNOWN = "SELECT id FROM grants WHERE id IN ({ids})"
 _FORGET_NONCES = "DELETE FROM proof_nonces WHERE nonce IN ({ids})"
-_TASKS = ("SELECT id, ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen "
-          "FROM tasks WHERE id IN ({ids})")
+# with the active policy revision, which an allow confirms (no statement of its own)
+_TASKS = ("SELECT id, ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen, "
+          "(SELECT r.id FROM policy_revisions r WHERE r.status = 'active' "
+          "ORDER BY r.id DESC LIMIT 1) AS active_revision FROM tasks WHERE id IN ({ids})")
 _TOUCH = "UPDATE tasks SET idle_until = {p}, sensitivity_seen = {p} WHERE id = {p}"
 
 
@@ -131,7 +135,7 @@ class GrantUse:
     rank the call reads, set by the caller once policy allowed it; ``decided_state``,
     ``decided_risk`` and ``decided_seen`` the agent's trust state, its risk and the
     task's data sensitivity seen that an allow was decided on, which the write
-    confirms. After the
+    confirms, with ``decided_revision`` the policy revision. After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -148,6 +152,7 @@ class GrantUse:
     decided_state: str | None = None
     decided_risk: Risk | None = None
     decided_seen: int | None = None
+    decided_revision: int | None = None
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -196,6 +201,11 @@ class GrantUse:
                                  f"{self.decided_state} as the call was decided: ask again")
             if self.decided_risk is not None and _riskier(binding, self.decided_risk):
                 raise GrantError("agent_changed", "the agent's risk rose since the call was "
+                                 "decided: ask again")
+            if self.decided_revision is not None and tasks.revision is not None \
+                    and tasks.revision != self.decided_revision:
+                raise GrantError("policy_changed", f"policy revision {tasks.revision} is "
+                                 f"active now, not {self.decided_revision} as the call was "
                                  "decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
@@ -270,6 +280,7 @@ class _Tasks:
     agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
     live: set[str]
+    revision: int | None  # the active policy revision
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
@@ -284,13 +295,15 @@ class _Tasks:
         rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
                        + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
         found = {}
-        for task_id, ended_at, expires_at, idle_seconds, idle_until, seen in rows:
+        revision = None
+        for task_id, ended_at, expires_at, idle_seconds, idle_until, seen, active in rows:
+            revision = None if active is None else int(active)
             until = tx.read_time(idle_until)
             found[str(task_id)] = _TaskRow(tx.read_time(ended_at), tx.read_time(expires_at),
                                            idle_seconds, until, int(seen), (until, int(seen)),
                                            until)
         lineage = list(dict.fromkeys(i for u in uses for i in u.claims.lineage))
-        return cls(agents, found, _live(tx, lineage))
+        return cls(agents, found, _live(tx, lineage), revision)
 
     def write(self, tx: WriteCursor) -> None:
         """The tasks whose idle deadline or data sensitivity moved, one statement each."""

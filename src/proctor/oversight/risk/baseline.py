@@ -36,7 +36,7 @@ Event = Mapping[str, Any]
 
 # an allow refused by its write because another process had changed the agent or the
 # task meanwhile: the enforcer decides the call once more (enforcement.py)
-_DECIDED_AGAIN = ("agent_changed", "task_changed")
+_DECIDED_AGAIN = ("agent_changed", "task_changed", "policy_changed")
 
 _MAX_TOOLS = 500
 _MAX_DOMAINS = 500
