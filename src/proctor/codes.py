@@ -329,7 +329,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "approval_pending": CodeInfo("a human has not yet decided the call's approval; call "
                                  "again once it is approved", rpc=APPROVAL_PENDING),
     "tool_unknown": CodeInfo("no tool of that name is exposed here", 404, INVALID_PARAMS),
-    "arguments_invalid": CodeInfo("the arguments do not match the tool's input schema", 422,
+    "arguments_invalid": CodeInfo("the arguments do not match the tool's input schema, or "
+                                  "hold text that is not valid Unicode", 422,
                                   INVALID_PARAMS),
     "resource_unknown": CodeInfo("no resource of that URI is exposed here", 404,
                                  INVALID_PARAMS),

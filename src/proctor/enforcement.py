@@ -263,6 +263,12 @@ class Enforcer:
     # the steps
 
     def _decide(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        if not _is_text(call.tool_id) or not _is_text(call.args):
+            # a lone surrogate (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest
+            return self._refused(ToolCall(_printable(call.tool_id), {}, call.method,
+                                          call.target, call.source_ip), "arguments_invalid",
+                                 "the call's tool or arguments hold text that is not valid "
+                                 "Unicode (a lone surrogate)")
         try:
             use = self._grants.prepare(token, proof, method=call.method, target=call.target,
                                        tool_id=call.tool_id, args=call.args)
@@ -514,6 +520,29 @@ class _Fixed:
 
     def list_agents(self) -> list[Agent]:
         return self._agents
+
+
+def _is_text(value: object) -> bool:
+    """Whether every string in ``value`` (a tool id, or arguments as JSON gives them,
+    keys included) encodes as UTF-8: what the audit event, its digest and the store need."""
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, Mapping):
+        return all(_is_text(k) and _is_text(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_text(v) for v in value)
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode escaped (``\\ud800``), for the refusal's event."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _fingerprint(agent: Agent) -> tuple[Any, ...]:

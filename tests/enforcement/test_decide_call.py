@@ -186,3 +186,22 @@ def test_policy_sees_which_arguments_every_matching_scope_entry_constrains(
     verdict = agents.call(loose, "crm/issue_refund", refund(2500))
     assert verdict.request is not None
     assert verdict.request.context["grant"] == {"constrained": []}
+
+
+def test_text_utf8_cannot_encode_is_a_deny_with_its_code_before_the_grant_is_used(
+        runtime: Runtime, agents: Agents) -> None:
+    # a lone surrogate ("\ud800" is valid JSON, and a str in Python): the decision used to
+    # ask policy and then fail on the audit event's digest (`enforcement_error`)
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}], max_uses=1)
+    for tool, args in (("crm/lookup_customer", {"customer_id": "c-\ud800"}),
+                       ("crm/lookup_customer", {"\udfff": "c-1"}),
+                       ("crm/lookup_customer", {"customer_id": ("c", ["\udc00"])}),
+                       ("crm/\ud800", {})):
+        verdict = runtime.enforcer.decide_call(grant.token, agents.proof(grant),
+                                               ToolCall(tool, args, target=TARGET))
+        assert (verdict.outcome, verdict.code) == (Outcome.DENY, "arguments_invalid"), verdict
+        assert verdict.event_id is not None  # audited, the name escaped
+    assert {e["action"] for e in _events(runtime) if e["outcome"] == "denied"} == {
+        "tool:crm/lookup_customer", "tool:crm/\\ud800"}
+    # the one use the grant allows is still there
+    assert agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed

@@ -108,3 +108,36 @@ async def test_a_policy_nested_past_what_cedar_parses_is_refused_not_a_crash(
     uploaded = await api.client.post("/v1/policies/revisions", headers=api.admin,
                                      json={"sources": {"deep.cedar": text}})
     assert uploaded.status_code == 422 and uploaded.json()["code"] == "policy_invalid"
+
+
+async def test_a_lone_surrogate_in_a_decide_body_is_a_deny_with_its_code_never_a_failure(
+        agents: Api) -> None:
+    # valid JSON (``\ud800`` escapes a code point that is not a character): Python's
+    # decoder takes it and UTF-8 cannot encode it; the decision failed inside (the audit
+    # event's digest) and came out a bare `enforcement_error` after policy had been asked
+    grant = await agents.grant(SUPPORT, [{"tool": "crm/*"}])
+    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
+    for call in ('{"tool": "crm/lookup_customer", "args": {"customer_id": "c-\\ud800"}}',
+                 '{"tool": "crm/lookup_customer", "args": {"\\udfff": "c-1"}}',
+                 '{"tool": "crm/lookup_customer", "args": {"customer_id": ["c", "\\udc00"]}}'):
+        body = f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": {call}}}'
+        response = await agents.client.post("/v1/decide", content=body, headers={
+            **agents.agent(SUPPORT), "Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert (response.json()["decision"], response.json()["code"]) == (
+            "deny", "arguments_invalid"), response.text
+    refused = [e.event for e in agents.events()
+               if e.event["detail"].get("code") == "arguments_invalid"]
+    assert len(refused) == 3 and {e["action"] for e in refused} == {"tool:crm/lookup_customer"}
+    # in the tool's name, the body's own check refuses it (a string field)
+    body = (f'{{"token": "{grant["token"]}", "proof": "{proof}", '
+            '"call": {"tool": "crm/\\ud800", "args": {}}}')
+    response = await agents.client.post("/v1/decide", content=body, headers={
+        **agents.agent(SUPPORT), "Content-Type": "application/json"})
+    assert (response.status_code, response.json()["code"]) == (422, "request_invalid")
+    # the grant was not used: an ordinary call right after is decided as usual
+    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
+    ok = await agents.client.post("/v1/decide", headers=agents.agent(SUPPORT), json={
+        "token": grant["token"], "proof": proof,
+        "call": {"tool": "crm/lookup_customer", "args": {"customer_id": "c-1"}}})
+    assert ok.json()["decision"] == "allow", ok.text
