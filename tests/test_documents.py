@@ -17,7 +17,7 @@ from proctor.approvals.webhook import load_webhook_config
 from proctor.audit.retention import verify_archive
 from proctor.cli.main import app
 from proctor.config import load_settings
-from proctor.documents import MAX_DEPTH, parse_json, parse_toml, parse_yaml
+from proctor.documents import MAX_DEPTH, check_json_text, parse_json, parse_toml, parse_yaml
 from proctor.errors import (
     AuditError,
     ConfigError,
@@ -178,3 +178,16 @@ def test_the_cli_reports_a_nested_policy_test_file_or_an_alias_bomb_in_one_line(
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: tool catalog `{policies / 'tools.yaml'}` uses a "
                                      "YAML alias (line 2); aliases are not allowed")
+
+
+@pytest.mark.parametrize("text", [b'{"a": "\\ud800"}', b'{"\\uDFFF": 1}',
+                                  b'["x", ["\\udbff\\u0041"]]', '{"a": "\ud800"}'])
+def test_json_holding_a_lone_surrogate_is_malformed(text: bytes | str) -> None:
+    with pytest.raises(DocumentError) as caught:
+        check_json_text(text, what="the body")
+    assert caught.value.code == "document_malformed" and "lone surrogate" in caught.value.message
+
+
+@pytest.mark.parametrize("text", [b'{"a": "\\ud83d\\ude00"}', b'{"a": "\\\\ud800"}', '{"a": "é"}'])
+def test_json_escaping_a_surrogate_pair_or_a_backslash_is_text(text: bytes | str) -> None:
+    check_json_text(text, what="the body")

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 # what a file loader raises, given the message: a family's class, or one with its code
 _ErrorOf = Callable[[str], ProctorError]
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_nesting", "parse_json",
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_json_text", "check_nesting",
+           "parse_json",
            "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
 
 MAX_BYTES = 1 << 20
@@ -102,6 +103,50 @@ def check_nesting(value: Any, *, what: str, max_depth: int = MAX_DEPTH) -> None:
             raise _too_deep(what, max_depth)
         stack.extend((child, depth + 1) for child in children
                      if isinstance(child, dict | list | tuple))
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def check_json_text(data: bytes | str, *, what: str) -> None:
+    """Raise ``document_malformed`` if the JSON text ``data`` escapes a lone surrogate
+    (``"\\ud800"``: valid JSON, a Python string, but no Unicode text: nothing can encode
+    it as UTF-8, neither the store, nor the audit log, nor an answer naming it). Only
+    text that escapes a surrogate at all is parsed to look (a pair is an emoji)."""
+    if isinstance(data, str):
+        if not data.isascii():
+            try:
+                data.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _lone_surrogate(what) from None
+        if _SURROGATE_ESCAPE.search(data) is None:
+            return
+    elif _SURROGATE_ESCAPE_BYTES.search(data) is None:
+        return
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return  # not valid JSON: the parser that reads it says so
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _lone_surrogate(what) from None
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _lone_surrogate(what: str) -> DocumentError:
+    return DocumentError("document_malformed", f"{what} holds a lone surrogate "
+                         "(\\ud800-\\udfff not in a pair): not Unicode text")
 
 
 def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,

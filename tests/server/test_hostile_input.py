@@ -110,34 +110,37 @@ async def test_a_policy_nested_past_what_cedar_parses_is_refused_not_a_crash(
     assert uploaded.status_code == 422 and uploaded.json()["code"] == "policy_invalid"
 
 
-async def test_a_lone_surrogate_in_a_decide_body_is_a_deny_with_its_code_never_a_failure(
+async def test_a_body_escaping_a_lone_surrogate_is_a_422_with_its_code_and_changes_nothing(
         agents: Api) -> None:
     # valid JSON (``\ud800`` escapes a code point that is not a character): Python's
-    # decoder takes it and UTF-8 cannot encode it; the decision failed inside (the audit
-    # event's digest) and came out a bare `enforcement_error` after policy had been asked
+    # decoder takes it and UTF-8 cannot encode it. A decision asked policy and then
+    # failed on the audit event's digest (a bare `enforcement_error`); a grant's scope
+    # failed the answer naming it (500)
     grant = await agents.grant(SUPPORT, [{"tool": "crm/*"}])
     proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
-    for call in ('{"tool": "crm/lookup_customer", "args": {"customer_id": "c-\\ud800"}}',
-                 '{"tool": "crm/lookup_customer", "args": {"\\udfff": "c-1"}}',
-                 '{"tool": "crm/lookup_customer", "args": {"customer_id": ["c", "\\udc00"]}}'):
-        body = f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": {call}}}'
-        response = await agents.client.post("/v1/decide", content=body, headers={
+    task = await agents.client.post("/v1/tasks", headers=agents.agent(SUPPORT), json={
+        "agent": SUPPORT, "purpose": "p", "on_behalf_of": "bob@acme.example"})
+    before = len(agents.events())
+    bodies = [("/v1/decide", f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": '
+               f'{call}}}') for call in (
+        '{"tool": "crm/lookup_customer", "args": {"customer_id": "c-\\ud800"}}',
+        '{"tool": "crm/lookup_customer", "args": {"\\udfff": "c-1"}}',
+        '{"tool": "crm/lookup_customer", "args": {"customer_id": ["c", "\\udc00x"]}}',
+        '{"tool": "crm/\\ud800", "args": {}}')]
+    bodies += [("/v1/grants", f'{{"task": "{task.json()["id"]}", "scope": {{"tools": '
+                f'[{entry}]}}}}') for entry in (
+        '{"tool": "crm/lookup_customer", "args": {"\\ud800": {"in": ["x"]}}}',
+        '{"tool": "crm/\\udbff"}')]
+    for path, body in bodies:
+        response = await agents.client.post(path, content=body, headers={
             **agents.agent(SUPPORT), "Content-Type": "application/json"})
-        assert response.status_code == 200, response.text
-        assert (response.json()["decision"], response.json()["code"]) == (
-            "deny", "arguments_invalid"), response.text
-    refused = [e.event for e in agents.events()
-               if e.event["detail"].get("code") == "arguments_invalid"]
-    assert len(refused) == 3 and {e["action"] for e in refused} == {"tool:crm/lookup_customer"}
-    # in the tool's name, the body's own check refuses it (a string field)
-    body = (f'{{"token": "{grant["token"]}", "proof": "{proof}", '
-            '"call": {"tool": "crm/\\ud800", "args": {}}}')
-    response = await agents.client.post("/v1/decide", content=body, headers={
-        **agents.agent(SUPPORT), "Content-Type": "application/json"})
-    assert (response.status_code, response.json()["code"]) == (422, "request_invalid")
-    # the grant was not used: an ordinary call right after is decided as usual
-    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
-    ok = await agents.client.post("/v1/decide", headers=agents.agent(SUPPORT), json={
-        "token": grant["token"], "proof": proof,
-        "call": {"tool": "crm/lookup_customer", "args": {"customer_id": "c-1"}}})
+        assert (response.status_code, response.json()["code"]) == (
+            422, "document_malformed"), response.text
+        assert "lone surrogate" in response.json()["detail"]
+    assert len(agents.events()) == before  # nothing decided, issued or used
+    # a pair escaped (an emoji) is text: decided as usual, and the grant still works
+    ok = await agents.client.post("/v1/decide", headers={
+        **agents.agent(SUPPORT), "Content-Type": "application/json"}, content=(
+        f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": {{"tool": '
+        '"crm/lookup_customer", "args": {"customer_id": "c-1 \\ud83d\\ude00"}}}'))
     assert ok.json()["decision"] == "allow", ok.text

@@ -23,7 +23,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor.clock import Clock
-from proctor.documents import check_json_nesting
+from proctor.documents import check_json_nesting, check_json_text
 from proctor.errors import DocumentError
 from proctor.server.problems import problem_response
 
@@ -34,7 +34,9 @@ _MAX_BUCKETS = 100_000
 
 class BodyLimit:
     """ASGI middleware: 413 ``request_too_large`` for bodies over ``max_bytes``, 422
-    ``document_too_deep`` for JSON nested too deep.
+    ``document_too_deep`` for JSON nested too deep, 422 ``document_malformed`` for JSON
+    that escapes a lone surrogate (no Unicode text: nothing downstream could store,
+    audit or answer it).
 
     The body is read here, up to the limit, before the application sees it: no
     route ever holds a partial body, and none runs for an oversized one.
@@ -70,6 +72,7 @@ class BodyLimit:
         if _is_json(scope):
             try:
                 check_json_nesting(body, what="the request body")
+                check_json_text(body, what="the request body")
             except DocumentError as exc:
                 await problem_response(422, exc.code, exc.message,
                                        instance=scope.get("path", ""))(scope, receive, send)
