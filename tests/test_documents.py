@@ -191,3 +191,22 @@ def test_json_holding_a_lone_surrogate_is_malformed(text: bytes | str) -> None:
 @pytest.mark.parametrize("text", [b'{"a": "\\ud83d\\ude00"}', b'{"a": "\\\\ud800"}', '{"a": "é"}'])
 def test_json_escaping_a_surrogate_pair_or_a_backslash_is_text(text: bytes | str) -> None:
     check_json_text(text, what="the body")
+
+
+@pytest.mark.parametrize(("text", "key", "line"), [
+    ("a: 1\nb: 2\na: 3\n", "a", 3),
+    ("x:\n  y: 1\n  y: 1\n", "y", 3),  # the same value twice too: keys are unique
+    ('{"to": "me@acme.example", "to": "them@elsewhere.example"}', "to", 1),
+    ("1: a\ntrue: b\n", "True", 2),  # 1 and true are one key once read
+])
+def test_a_yaml_key_given_twice_is_refused(text: str, key: str, line: int) -> None:
+    # PyYAML kept the last: a reviewer reading the first could be shown another value
+    with pytest.raises(DocumentError) as caught:
+        parse_yaml(text, what="the bundle")
+    assert caught.value.code == "document_malformed"
+    assert caught.value.message == (f"the bundle gives the key `{key}` twice (line {line}); "
+                                    "keys must be unique")
+
+
+def test_a_merge_key_may_be_overridden_as_yaml_says() -> None:
+    assert parse_yaml("<<: {a: 1, b: 2}\na: 3\n", what="the bundle") == {"a": 3, "b": 2}

@@ -291,6 +291,26 @@ def _bounded_loader() -> Callable[[str, str, int], yaml.SafeLoader]:
             finally:
                 self._depth -= 1
 
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+            """A key given twice is refused: YAML says keys are unique, PyYAML kept the
+            last, so a reader (a reviewer, another tool) could see one value and proctor
+            take another. Merge keys (``<<``) may be overridden, as YAML says."""
+            seen: set[Any] = set()
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable: the constructor says so below
+                    continue
+                if repeated:
+                    raise DocumentError("document_malformed", (
+                        f"{self._what} gives the key `{str(key)[:100]}` twice (line "
+                        f"{key_node.start_mark.line + 1}); keys must be unique"))
+            return super().construct_mapping(node, deep)
+
     return _BoundedLoader
 
 
