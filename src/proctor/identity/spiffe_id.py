@@ -12,11 +12,33 @@ AgentId(id='spiffe://acme.example/agent/coder', trust_domain='acme.example', nam
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from proctor.errors import IdentityError
 
 __all__ = ["MAX_AGENT_ID_LENGTH", "MAX_NAME_LENGTH", "AgentId", "agent_id_for", "parse_agent_id"]
+
+_LOADING = threading.Lock()
+_loaded = False
+
+
+def load_spiffe() -> None:
+    """Import the ``spiffe`` package, once, one thread at a time. It is imported on first
+    use (it loads its Workload API client, gRPC and protobuf: about 0.3 s of CPU, which
+    commands that never read an agent id do without), and a new process's first
+    decisions come on many threads at once: two threads importing the package and one of
+    its modules each hold one module's import lock and wait for the other's, and Python
+    breaks that with ``_DeadlockError`` in one of them (a decision failed so). Call it
+    before any ``from spiffe ...`` inside a function."""
+    global _loaded
+    if _loaded:
+        return
+    with _LOADING:
+        if not _loaded:
+            import spiffe.errors
+            import spiffe.spiffe_id.spiffe_id  # noqa: F401
+            _loaded = True
 
 MAX_AGENT_ID_LENGTH = 512
 MAX_NAME_LENGTH = 128
@@ -41,8 +63,7 @@ def parse_agent_id(value: str) -> AgentId:
     if len(value) > MAX_AGENT_ID_LENGTH:
         raise IdentityError("agent_id_invalid",
                             f"agent id `{shown}` is longer than {MAX_AGENT_ID_LENGTH} characters")
-    # imported here: ``spiffe`` loads its Workload API client (gRPC, protobuf: about
-    # 0.3 s of CPU) with it, which commands that never read an agent id do not need
+    load_spiffe()  # imported on first use, by one thread (see there)
     from spiffe.errors import PySpiffeError
     from spiffe.spiffe_id.spiffe_id import SpiffeId
 

@@ -41,6 +41,7 @@ from proctor.errors import ConfigError
 from proctor.identity.jwks import read_jwks, split_jwks
 from proctor.identity.manifest import ATTESTED_FIELDS
 from proctor.identity.oidc import OidcIssuer, issuer_settings
+from proctor.identity.spiffe_id import load_spiffe
 from proctor.identity.tokens import DEFAULT_LEEWAY_SECONDS, MAX_LEEWAY_SECONDS
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def jwt_bundle_from_jwks(trust_domain: str, document: Mapping[str, Any]) -> JwtB
     if not keys or not all(isinstance(k.get("kid"), str) and k["kid"] for k in keys):
         raise ConfigError(f"trust bundle of `{trust_domain}` needs JWT-SVID keys, each with a kid")
     # the package loads its Workload API client (gRPC) with it: only when a bundle is read
+    load_spiffe()
     from spiffe import JwtBundle, TrustDomain
     from spiffe.errors import PySpiffeError
 
