@@ -247,12 +247,8 @@ class Enforcer:
             use = self._grants.confirming(claims)
 
             def fresh() -> tuple[Agent, DecisionRequest] | None:
-                self._forget(claims)
-                now = self._registry.find(claims.agent_id)
-                if now is None or now.trust_state in _INACTIVE:
-                    return None
-                self._refresh(now)
-                return now, self._current(request, claims)
+                now = self._agent_again(claims)
+                return None if now is None else (now, self._current(request, claims))
             return self._policy(claims, verdict.accessor or "", self._current(request, claims),
                                 use, ToolCall(request.resource.id, {}), agent, fresh)
         except Exception as exc:  # an enforcement point must get an answer
@@ -296,22 +292,23 @@ class Enforcer:
         request = self._request(agent, task, claims, call)
 
         def fresh() -> tuple[Agent, DecisionRequest] | None:
-            self._forget(claims)
-            now = (self._agent_view or self._registry).find(claims.agent_id)
-            if now is None or now.trust_state in _INACTIVE:
-                return None
-            self._refresh(now)
-            return now, self._request(now, (self._task_view or self._grants).task(
-                claims.task_id), claims, call)
+            now = self._agent_again(claims)
+            return None if now is None else (now, self._request(
+                now, (self._task_view or self._grants).task(claims.task_id), claims, call))
         return self._policy(claims, accessor, request, use, call, agent, fresh)
 
-    def _forget(self, claims: GrantClaims) -> None:
-        """Drop this process's copies of the grant's agent and task: read again, as
-        committed."""
+    def _agent_again(self, claims: GrantClaims) -> Agent | None:
+        """The grant's agent as committed now, brought into the engine, after this
+        process's copies of it and of the task are dropped (None: it may not act)."""
         if self._agent_view is not None:
             self._agent_view.forget(claims.agent_id)
         if self._task_view is not None:
             self._task_view.forget(claims.task_id)
+        agent = self._registry.find(claims.agent_id)
+        if agent is None or agent.trust_state in _INACTIVE:
+            return None
+        self._refresh(agent)
+        return agent
 
     def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
                 use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None = None,

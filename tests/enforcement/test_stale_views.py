@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.grants import IssuedGrant, make_proof
@@ -31,7 +31,7 @@ from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
 from proctor.runtime import Runtime, open_runtime
-from proctor.store.tables import changes
+from proctor.store.tables import changes, policy_revisions
 from tests.identity.factories import manifest
 
 from .conftest import APPROVER, SUPPORT, TARGET, Agents
@@ -296,3 +296,20 @@ def test_the_write_confirms_the_sensitivity_an_allow_was_decided_on(
     again.decided_seen = CONFIDENTIAL  # decided on the task as it is
     runtime.grants.apply_alone(again)
     assert again.refusal is None and again.uses_left == 1
+
+
+def test_the_write_refuses_an_allow_when_no_policy_revision_is_active_any_more(
+        runtime: Runtime, agents: Agents) -> None:
+    """Fail closed: no revision active at the write is not the revision the allow was
+    decided on either (the check let such an allow through)."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    use = _prepared(runtime, agents, grant, LOOKUP, ARGS)
+    active = runtime.engine.active
+    assert active is not None and active.revision is not None
+    use.decided_revision = active.revision
+    with runtime.store.transaction() as conn:  # as if every revision were retired
+        conn.execute(update(policy_revisions).where(policy_revisions.c.status == "active")
+                     .values(status="candidate"))
+    runtime.grants.apply_alone(use)
+    assert use.refusal is not None and use.refusal.code == "policy_changed"
+    assert use.uses_left is None  # nothing counted

@@ -202,11 +202,6 @@ class GrantUse:
             if self.decided_risk is not None and _riskier(binding, self.decided_risk):
                 raise GrantError("agent_changed", "the agent's risk rose since the call was "
                                  "decided: ask again")
-            if self.decided_revision is not None and tasks.revision is not None \
-                    and tasks.revision != self.decided_revision:
-                raise GrantError("policy_changed", f"policy revision {tasks.revision} is "
-                                 f"active now, not {self.decided_revision} as the call was "
-                                 "decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             task = tasks.found.get(claims.task_id)
@@ -214,6 +209,11 @@ class GrantUse:
                 raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
             self._check_open(task.ended_at, task.expires_at, task.idle_seconds,
                              task.checked_until)
+            if self.decided_revision is not None and task.revision != self.decided_revision:
+                # none active now is not the revision decided on either: refused
+                raise GrantError("policy_changed", f"policy revision {task.revision} is "
+                                 f"active now, not {self.decided_revision} as the call was "
+                                 "decided: ask again")
             if self.decided_seen is not None and task.was[1] > self.decided_seen:
                 raise GrantError("task_changed", f"task `{claims.task_id}` read more sensitive "
                                  "data since the call was decided: ask again")
@@ -257,6 +257,7 @@ class _TaskRow:
     seen: int
     was: tuple[datetime | None, int]
     checked_until: datetime | None
+    revision: int | None  # the active policy revision (None: none is active)
 
     def moved(self, until: datetime | None, now: datetime) -> datetime | None:
         """The idle deadline ``until`` after a call at ``now``."""
@@ -280,7 +281,6 @@ class _Tasks:
     agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
     live: set[str]
-    revision: int | None  # the active policy revision
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
@@ -295,15 +295,13 @@ class _Tasks:
         rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
                        + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
         found = {}
-        revision = None
         for task_id, ended_at, expires_at, idle_seconds, idle_until, seen, active in rows:
-            revision = None if active is None else int(active)
             until = tx.read_time(idle_until)
             found[str(task_id)] = _TaskRow(tx.read_time(ended_at), tx.read_time(expires_at),
                                            idle_seconds, until, int(seen), (until, int(seen)),
-                                           until)
+                                           until, None if active is None else int(active))
         lineage = list(dict.fromkeys(i for u in uses for i in u.claims.lineage))
-        return cls(agents, found, _live(tx, lineage), revision)
+        return cls(agents, found, _live(tx, lineage))
 
     def write(self, tx: WriteCursor) -> None:
         """The tasks whose idle deadline or data sensitivity moved, one statement each."""
