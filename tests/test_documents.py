@@ -210,3 +210,23 @@ def test_a_yaml_key_given_twice_is_refused(text: str, key: str, line: int) -> No
 
 def test_a_merge_key_may_be_overridden_as_yaml_says() -> None:
     assert parse_yaml("<<: {a: 1, b: 2}\na: 3\n", what="the bundle") == {"a": 3, "b": 2}
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('{"to": "me@acme.example", "to": "them@elsewhere.example"}', "to"),
+    ('{"a": {"b": 1, "b": 1}}', "b"),  # the same value twice, nested: keys are unique
+    ('[{"x": 1}, {"y": 1, "y": 2}]', "y"),
+    ('{"\\u0061": 1, "a": 2}', "a"),  # one key once read, however it is escaped
+])
+def test_a_json_key_given_twice_in_one_object_is_refused(text: str, key: str) -> None:
+    # json keeps the last; a reader that keeps the first would see another value
+    with pytest.raises(DocumentError) as caught:
+        parse_json(text, what="the message")
+    assert caught.value.code == "document_malformed"
+    assert caught.value.message == (f"the message gives the key `{key}` twice in one "
+                                    "object; keys must be unique")
+
+
+def test_the_same_key_in_two_objects_is_not_a_repeat() -> None:
+    assert parse_json('[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]', what="the message") == [
+        {"a": 1}, {"a": 2}, {"b": {"a": 3}}]

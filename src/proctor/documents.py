@@ -10,7 +10,10 @@ in this order:
 2. the nesting: at most ``max_depth`` arrays and objects inside each other
    (:data:`MAX_DEPTH`); JSON is measured before it is parsed, YAML as it is
    composed, TOML once parsed (its parser's recursion is caught);
-3. the syntax: YAML with the safe loader and no aliases (``*name``).
+3. the syntax: YAML with the safe loader and no aliases (``*name``); in JSON and YAML a
+   key given twice in one object is refused (both formats' parsers keep the last, other
+   readers may keep the first: a reviewer, or the server a message is relayed to, would
+   see one value and proctor decide on another).
 
 Any failure is a :class:`~proctor.errors.DocumentError` whose code says which
 (``document_too_large``, ``document_too_deep``, ``document_malformed``,
@@ -155,7 +158,11 @@ def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     _check_size(data, what, max_bytes)
     check_json_nesting(data, what=what, max_depth=max_depth)
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except _RepeatedKeyError as exc:
+        raise DocumentError("document_malformed", f"{what} gives the key "
+                            f"`{exc.key[:100]!s}` twice in one object; keys must be "
+                            "unique") from None
     except RecursionError:
         raise _too_deep(what, max_depth) from None
     except MemoryError:
@@ -165,6 +172,26 @@ def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise DocumentError("document_malformed", f"{what} is not valid JSON: "
                             f"{_first_line(exc)}") from None
+
+
+class _RepeatedKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict, or :class:`_RepeatedKeyError` if a name is given twice
+    (``json`` would keep the last; RFC 8259 leaves it to the reader, RFC 7515 lets a JOSE
+    reader refuse it)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKeyError(key)
+            seen.add(key)
+    return value
 
 
 def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,

@@ -27,6 +27,10 @@ def _part(value: Any) -> str:
     return b64url_encode(json.dumps(value).encode())
 
 
+_TWICE_ALG = b64url_encode(b'{"alg": "ES256", "alg": "none"}')
+_TWICE_SUB = b64url_encode(b'{"sub": "a", "sub": "b"}')
+
+
 def _read(token: object, max_bytes: int = 8192) -> str:
     try:
         read_compact(token, max_bytes=max_bytes, what="the token")
@@ -73,6 +77,9 @@ def test_a_deeply_nested_part_is_refused_without_recursing(where: str) -> None:
     f"{_part({'alg': 'ES256', 'crit': ['exp']})}.{_part({'sub': 'a'})}.c2ln",
     f"{_part({'alg': 'ES256', 'b64': False, 'crit': ['b64']})}.{_part({'sub': 'a'})}.c2ln",
     f"{_part({'alg': 'ES256'})}.{_part({'sub': 'a'})}\u00e9.c2ln",
+    # a member given twice (RFC 7515 lets a reader refuse it; another keeps the first)
+    f"{_TWICE_ALG}.{_part({'sub': 'a'})}.c2ln",
+    f"{_part({'alg': 'ES256'})}.{_TWICE_SUB}.c2ln",
 ])
 def test_anything_but_a_compact_jws_with_json_objects_is_malformed(token: object) -> None:
     assert _read(token) == "document_malformed"
