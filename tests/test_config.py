@@ -37,6 +37,8 @@ def test_the_home_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ("trust_domain = 3\n", "must be a string"),
         ('database_pool_size = "20"\n', "must be a whole number"),
         ("database_pool_size = 3\n", "database pool size `3` is not valid"),
+        ('database_pool_timeout_seconds = "5"\n', "must be a number"),
+        ("database_pool_timeout_seconds = 0\n", "database pool timeout `0` is not valid"),
         ('database_url = "mysql://x"\n', "scheme `mysql` is not supported"),
     ],
 )
@@ -63,3 +65,21 @@ def test_the_database_pool_size_comes_from_the_file_or_the_environment(tmp_path:
 def test_a_database_pool_size_out_of_range_is_refused_at_start(tmp_path: Path, size: str) -> None:
     with pytest.raises(ConfigError, match=f"database pool size `{size}` is not valid"):
         load_settings({"PROCTOR_HOME": str(tmp_path), "PROCTOR_DATABASE_POOL_SIZE": size})
+
+
+def test_the_database_pool_timeout_comes_from_the_file_or_the_environment(
+        tmp_path: Path) -> None:
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_pool_timeout_seconds == 5
+    (tmp_path / "proctor.toml").write_text("database_pool_timeout_seconds = 0.5\n")
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_pool_timeout_seconds == 0.5
+    assert load_settings({"PROCTOR_HOME": str(tmp_path),
+                          "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": "12"}
+                         ).database_pool_timeout_seconds == 12
+
+
+@pytest.mark.parametrize("seconds", ["0", "0.05", "61", "nan", "inf", "five"])
+def test_a_database_pool_timeout_out_of_range_is_refused_at_start(
+        tmp_path: Path, seconds: str) -> None:
+    env = {"PROCTOR_HOME": str(tmp_path), "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": seconds}
+    with pytest.raises(ConfigError, match=f"database pool timeout `{seconds}` is not valid"):
+        load_settings(env)

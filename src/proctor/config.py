@@ -20,7 +20,8 @@ from typing import Any
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 
-__all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "MIN_POOL_SIZE", "Settings", "load_settings"]
+__all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "MIN_POOL_SIZE", "POOL_TIMEOUT_SECONDS",
+           "Settings", "load_settings"]
 
 _DEFAULT_HOME = ".proctor"
 
@@ -30,6 +31,10 @@ _DEFAULT_HOME = ".proctor"
 DEFAULT_POOL_SIZE = 20
 MIN_POOL_SIZE = 4
 MAX_POOL_SIZE = 1000
+# The longest a caller waits for a free connection before store_unavailable (a deny on
+# the decision path), and its bounds
+POOL_TIMEOUT_SECONDS = 5.0
+_POOL_TIMEOUT_RANGE = (0.1, 60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,7 @@ class Settings:
     task_max_seconds: int = 8 * 3600
     task_idle_seconds: int = 30 * 60
     database_pool_size: int = DEFAULT_POOL_SIZE
+    database_pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS
     operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
 
     @property
@@ -59,9 +65,11 @@ _ENV_KEYS = {
     "PROCTOR_TASK_MAX_SECONDS": "task_max_seconds",
     "PROCTOR_TASK_IDLE_SECONDS": "task_idle_seconds",
     "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
+    "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": "database_pool_timeout_seconds",
 }
 _WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size"}
-_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", *_WHOLE_NUMBERS}
+_NUMBERS = {"database_pool_timeout_seconds"}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", *_WHOLE_NUMBERS, *_NUMBERS}
 
 
 def load_settings(
@@ -90,6 +98,8 @@ def load_settings(
         task_max_seconds=_seconds(values, "task_max_seconds", 8 * 3600),
         task_idle_seconds=_seconds(values, "task_idle_seconds", 30 * 60),
         database_pool_size=_pool_size(values.pop("database_pool_size", DEFAULT_POOL_SIZE)),
+        database_pool_timeout_seconds=_pool_timeout(
+            values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS)),
         operator=env.get("PROCTOR_OPERATOR") or None,
     )
     _check(settings)
@@ -107,6 +117,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         if key in _WHOLE_NUMBERS:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"config key `{key}` in `{path}` must be a whole number")
+        elif key in _NUMBERS:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"config key `{key}` in `{path}` must be a number")
         elif not isinstance(value, str):
             raise ConfigError(f"config key `{key}` in `{path}` must be a string")
     return data
@@ -132,6 +145,19 @@ def _pool_size(value: object) -> int:
         raise ConfigError(f"database pool size `{value}` is not valid (a whole number "
                           f"from {MIN_POOL_SIZE} to {MAX_POOL_SIZE})")
     return size
+
+
+def _pool_timeout(value: object) -> float:
+    """How long a caller waits for a free database connection, in seconds."""
+    low, high = _POOL_TIMEOUT_RANGE
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        seconds = 0.0
+    if not low <= seconds <= high:  # also refuses nan
+        raise ConfigError(f"database pool timeout `{value}` is not valid (seconds, from "
+                          f"{low:g} to {high:g})")
+    return seconds
 
 
 def _check(settings: Settings) -> None:

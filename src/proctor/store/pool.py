@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from proctor.config import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE
+from proctor.config import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE, POOL_TIMEOUT_SECONDS
 from proctor.errors import StoreError
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
-POOL_TIMEOUT_SECONDS = 5.0
 
 Held = tuple[Any, Any]  # (the pool's proxy, its driver connection)
 
