@@ -158,7 +158,9 @@ def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
     _check_size(data, what, max_bytes)
     check_json_nesting(data, what=what, max_depth=max_depth)
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
+        if not isinstance(data, str):  # as json.loads reads bytes
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _DECODER.decode(data)
     except _RepeatedKeyError as exc:
         raise DocumentError("document_malformed", f"{what} gives the key "
                             f"`{exc.key[:100]!s}` twice in one object; keys must be "
@@ -192,6 +194,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _RepeatedKeyError(key)
             seen.add(key)
     return value
+
+
+# One decoder for every parse: ``json.loads`` given a hook builds a decoder per call, which
+# cost more than the parse of a token's part (2.0 us -> 4.5 us; 2.4 us with this one).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def parse_yaml(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
