@@ -46,12 +46,19 @@ def verify(secret: bytes, delivery: Received) -> dict[str, object]:
     return body
 
 
+# the first retry's wait (0.5 s in a serving process): the retries are the same, sooner
+FIRST_RETRY_SECONDS = 0.05
+
+
 @contextmanager
 def delivering(url: str, runtime: Runtime) -> Iterator[WebhookDelivery]:
-    """The webhook's delivery, as a serving process runs it (stopped on exit)."""
+    """The webhook's delivery, as a serving process runs it (stopped on exit): a request
+    made here wakes it (``Runtime.deliver_webhooks``), not its next poll."""
     config = WebhookConfig(url=url, secret=SECRET, console_url="https://proctor.acme.example",
                            max_backoff_seconds=1)
-    delivery = WebhookDelivery(config, runtime.store, runtime.approvals, runtime.clock)
+    delivery = WebhookDelivery(config, runtime.store, runtime.approvals, runtime.clock,
+                               first_retry_seconds=FIRST_RETRY_SECONDS)
+    runtime.approvals.subscribe(delivery.notify)
     delivery.start()
     try:
         yield delivery
@@ -82,7 +89,6 @@ def test_a_new_request_is_announced_once_signed_and_masked(
     runtime: Runtime, agents: Agents,
 ) -> None:
     with receiver() as hook, delivering(hook.url, runtime) as delivery:
-        runtime.approvals.subscribe(delivery.notify)
         grant = agents.grant(SUPPORT, EMAIL)
         args = {"to": "ana@partner.example", "subject": "Refund",
                 "body": "use key sk-live-abcdefghijklmnopqrstuvwxyz0123"}
@@ -194,7 +200,11 @@ def test_the_config_takes_its_secret_from_a_file_or_the_environment(tmp_path: Pa
         "max_attempts = 3\nmax_backoff_seconds = 10\n")  # max_attempts: accepted, unused
     config = load_webhook_config(tmp_path, env={})
     assert config is not None
-    assert (config.secret, config.max_backoff_seconds) == (SECRET, 10)
+    assert (config.secret, config.max_backoff_seconds, config.lease_seconds) == (SECRET, 10, 10)
+    with (tmp_path / "webhook.toml").open("a") as more:
+        more.write("timeout_seconds = 1\nlease_seconds = 2.5\n")
+    shorter = load_webhook_config(tmp_path, env={})
+    assert shorter is not None and (shorter.timeout_seconds, shorter.lease_seconds) == (1, 2.5)
     assert SECRET.decode() not in repr(config)
     from_env = load_webhook_config(tmp_path, env={"PROCTOR_WEBHOOK_SECRET": "e" * 32})
     assert from_env is not None and from_env.secret == b"e" * 32
@@ -206,6 +216,13 @@ def test_the_config_takes_its_secret_from_a_file_or_the_environment(tmp_path: Pa
     ('url = "ftp://x.example"\nsecret_file = "s"\n', r"not an http\(s\) URL"),
     ('url = "https://x.example"\nsecret = "inline"\n', "unknown key `secret`"),
     ('url = "https://x.example"\nsecret_file = "short"\n', "at least 16 bytes"),
+    # a delivery in flight (up to timeout_seconds) must end before its lease can lapse
+    ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = 9\n',
+     "lease_seconds is at least twice timeout_seconds"),
+    ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = 601\n',
+     "at most 600"),
+    ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = "ten"\n',
+     "is not valid"),
 ])
 def test_a_bad_config_is_refused_with_its_reason(tmp_path: Path, text: str,
                                                   message: str) -> None:

@@ -11,6 +11,7 @@ raw argument. Configured in ``$PROCTOR_HOME/webhook.toml`` (or the file named by
     console_url = "https://proctor.acme.example"   # links in the body (optional)
     timeout_seconds = 5
     max_backoff_seconds = 30                # retries wait 0.5 s, 1 s, 2 s, ... up to this
+    lease_seconds = 10                      # how long a crashed deliverer holds up the others
 
 Each delivery carries three headers::
 
@@ -67,7 +68,7 @@ _CONFIG_FILE = "webhook.toml"
 # `max_attempts` bounded the retries before deliveries became durable: still accepted,
 # no longer used (a delivery is retried until the receiver acknowledges it)
 _KEYS = {"url", "secret_file", "console_url", "timeout_seconds", "max_backoff_seconds",
-         "max_attempts"}
+         "lease_seconds", "max_attempts"}
 _MAX_SECRET_BYTES = 4096
 # the audit stream (and its cursor) of the webhook's deliveries
 STREAM_NAME = "approval-webhook"
@@ -81,6 +82,9 @@ class WebhookConfig:
     console_url: str = ""
     timeout_seconds: float = 5.0
     max_backoff_seconds: float = 30.0
+    # one process delivers at a time, by a lease it renews while it runs; a process that
+    # dies holds the others up until its lease lapses
+    lease_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("https://", "http://")):
@@ -90,6 +94,11 @@ class WebhookConfig:
         if not 0 < self.timeout_seconds <= 60 or not 1 <= self.max_backoff_seconds <= 300:
             raise ConfigError("webhook timeout_seconds is 0 to 60 and max_backoff_seconds "
                               "1 to 300")
+        # the holder renews its lease once half of it is gone, before a delivery: a
+        # delivery (at most timeout_seconds) must end before the lease can lapse
+        if not 2 * self.timeout_seconds <= self.lease_seconds <= 600:
+            raise ConfigError("webhook lease_seconds is at least twice timeout_seconds and "
+                              "at most 600")
 
     def __repr__(self) -> str:  # never show the secret
         return f"WebhookConfig(url={self.url!r})"
@@ -121,7 +130,8 @@ def load_webhook_config(home: Path, env: Mapping[str, str] | None = None
         return WebhookConfig(
             url=data["url"], secret=secret, console_url=str(data.get("console_url", "")),
             timeout_seconds=float(data.get("timeout_seconds", 5.0)),
-            max_backoff_seconds=float(data.get("max_backoff_seconds", 30.0)))
+            max_backoff_seconds=float(data.get("max_backoff_seconds", 30.0)),
+            lease_seconds=float(data.get("lease_seconds", 10.0)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"webhook config `{path}` is not valid: {exc}") from exc
 
@@ -223,21 +233,24 @@ class WebhookDelivery:
 
     The audit log is the queue and the stream's cursor is in the database, so a process
     that stops or crashes loses nothing: the next one to run the delivery (any process
-    on the same database; one at a time, by the stream's lease) resumes after the last
-    acknowledged request. A new request wakes the thread at once (:meth:`notify`, an
-    :class:`~proctor.approvals.ApprovalQueue` listener); requests made by another
-    process are found within ``poll_seconds``.
+    on the same database; one at a time, by the stream's lease of ``config.lease_seconds``)
+    resumes after the last acknowledged request. A new request wakes the thread at once
+    (:meth:`notify`, an :class:`~proctor.approvals.ApprovalQueue` listener); requests
+    made by another process are found within ``poll_seconds``. A failed delivery is
+    retried after ``first_retry_seconds``, then twice as long each time, up to
+    ``config.max_backoff_seconds``.
     """
 
     def __init__(self, config: WebhookConfig, store: Store, approvals: ApprovalQueue,
                  clock: Clock, *, transport: httpx.BaseTransport | None = None,
-                 poll_seconds: float = 1.0, lease_seconds: float = 10.0) -> None:
+                 poll_seconds: float = 1.0, first_retry_seconds: float = 0.5) -> None:
         self.sink = WebhookSink(config, approvals, clock, transport=transport)
         self.stream = AuditStream(
             store, self.sink, clock, name=STREAM_NAME,
             where=EventFilter(action=REQUESTED_ACTION), batch_size=1, start="end",
             poll_seconds=poll_seconds, max_backoff_seconds=config.max_backoff_seconds,
-            exclusive=True, lease_seconds=lease_seconds)
+            first_backoff_seconds=first_retry_seconds, exclusive=True,
+            lease_seconds=config.lease_seconds)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None

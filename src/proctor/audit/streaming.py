@@ -17,7 +17,8 @@ milliseconds, a value that also names its holder; a lease left by a crashed proc
 lapses after ``lease_seconds``. Nothing is
 held in memory but the batch being sent: the audit log itself is the queue, so a
 collector outage loses nothing and costs no memory. A failed batch is retried after
-0.5 s, then 1 s, 2 s, … up to ``max_backoff_seconds``.
+``first_backoff_seconds`` (0.5 s), then twice as long each time, up to
+``max_backoff_seconds``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class AuditStream:
                  where: EventFilter | None = None, batch_size: int = 100,
                  start: Literal["beginning", "end"] = "beginning",
                  poll_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
-                 exclusive: bool = False, lease_seconds: float = 10.0) -> None:
+                 first_backoff_seconds: float = 0.5, exclusive: bool = False,
+                 lease_seconds: float = 10.0) -> None:
         if not name or len(name) > 64:
             raise ValueError("a stream's name is 1 to 64 characters")
         if not 1 <= batch_size <= 10_000:
@@ -69,6 +71,7 @@ class AuditStream:
         self.start = start
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.first_backoff_seconds = min(first_backoff_seconds, max_backoff_seconds)
         self.exclusive = exclusive
         self.lease_ms = int(lease_seconds * 1000)
         self._lease_name = name[:58] + "#lease"
@@ -157,14 +160,16 @@ class AuditStream:
                 sent = self.deliver_once()
             except (AuditDeliveryError, ProctorError) as exc:
                 self.failures += 1
-                backoff = min(self.max_backoff_seconds, backoff * 2 or 0.5)
+                backoff = min(self.max_backoff_seconds,
+                              backoff * 2 or self.first_backoff_seconds)
                 log.warning("audit stream %s to %s: %s; again in %.1f s", self.name,
                             self.sink.description, exc, backoff)
                 stop.wait(backoff)
                 continue
             except Exception:  # a stream must not die with its thread
                 self.failures += 1
-                backoff = min(self.max_backoff_seconds, backoff * 2 or 0.5)
+                backoff = min(self.max_backoff_seconds,
+                              backoff * 2 or self.first_backoff_seconds)
                 log.exception("audit stream %s failed; again in %.1f s", self.name, backoff)
                 stop.wait(backoff)
                 continue
