@@ -160,6 +160,46 @@ def test_an_async_caller_whose_write_does_not_complete_in_time_is_told_so(
     assert report.is_valid and report.events == 3
 
 
+def test_a_short_time_limit_expires_before_a_longer_one_queued_ahead_of_it(
+    sqlite_store: Store, tmp_path: Path, clock: FrozenClock, signer: LocalSigner,
+) -> None:
+    from tests.audit.helpers import agent_event
+
+    audit = AuditLog(sqlite_store, signer=signer, clock=clock, busy_timeout_ms=60_000)
+    try:
+        audit.record(agent_event(clock, 0))
+        blocker = sqlite3.connect(tmp_path / "proctor.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+
+        async def both() -> tuple[bool, int]:
+            async with asyncio.timeout(30):
+                patient = asyncio.ensure_future(
+                    audit.record_async(agent_event(clock, 1), timeout=60))
+                await asyncio.sleep(0)  # the patient caller is queued first
+                try:
+                    await audit.record_async(agent_event(clock, 2), timeout=0.2)
+                except AuditUnavailableError as exc:
+                    assert "did not complete within 0.2 s" in exc.message
+                    failed_while_waiting = not patient.done()
+                else:
+                    failed_while_waiting = False
+                blocker.execute("ROLLBACK")
+                return failed_while_waiting, (await patient).seq
+
+        try:
+            failed_while_waiting, seq = asyncio.run(both())
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+        assert failed_while_waiting
+        assert seq in (2, 3)  # written once the lock went, whichever of the two came first
+    finally:
+        audit.close()
+    report = verify_store(sqlite_store, verifiers_for([signer]))
+    assert report.is_valid and report.events == 3
+
+
 def test_fail_open_is_an_explicit_choice_that_keeps_the_decision(
     engine: PolicyEngine, sqlite_store: Store, tmp_path: Path, clock: FrozenClock
 ) -> None:

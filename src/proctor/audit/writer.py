@@ -46,7 +46,6 @@ callers are answered only after both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -58,6 +57,7 @@ from typing import Any, Protocol
 from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
+from proctor.audit.deadlines import Deadlines
 from proctor.audit.driver import AppendConnection, EventRow, WriteCursor, is_integrity_error
 from proctor.audit.events import AuditEvent
 from proctor.clock import Clock, SystemClock
@@ -149,20 +149,25 @@ class Receipt:
 
     __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "result", "row")
 
-    def __init__(self, event: AuditEvent | None, effects: Effects | None = None) -> None:
+    def __init__(self, event: AuditEvent | None, effects: Effects | None = None,
+                 future: asyncio.Future[RecordedEvent] | None = None) -> None:
         self.event = event
         self.effects = effects
         self.row = _row_of(event) if event is not None else None
         self.result: RecordedEvent | None = None
         self.error: AuditUnavailableError | None = None
-        self._future: asyncio.Future[RecordedEvent] | None = None
+        self._future = future
         self.is_done = False
-        self._done = threading.Lock()
-        self._done.acquire()
+        # an asynchronous caller waits on its future: no lock for it
+        self._done: threading.Lock | None = None
+        if future is None:
+            self._done = threading.Lock()
+            self._done.acquire()
 
     def _finish(self) -> None:
         self.is_done = True
-        self._done.release()
+        if self._done is not None:
+            self._done.release()
 
     def wait(self, timeout: float) -> RecordedEvent:
         """The event's place in the chain, once durable; raises if it is not."""
@@ -173,18 +178,15 @@ class Receipt:
     def settled(self, timeout: float) -> RecordedEvent | None:
         """Wait until the receipt's transaction committed; the place of its event in the
         chain (None: the receipt carried effects and no event). Raises if it failed."""
-        if not self._done.acquire(timeout=timeout):
+        done = self._done
+        if done is None:
+            raise AuditUnavailableError("an asynchronous caller's receipt is awaited, not waited")
+        if not done.acquire(timeout=timeout):
             raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s")
-        self._done.release()
+        done.release()
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def _expire(future: asyncio.Future[RecordedEvent], limit: float) -> None:
-    if not future.done():
-        future.set_exception(AuditUnavailableError(
-            f"audit write did not complete within {limit:g} s"))
 
 
 def _settle(receipts: Sequence[Receipt]) -> None:
@@ -237,6 +239,8 @@ class AuditLog:
         self._observer: BatchObserver | None = None
         self._closed = False
         self._lead = threading.Lock()  # held by whoever writes (see the module docstring)
+        # the asynchronous callers' time limits, per event loop, while any is waiting
+        self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self._wake = threading.Event()  # the writer thread has something to write
         self.batches = 0  # statistics: transactions committed and events in them
         self.events_written = 0
@@ -296,20 +300,17 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        receipt = Receipt(event)
         future: asyncio.Future[RecordedEvent] = loop.create_future()
-        receipt._future = future
+        receipt = Receipt(event, future=future)
         if not self._slots.acquire(blocking=False):
             raise AuditUnavailableError("the audit writer is saturated")
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines[loop] = Deadlines(loop)
+        deadlines.add(future, self.timeout if timeout is None else timeout)
         self._queue.put(receipt)
         self._wakeup()  # never written on the event loop's thread
-        limit = self.timeout if timeout is None else timeout
-        # one timer on the future itself, cheaper than asyncio.timeout's context
-        expiry = loop.call_later(limit, _expire, future, limit)
-        try:
-            return await future
-        finally:
-            expiry.cancel()
+        return await future
 
     def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
         """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
@@ -489,9 +490,17 @@ class AuditLog:
         if batch:
             self._slots.release(len(batch))
         for loop, receipts in waiting.items():
-            # A closed loop has nobody waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, receipts)
+            try:
+                loop.call_soon_threadsafe(self._settle, loop, receipts)
+            except RuntimeError:  # a closed loop has nobody waiting any more
+                self._deadlines.pop(loop, None)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, receipts: Sequence[Receipt]) -> None:
+        """Answer the asynchronous callers of ``receipts`` (on their loop's thread)."""
+        _settle(receipts)
+        deadlines = self._deadlines.get(loop)
+        if deadlines is not None and not deadlines.prune():
+            del self._deadlines[loop]  # nobody waits on this loop any more
 
     def _fail(self, batch: Sequence[Receipt], error: AuditUnavailableError) -> None:
         log.warning("audit write of %d events failed: %s", len(batch), error.message)
