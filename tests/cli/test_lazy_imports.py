@@ -58,9 +58,17 @@ def test_the_version_is_printed() -> None:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_wrapper_loads_no_web_framework_and_no_migrations(
         database_url: str, tmp_path: Path) -> None:
+    # a wrapper that cannot start (no grant) says so before it loads the MCP SDK; then
     # what `proctor mcp wrap` imports and opens before it serves the first message
     code = f"""
-import json, sys
+import json, os, sys
+os.environ.pop("PROCTOR_GRANT", None)
+from proctor.cli.main import app
+try:
+    app(["mcp", "wrap", "--agent", "coder", "--", "mcp-server-x"])
+except SystemExit as exc:
+    assert exc.code == 1, exc.code
+assert not {{"mcp", "mcp_types", "starlette"}} & set(sys.modules), "SDK loaded"
 from proctor.config import Settings
 from proctor.runtime import init_home, open_runtime
 import proctor.cli.gateway, proctor.gateway.stdio, proctor.gateway.wrap

@@ -147,19 +147,23 @@ def _start(deployment: Deployment, token: str | None, agent: str = "coder",
 
 
 @sqlite_only
-def test_the_wrapper_refuses_to_start_without_a_live_grant_or_a_reachable_upstream(
+async def test_the_wrapper_refuses_to_start_without_a_live_grant_or_a_reachable_upstream(
         deployment: Deployment) -> None:
-    """As a process: one line on stderr, exit 1, nothing on stdout. Which grants it refuses
-    is the next test's, in process."""
-    cases = [(None, UPSTREAM, "no grant"),
-             (deployment.grant().token, ["/nonexistent/mcp-server"],
-              "upstream `test` cannot be reached")]
-    for token, upstream, says in cases:
-        started = _start(deployment, token, "coder", upstream)
-        lines = started.stderr.strip().splitlines()
-        assert started.returncode == 1, started.stderr
-        assert len(lines) == 1 and says in lines[0], (says, lines)
-        assert started.stdout == ""
+    """As a process: one line on stderr, exit 1, nothing on stdout (every refusal to start
+    is a ProctorError the command prints so). An unreachable upstream is refused in
+    process, as the command builds the wrapper; which grants it refuses is the next
+    test's, in process too."""
+    started = _start(deployment, None, "coder", UPSTREAM)
+    lines = started.stderr.strip().splitlines()
+    assert started.returncode == 1, started.stderr
+    assert len(lines) == 1 and "no grant" in lines[0], lines
+    assert started.stdout == ""
+    with pytest.raises(ProctorError) as refused:
+        async with wrapped(deployment, deployment.grant(), ["/nonexistent/mcp-server"],
+                           server="test"):
+            pytest.fail("the wrapper served")
+    assert "upstream `test` cannot be reached" in refused.value.message
+    assert "\n" not in refused.value.message  # the command line prints it as one line
 
 
 async def test_a_revoked_expired_or_foreign_grant_is_refused_before_anything_is_served(

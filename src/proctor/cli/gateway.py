@@ -69,22 +69,11 @@ def wrap(
     Use it in an MCP client's configuration in place of the server's command:
     ``proctor mcp wrap --agent coder -- python -m mcp_server_git --repository R``.
     """
-    # The gateway (and the MCP SDK under it) is imported only when it is used.
-    import anyio
-
-    from proctor.gateway import (
-        Gateway,
-        GatewayConfig,
-        LaunchCredentials,
-        UpstreamConfig,
-        load_agent_key,
-        load_gateway_config,
-        load_grant,
-        run_wrapper,
-    )
-    from proctor.gateway.stdio import claim_stdio
+    # The config, grant and key are checked before the gateway (and the MCP SDK under
+    # it, about 1 s of CPU) is imported: a wrapper that cannot start says why at once.
+    from proctor.gateway.config import GatewayConfig, UpstreamConfig, load_gateway_config
+    from proctor.gateway.launch import LaunchCredentials, load_agent_key, load_grant
     from proctor.identity import agent_id_for, load_manifest
-    from proctor.runtime import open_runtime
 
     try:
         settings = load_settings()
@@ -106,6 +95,17 @@ def wrap(
         key = load_agent_key(key_path)
         agent_id = agent_id_for(agent, settings.trust_domain).id
         presented = load_manifest(manifest_file) if manifest_file is not None else None
+    except ProctorError as exc:
+        fail(exc.message, code=exc.code)
+    # imported before the runtime starts any thread of its own (see proctor.gateway)
+    import anyio
+
+    from proctor.gateway.core import Gateway
+    from proctor.gateway.stdio import claim_stdio
+    from proctor.gateway.wrap import run_wrapper
+    from proctor.runtime import open_runtime
+
+    try:
         runtime = open_runtime(settings)
         runtime.deliver_webhooks()
     except ProctorError as exc:
