@@ -106,6 +106,7 @@ class Plan:
     callers: int = 32
     issue_seconds: float = 10
     cpu_issues: int = 1000
+    tokens: int = TOKENS  # distinct grants the checks rotate over
 
 
 FULL = Plan(issue_rounds=3000, check_rounds=20_000, crypto_rounds=20_000, full_check_rounds=2000,
@@ -115,7 +116,7 @@ QUICK = Plan(issue_rounds=120, check_rounds=800, crypto_rounds=2000, full_check_
              cpu_issues=200)
 SMOKE = Plan(issue_rounds=10, check_rounds=50, crypto_rounds=50, full_check_rounds=10,
              warmup_rounds=2, revoke_grants=3, revoke_repeats=1,  # 3: the real grants
-             callers=4, issue_seconds=0.3, cpu_issues=10)
+             callers=4, issue_seconds=0.3, cpu_issues=10, tokens=4)
 
 
 # --- the phases -----------------------------------------------------------------------------
@@ -143,10 +144,10 @@ def issuance(backends: Sequence[Backend], engine: PolicyEngine,
     return harness.measure(variants, plan.issue_rounds, plan.warmup_rounds)
 
 
-def fresh_tokens(backends: Sequence[Backend]) -> None:
-    """New grants for each backend (well within their lifetime), verified once."""
+def fresh_tokens(backends: Sequence[Backend], count: int) -> None:
+    """``count`` new grants for each backend (well within their lifetime), verified once."""
     for b in backends:
-        b.tokens = [b.authority.issue(b.task_id, SCOPE) for _ in range(TOKENS)]
+        b.tokens = [b.authority.issue(b.task_id, SCOPE) for _ in range(count)]
         for grant in b.tokens:
             b.authority.inspect(grant.token)  # verified once: the signature is cached
 
@@ -160,7 +161,7 @@ def checking(backends: Sequence[Backend], plan: Plan) -> dict[str, Latency]:
     at = [SystemClock().now()]
 
     def refill() -> None:
-        fresh_tokens(backends)
+        fresh_tokens(backends, plan.tokens)
         for b in backends:
             inputs[b.name][:] = [g.token for g in b.tokens]
         at[0] = SystemClock().now()
@@ -222,19 +223,20 @@ def crypto(lite: Backend, agent_key: ec.EllipticCurvePrivateKey, plan: Plan
 def full_checks(backends: Sequence[Backend], agent_key: ec.EllipticCurvePrivateKey,
                 plan: Plan) -> dict[str, Latency]:
     """``check`` with a fresh proof each time: its nonce is stored, durably."""
-    fresh_tokens(backends)
+    fresh_tokens(backends, plan.tokens)
     block = 100
     proofs: dict[str, list[str]] = {}
 
     def refill() -> None:
         now = SystemClock().now()
         for b in backends:
-            proofs[b.name] = [make_proof(agent_key, b.tokens[i % TOKENS].token, method="tools/call",
-                                         target=TARGET, now=now) for i in range(block)]
+            proofs[b.name] = [make_proof(agent_key, b.tokens[i % plan.tokens].token,
+                                         method="tools/call", target=TARGET, now=now)
+                              for i in range(block)]
 
     def check(b: Backend, i: int) -> object:
-        return b.authority.check(b.tokens[i % TOKENS].token, proofs[b.name][i], method="tools/call",
-                                 target=TARGET, tool_id=TOOL, args=ARGS)
+        return b.authority.check(b.tokens[i % plan.tokens].token, proofs[b.name][i],
+                                 method="tools/call", target=TARGET, tool_id=TOOL, args=ARGS)
 
     variants: dict[str, Variant] = {
         f"check_{b.name}": (partial(check, b), range(block)) for b in backends}
