@@ -14,13 +14,14 @@ the entries they hold:
   store), reconnects, listens again and only then *resets* its subscribers (they
   forget everything: whatever was missed meanwhile is read again).
 - **SQLite**: several processes share one file. Before a view answers it calls
-  :meth:`ChangeFeed.catch_up`: ``PRAGMA data_version`` on the feed's own
-  connection (one of the store's pool, held) says whether any other connection
-  committed since; only then is ``changes`` read after the last ``seq`` seen.
-  One writer at a time means ``seq`` order is commit order, so nothing is
-  skipped. A gap (rows pruned before this process read them) resets the
-  subscribers; a table that cannot be read makes ``catch_up`` answer False (the
-  views read the store).
+  :meth:`ChangeFeed.catch_up`: one statement on the feed's own connection (one of
+  the store's pool, held) reads ``changes`` after the last ``seq`` seen (an index
+  seek that finds nothing when nobody changed anything). It used to ask ``PRAGMA
+  data_version`` first, but every decision's own audit write is a commit of
+  another connection, so the next look paid both statements. One writer at a
+  time means ``seq`` order is commit order, so nothing is skipped. A gap (rows
+  pruned before this process read them) resets the subscribers; a table that
+  cannot be read makes ``catch_up`` answer False (the views read the store).
 
 A view caches a value read from the store only if no change was delivered while it
 read (:attr:`ChangeFeed.epoch` did not move), so a change landing during the read is
@@ -94,7 +95,6 @@ class ChangeFeed:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._sqlite: sqlite3.Connection | None = None
-        self._data_version: int | None = None
         self._memory = False
         self._looking = _Look()
         self.last_seq = self._max_seq()
@@ -173,14 +173,8 @@ class ChangeFeed:
             with self._lock:
                 if self._stopping.is_set():
                     return False
-                if self._sqlite is not None:
-                    version = int(self._sqlite.execute("PRAGMA data_version").fetchone()[0])
-                    if version == self._data_version:
-                        return True
-                    self._data_version = version  # before delivering: a nested call returns
-                    self._read_after(self._sqlite.execute)
-                else:  # in memory: one connection, which data_version cannot watch
-                    self._read_after(None)
+                # in memory: one connection, the store's own
+                self._read_after(None if self._sqlite is None else self._sqlite.execute)
                 self._current = True
                 return True
         except Exception as exc:  # unreadable: the views read the store instead
@@ -188,7 +182,6 @@ class ChangeFeed:
                 log.error("the change feed cannot be read (%s); views read the store",
                           type(exc).__name__)
             self._current = False
-            self._data_version = None
             return False
 
     def _read_after(self, execute: Callable[..., Any] | None) -> None:
