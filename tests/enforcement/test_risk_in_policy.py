@@ -94,3 +94,20 @@ def test_a_leaked_grant_holds_the_agents_next_call_for_a_human(
     assert runtime.registry.get(SUPPORT).risk_score == 65
     assert runtime.risk.catch_up() == {}
     assert _principal(runtime, CODER) == coder_before  # the other agent's entity is as it was
+
+
+def test_each_allowed_calls_fold_leaves_the_agent_row_at_the_score_it_folded(
+        runtime: Runtime, agents: Agents) -> None:
+    # the write reads the agent's row (its score confirmed) before the fold: the fold
+    # writes the row only when its score or factors differ from that read, and must
+    # still write it whenever they do (the prior fading over the first calls)
+    grant = agents.grant(SUPPORT, REFUND)
+    seen = [runtime.registry.get(SUPPORT).risk_score]
+    for _ in range(24):
+        assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+        score = runtime.registry.get(SUPPORT).risk_score
+        assert score == runtime.risk.view(SUPPORT).score
+        seen.append(score)
+    assert seen[0] == 10 and seen[-1] < 10  # it changed, and was published each time
+    assert len(set(seen)) > 2
+    assert runtime.risk.catch_up() == {}

@@ -15,7 +15,9 @@ transaction, in this order:
    the cursor) is asked for, in the background;
 3. each event about an agent is folded into its baseline, the baselines are scored
    and written, and the agent's row gets the new score and named factors only if they
-   differ — a conditional ``UPDATE``, no read. The change feed then carries the
+   differ — a conditional ``UPDATE``, no read; none at all when the batch's own
+   confirmation of the agent (the grant use's read of its row, in this transaction)
+   shows the new score and factors already. The change feed then carries the
    changed agent to every process's views: the next decision in this process sees
    the new ``principal.risk_score``, and so does every other node's once it has
    heard of the change.
@@ -37,6 +39,7 @@ from typing import Any
 
 from proctor.audit import ChainHead, EventRow, WriteCursor
 from proctor.clock import Clock
+from proctor.grants.agents import AgentBinding
 from proctor.oversight.risk.baseline import (
     Factor,
     decided_again,
@@ -121,6 +124,15 @@ def _dumps(value: Any) -> str:
 def _may_concern(action: str, actor_type: str) -> bool:
     """Whether an event can concern an agent, from its row alone (no body parsed)."""
     return (action.startswith("tool:") and actor_type == "agent") or action in _LEAKS
+
+
+def _as_read(tx: WriteCursor, agent: str, score: int, names: Sequence[str]) -> bool:
+    """Whether this transaction read the agent's row (the use's confirmation,
+    :meth:`~proctor.grants.directory.RegisteredAgents.binding_in`) with this score and
+    these named factors."""
+    read = tx.confirmed.get(("agent", agent))
+    return (isinstance(read, AgentBinding) and read.risk_score == score
+            and read.risk_factors == tuple(names))
 
 
 class BatchFolder:
@@ -237,8 +249,15 @@ class BatchFolder:
         sql = _SQL[tx.is_sqlite]
         at = tx.time(now)
         written = (agent, baseline, score, at) if is_new else (baseline, score, at, agent)
-        named = _dumps(named_factors(factors))
+        names = named_factors(factors)
+        if _as_read(tx, agent, score, names):
+            # the row this transaction read (and holds: the write lock on SQLite, FOR
+            # SHARE on PostgreSQL) has them already: the publishing would change nothing
+            tx.execute(sql["insert" if is_new else "update"], written)
+            return
+        named = _dumps(names)
         published = (score, named, at, agent, score, named)
+        tx.confirmed.pop(("agent", agent), None)  # the row may change now
         if tx.is_sqlite:  # no round trips: two statements
             tx.execute(sql["insert" if is_new else "update"], written)
             published_rows = tx.execute(sql["publish"], published)
