@@ -167,27 +167,44 @@ def forget_compiled() -> None:
     file is a cold one (for a benchmark of a load)."""
     forget_parsed()
     _validated.cache_clear()
+    _human_found.clear()
 
 
 def _human_problems(policies: Iterable[LocatedPolicy]) -> list[Diagnostic]:
     """A ``Human::"…"`` a policy names must be in the canonical form every human id is
     kept in, or the policy would never match the human it means (a ``forbid`` would
     silently stop applying)."""
-    problems = []
-    for policy in policies:
-        for uid in sorted(pst.entity_uids(policy.node), key=lambda u: u.id):
-            if uid.type.basename != "Human" or uid.type.namespace:
-                continue
-            problem = human_id_problem(uid.id)
-            canonical = canonical_human_id(uid.id)
-            if problem is None and canonical == uid.id:
-                continue
-            message = (f"human `{uid.id}` is not in the canonical form humans are compared "
-                       f"in: write `Human::{quote_id(canonical)}`" if problem is None
-                       else f"a `Human` id named here {problem}")
-            problems.append(Diagnostic(policy.file, policy.line, policy.column, message,
-                                       policy.id))
-    return problems
+    return [Diagnostic(policy.file, policy.line, policy.column, message, policy.id)
+            for policy in policies for message in _human_messages(policy)]
+
+
+# what _human_messages found, per policy text (a policy's node is its text's parse)
+_human_found: dict[str, tuple[str, ...]] = {}
+_HUMAN_FOUND_MAX = 4096
+
+
+def _human_messages(policy: LocatedPolicy) -> tuple[str, ...]:
+    """The problems of the humans ``policy`` names, kept per policy text for the process
+    (as its parse is): walking every policy's tree was a fifth of a runtime's open."""
+    found = _human_found.get(policy.text)
+    if found is not None:
+        return found
+    messages = []
+    for uid in sorted(pst.entity_uids(policy.node), key=lambda u: u.id):
+        if uid.type.basename != "Human" or uid.type.namespace:
+            continue
+        problem = human_id_problem(uid.id)
+        canonical = canonical_human_id(uid.id)
+        if problem is None and canonical == uid.id:
+            continue
+        messages.append(f"human `{uid.id}` is not in the canonical form humans are compared "
+                        f"in: write `Human::{quote_id(canonical)}`" if problem is None
+                        else f"a `Human` id named here {problem}")
+    found = tuple(messages)
+    if len(_human_found) >= _HUMAN_FOUND_MAX:
+        _human_found.clear()
+    _human_found[policy.text] = found
+    return found
 
 
 def _validate_text(text: str, schema: CompiledSchema) -> tuple[cedarpy.ValidationError, ...]:
