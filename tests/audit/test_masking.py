@@ -86,3 +86,27 @@ def test_the_request_digest_is_taken_after_masking(clock: FrozenClock) -> None:
     assert digest({"sql": "select 1", "password": "hunter2"}) == digest(
         {"sql": "select 1", "password": "correct horse"})
     assert digest({"sql": "select 1"}) != digest({"sql": "select 2"})
+
+
+def test_the_request_digest_is_the_sha256_of_the_masked_requests_sorted_compact_json(
+        clock: FrozenClock) -> None:
+    # the digest's encoder is made once; its text must stay json.dumps's to the character
+    import hashlib
+    import json
+
+    from proctor.audit.masking import mask
+    from proctor.audit.recording import request_digest
+    from proctor.policy import DecisionRequest, EntityRef, call_context
+
+    args = {"zeta": [1, 2.5, -0.0, 1e300, True, None], "émoji": "caf\u00e9 \u2603 \U0001f600",
+            "nested": {"b": {"y": 1, "x": "\n\t\""}, "a": []}, "when": "2026-12-07"}
+    context = {**call_context(now=clock.now(), args=args, task="t-1"),
+               "at": clock.now(), "purpose": "fix the build"}
+    request = DecisionRequest(EntityRef("Agent", "a"), "tool:db/query",
+                              EntityRef("Tool", "db/query"), context)
+    masked = {k: v if k in ("task", "time", "at") else mask(v) for k, v in context.items()}
+    text = json.dumps({"principal": {"type": "Agent", "id": "a"}, "action": "tool:db/query",
+                       "resource": {"type": "Tool", "id": "db/query"}, "context": masked},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    assert "\u2603" in text and "\\u2603" not in text  # not escaped: ensure_ascii is off
+    assert request_digest(request) == hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -68,9 +68,22 @@ def request_digest(request: DecisionRequest) -> str:
                else mask(value) for key, value in request.context.items()}
     document = {"principal": request.principal.as_json(), "action": request.action,
                 "resource": request.resource.as_json(), "context": context}
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_digest_json(document).encode("utf-8")).hexdigest()
+
+
+# `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=str)` to the character, without a JSONEncoder built for every decision: its
+# C core made once (no circular check: a request's context is a tree of JSON values).
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
+_digest_encoder = None if _make_encoder is None else _make_encoder(
+    None, str, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+
+
+def _digest_json(document: Mapping[str, Any]) -> str:
+    if _digest_encoder is None:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, default=str)
+    return "".join(_digest_encoder(document, 0))
 
 
 def _source(context: Mapping[str, Any]) -> str | None:
