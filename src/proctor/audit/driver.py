@@ -46,6 +46,7 @@ _INSERT_EVENTS = (  # SQLite: a multi-row INSERT; VALUES repeated per row
     "decision, body, prev_hash, hash) VALUES "
 )
 _ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_WIDTH = _ROW_MARKS.count("?")
 _COPY_EVENTS = (  # PostgreSQL
     "COPY audit_events (seq, event_id, time, actor_type, actor_id, task, action, decision, "
     "body, prev_hash, hash) FROM STDIN"
@@ -130,10 +131,12 @@ def _placeholders(sql: str, is_sqlite: bool) -> str:
 
 
 Build = Callable[[WriteCursor, ChainHead],
-                 "tuple[Sequence[EventRow], Checkpoint | None] | None"]
+                 "tuple[Sequence[EventRow], Checkpoint | None, Sequence[str]] | None"]
 """Called inside the append's transaction with the head as it is there: applies the
-batch's effects and returns the rows to append after it (and a checkpoint, if one is
-due), or None to roll back and be called again on a fresh read of the head."""
+batch's effects and returns the rows to append after it, a checkpoint if one is due,
+and the rows' times as their bodies hold them (``format_time``: SQLite's text is cut
+from it rather than formatted again); or None to roll back and be called again on a
+fresh read of the head."""
 
 
 class AppendConnection:
@@ -206,7 +209,7 @@ class AppendConnection:
             if built is None:  # the batch cannot go on this head: start again
                 self._end(conn, commit=False)
                 return None
-            rows, checkpoint = built
+            rows, checkpoint, times = built
             if not rows:  # effects alone, no event
                 cursor.close()
                 self._end(conn, commit=True)
@@ -216,7 +219,7 @@ class AppendConnection:
             if cursor.rowcount != 1:
                 self._end(conn, commit=False)
                 return None
-            self._insert(cursor, rows)
+            self._insert(cursor, rows, times)
             if checkpoint is not None:
                 cursor.execute(self._insert_checkpoint, self._checkpoint(checkpoint))
             cursor.close()
@@ -232,7 +235,7 @@ class AppendConnection:
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
         return new
 
-    def _insert(self, cursor: Any, rows: Sequence[EventRow]) -> None:
+    def _insert(self, cursor: Any, rows: Sequence[EventRow], times: Sequence[str]) -> None:
         if not self._is_sqlite:
             # COPY moves rows about twice as fast as a pipelined executemany.
             with cursor.copy(_COPY_EVENTS) as copy:
@@ -246,7 +249,10 @@ class AppendConnection:
         start = 0
         while start < len(rows):
             size = min(_CHUNKS, key=lambda c: (c > len(rows) - start, -c))
-            values = [v for r in rows[start:start + size] for v in self._row(r)]
+            values = [v for r in rows[start:start + size] for v in r]
+            # each row's time, as SQLAlchemy's SQLite DateTime stores it: the body's
+            # `YYYY-MM-DDTHH:MM:SS.ffffffZ` with a space for the T and no Z
+            values[2::_ROW_WIDTH] = [t[:10] + " " + t[11:26] for t in times[start:start + size]]
             cursor.execute(_insert_rows(size), values)
             start += size
 
@@ -260,11 +266,6 @@ class AppendConnection:
             conn.commit()
         else:
             conn.rollback()
-
-    def _row(self, row: EventRow) -> tuple[Any, ...]:
-        if self._is_sqlite:
-            return (*row[:2], _sqlite_time(row.time), *row[3:])
-        return tuple(row)
 
     def _checkpoint(self, cp: Checkpoint) -> tuple[Any, ...]:
         when = _sqlite_time(cp.signed_at) if self._is_sqlite else cp.signed_at
