@@ -4,13 +4,16 @@ gateway tests' deployment; the demo's tests share one run of the demo."""
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.gateway.conftest import Deployment, make_deployment
+from tests.gateway.in_process import listening_socket, served, url_of
+from tests.gateway.upstream_server import create_server
 from tests.identity.conftest import (  # noqa: F401 - fixtures, used by name
     authenticator,
     oidc_authority,
@@ -31,6 +34,19 @@ def anyio_backend() -> str:
 def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     """A proctor home with a registered coding agent, for the gateway's end-to-end tests."""
     yield from make_deployment(database_url, tmp_path)
+
+
+@asynccontextmanager
+async def http_upstream() -> AsyncIterator[str]:
+    """The tests' own upstream (``tests/gateway/upstream_server.py``) over streamable HTTP,
+    served in this process until the block ends: its URL. For the tests whose subject is
+    what the gateway does with what an upstream answers, not the upstream's process: one
+    interpreter less per test (about 1 s of CPU, the MCP SDK's import). The upstream as
+    a process over stdio is in ``test_gateway_stdio.py``, ``test_gateway_approval.py``,
+    ``test_tool_pinning.py`` and ``tests/gateway/test_wrap_bad_input.py``."""
+    sock = listening_socket()
+    async with served(create_server().streamable_http_app(), sock):
+        yield f"{url_of(sock)}/mcp"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ cannot see, redaction, a leaked grant revoked at once, data sensitivity in the
 decision, and revocation closing a live session with a call in flight.
 
 Secrets and revocations are heard differently on PostgreSQL (``NOTIFY``): those tests
-run on both backends; the output guard and the data-flow decision, on SQLite."""
+run on both backends; the output guard and the data-flow decision, on SQLite. Where the
+upstream's process is not the subject (what the gateway does with a result, a leaked
+grant, data sensitivity), the upstream is served over HTTP in this process."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hashlib
 import json
 import secrets
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -22,6 +25,7 @@ from proctor.errors import GrantError
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from tests.conftest import sqlite_only
+from tests.e2e.conftest import http_upstream
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 from tests.gateway.in_process import wrapped
 
@@ -33,6 +37,12 @@ pytestmark = pytest.mark.anyio
 
 def _text(result: object) -> str:
     return json.dumps(result.model_dump(mode="json"))  # type: ignore[attr-defined]
+
+
+def _over_http(deployment: Deployment, url: str,
+               tools: dict[str, dict[str, str]] | None = None) -> Path:
+    """A config naming the upstream ``test`` at ``url`` (``http_upstream``)."""
+    return deployment.config({"upstreams": {"test": {"url": url, "tools": tools or {}}}})
 
 
 def _audit_text(deployment: Deployment) -> str:
@@ -71,7 +81,8 @@ async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_t
 async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
+    async with http_upstream() as url, wrapped(
+            deployment, grant, [], config=_over_http(deployment, url), server="test") as client:
         result = await client.call_tool("fake_credentials", {})
     text = _text(result)
     assert "ghp_" not in text and "AKIA" not in text
@@ -119,7 +130,8 @@ async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
     leaked_in_result = deployment.grant([{"tool": "time/*"}])
     note = deployment.tmp / "note.txt"
     note.write_text(f"the deploy grant is {leaked_in_result.token}\n")
-    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
+    async with http_upstream() as url, wrapped(
+            deployment, grant, [], config=_over_http(deployment, url), server="test") as client:
         with pytest.raises(MCPError) as refused:
             await client.call_tool("echo", {"text": f"use {leaked_in_args.token}"})
         assert refused.value.error.data["reason"] == "grant_leaked"
@@ -144,12 +156,12 @@ async def test_a_grant_leaked_in_arguments_or_in_a_result_is_revoked_at_once(
 @sqlite_only
 async def test_after_reading_restricted_data_nothing_goes_to_an_outside_destination(
         deployment: Deployment) -> None:
-    config = deployment.config({"upstreams": {"test": {
-        "command": UPSTREAM, "tools": {"echo": {"destination": "hooks.vendor.example"}}}}})
     note = deployment.tmp / "ledger.txt"
     note.write_text("Q3 numbers\n")
     grant = deployment.grant()
-    async with wrapped(deployment, grant, [], config=config, server="test") as client:
+    async with http_upstream() as url, wrapped(
+            deployment, grant, [], server="test", config=_over_http(
+                deployment, url, {"echo": {"destination": "hooks.vendor.example"}})) as client:
         await client.call_tool("echo", {"text": "before"})
         await client.call_tool("read_file", {"path": str(note)})  # labelled restricted
         with pytest.raises(MCPError) as denied:
