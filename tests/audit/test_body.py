@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +17,7 @@ from proctor.audit import (
     canonical_json,
     new_event_id,
 )
+from proctor.audit.events import format_time
 
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
 maybe = st.none() | texts
@@ -49,6 +50,14 @@ def test_the_fast_body_equals_the_canonical_json_of_the_event(event: AuditEvent)
 @given(events)
 def test_an_event_survives_a_round_trip_through_its_json(event: AuditEvent) -> None:
     assert AuditEvent.from_json(event.as_json()).canonical_body() == event.canonical_body()
+
+
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                    timezones=st.just(UTC) | st.builds(
+                        timezone, st.integers(-1439, 1439).map(lambda m: timedelta(minutes=m)))))
+def test_an_event_time_is_its_utc_iso_form_to_the_microsecond(value: datetime) -> None:
+    iso = value.astimezone(UTC).isoformat(timespec="microseconds")
+    assert format_time(value) == iso.removesuffix("+00:00") + "Z"
 
 
 def test_event_ids_stay_unique_when_someone_seeds_the_random_module() -> None:

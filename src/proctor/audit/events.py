@@ -83,10 +83,13 @@ def format_time(value: datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         raise ValueError("audit times must be aware datetimes")
-    if offset == _UTC_OFFSET:  # the usual case: already UTC, only the suffix differs
-        return value.isoformat(timespec="microseconds")[:-6] + "Z"
-    text = value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    return text + "Z"
+    if offset != _UTC_OFFSET:  # the usual case is UTC already
+        value = value.astimezone(UTC)
+    # isoformat(timespec="microseconds")'s text, in half its CPU (its keyword argument
+    # is most of the cost); this runs once per event
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond)
 
 
 def new_event_id(now: datetime) -> str:
@@ -229,9 +232,10 @@ class AuditEvent:
             ',"policy_ids":', _texts(d.policy_ids), ',"reasons":', _texts(d.reasons),
             ',"revision":', "null" if d.revision is None else str(int(d.revision)), "}"))
         detail = _detail_json(self.detail) if self.detail else "{}"
+        # the actor's type is a StrEnum: escaped as it is, its text is its value
         return "".join((
             '{"action":', _text(self.action), ',"actor":{"id":', _text(a.id),
-            ',"on_behalf_of":', _text(a.on_behalf_of), ',"type":', _text(a.type.value),
+            ',"on_behalf_of":', _text(a.on_behalf_of), ',"type":', _text(a.type),
             '},"concerns":', _maybe(self.concerns), ',"decision":', decision,
             ',"delegation_chain":', _texts(self.delegation_chain), ',"detail":', detail,
             ',"grant":', _maybe(self.grant), ',"id":', _text(self.id),
