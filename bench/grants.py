@@ -27,8 +27,9 @@ machine hits all alike):
   ``GrantAuthority.check`` with a proof, which also stores the proof's nonce;
 - revoking a task with 100 grants of 1,000 nodes each (20 with ``--quick``),
   bulk-loaded into the ``leases`` table with realistic ids next to an
-  unrelated tree; then one query that no node of the subtree is left
-  unrevoked, and the real tokens among them check as revoked.
+  unrelated tree (the call: ``revoke_100k_s``; until its descendants are marked
+  by the marker thread: ``revoke_marked_s``); then one query that no node of the
+  subtree is left unrevoked, and the real tokens among them check as revoked.
 
 The authority is wired as the runtime wires it: the change feed and the views, the
 audit log (an issuance is one group-committed write with its decision's event).
@@ -342,11 +343,18 @@ def report(plan: Plan, issued: dict[str, Latency], together: dict[str, dict[str,
             "revoke_s": {k: None if v is None else round(v, 3) for k, v in seconds.items()},
             "revoke_in_force_s": {k: round(statistics.median(r.in_force_seconds), 4)
                                   if r.in_force_seconds else None for k, r in revoked.items()},
+            "revoke_marked_s": {k: round(statistics.median(r.marked_seconds), 3)
+                                if r.marked_seconds else None for k, r in revoked.items()},
+            "revoke_call_cpu_s": {k: round(statistics.median(r.call_cpu_seconds), 3)
+                                  if r.call_cpu_seconds else None for k, r in revoked.items()},
+            "revoke_cpu_s": {k: round(statistics.median(r.cpu_seconds), 3)
+                             if r.cpu_seconds else None for k, r in revoked.items()},
         },
         "latency_us": {k: v.as_json("p50_us", "p99_us", "mean_us", digits=2)
                        for k, v in (issued | checked).items()},
         "revocation": {k: {"runs_s": [round(s, 3) for s in r.seconds],
                            "in_force_s": [round(s, 4) for s in r.in_force_seconds],
+                           "marked_s": [round(s, 3) for s in r.marked_seconds],
                            "revoked": r.revoked,
                            "all_descendants_revoked": r.all_revoked,
                            "others_untouched": r.others_untouched, "error": r.error}

@@ -107,6 +107,9 @@ class Runtime:
         self.webhook_delivery = delivery
 
     def close(self) -> None:
+        # the descendants of this process's revocations marked (out of force already;
+        # what a minute does not mark, the sweep does)
+        self.grants.leases.settle(timeout=60)
         self.approvals.close()  # stops the webhook's delivery, if it runs here
         self.audit.close()
         self.feed.close()

@@ -123,4 +123,5 @@ def make_setup(url: str, clock: FrozenClock) -> Iterator[Setup]:
     agents.add(FINANCE, ec.generate_private_key(ec.SECP256R1()))
     authority = GrantAuthority(store, clock, codec, engine, agents)
     yield Setup(authority, agents, clock, keyring, codec, store, engine, master_key)
+    authority.leases.settle(timeout=30)  # descendants of its revocations: marked
     store.close()

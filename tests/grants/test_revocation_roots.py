@@ -20,6 +20,11 @@ def _states(setup: Setup, task_id: str) -> dict[str, bool]:
             if isinstance(n, LeaseNode)}
 
 
+def _marked(setup: Setup, node_id: str) -> bool:
+    node = setup.authority.leases.node(node_id)
+    return node is not None and node.is_revoked
+
+
 def test_a_revoked_root_refuses_its_unmarked_descendants_and_the_sweeper_marks_them(
     setup: Setup,
 ) -> None:
@@ -29,12 +34,12 @@ def test_a_revoked_root_refuses_its_unmarked_descendants_and_the_sweeper_marks_t
     with setup.store.transaction() as conn:
         assert setup.authority.leases.revoke_in(conn, [parent.grant_id], "leaked") == [
             parent.grant_id]
-    states = _states(setup, parent.claims.task_id)
-    assert states[parent.grant_id] and not states[child.grant_id]
+    assert not _marked(setup, child.grant_id)
+    assert _states(setup, parent.claims.task_id)[child.grant_id]  # listed as revoked
     assert _use(setup, child) == "grant_revoked"  # its line carries the revoked parent
 
     setup.authority.sweep()
-    assert _states(setup, parent.claims.task_id)[child.grant_id]
+    assert _marked(setup, child.grant_id)
     assert _use(setup, child) == "grant_revoked"
 
 
@@ -45,6 +50,8 @@ def test_revoking_returns_the_roots_first_then_every_descendant_marked(setup: Se
     setup.authority.leases.subscribe(lambda ids, _reason: heard.append(list(ids)))
     assert setup.authority.revoke(parent.accessor, "leaked") == [parent.grant_id,
                                                                  child.grant_id]
+    assert _use(setup, child) == "grant_revoked"  # in force, marked or not
+    assert setup.authority.leases.settle(timeout=30)  # the marker thread's work
     assert heard == [[parent.grant_id], [child.grant_id]]
     assert all(_states(setup, parent.claims.task_id).values()) is False  # the task lives
     assert _states(setup, parent.claims.task_id)[child.grant_id]
@@ -69,6 +76,7 @@ def test_descendants_are_marked_a_chunk_per_transaction_and_nothing_outside(
     setup.authority.leases.subscribe(lambda ids, _reason: heard.append(list(ids)))
 
     revoked = setup.authority.revoke(root.accessor, "leaked")
+    assert setup.authority.leases.settle(timeout=30)
 
     assert revoked[0] == root.grant_id
     assert sorted(revoked[1:]) == sorted(r["id"] for r in rows)

@@ -107,8 +107,10 @@ async def test_revocations_are_read_from_the_store_while_the_feed_is_down(
                               "AND query = 'LISTEN proctor_changes'")
             await _until(lambda: not views.feed.is_current)
             setup.authority.end_task(task.id)
+            assert setup.authority.leases.settle(timeout=30)  # the grant marked too
         else:  # the ending commits, then the feed's sequence becomes unreadable
             setup.authority.end_task(task.id)
+            assert setup.authority.leases.settle(timeout=30)
             with setup.store.transaction() as conn:
                 conn.exec_driver_sql("ALTER TABLE changes RENAME TO changes_away")
 
@@ -165,6 +167,7 @@ async def test_marking_ends_with_its_transaction_committed_or_not(
 
     assert setup.authority.revoke(parent.accessor, "leaked") == [parent.grant_id,
                                                                  "grant_child"]
+    assert setup.authority.leases.settle(timeout=30)  # the marker thread's transaction
     with pytest.raises(RuntimeError), setup.store.transaction() as conn:
         conn.exec_driver_sql(_MARKING[setup.store.backend])  # a marking that fails midway
         raise RuntimeError("the marking failed")

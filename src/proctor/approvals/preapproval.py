@@ -20,11 +20,13 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
     """Spend one use of a live pre-approval grant that allows this call; returns the id
     of the approval it came from, or None. Atomic: a last use goes to one call only."""
     now = clock.now()
+    parent = leases.alias("parent")  # its task: ending it revokes that node first
     query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
                     approval_grants.c.arg_names, grants.c.scope)
              .join(grants, grants.c.id == approval_grants.c.grant_id)
              .join(leases, leases.c.id == approval_grants.c.grant_id)
-             .where(and_(approval_grants.c.task_id == task_id,
+             .join(parent, parent.c.id == leases.c.parent_id)
+             .where(and_(parent.c.revoked_at.is_(None),approval_grants.c.task_id == task_id,
                          approval_grants.c.agent_id == agent_id,
                          approval_grants.c.tool_id == tool_id,
                          leases.c.revoked_at.is_(None), leases.c.expires_at > now,

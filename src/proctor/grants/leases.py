@@ -4,14 +4,17 @@ Revoking a node revokes its whole subtree, in one transaction that marks only
 the roots: every check already walks the node's whole line (a grant carries its
 ancestors and its task, a session its grant's line, a secret lease reads its
 ancestors), so the revocation is in force, on every node, the moment that
-transaction commits, whatever the size of the subtree. The descendants are
-marked afterwards, for listings and notifications, set-based: one recursive
-query collects the subtree through the parent index (``UNION``, not ``UNION
-ALL``, so a cycle ends), and each transaction of its own marks a chunk of
+transaction commits, whatever the size of the subtree. The call then collects
+the ids of the unrevoked nodes under the roots (a task's through the index on
+``task_id``: every node under a task is of that task; any other root's with one
+recursive query through the parent index, ``UNION``, not ``UNION ALL``, so a cycle
+ends) and returns; this tree's marker thread marks them afterwards, for listings and
+notifications, set-based: each transaction of its own marks a chunk of
 :data:`MARK_CHUNK` nodes with one ``UPDATE`` whose ids travel as one parameter
 (a JSON array on SQLite, an array on PostgreSQL), so that decisions go on
-between chunks; a process that dies before it finishes leaves that to the
-sweeper (:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). Such a
+between chunks; :meth:`LeaseTree.settle` waits for it (the runtime does before it
+closes). A process that dies before it finishes leaves that to the sweeper
+(:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). Such a
 transaction is one ``subtree`` change on the change feed rather than one per node
 (migrations 0018 and 0020).
 
@@ -25,8 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +55,13 @@ MARK_CHUNK = 5000  # descendants marked per transaction: SQLite's write lock hel
 _UNDER = ("WITH RECURSIVE under(id) AS (SELECT id FROM leases WHERE parent_id IN ({roots}) "
           "UNION SELECT leases.id FROM leases JOIN under ON leases.parent_id = under.id) "
           "SELECT id FROM under")
+_UNDER_UNREVOKED = ("WITH RECURSIVE under(id) AS (SELECT id FROM leases WHERE parent_id IN "
+                    "({roots}) UNION SELECT leases.id FROM leases JOIN under ON "
+                    "leases.parent_id = under.id) SELECT leases.id FROM under JOIN leases ON "
+                    "leases.id = under.id WHERE leases.revoked_at IS NULL")
+# every node under a task is of that task (its grants, their sessions and secret leases)
+_OF_TASKS = ("SELECT id FROM leases WHERE task_id IN ({roots}) "
+             "AND revoked_at IS NULL")
 _MARK = {
     "sqlite": "UPDATE leases SET revoked_at = ?, revoked_reason = ? WHERE id IN "
               "(SELECT value FROM json_each(?)) AND revoked_at IS NULL RETURNING id",
@@ -98,6 +110,7 @@ class LeaseTree:
         self._store = store
         self._clock = clock
         self._listeners: list[RevocationListener] = []
+        self._marker = _Marker(self)
 
     def subscribe(self, listener: RevocationListener) -> None:
         """Call ``listener(ids, reason)`` after each revocation committed by this process."""
@@ -127,18 +140,56 @@ class LeaseTree:
 
     def revoke_subtree(self, root_ids: Sequence[str], reason: str, *,
                        also: Callable[[Connection], object] | None = None) -> list[str]:
-        """Revoke ``root_ids`` and everything under them; returns the ids newly revoked.
+        """Revoke ``root_ids`` and everything under them; returns the ids newly revoked:
+        the roots, then the nodes under them that were not revoked yet.
 
         ``also`` runs in the same transaction as the roots (ending a task marks the
-        task there). In force when that transaction commits; the descendants are
-        marked before this returns (:meth:`mark_descendants`).
+        task there). In force when that transaction commits, before this returns;
+        the descendants are marked after it returns (:meth:`revoked_after`).
         """
         with self._store.transaction() as conn:
             if also is not None:
                 also(conn)
             revoked = self.revoke_in(conn, root_ids, reason)
-        self.announce(revoked, reason)
-        return revoked + self.mark_descendants(revoked, reason)
+        return self.revoked_after(revoked, reason)
+
+    def revoked_after(self, revoked: Sequence[str], reason: str) -> list[str]:
+        """After the commit of :meth:`revoke_in`'s transaction: announce ``revoked`` (the
+        roots), collect the unrevoked nodes under them and hand them to the marker
+        thread (:meth:`settle` waits for it); returns the roots and those nodes."""
+        roots = list(dict.fromkeys(revoked))
+        self.announce(roots, reason)
+        under = self.unrevoked_under(roots)
+        if under:
+            self._marker.add(under, roots[0], reason)
+        return [*roots, *under]
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until the descendants of this process's revocations are marked; False if
+        ``timeout`` passed first (what is left, the sweep marks)."""
+        return self._marker.settle(timeout)
+
+    def unrevoked_under(self, root_ids: Sequence[str]) -> list[str]:
+        """The nodes under ``root_ids`` not revoked yet, once each: a task's by its
+        ``task_id`` (one index range), any other root's by one recursive query; on the
+        store's fast read path (each one statement, a consistent snapshot)."""
+        roots = list(dict.fromkeys(root_ids))
+        under: list[str] = []
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start:start + _CHUNK]
+            marks = ", ".join(["{p}"] * len(chunk))
+            tasks = {r[0] for r in self._store.fetch(
+                f"SELECT id FROM leases WHERE id IN ({marks}) AND kind = 'task'",  # noqa: S608
+                chunk)}
+            if tasks:
+                under.extend(r[0] for r in self._store.fetch(
+                    _OF_TASKS.format(roots=", ".join(["{p}"] * len(tasks))), list(tasks)))
+            others = [i for i in chunk if i not in tasks]
+            if others:
+                under.extend(r[0] for r in self._store.fetch(
+                    _UNDER_UNREVOKED.format(roots=", ".join(["{p}"] * len(others))), others))
+        taken = set(roots)
+        return [i for i in dict.fromkeys(under) if i not in taken]
 
     def revoke_in(self, conn: Connection, root_ids: Sequence[str], reason: str) -> list[str]:
         """Revoke ``root_ids`` inside the caller's transaction, which puts their subtrees
@@ -161,8 +212,8 @@ class LeaseTree:
 
     def mark_descendants(self, root_ids: Sequence[str], reason: str) -> list[str]:
         """Mark what lies under ``root_ids`` revoked (already out of force through its
-        line), set-based, :data:`MARK_CHUNK` nodes per transaction; returns the ids
-        newly marked."""
+        line), set-based, :data:`MARK_CHUNK` nodes per transaction, in this thread;
+        returns the ids newly marked."""
         roots = list(dict.fromkeys(root_ids))
         if not roots:
             return []
@@ -175,10 +226,15 @@ class LeaseTree:
                 found = conn.exec_driver_sql(
                     _UNDER.format(roots=", ".join([mark] * len(chunk))), tuple(chunk))
                 under.extend(r[0] for r in found)
-        under = list(dict.fromkeys(under))
+        return self.mark(list(dict.fromkeys(under)), roots[0], reason)
+
+    def mark(self, under: Sequence[str], key: str, reason: str) -> list[str]:
+        """Mark ``under`` revoked, :data:`MARK_CHUNK` per transaction, each one ``subtree``
+        change keyed ``key``, announced; returns the ids newly marked."""
+        sqlite = self._store.backend == "sqlite"
         marked: list[str] = []
         for start in range(0, len(under), MARK_CHUNK):
-            chunk = under[start:start + MARK_CHUNK]
+            chunk = list(under[start:start + MARK_CHUNK])
             with self._store.transaction() as conn:
                 # the change feed's trigger skips these rows: one change for them all
                 conn.exec_driver_sql(_MARKING[self._store.backend])
@@ -188,7 +244,7 @@ class LeaseTree:
                 if sqlite:
                     conn.exec_driver_sql(_MARKED_SQLITE)
                 if newly:
-                    conn.exec_driver_sql(_SUBTREE_CHANGED[self._store.backend], (roots[0],))
+                    conn.exec_driver_sql(_SUBTREE_CHANGED[self._store.backend], (key,))
                 self._notify(conn, newly, reason)
             self.announce(newly, reason)
             marked.extend(newly)
@@ -217,7 +273,8 @@ class LeaseTree:
         return _node(row) if row is not None else None
 
     def subtree(self, root_id: str) -> list[LeaseNode]:
-        """The node and its descendants, parents before children."""
+        """The node and its descendants, parents before children; a node under a revoked
+        one as revoked with it, marked yet or not."""
         with self._store.reading() as conn:
             ids = _collect(conn, [root_id])
             rows: list[Row[Any]] = []
@@ -225,7 +282,15 @@ class LeaseTree:
                 rows.extend(conn.execute(
                     select(leases).where(leases.c.id.in_(ids[start:start + _CHUNK]))).all())
         by_id = {r.id: _node(r) for r in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        nodes = [by_id[i] for i in ids if i in by_id]
+        # a node under a revoked one is out of force since then: shown so before the
+        # marker thread (or the sweep) has marked it (parents come first)
+        for at, node in enumerate(nodes):
+            above = by_id.get(node.parent_id) if node.parent_id is not None else None
+            if node.revoked_at is None and above is not None and above.revoked_at is not None:
+                nodes[at] = by_id[node.id] = replace(node, revoked_at=above.revoked_at,
+                                                     revoked_reason=above.revoked_reason)
+        return nodes
 
     def sweep_expired(self) -> int:
         """Mark expired, unrevoked nodes revoked (reason ``expired``), and what lies
@@ -251,6 +316,43 @@ class LeaseTree:
         for row in rows:
             marked += len(self.mark_descendants([row.id], row.revoked_reason or "revoked"))
         return marked
+
+
+class _Marker:
+    """Marks the descendants of revocations, one job after the other, on a thread that
+    runs while there is work. A job that fails is logged and left to the sweep."""
+
+    def __init__(self, tree: LeaseTree) -> None:
+        self._tree = tree
+        self._jobs: deque[tuple[list[str], str, str]] = deque()
+        self._idle = threading.Condition()
+        self._running = False
+
+    def add(self, under: list[str], key: str, reason: str) -> None:
+        with self._idle:
+            self._jobs.append((under, key, reason))
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="proctor-lease-marker", daemon=True).start()
+
+    def settle(self, timeout: float | None) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._idle:
+                if not self._jobs:
+                    self._running = False
+                    self._idle.notify_all()
+                    return
+                under, key, reason = self._jobs.popleft()
+            try:
+                self._tree.mark(under, key, reason)
+            except Exception:
+                log.exception("%d nodes under revoked %s left unmarked: the sweep marks them",
+                              len(under), key[:80])
 
 
 def _collect(conn: Connection, root_ids: Sequence[str]) -> list[str]:

@@ -2,8 +2,9 @@
 
 A revocation goes through the lease tree (:mod:`proctor.grants.leases`): the
 revoking transaction marks the roots, which puts their subtrees out of force at
-once, and the descendants are marked after it. Suspending or retiring an agent
-revokes its grants in the transaction of that state change
+once, and the descendants are marked after it, by the tree's marker thread.
+Suspending or retiring an agent revokes its grants in the transaction of that
+state change
 (:meth:`Revoker.end_agent_grants`, which the grant authority registers with the
 agent directory). Each revocation is audited after it took effect; an audit failure
 is logged loudly, never turned into an un-revocation.
@@ -64,8 +65,7 @@ class Revoker:
         the offers made to it."""
         with self._store.transaction() as conn:
             revoked = self._revoke_agent_in(conn, agent_id, reason)
-        self._leases.announce(revoked, reason)
-        revoked += self._leases.mark_descendants(revoked, reason)
+        revoked = self._leases.revoked_after(revoked, reason)
         self.record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
         return revoked
 
@@ -89,9 +89,8 @@ class Revoker:
             actor = Actor(ActorType.HUMAN, by)
 
         def after_commit() -> None:
-            self._leases.announce(revoked, reason)
-            revoked.extend(self._leases.mark_descendants(revoked, reason))
-            self.record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked,
+            done = self._leases.revoked_after(revoked, reason)
+            self.record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, done,
                         actor)
         return after_commit
 
