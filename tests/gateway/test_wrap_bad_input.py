@@ -23,7 +23,8 @@ from proctor.grants import GrantScope
 from proctor.runtime import open_runtime
 from tests.conftest import sqlite_only
 from tests.gateway.conftest import UPSTREAM, Deployment
-from tests.gateway.in_process import wrapped
+from tests.gateway.in_process import listening_socket, served, url_of, wrapped
+from tests.gateway.upstream_server import create_server
 
 pytestmark = pytest.mark.anyio
 
@@ -59,11 +60,16 @@ class Wire:
 @sqlite_only  # the wrapper as a process on PostgreSQL: tests/e2e/test_gateway_stdio.py
 async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_error(
         deployment: Deployment) -> None:
+    """The wrapper as a process (its stdio is the subject); the upstream it calls is the
+    tests' own, over HTTP, served in this process (one interpreter less to start; the
+    upstream as a process is the next tests')."""
+    sock = listening_socket()
     config = deployment.config({"gateway": {"max_message_bytes": 4096},
-                                "upstreams": {"test": {"command": UPSTREAM}}})
+                                "upstreams": {"test": {"url": f"{url_of(sock)}/mcp"}}})
     params = deployment.wrap(deployment.grant(), [], config=config, server="test")
-    async with await anyio.open_process([params.command, *params.args], cwd=params.cwd,
-                                        env={**os.environ, **(params.env or {})}) as process:
+    async with served(create_server().streamable_http_app(), sock), \
+            await anyio.open_process([params.command, *params.args], cwd=params.cwd,
+                                     env={**os.environ, **(params.env or {})}) as process:
         wire = Wire(process)
         await wire.request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
                                              "clientInfo": {"name": "t", "version": "1"}})
