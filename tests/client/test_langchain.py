@@ -5,6 +5,7 @@ proctor's code, and the tool does not run."""
 from __future__ import annotations
 
 import importlib.util
+from types import ModuleType
 
 import pytest
 
@@ -15,12 +16,9 @@ if importlib.util.find_spec("langgraph") is None:  # the `langchain` extra
         raise RuntimeError("langgraph is missing: CI syncs every extra")
     pytest.skip("the langchain extra is not installed", allow_module_level=True)
 
-from examples.frameworks import langchain_tools as example
 from examples.frameworks.operator import OWNER
-from langchain_core.messages import ToolMessage
 
 from proctor.client import AsyncProctorClient, Guard, ProctorClient
-from proctor.client.langchain import guard_tool, proctor_tool_node
 
 from .conftest import Live
 
@@ -29,8 +27,17 @@ pytestmark = pytest.mark.anyio
 REFUND = [{"tool": "crm/issue_refund", "args": {"amount_cents": {"max": 50000}}}]
 
 
+@pytest.fixture
+def example() -> ModuleType:
+    """The example; it imports LangChain and LangGraph (~1.6 s of CPU), which a worker
+    pays only if it runs these tests, not for collecting them."""
+    from examples.frameworks import langchain_tools
+
+    return langchain_tools
+
+
 def test_the_langgraph_example_allows_denies_waits_and_stops_on_revocation(
-        live: Live) -> None:
+        live: Live, example: ModuleType) -> None:
     example.issued.clear()
     assert example.run(live.base, live.admin_token) == {
         "allowed": "allow", "denied": "grant_out_of_scope", "approved": "allow",
@@ -38,7 +45,12 @@ def test_the_langgraph_example_allows_denies_waits_and_stops_on_revocation(
     assert [r["amount_cents"] for r in example.issued] == [2500, 25000]
 
 
-def test_a_refusal_is_an_error_tool_message_with_proctors_code(live: Live) -> None:
+def test_a_refusal_is_an_error_tool_message_with_proctors_code(
+        live: Live, example: ModuleType) -> None:
+    from langchain_core.messages import ToolMessage
+
+    from proctor.client.langchain import proctor_tool_node
+
     example.issued.clear()
     agent_id, key = live.operator.register_agent("support")
     with ProctorClient(live.base, agent_id, key, approval_timeout_seconds=0) as client:
@@ -57,7 +69,10 @@ def test_a_refusal_is_an_error_tool_message_with_proctors_code(live: Live) -> No
     assert example.issued == []
 
 
-async def test_a_wrapped_tool_is_decided_before_it_runs_sync_and_async(live: Live) -> None:
+async def test_a_wrapped_tool_is_decided_before_it_runs_sync_and_async(
+        live: Live, example: ModuleType) -> None:
+    from proctor.client.langchain import guard_tool
+
     example.issued.clear()
     agent_id, key = live.operator.register_agent("support")
     async with AsyncProctorClient(live.base, agent_id, key) as client:

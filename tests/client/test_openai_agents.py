@@ -5,6 +5,7 @@ reject_content, and the tool does not run."""
 from __future__ import annotations
 
 import importlib.util
+from types import ModuleType
 
 import pytest
 
@@ -15,7 +16,6 @@ if importlib.util.find_spec("agents") is None:  # the `openai-agents` extra
         raise RuntimeError("openai-agents is missing: CI syncs every extra")
     pytest.skip("the openai-agents extra is not installed", allow_module_level=True)
 
-from examples.frameworks import openai_agents as example
 from examples.frameworks.operator import OWNER
 
 from proctor.client import AsyncProctorClient, Guard
@@ -25,8 +25,17 @@ from .conftest import Live
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def example() -> ModuleType:
+    """The example; it imports the OpenAI Agents SDK (~2.4 s of CPU), which a worker pays
+    only if it runs these tests, not for collecting them."""
+    from examples.frameworks import openai_agents
+
+    return openai_agents
+
+
 def test_the_openai_agents_example_allows_denies_waits_and_stops_on_revocation(
-        live: Live) -> None:
+        live: Live, example: ModuleType) -> None:
     example.issued.clear()
     assert example.run(live.base, live.admin_token) == {
         "allowed": "allow", "denied": "grant_out_of_scope", "approved": "allow",
@@ -35,7 +44,7 @@ def test_the_openai_agents_example_allows_denies_waits_and_stops_on_revocation(
 
 
 async def test_the_model_reads_proctors_code_and_reason_and_the_tool_does_not_run(
-        live: Live) -> None:
+        live: Live, example: ModuleType) -> None:
     example.issued.clear()
     agent_id, key = live.operator.register_agent("support")
     async with AsyncProctorClient(live.base, agent_id, key,

@@ -8,7 +8,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -29,13 +29,15 @@ if importlib.util.find_spec("agentdojo") is None:
     pytest.skip("agentdojo is not installed: `uv sync --group efficacy`",
                 allow_module_level=True)
 
-from examples.agentdojo import suites  # noqa: E402
-from examples.agentdojo.catalog import catalog_entries  # noqa: E402
-from examples.agentdojo.grants import draft_grant, load_grants  # noqa: E402
+# The harness imports AgentDojo (the suite's largest import, ~4 s of CPU): each test that
+# needs it imports it, so that a worker that collects this module without running those
+# tests does not pay for it.
+if TYPE_CHECKING:
+    from examples.agentdojo import suites
 
 
 # The harness runs in this process: its own start as a process is not what it checks, and
-# AgentDojo, the largest import of the suite, is already imported here (by `suites`).
+# AgentDojo, the largest import of the suite, is imported once per process either way.
 @pytest.mark.slow
 def test_the_quick_run_ends_with_utility_asr_and_approval_rate_per_suite_and_overall(
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,6 +74,8 @@ def test_a_suite_agentdojo_does_not_have_fails_loudly(
 
 @pytest.fixture(scope="module")
 def banking_tools() -> list[suites.ToolDefinition]:
+    from examples.agentdojo import suites
+
     return suites.tool_definitions(suites.load_suite("banking"))
 
 
@@ -93,6 +97,9 @@ def _without(tmp_path: Path, tool: str, *, schema_only: bool) -> Path:
 def test_a_tool_without_a_schema_fails_loudly(
     tmp_path: Path, banking_tools: list[suites.ToolDefinition], schema_only: bool,
 ) -> None:
+    from examples.agentdojo import suites
+    from examples.agentdojo.catalog import catalog_entries
+
     directory = _without(tmp_path, "send_money", schema_only=schema_only)
     with pytest.raises(suites.HarnessError, match="tool `send_money` of suite `banking` has no "
                        "schema"):
@@ -102,6 +109,9 @@ def test_a_tool_without_a_schema_fails_loudly(
 def test_a_schema_that_is_not_agentdojos_fails_loudly(
     tmp_path: Path, banking_tools: list[suites.ToolDefinition],
 ) -> None:
+    from examples.agentdojo import suites
+    from examples.agentdojo.catalog import catalog_entries
+
     copy = tmp_path / "banking"
     shutil.copytree(POLICIES / "banking", copy)
     data: dict[str, Any] = yaml.safe_load((copy / "tools.yaml").read_text())
@@ -113,6 +123,9 @@ def test_a_schema_that_is_not_agentdojos_fails_loudly(
 
 
 def test_the_committed_schemas_are_agentdojos() -> None:
+    from examples.agentdojo import suites
+    from examples.agentdojo.catalog import catalog_entries
+
     for name in SUITES:
         tools = suites.tool_definitions(suites.load_suite(name))
         assert [e["name"] for e in catalog_entries(POLICIES / name, name, tools)] == \
@@ -122,6 +135,9 @@ def test_the_committed_schemas_are_agentdojos() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SUITES)
 def test_the_committed_grants_are_what_the_rule_drafts_from_the_requests(name: str) -> None:
+    from examples.agentdojo import suites
+    from examples.agentdojo.grants import draft_grant, load_grants
+
     tasks = suites.user_tasks(suites.load_suite(name))
     grants = load_grants(POLICIES / name, tasks)
     assert set(grants) == {t.id for t in tasks}
@@ -140,6 +156,9 @@ def test_the_policies_validate_and_pass_their_test_cases(name: str) -> None:
 
 
 def test_a_grant_constrains_only_values_the_request_names() -> None:
+    from examples.agentdojo import suites
+    from examples.agentdojo.grants import draft_grant
+
     task = suites.UserTask(
         "user_task_x", "Send 10 to GB29NWBK60161331926819 and tell Alice.",
         (suites.Call("send_money", {"recipient": "GB29NWBK60161331926819", "amount": 10.0}),
