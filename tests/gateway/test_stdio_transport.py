@@ -1,6 +1,7 @@
 """The agent-facing stdio transport over real pipes: a size cap that never holds an
 oversized line whole, answers for lines that are not JSON-RPC, and a stop that lets the
-last answers out first."""
+last answers out first; each with calls through the SDK's server and on the direct path
+(``calls``), which must answer as the SDK's server does."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp.server.lowlevel.server import Server
+from pydantic import BaseModel
 
-from proctor.gateway.stdio import PipeReader, PipeWriter, StdioTransport
+from proctor.gateway.relay import Relay
+from proctor.gateway.rpc import rpc_error
+from proctor.gateway.stdio import DirectCalls, PipeReader, PipeWriter, StdioTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -51,36 +55,63 @@ class Agent:
 
 
 @asynccontextmanager
-async def serving(server: Server[Any], *, max_bytes: int, stop: anyio.Event | None = None
-                  ) -> AsyncIterator[Agent]:
+async def serving(server: Server[Any], *, max_bytes: int, stop: anyio.Event | None = None,
+                  calls: DirectCalls | None = None, init: bool = True) -> AsyncIterator[Agent]:
     in_read, in_write = os.pipe()
     out_read, out_write = os.pipe()
     transport = StdioTransport(PipeReader(in_read), PipeWriter(out_write),
-                               max_message_bytes=max_bytes)
+                               max_message_bytes=max_bytes, calls=calls)
     agent = Agent(PipeWriter(in_write), PipeReader(out_read))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(lambda: transport.serve(server, stop=stop))
-        await agent.send(INIT)
-        assert "result" in await agent.answer()
+        if init:
+            await agent.send(INIT)
+            assert "result" in await agent.answer()
         yield agent
         await agent.writer.aclose()
     await agent.reader.aclose()
 
 
-def _server(release: anyio.Event | None = None, entered: anyio.Event | None = None
-            ) -> Server[Any]:
+async def _echo(name: str, arguments: dict[str, Any] | None, release: anyio.Event | None,
+                entered: anyio.Event | None) -> types.CallToolResult:
+    if entered is not None:
+        entered.set()
+    if release is not None:
+        await release.wait()
+    if name == "refused":
+        raise rpc_error("policy_forbid", "no", tool="t/refused")
+    if name == "broken":
+        raise RuntimeError("broken tool")
+    if name == "unwritable":
+        return types.CallToolResult(content=[types.TextContent(type="text", text="\ud800")])
+    text = json.dumps(arguments or {})  # the gateway's handler passes `arguments or {}`
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
+def _server(release: anyio.Event | None = None, entered: anyio.Event | None = None,
+            seen: list[str] | None = None) -> Server[Any]:
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        if entered is not None:
-            entered.set()
-        if release is not None:
-            await release.wait()
-        text = json.dumps(params.arguments)
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+        if seen is not None:
+            seen.append(f"sdk:{params.name}")
+        return await _echo(params.name, params.arguments, release, entered)
     return Server("t", on_call_tool=call_tool)
 
 
-async def test_an_oversized_line_is_refused_with_its_id_and_the_next_one_is_served() -> None:
-    async with serving(_server(), max_bytes=2048) as agent:
+def _direct(direct: bool, release: anyio.Event | None = None,
+            entered: anyio.Event | None = None, seen: list[str] | None = None
+            ) -> DirectCalls | None:
+    """The same tool on the direct path (or None: calls go through the SDK's server)."""
+    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+        if seen is not None:
+            seen.append(f"direct:{name}")
+        return await _echo(name, arguments, release, entered)
+    return call if direct else None
+
+
+@pytest.mark.parametrize("direct", [False, True])
+async def test_an_oversized_line_is_refused_with_its_id_and_the_next_one_is_served(
+        direct: bool) -> None:
+    async with serving(_server(), max_bytes=2048, calls=_direct(direct)) as agent:
         big = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                "params": {"name": "echo", "arguments": {"text": "x" * 1_000_000}}}
         await agent.send(big)
@@ -93,8 +124,9 @@ async def test_an_oversized_line_is_refused_with_its_id_and_the_next_one_is_serv
         assert served["id"] == 3 and "small" in served["result"]["content"][0]["text"]
 
 
-async def test_lines_that_are_not_json_rpc_are_answered_not_dropped() -> None:
-    async with serving(_server(), max_bytes=4096) as agent:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_lines_that_are_not_json_rpc_are_answered_not_dropped(direct: bool) -> None:
+    async with serving(_server(), max_bytes=4096, calls=_direct(direct)) as agent:
         await agent.send(b"{not json")
         assert (await agent.answer())["error"] == {
             "code": -32700, "message": "parse_error: the message is not JSON"}
@@ -106,8 +138,10 @@ async def test_lines_that_are_not_json_rpc_are_answered_not_dropped() -> None:
         assert (answer["id"], answer["error"]["code"]) == (None, -32600)
 
 
-async def test_nested_lines_and_unwritable_ids_are_answered_and_the_next_line_served() -> None:
-    async with serving(_server(), max_bytes=1 << 20) as agent:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_nested_lines_and_unwritable_ids_are_answered_and_the_next_line_served(
+        direct: bool) -> None:
+    async with serving(_server(), max_bytes=1 << 20, calls=_direct(direct)) as agent:
         ids = []
         for line in (b'{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": '
                      + b"[" * 6000 + b"]" * 6000 + b"}",
@@ -127,9 +161,12 @@ async def test_nested_lines_and_unwritable_ids_are_answered_and_the_next_line_se
         assert served["id"] == 5 and "still here" in served["result"]["content"][0]["text"]
 
 
-async def test_a_stop_answers_the_requests_in_flight_before_the_wire_closes() -> None:
+@pytest.mark.parametrize("direct", [False, True])
+async def test_a_stop_answers_the_requests_in_flight_before_the_wire_closes(
+        direct: bool) -> None:
     release, entered, stop = anyio.Event(), anyio.Event(), anyio.Event()
-    async with serving(_server(release, entered), max_bytes=4096, stop=stop) as agent:
+    async with serving(_server(release, entered), max_bytes=4096, stop=stop,
+                       calls=_direct(direct, release, entered)) as agent:
         await agent.send({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
                           "params": {"name": "slow", "arguments": {"n": 1}}})
         with anyio.fail_after(WAIT):
@@ -141,3 +178,102 @@ async def test_a_stop_answers_the_requests_in_flight_before_the_wire_closes() ->
         with anyio.fail_after(WAIT), pytest.raises(anyio.EndOfStream):
             while True:  # then the gateway closes its end
                 agent.buffer += await agent.reader.receive()
+
+
+CALLS: list[dict[str, Any]] = [  # each answered the same on both paths
+    {"jsonrpc": "2.0", "id": 20, "method": "tools/call",
+     "params": {"name": "echo", "arguments": {"text": "caf\u00e9"}}},
+    {"jsonrpc": "2.0", "id": "s-21", "method": "tools/call", "params": {"name": "echo"}},
+    {"jsonrpc": "2.0", "id": 22, "method": "tools/call",
+     "params": {"name": "refused", "arguments": {}}},
+    {"jsonrpc": "2.0", "id": 23, "method": "tools/call",
+     "params": {"name": "broken", "arguments": {}}},
+    {"jsonrpc": "2.0", "id": 24, "method": "tools/call",
+     "params": {"name": "unwritable", "arguments": {}}},
+]
+
+
+async def test_the_direct_path_answers_as_the_sdks_server_does() -> None:
+    answers: dict[bool, list[dict[str, Any]]] = {}
+    for direct in (False, True):
+        seen: list[str] = []
+        async with serving(_server(seen=seen), max_bytes=4096,
+                           calls=_direct(direct, seen=seen)) as agent:
+            answers[direct] = []
+            for call in CALLS:
+                await agent.send(call)
+                answers[direct].append(await agent.answer())
+        side = "direct" if direct else "sdk"
+        assert seen == [f"{side}:{c['params']['name']}" for c in CALLS]
+    assert answers[True] == answers[False]
+    assert answers[True][2]["error"]["data"]["reason"] == "policy_forbid"
+    assert answers[True][4]["error"]["code"] == -32603  # the SDK's: a lone surrogate
+
+
+async def test_calls_the_direct_path_does_not_take_go_through_the_sdks_server() -> None:
+    seen: list[str] = []
+    async with serving(_server(seen=seen), max_bytes=4096, calls=_direct(True, seen=seen),
+                       init=False) as agent:
+        # before initialize: the SDK's server answers (it refuses the call)
+        await agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "early", "arguments": {}}})
+        assert "error" in await agent.answer()
+        await agent.send(INIT)
+        assert "result" in await agent.answer()
+        for n, params in enumerate([
+                {"name": "meta", "arguments": {}, "_meta": {"progressToken": 7}},
+                {"name": "task", "arguments": {}, "task": {"ttl": 1000}},
+                {"name": "plain", "arguments": {"a": 1}}], start=2):
+            await agent.send({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                              "params": params})
+            assert (await agent.answer())["id"] == n
+    assert seen[0] == "sdk:meta" and seen[-1] == "direct:plain"
+    assert "direct:meta" not in seen and "direct:task" not in seen
+
+
+async def test_a_cancelled_direct_call_is_not_answered() -> None:
+    release, entered = anyio.Event(), anyio.Event()
+    async with serving(_server(), max_bytes=4096,
+                       calls=_direct(True, release, entered)) as agent:
+        await agent.send({"jsonrpc": "2.0", "id": 30, "method": "tools/call",
+                          "params": {"name": "slow", "arguments": {}}})
+        with anyio.fail_after(WAIT):
+            await entered.wait()
+        await agent.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": 30, "reason": "no longer needed"}})
+        await agent.send({"jsonrpc": "2.0", "id": 31, "method": "ping"})
+        assert await agent.answer() == {"jsonrpc": "2.0", "id": 31, "result": {}}
+        release.set()
+        await agent.send({"jsonrpc": "2.0", "id": 32, "method": "ping"})
+        assert (await agent.answer())["id"] == 32  # and never an answer for 30
+
+
+async def test_a_direct_call_relays_an_upstream_request_to_the_agent_and_back() -> None:
+    answers: list[Any] = []
+
+    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+        request = types.ElicitRequest(params=types.ElicitRequestFormParams(
+            message="which?", requested_schema={"type": "object", "properties": {}}))
+        answers.append(await relay.request(request, types.ElicitResult))
+        try:
+            await relay.request(request, types.ElicitResult)
+        except Exception as exc:  # the agent's error, as the SDK raises it
+            answers.append(exc)
+        return types.CallToolResult(content=[types.TextContent(type="text", text="done")])
+
+    async with serving(_server(), max_bytes=4096, calls=call) as agent:
+        await agent.send({"jsonrpc": "2.0", "id": 40, "method": "tools/call",
+                          "params": {"name": "asks", "arguments": {}}})
+        asked = await agent.answer()
+        assert asked["method"] == "elicitation/create"
+        assert asked["params"]["message"] == "which?"
+        await agent.send({"jsonrpc": "2.0", "id": asked["id"],
+                          "result": {"action": "accept", "content": {}}})
+        asked_again = await agent.answer()
+        assert asked_again["id"] != asked["id"]
+        await agent.send({"jsonrpc": "2.0", "id": asked_again["id"],
+                          "error": {"code": -1, "message": "declined"}})
+        done = await agent.answer()
+        assert done["id"] == 40 and done["result"]["content"][0]["text"] == "done"
+    assert isinstance(answers[0], types.ElicitResult) and answers[0].action == "accept"
+    assert getattr(answers[1], "code", None) == -1

@@ -17,30 +17,51 @@ cannot parse without an answer. This transport answers instead:
 It also knows which requests are still unanswered, so that a closing session can
 let its last error responses reach the agent before the pipe closes
 (:meth:`StdioTransport.serve` with ``stop``).
+
+``tools/call`` takes a direct path when the transport is given ``calls`` (the
+wrapper's :class:`DirectCalls`): once the agent's ``initialize`` (2025 protocol
+versions) has been answered, a plain call (``name`` and ``arguments``, no
+``_meta``, no other params, an id not in use) is read from its dict and handed to
+``calls`` in a task of its own, and its answer is written as one line: no SDK
+models, dispatcher or memory streams between the pipe and the decision. Anything
+else (the 2026-07-28 envelope, progress tokens, tasks, every other method, a call
+before ``initialize``) goes through the SDK's server as before. An upstream's
+sampling or elicitation request during a direct call is sent to the agent on this
+pipe under an id of the form ``proctor-N``, and the agent's answer to it is taken
+off the pipe here; ``notifications/cancelled`` for a direct call cancels it, and
+it is not answered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 import mcp_types as types
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.lowlevel.server import Server
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import SessionMessage
 from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
+from mcp_types import methods as surfaces
+from pydantic import BaseModel
 
 from proctor.codes import Code, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting, parse_json
 from proctor.errors import DocumentError
+from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import PREFIX_BYTES, request_id_in_prefix
 
-__all__ = ["PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
+__all__ = ["DirectCalls", "PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +69,38 @@ _DRAIN_SECONDS = 5.0
 
 ToServer = MemoryObjectSendStream[SessionMessage | Exception]
 FromServer = MemoryObjectSendStream[SessionMessage]
+_CALL_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
+_CALL_PARAMS = frozenset({"name", "arguments"})
+_UNWRITABLE = {"code": INTERNAL_ERROR, "message": "the answer could not be written as JSON"}
+_OWN_ID = "proctor-"  # the ids of the requests this transport sends the agent itself
+
+
+class DirectCalls(Protocol):
+    """Answers a plain ``tools/call`` (see the module's docstring); raises
+    :class:`MCPError` for a JSON-RPC error, as an SDK handler would."""
+
+    def __call__(self, name: str, arguments: dict[str, Any], relay: Relay
+                 ) -> Awaitable[BaseModel]: ...
 
 
 class StdioTransport:
     """Serves one MCP ``Server`` over a byte stream pair."""
 
     def __init__(self, reader: ByteReceiveStream, writer: ByteSendStream, *,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, calls: DirectCalls | None = None) -> None:
         self._reader = reader
         self._writer = writer
         self._max = max_message_bytes
         self._outstanding: set[types.RequestId] = set()
         self._answered = anyio.Event()
+        self._calls = calls
+        self._writing = anyio.Lock()
+        self._initialize_id: types.RequestId | None = None
+        self._version: str | None = None  # negotiated by ``initialize``: direct calls on
+        self._direct: dict[types.RequestId, anyio.CancelScope] = {}
+        self._asked: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._ask_ids = itertools.count(1)
+        self._tasks: Any = None
 
     async def serve(self, server: Server[Any], *, stop: anyio.Event | None = None) -> None:
         """Serve until the agent closes its end, or ``stop`` is set (then pending
@@ -68,6 +109,7 @@ class StdioTransport:
         server_out, from_server = anyio.create_memory_object_stream[SessionMessage](0)
         reading, stopping = anyio.CancelScope(), anyio.CancelScope()
         async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
             tasks.start_soon(self._read, to_server, server_out.clone(), reading)
             # The writer ends by itself once every sender is closed: the last answers
             # are written, not cut off.
@@ -75,6 +117,8 @@ class StdioTransport:
             if stop is not None:
                 tasks.start_soon(self._stop_when, stop, reading, stopping)
             await server.run(server_in, server_out, server.create_initialization_options())
+            for scope in self._direct.values():  # the agent is gone, as the SDK's are
+                scope.cancel()
             reading.cancel()
             stopping.cancel()
         # The agent sees the end of the stream: the session is over.
@@ -124,6 +168,8 @@ class StdioTransport:
     async def _deliver(self, line: bytes, to_server: ToServer, errors: FromServer) -> None:
         try:
             check_json_nesting(line, what="the message")
+            if self._version is not None and self._taken(line):
+                return
             message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
         except DocumentError as exc:
             await self._unreadable(line, exc, errors)
@@ -133,7 +179,129 @@ class StdioTransport:
             return
         if isinstance(message, types.JSONRPCRequest):
             self._outstanding.add(message.id)
+            if message.method == "initialize" and self._calls is not None:
+                self._initialize_id = message.id
         await to_server.send(SessionMessage(message))
+
+    # the direct path
+
+    def _taken(self, line: bytes) -> bool:
+        """Whether ``line`` is for the direct path (and is now under way there): a plain
+        ``tools/call``, a cancellation of one, or the agent's answer to a request of
+        this transport. Anything else is left to the SDK's server."""
+        if b'"tools/call"' in line:
+            document = json.loads(line)
+            request_id = _plain_call_id(document)
+            if request_id is None or request_id in self._outstanding:
+                return False
+            params = document["params"]
+            arguments = params.get("arguments")
+            self._outstanding.add(request_id)
+            scope = self._direct[request_id] = anyio.CancelScope()
+            self._tasks.start_soon(self._call, request_id, params["name"],
+                                   arguments if arguments is not None else {}, scope)
+            return True
+        if self._direct and b'"notifications/cancelled"' in line:
+            document = json.loads(line)
+            params = document.get("params") if isinstance(document, dict) else None
+            cancelled = params.get("requestId") if isinstance(params, dict) else None
+            if not isinstance(cancelled, int | str) or isinstance(cancelled, bool) or (
+                    document.get("method") != "notifications/cancelled"):
+                return False
+            cancelling = self._direct.pop(cancelled, None)
+            if cancelling is None:
+                return False
+            cancelling.cancel()  # the agent gave up on it: it is not answered (MCP)
+            self._settle(cancelled)
+            return True
+        if self._asked and _OWN_ID.encode() in line:
+            document = json.loads(line)
+            asked = document.get("id") if isinstance(document, dict) else None
+            settle = (self._asked.pop(asked, None)
+                      if isinstance(asked, str) and "method" not in document else None)
+            if settle is None:
+                return False
+            settle(document)
+            return True
+        return False
+
+    async def _call(self, request_id: types.RequestId, name: str, arguments: dict[str, Any],
+                    scope: anyio.CancelScope) -> None:
+        calls = self._calls
+        assert calls is not None
+        with scope:
+            try:
+                result = await calls(name, arguments, _PipeRelay(self))
+                answer = {"jsonrpc": "2.0", "id": request_id,
+                          "result": self._shaped(result)}
+            except Exception as exc:
+                error = handler_exception_to_error_data(exc)
+                if error is None:  # as the SDK's dispatcher answers it
+                    log.error("a call failed: %s", type(exc).__name__)
+                    error = ErrorData(code=0, message=str(exc))
+                answer = {"jsonrpc": "2.0", "id": request_id,
+                          "error": error.model_dump(by_alias=True, mode="json",
+                                                    exclude_unset=True)}
+            if self._direct.pop(request_id, None) is None:
+                return  # cancelled by the agent meanwhile
+            # as _dump: the answer that cannot be written goes out as an error, and an
+            # error whose id cannot be written goes out without it
+            text = _encode(answer) or _encode(
+                {"jsonrpc": "2.0", "id": request_id, "error": _UNWRITABLE}) or _encode(
+                {"jsonrpc": "2.0", "id": None, "error": _UNWRITABLE})
+            with anyio.CancelScope(shield=True):
+                await self.send_line(text or b"")
+            self._settle(request_id)
+
+    def _shaped(self, result: BaseModel) -> dict[str, Any]:
+        """The result as the SDK's server sends it at the negotiated version."""
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            shaped: dict[str, Any] = surfaces.serialize_server_result(
+                "tools/call", self._version or "", dumped)
+        except ValueError:  # pydantic's ValidationError is one
+            log.error("a call's result does not fit the protocol version")
+            raise MCPError(code=INTERNAL_ERROR,
+                           message="Handler returned an invalid result") from None
+        return shaped
+
+    def _settle(self, request_id: types.RequestId) -> None:
+        self._outstanding.discard(request_id)
+        self._answered.set()
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send the agent a request of this transport's own and wait for its answer (the
+        JSON-RPC response, as a dict)."""
+        request_id = f"{_OWN_ID}{next(self._ask_ids)}"
+        answered = anyio.Event()
+        answer: dict[str, Any] = {}
+
+        def settle(document: dict[str, Any]) -> None:
+            answer.update(document)
+            answered.set()
+
+        self._asked[request_id] = settle
+        try:
+            text = _encode({"jsonrpc": "2.0", "id": request_id, "method": method,
+                            "params": params})
+            if text is None:
+                raise MCPError(code=INTERNAL_ERROR, message="the request cannot be written")
+            await self.send_line(text)
+            await answered.wait()
+        finally:
+            self._asked.pop(request_id, None)
+        return answer
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        text = _encode({"jsonrpc": "2.0", "method": method, "params": params})
+        if text is not None:
+            await self.send_line(text)
+
+    async def send_line(self, text: bytes) -> None:
+        """One line to the agent; lines of concurrent writers are never interleaved."""
+        async with self._writing:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                await self._writer.send(text)
 
     async def _reject(self, line: bytes, errors: FromServer) -> None:
         try:
@@ -170,12 +338,72 @@ class StdioTransport:
                 if text is None:
                     continue
                 try:
-                    await self._writer.send((text + "\n").encode("utf-8"))
+                    async with self._writing:
+                        await self._writer.send((text + "\n").encode("utf-8"))
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                     return
                 if isinstance(message, types.JSONRPCResponse | JSONRPCError):
+                    if (message.id == self._initialize_id
+                            and isinstance(message, types.JSONRPCResponse)):
+                        version = message.result.get("protocolVersion")
+                        # the 2025 handshake: the direct path is open from here
+                        self._version = version if isinstance(version, str) else None
                     self._outstanding.discard(message.id)
                     self._answered.set()
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _plain_call_id(document: Any) -> types.RequestId | None:
+    """The id of a plain ``tools/call`` (see the module's docstring), or None."""
+    if not isinstance(document, dict) or document.keys() - _CALL_KEYS:
+        return None
+    request_id, params = document.get("id"), document.get("params")
+    if (document.get("jsonrpc") != "2.0" or document.get("method") != "tools/call"
+            or not _is_id(request_id) or not isinstance(params, dict)
+            or params.keys() - _CALL_PARAMS or not isinstance(params.get("name"), str)
+            or not isinstance(params.get("arguments", {}), dict | None)):
+        return None
+    return request_id
+
+
+def _encode(message: dict[str, Any]) -> bytes | None:
+    """``message`` as one line of JSON, or None if JSON cannot hold it."""
+    try:
+        return (json.dumps(message, ensure_ascii=False, separators=(",", ":"),
+                           allow_nan=False) + "\n").encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        log.error("an outgoing message could not be written as JSON")
+        return None
+
+
+class _PipeRelay(Relay):
+    """The agent's side of a direct call: requests and logs go on the pipe."""
+
+    def __init__(self, transport: StdioTransport) -> None:
+        self._transport = transport
+        self.progress_token = None  # a call with a progress token takes the SDK's path
+
+    async def request(self, request: Any, result_type: type[Any]) -> Any:
+        sent = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+        answer = await self._transport.ask(sent["method"], sent.get("params") or {})
+        error = answer.get("error")
+        if isinstance(error, dict):
+            raise MCPError.from_error_data(ErrorData.model_validate(error))
+        return result_type.model_validate(answer.get("result"), by_name=False)
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        await self._transport.notify("notifications/message", params.model_dump(
+            by_alias=True, mode="json", exclude_none=True))
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        return  # no progress token: nothing is relayed
+
+    @property
+    def session(self) -> ServerSession:
+        raise MCPError(code=INTERNAL_ERROR, message="a direct call has no SDK session")
 
 
 def _dump(message: types.JSONRPCMessage) -> str | None:

@@ -14,16 +14,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
+from pydantic import BaseModel
 
 from proctor.errors import GrantError, ProctorError
 from proctor.gateway.core import Gateway
 from proctor.gateway.launch import LaunchCredentials
+from proctor.gateway.relay import Relay
 from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
-from proctor.gateway.stdio import StdioTransport
+from proctor.gateway.stdio import DirectCalls, StdioTransport
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
 from proctor.store import Store
@@ -62,6 +65,21 @@ class SessionBinder:
             self._session.release()
 
 
+def _direct_calls(gateway: Gateway, session: GatewaySession, creds: Credentials,
+                  view: View) -> DirectCalls:
+    """A plain ``tools/call`` of the agent, straight from the transport to the gateway
+    (see :mod:`proctor.gateway.stdio`): held and decided as the SDK's handler does."""
+
+    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+        session.hold()
+        try:
+            return await gateway.call_tool(session, creds, view, name, arguments, relay)
+        finally:
+            session.release()
+
+    return call
+
+
 async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                       creds: LaunchCredentials, reader: ByteReceiveStream,
                       writer: ByteSendStream, store: Store | None = None,
@@ -94,11 +112,12 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                                         store=store,
                                         on_close=lambda _s: stop.set())
                 await tasks.start(watch.run)
-                mcp_server = build_server(gateway, View((server,)),
-                                          SessionBinder(session, creds),
+                view = View((server,))
+                mcp_server = build_server(gateway, view, SessionBinder(session, creds),
                                           name=f"proctor-{server}")
                 transport = StdioTransport(reader, writer,
-                                           max_message_bytes=config.max_message_bytes)
+                                           max_message_bytes=config.max_message_bytes,
+                                           calls=_direct_calls(gateway, session, creds, view))
                 await transport.serve(mcp_server, stop=stop)
             except ProctorError as exc:  # raised after the task group, not inside a group
                 failure = exc
