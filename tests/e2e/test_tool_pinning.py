@@ -2,13 +2,15 @@
 next listing hides it and a call is denied until a human reviews the change.
 
 The wrapper runs in process (``tests/gateway/in_process.py``: as ``proctor mcp wrap``
-builds it, over real pipes) in front of the rug-pull server as a real process: pinning
-is the subject, not the wrapper's process, which ``tests/e2e/test_gateway_stdio.py``
-runs on both backends."""
+builds it, over real pipes) in front of the rug-pull server, a fresh one per test, over
+streamable HTTP served in this process: pinning is the subject, not the wrapper's process
+(which ``tests/e2e/test_gateway_stdio.py`` runs on both backends) nor the upstream's (one
+interpreter less per test: about 1 s of CPU)."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -18,14 +20,25 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from proctor.cli.main import app
+from proctor.grants import IssuedGrant
 from proctor.oversight.pinning import ToolPins
 from proctor.store.tables import audit_events
 from tests.gateway.conftest import Deployment
-from tests.gateway.in_process import wrapped
+from tests.gateway.in_process import listening_socket, served, url_of, wrapped
+from tests.oversight.rug_pull_server import create_server
 
 pytestmark = pytest.mark.anyio
 
-RUG = [sys.executable, "-m", "tests.oversight.rug_pull_server"]
+
+@asynccontextmanager
+async def _wrapped_rug(deployment: Deployment, grant: IssuedGrant,
+                       **spec: str) -> AsyncIterator[ClientSession]:
+    """The wrapper in front of a new rug-pull server (upstream ``pins``, with ``spec``)."""
+    sock = listening_socket()
+    config = deployment.config({"upstreams": {"pins": {"url": f"{url_of(sock)}/mcp", **spec}}})
+    async with served(create_server().streamable_http_app(), sock), wrapped(
+            deployment, grant, [], server="pins", config=config) as client:
+        yield client
 
 
 def _proctor(deployment: Deployment, *args: str) -> Result:
@@ -60,7 +73,7 @@ def _actions(deployment: Deployment) -> list[tuple[str, str, str]]:
 async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_it(
         deployment: Deployment) -> None:
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with wrapped(deployment, grant, RUG, server="pins") as client:
+    async with _wrapped_rug(deployment, grant) as client:
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
 
@@ -88,7 +101,7 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
 async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(
         deployment: Deployment) -> None:
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with wrapped(deployment, grant, RUG, server="pins") as client:
+    async with _wrapped_rug(deployment, grant) as client:
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         await client.call_tool("rug_pull", {"mode": "rename"})
         await client.call_tool("rug_pull", {"mode": "add"})
@@ -120,9 +133,8 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
 
 async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(
         deployment: Deployment) -> None:
-    config = deployment.config({"upstreams": {"pins": {"command": RUG, "pin": "warn"}}})
     grant = deployment.grant([{"tool": "pins/*"}])
-    async with wrapped(deployment, grant, RUG, server="pins", config=config) as client:
+    async with _wrapped_rug(deployment, grant, pin="warn") as client:
         await client.call_tool("rug_pull", {"mode": "describe"})
         assert set(await _listed(client)) == {"weather", "rug_pull"}
         assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
