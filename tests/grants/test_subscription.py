@@ -85,3 +85,26 @@ def test_listening_on_sqlite_is_refused(tmp_path: Path) -> None:
             RevocationSubscription(store, lambda _ids, _reason: None)
     finally:
         store.close()
+
+
+def test_closing_a_subscription_ends_its_wait_at_once_not_at_its_next_poll(
+        postgres_url: str) -> None:
+    import threading
+
+    heard: queue.Queue[list[str]] = queue.Queue()
+    store = open_store(postgres_url)
+    # a poll of an hour: close() could only return within the bound below by waking it
+    subscription = RevocationSubscription(store, lambda ids, _reason: heard.put(list(ids)),
+                                          poll_seconds=3600)
+    try:
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("""SELECT pg_notify('proctor_revocations', '{"ids": ["g1"]}')""")
+        assert heard.get(timeout=60) == ["g1"]  # the wait ends on a notification too
+    finally:
+        closing = threading.Thread(target=subscription.close, daemon=True)
+        closing.start()
+        closing.join(60)
+        assert not closing.is_alive(), "close() waited for the listener's poll"
+        store.close()

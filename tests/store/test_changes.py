@@ -3,14 +3,14 @@ for exactly the changes a view holds, on both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
 
 from proctor.store import Store, open_store
-from proctor.store.changes import prune_changes
+from proctor.store.changes import Change, prune_changes
 from proctor.store.tables import agents, changes, leases, tasks, tool_catalog
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -76,3 +76,35 @@ def test_pruning_keeps_the_newest_changes(store: Store) -> None:
     assert prune_changes(store, keep=2) == 3
     with store.transaction() as conn:
         assert [r.seq for r in conn.execute(select(changes.c.seq))] == [4, 5]
+
+
+@pytest.mark.postgres
+def test_closing_the_feed_ends_its_listeners_wait_at_once_not_at_its_next_poll(
+        postgres_url: str) -> None:
+    import threading
+
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(postgres_url)
+    heard: list[Change] = []
+    got = threading.Event()
+    # a poll of an hour: close() could only return within the bound below by waking it
+    feed = ChangeFeed(store, poll_seconds=3600)
+
+    def note(batch: Sequence[Change]) -> None:
+        heard.extend(batch)
+        got.set()
+
+    feed.subscribe(note, lambda: None)
+    try:
+        with store.transaction() as conn:
+            conn.execute(insert(tool_catalog).values(tool_id="git/git_log", server="git",
+                                                     spec={}, first_seen_at=NOW))
+        assert got.wait(60), "the feed heard nothing"  # a notification ends the wait too
+        assert [(c.kind, c.key) for c in heard] == [("tool", "git/git_log")]
+    finally:
+        closing = threading.Thread(target=feed.close, daemon=True)
+        closing.start()
+        closing.join(60)
+        assert not closing.is_alive(), "close() waited for the listener's poll"
+        store.close()

@@ -26,6 +26,7 @@ from proctor.errors import DocumentError, StoreError
 from proctor.grants.leases import CHANNEL
 from proctor.store import Store
 from proctor.store.drivers import psycopg_errors
+from proctor.store.wakeup import Wakeup
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,16 +63,22 @@ class RevocationSubscription:
         self._listener = listener
         self._poll = poll_seconds
         self._stopping = threading.Event()
+        self._wakeup = Wakeup()  # close() ends the listener's wait at once
         self._thread = threading.Thread(target=self._run, name="proctor-revocations",
                                         daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        # the connection's errors, or its descriptor gone (OSError)
+        lost: tuple[type[Exception], ...] = (*psycopg_errors("Error"), OSError)
         try:
             while not self._stopping.is_set():
-                for note in self._conn.notifies(timeout=self._poll):
+                # what has arrived (timeout 0: one look), then wait for more or for close()
+                for note in self._conn.notifies(timeout=0):
                     self._deliver(note.payload)
-        except psycopg_errors("Error"):
+                if not self._stopping.is_set():
+                    self._wakeup.wait(self._conn.fileno(), self._poll)
+        except lost:
             if not self._stopping.is_set():
                 log.error("revocation subscription lost its connection; checks still "
                           "read the store")
@@ -91,5 +98,8 @@ class RevocationSubscription:
 
     def close(self) -> None:
         self._stopping.set()
+        self._wakeup.wake()
         self._thread.join(timeout=5 * self._poll + 1)
         self._proxy.invalidate()
+        if not self._thread.is_alive():  # else it may still be waiting
+            self._wakeup.close()

@@ -45,6 +45,7 @@ from proctor.errors import StoreError
 from proctor.store import Store
 from proctor.store.drivers import psycopg_errors
 from proctor.store.tables import changes
+from proctor.store.wakeup import Wakeup
 
 if TYPE_CHECKING:
     import psycopg
@@ -100,6 +101,7 @@ class ChangeFeed:
         self.last_seq = self._max_seq()
         if store.backend == "postgresql":
             self._conn: psycopg.Connection[Any] | None = None
+            self._wakeup = Wakeup()  # close() ends the listener's wait at once
             try:
                 self._conn = self._listen()
                 self._current = True
@@ -242,15 +244,20 @@ class ChangeFeed:
         return conn
 
     def _run(self) -> None:
+        # the connection's errors, or its descriptor gone (OSError)
+        lost: tuple[type[Exception], ...] = (*psycopg_errors("Error"), OSError)
         while not self._stopping.is_set():
             conn = self._conn
             if conn is None:
                 self._reconnect()
                 continue
             try:
-                for note in conn.notifies(timeout=self._poll):
+                # what has arrived (timeout 0: one look), then wait for more or for close()
+                for note in conn.notifies(timeout=0):
                     self._heard(note.payload)
-            except psycopg_errors("Error"):
+                if not self._stopping.is_set():
+                    self._wakeup.wait(conn.fileno(), self._poll)
+            except lost:
                 if self._stopping.is_set():
                     return
                 self._current = False
@@ -284,9 +291,12 @@ class ChangeFeed:
     def close(self) -> None:
         self._stopping.set()
         if self._thread is not None:
+            self._wakeup.wake()
             self._thread.join(timeout=5 * self._poll + 1)
             if self._conn is not None:
                 self._proxy.invalidate()
+            if not self._thread.is_alive():  # else it may still be waiting
+                self._wakeup.close()
         if self._sqlite is not None:
             self._sqlite = None
             self._proxy.close()  # back to the pool
