@@ -3,8 +3,9 @@ mcp-server-git on a temporary repository, and the tests' own server.
 
 The first runs the wrapper as a real process (as an MCP client starts it), on both
 backends. The others run it in process (``tests/gateway/in_process.py``: as the command
-builds it, over real pipes, the upstreams real processes): their subject is what is
-decided, not the process; and on SQLite only, as what they show does not differ between
+builds it, over real pipes; mcp-server-git a real process, the tests' own server over
+HTTP served in this process): their subject is what is decided, not the process; and on
+SQLite only, as what they show does not differ between
 backends (the wrapper's behaviour on both is tested in process, in
 ``test_gateway_oversight.py`` and ``test_gateway_approval.py``)."""
 
@@ -14,7 +15,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import sqlite_only
-from tests.gateway.conftest import TIME, UPSTREAM, Deployment, connected, git_command
+from tests.e2e.conftest import http_upstream
+from tests.gateway.conftest import TIME, Deployment, connected, git_command
 from tests.gateway.in_process import wrapped
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +63,8 @@ async def test_git_is_allowed_inside_one_repository_only(deployment: Deployment)
 async def test_a_forbidden_call_is_refused_naming_the_policy_and_nothing_reaches_upstream(
         deployment: Deployment) -> None:
     grant = deployment.grant()
-    async with wrapped(deployment, grant, UPSTREAM, server="test") as client:
+    async with http_upstream() as url, wrapped(deployment, grant, [], server="test", config=(
+            deployment.config({"upstreams": {"test": {"url": url}}}))) as client:
         echoed = await client.call_tool("echo", {"text": "hello"})
         assert echoed.structured_content == {"text": "hello", "count": 1}
         with pytest.raises(MCPError) as denied:
