@@ -37,8 +37,13 @@ pytestmark = pytest.mark.slow
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-MAX_EXAMPLES = 10  # per operation and mode, as the admin
-ANONYMOUS_EXAMPLES = 3  # without credentials every answer is 401 or 422
+# Per operation and mode, as the admin. 5 reach what 10 did (measured in December with
+# coverage.py, all three shards: the same 11,577 branch arcs of proctor, and the same
+# operation, credentials, status and problem code for every answer); 3 lose some of both.
+MAX_EXAMPLES = 5
+# Without credentials every answer is 401 or 422; 2 no longer reach every operation's
+# malformed-credentials code.
+ANONYMOUS_EXAMPLES = 3
 PROBLEM = "application/problem+json"
 SHARDS = 3
 
