@@ -70,14 +70,17 @@ class Served:
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "proctor serve exited"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        # one client for every look: httpx.get() builds a TLS context each time, 36 ms of
+        # CPU taken from the starting server five times a second
+        with httpx.Client(timeout=2) as probe:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, "proctor serve exited"
+                try:
+                    if probe.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
         raise AssertionError(f"proctor serve was not ready within {STARTUP_SECONDS} s")
 
     def stop(self) -> int:
