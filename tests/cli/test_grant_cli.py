@@ -22,15 +22,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def coder_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ECKey:
-    home = tmp_path / "home"
-    monkeypatch.setenv("PROCTOR_HOME", str(home))
-    monkeypatch.setenv("PROCTOR_TRUST_DOMAIN", "acme.example")
+def coder_key(initialised_home: Path, monkeypatch: pytest.MonkeyPatch) -> ECKey:
+    home = initialised_home
     monkeypatch.setenv("PROCTOR_OPERATOR", "olivia@acme.example")
-    for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_IDENTITY_CONFIG",
-                "PROCTOR_MASTER_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    assert runner.invoke(app, ["init"]).exit_code == 0
     key = ECKey.generate_key("P-256", private=True)
     (home / "coder.jwk").write_text(json.dumps(public_jwk(key)))
     (home / "manifest.yaml").write_text(yaml.safe_dump(manifest().as_json()))

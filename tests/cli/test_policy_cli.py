@@ -169,13 +169,9 @@ def test_a_mistyped_expectation_is_a_one_line_error(examples: Path, expect: str,
 
 
 def test_apply_makes_a_new_revision_active_and_an_invalid_set_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, initialised_home: Path,
 ) -> None:
-    monkeypatch.setenv("PROCTOR_HOME", str(tmp_path / "home"))
-    for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_POLICY_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    policies = tmp_path / "home" / "policies"
+    policies = initialised_home / "policies"
     (policies / "extra.cedar").write_text(
         '@id("extra-kb")\npermit (principal, action == Action::"tool:kb/search_articles", '
         'resource);\n')

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +15,8 @@ from .conftest import VALUE
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("PROCTOR_HOME", str(home))
-    monkeypatch.setenv("PROCTOR_TRUST_DOMAIN", "acme.example")
-    for var in ("PROCTOR_DATABASE_URL", "PROCTOR_CONFIG", "PROCTOR_IDENTITY_CONFIG",
-                "PROCTOR_MASTER_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    assert runner.invoke(app, ["init"]).exit_code == 0
-    return home
+# every test in a copy of an initialised home
+pytestmark = pytest.mark.usefixtures("initialised_home")
 
 
 def run(*args: str, stdin: str | None = None) -> tuple[int, Any, str]:
