@@ -4,11 +4,15 @@ revoked or missing node is never taken as confirmed."""
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import update
 
 from proctor.audit import WriteCursor
+from proctor.grants import IssuedGrant
+from proctor.grants.issuance import NewGrant, Request
 from proctor.grants.use import any_revoked
 from proctor.store.tables import leases
 
@@ -58,3 +62,36 @@ def test_a_line_confirmed_live_is_read_once_per_transaction(setup: Setup) -> Non
         assert len(counting.statements) == 4
         assert not any_revoked(tx, [grant.grant_id, other.grant_id])  # both live nodes
         assert len(counting.statements) == 4
+
+
+def test_a_batch_of_new_grants_is_checked_one_by_one_and_stored_by_two_inserts(
+        setup: Setup) -> None:
+    """A refused grant in the middle of a batch stores nothing; the others' lease nodes
+    and grant rows go in by one multi-row statement each."""
+    live, ended = _issue(setup), _issue(setup)
+    setup.authority.end_task(ended.claims.task_id)
+    now = setup.clock.now()
+
+    def new(grant: IssuedGrant) -> NewGrant:
+        task = setup.authority.task(grant.claims.task_id)
+        claims = replace(grant.claims, grant_id=f"grant_{secrets.token_hex(12)}")
+        request = Request(task, claims.agent_id, claims.scope, claims.expires_at, None,
+                          task.id)
+        return NewGrant(claims, f"acc_{secrets.token_hex(12)}", secrets.token_hex(32), request, now,
+                        None, setup.agents.state_in)
+
+    batch = [new(live), new(ended), new(live)]
+    with setup.store.transaction() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        counting = _Counting(driver.cursor())
+        tx = WriteCursor(counting, is_sqlite=setup.store.backend == "sqlite")
+        assert NewGrant.apply_all(tx, batch) == [None, None, None]
+    inserts = [s for s in counting.statements if s.startswith("INSERT")]
+    assert len(inserts) == 2
+    assert [n.refusal.code if n.refusal else None for n in batch] == [
+        None, "grant_revoked", None]
+    stored = {r[0] for r in setup.store.fetch(
+        "SELECT grants.id FROM grants JOIN leases ON leases.id = grants.id "
+        "WHERE grants.id IN ({p}, {p}, {p})", [n.claims.grant_id for n in batch])}
+    assert stored == {batch[0].claims.grant_id, batch[2].claims.grant_id}

@@ -376,10 +376,21 @@ _NONCE = "INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) ON CONF
 _PARENT_USES = "SELECT max_uses, uses FROM grants WHERE id = {p}"
 _RESERVE = ("UPDATE grants SET uses = uses + {p} WHERE id = {p} "
             "AND uses + {p} <= max_uses")
-_LEASE = ("INSERT INTO leases (id, parent_id, kind, task_id, agent_id, created_at, "
-          "expires_at) VALUES ({p}, {p}, 'grant', {p}, {p}, {p}, {p})")
-_GRANT = ("INSERT INTO grants (id, accessor, token_hash, scope, max_uses, uses, "
-          "key_thumbprint) VALUES ({p}, {p}, {p}, {p}, {p}, 0, {p})")
+_LEASES = ("INSERT INTO leases (id, parent_id, kind, task_id, agent_id, created_at, "
+           "expires_at) VALUES ")
+_LEASE_ROW = "({p}, {p}, 'grant', {p}, {p}, {p}, {p})"
+_GRANTS = ("INSERT INTO grants (id, accessor, token_hash, scope, max_uses, uses, "
+           "key_thumbprint) VALUES ")
+_GRANT_ROW = "({p}, {p}, {p}, {p}, {p}, 0, {p})"
+_ROWS_PER_INSERT = 500  # 6 parameters a row: well under SQLite's 32,766
+
+
+def _insert(tx: WriteCursor, head: str, row: str, rows: Sequence[Sequence[object]]) -> None:
+    """``rows`` inserted by one statement per :data:`_ROWS_PER_INSERT`."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        tx.execute(head + ", ".join([row] * len(chunk)),
+                   [value for values in chunk for value in values])
 
 
 @dataclass(slots=True)
@@ -399,15 +410,43 @@ class NewGrant:
     refusal: GrantError | None = None
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
-        self.refusal = None
-        try:
-            self._apply(tx)
-        except GrantError as exc:
-            self.refusal = exc
-        return None  # the decisions were taken: their events stand either way
+        return NewGrant.apply_all(tx, [self])[0]
 
-    def _apply(self, tx: WriteCursor) -> None:
-        request, claims = self.request, self.claims
+    @classmethod
+    def apply_all(cls, tx: WriteCursor, news: Sequence[NewGrant]) -> list[AuditEvent | None]:
+        """The new grants of a batch, in its order: each checked (a refusal stores
+        nothing of it), then the lease nodes and the grant rows of those that passed,
+        each table by one multi-row ``INSERT``. The decisions were taken: their events
+        stand either way (None for each)."""
+        passed: list[NewGrant] = []
+        for new in news:
+            new.refusal = None
+            try:
+                new._check(tx)
+            except GrantError as exc:
+                new.refusal = exc
+            else:
+                passed.append(new)
+        if passed:
+            _insert(tx, _LEASES, _LEASE_ROW, [new._lease_row(tx) for new in passed])
+            _insert(tx, _GRANTS, _GRANT_ROW, [new._grant_row() for new in passed])
+        return [None] * len(news)
+
+    def _lease_row(self, tx: WriteCursor) -> tuple[object, ...]:
+        claims = self.claims
+        expires = datetime.fromtimestamp(claims.expires_at, tz=self.now.tzinfo)
+        return (claims.grant_id, self.request.parent_id, claims.task_id, claims.agent_id,
+                tx.time(self.now), tx.time(expires))
+
+    def _grant_row(self) -> tuple[object, ...]:
+        claims = self.claims
+        return (claims.grant_id, self.accessor, self.token_hash,
+                json.dumps(claims.scope.as_json()), self.request.max_uses,
+                claims.key_thumbprint)
+
+    def _check(self, tx: WriteCursor) -> None:
+        """Step 4 of the module docstring but the two rows: raises the refusal."""
+        request = self.request
         state = self.agent_state(tx, request.agent_id)
         if state not in ACTIVE_STATES:
             raise AgentError("agent_not_active",
@@ -425,12 +464,6 @@ class NewGrant:
                 raise GrantError("proof_replayed", "this proof was already used")
         if request.parent_id != request.task.id:
             self._reserve(tx, nonce)
-        expires = datetime.fromtimestamp(claims.expires_at, tz=self.now.tzinfo)
-        tx.execute(_LEASE, [claims.grant_id, request.parent_id, claims.task_id,
-                            claims.agent_id, tx.time(self.now), tx.time(expires)])
-        tx.execute(_GRANT, [claims.grant_id, self.accessor, self.token_hash,
-                            json.dumps(claims.scope.as_json()), request.max_uses,
-                            claims.key_thumbprint])
 
     def _reserve(self, tx: WriteCursor, nonce: str | None) -> None:
         """A child of a use-limited grant takes its uses out of the parent's."""
