@@ -118,6 +118,7 @@ def world(database_url: str, svid_authority: SvidAuthority,
                                   on_change=agents.record_attestation),
                     svid_authority, wall_clock, key, store)
     finally:
+        authority.leases.settle(timeout=30)  # its revocations' descendants: marked
         audit.close()
         store.close()
 

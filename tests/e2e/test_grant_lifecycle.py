@@ -94,6 +94,7 @@ def world(database_url: str, registry: AgentRegistry, authenticator: Authenticat
     private = planner_key.private_key
     assert isinstance(private, ec.EllipticCurvePrivateKey)
     yield World(authority, engine, registry, clock, private, planner_key, store)
+    authority.leases.settle(timeout=30)  # its revocations' descendants: marked
     store.close()
 
 

@@ -21,6 +21,7 @@ def audited(setup: Setup) -> Iterator[tuple[GrantAuthority, AuditLog]]:
     authority = GrantAuthority(setup.store, setup.clock, setup.codec, setup.engine,
                                setup.agents, audit=audit)
     yield authority, audit
+    authority.leases.settle(timeout=30)  # its revocations' descendants: marked
     audit.close()
 
 

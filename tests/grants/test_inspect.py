@@ -53,6 +53,7 @@ class _Other:
         return None
 
     def close(self) -> None:
+        self.authority.leases.settle(timeout=30)
         self.feed.close()
         self.store.close()
 
