@@ -210,6 +210,41 @@ async def test_the_direct_path_answers_as_the_sdks_server_does() -> None:
     assert answers[True][4]["error"]["code"] == -32603  # the SDK's: a lone surrogate
 
 
+UNREADABLE = [  # refused by the SDK's parser: never a call, on either path
+    b'{"jsonrpc":"2.0","id":50,"method":"tools/call","params":{"name":"echo\\ud800"}}',
+    b'{"jsonrpc":"2.0","id":51,"method":"tools/call",'
+    b'"params":{"name":"echo","arguments":{"text":"a\\udc00"}}}',
+    b'{"jsonrpc":"2.0","id":52,"method":"tools/call",'
+    b'"params":{"name":"echo","arguments":{"text":"\xed\xa0\x80"}}}',  # one, as UTF-8
+    b'\xef\xbb\xbf{"jsonrpc":"2.0","id":53,"method":"tools/call","params":{"name":"echo"}}',
+]
+
+
+async def test_a_call_the_sdks_parser_refuses_is_refused_on_the_direct_path_too() -> None:
+    """A lone surrogate (escaped, or encoded as UTF-8 cannot) and a byte-order mark: the
+    SDK's parser refuses the line, Python's json module reads it; the direct path handed
+    the gateway a tool name it could not encode (an error with code 0 and Python's
+    message, nothing audited) and an upstream arguments it could not encode."""
+    answers: dict[bool, list[dict[str, Any]]] = {}
+    for direct in (False, True):
+        seen: list[str] = []
+        async with serving(_server(seen=seen), max_bytes=4096,
+                           calls=_direct(direct, seen=seen)) as agent:
+            answers[direct] = []
+            for line in UNREADABLE:
+                await agent.send(line)
+                answers[direct].append(await agent.answer())
+            # a pair is an emoji: read, and served on the path it takes
+            await agent.send(b'{"jsonrpc":"2.0","id":54,"method":"tools/call",'
+                             b'"params":{"name":"echo","arguments":{"t":"\\ud83d\\ude00"}}}')
+            served = await agent.answer()
+            assert served["id"] == 54 and "\\ud83d\\ude00" in served["result"]["content"][0]["text"]
+        assert seen == ["direct:echo" if direct else "sdk:echo"]
+    assert answers[True] == answers[False]
+    assert [(a["id"], a["error"]["code"]) for a in answers[True]] == [
+        (50, -32600), (51, -32600), (52, -32600), (53, -32600)]
+
+
 async def test_calls_the_direct_path_does_not_take_go_through_the_sdks_server() -> None:
     seen: list[str] = []
     async with serving(_server(seen=seen), max_bytes=4096, calls=_direct(True, seen=seen),

@@ -56,7 +56,7 @@ from mcp_types import methods as surfaces
 from pydantic import BaseModel
 
 from proctor.codes import Code, rpc_code
-from proctor.documents import MAX_DEPTH, check_json_nesting, parse_json
+from proctor.documents import MAX_DEPTH, check_json_nesting, check_json_text, parse_json
 from proctor.errors import DocumentError
 from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import PREFIX_BYTES, request_id_in_prefix
@@ -190,7 +190,7 @@ class StdioTransport:
         ``tools/call``, a cancellation of one, or the agent's answer to a request of
         this transport. Anything else is left to the SDK's server."""
         if b'"tools/call"' in line:
-            document = json.loads(line)
+            document = _read(line)
             request_id = _plain_call_id(document)
             if request_id is None or request_id in self._outstanding:
                 return False
@@ -202,7 +202,7 @@ class StdioTransport:
                                    arguments if arguments is not None else {}, scope)
             return True
         if self._direct and b'"notifications/cancelled"' in line:
-            document = json.loads(line)
+            document = _read(line)
             params = document.get("params") if isinstance(document, dict) else None
             cancelled = params.get("requestId") if isinstance(params, dict) else None
             if not isinstance(cancelled, int | str) or isinstance(cancelled, bool) or (
@@ -215,7 +215,7 @@ class StdioTransport:
             self._settle(cancelled)
             return True
         if self._asked and _OWN_ID.encode() in line:
-            document = json.loads(line)
+            document = _read(line)
             asked = document.get("id") if isinstance(document, dict) else None
             settle = (self._asked.pop(asked, None)
                       if isinstance(asked, str) and "method" not in document else None)
@@ -350,6 +350,19 @@ class StdioTransport:
                         self._version = version if isinstance(version, str) else None
                     self._outstanding.discard(message.id)
                     self._answered.set()
+
+
+def _read(line: bytes) -> Any:
+    """The JSON document of ``line``, or None where the SDK's parser must answer: Python's
+    json module reads from bytes what that parser refuses (it decodes them with
+    surrogatepass, past a byte-order mark), a surrogate encoded as UTF-8, a byte-order
+    mark, and a lone surrogate escaped (a pair, an emoji, is read)."""
+    try:
+        text = line.decode("utf-8")
+        check_json_text(text, what="the message")
+        return json.loads(text)
+    except (ValueError, DocumentError):  # UnicodeDecodeError and JSONDecodeError are
+        return None
 
 
 def _is_id(value: object) -> bool:
