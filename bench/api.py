@@ -98,20 +98,23 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "proctor.cli", "serve", "--port", str(port), "--workers",
          str(WORKERS)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # One client for the whole wait: ``httpx.get`` builds a client, and with it a TLS
+    # context that loads the CA bundle, on every try (most of the smoke run's own CPU).
     try:
         deadline = time.monotonic() + READY_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise SystemExit("proctor serve exited: "
-                                 + (process.stderr.read().decode() if process.stderr else ""))
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"proctor serve was not ready within {READY_SECONDS} s")
-            time.sleep(0.2)
+        with httpx.Client(timeout=2) as client:
+            while True:
+                if process.poll() is not None:
+                    raise SystemExit("proctor serve exited: " + (
+                        process.stderr.read().decode() if process.stderr else ""))
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"proctor serve was not ready within {READY_SECONDS} s")
+                time.sleep(0.2)
         yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
