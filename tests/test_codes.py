@@ -6,6 +6,7 @@ generates."""
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,16 @@ def _strings(nodes: list[ast.expr]) -> Iterator[ast.Constant]:
             yield from _strings([node.body, node.orelse])
 
 
+# The scans parse every module of src/ (~1.4 s of CPU): once per process, by the first
+# test that reads them, not when the module is collected (every worker collects it).
+@functools.cache
+def _sources() -> tuple[tuple[str, ast.Module], ...]:
+    """Every module of src/proctor, by its path under it, parsed."""
+    return tuple((str(path.relative_to(SRC)), ast.parse(path.read_text(encoding="utf-8")))
+                 for path in sorted(SRC.rglob("*.py")))
+
+
+@functools.cache
 def _given() -> dict[str, list[str]]:
     """Every code a raise site, a refusal, a verdict or an audit event gives, with where."""
     found: dict[str, list[str]] = {}
@@ -61,11 +72,10 @@ def _given() -> dict[str, list[str]]:
     def add(code: str, where: str) -> None:
         found.setdefault(code, []).append(where)
 
-    for path in sorted(SRC.rglob("*.py")):
-        if path.name == "codes.py" and path.parent == SRC:
+    for where, tree in _sources():
+        if where == "codes.py":
             continue
-        where = str(path.relative_to(SRC))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name = _name(node)
                 given: list[ast.expr] = [k.value for k in node.keywords if k.arg == "code"]
@@ -92,16 +102,13 @@ def _given() -> dict[str, list[str]]:
     return found
 
 
-GIVEN = _given()
-
-
+@functools.cache
 def _raised_by() -> dict[str, dict[str, list[str]]]:
     """Every code an error class is made with (raised, or kept to raise), by class:
     ``Family("code", ...)``, ``partial(Family, "code")`` or a class with its own code."""
     found: dict[str, dict[str, list[str]]] = {}
-    for path in sorted(SRC.rglob("*.py")):
-        where = str(path.relative_to(SRC))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for where, tree in _sources():
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             name, args = _name(node), list(node.args)
@@ -119,17 +126,14 @@ def _raised_by() -> dict[str, dict[str, list[str]]]:
     return found
 
 
-RAISED_BY = _raised_by()
-
-
 def test_every_code_given_in_src_is_in_the_registry() -> None:
-    undeclared = {code: where for code, where in GIVEN.items()
+    undeclared = {code: where for code, where in _given().items()
                   if code not in REGISTRY and code not in _NOT_ERRORS}
     assert undeclared == {}
 
 
 def test_every_code_in_the_registry_is_given_somewhere() -> None:
-    unused = sorted(set(REGISTRY) - set(GIVEN))
+    unused = sorted(set(REGISTRY) - set(_given()))
     assert unused == []
 
 
@@ -138,23 +142,24 @@ def test_the_scan_finds_the_codes_of_each_kind_of_site() -> None:
     # refusal, a verdict's deny and a policy reason: if one of these goes missing the
     # scan above stopped seeing a kind of site
     assert {"grant_revoked", "store_unavailable", "tool_unknown", "credentials_missing",
-            "enforcement_error", "no_matching_permit"} <= set(GIVEN)
+            "enforcement_error", "no_matching_permit"} <= set(_given())
 
 
 def test_no_code_is_raised_by_two_error_classes() -> None:
     # a code met in two parts has one class both raise (AgentError), so a handler
     # never has to know which family a code came from
-    twice = {code: by for code, by in RAISED_BY.items() if len(by) > 1}
+    twice = {code: by for code, by in _raised_by().items() if len(by) > 1}
     assert twice == {}
 
 
 def test_the_family_scan_sees_calls_partials_and_classes_with_their_own_code() -> None:
-    assert set(RAISED_BY["agent_unknown"]) == {"AgentError"}
-    assert set(RAISED_BY["agent_key_invalid"]) == {"IdentityError"}  # also a partial
+    raised_by = _raised_by()
+    assert set(raised_by["agent_unknown"]) == {"AgentError"}
+    assert set(raised_by["agent_key_invalid"]) == {"IdentityError"}  # also a partial
     assert any(where.startswith("cli/agent.py")
-               for where in RAISED_BY["agent_key_invalid"]["IdentityError"])
-    assert set(RAISED_BY["grant_wrong_agent"]) == {"GrantError"}
-    assert set(RAISED_BY["store_unavailable"]) == {"StoreError"}
+               for where in raised_by["agent_key_invalid"]["IdentityError"])
+    assert set(raised_by["grant_wrong_agent"]) == {"GrantError"}
+    assert set(raised_by["store_unavailable"]) == {"StoreError"}
 
 
 def test_an_agent_error_is_answered_by_a_handler_of_either_family() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -45,10 +47,14 @@ def test_members_outside_rfc_7638s_list_and_their_order_do_not_change_a_thumbpri
     assert thumbprint({**reordered, "use": "sig", "x5t": "abc"}) == thumbprint(RFC7638_KEY)
 
 
-@pytest.mark.parametrize("key", [ECKey.generate_key("P-256"), ECKey.generate_key("P-384"),
-                                 OKPKey.generate_key("Ed25519"), RSAKey.generate_key(2048)],
+# the keys made by the test, not when the module is collected (an RSA key: ~0.1 s of CPU)
+@pytest.mark.parametrize("make_key", [lambda: ECKey.generate_key("P-256"),
+                                      lambda: ECKey.generate_key("P-384"),
+                                      lambda: OKPKey.generate_key("Ed25519"),
+                                      lambda: RSAKey.generate_key(2048)],
                          ids=["p256", "p384", "ed25519", "rsa"])
-def test_thumbprints_agree_with_joserfcs(key: ECKey | OKPKey | RSAKey) -> None:
+def test_thumbprints_agree_with_joserfcs(make_key: Callable[[], ECKey | OKPKey | RSAKey]) -> None:
+    key = make_key()
     assert thumbprint(dict(key.as_dict(private=False))) == key.thumbprint()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -99,16 +101,21 @@ def _joserfc_signed(alg: str, key: ECKey | OKPKey | RSAKey) -> str:
         return jwt.encode({"alg": alg}, {"sub": "a"}, key, algorithms=[alg])
 
 
-@pytest.mark.parametrize(("alg", "key"), [
-    ("ES256", ECKey.generate_key("P-256")), ("ES384", ECKey.generate_key("P-384")),
-    ("ES512", ECKey.generate_key("P-521")), ("RS256", RSAKey.generate_key(2048)),
-    ("RS512", RSAKey.generate_key(2048)), ("PS256", RSAKey.generate_key(2048)),
-    ("PS384", RSAKey.generate_key(2048)), ("Ed25519", OKPKey.generate_key("Ed25519")),
-    ("EdDSA", OKPKey.generate_key("Ed25519")),
+# One RSA key for the four RSA algorithms, made by the first test that needs it: made
+# when the module is collected, four 2048-bit keys cost each worker ~0.3 s of CPU.
+_rsa_key = functools.cache(lambda: RSAKey.generate_key(2048))
+
+
+@pytest.mark.parametrize(("alg", "make_key"), [
+    ("ES256", lambda: ECKey.generate_key("P-256")), ("ES384", lambda: ECKey.generate_key("P-384")),
+    ("ES512", lambda: ECKey.generate_key("P-521")), ("RS256", _rsa_key), ("RS512", _rsa_key),
+    ("PS256", _rsa_key), ("PS384", _rsa_key), ("Ed25519", lambda: OKPKey.generate_key("Ed25519")),
+    ("EdDSA", lambda: OKPKey.generate_key("Ed25519")),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_joserfcs_signatures_verify_and_a_changed_byte_does_not(
-    alg: str, key: ECKey | OKPKey | RSAKey,
+    alg: str, make_key: Callable[[], ECKey | OKPKey | RSAKey],
 ) -> None:
+    key = make_key()
     jws = read_compact(_joserfc_signed(alg, key), max_bytes=8192, what="the token")
     public = key.public_key
     assert key_fits(alg, public)
