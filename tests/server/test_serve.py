@@ -118,16 +118,18 @@ def test_the_embedded_default_serves_with_the_admin_token_it_printed_once(
     assert token.startswith("ptk_")
     served.wait_ready()
     headers = {"Authorization": f"Bearer {token}"}
-    me = httpx.get(f"{served.url}/v1/whoami", headers=headers, timeout=10)
-    assert me.json()["roles"] == ["admin"]
-    anonymous = httpx.get(f"{served.url}/v1/agents", timeout=10)
-    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "credentials_missing")
-    jwks = httpx.get(f"{served.url}/.well-known/jwks.json", timeout=10).json()
-    assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
-    openapi = httpx.get(f"{served.url}/openapi.json", timeout=10).json()
-    assert "/v1/decide" in openapi["paths"]
-    made = httpx.get(f"{served.url}/v1/audit/events", headers=headers, timeout=10,
-                     params={"actor_type": "human", "action": "token.create"}).json()
+    with httpx.Client(base_url=served.url, timeout=10) as client:  # one TLS context
+        me = client.get("/v1/whoami", headers=headers)
+        assert me.json()["roles"] == ["admin"]
+        anonymous = client.get("/v1/agents")
+        assert (anonymous.status_code, anonymous.json()["code"]) == (
+            401, "credentials_missing")
+        jwks = client.get("/.well-known/jwks.json").json()
+        assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
+        openapi = client.get("/openapi.json").json()
+        assert "/v1/decide" in openapi["paths"]
+        made = client.get("/v1/audit/events", headers=headers,
+                          params={"actor_type": "human", "action": "token.create"}).json()
     assert [(e["event"]["actor"]["id"], e["event"]["detail"]["os_user"],
              e["event"]["detail"]["human"]) for e in made["events"]] == [
         (account(), account(), "local-admin")]  # the login name: no --by, no PROCTOR_OPERATOR

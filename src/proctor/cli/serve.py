@@ -97,7 +97,7 @@ def serve(
     import uvicorn
 
     from proctor.runtime import init_home, open_runtime
-    from proctor.server import ApiTokens, create_app, load_server_config
+    from proctor.server import ApiTokens, load_server_config
     from proctor.server.asgi import NoDelayH11Protocol
     from proctor.server.config import check_listen
 
@@ -141,6 +141,8 @@ def serve(
     streaming = streaming_in_background(audit_stream, shape=audit_stream_format,
                                         token_env=audit_stream_token_env, settings=settings)
     if workers == 1:
+        from proctor.server import create_app  # the workers build their own
+
         with streaming:
             uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
                         log_level=log_level, access_log=False, http=NoDelayH11Protocol)

@@ -13,20 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from proctor.config import load_settings
-from proctor.runtime import open_runtime
-from proctor.server.app import create_app
-from proctor.server.config import load_server_config
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["NoDelayH11Protocol", "app_from_env"]
 
 
 def app_from_env() -> FastAPI:
     """Open the runtime of the configured home and serve it; the app closes it on exit."""
+    # imported here: `proctor serve --workers N` imports this module for its protocol, and
+    # its own process never builds the app (FastAPI and the routes: 0.7 s of CPU)
+    from proctor.config import load_settings
+    from proctor.runtime import open_runtime
+    from proctor.server.app import create_app
+    from proctor.server.config import load_server_config
+
     settings = load_settings()
     config = load_server_config(settings.home)
     return create_app(open_runtime(settings), config, owns_runtime=True)
