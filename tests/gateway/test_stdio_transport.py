@@ -312,3 +312,40 @@ async def test_a_direct_call_relays_an_upstream_request_to_the_agent_and_back() 
         assert done["id"] == 40 and done["result"]["content"][0]["text"] == "done"
     assert isinstance(answers[0], types.ElicitResult) and answers[0].action == "accept"
     assert getattr(answers[1], "code", None) == -1
+
+
+async def test_an_answer_or_cancellation_naming_tools_call_reaches_the_direct_path() -> None:
+    """The agent's answer to a request of the transport's whose content is the text
+    "tools/call" settled nothing (the line was taken for a call, then left to the SDK's
+    server): the call waited for ever. A cancellation whose reason is that text cancels."""
+    release, entered = anyio.Event(), anyio.Event()
+
+    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+        if name == "slow":
+            return await _echo(name, arguments, release, entered)
+        request = types.ElicitRequest(params=types.ElicitRequestFormParams(
+            message="which?", requested_schema={"type": "object", "properties": {}}))
+        answer = await relay.request(request, types.ElicitResult)
+        return types.CallToolResult(content=[types.TextContent(
+            type="text", text=json.dumps(answer.content))])
+
+    async with serving(_server(), max_bytes=4096, calls=call) as agent:
+        await agent.send({"jsonrpc": "2.0", "id": 60, "method": "tools/call",
+                          "params": {"name": "asks", "arguments": {}}})
+        asked = await agent.answer()
+        await agent.send({"jsonrpc": "2.0", "id": asked["id"],
+                          "result": {"action": "accept", "content": {"next": "tools/call"}}})
+        done = await agent.answer()
+        assert done["id"] == 60 and "tools/call" in done["result"]["content"][0]["text"]
+
+        await agent.send({"jsonrpc": "2.0", "id": 61, "method": "tools/call",
+                          "params": {"name": "slow", "arguments": {}}})
+        with anyio.fail_after(WAIT):
+            await entered.wait()
+        await agent.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": 61, "reason": "tools/call"}})
+        await agent.send({"jsonrpc": "2.0", "id": 62, "method": "ping"})
+        assert (await agent.answer())["id"] == 62
+        release.set()
+        await agent.send({"jsonrpc": "2.0", "id": 63, "method": "ping"})
+        assert (await agent.answer())["id"] == 63  # and never an answer for 61

@@ -189,8 +189,16 @@ class StdioTransport:
         """Whether ``line`` is for the direct path (and is now under way there): a plain
         ``tools/call``, a cancellation of one, or the agent's answer to a request of
         this transport. Anything else is left to the SDK's server."""
-        if b'"tools/call"' in line:
-            document = _read(line)
+        # a cheap look first; the line's document then says which it is (an answer to a
+        # request of ours may hold the text "tools/call", a cancellation its own reason)
+        if not (b'"tools/call"' in line or (self._direct and b'"notifications/cancelled"' in line)
+                or (self._asked and _OWN_ID.encode() in line)):
+            return False
+        document = _read(line)
+        if not isinstance(document, dict):
+            return False
+        method = document.get("method")
+        if method == "tools/call":
             request_id = _plain_call_id(document)
             if request_id is None or request_id in self._outstanding:
                 return False
@@ -201,12 +209,10 @@ class StdioTransport:
             self._tasks.start_soon(self._call, request_id, params["name"],
                                    arguments if arguments is not None else {}, scope)
             return True
-        if self._direct and b'"notifications/cancelled"' in line:
-            document = _read(line)
-            params = document.get("params") if isinstance(document, dict) else None
+        if method == "notifications/cancelled":
+            params = document.get("params")
             cancelled = params.get("requestId") if isinstance(params, dict) else None
-            if not isinstance(cancelled, int | str) or isinstance(cancelled, bool) or (
-                    document.get("method") != "notifications/cancelled"):
+            if not isinstance(cancelled, int | str) or isinstance(cancelled, bool):
                 return False
             cancelling = self._direct.pop(cancelled, None)
             if cancelling is None:
@@ -214,16 +220,13 @@ class StdioTransport:
             cancelling.cancel()  # the agent gave up on it: it is not answered (MCP)
             self._settle(cancelled)
             return True
-        if self._asked and _OWN_ID.encode() in line:
-            document = _read(line)
-            asked = document.get("id") if isinstance(document, dict) else None
-            settle = (self._asked.pop(asked, None)
-                      if isinstance(asked, str) and "method" not in document else None)
-            if settle is None:
-                return False
-            settle(document)
-            return True
-        return False
+        asked = document.get("id")
+        settle = (self._asked.pop(asked, None)
+                  if isinstance(asked, str) and "method" not in document else None)
+        if settle is None:
+            return False
+        settle(document)
+        return True
 
     async def _call(self, request_id: types.RequestId, name: str, arguments: dict[str, Any],
                     scope: anyio.CancelScope) -> None:
