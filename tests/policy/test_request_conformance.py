@@ -160,11 +160,47 @@ _longs = st.one_of(st.integers(-5, 200), st.sampled_from([2**63 - 1, 2**63, -(2*
 _WRONG_VALUES = [1.5, 0.0, True, False, None, "", "\ud800", ("a",), [1], [True], 2**63,
                   -(2**63) - 1, {"__extn": 1}, {}]
 _wrong = st.sampled_from(_WRONG_VALUES)
+# Strategies are built once, here, not at each draw: Hypothesis validates a new strategy
+# on its first draw, which cost more than the drawing itself. They draw from the same
+# values as before; choices among values that depend on the draw (the tool's resource
+# and action, the args or a wrong value) draw an index into them.
+_booleans = st.booleans()
+_hours = st.integers(0, 23)
+_one_in_10 = st.integers(0, 9)
+_one_in_20 = st.integers(0, 19)
+_mutations = st.sampled_from(["drop", "add", "wrong"])
+_fitting_longs = _longs.filter(lambda n: -(2**63) <= n < 2**63)
+_fitting_tags = st.sampled_from([["pii"], ["x", "pii"], [], ["x"]])
+_inner = st.sampled_from([7, 1])
+_n_or_wrong = st.one_of(_longs, _wrong)
+_path_or_wrong = st.one_of(_odd_strings, _wrong)
+_flags = st.sampled_from([True, False, None, 1])
+_tags = st.one_of(st.lists(st.sampled_from(["pii", "x", 3]), max_size=3), st.just(("pii",)))
+_nested = st.sampled_from([{"inner": 7}, {"inner": 1}, {}, {"inner": "7"},
+                           {"inner": 7, "more": 1}, [7]])
+_recs = st.sampled_from([{"__entity": {"type": "Agent", "id": _AGENT}},
+                         {"__entity": {"type": "x"}}, {}])
+_args_shape = st.sampled_from([0, 0, 0, 1, 2, 3])  # the args, args, args, [1], None, "args"
+_kinds = st.sampled_from(["call", "call", "call", "issue"])
+_principals = st.sampled_from([("Agent", _AGENT), ("Agent", _AGENT),
+                               ("Agent", "spiffe://acme.example/agent/ghost"),
+                               ("Human", "alice"), ("Tool", "s1/t1")])
+_tools = st.sampled_from(["s1/t1", "s1/t2", "s2/bare", "s2/esc", "s9/ghost"])
+_fitting_tools = st.sampled_from(["s1/t1", "s1/t2", "s2/bare", "s2/esc"])
+_resource_shape = st.sampled_from([0, 0, 1])  # the tool, the tool, Server::"s1"
+_action_shape = st.sampled_from([0, 0, 1, 2])  # tool:<tool> twice, call, tool:s1/t1
+_chains = st.lists(st.sampled_from([_AGENT, "x"]), max_size=3)
+_agent_chains = st.lists(st.just(_AGENT), max_size=3)
+_max_uses = st.sampled_from([None, 1, 10, 11])
+_sensitivities = st.sampled_from(list(Sensitivity))
+_constrained = st.lists(st.sampled_from(["n", "path"]), max_size=2)
+_fitting_ips = st.sampled_from([None, None, "10.1.2.3", "192.168.0.1", "::1", "garbage"])
+_wheres = st.sampled_from(["nowhere", "context", "time", "delegation", "grant"])
 
 
 def _mutate(draw: st.DrawFn, record: dict[str, Any], spare: dict[str, Any]) -> dict[str, Any]:
     """``record`` with one field dropped, added, or given a wrong value, or left as it is."""
-    what = draw(st.sampled_from(["drop", "add", "wrong"]))
+    what = draw(_mutations)
     out = dict(record)
     if what == "drop" and out:
         out.pop(draw(st.sampled_from(sorted(out))))
@@ -177,35 +213,32 @@ def _mutate(draw: st.DrawFn, record: dict[str, Any], spare: dict[str, Any]) -> d
 
 @st.composite
 def _fitting_args(draw: st.DrawFn) -> dict[str, Any]:
-    args: dict[str, Any] = {"n": draw(_longs.filter(lambda n: -(2**63) <= n < 2**63))}
-    if draw(st.booleans()):
+    args: dict[str, Any] = {"n": draw(_fitting_longs)}
+    if draw(_booleans):
         args["path"] = draw(_odd_strings)
-    if draw(st.booleans()):
-        args["tags"] = draw(st.sampled_from([["pii"], ["x", "pii"], [], ["x"]]))
-    if draw(st.booleans()):
-        args["nested"] = {"inner": draw(st.sampled_from([7, 1]))}
+    if draw(_booleans):
+        args["tags"] = draw(_fitting_tags)
+    if draw(_booleans):
+        args["nested"] = {"inner": draw(_inner)}
     return args
 
 
 @st.composite
 def _args(draw: st.DrawFn) -> Any:
-    args: dict[str, Any] = {"n": draw(st.one_of(_longs, _wrong))}
-    if draw(st.booleans()):
-        args["path"] = draw(st.one_of(_odd_strings, _wrong))
-    if draw(st.booleans()):
-        args["flag"] = draw(st.sampled_from([True, False, None, 1]))
-    if draw(st.booleans()):
-        args["tags"] = draw(st.one_of(st.lists(st.sampled_from(["pii", "x", 3]), max_size=3),
-                                      st.just(("pii",))))
-    if draw(st.booleans()):
-        args["nested"] = draw(st.sampled_from([{"inner": 7}, {"inner": 1}, {}, {"inner": "7"},
-                                               {"inner": 7, "more": 1}, [7]]))
-    if draw(st.booleans()):
-        args["rec"] = draw(st.sampled_from([{"__entity": {"type": "Agent", "id": _AGENT}},
-                                            {"__entity": {"type": "x"}}, {}]))
-    if draw(st.booleans()):
+    args: dict[str, Any] = {"n": draw(_n_or_wrong)}
+    if draw(_booleans):
+        args["path"] = draw(_path_or_wrong)
+    if draw(_booleans):
+        args["flag"] = draw(_flags)
+    if draw(_booleans):
+        args["tags"] = draw(_tags)
+    if draw(_booleans):
+        args["nested"] = draw(_nested)
+    if draw(_booleans):
+        args["rec"] = draw(_recs)
+    if draw(_booleans):
         args["unknown"] = draw(_wrong)
-    return draw(st.sampled_from([args, args, args, [1], None, "args"]))
+    return [args, args, args, [1], None, "args"][draw(_args_shape)]
 
 
 _source_ips = st.sampled_from([
@@ -216,30 +249,27 @@ _source_ips = st.sampled_from([
 
 @st.composite
 def _requests(draw: st.DrawFn) -> DecisionRequest:
-    if draw(st.booleans()):
-        return draw(_fitting_requests())
-    kind = draw(st.sampled_from(["call", "call", "call", "issue"]))
-    principal = draw(st.sampled_from([("Agent", _AGENT), ("Agent", _AGENT),
-                                      ("Agent", "spiffe://acme.example/agent/ghost"),
-                                      ("Human", "alice"), ("Tool", "s1/t1")]))
-    tool = draw(st.sampled_from(["s1/t1", "s1/t2", "s2/bare", "s2/esc", "s9/ghost"]))
-    resource = draw(st.sampled_from([("Tool", tool), ("Tool", tool), ("Server", "s1")]))
-    chain = draw(st.lists(st.sampled_from([_AGENT, "x"]), max_size=3))
+    if draw(_booleans):
+        return draw(_FITTING_REQUESTS)
+    kind = draw(_kinds)
+    principal = draw(_principals)
+    tool = draw(_tools)
+    resource = [("Tool", tool), ("Tool", tool), ("Server", "s1")][draw(_resource_shape)]
+    chain = draw(_chains)
     if kind == "issue":
         action = "grant:issue"
         context = issue_context(now=_NOW, task="t", purpose="p", on_behalf_of="alice",
-                                ttl_seconds=draw(_longs), max_uses=draw(st.sampled_from(
-                                    [None, 1, 10, 11])), delegation_chain=chain)
+                                ttl_seconds=draw(_longs), max_uses=draw(_max_uses),
+                                delegation_chain=chain)
         context = _mutate(draw, context, {"source_ip": 1})
     else:
-        action = draw(st.sampled_from([f"tool:{tool}", f"tool:{tool}", "call", "tool:s1/t1"]))
+        action = [f"tool:{tool}", f"tool:{tool}", "call", "tool:s1/t1"][draw(_action_shape)]
         context = call_context(
-            now=_NOW.replace(hour=draw(st.integers(0, 23))), task="t",
+            now=_NOW.replace(hour=draw(_hours)), task="t",
             purpose=draw(_odd_strings), on_behalf_of="alice", delegation_chain=chain,
-            approved=draw(st.booleans()),
-            sensitivity_seen=draw(st.sampled_from(list(Sensitivity))),
-            grant_constrained=draw(st.lists(st.sampled_from(["n", "path"]), max_size=2)))
-        context["args"] = draw(_args())
+            approved=draw(_booleans), sensitivity_seen=draw(_sensitivities),
+            grant_constrained=draw(_constrained))
+        context["args"] = draw(_ANY_ARGS)
         ip = draw(_source_ips)
         if isinstance(ip, str) and ip != "raw":
             context["source_ip"] = {"__extn": {"fn": "ip", "arg": ip}}
@@ -247,9 +277,9 @@ def _requests(draw: st.DrawFn) -> DecisionRequest:
             context["source_ip"] = "10.0.0.1" if ip == "raw" else ip
         context = _mutate(draw, context, {"ttl_seconds": 1})
         for name in ("time", "delegation"):
-            if isinstance(context.get(name), dict) and draw(st.integers(0, 9)) == 0:
+            if isinstance(context.get(name), dict) and draw(_one_in_10) == 0:
                 context[name] = _mutate(draw, context[name], {})
-    if draw(st.integers(0, 19)) == 0:
+    if draw(_one_in_20) == 0:
         context.pop("args", None)
     return DecisionRequest(EntityRef(*principal), action, EntityRef(*resource), context)
 
@@ -257,22 +287,26 @@ def _requests(draw: st.DrawFn) -> DecisionRequest:
 @st.composite
 def _fitting_requests(draw: st.DrawFn) -> DecisionRequest:
     """A request as the enforcer makes them, which the engine should prove."""
-    tool = draw(st.sampled_from(["s1/t1", "s1/t2", "s2/bare", "s2/esc"]))
-    ip = draw(st.sampled_from([None, None, "10.1.2.3", "192.168.0.1", "::1", "garbage"]))
+    tool = draw(_fitting_tools)
+    ip = draw(_fitting_ips)
     context = call_context(
-        now=_NOW.replace(hour=draw(st.integers(0, 23))), task="t", purpose=draw(_odd_strings),
-        on_behalf_of="alice", delegation_chain=draw(st.lists(st.just(_AGENT), max_size=3)),
-        approved=draw(st.booleans()), source_ip=ip,
-        sensitivity_seen=draw(st.sampled_from(list(Sensitivity))),
-        args=draw(_fitting_args()) if tool.startswith("s1/") else {"extra": 1})
+        now=_NOW.replace(hour=draw(_hours)), task="t", purpose=draw(_odd_strings),
+        on_behalf_of="alice", delegation_chain=draw(_agent_chains),
+        approved=draw(_booleans), source_ip=ip, sensitivity_seen=draw(_sensitivities),
+        args=draw(_FITTING_ARGS) if tool.startswith("s1/") else {"extra": 1})
     # half of them with one thing wrong somewhere: a field dropped, added or mistyped
-    where = draw(st.sampled_from(["nowhere", "context", "time", "delegation", "grant"]))
+    where = draw(_wheres)
     if where == "context":
         context = _mutate(draw, context, {"source_ip": 1, "ttl_seconds": 1})
     elif where != "nowhere":
         context[where] = _mutate(draw, context[where], {})
     return DecisionRequest(EntityRef("Agent", _AGENT), f"tool:{tool}", EntityRef("Tool", tool),
                            context)
+
+
+_FITTING_ARGS = _fitting_args()
+_ANY_ARGS = _args()
+_FITTING_REQUESTS = _fitting_requests()
 
 
 def _field_paths(record: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
