@@ -6,14 +6,16 @@ decision, and revocation closing a live session with a call in flight.
 Secrets and revocations are heard differently on PostgreSQL (``NOTIFY``): those tests
 run on both backends; the output guard and the data-flow decision, on SQLite. Where the
 upstream's process is not the subject (what the gateway does with a result, a leaked
-grant, data sensitivity), the upstream is served over HTTP in this process."""
+grant, data sensitivity, an upstream's failing listings), the upstream is served over
+HTTP in this process."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
-import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -27,9 +29,16 @@ from proctor.secrets import SecretStore
 from tests.conftest import sqlite_only
 from tests.e2e.conftest import http_upstream
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
-from tests.gateway.in_process import wrapped
+from tests.gateway.failing_upstream import create_server as create_failing
+from tests.gateway.in_process import listening_socket, served, url_of, wrapped
 
-FAILING = [sys.executable, "-m", "tests.gateway.failing_upstream"]
+
+@asynccontextmanager
+async def failing_upstream(token: str) -> AsyncIterator[str]:
+    """``tests/gateway/failing_upstream.py`` quoting ``token``, over HTTP in this process."""
+    sock = listening_socket()
+    async with served(create_failing(token).streamable_http_app(), sock):
+        yield f"{url_of(sock)}/mcp"
 
 pytestmark = pytest.mark.anyio
 
@@ -96,10 +105,9 @@ async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited
 async def test_an_upstreams_error_text_on_a_listing_is_redacted(
         deployment: Deployment) -> None:
     token = "ghp_" + secrets.token_hex(18)
-    config = deployment.config({"upstreams": {"test": {
-        "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
     grant = deployment.grant()
-    async with wrapped(deployment, grant, [], config=config, server="test") as client:
+    async with failing_upstream(token) as url, wrapped(
+            deployment, grant, [], config=_over_http(deployment, url), server="test") as client:
         for listing in (client.list_prompts, client.list_resources,
                         client.list_resource_templates):
             with pytest.raises(MCPError) as refused:
@@ -112,10 +120,9 @@ async def test_an_upstreams_error_text_on_a_listing_is_redacted(
 async def test_structured_content_is_scanned_even_under_binary_looking_keys(
         deployment: Deployment) -> None:
     token = "ghp_" + secrets.token_hex(18)
-    config = deployment.config({"upstreams": {"test": {
-        "command": FAILING, "env": {"UPSTREAM_TOKEN": token}}}})
     grant = deployment.grant()
-    async with wrapped(deployment, grant, [], config=config, server="test") as client:
+    async with failing_upstream(token) as url, wrapped(
+            deployment, grant, [], config=_over_http(deployment, url), server="test") as client:
         result = await client.call_tool("lookup", {})
     assert result.structured_content is not None
     assert token not in _text(result)

@@ -1,8 +1,8 @@
-"""An MCP server (stdio) whose listings fail with an error that quotes a credential:
+"""An MCP server whose listings fail with an error that quotes a credential:
 ``prompts/list``, ``resources/list`` and ``resources/templates/list`` answer an
-error naming the value of ``UPSTREAM_TOKEN``. One tool, ``lookup``, answers structured
-content that holds the value under the keys MCP uses for binary payloads (``blob``,
-and ``data`` beside ``"type": "image"``)."""
+error naming a token (over stdio: the value of ``UPSTREAM_TOKEN``). One tool,
+``lookup``, answers structured content that holds the token under the keys MCP uses
+for binary payloads (``blob``, and ``data`` beside ``"type": "image"``)."""
 
 from __future__ import annotations
 
@@ -16,34 +16,34 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 
-def _fail(*_: Any) -> Any:
-    raise MCPError(code=types.INTERNAL_ERROR,
-                   message=f"backend refused token {os.environ.get('UPSTREAM_TOKEN', '')}")
+def create_server(token: str) -> Server[Any]:
+    """The server, quoting ``token`` (served over stdio by ``main``, or over streamable
+    HTTP with ``streamable_http_app()``)."""
 
+    def fail() -> Any:
+        raise MCPError(code=types.INTERNAL_ERROR, message=f"backend refused token {token}")
 
-async def _list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-    return types.ListToolsResult(tools=[types.Tool(
-        name="lookup", description="A record", input_schema={"type": "object"})])
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[types.Tool(
+            name="lookup", description="A record", input_schema={"type": "object"})])
 
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text="the record is in structured content")],
+            structured_content={"object": {"blob": token},
+                                "avatar": {"type": "image", "data": token}})
 
-async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-    token = os.environ.get("UPSTREAM_TOKEN", "")
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text="the record is in structured content")],
-        structured_content={"object": {"blob": token},
-                            "avatar": {"type": "image", "data": token}})
+    async def failing(ctx: Any, params: Any) -> Any:
+        fail()
 
-
-async def _failing(ctx: Any, params: Any) -> Any:
-    _fail()
+    return Server("proctor-failing-upstream", version="1.0.0",
+                  on_list_tools=list_tools, on_call_tool=call_tool, on_list_prompts=failing,
+                  on_get_prompt=failing, on_list_resources=failing,
+                  on_list_resource_templates=failing, on_read_resource=failing)
 
 
 async def main() -> None:
-    server: Server[Any] = Server("proctor-failing-upstream", version="1.0.0",
-                                 on_list_tools=_list_tools, on_call_tool=_call_tool,
-                                 on_list_prompts=_failing,
-                                 on_get_prompt=_failing, on_list_resources=_failing,
-                                 on_list_resource_templates=_failing, on_read_resource=_failing)
+    server = create_server(os.environ.get("UPSTREAM_TOKEN", ""))
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
