@@ -230,3 +230,13 @@ def test_a_json_key_given_twice_in_one_object_is_refused(text: str, key: str) ->
 def test_the_same_key_in_two_objects_is_not_a_repeat() -> None:
     assert parse_json('[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]', what="the message") == [
         {"a": 1}, {"a": 2}, {"b": {"a": 3}}]
+
+
+def test_a_key_given_twice_is_named_in_text_any_answer_can_carry() -> None:
+    """A lone surrogate as the repeated key: the refusal's text named it as it was, and
+    no HTTP answer or audit event could encode it (a 500 for a token's header)."""
+    with pytest.raises(DocumentError) as refused:
+        parse_json(b'{"\\ud800": 1, "\\ud800": 2}', what="the header")
+    assert refused.value.code == "document_malformed"
+    assert "`\\ud800`" in refused.value.message
+    refused.value.message.encode("utf-8")

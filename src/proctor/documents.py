@@ -162,9 +162,10 @@ def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
             data = data.decode(json.detect_encoding(data), "surrogatepass")
         return _DECODER.decode(data)
     except _RepeatedKeyError as exc:
-        raise DocumentError("document_malformed", f"{what} gives the key "
-                            f"`{exc.key[:100]!s}` twice in one object; keys must be "
-                            "unique") from None
+        # the key as text any answer can carry: a lone surrogate escaped, not kept
+        key = exc.key[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DocumentError("document_malformed", f"{what} gives the key `{key}` twice in "
+                            "one object; keys must be unique") from None
     except RecursionError:
         raise _too_deep(what, max_depth) from None
     except MemoryError:

@@ -144,3 +144,36 @@ async def test_a_body_escaping_a_lone_surrogate_is_a_422_with_its_code_and_chang
         f'{{"token": "{grant["token"]}", "proof": "{proof}", "call": {{"tool": '
         '"crm/lookup_customer", "args": {"customer_id": "c-1 \\ud83d\\ude00"}}}'))
     assert ok.json()["decision"] == "allow", ok.text
+
+
+async def test_a_token_or_proof_giving_a_lone_surrogate_key_twice_is_a_4xx(agents: Api) -> None:
+    """A key given twice is refused by name (41d1a76); a name that is a lone surrogate
+    made that refusal's text unencodable: 500s, and a decision that could not be audited."""
+    twice = _part(b'{"\\ud800": 1, "\\ud800": 2}')
+    for header, payload in ((HEADER, twice), (_part(b'{"alg": "\\ud800"}'), HEADER),
+                            (_part(b'{"alg": "ES256", "typ": "\\ud800"}'), HEADER),
+                            (_part(b'{"alg": "ES256", "kid": "\\ud800"}'), HEADER),
+                            (HEADER, _part(b'{"sub": "\\ud800", "htm": "\\udc00"}'))):
+        response = await agents.client.get("/v1/whoami", headers={
+            "Authorization": f"Bearer {header}.{payload}.c2ln"})
+        assert response.status_code == 401, response.text
+    grant = await agents.grant(SUPPORT, [{"tool": "crm/lookup_customer"}])
+    for token, proof in ((grant["token"], f"{HEADER}.{twice}.c2ln"),
+                         (f"{twice}.{HEADER}.c2ln", f"{HEADER}.{twice}.c2ln"),
+                         (grant["token"], f"{twice}.{HEADER}.c2ln")):
+        response = await agents.client.get("/v1/whoami", headers={
+            "Authorization": f"DPoP {token}", "DPoP": proof})
+        assert response.status_code == 401, response.text
+    token = f"{HEADER}.{twice}.c2ln"
+    checked = await agents.client.post("/v1/grants/check", headers=agents.admin,
+                                       json={"token": token})
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["valid"] is False
+    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
+    for body in ({"token": grant["token"], "proof": f"{twice}.{HEADER}.c2ln",
+                  "call": {"tool": "crm/lookup_customer"}},
+                 {"token": grant["token"], "proof": proof,
+                  "call": {"tool": "crm/lookup_customer", "args": {"customer_id": "c-1"}}}):
+        response = await agents.client.post("/v1/decide", headers=agents.agent(SUPPORT),
+                                            json=body)
+        assert response.status_code < 500, response.text

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from proctor.documents import parse_json
+from proctor.documents import check_json_text, parse_json
 from proctor.errors import DocumentError
 from proctor.jose.base64url import b64url_decode, b64url_encode
 from proctor.jose.jwk import ED25519, PrivateKey
@@ -104,6 +104,9 @@ def decode_json_part(part: str, *, what: str, max_bytes: int) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise DocumentError("document_malformed", f"{what} is not UTF-8") from None
     value = parse_json(text, what=what, max_bytes=max_bytes)
+    # a lone surrogate (valid JSON, no Unicode text) would reach the refusals that name a
+    # header's or a claim's value, and no answer or audit event could carry them
+    check_json_text(text, what=what)
     if not isinstance(value, dict):
         raise DocumentError("document_malformed", f"{what} is not a JSON object")
     return value
