@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
+from proctor.errors import GrantError
 from proctor.grants import IssuedGrant, LeaseNode
 from proctor.grants import leases as leases_module
 from proctor.store.tables import leases
 
-from .conftest import CODER, SUPPORT, Setup
+from .conftest import CODER, FINANCE, SUPPORT, Setup
 from .test_authority import GIT, _exchange, _issue, _use
 
 
@@ -93,3 +94,24 @@ def _parents(rows: list[dict[str, Any]], root: IssuedGrant, depth: int) -> list[
     above = [root.grant_id] if depth == 0 else [r["id"] for r in rows
                                                 if r["id"].startswith(f"grant_{depth - 1}_")]
     return [parent for parent in above for _ in range(3)]
+
+
+def test_a_revoked_task_refuses_every_unmarked_grant_under_it_and_their_exchanges(
+    setup: Setup,
+) -> None:
+    """The task as the root, marked alone (its process died before the marker thread ran):
+    grants two levels down are used and exchanged through their line, not their own mark."""
+    parent = _issue(setup)
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60)
+    grandchild = _exchange(setup, child, FINANCE, GIT, ttl_seconds=30)
+    with setup.store.transaction() as conn:
+        assert setup.authority.leases.revoke_in(conn, [parent.claims.task_id], "ended") == [
+            parent.claims.task_id]
+    assert not _marked(setup, child.grant_id) and not _marked(setup, grandchild.grant_id)
+    for grant in (parent, child, grandchild):
+        assert _use(setup, grant) == "grant_revoked"
+    with pytest.raises(GrantError) as refused:
+        _exchange(setup, child, FINANCE, GIT, ttl_seconds=10)
+    assert refused.value.code == "grant_revoked"
+    states = _states(setup, parent.claims.task_id)
+    assert states[child.grant_id] and states[grandchild.grant_id]  # listed as revoked
