@@ -97,14 +97,38 @@ def _action(action_id: str) -> str:
 # --- policy sets ---------------------------------------------------------------------------
 
 
+# Strategies are built once, not at each draw: Hypothesis validates a new strategy on its
+# first draw, which cost more than the drawing itself.
+_principal_forms = st.sampled_from(["any", "eq", "in", "is", "is-in"])
+_agents = st.sampled_from(_AGENTS)
+_groups = st.sampled_from(["g1", "g2", "g3"])
+_action_forms = st.sampled_from(["any", "eq", "in", "in-list"])
+_named_actions = st.sampled_from(_NAMED_ACTIONS)
+_action_lists = st.lists(_named_actions, min_size=1, max_size=3, unique=True)
+_resource_forms = st.sampled_from(["any", "eq", "eq", "eq-escaped", "in-server", "is",
+                                   "is-in-server", "in-tool"])
+_servers = st.sampled_from(_SERVERS)
+_named_tools = st.sampled_from(_NAMED_TOOLS)
+_condition_forms = st.integers(0, 8)
+_small_ints = st.integers(-1, 10)
+_risk_scores = st.sampled_from([0, 25, 50, 75])
+_levels = st.integers(0, 3)
+_effects = st.sampled_from(["permit", "permit", "forbid"])
+_booleans = st.booleans()
+_one_in_3 = st.integers(0, 2)
+_one_in_4 = st.integers(0, 3)
+_keywords = st.sampled_from(["when", "unless"])
+_policy_counts = st.integers(1, 12)
+
+
 @st.composite
 def _principal_scope(draw: st.DrawFn) -> str:
-    form = draw(st.sampled_from(["any", "eq", "in", "is", "is-in"]))
+    form = draw(_principal_forms)
     if form == "any":
         return "principal"
     if form == "eq":
-        return f'principal == Agent::"{draw(st.sampled_from(_AGENTS))}"'
-    group = draw(st.sampled_from(["g1", "g2", "g3"]))
+        return f'principal == Agent::"{draw(_agents)}"'
+    group = draw(_groups)
     if form == "in":
         return f'principal in Group::"{group}"'
     if form == "is":
@@ -114,30 +138,29 @@ def _principal_scope(draw: st.DrawFn) -> str:
 
 @st.composite
 def _action_scope(draw: st.DrawFn) -> str:
-    form = draw(st.sampled_from(["any", "eq", "in", "in-list"]))
+    form = draw(_action_forms)
     if form == "any":
         return "action"
     if form == "eq":
-        return f"action == {_action(draw(st.sampled_from(_NAMED_ACTIONS)))}"
+        return f"action == {_action(draw(_named_actions))}"
     if form == "in":
-        return f"action in {_action(draw(st.sampled_from(_NAMED_ACTIONS)))}"
-    chosen = draw(st.lists(st.sampled_from(_NAMED_ACTIONS), min_size=1, max_size=3, unique=True))
+        return f"action in {_action(draw(_named_actions))}"
+    chosen = draw(_action_lists)
     return f"action in [{', '.join(_action(a) for a in chosen)}]"
 
 
 @st.composite
 def _resource_scope(draw: st.DrawFn) -> str:
-    form = draw(st.sampled_from(["any", "eq", "eq", "eq-escaped", "in-server", "is",
-                                 "is-in-server", "in-tool"]))
+    form = draw(_resource_forms)
     if form == "any":
         return "resource"
     if form == "is":
         return "resource is Tool"
     if form in ("in-server", "is-in-server"):
-        server = draw(st.sampled_from(_SERVERS))
+        server = draw(_servers)
         prefix = "resource in" if form == "in-server" else "resource is Tool in"
         return f'{prefix} Server::"{server}"'
-    tool = draw(st.sampled_from(_NAMED_TOOLS))
+    tool = draw(_named_tools)
     if form == "eq-escaped":
         # The same uid spelled with an escape: slicing must key on the uid, not the text.
         return f'resource == Tool::"{tool[:-1]}\\u{{{ord(tool[-1]):x}}}"'
@@ -153,42 +176,42 @@ _HAS_PATH = "context has args && context.args has path"
 
 @st.composite
 def _condition(draw: st.DrawFn) -> str:
-    form = draw(st.integers(0, 8))
+    form = draw(_condition_forms)
     if form == 0:
         return "true"
     if form == 1:
-        return f"{_HAS_N} && context.args.n > {draw(st.integers(-1, 10))}"
+        return f"{_HAS_N} && context.args.n > {draw(_small_ints)}"
     if form == 2:
         return f'{_HAS_PATH} && context.args.path like "/tmp/*"'
     if form == 3:
-        return f"principal.risk_score > {draw(st.sampled_from([0, 25, 50, 75]))}"
+        return f"principal.risk_score > {draw(_risk_scores)}"
     if form == 4:
         return 'principal.trust_state == "trusted"'
     if form == 5:
-        return f"resource.sensitivity_level >= {draw(st.integers(0, 3))}"
+        return f"resource.sensitivity_level >= {draw(_levels)}"
     if form == 6:
         return "context.approved"
     if form == 7:
-        return f'resource in Server::"{draw(st.sampled_from(_SERVERS))}"'
+        return f'resource in Server::"{draw(_servers)}"'
     # Overflows, an evaluation error, when |n| >= 10.
     return f"{_HAS_N} && context.args.n * 1000000000000000000 > 0"
 
 
 @st.composite
 def _policy(draw: st.DrawFn, index: int) -> str:
-    effect = draw(st.sampled_from(["permit", "permit", "forbid"]))
+    effect = draw(_effects)
     lines = []
-    if draw(st.booleans()):
+    if draw(_booleans):
         lines.append(f'@id("p{index}")')
-    if effect == "permit" and draw(st.integers(0, 2)) == 2:
+    if effect == "permit" and draw(_one_in_3) == 2:
         lines.append(f'@approval("p{index} needs a human")')
-    if draw(st.integers(0, 3)) == 3:
+    if draw(_one_in_4) == 3:
         lines.append(f'@reason("{effect} {index}")')
-    scopes = [draw(_principal_scope()), draw(_action_scope()), draw(_resource_scope())]
+    scopes = [draw(_PRINCIPAL_SCOPES), draw(_ACTION_SCOPES), draw(_RESOURCE_SCOPES)]
     lines.append(f"{effect}({', '.join(scopes)})")
-    for _ in range(draw(st.integers(0, 2))):
-        keyword = draw(st.sampled_from(["when", "unless"]))
-        conditions = draw(st.lists(_condition(), min_size=1, max_size=2))
+    for _ in range(draw(_one_in_3)):
+        keyword = draw(_keywords)
+        conditions = draw(_CONDITIONS)
         lines.append(f"{keyword} {{ {' && '.join(conditions)} }}")
     return "\n".join(lines) + ";"
 
@@ -196,8 +219,15 @@ def _policy(draw: st.DrawFn, index: int) -> str:
 @st.composite
 def policy_sources(draw: st.DrawFn) -> str:
     """The text of one valid policy file of 1 to 12 generated policies."""
-    count = draw(st.integers(1, 12))
-    return "\n\n".join(draw(_policy(i)) for i in range(count))
+    count = draw(_policy_counts)
+    return "\n\n".join(draw(_POLICIES[i]) for i in range(count))
+
+
+_PRINCIPAL_SCOPES = _principal_scope()
+_ACTION_SCOPES = _action_scope()
+_RESOURCE_SCOPES = _resource_scope()
+_CONDITIONS = st.lists(_condition(), min_size=1, max_size=2)
+_POLICIES = [_policy(i) for i in range(12)]
 
 
 # --- requests ------------------------------------------------------------------------------
