@@ -222,7 +222,14 @@ def test_the_config_takes_its_secret_from_a_file_or_the_environment(tmp_path: Pa
     ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = 601\n',
      "at most 600"),
     ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = "ten"\n',
-     "is not valid"),
+     "`lease_seconds` must be a number"),
+    # a number is a TOML number: a boolean or a string was read as one (true as 1 s)
+    ('url = "https://x.example"\nsecret_file = "s"\ntimeout_seconds = true\n',
+     "`timeout_seconds` must be a number"),
+    ('url = "https://x.example"\nsecret_file = "s"\nlease_seconds = "30"\n',
+     "`lease_seconds` must be a number"),
+    ('url = "https://x.example"\nsecret_file = "s"\nmax_backoff_seconds = "nan"\n',
+     "`max_backoff_seconds` must be a number"),
 ])
 def test_a_bad_config_is_refused_with_its_reason(tmp_path: Path, text: str,
                                                   message: str) -> None:

@@ -126,6 +126,11 @@ def load_webhook_config(home: Path, env: Mapping[str, str] | None = None
             raise ConfigError("the webhook needs `secret_file` or PROCTOR_WEBHOOK_SECRET")
         secret = read_capped(home / data["secret_file"], _MAX_SECRET_BYTES,
                              "webhook secret file", ConfigError).strip()
+    for key in ("timeout_seconds", "max_backoff_seconds", "lease_seconds"):
+        # a TOML number: float() read a boolean (true as 1 s) and a string ("30") as one
+        if key in data and (not isinstance(data[key], int | float)
+                            or isinstance(data[key], bool)):
+            raise ConfigError(f"webhook config `{path}`: `{key}` must be a number of seconds")
     try:
         return WebhookConfig(
             url=data["url"], secret=secret, console_url=str(data.get("console_url", "")),
