@@ -323,6 +323,8 @@ class Enforcer:
         use.sensitivity = 0
         use.decided_state = use.decided_risk = use.decided_seen = None
         use.decided_revision = None
+        if approved is None:  # else decided again on the pre-approval it spent, if any
+            use.also_live = ()
         approval: Approval | None = approved
         if approved is not None:
             request = _approved(request)
@@ -330,9 +332,12 @@ class Enforcer:
         if decision.outcome is Outcome.APPROVAL_REQUIRED and approved is None:
             approval = self._approvals.consume(self._binding(claims, request))
             if approval is None:  # "approve similar within this task"
-                approval = self._approvals.consume_similar(
+                similar = self._approvals.consume_similar(
                     agent_id=claims.agent_id, task_id=claims.task_id,
                     tool_id=request.resource.id, args=request.context.get("args") or {})
+                if similar is not None:
+                    # the write confirms the pre-approval unrevoked, as the grant's line
+                    approval, use.also_live = similar[0], (similar[1],)
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)

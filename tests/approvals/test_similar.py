@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import anyio
 import pytest
 
@@ -167,3 +170,37 @@ def test_approving_similar_twice_is_refused_and_issues_nothing(
         similar(runtime).approve(pending.approval.id, approver=APPROVER)
     assert twice.value.code == "approval_already_decided"
     assert len(similar(runtime).for_task(grant.claims.task_id)) == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pre_approval_revoked_before_the_calls_write_commits_allows_nothing(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """Strict revocation: the call spent the pre-approval, then its revocation committed,
+    then the call's write; the write confirmed the grant's line only, and the call was
+    allowed on a revoked pre-approval. (The audit head held by the test orders the three;
+    on PostgreSQL, where the revocation's transaction need not wait for the writer.)"""
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    verdicts: list[Any] = []
+    with runtime.store.engine.connect() as holding:
+        holding.exec_driver_sql("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        caller = threading.Thread(target=lambda: verdicts.append(
+            agents.call(grant, "crm/issue_refund", refund(10_000))))
+        caller.start()
+        while similar(runtime).get(pre.grant_id).uses == 0:  # spent; its write waits
+            assert caller.is_alive(), verdicts
+            caller.join(0.01)
+        revoker = threading.Thread(target=lambda: runtime.grants.revoke(
+            pre.accessor, "changed my mind"))
+        revoker.start()
+        while not similar(runtime).get(pre.grant_id).revoked_at:  # committed; audit waits
+            revoker.join(0.01)
+        holding.rollback()
+    caller.join(30)
+    revoker.join(30)
+    assert len(verdicts) == 1
+    assert not verdicts[0].is_allowed
+    assert verdicts[0].code == "grant_revoked"

@@ -16,9 +16,12 @@ __all__ = ["use_similar"]
 
 
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
-                args: Mapping[str, Any]) -> str | None:
+                args: Mapping[str, Any]) -> tuple[str, str] | None:
     """Spend one use of a live pre-approval grant that allows this call; returns the id
-    of the approval it came from, or None. Atomic: a last use goes to one call only."""
+    of the approval it came from and the grant's, or None. Atomic: a last use goes to
+    one call only. The call's write confirms the grant is still unrevoked
+    (:attr:`~proctor.grants.use.GrantUse.also_live`): a revocation committing between
+    this spend and that write is honoured."""
     now = clock.now()
     parent = leases.alias("parent")  # its task: ending it revokes that node first
     query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
@@ -42,6 +45,6 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
                 grants.c.id == row.grant_id, grants.c.uses < grants.c.max_uses))
                 .values(uses=grants.c.uses + 1)).rowcount
             if spent == 1:
-                return str(row.approval_id)
+                return str(row.approval_id), str(row.grant_id)
     return None
 

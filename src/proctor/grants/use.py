@@ -153,6 +153,7 @@ class GrantUse:
     decided_risk: Risk | None = None
     decided_seen: int | None = None
     decided_revision: int | None = None
+    also_live: tuple[str, ...] = ()  # other nodes the allow rests on (a pre-approval's)
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -204,6 +205,9 @@ class GrantUse:
                                  "decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
+            if any(i not in tasks.live for i in self.also_live):
+                raise GrantError("grant_revoked", "the pre-approval this call was allowed "
+                                 "on is revoked")
             task = tasks.found.get(claims.task_id)
             if task is None:
                 raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
@@ -300,7 +304,8 @@ class _Tasks:
             found[str(task_id)] = _TaskRow(tx.read_time(ended_at), tx.read_time(expires_at),
                                            idle_seconds, until, int(seen), (until, int(seen)),
                                            until, None if active is None else int(active))
-        lineage = list(dict.fromkeys(i for u in uses for i in u.claims.lineage))
+        lineage = list(dict.fromkeys(i for u in uses for i in (*u.claims.lineage,
+                                                                *u.also_live)))
         return cls(agents, found, _live(tx, lineage))
 
     def write(self, tx: WriteCursor) -> None:
