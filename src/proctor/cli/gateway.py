@@ -180,7 +180,7 @@ def gateway(
     import uvicorn
 
     from proctor.gateway import Gateway, load_gateway_config
-    from proctor.gateway.http import build_http_app
+    from proctor.gateway.http import build_http_app, serve_http
     from proctor.runtime import open_runtime
 
     try:
@@ -200,6 +200,9 @@ def gateway(
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.address}", markup=False)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                               access_log=False))
+        if not serve_http(server):
+            raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
     finally:
         runtime.close()

@@ -34,12 +34,14 @@ lands under a request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -72,7 +74,10 @@ from proctor.gateway.watch import RevocationWatch
 from proctor.grants import PROOF_ALGORITHMS, GrantClaims
 from proctor.store import Store
 
-__all__ = ["HttpCredentials", "build_http_app"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["HttpCredentials", "build_http_app", "serve_http"]
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +348,20 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
     app.add_middleware(GrantGate, gateway=gateway, sessions=sessions, managers=managers,
                        public_url=public)
     return app
+
+
+def serve_http(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> bool:
+    """Run ``server`` until it is told to stop (a signal, or its ``should_exit``);
+    False if it could not start (its port taken, say).
+
+    Run under :func:`anyio.run`, not ``uvicorn.run``'s bare ``asyncio.run``: anyio then
+    knows once (a context variable) that it runs on asyncio, where otherwise it asks
+    sniffio, which sniffs for a current asyncio task, at every cancel scope, event,
+    timeout and checkpoint of every request.
+    """
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a stop
+        anyio.run(server.serve, sockets)
+    return server.started
 
 
 def _metadata(resource: str, config: GatewayConfig
