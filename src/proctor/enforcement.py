@@ -45,6 +45,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event
 from proctor.audit.masking import mask
 from proctor.clock import Clock
 from proctor.codes import Code
+from proctor.documents import MAX_DEPTH
 from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse
 from proctor.grants.authority import Task
@@ -259,12 +260,15 @@ class Enforcer:
     # the steps
 
     def _decide(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
-        if not _is_text(call.tool_id) or not _is_text(call.args):
-            # a lone surrogate (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest
-            return self._refused(ToolCall(_printable(call.tool_id), {}, call.method,
+        unreadable = _unreadable(call.tool_id, call.args)
+        if unreadable is not None:
+            # a lone surrogate (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest;
+            # nesting past the cap (or arguments that contain themselves, from a caller in
+            # this process): nothing could walk them without running out of stack
+            tool_id = call.tool_id if isinstance(call.tool_id, str) else repr(call.tool_id)
+            return self._refused(ToolCall(_printable(tool_id), {}, call.method,
                                           call.target, call.source_ip), "arguments_invalid",
-                                 "the call's tool or arguments hold text that is not valid "
-                                 "Unicode (a lone surrogate)")
+                                 unreadable)
         try:
             use = self._grants.prepare(token, proof, method=call.method, target=call.target,
                                        tool_id=call.tool_id, args=call.args)
@@ -524,21 +528,50 @@ class _Fixed:
         return self._agents
 
 
-def _is_text(value: object) -> bool:
-    """Whether every string in ``value`` (a tool id, or arguments as JSON gives them,
-    keys included) encodes as UTF-8: what the audit event, its digest and the store need."""
-    if isinstance(value, str):
-        if value.isascii():
-            return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
+_NOT_UNICODE = ("the call's tool or arguments hold text that is not valid Unicode (a lone "
+                "surrogate)")
+_TOO_DEEP = (f"the call's arguments nest deeper than {MAX_DEPTH} levels (or contain "
+             "themselves)")
+
+
+def _unreadable(tool_id: object, args: object) -> str | None:
+    """Why a call cannot be decided as it is, or None: every string in the tool id and the
+    arguments (as JSON gives them, keys included) must encode as UTF-8, what the audit
+    event, its digest and the store need, and the arguments may nest at most
+    :data:`~proctor.documents.MAX_DEPTH` levels, as every transport's parser already
+    holds them (a caller in this process could pass deeper ones, or a dict inside
+    itself). Walked without recursion."""
+    if not isinstance(tool_id, str):
+        return "the call's tool is not a name"
+    if not _utf8(tool_id):
+        return _NOT_UNICODE
+    stack: list[tuple[object, int]] = [(args, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not _utf8(value):
+                return _NOT_UNICODE
+        elif isinstance(value, Mapping):
+            if depth >= MAX_DEPTH:
+                return _TOO_DEEP
+            for key, item in value.items():
+                if isinstance(key, str) and not _utf8(key):
+                    return _NOT_UNICODE
+                stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            if depth >= MAX_DEPTH:
+                return _TOO_DEEP
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
         return True
-    if isinstance(value, Mapping):
-        return all(_is_text(k) and _is_text(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_is_text(v) for v in value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
+from proctor.documents import MAX_DEPTH
 from proctor.enforcement import ToolCall
 from proctor.errors import GrantError
 from proctor.grants import GrantScope, IssuedGrant, make_proof
@@ -205,3 +206,28 @@ def test_text_utf8_cannot_encode_is_a_deny_with_its_code_before_the_grant_is_use
         "tool:crm/lookup_customer", "tool:crm/\\ud800"}
     # the one use the grant allows is still there
     assert agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
+
+
+def test_arguments_nested_past_the_cap_or_inside_themselves_are_a_deny_not_an_error(
+        runtime: Runtime, agents: Agents) -> None:
+    # every transport's parser caps nesting; a caller in this process does not: walking
+    # such arguments raised RecursionError out of the decision (it must never raise)
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}], max_uses=1)
+    itself: dict[str, object] = {"customer_id": "c-1"}
+    itself["again"] = itself
+    deep: object = "c-1"
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    for args in (itself, {"customer_id": deep}, {"customer_id": [itself]}):
+        verdict = runtime.enforcer.decide_call(grant.token, agents.proof(grant),
+                                               ToolCall("crm/lookup_customer", args,
+                                                        target=TARGET))
+        assert (verdict.outcome, verdict.code) == (Outcome.DENY, "arguments_invalid"), verdict
+        assert any("nest deeper than 64 levels" in r for r in verdict.reasons), verdict
+        assert verdict.event_id is not None
+    # at the cap is fine, and the one use the grant allows is still there
+    at_cap: object = "c-1"
+    for _ in range(MAX_DEPTH - 2):
+        at_cap = [at_cap]
+    verdict = agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1", "x": at_cap})
+    assert verdict.code != "arguments_invalid", verdict

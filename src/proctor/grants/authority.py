@@ -24,6 +24,7 @@ collected, but never the task's own revocation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -184,11 +185,23 @@ class GrantAuthority:
         anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
         grants never handed out) binds to the key of an earlier grant of the task.
         """
-        request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
-        key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint, holder,
-                                             same_key_as=same_key_as, task_id=task_id)
-        decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+        with self._one_look():
+            request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses,
+                                                   approved)
+            key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
+                                                 holder, same_key_as=same_key_as,
+                                                 task_id=task_id)
+            decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
         return self._issuer.grant(request, key, proof, decided=decided)
+
+    def _one_look(self) -> contextlib.AbstractContextManager[None]:
+        """One look at the change feed for an issuance's reads (its task, its agent, the
+        agent as policy decides on it): read as of one moment, at the cost of one look
+        rather than one per view. The grant's write confirms what must be current (the
+        agent's trust state, nothing in the lineage revoked:
+        :class:`~proctor.grants.issuance.NewGrant`); the write itself runs outside, so
+        that other callers' effects it applies look for themselves."""
+        return self._tasks.one_look() if self._tasks is not None else contextlib.nullcontext()
 
     def offer(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
               max_uses: int | None = None, approved: bool = False) -> GrantOffer:

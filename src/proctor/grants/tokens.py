@@ -20,6 +20,7 @@ Claims::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from datetime import datetime
 from typing import Any
 
 from proctor.errors import DocumentError, GrantError, ScopeError, SigningKeyError
-from proctor.grants.keyring import IssuerKeyring
+from proctor.grants.keyring import IssuerKey, IssuerKeyring
 from proctor.grants.scope import GrantScope
-from proctor.jose import b64url_encode, read_compact, verify_signature, write_compact
+from proctor.jose import b64url_encode, read_compact, sign, verify_signature, write_compact
+from proctor.jose.jwk import PrivateKey
 
 __all__ = ["MAX_TOKEN_BYTES", "GrantClaims", "TokenCodec", "token_hash"]
 
@@ -121,14 +123,26 @@ class TokenCodec:
         self.issuer = issuer
         self.audience = audience
         self._verified: OrderedDict[str, tuple[str, GrantClaims]] = OrderedDict()
+        # the current key, its private half and the token's first segment and dot
+        self._header: tuple[IssuerKey, PrivateKey, str] | None = None
 
     def encode(self, claims: GrantClaims) -> str:
+        """The signed token: the header's segment is written once per issuer key (it
+        names only the key), the claims' segment and the ES256 signature per grant,
+        as :func:`~proctor.jose.write_compact` writes them."""
         key = self._keyring.current()
-        private = key.key.private_key
-        if private is None:
-            raise SigningKeyError("the current issuer key has no private half")
-        return write_compact({"kid": key.kid, "typ": "proctor-grant+jwt"}, claims.as_claims(),
-                             private)
+        header = self._header
+        if header is None or header[0] is not key:
+            private = key.key.private_key
+            if private is None:
+                raise SigningKeyError("the current issuer key has no private half")
+            prefix = write_compact({"kid": key.kid, "typ": "proctor-grant+jwt"}, {},
+                                   private).split(".", 1)[0] + "."
+            header = self._header = (key, private, prefix)
+        _, signer, prefix = header
+        signing_input = prefix + b64url_encode(
+            json.dumps(claims.as_claims(), separators=(",", ":")).encode("utf-8"))
+        return signing_input + "." + b64url_encode(sign(signer, signing_input.encode("ascii")))
 
     def decode(self, token: str, *, now: datetime) -> GrantClaims:
         """Verify ``token``'s signature (cached) and claims; raise :class:`GrantError`."""

@@ -20,6 +20,7 @@ committed a moment ago may still be on its way to the listener.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -107,6 +108,11 @@ class TaskView:
         if row is None:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
         return task_from_row(row)
+
+    def one_look(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, this thread's reads of every view share one look at the
+        feed (:meth:`~proctor.store.changes.ChangeFeed.one_look`)."""
+        return self._held.feed.one_look()
 
     def forget(self, task_id: str) -> None:
         """Drop the task this process just changed, before the feed tells (PostgreSQL)."""

@@ -86,21 +86,28 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = self.clock.monotonic()
-        status = 500
+        counted = False
+
+        def labels() -> tuple[str, str]:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = str(scope.get("method", ""))
+            return (method if method in _METHODS else "OTHER"), path  # clients pick the method
 
         async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
+            nonlocal counted
+            if message["type"] == "http.response.start" and not counted:
+                # counted before the answer goes out: a client that has its answer (and asks
+                # /metrics next, on any worker) finds it counted
+                counted = True
+                self.metrics.requests.labels(*labels(), str(int(message["status"]))).inc()
             await send(message)
 
         try:
             await self.app(scope, receive, observe)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            method = str(scope.get("method", ""))
-            method = method if method in _METHODS else "OTHER"  # clients pick the method
-            self.metrics.requests.labels(method, path, str(status)).inc()
+            method, path = labels()
+            if not counted:  # failed before answering: the server's 500
+                self.metrics.requests.labels(method, path, "500").inc()
             self.metrics.request_seconds.labels(method, path).observe(
                 self.clock.monotonic() - started)
