@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from proctor.errors import GrantError
 from proctor.grants import IssuedGrant, LeaseNode
 from proctor.grants import leases as leases_module
+from proctor.store import open_store
 from proctor.store.tables import leases
 
 from .conftest import CODER, FINANCE, SUPPORT, Setup
@@ -115,3 +116,31 @@ def test_a_revoked_task_refuses_every_unmarked_grant_under_it_and_their_exchange
     assert refused.value.code == "grant_revoked"
     states = _states(setup, parent.claims.task_id)
     assert states[child.grant_id] and states[grandchild.grant_id]  # listed as revoked
+
+
+def test_a_closing_store_waits_for_the_marking_under_way(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    # closed under a marking transaction, a connection was left to the garbage collector
+    # (a ResourceWarning in a later test) and the rest left to the sweep
+    monkeypatch.setattr(leases_module, "MARK_CHUNK", 1)
+    root = _issue(setup)
+    now = setup.clock.now()
+    rows = [{"id": f"grant_under_{i}", "parent_id": root.grant_id, "kind": "grant",
+             "task_id": root.claims.task_id, "agent_id": CODER, "created_at": now}
+            for i in range(40)]
+    with setup.store.transaction() as conn:
+        conn.execute(insert(leases), rows)
+    url = setup.store.engine.url.render_as_string(hide_password=False)
+
+    assert len(setup.authority.revoke(root.accessor, "leaked")) == 41  # 40 left to mark
+    setup.store.close()
+
+    assert setup.authority.leases.settle(timeout=0)  # nothing under way any more
+    store = open_store(url)
+    try:
+        with store.reading() as conn:
+            unmarked = conn.execute(select(leases.c.id).where(
+                leases.c.parent_id == root.grant_id, leases.c.revoked_at.is_(None))).all()
+    finally:
+        store.close()
+    assert unmarked == []

@@ -44,6 +44,8 @@ from proctor.store.tables import leases
 __all__ = ["CHANNEL", "MARK_CHUNK", "LeaseNode", "LeaseTree", "RevocationListener"]
 
 log = logging.getLogger(__name__)
+# how long a closing store waits for a marking under way (the runtime's close waits as long)
+_FINISH_SECONDS = 60.0
 
 CHANNEL = "proctor_revocations"
 _CHUNK = 500
@@ -111,6 +113,7 @@ class LeaseTree:
         self._clock = clock
         self._listeners: list[RevocationListener] = []
         self._marker = _Marker(self)
+        store.before_close(self._marker.finish)
 
     def subscribe(self, listener: RevocationListener) -> None:
         """Call ``listener(ids, reason)`` after each revocation committed by this process."""
@@ -339,6 +342,10 @@ class _Marker:
     def settle(self, timeout: float | None) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: not self._running, timeout)
+
+    def finish(self) -> None:
+        """Before the store closes: the marking under way ends (up to a minute)."""
+        self.settle(_FINISH_SECONDS)
 
     def _run(self) -> None:
         while True:

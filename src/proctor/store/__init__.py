@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +25,8 @@ from proctor.store import migrate as _migrate
 from proctor.store import pool as _pool
 from proctor.store.engine import READ_ONLY, normalize_url
 from proctor.store.pool import DEFAULT_POOL_SIZE, POOL_TIMEOUT_SECONDS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Store", "as_utc", "normalize_url", "open_store"]
 
@@ -52,6 +56,7 @@ class Store:
         self.pool_timeout_seconds = pool_timeout_seconds
         self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
         self._reads = _pool.ReadConnections(engine, read_connections, pool_timeout_seconds)
+        self._before_close: list[weakref.WeakMethod[Callable[[], object]]] = []
 
     @property
     def backend(self) -> str:
@@ -112,8 +117,24 @@ class Store:
         self._reads.give_back(held)
         return rows
 
+    def before_close(self, wait: Callable[[], object]) -> None:
+        """Have :meth:`close` call ``wait`` (a bound method, held weakly) first: a part
+        whose own thread writes, such as the lease tree's marker, ends its transaction
+        before the connections are closed under it (else one is left open to the garbage
+        collector)."""
+        self._before_close.append(weakref.WeakMethod(wait))
+
     def close(self) -> None:
         """Close every connection of this store; it is not to be used after."""
+        waits, self._before_close = self._before_close, []
+        for ref in waits:
+            wait = ref()
+            if wait is None:
+                continue
+            try:
+                wait()
+            except Exception:  # closing goes on: what was not finished is the sweep's
+                log.exception("a part of the store did not finish before it closed")
         self._reads.close()
         self.engine.dispose()
 
