@@ -11,6 +11,7 @@ from proctor.cli import (
     agent,
     approvals,
     audit,
+    coercion,
     connector,
     demo,
     discover,
@@ -29,6 +30,8 @@ from proctor.config import load_settings
 from proctor.errors import ProctorError
 
 __all__ = ["app"]
+
+coercion.install()  # strings and defaults coerced without pydantic (see the module)
 
 app = typer.Typer(
     no_args_is_help=True,
