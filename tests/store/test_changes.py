@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
@@ -107,4 +108,68 @@ def test_closing_the_feed_ends_its_listeners_wait_at_once_not_at_its_next_poll(
         closing.start()
         closing.join(60)
         assert not closing.is_alive(), "close() waited for the listener's poll"
+        store.close()
+
+
+def test_callers_waiting_for_a_read_begun_before_them_read_again_and_share_that_read(
+        tmp_path: Path) -> None:
+    """SQLite: a ``catch_up`` hears every change committed before it was called. Callers
+    that came while a read was under way wait for it, then one of them reads again (the
+    read under way may have missed what they must hear) and the others take its answer."""
+    import threading
+
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    feed = ChangeFeed(store)
+    lock, arrived = feed._lock, threading.Semaphore(0)
+
+    class Observed:  # the feed's own lock, telling when a caller starts waiting for it
+        def __enter__(self) -> None:
+            arrived.release()
+            lock.acquire()
+
+        def __exit__(self, *_: object) -> None:
+            lock.release()
+
+    heard: list[str] = []
+    first_heard, go_on = threading.Event(), threading.Event()
+
+    def note(batch: Sequence[Change]) -> None:
+        heard.extend(c.key for c in batch)
+        if "git/a" in heard and not first_heard.is_set():
+            first_heard.set()
+            assert go_on.wait(60)
+
+    def tool(tool_id: str) -> None:
+        with store.transaction() as conn:
+            conn.execute(insert(tool_catalog).values(tool_id=tool_id, server="git", spec={},
+                                                     first_seen_at=NOW))
+
+    feed.subscribe(note, lambda: None)
+    feed._lock = Observed()  # type: ignore[assignment]
+    answers: list[bool] = []
+    try:
+        tool("git/a")
+        first = threading.Thread(target=lambda: answers.append(feed.catch_up()))
+        first.start()
+        assert first_heard.wait(60)  # its read is under way, past its query
+        tool("git/b")  # committed before the next callers call: they must hear it
+        assert arrived.acquire(timeout=60)  # the first caller's own wait, long over
+        later = [threading.Thread(target=lambda: answers.append(feed.catch_up()))
+                 for _ in range(2)]
+        for thread in later:
+            thread.start()
+        for _ in later:
+            assert arrived.acquire(timeout=60)  # both wait for the lock
+        reads_before = feed._reads
+        go_on.set()
+        for thread in [first, *later]:
+            thread.join(60)
+        assert answers == [True, True, True]
+        assert heard == ["git/a", "git/b"]
+        assert feed._reads == reads_before + 1  # one read for both, not one each
+    finally:
+        go_on.set()
+        feed.close()
         store.close()

@@ -92,6 +92,7 @@ class ChangeFeed:
         self._lock = threading.RLock()  # a subscriber may read through the feed again
         self.epoch = 0  # moves with every delivery and reset
         self._current = False
+        self._reads = 0  # reads of the changes begun (SQLite), under the lock
         self._poll = poll_seconds
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,10 +172,17 @@ class ChangeFeed:
     def _catch_up(self) -> bool:
         if self._store.backend == "postgresql":
             return self.is_current
+        arrived = self._reads  # the reads begun before this call
         try:
             with self._lock:
                 if self._stopping.is_set():
                     return False
+                if self._reads != arrived and self._current:
+                    # a read begun after this call came has ended well (the lock is
+                    # ours): it heard every change committed before this call. Threads
+                    # that waited for the lock share it rather than each reading again
+                    return True
+                self._reads += 1
                 # in memory: one connection, the store's own
                 self._read_after(None if self._sqlite is None else self._sqlite.execute)
                 self._current = True
