@@ -17,13 +17,16 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, iter_events
+from proctor.codes import rpc_code
 from proctor.errors import GrantError
+from proctor.gateway.results import ResultGuard
 from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from tests.conftest import sqlite_only
@@ -204,3 +207,34 @@ async def test_revoking_the_grant_fails_the_call_in_flight_and_closes_the_sessio
         with pytest.raises(MCPError) as after:  # the wrapper is gone
             await client.call_tool("echo", {"text": "still there?"})
         assert after.value.message == "Connection closed"
+
+
+@sqlite_only
+@pytest.mark.parametrize("path", ["direct", "sdk"])
+async def test_a_failure_inside_the_gateway_reaches_the_agent_as_internal_error_without_its_text(
+        deployment: Deployment, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    # the SDK answered an unexpected exception with code 0 and its text, which can hold what
+    # the agent must not see; a bug is simulated in the output guard (a progress callback
+    # sends the call through the SDK's server, a plain call takes the direct path)
+    leaked = "postgresql://proctor:" + secrets.token_hex(8) + "@db.internal/proctor"
+
+    async def broken(self: ResultGuard, result: Any, **_: Any) -> Any:
+        raise RuntimeError(f"could not reach {leaked}")
+
+    monkeypatch.setattr(ResultGuard, "redact", broken)
+    grant = deployment.grant()
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        return None
+
+    async with http_upstream() as url, wrapped(
+            deployment, grant, [], config=_over_http(deployment, url), server="test") as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("echo", {"text": "hi"},
+                                   progress_callback=progress if path == "sdk" else None)
+        error = refused.value.error
+        assert (error.code, error.data["reason"]) == (rpc_code("internal_error"),
+                                                      "internal_error")
+        assert leaked not in error.message and "could not reach" not in error.message
+        monkeypatch.undo()  # the session goes on: the next call is answered
+        assert not (await client.call_tool("echo", {"text": "again"})).is_error

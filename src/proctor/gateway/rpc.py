@@ -17,12 +17,15 @@ none (it takes -32000 for a closed connection and -32001 for a request timeout):
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
 from mcp_types import RequestId
+from pydantic import ValidationError
 
 from proctor.codes import (
     APPROVAL_PENDING,
@@ -36,11 +39,13 @@ from proctor.codes import (
     rpc_code,
 )
 from proctor.documents import parse_json
-from proctor.errors import DocumentError
+from proctor.errors import DocumentError, ProctorError
 
 __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST",
            "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
-           "request_id_in_prefix", "rpc_error"]
+           "internal_errors", "request_id_in_prefix", "rpc_error"]
+
+log = logging.getLogger(__name__)
 
 PREFIX_BYTES = 4096  # how much of a refused message is searched for its id
 _ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
@@ -57,6 +62,25 @@ def rpc_error(reason: Code, message: str, *, reasons: Sequence[str] = (),
     body.update({k: v for k, v in data.items() if v is not None and v != ()})
     return MCPError(rpc_code(reason) if code is None else code, f"{reason}: {message}",
                     data=body)
+
+
+@contextmanager
+def internal_errors(method: str) -> Iterator[None]:
+    """What a handler of ``method`` raises, as the agent gets it: an MCP error (and the
+    SDK's own parameter validation) as it is; a proctor error as its code and message; any
+    other exception logged with its traceback and answered ``internal_error`` without its
+    text. The SDK would answer that text with code 0, and it can hold what the agent must
+    not see: a path, a URL, a value an upstream's failure quoted."""
+    try:
+        yield
+    except (MCPError, ValidationError):
+        raise
+    except ProctorError as exc:
+        raise rpc_error(exc.code, exc.message) from None
+    except Exception:
+        log.exception("%s failed inside the gateway", method)
+        raise rpc_error("internal_error", "the request failed inside proctor; the "
+                        "gateway's log says why") from None
 
 
 def request_id_in_prefix(prefix: bytes) -> RequestId | None:

@@ -17,9 +17,9 @@ The SDK's own span per message is left out: proctor's is the call's server span.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from proctor import telemetry
 from proctor.gateway.core import Gateway
 from proctor.gateway.relay import Relay
-from proctor.gateway.rpc import rpc_error
+from proctor.gateway.rpc import internal_errors, rpc_error
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
 
@@ -138,17 +138,36 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
     server: Server[Any] = Server(
         name, version="proctor-gateway",
         instructions="Every call passes proctor's policy decision and is audited.",
-        on_list_tools=list_tools, on_call_tool=call_tool,
-        on_list_prompts=list_prompts, on_get_prompt=get_prompt,
-        on_list_resources=list_resources, on_list_resource_templates=list_templates,
-        on_read_resource=read_resource, on_subscribe_resource=subscribe,
-        on_unsubscribe_resource=unsubscribe, on_completion=complete,
+        on_list_tools=_guarded("tools/list", list_tools),
+        on_call_tool=_guarded("tools/call", call_tool),
+        on_list_prompts=_guarded("prompts/list", list_prompts),
+        on_get_prompt=_guarded("prompts/get", get_prompt),
+        on_list_resources=_guarded("resources/list", list_resources),
+        on_list_resource_templates=_guarded("resources/templates/list", list_templates),
+        on_read_resource=_guarded("resources/read", read_resource),
+        on_subscribe_resource=_guarded("resources/subscribe", subscribe),
+        on_unsubscribe_resource=_guarded("resources/unsubscribe", unsubscribe),
+        on_completion=_guarded("completion/complete", complete),
     )
     # The SDK's own span per message goes: a call's span is proctor's (above), and with
     # OpenTelemetry off a no-op span per message is still work on every call.
     server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     # Registered apart: the constructor warns that logging is deprecated (SEP-2577),
     # while clients of the 2025 protocol still set a level.
-    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams,
+                               _guarded("logging/setLevel", set_level))
     return server
+
+
+_Params = TypeVar("_Params")
+_Result = TypeVar("_Result")
+
+
+def _guarded(method: str, handler: Callable[[Context, _Params], Awaitable[_Result]]
+             ) -> Callable[[Context, _Params], Awaitable[_Result]]:
+    """``handler`` answering what it raises as :func:`internal_errors` says."""
+    async def guarded(ctx: Context, params: _Params) -> _Result:
+        with internal_errors(method):
+            return await handler(ctx, params)
+    return guarded
 

@@ -24,6 +24,7 @@ from proctor.errors import GrantError, ProctorError
 from proctor.gateway.core import Gateway
 from proctor.gateway.launch import LaunchCredentials
 from proctor.gateway.relay import Relay
+from proctor.gateway.rpc import internal_errors
 from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.stdio import DirectCalls, StdioTransport
@@ -73,7 +74,8 @@ def _direct_calls(gateway: Gateway, session: GatewaySession, creds: Credentials,
     async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
         session.hold()
         try:
-            return await gateway.call_tool(session, creds, view, name, arguments, relay)
+            with internal_errors("tools/call"):
+                return await gateway.call_tool(session, creds, view, name, arguments, relay)
         finally:
             session.release()
 
