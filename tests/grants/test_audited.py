@@ -7,10 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from proctor.audit import Actor, ActorType, AuditLog, EventFilter, search_events
-from proctor.errors import GrantError
+from proctor.errors import GrantError, StoreError
 from proctor.grants import GrantAuthority, GrantScope
+from proctor.grants.leases import LeaseTree
 
 from .conftest import CODER, Setup
+from .test_authority import _use
 
 GIT = GrantScope.from_json({"tools": [{"tool": "git/git_log"}]})
 
@@ -74,3 +76,30 @@ def test_when_the_audit_log_is_down_issuance_is_denied_and_revocation_still_work
     assert caught.value.code == "issuance_denied"
     assert "audit" in caught.value.message
     assert authority.revoke(grant.accessor, "cleanup") == [grant.grant_id]
+
+
+def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audited(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the roots' transaction committed, then the store failed while the nodes under them
+    # were collected: the caller got the error and no audit event was written
+    authority, _ = audited
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    grant = authority.issue(task.id, GIT)  # under the task's node
+
+    def unavailable(self: LeaseTree, root_ids: object) -> list[str]:
+        raise StoreError("the database does not answer")
+
+    monkeypatch.setattr(LeaseTree, "unrevoked_under", unavailable)
+    assert authority.end_task(task.id) == [task.id]  # the roots alone: the rest is the sweep's
+    monkeypatch.undo()
+
+    [ended] = [e.event for e in search_events(
+        setup.store, EventFilter(actor_type=ActorType.SYSTEM))]
+    assert ended["detail"]["revoked"] == 1
+    node = authority.leases.node(grant.grant_id)
+    assert node is not None and not node.is_revoked  # not marked yet, but refused:
+    assert _use(setup, grant) == "grant_revoked"
+    authority.sweep()
+    node = authority.leases.node(grant.grant_id)
+    assert node is not None and node.is_revoked

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from proctor.clock import Clock
+from proctor.errors import StoreError
 from proctor.store import Store, as_utc
 from proctor.store.tables import leases
 
@@ -159,10 +160,19 @@ class LeaseTree:
     def revoked_after(self, revoked: Sequence[str], reason: str) -> list[str]:
         """After the commit of :meth:`revoke_in`'s transaction: announce ``revoked`` (the
         roots), collect the unrevoked nodes under them and hand them to the marker
-        thread (:meth:`settle` waits for it); returns the roots and those nodes."""
+        thread (:meth:`settle` waits for it); returns the roots and those nodes (the roots
+        alone if the store fails while collecting: the sweep marks the rest)."""
         roots = list(dict.fromkeys(revoked))
         self.announce(roots, reason)
-        under = self.unrevoked_under(roots)
+        try:
+            under = self.unrevoked_under(roots)
+        except StoreError as exc:
+            # the revocation stands (its transaction committed) and its caller audits it:
+            # what is under the roots is refused through its line already, and the sweep
+            # marks it (roots revoked over unrevoked children)
+            log.warning("revoked %d roots; collecting what is under them failed (%s): the "
+                        "sweep marks it", len(roots), exc.code)
+            return roots
         if under:
             self._marker.add(under, roots[0], reason)
         return [*roots, *under]
