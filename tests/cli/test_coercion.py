@@ -18,7 +18,9 @@ from typer.main import get_command
 from proctor.cli import coercion
 from proctor.cli.main import app
 
-SAMPLES: tuple[Any, ...] = ("coder", "", " 5 ", "5", "-3", "2.5", "yes", "off", "x/y.json",
+SAMPLES: tuple[Any, ...] = ("coder", "", " 5 ", "5", "-3", "007", "-0", "900", "1000", "1001",
+                            "3601", "1_000", "+5", "٣", "99999999999999999999", "2.5", "yes",
+                            "off", "x/y.json",
                             "ünïcode", ".", b"bytes", b"\xff\xfe", 5, -1, 0, 1, 1000, 1001, 3601,
                             2.5, -0.5, 1.0, float("nan"), float("inf"), True, ("a", "b"),
                             ["7"])

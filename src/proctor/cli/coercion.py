@@ -7,8 +7,9 @@ pydantic and building the adapters of one command costs ~0.1 to 0.2 s of CPU, in
 (or a list of strings) is coerced as typer's own adapter coerces it (:func:`text`, as
 its ``_parse_cli_str``, which pydantic's ``str`` then passes unchanged; that module
 imports pydantic), a path as pydantic makes it and typer checks it, and any other
-parameter builds typer's adapter on its first value, so a default (``None``, or a
-number) costs nothing. What a value becomes, and every error, are typer's.
+parameter builds typer's adapter on its first value (but for a plain integer in
+range), so a default (``None``, or a number) costs nothing. What a value becomes, and
+every error, are typer's.
 
 :func:`install` replaces ``typer.core.build_runtime_param``; a test checks that it is
 the one typer calls (a typer that stops calling it fails that test, not the CLI) and
@@ -17,6 +18,7 @@ that every parameter of every command coerces as typer's adapter does.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["build_runtime_param", "install", "is_installed", "text"]
 
 _typer_build = _coercion.build_runtime_param
+_DIGITS = re.compile(r"-?[0-9]{1,18}")  # an integer written plainly (ASCII digits)
 
 
 def text(value: Any) -> str:
@@ -70,17 +73,20 @@ class _Text(_coercion.RuntimeParam):
 @dataclass(frozen=True)
 class _OnFirstValue(_coercion.RuntimeParam):
     """typer's own coercion, built when a value comes (``None`` never reaches here), but
-    for a number that is one already (an option's default)."""
+    for an integer written plainly and a number that is one already (a default), when
+    in range (out of range, typer's adapter says why)."""
 
     descriptor: _coercion.TypeDescriptor
     built: list[_coercion.RuntimeParam] = field(default_factory=list, compare=False)
 
     def _coerce_value(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
         info = self.parameter_info
+        if self.annotation is int and isinstance(value, str) and _DIGITS.fullmatch(value):
+            value = int(value)  # as pydantic reads it; anything else, pydantic reads
         if (self.annotation in (int, float) and type(value) is self.annotation
                 and (info.min is None or value >= info.min)
                 and (info.max is None or value <= info.max)):
-            return value  # a number's default, in range: pydantic returns it as it is
+            return value  # a number in range: pydantic returns it as it is
         if not self.built:
             self.built.append(_typer_build(self.descriptor))
         return self.built[0]._coerce_value(value, param=param, ctx=ctx)
