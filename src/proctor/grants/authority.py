@@ -233,45 +233,48 @@ class GrantAuthority:
         """
         parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
                             target=self._codec.issuer, tool_id=None, args=None).claims
-        # a wildcard asks for whatever of the parent's tools it matches
-        known = self._issuer.known_tools(parent.scope, scope)
-        of_parent = [t for t in known if parent.scope.names(t)]
-        for entry in scope.tools:
-            if not any(entry.matches_tool(t) for t in of_parent) \
-                    and any(entry.matches_tool(t) for t in known):
+        with self._one_look():  # its reads as an issuance's (the check's are its own)
+            # a wildcard asks for whatever of the parent's tools it matches
+            known = self._issuer.known_tools(parent.scope, scope)
+            of_parent = [t for t in known if parent.scope.names(t)]
+            for entry in scope.tools:
+                if not any(entry.matches_tool(t) for t in of_parent) \
+                        and any(entry.matches_tool(t) for t in known):
+                    raise GrantError("delegation_widens_scope",
+                                     f"`{entry.tool}` is not in the parent grant's scope")
+            wanted = expand_scope(scope, of_parent)
+            if not parent.scope.covers(wanted):
                 raise GrantError("delegation_widens_scope",
-                                 f"`{entry.tool}` is not in the parent grant's scope")
-        wanted = expand_scope(scope, of_parent)
-        if not parent.scope.covers(wanted):
-            raise GrantError("delegation_widens_scope",
-                             "the requested scope is wider than the parent grant's")
-        now = self._clock.now()
-        ttl = check_ttl(ttl_seconds)
-        if int(now.timestamp()) + ttl > parent.expires_at:
-            raise GrantError("delegation_extends_expiry",
-                             "a child grant cannot outlive its parent")
-        if parent.depth + 1 > self.max_depth:
-            raise GrantError("delegation_too_deep",
-                             f"delegation is limited to depth {self.max_depth}")
-        chain = (parent.agent_id, *parent.actor_chain)
-        check_max_uses(max_uses)
-        receiver = self._active_agent(to_agent)
-        if receiver.agent_id in chain:
-            raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
-                             "grant or one it derives from")
-        task = self._open_task(parent.task_id)
-        # a wildcard stays open to later tools only where the parent's was
-        inherited = wildcards_of(GrantScope(tuple(
-            e for e in scope.tools if e.is_wildcard and parent.wildcards is not None
-            and any(mine.covers(e) for mine in parent.wildcards.tools))))
-        request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
-                          max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
-                          chain, approved, inherited, receiver.manifest_digest)
-        if receiver.key_thumbprint is None:
+                                 "the requested scope is wider than the parent grant's")
+            now = self._clock.now()
+            ttl = check_ttl(ttl_seconds)
+            if int(now.timestamp()) + ttl > parent.expires_at:
+                raise GrantError("delegation_extends_expiry",
+                                 "a child grant cannot outlive its parent")
+            if parent.depth + 1 > self.max_depth:
+                raise GrantError("delegation_too_deep",
+                                 f"delegation is limited to depth {self.max_depth}")
+            chain = (parent.agent_id, *parent.actor_chain)
+            check_max_uses(max_uses)
+            receiver = self._active_agent(to_agent)
+            if receiver.agent_id in chain:
+                raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
+                                 "grant or one it derives from")
+            task = self._open_task(parent.task_id)
+            # a wildcard stays open to later tools only where the parent's was
+            inherited = wildcards_of(GrantScope(tuple(
+                e for e in scope.tools if e.is_wildcard and parent.wildcards is not None
+                and any(mine.covers(e) for mine in parent.wildcards.tools))))
+            request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
+                              max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
+                              chain, approved, inherited, receiver.manifest_digest)
+            key = receiver.key_thumbprint
+            decided = (None if key is None
+                       else self._issuer.decide_unwritten(request, ttl_seconds=ttl))
+        if key is None or decided is None:  # an offer reads the agent from the store
             self._issuer.decide(request, ttl_seconds=ttl)
             return self._issuer.offer(request)
-        decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, receiver.key_thumbprint, None, decided=decided)
+        return self._issuer.grant(request, key, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
