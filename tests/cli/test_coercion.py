@@ -3,7 +3,10 @@ every parameter of every command, with no adapter built for a string or a defaul
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +75,22 @@ def test_strings_are_made_as_typers_own_parser_makes_them() -> None:
     for value in SAMPLES:
         if not isinstance(value, (tuple, list)):
             assert coercion.text(value) == _parse_cli_str(value)
+
+
+def test_with_a_typer_whose_internals_differ_the_cli_leaves_coercion_to_typer() -> None:
+    # the lock pins typer 0.29; pyproject allows others, whose private modules may not
+    # have what coercion.py uses: the CLI must start all the same, coercing as typer does
+    code = (
+        "import typer._coercion as c\n"
+        "del c.RuntimeParam\n"  # as a typer without it: coercion.py cannot define its kinds
+        "from typer.testing import CliRunner\n"
+        "from proctor.cli import main\n"
+        "assert not hasattr(main, 'coercion')\n"
+        "result = CliRunner().invoke(main.app, ['policy', 'validate', sys.argv[1]])\n"
+        "print(result.exit_code, result.output.strip())\n"
+    )
+    examples = Path(__file__).resolve().parents[2] / "examples" / "policies"
+    done = subprocess.run([sys.executable, "-c", "import sys\n" + code, str(examples)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("0 ") and "are valid" in done.stdout

@@ -12,8 +12,11 @@ range), so a default (``None``, or a number) costs nothing. What a value becomes
 every error, are typer's.
 
 :func:`install` replaces ``typer.core.build_runtime_param``; a test checks that it is
-the one typer calls (a typer that stops calling it fails that test, not the CLI) and
-that every parameter of every command coerces as typer's adapter does.
+the one typer calls and that every parameter of every command coerces as typer's
+adapter does. The lock file pins typer 0.29; installed with another typer, whose
+internals this module does not find (``ImportError`` or ``AttributeError`` on import,
+or no ``build_runtime_param`` to replace), the CLI leaves coercion to typer
+(``proctor.cli.main``): slower to start, never broken.
 """
 
 from __future__ import annotations
@@ -122,8 +125,10 @@ def build_runtime_param(descriptor: _coercion.TypeDescriptor) -> _coercion.Runti
 
 
 def install() -> None:
-    """Coerce the command line's values as the module says."""
-    typer.core.build_runtime_param = build_runtime_param  # type: ignore[attr-defined]
+    """Coerce the command line's values as the module says; with a typer that does not
+    call ``typer.core.build_runtime_param`` (not 0.29), nothing changes."""
+    if hasattr(typer.core, "build_runtime_param"):
+        typer.core.build_runtime_param = build_runtime_param
 
 
 def is_installed() -> bool:

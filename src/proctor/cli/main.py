@@ -11,7 +11,6 @@ from proctor.cli import (
     agent,
     approvals,
     audit,
-    coercion,
     connector,
     demo,
     discover,
@@ -31,7 +30,12 @@ from proctor.errors import ProctorError
 
 __all__ = ["app"]
 
-coercion.install()  # strings and defaults coerced without pydantic (see the module)
+try:  # strings and defaults coerced without pydantic (see the module)
+    from proctor.cli import coercion
+except (ImportError, AttributeError):  # not typer 0.29's internals: typer coerces them
+    logging.getLogger(__name__).debug("typer coerces the command line itself")
+else:
+    coercion.install()
 
 app = typer.Typer(
     no_args_is_help=True,
