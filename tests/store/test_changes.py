@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from proctor.store import Store, open_store
 from proctor.store.changes import Change, prune_changes
@@ -171,5 +171,54 @@ def test_callers_waiting_for_a_read_begun_before_them_read_again_and_share_that_
         assert feed._reads == reads_before + 1  # one read for both, not one each
     finally:
         go_on.set()
+        feed.close()
+        store.close()
+
+
+def test_a_caller_that_waited_never_takes_the_answer_of_a_read_that_failed(
+        tmp_path: Path) -> None:
+    """SQLite: two callers wait for the feed; the first to read fails. The other must not
+    take that read for one that heard every change (e65812a: the failure was noted after
+    the lock was let go, so a caller taking the lock in between answered current)."""
+    import threading
+
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    feed = ChangeFeed(store)
+    lock, arrived = feed._lock, threading.Semaphore(0)
+    answers: list[bool] = []
+    answered = threading.Semaphore(0)
+
+    class Observed:  # the feed's own lock; a failed read lets the other caller run first
+        def __enter__(self) -> None:
+            arrived.release()
+            lock.acquire()
+
+        def __exit__(self, failure: type[BaseException] | None, *_: object) -> None:
+            lock.release()
+            if failure is not None:  # a read failing out of the lock (before the fix)
+                answered.acquire(timeout=10)  # the other caller, before this one goes on
+
+    feed._lock = Observed()  # type: ignore[assignment]
+
+    def call() -> None:
+        answers.append(feed.catch_up())
+        answered.release()
+
+    try:
+        with store.transaction() as conn:  # every read of the changes fails from now on
+            conn.execute(text("ALTER TABLE changes RENAME TO changes_gone"))
+        lock.acquire()
+        callers = [threading.Thread(target=call) for _ in range(2)]
+        for caller in callers:
+            caller.start()
+        for _ in callers:
+            assert arrived.acquire(timeout=60)  # both came before any read began
+        lock.release()
+        for caller in callers:
+            caller.join(60)
+        assert answers == [False, False]
+    finally:
         feed.close()
         store.close()

@@ -173,26 +173,27 @@ class ChangeFeed:
         if self._store.backend == "postgresql":
             return self.is_current
         arrived = self._reads  # the reads begun before this call
-        try:
-            with self._lock:
-                if self._stopping.is_set():
-                    return False
-                if self._reads != arrived and self._current:
-                    # a read begun after this call came has ended well (the lock is
-                    # ours): it heard every change committed before this call. Threads
-                    # that waited for the lock share it rather than each reading again
-                    return True
-                self._reads += 1
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            if self._reads != arrived and self._current:
+                # a read begun after this call came has ended well (the lock is ours, and
+                # a read that fails says so before it lets go of it): it heard every
+                # change committed before this call. Threads that waited for the lock
+                # share it rather than each reading again
+                return True
+            self._reads += 1
+            try:
                 # in memory: one connection, the store's own
                 self._read_after(None if self._sqlite is None else self._sqlite.execute)
-                self._current = True
-                return True
-        except Exception as exc:  # unreadable: the views read the store instead
-            if self._current:
-                log.error("the change feed cannot be read (%s); views read the store",
-                          type(exc).__name__)
-            self._current = False
-            return False
+            except Exception as exc:  # unreadable: the views read the store instead
+                if self._current:
+                    log.error("the change feed cannot be read (%s); views read the store",
+                              type(exc).__name__)
+                self._current = False
+                return False
+            self._current = True
+            return True
 
     def _read_after(self, execute: Callable[..., Any] | None) -> None:
         query = ("SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
