@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 _ErrorOf = Callable[[str], ProctorError]
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_json_text", "check_nesting",
-           "parse_json",
+           "is_unicode_text", "parse_json",
            "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
 
 MAX_BYTES = 1 << 20
@@ -118,11 +118,8 @@ def check_json_text(data: bytes | str, *, what: str) -> None:
     it as UTF-8, neither the store, nor the audit log, nor an answer naming it). Only
     text that escapes a surrogate at all is parsed to look (a pair is an emoji)."""
     if isinstance(data, str):
-        if not data.isascii():
-            try:
-                data.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _lone_surrogate(what) from None
+        if not is_unicode_text(data):
+            raise _lone_surrogate(what)
         if _SURROGATE_ESCAPE.search(data) is None:
             return
     elif _SURROGATE_ESCAPE_BYTES.search(data) is None:
@@ -135,16 +132,25 @@ def check_json_text(data: bytes | str, *, what: str) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise _lone_surrogate(what) from None
+            if not is_unicode_text(item):
+                raise _lone_surrogate(what)
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a Python string may hold a lone surrogate
+    (``"\ud800"``), which no store, audit log or answer can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lone_surrogate(what: str) -> DocumentError:

@@ -45,7 +45,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event
 from proctor.audit.masking import mask
 from proctor.clock import Clock
 from proctor.codes import Code
-from proctor.documents import MAX_DEPTH
+from proctor.documents import MAX_DEPTH, is_unicode_text
 from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse
 from proctor.grants.authority import Task
@@ -543,19 +543,19 @@ def _unreadable(tool_id: object, args: object) -> str | None:
     itself). Walked without recursion."""
     if not isinstance(tool_id, str):
         return "the call's tool is not a name"
-    if not _utf8(tool_id):
+    if not is_unicode_text(tool_id):
         return _NOT_UNICODE
     stack: list[tuple[object, int]] = [(args, 0)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if not _utf8(value):
+            if not is_unicode_text(value):
                 return _NOT_UNICODE
         elif isinstance(value, Mapping):
             if depth >= MAX_DEPTH:
                 return _TOO_DEEP
             for key, item in value.items():
-                if isinstance(key, str) and not _utf8(key):
+                if isinstance(key, str) and not is_unicode_text(key):
                     return _NOT_UNICODE
                 stack.append((item, depth + 1))
         elif isinstance(value, list | tuple):
@@ -563,16 +563,6 @@ def _unreadable(tool_id: object, args: object) -> str | None:
                 return _TOO_DEEP
             stack.extend((item, depth + 1) for item in value)
     return None
-
-
-def _utf8(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _printable(text: str) -> str:
