@@ -108,3 +108,37 @@ def test_closing_a_subscription_ends_its_wait_at_once_not_at_its_next_poll(
         closing.join(60)
         assert not closing.is_alive(), "close() waited for the listener's poll"
         store.close()
+
+
+def test_a_listener_that_outlives_close_closes_its_wakeup_when_it_ends(
+        postgres_url: str) -> None:
+    """close() waits a bounded time for the listener's thread; a thread still busy then
+    (here: inside a slow subscriber) closes its wake-up socket pair itself as it ends.
+    Before, nobody closed it: two descriptors leaked per such close."""
+    import threading
+
+    import psycopg
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(_ids: Sequence[str], _reason: str) -> None:
+        entered.set()
+        release.wait(60)
+
+    store = open_store(postgres_url)
+    subscription = RevocationSubscription(store, slow, poll_seconds=0.01)
+    wakeup = subscription._wakeup
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("""SELECT pg_notify('proctor_revocations', '{"ids": ["g1"]}')""")
+        assert entered.wait(60)
+        subscription.close()  # gives up after its bound: the thread is in `slow`
+        assert subscription._thread.is_alive()
+        assert wakeup._reader.fileno() != -1  # not closed under a thread that may use it
+        release.set()
+        subscription._thread.join(60)
+        assert not subscription._thread.is_alive()
+        assert wakeup._reader.fileno() == -1 and wakeup._writer.fileno() == -1
+    finally:
+        release.set()
+        store.close()

@@ -222,3 +222,88 @@ def test_a_caller_that_waited_never_takes_the_answer_of_a_read_that_failed(
     finally:
         feed.close()
         store.close()
+
+
+def test_a_subscriber_whose_listener_fails_forgets_and_until_it_can_the_feed_is_not_current(
+        tmp_path: Path) -> None:
+    """A listener that raises has missed the changes it was given: before, the feed logged
+    it and went on answering current, so its view served what it held (a suspension
+    committed elsewhere could go unseen). Now that subscriber resets; if the reset fails
+    too, every view reads the store until a reset succeeds."""
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    feed = ChangeFeed(store)
+    failing = {"listen": True, "reset": True}
+    resets: list[str] = []
+    heard: list[str] = []
+
+    def listen(batch: Sequence[Change]) -> None:
+        if failing["listen"]:
+            raise RuntimeError("a bug in a view")
+        heard.extend(c.key for c in batch)
+
+    def reset() -> None:
+        resets.append("failing" if failing["reset"] else "forgot")
+        if failing["reset"]:
+            raise RuntimeError("a bug in a view's reset")
+
+    def tool(tool_id: str) -> None:
+        with store.transaction() as conn:
+            conn.execute(insert(tool_catalog).values(tool_id=tool_id, server="git", spec={},
+                                                     first_seen_at=NOW))
+
+    others: list[str] = []
+    feed.subscribe(listen, reset)
+    feed.subscribe(lambda batch: others.extend(c.key for c in batch), lambda: None)
+    try:
+        assert feed.catch_up() is True
+        tool("git/a")
+        assert feed.catch_up() is False  # the listener failed, and so did its reset
+        assert others == ["git/a"]  # the other subscriber heard it all the same
+        assert feed.is_current is False
+        assert feed.catch_up() is False  # every look tries the reset again
+        failing["reset"] = False
+        assert feed.catch_up() is True  # forgotten: from memory again
+        assert resets == ["failing", "failing", "forgot"]
+        tool("git/b")  # the listener still fails, the reset works: the feed stays current
+        assert feed.catch_up() is True
+        assert resets[-1] == "forgot" and len(resets) == 4
+        failing["listen"] = False
+        tool("git/c")
+        assert feed.catch_up() is True
+        assert heard == ["git/c"] and others == ["git/a", "git/b", "git/c"]
+    finally:
+        feed.close()
+        store.close()
+
+
+def test_a_notification_with_a_non_ascii_digit_is_ignored_and_the_listener_goes_on(
+        postgres_url: str) -> None:
+    """'²' is a digit to ``str.isdigit`` but not to ``int``: the listener thread died on
+    it and the feed went on saying it was current, with nobody listening."""
+    import queue
+
+    import psycopg
+
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(postgres_url)
+    feed = ChangeFeed(store, poll_seconds=0.1)
+    heard: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    def note(batch: Sequence[Change]) -> None:
+        for change in batch:
+            heard.put((change.kind, change.key))
+
+    feed.subscribe(note, lambda: None)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('proctor_changes', '² agent x')")
+            conn.execute("SELECT pg_notify('proctor_changes', '9999999 agent y')")
+        assert heard.get(timeout=60) == ("agent", "y")
+        assert feed.is_current
+        assert heard.empty()
+    finally:
+        feed.close()
+        store.close()

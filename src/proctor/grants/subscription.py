@@ -82,6 +82,9 @@ class RevocationSubscription:
             if not self._stopping.is_set():
                 log.error("revocation subscription lost its connection; checks still "
                           "read the store")
+        finally:
+            if self._stopping.is_set():  # close() may have given up waiting for this thread
+                self._wakeup.close()
 
     def _deliver(self, payload: str) -> None:
         try:

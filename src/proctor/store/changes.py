@@ -92,6 +92,7 @@ class ChangeFeed:
         self._lock = threading.RLock()  # a subscriber may read through the feed again
         self.epoch = 0  # moves with every delivery and reset
         self._current = False
+        self._owed = False  # a subscriber missed changes and has not forgotten yet
         self._reads = 0  # reads of the changes begun (SQLite), under the lock
         self._poll = poll_seconds
         self._stopping = threading.Event()
@@ -140,7 +141,7 @@ class ChangeFeed:
     def is_current(self) -> bool:
         """Whether the subscribers have heard of every change committed so far (as far
         as the feed can prove): on PostgreSQL, while the listener is connected."""
-        return self._current and not self._stopping.is_set()
+        return self._current and not self._owed and not self._stopping.is_set()
 
     @contextlib.contextmanager
     def one_look(self) -> Iterator[None]:
@@ -170,6 +171,12 @@ class ChangeFeed:
         return self._catch_up()
 
     def _catch_up(self) -> bool:
+        if self._owed:
+            with self._lock:
+                if self._owed:
+                    self._reset_all()  # again: until every subscriber has forgotten
+                if self._owed:
+                    return False
         if self._store.backend == "postgresql":
             return self.is_current
         arrived = self._reads  # the reads begun before this call
@@ -181,7 +188,7 @@ class ChangeFeed:
                 # a read that fails says so before it lets go of it): it heard every
                 # change committed before this call. Threads that waited for the lock
                 # share it rather than each reading again
-                return True
+                return not self._owed
             self._reads += 1
             try:
                 # in memory: one connection, the store's own
@@ -193,7 +200,7 @@ class ChangeFeed:
                 self._current = False
                 return False
             self._current = True
-            return True
+            return not self._owed  # a subscriber that missed what was read: the store
 
     def _read_after(self, execute: Callable[..., Any] | None) -> None:
         query = ("SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
@@ -221,20 +228,29 @@ class ChangeFeed:
             return 0
 
     def _deliver(self, found: Sequence[Change]) -> None:
+        # A subscriber whose listener fails has missed these changes: it forgets what it
+        # holds. If it cannot, the feed is not current (every view reads the store) until
+        # a reset of all succeeds: a missed change is never answered from memory.
         self.epoch += 1
-        for listener, _ in self._subscribers:
+        for listener, reset in self._subscribers:
             try:
                 listener(found)
             except Exception:
-                log.exception("change listener failed")
+                log.exception("change listener failed; its subscriber forgets what it holds")
+                self._reset_one(reset)
 
     def _reset_all(self) -> None:
         self.epoch += 1
+        self._owed = False
         for _, reset in self._subscribers:
-            try:
-                reset()
-            except Exception:
-                log.exception("change reset failed")
+            self._reset_one(reset)
+
+    def _reset_one(self, reset: Reset) -> None:
+        try:
+            reset()
+        except Exception:
+            log.exception("change reset failed; views read the store until one succeeds")
+            self._owed = True
 
     # PostgreSQL
 
@@ -255,6 +271,12 @@ class ChangeFeed:
     def _run(self) -> None:
         # the connection's errors, or its descriptor gone (OSError)
         lost: tuple[type[Exception], ...] = (*psycopg_errors("Error"), OSError)
+        try:
+            self._listen_until_closed(lost)
+        finally:  # close() may have given up waiting for this thread
+            self._wakeup.close()
+
+    def _listen_until_closed(self, lost: tuple[type[Exception], ...]) -> None:
         while not self._stopping.is_set():
             conn = self._conn
             if conn is None:
@@ -266,9 +288,11 @@ class ChangeFeed:
                     self._heard(note.payload)
                 if not self._stopping.is_set():
                     self._wakeup.wait(conn.fileno(), self._poll)
-            except lost:
-                if self._stopping.is_set():
+            except Exception as exc:  # lost, or anything unforeseen: never a dead listener
+                if self._stopping.is_set():  # that leaves the feed saying it is current
                     return
+                if not isinstance(exc, lost):
+                    log.exception("the change feed's listener failed")
                 self._current = False
                 self.epoch += 1
                 self._conn = None
@@ -290,7 +314,7 @@ class ChangeFeed:
     def _heard(self, payload: str) -> None:
         seq, _, rest = payload.partition(" ")
         kind, _, key = rest.partition(" ")
-        if not seq.isdigit() or not kind:
+        if not (seq.isascii() and seq.isdigit()) or not kind:  # '²' is a digit to isdigit
             log.warning("ignored a malformed change notification")
             return
         with self._lock:  # as on SQLite: whoever holds the feed's lock holds its news

@@ -39,6 +39,7 @@ class Wakeup:
             self._writer.send(b"x")
 
     def close(self) -> None:
-        """Once the listener's thread has ended."""
+        """Once the listener's thread has ended: by the thread as it ends, and by whoever
+        stops it if it ended in time (closing twice is harmless)."""
         self._writer.close()
         self._reader.close()
