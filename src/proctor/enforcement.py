@@ -548,13 +548,14 @@ def _unreadable(tool_id: object, args: object) -> str | None:
     stack: list[tuple[object, int]] = [(args, 0)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            if not is_unicode_text(value):
+        kind = type(value)  # the exact types first: an ABC's isinstance costs more
+        if kind is str or (kind is not dict and isinstance(value, str)):
+            if not is_unicode_text(cast(str, value)):
                 return _NOT_UNICODE
-        elif isinstance(value, Mapping):
+        elif kind is dict or isinstance(value, Mapping):
             if depth >= MAX_DEPTH:
                 return _TOO_DEEP
-            for key, item in value.items():
+            for key, item in cast(Mapping[object, object], value).items():
                 if isinstance(key, str) and not is_unicode_text(key):
                     return _NOT_UNICODE
                 stack.append((item, depth + 1))

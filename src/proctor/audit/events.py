@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from json import encoder as _json_encoder
@@ -65,10 +65,25 @@ class DecisionRecord:
     policy_ids: tuple[str, ...] = ()
     revision: int | None = None
     reasons: tuple[str, ...] = ()
+    # its canonical JSON, written by the first event body that holds it (a record
+    # comes back decision after decision: recording keeps the last ones)
+    _body: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reasons", tuple(
             mask_label(r) if type(r) is str else mask(r) for r in self.reasons))
+
+    def canonical_json(self) -> str:
+        """``canonical_json(self.as_json())`` as text, written once."""
+        body = self._body
+        if body is None:
+            body = "".join((
+                '{"code":', _text(self.code), ',"outcome":', _text(self.outcome),
+                ',"policy_ids":', _texts(self.policy_ids), ',"reasons":', _texts(self.reasons),
+                ',"revision":', "null" if self.revision is None else str(int(self.revision)),
+                "}"))
+            object.__setattr__(self, "_body", body)
+        return body
 
     def as_json(self) -> dict[str, Any]:
         return {"outcome": self.outcome, "code": self.code, "policy_ids": list(self.policy_ids),
@@ -193,6 +208,38 @@ class AuditEvent:
         check_json_value(detail)
         object.__setattr__(self, "detail", detail)
 
+    @classmethod
+    def masked(cls, *, id: str, time: datetime, actor: Actor, action: str,
+               target: str, outcome: str, task: str = "",
+               delegation_chain: tuple[str, ...] = (), decision: DecisionRecord | None = None,
+               request_digest: str | None = None, grant: str | None = None,
+               source: str | None = None, concerns: str | None = None,
+               detail: dict[str, Any] | None = None) -> AuditEvent:
+        """The event of these fields, for a caller that has masked ``target`` and
+        ``detail`` already, as construction masks them, and checked ``detail``'s values
+        (:func:`~proctor.audit.recording.decision_event`, once per decision): no walk
+        again, no dataclass ``__init__`` (a measured 4 of a decision event's 24 µs).
+        The same value as ``AuditEvent(...)`` of the same fields; a property test
+        holds the two equal."""
+        if time.tzinfo is None:
+            raise ValueError("audit times must be aware datetimes")
+        event = _new(cls)
+        _set_id(event, id)
+        _set_time(event, time)
+        _set_actor(event, actor)
+        _set_action(event, action)
+        _set_target(event, target)
+        _set_outcome(event, outcome)
+        _set_task(event, task)
+        _set_delegation_chain(event, delegation_chain)
+        _set_decision(event, decision)
+        _set_request_digest(event, request_digest)
+        _set_grant(event, grant)
+        _set_source(event, source)
+        _set_concerns(event, concerns)
+        _set_detail(event, {} if detail is None else detail)
+        return event
+
     def as_json(self) -> dict[str, Any]:
         """The event as schema version 1 JSON (the hashed form)."""
         return {
@@ -227,10 +274,7 @@ class AuditEvent:
         the rest of the body's strings."""
         time = format_time(self.time)
         d, a = self.decision, self.actor
-        decision = "null" if d is None else "".join((
-            '{"code":', _text(d.code), ',"outcome":', _text(d.outcome),
-            ',"policy_ids":', _texts(d.policy_ids), ',"reasons":', _texts(d.reasons),
-            ',"revision":', "null" if d.revision is None else str(int(d.revision)), "}"))
+        decision = "null" if d is None else d.canonical_json()
         detail = _detail_json(self.detail) if self.detail else "{}"
         # the actor's type is a StrEnum: escaped as it is, its text is its value
         return "".join((
@@ -269,6 +313,15 @@ class AuditEvent:
             concerns=data.get("concerns"),
             detail=data.get("detail") or {},
         )
+
+
+# The slots' own setters (what a frozen dataclass's __init__ reaches through
+# object.__setattr__), for AuditEvent.masked.
+_new = object.__new__
+(_set_id, _set_time, _set_actor, _set_action, _set_target, _set_outcome, _set_task,
+ _set_delegation_chain, _set_decision, _set_request_digest, _set_grant, _set_source,
+ _set_concerns, _set_detail) = (
+    AuditEvent.__dict__[f.name].__set__ for f in fields(AuditEvent))
 
 
 @dataclass(frozen=True, slots=True)

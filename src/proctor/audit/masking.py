@@ -31,7 +31,7 @@ from typing import Any
 
 from proctor.credentials.formats import is_secret_key, redact_formats
 
-__all__ = ["MASK", "is_secret_key", "mask", "mask_label", "mask_text"]
+__all__ = ["MASK", "is_secret_key", "mask", "mask_label", "mask_labels", "mask_text"]
 
 MASK = "[masked]"
 
@@ -82,3 +82,22 @@ def mask(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [mask(v) for v in value]
     return value
+
+
+def mask_labels(value: Any) -> Any:
+    """:func:`mask` for a value made of labels that come back call after call (the
+    argument names a grant constrains): the same copy, its strings masked with
+    :func:`mask_label`. Not for arguments."""
+    kind = type(value)
+    if kind is str:
+        return mask_label(value)
+    if kind is list:
+        return [mask_labels(v) for v in value]
+    if kind is dict:
+        masked = {}
+        for key, item in value.items():
+            name = key if type(key) is str else str(key)
+            secret = is_secret_key(name) and item is not None and item != ""
+            masked[name] = MASK if secret else mask_labels(item)
+        return masked
+    return mask(value)

@@ -19,11 +19,13 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from json.encoder import encode_basestring as _text
 from typing import Any, Protocol
 
+from proctor.audit.chain import check_json_value
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
 from proctor.audit.features import argument_features
-from proctor.audit.masking import mask, mask_label
+from proctor.audit.masking import mask, mask_label, mask_labels
 from proctor.audit.writer import AuditLog
 from proctor.errors import AuditError, AuditUnavailableError, ProctorError
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
@@ -56,6 +58,9 @@ class DecisionPoint(Protocol):
 # entry (the arguments, the purpose, anything new) is masked before digesting.
 _PLAIN_CONTEXT = frozenset({"task", "on_behalf_of", "delegation", "time", "approved",
                             "sensitivity_seen", "source_ip"})
+# Entries masked as labels (the same text call after call: one found clean is
+# remembered): the task's purpose and the argument names the grant constrains.
+_LABEL_CONTEXT = frozenset({"purpose", "grant"})
 
 
 def request_digest(request: DecisionRequest) -> str:
@@ -64,11 +69,22 @@ def request_digest(request: DecisionRequest) -> str:
     Masked first, so the digest cannot be used to confirm a guessed secret.
     """
     context = {key: value if key in _PLAIN_CONTEXT
-               else mask_label(value) if key == "purpose" and type(value) is str
+               else mask_labels(value) if key in _LABEL_CONTEXT
                else mask(value) for key, value in request.context.items()}
-    document = {"principal": request.principal.as_json(), "action": request.action,
-                "resource": request.resource.as_json(), "context": context}
-    return hashlib.sha256(_digest_json(document).encode("utf-8")).hexdigest()
+    principal, resource, action = request.principal, request.resource, request.action
+    if (type(action) is str and type(principal.id) is str and type(principal.type) is str
+            and type(resource.id) is str and type(resource.type) is str):
+        # the document's four keys in their sorted order, written around the context's
+        # dump: what `_digest_json` of the whole document writes, to the character
+        text = "".join((
+            '{"action":', _text(action), ',"context":', _digest_json(context),
+            ',"principal":{"id":', _text(principal.id), ',"type":', _text(principal.type),
+            '},"resource":{"id":', _text(resource.id), ',"type":', _text(resource.type),
+            "}}"))
+    else:
+        text = _digest_json({"principal": principal.as_json(), "action": action,
+                             "resource": resource.as_json(), "context": context})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -76,7 +92,7 @@ def request_digest(request: DecisionRequest) -> str:
 # C core made once (no circular check: a request's context is a tree of JSON values).
 _make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
 _digest_encoder = None if _make_encoder is None else _make_encoder(
-    None, str, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+    None, str, _text, None, ":", ",", True, False, True)
 
 
 def _digest_json(document: Mapping[str, Any]) -> str:
@@ -99,33 +115,70 @@ def decision_event(request: DecisionRequest, decision: Decision, *, now: datetim
     context = request.context
     delegation = context.get("delegation")
     chain = delegation.get("chain", ()) if isinstance(delegation, Mapping) else ()
+    # masked here, as the event's construction would mask it (a property test holds
+    # the two equal): the purpose as a label, the rest as any detail
     detail: dict[str, Any] = {}
-    if context.get("purpose"):
-        detail["purpose"] = str(context["purpose"])
+    purpose = context.get("purpose")
+    if purpose:
+        detail["purpose"] = mask_label(str(purpose))
     if decision.errors:
-        detail["errors"] = list(decision.errors)
+        errors = mask(list(decision.errors))
+        check_json_value(errors)
+        detail["errors"] = errors
     args = context.get("args")
-    if isinstance(args, Mapping):
+    if type(args) is dict or isinstance(args, Mapping):
         features = argument_features(args)  # for behaviour baselines: no string values
         if features:
-            detail["args"] = features
-    return AuditEvent(
+            detail["args"] = mask(features)
+    principal = request.principal
+    return AuditEvent.masked(
         id=event_id or new_event_id(now),
         time=now,
-        actor=Actor(_ACTOR_TYPES.get(request.principal.type, ActorType.SYSTEM),
-                    request.principal.id, str(context.get("on_behalf_of", ""))),
+        actor=_actor(principal.type, principal.id, str(context.get("on_behalf_of", ""))),
         action=request.action,
-        target=str(request.resource),
+        target=mask_label(str(request.resource)),
         outcome=_OUTCOMES[decision.outcome],
         task=str(context.get("task", "")),
         delegation_chain=tuple(str(a) for a in chain),
-        decision=DecisionRecord(decision.outcome.value, decision.code.value,
-                                decision.policy_ids, decision.revision, decision.reasons),
+        decision=_record_of(decision),
         request_digest=request_digest(request),
         grant=grant,
         source=_source(context),
         detail=detail,
     )
+
+
+# The records of the decisions seen last, and their actors: the same few come back
+# call after call (a record's reasons are masked once, its JSON written once).
+_RECORDS: dict[tuple[Any, ...], DecisionRecord] = {}
+_ACTORS: dict[tuple[str, str, str], Actor] = {}
+_REMEMBERED_MOST = 1024
+
+
+def _record_of(decision: Decision) -> DecisionRecord:
+    key = (decision.outcome, decision.code, decision.policy_ids, decision.revision,
+           decision.reasons)
+    record = _RECORDS.get(key)
+    if record is None:
+        record = DecisionRecord(decision.outcome.value, decision.code.value,
+                                decision.policy_ids, decision.revision, decision.reasons)
+        if record.reasons == decision.reasons:  # never remembered: reasons that held a secret
+            if len(_RECORDS) >= _REMEMBERED_MOST:
+                _RECORDS.clear()
+            _RECORDS[key] = record
+    return record
+
+
+def _actor(principal_type: str, principal_id: str, on_behalf_of: str) -> Actor:
+    key = (principal_type, principal_id, on_behalf_of)
+    actor = _ACTORS.get(key)
+    if actor is None:
+        actor = Actor(_ACTOR_TYPES.get(principal_type, ActorType.SYSTEM), principal_id,
+                      on_behalf_of)
+        if len(_ACTORS) >= _REMEMBERED_MOST:
+            _ACTORS.clear()
+        _ACTORS[key] = actor
+    return actor
 
 
 def human_event(human_id: str, action: str, target: str, outcome: str, *, now: datetime,
