@@ -11,6 +11,15 @@ the head row from the head the writer expects to the new one, the event rows,
 and optionally a checkpoint. If another process moved the head first, the
 compare-and-set touches no row and the transaction is rolled back, effects and
 all: the chain never forks, and the batch is applied again on the new head.
+
+The head row is read (and locked, on PostgreSQL) at the start of the transaction,
+so that a batch is built on the head it will be chained onto. On SQLite, once
+:data:`TRUST_AFTER` batches in a row found the head where this connection left it
+(no other process appends), that read is skipped: ``BEGIN IMMEDIATE`` makes this
+connection the only writer until it commits, so the compare-and-set alone tells
+whether the head it remembers is still the head. A refused compare-and-set (another
+process appended) costs the batch's work once, rolled back; the head is read again
+before each batch until it has been quiet for :data:`TRUST_AFTER` batches again.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from proctor.store import Store
 from proctor.store.drivers import psycopg_errors
 
 __all__ = [
+    "TRUST_AFTER",
     "AppendConnection",
     "EventRow",
     "WriteCursor",
@@ -61,6 +71,10 @@ _INSERT_CHECKPOINT = (
     "INSERT INTO audit_checkpoints (seq, hash, kid, signed_at, payload, signature) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+TRUST_AFTER = 8
+"""SQLite: batches in a row that found the head where this connection left it, after
+which the head is no longer read before a batch (the compare-and-set still checks)."""
 
 
 class EventRow(NamedTuple):
@@ -151,6 +165,7 @@ class AppendConnection:
         self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
         self._proxy: Any = None
+        self._quiet = 0  # batches in a row whose head read found the head expected
 
     def _connection(self) -> Any:
         if self._proxy is None:
@@ -192,19 +207,25 @@ class AppendConnection:
         PostgreSQL broke a deadlock the effects were in; nothing was written).
 
         The head is read and locked first: ``expected`` (the writer's memory of it)
-        is only a guess, and ``build`` chains onto the head as read.
+        is only a guess, and ``build`` chains onto the head as read. On SQLite, after
+        :data:`TRUST_AFTER` quiet batches, ``expected`` is built on unread and the
+        compare-and-set refuses it if another process moved the head (None).
         """
         conn = self._connection()
         try:
             cursor = conn.cursor()
             if self._is_sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            # The head as it is now, locked until commit: a batch is never applied on a
-            # head another process has moved since (its effects would be applied twice).
-            cursor.execute(self._lock_head)
-            found = cursor.fetchone()
-            if found is not None and (int(found[0]), str(found[1])) != tuple(expected):
-                expected = ChainHead(int(found[0]), str(found[1]))
+            if not self._is_sqlite or self._quiet < TRUST_AFTER:
+                # The head as it is now, locked until commit: the batch is built on the
+                # head it will be chained onto.
+                cursor.execute(self._lock_head)
+                found = cursor.fetchone()
+                if found is not None and (int(found[0]), str(found[1])) != tuple(expected):
+                    expected = ChainHead(int(found[0]), str(found[1]))
+                    self._quiet = 0
+                else:
+                    self._quiet += 1
             built = build(WriteCursor(cursor, is_sqlite=self._is_sqlite), expected)
             if built is None:  # the batch cannot go on this head: start again
                 self._end(conn, commit=False)
@@ -216,7 +237,8 @@ class AppendConnection:
                 return expected
             new = ChainHead(rows[-1].seq, rows[-1].hash)
             cursor.execute(self._move_head, (new.seq, new.hash, expected.seq, expected.hash))
-            if cursor.rowcount != 1:
+            if cursor.rowcount != 1:  # another process moved the head: build again on it
+                self._quiet = 0
                 self._end(conn, commit=False)
                 return None
             self._insert(cursor, rows, times)
@@ -278,6 +300,7 @@ class AppendConnection:
         go now rather than whenever the connection object is collected.
         """
         proxy, self._proxy = self._proxy, None
+        self._quiet = 0
         if proxy is None:
             return
         try:
