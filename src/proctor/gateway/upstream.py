@@ -7,10 +7,19 @@ until :meth:`close`. Every request is bounded by the call timeout; a crashed
 server fails the calls in flight with ``upstream_unavailable`` and a hung one
 with ``upstream_timeout``. Errors of the SDK are translated here, so callers see
 :class:`~proctor.errors.GatewayError` codes only.
+
+A plain ``tools/call`` (no progress asked for) to a stdio server that negotiated a
+2025 protocol version goes around the ``ClientSession``: its request is written and
+its answer read by :class:`~proctor.gateway.pipes.UpstreamPipes`, and the result is
+checked as the SDK's session checks it: against the negotiated version's result
+shape (fields of later revisions dropped), then parsed into ``CallToolResult``, and
+its structured content against the tool's ``outputSchema`` (a validator compiled
+once per schema). The session still serves everything else on the same pipes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,15 +30,19 @@ import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import TaskStatus
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.session import _later_revision_fields
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import methods as surfaces
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
 from proctor.gateway.keepalive import keepalive_client
+from proctor.gateway.pipes import UpstreamPipes
 from proctor.gateway.relay import RelayBoard
 
 __all__ = ["UpstreamConnection"]
@@ -57,6 +70,9 @@ class UpstreamConnection:
         self._errlog = errlog or sys.stderr
         self._relay = relay
         self._session: ClientSession | None = None
+        self._pipes: UpstreamPipes | None = None
+        self._version: str | None = None  # the protocol version the server negotiated
+        self._schemas = _OutputSchemas()
         self._stop = anyio.Event()
         self.closed = anyio.Event()
         self.tools: list[types.Tool] = []
@@ -76,6 +92,7 @@ class UpstreamConnection:
                 with anyio.fail_after(self._connect_timeout):
                     result = await session.initialize()
                     self.capabilities = result.capabilities
+                    self._version = result.protocol_version
                     self.tools = await self._list_tools(session)
                 self._session = session
                 started = True
@@ -119,7 +136,8 @@ class UpstreamConnection:
                                f"upstream `{self.name}` has no command to run")
         params = StdioServerParameters(command=command[0], args=list(command[1:]),
                                        env=self._env, cwd=self.config.cwd)
-        return stdio_client(params, errlog=self._errlog)
+        self._pipes = UpstreamPipes(params, errlog=self._errlog)
+        return self._pipes.open()
 
     async def _list_tools(self, session: ClientSession) -> list[types.Tool]:
         if self.capabilities is not None and self.capabilities.tools is None:
@@ -133,6 +151,7 @@ class UpstreamConnection:
             cursor = page.next_cursor
             if not cursor:
                 break
+        self._schemas.update(tools)
         return tools
 
     # requests
@@ -147,6 +166,18 @@ class UpstreamConnection:
                         progress: ProgressFnT | None = None,
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
+        pipes, version = self._pipes, self._version
+        if (progress is None and pipes is not None and version is not None
+                and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
+            params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
+            if meta:
+                params["_meta"] = dict(meta)
+
+            async def call(_: ClientSession) -> types.CallToolResult:
+                raw = await pipes.request("tools/call", params)
+                return self._schemas.checked(name, version, raw)
+
+            return await self._request(call)
         sent_meta: Any = dict(meta) if meta else None
         return await self._request(lambda s: s.call_tool(
             name, dict(arguments), read_timeout_seconds=self.call_timeout,
@@ -218,6 +249,76 @@ class UpstreamConnection:
             raise GatewayError("upstream_invalid_result", f"upstream `{self.name}` answered "
                                f"with something the gateway cannot relay: "
                                f"{type(exc).__name__}") from None
+
+
+class _OutputSchemas:
+    """The tools' output schemas as last listed, each compiled into a validator once."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, dict[str, Any] | None] = {}
+        self._validators: dict[str, Any] = {}
+
+    def update(self, tools: list[types.Tool]) -> None:
+        for tool in tools:
+            if tool.name in self._validators and _canonical(
+                    self._schemas.get(tool.name)) != _canonical(tool.output_schema):
+                del self._validators[tool.name]
+            self._schemas[tool.name] = tool.output_schema
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` was listed (else the SDK's session lists the tools again)."""
+        return name in self._schemas
+
+    def checked(self, name: str, version: str, raw: dict[str, Any]) -> types.CallToolResult:
+        """``raw`` as the SDK's session accepts a ``tools/call`` result: the negotiated
+        version's shape, later revisions' fields dropped, its structured content
+        valid against the tool's output schema. Raises ``ValueError`` (pydantic's
+        ``ValidationError``) or ``RuntimeError``, as the session does."""
+        surfaces.validate_server_result("tools/call", version, raw)
+        later = _later_revision_fields("tools/call", version)
+        if not later.isdisjoint(raw):
+            raw = {key: value for key, value in raw.items() if key not in later}
+        result = types.CallToolResult.model_validate(raw, by_name=False)
+        schema = self._schemas.get(name)
+        if result.is_error or schema is None:
+            return result
+        if (result.structured_content is None
+                and "structured_content" not in result.model_fields_set):
+            raise RuntimeError(f"tool {name} has an output schema but returned no "
+                               "structured content")
+        from jsonschema.exceptions import best_match
+        from referencing.exceptions import Unresolvable
+
+        try:
+            errors = self._validator(name, schema).iter_errors(result.structured_content)
+            error = best_match(errors)  # type: ignore[no-untyped-call]
+        except Unresolvable:
+            raise RuntimeError(f"the output schema of tool {name} is invalid") from None
+        if error is not None:
+            raise RuntimeError(f"tool {name} returned structured content its output "
+                               "schema does not allow")
+        return result
+
+    def _validator(self, name: str, schema: dict[str, Any]) -> Any:
+        validator = self._validators.get(name)
+        if validator is None:
+            from jsonschema import SchemaError
+            from jsonschema.validators import validator_for
+            from referencing import Registry
+
+            cls = validator_for(schema)
+            try:
+                cls.check_schema(schema)
+            except SchemaError:
+                raise RuntimeError(f"the output schema of tool {name} is invalid") from None
+            # `$ref`s resolve within the schema and the bundled metaschemas only (as the SDK)
+            validator = self._validators[name] = cls(schema, registry=Registry())
+        return validator
+
+
+def _canonical(schema: dict[str, Any] | None) -> str:
+    """JSON equality (Python's `==` takes `True` for `1`), as the SDK compares schemas."""
+    return json.dumps(schema, sort_keys=True)
 
 
 def _timeout(name: str, seconds: float) -> GatewayError:

@@ -1,0 +1,290 @@
+"""An upstream's stdio pipes, framed by the gateway: plain calls answered off the line.
+
+The MCP SDK's ``stdio_client`` parses every line the server writes into its models
+and hands it through memory streams to the ``ClientSession``'s dispatcher, which
+hands a response through one more stream to the task waiting for it; a request
+goes the same way back (a model, a stream, a writer task, a JSON dump). That is
+some half a millisecond of CPU per call, more than the decision's commit.
+
+:class:`UpstreamPipes` starts and stops the server process exactly as the SDK's
+``stdio_client`` does, with the SDK's own helpers (the command resolved, a new
+session and process group, stderr to the gateway's error log; on exit stdin
+closed, a grace period, then the process tree terminated and killed, every wait
+bounded and shielded), and frames the pipes itself:
+
+- the SDK's ``ClientSession`` still gets every line but the answers to direct
+  requests (``initialize``, listings, the server's own requests and notifications:
+  sampling, elicitation, logging, progress, ``resources/updated``), parsed as the
+  SDK's transport parses them, and its messages are written as that transport
+  writes them;
+- :meth:`UpstreamPipes.request` writes a request of its own, under an id of the
+  form ``proctor-N``, and takes its answer as a dict straight off the line: the
+  result, or :class:`MCPError` for the server's JSON-RPC error. An answer that is
+  not JSON, nested past what the parser takes, or not a JSON-RPC response is
+  ``upstream_invalid_result`` when its id can be read from the start of its line
+  (else the SDK's session sees it, as before, and the call runs into its
+  timeout); an answer to no request in flight (a wrong id, a second answer) goes
+  to the SDK's session, which drops it. A request abandoned (timed out, or its
+  caller cancelled) is cancelled at the server with ``notifications/cancelled``,
+  as the SDK's dispatcher does. The server's end of the pipe closing fails every
+  direct request in flight with ``CONNECTION_CLOSED``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TextIO
+
+import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp import StdioServerParameters
+from mcp.client.stdio import (  # the SDK transport's own process handling
+    _aclose_all,
+    _create_platform_compatible_process,
+    _drain_stdout,
+    _get_executable_command,
+    _parse_line,
+    _stop_server_process,
+    get_default_environment,
+)
+from mcp.os.win32.utilities import ServerProcess
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED
+
+from proctor.errors import GatewayError
+
+__all__ = ["UpstreamPipes"]
+
+log = logging.getLogger(__name__)
+
+_OWN_ID = "proctor-"
+_OWN_ID_BYTES = _OWN_ID.encode()
+# the id of an answer that cannot be parsed whole, read before its result or error
+_ID_IN_HEAD = re.compile(rb'"id"\s*:\s*"(proctor-[0-9]{1,18})"')
+_WRITER_FLUSH_SECONDS = 0.5  # as the SDK's stdio_client
+_CANCEL_WRITE_SECONDS = 1.0
+_CLOSED = object()  # what a request in flight is settled with when the pipe closes
+
+
+class _Waiter:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.answer: Any = None
+
+    def settle(self, answer: Any) -> None:
+        if not self.done.is_set():
+            self.answer = answer
+            self.done.set()
+
+
+class UpstreamPipes:
+    """One upstream server process and its pipes; :meth:`open` runs it."""
+
+    def __init__(self, params: StdioServerParameters, *, errlog: TextIO = sys.stderr) -> None:
+        self._params = params
+        self._errlog = errlog
+        self._process: ServerProcess | None = None
+        self._writing = anyio.Lock(fast_acquire=True)
+        self._waiting: dict[str, _Waiter] = {}
+        self._ids = itertools.count(1)
+        self._is_closed = False
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[tuple[MemoryObjectReceiveStream[Any],
+                                                MemoryObjectSendStream[SessionMessage]]]:
+        """Start the server; yields the SDK session's streams (read, write), and stops
+        the server on the way out however the block ends."""
+        params = self._params
+        command = await _get_executable_command(params.command)
+        process = await _create_platform_compatible_process(
+            command=command, args=params.args, env=get_default_environment() | (params.env or {}),
+            errlog=self._errlog, cwd=params.cwd)
+        # The spawn succeeded; no awaits until the task group is entered (as the SDK's).
+        self._process = process
+        to_session, read_stream = anyio.create_memory_object_stream[
+            SessionMessage | Exception](0)
+        write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+        writer_done = anyio.Event()
+        shutting_down = False
+
+        async def read() -> None:
+            try:
+                async with to_session:
+                    try:
+                        await self._read(process, to_session)
+                    finally:
+                        self._close_waiting()
+                        await _drain_stdout(process)
+            except anyio.ClosedResourceError:
+                pass  # our own shutdown closed stdout under the read
+            except (anyio.BrokenResourceError, ConnectionError):
+                if not shutting_down:
+                    log.warning("reading the upstream's stdout failed mid-session")
+
+        async def write() -> None:
+            try:
+                async with from_session:
+                    async for message in from_session:
+                        text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                        await self._send(f"{text}\n".encode(params.encoding,
+                                                            params.encoding_error_handler))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                # the server may still be alive: the session sees the connection end
+                await to_session.aclose()
+            finally:
+                writer_done.set()
+
+        async def shutdown() -> None:
+            # as the SDK's stdio_client: stop traffic, flush, stop the server, release
+            self._close_waiting()
+            read_stream.close()
+            write_stream.close()
+            with anyio.move_on_after(_WRITER_FLUSH_SECONDS):
+                await writer_done.wait()
+            await _stop_server_process(process)
+            await _aclose_all(read_stream, write_stream, to_session, from_session)
+            await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(read)
+            tasks.start_soon(write)
+            try:
+                yield read_stream, write_stream
+            finally:
+                shutting_down = True
+                with anyio.CancelScope(shield=True):
+                    await shutdown()
+                tasks.cancel_scope.cancel()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its result as the server wrote it (a dict).
+
+        Raises :class:`MCPError` with the server's error, or ``CONNECTION_CLOSED``;
+        :class:`GatewayError` ``upstream_invalid_result`` for an answer that is not
+        a JSON-RPC response. Cancelling the caller cancels the request upstream."""
+        if self._is_closed or self._process is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        request_id = f"{_OWN_ID}{next(self._ids)}"
+        line = _encode({"jsonrpc": "2.0", "id": request_id, "method": method,
+                        "params": params})
+        waiter = self._waiting[request_id] = _Waiter()
+        written = False
+        try:
+            try:
+                written = True
+                await self._send(line)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                raise MCPError(code=CONNECTION_CLOSED, message="Connection closed") from None
+            await waiter.done.wait()
+        except BaseException:
+            if written and not waiter.done.is_set():
+                await self._cancel(request_id)
+            raise
+        finally:
+            self._waiting.pop(request_id, None)
+        return _outcome(waiter.answer)
+
+    async def _cancel(self, request_id: str) -> None:
+        """Tell the server a request is abandoned (as the SDK's dispatcher does)."""
+        line = _encode({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": request_id, "reason": "caller cancelled"}})
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_WRITE_SECONDS), \
+                suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            await self._send(line)
+
+    async def _send(self, data: bytes) -> None:
+        process = self._process
+        assert process is not None and process.stdin is not None
+        async with self._writing:
+            await process.stdin.send(data)
+
+    async def _read(self, process: ServerProcess,
+                    to_session: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
+        assert process.stdout is not None
+        buffer = bytearray()
+        async for chunk in process.stdout:
+            buffer += chunk
+            if b"\n" not in chunk:
+                continue
+            *lines, rest = buffer.split(b"\n")
+            buffer = bytearray(rest)
+            for line in lines:
+                if self._waiting and _OWN_ID_BYTES in line and self._took(line):
+                    continue
+                try:
+                    text = line.decode(self._params.encoding, self._params.encoding_error_handler)
+                except UnicodeDecodeError as exc:
+                    message: SessionMessage | Exception = exc
+                else:
+                    message = _parse_line(text)
+                try:
+                    await to_session.send(message)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return  # the session is gone; only the drain remains
+
+    def _took(self, line: bytes | bytearray) -> bool:
+        """Settle the direct request ``line`` answers; False if it answers none."""
+        try:
+            document = json.loads(line)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+            head = re.split(rb'"(?:result|error)"', line, maxsplit=1)[0]
+            match = _ID_IN_HEAD.search(head)
+            waiter = self._waiting.get(match.group(1).decode()) if match else None
+            if waiter is None:
+                return False
+            waiter.settle(_invalid("an answer that is not JSON the gateway can read"))
+            return True
+        if not isinstance(document, dict) or "method" in document:
+            return False
+        request_id = document.get("id")
+        waiter = self._waiting.get(request_id) if isinstance(request_id, str) else None
+        if waiter is None:
+            return False
+        waiter.settle(document)
+        return True
+
+    def _close_waiting(self) -> None:
+        self._is_closed = True
+        for waiter in list(self._waiting.values()):
+            waiter.settle(_CLOSED)
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return (json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _invalid(what: str) -> GatewayError:
+    return GatewayError("upstream_invalid_result", f"the upstream answered {what}")
+
+
+def _outcome(answer: Any) -> dict[str, Any]:
+    """The result of a JSON-RPC response, or the error it carries, raised."""
+    if answer is _CLOSED:
+        raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+    if isinstance(answer, GatewayError):
+        raise answer
+    if answer.get("jsonrpc") != "2.0":
+        raise _invalid("a message that is not JSON-RPC 2.0")
+    if "error" in answer and "result" not in answer:
+        error = answer["error"]
+        if (not isinstance(error, dict) or type(error.get("code")) is not int
+                or not isinstance(error.get("message"), str)):
+            raise _invalid("an error that is not a JSON-RPC error")
+        raise MCPError(code=error["code"], message=error["message"], data=error.get("data"))
+    if "result" not in answer or "error" in answer:
+        raise _invalid("a response with neither a result nor an error, or both")
+    result = answer["result"]
+    if not isinstance(result, dict):
+        raise _invalid("a result that is not an object")
+    return result

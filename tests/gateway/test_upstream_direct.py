@@ -1,0 +1,148 @@
+"""A plain ``tools/call`` to a stdio upstream goes around the SDK's ``ClientSession``
+(proctor.gateway.pipes): its answers are the session's answers for the same calls,
+and whatever a broken or hostile server writes is a specific error, never a crash
+nor a wait until the call's timeout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+
+from proctor.errors import GatewayError
+from proctor.gateway import UpstreamConfig
+from proctor.gateway.upstream import UpstreamConnection
+from tests.gateway.conftest import WAIT
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).parent
+TEST_UPSTREAM = (sys.executable, str(HERE / "upstream_server.py"))
+HOSTILE = (sys.executable, str(HERE / "hostile_upstream.py"))
+BENCH_UPSTREAM = (sys.executable, str(HERE.parent.parent / "bench" / "echo_upstream.py"),
+                  "--serve-upstream", "stdio")
+
+
+async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+@asynccontextmanager
+async def _connected(command: tuple[str, ...], *, call_timeout: float = WAIT
+                     ) -> AsyncIterator[UpstreamConnection]:
+    connection = UpstreamConnection(UpstreamConfig(name="up", command=command, pin="off"),
+                                    call_timeout=call_timeout)
+    async with anyio.create_task_group() as tasks:
+        with anyio.fail_after(WAIT):
+            await tasks.start(connection.serve)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
+async def _both(connection: UpstreamConnection, name: str, arguments: dict[str, Any]
+                ) -> tuple[Any, Any]:
+    """The direct answer and the SDK session's (a progress callback takes the SDK's
+    path), each as the result's JSON or the error's code and message."""
+    answers: list[Any] = []
+    progresses: list[ProgressFnT | None] = [None, _no_progress]
+    for progress in progresses:
+        try:
+            with anyio.fail_after(WAIT):
+                result = await connection.call_tool(name, arguments, progress=progress)
+            answers.append(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        except GatewayError as exc:
+            answers.append(("gateway", exc.code))
+        except MCPError as exc:
+            answers.append(("rpc", exc.code, exc.message))
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize(("command", "calls"), [
+    (TEST_UPSTREAM, [("echo", {"text": "héllo \u2028 \"quoted\"", "count": 3}),
+                     ("env_digest", {"name": "PATH"}), ("nested", {"depth": 5}),
+                     ("read_env", {"name": "PATH"}), ("echo", {"text": 3})]),
+    (BENCH_UPSTREAM, [("echo", {"text": "hi"}), ("echo", {})]),
+    (HOSTILE, [("plain", {}), ("structured", {}), ("tool_error", {}), ("later_fields", {}),
+               ("notify_first", {}), ("schema_violation", {}), ("no_structured", {}),
+               ("rpc_error", {}), ("wrong_id_then_right", {})]),
+], ids=["test-upstream", "bench-upstream", "hostile-upstream"])
+async def test_a_direct_call_answers_as_the_sdk_session_answers(
+        command: tuple[str, ...], calls: list[tuple[str, dict[str, Any]]]) -> None:
+    async with _connected(command) as connection:
+        for name, arguments in calls:
+            direct, through_sdk = await _both(connection, name, arguments)
+            assert direct == through_sdk, name
+
+
+@pytest.mark.parametrize("tool", ["error_not_object", "result_not_object", "bad_content",
+                                  "not_json", "too_deep", "no_jsonrpc", "both", "neither"])
+async def test_an_answer_that_is_not_a_tool_result_is_refused_and_the_connection_serves_on(
+        tool: str) -> None:
+    async with _connected(HOSTILE) as connection:
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
+            await connection.call_tool(tool, {})
+        assert refused.value.code == "upstream_invalid_result"
+        with anyio.fail_after(WAIT):
+            result = await connection.call_tool("plain", {})
+        assert result.content[0].model_dump()["text"] == "answer of plain"
+
+
+async def test_a_second_answer_to_a_call_is_dropped() -> None:
+    async with _connected(HOSTILE) as connection:
+        with anyio.fail_after(WAIT):
+            first = await connection.call_tool("twice", {})
+            after = await connection.call_tool("plain", {})
+        assert first.content[0].model_dump()["text"] == "answer of twice"
+        assert after.content[0].model_dump()["text"] == "answer of plain"
+
+
+async def test_a_call_that_times_out_is_cancelled_at_the_upstream(tmp_path: Path) -> None:
+    log = tmp_path / "cancelled"
+    async with _connected(HOSTILE, call_timeout=0.5) as connection:
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as timed_out:
+            await connection.call_tool("hang", {"log": str(log)})
+        assert timed_out.value.code == "upstream_timeout"
+        with anyio.fail_after(WAIT):
+            while not log.exists() or not log.read_text():
+                await anyio.sleep(0.01)
+        # the direct path's own id, not the SDK session's integer ids
+        assert json.loads(log.read_text().splitlines()[0]).startswith("proctor-")
+        with anyio.fail_after(WAIT):
+            result = await connection.call_tool("plain", {})
+        assert not result.is_error
+
+
+async def test_an_upstream_that_dies_mid_call_fails_the_call_as_unavailable() -> None:
+    async with _connected(HOSTILE) as connection:
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as failed:
+            await connection.call_tool("crash", {})
+        assert failed.value.code == "upstream_unavailable"
+        assert not connection.is_open
+        with pytest.raises(GatewayError) as closed:
+            await connection.call_tool("plain", {})
+        assert closed.value.code == "upstream_unavailable"
+
+
+async def test_calls_in_flight_together_each_get_their_own_answer() -> None:
+    async with _connected(TEST_UPSTREAM) as connection:
+        answers: dict[int, Any] = {}
+
+        async def call(n: int) -> None:
+            result = await connection.call_tool("echo", {"text": f"call {n}", "count": n})
+            answers[n] = result.structured_content
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                for n in range(20):
+                    tasks.start_soon(call, n)
+        assert answers == {n: {"text": f"call {n}", "count": n} for n in range(20)}
