@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proctor.errors import PolicyValidationError
-from proctor.policy import Outcome, PolicyEngine, ReasonCode, ToolCatalog, ToolSpec
+from proctor.policy import (
+    DecisionRequest,
+    Outcome,
+    PolicyEngine,
+    ReasonCode,
+    ToolCatalog,
+    ToolSpec,
+)
+from proctor.policy.engine import context_json
 from proctor.policy.entities import principal_entities
 from proctor.policy.schema import CompiledSchema
 
@@ -274,3 +287,28 @@ def test_a_policy_can_trust_an_argument_only_when_the_grant_constrains_it() -> N
     assert engine.decide(call("git/git_log", {"repo_path": "/a"},
                               grant_constrained=["repo_path"])).is_allowed
     assert not engine.decide(call("git/git_log", {"repo_path": "/a"})).is_allowed
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=10),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+def test_the_context_is_given_to_cedar_as_json_dumps_writes_it(context: dict[str, Any]) -> None:
+    assert context_json(context) == json.dumps(context)
+
+
+def test_a_context_that_holds_itself_is_a_deny_that_says_so() -> None:
+    request = call("git/git_log", {"repo_path": "/srv/app"})
+    looped: dict[str, Any] = dict(request.context)
+    looped["delegation"] = {"depth": 0, "chain": [looped]}
+    with pytest.raises(ValueError, match="Circular reference"):
+        context_json(looped)
+    decision = engine_with(GIT_READ).decide(DecisionRequest(
+        request.principal, request.action, request.resource, looped))
+    assert decision.outcome is Outcome.DENY
+    assert decision.code is ReasonCode.ENGINE_ERROR
+    assert decision.errors == ("decision failed: ValueError",)

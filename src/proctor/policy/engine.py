@@ -15,6 +15,7 @@ can apply to it; then
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import deque
@@ -192,11 +193,15 @@ class PolicyEngine:
         try:
             cedar_request = self._cedar_request(request)
             resource = str(request.resource)
+            schema = self._schema_for(request, cedar_request)
+            # the context as text, by an encoder made once (cedarpy's json.dumps builds
+            # one per call): the same text, which cedarpy then passes on as it is
+            cedar_request["context"] = context_json(cedar_request["context"])
             result = cedarpy.is_authorized(
                 cedar_request,
                 policies.slice_for(request.action, resource),
                 self.entities_for(request.principal),
-                schema=self._schema_for(request, cedar_request),
+                schema=schema,
             )
             decision = _interpret(result, request, policies)
             if _held_for_approval(decision, request, policies):
@@ -257,6 +262,26 @@ class PolicyEngine:
             "resource": request.resource.as_json(),
             "context": context,
         }
+
+
+# `json.dumps(value)` (its defaults: ASCII, ", " and ": ", NaN allowed) by its C core
+# made once. No circular check: a context that holds itself fails as deep recursion
+# rather than as a circular reference, and is then dumped by json.dumps, which says so.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
+_context_encoder = None if _make_encoder is None else _make_encoder(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+    False, False, True)
+
+
+def context_json(context: Any) -> str:
+    """``json.dumps(context)``, to the character: what cedarpy makes of a context it
+    is given as a dict, made here without a new encoder per call."""
+    if _context_encoder is None:
+        return json.dumps(context)
+    try:
+        return "".join(_context_encoder(context, 0))
+    except (RecursionError, TypeError, ValueError):  # json.dumps raises what it raises
+        return json.dumps(context)
 
 
 def _build_agents(base: list[dict[str, Any]], schema: CompiledSchema,
