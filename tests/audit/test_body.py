@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
@@ -85,3 +87,17 @@ def test_a_forked_process_draws_event_ids_of_its_own() -> None:
     ours = [new_event_id(now) for _ in range(3)]
     assert len(theirs) == 3
     assert not set(theirs) & set(ours)
+
+
+def test_event_ids_are_uuid7_of_the_millisecond_with_74_random_bits() -> None:
+    now = datetime(2026, 12, 7, 8, 30, 1, 234567, tzinfo=UTC)
+    ids = [uuid.UUID(new_event_id(now)) for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
+    assert {i.int >> 80 for i in ids} == {int(now.timestamp() * 1000)}
+    # every random bit varies: rand_a (12 bits) and rand_b (62 bits, past the variant)
+    random_bits = [((i.int >> 64) & 0xFFF) << 62 | (i.int & ((1 << 62) - 1)) for i in ids]
+    varied = 0
+    for a, b in itertools.pairwise(random_bits):
+        varied |= a ^ b
+    assert varied == (1 << 74) - 1
