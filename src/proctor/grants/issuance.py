@@ -232,7 +232,7 @@ class Issuer:
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)
-            yield decision_request, self._engine.decide(decision_request)
+            yield decision_request, self._engine.decide(decision_request, remember=True)
 
     def known_tools(self, *scopes: GrantScope) -> list[str]:
         """The tools this process knows; if an entry of ``scopes`` matches none of them,

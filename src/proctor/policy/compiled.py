@@ -27,6 +27,7 @@ from cedarpy import pst
 
 from proctor.errors import Diagnostic, PolicyValidationError
 from proctor.human_ids import canonical_human_id, human_id_problem
+from proctor.policy.memo import memo_reads
 from proctor.policy.model import quote_id
 from proctor.policy.schema import CompiledSchema
 from proctor.policy.source import LocatedPolicy, forget_parsed, parse_sources
@@ -72,6 +73,7 @@ class CompiledPolicies:
                 r for pid in ids if (r := self._scopes[pid].resource) is not None
             )
         self._slices: dict[SliceKey, cedarpy.PolicySet] = {}
+        self._reads: dict[SliceKey, tuple[str, ...] | None] = {}
         self._lock = threading.Lock()
 
     @cached_property
@@ -84,14 +86,29 @@ class CompiledPolicies:
 
     def slice_for(self, action: str, resource: str) -> cedarpy.PolicySet:
         """The pre-parsed set of policies that can apply to ``action`` on ``resource``."""
-        if action not in self._by_action:
-            action = ""  # no policy names it: one shared slice, however many such names come
-        exact = self._exact[action]
-        key = (action, resource if resource in exact else None)
+        key = self._slice_key(action, resource)
         handle = self._slices.get(key)
         if handle is None:
             handle = self._build_slice(key)
         return handle
+
+    def _slice_key(self, action: str, resource: str) -> SliceKey:
+        if action not in self._by_action:
+            action = ""  # no policy names it: one shared slice, however many such names come
+        return action, resource if resource in self._exact[action] else None
+
+    def memo_reads(self, action: str, resource: str) -> tuple[str, ...] | None:
+        """What a decision on :meth:`slice_for`'s set reads of the context
+        (:func:`~proctor.policy.memo.memo_reads`; None: all of it)."""
+        key = self._slice_key(action, resource)
+        try:
+            return self._reads[key]
+        except KeyError:
+            pass
+        ids = self.slice_ids(key[0], key[1] or "")
+        reads = memo_reads(self.policies[pid].node for pid in ids)
+        with self._lock:
+            return self._reads.setdefault(key, reads)
 
     def slice_ids(self, action: str, resource: str) -> list[str]:
         """The ids in :meth:`slice_for`'s set, for explaining a decision."""

@@ -31,6 +31,7 @@ from proctor.policy.catalog import ToolCatalog, ToolSpec
 from proctor.policy.compiled import CompiledPolicies, compile_sources
 from proctor.policy.conformance import conforms, projectable
 from proctor.policy.entities import EntityGraph, tool_entities
+from proctor.policy.memo import DecisionMemo
 from proctor.policy.model import Decision, DecisionRequest, EntityRef, Outcome, ReasonCode
 from proctor.policy.schema import CompiledSchema, build_schema
 from proctor.policy.source import LocatedPolicy
@@ -91,6 +92,8 @@ class PolicyEngine:
         # reference, and a switch should a Cedar upgrade ever read values otherwise
         self.schema_checks_every_request = False
         self._projectable: dict[str, bool] = {}
+        # decisions kept for :meth:`decide`'s ``remember`` (proctor.policy.memo)
+        self._memo = DecisionMemo()
 
     def compile(
         self, sources: dict[str, str], *, revision: int | None = None, digest: str = ""
@@ -103,6 +106,7 @@ class PolicyEngine:
     def activate(self, policies: CompiledPolicies) -> None:
         """Make ``policies`` the set every decision uses from now on."""
         self.active = policies
+        self._memo.clear()
 
     def extend_catalog(self, tools: Iterable[ToolSpec]) -> None:
         """Add tools (or replace those with the same id) and rebuild the schema, the
@@ -126,6 +130,7 @@ class PolicyEngine:
             self.catalog, self.schema, self.action_groups = catalog, schema, groups
             self._agents, self._full, self.active, self.shadow = agents, None, active, shadow
             self._projectable = {}
+            self._memo.clear()
 
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
         """Replace agents, humans and groups; every shard is rebuilt, here."""
@@ -134,6 +139,7 @@ class PolicyEngine:
             agents = _build_agents(tool_entities(self.catalog) + others, self.schema,
                                    [e for e in principals if e["uid"]["type"] == "Agent"])
             self._principals, self._agents, self._full = others, agents, None
+            self._memo.clear()
 
     def put_agent(self, entity: dict[str, Any]) -> None:
         """Add or replace one agent's entity (see
@@ -175,37 +181,79 @@ class PolicyEngine:
             self._full = full
         return full
 
-    def decide(self, request: DecisionRequest) -> Decision:
-        """Decide ``request`` with the active policy set; shadow-evaluate the candidate."""
-        decision = self.evaluate(self.active, request)
+    def decide(self, request: DecisionRequest, *, remember: bool = False) -> Decision:
+        """Decide ``request`` with the active policy set; shadow-evaluate the candidate.
+
+        ``remember``: the decision may be the one taken on the same request before,
+        and is kept for the next, where Cedar's answer cannot differ
+        (:mod:`proctor.policy.memo`: the same policy set and entities, the same values
+        of what the policies read). For issuance, which asks the same again and again;
+        a tool call's arguments seldom repeat.
+        """
+        decision = self.evaluate(self.active, request, remember=remember)
         shadow = self.shadow
         if shadow is not None:
-            difference = ShadowDifference.between(request, decision, self.evaluate(shadow, request))
+            difference = ShadowDifference.between(
+                request, decision, self.evaluate(shadow, request, remember=remember))
             if difference is not None:
                 self.shadow_differences.append(difference)
         return decision
 
-    def evaluate(self, policies: CompiledPolicies | None, request: DecisionRequest) -> Decision:
-        """Decide ``request`` against ``policies``; any error is a deny that carries it."""
+    def evaluate(self, policies: CompiledPolicies | None, request: DecisionRequest, *,
+                 remember: bool = False) -> Decision:
+        """Decide ``request`` against ``policies``; any error is a deny that carries it.
+        ``remember``: as :meth:`decide`'s."""
         if policies is None:
             return _NO_POLICIES
+        entities = self.entities_for(request.principal)
+        if not remember or self.schema_checks_every_request:
+            return self._evaluate(policies, request, entities)
+        reads = policies.memo_reads(request.action, str(request.resource))
+        if reads is None:
+            return self._evaluate(policies, request, entities)
+        try:
+            cedar_request = self._cedar_request(request)
+            if self._schema_for(request, cedar_request) is not None:
+                # not proven well-typed: Cedar's check reads every value, not only those
+                # the policies read
+                return self._evaluate(policies, request, entities)
+            key = self._memo.key(policies, request, reads)
+        except Exception:  # a value JSON cannot write, say: decided, not kept
+            return self._evaluate(policies, request, entities)
+        found = self._memo.get(entities, key)
+        if found is not None:
+            return found
+        proven: list[bool] = []
+        decision = self._evaluate(policies, request, entities, proven)
+        if all(proven):  # each Cedar call of it without the schema
+            self._memo.put(entities, key, decision)
+        return decision
+
+    def _evaluate(self, policies: CompiledPolicies, request: DecisionRequest,
+                  entities: cedarpy.Entities, proven: list[bool] | None = None) -> Decision:
+        """:meth:`evaluate` against ``entities``; ``proven`` gets, per Cedar call, whether
+        the request went without the schema (a call that raised: False)."""
         revision = policies.revision
+        if proven is not None:
+            proven.append(False)
         try:
             cedar_request = self._cedar_request(request)
             resource = str(request.resource)
             schema = self._schema_for(request, cedar_request)
+            if proven is not None:
+                proven[-1] = schema is None
             # the context as text, by an encoder made once (cedarpy's json.dumps builds
             # one per call): the same text, which cedarpy then passes on as it is
             cedar_request["context"] = context_json(cedar_request["context"])
             result = cedarpy.is_authorized(
                 cedar_request,
                 policies.slice_for(request.action, resource),
-                self.entities_for(request.principal),
+                entities,
                 schema=schema,
             )
             decision = _interpret(result, request, policies)
             if _held_for_approval(decision, request, policies):
-                return self._unless_approved(policies, request, decision)
+                return self._unless_approved(policies, request, decision, entities, proven)
             return decision
         except ProctorError as exc:
             return Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
@@ -237,13 +285,14 @@ class PolicyEngine:
         return self.schema.handle
 
     def _unless_approved(self, policies: CompiledPolicies, request: DecisionRequest,
-                         denied: Decision) -> Decision:
+                         denied: Decision, entities: cedarpy.Entities,
+                         proven: list[bool] | None) -> Decision:
         """A deny by forbids that all carry ``@approval`` ("forbid unless a human
         approves", written with ``!context.approved``): if the call would be allowed
         once approved, it needs an approval; otherwise the deny stands."""
         approved = DecisionRequest(request.principal, request.action, request.resource,
                                    {**request.context, "approved": True})
-        if self.evaluate(policies, approved).outcome is not Outcome.ALLOW:
+        if self._evaluate(policies, approved, entities, proven).outcome is not Outcome.ALLOW:
             return denied
         found = [policies.policies[pid] for pid in denied.policy_ids]
         return Decision(Outcome.APPROVAL_REQUIRED, ReasonCode.APPROVAL_REQUIRED,
