@@ -4,7 +4,10 @@ The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
 :meth:`Enforcer.decide_call`, which takes the steps of shared/DESIGN.md in order:
 
 1. the grant: signature, issuer, audience, time, proof of possession, the call
-   inside the grant's scope — else a deny with the ``grant_*``/``proof_*`` code;
+   inside the grant's scope — else a deny with the ``grant_*``/``proof_*`` code
+   (:meth:`Enforcer.decide_held_call`, for the process that holds the grant's key
+   itself, takes no proof: the key was checked once, by
+   :meth:`~proctor.grants.GrantAuthority.hold`);
 2. the agent as the registry says now: unknown, suspended or retired — deny;
    a changed trust state or risk score is pushed to the policy engine first;
 3. Cedar, with the tool's own action and the full context: arguments, task,
@@ -34,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import anyio
@@ -47,7 +50,7 @@ from proctor.clock import Clock
 from proctor.codes import Code
 from proctor.documents import MAX_DEPTH, is_unicode_text
 from proctor.errors import GrantError, ProctorError
-from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse
+from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse, HeldGrant
 from proctor.grants.authority import Task
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.grants.view import TaskView
@@ -58,12 +61,15 @@ from proctor.policy.catalog import Sensitivity
 from proctor.policy.context import call_context
 from proctor.policy.known_tools import KnownTools
 
-__all__ = ["CallVerdict", "Enforcer", "ToolCall", "VerdictCode"]
+__all__ = ["HELD_IN_PROCESS", "CallVerdict", "Enforcer", "ToolCall", "VerdictCode"]
 
 # A verdict's code: `allow`, or the code of the deny (or of the pending approval).
 VerdictCode = Literal["allow"] | Code
 
 log = logging.getLogger(__name__)
+
+# ``detail.holder`` of the events of calls decided for the process holding the grant's key
+HELD_IN_PROCESS = "in_process"
 
 _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
 # an allow decided on what another process had changed meanwhile: decided once more
@@ -154,17 +160,29 @@ class Enforcer:
 
     def decide_call(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         """Decide one call; never raises."""
+        return self._decide_safely(_Presented(token, proof), call)
+
+    def decide_held_call(self, held: HeldGrant, call: ToolCall) -> CallVerdict:
+        """Decide one call of the process that holds the grant's key itself (the stdio
+        wrapper: :meth:`GrantAuthority.hold` checked the key once), without a proof:
+        no signature made nor verified, no nonce stored; everything else as
+        :meth:`decide_call`, and the audit event says the grant was held in process
+        (``detail.holder``). Never raises."""
+        return self._decide_safely(held, call)
+
+    def _decide_safely(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
         if telemetry.is_enabled():
-            return self._decide_traced(token, proof, call)
+            return self._decide_traced(grant, call)
         try:
             with self._one_look():
-                return self._decide(token, proof, call)
+                return self._decide(grant, call)
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
             return self._refused(call, "enforcement_error",
-                                 f"the call could not be decided: {type(exc).__name__}")
+                                 f"the call could not be decided: {type(exc).__name__}",
+                                 held=isinstance(grant, HeldGrant))
 
-    def _decide_traced(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+    def _decide_traced(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
         """:meth:`decide_call` in a span, counted: names, codes and ids only."""
         tool = call.tool_id[:200]
         started = self._clock.monotonic()
@@ -172,11 +190,12 @@ class Enforcer:
                 "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]}) as current:
             try:
                 with self._one_look():
-                    verdict = self._decide(token, proof, call)
+                    verdict = self._decide(grant, call)
             except Exception as exc:  # an enforcement point must get an answer
                 log.error("decision on `%s` failed: %s", tool, type(exc).__name__)
                 verdict = self._refused(call, "enforcement_error",
-                                        f"the call could not be decided: {type(exc).__name__}")
+                                        f"the call could not be decided: {type(exc).__name__}",
+                                        held=isinstance(grant, HeldGrant))
             claims = verdict.claims
             telemetry.set_attributes(current, {
                 "proctor.decision": verdict.outcome.value, "proctor.code": verdict.code,
@@ -198,6 +217,10 @@ class Enforcer:
     async def decide_call_async(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
         """:meth:`decide_call` off the event loop (it reads and writes the store)."""
         return await anyio.to_thread.run_sync(self.decide_call, token, proof, call)
+
+    async def decide_held_call_async(self, held: HeldGrant, call: ToolCall) -> CallVerdict:
+        """:meth:`decide_held_call` off the event loop."""
+        return await anyio.to_thread.run_sync(self.decide_held_call, held, call)
 
     async def await_approval(self, verdict: CallVerdict, *, timeout: float) -> CallVerdict:
         """Wait for the human decision a pending verdict asks for, then decide again.
@@ -259,7 +282,8 @@ class Enforcer:
 
     # the steps
 
-    def _decide(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+    def _decide(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
+        held = isinstance(grant, HeldGrant)
         unreadable = _unreadable(call.tool_id, call.args)
         if unreadable is not None:
             # a lone surrogate (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest;
@@ -268,27 +292,32 @@ class Enforcer:
             tool_id = call.tool_id if isinstance(call.tool_id, str) else repr(call.tool_id)
             return self._refused(ToolCall(_printable(tool_id), {}, call.method,
                                           call.target, call.source_ip), "arguments_invalid",
-                                 unreadable)
+                                 unreadable, held=held)
         try:
-            use = self._grants.prepare(token, proof, method=call.method, target=call.target,
-                                       tool_id=call.tool_id, args=call.args)
+            if isinstance(grant, HeldGrant):
+                use = self._grants.prepare_held(grant, tool_id=call.tool_id, args=call.args)
+            else:
+                use = self._grants.prepare(grant.token, grant.proof, method=call.method,
+                                           target=call.target, tool_id=call.tool_id,
+                                           args=call.args)
             accessor = self._grants.accessor_of(use.claims.grant_id)
         except ProctorError as exc:
             holder = getattr(exc, "holder", None)
-            return self._refused(call, exc.code, exc.message,
+            return self._refused(call, exc.code, exc.message, held=held,
                                  claims=holder if isinstance(holder, GrantClaims) else None)
         claims = use.claims
         try:  # from memory while the change feed is current, else from the store
             agent = (self._agent_view or self._registry).find(claims.agent_id)
             task = (self._task_view or self._grants).task(claims.task_id)
         except ProctorError as exc:  # the store, most likely: the grant's holder is known
-            return self._refused(call, exc.code, exc.message, claims=claims)
+            return self._refused(call, exc.code, exc.message, claims=claims, held=held)
         if agent is None:
             return self._refused(call, "agent_unknown", "the grant's agent is not registered",
-                                 claims=claims)
+                                 claims=claims, held=held)
         if agent.trust_state in _INACTIVE:
             return self._refused(call, "agent_not_active",
-                                 f"agent is {agent.trust_state.value}", claims=claims)
+                                 f"agent is {agent.trust_state.value}", claims=claims,
+                                 held=held)
         self._refresh(agent)
         if self._tools is not None and self._engine.catalog.by_action(
                 f"tool:{call.tool_id}") is None:
@@ -345,7 +374,8 @@ class Enforcer:
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)
-        event = decision_event(request, decision, now=self._clock.now(), grant=accessor)
+        event = decision_event(request, decision, now=self._clock.now(), grant=accessor,
+                               holder=HELD_IN_PROCESS if use.held else None)
         if decision.outcome is Outcome.ALLOW:
             use.sensitivity = self._sensitivity(request)
             # the write confirms what this allow was decided on: a drift, a risk score or
@@ -360,7 +390,7 @@ class Enforcer:
 
         def refuse(exc: GrantError) -> AuditEvent:
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's
-            return self._refusal_event(call, exc.code, exc.message, named)
+            return self._refusal_event(call, exc.code, exc.message, named, held=use.held)
 
         use.refuse = refuse
         try:
@@ -489,9 +519,9 @@ class Enforcer:
     # refusals before policy
 
     def _refused(self, call: ToolCall, code: Code, message: str, *,
-                 claims: GrantClaims | None = None) -> CallVerdict:
+                 claims: GrantClaims | None = None, held: bool = False) -> CallVerdict:
         """A deny that never reached policy, audited as such."""
-        event = self._refusal_event(call, code, message, claims)
+        event = self._refusal_event(call, code, message, claims, held=held)
         try:
             self._audit.record(event)
         except Exception:  # already a deny; say so loudly
@@ -500,17 +530,21 @@ class Enforcer:
         return CallVerdict(Outcome.DENY, code, (message,), event_id=event.id, claims=claims)
 
     def _refusal_event(self, call: ToolCall, code: Code, message: str,
-                       claims: GrantClaims | None) -> AuditEvent:
+                       claims: GrantClaims | None, *, held: bool = False) -> AuditEvent:
         """The event of a deny that is not policy's; the grant's agent is the actor only
-        when the caller proved the grant's key (else `unauthenticated`)."""
+        when the caller proved the grant's key (else `unauthenticated`); ``held``: the
+        grant was held by this process (:meth:`decide_held_call`)."""
         now = self._clock.now()
         actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
                  else Actor(ActorType.SYSTEM, "unauthenticated"))
+        detail: dict[str, Any] = {"code": code, "reason": message[:500]}
+        if held:
+            detail["holder"] = HELD_IN_PROCESS
         return AuditEvent(id=new_event_id(now), time=now, actor=actor,
                           action=f"tool:{call.tool_id[:200]}",
                           target=str(EntityRef("Tool", call.tool_id[:200])), outcome="denied",
                           task=claims.task_id if claims else "", source=call.source_ip,
-                          detail={"code": code, "reason": message[:500]})
+                          detail=detail)
 
     def _refused_after(self, verdict: CallVerdict, code: Code, message: str) -> CallVerdict:
         """A call that was approved but may not go on after all; audited as its own deny."""
@@ -518,6 +552,14 @@ class Enforcer:
         refused = self._refused(ToolCall(tool_id, {}), code, message, claims=verdict.claims)
         return replace(verdict, outcome=Outcome.DENY, code=code, reasons=(message,),
                        policy_ids=(), event_id=refused.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Presented:
+    """A grant and the proof of possession presented with one call."""
+
+    token: str = field(repr=False)
+    proof: str = field(repr=False)
 
 
 class _Fixed:

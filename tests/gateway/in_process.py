@@ -39,6 +39,7 @@ from proctor.gateway import (
 from proctor.gateway.http import build_http_app
 from proctor.gateway.stdio import PipeReader, PipeWriter
 from proctor.grants import IssuedGrant
+from proctor.grants.proofs import PrivateKey
 from proctor.identity import load_manifest
 from proctor.runtime import open_runtime
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
@@ -181,13 +182,14 @@ async def echo_through_gate(client: ClientSession, gate: Gate, text: str,
 @asynccontextmanager
 async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str], *,
                   config: Path | None = None, server: str | None = None,
-                  agent: str | None = None, manifest: Path | None = None
-                  ) -> AsyncIterator[ClientSession]:
+                  agent: str | None = None, manifest: Path | None = None,
+                  key: PrivateKey | None = None) -> AsyncIterator[ClientSession]:
     """``proctor mcp wrap`` in process: the wrapper the command line builds (its own
     runtime, the config with the command after ``--``, the grant and the agent's key),
     serving the agent (``agent``, by default the grant's) over a pair of real pipes, and
     an MCP client on their other ends; with ``manifest`` (``--manifest``), the file is
-    measured now and presented at session open, as the command does. A wrapper that
+    measured now and presented at session open, as the command does; ``key`` in place
+    of the agent's own (``--key-file``). A wrapper that
     cannot start raises its :class:`ProctorError`, the one the command line prints.
 
     What the command line itself does (options, exit codes, stdio claimed from the
@@ -205,7 +207,7 @@ async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str
     presented = load_manifest(manifest) if manifest is not None else None
     runtime = open_runtime(deployment.settings)
     gateway = Gateway.on(runtime, document)
-    creds = LaunchCredentials(grant.token, deployment.key, runtime.clock)
+    creds = LaunchCredentials(grant.token, key if key is not None else deployment.key)
     agent_id = agent or grant.claims.agent_id
     to_wrapper, from_wrapper = os.pipe(), os.pipe()
     reader, writer = PipeReader(from_wrapper[0]), PipeWriter(to_wrapper[1])

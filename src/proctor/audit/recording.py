@@ -110,14 +110,16 @@ def _source(context: Mapping[str, Any]) -> str | None:
 
 
 def decision_event(request: DecisionRequest, decision: Decision, *, now: datetime,
-                   grant: str | None = None, event_id: str | None = None) -> AuditEvent:
-    """The event of one decision on ``request``; ``grant`` is the grant's accessor."""
+                   grant: str | None = None, event_id: str | None = None,
+                   holder: str | None = None) -> AuditEvent:
+    """The event of one decision on ``request``; ``grant`` is the grant's accessor,
+    ``holder`` how the grant's key was shown when not by a proof (``in_process``)."""
     context = request.context
     delegation = context.get("delegation")
     chain = delegation.get("chain", ()) if isinstance(delegation, Mapping) else ()
     # masked here, as the event's construction would mask it (a property test holds
     # the two equal): the purpose as a label, the rest as any detail
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = {} if holder is None else {"holder": mask_label(holder)}
     purpose = context.get("purpose")
     if purpose:
         detail["purpose"] = mask_label(str(purpose))

@@ -112,7 +112,7 @@ def wrap(
         fail(exc.message, code=exc.code)
     try:
         gateway = Gateway.on(runtime, config, errlog=sys.stderr)
-        creds = LaunchCredentials(token, key, runtime.clock)
+        creds = LaunchCredentials(token, key)
         reader, writer = claim_stdio()
         outcome = anyio.run(lambda: run_wrapper(
             gateway, server=name, agent_id=agent_id, creds=creds, reader=reader,

@@ -330,9 +330,7 @@ class Gateway:
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         call = ToolCall(tool.tool_id, args, method=method, target=target,
                         source_ip=creds.source_ip)
-        proof = creds.proof_for(method, target)
-        verdict = await session.forward(
-            lambda: self.enforcer.decide_call_async(creds.token, proof, call))
+        verdict = await session.forward(lambda: creds.decide(self.enforcer, call))
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
             timeout = self.config.approval_timeout_seconds
             verdict = await session.forward(

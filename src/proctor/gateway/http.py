@@ -77,6 +77,8 @@ from proctor.store import Store
 if TYPE_CHECKING:
     import uvicorn
 
+    from proctor.enforcement import CallVerdict, Enforcer, ToolCall
+
 __all__ = ["HttpCredentials", "build_http_app", "serve_http"]
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,8 @@ class HttpCredentials:
     def target_for(self, server: str, name: str) -> str:
         return self.target
 
-    def proof_for(self, method: str, target: str) -> str:
-        return self.proof
+    def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
+        return enforcer.decide_call_async(self.token, self.proof, call)
 
 
 class HttpSessions:

@@ -3,29 +3,40 @@
 The wrapper runs as the agent's process, bound to one session: the MCP client
 that starts it passes the grant (``PROCTOR_GRANT``, or ``--grant-file``) and the
 key the grant is bound to (``--key-file`` / ``PROCTOR_AGENT_KEY_FILE``: a PEM
-private key, or a private JWK). With them the wrapper makes the proof of
-possession for each call itself, so the model on the other end of the pipe
-never holds either.
+private key, or a private JWK), so the model on the other end of the pipe never
+holds either.
+
+The wrapper is the grant's holder and its decider in one process: a proof of
+possession it signed for each call and verified itself would prove nothing to
+anyone. It checks possession once instead, as it starts (:meth:`LaunchCredentials.
+hold`: the key's public thumbprint is the grant's ``cnf.jkt``, the grant checked as
+any use checks it), and decides each call on the :class:`~proctor.grants.HeldGrant`
+this makes (:class:`HeldCredentials`), which only the key could make and no
+message of the agent can name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 
-from proctor.clock import Clock
 from proctor.documents import parse_json
 from proctor.errors import ConfigError, DocumentError, GatewayError, IdentityError
 from proctor.files import read_capped
-from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
 
-__all__ = ["LaunchCredentials", "load_agent_key", "load_grant"]
+if TYPE_CHECKING:
+    from proctor.enforcement import CallVerdict, Enforcer, ToolCall
+    from proctor.grants import GrantAuthority, GrantClaims, HeldGrant
+
+__all__ = ["HeldCredentials", "LaunchCredentials", "load_agent_key", "load_grant"]
 
 _MAX_KEY_BYTES = 16 * 1024
 _MAX_GRANT_BYTES = 8 * 1024
@@ -67,16 +78,33 @@ def load_agent_key(path: Path) -> PrivateKey:
 
 @dataclass(frozen=True)
 class LaunchCredentials:
-    """The grant and key of a wrapper's one session; proofs are made per call."""
+    """The grant and key of a wrapper's one session, as loaded."""
 
     token: str = field(repr=False)
     key: PrivateKey = field(repr=False)
-    clock: Clock = field(repr=False)
     source_ip: str | None = None
+
+    def hold(self, grants: GrantAuthority) -> HeldCredentials:
+        """The credentials the wrapper's calls are decided with: the grant checked, and
+        the key its holder's (else :class:`GrantError` ``proof_wrong_key``); reads the
+        store."""
+        return HeldCredentials(grants.hold(self.token, self.key), self.source_ip)
+
+
+@dataclass(frozen=True)
+class HeldCredentials:
+    """A wrapper's grant, held with its key (:meth:`GrantAuthority.hold`): each call is
+    decided without a proof (:meth:`Enforcer.decide_held_call`)."""
+
+    held: HeldGrant = field(repr=False)
+    source_ip: str | None = None
+
+    @property
+    def claims(self) -> GrantClaims:
+        return self.held.claims
 
     def target_for(self, server: str, name: str) -> str:
         return f"mcp://{server}/{name}"
 
-    def proof_for(self, method: str, target: str) -> str:
-        return make_proof(self.key, self.token, method=method, target=target,
-                          now=self.clock.now())
+    def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
+        return enforcer.decide_held_call_async(self.held, call)

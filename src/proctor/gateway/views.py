@@ -10,8 +10,12 @@ never contain ``__``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from proctor.enforcement import CallVerdict, Enforcer, ToolCall
 
 __all__ = ["PREFIX_SEPARATOR", "Credentials", "View"]
 
@@ -39,10 +43,9 @@ class View:
 
 
 class Credentials(Protocol):
-    """What the agent presented for one request: its grant, and a proof for each call."""
-
-    @property
-    def token(self) -> str: ...
+    """What the agent presented for one request: its grant and a proof of possession
+    (HTTP), or the grant the wrapper holds with its key (stdio), and how a call made
+    with them is decided."""
 
     @property
     def source_ip(self) -> str | None: ...
@@ -51,6 +54,6 @@ class Credentials(Protocol):
         """The address the call's proof is made for (its ``htu``)."""
         ...
 
-    def proof_for(self, method: str, target: str) -> str:
-        """The proof of possession for this call (its ``htm`` is the MCP method)."""
+    def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
+        """``call`` decided with these credentials, off the event loop."""
         ...

@@ -87,10 +87,13 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                       writer: ByteSendStream, store: Store | None = None,
                       on_open: Callable[[], object] | None = None) -> WrapOutcome:
     """Serve one session; raises :class:`GatewayError` or :class:`GrantError` if it cannot
-    start (bad grant, other agent, upstream unreachable). ``on_open`` runs once the
+    start (bad grant, a key that is not the grant's, other agent, upstream
+    unreachable). The grant is held (:meth:`LaunchCredentials.hold`): its calls are
+    decided without a proof each. ``on_open`` runs once the
     grant is known to be the agent's, before the session opens (the wrapper presents
     its configured manifest there)."""
-    claims = (await anyio.to_thread.run_sync(gateway.grants.inspect, creds.token)).claims
+    held = await anyio.to_thread.run_sync(creds.hold, gateway.grants)
+    claims = held.claims
     if claims.agent_id != agent_id:
         raise GrantError("grant_wrong_agent", f"the grant is for `{claims.agent_id}`, not "
                            f"`{agent_id}`")
@@ -115,11 +118,11 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                                         on_close=lambda _s: stop.set())
                 await tasks.start(watch.run)
                 view = View((server,))
-                mcp_server = build_server(gateway, view, SessionBinder(session, creds),
+                mcp_server = build_server(gateway, view, SessionBinder(session, held),
                                           name=f"proctor-{server}")
                 transport = StdioTransport(reader, writer,
                                            max_message_bytes=config.max_message_bytes,
-                                           calls=_direct_calls(gateway, session, creds, view))
+                                           calls=_direct_calls(gateway, session, held, view))
                 await transport.serve(mcp_server, stop=stop)
             except ProctorError as exc:  # raised after the task group, not inside a group
                 failure = exc

@@ -9,7 +9,7 @@
 from proctor.grants.agents import AgentBinding, AgentDirectory
 from proctor.grants.authority import CheckedGrant, GrantAuthority, Swept
 from proctor.grants.directory import RegisteredAgents
-from proctor.grants.holders import HolderProof
+from proctor.grants.holders import HeldGrant, HolderProof
 from proctor.grants.issuance import IssuedGrant
 from proctor.grants.keyring import IssuerKey, IssuerKeyring, load_master_key
 from proctor.grants.leases import LeaseNode, LeaseTree
@@ -33,6 +33,7 @@ __all__ = [
     "GrantOffer",
     "GrantScope",
     "GrantUse",
+    "HeldGrant",
     "HolderProof",
     "IssuedGrant",
     "IssuerKey",

@@ -16,6 +16,9 @@ scope (:meth:`GrantAuthority.prepare`) → in one transaction, the decision's ow
 (:mod:`proctor.grants.use`): neither the grant, nor any ancestor, nor its task is
 revoked, the agent is active, the task is neither ended nor past its lifetime or
 idle timeout, the proof nonce is new, a use is left. A failed check changes nothing.
+A grant held by the deciding process itself (:meth:`GrantAuthority.hold`, the stdio
+wrapper's) skips the proof and its nonce: its key was checked once when it was held
+(:mod:`proctor.grants.holders`).
 
 The task is looked up too, not only the grant's own node: on PostgreSQL a grant
 issued while its task was being ended may escape the subtree that ending
@@ -39,11 +42,11 @@ from proctor.clock import Clock
 from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
-from proctor.grants.holders import HolderProof
+from proctor.grants.holders import HeldGrant, HolderProof, held_with
 from proctor.grants.issuance import ISSUE_METHOD, EnsureCurrent, IssuedGrant, Issuer, Request
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, load_offer
-from proctor.grants.proofs import verify_proof
+from proctor.grants.proofs import PrivateKey, verify_proof
 from proctor.grants.revoking import SYSTEM, Revoker
 from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row
@@ -331,14 +334,38 @@ class GrantAuthority:
         self._check_binding(claims, confirmed_later=True)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
+        self._in_scope(claims, tool_id, args)
+        return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
+                        nonce_kept_until(verified, now), counts=tool_id is not None)
+
+    def hold(self, token: str, key: PrivateKey) -> HeldGrant:
+        """The grant ``token`` as held by this process with ``key``, for
+        :meth:`prepare_held`: the grant checked as :meth:`inspect` checks it, and the
+        key's public thumbprint equal to the grant's ``cnf.jkt`` (else
+        ``proof_wrong_key``). Possession is proved here, once, to this process itself;
+        the key is not kept."""
+        return held_with(key, token, self.inspect(token).claims)
+
+    def prepare_held(self, held: HeldGrant, *, tool_id: str,
+                     args: Mapping[str, Any]) -> GrantUse:
+        """:meth:`prepare` for a call of the process that holds the grant's key
+        (:meth:`hold`): every check but the proof, whose key was checked once; no nonce
+        is stored. The use is counted and confirmed in the write as any other."""
+        now = self._clock.now()
+        claims = self._codec.decode(held.token, now=now)
+        self._check_binding(claims, confirmed_later=True)
+        self._in_scope(claims, tool_id, args)
+        return GrantUse(claims, self._agents.binding_in, now, None, None, counts=True,
+                        held=True)
+
+    def _in_scope(self, claims: GrantClaims, tool_id: str | None,
+                  args: Mapping[str, Any] | None) -> None:
         try:
             if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
                 self._later_tool(claims, tool_id, args or {})
         except GrantError as exc:
             exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
-        return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
-                        nonce_kept_until(verified, now), counts=tool_id is not None)
 
     def confirming(self, claims: GrantClaims) -> GrantUse:
         """A use that counts nothing and claims no nonce, only confirms in the write that

@@ -158,6 +158,7 @@ class GrantUse:
     uses_left: int | None = None
     accessor: str | None = None
     raised: bool = False
+    held: bool = False  # no proof: the grant's key is held by the deciding process
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """The :class:`~proctor.audit.Effects` of the use; never raises a refusal."""
