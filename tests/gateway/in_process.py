@@ -94,7 +94,8 @@ def url_of(sock: socket.socket) -> str:
 @asynccontextmanager
 async def served(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """``app`` served by uvicorn on ``sock`` in this event loop, until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # h11, as `proctor gateway` runs it (uvicorn's "auto" would pick httptools)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http="h11"))
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.serve, [sock])

@@ -35,7 +35,7 @@ async def http_gateway(deployment: Deployment) -> AsyncIterator[str]:
             "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
             "upstreams": {"test": {"command": UPSTREAM}}}))
         app = build_http_app(Gateway.on(deployment.runtime, config))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11",
                                                timeout_graceful_shutdown=WAIT))
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.serve, [sock])

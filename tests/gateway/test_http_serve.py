@@ -31,7 +31,7 @@ def test_the_server_runs_with_anyio_knowing_its_library_and_stops_when_told() ->
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/", endpoint=endpoint)])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11"))
     sock = listening_socket()  # listening already: the request waits in its backlog
     url = url_of(sock)
     outcome: list[bool] = []

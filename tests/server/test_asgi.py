@@ -1,55 +1,134 @@
-"""The HTTP protocol ``proctor serve`` gives uvicorn: Nagle's algorithm is off on every
+"""The HTTP protocols ``proctor serve`` gives uvicorn: Nagle's algorithm is off on every
 connection, also on a listening socket bound the way uvicorn binds it for several
 workers (where asyncio would leave it on, and each response would wait for a
-delayed ACK)."""
+delayed ACK); and with httptools, a request head past 16 KiB is refused as uvicorn's
+h11 protocol refuses it, also one that never ends (httptools has no limit of its own)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from proctor.server.asgi import NoDelayH11Protocol
+from proctor.server.asgi import MAX_HEAD_BYTES, NoDelayH11Protocol, NoDelayHttpToolsProtocol
 
 pytestmark = pytest.mark.anyio
 
+WAIT = 10
+
 
 async def _app(scope: dict[str, object], receive: object, send: object) -> None:
-    assert callable(send)
+    assert callable(send) and callable(receive)
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:  # the whole body, whatever its size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+    await send({"type": "http.response.body", "body": b"ok %d" % size})
 
 
-async def _nodelay_of_accepted_connection(protocol: type[H11Protocol]) -> int:
+@asynccontextmanager
+async def _serving(protocol: type[asyncio.Protocol]) -> AsyncIterator[tuple[uvicorn.Server, int]]:
     listening = socket.socket(family=socket.AF_INET)  # as uvicorn binds it for workers
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(_app, http=protocol, lifespan="off",
-                                           log_level="warning"))
+                                           log_level="error"))
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     try:
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             while not server.started:
                 await asyncio.sleep(0.01)
+        yield server, port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, WAIT)
+        listening.close()
+
+
+async def _nodelay_of_accepted_connection(protocol: type[asyncio.Protocol]) -> int:
+    async with _serving(protocol) as (server, port):
+        with anyio.fail_after(WAIT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            await reader.readuntil(b"ok")
+            await reader.readuntil(b"ok 0")
             (connection,) = server.server_state.connections
             accepted = connection.transport.get_extra_info("socket")
             value: int = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             writer.close()
             await writer.wait_closed()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)
-        listening.close()
     return value
 
 
-async def test_nagle_is_off_on_connections_proctor_serve_accepts() -> None:
-    assert await _nodelay_of_accepted_connection(H11Protocol) == 0  # the problem
-    assert await _nodelay_of_accepted_connection(NoDelayH11Protocol) != 0
+async def _answer(protocol: type[asyncio.Protocol], *writes: bytes) -> bytes:
+    """What the server answers to ``writes`` sent on one connection, up to its close (an
+    empty answer if it reset the connection instead)."""
+    async with _serving(protocol) as (_server, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for data in writes:
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:  # refused while still sending
+                pass
+            try:
+                answer = await reader.read()
+            except ConnectionError:
+                answer = b""
+            writer.close()
+            return answer
+
+
+@pytest.mark.parametrize(("plain", "ours"), [(H11Protocol, NoDelayH11Protocol),
+                                             (HttpToolsProtocol, NoDelayHttpToolsProtocol)])
+async def test_nagle_is_off_on_connections_proctor_serve_accepts(
+        plain: type[asyncio.Protocol], ours: type[asyncio.Protocol]) -> None:
+    assert await _nodelay_of_accepted_connection(plain) == 0  # the problem
+    assert await _nodelay_of_accepted_connection(ours) != 0
+
+
+async def test_a_head_still_incomplete_past_16_kib_is_refused_400_as_h11_refuses_it() -> None:
+    unfinished = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD_BYTES
+    assert (await _answer(H11Protocol, unfinished)).startswith(b"HTTP/1.1 400")
+    answer = await _answer(NoDelayHttpToolsProtocol, unfinished)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert answer.endswith(b"Invalid HTTP request received.")
+
+
+async def test_a_header_that_never_ends_is_refused_before_it_is_all_read() -> None:
+    # 1 MiB of one header's value, never finished: httptools would keep every byte of it
+    # and never answer (this test then times out)
+    writes = [b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: "] + [b"a" * 8192] * 128
+    answer = await _answer(NoDelayHttpToolsProtocol, *writes)
+    # the 400, or a reset if it came while the rest was still being sent
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("protocol", [H11Protocol, NoDelayHttpToolsProtocol])
+async def test_a_head_under_the_limit_and_a_large_body_are_read_as_before(
+        protocol: type[asyncio.Protocol]) -> None:
+    body = b"b" * 300_000
+    request = (b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES - 200)
+               + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    answer = await _answer(protocol, request)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"ok 300000\r\n0\r\n\r\n")
+
+
+async def test_pipelined_requests_on_one_connection_are_all_answered() -> None:
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(2000))
+    answer = await _answer(NoDelayHttpToolsProtocol, requests + b"GET / HTTP/1.1\r\n"
+                           b"Host: x\r\nConnection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200") == 2001

@@ -200,8 +200,10 @@ def gateway(
         err_console.print(f"proctor gateway on http://{host}:{port}/mcp "
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.address}", markup=False)
+        # h11 named: with httptools installed (proctor serve's parser) uvicorn's "auto"
+        # would pick its httptools protocol, which has no limit on a request's head
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                               access_log=False))
+                                               access_log=False, http="h11"))
         if not serve_http(server):
             raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
     finally:

@@ -98,7 +98,7 @@ def serve(
 
     from proctor.runtime import init_home, open_runtime
     from proctor.server import ApiTokens, load_server_config
-    from proctor.server.asgi import NoDelayH11Protocol
+    from proctor.server.asgi import NoDelayHttpToolsProtocol
     from proctor.server.config import check_listen
 
     if (workers is not None and not 1 <= workers <= 64) or not 0 <= port <= 65535:
@@ -145,7 +145,7 @@ def serve(
 
         with streaming:
             uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
-                        log_level=log_level, access_log=False, http=NoDelayH11Protocol)
+                        log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol)
         return
     runtime.close()
     with streaming, _multiprocess_metrics():
@@ -154,7 +154,8 @@ def serve(
         # it is started again, just as slowly, for ever.
         uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level=log_level, access_log=False,
-                    http=NoDelayH11Protocol, timeout_worker_healthcheck=WORKER_START_SECONDS)
+                    http=NoDelayHttpToolsProtocol,
+                    timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 
 @contextmanager

@@ -2,10 +2,12 @@
 from the environment (``PROCTOR_HOME``, ``PROCTOR_DATABASE_URL``,
 ``PROCTOR_SERVER_CONFIG``), and the HTTP protocol it speaks.
 
-For uvicorn by hand::
+``proctor serve`` parses HTTP/1.1 with httptools (uvicorn's C-backed parser; h11, in
+pure Python, took about a quarter of the event loop's CPU per ``POST /v1/decide``) and
+runs uvicorn's default loop, uvloop where it is installed. For uvicorn by hand::
 
     uvicorn --factory proctor.server.asgi:app_from_env \\
-        --http proctor.server.asgi:NoDelayH11Protocol
+        --http proctor.server.asgi:NoDelayHttpToolsProtocol
 """
 
 from __future__ import annotations
@@ -13,14 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
 
-__all__ = ["NoDelayH11Protocol", "app_from_env"]
+__all__ = ["MAX_HEAD_BYTES", "NoDelayH11Protocol", "NoDelayHttpToolsProtocol", "app_from_env"]
+
+MAX_HEAD_BYTES = 16 * 1024
+"""How much of a request head (request line and headers) ``proctor serve`` takes in
+before the head is whole: h11's own limit, which uvicorn's h11 protocol applies and
+httptools does not have."""
+
+_INVALID = "Invalid HTTP request received."  # uvicorn's words for a request it cannot read
 
 
 def app_from_env() -> FastAPI:
@@ -37,19 +49,81 @@ def app_from_env() -> FastAPI:
     return create_app(open_runtime(settings), config, owns_runtime=True)
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection.
+def _no_delay(transport: asyncio.Transport) -> None:
+    """Nagle's algorithm off on a TCP connection.
 
     With several workers uvicorn binds the listening socket itself, without naming
     TCP as its protocol, and asyncio then leaves Nagle's algorithm on for the
     connections it accepts: a response's head and body go out as two small writes,
     and the second waits for the client's delayed ACK (40 ms on Linux) on every
-    request of a keep-alive connection.
+    request of a keep-alive connection. (uvloop turns it off itself.)
     """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with Nagle's algorithm off on every
+    connection."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _no_delay(transport)
         super().connection_made(transport)
+
+
+class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with Nagle's algorithm off on every connection, and
+    h11's limit on a request head: a head still incomplete after more than
+    :data:`MAX_HEAD_BYTES` of it came in is answered 400 and the connection closed, as
+    uvicorn's h11 protocol answers it.
+
+    httptools keeps a header's pieces until the header is whole, and uvicorn keeps the
+    URL and every header: without a limit a client could grow a worker's memory without
+    end by never finishing its head. A read is counted to the open head when all of it
+    is that head's: it came while the head was open, or between two requests and began
+    only this one. The share of a read that also ended an earlier request (pipelining)
+    is not known, and not counted: such a head is refused at most one read later (a read
+    is at most 256 KiB).
+    """
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._in_message = False
+        self._head_open = False
+        self._head_read = 0  # bytes of the open head, from the reads counted
+        self._messages = 0
+        self._heads = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        _no_delay(transport)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        in_message, messages, heads = self._in_message, self._messages, self._heads
+        super().data_received(data)
+        if not self._head_open or self.transport.is_closing():
+            return
+        if messages == self._messages or (not in_message and self._messages == messages + 1
+                                          and heads == self._heads):
+            self._head_read += len(data)  # all of it is the open head's
+        if self._head_read > MAX_HEAD_BYTES:
+            self.logger.warning(_INVALID)
+            self.send_400_response(_INVALID)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_message = self._head_open = True
+        self._head_read = 0
+        self._messages += 1
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._heads += 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
