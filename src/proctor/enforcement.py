@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 HELD_IN_PROCESS = "in_process"
 
 _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
+_NAMED_MOST = 4096  # (agent, tool) pairs whose request names are kept
 # an allow decided on what another process had changed meanwhile: decided once more
 _STALE = ("agent_changed", "task_changed", "policy_changed")
 
@@ -155,6 +156,7 @@ class Enforcer:
         # it); with it, an allow's write confirms the revision it was decided on
         self._sync_policies = sync_policies
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
+        self._named: dict[tuple[str, str], tuple[EntityRef, str, EntityRef]] = {}
 
     # deciding
 
@@ -434,8 +436,20 @@ class Enforcer:
             on_behalf_of=task.on_behalf_of, delegation_chain=claims.actor_chain[::-1],
             source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen),
             grant_constrained=_constrained(claims.scope, call))
-        return DecisionRequest(EntityRef("Agent", agent.id), f"tool:{call.tool_id}",
-                               EntityRef("Tool", call.tool_id), context)
+        principal, action, resource = self._names(agent.id, call.tool_id)
+        return DecisionRequest(principal, action, resource, context)
+
+    def _names(self, agent_id: str, tool_id: str) -> tuple[EntityRef, str, EntityRef]:
+        """A request's principal, action and resource for this agent and tool, made once
+        (values: the same agent calls the same tools call after call)."""
+        key = (agent_id, tool_id)
+        names = self._named.get(key)
+        if names is None:
+            if len(self._named) >= _NAMED_MOST:
+                self._named.clear()
+            names = self._named[key] = (EntityRef("Agent", agent_id), f"tool:{tool_id}",
+                                        EntityRef("Tool", tool_id))
+        return names
 
     def _current(self, request: DecisionRequest, claims: GrantClaims) -> DecisionRequest:
         """``request`` with the time and the task's data sensitivity as they are now

@@ -4,7 +4,8 @@ An event is a value. Its JSON form (:meth:`AuditEvent.as_json`, schema
 version :data:`SCHEMA_VERSION`) is what the chain hashes, what ``export
 --format jsonl`` prints and what ``docs/audit.md`` documents. Free-form parts
 (target, reasons, detail) are masked when the event is constructed, so an
-event holding a secret cannot exist.
+event holding a secret cannot exist (:meth:`AuditEvent.masked` is for a caller
+that masked them itself: :func:`~proctor.audit.recording.decision_event`).
 """
 
 from __future__ import annotations
