@@ -14,7 +14,7 @@ Every factor is a level from 0 to 1; the score is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +26,11 @@ __all__ = [
     "decided_again",
     "factors_now",
     "fold_event",
+    "named",
     "new_baseline",
     "note_trend",
     "prior_now",
+    "score_and_names",
     "score_of",
 ]
 
@@ -242,36 +244,60 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
                 del tasks[old]
 
 
-def factors_now(baseline: Mapping[str, Any], now: float, config: RiskConfig) -> list[Factor]:
-    """Every factor's level at ``now``, in the order of :data:`FACTORS`."""
-    found: list[Factor] = []
+_RATIOS = {"deny_ratio": ("denies", 0.1, 0.4), "approval_ratio": ("approvals", 0.25, 0.5)}
+_NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
+
+
+def _levels(baseline: Mapping[str, Any], now: float, config: RiskConfig
+            ) -> list[tuple[str, float, int, Any]]:
+    """Every factor's level at ``now``, in the order of :data:`FACTORS`: its name,
+    level and weight, and what it comes from (the ratio's share, the signal)."""
+    found: list[tuple[str, float, int, Any]] = []
     ratios = baseline["ratios"]
     keep = 1.0
     if ratios["at"] is not None and now > ratios["at"]:
         keep = 0.5 ** ((now - ratios["at"]) / max(1, config.ratio_half_life_seconds))
     total = ratios["total"] * keep
+    weights, signals = config.weights, baseline["signals"]
     for name in FACTORS:
-        weight = int(config.weights.get(name, 0))
-        if name in ("deny_ratio", "approval_ratio"):
-            part = ratios["denies" if name == "deny_ratio" else "approvals"] * keep
+        weight = int(weights.get(name, 0))
+        ratio = _RATIOS.get(name)
+        if ratio is not None:
+            key, low, span = ratio
             if total < 3:
-                found.append(Factor(name, 0.0, weight))
+                found.append((name, 0.0, weight, None))
                 continue
-            share = part / total
-            low, span = (0.1, 0.4) if name == "deny_ratio" else (0.25, 0.5)
-            level = min(1.0, max(0.0, (share - low) / span))
-            found.append(Factor(name, level, weight,
-                                f"{share:.0%} of recent decisions" if level else ""))
+            share = ratios[key] * keep / total
+            found.append((name, min(1.0, max(0.0, (share - low) / span)), weight, share))
             continue
-        signal = baseline["signals"].get(name)
+        signal = signals.get(name)
         if signal is None:
-            found.append(Factor(name, 0.0, weight))
+            found.append((name, 0.0, weight, None))
             continue
         level = _faded(signal, name, now, config)
-        at = datetime.fromtimestamp(float(signal["at"]), UTC).isoformat()
-        found.append(Factor(name, level if level >= 0.01 else 0.0, weight,
-                            str(signal["why"]), at))
+        found.append((name, level if level >= 0.01 else 0.0, weight, signal))
     return found
+
+
+def factors_now(baseline: Mapping[str, Any], now: float, config: RiskConfig) -> list[Factor]:
+    """Every factor's level at ``now``, in the order of :data:`FACTORS`."""
+    found: list[Factor] = []
+    for name, level, weight, source in _levels(baseline, now, config):
+        if source is None:
+            found.append(Factor(name, level, weight))
+        elif name in _RATIOS:
+            found.append(Factor(name, level, weight,
+                                f"{source:.0%} of recent decisions" if level else ""))
+        else:
+            at = datetime.fromtimestamp(float(source["at"]), UTC).isoformat()
+            found.append(Factor(name, level, weight, str(source["why"]), at))
+    return found
+
+
+def named(factors: Sequence[Factor]) -> list[str]:
+    """The factors a policy sees in ``principal.risk_factors``, strongest first."""
+    return [f.name for f in sorted(factors, key=lambda f: -f.points)
+            if f.level >= _NAMED and f.weight > 0]
 
 
 def prior_now(baseline: Mapping[str, Any], config: RiskConfig) -> float:
@@ -289,6 +315,19 @@ def score_of(baseline: Mapping[str, Any], now: float, config: RiskConfig
     prior = prior_now(baseline, config)
     total = prior + sum(f.points for f in factors)
     return max(0, min(100, math.floor(total + 0.5))), prior, factors  # half rounds up
+
+
+def score_and_names(baseline: Mapping[str, Any], now: float, config: RiskConfig
+                    ) -> tuple[int, list[str]]:
+    """What :func:`score_of` and :func:`named` give, without the factors' explanations
+    (the writers' fold publishes only these: no :class:`Factor`, no reason text)."""
+    levels = _levels(baseline, now, config)
+    points = [weight * level for _, level, weight, _ in levels]
+    total = prior_now(baseline, config) + sum(points)
+    names = [name for (name, level, weight, _), _ in
+             sorted(zip(levels, points, strict=True), key=lambda pair: -pair[1])
+             if level >= _NAMED and weight > 0]
+    return max(0, min(100, math.floor(total + 0.5))), names
 
 
 def note_trend(baseline: dict[str, Any], now: float, score: int) -> None:

@@ -41,12 +41,12 @@ from proctor.audit import ChainHead, EventRow, WriteCursor
 from proctor.clock import Clock
 from proctor.grants.agents import AgentBinding
 from proctor.oversight.risk.baseline import (
-    Factor,
     decided_again,
     fold_event,
+    named,
     new_baseline,
     note_trend,
-    score_of,
+    score_and_names,
 )
 from proctor.oversight.risk.config import RiskConfig
 
@@ -55,7 +55,6 @@ __all__ = ["MAX_GAP", "BatchFolder", "agent_of", "named_factors"]
 log = logging.getLogger(__name__)
 
 MAX_GAP = 1000  # events not folded yet that a batch folds first; past it, catch-up does
-_NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
 _LEAKS = ("gateway.leak", "gateway.redact")
 
 
@@ -72,10 +71,7 @@ def agent_of(event: Mapping[str, Any]) -> str | None:
     return None
 
 
-def named_factors(factors: Sequence[Factor]) -> list[str]:
-    """The factors a policy sees in ``principal.risk_factors``, strongest first."""
-    return [f.name for f in sorted(factors, key=lambda f: -f.points)
-            if f.level >= _NAMED and f.weight > 0]
+named_factors = named  # the factors a policy sees in ``principal.risk_factors``
 
 
 def _statements(is_sqlite: bool) -> dict[str, str]:
@@ -229,9 +225,9 @@ class BatchFolder:
                 log.warning("risk: an event of `%s` not folded: %s", agent, type(exc).__name__)
         now = self._clock.now()
         for agent, baseline in baselines.items():
-            score, _, factors = score_of(baseline, now.timestamp(), self._config)
+            score, names = score_and_names(baseline, now.timestamp(), self._config)
             note_trend(baseline, now.timestamp(), score)
-            self._store(tx, agent, _dumps(baseline), score, factors, now,
+            self._store(tx, agent, _dumps(baseline), score, names, now,
                         is_new=agent in is_new)
 
     def _read(self, tx: WriteCursor, agents: Sequence[str]) -> dict[str, str | None]:
@@ -245,11 +241,10 @@ class BatchFolder:
         return found
 
     def _store(self, tx: WriteCursor, agent: str, baseline: str, score: int,
-               factors: Sequence[Factor], now: datetime, *, is_new: bool) -> None:
+               names: Sequence[str], now: datetime, *, is_new: bool) -> None:
         sql = _SQL[tx.is_sqlite]
         at = tx.time(now)
         written = (agent, baseline, score, at) if is_new else (baseline, score, at, agent)
-        names = named_factors(factors)
         if _as_read(tx, agent, score, names):
             # the row this transaction read (and holds: the write lock on SQLite, FOR
             # SHARE on PostgreSQL) has them already: the publishing would change nothing
