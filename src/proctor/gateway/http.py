@@ -25,6 +25,10 @@ grant is answered ``404`` as if it did not exist. When the grant is revoked or
 expires, its gateway session closes (calls in flight fail), its MCP sessions are
 terminated, and the next request is refused ``401``.
 
+A plain ``tools/call`` on an MCP session of its grant is decided and answered by the
+direct path (:mod:`proctor.gateway.http_direct`), without the SDK's session manager,
+dispatcher and SSE response; every other request goes through the SDK.
+
 A grant's gateway session that no request has held for ``session_idle_seconds``
 is closed as idle (its upstreams stop); the agent's MCP sessions go on, and the
 grant's next request opens a new gateway session. Each request holds its session
@@ -35,11 +39,10 @@ lands under a request.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -61,6 +64,7 @@ from proctor.errors import DocumentError, ProctorError
 from proctor.gateway.client import PROOF_HEADER
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.core import Gateway
+from proctor.gateway.http_direct import HttpDirect, read_message
 from proctor.gateway.rpc import (
     PREFIX_BYTES,
     SESSION_CLOSED,
@@ -119,6 +123,7 @@ class HttpSessions:
         self.tasks: TaskGroup | None = None
         self.mcp_owner: dict[str, str] = {}  # MCP session id -> grant id
         self._mcp_sessions: dict[str, list[tuple[StreamableHTTPSessionManager, str]]] = {}
+        self.direct: HttpDirect | None = None  # forgets the MCP sessions that end
 
     async def hold(self, claims: GrantClaims) -> GatewaySession:
         """The grant's session (a new one if it has none), held for one request: the
@@ -174,6 +179,8 @@ class HttpSessions:
             return  # only the upstreams stop: the agent's MCP sessions go on
         for manager, mcp_session in self._mcp_sessions.pop(grant, []):
             self.mcp_owner.pop(mcp_session, None)
+            if self.direct is not None:
+                self.direct.forget(mcp_session)
             # The SDK offers no public call to end one session; a request for it gets
             # 401 (its grant is revoked) or 404 from here on in any case.
             transports = getattr(manager, "_server_instances", {})
@@ -189,13 +196,21 @@ class HttpBinder:
         self._sessions = sessions
         self._public = public_url.rstrip("/")
 
-    @asynccontextmanager
-    async def bind(self, ctx: Context) -> AsyncIterator[tuple[GatewaySession, Credentials]]:
+    def bind(self, ctx: Context) -> AbstractAsyncContextManager[tuple[GatewaySession,
+                                                                       Credentials]]:
         """The request's session, held until the block ends, and its credentials."""
         request = ctx.request
-        grant = (request.scope.get("state", {}).get(_GRANT_KEY)
-                 if isinstance(request, Request) else None)
-        if grant is None or not isinstance(request, Request):
+        if not isinstance(request, Request):
+            raise rpc_error("grant_missing", "the request carries no grant")
+        return self.bind_request(request)
+
+    @asynccontextmanager
+    async def bind_request(self, request: Request
+                           ) -> AsyncIterator[tuple[GatewaySession, Credentials]]:
+        """The session and credentials of ``request`` (the SDK's, or one on the direct
+        path), the session held until the block ends."""
+        grant = request.scope.get("state", {}).get(_GRANT_KEY)
+        if grant is None:
             # the gate lets nothing through without a grant; fail closed anyway
             raise rpc_error("grant_missing", "the request carries no grant")
         claims, token = grant
@@ -217,11 +232,14 @@ class GrantGate:
     sessions bound to their grant."""
 
     def __init__(self, app: ASGIApp, *, gateway: Gateway, sessions: HttpSessions,
-                 managers: dict[str, StreamableHTTPSessionManager], public_url: str) -> None:
+                 managers: dict[str, StreamableHTTPSessionManager], public_url: str,
+                 direct: HttpDirect, binder: HttpBinder) -> None:
         self._app = app
         self._gateway = gateway
         self._sessions = sessions
         self._managers = managers
+        self._direct = direct
+        self._binder = binder
         self._public = public_url.rstrip("/")
         self._max = gateway.config.max_message_bytes
 
@@ -245,10 +263,12 @@ class GrantGate:
                 await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
                 return
         assert claims is not None
-        owner = self._sessions.mcp_owner.get(headers.get(MCP_SESSION_ID_HEADER, ""))
+        mcp_session = headers.get(MCP_SESSION_ID_HEADER)
+        owner = self._sessions.mcp_owner.get(mcp_session or "")
         if owner is not None and owner != claims.grant_id:
             await _rpc_response(404, None, -32600, "session not found")(scope, receive, send)
             return
+        document: Any = None
         if scope["method"] == "POST":
             body = await _read_capped(receive, self._max)
             if body is None:
@@ -260,7 +280,11 @@ class GrantGate:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-            if live is not None and not _decided(body):
+            direct = self._direct
+            if (live is not None or b'"initialize"' in body or (mcp_session is not None and (
+                    mcp_session in direct.versions or direct.is_waiting(mcp_session)))):
+                document = read_message(body)  # read once, by whoever needs it
+            if live is not None and not _decided(document):
                 try:  # the door's own check: nothing after it decides this request
                     claims = await self._inspect(token)
                 except ProctorError as exc:
@@ -269,6 +293,11 @@ class GrantGate:
             receive = _replay(body, receive)
         scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
         manager = self._managers[path]
+        if (document is not None and owner == claims.grant_id  # a session of this grant
+                and await self._take(scope, receive, send, headers, path, document)):
+            return
+        if document is not None:
+            send = self._direct.watch_initialize(document, mcp_session, send)
 
         async def watch_session(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -280,6 +309,27 @@ class GrantGate:
             await send(message)
 
         await self._app(scope, receive, watch_session)
+
+    async def _take(self, scope: Scope, receive: Receive, send: Send, headers: Headers,
+                    path: str, document: Any) -> bool:
+        """Whether the direct path served this request (:mod:`proctor.gateway.http_direct`):
+        a plain call on a session of this grant, or the agent's answer to (or
+        cancellation of) such a call in flight."""
+        direct = self._direct
+        call = await direct.take(scope, headers, path, document)
+        if call is not None:
+            request = Request(scope, receive)
+            await direct.serve(call, scope, send, path=path,
+                               bind=lambda: self._binder.bind_request(request))
+            return True
+        if await direct.settle(scope, headers, path, document):
+            session = headers[MCP_SESSION_ID_HEADER].encode("latin-1")
+            await send({"type": "http.response.start", "status": 202, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", b"0"),
+                (MCP_SESSION_ID_HEADER.encode(), session)]})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return True
+        return False
 
     async def _inspect(self, token: str) -> GrantClaims:
         """The grant as the store has it now (revocation, agent, task, uses): in a worker
@@ -321,6 +371,8 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
             app=build_server(gateway, view, binder, name=f"proctor{path.replace('/', '-')}"),
             security_settings=security, max_request_body_size=config.max_message_bytes + 1)
         for path, view in views.items()}
+    direct = HttpDirect(gateway, managers, views, security)
+    sessions.direct = direct
     routes = [Route(path, endpoint=StreamableHTTPASGIApp(m)) for path, m in managers.items()]
     routes += [Route(f"{_METADATA}{path}", endpoint=_metadata(public + path, config))
                for path in managers]
@@ -348,7 +400,7 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(GrantGate, gateway=gateway, sessions=sessions, managers=managers,
-                       public_url=public)
+                       public_url=public, direct=direct, binder=binder)
     return app
 
 
@@ -423,13 +475,9 @@ def _refusal(request_id: Any, reason: Code, message: str,
 _DECIDED = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 
-def _decided(body: bytes) -> bool:
-    """Whether ``body`` (already within the caps) is one request the gateway decides in
-    full; anything unreadable is not (the SDK answers it)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
+def _decided(message: Any) -> bool:
+    """Whether ``message`` (the body's document, None if unreadable) is one request the
+    gateway decides in full; anything unreadable is not (the SDK answers it)."""
     return isinstance(message, dict) and message.get("method") in _DECIDED
 
 
