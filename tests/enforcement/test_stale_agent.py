@@ -75,3 +75,28 @@ def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
     with pytest.raises(GrantError) as again:
         runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
     assert again.value.code == "issuance_denied"
+
+
+def test_an_issuance_confirms_the_manifest_it_was_read_with(
+        runtime: Runtime, agents: Agents) -> None:
+    """An issuance reads the agent (its key, the manifest it runs) from this process's
+    view, on either backend; a review onto another manifest that commits before the
+    grant's write (the trust state stays `trusted`) refuses the grant, which would carry
+    the manifest it was read with."""
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+
+    def decided_then_reviewed(agent_id: str, *, strict: bool) -> str | None:
+        state = runtime.enforcer.ensure_current(agent_id, strict=strict)
+        runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                                manifest=manifest(model_id="other"))
+        return state
+
+    runtime.grants.decide_on_current(decided_then_reviewed)
+    held = nullcontext() if runtime.feed.sees_every_commit else runtime.feed._lock
+    with held, pytest.raises(GrantError) as refused:
+        runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    assert refused.value.code == "agent_changed"
+    assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
+    runtime.grants.decide_on_current(runtime.enforcer.ensure_current)
+    grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    assert grant.claims.manifest_digest == runtime.registry.get(SUPPORT).manifest_digest

@@ -75,10 +75,13 @@ def test_a_batch_of_new_grants_is_checked_one_by_one_and_stored_by_two_inserts(
     def new(grant: IssuedGrant) -> NewGrant:
         task = setup.authority.task(grant.claims.task_id)
         claims = replace(grant.claims, grant_id=f"grant_{secrets.token_hex(12)}")
+        agent = setup.agents.binding(claims.agent_id)
+        assert agent is not None
         request = Request(task, claims.agent_id, claims.scope, claims.expires_at, None,
-                          task.id)
+                          task.id, manifest_digest=agent.manifest_digest,
+                          agent_key=agent.key_thumbprint)
         return NewGrant(claims, f"acc_{secrets.token_hex(12)}", secrets.token_hex(32), request, now,
-                        None, setup.agents.state_in)
+                        None, setup.agents.binding_in)
 
     batch = [new(live), new(ended), new(live)]
     with setup.store.transaction() as conn:

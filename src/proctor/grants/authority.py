@@ -190,7 +190,7 @@ class GrantAuthority:
         """
         with self._one_look():
             request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses,
-                                                   approved)
+                                                   approved, seen=self._issuer.confirms_agent)
             key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
                                                  holder, same_key_as=same_key_as,
                                                  task_id=task_id)
@@ -215,16 +215,20 @@ class GrantAuthority:
         return self._issuer.offer(request)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
-                  max_uses: int | None, approved: bool) -> tuple[Request, AgentBinding, int]:
+                  max_uses: int | None, approved: bool, *, seen: bool = False
+                  ) -> tuple[Request, AgentBinding, int]:
+        """The request for a grant under ``task_id``; ``seen``: the agent as this
+        process's view has it, for a grant whose write confirms it (``NewGrant``)."""
         task = self._open_task(task_id)
         check_max_uses(max_uses)
-        binding = self._active_agent(task.agent_id)
+        binding = self._active_agent(task.agent_id, seen=seen)
         ttl = check_ttl(ttl_seconds)
         expanded = expand_scope(scope, self._issuer.covered_tools(scope))
         expires = int(self._clock.now().timestamp()) + ttl
         return (Request(task, binding.agent_id, expanded, expires, max_uses, task.id,
                         approved=approved, wildcards=wildcards_of(scope),
-                        manifest_digest=binding.manifest_digest), binding, ttl)
+                        manifest_digest=binding.manifest_digest,
+                        agent_key=binding.key_thumbprint), binding, ttl)
 
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
@@ -259,7 +263,7 @@ class GrantAuthority:
                                  f"delegation is limited to depth {self.max_depth}")
             chain = (parent.agent_id, *parent.actor_chain)
             check_max_uses(max_uses)
-            receiver = self._active_agent(to_agent)
+            receiver = self._active_agent(to_agent, seen=self._issuer.confirms_agent)
             if receiver.agent_id in chain:
                 raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
                                  "grant or one it derives from")
@@ -270,7 +274,8 @@ class GrantAuthority:
                 and any(mine.covers(e) for mine in parent.wildcards.tools))))
             request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
                               max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
-                              chain, approved, inherited, receiver.manifest_digest)
+                              chain, approved, inherited, receiver.manifest_digest,
+                              receiver.key_thumbprint)
             key = receiver.key_thumbprint
             decided = (None if key is None
                        else self._issuer.decide_unwritten(request, ttl_seconds=ttl))
@@ -519,8 +524,11 @@ class GrantAuthority:
         if refusal is not None:
             raise refusal
 
-    def _active_agent(self, agent_id: str) -> AgentBinding:
-        binding = self._agents.binding(agent_id)
+    def _active_agent(self, agent_id: str, *, seen: bool = False) -> AgentBinding:
+        """The agent as of now; ``seen``: as this process's view has it, for a grant whose
+        write confirms it (its trust state, key and manifest)."""
+        agents = self._agents
+        binding = (agents.binding_seen if seen else agents.binding)(agent_id)
         if binding is None:
             raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if not binding.is_active:

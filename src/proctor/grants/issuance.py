@@ -47,7 +47,7 @@ from proctor.grants.proofs import VerifiedProof, verify_proof
 from proctor.grants.scope import GrantScope, ToolScope
 from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
-from proctor.grants.use import AgentState, any_revoked
+from proctor.grants.use import AgentRead, any_revoked
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.context import issue_context
@@ -101,6 +101,7 @@ class Request:
     approved: bool = False
     wildcards: GrantScope | None = None  # as asked for: later tools are decided then
     manifest_digest: str | None = None  # the manifest the agent runs as it is issued
+    agent_key: str | None = None  # the agent's registered key as read (a write confirms it)
 
     @property
     def lineage(self) -> tuple[str, ...]:
@@ -320,7 +321,7 @@ class Issuer:
         accessor = f"acc_{secrets.token_hex(12)}"
         if events and offer is None and self._audit is not None:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
-                           self._agents.state_in,
+                           self._agents.binding_in,
                            decided.agent_state if decided is not None else None)
             try:
                 _write(self._audit, events, new)
@@ -346,6 +347,13 @@ class Issuer:
                 scope=claims.scope.as_json(), max_uses=request.max_uses, uses=0,
                 key_thumbprint=key_thumbprint))
         return IssuedGrant(token, accessor, claims)
+
+    @property
+    def confirms_agent(self) -> bool:
+        """Whether a grant issued or exchanged is stored by a write that confirms its
+        agent as read (:class:`NewGrant`), so that the agent may be read from this
+        process's view rather than the store."""
+        return self._audit is not None
 
     def offer(self, request: Request) -> GrantOffer:
         """Store ``request`` as an offer for its agent to redeem."""
@@ -405,7 +413,7 @@ class NewGrant:
     request: Request
     now: datetime
     proof: VerifiedProof | None
-    agent_state: AgentState
+    agent: AgentRead
     decided_state: str | None = None  # the trust state policy decided on: confirmed
     refusal: GrantError | None = None
 
@@ -447,13 +455,18 @@ class NewGrant:
     def _check(self, tx: WriteCursor) -> None:
         """Step 4 of the module docstring but the two rows: raises the refusal."""
         request = self.request
-        state = self.agent_state(tx, request.agent_id)
-        if state not in ACTIVE_STATES:
+        agent = self.agent(tx, request.agent_id)
+        state = agent.trust_state if agent is not None else None
+        if agent is None or state not in ACTIVE_STATES:
             raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
         if self.decided_state is not None and state != self.decided_state:
             raise GrantError("agent_changed", f"agent is {state} now, not "
                              f"{self.decided_state} as the issuance was decided: ask again")
+        if (agent.key_thumbprint, agent.manifest_digest) != (request.agent_key,
+                                                             request.manifest_digest):
+            raise GrantError("agent_changed", "the agent's key or manifest changed since the "
+                             "issuance was read: ask again")
         if any_revoked(tx, (request.parent_id, *request.lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
         nonce = None
