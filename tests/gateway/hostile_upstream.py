@@ -19,7 +19,7 @@ _SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required
 TOOLS = ["plain", "structured", "schema_violation", "no_structured", "tool_error", "rpc_error",
          "error_not_object", "result_not_object", "bad_content", "not_json", "too_deep",
          "no_jsonrpc", "both", "neither", "wrong_id_then_right", "twice", "later_fields",
-         "notify_first", "hang", "crash"]
+         "notify_first", "hang", "crash", "lone_surrogate", "byte_order_mark"]
 
 
 def _tool(name: str) -> dict[str, Any]:
@@ -83,6 +83,11 @@ def _answer(request_id: Any, name: str) -> None:
         _write({**ok, "result": {"content": text}})
     elif name == "crash":
         os._exit(3)
+    elif name == "lone_surrogate":  # valid JSON, a Python string, but no Unicode text
+        _write('{"jsonrpc": "2.0", "id": ' + json.dumps(request_id) + ', "result": '
+               '{"content": [{"type": "text", "text": "a\\ud800b"}]}}')
+    elif name == "byte_order_mark":  # Python's json reads past it from bytes; JSON does not
+        _write("\ufeff" + json.dumps({**ok, "result": {"content": text}}))
     # hang: no answer
 
 

@@ -85,7 +85,8 @@ async def test_a_direct_call_answers_as_the_sdk_session_answers(
 
 
 @pytest.mark.parametrize("tool", ["error_not_object", "result_not_object", "bad_content",
-                                  "not_json", "too_deep", "no_jsonrpc", "both", "neither"])
+                                  "not_json", "too_deep", "no_jsonrpc", "both", "neither",
+                                  "lone_surrogate", "byte_order_mark"])
 async def test_an_answer_that_is_not_a_tool_result_is_refused_and_the_connection_serves_on(
         tool: str) -> None:
     async with _connected(HOSTILE) as connection:

@@ -20,7 +20,8 @@ bounded and shielded), and frames the pipes itself:
 - :meth:`UpstreamPipes.request` writes a request of its own, under an id of the
   form ``proctor-N``, and takes its answer as a dict straight off the line: the
   result, or :class:`MCPError` for the server's JSON-RPC error. An answer that is
-  not JSON, nested past what the parser takes, or not a JSON-RPC response is
+  not JSON the SDK's parser reads (not UTF-8, a byte-order mark, a lone surrogate
+  escaped), nested past what the parser takes, or not a JSON-RPC response is
   ``upstream_invalid_result`` when its id can be read from the start of its line
   (else the SDK's session sees it, as before, and the call runs into its
   timeout); an answer to no request in flight (a wrong id, a second answer) goes
@@ -59,7 +60,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED
 
-from proctor.errors import GatewayError
+from proctor.documents import check_json_text
+from proctor.errors import DocumentError, GatewayError
 
 __all__ = ["UpstreamPipes"]
 
@@ -236,8 +238,14 @@ class UpstreamPipes:
     def _took(self, line: bytes | bytearray) -> bool:
         """Settle the direct request ``line`` answers; False if it answers none."""
         try:
-            document = json.loads(line)
-        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+            # decoded as the SDK's transport decodes it: Python's json would read bytes
+            # past a byte-order mark, and a lone surrogate (``"\\ud800"``) is valid JSON
+            # but no Unicode text, which the SDK's parser refuses and nothing after this
+            # (the output guard's answer, the agent's JSON) can write
+            text = line.decode(self._params.encoding, self._params.encoding_error_handler)
+            check_json_text(text, what="the answer")
+            document = json.loads(text)
+        except (ValueError, RecursionError, DocumentError):  # UnicodeDecodeError is one
             head = re.split(rb'"(?:result|error)"', line, maxsplit=1)[0]
             match = _ID_IN_HEAD.search(head)
             waiter = self._waiting.get(match.group(1).decode()) if match else None
