@@ -4,8 +4,10 @@ gets (grant, agent, Cedar, approval, audit), and metrics that count them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 
@@ -215,3 +217,63 @@ def test_the_lean_route_documents_the_operation_fastapi_would() -> None:
     assert type(module.router.routes[0]).__name__ == "LeanDecideRoute"
     assert lean["paths"]["/v1/decide"]["post"]["requestBody"]
     assert lean == framework
+
+
+async def test_the_direct_path_answers_as_fastapis_route(agents: Api,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # DirectDecide answers POST /v1/decide in front of FastAPI's router; under a root path
+    # it steps aside and the router takes the request to the same endpoint: both must
+    # answer alike, and the router must see only what the direct path hands on
+    api = agents
+    routed_transport = httpx.ASGITransport(app=api.app, client=("10.1.2.3", 40000),
+                                           root_path="/routed")
+    routed = httpx.AsyncClient(transport=routed_transport, base_url="http://proctor.test")
+    routings = 0
+    route = type(api.app.router).__call__
+
+    async def counted(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        nonlocal routings
+        routings += 1
+        await route(self, scope, receive, send)
+
+    monkeypatch.setattr(type(api.app.router), "__call__", counted)
+    grant = await api.grant(SUPPORT, REFUND)
+    args = {"customer_id": "c-1", "amount_cents": 100}
+
+    def body(**changes: Any) -> dict[str, Any]:
+        return {"token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+                "call": {"tool": "crm/issue_refund", "args": args}, "target": TARGET,
+                **changes}
+
+    replayed = api.call_proof(SUPPORT, grant["token"])
+    cases: list[tuple[str, dict[str, str], Callable[[], dict[str, Any]]]] = [
+        ("allow", api.agent(SUPPORT), body),
+        ("approval", api.agent(SUPPORT), lambda: body(call={"tool": "crm/issue_refund", "args": {
+            "customer_id": "c-1", "amount_cents": 25000}})),
+        ("deny", api.agent(SUPPORT), lambda: body(call={"tool": "email/send_email", "args": {}})),
+        ("replayed", api.agent(SUPPORT), lambda: body(proof=replayed)),
+        ("no credentials", {}, body),
+        ("another agent's grant", api.agent(CODER), body),
+        ("a body it refuses", api.agent(SUPPORT), lambda: body(extra=1)),
+    ]
+    async with routed:
+        await api.client.post("/v1/decide", headers=api.agent(SUPPORT), json=body(proof=replayed))
+        for name, headers, make in cases:
+            answers = []
+            for client, path in ((api.client, "/v1/decide"), (routed, "/routed/v1/decide")):
+                before = routings
+                response = await client.post(path, headers=headers, json=make())
+                answer = response.json()
+                for volatile in ("event_id", "instance", "approval"):
+                    answer.pop(volatile, None)
+                answers.append((response.status_code, response.headers["content-type"],
+                                answer, routings - before))
+            (status, media_type, answer, routed_direct), (*framework, routed_there) = answers
+            assert [status, media_type, answer] == framework, name
+            assert routed_there == 1, name
+            assert routed_direct == (1 if name == "a body it refuses" else 0), name
+    refusals = [e.event["action"] for e in api.refusals(ActorType.AGENT)]
+    assert refusals == ["api:decide", "api:decide"]  # audited both ways
+    text = (await api.client.get("/metrics")).text
+    assert 'proctor_http_requests_total{method="POST",route="/v1/decide",status="200"} 9.0' \
+        in text

@@ -13,7 +13,7 @@ be driven by hand.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -34,6 +34,7 @@ from proctor.server.limits import BodyLimit
 from proctor.server.metrics import MetricsMiddleware
 from proctor.server.problems import problem_of, problem_response
 from proctor.server.routes import ROUTERS
+from proctor.server.routes.decide import DirectDecide
 from proctor.server.state import ServerState
 
 __all__ = ["create_app"]
@@ -76,13 +77,16 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None, *,
     for router in ROUTERS:
         app.include_router(router)
     install_console(app)
-    _add_handlers(app)
+    on_proctor_error = _add_handlers(app)
+    # innermost of the app's own middleware: inside the metrics and the body limits
+    app.add_middleware(DirectDecide, on_error=on_proctor_error)
     app.add_middleware(BodyLimit, max_bytes=state.config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, clock=runtime.clock)
     return app
 
 
-def _add_handlers(app: FastAPI) -> None:
+def _add_handlers(app: FastAPI) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Install the problem handlers; returns the one for proctor's errors."""
     async def proctor_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProctorError)
         problem = problem_of(exc)
@@ -121,6 +125,7 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+    return proctor_error
 
 
 def _audit_refusal(request: Request, exc: ApiError) -> None:
