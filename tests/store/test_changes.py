@@ -307,3 +307,46 @@ def test_a_notification_with_a_non_ascii_digit_is_ignored_and_the_listener_goes_
     finally:
         feed.close()
         store.close()
+
+
+def test_while_a_subscriber_that_missed_changes_is_not_yet_forgotten_the_feed_is_not_current(
+        tmp_path: Path) -> None:
+    """Resetting every subscriber again (a reset had failed) cleared the feed's debt
+    before the resets ran: on PostgreSQL a look from another thread (which reads
+    ``is_current`` without the lock) was answered current while the subscriber that
+    missed changes still held them, in memory, until its own reset came. Here the
+    subscriber reset first looks at the feed while the failing one is still owed."""
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    feed = ChangeFeed(store)
+    failing = {"listen": True, "reset": True}
+    seen_during_reset: list[bool] = []
+
+    def listen(batch: Sequence[Change]) -> None:
+        if failing["listen"]:
+            raise RuntimeError("a bug in a view")
+
+    def reset() -> None:
+        if failing["reset"]:
+            raise RuntimeError("a bug in a view's reset")
+
+    feed.subscribe(lambda batch: None, lambda: seen_during_reset.append(feed.is_current))
+    feed.subscribe(listen, reset)
+    try:
+        assert feed.catch_up() is True
+        with store.transaction() as conn:
+            conn.execute(insert(tool_catalog).values(tool_id="git/a", server="git", spec={},
+                                                     first_seen_at=NOW))
+        assert feed.catch_up() is False  # the listener failed, and so did its reset
+        seen_during_reset.clear()
+        assert feed.catch_up() is False  # every subscriber reset again; the failing one fails
+        assert seen_during_reset == [False]  # never current while one is owed
+        failing["reset"] = False
+        seen_during_reset.clear()
+        assert feed.catch_up() is True
+        assert seen_during_reset == [False]  # current once every reset has run
+        assert feed.is_current
+    finally:
+        feed.close()
+        store.close()

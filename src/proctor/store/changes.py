@@ -240,17 +240,21 @@ class ChangeFeed:
                 self._reset_one(reset)
 
     def _reset_all(self) -> None:
+        # The debt is cleared only once every subscriber has forgotten: a look that does
+        # not take the lock (PostgreSQL's) must not be answered current while one that
+        # missed changes still holds them.
         self.epoch += 1
-        self._owed = False
-        for _, reset in self._subscribers:
-            self._reset_one(reset)
+        forgotten = [self._reset_one(reset) for _, reset in self._subscribers]
+        self._owed = not all(forgotten)
 
-    def _reset_one(self, reset: Reset) -> None:
+    def _reset_one(self, reset: Reset) -> bool:
         try:
             reset()
         except Exception:
             log.exception("change reset failed; views read the store until one succeeds")
             self._owed = True
+            return False
+        return True
 
     # PostgreSQL
 
