@@ -390,7 +390,7 @@ _LEASE_ROW = "({p}, {p}, 'grant', {p}, {p}, {p}, {p})"
 _GRANTS = ("INSERT INTO grants (id, accessor, token_hash, scope, max_uses, uses, "
            "key_thumbprint) VALUES ")
 _GRANT_ROW = "({p}, {p}, {p}, {p}, {p}, 0, {p})"
-_ROWS_PER_INSERT = 500  # 6 parameters a row: well under SQLite's 32,766
+_ROWS_PER_INSERT = 500  # 6 parameters a row (12 on PostgreSQL): well under either's limit
 
 
 def _insert(tx: WriteCursor, head: str, row: str, rows: Sequence[Sequence[object]]) -> None:
@@ -424,8 +424,18 @@ class NewGrant:
     def apply_all(cls, tx: WriteCursor, news: Sequence[NewGrant]) -> list[AuditEvent | None]:
         """The new grants of a batch, in its order: each checked (a refusal stores
         nothing of it), then the lease nodes and the grant rows of those that passed,
-        each table by one multi-row ``INSERT``. The decisions were taken: their events
-        stand either way (None for each)."""
+        by one multi-row ``INSERT`` each (on PostgreSQL one statement for both: a
+        round trip less). The batch's agents are read first, then the nodes of all
+        its lines by one statement (what each grant's check then finds confirmed:
+        one read for the batch rather than one per line). The decisions were taken:
+        their events stand either way (None for each)."""
+        agents: set[str] = set()
+        for new in news:  # each read once per transaction: kept in tx.confirmed
+            if new.request.agent_id not in agents:
+                agents.add(new.request.agent_id)
+                new.agent(tx, new.request.agent_id)
+        any_revoked(tx, [node for new in news
+                         for node in (new.request.parent_id, *new.request.lineage)])
         passed: list[NewGrant] = []
         for new in news:
             new.refusal = None
@@ -435,9 +445,16 @@ class NewGrant:
                 new.refusal = exc
             else:
                 passed.append(new)
-        if passed:
+        if passed and tx.is_sqlite:
             _insert(tx, _LEASES, _LEASE_ROW, [new._lease_row(tx) for new in passed])
             _insert(tx, _GRANTS, _GRANT_ROW, [new._grant_row() for new in passed])
+        elif passed:
+            for start in range(0, len(passed), _ROWS_PER_INSERT):
+                chunk = passed[start:start + _ROWS_PER_INSERT]
+                tx.execute("WITH nodes AS (" + _LEASES + ", ".join([_LEASE_ROW] * len(chunk))
+                           + ") " + _GRANTS + ", ".join([_GRANT_ROW] * len(chunk)),
+                           [value for new in chunk for value in new._lease_row(tx)]
+                           + [value for new in chunk for value in new._grant_row()])
         return [None] * len(news)
 
     def _lease_row(self, tx: WriteCursor) -> tuple[object, ...]:
