@@ -154,3 +154,13 @@ def test_a_decision_whose_reasons_held_a_secret_is_masked_and_not_remembered() -
         assert event.decision is not None
         assert event.decision.reasons == ("leaked [masked:github_token]",)
     assert not any("ghp_" in reason for key in _RECORDS for reason in key[4])
+
+
+def test_a_decision_built_with_lists_is_recorded_as_the_plain_construction_records_it() -> None:
+    request = DecisionRequest(EntityRef("Agent", "a"), "tool:t", EntityRef("Tool", "t"),
+                              {"purpose": "p"})
+    decision = Decision(Outcome.ALLOW, ReasonCode.PERMITTED,
+                        ["p1"], ["r1"])  # type: ignore[arg-type]
+    fast = decision_event(request, decision, now=NOW, event_id="e-1")
+    reference = reference_event(request, decision, now=NOW, grant=None, event_id="e-1")
+    assert fast.canonical_body() == reference.canonical_body()

@@ -160,7 +160,11 @@ _REMEMBERED_MOST = 1024
 def _record_of(decision: Decision) -> DecisionRecord:
     key = (decision.outcome, decision.code, decision.policy_ids, decision.revision,
            decision.reasons)
-    record = _RECORDS.get(key)
+    try:
+        record = _RECORDS.get(key)
+    except TypeError:  # a decision built with lists where tuples belong: made each time
+        return DecisionRecord(decision.outcome.value, decision.code.value,
+                              decision.policy_ids, decision.revision, decision.reasons)
     if record is None:
         record = DecisionRecord(decision.outcome.value, decision.code.value,
                                 decision.policy_ids, decision.revision, decision.reasons)
@@ -173,7 +177,11 @@ def _record_of(decision: Decision) -> DecisionRecord:
 
 def _actor(principal_type: str, principal_id: str, on_behalf_of: str) -> Actor:
     key = (principal_type, principal_id, on_behalf_of)
-    actor = _ACTORS.get(key)
+    try:
+        actor = _ACTORS.get(key)
+    except TypeError:  # an id that is not a string (a caller's mistake): made each time
+        return Actor(_ACTOR_TYPES.get(principal_type, ActorType.SYSTEM), principal_id,
+                     on_behalf_of)
     if actor is None:
         actor = Actor(_ACTOR_TYPES.get(principal_type, ActorType.SYSTEM), principal_id,
                       on_behalf_of)
