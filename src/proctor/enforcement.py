@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
@@ -588,6 +589,7 @@ _NOT_UNICODE = ("the call's tool or arguments hold text that is not valid Unicod
                 "surrogate)")
 _TOO_DEEP = (f"the call's arguments nest deeper than {MAX_DEPTH} levels (or contain "
              "themselves)")
+_NOT_FINITE = ("the call's arguments hold a number JSON cannot carry (NaN or an infinity)")
 
 
 def _unreadable(tool_id: object, args: object) -> str | None:
@@ -596,7 +598,9 @@ def _unreadable(tool_id: object, args: object) -> str | None:
     event, its digest and the store need, and the arguments may nest at most
     :data:`~proctor.documents.MAX_DEPTH` levels, as every transport's parser already
     holds them (a caller in this process could pass deeper ones, or a dict inside
-    itself). Walked without recursion."""
+    itself). A number must be finite: Python's JSON parsers (every transport's) read
+    ``NaN`` and ``1e999``, which no JSON can carry on to the upstream, the store or
+    an approval's binding. Walked without recursion."""
     if not isinstance(tool_id, str):
         return "the call's tool is not a name"
     if not is_unicode_text(tool_id):
@@ -619,6 +623,8 @@ def _unreadable(tool_id: object, args: object) -> str | None:
             if depth >= MAX_DEPTH:
                 return _TOO_DEEP
             stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return _NOT_FINITE
     return None
 
 

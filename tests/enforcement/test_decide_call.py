@@ -208,6 +208,26 @@ def test_text_utf8_cannot_encode_is_a_deny_with_its_code_before_the_grant_is_use
     assert agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
 
 
+def test_a_number_json_cannot_carry_is_a_deny_with_its_code_before_the_grant_is_used(
+        runtime: Runtime, agents: Agents) -> None:
+    # Python's JSON parsers (every transport's) read `NaN` and `1e999`: an argument no
+    # policy reads was allowed and went on to the upstream, which the stdio direct path
+    # (ebe6058) wrote as `NaN`/`Infinity`, tokens no JSON parser takes
+    grant = agents.grant(SUPPORT, [{"tool": "crm/*"}], max_uses=1)
+    for args in ({"customer_id": "c-1", "limit": float("inf")},
+                 {"customer_id": "c-1", "extra": float("nan")},
+                 {"customer_id": "c-1", "extra": {"deep": [1, -float("inf")]}}):
+        verdict = runtime.enforcer.decide_call(grant.token, agents.proof(grant),
+                                               ToolCall("crm/lookup_customer", args,
+                                                        target=TARGET))
+        assert (verdict.outcome, verdict.code) == (Outcome.DENY, "arguments_invalid"), verdict
+        assert any("NaN or an infinity" in r for r in verdict.reasons), verdict
+        assert verdict.event_id is not None
+    # finite numbers are fine, and the one use the grant allows is still there
+    assert agents.call(grant, "crm/lookup_customer",
+                       {"customer_id": "c-1", "limit": 1e300}).is_allowed
+
+
 def test_arguments_nested_past_the_cap_or_inside_themselves_are_a_deny_not_an_error(
         runtime: Runtime, agents: Agents) -> None:
     # every transport's parser caps nesting; a caller in this process does not: walking
