@@ -24,6 +24,15 @@ Phases, in this order:
 - **loaded**: ``--concurrency`` connections for ``--seconds``:
   ``decide_http_per_s`` (answers / wall time) and ``decide_http_p99_ms_loaded``.
 
+Under that load, where the CPU goes: the workers' event-loop threads
+(``server_loop_cpu_ms_per_decision_loaded``: HTTP, the app, the hop to a thread) and how
+they split between the workers (``worker_loop_cpu_split``: the workers share one
+listening socket, and whichever wakes first takes the connections), the bench database's
+PostgreSQL backends (``postgres_cpu_ms_per_decision_loaded``), and server + PostgreSQL +
+client (``machine_cpu_ms_per_decision_loaded``) with the rate at which that cost would
+keep every core busy (``decide_http_per_s_cpu_bound``): the most this machine could
+answer, the bench's client included, whatever else runs on it.
+
 The server's per-principal rate limit is lifted for the run (``server.toml``):
 it is a policy, not a cost being measured. Prints a table, then one JSON
 object on its last line; exits 1 if any answer was not an allow.
@@ -32,6 +41,7 @@ object on its last line; exits 1 if any answer was not an allow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -46,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 import harness
 from api_workload import ARGS, TARGET, TOOL, Requests, Setup, proofs, set_up
@@ -174,6 +185,58 @@ async def drive(port: int, requests: Requests, concurrency: int, seconds: float 
     return latencies, failures, time.perf_counter() - started
 
 
+# --- where the CPU goes ---------------------------------------------------------------------
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text("ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_of(server: int) -> list[int]:
+    """The process ids of ``proctor serve``'s worker processes (its children)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                parent = int(Path(entry.path, "stat").read_text("ascii").rsplit(")", 1)[1]
+                             .split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == server and b"resource_tracker" not in Path(
+                    entry.path, "cmdline").read_bytes():  # multiprocessing's, not a worker
+                found.append(int(entry.name))
+    return found
+
+
+def loop_cpu_seconds(workers: Sequence[int]) -> dict[int, float]:
+    """Each worker's main thread (its event loop: HTTP, the app, the hop to a thread)."""
+    seconds = {}
+    for pid in workers:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            seconds[pid] = _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return seconds
+
+
+def postgres_cpu_seconds(pg_url: str) -> dict[int, float]:
+    """The CPU of each backend of the bench's database, by process id (PostgreSQL runs
+    on this machine: its backends are processes here)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        pids = [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+    seconds = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            seconds[pid] = _cpu_seconds(Path(f"/proc/{pid}/stat"))
+    return seconds
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two readings (a process first seen in ``after`` counts whole)."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -199,6 +262,8 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
                     asyncio.run(drive(port, Requests(setup, port, 1), 1, None))
                 seq_latency, seq_failures, _ = asyncio.run(
                     drive(port, Requests(setup, port, plan.sequential), 1, None))
+                workers = workers_of(server)
+                loops_at, database_at = loop_cpu_seconds(workers), postgres_cpu_seconds(pg_url)
                 server_at = harness.process_cpu_seconds(server, children=True)
                 client_at = time.process_time()
                 load_latency, load_failures, wall = asyncio.run(
@@ -206,6 +271,11 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
                 server_cpu = (harness.process_cpu_seconds(server, children=True)
                               - server_at)
                 client_cpu = time.process_time() - client_at
+                loops = loop_cpu_seconds(workers)
+                loop_cpu = spent(loops_at, loops)
+                database_cpu = spent(database_at, postgres_cpu_seconds(pg_url))
+                loop_split = sorted((loops[pid] - loops_at.get(pid, 0.0) for pid in loops),
+                                    reverse=True)
             cpu_at = time.process_time()
             baseline += inprocess(setup, plan.inprocess - plan.inprocess // 2)
             inproc_cpu += time.process_time() - cpu_at
@@ -227,6 +297,19 @@ def run(plan: Plan, admin_url: str) -> dict[str, Any]:
         "server_cpu_ms_per_decision_loaded": round(server_cpu / len(load_latency) * 1e3, 3),
         "inprocess_cpu_ms_per_decision": round(inproc_cpu / len(baseline) * 1e3, 3),
         "client_cpu_ms_per_request_loaded": round(client_cpu / len(load_latency) * 1e3, 3),
+        # of the server's: the workers' event loops (HTTP, the app, the hop to a thread)
+        "server_loop_cpu_ms_per_decision_loaded": round(
+            loop_cpu / len(load_latency) * 1e3, 3),
+        "postgres_cpu_ms_per_decision_loaded": round(database_cpu / len(load_latency) * 1e3, 3),
+        # server + PostgreSQL + client: what one decision costs this machine, and the rate
+        # at which that would keep every core busy (the most it could answer, whatever the
+        # server's own speed)
+        "machine_cpu_ms_per_decision_loaded": round(
+            (server_cpu + database_cpu + client_cpu) / len(load_latency) * 1e3, 3),
+        "decide_http_per_s_cpu_bound": round(
+            (os.cpu_count() or 1) * len(load_latency) / (server_cpu + database_cpu + client_cpu),
+            1),
+        "worker_loop_cpu_split": [round(part / (loop_cpu or 1.0), 2) for part in loop_split],
         "not_allowed": len(seq_failures) + len(load_failures),
         "first_not_allowed": next(iter(seq_failures + load_failures), None),
         "goals": {k: str(goal) for k, goal in GOALS.items()},
@@ -259,10 +342,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key in ("decide_http_per_s", "decide_http_p99_ms", "http_over_inprocess",
                 "decide_http_p50_ms", "decide_http_p50_ms_loaded", "decide_http_p99_ms_loaded",
                 "inprocess_decide_p50_ms", "inprocess_decide_p99_ms",
-                "server_cpu_ms_per_decision_loaded", "inprocess_cpu_ms_per_decision",
-                "client_cpu_ms_per_request_loaded", "not_allowed"):
+                "server_cpu_ms_per_decision_loaded", "server_loop_cpu_ms_per_decision_loaded",
+                "postgres_cpu_ms_per_decision_loaded", "inprocess_cpu_ms_per_decision",
+                "client_cpu_ms_per_request_loaded", "machine_cpu_ms_per_decision_loaded",
+                "decide_http_per_s_cpu_bound", "not_allowed"):
         goal = report["goals"].get(key, "")
-        print(f"{key:<30}{report[key]:>12}  {goal}")
+        print(f"{key:<40}{report[key]:>10}  {goal}")
     print(f"{'workload':<30}{report['workload']}")
     print(f"{'machine':<30}{report['machine']}")
     harness.print_json_line(report)
