@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,3 +230,73 @@ def _leak(clock: FrozenClock) -> AuditEvent:
                       actor=Actor(ActorType.SYSTEM, "proctor-gateway"), action="gateway.leak",
                       target=f'Agent::"{CODER}"', outcome="revoked",
                       detail={"agent": CODER, "found_in": "arguments of crm/refund"})
+
+
+def _engine(process: Process, clock: FrozenClock, stage: Callable[[str], None]) -> RiskEngine:
+    """Another engine of ``process`` (a server's catch-up and rescore), stopping at
+    ``stage`` between its steps."""
+    return RiskEngine(process.store, process.registry, clock, RiskConfig(),
+                      sensitivity_of=_sensitivity, stage=stage)
+
+
+def _leak_in_between(clock: FrozenClock, writer: Process, at: str
+                     ) -> tuple[Callable[[str], None], list[tuple[int, tuple[str, ...]]]]:
+    """A stage hook: at stage ``at`` (once), ``writer``'s audit log appends and folds
+    a leak of CODER's grant; what its publishing left in CODER's row is noted."""
+    published: list[tuple[int, tuple[str, ...]]] = []
+
+    def stage(name: str) -> None:
+        if name == at and not published:
+            writer.audit.record(_leak(clock))
+            agent = writer.registry.get(CODER)
+            published.append((agent.risk_score, agent.risk_factors))
+    return stage, published
+
+
+def test_a_catch_up_never_publishes_its_score_over_a_newer_fold_of_a_writer(
+        processes: tuple[Process, Process], clock: FrozenClock) -> None:
+    first, second = processes
+    unfolded = AuditLog(second.store, clock=clock)  # an operator command's: folds nothing
+    try:
+        for _ in range(10):
+            clock.advance(seconds=30)
+            unfolded.record(_call(clock, "kb/search"))
+    finally:
+        unfolded.close()
+    assert _folded_up_to(first.store) == 0
+    # the catch-up folds the 10 calls and stores them; before it returns, the first
+    # process's writer appends a leak (the 11th event), folds it onto what the catch-up
+    # stored and publishes the leak's score
+    stage, published = _leak_in_between(clock, first, "stored")
+    engine, told = _engine(second, clock, stage), list[str]()
+    engine.folder(published=told.append)  # this process's views are told, after commit
+    assert engine.catch_up() == {CODER: 5}  # ten calls: half the prior is left
+    assert published and "leaked_grant" in published[0][1]
+    agent = first.registry.get(CODER)
+    assert (agent.risk_score, agent.risk_factors) == published[0]
+    assert _folded_up_to(first.store) == _head(first.store) == 11
+    assert told == [CODER]
+
+
+@pytest.mark.parametrize("at", ["scored", "stored"])
+def test_a_rescore_never_publishes_its_score_over_a_newer_fold_of_a_writer(
+        processes: tuple[Process, Process], clock: FrozenClock, at: str) -> None:
+    first, second = processes
+    for _ in range(25):  # warmed up
+        clock.advance(seconds=30)
+        first.audit.record(_call(clock, "kb/search"))
+    clock.advance(seconds=30)
+    first.audit.record(_call(clock, "git/push"))  # a new tool: it fades within hours
+    before = first.registry.get(CODER)
+    assert before.risk_factors == ("new_tool",)
+    clock.advance(seconds=7200)  # the rescore would lower the score
+    # between the rescore's reading and its writing ("scored"), or once it committed
+    # ("stored"), the first process's writer folds a leak and publishes its score
+    stage, published = _leak_in_between(clock, first, at)
+    changed = _engine(second, clock, stage).rescore()
+    assert published and published[0][1][0] == "leaked_grant"
+    # what the rescore published: the faded score before the leak, or nothing (the
+    # baseline read again under the held head is the leak's, scored as the writer did)
+    assert changed == ({CODER: 3} if at == "stored" else {})
+    agent = first.registry.get(CODER)
+    assert (agent.risk_score, agent.risk_factors) == published[0]

@@ -8,41 +8,50 @@ decision's event changes is in the registry when that decision returns.
 by a process that does not fold, when too many for a batch to take along). It reads
 the audit events after its cursor through the audit part's own reader
 (:func:`proctor.audit.iter_events`) — never the whole log again — folds each into
-the baseline of the agent it concerns, rescores those agents, and in one
-transaction stores the baselines and moves the cursor by compare-and-set (another
-process that folded the same events first wins; this one drops its work and reads
-again). Changed scores then go to the registry (``agents.risk_score`` and
-``risk_factors``), which is what Cedar sees as ``principal.risk_score``.
+the baseline of the agent it concerns and, in one transaction holding the audit head
+as the writers do, moves the cursor by compare-and-set (another process that folded
+the same events first wins; this one drops its work and reads again), scores and
+stores the baselines and publishes the changed scores to the registry
+(``agents.risk_score`` and ``risk_factors``, what Cedar sees as
+``principal.risk_score``). :meth:`RiskEngine.rescore` scores every baseline again (signals
+fade without events) and writes and publishes what changed in one such transaction,
+from the baselines as read again in it.
+
+Publishing in the transaction that stored, with the head held, is what keeps a score
+from going back: a writer's fold of a later event waits for that commit, so the
+newest fold publishes last. (Publishing after the commit let a writer's newer score,
+committed in between, be overwritten by the older one until the agent's next event.)
 
 A restart loses nothing: baselines, scores and the cursor are in the store.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Text, cast, func, insert, or_, select, update
 
 from proctor.audit import StoredEvent, iter_events
 from proctor.clock import Clock
-from proctor.errors import IdentityError
 from proctor.identity import AgentRegistry
 from proctor.oversight.risk.baseline import (
     Factor,
     fold_event,
     new_baseline,
     note_trend,
+    score_and_names,
     score_of,
 )
 from proctor.oversight.risk.config import RiskConfig
-from proctor.oversight.risk.folding import BatchFolder, agent_of, named_factors
+from proctor.oversight.risk.folding import BatchFolder, agent_of
 from proctor.store import Store, as_utc
-from proctor.store.tables import risk_baselines, risk_cursor
+from proctor.store.tables import agents, audit_head, risk_baselines, risk_cursor
 
 __all__ = ["RiskEngine", "RiskView"]
 
@@ -76,12 +85,17 @@ class RiskEngine:
 
     def __init__(self, store: Store, registry: AgentRegistry, clock: Clock,
                  config: RiskConfig | None = None, *,
-                 sensitivity_of: Callable[[str], int] = lambda tool: 0) -> None:
+                 sensitivity_of: Callable[[str], int] = lambda tool: 0,
+                 stage: Callable[[str], None] = lambda name: None) -> None:
         self._store = store
         self._registry = registry
         self._clock = clock
         self.config = config or RiskConfig()
         self._sensitivity_of = sensitivity_of
+        # a point for tests to run another process's work between steps: "scored" (a
+        # catch-up batch folded or a rescore scored, nothing stored), "stored" (committed)
+        self._stage = stage
+        self._published: Callable[[str], None] = lambda agent_id: None
         self._lock = threading.Lock()
         self._lock_soon = threading.Lock()
         self._catching_up: threading.Thread | None = None
@@ -90,6 +104,7 @@ class RiskEngine:
                ) -> BatchFolder:
         """The audit writer's observer that folds each batch in its transaction;
         ``published(agent_id)`` once a batch that gave the agent a new score committed."""
+        self._published = published  # and once a catch-up or rescore did (see _tell)
         return BatchFolder(self._clock, self.config, self._sensitivity_of,
                            behind=self.catch_up_soon, published=published)
 
@@ -143,39 +158,49 @@ class RiskEngine:
                 except (KeyError, TypeError, ValueError) as exc:  # a bad event skips, no more
                     log.warning("risk: event at position %s not folded: %s", stored.seq,
                                 type(exc).__name__)
-        now = self._clock.now()
-        scored = {}
-        for agent, baseline in baselines.items():
-            score, _, factors = score_of(baseline, now.timestamp(), self.config)
-            note_trend(baseline, now.timestamp(), score)
-            scored[agent] = (score, factors)
-        if not self._store_batch(cursor, events[-1].seq, baselines, scored, now):
+        self._stage("scored")
+        changed = self._store_batch(cursor, events[-1].seq, baselines)
+        if changed is None:
             return False, {}  # another process folded these first; read again
-        changed = self._publish(scored)
+        self._stage("stored")
+        self._tell(changed)
         return len(events) < _BATCH, changed
 
     def rescore(self) -> dict[str, int]:
-        """Score every agent again now (signals fade with time even without events)."""
+        """Score every agent again now (signals fade with time even without events);
+        the agents whose published score changed, with their new score."""
         with self._lock:
+            with self._store.reading() as conn:
+                rows = conn.execute(select(risk_baselines.c.agent_id, risk_baselines.c.baseline,
+                                           risk_baselines.c.score)).all()
+            at = self._clock.now().timestamp()
+            faded = sorted(row.agent_id for row in rows
+                           if score_and_names(dict(row.baseline), at, self.config)[0] != row.score)
+            self._stage("scored")
+            if not faded:
+                return {}
+            changed: dict[str, int] = {}
             with self._store.transaction() as conn:
-                rows = conn.execute(select(risk_baselines)).all()
-            now = self._clock.now()
-            scored = {}
-            for row in rows:
-                score, _, factors = score_of(dict(row.baseline), now.timestamp(), self.config)
-                if score != row.score:  # only what faded (or grew) is written
-                    scored[row.agent_id] = (score, factors, row.updated_at)
-            kept = {}
-            with self._store.transaction() as conn:
-                for agent, (score, factors, seen) in scored.items():
-                    # unless a writer folded a new event meanwhile: its score is newer
-                    moved = conn.execute(update(risk_baselines)
-                                         .where(risk_baselines.c.agent_id == agent,
-                                                risk_baselines.c.updated_at == seen)
-                                         .values(score=score, updated_at=now))
-                    if moved.rowcount == 1:
-                        kept[agent] = (score, factors)
-            return self._publish(kept)
+                # No writer folds while this holds the head: what is read again here is
+                # the newest fold of these agents, and the score published here is
+                # published before any newer one.
+                _hold_head(conn)
+                now = self._clock.now()
+                for row in conn.execute(select(risk_baselines.c.agent_id,
+                                               risk_baselines.c.baseline, risk_baselines.c.score)
+                                        .where(risk_baselines.c.agent_id.in_(faded))):
+                    score, names = score_and_names(dict(row.baseline), now.timestamp(),
+                                                   self.config)
+                    if score == row.score:  # only what faded (or grew) is written
+                        continue
+                    conn.execute(update(risk_baselines)
+                                 .where(risk_baselines.c.agent_id == row.agent_id)
+                                 .values(score=score, updated_at=now))
+                    if _publish(conn, row.agent_id, score, names, now):
+                        changed[row.agent_id] = score
+            self._stage("stored")
+            self._tell(changed)
+            return changed
 
     # reading
 
@@ -195,21 +220,29 @@ class RiskEngine:
     # the store
 
     def _cursor(self) -> int:
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             seq = conn.execute(select(risk_cursor.c.seq).where(risk_cursor.c.id == 1)).scalar()
         return int(seq or 0)
 
     def _load(self, agents: set[str]) -> dict[str, dict[str, Any]]:
         if not agents:
             return {}
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             rows = conn.execute(select(risk_baselines.c.agent_id, risk_baselines.c.baseline)
                                 .where(risk_baselines.c.agent_id.in_(sorted(agents)))).all()
         return {row.agent_id: dict(row.baseline) for row in rows}
 
-    def _store_batch(self, cursor: int, last: int, baselines: Mapping[str, dict[str, Any]],
-                     scored: Mapping[str, tuple[int, list[Factor]]], now: datetime) -> bool:
+    def _store_batch(self, cursor: int, last: int, baselines: Mapping[str, dict[str, Any]]
+                     ) -> dict[str, int] | None:
+        """Score and store the baselines folded from ``cursor`` to ``last`` and publish
+        their scores, in one transaction; the agents whose row changed (None: the cursor
+        had moved)."""
+        changed: dict[str, int] = {}
         with self._store.transaction() as conn:
+            # The writers' order (head, cursor, baselines, agents): no deadlock with
+            # them, and the cursor's compare-and-set below makes any writer's fold of
+            # what follows ``last`` wait for this commit, so it publishes after this.
+            _hold_head(conn)
             if cursor == 0 and conn.execute(select(risk_cursor.c.seq)
                                             .where(risk_cursor.c.id == 1)).first() is None:
                 conn.execute(insert(risk_cursor).values(id=1, seq=last))
@@ -219,7 +252,13 @@ class RiskEngine:
                                      .values(seq=last))
                 if moved.rowcount != 1:
                     conn.rollback()
-                    return False
+                    return None
+            now = self._clock.now()  # no fold of this store's is later (the head is held)
+            scored = {}
+            for agent, baseline in baselines.items():
+                score, names = score_and_names(baseline, now.timestamp(), self.config)
+                note_trend(baseline, now.timestamp(), score)
+                scored[agent] = (score, names)
             existing = set(conn.execute(
                 select(risk_baselines.c.agent_id)
                 .where(risk_baselines.c.agent_id.in_(sorted(baselines)))).scalars())
@@ -230,23 +269,35 @@ class RiskEngine:
                                  .where(risk_baselines.c.agent_id == agent).values(**values))
                 else:
                     conn.execute(insert(risk_baselines).values(agent_id=agent, **values))
-        return True
-
-    def _publish(self, scored: Mapping[str, tuple[int, list[Factor]]]) -> dict[str, int]:
-        """Give the registry the new scores; only the agents whose score or named
-        factors changed are written."""
-        changed: dict[str, int] = {}
-        for agent_id, (score, factors) in scored.items():
-            named = named_factors(factors)
-            current = self._registry.find(agent_id)
-            if current is None or (current.risk_score == score
-                                   and current.risk_factors == tuple(named)):
-                continue
-            try:
-                self._registry.set_risk_score(agent_id, score, named)
-            except IdentityError as exc:  # retired or gone meanwhile: nothing to score
-                if exc.code not in ("agent_unknown", "agent_not_active"):
-                    raise
-                continue
-            changed[agent_id] = score
+            for agent, (score, names) in scored.items():
+                if _publish(conn, agent, score, names, now):
+                    changed[agent] = score
         return changed
+
+    def _tell(self, changed: Mapping[str, int]) -> None:
+        """Tell this process's views of the agents whose row changed (committed)."""
+        for agent in changed:
+            try:
+                self._published(agent)
+            except Exception:  # the feed still tells; never fail what committed
+                log.exception("risk: a view could not be told of `%s`", agent[:200])
+
+
+def _hold_head(conn: Connection) -> None:
+    """Lock the audit head as every writer does first (PostgreSQL; on SQLite the
+    transaction holds the one write lock already): no writer folds until commit."""
+    conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update())
+
+
+def _publish(conn: Connection, agent_id: str, score: int, names: Sequence[str],
+             now: datetime) -> bool:
+    """Give the agent's row the score and named factors, in the transaction that
+    stored them, when they differ (the writers' rule: a retired agent keeps its score);
+    whether the row changed."""
+    factors = func.coalesce(cast(agents.c.risk_factors, Text), "[]")
+    moved = conn.execute(update(agents)
+                         .where(agents.c.id == agent_id, agents.c.trust_state != "retired",
+                                or_(agents.c.risk_score != score,
+                                    factors != json.dumps(list(names))))
+                         .values(risk_score=score, risk_factors=list(names), updated_at=now))
+    return bool(moved.rowcount == 1)
