@@ -63,7 +63,7 @@ from mcp_types import CONNECTION_CLOSED
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
 
-__all__ = ["UpstreamPipes"]
+__all__ = ["UpstreamPipes", "invalid_answer", "outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class UpstreamPipes:
             raise
         finally:
             self._waiting.pop(request_id, None)
-        return _outcome(waiter.answer)
+        return outcome(waiter.answer)
 
     async def _cancel(self, request_id: str) -> None:
         """Tell the server a request is abandoned (as the SDK's dispatcher does)."""
@@ -251,7 +251,7 @@ class UpstreamPipes:
             waiter = self._waiting.get(match.group(1).decode()) if match else None
             if waiter is None:
                 return False
-            waiter.settle(_invalid("an answer that is not JSON the gateway can read"))
+            waiter.settle(invalid_answer("an answer that is not JSON the gateway can read"))
             return True
         if not isinstance(document, dict) or "method" in document:
             return False
@@ -272,27 +272,30 @@ def _encode(message: dict[str, Any]) -> bytes:
     return (json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def _invalid(what: str) -> GatewayError:
+def invalid_answer(what: str) -> GatewayError:
+    """``upstream_invalid_result``: the upstream answered ``what``."""
     return GatewayError("upstream_invalid_result", f"the upstream answered {what}")
 
 
-def _outcome(answer: Any) -> dict[str, Any]:
-    """The result of a JSON-RPC response, or the error it carries, raised."""
+def outcome(answer: Any) -> dict[str, Any]:
+    """The result of a JSON-RPC response, or the error it carries, raised (the
+    server's own as :class:`MCPError`, a broken answer as ``upstream_invalid_result``,
+    a closed connection as ``CONNECTION_CLOSED``)."""
     if answer is _CLOSED:
         raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
     if isinstance(answer, GatewayError):
         raise answer
     if answer.get("jsonrpc") != "2.0":
-        raise _invalid("a message that is not JSON-RPC 2.0")
+        raise invalid_answer("a message that is not JSON-RPC 2.0")
     if "error" in answer and "result" not in answer:
         error = answer["error"]
         if (not isinstance(error, dict) or type(error.get("code")) is not int
                 or not isinstance(error.get("message"), str)):
-            raise _invalid("an error that is not a JSON-RPC error")
+            raise invalid_answer("an error that is not a JSON-RPC error")
         raise MCPError(code=error["code"], message=error["message"], data=error.get("data"))
     if "result" not in answer or "error" in answer:
-        raise _invalid("a response with neither a result nor an error, or both")
+        raise invalid_answer("a response with neither a result nor an error, or both")
     result = answer["result"]
     if not isinstance(result, dict):
-        raise _invalid("a result that is not an object")
+        raise invalid_answer("a result that is not an object")
     return result

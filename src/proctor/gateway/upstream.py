@@ -8,9 +8,11 @@ server fails the calls in flight with ``upstream_unavailable`` and a hung one
 with ``upstream_timeout``. Errors of the SDK are translated here, so callers see
 :class:`~proctor.errors.GatewayError` codes only.
 
-A plain ``tools/call`` (no progress asked for) to a stdio server that negotiated a
-2025 protocol version goes around the ``ClientSession``: its request is written and
-its answer read by :class:`~proctor.gateway.pipes.UpstreamPipes`, and the result is
+A plain ``tools/call`` (no progress asked for, a tool listed) to a server that
+negotiated a 2025 protocol version goes around the ``ClientSession``: its request is
+written and its answer read by :class:`~proctor.gateway.pipes.UpstreamPipes` (stdio)
+or posted by :class:`~proctor.gateway.posts.UpstreamPosts` (streamable HTTP, beside
+the SDK's transport on the same client), and the result is
 checked as the SDK's session checks it: against the negotiated version's result
 shape (fields of later revisions dropped), then parsed into ``CallToolResult``, and
 its structured content against the tool's ``outputSchema`` (a validator compiled
@@ -30,6 +32,7 @@ import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.session import _later_revision_fields
 from mcp.client.streamable_http import streamable_http_client
@@ -43,6 +46,7 @@ from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
 from proctor.gateway.keepalive import keepalive_client
 from proctor.gateway.pipes import UpstreamPipes
+from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
 
 __all__ = ["UpstreamConnection"]
@@ -71,6 +75,7 @@ class UpstreamConnection:
         self._relay = relay
         self._session: ClientSession | None = None
         self._pipes: UpstreamPipes | None = None
+        self._posts: UpstreamPosts | None = None
         self._version: str | None = None  # the protocol version the server negotiated
         self._schemas = _OutputSchemas()
         self._stop = anyio.Event()
@@ -93,6 +98,8 @@ class UpstreamConnection:
                     result = await session.initialize()
                     self.capabilities = result.capabilities
                     self._version = result.protocol_version
+                    if self._posts is not None:
+                        self._posts.version = result.protocol_version
                     self.tools = await self._list_tools(session)
                 self._session = session
                 started = True
@@ -129,7 +136,7 @@ class UpstreamConnection:
 
     def _streams(self) -> Streams:
         if self.config.url is not None:
-            return _http_streams(self.config.url, self._headers, self.call_timeout)
+            return self._http_streams(self.config.url)
         command = self.config.command
         if not command:
             raise GatewayError("upstream_unavailable",
@@ -138,6 +145,27 @@ class UpstreamConnection:
                                        env=self._env, cwd=self.config.cwd)
         self._pipes = UpstreamPipes(params, errlog=self._errlog)
         return self._pipes.open()
+
+    @asynccontextmanager
+    async def _http_streams(self, url: str) -> AsyncIterator[Any]:
+        """The SDK's streamable HTTP transport, and beside it :class:`UpstreamPosts` on
+        the same client: the transport's messages reach the session through a stream
+        the posts may also hand a call's other messages to."""
+        timeout = self.call_timeout
+        client = keepalive_client(dict(self._headers),
+                                  httpx2.Timeout(timeout, read=max(timeout, 300.0)))
+        to_session, from_posts = anyio.create_memory_object_stream[Any](0)
+        posts = UpstreamPosts(client, url, to_session)
+        client.event_hooks = {"request": [], "response": [posts.note_response]}
+        async with client, streamable_http_client(url, http_client=client) as (read, write), \
+                from_posts, anyio.create_task_group() as tasks:
+            tasks.start_soon(_pass_on, read, to_session)
+            self._posts = posts
+            try:
+                yield from_posts, write
+            finally:
+                self._posts = None
+                tasks.cancel_scope.cancel()
 
     async def _list_tools(self, session: ClientSession) -> list[types.Tool]:
         if self.capabilities is not None and self.capabilities.tools is None:
@@ -166,15 +194,15 @@ class UpstreamConnection:
                         progress: ProgressFnT | None = None,
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
-        pipes, version = self._pipes, self._version
-        if (progress is None and pipes is not None and version is not None
+        direct, version = self._pipes or self._posts, self._version
+        if (progress is None and direct is not None and version is not None
                 and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
             if meta:
                 params["_meta"] = dict(meta)
 
             async def call(_: ClientSession) -> types.CallToolResult:
-                raw = await pipes.request("tools/call", params)
+                raw = await direct.request("tools/call", params)
                 return self._schemas.checked(name, version, raw)
 
             return await self._request(call)
@@ -326,12 +354,10 @@ def _timeout(name: str, seconds: float) -> GatewayError:
                         f"{seconds:g} s")
 
 
-@asynccontextmanager
-async def _http_streams(url: str, headers: Mapping[str, str], timeout: float
-                        ) -> AsyncIterator[Any]:
-    client = keepalive_client(dict(headers), httpx2.Timeout(timeout, read=max(timeout, 300.0)))
-    async with client, streamable_http_client(url, http_client=client) as streams:
-        yield streams
+async def _pass_on(read: Any, to_session: MemoryObjectSendStream[Any]) -> None:
+    async with to_session:
+        async for message in read:
+            await to_session.send(message)
 
 
 def _describe(exc: BaseException) -> str:

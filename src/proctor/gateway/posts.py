@@ -1,0 +1,182 @@
+"""A streamable HTTP upstream's plain calls, posted by the gateway itself.
+
+The MCP SDK's streamable HTTP client sends a request through a memory stream to
+its writer task, which posts a model's dump, parses the answer (JSON or an SSE
+stream) into models and hands it through another stream to the ``ClientSession``'s
+dispatcher and on to the waiting task. :class:`UpstreamPosts` posts a plain
+request on the same pooled HTTP client, with the headers the SDK's transport
+would send (the session id the upstream gave at ``initialize``, the negotiated
+protocol version, the configured headers), and reads its answer as a dict:
+
+- ``application/json``: the body is the response;
+- ``text/event-stream``: events are read until the response; any other message
+  on that stream (a progress or log notification, a sampling or elicitation
+  request) is handed to the SDK's session as its transport would hand it, so it is
+  relayed and answered as before;
+- an HTTP error with a JSON-RPC error in its body is that error; any other error
+  status, as the SDK's transport words it (``Session terminated`` for a 404 on a
+  session); a redirect off the upstream's origin, ``202``, another content type, a
+  stream that ends (or breaks) without the response, or a response that is not
+  JSON-RPC: ``upstream_invalid_result``. A stream that ends without the response
+  is not resumed from its last event id as the SDK's transport would resume it.
+
+A request abandoned (its timeout, or its caller cancelled) is cancelled at the
+upstream with ``notifications/cancelled``, posted as the SDK's dispatcher does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from contextlib import suppress
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectSendStream
+from httpx2 import EventSource
+from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE, MCP_SESSION_ID
+from mcp.shared._httpx_utils import stream_within_origin
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
+
+from proctor.documents import check_json_text
+from proctor.errors import DocumentError
+from proctor.gateway.pipes import invalid_answer, outcome
+
+__all__ = ["UpstreamPosts"]
+
+log = logging.getLogger(__name__)
+
+_OWN_ID = "proctor-"
+_CANCEL_POST_SECONDS = 1.0
+ToSession = MemoryObjectSendStream[SessionMessage | Exception]
+
+
+class UpstreamPosts:
+    """Plain requests to one streamable HTTP upstream, beside the SDK's session."""
+
+    def __init__(self, client: httpx2.AsyncClient, url: str, to_session: ToSession) -> None:
+        self._client = client
+        self._url = url
+        self._to_session = to_session
+        self._ids = itertools.count(1)
+        self.session_id: str | None = None
+        self.version: str | None = None
+
+    async def note_response(self, response: httpx2.Response) -> None:
+        """An httpx response hook: the session id the upstream gives (at ``initialize``)."""
+        if self.session_id is None:
+            given = response.headers.get(MCP_SESSION_ID)
+            if given:
+                self.session_id = given
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"accept": "application/json, text/event-stream",
+                   "content-type": "application/json"}
+        if self.session_id:
+            headers[MCP_SESSION_ID] = self.session_id
+        if self.version:
+            headers[MCP_PROTOCOL_VERSION_HEADER] = self.version
+        return headers
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Post one request and return its result as the upstream wrote it (a dict);
+        raises as :func:`proctor.gateway.pipes.outcome` does."""
+        request_id = f"{_OWN_ID}{next(self._ids)}"
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                           "params": params}, ensure_ascii=False, separators=(",", ":"))
+        answered = False
+        try:
+            answer = await self._post(request_id, body.encode())
+            answered = True
+        except (httpx2.HTTPError, OSError):
+            answered = True  # nothing to cancel on a connection that failed
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed") from None
+        finally:
+            if not answered:
+                await self._cancel(request_id)
+        return outcome(answer)
+
+    async def _post(self, request_id: str, body: bytes) -> Any:
+        async with stream_within_origin(self._client, "POST", self._url, content=body,
+                                        headers=self._headers()) as response:
+            status = response.status_code
+            if status >= 400:
+                return await self._refused(response)
+            if status != 200:  # 202 for a request, or a redirect off the origin
+                return invalid_answer(f"HTTP status {status} to a request")
+            kind = response.headers.get("content-type", "").lower()
+            if kind.startswith("application/json"):
+                document = _document(await response.aread())
+                if isinstance(document, dict) and document.get("id") != request_id:
+                    return invalid_answer("a response to another request")
+                return document
+            if kind.startswith("text/event-stream"):
+                return await self._events(response, request_id)
+            return invalid_answer("a content type that is neither JSON nor an event stream")
+
+    async def _refused(self, response: httpx2.Response) -> Any:
+        """An HTTP error status, as the SDK's transport answers it."""
+        if response.headers.get("content-type", "").lower().startswith("application/json"):
+            with suppress(httpx2.StreamError):
+                document = _document(await response.aread())
+                if isinstance(document, dict) and "error" in document and "result" not in document:
+                    return document
+        if response.status_code == 404:
+            if self.session_id is None:
+                raise MCPError(code=METHOD_NOT_FOUND, message="Not Found")
+            raise MCPError(code=INVALID_REQUEST, message="Session terminated")
+        raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
+
+    async def _events(self, response: httpx2.Response, request_id: str) -> Any:
+        try:
+            async for event in EventSource(response, max_event_size=DEFAULT_MAX_SSE_EVENT_SIZE):
+                if event.event != "message" or not event.data:
+                    continue  # a priming event, or one MCP does not define
+                document = _document(event.data)
+                if (isinstance(document, dict) and "method" not in document
+                        and document.get("id") == request_id):
+                    return document
+                if isinstance(document, Exception):
+                    return document  # the stream of this request: its answer is lost
+                await self._hand_on(event.data)
+        except httpx2.SSEError:
+            return invalid_answer("an event stream that cannot be read")
+        except (httpx2.HTTPError, OSError):
+            pass
+        return invalid_answer("an event stream that ended without the response")
+
+    async def _hand_on(self, data: str) -> None:
+        """A message on a call's stream that is not its answer, to the SDK's session."""
+        try:
+            message: SessionMessage | Exception = SessionMessage(
+                types.jsonrpc_message_adapter.validate_json(data, by_name=False))
+        except ValueError as exc:
+            message = exc
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._to_session.send(message)
+
+    async def _cancel(self, request_id: str) -> None:
+        body = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": request_id, "reason": "caller cancelled"}})
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_POST_SECONDS), \
+                suppress(httpx2.HTTPError, OSError):
+            response = await self._client.post(self._url, content=body.encode(),
+                                               headers=self._headers())
+            await response.aclose()
+
+
+def _document(data: bytes | str) -> Any:
+    """The JSON of an answer, or the ``upstream_invalid_result`` error it is: read as
+    the SDK's parser reads it (UTF-8 without a byte-order mark, no lone surrogate)."""
+    try:
+        text = data if isinstance(data, str) else data.decode("utf-8")
+        check_json_text(text, what="the answer")
+        return json.loads(text)
+    except (ValueError, RecursionError, DocumentError):  # UnicodeDecodeError is one
+        return invalid_answer("an answer that is not JSON the gateway can read")

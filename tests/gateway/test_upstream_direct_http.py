@@ -1,0 +1,195 @@
+"""A plain ``tools/call`` to a streamable HTTP upstream is posted by the gateway
+(proctor.gateway.posts) beside the SDK's session: the same answers as the session's,
+the upstream's own messages on the call's stream still reach the session, and what
+a broken or hostile server answers is a specific error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from proctor.errors import GatewayError
+from proctor.gateway import UpstreamConfig
+from proctor.gateway.upstream import UpstreamConnection
+from tests.gateway.conftest import WAIT
+from tests.gateway.in_process import listening_socket, served, url_of
+from tests.gateway.upstream_server import create_server
+
+pytestmark = pytest.mark.anyio
+
+SESSION = "hostile-session-1"
+TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
+         "not_json", "text_plain", "accepted", "not_event", "session_checked",
+         "lone_surrogate", "byte_order_mark"]
+
+
+async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+class _Hostile:
+    """A streamable HTTP MCP server written by hand, answering each tool as named."""
+
+    def __init__(self) -> None:
+        self.pinged = anyio.Event()
+        self.cancelled: list[Any] = []
+        self.cancel_seen = anyio.Event()
+
+    async def handle(self, request: Request) -> Response:
+        message = json.loads(await request.body())
+        method, request_id = message.get("method"), message.get("id")
+        if method is None:  # the answer to our ping
+            if request_id == "ping-1":
+                self.pinged.set()
+            return Response(status_code=202)
+        if method == "initialize":
+            return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {
+                "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "hostile", "version": "1"}}},
+                headers={"mcp-session-id": SESSION})
+        if method == "notifications/cancelled":
+            self.cancelled.append(message["params"]["requestId"])
+            self.cancel_seen.set()
+            return Response(status_code=202)
+        if method.startswith("notifications/"):
+            return Response(status_code=202)
+        if method == "tools/list":
+            return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [
+                {"name": n, "inputSchema": {"type": "object"}} for n in [*TOOLS, "hang"]]}})
+        return await self._call(request, request_id, message["params"]["name"])
+
+    async def _call(self, request: Request, request_id: Any, name: str) -> Response:
+        ok = {"jsonrpc": "2.0", "id": request_id,
+              "result": {"content": [{"type": "text", "text": f"answer of {name}"}]}}
+        if name == "plain":
+            return JSONResponse(ok)
+        if name == "session_checked":
+            good = (request.headers.get("mcp-session-id") == SESSION
+                    and request.headers.get("mcp-protocol-version") == "2025-11-25")
+            return JSONResponse(ok if good else {**ok, "result": {"content": [], "isError": True}})
+        if name == "wrong_id":
+            return JSONResponse({**ok, "id": "proctor-999999"})
+        if name == "ping_first":  # a server request on the call's stream, then the answer
+            async def body() -> AsyncIterator[bytes]:
+                yield b'event: message\ndata: {"jsonrpc":"2.0","id":"ping-1","method":"ping"}\n\n'
+                with anyio.fail_after(WAIT):
+                    await self.pinged.wait()
+                yield f"event: message\ndata: {json.dumps(ok)}\n\n".encode()
+            return StreamingResponse(body(), media_type="text/event-stream")
+        if name == "ended":
+            note = {"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "data": "bye"}}
+            return Response(f"event: message\ndata: {json.dumps(note)}\n\n",
+                            media_type="text/event-stream")
+        if name == "not_event":
+            return Response("event: message\ndata: {oops\n\n", media_type="text/event-stream")
+        if name == "rpc_error_500":
+            return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": {
+                "code": -32001, "message": "the backend said no"}}, status_code=500)
+        if name == "plain_500":
+            return Response("boom", status_code=500)
+        if name == "gone_404":
+            return Response("", status_code=404)
+        if name == "not_json":
+            return Response("{oops", media_type="application/json")
+        if name == "lone_surrogate":
+            return Response(json.dumps({**ok, "result": {"content": [
+                {"type": "text", "text": "\ud800"}]}}), media_type="application/json")
+        if name == "byte_order_mark":
+            return Response(b"\xef\xbb\xbf" + json.dumps(ok).encode(),
+                            media_type="application/json")
+        if name == "text_plain":
+            return Response("hello", media_type="text/plain")
+        if name == "accepted":
+            return Response(status_code=202)
+        with anyio.fail_after(WAIT):  # hang: until the call is cancelled
+            await self.cancel_seen.wait()
+        return Response(status_code=500)
+
+
+@asynccontextmanager
+async def _connected(app: Any, *, call_timeout: float = WAIT
+                     ) -> AsyncIterator[UpstreamConnection]:
+    sock = listening_socket()
+    config = UpstreamConfig(name="up", url=f"{url_of(sock)}/mcp", pin="off")
+    async with served(app, sock), anyio.create_task_group() as tasks:
+        connection = UpstreamConnection(config, call_timeout=call_timeout)
+        with anyio.fail_after(WAIT):
+            await tasks.start(connection.serve)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
+def _hostile_app(hostile: _Hostile) -> Starlette:
+    return Starlette(routes=[Route("/mcp", hostile.handle, methods=["POST"]),
+                             Route("/mcp", lambda r: Response(status_code=405),
+                                   methods=["GET", "DELETE"])])
+
+
+async def _answer(connection: UpstreamConnection, name: str, arguments: dict[str, Any],
+                  progress: ProgressFnT | None) -> Any:
+    try:
+        with anyio.fail_after(WAIT):
+            result = await connection.call_tool(name, arguments, progress=progress)
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    except GatewayError as exc:
+        return ("gateway", exc.code)
+    except MCPError as exc:
+        return ("rpc", exc.code, exc.message)
+
+
+async def test_a_posted_call_answers_as_the_sdk_session_answers() -> None:
+    async with _connected(create_server().streamable_http_app()) as connection:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("echo", {"text": "héllo \u2028", "count": 2}), ("env_digest", {"name": "PATH"}),
+            ("nested", {"depth": 4}), ("echo", {"text": 3})]
+        for name, arguments in calls:
+            direct = await _answer(connection, name, arguments, None)
+            through_sdk = await _answer(connection, name, arguments, _no_progress)
+            assert direct == through_sdk, name
+
+
+@pytest.mark.parametrize("name", ["plain", "session_checked", "ping_first", "rpc_error_500",
+                                  "plain_500", "gone_404"])
+async def test_a_hostile_servers_answer_is_the_same_posted_or_through_the_sdk(
+        name: str) -> None:
+    hostile = _Hostile()
+    async with _connected(_hostile_app(hostile)) as connection:
+        direct = await _answer(connection, name, {}, None)
+        hostile.pinged = anyio.Event()
+        through_sdk = await _answer(connection, name, {}, _no_progress)
+        assert direct == through_sdk
+        if name in ("plain", "session_checked", "ping_first"):
+            assert direct["content"][0]["text"] == f"answer of {name}"
+
+
+@pytest.mark.parametrize("name", ["wrong_id", "ended", "not_event", "not_json", "text_plain",
+                                  "accepted", "lone_surrogate", "byte_order_mark"])
+async def test_an_answer_that_is_not_the_calls_response_is_refused(name: str) -> None:
+    async with _connected(_hostile_app(_Hostile())) as connection:
+        assert await _answer(connection, name, {}, None) == (
+            "gateway", "upstream_invalid_result")
+        answer = await _answer(connection, "plain", {}, None)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_a_posted_call_that_times_out_is_cancelled_at_the_upstream() -> None:
+    hostile = _Hostile()
+    async with _connected(_hostile_app(hostile), call_timeout=0.5) as connection:
+        assert await _answer(connection, "hang", {}, None) == ("gateway", "upstream_timeout")
+        with anyio.fail_after(WAIT):
+            await hostile.cancel_seen.wait()
+        assert str(hostile.cancelled[0]).startswith("proctor-")
