@@ -277,3 +277,31 @@ async def test_the_direct_path_answers_as_fastapis_route(agents: Api,
     text = (await api.client.get("/metrics")).text
     assert 'proctor_http_requests_total{method="POST",route="/v1/decide",status="200"} 9.0' \
         in text
+
+
+async def test_the_control_plane_is_asked_once_per_caller_and_grant(
+        agents: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # its policies are fixed while the server runs: an allowed (caller, grant) is not
+    # asked again; any other caller with the grant still is, and is refused and audited
+    api = agents
+    grant = await api.grant(SUPPORT, [{"tool": "kb/search_articles"}])
+    control = api.app.state.proctor.control
+    asked: list[str] = []
+    decide = control.decide
+
+    def counted(principal: Any, action: str, resource: Any, **kwargs: Any) -> Any:
+        asked.append(principal.id)
+        return decide(principal, action, resource, **kwargs)
+
+    monkeypatch.setattr(control, "decide", counted)
+    for _ in range(3):
+        answer = await _decide(api, grant, "kb/search_articles", {"query": "q"})
+        assert answer["decision"] == "allow"
+    assert asked == [SUPPORT]
+    for _ in range(2):
+        response = await api.client.post("/v1/decide", headers=api.agent(CODER), json={
+            "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
+            "call": {"tool": "kb/search_articles", "args": {"query": "q"}}, "target": TARGET})
+        assert_problem(response, 403, "forbidden")
+    assert asked == [SUPPORT, CODER, CODER]
+    assert [e.event["action"] for e in api.refusals(ActorType.AGENT)] == ["api:decide"] * 2

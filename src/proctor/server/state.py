@@ -13,6 +13,7 @@ from proctor.server.config import ServerConfig
 from proctor.server.control import ControlPlane
 from proctor.server.limits import RateLimiter
 from proctor.server.metrics import Metrics
+from proctor.server.principals import Principal
 from proctor.server.shadow import ShadowState
 from proctor.server.tokens import ApiTokens
 
@@ -35,6 +36,9 @@ class ServerState:
     metrics: Metrics
     shadow: ShadowState
     revocation_listeners: list[RevocationListener] = field(default_factory=list)
+    decide_allowed: dict[tuple[Principal, str], None] = field(default_factory=dict)
+    """Callers and grants the control plane allowed ``POST /v1/decide`` (its policies are
+    fixed while the server runs)."""
 
     @classmethod
     def build(cls, runtime: Runtime, config: ServerConfig) -> ServerState:
