@@ -254,3 +254,23 @@ def test_a_request_cedar_checks_against_the_schema_is_not_remembered(
     for _ in range(2):
         decision = engine.decide(unwritable, remember=True)
         assert not decision.is_allowed and decision.errors
+
+
+@pytest.mark.parametrize("changes", [
+    {"purpose": "p\ud800"},
+    {"task": "\udc80"},
+    {"delegation": {"depth": 1, "chain": ["spiffe://acme.example/agent/\udcff"]}},
+])
+def test_an_issuance_with_a_lone_surrogate_where_no_policy_reads_is_not_served_remembered(
+        changes: dict[str, Any]) -> None:
+    # Cedar refuses a request holding a lone surrogate, read or not: a remembered
+    # allow of the same request without it must not answer for it
+    engine = PolicyEngine(ToolCatalog(_TOOLS), principal_entities(_PRINCIPALS))
+    engine.activate(engine.compile({"p.cedar": _POLICIES}))
+    reads = engine.active.memo_reads("grant:issue", 'Tool::"s1/t1"') if engine.active else ()
+    assert reads is not None and not set(changes) & set(reads)
+    assert engine.decide(_issue(), remember=True).is_allowed
+    odd = _issue(**changes)
+    fresh = engine.decide(odd)
+    assert fresh.code.value == "invalid_request"
+    assert engine.decide(odd, remember=True) == fresh

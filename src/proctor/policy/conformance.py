@@ -14,8 +14,8 @@ schema would (nothing in a conforming context depends on the schema to be read: 
 entity references, the one extension value written out as ``{"__extn": …}``, no record
 whose keys Cedar would take for an escape). When it cannot prove it (anything unusual:
 an unknown action, another principal type, a missing or extra field, a tuple for a
-list, a float) it answers False, and Cedar checks the request against the schema as
-before, so a request that does not conform gets the same deny as before. The
+list, a float, a lone surrogate) it answers False, and Cedar checks the request against
+the schema as before, so a request that does not conform gets the same deny as before. The
 differential test (``tests/policy/test_request_conformance.py``) holds both paths to the
 same decisions on the decision bench's workloads and on generated requests.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from proctor.documents import is_unicode_text
 from proctor.policy.arguments import ArgShape
 
 __all__ = ["conforms", "projectable"]
@@ -37,7 +38,9 @@ _ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 
 
 def _string(value: Any) -> bool:
-    return type(value) is str
+    # a lone surrogate ("\ud800") is a Python string but no text: Cedar refuses the
+    # request that holds one (failed to build request), schema or not
+    return type(value) is str and is_unicode_text(value)
 
 
 def _long(value: Any) -> bool:
@@ -49,7 +52,7 @@ def _bool(value: Any) -> bool:
 
 
 def _strings(value: Any) -> bool:
-    return type(value) is list and all(type(v) is str for v in value)
+    return type(value) is list and all(_string(v) for v in value)
 
 
 def _ip(value: Any) -> bool:
