@@ -23,6 +23,7 @@ from proctor.audit.features import argument_features
 from proctor.clock import FrozenClock
 from proctor.identity import AgentRegistry, OwnKeyProof, TrustConfig
 from proctor.oversight.risk import RiskConfig, RiskEngine
+from proctor.oversight.risk import engine as engine_module
 from proctor.oversight.risk.baseline import decided_again, fold_event, new_baseline, score_of
 from proctor.oversight.risk.folding import agent_of, named_factors
 from proctor.store import Store, open_store
@@ -216,9 +217,9 @@ def test_another_process_rescoring_keeps_a_leak_a_writer_just_folded(
     assert agent.risk_score >= leaked - 1  # the leak fades over a day, not away
 
 
-def _call(clock: FrozenClock, tool: str) -> AuditEvent:
+def _call(clock: FrozenClock, tool: str, agent: str = CODER) -> AuditEvent:
     now = clock.now()
-    return AuditEvent(id=new_event_id(now), time=now, actor=Actor(ActorType.AGENT, CODER, OWNER),
+    return AuditEvent(id=new_event_id(now), time=now, actor=Actor(ActorType.AGENT, agent, OWNER),
                       action=f"tool:{tool}", target=f'Tool::"{tool}"', outcome="allowed",
                       task="task-1", decision=DecisionRecord("allow", "policy_permit", ("p",), 1),
                       detail={})
@@ -300,3 +301,30 @@ def test_a_rescore_never_publishes_its_score_over_a_newer_fold_of_a_writer(
     assert changed == ({CODER: 3} if at == "stored" else {})
     agent = first.registry.get(CODER)
     assert (agent.risk_score, agent.risk_factors) == published[0]
+
+
+def test_a_rescore_in_several_transactions_publishes_every_faded_score_but_a_retired_agents(
+        processes: tuple[Process, Process], clock: FrozenClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = processes
+    for _ in range(25):  # both warmed up, then a new tool each
+        clock.advance(seconds=30)
+        for agent in AGENTS:
+            first.audit.record(_call(clock, "kb/search", agent))
+    clock.advance(seconds=30)
+    for agent in AGENTS:
+        first.audit.record(_call(clock, "git/push", agent))
+    assert _rows(first.store, first.registry) == dict.fromkeys(AGENTS, (10, ("new_tool",)))
+    first.registry.retire(BUILDER, by=OWNER, reason="done")
+    clock.advance(seconds=7200)
+    monkeypatch.setattr(engine_module, "_RESCORED", 1)  # one agent per transaction
+    told = list[str]()
+    second.engine.folder(published=told.append)
+    assert second.engine.rescore() == {CODER: 3}
+    assert told == [CODER]
+    assert _rows(first.store, first.registry) == {CODER: (3, ("new_tool",)),
+                                                  BUILDER: (10, ("new_tool",))}
+    with first.store.transaction() as conn:  # both baselines' scores moved on
+        scores = {row.agent_id: row.score for row in conn.execute(
+            select(risk_baselines.c.agent_id, risk_baselines.c.score))}
+    assert scores == dict.fromkeys(AGENTS, 3)

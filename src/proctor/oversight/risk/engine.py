@@ -14,8 +14,8 @@ the same events first wins; this one drops its work and reads again), scores and
 stores the baselines and publishes the changed scores to the registry
 (``agents.risk_score`` and ``risk_factors``, what Cedar sees as
 ``principal.risk_score``). :meth:`RiskEngine.rescore` scores every baseline again (signals
-fade without events) and writes and publishes what changed in one such transaction,
-from the baselines as read again in it.
+fade without events) and writes and publishes what changed in such transactions (up
+to 500 agents each), from the baselines as read again in them.
 
 Publishing in the transaction that stored, with the head held, is what keeps a score
 from going back: a writer's fold of a later event waits for that commit, so the
@@ -27,15 +27,14 @@ A restart loses nothing: baselines, scores and the cursor are in the store.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from proctor.audit import StoredEvent, iter_events
 from proctor.clock import Clock
@@ -58,6 +57,7 @@ __all__ = ["RiskEngine", "RiskView"]
 log = logging.getLogger(__name__)
 
 _BATCH = 5000
+_RESCORED = 500  # agents a rescore scores again, writes and publishes per transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,24 +180,29 @@ class RiskEngine:
             if not faded:
                 return {}
             changed: dict[str, int] = {}
-            with self._store.transaction() as conn:
-                # No writer folds while this holds the head: what is read again here is
-                # the newest fold of these agents, and the score published here is
-                # published before any newer one.
-                _hold_head(conn)
-                now = self._clock.now()
-                for row in conn.execute(select(risk_baselines.c.agent_id,
-                                               risk_baselines.c.baseline, risk_baselines.c.score)
-                                        .where(risk_baselines.c.agent_id.in_(faded))):
-                    score, names = score_and_names(dict(row.baseline), now.timestamp(),
-                                                   self.config)
-                    if score == row.score:  # only what faded (or grew) is written
-                        continue
-                    conn.execute(update(risk_baselines)
-                                 .where(risk_baselines.c.agent_id == row.agent_id)
-                                 .values(score=score, updated_at=now))
-                    if _publish(conn, row.agent_id, score, names, now):
-                        changed[row.agent_id] = score
+            for first in range(0, len(faded), _RESCORED):  # writers wait for one chunk
+                with self._store.transaction() as conn:
+                    # No writer folds while this holds the head: what is read again here
+                    # is the newest fold of these agents, and the score published here is
+                    # published before any newer one.
+                    _hold_head(conn)
+                    now = self._clock.now()
+                    scored = {}
+                    for row in conn.execute(
+                            select(risk_baselines.c.agent_id, risk_baselines.c.baseline,
+                                   risk_baselines.c.score)
+                            .where(risk_baselines.c.agent_id.in_(
+                                faded[first:first + _RESCORED]))):
+                        score, names = score_and_names(dict(row.baseline), now.timestamp(),
+                                                       self.config)
+                        if score != row.score:  # only what faded (or grew) is written
+                            scored[row.agent_id] = (score, names)
+                    if scored:
+                        conn.execute(update(risk_baselines)
+                                     .where(risk_baselines.c.agent_id == bindparam("a"))
+                                     .values(score=bindparam("s"), updated_at=now),
+                                     [{"a": a, "s": s} for a, (s, _) in scored.items()])
+                        changed.update(_publish(conn, scored, now))
             self._stage("stored")
             self._tell(changed)
             return changed
@@ -237,7 +242,6 @@ class RiskEngine:
         """Score and store the baselines folded from ``cursor`` to ``last`` and publish
         their scores, in one transaction; the agents whose row changed (None: the cursor
         had moved)."""
-        changed: dict[str, int] = {}
         with self._store.transaction() as conn:
             # The writers' order (head, cursor, baselines, agents): no deadlock with
             # them, and the cursor's compare-and-set below makes any writer's fold of
@@ -262,17 +266,19 @@ class RiskEngine:
             existing = set(conn.execute(
                 select(risk_baselines.c.agent_id)
                 .where(risk_baselines.c.agent_id.in_(sorted(baselines)))).scalars())
-            for agent, baseline in baselines.items():
-                values = {"baseline": baseline, "score": scored[agent][0], "updated_at": now}
-                if agent in existing:
-                    conn.execute(update(risk_baselines)
-                                 .where(risk_baselines.c.agent_id == agent).values(**values))
-                else:
-                    conn.execute(insert(risk_baselines).values(agent_id=agent, **values))
-            for agent, (score, names) in scored.items():
-                if _publish(conn, agent, score, names, now):
-                    changed[agent] = score
-        return changed
+            stored = [{"a": agent, "b": baseline, "s": scored[agent][0]}
+                      for agent, baseline in baselines.items() if agent in existing]
+            if stored:
+                conn.execute(update(risk_baselines)
+                             .where(risk_baselines.c.agent_id == bindparam("a"))
+                             .values(baseline=bindparam("b"), score=bindparam("s"),
+                                     updated_at=now), stored)
+            new = [{"agent_id": agent, "baseline": baseline, "score": scored[agent][0],
+                    "updated_at": now}
+                   for agent, baseline in baselines.items() if agent not in existing]
+            if new:
+                conn.execute(insert(risk_baselines), new)
+            return _publish(conn, scored, now)
 
     def _tell(self, changed: Mapping[str, int]) -> None:
         """Tell this process's views of the agents whose row changed (committed)."""
@@ -289,15 +295,22 @@ def _hold_head(conn: Connection) -> None:
     conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update())
 
 
-def _publish(conn: Connection, agent_id: str, score: int, names: Sequence[str],
-             now: datetime) -> bool:
-    """Give the agent's row the score and named factors, in the transaction that
-    stored them, when they differ (the writers' rule: a retired agent keeps its score);
-    whether the row changed."""
-    factors = func.coalesce(cast(agents.c.risk_factors, Text), "[]")
-    moved = conn.execute(update(agents)
-                         .where(agents.c.id == agent_id, agents.c.trust_state != "retired",
-                                or_(agents.c.risk_score != score,
-                                    factors != json.dumps(list(names))))
-                         .values(risk_score=score, risk_factors=list(names), updated_at=now))
-    return bool(moved.rowcount == 1)
+def _publish(conn: Connection, scored: Mapping[str, tuple[int, list[str]]], now: datetime
+             ) -> dict[str, int]:
+    """Give the agents' rows their scores and named factors, in the transaction that
+    stored them, where they differ (the writers' rule: a retired agent keeps its
+    score); the agents whose row changed. One read and one batch of updates."""
+    changed: dict[str, int] = {}
+    for row in conn.execute(select(agents.c.id, agents.c.risk_score, agents.c.risk_factors,
+                                   agents.c.trust_state)
+                            .where(agents.c.id.in_(sorted(scored))).with_for_update()):
+        score, names = scored[row.id]
+        if row.trust_state != "retired" and (row.risk_score != score
+                                             or list(row.risk_factors or ()) != names):
+            changed[row.id] = score
+    if changed:
+        conn.execute(update(agents).where(agents.c.id == bindparam("a"))
+                     .values(risk_score=bindparam("s"), risk_factors=bindparam("f"),
+                             updated_at=now),
+                     [{"a": a, "s": s, "f": scored[a][1]} for a, s in changed.items()])
+    return changed
