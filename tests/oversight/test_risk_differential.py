@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from joserfc.jwk import ECKey
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, DecisionRecord, new_event_id
 from proctor.audit.features import argument_features
@@ -27,7 +27,7 @@ from proctor.oversight.risk import engine as engine_module
 from proctor.oversight.risk.baseline import decided_again, fold_event, new_baseline, score_of
 from proctor.oversight.risk.folding import agent_of, named_factors
 from proctor.store import Store, open_store
-from proctor.store.tables import audit_head, risk_baselines, risk_cursor
+from proctor.store.tables import agents, audit_head, risk_baselines, risk_cursor
 from tests.identity.factories import BUILDER, CODER, manifest, public_jwk
 
 from .test_risk import OUTCOMES, OWNER, SENSITIVITY
@@ -328,3 +328,18 @@ def test_a_rescore_in_several_transactions_publishes_every_faded_score_but_a_ret
         scores = {row.agent_id: row.score for row in conn.execute(
             select(risk_baselines.c.agent_id, risk_baselines.c.score))}
     assert scores == dict.fromkeys(AGENTS, 3)
+
+
+def test_a_rescore_publishes_again_a_score_an_older_publication_overwrote(
+        processes: tuple[Process, Process], clock: FrozenClock) -> None:
+    first, second = processes
+    for tool in ["kb/search"] * 25 + ["git/push"]:
+        clock.advance(seconds=30)
+        first.audit.record(_call(clock, tool))
+    assert first.registry.get(CODER).risk_score == 10
+    with first.store.transaction() as conn:  # what a catch-up publishing late left
+        conn.execute(update(agents).where(agents.c.id == CODER)
+                     .values(risk_score=0, risk_factors=[]))
+    assert second.engine.rescore() == {CODER: 10}  # nothing faded: only the row is stale
+    assert _rows(first.store, first.registry)[CODER] == (10, ("new_tool",))
+    assert second.engine.rescore() == {}

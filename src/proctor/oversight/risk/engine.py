@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, insert, select, update
 
 from proctor.audit import StoredEvent, iter_events
 from proctor.clock import Clock
@@ -171,11 +171,13 @@ class RiskEngine:
         the agents whose published score changed, with their new score."""
         with self._lock:
             with self._store.reading() as conn:
-                rows = conn.execute(select(risk_baselines.c.agent_id, risk_baselines.c.baseline,
-                                           risk_baselines.c.score)).all()
+                rows = conn.execute(_with_published(select(
+                    risk_baselines.c.agent_id, risk_baselines.c.baseline,
+                    risk_baselines.c.score))).all()
             at = self._clock.now().timestamp()
             faded = sorted(row.agent_id for row in rows
-                           if score_and_names(dict(row.baseline), at, self.config)[0] != row.score)
+                           if _is_stale(row) or score_and_names(
+                               dict(row.baseline), at, self.config)[0] != row.score)
             self._stage("scored")
             if not faded:
                 return {}
@@ -187,21 +189,24 @@ class RiskEngine:
                     # published before any newer one.
                     _hold_head(conn)
                     now = self._clock.now()
-                    scored = {}
-                    for row in conn.execute(
+                    scored, moved = {}, []
+                    for row in conn.execute(_with_published(
                             select(risk_baselines.c.agent_id, risk_baselines.c.baseline,
                                    risk_baselines.c.score)
                             .where(risk_baselines.c.agent_id.in_(
-                                faded[first:first + _RESCORED]))):
+                                faded[first:first + _RESCORED])))):
                         score, names = score_and_names(dict(row.baseline), now.timestamp(),
                                                        self.config)
                         if score != row.score:  # only what faded (or grew) is written
+                            moved.append({"a": row.agent_id, "s": score})
                             scored[row.agent_id] = (score, names)
-                    if scored:
+                        elif _is_stale(row):
+                            scored[row.agent_id] = (score, names)
+                    if moved:
                         conn.execute(update(risk_baselines)
                                      .where(risk_baselines.c.agent_id == bindparam("a"))
-                                     .values(score=bindparam("s"), updated_at=now),
-                                     [{"a": a, "s": s} for a, (s, _) in scored.items()])
+                                     .values(score=bindparam("s"), updated_at=now), moved)
+                    if scored:
                         changed.update(_publish(conn, scored, now))
             self._stage("stored")
             self._tell(changed)
@@ -287,6 +292,21 @@ class RiskEngine:
                 self._published(agent)
             except Exception:  # the feed still tells; never fail what committed
                 log.exception("risk: a view could not be told of `%s`", agent[:200])
+
+
+def _with_published(query: Select[Any]) -> Select[Any]:
+    """``query`` of ``risk_baselines`` with the score published in the agent's row
+    (``published``; None for an agent not registered, or retired: it keeps its score)."""
+    return query.add_columns(agents.c.risk_score.label("published")).select_from(
+        risk_baselines.outerjoin(agents, and_(agents.c.id == risk_baselines.c.agent_id,
+                                              agents.c.trust_state != "retired")))
+
+
+def _is_stale(row: Any) -> bool:
+    """Whether the agent's row holds another score than its last fold stored (left so
+    by a catch-up or rescore that published after its commit, before 9441a99): the
+    rescore publishes the score again, at once rather than at the agent's next event."""
+    return row.published is not None and row.published != row.score
 
 
 def _hold_head(conn: Connection) -> None:
