@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, search_events
 from proctor.clock import SystemClock
-from proctor.gateway import Gateway, GrantAuth, load_gateway_config
+from proctor.gateway import Gateway, GrantAuth, http_direct, load_gateway_config
 from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
@@ -286,6 +286,35 @@ async def test_a_cancelled_call_is_answered_request_cancelled_on_both_paths(
                 "code": -32800, "message": "Request cancelled"}}]
             after = await wire.post(call(3, "echo", {"text": "still here"}))
             assert took_direct(after)
+
+
+async def test_a_call_silent_past_the_keepalive_becomes_a_stream_that_pings(
+        deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that waits (for a human's approval: up to two minutes) kept its connection
+    silent until the result on the direct path, where the SDK's SSE answer pings every
+    15 s: a proxy's idle timeout could cut it. It now turns into a stream that pings."""
+    monkeypatch.setattr(http_direct, "KEEPALIVE_SECONDS", 0.05)
+    grant = deployment.grant()
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment) as public, wires(
+                deployment, public, grant) as [wire]:
+            body = json.dumps(call(1, "hang", {})).encode()
+            lines: list[str] = []
+            async with wire.http.stream("POST", wire.url, content=body,
+                                        headers=wire.headers()) as response:
+                assert response.headers["content-type"] == "text/event-stream"
+                assert "x-accel-buffering" not in response.headers  # the direct path's
+                async for line in response.aiter_lines():
+                    lines.append(line)
+                    if line == ": ping" and lines.count(line) == 2:  # then end the call
+                        cancelled = await wire.post({
+                            "jsonrpc": "2.0", "method": "notifications/cancelled",
+                            "params": {"requestId": 1}})
+                        assert cancelled.status_code == 202
+            assert lines.count(": ping") >= 2
+            events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+            assert events == [{"jsonrpc": "2.0", "id": 1, "error": {
+                "code": -32800, "message": "Request cancelled"}}]
 
 
 async def test_hostile_posts_are_answered_by_the_sdk_or_the_gate_and_change_nothing(

@@ -33,10 +33,17 @@ moment, as the SDK's would have been: the log or the request (under an id
 its own on the same session (taken here, answered ``202``), and the result ends the
 stream. A ``notifications/cancelled`` for a call in flight cancels it, and the call is
 answered ``-32800`` as the SDK answers a cancelled request on the 2025 wire.
+
+A call still unanswered after :data:`KEEPALIVE_SECONDS` (a call held for a human's
+approval waits up to two minutes) becomes an SSE stream too, and a comment line
+(``: ping``) goes out every :data:`KEEPALIVE_SECONDS` until the result: as the SDK's
+SSE answer pings, so that a proxy between the agent and the gateway does not take the
+silent connection for a dead one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -87,6 +94,10 @@ _UNWRITABLE = {"code": INTERNAL_ERROR, "message": "the answer could not be writt
 _SSE_HEADERS = [(b"cache-control", b"no-cache, no-transform"), (b"connection", b"keep-alive"),
                 (b"content-type", b"text/event-stream")]
 _CAPTURE_BYTES = 65536  # how much of an initialize's answer is read for its version
+_PING = b": ping\r\n\r\n"  # an SSE comment: read by nobody, it keeps the connection busy
+
+KEEPALIVE_SECONDS = 15.0
+"""How long a call's answer stays silent before a ping (sse_starlette's, for the SDK)."""
 
 
 def read_message(body: bytes) -> Any:
@@ -282,6 +293,7 @@ class HttpDirect:
         """Decide and answer ``call``; ``bind`` holds the grant's gateway session for the
         call, yielding it and the call's credentials (as the SDK's handler's binder)."""
         answer = _Answer(send, call)
+        answer.keep_alive()
         key = (call.session_id, call.request_id)
         cancel = self._calls[key] = anyio.CancelScope()
         transport = call.transport
@@ -301,6 +313,7 @@ class HttpDirect:
             with anyio.CancelScope(shield=True):
                 await answer.finish(message)
         finally:
+            answer.stop_pinging()
             self._calls.pop(key, None)
             if idle is not None and timeout is not None:
                 transport._requests_in_flight -= 1
@@ -417,7 +430,43 @@ class _Answer:
         self._send = send
         self._session = call.session_id.encode("latin-1")
         self._streaming = False
+        self._finished = False
         self._writing = anyio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._pinging: asyncio.Task[None] | None = None  # held: the loop keeps a weak one
+
+    def keep_alive(self) -> None:
+        """Ping every :data:`KEEPALIVE_SECONDS` until :meth:`stop_pinging` (one loop timer;
+        a task only when it fires)."""
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._pinging = loop.create_task(self._ping())
+            self._timer = loop.call_later(KEEPALIVE_SECONDS, fire)
+
+        self._timer = loop.call_later(KEEPALIVE_SECONDS, fire)
+
+    def stop_pinging(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _ping(self) -> None:
+        try:
+            async with self._writing:
+                if self._finished:
+                    return
+                await self._start_stream()
+                await self._send({"type": "http.response.body", "more_body": True,
+                                  "body": _PING})
+        except Exception as exc:  # the agent went away: the call's own answer will say so
+            log.debug("a keep-alive ping was not sent: %s", type(exc).__name__)
+
+    async def _start_stream(self) -> None:
+        if not self._streaming:
+            self._streaming = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": [
+                *_SSE_HEADERS, (MCP_SESSION_ID_HEADER.encode(), self._session)]})
 
     async def event(self, message: dict[str, Any]) -> None:
         """``message`` on the call's stream, before its result."""
@@ -425,16 +474,15 @@ class _Answer:
         if text is None:
             raise MCPError(code=INTERNAL_ERROR, message="the message cannot be written")
         async with self._writing:
-            if not self._streaming:
-                self._streaming = True
-                await self._send({"type": "http.response.start", "status": 200, "headers": [
-                    *_SSE_HEADERS, (MCP_SESSION_ID_HEADER.encode(), self._session)]})
+            await self._start_stream()
             await self._send({"type": "http.response.body", "more_body": True,
                               "body": b"event: message\r\ndata: " + text + b"\r\n\r\n"})
 
     async def finish(self, message: dict[str, Any]) -> None:
         text = _written(message)
+        self.stop_pinging()
         async with self._writing:
+            self._finished = True
             if self._streaming:
                 await self._send({"type": "http.response.body", "more_body": False,
                                   "body": b"event: message\r\ndata: " + text + b"\r\n\r\n"})
