@@ -132,3 +132,32 @@ async def test_pipelined_requests_on_one_connection_are_all_answered() -> None:
     answer = await _answer(NoDelayHttpToolsProtocol, requests + b"GET / HTTP/1.1\r\n"
                            b"Host: x\r\nConnection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200") == 2001
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n",
+])
+@pytest.mark.parametrize("protocol", [H11Protocol, NoDelayHttpToolsProtocol])
+async def test_a_request_with_two_hosts_or_none_in_http_1_1_is_refused_400_as_h11_refuses_it(
+        protocol: type[asyncio.Protocol], head: bytes) -> None:
+    answer = await _answer(protocol, head)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert answer.endswith(b"Invalid HTTP request received.")
+
+
+@pytest.mark.parametrize("protocol", [H11Protocol, NoDelayHttpToolsProtocol])
+async def test_one_host_or_none_in_http_1_0_is_answered(protocol: type[asyncio.Protocol]) -> None:
+    assert (await _answer(protocol, b"GET / HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert (await _answer(protocol, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                          )).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_pipelined_request_with_a_second_host_is_refused() -> None:
+    # in one read, httptools meets the bad head before the first request is answered:
+    # uvicorn answers the parser's error at once, as for any other (the first may be lost)
+    answer = await _answer(NoDelayHttpToolsProtocol, b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /2 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200") <= 1
+    assert answer.endswith(b"Invalid HTTP request received.")

@@ -35,6 +35,10 @@ httptools does not have."""
 _INVALID = "Invalid HTTP request received."  # uvicorn's words for a request it cannot read
 
 
+class _BadHostError(Exception):
+    """A request head with two Host headers, or none where HTTP/1.1 needs one."""
+
+
 def app_from_env() -> FastAPI:
     """Open the runtime of the configured home and serve it; the app closes it on exit."""
     # imported here: `proctor serve --workers N` imports this module for its protocol, and
@@ -122,6 +126,13 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_open = False
         self._heads += 1
+        # h11 refuses a request with two Host headers, or none in HTTP/1.1 (RFC 9112
+        # 3.2: a 400), httptools takes either: a proof's htu is made of the first Host,
+        # where something in front may have read another. Raised in the parser's
+        # callback, it is the parser's error: uvicorn answers it 400, as h11's
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() != "1.0"):
+            raise _BadHostError
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
