@@ -111,6 +111,7 @@ class CallVerdict:
     accessor: str | None = None
     approval: Approval | None = None
     request: DecisionRequest | None = None
+    held: bool = False  # decided on a grant this process holds (decide_held_call)
 
     @property
     def is_allowed(self) -> bool:
@@ -272,6 +273,7 @@ class Enforcer:
             self._refresh(agent)
             # the use was counted when the call was first decided: confirmed, not counted
             use = self._grants.confirming(claims)
+            use.held = verdict.held  # its events say how the grant was held, as the first
 
             def fresh() -> tuple[Agent, DecisionRequest] | None:
                 now = self._agent_again(claims)
@@ -428,7 +430,7 @@ class Enforcer:
             approval = self._ask(claims, accessor, request, decision, event.id)
         return CallVerdict(decision.outcome, _code(decision), decision.reasons,
                            decision.policy_ids, decision.revision, event_id, claims, accessor,
-                           approval, request)
+                           approval, request, held=use.held)
 
     def _request(self, agent: Agent, task: Task, claims: GrantClaims,
                  call: ToolCall) -> DecisionRequest:
@@ -564,7 +566,8 @@ class Enforcer:
     def _refused_after(self, verdict: CallVerdict, code: Code, message: str) -> CallVerdict:
         """A call that was approved but may not go on after all; audited as its own deny."""
         tool_id = verdict.request.resource.id if verdict.request is not None else "unknown"
-        refused = self._refused(ToolCall(tool_id, {}), code, message, claims=verdict.claims)
+        refused = self._refused(ToolCall(tool_id, {}), code, message, claims=verdict.claims,
+                                held=verdict.held)
         return replace(verdict, outcome=Outcome.DENY, code=code, reasons=(message,),
                        policy_ids=(), event_id=refused.event_id)
 

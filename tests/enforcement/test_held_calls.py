@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from proctor.policy import Outcome
 from proctor.runtime import Runtime
 from proctor.store.tables import proof_nonces
 
-from .conftest import CODER, SUPPORT, TARGET, Agents, refund
+from .conftest import APPROVER, CODER, SUPPORT, TARGET, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]
 
@@ -110,3 +111,25 @@ def test_a_held_grant_expires_and_its_scope_holds(runtime: Runtime, agents: Agen
     assert outside.code == "grant_out_of_scope"
     frozen.advance(seconds=grant.claims.expires_at - frozen.now().timestamp() + 120)
     assert runtime.enforcer.decide_held_call(held, _call(refund(100))).code == "grant_expired"
+
+
+def test_a_held_calls_events_after_its_approval_say_it_was_held(
+        runtime: Runtime, agents: Agents) -> None:
+    grant = agents.grant(SUPPORT, REFUND)
+    held = runtime.grants.hold(grant.token, agents.keys[SUPPORT])
+    pending = runtime.enforcer.decide_held_call(held, _call(refund(25_000)))
+    assert pending.outcome is Outcome.APPROVAL_REQUIRED and pending.approval is not None
+    assert _event(runtime, pending.event_id)["detail"]["holder"] == HELD_IN_PROCESS
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    allowed = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert allowed.is_allowed and allowed.event_id != pending.event_id
+    assert _event(runtime, allowed.event_id)["detail"]["holder"] == HELD_IN_PROCESS
+
+    # refused after its approval (the grant revoked while it waited): said too
+    waiting = runtime.enforcer.decide_held_call(held, _call(refund(26_000)))
+    assert waiting.approval is not None
+    runtime.approvals.decide(waiting.approval.id, approver=APPROVER, approve=True)
+    runtime.grants.revoke(grant.accessor, "incident")
+    refused = anyio.run(lambda: runtime.enforcer.await_approval(waiting, timeout=5))
+    assert refused.code == "grant_revoked"
+    assert _event(runtime, refused.event_id)["detail"]["holder"] == HELD_IN_PROCESS
