@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +88,10 @@ class Stream:
 
 @pytest.fixture
 def stream(database_url: str, clock: FrozenClock) -> Iterator[Stream]:
+    yield from _stream(database_url, clock)
+
+
+def _stream(database_url: str, clock: FrozenClock) -> Iterator[Stream]:
     store = open_store(database_url)
     registry = AgentRegistry(store, clock, TrustConfig("acme.example"))
     registry.register(CODER, owner=OWNER, groups=["coders"], manifest=manifest(),
@@ -265,3 +270,23 @@ def test_calls_the_agent_was_refused_never_teach_its_baseline(stream: Stream) ->
     stream.call("kb/search")
     engine.catch_up()
     assert _levels(engine)["odd_hour"] == 1.0
+
+
+def test_an_agents_risk_view_is_read_without_sqlites_write_lock(
+        tmp_path: Path, clock: FrozenClock) -> None:
+    """The console's and CLI's risk view is a read: it took a write transaction, so on
+    SQLite it queued behind (and then held up) every decision's write."""
+    import sqlite3
+
+    database = tmp_path / "risk.db"
+    for stream in _stream(f"sqlite:///{database}", clock):
+        engine = stream.engine()
+        stream.usual(6)
+        engine.catch_up()
+        writer = sqlite3.connect(database, timeout=0)
+        writer.execute("BEGIN IMMEDIATE")  # another process's write under way
+        try:
+            assert engine.view(CODER).calls == 6
+        finally:
+            writer.rollback()
+            writer.close()

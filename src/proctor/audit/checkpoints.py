@@ -106,7 +106,7 @@ def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]
 
 def load_checkpoints(store: Store) -> list[Checkpoint]:
     """Every checkpoint in the store, by position."""
-    with store.transaction() as conn:
+    with store.reading() as conn:
         rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()
     return [Checkpoint(int(r.seq), r.hash, r.kid, as_utc(r.signed_at), r.payload, r.signature)
             for r in rows]

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 def read_cursor(store: Store, name: str) -> int | None:
     """The last position acknowledged on stream ``name``; None for a stream never run."""
-    with store.transaction() as conn:
+    with store.reading() as conn:
         found = conn.execute(select(audit_stream_cursors.c.after_seq)
                              .where(audit_stream_cursors.c.name == name)).scalar()
     return None if found is None else int(found)
@@ -86,7 +86,7 @@ class AuditStream:
             return found
         position = 0
         if self.start == "end":
-            with self.store.transaction() as conn:
+            with self.store.reading() as conn:
                 position = int(conn.execute(select(audit_head.c.seq)).scalar() or 0)
         with self.store.transaction() as conn:
             conn.execute(insert(audit_stream_cursors).values(

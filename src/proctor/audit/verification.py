@@ -206,7 +206,7 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyRepor
             for rows in iter_links(store):
                 if not checker.feed(rows):
                     break
-            with store.transaction() as conn:
+            with store.reading() as conn:
                 head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
                                     .where(audit_head.c.id == 1)).first()
         except ProctorError:

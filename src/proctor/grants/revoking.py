@@ -45,7 +45,7 @@ class Revoker:
 
     def revoke(self, grant_or_accessor: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke a grant (by id or accessor) and everything derived from it."""
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(
                 select(grants.c.id, grants.c.accessor, lease_table.c.task_id)
                 .join(lease_table, lease_table.c.id == grants.c.id)

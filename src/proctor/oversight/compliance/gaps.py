@@ -59,7 +59,7 @@ def find_gaps(store: Store, engine: PolicyEngine, policies: PolicyStore,
             gaps.append(Gap("agent_not_reviewed", agent.id,
                             "its presented manifest differs from the reviewed one and "
                             "no human has reviewed it"))
-    with store.transaction() as conn:
+    with store.reading() as conn:
         granted = conn.execute(select(leases.c.id, leases.c.agent_id, leases.c.created_at,
                                       leases.c.expires_at)
                                .where(leases.c.kind == "grant",
@@ -92,7 +92,7 @@ def find_gaps(store: Store, engine: PolicyEngine, policies: PolicyStore,
 
 def _pinning_gaps(store: Store) -> list[Gap]:
     """Servers with no pinned tool; tools whose change nobody reviewed."""
-    with store.transaction() as conn:
+    with store.reading() as conn:
         tools = conn.execute(select(tool_catalog.c.tool_id, tool_catalog.c.server,
                                     tool_catalog.c.pin_state, tool_catalog.c.pin_change)
                              .order_by(tool_catalog.c.tool_id)).all()
@@ -119,7 +119,7 @@ def _pinning_gaps(store: Store) -> list[Gap]:
 def _secret_gaps(store: Store) -> list[Gap]:
     """Connectors whose secret was seen in plaintext; secrets they use that proctor
     does not hold sealed."""
-    with store.transaction() as conn:
+    with store.reading() as conn:
         rows = conn.execute(select(connectors.c.id, connectors.c.secrets,
                                    connectors.c.plaintext_seen_at)
                             .where(connectors.c.retired_at.is_(None))

@@ -217,7 +217,7 @@ class RiskEngine:
     def view(self, agent_id: str) -> RiskView:
         """The agent's score now, its factors and trend (the prior for an agent with no
         baseline yet)."""
-        with self._store.transaction() as conn:
+        with self._store.reading() as conn:  # a read: never SQLite's write lock
             row = conn.execute(select(risk_baselines)
                                .where(risk_baselines.c.agent_id == agent_id)).first()
         baseline = dict(row.baseline) if row is not None else new_baseline()
