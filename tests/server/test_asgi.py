@@ -17,7 +17,12 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from proctor.server.asgi import MAX_HEAD_BYTES, NoDelayH11Protocol, NoDelayHttpToolsProtocol
+from proctor.server.asgi import (
+    HEAD_TIMEOUT_SECONDS,
+    MAX_HEAD_BYTES,
+    NoDelayH11Protocol,
+    NoDelayHttpToolsProtocol,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +166,34 @@ async def test_a_pipelined_request_with_a_second_host_is_refused() -> None:
                            b"GET /2 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200") <= 1
     assert answer.endswith(b"Invalid HTTP request received.")
+
+
+class _QuickHeads(NoDelayHttpToolsProtocol):
+    head_timeout_seconds = 0.2
+
+
+async def _closed_after(*writes: bytes) -> bytes:
+    """What the server sends on a connection that writes ``writes`` and then waits, up to
+    the server's close (the test fails at WAIT if it never closes)."""
+    async with _serving(_QuickHeads) as (_server, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for data in writes:
+                writer.write(data)
+                await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+
+async def test_a_connection_that_sends_no_head_is_closed_when_the_head_times_out() -> None:
+    assert HEAD_TIMEOUT_SECONDS <= 60
+    assert await _closed_after() == b""
+
+
+async def test_a_head_sent_slowly_is_closed_when_it_times_out_and_an_answered_one_is_not_cut(
+        ) -> None:
+    assert await _closed_after(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a") == b""
+    # a whole head is answered; the next head, begun and never ended, times out
+    answer = await _closed_after(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok 0\r\n0\r\n\r\n")

@@ -25,12 +25,17 @@ if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-__all__ = ["MAX_HEAD_BYTES", "NoDelayH11Protocol", "NoDelayHttpToolsProtocol", "app_from_env"]
+__all__ = ["HEAD_TIMEOUT_SECONDS", "MAX_HEAD_BYTES", "NoDelayH11Protocol",
+           "NoDelayHttpToolsProtocol", "app_from_env"]
 
 MAX_HEAD_BYTES = 16 * 1024
 """How much of a request head (request line and headers) ``proctor serve`` takes in
 before the head is whole: h11's own limit, which uvicorn's h11 protocol applies and
 httptools does not have."""
+
+HEAD_TIMEOUT_SECONDS = 30.0
+"""How long ``proctor serve`` waits for a request head to be whole, from the
+connection's start or the head's first byte; then the connection is closed."""
 
 _INVALID = "Invalid HTTP request received."  # uvicorn's words for a request it cannot read
 
@@ -90,7 +95,15 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     only this one. The share of a read that also ended an earlier request (pipelining)
     is not known, and not counted: such a head is refused at most one read later (a read
     is at most 256 KiB).
+
+    And a time limit on a head (:data:`HEAD_TIMEOUT_SECONDS`, from the connection's
+    start or the head's first byte): uvicorn times out a connection only between two
+    requests (its keep-alive), never one that sends nothing or a head a byte at a time,
+    so a client could hold as many connections as the process has descriptors. The
+    connection is then closed (uvicorn has no answer for it, nor h11).
     """
+
+    head_timeout_seconds = HEAD_TIMEOUT_SECONDS
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -100,10 +113,32 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._head_read = 0  # bytes of the open head, from the reads counted
         self._messages = 0
         self._heads = 0
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_done()
+        super().connection_lost(exc)
+
+    def _time_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_seconds,
+                                                    self._head_timed_out)
+
+    def _head_done(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.logger.debug("a request head was not whole in time: connection closed")
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         in_message, messages, heads = self._in_message, self._messages, self._heads
@@ -119,11 +154,13 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._time_head()
         self._in_message = self._head_open = True
         self._head_read = 0
         self._messages += 1
 
     def on_headers_complete(self) -> None:
+        self._head_done()
         self._head_open = False
         self._heads += 1
         # h11 refuses a request with two Host headers, or none in HTTP/1.1 (RFC 9112
