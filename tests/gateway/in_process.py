@@ -42,6 +42,7 @@ from proctor.grants import IssuedGrant
 from proctor.grants.proofs import PrivateKey
 from proctor.identity import load_manifest
 from proctor.runtime import open_runtime
+from proctor.server.asgi import NoDelayH11Protocol
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 
 # The watch polls and a session grows idle only when the test moves the frozen clock. The
@@ -95,7 +96,8 @@ def url_of(sock: socket.socket) -> str:
 async def served(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """``app`` served by uvicorn on ``sock`` in this event loop, until the block ends."""
     # h11, as `proctor gateway` runs it (uvicorn's "auto" would pick httptools)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http="h11"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           http=NoDelayH11Protocol))
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.serve, [sock])

@@ -172,10 +172,14 @@ class _QuickHeads(NoDelayHttpToolsProtocol):
     head_timeout_seconds = 0.2
 
 
-async def _closed_after(*writes: bytes) -> bytes:
+class _QuickH11Heads(NoDelayH11Protocol):
+    head_timeout_seconds = 0.2
+
+
+async def _closed_after(protocol: type[asyncio.Protocol], *writes: bytes) -> bytes:
     """What the server sends on a connection that writes ``writes`` and then waits, up to
     the server's close (the test fails at WAIT if it never closes)."""
-    async with _serving(_QuickHeads) as (_server, port):
+    async with _serving(protocol) as (_server, port):
         with anyio.fail_after(WAIT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for data in writes:
@@ -186,14 +190,20 @@ async def _closed_after(*writes: bytes) -> bytes:
             return answer
 
 
-async def test_a_connection_that_sends_no_head_is_closed_when_the_head_times_out() -> None:
+_QUICK = [_QuickHeads, _QuickH11Heads]
+
+
+@pytest.mark.parametrize("protocol", _QUICK)
+async def test_a_connection_that_sends_no_head_is_closed_when_the_head_times_out(
+        protocol: type[asyncio.Protocol]) -> None:
     assert HEAD_TIMEOUT_SECONDS <= 60
-    assert await _closed_after() == b""
+    assert await _closed_after(protocol) == b""
 
 
+@pytest.mark.parametrize("protocol", _QUICK)
 async def test_a_head_sent_slowly_is_closed_when_it_times_out_and_an_answered_one_is_not_cut(
-        ) -> None:
-    assert await _closed_after(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a") == b""
-    # a whole head is answered; the next head, begun and never ended, times out
-    answer = await _closed_after(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
+        protocol: type[asyncio.Protocol]) -> None:
+    assert await _closed_after(protocol, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a") == b""
+    # a whole head is answered; the next head, begun and never ended, is closed
+    answer = await _closed_after(protocol, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok 0\r\n0\r\n\r\n")

@@ -201,9 +201,11 @@ def gateway(
                           f"({', '.join(config.upstreams) or 'no upstreams'}); "
                           f"agents address {config.address}", markup=False)
         # h11 named: with httptools installed (proctor serve's parser) uvicorn's "auto"
-        # would pick its httptools protocol, which has no limit on a request's head
+        # would pick its httptools protocol, which has no limit on a request's head;
+        # ours also closes a connection whose head is not whole in time
+        from proctor.server.asgi import NoDelayH11Protocol
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                               access_log=False, http="h11"))
+                                               access_log=False, http=NoDelayH11Protocol))
         if not serve_http(server):
             raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
     finally:

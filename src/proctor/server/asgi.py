@@ -17,6 +17,7 @@ import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -75,11 +76,55 @@ def _no_delay(transport: asyncio.Transport) -> None:
 
 class NoDelayH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (pure Python) with Nagle's algorithm off on every
-    connection."""
+    connection, and the time limit on a request head of
+    :class:`NoDelayHttpToolsProtocol` (``proctor gateway`` speaks it)."""
+
+    head_timeout_seconds = HEAD_TIMEOUT_SECONDS
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
+        self._head_timer = _timed_head(self, None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_timer = _head_done(self._head_timer)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # h11 leaves IDLE when a request's head is whole; after a response, the next
+        # request's wait is uvicorn's keep-alive until its first byte comes
+        if self.conn.their_state is h11.IDLE:
+            self._head_timer = _timed_head(self, self._head_timer)
+        else:
+            self._head_timer = _head_done(self._head_timer)
+
+
+def _timed_head(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
+                timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle:
+    """``timer``, or a new one that closes ``protocol``'s connection when a head is not
+    whole in time."""
+    if timer is not None:
+        return timer
+    transport = protocol.transport
+
+    def timed_out() -> None:
+        if not transport.is_closing():
+            protocol.logger.debug("a request head was not whole in time: connection closed")
+            transport.close()
+    return protocol.loop.call_later(protocol.head_timeout_seconds, timed_out)
+
+
+def _head_done(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """None, ``timer`` cancelled: the head came whole (or the connection went)."""
+    if timer is not None:
+        timer.cancel()
+    return None
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
@@ -118,27 +163,11 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
-        self._time_head()
+        self._head_timer = _timed_head(self, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_done()
+        self._head_timer = _head_done(self._head_timer)
         super().connection_lost(exc)
-
-    def _time_head(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout_seconds,
-                                                    self._head_timed_out)
-
-    def _head_done(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if not self.transport.is_closing():
-            self.logger.debug("a request head was not whole in time: connection closed")
-            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         in_message, messages, heads = self._in_message, self._messages, self._heads
@@ -154,13 +183,13 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._time_head()
+        self._head_timer = _timed_head(self, self._head_timer)
         self._in_message = self._head_open = True
         self._head_read = 0
         self._messages += 1
 
     def on_headers_complete(self) -> None:
-        self._head_done()
+        self._head_timer = _head_done(self._head_timer)
         self._head_open = False
         self._heads += 1
         # h11 refuses a request with two Host headers, or none in HTTP/1.1 (RFC 9112
