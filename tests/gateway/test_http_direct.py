@@ -6,7 +6,12 @@ body) and with an empty ``_meta`` (which the direct path leaves to the SDK, answ
 as an SSE stream); their answers and audit events are compared. The SDK's SSE answers
 (``sse_starlette``) carry ``X-Accel-Buffering``; the direct path's answers do not,
 which is how a test tells which path answered. The gateway runs in this process on a
-real socket, in front of the tests' server over stdio."""
+real socket, in front of the tests' server over stdio.
+
+The paths differ in HTTP and MCP, not in the store (both call the same
+``Gateway.call_tool``, whose decisions and audit are tested on both backends): the
+tests run on SQLite alone, but for revocation, which the gateway hears through the
+store's change feed (PostgreSQL's ``LISTEN``/``NOTIFY``)."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from proctor.clock import SystemClock
 from proctor.gateway import Gateway, GrantAuth, http_direct, load_gateway_config
 from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 
 pytestmark = pytest.mark.anyio
@@ -164,6 +170,7 @@ CALLS: list[tuple[str, Any]] = [
 ]
 
 
+@sqlite_only
 async def test_the_same_calls_get_the_same_answers_and_audit_events_on_both_paths(
         deployment: Deployment) -> None:
     direct_grant, sdk_grant = deployment.grant(), deployment.grant()
@@ -189,6 +196,7 @@ async def test_the_same_calls_get_the_same_answers_and_audit_events_on_both_path
     assert len(audited(deployment, direct_grant)) >= len(CALLS)
 
 
+@sqlite_only
 async def test_the_sdk_client_takes_the_direct_path_for_its_calls(
         deployment: Deployment) -> None:
     grant = deployment.grant()
@@ -216,6 +224,7 @@ async def test_the_sdk_client_takes_the_direct_path_for_its_calls(
     assert all(r.headers["content-type"] == "application/json" for r in posts)
 
 
+@sqlite_only
 async def test_an_upstream_log_and_question_during_a_call_reach_the_agent_on_both_paths(
         deployment: Deployment) -> None:
     direct_grant, sdk_grant = deployment.grant(), deployment.grant()
@@ -252,6 +261,7 @@ async def test_an_upstream_log_and_question_during_a_call_reach_the_agent_on_bot
     assert audited(deployment, direct_grant) == audited(deployment, sdk_grant)
 
 
+@sqlite_only
 async def test_a_cancelled_call_is_answered_request_cancelled_on_both_paths(
         deployment: Deployment, tmp_path: Path) -> None:
     grant = deployment.grant()
@@ -288,6 +298,7 @@ async def test_a_cancelled_call_is_answered_request_cancelled_on_both_paths(
             assert took_direct(after)
 
 
+@sqlite_only
 async def test_a_call_silent_past_the_keepalive_becomes_a_stream_that_pings(
         deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call that waits (for a human's approval: up to two minutes) kept its connection
@@ -317,6 +328,7 @@ async def test_a_call_silent_past_the_keepalive_becomes_a_stream_that_pings(
                 "code": -32800, "message": "Request cancelled"}}]
 
 
+@sqlite_only
 async def test_hostile_posts_are_answered_by_the_sdk_or_the_gate_and_change_nothing(
         deployment: Deployment) -> None:
     grant, other = deployment.grant(), deployment.grant()
@@ -377,6 +389,7 @@ async def test_hostile_posts_are_answered_by_the_sdk_or_the_gate_and_change_noth
             assert "result" in answers(large)[0]
 
 
+@sqlite_only
 async def test_a_call_before_initialize_is_the_sdks_and_is_not_decided(
         deployment: Deployment) -> None:
     grant = deployment.grant()

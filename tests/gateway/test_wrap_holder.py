@@ -1,7 +1,12 @@
 """``proctor mcp wrap`` holds its agent's grant and key itself: the key is checked against
 the grant once, as the wrapper starts, and its calls are decided without a proof each,
 with every other check kept; the HTTP gateway, whose agents are elsewhere, still takes a
-proof with every call."""
+proof with every call.
+
+On SQLite alone: what holding changes in a decision (no proof, no nonce, the event's
+``holder``, the use limit) is tested on both backends in
+``tests/enforcement/test_held_calls.py``; here the subject is the wrapper's and the
+HTTP gateway's wiring."""
 
 from __future__ import annotations
 
@@ -25,10 +30,11 @@ from proctor.gateway import GrantAuth
 from proctor.grants import GrantScope
 from proctor.store import Store
 from proctor.store.tables import proof_nonces
+from tests.conftest import sqlite_only
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 from tests.gateway.in_process import Gate, echo_through_gate, gateway_on, wrapped
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, sqlite_only]
 
 
 def _nonces(store: Store) -> int:
