@@ -207,3 +207,20 @@ async def test_a_head_sent_slowly_is_closed_when_it_times_out_and_an_answered_on
     # a whole head is answered; the next head, begun and never ended, is closed
     answer = await _closed_after(protocol, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok 0\r\n0\r\n\r\n")
+
+
+_SMUGGLED = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+             b"GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+async def test_a_request_with_content_length_and_transfer_encoding_is_refused_400(
+        protocol: type[asyncio.Protocol]) -> None:
+    # plain h11 frames it by Transfer-Encoding and answers the request hidden in it
+    # (a proxy framing by Content-Length would not have seen that one)
+    assert (await _answer(H11Protocol, _SMUGGLED)).count(b"HTTP/1.1 200") == 2
+    answer = await _answer(protocol, _SMUGGLED)
+    assert answer.startswith(b"HTTP/1.1 400") and b"200" not in answer.split(b"\r\n")[0]
+    # one answer, uvicorn's to a request it cannot read (h11 writes it chunked)
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"Invalid HTTP request received." in answer

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -90,6 +91,7 @@ class NoDelayH11Protocol(H11Protocol):
         _no_delay(transport)
         super().connection_made(transport)
         self._head_timer = _timed_head(self, None)
+        self.conn.next_event = _unambiguous(self.conn.next_event)  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_timer = _head_done(self._head_timer)
@@ -103,6 +105,22 @@ class NoDelayH11Protocol(H11Protocol):
             self._head_timer = _timed_head(self, self._head_timer)
         else:
             self._head_timer = _head_done(self._head_timer)
+
+
+def _unambiguous(next_event: Callable[[], Any]) -> Callable[[], Any]:
+    """h11's ``next_event``, refusing a request with both Content-Length and
+    Transfer-Encoding: h11 frames it by Transfer-Encoding and reads on, where a proxy in
+    front framing it by Content-Length would see another request in the body (request
+    smuggling; RFC 9112 6.1 has the server reject it, or close the connection after).
+    Raised as h11's own error, uvicorn answers it 400 and closes, as httptools does."""
+    def checked() -> Any:
+        event = next_event()
+        if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")
+        return event
+    return checked
 
 
 def _timed_head(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
