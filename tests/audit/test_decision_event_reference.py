@@ -132,7 +132,8 @@ def test_the_fast_decision_event_is_the_event_the_plain_construction_builds(
         assert fast.as_json() == reference.as_json()
 
 
-@settings(max_examples=400)
+# Hypothesis's 100 examples: the test above compares whole events, their digests included,
+# over 400 requests of the same strategy; this one names the digest when it alone differs.
 @given(requests())
 def test_the_request_digest_is_the_digest_of_the_reference(request: DecisionRequest) -> None:
     assert request_digest(request) == reference_digest(request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,12 +156,18 @@ def _folded_up_to(store: Store) -> int:
         return int(conn.execute(select(risk_cursor.c.seq)).scalar() or 0)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# Two runs of 400 steps (three until December: 2 x 1,200 steps over both backends were 15 s
+# of the suite): the seeds are the two of 1-8 whose runs hold the most of the rare steps;
+# each run must still reach every kind at least four times (checked below). Seeds 2 and 4
+# drop a writer 16 and 12 times, catch up 6 and 13 times, rescore to another score 9 and 5
+# times, fold a leak 4 and 7 times and the second process's events 54 and 57 times.
+@pytest.mark.parametrize("seed", [2, 4])
 def test_scores_and_factors_after_every_event_are_the_fold_of_the_stream_in_order(
         processes: tuple[Process, Process], clock: FrozenClock, seed: int) -> None:
     first, second = processes
     rng = random.Random(seed)
     reference = Reference(RiskConfig(), rows=_rows(first.store, first.registry))
+    seen: Counter[str] = Counter()
     for step in range(400):
         clock.advance(seconds=rng.choice(GAPS))
         roll = rng.random()
@@ -174,13 +181,19 @@ def test_scores_and_factors_after_every_event_are_the_fold_of_the_stream_in_orde
         elif roll < 0.09:
             op = "rescore"
             rng.choice((first, second)).engine.rescore()
+            scores = dict(reference.stored)
             reference.rescore(clock.now().timestamp())
+            if reference.stored != scores:
+                op = "rescore to another score"
         else:  # runs of the first process, the second's events between
             writer = first if rng.random() < 0.85 else second
             event = _event(clock, rng)
             writer.audit.record(event)
             reference.fold(json.loads(event.canonical_body_and_time()[0]),
                            clock.now().timestamp())
+            op = event.action
+            seen["second's event"] += writer is second
+        seen[op] += 1
         assert _rows(first.store, first.registry) == reference.rows, (step, op)
         if step % 25 == 0:
             for agent, baseline in reference.baselines.items():
@@ -189,6 +202,9 @@ def test_scores_and_factors_after_every_event_are_the_fold_of_the_stream_in_orde
                                                 reference.config)
                 assert (view.score, view.calls) == (expected, baseline["calls"]), step
                 assert [f.as_json() for f in view.factors] == [f.as_json() for f in factors]
+    rare = ("writer dropped", "catch-up", "rescore to another score", "gateway.leak",
+            "second's event")
+    assert all(seen[op] >= 4 for op in rare), seen
     # once caught up, the store holds the reference's baselines (trend aside)
     second.engine.catch_up()
     assert _folded_up_to(first.store) == _head(first.store)
