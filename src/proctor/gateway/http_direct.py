@@ -48,7 +48,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 import anyio
@@ -66,6 +66,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.types import Message, Scope, Send
 
 from proctor import telemetry
 from proctor.documents import check_json_text
@@ -80,10 +81,6 @@ __all__ = ["DirectCall", "HttpDirect", "read_message"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Hold = Callable[[GrantClaims], Any]  # an async context: (session, credentials)
 
 _CALL_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
