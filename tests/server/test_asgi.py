@@ -44,12 +44,13 @@ async def _app(scope: dict[str, object], receive: object, send: object) -> None:
 
 
 @asynccontextmanager
-async def _serving(protocol: type[asyncio.Protocol]) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+async def _serving(protocol: type[asyncio.Protocol], *, keep_alive: int = 5
+                   ) -> AsyncIterator[tuple[uvicorn.Server, int]]:
     listening = socket.socket(family=socket.AF_INET)  # as uvicorn binds it for workers
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(_app, http=protocol, lifespan="off",
-                                           log_level="error"))
+                                           log_level="error", timeout_keep_alive=keep_alive))
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         with anyio.fail_after(WAIT):
@@ -179,7 +180,9 @@ class _QuickH11Heads(NoDelayH11Protocol):
 async def _closed_after(protocol: type[asyncio.Protocol], *writes: bytes) -> bytes:
     """What the server sends on a connection that writes ``writes`` and then waits, up to
     the server's close (the test fails at WAIT if it never closes)."""
-    async with _serving(protocol) as (_server, port):
+    # uvicorn's keep-alive (its 5 s by default) would close an idle connection after a
+    # response too: longer than the test waits, so only the head's time limit can
+    async with _serving(protocol, keep_alive=10 * WAIT) as (_server, port):
         with anyio.fail_after(WAIT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for data in writes:

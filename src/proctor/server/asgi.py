@@ -106,6 +106,13 @@ class NoDelayH11Protocol(H11Protocol):
         else:
             self._head_timer = _head_done(self._head_timer)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # the next head's wait: also when its first bytes came with the request answered
+        # (one read, already in h11's buffer: no data_received will start its timer)
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._head_timer = _timed_head(self, self._head_timer)
+
 
 def _unambiguous(next_event: Callable[[], Any]) -> Callable[[], Any]:
     """h11's ``next_event``, refusing a request with both Content-Length and
