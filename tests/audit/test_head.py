@@ -1,5 +1,6 @@
 """The chain head a SQLite writer remembers: read no more once it is alone, refused by the
-compare-and-set when another process moved it, exact across processes and a kill -9."""
+compare-and-set when another process moved it, exact across processes and a kill -9; on
+either database, a moved head writes nothing and a long batch every row."""
 
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
-from proctor.audit import AuditLog, verifiers_for, verify_store
-from proctor.audit.driver import TRUST_AFTER
+from proctor.audit import AuditEvent, AuditLog, verifiers_for, verify_store
+from proctor.audit.chain import chain_hash
+from proctor.audit.driver import TRUST_AFTER, AppendConnection, EventRow, WriteCursor
 from proctor.clock import FrozenClock
 from proctor.grants import IssuerKeyring
 from proctor.keys import LocalSigner
 from proctor.store import open_store
-from proctor.store.tables import audit_events
+from proctor.store.tables import audit_events, proof_nonces
 from tests.audit.helpers import agent_event
 from tests.conftest import sqlite_only
 
@@ -157,3 +160,65 @@ def test_processes_appending_to_one_sqlite_file_and_one_killed_keep_the_chain_ex
     missing = [event_id for event_id in confirmed if event_id not in stored]
     assert not missing, f"{len(missing)} confirmed events are gone"
     assert report.events >= len(confirmed) >= len(mine) + 500
+
+
+def _rows(head: Any, events: list[AuditEvent]) -> tuple[list[EventRow], list[str]]:
+    """``events`` as rows chained onto ``head``, and their times as their bodies hold them."""
+    rows, times, (seq, prev) = [], [], head
+    for event_ in events:
+        body, time = event_.canonical_body_and_time()
+        digest = chain_hash(prev, body)
+        seq += 1
+        rows.append(EventRow(seq, event_.id, event_.time, "agent", event_.actor.id,
+                             event_.task, event_.action, "allow", body.decode(), prev, digest))
+        times.append(time)
+        prev = digest
+    return rows, times
+
+
+@pytest.mark.parametrize("count", [1, 4, 5, 300])  # PostgreSQL: one statement, or COPY
+def test_a_batch_appends_every_row_in_order_whatever_its_length(
+    database_url: str, clock: FrozenClock, signer: LocalSigner, count: int
+) -> None:
+    store = open_store(database_url)
+    conn = AppendConnection(store)
+    try:
+        head = conn.read_head()
+        events = [agent_event(clock, n) for n in range(count)]
+        rows, times = _rows(head, events)
+        new = conn.append(head, lambda _tx, at: (*_rows(at, events)[:1], None, times))
+        assert new == (head.seq + count, rows[-1].hash)
+        assert conn.read_head() == new
+        report = verify_store(store, verifiers_for([signer]))
+        assert report.is_valid, report.problem
+        assert report.events == head.seq + count
+    finally:
+        conn.close()
+        store.close()
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_a_head_moved_under_the_compare_and_set_writes_no_row_and_undoes_the_effects(
+    database_url: str, clock: FrozenClock, count: int
+) -> None:
+    store = open_store(database_url)
+    conn = AppendConnection(store)
+    try:
+        head = conn.read_head()
+
+        def build(tx: WriteCursor, at: Any) -> tuple[list[EventRow], None, list[str]]:
+            # an effect of the batch, then the head moved by someone else meanwhile
+            tx.execute("INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p})",
+                       ["n-moved", tx.time(datetime(2026, 12, 2, tzinfo=UTC))])
+            tx.execute("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
+            rows, times = _rows(at, [agent_event(clock, n) for n in range(count)])
+            return rows, None, times
+
+        assert conn.append(head, build) is None
+        assert conn.read_head() == head
+        with store.engine.connect() as db:
+            assert db.execute(select(func.count()).select_from(audit_events)).scalar() == 0
+            assert db.execute(select(func.count()).select_from(proof_nonces)).scalar() == 0
+    finally:
+        conn.close()
+        store.close()
