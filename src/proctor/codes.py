@@ -101,7 +101,8 @@ Code = Literal[
     # the output guard
     "guard_value_unsupported", "guard_value_too_deep",
     # the MCP gateway
-    "upstream_unavailable", "upstream_timeout", "upstream_invalid_result", "session_closed",
+    "upstream_unavailable", "upstream_timeout", "upstream_invalid_result",
+    "upstream_result_too_large", "session_closed",
     "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
     "message_too_deep", "message_invalid", "parse_error",
@@ -322,6 +323,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                  UPSTREAM_FAILED),
     "upstream_invalid_result": CodeInfo("the upstream answered with something the gateway "
                                         "cannot relay", 502, UPSTREAM_FAILED),
+    "upstream_result_too_large": CodeInfo("the upstream's answer is over the gateway's "
+                                          "max_answer_bytes", 502, UPSTREAM_FAILED),
     "session_closed": CodeInfo("the gateway session is closed: its grant was revoked or "
                                "expired, or the gateway is stopping", 403, SESSION_CLOSED),
     "grant_missing": CodeInfo("the gateway was given no grant", 401, SESSION_CLOSED),

@@ -314,6 +314,7 @@ class GatewayError(ProctorError):
 
     Codes: ``upstream_unavailable`` (cannot start or reach the server, or it
     closed the connection), ``upstream_timeout``, ``upstream_invalid_result``,
+    ``upstream_result_too_large``,
     ``session_closed`` (its grant was revoked or expired), ``grant_missing``. A grant
     for another agent is a :class:`GrantError` (``grant_wrong_agent``), an unusable
     agent key file an :class:`IdentityError` (``agent_key_invalid``).

@@ -4,7 +4,8 @@ server could write: it speaks the wire by hand (no SDK), so it can write anythin
 It answers ``initialize`` (2025-11-25) and ``tools/list`` correctly; each tool's
 call is answered as its name says. ``hang`` never answers, and appends the
 ``requestId`` of every ``notifications/cancelled`` it gets to the file named by
-its ``log`` argument.
+its ``log`` argument. ``sized`` answers with a line of exactly ``bytes`` bytes (the
+newline not counted); ``endless`` starts an answer and never ends its line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ _SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required
 TOOLS = ["plain", "structured", "schema_violation", "no_structured", "tool_error", "rpc_error",
          "error_not_object", "result_not_object", "bad_content", "not_json", "too_deep",
          "no_jsonrpc", "both", "neither", "wrong_id_then_right", "twice", "later_fields",
-         "notify_first", "hang", "crash", "lone_surrogate", "byte_order_mark"]
+         "notify_first", "hang", "crash", "lone_surrogate", "byte_order_mark", "sized",
+         "endless"]
+_CHUNK = 1 << 16
 
 
 def _tool(name: str) -> dict[str, Any]:
@@ -35,7 +38,12 @@ def _write(message: dict[str, Any] | str) -> None:
     sys.stdout.flush()
 
 
-def _answer(request_id: Any, name: str) -> None:
+def _text_answer_head(request_id: Any) -> str:
+    return ('{"jsonrpc": "2.0", "id": ' + json.dumps(request_id)
+            + ', "result": {"content": [{"type": "text", "text": "')
+
+
+def _answer(request_id: Any, name: str, arguments: dict[str, Any]) -> None:
     text = [{"type": "text", "text": f"answer of {name}"}]
     ok = {"jsonrpc": "2.0", "id": request_id}
     if name == "plain":
@@ -81,6 +89,17 @@ def _answer(request_id: Any, name: str) -> None:
         _write({"jsonrpc": "2.0", "method": "notifications/message",
                 "params": {"level": "info", "data": "working"}})
         _write({**ok, "result": {"content": text}})
+    elif name == "sized":
+        head, tail = _text_answer_head(request_id), '"}]}}'
+        _write(head + "x" * (int(arguments["bytes"]) - len(head) - len(tail)) + tail)
+    elif name == "endless":  # 640 MiB without a newline: more than a test could wait for
+        sys.stdout.write(_text_answer_head(request_id))
+        try:
+            for _ in range(10_000):
+                sys.stdout.write("x" * _CHUNK)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            os._exit(0)
     elif name == "crash":
         os._exit(3)
     elif name == "lone_surrogate":  # valid JSON, a Python string, but no Unicode text
@@ -107,7 +126,7 @@ def main() -> None:
         elif method == "tools/call":
             if params.get("name") == "hang":
                 log_path = (params.get("arguments") or {}).get("log", "")
-            _answer(request_id, str(params.get("name")))
+            _answer(request_id, str(params.get("name")), params.get("arguments") or {})
         elif method == "notifications/cancelled" and log_path:
             with Path(log_path).open("a", encoding="utf-8") as out:
                 out.write(json.dumps(params.get("requestId")) + "\n")

@@ -23,6 +23,7 @@ def test_a_full_config_reads_into_upstreams_labels_and_limits(tmp_path: Path) ->
 gateway:
   public_url: https://mcp.acme.example
   max_message_bytes: 65536
+  max_answer_bytes: 131072
   call_timeout_seconds: 5
 upstreams:
   git:
@@ -37,8 +38,8 @@ upstreams:
     labels: {connector: salesforce}
 """)
     config = load_gateway_config(path)
-    assert (config.public_url, config.max_message_bytes, config.call_timeout_seconds) == (
-        "https://mcp.acme.example", 65536, 5)
+    assert (config.public_url, config.max_message_bytes, config.max_answer_bytes,
+            config.call_timeout_seconds) == ("https://mcp.acme.example", 65536, 131072, 5)
     git, crm = config.upstream("git"), config.upstream("crm")
     assert git.url is None and crm.url == "https://crm.vendor.example/mcp"
     commit = git.tools["git_commit"]
@@ -57,6 +58,7 @@ upstreams:
     ({"upstreams": {"git": {"command": ["x"], "labels": {"sensitivity": "secret"}}}},
      "sensitivity `secret`"),
     ({"gateway": {"max_message_bytes": -1}}, "`max_message_bytes` must be a positive integer"),
+    ({"gateway": {"max_answer_bytes": 0}}, "`max_answer_bytes` must be a positive integer"),
     ({"gateway": {"call_timeout": 3}}, "unknown key `call_timeout`"),
     ({"gateway": {"public_url": "ftp://x"}}, "`public_url` must be an http(s) URL"),
     ({"upstreams": {"git": {"command": ["x"], "env": {"1BAD": "v"}}}}, "name `1BAD`"),

@@ -36,10 +36,11 @@ async def _no_progress(progress: float, total: float | None, message: str | None
 
 
 @asynccontextmanager
-async def _connected(command: tuple[str, ...], *, call_timeout: float = WAIT
-                     ) -> AsyncIterator[UpstreamConnection]:
+async def _connected(command: tuple[str, ...], *, call_timeout: float = WAIT,
+                     max_answer_bytes: int = 4 << 20) -> AsyncIterator[UpstreamConnection]:
     connection = UpstreamConnection(UpstreamConfig(name="up", command=command, pin="off"),
-                                    call_timeout=call_timeout)
+                                    call_timeout=call_timeout,
+                                    max_answer_bytes=max_answer_bytes)
     async with anyio.create_task_group() as tasks:
         with anyio.fail_after(WAIT):
             await tasks.start(connection.serve)
@@ -147,3 +148,39 @@ async def test_calls_in_flight_together_each_get_their_own_answer() -> None:
                 for n in range(20):
                     tasks.start_soon(call, n)
         assert answers == {n: {"text": f"call {n}", "count": n} for n in range(20)}
+
+
+CAP = 1 << 16
+
+
+async def test_an_answer_over_the_cap_fails_the_call_and_the_connection_as_a_crash() -> None:
+    async with _connected(HOSTILE, max_answer_bytes=CAP) as connection:
+        with anyio.fail_after(WAIT):
+            result = await connection.call_tool("sized", {"bytes": CAP})
+        assert len(result.content[0].model_dump()["text"]) > CAP - 100
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
+            await connection.call_tool("sized", {"bytes": CAP + 1})
+        assert refused.value.code == "upstream_result_too_large"
+        # the line cut off cannot be resynchronised: closed, the next use reconnects
+        assert not connection.is_open
+    async with _connected(HOSTILE, max_answer_bytes=CAP) as connection:
+        with anyio.fail_after(WAIT):  # the SDK's session reads through the same cap
+            result = await connection.call_tool("sized", {"bytes": CAP}, progress=_no_progress)
+        assert not result.is_error
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as failed:
+            await connection.call_tool("sized", {"bytes": CAP + 1}, progress=_no_progress)
+        assert failed.value.code == "upstream_unavailable"
+        assert not connection.is_open
+
+
+@pytest.mark.parametrize("progress", [None, _no_progress], ids=["direct", "sdk"])
+async def test_an_answer_that_never_ends_fails_at_the_cap_not_at_its_end(
+        progress: ProgressFnT | None) -> None:
+    # the server writes 640 MiB on one line: only a read that stops at the cap answers
+    # before the call's timeout
+    async with _connected(HOSTILE, max_answer_bytes=CAP) as connection:
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
+            await connection.call_tool("endless", {}, progress=progress)
+        assert refused.value.code == ("upstream_result_too_large" if progress is None
+                                      else "upstream_unavailable")
+        assert not connection.is_open

@@ -31,7 +31,24 @@ pytestmark = pytest.mark.anyio
 SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
-         "lone_surrogate", "byte_order_mark"]
+         "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
+         "endless_event"]
+CAP = 1 << 16
+_CHUNK = b"x" * (1 << 16)
+
+
+def _sized(request_id: Any, size: int) -> bytes:
+    """A response of ``size`` bytes exactly."""
+    head = b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode() + (
+        b',"result":{"content":[{"type":"text","text":"')
+    tail = b'"}]}}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+async def _endless(head: bytes) -> AsyncIterator[bytes]:
+    yield head
+    for _ in range(10_000):  # 640 MiB: more than a test could wait for
+        yield _CHUNK
 
 
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -67,9 +84,11 @@ class _Hostile:
         if method == "tools/list":
             return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [
                 {"name": n, "inputSchema": {"type": "object"}} for n in [*TOOLS, "hang"]]}})
-        return await self._call(request, request_id, message["params"]["name"])
+        return await self._call(request, request_id, message["params"]["name"],
+                                message["params"].get("arguments") or {})
 
-    async def _call(self, request: Request, request_id: Any, name: str) -> Response:
+    async def _call(self, request: Request, request_id: Any, name: str,
+                    arguments: dict[str, Any]) -> Response:
         ok = {"jsonrpc": "2.0", "id": request_id,
               "result": {"content": [{"type": "text", "text": f"answer of {name}"}]}}
         if name == "plain":
@@ -109,6 +128,18 @@ class _Hostile:
         if name == "byte_order_mark":
             return Response(b"\xef\xbb\xbf" + json.dumps(ok).encode(),
                             media_type="application/json")
+        if name == "sized_json":
+            return Response(_sized(request_id, arguments["bytes"]),
+                            media_type="application/json")
+        if name == "sized_event":  # an event of ``bytes`` bytes, its field name included
+            data = _sized(request_id, arguments["bytes"] - len(b"data: "))
+            return Response(b"data: " + data + b"\n\n", media_type="text/event-stream")
+        if name == "endless_json":
+            return StreamingResponse(_endless(_sized(request_id, 100)[:-5]),
+                                     media_type="application/json")
+        if name == "endless_event":
+            return StreamingResponse(_endless(b"data: " + _sized(request_id, 100)[:-5]),
+                                     media_type="text/event-stream")
         if name == "text_plain":
             return Response("hello", media_type="text/plain")
         if name == "accepted":
@@ -119,12 +150,13 @@ class _Hostile:
 
 
 @asynccontextmanager
-async def _connected(app: Any, *, call_timeout: float = WAIT
+async def _connected(app: Any, *, call_timeout: float = WAIT, max_answer_bytes: int = 4 << 20
                      ) -> AsyncIterator[UpstreamConnection]:
     sock = listening_socket()
     config = UpstreamConfig(name="up", url=f"{url_of(sock)}/mcp", pin="off")
     async with served(app, sock), anyio.create_task_group() as tasks:
-        connection = UpstreamConnection(config, call_timeout=call_timeout)
+        connection = UpstreamConnection(config, call_timeout=call_timeout,
+                                        max_answer_bytes=max_answer_bytes)
         with anyio.fail_after(WAIT):
             await tasks.start(connection.serve)
         try:
@@ -193,3 +225,35 @@ async def test_a_posted_call_that_times_out_is_cancelled_at_the_upstream() -> No
         with anyio.fail_after(WAIT):
             await hostile.cancel_seen.wait()
         assert str(hostile.cancelled[0]).startswith("proctor-")
+
+
+@pytest.mark.parametrize("name", ["sized_json", "sized_event"])
+async def test_an_answer_over_the_cap_is_refused_and_the_connection_serves_on(
+        name: str) -> None:
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        answer = await _answer(connection, name, {"bytes": CAP}, None)
+        assert len(answer["content"][0]["text"]) > CAP - 100
+        assert await _answer(connection, name, {"bytes": CAP + 1}, None) == (
+            "gateway", "upstream_result_too_large")
+        answer = await _answer(connection, "plain", {}, None)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+@pytest.mark.parametrize("name", ["endless_json", "endless_event"])
+async def test_an_answer_that_never_ends_is_refused_at_the_cap(name: str) -> None:
+    # 640 MiB in one body or event: only a read that stops at the cap answers in time
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        assert await _answer(connection, name, {}, None) == (
+            "gateway", "upstream_result_too_large")
+        answer = await _answer(connection, "plain", {}, None)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_the_sdks_transport_reads_events_under_the_same_cap() -> None:
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        answer = await _answer(connection, "sized_event", {"bytes": CAP}, _no_progress)
+        assert len(answer["content"][0]["text"]) > CAP - 100
+        # under the SDK's own 1 MiB, over this gateway's cap: the SDK's connection ends
+        assert await _answer(connection, "sized_event", {"bytes": CAP + 1}, _no_progress) == (
+            "gateway", "upstream_unavailable")
+        assert not connection.is_open

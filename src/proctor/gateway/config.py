@@ -7,6 +7,7 @@
                                                # to listen on anything but loopback
       listen: 127.0.0.1:8765
       max_message_bytes: 1048576
+      max_answer_bytes: 4194304                # an upstream's answer (a line, body, event)
       call_timeout_seconds: 30
       connect_timeout_seconds: 20
       approval_timeout_seconds: 120
@@ -102,6 +103,7 @@ class GatewayConfig:
     public_url: str = ""  # not set: http://<listen>, on loopback only
     listen: str = "127.0.0.1:8765"
     max_message_bytes: int = 1 << 20
+    max_answer_bytes: int = 4 << 20  # an upstream's answer: a stdio line, HTTP body or event
     call_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 20.0
     approval_timeout_seconds: float = 120.0
@@ -158,7 +160,8 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
     data = data or {}
     _keys(data, {"gateway", "upstreams", "manifests"}, source)
     settings = data.get("gateway") or {}
-    _keys(settings, {"public_url", "listen", "max_message_bytes", "call_timeout_seconds",
+    _keys(settings, {"public_url", "listen", "max_message_bytes", "max_answer_bytes",
+                     "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
                      "revocation_poll_seconds", "session_idle_seconds", "authorization_servers"},
           f"{source}: gateway")
@@ -168,7 +171,7 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
     upstreams = {str(name): _upstream(str(name), spec, source)
                  for name, spec in upstreams_data.items()}
     limits: dict[str, Any] = {}
-    for key in ("max_message_bytes",):
+    for key in ("max_message_bytes", "max_answer_bytes"):
         if key in settings:
             limits[key] = _positive(settings[key], key, source, integer=True)
     for key in ("call_timeout_seconds", "connect_timeout_seconds", "approval_timeout_seconds",

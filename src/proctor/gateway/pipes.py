@@ -29,6 +29,13 @@ bounded and shielded), and frames the pipes itself:
   caller cancelled) is cancelled at the server with ``notifications/cancelled``,
   as the SDK's dispatcher does. The server's end of the pipe closing fails every
   direct request in flight with ``CONNECTION_CLOSED``.
+
+A line longer than ``max_answer_bytes`` (counted while it is read: never held
+whole) ends the reading: a line cut off cannot be resynchronised. The direct
+request whose id starts the line fails with ``upstream_result_too_large``, every
+other request in flight (the SDK session's too) as if the server had closed the
+pipe, and the connection is closed (:attr:`UpstreamPipes.broken`); the rest of the
+server's output is discarded until it is stopped.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ from mcp_types import CONNECTION_CLOSED
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
 
-__all__ = ["UpstreamPipes", "invalid_answer", "outcome"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "UpstreamPipes", "invalid_answer", "outcome",
+           "too_large"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,7 @@ _OWN_ID_BYTES = _OWN_ID.encode()
 _ID_IN_HEAD = re.compile(rb'"id"\s*:\s*"(proctor-[0-9]{1,18})"')
 _WRITER_FLUSH_SECONDS = 0.5  # as the SDK's stdio_client
 _CANCEL_WRITE_SECONDS = 1.0
+DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # as the gateway config's ``max_answer_bytes``
 _CLOSED = object()  # what a request in flight is settled with when the pipe closes
 
 
@@ -92,8 +101,11 @@ class _Waiter:
 class UpstreamPipes:
     """One upstream server process and its pipes; :meth:`open` runs it."""
 
-    def __init__(self, params: StdioServerParameters, *, errlog: TextIO = sys.stderr) -> None:
+    def __init__(self, params: StdioServerParameters, *, errlog: TextIO = sys.stderr,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self._params = params
+        self._max_answer = max_answer_bytes
+        self.broken = False  # a line over the cap ended the reading
         self._errlog = errlog
         self._process: ServerProcess | None = None
         self._writing = anyio.Lock(fast_acquire=True)
@@ -126,6 +138,8 @@ class UpstreamPipes:
                         await self._read(process, to_session)
                     finally:
                         self._close_waiting()
+                        if self.broken:  # the session sees the end now, not at the drain's
+                            await to_session.aclose()
                         await _drain_stdout(process)
             except anyio.ClosedResourceError:
                 pass  # our own shutdown closed stdout under the read
@@ -215,13 +229,20 @@ class UpstreamPipes:
                     to_session: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
         assert process.stdout is not None
         buffer = bytearray()
+        limit = self._max_answer
         async for chunk in process.stdout:
             buffer += chunk
             if b"\n" not in chunk:
+                if len(buffer) > limit:
+                    self._overflow(buffer)
+                    return
                 continue
             *lines, rest = buffer.split(b"\n")
             buffer = bytearray(rest)
             for line in lines:
+                if len(line) > limit:
+                    self._overflow(line)
+                    return
                 if self._waiting and _OWN_ID_BYTES in line and self._took(line):
                     continue
                 try:
@@ -234,6 +255,21 @@ class UpstreamPipes:
                     await to_session.send(message)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     return  # the session is gone; only the drain remains
+            if len(buffer) > limit:
+                self._overflow(buffer)
+                return
+
+    def _overflow(self, line: bytes | bytearray) -> None:
+        """A line over the cap: the direct request it answers (its id read from the
+        line's start) fails with ``upstream_result_too_large``; the caller stops reading."""
+        self.broken = True
+        log.warning("the upstream wrote a line of more than %d bytes: its connection "
+                    "is closed", self._max_answer)
+        head = re.split(rb'"(?:result|error)"', line[:4096], maxsplit=1)[0]
+        match = _ID_IN_HEAD.search(head)
+        waiter = self._waiting.get(match.group(1).decode()) if match else None
+        if waiter is not None:
+            waiter.settle(too_large(self._max_answer))
 
     def _took(self, line: bytes | bytearray) -> bool:
         """Settle the direct request ``line`` answers; False if it answers none."""
@@ -275,6 +311,13 @@ def _encode(message: dict[str, Any]) -> bytes:
 def invalid_answer(what: str) -> GatewayError:
     """``upstream_invalid_result``: the upstream answered ``what``."""
     return GatewayError("upstream_invalid_result", f"the upstream answered {what}")
+
+
+def too_large(limit: int) -> GatewayError:
+    """``upstream_result_too_large``: an answer over ``limit`` bytes."""
+    return GatewayError("upstream_result_too_large",
+                        f"the upstream's answer is over the {limit}-byte limit "
+                        "(max_answer_bytes)")
 
 
 def outcome(answer: Any) -> dict[str, Any]:

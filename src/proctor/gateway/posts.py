@@ -20,6 +20,10 @@ protocol version, the configured headers), and reads its answer as a dict:
   JSON-RPC: ``upstream_invalid_result``. A stream that ends without the response
   is not resumed from its last event id as the SDK's transport would resume it.
 
+A JSON body longer than ``max_answer_bytes``, or an event longer (its lines, field
+names included), is ``upstream_result_too_large``: counted while it is read, never
+held whole, and the response is closed unread (its connection is not reused).
+
 A request abandoned (its timeout, or its caller cancelled) is cancelled at the
 upstream with ``notifications/cancelled``, posted as the SDK's dispatcher does.
 """
@@ -37,7 +41,7 @@ import httpx2
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectSendStream
 from httpx2 import EventSource
-from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE, MCP_SESSION_ID
+from mcp.client.streamable_http import MCP_SESSION_ID
 from mcp.shared._httpx_utils import stream_within_origin
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
@@ -46,7 +50,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError
-from proctor.gateway.pipes import invalid_answer, outcome
+from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, invalid_answer, outcome, too_large
 
 __all__ = ["UpstreamPosts"]
 
@@ -60,8 +64,10 @@ ToSession = MemoryObjectSendStream[SessionMessage | Exception]
 class UpstreamPosts:
     """Plain requests to one streamable HTTP upstream, beside the SDK's session."""
 
-    def __init__(self, client: httpx2.AsyncClient, url: str, to_session: ToSession) -> None:
+    def __init__(self, client: httpx2.AsyncClient, url: str, to_session: ToSession, *,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self._client = client
+        self._max_answer = max_answer_bytes
         self._url = url
         self._to_session = to_session
         self._ids = itertools.count(1)
@@ -112,7 +118,10 @@ class UpstreamPosts:
                 return invalid_answer(f"HTTP status {status} to a request")
             kind = response.headers.get("content-type", "").lower()
             if kind.startswith("application/json"):
-                document = _document(await response.aread())
+                data = await self._body(response)
+                if data is None:
+                    return too_large(self._max_answer)
+                document = _document(data)
                 if isinstance(document, dict) and document.get("id") != request_id:
                     return invalid_answer("a response to another request")
                 return document
@@ -124,7 +133,10 @@ class UpstreamPosts:
         """An HTTP error status, as the SDK's transport answers it."""
         if response.headers.get("content-type", "").lower().startswith("application/json"):
             with suppress(httpx2.StreamError):
-                document = _document(await response.aread())
+                data = await self._body(response)
+                if data is None:
+                    return too_large(self._max_answer)
+                document = _document(data)
                 if isinstance(document, dict) and "error" in document and "result" not in document:
                     return document
         if response.status_code == 404:
@@ -133,9 +145,19 @@ class UpstreamPosts:
             raise MCPError(code=INVALID_REQUEST, message="Session terminated")
         raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
 
+    async def _body(self, response: httpx2.Response) -> bytes | None:
+        """The response's body, or None once it is over the cap (the rest unread)."""
+        limit = self._max_answer
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                return None
+        return bytes(body)
+
     async def _events(self, response: httpx2.Response, request_id: str) -> Any:
         try:
-            async for event in EventSource(response, max_event_size=DEFAULT_MAX_SSE_EVENT_SIZE):
+            async for event in EventSource(response, max_event_size=self._max_answer):
                 if event.event != "message" or not event.data:
                     continue  # a priming event, or one MCP does not define
                 document = _document(event.data)
@@ -145,7 +167,9 @@ class UpstreamPosts:
                 if isinstance(document, Exception):
                     return document  # the stream of this request: its answer is lost
                 await self._hand_on(event.data)
-        except httpx2.SSEError:
+        except httpx2.SSEError as exc:
+            if str(exc).startswith("Server-sent event exceeded"):  # httpx2's size check
+                return too_large(self._max_answer)
             return invalid_answer("an event stream that cannot be read")
         except (httpx2.HTTPError, OSError):
             pass

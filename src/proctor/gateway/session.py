@@ -245,7 +245,7 @@ class GatewaySession:
         connection = UpstreamConnection(
             config, env=env, headers=headers, connect_timeout=self._config.connect_timeout_seconds,
             call_timeout=self._config.call_timeout_seconds, errlog=self._errlog,
-            relay=self.relay)
+            relay=self.relay, max_answer_bytes=self._config.max_answer_bytes)
         if self._tasks is None:
             raise GatewayError("session_closed", "the session is not running")
         await self._tasks.start(connection.serve)

@@ -45,7 +45,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
 from proctor.gateway.keepalive import keepalive_client
-from proctor.gateway.pipes import UpstreamPipes
+from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes
 from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
 
@@ -64,8 +64,10 @@ class UpstreamConnection:
     def __init__(self, config: UpstreamConfig, *, env: Mapping[str, str] | None = None,
                  headers: Mapping[str, str] | None = None, connect_timeout: float = 20.0,
                  call_timeout: float = 30.0, errlog: TextIO | None = None,
-                 relay: RelayBoard | None = None) -> None:
+                 relay: RelayBoard | None = None,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self.config = config
+        self._max_answer = max_answer_bytes
         self.name = config.name
         self._env = dict(env or {})
         self._headers = dict(headers or {})
@@ -143,7 +145,8 @@ class UpstreamConnection:
                                f"upstream `{self.name}` has no command to run")
         params = StdioServerParameters(command=command[0], args=list(command[1:]),
                                        env=self._env, cwd=self.config.cwd)
-        self._pipes = UpstreamPipes(params, errlog=self._errlog)
+        self._pipes = UpstreamPipes(params, errlog=self._errlog,
+                                    max_answer_bytes=self._max_answer)
         return self._pipes.open()
 
     @asynccontextmanager
@@ -155,9 +158,10 @@ class UpstreamConnection:
         client = keepalive_client(dict(self._headers),
                                   httpx2.Timeout(timeout, read=max(timeout, 300.0)))
         to_session, from_posts = anyio.create_memory_object_stream[Any](0)
-        posts = UpstreamPosts(client, url, to_session)
+        posts = UpstreamPosts(client, url, to_session, max_answer_bytes=self._max_answer)
         client.event_hooks = {"request": [], "response": [posts.note_response]}
-        async with client, streamable_http_client(url, http_client=client) as (read, write), \
+        async with client, streamable_http_client(
+                url, http_client=client, max_sse_event_size=self._max_answer) as (read, write), \
                 from_posts, anyio.create_task_group() as tasks:
             tasks.start_soon(_pass_on, read, to_session)
             self._posts = posts
@@ -265,6 +269,11 @@ class UpstreamConnection:
                 return await send(session)
         except TimeoutError:
             raise _timeout(self.name, self.call_timeout) from None
+        except GatewayError:
+            pipes = self._pipes
+            if pipes is not None and pipes.broken:
+                self.close()  # a line over the cap: the next use connects again
+            raise
         except MCPError as exc:
             if exc.code == REQUEST_TIMEOUT:
                 raise _timeout(self.name, self.call_timeout) from None
