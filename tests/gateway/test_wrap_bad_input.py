@@ -1,13 +1,15 @@
 """Bad input to ``proctor mcp wrap`` gets a clear answer naming the reason, and nothing is
 allowed by accident: malformed, oversized and deeply nested messages, unknown methods
 and tools, arguments that break the tool's schema, a result nested too deep to scan, a
-missing, revoked, expired or foreign grant, and an upstream that hangs or crashes."""
+missing, revoked, expired or foreign grant, and an upstream that hangs, crashes or answers
+over the size cap."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -214,3 +216,24 @@ async def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_next_one
         assert crashed.value.error.data["reason"] == "upstream_unavailable"
         echoed = await client.call_tool("echo", {"text": "back"})  # a new upstream
         assert echoed.structured_content == {"text": "back", "count": 1}
+
+
+@sqlite_only  # the upstream's process and its answer's size are the subject
+async def test_an_upstream_answer_over_the_cap_fails_the_call_and_the_next_one_works(
+        deployment: Deployment) -> None:
+    cap = 1 << 16
+    hostile = [sys.executable, "-m", "tests.gateway.hostile_upstream"]
+    config = deployment.config({"gateway": {"max_answer_bytes": cap},
+                                "upstreams": {"test": {"command": hostile}}})
+    async with wrapped(deployment, deployment.grant(), [], config=config,
+                       server="test") as client:
+        with anyio.fail_after(WAIT):
+            within = await client.call_tool("sized", {"bytes": cap})
+        assert not within.is_error
+        with anyio.fail_after(WAIT), pytest.raises(MCPError) as over:
+            await client.call_tool("endless", {})  # 640 MiB on one line
+        assert (over.value.error.code, over.value.error.data["reason"]) == (
+            -32012, "upstream_result_too_large")
+        with anyio.fail_after(WAIT):
+            plain = await client.call_tool("plain", {})  # a new upstream
+        assert plain.content[0].model_dump()["text"] == "answer of plain"
