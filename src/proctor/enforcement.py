@@ -53,6 +53,7 @@ from proctor.documents import MAX_DEPTH, is_unicode_text
 from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantClaims, GrantScope, GrantUse, HeldGrant
 from proctor.grants.authority import Task
+from proctor.grants.issuance import DecidedOn
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.grants.view import TaskView
 from proctor.identity import Agent, AgentRegistry, AgentView, agent_entity_of, sync_principals
@@ -501,20 +502,20 @@ class Enforcer:
             self._engine.put_agent(agent_entity_of(agent))  # this agent's shard alone
             self._synced[agent.id] = fingerprint
 
-    def ensure_current(self, agent_id: str, *, strict: bool = True) -> str | None:
+    def ensure_current(self, agent_id: str, *, strict: bool = True) -> DecidedOn | None:
         """Make sure the engine sees ``agent_id`` as the registry does now; call it
         before deciding anything else about the agent (e.g. a grant issuance). Returns
-        the trust state it will be decided on (None: not registered).
+        the trust state and risk it will be decided on (None: not registered).
 
         ``strict``: read the store. Otherwise from the agent view while its change feed
         is current (a change committed on another node may still be on its way: the
-        caller's write confirms the state returned, as a call's does)."""
+        caller's write confirms the state and risk returned, as a call's does)."""
         source = self._registry if strict or self._agent_view is None else self._agent_view
         agent = source.find(agent_id)
         if agent is None:
             return None
         self._refresh(agent)
-        return agent.trust_state.value
+        return DecidedOn(agent.trust_state.value, (agent.risk_score, agent.risk_factors))
 
     def catch_up(self) -> None:
         """Hear what other processes changed (agents, tasks, revocations) so far; the

@@ -11,6 +11,7 @@ import pytest
 
 from proctor.errors import GrantError
 from proctor.grants import GrantScope
+from proctor.grants.issuance import DecidedOn
 from proctor.identity.agent import TrustState
 from proctor.runtime import Runtime
 from tests.identity.factories import manifest
@@ -53,9 +54,9 @@ def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
     """An issuance is decided on the agent as this process's view holds it; a drift that
     commits before the grant's write (or on another node, not heard of yet) refuses it."""
     task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
-    seen: list[str | None] = []
+    seen: list[DecidedOn | None] = []
 
-    def decided_then_drifted(agent_id: str, *, strict: bool) -> str | None:
+    def decided_then_drifted(agent_id: str, *, strict: bool) -> DecidedOn | None:
         state = runtime.enforcer.ensure_current(agent_id, strict=strict)
         seen.append(state)
         runtime.registry.present_manifest(SUPPORT, manifest(model_id="other"))
@@ -68,7 +69,7 @@ def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
     with held, pytest.raises(GrantError) as refused:
         runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
     assert refused.value.code == "agent_changed"
-    assert seen == [TrustState.TRUSTED.value]
+    assert [s.state if s else None for s in seen] == [TrustState.TRUSTED.value]
     assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
     # asked again, it is decided on the state as it is now: a drifted agent may not
     runtime.grants.decide_on_current(runtime.enforcer.ensure_current)
@@ -85,7 +86,7 @@ def test_an_issuance_confirms_the_manifest_it_was_read_with(
     the manifest it was read with."""
     task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
 
-    def decided_then_reviewed(agent_id: str, *, strict: bool) -> str | None:
+    def decided_then_reviewed(agent_id: str, *, strict: bool) -> DecidedOn | None:
         state = runtime.enforcer.ensure_current(agent_id, strict=strict)
         runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
                                 manifest=manifest(model_id="other"))

@@ -26,15 +26,17 @@ import pytest
 from sqlalchemy import func, select, update
 
 from proctor.enforcement import CallVerdict, ToolCall
-from proctor.grants import IssuedGrant, make_proof
+from proctor.errors import GrantError
+from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
-from proctor.runtime import Runtime, open_runtime
+from proctor.runtime import Runtime, issuer_for, open_runtime
 from proctor.store.tables import changes, policy_revisions
 from tests.identity.factories import manifest
 
-from .conftest import APPROVER, SUPPORT, TARGET, Agents
+from .conftest import APPROVER, CODER, OWNER, SUPPORT, TARGET, Agents
 
 LOOKUP = "crm/lookup_customer"  # confidential: forbidden to a drifted agent
 ARGS = {"customer_id": "c-1"}
@@ -187,6 +189,48 @@ def test_a_policy_revision_activated_on_another_node_is_never_allowed_around(
     assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
         Outcome.DENY, "policy_forbid", ("incident-no-lookups",))
     assert verdict.revision == revision
+
+
+RISKY_GRANTS = ('@id("no-grants-for-risky-agents")\n@reason("no new grants at a risk over 50")\n'
+                'forbid (principal, action == Action::"grant:issue", resource)\n'
+                'when { principal.risk_score > 50 };\n')
+
+
+@pytest.mark.parametrize("how", ["issue", "exchange"])
+def test_an_issuance_on_a_risk_committed_on_another_node_before_this_one_heard_of_it_is_refused(
+        runtime: Runtime, other: Runtime, agents: Agents, how: str) -> None:
+    """A ``grant:issue`` policy on ``principal.risk_score``: the grant's write confirms
+    the risk the issuance was decided on (``agent_changed``, nothing stored), as a call's
+    does; asked again once the news is in, it is decided on the score as committed."""
+    sources = {**read_policy_dir(runtime.settings.policy_dir), "risky.cedar": RISKY_GRANTS}
+    runtime.policies.activate(runtime.policies.add_candidate(sources, origin="risky grants"))
+    held = agents.grant(CODER, [{"tool": LOOKUP}], purpose="look up a customer")
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    scope = GrantScope.from_json({"tools": [{"tool": LOOKUP}]})
+
+    def ask() -> object:
+        if how == "issue":
+            return runtime.grants.issue(task.id, scope)
+        proof = make_proof(agents.keys[CODER], held.token, method=EXCHANGE_METHOD,
+                           target=issuer_for(runtime.settings), now=runtime.clock.now())
+        return runtime.grants.exchange(held.token, proof, to_agent=SUPPORT, scope=scope,
+                                       ttl_seconds=300)
+
+    assert isinstance(ask(), IssuedGrant)  # at the agent's score now (50 or less)
+    trees = (runtime.grants.tree(task.id), runtime.grants.tree(held.claims.task_id))
+    with news_held(runtime):
+        other.registry.set_risk_score(SUPPORT, 70)  # committed before the grant's write
+        seen = runtime.agent_view.find(SUPPORT)
+        assert seen is not None and seen.risk_score <= 50  # the old score
+        with pytest.raises(GrantError) as refused:
+            ask()
+    assert refused.value.code == "agent_changed"
+    assert (runtime.grants.tree(task.id),
+            runtime.grants.tree(held.claims.task_id)) == trees  # nothing stored
+    heard_everything(runtime)
+    with pytest.raises(GrantError) as again:
+        ask()
+    assert again.value.code == "issuance_denied"
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import Connection, and_, insert, select
 
@@ -47,7 +47,7 @@ from proctor.grants.proofs import VerifiedProof, verify_proof
 from proctor.grants.scope import GrantScope, ToolScope
 from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
-from proctor.grants.use import AgentRead, any_revoked
+from proctor.grants.use import AgentRead, Risk, any_revoked, riskier
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.context import issue_context
@@ -56,7 +56,8 @@ from proctor.store import Store
 from proctor.store.tables import grants
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["ISSUE_METHOD", "Decided", "EnsureCurrent", "IssuedGrant", "Issuer", "NewGrant"]
+__all__ = ["ISSUE_METHOD", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant", "Issuer",
+           "NewGrant"]
 
 ISSUE_METHOD = "grant/issue"
 _MAX_LATER = 10_000
@@ -73,17 +74,26 @@ class IssuedGrant:
         return self.claims.grant_id
 
 
+class DecidedOn(NamedTuple):
+    """The agent as policy will decide an issuance on it: its trust state and its risk
+    (``principal.risk_score``, ``principal.risk_factors``). A grant's write confirms
+    both (``agent_changed``), as a call's does."""
+
+    state: str
+    risk: Risk
+
+
 class EnsureCurrent(Protocol):
-    def __call__(self, agent_id: str, *, strict: bool) -> str | None: ...
+    def __call__(self, agent_id: str, *, strict: bool) -> DecidedOn | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Decided:
     """An issuance policy allowed on every tool: its decisions' events, unwritten, and the
-    agent's trust state they were decided on (None: not known)."""
+    agent's trust state and risk they were decided on (None: not known)."""
 
     events: list[AuditEvent]
-    agent_state: str | None = None
+    agent: DecidedOn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,16 +205,17 @@ class Issuer:
         """:meth:`decide`, but an issuance allowed on every tool returns its events
         unwritten, for :meth:`grant` to write with the grant (a refusal is written
         before it is raised), and the agent as of the in-process view: the trust state
-        it was decided on, which the grant's write confirms (``agent_changed``)."""
+        and risk it was decided on, which the grant's write confirms (``agent_changed``)."""
         state = self._current(request.agent_id, strict=self._audit is None)
         return self._decided(request, ttl_seconds, state)
 
-    def _current(self, agent_id: str, *, strict: bool) -> str | None:
+    def _current(self, agent_id: str, *, strict: bool) -> DecidedOn | None:
         if self.ensure_current is None:
             return None
         return self.ensure_current(agent_id, strict=strict)
 
-    def _decided(self, request: Request, ttl_seconds: int, state: str | None) -> Decided:
+    def _decided(self, request: Request, ttl_seconds: int,
+                 state: DecidedOn | None) -> Decided:
         events: list[AuditEvent] = []
         for decision_request, decision in self._decisions(request, ttl_seconds):
             if self._audit is not None:
@@ -322,7 +333,7 @@ class Issuer:
         if events and offer is None and self._audit is not None:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
                            self._agents.binding_in,
-                           decided.agent_state if decided is not None else None)
+                           decided.agent if decided is not None else None)
             try:
                 _write(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
@@ -414,7 +425,7 @@ class NewGrant:
     now: datetime
     proof: VerifiedProof | None
     agent: AgentRead
-    decided_state: str | None = None  # the trust state policy decided on: confirmed
+    decided: DecidedOn | None = None  # the trust state and risk policy decided on: confirmed
     refusal: GrantError | None = None
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
@@ -477,9 +488,13 @@ class NewGrant:
         if agent is None or state not in ACTIVE_STATES:
             raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
-        if self.decided_state is not None and state != self.decided_state:
+        decided = self.decided
+        if decided is not None and state != decided.state:
             raise GrantError("agent_changed", f"agent is {state} now, not "
-                             f"{self.decided_state} as the issuance was decided: ask again")
+                             f"{decided.state} as the issuance was decided: ask again")
+        if decided is not None and riskier(agent, decided.risk):
+            raise GrantError("agent_changed", "the agent's risk rose since the issuance was "
+                             "decided: ask again")
         if (agent.key_thumbprint, agent.manifest_digest) != (request.agent_key,
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "

@@ -58,7 +58,7 @@ from proctor.errors import AgentError, GrantError
 from proctor.grants.agents import AgentBinding, binding_refusal
 from proctor.grants.tokens import GrantClaims
 
-__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "any_revoked"]
+__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "any_revoked", "riskier"]
 
 # A task's idle deadline moves at most once a second: a burst of calls writes it once.
 IDLE_PRECISION_SECONDS = 1
@@ -201,7 +201,7 @@ class GrantUse:
             if self.decided_state is not None and agent != self.decided_state:
                 raise GrantError("agent_changed", f"agent is {agent} now, not "
                                  f"{self.decided_state} as the call was decided: ask again")
-            if self.decided_risk is not None and _riskier(binding, self.decided_risk):
+            if self.decided_risk is not None and riskier(binding, self.decided_risk):
                 raise GrantError("agent_changed", "the agent's risk rose since the call was "
                                  "decided: ask again")
             if any(i not in tasks.live for i in claims.lineage):
@@ -240,12 +240,12 @@ class GrantUse:
                              f"{idle_seconds} seconds without a call")
 
 
-def _riskier(committed: AgentBinding, decided: Risk) -> bool:
+def riskier(committed: AgentBinding, decided: Risk) -> bool:
     """Whether the agent's committed risk is more than an allow was decided on: a higher
     score, or a factor named that was not. Policy forbids on risk (``principal.risk_score
     >= 80``, a factor ``in principal.risk_factors``): a lower score or fewer factors
     allow no more than the decision did, and a score fading as the agent warms up
-    refuses nothing."""
+    refuses nothing. A call's write and a grant's (``grant:issue``) both ask it."""
     return committed.risk_score > decided[0] \
         or not set(committed.risk_factors) <= set(decided[1])
 
