@@ -184,3 +184,29 @@ async def test_an_answer_that_never_ends_fails_at_the_cap_not_at_its_end(
         assert refused.value.code == ("upstream_result_too_large" if progress is None
                                       else "upstream_unavailable")
         assert not connection.is_open
+
+
+async def test_a_call_to_a_server_that_logs_goes_through_the_sdks_session() -> None:
+    """A server that declares logging may log during a call: the SDK's session relays
+    those messages in tasks of its own, so a direct answer could overtake them (the
+    conformance suite's tools-call-with-logging lost its third message under load).
+    Such a server's calls keep the SDK's path, which answers after its messages."""
+    from tests.conformance.upstream import served_in_thread
+
+    with served_in_thread() as url:
+        connection = UpstreamConnection(UpstreamConfig(name="up", url=url, pin="off"),
+                                        call_timeout=WAIT)
+        async with anyio.create_task_group() as tasks:
+            with anyio.fail_after(WAIT):
+                await tasks.start(connection.serve)
+            try:
+                assert connection.capabilities is not None
+                assert connection.capabilities.logging is not None
+                posts = connection._posts
+                assert posts is not None
+                with anyio.fail_after(WAIT):
+                    result = await connection.call_tool("test_simple_text", {})
+                assert result.content
+                assert next(posts._ids) == 1  # no request of its own was posted
+            finally:
+                connection.close()

@@ -199,7 +199,11 @@ class UpstreamConnection:
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
         direct, version = self._pipes or self._posts, self._version
-        if (progress is None and direct is not None and version is not None
+        # Not to a server that logs: its log messages during a call go to the SDK's
+        # session, which relays them in tasks of its own, and a direct answer could reach
+        # the agent before them (the SDK's session answers after them).
+        logs = self.capabilities is None or self.capabilities.logging is not None
+        if (progress is None and direct is not None and version is not None and not logs
                 and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
             if meta:
