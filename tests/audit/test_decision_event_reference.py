@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -83,8 +84,12 @@ def reference_event(request: DecisionRequest, decision: Decision, *, now: dateti
 
 # --- generated requests and decisions ------------------------------------------------------
 
-SECRETS = ["Bearer abc.def-ghi", "ghp_" + "A" * 36, "postgresql://app:hunter2@db.internal/x",
-           "password=hunter2", "AKIAIOSFODNN7EXAMPLE", "sk-" + "b" * 40]
+# credential-shaped values made at run time (as tests/gateway/upstream_server.py makes them),
+# never written in the repository
+_PASSWORD = secrets.token_urlsafe(9)
+SECRETS = [f"Bearer {secrets.token_urlsafe(12)}", "ghp_" + secrets.token_hex(18),
+           f"postgresql://app:{_PASSWORD}@db.internal/x", f"password={_PASSWORD}",
+           "AKIA" + secrets.token_hex(8).upper(), "sk-" + secrets.token_hex(20)]
 texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=20) | st.sampled_from(SECRETS)
 names = texts | st.sampled_from(["token", "api_key", "password", "repo_path", "to", "amount",
                                  "url", "grant", "args"])
