@@ -132,6 +132,21 @@ async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
 
 
 @asynccontextmanager
+async def http_gateway(deployment: Deployment, upstream: list[str] = UPSTREAM
+                       ) -> AsyncIterator[str]:
+    """``proctor gateway`` in process on the deployment's runtime, in front of
+    ``upstream`` (server ``test``); yields its public URL. The socket listens before the
+    server starts, so nothing waits for it to be up."""
+    sock = listening_socket()
+    public = url_of(sock)
+    config = load_gateway_config(deployment.config({
+        "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
+        "upstreams": {"test": {"command": upstream}}}))
+    async with served(build_http_app(Gateway.on(deployment.runtime, config)), sock):
+        yield public
+
+
+@asynccontextmanager
 async def gateway_from(deployment: Deployment, config: Path, sock: socket.socket
                        ) -> AsyncIterator[Gateway]:
     """``proctor gateway --config CONFIG`` in process, on ``sock`` (the config's ``listen``):

@@ -4,45 +4,18 @@ tested here), in front of the tests' server over stdio."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from proctor.clock import SystemClock
-from proctor.gateway import Gateway, GrantAuth, load_gateway_config
-from proctor.gateway.http import build_http_app
-from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
+from proctor.gateway import GrantAuth
+from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.in_process import http_gateway
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def http_gateway(deployment: Deployment) -> AsyncIterator[str]:
-    """``proctor gateway`` in front of the tests' server; yields its public URL. The
-    socket listens before the server starts, so nothing waits for it to be up."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        public = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = load_gateway_config(deployment.config({
-            "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
-            "upstreams": {"test": {"command": UPSTREAM}}}))
-        app = build_http_app(Gateway.on(deployment.runtime, config))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11",
-                                               timeout_graceful_shutdown=WAIT))
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(server.serve, [sock])
-            try:
-                yield public
-            finally:
-                server.should_exit = True
 
 
 async def test_a_deeply_nested_body_is_refused_and_the_session_goes_on(

@@ -16,7 +16,6 @@ store's change feed (PostgreSQL's ``LISTEN``/``NOTIFY``)."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -25,46 +24,23 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, search_events
 from proctor.clock import SystemClock
-from proctor.gateway import Gateway, GrantAuth, http_direct, load_gateway_config
-from proctor.gateway.http import build_http_app
+from proctor.gateway import GrantAuth, http_direct
 from proctor.grants import IssuedGrant
 from tests.conftest import sqlite_only
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
+from tests.gateway.in_process import http_gateway
 
 pytestmark = pytest.mark.anyio
 
 ASKING = [*UPSTREAM[:2], "tests.gateway.asking_upstream"]
 ACCEPT = "application/json, text/event-stream"
 VERSION = "2025-06-18"
-
-
-@asynccontextmanager
-async def http_gateway(deployment: Deployment, upstream: list[str] = UPSTREAM
-                       ) -> AsyncIterator[str]:
-    """``proctor gateway`` in front of ``upstream`` (server ``test``); yields its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        public = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = load_gateway_config(deployment.config({
-            "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
-            "upstreams": {"test": {"command": upstream}}}))
-        app = build_http_app(Gateway.on(deployment.runtime, config))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                               timeout_graceful_shutdown=WAIT))
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(server.serve, [sock])
-            try:
-                yield public
-            finally:
-                server.should_exit = True
 
 
 class Wire:
