@@ -26,7 +26,7 @@ ever holds the secret.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from proctor.credentials.formats import is_secret_key, redact_formats
@@ -73,12 +73,7 @@ def mask(value: Any) -> Any:
     if kind is str or isinstance(value, str):
         return mask_text(value)
     if isinstance(value, Mapping):
-        masked = {}
-        for key, item in value.items():
-            name = key if type(key) is str else str(key)
-            secret = is_secret_key(name) and item is not None and item != ""
-            masked[name] = MASK if secret else mask(item)
-        return masked
+        return _masked_mapping(value, mask)
     if isinstance(value, list | tuple):
         return [mask(v) for v in value]
     return value
@@ -94,10 +89,16 @@ def mask_labels(value: Any) -> Any:
     if kind is list:
         return [mask_labels(v) for v in value]
     if kind is dict:
-        masked = {}
-        for key, item in value.items():
-            name = key if type(key) is str else str(key)
-            secret = is_secret_key(name) and item is not None and item != ""
-            masked[name] = MASK if secret else mask_labels(item)
-        return masked
+        return _masked_mapping(value, mask_labels)
     return mask(value)
+
+
+def _masked_mapping(value: Mapping[Any, Any], inner: Callable[[Any], Any]) -> dict[str, Any]:
+    """A mapping's copy, keys as text: the value of a secret-named key masked whole (unless
+    empty), every other value through ``inner``."""
+    masked = {}
+    for key, item in value.items():
+        name = key if type(key) is str else str(key)
+        secret = is_secret_key(name) and item is not None and item != ""
+        masked[name] = MASK if secret else inner(item)
+    return masked
