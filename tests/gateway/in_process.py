@@ -201,13 +201,15 @@ async def echo_through_gate(client: ClientSession, gate: Gate, text: str,
 async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str], *,
                   config: Path | None = None, server: str | None = None,
                   agent: str | None = None, manifest: Path | None = None,
-                  key: PrivateKey | None = None) -> AsyncIterator[ClientSession]:
+                  key: PrivateKey | None = None, wire: list[types.JSONRPCMessage] | None = None
+                  ) -> AsyncIterator[ClientSession]:
     """``proctor mcp wrap`` in process: the wrapper the command line builds (its own
     runtime, the config with the command after ``--``, the grant and the agent's key),
     serving the agent (``agent``, by default the grant's) over a pair of real pipes, and
     an MCP client on their other ends; with ``manifest`` (``--manifest``), the file is
     measured now and presented at session open, as the command does; ``key`` in place
-    of the agent's own (``--key-file``). A wrapper that
+    of the agent's own (``--key-file``); ``wire`` gets every message the wrapper writes,
+    in the order of its lines (before the client sees it). A wrapper that
     cannot start raises its :class:`ProctorError`, the one the command line prints.
 
     What the command line itself does (options, exit codes, stdio claimed from the
@@ -262,6 +264,8 @@ async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
                         message = types.jsonrpc_message_adapter.validate_json(line)
+                        if wire is not None:
+                            wire.append(message)
                         await incoming.send(SessionMessage(message))
         await reader.aclose()
 

@@ -5,8 +5,9 @@ credential-shaped values, freshly random), ``read_env`` / ``env_digest`` (an
 environment variable's value, or its SHA-256, to show a secret was injected),
 ``read_file`` (a file's text), ``request_headers`` (HTTP mode: the header names
 the server received and the SHA-256 of ``Authorization``), ``nested`` (a result
-nested ``depth`` levels deep), ``hang`` (never answers) and ``crash`` (the process
-exits mid-call). A resource ``notes://readme``
+nested ``depth`` levels deep), ``chatty`` (logs ``count`` lines, then answers: the
+server does not declare the ``logging`` capability), ``hang`` (never answers) and
+``crash`` (the process exits mid-call). A resource ``notes://readme``
 and a prompt ``greet``.
 """
 
@@ -16,12 +17,14 @@ import argparse
 import hashlib
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 
 def create_server() -> MCPServer:
@@ -69,6 +72,14 @@ def create_server() -> MCPServer:
         for _ in range(depth):
             value = {"inner": value}
         return value
+
+    @server.tool(name="chatty", description="Logs `count` lines, then answers")
+    async def chatty(count: int, ctx: Context) -> str:
+        with warnings.catch_warnings():  # a server that logs without declaring logging
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            for n in range(count):
+                await ctx.log("info", f"line {n}")
+        return f"logged {count} lines"
 
     @server.tool(name="crash", description="The server process exits")
     def crash() -> str:

@@ -17,6 +17,13 @@ bounded and shielded), and frames the pipes itself:
   sampling, elicitation, logging, progress, ``resources/updated``), parsed as the
   SDK's transport parses them, and its messages are written as that transport
   writes them;
+- the server's log messages (``notifications/message``), once its ``initialize``
+  is answered (:attr:`UpstreamPipes.version`), are parsed as the SDK's session
+  parses them and handed to ``on_log`` (the relay to the agent) here, in the order
+  of the lines, and the next line is read only once the message is relayed: a log
+  written before an answer reaches the agent before it, on either path (the SDK's
+  session would relay it in a task of its own, which a direct answer, or one of
+  its own, could overtake; the message was then also lost, its call over);
 - :meth:`UpstreamPipes.request` writes a request of its own, under an id of the
   form ``proctor-N``, and takes its answer as a dict straight off the line: the
   result, or :class:`MCPError` for the server's JSON-RPC error. An answer that is
@@ -45,7 +52,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TextIO
 
@@ -65,7 +72,10 @@ from mcp.client.stdio import (  # the SDK transport's own process handling
 from mcp.os.win32.utilities import ServerProcess
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, JSONRPCNotification, LoggingMessageNotification
+from mcp_types import LoggingMessageNotificationParams as LogParams
+from mcp_types import methods as surfaces
+from pydantic import ValidationError
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
@@ -83,6 +93,8 @@ _WRITER_FLUSH_SECONDS = 0.5  # as the SDK's stdio_client
 _CANCEL_WRITE_SECONDS = 1.0
 DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # as the gateway config's ``max_answer_bytes``
 _CLOSED = object()  # what a request in flight is settled with when the pipe closes
+_LOG = "notifications/message"
+OnLog = Callable[[LogParams], Awaitable[None]]
 
 
 class _Waiter:
@@ -102,8 +114,11 @@ class UpstreamPipes:
     """One upstream server process and its pipes; :meth:`open` runs it."""
 
     def __init__(self, params: StdioServerParameters, *, errlog: TextIO = sys.stderr,
-                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+                 on_log: OnLog | None = None) -> None:
         self._params = params
+        self._on_log = on_log
+        self.version: str | None = None  # negotiated by ``initialize``: logs relayed here
         self._max_answer = max_answer_bytes
         self.broken = False  # a line over the cap ended the reading
         self._errlog = errlog
@@ -251,6 +266,8 @@ class UpstreamPipes:
                     message: SessionMessage | Exception = exc
                 else:
                     message = _parse_line(text)
+                    if self._on_log is not None and await self._logged(message):
+                        continue
                 try:
                     await to_session.send(message)
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -258,6 +275,29 @@ class UpstreamPipes:
             if len(buffer) > limit:
                 self._overflow(buffer)
                 return
+
+    async def _logged(self, message: SessionMessage | Exception) -> bool:
+        """Relay ``message`` if it is a log message (as the SDK's session validates it:
+        one it refuses is dropped); False for anything else, which the session sees."""
+        if (not isinstance(message, SessionMessage) or self.version is None
+                or not isinstance(message.message, JSONRPCNotification)
+                or message.message.method != _LOG):
+            return False
+        try:
+            notification = surfaces.parse_server_notification(_LOG, self.version,
+                                                              message.message.params)
+        except KeyError:
+            return False  # not a method of this version: the session's bindings may know it
+        except ValidationError:
+            log.warning("an upstream log message that is not valid was dropped")
+            return True
+        if self._on_log is None or not isinstance(notification, LoggingMessageNotification):
+            return False
+        try:
+            await self._on_log(notification.params)
+        except Exception as exc:  # it costs this message only, as in the SDK's session
+            log.warning("an upstream log message was not relayed: %s", type(exc).__name__)
+        return True
 
     def _overflow(self, line: bytes | bytearray) -> None:
         """A line over the cap: the direct request it answers (its id read from the

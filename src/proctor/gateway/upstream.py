@@ -100,6 +100,8 @@ class UpstreamConnection:
                     result = await session.initialize()
                     self.capabilities = result.capabilities
                     self._version = result.protocol_version
+                    if self._pipes is not None:
+                        self._pipes.version = result.protocol_version
                     if self._posts is not None:
                         self._posts.version = result.protocol_version
                     self.tools = await self._list_tools(session)
@@ -146,7 +148,8 @@ class UpstreamConnection:
         params = StdioServerParameters(command=command[0], args=list(command[1:]),
                                        env=self._env, cwd=self.config.cwd)
         self._pipes = UpstreamPipes(params, errlog=self._errlog,
-                                    max_answer_bytes=self._max_answer)
+                                    max_answer_bytes=self._max_answer,
+                                    on_log=self._relay.logging if self._relay else None)
         return self._pipes.open()
 
     @asynccontextmanager
@@ -199,10 +202,11 @@ class UpstreamConnection:
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
         direct, version = self._pipes or self._posts, self._version
-        # Not to a server that logs: its log messages during a call go to the SDK's
+        # Not to an HTTP server that logs: its log messages during a call go to the SDK's
         # session, which relays them in tasks of its own, and a direct answer could reach
-        # the agent before them (the SDK's session answers after them).
-        logs = self.capabilities is None or self.capabilities.logging is not None
+        # the agent before them. The pipes relay a stdio server's logs in line order.
+        logs = self._posts is not None and (self.capabilities is None
+                                            or self.capabilities.logging is not None)
         if (progress is None and direct is not None and version is not None and not logs
                 and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
