@@ -6,6 +6,8 @@ call is answered as its name says. ``hang`` never answers, and appends the
 ``requestId`` of every ``notifications/cancelled`` it gets to the file named by
 its ``log`` argument. ``sized`` answers with a line of exactly ``bytes`` bytes (the
 newline not counted); ``endless`` starts an answer and never ends its line.
+``retire`` leaves the tool its ``name`` argument names out of later listings (its
+calls are still answered).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ TOOLS = ["plain", "structured", "schema_violation", "no_structured", "tool_error
          "error_not_object", "result_not_object", "bad_content", "not_json", "too_deep",
          "no_jsonrpc", "both", "neither", "wrong_id_then_right", "twice", "later_fields",
          "notify_first", "hang", "crash", "lone_surrogate", "byte_order_mark", "sized",
-         "endless"]
+         "endless", "retire"]
 _CHUNK = 1 << 16
 
 
@@ -83,6 +85,8 @@ def _answer(request_id: Any, name: str, arguments: dict[str, Any]) -> None:
     elif name == "twice":
         _write({**ok, "result": {"content": text}})
         _write({**ok, "result": {"content": [{"type": "text", "text": "second"}]}})
+    elif name == "retire":
+        _write({**ok, "result": {"content": text}})
     elif name == "later_fields":  # 2026-07-28 cache hints on a 2025 session: dropped
         _write({**ok, "result": {"content": text, "ttlMs": -5, "cacheScope": "nonsense"}})
     elif name == "notify_first":
@@ -112,6 +116,7 @@ def _answer(request_id: Any, name: str, arguments: dict[str, Any]) -> None:
 
 def main() -> None:
     log_path = ""
+    retired: set[str] = set()
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")
@@ -122,10 +127,12 @@ def main() -> None:
                 "serverInfo": {"name": "hostile", "version": "1"}}})
         elif method == "tools/list":
             _write({"jsonrpc": "2.0", "id": request_id,
-                    "result": {"tools": [_tool(n) for n in TOOLS]}})
+                    "result": {"tools": [_tool(n) for n in TOOLS if n not in retired]}})
         elif method == "tools/call":
             if params.get("name") == "hang":
                 log_path = (params.get("arguments") or {}).get("log", "")
+            elif params.get("name") == "retire":
+                retired.add(str((params.get("arguments") or {}).get("name")))
             _answer(request_id, str(params.get("name")), params.get("arguments") or {})
         elif method == "notifications/cancelled" and log_path:
             with Path(log_path).open("a", encoding="utf-8") as out:

@@ -99,6 +99,20 @@ async def test_an_answer_that_is_not_a_tool_result_is_refused_and_the_connection
         assert result.content[0].model_dump()["text"] == "answer of plain"
 
 
+async def test_a_tool_a_later_listing_drops_is_not_checked_against_its_old_schema() -> None:
+    async with _connected(HOSTILE) as connection:
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
+            await connection.call_tool("schema_violation", {})
+        assert refused.value.code == "upstream_invalid_result"  # its listed schema applies
+        with anyio.fail_after(WAIT):
+            await connection.call_tool("retire", {"name": "schema_violation"})
+            listed = await connection.list_tools()
+        assert "schema_violation" not in {tool.name for tool in listed}
+        direct, through_sdk = await _both(connection, "schema_violation", {})
+        assert direct == through_sdk  # no schema: the SDK's session finds none either
+        assert direct["structuredContent"] == {"n": "three"}
+
+
 async def test_a_second_answer_to_a_call_is_dropped() -> None:
     async with _connected(HOSTILE) as connection:
         with anyio.fail_after(WAIT):

@@ -186,7 +186,7 @@ class UpstreamConnection:
             cursor = page.next_cursor
             if not cursor:
                 break
-        self._schemas.update(tools)
+        self._schemas.update(tools, complete=not cursor)
         return tools
 
     # requests
@@ -303,7 +303,14 @@ class _OutputSchemas:
         self._schemas: dict[str, dict[str, Any] | None] = {}
         self._validators: dict[str, Any] = {}
 
-    def update(self, tools: list[types.Tool]) -> None:
+    def update(self, tools: list[types.Tool], *, complete: bool) -> None:
+        """Take a listing; a ``complete`` one (every page read) is the server's whole set
+        of tools, and a tool it no longer lists is forgotten (as the SDK's session does):
+        a call to it takes the SDK's path, which lists the tools again."""
+        if complete:
+            names = {tool.name for tool in tools}
+            self._schemas = {k: v for k, v in self._schemas.items() if k in names}
+            self._validators = {k: v for k, v in self._validators.items() if k in names}
         for tool in tools:
             if tool.name in self._validators and _canonical(
                     self._schemas.get(tool.name)) != _canonical(tool.output_schema):
