@@ -60,7 +60,8 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import StdioServerParameters
-from mcp.client.stdio import (  # the SDK transport's own process handling
+from mcp.client.stdio import (  # the SDK transport's own process handling: private,
+    # the lock pins its version, tests/gateway/test_sdk_private_helpers.py their shape
     _aclose_all,
     _create_platform_compatible_process,
     _drain_stdout,
