@@ -21,6 +21,7 @@ from proctor.errors import GatewayError
 from proctor.gateway import UpstreamConfig
 from proctor.gateway.upstream import UpstreamConnection
 from tests.gateway.conftest import WAIT
+from tests.gateway.heard import Heard, no_guard
 
 pytestmark = pytest.mark.anyio
 
@@ -200,16 +201,17 @@ async def test_an_answer_that_never_ends_fails_at_the_cap_not_at_its_end(
         assert not connection.is_open
 
 
-async def test_a_call_to_a_server_that_logs_goes_through_the_sdks_session() -> None:
-    """A server that declares logging may log during a call: the SDK's session relays
-    those messages in tasks of its own, so a direct answer could overtake them (the
-    conformance suite's tools-call-with-logging lost its third message under load).
-    Such a server's calls keep the SDK's path, which answers after its messages."""
+async def test_a_call_to_an_http_server_that_logs_is_posted_its_logs_relayed_first() -> None:
+    """A server that declares logging logs during a call (the conformance suite's
+    tools-call-with-logging, which once lost its third message under load when the
+    answer overtook the SDK's relay of it): over HTTP the gateway posts the call and
+    relays each log line on its stream before it reads the answer."""
     from tests.conformance.upstream import served_in_thread
 
+    board = no_guard()
     with served_in_thread() as url:
         connection = UpstreamConnection(UpstreamConfig(name="up", url=url, pin="off"),
-                                        call_timeout=WAIT)
+                                        call_timeout=WAIT, relay=board)
         async with anyio.create_task_group() as tasks:
             with anyio.fail_after(WAIT):
                 await tasks.start(connection.serve)
@@ -218,9 +220,13 @@ async def test_a_call_to_a_server_that_logs_goes_through_the_sdks_session() -> N
                 assert connection.capabilities.logging is not None
                 posts = connection._posts
                 assert posts is not None
-                with anyio.fail_after(WAIT):
-                    result = await connection.call_tool("test_simple_text", {})
+                heard = Heard()
+                with board.during(heard), anyio.fail_after(WAIT):
+                    result = await connection.call_tool("test_tool_with_logging", {})
+                    lines = list(heard.lines)
                 assert result.content
-                assert next(posts._ids) == 1  # no request of its own was posted
+                assert lines == ["Tool execution started", "Tool processing data",
+                                 "Tool execution completed"]
+                assert next(posts._ids) == 2  # the call was posted by the gateway
             finally:
                 connection.close()

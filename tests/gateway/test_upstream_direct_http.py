@@ -21,8 +21,10 @@ from starlette.routing import Route
 
 from proctor.errors import GatewayError
 from proctor.gateway import UpstreamConfig
+from proctor.gateway.relay import RelayBoard
 from proctor.gateway.upstream import UpstreamConnection
 from tests.gateway.conftest import WAIT
+from tests.gateway.heard import Heard, no_guard
 from tests.gateway.in_process import listening_socket, served, url_of
 from tests.gateway.upstream_server import create_server
 
@@ -150,13 +152,13 @@ class _Hostile:
 
 
 @asynccontextmanager
-async def _connected(app: Any, *, call_timeout: float = WAIT, max_answer_bytes: int = 4 << 20
-                     ) -> AsyncIterator[UpstreamConnection]:
+async def _connected(app: Any, *, call_timeout: float = WAIT, max_answer_bytes: int = 4 << 20,
+                     relay: RelayBoard | None = None) -> AsyncIterator[UpstreamConnection]:
     sock = listening_socket()
     config = UpstreamConfig(name="up", url=f"{url_of(sock)}/mcp", pin="off")
     async with served(app, sock), anyio.create_task_group() as tasks:
         connection = UpstreamConnection(config, call_timeout=call_timeout,
-                                        max_answer_bytes=max_answer_bytes)
+                                        max_answer_bytes=max_answer_bytes, relay=relay)
         with anyio.fail_after(WAIT):
             await tasks.start(connection.serve)
         try:
@@ -257,3 +259,22 @@ async def test_the_sdks_transport_reads_events_under_the_same_cap() -> None:
         assert await _answer(connection, "sized_event", {"bytes": CAP + 1}, _no_progress) == (
             "gateway", "upstream_unavailable")
         assert not connection.is_open
+
+
+async def test_a_calls_log_messages_reach_the_agent_in_order_before_its_answer() -> None:
+    """A server that logs during a call (the tests' upstream, which does not declare
+    logging): every log line on the call's stream is relayed to the call's agent, in
+    order, before the call returns, with no timing assumption (the relay hops to a
+    thread for each line)."""
+    board = no_guard()
+    async with _connected(create_server().streamable_http_app(), relay=board) as connection:
+        posts = connection._posts
+        assert posts is not None
+        for count in (1, 40):
+            heard = Heard()
+            with board.during(heard), anyio.fail_after(WAIT):
+                result = await connection.call_tool("chatty", {"count": count})
+                lines = list(heard.lines)  # as the call returns, before anything else runs
+            assert result.content[0].model_dump()["text"] == f"logged {count} lines"
+            assert lines == [f"line {n}" for n in range(count)]
+        assert next(posts._ids) == 3  # both calls were posted by the gateway

@@ -81,8 +81,8 @@ from pydantic import ValidationError
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "UpstreamPipes", "invalid_answer", "outcome",
-           "too_large"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "OnLog", "UpstreamPipes", "invalid_answer", "outcome",
+           "relay_log", "too_large"]
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class UpstreamPipes:
                     message: SessionMessage | Exception = exc
                 else:
                     message = _parse_line(text)
-                    if self._on_log is not None and await self._logged(message):
+                    if await relay_log(message, self.version, self._on_log):
                         continue
                 try:
                     await to_session.send(message)
@@ -276,29 +276,6 @@ class UpstreamPipes:
             if len(buffer) > limit:
                 self._overflow(buffer)
                 return
-
-    async def _logged(self, message: SessionMessage | Exception) -> bool:
-        """Relay ``message`` if it is a log message (as the SDK's session validates it:
-        one it refuses is dropped); False for anything else, which the session sees."""
-        if (not isinstance(message, SessionMessage) or self.version is None
-                or not isinstance(message.message, JSONRPCNotification)
-                or message.message.method != _LOG):
-            return False
-        try:
-            notification = surfaces.parse_server_notification(_LOG, self.version,
-                                                              message.message.params)
-        except KeyError:
-            return False  # not a method of this version: the session's bindings may know it
-        except ValidationError:
-            log.warning("an upstream log message that is not valid was dropped")
-            return True
-        if self._on_log is None or not isinstance(notification, LoggingMessageNotification):
-            return False
-        try:
-            await self._on_log(notification.params)
-        except Exception as exc:  # it costs this message only, as in the SDK's session
-            log.warning("an upstream log message was not relayed: %s", type(exc).__name__)
-        return True
 
     def _overflow(self, line: bytes | bytearray) -> None:
         """A line over the cap: the direct request it answers (its id read from the
@@ -343,6 +320,32 @@ class UpstreamPipes:
         self._is_closed = True
         for waiter in list(self._waiting.values()):
             waiter.settle(_CLOSED)
+
+
+async def relay_log(message: SessionMessage | Exception, version: str | None,
+                    on_log: OnLog | None) -> bool:
+    """Relay ``message`` to ``on_log`` if it is a log message (as the SDK's session
+    validates it at ``version``: one it refuses is dropped), and True once it is
+    relayed; False for anything else, which the SDK's session sees. The pipes and
+    the posts (:mod:`proctor.gateway.posts`) relay a log this way before they read on."""
+    if (on_log is None or not isinstance(message, SessionMessage) or version is None
+            or not isinstance(message.message, JSONRPCNotification)
+            or message.message.method != _LOG):
+        return False
+    try:
+        notification = surfaces.parse_server_notification(_LOG, version, message.message.params)
+    except KeyError:
+        return False  # not a method of this version: the session's bindings may know it
+    except ValidationError:
+        log.warning("an upstream log message that is not valid was dropped")
+        return True
+    if not isinstance(notification, LoggingMessageNotification):
+        return False
+    try:
+        await on_log(notification.params)
+    except Exception as exc:  # it costs this message only, as in the SDK's session
+        log.warning("an upstream log message was not relayed: %s", type(exc).__name__)
+    return True
 
 
 def _encode(message: dict[str, Any]) -> bytes:

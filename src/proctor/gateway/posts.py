@@ -9,10 +9,13 @@ would send (the session id the upstream gave at ``initialize``, the negotiated
 protocol version, the configured headers), and reads its answer as a dict:
 
 - ``application/json``: the body is the response;
-- ``text/event-stream``: events are read until the response; any other message
-  on that stream (a progress or log notification, a sampling or elicitation
-  request) is handed to the SDK's session as its transport would hand it, so it is
-  relayed and answered as before;
+- ``text/event-stream``: events are read until the response; a log message on that
+  stream is relayed (``on_log``, by :func:`~proctor.gateway.pipes.relay_log`, as the
+  pipes relay a stdio server's) before the next event is read, so it reaches the
+  agent before the answer, as the SDK's session's answer comes after its messages;
+  any other message (a progress notification, a sampling or elicitation request) is
+  handed to the SDK's session as its transport would hand it, so it is relayed and
+  answered as before;
 - an HTTP error with a JSON-RPC error in its body is that error; any other error
   status, as the SDK's transport words it (``Session terminated`` for a 404 on a
   session); a redirect off the upstream's origin, ``202``, another content type, a
@@ -50,7 +53,14 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError
-from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, invalid_answer, outcome, too_large
+from proctor.gateway.pipes import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    OnLog,
+    invalid_answer,
+    outcome,
+    relay_log,
+    too_large,
+)
 
 __all__ = ["UpstreamPosts"]
 
@@ -65,8 +75,10 @@ class UpstreamPosts:
     """Plain requests to one streamable HTTP upstream, beside the SDK's session."""
 
     def __init__(self, client: httpx2.AsyncClient, url: str, to_session: ToSession, *,
-                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+                 on_log: OnLog | None = None) -> None:
         self._client = client
+        self._on_log = on_log
         self._max_answer = max_answer_bytes
         self._url = url
         self._to_session = to_session
@@ -176,12 +188,15 @@ class UpstreamPosts:
         return invalid_answer("an event stream that ended without the response")
 
     async def _hand_on(self, data: str) -> None:
-        """A message on a call's stream that is not its answer, to the SDK's session."""
+        """A message on a call's stream that is not its answer: a log message relayed
+        here, anything else to the SDK's session."""
         try:
             message: SessionMessage | Exception = SessionMessage(
                 types.jsonrpc_message_adapter.validate_json(data, by_name=False))
         except ValueError as exc:
             message = exc
+        if await relay_log(message, self.version, self._on_log):
+            return
         with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self._to_session.send(message)
 

@@ -161,7 +161,8 @@ class UpstreamConnection:
         client = keepalive_client(dict(self._headers),
                                   httpx2.Timeout(timeout, read=max(timeout, 300.0)))
         to_session, from_posts = anyio.create_memory_object_stream[Any](0)
-        posts = UpstreamPosts(client, url, to_session, max_answer_bytes=self._max_answer)
+        posts = UpstreamPosts(client, url, to_session, max_answer_bytes=self._max_answer,
+                              on_log=self._relay.logging if self._relay else None)
         client.event_hooks = {"request": [], "response": [posts.note_response]}
         async with client, streamable_http_client(
                 url, http_client=client, max_sse_event_size=self._max_answer) as (read, write), \
@@ -202,12 +203,9 @@ class UpstreamConnection:
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
         direct, version = self._pipes or self._posts, self._version
-        # Not to an HTTP server that logs: its log messages during a call go to the SDK's
-        # session, which relays them in tasks of its own, and a direct answer could reach
-        # the agent before them. The pipes relay a stdio server's logs in line order.
-        logs = self._posts is not None and (self.capabilities is None
-                                            or self.capabilities.logging is not None)
-        if (progress is None and direct is not None and version is not None and not logs
+        # A log message during a call is relayed by the pipes or the posts themselves, in
+        # order, before the answer (the SDK's session would relay it in a task of its own).
+        if (progress is None and direct is not None and version is not None
                 and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
             if meta:
