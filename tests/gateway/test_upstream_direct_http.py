@@ -5,6 +5,7 @@ a broken or hostile server answers is a specific error."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
-         "endless_event"]
+         "endless_event", "gzipped"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -83,6 +84,9 @@ class _Hostile:
             return Response(status_code=202)
         if method.startswith("notifications/"):
             return Response(status_code=202)
+        if method == "resources/read":  # a resource's contents that never end
+            return StreamingResponse(_endless(_sized(request_id, 100)[:-5]),
+                                     media_type="application/json")
         if method == "tools/list":
             return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [
                 {"name": n, "inputSchema": {"type": "object"}} for n in [*TOOLS, "hang"]]}})
@@ -142,6 +146,10 @@ class _Hostile:
         if name == "endless_event":
             return StreamingResponse(_endless(b"data: " + _sized(request_id, 100)[:-5]),
                                      media_type="text/event-stream")
+        if name == "gzipped":  # 16 times the cap in a body of a few KiB, sent unasked
+            document = _sized(request_id, CAP * 16)
+            return Response(gzip.compress(document, compresslevel=1),
+                            media_type="application/json", headers={"content-encoding": "gzip"})
         if name == "text_plain":
             return Response("hello", media_type="text/plain")
         if name == "accepted":
@@ -251,14 +259,41 @@ async def test_an_answer_that_never_ends_is_refused_at_the_cap(name: str) -> Non
         assert answer["content"][0]["text"] == "answer of plain"
 
 
-async def test_the_sdks_transport_reads_events_under_the_same_cap() -> None:
+@pytest.mark.parametrize("name", ["sized_json", "sized_event"])
+async def test_the_sdks_transport_reads_bodies_and_events_under_the_same_cap(name: str) -> None:
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        answer = await _answer(connection, "sized_event", {"bytes": CAP}, _no_progress)
+        answer = await _answer(connection, name, {"bytes": CAP}, _no_progress)
         assert len(answer["content"][0]["text"]) > CAP - 100
-        # under the SDK's own 1 MiB, over this gateway's cap: the SDK's connection ends
-        assert await _answer(connection, "sized_event", {"bytes": CAP + 1}, _no_progress) == (
-            "gateway", "upstream_unavailable")
-        assert not connection.is_open
+        # under the SDK's own 1 MiB event limit (and its unbounded JSON read), over the
+        # gateway's cap: the call is refused, the SDK's connection serves on
+        assert await _answer(connection, name, {"bytes": CAP + 1}, _no_progress) == (
+            "gateway", "upstream_result_too_large")
+        assert connection.is_open
+        answer = await _answer(connection, "plain", {}, _no_progress)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_the_sdks_reads_of_a_body_that_never_ends_stop_at_the_cap() -> None:
+    # 640 MiB in a call's answer, and in a resource's: read whole by the SDK before
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        assert await _answer(connection, "endless_json", {}, _no_progress) == (
+            "gateway", "upstream_result_too_large")
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
+            await connection.read_resource("notes://endless")
+        assert refused.value.code == "upstream_result_too_large"
+        answer = await _answer(connection, "plain", {}, _no_progress)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+@pytest.mark.parametrize("progress", [None, _no_progress])
+async def test_a_body_encoded_unasked_is_refused_unread(progress: ProgressFnT | None) -> None:
+    """The gateway asks for bodies as they are; a compressed one (16 times the cap in a
+    few KiB) is refused before it is decoded, posted or through the SDK."""
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        assert await _answer(connection, "gzipped", {}, progress) == (
+            "gateway", "upstream_invalid_result")
+        answer = await _answer(connection, "plain", {}, progress)
+        assert answer["content"][0]["text"] == "answer of plain"
 
 
 async def test_a_calls_log_messages_reach_the_agent_in_order_before_its_answer() -> None:

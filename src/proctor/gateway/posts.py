@@ -23,9 +23,11 @@ protocol version, the configured headers), and reads its answer as a dict:
   JSON-RPC: ``upstream_invalid_result``. A stream that ends without the response
   is not resumed from its last event id as the SDK's transport would resume it.
 
-A JSON body longer than ``max_answer_bytes``, or an event longer (its lines, field
-names included), is ``upstream_result_too_large``: counted while it is read, never
-held whole, and the response is closed unread (its connection is not reused).
+A JSON body longer than ``max_answer_bytes`` (counted by the client's transport,
+:class:`~proctor.gateway.keepalive.KeepAliveTransport`, which caps the SDK's reads
+too), or an event longer (its lines, field names included), is
+``upstream_result_too_large``: counted while it is read, never held whole, and the
+response is closed unread (its connection is not reused).
 
 A request abandoned (its timeout, or its caller cancelled) is cancelled at the
 upstream with ``notifications/cancelled``, posted as the SDK's dispatcher does.
@@ -52,7 +54,8 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
 
 from proctor.documents import check_json_text
-from proctor.errors import DocumentError
+from proctor.errors import DocumentError, GatewayError
+from proctor.gateway.keepalive import AnswerRefused
 from proctor.gateway.pipes import (
     DEFAULT_MAX_ANSWER_BYTES,
     OnLog,
@@ -130,9 +133,9 @@ class UpstreamPosts:
                 return invalid_answer(f"HTTP status {status} to a request")
             kind = response.headers.get("content-type", "").lower()
             if kind.startswith("application/json"):
-                data = await self._body(response)
-                if data is None:
-                    return too_large(self._max_answer)
+                data = await _body(response)
+                if isinstance(data, GatewayError):
+                    return data
                 document = _document(data)
                 if isinstance(document, dict) and document.get("id") != request_id:
                     return invalid_answer("a response to another request")
@@ -145,9 +148,9 @@ class UpstreamPosts:
         """An HTTP error status, as the SDK's transport answers it."""
         if response.headers.get("content-type", "").lower().startswith("application/json"):
             with suppress(httpx2.StreamError):
-                data = await self._body(response)
-                if data is None:
-                    return too_large(self._max_answer)
+                data = await _body(response)
+                if isinstance(data, GatewayError):
+                    return data
                 document = _document(data)
                 if isinstance(document, dict) and "error" in document and "result" not in document:
                     return document
@@ -156,16 +159,6 @@ class UpstreamPosts:
                 raise MCPError(code=METHOD_NOT_FOUND, message="Not Found")
             raise MCPError(code=INVALID_REQUEST, message="Session terminated")
         raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
-
-    async def _body(self, response: httpx2.Response) -> bytes | None:
-        """The response's body, or None once it is over the cap (the rest unread)."""
-        limit = self._max_answer
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > limit:
-                return None
-        return bytes(body)
 
     async def _events(self, response: httpx2.Response, request_id: str) -> Any:
         try:
@@ -208,6 +201,15 @@ class UpstreamPosts:
             response = await self._client.post(self._url, content=body.encode(),
                                                headers=self._headers())
             await response.aclose()
+
+
+async def _body(response: httpx2.Response) -> bytes | GatewayError:
+    """The response's body, or why it was not read whole (the client's transport caps
+    it: :class:`~proctor.gateway.keepalive.KeepAliveTransport`)."""
+    try:
+        return await response.aread()
+    except AnswerRefused as exc:
+        return exc.error
 
 
 def _document(data: bytes | str) -> Any:

@@ -38,14 +38,14 @@ from mcp.client.session import _later_revision_fields
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, PARSE_ERROR, REQUEST_TIMEOUT
 from mcp_types import methods as surfaces
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proctor.errors import GatewayError
 from proctor.gateway.config import UpstreamConfig
-from proctor.gateway.keepalive import keepalive_client
-from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes
+from proctor.gateway.keepalive import ENCODED, keepalive_client
+from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes, too_large
 from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
 
@@ -54,6 +54,7 @@ __all__ = ["UpstreamConnection"]
 log = logging.getLogger(__name__)
 
 _MAX_LIST_PAGES = 50
+_UNPARSED = "Failed to parse JSON response: "  # the SDK transport's words for a body
 _T = TypeVar("_T")
 Streams = AbstractAsyncContextManager[Any]
 
@@ -159,7 +160,8 @@ class UpstreamConnection:
         the posts may also hand a call's other messages to."""
         timeout = self.call_timeout
         client = keepalive_client(dict(self._headers),
-                                  httpx2.Timeout(timeout, read=max(timeout, 300.0)))
+                                  httpx2.Timeout(timeout, read=max(timeout, 300.0)),
+                                  max_answer_bytes=self._max_answer)
         to_session, from_posts = anyio.create_memory_object_stream[Any](0)
         posts = UpstreamPosts(client, url, to_session, max_answer_bytes=self._max_answer,
                               on_log=self._relay.logging if self._relay else None)
@@ -281,6 +283,9 @@ class UpstreamConnection:
                 self.close()  # a line over the cap: the next use connects again
             raise
         except MCPError as exc:
+            refused = self._refused(exc)
+            if refused is not None:
+                raise refused from None
             if exc.code == REQUEST_TIMEOUT:
                 raise _timeout(self.name, self.call_timeout) from None
             if exc.code == CONNECTION_CLOSED:
@@ -292,6 +297,22 @@ class UpstreamConnection:
             raise GatewayError("upstream_invalid_result", f"upstream `{self.name}` answered "
                                f"with something the gateway cannot relay: "
                                f"{type(exc).__name__}") from None
+
+
+    def _refused(self, exc: MCPError) -> GatewayError | None:
+        """The gateway's own refusal of an answer the SDK's transport was reading, as
+        that transport words it: a body over the cap or encoded (the client's
+        transport stopped it: a parse error carrying its text), an event over the cap
+        (the SDK's request ends, its connection serves on); else None."""
+        if exc.code == PARSE_ERROR and exc.message.startswith(_UNPARSED):
+            for error in (too_large(self._max_answer), ENCODED):
+                if exc.message == _UNPARSED + error.message:
+                    return error
+        elif exc.code == CONNECTION_CLOSED and exc.message == (
+                f"SSE stream failed: Server-sent event exceeded the {self._max_answer} "
+                "byte limit."):
+            return too_large(self._max_answer)
+        return None
 
 
 class _OutputSchemas:
