@@ -412,3 +412,32 @@ async def test_a_revoked_grant_is_refused_by_the_direct_path_as_by_the_sdks(
                 assert theirs["error"]["data"]["reason"] == "grant_revoked"
             else:
                 assert through_sdk.status_code == 401
+
+
+@sqlite_only
+async def test_an_upstream_question_the_agent_leaves_unanswered_ends_at_the_relay_timeout(
+        deployment: Deployment) -> None:
+    """An elicitation relayed to an agent that never answers waits
+    ``relay_timeout_seconds`` (here 0.5 s, the call's own timeout 60 s): the agent's
+    request is cancelled on the call's stream, the upstream is answered a timeout, and
+    the call ends with its answer, on both paths."""
+    direct_grant, sdk_grant = deployment.grant(), deployment.grant()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment, ASKING, {"relay_timeout_seconds": 0.5}) as public, \
+                wires(deployment, public, direct_grant, sdk_grant) as (direct, sdk):
+            for label, wire, sdk_path in (("direct", direct, False), ("sdk", sdk, True)):
+                body = json.dumps(call(7, "echo", {"text": "hi"}, sdk=sdk_path)).encode()
+                answered = await wire.http.post(wire.url, content=body, headers=wire.headers())
+                seen[label] = answers(answered)
+    for label in ("direct", "sdk"):
+        log, asked, cancelled, done = seen[label]
+        assert log["method"] == "notifications/message"
+        assert asked["method"] == "elicitation/create"
+        assert cancelled["method"] == "notifications/cancelled"
+        assert cancelled["params"]["requestId"] == asked["id"]
+        assert done["id"] == 7
+        # the upstream's elicitation failed with the gateway's timeout, and it says so
+        assert done["error"]["code"] == -32001
+        assert "did not answer within 0.5 s" in done["error"]["message"]
+    assert without_ids(seen["direct"][3]) == without_ids(seen["sdk"][3])

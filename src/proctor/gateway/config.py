@@ -11,6 +11,7 @@
       call_timeout_seconds: 30
       connect_timeout_seconds: 20
       approval_timeout_seconds: 120
+      relay_timeout_seconds: 60                # an upstream's question to the agent
       authorization_servers: [https://proctor.acme.example]   # where grants come from
     upstreams:
       git:                                     # the server name in tool ids: git/git_log
@@ -107,6 +108,7 @@ class GatewayConfig:
     call_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 20.0
     approval_timeout_seconds: float = 120.0
+    relay_timeout_seconds: float = 60.0  # a relayed sampling or elicitation request
     revocation_poll_seconds: float = 1.0
     session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
@@ -163,7 +165,8 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
     _keys(settings, {"public_url", "listen", "max_message_bytes", "max_answer_bytes",
                      "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
-                     "revocation_poll_seconds", "session_idle_seconds", "authorization_servers"},
+                     "relay_timeout_seconds", "revocation_poll_seconds", "session_idle_seconds",
+                     "authorization_servers"},
           f"{source}: gateway")
     upstreams_data = data.get("upstreams") or {}
     if not isinstance(upstreams_data, dict):
@@ -175,7 +178,7 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
         if key in settings:
             limits[key] = _positive(settings[key], key, source, integer=True)
     for key in ("call_timeout_seconds", "connect_timeout_seconds", "approval_timeout_seconds",
-                "revocation_poll_seconds", "session_idle_seconds"):
+                "relay_timeout_seconds", "revocation_poll_seconds", "session_idle_seconds"):
         if key in settings:
             limits[key] = _positive(settings[key], key, source)
     for key in ("public_url", "listen"):

@@ -109,7 +109,8 @@ class Gateway:
             await results.check_arguments(document, claims=claims,
                                           tool_id="an answer to an upstream's request")
 
-        board = RelayBoard(redact, check_leak, results.redact_text)
+        board = RelayBoard(redact, check_leak, results.redact_text,
+                           answer_timeout=self.config.relay_timeout_seconds)
         session = GatewaySession(claims, config=self.config, store=self._store,
                                  leases=self.grants.leases, clock=self.clock,
                                  registry=self.registry,

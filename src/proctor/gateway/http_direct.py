@@ -356,7 +356,9 @@ class HttpDirect:
                                 "params": params})
             await answered.wait()
         finally:
-            self._asked.pop(key, None)
+            if self._asked.pop(key, None) is not None:  # abandoned: tell the agent, as the SDK
+                with anyio.CancelScope(shield=True):
+                    await answer.cancelled(request_id)
         return found
 
 
@@ -474,6 +476,18 @@ class _Answer:
             await self._start_stream()
             await self._send({"type": "http.response.body", "more_body": True,
                               "body": b"event: message\r\ndata: " + text + b"\r\n\r\n"})
+
+    async def cancelled(self, request_id: str) -> None:
+        """A ``notifications/cancelled`` for the request ``request_id`` the call sent the
+        agent, if its stream is still open (best effort: the agent may be gone)."""
+        if not self._streaming or self._finished:
+            return
+        try:
+            await self.event({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                              "params": {"requestId": request_id,
+                                         "reason": "no answer in time"}})
+        except Exception as exc:  # the agent went away: nothing more to tell it
+            log.debug("a cancellation was not sent: %s", type(exc).__name__)
 
     async def finish(self, message: dict[str, Any]) -> None:
         text = _written(message)

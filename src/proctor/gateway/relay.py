@@ -12,7 +12,10 @@ no proctor grant (a grant in it is revoked, as for arguments).
 MCP does not say which call an upstream request belongs to (JSON-RPC has no
 field for it), and a session's calls share one upstream connection: a request is
 relayed to the newest call in flight on the session, which is exact when the
-agent makes one call at a time. With none in flight it is refused.
+agent makes one call at a time. With none in flight it is refused. A relayed request
+waits for the agent's answer ``answer_timeout`` seconds at most (the gateway's
+``relay_timeout_seconds``), however long the upstream would wait: then the upstream
+is answered ``-32001`` (request timeout) and the agent's request is cancelled.
 
 ``resources/updated`` notifications go to the agent connections that subscribed.
 """
@@ -25,12 +28,13 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import INVALID_REQUEST
+from mcp_types import INVALID_REQUEST, REQUEST_TIMEOUT
 
 from proctor.errors import ProctorError
 
@@ -38,6 +42,7 @@ __all__ = ["Relay", "RelayBoard"]
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ANSWER_TIMEOUT = 60.0  # as the gateway config's ``relay_timeout_seconds``
 _LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 Redact = Callable[[Any], Awaitable[Any]]  # a model as the agent may see it
 CheckLeak = Callable[[dict[str, Any]], Awaitable[None]]  # raises if a grant is in it
@@ -76,7 +81,9 @@ class Relay:
 class RelayBoard:
     """Per gateway session: the calls in flight, the log level, the subscriptions."""
 
-    def __init__(self, redact: Redact, check_leak: CheckLeak, redact_text: RedactText) -> None:
+    def __init__(self, redact: Redact, check_leak: CheckLeak, redact_text: RedactText, *,
+                 answer_timeout: float = DEFAULT_ANSWER_TIMEOUT) -> None:
+        self._answer_timeout = answer_timeout
         self._redact = redact
         self._check_leak = check_leak
         self._redact_text = redact_text
@@ -151,7 +158,11 @@ class RelayBoard:
             return types.ErrorData(code=INVALID_REQUEST, message="no call is in flight to "
                                    "relay this request to")
         try:
-            result = await relay.request(request, result_type)
+            with anyio.move_on_after(self._answer_timeout) as waited:
+                result = await relay.request(request, result_type)
+            if waited.cancelled_caught:
+                return types.ErrorData(code=REQUEST_TIMEOUT, message=(
+                    f"the agent did not answer within {self._answer_timeout:g} s"))
             await self._check_leak(result.model_dump(by_alias=True, mode="json",
                                                      exclude_none=True))
         except MCPError as exc:

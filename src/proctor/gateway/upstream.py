@@ -286,7 +286,8 @@ class UpstreamConnection:
             refused = self._refused(exc)
             if refused is not None:
                 raise refused from None
-            if exc.code == REQUEST_TIMEOUT:
+            if exc.code == REQUEST_TIMEOUT and exc.message.endswith(" timed out"):
+                # the SDK's own read timeout; an upstream's -32001 is its own error
                 raise _timeout(self.name, self.call_timeout) from None
             if exc.code == CONNECTION_CLOSED:
                 self.close()  # the next use connects again
