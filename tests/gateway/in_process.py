@@ -133,18 +133,22 @@ async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
 
 @asynccontextmanager
 async def http_gateway(deployment: Deployment, upstream: list[str] = UPSTREAM,
-                       settings: dict[str, Any] | None = None) -> AsyncIterator[str]:
+                       settings: dict[str, Any] | None = None,
+                       built: list[Any] | None = None) -> AsyncIterator[str]:
     """``proctor gateway`` in process on the deployment's runtime, in front of
     ``upstream`` (server ``test``), with ``settings`` in its config's ``gateway``; yields
-    its public URL. The socket listens before the server starts, so nothing waits for
-    it to be up."""
+    its public URL (and puts its app in ``built``, if given). The socket listens before
+    the server starts, so nothing waits for it to be up."""
     sock = listening_socket()
     public = url_of(sock)
     config = load_gateway_config(deployment.config({
         "gateway": {"public_url": public, "listen": public.removeprefix("http://"),
                     **(settings or {})},
         "upstreams": {"test": {"command": upstream}}}))
-    async with served(build_http_app(Gateway.on(deployment.runtime, config)), sock):
+    app = build_http_app(Gateway.on(deployment.runtime, config))
+    if built is not None:
+        built.append(app)
+    async with served(app, sock):
         yield public
 
 

@@ -16,6 +16,7 @@ store's change feed (PostgreSQL's ``LISTEN``/``NOTIFY``)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -441,3 +442,47 @@ async def test_an_upstream_question_the_agent_leaves_unanswered_ends_at_the_rela
         assert done["error"]["code"] == -32001
         assert "did not answer within 0.5 s" in done["error"]["message"]
     assert without_ids(seen["direct"][3]) == without_ids(seen["sdk"][3])
+
+
+@sqlite_only
+async def test_the_sdk_internals_the_direct_path_reads_are_there_and_a_call_holds_the_idle_timer(
+        deployment: Deployment, tmp_path: Path) -> None:
+    """The direct path reads the pinned MCP SDK's session manager and server transport
+    (a session's transport, its owner, its idle timer): a change of their shape fails
+    here, not silently in production (where the direct path would turn itself off). A
+    direct call in flight holds the SDK session's idle timer, as the SDK's requests do,
+    and its end restarts it."""
+    built: list[Any] = []
+    grant = deployment.grant()
+    started = tmp_path / "started"
+    answered: list[httpx2.Response] = []
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment, built=built) as public, wires(
+                deployment, public, grant) as [wire]:
+            [middleware] = [m for m in built[0].user_middleware if "direct" in m.kwargs]
+            direct: http_direct.HttpDirect = middleware.kwargs["direct"]
+            manager = direct._managers["/mcp/test"]
+            assert http_direct.sdk_shape_missing(manager) == []
+            assert direct.enabled
+            assert wire.session is not None
+            transport = manager._server_instances[wire.session]
+            assert transport._requests_in_flight == 0
+            assert transport.idle_scope is not None and transport._idle_timeout is not None
+            idle_before = transport.idle_scope.deadline
+            assert idle_before < math.inf
+
+            async def hang() -> None:
+                answered.append(await wire.post(call(1, "hang", {"started": str(started)})))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(hang)
+                while not started.exists():  # the upstream has the call
+                    await anyio.sleep(0.01)
+                assert transport._requests_in_flight == 1
+                assert transport.idle_scope.deadline == math.inf
+                cancelled = await wire.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                             "params": {"requestId": 1}})
+                assert cancelled.status_code == 202
+            assert took_direct(answered[0])
+            assert transport._requests_in_flight == 0
+            assert idle_before <= transport.idle_scope.deadline < math.inf

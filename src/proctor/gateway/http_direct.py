@@ -24,6 +24,11 @@ session held, :meth:`Gateway.call_tool` under :func:`internal_errors`, the resul
 shaped for the negotiated version by the SDK's own sieve. It counts as a request in
 flight for the SDK session's idle timer, as the SDK's own requests do.
 
+It reads internals of the pinned MCP SDK (mcp 2.3.0): the session manager's
+transports and owners by session id, the transport's requests in flight and idle
+timer. :func:`sdk_shape_missing` checks them once, when the app is built; if any is
+missing (another SDK), an error is logged and every request takes the SDK's path.
+
 The answer is one ``application/json`` body (the streamable HTTP transport lets a
 server answer a request with one JSON object; the SDK's client reads it whole, so its
 connection goes back to the pool). If the upstream logs or asks the agent something
@@ -54,7 +59,11 @@ from typing import Any, TypeGuard
 import anyio
 import mcp_types as types
 from mcp.server.session import ServerSession
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, check_accept_headers
+from mcp.server.streamable_http import (
+    MCP_SESSION_ID_HEADER,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -77,7 +86,7 @@ from proctor.gateway.rpc import internal_errors
 from proctor.gateway.views import View
 from proctor.grants import GrantClaims
 
-__all__ = ["DirectCall", "HttpDirect", "read_message"]
+__all__ = ["DirectCall", "HttpDirect", "read_message", "sdk_shape_missing"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +170,11 @@ class HttpDirect:
         self._calls: dict[tuple[str, types.RequestId], anyio.CancelScope] = {}
         self._asked: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {}
         self._ask_ids = itertools.count(1)
+        missing = sorted({name for m in managers.values() for name in sdk_shape_missing(m)})
+        self.enabled = not missing  # else the SDK's path serves every request
+        if missing:
+            log.error("the MCP SDK does not have what the HTTP direct path reads (%s): "
+                      "every request takes the SDK's path", ", ".join(missing))
 
     def forget(self, session_id: str) -> None:
         self.versions.pop(session_id, None)
@@ -176,7 +190,7 @@ class HttpDirect:
                    ) -> DirectCall | None:
         """The call in ``document`` if it takes the direct path (see the module's
         docstring), else None: the SDK answers it."""
-        call = plain_call(document)
+        call = plain_call(document) if self.enabled else None
         if call is None:
             return None
         session_id = headers.get(MCP_SESSION_ID_HEADER)
@@ -225,14 +239,13 @@ class HttpDirect:
         would reach its session (the SDK's checks of the session and the headers), else
         None."""
         manager = self._managers[path]
-        transport = getattr(manager, "_server_instances", {}).get(session_id)
+        transport = manager._server_instances.get(session_id)
         if transport is None:
             self.versions.pop(session_id, None)  # ended: forget it
             return None
-        if (transport.is_terminated or not hasattr(transport, "_requests_in_flight")
-                or getattr(manager, "_session_owners", {}).get(session_id) is not None):
+        if transport.is_terminated or manager._session_owners.get(session_id) is not None:
             return None
-        idle = getattr(transport, "idle_scope", None)
+        idle = transport.idle_scope
         if idle is not None and idle.cancel_called:
             return None  # ending idle: the SDK answers it as it ends
         content_type = headers.get("content-type", "")
@@ -295,7 +308,7 @@ class HttpDirect:
         cancel = self._calls[key] = anyio.CancelScope()
         transport = call.transport
         idle = transport.idle_scope
-        timeout: float | None = getattr(transport, "_idle_timeout", None)
+        timeout = transport._idle_timeout
         if idle is None or timeout is None:
             idle = timeout = None
         else:  # a request in flight holds the session, as the SDK counts its own
@@ -360,6 +373,23 @@ class HttpDirect:
                 with anyio.CancelScope(shield=True):
                     await answer.cancelled(request_id)
         return found
+
+
+_MANAGER_FIELDS = ("_server_instances", "_session_owners")  # dicts by MCP session id
+_TRANSPORT_FIELDS = ("_requests_in_flight", "_idle_timeout", "idle_scope", "is_terminated")
+
+
+def sdk_shape_missing(manager: StreamableHTTPSessionManager) -> list[str]:
+    """What the direct path reads of the MCP SDK's internals (pinned: mcp 2.3.0) that
+    ``manager`` and the SDK's server transport lack: empty on the pinned SDK. The
+    direct path finds a session's transport in the manager, as the manager does, and
+    counts its calls in the transport's idle timer, as the transport does."""
+    missing = [f"StreamableHTTPSessionManager.{name}" for name in _MANAGER_FIELDS
+               if not isinstance(getattr(manager, name, None), dict)]
+    transport = StreamableHTTPServerTransport(mcp_session_id=None, idle_timeout=1.0)
+    missing += [f"StreamableHTTPServerTransport.{name}" for name in _TRANSPORT_FIELDS
+                if not hasattr(transport, name)]
+    return missing
 
 
 def _answered_version(body: bytes, request_id: types.RequestId) -> str | None:
