@@ -28,7 +28,7 @@ from proctor.oversight.risk import engine as engine_module
 from proctor.oversight.risk.baseline import decided_again, fold_event, new_baseline, score_of
 from proctor.oversight.risk.folding import agent_of, named_factors
 from proctor.store import Store, open_store
-from proctor.store.tables import agents, audit_head, risk_baselines, risk_cursor
+from proctor.store.tables import agents, audit_head, risk_baselines
 from tests.identity.factories import BUILDER, CODER, manifest, public_jwk
 
 from .test_risk import OUTCOMES, OWNER, SENSITIVITY
@@ -153,7 +153,7 @@ def _head(store: Store) -> int:
 
 def _folded_up_to(store: Store) -> int:
     with store.transaction() as conn:
-        return int(conn.execute(select(risk_cursor.c.seq)).scalar() or 0)
+        return int(conn.execute(select(audit_head.c.folded)).scalar() or 0)
 
 
 # Two runs of 400 steps (three until December: 2 x 1,200 steps over both backends were 15 s

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, update
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.oversight.risk import folding
 from proctor.store import Store
-from proctor.store.tables import agents, audit_head, risk_baselines, risk_cursor
+from proctor.store.tables import agents, audit_head, risk_baselines
 from tests.identity.factories import CODER
 
 from .test_risk import Stream, stream  # noqa: F401  (the fixture)
@@ -24,7 +24,7 @@ OTHER = "spiffe://acme.example/agent/nobody"  # events of an agent nobody regist
 
 def _cursor(store: Store) -> int:
     with store.transaction() as conn:
-        return int(conn.execute(select(risk_cursor.c.seq)).scalar() or 0)
+        return int(conn.execute(select(audit_head.c.folded)).scalar() or 0)
 
 
 def _head(store: Store) -> int:
@@ -62,7 +62,7 @@ def test_the_writer_folds_each_event_as_the_catch_up_would(folded: Stream) -> No
     inline = folded.engine().view(CODER)
     with folded.store.transaction() as conn:  # forget it all, then fold from the log
         conn.execute(delete(risk_baselines))
-        conn.execute(delete(risk_cursor))
+        conn.execute(update(audit_head).values(folded=None))
         conn.execute(update(agents).values(risk_score=0, risk_factors=None))
     engine = folded.engine()
     assert engine.catch_up() == {CODER: inline.score}
@@ -103,6 +103,24 @@ def test_more_events_than_a_batch_takes_along_are_left_to_the_catch_up(
     stream.call("kb/search")  # caught up: folded by the writer again
     assert _cursor(stream.store) == _head(stream.store)
     assert engine.view(CODER).calls == 12
+
+
+def test_the_mark_moves_with_the_head_in_the_writers_transaction(folded: Stream) -> None:
+    for _ in range(3):
+        folded.call("kb/search")
+        assert _cursor(folded.store) == _head(folded.store)
+    assert folded.engine().view(CODER).calls == 3
+
+
+def test_a_mark_moved_behind_the_writers_back_is_read_again_not_trusted(folded: Stream) -> None:
+    folded.usual(10)  # the writer's own batches left the mark at the head: it remembers
+    with folded.store.transaction() as conn:  # say another process's catch-up said so
+        conn.execute(update(audit_head).values(folded=None))
+    folded.call("kb/search")
+    # the batch built on the remembered mark was refused, and built again on the mark as
+    # stored: every event after it was folded (again), none skipped
+    assert _cursor(folded.store) == _head(folded.store)
+    assert folded.engine().view(CODER).calls == 10 + 10 + 1
 
 
 def test_the_catch_up_runs_in_the_background_when_asked(stream: Stream) -> None:  # noqa: F811

@@ -9,11 +9,19 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from proctor.store import open_store
 from proctor.store.migrate import upgrade
-from proctor.store.tables import agents, api_tokens, approvals, console_sessions, metadata, tasks
+from proctor.store.tables import (
+    agents,
+    api_tokens,
+    approvals,
+    audit_head,
+    console_sessions,
+    metadata,
+    tasks,
+)
 
 
 def test_migrations_and_table_definitions_agree(database_url: str) -> None:
@@ -79,6 +87,22 @@ def test_human_ids_written_before_0012_are_rewritten_in_canonical_form(
         store.close()
     assert found == dict.fromkeys(spelt, "bob@acme.example")
     assert decided_by == "Erin"  # a record of who decided keeps its spelling
+
+
+def test_the_risk_cursor_before_0021_becomes_the_audit_heads_mark(
+        empty_database_url: str) -> None:
+    store = open_store(empty_database_url, migrate=False)
+    try:
+        upgrade(store.engine, "0020")
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_head SET seq = 42 WHERE id = 1"))
+            conn.execute(text("INSERT INTO risk_cursor (id, seq) VALUES (1, 40)"))
+        upgrade(store.engine)
+        with store.engine.connect() as conn:
+            head = conn.execute(select(audit_head.c.seq, audit_head.c.folded)).one()
+    finally:
+        store.close()
+    assert tuple(head) == (42, 40)
 
 
 def test_the_head_revision_constant_is_the_scripts_head() -> None:

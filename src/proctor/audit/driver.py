@@ -12,6 +12,12 @@ and optionally a checkpoint. If another process moved the head first, the
 compare-and-set touches no row and the transaction is rolled back, effects and
 all: the chain never forks, and the batch is applied again on the new head.
 
+A batch observer that folds the batch (the risk engine's) moves the head row's
+``folded`` mark with it (:attr:`WriteCursor.fold_mark`): on SQLite in the head's own
+compare-and-set, which then also expects the mark where the observer found it (no
+statement or page of its own); on PostgreSQL by a compare-and-set of the mark just
+before the head's. Either refusing rolls the batch back, as above.
+
 The head row is read (and locked, on PostgreSQL) at the start of the transaction,
 so that a batch is built on the head it will be chained onto. On SQLite, once
 :data:`TRUST_AFTER` batches in a row found the head where this connection left it
@@ -51,6 +57,12 @@ log = logging.getLogger(__name__)
 
 # Written with `?` placeholders; psycopg's `%s` is substituted once per connection.
 _MOVE_HEAD = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ? AND hash = ?"
+# SQLite: the head and the risk fold's mark in one compare-and-set (`IS`: NULL-safe)
+_MOVE_HEAD_AND_MARK = ("UPDATE audit_head SET seq = ?, hash = ?, folded = ? "
+                       "WHERE id = 1 AND seq = ? AND hash = ? AND folded IS ?")
+# PostgreSQL: the mark alone, before the head's statement (which stays as it is)
+_MOVE_MARK = ("UPDATE audit_head SET folded = %s "
+              "WHERE id = 1 AND folded IS NOT DISTINCT FROM %s")
 _INSERT_EVENTS = (  # SQLite: a multi-row INSERT; VALUES repeated per row
     "INSERT INTO audit_events (seq, event_id, time, actor_type, actor_id, task, action, "
     "decision, body, prev_hash, hash) VALUES "
@@ -114,9 +126,13 @@ class WriteCursor:
     read as committed now (and locked, on PostgreSQL) and no effect writes, so that
     the next effect of the batch need not read it again. A retried batch gets a new
     cursor, and an empty memo.
+
+    :attr:`fold_mark`, set by a batch observer, is ``(found, new)``: the head row's
+    ``folded`` is expected at ``found`` (None: NULL) and moves to ``new`` with the head,
+    or the batch is rolled back.
     """
 
-    __slots__ = ("_cursor", "backend", "confirmed", "for_share", "is_sqlite")
+    __slots__ = ("_cursor", "backend", "confirmed", "fold_mark", "for_share", "is_sqlite")
 
     def __init__(self, cursor: Any, *, is_sqlite: bool) -> None:
         self._cursor = cursor
@@ -125,6 +141,7 @@ class WriteCursor:
         # SQLite's writer holds the database's one write lock: every read is current
         self.for_share = "" if is_sqlite else " FOR SHARE"
         self.confirmed: dict[tuple[str, str], object] = {}
+        self.fold_mark: tuple[int | None, int] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -237,7 +254,8 @@ class AppendConnection:
                     self._quiet = 0
                 else:
                     self._quiet += 1
-            built = build(WriteCursor(cursor, is_sqlite=self._is_sqlite), expected)
+            tx = WriteCursor(cursor, is_sqlite=self._is_sqlite)
+            built = build(tx, expected)
             if built is None:  # the batch cannot go on this head: start again
                 self._end(conn, commit=False)
                 return None
@@ -248,11 +266,17 @@ class AppendConnection:
                 return expected
             new = ChainHead(rows[-1].seq, rows[-1].hash)
             moved = (new.seq, new.hash, expected.seq, expected.hash)
+            mark = tx.fold_mark
             if self._is_sqlite:
-                cursor.execute(self._move_head, moved)
+                if mark is None:
+                    cursor.execute(self._move_head, moved)
+                else:
+                    cursor.execute(_MOVE_HEAD_AND_MARK, (*moved[:2], mark[1], *moved[2:], mark[0]))
                 is_moved = cursor.rowcount == 1
                 if is_moved:
                     self._insert(cursor, rows, times)
+            elif mark is not None and not _moved(cursor, _MOVE_MARK, (mark[1], mark[0])):
+                is_moved = False
             else:
                 is_moved = self._move_and_insert(cursor, moved, rows)
             if not is_moved:  # another process moved the head: build again on it
@@ -349,6 +373,11 @@ class AppendConnection:
 
 
 _CHUNKS = (1, 4, 16, 64, 256)
+
+
+def _moved(cursor: Any, sql: str, params: tuple[Any, ...]) -> bool:
+    cursor.execute(sql, params)
+    return bool(cursor.rowcount == 1)
 
 
 @functools.cache

@@ -36,7 +36,6 @@ __all__ = [
     "policy_shadow",
     "proof_nonces",
     "risk_baselines",
-    "risk_cursor",
     "secret_leases",
     "secrets",
     "shadow_differences",
@@ -91,13 +90,18 @@ audit_events = Table(
 
 # One row (id 1): the chain head. Writers advance it with a compare-and-set in
 # the transaction that appends, so two processes never fork the chain; it also
-# remembers the head when every event has been archived away.
+# remembers the head when every event has been archived away. `folded` is the
+# position of the last event folded into the risk baselines (proctor.oversight.risk;
+# NULL: none yet), moved by a folding writer in the head's own compare-and-set and by
+# the risk engine's catch-up by a compare-and-set of its own (migration 0021), so that
+# two processes never fold one event twice.
 audit_head = Table(
     "audit_head",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("folded", BigInteger, nullable=True),
 )
 
 # One row per named audit stream: the position of the last event its collector
@@ -476,9 +480,8 @@ lease_marking = Table(
 
 # Behaviour baselines (proctor.oversight.risk): per agent, the bounded state folded
 # from the audit stream and its score (the factors of a score are computed from the
-# baseline when they are asked for, so they are not stored); `risk_cursor` is
-# the position of the last audit event folded in (one row, id 1), moved by
-# compare-and-set so that two processes never fold one event twice.
+# baseline when they are asked for, so they are not stored); the position of the
+# last audit event folded in is `audit_head.folded`.
 risk_baselines = Table(
     "risk_baselines",
     metadata,
@@ -488,9 +491,3 @@ risk_baselines = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-risk_cursor = Table(
-    "risk_cursor",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", BigInteger, nullable=False),
-)

@@ -9,7 +9,8 @@ by a process that does not fold, when too many for a batch to take along). It re
 the audit events after its cursor through the audit part's own reader
 (:func:`proctor.audit.iter_events`) — never the whole log again — folds each into
 the baseline of the agent it concerns and, in one transaction holding the audit head
-as the writers do, moves the cursor by compare-and-set (another process that folded
+as the writers do, moves the cursor (the head row's ``folded`` mark) by
+compare-and-set (another process that folded
 the same events first wins; this one drops its work and reads again), scores and
 stores the baselines and publishes the changed scores to the registry
 (``agents.risk_score`` and ``risk_factors``, what Cedar sees as
@@ -22,7 +23,7 @@ from going back: a writer's fold of a later event waits for that commit, so the
 newest fold publishes last. (Publishing after the commit let a writer's newer score,
 committed in between, be overwritten by the older one until the agent's next event.)
 
-A restart loses nothing: baselines, scores and the cursor are in the store.
+A restart loses nothing: baselines, scores and the mark are in the store.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from proctor.oversight.risk.baseline import (
 from proctor.oversight.risk.config import RiskConfig
 from proctor.oversight.risk.folding import BatchFolder, agent_of
 from proctor.store import Store, as_utc
-from proctor.store.tables import agents, audit_head, risk_baselines, risk_cursor
+from proctor.store.tables import agents, audit_head, risk_baselines
 
 __all__ = ["RiskEngine", "RiskView"]
 
@@ -141,7 +142,7 @@ class RiskEngine:
     def _one_batch(self) -> tuple[bool, dict[str, int]]:
         cursor = self._cursor()
         events: list[StoredEvent] = []
-        for stored in iter_events(self._store, after_seq=cursor, page=1000):
+        for stored in iter_events(self._store, after_seq=cursor or 0, page=1000):
             events.append(stored)
             if len(events) >= _BATCH:
                 break
@@ -229,10 +230,11 @@ class RiskEngine:
 
     # the store
 
-    def _cursor(self) -> int:
+    def _cursor(self) -> int | None:
+        """The head row's mark of what was folded (None: nothing yet, or no head)."""
         with self._store.reading() as conn:
-            seq = conn.execute(select(risk_cursor.c.seq).where(risk_cursor.c.id == 1)).scalar()
-        return int(seq or 0)
+            seq = conn.execute(select(audit_head.c.folded).where(audit_head.c.id == 1)).scalar()
+        return None if seq is None else int(seq)
 
     def _load(self, agents: set[str]) -> dict[str, dict[str, Any]]:
         if not agents:
@@ -242,26 +244,23 @@ class RiskEngine:
                                 .where(risk_baselines.c.agent_id.in_(sorted(agents)))).all()
         return {row.agent_id: dict(row.baseline) for row in rows}
 
-    def _store_batch(self, cursor: int, last: int, baselines: Mapping[str, dict[str, Any]]
-                     ) -> dict[str, int] | None:
+    def _store_batch(self, cursor: int | None, last: int,
+                     baselines: Mapping[str, dict[str, Any]]) -> dict[str, int] | None:
         """Score and store the baselines folded from ``cursor`` to ``last`` and publish
-        their scores, in one transaction; the agents whose row changed (None: the cursor
+        their scores, in one transaction; the agents whose row changed (None: the mark
         had moved)."""
         with self._store.transaction() as conn:
-            # The writers' order (head, cursor, baselines, agents): no deadlock with
-            # them, and the cursor's compare-and-set below makes any writer's fold of
+            # The writers' order (head and its mark, baselines, agents): no deadlock
+            # with them, and the mark's compare-and-set below makes any writer's fold of
             # what follows ``last`` wait for this commit, so it publishes after this.
             _hold_head(conn)
-            if cursor == 0 and conn.execute(select(risk_cursor.c.seq)
-                                            .where(risk_cursor.c.id == 1)).first() is None:
-                conn.execute(insert(risk_cursor).values(id=1, seq=last))
-            else:
-                moved = conn.execute(update(risk_cursor)
-                                     .where(risk_cursor.c.id == 1, risk_cursor.c.seq == cursor)
-                                     .values(seq=last))
-                if moved.rowcount != 1:
-                    conn.rollback()
-                    return None
+            moved = conn.execute(update(audit_head)
+                                 .where(audit_head.c.id == 1,
+                                        audit_head.c.folded.is_not_distinct_from(cursor))
+                                 .values(folded=last))
+            if moved.rowcount != 1:
+                conn.rollback()
+                return None
             now = self._clock.now()  # no fold of this store's is later (the head is held)
             scored = {}
             for agent, baseline in baselines.items():

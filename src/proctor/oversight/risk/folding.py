@@ -4,15 +4,20 @@ The audit writer shows every batch to a :class:`BatchFolder` (its
 :class:`~proctor.audit.BatchObserver`) before the batch commits. In that
 transaction, in this order:
 
-1. the cursor moves from the head the batch is chained onto to its last event, by
-   compare-and-set (``risk_cursor``). It stands there only if every event before the
-   batch was folded — the writers of every process fold what they append, and the
-   head is locked while they do, so events are folded in chain order, each once;
+1. the mark of what was folded (the audit head row's ``folded``) is found where the
+   head the batch is chained onto stands, and moves to the batch's last event with
+   the head, in the head's own compare-and-set (:attr:`WriteCursor.fold_mark`). It
+   stands at the head only if every event before the batch was folded — the writers
+   of every process fold what they append, and the head is locked while they do, so
+   events are folded in chain order, each once. So the mark is not read: the batch
+   expects it at its head, and the compare-and-set checks. Where it stood elsewhere
+   the batch is rolled back and built again with the mark read (so also after a batch
+   of this folder's left it behind, below, until one moves it again);
 2. if it stood elsewhere (events appended by a writer that does not fold, say an
    operator command's, or before this version), the events between are read and
    folded first, when they are few (at most ``MAX_GAP``); when they are more, nothing
-   is folded here and the engine's own catch-up (:meth:`RiskEngine.catch_up`, from
-   the cursor) is asked for, in the background;
+   is folded here (the mark stays) and the engine's own catch-up
+   (:meth:`RiskEngine.catch_up`, from the mark) is asked for, in the background;
 3. each event about an agent is folded into its baseline, the baselines are scored
    and written, and the agent's row gets the new score and named factors only if they
    differ — a conditional ``UPDATE``, no read; none at all when the batch's own
@@ -80,7 +85,6 @@ def _statements(is_sqlite: bool) -> dict[str, str]:
     lock = "" if is_sqlite else " FOR UPDATE"  # SQLite: the writer holds the one lock
     insert = "INSERT INTO risk_baselines (agent_id, baseline, score, updated_at)"
     statements = {
-        "cursor": "SELECT seq FROM risk_cursor WHERE id = 1" + lock,  # noqa: S608
         "baselines": "SELECT agent_id, baseline FROM risk_baselines "  # noqa: S608
                      "WHERE agent_id IN ({marks})" + lock,
         "insert": f"{insert} VALUES ({{p}}, {as_json}, {{p}}, {{p}})",
@@ -144,6 +148,8 @@ class BatchFolder:
         self._known: dict[str, dict[str, Any]] = {}  # agent -> its baseline, as stored
         self._known_at: int | None = None  # the head up to which `_known` is the store's
         self._folding = False  # a batch was folded into `_known` and has not committed
+        self._marking = False  # the batch being written moves the mark
+        self._guess = True  # expect the mark at the head: the last batch moved it there
         # agents whose row got a new score in the batch being written: told once it
         # commits, before its decisions are answered (``published``)
         self._published = published
@@ -151,20 +157,28 @@ class BatchFolder:
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         last = rows[-1].seq
+        guess = self._guess and not self._folding  # not when an attempt was refused
         if self._folding or head.seq != self._known_at:
             # another writer appended (its folds are in the store only), or what this one
             # folded last was rolled back: read the baselines again
             self._known.clear()
             self._known_at = None
         self._folding = True
+        self._marking = False
         self._changed = []
-        if tx.execute("UPDATE risk_cursor SET seq = {p} WHERE id = 1 AND seq = {p}",
-                      (last, head.seq)) != 1:
-            gap = self._gap(tx, head, last)
+        if guess:
+            mark: int | None = head.seq or None  # a chain's first batch: none yet
+        else:
+            found = tx.rows("SELECT folded FROM audit_head WHERE id = 1")
+            mark = None if not found or found[0][0] is None else int(found[0][0])
+        if (mark or 0) != head.seq:
+            gap = self._gap(tx, head, mark or 0)
             if gap is None:  # the catch-up folds these: the store's baselines move on
                 self._known.clear()
                 return
             rows = [*gap, *rows]
+        tx.fold_mark = (mark, last)
+        self._marking = True
         events: list[tuple[str, Mapping[str, Any]]] = []
         for row in rows:
             if not _may_concern(row.action, row.actor_type):
@@ -179,6 +193,7 @@ class BatchFolder:
     def appended(self, head: ChainHead) -> None:
         self._folding = False
         self._known_at = head.seq
+        self._guess = self._marking
         changed, self._changed = self._changed, []
         for agent in changed:
             try:
@@ -188,20 +203,14 @@ class BatchFolder:
 
     # the transaction's work
 
-    def _gap(self, tx: WriteCursor, head: ChainHead, last: int) -> list[EventRow] | None:
-        """The events after the cursor up to ``head``, cursor moved to ``last``; None
-        (nothing moved) when they are too many, or the cursor is ahead of ``head``."""
-        found = tx.rows(_SQL[tx.is_sqlite]["cursor"])
-        cursor = int(found[0][0]) if found else 0
+    def _gap(self, tx: WriteCursor, head: ChainHead, cursor: int) -> list[EventRow] | None:
+        """The events after the mark (``cursor``) up to ``head``; None (nothing to move)
+        when they are too many, or the mark is ahead of ``head``."""
         if cursor > head.seq:
             return None  # cannot be: folded further than the chain goes
         if head.seq - cursor > MAX_GAP:
             self._behind()
             return None
-        if found:
-            tx.execute("UPDATE risk_cursor SET seq = {p} WHERE id = 1", (last,))
-        else:
-            tx.execute("INSERT INTO risk_cursor (id, seq) VALUES (1, {p})", (last,))
         self._known.clear()
         return [EventRow(int(seq), "", datetime.min, str(actor_type), "", "", str(action), None,
                          body if isinstance(body, str) else json.dumps(body), "", "")
