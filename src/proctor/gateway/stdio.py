@@ -94,7 +94,7 @@ class StdioTransport:
         self._outstanding: set[types.RequestId] = set()
         self._answered = anyio.Event()
         self._calls = calls
-        self._writing = anyio.Lock()
+        self._writing = anyio.Lock(fast_acquire=True)  # no turn of the loop when free
         self._initialize_id: types.RequestId | None = None
         self._version: str | None = None  # negotiated by ``initialize``: direct calls on
         self._direct: dict[types.RequestId, anyio.CancelScope] = {}
