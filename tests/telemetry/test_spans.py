@@ -26,8 +26,8 @@ from proctor import telemetry
 from proctor.clock import FrozenClock, SystemClock
 from proctor.enforcement import ToolCall
 from tests.audit.receivers import free_port
-from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import Gate, agent, gateway_on
+from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
+from tests.gateway.in_process import Gate, agent, gateway_on, wrapped
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -154,6 +154,24 @@ class _OtlpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.mark.anyio
+async def test_a_wrapper_calls_decision_span_is_the_calls_child(
+        deployment: Deployment,
+        exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    # the wrapper decides in a thread of its own: the call's context goes along
+    spans, _ = exported
+    async with wrapped(deployment, deployment.grant(), UPSTREAM, server="test") as client:
+        with anyio.fail_after(WAIT):
+            result = await client.call_tool("echo", {"text": "traced"})
+    assert not result.is_error
+    by_name = {(s.name, s.kind): s for s in spans.get_finished_spans()}
+    server = by_name[("tools/call echo", SpanKind.SERVER)]
+    decision = by_name[("proctor.decision test/echo", SpanKind.INTERNAL)]
+    assert decision.parent is not None
+    assert decision.parent.span_id == server.context.span_id
+    assert decision.context.trace_id == server.context.trace_id
 
 
 def test_the_otlp_exporter_configured_by_otel_variables_sends_decision_spans(
