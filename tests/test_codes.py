@@ -28,7 +28,7 @@ SRC = ROOT / "src" / "proctor"
 _CODE_ARGS: dict[str, tuple[int, ...] | None] = {
     "rpc_error": (0,), "unauthenticated": (0,), "_refused": (1,), "_refused_after": (1,),
     "problem_response": (1,), "reject": (2,), "_answer": (2,), "_refusal": (1,),
-    "CallVerdict": (1,), "Decision": (1,), "CallRefusedError": (1,),
+    "CallVerdict": (1,), "Decision": (1,), "CallRefusedError": (1,), "Refusal": (0,),
 }
 # The families that take their code as the first argument.
 _FAMILIES = {name for module in (errors, client_errors) for name, cls in vars(module).items()

@@ -58,6 +58,8 @@ Code = Literal[
     "config_invalid", "store_unavailable", "store_migration_failed", "not_found",
     "request_invalid", "request_too_large", "document_malformed", "document_too_large",
     "document_too_deep", "document_alias_refused",
+    # HTTP framing, refused before any application sees the request (proctor.server.framing)
+    "request_head_too_large", "request_timeout", "http_version_unsupported",
     # policy: the policy set, and the decision point's reasons for an answer
     "policy_invalid", "policy_test_invalid", "policy_forbid", "no_matching_permit",
     "approval_required", "no_active_policies", "invalid_request", "engine_error",
@@ -153,6 +155,14 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "request_invalid": CodeInfo("the request's body, parameters or arguments are not valid",
                                 422),
     "request_too_large": CodeInfo("the request body is over the size limit", 413),
+    "request_head_too_large": CodeInfo("the request head has more than 100 header fields or "
+                                       "16 KiB of target, names and values; the connection "
+                                       "is closed", 431),
+    "request_timeout": CodeInfo("the request body was not whole 30 s after its head; the "
+                                "connection is closed", 408),
+    "http_version_unsupported": CodeInfo("a request line of another version than HTTP/1.1 "
+                                         "or HTTP/1.0 (HTTP/0.9 without one, say); the "
+                                         "connection is closed", 505),
     "document_malformed": CodeInfo("a JSON, YAML or TOML document that does not parse", 422),
     "document_too_large": CodeInfo("a document over its size cap", 422),
     "document_too_deep": CodeInfo("a document nested past the depth cap", 422),

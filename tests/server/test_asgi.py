@@ -7,9 +7,11 @@ h11 protocol refuses it, also one that never ends (httptools has no limit of its
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -18,8 +20,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proctor.server.asgi import (
+    BODY_TIMEOUT_SECONDS,
     HEAD_TIMEOUT_SECONDS,
     MAX_HEAD_BYTES,
+    MAX_HEADERS,
     NoDelayH11Protocol,
     NoDelayHttpToolsProtocol,
 )
@@ -44,12 +48,12 @@ async def _app(scope: dict[str, object], receive: object, send: object) -> None:
 
 
 @asynccontextmanager
-async def _serving(protocol: type[asyncio.Protocol], *, keep_alive: int = 5
-                   ) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+async def _serving(protocol: type[asyncio.Protocol], *, keep_alive: int = 5,
+                   app: Any = _app) -> AsyncIterator[tuple[uvicorn.Server, int]]:
     listening = socket.socket(family=socket.AF_INET)  # as uvicorn binds it for workers
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_app, http=protocol, lifespan="off",
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, lifespan="off",
                                            log_level="error", timeout_keep_alive=keep_alive))
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     try:
@@ -227,3 +231,134 @@ async def test_a_request_with_content_length_and_transfer_encoding_is_refused_40
     assert answer.startswith(b"HTTP/1.1 400") and b"200" not in answer.split(b"\r\n")[0]
     # one answer, uvicorn's to a request it cannot read (h11 writes it chunked)
     assert answer.count(b"HTTP/1.1 ") == 1 and b"Invalid HTTP request received." in answer
+
+
+# Heads both servers refuse (proctor.server.framing), with what each parser did before:
+# httptools took the first five, h11 the second, third and the last four
+_REFUSED_HEADS = [
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                 b"5\r\nhello\r\n0\r\n\r\n", 400, id="gzip-then-chunked"),
+    pytest.param(b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n0\r\n\r\n", 400, id="chunked-in-http-1.0"),
+    pytest.param(b"GET /\r\nHost: x\r\n\r\n", None, id="http-0.9-request-line"),
+    pytest.param(b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505, id="http-0.9"),
+    pytest.param(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, id="http-2.0"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: a\r\n" * 101 + b"\r\n", 431,
+                 id="101-fields"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 17_000 + b"\r\n\r\n", 431,
+                 id="17-kib-field-in-one-read"),
+    pytest.param(b"GET /" + b"a" * 17_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431,
+                 id="17-kib-target-in-one-read"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400, id="obs-fold"),
+    pytest.param(b"GET / HTTP/1.1\nHost: x\n\n", 400, id="bare-lf"),
+    # refused before too, by both: kept so
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
+                 b"\r\nhelloX", 400, id="two-content-lengths"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400, id="nul-in-value"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400, id="cr-in-value"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nhello",
+                 400, id="identity"),
+]
+
+
+async def _answer_and_requests(protocol: type[asyncio.Protocol], data: bytes
+                               ) -> tuple[bytes, list[bytes]]:
+    """The answer to ``data`` up to the server's close, and the paths the application
+    was called for."""
+    called: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        called.append(scope["raw_path"])
+        await _app(scope, receive, send)
+
+    async with _serving(protocol, app=app) as (_server, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            await writer.drain()
+            answer = await reader.read()  # the server closes
+            writer.close()
+    return answer, called
+
+
+@pytest.mark.parametrize(("head", "status"), _REFUSED_HEADS)
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+async def test_an_ambiguous_or_oversized_head_is_refused_and_the_connection_closed(
+        protocol: type[asyncio.Protocol], head: bytes, status: int | None) -> None:
+    answer, called = await _answer_and_requests(protocol, head)
+    assert called == []
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"connection: close\r\n" in answer.lower()
+    # the request line without a version: h11 cannot read it (400), httptools reads it
+    # as HTTP/0.9 (505)
+    expected = status or (400 if protocol is NoDelayH11Protocol else 505)
+    assert answer.startswith(b"HTTP/1.1 %d " % expected), answer[:200]
+    if expected != 400:
+        problem = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert problem["status"] == expected
+        assert problem["code"] == {431: "request_head_too_large",
+                                   505: "http_version_unsupported"}[expected]
+
+
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+async def test_heads_at_the_limits_and_chunked_bodies_are_answered(
+        protocol: type[asyncio.Protocol]) -> None:
+    many = b"".join(b"X-%d: a\r\n" % i for i in range(MAX_HEADERS - 2))
+    for request in (
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"Connection: close\r\n\r\n",
+            b"GET /" + b"a" * (MAX_HEAD_BYTES - 100) + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n"):
+        answer, called = await _answer_and_requests(protocol, request)
+        assert answer.startswith(b"HTTP/1.1 200") and len(called) == 1, answer[:200]
+
+
+class _QuickBodies(NoDelayHttpToolsProtocol):
+    body_timeout_seconds = 0.2
+
+
+class _QuickH11Bodies(NoDelayH11Protocol):
+    body_timeout_seconds = 0.2
+
+
+@pytest.mark.parametrize("protocol", [_QuickBodies, _QuickH11Bodies])
+async def test_a_body_sent_slowly_is_answered_408_and_closed_when_it_times_out(
+        protocol: type[asyncio.Protocol]) -> None:
+    # the head whole, then 2 of 10 bytes of the body and nothing more: the application
+    # waits for the rest until the body's time limit ends the request
+    async with _serving(protocol, keep_alive=10 * WAIT) as (_server, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_timeout"
+    assert BODY_TIMEOUT_SECONDS <= 60
+
+
+@pytest.mark.parametrize("protocol", [_QuickBodies, _QuickH11Bodies])
+async def test_a_whole_body_is_never_cut_by_its_time_limit(
+        protocol: type[asyncio.Protocol]) -> None:
+    # a body in two reads, then a response after a wait longer than the limit
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            while (await receive()).get("more_body"):
+                pass
+            await asyncio.sleep(0.5)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"late"})
+
+    async with _serving(protocol, keep_alive=10 * WAIT, app=slow) as (_server, port):
+        with anyio.fail_after(WAIT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                         b"Connection: close\r\n\r\nab")
+            await writer.drain()
+            writer.write(b"cd")
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"late\r\n0\r\n\r\n")

@@ -22,28 +22,30 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proctor.server.framing import (
+    BODY_TIMEOUT_SECONDS,
+    HEAD_TIMEOUT_SECONDS,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    Refusal,
+    head_refusal,
+    raw_head_refusal,
+)
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-__all__ = ["HEAD_TIMEOUT_SECONDS", "MAX_HEAD_BYTES", "NoDelayH11Protocol",
-           "NoDelayHttpToolsProtocol", "app_from_env"]
-
-MAX_HEAD_BYTES = 16 * 1024
-"""How much of a request head (request line and headers) ``proctor serve`` takes in
-before the head is whole: h11's own limit, which uvicorn's h11 protocol applies and
-httptools does not have."""
-
-HEAD_TIMEOUT_SECONDS = 30.0
-"""How long ``proctor serve`` waits for a request head to be whole, from the
-connection's start or the head's first byte; then the connection is closed."""
+__all__ = ["BODY_TIMEOUT_SECONDS", "HEAD_TIMEOUT_SECONDS", "MAX_HEADERS", "MAX_HEAD_BYTES",
+           "NoDelayH11Protocol", "NoDelayHttpToolsProtocol", "app_from_env"]
 
 _INVALID = "Invalid HTTP request received."  # uvicorn's words for a request it cannot read
 
 
-class _BadHostError(Exception):
-    """A request head with two Host headers, or none where HTTP/1.1 needs one."""
+class _RefusedError(Exception):
+    """A head :mod:`proctor.server.framing` refuses, raised in httptools' callback: the
+    parser's error, which uvicorn answers with :meth:`send_400_response`."""
 
 
 def app_from_env() -> FastAPI:
@@ -77,34 +79,43 @@ def _no_delay(transport: asyncio.Transport) -> None:
 
 class NoDelayH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (pure Python) with Nagle's algorithm off on every
-    connection, and the time limit on a request head of
-    :class:`NoDelayHttpToolsProtocol` (``proctor gateway`` speaks it)."""
+    connection, the time limits on a request's head and body and the refusals of
+    :mod:`proctor.server.framing` (``proctor gateway`` speaks it)."""
 
     head_timeout_seconds = HEAD_TIMEOUT_SECONDS
+    body_timeout_seconds = BODY_TIMEOUT_SECONDS
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refusal: Refusal | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
         super().connection_made(transport)
         self._head_timer = _timed_head(self, None)
-        self.conn.next_event = _unambiguous(self.conn.next_event)  # type: ignore[method-assign]
+        self.conn.next_event = self._checked(self.conn.next_event)  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_timer = _head_done(self._head_timer)
+        self._head_timer = _cancelled(self._head_timer)
+        self._body_timer = _cancelled(self._body_timer)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         # h11 leaves IDLE when a request's head is whole; after a response, the next
         # request's wait is uvicorn's keep-alive until its first byte comes
-        if self.conn.their_state is h11.IDLE:
+        state = self.conn.their_state
+        if state is h11.IDLE:
             self._head_timer = _timed_head(self, self._head_timer)
         else:
-            self._head_timer = _head_done(self._head_timer)
+            self._head_timer = _cancelled(self._head_timer)
+        if state is h11.SEND_BODY and not self.transport.is_closing():
+            self._body_timer = _timed_body(self, self._body_timer)
+        else:
+            self._body_timer = _cancelled(self._body_timer)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -113,21 +124,43 @@ class NoDelayH11Protocol(H11Protocol):
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._head_timer = _timed_head(self, self._head_timer)
 
+    def send_400_response(self, msg: str) -> None:
+        if not _sent_refusal(self):
+            super().send_400_response(msg)
 
-def _unambiguous(next_event: Callable[[], Any]) -> Callable[[], Any]:
-    """h11's ``next_event``, refusing a request with both Content-Length and
-    Transfer-Encoding: h11 frames it by Transfer-Encoding and reads on, where a proxy in
-    front framing it by Content-Length would see another request in the body (request
-    smuggling; RFC 9112 6.1 has the server reject it, or close the connection after).
-    Raised as h11's own error, uvicorn answers it 400 and closes, as httptools does."""
-    def checked() -> Any:
-        event = next_event()
-        if isinstance(event, h11.Request):
-            names = {name for name, _ in event.headers}
-            if b"content-length" in names and b"transfer-encoding" in names:
-                raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")
-        return event
-    return checked
+    def _checked(self, next_event: Callable[[], Any]) -> Callable[[], Any]:
+        """h11's ``next_event``, refusing what :mod:`proctor.server.framing` refuses,
+        raised as h11's own error: uvicorn answers it (:meth:`send_400_response`) and
+        closes. h11 frames a request with both Content-Length and Transfer-Encoding by
+        the latter and reads on, where a proxy in front framing it by Content-Length
+        would see another request in the body (RFC 9112 6.1 has the server reject it)."""
+        conn = self.conn
+
+        def checked() -> Any:
+            if conn.their_state is h11.IDLE:  # the buffer begins with a head
+                self._refusal = raw_head_refusal(conn.trailing_data[0])
+                if self._refusal is not None:
+                    raise h11.RemoteProtocolError("a head h11 would mend")
+            event = next_event()
+            if isinstance(event, h11.Request):
+                self._refusal = head_refusal(event.http_version.decode("ascii"),
+                                             event.target, event.headers)
+                if self._refusal is not None:
+                    raise h11.RemoteProtocolError("a head proctor refuses")
+            return event
+        return checked
+
+
+def _sent_refusal(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol) -> bool:
+    """Answer the connection's refusal, if it has one of its own, and close; False if it
+    has none (the parser's 400 is uvicorn's)."""
+    refusal, protocol._refusal = protocol._refusal, None
+    if refusal is None or refusal.code is None:
+        return False
+    protocol.logger.debug("a request refused: %s", refusal.code)
+    protocol.transport.write(refusal.response())
+    protocol.transport.close()
+    return True
 
 
 def _timed_head(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
@@ -145,18 +178,45 @@ def _timed_head(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
     return protocol.loop.call_later(protocol.head_timeout_seconds, timed_out)
 
 
-def _head_done(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
-    """None, ``timer`` cancelled: the head came whole (or the connection went)."""
+_BODY_TIMED_OUT = Refusal("request_timeout", "the request body did not come whole in "
+                          f"{BODY_TIMEOUT_SECONDS:g} s after its head")
+
+
+def _timed_body(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
+                timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle:
+    """``timer``, or a new one that answers 408 (if the application has not begun its
+    answer) and closes ``protocol``'s connection when a body is not whole in time: a
+    client trickling a body holds a connection and an application task otherwise."""
+    if timer is not None:
+        return timer
+    transport = protocol.transport
+
+    def timed_out() -> None:
+        if transport.is_closing():
+            return
+        protocol.logger.debug("a request body was not whole in time: connection closed")
+        cycle = protocol.cycle
+        if cycle is not None and not cycle.response_started:
+            transport.write(_BODY_TIMED_OUT.response())
+        if cycle is not None:  # the application's receive answers http.disconnect
+            cycle.disconnected = True
+            cycle.message_event.set()
+        transport.close()
+    return protocol.loop.call_later(protocol.body_timeout_seconds, timed_out)
+
+
+def _cancelled(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """None, ``timer`` cancelled: the head (or body) came whole, or the connection went."""
     if timer is not None:
         timer.cancel()
     return None
 
 
 class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with Nagle's algorithm off on every connection, and
-    h11's limit on a request head: a head still incomplete after more than
-    :data:`MAX_HEAD_BYTES` of it came in is answered 400 and the connection closed, as
-    uvicorn's h11 protocol answers it.
+    """uvicorn's httptools protocol with Nagle's algorithm off on every connection, the
+    refusals of :mod:`proctor.server.framing`, and h11's limit on a request head: a head
+    still incomplete after more than :data:`MAX_HEAD_BYTES` of it came in is answered
+    400 and the connection closed, as uvicorn's h11 protocol answers it.
 
     httptools keeps a header's pieces until the header is whole, and uvicorn keeps the
     URL and every header: without a limit a client could grow a worker's memory without
@@ -166,14 +226,17 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     is not known, and not counted: such a head is refused at most one read later (a read
     is at most 256 KiB).
 
-    And a time limit on a head (:data:`HEAD_TIMEOUT_SECONDS`, from the connection's
+    And time limits: on a head (:data:`HEAD_TIMEOUT_SECONDS`, from the connection's
     start or the head's first byte): uvicorn times out a connection only between two
     requests (its keep-alive), never one that sends nothing or a head a byte at a time,
     so a client could hold as many connections as the process has descriptors. The
-    connection is then closed (uvicorn has no answer for it, nor h11).
+    connection is then closed (uvicorn has no answer for it, nor h11). On a body
+    (:data:`BODY_TIMEOUT_SECONDS` from the head's end), started only when a read ends
+    with a body still open: 408 and the connection closed.
     """
 
     head_timeout_seconds = HEAD_TIMEOUT_SECONDS
+    body_timeout_seconds = BODY_TIMEOUT_SECONDS
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -184,6 +247,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._messages = 0
         self._heads = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refusal: Refusal | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
@@ -191,13 +256,18 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = _timed_head(self, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_timer = _head_done(self._head_timer)
+        self._head_timer = _cancelled(self._head_timer)
+        self._body_timer = _cancelled(self._body_timer)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         in_message, messages, heads = self._in_message, self._messages, self._heads
         super().data_received(data)
-        if not self._head_open or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if not self._head_open:
+            if self._in_message and self._body_timer is None:  # a body still to come
+                self._body_timer = _timed_body(self, None)
             return
         if messages == self._messages or (not in_message and self._messages == messages + 1
                                           and heads == self._heads):
@@ -205,6 +275,10 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         if self._head_read > MAX_HEAD_BYTES:
             self.logger.warning(_INVALID)
             self.send_400_response(_INVALID)
+
+    def send_400_response(self, msg: str) -> None:
+        if not _sent_refusal(self):
+            super().send_400_response(msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -214,18 +288,20 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._messages += 1
 
     def on_headers_complete(self) -> None:
-        self._head_timer = _head_done(self._head_timer)
+        self._head_timer = _cancelled(self._head_timer)
         self._head_open = False
         self._heads += 1
-        # h11 refuses a request with two Host headers, or none in HTTP/1.1 (RFC 9112
-        # 3.2: a 400), httptools takes either: a proof's htu is made of the first Host,
-        # where something in front may have read another. Raised in the parser's
-        # callback, it is the parser's error: uvicorn answers it 400, as h11's
-        hosts = sum(1 for name, _ in self.headers if name == b"host")
-        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() != "1.0"):
-            raise _BadHostError
+        # Raised in the parser's callback, a refusal is the parser's error: uvicorn
+        # answers it (send_400_response) before the application runs. httptools takes
+        # two Host headers or none in HTTP/1.1 (a proof's htu is made of the first Host,
+        # where something in front may have read another), `Transfer-Encoding: gzip,
+        # chunked` as chunked, and HTTP/0.9 and HTTP/2.0 request lines
+        self._refusal = head_refusal(self.parser.get_http_version(), self.url, self.headers)
+        if self._refusal is not None:
+            raise _RefusedError
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._body_timer = _cancelled(self._body_timer)
         super().on_message_complete()
