@@ -112,3 +112,25 @@ def test_a_refusal_answered_from_memory_is_still_audited_each_time() -> None:
     finally:
         audit.close()
         store.close()
+
+
+def test_a_control_plane_decision_the_engine_fails_is_refused_503_engine_error_and_audited(
+        ) -> None:
+    store = open_store("sqlite:///:memory:")
+    audit = AuditLog(store)
+    try:
+        control = ControlPlane(audit, SystemClock())
+        admin = Principal(PrincipalKind.HUMAN, "erin", frozenset({"admin"}), "api_token")
+        # a context Cedar cannot take (no JSON value): the engine fails, nothing decides
+        with pytest.raises(ApiError) as refused:
+            control.require(admin, "api:task.start",
+                            entity("Agent", CODER, roles=["agent"], owner="alice"),
+                            context={"on_behalf_of": object()})
+        # it was a 403 `forbidden`, as if a policy had denied it
+        assert (refused.value.status, refused.value.code) == (503, "engine_error")
+        [event] = [e.event for e in search_events(store, EventFilter(), limit=10)]
+        assert (event["action"], event["outcome"], event["decision"]["code"]) == (
+            "api:task.start", "refused", "engine_error")
+    finally:
+        audit.close()
+        store.close()

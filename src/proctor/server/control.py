@@ -121,14 +121,18 @@ class ControlPlane:
     def require(self, principal: Principal, action: str, resource: Mapping[str, Any], *,
                 context: Mapping[str, Any] | None = None, source: str | None = None,
                 detail: Mapping[str, Any] | None = None) -> None:
-        """Return if allowed; otherwise audit the refusal and raise a 403 problem."""
+        """Return if allowed; otherwise audit the refusal and raise a 403 problem (503
+        ``engine_error`` if the policies could not be evaluated)."""
         decision = self.decide(principal, action, resource, context=context)
         if decision.is_allowed:
             return
         target = f'{resource["uid"]["type"]}::"{resource["uid"]["id"]}"'
-        self.record_refusal(principal, action, target, "forbidden", decision.reasons,
+        # a failed evaluation is no policy's answer: 503 engine_error, refused all the same
+        code: Code = "engine_error" if decision.code is ReasonCode.ENGINE_ERROR \
+            else "forbidden"
+        self.record_refusal(principal, action, target, code, decision.reasons,
                             policy_ids=decision.policy_ids, source=source, detail=detail)
-        raise ApiError("forbidden", "; ".join(decision.reasons), audited=True,
+        raise ApiError(code, "; ".join(decision.reasons), audited=True,
                          extra={"reasons": list(decision.reasons),
                                 "policy_ids": list(decision.policy_ids)})
 

@@ -107,14 +107,15 @@ COMMON: dict[int, tuple[Code, ...]] = {
     429: ("rate_limited",),
     503: ("store_unavailable", "audit_unavailable"),
 }
-AUTHENTICATED: dict[int, tuple[Code, ...]] = {401: AUTH_CODES, 403: ("forbidden",)}
+AUTHENTICATED: dict[int, tuple[Code, ...]] = {401: AUTH_CODES, 403: ("forbidden",),
+                                               503: ("engine_error",)}
 _DESCRIPTIONS = {
     401: "Not authenticated: no credentials, or credentials that do not verify",
     403: "Refused: the control-plane policy or a rule denies it (audited)",
     404: "Not found", 409: "Conflicts with the current state",
     413: "The request body is over the size limit",
     422: "The request is not valid", 429: "Rate limited: retry after `Retry-After` seconds",
-    503: "The store or the audit log is unavailable",
+    503: "The store or the audit log is unavailable, or the policy engine failed (denied)",
 }
 
 

@@ -5,8 +5,10 @@ The body carries the agent's grant, its proof of possession for this call
 (``htm`` = ``method``, ``htu`` = ``target``) and the call. The answer is the
 decision with its reasons, from :meth:`Enforcer.decide_call`: the same path
 the gateway takes (grant, agent, Cedar, approval, audit), fail-closed. A deny
-is an answer (200), not an error. The caller must be the grant's agent (or an
-admin); anything else is refused (403, audited).
+is an answer (200), not an error, except a deny the policy engine answered by
+failing (``engine_error``): 503, a problem that carries the decision's fields.
+The caller must be the grant's agent (or an admin); anything else is refused
+(403, audited).
 
 The route is a FastAPI route (its OpenAPI operation is generated from ``DecideIn``,
 ``Verdict`` and the security schemes as for any other) whose handler is lean
@@ -36,7 +38,7 @@ from proctor import telemetry
 from proctor.enforcement import ToolCall
 from proctor.errors import ProctorError
 from proctor.server.deps import Credentials, authenticate, request_url
-from proctor.server.problems import problem_responses
+from proctor.server.problems import problem_response, problem_responses
 from proctor.server.routes.grants import grant_resource, unverified_holder
 
 __all__ = ["DirectDecide", "LeanDecideRoute", "router"]
@@ -221,7 +223,19 @@ async def _answer(request: Request, body: DecideIn) -> Response:
                             attributes={"http.request.method": "POST",
                                         "http.route": "/v1/decide"}):
             answer = await anyio.to_thread.run_sync(_decide, request, body)
+    if answer["code"] == "engine_error":
+        return _engine_failed(answer)
     return Response(_encode(answer).encode(), media_type="application/json")
+
+
+def _engine_failed(answer: dict[str, Any]) -> Response:
+    """A deny the policy engine answered by failing: 503 ``engine_error``, not a policy's
+    deny (200), so that the enforcement point fails closed on its status alone and
+    operators see a 5xx to alert on; the decision's fields (``decision`` ``deny``, the
+    reasons, the audit event's id) are in the problem."""
+    detail = "; ".join(answer["reasons"]) or "the policy engine failed, so the call is denied"
+    return problem_response(503, "engine_error", detail, instance=PATH, extra={
+        k: v for k, v in answer.items() if k not in ("code", "approval")})
 
 
 def _decide(request: Request, body: DecideIn) -> dict[str, Any]:
