@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Any, Literal
 
 __all__ = ["SpanKind", "add_approvals_pending", "add_gateway_sessions", "configure",
            "count_revocations", "current_carrier", "flush", "is_enabled", "record_decision",
-           "reset", "set_attributes", "span"]
+           "reset", "set_attributes", "span", "trace_context"]
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +155,76 @@ def span(name: str, *, kind: SpanKind = "internal",
 
     context = None
     if carrier:
-        context = propagate.extract({k: str(v) for k, v in carrier.items()
-                                     if k in {"traceparent", "tracestate"}})
+        joined = trace_context(carrier)
+        if joined:
+            context = propagate.extract(joined)
     with on.tracer.start_as_current_span(
             name, context=context, kind=getattr(trace.SpanKind, kind.upper()),
             attributes={k: v for k, v in (attributes or {}).items() if v is not None}
     ) as current:
         yield current
+
+
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}"
+                          r"-[0-9a-f]{2}")
+_TRACESTATE_KEY = (r"(?:[a-z][_0-9a-z*/-]{0,255}"  # a key, or a multi-tenant one: tenant@system
+                   r"|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})")
+_TRACESTATE_MEMBER = re.compile(
+    rf"({_TRACESTATE_KEY})=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{{0,255}}[\x21-\x2b\x2d-\x3c\x3e-\x7e])")
+MAX_TRACEPARENT_CHARS = 512
+MAX_TRACESTATE_CHARS = 512
+MAX_TRACESTATE_MEMBERS = 32
+
+
+def trace_context(carrier: Mapping[str, Any]) -> dict[str, str]:
+    """The W3C Trace Context in ``carrier`` (HTTP headers or a request's ``_meta``) that
+    a span may join: its ``traceparent`` if well-formed, with its ``tracestate`` if that
+    is well-formed too; {} otherwise. What an agent sends is checked here, before
+    OpenTelemetry reads it (whose warnings would write the agent's bytes into proctor's
+    log) and before it could travel on in the upstream call's ``tracestate``.
+
+    ``traceparent``: version (not ``ff``), trace id, parent id (neither all zeros) and
+    flags in lower-case hex; version ``00`` has nothing after, a later version may have
+    ``-…`` after (ignored, as the specification asks). ``tracestate``: at most
+    :data:`MAX_TRACESTATE_CHARS` characters and :data:`MAX_TRACESTATE_MEMBERS` members,
+    each ``key=value`` of the specification's characters, no key twice; an invalid
+    ``tracestate`` is dropped and the ``traceparent`` kept.
+
+    >>> trace_context({"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    ...                "tracestate": "vendor=x,Bad Key=1"})
+    {'traceparent': '00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01'}
+    """
+    parent = carrier.get("traceparent")
+    if not isinstance(parent, str) or len(parent) > MAX_TRACEPARENT_CHARS \
+            or _TRACEPARENT.match(parent) is None \
+            or (len(parent) != 55 and (parent.startswith("00") or parent[55:56] != "-")):
+        if parent is not None:
+            log.debug("an invalid traceparent was dropped")
+        return {}
+    found = {"traceparent": parent[:55]}
+    state = carrier.get("tracestate")
+    if state is None:
+        return found
+    if isinstance(state, str) and _is_tracestate(state):
+        found["tracestate"] = state
+    else:
+        log.debug("an invalid tracestate was dropped")
+    return found
+
+
+def _is_tracestate(state: str) -> bool:
+    if len(state) > MAX_TRACESTATE_CHARS:
+        return False
+    keys: set[str] = set()
+    for member in state.split(","):
+        member = member.strip(" \t")
+        if not member:
+            continue
+        matched = _TRACESTATE_MEMBER.fullmatch(member)
+        if matched is None or matched[1] in keys:
+            return False
+        keys.add(matched[1])
+    return len(keys) <= MAX_TRACESTATE_MEMBERS
 
 
 def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:

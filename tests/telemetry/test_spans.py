@@ -6,6 +6,7 @@ and nothing at all when off."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -126,6 +127,68 @@ async def test_an_http_gateway_call_joins_the_trace_of_its_traceparent_header(
     assert server.parent is not None and format(server.parent.span_id, "016x") == PARENT_ID
     decision = by_name[("proctor.decision test/echo", SpanKind.INTERNAL)]
     assert decision.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_an_agents_invalid_tracestate_is_dropped_unlogged_and_a_valid_one_goes_on(
+        deployment: Deployment, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
+    spans, _metrics = exported
+    grant = deployment.grant()
+    clock = FrozenClock(SystemClock().now())
+    gate = Gate(tmp_path)
+    forged = "FORGED\nERROR proctor: a line the agent wrote"
+    with anyio.fail_after(WAIT), caplog.at_level(logging.DEBUG):
+        async with gateway_on(deployment, clock, gate) as (public, _gateway), agent(
+                f"{public}/mcp/test", grant, deployment, clock) as client:
+
+            async def call(state: str) -> None:
+                meta: Any = {"traceparent": TRACEPARENT, "tracestate": state}
+                await client.call_tool("echo", {"text": "hi"}, meta=meta)
+
+            async with anyio.create_task_group() as tasks:  # the upstream starts
+                tasks.start_soon(call, f"vendor=1,{forged}=x")
+                async with gate.upstream_waiting():
+                    pass
+            await call("vendor=1,other@tenant=a b")
+    upstream = [s for s in spans.get_finished_spans()
+                if (s.name, s.kind) == ("tools/call echo", SpanKind.CLIENT)]
+    # the upstream call's context (its `_meta`) carries a tracestate only if it was valid
+    assert [dict(s.context.trace_state) for s in upstream] == [
+        {}, {"vendor": "1", "other@tenant": "a b"}]
+    assert {format(s.context.trace_id, "032x") for s in upstream} == {TRACE_ID}
+    # OpenTelemetry's own warning quoted the agent's member, its newline too
+    ours = [r.getMessage() for r in caplog.records
+            if r.name.startswith(("opentelemetry", "proctor"))]
+    assert not [message for message in ours if "FORGED" in message]
+
+
+@pytest.mark.parametrize(("carrier", "joined"), [
+    ({"traceparent": TRACEPARENT}, {"traceparent": TRACEPARENT}),
+    ({"traceparent": TRACEPARENT.upper()}, {}),
+    ({"traceparent": "ff" + TRACEPARENT[2:]}, {}),
+    ({"traceparent": TRACEPARENT + "-more"}, {}),  # version 00 ends there
+    ({"traceparent": "01" + TRACEPARENT[2:] + "-more"}, {"traceparent": "01" + TRACEPARENT[2:]}),
+    ({"traceparent": f"00-{'0' * 32}-{PARENT_ID}-01"}, {}),
+    ({"traceparent": f"00-{TRACE_ID}-{'0' * 16}-01"}, {}),
+    ({"traceparent": ["not", "text"]}, {}),
+    ({"traceparent": TRACEPARENT, "tracestate": ",".join(f"k{i}=v" for i in range(32))},
+     {"traceparent": TRACEPARENT, "tracestate": ",".join(f"k{i}=v" for i in range(32))}),
+    ({"traceparent": TRACEPARENT, "tracestate": ",".join(f"k{i}=v" for i in range(33))},
+     {"traceparent": TRACEPARENT}),
+    ({"traceparent": TRACEPARENT, "tracestate": "a=" + "b" * 257}, {"traceparent": TRACEPARENT}),
+    ({"traceparent": TRACEPARENT, "tracestate": ",".join(["k=" + "v" * 200] * 3)},
+     {"traceparent": TRACEPARENT}),  # over 512 characters
+    ({"traceparent": TRACEPARENT, "tracestate": "a=1,a=2"}, {"traceparent": TRACEPARENT}),
+    ({"traceparent": TRACEPARENT, "tracestate": "A=1"}, {"traceparent": TRACEPARENT}),
+    ({"traceparent": TRACEPARENT, "tracestate": "a=1 "},
+     {"traceparent": TRACEPARENT, "tracestate": "a=1 "}),  # spaces around a member
+    ({"traceparent": TRACEPARENT, "tracestate": "a=x=y"}, {"traceparent": TRACEPARENT}),
+    ({"tracestate": "a=1"}, {}),
+])
+def test_trace_context_keeps_only_what_w3c_trace_context_allows(
+        carrier: dict[str, Any], joined: dict[str, str]) -> None:
+    assert telemetry.trace_context(carrier) == joined
 
 
 class _OtlpReceiver:
