@@ -6,7 +6,6 @@ sees it (or, for the body, ends the request), and the gateway goes on serving ag
 
 from __future__ import annotations
 
-import asyncio
 import json
 from urllib.parse import urlsplit
 
@@ -21,6 +20,7 @@ from proctor.gateway import GrantAuth
 from proctor.server.asgi import NoDelayH11Protocol
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import http_gateway
+from tests.raw_http import exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -29,15 +29,8 @@ _CALL = (b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"proto
 
 
 async def _exchange(public: str, data: bytes) -> bytes:
-    """What the gateway answers to ``data`` on one connection, up to its close."""
     address = urlsplit(public)
-    with anyio.fail_after(WAIT):
-        reader, writer = await asyncio.open_connection(address.hostname, address.port)
-        writer.write(data)
-        await writer.drain()
-        answer = await reader.read()
-        writer.close()
-        return answer
+    return await exchange(address.port or 80, data, host=address.hostname or "", wait=WAIT)
 
 
 def _head(public: str, *lines: bytes) -> bytes:

@@ -27,6 +27,7 @@ from proctor.server.asgi import (
     NoDelayH11Protocol,
     NoDelayHttpToolsProtocol,
 )
+from tests.raw_http import exchange
 
 pytestmark = pytest.mark.anyio
 
@@ -187,14 +188,7 @@ async def _closed_after(protocol: type[asyncio.Protocol], *writes: bytes) -> byt
     # uvicorn's keep-alive (its 5 s by default) would close an idle connection after a
     # response too: longer than the test waits, so only the head's time limit can
     async with _serving(protocol, keep_alive=10 * WAIT) as (_server, port):
-        with anyio.fail_after(WAIT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for data in writes:
-                writer.write(data)
-                await writer.drain()
-            answer = await reader.read()
-            writer.close()
-            return answer
+        return await exchange(port, *writes, wait=WAIT)
 
 
 _QUICK = [_QuickHeads, _QuickH11Heads]
@@ -272,12 +266,7 @@ async def _answer_and_requests(protocol: type[asyncio.Protocol], data: bytes
         await _app(scope, receive, send)
 
     async with _serving(protocol, app=app) as (_server, port):
-        with anyio.fail_after(WAIT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(data)
-            await writer.drain()
-            answer = await reader.read()  # the server closes
-            writer.close()
+        answer = await exchange(port, data, wait=WAIT)
     return answer, called
 
 
@@ -328,12 +317,8 @@ async def test_a_body_sent_slowly_is_answered_408_and_closed_when_it_times_out(
     # the head whole, then 2 of 10 bytes of the body and nothing more: the application
     # waits for the rest until the body's time limit ends the request
     async with _serving(protocol, keep_alive=10 * WAIT) as (_server, port):
-        with anyio.fail_after(WAIT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
-            await writer.drain()
-            answer = await reader.read()
-            writer.close()
+        answer = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                                b"\r\nab", wait=WAIT)
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_timeout"
     assert BODY_TIMEOUT_SECONDS <= 60
@@ -352,13 +337,15 @@ async def test_a_whole_body_is_never_cut_by_its_time_limit(
             await send({"type": "http.response.body", "body": b"late"})
 
     async with _serving(protocol, keep_alive=10 * WAIT, app=slow) as (_server, port):
-        with anyio.fail_after(WAIT):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                         b"Connection: close\r\n\r\nab")
-            await writer.drain()
-            writer.write(b"cd")
-            await writer.drain()
-            answer = await reader.read()
-            writer.close()
+        answer = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                b"Connection: close\r\n\r\nab", b"cd", wait=WAIT)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"late\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+async def test_nothing_after_a_request_with_connection_close_is_read_as_a_request(
+        protocol: type[asyncio.Protocol]) -> None:
+    answer, called = await _answer_and_requests(
+        protocol, b"GET /1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert called == [b"/1"] and answer.count(b"HTTP/1.1 200") == 1

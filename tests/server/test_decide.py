@@ -24,12 +24,17 @@ pytestmark = pytest.mark.anyio
 REFUND = [{"tool": "crm/issue_refund", "args": {"amount_cents": {"max": 50000}}}]
 
 
-async def _decide(api: Api, grant: dict[str, Any], tool: str, args: dict[str, Any], *,
-                  caller: str = SUPPORT, proof: str | None = None) -> dict[str, Any]:
+async def _ask(api: Api, grant: dict[str, Any], tool: str, args: dict[str, Any], *,
+               caller: str = SUPPORT, proof: str | None = None) -> httpx.Response:
     proof = proof or api.call_proof(grant["agent"], grant["token"])
-    response = await api.client.post("/v1/decide", headers=api.agent(caller), json={
+    return await api.client.post("/v1/decide", headers=api.agent(caller), json={
         "token": grant["token"], "proof": proof, "call": {"tool": tool, "args": args},
         "target": TARGET})
+
+
+async def _decide(api: Api, grant: dict[str, Any], tool: str, args: dict[str, Any], *,
+                  caller: str = SUPPORT, proof: str | None = None) -> dict[str, Any]:
+    response = await _ask(api, grant, tool, args, caller=caller, proof=proof)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -322,11 +327,8 @@ async def test_a_call_the_policy_engine_fails_on_is_a_503_engine_error_with_the_
     activated = await api.client.post(
         f"/v1/policies/revisions/{candidate.json()['id']}/activate", headers=api.admin)
     assert activated.status_code == 200, activated.text
-    grant = await api.grant(SUPPORT, REFUND)
-    response = await api.client.post("/v1/decide", headers=api.agent(SUPPORT), json={
-        "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
-        "call": {"tool": "crm/issue_refund", "args": {"customer_id": "c", "amount_cents": 10}},
-        "target": TARGET})
+    response = await _ask(api, await api.grant(SUPPORT, REFUND), "crm/issue_refund",
+                          {"customer_id": "c", "amount_cents": 10})
     # it was a 200 deny, as a policy's deny: nothing told the caller or an operator that
     # the engine had failed
     assert_problem(response, 503, "engine_error")

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from proctor.server.asgi import NoDelayHttpToolsProtocol
+from tests.raw_http import exchange
 from tests.server.conftest import BASE_URL, SUPPORT, Api
 
 pytestmark = pytest.mark.anyio
@@ -49,18 +50,6 @@ async def _served(api: Api) -> AsyncIterator[int]:
         listening.close()
 
 
-async def _exchange(port: int, *writes: bytes) -> bytes:
-    """What the server answers to ``writes`` on one connection, up to its close."""
-    with anyio.fail_after(WAIT):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for data in writes:
-            writer.write(data)
-            await writer.drain()
-        answer = await reader.read()
-        writer.close()
-        return answer
-
-
 async def _decide_request(api: Api) -> tuple[bytes, bytes]:
     """The head lines (no end) and body of a ``POST /v1/decide`` policy allows."""
     grant = await api.grant(SUPPORT, [{"tool": "crm/*"}])
@@ -84,13 +73,13 @@ async def test_a_decide_request_chunked_after_gzip_is_refused_400_and_nothing_de
     async with _served(agents) as port:
         # httptools read `gzip, chunked` as chunked and the call was decided; a proxy in
         # front, reading the body as gzip, sees another request
-        answer = await _exchange(port, head + b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+        answer = await exchange(port, head + b"Transfer-Encoding: gzip, chunked\r\n\r\n"
                                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(
             b"Invalid HTTP request received.")
         assert _decisions(agents) == []
         # the same call, framed plainly, is decided
-        allowed = await _exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body)
+        allowed = await exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body)
                                   + body)
     assert allowed.startswith(b"HTTP/1.1 200 ")
     assert json.loads(allowed.partition(b"\r\n\r\n")[2])["decision"] == "allow"
@@ -101,13 +90,13 @@ async def test_a_decide_request_whose_body_stops_is_answered_408_and_nothing_dec
         agents: Api) -> None:
     head, body = await _decide_request(agents)
     async with _served(agents) as port:
-        answer = await _exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body)
+        answer = await exchange(port, head + b"Content-Length: %d\r\n\r\n" % len(body)
                                  + body[:-10])
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_timeout"
         assert _decisions(agents) == []
         # the server goes on
-        whoami = await _exchange(port, b"GET /v1/whoami HTTP/1.1\r\nHost: proctor.test\r\n"
+        whoami = await exchange(port, b"GET /v1/whoami HTTP/1.1\r\nHost: proctor.test\r\n"
                                  b"Authorization: %s\r\nConnection: close\r\n\r\n"
                                  % agents.admin["Authorization"].encode())
     assert whoami.startswith(b"HTTP/1.1 200 ")
@@ -115,7 +104,7 @@ async def test_a_decide_request_whose_body_stops_is_answered_408_and_nothing_dec
 
 async def test_an_http_0_9_request_line_is_refused_505(agents: Api) -> None:
     async with _served(agents) as port:
-        answer = await _exchange(port, b"GET /v1/whoami\r\nHost: proctor.test\r\n"
+        answer = await exchange(port, b"GET /v1/whoami\r\nHost: proctor.test\r\n"
                                  b"Authorization: %s\r\n\r\n"
                                  % agents.admin["Authorization"].encode())
     assert answer.startswith(b"HTTP/1.1 505 ")
@@ -126,7 +115,7 @@ async def test_a_body_over_the_limit_announced_with_expect_100_continue_is_refus
         agents: Api) -> None:
     head, _ = await _decide_request(agents)
     async with _served(agents) as port:
-        answer = await _exchange(port, head + b"Content-Length: 99999999\r\n"
+        answer = await exchange(port, head + b"Content-Length: 99999999\r\n"
                                  b"Expect: 100-continue\r\n\r\n")
     # refused at once, without asking for the body
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]

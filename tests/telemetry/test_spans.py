@@ -133,14 +133,11 @@ async def test_an_http_gateway_call_joins_the_trace_of_its_traceparent_header(
 async def test_an_agents_invalid_tracestate_is_dropped_unlogged_and_a_valid_one_goes_on(
         deployment: Deployment, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
-    spans, _metrics = exported
-    grant = deployment.grant()
-    clock = FrozenClock(SystemClock().now())
-    gate = Gate(tmp_path)
     forged = "FORGED\nERROR proctor: a line the agent wrote"
+    clock, gate = FrozenClock(SystemClock().now()), Gate(tmp_path)
     with anyio.fail_after(WAIT), caplog.at_level(logging.DEBUG):
         async with gateway_on(deployment, clock, gate) as (public, _gateway), agent(
-                f"{public}/mcp/test", grant, deployment, clock) as client:
+                f"{public}/mcp/test", deployment.grant(), deployment, clock) as client:
 
             async def call(state: str) -> None:
                 meta: Any = {"traceparent": TRACEPARENT, "tracestate": state}
@@ -151,7 +148,7 @@ async def test_an_agents_invalid_tracestate_is_dropped_unlogged_and_a_valid_one_
                 async with gate.upstream_waiting():
                     pass
             await call("vendor=1,other@tenant=a b")
-    upstream = [s for s in spans.get_finished_spans()
+    upstream = [s for s in exported[0].get_finished_spans()
                 if (s.name, s.kind) == ("tools/call echo", SpanKind.CLIENT)]
     # the upstream call's context (its `_meta`) carries a tracestate only if it was valid
     assert [dict(s.context.trace_state) for s in upstream] == [

@@ -196,7 +196,10 @@ def _timed_body(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol,
             return
         protocol.logger.debug("a request body was not whole in time: connection closed")
         cycle = protocol.cycle
-        if cycle is not None and not cycle.response_started:
+        # not while an earlier request's answer may be going out (httptools queues a
+        # pipelined request whose head came during it): the connection is only closed
+        if cycle is not None and not cycle.response_started \
+                and not getattr(protocol, "pipeline", None):
             transport.write(_BODY_TIMED_OUT.response())
         if cycle is not None:  # the application's receive answers http.disconnect
             cycle.disconnected = True
