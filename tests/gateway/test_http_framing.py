@@ -55,7 +55,7 @@ async def test_ambiguous_framing_and_other_versions_are_refused_and_the_gateway_
         async with http_gateway(deployment) as public:
             chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(_CALL), _CALL)
             for request, status in (
-                    # h11 took these three and handed them to the gateway
+                    # h11 took these and handed them to the gateway
                     (_head(public, b"Transfer-Encoding: chunked").replace(
                         b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + chunked, 400),
                     (_head(public).replace(b"HTTP/1.1", b"HTTP/2.0")
@@ -63,6 +63,9 @@ async def test_ambiguous_framing_and_other_versions_are_refused_and_the_gateway_
                     (_head(public, b"X-A: a", b" folded", b"Content-Length: %d" % len(_CALL))
                      + b"\r\n" + _CALL, 400),
                     (_head(public, *[b"X-A: a"] * 101) + b"\r\n", 431),
+                    (_head(public, b"X-A: a\x01") + b"Content-Length: 0\r\n\r\n", 400),
+                    (_head(public, b"Transfer-Encoding: chunked") + b"\r\n"
+                     + chunked.removesuffix(b"\r\n") + b"X-Trailer: t\r\n\r\n", 400),
                     # refused before too
                     (_head(public, b"Transfer-Encoding: gzip, chunked") + b"\r\n" + chunked,
                      400)):

@@ -228,7 +228,7 @@ async def test_a_request_with_content_length_and_transfer_encoding_is_refused_40
 
 
 # Heads both servers refuse (proctor.server.framing), with what each parser did before:
-# httptools took the first five, h11 the second, third and the last four
+# httptools took the first five, h11 the second, third and the next six
 _REFUSED_HEADS = [
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                  b"5\r\nhello\r\n0\r\n\r\n", 400, id="gzip-then-chunked"),
@@ -245,6 +245,8 @@ _REFUSED_HEADS = [
                  id="17-kib-target-in-one-read"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400, id="obs-fold"),
     pytest.param(b"GET / HTTP/1.1\nHost: x\n\n", 400, id="bare-lf"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400, id="ctl-in-value"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n", 400, id="del-in-value"),
     # refused before too, by both: kept so
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
                  b"\r\nhelloX", 400, id="two-content-lengths"),
@@ -349,3 +351,26 @@ async def test_nothing_after_a_request_with_connection_close_is_read_as_a_reques
         protocol, b"GET /1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert called == [b"/1"] and answer.count(b"HTTP/1.1 200") == 1
+
+
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+async def test_trailer_fields_after_a_chunked_body_are_refused_before_the_body_ends(
+        protocol: type[asyncio.Protocol]) -> None:
+    ended: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        if message["type"] == "http.request":  # the body's end: what the route would read
+            ended.append(list(scope["headers"]))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async with _serving(protocol, app=app) as (_server, port):
+        answer = await exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                                b"chunked\r\n\r\n5\r\nhello\r\n0\r\nAuthorization: Bearer "
+                                b"t\r\n\r\n", wait=WAIT)
+    # httptools ended the body with the trailer among the request's headers
+    assert ended == []
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1

@@ -122,3 +122,17 @@ async def test_a_body_over_the_limit_announced_with_expect_100_continue_is_refus
     assert b"100 Continue" not in answer
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_too_large"
     assert _decisions(agents) == []
+
+
+async def test_credentials_sent_as_a_trailer_are_refused_400_and_nothing_decided(
+        agents: Api) -> None:
+    head, body = await _decide_request(agents)
+    without, _, credentials = head.rpartition(b"Authorization: ")
+    async with _served(agents) as port:
+        # the head has no Authorization; the chunked body's trailer has: httptools added
+        # it to the request's headers, and the call was authenticated and decided
+        answer = await exchange(port, without + b"Transfer-Encoding: chunked\r\n\r\n"
+                                + b"%x\r\n%s\r\n0\r\nAuthorization: %s\r\n"
+                                % (len(body), body, credentials))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert _decisions(agents) == []

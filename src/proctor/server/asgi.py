@@ -142,6 +142,11 @@ class NoDelayH11Protocol(H11Protocol):
                 if self._refusal is not None:
                     raise h11.RemoteProtocolError("a head h11 would mend")
             event = next_event()
+            if isinstance(event, h11.EndOfMessage) and event.headers:
+                # trailer fields: uvicorn drops them, httptools would add them to the
+                # request's headers; refused on both, as no proxy in front checked them
+                self._refusal = None
+                raise h11.RemoteProtocolError("trailer fields")
             if isinstance(event, h11.Request):
                 self._refusal = head_refusal(event.http_version.decode("ascii"),
                                              event.target, event.headers)
@@ -153,8 +158,14 @@ class NoDelayH11Protocol(H11Protocol):
 
 def _sent_refusal(protocol: NoDelayH11Protocol | NoDelayHttpToolsProtocol) -> bool:
     """Answer the connection's refusal, if it has one of its own, and close; False if it
-    has none (the parser's 400 is uvicorn's)."""
+    has none (the parser's 400 is uvicorn's). A refusal met once the application has
+    begun its answer (in a body, say) only closes the connection: a 400 written there
+    would be read as part of that answer."""
     refusal, protocol._refusal = protocol._refusal, None
+    cycle = protocol.cycle
+    if cycle is not None and cycle.response_started and not cycle.response_complete:
+        protocol.transport.close()
+        return True
     if refusal is None or refusal.code is None:
         return False
     protocol.logger.debug("a request refused: %s", refusal.code)
@@ -252,6 +263,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: Refusal | None = None
+        self._fields = 0  # the header fields of the request's head
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
@@ -302,9 +314,16 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._refusal = head_refusal(self.parser.get_http_version(), self.url, self.headers)
         if self._refusal is not None:
             raise _RefusedError
+        self._fields = len(self.headers)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_message = False
         self._body_timer = _cancelled(self._body_timer)
+        # httptools gives a chunked body's trailer fields to on_header, and uvicorn adds
+        # them to the request's headers (the list the application already holds): a
+        # field no proxy in front checked, such as an Authorization the head did not
+        # have. Refused before the application has the body's end
+        if len(self.headers) != self._fields:
+            raise _RefusedError
         super().on_message_complete()

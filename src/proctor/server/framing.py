@@ -14,8 +14,10 @@ both make on a head, in this order, whatever parser read it.
    and refused by h11); ``Transfer-Encoding`` in an HTTP/1.0 request; two ``Host``
    fields, or none in HTTP/1.1: 400, the parser's own answer to a request it cannot
    read (``Invalid HTTP request received.``), and the connection closed. (Two different
-   ``Content-Length`` values, obs-fold lines, a bare LF or CR, a NUL in a field are
-   refused by the parsers themselves, or for h11 by :func:`raw_head_refusal`.)
+   ``Content-Length`` values, obs-fold lines, a bare LF or CR, a control character in a
+   field are refused by the parsers themselves, or for h11 by :func:`raw_head_refusal`.)
+4. Trailer fields after a chunked body: 400 (httptools added them to the request's
+   headers, which the application reads once the body is whole).
 
 A refusal is answered with ``Connection: close`` and the connection closed: after a head
 the server would not read, it cannot know where the next request starts.
@@ -52,6 +54,7 @@ closed."""
 
 _VERSIONS = frozenset({"1.0", "1.1"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not HTAB, CR, LF
 _HEAD_END = re.compile(rb"\n\r?\n")
 
 
@@ -111,12 +114,14 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
 def raw_head_refusal(buffered: bytes) -> Refusal | None:
     """Why the head at the start of ``buffered`` is refused for what its parser (h11)
     would take and mend: an obs-fold line (a field continued on the next line, which
-    h11 joins and a proxy may read as a field of its own) or a bare LF (h11 takes it for
-    CRLF; httptools refuses both). None if the head is fine or not yet whole."""
+    h11 joins and a proxy may read as a field of its own), a bare LF (h11 takes it for
+    CRLF) or a control character other than HTAB in a field (h11 keeps it; httptools
+    refuses all three). None if the head is fine or not yet whole."""
     end = _HEAD_END.search(buffered)
     if end is None:
         return None
     head = buffered[:end.end()]
-    if b"\n " in head or b"\n\t" in head or _BARE_LF.search(head) is not None:
+    if b"\n " in head or b"\n\t" in head or _BARE_LF.search(head) is not None \
+            or _CONTROL.search(head) is not None:
         return _MALFORMED
     return None
