@@ -75,19 +75,38 @@ async def test_ambiguous_framing_and_other_versions_are_refused_and_the_gateway_
             assert await _echo(deployment, public) == {"text": "still here", "count": 1}
 
 
+def _signed(deployment: Deployment, public: str) -> list[bytes]:
+    """An agent's Authorization and DPoP header lines for a POST of ``_CALL``."""
+    auth = GrantAuth(deployment.grant().token, deployment.key, SystemClock())
+    signed = next(auth.auth_flow(httpx2.Request("POST", f"{public}/mcp/test", content=_CALL)))
+    return [b"%s: %s" % (name.encode(), signed.headers[name].encode())
+            for name in ("Authorization", "DPoP")]
+
+
+async def test_a_body_declared_over_the_limit_is_refused_413_without_100_continue(
+        deployment: Deployment) -> None:
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment) as public:
+            # the gateway asked for the body (100 Continue) and read it up to the limit
+            answer = await _exchange(public, _head(public, *_signed(deployment, public),
+                                                   b"Content-Length: 99999999",
+                                                   b"Expect: 100-continue") + b"\r\n")
+            assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+            assert b"100 Continue" not in answer
+            assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["data"][
+                "reason"] == "message_too_large"
+            assert await _echo(deployment, public) == {"text": "still here", "count": 1}
+
+
 async def test_a_body_that_never_comes_whole_is_answered_408_and_the_gateway_goes_on(
         deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(NoDelayH11Protocol, "body_timeout_seconds", 0.2)
     with anyio.fail_after(WAIT):
         async with http_gateway(deployment) as public:
             # an agent's request, its body cut short
-            auth = GrantAuth(deployment.grant().token, deployment.key, SystemClock())
-            signed = next(auth.auth_flow(httpx2.Request("POST", f"{public}/mcp/test",
-                                                        content=_CALL)))
-            credentials = [b"%s: %s" % (name.encode(), signed.headers[name].encode())
-                           for name in ("Authorization", "DPoP")]
-            answer = await _exchange(public, _head(public, *credentials, b"Content-Length: %d"
-                                                   % len(_CALL)) + b"\r\n" + _CALL[:-10])
+            answer = await _exchange(public, _head(public, *_signed(deployment, public),
+                                                   b"Content-Length: %d" % len(_CALL))
+                                     + b"\r\n" + _CALL[:-10])
             assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:300]
             assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_timeout"
             assert await _echo(deployment, public) == {"text": "still here", "count": 1}

@@ -228,7 +228,8 @@ async def test_a_request_with_content_length_and_transfer_encoding_is_refused_40
 
 
 # Heads both servers refuse (proctor.server.framing), with what each parser did before:
-# httptools took the first five, h11 the second, third and the next six
+# httptools took the first five and the Host ones, h11 the second, third and the next
+# six and the Host ones
 _REFUSED_HEADS = [
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                  b"5\r\nhello\r\n0\r\n\r\n", 400, id="gzip-then-chunked"),
@@ -247,6 +248,9 @@ _REFUSED_HEADS = [
     pytest.param(b"GET / HTTP/1.1\nHost: x\n\n", 400, id="bare-lf"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400, id="ctl-in-value"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n", 400, id="del-in-value"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n", 400, id="host-userinfo"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, id="host-space"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\n\r\n", 400, id="host-path"),
     # refused before too, by both: kept so
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
                  b"\r\nhelloX", 400, id="two-content-lengths"),
@@ -300,7 +304,9 @@ async def test_heads_at_the_limits_and_chunked_bodies_are_answered(
             b"Connection: close\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n"
             b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-            b"GET / HTTP/1.0\r\n\r\n"):
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1]:8765\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: xn--bcher-kva.example:80\r\nConnection: close\r\n\r\n"):
         answer, called = await _answer_and_requests(protocol, request)
         assert answer.startswith(b"HTTP/1.1 200") and len(called) == 1, answer[:200]
 

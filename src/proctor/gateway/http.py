@@ -266,7 +266,10 @@ class GrantGate:
             return
         document: Any = None
         if scope["method"] == "POST":
-            body = await _read_capped(receive, self._max)
+            # a body declared over the limit is refused unread (with `Expect:
+            # 100-continue`, before the client is told to send it)
+            body = None if _declared_over(headers, self._max) \
+                else await _read_capped(receive, self._max)
             if body is None:
                 await _refusal(None, "message_too_large",
                                f"a message may be at most {self._max} bytes",
@@ -488,6 +491,12 @@ def _unreadable(body: bytes) -> Response | None:
         return _refusal(request_id_in_prefix(body[:PREFIX_BYTES]), "message_too_deep",
                         f"a message may nest at most {MAX_DEPTH} levels", {"max_depth": MAX_DEPTH})
     return None
+
+
+def _declared_over(headers: Headers, limit: int) -> bool:
+    """Whether the request's ``Content-Length`` says its body is over ``limit`` bytes."""
+    declared = headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > limit
 
 
 async def _read_capped(receive: Receive, limit: int) -> bytes | None:

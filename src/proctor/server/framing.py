@@ -12,8 +12,9 @@ both make on a head, in this order, whatever parser read it.
    both ``Content-Length`` and ``Transfer-Encoding``; a ``Transfer-Encoding`` other than
    one field of exactly ``chunked`` (``gzip, chunked`` is read as chunked by httptools,
    and refused by h11); ``Transfer-Encoding`` in an HTTP/1.0 request; two ``Host``
-   fields, or none in HTTP/1.1: 400, the parser's own answer to a request it cannot
-   read (``Invalid HTTP request received.``), and the connection closed. (Two different
+   fields, or none in HTTP/1.1, or one that is not ``host[:port]`` (RFC 9112 3.2): 400,
+   the parser's own answer to a request it cannot read (``Invalid HTTP request
+   received.``), and the connection closed. (Two different
    ``Content-Length`` values, obs-fold lines, a bare LF or CR, a control character in a
    field are refused by the parsers themselves, or for h11 by :func:`raw_head_refusal`.)
 4. Trailer fields after a chunked body: 400 (httptools added them to the request's
@@ -56,6 +57,9 @@ _VERSIONS = frozenset({"1.0", "1.1"})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not HTAB, CR, LF
 _HEAD_END = re.compile(rb"\n\r?\n")
+# RFC 9112 3.2: uri-host [ ":" port ] (an IP literal, or a name or IPv4 address of
+# unreserved, sub-delims and %-escapes), or empty
+_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +96,12 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
     size = len(target)
     hosts = lengths = encodings = 0
     chunked = False
+    host = b""
     for name, value in headers:
         size += len(name) + len(value) + 4  # ": " and CRLF
         if name == b"host":
             hosts += 1
+            host = value
         elif name == b"content-length":
             lengths += 1
         elif name == b"transfer-encoding":
@@ -104,7 +110,7 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
     if size > MAX_HEAD_BYTES:
         return Refusal("request_head_too_large",
                        f"the request head is over {MAX_HEAD_BYTES} bytes")
-    if hosts > 1 or (hosts == 0 and version != "1.0"):
+    if hosts > 1 or (hosts == 0 and version != "1.0") or _HOST.fullmatch(host) is None:
         return _MALFORMED
     if encodings and (lengths or encodings > 1 or not chunked or version == "1.0"):
         return _MALFORMED
