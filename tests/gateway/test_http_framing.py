@@ -93,6 +93,7 @@ async def test_a_body_declared_over_the_limit_is_refused_413_without_100_continu
                                                    b"Expect: 100-continue") + b"\r\n")
             assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
             assert b"100 Continue" not in answer
+            assert b"connection: close\r\n" in answer.lower()  # the body is never read
             assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["data"][
                 "reason"] == "message_too_large"
             assert await _echo(deployment, public) == {"text": "still here", "count": 1}

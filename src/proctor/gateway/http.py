@@ -271,9 +271,11 @@ class GrantGate:
             body = None if _declared_over(headers, self._max) \
                 else await _read_capped(receive, self._max)
             if body is None:
-                await _refusal(None, "message_too_large",
-                               f"a message may be at most {self._max} bytes",
-                               {"max_bytes": self._max})(scope, receive, send)
+                refused = _refusal(None, "message_too_large",
+                                   f"a message may be at most {self._max} bytes",
+                                   {"max_bytes": self._max})
+                refused.headers["connection"] = "close"  # the rest is never read
+                await refused(scope, receive, send)
                 return
             refusal = _unreadable(body)
             if refusal is not None:
