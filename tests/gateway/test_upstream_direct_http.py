@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from proctor.errors import GatewayError
-from proctor.gateway import UpstreamConfig
+from proctor.gateway import UpstreamConfig, keepalive
 from proctor.gateway.relay import RelayBoard
 from proctor.gateway.upstream import UpstreamConnection
 from tests.gateway.conftest import WAIT
@@ -35,7 +35,7 @@ SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
-         "endless_event", "gzipped"]
+         "endless_event", "gzipped", "lingering"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -65,6 +65,7 @@ class _Hostile:
         self.pinged = anyio.Event()
         self.cancelled: list[Any] = []
         self.cancel_seen = anyio.Event()
+        self.released = anyio.Event()  # a lingering stream ends once this is set
 
     async def handle(self, request: Request) -> Response:
         message = json.loads(await request.body())
@@ -112,6 +113,12 @@ class _Hostile:
                     await self.pinged.wait()
                 yield f"event: message\ndata: {json.dumps(ok)}\n\n".encode()
             return StreamingResponse(body(), media_type="text/event-stream")
+        if name == "lingering":  # the answer, then the stream stays open
+            async def lingering() -> AsyncIterator[bytes]:
+                yield f"event: message\ndata: {json.dumps(ok)}\n\n".encode()
+                with anyio.move_on_after(WAIT):
+                    await self.released.wait()
+            return StreamingResponse(lingering(), media_type="text/event-stream")
         if name == "ended":
             note = {"jsonrpc": "2.0", "method": "notifications/message",
                     "params": {"level": "info", "data": "bye"}}
@@ -313,3 +320,20 @@ async def test_a_calls_log_messages_reach_the_agent_in_order_before_its_answer()
             assert result.content[0].model_dump()["text"] == f"logged {count} lines"
             assert lines == [f"line {n}" for n in range(count)]
         assert next(posts._ids) == 3  # both calls were posted by the gateway
+
+
+async def test_a_posted_calls_answer_does_not_wait_for_its_stream_to_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upstream may keep a call's event stream open after its answer: the posted
+    call returns with the answer, and what is left of the stream is read after it (for
+    the connection's reuse), as the SDK's transport does. The drain's bound is set past
+    the test's wait here, so a call that waited for the stream's end would not return;
+    the next call is sent once it has ended."""
+    monkeypatch.setattr(keepalive, "DRAIN_SECONDS", WAIT * 2)
+    hostile = _Hostile()
+    async with _connected(_hostile_app(hostile)) as connection:
+        answer = await _answer(connection, "lingering", {}, None)
+        assert answer["content"][0]["text"] == "answer of lingering"
+        hostile.released.set()
+        answer = await _answer(connection, "plain", {}, None)
+        assert answer["content"][0]["text"] == "answer of plain"

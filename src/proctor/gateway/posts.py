@@ -29,6 +29,13 @@ too), or an event longer (its lines, field names included), is
 ``upstream_result_too_large``: counted while it is read, never held whole, and the
 response is closed unread (its connection is not reused).
 
+An answered event stream is closed in a task of the connection's (``later``), as the
+SDK's transport closes it after handing the answer on: what is left of it (the
+chunked body's end, as a rule, still on its way when the answer is read) is read
+then, bounded, so that its connection goes back to the pool without the call
+waiting for it, and the next posted request waits for that before it is sent, so
+that it reuses the connection.
+
 A request abandoned (its timeout, or its caller cancelled) is cancelled at the
 upstream with ``notifications/cancelled``, posted as the SDK's dispatcher does.
 """
@@ -38,7 +45,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from contextlib import suppress
+from collections.abc import Callable
+from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 import anyio
@@ -82,6 +90,9 @@ class UpstreamPosts:
                  on_log: OnLog | None = None) -> None:
         self._client = client
         self._on_log = on_log
+        self.later: Callable[..., Any] | None = None  # the connection's tasks' start_soon
+        self._draining = 0  # answered streams still being read to their end
+        self._drained = anyio.Event()
         self._max_answer = max_answer_bytes
         self._url = url
         self._to_session = to_session
@@ -124,8 +135,11 @@ class UpstreamPosts:
         return outcome(answer)
 
     async def _post(self, request_id: str, body: bytes) -> Any:
-        async with stream_within_origin(self._client, "POST", self._url, content=body,
-                                        headers=self._headers()) as response:
+        if self._draining:  # an answered stream's end is still on its way: its connection
+            await self._drained.wait()  # is the one to reuse
+        async with AsyncExitStack() as stack:
+            response = await stack.enter_async_context(stream_within_origin(
+                self._client, "POST", self._url, content=body, headers=self._headers()))
             status = response.status_code
             if status >= 400:
                 return await self._refused(response)
@@ -141,8 +155,34 @@ class UpstreamPosts:
                     return invalid_answer("a response to another request")
                 return document
             if kind.startswith("text/event-stream"):
-                return await self._events(response, request_id)
+                answer = await self._events(response, request_id)
+                if isinstance(answer, dict) and self.later is not None:
+                    later = stack.pop_all()
+                    try:
+                        self._close_later(self.later, later)
+                    except RuntimeError:  # the connection's tasks have ended: closed here
+                        await later.aclose()
+                return answer
             return invalid_answer("a content type that is neither JSON nor an event stream")
+
+    def _close_later(self, later: Callable[..., Any], stack: AsyncExitStack) -> None:
+        """Close an answered event stream in a task of the connection's, after the answer
+        went back (reading what is left of it, bounded, so that its connection is
+        reused): the stream's end is not waited for on the call's way."""
+        later(self._closed, stack)  # the task runs after this returns
+        if not self._draining:
+            self._drained = anyio.Event()
+        self._draining += 1
+
+    async def _closed(self, stack: AsyncExitStack) -> None:
+        try:
+            await stack.aclose()
+        except Exception as exc:  # the connection is dropped: nothing else to do
+            log.debug("an answered stream did not close cleanly: %s", type(exc).__name__)
+        finally:
+            self._draining -= 1
+            if not self._draining:
+                self._drained.set()
 
     async def _refused(self, response: httpx2.Response) -> Any:
         """An HTTP error status, as the SDK's transport answers it."""

@@ -169,12 +169,14 @@ class UpstreamConnection:
         async with client, streamable_http_client(
                 url, http_client=client, max_sse_event_size=self._max_answer) as (read, write), \
                 from_posts, anyio.create_task_group() as tasks:
+            posts.later = tasks.start_soon
             tasks.start_soon(_pass_on, read, to_session)
             self._posts = posts
             try:
                 yield from_posts, write
             finally:
                 self._posts = None
+                posts.later = None  # the tasks end here: a late answer's stream closes inline
                 tasks.cancel_scope.cancel()
 
     async def _list_tools(self, session: ClientSession) -> list[types.Tool]:
