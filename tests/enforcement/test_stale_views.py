@@ -33,7 +33,7 @@ from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
 from proctor.runtime import Runtime, issuer_for, open_runtime
-from proctor.store.tables import changes, policy_revisions
+from proctor.store.tables import changes, policy_revisions, tasks
 from tests.identity.factories import manifest
 
 from .conftest import APPROVER, CODER, OWNER, SUPPORT, TARGET, Agents
@@ -50,6 +50,14 @@ def other(runtime: Runtime) -> Iterator[Runtime]:
     node = open_runtime(runtime.settings, clock=runtime.clock)
     yield node
     node.close()
+
+
+def read_confidential(node: Runtime, task_id: str) -> None:
+    """What the write of an allowed confidential read commits on ``node`` for its task
+    (:mod:`proctor.grants.use` raises the mark; nothing else does)."""
+    with node.store.transaction() as conn:
+        conn.execute(update(tasks).where(tasks.c.id == task_id)
+                     .values(sensitivity_seen=CONFIDENTIAL))
 
 
 def heard_everything(runtime: Runtime) -> None:
@@ -147,7 +155,7 @@ def test_a_sensitive_read_committed_on_another_node_before_this_one_heard_of_it_
     approved(runtime, agents, grant)  # the email outside, while the task is clean
     with news_held(runtime):
         # the task reads confidential data through the other node
-        other.grants.note_sensitivity(task_id, CONFIDENTIAL)
+        read_confidential(other, task_id)
         assert runtime.task_view.task(task_id).sensitivity_seen == 0  # what this node holds
         verdict = agents.call(grant, "email/send_email", OUTSIDE)
     assert refused_at_write(runtime) == ["task_changed"]
@@ -332,7 +340,7 @@ def test_the_write_confirms_the_sensitivity_an_allow_was_decided_on(
     task_id = grant.claims.task_id
     use = _prepared(runtime, agents, grant, "email/send_email", OUTSIDE)
     use.decided_seen = 0  # the task was clean when the call was decided
-    runtime.grants.note_sensitivity(task_id, CONFIDENTIAL)  # committed first
+    read_confidential(runtime, task_id)  # committed first
     runtime.grants.apply_alone(use)
     assert use.refusal is not None and use.refusal.code == "task_changed"
     assert use.uses_left is None  # nothing counted

@@ -154,15 +154,6 @@ class GrantAuthority:
             raise GrantError("task_unknown", f"task `{task_id}` does not exist")
         return task_from_row(row)
 
-    def note_sensitivity(self, task_id: str, level: int) -> None:
-        """Raise the task's highest data sensitivity seen to ``level`` (never lower it)."""
-        with self._store.transaction() as conn:
-            conn.execute(update(tasks).where(and_(
-                tasks.c.id == task_id, tasks.c.sensitivity_seen < level))
-                .values(sensitivity_seen=level))
-        if self._tasks is not None:
-            self._tasks.forget(task_id)
-
     def end_task(self, task_id: str, *, by: Actor = SYSTEM,
                  reason: str = "task ended") -> list[str]:
         """End the task and revoke everything issued under it."""
