@@ -168,6 +168,35 @@ def test_signals_fade_with_their_half_life(stream: Stream) -> None:
     assert stream.registry.get(CODER).risk_score == 15
 
 
+def test_a_factor_that_fades_below_naming_while_the_score_holds_is_no_longer_published(
+        stream: Stream) -> None:
+    """A rescore publishes the names with the score: a factor under the naming level is
+    gone from ``principal.risk_factors`` even when the rounded score did not move."""
+    engine = stream.engine()
+    stream.usual()
+    stream.gateway("gateway.redact", findings=2)  # leaked_secret: 5 points at full level
+    engine.catch_up()
+    level = _levels(engine)["leaked_secret"]
+    half_life = stream.config.half_life_seconds["leaked_secret"]
+
+    def fade_to(target: float) -> None:
+        at = stream.clock.now()
+        stream.clock.advance(seconds=half_life * math.log2(_levels(engine)["leaked_secret"]
+                                                           / target))
+        assert stream.clock.now() > at
+
+    assert level > 0.3
+    fade_to(0.27)  # 1.35 points: a score of 1, the factor named
+    engine.rescore()
+    agent = stream.registry.get(CODER)
+    assert (agent.risk_score, agent.risk_factors) == (1, ("leaked_secret",))
+    fade_to(0.23)  # 1.15 points: still 1, the factor under the naming level
+    assert engine.rescore() == {CODER: 1}
+    agent = stream.registry.get(CODER)
+    assert (agent.risk_score, agent.risk_factors) == (1, ())
+    assert engine.rescore() == {}  # published as it is: nothing written again
+
+
 def test_events_are_folded_once_from_the_cursor_and_the_score_survives_a_restart(
         stream: Stream, database_url: str) -> None:
     engine = stream.engine()

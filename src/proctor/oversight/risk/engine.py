@@ -16,7 +16,8 @@ stores the baselines and publishes the changed scores to the registry
 (``agents.risk_score`` and ``risk_factors``, what Cedar sees as
 ``principal.risk_score``). :meth:`RiskEngine.rescore` scores every baseline again (signals
 fade without events) and writes and publishes what changed in such transactions (up
-to 500 agents each), from the baselines as read again in them.
+to 500 agents each), from the baselines as read again in them: a score, or the factors
+named with it (a factor fades below the naming level while the rounded score holds).
 
 Publishing in the transaction that stored, with the head held, is what keeps a score
 from going back: a writer's fold of a later event waits for that commit, so the
@@ -169,7 +170,7 @@ class RiskEngine:
 
     def rescore(self) -> dict[str, int]:
         """Score every agent again now (signals fade with time even without events);
-        the agents whose published score changed, with their new score."""
+        the agents whose published score or named factors changed, with their score."""
         with self._lock:
             with self._store.reading() as conn:
                 rows = conn.execute(_with_published(select(
@@ -177,8 +178,8 @@ class RiskEngine:
                     risk_baselines.c.score))).all()
             at = self._clock.now().timestamp()
             faded = sorted(row.agent_id for row in rows
-                           if _is_stale(row) or score_and_names(
-                               dict(row.baseline), at, self.config)[0] != row.score)
+                           if _is_stale(row) or _moved(row, score_and_names(
+                               dict(row.baseline), at, self.config)))
             self._stage("scored")
             if not faded:
                 return {}
@@ -200,8 +201,7 @@ class RiskEngine:
                                                        self.config)
                         if score != row.score:  # only what faded (or grew) is written
                             moved.append({"a": row.agent_id, "s": score})
-                            scored[row.agent_id] = (score, names)
-                        elif _is_stale(row):
+                        if _is_stale(row) or _moved(row, (score, names)):
                             scored[row.agent_id] = (score, names)
                     if moved:
                         conn.execute(update(risk_baselines)
@@ -296,9 +296,19 @@ class RiskEngine:
 def _with_published(query: Select[Any]) -> Select[Any]:
     """``query`` of ``risk_baselines`` with the score published in the agent's row
     (``published``; None for an agent not registered, or retired: it keeps its score)."""
-    return query.add_columns(agents.c.risk_score.label("published")).select_from(
+    return query.add_columns(agents.c.risk_score.label("published"),
+                             agents.c.risk_factors.label("published_factors")).select_from(
         risk_baselines.outerjoin(agents, and_(agents.c.id == risk_baselines.c.agent_id,
                                               agents.c.trust_state != "retired")))
+
+
+def _moved(row: Any, scored: tuple[int, list[str]]) -> bool:
+    """Whether the score or the named factors of ``scored`` are not those of the row's
+    last fold and the agent's row (a retired or unregistered agent: its fold's alone)."""
+    score, names = scored
+    if score != row.score:
+        return True
+    return row.published is not None and list(row.published_factors or ()) != names
 
 
 def _is_stale(row: Any) -> bool:
