@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import select
 
 from proctor.audit import (
     ActorType,
@@ -17,11 +18,13 @@ from proctor.audit import (
     EventFilter,
     HttpSink,
     SyslogSink,
+    human_event,
     read_cursor,
 )
 from proctor.clock import FrozenClock
 from proctor.errors import AuditDeliveryError
 from proctor.store import Store
+from proctor.store.tables import audit_head
 from tests.audit.helpers import record_many
 from tests.audit.receivers import HttpReceiver, Received, SyslogReceiver, free_port
 
@@ -46,6 +49,11 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition did not come true"
         changed.wait(0.01)
+
+
+def head_of(store: Store) -> int:
+    with store.reading() as conn:
+        return int(conn.execute(select(audit_head.c.seq)).scalar_one())
 
 
 def in_order_once_each(seqs: list[int]) -> list[int]:
@@ -152,3 +160,29 @@ def test_a_new_stream_may_start_at_the_head_and_a_filter_selects_events(
     receiver.stop()
     sink.close()
     assert received.seqs == [6, 7, 8]
+
+
+def test_a_filtered_stream_moves_its_cursor_past_the_events_its_filter_skips(
+        store: Store, audit: AuditLog, clock: FrozenClock) -> None:
+    """Its next look starts after what it looked through, not at its last match: the
+    events it skipped are not read again on every poll."""
+    received, port = Received(), free_port()
+    receiver = HttpReceiver(port, received).start()
+    sink = HttpSink(f"http://127.0.0.1:{port}/", hostname="n")
+    humans = AuditStream(store, sink, clock, name="humans", batch_size=2,
+                         where=EventFilter(actor_type=ActorType.HUMAN))
+    record_many(audit, clock, 5)
+    assert humans.catch_up() == 0
+    assert read_cursor(store, "humans") == head_of(store)  # looked through, none matched
+    approvals = [audit.record(human_event("alice@acme.example", "approval.grant",
+                                          'Tool::"git/git_push"', "approved",
+                                          now=clock.now())).seq for _ in range(3)]
+    record_many(audit, clock, 4)
+    assert humans.deliver_once() == 2  # a full batch: the cursor at its last event
+    assert read_cursor(store, "humans") == approvals[1]
+    assert humans.deliver_once() == 1  # the rest: the cursor past what it looked through
+    assert read_cursor(store, "humans") == head_of(store) > approvals[-1]
+    assert humans.deliver_once() == 0
+    receiver.stop()
+    sink.close()
+    assert received.seqs == approvals

@@ -3,10 +3,15 @@
 The order of one delivery (:meth:`AuditStream.deliver_once`):
 
 1. read the stream's cursor (``audit_stream_cursors``: the last position its collector
-   acknowledged; a new stream starts at the beginning, or at the head if asked);
-2. read up to ``batch_size`` matching events after it, in chain order;
-3. send them as one batch; the sink returns only once the collector acknowledged;
-4. move the cursor to the last event sent, in its own transaction.
+   acknowledged; a new stream starts at the beginning, or at the head if asked), and the
+   chain's head (every event up to it has committed);
+2. read up to ``batch_size`` matching events after the cursor, in chain order;
+3. send them (those up to the head) as one batch; the sink returns only once the
+   collector acknowledged;
+4. move the cursor, in its own transaction: to the last event sent when the batch was
+   full, else to the head — a filtered stream looked through every event up to it, and
+   its next look starts there, not at its last match (events its filter skips are not
+   read again on every poll).
 
 A crash between 3 and 4 re-sends that batch: delivery is at least once, in order,
 and a collector de-duplicates by ``seq`` (every OCSF event carries it). An
@@ -98,16 +103,22 @@ class AuditStream:
         if self.exclusive and not self.hold_lease():
             return 0
         after = self.cursor()
-        batch: list[StoredEvent] = list(itertools.islice(
+        with self.store.reading() as conn:
+            head = int(conn.execute(select(audit_head.c.seq)).scalar() or 0)
+        found: list[StoredEvent] = list(itertools.islice(
             iter_events(self.store, self.where, after_seq=after, page=self.batch_size),
             self.batch_size))
-        if not batch:
+        batch = [stored for stored in found if stored.seq <= head]
+        # a full batch ends at its last event; else every match up to the head is in it
+        upto = batch[-1].seq if len(batch) == self.batch_size else head
+        if upto <= after:
             return 0
-        self.sink.send(batch)
+        if batch:
+            self.sink.send(batch)
         with self.store.transaction() as conn:
             conn.execute(update(audit_stream_cursors)
                          .where(audit_stream_cursors.c.name == self.name)
-                         .values(after_seq=batch[-1].seq, updated_at=self.clock.now()))
+                         .values(after_seq=upto, updated_at=self.clock.now()))
         self.delivered += len(batch)
         return len(batch)
 
