@@ -204,3 +204,20 @@ def test_a_pre_approval_revoked_before_the_calls_write_commits_allows_nothing(
     assert len(verdicts) == 1
     assert not verdicts[0].is_allowed
     assert verdicts[0].code == "grant_revoked"
+
+
+def test_a_pre_approval_under_an_ended_task_is_listed_revoked_before_it_is_marked(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """The listing shows what the checks decide: the task's revocation, marked alone
+    (its process died before the marker thread ran), revokes the grant under it."""
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    with runtime.store.transaction() as conn:
+        runtime.grants.leases.revoke_in(conn, [grant.claims.task_id], "ended")
+    node = runtime.grants.leases.node(pre.grant_id)
+    assert node is not None and not node.is_revoked  # not marked
+    listed = similar(runtime).for_task(grant.claims.task_id)
+    assert [(s.grant_id, s.as_json()["revoked"]) for s in listed] == [(pre.grant_id, True)]

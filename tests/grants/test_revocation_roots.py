@@ -10,6 +10,9 @@ from sqlalchemy import insert, select
 from proctor.errors import GrantError
 from proctor.grants import IssuedGrant, LeaseNode
 from proctor.grants import leases as leases_module
+from proctor.grants.leases import LEFT_OVER_SECONDS
+from proctor.oversight.paths import live_grants
+from proctor.server.console.queries import recent_tasks
 from proctor.store import open_store
 from proctor.store.tables import leases
 
@@ -31,7 +34,7 @@ def test_a_revoked_root_refuses_its_unmarked_descendants_and_the_sweeper_marks_t
     setup: Setup,
 ) -> None:
     parent = _issue(setup)
-    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60)
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=120)
     # the revoking transaction alone, as if its process died before marking the rest
     with setup.store.transaction() as conn:
         assert setup.authority.leases.revoke_in(conn, [parent.grant_id], "leaked") == [
@@ -40,9 +43,45 @@ def test_a_revoked_root_refuses_its_unmarked_descendants_and_the_sweeper_marks_t
     assert _states(setup, parent.claims.task_id)[child.grant_id]  # listed as revoked
     assert _use(setup, child) == "grant_revoked"  # its line carries the revoked parent
 
+    setup.clock.advance(seconds=LEFT_OVER_SECONDS + 1)  # the revoker's marker is long gone
     setup.authority.sweep()
     assert _marked(setup, child.grant_id)
     assert _use(setup, child) == "grant_revoked"
+
+
+def test_the_sweep_leaves_a_young_revocations_descendants_to_its_marker(setup: Setup) -> None:
+    """What lies under a node revoked moments ago is its marker's, at work in this process
+    or another: the sweep marked it too, at once (the work twice, counted twice)."""
+    parent = _issue(setup)
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=120)
+    with setup.store.transaction() as conn:  # the revoking transaction; its marker next
+        setup.authority.leases.revoke_in(conn, [parent.grant_id], "leaked")
+    assert setup.authority.leases.sweep_expired() == 0
+    assert not _marked(setup, child.grant_id)
+    setup.clock.advance(seconds=LEFT_OVER_SECONDS + 1)  # no marker did: left over
+    assert setup.authority.leases.sweep_expired() == 1
+    assert _marked(setup, child.grant_id)
+
+
+def test_listings_show_what_lies_under_a_revoked_node_revoked_before_it_is_marked(
+        setup: Setup) -> None:
+    """The access paths' live grants and the console's live counts decide as the checks
+    do: through the line, marked or not."""
+    parent = _issue(setup)
+    child = _exchange(setup, parent, SUPPORT, GIT, ttl_seconds=60)
+    other = _issue(setup)
+    ended = _issue(setup)
+    with setup.store.transaction() as conn:  # roots alone, as if their process died
+        setup.authority.leases.revoke_in(conn, [parent.grant_id, ended.claims.task_id],
+                                         "leaked")
+    assert not _marked(setup, child.grant_id) and not _marked(setup, ended.grant_id)
+    for grant in (child, ended):
+        assert _use(setup, grant) == "grant_revoked"
+    now = setup.clock.now()
+    assert {g.grant_id for g in live_grants(setup.store, now=now)} == {other.grant_id}
+    counts = {task.id: live for task, live in recent_tasks(setup.store)}
+    assert counts == {parent.claims.task_id: 0, other.claims.task_id: 1,
+                      ended.claims.task_id: 0}
 
 
 def test_revoking_returns_the_roots_first_then_every_descendant_marked(setup: Setup) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from proctor.approvals.queue import Approval, ApprovalQueue
 from proctor.audit import AuditLog, human_event
@@ -188,10 +188,14 @@ class SimilarApprovals:
         return self._select(approval_grants.c.task_id == task_id)
 
     def _select(self, where: Any) -> list[SimilarGrant]:
+        task = leases.alias("task")  # its parent: ending it revokes that node first
         query = (select(approval_grants, grants.c.accessor, grants.c.scope, grants.c.max_uses,
-                        grants.c.uses, leases.c.expires_at, leases.c.revoked_at)
+                        grants.c.uses, leases.c.expires_at,
+                        func.coalesce(leases.c.revoked_at, task.c.revoked_at)
+                        .label("revoked_at"))
                  .join(grants, grants.c.id == approval_grants.c.grant_id)
                  .join(leases, leases.c.id == approval_grants.c.grant_id)
+                 .outerjoin(task, task.c.id == leases.c.parent_id)
                  .where(where).order_by(approval_grants.c.created_at))
         with self._store.reading() as conn:
             rows = conn.execute(query).all()

@@ -12,7 +12,7 @@ from proctor.grants.directory import RegisteredAgents
 from proctor.grants.holders import HeldGrant, HolderProof
 from proctor.grants.issuance import IssuedGrant
 from proctor.grants.keyring import IssuerKey, IssuerKeyring, load_master_key
-from proctor.grants.leases import LeaseNode, LeaseTree
+from proctor.grants.leases import LeaseNode, LeaseTree, in_force
 from proctor.grants.offers import GrantOffer
 from proctor.grants.proofs import PROOF_ALGORITHMS, jwk_thumbprint, make_proof, verify_proof
 from proctor.grants.scope import ArgConstraint, GrantScope, ToolScope
@@ -49,6 +49,7 @@ __all__ = [
     "TaskView",
     "TokenCodec",
     "ToolScope",
+    "in_force",
     "jwk_thumbprint",
     "load_master_key",
     "make_proof",

@@ -8,15 +8,22 @@ transaction commits, whatever the size of the subtree. The call then collects
 the ids of the unrevoked nodes under the roots (a task's through the index on
 ``task_id``: every node under a task is of that task; any other root's with one
 recursive query through the parent index, ``UNION``, not ``UNION ALL``, so a cycle
-ends) and returns; this tree's marker thread marks them afterwards, for listings and
-notifications, set-based: each transaction of its own marks a chunk of
+ends) and returns; this tree's marker thread marks them afterwards, for notifications,
+set-based: each transaction of its own marks a chunk of
 :data:`MARK_CHUNK` nodes with one ``UPDATE`` whose ids travel as one parameter
 (a JSON array on SQLite, an array on PostgreSQL), so that decisions go on
 between chunks; :meth:`LeaseTree.settle` waits for it (the runtime does before it
 closes). A process that dies before it finishes leaves that to the sweeper
-(:meth:`LeaseTree.sweep_expired` marks what lies under a revoked node). Such a
+(:meth:`LeaseTree.sweep_expired` marks what lies under a node revoked longer ago than
+a marking is waited for, :data:`LEFT_OVER_SECONDS`: a marker at work, in this process or
+another, is left to finish its own). Such a
 transaction is one ``subtree`` change on the change feed rather than one per node
 (migrations 0018 and 0020).
+
+Listings show what the checks decide, marked or not: :func:`in_force` selects the nodes
+reached from an unrevoked task through unrevoked nodes only (the access paths' live
+grants, the console's live counts), and :meth:`LeaseTree.subtree` shows a node under a
+revoked one as revoked with it.
 
 Each revocation is announced to subscribers — in this process at once, and to
 every other node through PostgreSQL ``NOTIFY`` on the channel
@@ -32,21 +39,34 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
 from proctor.clock import Clock
 from proctor.errors import StoreError
 from proctor.store import Store, as_utc
 from proctor.store.tables import leases
 
-__all__ = ["CHANNEL", "MARK_CHUNK", "LeaseNode", "LeaseTree", "RevocationListener"]
+__all__ = ["CHANNEL", "LEFT_OVER_SECONDS", "MARK_CHUNK", "LeaseNode", "LeaseTree",
+           "RevocationListener", "in_force"]
 
 log = logging.getLogger(__name__)
 # how long a closing store waits for a marking under way (the runtime's close waits as long)
 _FINISH_SECONDS = 60.0
+# what is still unmarked under a node revoked this long ago is left over (its marker died)
+LEFT_OVER_SECONDS = _FINISH_SECONDS
 
 CHANNEL = "proctor_revocations"
 _CHUNK = 500
@@ -307,22 +327,24 @@ class LeaseTree:
 
     def sweep_expired(self) -> int:
         """Mark expired, unrevoked nodes revoked (reason ``expired``), and what lies
-        under a revoked node but was left unmarked (a revoker that died before it
-        marked the descendants); returns how many."""
+        under a node revoked more than :data:`LEFT_OVER_SECONDS` ago but was left
+        unmarked (a revoker that died before it marked the descendants; a younger
+        revocation's are its marker's, at work now: marking them here too did the work
+        twice, at once, and counted those nodes twice); returns how many."""
         now = self._clock.now()
         with self._store.reading() as conn:
             ids = [r.id for r in conn.execute(
                 select(leases.c.id).where(and_(leases.c.expires_at < now,
                                                leases.c.revoked_at.is_(None)))).all()]
         swept = len(self.revoke_subtree(ids, "expired")) if ids else 0
-        return swept + self._mark_left_over()
+        return swept + self._mark_left_over(now - timedelta(seconds=LEFT_OVER_SECONDS))
 
-    def _mark_left_over(self) -> int:
+    def _mark_left_over(self, revoked_before: datetime) -> int:
         parent = leases.alias("parent")
         with self._store.reading() as conn:
             rows = conn.execute(
                 select(parent.c.id, parent.c.revoked_reason)
-                .where(parent.c.revoked_at.is_not(None))
+                .where(parent.c.revoked_at < revoked_before)
                 .where(parent.c.id.in_(select(leases.c.parent_id).where(
                     leases.c.revoked_at.is_(None))))).all()
         marked = 0
@@ -370,6 +392,21 @@ class _Marker:
             except Exception:
                 log.exception("%d nodes under revoked %s left unmarked: the sweep marks them",
                               len(under), key[:80])
+
+
+def in_force(*roots: ColumnElement[bool]) -> CTE:
+    """The ids of the nodes in force under the tasks ``roots`` select (every task without
+    them): each reached from an unrevoked task through unrevoked nodes only, as the
+    checks decide (a grant's line carries its ancestors and its task), whether the
+    descendants of a revoked node are marked yet or not. Expiry is the caller's.
+    """
+    top = (select(leases.c.id)
+           .where(leases.c.parent_id.is_(None), leases.c.revoked_at.is_(None), *roots)
+           .cte("in_force", recursive=True))
+    below = leases.alias("below")
+    # UNION, not UNION ALL: a cycle ends
+    return top.union(select(below.c.id).join(top, below.c.parent_id == top.c.id)
+                     .where(below.c.revoked_at.is_(None)))
 
 
 def _collect(conn: Connection, root_ids: Sequence[str]) -> list[str]:

@@ -34,7 +34,7 @@ import cedarpy
 from sqlalchemy import select
 
 from proctor.errors import ProctorError, ScopeError
-from proctor.grants import GrantScope
+from proctor.grants import GrantScope, in_force
 from proctor.identity import AgentRegistry
 from proctor.policy import PolicyEngine, ToolSpec, load_bundle
 from proctor.policy.model import quote_id
@@ -137,13 +137,15 @@ def known_agents(registry: AgentRegistry, policy_dir: Path) -> list[str]:
 
 
 def live_grants(store: Store, *, now: datetime) -> list[LiveGrant]:
-    """Every grant neither revoked nor expired, with the agent of its parent grant."""
+    """Every grant neither revoked (nor under a revoked node, marked yet or not) nor
+    expired, with the agent of its parent grant."""
+    live = in_force()
     with store.reading() as conn:
         rows = conn.execute(
             select(leases.c.id, leases.c.agent_id, leases.c.task_id, leases.c.parent_id,
                    grants.c.scope)
             .join(grants, grants.c.id == leases.c.id)
-            .where(leases.c.revoked_at.is_(None), leases.c.expires_at > now)).all()
+            .where(leases.c.id.in_(select(live.c.id)), leases.c.expires_at > now)).all()
         parents = {r.id: r.agent_id for r in conn.execute(
             select(leases.c.id, leases.c.agent_id).where(
                 leases.c.id.in_({r.parent_id for r in rows if r.parent_id}))).all()}

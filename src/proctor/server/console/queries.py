@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 
 from proctor.approvals import SimilarGrant
-from proctor.grants import LeaseNode, Task
+from proctor.grants import LeaseNode, Task, in_force
 from proctor.store import Store, as_utc
 from proctor.store.tables import approvals, grants, leases, tasks
 
@@ -18,17 +18,19 @@ __all__ = ["TreeNode", "pending_count", "recent_tasks", "task_tree"]
 
 
 def recent_tasks(store: Store, *, limit: int = 50) -> list[tuple[Task, int]]:
-    """The newest tasks, each with how many of its grants are live."""
-    live = (select(leases.c.task_id, func.count().label("live"))
-            .where(and_(leases.c.kind == "grant", leases.c.revoked_at.is_(None)))
-            .group_by(leases.c.task_id).subquery())
-    query = (select(tasks, live.c.live).outerjoin(live, live.c.task_id == tasks.c.id)
-             .order_by(tasks.c.started_at.desc()).limit(limit))
+    """The newest tasks, each with how many of its grants are live: in force, as the
+    checks decide (none under an ended task or a revoked grant, marked yet or not)."""
     with store.reading() as conn:
-        rows = conn.execute(query).all()
+        rows = conn.execute(select(tasks).order_by(tasks.c.started_at.desc())
+                            .limit(limit)).all()
+        in_them = in_force(leases.c.id.in_([r.id for r in rows]))
+        live = {task: int(count) for task, count in conn.execute(
+            select(leases.c.task_id, func.count())
+            .where(and_(leases.c.kind == "grant", leases.c.id.in_(select(in_them.c.id))))
+            .group_by(leases.c.task_id))} if rows else {}
     return [(Task(r.id, r.agent_id, r.purpose, r.on_behalf_of, as_utc(r.started_at),
                   as_utc(r.ended_at) if r.ended_at else None, int(r.sensitivity_seen)),
-             int(r.live or 0)) for r in rows]
+             int(live.get(r.id, 0))) for r in rows]
 
 
 def pending_count(store: Store, now: datetime) -> int:
