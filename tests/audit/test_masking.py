@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
-from proctor.audit import Actor, ActorType, AuditEvent, mask, mask_text
+from proctor.audit import Actor, ActorType, AuditEvent, DecisionRecord, mask, mask_text
 from proctor.audit.masking import _CLEAN, is_secret_key, mask_label
 from proctor.clock import FrozenClock
 
@@ -63,6 +65,31 @@ def test_an_event_cannot_hold_a_secret(clock: FrozenClock) -> None:
                        outcome="allowed", detail={"api_key": "k", "note": "Bearer xyz"})
     assert "s3cret" not in str(event.as_json())
     assert event.detail == {"api_key": "[masked]", "note": "Bearer [masked:bearer]"}
+
+
+def test_every_way_to_make_an_event_masks_what_it_is_given(clock: FrozenClock) -> None:
+    """No constructor takes parts as masked already: a decision's event masks its target
+    and its detail's parts itself, as the plain construction and reading back do."""
+    leak = "ghp_" + secrets.token_hex(18)
+    actor = Actor(ActorType.AGENT, "a")
+    made = [
+        AuditEvent(id="e1", time=clock.now(), actor=actor, action="tool:git/push",
+                   target=f"Tool::{leak}", outcome="allowed", detail={"note": leak}),
+        AuditEvent.from_json({"v": 1, "id": "e1", "time": clock.now().isoformat(),
+                              "actor": actor.as_json(), "action": "tool:git/push",
+                              "target": f"Tool::{leak}", "outcome": "allowed",
+                              "detail": {"note": leak}}),
+        AuditEvent.of_decision("e1", clock.now(), actor, "tool:git/push", f"Tool::{leak}",
+                               "allowed", "t1", (), DecisionRecord("allow", "policy_permit"),
+                               "0" * 64, None, None, holder=leak, purpose=f"push with {leak}",
+                               errors=[f"refused {leak}"],
+                               args={"url": f"https://x:{leak}@git.example/r"}),
+    ]
+    for event in made:
+        assert leak not in event.canonical_body().decode("utf-8")
+        assert event.target == "Tool::[masked:github_token]"
+    assert [n for n, v in vars(AuditEvent).items()
+            if isinstance(v, classmethod)] == ["of_decision", "from_json"]
 
 
 def test_an_event_refuses_floats_and_naive_times(clock: FrozenClock) -> None:

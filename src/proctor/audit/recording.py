@@ -22,10 +22,8 @@ from datetime import datetime
 from json.encoder import encode_basestring as _text
 from typing import Any, Protocol
 
-from proctor.audit.chain import check_json_value
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
-from proctor.audit.features import argument_features
-from proctor.audit.masking import mask, mask_label, mask_labels
+from proctor.audit.masking import mask, mask_labels
 from proctor.audit.writer import AuditLog
 from proctor.errors import AuditError, AuditUnavailableError, ProctorError
 from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
@@ -117,36 +115,27 @@ def decision_event(request: DecisionRequest, decision: Decision, *, now: datetim
     context = request.context
     delegation = context.get("delegation")
     chain = delegation.get("chain", ()) if isinstance(delegation, Mapping) else ()
-    # masked here, as the event's construction would mask it (a property test holds
-    # the two equal): the purpose as a label, the rest as any detail
-    detail: dict[str, Any] = {} if holder is None else {"holder": mask_label(holder)}
     purpose = context.get("purpose")
-    if purpose:
-        detail["purpose"] = mask_label(str(purpose))
-    if decision.errors:
-        errors = mask(list(decision.errors))
-        check_json_value(errors)
-        detail["errors"] = errors
     args = context.get("args")
-    if type(args) is dict or isinstance(args, Mapping):
-        features = argument_features(args)  # for behaviour baselines: no string values
-        if features:
-            detail["args"] = mask(features)
     principal = request.principal
-    return AuditEvent.masked(
-        id=event_id or new_event_id(now),
-        time=now,
-        actor=_actor(principal.type, principal.id, str(context.get("on_behalf_of", ""))),
-        action=request.action,
-        target=mask_label(str(request.resource)),
-        outcome=_OUTCOMES[decision.outcome],
-        task=str(context.get("task", "")),
-        delegation_chain=tuple(str(a) for a in chain),
-        decision=_record_of(decision),
-        request_digest=request_digest(request),
-        grant=grant,
-        source=_source(context),
-        detail=detail,
+    # the target and the detail's parts go in unmasked: the event masks them
+    return AuditEvent.of_decision(
+        event_id or new_event_id(now),  # id
+        now,  # time
+        _actor(principal.type, principal.id, str(context.get("on_behalf_of", ""))),
+        request.action,
+        str(request.resource),  # target
+        _OUTCOMES[decision.outcome],
+        str(context.get("task", "")),
+        tuple(str(a) for a in chain),  # delegation chain
+        _record_of(decision),
+        request_digest(request),
+        grant,
+        _source(context),
+        holder=holder,
+        purpose=str(purpose) if purpose else None,
+        errors=decision.errors,
+        args=args if type(args) is dict or isinstance(args, Mapping) else None,
     )
 
 
