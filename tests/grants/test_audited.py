@@ -9,7 +9,7 @@ import pytest
 from proctor.audit import Actor, ActorType, AuditLog, EventFilter, search_events
 from proctor.errors import GrantError, StoreError
 from proctor.grants import GrantAuthority, GrantScope
-from proctor.grants.leases import LeaseTree
+from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
 
 from .conftest import CODER, Setup
 from .test_authority import _use
@@ -100,6 +100,7 @@ def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audite
     node = authority.leases.node(grant.grant_id)
     assert node is not None and not node.is_revoked  # not marked yet, but refused:
     assert _use(setup, grant) == "grant_revoked"
+    setup.clock.advance(seconds=LEFT_OVER_SECONDS + 1)  # left over: no marker has them
     authority.sweep()
     node = authority.leases.node(grant.grant_id)
     assert node is not None and node.is_revoked
