@@ -36,6 +36,13 @@ answer, the bench's client included, whatever else runs on it.
 The server's per-principal rate limit is lifted for the run (``server.toml``):
 it is a policy, not a cost being measured. Prints a table, then one JSON
 object on its last line; exits 1 if any answer was not an allow.
+
+Ended by SIGTERM, SIGHUP or Ctrl-C, it stops the server (and so its workers), drops its
+database and removes its home before it exits (128 + the signal's number, no report).
+The server runs in a session of its own: a Ctrl-C in the terminal reaches the bench
+alone, which stops the server in order. The server's stderr goes to a file in the run's
+temporary directory (a pipe nobody read while the server ran could fill and stop it),
+shown if the server exits before it is ready.
 """
 
 from __future__ import annotations
@@ -106,9 +113,12 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
     port = harness.free_port()
     env = {**os.environ, "PROCTOR_HOME": str(home), "PROCTOR_DATABASE_URL": pg_url,
            "PROCTOR_TRUST_DOMAIN": "acme.example"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proctor.cli", "serve", "--port", str(port), "--workers",
-         str(WORKERS)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = home.parent / "serve.stderr"
+    with errors.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proctor.cli", "serve", "--port", str(port), "--workers",
+             str(WORKERS)], env=env, stdout=subprocess.DEVNULL, stderr=sink,
+            start_new_session=True)
     # One client for the whole wait: ``httpx.get`` builds a client, and with it a TLS
     # context that loads the CA bundle, on every try (most of the smoke run's own CPU).
     try:
@@ -116,8 +126,8 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
         with httpx.Client(timeout=2) as client:
             while True:
                 if process.poll() is not None:
-                    raise SystemExit("proctor serve exited: " + (
-                        process.stderr.read().decode() if process.stderr else ""))
+                    raise SystemExit("proctor serve exited: " + errors.read_text(
+                        "utf-8", "replace"))
                 try:
                     if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                         break
@@ -126,6 +136,8 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"proctor serve was not ready within {READY_SECONDS} s")
                 time.sleep(0.2)
+        print(f"api.py: proctor serve (pid {process.pid}) ready on port {port}, database "
+              f"{pg_url.rsplit('/', 1)[1]}", file=sys.stderr, flush=True)
         yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
@@ -134,8 +146,9 @@ def served(home: Path, pg_url: str) -> Iterator[tuple[int, int]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        # a worker that outlived its server (killed, say): its session is the server's
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -338,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.concurrency or options.seconds:
         plan = Plan(plan.inprocess, plan.sequential, options.seconds or plan.seconds,
                     options.concurrency or plan.concurrency)
-    report = {"mode": harness.mode(options), **run(plan, options.postgres)}
+    with harness.interruptible("the server stopped, its database dropped, its home removed"):
+        report = {"mode": harness.mode(options), **run(plan, options.postgres)}
     for key in ("decide_http_per_s", "decide_http_p99_ms", "http_over_inprocess",
                 "decide_http_p50_ms", "decide_http_p50_ms_loaded", "decide_http_p99_ms_loaded",
                 "inprocess_decide_p50_ms", "inprocess_decide_p99_ms",

@@ -21,6 +21,11 @@
   that measures PostgreSQL, on a fresh ``proctor_bench_*`` database
   (``postgres_database``) that is dropped at the end.
 - **The last line.** ``print_json_line``: one JSON object, the bench's whole report.
+- **An end by signal.** ``interruptible``: SIGTERM, SIGHUP and Ctrl-C raise
+  :class:`Interrupted` where the run stands, so that what it started is stopped and what
+  it made is removed (its ``finally`` blocks run; Python's default for SIGTERM ends the
+  process at once, leaving a server, its workers and a ``proctor_bench_*`` database
+  behind), then the run exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import operator
 import os
 import platform
 import secrets
+import signal
 import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -310,6 +317,48 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
                          .format(sql.Identifier(name)))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal ended the run: raised where it stood, so that every ``finally`` runs. A
+    ``KeyboardInterrupt``, which asyncio lets through: another ``BaseException`` raised in
+    one of its callbacks (a connection's data arriving) is logged and the loop runs on,
+    its signals ignored by then, to the end of the phase."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_ENDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+@contextmanager
+def interruptible(what: str) -> Iterator[None]:
+    """Within the block, SIGTERM, SIGHUP and SIGINT raise :class:`Interrupted`; a second
+    one while the run unwinds is ignored (stopping a server waits for it, dropping a
+    database too). The run then ends with one line on stderr and 128 + the signal's
+    number. Outside the main thread (a test's), the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum: int, _frame: object) -> None:
+        for ending in _ENDING:
+            signal.signal(ending, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    before = {ending: signal.getsignal(ending) for ending in _ENDING}
+    for ending in _ENDING:
+        signal.signal(ending, interrupted)
+    try:
+        yield
+    except Interrupted as exc:
+        print(f"interrupted by {exc}: {what}", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
+    finally:
+        for ending, handler in before.items():
+            signal.signal(ending, handler)
 
 
 def free_port() -> int:
