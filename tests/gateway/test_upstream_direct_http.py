@@ -35,7 +35,7 @@ SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
-         "endless_event", "gzipped", "lingering"]
+         "endless_event", "gzipped", "gzipped_event", "lingering"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -157,6 +157,10 @@ class _Hostile:
             document = _sized(request_id, CAP * 16)
             return Response(gzip.compress(document, compresslevel=1),
                             media_type="application/json", headers={"content-encoding": "gzip"})
+        if name == "gzipped_event":  # an event of 16 times the cap in a few KiB, unasked
+            event = b"event: message\ndata: " + _sized(request_id, CAP * 16) + b"\n\n"
+            return Response(gzip.compress(event, compresslevel=1),
+                            media_type="text/event-stream", headers={"content-encoding": "gzip"})
         if name == "text_plain":
             return Response("hello", media_type="text/plain")
         if name == "accepted":
@@ -337,3 +341,17 @@ async def test_a_posted_calls_answer_does_not_wait_for_its_stream_to_end(
         hostile.released.set()
         answer = await _answer(connection, "plain", {}, None)
         assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_an_event_stream_encoded_unasked_is_refused_unread() -> None:
+    """An event stream's cap counts decoded lines, after a whole chunk is decoded: one
+    that comes compressed all the same (16 times the cap in a few KiB) is refused before
+    it is decoded; posted, the call is upstream_invalid_result and the session serves
+    on; through the SDK's transport the stream is lost and its connection with it."""
+    async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
+        assert await _answer(connection, "gzipped_event", {}, None) == (
+            "gateway", "upstream_invalid_result")
+        answer = await _answer(connection, "plain", {}, None)
+        assert answer["content"][0]["text"] == "answer of plain"
+        assert await _answer(connection, "gzipped_event", {}, _no_progress) == (
+            "gateway", "upstream_unavailable")

@@ -20,9 +20,10 @@ SDK's transport reads whole) stops at ``max_answer_bytes``, counted as it is rea
 with :class:`AnswerRefused` (``upstream_result_too_large``); an event stream is
 bounded per event by its reader. The client asks for bodies as they are
 (``Accept-Encoding: identity``), so that what is counted is what is parsed; a body
-that comes encoded all the same is refused at its first read
-(``upstream_invalid_result``), before a small compressed body could grow whole in
-memory. A refused body is closed unread: its connection is dropped.
+(an event stream too) that comes encoded all the same is refused at its first read
+(``upstream_invalid_result``), before a small compressed body, or one chunk of it,
+could grow in memory past the cap. A refused body is closed unread: its connection
+is dropped.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         refused: GatewayError | None = None
         if not headers.get("content-type", "").lower().startswith("text/event-stream"):
             limit = self._max_answer
-            if headers.get("content-encoding", "identity").strip().lower() != "identity":
-                refused = ENCODED
+        if headers.get("content-encoding", "identity").strip().lower() != "identity":
+            refused = ENCODED  # an event's cap counts decoded lines, after a whole chunk
         return httpx2.Response(response.status_code, headers=headers,
                                stream=_DrainedOnClose(stream, limit, refused),
                                extensions=response.extensions)

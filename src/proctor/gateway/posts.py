@@ -216,6 +216,8 @@ class UpstreamPosts:
             if str(exc).startswith("Server-sent event exceeded"):  # httpx2's size check
                 return too_large(self._max_answer)
             return invalid_answer("an event stream that cannot be read")
+        except AnswerRefused as exc:  # encoded when asked for as it is
+            return exc.error
         except (httpx2.HTTPError, OSError):
             pass
         return invalid_answer("an event stream that ended without the response")
