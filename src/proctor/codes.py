@@ -204,8 +204,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                               "everything"),
     "agent_changed": CodeInfo("the agent's trust state changed, or its risk rose (in "
                               "another process, say), while the call or issuance was "
-                              "decided: that decision is refused; a call is decided once "
-                              "more on the agent as it is now, an issuance asked again is"),
+                              "decided: that decision is refused, and the call or issuance "
+                              "decided once more on the agent as it is now (a second "
+                              "refusal is the answer)"),
     "agent_state_invalid": CodeInfo("a trust-state change that is not allowed from the "
                                     "agent's current state", 409),
     "agent_key_invalid": CodeInfo("a key that cannot be the agent's: not P-256 or Ed25519, "
@@ -278,8 +279,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "task_unknown": CodeInfo("no task has that id", 404),
     "task_ended": CodeInfo("the task has ended, and its grants with it", 409),
     "policy_changed": CodeInfo("another policy revision was activated (in another process, "
-                               "say) while the call was decided: that decision is refused, "
-                               "and the call decided once more on the revision now active"),
+                               "say) while the call or issuance was decided: that decision "
+                               "is refused, and the call or issuance decided once more on "
+                               "the revision now active (a second refusal is the answer)"),
     "task_changed": CodeInfo("the task read more sensitive data (in another process, say) "
                              "while the call was decided: that decision is refused, and the "
                              "call decided once more on the task as it is now"),

@@ -220,7 +220,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
                         base_principals=bundle.principals, tools=tools,
                         agent_view=agent_view, task_view=task_view,
                         sync_policies=policies.load_active)
-    grants.decide_on_current(enforcer.ensure_current)
+    grants.decide_on_current(enforcer.ensure_current, sync_policies=policies.load_active,
+                             forget_agent=agent_view.forget)
     secrets = SecretStore(store, clock, master_key, audit=audit, revocations=grants.leases)
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,

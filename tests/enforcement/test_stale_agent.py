@@ -52,7 +52,8 @@ def test_the_write_confirms_the_manifest_the_grant_was_issued_for(
 def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
         runtime: Runtime, agents: Agents) -> None:
     """An issuance is decided on the agent as this process's view holds it; a drift that
-    commits before the grant's write (or on another node, not heard of yet) refuses it."""
+    commits before the grant's write (or on another node, not heard of yet) refuses it,
+    and it is decided once more on the state as it is now: a drifted agent may not."""
     task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
     seen: list[DecidedOn | None] = []
 
@@ -68,14 +69,11 @@ def test_an_issuance_confirms_the_trust_state_it_was_decided_on(
     held = nullcontext() if runtime.feed.sees_every_commit else runtime.feed._lock
     with held, pytest.raises(GrantError) as refused:
         runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
-    assert refused.value.code == "agent_changed"
-    assert [s.state if s else None for s in seen] == [TrustState.TRUSTED.value]
+    assert refused.value.code == "issuance_denied"
+    # refused `agent_changed` by its write, then decided once more on the drifted agent
+    assert [s.state if s else None for s in seen] == [TrustState.TRUSTED.value,
+                                                      TrustState.DRIFTED.value]
     assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
-    # asked again, it is decided on the state as it is now: a drifted agent may not
-    runtime.grants.decide_on_current(runtime.enforcer.ensure_current)
-    with pytest.raises(GrantError) as again:
-        runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
-    assert again.value.code == "issuance_denied"
 
 
 def test_an_issuance_confirms_the_manifest_it_was_read_with(
@@ -83,21 +81,22 @@ def test_an_issuance_confirms_the_manifest_it_was_read_with(
     """An issuance reads the agent (its key, the manifest it runs) from this process's
     view, on either backend; a review onto another manifest that commits before the
     grant's write (the trust state stays `trusted`) refuses the grant, which would carry
-    the manifest it was read with."""
+    the manifest it was read with; decided once more, the grant carries the new one."""
     task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    asked: list[DecidedOn | None] = []
 
     def decided_then_reviewed(agent_id: str, *, strict: bool) -> DecidedOn | None:
         state = runtime.enforcer.ensure_current(agent_id, strict=strict)
-        runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
-                                manifest=manifest(model_id="other"))
+        asked.append(state)
+        if len(asked) == 1:
+            runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                                    manifest=manifest(model_id="other"))
         return state
 
     runtime.grants.decide_on_current(decided_then_reviewed)
     held = nullcontext() if runtime.feed.sees_every_commit else runtime.feed._lock
-    with held, pytest.raises(GrantError) as refused:
-        runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
-    assert refused.value.code == "agent_changed"
-    assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
-    runtime.grants.decide_on_current(runtime.enforcer.ensure_current)
-    grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    with held:
+        grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": LOOKUP}]}))
+    assert len(asked) == 2  # refused `agent_changed` by its write, then decided once more
     assert grant.claims.manifest_digest == runtime.registry.get(SUPPORT).manifest_digest
+    assert len(runtime.grants.tree(task.id)) == 2  # the task and this one grant

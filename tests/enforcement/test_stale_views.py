@@ -204,41 +204,110 @@ RISKY_GRANTS = ('@id("no-grants-for-risky-agents")\n@reason("no new grants at a 
                 'when { principal.risk_score > 50 };\n')
 
 
+class Asking:
+    """A grant of ``LOOKUP`` for SUPPORT, issued for its task or exchanged from CODER's."""
+
+    def __init__(self, runtime: Runtime, agents: Agents, how: str) -> None:
+        self.runtime, self.agents, self.how = runtime, agents, how
+        self.held = agents.grant(CODER, [{"tool": LOOKUP}], purpose="look up a customer")
+        self.task = runtime.grants.start_task(SUPPORT, purpose="help a customer",
+                                              on_behalf_of=OWNER)
+
+    def __call__(self) -> object:
+        runtime, scope = self.runtime, GrantScope.from_json({"tools": [{"tool": LOOKUP}]})
+        if self.how == "issue":
+            return runtime.grants.issue(self.task.id, scope)
+        proof = make_proof(self.agents.keys[CODER], self.held.token, method=EXCHANGE_METHOD,
+                           target=issuer_for(runtime.settings), now=runtime.clock.now())
+        return runtime.grants.exchange(self.held.token, proof, to_agent=SUPPORT, scope=scope,
+                                       ttl_seconds=300)
+
+    def trees(self) -> tuple[object, object]:
+        grants = self.runtime.grants
+        return grants.tree(self.task.id), grants.tree(self.held.claims.task_id)
+
+
 @pytest.mark.parametrize("how", ["issue", "exchange"])
 def test_an_issuance_on_a_risk_committed_on_another_node_before_this_one_heard_of_it_is_refused(
         runtime: Runtime, other: Runtime, agents: Agents, how: str) -> None:
     """A ``grant:issue`` policy on ``principal.risk_score``: the grant's write confirms
     the risk the issuance was decided on (``agent_changed``, nothing stored), as a call's
-    does; asked again once the news is in, it is decided on the score as committed."""
+    does; the issuance is then decided once more on the score as committed, while this
+    node has still not heard of it."""
     sources = {**read_policy_dir(runtime.settings.policy_dir), "risky.cedar": RISKY_GRANTS}
     runtime.policies.activate(runtime.policies.add_candidate(sources, origin="risky grants"))
-    held = agents.grant(CODER, [{"tool": LOOKUP}], purpose="look up a customer")
-    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
-    scope = GrantScope.from_json({"tools": [{"tool": LOOKUP}]})
-
-    def ask() -> object:
-        if how == "issue":
-            return runtime.grants.issue(task.id, scope)
-        proof = make_proof(agents.keys[CODER], held.token, method=EXCHANGE_METHOD,
-                           target=issuer_for(runtime.settings), now=runtime.clock.now())
-        return runtime.grants.exchange(held.token, proof, to_agent=SUPPORT, scope=scope,
-                                       ttl_seconds=300)
-
+    ask = Asking(runtime, agents, how)
     assert isinstance(ask(), IssuedGrant)  # at the agent's score now (50 or less)
-    trees = (runtime.grants.tree(task.id), runtime.grants.tree(held.claims.task_id))
+    trees = ask.trees()
     with news_held(runtime):
         other.registry.set_risk_score(SUPPORT, 70)  # committed before the grant's write
         seen = runtime.agent_view.find(SUPPORT)
         assert seen is not None and seen.risk_score <= 50  # the old score
         with pytest.raises(GrantError) as refused:
             ask()
-    assert refused.value.code == "agent_changed"
-    assert (runtime.grants.tree(task.id),
-            runtime.grants.tree(held.claims.task_id)) == trees  # nothing stored
-    heard_everything(runtime)
-    with pytest.raises(GrantError) as again:
-        ask()
-    assert again.value.code == "issuance_denied"
+    assert refused.value.code == "issuance_denied"  # decided again, on 70
+    assert ask.trees() == trees  # nothing stored
+
+
+@pytest.mark.parametrize("how", ["issue", "exchange"])
+def test_an_issuance_refused_for_an_agent_changed_on_another_node_is_decided_once_more(
+        runtime: Runtime, other: Runtime, agents: Agents, how: str) -> None:
+    """The refusal drops the agent's stale entry from this node's view, and the issuance
+    is decided again on the agent as committed (still before this node heard the news:
+    on PostgreSQL the feed is held): a rise that policy allows is issued, not refused
+    ``agent_changed`` until the feed delivers."""
+    sources = {**read_policy_dir(runtime.settings.policy_dir), "risky.cedar": RISKY_GRANTS}
+    runtime.policies.activate(runtime.policies.add_candidate(sources, origin="risky grants"))
+    ask = Asking(runtime, agents, how)
+    assert isinstance(ask(), IssuedGrant)
+    with news_held(runtime):
+        score = runtime.registry.get(SUPPORT).risk_score
+        assert score < 50
+        other.registry.set_risk_score(SUPPORT, score + 1)  # riskier, yet allowed
+        seen = runtime.agent_view.find(SUPPORT)
+        assert seen is not None and seen.risk_score == score  # the old score
+        issued = ask()
+        assert isinstance(issued, IssuedGrant)
+        grant = runtime.grants.inspect(issued.token)
+        assert grant.claims.agent_id == SUPPORT
+
+
+def _incident(runtime: Runtime, policy: str) -> dict[str, str]:
+    return {**read_policy_dir(runtime.settings.policy_dir), "incident.cedar": policy}
+
+
+NO_LOOKUP_GRANTS = ('@id("incident-no-lookup-grants")\n@reason("no lookup grants now")\n'
+                    'forbid (principal, action == Action::"grant:issue", '
+                    'resource == Tool::"crm/lookup_customer");\n')
+UNRELATED = ('@id("incident-unrelated")\n@reason("nothing to do with lookups")\n'
+             'forbid (principal, action == Action::"grant:issue", '
+             'resource == Tool::"email/send_email");\n')
+
+
+@pytest.mark.parametrize("how", ["issue", "exchange"])
+@pytest.mark.parametrize(("policy", "allowed"), [(NO_LOOKUP_GRANTS, False), (UNRELATED, True)])
+def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decided_again(
+        runtime: Runtime, other: Runtime, agents: Agents, how: str, policy: str,
+        allowed: bool) -> None:
+    """This node loads another's activation every ``sync_seconds``; a grant decided on
+    the revision it still runs is refused by its write (``policy_changed``, nothing
+    stored), this node loads the active revision and decides it once more on it."""
+    ask = Asking(runtime, agents, how)
+    trees = ask.trees()
+    before = runtime.engine.active
+    revision = other.policies.add_candidate(_incident(runtime, policy), origin="the incident")
+    other.policies.activate(revision)
+    assert runtime.engine.active is before  # this node still runs the previous revision
+    if allowed:
+        assert isinstance(ask(), IssuedGrant)
+    else:
+        with pytest.raises(GrantError) as refused:
+            ask()
+        assert refused.value.code == "issuance_denied"
+        assert "no lookup grants now" in refused.value.message
+        assert ask.trees() == trees  # nothing stored
+    active = runtime.engine.active
+    assert active is not None and active.revision == revision  # loaded on the refusal
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

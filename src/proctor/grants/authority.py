@@ -30,10 +30,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import and_, delete, insert, select, update
 
@@ -43,7 +43,14 @@ from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
 from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
 from proctor.grants.holders import HeldGrant, HolderProof, held_with
-from proctor.grants.issuance import ISSUE_METHOD, EnsureCurrent, IssuedGrant, Issuer, Request
+from proctor.grants.issuance import (
+    ISSUE_METHOD,
+    STALE,
+    EnsureCurrent,
+    IssuedGrant,
+    Issuer,
+    Request,
+)
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, load_offer
 from proctor.grants.proofs import PrivateKey, verify_proof
@@ -114,13 +121,23 @@ class GrantAuthority:
         self._revoker = Revoker(store, clock, self.leases, audit)
         agents.on_deactivated(self._revoker.end_agent_grants)
 
-    def decide_on_current(self, ensure_current: EnsureCurrent) -> None:
+    def decide_on_current(self, ensure_current: EnsureCurrent, *,
+                          sync_policies: Callable[[], object] | None = None,
+                          forget_agent: Callable[[str], None] | None = None) -> None:
         """Call ``ensure_current(agent_id, strict=...)`` before policy decides an issuance
         for the agent (issued, offered, redeemed, exchanged or a later tool), so that it
         decides on the agent as stored now, not as the engine last saw it: from the
         store (``strict``), or from memory for a grant whose write confirms the trust
-        state it returns."""
+        state it returns.
+
+        ``sync_policies`` loads the active policy revision into the engine: with it, a
+        grant's write also confirms the revision it was decided on (``policy_changed``).
+        ``forget_agent`` drops an agent's entry from the process's view. A grant issued
+        or exchanged that its write refuses for either (``agent_changed``,
+        ``policy_changed``) has them called, and is decided once more."""
         self._issuer.ensure_current = ensure_current
+        self._issuer.sync_policies = sync_policies
+        self._issuer.forget_agent = forget_agent
 
     # tasks
 
@@ -179,14 +196,17 @@ class GrantAuthority:
         anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
         grants never handed out) binds to the key of an earlier grant of the task.
         """
-        with self._one_look():
-            request, binding, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses,
-                                                   approved, seen=self._issuer.confirms_agent)
-            key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
-                                                 holder, same_key_as=same_key_as,
-                                                 task_id=task_id)
-            decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, key, proof, decided=decided)
+        def issued() -> IssuedGrant:
+            with self._one_look():
+                request, binding, ttl = self._for_task(
+                    task_id, scope, ttl_seconds, max_uses, approved,
+                    seen=self._issuer.confirms_agent)
+                key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
+                                                     holder, same_key_as=same_key_as,
+                                                     task_id=task_id)
+                decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+            return self._issuer.grant(request, key, proof, decided=decided)
+        return _once_more(issued)
 
     def _one_look(self) -> contextlib.AbstractContextManager[None]:
         """One look at the change feed for an issuance's reads (its task, its agent, the
@@ -231,6 +251,14 @@ class GrantAuthority:
         """
         parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
                             target=self._codec.issuer, tool_id=None, args=None).claims
+        # the parent's check (its proof's nonce) once; the rest once more if stale
+        return _once_more(lambda: self._delegated(parent, to_agent, scope, ttl_seconds,
+                                                  max_uses, approved))
+
+    def _delegated(self, parent: GrantClaims, to_agent: str, scope: GrantScope,
+                   ttl_seconds: int | None, max_uses: int | None,
+                   approved: bool) -> IssuedGrant | GrantOffer:
+        """:meth:`exchange` once the parent grant was checked."""
         with self._one_look():  # its reads as an issuance's (the check's are its own)
             # a wildcard asks for whatever of the parent's tools it matches
             known = self._issuer.known_tools(parent.scope, scope)
@@ -535,3 +563,18 @@ class GrantAuthority:
             self.end_lapsed(task_id, lapsed.message)
             raise lapsed
         return task
+
+
+_T = TypeVar("_T")
+
+
+def _once_more(issuance: Callable[[], _T]) -> _T:
+    """``issuance``, and once more if its grant's write refused it as decided on what
+    another process had changed meanwhile (:data:`~proctor.grants.issuance.STALE`; the
+    issuer dropped what was stale here first): a second refusal is final."""
+    try:
+        return issuance()
+    except GrantError as exc:
+        if exc.code not in STALE:
+            raise
+    return issuance()

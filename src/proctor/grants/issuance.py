@@ -11,6 +11,15 @@ or made by "approve similar" — goes through :class:`Issuer`, in this order:
    in the new grant's lineage is revoked, a delegated grant's uses are taken out of
    its parent's, and the lease node and the grant row are written.
 
+A grant issued or exchanged is decided on what this process holds (the agent from its
+view, the policy revision its engine runs); its write confirms both: the agent in the
+trust state, with the risk, key and manifest decided on (``agent_changed``), and the
+policy revision decided on still the active one (``policy_changed``, another process
+activated one that this one loads every ``sync_seconds``). Such a refusal stores
+nothing and drops what was stale here (the agent's entry in the view; the engine's
+revision, loaded again), and the issuance is decided once more
+(:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
+
 A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the last event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
@@ -21,7 +30,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
@@ -47,7 +56,7 @@ from proctor.grants.proofs import VerifiedProof, verify_proof
 from proctor.grants.scope import GrantScope, ToolScope
 from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
-from proctor.grants.use import AgentRead, Risk, any_revoked, riskier
+from proctor.grants.use import AgentRead, Risk, active_revision, any_revoked, riskier
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
 from proctor.policy.context import issue_context
@@ -56,10 +65,13 @@ from proctor.store import Store
 from proctor.store.tables import grants
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["ISSUE_METHOD", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant", "Issuer",
-           "NewGrant"]
+__all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant",
+           "Issuer", "NewGrant"]
 
 ISSUE_METHOD = "grant/issue"
+# an issuance whose write refused it for what another process had changed meanwhile:
+# decided once more, on what is committed
+STALE = ("agent_changed", "policy_changed")
 _MAX_LATER = 10_000
 
 
@@ -89,11 +101,13 @@ class EnsureCurrent(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """An issuance policy allowed on every tool: its decisions' events, unwritten, and the
-    agent's trust state and risk they were decided on (None: not known)."""
+    """An issuance policy allowed on every tool: its decisions' events, unwritten, the
+    agent's trust state and risk they were decided on (None: not known) and the policy
+    revisions they were decided on (None: not confirmed)."""
 
     events: list[AuditEvent]
     agent: DecidedOn | None = None
+    revisions: frozenset[int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +149,11 @@ class Issuer:
         # the trust state decided on; ``strict=False`` may answer from memory (the write
         # then confirms that state)
         self.ensure_current: EnsureCurrent | None = None
+        # loads the active policy revision from the store (with it, a grant's write
+        # confirms the revision it was decided on), and drops an agent's entry from the
+        # process's view: what a stale refusal calls before the issuance is decided again
+        self.sync_policies: Callable[[], object] | None = None
+        self.forget_agent: Callable[[str], None] | None = None
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -217,7 +236,9 @@ class Issuer:
     def _decided(self, request: Request, ttl_seconds: int,
                  state: DecidedOn | None) -> Decided:
         events: list[AuditEvent] = []
+        revisions: set[int | None] = set()
         for decision_request, decision in self._decisions(request, ttl_seconds):
+            revisions.add(decision.revision)
             if self._audit is not None:
                 events.append(decision_event(decision_request, decision,
                                              now=self._clock.now()))
@@ -230,7 +251,8 @@ class Issuer:
                                      f"approval: {'; '.join(decision.reasons)}")
                 raise GrantError("issuance_denied",
                                  f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
-        return Decided(events, state)
+        return Decided(events, state,
+                       None if self.sync_policies is None else frozenset(revisions))
 
     def _decisions(self, request: Request, ttl_seconds: int
                    ) -> Iterator[tuple[DecisionRequest, Decision]]:
@@ -333,13 +355,15 @@ class Issuer:
         if events and offer is None and self._audit is not None:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
                            self._agents.binding_in,
-                           decided.agent if decided is not None else None)
+                           decided.agent if decided is not None else None,
+                           decided.revisions if decided is not None else None)
             try:
                 _write(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
                 raise GrantError("issuance_denied", "the issuance could not be audited, so "
                                  f"it is denied: {exc.message}") from exc
             if new.refusal is not None:
+                self._renew(new.refusal.code, request.agent_id)
                 raise new.refusal
             return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
@@ -358,6 +382,14 @@ class Issuer:
                 scope=claims.scope.as_json(), max_uses=request.max_uses, uses=0,
                 key_thumbprint=key_thumbprint))
         return IssuedGrant(token, accessor, claims)
+
+    def _renew(self, code: str, agent_id: str) -> None:
+        """Drop what a refusal ``code`` says this process held stale, so that the
+        issuance asked again is decided on what is committed."""
+        if code == "agent_changed" and self.forget_agent is not None:
+            self.forget_agent(agent_id)
+        elif code == "policy_changed" and self.sync_policies is not None:
+            self.sync_policies()
 
     @property
     def confirms_agent(self) -> bool:
@@ -426,6 +458,7 @@ class NewGrant:
     proof: VerifiedProof | None
     agent: AgentRead
     decided: DecidedOn | None = None  # the trust state and risk policy decided on: confirmed
+    revisions: frozenset[int | None] | None = None  # the policy revisions decided on: confirmed
     refusal: GrantError | None = None
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
@@ -437,8 +470,9 @@ class NewGrant:
         nothing of it), then the lease nodes and the grant rows of those that passed,
         by one multi-row ``INSERT`` each (on PostgreSQL one statement for both: a
         round trip less). The batch's agents are read first, then the nodes of all
-        its lines by one statement (what each grant's check then finds confirmed:
-        one read for the batch rather than one per line). The decisions were taken:
+        its lines by one statement, with the active policy revision (what each
+        grant's check then finds confirmed: one read for the batch rather than one
+        per line). The decisions were taken:
         their events stand either way (None for each)."""
         agents: set[str] = set()
         for new in news:  # each read once per transaction: kept in tx.confirmed
@@ -446,7 +480,8 @@ class NewGrant:
                 agents.add(new.request.agent_id)
                 new.agent(tx, new.request.agent_id)
         any_revoked(tx, [node for new in news
-                         for node in (new.request.parent_id, *new.request.lineage)])
+                         for node in (new.request.parent_id, *new.request.lineage)],
+                    revision=any(new.revisions is not None for new in news))
         passed: list[NewGrant] = []
         for new in news:
             new.refusal = None
@@ -501,6 +536,12 @@ class NewGrant:
                              "issuance was read: ask again")
         if any_revoked(tx, (request.parent_id, *request.lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
+        if self.revisions is not None:
+            active = active_revision(tx)
+            if any(revision != active for revision in self.revisions):
+                # none active now is not the revision decided on either: refused
+                raise GrantError("policy_changed", f"policy revision {active} is active now, "
+                                 "not the one the issuance was decided on: ask again")
         nonce = None
         if self.proof is not None:
             nonce = self.proof.nonce

@@ -52,13 +52,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
 from proctor.grants.agents import AgentBinding, binding_refusal
 from proctor.grants.tokens import GrantClaims
 
-__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "any_revoked", "riskier"]
+__all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "active_revision", "any_revoked",
+           "riskier"]
 
 # A task's idle deadline moves at most once a second: a burst of calls writes it once.
 IDLE_PRECISION_SECONDS = 1
@@ -73,10 +75,12 @@ _GRANTS = "SELECT id, max_uses, uses, accessor FROM grants WHERE id IN ({ids})"
 _ADD_USES = "UPDATE grants SET uses = uses + {p} WHERE id = {p}"
 _KNOWN = "SELECT id FROM grants WHERE id IN ({ids})"
 _FORGET_NONCES = "DELETE FROM proof_nonces WHERE nonce IN ({ids})"
-# with the active policy revision, which an allow confirms (no statement of its own)
-_TASKS = ("SELECT id, ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen, "
-          "(SELECT r.id FROM policy_revisions r WHERE r.status = 'active' "
-          "ORDER BY r.id DESC LIMIT 1) AS active_revision FROM tasks WHERE id IN ({ids})")
+# the active policy revision, which an allow confirms: read with the tasks (a call's
+# write) or the lease nodes (a grant's), no statement of its own
+_ACTIVE_REVISION = ("(SELECT r.id FROM policy_revisions r WHERE r.status = 'active' "
+                    "ORDER BY r.id DESC LIMIT 1)")
+_TASKS = ("SELECT id, ended_at, expires_at, idle_seconds, idle_until, sensitivity_seen, "  # noqa: S608
+          + _ACTIVE_REVISION + " AS active_revision FROM tasks WHERE id IN ({ids})")
 _TOUCH = "UPDATE tasks SET idle_until = {p}, sensitivity_seen = {p} WHERE id = {p}"
 
 
@@ -84,13 +88,19 @@ def _marks(count: int) -> str:
     return ", ".join(["{p}"] * count)
 
 
-def _leases(count: int) -> str:
-    return f"SELECT id, revoked_at FROM leases WHERE id IN ({_marks(count)})"  # noqa: S608
+def _leases(count: int, *, revision: bool = False) -> str:
+    also = f", {_ACTIVE_REVISION}" if revision else ""
+    return f"SELECT id, revoked_at{also} FROM leases WHERE id IN ({_marks(count)})"  # noqa: S608
 
 
-def any_revoked(tx: WriteCursor, ids: Iterable[str]) -> bool:
+_REVISION = ("policy", "active")  # tx.confirmed's key of the active revision
+
+
+def any_revoked(tx: WriteCursor, ids: Iterable[str], *, revision: bool = False) -> bool:
     """Whether any of the lease nodes ``ids`` is revoked or missing, as ``tx`` sees it
     now (``FOR SHARE`` on PostgreSQL: a revocation running is waited for, then seen).
+    ``revision``: the same statement reads the active policy revision, for
+    :func:`active_revision`.
 
     A node found live stays so until ``tx`` ends (SQLite: the writer holds the write
     lock; PostgreSQL: the row's share lock; no effect revokes): it is noted in
@@ -100,15 +110,29 @@ def any_revoked(tx: WriteCursor, ids: Iterable[str]) -> bool:
     wanted = [i for i in dict.fromkeys(ids) if ("lease", i) not in confirmed]
     if not wanted:
         return False
-    live = _live(tx, wanted)
+    live = _live(tx, wanted, revision=revision and _REVISION not in confirmed)
     for node in live:
         confirmed["lease", node] = True
     return any(i not in live for i in wanted)
 
 
-def _live(tx: WriteCursor, wanted: list[str]) -> set[str]:
-    return {row[0] for row in tx.rows(_leases(len(wanted)) + tx.for_share, wanted)
-            if row[1] is None}
+def active_revision(tx: WriteCursor) -> int | None:
+    """The policy revision active as ``tx`` sees it (None: none is), read once per
+    transaction: with the lease nodes (:func:`any_revoked` ``revision=True``), else
+    by a statement of its own."""
+    confirmed = tx.confirmed
+    if _REVISION not in confirmed:
+        rows = tx.rows("SELECT " + _ACTIVE_REVISION, [])
+        confirmed[_REVISION] = rows[0][0] if rows else None
+    active = confirmed[_REVISION]
+    return None if active is None else int(cast(int, active))
+
+
+def _live(tx: WriteCursor, wanted: list[str], *, revision: bool = False) -> set[str]:
+    rows = tx.rows(_leases(len(wanted), revision=revision) + tx.for_share, wanted)
+    if revision and rows:  # the same scalar on every row
+        tx.confirmed[_REVISION] = rows[0][2]
+    return {row[0] for row in rows if row[1] is None}
 
 
 AgentState = Callable[[WriteCursor, str], str | None]
