@@ -77,6 +77,14 @@ _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
 _NAMED_MOST = 4096  # (agent, tool) pairs whose request names are kept
 # an allow decided on what another process had changed meanwhile: decided once more
 _STALE = ("agent_changed", "task_changed", "policy_changed")
+# refusals after which no call of the same binding (agent, task, tool, arguments, grant)
+# can ever be allowed: the approval it spent stays spent. After any other refusal (a
+# replayed proof, a stale allow decided again and denied, a failed write, no use left
+# while the call that asked, its use counted, still waits for it) it is given back
+_FINAL_FOR_CALL = frozenset({
+    "grant_revoked", "grant_expired", "grant_unknown", "grant_wrong_agent",
+    "grant_manifest_changed", "agent_unknown", "agent_not_active", "task_unknown",
+    "task_ended", "task_expired", "task_idle"})
 
 Fresh = Callable[[], "tuple[Agent, DecisionRequest] | None"]
 """The grant's agent and the call's request again, as committed (None: the agent may
@@ -350,8 +358,26 @@ class Enforcer:
         return agent
 
     def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
-                use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None = None,
-                *, approved: Approval | None = None) -> CallVerdict:
+                use: GrantUse, call: ToolCall, agent: Agent,
+                fresh: Fresh | None = None) -> CallVerdict:
+        """:meth:`_decided`; an approval it spent (its decision once more keeps the first
+        one's) is given back unless the call is allowed or refused for good
+        (:data:`_FINAL_FOR_CALL`): a human approved this exact call, not its refusal."""
+        verdict, spent = self._decided(claims, accessor, request, use, call, agent, fresh,
+                                       approved=None, spent=None)
+        if spent is not None and not verdict.is_allowed \
+                and verdict.code not in _FINAL_FOR_CALL:
+            try:
+                self._approvals.give_back(*spent)
+            except Exception as exc:  # spent it stays: the safe side
+                log.error("approval `%s` could not be given back: %s", spent[0].id,
+                          type(exc).__name__)
+        return verdict
+
+    def _decided(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
+                 use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None,
+                 *, approved: Approval | None,
+                 spent: _Spent | None) -> tuple[CallVerdict, _Spent | None]:
         """Policy, then the write. An allow the write refuses because it was decided on
         an agent or a task another process had changed meanwhile (``agent_changed``,
         ``task_changed``) is decided once more, on both read from the store then
@@ -370,13 +396,16 @@ class Enforcer:
         decision = self._engine.decide(request)
         if decision.outcome is Outcome.APPROVAL_REQUIRED and approved is None:
             approval = self._approvals.consume(self._binding(claims, request))
-            if approval is None:  # "approve similar within this task"
+            if approval is not None:
+                spent = (approval, None)
+            else:  # "approve similar within this task"
                 similar = self._approvals.consume_similar(
                     agent_id=claims.agent_id, task_id=claims.task_id,
                     tool_id=request.resource.id, args=request.context.get("args") or {})
                 if similar is not None:
                     # the write confirms the pre-approval unrevoked, as the grant's line
                     approval, use.also_live = similar[0], (similar[1],)
+                    spent = similar
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)
@@ -407,7 +436,7 @@ class Enforcer:
             return CallVerdict(Outcome.DENY, "audit_unavailable",
                                ("the decision could not be audited, so the call is denied",),
                                revision=decision.revision, claims=claims, accessor=accessor,
-                               request=request)
+                               request=request), spent
         event_id = recorded.event_id if recorded is not None else None
         if use.raised and self._task_view is not None:
             # before the answer: the next call of the task, here, reads the new mark (on
@@ -419,19 +448,20 @@ class Enforcer:
                 self._sync_policies()
             again = fresh()
             if again is not None:  # decided once more on what is committed now
-                return self._policy(claims, accessor, again[1], use, call, again[0],
-                                    approved=approval)
+                return self._decided(claims, accessor, again[1], use, call, again[0], None,
+                                     approved=approval, spent=spent)
         if refusal is not None:
             if refusal.code in ("task_expired", "task_idle"):
                 self._grants.end_lapsed(claims.task_id, refusal.message)
             return CallVerdict(Outcome.DENY, refusal.code, (refusal.message,),
                                event_id=event_id,
-                               claims=None if refusal.code == "proof_replayed" else claims)
+                               claims=None if refusal.code == "proof_replayed" else claims
+                               ), spent
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
             approval = self._ask(claims, accessor, request, decision, event.id)
         return CallVerdict(decision.outcome, _code(decision), decision.reasons,
                            decision.policy_ids, decision.revision, event_id, claims, accessor,
-                           approval, request, held=use.held)
+                           approval, request, held=use.held), spent
 
     def _request(self, agent: Agent, task: Task, claims: GrantClaims,
                  call: ToolCall) -> DecisionRequest:
@@ -571,6 +601,11 @@ class Enforcer:
                                 held=verdict.held)
         return replace(verdict, outcome=Outcome.DENY, code=code, reasons=(message,),
                        policy_ids=(), event_id=refused.event_id)
+
+
+_Spent = tuple[Approval, "str | None"]
+"""An approval a decision spent, and the pre-approval grant whose use it spent (None:
+the approval of this exact call)."""
 
 
 @dataclass(frozen=True, slots=True)

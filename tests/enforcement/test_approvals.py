@@ -9,12 +9,13 @@ import pytest
 from proctor.approvals import ApprovalStatus
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
+from proctor.enforcement import ToolCall
 from proctor.errors import ApprovalError
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.policy import Outcome
 from proctor.runtime import Runtime
 
-from .conftest import APPROVER, OWNER, SUPPORT, Agents, refund
+from .conftest import APPROVER, OWNER, SUPPORT, TARGET, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]
 
@@ -113,6 +114,43 @@ def test_an_agent_suspended_while_its_call_waits_is_denied(
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
     # the approval is not spent on a call that did not run
     assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.APPROVED
+
+
+def test_a_replayed_proof_of_the_approved_call_does_not_spend_its_approval(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """Whoever replays the proof of the call that asked for approval is refused
+    ``proof_replayed`` by the write; the approval it had taken is given back, and the
+    agent's own call, with a proof of its own, is allowed on it."""
+    grant = agents.grant(SUPPORT, REFUND)
+    proof = agents.proof(grant)
+    call = ToolCall("crm/issue_refund", refund(25_000), target=TARGET)
+    pending = runtime.enforcer.decide_call(grant.token, proof, call)
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    replayed = runtime.enforcer.decide_call(grant.token, proof, call)
+    assert (replayed.outcome, replayed.code) == (Outcome.DENY, "proof_replayed")
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.APPROVED
+    assert agents.call(grant, "crm/issue_refund", refund(25_000)).is_allowed
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.USED
+
+
+def test_a_call_asked_again_while_the_first_waits_does_not_spend_its_approval(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """A grant with one use: the waiting call counted it. The agent asks again while it
+    waits; that call, allowed on the approval by policy, has no use left
+    (``grant_uses_exhausted``) and gives the approval back, so the waiting call, whose
+    use was counted, goes on with it."""
+    grant = agents.grant(SUPPORT, REFUND, max_uses=1)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    again = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert (again.outcome, again.code) == (Outcome.DENY, "grant_uses_exhausted")
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code) == (Outcome.ALLOW, "allow")
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.USED
 
 
 def test_a_grant_that_expires_while_its_call_waits_is_denied(

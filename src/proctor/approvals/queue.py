@@ -29,7 +29,7 @@ from proctor.clock import Clock
 from proctor.errors import ApprovalError, AuditError
 from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
-from proctor.store.tables import approvals
+from proctor.store.tables import approvals, grants
 
 __all__ = ["REQUESTED_ACTION", "Approval", "ApprovalQueue", "ApprovalStatus", "NewApproval",
            "approval_requested_event"]
@@ -176,6 +176,23 @@ class ApprovalQueue:
         spent = use_similar(self._store, self._clock, agent_id=agent_id,
                             task_id=task_id, tool_id=tool_id, args=args)
         return (self.get(spent[0]), spent[1]) if spent is not None else None
+
+    def give_back(self, approval: Approval, similar: str | None = None) -> None:
+        """Undo :meth:`consume` (or, with the pre-approval grant's id ``similar``,
+        :meth:`consume_similar`) for a call that was refused all the same for a reason
+        that is not final for that exact call (a replayed proof, an allow decided on
+        what another process had changed, the audit write failing...): the approval is
+        approved and unused again, the pre-approval's use is not counted. Only the
+        call that spent it gives it back, so no one else's use is undone."""
+        with self._store.transaction() as conn:
+            if similar is None:
+                conn.execute(update(approvals).where(and_(
+                    approvals.c.id == approval.id, approvals.c.status == "used"))
+                    .values(status="approved", used_at=None))
+            else:
+                conn.execute(update(grants).where(and_(grants.c.id == similar,
+                                                       grants.c.uses > 0))
+                             .values(uses=grants.c.uses - 1))
 
     # deciding
 
