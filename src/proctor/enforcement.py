@@ -94,13 +94,17 @@ no longer act)."""
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """One call an agent asks to make. ``method`` and ``target`` are what its proof
-    must be signed over (the proof's ``htm`` and ``htu``)."""
+    must be signed over (the proof's ``htm`` and ``htu``). ``pinned``: the tool is
+    pinned (a gateway's ``pin: strict``) and was reviewed when the caller last listed
+    it; an allow's write confirms its pin is still reviewed (``tool_changed``,
+    ``tool_unreviewed``: another session or process found its definition changed)."""
 
     tool_id: str
     args: Mapping[str, Any]
     method: str = "tools/call"
     target: str = ""
     source_ip: str | None = None
+    pinned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +391,7 @@ class Enforcer:
         news this node missed."""
         use.sensitivity = 0
         use.decided_state = use.decided_risk = use.decided_seen = None
-        use.decided_revision = None
+        use.decided_revision = use.pinned = None
         if approved is None:  # else decided again on the pre-approval it spent, if any
             use.also_live = ()
         approval: Approval | None = approved
@@ -417,6 +421,8 @@ class Enforcer:
             # a task's sensitive read another process committed before its news reached
             # this one is never allowed (agent_changed, task_changed)
             use.decided_state = agent.trust_state.value
+            if call.pinned:  # the pin it was listed with, as committed now
+                use.pinned = call.tool_id
             if fresh is not None:  # else decided on both read from the store just now
                 use.decided_risk = (agent.risk_score, agent.risk_factors)
                 use.decided_seen = int(request.context.get("sensitivity_seen", 0))

@@ -98,6 +98,30 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
     assert ("tool.review", "pins/weather", "human") in _actions(deployment)
 
 
+async def test_a_change_another_wrapper_found_is_denied_here_before_this_one_lists_again(
+        deployment: Deployment) -> None:
+    """Two wrappers (each its own runtime on the same database, as two processes) in
+    front of one server: the second lists the changed definition and quarantines it;
+    the first, whose session still holds the definition reviewed at its own listing, is
+    refused by its call's write (``tool_changed``), not allowed until it lists again."""
+    grant = deployment.grant([{"tool": "pins/*"}])
+    sock = listening_socket()
+    config = deployment.config({"upstreams": {"pins": {"url": f"{url_of(sock)}/mcp"}}})
+    async with served(create_server().streamable_http_app(), sock), \
+            wrapped(deployment, grant, [], server="pins", config=config) as here, \
+            wrapped(deployment, grant, [], server="pins", config=config) as there:
+        assert set(await _listed(here)) == {"weather", "rug_pull"}
+        assert not (await here.call_tool("weather", {"city": "Oslo"})).is_error
+        await there.call_tool("rug_pull", {"mode": "describe"})
+        assert set(await _listed(there)) == {"rug_pull"}  # quarantined by the other one
+        data = await _denied(here, "weather", {"city": "Oslo"})
+        assert (data["reason"], data["tool"]) == ("tool_changed", "pins/weather")
+        # reviewed by a human: allowed again here, still without listing
+        ToolPins(deployment.runtime.store, deployment.runtime.clock,
+                 deployment.runtime.audit).review("pins/weather", by="erin@acme.example")
+        assert not (await here.call_tool("weather", {"city": "Oslo"})).is_error
+
+
 async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(
         deployment: Deployment) -> None:
     grant = deployment.grant([{"tool": "pins/*"}])

@@ -261,8 +261,11 @@ class Gateway:
         server, name = resolved
         upstream, tool = await self._tool(session, server, name, exposed)
         args = dict(arguments)
+        # pin: strict, reviewed at this session's listing: the decision's write confirms
+        # it still is (another session or process may have found it changed since)
         verdict = await self._decide(session, creds, tool, args, "tools/call",
-                                     creds.target_for(server, name))
+                                     creds.target_for(server, name),
+                                     pinned=upstream.pin_mode == "strict")
         progress = self._progress(relay)
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: upstream.connection.call_tool(
@@ -323,14 +326,15 @@ class Gateway:
         return upstream, tool
 
     async def _decide(self, session: GatewaySession, creds: Credentials, tool: ExposedTool,
-                      args: dict[str, Any], method: str, target: str) -> CallVerdict:
+                      args: dict[str, Any], method: str, target: str, *,
+                      pinned: bool = False) -> CallVerdict:
         problem = tool.argument_errors(args)
         if problem is not None:
             await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")
             raise rpc_error("arguments_invalid", problem, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         call = ToolCall(tool.tool_id, args, method=method, target=target,
-                        source_ip=creds.source_ip)
+                        source_ip=creds.source_ip, pinned=pinned)
         verdict = await session.forward(lambda: creds.decide(self.enforcer, call))
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
             timeout = self.config.approval_timeout_seconds
@@ -344,9 +348,11 @@ class Gateway:
                             approval_id=approval, event_id=verdict.event_id)
         if verdict.outcome is not Outcome.ALLOW:
             code = verdict.code if verdict.code != "allow" else "enforcement_error"
+            named: dict[str, Any] = {"tool": tool.tool_id} if code in (
+                "tool_changed", "tool_unreviewed") else {}  # as the session's own pins tell
             raise rpc_error(code, "; ".join(verdict.reasons) or "denied",
                             reasons=verdict.reasons, policy_ids=tuple(verdict.policy_ids),
-                            event_id=verdict.event_id)
+                            event_id=verdict.event_id, **named)
         return verdict
 
     def _progress(self, relay: Relay | None) -> Any:

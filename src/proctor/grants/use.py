@@ -17,7 +17,10 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    its data sensitivity seen is no higher than the decision saw (a confidential read
    committed by another process: ``task_changed``), and the policy revision it was
    decided on is still the active one (another process activated a new one, which
-   this one loads every ``sync_seconds``: ``policy_changed``);
+   this one loads every ``sync_seconds``: ``policy_changed``), and a pinned tool's
+   pin (a gateway's ``pin: strict``) still reviewed (another session or process found
+   its definition changed: ``tool_changed``, ``tool_unreviewed``; read with the lease
+   nodes);
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
@@ -88,8 +91,13 @@ def _marks(count: int) -> str:
     return ", ".join(["{p}"] * count)
 
 
-def _leases(count: int, *, revision: bool = False) -> str:
-    also = f", {_ACTIVE_REVISION}" if revision else ""
+# a pinned tool's pin as the write sees it, ``state:change`` (NULL: no catalog row)
+_PIN = ("(SELECT COALESCE(pin_state, '') || ':' || COALESCE(pin_change, '') "
+        "FROM tool_catalog WHERE tool_id = {p})")
+
+
+def _leases(count: int, *, revision: bool = False, pins: int = 0) -> str:
+    also = (f", {_ACTIVE_REVISION}" if revision else "") + f", {_PIN}" * pins
     return f"SELECT id, revoked_at{also} FROM leases WHERE id IN ({_marks(count)})"  # noqa: S608
 
 
@@ -159,7 +167,8 @@ class GrantUse:
     rank the call reads, set by the caller once policy allowed it; ``decided_state``,
     ``decided_risk`` and ``decided_seen`` the agent's trust state, its risk and the
     task's data sensitivity seen that an allow was decided on, which the write
-    confirms, with ``decided_revision`` the policy revision. After the
+    confirms, with ``decided_revision`` the policy revision and ``pinned`` the tool
+    whose pin must still be reviewed (a gateway's ``pin: strict``). After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -178,6 +187,7 @@ class GrantUse:
     decided_seen: int | None = None
     decided_revision: int | None = None
     also_live: tuple[str, ...] = ()  # other nodes the allow rests on (a pre-approval's)
+    pinned: str | None = None  # the allowed call's tool, whose pin must be reviewed
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -243,6 +253,8 @@ class GrantUse:
                 raise GrantError("policy_changed", f"policy revision {task.revision} is "
                                  f"active now, not {self.decided_revision} as the call was "
                                  "decided: ask again")
+            if self.pinned is not None:
+                _check_pin(self.pinned, tasks.pins.get(self.pinned))
             if self.decided_seen is not None and task.was[1] > self.decided_seen:
                 raise GrantError("task_changed", f"task `{claims.task_id}` read more sensitive "
                                  "data since the call was decided: ask again")
@@ -262,6 +274,20 @@ class GrantUse:
         if idle_until is not None and self.now >= idle_until:
             raise GrantError("task_idle", f"task `{self.claims.task_id}` ended after "
                              f"{idle_seconds} seconds without a call")
+
+
+def _check_pin(tool_id: str, pin: str | None) -> None:
+    """A pinned tool's call is allowed only on the definition a human reviewed: another
+    session or process may have found it changed since this one listed it."""
+    state, _, change = (pin or ":").partition(":")
+    if state == "reviewed":
+        return
+    if change in ("changed", "renamed"):
+        raise GrantError("tool_changed", f"the definition of tool `{tool_id}` changed since "
+                         "it was reviewed (found by another session or process); a human "
+                         "must review it (proctor tool review)")
+    raise GrantError("tool_unreviewed", f"tool `{tool_id}` is not reviewed; a human must "
+                     "review it (proctor tool review)")
 
 
 def riskier(committed: AgentBinding, decided: Risk) -> bool:
@@ -310,6 +336,7 @@ class _Tasks:
     agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
     live: set[str]
+    pins: dict[str, str | None]  # a pinned tool's ``state:change`` (None: no row)
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
@@ -331,7 +358,12 @@ class _Tasks:
                                            until, None if active is None else int(active))
         lineage = list(dict.fromkeys(i for u in uses for i in (*u.claims.lineage,
                                                                 *u.also_live)))
-        return cls(agents, found, _live(tx, lineage))
+        # with the lines, the pins of the batch's pinned tools (one scalar each)
+        pinned = list(dict.fromkeys(u.pinned for u in uses if u.pinned is not None))
+        lines = tx.rows(_leases(len(lineage), pins=len(pinned)) + tx.for_share,
+                        [*pinned, *lineage])
+        pins = dict(zip(pinned, lines[0][2:], strict=True)) if lines and pinned else {}
+        return cls(agents, found, {row[0] for row in lines if row[1] is None}, pins)
 
     def write(self, tx: WriteCursor) -> None:
         """The tasks whose idle deadline or data sensitivity moved, one statement each."""
