@@ -47,6 +47,7 @@ from proctor import telemetry
 from proctor.approvals import Approval, ApprovalQueue, ApprovalStatus, binding_digest
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event, new_event_id
 from proctor.audit.masking import mask
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.codes import Code
 from proctor.documents import MAX_DEPTH, is_unicode_text
@@ -380,15 +381,18 @@ class Enforcer:
 
     def _decided(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
                  use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None,
-                 *, approved: Approval | None,
-                 spent: _Spent | None) -> tuple[CallVerdict, _Spent | None]:
+                 *, approved: Approval | None, spent: _Spent | None,
+                 again: GrantError | None = None) -> tuple[CallVerdict, _Spent | None]:
         """Policy, then the write. An allow the write refuses because it was decided on
         an agent or a task another process had changed meanwhile (``agent_changed``,
         ``task_changed``) is decided once more, on both read from the store then
         (``fresh``), with the approval the first decision used, if any. That second
         write confirms no risk nor sensitivity: whatever committed before it was read
         is in it, and a change committing meanwhile is concurrent with the call, not
-        news this node missed."""
+        news this node missed. The first decision's write then writes no event (it was
+        never the answer): the second one's says it was decided again, and why
+        (``detail.decided_again``); if the call cannot be decided again (its agent
+        may no longer act), the refusal is written then."""
         use.sensitivity = 0
         use.decided_state = use.decided_risk = use.decided_seen = None
         use.decided_revision = use.pinned = None
@@ -414,7 +418,9 @@ class Enforcer:
                 request = _approved(request)
                 decision = self._engine.decide(request)
         event = decision_event(request, decision, now=self._clock.now(), grant=accessor,
-                               holder=HELD_IN_PROCESS if use.held else None)
+                               holder=HELD_IN_PROCESS if use.held else None,
+                               decided_again=None if again is None
+                               else (again.code, again.message))
         if decision.outcome is Outcome.ALLOW:
             use.sensitivity = self._sensitivity(request)
             # the write confirms what this allow was decided on: a drift, a risk score or
@@ -430,6 +436,8 @@ class Enforcer:
                     use.decided_revision = decision.revision
 
         def refuse(exc: GrantError) -> AuditEvent:
+            if exc.code in _STALE and fresh is not None:
+                return WITHDRAWN  # decided once more: that decision's event is the record
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's
             return self._refusal_event(call, exc.code, exc.message, named, held=use.held)
 
@@ -452,10 +460,13 @@ class Enforcer:
         if refusal is not None and refusal.code in _STALE and fresh is not None:
             if refusal.code == "policy_changed" and self._sync_policies is not None:
                 self._sync_policies()
-            again = fresh()
-            if again is not None:  # decided once more on what is committed now
-                return self._decided(claims, accessor, again[1], use, call, again[0], None,
-                                     approved=approval, spent=spent)
+            current = fresh()
+            if current is not None:  # decided once more on what is committed now
+                return self._decided(claims, accessor, current[1], use, call, current[0],
+                                     None, approved=approval, spent=spent, again=refusal)
+            refused = self._refused(call, refusal.code, refusal.message, claims=claims,
+                                    held=use.held)  # its write wrote no event
+            return refused, spent
         if refusal is not None:
             if refusal.code in ("task_expired", "task_idle"):
                 self._grants.end_lapsed(claims.task_id, refusal.message)

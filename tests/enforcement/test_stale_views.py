@@ -91,7 +91,8 @@ def news_held(runtime: Runtime) -> Iterator[None]:
 
 
 def refused_at_write(runtime: Runtime) -> list[str]:
-    """The codes of the allows refused by their writes for what another node changed."""
+    """The codes of the allows refused by their writes for what another node changed
+    (named by the event of the decision taken again, ``detail.decided_again``)."""
     found = []
     for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
         text = body if isinstance(body, str) else json.dumps(body)
@@ -132,6 +133,31 @@ def test_a_drift_committed_on_another_node_before_this_one_heard_of_it_is_never_
     assert refused_at_write(runtime) == ["agent_changed"]
     assert (verdict.outcome, verdict.code, verdict.policy_ids) == (
         Outcome.DENY, "policy_forbid", ("drifted-agent-sensitive-tools",))
+
+
+def _call_events(runtime: Runtime, tool: str) -> list[dict[str, Any]]:
+    found = []
+    for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
+        event = json.loads(body) if isinstance(body, str) else body
+        if event["action"] == f"tool:{tool}":
+            found.append(event)
+    return found
+
+
+def test_a_call_decided_once_more_leaves_one_event_that_says_why(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    """The first decision's write refused it and wrote nothing (it was never the answer);
+    the event of the decision that answered says it was decided again, and why."""
+    grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
+    assert agents.call(grant, LOOKUP, ARGS).is_allowed
+    before = len(_call_events(runtime, LOOKUP))
+    with news_held(runtime):
+        other.registry.present_manifest(SUPPORT, manifest(model_id="other"))
+        verdict = agents.call(grant, LOOKUP, ARGS)
+    [event] = _call_events(runtime, LOOKUP)[before:]
+    assert (event["id"], event["outcome"]) == (verdict.event_id, "denied")
+    assert event["detail"]["decided_again"]["code"] == "agent_changed"
+    assert "drifted" in event["detail"]["decided_again"]["reason"]
 
 
 def test_a_risk_score_committed_on_another_node_before_this_one_heard_of_it_is_never_allowed(

@@ -222,12 +222,14 @@ class AuditEvent:
                     decision: DecisionRecord, request_digest: str, grant: str | None,
                     source: str | None, /, *, holder: str | None = None,
                     purpose: str | None = None, errors: Sequence[Any] = (),
-                    args: Mapping[str, Any] | None = None) -> AuditEvent:
+                    args: Mapping[str, Any] | None = None,
+                    decided_again: tuple[str, str] | None = None) -> AuditEvent:
         """The event of one decision (:func:`~proctor.audit.recording.decision_event`),
         its fields in the dataclass's order, from its unmasked parts: ``target`` and the
         detail's entries — ``holder`` and ``purpose`` (labels), ``errors``, and the
         features of the call's ``args`` (for behaviour baselines: its domains and whole
-        numbers, never a string value) — are masked here, each as what it is, as
+        numbers, never a string value), ``decided_again`` (the code and reason of the
+        refused write of the decision this one replaces) — are masked here, each as what it is, as
         construction masks them: no walk of a detail again, no dataclass ``__init__`` (a
         measured 4 of a decision event's 24 µs). The same value as ``AuditEvent(...)``
         of the same fields; a property test holds the two equal. (The fields go by
@@ -245,6 +247,9 @@ class AuditEvent:
             features = argument_features(args)  # whole numbers and domains: JSON values
             if features:
                 detail["args"] = mask(features)
+        if decided_again is not None:  # the refused write's code and reason
+            detail["decided_again"] = {"code": decided_again[0],
+                                       "reason": mask_label(decided_again[1][:500])}
         event = _new(cls)
         _set_id(event, id)
         _set_time(event, time)

@@ -109,9 +109,12 @@ def _source(context: Mapping[str, Any]) -> str | None:
 
 def decision_event(request: DecisionRequest, decision: Decision, *, now: datetime,
                    grant: str | None = None, event_id: str | None = None,
-                   holder: str | None = None) -> AuditEvent:
+                   holder: str | None = None,
+                   decided_again: tuple[str, str] | None = None) -> AuditEvent:
     """The event of one decision on ``request``; ``grant`` is the grant's accessor,
-    ``holder`` how the grant's key was shown when not by a proof (``in_process``)."""
+    ``holder`` how the grant's key was shown when not by a proof (``in_process``),
+    ``decided_again`` the code and reason of the write that refused the decision
+    taken first (on what another process had changed), which this one replaces."""
     context = request.context
     delegation = context.get("delegation")
     chain = delegation.get("chain", ()) if isinstance(delegation, Mapping) else ()
@@ -136,6 +139,7 @@ def decision_event(request: DecisionRequest, decision: Decision, *, now: datetim
         purpose=str(purpose) if purpose else None,
         errors=decision.errors,
         args=args if type(args) is dict or isinstance(args, Mapping) else None,
+        decided_again=decided_again,
     )
 
 

@@ -51,7 +51,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any, Protocol
 
@@ -60,13 +60,14 @@ from proctor.audit.chain import ChainHead
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
 from proctor.audit.deadlines import Deadlines
 from proctor.audit.driver import AppendConnection, EventRow, WriteCursor, is_integrity_error
-from proctor.audit.events import AuditEvent
+from proctor.audit.events import Actor, ActorType, AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
 from proctor.keys import Signer, SignerSource
 from proctor.store import Store
 
-__all__ = ["AuditLog", "BatchObserver", "Effects", "Receipt", "RecordedEvent", "WriteCursor"]
+__all__ = ["WITHDRAWN", "AuditLog", "BatchObserver", "Effects", "Receipt", "RecordedEvent",
+           "WriteCursor"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class RecordedEvent:
     event_id: str
 
 
+# what an effects' apply returns to write no event at all: the decision it came with
+# is withdrawn (its caller decides once more, and that decision's event is the record)
+WITHDRAWN = AuditEvent(id="withdrawn", time=datetime(1970, 1, 1, tzinfo=UTC),
+                       actor=Actor(ActorType.SYSTEM, "proctor"), action="withdrawn",
+                       target="", outcome="withdrawn")
+
+
 class Effects(Protocol):
     """What a decision changes besides its event, applied in the writer's transaction.
 
@@ -92,7 +100,8 @@ class Effects(Protocol):
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """Apply the changes; None keeps the decision's event. A check that fails
-        changes nothing and returns the event to write instead (its refusal).
+        changes nothing and returns the event to write instead (its refusal), or
+        :data:`WITHDRAWN` to write none.
 
         Called again from the start if the batch is retried; raising fails the
         whole batch. Runs on the writing thread (the writer thread, or a caller that
@@ -437,6 +446,8 @@ class AuditLog:
                     rows: list[tuple[Receipt, _Row]] = []
                     for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
                         row = receipt.row
+                        if instead is WITHDRAWN:
+                            continue
                         if instead is not None:
                             row = _row_of(self._attributed(instead))
                         if row is not None:

@@ -1,0 +1,37 @@
+"""An effect that withdraws its decision: no event of it is written, its batch-mates are,
+and the chain stays whole (the enforcer's first decision of a call it decides again)."""
+
+from __future__ import annotations
+
+from proctor.audit import AuditEvent, AuditLog, WriteCursor, verifiers_for, verify_store
+from proctor.audit.writer import WITHDRAWN
+from proctor.clock import FrozenClock
+from proctor.keys import LocalSigner
+from proctor.store import Store
+from tests.audit.helpers import agent_event
+
+
+class _Withdrawing:
+    def __init__(self) -> None:
+        self.applied = 0
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.applied += 1
+        return WITHDRAWN
+
+
+def test_a_withdrawn_decision_writes_no_event_and_the_chain_stays_whole(
+        store: Store, clock: FrozenClock, signer: LocalSigner) -> None:
+    log = AuditLog(store, signer=signer, clock=clock)
+    try:
+        kept = log.record(agent_event(clock, 1))
+        withdrawn = _Withdrawing()
+        assert log.record_with(agent_event(clock, 2), withdrawn) is None
+        assert withdrawn.applied == 1
+        after = log.record(agent_event(clock, 3))
+    finally:
+        log.close()
+    assert after.seq == kept.seq + 1  # nothing between them
+    report = verify_store(store, verifiers_for([signer]))
+    assert report.is_valid, report.problem
+    assert report.events == 2
