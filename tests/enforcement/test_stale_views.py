@@ -27,8 +27,8 @@ from sqlalchemy import func, select, update
 
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import GrantError
-from proctor.grants import GrantScope, IssuedGrant, make_proof
-from proctor.grants.authority import EXCHANGE_METHOD
+from proctor.grants import GrantScope, HolderProof, IssuedGrant, make_proof
+from proctor.grants.authority import EXCHANGE_METHOD, ISSUE_METHOD
 from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
@@ -334,6 +334,30 @@ def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decid
         assert ask.trees() == trees  # nothing stored
     active = runtime.engine.active
     assert active is not None and active.revision == revision  # loaded on the refusal
+
+
+@pytest.mark.parametrize("how", ["offer", "redeem"])
+def test_an_offer_or_its_redemption_decided_on_a_replaced_policy_revision_is_decided_again(
+        runtime: Runtime, other: Runtime, agents: Agents, how: str) -> None:
+    """An offer's write and its redemption's confirm the policy revision they were
+    decided on, as a grant's does: decided once more on the revision now active."""
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    scope = GrantScope.from_json({"tools": [{"tool": LOOKUP}]})
+    offer = runtime.grants.offer(task.id, scope) if how == "redeem" else None
+    revision = other.policies.add_candidate(_incident(runtime, NO_LOOKUP_GRANTS),
+                                            origin="the incident")
+    other.policies.activate(revision)
+    with pytest.raises(GrantError) as refused:
+        if offer is None:
+            runtime.grants.offer(task.id, scope)
+        else:
+            proof = make_proof(agents.keys[SUPPORT], None, method=ISSUE_METHOD,
+                               target=issuer_for(runtime.settings), now=runtime.clock.now())
+            runtime.grants.redeem(offer.id, HolderProof(proof))
+    assert refused.value.code == "issuance_denied"
+    assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
+    active = runtime.engine.active
+    assert active is not None and active.revision == revision
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

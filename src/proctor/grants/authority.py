@@ -221,9 +221,10 @@ class GrantAuthority:
               max_uses: int | None = None, approved: bool = False) -> GrantOffer:
         """Decide a grant for the task's agent now; the agent redeems it (:meth:`redeem`)
         with a proof of the key to bind it to."""
-        request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
-        self._issuer.decide(request, ttl_seconds=ttl)
-        return self._issuer.offer(request)
+        def offered() -> GrantOffer:
+            request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
+            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl))
+        return _once_more(offered)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
                   max_uses: int | None, approved: bool, *, seen: bool = False
@@ -299,13 +300,16 @@ class GrantAuthority:
             decided = (None if key is None
                        else self._issuer.decide_unwritten(request, ttl_seconds=ttl))
         if key is None or decided is None:  # an offer reads the agent from the store
-            self._issuer.decide(request, ttl_seconds=ttl)
-            return self._issuer.offer(request)
+            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl))
         return self._issuer.grant(request, key, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
-        together with the agent's own identity proof. Decided again, audited."""
+        together with the agent's own identity proof. Decided again, audited (once more
+        if its write found another policy revision active: ``policy_changed``)."""
+        return _once_more(lambda: self._redeemed(offer_id, holder))
+
+    def _redeemed(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         with self._store.reading() as conn:
             offer = load_offer(conn, offer_id)
         refused = offer.refusal(self._clock.now())
@@ -318,8 +322,8 @@ class GrantAuthority:
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
                           offer.approved, offer.wildcards, binding.manifest_digest)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
-        self._issuer.decide(request, ttl_seconds=ttl)
-        return self._issuer.grant(request, key, proof, offer=offer)
+        decided = self._issuer.decide(request, ttl_seconds=ttl)
+        return self._issuer.grant(request, key, proof, offer=offer, decided=decided)
 
     def cancel_offer(self, offer_id: str, reason: str) -> bool:
         """Cancel an offer not redeemed yet; False if it was redeemed or cancelled."""

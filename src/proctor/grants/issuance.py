@@ -62,7 +62,7 @@ from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, Policy
 from proctor.policy.context import issue_context
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
-from proctor.store.tables import grants
+from proctor.store.tables import grants, policy_revisions
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant",
@@ -210,15 +210,18 @@ class Issuer:
 
     # deciding
 
-    def decide(self, request: Request, *, ttl_seconds: int) -> None:
+    def decide(self, request: Request, *, ttl_seconds: int) -> Decided:
         """Policy on each tool of the scope; raises ``issuance_denied`` or
         ``issuance_pending_approval``. Every decision is audited. The agent is read from
         the store first (what is decided here is stored, or offered, without a write that
-        confirms the agent's trust state)."""
+        confirms the agent's trust state); the policy revisions it was decided on are
+        returned (no events: written), for the write to confirm (:meth:`offer`,
+        :meth:`grant` of an offer)."""
         state = self._current(request.agent_id, strict=True)
-        events = self._decided(request, ttl_seconds, state).events
-        if self._audit is not None and events:
-            _write(self._audit, events, None)
+        decided = self._decided(request, ttl_seconds, state)
+        if self._audit is not None and decided.events:
+            _write(self._audit, decided.events, None)
+        return Decided([], None, decided.revisions)
 
     def decide_unwritten(self, request: Request, *, ttl_seconds: int) -> Decided:
         """:meth:`decide`, but an issuance allowed on every tool returns its events
@@ -367,7 +370,7 @@ class Issuer:
                 raise new.refusal
             return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
-            self._confirm(conn, request)
+            self._confirm(conn, request, decided.revisions if decided is not None else None)
             if offer is not None:
                 take_offer(conn, offer, claims.grant_id, now)
             if proof is not None:
@@ -398,8 +401,9 @@ class Issuer:
         process's view rather than the store."""
         return self._audit is not None
 
-    def offer(self, request: Request) -> GrantOffer:
-        """Store ``request`` as an offer for its agent to redeem."""
+    def offer(self, request: Request, decided: Decided | None = None) -> GrantOffer:
+        """Store ``request`` as an offer for its agent to redeem; its write confirms the
+        policy revisions ``decided`` (:meth:`decide`'s) names still active."""
         now = self._clock.now()
         expires_at = datetime.fromtimestamp(request.expires_at, tz=now.tzinfo)
         if request.task.expires_at is not None:
@@ -410,17 +414,26 @@ class Issuer:
             request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
             expires_at, wildcards=request.wildcards)
         with self._store.transaction() as conn:
-            self._confirm(conn, request)
+            self._confirm(conn, request, decided.revisions if decided is not None else None)
             save_offer(conn, offer)
         return offer
 
-    def _confirm(self, conn: Connection, request: Request) -> None:
+    def _confirm(self, conn: Connection, request: Request,
+                 revisions: frozenset[int | None] | None = None) -> None:
         if not self._agents.confirm_active(conn, request.agent_id):
             raise AgentError("agent_not_active",
                              f"agent `{request.agent_id}` is suspended or retired")
         lineage: Sequence[str] = (request.parent_id, *request.lineage)
         if self._leases.revoked_among(conn, dict.fromkeys(lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
+        if revisions is not None:
+            cols = policy_revisions.c
+            active = conn.execute(select(cols.id).where(cols.status == "active")
+                                  .order_by(cols.id.desc()).limit(1)).scalar()
+            if any(revision != active for revision in revisions):
+                self._renew("policy_changed", request.agent_id)
+                raise GrantError("policy_changed", f"policy revision {active} is active now, "
+                                 "not the one the issuance was decided on: ask again")
 
 
 _NONCE = "INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) ON CONFLICT DO NOTHING"
