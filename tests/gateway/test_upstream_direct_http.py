@@ -346,12 +346,16 @@ async def test_a_posted_calls_answer_does_not_wait_for_its_stream_to_end(
 async def test_an_event_stream_encoded_unasked_is_refused_unread() -> None:
     """An event stream's cap counts decoded lines, after a whole chunk is decoded: one
     that comes compressed all the same (16 times the cap in a few KiB) is refused before
-    it is decoded; posted, the call is upstream_invalid_result and the session serves
-    on; through the SDK's transport the stream is lost and its connection with it."""
+    it is decoded, posted or through the SDK's transport: the call is
+    upstream_invalid_result and the session serves on (through the SDK's transport it
+    was upstream_unavailable, the session's connection lost)."""
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
         assert await _answer(connection, "gzipped_event", {}, None) == (
             "gateway", "upstream_invalid_result")
         answer = await _answer(connection, "plain", {}, None)
         assert answer["content"][0]["text"] == "answer of plain"
         assert await _answer(connection, "gzipped_event", {}, _no_progress) == (
-            "gateway", "upstream_unavailable")
+            "gateway", "upstream_invalid_result")
+        assert connection.is_open
+        answer = await _answer(connection, "plain", {}, _no_progress)
+        assert answer["content"][0]["text"] == "answer of plain"

@@ -36,7 +36,8 @@ import httpx2
 from proctor.errors import GatewayError
 from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, invalid_answer, too_large
 
-__all__ = ["ENCODED", "AnswerRefused", "KeepAliveTransport", "keepalive_client"]
+__all__ = ["ENCODED", "AnswerRefused", "EventsRefused", "KeepAliveTransport",
+           "keepalive_client"]
 
 DRAIN_BYTES = 65_536  # what a closed answer may still have to read, at most
 DRAIN_SECONDS = 0.5
@@ -52,17 +53,28 @@ class AnswerRefused(httpx2.StreamError):
         self.error = error
 
 
+class EventsRefused(httpx2.SSEError):
+    """An event stream the gateway stopped reading; ``error`` says why. An ``SSEError``,
+    as the reader's own size check raises: the SDK's transport answers that request
+    alone with it (``SSE stream failed: ...``), and its connection serves on."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class _DrainedOnClose(httpx2.AsyncByteStream):
     def __init__(self, inner: httpx2.AsyncByteStream, limit: int | None,
                  refused: GatewayError | None = None) -> None:
         self._inner = inner
-        self._limit = limit
+        self._limit = limit  # None: an event stream, bounded per event by its reader
         self._refused = refused
         self._parts: AsyncIterator[bytes] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._refused is not None:
-            raise AnswerRefused(self._refused)
+            raise AnswerRefused(self._refused) if self._limit is not None \
+                else EventsRefused(self._refused)
         self._parts = self._inner.__aiter__()
         limit = self._limit
         if limit is None:

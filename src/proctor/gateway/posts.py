@@ -63,7 +63,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
-from proctor.gateway.keepalive import AnswerRefused
+from proctor.gateway.keepalive import AnswerRefused, EventsRefused
 from proctor.gateway.pipes import (
     DEFAULT_MAX_ANSWER_BYTES,
     OnLog,
@@ -213,6 +213,8 @@ class UpstreamPosts:
                     return document  # the stream of this request: its answer is lost
                 await self._hand_on(event.data)
         except httpx2.SSEError as exc:
+            if isinstance(exc, EventsRefused):  # the client's transport stopped it
+                return exc.error
             if str(exc).startswith("Server-sent event exceeded"):  # httpx2's size check
                 return too_large(self._max_answer)
             return invalid_answer("an event stream that cannot be read")

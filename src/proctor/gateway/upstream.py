@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _MAX_LIST_PAGES = 50
 _UNPARSED = "Failed to parse JSON response: "  # the SDK transport's words for a body
+_EVENTS_FAILED = "SSE stream failed: "  # and for an event stream's reader's error
 _T = TypeVar("_T")
 Streams = AbstractAsyncContextManager[Any]
 
@@ -306,15 +307,18 @@ class UpstreamConnection:
         """The gateway's own refusal of an answer the SDK's transport was reading, as
         that transport words it: a body over the cap or encoded (the client's
         transport stopped it: a parse error carrying its text), an event over the cap
-        (the SDK's request ends, its connection serves on); else None."""
+        or an event stream encoded (the SDK's request ends, its connection serves
+        on); else None."""
         if exc.code == PARSE_ERROR and exc.message.startswith(_UNPARSED):
             for error in (too_large(self._max_answer), ENCODED):
                 if exc.message == _UNPARSED + error.message:
                     return error
         elif exc.code == CONNECTION_CLOSED and exc.message == (
-                f"SSE stream failed: Server-sent event exceeded the {self._max_answer} "
+                f"{_EVENTS_FAILED}Server-sent event exceeded the {self._max_answer} "
                 "byte limit."):
             return too_large(self._max_answer)
+        elif exc.code == CONNECTION_CLOSED and exc.message == _EVENTS_FAILED + ENCODED.message:
+            return ENCODED
         return None
 
 
