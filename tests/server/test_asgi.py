@@ -380,3 +380,18 @@ async def test_trailer_fields_after_a_chunked_body_are_refused_before_the_body_e
     # httptools ended the body with the trailer among the request's headers
     assert ended == []
     assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+@pytest.mark.parametrize("trailer", [b"X-Endless: " + b"a" * (1 << 20),  # one field
+                                     b"X-A: b\r\n" * (1 << 17)])  # 131,072 fields
+async def test_a_trailer_that_never_ends_is_refused_before_it_is_all_read(
+        protocol: type[asyncio.Protocol], trailer: bytes) -> None:
+    # 1 MiB of trailer, never finished: httptools kept every byte of it (in one value,
+    # or each field appended to the request's headers), the body's time limit only
+    # cutting it 30 s later (this test then times out)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+    writes = [head] + [trailer[i:i + 8192] for i in range(0, len(trailer), 8192)]
+    answer = await _answer(protocol, *writes)
+    # the 400, or a reset if it came while the rest was still being sent
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")

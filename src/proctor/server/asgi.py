@@ -263,7 +263,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: Refusal | None = None
-        self._fields = 0  # the header fields of the request's head
+        self._chunk_events = 0  # chunk heads, body parts and chunk ends parsed
+        self._chunk_head_last = False  # the last of them a chunk's head
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
@@ -277,12 +278,21 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         in_message, messages, heads = self._in_message, self._messages, self._heads
+        chunk_events, after_chunk_head = self._chunk_events, self._chunk_head_last
         super().data_received(data)
         if self.transport.is_closing():
             return
         if not self._head_open:
             if self._in_message and self._body_timer is None:  # a body still to come
                 self._body_timer = _timed_body(self, None)
+            if after_chunk_head and chunk_events == self._chunk_events and self._in_message \
+                    and len(data) > 2:
+                # a whole read after a chunk's head, none of it that chunk's data: the
+                # last chunk's trailer fields (httptools keeps a field's value whole
+                # until the next field or the body's end calls on_header), refused
+                # below as they come rather than read to their end
+                self.logger.warning(_INVALID)
+                self.send_400_response(_INVALID)
             return
         if messages == self._messages or (not in_message and self._messages == messages + 1
                                           and heads == self._heads):
@@ -314,16 +324,31 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._refusal = head_refusal(self.parser.get_http_version(), self.url, self.headers)
         if self._refusal is not None:
             raise _RefusedError
-        self._fields = len(self.headers)
         super().on_headers_complete()
 
-    def on_message_complete(self) -> None:
-        self._in_message = False
-        self._body_timer = _cancelled(self._body_timer)
+    def on_header(self, name: bytes, value: bytes) -> None:
         # httptools gives a chunked body's trailer fields to on_header, and uvicorn adds
         # them to the request's headers (the list the application already holds): a
         # field no proxy in front checked, such as an Authorization the head did not
-        # have. Refused before the application has the body's end
-        if len(self.headers) != self._fields:
+        # have. Refused at the first, before the application has the body's end
+        if self._in_message and not self._head_open:
             raise _RefusedError
+        super().on_header(name, value)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_events += 1
+        self._chunk_head_last = True
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_events += 1
+        self._chunk_head_last = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_events += 1
+        self._chunk_head_last = False
+
+    def on_message_complete(self) -> None:
+        self._in_message = self._chunk_head_last = False
+        self._body_timer = _cancelled(self._body_timer)
         super().on_message_complete()

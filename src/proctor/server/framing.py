@@ -18,7 +18,8 @@ both make on a head, in this order, whatever parser read it.
    ``Content-Length`` values, obs-fold lines, a bare LF or CR, a control character in a
    field are refused by the parsers themselves, or for h11 by :func:`raw_head_refusal`.)
 4. Trailer fields after a chunked body: 400 (httptools added them to the request's
-   headers, which the application reads once the body is whole).
+   headers, which the application reads once the body is whole), as they come: a
+   trailer is not read to its end (httptools keeps a field whole until the next).
 
 A refusal is answered with ``Connection: close`` and the connection closed: after a head
 the server would not read, it cannot know where the next request starts.
