@@ -17,9 +17,10 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -57,18 +58,24 @@ def _over_http(deployment: Deployment, url: str,
     return deployment.config({"upstreams": {"test": {"url": url, "tools": tools or {}}}})
 
 
+def _injected(deployment: Deployment) -> tuple[str, Path]:
+    """A secret made now, and a config injecting it into the stdio upstream ``test`` as
+    ``UPSTREAM_TOKEN``."""
+    value = "tok_" + secrets.token_urlsafe(24)
+    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
+                        load_master_key(deployment.settings.home))
+    store.put("upstream-token", value, by="erin@acme.example")
+    return value, deployment.config({"upstreams": {"test": {
+        "command": UPSTREAM, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
+
+
 def _audit_text(deployment: Deployment) -> str:
     return "\n".join(json.dumps(e.as_json()) for e in iter_events(deployment.runtime.store))
 
 
 async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_the_audit(
         deployment: Deployment) -> None:
-    value = "tok_" + secrets.token_urlsafe(24)
-    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
-                        load_master_key(deployment.settings.home))
-    store.put("upstream-token", value, by="erin@acme.example")
-    config = deployment.config({"upstreams": {"test": {
-        "command": UPSTREAM, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
+    value, config = _injected(deployment)
     grant = deployment.grant()
     async with wrapped(deployment, grant, [], config=config, server="test") as client:
         digest = await client.call_tool("env_digest", {"name": "UPSTREAM_TOKEN"})
@@ -86,6 +93,28 @@ async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_t
     assert [n.parent_id for n in session] == [grant.grant_id]
     assert all(n.is_revoked for n in leases + session)
     assert not next(n for n in nodes if n.id == grant.grant_id).is_revoked
+    assert value not in _audit_text(deployment)
+
+
+@pytest.mark.parametrize("meta", [None, cast(types.RequestParamsMeta, {"trace": "on"})],
+                         ids=["direct", "sdk"])
+async def test_an_injected_secret_an_upstream_logs_during_a_call_is_redacted(
+        deployment: Deployment, meta: types.RequestParamsMeta | None) -> None:
+    # a stdio upstream's log messages are relayed by the gateway's pipes (the direct
+    # path, a plain call) or its SDK session (a call with `_meta`): the guard on both
+    value, config = _injected(deployment)
+    wire: list[types.JSONRPCMessage] = []
+    async with wrapped(deployment, deployment.grant(), [], config=config, server="test",
+                       wire=wire) as client:
+        result = await client.call_tool("chatty", {"count": 1, "env": "UPSTREAM_TOKEN"},
+                                        meta=meta)
+    assert not result.is_error
+    logged = [m.params for m in wire if isinstance(m, types.JSONRPCNotification)
+              and m.method == "notifications/message"]
+    assert [p["data"] for p in logged if p] == [
+        "line 0", "UPSTREAM_TOKEN=[REDACTED:known_secret]"]
+    assert logged[-1] and logged[-1]["logger"] == "[REDACTED:known_secret]"
+    assert value not in json.dumps([m.model_dump(mode="json") for m in wire])
     assert value not in _audit_text(deployment)
 
 

@@ -5,8 +5,9 @@ credential-shaped values, freshly random), ``read_env`` / ``env_digest`` (an
 environment variable's value, or its SHA-256, to show a secret was injected),
 ``read_file`` (a file's text), ``request_headers`` (HTTP mode: the header names
 the server received and the SHA-256 of ``Authorization``), ``nested`` (a result
-nested ``depth`` levels deep), ``chatty`` (logs ``count`` lines, then answers: the
-server does not declare the ``logging`` capability), ``hang`` (never answers) and
+nested ``depth`` levels deep), ``chatty`` (logs ``count`` lines, and the value of
+the environment variable ``env`` if given, then answers: the server does not declare
+the ``logging`` capability), ``hang`` (never answers) and
 ``crash`` (the process exits mid-call). A resource ``notes://readme``
 and a prompt ``greet``.
 """
@@ -74,11 +75,14 @@ def create_server() -> MCPServer:
         return value
 
     @server.tool(name="chatty", description="Logs `count` lines, then answers")
-    async def chatty(count: int, ctx: Context) -> str:
+    async def chatty(count: int, ctx: Context, env: str = "") -> str:
         with warnings.catch_warnings():  # a server that logs without declaring logging
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             for n in range(count):
                 await ctx.log("info", f"line {n}")
+            if env:  # an environment variable's value (an injected secret), logged
+                await ctx.log("info", f"{env}={os.environ.get(env, '')}",
+                              logger_name=os.environ.get(env, ""))
         return f"logged {count} lines"
 
     @server.tool(name="crash", description="The server process exits")
