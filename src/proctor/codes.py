@@ -109,7 +109,7 @@ Code = Literal[
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
     "message_too_deep", "message_invalid", "parse_error",
     # tool pinning
-    "tool_changed", "tool_unreviewed",
+    "tool_changed", "tool_unreviewed", "tool_review_stale",
     # the control-plane API and the console
     "credentials_missing", "credentials_malformed", "api_token_invalid", "forbidden",
     "csrf_invalid", "rate_limited", "not_ready", "method_not_allowed", "http_error",
@@ -367,6 +367,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                              "reviewed it; it is hidden and denied until reviewed again"),
     "tool_unreviewed": CodeInfo("a new tool on a known server; it is hidden and denied "
                                 "until a human reviews it"),
+    "tool_review_stale": CodeInfo("the tool definition a review would accept changed since "
+                                  "the reviewer looked at it", 409),
     # the control-plane API and the console
     "credentials_missing": _auth("the operation needs credentials and the request has none",
                                  401),

@@ -71,6 +71,7 @@ __all__ = [
     "PolicyValidationError",
     "ProctorError",
     "RequestError",
+    "ReviewStaleError",
     "ScopeError",
     "SecretError",
     "SigningKeyError",
@@ -103,6 +104,12 @@ class MigrationError(StoreError):
 
 class NotFoundError(ProctorError):
     code = "not_found"
+
+
+class ReviewStaleError(ProctorError):
+    """A review of a tool definition other than the one the reviewer looked at."""
+
+    code = "tool_review_stale"
 
 
 class RequestError(ProctorError):

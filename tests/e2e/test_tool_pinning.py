@@ -147,8 +147,15 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
     shown = _proctor(deployment, "tool", "show", "pins/forecast")
     assert shown.exit_code == 0, shown.output
     assert "pins/weather (reviewed)" in shown.stdout  # the diff is against the renamed tool
+    pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
+    seen = pins.record("pins/forecast").seen_digest
+    assert seen is not None and f"seen definition {seen}" in shown.stdout
+    stale = _proctor(deployment, "tool", "review", "pins/forecast", "--by",
+                     "erin@acme.example", "--digest", "0" * 64)
+    assert stale.exit_code == 1 and "look at it again" in stale.stderr
+    assert pins.record("pins/forecast").state == "unreviewed"
     reviewed = _proctor(deployment, "tool", "review", "pins/forecast", "--by",
-                        "erin@acme.example")
+                        "erin@acme.example", "--digest", seen)
     assert reviewed.exit_code == 0, reviewed.output
     assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")

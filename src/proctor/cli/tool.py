@@ -96,22 +96,29 @@ def show(tool: ToolArg, as_json: JsonOpt = False) -> None:
         print_json({**record.as_json(), "diff": definition_diff(record)})
         return
     console.print(f"{record.tool_id}: {record.state}"
-                  + (f" ({record.change})" if record.state == "unreviewed" else ""),
-                  markup=False)
+                  + (f" ({record.change}, seen definition {record.seen_digest})"
+                     if record.state == "unreviewed" else ""),
+                  markup=False, soft_wrap=True)
     diff = definition_diff(record)
     if diff:
         console.print(diff, markup=False, end="", highlight=False, soft_wrap=True)
 
 
 @app.command("review")
-def review(tool: ToolArg, by: ByOpt = None, as_json: JsonOpt = False) -> None:
+def review(
+    tool: ToolArg, by: ByOpt = None,
+    digest: Annotated[str | None, typer.Option(
+        "--digest", help="Only if the definition seen still has this digest (tool show's).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Accept the definition seen since the last review: the tool is listed and can be
     called again. Audited as the operator's."""
     from proctor.oversight.pinning import ToolPins
 
     with acting_runtime(by, as_json) as (runtime, acting):
         record = ToolPins(runtime.store, runtime.clock, runtime.audit).review(
-            tool, by=acting.operator.id)
+            tool, by=acting.operator.id, expected_digest=digest)
     if as_json:
         print_json(record.as_json())
     else:

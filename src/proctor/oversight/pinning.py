@@ -40,7 +40,7 @@ from sqlalchemy import Row, select, update
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id, record_change
 from proctor.clock import Clock
 from proctor.codes import Code
-from proctor.errors import NotFoundError, RequestError
+from proctor.errors import NotFoundError, RequestError, ReviewStaleError
 from proctor.store import Store
 from proctor.store.tables import tool_catalog
 
@@ -111,12 +111,17 @@ class PinRecord:
     reviewed_at: datetime | None
     reviewed_by: str | None
 
+    @property
+    def seen_digest(self) -> str | None:
+        """The digest of the definition waiting for review: what a review names."""
+        return definition_digest(self.seen_definition) if self.seen_definition else None
+
     def as_json(self) -> dict[str, Any]:
         return {"tool": self.tool_id, "server": self.server, "state": self.state,
                 "change": self.change, "renamed_from": self.renamed_from,
                 "changed_at": self.changed_at, "reviewed_at": self.reviewed_at,
                 "reviewed_by": self.reviewed_by, "definition": self.definition,
-                "seen_definition": self.seen_definition}
+                "seen_definition": self.seen_definition, "seen_digest": self.seen_digest}
 
 
 class ToolPins:
@@ -193,9 +198,14 @@ class ToolPins:
                 record = dataclasses.replace(record, definition=renamed.definition)
         return record
 
-    def review(self, tool_id: str, *, by: str) -> PinRecord:
+    def review(self, tool_id: str, *, by: str, expected_digest: str | None = None
+               ) -> PinRecord:
         """Make the definition seen since the last review the reviewed one; audited as
-        ``by``'s (a human id). Refused for a tool that has nothing to review."""
+        ``by``'s (a human id). Refused for a tool that has nothing to review. With
+        ``expected_digest`` (:attr:`PinRecord.seen_digest` of what the reviewer looked
+        at) it is refused ``tool_review_stale``, nothing changed, unless the seen
+        definition is still that one: an upstream that lists another definition in the
+        meantime does not have it accepted unseen."""
         now = self._clock.now()
         with self._store.transaction() as conn:
             row = conn.execute(select(tool_catalog).where(
@@ -204,6 +214,11 @@ class ToolPins:
                 raise NotFoundError(f"tool `{tool_id}` has no pin")
             if row.pin_state != "unreviewed" or row.seen_definition is None:
                 raise RequestError(f"tool `{tool_id}` has no change to review")
+            seen = definition_digest(row.seen_definition)
+            if expected_digest is not None and seen != expected_digest:
+                raise ReviewStaleError(
+                    f"the definition of tool `{tool_id}` seen now has digest `{seen}`, not "
+                    f"`{expected_digest}`; look at it again")
             conn.execute(update(tool_catalog).where(tool_catalog.c.tool_id == tool_id).values(
                 pin_state="reviewed", definition=row.seen_definition, seen_definition=None,
                 reviewed_at=now, reviewed_by=by))
@@ -213,7 +228,7 @@ class ToolPins:
             id=new_event_id(now), time=now, actor=Actor(ActorType.HUMAN, by),
             action="tool.review", target=tool_id, outcome="reviewed",
             detail={"change": change, "renamed_from": renamed_from,
-                    "digest": definition_digest(row.seen_definition),
+                    "digest": seen,
                     "previous_digest": definition_digest(before) if before else None}))
         return self.record(tool_id)
 
