@@ -251,6 +251,13 @@ _REFUSED_HEADS = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n", 400, id="host-userinfo"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, id="host-space"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: evil.example/x\r\n\r\n", 400, id="host-path"),
+    # httptools read no body after it (the application saw none), nor the next request
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n"
+                 b"Upgrade: h2c\r\nContent-Length: 5\r\n\r\nhello"
+                 b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="upgrade-h2c"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+                 b"\r\n\r\n", 400, id="upgrade-websocket"),
     # refused before too, by both: kept so
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
                  b"\r\nhelloX", 400, id="two-content-lengths"),
@@ -292,6 +299,8 @@ async def test_an_ambiguous_or_oversized_head_is_refused_and_the_connection_clos
         assert problem["status"] == expected
         assert problem["code"] == {431: "request_head_too_large",
                                    505: "http_version_unsupported"}[expected]
+    elif b"upgrade" in head.lower():
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "upgrade_unsupported"
 
 
 @pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])

@@ -205,7 +205,8 @@ def gateway(
         # ours also closes a connection whose head is not whole in time
         from proctor.server.asgi import NoDelayH11Protocol
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                               access_log=False, http=NoDelayH11Protocol))
+                                               access_log=False, http=NoDelayH11Protocol,
+                                               ws="none"))
         if not serve_http(server):
             raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
     finally:

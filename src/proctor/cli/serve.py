@@ -143,9 +143,12 @@ def serve(
     if workers == 1:
         from proctor.server import create_app  # the workers build their own
 
+        # ws="none": no WebSocket protocol behind either server (a request asking to
+        # switch protocols is refused, proctor.server.framing)
         with streaming:
             uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
-                        log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol)
+                        log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol,
+                        ws="none")
         return
     runtime.close()
     with streaming, _multiprocess_metrics():
@@ -154,7 +157,7 @@ def serve(
         # it is started again, just as slowly, for ever.
         uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level=log_level, access_log=False,
-                    http=NoDelayHttpToolsProtocol,
+                    http=NoDelayHttpToolsProtocol, ws="none",
                     timeout_worker_healthcheck=WORKER_START_SECONDS)
 
 

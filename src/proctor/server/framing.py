@@ -17,7 +17,12 @@ both make on a head, in this order, whatever parser read it.
    received.``), and the connection closed. (Two different
    ``Content-Length`` values, obs-fold lines, a bare LF or CR, a control character in a
    field are refused by the parsers themselves, or for h11 by :func:`raw_head_refusal`.)
-4. Trailer fields after a chunked body: 400 (httptools added them to the request's
+4. A request asking to switch protocols (a ``Connection`` field with the ``upgrade``
+   token: a WebSocket handshake, ``Upgrade: h2c``): 400 ``upgrade_unsupported``. Neither
+   server switches protocols (both run uvicorn with ``ws="none"``), and httptools reads
+   nothing after such a head: no body (the application saw an empty one) and no
+   request pipelined behind it (left unanswered until the connection timed out).
+5. Trailer fields after a chunked body: 400 (httptools added them to the request's
    headers, which the application reads once the body is whole), as they come: a
    trailer is not read to its end (httptools keeps a field whole until the next).
 
@@ -83,6 +88,8 @@ class Refusal:
 
 
 _MALFORMED = Refusal(None, "")
+_UPGRADE = Refusal("upgrade_unsupported", "this server does not switch protocols: send the "
+                   "request without `Connection: upgrade`")
 
 
 def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]
@@ -96,7 +103,7 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
                        f"the request has more than {MAX_HEADERS} header fields")
     size = len(target)
     hosts = lengths = encodings = 0
-    chunked = False
+    chunked = upgrade = False
     host = b""
     for name, value in headers:
         size += len(name) + len(value) + 4  # ": " and CRLF
@@ -108,6 +115,9 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
         elif name == b"transfer-encoding":
             encodings += 1
             chunked = value.strip(b" \t").lower() == b"chunked"
+        elif name == b"connection":
+            upgrade = upgrade or b"upgrade" in (token.strip(b" \t").lower()
+                                                for token in value.split(b","))
     if size > MAX_HEAD_BYTES:
         return Refusal("request_head_too_large",
                        f"the request head is over {MAX_HEAD_BYTES} bytes")
@@ -115,6 +125,8 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
         return _MALFORMED
     if encodings and (lengths or encodings > 1 or not chunked or version == "1.0"):
         return _MALFORMED
+    if upgrade:
+        return _UPGRADE
     return None
 
 
