@@ -258,6 +258,9 @@ _REFUSED_HEADS = [
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
                  b"\r\n\r\n", 400, id="upgrade-websocket"),
+    # h11 handed CONNECT to the application (and would switch protocols on its 2xx);
+    # httptools refuses it
+    pytest.param(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 400, id="connect"),
     # refused before too, by both: kept so
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
                  b"\r\nhelloX", 400, id="two-content-lengths"),

@@ -41,6 +41,7 @@ __all__ = ["BODY_TIMEOUT_SECONDS", "HEAD_TIMEOUT_SECONDS", "MAX_HEADERS", "MAX_H
            "NoDelayH11Protocol", "NoDelayHttpToolsProtocol", "app_from_env"]
 
 _INVALID = "Invalid HTTP request received."  # uvicorn's words for a request it cannot read
+_MALFORMED = Refusal(None, "")  # the parser's own 400
 
 
 class _RefusedError(Exception):
@@ -148,8 +149,9 @@ class NoDelayH11Protocol(H11Protocol):
                 self._refusal = None
                 raise h11.RemoteProtocolError("trailer fields")
             if isinstance(event, h11.Request):
-                self._refusal = head_refusal(event.http_version.decode("ascii"),
-                                             event.target, event.headers)
+                # CONNECT: h11 would switch protocols on its 2xx; httptools refuses it
+                self._refusal = _MALFORMED if event.method == b"CONNECT" else head_refusal(
+                    event.http_version.decode("ascii"), event.target, event.headers)
                 if self._refusal is not None:
                     raise h11.RemoteProtocolError("a head proctor refuses")
             return event

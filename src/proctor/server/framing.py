@@ -22,6 +22,7 @@ both make on a head, in this order, whatever parser read it.
    server switches protocols (both run uvicorn with ``ws="none"``), and httptools reads
    nothing after such a head: no body (the application saw an empty one) and no
    request pipelined behind it (left unanswered until the connection timed out).
+   ``CONNECT``: 400 (httptools refuses it itself; h11 handed it to the application).
 5. Trailer fields after a chunked body: 400 (httptools added them to the request's
    headers, which the application reads once the body is whole), as they come: a
    trailer is not read to its end (httptools keeps a field whole until the next).
