@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, inspect, select, text
 
 from proctor.store import open_store
 from proctor.store.migrate import upgrade
@@ -18,6 +18,7 @@ from proctor.store.tables import (
     api_tokens,
     approvals,
     audit_head,
+    audit_keys,
     console_sessions,
     metadata,
     tasks,
@@ -103,6 +104,35 @@ def test_the_risk_cursor_before_0021_becomes_the_audit_heads_mark(
     finally:
         store.close()
     assert tuple(head) == (42, 40)
+
+
+def test_0022_fills_the_keys_table_from_the_events_and_marks_them_keyed(
+        empty_database_url: str) -> None:
+    store = open_store(empty_database_url, migrate=False)
+    events = [(seq, f"task-{seq % 3}", f"spiffe://acme.example/agent/a{seq % 2}")
+              for seq in range(1, 8)]
+    try:
+        upgrade(store.engine, "0021")
+        with store.engine.begin() as conn:
+            for seq, task, actor in events:
+                conn.execute(text(
+                    "INSERT INTO audit_events (seq, event_id, time, actor_type, actor_id, task, "
+                    "action, decision, body, prev_hash, hash) VALUES (:seq, :id, :time, "
+                    "'agent', :actor, :task, 'tool:x', 'allow', '{}', 'p', 'h')"),
+                    {"seq": seq, "id": f"e{seq}", "time": datetime(2026, 12, 7, tzinfo=UTC),
+                     "actor": actor, "task": task})
+            conn.execute(text("UPDATE audit_head SET seq = 7 WHERE id = 1"))
+        upgrade(store.engine)
+        with store.engine.connect() as conn:
+            keys = {tuple(row) for row in conn.execute(select(audit_keys)).all()}
+            keyed = conn.execute(select(audit_head.c.keyed)).scalar_one()
+            indexes = {i["name"] for i in inspect(conn).get_indexes("audit_events")}
+    finally:
+        store.close()
+    assert keys == ({("t", task, seq) for seq, task, _ in events}
+                    | {("a", actor, seq) for seq, _, actor in events})
+    assert keyed == 7
+    assert not indexes & {"ix_audit_events_task", "ix_audit_events_actor_id"}
 
 
 def test_the_head_revision_constant_is_the_scripts_head() -> None:

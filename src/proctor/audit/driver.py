@@ -26,6 +26,12 @@ connection the only writer until it commits, so the compare-and-set alone tells
 whether the head it remembers is still the head. A refused compare-and-set (another
 process appended) costs the batch's work once, rolled back; the head is read again
 before each batch until it has been quiet for :data:`TRUST_AFTER` batches again.
+
+The events' task and actor keys (``audit_keys``, read by :mod:`proctor.audit.query`) are
+filled in the transaction of the batch that takes the events past the head row's
+``keyed`` mark by :data:`KEYS_EVERY` or more: one sorted insert of the keys of up to
+:data:`KEYS_MOST` events read back from the table, and the mark moved to the last of
+them. The keys and their mark commit together or not at all.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from proctor.store import Store
 from proctor.store.drivers import psycopg_errors
 
 __all__ = [
+    "KEYS_EVERY",
+    "KEYS_MOST",
     "TRUST_AFTER",
     "AppendConnection",
     "EventRow",
@@ -94,6 +102,21 @@ _INSERT_CHECKPOINT = (
     "INSERT INTO audit_checkpoints (seq, hash, kid, signed_at, payload, signature) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+# The keys of events (keyed, up_to]: a task's and an actor's in one sorted insert. A key
+# already there (left by events deleted without theirs) is no reason to stop the log:
+# a search checks the event's own column too
+_FILL_KEYS = ("INSERT INTO audit_keys (kind, key, seq) "
+              "SELECT 't', task, seq FROM audit_events WHERE seq > ? AND seq <= ? UNION ALL "
+              "SELECT 'a', actor_id, seq FROM audit_events WHERE seq > ? AND seq <= ? "
+              "ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING")
+_READ_KEYED = "SELECT keyed FROM audit_head WHERE id = 1"
+_MOVE_KEYED = "UPDATE audit_head SET keyed = ? WHERE id = 1"
+
+KEYS_EVERY = 4096
+"""Events past the head row's ``keyed`` mark after which a batch fills their keys."""
+KEYS_MOST = 2 * KEYS_EVERY
+"""The most events one batch fills the keys of (a mark left behind catches up in steps)."""
 
 TRUST_AFTER = 8
 """SQLite: batches in a row that found the head where this connection left it, after
@@ -188,12 +211,14 @@ class AppendConnection:
         self._store = store
         self._is_sqlite = store.backend == "sqlite"
         mark = "?" if self._is_sqlite else "%s"
-        self._move_head, self._insert_checkpoint, self._insert_head = (
-            sql.replace("?", mark) for sql in (_MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD))
+        (self._move_head, self._insert_checkpoint, self._insert_head, self._fill_keys,
+         self._move_keyed) = (sql.replace("?", mark) for sql in (
+             _MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD, _FILL_KEYS, _MOVE_KEYED))
         self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
         self._proxy: Any = None
         self._quiet = 0  # batches in a row whose head read found the head expected
+        self._keyed: int | None = None  # the head row's `keyed` as last committed (None: read it)
 
     def _connection(self) -> Any:
         if self._proxy is None:
@@ -285,8 +310,12 @@ class AppendConnection:
                 return None
             if checkpoint is not None:
                 cursor.execute(self._insert_checkpoint, self._checkpoint(checkpoint))
+            keyed = self._keyed
+            if keyed is None or new.seq - keyed >= KEYS_EVERY:
+                keyed = self._fill(cursor, new.seq)
             cursor.close()
             self._end(conn, commit=True)
+            self._keyed = keyed
         except psycopg_errors("DeadlockDetected"):
             # the batch's effects waited on a row a revocation or suspension held while
             # it waited on one of theirs: PostgreSQL broke the cycle; apply it again
@@ -297,6 +326,20 @@ class AppendConnection:
             self.discard(rollback=True)
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
         return new
+
+    def _fill(self, cursor: Any, head: int) -> int:
+        """Fill the keys of the events after the head row's ``keyed`` mark, if
+        :data:`KEYS_EVERY` or more (up to :data:`KEYS_MOST` of them), moving the mark
+        with them; the mark as this transaction leaves it."""
+        cursor.execute(_READ_KEYED)
+        found = cursor.fetchone()
+        keyed = int(found[0] or 0) if found is not None else 0
+        if head - keyed < KEYS_EVERY:
+            return keyed
+        up_to = min(head, keyed + KEYS_MOST)
+        cursor.execute(self._fill_keys, (keyed, up_to, keyed, up_to))
+        cursor.execute(self._move_keyed, (up_to,))
+        return up_to
 
     def _move_and_insert(self, cursor: Any, moved: tuple[Any, ...],
                          rows: Sequence[EventRow]) -> bool:
@@ -354,6 +397,7 @@ class AppendConnection:
         """
         proxy, self._proxy = self._proxy, None
         self._quiet = 0
+        self._keyed = None
         if proxy is None:
             return
         try:

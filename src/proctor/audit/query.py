@@ -3,6 +3,12 @@
 Every query can select by actor type, so agent and human activity are never
 mixed up unless asked for.
 
+A search by task or actor id reads the keys table (``audit_keys``) for the events up
+to the head row's ``keyed`` mark, then the few rows after the mark (filled a few
+thousand events at a time by the writer, :mod:`proctor.audit.driver`): the mark is read
+first, and the keys up to it never change once it is there, so the two reads agree
+whatever the writer commits between them.
+
 >>> EventFilter(actor_type=ActorType.HUMAN, task="task-42").describe()
 'actor_type=human task=task-42'
 """
@@ -15,15 +21,16 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, select
 
 from proctor.audit.events import ActorType, StoredEvent
 from proctor.store import Store
-from proctor.store.tables import audit_events
+from proctor.store.tables import audit_events, audit_head, audit_keys
 
 __all__ = ["EventFilter", "follow_events", "iter_events", "search_events", "tail_events"]
 
 _t = audit_events.c
+_k = audit_keys.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,14 @@ class EventFilter:
             if value is not None:
                 parts.append(f"{f.name}={getattr(value, 'value', value)}")
         return " ".join(parts)
+
+    def key(self) -> tuple[str, str] | None:
+        """The ``audit_keys`` kind and key a search by this filter walks, if any."""
+        if self.task is not None:
+            return ("t", self.task)
+        if self.actor_id is not None:
+            return ("a", self.actor_id)
+        return None
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         if self.actor_type is not None:
@@ -77,13 +92,36 @@ def _stored(row: Any) -> StoredEvent:
 _COLUMNS = (_t.seq, _t.prev_hash, _t.hash, _t.body)
 
 
+def _select(conn: Connection, where: EventFilter, *, after_seq: int, limit: int,
+            newest_first: bool) -> list[StoredEvent]:
+    """Up to ``limit`` events matching ``where`` after position ``after_seq``, in one
+    transaction; by task or actor id: the keys up to the mark, the rows after it."""
+    query = where.apply(select(*_COLUMNS))
+    if after_seq:
+        query = query.where(_t.seq > after_seq)
+    key = where.key()
+    if key is None:
+        order = _t.seq.desc() if newest_first else _t.seq.asc()
+        return [_stored(row) for row in conn.execute(query.order_by(order).limit(limit))]
+    mark = conn.execute(select(audit_head.c.keyed).where(audit_head.c.id == 1)).scalar() or 0
+    keyed = (query.select_from(audit_keys.join(audit_events, _k.seq == _t.seq))
+             .where(_k.kind == key[0], _k.key == key[1], _k.seq <= mark)
+             .order_by(_k.seq.desc() if newest_first else _k.seq.asc()))
+    tail = query.where(_t.seq > mark).order_by(_t.seq.desc() if newest_first else _t.seq.asc())
+    found: list[StoredEvent] = []
+    for part in (tail, keyed) if newest_first else (keyed, tail):
+        if len(found) >= limit:
+            break
+        found.extend(_stored(row) for row in conn.execute(part.limit(limit - len(found))))
+    return found
+
+
 def search_events(store: Store, where: EventFilter | None = None, *, limit: int = 100,
                   newest_first: bool = True) -> list[StoredEvent]:
     """Up to ``limit`` matching events, newest first unless told otherwise."""
-    order = _t.seq.desc() if newest_first else _t.seq.asc()
-    query = (where or EventFilter()).apply(select(*_COLUMNS)).order_by(order).limit(limit)
-    with store.transaction() as conn:
-        return [_stored(row) for row in conn.execute(query)]
+    with store.reading() as conn:
+        return _select(conn, where or EventFilter(), after_seq=0, limit=limit,
+                       newest_first=newest_first)
 
 
 def tail_events(store: Store, where: EventFilter | None = None, *, count: int = 20
@@ -97,9 +135,8 @@ def iter_events(store: Store, where: EventFilter | None = None, *, after_seq: in
     """Every matching event after position ``after_seq``, in chain order, a page at a time."""
     where = where or EventFilter()
     while True:
-        query = where.apply(select(*_COLUMNS)).where(_t.seq > after_seq)
-        with store.transaction() as conn:
-            rows = [_stored(r) for r in conn.execute(query.order_by(_t.seq).limit(page))]
+        with store.reading() as conn:
+            rows = _select(conn, where, after_seq=after_seq, limit=page, newest_first=False)
         yield from rows
         if len(rows) < page:
             return

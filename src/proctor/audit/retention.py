@@ -4,9 +4,10 @@
 file and deletes them from the database. The file's first line names the
 checkpoint the segment starts after (none for position 1) and the checkpoint
 at its last event, signed now if there was none; the events follow in the
-export format. The database keeps every checkpoint, so its chain now starts
-at a checkpoint, which :func:`~proctor.audit.verification.verify_store`
-accepts; :func:`verify_archive` checks a segment file on its own.
+export format (their task and actor keys go with them). The database keeps every
+checkpoint, so its chain now starts at a checkpoint, which
+:func:`~proctor.audit.verification.verify_store` accepts; :func:`verify_archive`
+checks a segment file on its own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from proctor.documents import MAX_DEPTH, parse_json
 from proctor.errors import AuditError, AuditIntegrityError, DocumentError
 from proctor.keys import SignerSource, Verifier
 from proctor.store import Store
-from proctor.store.tables import audit_checkpoints, audit_events
+from proctor.store.tables import audit_checkpoints, audit_events, audit_keys
 
 __all__ = ["SEGMENT_TYPE", "archive_segment", "verify_archive"]
 
@@ -79,6 +80,8 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
         raise AuditError(f"cannot write segment `{path}`: {exc.strerror}") from exc
     with store.transaction() as conn:
         conn.execute(delete(audit_events).where(audit_events.c.seq <= end.seq))
+        # the keys go with their events (a scan of the keys table: archiving is rare)
+        conn.execute(delete(audit_keys).where(audit_keys.c.seq <= end.seq))
     return {"path": str(path), "from_seq": first, "to_seq": end.seq, "events": end.seq - first + 1}
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "audit_keys",
     "audit_stream_cursors",
     "changes",
     "connectors",
@@ -67,7 +68,10 @@ policy_revisions = Table(
 # The audit chain. `seq` is the event's position (1, 2, ...), assigned by the
 # writer; `body` is the canonical JSON of the event, the exact text hashed:
 # hash = sha256(bytes.fromhex(prev_hash) || body). The other columns are an
-# index over `body` for queries; `proctor audit verify` checks they agree.
+# index over `body` for queries; `proctor audit verify` checks they agree. A search by
+# `actor_id` or `task` reads `audit_keys` up to the head's `keyed` mark and these rows
+# after it: those two columns have no index of their own (migration 0022), since an
+# index entry per key per batch made every batch write a leaf per live task and actor.
 audit_events = Table(
     "audit_events",
     metadata,
@@ -83,8 +87,6 @@ audit_events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_events_actor_type", "actor_type", "seq"),
-    Index("ix_audit_events_actor_id", "actor_id", "seq"),
-    Index("ix_audit_events_task", "task", "seq"),
     Index("ix_audit_events_time", "time"),
 )
 
@@ -94,7 +96,8 @@ audit_events = Table(
 # position of the last event folded into the risk baselines (proctor.oversight.risk;
 # NULL: none yet), moved by a folding writer in the head's own compare-and-set and by
 # the risk engine's catch-up by a compare-and-set of its own (migration 0021), so that
-# two processes never fold one event twice.
+# two processes never fold one event twice. `keyed` is the position up to which
+# `audit_keys` holds every event's keys (NULL: none), moved with the keys it covers.
 audit_head = Table(
     "audit_head",
     metadata,
@@ -102,6 +105,20 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("folded", BigInteger, nullable=True),
+    Column("keyed", BigInteger, nullable=True),
+)
+
+# The audit events' task and actor, as an index filled a few thousand events at a time
+# (proctor.audit.driver, in the writer's transaction, up to `audit_head.keyed`): one row
+# per event and kind, `kind` "t" (the event's `task`) or "a" (its `actor_id`). Without
+# rowids on SQLite: the primary key's b-tree is the table.
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("kind", String(1), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
 )
 
 # One row per named audit stream: the position of the last event its collector

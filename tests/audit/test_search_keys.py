@@ -1,0 +1,199 @@
+"""Searches by task and actor through the keys table (``audit_keys`` up to the head's
+``keyed`` mark, the rows after it) return exactly what a search of the columns returns,
+wherever the mark is; the writer fills the keys and moves the mark with them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, insert, select, update
+
+from proctor.audit import (
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    EventFilter,
+    archive_segment,
+    human_event,
+    iter_events,
+    search_events,
+    verifiers_for,
+)
+from proctor.audit import driver as audit_driver
+from proctor.clock import FrozenClock
+from proctor.keys import LocalSigner
+from proctor.store import Store
+from proctor.store.tables import audit_events, audit_head, audit_keys
+from tests.audit.helpers import agent_event
+
+EVERY = 7  # events past the mark after which a batch fills keys, in these tests
+MOST = 11  # the most events one batch fills the keys of
+AGENTS = [f"spiffe://acme.example/agent/a{n}" for n in range(3)]
+HUMANS = ["dave@acme.example", "erin@acme.example"]
+TASKS = [f"task-{n}" for n in range(4)]
+
+
+@pytest.fixture
+def small_fills(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_driver, "KEYS_EVERY", EVERY)
+    monkeypatch.setattr(audit_driver, "KEYS_MOST", MOST)
+
+
+@pytest.fixture
+def log(store: Store, signer: LocalSigner, clock: FrozenClock, small_fills: None
+        ) -> Iterator[AuditLog]:
+    audit = AuditLog(store, signer=signer, clock=clock, checkpoint_every=10, timeout=20.0)
+    try:
+        yield audit
+    finally:
+        audit.close()
+
+
+def write(audit: AuditLog, clock: FrozenClock, count: int, seed: int) -> None:
+    """``count`` events of a few agents and humans on a few tasks, 1-9 at once."""
+    rng = random.Random(seed)
+    written = 0
+    while written < count:
+        events = []
+        for _ in range(min(rng.randint(1, 9), count - written)):
+            if rng.random() < 0.3:
+                events.append(human_event(rng.choice(HUMANS), "grant.revoke",
+                                          'Grant::"acc-7f3a"', "revoked",
+                                          task=rng.choice(TASKS), now=clock.now()))
+            else:
+                events.append(agent_event(clock, written, agent=rng.choice(AGENTS),
+                                          task=rng.choice(TASKS)))
+            written += 1
+        asyncio.run(together(audit, events))
+
+
+async def together(audit: AuditLog, events: list[AuditEvent]) -> None:
+    """Record ``events`` at once (the writer takes them in one batch or a few)."""
+    await asyncio.gather(*(audit.record_async(event) for event in events))
+
+
+def keys_from_bodies(store: Store, up_to: int) -> set[tuple[str, str, int]]:
+    """The keys of the events up to ``up_to``, read from their bodies."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(audit_events.c.seq, audit_events.c.body)
+                            .where(audit_events.c.seq <= up_to)).all()
+    keys = set()
+    for seq, body in rows:
+        event = json.loads(body)
+        keys |= {("t", event["task"], int(seq)), ("a", event["actor"]["id"], int(seq))}
+    return keys
+
+
+def stored_keys(store: Store) -> tuple[set[tuple[str, str, int]], int]:
+    with store.engine.connect() as conn:
+        keys = {(k, key, int(s)) for k, key, s in conn.execute(select(audit_keys)).all()}
+        mark = conn.execute(select(audit_head.c.keyed)).scalar_one()
+    return keys, int(mark or 0)
+
+
+def put_mark(store: Store, mark: int) -> None:
+    """The keys table and the mark as a writer that filled up to ``mark`` leaves them."""
+    keys = keys_from_bodies(store, mark)
+    with store.engine.begin() as conn:
+        conn.execute(delete(audit_keys))
+        if keys:
+            conn.execute(insert(audit_keys), [{"kind": k, "key": key, "seq": s}
+                                              for k, key, s in sorted(keys)])
+        conn.execute(update(audit_head).values(keyed=mark or None))
+
+
+def by_columns(store: Store, where: EventFilter, *, newest_first: bool, limit: int,
+               after_seq: int = 0) -> list[int]:
+    """The positions the search of the columns alone (the old indexed search) returns."""
+    order = audit_events.c.seq.desc() if newest_first else audit_events.c.seq.asc()
+    query = (where.apply(select(audit_events.c.seq)).where(audit_events.c.seq > after_seq)
+             .order_by(order).limit(limit))
+    with store.engine.connect() as conn:
+        return [int(seq) for seq in conn.execute(query).scalars()]
+
+
+def filters() -> list[EventFilter]:
+    return [EventFilter(task=t) for t in [*TASKS, "task-none"]] + [
+        EventFilter(actor_id=a) for a in [*AGENTS, *HUMANS, "nobody"]] + [
+        EventFilter(task="task-1", actor_id=AGENTS[0]),
+        EventFilter(task="task-2", actor_type=ActorType.HUMAN),
+        EventFilter(actor_id=AGENTS[1], decision="allow"),
+        EventFilter(actor_id=HUMANS[0], action="grant.revoke"),
+        EventFilter(task="task-3", actor_type=ActorType.AGENT, actor_id=AGENTS[2]),
+    ]
+
+
+def check_searches(store: Store, count: int) -> None:
+    for where in filters():
+        for limit in (1, 7, count + 5):
+            for newest_first in (True, False):
+                found = [e.seq for e in search_events(store, where, limit=limit,
+                                                      newest_first=newest_first)]
+                assert found == by_columns(store, where, newest_first=newest_first,
+                                           limit=limit), (where, limit, newest_first)
+        for after in (0, count // 2):
+            for page in (4, 1000):
+                found = [e.seq for e in iter_events(store, where, after_seq=after, page=page)]
+                assert found == by_columns(store, where, newest_first=False, limit=count + 5,
+                                           after_seq=after), (where, after, page)
+
+
+def test_searches_agree_with_the_columns_wherever_the_mark_is(
+        log: AuditLog, store: Store, clock: FrozenClock) -> None:
+    count = 60
+    write(log, clock, count, seed=14)
+    for mark in (0, 1, 17, 30, 31, count - 1, count):
+        put_mark(store, mark)
+        check_searches(store, count)
+
+
+def test_the_writer_fills_the_keys_in_steps_and_moves_the_mark_with_them(
+        log: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner) -> None:
+    write(log, clock, 50, seed=22)
+    keys, mark = stored_keys(store)
+    assert 50 - EVERY < mark <= 50  # the tail is never EVERY events or more after a batch
+    assert keys == keys_from_bodies(store, mark)
+    check_searches(store, 50)
+    # a mark left far behind (found by a writer that opens) catches up at most MOST
+    # events a batch
+    log.close()
+    put_mark(store, 3)
+    with AuditLog(store, signer=signer, clock=clock, timeout=20.0) as again:
+        for expected in (3 + MOST, 3 + 2 * MOST, 3 + 3 * MOST):
+            again.record(agent_event(clock))
+            keys, mark = stored_keys(store)
+            assert mark == expected and keys == keys_from_bodies(store, mark)
+        check_searches(store, 53)
+        write(again, clock, 20, seed=2)
+    keys, mark = stored_keys(store)
+    assert 73 - EVERY < mark <= 73 and keys == keys_from_bodies(store, mark)
+
+
+def test_keys_left_behind_by_deleted_events_neither_stop_the_log_nor_match(
+        log: AuditLog, store: Store, clock: FrozenClock) -> None:
+    write(log, clock, 5, seed=3)
+    with store.engine.begin() as conn:  # keys of events since deleted, at positions to come
+        conn.execute(insert(audit_keys), [{"kind": "t", "key": "task-gone", "seq": 6},
+                                          {"kind": "a", "key": AGENTS[0], "seq": 7},
+                                          {"kind": "t", "key": "task-0", "seq": 8}])
+    write(log, clock, 25, seed=4)
+    keys, mark = stored_keys(store)
+    assert mark > 8 and keys >= keys_from_bodies(store, mark)
+    check_searches(store, 30)
+    assert search_events(store, EventFilter(task="task-gone")) == []
+
+
+def test_archiving_deletes_the_keys_with_their_events(
+        log: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner,
+        tmp_path: Path) -> None:
+    write(log, clock, 30, seed=5)
+    archive_segment(store, tmp_path / "segment.jsonl", up_to_seq=20, signer=signer,
+                    clock=clock, verifiers=verifiers_for([signer]))
+    keys, mark = stored_keys(store)
+    assert {seq for _, _, seq in keys} == set(range(21, mark + 1))
+    check_searches(store, 30)
