@@ -23,7 +23,7 @@ from starlette.routing import Route
 from proctor.errors import GatewayError
 from proctor.gateway import UpstreamConfig, keepalive
 from proctor.gateway.relay import RelayBoard
-from proctor.gateway.upstream import UpstreamConnection
+from proctor.gateway.upstream import MAX_HANDLING, UpstreamConnection
 from tests.gateway.conftest import WAIT
 from tests.gateway.heard import Heard, no_guard
 from tests.gateway.in_process import listening_socket, served, url_of
@@ -35,7 +35,7 @@ SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
-         "endless_event", "gzipped", "gzipped_event", "lingering"]
+         "endless_event", "gzipped", "gzipped_event", "lingering", "flood"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -91,6 +91,14 @@ class _Hostile:
         if method == "tools/list":
             return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [
                 {"name": n, "inputSchema": {"type": "object"}} for n in [*TOOLS, "hang"]]}})
+        if message["params"]["name"] == "flood":  # 1,000 progress notifications, then its answer
+            token = message["params"]["_meta"]["progressToken"]
+            return Response("".join(f"event: message\ndata: {json.dumps(note)}\n\n" for note in [
+                {"jsonrpc": "2.0", "method": "notifications/progress",
+                 "params": {"progressToken": token, "progress": i}} for i in range(1000)] + [
+                {"jsonrpc": "2.0", "id": request_id, "result": {"content": [
+                    {"type": "text", "text": "answer of flood"}]}}]),
+                media_type="text/event-stream")
         return await self._call(request, request_id, message["params"]["name"],
                                 message["params"].get("arguments") or {})
 
@@ -357,5 +365,27 @@ async def test_an_event_stream_encoded_unasked_is_refused_unread() -> None:
         assert await _answer(connection, "gzipped_event", {}, _no_progress) == (
             "gateway", "upstream_invalid_result")
         assert connection.is_open
+        answer = await _answer(connection, "plain", {}, _no_progress)
+        assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_an_upstreams_flood_of_notifications_holds_a_bounded_number_of_tasks() -> None:
+    """The SDK's session hands each notification to its handler in a task of its own:
+    1,000 progress notifications an agent is slow to take held 1,000 tasks (a flood
+    without end, memory without end). At most MAX_HANDLING are handled at once, the
+    others dropped; the call is answered."""
+    release = anyio.Event()
+    started: list[float] = []
+
+    async def slow_agent(progress: float, total: float | None, message: str | None) -> None:
+        started.append(progress)
+        await release.wait()
+
+    async with _connected(_hostile_app(_Hostile())) as connection:
+        answer = await _answer(connection, "flood", {}, slow_agent)
+        assert answer["content"][0]["text"] == "answer of flood"
+        await anyio.wait_all_tasks_blocked()
+        assert 0 < len(started) <= MAX_HANDLING
+        release.set()
         answer = await _answer(connection, "plain", {}, _no_progress)
         assert answer["content"][0]["text"] == "answer of plain"

@@ -26,7 +26,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import anyio
 import httpx2
@@ -38,7 +38,7 @@ from mcp.client.session import _later_revision_fields
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, PARSE_ERROR, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, PARSE_ERROR, REQUEST_TIMEOUT
 from mcp_types import methods as surfaces
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -49,14 +49,18 @@ from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes, too_l
 from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
 
-__all__ = ["UpstreamConnection"]
+__all__ = ["MAX_HANDLING", "UpstreamConnection"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LIST_PAGES = 50
+MAX_HANDLING = 64
+"""How many of an upstream's notifications and requests the gateway hands on at once (to
+the agent, which may be slow): the SDK's session handles each in a task of its own."""
 _UNPARSED = "Failed to parse JSON response: "  # the SDK transport's words for a body
 _EVENTS_FAILED = "SSE stream failed: "  # and for an event stream's reader's error
 _T = TypeVar("_T")
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
 Streams = AbstractAsyncContextManager[Any]
 
 
@@ -82,6 +86,7 @@ class UpstreamConnection:
         self._posts: UpstreamPosts | None = None
         self._version: str | None = None  # the protocol version the server negotiated
         self._schemas = _OutputSchemas()
+        self._handling = _Handling(self.name)
         self._stop = anyio.Event()
         self.closed = anyio.Event()
         self.tools: list[types.Tool] = []
@@ -135,10 +140,16 @@ class UpstreamConnection:
         relay = self._relay
         if relay is None:
             return ClientSession(read, write)
-        # The upstream may sample and elicit through the agent: relayed, guarded.
-        return ClientSession(read, write, sampling_callback=relay.sampling,
-                             elicitation_callback=relay.elicitation,
-                             logging_callback=relay.logging, message_handler=relay.message)
+        # The upstream may sample and elicit through the agent: relayed, guarded. The
+        # session handles each message in a task of its own: MAX_HANDLING at once.
+        gated, busy = self._handling.gated, self._handling.busy
+        return ClientSession(read, write, sampling_callback=gated(relay.sampling, busy),
+                             elicitation_callback=gated(relay.elicitation, busy),
+                             logging_callback=gated(relay.logging),
+                             message_handler=gated(relay.message))
+
+    def _on_log(self) -> Callable[[Any], Awaitable[None]] | None:
+        return None if self._relay is None else self._handling.gated(self._relay.logging)
 
     def _streams(self) -> Streams:
         if self.config.url is not None:
@@ -150,8 +161,7 @@ class UpstreamConnection:
         params = StdioServerParameters(command=command[0], args=list(command[1:]),
                                        env=self._env, cwd=self.config.cwd)
         self._pipes = UpstreamPipes(params, errlog=self._errlog,
-                                    max_answer_bytes=self._max_answer,
-                                    on_log=self._relay.logging if self._relay else None)
+                                    max_answer_bytes=self._max_answer, on_log=self._on_log())
         return self._pipes.open()
 
     @asynccontextmanager
@@ -165,7 +175,7 @@ class UpstreamConnection:
                                   max_answer_bytes=self._max_answer)
         to_session, from_posts = anyio.create_memory_object_stream[Any](0)
         posts = UpstreamPosts(client, url, to_session, max_answer_bytes=self._max_answer,
-                              on_log=self._relay.logging if self._relay else None)
+                              on_log=self._on_log())
         client.event_hooks = {"request": [], "response": [posts.note_response]}
         async with client, streamable_http_client(
                 url, http_client=client, max_sse_event_size=self._max_answer) as (read, write), \
@@ -222,9 +232,10 @@ class UpstreamConnection:
 
             return await self._request(call)
         sent_meta: Any = dict(meta) if meta else None
+        gated = None if progress is None else self._handling.gated(progress)
         return await self._request(lambda s: s.call_tool(
             name, dict(arguments), read_timeout_seconds=self.call_timeout,
-            progress_callback=progress, meta=sent_meta))
+            progress_callback=gated, meta=sent_meta))
 
     async def complete(self, ref: types.ResourceTemplateReference | types.PromptReference,
                        argument: dict[str, str], context: dict[str, str] | None
@@ -402,6 +413,39 @@ def _canonical(schema: dict[str, Any] | None) -> str:
 def _timeout(name: str, seconds: float) -> GatewayError:
     return GatewayError("upstream_timeout", f"upstream `{name}` did not answer within "
                         f"{seconds:g} s")
+
+
+class _Handling:
+    """An upstream's notifications and requests being handed on (to the agent, which may
+    be slow to take them): the SDK's session starts a task for each as it reads it, so a
+    flood would hold tasks without end. At most :data:`MAX_HANDLING` at once; past that
+    a notification is dropped and a request answered an error, logged (without their
+    contents) once per flood."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self._count = 0
+        self._dropping = False
+        self.busy = types.ErrorData(code=INTERNAL_ERROR, message=(
+            f"the gateway is handing on {MAX_HANDLING} of this server's messages already"))
+
+    def gated(self, handle: _Handler, refused: Any = None) -> _Handler:
+        """``handle``, or ``refused`` while :data:`MAX_HANDLING` are being handled."""
+        async def gated(*args: Any) -> Any:
+            if self._count >= MAX_HANDLING:
+                if not self._dropping:
+                    self._dropping = True
+                    log.warning("upstream `%s` sends messages faster than the agent takes "
+                                "them: some are dropped", self._upstream)
+                return refused
+            self._count += 1
+            try:
+                return await handle(*args)
+            finally:
+                self._count -= 1
+                if self._count == 0:
+                    self._dropping = False
+        return cast(_Handler, gated)
 
 
 async def _pass_on(read: Any, to_session: MemoryObjectSendStream[Any]) -> None:
