@@ -58,15 +58,15 @@ def _over_http(deployment: Deployment, url: str,
     return deployment.config({"upstreams": {"test": {"url": url, "tools": tools or {}}}})
 
 
-def _injected(deployment: Deployment) -> tuple[str, Path]:
-    """A secret made now, and a config injecting it into the stdio upstream ``test`` as
-    ``UPSTREAM_TOKEN``."""
+def _injected(deployment: Deployment, command: list[str] = UPSTREAM) -> tuple[str, Path]:
+    """A secret made now, and a config injecting it into the stdio upstream ``test``
+    (``command``) as ``UPSTREAM_TOKEN``."""
     value = "tok_" + secrets.token_urlsafe(24)
     store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
                         load_master_key(deployment.settings.home))
     store.put("upstream-token", value, by="erin@acme.example")
     return value, deployment.config({"upstreams": {"test": {
-        "command": UPSTREAM, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
+        "command": command, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
 
 
 def _audit_text(deployment: Deployment) -> str:
@@ -115,6 +115,24 @@ async def test_an_injected_secret_an_upstream_logs_during_a_call_is_redacted(
         "line 0", "UPSTREAM_TOKEN=[REDACTED:known_secret]"]
     assert logged[-1] and logged[-1]["logger"] == "[REDACTED:known_secret]"
     assert value not in json.dumps([m.model_dump(mode="json") for m in wire])
+    assert value not in _audit_text(deployment)
+
+
+async def test_an_injected_secret_an_upstream_quotes_in_its_listings_is_redacted(
+        deployment: Deployment) -> None:
+    # a first-seen server's tool definitions are reviewed as they come (pins), and
+    # prompts and resources are not pinned: the output guard is what keeps the secret out
+    value, config = _injected(deployment, [*UPSTREAM[:2], "tests.gateway.listing_upstream"])
+    grant = deployment.grant([{"tool": "test/*"}])
+    wire: list[types.JSONRPCMessage] = []
+    async with wrapped(deployment, grant, [], config=config, server="test",
+                       wire=wire) as client:
+        listings = [await client.list_tools(), await client.list_prompts(),
+                    await client.list_resources(), await client.list_resource_templates()]
+    assert all(len(listing.model_dump(exclude_defaults=True)) > 0 for listing in listings)
+    shown = json.dumps([m.model_dump(mode="json") for m in wire])
+    assert value not in shown
+    assert shown.count("[REDACTED:known_secret]") == 4
     assert value not in _audit_text(deployment)
 
 

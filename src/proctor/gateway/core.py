@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import mcp_types as types
@@ -53,6 +53,9 @@ from proctor.store import Store
 __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
+
+_Listing = TypeVar("_Listing", types.ListToolsResult, types.ListPromptsResult,
+                   types.ListResourcesResult, types.ListResourceTemplatesResult)
 
 
 class Gateway:
@@ -143,7 +146,8 @@ class Gateway:
                     continue  # pin: strict, and a human has not reviewed this definition
                 listed = upstream.current.get(name, tool.listed)  # as the server lists it now
                 shown.append(listed.model_copy(update={"name": view.exposed(server, name)}))
-        return shown
+        listing = types.ListToolsResult(tools=shown)
+        return (await self._guarded(session, "tools/list", listing)).tools
 
     async def list_prompts(self, session: GatewaySession, view: View) -> list[types.Prompt]:
         shown: list[types.Prompt] = []
@@ -155,7 +159,8 @@ class Gateway:
             prompts = await self._forward(session, upstream.connection.list_prompts)
             shown.extend(p.model_copy(update={"name": view.exposed(server, p.name)})
                          for p in prompts)
-        return shown
+        return (await self._guarded(session, "prompts/list",
+                                    types.ListPromptsResult(prompts=shown))).prompts
 
     async def list_resources(self, session: GatewaySession, view: View
                              ) -> tuple[list[types.Resource], list[types.ResourceTemplate]]:
@@ -174,7 +179,22 @@ class Gateway:
             shapes = await self._forward(session, upstream.connection.list_resource_templates)
             session.resource_servers.update((t.uri_template, server) for t in shapes)
             templates.extend(shapes)
-        return resources, templates
+        listed_resources = await self._guarded(
+            session, "resources/list", types.ListResourcesResult(resources=resources))
+        listed_templates = await self._guarded(
+            session, "resources/templates/list",
+            types.ListResourceTemplatesResult(resource_templates=templates))
+        return listed_resources.resources, listed_templates.resource_templates
+
+    async def _guarded(self, session: GatewaySession, method: str,
+                       listing: _Listing) -> _Listing:
+        """A listing as the agent may see it: what upstreams list (names, descriptions,
+        schemas, URIs) passes the output guard as their results do, since an upstream
+        could quote the secrets injected into it (a first-seen server's tool definitions
+        are reviewed as they come, and prompts and resources are not pinned)."""
+        return await self.results.redact(listing, claims=session.claims,
+                                         tool_id=f"the {method} answer",
+                                         decision_event=None)
 
     # what is neither a call nor a listing: completions and subscriptions
 

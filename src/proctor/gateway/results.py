@@ -1,7 +1,8 @@
 """The output guard on every answer, and what happens when a live grant leaks.
 
-Every result (tool results, resource contents, prompts, upstream error texts)
-goes through the output guard before the agent sees it: known credential
+Every result (tool results, resource contents, prompts, upstream error texts, the
+listings of tools, prompts and resources) goes through the output guard before the
+agent sees it: known credential
 formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
 are not text and are passed through unscanned.
