@@ -8,20 +8,19 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 
 from proctor.errors import GatewayError
 from proctor.gateway import UpstreamConfig
 from proctor.gateway.upstream import UpstreamConnection
 from tests.gateway.conftest import WAIT
-from tests.gateway.heard import Heard, no_guard
+from tests.gateway.heard import Heard, no_guard, sdk_path, steps_heard_in_order
 
 pytestmark = pytest.mark.anyio
 
@@ -30,10 +29,6 @@ TEST_UPSTREAM = (sys.executable, str(HERE / "upstream_server.py"))
 HOSTILE = (sys.executable, str(HERE / "hostile_upstream.py"))
 BENCH_UPSTREAM = (sys.executable, str(HERE.parent.parent / "bench" / "echo_upstream.py"),
                   "--serve-upstream", "stdio")
-
-
-async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
-    return None
 
 
 @asynccontextmanager
@@ -53,14 +48,13 @@ async def _connected(command: tuple[str, ...], *, call_timeout: float = WAIT,
 
 async def _both(connection: UpstreamConnection, name: str, arguments: dict[str, Any]
                 ) -> tuple[Any, Any]:
-    """The direct answer and the SDK session's (a progress callback takes the SDK's
-    path), each as the result's JSON or the error's code and message."""
+    """The direct answer and the SDK session's, each as the result's JSON or the
+    error's code and message."""
     answers: list[Any] = []
-    progresses: list[ProgressFnT | None] = [None, _no_progress]
-    for progress in progresses:
+    for direct in (True, False):
         try:
-            with anyio.fail_after(WAIT):
-                result = await connection.call_tool(name, arguments, progress=progress)
+            with anyio.fail_after(WAIT), nullcontext() if direct else sdk_path(connection):
+                result = await connection.call_tool(name, arguments)
             answers.append(result.model_dump(by_alias=True, mode="json", exclude_none=True))
         except GatewayError as exc:
             answers.append(("gateway", exc.code))
@@ -165,6 +159,19 @@ async def test_calls_in_flight_together_each_get_their_own_answer() -> None:
         assert answers == {n: {"text": f"call {n}", "count": n} for n in range(20)}
 
 
+@pytest.mark.parametrize("count", [1, 300])
+async def test_a_calls_progress_reaches_it_in_order_before_its_answer(count: int) -> None:
+    """A call that asks for progress (a real SDK server reporting ``count`` steps right
+    before it answers): every report is relayed in line order before the answer is
+    taken, with no timing assumption (the callback hops to a thread for each); a
+    report under a token the call did not give is dropped."""
+    async with _connected(TEST_UPSTREAM) as connection:
+        pipes = connection._pipes
+        assert pipes is not None
+        await steps_heard_in_order(connection, count)
+        assert next(pipes._ids) == 3  # both calls were written by the pipes
+
+
 CAP = 1 << 16
 
 
@@ -179,24 +186,24 @@ async def test_an_answer_over_the_cap_fails_the_call_and_the_connection_as_a_cra
         # the line cut off cannot be resynchronised: closed, the next use reconnects
         assert not connection.is_open
     async with _connected(HOSTILE, max_answer_bytes=CAP) as connection:
-        with anyio.fail_after(WAIT):  # the SDK's session reads through the same cap
-            result = await connection.call_tool("sized", {"bytes": CAP}, progress=_no_progress)
+        with anyio.fail_after(WAIT), sdk_path(connection):  # the SDK's reads: the same cap
+            result = await connection.call_tool("sized", {"bytes": CAP})
         assert not result.is_error
-        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as failed:
-            await connection.call_tool("sized", {"bytes": CAP + 1}, progress=_no_progress)
+        with anyio.fail_after(WAIT), sdk_path(connection), pytest.raises(GatewayError) as failed:
+            await connection.call_tool("sized", {"bytes": CAP + 1})
         assert failed.value.code == "upstream_unavailable"
         assert not connection.is_open
 
 
-@pytest.mark.parametrize("progress", [None, _no_progress], ids=["direct", "sdk"])
-async def test_an_answer_that_never_ends_fails_at_the_cap_not_at_its_end(
-        progress: ProgressFnT | None) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "sdk"])
+async def test_an_answer_that_never_ends_fails_at_the_cap_not_at_its_end(direct: bool) -> None:
     # the server writes 640 MiB on one line: only a read that stops at the cap answers
     # before the call's timeout
     async with _connected(HOSTILE, max_answer_bytes=CAP) as connection:
-        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
-            await connection.call_tool("endless", {}, progress=progress)
-        assert refused.value.code == ("upstream_result_too_large" if progress is None
+        with anyio.fail_after(WAIT), nullcontext() if direct else sdk_path(connection), \
+                pytest.raises(GatewayError) as refused:
+            await connection.call_tool("endless", {})
+        assert refused.value.code == ("upstream_result_too_large" if direct
                                       else "upstream_unavailable")
         assert not connection.is_open
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
@@ -25,7 +26,7 @@ from proctor.gateway import UpstreamConfig, keepalive
 from proctor.gateway.relay import RelayBoard
 from proctor.gateway.upstream import MAX_HANDLING, UpstreamConnection
 from tests.gateway.conftest import WAIT
-from tests.gateway.heard import Heard, no_guard
+from tests.gateway.heard import Heard, no_guard, sdk_path, steps_heard_in_order
 from tests.gateway.in_process import listening_socket, served, url_of
 from tests.gateway.upstream_server import create_server
 
@@ -35,7 +36,8 @@ SESSION = "hostile-session-1"
 TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500", "gone_404",
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
-         "endless_event", "gzipped", "gzipped_event", "lingering", "flood"]
+         "endless_event", "gzipped", "gzipped_event", "lingering", "flood",
+         "progress_elsewhere"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -54,10 +56,6 @@ async def _endless(head: bytes) -> AsyncIterator[bytes]:
         yield _CHUNK
 
 
-async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
-    return None
-
-
 class _Hostile:
     """A streamable HTTP MCP server written by hand, answering each tool as named."""
 
@@ -66,6 +64,23 @@ class _Hostile:
         self.cancelled: list[Any] = []
         self.cancel_seen = anyio.Event()
         self.released = anyio.Event()  # a lingering stream ends once this is set
+        # the GET stream's events (a test's streams); progress_elsewhere answers once
+        # its progress is heard
+        self.elsewhere: tuple[MemoryObjectSendStream[bytes],
+                              MemoryObjectReceiveStream[bytes]] | None = None
+        self.progress_heard = anyio.Event()
+
+    async def listen(self, request: Request) -> Response:
+        """The GET stream: the events sent to ``elsewhere``."""
+        assert self.elsewhere is not None
+        receive = self.elsewhere[1]
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b": open\n\n"
+            async for event in receive:
+                yield event
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"mcp-session-id": SESSION})
 
     async def handle(self, request: Request) -> Response:
         message = json.loads(await request.body())
@@ -99,6 +114,16 @@ class _Hostile:
                 {"jsonrpc": "2.0", "id": request_id, "result": {"content": [
                     {"type": "text", "text": "answer of flood"}]}}]),
                 media_type="text/event-stream")
+        if message["params"].get("name") == "progress_elsewhere":  # on the GET stream
+            token = message["params"]["_meta"]["progressToken"]
+            note = {"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": 1, "message": "elsewhere"}}
+            assert self.elsewhere is not None
+            await self.elsewhere[0].send(f"event: message\ndata: {json.dumps(note)}\n\n".encode())
+            with anyio.fail_after(WAIT):
+                await self.progress_heard.wait()
+            return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {
+                "content": [{"type": "text", "text": "answer of progress_elsewhere"}]}})
         return await self._call(request, request_id, message["params"]["name"],
                                 message["params"].get("arguments") or {})
 
@@ -194,16 +219,21 @@ async def _connected(app: Any, *, call_timeout: float = WAIT, max_answer_bytes: 
             connection.close()
 
 
-def _hostile_app(hostile: _Hostile) -> Starlette:
+def _hostile_app(hostile: _Hostile, *, listening: bool = False) -> Starlette:
+    """``listening``: it serves a GET stream (else 405, as a server without one)."""
     return Starlette(routes=[Route("/mcp", hostile.handle, methods=["POST"]),
+                             *([Route("/mcp", hostile.listen, methods=["GET"])]
+                               if listening else []),
                              Route("/mcp", lambda r: Response(status_code=405),
                                    methods=["GET", "DELETE"])])
 
 
-async def _answer(connection: UpstreamConnection, name: str, arguments: dict[str, Any],
-                  progress: ProgressFnT | None) -> Any:
+async def _answer(connection: UpstreamConnection, name: str, arguments: dict[str, Any], *,
+                  sdk: bool = False, progress: ProgressFnT | None = None) -> Any:
+    """The call's result as JSON, or its error's code (and message): posted by the
+    gateway, or through the SDK's session (``sdk``)."""
     try:
-        with anyio.fail_after(WAIT):
+        with anyio.fail_after(WAIT), sdk_path(connection) if sdk else nullcontext():
             result = await connection.call_tool(name, arguments, progress=progress)
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
     except GatewayError as exc:
@@ -218,8 +248,8 @@ async def test_a_posted_call_answers_as_the_sdk_session_answers() -> None:
             ("echo", {"text": "héllo \u2028", "count": 2}), ("env_digest", {"name": "PATH"}),
             ("nested", {"depth": 4}), ("echo", {"text": 3})]
         for name, arguments in calls:
-            direct = await _answer(connection, name, arguments, None)
-            through_sdk = await _answer(connection, name, arguments, _no_progress)
+            direct = await _answer(connection, name, arguments)
+            through_sdk = await _answer(connection, name, arguments, sdk=True)
             assert direct == through_sdk, name
 
 
@@ -229,9 +259,9 @@ async def test_a_hostile_servers_answer_is_the_same_posted_or_through_the_sdk(
         name: str) -> None:
     hostile = _Hostile()
     async with _connected(_hostile_app(hostile)) as connection:
-        direct = await _answer(connection, name, {}, None)
+        direct = await _answer(connection, name, {})
         hostile.pinged = anyio.Event()
-        through_sdk = await _answer(connection, name, {}, _no_progress)
+        through_sdk = await _answer(connection, name, {}, sdk=True)
         assert direct == through_sdk
         if name in ("plain", "session_checked", "ping_first"):
             assert direct["content"][0]["text"] == f"answer of {name}"
@@ -241,16 +271,16 @@ async def test_a_hostile_servers_answer_is_the_same_posted_or_through_the_sdk(
                                   "accepted", "lone_surrogate", "byte_order_mark"])
 async def test_an_answer_that_is_not_the_calls_response_is_refused(name: str) -> None:
     async with _connected(_hostile_app(_Hostile())) as connection:
-        assert await _answer(connection, name, {}, None) == (
+        assert await _answer(connection, name, {}) == (
             "gateway", "upstream_invalid_result")
-        answer = await _answer(connection, "plain", {}, None)
+        answer = await _answer(connection, "plain", {})
         assert answer["content"][0]["text"] == "answer of plain"
 
 
 async def test_a_posted_call_that_times_out_is_cancelled_at_the_upstream() -> None:
     hostile = _Hostile()
     async with _connected(_hostile_app(hostile), call_timeout=0.5) as connection:
-        assert await _answer(connection, "hang", {}, None) == ("gateway", "upstream_timeout")
+        assert await _answer(connection, "hang", {}) == ("gateway", "upstream_timeout")
         with anyio.fail_after(WAIT):
             await hostile.cancel_seen.wait()
         assert str(hostile.cancelled[0]).startswith("proctor-")
@@ -260,11 +290,11 @@ async def test_a_posted_call_that_times_out_is_cancelled_at_the_upstream() -> No
 async def test_an_answer_over_the_cap_is_refused_and_the_connection_serves_on(
         name: str) -> None:
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        answer = await _answer(connection, name, {"bytes": CAP}, None)
+        answer = await _answer(connection, name, {"bytes": CAP})
         assert len(answer["content"][0]["text"]) > CAP - 100
-        assert await _answer(connection, name, {"bytes": CAP + 1}, None) == (
+        assert await _answer(connection, name, {"bytes": CAP + 1}) == (
             "gateway", "upstream_result_too_large")
-        answer = await _answer(connection, "plain", {}, None)
+        answer = await _answer(connection, "plain", {})
         assert answer["content"][0]["text"] == "answer of plain"
 
 
@@ -272,46 +302,46 @@ async def test_an_answer_over_the_cap_is_refused_and_the_connection_serves_on(
 async def test_an_answer_that_never_ends_is_refused_at_the_cap(name: str) -> None:
     # 640 MiB in one body or event: only a read that stops at the cap answers in time
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        assert await _answer(connection, name, {}, None) == (
+        assert await _answer(connection, name, {}) == (
             "gateway", "upstream_result_too_large")
-        answer = await _answer(connection, "plain", {}, None)
+        answer = await _answer(connection, "plain", {})
         assert answer["content"][0]["text"] == "answer of plain"
 
 
 @pytest.mark.parametrize("name", ["sized_json", "sized_event"])
 async def test_the_sdks_transport_reads_bodies_and_events_under_the_same_cap(name: str) -> None:
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        answer = await _answer(connection, name, {"bytes": CAP}, _no_progress)
+        answer = await _answer(connection, name, {"bytes": CAP}, sdk=True)
         assert len(answer["content"][0]["text"]) > CAP - 100
         # under the SDK's own 1 MiB event limit (and its unbounded JSON read), over the
         # gateway's cap: the call is refused, the SDK's connection serves on
-        assert await _answer(connection, name, {"bytes": CAP + 1}, _no_progress) == (
+        assert await _answer(connection, name, {"bytes": CAP + 1}, sdk=True) == (
             "gateway", "upstream_result_too_large")
         assert connection.is_open
-        answer = await _answer(connection, "plain", {}, _no_progress)
+        answer = await _answer(connection, "plain", {}, sdk=True)
         assert answer["content"][0]["text"] == "answer of plain"
 
 
 async def test_the_sdks_reads_of_a_body_that_never_ends_stop_at_the_cap() -> None:
     # 640 MiB in a call's answer, and in a resource's: read whole by the SDK before
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        assert await _answer(connection, "endless_json", {}, _no_progress) == (
+        assert await _answer(connection, "endless_json", {}, sdk=True) == (
             "gateway", "upstream_result_too_large")
         with anyio.fail_after(WAIT), pytest.raises(GatewayError) as refused:
             await connection.read_resource("notes://endless")
         assert refused.value.code == "upstream_result_too_large"
-        answer = await _answer(connection, "plain", {}, _no_progress)
+        answer = await _answer(connection, "plain", {}, sdk=True)
         assert answer["content"][0]["text"] == "answer of plain"
 
 
-@pytest.mark.parametrize("progress", [None, _no_progress])
-async def test_a_body_encoded_unasked_is_refused_unread(progress: ProgressFnT | None) -> None:
+@pytest.mark.parametrize("sdk", [False, True], ids=["posted", "sdk"])
+async def test_a_body_encoded_unasked_is_refused_unread(sdk: bool) -> None:
     """The gateway asks for bodies as they are; a compressed one (16 times the cap in a
     few KiB) is refused before it is decoded, posted or through the SDK."""
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        assert await _answer(connection, "gzipped", {}, progress) == (
+        assert await _answer(connection, "gzipped", {}, sdk=sdk) == (
             "gateway", "upstream_invalid_result")
-        answer = await _answer(connection, "plain", {}, progress)
+        answer = await _answer(connection, "plain", {}, sdk=sdk)
         assert answer["content"][0]["text"] == "answer of plain"
 
 
@@ -334,6 +364,44 @@ async def test_a_calls_log_messages_reach_the_agent_in_order_before_its_answer()
         assert next(posts._ids) == 3  # both calls were posted by the gateway
 
 
+@pytest.mark.parametrize("count", [1, 300])
+async def test_a_calls_progress_reaches_it_in_order_before_its_answer(count: int) -> None:
+    """A call that asks for progress (a real SDK server reporting ``count`` steps right
+    before it answers, on the call's stream): every report is relayed in order before
+    the answer is read, with no timing assumption (the callback hops to a thread for
+    each); a report under a token the call did not give is dropped."""
+    async with _connected(create_server().streamable_http_app()) as connection:
+        posts = connection._posts
+        assert posts is not None
+        await steps_heard_in_order(connection, count)
+        assert next(posts._ids) == 3  # both calls were posted by the gateway
+
+
+async def test_a_posted_calls_progress_on_the_get_stream_reaches_it() -> None:
+    """An upstream that reports a posted call's progress on its GET stream rather than
+    the call's: the report is relayed to the call (the SDK's session would drop it, its
+    token the call's own id); the upstream answers only once it is heard."""
+    hostile = _Hostile()
+    send, receive = anyio.create_memory_object_stream[bytes](10)
+    hostile.elsewhere = (send, receive)
+    with send, receive:
+        await _progress_elsewhere(hostile)
+
+
+async def _progress_elsewhere(hostile: _Hostile) -> None:
+    async with _connected(_hostile_app(hostile, listening=True)) as connection:
+        heard: list[tuple[float, float | None, str | None]] = []
+
+        async def reports(progress: float, total: float | None, message: str | None) -> None:
+            heard.append((progress, total, message))
+            hostile.progress_heard.set()
+
+        with anyio.fail_after(WAIT):
+            result = await connection.call_tool("progress_elsewhere", {}, progress=reports)
+        assert result.content[0].model_dump()["text"] == "answer of progress_elsewhere"
+        assert heard == [(1.0, None, "elsewhere")]
+
+
 async def test_a_posted_calls_answer_does_not_wait_for_its_stream_to_end(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An upstream may keep a call's event stream open after its answer: the posted
@@ -344,10 +412,10 @@ async def test_a_posted_calls_answer_does_not_wait_for_its_stream_to_end(
     monkeypatch.setattr(keepalive, "DRAIN_SECONDS", WAIT * 2)
     hostile = _Hostile()
     async with _connected(_hostile_app(hostile)) as connection:
-        answer = await _answer(connection, "lingering", {}, None)
+        answer = await _answer(connection, "lingering", {})
         assert answer["content"][0]["text"] == "answer of lingering"
         hostile.released.set()
-        answer = await _answer(connection, "plain", {}, None)
+        answer = await _answer(connection, "plain", {})
         assert answer["content"][0]["text"] == "answer of plain"
 
 
@@ -358,14 +426,14 @@ async def test_an_event_stream_encoded_unasked_is_refused_unread() -> None:
     upstream_invalid_result and the session serves on (through the SDK's transport it
     was upstream_unavailable, the session's connection lost)."""
     async with _connected(_hostile_app(_Hostile()), max_answer_bytes=CAP) as connection:
-        assert await _answer(connection, "gzipped_event", {}, None) == (
+        assert await _answer(connection, "gzipped_event", {}) == (
             "gateway", "upstream_invalid_result")
-        answer = await _answer(connection, "plain", {}, None)
+        answer = await _answer(connection, "plain", {})
         assert answer["content"][0]["text"] == "answer of plain"
-        assert await _answer(connection, "gzipped_event", {}, _no_progress) == (
+        assert await _answer(connection, "gzipped_event", {}, sdk=True) == (
             "gateway", "upstream_invalid_result")
         assert connection.is_open
-        answer = await _answer(connection, "plain", {}, _no_progress)
+        answer = await _answer(connection, "plain", {}, sdk=True)
         assert answer["content"][0]["text"] == "answer of plain"
 
 
@@ -373,7 +441,8 @@ async def test_an_upstreams_flood_of_notifications_holds_a_bounded_number_of_tas
     """The SDK's session hands each notification to its handler in a task of its own:
     1,000 progress notifications an agent is slow to take held 1,000 tasks (a flood
     without end, memory without end). At most MAX_HANDLING are handled at once, the
-    others dropped; the call is answered."""
+    others dropped; the call is answered. (A posted call's progress is relayed as it
+    is read, one report at a time: the slow agent holds the stream, not tasks.)"""
     release = anyio.Event()
     started: list[float] = []
 
@@ -382,10 +451,10 @@ async def test_an_upstreams_flood_of_notifications_holds_a_bounded_number_of_tas
         await release.wait()
 
     async with _connected(_hostile_app(_Hostile())) as connection:
-        answer = await _answer(connection, "flood", {}, slow_agent)
+        answer = await _answer(connection, "flood", {}, sdk=True, progress=slow_agent)
         assert answer["content"][0]["text"] == "answer of flood"
         await anyio.wait_all_tasks_blocked()
         assert 0 < len(started) <= MAX_HANDLING
         release.set()
-        answer = await _answer(connection, "plain", {}, _no_progress)
+        answer = await _answer(connection, "plain", {}, sdk=True)
         assert answer["content"][0]["text"] == "answer of plain"

@@ -57,3 +57,33 @@ async def test_every_log_line_an_upstream_writes_before_its_answer_reaches_the_a
             assert in_order, (f"round {round_}: {len(before)} lines before the answer (the "
                               f"last {before[-1:]}), {len(after)} after it")
             wire.clear()
+
+
+async def _no_reports(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+@sqlite_only  # the order of the wrapper's lines is the subject, alike on both backends
+async def test_every_progress_step_an_upstream_reports_before_its_answer_reaches_the_agent_first(
+        deployment: Deployment) -> None:
+    # a call that asks for progress goes through the SDK's server on the agent's side, and
+    # the pipes' direct path on the upstream's: the agent sees its own token on each
+    wire: list[types.JSONRPCMessage] = []
+    async with wrapped(deployment, deployment.grant(), UPSTREAM, server="test",
+                       wire=wire) as client:
+        for round_ in range(3):
+            with anyio.fail_after(WAIT):
+                result = await client.call_tool("steps", {"count": LINES},
+                                                progress_callback=_no_reports)
+            assert not result.is_error
+            at = _answer_at(wire, f"reported {LINES} steps")
+            answer = wire[at]
+            assert isinstance(answer, types.JSONRPCResponse)
+            before = [message.params for message in wire[:at]
+                      if isinstance(message, types.JSONRPCNotification)
+                      and message.method == "notifications/progress" and message.params]
+            assert {params["progressToken"] for params in before} == {answer.id}
+            steps = [params.get("message") for params in before]
+            assert steps == [f"step {n}" for n in range(LINES)], (
+                f"round {round_}: {len(steps)} steps before the answer (the last {steps[-1:]})")
+            wire.clear()

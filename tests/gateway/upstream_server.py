@@ -7,7 +7,9 @@ environment variable's value, or its SHA-256, to show a secret was injected),
 the server received and the SHA-256 of ``Authorization``), ``nested`` (a result
 nested ``depth`` levels deep), ``chatty`` (logs ``count`` lines, and the value of
 the environment variable ``env`` if given, then answers: the server does not declare
-the ``logging`` capability), ``hang`` (never answers) and
+the ``logging`` capability), ``steps`` (reports progress ``count`` times, each
+step ``n`` as ``step n``, after a report under a token the call did not give, then
+answers at once), ``hang`` (never answers) and
 ``crash`` (the process exits mid-call). A resource ``notes://readme``
 and a prompt ``greet``.
 """
@@ -84,6 +86,15 @@ def create_server() -> MCPServer:
                 await ctx.log("info", f"{env}={os.environ.get(env, '')}",
                               logger_name=os.environ.get(env, ""))
         return f"logged {count} lines"
+
+    @server.tool(name="steps", description="Reports progress `count` times, then answers")
+    async def steps(count: int, ctx: Context) -> str:
+        # a token the call did not give: the client drops it
+        await ctx.session.send_progress_notification(
+            "not-asked", 0.5, message="stray", related_request_id=ctx.request_id)
+        for n in range(count):
+            await ctx.report_progress(n, count, f"step {n}")
+        return f"reported {count} steps"
 
     @server.tool(name="crash", description="The server process exits")
     def crash() -> str:

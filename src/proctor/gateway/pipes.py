@@ -13,10 +13,10 @@ closed, a grace period, then the process tree terminated and killed, every wait
 bounded and shielded), and frames the pipes itself:
 
 - the SDK's ``ClientSession`` still gets every line but the answers to direct
-  requests (``initialize``, listings, the server's own requests and notifications:
-  sampling, elicitation, logging, progress, ``resources/updated``), parsed as the
-  SDK's transport parses them, and its messages are written as that transport
-  writes them;
+  requests and the messages relayed here (``initialize``, listings, the server's own
+  requests and notifications: sampling, elicitation, progress on the session's own
+  requests, ``resources/updated``), parsed as the SDK's transport parses them, and
+  its messages are written as that transport writes them;
 - the server's log messages (``notifications/message``), once its ``initialize``
   is answered (:attr:`UpstreamPipes.version`), are parsed as the SDK's session
   parses them and handed to ``on_log`` (the relay to the agent) here, in the order
@@ -24,6 +24,12 @@ bounded and shielded), and frames the pipes itself:
   written before an answer reaches the agent before it, on either path (the SDK's
   session would relay it in a task of its own, which a direct answer, or one of
   its own, could overtake; the message was then also lost, its call over);
+- a direct request's progress (``notifications/progress`` whose token is the
+  request's id: :meth:`UpstreamPipes.request` asks for it so) is checked as the SDK's
+  dispatcher checks it (:func:`progress_of`) and relayed to the request's
+  ``on_progress`` here, in line order, before the next line is read, so each report
+  reaches the agent before the answer; one on a request that did not ask for it, or
+  is answered, is dropped, as the SDK's dispatcher drops it;
 - :meth:`UpstreamPipes.request` writes a request of its own, under an id of the
   form ``proctor-N``, and takes its answer as a dict straight off the line: the
   result, or :class:`MCPError` for the server's JSON-RPC error. An answer that is
@@ -81,8 +87,9 @@ from pydantic import ValidationError
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "OnLog", "UpstreamPipes", "invalid_answer", "outcome",
-           "relay_log", "too_large"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "OnLog", "OnProgress", "UpstreamPipes", "asking",
+           "invalid_answer", "outcome", "progress_of", "relay_log", "relay_progress",
+           "too_large"]
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +102,19 @@ _CANCEL_WRITE_SECONDS = 1.0
 DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # as the gateway config's ``max_answer_bytes``
 _CLOSED = object()  # what a request in flight is settled with when the pipe closes
 _LOG = "notifications/message"
+_PROGRESS = "notifications/progress"
 OnLog = Callable[[LogParams], Awaitable[None]]
+OnProgress = Callable[[float, float | None, str | None], Awaitable[None]]
+Progress = tuple[str | int, float, float | None, str | None]  # token, progress, total, message
 
 
 class _Waiter:
-    __slots__ = ("answer", "done")
+    __slots__ = ("answer", "done", "on_progress")
 
-    def __init__(self) -> None:
+    def __init__(self, on_progress: OnProgress | None) -> None:
         self.done = anyio.Event()
         self.answer: Any = None
+        self.on_progress = on_progress
 
     def settle(self, answer: Any) -> None:
         if not self.done.is_set():
@@ -199,8 +210,11 @@ class UpstreamPipes:
                 tasks.cancel_scope.cancel()
         await anyio.lowlevel.cancel_shielded_checkpoint()
 
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and return its result as the server wrote it (a dict).
+    async def request(self, method: str, params: dict[str, Any], *,
+                      on_progress: OnProgress | None = None) -> dict[str, Any]:
+        """Send one request and return its result as the server wrote it (a dict);
+        ``on_progress``: asks for progress, each notification of it relayed there in
+        line order, before the answer (:func:`asking`).
 
         Raises :class:`MCPError` with the server's error, or ``CONNECTION_CLOSED``;
         :class:`GatewayError` ``upstream_invalid_result`` for an answer that is not
@@ -208,9 +222,11 @@ class UpstreamPipes:
         if self._is_closed or self._process is None:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         request_id = f"{_OWN_ID}{next(self._ids)}"
+        if on_progress is not None:
+            params = asking(params, request_id)
         line = _encode({"jsonrpc": "2.0", "id": request_id, "method": method,
                         "params": params})
-        waiter = self._waiting[request_id] = _Waiter()
+        waiter = self._waiting[request_id] = _Waiter(on_progress)
         written = False
         try:
             try:
@@ -267,7 +283,8 @@ class UpstreamPipes:
                     message: SessionMessage | Exception = exc
                 else:
                     message = _parse_line(text)
-                    if await relay_log(message, self.version, self._on_log):
+                    if (await relay_log(message, self.version, self._on_log)
+                            or await self._relayed_progress(message)):
                         continue
                 try:
                     await to_session.send(message)
@@ -276,6 +293,19 @@ class UpstreamPipes:
             if len(buffer) > limit:
                 self._overflow(buffer)
                 return
+
+    async def _relayed_progress(self, message: SessionMessage | Exception) -> bool:
+        """True for progress on a direct request (its id is the token): relayed if the
+        request asked for it and is not answered yet, else dropped, as the SDK's
+        dispatcher drops progress on a request done or that did not ask; False for
+        anything else (progress on the session's requests too), which the session sees."""
+        report = progress_of(message) if self._waiting else None
+        waiter = self._waiting.get(report[0]) if report and isinstance(report[0], str) else None
+        if report is None or waiter is None:
+            return False
+        if waiter.on_progress is not None and not waiter.done.is_set():
+            await relay_progress(waiter.on_progress, report)
+        return True
 
     def _overflow(self, line: bytes | bytearray) -> None:
         """A line over the cap: the direct request it answers (its id read from the
@@ -346,6 +376,43 @@ async def relay_log(message: SessionMessage | Exception, version: str | None,
     except Exception as exc:  # it costs this message only, as in the SDK's session
         log.warning("an upstream log message was not relayed: %s", type(exc).__name__)
     return True
+
+
+def asking(params: dict[str, Any], token: str) -> dict[str, Any]:
+    """``params`` asking for progress under ``token`` (the request's id, as the SDK's
+    dispatcher gives it), whatever ``_meta`` held: the upstream never sees the agent's
+    token, and the agent sees only its own (the relay reports on the agent's request)."""
+    return {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": token}}
+
+
+def progress_of(message: SessionMessage | Exception) -> Progress | None:
+    """``message``'s progress if it is a ``notifications/progress`` as the SDK's
+    dispatcher takes one (a token that is a string or an integer, a progress that is a
+    number, neither a boolean; a total that is not a number and a message that is not
+    a string left out); None for anything else."""
+    if (not isinstance(message, SessionMessage)
+            or not isinstance(message.message, JSONRPCNotification)
+            or message.message.method != _PROGRESS):
+        return None
+    params = message.message.params or {}
+    match params:
+        case {"progressToken": str() | int() as token, "progress": int() | float() as done} if (
+                not isinstance(token, bool) and not isinstance(done, bool)):
+            total, text = params.get("total"), params.get("message")
+            return (token, float(done), float(total) if isinstance(total, int | float) else None,
+                    text if isinstance(text, str) else None)
+    return None
+
+
+async def relay_progress(on_progress: OnProgress, report: Progress) -> None:
+    """Relay one progress report; an error costs this report only, as in the SDK's
+    dispatcher. The pipes and the posts relay progress this way before they read on."""
+    _, done, total, text = report
+    try:
+        await on_progress(done, total, text)
+    except Exception as exc:
+        log.warning("an upstream progress notification was not relayed: %s",
+                    type(exc).__name__)
 
 
 def _encode(message: dict[str, Any]) -> bytes:

@@ -13,9 +13,13 @@ protocol version, the configured headers), and reads its answer as a dict:
   stream is relayed (``on_log``, by :func:`~proctor.gateway.pipes.relay_log`, as the
   pipes relay a stdio server's) before the next event is read, so it reaches the
   agent before the answer, as the SDK's session's answer comes after its messages;
-  any other message (a progress notification, a sampling or elicitation request) is
-  handed to the SDK's session as its transport would hand it, so it is relayed and
-  answered as before;
+  so is the call's progress, if it asked for it (the token is the request's id; one
+  under that token on a call that did not ask is dropped, as the SDK's dispatcher
+  drops it); any other message (progress under another token, a sampling or
+  elicitation request) is handed to the SDK's session as its transport would hand
+  it, so it is relayed and answered as before (the progress of a call that asked for
+  it, sent on the upstream's GET stream instead, is relayed as it comes:
+  :meth:`UpstreamPosts.relayed_progress`);
 - an HTTP error with a JSON-RPC error in its body is that error; any other error
   status, as the SDK's transport words it (``Session terminated`` for a 404 on a
   session); a redirect off the upstream's origin, ``202``, another content type, a
@@ -67,9 +71,13 @@ from proctor.gateway.keepalive import AnswerRefused, EventsRefused
 from proctor.gateway.pipes import (
     DEFAULT_MAX_ANSWER_BYTES,
     OnLog,
+    OnProgress,
+    asking,
     invalid_answer,
     outcome,
+    progress_of,
     relay_log,
+    relay_progress,
     too_large,
 )
 
@@ -99,6 +107,7 @@ class UpstreamPosts:
         self._ids = itertools.count(1)
         self.session_id: str | None = None
         self.version: str | None = None
+        self._asking: dict[str, OnProgress] = {}  # the calls in flight that asked for progress
 
     async def note_response(self, response: httpx2.Response) -> None:
         """An httpx response hook: the session id the upstream gives (at ``initialize``)."""
@@ -116,25 +125,46 @@ class UpstreamPosts:
             headers[MCP_PROTOCOL_VERSION_HEADER] = self.version
         return headers
 
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any], *,
+                      on_progress: OnProgress | None = None) -> dict[str, Any]:
         """Post one request and return its result as the upstream wrote it (a dict);
-        raises as :func:`proctor.gateway.pipes.outcome` does."""
+        raises as :func:`proctor.gateway.pipes.outcome` does. ``on_progress``: asks
+        for progress, each notification of it on the request's stream relayed there
+        in order, before the answer."""
         request_id = f"{_OWN_ID}{next(self._ids)}"
+        if on_progress is not None:
+            params = asking(params, request_id)
+            self._asking[request_id] = on_progress
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
                            "params": params}, ensure_ascii=False, separators=(",", ":"))
         answered = False
         try:
-            answer = await self._post(request_id, body.encode())
+            answer = await self._post(request_id, body.encode(), on_progress)
             answered = True
         except (httpx2.HTTPError, OSError):
             answered = True  # nothing to cancel on a connection that failed
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed") from None
         finally:
+            self._asking.pop(request_id, None)
             if not answered:
                 await self._cancel(request_id)
         return outcome(answer)
 
-    async def _post(self, request_id: str, body: bytes) -> Any:
+    async def relayed_progress(self, message: SessionMessage | Exception) -> bool:
+        """Relay ``message`` if it is the progress of a posted call in flight that asked
+        for it, sent on the upstream's GET stream rather than the call's own (so in no
+        order against the call's answer); True once relayed, False for anything else,
+        which the SDK's session sees."""
+        report = progress_of(message) if self._asking else None
+        on_progress = (self._asking.get(report[0]) if report and isinstance(report[0], str)
+                       else None)
+        if report is None or on_progress is None:
+            return False
+        await relay_progress(on_progress, report)
+        return True
+
+    async def _post(self, request_id: str, body: bytes, on_progress: OnProgress | None
+                    ) -> Any:
         if self._draining:  # an answered stream's end is still on its way: its connection
             await self._drained.wait()  # is the one to reuse
         async with AsyncExitStack() as stack:
@@ -155,7 +185,7 @@ class UpstreamPosts:
                     return invalid_answer("a response to another request")
                 return document
             if kind.startswith("text/event-stream"):
-                answer = await self._events(response, request_id)
+                answer = await self._events(response, request_id, on_progress)
                 if isinstance(answer, dict) and self.later is not None:
                     later = stack.pop_all()
                     try:
@@ -200,7 +230,8 @@ class UpstreamPosts:
             raise MCPError(code=INVALID_REQUEST, message="Session terminated")
         raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
 
-    async def _events(self, response: httpx2.Response, request_id: str) -> Any:
+    async def _events(self, response: httpx2.Response, request_id: str,
+                      on_progress: OnProgress | None) -> Any:
         try:
             async for event in EventSource(response, max_event_size=self._max_answer):
                 if event.event != "message" or not event.data:
@@ -211,7 +242,7 @@ class UpstreamPosts:
                     return document
                 if isinstance(document, Exception):
                     return document  # the stream of this request: its answer is lost
-                await self._hand_on(event.data)
+                await self._hand_on(event.data, request_id, on_progress)
         except httpx2.SSEError as exc:
             if isinstance(exc, EventsRefused):  # the client's transport stopped it
                 return exc.error
@@ -224,15 +255,22 @@ class UpstreamPosts:
             pass
         return invalid_answer("an event stream that ended without the response")
 
-    async def _hand_on(self, data: str) -> None:
+    async def _hand_on(self, data: str, request_id: str, on_progress: OnProgress | None
+                       ) -> None:
         """A message on a call's stream that is not its answer: a log message relayed
-        here, anything else to the SDK's session."""
+        here, and the call's progress (its id is the token) if it asked for it (else
+        dropped, as the SDK's dispatcher drops it); anything else to the SDK's session."""
         try:
             message: SessionMessage | Exception = SessionMessage(
                 types.jsonrpc_message_adapter.validate_json(data, by_name=False))
         except ValueError as exc:
             message = exc
         if await relay_log(message, self.version, self._on_log):
+            return
+        report = progress_of(message)
+        if report is not None and report[0] == request_id:
+            if on_progress is not None:
+                await relay_progress(on_progress, report)
             return
         with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self._to_session.send(message)

@@ -8,7 +8,7 @@ server fails the calls in flight with ``upstream_unavailable`` and a hung one
 with ``upstream_timeout``. Errors of the SDK are translated here, so callers see
 :class:`~proctor.errors.GatewayError` codes only.
 
-A plain ``tools/call`` (no progress asked for, a tool listed) to a server that
+A ``tools/call`` of a tool listed to a server that
 negotiated a 2025 protocol version goes around the ``ClientSession``: its request is
 written and its answer read by :class:`~proctor.gateway.pipes.UpstreamPipes` (stdio)
 or posted by :class:`~proctor.gateway.posts.UpstreamPosts` (streamable HTTP, beside
@@ -181,7 +181,7 @@ class UpstreamConnection:
                 url, http_client=client, max_sse_event_size=self._max_answer) as (read, write), \
                 from_posts, anyio.create_task_group() as tasks:
             posts.later = tasks.start_soon
-            tasks.start_soon(_pass_on, read, to_session)
+            tasks.start_soon(_pass_on, read, to_session, posts)
             self._posts = posts
             try:
                 yield from_posts, write
@@ -218,21 +218,22 @@ class UpstreamConnection:
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
         direct, version = self._pipes or self._posts, self._version
-        # A log message during a call is relayed by the pipes or the posts themselves, in
-        # order, before the answer (the SDK's session would relay it in a task of its own).
-        if (progress is None and direct is not None and version is not None
+        gated = None if progress is None else self._handling.gated(progress)
+        # A log message or the call's progress is relayed by the pipes or the posts
+        # themselves, in order, before the answer (the SDK's session would relay each in
+        # a task of its own).
+        if (direct is not None and version is not None
                 and version not in MODERN_PROTOCOL_VERSIONS and self._schemas.knows(name)):
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
             if meta:
                 params["_meta"] = dict(meta)
 
             async def call(_: ClientSession) -> types.CallToolResult:
-                raw = await direct.request("tools/call", params)
+                raw = await direct.request("tools/call", params, on_progress=gated)
                 return self._schemas.checked(name, version, raw)
 
             return await self._request(call)
         sent_meta: Any = dict(meta) if meta else None
-        gated = None if progress is None else self._handling.gated(progress)
         return await self._request(lambda s: s.call_tool(
             name, dict(arguments), read_timeout_seconds=self.call_timeout,
             progress_callback=gated, meta=sent_meta))
@@ -448,10 +449,14 @@ class _Handling:
         return cast(_Handler, gated)
 
 
-async def _pass_on(read: Any, to_session: MemoryObjectSendStream[Any]) -> None:
+async def _pass_on(read: Any, to_session: MemoryObjectSendStream[Any],
+                   posts: UpstreamPosts) -> None:
+    """The SDK's transport's messages to its session, but for a posted call's progress
+    (on the upstream's GET stream), which the posts relay."""
     async with to_session:
         async for message in read:
-            await to_session.send(message)
+            if not await posts.relayed_progress(message):
+                await to_session.send(message)
 
 
 def _describe(exc: BaseException) -> str:
