@@ -185,9 +185,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "invalid_request": CodeInfo("the decision request does not match the policy schema "
                                 "(unknown action, entity or context)"),
     "engine_error": CodeInfo("the policy engine failed on the request (a policy that "
-                             "failed to evaluate, or the engine itself): denied, audited, and "
-                             "answered 503, not as a policy's deny, so that callers and "
-                             "operators see a failure to alert on", 503),
+                             "failed to evaluate, or the engine itself): a call or an "
+                             "issuance denied, audited, and answered 503, not as a "
+                             "policy's deny, so that callers and operators see a failure "
+                             "to alert on", 503),
     # audit
     "audit_error": CodeInfo("the audit log's archive cannot be written or read", 503),
     "audit_unavailable": CodeInfo("an audit event could not be made durable, so what it "

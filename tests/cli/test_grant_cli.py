@@ -109,6 +109,30 @@ def test_issuance_that_policy_denies_is_a_one_line_error(coder_key: ECKey) -> No
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_an_issuance_the_policy_engine_fails_on_is_a_one_line_engine_error(
+        coder_key: ECKey, initialised_home: Path) -> None:
+    [baseline] = [p for p in (initialised_home / "policies").glob("*.cedar")
+                  if "grants-for-trusted-agents" in p.read_text()]
+    # the trusted agents' grant permit overflows Cedar's integers: it cannot be evaluated
+    baseline.write_text(baseline.read_text().replace(
+        "context.ttl_seconds <= 900", "context.ttl_seconds + 9223372036854775807 <= 900"))
+    code, applied = run("policy", "apply")
+    assert code == 0, applied
+    _, task = run("task", "start", CODER, "--purpose", "p", "--on-behalf-of", "alice@acme.example")
+    code, refused = run("grant", "issue", "--task", task["task"], "--scope",
+                        '{"tools": [{"tool": "git/git_log"}]}')
+    # it was issuance_denied, as a policy's deny
+    assert (code, refused["error"]["code"]) == (1, "engine_error")
+    assert "policy engine failed" in refused["error"]["message"]
+    result = runner.invoke(app, ["grant", "issue", "--task", task["task"], "--scope",
+                                 '{"tools": [{"tool": "git/git_log"}]}'])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: issuing `git/git_log` is denied: the policy engine")
+    assert len(result.stderr.strip().splitlines()) == 1
+    _, tree = run("grant", "tree", task["task"])
+    assert [n["kind"] for n in tree["nodes"]] == ["task"]
+
+
 @pytest.mark.parametrize(("scope", "message"), [
     ("{not json", "scope is not valid YAML"),
     ('{"tools": []}', "a scope needs a non-empty `tools` list"),

@@ -114,6 +114,21 @@ class Api:
         body: dict[str, Any] = issued.json()
         return body
 
+    async def overflowing(self, text: str, expression: str) -> None:
+        """Revision 1 with ``text`` of one of its policies made ``expression`` plus the
+        largest Cedar integer (an overflow: it cannot be evaluated), activated."""
+        sources = (await self.client.get("/v1/policies/revisions/1", headers=self.admin)
+                   ).json()["sources"]
+        [name] = [n for n, source in sources.items() if text in source]
+        sources[name] = sources[name].replace(text, text.replace(
+            expression, f"{expression} + 9223372036854775807"))
+        candidate = await self.client.post("/v1/policies/revisions", headers=self.admin,
+                                           json={"sources": sources, "origin": "overflowing"})
+        assert candidate.status_code == 201, candidate.text
+        activated = await self.client.post(
+            f"/v1/policies/revisions/{candidate.json()['id']}/activate", headers=self.admin)
+        assert activated.status_code == 200, activated.text
+
     def events(self, **where: Any) -> list[StoredEvent]:
         return search_events(self.runtime.store, EventFilter(**where), limit=1000)
 

@@ -149,3 +149,23 @@ async def test_revoking_names_a_grant_by_accessor_or_id_never_by_token(agents: A
     revocations = [e.event for e in api.events(action="grant.revoke")]
     assert [(e["actor"]["type"], e["actor"]["id"]) for e in revocations] == [
         ("human", "local-admin"), ("human", "local-admin")]
+
+
+async def test_an_issuance_the_policy_engine_fails_on_is_a_503_engine_error_audited(
+        agents: Api) -> None:
+    api = agents
+    # the trusted agents' grant permit overflows Cedar's integers: it cannot be evaluated
+    await api.overflowing("context.ttl_seconds <= 900", "context.ttl_seconds")
+    task = await api.client.post("/v1/tasks", headers=api.agent(SUPPORT), json={
+        "agent": SUPPORT, "purpose": "help a customer", "on_behalf_of": OWNER})
+    response = await api.client.post("/v1/grants", headers=api.agent(SUPPORT), json={
+        "task": task.json()["id"], "scope": {"tools": [{"tool": "kb/search_articles"}]}})
+    # it was 403 issuance_denied, as a policy's deny
+    assert_problem(response, 503, "engine_error")
+    [decided] = api.events(action="grant:issue")
+    assert (decided.event["decision"]["outcome"], decided.event["decision"]["code"]) == (
+        "deny", "engine_error")
+    refused = [e.event for e in api.events() if e.event["outcome"] == "refused"]
+    assert [(e["action"], e["decision"]["code"]) for e in refused] == [
+        ("api:grant.issue", "engine_error")]
+    assert api.runtime.store.fetch("SELECT count(*) FROM grants", [])[0][0] == 0

@@ -23,7 +23,8 @@ revision, loaded again), and the issuance is decided once more
 A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the last event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
-is handed out once that has committed. A refused issuance writes its events alone.
+is handed out once that has committed. A refused issuance writes its events alone; one
+the policy engine failed on is refused ``engine_error``, not ``issuance_denied``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,14 @@ from proctor.grants.tasks import Task
 from proctor.grants.tokens import MAX_TOKEN_BYTES, GrantClaims, TokenCodec, token_hash
 from proctor.grants.use import AgentRead, Risk, active_revision, any_revoked, riskier
 from proctor.identity.agent import ACTIVE_STATES
-from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, PolicyEngine
+from proctor.policy import (
+    Decision,
+    DecisionRequest,
+    EntityRef,
+    Outcome,
+    PolicyEngine,
+    ReasonCode,
+)
 from proctor.policy.context import issue_context
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
@@ -252,6 +260,9 @@ class Issuer:
                 if decision.outcome is Outcome.APPROVAL_REQUIRED:
                     raise GrantError("issuance_pending_approval", f"issuing `{tool}` needs "
                                      f"approval: {'; '.join(decision.reasons)}")
+                if decision.code is ReasonCode.ENGINE_ERROR:  # no policy's answer: a failure
+                    raise GrantError("engine_error", f"issuing `{tool}` is denied: the policy "
+                                     f"engine failed on it ({'; '.join(decision.reasons)})")
                 raise GrantError("issuance_denied",
                                  f"issuing `{tool}` is denied: {'; '.join(decision.reasons)}")
         return Decided(events, state,
