@@ -324,6 +324,7 @@ def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decid
     revision = other.policies.add_candidate(_incident(runtime, policy), origin="the incident")
     other.policies.activate(revision)
     assert runtime.engine.active is before  # this node still runs the previous revision
+    written = len(_issue_events(runtime))
     if allowed:
         assert isinstance(ask(), IssuedGrant)
     else:
@@ -334,6 +335,60 @@ def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decid
         assert ask.trees() == trees  # nothing stored
     active = runtime.engine.active
     assert active is not None and active.revision == revision  # loaded on the refusal
+    # one event: the decision that answered, which names the refused write of the first
+    # (its event withdrawn: it stood, allowed, for a grant never stored)
+    [event] = _issue_events(runtime)[written:]
+    assert event["outcome"] == ("allowed" if allowed else "denied")
+    assert event["detail"]["decided_again"]["code"] == "policy_changed"
+
+
+def _issue_events(runtime: Runtime) -> list[dict[str, Any]]:
+    """SUPPORT's ``grant:issue`` events, in the chain's order."""
+    found = []
+    for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
+        event = json.loads(body) if isinstance(body, str) else body
+        if event["action"] == "grant:issue" and event["actor"]["id"] == SUPPORT:
+            found.append(event)
+    return found
+
+
+def test_an_issuance_of_many_tools_decided_again_leaves_the_events_of_the_second_decision(
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
+    """Each tool's event of the first decision goes with the grant's write, and none
+    stands when that write is refused and the issuance decided once more."""
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    tools = [LOOKUP, "kb/search_articles", "crm/issue_refund"]
+    scope = GrantScope.from_json({"tools": [{"tool": tool} for tool in tools]})
+    revision = other.policies.add_candidate(_incident(runtime, UNRELATED), origin="unrelated")
+    other.policies.activate(revision)
+    before = len(_issue_events(runtime))
+    issued = runtime.grants.issue(task.id, scope)
+    events = _issue_events(runtime)[before:]
+    assert sorted(e["target"] for e in events) == sorted(f'Tool::"{t}"' for t in tools)
+    assert {(e["outcome"], e["detail"]["decided_again"]["code"]) for e in events} == {
+        ("allowed", "policy_changed")}
+    assert runtime.grants.inspect(issued.token).claims.grant_id == issued.grant_id
+
+
+def test_an_issuance_its_write_refuses_for_good_leaves_its_refusal_not_its_allows(
+        runtime: Runtime, agents: Agents) -> None:
+    """An exchange asking for more uses than its parent has left is refused by its write
+    (``delegation_widens_uses``), nothing stored: its decisions' events, allowed, are
+    not written, the refusal's is."""
+    parent = agents.grant(CODER, [{"tool": LOOKUP}, {"tool": "kb/search_articles"}],
+                          purpose="look up a customer", max_uses=1)
+    scope = GrantScope.from_json({"tools": [{"tool": LOOKUP}, {"tool": "kb/search_articles"}]})
+    proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    before = len(_issue_events(runtime))
+    with pytest.raises(GrantError) as refused:
+        runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT, scope=scope,
+                                ttl_seconds=300, max_uses=5)
+    assert refused.value.code == "delegation_widens_uses"
+    [event] = _issue_events(runtime)[before:]
+    assert (event["outcome"], event["detail"]["code"]) == ("denied", "delegation_widens_uses")
+    assert event["task"] == parent.claims.task_id
+    assert [n.kind for n in runtime.grants.tree(parent.claims.task_id)] == ["task", "grant"]
 
 
 @pytest.mark.parametrize("how", ["offer", "redeem"])
@@ -347,6 +402,7 @@ def test_an_offer_or_its_redemption_decided_on_a_replaced_policy_revision_is_dec
     revision = other.policies.add_candidate(_incident(runtime, NO_LOOKUP_GRANTS),
                                             origin="the incident")
     other.policies.activate(revision)
+    before = len(_issue_events(runtime))
     with pytest.raises(GrantError) as refused:
         if offer is None:
             runtime.grants.offer(task.id, scope)
@@ -358,6 +414,13 @@ def test_an_offer_or_its_redemption_decided_on_a_replaced_policy_revision_is_dec
     assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
     active = runtime.engine.active
     assert active is not None and active.revision == revision
+    # the first decision's event was written before its write: the write's refusal
+    # follows it, then the decision taken again, which names it
+    first, refusal, second = _issue_events(runtime)[before:]
+    assert first["outcome"] == "allowed" and "decided_again" not in first["detail"]
+    assert (refusal["outcome"], refusal["detail"]["code"]) == ("denied", "policy_changed")
+    assert (second["outcome"], second["detail"]["decided_again"]["code"]) == (
+        "denied", "policy_changed")
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
 from proctor.audit import Actor, ActorType, AuditLog, EventFilter, search_events
 from proctor.errors import GrantError, StoreError
-from proctor.grants import GrantAuthority, GrantScope
+from proctor.grants import GrantAuthority, GrantScope, make_proof
+from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
 
-from .conftest import CODER, Setup
+from .conftest import CODER, SUPPORT, Setup
 from .test_authority import _use
 
 GIT = GrantScope.from_json({"tools": [{"tool": "git/git_log"}]})
@@ -104,3 +106,46 @@ def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audite
     authority.sweep()
     node = authority.leases.node(grant.grant_id)
     assert node is not None and node.is_revoked
+
+
+@pytest.mark.parametrize("max_batch", [1, 512])
+def test_an_issuance_of_many_tools_leaves_its_allows_with_its_grant_and_only_then(
+        setup: Setup, max_batch: int) -> None:
+    """Each tool's event goes with the grant's write (the first carries it, the others
+    follow it, in its batch or, one event a batch, in later ones): a write that refuses
+    the grant for good leaves the refusal's event alone, one that stores it every allow."""
+    audit = AuditLog(setup.store, clock=setup.clock, max_batch=max_batch)
+    authority = GrantAuthority(setup.store, setup.clock, setup.codec, setup.engine,
+                               setup.agents, audit=audit)
+    try:
+        task = authority.start_task(CODER, purpose="fix the build",
+                                    on_behalf_of="alice@acme.example")
+        parent = authority.issue(task.id, MANY, max_uses=1)
+        proofs = (make_proof(setup.agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                             target=setup.codec.issuer, now=setup.clock.now())
+                  for _ in range(2))
+        with pytest.raises(GrantError) as refused:  # more uses than the parent has left
+            authority.exchange(parent.token, next(proofs), to_agent=SUPPORT, scope=MANY,
+                               ttl_seconds=60, max_uses=5)
+        assert refused.value.code == "delegation_widens_uses"
+        [event] = _agent_events(setup, SUPPORT)
+        assert (event["action"], event["outcome"], event["detail"]["code"]) == (
+            "grant:issue", "denied", "delegation_widens_uses")
+        authority.exchange(parent.token, next(proofs), to_agent=SUPPORT, scope=MANY,
+                           ttl_seconds=60, max_uses=1)
+        allowed = _agent_events(setup, SUPPORT)[1:]
+        assert sorted(e["target"] for e in allowed) == sorted(
+            f'Tool::"{t}"' for t in ("git/git_log", "git/git_status", "git/git_diff"))
+        assert {e["outcome"] for e in allowed} == {"allowed"}
+    finally:
+        audit.close()
+
+
+MANY = GrantScope.from_json({"tools": [{"tool": "git/git_log"}, {"tool": "git/git_status"},
+                                       {"tool": "git/git_diff"}]})
+
+
+def _agent_events(setup: Setup, agent_id: str) -> list[Mapping[str, Any]]:
+    found = search_events(setup.store, EventFilter(actor_type=ActorType.AGENT), limit=1000)
+    return [e.event for e in sorted(found, key=lambda e: e.seq)
+            if e.event["actor"]["id"] == agent_id]

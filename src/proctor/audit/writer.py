@@ -323,9 +323,11 @@ class AuditLog:
         self._wakeup()  # never written on the event loop's thread
         return await future
 
-    def submit(self, event: AuditEvent, *, timeout: float | None = None) -> Receipt:
-        """Queue ``event`` without waiting for it to be durable (the asynchronous mode)."""
-        receipt = self._enqueue(self._attributed(event), timeout)
+    def submit(self, event: AuditEvent, *, timeout: float | None = None,
+               effects: Effects | None = None) -> Receipt:
+        """Queue ``event`` (with ``effects``, as :meth:`record_with`) without waiting for
+        it to be durable (the asynchronous mode)."""
+        receipt = self._enqueue(self._attributed(event), timeout, effects)
         self._wakeup()
         return receipt
 

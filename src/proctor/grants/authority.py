@@ -196,7 +196,7 @@ class GrantAuthority:
         anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
         grants never handed out) binds to the key of an earlier grant of the task.
         """
-        def issued() -> IssuedGrant:
+        def issued(again: GrantError | None) -> IssuedGrant:
             with self._one_look():
                 request, binding, ttl = self._for_task(
                     task_id, scope, ttl_seconds, max_uses, approved,
@@ -204,7 +204,8 @@ class GrantAuthority:
                 key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
                                                      holder, same_key_as=same_key_as,
                                                      task_id=task_id)
-                decided = self._issuer.decide_unwritten(request, ttl_seconds=ttl)
+                decided = self._issuer.decide_unwritten(
+                    request, ttl_seconds=ttl, again=True if again is None else again)
             return self._issuer.grant(request, key, proof, decided=decided)
         return _once_more(issued)
 
@@ -221,9 +222,10 @@ class GrantAuthority:
               max_uses: int | None = None, approved: bool = False) -> GrantOffer:
         """Decide a grant for the task's agent now; the agent redeems it (:meth:`redeem`)
         with a proof of the key to bind it to."""
-        def offered() -> GrantOffer:
+        def offered(again: GrantError | None) -> GrantOffer:
             request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
-            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl))
+            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl,
+                                                                   again=again))
         return _once_more(offered)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
@@ -253,12 +255,12 @@ class GrantAuthority:
         parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
                             target=self._codec.issuer, tool_id=None, args=None).claims
         # the parent's check (its proof's nonce) once; the rest once more if stale
-        return _once_more(lambda: self._delegated(parent, to_agent, scope, ttl_seconds,
-                                                  max_uses, approved))
+        return _once_more(lambda again: self._delegated(parent, to_agent, scope, ttl_seconds,
+                                                        max_uses, approved, again))
 
     def _delegated(self, parent: GrantClaims, to_agent: str, scope: GrantScope,
                    ttl_seconds: int | None, max_uses: int | None,
-                   approved: bool) -> IssuedGrant | GrantOffer:
+                   approved: bool, again: GrantError | None) -> IssuedGrant | GrantOffer:
         """:meth:`exchange` once the parent grant was checked."""
         with self._one_look():  # its reads as an issuance's (the check's are its own)
             # a wildcard asks for whatever of the parent's tools it matches
@@ -297,19 +299,21 @@ class GrantAuthority:
                               chain, approved, inherited, receiver.manifest_digest,
                               receiver.key_thumbprint)
             key = receiver.key_thumbprint
-            decided = (None if key is None
-                       else self._issuer.decide_unwritten(request, ttl_seconds=ttl))
+            decided = (None if key is None else self._issuer.decide_unwritten(
+                request, ttl_seconds=ttl, again=True if again is None else again))
         if key is None or decided is None:  # an offer reads the agent from the store
-            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl))
+            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl,
+                                                                   again=again))
         return self._issuer.grant(request, key, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
         together with the agent's own identity proof. Decided again, audited (once more
         if its write found another policy revision active: ``policy_changed``)."""
-        return _once_more(lambda: self._redeemed(offer_id, holder))
+        return _once_more(lambda again: self._redeemed(offer_id, holder, again))
 
-    def _redeemed(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
+    def _redeemed(self, offer_id: str, holder: HolderProof,
+                  again: GrantError | None) -> IssuedGrant:
         with self._store.reading() as conn:
             offer = load_offer(conn, offer_id)
         refused = offer.refusal(self._clock.now())
@@ -322,7 +326,7 @@ class GrantAuthority:
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
                           offer.approved, offer.wildcards, binding.manifest_digest)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
-        decided = self._issuer.decide(request, ttl_seconds=ttl)
+        decided = self._issuer.decide(request, ttl_seconds=ttl, again=again)
         return self._issuer.grant(request, key, proof, offer=offer, decided=decided)
 
     def cancel_offer(self, offer_id: str, reason: str) -> bool:
@@ -572,13 +576,15 @@ class GrantAuthority:
 _T = TypeVar("_T")
 
 
-def _once_more(issuance: Callable[[], _T]) -> _T:
-    """``issuance``, and once more if its grant's write refused it as decided on what
-    another process had changed meanwhile (:data:`~proctor.grants.issuance.STALE`; the
-    issuer dropped what was stale here first): a second refusal is final."""
+def _once_more(issuance: Callable[[GrantError | None], _T]) -> _T:
+    """``issuance(None)``, and once more if its grant's write refused it as decided on
+    what another process had changed meanwhile (:data:`~proctor.grants.issuance.STALE`;
+    the issuer dropped what was stale here first), given that refusal (its decisions'
+    events name it: ``detail.decided_again``): a second refusal is final."""
     try:
-        return issuance()
+        return issuance(None)
     except GrantError as exc:
         if exc.code not in STALE:
             raise
-    return issuance()
+        first = exc
+    return issuance(first)

@@ -23,23 +23,29 @@ revision, loaded again), and the issuance is decided once more
 A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the last event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
-is handed out once that has committed. A refused issuance writes its events alone; one
-the policy engine failed on is refused ``engine_error``, not ``issuance_denied``.
+is handed out once that has committed. The events stand only with the grant: a write
+that refuses it writes none of them, but the refusal's event (``denied``, its code), or
+nothing if the issuance is decided once more, whose events then name the refusal
+(``detail.decided_again``). An issuance policy refuses writes its events alone; one the
+engine failed on is refused ``engine_error``, not ``issuance_denied``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
 from sqlalchemy import Connection, and_, insert, select
 
-from proctor.audit import AuditEvent, AuditLog, WriteCursor, decision_event
+from proctor.audit import AuditEvent, AuditLog, WriteCursor, decision_event, new_event_id
 from proctor.audit.recording import unaudited
+from proctor.audit.writer import WITHDRAWN, Receipt
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
@@ -82,6 +88,8 @@ ISSUE_METHOD = "grant/issue"
 STALE = ("agent_changed", "policy_changed")
 _MAX_LATER = 10_000
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedGrant:
@@ -116,6 +124,10 @@ class Decided:
     events: list[AuditEvent]
     agent: DecidedOn | None = None
     revisions: frozenset[int | None] | None = None
+    again: bool = False  # a stale refusal of its write is decided once more
+    # written (:meth:`Issuer.decide`): the last of its events, what a refusal of the
+    # write that follows is the event of (:func:`_refusal_of`)
+    written: AuditEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +230,8 @@ class Issuer:
 
     # deciding
 
-    def decide(self, request: Request, *, ttl_seconds: int) -> Decided:
+    def decide(self, request: Request, *, ttl_seconds: int,
+               again: GrantError | None = None) -> Decided:
         """Policy on each tool of the scope; raises ``issuance_denied`` or
         ``issuance_pending_approval``. Every decision is audited. The agent is read from
         the store first (what is decided here is stored, or offered, without a write that
@@ -226,33 +239,44 @@ class Issuer:
         returned (no events: written), for the write to confirm (:meth:`offer`,
         :meth:`grant` of an offer)."""
         state = self._current(request.agent_id, strict=True)
-        decided = self._decided(request, ttl_seconds, state)
+        decided = self._decided(request, ttl_seconds, state, again)
         if self._audit is not None and decided.events:
-            _write(self._audit, decided.events, None)
-        return Decided([], None, decided.revisions)
+            _write(self._audit, decided.events)
+        return Decided([], None, decided.revisions,
+                       written=decided.events[-1] if decided.events else None)
 
-    def decide_unwritten(self, request: Request, *, ttl_seconds: int) -> Decided:
+    def decide_unwritten(self, request: Request, *, ttl_seconds: int,
+                         again: GrantError | bool | None = False) -> Decided:
         """:meth:`decide`, but an issuance allowed on every tool returns its events
         unwritten, for :meth:`grant` to write with the grant (a refusal is written
         before it is raised), and the agent as of the in-process view: the trust state
-        and risk it was decided on, which the grant's write confirms (``agent_changed``)."""
+        and risk it was decided on, which the grant's write confirms (``agent_changed``).
+
+        ``again``: the refusal of the write of this issuance decided first, which this
+        decision replaces (its events say so: ``detail.decided_again``), or True if a
+        stale refusal of this one's write will be decided once more (then its events are
+        withdrawn: :class:`NewGrant`)."""
         state = self._current(request.agent_id, strict=self._audit is None)
-        return self._decided(request, ttl_seconds, state)
+        if isinstance(again, GrantError):
+            return self._decided(request, ttl_seconds, state, again)
+        decided = self._decided(request, ttl_seconds, state)
+        return Decided(decided.events, decided.agent, decided.revisions, again=bool(again))
 
     def _current(self, agent_id: str, *, strict: bool) -> DecidedOn | None:
         if self.ensure_current is None:
             return None
         return self.ensure_current(agent_id, strict=strict)
 
-    def _decided(self, request: Request, ttl_seconds: int,
-                 state: DecidedOn | None) -> Decided:
+    def _decided(self, request: Request, ttl_seconds: int, state: DecidedOn | None,
+                 again: GrantError | None = None) -> Decided:
         events: list[AuditEvent] = []
         revisions: set[int | None] = set()
+        replaces = None if again is None else (again.code, again.message)
         for decision_request, decision in self._decisions(request, ttl_seconds):
             revisions.add(decision.revision)
             if self._audit is not None:
                 events.append(decision_event(decision_request, decision,
-                                             now=self._clock.now()))
+                                             now=self._clock.now(), decided_again=replaces))
             if decision.outcome is not Outcome.ALLOW:
                 if self._audit is not None:
                     decision = _written(self._audit, events, decision)
@@ -370,9 +394,10 @@ class Issuer:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
                            self._agents.binding_in,
                            decided.agent if decided is not None else None,
-                           decided.revisions if decided is not None else None)
+                           decided.revisions if decided is not None else None,
+                           event=events[0], again=decided is not None and decided.again)
             try:
-                _write(self._audit, events, new)
+                _write_with(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
                 raise GrantError("issuance_denied", "the issuance could not be audited, so "
                                  f"it is denied: {exc.message}") from exc
@@ -380,7 +405,7 @@ class Issuer:
                 self._renew(new.refusal.code, request.agent_id)
                 raise new.refusal
             return IssuedGrant(token, accessor, claims)
-        with self._store.transaction() as conn:
+        with self._refusals_audited(decided), self._store.transaction() as conn:
             self._confirm(conn, request, decided.revisions if decided is not None else None)
             if offer is not None:
                 take_offer(conn, offer, claims.grant_id, now)
@@ -396,6 +421,23 @@ class Issuer:
                 scope=claims.scope.as_json(), max_uses=request.max_uses, uses=0,
                 key_thumbprint=key_thumbprint))
         return IssuedGrant(token, accessor, claims)
+
+    @contextlib.contextmanager
+    def _refusals_audited(self, decided: Decided | None) -> Iterator[None]:
+        """A write after its decisions' events were written (an offer's, a redemption's):
+        a refusal of it is written too, after them (the grant or offer they allowed was
+        not stored), then raised. If it cannot be written, the refusal stands all the same."""
+        try:
+            yield
+        except GrantError as exc:
+            written = decided.written if decided is not None else None
+            if self._audit is not None and written is not None:
+                try:
+                    self._audit.record(_refusal_of(written, exc, self._clock.now()))
+                except AuditUnavailableError:
+                    log.error("the refusal `%s` of an issuance's write could not be audited",
+                              exc.code)
+            raise
 
     def _renew(self, code: str, agent_id: str) -> None:
         """Drop what a refusal ``code`` says this process held stale, so that the
@@ -424,7 +466,7 @@ class Issuer:
             request.scope, request.max_uses, request.ancestors, request.actor_chain,
             request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
             expires_at, wildcards=request.wildcards)
-        with self._store.transaction() as conn:
+        with self._refusals_audited(decided), self._store.transaction() as conn:
             self._confirm(conn, request, decided.revisions if decided is not None else None)
             save_offer(conn, offer)
         return offer
@@ -484,6 +526,11 @@ class NewGrant:
     decided: DecidedOn | None = None  # the trust state and risk policy decided on: confirmed
     revisions: frozenset[int | None] | None = None  # the policy revisions decided on: confirmed
     refusal: GrantError | None = None
+    event: AuditEvent | None = None  # the first decision's event, which carries this
+    again: bool = False  # a stale refusal is decided once more: its events are withdrawn
+    # of another decision's event of the same issuance: that issuance, written before
+    follows: NewGrant | None = None
+    leader: Receipt | None = None  # the receipt of ``follows``' event
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         return NewGrant.apply_all(tx, [self])[0]
@@ -496,8 +543,30 @@ class NewGrant:
         round trip less). The batch's agents are read first, then the nodes of all
         its lines by one statement, with the active policy revision (what each
         grant's check then finds confirmed: one read for the batch rather than one
-        per line). The decisions were taken:
-        their events stand either way (None for each)."""
+        per line).
+
+        The decisions' events stand with the grant (None), and only with it: a refused
+        grant's events are withdrawn (:data:`~proctor.audit.writer.WITHDRAWN`) if it is
+        decided once more (``again``, a stale refusal), else the first is the refusal's
+        event and the others are withdrawn. The other events of an issuance (``follows``)
+        were queued after the first: they do as it did, in its batch or a later one (a
+        first event that did not commit withdraws them)."""
+        firsts = [new for new in news if new.follows is None]
+        answers = dict(zip(map(id, firsts), cls._apply_firsts(tx, firsts), strict=True))
+        found: list[AuditEvent | None] = []
+        for new in news:
+            first = new.follows
+            if first is None:
+                found.append(answers[id(new)])
+            elif id(first) not in answers and (new.leader is None or new.leader.result is None):
+                found.append(WITHDRAWN)  # its first event was not written: nor is this one
+            else:
+                found.append(None if first.refusal is None else WITHDRAWN)
+        return found
+
+    @classmethod
+    def _apply_firsts(cls, tx: WriteCursor, news: Sequence[NewGrant]
+                      ) -> list[AuditEvent | None]:
         agents: set[str] = set()
         for new in news:  # each read once per transaction: kept in tx.confirmed
             if new.request.agent_id not in agents:
@@ -525,7 +594,17 @@ class NewGrant:
                            + ") " + _GRANTS + ", ".join([_GRANT_ROW] * len(chunk)),
                            [value for new in chunk for value in new._lease_row(tx)]
                            + [value for new in chunk for value in new._grant_row()])
-        return [None] * len(news)
+        return [new._refusal_event() for new in news]
+
+    def _refusal_event(self) -> AuditEvent | None:
+        """What this issuance's first event becomes: itself (stored), none (decided once
+        more), or its refusal's event (the write's code and reason; no grant)."""
+        refusal, event = self.refusal, self.event
+        if refusal is None or event is None:
+            return None
+        if self.again and refusal.code in STALE:
+            return WITHDRAWN  # decided once more: that decision's events are the record
+        return _refusal_of(event, refusal, self.now)
 
     def _lease_row(self, tx: WriteCursor) -> tuple[object, ...]:
         claims = self.claims
@@ -594,21 +673,43 @@ class NewGrant:
             raise refusal
 
 
-def _write(audit: AuditLog, events: Sequence[AuditEvent], effects: NewGrant | None) -> None:
-    """Write ``events``, the last with ``effects``, and wait until all are durable."""
-    receipts = [audit.submit(event) for event in events[:-1]]
-    if effects is not None:
-        audit.record_with(events[-1], effects)
-    else:
-        receipts.append(audit.submit(events[-1]))
+def _refusal_of(event: AuditEvent, refusal: GrantError, now: datetime) -> AuditEvent:
+    """The event of an issuance whose write refused it (``refusal``, nothing stored),
+    ``event`` the event of one of its decisions: the same agent, action, tool and task,
+    denied, with the refusal's code and reason."""
+    return AuditEvent(id=new_event_id(now), time=now, actor=event.actor, action=event.action,
+                      target=event.target, outcome="denied", task=event.task,
+                      delegation_chain=event.delegation_chain, source=event.source,
+                      detail={"code": refusal.code, "reason": refusal.message[:500]})
+
+
+def _write(audit: AuditLog, events: Sequence[AuditEvent]) -> None:
+    """Write ``events`` and wait until all are durable."""
+    receipts = [audit.submit(event) for event in events]
     for receipt in receipts:
         receipt.wait(audit.timeout)
+
+
+def _write_with(audit: AuditLog, events: Sequence[AuditEvent], new: NewGrant) -> None:
+    """Write ``events`` with the grant ``new``: the first carries it, the others follow
+    it (written as it is: :meth:`NewGrant.apply_all`); wait until all have committed.
+    The last is written on this thread if no one is writing (:meth:`AuditLog.record_with`)."""
+    if len(events) == 1:
+        audit.record_with(events[0], new)
+        return
+    first = audit.submit(events[0], effects=new)
+    receipts = [first]
+    for event in events[1:-1]:
+        receipts.append(audit.submit(event, effects=replace(new, follows=new, leader=first)))
+    audit.record_with(events[-1], replace(new, follows=new, leader=first))
+    for receipt in receipts:
+        receipt.settled(audit.timeout)
 
 
 def _written(audit: AuditLog, events: Sequence[AuditEvent], decision: Decision) -> Decision:
     """``decision`` once ``events`` are durable; a deny ``audit_unavailable`` if not."""
     try:
-        _write(audit, events, None)
+        _write(audit, events)
     except AuditUnavailableError as exc:
         return unaudited(audit, decision, exc)
     return decision
