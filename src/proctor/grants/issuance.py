@@ -21,7 +21,7 @@ revision, loaded again), and the issuance is decided once more
 (:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
 
 A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
-and the grant (:class:`NewGrant`, the effects of the last event) go to the audit
+and the grant (:class:`NewGrant`, the effects of the first event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
 is handed out once that has committed. The events stand only with the grant: a write
 that refuses it writes none of them, but the refusal's event (``denied``, its code), or
