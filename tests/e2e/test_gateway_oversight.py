@@ -118,6 +118,30 @@ async def test_an_injected_secret_an_upstream_logs_during_a_call_is_redacted(
     assert value not in _audit_text(deployment)
 
 
+async def test_an_injected_secret_an_upstream_prints_to_stderr_is_redacted_in_the_log(
+        deployment: Deployment, tmp_path: Path) -> None:
+    # tests/gateway/stderr_upstream.py prints it whole, in two writes, after bytes that
+    # are not UTF-8, where a line over the cap is cut, and last with no newline
+    value, config = _injected(deployment, [*UPSTREAM[:2], "tests.gateway.stderr_upstream"])
+    log = tmp_path / "gateway.log"
+    with log.open("w", encoding="utf-8") as errlog:
+        async with wrapped(deployment, deployment.grant(), [], config=config, server="test",
+                           errlog=errlog) as client:
+            echoed = await client.call_tool("echo", {"text": "hi"})
+            assert not echoed.is_error
+    written = log.read_text(encoding="utf-8")
+    assert value not in written
+    lines = written.splitlines()
+    for line in ["starting with token [REDACTED:known_secret]",
+                 "split [REDACTED:known_secret] done",
+                 "\ufffd\ufffd not utf-8 [REDACTED:known_secret]",
+                 "after the long line"]:
+        assert line in lines
+    cut = next(line for line in lines if line.endswith("[cut: line over 16384 bytes]"))
+    assert cut.startswith("p p ") and len(cut) < 16384 and value[:4] not in cut
+    assert any(line.startswith("last [REDACTED:known_secret]") for line in lines)
+
+
 async def test_an_injected_secret_an_upstream_quotes_in_its_listings_is_redacted(
         deployment: Deployment) -> None:
     # a first-seen server's tool definitions are reviewed as they come (pins), and

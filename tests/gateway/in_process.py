@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -207,15 +207,16 @@ async def echo_through_gate(client: ClientSession, gate: Gate, text: str,
 async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str], *,
                   config: Path | None = None, server: str | None = None,
                   agent: str | None = None, manifest: Path | None = None,
-                  key: PrivateKey | None = None, wire: list[types.JSONRPCMessage] | None = None
-                  ) -> AsyncIterator[ClientSession]:
+                  key: PrivateKey | None = None, wire: list[types.JSONRPCMessage] | None = None,
+                  errlog: TextIO | None = None) -> AsyncIterator[ClientSession]:
     """``proctor mcp wrap`` in process: the wrapper the command line builds (its own
     runtime, the config with the command after ``--``, the grant and the agent's key),
     serving the agent (``agent``, by default the grant's) over a pair of real pipes, and
     an MCP client on their other ends; with ``manifest`` (``--manifest``), the file is
     measured now and presented at session open, as the command does; ``key`` in place
     of the agent's own (``--key-file``); ``wire`` gets every message the wrapper writes,
-    in the order of its lines (before the client sees it). A wrapper that
+    in the order of its lines (before the client sees it); ``errlog``, the gateway's error
+    log (its upstreams' stderr goes there, redacted). A wrapper that
     cannot start raises its :class:`ProctorError`, the one the command line prints.
 
     What the command line itself does (options, exit codes, stdio claimed from the
@@ -232,7 +233,7 @@ async def wrapped(deployment: Deployment, grant: IssuedGrant, upstream: list[str
     document = dc_replace(document, upstreams={**document.upstreams, name: spec})
     presented = load_manifest(manifest) if manifest is not None else None
     runtime = open_runtime(deployment.settings)
-    gateway = Gateway.on(runtime, document)
+    gateway = Gateway.on(runtime, document, errlog=errlog)
     creds = LaunchCredentials(grant.token, key if key is not None else deployment.key)
     agent_id = agent or grant.claims.agent_id
     to_wrapper, from_wrapper = os.pipe(), os.pipe()

@@ -8,9 +8,11 @@ some half a millisecond of CPU per call, more than the decision's commit.
 
 :class:`UpstreamPipes` starts and stops the server process exactly as the SDK's
 ``stdio_client`` does, with the SDK's own helpers (the command resolved, a new
-session and process group, stderr to the gateway's error log; on exit stdin
+session and process group; on exit stdin
 closed, a grace period, then the process tree terminated and killed, every wait
-bounded and shielded), and frames the pipes itself:
+bounded and shielded), but the server's stderr is a pipe the gateway reads, each
+line redacted before it is written to the error log (:mod:`proctor.gateway.stderr`),
+and it frames the pipes itself:
 
 - the SDK's ``ClientSession`` still gets every line but the answers to direct
   requests and the messages relayed here (``initialize``, listings, the server's own
@@ -60,7 +62,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import anyio
 import anyio.lowlevel
@@ -86,6 +88,7 @@ from pydantic import ValidationError
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
+from proctor.gateway.stderr import StderrRedaction, UpstreamStderr
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "OnLog", "OnProgress", "UpstreamPipes", "asking",
            "invalid_answer", "outcome", "progress_of", "relay_log", "relay_progress",
@@ -127,8 +130,9 @@ class UpstreamPipes:
 
     def __init__(self, params: StdioServerParameters, *, errlog: TextIO = sys.stderr,
                  max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
-                 on_log: OnLog | None = None) -> None:
+                 on_log: OnLog | None = None, redaction: StderrRedaction | None = None) -> None:
         self._params = params
+        self._redaction = redaction  # of the server's stderr lines (proctor.gateway.stderr)
         self._on_log = on_log
         self.version: str | None = None  # negotiated by ``initialize``: logs relayed here
         self._max_answer = max_answer_bytes
@@ -147,9 +151,16 @@ class UpstreamPipes:
         the server on the way out however the block ends."""
         params = self._params
         command = await _get_executable_command(params.command)
-        process = await _create_platform_compatible_process(
-            command=command, args=params.args, env=get_default_environment() | (params.env or {}),
-            errlog=self._errlog, cwd=params.cwd)
+        stderr = UpstreamStderr(self._errlog, self._redaction)
+        try:  # the server's stderr: a pipe the gateway reads, redacted, into errlog
+            process = await _create_platform_compatible_process(
+                command=command, args=params.args,
+                env=get_default_environment() | (params.env or {}),
+                errlog=cast(TextIO, stderr.child_end()), cwd=params.cwd)
+        except BaseException:
+            stderr.close()
+            raise
+        stderr.spawned()
         # The spawn succeeded; no awaits until the task group is entered (as the SDK's).
         self._process = process
         to_session, read_stream = anyio.create_memory_object_stream[
@@ -195,12 +206,14 @@ class UpstreamPipes:
             with anyio.move_on_after(_WRITER_FLUSH_SECONDS):
                 await writer_done.wait()
             await _stop_server_process(process)
+            await stderr.finish()  # the server's last lines
             await _aclose_all(read_stream, write_stream, to_session, from_session)
             await anyio.lowlevel.checkpoint()
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(read)
             tasks.start_soon(write)
+            tasks.start_soon(stderr.relay)
             try:
                 yield read_stream, write_stream
             finally:

@@ -35,6 +35,7 @@ from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, 
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import RelayBoard
 from proctor.gateway.rpc import rpc_error
+from proctor.gateway.stderr import StderrRedaction
 from proctor.gateway.tools import ExposedTool, ToolRegistry
 from proctor.gateway.upstream import UpstreamConnection
 from proctor.grants import GrantClaims, LeaseTree
@@ -241,19 +242,21 @@ class GatewaySession:
         return Upstream(connection, tools, pins, config.pin, current)
 
     async def _connect(self, config: UpstreamConfig) -> UpstreamConnection:
-        env, headers = await anyio.to_thread.run_sync(self._inject, config)
+        env, headers, injected = await anyio.to_thread.run_sync(self._inject, config)
         connection = UpstreamConnection(
             config, env=env, headers=headers, connect_timeout=self._config.connect_timeout_seconds,
             call_timeout=self._config.call_timeout_seconds, errlog=self._errlog,
-            relay=self.relay, max_answer_bytes=self._config.max_answer_bytes)
+            relay=self.relay, max_answer_bytes=self._config.max_answer_bytes,
+            stderr=StderrRedaction(injected, self._guard))
         if self._tasks is None:
             raise GatewayError("session_closed", "the session is not running")
         await self._tasks.start(connection.serve)
         return connection
 
-    def _inject(self, config: UpstreamConfig) -> tuple[dict[str, str], dict[str, str]]:
+    def _inject(self, config: UpstreamConfig
+                ) -> tuple[dict[str, str], dict[str, str], list[str]]:
         """The upstream's environment and headers with every ``${secret:NAME}`` filled in
-        from a lease under this session's grant."""
+        from a lease under this session's grant, and the values filled in."""
         wanted = sorted({n for v in [*config.env.values(), *config.headers.values()]
                          for n in secret_names(v)})
         values: dict[str, str] = {}
@@ -276,7 +279,7 @@ class GatewaySession:
             values[name] = lease.value
         env = {k: fill_secrets(v, values) for k, v in config.env.items()}
         headers = {k: fill_secrets(v, values) for k, v in config.headers.items()}
-        return env, headers
+        return env, headers, list(values.values())
 
     # calls
 

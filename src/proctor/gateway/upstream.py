@@ -48,6 +48,7 @@ from proctor.gateway.keepalive import ENCODED, keepalive_client
 from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes, too_large
 from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
+from proctor.gateway.stderr import StderrRedaction
 
 __all__ = ["MAX_HANDLING", "UpstreamConnection"]
 
@@ -71,8 +72,10 @@ class UpstreamConnection:
                  headers: Mapping[str, str] | None = None, connect_timeout: float = 20.0,
                  call_timeout: float = 30.0, errlog: TextIO | None = None,
                  relay: RelayBoard | None = None,
-                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+                 stderr: StderrRedaction | None = None) -> None:
         self.config = config
+        self._stderr = stderr  # a stdio server's stderr lines, redacted so
         self._max_answer = max_answer_bytes
         self.name = config.name
         self._env = dict(env or {})
@@ -161,7 +164,8 @@ class UpstreamConnection:
         params = StdioServerParameters(command=command[0], args=list(command[1:]),
                                        env=self._env, cwd=self.config.cwd)
         self._pipes = UpstreamPipes(params, errlog=self._errlog,
-                                    max_answer_bytes=self._max_answer, on_log=self._on_log())
+                                    max_answer_bytes=self._max_answer, on_log=self._on_log(),
+                                    redaction=self._stderr)
         return self._pipes.open()
 
     @asynccontextmanager

@@ -1,0 +1,249 @@
+"""A stdio upstream's stderr, redacted line by line on its way to the gateway's error log.
+
+The gateway injects secrets into its stdio upstreams' environment; a server that
+prints one to stderr must not put it into the operator's log (nor ``proctor mcp
+wrap``'s stderr, which agent hosts capture). So the server's fd 2 is a pipe of the
+gateway's own (:meth:`UpstreamStderr.child_end`), not the gateway's stderr, and
+:meth:`UpstreamStderr.relay` reads it:
+
+- the bytes are cut into lines at ``\\n``; a line is decoded as UTF-8 with
+  replacement characters for bytes that are not, and a last line without a newline
+  is passed on when the server closes its stderr (it exits, or closes fd 2);
+- a line longer than :data:`MAX_LINE_BYTES` is cut there (never held whole): its
+  head is passed on without its last characters (as many as the longest encoded
+  form of an injected secret, then the word the cut fell in), with
+  ``[cut: line over N bytes]``, and the rest up to the next newline is discarded;
+- each line is redacted (:class:`StderrRedaction`): the injected secret values
+  replaced by ``[REDACTED:known_secret]``, then the output guard's scan (the same
+  redaction as a result's: known secrets and their encodings, known credential
+  formats, high-entropy strings); a line the guard cannot scan is withheld;
+- the lines are written to the error log in a worker thread (a log that blocks holds
+  that thread, never the event loop), at most :data:`MAX_WAITING_LINES` waiting for
+  it: past that a line is dropped, and the next write says how many were, so the
+  server's writes to stderr never wait on the gateway's log.
+
+The relay reads until the server's end of the pipe is closed (by the server and
+every process it started); when the server is stopped, the gateway waits at most
+:data:`FLUSH_SECONDS` for the rest. Redaction takes out a secret as the server
+printed it (and its JSON, percent and base64 forms, via the guard); a server set on
+leaking a secret it holds (cut into pieces, or encoded otherwise) can still, as it
+can through any channel it has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import NamedTuple, TextIO
+from urllib.parse import quote
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from proctor.gateway.ports import Guard
+
+__all__ = ["FLUSH_SECONDS", "MAX_LINE_BYTES", "MAX_WAITING_LINES", "StderrLines",
+           "StderrRedaction", "UpstreamStderr", "cut"]
+
+MAX_LINE_BYTES = 16 << 10
+MAX_WAITING_LINES = 256
+FLUSH_SECONDS = 1.0
+_READ_BYTES = 64 << 10
+_BATCH = 64
+_KNOWN = "[REDACTED:known_secret]"
+_WITHHELD = "[a line the output guard cannot scan was withheld]"
+
+
+class StderrRedaction:
+    """What a line of an upstream's stderr becomes: its injected ``secrets`` replaced,
+    then ``guard``'s scan (if any)."""
+
+    def __init__(self, secrets: Iterable[str] = (), guard: Guard | None = None) -> None:
+        values = sorted({s for s in secrets if s}, key=len, reverse=True)
+        forms = {f for v in values for f in (v, json.dumps(v)[1:-1])}
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        self._guard = guard
+        # the longest form a secret can take in a line (percent-encoding: 3 to 12
+        # characters for one): what a cut line loses at its end
+        self.margin = max((len(quote(v, safe="")) for v in values), default=0)
+
+    def line(self, text: str) -> str:
+        for form in self._forms:
+            text = text.replace(form, _KNOWN)
+        if self._guard is None:
+            return text
+        try:
+            value = self._guard.scan(text).value
+        except Exception:  # fail closed: a line not scanned is not written
+            return _WITHHELD
+        return value if isinstance(value, str) else _WITHHELD
+
+
+class _Line(NamedTuple):
+    text: str
+    is_cut: bool
+
+
+class StderrLines:
+    """Bytes of a stream cut into bounded lines of text (before redaction)."""
+
+    def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max = max_line
+        self._skipping = False  # a cut line's rest, discarded up to its newline
+
+    def feed(self, data: bytes) -> list[_Line]:
+        """The lines ``data`` ends; a line over the cap is its head, cut."""
+        lines: list[_Line] = []
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            piece = data[start:] if end < 0 else data[start:end]
+            start = len(data) if end < 0 else end + 1
+            if self._skipping:
+                self._skipping = end < 0
+                continue
+            self._buffer += piece
+            if len(self._buffer) > self._max:
+                lines.append(self._cut())
+                self._skipping = end < 0
+            elif end >= 0:
+                lines.append(_Line(_text(self._buffer), False))
+                self._buffer.clear()
+        return lines
+
+    def end(self) -> list[_Line]:
+        """The last line, if the stream ended without a newline."""
+        if not self._buffer:
+            return []
+        line = _Line(_text(self._buffer), False)
+        self._buffer.clear()
+        return [line]
+
+    def _cut(self) -> _Line:
+        head = _text(self._buffer[:self._max])
+        self._buffer.clear()
+        return _Line(head, True)
+
+
+def cut(redacted: str, margin: int, max_line: int = MAX_LINE_BYTES) -> str:
+    """A cut line's head, redacted, as it is written: without its last ``margin``
+    characters (a secret the cut fell in may start there), then the word the cut fell in."""
+    head = redacted[:max(len(redacted) - margin, 0)]
+    end = max(head.rfind(" "), head.rfind("\t"))
+    head = head[:end + 1] if end >= 0 else ""
+    return f"{head}[cut: line over {max_line} bytes]"
+
+
+class UpstreamStderr:
+    """One upstream's stderr pipe: :meth:`child_end` for the process, :meth:`relay`
+    to read it, :meth:`finish` when the process is stopped."""
+
+    def __init__(self, errlog: TextIO, redaction: StderrRedaction | None = None) -> None:
+        self._errlog = errlog
+        self._redaction = redaction or StderrRedaction()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        self._done = anyio.Event()
+        self._scope: anyio.CancelScope | None = None
+        self._dropped = 0
+
+    def child_end(self) -> int:
+        """The write end of the pipe, for the process's stderr."""
+        return self._write_fd
+
+    def spawned(self) -> None:
+        """The process has its copy of the write end (or was not started): close ours,
+        so that the pipe ends when the process's copies do."""
+        if self._write_fd >= 0:
+            os.close(self._write_fd)
+            self._write_fd = -1
+
+    def close(self) -> None:
+        """Close both ends (the relay never ran)."""
+        self.spawned()
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
+
+    async def finish(self, timeout: float = FLUSH_SECONDS) -> None:
+        """Wait at most ``timeout`` for the relay to end (the server's last lines), then
+        stop it."""
+        if self._scope is None:  # the relay has not started: it will find the pipe closed
+            self.close()
+            return
+        with anyio.move_on_after(timeout):
+            await self._done.wait()
+        self._scope.cancel()
+
+    async def relay(self) -> None:
+        """Read the pipe until it ends, writing each line redacted to the error log."""
+        send, receive = anyio.create_memory_object_stream[_Line](MAX_WAITING_LINES)
+        try:
+            # shielded: the connection's end cancels its tasks, and the server's last
+            # lines come after that; only finish() stops the relay
+            with anyio.CancelScope(shield=True) as self._scope:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._write, receive)
+                    await self._read(send)
+        finally:
+            self._done.set()
+            self.close()
+
+    async def _read(self, send: MemoryObjectSendStream[_Line]) -> None:
+        lines = StderrLines()
+        async with send:
+            while True:
+                try:
+                    data = os.read(self._read_fd, _READ_BYTES)
+                except BlockingIOError:
+                    await anyio.wait_readable(self._read_fd)
+                    continue
+                except OSError:
+                    data = b""
+                for line in lines.feed(data) if data else lines.end():
+                    try:
+                        send.send_nowait(line)
+                    except anyio.WouldBlock:
+                        self._dropped += 1
+                if not data:
+                    return
+                await anyio.lowlevel.checkpoint()
+
+    async def _write(self, receive: MemoryObjectReceiveStream[_Line]) -> None:
+        # a thread of its own: a log that blocks never takes the threads the store's
+        # calls run in
+        limiter = anyio.CapacityLimiter(1)
+        async with receive:
+            async for line in receive:
+                batch = [line]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                dropped, self._dropped = self._dropped, 0
+                await anyio.to_thread.run_sync(self._write_lines, batch, dropped,
+                                               abandon_on_cancel=True, limiter=limiter)
+
+    def _write_lines(self, batch: list[_Line], dropped: int) -> None:
+        text = "".join(f"{self._redacted(line)}\n" for line in batch)
+        if dropped:
+            text = (f"[{dropped} lines of the upstream's stderr were dropped: "
+                    f"the log did not keep up]\n{text}")
+        try:
+            self._errlog.write(text)
+            self._errlog.flush()
+        except (OSError, ValueError):  # the log is closed or broken: the lines are lost
+            pass
+
+    def _redacted(self, line: _Line) -> str:
+        redacted = self._redaction.line(line.text)
+        return cut(redacted, self._redaction.margin) if line.is_cut else redacted
+
+
+def _text(data: bytes | bytearray) -> str:
+    return bytes(data).decode("utf-8", "replace")
