@@ -184,14 +184,7 @@ async def test_h11_checks_a_head_that_came_behind_an_answered_request(
         writes: tuple[bytes, ...]) -> None:
     # the raw head (an obs-fold h11 would mend) is checked once a read could have made it
     # whole, or once the request before it is answered, not on every read
-    called: list[bytes] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        called.append(scope["raw_path"])
-        await _app(scope, receive, send)
-
-    async with _serving(NoDelayH11Protocol, app=app) as (_server, port):
-        answer = await exchange(port, *writes, wait=WAIT)
+    answer, called = await _answer_and_requests(NoDelayH11Protocol, *writes)
     assert called == [b"/1"]
     assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in answer
 
@@ -293,10 +286,10 @@ _REFUSED_HEADS = [
 ]
 
 
-async def _answer_and_requests(protocol: type[asyncio.Protocol], data: bytes
+async def _answer_and_requests(protocol: type[asyncio.Protocol], *writes: bytes
                                ) -> tuple[bytes, list[bytes]]:
-    """The answer to ``data`` up to the server's close, and the paths the application
-    was called for."""
+    """The answer to ``writes`` (on one connection) up to the server's close, and the
+    paths the application was called for."""
     called: list[bytes] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -304,7 +297,7 @@ async def _answer_and_requests(protocol: type[asyncio.Protocol], data: bytes
         await _app(scope, receive, send)
 
     async with _serving(protocol, app=app) as (_server, port):
-        answer = await exchange(port, data, wait=WAIT)
+        answer = await exchange(port, *writes, wait=WAIT)
     return answer, called
 
 
