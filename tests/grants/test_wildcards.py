@@ -139,3 +139,47 @@ def test_a_delegated_wildcard_stays_open_only_where_the_parents_was(setup: Setup
     narrowed = delegate(exact)
     assert narrowed.claims.wildcards is None
     assert [e.tool for e in narrowed.claims.scope.tools] == ["git/git_log"]
+
+
+def test_a_later_tool_of_a_delegated_wildcard_is_decided_for_every_agent_of_its_line(
+        setup: Setup) -> None:
+    # The coder may never be issued git_push_force; its `git/*` grant was decided before
+    # the tool existed, and it hands `git/*` on to the support agent, whom the policy
+    # would issue it. The child may use no more than its parent could: the later tool
+    # is decided for the coder as well, and refused (it was decided for the support
+    # agent alone, and allowed).
+    from proctor.grants.authority import EXCHANGE_METHOD
+
+    from .conftest import ISSUER, SUPPORT
+
+    bundle = load_bundle(EXAMPLES)
+    setup.engine.activate(setup.engine.compile({**bundle.sources, "never.cedar": (
+        '@id("coder-never-pushes")\n'
+        f'forbid (principal == Agent::"{CODER}", action == Action::"grant:issue", '
+        'resource == Tool::"git/git_push_force");\n')}))
+    task = setup.authority.start_task(CODER, purpose="release", on_behalf_of="a@acme.example")
+    parent = setup.authority.issue(task.id, GrantScope.from_json({"tools": [{"tool": "git/*"}]}))
+    setup.engine.extend_catalog([PUSH])
+    assert _use(setup, parent, "git/git_push_force", {"repo_path": "/srv/x"}) \
+        == "issuance_denied"
+    proof = make_proof(setup.agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                       target=ISSUER, now=setup.clock.now())
+    child = setup.authority.exchange(parent.token, proof, to_agent=SUPPORT, ttl_seconds=60,
+                                     scope=GrantScope.from_json({"tools": [{"tool": "git/*"}]}))
+    assert isinstance(child, IssuedGrant)
+    assert child.claims.wildcards is not None
+    assert "git/git_push_force" not in [e.tool for e in child.claims.scope.tools]
+
+    def use_child(tool: str) -> str:
+        proof = make_proof(setup.agents.keys[SUPPORT], child.token, method="tools/call",
+                           target=TARGET, now=setup.clock.now())
+        try:
+            setup.authority.check(child.token, proof, method="tools/call", target=TARGET,
+                                  tool_id=tool, args={"repo_path": "/srv/x"})
+        except GrantError as exc:
+            return exc.code
+        return "ok"
+
+    assert use_child("git/git_push_force") == "issuance_denied"
+    assert use_child("git/git_push_force") == "issuance_denied"  # and again (cached)
+    assert use_child("git/git_log") == "ok"

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -443,10 +443,18 @@ class GrantAuthority:
         if not later:
             raise GrantError("grant_out_of_scope", f"tool `{tool_id}` with these "
                              "arguments is outside the grant's scope")
-        rows = self._store.fetch("SELECT max_uses FROM grants WHERE id = {p}",
-                                 [claims.grant_id])
-        max_uses = rows[0][0] if rows else None
-        self._issuer.decide_later_tool(claims, tool_id, self.task(claims.task_id), max_uses)
+        # a delegated grant allows no more than each grant of its line could: the tool
+        # is decided for every agent of the line, the first holder first (each of their
+        # wildcards matched it: a child's stays open only where its parent's was)
+        task = self.task(claims.task_id)
+        for depth in range(len(claims.ancestors), -1, -1):
+            link = claims if depth == 0 else replace(
+                claims, grant_id=claims.ancestors[depth - 1],
+                agent_id=claims.actor_chain[depth - 1], ancestors=claims.ancestors[depth:],
+                actor_chain=claims.actor_chain[depth:])
+            rows = self._store.fetch("SELECT max_uses FROM grants WHERE id = {p}",
+                                     [link.grant_id])
+            self._issuer.decide_later_tool(link, tool_id, task, rows[0][0] if rows else None)
 
     def inspect(self, token: str) -> CheckedGrant:
         """Tell the truth about a grant without using it: its signature and claims, its
