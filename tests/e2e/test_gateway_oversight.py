@@ -11,6 +11,7 @@ HTTP in this process."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -35,6 +36,7 @@ from tests.e2e.conftest import http_upstream
 from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
 from tests.gateway.failing_upstream import create_server as create_failing
 from tests.gateway.in_process import listening_socket, served, url_of, wrapped
+from tests.gateway.media_upstream import create_server as create_media
 
 
 @asynccontextmanager
@@ -157,6 +159,43 @@ async def test_an_injected_secret_an_upstream_quotes_in_its_listings_is_redacted
     shown = json.dumps([m.model_dump(mode="json") for m in wire])
     assert value not in shown
     assert shown.count("[REDACTED:known_secret]") == 4
+    assert value not in _audit_text(deployment)
+
+
+@sqlite_only
+async def test_an_injected_secret_inside_base64_media_is_redacted_and_the_media_stays_base64(
+        deployment: Deployment) -> None:
+    # the secret inside a PNG and a resource's blob (in a result, and read), at an offset
+    # that is not a multiple of three and followed by other bytes: an image's data and a
+    # blob were passed on unscanned
+    value = "tok_" + secrets.token_urlsafe(22)  # 34 characters: 1 over a 3-byte group
+    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
+                        load_master_key(deployment.settings.home))
+    store.put("upstream-token", value, by="erin@acme.example")
+    sock = listening_socket()
+    async with served(create_media(value).streamable_http_app(), sock):
+        config = deployment.config({"upstreams": {"test": {
+            "url": f"{url_of(sock)}/mcp",
+            "headers": {"X-Upstream-Token": "${secret:upstream-token}"}}}})
+        wire: list[types.JSONRPCMessage] = []
+        async with wrapped(deployment, deployment.grant(), [], config=config, server="test",
+                           wire=wire) as client:
+            result = await client.call_tool("media", {})
+            read = await client.read_resource("config://app")
+    image, embedded = result.content
+    assert isinstance(image, types.ImageContent)
+    assert isinstance(embedded, types.EmbeddedResource)
+    assert isinstance(embedded.resource, types.BlobResourceContents)
+    blob = read.contents[0]
+    assert isinstance(blob, types.BlobResourceContents)
+    decoded = [base64.b64decode(m, validate=True)
+               for m in (image.data, embedded.resource.blob, blob.blob)]
+    assert decoded[0].startswith(b"\x89PNG") and decoded[0].endswith(b"\x00IEND")
+    assert all(b"[REDACTED:known_secret]" in d and value.encode() not in d for d in decoded)
+    assert value not in json.dumps([m.model_dump(mode="json") for m in wire])
+    redactions = list(iter_events(deployment.runtime.store,
+                                  EventFilter(action="gateway.redact")))
+    assert {e.event["target"] for e in redactions} == {"test/media", "test/resources.read"}
     assert value not in _audit_text(deployment)
 
 

@@ -133,12 +133,42 @@ def test_media_is_searched_for_known_secrets_only() -> None:
     image = {"type": "image", "data": noise, "mimeType": "image/png"}
     leaked = {"type": "resource", "resource": {
         "uri": "file:///x", "mimeType": "application/octet-stream",
-        "blob": base64.b64encode(b"cfg " + INJECTED.encode()).decode()}}
-    guard = OutputGuard(known_secrets=["cfg " + INJECTED])
+        "blob": base64.b64encode(b"cfg " + INJECTED.encode() + b"\n").decode()}}
+    guard = OutputGuard(known_secrets=[INJECTED])
     result = guard.scan({"content": [image, leaked]})
     assert result.value["content"][0] == image
-    assert result.value["content"][1]["resource"]["blob"] == "[REDACTED:known_secret]"
+    blob = result.value["content"][1]["resource"]["blob"]
+    assert base64.b64decode(blob, validate=True) == b"cfg [REDACTED:known_secret]\n"
     assert [f.path for f in result.findings] == ["/content/1/resource/blob"]
+
+
+@pytest.mark.parametrize("length", [8, 9, 10, 11, 12, 33])
+def test_a_secret_is_found_in_base64_wherever_it_starts_and_whatever_follows(
+        length: int) -> None:
+    # base64 of a secret inside longer data (`user:secret`, a file) depends on the
+    # secret's offset in a 3-byte group and on the bytes around it: its encoding on its
+    # own matched only at offset 0, with nothing after it (or a length divisible by 3)
+    secret = "".join(random.Random(length).choices(string.ascii_letters, k=length))
+    guard = OutputGuard(known_secrets=[secret], detect_high_entropy=False)
+    for before in ("", "u", "us", "user:"):
+        for after in ("", "@", "@h", "@host"):
+            data = f"{before}{secret}{after}".encode()
+            for encoded in (base64.b64encode(data).decode(),
+                            base64.urlsafe_b64encode(data).decode()):
+                result = guard.scan(f"Authorization: Basic {encoded}")
+                assert [f.kind for f in result.findings] == ["known_secret"], (before, after)
+            media = guard.scan({"mimeType": "image/png",
+                                "data": base64.b64encode(b"\x89PNG" + data).decode()})
+            assert base64.b64decode(media.value["data"], validate=True) == (
+                f"\x89PNG{before}[REDACTED:known_secret]{after}".encode("latin-1"))
+
+
+def test_media_that_is_not_base64_is_searched_as_text() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED])
+    result = guard.scan({"mimeType": "text/plain", "blob": f"token={INJECTED}!"})
+    assert result.value["blob"] == "token=[REDACTED:known_secret]!"
+    assert [f.kind for f in result.findings] == ["known_secret"]
+
 
 
 def test_random_looking_strings_are_redacted() -> None:

@@ -5,7 +5,9 @@ listings of tools, prompts and resources) goes through the output guard before t
 agent sees it: known credential
 formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
-are not text and are passed through unscanned.
+are not text: they are searched for the injected secrets only, in the bytes they
+decode to and as text (:meth:`proctor.oversight.OutputGuard.redact_media`), and
+a secret found is replaced there, the payload staying base64.
 
 A value the guard cannot read through (nested deeper than
 :data:`proctor.documents.MAX_DEPTH`) is not passed on: such arguments are refused
@@ -86,12 +88,18 @@ class ResultGuard:
             raise rpc_error("upstream_invalid_result", f"the answer of "
                             f"{tool_id} cannot pass the output guard: {exc.message}") from None
         redacted = outcome.value
+        found = len(outcome.findings)
+        for index, (where, payload) in enumerate(binary):
+            cleaned, hits = self._guard.redact_media(payload)
+            if hits:
+                binary[index] = (where, cleaned)
+                found += hits
         if outcome.grant_tokens:
             await self._revoke_leaked(outcome.grant_tokens, claims=claims,
                                       found_in=f"result of {tool_id}")
-        if outcome.findings:
+        if found:
             await self._record("gateway.redact", claims, tool_id, "redacted",
-                               {"findings": len(outcome.findings)}, decision_event)
+                               {"findings": found}, decision_event)
         elif redacted == document:  # nothing to take out: the model as it came
             return result
         return type(result).model_validate(_restore(redacted, binary), by_name=False)

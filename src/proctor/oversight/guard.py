@@ -5,7 +5,10 @@ result as JSON) and returns a redacted copy, what was found where, and the
 proctor grants it saw. In each string, in this order:
 
 1. **known secrets** — the values the gateway injected into the upstream, also
-   JSON-escaped, percent-encoded and base64-encoded: ``known_secret``;
+   JSON-escaped, percent-encoded and base64-encoded (standard and URL-safe, at any
+   of the three offsets a secret can start at inside longer base64 — an HTTP Basic
+   credential, a file — without the characters it shares with its neighbours):
+   ``known_secret``;
 2. **JWTs** — one whose unverified ``iss`` is proctor's own is a leaked grant
    (``proctor_grant``; the raw token goes to the caller, who verifies and revokes
    it); any other is ``jwt``;
@@ -17,8 +20,9 @@ proctor grants it saw. In each string, in this order:
 Each hit becomes ``[REDACTED:<kind>]``. In mappings, the value of a key that
 names a secret (``password``, ``api_key``, ``Authorization``…) is redacted
 whole (``credential_pair``), and base64 media (``data``/``blob`` beside a
-``mimeType``) is searched for known secrets only. Findings name the kind and
-the JSON Pointer of the string, never the secret.
+``mimeType``) is searched for known secrets only, as text and decoded
+(:meth:`OutputGuard.redact_media`). Findings name the kind and the JSON Pointer of
+the string, never the secret.
 
 >>> guard = OutputGuard(known_secrets=["s3cr3t-value"])
 >>> result = guard.scan({"content": [{"type": "text", "text": "key is s3cr3t-value"}]})
@@ -29,6 +33,7 @@ the JSON Pointer of the string, never the secret.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -49,6 +54,7 @@ __all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
 # ``mimeType``): random by nature, so only known secrets are looked for there.
 _BINARY_FIELDS = frozenset({"data", "blob"})
 _ENCODED_MIN_CHARS = 8  # shorter secrets are matched as they are only
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def redaction(kind: str) -> str:
@@ -97,6 +103,7 @@ class OutputGuard:
         self._entropy = detect_high_entropy
         self._lock = threading.Lock()
         self._known: tuple[str, ...] = ()
+        self._known_bytes: tuple[bytes, ...] = ()  # the same forms, in decoded media
         for value in known_secrets:
             self.add_known_secret(value)
 
@@ -112,10 +119,33 @@ class OutputGuard:
         if len(value) >= _ENCODED_MIN_CHARS:
             raw = value.encode("utf-8", "surrogatepass")
             forms |= {quote(value, safe=""),
-                      base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw)}
+                      base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
+                      *_base64_cores(raw)}
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
             self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
+            self._known_bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._known)
 
+    def redact_media(self, encoded: str) -> tuple[str, int]:
+        """Base64 media (an image's ``data``, a resource's ``blob``) with the known
+        secrets it holds redacted, and how many it held: searched in the bytes it
+        decodes to (where each is replaced by ``[REDACTED:known_secret]`` and the bytes
+        encoded again, so the media stays base64), then as text (where a secret is
+        replaced in the text, even if that leaves no base64)."""
+        found = 0
+        try:
+            raw = base64.b64decode(encoded, validate=False)
+        except (binascii.Error, ValueError):  # not base64: searched as text only
+            raw = b""
+        mark = redaction("known_secret").encode()
+        for form in self._known_bytes if raw else ():
+            if form in raw:
+                found += raw.count(form)
+                raw = raw.replace(form, mark)
+        if found:
+            encoded = base64.b64encode(raw).decode()
+        state = _Scan()
+        encoded = self._known_secrets(encoded, "", state)
+        return encoded, found + len(state.findings)
     def scan(self, value: Any) -> GuardResult:
         """A redacted copy of ``value``, the findings and the proctor grants it holds.
 
@@ -157,7 +187,8 @@ class OutputGuard:
                 state.findings.append(Finding("credential_pair", where))
                 out[key] = redaction("credential_pair")
             elif has_media and key in _BINARY_FIELDS and isinstance(item, str):
-                out[key] = self._known_secrets(item, where, state)
+                out[key], found = self.redact_media(item)
+                state.findings += [Finding("known_secret", where)] * found
             else:
                 out[key] = self._walk(item, where, depth + 1, state)
         return out
@@ -189,6 +220,19 @@ class OutputGuard:
             state.grants[token] = None
         state.findings.append(Finding(kind, path))
         return redaction(kind)
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """What base64 (standard and URL-safe) holds of ``raw`` wherever it starts in longer
+    data: for each of the three offsets in a 3-byte group, the characters made of
+    ``raw``'s bits only (the first and last may share bits with its neighbours)."""
+    cores: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw)
+        first = (8 * offset + 5) // 6  # the first character past the offset's bits
+        core = encoded[first:8 * (offset + len(raw)) // 6]
+        cores |= {core.decode(), core.translate(_URLSAFE).decode()}
+    return cores
 
 
 def _is_secret_scalar(value: Any) -> bool:
