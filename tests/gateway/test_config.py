@@ -52,6 +52,7 @@ upstreams:
 @pytest.mark.parametrize(("document", "says"), [
     ({"upstreams": {"Git": {"command": ["x"]}}}, "upstream `Git`"),
     ({"upstreams": {"a__b": {"command": ["x"]}}}, "single `_`"),
+    ({"upstreams": {"git\n": {"command": ["x"]}}}, "single `_`"),
     ({"upstreams": {"git": {"command": ["x"], "url": "https://x"}}}, "not both"),
     ({"upstreams": {"git": {"command": ["x"], "headers": {"X-Key": "v"}}}}, "HTTP upstream"),
     ({"upstreams": {"crm": {"url": "https://x", "headers": {"DPoP": "v"}}}}, "set by the gateway"),

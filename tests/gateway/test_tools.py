@@ -73,8 +73,10 @@ def test_tools_that_disagree_or_have_a_broken_schema_are_left_out(engine: Policy
     later = registry.register(upstream, [
         _tool("git_show", {"type": "object", "properties": {"other": {"type": "string"}}}),
         _tool("git_branch", {"type": "object", "properties": {"x": {"type": 7}}}),
-        _tool("resources.read")])
+        _tool("resources.read"), _tool("git_show\n")])
     assert "git_show" not in later and "git_branch" not in later
+    # a look-alike of a tool's name (a line break at its end) is no tool of its own
+    assert "git_show\n" not in later
     assert later["resources.read"].listed is None  # the gateway's own, not the upstream's
 
 

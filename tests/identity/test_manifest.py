@@ -45,6 +45,7 @@ def test_differences_name_the_changed_fields() -> None:
     {"weights_digest": "sha256:abc"}, {"weights_digest": "md5:" + "a" * 32},
     {"system_prompt_digest": "sha256:" + "A" * 64}, {"tools": "git/git_log"},
     {"tools": ("a", "a")}, {"tools": ("",)}, {"tools": tuple(str(i) for i in range(1025))},
+    {"weights_digest": digest("d") + "\n"},  # a digest's pattern holds to the end
 ])
 def test_an_invalid_manifest_is_refused_with_manifest_invalid(change: dict[str, Any]) -> None:
     with pytest.raises(IdentityError) as caught:

@@ -40,6 +40,12 @@ def test_a_bare_name_is_placed_in_the_configured_trust_domain() -> None:
     "spiffe://acme.example:443/agent/coder",
     "spiffe://acme.example/agent/" + "a" * 129,
     "spiffe://" + "a" * 600 + "/agent/coder",
+    # look-alikes of spiffe://acme.example/agent/coder (found by review: each was an
+    # agent id of its own)
+    "spiffe://acme.example/agent/coder\n",
+    "spiffe://acme.example./agent/coder",
+    "spiffe://.acme.example/agent/coder",
+    "spiffe://acme..example/agent/coder",
 ])
 def test_a_malformed_agent_id_is_refused_with_agent_id_invalid(value: str) -> None:
     with pytest.raises(IdentityError) as caught:

@@ -27,7 +27,7 @@ mcp_app = typer.Typer(no_args_is_help=True, help="Put proctor in front of MCP se
 
 _PACKAGE_NAME = re.compile(r"mcp[-_]server[-_]([a-z0-9][a-z0-9_.-]{0,40})", re.IGNORECASE)
 _EXIT_SESSION_CLOSED = 2
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 def server_name_for(command: list[str]) -> str:

@@ -63,10 +63,10 @@ __all__ = ["GatewayConfig", "ToolLabels", "UpstreamConfig", "load_gateway_config
            "parse_gateway_config", "secret_names"]
 
 _MAX_CONFIG_BYTES = 256 * 1024
-_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]|_(?!_)){0,63}$")
+_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]|_(?!_)){0,63}\Z")
 _SECRET_REF = re.compile(r"\$\{secret:([A-Za-z0-9_.-]{1,128})\}")
-_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Headers proctor sets itself or that would carry the agent's credentials onwards.
 _RESERVED_HEADERS = {"dpop", "mcp-session-id", "mcp-protocol-version", "host", "content-length"}
 

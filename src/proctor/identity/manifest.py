@@ -40,7 +40,7 @@ from proctor.errors import IdentityError
 __all__ = ["ATTESTED_FIELDS", "DIGEST_PATTERN", "Manifest", "canonical_json", "file_digest",
            "load_manifest"]
 
-DIGEST_PATTERN = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
+DIGEST_PATTERN = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})\Z")
 _MAX_TEXT = 256
 _MAX_TOOLS = 1024
 _MAX_FILE_BYTES = 256 * 1024

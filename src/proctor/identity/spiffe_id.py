@@ -12,6 +12,7 @@ AgentId(id='spiffe://acme.example/agent/coder', trust_domain='acme.example', nam
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import NamedTuple
 
@@ -44,6 +45,12 @@ MAX_AGENT_ID_LENGTH = 512
 MAX_NAME_LENGTH = 128
 _MAX_TRUST_DOMAIN_LENGTH = 255
 _FORM = "spiffe://<trust-domain>/agent/<name>"
+# What the SPIFFE standard allows, to the end of the text: the package's own check lets
+# a line break through at the end (a pattern's `$`), which made `coder\n` an agent of its
+# own beside `coder`. A trust domain's labels are never empty, so `acme.example.` (the
+# same name to DNS) is not a second trust domain beside `acme.example`.
+_NAME = re.compile(r"[A-Za-z0-9._-]+\Z")
+_TRUST_DOMAIN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\Z")
 
 
 class AgentId(NamedTuple):
@@ -80,6 +87,10 @@ def parse_agent_id(value: str) -> AgentId:
     if len(segments) != 2 or segments[0] != "agent":
         raise IdentityError("agent_id_invalid", f"agent id `{shown}` is not of the form {_FORM}")
     name = segments[1]
+    if not _NAME.match(name) or not _TRUST_DOMAIN.match(trust_domain):
+        raise IdentityError("agent_id_invalid", f"agent id `{shown}` is not a valid SPIFFE ID: "
+                            "a trust domain is dot-separated labels of lowercase letters, "
+                            "digits, `-` and `_`; a name is letters, digits, `.`, `-` and `_`")
     if len(name) > MAX_NAME_LENGTH:
         raise IdentityError("agent_id_invalid",
                             f"agent name in `{shown}` is longer than {MAX_NAME_LENGTH} characters")

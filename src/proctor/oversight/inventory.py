@@ -41,7 +41,7 @@ __all__ = ["BROAD_SCOPES", "KINDS", "UNUSED_AFTER", "Connector", "ConnectorRepor
 
 KINDS = ("mcp_server", "saas", "oauth_app")
 UNUSED_AFTER = timedelta(days=30)
-_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]){0,63}$")
+_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]){0,63}\Z")
 _LAST_USE_SCAN = 20_000  # allowed decisions read, newest first, to find a last use
 
 # Scopes each provider's documentation describes as granting broad access (whole

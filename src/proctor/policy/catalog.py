@@ -20,8 +20,8 @@ from proctor.policy.arguments import ArgShape, shape_from_json_schema
 
 __all__ = ["Sensitivity", "ToolCatalog", "ToolSpec", "load_catalog"]
 
-_SERVER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_TOOL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_SERVER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
+_TOOL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}\Z")
 
 
 class Sensitivity(IntEnum):

@@ -23,7 +23,7 @@ from proctor.policy.schema import CompiledSchema
 __all__ = ["TRUST_STATES", "EntityGraph", "load_principals", "principal_entities", "tool_entities"]
 
 TRUST_STATES = ("trusted", "drifted", "unattested", "suspended", "retired")
-_SPIFFE_AGENT = re.compile(r"^spiffe://([a-z0-9._-]+)/agent/([A-Za-z0-9._-]{1,128})$")
+_SPIFFE_AGENT = re.compile(r"^spiffe://([a-z0-9._-]+)/agent/([A-Za-z0-9._-]{1,128})\Z")
 
 
 def _uid(type_: str, id_: str) -> dict[str, str]:
