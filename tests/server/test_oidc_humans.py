@@ -17,10 +17,12 @@ from joserfc.jwk import RSAKey
 
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
+from proctor.config import Settings
+from proctor.identity import OidcProof
 from proctor.identity.humans import issuer_from_config
-from proctor.runtime import Runtime
+from proctor.runtime import Runtime, open_runtime
 from proctor.server import ServerConfig
-from tests.identity.factories import sign
+from tests.identity.factories import manifest, sign
 
 from .conftest import BASE_URL, make_app
 from .test_authentication import assert_problem
@@ -201,3 +203,42 @@ async def test_a_provider_key_set_nested_too_deep_refuses_sign_in_and_is_not_a_5
     provider.served = None
     frozen.advance(seconds=31)
     assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200
+
+
+async def test_an_agents_workload_token_never_signs_in_as_a_human(
+        settings: Settings, provider: Provider, frozen: FrozenClock) -> None:
+    # One provider for people and for workloads, with one audience (Entra ID, Okta):
+    # the agent registered for subject `svc-deployer` of the issuer presents its own
+    # workload token, which carries a role claim (an app role given to the workload).
+    # It is the agent's token: never a human's sign-in, whatever roles it carries
+    # (found by review: it signed in as the human `svc-deployer`, an approver).
+    jwks = settings.home / "provider.jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**provider.keys["k1"].as_dict(private=False),
+                                          "kid": "k1", "use": "sig"}]}))
+    (settings.home / "identity.toml").write_text(
+        f'[[oidc_issuers]]\nissuer = "{ISSUER}"\naudience = "proctor-api"\n'
+        f'jwks_file = "{jwks.name}"\n')
+    runtime = open_runtime(settings, clock=frozen)
+    try:
+        runtime.registry.register(
+            "spiffe://acme.example/agent/deployer", owner="bob@acme.example",
+            proof=OidcProof(issuer=ISSUER, subject="svc-deployer"), manifest=manifest())
+        issuer = issuer_from_config({
+            "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+            "algorithms": ["RS256"], "roles": {"approver": "approver"}}, Path(), frozen)
+        app, _ = make_app(runtime, ServerConfig(oidc_issuers=(issuer,)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=BASE_URL) as http:
+            now = int(frozen.now().timestamp())
+            workload = provider.token(now, sub="svc-deployer", email=None, groups=None,
+                                      roles=["approver"])
+            assert_problem(await http.get("/v1/whoami", headers=bearer(workload)), 401,
+                           "proof_claims_invalid")
+            assert_problem(await http.get("/v1/approvals", headers=bearer(workload)), 401,
+                           "proof_claims_invalid")
+            person = provider.token(now, sub="dave@acme.example", roles=["approver"])
+            me = await http.get("/v1/whoami", headers=bearer(person))
+            assert (me.json()["type"], me.json()["id"], me.json()["roles"]) == (
+                "human", "dave@acme.example", ["approver"])
+    finally:
+        runtime.close()

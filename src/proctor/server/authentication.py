@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from proctor.clock import Clock
 from proctor.codes import Code
@@ -118,8 +119,24 @@ class RequestAuthenticator:
         claims = peek(value).claims
         if self._humans.accepts(claims):
             human = self._humans.verify(value, now=self._clock.now())
+            agent = self._workload_agent(claims)
+            if agent is not None:
+                raise unauthenticated("proof_claims_invalid", f"the token is the workload "
+                                      f"token of agent `{agent}`: agents never sign in as "
+                                      "humans")
             return Principal(PrincipalKind.HUMAN, human.id, human.roles, "oidc")
         return self._workload(value, confirmed_later)
+
+    def _workload_agent(self, claims: Mapping[str, Any]) -> str | None:
+        """The agent registered for the subject of a verified token whose issuer is also
+        an issuer of agents' workload tokens (one provider for people and workloads):
+        such a token is that agent's, never a human's sign-in. None for any other."""
+        issuer = self._registry.trust.issuers.get(str(claims.get("iss")))
+        subject = claims.get(issuer.subject_claim) if issuer is not None else None
+        if issuer is None or not isinstance(subject, str):
+            return None
+        agent = self._registry.find_by_subject(issuer.issuer, subject)
+        return agent.id if agent is not None else None
 
     def _workload(self, token: str, confirmed_later: bool) -> Principal:
         remembered = self._remembered.get(token)
