@@ -204,3 +204,19 @@ def test_the_api_and_the_gateways_read_their_answers_from_the_registry() -> None
 def test_docs_errors_md_is_generated_from_the_registry() -> None:
     page = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     assert page == codes.markdown(), "run scripts/errors-doc"
+
+
+def test_only_a_failure_that_passes_says_when_to_retry() -> None:
+    from proctor.gateway.rpc import rpc_error
+    from proctor.server.problems import problem_response
+
+    # a policy that cannot be evaluated fails the same way every time: not a 503, which
+    # clients retry
+    assert codes.http_status("engine_error") == 500
+    assert "retry-after" not in problem_response(500, "engine_error", "no").headers
+    assert "retry_after_seconds" not in (rpc_error("engine_error", "no").error.data or {})
+    for code in ("store_unavailable", "audit_unavailable"):
+        assert problem_response(503, code, "no").headers["retry-after"] == "1"
+        assert rpc_error(code, "no").error.data == {"reason": code, "retry_after_seconds": 1}
+    assert all(info.status == 503 for info in REGISTRY.values()
+               if info.retry_after_seconds is not None)

@@ -39,6 +39,7 @@ __all__ = [
     "http_status",
     "known",
     "markdown",
+    "retry_headers",
     "rpc_code",
 ]
 
@@ -130,13 +131,17 @@ class CodeInfo:
     ``status``: the HTTP status of a problem with this code. ``rpc``: the JSON-RPC
     error code of a gateway error with this code (any refusal of a call is
     -32010). ``authenticates``: a code of a failed authentication, answered 401
-    when it fails one.
+    when it fails one. ``retry_after_seconds``: a failure that passes (a store or
+    a log out of reach for a while): its HTTP answers carry ``Retry-After`` with
+    this value, and its JSON-RPC errors ``data.retry_after_seconds``; a code
+    without it is not worth retrying as it is (the same request fails again).
     """
 
     meaning: str
     status: int = 403
     rpc: int = CALL_DENIED
     authenticates: bool = False
+    retry_after_seconds: int | None = None
 
 
 def _auth(meaning: str, status: int = 403) -> CodeInfo:
@@ -148,7 +153,7 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "config_invalid": CodeInfo("a configuration file, setting or environment variable that "
                                "proctor cannot use", 422),
     "store_unavailable": CodeInfo("the database cannot be reached or refused the operation",
-                                  503),
+                                  503, retry_after_seconds=1),
     "store_migration_failed": CodeInfo("the database schema could not be brought up to date",
                                        503),
     "not_found": CodeInfo("nothing of that kind has that id (a path no route serves, too)",
@@ -185,14 +190,16 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "invalid_request": CodeInfo("the decision request does not match the policy schema "
                                 "(unknown action, entity or context)"),
     "engine_error": CodeInfo("the policy engine failed on the request (a policy that "
-                             "failed to evaluate, or the engine itself): a call or an "
-                             "issuance denied, audited, and answered 503, not as a "
-                             "policy's deny, so that callers and operators see a failure "
-                             "to alert on", 503),
+                             "failed to evaluate, such as an attribute read without "
+                             "`has`, or the engine itself): a call or an issuance denied, "
+                             "audited, and answered 500, not as a policy's deny, so that "
+                             "callers and operators see a failure to alert on; the same "
+                             "request against the same policies fails again, so it is "
+                             "not a 503 and carries no `Retry-After`: fix the policy", 500),
     # audit
     "audit_error": CodeInfo("the audit log's archive cannot be written or read", 503),
     "audit_unavailable": CodeInfo("an audit event could not be made durable, so what it "
-                                  "records is denied", 503),
+                                  "records is denied", 503, retry_after_seconds=1),
     "audit_integrity_failed": CodeInfo("the audit chain does not verify, so an operation that "
                                        "relies on it refused to run", 503),
     "audit_delivery_failed": CodeInfo("an audit stream's collector did not acknowledge a batch; "
@@ -415,6 +422,13 @@ def http_status(code: Code) -> int:
     return REGISTRY[code].status
 
 
+def retry_headers(code: Code) -> dict[str, str]:
+    """``Retry-After`` for a code whose failure passes (``retry_after_seconds``), else
+    no header: a client that retries on any 5xx is told which ones are worth it."""
+    seconds = REGISTRY[code].retry_after_seconds
+    return {} if seconds is None else {"Retry-After": str(seconds)}
+
+
 def rpc_code(code: Code) -> int:
     """The JSON-RPC error code of a gateway error with ``code``."""
     return REGISTRY[code].rpc
@@ -450,6 +464,12 @@ def markdown() -> str:
         "-32012 upstream failed, -32013 session closed, and the standard -32602 invalid",
         "params, -32600 invalid request, -32700 parse error.",
         "",
+        "A failure that passes (*retry N*: the store or the audit log out of reach) is",
+        "answered with `Retry-After: N` over HTTP and `data.retry_after_seconds: N` in a",
+        "JSON-RPC error. `engine_error` (a policy that cannot be evaluated, such as an",
+        "attribute read without `has`) fails the same way each time the request is sent:",
+        "it is answered 500, not 503, and without `Retry-After`.",
+        "",
         "Answers corrected when the registry was made (each was inconsistent before):",
         "JSON that is not a JSON-RPC message is `message_invalid` on stdio (its message",
         "began `invalid_request:`, the policy's code for a request that does not fit the",
@@ -462,6 +482,8 @@ def markdown() -> str:
     for code, info in sorted(REGISTRY.items()):
         status = f"{info.status} (401 auth)" if info.authenticates and info.status != 401 \
             else str(info.status)
+        if info.retry_after_seconds is not None:
+            status += f" (retry {info.retry_after_seconds})"
         meaning = info.meaning.replace("|", "\\|")
         lines.append(f"| `{code}` | {status} | {info.rpc} | {meaning} |")
     return "\n".join(lines) + "\n"

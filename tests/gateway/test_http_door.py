@@ -4,16 +4,32 @@ revoked; a request the gateway does not decide keeps the door's own store check.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
+from sqlalchemy.pool import QueuePool
 
 from proctor.clock import FrozenClock, SystemClock
+from proctor.config import MIN_POOL_SIZE
+from proctor.gateway import Gateway, GatewayConfig, UpstreamConfig
+from proctor.gateway.http import build_http_app
 from proctor.grants import CheckedGrant
-from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import Gate, agent, echo_through_gate, gateway_on
+from proctor.runtime import open_runtime
+from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
+from tests.gateway.in_process import (
+    Gate,
+    agent,
+    echo_through_gate,
+    gateway_on,
+    listening_socket,
+    served,
+    url_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +68,49 @@ async def test_a_call_on_a_live_session_is_checked_once_and_refused_once_revoked
             with pytest.raises(MCPError) as refused:
                 await client.call_tool("echo", {"text": "third"})
             assert refused.value.error.data["reason"] == "grant_revoked"
+
+
+async def test_a_grant_the_door_cannot_check_for_want_of_the_store_is_503_not_401(
+        deployment: Deployment) -> None:
+    # a grant checked while every connection of the store's pool is held: the check
+    # fails, not the grant. It was 401 `invalid_token` naming `store_unavailable`, which
+    # tells a client to drop a good grant; the API answers 503 with Retry-After
+    settings = dc_replace(deployment.settings, database_pool_size=MIN_POOL_SIZE,
+                          database_pool_timeout_seconds=0.2)
+    runtime = open_runtime(settings)
+    sock = listening_socket()
+    public = url_of(sock)
+    config = GatewayConfig(upstreams={"test": UpstreamConfig(
+        name="test", command=tuple(UPSTREAM), cwd=str(ROOT))},
+        public_url=public, listen=public.removeprefix("http://"))
+    grant = deployment.grant()
+    pool = runtime.store.engine.pool
+    assert isinstance(pool, QueuePool)
+    try:
+        async with served(build_http_app(Gateway.on(runtime, config)), sock), \
+                httpx2.AsyncClient(timeout=WAIT) as http:
+            with ExitStack() as held:
+                while pool.checkedout() < MIN_POOL_SIZE:
+                    held.enter_context(runtime.store.reading())
+                refused = await http.post(
+                    f"{public}/mcp/test", headers={
+                        "Authorization": f"Bearer {grant.token}",
+                        "Accept": "application/json, text/event-stream"},
+                    json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert "www-authenticate" not in refused.headers
+            error = refused.json()["error"]
+            assert error["data"] == {"reason": "store_unavailable", "retry_after_seconds": 1}
+            assert grant.token not in refused.text
+            # the store back, the same grant goes through the door
+            answered = await http.post(
+                f"{public}/mcp/test", headers={
+                    "Authorization": f"Bearer {grant.token}",
+                    "Accept": "application/json, text/event-stream"},
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}})
+            assert answered.status_code == 200, answered.text
+    finally:
+        runtime.close()

@@ -114,7 +114,7 @@ def test_a_refusal_answered_from_memory_is_still_audited_each_time() -> None:
         store.close()
 
 
-def test_a_control_plane_decision_the_engine_fails_is_refused_503_engine_error_and_audited(
+def test_a_control_plane_decision_the_engine_fails_is_refused_500_engine_error_and_audited(
         ) -> None:
     store = open_store("sqlite:///:memory:")
     audit = AuditLog(store)
@@ -127,7 +127,7 @@ def test_a_control_plane_decision_the_engine_fails_is_refused_503_engine_error_a
                             entity("Agent", CODER, roles=["agent"], owner="alice"),
                             context={"on_behalf_of": object()})
         # it was a 403 `forbidden`, as if a policy had denied it
-        assert (refused.value.status, refused.value.code) == (503, "engine_error")
+        assert (refused.value.status, refused.value.code) == (500, "engine_error")
         [event] = [e.event for e in search_events(store, EventFilter(), limit=10)]
         assert (event["action"], event["outcome"], event["decision"]["code"]) == (
             "api:task.start", "refused", "engine_error")

@@ -151,7 +151,7 @@ async def test_revoking_names_a_grant_by_accessor_or_id_never_by_token(agents: A
         ("human", "local-admin"), ("human", "local-admin")]
 
 
-async def test_an_issuance_the_policy_engine_fails_on_is_a_503_engine_error_audited(
+async def test_an_issuance_the_policy_engine_fails_on_is_a_500_engine_error_audited(
         agents: Api) -> None:
     api = agents
     # the trusted agents' grant permit overflows Cedar's integers: it cannot be evaluated
@@ -160,8 +160,10 @@ async def test_an_issuance_the_policy_engine_fails_on_is_a_503_engine_error_audi
         "agent": SUPPORT, "purpose": "help a customer", "on_behalf_of": OWNER})
     response = await api.client.post("/v1/grants", headers=api.agent(SUPPORT), json={
         "task": task.json()["id"], "scope": {"tools": [{"tool": "kb/search_articles"}]}})
-    # it was 403 issuance_denied, as a policy's deny
-    assert_problem(response, 503, "engine_error")
+    # it was 403 issuance_denied, as a policy's deny; then 503, which clients retry: the
+    # same request fails again, so 500 and no Retry-After
+    assert_problem(response, 500, "engine_error")
+    assert "retry-after" not in response.headers
     [decided] = api.events(action="grant:issue")
     assert (decided.event["decision"]["outcome"], decided.event["decision"]["code"]) == (
         "deny", "engine_error")

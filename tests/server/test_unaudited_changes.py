@@ -1,5 +1,6 @@
 """A change through the API whose audit event cannot be written is never answered as a
-success: what gives access is undone, what takes it away stands; both are a 503."""
+success: what gives access is undone, what takes it away stands; both are a 503, with
+``Retry-After`` (the log may take events again)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ async def test_a_change_that_cannot_be_audited_is_a_503_and_access_it_gave_is_un
                                           json={"reason": "looks odd"})
     answers = [(r.status_code, r.json().get("code")) for r in (registered, suspended)]
     assert answers == [(503, "audit_unavailable")] * 2
+    assert [r.headers.get("retry-after") for r in (registered, suspended)] == ["1", "1"]
     assert registered.json()["detail"].endswith(
         "could not be audited, so it was undone: the agent is suspended until it is "
         "reviewed again")

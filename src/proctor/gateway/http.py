@@ -59,7 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proctor.codes import Code, http_status, rpc_code
+from proctor.codes import Code, http_status, retry_headers, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting
 from proctor.errors import DocumentError, ProctorError
 from proctor.gateway.client import PROOF_HEADER
@@ -256,7 +256,7 @@ class GrantGate:
             try:
                 claims = await self._inspect(token)
             except ProctorError as exc:
-                await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
+                await _door_refusal(metadata, exc)(scope, receive, send)
                 return
         assert claims is not None
         mcp_session = headers.get(MCP_SESSION_ID_HEADER)
@@ -289,7 +289,7 @@ class GrantGate:
                 try:  # the door's own check: nothing after it decides this request
                     claims = await self._inspect(token)
                 except ProctorError as exc:
-                    await _unauthorized(metadata, exc.code, exc.message)(scope, receive, send)
+                    await _door_refusal(metadata, exc)(scope, receive, send)
                     return
             receive = _replay(body, receive)
         scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
@@ -455,22 +455,36 @@ def _unauthorized(metadata: str, code: str | None, message: str) -> Response:
     return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})
 
 
+def _door_refusal(metadata: str, exc: ProctorError) -> Response:
+    """A grant the door could not accept: 401 when the grant fails its check, but the
+    failure's own status when the check itself failed (the store out of reach: 503 with
+    ``Retry-After``), as the API answers it: a client told 401 ``invalid_token`` would
+    drop a grant that is good."""
+    if http_status(exc.code) < 500:
+        return _unauthorized(metadata, exc.code, exc.message)
+    return _refusal(None, exc.code, exc.message, {})
+
+
 def _rpc_response(status: int, request_id: Any, code: int, message: str,
-                  data: Any = None) -> Response:
+                  data: Any = None, headers: Mapping[str, str] | None = None) -> Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
     return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 def _refusal(request_id: Any, reason: Code, message: str,
              data: Mapping[str, Any] | None = None) -> Response:
     """A message refused before the SDK reads it: ``reason``'s HTTP status and JSON-RPC
-    code (:mod:`proctor.codes`), ``data`` naming the reason when there is more to say."""
+    code (:mod:`proctor.codes`), ``data`` naming the reason when there is more to say;
+    ``Retry-After`` for a failure that passes."""
+    retry = retry_headers(reason)
+    if retry and data is not None:
+        data = {**data, "retry_after_seconds": int(retry["Retry-After"])}
     return _rpc_response(http_status(reason), request_id, rpc_code(reason),
                          f"{reason}: {message}",
-                         None if data is None else {"reason": reason, **data})
+                         None if data is None else {"reason": reason, **data}, retry)
 
 
 _DECIDED = frozenset({"tools/call", "resources/read", "prompts/get"})

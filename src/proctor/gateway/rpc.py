@@ -33,6 +33,7 @@ from proctor.codes import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
+    REGISTRY,
     SESSION_CLOSED,
     UPSTREAM_FAILED,
     Code,
@@ -55,8 +56,12 @@ def rpc_error(reason: Code, message: str, *, reasons: Sequence[str] = (),
               code: int | None = None, **data: Any) -> MCPError:
     """An error for the agent, with the JSON-RPC code of ``reason`` (or ``code``, where
     the place decides: a session that cannot be held is -32013 whatever failed);
-    ``message`` is prefixed with the reason."""
+    ``message`` is prefixed with the reason; a failure that passes says when to try
+    again (``data.retry_after_seconds``, as ``Retry-After`` over HTTP)."""
     body: dict[str, Any] = {"reason": reason}
+    retry = REGISTRY[reason].retry_after_seconds
+    if retry is not None:
+        body["retry_after_seconds"] = retry
     if reasons:
         body["reasons"] = list(reasons)
     body.update({k: v for k, v in data.items() if v is not None and v != ()})

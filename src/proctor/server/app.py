@@ -90,7 +90,7 @@ def _add_handlers(app: FastAPI) -> Callable[[Request, Exception], Awaitable[Resp
     async def proctor_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProctorError)
         problem = problem_of(exc)
-        # a 403, or an issuance the policy engine failed on (503): refused all the same
+        # a 403, or an issuance the policy engine failed on (500): refused all the same
         if (problem.status == 403 or problem.code == "engine_error") and not problem.audited:
             await anyio.to_thread.run_sync(_audit_refusal, request, problem)
         return problem_response(problem.status, problem.code, problem.message,

@@ -121,13 +121,13 @@ class ControlPlane:
     def require(self, principal: Principal, action: str, resource: Mapping[str, Any], *,
                 context: Mapping[str, Any] | None = None, source: str | None = None,
                 detail: Mapping[str, Any] | None = None) -> None:
-        """Return if allowed; otherwise audit the refusal and raise a 403 problem (503
+        """Return if allowed; otherwise audit the refusal and raise a 403 problem (500
         ``engine_error`` if the policies could not be evaluated)."""
         decision = self.decide(principal, action, resource, context=context)
         if decision.is_allowed:
             return
         target = f'{resource["uid"]["type"]}::"{resource["uid"]["id"]}"'
-        # a failed evaluation is no policy's answer: 503 engine_error, refused all the same
+        # a failed evaluation is no policy's answer: 500 engine_error, refused all the same
         code: Code = "engine_error" if decision.code is ReasonCode.ENGINE_ERROR \
             else "forbidden"
         self.record_refusal(principal, action, target, code, decision.reasons,

@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from proctor.codes import Code, authentication_codes, http_status
+from proctor.codes import Code, authentication_codes, http_status, retry_headers
 from proctor.errors import ApiError, ProctorError
 
 __all__ = [
@@ -69,7 +69,10 @@ def problem_response(status: int, code: Code, detail: str, *, instance: str = ""
     if instance:
         body["instance"] = instance
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}),
+    # a failure that passes says when to try again (proctor.codes): a 5xx without it
+    # (a policy that cannot be evaluated) fails again as it is
+    headers = {**retry_headers(code), **(headers or {})}
+    return JSONResponse(body, status_code=status, headers=headers,
                         media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -108,14 +111,15 @@ COMMON: dict[int, tuple[Code, ...]] = {
     503: ("store_unavailable", "audit_unavailable"),
 }
 AUTHENTICATED: dict[int, tuple[Code, ...]] = {401: AUTH_CODES, 403: ("forbidden",),
-                                               503: ("engine_error",)}
+                                               500: ("engine_error",)}
 _DESCRIPTIONS = {
     401: "Not authenticated: no credentials, or credentials that do not verify",
     403: "Refused: the control-plane policy or a rule denies it (audited)",
     404: "Not found", 409: "Conflicts with the current state",
     413: "The request body is over the size limit",
     422: "The request is not valid", 429: "Rate limited: retry after `Retry-After` seconds",
-    503: "The store or the audit log is unavailable, or the policy engine failed (denied)",
+    500: "The policy engine failed on the request (denied, audited): sent again, it fails again",
+    503: "The store or the audit log is unavailable: retry after `Retry-After` seconds",
 }
 
 

@@ -6,7 +6,7 @@ The body carries the agent's grant, its proof of possession for this call
 decision with its reasons, from :meth:`Enforcer.decide_call`: the same path
 the gateway takes (grant, agent, Cedar, approval, audit), fail-closed. A deny
 is an answer (200), not an error, except a deny the policy engine answered by
-failing (``engine_error``): 503, a problem that carries the decision's fields.
+failing (``engine_error``): 500, a problem that carries the decision's fields.
 The caller must be the grant's agent (or an admin); anything else is refused
 (403, audited).
 
@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor import telemetry
+from proctor.codes import http_status
 from proctor.enforcement import ToolCall
 from proctor.errors import ProctorError
 from proctor.server.deps import Credentials, authenticate, request_url
@@ -229,13 +230,15 @@ async def _answer(request: Request, body: DecideIn) -> Response:
 
 
 def _engine_failed(answer: dict[str, Any]) -> Response:
-    """A deny the policy engine answered by failing: 503 ``engine_error``, not a policy's
+    """A deny the policy engine answered by failing: 500 ``engine_error``, not a policy's
     deny (200), so that the enforcement point fails closed on its status alone and
-    operators see a 5xx to alert on; the decision's fields (``decision`` ``deny``, the
-    reasons, the audit event's id) are in the problem."""
+    operators see a 5xx to alert on; not a 503 (and no ``Retry-After``): the same call
+    against the same policies fails again. The decision's fields (``decision``
+    ``deny``, the reasons, the audit event's id) are in the problem."""
     detail = "; ".join(answer["reasons"]) or "the policy engine failed, so the call is denied"
-    return problem_response(503, "engine_error", detail, instance=PATH, extra={
-        k: v for k, v in answer.items() if k not in ("code", "approval")})
+    fields = {k: v for k, v in answer.items() if k not in ("code", "approval")}
+    return problem_response(http_status("engine_error"), "engine_error", detail,
+                            instance=PATH, extra=fields)
 
 
 def _decide(request: Request, body: DecideIn) -> dict[str, Any]:
