@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import string
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 from joserfc import jwt
@@ -58,6 +59,31 @@ def test_an_injected_secret_is_redacted_in_its_usual_encodings(encode: Any) -> N
     result = guard.scan(text_result("value: " + encode(secret)))
     assert [f.kind for f in result.findings] == ["known_secret"]
     assert encode(secret) not in result.value["content"][0]["text"]
+
+
+_GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: json.dumps({"key": s}, ensure_ascii=False),        # JavaScript's JSON
+    lambda s: json.dumps({"key": s}, ensure_ascii=False).translate(_GO_ESCAPES),  # Go's
+    lambda s: json.dumps({"key": s}).replace("/", "\\/"),         # PHP's
+    lambda s: "https://api.example/x?k=" + quote(s),             # `/` left as it is
+    lambda s: "k=" + quote_plus(s),                               # a form: space as `+`
+    lambda s: "k=" + quote(s, safe="!'()*~"),                     # encodeURIComponent
+    lambda s: "k=" + re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(s, safe="")),
+], ids=["json-native", "json-go", "json-slash", "url-path", "url-form", "url-js",
+        "url-lower-hex"])
+def test_an_injected_secret_is_redacted_as_other_encoders_write_it(encode: Any) -> None:
+    # each was passed on: only Python's own JSON and `quote(safe="")` forms were known
+    secret = 'Tr/ck&y<pa$$> "w!th" (spaces)*é'
+    guard = OutputGuard(detect_high_entropy=False)
+    guard.add_known_secret(secret)
+    text = encode(secret)
+    assert secret not in text
+    result = guard.scan(text_result("value: " + text))
+    assert [f.kind for f in result.findings] == ["known_secret"]
+    assert text not in result.value["content"][0]["text"]
 
 
 def test_a_secret_added_later_is_redacted_from_then_on() -> None:

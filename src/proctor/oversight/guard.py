@@ -35,11 +35,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from proctor.credentials.entropy import find_random_looking
 from proctor.credentials.formats import JWT, is_placeholder, is_secret_key, redact_formats
@@ -55,6 +56,7 @@ __all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
 _BINARY_FIELDS = frozenset({"data", "blob"})
 _ENCODED_MIN_CHARS = 8  # shorter secrets are matched as they are only
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
 def redaction(kind: str) -> str:
@@ -112,13 +114,14 @@ class OutputGuard:
                 f"grant_issuer={self._grant_issuer!r})")
 
     def add_known_secret(self, value: str) -> None:
-        """Always redact ``value`` (and its JSON, percent and base64 encodings) from now on."""
+        """Always redact ``value`` (and its JSON, percent and base64 encodings, as the
+        usual encoders of each write them) from now on."""
         if not isinstance(value, str) or not value:
             raise GuardError("guard_value_unsupported", "a known secret must be non-empty text")
-        forms = {value, json.dumps(value)[1:-1]}
+        forms = {value, *_json_forms(value)}
         if len(value) >= _ENCODED_MIN_CHARS:
             raw = value.encode("utf-8", "surrogatepass")
-            forms |= {quote(value, safe=""),
+            forms |= {*_percent_forms(value),
                       base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
                       *_base64_cores(raw)}
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
@@ -220,6 +223,26 @@ class OutputGuard:
             state.grants[token] = None
         state.findings.append(Finding(kind, path))
         return redaction(kind)
+
+
+def _json_forms(value: str) -> set[str]:
+    """``value`` inside a JSON string, as encoders write it: non-ASCII escaped (Python's
+    default) or not (JavaScript's), ``&<>`` as ``\\u0026`` … (Go's), ``/`` as ``\\/``."""
+    forms: set[str] = set()
+    for form in (json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]):
+        go = form.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+        forms |= {form, go, form.replace("/", "\\/")}
+    return forms
+
+
+def _percent_forms(value: str) -> set[str]:
+    """``value`` percent-encoded as encoders write it: every reserved character
+    (``quote(safe="")``), ``/`` kept (``quote``'s default), ``!'()*`` kept (JavaScript's
+    ``encodeURIComponent``), a space as ``+`` (forms, ``quote_plus``); hex digits in
+    upper and lower case."""
+    forms = {quote(value, safe=""), quote(value), quote(value, safe="!'()*~"),
+             quote_plus(value, safe="")}
+    return forms | {_HEX.sub(lambda m: m.group().lower(), form) for form in forms}
 
 
 def _base64_cores(raw: bytes) -> set[str]:
