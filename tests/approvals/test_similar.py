@@ -221,3 +221,37 @@ def test_a_pre_approval_under_an_ended_task_is_listed_revoked_before_it_is_marke
     assert node is not None and not node.is_revoked  # not marked
     listed = similar(runtime).for_task(grant.claims.task_id)
     assert [(s.grant_id, s.as_json()["revoked"]) for s in listed] == [(pre.grant_id, True)]
+
+
+def test_similar_calls_of_a_delegated_agent_are_pre_approved_for_that_agent(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # The coder's task; the coder hands crm/issue_refund on to the support agent, whose
+    # large refund waits for a human. Approving similar calls issues the pre-approval
+    # grant for the support agent (the agent whose calls it approves, bound to the key of
+    # its approved call's grant), decided and audited as the support agent's issuance,
+    # not the task's agent's (found by review: it was the coder's grant).
+    from proctor.grants import GrantScope, IssuedGrant, make_proof
+    from proctor.grants.authority import EXCHANGE_METHOD
+    from proctor.runtime import issuer_for
+    from tests.enforcement.conftest import CODER
+
+    parent = agents.grant(CODER, REFUND)
+    proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    child = runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT, ttl_seconds=300,
+                                    scope=GrantScope.from_json({"tools": REFUND}))
+    assert isinstance(child, IssuedGrant)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None and pending.approval.agent_id == SUPPORT
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    node = next(n for n in runtime.grants.tree(child.claims.task_id) if n.id == pre.grant_id)
+    assert node.agent_id == SUPPORT
+    issued = [e.event for e in search_events(runtime.store, EventFilter(action="grant:issue"))
+              if e.event["target"] == 'Tool::"crm/issue_refund"']
+    # the coder's grant, then the exchange and the pre-approval: both the support agent's
+    assert sorted(e["actor"]["id"] for e in issued) == [CODER, SUPPORT, SUPPORT]
+    assert agents.call(child, "crm/issue_refund", refund(20_000)).is_allowed
+    # the coder's own calls in the task are never pre-approved by it
+    assert agents.call(parent, "crm/issue_refund", refund(20_000)).outcome \
+        is not Outcome.ALLOW

@@ -6,7 +6,8 @@ address — they may *approve similar within this task*. That decides the
 pending request (approved, as usual) and issues a **pre-approval grant**:
 
 - a real grant (``GrantAuthority.issue``, so an issuance decision with
-  ``context.approved``, audited) for the task's agent, a lease-tree node
+  ``context.approved``, audited) for the agent whose call was approved (the
+  task's, or one a grant of the task was delegated to), a lease-tree node
   under the task: revoking it, or ending the task, ends it at once;
 - its scope is the one tool, and every argument of the approved call pinned:
   strings and booleans to the exact value, integers to at most the approved
@@ -151,11 +152,12 @@ class SimilarApprovals:
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
         args = current.request.get("args")
         scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
-        # bound to the key the agent proved for the approved call: never handed out, but a
-        # grant is only ever bound to a key its agent proved
+        # for the agent whose call was approved (in a delegated grant's task, not the
+        # task's own agent), bound to the key it proved for that call: never handed out,
+        # but a grant is only ever bound to a key its agent proved
         issued = self._grants.issue(current.task_id, scope, ttl_seconds=ttl_seconds,
                                     max_uses=max_uses, approved=True,
-                                    same_key_as=current.grant_id)
+                                    same_key_as=current.grant_id, agent_id=current.agent_id)
         try:
             with self._store.transaction() as conn:
                 conn.execute(insert(approval_grants).values(

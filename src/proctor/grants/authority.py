@@ -188,19 +188,30 @@ class GrantAuthority:
 
     def issue(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
               max_uses: int | None = None, holder: HolderProof | None = None,
-              approved: bool = False, same_key_as: str | None = None) -> IssuedGrant:
+              approved: bool = False, same_key_as: str | None = None,
+              agent_id: str | None = None) -> IssuedGrant:
         """Issue a grant for the task's agent, if policy allows each tool of ``scope``.
 
         The grant is bound to the agent's registered key. An agent without one sends
         ``holder``: its identity proof and a proof of the key to bind the grant to;
         anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
-        grants never handed out) binds to the key of an earlier grant of the task.
+        grants never handed out) binds to the key of an earlier grant of the task;
+        with it, ``agent_id`` issues for that grant's agent, which may be one the task's
+        grant was delegated to ("approve similar" of its calls).
         """
+        if agent_id is not None:
+            node = self.leases.node(same_key_as) if same_key_as is not None else None
+            if node is None or (node.kind, node.agent_id, node.task_id) != (
+                    "grant", agent_id, task_id):
+                raise GrantError("holder_identity_missing", "a grant for another agent than "
+                                 "the task's is bound to the key of a grant of that agent "
+                                 "in the task")
+
         def issued(again: GrantError | None) -> IssuedGrant:
             with self._one_look():
                 request, binding, ttl = self._for_task(
                     task_id, scope, ttl_seconds, max_uses, approved,
-                    seen=self._issuer.confirms_agent)
+                    seen=self._issuer.confirms_agent, agent_id=agent_id)
                 key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
                                                      holder, same_key_as=same_key_as,
                                                      task_id=task_id)
@@ -229,13 +240,14 @@ class GrantAuthority:
         return _once_more(offered)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
-                  max_uses: int | None, approved: bool, *, seen: bool = False
-                  ) -> tuple[Request, AgentBinding, int]:
-        """The request for a grant under ``task_id``; ``seen``: the agent as this
-        process's view has it, for a grant whose write confirms it (``NewGrant``)."""
+                  max_uses: int | None, approved: bool, *, seen: bool = False,
+                  agent_id: str | None = None) -> tuple[Request, AgentBinding, int]:
+        """The request for a grant under ``task_id`` for its agent (or ``agent_id``);
+        ``seen``: the agent as this process's view has it, for a grant whose write
+        confirms it (``NewGrant``)."""
         task = self._open_task(task_id)
         check_max_uses(max_uses)
-        binding = self._active_agent(task.agent_id, seen=seen)
+        binding = self._active_agent(agent_id or task.agent_id, seen=seen)
         ttl = check_ttl(ttl_seconds)
         expanded = expand_scope(scope, self._issuer.covered_tools(scope))
         expires = int(self._clock.now().timestamp()) + ttl
