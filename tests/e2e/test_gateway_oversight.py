@@ -200,6 +200,27 @@ async def test_an_injected_secret_inside_base64_media_is_redacted_and_the_media_
 
 
 @sqlite_only
+async def test_text_where_binary_payloads_go_is_scanned_as_text(deployment: Deployment) -> None:
+    # an image's data, a resource's blob and `_meta.blob` that are not base64 (a
+    # credential as text): they were passed on unscanned, as binary payloads are
+    other = "ghp_" + secrets.token_hex(18)
+    sock = listening_socket()
+    async with served(create_media("unused-" + secrets.token_hex(8), other
+                                   ).streamable_http_app(), sock), wrapped(
+            deployment, deployment.grant(), [],
+            config=_over_http(deployment, f"{url_of(sock)}/mcp"), server="test") as client:
+        result = await client.call_tool("mislabelled", {})
+    assert other not in _text(result)
+    image, embedded = result.content
+    assert isinstance(image, types.ImageContent)
+    assert isinstance(embedded, types.EmbeddedResource)
+    assert isinstance(embedded.resource, types.BlobResourceContents)
+    assert result.meta is not None
+    for shown in (image.data, embedded.resource.blob, result.meta["blob"]):
+        assert shown == "token: [REDACTED:github_token]"
+
+
+@sqlite_only
 async def test_credentials_in_a_result_are_redacted_and_the_redaction_is_audited(
         deployment: Deployment) -> None:
     grant = deployment.grant()

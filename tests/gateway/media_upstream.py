@@ -1,7 +1,9 @@
 """An MCP server that hands out ``token`` inside base64 media, where a careless server
 puts a credential: a PNG's metadata (an image's ``data``), a config file (a resource's
-``blob``, in a call's result and read as ``config://app``). Served over streamable HTTP in
-the tests' process (``streamable_http_app()``)."""
+``blob``, in a call's result and read as ``config://app``); and, from the tool
+``mislabelled``, ``other`` (a credential the gateway did not inject) as text where
+binary payloads go: an image's ``data``, a resource's ``blob``, ``_meta.blob``.
+Served over streamable HTTP in the tests' process (``streamable_http_app()``)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def create_server(token: str) -> Server[Any]:
+def create_server(token: str, other: str = "") -> Server[Any]:
     secret = token.encode()
     config = b"[backend]\nuser = svc\ntoken = " + secret + b"\nretries = 3\n"
     blob = types.BlobResourceContents(uri="config://app", mime_type="text/plain",
@@ -26,10 +28,16 @@ def create_server(token: str) -> Server[Any]:
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[types.Tool(
-            name="media", description="An image and a file",
-            input_schema={"type": "object"})])
+            name=name, description="An image and a file", input_schema={"type": "object"})
+            for name in ("media", "mislabelled")])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        if params.name == "mislabelled":
+            text = f"token: {other}"
+            return types.CallToolResult(_meta={"blob": text}, content=[
+                types.ImageContent(type="image", mime_type="image/png", data=text),
+                types.EmbeddedResource(type="resource", resource=types.BlobResourceContents(
+                    uri="config://app", mime_type="text/plain", blob=text))])
         return types.CallToolResult(content=[
             types.ImageContent(type="image", mime_type="image/png",
                                data=_b64(_PNG + b"tEXtkey\x00" + secret + b"\x00IEND")),

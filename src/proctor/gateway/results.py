@@ -7,7 +7,9 @@ formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
 are not text: they are searched for the injected secrets only, in the bytes they
 decode to and as text (:meth:`proctor.oversight.OutputGuard.redact_media`), and
-a secret found is replaced there, the payload staying base64.
+a secret found is replaced there, the payload staying base64. Only a payload that
+is base64 is binary, and only where MCP puts one (a resource's ``blob``, an image's
+or audio's ``data``; never in ``_meta`` nor structured content): any other is text.
 
 A value the guard cannot read through (nested deeper than
 :data:`proctor.documents.MAX_DEPTH`) is not passed on: such arguments are refused
@@ -37,6 +39,7 @@ from proctor.errors import AuditError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
 from proctor.gateway.rpc import rpc_error
 from proctor.grants import GrantAuthority, GrantClaims
+from proctor.oversight.guard import is_base64
 
 __all__ = ["ResultGuard"]
 
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
 _SYSTEM = Actor(ActorType.SYSTEM, "proctor-gateway")
 _BINARY_TYPES = {"image", "audio"}
-_STRUCTURED = "structuredContent"
+_NOT_MEDIA = frozenset({"structuredContent", "_meta"})
 _Where = tuple[str | int, ...]  # a path into a JSON document
 
 
@@ -158,15 +161,17 @@ class ResultGuard:
 def _set_aside(node: Any, found: list[tuple[_Where, Any]], path: _Where = ()) -> None:
     """Blank binary payloads in place, remembering where they were and what they held."""
     if isinstance(node, dict):
-        keys = ["blob"] if isinstance(node.get("blob"), str) else []
-        if node.get("type") in _BINARY_TYPES and isinstance(node.get("data"), str):
+        keys = ["blob"] if "uri" in node else []
+        if node.get("type") in _BINARY_TYPES:
             keys.append("data")
+        keys = [k for k in keys if isinstance(node.get(k), str) and is_base64(node[k])]
         for key in keys:
             found.append(((*path, key), node[key]))
             node[key] = ""
         for key, value in node.items():
-            # structured content is the tool's own JSON: a `blob` or `data` there is text
-            if key not in keys and key != _STRUCTURED:
+            # structured content is the tool's own JSON, `_meta` the server's: a `blob`
+            # or `data` there is text
+            if key not in keys and key not in _NOT_MEDIA:
                 _set_aside(value, found, (*path, key))
     elif isinstance(node, list):
         for index, item in enumerate(node):

@@ -20,7 +20,7 @@ proctor grants it saw. In each string, in this order:
 Each hit becomes ``[REDACTED:<kind>]``. In mappings, the value of a key that
 names a secret (``password``, ``api_key``, ``Authorization``…) is redacted
 whole (``credential_pair``), and base64 media (``data``/``blob`` beside a
-``mimeType``) is searched for known secrets only, as text and decoded
+``mimeType``, if it is base64) is searched for known secrets only, as text and decoded
 (:meth:`OutputGuard.redact_media`). Findings name the kind and the JSON Pointer of
 the string, never the secret.
 
@@ -49,7 +49,7 @@ from proctor.errors import GuardError
 from proctor.jose import b64url_encode
 from proctor.oversight.tokens import unverified_issuer
 
-__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "redaction"]
+__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "is_base64", "redaction"]
 
 # Base64 media in MCP content (image and audio ``data``, resource ``blob``, next to a
 # ``mimeType``): random by nature, so only known secrets are looked for there.
@@ -57,6 +57,13 @@ _BINARY_FIELDS = frozenset({"data", "blob"})
 _ENCODED_MIN_CHARS = 8  # shorter secrets are matched as they are only
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 _HEX = re.compile(r"%[0-9A-F]{2}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def is_base64(text: str) -> bool:
+    """Whether ``text`` is base64 as MCP's binary payloads are (the standard alphabet,
+    padded, no line breaks): only such text is searched as media; any other is text."""
+    return len(text) % 4 == 0 and _BASE64.fullmatch(text) is not None
 
 
 def redaction(kind: str) -> str:
@@ -189,7 +196,8 @@ class OutputGuard:
             if is_secret_key(key) and _is_secret_scalar(item):
                 state.findings.append(Finding("credential_pair", where))
                 out[key] = redaction("credential_pair")
-            elif has_media and key in _BINARY_FIELDS and isinstance(item, str):
+            elif (has_media and key in _BINARY_FIELDS and isinstance(item, str)
+                  and is_base64(item)):
                 out[key], found = self.redact_media(item)
                 state.findings += [Finding("known_secret", where)] * found
             else:
