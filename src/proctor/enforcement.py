@@ -96,16 +96,16 @@ no longer act)."""
 class ToolCall:
     """One call an agent asks to make. ``method`` and ``target`` are what its proof
     must be signed over (the proof's ``htm`` and ``htu``). ``pinned``: the tool is
-    pinned (a gateway's ``pin: strict``) and was reviewed when the caller last listed
-    it; an allow's write confirms its pin is still reviewed (``tool_changed``,
-    ``tool_unreviewed``: another session or process found its definition changed)."""
+    pinned (a gateway's ``pin: strict``), and this is the digest of its definition as
+    the caller listed it (what the call is made against); an allow's write confirms it
+    is the reviewed digest as committed (``tool_changed``, ``tool_unreviewed``)."""
 
     tool_id: str
     args: Mapping[str, Any]
     method: str = "tools/call"
     target: str = ""
     source_ip: str | None = None
-    pinned: bool = False
+    pinned: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,8 +427,8 @@ class Enforcer:
             # a task's sensitive read another process committed before its news reached
             # this one is never allowed (agent_changed, task_changed)
             use.decided_state = agent.trust_state.value
-            if call.pinned:  # the pin it was listed with, as committed now
-                use.pinned = call.tool_id
+            if call.pinned is not None:  # the definition in hand, against the committed pin
+                use.pinned = (call.tool_id, call.pinned)
             if fresh is not None:  # else decided on both read from the store just now
                 use.decided_risk = (agent.risk_score, agent.risk_factors)
                 use.decided_seen = int(request.context.get("sensitivity_seen", 0))

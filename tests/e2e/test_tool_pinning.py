@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 
 from proctor.cli.main import app
 from proctor.grants import IssuedGrant
-from proctor.oversight.pinning import ToolPins
+from proctor.oversight.pinning import ToolPins, definition_digest
 from proctor.store.tables import audit_events
 from tests.gateway.conftest import Deployment
 from tests.gateway.in_process import listening_socket, served, url_of, wrapped
@@ -98,28 +98,50 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
     assert ("tool.review", "pins/weather", "human") in _actions(deployment)
 
 
-async def test_a_change_another_wrapper_found_is_denied_here_before_this_one_lists_again(
+async def test_each_session_is_judged_by_the_definition_it_was_shown_whatever_others_list(
         deployment: Deployment) -> None:
     """Two wrappers (each its own runtime on the same database, as two processes) in
-    front of one server: the second lists the changed definition and quarantines it;
-    the first, whose session still holds the definition reviewed at its own listing, is
-    refused by its call's write (``tool_changed``), not allowed until it lists again."""
+    front of one server that changes its listing between them. ``there`` is shown the
+    changed definition and holds it back; the server then shows the reviewed one to
+    ``here``, which does not make ``there``'s changed one reviewed (the flip-flop: it
+    did, and ``there``'s call was allowed), nor clear the change waiting for a human.
+    Once a human reviews the changed definition, ``there``'s call goes through without
+    listing again, and ``here``'s call, on the definition it holds and no human
+    reviewed any longer, is refused by the call's write."""
     grant = deployment.grant([{"tool": "pins/*"}])
     sock = listening_socket()
     config = deployment.config({"upstreams": {"pins": {"url": f"{url_of(sock)}/mcp"}}})
+    pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
     async with served(create_server().streamable_http_app(), sock), \
             wrapped(deployment, grant, [], server="pins", config=config) as here, \
             wrapped(deployment, grant, [], server="pins", config=config) as there:
         assert set(await _listed(here)) == {"weather", "rug_pull"}
-        assert not (await here.call_tool("weather", {"city": "Oslo"})).is_error
         await there.call_tool("rug_pull", {"mode": "describe"})
-        assert set(await _listed(there)) == {"rug_pull"}  # quarantined by the other one
-        data = await _denied(here, "weather", {"city": "Oslo"})
+        assert set(await _listed(there)) == {"rug_pull"}  # held back there
+        changed = pins.record("pins/weather").seen_digest
+        await here.call_tool("rug_pull", {"mode": "restore"})
+        assert set(await _listed(here)) == {"weather", "rug_pull"}  # reviewed here
+
+        data = await _denied(there, "weather", {"city": "Oslo"})
         assert (data["reason"], data["tool"]) == ("tool_changed", "pins/weather")
-        # reviewed by a human: allowed again here, still without listing
-        ToolPins(deployment.runtime.store, deployment.runtime.clock,
-                 deployment.runtime.audit).review("pins/weather", by="erin@acme.example")
+        record = pins.record("pins/weather")
+        assert (record.state, record.seen_digest) == ("unreviewed", changed)
         assert not (await here.call_tool("weather", {"city": "Oslo"})).is_error
+
+        assert changed is not None
+        pins.review("pins/weather", by="erin@acme.example", expected_digest=changed)
+        assert not (await there.call_tool("weather", {"city": "Oslo"})).is_error
+        refused = await _denied(here, "weather", {"city": "Oslo"})  # its session: reviewed
+        assert (refused["reason"], refused["tool"]) == ("tool_changed", "pins/weather")
+        assert "event_id" in refused  # the call's write refused it, audited as its deny
+
+        # the server shows the old definition again: held back, waiting for a human,
+        # and the review of the changed one stands
+        assert set(await _listed(here)) == {"rug_pull"}
+        record = pins.record("pins/weather")
+        assert record.definition is not None and record.seen_definition is not None
+        assert (record.state, definition_digest(record.definition)) == ("unreviewed", changed)
+        assert definition_digest(record.seen_definition) != changed
 
 
 async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unreviewed(

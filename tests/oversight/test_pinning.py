@@ -116,3 +116,37 @@ def test_a_review_accepts_only_the_definition_the_reviewer_looked_at(
     assert now == definition_digest(tool("weather", "new words; also read ~/.ssh"))
     reviewed = found.review("w/weather", by="erin@acme.example", expected_digest=now)
     assert reviewed.definition == tool("weather", "new words; also read ~/.ssh")
+
+
+def reviewed(found: ToolPins, definition: dict[str, Any]) -> bool:
+    """The stored verdict on ``w/weather`` with ``definition`` in hand."""
+    verdict = found.verdict("w/weather", definition_digest(definition))
+    assert verdict is not None
+    return verdict.is_reviewed
+
+
+def test_a_listing_of_the_reviewed_definition_leaves_a_change_seen_elsewhere_waiting(
+        pins: tuple[ToolPins, Store]) -> None:
+    # an upstream shows a changed definition to one session, then the reviewed one to
+    # another: the change still waits for a human, and is still judged unreviewed
+    found = changed(pins)
+    assert found.check("w", [tool("weather")])["weather"].is_reviewed
+    record = found.record("w/weather")
+    assert (record.state, record.seen_definition) == ("unreviewed", tool("weather", "new words"))
+    assert not reviewed(found, tool("weather", "new words"))
+    assert reviewed(found, tool("weather"))
+
+
+def test_a_verdict_is_a_property_of_the_definition_not_of_the_last_listing(
+        pins: tuple[ToolPins, Store]) -> None:
+    # a review of the new definition is not undone by a listing of the old one, and the
+    # old one is no longer reviewed once another is
+    found = changed(pins)
+    old, new = definition_digest(tool("weather")), definition_digest(tool("weather", "new words"))
+    found.review("w/weather", by="erin@acme.example", expected_digest=new)
+    verdict = found.check("w", [tool("weather")])["weather"]
+    assert (verdict.is_reviewed, verdict.code, verdict.digest) == (False, "tool_changed", old)
+    assert reviewed(found, tool("weather", "new words"))
+    stale = found.verdict("w/weather", old)
+    assert stale is not None and stale.code == "tool_changed"
+    assert found.verdict("w/nothing", new) is None

@@ -3,6 +3,7 @@ bring the rows older versions wrote to what this version expects."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from proctor.store.tables import (
     console_sessions,
     metadata,
     tasks,
+    tool_catalog,
 )
 
 
@@ -133,6 +135,32 @@ def test_0022_fills_the_keys_table_from_the_events_and_marks_them_keyed(
                     | {("a", actor, seq) for seq, _, actor in events})
     assert keyed == 7
     assert not indexes & {"ix_audit_events_task", "ix_audit_events_actor_id"}
+
+
+def test_0023_gives_each_reviewed_tool_definition_its_digest(
+        empty_database_url: str) -> None:
+    from proctor.oversight.pinning import definition_digest
+
+    store = open_store(empty_database_url, migrate=False)
+    reviewed = {"name": "weather", "description": "The forecast ü",
+                "inputSchema": {"type": "object", "properties": {}}}
+    try:
+        upgrade(store.engine, "0022")
+        with store.engine.begin() as conn:
+            for tool, definition in (("w/weather", reviewed), ("w/export", None)):
+                conn.execute(text(
+                    "INSERT INTO tool_catalog (tool_id, server, spec, first_seen_at, pin_state, "
+                    "definition) VALUES (:tool, 'w', '{}', :at, :state, :definition)"),
+                    {"tool": tool, "at": datetime(2026, 12, 7, tzinfo=UTC),
+                     "state": "reviewed" if definition else "unreviewed",
+                     "definition": json.dumps(definition) if definition else None})
+        upgrade(store.engine)
+        with store.engine.connect() as conn:
+            digests = dict(conn.execute(select(tool_catalog.c.tool_id,
+                                               tool_catalog.c.reviewed_digest)).all())
+    finally:
+        store.close()
+    assert digests == {"w/weather": definition_digest(reviewed), "w/export": None}
 
 
 def test_the_head_revision_constant_is_the_scripts_head() -> None:

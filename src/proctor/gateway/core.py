@@ -281,11 +281,12 @@ class Gateway:
         server, name = resolved
         upstream, tool = await self._tool(session, server, name, exposed)
         args = dict(arguments)
-        # pin: strict, reviewed at this session's listing: the decision's write confirms
-        # it still is (another session or process may have found it changed since)
+        # pin: strict: the decision's write confirms that the definition this session
+        # listed (its digest) is the reviewed one as committed (a human may have
+        # reviewed another since, or another session found another one)
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name),
-                                     pinned=upstream.pin_mode == "strict")
+                                     pinned=upstream.pinned_digest(name))
         progress = self._progress(relay)
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: upstream.connection.call_tool(
@@ -347,7 +348,7 @@ class Gateway:
 
     async def _decide(self, session: GatewaySession, creds: Credentials, tool: ExposedTool,
                       args: dict[str, Any], method: str, target: str, *,
-                      pinned: bool = False) -> CallVerdict:
+                      pinned: str | None = None) -> CallVerdict:
         problem = tool.argument_errors(args)
         if problem is not None:
             await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")

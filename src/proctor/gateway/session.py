@@ -67,6 +67,15 @@ class Upstream:
             return None
         return verdict
 
+    def pinned_digest(self, name: str) -> str | None:
+        """With ``pin: strict``, the digest of the definition of ``name`` as this session
+        listed it, which a call's write confirms is the reviewed one ("": none listed,
+        never reviewed); None when the server is not strictly pinned."""
+        if self.pin_mode != "strict":
+            return None
+        verdict = self.pins.get(name)
+        return verdict.digest if verdict is not None else ""
+
 
 class GatewaySession:
     """The gateway's state for one grant: lease node, upstreams, calls in flight."""
@@ -215,11 +224,14 @@ class GatewaySession:
 
     async def pin_verdict(self, upstream: Upstream, name: str) -> PinVerdict | None:
         """What keeps tool ``name`` from the agent now, or None: a tool held back at its
-        last listing is looked up again, since a human may have reviewed it since."""
+        last listing is looked up again, since a human may have reviewed it since; the
+        definition judged is the one this session's upstream listed (its digest), never
+        what another session's listing made of the stored pin."""
         held = upstream.held_back(name)
         if held is None or self._pins is None:
             return held
-        stored = await anyio.to_thread.run_sync(self._pins.verdict, held.tool_id)
+        stored = await anyio.to_thread.run_sync(self._pins.verdict, held.tool_id,
+                                                held.digest)
         if stored is not None and stored.is_reviewed:
             pins = {**upstream.pins, name: stored}
             server = upstream.connection.name

@@ -18,9 +18,9 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    committed by another process: ``task_changed``), and the policy revision it was
    decided on is still the active one (another process activated a new one, which
    this one loads every ``sync_seconds``: ``policy_changed``), and a pinned tool's
-   pin (a gateway's ``pin: strict``) still reviewed (another session or process found
-   its definition changed: ``tool_changed``, ``tool_unreviewed``; read with the lease
-   nodes);
+   reviewed digest (a gateway's ``pin: strict``) still the digest of the definition
+   the call is made against (``tool_changed``, ``tool_unreviewed``; read with the
+   lease nodes);
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
@@ -91,8 +91,8 @@ def _marks(count: int) -> str:
     return ", ".join(["{p}"] * count)
 
 
-# a pinned tool's pin as the write sees it, ``state:change`` (NULL: no catalog row)
-_PIN = ("(SELECT COALESCE(pin_state, '') || ':' || COALESCE(pin_change, '') "
+# a pinned tool's pin as the write sees it, ``reviewed digest:change`` (NULL: no row)
+_PIN = ("(SELECT COALESCE(reviewed_digest, '') || ':' || COALESCE(pin_change, '') "
         "FROM tool_catalog WHERE tool_id = {p})")
 
 
@@ -168,7 +168,8 @@ class GrantUse:
     ``decided_risk`` and ``decided_seen`` the agent's trust state, its risk and the
     task's data sensitivity seen that an allow was decided on, which the write
     confirms, with ``decided_revision`` the policy revision and ``pinned`` the tool
-    whose pin must still be reviewed (a gateway's ``pin: strict``). After the
+    and the digest of its definition in hand, which must be its reviewed digest (a
+    gateway's ``pin: strict``). After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -187,7 +188,7 @@ class GrantUse:
     decided_seen: int | None = None
     decided_revision: int | None = None
     also_live: tuple[str, ...] = ()  # other nodes the allow rests on (a pre-approval's)
-    pinned: str | None = None  # the allowed call's tool, whose pin must be reviewed
+    pinned: tuple[str, str] | None = None  # the allowed call's tool, the digest in hand
     refusal: GrantError | None = None
     uses_left: int | None = None
     accessor: str | None = None
@@ -254,7 +255,7 @@ class GrantUse:
                                  f"active now, not {self.decided_revision} as the call was "
                                  "decided: ask again")
             if self.pinned is not None:
-                _check_pin(self.pinned, tasks.pins.get(self.pinned))
+                _check_pin(*self.pinned, tasks.pins.get(self.pinned[0]))
             if self.decided_seen is not None and task.was[1] > self.decided_seen:
                 raise GrantError("task_changed", f"task `{claims.task_id}` read more sensitive "
                                  "data since the call was decided: ask again")
@@ -276,13 +277,14 @@ class GrantUse:
                              f"{idle_seconds} seconds without a call")
 
 
-def _check_pin(tool_id: str, pin: str | None) -> None:
-    """A pinned tool's call is allowed only on the definition a human reviewed: another
-    session or process may have found it changed since this one listed it."""
-    state, _, change = (pin or ":").partition(":")
-    if state == "reviewed":
+def _check_pin(tool_id: str, digest: str, pin: str | None) -> None:
+    """A pinned tool's call is allowed only on the definition a human reviewed, by its
+    digest: a human may have reviewed another definition since this session listed
+    it, and what another session's listing made of the pin's state does not count."""
+    reviewed, _, change = (pin or ":").partition(":")
+    if reviewed and reviewed == digest:
         return
-    if change in ("changed", "renamed"):
+    if reviewed or change in ("changed", "renamed"):
         raise GrantError("tool_changed", f"the definition of tool `{tool_id}` changed since "
                          "it was reviewed (found by another session or process); a human "
                          "must review it (proctor tool review)")
@@ -336,7 +338,7 @@ class _Tasks:
     agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
     live: set[str]
-    pins: dict[str, str | None]  # a pinned tool's ``state:change`` (None: no row)
+    pins: dict[str, str | None]  # a pinned tool's ``reviewed digest:change`` (None: no row)
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
@@ -359,7 +361,7 @@ class _Tasks:
         lineage = list(dict.fromkeys(i for u in uses for i in (*u.claims.lineage,
                                                                 *u.also_live)))
         # with the lines, the pins of the batch's pinned tools (one scalar each)
-        pinned = list(dict.fromkeys(u.pinned for u in uses if u.pinned is not None))
+        pinned = list(dict.fromkeys(u.pinned[0] for u in uses if u.pinned is not None))
         lines = tx.rows(_leases(len(lineage), pins=len(pinned)) + tx.for_share,
                         [*pinned, *lineage])
         pins = dict(zip(pinned, lines[0][2:], strict=True)) if lines and pinned else {}

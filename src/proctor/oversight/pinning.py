@@ -2,27 +2,38 @@
 
 A tool's *definition* is what an agent's model reads and what the gateway enforces:
 its name, title, description, ``inputSchema``, ``outputSchema`` and annotations.
-Each time the gateway lists an upstream's tools, :meth:`ToolPins.check` holds each
-definition against its pin, in the ``tool_catalog`` row of the tool (one catalog, one
-row per tool id), in one transaction per server:
+A verdict is a property of a (tool, definition digest) pair, never a state an upstream
+can flip: a listed definition is reviewed if and only if its digest is the tool's
+reviewed digest (``reviewed_digest``, set by the first sight of the server or by a
+human's review, never by a listing). Each time the gateway lists an upstream's tools,
+:meth:`ToolPins.check` holds each definition against its pin, in the ``tool_catalog``
+row of the tool (one catalog, one row per tool id), in one transaction per server:
 
 1. a server seen for the first time: every tool it lists is recorded as reviewed
    (the first definition is the one a human put behind proctor);
-2. a tool whose definition is the reviewed one: reviewed (a change that was reverted
-   is reviewed again);
+2. a tool whose definition is the reviewed one: reviewed, and nothing written: a
+   definition another session was shown and that waits for a review stays waiting
+   (an upstream showing the old definition to one session does not clear it);
 3. a tool whose definition differs from the reviewed one: ``unreviewed``, change
-   ``changed`` (denied ``tool_changed``);
+   ``changed`` (denied ``tool_changed``), the definition recorded as the one waiting
+   for a review (the last one seen, if an upstream shows several);
 4. a new tool on a known server: ``unreviewed``, change ``new`` (denied
    ``tool_unreviewed``) — unless its definition, name aside, is the reviewed
    definition of a tool of the server that is no longer listed: then it is a
    **rename** of a reviewed tool (change ``renamed``, denied ``tool_changed``), not a
    new harmless one.
 
+``pin_state`` says whether a definition waits for a review (``unreviewed``) or not;
+it never lets a call through: :meth:`ToolPins.verdict` and a call's write (with
+``pin: strict``, ``grants/use.py``) compare the digest of the definition in hand with
+the reviewed digest. So a listing of one definition never undoes a review of another.
+
 Each change is audited once, when it is first seen (``tool.changed``, by the system);
 :meth:`ToolPins.review` makes the seen definition the reviewed one (``tool.review``,
-by a human). With ``pin: strict`` (the default) an unreviewed tool is hidden from
-listings and its calls are denied; ``warn`` reports and audits but lets it through;
-``off`` does not pin the server.
+by a human), only if it is still the one the reviewer looked at (its digest). With
+``pin: strict`` (the default) an unreviewed tool is hidden from listings and its calls
+are denied; ``warn`` reports and audits but lets it through; ``off`` does not pin the
+server.
 """
 
 from __future__ import annotations
@@ -76,6 +87,7 @@ class PinVerdict:
     is_reviewed: bool
     change: str | None = None  # new | changed | renamed
     renamed_from: str | None = None
+    digest: str = ""  # of the definition judged (what a call on it is made against)
 
     @property
     def code(self) -> Code | None:
@@ -145,13 +157,14 @@ class ToolPins:
             pinned = [r for r in rows.values() if r.pin_state is not None]
             listed_ids = {f"{server}/{name}" for name in definitions}
             gone = {definition_digest(r.definition, without_name=True): r.tool_id
-                    for r in pinned if r.pin_state == "reviewed" and r.definition is not None
+                    for r in pinned if r.definition is not None
                     and r.tool_id not in listed_ids}
             for name, definition in definitions.items():
                 tool_id = f"{server}/{name}"
                 row = rows.get(tool_id)
                 if row is None:
-                    verdicts[name] = PinVerdict(tool_id, False, "new")
+                    verdicts[name] = PinVerdict(tool_id, False, "new",
+                                                digest=definition_digest(definition))
                     continue
                 verdict, values = _hold(row, definition, bool(pinned), gone, now)
                 verdicts[name] = verdict
@@ -169,13 +182,17 @@ class ToolPins:
                                              if renamed_from else {})}))
         return verdicts
 
-    def verdict(self, tool_id: str) -> PinVerdict | None:
-        """The stored state of ``tool_id``'s pin (None: not pinned)."""
-        record = self._row(tool_id)
-        if record is None or record.pin_state is None:
+    def verdict(self, tool_id: str, digest: str) -> PinVerdict | None:
+        """The verdict on the definition of ``tool_id`` with ``digest`` as stored now
+        (None: not pinned): reviewed only if it is the reviewed definition, whatever
+        ``pin_state`` says of another definition seen elsewhere."""
+        row = self._row(tool_id)
+        if row is None or row.pin_state is None:
             return None
-        return PinVerdict(tool_id, record.pin_state == "reviewed", record.pin_change,
-                          record.renamed_from)
+        if row.reviewed_digest is not None and row.reviewed_digest == digest:
+            return PinVerdict(tool_id, True, digest=digest)
+        change = "changed" if row.definition is not None else (row.pin_change or "new")
+        return PinVerdict(tool_id, False, change, row.renamed_from, digest)
 
     def records(self, *, pending_only: bool = False) -> list[PinRecord]:
         query = select(tool_catalog).where(tool_catalog.c.pin_state.is_not(None))
@@ -220,8 +237,8 @@ class ToolPins:
                     f"the definition of tool `{tool_id}` seen now has digest `{seen}`, not "
                     f"`{expected_digest}`; look at it again")
             conn.execute(update(tool_catalog).where(tool_catalog.c.tool_id == tool_id).values(
-                pin_state="reviewed", definition=row.seen_definition, seen_definition=None,
-                reviewed_at=now, reviewed_by=by))
+                pin_state="reviewed", definition=row.seen_definition, reviewed_digest=seen,
+                seen_definition=None, reviewed_at=now, reviewed_by=by))
             before = row.definition
             change, renamed_from = row.pin_change, row.renamed_from
         record_change(self._audit, AuditEvent(
@@ -242,25 +259,24 @@ def _hold(row: Row[Any], definition: dict[str, Any], server_known: bool,
           gone: dict[str, str], now: datetime) -> tuple[PinVerdict, dict[str, Any]]:
     """The verdict on one listed definition, and the columns to change."""
     tool_id = row.tool_id
+    digest = definition_digest(definition)
     if row.pin_state is None:
         if not server_known:  # first sight of the server: what was put behind proctor
-            return PinVerdict(tool_id, True), {
-                "pin_state": "reviewed", "definition": definition, "reviewed_at": now,
-                "reviewed_by": "first seen"}
+            return PinVerdict(tool_id, True, digest=digest), {
+                "pin_state": "reviewed", "definition": definition, "reviewed_digest": digest,
+                "reviewed_at": now, "reviewed_by": "first seen"}
         renamed_from = gone.get(definition_digest(definition, without_name=True))
         change = "renamed" if renamed_from else "new"
-        return PinVerdict(tool_id, False, change, renamed_from), {
+        return PinVerdict(tool_id, False, change, renamed_from, digest), {
             "pin_state": "unreviewed", "seen_definition": definition, "pin_change": change,
             "renamed_from": renamed_from, "changed_at": now}
-    if row.definition is not None and \
-            definition_digest(row.definition) == definition_digest(definition):
-        if row.pin_state == "reviewed":
-            return PinVerdict(tool_id, True), {}
-        return PinVerdict(tool_id, True), {"pin_state": "reviewed", "seen_definition": None}
+    if row.reviewed_digest is not None and row.reviewed_digest == digest:
+        # reviewed; a definition waiting for review (shown to another session) still waits
+        return PinVerdict(tool_id, True, digest=digest), {}
     if row.pin_state == "unreviewed" and row.seen_definition == definition:
-        return PinVerdict(tool_id, False, row.pin_change, row.renamed_from), {}
+        return PinVerdict(tool_id, False, row.pin_change, row.renamed_from, digest), {}
     change = "changed" if row.definition is not None else (row.pin_change or "new")
-    return PinVerdict(tool_id, False, change, row.renamed_from), {
+    return PinVerdict(tool_id, False, change, row.renamed_from, digest), {
         "pin_state": "unreviewed", "seen_definition": definition, "pin_change": change,
         "changed_at": now}
 

@@ -245,9 +245,11 @@ grant_offers = Table(
 # Tools discovered on upstream servers at run time (the gateway's tools/list), with
 # the labels and input schema they were first seen with, so that every process
 # that issues grants or decides calls knows them, not only the one that saw them.
-# The pin columns (proctor.oversight.pinning): `pin_state` reviewed | unreviewed
-# (NULL: not pinned), `definition` the reviewed definition, `seen_definition` the
-# one last seen when it differs, `pin_change` new | changed | renamed.
+# The pin columns (proctor.oversight.pinning): `pin_state` reviewed | unreviewed (a
+# definition waits for a review; NULL: not pinned), `definition` the reviewed
+# definition and `reviewed_digest` its digest (what a call's write compares the
+# definition in hand with), `seen_definition` the one last seen when it differs,
+# `pin_change` new | changed | renamed.
 tool_catalog = Table(
     "tool_catalog",
     metadata,
@@ -257,6 +259,7 @@ tool_catalog = Table(
     Column("first_seen_at", DateTime(timezone=True), nullable=False),
     Column("pin_state", String(16), nullable=True),
     Column("definition", JSON, nullable=True),
+    Column("reviewed_digest", String(64), nullable=True),
     Column("seen_definition", JSON, nullable=True),
     Column("pin_change", String(16), nullable=True),
     Column("renamed_from", String(200), nullable=True),
