@@ -112,6 +112,8 @@ Code = Literal[
     "message_too_deep", "message_invalid", "parse_error",
     # tool pinning
     "tool_changed", "tool_unreviewed", "tool_review_stale",
+    # reviews (of a tool definition, of an agent's manifest)
+    "review_digest_missing",
     # the control-plane API and the console
     "credentials_missing", "credentials_malformed", "api_token_invalid", "forbidden",
     "csrf_invalid", "rate_limited", "not_ready", "method_not_allowed", "http_error",
@@ -381,6 +383,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                 "until a human reviews it"),
     "tool_review_stale": CodeInfo("the tool definition a review would accept changed since "
                                   "the reviewer looked at it", 409),
+    # reviews
+    "review_digest_missing": CodeInfo(
+        "a review that does not name the digest of the definition or manifest the reviewer "
+        "looked at (`expected_digest`); nothing is reviewed", 400, INVALID_PARAMS),
     # the control-plane API and the console
     "credentials_missing": _auth("the operation needs credentials and the request has none",
                                  401),

@@ -9,6 +9,8 @@ only these::
     ├── StoreError                     store_unavailable
     │   └── MigrationError             store_migration_failed
     ├── NotFoundError                  not_found
+    ├── ReviewStaleError               tool_review_stale
+    ├── ReviewUnnamedError             review_digest_missing
     ├── RequestError                   request_invalid
     ├── DocumentError                  one code per document refused (see its docstring)
     ├── PolicyError                    (a family)
@@ -72,6 +74,7 @@ __all__ = [
     "ProctorError",
     "RequestError",
     "ReviewStaleError",
+    "ReviewUnnamedError",
     "ScopeError",
     "SecretError",
     "SigningKeyError",
@@ -110,6 +113,13 @@ class ReviewStaleError(ProctorError):
     """A review of a tool definition other than the one the reviewer looked at."""
 
     code = "tool_review_stale"
+
+
+class ReviewUnnamedError(ProctorError):
+    """A human's review (of a tool definition, of an agent's manifest) that does not name
+    the digest of what the reviewer looked at, so it would accept whatever is stored."""
+
+    code = "review_digest_missing"
 
 
 class RequestError(ProctorError):

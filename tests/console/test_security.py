@@ -144,7 +144,7 @@ async def test_a_tool_review_accepts_only_the_definition_its_page_showed(
                                                   "expected_digest": named(shown.text)})
     assert stale.status_code == 409 and "tool_review_stale" in stale.text
     unnamed = await console.post(post, {}, csrf_from=view)
-    assert unnamed.status_code == 422 and "request_invalid" in unnamed.text
+    assert unnamed.status_code == 400 and "review_digest_missing" in unnamed.text
     assert pins.record("w/weather").state == "unreviewed"
     again = await console.page(view)
     assert "also read ~/.ssh" in again.text

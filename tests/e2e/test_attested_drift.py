@@ -161,7 +161,8 @@ def test_a_token_without_a_required_attested_field_leaves_the_agent_unattested(
 def test_a_grant_issued_before_a_reviewed_manifest_change_is_refused(world: World) -> None:
     grant = world.grant(world.svid(image_digest=IMAGE_A))
     world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))
-    world.registry.review(WORKER, reviewer="erin@acme.example")  # image B, reviewed
+    world.registry.review(WORKER, reviewer="erin@acme.example",  # image B, reviewed
+                          expected_digest=world.registry.get(WORKER).review_digest)
     assert world.registry.get(WORKER).trust_state is TrustState.TRUSTED
     assert world.lookup(grant) == "grant_manifest_changed"
     fresh = world.grant(world.svid(image_digest=IMAGE_B))

@@ -260,7 +260,8 @@ def test_suspending_an_agent_revokes_its_grants_and_a_review_brings_none_back(
     w.registry.suspend(PLANNER, by="erin@acme.example", reason="odd behaviour")
     assert w.authority.leases.settle(timeout=30)  # the child is heard once marked
     assert set(heard) == {parent.grant_id, child.grant_id}
-    w.registry.review(PLANNER, reviewer="erin@acme.example")
+    w.registry.review(PLANNER, reviewer="erin@acme.example",
+                      expected_digest=w.registry.get(PLANNER).review_digest)
     assert _call(w.authority, w.engine, parent, w.planner_key, clock,
                  "/srv/repos/app/") == "grant_revoked"
     # the grant it handed on died with it, reinstated or not

@@ -86,9 +86,10 @@ async def test_a_changed_description_is_hidden_and_denied_until_a_human_reviews_
         # a human reviews the change (the command is tested below, outside the session)
         pins = ToolPins(deployment.runtime.store, deployment.runtime.clock,
                         deployment.runtime.audit)
-        seen = pins.record("pins/weather").seen_definition
+        record = pins.record("pins/weather")
+        seen = record.seen_definition
         assert seen is not None and "id_ed25519" in seen["description"]
-        pins.review("pins/weather", by="erin@acme.example")
+        pins.review("pins/weather", by="erin@acme.example", expected_digest=definition_digest(seen))
 
         listed = await _listed(client)
         assert set(listed) == {"weather", "rug_pull"}
@@ -182,6 +183,12 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
     assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
     assert nothing.exit_code == 1 and "no change to review" in nothing.stderr
+    # without --digest the command shows the change and names the digest it shows
+    export = pins.record("pins/export").seen_digest
+    named = _proctor(deployment, "tool", "review", "pins/export", "--by", "erin@acme.example")
+    assert named.exit_code == 0, named.output
+    assert "Export the data" in named.stdout and f"accepting definition {export}" in named.stdout
+    assert pins.record("pins/export").state == "reviewed"
 
 
 async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(

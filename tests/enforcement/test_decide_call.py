@@ -95,7 +95,8 @@ def test_a_drifted_agent_loses_confidential_tools_without_anyone_refreshing_the_
     assert (verdict.code, verdict.policy_ids) == ("policy_forbid",
                                                   ("drifted-agent-sensitive-tools",))
     assert agents.call(grant, "kb/search_articles", {"query": "refund"}).is_allowed
-    runtime.registry.review(SUPPORT, reviewer="erin@acme.example")
+    runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                            expected_digest=runtime.registry.get(SUPPORT).review_digest)
     # the review trusts the new manifest, not the grants issued under the old one
     stale = agents.call(grant, "crm/issue_refund", refund(100))
     assert (stale.outcome, stale.code) == (Outcome.DENY, "grant_manifest_changed")
@@ -125,7 +126,8 @@ def test_an_issuance_decides_on_the_agent_as_stored_now_not_as_the_engine_last_s
         with pytest.raises(GrantError) as refused:
             attempt()
         assert refused.value.code == "issuance_denied"
-    runtime.registry.review(SUPPORT, reviewer="erin@acme.example")
+    runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                            expected_digest=runtime.registry.get(SUPPORT).review_digest)
     assert agents.call(agents.grant(SUPPORT, crm), "crm/lookup_customer",
                        {"customer_id": "c-1"}).is_allowed
     assert isinstance(exchange(), IssuedGrant)

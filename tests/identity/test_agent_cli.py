@@ -75,6 +75,24 @@ def test_register_show_suspend_review_retire_on_each_database(
     assert [a["id"] for a in listed["agents"]] == [CODER]
 
 
+def test_a_review_without_digest_shows_the_drift_and_names_its_digest(home: Path) -> None:
+    code, _ = run("register", "coder", "--owner", "alice@acme.example", "--jwk",
+                  str(home / "coder.jwk"), "--manifest", str(home / "manifest.yaml"))
+    assert code == 0
+    store = open_store(f"sqlite:///{home / 'proctor.db'}")
+    try:
+        drifted = AgentRegistry(store, SystemClock(), TrustConfig("acme.example")
+                                ).present_manifest(CODER, manifest(model_id="claude-opus-4"))
+    finally:
+        store.close()
+    shown = runner.invoke(app, ["agent", "review", "coder", "--by", "erin"])
+    assert shown.exit_code == 0, shown.output
+    assert "drift in model_id: reviewed 'claude-sonnet-4' -> presented 'claude-opus-4'" in \
+        shown.stdout
+    assert f"adopting manifest {drifted.presented_digest}" in shown.stdout
+    assert run("show", "coder")[1]["trust_state"] == "trusted"
+
+
 def test_register_by_jwt_svid_needs_a_configured_bundle(home: Path) -> None:
     code, error = run("register", "builder", "--owner", "bob", "--jwt-svid",
                       "--manifest", str(home / "manifest.yaml"))

@@ -93,7 +93,8 @@ def test_drift_flow_denies_sensitive_tools_until_a_human_reviews(
     sync_principals(engine, registry, BASE)
     assert _lookup(engine, clock) == (Outcome.DENY, ("drifted-agent-sensitive-tools",))
 
-    registry.review(CODER, reviewer="erin@acme.example")
+    registry.review(CODER, reviewer="erin@acme.example",
+                    expected_digest=registry.get(CODER).review_digest)
     sync_principals(engine, registry, BASE)
     assert _lookup(engine, clock) == (Outcome.ALLOW, ("support-crm",))
 

@@ -141,7 +141,8 @@ def test_a_drifted_agent_stays_drifted_when_it_reverts_until_someone_reviews(
     registry.present_manifest(CODER, manifest(model_id="claude-opus-4"))
     agent = registry.present_manifest(CODER, manifest())
     assert agent.trust_state is TrustState.DRIFTED
-    assert registry.review(CODER, reviewer="erin").trust_state is TrustState.TRUSTED
+    assert registry.review(CODER, reviewer="erin", expected_digest=registry.get(
+        CODER).review_digest).trust_state is TrustState.TRUSTED
 
 
 def test_review_adopts_the_presented_manifest(registry: AgentRegistry, p256_key: ECKey,
@@ -167,6 +168,19 @@ def test_review_refuses_when_the_manifest_changed_since_the_reviewer_looked(
     with pytest.raises(ProctorError) as caught:
         registry.review(CODER, reviewer="erin", expected_digest=looked_at.digest)
     assert caught.value.code == "manifest_changed"
+    assert snapshot(registry) == before
+
+
+def test_a_review_that_names_no_manifest_digest_is_refused_and_changes_nothing(
+    registry: AgentRegistry, p256_key: ECKey,
+) -> None:
+    _own_key(registry, p256_key)
+    registry.present_manifest(CODER, manifest(model_id="v2"))
+    before = snapshot(registry)
+    for unnamed in (None, ""):
+        with pytest.raises(ProctorError) as caught:
+            registry.review(CODER, reviewer="erin", expected_digest=unnamed)
+        assert caught.value.code == "review_digest_missing"
     assert snapshot(registry) == before
 
 
@@ -211,7 +225,8 @@ def test_suspended_agents_refuse_manifests_and_a_review_reinstates_them(
         registry.present_manifest(CODER, manifest(model_id="v2"))
     assert caught.value.code == "agent_not_active"
     assert snapshot(registry) == before
-    assert registry.review(CODER, reviewer="erin").trust_state is TrustState.TRUSTED
+    assert registry.review(CODER, reviewer="erin", expected_digest=registry.get(
+        CODER).review_digest).trust_state is TrustState.TRUSTED
 
 
 def test_retirement_is_final(registry: AgentRegistry, p256_key: ECKey) -> None:
@@ -219,8 +234,10 @@ def test_retirement_is_final(registry: AgentRegistry, p256_key: ECKey) -> None:
     registry.present_manifest(CODER, manifest(model_id="v2"))
     assert registry.retire(CODER, by="alice").trust_state is TrustState.RETIRED
     before = snapshot(registry)
+    digest = registry.get(CODER).review_digest
     attempts: list[tuple[Callable[[], object], str]] = [
-        (lambda: registry.review(CODER, reviewer="erin"), "agent_state_invalid"),
+        (lambda: registry.review(CODER, reviewer="erin", expected_digest=digest),
+         "agent_state_invalid"),
         (lambda: registry.suspend(CODER, by="erin"), "agent_state_invalid"),
         (lambda: registry.present_manifest(CODER, manifest()), "agent_not_active"),
     ]

@@ -125,7 +125,7 @@ async def test_the_view_reads_the_store_when_its_change_feed_is_down(
         # the feed never told the view: it must not answer from memory
         assert not view.is_current()
         assert _seen_as(view, CODER, TrustState.SUSPENDED)
-        other.review(CODER, reviewer="erin")
+        other.review(CODER, reviewer="erin", expected_digest=other.get(CODER).review_digest)
         assert _seen_as(view, CODER, TrustState.TRUSTED)
     finally:
         feed.close()

@@ -59,7 +59,8 @@ def test_unpinned_servers_and_unreviewed_tools_are_gaps(
 
 def test_a_review_closes_the_unreviewed_tool_gap(state: tuple[ToolPins, Store]) -> None:
     found, store = state
-    found.review("w/weather", by="erin@acme.example")
+    found.review("w/weather", by="erin@acme.example",
+                 expected_digest=found.record("w/weather").seen_digest or "")
     assert ("tool_unreviewed", "w/weather") not in _gaps(store)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import insert
 
 from proctor.audit import AuditLog
 from proctor.clock import FrozenClock
-from proctor.errors import NotFoundError, RequestError, ReviewStaleError
+from proctor.errors import NotFoundError, RequestError, ReviewStaleError, ReviewUnnamedError
 from proctor.oversight.pinning import ToolPins, definition_digest
 from proctor.store import Store, open_store
 from proctor.store.tables import tool_catalog
@@ -85,15 +85,25 @@ def changed(pins: tuple[ToolPins, Store]) -> ToolPins:
 def test_a_review_makes_the_seen_definition_the_reviewed_one(
         pins: tuple[ToolPins, Store]) -> None:
     found = changed(pins)
-    record = found.review("w/weather", by="erin@acme.example")
+    new = definition_digest(tool("weather", "new words"))
+    record = found.review("w/weather", by="erin@acme.example", expected_digest=new)
     assert (record.state, record.reviewed_by) == ("reviewed", "erin@acme.example")
     assert record.definition is not None
-    assert definition_digest(record.definition) == definition_digest(tool("weather", "new words"))
+    assert definition_digest(record.definition) == new
     assert found.check("w", [tool("weather", "new words")])["weather"].is_reviewed
     with pytest.raises(RequestError, match="no change to review"):
-        found.review("w/weather", by="erin@acme.example")
+        found.review("w/weather", by="erin@acme.example", expected_digest=new)
     with pytest.raises(NotFoundError):
-        found.review("w/nothing", by="erin@acme.example")
+        found.review("w/nothing", by="erin@acme.example", expected_digest=new)
+
+
+def test_a_review_that_names_no_digest_is_refused_and_changes_nothing(
+        pins: tuple[ToolPins, Store]) -> None:
+    found = changed(pins)
+    with pytest.raises(ReviewUnnamedError, match="names the digest") as unnamed:
+        found.review("w/weather", by="erin@acme.example", expected_digest="")
+    assert unnamed.value.code == "review_digest_missing"
+    assert found.record("w/weather").state == "unreviewed"
 
 
 def test_a_review_accepts_only_the_definition_the_reviewer_looked_at(

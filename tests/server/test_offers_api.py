@@ -171,7 +171,9 @@ async def test_suspension_through_the_api_revokes_the_agents_grants_for_good(
     suspended = await api.client.post(f"/v1/agents/{SUPPORT}/suspend", headers=api.admin,
                                       json={"reason": "odd behaviour"})
     assert suspended.status_code == 200
-    await api.client.post(f"/v1/agents/{SUPPORT}/review", headers=api.admin, json={})
+    reviewed = await api.client.post(f"/v1/agents/{SUPPORT}/review", headers=api.admin, json={
+        "expected_digest": api.runtime.registry.get(SUPPORT).review_digest})
+    assert reviewed.status_code == 200
     for token, holder in ((parent["token"], SUPPORT), (child.json()["token"], CODER)):
         check = await api.client.post("/v1/grants/check", headers=api.admin,
                                       json={"token": token})

@@ -38,7 +38,9 @@ async def test_an_admin_runs_the_control_plane(agents: Api) -> None:
     assert await _status(api, "POST", "/v1/policies/revisions", api.admin, POLICY) == 201
     assert await _status(api, "GET", "/v1/audit/verify", api.admin) == 200
     assert await _status(api, "POST", f"/v1/agents/{CODER}/suspend", api.admin, {}) == 200
-    assert await _status(api, "POST", f"/v1/agents/{CODER}/review", api.admin, {}) == 200
+    shown = api.runtime.registry.get(CODER).review_digest
+    assert await _status(api, "POST", f"/v1/agents/{CODER}/review", api.admin,
+                         {"expected_digest": shown}) == 200
     assert api.refusals(ActorType.HUMAN) == []
 
 

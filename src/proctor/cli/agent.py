@@ -193,9 +193,15 @@ def show(agent: AgentArg, as_json: JsonOpt = False) -> None:
         if value not in (None, [], ""):
             console.print(f"{field}: {', '.join(value) if isinstance(value, list) else value}",
                           markup=False, soft_wrap=True)
-    for name, change in view["manifest_differences"].items():
-        console.print(f"drift in {name}: reviewed {change['reviewed']!r} -> presented "
-                      f"{change['presented']!r}", markup=False, soft_wrap=True)
+    _print_drift(found)
+
+
+def _print_drift(agent: Agent) -> None:
+    for name, (reviewed, presented) in (
+            agent.manifest.differences(agent.presented_manifest).items()
+            if agent.presented_manifest else ()):
+        console.print(f"drift in {name}: reviewed {reviewed!r} -> presented {presented!r}",
+                      markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -204,15 +210,25 @@ def review(
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", help="Adopt this manifest instead of the presented one.")] = None,
     digest: Annotated[str | None, typer.Option(
-        "--digest", help="Only if the manifest to adopt still has this digest.")] = None,
+        "--digest", help="Only if the manifest to adopt still has this digest (agent show's "
+        "presented_digest); without it, the drift is shown and its digest named.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
+    """Adopt the presented (or given) manifest as reviewed; trust the agent again. The
+    review names the digest of the manifest it adopts: --digest, or the one shown here
+    (refused manifest_changed if the agent presented another one in between)."""
     from proctor.identity import load_manifest
 
     with _acting(by, as_json) as (registry, resolve, acting):
         adopted = load_manifest(manifest) if manifest is not None else None
-        updated = registry.review(resolve(agent), reviewer=acting.operator.id,
+        agent_id = resolve(agent)
+        if adopted is None and digest is None:
+            found = registry.get(agent_id)
+            digest = found.review_digest
+            if not as_json:
+                _print_drift(found)
+                console.print(f"adopting manifest {digest}", markup=False, soft_wrap=True)
+        updated = registry.review(agent_id, reviewer=acting.operator.id,
                                   manifest=adopted, expected_digest=digest)
         acting.record("agent.review", f'Agent::"{updated.id}"', updated.trust_state.value,
                       detail={"manifest_digest": updated.manifest_digest},

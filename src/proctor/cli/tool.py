@@ -19,7 +19,7 @@ from rich.table import Table
 from proctor.cli.operator import ByOpt, acting_runtime
 from proctor.cli.output import console, fail, print_json
 from proctor.config import load_settings
-from proctor.errors import ProctorError
+from proctor.errors import ProctorError, RequestError
 
 if TYPE_CHECKING:
     from proctor.oversight.pinning import PinRecord, ToolPins
@@ -108,17 +108,28 @@ def show(tool: ToolArg, as_json: JsonOpt = False) -> None:
 def review(
     tool: ToolArg, by: ByOpt = None,
     digest: Annotated[str | None, typer.Option(
-        "--digest", help="Only if the definition seen still has this digest (tool show's).")
-    ] = None,
+        "--digest", help="Only if the definition seen still has this digest (tool show's); "
+        "without it, the change is shown and its digest named.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accept the definition seen since the last review: the tool is listed and can be
-    called again. Audited as the operator's."""
+    called again. Audited as the operator's. The review names the digest of the
+    definition it accepts: --digest, or the one shown here (refused tool_review_stale
+    if the upstream listed another one in between)."""
     from proctor.oversight.pinning import ToolPins
 
     with acting_runtime(by, as_json) as (runtime, acting):
-        record = ToolPins(runtime.store, runtime.clock, runtime.audit).review(
-            tool, by=acting.operator.id, expected_digest=digest)
+        pins = ToolPins(runtime.store, runtime.clock, runtime.audit)
+        if digest is None:
+            shown = pins.record(tool)
+            if shown.seen_digest is None:
+                raise RequestError(f"tool `{shown.tool_id}` has no change to review")
+            digest = shown.seen_digest
+            if not as_json:
+                console.print(definition_diff(shown), markup=False, end="", highlight=False,
+                              soft_wrap=True)
+                console.print(f"accepting definition {digest}", markup=False, soft_wrap=True)
+        record = pins.review(tool, by=acting.operator.id, expected_digest=digest)
     if as_json:
         print_json(record.as_json())
     else:

@@ -118,6 +118,12 @@ class Agent:
     def presented_digest(self) -> str | None:
         return self.presented_manifest.digest if self.presented_manifest else None
 
+    @property
+    def review_digest(self) -> str:
+        """The digest of the manifest a review adopts unless given another: the presented
+        one, else the reviewed one (a suspended agent reinstated). A review names it."""
+        return self.presented_digest or self.manifest_digest
+
     def as_json(self) -> dict[str, Any]:
         """A JSON view for the CLI and API (public key members only, no secrets)."""
         presented = self.presented_manifest

@@ -24,7 +24,13 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.clock import Clock
-from proctor.errors import AgentError, ConfigError, IdentityError, RequestError
+from proctor.errors import (
+    AgentError,
+    ConfigError,
+    IdentityError,
+    RequestError,
+    ReviewUnnamedError,
+)
 from proctor.identity.agent import (
     Agent,
     JwtSvidProof,
@@ -231,13 +237,20 @@ class AgentRegistry:
                expected_digest: str | None = None) -> Agent:
         """A human adopts a manifest as reviewed and trusts the agent again.
 
-        Without ``manifest`` the presented one (if any) is adopted. With
-        ``expected_digest`` the review fails with ``manifest_changed`` unless the
-        manifest being adopted still has that digest, so a reviewer never
-        approves something other than what they looked at. Reviewing a suspended
-        agent reinstates it; a retired agent cannot be reviewed.
+        Without ``manifest`` the presented one (if any) is adopted, and the review must
+        name its digest (``expected_digest``, :attr:`Agent.review_digest` of what the
+        reviewer looked at; else ``review_digest_missing``): it fails with
+        ``manifest_changed`` unless the manifest being adopted still has that digest,
+        so a reviewer never approves something other than what they looked at (an
+        agent presenting another manifest in the meantime). A given ``manifest`` is
+        what the reviewer names; ``expected_digest`` is checked against it too.
+        Reviewing a suspended agent reinstates it; a retired agent cannot be reviewed.
         """
         reviewer = check_human(reviewer, "reviewer")
+        if manifest is None and not expected_digest:
+            raise ReviewUnnamedError(
+                f"a review of agent `{agent_id}` names the digest of the manifest it adopts "
+                "(the presented one's, as `proctor agent show` gives it)")
 
         def change(agent: Agent) -> dict[str, Any]:
             if agent.trust_state is TrustState.RETIRED:

@@ -51,7 +51,7 @@ from sqlalchemy import Row, select, update
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id, record_change
 from proctor.clock import Clock
 from proctor.codes import Code
-from proctor.errors import NotFoundError, RequestError, ReviewStaleError
+from proctor.errors import NotFoundError, RequestError, ReviewStaleError, ReviewUnnamedError
 from proctor.store import Store
 from proctor.store.tables import tool_catalog
 
@@ -215,14 +215,17 @@ class ToolPins:
                 record = dataclasses.replace(record, definition=renamed.definition)
         return record
 
-    def review(self, tool_id: str, *, by: str, expected_digest: str | None = None
-               ) -> PinRecord:
+    def review(self, tool_id: str, *, by: str, expected_digest: str) -> PinRecord:
         """Make the definition seen since the last review the reviewed one; audited as
-        ``by``'s (a human id). Refused for a tool that has nothing to review. With
-        ``expected_digest`` (:attr:`PinRecord.seen_digest` of what the reviewer looked
-        at) it is refused ``tool_review_stale``, nothing changed, unless the seen
-        definition is still that one: an upstream that lists another definition in the
-        meantime does not have it accepted unseen."""
+        ``by``'s (a human id). Refused for a tool that has nothing to review. A review
+        names what the reviewer looked at, ``expected_digest`` (:attr:`PinRecord.seen_digest`;
+        empty: ``review_digest_missing``): it is refused ``tool_review_stale``, nothing
+        changed, unless the seen definition is still that one, so an upstream that lists
+        another definition in the meantime does not have it accepted unseen."""
+        if not expected_digest:
+            raise ReviewUnnamedError(
+                f"a review of tool `{tool_id}` names the digest of the definition it accepts "
+                "(`proctor tool show` gives it)")
         now = self._clock.now()
         with self._store.transaction() as conn:
             row = conn.execute(select(tool_catalog).where(
@@ -232,7 +235,7 @@ class ToolPins:
             if row.pin_state != "unreviewed" or row.seen_definition is None:
                 raise RequestError(f"tool `{tool_id}` has no change to review")
             seen = definition_digest(row.seen_definition)
-            if expected_digest is not None and seen != expected_digest:
+            if seen != expected_digest:
                 raise ReviewStaleError(
                     f"the definition of tool `{tool_id}` seen now has digest `{seen}`, not "
                     f"`{expected_digest}`; look at it again")

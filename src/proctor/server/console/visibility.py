@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from proctor.errors import RequestError
 from proctor.oversight.paths import AccessPath, access_paths, known_agents, live_grants
 from proctor.oversight.pinning import DEFINITION_FIELDS, ToolPins
 from proctor.server.console.queries import pending_count
@@ -58,9 +57,8 @@ async def review(tool_id: str, request: Request, console: ConsoleCall) -> Respon
     form = await check_csrf(request, console)
     console.require("api:tool.review", service("tools"))
     expected = form.get("expected_digest", "")
-    if not expected:
-        raise RequestError("the review names the digest of the definition it accepts")
     # audited as tool.review; refused if the definition changed since the page was shown
+    # (tool_review_stale), or if the form names none (review_digest_missing)
     _pins(console).review(tool_id, by=console.principal.id, expected_digest=expected)
     return RedirectResponse(f"/console/tools/{tool_id}/view", status_code=303)
 

@@ -82,7 +82,9 @@ class RegisterAgent(BaseModel):
 
 class Review(BaseModel):
     """Adopt ``manifest`` (default: the presented one) as reviewed, if it still has
-    ``expected_digest``."""
+    ``expected_digest``; without ``manifest`` the review must name it (the agent's
+    ``presented_digest``, or its ``manifest_digest`` when it presents none): 400
+    ``review_digest_missing``."""
 
     model_config = ConfigDict(extra="forbid")
     manifest: ManifestIn | None = None
@@ -192,7 +194,8 @@ def read_agent(agent_id: str, call: Call) -> AgentView:
 
 
 @router.post("/v1/agents/{agent_id:path}/review", responses=problem_responses(
-    *_ONE, "agent_state_invalid", "manifest_changed", "manifest_invalid", "reviewer_invalid"))
+    *_ONE, "agent_state_invalid", "manifest_changed", "manifest_invalid", "reviewer_invalid",
+    "review_digest_missing"))
 def review_agent(agent_id: str, body: Review, call: Call) -> AgentView:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
     agent = resolve_agent(call, agent_id)
