@@ -26,8 +26,9 @@ Phases, in this order:
 
 Under that load, where the CPU goes: the workers' event-loop threads
 (``server_loop_cpu_ms_per_decision_loaded``: HTTP, the app, the hop to a thread) and how
-they split between the workers (``worker_loop_cpu_split``: the workers share one
-listening socket, and whichever wakes first takes the connections), the bench database's
+they split between the workers (``worker_loop_cpu_split``: on Linux each worker listens
+on a socket of its own and the kernel spreads connections by a hash of their addresses;
+elsewhere they share one and whichever wakes first takes them), the bench database's
 PostgreSQL backends (``postgres_cpu_ms_per_decision_loaded``), and server + PostgreSQL +
 client (``machine_cpu_ms_per_decision_loaded``) with the rate at which that cost would
 keep every core busy (``decide_http_per_s_cpu_bound``): the most this machine could

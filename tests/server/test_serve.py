@@ -3,6 +3,7 @@ admin token printed once), and two workers on PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -168,10 +169,10 @@ def test_serve_refuses_to_listen_on_every_address_without_public_url(
     assert completed.stderr.count("\n") == 1
 
 
-def test_two_workers_on_postgresql_share_one_state(
+def test_two_workers_on_postgresql_share_one_state_each_on_a_socket_of_its_own(
         postgres_url: str, env: dict[str, str]) -> None:
     env = {**env, "PROCTOR_DATABASE_URL": postgres_url}
-    # the refusal and the init in this process (a process each would only add its start);
+    # the refusals and the init in this process (a process each would only add its start);
     # the workers are real processes
     refused = _refused(env)
     assert refused.exit_code == 1
@@ -180,6 +181,14 @@ def test_two_workers_on_postgresql_share_one_state(
     init = CliRunner().invoke(app, ["init", "--json"], env={**unset, **env})
     assert init.exit_code == 0, init.output
     token = json.loads(init.stdout)["admin_token"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        in_use = taken.getsockname()[1]
+        busy = _refused(env, "--workers", "2", "--port", str(in_use))
+    assert busy.exit_code == 1
+    assert busy.stderr.splitlines()[-1] == (
+        f"error: cannot listen on `127.0.0.1:{in_use}`: Address already in use")
     server = Served(env, "--workers", "2")
     try:
         server.wait_ready()
@@ -193,8 +202,85 @@ def test_two_workers_on_postgresql_share_one_state(
                     if m.startswith('proctor_http_requests_total{method="GET",'
                                     'route="/v1/whoami",status="200"}'))
         assert float(line.rsplit(" ", 1)[1]) == 20.0  # counted across both processes
+        # each worker listens on a socket of its own (once started: the first to start
+        # answered the above), and the kernel shares connections opened together among
+        # them (all 24 to one worker: odds 2^-23)
+        workers = _both_listening(server.port)
+        assert set(workers) == set(_answered_by(server.port, 24))
+        # a worker killed is started again by the supervisor, on a socket of its own
+        os.kill(workers[0], signal.SIGKILL)
+        again = _both_listening(server.port, not_by=workers[0])
+        assert workers[1] in again
+        assert set(again) == set(_answered_by(server.port, 24))
     finally:
         assert server.stop() in STOPPED
+
+
+def _tcp_sockets() -> list[tuple[int, int, str, int]]:
+    """(local port, remote port, state, inode) of this machine's IPv4 TCP sockets."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]:
+        fields = line.split()
+        found.append((int(fields[1].rsplit(":", 1)[1], 16),
+                      int(fields[2].rsplit(":", 1)[1], 16), fields[3], int(fields[9])))
+    return found
+
+
+def _owners(inodes: set[int]) -> dict[int, int]:
+    """The process holding each of ``inodes`` (sockets), by inode."""
+    owners = {}
+    with os.scandir("/proc") as processes:
+        pids = [int(entry.name) for entry in processes if entry.name.isdigit()]
+    for pid in pids:
+        try:
+            with os.scandir(f"/proc/{pid}/fd") as fds:
+                paths = [Path(fd.path) for fd in fds]
+        except OSError:  # gone, or not ours to read
+            continue
+        for path in paths:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                link = str(path.readlink())
+                if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                    owners[int(link[8:-1])] = pid
+    return owners
+
+
+def _listening(port: int) -> dict[int, int]:
+    """The listening sockets on ``port``: their processes, by inode."""
+    return _owners({inode for local, _, state, inode in _tcp_sockets()
+                    if local == port and state == "0A"})
+
+
+def _both_listening(port: int, *, not_by: int | None = None) -> list[int]:
+    """The two processes listening on ``port`` (neither of them ``not_by``), once they
+    are (waited for up to :data:`STARTUP_SECONDS`)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        found = sorted(set(_listening(port).values()))
+        if len(found) == 2 and not_by not in found:
+            return found
+        assert time.monotonic() < deadline, f"listening on the port: {found}"
+        time.sleep(0.1)
+
+
+def _answered_by(port: int, count: int) -> list[int]:
+    """``count`` connections opened together, each asked ``GET /healthz``: the process
+    that holds each one's server side."""
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for client in clients:  # answered: the server side is accepted, and held open
+            assert client.recv(12) == b"HTTP/1.1 200"
+        mine = {client.getsockname()[1] for client in clients}
+        sides = {inode for local, remote, state, inode in _tcp_sockets()
+                 if local == port and remote in mine and state == "01"}
+        owners = _owners(sides)
+        assert len(owners) == count
+        return list(owners.values())
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_serve_streams_the_audit_log_in_the_background(env: dict[str, str]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,6 +18,8 @@ from proctor.config import load_settings
 from proctor.errors import ProctorError
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from proctor.server import ApiTokens, MintedToken
 
 # proctor.server (FastAPI, uvicorn) is imported where it is used, so that every
@@ -151,14 +154,32 @@ def serve(
                         ws="none")
         return
     runtime.close()
-    with streaming, _multiprocess_metrics():
+    _serve_workers(uvicorn.Config(
+        "proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
+        workers=workers, log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol,
+        ws="none",
         # A worker answers uvicorn's health check only once it has imported everything;
         # on a busy machine that takes longer than uvicorn's 5 s, and a worker killed for
         # it is started again, just as slowly, for ever.
-        uvicorn.run("proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False,
-                    http=NoDelayHttpToolsProtocol, ws="none",
-                    timeout_worker_healthcheck=WORKER_START_SECONDS)
+        timeout_worker_healthcheck=WORKER_START_SECONDS), streaming)
+
+
+def _serve_workers(config: uvicorn.Config, streaming: AbstractContextManager[object]) -> None:
+    """uvicorn's supervisor and its workers, each listening on a socket of its own where
+    the kernel shares a port's connections out (:mod:`proctor.server.workers`)."""
+    from uvicorn.supervisors import Multiprocess
+
+    from proctor.server.workers import reserve
+
+    try:
+        port = reserve(config.host, config.port)
+    except OSError as exc:
+        fail(f"cannot listen on `{config.host}:{config.port}`: {exc.strerror or exc}",
+             code="config_invalid")
+    sockets = [port if port is not None else config.bind_socket()]
+    # as uvicorn.run: on Ctrl-C the workers were told, and have ended
+    with streaming, _multiprocess_metrics(), contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=sockets).run()
 
 
 @contextmanager
