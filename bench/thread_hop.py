@@ -1,4 +1,4 @@
-"""What the hop of a gateway's decision off its event loop costs, three ways.
+"""What the hop of a gateway's decision off its event loop costs, four ways.
 
 Usage::
 
@@ -6,24 +6,28 @@ Usage::
     uv run python bench/thread_hop.py --quick    # 600
     uv run python bench/thread_hop.py --smoke    # 30
 
-The stdio wrapper decides each call in a worker thread (``anyio.to_thread.run_sync``:
-the decision reads the store and waits for its durable write). This bench decides the
-enforcer bench's allowed call for a held grant (``Enforcer.decide_held_call``, SQLite)
-from a coroutine under ``anyio.run``, three ways alternated call by call:
+This bench decides the enforcer bench's allowed call for a held grant
+(``Enforcer.decide_held_call``, SQLite) from a coroutine under ``anyio.run``, four ways
+alternated call by call:
 
-- ``anyio``: ``anyio.to_thread.run_sync``, as the gateway does;
+- ``anyio``: ``anyio.to_thread.run_sync`` (``Enforcer.decide_held_call_async``, the
+  stdio wrapper's way until 7 December);
 - ``own_thread``: one long-lived thread fed by a ``queue.SimpleQueue``, its answer set on
   an asyncio future with ``call_soon_threadsafe``, with what ``run_sync`` guarantees
   kept: the caller's context variables (trace spans) copied into the thread, and a
   cancelled caller waiting for the decision to finish (a shielded wait);
 - ``inline``: no hop, the decision on the event loop's own thread (which then waits
   for the write: nothing else on the loop runs meanwhile, so this is a floor, not a
-  design).
+  design);
+- ``on_loop``: ``Enforcer.decide_held_call_on_loop`` (the wrapper's way now): the
+  decision's CPU on the loop, its write handed to the audit writer's thread, which
+  answers an asyncio future once committed; ``on_loop_share`` is the share of its
+  calls decided that way (the rest went whole to a worker thread: a view was cold).
 
 CPU is the process's per call (every thread: the audit writer's included), wall the
 call's. Prints a line per variant, then one JSON object on its last line:
-``hop_cpu_ms`` / ``hop_p50_ms`` (median per call by variant) and the two hops' costs
-over ``inline``.
+``hop_cpu_ms`` / ``hop_p50_ms`` (median per call by variant) and each way's cost over
+``inline``.
 """
 
 from __future__ import annotations
@@ -119,20 +123,30 @@ async def measure(calls: int) -> dict[str, Any]:
         async def inline() -> None:
             check(decide(held, CALL))
 
+        async def on_loop() -> None:
+            check(await runtime.enforcer.decide_held_call_on_loop(held, CALL))
+
         variants: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("anyio", via_anyio), ("own_thread", via_own_thread), ("inline", inline)]
+            ("anyio", via_anyio), ("own_thread", via_own_thread), ("inline", inline),
+            ("on_loop", on_loop)]
         cpu: dict[str, list[float]] = {name: [] for name, _ in variants}
         wall: dict[str, list[float]] = {name: [] for name, _ in variants}
         try:
             for _ in range(WARMUP):
                 for _, call in variants:
                     await call()
+            enforcer = runtime.enforcer
+            on_loop_at, on_thread_at = enforcer.decided_on_loop, enforcer.decided_on_thread
             for index in range(calls):
-                for name, call in variants[index % 3:] + variants[:index % 3]:
+                turn = index % len(variants)
+                for name, call in variants[turn:] + variants[:turn]:
                     cpu_at, wall_at = time.process_time(), time.perf_counter()
                     await call()
                     cpu[name].append((time.process_time() - cpu_at) * 1e3)
                     wall[name].append((time.perf_counter() - wall_at) * 1e3)
+            on_loop_share = (enforcer.decided_on_loop - on_loop_at) / max(1, (
+                enforcer.decided_on_loop - on_loop_at + enforcer.decided_on_thread
+                - on_thread_at))
         finally:
             own.close()
             runtime.close()
@@ -143,12 +157,16 @@ async def measure(calls: int) -> dict[str, Any]:
         "anyio_hop_cpu_ms": round(cpu_ms["anyio"] - cpu_ms["inline"], 4),
         "own_thread_hop_cpu_ms": round(cpu_ms["own_thread"] - cpu_ms["inline"], 4),
         "own_thread_vs_anyio_cpu": round(cpu_ms["own_thread"] / cpu_ms["anyio"], 4),
+        "on_loop_hop_cpu_ms": round(cpu_ms["on_loop"] - cpu_ms["inline"], 4),
+        "on_loop_vs_anyio_cpu": round(cpu_ms["on_loop"] / cpu_ms["anyio"], 4),
+        "on_loop_share": round(on_loop_share, 4),
         "not_allowed": not_allowed,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = harness.parser("A decision's hop off the event loop: anyio, own thread, none")
+    parser = harness.parser(
+        "A decision's hop off the event loop: anyio, own thread, none, on the loop")
     options = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     calls = harness.sized(options, full=FULL, quick=QUICK, smoke=SMOKE)
     load = harness.load_average()

@@ -47,7 +47,7 @@ from proctor import telemetry
 from proctor.approvals import Approval, ApprovalQueue, ApprovalStatus, binding_digest
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, decision_event, new_event_id
 from proctor.audit.masking import mask
-from proctor.audit.writer import WITHDRAWN
+from proctor.audit.writer import WITHDRAWN, RecordedEvent
 from proctor.clock import Clock
 from proctor.codes import Code
 from proctor.documents import MAX_DEPTH, is_unicode_text
@@ -63,6 +63,7 @@ from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome, Policy
 from proctor.policy.catalog import Sensitivity
 from proctor.policy.context import call_context
 from proctor.policy.known_tools import KnownTools
+from proctor.store import blocking
 
 __all__ = ["HELD_IN_PROCESS", "CallVerdict", "Enforcer", "ToolCall", "VerdictCode"]
 
@@ -75,6 +76,7 @@ log = logging.getLogger(__name__)
 HELD_IN_PROCESS = "in_process"
 
 _INACTIVE = (TrustState.SUSPENDED, TrustState.RETIRED)
+_LAPSED = ("task_expired", "task_idle")  # refusals after which the write's caller ends the task
 _NAMED_MOST = 4096  # (agent, tool) pairs whose request names are kept
 # an allow decided on what another process had changed meanwhile: decided once more
 _STALE = ("agent_changed", "task_changed", "policy_changed")
@@ -173,6 +175,10 @@ class Enforcer:
         self._sync_policies = sync_policies
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
         self._named: dict[tuple[str, str], tuple[EntityRef, str, EntityRef]] = {}
+        # statistics of decide_*_on_loop: decisions whose part before the write ran on
+        # the loop, and those sent whole to a worker thread (they needed the store)
+        self.decided_on_loop = 0
+        self.decided_on_thread = 0
 
     # deciding
 
@@ -191,37 +197,28 @@ class Enforcer:
     def _decide_safely(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
         if telemetry.is_enabled():
             return self._decide_traced(grant, call)
+        return self._decide_or_refuse(grant, call)
+
+    def _decide_or_refuse(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
         try:
             with self._one_look():
                 return self._decide(grant, call)
         except Exception as exc:  # an enforcement point must get an answer
-            log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
-            return self._refused(call, "enforcement_error",
-                                 f"the call could not be decided: {type(exc).__name__}",
-                                 held=isinstance(grant, HeldGrant))
+            return self._failed(grant, call, exc)
+
+    def _failed(self, grant: _Presented | HeldGrant, call: ToolCall,
+                exc: Exception) -> CallVerdict:
+        log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
+        return self._refused(call, "enforcement_error",
+                             f"the call could not be decided: {type(exc).__name__}",
+                             held=isinstance(grant, HeldGrant))
 
     def _decide_traced(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
         """:meth:`decide_call` in a span, counted: names, codes and ids only."""
-        tool = call.tool_id[:200]
         started = self._clock.monotonic()
-        with telemetry.span(f"proctor.decision {tool}", attributes={
-                "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]}) as current:
-            try:
-                with self._one_look():
-                    verdict = self._decide(grant, call)
-            except Exception as exc:  # an enforcement point must get an answer
-                log.error("decision on `%s` failed: %s", tool, type(exc).__name__)
-                verdict = self._refused(call, "enforcement_error",
-                                        f"the call could not be decided: {type(exc).__name__}",
-                                        held=isinstance(grant, HeldGrant))
-            claims = verdict.claims
-            telemetry.set_attributes(current, {
-                "proctor.decision": verdict.outcome.value, "proctor.code": verdict.code,
-                "proctor.policy_ids": list(verdict.policy_ids),
-                "proctor.policy_revision": verdict.revision,
-                "proctor.agent": claims.agent_id if claims else None,
-                "proctor.task": claims.task_id if claims else None,
-                "proctor.audit_event": verdict.event_id})
+        with _decision_span(call) as current:
+            verdict = self._decide_or_refuse(grant, call)
+            _traced(current, verdict)
         telemetry.record_decision(verdict.outcome.value, verdict.code,
                                   self._clock.monotonic() - started)
         return verdict
@@ -233,12 +230,103 @@ class Enforcer:
         return view.one_look() if view is not None else contextlib.nullcontext()
 
     async def decide_call_async(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
-        """:meth:`decide_call` off the event loop (it reads and writes the store)."""
+        """:meth:`decide_call` off the event loop, in a worker thread (it reads and
+        writes the store). :meth:`decide_call_on_loop` costs less."""
         return await anyio.to_thread.run_sync(self.decide_call, token, proof, call)
 
     async def decide_held_call_async(self, held: HeldGrant, call: ToolCall) -> CallVerdict:
-        """:meth:`decide_held_call` off the event loop."""
+        """:meth:`decide_held_call` off the event loop, in a worker thread."""
         return await anyio.to_thread.run_sync(self.decide_held_call, held, call)
+
+    async def decide_call_on_loop(self, token: str, proof: str, call: ToolCall) -> CallVerdict:
+        """:meth:`decide_call` for asyncio code (under anyio), without a thread hop
+        when the in-process views are warm.
+
+        The decision's CPU (the grant, the proof, the agent and task from the views,
+        Cedar, the event) runs on the caller's event loop; its one write is queued to
+        the audit writer's thread, which answers an asyncio future when the batch
+        committed (:meth:`AuditLog.record_with_async`): the loop never waits for the
+        database. Everything :meth:`decide_call` guarantees holds: the answer waits for
+        the commit, the write confirms revocations, suspensions and what the allow was
+        decided on, a stale allow is decided once more, an approval it spent is given
+        back, a failed write is ``audit_unavailable``; nothing raises.
+
+        What would wait for the database runs on a worker thread instead, as
+        :meth:`decide_call_async` does (:mod:`proctor.store.blocking`): the whole
+        decision when its part before the write needs the store (a view that is cold
+        or cannot prove itself current, a refusal's own write, an approval looked up,
+        a tool learnt from another process), and the part after the write when it
+        needs the store (a stale allow decided once more, a lapsed task ended, an
+        approval asked for or given back). On SQLite the views' one look at the change
+        feed is a statement on the loop (an index seek; the changes it finds are read
+        there too).
+
+        The whole decision is shielded from cancellation: a cancelled caller still
+        waits for it, so its write (use, nonce, event) commits and its after-write
+        steps run; the cancellation is delivered after. With telemetry on, the
+        decision's span is the calling task's child.
+        """
+        return await self._decide_shielded(_Presented(token, proof), call)
+
+    async def decide_held_call_on_loop(self, held: HeldGrant, call: ToolCall) -> CallVerdict:
+        """:meth:`decide_held_call` as :meth:`decide_call_on_loop` decides
+        :meth:`decide_call`: the stdio wrapper's entry."""
+        return await self._decide_shielded(held, call)
+
+    async def _decide_shielded(self, grant: _Presented | HeldGrant,
+                               call: ToolCall) -> CallVerdict:
+        with anyio.CancelScope(shield=True):
+            if not telemetry.is_enabled():
+                verdict = await self._decide_on_loop(grant, call)
+            else:
+                started = self._clock.monotonic()
+                with _decision_span(call) as current:
+                    verdict = await self._decide_on_loop(grant, call)
+                    _traced(current, verdict)
+                telemetry.record_decision(verdict.outcome.value, verdict.code,
+                                          self._clock.monotonic() - started)
+        return verdict
+
+    async def _decide_on_thread(self, grant: _Presented | HeldGrant,
+                                call: ToolCall) -> CallVerdict:
+        self.decided_on_thread += 1
+        return await anyio.to_thread.run_sync(self._decide_or_refuse, grant, call)
+
+    async def _decide_on_loop(self, grant: _Presented | HeldGrant,
+                              call: ToolCall) -> CallVerdict:
+        """The decision's CPU on the loop, its write awaited (see
+        :meth:`decide_call_on_loop`)."""
+        if self._agent_view is None or self._task_view is None:  # every read the store's
+            return await self._decide_on_thread(grant, call)
+        try:
+            with self._one_look():
+                self._agent_view.is_current()  # changes heard outside the refusal
+                with blocking.refusing():
+                    prepared = self._prepared(grant, call)
+                    if isinstance(prepared, CallVerdict):  # written without the store?
+                        return prepared
+                    pending = self._until_write(prepared, approved=None, spent=None)
+        except blocking.WouldBlock:  # nothing written: the whole decision on a thread
+            return await self._decide_on_thread(grant, call)
+        except Exception:  # decided again where a failure's refusal can be written
+            return await self._decide_on_thread(grant, call)
+        self.decided_on_loop += 1
+        try:
+            try:
+                recorded = await self._audit.record_with_async(pending.event, pending.call.use)
+            except Exception as exc:  # the use was not counted either: never an allow
+                verdict, spent = self._unaudited(pending, exc), pending.spent
+            else:
+                if pending.settles_in_memory():
+                    verdict, spent = self._written(pending, recorded)
+                else:
+                    verdict, spent = await anyio.to_thread.run_sync(
+                        self._written, pending, recorded)
+            if self._gives_back(verdict, spent):
+                await anyio.to_thread.run_sync(self._give_back, verdict, spent)
+            return verdict
+        except Exception as exc:  # an enforcement point must get an answer
+            return await anyio.to_thread.run_sync(self._failed, grant, call, exc)
 
     async def await_approval(self, verdict: CallVerdict, *, timeout: float) -> CallVerdict:
         """Wait for the human decision a pending verdict asks for, then decide again.
@@ -292,8 +380,9 @@ class Enforcer:
             def fresh() -> tuple[Agent, DecisionRequest] | None:
                 now = self._agent_again(claims)
                 return None if now is None else (now, self._current(request, claims))
-            return self._policy(claims, verdict.accessor or "", self._current(request, claims),
-                                use, ToolCall(request.resource.id, {}), agent, fresh)
+            return self._policy(_Call(claims, verdict.accessor or "",
+                                      self._current(request, claims), use,
+                                      ToolCall(request.resource.id, {}), agent, fresh))
         except Exception as exc:  # an enforcement point must get an answer
             log.error("decision after approval failed: %s", type(exc).__name__)
             return self._refused_after(verdict, "enforcement_error",
@@ -302,6 +391,13 @@ class Enforcer:
     # the steps
 
     def _decide(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict:
+        prepared = self._prepared(grant, call)
+        if isinstance(prepared, CallVerdict):
+            return prepared
+        return self._policy(prepared)
+
+    def _prepared(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict | _Call:
+        """The steps before policy: a refusal (written), or the call ready for policy."""
         held = isinstance(grant, HeldGrant)
         unreadable = _unreadable(call.tool_id, call.args)
         if unreadable is not None:
@@ -347,7 +443,7 @@ class Enforcer:
             now = self._agent_again(claims)
             return None if now is None else (now, self._request(
                 now, (self._task_view or self._grants).task(claims.task_id), claims, call))
-        return self._policy(claims, accessor, request, use, call, agent, fresh)
+        return _Call(claims, accessor, request, use, call, agent, fresh)
 
     def _agent_again(self, claims: GrantClaims) -> Agent | None:
         """The grant's agent as committed now, brought into the engine, after this
@@ -362,37 +458,45 @@ class Enforcer:
         self._refresh(agent)
         return agent
 
-    def _policy(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
-                use: GrantUse, call: ToolCall, agent: Agent,
-                fresh: Fresh | None = None) -> CallVerdict:
+    def _policy(self, call: _Call) -> CallVerdict:
         """:meth:`_decided`; an approval it spent (its decision once more keeps the first
         one's) is given back unless the call is allowed or refused for good
         (:data:`_FINAL_FOR_CALL`): a human approved this exact call, not its refusal."""
-        verdict, spent = self._decided(claims, accessor, request, use, call, agent, fresh,
-                                       approved=None, spent=None)
-        if spent is not None and not verdict.is_allowed \
-                and verdict.code not in _FINAL_FOR_CALL:
-            try:
-                self._approvals.give_back(*spent)
-            except Exception as exc:  # spent it stays: the safe side
-                log.error("approval `%s` could not be given back: %s", spent[0].id,
-                          type(exc).__name__)
+        verdict, spent = self._decided(call, approved=None, spent=None)
+        if self._gives_back(verdict, spent):
+            self._give_back(verdict, spent)
         return verdict
 
-    def _decided(self, claims: GrantClaims, accessor: str, request: DecisionRequest,
-                 use: GrantUse, call: ToolCall, agent: Agent, fresh: Fresh | None,
-                 *, approved: Approval | None, spent: _Spent | None,
+    @staticmethod
+    def _gives_back(verdict: CallVerdict, spent: _Spent | None) -> bool:
+        return spent is not None and not verdict.is_allowed \
+            and verdict.code not in _FINAL_FOR_CALL
+
+    def _give_back(self, verdict: CallVerdict, spent: _Spent | None) -> None:
+        if spent is None:
+            return
+        try:
+            self._approvals.give_back(*spent)
+        except Exception as exc:  # spent it stays: the safe side
+            log.error("approval `%s` could not be given back: %s", spent[0].id,
+                      type(exc).__name__)
+
+    def _decided(self, call: _Call, *, approved: Approval | None, spent: _Spent | None,
                  again: GrantError | None = None) -> tuple[CallVerdict, _Spent | None]:
-        """Policy, then the write. An allow the write refuses because it was decided on
-        an agent or a task another process had changed meanwhile (``agent_changed``,
-        ``task_changed``) is decided once more, on both read from the store then
-        (``fresh``), with the approval the first decision used, if any. That second
-        write confirms no risk nor sensitivity: whatever committed before it was read
-        is in it, and a change committing meanwhile is concurrent with the call, not
-        news this node missed. The first decision's write then writes no event (it was
-        never the answer): the second one's says it was decided again, and why
-        (``detail.decided_again``); if the call cannot be decided again (its agent
-        may no longer act), the refusal is written then."""
+        """Policy, then the write (:meth:`_until_write`, the write, :meth:`_written`)."""
+        pending = self._until_write(call, approved=approved, spent=spent, again=again)
+        try:
+            recorded = self._audit.record_with(pending.event, pending.call.use)
+        except Exception as exc:  # the use was not counted either: never an allow
+            return self._unaudited(pending, exc), pending.spent
+        return self._written(pending, recorded)
+
+    def _until_write(self, call: _Call, *, approved: Approval | None, spent: _Spent | None,
+                     again: GrantError | None = None) -> _Pending:
+        """Policy, and the event and effects of the write that stands behind it (not
+        written yet). ``approved``: decided again with the approval the first decision
+        used; ``again``: why (the first one's write refused it)."""
+        claims, request, use, agent = call.claims, call.request, call.use, call.agent
         use.sensitivity = 0
         use.decided_state = use.decided_risk = use.decided_seen = None
         use.decided_revision = use.pinned = None
@@ -417,18 +521,19 @@ class Enforcer:
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)
-        event = decision_event(request, decision, now=self._clock.now(), grant=accessor,
+        event = decision_event(request, decision, now=self._clock.now(), grant=call.accessor,
                                holder=HELD_IN_PROCESS if use.held else None,
                                decided_again=None if again is None
                                else (again.code, again.message))
+        fresh = call.fresh
         if decision.outcome is Outcome.ALLOW:
             use.sensitivity = self._sensitivity(request)
             # the write confirms what this allow was decided on: a drift, a risk score or
             # a task's sensitive read another process committed before its news reached
             # this one is never allowed (agent_changed, task_changed)
             use.decided_state = agent.trust_state.value
-            if call.pinned is not None:  # the definition in hand, against the committed pin
-                use.pinned = (call.tool_id, call.pinned)
+            if call.call.pinned is not None:  # the definition in hand, against the committed pin
+                use.pinned = (call.call.tool_id, call.call.pinned)
             if fresh is not None:  # else decided on both read from the store just now
                 use.decided_risk = (agent.risk_score, agent.risk_factors)
                 use.decided_seen = int(request.context.get("sensitivity_seen", 0))
@@ -439,46 +544,69 @@ class Enforcer:
             if exc.code in _STALE and fresh is not None:
                 return WITHDRAWN  # decided once more: that decision's event is the record
             named = None if exc.code == "proof_replayed" else claims  # may be anyone's
-            return self._refusal_event(call, exc.code, exc.message, named, held=use.held)
+            return self._refusal_event(call.call, exc.code, exc.message, named,
+                                       held=use.held)
 
         use.refuse = refuse
-        try:
-            recorded = self._audit.record_with(event, use)
-        except Exception as exc:  # the use was not counted either: never an allow
-            log.error("call on `%s` denied: its write failed (%s)", request.action,
-                      type(exc).__name__)
-            return CallVerdict(Outcome.DENY, "audit_unavailable",
-                               ("the decision could not be audited, so the call is denied",),
-                               revision=decision.revision, claims=claims, accessor=accessor,
-                               request=request), spent
+        return _Pending(replace(call, request=request), decision, event, approval, spent)
+
+    def _unaudited(self, pending: _Pending, exc: Exception) -> CallVerdict:
+        """The deny of a decision whose write failed."""
+        request = pending.call.request
+        log.error("call on `%s` denied: its write failed (%s)", request.action,
+                  type(exc).__name__)
+        return CallVerdict(Outcome.DENY, "audit_unavailable",
+                           ("the decision could not be audited, so the call is denied",),
+                           revision=pending.decision.revision, claims=pending.call.claims,
+                           accessor=pending.call.accessor, request=request)
+
+    def _written(self, pending: _Pending, recorded: RecordedEvent | None
+                 ) -> tuple[CallVerdict, _Spent | None]:
+        """The verdict once the write committed. An allow the write refuses because it was
+        decided on an agent or a task another process had changed meanwhile
+        (``agent_changed``, ``task_changed``) is decided once more, on both read from the
+        store then (``fresh``), with the approval the first decision used, if any. That
+        second write confirms no risk nor sensitivity: whatever committed before it was
+        read is in it, and a change committing meanwhile is concurrent with the call, not
+        news this node missed. The first decision's write then writes no event (it was
+        never the answer): the second one's says it was decided again, and why
+        (``detail.decided_again``); if the call cannot be decided again (its agent
+        may no longer act), the refusal is written then.
+
+        Reads or writes the store only where :meth:`_Pending.settles_in_memory` says so."""
+        call, decision, approval, spent = (pending.call, pending.decision, pending.approval,
+                                           pending.spent)
+        claims, use = call.claims, call.use
         event_id = recorded.event_id if recorded is not None else None
         if use.raised and self._task_view is not None:
             # before the answer: the next call of the task, here, reads the new mark (on
             # PostgreSQL the feed's notice of this very write may still be on its way)
             self._task_view.forget(claims.task_id)
         refusal = use.refusal
-        if refusal is not None and refusal.code in _STALE and fresh is not None:
+        if refusal is not None and refusal.code in _STALE and call.fresh is not None:
             if refusal.code == "policy_changed" and self._sync_policies is not None:
                 self._sync_policies()
-            current = fresh()
+            current = call.fresh()
             if current is not None:  # decided once more on what is committed now
-                return self._decided(claims, accessor, current[1], use, call, current[0],
-                                     None, approved=approval, spent=spent, again=refusal)
-            refused = self._refused(call, refusal.code, refusal.message, claims=claims,
+                return self._decided(replace(call, request=current[1], agent=current[0],
+                                             fresh=None),
+                                     approved=approval, spent=spent, again=refusal)
+            refused = self._refused(call.call, refusal.code, refusal.message, claims=claims,
                                     held=use.held)  # its write wrote no event
             return refused, spent
         if refusal is not None:
-            if refusal.code in ("task_expired", "task_idle"):
+            if refusal.code in _LAPSED:
                 self._grants.end_lapsed(claims.task_id, refusal.message)
             return CallVerdict(Outcome.DENY, refusal.code, (refusal.message,),
                                event_id=event_id,
                                claims=None if refusal.code == "proof_replayed" else claims
                                ), spent
         if decision.outcome is Outcome.APPROVAL_REQUIRED:
-            approval = self._ask(claims, accessor, request, decision, event.id)
+            approval = self._ask(claims, call.accessor, call.request, decision,
+                                 pending.event.id)
         return CallVerdict(decision.outcome, _code(decision), decision.reasons,
-                           decision.policy_ids, decision.revision, event_id, claims, accessor,
-                           approval, request, held=use.held), spent
+                           decision.policy_ids, decision.revision, event_id, claims,
+                           call.accessor, approval, call.request, held=use.held), spent
 
     def _request(self, agent: Agent, task: Task, claims: GrantClaims,
                  call: ToolCall) -> DecisionRequest:
@@ -626,6 +754,42 @@ the approval of this exact call)."""
 
 
 @dataclass(frozen=True, slots=True)
+class _Call:
+    """A call past the steps before policy: its grant's claims and use, the agent and
+    the request as read, and how to read both again (``fresh``; None: read from the
+    store just now)."""
+
+    claims: GrantClaims
+    accessor: str
+    request: DecisionRequest
+    use: GrantUse
+    call: ToolCall
+    agent: Agent
+    fresh: Fresh | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A call decided by policy, its write (``event`` with ``call.use``) not yet done."""
+
+    call: _Call
+    decision: Decision
+    event: AuditEvent
+    approval: Approval | None
+    spent: _Spent | None
+
+    def settles_in_memory(self) -> bool:
+        """Whether :meth:`Enforcer._written` answers without the store: not when the
+        write refused a stale allow (decided once more), found the task lapsed (ended),
+        or policy asks for an approval (requested)."""
+        refusal = self.call.use.refusal
+        if refusal is None:
+            return self.decision.outcome is not Outcome.APPROVAL_REQUIRED
+        stale = refusal.code in _STALE and self.call.fresh is not None
+        return not stale and refusal.code not in _LAPSED
+
+
+@dataclass(frozen=True, slots=True)
 class _Presented:
     """A grant and the proof of possession presented with one call."""
 
@@ -711,3 +875,21 @@ def _code(decision: Decision) -> VerdictCode:
     # every reason code but `policy_permit` (an allow's) is a Code: tests/test_codes.py
     return "allow" if decision.outcome is Outcome.ALLOW else cast(Code, decision.code.value)
 
+
+
+def _decision_span(call: ToolCall) -> contextlib.AbstractContextManager[Any]:
+    tool = call.tool_id[:200]
+    return telemetry.span(f"proctor.decision {tool}", attributes={
+        "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]})
+
+
+def _traced(current: Any, verdict: CallVerdict) -> None:
+    """The decision's span says what was decided: names, codes and ids only."""
+    claims = verdict.claims
+    telemetry.set_attributes(current, {
+        "proctor.decision": verdict.outcome.value, "proctor.code": verdict.code,
+        "proctor.policy_ids": list(verdict.policy_ids),
+        "proctor.policy_revision": verdict.revision,
+        "proctor.agent": claims.agent_id if claims else None,
+        "proctor.task": claims.task_id if claims else None,
+        "proctor.audit_event": verdict.event_id})

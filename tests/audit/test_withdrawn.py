@@ -3,8 +3,10 @@ and the chain stays whole (the enforcer's first decision of a call it decides ag
 
 from __future__ import annotations
 
+import anyio
+
 from proctor.audit import AuditEvent, AuditLog, WriteCursor, verifiers_for, verify_store
-from proctor.audit.writer import WITHDRAWN
+from proctor.audit.writer import WITHDRAWN, RecordedEvent
 from proctor.clock import FrozenClock
 from proctor.keys import LocalSigner
 from proctor.store import Store
@@ -35,3 +37,27 @@ def test_a_withdrawn_decision_writes_no_event_and_the_chain_stays_whole(
     report = verify_store(store, verifiers_for([signer]))
     assert report.is_valid, report.problem
     assert report.events == 2
+
+
+def test_a_withdrawn_decision_awaited_on_an_event_loop_is_answered_none(
+        store: Store, clock: FrozenClock, signer: LocalSigner) -> None:
+    """``record_with_async``: the writer thread answers the loop's future with what
+    ``record_with`` returns, None included."""
+    log = AuditLog(store, signer=signer, clock=clock)
+
+    async def write() -> tuple[object, object]:
+        withdrawn = await log.record_with_async(agent_event(clock, 1), _Withdrawing())
+        kept = await log.record_with_async(agent_event(clock, 2), _Keeping())
+        return withdrawn, kept
+    try:
+        withdrawn, kept = anyio.run(write)
+    finally:
+        log.close()
+    assert withdrawn is None
+    assert isinstance(kept, RecordedEvent) and kept.seq == 1
+    assert verify_store(store, verifiers_for([signer])).events == 1
+
+
+class _Keeping:
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        return None

@@ -220,7 +220,7 @@ class _OtlpReceiver:
 async def test_a_wrapper_calls_decision_span_is_the_calls_child(
         deployment: Deployment,
         exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
-    # the wrapper decides in a thread of its own: the call's context goes along
+    # the wrapper decides on its event loop (or a worker thread): the call's context goes along
     spans, _ = exported
     async with wrapped(deployment, deployment.grant(), UPSTREAM, server="test") as client:
         with anyio.fail_after(WAIT):

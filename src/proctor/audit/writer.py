@@ -64,7 +64,7 @@ from proctor.audit.events import Actor, ActorType, AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
 from proctor.keys import Signer, SignerSource
-from proctor.store import Store
+from proctor.store import Store, blocking
 
 __all__ = ["WITHDRAWN", "AuditLog", "BatchObserver", "Effects", "Receipt", "RecordedEvent",
            "WriteCursor"]
@@ -161,7 +161,7 @@ class Receipt:
     __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "result", "row")
 
     def __init__(self, event: AuditEvent | None, effects: Effects | None = None,
-                 future: asyncio.Future[RecordedEvent] | None = None) -> None:
+                 future: asyncio.Future[RecordedEvent | None] | None = None) -> None:
         self.event = event
         self.effects = effects
         self.row = _row_of(event) if event is not None else None
@@ -207,8 +207,7 @@ def _settle(receipts: Sequence[Receipt]) -> None:
             continue
         if receipt.error is not None:
             future.set_exception(receipt.error)
-        else:
-            assert receipt.result is not None
+        else:  # None: effects that wrote no event
             future.set_result(receipt.result)
 
 
@@ -266,6 +265,7 @@ class AuditLog:
 
     def record(self, event: AuditEvent, *, timeout: float | None = None) -> RecordedEvent:
         """Append ``event`` and return once it is durable."""
+        blocking.check()  # the caller's thread waits for the commit
         event = self._attributed(event)
         try:
             receipt = self._enqueue(event, timeout)
@@ -285,6 +285,7 @@ class AuditLog:
         Raises :class:`AuditUnavailableError` if the transaction failed: then neither
         the event nor the effects were written.
         """
+        blocking.check()  # the caller's thread waits for the commit, or writes it
         if event is not None:
             event = self._attributed(event)
         try:
@@ -296,23 +297,45 @@ class AuditLog:
                 self.attribution.note_failed(event)
             raise
 
+    async def record_with_async(self, event: AuditEvent | None, effects: Effects, *,
+                                timeout: float | None = None) -> RecordedEvent | None:
+        """:meth:`record_with` for asyncio code: the writer thread writes the batch and
+        answers an asyncio future on the caller's loop (``call_soon_threadsafe``); the
+        loop never waits for the commit. Same answer, same errors.
+
+        Queued before the first ``await``: a caller cancelled while it waits leaves a
+        write that still commits (or fails) as if it had waited (``effects`` included);
+        only the answer is lost. Shield the wait to keep it.
+        """
+        if event is not None:
+            event = self._attributed(event)
+        try:
+            return await self._record_async(event, timeout, effects)
+        except AuditUnavailableError:
+            if self.attribution is not None and event is not None:
+                self.attribution.note_failed(event)
+            raise
+
     async def record_async(self, event: AuditEvent, *, timeout: float | None = None
                            ) -> RecordedEvent:
         """:meth:`record` for asyncio code: awaits durability without blocking the loop."""
         event = self._attributed(event)
         try:
-            return await self._record_async(event, timeout)
+            recorded = await self._record_async(event, timeout)
         except AuditUnavailableError:
             if self.attribution is not None:
                 self.attribution.note_failed(event)
             raise
+        assert recorded is not None  # an event with no effects is always written
+        return recorded
 
-    async def _record_async(self, event: AuditEvent, timeout: float | None) -> RecordedEvent:
+    async def _record_async(self, event: AuditEvent | None, timeout: float | None,
+                            effects: Effects | None = None) -> RecordedEvent | None:
         loop = asyncio.get_running_loop()
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        future: asyncio.Future[RecordedEvent] = loop.create_future()
-        receipt = Receipt(event, future=future)
+        future: asyncio.Future[RecordedEvent | None] = loop.create_future()
+        receipt = Receipt(event, effects, future=future)
         if not self._slots.acquire(blocking=False):
             raise AuditUnavailableError("the audit writer is saturated")
         deadlines = self._deadlines.get(loop)

@@ -107,4 +107,4 @@ class HeldCredentials:
         return f"mcp://{server}/{name}"
 
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
-        return enforcer.decide_held_call_async(self.held, call)
+        return enforcer.decide_held_call_on_loop(self.held, call)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from proctor.errors import ProctorError, RequestError, StoreError
+from proctor.store import blocking as _blocking
 from proctor.store import drivers as _drivers
 from proctor.store import engine as _engine
 from proctor.store import migrate as _migrate
@@ -66,6 +67,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A connection inside one transaction; driver errors become :class:`StoreError`."""
+        _blocking.check()
         try:
             with self.engine.begin() as connection:
                 yield connection
@@ -75,6 +77,7 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A connection inside one read-only transaction (no write lock on SQLite)."""
+        _blocking.check()
         try:
             with self.engine.connect() as connection:
                 connection = connection.execution_options(**{READ_ONLY: True})
@@ -96,6 +99,7 @@ class Store:
         placeholder. A connection that fails is closed and the next call borrows
         another.
         """
+        _blocking.check()
         text_sql = sql.replace("{p}", self._mark)
         try:
             held = self._reads.take()
