@@ -34,6 +34,7 @@ import anyio
 import httpx2
 
 from proctor.errors import GatewayError
+from proctor.gateway.http11 import Http11Transport
 from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, invalid_answer, too_large
 
 __all__ = ["ENCODED", "AnswerRefused", "EventsRefused", "KeepAliveTransport",
@@ -146,6 +147,6 @@ def keepalive_client(headers: dict[str, str], timeout: httpx2.Timeout, *,
     """An HTTP client for one upstream connection: its connections pooled and kept, its
     bodies asked for unencoded and capped (see :class:`KeepAliveTransport`)."""
     client = httpx2.AsyncClient(headers=headers, timeout=timeout, transport=KeepAliveTransport(
-        httpx2.AsyncHTTPTransport(), max_answer_bytes=max_answer_bytes))
+        Http11Transport(httpx2.AsyncHTTPTransport()), max_answer_bytes=max_answer_bytes))
     client.headers["accept-encoding"] = "identity"
     return client
