@@ -251,6 +251,23 @@ async def test_an_upstreams_error_text_on_a_listing_is_redacted(
 
 
 @sqlite_only
+async def test_an_upstreams_error_on_a_tools_listing_is_redacted_and_its_data_left_out(
+        deployment: Deployment) -> None:
+    # the tools are listed again at each tools/list (after the listing at connect): an
+    # upstream's error there reached the agent as the upstream wrote it, data included
+    token = "ghp_" + secrets.token_hex(18)
+    sock = listening_socket()
+    async with served(create_failing(token, lists=1).streamable_http_app(), sock), wrapped(
+            deployment, deployment.grant(), [],
+            config=_over_http(deployment, f"{url_of(sock)}/mcp"), server="test") as client:
+        with pytest.raises(MCPError) as refused:
+            await client.list_tools()
+    error = refused.value.error
+    assert token not in error.message and token not in json.dumps(error.data)
+    assert "[REDACTED:github_token]" in error.message
+
+
+@sqlite_only
 async def test_structured_content_is_scanned_even_under_binary_looking_keys(
         deployment: Deployment) -> None:
     token = "ghp_" + secrets.token_hex(18)

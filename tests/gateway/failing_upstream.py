@@ -1,6 +1,7 @@
 """An MCP server whose listings fail with an error that quotes a credential:
 ``prompts/list``, ``resources/list`` and ``resources/templates/list`` answer an
-error naming a token (over stdio: the value of ``UPSTREAM_TOKEN``). One tool,
+error naming a token (over stdio: the value of ``UPSTREAM_TOKEN``) in its message
+and its ``data``, and so does ``tools/list`` after ``lists`` answers. One tool,
 ``lookup``, answers structured content that holds the token under the keys MCP uses
 for binary payloads (``blob``, and ``data`` beside ``"type": "image"``)."""
 
@@ -16,14 +17,21 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 
-def create_server(token: str) -> Server[Any]:
+def create_server(token: str, lists: int | None = None) -> Server[Any]:
     """The server, quoting ``token`` (served over stdio by ``main``, or over streamable
     HTTP with ``streamable_http_app()``)."""
 
     def fail() -> Any:
-        raise MCPError(code=types.INTERNAL_ERROR, message=f"backend refused token {token}")
+        raise MCPError(code=types.INTERNAL_ERROR, message=f"backend refused token {token}",
+                       data={"token": token})
+
+    listed = 0
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        nonlocal listed
+        listed += 1
+        if lists is not None and listed > lists:
+            fail()
         return types.ListToolsResult(tools=[types.Tool(
             name="lookup", description="A record", input_schema={"type": "object"})])
 

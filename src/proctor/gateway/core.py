@@ -254,6 +254,8 @@ class Gateway:
                 raise _upstream_error(exc) from None
             log.warning("listing skips upstream `%s`: %s", server, exc.code)
             return None
+        except MCPError as exc:  # the upstream's own error on listing its tools again
+            raise self._passed_on(exc) from None
 
     # calls
 
@@ -395,10 +397,15 @@ class Gateway:
                     return await send()
             except GatewayError as exc:
                 raise _upstream_error(exc) from None
-            except MCPError as exc:  # the upstream's own JSON-RPC error, passed on redacted
-                raise MCPError(exc.code, self.results.redact_text(exc.message)) from None
+            except MCPError as exc:
+                raise self._passed_on(exc) from None
 
         return await session.forward(upstream_call)
+
+    def _passed_on(self, exc: MCPError) -> MCPError:
+        """The upstream's own JSON-RPC error as the agent gets it: its code, its message
+        redacted, its ``data`` left out (both could quote the upstream's credentials)."""
+        return MCPError(exc.code, self.results.redact_text(exc.message))
 
 
 def _unknown_tool(name: str) -> MCPError:
