@@ -22,7 +22,13 @@ fresh database on ``PROCTOR_TEST_PG_URL``'s server, dropped afterwards).
   from a decision (``decision_event``: masking, request digest): the whole
   audit cost of one ``decide_and_record`` apart from ``decide`` itself;
 - *threads*: ``AuditLog.record`` from 64 OS threads, events built before;
-- *verify_events_per_s*: ``verify_store`` over the chain just written.
+- *verify_events_per_s*: ``verify_store`` over the chain just written;
+- *search_…_ms*: ``search_events`` / ``iter_events`` by task and by actor over that
+  chain (200 tasks, 20 agents), the median of 40 searches each, once events are
+  written until at least 3,072 rows lie past the keys table's mark (``search_tail_rows``,
+  less than ``KEYS_EVERY`` = 4,096): the newest 100 of a task, every event of a task,
+  the newest 100 of an actor; ``search_…_cpu_ms``: the searching thread's CPU (the
+  database's work and Python's, less moved by the load than the wall time).
 
 Prints a table, then one JSON object on its last line.
 """
@@ -34,6 +40,7 @@ import itertools
 import os
 import platform
 import sqlite3
+import statistics
 import sys
 import tempfile
 import threading
@@ -44,14 +51,24 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import select
 
 import harness
-from proctor.audit import AuditLog, decision_event, verifiers_for, verify_store
+from proctor.audit import (
+    AuditLog,
+    EventFilter,
+    decision_event,
+    iter_events,
+    search_events,
+    verifiers_for,
+    verify_store,
+)
 from proctor.audit.events import new_event_id
 from proctor.keys import LocalSigner
 from proctor.policy import Decision, EntityRef, Outcome, ReasonCode, call_context
 from proctor.policy.model import DecisionRequest
-from proctor.store import open_store
+from proctor.store import Store, open_store
+from proctor.store.tables import audit_head
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 DECISION = Decision(Outcome.ALLOW, ReasonCode.PERMITTED, ("coding-read",),
@@ -200,13 +217,58 @@ def measure_log(url: str, count: int, signer: LocalSigner) -> dict[str, float]:
             raise SystemExit(f"the chain does not verify: {report.problem}")
         results["verify"] = report.events / elapsed
         results["async_cpu_us"] = cpu["us_per_event"]
+        results.update(measure_searches(store, signer))
         return results
     finally:
         store.close()
 
 
+SEARCH_TAIL = 3072  # rows past the keys' mark the searches are measured at (at least)
+
+
+def tail_rows(store: Store) -> int:
+    with store.reading() as conn:
+        seq, keyed = conn.execute(select(audit_head.c.seq, audit_head.c.keyed)).one()
+    return int(seq) - int(keyed or 0)
+
+
+def measure_searches(store: Store, signer: LocalSigner, samples: int = 40
+                     ) -> dict[str, float]:
+    """Median milliseconds of three searches, with at least :data:`SEARCH_TAIL` rows
+    past the keys' mark (fewer than a fill's 4,096: writing them fills no keys)."""
+    short = SEARCH_TAIL - tail_rows(store)
+    if short > 0:
+        audit = AuditLog(store, signer=signer)
+        try:
+            with_asyncio(audit, short, 64, build=False)
+        finally:
+            audit.close()
+    figures: dict[str, float] = {"tail": tail_rows(store)}
+    searches: dict[str, Callable[[int], object]] = {
+        "task_newest100": lambda n: search_events(store, EventFilter(task=f"task-{n % 200}"),
+                                                  limit=100),
+        "task_all": lambda n: list(iter_events(store, EventFilter(task=f"task-{n % 200}"))),
+        "actor_newest100": lambda n: search_events(
+            store, EventFilter(actor_id=f"spiffe://acme.example/agent/coder-{n % 20}"),
+            limit=100),
+    }
+    times: dict[str, list[float]] = {name: [] for name in searches}
+    cpu: dict[str, list[float]] = {name: [] for name in searches}
+    for n in range(samples):  # alternated, so that drift hits all three alike
+        for name, search in searches.items():
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            search(7 * n + 3)
+            cpu[name].append((time.thread_time() - cpu_started) * 1000)
+            times[name].append((time.perf_counter() - started) * 1000)
+    figures.update({name: statistics.median(found) for name, found in times.items()})
+    figures.update({f"{name}_cpu": statistics.median(found) for name, found in cpu.items()})
+    return figures
+
+
 def log_figures(log: dict[str, float], backend: str, verify: str) -> dict[str, float]:
-    """The figures of ``measure_log`` on one backend, named as the report names them."""
+    """The figures of ``measure_log`` on one backend, named as the report names them
+    (the search figures: no suffix for SQLite, ``_postgres``)."""
+    suffix = "" if backend == "sqlite" else f"_{backend}"
     return {
         f"events_per_s_{backend}": round(log["async"]),
         f"decision_events_per_s_{backend}": round(log["decisions"]),
@@ -214,6 +276,11 @@ def log_figures(log: dict[str, float], backend: str, verify: str) -> dict[str, f
         f"mean_batch_{backend}": round(log["async_mean_batch"], 1),
         f"cpu_us_per_event_{backend}": round(log["async_cpu_us"], 1),
         verify: round(log["verify"]),
+        **{f"search_{name}_ms{suffix}": round(log[name], 2)
+           for name in ("task_newest100", "task_all", "actor_newest100")},
+        **{f"search_{name}_cpu_ms{suffix}": round(log[f"{name}_cpu"], 2)
+           for name in ("task_newest100", "task_all", "actor_newest100")},
+        f"search_tail_rows{suffix}": round(log["tail"]),
     }
 
 
