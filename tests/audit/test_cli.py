@@ -60,6 +60,16 @@ def test_verify_names_the_first_broken_link_and_exits_1(home: Path, database_url
     assert "position 7" in out and "missing" in out
 
 
+def test_verify_names_a_key_of_the_keys_table_past_its_mark_and_exits_1(
+        home: Path, database_url: str) -> None:
+    store = open_store(database_url)  # 13 events, none keyed yet (mark: none)
+    execute(store, "INSERT INTO audit_keys (kind, key, seq) VALUES ('t', 'task-42', 4)")
+    store.close()
+    code, out = invoke("verify")
+    assert code == 1
+    assert "position 4 (keys_mismatch)" in out and "past the keys' mark at position 0" in out
+
+
 def test_search_selects_by_actor_type_and_decision(home: Path) -> None:
     code, out = invoke("search", "--actor-type", "human", "--json")
     assert code == 0

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from proctor.audit import (
     ActorType,
@@ -23,6 +23,7 @@ from proctor.audit import (
     iter_events,
     search_events,
     verifiers_for,
+    verify_store,
 )
 from proctor.audit import driver as audit_driver
 from proctor.clock import FrozenClock
@@ -30,6 +31,7 @@ from proctor.keys import LocalSigner
 from proctor.store import Store
 from proctor.store.tables import audit_events, audit_head, audit_keys
 from tests.audit.helpers import agent_event
+from tests.conftest import sqlite_only
 
 EVERY = 7  # events past the mark after which a batch fills keys, in these tests
 MOST = 11  # the most events one batch fills the keys of
@@ -204,3 +206,119 @@ def test_archiving_deletes_the_keys_with_their_events(
     keys, mark = stored_keys(store)
     assert {seq for _, _, seq in keys} == set(range(21, mark + 1))
     check_searches(store, 30)
+
+
+# verification: the keys table against the events' columns (up to the mark, no others)
+
+
+def keys_problem(store: Store, signer: LocalSigner) -> tuple[int, str, str] | None:
+    report = verify_store(store, verifiers_for([signer]))
+    if report.problem is None:
+        return None
+    return report.problem.seq, report.problem.kind, report.problem.message
+
+
+@pytest.fixture
+def keyed(log: AuditLog, store: Store, clock: FrozenClock) -> int:
+    """A log of 50 events or a few more whose keys the writer filled in steps, with
+    rows past the mark: the mark."""
+    write(log, clock, 50, seed=31)
+    while (mark := stored_keys(store)[1]) == head(store):
+        log.record(agent_event(clock, task=TASKS[0]))
+    log.close()
+    assert 40 < mark < head(store)
+    return mark
+
+
+def head(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(audit_head.c.seq)).scalar_one())
+
+
+def event_keys(store: Store, seq: int) -> tuple[str, str]:
+    with store.engine.connect() as conn:
+        task, actor = conn.execute(select(audit_events.c.task, audit_events.c.actor_id)
+                                   .where(audit_events.c.seq == seq)).one()
+    return task, actor
+
+
+def test_verify_finds_nothing_wrong_with_keys_the_writer_filled(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    assert keys_problem(store, signer) is None
+
+
+def test_verify_finds_an_event_whose_task_key_was_deleted(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    task, _ = event_keys(store, 12)
+    with store.engine.begin() as conn:
+        conn.execute(delete(audit_keys).where(audit_keys.c.kind == "t",
+                                              audit_keys.c.seq == 12))
+    assert search_events(store, EventFilter(task=task), limit=1000,
+                         newest_first=False)[0].seq != 12  # what the deletion hid
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (12, "keys_mismatch")
+    assert "lacks the task key of the event at position 12" in message
+
+
+def test_verify_finds_an_actor_key_changed_to_another_actor(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    _, actor = event_keys(store, 20)
+    other = next(a for a in [*AGENTS, *HUMANS] if a != actor)
+    with store.engine.begin() as conn:
+        conn.execute(update(audit_keys).where(audit_keys.c.kind == "a", audit_keys.c.seq == 20)
+                     .values(key=other))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (20, "keys_mismatch") and "actor key" in message
+
+
+def test_verify_finds_a_key_added_for_an_event_that_does_not_have_it(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(insert(audit_keys).values(kind="t", key="task-elsewhere", seq=7))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (7, "keys_mismatch")
+    assert "holds a task key at position 7 that the event there does not have" in message
+
+
+def test_verify_finds_keys_past_the_mark_and_a_mark_moved_back(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    task, _ = event_keys(store, keyed + 1)
+    with store.engine.begin() as conn:
+        conn.execute(insert(audit_keys).values(kind="t", key=task, seq=keyed + 1))
+    assert keys_problem(store, signer) == (
+        keyed + 1, "keys_mismatch",
+        f"the keys table holds a task key at position {keyed + 1} past the keys' mark at "
+        f"position {keyed}")
+    with store.engine.begin() as conn:
+        conn.execute(delete(audit_keys).where(audit_keys.c.seq > keyed))
+        conn.execute(update(audit_head).values(keyed=keyed - 3))
+    seq, kind, _ = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (keyed - 2, "keys_mismatch")
+
+
+def test_verify_finds_a_mark_moved_past_the_head(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    last = head(store)
+    with store.engine.begin() as conn:
+        conn.execute(update(audit_head).values(keyed=last + 5))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (last + 1, "keys_mismatch")
+    assert f"mark at position {last + 5} lies past the head at position {last}" in message
+
+
+def test_an_edited_task_column_is_the_index_s_finding_not_the_keys(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(update(audit_events).where(audit_events.c.seq == 9)
+                     .values(task="task-forged"))
+    assert (keys_problem(store, signer) or ())[:2] == (9, "index_mismatch")
+
+
+@sqlite_only
+def test_verify_finds_a_keys_table_it_cannot_read(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE audit_keys"))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (1, "keys_mismatch")
+    assert message.startswith("the keys table cannot be read: database error")

@@ -1,4 +1,4 @@
-"""Verifying the chain: every link, every checkpoint, the head and the index.
+"""Verifying the chain: every link, every checkpoint, the head, the index and the keys.
 
 The walk stops at the first problem and names it by position (``seq``):
 
@@ -12,7 +12,12 @@ The walk stops at the first problem and names it by position (``seq``):
 - ``checkpoint_unknown_key``: a checkpoint signed by a key no verifier knows;
 - ``unanchored``: the chain starts after position 1 without a checkpoint there;
 - ``truncated``: the head row or a checkpoint lies beyond the last event;
-- ``index_mismatch``: a query column disagrees with the event it indexes.
+- ``index_mismatch``: a query column disagrees with the event it indexes;
+- ``keys_mismatch``: the keys table (``audit_keys``, what a search by task or actor
+  reads up to the head row's ``keyed`` mark) disagrees with the events' columns: an
+  event up to the mark lacks its task or actor key (a search would not find it), a key
+  names what its event does not, lies past the mark or at no event, or the mark lies
+  past the head (the events between would never be keyed).
 
 A chain may start at a checkpoint (older events archived, see
 :mod:`proctor.audit.retention`): its first row must link to the hash of a
@@ -27,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from proctor.audit.chain import GENESIS, ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, check_checkpoint, load_checkpoints
@@ -37,7 +42,7 @@ from proctor.keys import Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_head
 
-__all__ = ["ChainChecker", "Problem", "VerifyReport", "verify_store"]
+__all__ = ["ChainChecker", "Problem", "VerifyReport", "first_keys_mismatch", "verify_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +201,73 @@ class ChainChecker:
                             len(self.checkpoints), max(tail, 0), first, notes)
 
 
+# One statement, so one snapshot on either database whatever a writer commits meanwhile:
+# the mark and the head, the first event up to the mark without both of its keys (two
+# look-ups in the keys' primary key each), the keys and the events up to the mark counted.
+# With every event keyed, the keys are exactly theirs if there are twice as many.
+_KEYS_CHECK = text(
+    "WITH m AS (SELECT coalesce(max(keyed), 0) AS mark, coalesce(max(seq), 0) AS head "
+    "FROM audit_head WHERE id = 1) "
+    "SELECT m.mark, m.head, "
+    "(SELECT min(e.seq) FROM audit_events e WHERE e.seq <= m.mark AND ("
+    "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 't' AND k.key = e.task "
+    "AND k.seq = e.seq) OR "
+    "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'a' AND k.key = e.actor_id "
+    "AND k.seq = e.seq))), "
+    "(SELECT count(*) FROM audit_keys), "
+    "(SELECT count(*) FROM audit_events e WHERE e.seq <= m.mark) "
+    "FROM m")
+# Only when the counts differ: the first key past the mark or not its event's.
+_STRAY_KEY = text(
+    "WITH m AS (SELECT coalesce(max(keyed), 0) AS mark FROM audit_head WHERE id = 1) "
+    "SELECT k.seq, k.kind, m.mark FROM audit_keys k, m WHERE k.seq > m.mark OR NOT EXISTS ("
+    "SELECT 1 FROM audit_events e WHERE e.seq = k.seq AND k.key = "
+    "CASE k.kind WHEN 't' THEN e.task WHEN 'a' THEN e.actor_id END) "
+    "ORDER BY k.seq LIMIT 1")
+_MISSING_KIND = text(
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 't' "
+    "AND k.key = e.task AND k.seq = e.seq) THEN 'actor' ELSE 'task' END "
+    "FROM audit_events e WHERE e.seq = :seq")
+_KINDS = {"t": "task", "a": "actor"}
+
+
+def first_keys_mismatch(store: Store) -> Problem | None:
+    """The first disagreement of the keys table with the events' columns (a
+    ``keys_mismatch``), or None; a keys table that cannot be read is one too."""
+    try:
+        with store.reading() as conn:
+            mark, head, missing, keys, keyed = conn.execute(_KEYS_CHECK).one()
+            if mark > head:
+                return Problem(head + 1, "keys_mismatch", f"the keys' mark at position {mark} "
+                               f"lies past the head at position {head}: events written up to "
+                               "it would never be keyed, and no search by task or actor "
+                               "would find them")
+            if missing is not None:
+                kind = conn.execute(_MISSING_KIND, {"seq": missing}).scalar()
+                return Problem(missing, "keys_mismatch", f"the keys table lacks the {kind} "
+                               f"key of the event at position {missing}: a search by its "
+                               f"{kind} would not find it")
+            if keys == 2 * keyed:
+                return None
+            stray = conn.execute(_STRAY_KEY).first()
+    except ProctorError as exc:
+        return Problem(1, "keys_mismatch", f"the keys table cannot be read: {exc.message}")
+    if stray is None:  # not found again: the table changed under the check
+        return Problem(mark + 1, "keys_mismatch", f"the keys table holds {keys} keys for "
+                       f"{keyed} events up to position {mark}, not two each")
+    seq, kind, mark = stray
+    where = (f"past the keys' mark at position {mark}" if seq > mark
+             else "that the event there does not have")
+    return Problem(int(seq), "keys_mismatch", f"the keys table holds a "
+                   f"{_KINDS.get(kind, 'unknown kind of')} key at position {seq} {where}")
+
+
 def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyReport:
     """Walk the whole chain in ``store``; ``verifiers`` by key id check the checkpoints."""
-    # The index check runs inside the database while Python walks the links.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="proctor-verify") as pool:
+    # The index and keys checks run inside the database while Python walks the links.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="proctor-verify") as pool:
         index_check = pool.submit(first_index_mismatch, store)
+        keys_check = pool.submit(first_keys_mismatch, store)
         try:
             checker = ChainChecker(load_checkpoints(store), verifiers)
             for rows in iter_links(store):
@@ -224,10 +291,16 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyRepor
             # Bodies that are not JSON make the check itself fail; the walk
             # reports such rows as altered, so only speak up when it found nothing.
             mismatch = None if checker.problem is not None else (checker.first_seq or 1)
+        keys = keys_check.result()
     also = None
     if mismatch is not None:
         also = Problem(mismatch, "index_mismatch", f"the query columns of the event at "
                        f"position {mismatch} do not match its content")
+    # an edited column disagrees with its keys too: the index's finding comes first
+    if keys is not None and (also is None or keys.seq < also.seq):
+        if keys.seq == 1 and checker.first_seq is not None:
+            keys = Problem(checker.first_seq, keys.kind, keys.message)
+        also = keys
     notes: tuple[str, ...] = ()
     if checker.checkpoints == {} and checker.events:
         notes = ("no valid signed checkpoint covers this chain",)
