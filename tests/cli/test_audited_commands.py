@@ -79,7 +79,8 @@ def test_every_state_changing_command_is_the_operators_own_human_event(
     assert run("agent", "suspend", "builder", "--reason", "looks odd")[0] == 0
     expected.append(("agent.suspend", f'Agent::"{BUILDER}"', me, "suspended"))
 
-    assert run("agent", "review", "builder", *ERIN)[0] == 0
+    shown = run("agent", "show", "builder")[1]
+    assert run("agent", "review", "builder", "--digest", shown["manifest_digest"], *ERIN)[0] == 0
     expected.append(("agent.review", f'Agent::"{BUILDER}"', erin, "trusted"))
     code, task = run("task", "start", "coder", "--purpose", "fix the build",
                      "--on-behalf-of", "alice@acme.example", *ERIN)

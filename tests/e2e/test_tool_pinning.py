@@ -41,11 +41,11 @@ async def _wrapped_rug(deployment: Deployment, grant: IssuedGrant,
         yield client
 
 
-def _proctor(deployment: Deployment, *args: str) -> Result:
+def _proctor(deployment: Deployment, *args: str, answer: str | None = None) -> Result:
     """A `proctor` command on the deployment, in this process: its answer is the subject
-    here."""
+    here. ``answer``: what the operator types at its prompt (None: no terminal)."""
     env = {k: v for k, v in deployment.env.items() if k != "PYTHONPATH"}
-    return CliRunner().invoke(app, list(args), env=env)
+    return CliRunner().invoke(app, list(args), env=env, input=answer)
 
 
 async def _listed(client: ClientSession) -> dict[str, Any]:
@@ -183,11 +183,20 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
     assert "reviewed by erin@acme.example" in reviewed.stdout
     nothing = _proctor(deployment, "tool", "review", "pins/rug_pull", "--by", "erin@acme.example")
     assert nothing.exit_code == 1 and "no change to review" in nothing.stderr
-    # without --digest the command shows the change and names the digest it shows
+    # without --digest the command shows the change and asks before it accepts the
+    # digest it showed; no yes (or --json, a script): nothing reviewed
     export = pins.record("pins/export").seen_digest
-    named = _proctor(deployment, "tool", "review", "pins/export", "--by", "erin@acme.example")
+    review = ("tool", "review", "pins/export", "--by", "erin@acme.example")
+    for answer in (None, "n\n"):
+        declined = _proctor(deployment, *review, answer=answer)
+        assert declined.exit_code == 1 and "nothing reviewed" in declined.stderr
+    unnamed = _proctor(deployment, *review, "--json")
+    assert unnamed.exit_code == 1 and "review_digest_missing" in unnamed.stdout
+    assert pins.record("pins/export").state == "unreviewed"
+    named = _proctor(deployment, *review, answer="y\n")
     assert named.exit_code == 0, named.output
-    assert "Export the data" in named.stdout and f"accepting definition {export}" in named.stdout
+    assert "Export the data" in named.stdout
+    assert f"accept definition {export} of pins/export?" in named.stdout
     assert pins.record("pins/export").state == "reviewed"
 
 

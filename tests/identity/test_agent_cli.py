@@ -75,7 +75,7 @@ def test_register_show_suspend_review_retire_on_each_database(
     assert [a["id"] for a in listed["agents"]] == [CODER]
 
 
-def test_a_review_without_digest_shows_the_drift_and_names_its_digest(home: Path) -> None:
+def test_a_review_without_digest_shows_the_drift_and_asks_before_it_adopts_it(home: Path) -> None:
     code, _ = run("register", "coder", "--owner", "alice@acme.example", "--jwk",
                   str(home / "coder.jwk"), "--manifest", str(home / "manifest.yaml"))
     assert code == 0
@@ -85,11 +85,17 @@ def test_a_review_without_digest_shows_the_drift_and_names_its_digest(home: Path
                                 ).present_manifest(CODER, manifest(model_id="claude-opus-4"))
     finally:
         store.close()
-    shown = runner.invoke(app, ["agent", "review", "coder", "--by", "erin"])
+    review = ["agent", "review", "coder", "--by", "erin"]
+    declined = runner.invoke(app, review)  # no terminal to answer
+    assert declined.exit_code == 1 and "nothing reviewed" in declined.stderr
+    code, unnamed = run("review", "coder", "--by", "erin")
+    assert (code, unnamed["error"]["code"]) == (1, "review_digest_missing")
+    assert run("show", "coder")[1]["trust_state"] == "drifted"
+    shown = runner.invoke(app, review, input="y\n")
     assert shown.exit_code == 0, shown.output
     assert "drift in model_id: reviewed 'claude-sonnet-4' -> presented 'claude-opus-4'" in \
         shown.stdout
-    assert f"adopting manifest {drifted.presented_digest}" in shown.stdout
+    assert f"adopt manifest {drifted.presented_digest} for {CODER}?" in shown.stdout
     assert run("show", "coder")[1]["trust_state"] == "trusted"
 
 

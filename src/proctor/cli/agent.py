@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from proctor.cli.operator import Acting, ByOpt, Undo, acting_store
-from proctor.cli.output import console, fail, print_json
+from proctor.cli.output import confirm_review, console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.documents import read_json
@@ -211,12 +211,14 @@ def review(
         "--manifest", help="Adopt this manifest instead of the presented one.")] = None,
     digest: Annotated[str | None, typer.Option(
         "--digest", help="Only if the manifest to adopt still has this digest (agent show's "
-        "presented_digest); without it, the drift is shown and its digest named.")] = None,
+        "presented_digest); without it, the drift is shown and the review asks for a yes.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again. The
     review names the digest of the manifest it adopts: --digest, or the one shown here
-    (refused manifest_changed if the agent presented another one in between)."""
+    once confirmed (refused manifest_changed if the agent presented another one in
+    between)."""
     from proctor.identity import load_manifest
 
     with _acting(by, as_json) as (registry, resolve, acting):
@@ -224,10 +226,11 @@ def review(
         agent_id = resolve(agent)
         if adopted is None and digest is None:
             found = registry.get(agent_id)
-            digest = found.review_digest
             if not as_json:
                 _print_drift(found)
-                console.print(f"adopting manifest {digest}", markup=False, soft_wrap=True)
+            confirm_review(f"adopt manifest {found.review_digest} for {found.id}?",
+                           as_json=as_json)
+            digest = found.review_digest
         updated = registry.review(agent_id, reviewer=acting.operator.id,
                                   manifest=adopted, expected_digest=digest)
         acting.record("agent.review", f'Agent::"{updated.id}"', updated.trust_state.value,

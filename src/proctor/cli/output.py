@@ -12,7 +12,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from proctor.codes import Code
 
-__all__ = ["console", "err_console", "fail", "print_json"]
+__all__ = ["confirm_review", "console", "err_console", "fail", "print_json"]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -30,3 +30,21 @@ def fail(message: str, *, code: Code, as_json: bool = False, exit_code: int = 1)
     else:
         err_console.print(f"error: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(exit_code)
+
+
+def confirm_review(question: str, *, as_json: bool) -> None:
+    """Ask the operator to confirm a review of what the command just showed; refused
+    ``review_digest_missing`` (nothing reviewed) with ``--json`` (a script names the
+    digest with ``--digest``), on any answer but yes, or with no terminal to answer."""
+    from proctor.errors import ReviewUnnamedError
+
+    if as_json:
+        raise ReviewUnnamedError("with --json, name the digest of what the review accepts "
+                                 "with --digest (show --json gives it)")
+    try:
+        confirmed = typer.confirm(question, default=False)
+    except typer.Abort:
+        confirmed = False
+    if not confirmed:
+        raise ReviewUnnamedError("nothing reviewed: not confirmed (or name the digest with "
+                                 "--digest)")

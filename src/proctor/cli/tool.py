@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from proctor.cli.operator import ByOpt, acting_runtime
-from proctor.cli.output import console, fail, print_json
+from proctor.cli.output import confirm_review, console, fail, print_json
 from proctor.config import load_settings
 from proctor.errors import ProctorError, RequestError
 
@@ -109,13 +109,13 @@ def review(
     tool: ToolArg, by: ByOpt = None,
     digest: Annotated[str | None, typer.Option(
         "--digest", help="Only if the definition seen still has this digest (tool show's); "
-        "without it, the change is shown and its digest named.")] = None,
+        "without it, the change is shown and the review asks for a yes.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accept the definition seen since the last review: the tool is listed and can be
     called again. Audited as the operator's. The review names the digest of the
-    definition it accepts: --digest, or the one shown here (refused tool_review_stale
-    if the upstream listed another one in between)."""
+    definition it accepts: --digest, or the one shown here once confirmed (refused
+    tool_review_stale if the upstream listed another one in between)."""
     from proctor.oversight.pinning import ToolPins
 
     with acting_runtime(by, as_json) as (runtime, acting):
@@ -124,11 +124,12 @@ def review(
             shown = pins.record(tool)
             if shown.seen_digest is None:
                 raise RequestError(f"tool `{shown.tool_id}` has no change to review")
-            digest = shown.seen_digest
             if not as_json:
                 console.print(definition_diff(shown), markup=False, end="", highlight=False,
                               soft_wrap=True)
-                console.print(f"accepting definition {digest}", markup=False, soft_wrap=True)
+            confirm_review(f"accept definition {shown.seen_digest} of {shown.tool_id}?",
+                           as_json=as_json)
+            digest = shown.seen_digest
         record = pins.review(tool, by=acting.operator.id, expected_digest=digest)
     if as_json:
         print_json(record.as_json())
