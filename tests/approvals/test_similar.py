@@ -249,8 +249,9 @@ def test_similar_calls_of_a_delegated_agent_are_pre_approved_for_that_agent(
     assert node.agent_id == SUPPORT
     issued = [e.event for e in search_events(runtime.store, EventFilter(action="grant:issue"))
               if e.event["target"] == 'Tool::"crm/issue_refund"']
-    # the coder's grant, then the exchange and the pre-approval: both the support agent's
-    assert sorted(e["actor"]["id"] for e in issued) == [CODER, SUPPORT, SUPPORT]
+    # the coder's grant and the exchange (decided for the coder as delegator and for the
+    # support agent), then the pre-approval: the support agent's
+    assert sorted(e["actor"]["id"] for e in issued) == [CODER, CODER, SUPPORT, SUPPORT]
     assert agents.call(child, "crm/issue_refund", refund(20_000)).is_allowed
     # the coder's own calls in the task are never pre-approved by it
     assert agents.call(parent, "crm/issue_refund", refund(20_000)).outcome \

@@ -253,3 +253,36 @@ def test_arguments_nested_past_the_cap_or_inside_themselves_are_a_deny_not_an_er
         at_cap = [at_cap]
     verdict = agents.call(grant, "crm/lookup_customer", {"customer_id": "c-1", "x": at_cap})
     assert verdict.code != "arguments_invalid", verdict
+
+
+def test_a_delegator_hands_on_no_more_than_policy_would_issue_it_now(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # The coder holds crm/lookup_customer (confidential), issued while it was trusted;
+    # then its manifest drifts, and the drifted-agent policy takes confidential tools
+    # from it. Handing the tool on to the support agent is an issuance it could no
+    # longer get itself: refused, as its own call is (found by review: the exchange
+    # was decided for the receiver alone, which used the tool in the coder's task).
+    crm = [{"tool": "crm/lookup_customer"}]
+    held = agents.grant(CODER, crm, purpose="look up a customer")
+    runtime.registry.present_manifest(CODER, manifest(model_id="some-other-model"))
+
+    def exchange(parent: IssuedGrant) -> object:
+        proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                           target=issuer_for(runtime.settings), now=runtime.clock.now())
+        return runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT,
+                                       scope=GrantScope.from_json({"tools": crm}),
+                                       ttl_seconds=300)
+
+    with pytest.raises(GrantError) as refused:
+        exchange(held)
+    assert refused.value.code == "issuance_denied"
+    assert "crm/lookup_customer" in refused.value.message
+    refusals = [e.event for e in search_events(runtime.store, EventFilter(action="grant:issue"))
+                if e.event["outcome"] != "allowed"]
+    assert [e["actor"]["id"] for e in refusals] == [CODER]
+    # reviewed (its grant of before is of another manifest: a new one), it may again
+    runtime.registry.review(CODER, reviewer="erin@acme.example")
+    child = exchange(agents.grant(CODER, crm, purpose="look up a customer"))
+    assert isinstance(child, IssuedGrant)
+    assert agents.call(child, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed

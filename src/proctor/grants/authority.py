@@ -259,7 +259,8 @@ class GrantAuthority:
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
                  approved: bool = False) -> IssuedGrant | GrantOffer:
-        """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``.
+        """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``,
+        decided for ``to_agent`` and for the delegator as it is now (each audited).
 
         An agent with a registered key gets its grant at once; one without gets an
         offer, which only it can redeem (the delegator never chooses its key).
@@ -313,6 +314,13 @@ class GrantAuthority:
             key = receiver.key_thumbprint
             decided = (None if key is None else self._issuer.decide_unwritten(
                 request, ttl_seconds=ttl, again=True if again is None else again))
+        # the delegator hands on no more than policy would issue it now: the child's
+        # tools are decided for it too (audited), so a delegator that drifted, or that a
+        # policy refuses them since, cannot have them used in its task by another agent
+        self._issuer.decide(Request(
+            task, parent.agent_id, wanted, request.expires_at, max_uses,
+            parent.ancestors[0] if parent.ancestors else task.id, parent.ancestors,
+            parent.actor_chain, approved), ttl_seconds=ttl)
         if key is None or decided is None:  # an offer reads the agent from the store
             return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl,
                                                                    again=again))
