@@ -282,7 +282,8 @@ def test_a_delegator_hands_on_no_more_than_policy_would_issue_it_now(
                 if e.event["outcome"] != "allowed"]
     assert [e["actor"]["id"] for e in refusals] == [CODER]
     # reviewed (its grant of before is of another manifest: a new one), it may again
-    runtime.registry.review(CODER, reviewer="erin@acme.example")
+    runtime.registry.review(CODER, reviewer="erin@acme.example",
+                            expected_digest=runtime.registry.get(CODER).review_digest)
     child = exchange(agents.grant(CODER, crm, purpose="look up a customer"))
     assert isinstance(child, IssuedGrant)
     assert agents.call(child, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
