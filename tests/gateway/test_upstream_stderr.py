@@ -5,6 +5,7 @@ Through the gateway with the real output guard: tests/e2e/test_gateway_oversight
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -57,6 +58,16 @@ def test_a_cut_head_loses_the_secret_the_cut_fell_in() -> None:
     head = f"x {spaced[:12]}"
     written = cut(StderrRedaction([spaced]).line(head), StderrRedaction([spaced]).margin)
     assert spaced[:5] not in written
+
+
+def test_a_cut_head_loses_a_spaced_secret_in_its_longest_form() -> None:
+    # Go's JSON writes `&` as `\u0026`: longer than the percent-encoding the cut's margin
+    # was, so the cut kept the secret's words before the last space within the margin
+    spaced = "open sesame " + "&" * 12 + " " + secrets.token_hex(4)
+    go = json.dumps(spaced).replace("&", "\\u0026")[1:-1]
+    redaction = StderrRedaction([spaced])
+    written = cut(redaction.line(f"x {go[:-2]}"), redaction.margin)
+    assert "open" not in written and written.endswith(f"[cut: line over {MAX_LINE_BYTES} bytes]")
 
 
 def test_a_secret_is_taken_out_also_json_escaped() -> None:

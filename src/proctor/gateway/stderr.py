@@ -10,10 +10,11 @@ gateway's own (:meth:`UpstreamStderr.child_end`), not the gateway's stderr, and
   replacement characters for bytes that are not, and a last line without a newline
   is passed on when the server closes its stderr (it exits, or closes fd 2);
 - a line longer than :data:`MAX_LINE_BYTES` is cut there (never held whole): its
-  head is passed on without its last characters (as many as the longest encoded
+  head is passed on without its last characters (as many as the longest known
   form of an injected secret, then the word the cut fell in), with
   ``[cut: line over N bytes]``, and the rest up to the next newline is discarded;
 - each line is redacted (:class:`StderrRedaction`): the injected secret values
+  (in the forms the guard knows them by: :func:`proctor.oversight.guard.known_forms`)
   replaced by ``[REDACTED:known_secret]``, then the output guard's scan (the same
   redaction as a result's: known secrets and their encodings, known credential
   formats, high-entropy strings); a line the guard cannot scan is withheld;
@@ -32,11 +33,9 @@ can through any channel it has.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from typing import NamedTuple, TextIO
-from urllib.parse import quote
 
 import anyio
 import anyio.lowlevel
@@ -44,6 +43,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from proctor.gateway.ports import Guard
+from proctor.oversight.guard import known_forms
 
 __all__ = ["FLUSH_SECONDS", "MAX_LINE_BYTES", "MAX_WAITING_LINES", "StderrLines",
            "StderrRedaction", "UpstreamStderr", "cut"]
@@ -62,13 +62,13 @@ class StderrRedaction:
     then ``guard``'s scan (if any)."""
 
     def __init__(self, secrets: Iterable[str] = (), guard: Guard | None = None) -> None:
-        values = sorted({s for s in secrets if s}, key=len, reverse=True)
-        forms = {f for v in values for f in (v, json.dumps(v)[1:-1])}
+        forms = {f for v in secrets if v for f in known_forms(v)}
         self._forms = tuple(sorted(forms, key=len, reverse=True))
         self._guard = guard
-        # the longest form a secret can take in a line (percent-encoding: 3 to 12
-        # characters for one): what a cut line loses at its end
-        self.margin = max((len(quote(v, safe="")) for v in values), default=0)
+        # the longest form a secret can take in a line (the guard's forms: percent-
+        # encoding takes up to 12 characters for one, Go's JSON 6 for `&`): what a cut
+        # line loses at its end
+        self.margin = max((len(f) for f in forms), default=0)
 
     def line(self, text: str) -> str:
         for form in self._forms:

@@ -49,7 +49,8 @@ from proctor.errors import GuardError
 from proctor.jose import b64url_encode
 from proctor.oversight.tokens import unverified_issuer
 
-__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "is_base64", "redaction"]
+__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "is_base64", "known_forms",
+           "redaction"]
 
 # Base64 media in MCP content (image and audio ``data``, resource ``blob``, next to a
 # ``mimeType``): random by nature, so only known secrets are looked for there.
@@ -125,12 +126,7 @@ class OutputGuard:
         usual encoders of each write them) from now on."""
         if not isinstance(value, str) or not value:
             raise GuardError("guard_value_unsupported", "a known secret must be non-empty text")
-        forms = {value, *_json_forms(value)}
-        if len(value) >= _ENCODED_MIN_CHARS:
-            raw = value.encode("utf-8", "surrogatepass")
-            forms |= {*_percent_forms(value),
-                      base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
-                      *_base64_cores(raw)}
+        forms = known_forms(value)
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
             self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
             self._known_bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._known)
@@ -231,6 +227,19 @@ class OutputGuard:
             state.grants[token] = None
         state.findings.append(Finding(kind, path))
         return redaction(kind)
+
+
+def known_forms(value: str) -> set[str]:
+    """``value`` and the forms it is known by: JSON-escaped, and from
+    :data:`_ENCODED_MIN_CHARS` characters on percent-encoded and base64 (whole, and
+    inside longer base64)."""
+    forms = {value, *_json_forms(value)}
+    if len(value) >= _ENCODED_MIN_CHARS:
+        raw = value.encode("utf-8", "surrogatepass")
+        forms |= {*_percent_forms(value),
+                  base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
+                  *_base64_cores(raw)}
+    return forms
 
 
 def _json_forms(value: str) -> set[str]:
