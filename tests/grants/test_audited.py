@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from proctor.audit import Actor, ActorType, AuditLog, EventFilter, search_events
+from proctor.audit import (
+    Actor,
+    ActorType,
+    AuditLog,
+    ChainHead,
+    EventFilter,
+    EventRow,
+    WriteCursor,
+    search_events,
+)
 from proctor.errors import GrantError, StoreError
 from proctor.grants import GrantAuthority, GrantScope, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
+from proctor.grants.tasks import Task
 
 from .conftest import CODER, SUPPORT, Setup
 from .test_authority import _use
@@ -114,12 +125,7 @@ def test_an_issuance_of_many_tools_leaves_its_allows_with_its_grant_and_only_the
     """Each tool's event goes with the grant's write (the first carries it, the others
     follow it, in its batch or, one event a batch, in later ones): a write that refuses
     the grant for good leaves the refusal's event alone, one that stores it every allow."""
-    audit = AuditLog(setup.store, clock=setup.clock, max_batch=max_batch)
-    authority = GrantAuthority(setup.store, setup.clock, setup.codec, setup.engine,
-                               setup.agents, audit=audit)
-    try:
-        task = authority.start_task(CODER, purpose="fix the build",
-                                    on_behalf_of="alice@acme.example")
+    with batching(setup, max_batch) as (authority, _, task):
         parent = authority.issue(task.id, MANY, max_uses=1)
         proofs = (make_proof(setup.agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
                              target=setup.codec.issuer, now=setup.clock.now())
@@ -137,6 +143,18 @@ def test_an_issuance_of_many_tools_leaves_its_allows_with_its_grant_and_only_the
         assert sorted(e["target"] for e in allowed) == sorted(
             f'Tool::"{t}"' for t in ("git/git_log", "git/git_status", "git/git_diff"))
         assert {e["outcome"] for e in allowed} == {"allowed"}
+
+
+@contextlib.contextmanager
+def batching(setup: Setup, max_batch: int) -> Iterator[tuple[GrantAuthority, AuditLog, Task]]:
+    """An audited authority whose log writes at most ``max_batch`` events a batch, and
+    a task of the coder's."""
+    audit = AuditLog(setup.store, clock=setup.clock, max_batch=max_batch)
+    authority = GrantAuthority(setup.store, setup.clock, setup.codec, setup.engine,
+                               setup.agents, audit=audit)
+    try:
+        yield authority, audit, authority.start_task(CODER, purpose="fix the build",
+                                                     on_behalf_of="alice@acme.example")
     finally:
         audit.close()
 
@@ -149,3 +167,44 @@ def _agent_events(setup: Setup, agent_id: str) -> list[Mapping[str, Any]]:
     found = search_events(setup.store, EventFilter(actor_type=ActorType.AGENT), limit=1000)
     return [e.event for e in sorted(found, key=lambda e: e.seq)
             if e.event["actor"]["id"] == agent_id]
+
+
+class FailingAllows:
+    """The audit writer's observer: fails every batch that holds an allowed grant:issue
+    event (so a refusal's event still goes through)."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        if any(row.action == "grant:issue" and row.decision == "allow" for row in rows):
+            self.failed += 1
+            raise RuntimeError("the batch fails")
+
+    def appended(self, head: ChainHead) -> None:
+        pass
+
+
+@pytest.mark.parametrize("max_batch", [1, 512])
+def test_an_issuance_of_many_tools_whose_write_fails_leaves_its_refusal(
+        setup: Setup, max_batch: int) -> None:
+    """The write of the grant and its allows fails (the first event's batch, or each one
+    event a batch): none of them is written, the grant is not stored, and the attempt
+    leaves one denied event that says why; with the log down for it too, it is refused
+    all the same."""
+    with batching(setup, max_batch) as (authority, audit, task):
+        failing = FailingAllows()
+        audit.observe(failing)
+        with pytest.raises(GrantError) as refused:
+            authority.issue(task.id, MANY)
+        assert refused.value.code == "issuance_denied" and failing.failed >= 1
+        [event] = _agent_events(setup, CODER)
+        assert (event["action"], event["outcome"], event["detail"]["code"]) == (
+            "grant:issue", "denied", "issuance_denied")
+        assert "could not be audited" in event["detail"]["reason"]
+        assert [n.id for n in authority.leases.subtree(task.id)] == [task.id]  # no grant
+        audit.close()  # the refusal cannot be written either: refused all the same
+        with pytest.raises(GrantError) as again:
+            authority.issue(task.id, MANY)
+        assert again.value.code == "issuance_denied"
+        assert len(_agent_events(setup, CODER)) == 1

@@ -26,8 +26,11 @@ writer together and share its group commit with whatever else is waiting; the to
 is handed out once that has committed. The events stand only with the grant: a write
 that refuses it writes none of them, but the refusal's event (``denied``, its code), or
 nothing if the issuance is decided once more, whose events then name the refusal
-(``detail.decided_again``). An issuance policy refuses writes its events alone; one the
-engine failed on is refused ``engine_error``, not ``issuance_denied``.
+(``detail.decided_again``). A write that fails (the audit log cannot take it) writes
+none of them either: the attempt leaves its refusal's event (``issuance_denied``), or,
+if even that cannot be written, is refused all the same. An issuance policy refuses
+writes its events alone; one the engine failed on is refused ``engine_error``, not
+``issuance_denied``.
 """
 
 from __future__ import annotations
@@ -399,8 +402,12 @@ class Issuer:
             try:
                 _write_with(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
-                raise GrantError("issuance_denied", "the issuance could not be audited, so "
-                                 f"it is denied: {exc.message}") from exc
+                refusal = GrantError("issuance_denied", "the issuance could not be audited, "
+                                     f"so it is denied: {exc.message}")
+                # its events went with the write that failed: the attempt leaves its
+                # refusal (if even that cannot be written, the refusal stands alone)
+                self._audit_refusal(events[0], refusal)
+                raise refusal from exc
             if new.refusal is not None:
                 self._renew(new.refusal.code, request.agent_id)
                 raise new.refusal
@@ -431,13 +438,20 @@ class Issuer:
             yield
         except GrantError as exc:
             written = decided.written if decided is not None else None
-            if self._audit is not None and written is not None:
-                try:
-                    self._audit.record(_refusal_of(written, exc, self._clock.now()))
-                except AuditUnavailableError:
-                    log.error("the refusal `%s` of an issuance's write could not be audited",
-                              exc.code)
+            if written is not None:
+                self._audit_refusal(written, exc)
             raise
+
+    def _audit_refusal(self, event: AuditEvent, refusal: GrantError) -> None:
+        """Write the event of ``refusal`` of the issuance ``event`` is a decision of; if
+        it cannot be written, the refusal stands all the same (said in the log)."""
+        if self._audit is None:
+            return
+        try:
+            self._audit.record(_refusal_of(event, refusal, self._clock.now()))
+        except AuditUnavailableError:
+            log.error("the refusal `%s` of an issuance's write could not be audited",
+                      refusal.code)
 
     def _renew(self, code: str, agent_id: str) -> None:
         """Drop what a refusal ``code`` says this process held stale, so that the
