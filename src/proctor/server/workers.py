@@ -16,6 +16,10 @@ listens on a socket of its own:
   address (:func:`worker_socket`), which uvicorn then listens on. A worker started
   again after a death binds another the same way.
 
+The kernel lets only a process of the same effective user join the port's group of
+sockets (one that could as well read the server's memory); any other program is refused
+the port as before.
+
 When a worker dies, the connections its socket had queued but not yet accepted are
 reset (with a shared socket the other worker would have accepted them); new ones go
 to the sockets still listening. Elsewhere than on Linux, uvicorn's shared socket is
