@@ -113,7 +113,8 @@ class OutputGuard:
         self._entropy = detect_high_entropy
         self._lock = threading.Lock()
         self._known: tuple[str, ...] = ()
-        self._known_bytes: tuple[bytes, ...] = ()  # the same forms, in decoded media
+        # the forms that are not base64, as bytes: what decoded media is searched for
+        self._plain_bytes: tuple[bytes, ...] = ()
         for value in known_secrets:
             self.add_known_secret(value)
 
@@ -129,28 +130,36 @@ class OutputGuard:
         forms = known_forms(value)
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
             self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
-            self._known_bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._known)
+            plain = {f.encode("utf-8", "surrogatepass") for f in _plain_forms(value)}
+            self._plain_bytes = tuple(sorted(set(self._plain_bytes) | plain, key=len,
+                                             reverse=True))
 
     def redact_media(self, encoded: str) -> tuple[str, int]:
         """Base64 media (an image's ``data``, a resource's ``blob``) with the known
-        secrets it holds redacted, and how many it held: searched in the bytes it
-        decodes to (where each is replaced by ``[REDACTED:known_secret]`` and the bytes
-        encoded again, so the media stays base64), then as text (where a secret is
-        replaced in the text, even if that leaves no base64)."""
-        found = 0
+        secrets it holds redacted, and how many it held: the bytes it decodes to are
+        searched for each secret and its forms but base64's (which that search finds
+        at any offset), each replaced by ``[REDACTED:known_secret]`` and the bytes
+        encoded again, so the media stays base64; the text itself for a secret given
+        as base64 text (an alphanumeric one). Text that is not base64 is searched as
+        text, for every form."""
+        state = _Scan()
         try:
-            raw = base64.b64decode(encoded, validate=False)
-        except (binascii.Error, ValueError):  # not base64: searched as text only
-            raw = b""
+            raw = binascii.a2b_base64(encoded, strict_mode=True)
+        except binascii.Error:  # not base64
+            return self._known_secrets(encoded, "", state), len(state.findings)
+        found = 0
         mark = redaction("known_secret").encode()
-        for form in self._known_bytes if raw else ():
+        for form in self._plain_bytes:
             if form in raw:
                 found += raw.count(form)
                 raw = raw.replace(form, mark)
         if found:
             encoded = base64.b64encode(raw).decode()
-        state = _Scan()
-        encoded = self._known_secrets(encoded, "", state)
+        for form in self._plain_bytes:
+            text = form.decode("utf-8", "surrogatepass")
+            if text in encoded:
+                state.findings += [Finding("known_secret", "")] * encoded.count(text)
+                encoded = encoded.replace(text, redaction("known_secret"))
         return encoded, found + len(state.findings)
     def scan(self, value: Any) -> GuardResult:
         """A redacted copy of ``value``, the findings and the proctor grants it holds.
@@ -233,12 +242,20 @@ def known_forms(value: str) -> set[str]:
     """``value`` and the forms it is known by: JSON-escaped, and from
     :data:`_ENCODED_MIN_CHARS` characters on percent-encoded and base64 (whole, and
     inside longer base64)."""
-    forms = {value, *_json_forms(value)}
+    forms = _plain_forms(value)
     if len(value) >= _ENCODED_MIN_CHARS:
         raw = value.encode("utf-8", "surrogatepass")
-        forms |= {*_percent_forms(value),
-                  base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
+        forms |= {base64.b64encode(raw).decode().rstrip("="), b64url_encode(raw),
                   *_base64_cores(raw)}
+    return forms
+
+
+def _plain_forms(value: str) -> set[str]:
+    """``value``, JSON-escaped, and (from :data:`_ENCODED_MIN_CHARS` characters on)
+    percent-encoded: its forms but base64's."""
+    forms = {value, *_json_forms(value)}
+    if len(value) >= _ENCODED_MIN_CHARS:
+        forms |= _percent_forms(value)
     return forms
 
 
