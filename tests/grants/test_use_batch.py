@@ -69,7 +69,7 @@ def test_a_batch_gives_the_last_uses_to_the_first_callers_and_takes_nothing_from
 def test_a_nonce_twice_in_one_batch_stands_once_and_a_stored_one_not_at_all(
     setup: Setup,
 ) -> None:
-    grant = _issue(setup)
+    grant = _issue(setup, max_uses=10)
     proof = _proof(setup, grant)
     assert _apply(setup, [_use(setup, grant, proof)]) == ["ok"]
     again, twice = _proof(setup, grant), _use(setup, grant)
@@ -79,6 +79,22 @@ def test_a_nonce_twice_in_one_batch_stands_once_and_a_stored_one_not_at_all(
     with setup.store.reading() as conn:
         assert conn.execute(select(grants.c.uses).where(
             grants.c.id == grant.grant_id)).scalar_one() == 3
+
+
+def test_a_grant_without_max_uses_is_not_counted_and_a_limited_one_in_the_same_batch_is(
+    setup: Setup,
+) -> None:
+    free, limited = _issue(setup), _issue(setup, max_uses=3)
+    batch = [_use(setup, g) for g in (free, limited, free, limited)]
+    assert _apply(setup, batch) == ["ok", "ok", "ok", "ok"]
+    assert [u.uses_left for u in batch] == [None, 2, None, 1]
+    assert [u.accessor for u in batch] == [free.accessor, limited.accessor] * 2
+    with setup.store.reading() as conn:
+        counted = {str(r.id): int(r.uses) for r in conn.execute(select(grants.c.id, grants.c.uses))}
+        kept = set(conn.execute(select(proof_nonces.c.nonce)).scalars())
+    # nothing to enforce on the first: no count written (its calls are in the audit log)
+    assert (counted[free.grant_id], counted[limited.grant_id]) == (0, 2)
+    assert {u.nonce for u in batch} <= kept  # its proofs are single-use all the same
 
 
 def test_uses_of_several_grants_in_one_batch_are_judged_each_on_its_own(

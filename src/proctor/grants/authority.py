@@ -388,7 +388,8 @@ class GrantAuthority:
                                 method=method, target=target, now=now)
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
-                        nonce_kept_until(verified, now), counts=tool_id is not None)
+                        nonce_kept_until(verified, now), counts=tool_id is not None,
+                        limit=self._limit_of(claims.grant_id))
 
     def hold(self, token: str, key: PrivateKey) -> HeldGrant:
         """The grant ``token`` as held by this process with ``key``, for
@@ -408,7 +409,7 @@ class GrantAuthority:
         self._check_binding(claims, confirmed_later=True)
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, None, None, counts=True,
-                        held=True)
+                        limit=self._limit_of(claims.grant_id), held=True)
 
     def _in_scope(self, claims: GrantClaims, tool_id: str | None,
                   args: Mapping[str, Any] | None) -> None:

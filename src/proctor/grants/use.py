@@ -24,7 +24,9 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
 4. the proof's nonce is new (``INSERT … ON CONFLICT DO NOTHING``: single use across
    processes);
 5. a use is left (``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: exact under
-   races);
+   races). A grant issued without ``max_uses`` has nothing to count: when the use knows
+   that before the write (:attr:`GrantUse.limit`, read once per grant: it never changes)
+   no statement is run for it, and its ``uses`` stays as it was;
 6. the task's activity, and the highest data sensitivity an allowed call read in it.
 
 An allow refused ``agent_changed`` or ``task_changed`` was decided on a view this
@@ -169,7 +171,8 @@ class GrantUse:
     task's data sensitivity seen that an allow was decided on, which the write
     confirms, with ``decided_revision`` the policy revision and ``pinned`` the tool
     and the digest of its definition in hand, which must be its reviewed digest (a
-    gateway's ``pin: strict``). After the
+    gateway's ``pin: strict``); ``limit`` the grant's ``max_uses`` and accessor when
+    known before the write (None: read there). After the
     write, ``refusal`` is the check that failed, or None; ``uses_left`` and
     ``accessor`` are known when a use was counted; ``raised`` says the use raised its
     task's data sensitivity (a view of the task this process holds is out of date).
@@ -193,6 +196,7 @@ class GrantUse:
     uses_left: int | None = None
     accessor: str | None = None
     raised: bool = False
+    limit: tuple[int | None, str] | None = None  # max_uses and accessor: they never change
     held: bool = False  # no proof: the grant's key is held by the deciding process
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
@@ -405,12 +409,17 @@ def _replayed() -> GrantError:
 
 
 def _count_uses(tx: WriteCursor, uses: Sequence[GrantUse]) -> None:
-    """Step 5, in the batch's order; a use refused here takes its nonce back."""
-    if not uses:
-        return
+    """Step 5, in the batch's order; a use refused here takes its nonce back. A use of a
+    grant known to have no ``max_uses`` is not counted: no statement."""
     by_grant: dict[str, list[GrantUse]] = {}
     for use in uses:
-        by_grant.setdefault(use.claims.grant_id, []).append(use)
+        limit = use.limit
+        if limit is not None and limit[0] is None:
+            use.accessor = limit[1]  # uses_left None: no limit
+        else:
+            by_grant.setdefault(use.claims.grant_id, []).append(use)
+    if not by_grant:
+        return
     once = [g for g, found in by_grant.items() if len(found) == 1]
     counted: dict[str, tuple[int | None, int, str]] = {}  # max_uses, uses before, accessor
     if once:
