@@ -11,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from proctor.store import open_store
 from proctor.store.migrate import upgrade
@@ -22,6 +23,7 @@ from proctor.store.tables import (
     audit_keys,
     console_sessions,
     metadata,
+    proof_nonces,
     tasks,
     tool_catalog,
 )
@@ -161,6 +163,32 @@ def test_0023_gives_each_reviewed_tool_definition_its_digest(
     finally:
         store.close()
     assert digests == {"w/weather": definition_digest(reviewed), "w/export": None}
+
+
+def test_0024_keeps_the_used_nonces_in_one_btree_and_a_stored_one_stays_used(
+        empty_database_url: str) -> None:
+    store = open_store(empty_database_url, migrate=False)
+    until = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    try:
+        upgrade(store.engine, "0023")
+        with store.engine.begin() as conn:
+            conn.execute(insert(proof_nonces).values(nonce="n-1", expires_at=until))
+        upgrade(store.engine)
+        with store.engine.begin() as conn:
+            kept = conn.execute(select(proof_nonces.c.nonce, proof_nonces.c.expires_at)).all()
+            indexes = {i["name"] for i in inspect(conn).get_indexes("proof_nonces")}
+            again = conn.execute(text(
+                "INSERT INTO proof_nonces (nonce, expires_at) VALUES ('n-1', :until) "
+                "ON CONFLICT DO NOTHING"), {"until": until}).rowcount
+            if store.backend == "sqlite":  # the nonce is the table's key: no rowid
+                with pytest.raises(OperationalError, match="rowid"):
+                    conn.execute(text("SELECT rowid FROM proof_nonces")).all()
+    finally:
+        store.close()
+    assert [(n, at.replace(tzinfo=UTC) if at.tzinfo is None else at) for n, at in kept] \
+        == [("n-1", until)]
+    assert indexes == set()
+    assert again == 0  # still single use
 
 
 def test_the_head_revision_constant_is_the_scripts_head() -> None:

@@ -291,13 +291,15 @@ connectors = Table(
     Column("retired_by", Text, nullable=True),
 )
 
-# Proof-of-possession nonces already used, kept until the proof window passes.
+# Proof-of-possession nonces already used, kept until the proof window passes. Every
+# allowed call writes one: one b-tree (migration 0024), the nonce's, without rowids on
+# SQLite and with no index on `expires_at` (the sweeper scans the table).
 proof_nonces = Table(
     "proof_nonces",
     metadata,
     Column("nonce", String(128), primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    Index("ix_proof_nonces_expires", "expires_at"),
+    sqlite_with_rowid=False,
 )
 
 # Registered agents (proctor.identity). `id` is the SPIFFE ID. `manifest` is the
