@@ -414,13 +414,48 @@ def test_an_offer_or_its_redemption_decided_on_a_replaced_policy_revision_is_dec
     assert runtime.grants.tree(task.id) == runtime.grants.tree(task.id)[:1]  # the task alone
     active = runtime.engine.active
     assert active is not None and active.revision == revision
-    # the first decision's event was written before its write: the write's refusal
-    # follows it, then the decision taken again, which names it
-    first, refusal, second = _issue_events(runtime)[before:]
-    assert first["outcome"] == "allowed" and "decided_again" not in first["detail"]
-    assert (refusal["outcome"], refusal["detail"]["code"]) == ("denied", "policy_changed")
+    if how == "redeem":
+        # the first decision's event went with the grant's write, which took the offer:
+        # withdrawn with it; the decision taken again names the refusal
+        [second] = _issue_events(runtime)[before:]
+        assert offer is not None and runtime.grants.offer_of(offer.id).redeemed_at is None
+    else:
+        # the first decision's event was written before its write: the write's refusal
+        # follows it, then the decision taken again, which names it
+        first, refusal, second = _issue_events(runtime)[before:]
+        assert first["outcome"] == "allowed" and "decided_again" not in first["detail"]
+        assert (refusal["outcome"], refusal["detail"]["code"]) == ("denied", "policy_changed")
     assert (second["outcome"], second["detail"]["decided_again"]["code"]) == (
         "denied", "policy_changed")
+
+
+def test_a_redemption_its_write_refuses_for_good_leaves_its_refusal_and_the_offer_open(
+        runtime: Runtime, agents: Agents) -> None:
+    """A redemption's decisions go with the grant's write, which takes the offer: a
+    holder proof used before is refused there (``proof_replayed``), and its allow is not
+    written, its refusal is, and the offer is not taken."""
+    task = runtime.grants.start_task(SUPPORT, purpose="help a customer", on_behalf_of=OWNER)
+    scope = GrantScope.from_json({"tools": [{"tool": LOOKUP}]})
+    first, second = (runtime.grants.offer(task.id, scope) for _ in range(2))
+
+    def proof() -> HolderProof:
+        return HolderProof(make_proof(agents.keys[SUPPORT], None, method=ISSUE_METHOD,
+                                      target=issuer_for(runtime.settings),
+                                      now=runtime.clock.now()))
+
+    used = proof()
+    runtime.grants.redeem(first.id, used)
+    before = len(_issue_events(runtime))
+    with pytest.raises(GrantError) as refused:
+        runtime.grants.redeem(second.id, used)
+    assert refused.value.code == "proof_replayed"
+    [event] = _issue_events(runtime)[before:]
+    assert (event["outcome"], event["detail"]["code"]) == ("denied", "proof_replayed")
+    assert runtime.grants.offer_of(second.id).redeemed_at is None
+    redeemed = runtime.grants.redeem(second.id, proof())
+    assert runtime.grants.offer_of(second.id).grant_id == redeemed.grant_id
+    [allowed] = _issue_events(runtime)[before + 1:]
+    assert allowed["outcome"] == "allowed"
 
 
 def _revoke(node: Runtime, grant: IssuedGrant) -> None:

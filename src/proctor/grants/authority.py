@@ -344,9 +344,12 @@ class GrantAuthority:
         task = self._open_task(offer.task_id)
         request = Request(task, offer.agent_id, offer.scope, int(offer.expires_at.timestamp()),
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
-                          offer.approved, offer.wildcards, binding.manifest_digest)
+                          offer.approved, offer.wildcards, binding.manifest_digest,
+                          agent_key=binding.key_thumbprint)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
-        decided = self._issuer.decide(request, ttl_seconds=ttl, again=again)
+        # its events go with the grant's write, which takes the offer (NewGrant)
+        decided = self._issuer.decide_unwritten(
+            request, ttl_seconds=ttl, again=True if again is None else again)
         return self._issuer.grant(request, key, proof, offer=offer, decided=decided)
 
     def cancel_offer(self, offer_id: str, reason: str) -> bool:

@@ -9,7 +9,8 @@ or made by "approve similar" — goes through :class:`Issuer`, in this order:
 3. each tool the scope covers is decided by policy (``Action::"grant:issue"``), audited;
 4. in one transaction: the proof's nonce is new, the agent is still active, nothing
    in the new grant's lineage is revoked, a delegated grant's uses are taken out of
-   its parent's, and the lease node and the grant row are written.
+   its parent's, an offer redeemed is taken, and the lease node and the grant row are
+   written.
 
 A grant issued or exchanged is decided on what this process holds (the agent from its
 view, the policy revision its engine runs); its write confirms both: the agent in the
@@ -20,7 +21,8 @@ nothing and drops what was stale here (the agent's entry in the view; the engine
 revision, loaded again), and the issuance is decided once more
 (:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
 
-A grant issued or exchanged takes steps 3 and 4 in one write: the decisions' events
+A grant issued, exchanged or redeemed from an offer (whose write takes the offer)
+takes steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the first event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
 is handed out once that has committed. The events stand only with the grant: a write
@@ -393,12 +395,13 @@ class Issuer:
             raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
                              f"{MAX_TOKEN_BYTES} bytes: name the tools the task needs")
         accessor = f"acc_{secrets.token_hex(12)}"
-        if events and offer is None and self._audit is not None:
+        if events and self._audit is not None:
             new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
                            self._agents.binding_in,
                            decided.agent if decided is not None else None,
                            decided.revisions if decided is not None else None,
-                           event=events[0], again=decided is not None and decided.again)
+                           event=events[0], again=decided is not None and decided.again,
+                           offer=offer)
             try:
                 _write_with(self._audit, events, new)
             except AuditUnavailableError as exc:  # nothing was stored with it
@@ -513,6 +516,10 @@ _LEASE_ROW = "({p}, {p}, 'grant', {p}, {p}, {p}, {p})"
 _GRANTS = ("INSERT INTO grants (id, accessor, token_hash, scope, max_uses, uses, "
            "key_thumbprint) VALUES ")
 _GRANT_ROW = "({p}, {p}, {p}, {p}, {p}, 0, {p})"
+_TAKE_OFFER = ("UPDATE grant_offers SET redeemed_at = {p}, grant_id = {p} WHERE id = {p} "
+               "AND redeemed_at IS NULL AND cancelled_at IS NULL")
+_GIVE_BACK_OFFER = ("UPDATE grant_offers SET redeemed_at = NULL, grant_id = NULL "
+                    "WHERE id = {p} AND grant_id = {p}")
 _ROWS_PER_INSERT = 500  # 6 parameters a row (12 on PostgreSQL): well under either's limit
 
 
@@ -545,6 +552,7 @@ class NewGrant:
     # of another decision's event of the same issuance: that issuance, written before
     follows: NewGrant | None = None
     leader: Receipt | None = None  # the receipt of ``follows``' event
+    offer: GrantOffer | None = None  # redeemed by this grant: taken in its write
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         return NewGrant.apply_all(tx, [self])[0]
@@ -659,14 +667,28 @@ class NewGrant:
                 # none active now is not the revision decided on either: refused
                 raise GrantError("policy_changed", f"policy revision {active} is active now, "
                                  "not the one the issuance was decided on: ask again")
+        offer = self.offer
+        if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
+                                                          self.claims.grant_id, offer.id]) != 1:
+            raise GrantError("offer_redeemed", f"offer `{offer.id}` was already redeemed or "
+                             "cancelled")
         nonce = None
         if self.proof is not None:
             nonce = self.proof.nonce
             if tx.execute(_NONCE, [nonce, tx.time(nonce_kept_until(self.proof,
                                                                    self.now))]) != 1:
+                self._give_back(tx, None)
                 raise GrantError("proof_replayed", "this proof was already used")
         if request.parent_id != request.task.id:
             self._reserve(tx, nonce)
+
+    def _give_back(self, tx: WriteCursor, nonce: str | None) -> None:
+        """A refused issuance changes nothing: the proof's nonce and the offer it took
+        are given back."""
+        if nonce is not None:
+            tx.execute("DELETE FROM proof_nonces WHERE nonce = {p}", [nonce])
+        if self.offer is not None:
+            tx.execute(_GIVE_BACK_OFFER, [self.offer.id, self.claims.grant_id])
 
     def _reserve(self, tx: WriteCursor, nonce: str | None) -> None:
         """A child of a use-limited grant takes its uses out of the parent's."""
@@ -682,8 +704,7 @@ class NewGrant:
         elif tx.execute(_RESERVE, [wanted, self.request.parent_id, wanted]) != 1:
             refusal = GrantError("grant_uses_exhausted", "the parent grant has no uses left")
         if refusal is not None:
-            if nonce is not None:  # a refused issuance changes nothing
-                tx.execute("DELETE FROM proof_nonces WHERE nonce = {p}", [nonce])
+            self._give_back(tx, nonce)
             raise refusal
 
 
