@@ -109,7 +109,7 @@ Code = Literal[
     "upstream_result_too_large", "session_closed",
     "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
-    "message_too_deep", "message_invalid", "parse_error",
+    "message_too_deep", "message_invalid", "parse_error", "session_limit",
     # tool pinning
     "tool_changed", "tool_unreviewed", "tool_review_stale",
     # reviews (of a tool definition, of an agent's manifest)
@@ -369,6 +369,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "prompt_unknown": CodeInfo("no prompt of that name is exposed here", 404, INVALID_PARAMS),
     "completion_unknown": CodeInfo("nothing to complete for that reference", 404,
                                    INVALID_PARAMS),
+    "session_limit": CodeInfo("the grant holds as many MCP sessions open on the HTTP "
+                              "gateway as one grant may: end one (DELETE) or let one idle "
+                              "out before initializing another", 429, INVALID_REQUEST),
     "message_too_large": CodeInfo("a JSON-RPC message over the size cap", 413,
                                   INVALID_REQUEST),
     "message_too_deep": CodeInfo("a JSON-RPC message nested past the depth cap", 400,

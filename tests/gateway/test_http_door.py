@@ -17,8 +17,8 @@ from sqlalchemy.pool import QueuePool
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import MIN_POOL_SIZE
 from proctor.gateway import Gateway, GatewayConfig, UpstreamConfig
-from proctor.gateway.http import build_http_app
-from proctor.grants import CheckedGrant
+from proctor.gateway.http import MAX_SESSIONS_PER_GRANT, build_http_app
+from proctor.grants import CheckedGrant, IssuedGrant
 from proctor.runtime import open_runtime
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 from tests.gateway.in_process import (
@@ -26,6 +26,7 @@ from tests.gateway.in_process import (
     agent,
     echo_through_gate,
     gateway_on,
+    http_gateway,
     listening_socket,
     served,
     url_of,
@@ -114,3 +115,37 @@ async def test_a_grant_the_door_cannot_check_for_want_of_the_store_is_503_not_40
             assert answered.status_code == 200, answered.text
     finally:
         runtime.close()
+
+
+async def test_a_grant_holds_at_most_its_share_of_mcp_sessions_and_others_open_theirs(
+        deployment: Deployment) -> None:
+    # the SDK caps the sessions of an endpoint (10,000), not of a grant: one agent could
+    # open them all and every other agent's initialize was refused until they idled out
+    greedy, other = deployment.grant(), deployment.grant()
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    async with http_gateway(deployment) as public, httpx2.AsyncClient(
+            timeout=WAIT, headers=accept) as http:
+        endpoint = f"{public}/mcp/test"
+
+        async def opened(grant: IssuedGrant) -> httpx2.Response:
+            return await http.post(endpoint, json=initialize,
+                                   headers={"Authorization": f"Bearer {grant.token}"})
+
+        sessions = []
+        for _ in range(MAX_SESSIONS_PER_GRANT):
+            answer = await opened(greedy)
+            assert answer.status_code == 200, answer.text
+            sessions.append(answer.headers["mcp-session-id"])
+        refused = await opened(greedy)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["data"] == {
+            "reason": "session_limit", "max_sessions": MAX_SESSIONS_PER_GRANT}
+        assert (await opened(other)).status_code == 200  # another grant is not held back
+        ended = await http.delete(endpoint, headers={
+            "Authorization": f"Bearer {greedy.token}", "Mcp-Session-Id": sessions[0],
+            "MCP-Protocol-Version": "2025-06-18"})
+        assert ended.status_code == 200, ended.text
+        assert (await opened(greedy)).status_code == 200  # one ended: one may open

@@ -21,7 +21,9 @@ upstream connections are the gateway's own, made per grant with the headers of
 the config (and the secrets leased for them).
 
 An MCP session belongs to the grant that opened it; a request for it with another
-grant is answered ``404`` as if it did not exist. When the grant is revoked or
+grant is answered ``404`` as if it did not exist. A grant holds at most
+:data:`MAX_SESSIONS_PER_GRANT` MCP sessions open at once: its next ``initialize`` is
+``429`` ``session_limit``. When the grant is revoked or
 expires, its gateway session closes (calls in flight fail), its MCP sessions are
 terminated, and the next request is refused ``401``.
 
@@ -84,11 +86,14 @@ if TYPE_CHECKING:
 
     from proctor.enforcement import CallVerdict, Enforcer, ToolCall
 
-__all__ = ["HttpCredentials", "build_http_app", "serve_http"]
+__all__ = ["MAX_SESSIONS_PER_GRANT", "HttpCredentials", "build_http_app", "serve_http"]
 
 log = logging.getLogger(__name__)
 
 _GRANT_KEY = "proctor_grant"
+MAX_SESSIONS_PER_GRANT = 64
+"""How many MCP sessions one grant may hold open on the gateway at once (the SDK's own cap,
+10,000, is every grant's: one agent could fill it)."""
 _METADATA = "/.well-known/oauth-protected-resource"
 
 
@@ -158,6 +163,17 @@ class HttpSessions:
         the store read, when the session opened)."""
         found = self._by_grant.get(grant_id)
         return found is not None and not found.closed.is_set()
+
+    def open_count(self, grant: str) -> int:
+        """How many MCP sessions ``grant`` holds open now; those the SDK has ended (idle,
+        or deleted) are forgotten here."""
+        held = self._mcp_sessions.get(grant, [])
+        live = [(m, s) for m, s in held if s in getattr(m, "_server_instances", {})]
+        if len(live) < len(held):
+            for _, ended in set(held) - set(live):
+                self.mcp_owner.pop(ended, None)
+            self._mcp_sessions[grant] = live
+        return len(live)
 
     def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str, grant: str) -> None:
         self.mcp_owner[mcp_session] = grant
@@ -285,6 +301,14 @@ class GrantGate:
             if (live is not None or b'"initialize"' in body or (mcp_session is not None and (
                     mcp_session in direct.versions or direct.is_waiting(mcp_session)))):
                 document = read_message(body)  # read once, by whoever needs it
+            if (mcp_session is None and isinstance(document, dict)
+                    and document.get("method") == "initialize"
+                    and self._sessions.open_count(claims.grant_id) >= MAX_SESSIONS_PER_GRANT):
+                # one agent would otherwise fill the SDK's sessions for every agent
+                await _refusal(document.get("id"), "session_limit", (
+                    f"a grant may hold {MAX_SESSIONS_PER_GRANT} MCP sessions open here"),
+                    {"max_sessions": MAX_SESSIONS_PER_GRANT})(scope, receive, send)
+                return
             if live is not None and not _decided(document):
                 try:  # the door's own check: nothing after it decides this request
                     claims = await self._inspect(token)
