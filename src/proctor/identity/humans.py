@@ -27,6 +27,7 @@ from proctor.clock import Clock
 from proctor.errors import ConfigError, IdentityError
 from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
+from proctor.identity.people import SYSTEM_PREFIX
 
 __all__ = ["HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier", "VerifiedHuman",
            "issuer_from_config"]
@@ -90,6 +91,9 @@ class HumanVerifier:
         if human_id.startswith("spiffe://"):
             raise IdentityError("proof_claims_invalid",
                                 "the token names an agent; humans sign in here")
+        if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
+            raise IdentityError("proof_claims_invalid",
+                                "the token names the system; humans sign in here")
         return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
                              verified.expires_at)
 

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from proctor.errors import IdentityError, ProctorError, RequestError
 from proctor.human_ids import canonical_human_id, human_id_problem
 
-__all__ = ["check_groups", "check_human"]
+__all__ = ["SYSTEM_PREFIX", "check_groups", "check_human"]
+
+SYSTEM_PREFIX = "system:"  # an actor that is proctor itself (an automatic suspension)
 
 _DECIDING = frozenset({"reviewer", "actor", "approver", "operator"})
 _MAX_GROUPS = 64
@@ -42,6 +44,11 @@ def check_human(value: str, role: str) -> str:
     canonical = canonical_human_id(value)
     if canonical.startswith("spiffe://"):
         raise error(f"the {role} `{canonical[:80]}` names an agent; only humans are accepted")
+    if canonical.startswith(SYSTEM_PREFIX) and role != "actor":
+        # only an automatic state change is the system's: a human named so would have
+        # their actions recorded as the system's
+        raise error(f"the {role} `{canonical[:80]}` names the system; only humans are "
+                    "accepted")
     return canonical
 
 
