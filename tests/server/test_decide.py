@@ -18,6 +18,7 @@ from proctor.server.routes import decide as module
 
 from .conftest import CODER, SUPPORT, TARGET, Api
 from .test_authentication import assert_problem
+from .test_unaudited_changes import audit_down
 
 pytestmark = pytest.mark.anyio
 
@@ -330,3 +331,20 @@ async def test_a_call_the_policy_engine_fails_on_is_a_500_engine_error_with_the_
     assert event.event["id"] == problem["event_id"]
     assert (event.event["decision"]["outcome"], event.event["decision"]["code"]) == (
         "deny", "engine_error")
+
+
+async def test_a_call_whose_decision_cannot_be_audited_is_a_503_with_retry_after(
+        agents: Api) -> None:
+    api = agents
+    grant = await api.grant(SUPPORT, REFUND)
+    with audit_down(api.runtime.store):
+        response = await _ask(api, grant, "crm/issue_refund",
+                              {"customer_id": "c", "amount_cents": 10})
+    # it was a 200 deny, as a policy's deny: a failure that passes, answered as if it
+    # would not, so a client never tried again
+    assert_problem(response, 503, "audit_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["decision"] == "deny"
+    again = await _decide(api, grant, "crm/issue_refund", {"customer_id": "c",
+                                                            "amount_cents": 10})
+    assert again["decision"] == "allow"

@@ -5,8 +5,10 @@ The body carries the agent's grant, its proof of possession for this call
 (``htm`` = ``method``, ``htu`` = ``target``) and the call. The answer is the
 decision with its reasons, from :meth:`Enforcer.decide_call`: the same path
 the gateway takes (grant, agent, Cedar, approval, audit), fail-closed. A deny
-is an answer (200), not an error, except a deny the policy engine answered by
-failing (``engine_error``): 500, a problem that carries the decision's fields.
+is an answer (200), not an error, except a deny because something failed: the
+policy engine (``engine_error``: 500, the same call fails again) or the store or
+the audit log (``store_unavailable``, ``audit_unavailable``: 503 with
+``Retry-After``, it passes); a problem that carries the decision's fields.
 The caller must be the grant's agent (or an admin); anything else is refused
 (403, audited).
 
@@ -35,7 +37,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor import telemetry
-from proctor.codes import http_status
+from proctor.codes import Code, http_status, known
 from proctor.enforcement import ToolCall
 from proctor.errors import ProctorError
 from proctor.server.deps import Credentials, authenticate, request_url
@@ -224,21 +226,22 @@ async def _answer(request: Request, body: DecideIn) -> Response:
                             attributes={"http.request.method": "POST",
                                         "http.route": "/v1/decide"}):
             answer = await anyio.to_thread.run_sync(_decide, request, body)
-    if answer["code"] == "engine_error":
-        return _engine_failed(answer)
+    failed = known(answer["code"]) if answer["decision"] == "deny" else None
+    if failed is not None and http_status(failed) >= 500:
+        return _failed(failed, answer)
     return Response(_encode(answer).encode(), media_type="application/json")
 
 
-def _engine_failed(answer: dict[str, Any]) -> Response:
-    """A deny the policy engine answered by failing: 500 ``engine_error``, not a policy's
-    deny (200), so that the enforcement point fails closed on its status alone and
-    operators see a 5xx to alert on; not a 503 (and no ``Retry-After``): the same call
-    against the same policies fails again. The decision's fields (``decision``
-    ``deny``, the reasons, the audit event's id) are in the problem."""
-    detail = "; ".join(answer["reasons"]) or "the policy engine failed, so the call is denied"
+def _failed(code: Code, answer: dict[str, Any]) -> Response:
+    """A deny because something failed, not a policy's deny (200): the code's status
+    (:mod:`proctor.codes`), so that the enforcement point fails closed on its status
+    alone and operators see a 5xx to alert on. 500 ``engine_error``: the same call
+    against the same policies fails again; 503 with ``Retry-After`` for a store or a
+    log out of reach, which passes. The decision's fields (``decision`` ``deny``, the
+    reasons, the audit event's id) are in the problem."""
+    detail = "; ".join(answer["reasons"]) or "the call is denied: its decision failed"
     fields = {k: v for k, v in answer.items() if k not in ("code", "approval")}
-    return problem_response(http_status("engine_error"), "engine_error", detail,
-                            instance=PATH, extra=fields)
+    return problem_response(http_status(code), code, detail, instance=PATH, extra=fields)
 
 
 def _decide(request: Request, body: DecideIn) -> dict[str, Any]:
