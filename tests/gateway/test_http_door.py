@@ -4,6 +4,7 @@ revoked; a request the gateway does not decide keeps the door's own store check.
 
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from dataclasses import replace as dc_replace
 from pathlib import Path
@@ -149,3 +150,27 @@ async def test_a_grant_holds_at_most_its_share_of_mcp_sessions_and_others_open_t
             "MCP-Protocol-Version": "2025-06-18"})
         assert ended.status_code == 200, ended.text
         assert (await opened(greedy)).status_code == 200  # one ended: one may open
+
+
+async def test_an_initialize_spelt_with_escapes_counts_against_the_grants_sessions(
+        deployment: Deployment) -> None:
+    # the door read a message only when its bytes held `"initialize"`: the same method
+    # with a JSON escape in its name (`"\u0069nitialize"`) is the SDK's initialize all
+    # the same, and went past the count
+    greedy = deployment.grant()
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}
+    spelt = json.dumps(initialize).replace('"initialize"', '"\\u0069nitialize"')
+    assert '"initialize"' not in spelt
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "Authorization": f"Bearer {greedy.token}"}
+    async with http_gateway(deployment) as public, httpx2.AsyncClient(
+            timeout=WAIT, headers=headers) as http:
+        endpoint = f"{public}/mcp/test"
+        for _ in range(MAX_SESSIONS_PER_GRANT):
+            answer = await http.post(endpoint, content=spelt)
+            assert answer.status_code == 200, answer.text
+        refused = await http.post(endpoint, content=spelt)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["data"]["reason"] == "session_limit"

@@ -298,9 +298,11 @@ class GrantGate:
                 await refusal(scope, receive, send)
                 return
             direct = self._direct
-            if (live is not None or b'"initialize"' in body or (mcp_session is not None and (
-                    mcp_session in direct.versions or direct.is_waiting(mcp_session)))):
-                document = read_message(body)  # read once, by whoever needs it
+            # read once, by whoever needs it; a POST without a session may be an initialize
+            # however its method is spelt (`"\u0069nitialize"`): counted below
+            if (live is not None or mcp_session is None or b'"initialize"' in body or (
+                    mcp_session in direct.versions or direct.is_waiting(mcp_session))):
+                document = read_message(body)
             if (mcp_session is None and isinstance(document, dict)
                     and document.get("method") == "initialize"
                     and self._sessions.open_count(claims.grant_id) >= MAX_SESSIONS_PER_GRANT):
