@@ -37,7 +37,13 @@ from proctor.policy import DecisionRequest, EntityRef, PolicyEngine
 from proctor.policy.context import call_context
 from proctor.store import Store, open_store
 from tests.e2e.grant_world import ISSUER, example_engine, grant_authority
-from tests.identity.factories import SvidAuthority, manifest, own_key_proof, public_jwk
+from tests.identity.factories import (
+    AUDIENCE,
+    SvidAuthority,
+    manifest,
+    own_key_proof,
+    public_jwk,
+)
 
 PLANNER = "spiffe://acme.example/agent/planner"
 WORKER = "spiffe://acme.example/agent/worker"
@@ -193,10 +199,16 @@ def test_a_delegator_cannot_bind_a_keyless_agents_grant_to_its_own_key(
         # an SVID naming the worker that the trust bundle did not sign
         "forged svid": _holder(w.planner_key, SvidAuthority().svid(WORKER, clock.now()),
                                clock.now()),
+        # a real worker SVID for proctor and another service too, which the other
+        # service (or whoever it hands it to) ties to its own key (found by review)
+        "shared svid": _holder(w.planner_key, svid_authority.svid(
+            WORKER, clock.now(), audience=[AUDIENCE, "https://build.acme.example"]),
+            clock.now()),
     }
     assert {name: redeem(h) for name, h in attempts.items()} == {
         "no identity": "holder_identity_missing", "own identity": "holder_identity_mismatch",
-        "untied key": "proof_wrong_target", "forged svid": "holder_identity_invalid"}
+        "untied key": "proof_wrong_target", "forged svid": "holder_identity_invalid",
+        "shared svid": "holder_identity_invalid"}
     # a direct issue for the worker's task with the planner's key is refused the same way
     worker_task = w.authority.start_task(WORKER, purpose="x", on_behalf_of="alice@acme.example")
     for holder in (attempts["no identity"], attempts["own identity"]):

@@ -75,7 +75,7 @@ class AgentDirectory(Protocol):
 
     def prove(self, identity_proof: str) -> str:
         """The id of the active agent ``identity_proof`` (a JWT-SVID, an OIDC workload
-        token or an own-key proof, for proctor's audience) proves; raises an
+        token or an own-key proof, for proctor's audience alone) proves; raises an
         :class:`~proctor.errors.IdentityError` otherwise."""
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
-from proctor.errors import AuditError
+from proctor.errors import AuditError, IdentityError
 from proctor.grants.agents import AgentBinding, AgentEnded
 from proctor.identity import Agent, AgentRegistry, AgentView, AttestationChange, Authenticator
 from proctor.identity.agent import ACTIVE_STATES
@@ -77,7 +77,15 @@ class RegisteredAgents:
         return self.binding(agent_id)
 
     def prove(self, identity_proof: str) -> str:
-        return self._authenticator.authenticate(identity_proof).agent.id
+        found = self._authenticator.authenticate(identity_proof)
+        # The proof binds a key to the agent (a grant's cnf): it must be for proctor
+        # alone. A token for other audiences too is in their hands as well, and any of
+        # them could tie it to a key of its own and act as the agent.
+        aud = (found.identity.claims or {}).get("aud")
+        if isinstance(aud, list) and len(aud) != 1:
+            raise IdentityError("proof_wrong_audience", f"an identity proof that binds a key "
+                                f"names proctor's audience alone; this one names {len(aud)}")
+        return found.agent.id
 
     def confirm_active(self, conn: Connection, agent_id: str) -> bool:
         # FOR SHARE on PostgreSQL: a suspension holding the row is waited for, then seen
