@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from proctor.audit import (
     Actor,
@@ -23,6 +24,7 @@ from proctor.grants import GrantAuthority, GrantScope, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
 from proctor.grants.tasks import Task
+from proctor.store.tables import grant_offers
 
 from .conftest import CODER, SUPPORT, Setup
 from .test_authority import _use
@@ -171,18 +173,36 @@ def _agent_events(setup: Setup, agent_id: str) -> list[Mapping[str, Any]]:
 
 class FailingAllows:
     """The audit writer's observer: fails every batch that holds an allowed grant:issue
-    event (so a refusal's event still goes through)."""
+    event (so a refusal's event still goes through), while ``active``."""
 
     def __init__(self) -> None:
         self.failed = 0
+        self.active = True
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
-        if any(row.action == "grant:issue" and row.decision == "allow" for row in rows):
+        if self.active and any(row.action == "grant:issue" and row.decision == "allow"
+                               for row in rows):
             self.failed += 1
             raise RuntimeError("the batch fails")
 
     def appended(self, head: ChainHead) -> None:
         pass
+
+
+def refused_by_failing_allows(setup: Setup, audit: AuditLog, ask: Callable[[], object]
+                              ) -> FailingAllows:
+    """``ask`` (a first issuance or offer of the coder's), with every batch of an allow
+    failing: refused ``issuance_denied``, its one event the refusal's."""
+    failing = FailingAllows()
+    audit.observe(failing)
+    with pytest.raises(GrantError) as refused:
+        ask()
+    assert refused.value.code == "issuance_denied" and failing.failed >= 1
+    [event] = _agent_events(setup, CODER)
+    assert (event["action"], event["outcome"], event["detail"]["code"]) == (
+        "grant:issue", "denied", "issuance_denied")
+    assert "could not be audited" in event["detail"]["reason"]
+    return failing
 
 
 @pytest.mark.parametrize("max_batch", [1, 512])
@@ -193,18 +213,29 @@ def test_an_issuance_of_many_tools_whose_write_fails_leaves_its_refusal(
     leaves one denied event that says why; with the log down for it too, it is refused
     all the same."""
     with batching(setup, max_batch) as (authority, audit, task):
-        failing = FailingAllows()
-        audit.observe(failing)
-        with pytest.raises(GrantError) as refused:
-            authority.issue(task.id, MANY)
-        assert refused.value.code == "issuance_denied" and failing.failed >= 1
-        [event] = _agent_events(setup, CODER)
-        assert (event["action"], event["outcome"], event["detail"]["code"]) == (
-            "grant:issue", "denied", "issuance_denied")
-        assert "could not be audited" in event["detail"]["reason"]
+        refused_by_failing_allows(setup, audit, lambda: authority.issue(task.id, MANY))
         assert [n.id for n in authority.leases.subtree(task.id)] == [task.id]  # no grant
         audit.close()  # the refusal cannot be written either: refused all the same
         with pytest.raises(GrantError) as again:
             authority.issue(task.id, MANY)
         assert again.value.code == "issuance_denied"
         assert len(_agent_events(setup, CODER)) == 1
+
+
+@pytest.mark.parametrize("max_batch", [1, 512])
+def test_an_offer_of_many_tools_leaves_its_allows_with_the_offer_and_only_then(
+        setup: Setup, max_batch: int) -> None:
+    """An offer's events go with its write as a grant's do: stored, every allow; a write
+    that fails, none of them, no offer, and its refusal."""
+    with batching(setup, max_batch) as (authority, audit, task):
+        failing = refused_by_failing_allows(setup, audit, lambda: authority.offer(task.id, MANY))
+        with setup.store.reading() as conn:
+            assert conn.execute(select(func.count()).select_from(grant_offers)).scalar() == 0
+        failing.active = False
+        offer = authority.offer(task.id, MANY)
+        allowed = _agent_events(setup, CODER)[1:]
+        assert sorted(e["target"] for e in allowed) == sorted(
+            f'Tool::"{t}"' for t in ("git/git_log", "git/git_status", "git/git_diff"))
+        assert {e["outcome"] for e in allowed} == {"allowed"}
+        assert authority.offer_of(offer.id).redeemed_at is None
+

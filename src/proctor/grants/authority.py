@@ -235,8 +235,9 @@ class GrantAuthority:
         with a proof of the key to bind it to."""
         def offered(again: GrantError | None) -> GrantOffer:
             request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
-            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl,
-                                                                   again=again))
+            # its events go with the offer's write (NewOffer)
+            return self._issuer.offer(request, self._issuer.decide_unwritten(
+                request, ttl_seconds=ttl, again=True if again is None else again))
         return _once_more(offered)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
@@ -321,9 +322,9 @@ class GrantAuthority:
             task, parent.agent_id, wanted, request.expires_at, max_uses,
             parent.ancestors[0] if parent.ancestors else task.id, parent.ancestors,
             parent.actor_chain, approved), ttl_seconds=ttl)
-        if key is None or decided is None:  # an offer reads the agent from the store
-            return self._issuer.offer(request, self._issuer.decide(request, ttl_seconds=ttl,
-                                                                   again=again))
+        if key is None or decided is None:  # an offer: its events go with its write
+            return self._issuer.offer(request, self._issuer.decide_unwritten(
+                request, ttl_seconds=ttl, again=True if again is None else again))
         return self._issuer.grant(request, key, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:

@@ -21,8 +21,8 @@ nothing and drops what was stale here (the agent's entry in the view; the engine
 revision, loaded again), and the issuance is decided once more
 (:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
 
-A grant issued, exchanged or redeemed from an offer (whose write takes the offer)
-takes steps 3 and 4 in one write: the decisions' events
+A grant issued, exchanged or redeemed from an offer (whose write takes the offer), and
+an offer (:class:`NewOffer`), take steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the first event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
 is handed out once that has committed. The events stand only with the grant: a write
@@ -37,14 +37,13 @@ writes its events alone; one the engine failed on is refused ``engine_error``, n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import Connection, and_, insert, select
 
@@ -54,7 +53,7 @@ from proctor.audit.writer import WITHDRAWN, Receipt
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
-from proctor.grants.agents import AgentDirectory
+from proctor.grants.agents import AgentBinding, AgentDirectory
 from proctor.grants.holders import HolderProof
 from proctor.grants.leases import LeaseTree
 from proctor.grants.offers import (
@@ -85,7 +84,7 @@ from proctor.store.tables import grants, policy_revisions
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant",
-           "Issuer", "NewGrant"]
+           "Issuer", "NewGrant", "NewOffer"]
 
 ISSUE_METHOD = "grant/issue"
 # an issuance whose write refused it for what another process had changed meanwhile:
@@ -130,9 +129,6 @@ class Decided:
     agent: DecidedOn | None = None
     revisions: frozenset[int | None] | None = None
     again: bool = False  # a stale refusal of its write is decided once more
-    # written (:meth:`Issuer.decide`): the last of its events, what a refusal of the
-    # write that follows is the event of (:func:`_refusal_of`)
-    written: AuditEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +243,7 @@ class Issuer:
         decided = self._decided(request, ttl_seconds, state, again)
         if self._audit is not None and decided.events:
             _write(self._audit, decided.events)
-        return Decided([], None, decided.revisions,
-                       written=decided.events[-1] if decided.events else None)
+        return Decided([], None, decided.revisions)
 
     def decide_unwritten(self, request: Request, *, ttl_seconds: int,
                          again: GrantError | bool | None = False) -> Decided:
@@ -402,20 +397,9 @@ class Issuer:
                            decided.revisions if decided is not None else None,
                            event=events[0], again=decided is not None and decided.again,
                            offer=offer)
-            try:
-                _write_with(self._audit, events, new)
-            except AuditUnavailableError as exc:  # nothing was stored with it
-                refusal = GrantError("issuance_denied", "the issuance could not be audited, "
-                                     f"so it is denied: {exc.message}")
-                # its events went with the write that failed: the attempt leaves its
-                # refusal (if even that cannot be written, the refusal stands alone)
-                self._audit_refusal(events[0], refusal)
-                raise refusal from exc
-            if new.refusal is not None:
-                self._renew(new.refusal.code, request.agent_id)
-                raise new.refusal
+            self._store_with(self._audit, events, new, "issuance")
             return IssuedGrant(token, accessor, claims)
-        with self._refusals_audited(decided), self._store.transaction() as conn:
+        with self._store.transaction() as conn:
             self._confirm(conn, request, decided.revisions if decided is not None else None)
             if offer is not None:
                 take_offer(conn, offer, claims.grant_id, now)
@@ -432,18 +416,25 @@ class Issuer:
                 key_thumbprint=key_thumbprint))
         return IssuedGrant(token, accessor, claims)
 
-    @contextlib.contextmanager
-    def _refusals_audited(self, decided: Decided | None) -> Iterator[None]:
-        """A write after its decisions' events were written (an offer's, a redemption's):
-        a refusal of it is written too, after them (the grant or offer they allowed was
-        not stored), then raised. If it cannot be written, the refusal stands all the same."""
+    def _store_with(self, audit: AuditLog, events: Sequence[AuditEvent],
+                    new: NewGrant | NewOffer, what: str) -> None:
+        """Write ``events`` with ``new`` (a grant or an offer, stored by their first);
+        raise what refused it. A write that fails stored nothing and wrote none of
+        them: the attempt leaves its refusal (if even that cannot be written, the
+        refusal stands alone)."""
         try:
-            yield
-        except GrantError as exc:
-            written = decided.written if decided is not None else None
-            if written is not None:
-                self._audit_refusal(written, exc)
-            raise
+            if isinstance(new, NewGrant):  # a call for each: the followers are of its class
+                _write_with(audit, events, new)
+            else:
+                _write_with(audit, events, new)
+        except AuditUnavailableError as exc:
+            refusal = GrantError("issuance_denied", f"the {what} could not be audited, so "
+                                 f"it is denied: {exc.message}")
+            self._audit_refusal(events[0], refusal)
+            raise refusal from exc
+        if new.refusal is not None:
+            self._renew(new.refusal.code, new.request.agent_id)
+            raise new.refusal
 
     def _audit_refusal(self, event: AuditEvent, refusal: GrantError) -> None:
         """Write the event of ``refusal`` of the issuance ``event`` is a decision of; if
@@ -483,7 +474,15 @@ class Issuer:
             request.scope, request.max_uses, request.ancestors, request.actor_chain,
             request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
             expires_at, wildcards=request.wildcards)
-        with self._refusals_audited(decided), self._store.transaction() as conn:
+        events = decided.events if decided is not None else []
+        if events and self._audit is not None:
+            new2 = NewOffer(offer, request, now, self._agents.binding_in,
+                            decided.agent if decided is not None else None,
+                            decided.revisions if decided is not None else None,
+                            event=events[0], again=decided is not None and decided.again)
+            self._store_with(self._audit, events, new2, "offer")
+            return offer
+        with self._store.transaction() as conn:
             self._confirm(conn, request, decided.revisions if decided is not None else None)
             save_offer(conn, offer)
         return offer
@@ -643,30 +642,12 @@ class NewGrant:
     def _check(self, tx: WriteCursor) -> None:
         """Step 4 of the module docstring but the two rows: raises the refusal."""
         request = self.request
-        agent = self.agent(tx, request.agent_id)
-        state = agent.trust_state if agent is not None else None
-        if agent is None or state not in ACTIVE_STATES:
-            raise AgentError("agent_not_active",
-                             f"agent `{request.agent_id}` is suspended or retired")
-        decided = self.decided
-        if decided is not None and state != decided.state:
-            raise GrantError("agent_changed", f"agent is {state} now, not "
-                             f"{decided.state} as the issuance was decided: ask again")
-        if decided is not None and riskier(agent, decided.risk):
-            raise GrantError("agent_changed", "the agent's risk rose since the issuance was "
-                             "decided: ask again")
+        agent = _confirm_agent(tx, self.agent, request.agent_id, self.decided)
         if (agent.key_thumbprint, agent.manifest_digest) != (request.agent_key,
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "
                              "issuance was read: ask again")
-        if any_revoked(tx, (request.parent_id, *request.lineage)):
-            raise GrantError("grant_revoked", "the parent task or grant is revoked")
-        if self.revisions is not None:
-            active = active_revision(tx)
-            if any(revision != active for revision in self.revisions):
-                # none active now is not the revision decided on either: refused
-                raise GrantError("policy_changed", f"policy revision {active} is active now, "
-                                 "not the one the issuance was decided on: ask again")
+        _confirm_lineage(tx, request, self.revisions)
         offer = self.offer
         if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
                                                           self.claims.grant_id, offer.id]) != 1:
@@ -708,6 +689,93 @@ class NewGrant:
             raise refusal
 
 
+_OFFER = ("INSERT INTO grant_offers (id, task_id, parent_id, agent_id, scope, max_uses, "
+          "ancestors, actor_chain, approved, created_at, redeem_by, expires_at) VALUES "
+          "({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})")
+
+
+@dataclass(slots=True)
+class NewOffer:
+    """Storing an offer, as the effects of its decisions' first audit event (the others
+    follow it, as a grant's do: :class:`NewGrant`): the agent still active (in the
+    trust state and with the risk decided on, if known), nothing in the lineage revoked,
+    the policy revisions decided on still active, then the offer's row. After the write,
+    ``refusal`` is the check that failed (nothing stored), or None."""
+
+    offer: GrantOffer
+    request: Request
+    now: datetime
+    agent: AgentRead
+    decided: DecidedOn | None = None
+    revisions: frozenset[int | None] | None = None
+    refusal: GrantError | None = None
+    event: AuditEvent | None = None
+    again: bool = False
+    follows: NewOffer | None = None
+    leader: Receipt | None = None
+    applied_in: WriteCursor | None = None  # the transaction the first was applied in
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        first = self.follows
+        if first is not None:  # written as the first is (in this batch, or committed)
+            if first.applied_in is not tx and (self.leader is None
+                                               or self.leader.result is None):
+                return WITHDRAWN
+            return None if first.refusal is None else WITHDRAWN
+        self.applied_in, self.refusal = tx, None
+        try:
+            self._check(tx)
+        except GrantError as exc:
+            self.refusal = exc
+            if self.again and exc.code in STALE:
+                return WITHDRAWN
+            return _refusal_of(self.event, exc, self.now) if self.event is not None else None
+        offer = self.offer
+        scope = {**offer.scope.as_json(), **({"wild": offer.wildcards.as_json()["tools"]}
+                                             if offer.wildcards is not None else {})}
+        tx.execute(_OFFER, [offer.id, offer.task_id, offer.parent_id, offer.agent_id,
+                            json.dumps(scope), offer.max_uses, json.dumps(list(offer.ancestors)),
+                            json.dumps(list(offer.actor_chain)), offer.approved,
+                            tx.time(offer.created_at), tx.time(offer.redeem_by),
+                            tx.time(offer.expires_at)])
+        return None
+
+    def _check(self, tx: WriteCursor) -> None:
+        _confirm_agent(tx, self.agent, self.request.agent_id, self.decided)
+        _confirm_lineage(tx, self.request, self.revisions)
+
+
+def _confirm_agent(tx: WriteCursor, read: AgentRead, agent_id: str,
+                   decided: DecidedOn | None) -> AgentBinding:
+    """The agent as ``tx`` sees it: active, and in the trust state and at no higher risk
+    than ``decided`` (if known); else raises the refusal."""
+    agent = read(tx, agent_id)
+    state = agent.trust_state if agent is not None else None
+    if agent is None or state not in ACTIVE_STATES:
+        raise AgentError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
+    if decided is not None and state != decided.state:
+        raise GrantError("agent_changed", f"agent is {state} now, not "
+                         f"{decided.state} as the issuance was decided: ask again")
+    if decided is not None and riskier(agent, decided.risk):
+        raise GrantError("agent_changed", "the agent's risk rose since the issuance was "
+                         "decided: ask again")
+    return agent
+
+
+def _confirm_lineage(tx: WriteCursor, request: Request,
+                     revisions: frozenset[int | None] | None) -> None:
+    """Nothing in ``request``'s lineage revoked, and the policy revisions it was decided
+    on (if confirmed) the active one, as ``tx`` sees them; else raises the refusal."""
+    if any_revoked(tx, (request.parent_id, *request.lineage)):
+        raise GrantError("grant_revoked", "the parent task or grant is revoked")
+    if revisions is not None:
+        active = active_revision(tx)
+        if any(revision != active for revision in revisions):
+            # none active now is not the revision decided on either: refused
+            raise GrantError("policy_changed", f"policy revision {active} is active now, "
+                             "not the one the issuance was decided on: ask again")
+
+
 def _refusal_of(event: AuditEvent, refusal: GrantError, now: datetime) -> AuditEvent:
     """The event of an issuance whose write refused it (``refusal``, nothing stored),
     ``event`` the event of one of its decisions: the same agent, action, tool and task,
@@ -725,7 +793,10 @@ def _write(audit: AuditLog, events: Sequence[AuditEvent]) -> None:
         receipt.wait(audit.timeout)
 
 
-def _write_with(audit: AuditLog, events: Sequence[AuditEvent], new: NewGrant) -> None:
+_New = TypeVar("_New", "NewGrant", "NewOffer")
+
+
+def _write_with(audit: AuditLog, events: Sequence[AuditEvent], new: _New) -> None:
     """Write ``events`` with the grant ``new``: the first carries it, the others follow
     it (written as it is: :meth:`NewGrant.apply_all`); wait until all have committed.
     The last is written on this thread if no one is writing (:meth:`AuditLog.record_with`)."""
