@@ -26,6 +26,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from proctor.audit import EventFilter, search_events
 from proctor.clock import SystemClock
 from proctor.gateway.client import GrantAuth
 from proctor.grants import IssuedGrant
@@ -115,11 +116,12 @@ async def gateway_in_process(deployment: Deployment, secret: str) -> AsyncIterat
 
 
 @asynccontextmanager
-async def agent(url: str, grant: IssuedGrant | None, deployment: Deployment
-                ) -> AsyncIterator[ClientSession]:
+async def agent(url: str, grant: IssuedGrant | None, deployment: Deployment,
+                headers: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
     auth = GrantAuth(grant.token, deployment.key, SystemClock()) if grant else None
     with anyio.fail_after(WAIT):
-        async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, streamable_http_client(
+        async with httpx2.AsyncClient(auth=auth, timeout=WAIT, headers=headers
+                                      ) as http, streamable_http_client(
                 url, http_client=http) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield session
@@ -144,11 +146,16 @@ async def test_the_http_gateway_decides_each_call_and_never_passes_the_grant_on(
             assert (forged.status_code, forged.json()["reason"]) == (
                 401, "grant_algorithm_not_allowed")
 
-        async with agent(f"{public}/mcp/time", grant, deployment) as client:
+        # X-Forwarded-For is anyone's to send: read only from the config's trusted_proxies
+        async with agent(f"{public}/mcp/time", grant, deployment,
+                         {"X-Forwarded-For": "203.0.113.9"}) as client:
             assert {t.name for t in (await client.list_tools()).tools} == {
                 "get_current_time", "convert_time"}
             now = await client.call_tool("get_current_time", {"timezone": "UTC"})
             assert now.structured_content and now.structured_content["timezone"] == "UTC"
+            called = search_events(deployment.runtime.store, EventFilter(
+                action="tool:time/get_current_time"))
+            assert [e.event["source"] for e in called] == ["127.0.0.1"]
             with pytest.raises(MCPError) as denied:
                 await client.call_tool("get_current_time", {"timezone": "Asia/Tokyo"})
             assert denied.value.error.data["reason"] == "no_matching_permit"

@@ -63,11 +63,25 @@ upstreams:
     ({"gateway": {"call_timeout": 3}}, "unknown key `call_timeout`"),
     ({"gateway": {"public_url": "ftp://x"}}, "`public_url` must be an http(s) URL"),
     ({"upstreams": {"git": {"command": ["x"], "env": {"1BAD": "v"}}}}, "name `1BAD`"),
+    ({"gateway": {"trusted_proxies": ["*"]}}, "would let any client name any address"),
+    ({"gateway": {"trusted_proxies": ["proxy.acme.example"]}},
+     "entry `proxy.acme.example` is not an IP address or network"),
+    ({"gateway": {"trusted_proxies": "10.0.0.2"}}, "must be a list of IP addresses"),
 ])
 def test_a_bad_config_names_what_is_wrong(document: object, says: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_gateway_config(document)
     assert says in refused.value.message
+
+
+def test_forwarded_headers_are_read_from_the_trusted_proxies_only() -> None:
+    from proctor.listening import forwarded_options
+
+    assert parse_gateway_config({}).trusted_proxies == ()
+    assert forwarded_options(()) == {"proxy_headers": False, "forwarded_allow_ips": None}
+    named = parse_gateway_config({"gateway": {"trusted_proxies": ["10.0.0.2", "fd00::/8"]}})
+    assert forwarded_options(named.trusted_proxies) == {
+        "proxy_headers": True, "forwarded_allow_ips": ["10.0.0.2", "fd00::/8"]}
 
 
 def test_an_unreadable_or_oversized_config_is_refused(tmp_path: Path) -> None:

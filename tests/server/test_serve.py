@@ -297,3 +297,56 @@ def test_serve_streams_the_audit_log_in_the_background(env: dict[str, str]) -> N
         assert server.stop() in STOPPED
         receiver.stop()
     assert received.bodies[0][0]["api"]["operation"] == "token.create"
+
+
+def _signed_in_from(url: str, token: str, forwarded_for: str) -> None:
+    """Sign in to the console with ``token``, the request saying ``X-Forwarded-For``."""
+    from tests.console.conftest import csrf_of
+
+    with httpx.Client(base_url=url, timeout=10) as client:
+        form = client.get("/console/login")
+        answer = client.post("/console/login", headers={"X-Forwarded-For": forwarded_for},
+                             data={"token": token, "csrf": csrf_of(form.text)})
+        assert answer.status_code == 303, answer.text
+
+
+def _login_sources(url: str, token: str) -> list[str | None]:
+    events = httpx.get(f"{url}/v1/audit/events", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       params={"action": "console.login"}).json()["events"]
+    return [e["event"]["source"] for e in events]
+
+
+def test_the_client_address_is_the_peers_unless_a_trusted_proxy_names_another(
+        served: Served, env: dict[str, str]) -> None:
+    """Any client can send X-Forwarded-For: uvicorn's default read it from 127.0.0.1, so
+    any process on the machine could name another address in an audit event, a
+    decision's source_ip and the failed sign-ins' rate limit. Read only from
+    ``trusted_proxies``."""
+    token = served.line_after("admin token for local-admin")
+    served.wait_ready()
+    _signed_in_from(served.url, token, "203.0.113.9")
+    assert _login_sources(served.url, token) == ["127.0.0.1"]
+    assert served.stop() in STOPPED
+
+    (Path(env["PROCTOR_HOME"]) / "server.toml").write_text(
+        'trusted_proxies = ["127.0.0.1"]\n', encoding="utf-8")
+    behind = Served(env)
+    try:
+        behind.wait_ready()
+        _signed_in_from(behind.url, token, "203.0.113.9")
+        assert sorted(map(str, _login_sources(behind.url, token))) == [
+            "127.0.0.1", "203.0.113.9"]
+    finally:
+        assert behind.stop() in STOPPED
+
+
+def test_trusted_proxies_are_addresses_or_networks(env: dict[str, str]) -> None:
+    home = Path(env["PROCTOR_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "server.toml").write_text('trusted_proxies = ["*"]\n', encoding="utf-8")
+    refused = _refused(env)
+    assert refused.exit_code == 1
+    assert "`trusted_proxies` entry `*` is not an IP address or network (trusting every " \
+        "peer would let any client name any address)" in refused.stderr
+    assert refused.stderr.count("\n") == 1

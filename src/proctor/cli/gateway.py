@@ -203,10 +203,12 @@ def gateway(
         # h11 named: with httptools installed (proctor serve's parser) uvicorn's "auto"
         # would pick its httptools protocol, which has no limit on a request's head;
         # ours also closes a connection whose head is not whole in time
+        from proctor.listening import forwarded_options
         from proctor.server.asgi import NoDelayH11Protocol
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                access_log=False, http=NoDelayH11Protocol,
-                                               ws="none"))
+                                               ws="none",
+                                               **forwarded_options(config.trusted_proxies)))
         if not serve_http(server):
             raise typer.Exit(code=3)  # as uvicorn.run: the server could not start
     finally:

@@ -99,6 +99,7 @@ def serve(
     """
     import uvicorn
 
+    from proctor.listening import forwarded_options
     from proctor.runtime import init_home, open_runtime
     from proctor.server import ApiTokens, load_server_config
     from proctor.server.asgi import NoDelayHttpToolsProtocol
@@ -151,13 +152,13 @@ def serve(
         with streaming:
             uvicorn.run(create_app(runtime, config, owns_runtime=True), host=host, port=port,
                         log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol,
-                        ws="none")
+                        ws="none", **forwarded_options(config.trusted_proxies))
         return
     runtime.close()
     _serve_workers(uvicorn.Config(
         "proctor.server.asgi:app_from_env", factory=True, host=host, port=port,
         workers=workers, log_level=log_level, access_log=False, http=NoDelayHttpToolsProtocol,
-        ws="none",
+        ws="none", **forwarded_options(config.trusted_proxies),
         # A worker answers uvicorn's health check only once it has imported everything;
         # on a busy machine that takes longer than uvicorn's 5 s, and a worker killed for
         # it is started again, just as slowly, for ever.

@@ -13,6 +13,7 @@
       approval_timeout_seconds: 120
       relay_timeout_seconds: 60                # an upstream's question to the agent
       authorization_servers: [https://proctor.acme.example]   # where grants come from
+      trusted_proxies: [10.0.0.2]              # read X-Forwarded-For/-Proto from these only
     upstreams:
       git:                                     # the server name in tool ids: git/git_log
         command: [python, -m, mcp_server_git, --repository, /srv/repos/app]
@@ -56,7 +57,7 @@ from typing import Any
 from proctor.documents import read_yaml
 from proctor.errors import ConfigError, ProctorError
 from proctor.identity import Manifest, load_manifest
-from proctor.listening import require_public_url, split_listen
+from proctor.listening import require_public_url, split_listen, trusted_proxies
 from proctor.policy.catalog import Sensitivity
 
 __all__ = ["GatewayConfig", "ToolLabels", "UpstreamConfig", "load_gateway_config",
@@ -112,6 +113,7 @@ class GatewayConfig:
     revocation_poll_seconds: float = 1.0
     session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are read
     manifests: Mapping[str, Manifest] = field(default_factory=dict)  # agent name or id
 
     def manifest_for(self, agent_id: str) -> Manifest | None:
@@ -166,7 +168,7 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
                      "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
                      "relay_timeout_seconds", "revocation_poll_seconds", "session_idle_seconds",
-                     "authorization_servers"},
+                     "authorization_servers", "trusted_proxies"},
           f"{source}: gateway")
     upstreams_data = data.get("upstreams") or {}
     if not isinstance(upstreams_data, dict):
@@ -191,6 +193,8 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in servers):
         raise ConfigError(f"{source}: `authorization_servers` must be a list of http(s) URLs")
     limits["authorization_servers"] = tuple(servers)
+    limits["trusted_proxies"] = trusted_proxies(settings.get("trusted_proxies"),
+                                                where=f"{source}: gateway")
     return GatewayConfig(upstreams=upstreams,
                          manifests=_manifests(data.get("manifests"), source, base), **limits)
 

@@ -13,6 +13,8 @@ token made by ``proctor init``)::
     sweep_seconds = 30                           # expired leases and proof nonces
     sync_seconds = 5                             # policies, agents, shadow state from the store
     threads = 16                                 # worker threads per process
+    trusted_proxies = ["10.0.0.2"]               # read X-Forwarded-For/-Proto from these
+                                                 # (addresses or networks) only; default none
 
     [[oidc_issuers]]                             # humans: an OIDC provider's ID/access tokens
     issuer = "https://login.acme.example"
@@ -29,6 +31,10 @@ listen on anything but loopback without it (:func:`check_listen`). The one way
 around is to say why the ``Host`` header is safe, and the server warns at start::
 
     trust_host_header = "the ingress sets Host to proctor.acme.example on every request"
+
+Without ``trusted_proxies`` the client's address is the peer's: what a decision's
+``source_ip`` and its audit event carry and what the per-client rate limit counts.
+``X-Forwarded-For`` is read only from the proxies named (:mod:`proctor.listening`).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from typing import Any
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.identity.humans import HumanIssuer, issuer_from_config
-from proctor.listening import require_public_url
+from proctor.listening import require_public_url, trusted_proxies
 
 __all__ = ["ServerConfig", "check_listen", "load_server_config"]
 
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 
 _CONFIG_FILE = "server.toml"
 _KEYS = {"public_url", "trust_host_header", "max_body_bytes", "rate_per_second", "rate_burst",
-         "sweep_seconds", "sync_seconds", "threads", "oidc_issuers"}
+         "sweep_seconds", "sync_seconds", "threads", "oidc_issuers", "trusted_proxies"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class ServerConfig:
     sync_seconds: float = 5.0
     threads: int = 16
     oidc_issuers: tuple[HumanIssuer, ...] = field(default_factory=tuple)
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_body_bytes <= 64 * 1024 * 1024:
@@ -115,6 +122,8 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
             "sweep_seconds": float(data.get("sweep_seconds", ServerConfig.sweep_seconds)),
             "sync_seconds": float(data.get("sync_seconds", ServerConfig.sync_seconds)),
             "threads": int(data.get("threads", ServerConfig.threads)),
+            "trusted_proxies": trusted_proxies(data.get("trusted_proxies"),
+                                               where=f"server config `{path}`"),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"server config `{path}` is not valid: missing or wrong {exc}") from exc
