@@ -8,6 +8,7 @@ import json
 from contextlib import ExitStack
 from dataclasses import replace as dc_replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -174,3 +175,24 @@ async def test_an_initialize_spelt_with_escapes_counts_against_the_grants_sessio
         refused = await http.post(endpoint, content=spelt)
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["data"]["reason"] == "session_limit"
+
+
+async def test_a_refused_opening_request_leaves_no_session_for_its_grant_to_hold(
+        deployment: Deployment) -> None:
+    # the SDK names a session in its answer to any request without one, and discards it
+    # when that request is refused (only an initialize opens one): the door took every
+    # such name for a session of the grant and kept it until the grant's next
+    # initialize, so an agent posting bodies that open nothing grew the gateway's memory
+    grant = deployment.grant()
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "Authorization": f"Bearer {grant.token}"}
+    built: list[Any] = []
+    async with http_gateway(deployment, built=built) as public, httpx2.AsyncClient(
+            timeout=WAIT, headers=headers) as http:
+        [sessions] = [m.kwargs["sessions"] for m in built[0].user_middleware
+                      if "sessions" in m.kwargs]
+        for body in ('{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', "[]", "{"):
+            answer = await http.post(f"{public}/mcp/test", content=body)
+            assert answer.status_code >= 400, answer.text
+        assert sessions.mcp_owner == {}
+        assert sessions.open_count(grant.claims.grant_id) == 0

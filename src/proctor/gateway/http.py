@@ -327,7 +327,9 @@ class GrantGate:
             send = self._direct.watch_initialize(document, mcp_session, send)
 
         async def watch_session(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            # the SDK names a session in its answer to any request without one, and keeps
+            # it only if that request opened it (an initialize answered below 400)
+            if message["type"] == "http.response.start" and message.get("status", 500) < 400:
                 for key, value in message.get("headers", []):
                     if key.decode("latin-1").lower() == MCP_SESSION_ID_HEADER.lower():
                         session_id = value.decode("latin-1")
