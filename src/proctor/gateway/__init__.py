@@ -1,7 +1,8 @@
 """The MCP gateway: proctor's enforcement point in front of MCP servers.
 
 An agent talks to the gateway as if it were the MCP server. Every
-``tools/call``, ``resources/read`` and ``prompts/get`` passes the grant check,
+``tools/call``, ``resources/read``, ``prompts/get``, ``completion/complete`` and
+``resources/(un)subscribe`` passes the grant check,
 the agent's state, Cedar (with the arguments and the tool's labels), approvals
 and the audit log (:class:`proctor.enforcement.Enforcer`) before it reaches
 the upstream; upstream credentials are injected from the secret store under a

@@ -1,6 +1,7 @@
 """The enforcement point behind every transport: sessions, listing and calls.
 
-One call (``tools/call``, ``resources/read``, ``prompts/get``), in order:
+One call (``tools/call``, ``resources/read``, ``prompts/get``, ``completion/complete``,
+``resources/subscribe``, ``resources/unsubscribe``), in order:
 
 1. the session is open (its grant not revoked nor expired);
 2. the tool exists upstream, and the arguments match its ``inputSchema``
@@ -39,7 +40,15 @@ from proctor.gateway.rpc import (
     rpc_error,
 )
 from proctor.gateway.session import GatewaySession, Upstream
-from proctor.gateway.tools import PROMPT_GET, RESOURCE_READ, ExposedTool, ToolRegistry
+from proctor.gateway.tools import (
+    COMPLETION,
+    PROMPT_GET,
+    RESOURCE_READ,
+    RESOURCE_SUBSCRIBE,
+    RESOURCE_UNSUBSCRIBE,
+    ExposedTool,
+    ToolRegistry,
+)
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.visibility import Visibility
 from proctor.grants import GrantAuthority, GrantClaims
@@ -196,41 +205,63 @@ class Gateway:
                                          tool_id=f"the {method} answer",
                                          decision_event=None)
 
-    # what is neither a call nor a listing: completions and subscriptions
+    # completions and subscriptions: decided as calls of their server's pseudo-tools
 
-    async def complete(self, session: GatewaySession, view: View,
-                       params: types.CompleteRequestParams) -> types.CompleteResult:
-        """Completion values for a prompt's or a resource template's argument, from the
-        upstream whose prompts or resources the grant could read."""
-        ref = params.ref
-        if isinstance(ref, types.PromptReference):
-            resolved = view.resolve(ref.name)
-            server, kind = (resolved[0], PROMPT_GET) if resolved else ("", PROMPT_GET)
-            if resolved:
-                ref = ref.model_copy(update={"name": resolved[1]})
+    async def complete(self, session: GatewaySession, creds: Credentials, view: View,
+                       params: types.CompleteRequestParams, relay: Relay | None = None
+                       ) -> types.CompleteResult:
+        """Completion values for a prompt's or a resource template's argument: decided as
+        ``<server>/completion.complete`` with the prompt (or the template's URI), the
+        argument, its value and the other arguments in ``context.args``; the upstream
+        gets only what was decided."""
+        ref: types.PromptReference | types.ResourceTemplateReference
+        args: dict[str, Any]
+        if isinstance(params.ref, types.PromptReference):
+            resolved = view.resolve(params.ref.name)
+            if resolved is None:
+                raise rpc_error("completion_unknown", f"prompt `{params.ref.name[:128]}` "
+                                "does not exist here")
+            server, name = resolved
+            ref, args = types.PromptReference(type="ref/prompt", name=name), {"prompt": name}
         else:
-            server, kind = self._server_of(session, view, ref.uri), RESOURCE_READ
-        if server not in view.servers or not self.visibility.shows(
-                session.claims, f"{server}/{kind}"):
-            raise rpc_error("completion_unknown", "nothing to complete here")
-        upstream, _ = await self._tool(session, server, kind, kind)
-        context = params.context.arguments if params.context else None
-        argument = params.argument.model_dump(by_alias=True)
+            uri = params.ref.uri
+            server = self._server_of(session, view, uri)
+            if server not in view.servers:
+                raise rpc_error("completion_unknown", f"resource template `{uri[:200]}` is "
+                                "not known here: list the resource templates first, or use "
+                                "its server's endpoint")
+            ref = types.ResourceTemplateReference(type="ref/resource", uri=uri)
+            args = {"uri": uri}
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = dict(params.context.arguments) if params.context and \
+            params.context.arguments else None
+        args.update(argument=argument["name"], value=argument["value"])
+        if context is not None:
+            args["context"] = context
+        upstream, tool = await self._tool(session, server, COMPLETION, COMPLETION)
+        verdict = await self._decide(session, creds, tool, args, "completion/complete",
+                                     creds.target_for(server, COMPLETION))
         result = await self._forward(session, lambda: upstream.connection.complete(
-            ref, argument, context))
-        return await self.results.redact(result, claims=session.claims,
-                                         tool_id=f"{server}/completion", decision_event=None)
+            ref, argument, context), relay)
+        return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
+                                         decision_event=verdict.event_id)
 
-    async def subscribe(self, session: GatewaySession, view: View, uri: str, *, on: bool,
-                        relay: Relay) -> None:
-        """Follow (or stop following) updates of a resource the grant could read; the
-        updates name the resource only, and reading it is decided as usual."""
+    async def subscribe(self, session: GatewaySession, creds: Credentials, view: View,
+                        uri: str, *, on: bool, relay: Relay) -> None:
+        """Follow (or stop following) updates of a resource: decided as
+        ``<server>/resources.subscribe`` (``resources.unsubscribe``) with the URI in
+        ``context.args.uri``. The updates name the resource only, and reading it is
+        decided as usual."""
         server = self._server_of(session, view, uri)
-        if server not in view.servers or not self.visibility.shows(
-                session.claims, f"{server}/{RESOURCE_READ}"):
+        if server not in view.servers:
             raise rpc_error("resource_unknown",
-                            f"resource `{uri[:200]}` is not known here")
-        upstream, _ = await self._tool(session, server, RESOURCE_READ, uri)
+                            f"resource `{uri[:200]}` is not known here: list the resources "
+                            "first, or use its server's endpoint")
+        kind = RESOURCE_SUBSCRIBE if on else RESOURCE_UNSUBSCRIBE
+        upstream, tool = await self._tool(session, server, kind, uri)
+        await self._decide(session, creds, tool, {"uri": uri},
+                           "resources/subscribe" if on else "resources/unsubscribe",
+                           creds.target_for(server, kind))
         await self._forward(session, lambda: upstream.connection.subscribe(uri, on=on))
         if session.relay is not None:
             if on:

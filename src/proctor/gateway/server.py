@@ -6,7 +6,7 @@ context into the gateway session and the credentials of this request (the stdio
 wrapper has one of each; the HTTP gateway reads them from the request's headers),
 and holds the session until the handler is done, so that it is not closed as idle
 under a request.
-Calls, reads and prompts are decided; listings, completions and subscriptions are
+Calls, reads, prompts, completions and (un)subscriptions are decided; listings are
 limited to what the grant could be allowed; ``logging/setLevel`` is answered here.
 Anything else gets the SDK's ``method not found``.
 
@@ -113,20 +113,22 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
             return await gateway.read_resource(session, creds, server, uri, Relay(ctx))
 
     async def subscribe(ctx: Context, params: types.SubscribeRequestParams) -> types.EmptyResult:
-        async with binder.bind(ctx) as (session, _):
-            await gateway.subscribe(session, view, str(params.uri), on=True, relay=Relay(ctx))
+        async with binder.bind(ctx) as (session, creds):
+            await gateway.subscribe(session, creds, view, str(params.uri), on=True,
+                                    relay=Relay(ctx))
             return types.EmptyResult()
 
     async def unsubscribe(ctx: Context, params: types.UnsubscribeRequestParams
                           ) -> types.EmptyResult:
-        async with binder.bind(ctx) as (session, _):
-            await gateway.subscribe(session, view, str(params.uri), on=False, relay=Relay(ctx))
+        async with binder.bind(ctx) as (session, creds):
+            await gateway.subscribe(session, creds, view, str(params.uri), on=False,
+                                    relay=Relay(ctx))
             return types.EmptyResult()
 
     async def complete(ctx: Context, params: types.CompleteRequestParams
                        ) -> types.CompleteResult:
-        async with binder.bind(ctx) as (session, _):
-            return await gateway.complete(session, view, params)
+        async with binder.bind(ctx) as (session, creds):
+            return await gateway.complete(session, creds, view, params, Relay(ctx))
 
     async def set_level(ctx: Context, params: types.SetLevelRequestParams) -> types.EmptyResult:
         # Answered here: the level filters what the gateway relays of the upstreams' logs.

@@ -34,19 +34,37 @@ from proctor.gateway.config import ToolLabels, UpstreamConfig
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
 from proctor.policy.known_tools import KnownTools
 
-__all__ = ["RESOURCE_READ", "ExposedTool", "ToolRegistry"]
+__all__ = ["COMPLETION", "PROMPT_GET", "RESOURCE_READ", "RESOURCE_SUBSCRIBE",
+           "RESOURCE_UNSUBSCRIBE", "ExposedTool", "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
-# resources/read and prompts/get are decided as tools of their server, so that
-# scopes and policies can name them: `docs/resources.read` with `context.args.uri`.
+# Every request of the agent that reaches an upstream with values it chose is decided
+# as a tool of that server, so that scopes and policies can name it:
+# `docs/resources.read` with `context.args.uri`, `docs/completion.complete` with
+# `context.args.value`. A completion's `context` (the other arguments already filled
+# in) has no Cedar type: policies cannot name it, the grant-leak check sees it.
 RESOURCE_READ = "resources.read"
 PROMPT_GET = "prompts.get"
+COMPLETION = "completion.complete"
+RESOURCE_SUBSCRIBE = "resources.subscribe"
+RESOURCE_UNSUBSCRIBE = "resources.unsubscribe"
+_URI: dict[str, Any] = {"type": "object", "properties": {"uri": {"type": "string"}},
+                        "required": ["uri"], "additionalProperties": False}
 _PSEUDO_TOOLS: dict[str, dict[str, Any]] = {
     RESOURCE_READ: {"type": "object", "properties": {"uri": {"type": "string"}},
                     "required": ["uri"]},
     PROMPT_GET: {"type": "object", "properties": {"name": {"type": "string"}},
                  "required": ["name"]},
+    # a completion of a prompt's argument names the prompt, of a resource template's
+    # the template's URI: exactly one of them
+    COMPLETION: {"type": "object", "properties": {
+        "prompt": {"type": "string"}, "uri": {"type": "string"},
+        "argument": {"type": "string"}, "value": {"type": "string"},
+        "context": {"type": "object", "additionalProperties": {"type": "string"}}},
+        "required": ["argument", "value"], "additionalProperties": False},
+    RESOURCE_SUBSCRIBE: _URI,
+    RESOURCE_UNSUBSCRIBE: _URI,
 }
 _MAX_TOOLS = 1000
 _MAX_SCHEMA_BYTES = 256 * 1024

@@ -1,0 +1,124 @@
+"""Completions and (un)subscriptions carry values the agent chooses to an upstream: each is
+decided as a call of its server's pseudo-tool (``test/completion.complete``,
+``test/resources.subscribe``, ``test/resources.unsubscribe``), audited, and refused
+with a JSON-RPC error when a policy forbids it, before anything reaches the upstream
+(which writes down what it was sent). On both transports and both databases."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from proctor.audit import EventFilter, search_events
+from proctor.clock import SystemClock
+from proctor.gateway import GrantAuth
+from proctor.grants import IssuedGrant
+from tests.gateway.conftest import WAIT, Deployment, connected
+from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
+from tests.gateway.recording_upstream import create_server, heard
+
+pytestmark = pytest.mark.anyio
+
+RECORDING = ["-m", "tests.gateway.recording_upstream"]
+PROMPT = types.PromptReference(type="ref/prompt", name="greet")
+ALLOWED = ["tests-coder-test-upstream"]
+TEMPLATE = types.ResourceTemplateReference(type="ref/resource", uri="notes://{name}")
+
+
+def _grant(deployment: Deployment) -> IssuedGrant:
+    return deployment.grant([{"tool": "test/*"}])
+
+
+@asynccontextmanager
+async def _stdio(deployment: Deployment, record: Path) -> AsyncIterator[ClientSession]:
+    params = deployment.wrap(_grant(deployment), [sys.executable, *RECORDING, str(record)],
+                             server="test")
+    async with connected(params) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _http(deployment: Deployment, record: Path) -> AsyncIterator[ClientSession]:
+    upstream_sock, sock = listening_socket(), listening_socket()
+    port = sock.getsockname()[1]
+    config = deployment.config({
+        "gateway": {"public_url": url_of(sock), "listen": f"127.0.0.1:{port}",
+                    "authorization_servers": ["https://proctor.acme.example"]},
+        "upstreams": {"test": {"url": f"{url_of(upstream_sock)}/mcp"}}})
+    grant = _grant(deployment)
+    async with served(create_server(record).streamable_http_app(), upstream_sock), \
+            gateway_from(deployment, config, sock):
+        auth = GrantAuth(grant.token, deployment.key, SystemClock())
+        with anyio.fail_after(WAIT):
+            async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, \
+                    streamable_http_client(f"{url_of(sock)}/mcp/test", http_client=http) as (
+                        read, write), ClientSession(read, write) as client:
+                await client.initialize()
+                yield client
+
+
+async def _follow(client: ClientSession, uri: str, *, on: bool = True) -> None:
+    request: Any = (types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)) if on
+                    else types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)))
+    await client.send_request(request, types.EmptyResult)
+
+
+def _decisions(deployment: Deployment, name: str) -> list[tuple[str, Any]]:
+    events = search_events(deployment.runtime.store, EventFilter(action=f"tool:test/{name}"),
+                           newest_first=False, limit=100)
+    return [(e.event["outcome"], e.event["decision"].get("policy_ids")) for e in events]
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_completions_and_subscriptions_are_decided_audited_and_refused_before_upstream(
+        deployment: Deployment, transport: str) -> None:
+    record = deployment.tmp / f"heard-{secrets.token_hex(4)}.jsonl"
+    opened = _stdio if transport == "stdio" else _http
+    async with opened(deployment, record) as client:
+        done = await client.complete(PROMPT, {"name": "name", "value": "frie"})
+        assert done.completion.values == ["frie-ly"]
+        done = await client.complete(TEMPLATE, {"name": "name", "value": "read"},
+                                     {"other": "given"})
+        assert done.completion.values == ["read-ly"]
+        await _follow(client, "notes://readme")
+        await _follow(client, "notes://readme", on=False)
+        allowed = heard(record)
+        assert allowed == [
+            {"method": "completion/complete", "ref": {"type": "ref/prompt", "name": "greet"},
+             "argument": {"name": "name", "value": "frie"}, "context": None},
+            {"method": "completion/complete",
+             "ref": {"type": "ref/resource", "uri": "notes://{name}"},
+             "argument": {"name": "name", "value": "read"}, "context": {"other": "given"}},
+            {"method": "resources/subscribe", "uri": "notes://readme"},
+            {"method": "resources/unsubscribe", "uri": "notes://readme"}]
+
+        with pytest.raises(MCPError) as denied:
+            await client.complete(PROMPT, {"name": "name", "value": "a forbidden word"})
+        assert (denied.value.error.data["reason"], denied.value.error.data["policy_ids"]) == (
+            "policy_forbid", ["tests-completion-forbidden-word"])
+        for on in (True, False):
+            with pytest.raises(MCPError) as denied:
+                await _follow(client, "notes://private/diary", on=on)
+            assert (denied.value.error.data["reason"],
+                    denied.value.error.data["policy_ids"]) == (
+                "policy_forbid", ["tests-subscribe-private"])
+        assert heard(record) == allowed  # nothing refused reached the upstream
+
+    assert _decisions(deployment, "completion.complete") == [
+        ("allowed", ALLOWED), ("allowed", ALLOWED), ("denied", ["tests-completion-forbidden-word"])]
+    assert _decisions(deployment, "resources.subscribe") == [
+        ("allowed", ALLOWED), ("denied", ["tests-subscribe-private"])]
+    assert _decisions(deployment, "resources.unsubscribe") == [
+        ("allowed", ALLOWED), ("denied", ["tests-subscribe-private"])]
