@@ -13,8 +13,9 @@ checked before the MCP layer sees the request — signature, issuer, audience,
 time, revocation — and a missing or bad one is answered ``401`` with
 ``WWW-Authenticate: Bearer … resource_metadata="…"``. A body over the size cap is
 answered ``413``, one nested past :data:`proctor.documents.MAX_DEPTH` ``400``
-(``message_too_deep``), before the SDK parses it. Each ``tools/call``,
-``resources/read`` and ``prompts/get`` also carries a proof of possession in the
+(``message_too_deep``), before the SDK parses it. Each decided request (``tools/call``,
+``resources/read``, ``prompts/get``, ``completion/complete``, ``resources/subscribe``,
+``resources/unsubscribe``) also carries a proof of possession in the
 ``DPoP`` header (``htm`` the JSON-RPC method, ``htu`` the endpoint URL), checked
 by the Enforcer with the rest of the decision. The grant is never passed on:
 upstream connections are the gateway's own, made per grant with the headers of
@@ -515,7 +516,8 @@ def _refusal(request_id: Any, reason: Code, message: str,
                          None if data is None else {"reason": reason, **data}, retry)
 
 
-_DECIDED = frozenset({"tools/call", "resources/read", "prompts/get"})
+_DECIDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete",
+                      "resources/subscribe", "resources/unsubscribe"})
 
 
 def _decided(message: Any) -> bool:
