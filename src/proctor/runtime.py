@@ -214,8 +214,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     risk = RiskEngine(store, registry, clock, risk_config,
                       sensitivity_of=lambda tool: _sensitivity(engine, tool))
     # every batch folded as it is written (docs/risk.md); a new score is this process's
-    # own change: its agent view drops the agent at once
-    audit.observe(risk.folder(published=agent_view.forget))
+    # own change: its agent view takes the score committed at once (the entry stays warm)
+    audit.observe(risk.folder(published=agent_view.forget, rescored=agent_view.rescored))
     enforcer = Enforcer(grants, registry, engine, audit, approvals, clock,
                         base_principals=bundle.principals, tools=tools,
                         agent_view=agent_view, task_view=task_view,

@@ -37,7 +37,8 @@ class Gate:
     held inside a batch's transaction until released, or failing that batch."""
 
     def __init__(self, runtime: Runtime, *, fail: bool = False) -> None:
-        self._inner = runtime.risk.folder(published=runtime.agent_view.forget)
+        self._inner = runtime.risk.folder(published=runtime.agent_view.forget,
+                                         rescored=runtime.agent_view.rescored)
         self.entered = threading.Event()
         self.release = threading.Event()
         self._fail = fail
@@ -54,7 +55,9 @@ class Gate:
 
 
 def _observed(runtime: Runtime, gate: BatchObserver | None) -> None:
-    runtime.audit.observe(gate or runtime.risk.folder(published=runtime.agent_view.forget))
+    view = runtime.agent_view
+    runtime.audit.observe(gate or runtime.risk.folder(published=view.forget,
+                                                      rescored=view.rescored))
 
 
 class Threads:

@@ -5,7 +5,9 @@ call for a human (the example policies), with the weights of the home's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,46 @@ def test_each_allowed_calls_fold_leaves_the_agent_row_at_the_score_it_folded(
     assert seen[0] == 10 and seen[-1] < 10  # it changed, and was published each time
     assert len(set(seen)) > 2
     assert runtime.risk.catch_up() == {}
+
+
+def test_this_processes_new_score_keeps_the_agent_in_its_view(runtime: Runtime,
+                                                               agents: Agents) -> None:
+    # the risk fold's new score is this process's own write: its agent view takes the
+    # score committed in place, and the change feed's news of it reads the agent once
+    # and keeps it, so the next decision finds the agent in memory (the view dropped it
+    # before: every other decision read the store, and on the event loop went to a thread)
+    grant = agents.grant(SUPPORT, REFUND)
+    assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+    view = runtime.agent_view
+    heard = threading.Event()
+    view.on_change(lambda agent_id, _: heard.set() if agent_id == SUPPORT else None)
+    rescored = 0
+    for _ in range(12):
+        before = runtime.registry.get(SUPPORT)
+        heard.clear()
+        misses = view.misses
+        assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+        assert view.misses == misses  # the decision found the agent in memory
+        committed = runtime.registry.get(SUPPORT)
+        if (committed.risk_score, committed.risk_factors) != (before.risk_score,
+                                                              before.risk_factors):
+            rescored += 1
+            # the feed's news of the write (SQLite: read at the view's next look)
+            assert _until(lambda: view.is_current() and heard.is_set())
+        held = view.find(SUPPORT)
+        assert view.misses == misses  # still in memory, as committed
+        assert held is not None
+        assert (held.risk_score, held.risk_factors) == (committed.risk_score,
+                                                        committed.risk_factors)
+    assert rescored >= 2  # the prior fading: a new score written more than once
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` holds within a bound (woken by the condition, never paused
+    longer than a poll)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True

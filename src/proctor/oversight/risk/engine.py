@@ -50,7 +50,7 @@ from proctor.oversight.risk.baseline import (
     score_of,
 )
 from proctor.oversight.risk.config import RiskConfig
-from proctor.oversight.risk.folding import BatchFolder, agent_of
+from proctor.oversight.risk.folding import BatchFolder, Rescored, agent_of
 from proctor.store import Store, as_utc
 from proctor.store.tables import agents, audit_head, risk_baselines
 
@@ -102,13 +102,15 @@ class RiskEngine:
         self._lock_soon = threading.Lock()
         self._catching_up: threading.Thread | None = None
 
-    def folder(self, *, published: Callable[[str], None] = lambda agent_id: None
-               ) -> BatchFolder:
+    def folder(self, *, published: Callable[[str], None] = lambda agent_id: None,
+               rescored: Rescored | None = None) -> BatchFolder:
         """The audit writer's observer that folds each batch in its transaction;
-        ``published(agent_id)`` once a batch that gave the agent a new score committed."""
+        ``published(agent_id)`` once a batch that gave the agent a new score committed
+        (``rescored(agent_id, score, factors)`` in its place when given: the score and
+        factors committed)."""
         self._published = published  # and once a catch-up or rescore did (see _tell)
         return BatchFolder(self._clock, self.config, self._sensitivity_of,
-                           behind=self.catch_up_soon, published=published)
+                           behind=self.catch_up_soon, published=published, rescored=rescored)
 
     def catch_up_soon(self) -> None:
         """Run :meth:`catch_up` on a thread of its own, unless one is running."""

@@ -55,9 +55,13 @@ from proctor.oversight.risk.baseline import (
 )
 from proctor.oversight.risk.config import RiskConfig
 
-__all__ = ["MAX_GAP", "BatchFolder", "agent_of", "named_factors"]
+__all__ = ["MAX_GAP", "BatchFolder", "Rescored", "agent_of", "named_factors"]
 
 log = logging.getLogger(__name__)
+
+Rescored = Callable[[str, int, tuple[str, ...]], None]
+"""``(agent_id, score, factors)``: a batch that gave the agent this score and these named
+factors committed."""
 
 MAX_GAP = 1000  # events not folded yet that a batch folds first; past it, catch-up does
 _LEAKS = ("gateway.leak", "gateway.redact")
@@ -140,7 +144,8 @@ class BatchFolder:
 
     def __init__(self, clock: Clock, config: RiskConfig, sensitivity_of: Callable[[str], int],
                  *, behind: Callable[[], None] = lambda: None,
-                 published: Callable[[str], None] = lambda agent_id: None) -> None:
+                 published: Callable[[str], None] = lambda agent_id: None,
+                 rescored: Rescored | None = None) -> None:
         self._clock = clock
         self._config = config
         self._sensitivity_of = sensitivity_of
@@ -152,8 +157,10 @@ class BatchFolder:
         self._guess = True  # expect the mark at the head: the last batch moved it there
         # agents whose row got a new score in the batch being written: told once it
         # commits, before its decisions are answered (``published``)
+        # (``rescored(agent_id, score, factors)`` in its place when given: what committed)
         self._published = published
-        self._changed: list[str] = []
+        self._rescored = rescored
+        self._changed: list[tuple[str, int, tuple[str, ...]]] = []
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         last = rows[-1].seq
@@ -195,9 +202,12 @@ class BatchFolder:
         self._known_at = head.seq
         self._guess = self._marking
         changed, self._changed = self._changed, []
-        for agent in changed:
+        for agent, score, names in changed:
             try:
-                self._published(agent)
+                if self._rescored is not None:
+                    self._rescored(agent, score, names)
+                else:
+                    self._published(agent)
             except Exception:  # the feed still tells; never fail a committed batch
                 log.exception("risk: a view could not be told of `%s`", agent[:200])
 
@@ -269,4 +279,4 @@ class BatchFolder:
             published_rows = tx.execute(sql["insert_publish" if is_new else "update_publish"],
                                         (*written, *published))
         if published_rows:  # the outer statement's count: the agent's row changed
-            self._changed.append(agent)
+            self._changed.append((agent, score, tuple(names)))
