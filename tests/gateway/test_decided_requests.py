@@ -50,20 +50,21 @@ async def _stdio(deployment: Deployment, record: Path) -> AsyncIterator[ClientSe
 
 
 @asynccontextmanager
-async def _http(deployment: Deployment, record: Path) -> AsyncIterator[ClientSession]:
+async def _http(deployment: Deployment, record: Path, *, path: str = "/mcp/test",
+                grant: IssuedGrant | None = None) -> AsyncIterator[ClientSession]:
     upstream_sock, sock = listening_socket(), listening_socket()
     port = sock.getsockname()[1]
     config = deployment.config({
         "gateway": {"public_url": url_of(sock), "listen": f"127.0.0.1:{port}",
                     "authorization_servers": ["https://proctor.acme.example"]},
         "upstreams": {"test": {"url": f"{url_of(upstream_sock)}/mcp"}}})
-    grant = _grant(deployment)
+    grant = grant or _grant(deployment)
     async with served(create_server(record).streamable_http_app(), upstream_sock), \
             gateway_from(deployment, config, sock):
         auth = GrantAuth(grant.token, deployment.key, SystemClock())
         with anyio.fail_after(WAIT):
             async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, \
-                    streamable_http_client(f"{url_of(sock)}/mcp/test", http_client=http) as (
+                    streamable_http_client(f"{url_of(sock)}{path}", http_client=http) as (
                         read, write), ClientSession(read, write) as client:
                 await client.initialize()
                 yield client
@@ -78,7 +79,7 @@ async def _follow(client: ClientSession, uri: str, *, on: bool = True) -> None:
 def _decisions(deployment: Deployment, name: str) -> list[tuple[str, Any]]:
     events = search_events(deployment.runtime.store, EventFilter(action=f"tool:test/{name}"),
                            newest_first=False, limit=100)
-    return [(e.event["outcome"], e.event["decision"].get("policy_ids")) for e in events]
+    return [(e.event["outcome"], (e.event["decision"] or {}).get("policy_ids")) for e in events]
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
@@ -122,3 +123,47 @@ async def test_completions_and_subscriptions_are_decided_audited_and_refused_bef
         ("allowed", ALLOWED), ("denied", ["tests-subscribe-private"])]
     assert _decisions(deployment, "resources.unsubscribe") == [
         ("allowed", ALLOWED), ("denied", ["tests-subscribe-private"])]
+
+
+async def test_on_the_shared_endpoint_the_prefixed_names_are_decided_under_their_server(
+        deployment: Deployment) -> None:
+    record = deployment.tmp / "heard.jsonl"
+    async with _http(deployment, record, path="/mcp") as client:
+        with pytest.raises(MCPError) as unknown:  # no listing yet: whose template is it?
+            await client.complete(TEMPLATE, {"name": "name", "value": "x"})
+        assert unknown.value.error.data["reason"] == "completion_unknown"
+        with pytest.raises(MCPError) as unknown:
+            await client.complete(types.PromptReference(type="ref/prompt", name="mail__greet"),
+                                  {"name": "name", "value": "x"})
+        assert unknown.value.error.data["reason"] == "completion_unknown"
+        assert heard(record) == []
+        await client.list_resource_templates()
+        await client.list_resources()
+        done = await client.complete(types.PromptReference(type="ref/prompt",
+                                                           name="test__greet"),
+                                     {"name": "name", "value": "frie"})
+        assert done.completion.values == ["frie-ly"]
+        assert (await client.complete(TEMPLATE, {"name": "name", "value": "read"})
+                ).completion.values == ["read-ly"]
+        await _follow(client, "notes://readme")
+        # the upstream is asked for its own prompt's name, never the prefixed one
+        assert [h.get("ref", h.get("uri")) for h in heard(record)] == [
+            {"type": "ref/prompt", "name": "greet"},
+            {"type": "ref/resource", "uri": "notes://{name}"}, "notes://readme"]
+    assert _decisions(deployment, "completion.complete") == [("allowed", ALLOWED)] * 2
+
+
+async def test_a_grant_that_does_not_cover_completions_or_subscriptions_is_refused_them(
+        deployment: Deployment) -> None:
+    record = deployment.tmp / "heard.jsonl"
+    grant = deployment.grant([{"tool": "test/prompts.get"}, {"tool": "test/resources.read"}])
+    async with _http(deployment, record, grant=grant) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.complete(PROMPT, {"name": "name", "value": "frie"})
+        assert refused.value.error.data["reason"] == "grant_out_of_scope"
+        with pytest.raises(MCPError) as refused:
+            await _follow(client, "notes://readme")
+        assert refused.value.error.data["reason"] == "grant_out_of_scope"
+    assert heard(record) == []
+    assert [o for o, _ in _decisions(deployment, "completion.complete")] == ["denied"]
+    assert [o for o, _ in _decisions(deployment, "resources.subscribe")] == ["denied"]
