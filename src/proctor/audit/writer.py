@@ -19,9 +19,10 @@ by the one holding it then, which looks at the queue again after letting go.
 
 :meth:`AuditLog.record_with` adds a decision's *effects* (:class:`Effects`: a
 grant's use, a proof's nonce, a task's activity) to the same transaction as its
-event: one write per decision, one commit per batch. An effect that finds the
-decision must not stand (the grant was revoked meanwhile, the nonce was used)
-changes nothing and names the event to write instead, a refusal.
+event: one write per decision, one commit per batch (a decision of several events gives
+the others as ``more``: written with its event, in its transaction, or not at all).
+An effect that finds the decision must not stand (the grant was revoked meanwhile,
+the nonce was used) changes nothing and names the event to write instead, a refusal.
 
 On a write error every caller of that batch gets :class:`AuditUnavailableError`
 and the head is read again from the database before the next batch, so the
@@ -158,13 +159,18 @@ def _apply_effects(tx: WriteCursor, batch: Sequence[Receipt]) -> list[AuditEvent
 class Receipt:
     """A queued event; :meth:`wait` blocks until it is durable (or failed)."""
 
-    __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "result", "row")
+    __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "more", "result",
+                 "row")
 
     def __init__(self, event: AuditEvent | None, effects: Effects | None = None,
-                 future: asyncio.Future[RecordedEvent | None] | None = None) -> None:
+                 future: asyncio.Future[RecordedEvent | None] | None = None,
+                 more: Sequence[AuditEvent] = ()) -> None:
         self.event = event
         self.effects = effects
         self.row = _row_of(event) if event is not None else None
+        # written right after ``event`` in its transaction, and only with it (effects
+        # that name another event, or none, write none of these)
+        self.more = [_row_of(e) for e in more]
         self.result: RecordedEvent | None = None
         self.error: AuditUnavailableError | None = None
         self._future = future
@@ -277,10 +283,13 @@ class AuditLog:
             raise
 
     def record_with(self, event: AuditEvent | None, effects: Effects, *,
-                    timeout: float | None = None) -> RecordedEvent | None:
+                    timeout: float | None = None,
+                    more: Sequence[AuditEvent] = ()) -> RecordedEvent | None:
         """Write ``event`` and apply ``effects`` in one transaction, shared with whatever
         else is queued; return once it has committed (None if ``event`` is None and the
         effects named no event to write). What the effects found is theirs to tell.
+        ``more`` (with an ``event``): events written after it in the same transaction
+        if the effects keep it (None), else none of them.
 
         Raises :class:`AuditUnavailableError` if the transaction failed: then neither
         the event nor the effects were written.
@@ -288,13 +297,15 @@ class AuditLog:
         blocking.check()  # the caller's thread waits for the commit, or writes it
         if event is not None:
             event = self._attributed(event)
+        more = [self._attributed(e) for e in more]
         try:
-            receipt = self._enqueue(event, timeout, effects)
+            receipt = self._enqueue(event, timeout, effects, more)
             self._lead_or_wait(receipt)
             return receipt.settled(self.timeout if timeout is None else timeout)
         except AuditUnavailableError:
             if self.attribution is not None and event is not None:
-                self.attribution.note_failed(event)
+                for failed in (event, *more):
+                    self.attribution.note_failed(failed)
             raise
 
     async def record_with_async(self, event: AuditEvent | None, effects: Effects, *,
@@ -364,10 +375,10 @@ class AuditLog:
         return event if self.attribution is None else self.attribution.apply(event)
 
     def _enqueue(self, event: AuditEvent | None, timeout: float | None,
-                 effects: Effects | None = None) -> Receipt:
+                 effects: Effects | None = None, more: Sequence[AuditEvent] = ()) -> Receipt:
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        receipt = Receipt(event, effects)
+        receipt = Receipt(event, effects, more=more)
         if not self._slots.acquire(timeout=self.timeout if timeout is None else timeout):
             raise AuditUnavailableError("the audit writer is saturated")
         self._queue.put(receipt)
@@ -451,24 +462,25 @@ class AuditLog:
 
     def _append(self, batch: Sequence[Receipt]) -> None:
         """Write ``batch``, setting each receipt's result or error."""
+        most = len(batch) + sum(len(receipt.more) for receipt in batch)  # events at most
         try:
             for _attempt in range(_MAX_RETRIES):
                 if self._head is None:
                     self._head = self._conn.read_head()
                 # taken before the transaction, where a keyring may read the store
                 # for it; the head read in the transaction may be further on
-                signer = self._signer_for(self._head, len(batch))
-                written: list[tuple[Receipt, EventRow]] = []
+                signer = self._signer_for(self._head, most)
+                written: list[tuple[Receipt | None, EventRow]] = []
                 observer = self._observer
 
                 def build(tx: WriteCursor, head: ChainHead, signer: Signer | None = signer,
-                          written: list[tuple[Receipt, EventRow]] = written,
+                          written: list[tuple[Receipt | None, EventRow]] = written,
                           observer: BatchObserver | None = observer,
                           ) -> tuple[list[EventRow], Checkpoint | None, list[str]] | None:
                     written.clear()
-                    if signer is None and self._may_checkpoint(head, len(batch)):
+                    if signer is None and self._may_checkpoint(head, most):
                         return None  # a checkpoint may fall in it: take a signer first
-                    rows: list[tuple[Receipt, _Row]] = []
+                    rows: list[tuple[Receipt | None, _Row]] = []
                     for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
                         row = receipt.row
                         if instead is WITHDRAWN:
@@ -477,6 +489,8 @@ class AuditLog:
                             row = _row_of(self._attributed(instead))
                         if row is not None:
                             rows.append((receipt, row))
+                        if instead is None:  # its event stands: and the ones with it
+                            rows.extend((None, more) for more in receipt.more)
                     chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
                     if observer is not None and chained:
                         observer.appending(tx, head, chained)
@@ -489,7 +503,8 @@ class AuditLog:
                     self.batches += 1
                     self.events_written += len(written)
                     for receipt, row in written:
-                        receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
+                        if receipt is not None:  # None: one of ``more``
+                            receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
                     if observer is not None and written:
                         observer.appended(new_head)
                     return
