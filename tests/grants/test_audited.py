@@ -239,3 +239,78 @@ def test_an_offer_of_many_tools_leaves_its_allows_with_the_offer_and_only_then(
         assert {e["outcome"] for e in allowed} == {"allowed"}
         assert authority.offer_of(offer.id).redeemed_at is None
 
+
+
+class FailingSecond:
+    """The audit writer's observer: fails the batch that holds the second allowed
+    grant:issue event it sees (an issuance's second tool: its first may have been
+    written in a batch before)."""
+
+    def __init__(self) -> None:
+        self.allows = 0
+        self.failed = 0
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        allows = sum(row.action == "grant:issue" and row.decision == "allow" for row in rows)
+        if self.allows + allows >= 2:
+            self.failed += 1
+            raise RuntimeError("the batch fails")
+        self.allows += allows
+
+    def appended(self, head: ChainHead) -> None:
+        pass
+
+
+@pytest.mark.parametrize("max_batch", [1, 512])
+def test_an_issuance_of_many_tools_is_one_write_even_one_event_a_batch(
+        setup: Setup, max_batch: int) -> None:
+    """The issuance's events and its grant are written together, whatever the writer's
+    batches: a write that fails on its second tool's event stores no grant and leaves
+    none of its allows, only its refusal (a first event's batch that committed with the
+    grant left an allow and a grant whose token was never handed out, unrevoked)."""
+    with batching(setup, max_batch) as (authority, audit, task):
+        failing = FailingSecond()
+        audit.observe(failing)
+        with pytest.raises(GrantError) as refused:
+            authority.issue(task.id, MANY)
+        assert refused.value.code == "issuance_denied" and failing.failed >= 1
+        [event] = _agent_events(setup, CODER)
+        assert (event["action"], event["outcome"], event["detail"]["code"]) == (
+            "grant:issue", "denied", "issuance_denied")
+        assert [n.id for n in authority.leases.subtree(task.id)] == [task.id]  # no grant
+
+
+@pytest.mark.parametrize("max_batch", [1, 512])
+def test_an_exchange_refused_at_its_write_leaves_none_of_the_delegators_allows(
+        setup: Setup, max_batch: int) -> None:
+    """The delegator's decisions of the child's tools go with the child's write: a child
+    refused there (more uses than the parent has left) leaves none of the delegator's
+    allows, one whose write fails none either; a child stored leaves all of them."""
+    with batching(setup, max_batch) as (authority, audit, task):
+        parent = authority.issue(task.id, MANY, max_uses=1)
+        issued = len(_agent_events(setup, CODER))
+        proofs = (make_proof(setup.agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                             target=setup.codec.issuer, now=setup.clock.now())
+                  for _ in range(3))
+        with pytest.raises(GrantError) as refused:
+            authority.exchange(parent.token, next(proofs), to_agent=SUPPORT, scope=MANY,
+                               ttl_seconds=60, max_uses=5)
+        assert refused.value.code == "delegation_widens_uses"
+        assert len(_agent_events(setup, CODER)) == issued  # none of the delegator's
+        failing = FailingAllows()
+        audit.observe(failing)
+        with pytest.raises(GrantError) as failed:
+            authority.exchange(parent.token, next(proofs), to_agent=SUPPORT, scope=MANY,
+                               ttl_seconds=60, max_uses=1)
+        assert failed.value.code == "issuance_denied" and failing.failed >= 1
+        assert len(_agent_events(setup, CODER)) == issued
+        failing.active = False
+        authority.exchange(parent.token, next(proofs), to_agent=SUPPORT, scope=MANY,
+                           ttl_seconds=60, max_uses=1)
+        delegators = _agent_events(setup, CODER)[issued:]
+        assert sorted(e["target"] for e in delegators) == sorted(
+            f'Tool::"{t}"' for t in ("git/git_log", "git/git_status", "git/git_diff"))
+        assert {(e["action"], e["outcome"]) for e in delegators} == {
+            ("grant:issue", "allowed")}
+        assert [e["outcome"] for e in _agent_events(setup, SUPPORT)] == [
+            "denied", "denied", "allowed", "allowed", "allowed"]

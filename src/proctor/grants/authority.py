@@ -313,18 +313,21 @@ class GrantAuthority:
                               chain, approved, inherited, receiver.manifest_digest,
                               receiver.key_thumbprint)
             key = receiver.key_thumbprint
-            decided = (None if key is None else self._issuer.decide_unwritten(
-                request, ttl_seconds=ttl, again=True if again is None else again))
+            decided = self._issuer.decide_unwritten(
+                request, ttl_seconds=ttl, again=True if again is None else again)
         # the delegator hands on no more than policy would issue it now: the child's
         # tools are decided for it too (audited), so a delegator that drifted, or that a
-        # policy refuses them since, cannot have them used in its task by another agent
-        self._issuer.decide(Request(
+        # policy refuses them since, cannot have them used in its task by another agent.
+        # Its allows go with the child's write (after the child's own events): a child
+        # refused there leaves none of them
+        delegator = self._issuer.decide_unwritten(Request(
             task, parent.agent_id, wanted, request.expires_at, max_uses,
             parent.ancestors[0] if parent.ancestors else task.id, parent.ancestors,
-            parent.actor_chain, approved), ttl_seconds=ttl)
-        if key is None or decided is None:  # an offer: its events go with its write
-            return self._issuer.offer(request, self._issuer.decide_unwritten(
-                request, ttl_seconds=ttl, again=True if again is None else again))
+            parent.actor_chain, approved), ttl_seconds=ttl,
+            again=again if again is not None else False, strict=True)
+        decided = self._issuer.also(decided, delegator)
+        if key is None:  # an offer: its events go with its write
+            return self._issuer.offer(request, decided)
         return self._issuer.grant(request, key, None, decided=decided)
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:

@@ -41,15 +41,15 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import Connection, and_, insert, select
 
 from proctor.audit import AuditEvent, AuditLog, WriteCursor, decision_event, new_event_id
 from proctor.audit.recording import unaudited
-from proctor.audit.writer import WITHDRAWN, Receipt
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
@@ -246,7 +246,8 @@ class Issuer:
         return Decided([], None, decided.revisions)
 
     def decide_unwritten(self, request: Request, *, ttl_seconds: int,
-                         again: GrantError | bool | None = False) -> Decided:
+                         again: GrantError | bool | None = False,
+                         strict: bool = False) -> Decided:
         """:meth:`decide`, but an issuance allowed on every tool returns its events
         unwritten, for :meth:`grant` to write with the grant (a refusal is written
         before it is raised), and the agent as of the in-process view: the trust state
@@ -255,12 +256,23 @@ class Issuer:
         ``again``: the refusal of the write of this issuance decided first, which this
         decision replaces (its events say so: ``detail.decided_again``), or True if a
         stale refusal of this one's write will be decided once more (then its events are
-        withdrawn: :class:`NewGrant`)."""
-        state = self._current(request.agent_id, strict=self._audit is None)
+        withdrawn: :class:`NewGrant`). ``strict``: the agent read from the store, for
+        decisions whose agent the write does not confirm (a delegator's: :meth:`also`)."""
+        state = self._current(request.agent_id, strict=strict or self._audit is None)
         if isinstance(again, GrantError):
             return self._decided(request, ttl_seconds, state, again)
         decided = self._decided(request, ttl_seconds, state)
         return Decided(decided.events, decided.agent, decided.revisions, again=bool(again))
+
+    @staticmethod
+    def also(decided: Decided, other: Decided) -> Decided:
+        """``decided`` (the grant's or offer's own issuance) with ``other``'s events after
+        its own, written with them (or not at all), the policy revisions of both confirmed
+        by the write; the agent confirmed is ``decided``'s."""
+        revisions = (None if decided.revisions is None or other.revisions is None
+                     else decided.revisions | other.revisions)
+        return Decided([*decided.events, *other.events], decided.agent, revisions,
+                       decided.again)
 
     def _current(self, agent_id: str, *, strict: bool) -> DecidedOn | None:
         if self.ensure_current is None:
@@ -422,11 +434,8 @@ class Issuer:
         raise what refused it. A write that fails stored nothing and wrote none of
         them: the attempt leaves its refusal (if even that cannot be written, the
         refusal stands alone)."""
-        try:
-            if isinstance(new, NewGrant):  # a call for each: the followers are of its class
-                _write_with(audit, events, new)
-            else:
-                _write_with(audit, events, new)
+        try:  # one write: the first event carries ``new``, the others go with it
+            audit.record_with(events[0], new, more=events[1:])
         except AuditUnavailableError as exc:
             refusal = GrantError("issuance_denied", f"the {what} could not be audited, so "
                                  f"it is denied: {exc.message}")
@@ -548,9 +557,6 @@ class NewGrant:
     refusal: GrantError | None = None
     event: AuditEvent | None = None  # the first decision's event, which carries this
     again: bool = False  # a stale refusal is decided once more: its events are withdrawn
-    # of another decision's event of the same issuance: that issuance, written before
-    follows: NewGrant | None = None
-    leader: Receipt | None = None  # the receipt of ``follows``' event
     offer: GrantOffer | None = None  # redeemed by this grant: taken in its write
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
@@ -569,25 +575,9 @@ class NewGrant:
         The decisions' events stand with the grant (None), and only with it: a refused
         grant's events are withdrawn (:data:`~proctor.audit.writer.WITHDRAWN`) if it is
         decided once more (``again``, a stale refusal), else the first is the refusal's
-        event and the others are withdrawn. The other events of an issuance (``follows``)
-        were queued after the first: they do as it did, in its batch or a later one (a
-        first event that did not commit withdraws them)."""
-        firsts = [new for new in news if new.follows is None]
-        answers = dict(zip(map(id, firsts), cls._apply_firsts(tx, firsts), strict=True))
-        found: list[AuditEvent | None] = []
-        for new in news:
-            first = new.follows
-            if first is None:
-                found.append(answers[id(new)])
-            elif id(first) not in answers and (new.leader is None or new.leader.result is None):
-                found.append(WITHDRAWN)  # its first event was not written: nor is this one
-            else:
-                found.append(None if first.refusal is None else WITHDRAWN)
-        return found
-
-    @classmethod
-    def _apply_firsts(cls, tx: WriteCursor, news: Sequence[NewGrant]
-                      ) -> list[AuditEvent | None]:
+        event. The issuance's other events are the first one's ``more``
+        (:meth:`~proctor.audit.AuditLog.record_with`): written in its transaction if it
+        stands, else none of them."""
         agents: set[str] = set()
         for new in news:  # each read once per transaction: kept in tx.confirmed
             if new.request.agent_id not in agents:
@@ -697,7 +687,7 @@ _OFFER = ("INSERT INTO grant_offers (id, task_id, parent_id, agent_id, scope, ma
 @dataclass(slots=True)
 class NewOffer:
     """Storing an offer, as the effects of its decisions' first audit event (the others
-    follow it, as a grant's do: :class:`NewGrant`): the agent still active (in the
+    go with it, as a grant's do: :class:`NewGrant`): the agent still active (in the
     trust state and with the risk decided on, if known), nothing in the lineage revoked,
     the policy revisions decided on still active, then the offer's row. After the write,
     ``refusal`` is the check that failed (nothing stored), or None."""
@@ -711,18 +701,9 @@ class NewOffer:
     refusal: GrantError | None = None
     event: AuditEvent | None = None
     again: bool = False
-    follows: NewOffer | None = None
-    leader: Receipt | None = None
-    applied_in: WriteCursor | None = None  # the transaction the first was applied in
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
-        first = self.follows
-        if first is not None:  # written as the first is (in this batch, or committed)
-            if first.applied_in is not tx and (self.leader is None
-                                               or self.leader.result is None):
-                return WITHDRAWN
-            return None if first.refusal is None else WITHDRAWN
-        self.applied_in, self.refusal = tx, None
+        self.refusal = None
         try:
             self._check(tx)
         except GrantError as exc:
@@ -791,25 +772,6 @@ def _write(audit: AuditLog, events: Sequence[AuditEvent]) -> None:
     receipts = [audit.submit(event) for event in events]
     for receipt in receipts:
         receipt.wait(audit.timeout)
-
-
-_New = TypeVar("_New", "NewGrant", "NewOffer")
-
-
-def _write_with(audit: AuditLog, events: Sequence[AuditEvent], new: _New) -> None:
-    """Write ``events`` with the grant ``new``: the first carries it, the others follow
-    it (written as it is: :meth:`NewGrant.apply_all`); wait until all have committed.
-    The last is written on this thread if no one is writing (:meth:`AuditLog.record_with`)."""
-    if len(events) == 1:
-        audit.record_with(events[0], new)
-        return
-    first = audit.submit(events[0], effects=new)
-    receipts = [first]
-    for event in events[1:-1]:
-        receipts.append(audit.submit(event, effects=replace(new, follows=new, leader=first)))
-    audit.record_with(events[-1], replace(new, follows=new, leader=first))
-    for receipt in receipts:
-        receipt.settled(audit.timeout)
 
 
 def _written(audit: AuditLog, events: Sequence[AuditEvent], decision: Decision) -> Decision:
