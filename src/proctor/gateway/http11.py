@@ -14,12 +14,27 @@ What it keeps of httpcore's behaviour: at most :data:`MAX_CONNECTIONS` connectio
 (a request waits for one, up to the pool timeout: ``PoolTimeout``), at most
 :data:`MAX_IDLE` kept idle; the request's connect, read and write timeouts
 (``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``); a connection the upstream
-closed while idle is not used again; a response closed before its end closes its
-connection; 1xx answers are skipped; errors are httpx's (``ConnectError``,
+closed while idle is not used again, nor one with anything unasked on it: besides what
+the event loop has received, the socket is polled (zero timeout, as httpcore's
+``is_readable``) just before it is reused, since an end (an idle upstream's keep-alive
+timeout) or stray bytes may have come after the loop's last read; a response closed
+before its end closes its connection; 1xx answers are skipped; errors are httpx's (``ConnectError``,
 ``ReadError``, ``RemoteProtocolError``), which the callers already handle. At most
 :data:`HIGH_WATER` bytes are held unread: past that the connection stops reading until
 the body's reader catches up (the caps on answers are counted above this transport,
 by :class:`~proctor.gateway.keepalive.KeepAliveTransport`).
+
+A request is sent again, once and on a new connection, only when no upstream can have
+acted on it (a ``tools/call`` is not idempotent): when the reused connection's first
+write of the request failed with the peer's reset (``ECONNRESET``, ``EPIPE``) before
+any byte was read. A write refused at once left nothing of the request on the wire.
+(That is seen where the event loop writes at once, as asyncio's does; uvloop writes at
+the end of its turn, and its failure there is not told apart from a reset after the
+request: no retry on uvloop, only the poll.) A
+connection the poll finds ended or readable is dropped before anything is written, and
+another taken. A request written whole and then met by an end or a reset without an
+answer is not sent again: the upstream may have read it; it fails (``RemoteProtocolError``
+or ``ReadError``: ``upstream_unavailable``) as httpcore's does.
 
 Everything else goes to the inner transport (httpcore's pool) as before: ``https://``
 (TLS) upstreams, the SDK's ``GET`` stream and ``DELETE``, and a request whose body is
@@ -29,8 +44,9 @@ a stream rather than bytes.
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import h11
 import httpx2
@@ -51,6 +67,8 @@ class _Connection(asyncio.Protocol):
         self.parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.transport: asyncio.Transport | None = None
         self.is_lost = False
+        self.lost_with: Exception | None = None
+        self._poll: select.poll | None = None
         self._received: list[bytes] = []
         self._held = 0
         self._eof = False
@@ -64,6 +82,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._poll = select.poll()  # registered once: a reuse's check is one syscall
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         self._received.append(data)
@@ -80,6 +102,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True
+        self.lost_with = exc
         self._eof = True
         self._wake()
 
@@ -106,9 +129,29 @@ class _Connection(asyncio.Protocol):
                 and parser.our_state is h11.IDLE and parser.their_state is h11.IDLE
                 and not parser.trailing_data[0])
 
-    def send(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+    @property
+    def is_reusable(self) -> bool:
+        """Whether the idle connection may carry a request now: :attr:`is_idle_and_open`,
+        its transport not closing, and nothing readable on its socket that the event loop
+        has not read yet (an end, a reset, stray bytes)."""
+        transport = self.transport
+        return (self.is_idle_and_open and transport is not None
+                and not transport.is_closing()
+                and self._poll is not None and not self._poll.poll(0))
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data``; False if the transport closed itself in the write (asyncio's
+        first ``send`` on the socket failed: nothing of ``data`` left)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        return not transport.is_closing()
+
+    async def lost(self, timeout: float | None) -> Exception | None:
+        """Wait for the transport's end; the error it ended with."""
+        while not self.is_lost:
+            await self._wait(timeout, httpx2.WriteTimeout, "timed out writing the request")
+        return self.lost_with
 
     async def drained(self, timeout: float | None) -> None:
         """Wait while asyncio holds more of the request than its high-water mark (as a
@@ -209,7 +252,7 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         self._inner = inner
         self._idle: list[_Connection] = []
         self._open = 0  # connections made and not yet closed, idle ones included
-        self._waiting: list[asyncio.Future[None]] = []
+        self._waiting: list[asyncio.Future[bool]] = []
         self._is_closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -219,16 +262,8 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         timeouts = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
-        connection = await self._acquire((url.host, url.port or 80), request, timeouts)
+        connection = await self._send(request, body, timeouts)
         try:
-            parser = connection.parser
-            head = h11.Request(method=b"POST", target=url.raw_path or b"/",
-                               headers=request.headers.raw)
-            data = parser.send(head) or b""
-            if body:
-                data += parser.send(h11.Data(data=body)) or b""
-            data += parser.send(h11.EndOfMessage()) or b""
-            connection.send(data)
             await connection.drained(timeouts.get("write"))
             while True:
                 event = await connection.next_event(read_timeout)
@@ -239,21 +274,40 @@ class Http11Transport(httpx2.AsyncBaseTransport):
                                                      "without a response")
         except BaseException as exc:
             self.release(connection, reuse=False)
-            if isinstance(exc, h11.LocalProtocolError):  # a header h11 refuses to send
-                raise httpx2.LocalProtocolError(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise httpx2.WriteError(str(exc)) from exc
-            raise
+            _raise_as_httpx(exc)
         return httpx2.Response(
             event.status_code, headers=event.headers.raw_items(),
             stream=_Body(self, connection, read_timeout),
             extensions={"http_version": b"HTTP/" + event.http_version,
                         "reason_phrase": event.reason})
 
+    async def _send(self, request: httpx2.Request, body: bytes,
+                    timeouts: dict[str, float | None]) -> _Connection:
+        """A connection with ``request`` written to it; written a second time, on another
+        connection, only by the rule in the module's docstring."""
+        url = request.url
+        origin = (url.host, url.port or 80)
+        is_retry = False
+        while True:
+            connection, is_reused = await self._acquire(origin, request, timeouts)
+            try:
+                is_sent = connection.send(_request_bytes(connection.parser, request, body))
+                if is_sent or not is_reused or is_retry:
+                    return connection  # a failed write is found by the read: no answer
+                error = await connection.lost(timeouts.get("write"))
+            except BaseException as exc:
+                self.release(connection, reuse=False)
+                _raise_as_httpx(exc)
+            self.release(connection, reuse=False)
+            if not isinstance(error, ConnectionResetError | BrokenPipeError):
+                raise httpx2.WriteError(f"the request could not be written: {error}",
+                                        request=request)
+            is_retry = True
+
     async def _acquire(self, origin: tuple[str, int], request: httpx2.Request,
-                       timeouts: dict[str, float | None]) -> _Connection:
-        """An idle connection to ``origin``, or a new one; waits (up to the pool
-        timeout) while :data:`MAX_CONNECTIONS` are open and none is idle."""
+                       timeouts: dict[str, float | None]) -> tuple[_Connection, bool]:
+        """An idle connection to ``origin`` (and True), or a new one (and False); waits (up
+        to the pool timeout) while :data:`MAX_CONNECTIONS` are open and none is idle."""
         loop = asyncio.get_running_loop()
         pool = timeouts.get("pool")
         deadline = None if pool is None else loop.time() + pool
@@ -262,20 +316,25 @@ class Http11Transport(httpx2.AsyncBaseTransport):
                 raise httpx2.PoolTimeout("the connections are closed", request=request)
             while self._idle:
                 connection = self._idle.pop()
-                if connection.origin == origin and connection.is_idle_and_open:
-                    return connection
+                if connection.origin == origin and connection.is_reusable:
+                    return connection, True
                 self._drop(connection)
             if self._open < MAX_CONNECTIONS:
-                return await self._connect(origin, request, timeouts.get("connect"))
-            waiter = loop.create_future()
+                return await self._connect(origin, request, timeouts.get("connect")), False
+            waiter: asyncio.Future[bool] = loop.create_future()  # True: one came free
             self._waiting.append(waiter)
-            left = None if deadline is None else deadline - loop.time()
+            timer = None if deadline is None else loop.call_at(deadline, _time_out, waiter)
             try:
-                await asyncio.wait_for(waiter, left)
-            except TimeoutError:
-                raise httpx2.PoolTimeout("no connection to the upstream came free in time",
-                                         request=request) from None
+                if not await waiter:
+                    raise httpx2.PoolTimeout("no connection to the upstream came free in "
+                                             "time", request=request)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self._wake_one()  # cancelled as it was woken: the next waiter goes instead
+                raise
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
 
@@ -320,7 +379,7 @@ class Http11Transport(httpx2.AsyncBaseTransport):
         while self._waiting:
             waiter = self._waiting.pop(0)
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 return
 
     async def aclose(self) -> None:
@@ -329,8 +388,32 @@ class Http11Transport(httpx2.AsyncBaseTransport):
             self._drop(self._idle.pop())
         for waiter in self._waiting:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
         await self._inner.aclose()
+
+
+def _request_bytes(parser: h11.Connection, request: httpx2.Request, body: bytes) -> bytes:
+    """The request's head, body and end, as one write."""
+    head = h11.Request(method=b"POST", target=request.url.raw_path or b"/",
+                       headers=request.headers.raw)
+    data = parser.send(head) or b""
+    if body:
+        data += parser.send(h11.Data(data=body)) or b""
+    return data + (parser.send(h11.EndOfMessage()) or b"")
+
+
+def _raise_as_httpx(exc: BaseException) -> NoReturn:
+    """``exc`` in httpx's terms where it is h11's or the socket's; else as it is."""
+    if isinstance(exc, h11.LocalProtocolError):  # a header h11 refuses to send
+        raise httpx2.LocalProtocolError(str(exc)) from exc
+    if isinstance(exc, OSError):
+        raise httpx2.WriteError(str(exc)) from exc
+    raise exc
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 def _body_of(request: httpx2.Request) -> bytes | None:
