@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import pytest
 
 from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
-from proctor.audit import ActorType, EventFilter, search_events
+from proctor.audit import ActorType, ChainHead, EventFilter, EventRow, WriteCursor, search_events
 from proctor.clock import FrozenClock
 from proctor.errors import ApprovalError, GrantError
 from proctor.policy import Outcome
@@ -256,3 +257,54 @@ def test_similar_calls_of_a_delegated_agent_are_pre_approved_for_that_agent(
     # the coder's own calls in the task are never pre-approved by it
     assert agents.call(parent, "crm/issue_refund", refund(20_000)).outcome \
         is not Outcome.ALLOW
+
+
+class _DeniedMeanwhile:
+    """The audit writer's observer (the runtime's own kept): in the write of the next
+    grant:issue allow, another approver denies ``approval_id``, as if their decision
+    committed while "approve similar"'s issuance was written."""
+
+    def __init__(self, runtime: Runtime, approval_id: str) -> None:
+        self.kept = runtime.audit._observer
+        self.approval_id = approval_id
+        self.clock = runtime.clock
+        self.denied = False
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        if not self.denied and any(r.action == "grant:issue" and r.decision == "allow"
+                                   for r in rows):
+            self.denied = True
+            tx.execute("UPDATE approvals SET status = 'denied', decided_by = {p}, "
+                       "decided_at = {p} WHERE id = {p}",
+                       ["dave@acme.example", tx.time(self.clock.now()), self.approval_id])
+        if self.kept is not None:
+            self.kept.appending(tx, head, rows)
+
+    def appended(self, head: ChainHead) -> None:
+        if self.kept is not None:
+            self.kept.appended(head)
+
+
+def test_an_approval_denied_while_its_pre_approval_is_issued_never_has_one(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """The pre-approval row goes with the approval's own write: an approval another
+    approver denied while "approve similar" issued its grant is refused, its grant
+    revoked, and no pre-approval of it was ever stored (before, one was, live until
+    that revocation: a similar call meanwhile ran on a denied approval)."""
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    meanwhile = _DeniedMeanwhile(runtime, pending.approval.id)
+    runtime.audit.observe(meanwhile)
+    try:
+        with pytest.raises(ApprovalError) as refused:
+            similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    finally:
+        runtime.audit.observe(meanwhile.kept)  # type: ignore[arg-type]
+    assert meanwhile.denied and refused.value.code == "approval_already_decided"
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.DENIED
+    assert similar(runtime).for_approval(pending.approval.id) == []
+    [issued] = [n for n in runtime.grants.tree(grant.claims.task_id)
+                if n.kind == "grant" and n.id != grant.grant_id]
+    assert issued.is_revoked

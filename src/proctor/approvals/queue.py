@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import anyio
-from sqlalchemy import Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
 from proctor.approvals.binding import binding_digest
 from proctor.approvals.preapproval import use_similar
@@ -197,7 +197,8 @@ class ApprovalQueue:
     # deciding
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
-               allow_owner: bool = False, source: str | None = None) -> Approval:
+               allow_owner: bool = False, source: str | None = None,
+               also: Callable[[Connection], object] | None = None) -> Approval:
         """Record a human's decision on a pending request.
 
         ``approver`` is the id of an authenticated human with the approver role: the
@@ -205,7 +206,9 @@ class ApprovalQueue:
         the approver is not the owner the agent acts for (unless ``allow_owner``).
         The decision is audited as the human's own event, linked to the decision
         event the request came from; if it cannot be audited it is undone. The
-        approver is recorded in canonical form.
+        approver is recorded in canonical form. ``also`` writes with the decision, in
+        its transaction, only if this decision is the one taken (what stands only with
+        it: "approve similar"'s pre-approval).
         """
         approver = canonical_human_id(approver)
         if len(comment) > MAX_COMMENT:
@@ -221,6 +224,8 @@ class ApprovalQueue:
                 approvals.c.expires_at > now)).values(
                 status=status, decided_by=approver, decided_at=now, comment=comment or None,
             )).rowcount
+            if changed == 1 and also is not None:
+                also(conn)
         if changed != 1:
             raise ApprovalError("approval_already_decided",
                                 f"approval `{approval_id}` was decided or expired meanwhile")

@@ -158,16 +158,19 @@ class SimilarApprovals:
         issued = self._grants.issue(current.task_id, scope, ttl_seconds=ttl_seconds,
                                     max_uses=max_uses, approved=True,
                                     same_key_as=current.grant_id, agent_id=current.agent_id)
+        # the pre-approval (what a similar call looks for) goes with the approval's own
+        # write, and only with it: an approval another approver denied meanwhile (or
+        # that expired) never has one, not even until the grant is revoked below
+        pre_approval = insert(approval_grants).values(
+            grant_id=issued.grant_id, approval_id=current.id, task_id=current.task_id,
+            agent_id=current.agent_id, tool_id=current.tool_id,
+            arg_names=sorted(args or {}), approved_by=approver,
+            created_at=self._clock.now())
         try:
-            with self._store.transaction() as conn:
-                conn.execute(insert(approval_grants).values(
-                    grant_id=issued.grant_id, approval_id=current.id,
-                    task_id=current.task_id, agent_id=current.agent_id,
-                    tool_id=current.tool_id, arg_names=sorted(args or {}),
-                    approved_by=approver, created_at=self._clock.now()))
             decided = self._queue.decide(approval_id, approver=approver, approve=True,
                                          comment=comment, allow_owner=allow_owner,
-                                         source=source)
+                                         source=source, also=lambda conn: conn.execute(
+                                             pre_approval))
         except ProctorError:
             self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
             raise
