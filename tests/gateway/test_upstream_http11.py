@@ -411,3 +411,14 @@ async def test_a_waiter_cancelled_as_a_connection_is_handed_to_it_ends_and_passe
             with pytest.raises(asyncio.CancelledError):
                 await first
     assert served.connections == 2
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": True})])
+async def test_posts_go_over_one_connection_on_uvloop_too() -> None:
+    async def answer(connection: int, request: bytes) -> bytes:
+        return _ok(b'{"a":1}')
+
+    async with upstream(answer) as served, _client() as client:
+        for _ in range(3):
+            assert await _post(client, served.url) == b'{"a":1}'
+    assert served.connections == 1

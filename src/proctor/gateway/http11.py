@@ -28,9 +28,10 @@ A request is sent again, once and on a new connection, only when no upstream can
 acted on it (a ``tools/call`` is not idempotent): when the reused connection's first
 write of the request failed with the peer's reset (``ECONNRESET``, ``EPIPE``) before
 any byte was read. A write refused at once left nothing of the request on the wire.
-(That is seen where the event loop writes at once, as asyncio's does; uvloop writes at
-the end of its turn, and its failure there is not told apart from a reset after the
-request: no retry on uvloop, only the poll.) A
+(That is seen where the event loop's write tries the socket at once and closes the
+transport on its failure, as asyncio's does, on which ``proctor gateway`` runs; on a
+loop whose failure comes later (uvloop may), it is not told apart from a reset after
+the request: no retry there, only the poll.) A
 connection the poll finds ended or readable is dropped before anything is written, and
 another taken. A request written whole and then met by an end or a reset without an
 answer is not sent again: the upstream may have read it; it fails (``RemoteProtocolError``
@@ -46,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import select
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import h11
 import httpx2
@@ -80,9 +81,9 @@ class _Connection(asyncio.Protocol):
     # asyncio's side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
+        # asyncio's or uvloop's (which is no subclass of asyncio.Transport): the same calls
+        self.transport = cast(asyncio.Transport, transport)
+        sock = self.transport.get_extra_info("socket")
         if sock is not None:
             self._poll = select.poll()  # registered once: a reuse's check is one syscall
             self._poll.register(sock.fileno(), select.POLLIN)
