@@ -1,24 +1,38 @@
 """A stdio upstream's stderr reaches the gateway's error log line by line, redacted
 (proctor.gateway.stderr): cut into bounded lines whatever the server writes, its
-injected secrets taken out, the server dying or flooding a log that does not drain.
+injected secrets taken out, the server dying or flooding a log that does not drain,
+a flood held to the upstream's budget (whole lines dropped unscanned, counted, said).
 Through the gateway with the real output guard: tests/e2e/test_gateway_oversight.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import pytest
 
+from proctor.clock import FrozenClock
 from proctor.errors import GatewayError
 from proctor.gateway import UpstreamConfig
-from proctor.gateway.stderr import MAX_LINE_BYTES, StderrLines, StderrRedaction, cut
+from proctor.gateway.stderr import (
+    BUDGET_BURST_BYTES,
+    LINE_COST_BYTES,
+    MAX_LINE_BYTES,
+    StderrBudget,
+    StderrLines,
+    StderrRedaction,
+    UpstreamStderr,
+    cut,
+)
 from proctor.gateway.upstream import UpstreamConnection
+from proctor.oversight.guard import OutputGuard
 from tests.gateway.conftest import ROOT, WAIT
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +137,101 @@ async def test_a_flood_into_a_log_that_does_not_drain_holds_neither_the_upstream
         os.close(read_end)  # the blocked write fails now, in its thread
         with suppress(OSError):  # what the log still buffers is lost
             errlog.close()
+
+
+def _frozen() -> FrozenClock:
+    return FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_the_budget_pays_for_whole_lines_up_to_its_tokens_and_refills_with_time() -> None:
+    clock = _frozen()
+    budget = StderrBudget(clock, rate=100, burst=300, line_cost=10)
+    assert budget.admit(b"a" * 40 + b"\n") == b"a" * 40 + b"\n"  # 51 of 300
+    # 249 left: of ten lines of 30 (40 each with their cost) about six, cut at a newline
+    head = budget.admit(b"b" * 29 + b"\n" * 1 + (b"c" * 29 + b"\n") * 9)
+    assert 0 < len(head) < 300 and head.endswith(b"\n") and len(head) % 30 == 0
+    assert budget.admit(b"d\n") == b""  # spent: nothing, not even a short line
+    assert budget.admit(b"no newline at all") == b""
+    clock.advance(seconds=1)  # 100 more
+    assert budget.admit(b"e" * 80 + b"\n") == b"e" * 80 + b"\n"
+    clock.advance(seconds=3600)  # never more than the burst at once
+    assert budget.admit(b"f" * 400 + b"\n") == b""
+
+
+def test_dropped_bytes_count_each_line_once_and_the_line_after_them_comes_whole() -> None:
+    lines = StderrLines(max_line=8)
+    assert _texts(lines, b"kept\nhal") == [("kept", False)]
+    assert lines.drop(b"f of it\nsecond\nthi") == 3  # "half of it", "second", "thi…"
+    assert lines.drop(b"rd still") == 0  # the third, counted
+    assert _texts(lines, b"rd line ends\nnext\n") == [("next", False)]
+    assert _texts(lines, b"a cut line, its") == [("a cut li", True)]
+    assert lines.drop(b" rest\nthen one\n") == 1  # the cut line was written: "then one"
+    assert lines.drop(b"") == 0
+    assert _texts(lines, b"whole\n") == [("whole", False)]
+
+
+class _CountingRedaction(StderrRedaction):
+    """The real redaction (the real output guard), counting the lines it scans."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__([token], OutputGuard(known_secrets=[token]))
+        self.lines = 0
+        self.cost = 0
+
+    def line(self, text: str) -> str:
+        self.lines += 1
+        self.cost += len(text.encode()) + 1 + LINE_COST_BYTES
+        return super().line(text)
+
+
+_NOTICE = re.compile(r"\[(\d+) lines of the upstream's stderr were dropped( unread)?: ")
+FLOOD_LINE = b"flood line of the stderr upstream\n"
+
+
+async def _relay_flood(stderr: UpstreamStderr, first: bytes, floods: int) -> None:
+    """``first``, then ``floods`` writes of 1,000 flood lines, into the relay's pipe; the
+    pipe ends after them, and the relay with it."""
+    fd = stderr.child_end()
+
+    def write() -> None:
+        os.write(fd, first)
+        for _ in range(floods):  # blocks if the relay stops draining: the test times out
+            os.write(fd, FLOOD_LINE * 1000)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(stderr.relay)
+        with anyio.fail_after(WAIT):
+            await anyio.to_thread.run_sync(write)
+        stderr.spawned()  # the pipe's write end closed: the relay reads to its end
+        with anyio.fail_after(WAIT):
+            await stderr.finish(timeout=WAIT)
+
+
+async def test_a_flood_costs_the_gateway_its_budget_and_the_drop_is_said_once(
+        tmp_path: Path) -> None:
+    token = "tok_" + secrets.token_urlsafe(24)
+    redaction = _CountingRedaction(token)
+    log = tmp_path / "gateway.log"
+    with log.open("w", encoding="utf-8") as errlog:
+        # the clock stands still: the budget is never refilled while the flood lasts
+        stderr = UpstreamStderr(errlog, redaction, clock=_frozen())
+        await _relay_flood(stderr, b"starting with token " + token.encode() + b"\n", 200)
+    written = log.read_text(encoding="utf-8").splitlines()
+    assert token not in "\n".join(written)
+    assert f"starting with token {KNOWN}" in written  # a normal line: through, redacted
+    # the work done: what the burst pays for (some 1,600 lines), not the 200,000 sent
+    assert redaction.cost <= BUDGET_BURST_BYTES + len(FLOOD_LINE) + LINE_COST_BYTES
+    assert redaction.lines < 2_000
+    notices = [m for m in map(_NOTICE.match, written) if m]
+    over = [m for m in notices if m.group(2)]
+    # said when the first line was dropped and at the end: not once per dropped chunk
+    assert 1 <= len(over) <= 2
+    assert over[0].group(0).endswith("dropped unread: ")
+    assert "over its budget of 64 KiB a second]" in written[written.index(over[0].string)]
+    flood_lines = [line for line in written if line == FLOOD_LINE.decode().strip()]
+    dropped = sum(int(m.group(1)) for m in notices)
+    assert len(flood_lines) + dropped == 200_000  # every line written or counted, once
+    # all but those were dropped unread (not split, queued nor scanned), not for a slow log
+    assert sum(int(m.group(1)) for m in over) >= 200_000 - 2_000
+    assert len(flood_lines) == redaction.lines - 1
+    assert written.index(over[0].string) > written.index(f"starting with token {KNOWN}")
