@@ -23,9 +23,11 @@ gateway's own (:meth:`UpstreamStderr.child_end`), not the gateway's stderr, and
   line costing :data:`LINE_COST_BYTES` more than its length), so that one upstream's
   flood costs the gateway (one process for every agent's sessions) a bounded share
   of its CPU: the lines past it are dropped whole, unscanned and unwritten (never
-  passed on unredacted), only their newlines counted; the pipe is still drained, so
-  the server never blocks on its stderr. The log says how many were dropped, at
-  most once every :data:`NOTICE_SECONDS` (and when the relay ends);
+  passed on unredacted), only their newlines counted. The pipe is still drained (an
+  upstream over its budget has it grown to 1 MiB, read in 1 MiB reads), but no faster
+  than :data:`DRAIN_BYTES_PER_SECOND`: past that the server's own writes to stderr
+  wait, since the drain's copies are the gateway's CPU too. The log says how many
+  were dropped, at most once every :data:`NOTICE_SECONDS` (and when the relay ends);
 - the lines are written to the error log in a worker thread (a log that blocks holds
   that thread, never the event loop), at most :data:`MAX_WAITING_LINES` waiting for
   it: past that a line is dropped, and the next write says how many were, so the
