@@ -53,6 +53,8 @@ upstreams:
     ({"upstreams": {"Git": {"command": ["x"]}}}, "upstream `Git`"),
     ({"upstreams": {"a__b": {"command": ["x"]}}}, "single `_`"),
     ({"upstreams": {"git\n": {"command": ["x"]}}}, "single `_`"),
+    # `crm_`'s prompt `x` would be `crm___x` on /mcp, which is `crm`'s `_x`
+    ({"upstreams": {"crm_": {"command": ["x"]}}}, "not ending in `_`"),
     ({"upstreams": {"git": {"command": ["x"], "url": "https://x"}}}, "not both"),
     ({"upstreams": {"git": {"command": ["x"], "headers": {"X-Key": "v"}}}}, "HTTP upstream"),
     ({"upstreams": {"crm": {"url": "https://x", "headers": {"DPoP": "v"}}}}, "set by the gateway"),
@@ -72,6 +74,29 @@ def test_a_bad_config_names_what_is_wrong(document: object, says: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_gateway_config(document)
     assert says in refused.value.message
+
+
+def test_every_prefixed_name_resolves_to_the_server_that_listed_it() -> None:
+    # the shared endpoint's names are `<server>__<name>`: no accepted server name may
+    # make one server's name read as another's (a trailing `_`: `crm_` + `__x`)
+    from proctor.gateway.views import PREFIX_SEPARATOR, View
+
+    names = ["crm", "crm_", "a.b", "a_b", "a-", "0"]
+    accepted = [n for n in names
+                if _accepts({"upstreams": {n: {"command": ["x"]}}})]
+    assert "crm" in accepted and "a_b" in accepted
+    view = View(tuple(accepted), prefixed=True)
+    for server in accepted:
+        for name in ("x", "_x", "x__y"):
+            assert view.resolve(f"{server}{PREFIX_SEPARATOR}{name}") == (server, name)
+
+
+def _accepts(document: object) -> bool:
+    try:
+        parse_gateway_config(document)
+    except ConfigError:
+        return False
+    return True
 
 
 def test_forwarded_headers_are_read_from_the_trusted_proxies_only() -> None:

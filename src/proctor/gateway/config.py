@@ -64,7 +64,9 @@ __all__ = ["GatewayConfig", "ToolLabels", "UpstreamConfig", "load_gateway_config
            "parse_gateway_config", "secret_names"]
 
 _MAX_CONFIG_BYTES = 256 * 1024
-_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]|_(?!_)){0,63}\Z")
+# no `__` and no trailing `_`: on the shared endpoint `<server>__<name>` is split at its
+# first `__`, which `crm_`'s `x` (`crm___x`) would put inside `crm`'s `_x`
+_SERVER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]|_(?!_|\Z)){0,63}\Z")
 _SECRET_REF = re.compile(r"\$\{secret:([A-Za-z0-9_.-]{1,128})\}")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}\Z")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
@@ -218,7 +220,8 @@ def _manifests(spec: Any, source: str, base: Path | None) -> dict[str, Manifest]
 def _upstream(name: str, spec: Any, source: str) -> UpstreamConfig:
     where = f"{source}: upstream `{name}`"
     if not _SERVER_RE.match(name):
-        raise ConfigError(f"{where}: a name is lowercase letters, digits, `.`, `-` and single `_`")
+        raise ConfigError(f"{where}: a name is lowercase letters, digits, `.`, `-` "
+                          "and single `_`, not ending in `_`")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping")
     _keys(spec, {"command", "url", "env", "headers", "cwd", "labels", "tools", "pin"}, where)
