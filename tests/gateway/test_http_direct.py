@@ -486,3 +486,29 @@ async def test_the_sdk_internals_the_direct_path_reads_are_there_and_a_call_hold
             assert took_direct(answered[0])
             assert transport._requests_in_flight == 0
             assert idle_before <= transport.idle_scope.deadline < math.inf
+
+
+async def test_a_warm_call_is_decided_on_the_gateways_event_loop(
+        deployment: Deployment) -> None:
+    # HttpCredentials.decide takes the enforcer's loop entry (decide_call_on_loop): the
+    # decision's CPU on the gateway's loop while the views are warm, no worker thread;
+    # this process's own writes (the risk fold's new score) keep the agent warm
+    grant = deployment.grant()
+    enforcer = deployment.runtime.enforcer
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment) as public, wires(
+                deployment, public, grant) as (wire,):
+            # the first call raises the task's data mark, once: the second reads the task
+            for n in (1, 2):
+                assert "result" in answers(await wire.post(call(n, "echo", {"text": "w"})))[0]
+            on_loop, on_thread = enforcer.decided_on_loop, enforcer.decided_on_thread
+            for n in range(3, 9):
+                answered = await wire.post(call(n, "echo", {"text": f"call {n}"}))
+                assert took_direct(answered)
+                [answer] = answers(answered)
+                assert answer["result"]["structuredContent"] == {"text": f"call {n}",
+                                                                 "count": 1}
+    assert enforcer.decided_on_loop > on_loop
+    if deployment.runtime.store.backend == "sqlite":  # the feed's news read at each look
+        assert (enforcer.decided_on_loop - on_loop, enforcer.decided_on_thread) == (
+            6, on_thread)

@@ -111,7 +111,7 @@ class HttpCredentials:
         return self.target
 
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
-        return enforcer.decide_call_async(self.token, self.proof, call)
+        return enforcer.decide_call_on_loop(self.token, self.proof, call)
 
 
 class HttpSessions:
