@@ -12,7 +12,7 @@ import pytest
 from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
 from proctor.audit import ActorType, ChainHead, EventFilter, EventRow, WriteCursor, search_events
 from proctor.clock import FrozenClock
-from proctor.errors import ApprovalError, GrantError
+from proctor.errors import ApprovalError, GrantError, ProctorError
 from proctor.policy import Outcome
 from proctor.runtime import Runtime
 from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
@@ -308,3 +308,48 @@ def test_an_approval_denied_while_its_pre_approval_is_issued_never_has_one(
     [issued] = [n for n in runtime.grants.tree(grant.claims.task_id)
                 if n.kind == "grant" and n.id != grant.grant_id]
     assert issued.is_revoked
+
+
+class _SeenAndFailed(_DeniedMeanwhile):
+    """The audit writer's observer (the runtime's own kept): in the write of an
+    ``approval.grant`` event, reads the approval as any other process would (its own
+    connection, outside the write) and fails the write, as a lost database would."""
+
+    def __init__(self, runtime: Runtime, approval_id: str) -> None:
+        super().__init__(runtime, approval_id)
+        self.runtime = runtime
+        self.seen: list[ApprovalStatus] = []
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        if any(r.action == "approval.grant" for r in rows):
+            self.seen.append(self.runtime.approvals.get(self.approval_id).status)
+            raise RuntimeError("the write of the approval's event fails")
+        if self.kept is not None:
+            self.kept.appending(tx, head, rows)
+
+
+def test_an_approval_is_never_seen_approved_before_its_event_is_written(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """A human's decision on an approval and its event are one write: while the event is
+    being written nobody sees the request approved (before, the decision committed
+    first and the event after it: a waiting call could consume an approval whose event
+    then failed, and was undone to pending after the call ran), and a failed write
+    leaves the request pending, no event, nothing to undo."""
+    asked = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
+    approval_id = asked.approval.id if asked.approval is not None else ""
+    meanwhile = _SeenAndFailed(runtime, approval_id)
+    runtime.audit.observe(meanwhile)
+    try:
+        with pytest.raises(ProctorError) as failed:
+            runtime.approvals.decide(approval_id, approver=APPROVER, approve=True)
+    finally:
+        runtime.audit.observe(meanwhile.kept)  # type: ignore[arg-type]
+    assert (failed.value.code, meanwhile.seen) == ("audit_unavailable",
+                                                   [ApprovalStatus.PENDING])
+    assert runtime.approvals.get(approval_id).status is ApprovalStatus.PENDING
+    # decided again once the log is back: approved, with its one event
+    approved = runtime.approvals.decide(approval_id, approver=APPROVER, approve=True)
+    assert approved.status is ApprovalStatus.APPROVED
+    events = search_events(runtime.store, EventFilter(action="approval.grant"))
+    assert [e.event["target"] for e in events] == [f"Approval::\"{approval_id}\""]

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import anyio
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Row, Table, and_, insert, select, update
 
 from proctor.approvals.binding import binding_digest
 from proctor.approvals.preapproval import use_similar
@@ -25,8 +25,9 @@ from proctor.audit import (
     human_event,
     new_event_id,
 )
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
-from proctor.errors import ApprovalError, AuditError
+from proctor.errors import ApprovalError
 from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
 from proctor.store.tables import approvals, grants
@@ -198,17 +199,19 @@ class ApprovalQueue:
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
                allow_owner: bool = False, source: str | None = None,
-               also: Callable[[Connection], object] | None = None) -> Approval:
+               also: tuple[Table, Mapping[str, Any]] | None = None) -> Approval:
         """Record a human's decision on a pending request.
 
         ``approver`` is the id of an authenticated human with the approver role: the
         caller checks that; this checks the request is pending and unexpired, and that
         the approver is not the owner the agent acts for (unless ``allow_owner``).
         The decision is audited as the human's own event, linked to the decision
-        event the request came from; if it cannot be audited it is undone. The
-        approver is recorded in canonical form. ``also`` writes with the decision, in
-        its transaction, only if this decision is the one taken (what stands only with
-        it: "approve similar"'s pre-approval).
+        event the request came from, written in the decision's own transaction (the
+        audit writer's): no process sees the request decided before its event, and one
+        that cannot be audited is not taken. The approver is recorded in canonical
+        form. ``also`` (a table and a row) is inserted with the decision, in its
+        transaction, only if this decision is the one taken (what stands only with it:
+        "approve similar"'s pre-approval).
         """
         approver = canonical_human_id(approver)
         if len(comment) > MAX_COMMENT:
@@ -218,18 +221,24 @@ class ApprovalQueue:
         self.check_decidable(current, approver=approver, allow_owner=allow_owner)
         now = self._clock.now()
         status = "approved" if approve else "denied"
-        with self._store.transaction() as conn:
-            changed = conn.execute(update(approvals).where(and_(
-                approvals.c.id == approval_id, approvals.c.status == "pending",
-                approvals.c.expires_at > now)).values(
-                status=status, decided_by=approver, decided_at=now, comment=comment or None,
-            )).rowcount
-            if changed == 1 and also is not None:
-                also(conn)
+        if self._audit is not None:
+            decision = _Decision(approval_id, status, approver, now, comment, also)
+            self._audit.record_with(self._event(current, approver, status, comment, source),
+                                    decision)
+            changed = 1 if decision.taken else 0
+        else:
+            with self._store.transaction() as conn:
+                changed = conn.execute(update(approvals).where(and_(
+                    approvals.c.id == approval_id, approvals.c.status == "pending",
+                    approvals.c.expires_at > now)).values(
+                    status=status, decided_by=approver, decided_at=now,
+                    comment=comment or None,
+                )).rowcount
+                if changed == 1 and also is not None:
+                    conn.execute(insert(also[0]).values(**also[1]))
         if changed != 1:
             raise ApprovalError("approval_already_decided",
                                 f"approval `{approval_id}` was decided or expired meanwhile")
-        self._record(current, approver, status, comment, source)
         return self.get(approval_id)
 
     @staticmethod
@@ -248,23 +257,13 @@ class ApprovalQueue:
             raise ApprovalError("approval_own_request", "the human the agent acts for may not "
                                 "approve its request (separation of duties)")
 
-    def _record(self, approval: Approval, approver: str, status: str, comment: str,
-                source: str | None) -> None:
-        if self._audit is None:
-            return
-        event = human_event(
+    def _event(self, approval: Approval, approver: str, status: str, comment: str,
+               source: str | None) -> AuditEvent:
+        return human_event(
             approver, "approval.grant" if status == "approved" else "approval.deny",
             f"Approval::\"{approval.id}\"", status, now=self._clock.now(),
             concerns=str(approval.request.get("event_id") or "") or None,
             task=approval.task_id, reason=comment, source=source)
-        try:
-            self._audit.record(event)
-        except AuditError:
-            with self._store.transaction() as conn:
-                conn.execute(update(approvals).where(and_(
-                    approvals.c.id == approval.id, approvals.c.status == status))
-                    .values(status="pending", decided_by=None, decided_at=None, comment=None))
-            raise
 
     # reading
 
@@ -328,6 +327,48 @@ _PENDING = ("SELECT id FROM approvals WHERE binding = {p} AND status = 'pending'
 _INSERT = ("INSERT INTO approvals (id, binding, status, agent_id, task_id, tool_id, grant_id, "
            "accessor, on_behalf_of, request, created_at, expires_at) "
            "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})")
+
+
+_DECIDE = ("UPDATE approvals SET status = {p}, decided_by = {p}, decided_at = {p}, "
+           "comment = {p} WHERE id = {p} AND status = 'pending' AND expires_at > {p}")
+
+
+class _Decision:
+    """A human's decision on a pending request as the effect of its event, in the audit
+    writer's transaction: the request decided (and ``also``'s row inserted) and the
+    event written together, or neither (decided or expired meanwhile: ``taken`` False,
+    no event)."""
+
+    def __init__(self, approval_id: str, status: str, approver: str, now: datetime,
+                 comment: str, also: tuple[Table, Mapping[str, Any]] | None) -> None:
+        self.decided = (status, approver, comment or None, approval_id)
+        self.now = now
+        self.also = also
+        self.taken = False
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        status, approver, comment, approval_id = self.decided
+        now = tx.time(self.now)
+        self.taken = tx.execute(_DECIDE, [status, approver, now, comment, approval_id,
+                                          now]) == 1
+        if not self.taken:
+            return WITHDRAWN
+        if self.also is not None:
+            table, row = self.also
+            names = list(row)
+            tx.execute(f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+                       f"VALUES ({', '.join('{p}' for _ in names)})",
+                       [_stored(tx, row[name]) for name in names])
+        return None
+
+
+def _stored(tx: WriteCursor, value: Any) -> Any:
+    """``value`` as a raw statement stores it: a time as the backend does, JSON as text."""
+    if isinstance(value, datetime):
+        return tx.time(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
 
 
 class NewApproval:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from proctor.approvals.queue import Approval, ApprovalQueue
 from proctor.audit import AuditLog, human_event
@@ -161,16 +161,15 @@ class SimilarApprovals:
         # the pre-approval (what a similar call looks for) goes with the approval's own
         # write, and only with it: an approval another approver denied meanwhile (or
         # that expired) never has one, not even until the grant is revoked below
-        pre_approval = insert(approval_grants).values(
-            grant_id=issued.grant_id, approval_id=current.id, task_id=current.task_id,
-            agent_id=current.agent_id, tool_id=current.tool_id,
-            arg_names=sorted(args or {}), approved_by=approver,
-            created_at=self._clock.now())
+        pre_approval = {
+            "grant_id": issued.grant_id, "approval_id": current.id,
+            "task_id": current.task_id, "agent_id": current.agent_id,
+            "tool_id": current.tool_id, "arg_names": sorted(args or {}),
+            "approved_by": approver, "created_at": self._clock.now()}
         try:
             decided = self._queue.decide(approval_id, approver=approver, approve=True,
                                          comment=comment, allow_owner=allow_owner,
-                                         source=source, also=lambda conn: conn.execute(
-                                             pre_approval))
+                                         source=source, also=(approval_grants, pre_approval))
         except ProctorError:
             self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
             raise
