@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from joserfc.jwk import ECKey
+from sqlalchemy import update
 
-from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+from proctor.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    ChainHead,
+    EventRow,
+    WriteCursor,
+    new_event_id,
+)
 from proctor.clock import FrozenClock
 from proctor.config import Settings
 from proctor.identity import OwnKeyProof
 from proctor.policy import Outcome
 from proctor.runtime import Runtime, init_home, open_runtime
+from proctor.store.tables import agents as agent_rows
 from tests.identity.factories import manifest, public_jwk
 
 from .conftest import CODER, OWNER, SUPPORT, Agents, refund
@@ -145,6 +155,61 @@ def test_this_processes_new_score_keeps_the_agent_in_its_view(runtime: Runtime,
         assert (held.risk_score, held.risk_factors) == (committed.risk_score,
                                                         committed.risk_factors)
     assert rescored >= 2  # the prior fading: a new score written more than once
+
+
+class _OtherCommitsFirst:
+    """The audit writer's observer (the runtime's own kept): once a batch that rescored
+    the agent committed, and before this process's view is told, another process
+    commits a new score for the agent and a decision thread here hears it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.kept = runtime.audit._observer
+        self.runtime = runtime
+        self.done = False
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        assert self.kept is not None
+        self.kept.appending(tx, head, rows)
+
+    def appended(self, head: ChainHead) -> None:
+        assert self.kept is not None
+        if not self.done and self.kept._changed:  # type: ignore[attr-defined]
+            self.done = True
+            view = self.runtime.agent_view
+            heard = threading.Event()
+            view.on_change(lambda agent_id, _: heard.set() if agent_id == SUPPORT else None)
+            thread = threading.Thread(target=self._other, args=(heard,))
+            thread.start()
+            thread.join()
+        self.kept.appended(head)
+
+    def _other(self, heard: threading.Event) -> None:
+        with self.runtime.store.transaction() as conn:
+            conn.execute(update(agent_rows).where(agent_rows.c.id == SUPPORT)
+                         .values(risk_score=3, risk_factors=[]))
+        assert _until(lambda: self.runtime.agent_view.is_current() and heard.is_set())
+
+
+def test_a_score_another_process_committed_after_this_ones_is_never_hidden(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # this process's new score taken in place must not cover another process's newer
+    # one that the view read (its news heard) between the commit and the view being told
+    grant = agents.grant(SUPPORT, REFUND)
+    assert agents.call(grant, "crm/issue_refund", refund(100)).is_allowed
+    other = _OtherCommitsFirst(runtime)
+    runtime.audit.observe(other)
+    try:
+        for _ in range(12):
+            agents.call(grant, "crm/issue_refund", refund(100))
+            if other.done:
+                break
+    finally:
+        runtime.audit.observe(other.kept)  # type: ignore[arg-type]
+    assert other.done
+    held = runtime.agent_view.find(SUPPORT)
+    assert held is not None
+    assert (held.risk_score, held.risk_factors) == (3, ())  # as committed last
 
 
 def _until(condition: Callable[[], bool]) -> bool:

@@ -110,12 +110,17 @@ class AgentView:
             self._drop(agent_id)
             self._want(agent_id)
 
-    def rescored(self, agent_id: str, score: int, factors: Sequence[str]) -> None:
+    def rescored(self, agent_id: str, score: int, factors: Sequence[str],
+                 prior: tuple[int, tuple[str, ...]] | None = None) -> None:
         """This process's audit writer committed a new risk score and named factors for
         the agent (its risk fold, in the batch's transaction): the entry held takes
         them in place, as committed, rather than being dropped (a find after it needs
-        no read of the store). The rest of the entry stays what the feed proved current;
-        a change another process committed is delivered as ever and drops it."""
+        no read of the store), when it holds what that transaction read the row at
+        before (``prior``). The rest of the entry stays what the feed proved current;
+        a change another process committed is delivered as ever and drops it. An entry
+        at another score is dropped: it may have been read after that commit and after
+        another process's on top of it (whose news came before this call), which the
+        score taken in place would hide for good."""
         factors = tuple(factors)
         with self._lock:
             # a read begun before the commit and held after it takes them too (_hold)
@@ -130,7 +135,13 @@ class AgentView:
             if not keys:
                 self._want(agent_id)
             for key in keys:
-                self._held[key] = dataclasses.replace(self._held[key], risk_score=score,
+                held = self._held[key]
+                if prior is None or (held.risk_score, tuple(held.risk_factors)) != prior:
+                    self._forgotten += 1  # no read begun before is held
+                    self._drop(agent_id)
+                    self._want(agent_id)
+                    break
+                self._held[key] = dataclasses.replace(held, risk_score=score,
                                                       risk_factors=factors)
 
     def _want(self, agent_id: str) -> None:

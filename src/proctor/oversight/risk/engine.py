@@ -106,7 +106,7 @@ class RiskEngine:
                rescored: Rescored | None = None) -> BatchFolder:
         """The audit writer's observer that folds each batch in its transaction;
         ``published(agent_id)`` once a batch that gave the agent a new score committed
-        (``rescored(agent_id, score, factors)`` in its place when given: the score and
+        (``rescored(agent_id, score, factors, prior)`` in its place when given: the score and
         factors committed)."""
         self._published = published  # and once a catch-up or rescore did (see _tell)
         return BatchFolder(self._clock, self.config, self._sensitivity_of,

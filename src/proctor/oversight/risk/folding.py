@@ -59,9 +59,11 @@ __all__ = ["MAX_GAP", "BatchFolder", "Rescored", "agent_of", "named_factors"]
 
 log = logging.getLogger(__name__)
 
-Rescored = Callable[[str, int, tuple[str, ...]], None]
-"""``(agent_id, score, factors)``: a batch that gave the agent this score and these named
-factors committed."""
+Prior = tuple[int, tuple[str, ...]] | None
+Rescored = Callable[[str, int, tuple[str, ...], Prior], None]
+"""``(agent_id, score, factors, prior)``: a batch that gave the agent this score and these
+named factors committed; ``prior`` the score and factors its transaction read the row at
+before (None if it did not read it)."""
 
 MAX_GAP = 1000  # events not folded yet that a batch folds first; past it, catch-up does
 _LEAKS = ("gateway.leak", "gateway.redact")
@@ -160,7 +162,7 @@ class BatchFolder:
         # (``rescored(agent_id, score, factors)`` in its place when given: what committed)
         self._published = published
         self._rescored = rescored
-        self._changed: list[tuple[str, int, tuple[str, ...]]] = []
+        self._changed: list[tuple[str, int, tuple[str, ...], Prior]] = []
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         last = rows[-1].seq
@@ -202,10 +204,10 @@ class BatchFolder:
         self._known_at = head.seq
         self._guess = self._marking
         changed, self._changed = self._changed, []
-        for agent, score, names in changed:
+        for agent, score, names, prior in changed:
             try:
                 if self._rescored is not None:
-                    self._rescored(agent, score, names)
+                    self._rescored(agent, score, names, prior)
                 else:
                     self._published(agent)
             except Exception:  # the feed still tells; never fail a committed batch
@@ -271,7 +273,9 @@ class BatchFolder:
             return
         named = _dumps(names)
         published = (score, named, at, agent, score, named)
-        tx.confirmed.pop(("agent", agent), None)  # the row may change now
+        read = tx.confirmed.pop(("agent", agent), None)  # the row may change now
+        prior = (read.risk_score, tuple(read.risk_factors)) \
+            if isinstance(read, AgentBinding) else None
         if tx.is_sqlite:  # no round trips: two statements
             tx.execute(sql["insert" if is_new else "update"], written)
             published_rows = tx.execute(sql["publish"], published)
@@ -279,4 +283,4 @@ class BatchFolder:
             published_rows = tx.execute(sql["insert_publish" if is_new else "update_publish"],
                                         (*written, *published))
         if published_rows:  # the outer statement's count: the agent's row changed
-            self._changed.append((agent, score, tuple(names)))
+            self._changed.append((agent, score, tuple(names), prior))
