@@ -315,34 +315,38 @@ class _SeenAndFailed(_DeniedMeanwhile):
     ``approval.grant`` event, reads the approval as any other process would (its own
     connection, outside the write) and fails the write, as a lost database would."""
 
-    def __init__(self, runtime: Runtime, approval_id: str) -> None:
+    def __init__(self, runtime: Runtime, approval_id: str, action: str) -> None:
         super().__init__(runtime, approval_id)
         self.runtime = runtime
+        self.action = action
         self.seen: list[ApprovalStatus] = []
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
-        if any(r.action == "approval.grant" for r in rows):
+        if any(r.action == self.action for r in rows):
             self.seen.append(self.runtime.approvals.get(self.approval_id).status)
             raise RuntimeError("the write of the approval's event fails")
         if self.kept is not None:
             self.kept.appending(tx, head, rows)
 
 
+@pytest.mark.parametrize("failing", ["approval.grant", "approval.similar"])
 def test_an_approval_is_never_seen_approved_before_its_event_is_written(
-    runtime: Runtime, agents: Agents,
+    runtime: Runtime, agents: Agents, failing: str,
 ) -> None:
     """A human's decision on an approval and its event are one write: while the event is
     being written nobody sees the request approved (before, the decision committed
     first and the event after it: a waiting call could consume an approval whose event
     then failed, and was undone to pending after the call ran), and a failed write
-    leaves the request pending, no event, nothing to undo."""
+    leaves the request pending, no event, nothing to undo. "Approve similar"'s
+    ``approval.similar`` event goes in the same write (before, after it: the request
+    stayed approved, its pre-approval revoked)."""
     asked = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
     approval_id = asked.approval.id if asked.approval is not None else ""
-    meanwhile = _SeenAndFailed(runtime, approval_id)
+    meanwhile = _SeenAndFailed(runtime, approval_id, failing)
     runtime.audit.observe(meanwhile)
     try:
         with pytest.raises(ProctorError) as failed:
-            runtime.approvals.decide(approval_id, approver=APPROVER, approve=True)
+            similar(runtime).approve(approval_id, approver=APPROVER)
     finally:
         runtime.audit.observe(meanwhile.kept)  # type: ignore[arg-type]
     assert (failed.value.code, meanwhile.seen) == ("audit_unavailable",

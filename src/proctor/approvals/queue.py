@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -199,7 +199,8 @@ class ApprovalQueue:
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
                allow_owner: bool = False, source: str | None = None,
-               also: tuple[Table, Mapping[str, Any]] | None = None) -> Approval:
+               also: tuple[Table, Mapping[str, Any]] | None = None,
+               more: Sequence[AuditEvent] = ()) -> Approval:
         """Record a human's decision on a pending request.
 
         ``approver`` is the id of an authenticated human with the approver role: the
@@ -211,7 +212,7 @@ class ApprovalQueue:
         that cannot be audited is not taken. The approver is recorded in canonical
         form. ``also`` (a table and a row) is inserted with the decision, in its
         transaction, only if this decision is the one taken (what stands only with it:
-        "approve similar"'s pre-approval).
+        "approve similar"'s pre-approval), and ``more`` (events) written after its event.
         """
         approver = canonical_human_id(approver)
         if len(comment) > MAX_COMMENT:
@@ -224,7 +225,7 @@ class ApprovalQueue:
         if self._audit is not None:
             decision = _Decision(approval_id, status, approver, now, comment, also)
             self._audit.record_with(self._event(current, approver, status, comment, source),
-                                    decision)
+                                    decision, more=more)
             changed = 1 if decision.taken else 0
         else:
             with self._store.transaction() as conn:

@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from proctor.approvals.queue import Approval, ApprovalQueue
-from proctor.audit import AuditLog, human_event
+from proctor.audit import AuditEvent, AuditLog, human_event
 from proctor.audit.masking import MASK
 from proctor.clock import Clock
-from proctor.errors import ApprovalError, AuditError, ProctorError
+from proctor.errors import ApprovalError, ProctorError
 from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
 from proctor.human_ids import canonical_human_id
 from proctor.store import Store, as_utc
@@ -166,14 +166,17 @@ class SimilarApprovals:
             "task_id": current.task_id, "agent_id": current.agent_id,
             "tool_id": current.tool_id, "arg_names": sorted(args or {}),
             "approved_by": approver, "created_at": self._clock.now()}
+        # its event goes with the approval's, in the same write (or neither is written)
+        more = [] if self._audit is None else [
+            self._event(current, issued, approver, vary, source)]
         try:
             decided = self._queue.decide(approval_id, approver=approver, approve=True,
                                          comment=comment, allow_owner=allow_owner,
-                                         source=source, also=(approval_grants, pre_approval))
+                                         source=source, also=(approval_grants, pre_approval),
+                                         more=more)
         except ProctorError:
             self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
             raise
-        self._record(decided, issued, approver, vary, source)
         return decided, self.get(issued.grant_id)
 
     def get(self, grant_id: str) -> SimilarGrant:
@@ -210,19 +213,12 @@ class SimilarApprovals:
             int(r.max_uses or 0), int(r.uses), as_utc(r.revoked_at) if r.revoked_at else None,
         ) for r in rows]
 
-    def _record(self, approval: Approval, issued: IssuedGrant, approver: str,
-                vary: Collection[str], source: str | None) -> None:
-        if self._audit is None:
-            return
+    def _event(self, approval: Approval, issued: IssuedGrant, approver: str,
+               vary: Collection[str], source: str | None) -> AuditEvent:
         pinned = sorted(issued.claims.scope.tools[0].args)
         reason = (f"similar calls of `{approval.tool_id}` within the task; pinned: "
                   f"{', '.join(pinned) or 'none'}; may vary: {', '.join(sorted(vary)) or 'none'}")
-        event = human_event(approver, "approval.similar", f'Grant::"{issued.accessor}"',
-                            "granted", now=self._clock.now(), task=approval.task_id,
-                            concerns=str(approval.request.get("event_id") or "") or None,
-                            reason=reason, source=source)
-        try:
-            self._audit.record(event)
-        except AuditError:
-            self._grants.revoke(issued.grant_id, "the pre-approval could not be audited")
-            raise
+        return human_event(approver, "approval.similar", f'Grant::"{issued.accessor}"',
+                           "granted", now=self._clock.now(), task=approval.task_id,
+                           concerns=str(approval.request.get("event_id") or "") or None,
+                           reason=reason, source=source)
