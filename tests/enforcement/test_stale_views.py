@@ -29,6 +29,7 @@ from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import GrantError
 from proctor.grants import GrantScope, HolderProof, IssuedGrant, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD, ISSUE_METHOD
+from proctor.grants.issuance import DecidedOn
 from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
@@ -298,6 +299,54 @@ def test_an_issuance_refused_for_an_agent_changed_on_another_node_is_decided_onc
         assert grant.claims.agent_id == SUPPORT
 
 
+@pytest.mark.parametrize("allowed", [False, True])
+def test_an_exchange_confirms_the_delegator_as_its_tools_were_decided_for_it(
+        runtime: Runtime, other: Runtime, agents: Agents, allowed: bool) -> None:
+    """An exchange's tools are decided for the delegator too, on its row as stored; a
+    risk committed elsewhere after that read and before the child's write refuses the
+    write (``agent_changed``: nothing stored, none of its events written), and the
+    exchange is decided once more on the score as committed: refused over 50, else
+    issued, the delegator's one event naming the refusal."""
+    sources = {**read_policy_dir(runtime.settings.policy_dir), "risky.cedar": RISKY_GRANTS}
+    runtime.policies.activate(runtime.policies.add_candidate(sources, origin="risky grants"))
+    ask = Asking(runtime, agents, "exchange")
+    score = runtime.registry.get(CODER).risk_score
+    assert score < 50
+    risen = score + 1 if allowed else 70
+    read: list[int] = []
+
+    def read_then_risen(agent_id: str, *, strict: bool) -> DecidedOn | None:
+        state = runtime.enforcer.ensure_current(agent_id, strict=strict)
+        if agent_id == CODER and state is not None:
+            read.append(state.risk[0])
+            if len(read) == 1:  # after the delegator was read, before the child's write
+                other.registry.set_risk_score(CODER, risen)
+        return state
+
+    runtime.grants.decide_on_current(read_then_risen)
+    before = len(_issue_events(runtime, CODER))
+    with news_held(runtime):
+        _answered(ask, allowed)
+    assert read == [score, risen]  # decided once more, on the score as committed
+    [event] = _issue_events(runtime, CODER)[before:]
+    assert event["outcome"] == ("allowed" if allowed else "denied")
+    assert event["detail"]["decided_again"]["code"] == "agent_changed"
+
+
+def _answered(ask: Asking, allowed: bool) -> str | None:
+    """``ask()``, issued if ``allowed``, else refused ``issuance_denied`` with nothing
+    stored: the refusal's message."""
+    trees = ask.trees()
+    if allowed:
+        assert isinstance(ask(), IssuedGrant)
+        return None
+    with pytest.raises(GrantError) as refused:
+        ask()
+    assert refused.value.code == "issuance_denied"
+    assert ask.trees() == trees  # nothing stored
+    return refused.value.message
+
+
 def _incident(runtime: Runtime, policy: str) -> dict[str, str]:
     return {**read_policy_dir(runtime.settings.policy_dir), "incident.cedar": policy}
 
@@ -319,20 +368,13 @@ def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decid
     the revision it still runs is refused by its write (``policy_changed``, nothing
     stored), this node loads the active revision and decides it once more on it."""
     ask = Asking(runtime, agents, how)
-    trees = ask.trees()
     before = runtime.engine.active
     revision = other.policies.add_candidate(_incident(runtime, policy), origin="the incident")
     other.policies.activate(revision)
     assert runtime.engine.active is before  # this node still runs the previous revision
     written = len(_issue_events(runtime))
-    if allowed:
-        assert isinstance(ask(), IssuedGrant)
-    else:
-        with pytest.raises(GrantError) as refused:
-            ask()
-        assert refused.value.code == "issuance_denied"
-        assert "no lookup grants now" in refused.value.message
-        assert ask.trees() == trees  # nothing stored
+    refused = _answered(ask, allowed)
+    assert allowed or (refused is not None and "no lookup grants now" in refused)
     active = runtime.engine.active
     assert active is not None and active.revision == revision  # loaded on the refusal
     # one event: the decision that answered, which names the refused write of the first
@@ -342,12 +384,12 @@ def test_an_issuance_decided_on_a_policy_revision_another_node_replaced_is_decid
     assert event["detail"]["decided_again"]["code"] == "policy_changed"
 
 
-def _issue_events(runtime: Runtime) -> list[dict[str, Any]]:
-    """SUPPORT's ``grant:issue`` events, in the chain's order."""
+def _issue_events(runtime: Runtime, agent: str = SUPPORT) -> list[dict[str, Any]]:
+    """``agent``'s ``grant:issue`` events, in the chain's order."""
     found = []
     for (body,) in runtime.store.fetch("SELECT body FROM audit_events ORDER BY seq", []):
         event = json.loads(body) if isinstance(body, str) else body
-        if event["action"] == "grant:issue" and event["actor"]["id"] == SUPPORT:
+        if event["action"] == "grant:issue" and event["actor"]["id"] == agent:
             found.append(event)
     return found
 

@@ -319,13 +319,14 @@ class GrantAuthority:
         # tools are decided for it too (audited), so a delegator that drifted, or that a
         # policy refuses them since, cannot have them used in its task by another agent.
         # Its allows go with the child's write (after the child's own events): a child
-        # refused there leaves none of them
+        # refused there leaves none of them. That write confirms the delegator as decided
+        # on here (read from the store), as it confirms the child's agent
         delegator = self._issuer.decide_unwritten(Request(
             task, parent.agent_id, wanted, request.expires_at, max_uses,
             parent.ancestors[0] if parent.ancestors else task.id, parent.ancestors,
             parent.actor_chain, approved), ttl_seconds=ttl,
             again=again if again is not None else False, strict=True)
-        decided = self._issuer.also(decided, delegator)
+        decided = self._issuer.also(decided, delegator, parent)
         if key is None:  # an offer: its events go with its write
             return self._issuer.offer(request, decided)
         return self._issuer.grant(request, key, None, decided=decided)

@@ -16,9 +16,11 @@ A grant issued or exchanged is decided on what this process holds (the agent fro
 view, the policy revision its engine runs); its write confirms both: the agent in the
 trust state, with the risk, key and manifest decided on (``agent_changed``), and the
 policy revision decided on still the active one (``policy_changed``, another process
-activated one that this one loads every ``sync_seconds``). Such a refusal stores
-nothing and drops what was stale here (the agent's entry in the view; the engine's
-revision, loaded again), and the issuance is decided once more
+activated one that this one loads every ``sync_seconds``). An exchange's write confirms
+its delegator the same way, in the trust state and risk its tools were decided for it on
+(read from the store), its grant still usable by it (:func:`_confirm_delegator`). Such a
+refusal stores nothing and drops what was stale here (the agent's entry in the view;
+the engine's revision, loaded again), and the issuance is decided once more
 (:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
 
 A grant issued, exchanged or redeemed from an offer (whose write takes the offer), and
@@ -53,7 +55,7 @@ from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
-from proctor.grants.agents import AgentBinding, AgentDirectory
+from proctor.grants.agents import AgentBinding, AgentDirectory, binding_refusal
 from proctor.grants.holders import HolderProof
 from proctor.grants.leases import LeaseTree
 from proctor.grants.offers import (
@@ -83,8 +85,8 @@ from proctor.store import Store
 from proctor.store.tables import grants, policy_revisions
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "EnsureCurrent", "IssuedGrant",
-           "Issuer", "NewGrant", "NewOffer"]
+__all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "Delegator", "EnsureCurrent",
+           "IssuedGrant", "Issuer", "NewGrant", "NewOffer"]
 
 ISSUE_METHOD = "grant/issue"
 # an issuance whose write refused it for what another process had changed meanwhile:
@@ -115,6 +117,18 @@ class DecidedOn(NamedTuple):
     risk: Risk
 
 
+class Delegator(NamedTuple):
+    """An exchange's delegator as the child's tools were decided for it: its agent id, the
+    trust state and risk read from the store (None: not known), and the key and manifest
+    its grant (the parent) is bound to. The child's write confirms them as it confirms its
+    own agent (``agent_changed``), and the parent still usable by them."""
+
+    agent_id: str
+    decided: DecidedOn | None
+    key_thumbprint: str
+    manifest_digest: str | None
+
+
 class EnsureCurrent(Protocol):
     def __call__(self, agent_id: str, *, strict: bool) -> DecidedOn | None: ...
 
@@ -129,6 +143,7 @@ class Decided:
     agent: DecidedOn | None = None
     revisions: frozenset[int | None] | None = None
     again: bool = False  # a stale refusal of its write is decided once more
+    delegator: Delegator | None = None  # an exchange's: confirmed by the write too
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,14 +280,16 @@ class Issuer:
         return Decided(decided.events, decided.agent, decided.revisions, again=bool(again))
 
     @staticmethod
-    def also(decided: Decided, other: Decided) -> Decided:
-        """``decided`` (the grant's or offer's own issuance) with ``other``'s events after
-        its own, written with them (or not at all), the policy revisions of both confirmed
-        by the write; the agent confirmed is ``decided``'s."""
-        revisions = (None if decided.revisions is None or other.revisions is None
-                     else decided.revisions | other.revisions)
-        return Decided([*decided.events, *other.events], decided.agent, revisions,
-                       decided.again)
+    def also(decided: Decided, delegator: Decided, parent: GrantClaims) -> Decided:
+        """``decided`` (an exchange's grant or offer) with ``delegator``'s events (the same
+        tools decided for ``parent``'s agent) after its own, written with them (or not at
+        all), the policy revisions of both confirmed by the write; the agents confirmed
+        are ``decided``'s, and ``parent``'s as ``delegator`` was decided on it."""
+        revisions = (None if decided.revisions is None or delegator.revisions is None
+                     else decided.revisions | delegator.revisions)
+        return Decided([*decided.events, *delegator.events], decided.agent, revisions,
+                       decided.again, Delegator(parent.agent_id, delegator.agent,
+                                                parent.key_thumbprint, parent.manifest_digest))
 
     def _current(self, agent_id: str, *, strict: bool) -> DecidedOn | None:
         if self.ensure_current is None:
@@ -408,7 +425,8 @@ class Issuer:
                            decided.agent if decided is not None else None,
                            decided.revisions if decided is not None else None,
                            event=events[0], again=decided is not None and decided.again,
-                           offer=offer)
+                           offer=offer,
+                           delegator=decided.delegator if decided is not None else None)
             self._store_with(self._audit, events, new, "issuance")
             return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
@@ -488,7 +506,8 @@ class Issuer:
             new2 = NewOffer(offer, request, now, self._agents.binding_in,
                             decided.agent if decided is not None else None,
                             decided.revisions if decided is not None else None,
-                            event=events[0], again=decided is not None and decided.again)
+                            event=events[0], again=decided is not None and decided.again,
+                            delegator=decided.delegator if decided is not None else None)
             self._store_with(self._audit, events, new2, "offer")
             return offer
         with self._store.transaction() as conn:
@@ -558,6 +577,7 @@ class NewGrant:
     event: AuditEvent | None = None  # the first decision's event, which carries this
     again: bool = False  # a stale refusal is decided once more: its events are withdrawn
     offer: GrantOffer | None = None  # redeemed by this grant: taken in its write
+    delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         return NewGrant.apply_all(tx, [self])[0]
@@ -637,6 +657,7 @@ class NewGrant:
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "
                              "issuance was read: ask again")
+        _confirm_delegator(tx, self.agent, self.delegator)
         _confirm_lineage(tx, request, self.revisions)
         offer = self.offer
         if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
@@ -701,6 +722,7 @@ class NewOffer:
     refusal: GrantError | None = None
     event: AuditEvent | None = None
     again: bool = False
+    delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None
@@ -723,24 +745,39 @@ class NewOffer:
 
     def _check(self, tx: WriteCursor) -> None:
         _confirm_agent(tx, self.agent, self.request.agent_id, self.decided)
+        _confirm_delegator(tx, self.agent, self.delegator)
         _confirm_lineage(tx, self.request, self.revisions)
 
 
 def _confirm_agent(tx: WriteCursor, read: AgentRead, agent_id: str,
-                   decided: DecidedOn | None) -> AgentBinding:
+                   decided: DecidedOn | None, *, who: str = "agent") -> AgentBinding:
     """The agent as ``tx`` sees it: active, and in the trust state and at no higher risk
-    than ``decided`` (if known); else raises the refusal."""
+    than ``decided`` (if known); else raises the refusal (``who``: the agent's role in
+    its messages)."""
     agent = read(tx, agent_id)
     state = agent.trust_state if agent is not None else None
     if agent is None or state not in ACTIVE_STATES:
-        raise AgentError("agent_not_active", f"agent `{agent_id}` is suspended or retired")
+        raise AgentError("agent_not_active", f"{who} `{agent_id}` is suspended or retired")
     if decided is not None and state != decided.state:
-        raise GrantError("agent_changed", f"agent is {state} now, not "
+        raise GrantError("agent_changed", f"{who} is {state} now, not "
                          f"{decided.state} as the issuance was decided: ask again")
     if decided is not None and riskier(agent, decided.risk):
-        raise GrantError("agent_changed", "the agent's risk rose since the issuance was "
+        raise GrantError("agent_changed", f"the {who}'s risk rose since the issuance was "
                          "decided: ask again")
     return agent
+
+
+def _confirm_delegator(tx: WriteCursor, read: AgentRead, delegator: Delegator | None) -> None:
+    """An exchange's delegator (if any) as ``tx`` sees it: as its tools were decided for
+    it (:func:`_confirm_agent`: a drift, review or risk committed since is
+    ``agent_changed``, decided once more), and its grant still usable by it (its key and
+    manifest, as a use's write confirms them); else raises the refusal."""
+    if delegator is None:
+        return
+    agent = _confirm_agent(tx, read, delegator.agent_id, delegator.decided, who="delegator")
+    refusal = binding_refusal(agent, delegator.key_thumbprint, delegator.manifest_digest)
+    if refusal is not None:
+        raise refusal
 
 
 def _confirm_lineage(tx: WriteCursor, request: Request,
