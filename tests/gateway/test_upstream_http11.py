@@ -143,6 +143,17 @@ def _unread_on_idle(transport: Http11Transport) -> None:
     assert select.select([sock], [], [], WAIT)[0]
 
 
+async def _empty(connection: int, request: bytes) -> bytes:
+    """An upstream's answer to anything: an empty JSON object."""
+    return _ok(b"{}")
+
+
+@pytest.fixture
+def one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool holds one connection at most."""
+    monkeypatch.setattr(http11, "MAX_CONNECTIONS", 1)
+
+
 def _client(read: float = WAIT, pool: float = WAIT) -> httpx2.AsyncClient:
     return keepalive_client({}, httpx2.Timeout(WAIT, read=read, pool=pool))
 
@@ -177,11 +188,8 @@ async def test_an_answer_that_says_connection_close_is_not_reused() -> None:
 
 
 async def test_a_connection_the_upstream_closed_while_idle_is_not_used_again() -> None:
-    async def answer(connection: int, request: bytes) -> bytes:
-        return _ok(b"{}")
-
     transport = Http11Transport(httpx2.AsyncHTTPTransport())
-    async with upstream(answer) as served, httpx2.AsyncClient(transport=transport) as client:
+    async with upstream(_empty) as served, httpx2.AsyncClient(transport=transport) as client:
         served.close_after = True  # the upstream ends each connection after its answer
         assert await _post(client, served.url) == b"{}"
         with anyio.fail_after(WAIT):
@@ -282,14 +290,9 @@ async def test_a_body_larger_than_the_high_water_mark_is_read_whole() -> None:
     assert served.connections == 1
 
 
-async def test_a_request_waits_for_a_free_connection_up_to_the_pool_timeout(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http11, "MAX_CONNECTIONS", 1)
-
-    async def answer(connection: int, request: bytes) -> bytes:
-        return _ok(b"{}")
-
-    async with upstream(answer) as served, _client(pool=0.05) as client:
+@pytest.mark.usefixtures("one_connection")
+async def test_a_request_waits_for_a_free_connection_up_to_the_pool_timeout() -> None:
+    async with upstream(_empty) as served, _client(pool=0.05) as client:
         with anyio.fail_after(WAIT):
             async with client.stream("POST", served.url, content=b"{}") as held:
                 with pytest.raises(httpx2.PoolTimeout):
@@ -387,15 +390,10 @@ async def test_a_request_the_upstream_read_and_ended_unanswered_is_not_sent_agai
     assert served.connections == 1
 
 
-async def test_a_waiter_cancelled_as_a_connection_is_handed_to_it_ends_and_passes_it_on(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http11, "MAX_CONNECTIONS", 1)
-
-    async def answer(connection: int, request: bytes) -> bytes:
-        return _ok(b"{}")
-
+@pytest.mark.usefixtures("one_connection")
+async def test_a_waiter_cancelled_as_a_connection_is_handed_on_ends_and_passes_it_on() -> None:
     transport = Http11Transport(httpx2.AsyncHTTPTransport())
-    async with upstream(answer) as served, httpx2.AsyncClient(
+    async with upstream(_empty) as served, httpx2.AsyncClient(
             transport=transport, timeout=httpx2.Timeout(WAIT)) as client:
         with anyio.fail_after(WAIT):
             async with client.stream("POST", served.url, content=b"{}") as held:
