@@ -92,8 +92,9 @@ async def test_a_suspension_by_another_process_reaches_the_view_and_only_that_ag
 
         other.suspend(CODER, by="erin", reason="leaked key")
 
-        # SQLite: the next read catches up; PostgreSQL: the notification arrives
-        await _until(lambda: _seen_as(view, CODER, TrustState.SUSPENDED))
+        # SQLite: the next read catches up; PostgreSQL: the notification arrives (the
+        # view may answer from the store before its listeners are told: wait for both)
+        await _until(lambda: _seen_as(view, CODER, TrustState.SUSPENDED) and heard)
         assert heard == [(CODER, TrustState.SUSPENDED)]
         statements = _Statements(registry._store)
         assert _seen_as(view, BUILDER, TrustState.TRUSTED)  # still held
