@@ -65,6 +65,11 @@ roles = { admin = "proctor-admins" }
     ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\njwks_url = 'https://a/k'\n"
      "algorithms = ['HS256']", "`HS256` is not"),
     ("= broken", "not valid TOML"),
+    # keys fetched in clear text are whoever answers's: any human, any role (review)
+    ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\n"
+     "jwks_url = 'http://login.acme.example/jwks'", "is not an https URL"),
+    ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\n"
+     "jwks_url = 'http://127.0.0.1.evil.example/jwks'", "is not an https URL"),
 ])
 def test_a_bad_file_is_refused_with_what_is_wrong(tmp_path: Path, text: str,
                                                   fragment: str) -> None:

@@ -244,3 +244,28 @@ async def test_an_agents_workload_token_never_signs_in_as_a_human(
                 "human", "dave@acme.example", ["approver"])
     finally:
         runtime.close()
+
+
+async def test_a_token_another_client_was_given_never_signs_in_as_its_human(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    # A provider may list several audiences in one token (an audience mapper adding
+    # `proctor-api` to the tokens of the team's dashboard). The dashboard, or whoever it
+    # hands its token on to, then signed in to proctor as the human, an admin here
+    # (found by review). OIDC Core 3.1.3.7: with several audiences, the token is ours
+    # only if it was issued to us (`azp`).
+    now = int(frozen.now().timestamp())
+    for azp, aud in ((None, ["dashboard", "proctor-api"]), ("dashboard", ["proctor-api", "x"]),
+                     (None, ["proctor-api", {"not": "text"}])):
+        shared = provider.token(now, aud=aud, azp=azp)
+        assert_problem(await client.get("/v1/whoami", headers=bearer(shared)), 401,
+                       "proof_wrong_audience")
+        assert_problem(await client.get("/v1/agents", headers=bearer(shared)), 401,
+                       "proof_wrong_audience")
+    ours = provider.token(now, aud=["dashboard", "proctor-api"], azp="proctor-api")
+    assert (await client.get("/v1/whoami", headers=bearer(ours))).json()["id"] == \
+        "erin@acme.example"
+    # one audience, ours: an access token for proctor's API that a client (a CLI) asked
+    # for carries that client as `azp`, and is ours
+    for token in (provider.token(now, aud=["proctor-api", "proctor-api"]),
+                  provider.token(now, aud="proctor-api", azp="proctor-cli")):
+        assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200

@@ -9,7 +9,10 @@ token names a key not seen yet).
 
 The human's id is one claim (``sub`` by default; ``email`` is common) and the
 roles come from another (``roles`` by default), mapped to proctor's roles. An id
-that is a SPIFFE ID is refused: agents never sign in as humans. The id is taken
+that is a SPIFFE ID is refused: agents never sign in as humans. A token with several audiences is
+taken only if it was issued to proctor (its ``azp`` is proctor's audience, OIDC Core
+3.1.3.7): another client the provider lists beside proctor in ``aud`` would otherwise
+sign in as its human, with their roles. The id is taken
 in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
 ``bob@acme.example``, and an id with invisible characters or mixed scripts is
 refused.
@@ -83,6 +86,7 @@ class HumanVerifier:
     def verify(self, token: str, *, now: datetime) -> VerifiedHuman:
         verified = self._tokens.verify(token, now=now)
         issuer, subject = verified.issuer, verified.subject
+        _check_authorized_party(verified.claims, issuer.audience)
         problem = human_id_problem(subject)
         if problem is not None:
             raise IdentityError("proof_claims_invalid",
@@ -96,6 +100,20 @@ class HumanVerifier:
                                 "the token names the system; humans sign in here")
         return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
                              verified.expires_at)
+
+
+def _check_authorized_party(claims: Mapping[str, Any], audience: str) -> None:
+    """Refuse a token for several audiences unless proctor is its authorized party: a
+    token the provider gave another client (a dashboard, a CI job) that also lists
+    ``audience`` is that client's, and whoever holds it would act as its human here.
+    One audience, proctor's, is ours whoever asked for it (``azp`` then names the client
+    that asked for proctor's API, a CLI)."""
+    aud = claims.get("aud")
+    others = [a for a in aud if a != audience] if isinstance(aud, list) else []
+    if others and claims.get("azp") != audience:
+        raise IdentityError("proof_wrong_audience",
+                            "the token is for several audiences and was not issued to "
+                            f"`{audience}` (its `azp`): it is another client's token")
 
 
 def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None = None

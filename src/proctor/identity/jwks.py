@@ -7,16 +7,21 @@ HS256-with-the-public-key confusion needs.
 An issuer's keys come from a :class:`KeySource`: :class:`FileKeys`, read from a
 JWKS file at start, or :class:`UrlKeys`, the issuer's published JWKS, fetched at
 first use and again (at most every 30 s) when a token names a key not seen yet.
+Over ``https`` only (``http`` to this host's loopback address alone): whoever can answer a
+fetch in clear text chooses the keys, and with them every token the issuer signs, a
+human's sign-in with any role among them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -86,12 +91,32 @@ class FileKeys:
         return self.keys
 
 
+def _loopback_http(url: str) -> bool:
+    """Whether ``url`` is plain http to this host's loopback address (a local test
+    provider, a sidecar), which no one on the network can answer for."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class UrlKeys:
     """The issuer's published JWKS, fetched on first use and on unknown key ids."""
 
     def __init__(self, url: str, clock: Clock, *, timeout: float = 5.0) -> None:
-        if not url.startswith(("https://", "http://")):
-            raise ConfigError(f"jwks_url `{url}` is not an http(s) URL")
+        if not url.startswith("https://") and not _loopback_http(url):
+            raise ConfigError(f"jwks_url `{url[:200]}` is not an https URL (plain http is "
+                              "for this host's loopback address only: whoever answers a "
+                              "fetch in clear text chooses the issuer's keys)")
         self.url = url
         self._clock = clock
         self._timeout = timeout
