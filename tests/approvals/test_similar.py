@@ -357,3 +357,36 @@ def test_an_approval_is_never_seen_approved_before_its_event_is_written(
     assert approved.status is ApprovalStatus.APPROVED
     events = search_events(runtime.store, EventFilter(action="approval.grant"))
     assert [e.event["target"] for e in events] == [f"Approval::\"{approval_id}\""]
+
+
+def test_a_pinned_amount_allows_no_negative_or_lower_signed_value(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # A deployment where every refund waits for a human. Approving similar refunds of
+    # 250.00 pinned the amount to "at most 250.00": a refund of -10,000.00 (a charge
+    # to the customer) is at most that, and spent the pre-approval (found by review).
+    path = runtime.settings.policy_dir / "support.cedar"
+    text = path.read_text()
+    gated = "when { context.args.amount_cents > 5000 };"
+    assert text.count(gated) == 1
+    path.write_text(text.replace(gated, ";"))
+    runtime.policies.load_directory(runtime.settings.policy_dir)
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER, max_uses=5)
+    for amount in (-1_000_000, -1):
+        verdict = agents.call(grant, "crm/issue_refund", refund(amount))
+        assert verdict.outcome is Outcome.APPROVAL_REQUIRED, amount
+    assert agents.call(grant, "crm/issue_refund", refund(0)).is_allowed  # 0 to 250.00
+    assert agents.call(grant, "crm/issue_refund", refund(24_000)).is_allowed
+    assert similar(runtime).get(pre.grant_id).uses == 2
+    # an approved negative value is pinned exactly: nothing lower, nothing higher
+    negative = agents.call(grant, "crm/issue_refund", refund(-500))
+    assert negative.approval is not None
+    _, exact = similar(runtime).approve(negative.approval.id, approver=APPROVER)
+    assert exact.scope.as_json()["tools"][0]["args"]["amount_cents"] == {"in": [-500]}
+    for amount in (-100_000, -499):
+        assert agents.call(grant, "crm/issue_refund", refund(amount)).outcome \
+            is Outcome.APPROVAL_REQUIRED, amount
+    assert agents.call(grant, "crm/issue_refund", refund(-500)).is_allowed

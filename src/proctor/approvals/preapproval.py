@@ -15,6 +15,23 @@ from proctor.store.tables import approval_grants, grants, leases
 __all__ = ["use_similar"]
 
 
+def _below_floor(scope: GrantScope, args: Mapping[str, Any]) -> bool:
+    """Whether an integer argument pinned to "at most" the approved value is below its
+    floor: zero, or the approved value itself when that was negative. A scope's ``max``
+    has no lower end, and a pre-approval of refunds up to 250.00 is not one of a refund
+    of -10,000.00 (a charge)."""
+    for tool in scope.tools:
+        for name, constraint in tool.args.items():
+            if constraint.max is None or name not in args:
+                continue
+            floor = min(0, constraint.max)
+            value = args[name]
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, int) and v < floor for v in values):
+                return True
+    return False
+
+
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
                 args: Mapping[str, Any]) -> tuple[str, str] | None:
     """Spend one use of a live pre-approval grant that allows this call; returns the id
@@ -39,7 +56,8 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
         for row in conn.execute(query).all():
             if not set(args) <= set(row.arg_names):
                 continue
-            if not GrantScope.from_json(row.scope).allows(tool_id, args):
+            scope = GrantScope.from_json(row.scope)
+            if not scope.allows(tool_id, args) or _below_floor(scope, args):
                 continue
             spent = conn.execute(update(grants).where(and_(
                 grants.c.id == row.grant_id, grants.c.uses < grants.c.max_uses))

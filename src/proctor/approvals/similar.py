@@ -10,9 +10,11 @@ pending request (approved, as usual) and issues a **pre-approval grant**:
   task's, or one a grant of the task was delegated to), a lease-tree node
   under the task: revoking it, or ending the task, ends it at once;
 - its scope is the one tool, and every argument of the approved call pinned:
-  strings and booleans to the exact value, integers to at most the approved
-  value; only arguments the approver names in ``vary`` may differ; a similar
-  call may carry no argument the approved call did not have;
+  strings and booleans to the exact value, integers from 0 to the approved value
+  (a negative one exactly: "at most" an amount never reaches below zero, where a
+  refund becomes a charge; :func:`~proctor.approvals.preapproval.use_similar`
+  holds the floor); only arguments the approver names in ``vary`` may differ; a
+  similar call may carry no argument the approved call did not have;
 - short (``ttl_seconds``, 10 minutes by default) and use-limited (``max_uses``,
   5 by default), counted in the grant's own use counter.
 
@@ -105,7 +107,7 @@ def similar_scope(tool_id: str, args: Mapping[str, Any], vary: Collection[str] =
         if isinstance(value, str) and MASK[:-1] in value:
             raise ApprovalError("approval_similar_masked", f"argument `{name}` holds a masked "
                                 "value: it can only be approved exactly, or named in vary")
-        if isinstance(value, bool | str):
+        if isinstance(value, bool | str) or (isinstance(value, int) and value < 0):
             pinned[name] = {"in": [value]}
         elif isinstance(value, int):
             pinned[name] = {"max": value}
