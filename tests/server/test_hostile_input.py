@@ -90,24 +90,41 @@ async def test_a_nul_character_in_an_id_or_filter_is_a_4xx(agents: Api) -> None:
                                                 "approval_unknown", "grant_unknown"), path
 
 
-@pytest.mark.parametrize("nesting", ["(" * 3000 + "true" + ")" * 3000,
-                                     "if true then " * 5000 + "true" + " else true" * 5000,
-                                     "[" * 3000 + "]" * 3000 + " == []"])
+# over 32 KB in all: the files are validated on worker threads while they are parsed
+LARGE_SET = {"large.cedar": "// a large policy set\n" * 1600
+             + "permit (principal, action, resource) when { context.approved };\n"}
+
+
+@pytest.mark.parametrize("others", [{}, LARGE_SET], ids=["alone", "in_a_large_set"])
+@pytest.mark.parametrize(("nesting", "problem"), [
+    ("(" * 3000 + "true" + ")" * 3000, "nests deeper"),
+    ("if true then " * 5000 + "true" + " else true" * 5000, "nests deeper"),
+    ("[" * 3000 + "]" * 3000 + " == []", "nests deeper"),
+    # no brackets, a level of Cedar's tree per operator: cedarpy's walk of the tree
+    # overflowed the stack from about 1,500 levels
+    ("true || " * 2000 + "true", "chains more than"),
+    ("context" + ".a" * 2000 + " == 1", "chains more than"),
+    ('context["a"]' + '["b"]' * 2000 + " == 1", "chains more than")])
 async def test_a_policy_nested_past_what_cedar_parses_is_refused_not_a_crash(
-        api: Api, nesting: str) -> None:
+        api: Api, nesting: str, problem: str, others: dict[str, str]) -> None:
     # Cedar's parser recursed once per level and overflowed the thread's stack: the
-    # whole server process died on a validation an auditor may ask for.
+    # whole server process died on a validation an auditor may ask for. In a set over
+    # 32 KB, Cedar's validator was given every file on a worker thread before any was
+    # checked for depth, and the process died the same way.
     text = f"permit (principal, action, resource) when {{ {nesting} }};"
+    sources = {"deep.cedar": text, **others}
     auditor = api.human("audrey@acme.example", "auditor")
     checked = await api.client.post("/v1/policies/validate", headers=auditor,
-                                    json={"sources": {"deep.cedar": text}})
+                                    json={"sources": sources})
     assert checked.status_code == 200, checked.text
     assert checked.json()["valid"] is False
     [error] = checked.json()["errors"]
-    assert error["file"] == "deep.cedar" and "nest" in error["message"]
+    assert error["file"] == "deep.cedar" and problem in error["message"]
     uploaded = await api.client.post("/v1/policies/revisions", headers=api.admin,
-                                     json={"sources": {"deep.cedar": text}})
+                                     json={"sources": sources})
     assert uploaded.status_code == 422 and uploaded.json()["code"] == "policy_invalid"
+    assert len((await api.client.get("/v1/policies/revisions", headers=api.admin)
+                ).json()["revisions"]) == 1
 
 
 async def test_a_body_escaping_a_lone_surrogate_is_a_422_with_its_code_and_changes_nothing(

@@ -30,7 +30,7 @@ from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.policy.memo import memo_reads
 from proctor.policy.model import quote_id
 from proctor.policy.schema import CompiledSchema
-from proctor.policy.source import LocatedPolicy, forget_parsed, parse_sources
+from proctor.policy.source import LocatedPolicy, forget_parsed, nests_too_deep, parse_sources
 
 __all__ = ["CompiledPolicies", "compile_sources", "forget_compiled"]
 
@@ -146,12 +146,15 @@ def compile_sources(
             [Diagnostic("<policies>", 0, 0, "no policy files: every request would be denied")]
         )
     # Cedar's validator is the largest cost of a load and releases the GIL: on a
-    # large set it runs on other cores while this thread parses.
+    # large set it runs on other cores while this thread parses. A file nested past what
+    # Cedar may be given is never handed to it (parse_sources refuses it below): its
+    # validator overflowed a worker's stack and killed the process.
     workers = min(len(sources), os.cpu_count() or 1, 4)
     parallel = workers > 1 and sum(map(len, sources.values())) >= _PARALLEL_FROM_BYTES
     with ThreadPoolExecutor(workers if parallel else 1) as pool:
         pending = {name: pool.submit(_validate_text, text, schema)
-                   for name, text in sources.items()} if parallel else {}
+                   for name, text in sources.items()
+                   if not nests_too_deep(text)} if parallel else {}
         policies = parse_sources(sources)
         if not policies:
             raise PolicyValidationError(

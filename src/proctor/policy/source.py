@@ -25,6 +25,7 @@ __all__ = [
     "LocatedPolicy",
     "Statement",
     "forget_parsed",
+    "nests_too_deep",
     "parse_sources",
     "read_policy_dir",
     "split_statements",
@@ -32,12 +33,19 @@ __all__ = [
 
 MAX_FILE_BYTES = 1 << 20
 MAX_FILES = 1000
-# Cedar's parser recurses once per level of nesting and, a few hundred levels down,
-# overflows the thread's stack, which kills the process: deeper policies are refused
-# before it sees them. Levels are open brackets plus the statement's `if`s so far.
+# Cedar's parser and validator recurse once per level of nesting and, a few hundred
+# levels down, overflow the thread's stack, which kills the process: deeper policies are
+# refused before Cedar sees them. Levels are open brackets plus the statement's `if`s so far.
 MAX_NESTING = 100
+# A chain of operators nests without brackets: `a || b || ...`, `x.a.b.c`, `x["a"]["b"]`
+# are a level of Cedar's tree per operator. cedarpy refuses a tree over 100 levels when it
+# hands it over, but its own walk overflows the stack past about 1,500 (a segfault). Every
+# operator, member access, index and call counts as a level until its bracket closes: an
+# over-estimate (`a.b == c.d` counts 3, Cedar's tree has 2), hence a cap well above 100.
+MAX_CHAIN = 500
 _EOF = "unexpected end of input"
-_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"?|//[^\n]*|[(\[{]|[)\]}]|\bif\b')
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"?|//[^\n]*|[(\[{]|[)\]}]|\bif\b'
+                      r'|&&|\|\||[=!<>]=|[-+*<>.]|\b(?:in|has|like|is)\b')
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +147,10 @@ def parse_sources(sources: Mapping[str, str]) -> list[LocatedPolicy]:
     seen: dict[str, LocatedPolicy] = {}
     for name, text in sources.items():
         statements = list(split_statements(text))
-        deep = [s for s in statements if _too_deep(s.text)]
+        deep = [(s, problem) for s in statements
+                if (problem := _nesting_problem(s.text)) is not None]
         if deep:
-            problems.extend(Diagnostic(name, s.line, s.column, f"the policy nests deeper than "
-                                       f"{MAX_NESTING} levels (brackets and `if`s)")
-                            for s in deep)
+            problems.extend(Diagnostic(name, s.line, s.column, problem) for s, problem in deep)
             continue
         nodes = _parse_file(name, text, statements, problems)
         if nodes is None:
@@ -172,19 +179,41 @@ def parse_sources(sources: Mapping[str, str]) -> list[LocatedPolicy]:
     return policies
 
 
-def _too_deep(text: str) -> bool:
-    depth = ifs = 0
+def nests_too_deep(text: str) -> bool:
+    """Whether a statement of the file ``text`` nests past what Cedar may be given (see
+    :data:`MAX_NESTING`, :data:`MAX_CHAIN`): such a file must not reach Cedar at all, on
+    any thread (``parse_sources`` refuses it with its place)."""
+    return any(_nesting_problem(s.text) is not None for s in split_statements(text))
+
+
+def _nesting_problem(text: str) -> str | None:
+    """Why the statement ``text`` nests too deep for Cedar, or None."""
+    depth = ifs = chained = 0
+    levels = [0]  # per open bracket: the operators counted at its level so far
     for match in _NESTING.finditer(text):
         piece = match.group()
+        if piece[0] in "\"/":  # a string or a comment
+            continue
         if piece in ("(", "[", "{"):
             depth += 1
+            chained += 1  # a call, an index or a literal: a level of the chain it is in
+            levels[-1] += 1
+            levels.append(0)
         elif piece in (")", "]", "}"):
             depth -= 1
+            if len(levels) > 1:
+                chained -= levels.pop()
         elif piece == "if":
             ifs += 1
+        else:
+            chained += 1
+            levels[-1] += 1
         if depth + ifs > MAX_NESTING:
-            return True
-    return False
+            return f"the policy nests deeper than {MAX_NESTING} levels (brackets and `if`s)"
+        if chained + ifs > MAX_CHAIN:
+            return (f"the policy chains more than {MAX_CHAIN} operators, member accesses "
+                    "and brackets in one expression")
+    return None
 
 
 def _parse_file(
