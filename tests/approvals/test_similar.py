@@ -13,12 +13,26 @@ from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
 from proctor.audit import ActorType, ChainHead, EventFilter, EventRow, WriteCursor, search_events
 from proctor.clock import FrozenClock
 from proctor.errors import ApprovalError, GrantError, ProctorError
+from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.policy import Outcome
-from proctor.runtime import Runtime
-from tests.enforcement.conftest import APPROVER, OWNER, SUPPORT, Agents, refund
+from proctor.runtime import Runtime, issuer_for
+from tests.enforcement.conftest import APPROVER, CODER, OWNER, SUPPORT, Agents, refund
 
 REFUND = [{"tool": "crm/issue_refund"}]
 EMAIL = [{"tool": "email/send_email"}]
+
+
+def delegated_refunds(runtime: Runtime, agents: Agents) -> tuple[IssuedGrant, IssuedGrant]:
+    """The coder's grant of refunds, and the child it hands on to the support agent
+    (five minutes)."""
+    parent = agents.grant(CODER, REFUND)
+    proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    child = runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT, ttl_seconds=300,
+                                    scope=GrantScope.from_json({"tools": REFUND}))
+    assert isinstance(child, IssuedGrant)
+    return parent, child
 
 
 def similar(runtime: Runtime) -> SimilarApprovals:
@@ -160,6 +174,29 @@ def test_a_refused_similar_approval_changes_nothing(runtime: Runtime, agents: Ag
     assert [n.kind for n in runtime.grants.tree(grant.claims.task_id)] == ["task", "grant"]
 
 
+@pytest.mark.parametrize("revoked", ["grant", "parent", "expired"])
+def test_the_calls_of_a_revoked_or_expired_grant_are_never_pre_approved(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock, revoked: str,
+) -> None:
+    # The grant of the waiting call was revoked (it leaked; its delegator's line was
+    # stopped) or expired before a human approved similar calls: the pre-approval was
+    # issued all the same, live for the agent in the task, bound to the dead grant's key
+    # (found by review).
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    if revoked == "expired":
+        frozen.advance(seconds=301)
+    else:
+        runtime.grants.revoke((child if revoked == "grant" else parent).accessor, "leaked")
+    with pytest.raises(GrantError) as refused:
+        similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    assert refused.value.code == ("grant_expired" if revoked == "expired"
+                                  else "grant_revoked")
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.PENDING
+    assert similar(runtime).for_task(parent.claims.task_id) == []
+
+
 def test_approving_similar_twice_is_refused_and_issues_nothing(
     runtime: Runtime, agents: Agents,
 ) -> None:
@@ -232,17 +269,7 @@ def test_similar_calls_of_a_delegated_agent_are_pre_approved_for_that_agent(
     # grant for the support agent (the agent whose calls it approves, bound to the key of
     # its approved call's grant), decided and audited as the support agent's issuance,
     # not the task's agent's (found by review: it was the coder's grant).
-    from proctor.grants import GrantScope, IssuedGrant, make_proof
-    from proctor.grants.authority import EXCHANGE_METHOD
-    from proctor.runtime import issuer_for
-    from tests.enforcement.conftest import CODER
-
-    parent = agents.grant(CODER, REFUND)
-    proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
-                       target=issuer_for(runtime.settings), now=runtime.clock.now())
-    child = runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT, ttl_seconds=300,
-                                    scope=GrantScope.from_json({"tools": REFUND}))
-    assert isinstance(child, IssuedGrant)
+    parent, child = delegated_refunds(runtime, agents)
     pending = agents.call(child, "crm/issue_refund", refund(25_000))
     assert pending.approval is not None and pending.approval.agent_id == SUPPORT
     _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)

@@ -41,7 +41,7 @@ from proctor.approvals.queue import Approval, ApprovalQueue
 from proctor.audit import AuditEvent, AuditLog, human_event
 from proctor.audit.masking import MASK
 from proctor.clock import Clock
-from proctor.errors import ApprovalError, ProctorError
+from proctor.errors import ApprovalError, GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
 from proctor.human_ids import canonical_human_id
 from proctor.store import Store, as_utc
@@ -152,6 +152,7 @@ class SimilarApprovals:
         approver = canonical_human_id(approver)
         current = self._queue.get(approval_id)
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
+        self._check_live(current)
         args = current.request.get("args")
         scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
         # for the agent whose call was approved (in a delegated grant's task, not the
@@ -180,6 +181,24 @@ class SimilarApprovals:
             self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
             raise
         return decided, self.get(issued.grant_id)
+
+    def _check_live(self, approval: Approval) -> None:
+        """Refuse to pre-approve the calls of a grant that can no longer be used: revoked
+        (itself, one it derives from, or its task) or expired. The pre-approval is bound
+        to that grant's key and stands for its agent in the task, so a grant revoked
+        because it leaked or its delegator was stopped would live on in it."""
+        node_id: str | None = approval.grant_id
+        first = True
+        while node_id is not None:
+            node = self._grants.leases.node(node_id)
+            if node is None or node.is_revoked:
+                raise GrantError("grant_revoked", "the grant of the approved call, one it "
+                                 "derives from, or its task was revoked: approve the call "
+                                 "alone, or deny it")
+            if first and node.expires_at is not None and node.expires_at <= self._clock.now():
+                raise GrantError("grant_expired", "the grant of the approved call has "
+                                 "expired: approve the call alone, or deny it")
+            node_id, first = node.parent_id, False
 
     def get(self, grant_id: str) -> SimilarGrant:
         found = self._select(approval_grants.c.grant_id == grant_id)

@@ -124,7 +124,7 @@ _DECIDE: tuple[Code, ...] = ("approval_unknown", "approval_already_decided", "ap
            "approval_own_request", "approval_comment_too_long", "reviewer_invalid")
 _SIMILAR: tuple[Code, ...] = ("approval_similar_invalid", "approval_similar_masked",
             "approval_similar_unsupported", "issuance_denied", "task_ended", "proof_missing",
-            "agent_not_active", "grant_revoked")
+            "agent_not_active", "grant_revoked", "grant_expired")
 
 
 @router.get("/v1/approvals", responses=problem_responses())
