@@ -12,6 +12,7 @@ from the environment only: the file belongs to the deployment, a name to a perso
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from proctor.documents import read_toml
 from proctor.errors import ConfigError
 
 __all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "MIN_POOL_SIZE", "POOL_TIMEOUT_SECONDS",
-           "Settings", "load_settings"]
+           "Settings", "config_number", "config_whole_number", "load_settings"]
 
 _DEFAULT_HOME = ".proctor"
 
@@ -115,14 +116,30 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file `{path}` has unknown key `{unknown[0]}`")
     for key, value in data.items():
         if key in _WHOLE_NUMBERS:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"config key `{key}` in `{path}` must be a whole number")
+            config_whole_number(value, key, f"config file `{path}`")
         elif key in _NUMBERS:
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"config key `{key}` in `{path}` must be a number")
+            config_number(value, key, f"config file `{path}`")
         elif not isinstance(value, str):
             raise ConfigError(f"config key `{key}` in `{path}` must be a string")
     return data
+
+
+def config_whole_number(value: object, key: str, where: str) -> int:
+    """``value``, read from ``where`` for ``key``, if it is a whole number (an int, not a
+    bool, nor a float such as ``1.9`` or ``inf``); else a :class:`ConfigError` naming both."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}: `{key}` must be a whole number")
+    return value
+
+
+def config_number(value: object, key: str, where: str) -> float:
+    """``value``, read from ``where`` for ``key``, if it is a finite number; else a
+    :class:`ConfigError` naming both. TOML and YAML both read ``nan`` and ``inf`` as
+    numbers, and every comparison with NaN is false: a ``value <= 0`` check passes it."""
+    if not isinstance(value, int | float) or isinstance(value, bool) \
+            or not math.isfinite(value):
+        raise ConfigError(f"{where}: `{key}` must be a finite number")
+    return float(value)
 
 
 def _seconds(values: dict[str, Any], key: str, default: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import httpx
@@ -62,6 +63,10 @@ upstreams:
      "sensitivity `secret`"),
     ({"gateway": {"max_message_bytes": -1}}, "`max_message_bytes` must be a positive integer"),
     ({"gateway": {"max_answer_bytes": 0}}, "`max_answer_bytes` must be a positive integer"),
+    # YAML's `.nan` passed `<= 0` (every comparison with NaN is false); `.inf` is no limit
+    ({"gateway": {"call_timeout_seconds": math.nan}}, "`call_timeout_seconds` must be a "
+                                                      "positive number"),
+    ({"gateway": {"approval_timeout_seconds": math.inf}}, "`approval_timeout_seconds` must"),
     ({"gateway": {"call_timeout": 3}}, "unknown key `call_timeout`"),
     ({"gateway": {"public_url": "ftp://x"}}, "`public_url` must be an http(s) URL"),
     ({"upstreams": {"git": {"command": ["x"], "env": {"1BAD": "v"}}}}, "name `1BAD`"),

@@ -58,7 +58,19 @@ roles = { admin = "proctor-admins" }
     ("rate_burst = 0", "rate_burst"),
     ("threads = 0", "threads"),
     ('public_url = "ftp://x"', "public_url"),
-    ("max_body_bytes = [1]", "not valid"),
+    ("max_body_bytes = [1]", "`max_body_bytes` must be a whole number"),
+    # int() of an infinity raised OverflowError: a traceback from `proctor serve`
+    ("rate_burst = inf", "`rate_burst` must be a whole number"),
+    ("threads = 1e400", "`threads` must be a whole number"),
+    # float() of NaN passed every range check: the rate limit was off, the sweep failed
+    ("rate_per_second = nan", "`rate_per_second` must be a finite number"),
+    ("sweep_seconds = nan", "`sweep_seconds` must be a finite number"),
+    ("sync_seconds = inf", "`sync_seconds` must be a finite number"),
+    # read as another type by int() and str(): 1 thread, a string of digits, a true
+    ("threads = 1.9", "`threads` must be a whole number"),
+    ('max_body_bytes = "4096"', "`max_body_bytes` must be a whole number"),
+    ("trust_host_header = true", "`trust_host_header` must be a string"),
+    ("oidc_issuers = 5", "`oidc_issuers` must be tables"),
     ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'", "jwks_file, jwks_url"),
     ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\njwks_url = 'https://a/k'\n"
      "roles = { root = 'x' }", "`root` is not a role"),

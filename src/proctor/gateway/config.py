@@ -48,6 +48,7 @@ checks proofs against the address its operator chose.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -293,8 +294,9 @@ def _keys(spec: Any, allowed: set[str], where: str) -> None:
 
 
 def _positive(value: Any, key: str, where: str, *, integer: bool = False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
-            integer and not isinstance(value, int)):
+    # not NaN (`.nan` in YAML), which every comparison passes, nor an infinity
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value <= 0 or (integer and not isinstance(value, int)):
         kind = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{where}: `{key}` must be {kind}")
     return value

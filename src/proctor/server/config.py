@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proctor.config import config_number, config_whole_number
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 from proctor.identity.humans import HumanIssuer, issuer_from_config
@@ -55,8 +56,11 @@ __all__ = ["ServerConfig", "check_listen", "load_server_config"]
 log = logging.getLogger(__name__)
 
 _CONFIG_FILE = "server.toml"
-_KEYS = {"public_url", "trust_host_header", "max_body_bytes", "rate_per_second", "rate_burst",
-         "sweep_seconds", "sync_seconds", "threads", "oidc_issuers", "trusted_proxies"}
+_TYPES: dict[str, type] = {
+    "public_url": str, "trust_host_header": str, "max_body_bytes": int,
+    "rate_per_second": float, "rate_burst": int, "sweep_seconds": float,
+    "sync_seconds": float, "threads": int}
+_KEYS = {*_TYPES, "oidc_issuers", "trusted_proxies"}
 
 
 @dataclass(frozen=True)
@@ -109,24 +113,32 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ConfigError(f"server config `{path}` has unknown key `{unknown[0]}`")
+    where = f"server config `{path}`"
+    # each key's type as the file gives it: no `int()` of a string, a float or an infinity
+    # (an OverflowError and a traceback), no `float()` of NaN (every check of it passes)
+    values: dict[str, Any] = {}
+    for key, kind in _TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: `{key}` must be a string")
+            values[key] = value
+        elif kind is int:
+            values[key] = config_whole_number(value, key, where)
+        else:
+            values[key] = config_number(value, key, where)
+    values["public_url"] = values.get("public_url", "").rstrip("/")
+    values["trust_host_header"] = values.get("trust_host_header", "").strip()
+    values["trusted_proxies"] = trusted_proxies(data.get("trusted_proxies"), where=where)
+    tables = data.get("oidc_issuers", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where}: `oidc_issuers` must be tables (`[[oidc_issuers]]`)")
     try:
-        issuers = tuple(issuer_from_config(entry, path.parent)
-                        for entry in data.pop("oidc_issuers", []))
-        values: dict[str, Any] = {
-            "public_url": str(data.get("public_url", "")).rstrip("/"),
-            "trust_host_header": str(data.get("trust_host_header", "")).strip(),
-            "max_body_bytes": int(data.get("max_body_bytes", ServerConfig.max_body_bytes)),
-            "rate_per_second": float(data.get("rate_per_second",
-                                              ServerConfig.rate_per_second)),
-            "rate_burst": int(data.get("rate_burst", ServerConfig.rate_burst)),
-            "sweep_seconds": float(data.get("sweep_seconds", ServerConfig.sweep_seconds)),
-            "sync_seconds": float(data.get("sync_seconds", ServerConfig.sync_seconds)),
-            "threads": int(data.get("threads", ServerConfig.threads)),
-            "trusted_proxies": trusted_proxies(data.get("trusted_proxies"),
-                                               where=f"server config `{path}`"),
-        }
+        issuers = tuple(issuer_from_config(entry, path.parent) for entry in tables)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"server config `{path}` is not valid: missing or wrong {exc}") from exc
+        raise ConfigError(f"{where} is not valid: missing or wrong {exc}") from exc
     return ServerConfig(**values, oidc_issuers=issuers)
 
 
