@@ -113,14 +113,33 @@ def load_catalog(path: Path) -> ToolCatalog:
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "server" not in item or "name" not in item:
             raise ConfigError(f"tool catalog `{path}`: entry {i + 1} needs `server` and `name`")
+        _check_entry(item, f"tool catalog `{path}`: entry {i + 1}")
         tools.append(
             ToolSpec(
-                server=str(item["server"]),
-                name=str(item["name"]),
-                sensitivity=Sensitivity.parse(str(item.get("sensitivity", "internal"))),
-                destination=str(item.get("destination", "localhost")),
+                server=item["server"],
+                name=item["name"],
+                sensitivity=Sensitivity.parse(item.get("sensitivity") or "internal"),
+                destination=item.get("destination") or "localhost",
                 connector=item.get("connector"),
                 input_schema=item.get("input_schema") or {},
             )
         )
     return ToolCatalog(tools)
+
+
+_ENTRY_KEYS = ("server", "name", "sensitivity", "destination", "connector", "input_schema")
+
+
+def _check_entry(item: dict[Any, Any], where: str) -> None:
+    """An entry's keys and types: a mistyped key (`sensitvity: restricted`) left the tool
+    `internal`, a number for a name was read as its digits."""
+    unknown = sorted(set(map(str, item)) - set(_ENTRY_KEYS))
+    if unknown:
+        raise ConfigError(f"{where} has unknown key `{unknown[0]}` (known: "
+                          f"{', '.join(_ENTRY_KEYS)})")
+    for key in _ENTRY_KEYS[:-1]:
+        value = item.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where}: `{key}` must be a non-empty string")
+    if not isinstance(item.get("input_schema") or {}, dict):
+        raise ConfigError(f"{where}: `input_schema` must be a mapping (a JSON schema)")

@@ -56,33 +56,85 @@ def tool_entities(catalog: ToolCatalog) -> list[dict[str, Any]]:
     return out
 
 
+# what each section's entries may say, and as what: a typo (`role:` for `roles:`) or
+# a string for a list (`groups: admins`, read letter by letter) is refused, not ignored
+_FIELDS: dict[str, dict[str, type]] = {
+    "groups": {"id": str, "groups": list},
+    "humans": {"id": str, "roles": list, "groups": list},
+    "agents": {"id": str, "owner": str, "groups": list, "trust_state": str, "risk_score": int},
+    "connectors": {"id": str, "vendor": str, "scopes": list},
+}
+_REQUIRED = {"agents": ("id", "owner")}
+
+
 def principal_entities(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Cedar entities from a principals document (``humans``, ``groups``, ``agents``,
-    ``connectors``). Humans' ids (and agents' owners) are taken in canonical form."""
+    ``connectors``). Humans' ids (and agents' owners) are taken in canonical form.
+    A document of another shape is a :class:`ConfigError` naming the entry and key."""
     out: list[dict[str, Any]] = []
-    for group in spec.get("groups") or ():
-        out.append({"uid": _uid("Group", str(group["id"])), "attrs": {},
+    for group in _entries(spec, "groups"):
+        out.append({"uid": _uid("Group", group["id"]), "attrs": {},
                     "parents": [_uid("Group", g) for g in group.get("groups") or ()]})
-    for human in spec.get("humans") or ():
+    for human in _entries(spec, "humans"):
         out.append({
-            "uid": _uid("Human", str(human["id"])),
+            "uid": _uid("Human", human["id"]),
             "attrs": {"roles": list(human.get("roles") or ())},
             "parents": [_uid("Group", g) for g in human.get("groups") or ()],
         })
-    for agent in spec.get("agents") or ():
+    for agent in _entries(spec, "agents"):
         out.append(agent_entity(
-            str(agent["id"]), owner=str(agent["owner"]), groups=agent.get("groups") or (),
-            trust_state=str(agent.get("trust_state", "trusted")),
-            risk_score=int(agent.get("risk_score", 0)),
+            agent["id"], owner=agent["owner"], groups=agent.get("groups") or (),
+            trust_state=agent.get("trust_state") or "trusted",
+            risk_score=agent.get("risk_score") or 0,
         ))
-    for connector in spec.get("connectors") or ():
+    for connector in _entries(spec, "connectors"):
         out.append({
-            "uid": _uid("Connector", str(connector["id"])),
-            "attrs": {"vendor": str(connector.get("vendor", "")),
+            "uid": _uid("Connector", connector["id"]),
+            "attrs": {"vendor": connector.get("vendor") or "",
                       "scopes": list(connector.get("scopes") or ())},
             "parents": [],
         })
     return out
+
+
+def _entries(spec: Mapping[str, Any], section: str) -> list[Mapping[str, Any]]:
+    """The entries of ``section``, each checked against :data:`_FIELDS`."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError("the document must be a mapping of humans, groups, agents "
+                          "and connectors")
+    unknown = sorted(set(map(str, spec)) - _FIELDS.keys())
+    if unknown:
+        raise ConfigError(f"unknown section `{unknown[0]}` (known: humans, groups, agents, "
+                          "connectors)")
+    entries = spec.get(section)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"`{section}` must be a list")
+    fields = _FIELDS[section]
+    for index, entry in enumerate(entries):
+        where = f"`{section}` entry {index + 1}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where} must be a mapping")
+        unknown = sorted(set(map(str, entry)) - fields.keys())
+        if unknown:
+            raise ConfigError(f"{where} has unknown key `{unknown[0]}`")
+        for key in _REQUIRED.get(section, ("id",)):
+            if entry.get(key) is None:
+                raise ConfigError(f"{where} needs `{key}`")
+        for key, kind in fields.items():
+            value = entry.get(key)
+            if value is None:
+                continue
+            if kind is list:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{where}: `{key}` must be a list of strings")
+            elif kind is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{where}: `{key}` must be a whole number")
+            elif not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: `{key}` must be a non-empty string")
+    return entries
 
 
 def agent_entity(
@@ -117,8 +169,8 @@ def load_principals(path: Path) -> list[dict[str, Any]]:
     spec = read_yaml(path, what="entities file", error=ConfigError) or {}
     try:
         return principal_entities(spec)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"entities file `{path}` is not valid: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"entities file `{path}`: {exc.message}") from exc
 
 
 class EntityGraph:
