@@ -130,3 +130,37 @@ def test_the_owner_and_the_approver_are_kept_in_canonical_form(runtime: Runtime,
     assert own.value.code == "approval_own_request"
     decided = desk(runtime).decide(pending.id, approver=" Erin@ACME.example ", approve=True)
     assert decided.approval.decided_by == APPROVER
+
+
+def test_the_owner_of_a_delegated_agent_may_not_approve_its_call(runtime: Runtime,
+                                                                 agents: Agents) -> None:
+    # Carol's helper agent receives refunds from Bob's coder, in Bob's task: its large
+    # refund waits for a human. Only Bob (the task's human) was kept from approving it:
+    # Carol, an approver, approved her own agent's call, and approved similar ones
+    # (found by review). The owner of the agent whose call it is is the owner too.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from joserfc.jwk import ECKey
+
+    from proctor.identity import OwnKeyProof
+    from tests.approvals.test_similar import delegated_refunds
+    from tests.identity.factories import manifest, public_jwk
+
+    helper, carol = "spiffe://acme.example/agent/helper", "Carol@Acme.example"
+    key = ECKey.generate_key("P-256", private=True)
+    runtime.registry.register(helper, owner=carol, groups=["support-agents"],
+                              proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
+    runtime.enforcer.refresh_principals()
+    assert isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+    agents.keys[helper] = key.private_key
+    _, child = delegated_refunds(runtime, agents, helper)
+    request = agents.call(child, "crm/issue_refund", refund(25_000)).approval
+    assert request is not None and request.on_behalf_of == OWNER
+    for who in ("carol@acme.example", OWNER):
+        assert not desk(runtime).may_decide(request, who)
+        for terms in (None, SimilarTerms()):
+            with pytest.raises(ApprovalError) as own:
+                desk(runtime).decide(request.id, approver=who, approve=True, similar=terms)
+            assert own.value.code == "approval_own_request", who
+    assert runtime.approvals.get(request.id).status is ApprovalStatus.PENDING
+    assert desk(runtime).decide(request.id, approver="carol@acme.example", approve=False
+                                ).approval.status is ApprovalStatus.DENIED

@@ -23,13 +23,14 @@ REFUND = [{"tool": "crm/issue_refund"}]
 EMAIL = [{"tool": "email/send_email"}]
 
 
-def delegated_refunds(runtime: Runtime, agents: Agents) -> tuple[IssuedGrant, IssuedGrant]:
-    """The coder's grant of refunds, and the child it hands on to the support agent
-    (five minutes)."""
+def delegated_refunds(runtime: Runtime, agents: Agents, to_agent: str = SUPPORT
+                      ) -> tuple[IssuedGrant, IssuedGrant]:
+    """The coder's grant of refunds, and the child it hands on to ``to_agent`` (five
+    minutes)."""
     parent = agents.grant(CODER, REFUND)
     proof = make_proof(agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
                        target=issuer_for(runtime.settings), now=runtime.clock.now())
-    child = runtime.grants.exchange(parent.token, proof, to_agent=SUPPORT, ttl_seconds=300,
+    child = runtime.grants.exchange(parent.token, proof, to_agent=to_agent, ttl_seconds=300,
                                     scope=GrantScope.from_json({"tools": REFUND}))
     assert isinstance(child, IssuedGrant)
     return parent, child

@@ -8,8 +8,9 @@ permit that asks for approval::
     @owner_may_approve("true")        // default: the owner may not
     permit (principal in Group::"support-agents", ...);
 
-By default the human an agent acts for (its task's ``on_behalf_of``) may not
-approve that agent's requests; the two ids are compared in canonical form
+By default the human an agent acts for (its task's ``on_behalf_of``), and the
+agent's own owner (they differ for an agent a grant of another's task was delegated
+to), may not approve that agent's requests; the ids are compared in canonical form
 (:mod:`proctor.human_ids`), so ``Bob@Acme.example`` is ``bob@acme.example``.
 A request's owner may approve it only when every ``@approval`` policy that
 asked for it says ``@owner_may_approve("true")`` in the policy set active at
@@ -32,7 +33,6 @@ from proctor.approvals.similar import (
 from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.grants import GrantAuthority
-from proctor.human_ids import is_same_human
 from proctor.identity.people import check_human
 from proctor.policy import PolicyEngine
 from proctor.store import Store
@@ -91,7 +91,7 @@ class ApprovalDesk:
         """Whether ``approver`` could decide ``approval`` now (for showing buttons)."""
         if not approval.is_pending:
             return False
-        return not approve or not is_same_human(approver, approval.on_behalf_of) or \
+        return not approve or not self.queue.is_owner(approval, approver) or \
             self.owner_may_approve(approval)
 
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",

@@ -30,7 +30,7 @@ from proctor.clock import Clock
 from proctor.errors import ApprovalError
 from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
-from proctor.store.tables import approvals, grants
+from proctor.store.tables import agents, approvals, grants
 
 __all__ = ["REQUESTED_ACTION", "Approval", "ApprovalQueue", "ApprovalStatus", "NewApproval",
            "approval_requested_event"]
@@ -242,21 +242,35 @@ class ApprovalQueue:
                                 f"approval `{approval_id}` was decided or expired meanwhile")
         return self.get(approval_id)
 
-    @staticmethod
-    def check_decidable(approval: Approval, *, approver: str, allow_owner: bool = False) -> None:
+    def check_decidable(self, approval: Approval, *, approver: str,
+                        allow_owner: bool = False) -> None:
         """Raise :class:`ApprovalError` unless ``approver`` may decide ``approval`` now.
 
-        The approver and the owner are compared in canonical form: a different letter
-        case or Unicode spelling of the owner's id is the owner.
+        The approver and the owners are compared in canonical form: a different letter
+        case or Unicode spelling of an owner's id is that owner.
         """
         if approval.status is ApprovalStatus.EXPIRED:
             raise ApprovalError("approval_expired", f"approval `{approval.id}` has expired")
         if not approval.is_pending:
             raise ApprovalError("approval_already_decided",
                                 f"approval `{approval.id}` is already {approval.status}")
-        if not allow_owner and is_same_human(approver, approval.on_behalf_of):
-            raise ApprovalError("approval_own_request", "the human the agent acts for may not "
-                                "approve its request (separation of duties)")
+        if not allow_owner and self.is_owner(approval, approver):
+            raise ApprovalError("approval_own_request", "the human the agent acts for, or the "
+                                "agent's owner, may not approve its request (separation of "
+                                "duties)")
+
+    def is_owner(self, approval: Approval, human: str) -> bool:
+        """Whether ``human`` is one of the request's owners: the human the task acts for,
+        or the owner of the agent whose call it is. They differ for a call of an agent a
+        grant was delegated to (Carol's agent working in Bob's task): Carol vouching for
+        her own agent is as much a conflict of interest as Bob vouching for his task.
+        An agent whose row is gone (never, agents are retired) counts as owned by all."""
+        if is_same_human(human, approval.on_behalf_of):
+            return True
+        with self._store.reading() as conn:
+            owner = conn.execute(select(agents.c.owner).where(
+                agents.c.id == approval.agent_id)).scalar()
+        return owner is None or is_same_human(human, str(owner))
 
     def _event(self, approval: Approval, approver: str, status: str, comment: str,
                source: str | None) -> AuditEvent:
