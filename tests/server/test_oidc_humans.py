@@ -269,3 +269,20 @@ async def test_a_token_another_client_was_given_never_signs_in_as_its_human(
     for token in (provider.token(now, aud=["proctor-api", "proctor-api"]),
                   provider.token(now, aud="proctor-api", azp="proctor-cli")):
         assert (await client.get("/v1/whoami", headers=bearer(token))).status_code == 200
+
+
+async def test_an_email_the_provider_has_not_verified_never_names_a_human(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    # The human's id is the `email` claim here. A provider that lets a user set an
+    # address it has not verified says so (`email_verified: false`); such a token named
+    # whoever's address the user typed: Bob, an approver, signed in as Erin and approved
+    # his own agent's calls as someone else (found by review; the "nOAuth" class).
+    now = int(frozen.now().timestamp())
+    for unverified in (False, "false", "FALSE"):
+        token = provider.token(now, email_verified=unverified, groups=["payments-approvers"])
+        assert_problem(await client.get("/v1/whoami", headers=bearer(token)), 401,
+                       "proof_claims_invalid")
+    for verified in (True, "true", None):  # a provider that never says is unchanged
+        token = provider.token(now, email_verified=verified)
+        assert (await client.get("/v1/whoami", headers=bearer(token))).json()["id"] == \
+            "erin@acme.example"

@@ -9,11 +9,12 @@ token names a key not seen yet).
 
 The human's id is one claim (``sub`` by default; ``email`` is common) and the
 roles come from another (``roles`` by default), mapped to proctor's roles. An id
-that is a SPIFFE ID is refused: agents never sign in as humans. A token with several audiences is
-taken only if it was issued to proctor (its ``azp`` is proctor's audience, OIDC Core
-3.1.3.7): another client the provider lists beside proctor in ``aud`` would otherwise
-sign in as its human, with their roles. The id is taken
-in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
+that is a SPIFFE ID is refused: agents never sign in as humans; so is one the
+provider says it has not verified (``email_verified: false`` for ``email``). A
+token with several audiences is taken only if it was issued to proctor (its ``azp``
+is proctor's audience, OIDC Core 3.1.3.7): another client the provider lists beside
+proctor in ``aud`` would otherwise sign in as its human, with their roles. The id is
+taken in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
 ``bob@acme.example``, and an id with invisible characters or mixed scripts is
 refused.
 """
@@ -87,6 +88,7 @@ class HumanVerifier:
         verified = self._tokens.verify(token, now=now)
         issuer, subject = verified.issuer, verified.subject
         _check_authorized_party(verified.claims, issuer.audience)
+        _check_verified(verified.claims, issuer.subject_claim)
         problem = human_id_problem(subject)
         if problem is not None:
             raise IdentityError("proof_claims_invalid",
@@ -100,6 +102,18 @@ class HumanVerifier:
                                 "the token names the system; humans sign in here")
         return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
                              verified.expires_at)
+
+
+def _check_verified(claims: Mapping[str, Any], subject_claim: str) -> None:
+    """Refuse a token whose provider says it has not verified the claim that names the
+    human (``email_verified: false`` for ``email``, OIDC Core 5.1): a user who may set
+    an address the provider does not check would sign in as whoever owns it. A provider
+    that never says (no such claim) is taken at its word, as configured."""
+    flag = claims.get(f"{subject_claim}_verified")
+    if flag is False or (isinstance(flag, str) and flag.strip().lower() == "false"):
+        raise IdentityError("proof_claims_invalid",
+                            f"the provider has not verified the token's `{subject_claim}` "
+                            f"(`{subject_claim}_verified` is false): it names no human")
 
 
 def _check_authorized_party(claims: Mapping[str, Any], audience: str) -> None:
