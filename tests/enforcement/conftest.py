@@ -16,6 +16,7 @@ from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.grants import GrantScope, IssuedGrant, make_proof
+from proctor.grants.issuance import DecidedOn
 from proctor.identity import OwnKeyProof
 from proctor.runtime import Runtime, init_home, open_runtime
 from tests.identity.factories import manifest, public_jwk
@@ -62,6 +63,39 @@ def runtime(database_url: str, tmp_path: Path, frozen: FrozenClock) -> Iterator[
     runtime = open_runtime(settings, clock=frozen)
     yield runtime
     runtime.close()
+
+
+@pytest.fixture
+def other(runtime: Runtime) -> Iterator[Runtime]:
+    """Another node on the same database."""
+    node = open_runtime(runtime.settings, clock=runtime.clock)
+    yield node
+    node.close()
+
+
+RISKY_GRANTS = ('@id("no-grants-for-risky-agents")\n@reason("no new grants at a risk over 50")\n'
+                'forbid (principal, action == Action::"grant:issue", resource)\n'
+                'when { principal.risk_score > 50 };\n')
+
+
+def rise_after_first_read(runtime: Runtime, other: Runtime, watched: str,
+                          risen: int) -> list[int]:
+    """From now on ``runtime`` decides issuances on agents as it reads them, and ``other``
+    commits ``risen`` as ``watched``'s risk score right after ``runtime`` first read that
+    agent (after the read, before the issuance's write). Returns the scores read of it,
+    in order, as they come."""
+    read: list[int] = []
+
+    def read_then_risen(agent_id: str, *, strict: bool) -> DecidedOn | None:
+        state = runtime.enforcer.ensure_current(agent_id, strict=strict)
+        if agent_id == watched and state is not None:
+            read.append(state.risk[0])
+            if len(read) == 1:
+                other.registry.set_risk_score(watched, risen)
+        return state
+
+    runtime.grants.decide_on_current(read_then_risen)
+    return read
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from proctor.runtime import Runtime
 from tests.identity.factories import manifest
 
 from .conftest import SUPPORT, TARGET, Agents
-from .test_stale_views import ARGS, LOOKUP, _call_events, news_held, other  # noqa: F401
+from .test_stale_views import ARGS, LOOKUP, _call_events, news_held
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ WAIT = 60  # seconds: a bound on every wait, never a pause
 
 
 async def test_an_allow_on_a_stale_view_decided_on_the_loop_is_decided_once_more(
-        runtime: Runtime, other: Runtime, agents: Agents) -> None:  # noqa: F811
+        runtime: Runtime, other: Runtime, agents: Agents) -> None:
     grant = agents.grant(SUPPORT, [{"tool": LOOKUP}])
     assert agents.call(grant, LOOKUP, ARGS).is_allowed
     before = len(_call_events(runtime, LOOKUP))

@@ -29,28 +29,28 @@ from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import GrantError
 from proctor.grants import GrantScope, HolderProof, IssuedGrant, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD, ISSUE_METHOD
-from proctor.grants.issuance import DecidedOn
 from proctor.identity.agent import TrustState
 from proctor.policy import Outcome
 from proctor.policy.source import read_policy_dir
-from proctor.runtime import Runtime, issuer_for, open_runtime
+from proctor.runtime import Runtime, issuer_for
 from proctor.store.tables import changes, policy_revisions, tasks
 from tests.identity.factories import manifest
 
-from .conftest import APPROVER, CODER, OWNER, SUPPORT, TARGET, Agents
+from .conftest import (
+    APPROVER,
+    CODER,
+    OWNER,
+    RISKY_GRANTS,
+    SUPPORT,
+    TARGET,
+    Agents,
+    rise_after_first_read,
+)
 
 LOOKUP = "crm/lookup_customer"  # confidential: forbidden to a drifted agent
 ARGS = {"customer_id": "c-1"}
 OUTSIDE = {"to": "someone@example.org", "subject": "hi", "body": "..."}
 CONFIDENTIAL = 2
-
-
-@pytest.fixture
-def other(runtime: Runtime) -> Iterator[Runtime]:
-    """Another node on the same database."""
-    node = open_runtime(runtime.settings, clock=runtime.clock)
-    yield node
-    node.close()
 
 
 def read_confidential(node: Runtime, task_id: str) -> None:
@@ -226,11 +226,6 @@ def test_a_policy_revision_activated_on_another_node_is_never_allowed_around(
     assert verdict.revision == revision
 
 
-RISKY_GRANTS = ('@id("no-grants-for-risky-agents")\n@reason("no new grants at a risk over 50")\n'
-                'forbid (principal, action == Action::"grant:issue", resource)\n'
-                'when { principal.risk_score > 50 };\n')
-
-
 class Asking:
     """A grant of ``LOOKUP`` for SUPPORT, issued for its task or exchanged from CODER's."""
 
@@ -313,17 +308,8 @@ def test_an_exchange_confirms_the_delegator_as_its_tools_were_decided_for_it(
     score = runtime.registry.get(CODER).risk_score
     assert score < 50
     risen = score + 1 if allowed else 70
-    read: list[int] = []
-
-    def read_then_risen(agent_id: str, *, strict: bool) -> DecidedOn | None:
-        state = runtime.enforcer.ensure_current(agent_id, strict=strict)
-        if agent_id == CODER and state is not None:
-            read.append(state.risk[0])
-            if len(read) == 1:  # after the delegator was read, before the child's write
-                other.registry.set_risk_score(CODER, risen)
-        return state
-
-    runtime.grants.decide_on_current(read_then_risen)
+    # committed after the delegator was read, before the child's write
+    read = rise_after_first_read(runtime, other, CODER, risen)
     before = len(_issue_events(runtime, CODER))
     with news_held(runtime):
         _answered(ask, allowed)

@@ -13,12 +13,14 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from spiffe import JwtBundle
 
+from proctor.config import Settings
 from proctor.identity import Manifest, OidcIssuer, jwt_bundle_from_jwks
 from proctor.identity.jwks import FileKeys
 
@@ -130,6 +132,21 @@ class SvidAuthority:
         claims = {"sub": agent_id, "aud": audience, "exp": at + ttl, "iat": at, **extra}
         return sign(self.key, self.alg, {k: v for k, v in claims.items() if v is not None},
                     kid=self.kid, typ="JWT")
+
+
+def svid_home(home: Path, database_url: str, svids: SvidAuthority) -> Settings:
+    """A new home on ``database_url`` that trusts ``svids``' bundle for acme.example, so
+    agents may prove themselves by JWT-SVID (``init_home`` run)."""
+    from proctor.runtime import init_home  # the whole runtime: only for those who ask
+
+    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
+                        trust_domain=svids.trust_domain)
+    init_home(settings)
+    (home / "bundle.json").write_text(json.dumps({"keys": [
+        {**public_jwk(svids.key), "kid": svids.kid, "use": "jwt-svid"}]}))
+    (home / "identity.toml").write_text(f'[[trust_bundles]]\ntrust_domain = '
+                                        f'"{svids.trust_domain}"\njwks_file = "bundle.json"\n')
+    return settings
 
 
 @dataclass

@@ -4,7 +4,6 @@ its grants, and a review brings none back."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,10 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from proctor.clock import FrozenClock
-from proctor.config import Settings
 from proctor.grants import make_proof
-from proctor.runtime import Runtime, init_home, issuer_for, open_runtime
-from tests.identity.factories import SvidAuthority, public_jwk
+from proctor.runtime import Runtime, issuer_for, open_runtime
+from tests.identity.factories import SvidAuthority, manifest, svid_home
 
 from .conftest import BASE_URL, CODER, OWNER, SUPPORT, TARGET, Api, make_app
 from .test_authentication import assert_problem
@@ -37,15 +35,7 @@ def svid_runtime(database_url: str, tmp_path: Path, frozen: FrozenClock,
                  svids: SvidAuthority) -> Iterator[Runtime]:
     """A home that trusts one SPIFFE trust bundle, so agents may prove themselves by
     JWT-SVID."""
-    home = tmp_path / "home"
-    settings = Settings(home=home, database_url=database_url, policy_dir=home / "policies",
-                        trust_domain="acme.example")
-    init_home(settings)
-    (home / "bundle.json").write_text(json.dumps({"keys": [
-        {**public_jwk(svids.key), "kid": svids.kid, "use": "jwt-svid"}]}))
-    (home / "identity.toml").write_text(
-        '[[trust_bundles]]\ntrust_domain = "acme.example"\njwks_file = "bundle.json"\n')
-    runtime = open_runtime(settings, clock=frozen)
+    runtime = open_runtime(svid_home(tmp_path / "home", database_url, svids), clock=frozen)
     yield runtime
     runtime.close()
 
@@ -133,6 +123,32 @@ async def test_a_delegation_to_an_agent_without_a_key_is_an_offer_only_it_can_re
         "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
         "call": {"tool": "kb/search_articles", "args": {"query": "q"}}, "target": TARGET})
     assert decided.status_code == 403
+
+
+async def test_an_offer_is_not_redeemed_once_its_delegator_no_longer_holds_its_grant(
+        api: Api, svids: SvidAuthority) -> None:
+    # the delegator is reviewed on another manifest after the exchange: its grant is no
+    # longer its own to hand on, and the offer it made is refused (403: the redeemer's
+    # credential is fine), audited, not taken
+    issuer = issuer_for(api.runtime.settings)
+    parent = await api.grant(SUPPORT, KB)
+    offered = await _exchange(api, parent, FINANCE)
+    assert offered.json()["kind"] == "offer"
+    api.runtime.registry.review(SUPPORT, reviewer="erin@acme.example",
+                                manifest=manifest(model_id="its-next-model"))
+    svid = _svid(api, svids)
+    key = ec.generate_private_key(ec.SECP256R1())
+    redeem = f"/v1/grants/offers/{offered.json()['offer']}/redeem"
+    refused = await api.client.post(redeem, headers={"Authorization": f"Bearer {svid}"},
+                                    json={"holder_proof": make_proof(
+                                        key, svid, method="grant/issue", target=issuer,
+                                        now=api.clock.now())})
+    assert_problem(refused, 403, "grant_manifest_changed")
+    assert api.runtime.grants.offer_of(offered.json()["offer"]).redeemed_at is None
+    denied = [e.event for e in api.events() if e.event["action"] == "grant:issue"
+              and e.event["outcome"] == "denied"]
+    assert [(e["actor"]["id"], e["detail"]["code"]) for e in denied] == [
+        (FINANCE, "grant_manifest_changed")]
 
 
 async def test_an_operator_offers_a_grant_and_the_agent_redeems_it(

@@ -49,6 +49,7 @@ from proctor.grants.issuance import (
     EnsureCurrent,
     IssuedGrant,
     Issuer,
+    ParentGrant,
     Request,
 )
 from proctor.grants.leases import LeaseNode, LeaseTree
@@ -315,18 +316,10 @@ class GrantAuthority:
             key = receiver.key_thumbprint
             decided = self._issuer.decide_unwritten(
                 request, ttl_seconds=ttl, again=True if again is None else again)
-        # the delegator hands on no more than policy would issue it now: the child's
-        # tools are decided for it too (audited), so a delegator that drifted, or that a
-        # policy refuses them since, cannot have them used in its task by another agent.
-        # Its allows go with the child's write (after the child's own events): a child
-        # refused there leaves none of them. That write confirms the delegator as decided
-        # on here (read from the store), as it confirms the child's agent
-        delegator = self._issuer.decide_unwritten(Request(
-            task, parent.agent_id, wanted, request.expires_at, max_uses,
-            parent.ancestors[0] if parent.ancestors else task.id, parent.ancestors,
-            parent.actor_chain, approved), ttl_seconds=ttl,
-            again=again if again is not None else False, strict=True)
-        decided = self._issuer.also(decided, delegator, parent)
+        # the delegator hands on no more than policy would issue it now (audited; the
+        # child's write confirms it as decided on here)
+        decided = self._issuer.decide_delegated(decided, request, ParentGrant.of(parent),
+                                                ttl_seconds=ttl, again=again)
         if key is None:  # an offer: its events go with its write
             return self._issuer.offer(request, decided)
         return self._issuer.grant(request, key, None, decided=decided)
@@ -334,7 +327,10 @@ class GrantAuthority:
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
         together with the agent's own identity proof. Decided again, audited (once more
-        if its write found another policy revision active: ``policy_changed``)."""
+        if its write found another policy revision active: ``policy_changed``); an
+        exchange's offer for its delegator too, exactly as the exchange was
+        (:meth:`~proctor.grants.issuance.Issuer.decide_delegated`: the delegator's state
+        now, confirmed by the grant's write)."""
         return _once_more(lambda again: self._redeemed(offer_id, holder, again))
 
     def _redeemed(self, offer_id: str, holder: HolderProof,
@@ -355,6 +351,9 @@ class GrantAuthority:
         # its events go with the grant's write, which takes the offer (NewGrant)
         decided = self._issuer.decide_unwritten(
             request, ttl_seconds=ttl, again=True if again is None else again)
+        if offer.is_delegated:  # decided for the delegator again, as the exchange was
+            decided = self._issuer.decide_delegated(decided, request, _parent_of(offer),
+                                                    ttl_seconds=ttl, again=again)
         return self._issuer.grant(request, key, proof, offer=offer, decided=decided)
 
     def cancel_offer(self, offer_id: str, reason: str) -> bool:
@@ -608,6 +607,19 @@ class GrantAuthority:
             self.end_lapsed(task_id, lapsed.message)
             raise lapsed
         return task
+
+
+def _parent_of(offer: GrantOffer) -> ParentGrant:
+    """The grant an exchange's offer hands on, as its delegator held it: the first of the
+    offer's line. An offer stored before the parent's key was kept with it cannot be
+    confirmed for its delegator: refused (an offer lives minutes; the delegator asks
+    again)."""
+    if offer.parent_key is None or not offer.actor_chain:
+        raise GrantError("offer_expired", f"offer `{offer.id}` was made by an earlier "
+                         "version, which did not keep what its redemption confirms of the "
+                         "delegator: ask for it again")
+    return ParentGrant(offer.parent_id, offer.actor_chain[0], offer.ancestors[1:],
+                       offer.actor_chain[1:], offer.parent_key, offer.parent_manifest)
 
 
 _T = TypeVar("_T")

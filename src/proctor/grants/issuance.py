@@ -16,9 +16,10 @@ A grant issued or exchanged is decided on what this process holds (the agent fro
 view, the policy revision its engine runs); its write confirms both: the agent in the
 trust state, with the risk, key and manifest decided on (``agent_changed``), and the
 policy revision decided on still the active one (``policy_changed``, another process
-activated one that this one loads every ``sync_seconds``). An exchange's write confirms
-its delegator the same way, in the trust state and risk its tools were decided for it on
-(read from the store), its grant still usable by it (:func:`_confirm_delegator`). Such a
+activated one that this one loads every ``sync_seconds``). An exchange's write, and the
+write of the redemption of an offer an exchange made, confirm the delegator the same
+way, in the trust state and risk the tools were decided for it on (read from the store:
+:meth:`Issuer.decide_delegated`), its grant still usable by it (:func:`_confirm_delegator`). Such a
 refusal stores nothing and drops what was stale here (the agent's entry in the view;
 the engine's revision, loaded again), and the issuance is decided once more
 (:meth:`~proctor.grants.authority.GrantAuthority.issue`, ``exchange``).
@@ -86,7 +87,7 @@ from proctor.store.tables import grants, policy_revisions
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "Delegator", "EnsureCurrent",
-           "IssuedGrant", "Issuer", "NewGrant", "NewOffer"]
+           "IssuedGrant", "Issuer", "NewGrant", "NewOffer", "ParentGrant"]
 
 ISSUE_METHOD = "grant/issue"
 # an issuance whose write refused it for what another process had changed meanwhile:
@@ -127,6 +128,25 @@ class Delegator(NamedTuple):
     decided: DecidedOn | None
     key_thumbprint: str
     manifest_digest: str | None
+
+
+class ParentGrant(NamedTuple):
+    """The grant a delegated grant (or offer) is made from, as its delegator holds it:
+    the grant, its agent (the delegator) and that grant's own line, which the child's
+    tools are decided in for the delegator, and the key and manifest it is bound to,
+    which the child's write confirms the delegator still holds (:class:`Delegator`)."""
+
+    grant_id: str
+    agent_id: str
+    ancestors: tuple[str, ...]
+    actor_chain: tuple[str, ...]
+    key_thumbprint: str
+    manifest_digest: str | None
+
+    @classmethod
+    def of(cls, claims: GrantClaims) -> ParentGrant:
+        return cls(claims.grant_id, claims.agent_id, claims.ancestors, claims.actor_chain,
+                   claims.key_thumbprint, claims.manifest_digest)
 
 
 class EnsureCurrent(Protocol):
@@ -279,12 +299,33 @@ class Issuer:
         decided = self._decided(request, ttl_seconds, state)
         return Decided(decided.events, decided.agent, decided.revisions, again=bool(again))
 
-    @staticmethod
-    def also(decided: Decided, delegator: Decided, parent: GrantClaims) -> Decided:
-        """``decided`` (an exchange's grant or offer) with ``delegator``'s events (the same
-        tools decided for ``parent``'s agent) after its own, written with them (or not at
-        all), the policy revisions of both confirmed by the write; the agents confirmed
-        are ``decided``'s, and ``parent``'s as ``delegator`` was decided on it."""
+    def decide_delegated(self, decided: Decided, request: Request, parent: ParentGrant, *,
+                         ttl_seconds: int, again: GrantError | None) -> Decided:
+        """``decided`` (the receiver's decisions of a delegated grant or offer, unwritten)
+        decided for the delegator too, as it is now: a delegator hands on no more than
+        policy would issue it now, so one that drifted, or that a policy refuses the tools
+        since, cannot have them used in its task by another agent. An exchange and the
+        redemption of the offer an exchange made both come here.
+
+        First the parent still usable by the delegator as stored (its key and manifest;
+        it active: a refusal is audited as the issuance's), then the child's tools decided
+        for it (read from the store, audited; a refusal raises). Its allows go with the
+        child's write, after the child's own events: a child refused there leaves none of
+        them. That write confirms the delegator as decided on here, as it confirms the
+        receiver (:func:`_confirm_delegator`)."""
+        refusal = binding_refusal(self._agents.binding(parent.agent_id),
+                                  parent.key_thumbprint, parent.manifest_digest)
+        if refusal is not None:
+            if decided.events:
+                self._audit_refusal(decided.events[0], refusal)
+            raise refusal
+        delegator = self.decide_unwritten(Request(
+            request.task, parent.agent_id, request.scope, request.expires_at,
+            request.max_uses, parent.ancestors[0] if parent.ancestors else request.task.id,
+            parent.ancestors, parent.actor_chain, request.approved), ttl_seconds=ttl_seconds,
+            again=again if again is not None else False, strict=True)
+        # the receiver's events first, then the delegator's, written with them (or not at
+        # all); the policy revisions of both confirmed by the write
         revisions = (None if decided.revisions is None or delegator.revisions is None
                      else decided.revisions | delegator.revisions)
         return Decided([*decided.events, *delegator.events], decided.agent, revisions,
@@ -430,7 +471,7 @@ class Issuer:
             self._store_with(self._audit, events, new, "issuance")
             return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
-            self._confirm(conn, request, decided.revisions if decided is not None else None)
+            self._confirm(conn, request, decided)
             if offer is not None:
                 take_offer(conn, offer, claims.grant_id, now)
             if proof is not None:
@@ -496,11 +537,15 @@ class Issuer:
         expires_at = datetime.fromtimestamp(request.expires_at, tz=now.tzinfo)
         if request.task.expires_at is not None:
             expires_at = min(expires_at, request.task.expires_at)
+        held_by = decided.delegator if decided is not None else None
         offer = GrantOffer(
             new_offer_id(), request.task.id, request.parent_id, request.agent_id,
             request.scope, request.max_uses, request.ancestors, request.actor_chain,
             request.approved, now, min(now + timedelta(seconds=OFFER_TTL_SECONDS), expires_at),
-            expires_at, wildcards=request.wildcards)
+            expires_at, wildcards=request.wildcards,
+            # what its redemption confirms of the delegator, as the exchange's write did
+            parent_key=held_by.key_thumbprint if held_by is not None else None,
+            parent_manifest=held_by.manifest_digest if held_by is not None else None)
         events = decided.events if decided is not None else []
         if events and self._audit is not None:
             new2 = NewOffer(offer, request, now, self._agents.binding_in,
@@ -511,15 +556,20 @@ class Issuer:
             self._store_with(self._audit, events, new2, "offer")
             return offer
         with self._store.transaction() as conn:
-            self._confirm(conn, request, decided.revisions if decided is not None else None)
+            self._confirm(conn, request, decided)
             save_offer(conn, offer)
         return offer
 
-    def _confirm(self, conn: Connection, request: Request,
-                 revisions: frozenset[int | None] | None = None) -> None:
-        if not self._agents.confirm_active(conn, request.agent_id):
-            raise AgentError("agent_not_active",
-                             f"agent `{request.agent_id}` is suspended or retired")
+    def _confirm(self, conn: Connection, request: Request, decided: Decided | None) -> None:
+        """Without an audit log: the agent (and a delegator) still active, nothing in the
+        lineage revoked, the policy revisions decided on still active."""
+        revisions = decided.revisions if decided is not None else None
+        delegator = decided.delegator if decided is not None else None
+        for agent_id, who in ((request.agent_id, "agent"),
+                              *(((delegator.agent_id, "delegator"),) if delegator else ())):
+            if not self._agents.confirm_active(conn, agent_id):
+                raise AgentError("agent_not_active",
+                                 f"{who} `{agent_id}` is suspended or retired")
         lineage: Sequence[str] = (request.parent_id, *request.lineage)
         if self._leases.revoked_among(conn, dict.fromkeys(lineage)):
             raise GrantError("grant_revoked", "the parent task or grant is revoked")
@@ -734,10 +784,9 @@ class NewOffer:
                 return WITHDRAWN
             return _refusal_of(self.event, exc, self.now) if self.event is not None else None
         offer = self.offer
-        scope = {**offer.scope.as_json(), **({"wild": offer.wildcards.as_json()["tools"]}
-                                             if offer.wildcards is not None else {})}
         tx.execute(_OFFER, [offer.id, offer.task_id, offer.parent_id, offer.agent_id,
-                            json.dumps(scope), offer.max_uses, json.dumps(list(offer.ancestors)),
+                            json.dumps(offer.stored_scope()), offer.max_uses,
+                            json.dumps(list(offer.ancestors)),
                             json.dumps(list(offer.actor_chain)), offer.approved,
                             tx.time(offer.created_at), tx.time(offer.redeem_by),
                             tx.time(offer.expires_at)])

@@ -14,7 +14,10 @@ its own identity proof and a proof of the key to bind, whose ``ath`` is the
 hash of that identity proof (see :class:`~proctor.grants.holders.HolderProof`).
 An offer is single use and short-lived (``redeem_by``); the grant's own expiry
 is fixed when the offer is made; revoking the parent, ending the task or
-suspending the agent makes it worthless.
+suspending the agent makes it worthless. An exchange's offer is decided again at
+redemption for the delegator too, as the exchange was: it keeps the key and
+manifest of the parent grant, which the redemption confirms the delegator still
+holds.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ class GrantOffer:
     cancelled_at: datetime | None = None
     cancel_reason: str | None = None
     wildcards: GrantScope | None = None
+    # an exchange's: the key and manifest the delegator's grant (the parent) is bound to,
+    # which the redemption confirms the delegator still holds (None: not a delegation, or
+    # an offer stored before they were kept)
+    parent_key: str | None = None
+    parent_manifest: str | None = None
+
+    @property
+    def is_delegated(self) -> bool:
+        """Made by an exchange (its parent a grant), not for a task by an operator."""
+        return self.parent_id != self.task_id
 
     def refusal(self, now: datetime) -> GrantError | None:
         """Why the offer cannot be redeemed now, or None."""
@@ -73,6 +86,16 @@ class GrantOffer:
         if now >= self.redeem_by or now >= self.expires_at:
             return GrantError("offer_expired", f"offer `{self.id}` has expired")
         return None
+
+    def stored_scope(self) -> dict[str, Any]:
+        """The ``scope`` column: the scope, with what the offer keeps beside it (its
+        wildcards as asked for, its parent grant's key and manifest)."""
+        stored = self.scope.as_json()
+        if self.wildcards is not None:
+            stored["wild"] = self.wildcards.as_json()["tools"]
+        if self.parent_key is not None:
+            stored["parent"] = {"key": self.parent_key, "manifest": self.parent_manifest}
+        return stored
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -86,9 +109,7 @@ class GrantOffer:
 def save_offer(conn: Connection, offer: GrantOffer) -> None:
     conn.execute(insert(grant_offers).values(
         id=offer.id, task_id=offer.task_id, parent_id=offer.parent_id,
-        agent_id=offer.agent_id, max_uses=offer.max_uses,
-        scope={**offer.scope.as_json(), **({"wild": offer.wildcards.as_json()["tools"]}
-                                            if offer.wildcards is not None else {})},
+        agent_id=offer.agent_id, max_uses=offer.max_uses, scope=offer.stored_scope(),
         ancestors=list(offer.ancestors), actor_chain=list(offer.actor_chain),
         approved=offer.approved, created_at=offer.created_at, redeem_by=offer.redeem_by,
         expires_at=offer.expires_at))
@@ -99,13 +120,16 @@ def load_offer(conn: Connection, offer_id: str) -> GrantOffer:
     row = conn.execute(select(grant_offers).where(grant_offers.c.id == offer_id)).first()
     if row is None:
         raise GrantError("offer_unknown", f"offer `{offer_id[:80]}` does not exist")
+    parent = row.scope.get("parent")
+    parent = parent if isinstance(parent, dict) else {}
     return GrantOffer(
         row.id, row.task_id, row.parent_id, row.agent_id, GrantScope.from_json(row.scope),
         row.max_uses, tuple(row.ancestors), tuple(row.actor_chain), bool(row.approved),
         as_utc(row.created_at), as_utc(row.redeem_by), as_utc(row.expires_at),
         as_utc(row.redeemed_at) if row.redeemed_at else None, row.grant_id,
         as_utc(row.cancelled_at) if row.cancelled_at else None, row.cancel_reason,
-        GrantScope.from_json({"tools": row.scope["wild"]}) if "wild" in row.scope else None)
+        GrantScope.from_json({"tools": row.scope["wild"]}) if "wild" in row.scope else None,
+        parent.get("key"), parent.get("manifest"))
 
 
 def take_offer(conn: Connection, offer: GrantOffer, grant_id: str, now: datetime) -> None:

@@ -188,7 +188,9 @@ _REDEEM: tuple[Code, ...] = (
     "proof_missing", "proof_invalid", "proof_stale", "proof_replayed", "proof_wrong_key",
     "proof_wrong_target", "proof_key_private", "agent_not_active", "task_ended",
     "task_expired", "task_idle", "issuance_denied", "issuance_pending_approval",
-    "grant_revoked", "delegation_widens_uses", "grant_uses_exhausted", "grant_ttl_invalid")
+    "grant_revoked", "delegation_widens_uses", "grant_uses_exhausted", "grant_ttl_invalid",
+    # an exchange's offer: the delegator no longer holds its grant as it did, or changed
+    "grant_manifest_changed", "grant_wrong_agent", "agent_changed")
 
 
 @router.post("/v1/grants", status_code=201, responses=problem_responses(*_ISSUE))
