@@ -57,3 +57,19 @@ def test_the_sessions_later_revision_fields_are_a_set_of_result_keys() -> None:
     fields = sdk_session._later_revision_fields("tools/call", "2025-11-25")
     assert isinstance(fields, frozenset)
     assert "resultType" in fields and "content" not in fields
+
+
+def test_a_server_session_keeps_its_connection_where_the_relay_reads_it() -> None:
+    # proctor.gateway.relay.Relay.connection: who follows a resource is the agent's
+    # connection, read from the per-request session the SDK builds
+    from mcp.server.connection import Connection
+    from mcp.server.session import ServerSession
+
+    connection = Connection.for_loop(_Outbound(), session_id=None)  # type: ignore[arg-type]
+    session = ServerSession(_Outbound(), connection)  # type: ignore[arg-type]
+    assert session._connection is connection
+
+
+class _Outbound:
+    async def notify(self, method: str, params: Any, opts: Any = None) -> None:
+        return None

@@ -63,7 +63,8 @@ def test_a_line_over_the_cap_is_cut_and_its_rest_discarded_up_to_its_newline() -
 def test_a_cut_head_loses_the_secret_the_cut_fell_in() -> None:
     token = "tok_" + secrets.token_urlsafe(24)
     redaction = StderrRedaction([token])
-    head = f"before {token} {'word ' * 10}{token[:10]}"  # the cap fell inside the second
+    # the cap fell inside the second (the margin is the longest form: hex, twice its length)
+    head = f"before {token} {'word ' * 30}{token[:10]}"
     written = cut(redaction.line(head), redaction.margin)
     assert written.startswith(f"before {KNOWN} word ")
     assert written.endswith(f"word [cut: line over {MAX_LINE_BYTES} bytes]")

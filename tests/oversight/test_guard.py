@@ -189,6 +189,71 @@ def test_a_secret_is_found_in_base64_wherever_it_starts_and_whatever_follows(
                 f"\x89PNG{before}[REDACTED:known_secret]{after}".encode("latin-1"))
 
 
+@pytest.mark.parametrize("encode", [
+    lambda v: v.encode().hex(), lambda v: v.encode().hex().upper(),
+    lambda v: "".join(f"&#x{ord(c):x};" for c in v),
+    lambda v: "".join(f"&#X{ord(c):X}" for c in v),  # no `;`: browsers read it all the same
+    lambda v: "".join(f"&#{ord(c)};" for c in v),
+    lambda v: v[:4] + "".join(f"&#{ord(c)};" for c in v[4:7]) + v[7:],  # some characters
+], ids=["hex", "HEX", "html-hex", "html-hex-bare", "html-decimal", "html-some"])
+def test_an_injected_secret_in_hex_or_character_references_is_redacted(encode: Any) -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    result = guard.scan({"text": f"<p>id {encode(INJECTED)}&amp;more</p>"})
+    assert result.value == {"text": "<p>id [REDACTED:known_secret]&amp;more</p>"}
+    assert [f.kind for f in result.findings] == ["known_secret"]
+
+
+def test_hex_and_character_references_that_are_not_a_secret_are_left_alone() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    near = INJECTED[:-1] + "x"
+    for text in ("fish &amp; chips &#x41;&#66;&#0;&#99999999; &lt;b&gt; & &# &#x;",
+                 near.encode().hex(), "".join(f"&#{ord(c)};" for c in near),
+                 "deadbeef" * 8):
+        result = guard.scan(text)
+        assert (result.value, result.findings) == (text, ()), text
+
+
+def test_a_secret_split_across_adjacent_text_items_is_redacted_in_each() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    content = [{"type": "text", "text": f"key: {INJECTED[:6]}"},
+               {"type": "text", "text": INJECTED[6:12]},
+               {"type": "text", "text": f"{INJECTED[12:]} (end)"},
+               {"type": "image", "data": "", "mimeType": "image/png"},
+               {"type": "text", "text": INJECTED[:3]}]
+    result = guard.scan({"content": content, "lines": [INJECTED[:9], INJECTED[9:] + "!"]})
+    mark = "[REDACTED:known_secret]"
+    assert [c.get("text") for c in result.value["content"]] == [
+        f"key: {mark}", mark, f"{mark} (end)", None, INJECTED[:3]]
+    assert result.value["lines"] == [mark, f"{mark}!"]
+    assert [f.path for f in result.findings] == ["/content/0", "/lines/0"]
+    assert content[0]["text"] == f"key: {INJECTED[:6]}"  # the input is not changed
+    # pieces that do not join into the secret, or not next to each other, are left
+    apart = [INJECTED[:6], "-", INJECTED[6:], {"type": "text", "text": INJECTED[:6]}, 7,
+             {"type": "text", "text": INJECTED[6:]}]
+    assert guard.scan(apart).value == apart
+
+
+@pytest.mark.parametrize("urlsafe", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_media_unpadded_or_urlsafe_is_searched_as_media_and_written_back_alike(
+        urlsafe: bool, padded: bool) -> None:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    guard = OutputGuard(known_secrets=[INJECTED])
+
+    def written(data: bytes) -> str:
+        text = encode(data).decode()
+        return text if padded else text.rstrip("=")
+
+    noise = random.Random(7).randbytes(301)  # its base64 needs padding
+    image = {"type": "image", "data": written(noise), "mimeType": "image/png"}
+    assert guard.scan(image).value == image  # random bytes are not text to redact
+    data = b"\x89PNG\xfb\xff" + INJECTED.encode() + b"\xff" + INJECTED.encode().hex().encode()
+    result = guard.scan({**image, "data": written(data)})
+    mark = b"[REDACTED:known_secret]"
+    assert result.value["data"] == written(b"\x89PNG\xfb\xff" + mark + b"\xff" + mark)
+    assert len(result.findings) == 2
+
+
 def test_media_that_is_not_base64_is_searched_as_text() -> None:
     guard = OutputGuard(known_secrets=[INJECTED])
     result = guard.scan({"mimeType": "text/plain", "blob": f"token={INJECTED}!"})

@@ -12,6 +12,7 @@
       connect_timeout_seconds: 20
       approval_timeout_seconds: 120
       relay_timeout_seconds: 60                # an upstream's question to the agent
+      relay_send_timeout_seconds: 10           # a log, progress or update to the agent
       authorization_servers: [https://proctor.acme.example]   # where grants come from
       trusted_proxies: [10.0.0.2]              # read X-Forwarded-For/-Proto from these only
     upstreams:
@@ -113,6 +114,7 @@ class GatewayConfig:
     connect_timeout_seconds: float = 20.0
     approval_timeout_seconds: float = 120.0
     relay_timeout_seconds: float = 60.0  # a relayed sampling or elicitation request
+    relay_send_timeout_seconds: float = 10.0  # a log, progress or update the agent must take
     revocation_poll_seconds: float = 1.0
     session_idle_seconds: float = 300.0
     authorization_servers: tuple[str, ...] = ()
@@ -170,8 +172,9 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
     _keys(settings, {"public_url", "listen", "max_message_bytes", "max_answer_bytes",
                      "call_timeout_seconds",
                      "connect_timeout_seconds", "approval_timeout_seconds",
-                     "relay_timeout_seconds", "revocation_poll_seconds", "session_idle_seconds",
-                     "authorization_servers", "trusted_proxies"},
+                     "relay_timeout_seconds", "relay_send_timeout_seconds",
+                     "revocation_poll_seconds", "session_idle_seconds", "authorization_servers",
+                     "trusted_proxies"},
           f"{source}: gateway")
     upstreams_data = data.get("upstreams") or {}
     if not isinstance(upstreams_data, dict):
@@ -183,7 +186,8 @@ def parse_gateway_config(data: Any, *, source: str = "<config>",
         if key in settings:
             limits[key] = _positive(settings[key], key, source, integer=True)
     for key in ("call_timeout_seconds", "connect_timeout_seconds", "approval_timeout_seconds",
-                "relay_timeout_seconds", "revocation_poll_seconds", "session_idle_seconds"):
+                "relay_timeout_seconds", "relay_send_timeout_seconds", "revocation_poll_seconds",
+                "session_idle_seconds"):
         if key in settings:
             limits[key] = _positive(settings[key], key, source)
     for key in ("public_url", "listen"):

@@ -33,6 +33,7 @@ from proctor.clock import Clock
 from proctor.enforcement import CallVerdict, Enforcer, ToolCall
 from proctor.errors import GatewayError
 from proctor.gateway.config import GatewayConfig
+from proctor.gateway.delivery import Delivery
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import Relay, RelayBoard
 from proctor.gateway.results import ResultGuard
@@ -121,8 +122,12 @@ class Gateway:
             await results.check_arguments(document, claims=claims,
                                           tool_id="an answer to an upstream's request")
 
+        async def stalled(what: str, waited: float) -> None:
+            await results.dropped(claims, what, waited)
+
         board = RelayBoard(redact, check_leak, results.redact_text,
-                           answer_timeout=self.config.relay_timeout_seconds)
+                           answer_timeout=self.config.relay_timeout_seconds,
+                           delivery=Delivery(self.config.relay_send_timeout_seconds, stalled))
         session = GatewaySession(claims, config=self.config, store=self._store,
                                  leases=self.grants.leases, clock=self.clock,
                                  registry=self.registry,
@@ -262,12 +267,22 @@ class Gateway:
         await self._decide(session, creds, tool, {"uri": uri},
                            "resources/subscribe" if on else "resources/unsubscribe",
                            creds.target_for(server, kind))
-        await self._forward(session, lambda: upstream.connection.subscribe(uri, on=on))
-        if session.relay is not None:
+        connection, board = upstream.connection, session.relay
+        if board is None:  # nobody to hand updates to: the upstream's subscription only
+            await self._forward(session, lambda: connection.subscribe(uri, on=on))
+            return
+        follows, agent = board.follows, relay.connection
+        async with follows.lock:  # the upstream subscribed once for all who follow
             if on:
-                session.relay.subscribe(uri, relay.session)
-            else:
-                session.relay.unsubscribe(uri, relay.session)
+                if not follows.is_subscribed(server, uri, connection):
+                    await self._forward(session, lambda: connection.subscribe(uri, on=True))
+                    follows.subscribed(server, uri, connection)
+                follows.add(server, uri, agent)
+                board.delivery.forgive(agent)
+            elif (follows.remove(server, uri, agent) and not follows.is_followed(server, uri)
+                  and follows.is_subscribed(server, uri, connection)):
+                await self._forward(session, lambda: connection.subscribe(uri, on=False))
+                follows.unsubscribed(server, uri)
 
     def _server_of(self, session: GatewaySession, view: View, uri: str) -> str:
         if not view.prefixed:
@@ -320,7 +335,7 @@ class Gateway:
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name),
                                      pinned=upstream.pinned_digest(name))
-        progress = self._progress(relay)
+        progress = self._progress(session, relay)
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: upstream.connection.call_tool(
                 name, args, progress=progress), relay)
@@ -409,14 +424,17 @@ class Gateway:
                             event_id=verdict.event_id, **named)
         return verdict
 
-    def _progress(self, relay: Relay | None) -> Any:
-        """Relays the upstream's progress on this call, if the agent asked for progress."""
+    def _progress(self, session: GatewaySession, relay: Relay | None) -> Any:
+        """Relays the upstream's progress on this call, if the agent asked for progress,
+        within the session's time bound (:mod:`proctor.gateway.delivery`)."""
         if relay is None or relay.progress_token is None:
             return None
         redact = self.results.redact_text
+        delivery = session.relay.delivery if session.relay is not None else Delivery()
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
-            await relay.progress(done, total, redact(message) if message else message)
+            await delivery.send(relay, "progress", lambda: relay.progress(
+                done, total, redact(message) if message else message))
 
         return progress
 

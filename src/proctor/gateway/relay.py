@@ -17,7 +17,11 @@ waits for the agent's answer ``answer_timeout`` seconds at most (the gateway's
 ``relay_timeout_seconds``), however long the upstream would wait: then the upstream
 is answered ``-32001`` (request timeout) and the agent's request is cancelled.
 
-``resources/updated`` notifications go to the agent connections that subscribed.
+``resources/updated`` notifications go to the agent sessions that follow that
+resource of that upstream (:mod:`proctor.gateway.follows`). Logs, progress and
+updates are handed to the agent within a time bound, or dropped
+(:mod:`proctor.gateway.delivery`): an agent that does not read never holds the
+upstream's reader, nor the other sessions' messages.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import INVALID_REQUEST, REQUEST_TIMEOUT
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT
 
 from proctor.errors import ProctorError
+from proctor.gateway.delivery import Delivery
+from proctor.gateway.follows import Follows
 
 __all__ = ["Relay", "RelayBoard"]
 
@@ -77,19 +84,31 @@ class Relay:
     def session(self) -> ServerSession:
         return self._ctx.session
 
+    @property
+    def connection(self) -> Connection:
+        """The agent's MCP session, the same for each of its requests (``session`` is
+        built per request): who follows a resource. The SDK's own, read from the
+        session (private: ``tests/gateway/test_sdk_private_helpers.py`` names it)."""
+        connection = getattr(self._ctx.session, "_connection", None)
+        if not isinstance(connection, Connection):
+            raise MCPError(code=INTERNAL_ERROR, message="the agent's session is not known")
+        return connection
+
 
 class RelayBoard:
     """Per gateway session: the calls in flight, the log level, the subscriptions."""
 
     def __init__(self, redact: Redact, check_leak: CheckLeak, redact_text: RedactText, *,
-                 answer_timeout: float = DEFAULT_ANSWER_TIMEOUT) -> None:
+                 answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
+                 delivery: Delivery | None = None) -> None:
         self._answer_timeout = answer_timeout
         self._redact = redact
         self._check_leak = check_leak
         self._redact_text = redact_text
         self._active: list[Relay] = []
         self.log_level: str = "info"
-        self._subscribers: dict[str, list[ServerSession]] = {}
+        self.follows = Follows()
+        self.delivery = delivery or Delivery()
 
     @contextmanager
     def during(self, relay: Relay | None) -> Iterator[None]:
@@ -101,14 +120,6 @@ class RelayBoard:
             yield
         finally:
             self._active.remove(relay)
-
-    def subscribe(self, uri: str, session: ServerSession) -> None:
-        self._subscribers.setdefault(uri, []).append(session)
-
-    def unsubscribe(self, uri: str, session: ServerSession) -> None:
-        sessions = self._subscribers.get(uri, [])
-        if session in sessions:
-            sessions.remove(session)
 
     # the upstream connection's callbacks
 
@@ -134,23 +145,37 @@ class RelayBoard:
 
     async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
         relay = self._current()
-        if relay is None or _rank(params.level) < _rank(self.log_level):
+        if (relay is None or _rank(params.level) < _rank(self.log_level)
+                or self.delivery.is_stalled(relay)):
             return
         try:
             redacted = await self._redact(params)
         except MCPError:
             log.warning("an upstream log message the output guard cannot read was dropped")
             return
-        await relay.log(redacted)
+        await self.delivery.send(relay, "a log message", lambda: relay.log(redacted))
 
-    async def message(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            uri = str(message.params.uri)
-            for session in list(self._subscribers.get(uri, [])):
-                try:
-                    await session.send_resource_updated(uri)
-                except Exception as exc:  # that agent is gone; the others still hear
-                    log.debug("resource update not relayed: %s", type(exc).__name__)
+    def messages_from(self, server: str) -> Callable[[Any], Awaitable[None]]:
+        """The handler of upstream ``server``'s other messages: its resource updates go
+        to the sessions following that resource of ``server``, all at once, so that
+        none waits for another."""
+        async def message(message: Any) -> None:
+            if isinstance(message, types.ResourceUpdatedNotification):
+                uri = str(message.params.uri)
+                async with anyio.create_task_group() as tasks:
+                    for follower in self.follows.followers(server, uri):
+                        tasks.start_soon(self._updated, follower, uri)
+        return message
+
+    async def _updated(self, follower: Connection, uri: str) -> None:
+        try:
+            sent = await self.delivery.send(follower, "a resource update",
+                                            lambda: follower.send_resource_updated(uri))
+        except Exception as exc:  # that agent is gone; the others still hear
+            log.debug("resource update not relayed: %s", type(exc).__name__)
+            sent = False
+        if not sent:  # it stalled or is gone: it follows nothing from now on
+            self.follows.drop(follower)
 
     async def _ask(self, request: Any, result_type: type[Any]) -> Any:
         relay = self._current()

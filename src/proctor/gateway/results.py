@@ -7,9 +7,11 @@ formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
 are not text: they are searched for the injected secrets only, in the bytes they
 decode to and as text (:meth:`proctor.oversight.OutputGuard.redact_media`), and
-a secret found is replaced there, the payload staying base64. Only a payload that
-is base64 is binary, and only where MCP puts one (a resource's ``blob``, an image's
-or audio's ``data``; never in ``_meta`` nor structured content): any other is text.
+a secret found is replaced there, the payload staying base64 (in the alphabet and
+padding it came in; one unpadded or URL-safe is also searched for credential
+formats). Only a payload that is base64 is binary, and only where MCP puts one (a
+resource's ``blob``, an image's or audio's ``data``; never in ``_meta`` nor
+structured content): any other is text.
 
 A value the guard cannot read through (nested deeper than
 :data:`proctor.documents.MAX_DEPTH`) is not passed on: such arguments are refused
@@ -39,7 +41,7 @@ from proctor.errors import AuditError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
 from proctor.gateway.rpc import rpc_error
 from proctor.grants import GrantAuthority, GrantClaims
-from proctor.oversight.guard import is_base64
+from proctor.oversight.guard import is_media
 
 __all__ = ["ResultGuard"]
 
@@ -129,6 +131,12 @@ class ResultGuard:
                          {"leaked_grant": leaked.grant_id, "leaked_agent": leaked.agent_id,
                           "found_in": found_in, "revoked": len(revoked)}, None)
 
+    async def dropped(self, claims: GrantClaims, what: str, waited: float) -> None:
+        """Audit an agent that did not take ``what`` in ``waited`` seconds: it and what
+        follows for that stream are dropped (:mod:`proctor.gateway.delivery`)."""
+        await self._record("gateway.relay", claims, what, "dropped",
+                           {"waited_seconds": waited}, None)
+
     async def reject(self, claims: GrantClaims, target: str, code: Code) -> None:
         """Audit a request refused before any decision (bad input): the agent's own act."""
         now = self._clock.now()
@@ -164,7 +172,7 @@ def _set_aside(node: Any, found: list[tuple[_Where, Any]], path: _Where = ()) ->
         keys = ["blob"] if "uri" in node else []
         if node.get("type") in _BINARY_TYPES:
             keys.append("data")
-        keys = [k for k in keys if isinstance(node.get(k), str) and is_base64(node[k])]
+        keys = [k for k in keys if isinstance(node.get(k), str) and is_media(node[k])]
         for key in keys:
             found.append(((*path, key), node[key]))
             node[key] = ""

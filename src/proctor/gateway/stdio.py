@@ -483,8 +483,11 @@ class PipeWriter(ByteSendStream):
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+        self._broken = False  # a line was cut: nothing more can be written whole
 
     async def send(self, item: bytes) -> None:
+        if self._broken:
+            raise anyio.BrokenResourceError("the agent stopped reading mid-line")
         # Written at once while the pipe has room (nearly always: an answer is smaller
         # than its buffer); waiting for it to be writable costs a selector round trip.
         view = memoryview(item)
@@ -492,7 +495,18 @@ class PipeWriter(ByteSendStream):
             try:
                 written = os.write(self._fd, view)
             except BlockingIOError:
-                await anyio.wait_writable(self._fd)
+                if len(view) == len(item):  # nothing written yet: a cancel may end the wait
+                    await anyio.wait_writable(self._fd)
+                    continue
+                # A line begun is finished whatever is cancelled (a relay's time bound):
+                # its rest would run into the next line. An agent that takes none of it
+                # for _DRAIN_SECONDS is not reading: the pipe is given up.
+                with anyio.CancelScope(shield=True), \
+                        anyio.move_on_after(_DRAIN_SECONDS) as waited:
+                    await anyio.wait_writable(self._fd)
+                if waited.cancelled_caught:
+                    self._broken = True
+                    raise anyio.BrokenResourceError("the agent stopped reading mid-line") from None
                 continue
             view = view[written:]
 

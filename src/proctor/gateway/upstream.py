@@ -149,7 +149,7 @@ class UpstreamConnection:
         return ClientSession(read, write, sampling_callback=gated(relay.sampling, busy),
                              elicitation_callback=gated(relay.elicitation, busy),
                              logging_callback=gated(relay.logging),
-                             message_handler=gated(relay.message))
+                             message_handler=cast(Any, gated(relay.messages_from(self.name))))
 
     def _on_log(self) -> Callable[[Any], Awaitable[None]] | None:
         return None if self._relay is None else self._handling.gated(self._relay.logging)

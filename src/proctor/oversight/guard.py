@@ -5,10 +5,11 @@ result as JSON) and returns a redacted copy, what was found where, and the
 proctor grants it saw. In each string, in this order:
 
 1. **known secrets** — the values the gateway injected into the upstream, also
-   JSON-escaped, percent-encoded and base64-encoded (standard and URL-safe, at any
-   of the three offsets a secret can start at inside longer base64 — an HTTP Basic
-   credential, a file — without the characters it shares with its neighbours):
-   ``known_secret``;
+   JSON-escaped, percent-encoded, hex-encoded (lower and upper case) and
+   base64-encoded (standard and URL-safe, padded or not, at any of the three offsets
+   a secret can start at inside longer base64 — an HTTP Basic credential, a file —
+   without the characters it shares with its neighbours), and written with HTML
+   character references (:mod:`proctor.oversight.encodings`): ``known_secret``;
 2. **JWTs** — one whose unverified ``iss`` is proctor's own is a leaked grant
    (``proctor_grant``; the raw token goes to the caller, who verifies and revokes
    it); any other is ``jwt``;
@@ -21,7 +22,9 @@ Each hit becomes ``[REDACTED:<kind>]``. In mappings, the value of a key that
 names a secret (``password``, ``api_key``, ``Authorization``…) is redacted
 whole (``credential_pair``), and base64 media (``data``/``blob`` beside a
 ``mimeType``, if it is base64) is searched for known secrets only, as text and decoded
-(:meth:`OutputGuard.redact_media`). Findings name the kind and the JSON Pointer of
+(:meth:`OutputGuard.redact_media`). In lists, a known secret split across adjacent
+text items (strings, or ``text`` content blocks), as a client reading them joined
+would see it, is redacted in each. Findings name the kind and the JSON Pointer of
 the string, never the secret.
 
 >>> guard = OutputGuard(known_secrets=["s3cr3t-value"])
@@ -33,7 +36,6 @@ the string, never the secret.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import threading
@@ -47,10 +49,17 @@ from proctor.credentials.formats import JWT, is_placeholder, is_secret_key, reda
 from proctor.documents import MAX_DEPTH
 from proctor.errors import GuardError
 from proctor.jose import b64url_encode
+from proctor.oversight.encodings import (
+    decode_media,
+    encode_media,
+    hex_forms,
+    reference_spans,
+    split_spans,
+)
 from proctor.oversight.tokens import unverified_issuer
 
-__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "is_base64", "known_forms",
-           "redaction"]
+__all__ = ["MAX_DEPTH", "Finding", "GuardResult", "OutputGuard", "is_base64", "is_media",
+           "known_forms", "redaction"]
 
 # Base64 media in MCP content (image and audio ``data``, resource ``blob``, next to a
 # ``mimeType``): random by nature, so only known secrets are looked for there.
@@ -65,6 +74,13 @@ def is_base64(text: str) -> bool:
     """Whether ``text`` is base64 as MCP's binary payloads are (the standard alphabet,
     padded, no line breaks): only such text is searched as media; any other is text."""
     return len(text) % 4 == 0 and _BASE64.fullmatch(text) is not None
+
+
+def is_media(text: str) -> bool:
+    """Whether ``text`` may be a binary payload: base64 in the standard or the URL-safe
+    alphabet, padded or not. Only :func:`is_base64` is MCP's; the others are searched
+    as media (known secrets, in the bytes) and for credential formats as text."""
+    return decode_media(text) is not None
 
 
 def redaction(kind: str) -> str:
@@ -113,6 +129,7 @@ class OutputGuard:
         self._entropy = detect_high_entropy
         self._lock = threading.Lock()
         self._known: tuple[str, ...] = ()
+        self._values: tuple[str, ...] = ()  # as given: what decoded references may read as
         # the forms that are not base64, as bytes: what decoded media is searched for
         self._plain_bytes: tuple[bytes, ...] = ()
         for value in known_secrets:
@@ -130,6 +147,7 @@ class OutputGuard:
         forms = known_forms(value)
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
             self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
+            self._values = tuple(sorted({*self._values, value}, key=len, reverse=True))
             plain = {f.encode("utf-8", "surrogatepass") for f in _plain_forms(value)}
             self._plain_bytes = tuple(sorted(set(self._plain_bytes) | plain, key=len,
                                              reverse=True))
@@ -139,14 +157,16 @@ class OutputGuard:
         secrets it holds redacted, and how many it held: the bytes it decodes to are
         searched for each secret and its forms but base64's (which that search finds
         at any offset), each replaced by ``[REDACTED:known_secret]`` and the bytes
-        encoded again, so the media stays base64; the text itself for a secret given
-        as base64 text (an alphanumeric one). Text that is not base64 is searched as
-        text, for every form."""
+        encoded again, in the alphabet and padding it came in, so the media stays
+        base64; the text itself for a secret given as base64 text (an alphanumeric
+        one). Media that is not MCP's (unpadded, or URL-safe) is also searched for
+        credential formats as text: a token alone looks like it. Text that is not
+        base64 is searched as text, for every known form."""
         state = _Scan()
-        try:
-            raw = binascii.a2b_base64(encoded, strict_mode=True)
-        except binascii.Error:  # not base64
+        decoded = decode_media(encoded)
+        if decoded is None:  # not base64
             return self._known_secrets(encoded, "", state), len(state.findings)
+        raw, style = decoded
         found = 0
         mark = redaction("known_secret").encode()
         for form in self._plain_bytes:
@@ -154,13 +174,16 @@ class OutputGuard:
                 found += raw.count(form)
                 raw = raw.replace(form, mark)
         if found:
-            encoded = base64.b64encode(raw).decode()
+            encoded = encode_media(raw, style)
         for form in self._plain_bytes:
             text = form.decode("utf-8", "surrogatepass")
             if text in encoded:
                 state.findings += [Finding("known_secret", "")] * encoded.count(text)
                 encoded = encoded.replace(text, redaction("known_secret"))
+        if not style.is_canonical:
+            encoded = self._formats(encoded, "", state)
         return encoded, found + len(state.findings)
+
     def scan(self, value: Any) -> GuardResult:
         """A redacted copy of ``value``, the findings and the proctor grants it holds.
 
@@ -181,8 +204,10 @@ class OutputGuard:
         if isinstance(value, Mapping):
             return self._mapping(value, path, depth, state)
         if isinstance(value, list | tuple):
+            joined = self._split(value, path, state) if len(value) > 1 and self._known \
+                else value
             items = [self._walk(item, f"{path}/{i}", depth + 1, state)
-                     for i, item in enumerate(value)]
+                     for i, item in enumerate(joined)]
             return items if isinstance(value, list) else tuple(items)
         raise GuardError("guard_value_unsupported",
                          f"cannot scan a value of type `{type(value).__name__}`")
@@ -202,7 +227,7 @@ class OutputGuard:
                 state.findings.append(Finding("credential_pair", where))
                 out[key] = redaction("credential_pair")
             elif (has_media and key in _BINARY_FIELDS and isinstance(item, str)
-                  and is_base64(item)):
+                  and is_media(item)):
                 out[key], found = self.redact_media(item)
                 state.findings += [Finding("known_secret", where)] * found
             else:
@@ -214,14 +239,48 @@ class OutputGuard:
             if form in text:
                 state.findings += [Finding("known_secret", path)] * text.count(form)
                 text = text.replace(form, redaction("known_secret"))
+        if self._values and "&" in text:  # maybe character references: read them
+            spans = reference_spans(text, self._values)
+            if spans:
+                state.findings += [Finding("known_secret", path)] * len(spans)
+                text = _replace_spans(text, spans, redaction("known_secret"))
         return text
 
-    def _text(self, text: str, path: str, state: _Scan) -> str:
-        text = self._known_secrets(text, path, state)
+    def _split(self, items: list[Any] | tuple[Any, ...], path: str,
+               state: _Scan) -> list[Any]:
+        """``items`` with the known secrets split across adjacent text items (strings,
+        or ``text`` content blocks) redacted in each piece: copies of those it changes."""
+        out = list(items)
+        texts = [_item_text(item) for item in items]
+        start = 0
+        while start < len(out):
+            end = start
+            while end < len(out) and texts[end] is not None:
+                end += 1
+            if end - start > 1:
+                run = [t for t in texts[start:end] if t is not None]
+                spans, count = split_spans(run, self._known)
+                if count:
+                    state.findings += [Finding("known_secret", f"{path}/{start}")] * count
+                    for index, item_spans in enumerate(spans, start):
+                        if item_spans:
+                            text = _replace_spans(run[index - start], item_spans,
+                                                  redaction("known_secret"))
+                            out[index] = text if isinstance(out[index], str) else {
+                                **out[index], "text": text}
+            start = end + 1
+        return out
+
+    def _formats(self, text: str, path: str, state: _Scan) -> str:
+        """``text`` with JWTs and the well-known credential formats redacted."""
         if "eyJ" in text:
             text = JWT.sub(lambda match: self._jwt(match.group(), path, state), text)
         text, kinds = redact_formats(text, redaction)
         state.findings += [Finding(kind, path) for kind in kinds]
+        return text
+
+    def _text(self, text: str, path: str, state: _Scan) -> str:
+        text = self._formats(self._known_secrets(text, path, state), path, state)
         if self._entropy and len(text) >= 20:
             spans = list(find_random_looking(text))
             if spans:
@@ -252,10 +311,10 @@ def known_forms(value: str) -> set[str]:
 
 def _plain_forms(value: str) -> set[str]:
     """``value``, JSON-escaped, and (from :data:`_ENCODED_MIN_CHARS` characters on)
-    percent-encoded: its forms but base64's."""
+    percent- and hex-encoded: its forms but base64's."""
     forms = {value, *_json_forms(value)}
     if len(value) >= _ENCODED_MIN_CHARS:
-        forms |= _percent_forms(value)
+        forms |= _percent_forms(value) | hex_forms(value.encode("utf-8", "surrogatepass"))
     return forms
 
 
@@ -290,6 +349,16 @@ def _base64_cores(raw: bytes) -> set[str]:
         core = encoded[first:8 * (offset + len(raw)) // 6]
         cores |= {core.decode(), core.translate(_URLSAFE).decode()}
     return cores
+
+
+def _item_text(item: Any) -> str | None:
+    """The text of a list item a client reads as text: a string, or a ``text`` block."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Mapping) and item.get("type") == "text":
+        text = item.get("text")
+        return text if isinstance(text, str) else None
+    return None
 
 
 def _is_secret_scalar(value: Any) -> bool:

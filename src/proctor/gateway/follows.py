@@ -1,0 +1,70 @@
+"""Which agent sessions follow which upstream resource, for one gateway session.
+
+A grant's MCP sessions (up to 64 over HTTP, on ``/mcp`` and on each ``/mcp/<server>``)
+share its gateway session and so its upstream connections, and an upstream keeps one
+subscription per connection. The gateway therefore keeps who follows what: the
+upstream is asked to subscribe when the first agent session follows a resource on
+that connection, and to unsubscribe only when the last one stops; an unsubscribe of
+what a session does not follow ends nothing. An update goes to the sessions that
+follow that resource *of that upstream* (two servers may name the same URI).
+
+Followers are held weakly: a session that ends is forgotten with it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import anyio
+
+__all__ = ["Follows"]
+
+_Key = tuple[str, str]  # (upstream name, resource URI)
+
+
+class Follows:
+    """The followers of each ``(upstream, uri)``, and the connection subscribed for them.
+    Hold :attr:`lock` across a change and the upstream request it takes."""
+
+    def __init__(self) -> None:
+        self._followers: dict[_Key, weakref.WeakSet[Any]] = {}
+        self._subscribed: dict[_Key, Any] = {}  # the upstream connection subscribed on
+        self.lock = anyio.Lock()
+
+    def is_subscribed(self, server: str, uri: str, connection: object) -> bool:
+        """Whether ``connection`` (the upstream's, now) is subscribed to ``uri`` already:
+        a new connection (the upstream restarted) has no subscriptions."""
+        return self._subscribed.get((server, uri)) is connection
+
+    def subscribed(self, server: str, uri: str, connection: object) -> None:
+        self._subscribed[(server, uri)] = connection
+
+    def unsubscribed(self, server: str, uri: str) -> None:
+        self._subscribed.pop((server, uri), None)
+
+    def add(self, server: str, uri: str, session: object) -> None:
+        """``session`` follows ``uri`` of ``server`` (once, however often it asks)."""
+        self._followers.setdefault((server, uri), weakref.WeakSet()).add(session)
+
+    def remove(self, server: str, uri: str, session: object) -> bool:
+        """``session`` stops following; whether it did follow."""
+        followers = self._followers.get((server, uri))
+        if followers is None or session not in followers:
+            return False
+        followers.discard(session)
+        if not followers:
+            del self._followers[(server, uri)]
+        return True
+
+    def is_followed(self, server: str, uri: str) -> bool:
+        return bool(self._followers.get((server, uri)))
+
+    def followers(self, server: str, uri: str) -> list[Any]:
+        return list(self._followers.get((server, uri), ()))
+
+    def drop(self, session: object) -> None:
+        """``session`` follows nothing any more (it stalled, or is gone). The upstream
+        stays subscribed: its updates are dropped until someone follows again."""
+        for key in list(self._followers):
+            self.remove(*key, session)

@@ -1,0 +1,125 @@
+"""Resource subscriptions through ``proctor gateway``, per agent session: the MCP sessions
+of one grant share its upstream connection, yet each hears only the updates it asked
+for, and one's unsubscribe does not end another's subscription upstream. Told by a real
+server that keeps subscriptions per connection (``tests/gateway/leaky_upstream.py``):
+its tool ``touch`` sends an update only if the gateway's connection follows the URI."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from proctor.clock import SystemClock
+from proctor.gateway import GrantAuth
+from proctor.grants import IssuedGrant
+from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.in_process import http_gateway
+
+pytestmark = pytest.mark.anyio
+
+LEAKY = [sys.executable, "-m", "tests.gateway.leaky_upstream"]
+README = "notes://readme"
+
+
+class Agent:
+    """One MCP session on the gateway and the resource updates it has heard."""
+
+    def __init__(self, client: ClientSession, heard: list[str], news: list[anyio.Event]
+                 ) -> None:
+        self.client = client
+        self.heard = heard
+        self._news = news
+
+    async def follow(self, uri: str, *, on: bool = True) -> None:
+        request: Any = (types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+                        if on else types.UnsubscribeRequest(
+                            params=types.UnsubscribeRequestParams(uri=uri)))
+        await self.client.send_request(request, types.EmptyResult)
+
+    async def touch(self, uri: str) -> str:
+        """What the upstream did on ``touch``: ``sent`` (this session's connection follows
+        ``uri``) or ``not subscribed``."""
+        result = await self.client.call_tool("touch", {"uri": uri})
+        block = result.content[0]
+        assert isinstance(block, types.TextContent)
+        return block.text
+
+    async def hears(self, count: int) -> None:
+        """Wait until this agent has heard ``count`` updates in all."""
+        with anyio.fail_after(WAIT):
+            while len(self.heard) < count:
+                self._news[0] = anyio.Event()
+                if len(self.heard) >= count:
+                    break
+                await self._news[0].wait()
+
+
+@asynccontextmanager
+async def connect_agent(stack: AsyncExitStack, endpoint: str, grant: IssuedGrant,
+                 deployment: Deployment) -> AsyncIterator[Agent]:
+    heard: list[str] = []
+    news = [anyio.Event()]
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            heard.append(str(message.params.uri))
+            news[0].set()
+
+    auth = GrantAuth(grant.token, deployment.key, SystemClock())
+    http = await stack.enter_async_context(httpx2.AsyncClient(auth=auth, timeout=WAIT))
+    read, write = await stack.enter_async_context(
+        streamable_http_client(endpoint, http_client=http))
+    client = await stack.enter_async_context(
+        ClientSession(read, write, message_handler=on_message))
+    with anyio.fail_after(WAIT):
+        await client.initialize()
+    yield Agent(client, heard, news)
+
+
+async def test_each_agent_session_hears_what_it_follows_and_an_unsubscribe_ends_only_its_own(
+        deployment: Deployment) -> None:
+    grant, other_grant = deployment.grant(), deployment.grant()
+    async with http_gateway(deployment, LEAKY) as public, AsyncExitStack() as stack:
+        endpoint = f"{public}/mcp/test"
+        first = await stack.enter_async_context(connect_agent(stack, endpoint, grant, deployment))
+        second = await stack.enter_async_context(connect_agent(stack, endpoint, grant, deployment))
+        other = await stack.enter_async_context(
+            connect_agent(stack, endpoint, other_grant, deployment))
+        for agent in (first, second, other):
+            await agent.follow(README)
+        await second.follow(README)  # twice: one subscription all the same
+
+        # the first session stops following: the second (same grant, same upstream
+        # connection) still does, so the upstream still sends its updates
+        await first.follow(README, on=False)
+        assert await second.touch(README) == "sent"
+        await second.hears(1)
+        # an unsubscribe of what a session never followed ends nobody's subscription
+        await first.follow("notes://readme", on=False)
+        assert await first.touch(README) == "sent"
+        await second.hears(2)
+        assert first.heard == []
+        assert second.heard == [README, README]
+
+        # another grant has its own connection: its updates are its own
+        assert await other.touch(README) == "sent"
+        await other.hears(1)
+        assert second.heard == [README, README]
+
+        # the other grant revoked: its session ends, the first grant's hear on
+        deployment.runtime.grants.revoke(other_grant.grant_id, "done")
+        await second.follow(README, on=False)
+        assert await second.touch(README) == "not subscribed"
+        await first.follow(README)
+        assert await first.touch(README) == "sent"
+        await first.hears(1)
+        assert (first.heard, second.heard, other.heard) == ([README], [README] * 2, [README])
