@@ -16,6 +16,7 @@ from proctor.jose import (
     private_members,
     public_jwk,
     thumbprint,
+    verify_signature,
 )
 
 # RFC 7638 §3.1
@@ -122,3 +123,29 @@ def test_one_point_has_one_spelling_so_one_key_has_one_thumbprint() -> None:
 def test_anything_but_a_public_p256_or_ed25519_key_does_not_load(jwk: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         load_public_jwk(jwk)
+
+
+_ED25519_P = 2**255 - 19
+# Ed25519's points of small order as libsodium lists them (and the neutral point and the
+# point of order 4 spelt with y + p): each loaded, and a signature no key made verified
+# with each, for some message (the neutral point for every one). Found by review.
+_SMALL_ORDER = [
+    bytes([1]) + bytes(31), (_ED25519_P - 1).to_bytes(32, "little"), bytes(32),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    _ED25519_P.to_bytes(32, "little"), (_ED25519_P + 1).to_bytes(32, "little"),
+]
+
+
+@pytest.mark.parametrize("sign", [0, 0x80])
+@pytest.mark.parametrize("encoded", _SMALL_ORDER, ids=lambda e: e.hex()[:8])
+def test_an_ed25519_key_of_small_order_does_not_load(encoded: bytes, sign: int) -> None:
+    spelt = encoded[:31] + bytes([encoded[31] | sign])
+    with pytest.raises(ValueError):
+        load_public_jwk({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(spelt)})
+
+
+def test_the_neutral_point_verifies_a_signature_no_key_made_which_is_why() -> None:
+    neutral = bytes([1]) + bytes(31)
+    key = ed25519.Ed25519PublicKey.from_public_bytes(neutral)
+    assert verify_signature("Ed25519", key, b"any message", neutral + bytes(32))

@@ -13,7 +13,11 @@ wherever an Ed25519 key is, because the key pins the curve; proctor writes
 
 A JWK's coordinates must have their full length (RFC 7518 §6.2.1.2) and be
 below the field prime: with a leading zero byte, or the prime added, the same
-point would have a second thumbprint.
+point would have a second thumbprint. An Ed25519 key must not be of small order
+(the neutral point, and the seven others whose multiple by 8 is it): for such a key
+``[s]B = R + [h]A`` holds for signatures no private key made (the neutral point
+verifies ``R`` = itself, ``s`` = 0 on any message), and OpenSSL, like RFC 8032,
+does not refuse it; libsodium's list of them is the one used here.
 
 >>> thumbprint({"kty": "OKP", "crv": "Ed25519",
 ...             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
@@ -51,6 +55,15 @@ ALGORITHMS_BY_KEY: dict[tuple[str, str], tuple[str, ...]] = {
 _REQUIRED = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"),
              "RSA": ("e", "kty", "n"), "oct": ("k", "kty")}
 _P256_BYTES = 32
+_ED25519_PRIME = 2**255 - 19
+_ED25519_SIGN = 1 << 255
+# The y coordinates of Ed25519's eight points of small order (libsodium's blocklist,
+# the sign of x aside): 1 (the neutral point), p - 1 (order 2), 0 (order 4), and the
+# two of the points of order 8.
+_SMALL_ORDER_Y = frozenset({0, 1, _ED25519_PRIME - 1, *(
+    int.from_bytes(bytes.fromhex(encoded), "little") & (_ED25519_SIGN - 1) for encoded in (
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"))})
 
 
 def private_members(jwk: Mapping[str, Any]) -> list[str]:
@@ -97,11 +110,18 @@ def public_jwk(key: PublicKey | PrivateKey) -> dict[str, str]:
 
 def load_public_jwk(jwk: Mapping[str, Any]) -> PublicKey:
     """The key of a public P-256 or Ed25519 ``jwk``; :class:`ValueError` for another key
-    type, a coordinate that is not canonical base64url of its full length, or a point
-    that is not on the curve."""
+    type, a coordinate that is not canonical base64url of its full length, a point
+    that is not on the curve, or an Ed25519 point of small order."""
     kind = (jwk.get("kty"), jwk.get("crv"))
     if kind == ("OKP", "Ed25519"):
-        return ed25519.Ed25519PublicKey.from_public_bytes(_coordinate(jwk, "x"))
+        encoded = _coordinate(jwk, "x")
+        y = int.from_bytes(encoded, "little") & (_ED25519_SIGN - 1)
+        if y >= _ED25519_PRIME:  # y + p names the point y does
+            raise ValueError("the point's y is not below the field prime")
+        if y in _SMALL_ORDER_Y:
+            raise ValueError("the point is of small order: it would verify signatures "
+                             "no private key made")
+        return ed25519.Ed25519PublicKey.from_public_bytes(encoded)
     if kind == ("EC", "P-256"):
         x, y = (int.from_bytes(_coordinate(jwk, m), "big") for m in ("x", "y"))
         key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
