@@ -286,3 +286,24 @@ async def test_an_email_the_provider_has_not_verified_never_names_a_human(
         token = provider.token(now, email_verified=verified)
         assert (await client.get("/v1/whoami", headers=bearer(token))).json()["id"] == \
             "erin@acme.example"
+
+
+async def test_a_key_the_provider_withdrew_stops_signing_humans_in(
+        client: httpx.AsyncClient, provider: Provider, frozen: FrozenClock) -> None:
+    # The provider takes a leaked key out of its key set (its other key stays). The key
+    # set was fetched again only for a key id not seen yet, which whoever holds the
+    # leaked key never sends: its tokens signed anyone in, with any role, until a restart
+    # (found by review). A key set is now fetched again once it is five minutes old.
+    provider.keys["k2"] = RSAKey.generate_key(2048)
+    now = int(frozen.now().timestamp())
+    assert (await client.get("/v1/whoami", headers=bearer(provider.token(now)))
+            ).status_code == 200
+    leaked = provider.keys.pop("k1")
+    frozen.advance(seconds=301)
+    now = int(frozen.now().timestamp())
+    forged = provider.token(now, key=leaked, groups=["proctor-admins"])
+    assert_problem(await client.get("/v1/whoami", headers=bearer(forged)), 401,
+                   "proof_key_unknown")
+    assert (await client.get("/v1/whoami", headers=bearer(provider.token(now, kid="k2")))
+            ).status_code == 200
+    assert provider.fetches == 2

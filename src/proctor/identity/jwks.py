@@ -6,7 +6,9 @@ HS256-with-the-public-key confusion needs.
 
 An issuer's keys come from a :class:`KeySource`: :class:`FileKeys`, read from a
 JWKS file at start, or :class:`UrlKeys`, the issuer's published JWKS, fetched at
-first use and again (at most every 30 s) when a token names a key not seen yet.
+first use, again (at most every 30 s) when a token names a key not seen yet, and
+again once the set is five minutes old: a key the issuer withdrew (leaked) stops
+verifying then, though whoever holds it never names a key proctor has not seen.
 Over ``https`` only (``http`` to this host's loopback address alone): whoever can answer a
 fetch in clear text chooses the keys, and with them every token the issuer signs, a
 human's sign-in with any role among them.
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 256 * 1024
 REFETCH_SECONDS = 30.0
+MAX_AGE_SECONDS = 300.0  # a key set older than this is fetched again before use
 
 
 def read_jwks(path: Path) -> dict[str, Any]:
@@ -126,9 +129,11 @@ class UrlKeys:
 
     def key_set(self, *, refresh: bool) -> KeySet:
         with self._lock:
-            due = (self._fetched_at is None
-                   or self._clock.monotonic() - self._fetched_at >= REFETCH_SECONDS)
-            if (self._keys is None or refresh) and due:
+            age = (None if self._fetched_at is None
+                   else self._clock.monotonic() - self._fetched_at)
+            due = age is None or age >= REFETCH_SECONDS
+            if ((self._keys is None or refresh) and due) or (age is not None
+                                                              and age >= MAX_AGE_SECONDS):
                 self._fetch()
             if self._keys is None:  # never fetched: tried at most every 30 s
                 raise IdentityError("proof_key_unknown", "the issuer's key set is not available")
