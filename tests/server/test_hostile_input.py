@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.server.conftest import BASE_URL, SUPPORT, Api
+from tests.server.conftest import BASE_URL, OWNER, SUPPORT, Api
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +194,30 @@ async def test_a_token_or_proof_giving_a_lone_surrogate_key_twice_is_a_4xx(agent
         response = await agents.client.post("/v1/decide", headers=agents.agent(SUPPORT),
                                             json=body)
         assert response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("value", ["true", '"600"', "600.0"])
+async def test_a_number_given_as_another_json_type_is_a_422_and_starts_nothing(
+        agents: Api, value: str) -> None:
+    # pydantic's default read `true` as 1, `"600"` as 600 and `600.0` as 600: a task of
+    # one second, and a grant for one second or one use, from a body of the wrong types
+    body = (f'{{"agent": "{SUPPORT}", "purpose": "p", "on_behalf_of": "{OWNER}", '
+            f'"ttl_seconds": {value}}}')
+    started = await agents.client.post("/v1/tasks", content=body, headers={
+        **agents.agent(SUPPORT), "Content-Type": "application/json"})
+    assert started.status_code == 422, started.text
+    assert started.json()["code"] == "request_invalid"
+    assert started.json()["errors"][0]["loc"] == ["body", "ttl_seconds"]
+    assert agents.events(action="task.start") == []
+    task = (await agents.client.post("/v1/tasks", headers=agents.agent(SUPPORT), json={
+        "agent": SUPPORT, "purpose": "p", "on_behalf_of": OWNER})).json()["id"]
+    issued = await agents.client.post("/v1/grants", content=(
+        f'{{"task": "{task}", "scope": {{"tools": [{{"tool": "crm/*"}}]}}, '
+        f'"max_uses": {value}}}'), headers={**agents.agent(SUPPORT),
+                                            "Content-Type": "application/json"})
+    assert issued.status_code == 422, issued.text
+    assert issued.json()["errors"][0]["loc"] == ["body", "max_uses"]
+    assert len(agents.events(action="task.start")) == 1  # the second one, well typed
+    assert agents.events(action="grant:issue") == []
+    await agents.grant(SUPPORT, [{"tool": "crm/*"}])
+    assert agents.events(action="grant:issue") != []  # as a well typed issuance is

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.codes import Code
 from proctor.identity import (
@@ -24,6 +24,7 @@ from proctor.identity import (
     TrustState,
     agent_id_for,
 )
+from proctor.server.bodies import RequestBody
 from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
@@ -37,10 +38,9 @@ Text = Annotated[str, Field(min_length=1, max_length=256)]
 Reason = Annotated[str, Field(max_length=1000)]
 
 
-class ManifestIn(BaseModel):
+class ManifestIn(RequestBody):
     """What an agent is made of; digests are ``sha256:`` and 64 lowercase hex digits."""
 
-    model_config = ConfigDict(extra="forbid")
     model_id: Text
     weights_digest: Text
     system_prompt_digest: Text
@@ -51,11 +51,10 @@ class ManifestIn(BaseModel):
         return Manifest.from_json(self.model_dump())
 
 
-class ProofIn(BaseModel):
+class ProofIn(RequestBody):
     """How the agent proves its identity: its own public key (a JWK), JWT-SVIDs of its
     trust domain, or OIDC workload tokens (``subject``, and ``issuer`` if several)."""
 
-    model_config = ConfigDict(extra="forbid")
     method: Literal["own_key", "jwt_svid", "oidc"]
     jwk: dict[str, Any] | None = None
     subject: Annotated[str, Field(max_length=512)] | None = None
@@ -69,35 +68,31 @@ class ProofIn(BaseModel):
         return OidcProof(subject=self.subject, issuer=self.issuer)
 
 
-class RegisterAgent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RegisterAgent(RequestBody):
     id: Annotated[str, Field(min_length=1, max_length=512,
                              description="SPIFFE ID, or a name in the trust domain")]
     owner: Text
     groups: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]],
-                      Field(max_length=64)] = []
+                      Field(max_length=64)] = Field(default_factory=list)
     proof: ProofIn
     manifest: ManifestIn
 
 
-class Review(BaseModel):
+class Review(RequestBody):
     """Adopt ``manifest`` (default: the presented one) as reviewed, if it still has
     ``expected_digest``; without ``manifest`` the review must name it (the agent's
     ``presented_digest``, or its ``manifest_digest`` when it presents none): 400
     ``review_digest_missing``."""
 
-    model_config = ConfigDict(extra="forbid")
     manifest: ManifestIn | None = None
     expected_digest: Annotated[str, Field(max_length=200)] | None = None
 
 
-class StateChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StateChange(RequestBody):
     reason: Reason = ""
 
 
-class Presented(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Presented(RequestBody):
     manifest: ManifestIn
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.approvals import (
     Approval,
@@ -26,6 +26,7 @@ from proctor.approvals import (
 from proctor.approvals.similar import DEFAULT_MAX_USES, DEFAULT_TTL_SECONDS, MAX_USES
 from proctor.codes import Code
 from proctor.errors import ApprovalError
+from proctor.server.bodies import RequestBody
 from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
@@ -38,24 +39,21 @@ ApprovalId = Annotated[str, Path(min_length=1, max_length=64)]
 Comment = Annotated[str, Field(max_length=2000)]
 
 
-class Similar(BaseModel):
+class Similar(RequestBody):
     """Also approve similar calls within the task: a narrow pre-approval grant."""
 
-    model_config = ConfigDict(extra="forbid")
     vary: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=64)] = Field(
         default_factory=list, description="Arguments that may differ; every other is pinned")
     ttl_seconds: Annotated[int, Field(ge=1, le=3600)] = DEFAULT_TTL_SECONDS
     max_uses: Annotated[int, Field(ge=1, le=MAX_USES)] = DEFAULT_MAX_USES
 
 
-class Approve(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Approve(RequestBody):
     comment: Comment = ""
     similar: Similar | None = None
 
 
-class Deny(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Deny(RequestBody):
     comment: Comment = ""
 
 

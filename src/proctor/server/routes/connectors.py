@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.oversight.inventory import Connector, ConnectorReport, Inventory
 from proctor.oversight.paths import known_agents, live_grants
+from proctor.server.bodies import RequestBody
 from proctor.server.control import service
 from proctor.server.deps import Call
 from proctor.server.problems import problem_responses
@@ -25,19 +26,18 @@ Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
                   Field(max_length=50)]
 
 
-class NewConnector(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewConnector(RequestBody):
     id: Annotated[str, Field(min_length=1, max_length=64)]
     kind: Annotated[str, Field(max_length=16)]
     name: Text
     owner: Text | None = None
     provider: Annotated[str, Field(max_length=64)] | None = None
     client_id: Text | None = None
-    scopes: Names = []
-    redirect_uris: Names = []
+    scopes: Names = Field(default_factory=list)
+    redirect_uris: Names = Field(default_factory=list)
     credential: Text | None = None
-    secrets: Names = []
-    servers: Names = []
+    secrets: Names = Field(default_factory=list)
+    servers: Names = Field(default_factory=list)
 
 
 class ConnectorView(BaseModel):

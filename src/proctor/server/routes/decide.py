@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +40,7 @@ from proctor import telemetry
 from proctor.codes import Code, http_status, known
 from proctor.enforcement import ToolCall
 from proctor.errors import ProctorError
+from proctor.server.bodies import RequestBody
 from proctor.server.deps import Credentials, authenticate, request_url
 from proctor.server.problems import problem_response, problem_responses
 from proctor.server.routes.grants import grant_resource, unverified_holder
@@ -47,14 +48,12 @@ from proctor.server.routes.grants import grant_resource, unverified_holder
 __all__ = ["DirectDecide", "LeanDecideRoute", "router"]
 
 
-class CallIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CallIn(RequestBody):
     tool: Annotated[str, Field(min_length=1, max_length=512, description="`server/tool`")]
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class DecideIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DecideIn(RequestBody):
     token: Annotated[str, Field(min_length=1, max_length=8192, description="The grant")]
     proof: Annotated[str, Field(min_length=1, max_length=4096, description=(
         "The agent's proof for this call: htm = `method`, htu = `target`, ath = the "

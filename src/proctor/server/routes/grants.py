@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from proctor.codes import Code
@@ -23,6 +23,7 @@ from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, Iss
 from proctor.grants.tokens import MAX_TOKEN_BYTES
 from proctor.identity import agent_id_for
 from proctor.jose import read_compact
+from proctor.server.bodies import RequestBody
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
 from proctor.server.principals import PrincipalKind
@@ -43,8 +44,7 @@ ScopeDoc = Annotated[dict[str, Any], Field(description=(
     '["/srv/repos/app"]}}}]}; see docs/grants.md'))]
 
 
-class IssueGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IssueGrant(RequestBody):
     task: Annotated[str, Field(min_length=1, max_length=64)]
     scope: ScopeDoc
     ttl_seconds: Ttl | None = None
@@ -58,16 +58,14 @@ class IssueGrant(BaseModel):
         "credential when the agent itself calls with it. Anyone else makes an offer."))
 
 
-class OfferGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OfferGrant(RequestBody):
     task: Annotated[str, Field(min_length=1, max_length=64)]
     scope: ScopeDoc
     ttl_seconds: Ttl | None = None
     max_uses: Uses | None = None
 
 
-class RedeemOffer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RedeemOffer(RequestBody):
     holder_proof: Proof = Field(description=(
         "A proof (htm `grant/issue`, htu the issuer) signed by the key to bind the grant to; "
         "its `ath` is the hash of the identity proof"))
@@ -76,8 +74,7 @@ class RedeemOffer(BaseModel):
         "bearer credential"))
 
 
-class ExchangeGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExchangeGrant(RequestBody):
     token: Token
     proof: Proof = Field(description="The holder's proof: htm `grant/exchange`, htu the issuer")
     to_agent: Annotated[str, Field(min_length=1, max_length=512)]
@@ -86,11 +83,10 @@ class ExchangeGrant(BaseModel):
     max_uses: Uses | None = None
 
 
-class CheckGrant(BaseModel):
+class CheckGrant(RequestBody):
     """Without ``proof``: is the grant valid now (nothing used). With it: one use of the
     grant for ``tool`` (or none) with ``args``, as an enforcement point would check it."""
 
-    model_config = ConfigDict(extra="forbid")
     token: Token
     proof: Proof | None = None
     method: Annotated[str, Field(min_length=1, max_length=64)] = "tools/call"
@@ -99,8 +95,7 @@ class CheckGrant(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class RevokeGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RevokeGrant(RequestBody):
     reason: Annotated[str, Field(max_length=1000)] = "revoked through the API"
 
 

@@ -14,13 +14,14 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.errors import NotFoundError, PolicyValidationError, RequestError
 from proctor.policy import PolicyRevision, PolicyStore, request_from_spec
 from proctor.policy.revisions import digest_sources
 from proctor.policy.shadow import compare_policy_sets
 from proctor.policy.source import MAX_FILE_BYTES, MAX_FILES
+from proctor.server.bodies import RequestBody
 from proctor.server.control import service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
@@ -34,21 +35,18 @@ Sources = Annotated[dict[str, str], Field(description=(
     "Policy files: relative path (ending `.cedar`) to text"))]
 
 
-class Upload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Upload(RequestBody):
     sources: Sources
     origin: Annotated[str, Field(max_length=200)] = ""
 
 
-class Validate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Validate(RequestBody):
     sources: Sources
 
 
-class Compare(BaseModel):
+class Compare(RequestBody):
     """Request documents as ``proctor policy diff`` takes them (agent, tool, args, ...)."""
 
-    model_config = ConfigDict(extra="forbid")
     requests: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000)]
 
 

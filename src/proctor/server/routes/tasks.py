@@ -6,11 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.grants import LeaseNode, Task
 from proctor.identity import agent_id_for
 from proctor.identity.people import check_human
+from proctor.server.bodies import RequestBody
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
@@ -23,8 +24,7 @@ router = APIRouter(tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=64)]
 
 
-class StartTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StartTask(RequestBody):
     agent: Annotated[str, Field(min_length=1, max_length=512,
                                 description="SPIFFE ID, or a name in the trust domain")]
     purpose: Annotated[str, Field(max_length=1000)]
@@ -37,8 +37,8 @@ class StartTask(BaseModel):
         "`task_idle_seconds` (its default)"))] = None
 
 
-class EndTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EndTask(RequestBody):
+    """No fields: ending a task takes none (any given is refused)."""
 
 
 class TaskView(BaseModel):
