@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_SECONDS = 600
 MAX_COMMENT = 2000
 _POLL_SECONDS = 0.1
+_OWNERS_KEPT = 4096
 # the audit event of a new request, which the webhook's delivery streams
 REQUESTED_ACTION = "approval.request"
 
@@ -90,6 +91,7 @@ class ApprovalQueue:
         self._audit = audit
         self.ttl_seconds = ttl_seconds
         self._listeners: list[Callable[[Approval], None]] = []
+        self._owners: dict[str, str] = {}  # agent id -> its owner (never changes)
         self._closers: list[Callable[[], None]] = []
 
     def subscribe(self, listener: Callable[[Approval], None], *,
@@ -267,10 +269,17 @@ class ApprovalQueue:
         An agent whose row is gone (never, agents are retired) counts as owned by all."""
         if is_same_human(human, approval.on_behalf_of):
             return True
-        with self._store.reading() as conn:
-            owner = conn.execute(select(agents.c.owner).where(
-                agents.c.id == approval.agent_id)).scalar()
-        return owner is None or is_same_human(human, str(owner))
+        owner = self._owners.get(approval.agent_id)
+        if owner is None:  # an agent's owner never changes: read once per agent
+            with self._store.reading() as conn:
+                found = conn.execute(select(agents.c.owner).where(
+                    agents.c.id == approval.agent_id)).scalar()
+            if found is None:
+                return True
+            if len(self._owners) >= _OWNERS_KEPT:
+                self._owners.clear()
+            owner = self._owners[approval.agent_id] = str(found)
+        return is_same_human(human, owner)
 
     def _event(self, approval: Approval, approver: str, status: str, comment: str,
                source: str | None) -> AuditEvent:
