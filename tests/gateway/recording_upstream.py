@@ -1,15 +1,19 @@
 """An MCP server that writes down every completion, subscription and unsubscription it
-is sent, one JSON line each, to the file named on its command line (stdio) or given to
+is sent, and every answer its client gave to its sampling and elicitation requests, one
+JSON line each, to the file named on its command line (stdio) or given to
 :func:`create_server` (streamable HTTP, with ``streamable_http_app()``): what reached
 the upstream, for the tests that show what the gateway refuses never gets there.
 
 A resource ``notes://readme``, a template ``notes://{name}``, a prompt ``greet`` (its
-argument ``name`` completes to the value given plus ``-ly``)."""
+argument ``name`` completes to the value given plus ``-ly``), and two tools that ask
+the client during the call: ``ask_model`` (``sampling/createMessage`` with the
+``question``) and ``ask_user`` (``elicitation/create`` for a form with a ``text``)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,11 @@ import anyio
 import mcp.types as types
 from mcp.server import Server
 from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+
+ASKING_TOOLS = [types.Tool(name=name, input_schema={
+    "type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]})
+    for name in ("ask_model", "ask_user")]
 
 
 def heard(record: Path) -> list[dict[str, Any]]:
@@ -32,7 +41,31 @@ def create_server(record: Path) -> Server[Any]:
             out.write(json.dumps(entry) + "\n")
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[])
+        return types.ListToolsResult(tools=ASKING_TOOLS)
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        question = str((params.arguments or {}).get("question", ""))
+        method = "sampling/createMessage" if params.name == "ask_model" else "elicitation/create"
+        try:
+            if params.name == "ask_model":
+                with warnings.catch_warnings():  # deprecated for servers; still MCP
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    answer: Any = await ctx.session.create_message(
+                        [types.SamplingMessage(role="user", content=types.TextContent(
+                            type="text", text=question))], max_tokens=100,
+                        related_request_id=ctx.request_id)
+            else:
+                answer = await ctx.session.elicit_form(question, {
+                    "type": "object", "properties": {"text": {"type": "string"}}},
+                    related_request_id=ctx.request_id)
+        except MCPError as exc:
+            reason = exc.error.data.get("reason") if isinstance(exc.error.data, dict) else None
+            write({"method": method, "error": {"code": exc.code, "reason": reason}})
+            return types.CallToolResult(content=[types.TextContent(
+                type="text", text=f"not answered ({exc.code})")])
+        got = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
+        write({"method": method, "answer": got})
+        return types.CallToolResult(content=[types.TextContent(type="text", text="answered")])
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[types.Resource(
@@ -64,7 +97,8 @@ def create_server(record: Path) -> Server[Any]:
         return types.EmptyResult()
 
     return Server("proctor-recording-upstream", version="1.0.0",
-                  on_list_tools=list_tools, on_list_resources=list_resources,
+                  on_list_tools=list_tools, on_call_tool=call_tool,
+                  on_list_resources=list_resources,
                   on_list_resource_templates=list_templates, on_list_prompts=list_prompts,
                   on_completion=complete, on_subscribe_resource=subscribe,
                   on_unsubscribe_resource=unsubscribe)

@@ -18,7 +18,7 @@ One call (``tools/call``, ``resources/read``, ``prompts/get``, ``completion/comp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any, TextIO, TypeVar
 
@@ -32,6 +32,7 @@ from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.enforcement import CallVerdict, Enforcer, ToolCall
 from proctor.errors import GatewayError
+from proctor.gateway.answers import SessionAnswers
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.delivery import Delivery
 from proctor.gateway.ports import Guard, SecretSource
@@ -85,6 +86,7 @@ class Gateway:
         self.registry = ToolRegistry(engine, tools or KnownTools(store, clock))
         self.visibility = Visibility(engine)
         self.results = ResultGuard(guard, grants, audit, clock)
+        self.audit = audit
         self._store = store
         self._guard = guard
         self._secrets = secrets
@@ -125,14 +127,17 @@ class Gateway:
         async def stalled(what: str, waited: float) -> None:
             await results.dropped(claims, what, waited)
 
+        answers = SessionAnswers(self)
         board = RelayBoard(redact, check_leak, results.redact_text,
                            answer_timeout=self.config.relay_timeout_seconds,
-                           delivery=Delivery(self.config.relay_send_timeout_seconds, stalled))
+                           delivery=Delivery(self.config.relay_send_timeout_seconds, stalled),
+                           answers=answers)
         session = GatewaySession(claims, config=self.config, store=self._store,
                                  leases=self.grants.leases, clock=self.clock,
                                  registry=self.registry,
                                  secrets_source=self._secrets, guard=self._guard,
                                  errlog=self._errlog, relay=board, pins=self.pins)
+        answers.session = session
         await anyio.to_thread.run_sync(session.register)
         await tasks.start(session.run)
         self.sessions[session.id] = session
@@ -246,6 +251,7 @@ class Gateway:
         upstream, tool = await self._tool(session, server, COMPLETION, COMPLETION)
         verdict = await self._decide(session, creds, tool, args, "completion/complete",
                                      creds.target_for(server, COMPLETION))
+        _serving(relay, verdict, creds)
         result = await self._forward(session, lambda: upstream.connection.complete(
             ref, argument, context), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
@@ -335,6 +341,7 @@ class Gateway:
         verdict = await self._decide(session, creds, tool, args, "tools/call",
                                      creds.target_for(server, name),
                                      pinned=upstream.pinned_digest(name))
+        _serving(relay, verdict, creds)
         progress = self._progress(session, relay)
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: upstream.connection.call_tool(
@@ -354,6 +361,7 @@ class Gateway:
         upstream, tool = await self._tool(session, server, RESOURCE_READ, uri)
         verdict = await self._decide(session, creds, tool, {"uri": uri}, "resources/read",
                                      creds.target_for(server, RESOURCE_READ))
+        _serving(relay, verdict, creds)
         result = await self._forward(session, lambda: upstream.connection.read_resource(uri),
                                      relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
@@ -371,6 +379,7 @@ class Gateway:
         args = {"name": name, "arguments": dict(arguments or {})}
         verdict = await self._decide(session, creds, tool, args, "prompts/get",
                                      creds.target_for(server, PROMPT_GET))
+        _serving(relay, verdict, creds)
         result = await self._forward(
             session, lambda: upstream.connection.get_prompt(name, arguments), relay)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
@@ -394,17 +403,30 @@ class Gateway:
             raise _unknown_tool(shown)
         return upstream, tool
 
+    async def tool_of(self, session: GatewaySession, server: str, name: str) -> ExposedTool:
+        """``server``'s tool (or pseudo-tool) ``name``, as a call of it finds it."""
+        return (await self._tool(session, server, name, name))[1]
+
     async def _decide(self, session: GatewaySession, creds: Credentials, tool: ExposedTool,
                       args: dict[str, Any], method: str, target: str, *,
                       pinned: str | None = None) -> CallVerdict:
+        call = ToolCall(tool.tool_id, args, method=method, target=target,
+                        source_ip=creds.source_ip, pinned=pinned)
+        return await self.settle(session, tool, args, call,
+                                 lambda: creds.decide(self.enforcer, call))
+
+    async def settle(self, session: GatewaySession, tool: ExposedTool, args: dict[str, Any],
+                     call: ToolCall, decide: Callable[[], Awaitable[CallVerdict]]
+                     ) -> CallVerdict:
+        """``call`` with ``args`` checked (its tool's schema, no grant in them) and
+        decided by ``decide``, an approval it asks for waited for: the allow, or the
+        refusal raised as the agent's JSON-RPC error."""
         problem = tool.argument_errors(args)
         if problem is not None:
             await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")
             raise rpc_error("arguments_invalid", problem, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
-        call = ToolCall(tool.tool_id, args, method=method, target=target,
-                        source_ip=creds.source_ip, pinned=pinned)
-        verdict = await session.forward(lambda: creds.decide(self.enforcer, call))
+        verdict = await session.forward(decide)
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
             timeout = self.config.approval_timeout_seconds
             verdict = await session.forward(
@@ -455,6 +477,13 @@ class Gateway:
         """The upstream's own JSON-RPC error as the agent gets it: its code, its message
         redacted, its ``data`` left out (both could quote the upstream's credentials)."""
         return MCPError(exc.code, self.results.redact_text(exc.message))
+
+
+def _serving(relay: Relay | None, verdict: CallVerdict, creds: Credentials) -> None:
+    """The relay of a decided call knows its verdict: an answer to an upstream's request
+    during the call is decided on that call's grant (:mod:`proctor.gateway.answers`)."""
+    if relay is not None:
+        relay.verdict, relay.source_ip = verdict, creds.source_ip
 
 
 def _unknown_tool(name: str) -> MCPError:

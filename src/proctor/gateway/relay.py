@@ -6,8 +6,14 @@ client to sample its model (``sampling/createMessage``) or to ask its user
 serves, so it reaches the agent on the same stream (stdio, or the call's SSE
 stream over HTTP), and it passes the output guard first: an upstream cannot
 smuggle a credential into the agent's context through a prompt, a question or a
-log line. What the agent answers goes back to the upstream only if it carries
-no proctor grant (a grant in it is revoked, as for arguments).
+log line. An upstream's sampling or elicitation request is audited as it comes
+(:class:`Answers`). What the agent answers goes back to the upstream only if it
+carries no proctor grant (a grant in it is revoked, as for arguments) and only
+once it is decided: the answer is the agent's own act, sent to that upstream, and
+:class:`Answers` decides it as ``<server>/sampling.answer`` or
+``<server>/elicitation.answer`` on the grant of the call it came during (audited;
+a refusal answers the upstream with a JSON-RPC error and sends none of it). A
+board without :class:`Answers` refuses both requests.
 
 MCP does not say which call an upstream request belongs to (JSON-RPC has no
 field for it), and a session's calls share one upstream connection: a request is
@@ -30,10 +36,11 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import mcp_types as types
+from mcp.client.session import ElicitationFnT, SamplingFnT
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
@@ -45,7 +52,10 @@ from proctor.errors import ProctorError
 from proctor.gateway.delivery import Delivery
 from proctor.gateway.follows import Follows
 
-__all__ = ["Relay", "RelayBoard"]
+if TYPE_CHECKING:
+    from proctor.enforcement import CallVerdict
+
+__all__ = ["Answers", "Relay", "RelayBoard"]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +64,31 @@ _LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "
 Redact = Callable[[Any], Awaitable[Any]]  # a model as the agent may see it
 CheckLeak = Callable[[dict[str, Any]], Awaitable[None]]  # raises if a grant is in it
 RedactText = Callable[[str], str]
+SAMPLING = "sampling/createMessage"
+ELICITATION = "elicitation/create"
+
+
+class Answers(Protocol):
+    """Audits an upstream's request to the agent, and decides the agent's answer."""
+
+    async def asked(self, relay: Relay, server: str, method: str) -> None:
+        """``server`` asked the agent (``method``) during ``relay``'s call: audited;
+        raises :class:`MCPError` (the upstream's error) if it may not be relayed."""
+        ...
+
+    async def decided(self, relay: Relay, server: str, method: str, answer: Any) -> Any:
+        """``answer`` as it may go to ``server``, once decided and audited; raises
+        :class:`MCPError` (the upstream's error) if it may not."""
+        ...
 
 
 class Relay:
     """The agent's side of one call: its request's stream back to the agent."""
+
+    # The call's verdict and source address, set once it is decided (before it is
+    # forwarded): an answer to an upstream's request during it is decided on its grant.
+    verdict: CallVerdict | None = None
+    source_ip: str | None = None
 
     def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
         self._ctx = ctx
@@ -100,8 +131,10 @@ class RelayBoard:
 
     def __init__(self, redact: Redact, check_leak: CheckLeak, redact_text: RedactText, *,
                  answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
-                 delivery: Delivery | None = None) -> None:
+                 delivery: Delivery | None = None,
+                 answers: Answers | None = None) -> None:
         self._answer_timeout = answer_timeout
+        self._answers = answers
         self._redact = redact
         self._check_leak = check_leak
         self._redact_text = redact_text
@@ -123,25 +156,51 @@ class RelayBoard:
 
     # the upstream connection's callbacks
 
-    async def sampling(self, context: Any, params: types.CreateMessageRequestParams
-                       ) -> types.CreateMessageResult | types.ErrorData:
-        try:
-            redacted = await self._redact(params)
-        except MCPError as exc:  # the output guard cannot read it through
-            return exc.error
-        answer: types.CreateMessageResult | types.ErrorData = await self._ask(
-            types.CreateMessageRequest(params=redacted), types.CreateMessageResult)
-        return answer
+    def sampling_for(self, server: str) -> SamplingFnT:
+        """The sampling callback of ``server``'s connection: the answer goes to it."""
+        async def sampling(context: Any, params: types.CreateMessageRequestParams
+                           ) -> types.CreateMessageResult | types.ErrorData:
+            answer: types.CreateMessageResult | types.ErrorData = await self._relayed(
+                server, SAMPLING, params, types.CreateMessageRequest,
+                types.CreateMessageResult)
+            return answer
+        return sampling
 
-    async def elicitation(self, context: Any, params: types.ElicitRequestParams
-                          ) -> types.ElicitResult | types.ErrorData:
+    def elicitation_for(self, server: str) -> ElicitationFnT:
+        """The elicitation callback of ``server``'s connection."""
+        async def elicitation(context: Any, params: types.ElicitRequestParams
+                              ) -> types.ElicitResult | types.ErrorData:
+            answer: types.ElicitResult | types.ErrorData = await self._relayed(
+                server, ELICITATION, params, types.ElicitRequest, types.ElicitResult)
+            return answer
+        return elicitation
+
+    async def _relayed(self, server: str, method: str, params: Any, request_type: Any,
+                       result_type: type[Any]) -> Any:
+        """Audited, guarded, asked of the agent on the call in flight, its answer checked
+        for a grant and decided: what the upstream gets, the answer or an error."""
+        relay = self._current()
+        if relay is None:
+            return types.ErrorData(code=INVALID_REQUEST, message="no call is in flight to "
+                                   "relay this request to")
+        answers = self._answers
+        if answers is None:
+            return types.ErrorData(code=INVALID_REQUEST, message="the gateway relays no "
+                                   "request that it cannot decide the answer to")
         try:
+            await answers.asked(relay, server, method)
             redacted = await self._redact(params)
+        except MCPError as exc:  # not audited, or the output guard cannot read it through
+            return exc.error
+        answer = await self._ask(relay, request_type(params=redacted), result_type)
+        if isinstance(answer, types.ErrorData):
+            return answer
+        try:
+            return await answers.decided(relay, server, method, answer)
         except MCPError as exc:
             return exc.error
-        answer: types.ElicitResult | types.ErrorData = await self._ask(
-            types.ElicitRequest(params=redacted), types.ElicitResult)
-        return answer
+        except ProctorError as exc:
+            return types.ErrorData(code=INVALID_REQUEST, message=exc.message)
 
     async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
         relay = self._current()
@@ -177,11 +236,7 @@ class RelayBoard:
         if not sent:  # it stalled or is gone: it follows nothing from now on
             self.follows.drop(follower)
 
-    async def _ask(self, request: Any, result_type: type[Any]) -> Any:
-        relay = self._current()
-        if relay is None:
-            return types.ErrorData(code=INVALID_REQUEST, message="no call is in flight to "
-                                   "relay this request to")
+    async def _ask(self, relay: Relay, request: Any, result_type: type[Any]) -> Any:
         try:
             with anyio.move_on_after(self._answer_timeout) as waited:
                 result = await relay.request(request, result_type)

@@ -34,8 +34,9 @@ from proctor.gateway.config import ToolLabels, UpstreamConfig
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
 from proctor.policy.known_tools import KnownTools
 
-__all__ = ["COMPLETION", "PROMPT_GET", "RESOURCE_READ", "RESOURCE_SUBSCRIBE",
-           "RESOURCE_UNSUBSCRIBE", "ExposedTool", "ToolRegistry"]
+__all__ = ["COMPLETION", "ELICITATION_ANSWER", "PROMPT_GET", "RESOURCE_READ",
+           "RESOURCE_SUBSCRIBE", "RESOURCE_UNSUBSCRIBE", "SAMPLING_ANSWER", "ExposedTool",
+           "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ PROMPT_GET = "prompts.get"
 COMPLETION = "completion.complete"
 RESOURCE_SUBSCRIBE = "resources.subscribe"
 RESOURCE_UNSUBSCRIBE = "resources.unsubscribe"
+# The agent's answer to an upstream's sampling or elicitation request goes to that
+# upstream: decided as a tool of it too (gateway/answers.py), with the answer's text.
+SAMPLING_ANSWER = "sampling.answer"
+ELICITATION_ANSWER = "elicitation.answer"
 _URI: dict[str, Any] = {"type": "object", "properties": {"uri": {"type": "string"}},
                         "required": ["uri"], "additionalProperties": False}
 _PSEUDO_TOOLS: dict[str, dict[str, Any]] = {
@@ -65,6 +70,15 @@ _PSEUDO_TOOLS: dict[str, dict[str, Any]] = {
         "required": ["argument", "value"], "additionalProperties": False},
     RESOURCE_SUBSCRIBE: _URI,
     RESOURCE_UNSUBSCRIBE: _URI,
+    # the model's answer: its text (none for an image or audio), model, role, stop reason
+    SAMPLING_ANSWER: {"type": "object", "properties": {
+        "text": {"type": "string"}, "model": {"type": "string"}, "role": {"type": "string"},
+        "stop_reason": {"type": "string"}},
+        "required": ["text", "model", "role", "stop_reason"], "additionalProperties": False},
+    # the user's answer: accept, decline or cancel, and what was filled in as JSON text
+    ELICITATION_ANSWER: {"type": "object", "properties": {
+        "action": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["action", "content"], "additionalProperties": False},
 }
 _MAX_TOOLS = 1000
 _MAX_SCHEMA_BYTES = 256 * 1024

@@ -146,8 +146,10 @@ class UpstreamConnection:
         # The upstream may sample and elicit through the agent: relayed, guarded. The
         # session handles each message in a task of its own: MAX_HANDLING at once.
         gated, busy = self._handling.gated, self._handling.busy
-        return ClientSession(read, write, sampling_callback=gated(relay.sampling, busy),
-                             elicitation_callback=gated(relay.elicitation, busy),
+        return ClientSession(read, write,
+                             sampling_callback=gated(relay.sampling_for(self.name), busy),
+                             elicitation_callback=gated(relay.elicitation_for(self.name),
+                                                        busy),
                              logging_callback=gated(relay.logging),
                              message_handler=cast(Any, gated(relay.messages_from(self.name))))
 

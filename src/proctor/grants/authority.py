@@ -427,6 +427,16 @@ class GrantAuthority:
             exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
 
+    def prepare_within(self, claims: GrantClaims, *, tool_id: str,
+                       args: Mapping[str, Any]) -> GrantUse:
+        """A use inside a call already decided on this grant (the agent's answer to an
+        upstream's request during it): the scope checked (a later tool decided as in
+        :meth:`prepare`); the token and its proof were checked by that call's use. It
+        counts no use and claims no nonce; the write confirms the grant, its agent and
+        its task may still be used."""
+        self._in_scope(claims, tool_id, args)
+        return self.confirming(claims)
+
     def confirming(self, claims: GrantClaims) -> GrantUse:
         """A use that counts nothing and claims no nonce, only confirms in the write that
         the grant, its agent and its task may still be used (a call approved later)."""

@@ -1,0 +1,215 @@
+"""The agent's answer to an upstream's ``sampling/createMessage`` or ``elicitation/create``
+goes to that upstream: it is decided as a call of the upstream's pseudo-tool
+(``test/sampling.answer``, ``test/elicitation.answer``) on the grant of the call it came
+during, audited as the agent's act, and refused with a JSON-RPC error that carries none
+of it when a policy forbids it; the upstream's request is audited as it comes. Through
+the real wrapper and the real HTTP gateway, on the direct path and the SDK's, in front
+of a real MCP server that writes down what it got; on both databases."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import ClientSession, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from proctor.audit import EventFilter, search_events
+from proctor.clock import SystemClock
+from proctor.gateway import GrantAuth
+from proctor.grants import IssuedGrant
+from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
+from tests.gateway.recording_upstream import create_server, heard
+
+pytestmark = pytest.mark.anyio
+
+RECORDING = [sys.executable, "-m", "tests.gateway.recording_upstream"]
+ALLOWED = ["tests-coder-test-upstream"]
+MODEL = "agent-model-1"
+SECRET = secrets.token_urlsafe(18)  # made at run time
+
+
+async def _sample(context: Any, params: types.CreateMessageRequestParams
+                  ) -> types.CreateMessageResult:
+    """The agent's model: it says the question back, and adds a note of its own."""
+    asked = params.messages[0].content
+    text = asked.text if isinstance(asked, types.TextContent) else ""
+    if text == "your password?":  # a model that gives away what it should not
+        text = f"password={SECRET}"
+    return types.CreateMessageResult(role="assistant", model=MODEL, stop_reason="endTurn",
+                                     content=types.TextContent(type="text",
+                                                               text=f"the model says: {text}"),
+                                     _meta={"note": "from the agent"})
+
+
+async def _elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    """The agent's user: fills in the question as the form's text."""
+    return types.ElicitResult(action="accept", content={"text": f"typed: {params.message}"})
+
+
+def _client(read: Any, write: Any) -> ClientSession:
+    return ClientSession(read, write, sampling_callback=_sample, elicitation_callback=_elicit)
+
+
+def _config(deployment: Deployment, *, restricted: bool, record: Path | None = None,
+            url: str | None = None, gateway: dict[str, Any] | None = None) -> Path:
+    upstream: dict[str, Any] = {"command": [*RECORDING, str(record)]} if url is None \
+        else {"url": url}
+    # the answers go to a host outside acme.example; ask_model may read restricted data
+    upstream["tools"] = {"sampling.answer": {"destination": "collector.example.net"}}
+    if restricted:
+        upstream["tools"]["ask_model"] = {"sensitivity": "restricted"}
+    document: dict[str, Any] = {"upstreams": {"test": upstream}}
+    if gateway is not None:
+        document["gateway"] = gateway
+    return deployment.config(document)
+
+
+@asynccontextmanager
+async def _stdio(deployment: Deployment, record: Path, grant: IssuedGrant, *,
+                 restricted: bool = False) -> AsyncIterator[ClientSession]:
+    params = deployment.wrap(grant, [], server="test", config=_config(
+        deployment, restricted=restricted, record=record))
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), _client(read, write) as client:
+            await client.initialize()
+            yield client
+
+
+@asynccontextmanager
+async def _http(deployment: Deployment, record: Path, grant: IssuedGrant, *,
+                restricted: bool = False) -> AsyncIterator[ClientSession]:
+    upstream_sock, sock = listening_socket(), listening_socket()
+    port = sock.getsockname()[1]
+    config = _config(deployment, restricted=restricted, url=f"{url_of(upstream_sock)}/mcp",
+                     gateway={"public_url": url_of(sock), "listen": f"127.0.0.1:{port}",
+                              "authorization_servers": ["https://proctor.acme.example"]})
+    async with served(create_server(record).streamable_http_app(), upstream_sock), \
+            gateway_from(deployment, config, sock):
+        auth = GrantAuth(grant.token, deployment.key, SystemClock())
+        with anyio.fail_after(WAIT):
+            async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, \
+                    streamable_http_client(f"{url_of(sock)}/mcp/test", http_client=http) as (
+                        read, write), _client(read, write) as client:
+                await client.initialize()
+                yield client
+
+
+async def _ask(client: ClientSession, tool: str, question: str, *, sdk: bool) -> str:
+    """``tool`` called with ``question``; with ``sdk``, asking for progress, so that the
+    call takes the SDK's path instead of the direct one."""
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        return None
+
+    result = await client.call_tool(tool, {"question": question},
+                                    progress_callback=progress if sdk else None)
+    assert not result.is_error
+    text = result.content[0]
+    assert isinstance(text, types.TextContent)
+    return text.text
+
+
+def _events(deployment: Deployment, **where: Any) -> list[Any]:
+    return [e.event for e in search_events(deployment.runtime.store, EventFilter(**where),
+                                           newest_first=False, limit=100)]
+
+
+def _decisions(deployment: Deployment, name: str) -> list[tuple[str, Any, str]]:
+    return [(e["outcome"], (e["decision"] or {}).get("policy_ids"), e["actor"]["type"])
+            for e in _events(deployment, action=f"tool:test/{name}")]
+
+
+@pytest.mark.parametrize(("transport", "sdk"), [
+    ("stdio", False), ("stdio", True), ("http", False), ("http", True)])
+async def test_answers_to_an_upstream_are_decided_audited_and_a_refused_one_never_sent(
+        deployment: Deployment, transport: str, sdk: bool) -> None:
+    record = deployment.tmp / f"heard-{secrets.token_hex(4)}.jsonl"
+    opened = _stdio if transport == "stdio" else _http
+    async with opened(deployment, record, deployment.grant([{"tool": "test/*"}])) as client:
+        assert await _ask(client, "ask_user", "your name?", sdk=sdk) == "answered"
+        assert await _ask(client, "ask_user", "a forbidden word?", sdk=sdk) \
+            == "not answered (-32010)"
+        assert await _ask(client, "ask_model", "hello", sdk=sdk) == "answered"
+        assert await _ask(client, "ask_model", "say forbidden", sdk=sdk) \
+            == "not answered (-32010)"
+
+    assert heard(record) == [
+        {"method": "elicitation/create",
+         "answer": {"action": "accept", "content": {"text": "typed: your name?"}}},
+        {"method": "elicitation/create", "error": {"code": -32010, "reason": "policy_forbid"}},
+        # only what was decided: the agent's `_meta` is not passed on
+        {"method": "sampling/createMessage",
+         "answer": {"role": "assistant", "content": {"type": "text",
+                                                     "text": "the model says: hello"},
+                    "model": MODEL, "stopReason": "endTurn"}},
+        {"method": "sampling/createMessage",
+         "error": {"code": -32010, "reason": "policy_forbid"}}]
+
+    assert _decisions(deployment, "elicitation.answer") == [
+        ("allowed", ALLOWED, "agent"), ("denied", ["tests-elicited-forbidden-word"], "agent")]
+    assert _decisions(deployment, "sampling.answer") == [
+        ("allowed", ALLOWED, "agent"), ("denied", ["tests-answer-forbidden-word"], "agent")]
+    # each request of the upstream is audited, naming the call it came during
+    calls = [e["id"] for name in ("ask_user", "ask_model")
+             for e in _events(deployment, action=f"tool:test/{name}")]
+    assert [(e["outcome"], e["detail"]["method"], e["concerns"], e["actor"]["type"])
+            for e in _events(deployment, action="gateway.upstream_request")] == [
+        ("relayed", "elicitation/create", calls[0], "system"),
+        ("relayed", "elicitation/create", calls[1], "system"),
+        ("relayed", "sampling/createMessage", calls[2], "system"),
+        ("relayed", "sampling/createMessage", calls[3], "system")]
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_after_a_restricted_read_no_answer_goes_to_an_upstream_outside(
+        deployment: Deployment, transport: str) -> None:
+    """ask_model is labelled restricted: its allow marks the task, and the model's answer
+    during it may not go to collector.example.net (no-exfiltration-after-restricted), as
+    no call there could."""
+    record = deployment.tmp / f"heard-{secrets.token_hex(4)}.jsonl"
+    opened = _stdio if transport == "stdio" else _http
+    async with opened(deployment, record, deployment.grant([{"tool": "test/*"}]),
+                      restricted=True) as client:
+        assert await _ask(client, "ask_model", "the secret plan?", sdk=False) \
+            == "not answered (-32010)"
+    assert heard(record) == [{"method": "sampling/createMessage",
+                              "error": {"code": -32010, "reason": "policy_forbid"}}]
+    assert _decisions(deployment, "sampling.answer") == [
+        ("denied", ["no-exfiltration-after-restricted"], "agent")]
+
+
+async def test_a_grant_that_does_not_cover_the_answer_is_refused_it(
+        deployment: Deployment) -> None:
+    record = deployment.tmp / "heard.jsonl"
+    grant = deployment.grant([{"tool": "test/ask_user"}])
+    async with _http(deployment, record, grant) as client:
+        assert await _ask(client, "ask_user", "your name?", sdk=False) \
+            == "not answered (-32010)"
+    assert heard(record) == [{"method": "elicitation/create",
+                              "error": {"code": -32010, "reason": "grant_out_of_scope"}}]
+    assert [o for o, _, _ in _decisions(deployment, "elicitation.answer")] == ["denied"]
+
+
+async def test_a_credential_in_an_answer_is_redacted_before_the_upstream_gets_it(
+        deployment: Deployment) -> None:
+    record = deployment.tmp / "heard.jsonl"
+    async with _http(deployment, record, deployment.grant([{"tool": "test/*"}])) as client:
+        assert await _ask(client, "ask_model", "your password?", sdk=False) == "answered"
+    [got] = heard(record)
+    assert got["answer"]["content"]["text"] == \
+        "the model says: password=[REDACTED:credential_pair]"
+    assert SECRET not in record.read_text()
+    [decided] = _events(deployment, action="tool:test/sampling.answer")
+    assert decided["outcome"] == "allowed" and SECRET not in str(decided)
+    assert [(e["outcome"], e["target"], e["detail"]["findings"])
+            for e in _events(deployment, action="gateway.redact")] == [
+        ("redacted", "test/sampling.answer", 1)]
