@@ -11,24 +11,20 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import mcp_types as types
 import pytest
 from mcp import ClientSession, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from proctor.audit import EventFilter, search_events
-from proctor.clock import SystemClock
-from proctor.gateway import GrantAuth
 from proctor.grants import IssuedGrant
 from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
-from tests.gateway.recording_upstream import create_server, heard
+from tests.gateway.recording_http import recorded_http
+from tests.gateway.recording_upstream import heard
 
 pytestmark = pytest.mark.anyio
 
@@ -60,48 +56,30 @@ def _client(read: Any, write: Any) -> ClientSession:
     return ClientSession(read, write, sampling_callback=_sample, elicitation_callback=_elicit)
 
 
-def _config(deployment: Deployment, *, restricted: bool, record: Path | None = None,
-            url: str | None = None, gateway: dict[str, Any] | None = None) -> Path:
-    upstream: dict[str, Any] = {"command": [*RECORDING, str(record)]} if url is None \
-        else {"url": url}
-    # the answers go to a host outside acme.example; ask_model may read restricted data
-    upstream["tools"] = {"sampling.answer": {"destination": "collector.example.net"}}
+def _labels(restricted: bool) -> dict[str, Any]:
+    """The answers go to a host outside acme.example; ask_model may read restricted data."""
+    labels: dict[str, Any] = {"sampling.answer": {"destination": "collector.example.net"}}
     if restricted:
-        upstream["tools"]["ask_model"] = {"sensitivity": "restricted"}
-    document: dict[str, Any] = {"upstreams": {"test": upstream}}
-    if gateway is not None:
-        document["gateway"] = gateway
-    return deployment.config(document)
+        labels["ask_model"] = {"sensitivity": "restricted"}
+    return labels
 
 
 @asynccontextmanager
 async def _stdio(deployment: Deployment, record: Path, grant: IssuedGrant, *,
                  restricted: bool = False) -> AsyncIterator[ClientSession]:
-    params = deployment.wrap(grant, [], server="test", config=_config(
-        deployment, restricted=restricted, record=record))
+    config = deployment.config({"upstreams": {"test": {
+        "command": [*RECORDING, str(record)], "tools": _labels(restricted)}}})
+    params = deployment.wrap(grant, [], server="test", config=config)
     with anyio.fail_after(WAIT):
         async with stdio_client(params) as (read, write), _client(read, write) as client:
             await client.initialize()
             yield client
 
 
-@asynccontextmanager
-async def _http(deployment: Deployment, record: Path, grant: IssuedGrant, *,
-                restricted: bool = False) -> AsyncIterator[ClientSession]:
-    upstream_sock, sock = listening_socket(), listening_socket()
-    port = sock.getsockname()[1]
-    config = _config(deployment, restricted=restricted, url=f"{url_of(upstream_sock)}/mcp",
-                     gateway={"public_url": url_of(sock), "listen": f"127.0.0.1:{port}",
-                              "authorization_servers": ["https://proctor.acme.example"]})
-    async with served(create_server(record).streamable_http_app(), upstream_sock), \
-            gateway_from(deployment, config, sock):
-        auth = GrantAuth(grant.token, deployment.key, SystemClock())
-        with anyio.fail_after(WAIT):
-            async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, \
-                    streamable_http_client(f"{url_of(sock)}/mcp/test", http_client=http) as (
-                        read, write), _client(read, write) as client:
-                await client.initialize()
-                yield client
+def _http(deployment: Deployment, record: Path, grant: IssuedGrant, *,
+          restricted: bool = False) -> AbstractAsyncContextManager[ClientSession]:
+    return recorded_http(deployment, record, grant, client=_client,
+                         upstream={"tools": _labels(restricted)})
 
 
 async def _ask(client: ClientSession, tool: str, question: str, *, sdk: bool) -> str:

@@ -9,25 +9,20 @@ from __future__ import annotations
 import secrets
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx2
 import mcp_types as types
 import pytest
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, search_events
-from proctor.clock import SystemClock
-from proctor.gateway import GrantAuth
 from proctor.grants import IssuedGrant
-from tests.gateway.conftest import WAIT, Deployment, connected
-from tests.gateway.in_process import gateway_from, listening_socket, served, url_of
-from tests.gateway.recording_upstream import create_server, heard
+from tests.gateway.conftest import Deployment, connected
+from tests.gateway.recording_http import recorded_http
+from tests.gateway.recording_upstream import heard
 
 pytestmark = pytest.mark.anyio
 
@@ -49,25 +44,9 @@ async def _stdio(deployment: Deployment, record: Path) -> AsyncIterator[ClientSe
         yield client
 
 
-@asynccontextmanager
-async def _http(deployment: Deployment, record: Path, *, path: str = "/mcp/test",
-                grant: IssuedGrant | None = None) -> AsyncIterator[ClientSession]:
-    upstream_sock, sock = listening_socket(), listening_socket()
-    port = sock.getsockname()[1]
-    config = deployment.config({
-        "gateway": {"public_url": url_of(sock), "listen": f"127.0.0.1:{port}",
-                    "authorization_servers": ["https://proctor.acme.example"]},
-        "upstreams": {"test": {"url": f"{url_of(upstream_sock)}/mcp"}}})
-    grant = grant or _grant(deployment)
-    async with served(create_server(record).streamable_http_app(), upstream_sock), \
-            gateway_from(deployment, config, sock):
-        auth = GrantAuth(grant.token, deployment.key, SystemClock())
-        with anyio.fail_after(WAIT):
-            async with httpx2.AsyncClient(auth=auth, timeout=WAIT) as http, \
-                    streamable_http_client(f"{url_of(sock)}{path}", http_client=http) as (
-                        read, write), ClientSession(read, write) as client:
-                await client.initialize()
-                yield client
+def _http(deployment: Deployment, record: Path, *, path: str = "/mcp/test",
+          grant: IssuedGrant | None = None) -> AbstractAsyncContextManager[ClientSession]:
+    return recorded_http(deployment, record, grant or _grant(deployment), path=path)
 
 
 async def _follow(client: ClientSession, uri: str, *, on: bool = True) -> None:
