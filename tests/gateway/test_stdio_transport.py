@@ -139,6 +139,26 @@ async def test_lines_that_are_not_json_rpc_are_answered_not_dropped(direct: bool
 
 
 @pytest.mark.parametrize("direct", [False, True])
+async def test_a_request_with_an_id_of_no_valid_type_is_answered_not_dropped(
+        direct: bool) -> None:
+    # the SDK's reader took each for a notification (it ignores an `id` it cannot
+    # take) and dropped it: the agent waited for an answer that never came
+    async with serving(_server(), max_bytes=4096, calls=_direct(direct)) as agent:
+        for request_id in (b"1.5", b"true", b"null", b'{"a": 1}', b"[7]"):
+            for method in (b'"ping"', b'"tools/call", "params": {"name": "echo"}'):
+                await agent.send(b'{"jsonrpc": "2.0", "id": ' + request_id
+                                 + b', "method": ' + method + b"}")
+                answer = await agent.answer()
+                assert answer == {"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32600, "message": "message_invalid: the message is not a "
+                    "valid JSON-RPC request"}}, (request_id, method)
+        # a notification is still not answered: the next answer is the next request's
+        await agent.send(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        await agent.send({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+        assert (await agent.answer()) == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+@pytest.mark.parametrize("direct", [False, True])
 async def test_nested_lines_and_unwritable_ids_are_answered_and_the_next_line_served(
         direct: bool) -> None:
     async with serving(_server(), max_bytes=1 << 20, calls=_direct(direct)) as agent:

@@ -44,7 +44,7 @@ from proctor.errors import DocumentError, ProctorError
 
 __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST",
            "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
-           "internal_errors", "request_id_in_prefix", "rpc_error"]
+           "internal_errors", "names_an_id", "request_id_in_prefix", "rpc_error"]
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +100,19 @@ def request_id_in_prefix(prefix: bytes) -> RequestId | None:
     except DocumentError:
         return None
     return request_id
+
+
+def names_an_id(message: bytes) -> bool:
+    """Whether the JSON object ``message`` has an ``id`` member. The SDK's reader takes a
+    request whose id is neither a string nor an integer (``1.5``, ``true``, ``null``, an
+    object) for a notification, as it ignores members it does not know, and drops it: the
+    agent waits for an answer that never comes, and nothing says why. JSON-RPC 2.0 makes
+    it an invalid request, answered with a null id. Asked of what the SDK read as a
+    notification only (a handful per session), so the parse costs no call anything."""
+    if b'"id"' not in message and b"\\u" not in message:  # `"\u0069d"` is `"id"` too
+        return False
+    try:
+        document = parse_json(message, what="the message")
+    except DocumentError:
+        return False
+    return isinstance(document, dict) and "id" in document

@@ -9,7 +9,8 @@ cannot parse without an answer. This transport answers instead:
 - a line nested deeper than :data:`proctor.documents.MAX_DEPTH` is answered
   ``-32600 message_too_deep`` (with its id as above) before anything parses it;
 - a line that is not JSON is answered ``-32700 parse_error``; JSON that is not a
-  JSON-RPC message, ``-32600 invalid_request`` (with its id if it has one);
+  JSON-RPC message, ``-32600 invalid_request`` (with its id if it has one), a request
+  whose id is not a string or an integer among them (the SDK read it as a notification);
 - an answer that cannot be written as JSON (an id or a value JSON cannot hold)
   goes out as an error without that id, or as ``-32603`` for its request: what
   goes out never ends the session either.
@@ -59,7 +60,7 @@ from proctor.codes import Code, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting, check_json_text, parse_json
 from proctor.errors import DocumentError
 from proctor.gateway.relay import Relay
-from proctor.gateway.rpc import PREFIX_BYTES, request_id_in_prefix
+from proctor.gateway.rpc import PREFIX_BYTES, names_an_id, request_id_in_prefix
 
 __all__ = ["DirectCalls", "PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
 
@@ -176,6 +177,9 @@ class StdioTransport:
             return
         except ValueError:
             await self._reject(line, errors)
+            return
+        if isinstance(message, types.JSONRPCNotification) and names_an_id(line):
+            await self._reject(line, errors)  # a request with an id of no valid type
             return
         if isinstance(message, types.JSONRPCRequest):
             self._outstanding.add(message.id)
