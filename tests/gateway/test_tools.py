@@ -3,13 +3,15 @@ which of them ``tools/list`` shows a grant."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mcp_types as types
 import pytest
 
 from proctor.gateway import ToolRegistry, UpstreamConfig, Visibility
 from proctor.gateway.config import ToolLabels
 from proctor.grants import GrantClaims, GrantScope
-from proctor.policy import PolicyEngine, Sensitivity, load_bundle
+from proctor.policy import PolicyEngine, Sensitivity, load_bundle, load_catalog
 from tests.gateway.conftest import EXAMPLES
 
 CODER = "spiffe://acme.example/agent/coder"
@@ -50,6 +52,25 @@ def test_labels_come_from_the_tool_entry_then_the_catalog_then_the_upstream(
     crm = ToolRegistry(engine).register(http, [_tool("lookup")])
     assert crm["lookup"].spec.destination == "crm.vendor.example"
     assert crm["lookup"].spec.sensitivity is Sensitivity.INTERNAL
+
+
+def test_labels_a_catalog_entry_leaves_out_are_the_upstreams(tmp_path: Path) -> None:
+    # an entry naming the tool's connector alone: its sensitivity and destination were the
+    # defaults (internal, localhost) and hid the upstream's restricted, remote labels
+    (tmp_path / "tools.yaml").write_text(
+        "tools:\n  - {server: crm, name: export, connector: salesforce}\n"
+        "  - {server: crm, name: lookup, sensitivity: public}\n", encoding="utf-8")
+    engine = PolicyEngine(load_catalog(tmp_path / "tools.yaml"))
+    upstream = UpstreamConfig(name="crm", url="https://crm.vendor.example/mcp",
+                              labels=ToolLabels(Sensitivity.RESTRICTED))
+    tools = ToolRegistry(engine).register(upstream, [_tool("export"), _tool("lookup")])
+    export = tools["export"].spec
+    assert export.sensitivity is Sensitivity.RESTRICTED
+    assert export.destination == "crm.vendor.example"
+    assert export.connector == "salesforce"
+    lookup = tools["lookup"].spec
+    assert lookup.sensitivity is Sensitivity.PUBLIC  # what the entry says wins
+    assert lookup.destination == "crm.vendor.example" and lookup.connector is None
 
 
 def test_a_discovered_tool_extends_the_engine_and_its_arguments_are_checked(

@@ -201,6 +201,12 @@ class ToolRegistry:
 
 
 def _labels_of(spec: ToolSpec | None) -> ToolLabels:
+    """The labels ``tools.yaml`` gave the tool; those it left to a default are None, so
+    the upstream's own labels stand (a default ``internal`` or ``localhost`` there hid a
+    restricted or remote upstream from the policies that read them)."""
     if spec is None:
         return ToolLabels()
-    return ToolLabels(spec.sensitivity, spec.destination, spec.connector)
+    given = spec.declared
+    return ToolLabels(spec.sensitivity if "sensitivity" in given else None,
+                      spec.destination if "destination" in given else None,
+                      spec.connector if "connector" in given else None)

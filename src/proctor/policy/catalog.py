@@ -41,6 +41,10 @@ class Sensitivity(IntEnum):
             raise ConfigError(f"sensitivity `{label}` is not one of {names}") from None
 
 
+LABELS = ("sensitivity", "destination", "connector")
+"""A tool's labels, which a ``tools.yaml`` entry may give or leave to a default."""
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
     """One upstream tool with its labels."""
@@ -51,6 +55,10 @@ class ToolSpec:
     destination: str = "localhost"
     connector: str | None = None
     input_schema: Mapping[str, Any] = field(default_factory=dict)
+    # the labels a tools.yaml entry gave itself (the rest are defaults): the gateway lets
+    # an upstream's own labels stand where the entry said nothing, so an entry giving a
+    # tool a connector alone does not make a restricted upstream's tool `internal`
+    declared: frozenset[str] = field(default=frozenset(LABELS), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _SERVER_RE.match(self.server):
@@ -122,6 +130,7 @@ def load_catalog(path: Path) -> ToolCatalog:
                 destination=item.get("destination") or "localhost",
                 connector=item.get("connector"),
                 input_schema=item.get("input_schema") or {},
+                declared=frozenset(label for label in LABELS if item.get(label)),
             )
         )
     return ToolCatalog(tools)
