@@ -26,6 +26,12 @@ The proctor home is a temporary directory with the example policies and one
 more for the ``bench`` upstream; SQLite unless ``--postgres`` names a server (a
 ``proctor_bench_*`` database is created and dropped).
 
+``stdio_*_sleeps_{main,others}_per_call``: how often each stdio proxy's main thread
+(its event loop) and its other threads went to sleep per call, from the kernel's count
+of voluntary context switches: each sleep ends in a wake-up, and a thread hop costs
+two (one thread wakes the other, which later wakes the first). A blocking fsync is a
+sleep too, of whichever thread commits.
+
 Prints a table, then one JSON object on its last line.
 """
 
@@ -145,17 +151,39 @@ def database(postgres: str | None, tmp: Path) -> Iterator[str]:
 
 # --- measuring -------------------------------------------------------------------------------
 
+def thread_sleeps(pid: int) -> tuple[int, int]:
+    """How often process ``pid``'s main thread and its other threads went to sleep so
+    far (the kernel's voluntary context switches): each sleep ends in a wake-up, the
+    cost of a thread hop (bench/thread_hop.py)."""
+    main = others = 0
+    for entry in os.scandir(f"/proc/{pid}/task"):
+        try:
+            status = Path(entry.path, "status").read_text("ascii")
+        except OSError:  # a thread that ended meanwhile
+            continue
+        line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
+        count = int(line.split()[1])
+        if int(entry.name) == pid:
+            main += count
+        else:
+            others += count
+    return main, others
+
+
 async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int,
                       cpu: dict[str, int] | None = None) -> dict[str, list[float]]:
     """Milliseconds per call, variant by variant in rotating order; with ``cpu`` (variant
     → the process id of its proxy), also ``<variant>_cpu`` in milliseconds: the proxy
-    process's CPU per call after the warm-up, from the kernel's count."""
+    process's CPU per call after the warm-up, from the kernel's count, and
+    ``<variant>_sleeps``: its main thread's and its other threads' sleeps per call."""
     samples: dict[str, list[float]] = {name: [] for name in sessions}
     order = list(sessions)
     cpu_at: dict[str, float] = {}
+    sleeps_at: dict[str, tuple[int, int]] = {}
     for i in range(warmup + calls):
         if i == warmup:
             cpu_at = {name: harness.process_cpu_seconds(pid) for name, pid in (cpu or {}).items()}
+            sleeps_at = {name: thread_sleeps(pid) for name, pid in (cpu or {}).items()}
         for name in harness.rotation(order, i):
             start = time.perf_counter_ns()
             with anyio.fail_after(WAIT):
@@ -168,6 +196,9 @@ async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: in
     for name, pid in (cpu or {}).items():
         spent = harness.process_cpu_seconds(pid) - cpu_at[name]
         samples[f"{name}_cpu"] = [spent * 1e3 / calls]
+        main, others = thread_sleeps(pid)
+        samples[f"{name}_sleeps"] = [(main - sleeps_at[name][0]) / calls,
+                                     (others - sleeps_at[name][1]) / calls]
     return samples
 
 
@@ -260,6 +291,10 @@ def figures(samples: dict[str, list[float]]) -> dict[str, float]:
         if name.endswith("_cpu"):
             out[f"{name}_ms_per_call"] = round(values[0], 3)
             continue
+        if name.endswith("_sleeps"):
+            out[f"{name}_main_per_call"] = round(values[0], 2)
+            out[f"{name}_others_per_call"] = round(values[1], 2)
+            continue
         out[f"{name}_p50_ms"] = round(statistics.median(values), 3)
         out[f"{name}_p99_ms"] = round(harness.nearest_rank(values, 99), 3)
     out["added_p50_ms"] = round(out["gateway_p50_ms"] - out["direct_p50_ms"], 3)
@@ -319,6 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         # else the machine ran; the decision's share of it is decide_cpu_ms
         "stdio_gateway_cpu_ms_per_call": stdio["gateway_cpu_ms_per_call"],
         "stdio_relay_cpu_ms_per_call": stdio["relay_cpu_ms_per_call"],
+        # how often the wrapper's threads went to sleep per call (each one a wake-up):
+        # its event loop's thread, and the rest (the audit writer's, anyio's workers)
+        "stdio_gateway_sleeps_main_per_call": stdio["gateway_sleeps_main_per_call"],
+        "stdio_gateway_sleeps_others_per_call": stdio["gateway_sleeps_others_per_call"],
+        "stdio_relay_sleeps_main_per_call": stdio["relay_sleeps_main_per_call"],
+        "stdio_relay_sleeps_others_per_call": stdio["relay_sleeps_others_per_call"],
         "http_gateway_cpu_ms_per_call": http["gateway_cpu_ms_per_call"],
         "decide_cpu_ms": round(decide_cpu_ms, 3),
         "goals": {key: str(goal) for key, goal in GOALS.items()},
@@ -338,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
           f"bare pass-through {result['stdio_relay_cpu_ms_per_call']:.3f} ms, HTTP gateway "
           f"{result['http_gateway_cpu_ms_per_call']:.3f} ms; the decision alone "
           f"{result['decide_cpu_ms']:.3f} ms")
+    print(f"thread sleeps per call (main / others): stdio wrapper "
+          f"{result['stdio_gateway_sleeps_main_per_call']:.2f} / "
+          f"{result['stdio_gateway_sleeps_others_per_call']:.2f}, bare pass-through "
+          f"{result['stdio_relay_sleeps_main_per_call']:.2f} / "
+          f"{result['stdio_relay_sleeps_others_per_call']:.2f}")
     harness.print_json_line(result)
 
 

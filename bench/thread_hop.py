@@ -1,4 +1,4 @@
-"""What the hop of a gateway's decision off its event loop costs, four ways.
+"""What the hop of a gateway's decision off its event loop costs, five ways.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
     uv run python bench/thread_hop.py --smoke    # 30
 
 This bench decides the enforcer bench's allowed call for a held grant
-(``Enforcer.decide_held_call``, SQLite) from a coroutine under ``anyio.run``, four ways
+(``Enforcer.decide_held_call``, SQLite) from a coroutine under ``anyio.run``, five ways
 alternated call by call:
 
 - ``anyio``: ``anyio.to_thread.run_sync`` (``Enforcer.decide_held_call_async``, the
@@ -19,10 +19,14 @@ alternated call by call:
 - ``inline``: no hop, the decision on the event loop's own thread (which then waits
   for the write: nothing else on the loop runs meanwhile, so this is a floor, not a
   design);
-- ``on_loop``: ``Enforcer.decide_held_call_on_loop`` (the wrapper's way now): the
-  decision's CPU on the loop, its write handed to the audit writer's thread, which
-  answers an asyncio future once committed; ``on_loop_share`` is the share of its
-  calls decided that way (the rest went whole to a worker thread: a view was cold).
+- ``on_loop``: ``Enforcer.decide_held_call_on_loop``: the decision's CPU on the
+  loop, its write handed to the audit writer's thread, which answers an asyncio
+  future once committed; ``on_loop_share`` is the share of its calls (and of
+  ``on_loop_led``'s) decided that way (the rest went whole to a worker thread: a view
+  was cold);
+- ``on_loop_led``: the same on a loop that leads its own writes (``AuditLog.lead_on``,
+  the stdio wrapper's way since 7 December, afternoon): nobody else writing, the
+  write is committed on the loop's thread, no hop at all.
 
 CPU is the process's per call (every thread: the audit writer's included), wall the
 call's. Prints a line per variant, then one JSON object on its last line:
@@ -126,9 +130,16 @@ async def measure(calls: int) -> dict[str, Any]:
         async def on_loop() -> None:
             check(await runtime.enforcer.decide_held_call_on_loop(held, CALL))
 
+        async def on_loop_led() -> None:
+            runtime.audit.lead_on(asyncio.get_running_loop())
+            try:
+                check(await runtime.enforcer.decide_held_call_on_loop(held, CALL))
+            finally:
+                runtime.audit.lead_on(None)
+
         variants: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("anyio", via_anyio), ("own_thread", via_own_thread), ("inline", inline),
-            ("on_loop", on_loop)]
+            ("on_loop", on_loop), ("on_loop_led", on_loop_led)]
         cpu: dict[str, list[float]] = {name: [] for name, _ in variants}
         wall: dict[str, list[float]] = {name: [] for name, _ in variants}
         try:
@@ -159,6 +170,8 @@ async def measure(calls: int) -> dict[str, Any]:
         "own_thread_vs_anyio_cpu": round(cpu_ms["own_thread"] / cpu_ms["anyio"], 4),
         "on_loop_hop_cpu_ms": round(cpu_ms["on_loop"] - cpu_ms["inline"], 4),
         "on_loop_vs_anyio_cpu": round(cpu_ms["on_loop"] / cpu_ms["anyio"], 4),
+        "on_loop_led_hop_cpu_ms": round(cpu_ms["on_loop_led"] - cpu_ms["inline"], 4),
+        "on_loop_led_vs_on_loop_p50": round(p50_ms["on_loop_led"] / p50_ms["on_loop"], 4),
         "on_loop_share": round(on_loop_share, 4),
         "not_allowed": not_allowed,
     }
@@ -166,7 +179,7 @@ async def measure(calls: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = harness.parser(
-        "A decision's hop off the event loop: anyio, own thread, none, on the loop")
+        "A decision's hop off the event loop: anyio, own thread, none, on the loop, led there")
     options = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     calls = harness.sized(options, full=FULL, quick=QUICK, smoke=SMOKE)
     load = harness.load_average()

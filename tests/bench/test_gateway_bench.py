@@ -19,7 +19,9 @@ from tests.bench.quick import bench_module
 FIGURES = ("stdio_added_p50_ms", "stdio_added_p99_ms", "http_added_p50_ms", "decide_p50_ms",
            "stdio_relay_added_p50_ms", "durable_commit_p50_ms", "stdio_added_vs_floor",
            "stdio_gateway_cpu_ms_per_call", "stdio_relay_cpu_ms_per_call",
-           "http_gateway_cpu_ms_per_call", "decide_cpu_ms")
+           "http_gateway_cpu_ms_per_call", "decide_cpu_ms",
+           "stdio_gateway_sleeps_main_per_call", "stdio_gateway_sleeps_others_per_call",
+           "stdio_relay_sleeps_main_per_call", "stdio_relay_sleeps_others_per_call")
 
 
 @pytest.mark.slow
@@ -49,4 +51,6 @@ def test_smoke_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line()
     for key in ("stdio_gateway_cpu_ms_per_call", "stdio_relay_cpu_ms_per_call",
                 "http_gateway_cpu_ms_per_call", "decide_cpu_ms"):
         assert report[key] >= 0, key
+    # each call wakes the wrapper's event loop at least once: the agent's line arrives
+    assert report["stdio_gateway_sleeps_main_per_call"] >= 1
     assert set(report["goals_met"]) == set(report["goals"])

@@ -177,11 +177,15 @@ def test_a_proof_used_in_one_process_is_refused_in_another(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("command", ["forever", "forever_on_loop"])
 def test_a_process_killed_mid_batch_leaves_a_chain_that_verifies_and_every_allow_audited(
     runtime: Runtime, agents: Agents, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    command: str,
 ) -> None:
+    # forever_on_loop: eight tasks on one event loop that leads its own writes, as
+    # the stdio wrapper's (tests.enforcement.second_process)
     grant = agents.grant(SUPPORT, REFUND)
-    other = Other(runtime, "forever", _job(agents, grant, tmp_path, threads=8, calls=0))
+    other = Other(runtime, command, _job(agents, grant, tmp_path, threads=8, calls=0))
     assert other.next() == "ready"
     other.go()
     allowed = [other.next() for _ in range(200)]  # eight callers keep deciding

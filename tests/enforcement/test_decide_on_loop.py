@@ -209,7 +209,12 @@ async def test_a_revocation_another_process_committed_is_refused_by_the_loops_wr
 async def test_twenty_callers_on_one_loop_get_exactly_the_grants_uses(
         runtime: Runtime, agents: Agents) -> None:
     grant = agents.grant(SUPPORT, REFUND, max_uses=5)
-    held = _held(runtime, agents, grant)
+    await twenty_callers(runtime, _held(runtime, agents, grant))
+
+
+async def twenty_callers(runtime: Runtime, held: HeldGrant) -> None:
+    """Twenty calls of ``held`` on this loop at once, five uses left: five allowed, the
+    rest refused, every answer audited."""
     verdicts: list[CallVerdict] = []
 
     async def caller() -> None:

@@ -83,6 +83,7 @@ class Gateway:
         self.enforcer = enforcer
         self.grants = grants
         self.clock = clock
+        self.audit = audit
         self.registry = ToolRegistry(engine, tools or KnownTools(store, clock))
         self.visibility = Visibility(engine)
         self.results = ResultGuard(guard, grants, audit, clock)

@@ -10,6 +10,7 @@ exits so the client sees the server go away).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -123,10 +124,14 @@ async def run_wrapper(gateway: Gateway, *, server: str, agent_id: str,
                 transport = StdioTransport(reader, writer,
                                            max_message_bytes=config.max_message_bytes,
                                            calls=_direct_calls(gateway, session, held, view))
+                # one agent's calls: each waits for its own commit anyway, so the loop
+                # writes it itself when nobody else is writing (SQLite; AuditLog.lead_on)
+                gateway.audit.lead_on(asyncio.get_running_loop())
                 await transport.serve(mcp_server, stop=stop)
             except ProctorError as exc:  # raised after the task group, not inside a group
                 failure = exc
             finally:
+                gateway.audit.lead_on(None)
                 closed_by = session.close_reason
                 session.close(closed_by or "agent disconnected")
                 gateway.forget(session)
