@@ -13,10 +13,13 @@ A scope document, as carried in the token's ``scope`` claim::
     ]}
 
 ``tool`` is ``server/tool``, ``server/*`` or ``*``. An argument constraint is
-one of ``in`` (allowed values), ``prefix`` (strings starting with one of
-these) or ``max`` (an integer ceiling); a constrained argument must be present.
-An argument that is a list (an email's recipients) is allowed when each of its
-items is.
+one of ``in`` (allowed values, compared exactly, type included), ``prefix``
+(strings under one of these, as a path: :mod:`proctor.grants.prefixes`) or a
+range of integers, ``min`` and/or ``max`` — ``max`` alone is from 0, never
+negative, and only a JSON integer passes a range (not ``true``, ``5000.0`` or
+``"5000"``); a constrained argument must be present.
+An argument that is a list (an email's recipients) is allowed when it has items
+and each of them is.
 Narrowing — delegation — is checked with :meth:`GrantScope.covers`.
 """
 
@@ -27,24 +30,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proctor.errors import ScopeError
+from proctor.grants.prefixes import is_clean, prefix_allows, prefix_covers
 
 __all__ = ["ArgConstraint", "GrantScope", "ToolScope", "expand_scope", "wildcards_of"]
 
 _MAX_TOOLS = 256
 Scalar = str | int | bool
+# the largest integer every JSON reader holds exactly (a double's 53 bits): a range
+# bound past it would mean one thing to proctor and another to a JavaScript upstream
+MAX_SAFE_INTEGER = 2**53 - 1
+_RANGE = frozenset({"min", "max"})
 
 
 @dataclass(frozen=True, slots=True)
 class ArgConstraint:
-    """One argument's limit: exactly one of ``one_of``, ``prefixes``, ``max``."""
+    """One argument's limit: ``one_of``, ``prefixes``, or a range (``min``, ``max``).
+
+    A range holds integers only, from ``min`` to ``max``; ``max`` without ``min`` is
+    from 0 (:func:`low`). ``min`` without ``max`` has no ceiling.
+    """
 
     one_of: frozenset[Scalar] | None = None
     prefixes: tuple[str, ...] | None = None
     max: int | None = None
+    min: int | None = None
+
+    @property
+    def low(self) -> int:
+        """The range's floor: ``min``, else 0 — ``max`` alone never allows a negative."""
+        return self.min if self.min is not None else 0
 
     def allows(self, value: Any) -> bool:
-        if isinstance(value, list):
-            return all(self._allows_item(item) for item in value)
+        if isinstance(value, list):  # empty: no value to check, so none allowed
+            return bool(value) and all(self._allows_item(item) for item in value)
         return self._allows_item(value)
 
     def _allows_item(self, value: Any) -> bool:
@@ -53,8 +71,10 @@ class ArgConstraint:
             return isinstance(value, Scalar) and any(
                 type(value) is type(v) and value == v for v in self.one_of)
         if self.prefixes is not None:
-            return isinstance(value, str) and value.startswith(self.prefixes)
-        return isinstance(value, int) and not isinstance(value, bool) and value <= (self.max or 0)
+            return isinstance(value, str) and prefix_allows(self.prefixes, value)
+        # an integer, exactly: not a bool, a float (5000.0, nan, inf, -0.0) nor "5000"
+        return type(value) is int and self.low <= value and (
+            self.max is None or value <= self.max)
 
     def covers(self, child: ArgConstraint) -> bool:
         """True if every value ``child`` allows, this allows too."""
@@ -63,20 +83,27 @@ class ArgConstraint:
         if child.prefixes is not None:
             if self.prefixes is None:
                 return False
-            return all(c.startswith(self.prefixes) for c in child.prefixes)
-        return self.max is not None and child.max is not None and child.max <= self.max
+            return all(prefix_covers(self.prefixes, c) for c in child.prefixes)
+        if self.one_of is not None or self.prefixes is not None:
+            return False
+        return child.low >= self.low and (
+            self.max is None or (child.max is not None and child.max <= self.max))
 
     def as_json(self) -> dict[str, Any]:
         if self.one_of is not None:
             return {"in": sorted(self.one_of, key=repr)}
         if self.prefixes is not None:
             return {"prefix": list(self.prefixes)}
-        return {"max": self.max}
+        return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
 
     @classmethod
     def from_json(cls, name: str, data: Any) -> ArgConstraint:
-        if not isinstance(data, Mapping) or len(data) != 1:
-            raise ScopeError(f"constraint on `{name}` must have exactly one of in, prefix, max")
+        if not isinstance(data, Mapping) or not data or not (
+                len(data) == 1 or set(data) <= _RANGE):
+            raise ScopeError(f"constraint on `{name}` must have exactly one of in, prefix, "
+                             "or a range: max, min, or both")
+        if set(data) <= _RANGE:
+            return cls._range(name, data)
         kind, value = next(iter(data.items()))
         if kind == "in" and isinstance(value, list) and value and all(
             isinstance(v, Scalar) for v in value
@@ -85,10 +112,25 @@ class ArgConstraint:
         if kind == "prefix" and isinstance(value, list) and value and all(
             isinstance(v, str) and v for v in value
         ):
+            bad = next((v for v in value if not is_clean(v)), None)
+            if bad is not None:
+                raise ScopeError(f"prefix `{bad[:80]!r}` on `{name}` holds a control "
+                                 "character or a `..` segment")
             return cls(prefixes=tuple(value))
-        if kind == "max" and isinstance(value, int) and not isinstance(value, bool):
-            return cls(max=value)
         raise ScopeError(f"constraint `{kind}` on `{name}` is not valid")
+
+    @classmethod
+    def _range(cls, name: str, data: Mapping[str, Any]) -> ArgConstraint:
+        for kind, value in data.items():
+            if type(value) is not int or abs(value) > MAX_SAFE_INTEGER:
+                raise ScopeError(f"constraint `{kind}` on `{name}` is not valid: a whole "
+                                 f"number from -{MAX_SAFE_INTEGER} to {MAX_SAFE_INTEGER}")
+        found = cls(max=data.get("max"), min=data.get("min"))
+        if found.max is not None and found.max < found.low:
+            floor = "`min`" if found.min is not None else "0 (`max` alone is from 0: " \
+                "add a `min` to allow negative values)"
+            raise ScopeError(f"constraint `max` on `{name}` is below {floor}")
+        return found
 
 
 @dataclass(frozen=True, slots=True)
