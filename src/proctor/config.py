@@ -52,6 +52,8 @@ class Settings:
     database_pool_size: int = DEFAULT_POOL_SIZE
     database_pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS
     operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
+    # the `aud` of this deployment's grants, and the one audience its checks accept
+    grant_audience: str = "proctor"
 
     @property
     def is_embedded(self) -> bool:
@@ -67,10 +69,12 @@ _ENV_KEYS = {
     "PROCTOR_TASK_IDLE_SECONDS": "task_idle_seconds",
     "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
     "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": "database_pool_timeout_seconds",
+    "PROCTOR_GRANT_AUDIENCE": "grant_audience",
 }
 _WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size"}
 _NUMBERS = {"database_pool_timeout_seconds"}
-_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", *_WHOLE_NUMBERS, *_NUMBERS}
+_FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "grant_audience", *_WHOLE_NUMBERS,
+              *_NUMBERS}
 
 
 def load_settings(
@@ -102,6 +106,7 @@ def load_settings(
         database_pool_timeout_seconds=_pool_timeout(
             values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS)),
         operator=env.get("PROCTOR_OPERATOR") or None,
+        grant_audience=str(values.pop("grant_audience", "proctor")),
     )
     _check(settings)
     return settings
@@ -185,3 +190,7 @@ def _check(settings: Settings) -> None:
         )
     if not settings.trust_domain or "/" in settings.trust_domain:
         raise ConfigError(f"trust domain `{settings.trust_domain}` is not valid")
+    audience = settings.grant_audience
+    if not 0 < len(audience) <= 256 or not audience.isprintable() or audience != audience.strip():
+        raise ConfigError(f"grant audience `{audience[:80]}` is not valid (1 to 256 printable "
+                          "characters, no surrounding space)")

@@ -200,7 +200,7 @@ def _wire(settings: Settings, clock: Clock, store: Store,
         policies.load_directory(settings.policy_dir)
     master_key = load_master_key(settings.home)  # read once, here
     keyring = open_keyring(settings, store, clock, master_key)
-    codec = TokenCodec(keyring, issuer=issuer_for(settings), audience="proctor")
+    codec = TokenCodec(keyring, issuer=issuer_for(settings), audience=settings.grant_audience)
     audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
     agents = RegisteredAgents(registry, store, clock, view=agent_view, audit=audit)
     task_view = TaskView(store, feed)

@@ -7,7 +7,9 @@ check, with the injected clock.
 
 Claims::
 
-    iss   the issuer (proctor's URL or name)     aud   the audience (e.g. "proctor")
+    iss   the issuer: spiffe://<trust domain>/proctor
+    aud   the deployment's grant audience (setting ``grant_audience``, "proctor" by
+          default): one string; a list naming several is refused (``grant_wrong_audience``)
     sub   the agent's SPIFFE ID                  jti   the grant id (a lease node)
     iat, nbf, exp                                task  the task id
     scope the grant scope document               cnf   {"jkt": agent key thumbprint}
@@ -102,7 +104,7 @@ class GrantClaims:
             return cls(
                 grant_id=str(claims["jti"]), agent_id=str(claims["sub"]),
                 task_id=str(claims["task"]), issuer=str(claims["iss"]),
-                audience=str(claims["aud"]), issued_at=int(claims["iat"]),
+                audience=_audience_of(claims["aud"]), issued_at=int(claims["iat"]),
                 not_before=int(claims["nbf"]), expires_at=int(claims["exp"]),
                 scope=GrantScope.from_json(claims["scope"]),
                 key_thumbprint=str(claims["cnf"]["jkt"]),
@@ -113,6 +115,20 @@ class GrantClaims:
             )
         except (KeyError, TypeError, ValueError, ScopeError) as exc:
             raise GrantError("grant_malformed", "grant claims are incomplete") from exc
+
+
+def _audience_of(aud: Any) -> str:
+    """The one audience a grant names. proctor writes a string; a list (which JWT allows)
+    is read only when it names one audience: a grant for other audiences as well would
+    be good wherever any of them is checked, so it is refused, whatever else it names."""
+    if isinstance(aud, str):
+        return aud
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        if len(set(aud)) == 1:
+            return str(aud[0])
+        raise GrantError("grant_wrong_audience",
+                         f"grant names {len(set(aud))} audiences; a grant is for one alone")
+    raise TypeError("aud")  # grant_malformed
 
 
 class TokenCodec:
