@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from proctor.server.console.queries import pending_count
 from proctor.server.console.web import ConsoleCall, ConsoleRoute, check_csrf, render
 from proctor.server.control import service
-from proctor.server.routes.agents import agent_resource, suspend_unaudited
+from proctor.server.routes.agents import agent_for, agent_resource, suspend_unaudited
 
 __all__ = ["router"]
 
@@ -32,8 +32,7 @@ def agents_page(console: ConsoleCall) -> Response:
 
 @router.get("/console/agents/{agent_id:path}/view")
 def agent_page(agent_id: str, console: ConsoleCall) -> Response:
-    agent = console.runtime.registry.get(agent_id)
-    console.require("api:agent.read", agent_resource(agent))
+    agent = agent_for(console, agent_id, "api:agent.read")
     differences = (agent.manifest.differences(agent.presented_manifest)
                    if agent.presented_manifest is not None else {})
     may_review = console.state.control.decide(
@@ -52,8 +51,7 @@ def agent_page(agent_id: str, console: ConsoleCall) -> Response:
 @router.post("/console/agents/{agent_id:path}/review")
 async def review(agent_id: str, request: Request, console: ConsoleCall) -> Response:
     form = await check_csrf(request, console)
-    agent = console.runtime.registry.get(agent_id)
-    console.require("api:agent.review", agent_resource(agent))
+    agent = agent_for(console, agent_id, "api:agent.review")
     # the digest of the manifest the page showed; none: review_digest_missing (400)
     expected = form.get("expected_digest", "")
     updated = console.runtime.registry.review(agent.id, reviewer=console.principal.id,
@@ -68,8 +66,7 @@ async def review(agent_id: str, request: Request, console: ConsoleCall) -> Respo
 @router.post("/console/agents/{agent_id:path}/suspend")
 async def suspend(agent_id: str, request: Request, console: ConsoleCall) -> Response:
     form = await check_csrf(request, console)
-    agent = console.runtime.registry.get(agent_id)
-    console.require("api:agent.suspend", agent_resource(agent))
+    agent = agent_for(console, agent_id, "api:agent.suspend")
     reason = form.get("reason", "")[:500] or "suspended from the console"
     updated = console.runtime.registry.suspend(agent.id, by=console.principal.id,
                                                reason=reason)

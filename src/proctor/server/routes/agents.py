@@ -3,6 +3,12 @@ the manifest it runs.
 
 ``{agent_id}`` is the agent's SPIFFE ID (``spiffe://acme.example/agent/coder``,
 slashes and all) or its bare name in the configured trust domain (``coder``).
+
+Which agents are registered is itself worth knowing (to an attacker choosing whom to
+impersonate), so it is told only to a caller who may know it: one who may list agents
+or read the agent named. Anyone else gets one answer for an agent that is not registered
+and one it may not act on — 404 ``agent_unknown``, the same message — and the refusal
+is audited in both cases (:func:`agent_for`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from proctor.codes import Code
+from proctor.errors import AgentError, ApiError
 from proctor.identity import (
     Agent,
     JwtSvidProof,
@@ -29,7 +36,7 @@ from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
 
-__all__ = ["AgentView", "ManifestIn", "agent_resource", "resolve_agent", "router",
+__all__ = ["AgentView", "ManifestIn", "agent_for", "agent_resource", "router",
            "suspend_unaudited"]
 
 router = APIRouter(tags=["agents"])
@@ -130,10 +137,50 @@ class AgentList(BaseModel):
     agents: list[AgentView]
 
 
-def resolve_agent(call: CallContext, agent_id: str) -> Agent:
-    """The registered agent ``agent_id`` names (404 ``agent_unknown`` if none)."""
-    return call.runtime.registry.get(
-        agent_id_for(agent_id, call.runtime.settings.trust_domain).id)
+def agent_for(call: CallContext, agent_id: str, action: str, *,
+              context: dict[str, Any] | None = None) -> Agent:
+    """The registered agent ``agent_id`` names, once the caller may do ``action`` on it.
+
+    A caller who may know which agents exist (:func:`may_know`) gets 404
+    ``agent_unknown`` for an agent that is not registered and 403 ``forbidden``, with
+    the policies' reasons, for one it may not act on. Anyone else gets 404
+    ``agent_unknown`` for both, with one message, so that status codes do not list the
+    registered agents; each is audited as a refusal of ``action``, which also keeps the
+    two answers' work alike.
+    """
+    key = agent_id_for(agent_id, call.runtime.settings.trust_domain).id
+    agent = call.runtime.registry.find(key)
+    if agent is None:
+        if may_know(call, None):
+            raise AgentError("agent_unknown", f"agent `{key}` is not registered")
+        call.request.state.action = action
+        call.state.metrics.refusals.labels(action).inc()
+        call.state.control.record_refusal(
+            call.principal, action, f'Agent::"{key}"', "agent_unknown",
+            ("no agent the caller may see is registered under this id",), source=call.source,
+            detail={"method": call.request.method, "path": call.request.url.path[:500]})
+        raise _unseen(key)
+    try:
+        call.require(action, agent_resource(agent), context=context)
+    except ApiError as exc:
+        if exc.code != "forbidden" or may_know(call, agent):
+            raise
+        raise _unseen(key) from None
+    return agent
+
+
+def may_know(call: CallContext, agent: Agent | None) -> bool:
+    """True if the caller may learn whether ``agent`` is registered: it may list agents,
+    or read this one (an agent itself)."""
+    control, principal = call.state.control, call.principal
+    return control.decide(principal, "api:agent.list", service("agents")).is_allowed or (
+        agent is not None
+        and control.decide(principal, "api:agent.read", agent_resource(agent)).is_allowed)
+
+
+def _unseen(key: str) -> AgentError:
+    return AgentError("agent_unknown",
+                      f"agent `{key}` is not registered, or not one this caller may see")
 
 
 def suspend_unaudited(call: CallContext, agent_id: str) -> Callable[[], str]:
@@ -183,9 +230,7 @@ def register_agent(body: RegisterAgent, call: Call) -> AgentView:
 @router.get("/v1/agents/{agent_id:path}", responses=problem_responses(*_ONE))
 def read_agent(agent_id: str, call: Call) -> AgentView:
     """One agent, with how its presented manifest differs from the reviewed one."""
-    agent = resolve_agent(call, agent_id)
-    call.require("api:agent.read", agent_resource(agent))
-    return AgentView.of(agent)
+    return AgentView.of(agent_for(call, agent_id, "api:agent.read"))
 
 
 @router.post("/v1/agents/{agent_id:path}/review", responses=problem_responses(
@@ -193,8 +238,7 @@ def read_agent(agent_id: str, call: Call) -> AgentView:
     "review_digest_missing"))
 def review_agent(agent_id: str, body: Review, call: Call) -> AgentView:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
-    agent = resolve_agent(call, agent_id)
-    call.require("api:agent.review", agent_resource(agent))
+    agent = agent_for(call, agent_id, "api:agent.review")
     updated = call.runtime.registry.review(
         agent.id, reviewer=call.principal.id,
         manifest=body.manifest.manifest() if body.manifest else None,
@@ -221,8 +265,7 @@ def retire_agent(agent_id: str, body: StateChange, call: Call) -> AgentView:
 
 
 def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> AgentView:
-    agent = resolve_agent(call, agent_id)
-    call.require(f"api:agent.{verb}", agent_resource(agent))
+    agent = agent_for(call, agent_id, f"api:agent.{verb}")
     registry = call.runtime.registry
     change = registry.suspend if verb == "suspend" else registry.retire
     updated = change(agent.id, by=call.principal.id, reason=reason)
@@ -236,8 +279,7 @@ def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> Agen
     *_ONE, "agent_not_active", "manifest_invalid"))
 def present_manifest(agent_id: str, body: Presented, call: Call) -> AgentView:
     """The agent presents the manifest it runs now; a different one makes it drifted."""
-    agent = resolve_agent(call, agent_id)
-    call.require("api:agent.present_manifest", agent_resource(agent))
+    agent = agent_for(call, agent_id, "api:agent.present_manifest")
     updated = call.runtime.registry.present_manifest(agent.id, body.manifest.manifest())
     if updated.trust_state is not agent.trust_state:
         call.runtime.enforcer.refresh_principals()

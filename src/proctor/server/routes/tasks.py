@@ -9,13 +9,12 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from proctor.grants import LeaseNode, Task
-from proctor.identity import agent_id_for
 from proctor.identity.people import check_human
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
-from proctor.server.routes.agents import agent_resource
+from proctor.server.routes.agents import agent_for
 
 __all__ = ["TaskView", "router", "task_resource"]
 
@@ -108,9 +107,8 @@ def start_task(body: StartTask, call: Call) -> TaskView:
     and kept, in its canonical form (``Bob@Acme.example`` is ``bob@acme.example``)."""
     runtime = call.runtime
     on_behalf_of = check_human(body.on_behalf_of, "human a task acts for")
-    agent = runtime.registry.get(agent_id_for(body.agent, runtime.settings.trust_domain).id)
-    call.require("api:task.start", agent_resource(agent),
-                 context={"on_behalf_of": on_behalf_of})
+    agent = agent_for(call, body.agent, "api:task.start",
+                      context={"on_behalf_of": on_behalf_of})
     task = runtime.grants.start_task(agent.id, purpose=body.purpose,
                                      on_behalf_of=on_behalf_of,
                                      ttl_seconds=body.ttl_seconds,
