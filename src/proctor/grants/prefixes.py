@@ -27,18 +27,22 @@ a boundary, allows nothing the parent's does not.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import unquote
 
 __all__ = ["is_clean", "prefix_allows", "prefix_covers"]
 
 _DECODINGS = 3  # percent-decodings looked through: %2e, %252e, %25252e
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 def prefix_allows(prefixes: tuple[str, ...], value: str) -> bool:
     """True if ``value`` is clean and lies under one of ``prefixes`` (steps 1 to 4)."""
     if not is_clean(value):
         return False
+    if value.isascii():  # its own NFKC form
+        return any(_under(p, value) for p in prefixes)
     normal = unicodedata.normalize("NFKC", value)
     return any(_under(p, value) and _under(p, normal) for p in prefixes)
 
@@ -63,7 +67,7 @@ def is_clean(value: str) -> bool:
 
 
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def _steps_up(text: str) -> bool:
