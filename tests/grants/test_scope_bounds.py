@@ -71,45 +71,56 @@ DOCS = _scope({"uri": {"prefix": ["file:///srv/docs/"]}})
 API = _scope({"url": {"prefix": ["https://api.example.com"]}})
 
 
-@pytest.mark.parametrize(("scope", "value"), [
-    (REPO, "/srv/repos/app-evil"),
-    (REPO, "/srv/repos/app2/x"),
-    (REPO, "/srv/repos/app/../../etc/passwd"),
-    (REPO, "/srv/repos/app/.."),
-    (REPO, "/srv/repos/app\\..\\secrets"),
-    (REPO, "/srv/repos/app/%2e%2e/%2e%2e/etc"),
-    (REPO, "/srv/repos/app/%252e%252e/etc"),
-    (REPO, "/srv/repos/app/..%2f..%2fetc"),
-    (REPO, "/srv/repos/app/\u2025/etc"),             # two dot leader: NFKC `..`
-    (REPO, "/srv/repos/app/\uff0e\uff0e/etc"),       # fullwidth full stops
-    (REPO, "/srv/repos/app\uff0f..\uff0fetc"),       # fullwidth solidus
-    (REPO, "/srv/repos/app/x\x00.txt"),
-    (REPO, "/srv/repos/app/x%00.txt"),
-    (REPO, "/srv/repos/app/x\nInjected: 1"),
-    (REPO, "/srv/repos/ap\u0070\u0301/x"),           # p + combining acute: not `app` in NFKC
-    (REPO, "/SRV/repos/app"),
-    (DOCS, "file:///srv/docs/../../etc/shadow"),
-    (DOCS, "file:///srv/docs/%2E%2E/secrets"),
-    (API, "https://api.example.com.evil.example/"),
-    (API, "https://api.example.com@evil.example/"),
-])
-def test_a_prefix_refuses_siblings_and_every_way_up(scope: GrantScope, value: str) -> None:
-    name = next(iter(scope.tools[0].args))
-    assert not scope.allows("s/t", {name: value})
+# (scope, allowed, values): a prefix allows what lies under it, no sibling, no way up
+PREFIX_CASES: list[tuple[GrantScope, bool, tuple[str, ...]]] = [
+    (REPO, False, (
+        "/srv/repos/app-evil",
+        "/srv/repos/app2/x",
+        "/srv/repos/app/../../etc/passwd",
+        "/srv/repos/app/..",
+        "/srv/repos/app\\..\\secrets",
+        "/srv/repos/app/%2e%2e/%2e%2e/etc",
+        "/srv/repos/app/%252e%252e/etc",
+        "/srv/repos/app/..%2f..%2fetc",
+        "/srv/repos/app/\u2025/etc",  # two dot leader: NFKC `..`
+        "/srv/repos/app/\uff0e\uff0e/etc",  # fullwidth full stops
+        "/srv/repos/app\uff0f..\uff0fetc",  # fullwidth solidus
+        "/srv/repos/app/x\x00.txt",
+        "/srv/repos/app/x%00.txt",
+        "/srv/repos/app/x\nInjected: 1",
+        "/srv/repos/app\u0301/x",  # a combining acute after `app`: no boundary, `apṕ` in NFKC
+        "/SRV/repos/app",
+    )),
+    (DOCS, False, (
+        "file:///srv/docs/../../etc/shadow",
+        "file:///srv/docs/%2E%2E/secrets",
+    )),
+    (API, False, (
+        "https://api.example.com.evil.example/",
+        "https://api.example.com@evil.example/",
+    )),
+    (REPO, True, (
+        "/srv/repos/app",
+        "/srv/repos/app/src/main.py",
+        "/srv/repos/app/notes..txt",
+        "/srv/repos/app/./src",
+        "/srv/repos/app/caf\u00e9",
+    )),
+    (DOCS, True, (
+        "file:///srv/docs/a%20b.md",
+    )),
+    (API, True, (
+        "https://api.example.com/v1/items",
+    )),
+]
 
 
-@pytest.mark.parametrize(("scope", "value"), [
-    (REPO, "/srv/repos/app"),
-    (REPO, "/srv/repos/app/src/main.py"),
-    (REPO, "/srv/repos/app/notes..txt"),
-    (REPO, "/srv/repos/app/./src"),
-    (REPO, "/srv/repos/app/caf\u00e9"),
-    (DOCS, "file:///srv/docs/a%20b.md"),
-    (API, "https://api.example.com/v1/items"),
-])
-def test_a_prefix_allows_what_lies_under_it(scope: GrantScope, value: str) -> None:
+@pytest.mark.parametrize(("scope", "value", "allowed"), [
+    (scope, value, allowed) for scope, allowed, values in PREFIX_CASES for value in values])
+def test_a_prefix_allows_what_lies_under_it_and_no_sibling_nor_way_up(
+        scope: GrantScope, value: str, allowed: bool) -> None:
     name = next(iter(scope.tools[0].args))
-    assert scope.allows("s/t", {name: value})
+    assert scope.allows("s/t", {name: value}) is allowed
 
 
 def test_a_prefix_ending_in_a_separator_is_a_plain_prefix() -> None:
