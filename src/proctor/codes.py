@@ -81,7 +81,7 @@ Code = Literal[
     "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
     "grant_not_yet_valid", "grant_revoked", "grant_unknown", "grant_uses_exhausted",
     "grant_out_of_scope", "grant_wrong_agent", "grant_max_uses_invalid", "grant_ttl_invalid",
-    "grant_manifest_changed",
+    "grant_manifest_changed", "delegator_not_trusted",
     "proof_missing", "proof_invalid", "proof_key_private", "proof_wrong_key", "proof_stale",
     "proof_replayed", "proof_wrong_target", "scope_invalid", "delegation_widens_scope",
     "delegation_extends_expiry", "delegation_too_deep", "delegation_cycle",
@@ -264,6 +264,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "grant_wrong_agent": _auth("the grant is not for this agent, or not for its current key"),
     "grant_manifest_changed": _auth("the grant was issued while its agent ran another "
                                     "manifest, and a human has reviewed a new one since"),
+    "delegator_not_trusted": _auth("an agent the grant was delegated from (its `act` chain) "
+                                   "is not trusted now: its manifest drifted, it is "
+                                   "unattested or no longer registered; a review of it "
+                                   "lets the line's grants work again"),
     "grant_max_uses_invalid": CodeInfo("max uses must be at least 1", 422),
     "grant_ttl_invalid": CodeInfo("a grant's ttl outside the allowed range", 422),
     "proof_missing": _auth("the call carries no proof of possession of the grant's key", 422),

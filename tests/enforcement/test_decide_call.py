@@ -274,13 +274,17 @@ def test_a_delegator_hands_on_no_more_than_policy_would_issue_it_now(
                                        scope=GrantScope.from_json({"tools": crm}),
                                        ttl_seconds=300)
 
+    # A drifted delegator hands on nothing at all (delegator_not_trusted, since the
+    # line's agents re-gate a delegated grant's every use: what it handed on could not
+    # be used), audited as the receiver's issuance refused
     with pytest.raises(GrantError) as refused:
         exchange(held)
-    assert refused.value.code == "issuance_denied"
-    assert "crm/lookup_customer" in refused.value.message
+    assert refused.value.code == "delegator_not_trusted"
+    assert CODER in refused.value.message
     refusals = [e.event for e in search_events(runtime.store, EventFilter(action="grant:issue"))
                 if e.event["outcome"] != "allowed"]
-    assert [e["actor"]["id"] for e in refusals] == [CODER]
+    assert [(e["actor"]["id"], e["detail"]["code"]) for e in refusals] == [
+        (SUPPORT, "delegator_not_trusted")]
     # reviewed (its grant of before is of another manifest: a new one), it may again
     runtime.registry.review(CODER, reviewer="erin@acme.example",
                             expected_digest=runtime.registry.get(CODER).review_digest)

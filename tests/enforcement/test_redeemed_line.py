@@ -114,7 +114,7 @@ CHANGES: dict[str, tuple[Callable[[Runtime, Offered], object], str]] = {
                                                    reason="odd behaviour"),
                   "agent_not_active"),
     "drifted": (lambda rt, o: rt.registry.present_manifest(
-        CODER, manifest(model_id="some-other-model")), "issuance_denied"),
+        CODER, manifest(model_id="some-other-model")), "delegator_not_trusted"),
     "reviewed on another manifest": (lambda rt, o: rt.registry.review(
         CODER, reviewer="erin@acme.example", manifest=manifest(model_id="its-next-model")),
         "grant_manifest_changed"),

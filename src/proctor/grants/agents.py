@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from proctor.audit import WriteCursor
 from proctor.errors import AgentError, GrantError
 
-__all__ = ["AgentBinding", "AgentDirectory", "AgentEnded", "binding_refusal"]
+__all__ = ["AgentBinding", "AgentDirectory", "AgentEnded", "binding_refusal", "line_refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,35 @@ def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
         return GrantError("grant_manifest_changed",
                           "the grant was issued while the agent ran another manifest; "
                           "ask for a new grant")
+    return None
+
+
+def line_refusal(find: Callable[[str], AgentBinding | None],
+                 actor_chain: tuple[str, ...]) -> GrantError | None:
+    """Why a grant delegated along ``actor_chain`` (its delegators, nearest first: the
+    grant's ``act`` chain) may not be used now, or None: every agent it derives from
+    must be registered, active and ``trusted`` as ``find`` reads it. Authority handed on
+    by an agent whose manifest drifted since, or that is unattested, is re-gated as that
+    agent's own is: a human reviews it, and the line's grants work again (nothing is
+    revoked). A suspended or retired delegator revoked the line already; said so here
+    too, when this process's view hears of it first.
+
+    Asked by a delegated grant's check (its view of the agents: no store read when the
+    view is warm), by its use's write of the rows as committed
+    (:mod:`proctor.grants.use`), and by an exchange's redemption for the agents before
+    its delegator. A grant of depth 0 has an empty chain: nothing is read."""
+    for agent_id in actor_chain:
+        binding = find(agent_id)
+        if binding is not None and binding.trust_state == "trusted" and binding.is_active:
+            continue
+        if binding is not None and not binding.is_active:
+            return GrantError("grant_revoked", f"agent `{agent_id}`, which the grant derives "
+                              f"from, is {binding.trust_state}: its grants and everything "
+                              "delegated from them are revoked")
+        state = "not registered" if binding is None else binding.trust_state
+        return GrantError("delegator_not_trusted", f"agent `{agent_id}`, which the grant "
+                          f"derives from, is {state} now: a human must review it before "
+                          "authority it handed on is used again")
     return None
 
 

@@ -41,7 +41,13 @@ from proctor.audit import Actor, AuditLog, WriteCursor
 from proctor.clock import Clock
 from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
-from proctor.grants.agents import AgentBinding, AgentDirectory, AgentEnded, binding_refusal
+from proctor.grants.agents import (
+    AgentBinding,
+    AgentDirectory,
+    AgentEnded,
+    binding_refusal,
+    line_refusal,
+)
 from proctor.grants.holders import HeldGrant, HolderProof, held_with
 from proctor.grants.issuance import (
     ISSUE_METHOD,
@@ -393,6 +399,8 @@ class GrantAuthority:
         self._check_binding(claims, confirmed_later=True)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
+        if claims.actor_chain:  # delegated: its line's agents too (depth 0: nothing runs)
+            self._check_line(claims, confirmed_later=True)
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
                         nonce_kept_until(verified, now), counts=tool_id is not None,
@@ -414,6 +422,8 @@ class GrantAuthority:
         now = self._clock.now()
         claims = self._codec.decode(held.token, now=now)
         self._check_binding(claims, confirmed_later=True)
+        if claims.actor_chain:
+            self._check_line(claims, confirmed_later=True)
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, None, None, counts=True,
                         limit=self._limit_of(claims.grant_id), held=True)
@@ -509,6 +519,8 @@ class GrantAuthority:
         now = self._clock.now()
         claims = self._codec.decode(token, now=now)
         self._check_binding(claims)
+        if claims.actor_chain:
+            self._check_line(claims)
         revoked = (self._revocations.revoked_now(claims.lineage)
                    if self._revocations is not None
                    else self.leases.revoked_now(claims.lineage))
@@ -595,6 +607,18 @@ class GrantAuthority:
         binding = (agents.binding_seen if confirmed_later else agents.binding)(claims.agent_id)
         refusal = binding_refusal(binding, claims.key_thumbprint, claims.manifest_digest)
         if refusal is not None:
+            raise refusal
+
+    def _check_line(self, claims: GrantClaims, *, confirmed_later: bool = False) -> None:
+        """The agents a delegated grant derives from, each trusted and active
+        (:func:`~proctor.grants.agents.line_refusal`); ``confirmed_later`` as for
+        :meth:`_check_binding`. The refusal names the grant's holder: a use's caller
+        proved the grant's key (or holds it) before this runs."""
+        agents = self._agents
+        refusal = line_refusal(agents.binding_seen if confirmed_later else agents.binding,
+                               claims.actor_chain)
+        if refusal is not None:
+            refusal.holder = claims
             raise refusal
 
     def _active_agent(self, agent_id: str, *, seen: bool = False) -> AgentBinding:

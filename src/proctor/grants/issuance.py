@@ -56,7 +56,7 @@ from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import AgentError, AuditUnavailableError, GrantError, IdentityError, ScopeError
 from proctor.grants.accounting import claim_nonce, nonce_kept_until, reserve_uses
-from proctor.grants.agents import AgentBinding, AgentDirectory, binding_refusal
+from proctor.grants.agents import AgentBinding, AgentDirectory, binding_refusal, line_refusal
 from proctor.grants.holders import HolderProof
 from proctor.grants.leases import LeaseTree
 from proctor.grants.offers import (
@@ -308,13 +308,15 @@ class Issuer:
         redemption of the offer an exchange made both come here.
 
         First the parent still usable by the delegator as stored (its key and manifest;
-        it active: a refusal is audited as the issuance's), then the child's tools decided
-        for it (read from the store, audited; a refusal raises). Its allows go with the
-        child's write, after the child's own events: a child refused there leaves none of
-        them. That write confirms the delegator as decided on here, as it confirms the
-        receiver (:func:`_confirm_delegator`)."""
+        it active; it and the agents its grant derives from trusted, else
+        ``delegator_not_trusted``: a refusal is audited as the issuance's), then the
+        child's tools decided for it (read from the store, audited; a refusal raises).
+        Its allows go with the child's write, after the child's own events: a child
+        refused there leaves none of them. That write confirms the delegator as decided
+        on here, as it confirms the receiver (:func:`_confirm_delegator`)."""
         refusal = binding_refusal(self._agents.binding(parent.agent_id),
-                                  parent.key_thumbprint, parent.manifest_digest)
+                                  parent.key_thumbprint, parent.manifest_digest) \
+            or line_refusal(self._agents.binding, (parent.agent_id, *parent.actor_chain))
         if refusal is not None:
             if decided.events:
                 self._audit_refusal(decided.events[0], refusal)
@@ -707,7 +709,7 @@ class NewGrant:
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "
                              "issuance was read: ask again")
-        _confirm_delegator(tx, self.agent, self.delegator)
+        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain)
         _confirm_lineage(tx, request, self.revisions)
         offer = self.offer
         if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
@@ -794,7 +796,7 @@ class NewOffer:
 
     def _check(self, tx: WriteCursor) -> None:
         _confirm_agent(tx, self.agent, self.request.agent_id, self.decided)
-        _confirm_delegator(tx, self.agent, self.delegator)
+        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain)
         _confirm_lineage(tx, self.request, self.revisions)
 
 
@@ -816,15 +818,20 @@ def _confirm_agent(tx: WriteCursor, read: AgentRead, agent_id: str,
     return agent
 
 
-def _confirm_delegator(tx: WriteCursor, read: AgentRead, delegator: Delegator | None) -> None:
+def _confirm_delegator(tx: WriteCursor, read: AgentRead, delegator: Delegator | None,
+                       line: tuple[str, ...]) -> None:
     """An exchange's delegator (if any) as ``tx`` sees it: as its tools were decided for
     it (:func:`_confirm_agent`: a drift, review or risk committed since is
-    ``agent_changed``, decided once more), and its grant still usable by it (its key and
-    manifest, as a use's write confirms them); else raises the refusal."""
+    ``agent_changed``, decided once more), its grant still usable by it (its key and
+    manifest, as a use's write confirms them), and the child's line (``line``: the
+    delegator and the agents its grant derives from) trusted and active
+    (``delegator_not_trusted``, as a use of the child is refused); else raises the
+    refusal."""
     if delegator is None:
         return
     agent = _confirm_agent(tx, read, delegator.agent_id, delegator.decided, who="delegator")
-    refusal = binding_refusal(agent, delegator.key_thumbprint, delegator.manifest_digest)
+    refusal = binding_refusal(agent, delegator.key_thumbprint, delegator.manifest_digest) \
+        or line_refusal(lambda agent_id: read(tx, agent_id), line)
     if refusal is not None:
         raise refusal
 

@@ -11,7 +11,10 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    change yet) and, for an allow, is in the trust state the decision saw, its risk no
    higher than the decision saw: score and named factors, what policy forbids on (a
    drift, or a higher score, committed by another process whose news had not reached
-   this one: ``agent_changed``);
+   this one: ``agent_changed``); a delegated grant's line (every agent of its ``act``
+   chain) is trusted and active (:func:`~proctor.grants.agents.line_refusal`:
+   ``delegator_not_trusted``; one row each, read once per transaction, and none for
+   a grant of depth 0);
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
 3. the task is open: not ended, not past its lifetime or idle timeout; for an allow,
    its data sensitivity seen is no higher than the decision saw (a confidential read
@@ -61,7 +64,7 @@ from typing import cast
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
-from proctor.grants.agents import AgentBinding, binding_refusal
+from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
 from proctor.grants.tokens import GrantClaims
 
 __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "active_revision", "any_revoked",
@@ -243,6 +246,10 @@ class GrantUse:
             if self.decided_risk is not None and riskier(binding, self.decided_risk):
                 raise GrantError("agent_changed", "the agent's risk rose since the call was "
                                  "decided: ask again")
+            if claims.actor_chain:  # delegated: the agents it derives from, as committed
+                refusal = line_refusal(tasks.agents.get, claims.actor_chain)
+                if refusal is not None:
+                    raise refusal
             if any(i not in tasks.live for i in claims.lineage):
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             if any(i not in tasks.live for i in self.also_live):
@@ -353,6 +360,12 @@ class _Tasks:
                 binding = use.agent(tx, agent_id)
                 if binding is not None:
                     agents[agent_id] = binding
+            if use.claims.actor_chain:  # a delegated grant's line (depth 0: nothing)
+                for agent_id in use.claims.actor_chain:
+                    if agent_id not in agents:
+                        binding = use.agent(tx, agent_id)
+                        if binding is not None:
+                            agents[agent_id] = binding
         task_ids = list(dict.fromkeys(u.claims.task_id for u in uses))
         rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
                        + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
