@@ -591,7 +591,9 @@ class Enforcer:
                                        held=use.held)
 
         use.refuse = refuse
-        return _Pending(replace(call, request=request), decision, event, approval, spent)
+        if request is not call.request:  # decided with ``approved``
+            call = replace(call, request=request)
+        return _Pending(call, decision, event, approval, spent)
 
     def _unaudited(self, pending: _Pending, exc: Exception) -> CallVerdict:
         """The deny of a decision whose write failed."""

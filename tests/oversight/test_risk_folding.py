@@ -5,6 +5,7 @@ writer folds as the engine's catch-up would, events nobody folded are taken alon
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ from sqlalchemy import delete, select, update
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.oversight.risk import folding
+from proctor.oversight.risk.baseline import new_baseline
 from proctor.store import Store
 from proctor.store.tables import agents, audit_head, risk_baselines
 from tests.identity.factories import CODER
@@ -160,3 +162,24 @@ def test_an_unregistered_agent_gets_a_baseline_and_no_agent_row(folded: Stream) 
     assert folded.engine().view(OTHER).score == 40  # the prior 10 + leaked grant 30
     assert folded.registry.find(OTHER) is None
     assert folded.registry.get(CODER).risk_score == 0  # nobody else's row changed
+
+
+@pytest.mark.parametrize("trend", [
+    [], [[1796660431.565735, 10]], [[1796660431.5, 10], [1796660432.25, 9]],
+    [[1796660431.5, True]], [[1796660431.5, 1.0]], [[1796660431, 1]], [[-0.0, 1]],
+    [[0.0, 1]], [[float("nan"), 1]], [[float("inf"), 1]], [[1796660431.5, 1, 2]],
+    [(1796660431.5, 1)], "not a list",
+])
+def test_a_baseline_is_written_as_json_dumps_writes_it_its_history_remembered(
+        trend: object) -> None:
+    baseline = {**new_baseline(), "trend": trend, "max_sensitivity": 2}
+    twin = {**baseline, "trend": [[1796660431.5, 1]]}  # a history met before, and again
+    for document in (baseline, twin, baseline):
+        written, whole = folding._baseline_text(document), folding._dumps(document)
+        # the same document (NaN as json.dumps writes it: compared as text)
+        assert _sorted(written) == _sorted(whole)
+        assert len(written) == len(whole)
+
+
+def _sorted(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -125,6 +126,48 @@ def _dumps(value: Any) -> str:
     if _encode is None:
         return json.dumps(value)
     return "".join(_encode(value, 0))
+
+
+# A baseline's history of scores (``trend``, up to 60 points of a float time and a score)
+# changes only when the score does; the rest of the baseline changes with every event.
+# Writing the history's float times again was most of the baseline's JSON per decision:
+# its text is kept for the histories seen last and put after the rest's (the same
+# document to ``json.loads``, with ``trend`` written last).
+_TREND_TEXTS: dict[tuple[tuple[float, int], ...], str] = {}
+_TREND_TEXTS_MOST = 256
+
+
+def _trend_key(trend: object) -> tuple[tuple[float, int], ...] | None:
+    """The history as a key when its text follows from the key's value alone: each point
+    a finite positive float time and an int score (``1``, ``1.0`` and ``True`` are one key
+    but three texts; so are ``0.0`` and ``-0.0``, and NaN is no key at all)."""
+    if type(trend) is not list or not trend:
+        return None
+    points = []
+    for point in trend:
+        if type(point) is not list or len(point) != 2:
+            return None
+        at, score = point
+        if type(at) is not float or type(score) is not int or not 0.0 < at < math.inf:
+            return None
+        points.append((at, score))
+    return tuple(points)
+
+
+def _baseline_text(baseline: Mapping[str, Any]) -> str:
+    """``_dumps(baseline)`` as ``json.loads`` reads it, ``trend``'s text remembered."""
+    key = _trend_key(baseline.get("trend"))
+    if key is None or _encode is None:
+        return _dumps(baseline)
+    rest = {name: value for name, value in baseline.items() if name != "trend"}
+    if not rest:
+        return _dumps(baseline)
+    trend = _TREND_TEXTS.get(key)
+    if trend is None:
+        if len(_TREND_TEXTS) >= _TREND_TEXTS_MOST:
+            _TREND_TEXTS.clear()
+        trend = _TREND_TEXTS[key] = _dumps(baseline["trend"])
+    return f'{_dumps(rest)[:-1]}, "trend": {trend}}}'
 
 
 def _may_concern(action: str, actor_type: str) -> bool:
@@ -248,7 +291,7 @@ class BatchFolder:
         for agent, baseline in baselines.items():
             score, names = score_and_names(baseline, now.timestamp(), self._config)
             note_trend(baseline, now.timestamp(), score)
-            self._store(tx, agent, _dumps(baseline), score, names, now,
+            self._store(tx, agent, _baseline_text(baseline), score, names, now,
                         is_new=agent in is_new)
 
     def _read(self, tx: WriteCursor, agents: Sequence[str]) -> dict[str, str | None]:
