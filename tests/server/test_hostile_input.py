@@ -221,3 +221,30 @@ async def test_a_number_given_as_another_json_type_is_a_422_and_starts_nothing(
     assert agents.events(action="grant:issue") == []
     await agents.grant(SUPPORT, [{"tool": "crm/*"}])
     assert agents.events(action="grant:issue") != []  # as a well typed issuance is
+
+
+async def test_a_nul_character_in_a_text_field_is_a_422_on_either_store(agents: Api) -> None:
+    # PostgreSQL's text cannot hold U+0000 (refused there, by the store); SQLite's can:
+    # the same body started a task or suspended an agent on one store and not the other
+    for path, headers, body in (
+            ("/v1/tasks", agents.agent(SUPPORT),
+             {"agent": SUPPORT, "purpose": "a\u0000b", "on_behalf_of": OWNER}),
+            (f"/v1/agents/{SUPPORT}/suspend", agents.admin, {"reason": "drift\u0000"})):
+        response = await agents.client.post(path, headers=headers, json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "request_invalid"
+        assert "NUL character" in response.json()["detail"]
+    assert agents.events(action="task.start") == []
+    agent = await agents.client.get(f"/v1/agents/{SUPPORT}", headers=agents.admin)
+    assert agent.json()["trust_state"] == "trusted"
+    # a decision for a tool named with a NUL: denied and audited on SQLite, denied
+    # with no audit event on PostgreSQL (the event could not be written)
+    grant = await agents.grant(SUPPORT, [{"tool": "crm/*"}])
+    proof = agents.call_proof(SUPPORT, grant["token"], target=f"{BASE_URL}/v1/decide")
+    audited = len(agents.events())
+    decided = await agents.client.post("/v1/decide", headers=agents.agent(SUPPORT), json={
+        "token": grant["token"], "proof": proof, "call": {"tool": "crm/\u0000"}})
+    assert decided.status_code == 422, decided.text
+    assert decided.json()["code"] == "request_invalid"
+    assert decided.json()["errors"][0]["loc"] == ["body", "call", "tool"]
+    assert len(agents.events()) == audited  # refused before anything is decided

@@ -40,7 +40,7 @@ from proctor import telemetry
 from proctor.codes import Code, http_status, known
 from proctor.enforcement import ToolCall
 from proctor.errors import ProctorError
-from proctor.server.bodies import RequestBody
+from proctor.server.bodies import NO_NUL, StrictBody
 from proctor.server.deps import Credentials, authenticate, request_url
 from proctor.server.problems import problem_response, problem_responses
 from proctor.server.routes.grants import grant_resource, unverified_holder
@@ -48,19 +48,20 @@ from proctor.server.routes.grants import grant_resource, unverified_holder
 __all__ = ["DirectDecide", "LeanDecideRoute", "router"]
 
 
-class CallIn(RequestBody):
-    tool: Annotated[str, Field(min_length=1, max_length=512, description="`server/tool`")]
+class CallIn(StrictBody):
+    tool: Annotated[str, Field(min_length=1, max_length=512, pattern=NO_NUL,
+                               description="`server/tool`")]
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class DecideIn(RequestBody):
+class DecideIn(StrictBody):
     token: Annotated[str, Field(min_length=1, max_length=8192, description="The grant")]
     proof: Annotated[str, Field(min_length=1, max_length=4096, description=(
         "The agent's proof for this call: htm = `method`, htu = `target`, ath = the "
         "grant's hash"))]
     call: CallIn
-    method: Annotated[str, Field(min_length=1, max_length=64)] = "tools/call"
-    target: Annotated[str, Field(max_length=2048, description=(
+    method: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] = "tools/call"
+    target: Annotated[str, Field(max_length=2048, pattern=NO_NUL, description=(
         "The URL the agent addressed (the enforcement point's); default: this endpoint's "
         "URL"))] | None = None
 
