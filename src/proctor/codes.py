@@ -73,7 +73,7 @@ Code = Literal[
     "agent_id_invalid", "agent_unknown", "agent_exists", "agent_not_active", "agent_changed",
     "agent_state_invalid", "agent_key_invalid", "reviewer_invalid", "manifest_invalid",
     "manifest_changed", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
-    "proof_key_unknown", "proof_invalid_signature", "proof_wrong_issuer",
+    "proof_key_unknown", "proof_keys_stale", "proof_invalid_signature", "proof_wrong_issuer",
     "proof_wrong_audience", "proof_expired", "proof_not_yet_valid", "proof_claims_invalid",
     "proof_method_mismatch",
     # grants: tokens, proofs of possession, scope, uses, delegation, issuance
@@ -236,6 +236,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "proof_algorithm_not_allowed": _auth("the proof's `alg` is not on the allow-list or does "
                                          "not match the key (`none`, HS256, ...)"),
     "proof_key_unknown": _auth("no trusted key matches the proof's key id"),
+    "proof_keys_stale": _auth("the issuer's or trust domain's key set could not be loaded "
+                              "again for an hour, so its keys are not used"),
     "proof_invalid_signature": _auth("the identity proof's signature does not verify"),
     "proof_wrong_issuer": _auth("the identity proof's issuer is not the one trusted for "
                                 "this agent"),

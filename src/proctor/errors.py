@@ -270,7 +270,8 @@ class IdentityError(ProctorError):
     state change by someone who may not make it); manifests: ``manifest_invalid``,
     ``manifest_changed`` (since the reviewer looked at it); identity proofs (own-key
     JWS, JWT-SVID, OIDC token): ``proof_too_large``, ``proof_malformed``,
-    ``proof_algorithm_not_allowed``, ``proof_key_unknown``, ``proof_invalid_signature``,
+    ``proof_algorithm_not_allowed``, ``proof_key_unknown``, ``proof_keys_stale``,
+    ``proof_invalid_signature``,
     ``proof_wrong_issuer``, ``proof_wrong_audience``, ``proof_expired``,
     ``proof_not_yet_valid``, ``proof_claims_invalid``, ``proof_method_mismatch``. An
     agent that is not registered or may not act is an :class:`AgentError`.

@@ -185,7 +185,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     bundle = load_bundle(settings.policy_dir)
     engine = PolicyEngine(bundle.catalog, bundle.principals)
     risk_config = load_risk_config(settings.home)
-    registry = AgentRegistry(store, clock, load_trust_config(settings.home, settings.trust_domain),
+    registry = AgentRegistry(store, clock,
+                             load_trust_config(settings.home, settings.trust_domain, clock=clock),
                              starting_risk=risk_config.prior)
     feed = ChangeFeed(store)  # listening before the first read: no change falls between
     agent_view = AgentView(registry, feed)

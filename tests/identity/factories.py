@@ -22,7 +22,7 @@ from spiffe import JwtBundle
 
 from proctor.config import Settings
 from proctor.identity import Manifest, OidcIssuer, jwt_bundle_from_jwks
-from proctor.identity.jwks import FileKeys
+from proctor.identity.jwks import Fixed
 
 TRUST_DOMAIN = "acme.example"
 AUDIENCE = "spiffe://acme.example/proctor"
@@ -163,7 +163,7 @@ class OidcAuthority:
 
     def config(self, subject_template: str | None = None) -> OidcIssuer:
         return OidcIssuer(issuer=self.issuer, audience=self.audience,
-                          keys=FileKeys(KeySet.import_key_set(self.jwks())),  # type: ignore[arg-type]
+                          keys=Fixed(KeySet.import_key_set(self.jwks())),  # type: ignore[arg-type]
                           subject_template=subject_template)
 
     def claims(self, subject: str, now: datetime, *, ttl: int = 600, **extra: Any

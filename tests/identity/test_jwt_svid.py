@@ -17,6 +17,7 @@ from proctor.identity import (
     OwnKeyProof,
     ProofMethod,
 )
+from proctor.identity.jwks import Fixed
 
 from .conftest import snapshot
 from .factories import (
@@ -61,7 +62,7 @@ def test_an_audience_list_that_includes_proctor_is_accepted(
 
 def test_an_rsa_authority_works_too(wall_clock: FrozenClock) -> None:
     authority = SvidAuthority(key=RSAKey.generate_key(2048))
-    verifier = JwtSvidVerifier({"acme.example": authority.bundle()}, audience=AUDIENCE)
+    verifier = JwtSvidVerifier({"acme.example": Fixed(authority.bundle())}, audience=AUDIENCE)
     identity = verifier.verify(authority.svid(BUILDER, wall_clock.now()), now=wall_clock.now())
     assert identity.agent_id == BUILDER
 
@@ -115,7 +116,7 @@ def test_each_bad_jwt_svid_gets_its_specific_code_and_changes_nothing(
 def test_a_jwt_svid_of_a_trust_domain_without_a_bundle_is_from_the_wrong_issuer(
     svid_authority: SvidAuthority, wall_clock: FrozenClock,
 ) -> None:
-    verifier = JwtSvidVerifier({"acme.example": svid_authority.bundle()}, audience=AUDIENCE)
+    verifier = JwtSvidVerifier({"acme.example": Fixed(svid_authority.bundle())}, audience=AUDIENCE)
     other = SvidAuthority(trust_domain="evil.example")
     token = other.svid("spiffe://evil.example/agent/builder", wall_clock.now())
     with pytest.raises(ProctorError) as caught:

@@ -45,7 +45,8 @@ def test_the_config_file_gives_bundles_issuers_audience_and_leeway(tmp_path: Pat
     assert trust.leeway_seconds == 10
     assert trust.audience == "spiffe://acme.example/proctor"
     # the SPIFFE bundle's X.509 authority is left out; its JWT authority is kept
-    assert list(trust.bundles["acme.example"].jwt_authorities) == [svid.kid]
+    assert list(trust.bundles["acme.example"].current(refresh=False).jwt_authorities) == [
+        svid.kid]
     issuer = trust.issuers[oidc.issuer]
     assert issuer.subject_for("coder") == "system:serviceaccount:agents:coder"
 

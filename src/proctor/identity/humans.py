@@ -4,8 +4,8 @@ The token is checked as agents' workload tokens are, by the one OIDC verifier
 (:class:`~proctor.identity.oidc.OidcTokenVerifier`): a configured issuer, its
 audience, an algorithm from its allow-list that fits the key its ``kid`` names,
 the signature and the times. The keys come from a JWKS file, or from the
-issuer's JWKS URL (fetched at first use and again, at most every 30 s, when a
-token names a key not seen yet).
+issuer's JWKS URL, and are loaded again as :class:`~proctor.identity.jwks.Refreshing`
+says (every five minutes, and for a key id not seen yet at most every 30 s).
 
 The human's id is one claim (``sub`` by default; ``email`` is common) and the
 roles come from another (``roles`` by default), mapped to proctor's roles. An id
@@ -134,7 +134,7 @@ def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None
                        ) -> HumanIssuer:
     """A :class:`HumanIssuer` from one ``[[oidc_issuers]]`` table of ``server.toml``."""
     settings = issuer_settings(entry, base, also={"subject_claim", "role_claim", "roles"},
-                               urls=True, clock=clock)
+                               clock=clock)
     roles = entry.get("roles", {r: r for r in HUMAN_ROLES})
     if not isinstance(roles, Mapping) or not all(isinstance(v, str) for v in roles.values()):
         raise ConfigError(f"OIDC issuer `{entry['issuer']}`: `roles` maps a role to a claim value")

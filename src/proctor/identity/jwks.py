@@ -4,14 +4,18 @@ A key set that holds a private or symmetric key is refused outright: trust
 configuration has no business holding secrets, and a symmetric key is what
 HS256-with-the-public-key confusion needs.
 
-An issuer's keys come from a :class:`KeySource`: :class:`FileKeys`, read from a
-JWKS file at start, or :class:`UrlKeys`, the issuer's published JWKS, fetched at
-first use, again (at most every 30 s) when a token names a key not seen yet, and
-again once the set is five minutes old: a key the issuer withdrew (leaked) stops
-verifying then, though whoever holds it never names a key proctor has not seen.
-Over ``https`` only (``http`` to this host's loopback address alone): whoever can answer a
-fetch in clear text chooses the keys, and with them every token the issuer signs, a
-human's sign-in with any role among them.
+An issuer's keys (and a trust domain's JWT-SVID bundle) come from a :class:`Refreshing`
+source (:func:`refreshing`): a JWKS file read at start, or the issuer's published JWKS
+(``jwks_url``), fetched at first use. Either is loaded again once it is five minutes old
+and when a token names a key not seen yet: a key the issuer withdrew (leaked) stops
+verifying then, though whoever holds it never names a key proctor has not seen. Loads
+are at most one per 30 s per source whatever asks, so tokens naming unknown key ids
+cause no fetch storm. A failed load keeps the last good set, for an hour after it was
+loaded at most: past that, tokens of the issuer are refused (``proof_keys_stale``) until
+a load succeeds, so an issuer that cannot be heard (an attacker who blocks the fetch)
+does not keep a withdrawn key working. Over ``https`` only (``http`` to this host's
+loopback address alone): whoever can answer a fetch in clear text chooses the keys, and
+with them every token the issuer signs, a human's sign-in with any role among them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
@@ -30,17 +34,22 @@ from joserfc.jwk import KeySet
 
 from proctor.clock import Clock
 from proctor.documents import parse_json, read_json
-from proctor.errors import ConfigError, IdentityError, ProctorError
+from proctor.errors import ConfigError, IdentityError
 from proctor.jose import private_members
 
-__all__ = ["MAX_JWKS_BYTES", "FileKeys", "KeySource", "UrlKeys", "import_key_set", "read_jwks",
-           "split_jwks"]
+__all__ = ["MAX_AGE_SECONDS", "MAX_JWKS_BYTES", "MAX_STALE_SECONDS", "REFETCH_SECONDS",
+           "Fixed", "KeySource", "Refreshing", "Source", "check_jwks_url", "fetch_jwks",
+           "import_key_set", "read_jwks", "refreshing", "split_jwks"]
 
 log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 256 * 1024
-REFETCH_SECONDS = 30.0
-MAX_AGE_SECONDS = 300.0  # a key set older than this is fetched again before use
+REFETCH_SECONDS = 30.0  # at most one load per source in this time, whatever asks
+MAX_AGE_SECONDS = 300.0  # a key set older than this is loaded again before use
+MAX_STALE_SECONDS = 3600.0  # a key set not loaded again for this long is not used
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 def read_jwks(path: Path) -> dict[str, Any]:
@@ -78,20 +87,71 @@ def import_key_set(document: Mapping[str, Any], what: str) -> KeySet:
         raise ConfigError(f"{what} is not valid: {exc}") from exc
 
 
-class KeySource(Protocol):
-    """Where an issuer's keys come from; ``refresh`` asks for a newer set if one may be had."""
+class Source(Protocol[T_co]):
+    """Where keys come from; ``refresh`` asks for a newer set if one may be had."""
 
-    def key_set(self, *, refresh: bool) -> KeySet: ...
+    def current(self, *, refresh: bool) -> T_co: ...
+
+
+KeySource = Source[KeySet]  # an OIDC issuer's keys
 
 
 @dataclass(frozen=True, slots=True)
-class FileKeys:
-    """A fixed key set (read from a JWKS file at start)."""
+class Fixed(Generic[T]):
+    """Keys that never change (built in code: tests, a caller's own keys)."""
 
-    keys: KeySet
+    value: T
 
-    def key_set(self, *, refresh: bool) -> KeySet:
-        return self.keys
+    def current(self, *, refresh: bool) -> T:
+        return self.value
+
+
+class Refreshing(Generic[T]):
+    """A value loaded from outside proctor (a key set, a trust bundle) and loaded again:
+    before use once it is :data:`MAX_AGE_SECONDS` old, and when the caller asks (a token
+    names a key not seen yet), but never more than once per :data:`REFETCH_SECONDS`,
+    whatever asks. A failed load keeps the last good value until it is
+    :data:`MAX_STALE_SECONDS` old, then refuses (``proof_keys_stale``): keys no one can
+    confirm are not used for ever. ``initial`` is the value loaded at start, if any (a
+    file: its errors are the config's)."""
+
+    def __init__(self, load: Callable[[], T], clock: Clock, *, what: str,
+                 initial: T | None = None) -> None:
+        self._load = load
+        self._clock = clock
+        self.what = what
+        self._lock = threading.Lock()
+        self._value = initial
+        now = clock.monotonic()
+        self._loaded_at: float | None = now if initial is not None else None
+        self._tried_at: float | None = now if initial is not None else None
+
+    def current(self, *, refresh: bool) -> T:
+        """The value, loaded again first if it is old or ``refresh`` asks (rate-bounded)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            wanted = (self._loaded_at is None or refresh
+                      or now - self._loaded_at >= MAX_AGE_SECONDS)
+            if wanted and (self._tried_at is None or now - self._tried_at >= REFETCH_SECONDS):
+                self._tried_at = now
+                self._try_load(now)
+            if self._value is None or self._loaded_at is None:
+                raise IdentityError("proof_key_unknown", f"{self.what} is not available")
+            if now - self._loaded_at >= MAX_STALE_SECONDS:
+                raise IdentityError("proof_keys_stale",
+                                    f"{self.what} could not be loaded again for "
+                                    f"{int(now - self._loaded_at)} s; its keys are not used "
+                                    "until it can be")
+            return self._value
+
+    def _try_load(self, now: float) -> None:
+        """Load the value; on any failure keep what was known before (and log why)."""
+        try:
+            value = self._load()
+        except Exception as exc:
+            log.warning("%s cannot be loaded: %s", self.what, type(exc).__name__)
+            return
+        self._value, self._loaded_at = value, now
 
 
 def _loopback_http(url: str) -> bool:
@@ -112,52 +172,47 @@ def _loopback_http(url: str) -> bool:
         return False
 
 
-class UrlKeys:
-    """The issuer's published JWKS, fetched on first use and on unknown key ids."""
+def check_jwks_url(url: str) -> str:
+    """``url`` if proctor may fetch keys from it: https, or http to loopback only."""
+    if not url.startswith("https://") and not _loopback_http(url):
+        raise ConfigError(f"jwks_url `{url[:200]}` is not an https URL (plain http is "
+                          "for this host's loopback address only: whoever answers a "
+                          "fetch in clear text chooses the issuer's keys)")
+    return url
 
-    def __init__(self, url: str, clock: Clock, *, timeout: float = 5.0) -> None:
-        if not url.startswith("https://") and not _loopback_http(url):
-            raise ConfigError(f"jwks_url `{url[:200]}` is not an https URL (plain http is "
-                              "for this host's loopback address only: whoever answers a "
-                              "fetch in clear text chooses the issuer's keys)")
-        self.url = url
-        self._clock = clock
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._keys: KeySet | None = None
-        self._fetched_at: float | None = None
 
-    def key_set(self, *, refresh: bool) -> KeySet:
-        with self._lock:
-            age = (None if self._fetched_at is None
-                   else self._clock.monotonic() - self._fetched_at)
-            due = age is None or age >= REFETCH_SECONDS
-            if ((self._keys is None or refresh) and due) or (age is not None
-                                                              and age >= MAX_AGE_SECONDS):
-                self._fetch()
-            if self._keys is None:  # never fetched: tried at most every 30 s
-                raise IdentityError("proof_key_unknown", "the issuer's key set is not available")
-            return self._keys
+def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    """The JWKS document at ``url`` (no redirects, at most 256 KiB); raises on failure."""
+    import httpx  # here: its import costs about 0.15 s of CPU, paid only by a fetch
 
-    def _fetch(self) -> None:
-        """Fetch the key set; on any failure keep what was known before."""
-        import httpx  # here: its import costs about 0.15 s of CPU, paid only by a fetch
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+            client.stream("GET", url) as response:
+        response.raise_for_status()
+        body = b""
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_JWKS_BYTES:
+                raise ValueError(f"the key set is over {MAX_JWKS_BYTES} bytes")
+    document = parse_json(body, what="issuer key set", max_bytes=MAX_JWKS_BYTES)
+    if not isinstance(document, dict):
+        raise ValueError("the key set is not a JWKS object")
+    return document
 
-        self._fetched_at = self._clock.monotonic()
-        try:
-            with httpx.Client(timeout=self._timeout, follow_redirects=False) as client, \
-                    client.stream("GET", self.url) as response:
-                response.raise_for_status()
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        log.warning("the key set at %s is over %s bytes", self.url,
-                                    MAX_JWKS_BYTES)
-                        return
-            document = parse_json(body, what="issuer key set", max_bytes=MAX_JWKS_BYTES)
-            self._keys = KeySet.import_key_set({"keys": split_jwks(document,
-                                                                   "issuer key set")})
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError, ProctorError,
-                JoseError) as exc:
-            log.warning("the key set at %s cannot be used: %s", self.url, type(exc).__name__)
+
+def refreshing(entry: Mapping[str, Any], base: Path, clock: Clock, *, what: str,
+               parse: Callable[[Mapping[str, Any]], T]) -> Refreshing[T]:
+    """The keys one config table names, ``parse``d from its JWKS document: its
+    ``jwks_file`` (beside the config, at ``base``; read now, so its errors are the
+    config's) or its ``jwks_url`` (checked now, fetched at first use); exactly one."""
+    if ("jwks_file" in entry) == ("jwks_url" in entry):
+        raise ConfigError(f"{what} needs one of jwks_file, jwks_url")
+    if "jwks_url" in entry:
+        url = check_jwks_url(str(entry["jwks_url"]))
+        return Refreshing(lambda: parse(fetch_jwks(url)), clock,
+                          what=f"{what} (from {url[:200]})")
+    path = base / str(entry["jwks_file"])
+
+    def load() -> T:
+        return parse(read_jwks(path))
+
+    return Refreshing(load, clock, what=f"{what} (from {path.name})", initial=load())

@@ -8,8 +8,9 @@ as every identity proof (:mod:`proctor.identity.tokens`), in this order:
 1. read, bounded; ``typ``, if present, is ``JWT`` or ``JOSE``;
 2. ``alg`` from the standard's list (RS, PS, ES 256 to 512; never ``none`` or HMAC);
 3. ``sub`` is an agent's SPIFFE ID, and its trust domain has a bundle;
-4. the bundle has an authority for the ``kid``, and ``alg`` fits it (RSA keys of
-   at least 2048 bits, EC keys of the algorithm's curve);
+4. the bundle (loaded again as :class:`~proctor.identity.jwks.Refreshing` says: five
+   minutes old, or a ``kid`` not seen yet) has an authority for the ``kid``, and
+   ``alg`` fits it (RSA keys of at least 2048 bits, EC keys of the algorithm's curve);
 5. the signature; ``aud`` includes proctor's audience; ``exp`` (required), ``nbf``
    and ``iat`` against the injected clock, with the leeway.
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from proctor.errors import IdentityError
 from proctor.identity.agent import ProofMethod
+from proctor.identity.jwks import Source
 from proctor.identity.proofs import VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import (
@@ -52,7 +54,7 @@ class JwtSvidVerifier:
 
     method = ProofMethod.JWT_SVID
 
-    def __init__(self, bundles: Mapping[str, JwtBundle], *, audience: str,
+    def __init__(self, bundles: Mapping[str, Source[JwtBundle]], *, audience: str,
                  leeway_seconds: int = DEFAULT_LEEWAY_SECONDS) -> None:
         self._bundles = dict(bundles)
         self.audience = audience
@@ -67,13 +69,17 @@ class JwtSvidVerifier:
         if not isinstance(subject, str):
             raise IdentityError("proof_claims_invalid", "the JWT-SVID has no `sub` claim")
         agent = parse_agent_id(subject)
-        bundle = self._bundles.get(agent.trust_domain)
-        if bundle is None:
+        source = self._bundles.get(agent.trust_domain)
+        if source is None:
             raise IdentityError("proof_wrong_issuer",
                                 f"no trust bundle is configured for trust domain "
                                    f"`{agent.trust_domain}`")
         kid = unverified.header.get("kid")
-        authority = bundle.get_jwt_authority(kid) if isinstance(kid, str) and kid else None
+        authority = None
+        if isinstance(kid, str) and kid:  # an unknown kid: the bundle loaded again (bounded)
+            authority = source.current(refresh=False).get_jwt_authority(kid)
+            if authority is None:
+                authority = source.current(refresh=True).get_jwt_authority(kid)
         if authority is None:
             raise IdentityError("proof_key_unknown",
                                 f"the trust bundle of `{agent.trust_domain}` has no "

@@ -36,7 +36,7 @@ from joserfc.jwk import Key
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AgentError, ConfigError, IdentityError
 from proctor.identity.agent import ProofMethod
-from proctor.identity.jwks import FileKeys, KeySource, UrlKeys, import_key_set, read_jwks
+from proctor.identity.jwks import KeySource, import_key_set, refreshing
 from proctor.identity.proofs import AgentLookup, VerifiedIdentity
 from proctor.identity.tokens import (
     DEFAULT_LEEWAY_SECONDS,
@@ -152,9 +152,9 @@ def _key(issuer: OidcIssuer, kid: object) -> Key:
         raise IdentityError("proof_key_unknown", "the token's `kid` is not a string")
     try:
         try:
-            key = issuer.keys.key_set(refresh=False).get_by_kid(kid)
+            key = issuer.keys.current(refresh=False).get_by_kid(kid)
         except JoseError:
-            key = issuer.keys.key_set(refresh=True).get_by_kid(kid)
+            key = issuer.keys.current(refresh=True).get_by_kid(kid)
     except JoseError as exc:
         raise IdentityError("proof_key_unknown",
                             f"issuer `{issuer.issuer}` has no key with the token's "
@@ -195,24 +195,17 @@ class OidcVerifier:
 
 
 def issuer_settings(entry: Mapping[str, Any], base: Path, *, also: Collection[str],
-                    urls: bool, clock: Clock | None = None) -> dict[str, Any]:
+                    clock: Clock | None = None) -> dict[str, Any]:
     """``issuer``, ``audience``, ``keys`` and ``algorithms`` of one ``[[oidc_issuers]]``
     table, for :class:`OidcIssuer` or a subclass; ``also`` are the other keys the table
-    may have. Keys come from ``jwks_file`` (beside the config, at ``base``) or, if
-    ``urls``, from ``jwks_url`` instead."""
-    allowed = (_SETTINGS if urls else _SETTINGS - {"jwks_url"}) | set(also)
-    unknown = sorted(set(entry) - allowed)
+    may have. Keys come from ``jwks_file`` (beside the config, at ``base``) or
+    ``jwks_url``, and are loaded again as :class:`~proctor.identity.jwks.Refreshing`
+    says (a withdrawn key stops verifying within five minutes)."""
+    unknown = sorted(set(entry) - (_SETTINGS | set(also)))
     if unknown:
         raise ConfigError(f"OIDC issuer entry has unknown key `{unknown[0]}`")
-    name = entry.get("issuer")
-    if ("jwks_file" in entry) == ("jwks_url" in entry):
-        sources = "one of jwks_file, jwks_url" if urls else "jwks_file"
-        raise ConfigError(f"OIDC issuer `{name}` needs {sources}")
-    keys: KeySource
-    if "jwks_url" in entry:
-        keys = UrlKeys(str(entry["jwks_url"]), clock or SystemClock())
-    else:
-        keys = FileKeys(import_key_set(read_jwks(base / str(entry["jwks_file"])),
-                                       f"JWKS of `{name}`"))
+    what = f"the key set of OIDC issuer `{str(entry.get('issuer'))[:200]}`"
+    keys: KeySource = refreshing(entry, base, clock or SystemClock(), what=what,
+                                 parse=lambda document: import_key_set(document, what))
     return {"issuer": str(entry["issuer"]), "audience": str(entry["audience"]), "keys": keys,
             "algorithms": tuple(entry.get("algorithms", DEFAULT_ALGORITHMS))}

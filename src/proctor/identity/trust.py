@@ -11,6 +11,7 @@ rotated like any other config, and a node reads it at start. It lives in
     [[trust_bundles]]                            # JWT-SVID authorities per trust domain
     trust_domain = "acme.example"
     jwks_file = "bundles/acme.example.json"      # a SPIFFE bundle or plain JWKS
+    # jwks_url = "https://spire.acme.example/bundle"   # or fetched (SPIRE's https_web)
 
     [[oidc_issuers]]                             # e.g. a Kubernetes cluster, a CI system
     issuer = "https://kubernetes.default.svc"
@@ -24,8 +25,11 @@ rotated like any other config, and a node reads it at start. It lives in
     workflow_ref = "job_workflow_ref"
     required = ["image_digest"]                  # a token without it: `unattested`
 
-No key set is fetched over the network here: a deployment that wants rotation
-refreshes the files (SPIRE's bundle endpoint, the issuer's ``jwks_uri``).
+Each bundle's and issuer's keys (a file or a URL) are loaded again while the node runs,
+as :class:`~proctor.identity.jwks.Refreshing` says: every five minutes, and for a key
+id not seen yet at most every 30 s; a set that cannot be loaded again for an hour is
+not used (``proof_keys_stale``). A key the trust domain or issuer withdrew stops
+signing agents in within five minutes, without a restart.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proctor.clock import Clock, SystemClock
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
-from proctor.identity.jwks import read_jwks, split_jwks
+from proctor.identity.jwks import Fixed, Source, refreshing, split_jwks
 from proctor.identity.manifest import ATTESTED_FIELDS
 from proctor.identity.oidc import OidcIssuer, issuer_settings
 from proctor.identity.spiffe_id import load_spiffe
@@ -66,7 +71,7 @@ class TrustConfig:
     trust_domain: str
     audience: str = ""
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
-    bundles: Mapping[str, JwtBundle] = field(default_factory=dict)
+    bundles: Mapping[str, Source[JwtBundle]] = field(default_factory=dict)
     issuers: Mapping[str, OidcIssuer] = field(default_factory=dict)
     attested: Mapping[str, str] = field(default_factory=dict)  # manifest field -> claim
     attested_required: tuple[str, ...] = ()
@@ -89,12 +94,16 @@ class TrustConfig:
 
     @classmethod
     def build(cls, trust_domain: str, *, audience: str = "",
-              leeway_seconds: int = DEFAULT_LEEWAY_SECONDS, bundles: Iterable[JwtBundle] = (),
+              leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
+              bundles: Iterable[JwtBundle | tuple[str, Source[JwtBundle]]] = (),
               issuers: Iterable[OidcIssuer] = (), attested: Mapping[str, str] | None = None,
               attested_required: Iterable[str] = ()) -> TrustConfig:
-        """A config from lists of bundles and issuers (keyed by trust domain / issuer)."""
-        return cls(trust_domain, audience, leeway_seconds,
-                   {b.trust_domain.name: b for b in bundles}, {i.issuer: i for i in issuers},
+        """A config from lists of bundles (a fixed bundle, or a trust domain and where its
+        bundle comes from) and issuers, keyed by trust domain and issuer."""
+        sources = dict(b if isinstance(b, tuple) else (b.trust_domain.name, Fixed(b))
+                       for b in bundles)
+        return cls(trust_domain, audience, leeway_seconds, sources,
+                   {i.issuer: i for i in issuers},
                    dict(attested or {}), tuple(attested_required))
 
     def issuer_named(self, issuer: str | None) -> OidcIssuer:
@@ -126,9 +135,11 @@ def jwt_bundle_from_jwks(trust_domain: str, document: Mapping[str, Any]) -> JwtB
         raise ConfigError(f"trust bundle of `{trust_domain}` is not valid: {exc}") from exc
 
 
-def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | None = None
-                      ) -> TrustConfig:
-    """Read ``identity.toml`` (see the module docstring); no file means no bundles or issuers."""
+def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | None = None,
+                      clock: Clock | None = None) -> TrustConfig:
+    """Read ``identity.toml`` (see the module docstring); no file means no bundles or
+    issuers. ``clock`` times the loads of key sets again."""
+    clock = clock or SystemClock()
     if env is None:
         import os
 
@@ -146,9 +157,8 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
         raise ConfigError(f"identity config `{path}` has unknown key `{unknown[0]}`")
     base = path.parent
     try:
-        bundles = [jwt_bundle_from_jwks(str(b["trust_domain"]), read_jwks(base / b["jwks_file"]))
-                   for b in data.get("trust_bundles", [])]
-        issuers = [_issuer(i, base) for i in data.get("oidc_issuers", [])]
+        bundles = [_bundle(b, base, clock) for b in data.get("trust_bundles", [])]
+        issuers = [_issuer(i, base, clock) for i in data.get("oidc_issuers", [])]
         attested = dict(data.get("attested_manifest", {}))
         required = attested.pop("required", [])
         if not isinstance(required, list) or not all(isinstance(v, str) for v in
@@ -163,7 +173,18 @@ def load_trust_config(home: Path, trust_domain: str, env: Mapping[str, str] | No
         raise ConfigError(f"identity config `{path}` is not valid: missing or wrong {exc}") from exc
 
 
-def _issuer(entry: Mapping[str, Any], base: Path) -> OidcIssuer:
-    """One ``[[oidc_issuers]]`` table: keys from a JWKS file only (none is fetched here)."""
-    return OidcIssuer(**issuer_settings(entry, base, also={"subject_template"}, urls=False),
+def _bundle(entry: Mapping[str, Any], base: Path, clock: Clock
+            ) -> tuple[str, Source[JwtBundle]]:
+    """One ``[[trust_bundles]]`` table: its trust domain and where its bundle comes from."""
+    unknown = sorted(set(entry) - {"trust_domain", "jwks_file", "jwks_url"})
+    if unknown:
+        raise ConfigError(f"trust bundle entry has unknown key `{unknown[0]}`")
+    domain = str(entry["trust_domain"])
+    return domain, refreshing(entry, base, clock, what=f"the trust bundle of `{domain}`",
+                              parse=lambda document: jwt_bundle_from_jwks(domain, document))
+
+
+def _issuer(entry: Mapping[str, Any], base: Path, clock: Clock) -> OidcIssuer:
+    """One ``[[oidc_issuers]]`` table: keys from a JWKS file or URL, loaded again."""
+    return OidcIssuer(**issuer_settings(entry, base, also={"subject_template"}, clock=clock),
                       subject_template=entry.get("subject_template"))
