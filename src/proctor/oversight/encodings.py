@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
+import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,9 +96,14 @@ def split_spans(texts: list[str], forms: Iterable[str]
     per_item: list[list[tuple[int, int]]] = [[] for _ in texts]
     merged = _merged(found)
     for start, end in merged:
-        for index, (low, high) in enumerate(itertools.pairwise(bounds)):
-            if start < high and end > low:
+        # only the items the occurrence overlaps: looking at every item for each one was
+        # quadratic, minutes for an upstream's list of many split occurrences
+        index = bisect.bisect_right(bounds, start) - 1
+        while index < len(texts) and bounds[index] < end:
+            low, high = bounds[index], bounds[index + 1]
+            if start < high:
                 per_item[index].append((max(start, low) - low, min(end, high) - low))
+            index += 1
     return per_item, len(merged)
 
 
