@@ -19,6 +19,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import ClientSession, stdio_client
+from mcp.shared.exceptions import MCPError
 
 from proctor.audit import EventFilter, search_events
 from proctor.grants import IssuedGrant
@@ -66,9 +67,10 @@ def _labels(restricted: bool) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _stdio(deployment: Deployment, record: Path, grant: IssuedGrant, *,
-                 restricted: bool = False) -> AsyncIterator[ClientSession]:
+                 restricted: bool = False, pin: str = "strict"
+                 ) -> AsyncIterator[ClientSession]:
     config = deployment.config({"upstreams": {"test": {
-        "command": [*RECORDING, str(record)], "tools": _labels(restricted)}}})
+        "command": [*RECORDING, str(record)], "tools": _labels(restricted), "pin": pin}}})
     params = deployment.wrap(grant, [], server="test", config=config)
     with anyio.fail_after(WAIT):
         async with stdio_client(params) as (read, write), _client(read, write) as client:
@@ -77,9 +79,10 @@ async def _stdio(deployment: Deployment, record: Path, grant: IssuedGrant, *,
 
 
 def _http(deployment: Deployment, record: Path, grant: IssuedGrant, *,
-          restricted: bool = False) -> AbstractAsyncContextManager[ClientSession]:
+          restricted: bool = False, pin: str = "strict"
+          ) -> AbstractAsyncContextManager[ClientSession]:
     return recorded_http(deployment, record, grant, client=_client,
-                         upstream={"tools": _labels(restricted)})
+                         upstream={"tools": _labels(restricted), "pin": pin})
 
 
 async def _ask(client: ClientSession, tool: str, question: str, *, sdk: bool) -> str:
@@ -191,3 +194,31 @@ async def test_a_credential_in_an_answer_is_redacted_before_the_upstream_gets_it
     assert [(e["outcome"], e["target"], e["detail"]["findings"])
             for e in _events(deployment, action="gateway.redact")] == [
         ("redacted", "test/sampling.answer", 1)]
+
+
+@pytest.mark.parametrize("pin", ["off", "strict"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_an_answer_pseudo_tool_cannot_be_called_as_a_tool(
+        deployment: Deployment, transport: str, pin: str) -> None:
+    """``sampling.answer`` and ``elicitation.answer`` (and the other pseudo-tools) are what
+    the gateway decides, never a tool of the upstream: a ``tools/call`` naming one was
+    decided under the answers' permits and forwarded to the upstream as a call of that
+    name (reaching a tool of the upstream the gateway left out for shadowing it); only
+    ``pin: strict`` refused it, in the decision's write, as an unreviewed tool."""
+    record = deployment.tmp / f"heard-{secrets.token_hex(4)}.jsonl"
+    opened = _stdio if transport == "stdio" else _http
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("sampling.answer", {"text": "to the upstream", "model": MODEL,
+                             "role": "assistant", "stop_reason": ""}),
+        ("elicitation.answer", {"action": "accept", "content": "{}"}),
+        ("resources.read", {"uri": "file:///etc/hostname"})]
+    async with opened(deployment, record, deployment.grant([{"tool": "test/*"}]),
+                      pin=pin) as client:
+        for name, args in calls:
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool(name, args)
+            assert isinstance(refused.value.error.data, dict)
+            assert refused.value.error.data["reason"] == "tool_unknown"
+    assert heard(record) == []  # the upstream was asked nothing
+    assert all(e["outcome"] != "allowed" for name, _ in calls
+               for e in _events(deployment, action=f"tool:test/{name}"))

@@ -335,6 +335,10 @@ class Gateway:
             raise _unknown_tool(exposed)
         server, name = resolved
         upstream, tool = await self._tool(session, server, name, exposed)
+        if tool.listed is None:  # a pseudo-tool (an answer, a read...): the gateway's own
+            # name for what it decides, never a tool of the upstream to forward a call to
+            await self.results.reject(session.claims, tool.tool_id, "tool_unknown")
+            raise _unknown_tool(exposed)
         args = dict(arguments)
         # pin: strict: the decision's write confirms that the definition this session
         # listed (its digest) is the reviewed one as committed (a human may have
