@@ -164,3 +164,45 @@ def test_the_owner_of_a_delegated_agent_may_not_approve_its_call(runtime: Runtim
     assert runtime.approvals.get(request.id).status is ApprovalStatus.PENDING
     assert desk(runtime).decide(request.id, approver="carol@acme.example", approve=False
                                 ).approval.status is ApprovalStatus.DENIED
+
+
+def test_the_owner_of_an_agent_that_delegated_the_grant_may_not_approve_its_call(
+        runtime: Runtime, agents: Agents) -> None:
+    # Bob's coder hands refunds on to Dan's triage agent, which hands them on to Carol's
+    # helper. Dan chose the delegate and vouched for it; Dan, an approver, approved the
+    # helper's large refund (separation of duties looked at Bob and Carol only; found by
+    # review). The owners of the line's agents are owners of the request too.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from joserfc.jwk import ECKey
+
+    from proctor.grants import IssuedGrant, make_proof
+    from proctor.grants.authority import EXCHANGE_METHOD
+    from proctor.identity import OwnKeyProof
+    from proctor.runtime import issuer_for
+    from tests.approvals.test_similar import REFUND, delegated_refunds
+    from tests.identity.factories import manifest, public_jwk
+
+    triage, helper = "spiffe://acme.example/agent/triage", "spiffe://acme.example/agent/helper"
+    for agent_id, owner in ((triage, "dan@acme.example"), (helper, "carol@acme.example")):
+        key = ECKey.generate_key("P-256", private=True)
+        runtime.registry.register(agent_id, owner=owner, groups=["support-agents"],
+                                  proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
+        assert isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+        agents.keys[agent_id] = key.private_key
+    runtime.enforcer.refresh_principals()
+    _, middle = delegated_refunds(runtime, agents, triage)
+    proof = make_proof(agents.keys[triage], middle.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    child = runtime.grants.exchange(middle.token, proof, to_agent=helper, ttl_seconds=300,
+                                    scope=GrantScope.from_json({"tools": REFUND}))
+    assert isinstance(child, IssuedGrant)
+    request = agents.call(child, "crm/issue_refund", refund(25_000)).approval
+    assert request is not None and request.on_behalf_of == OWNER
+    for who in ("Dan@acme.example", "carol@acme.example", OWNER):
+        assert not desk(runtime).may_decide(request, who), who
+        for terms in (None, SimilarTerms()):
+            with pytest.raises(ApprovalError) as own:
+                desk(runtime).decide(request.id, approver=who, approve=True, similar=terms)
+            assert own.value.code == "approval_own_request", who
+    assert desk(runtime).may_decide(request, APPROVER)
+    assert runtime.approvals.get(request.id).status is ApprovalStatus.PENDING

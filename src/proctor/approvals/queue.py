@@ -258,27 +258,35 @@ class ApprovalQueue:
                                 f"approval `{approval.id}` is already {approval.status}")
         if not allow_owner and self.is_owner(approval, approver):
             raise ApprovalError("approval_own_request", "the human the agent acts for, or the "
-                                "agent's owner, may not approve its request (separation of "
-                                "duties)")
+                                "owner of the agent or of one that delegated it the grant, "
+                                "may not approve its request (separation of duties)")
 
     def is_owner(self, approval: Approval, human: str) -> bool:
         """Whether ``human`` is one of the request's owners: the human the task acts for,
-        or the owner of the agent whose call it is. They differ for a call of an agent a
-        grant was delegated to (Carol's agent working in Bob's task): Carol vouching for
-        her own agent is as much a conflict of interest as Bob vouching for his task.
-        An agent whose row is gone (never, agents are retired) counts as owned by all."""
+        the owner of the agent whose call it is, or the owner of an agent of its grant's
+        delegation line (the delegators, ``request['delegation_chain']``, written by the
+        enforcer). They differ for a call of an agent a grant was delegated to (Carol's
+        agent working in Bob's task): Carol vouching for her own agent is as much a
+        conflict of interest as Bob vouching for his task, and so is Dan, whose agent
+        handed the grant on to Carol's, vouching for the delegate he chose. An agent
+        whose row is gone (never, agents are retired) counts as owned by all."""
         if is_same_human(human, approval.on_behalf_of):
             return True
-        owner = self._owners.get(approval.agent_id)
+        chain = approval.request.get("delegation_chain")
+        line = [a for a in chain if isinstance(a, str)] if isinstance(chain, list) else []
+        return any(self._owned_by(agent_id, human) for agent_id in (approval.agent_id, *line))
+
+    def _owned_by(self, agent_id: str, human: str) -> bool:
+        owner = self._owners.get(agent_id)
         if owner is None:  # an agent's owner never changes: read once per agent
             with self._store.reading() as conn:
                 found = conn.execute(select(agents.c.owner).where(
-                    agents.c.id == approval.agent_id)).scalar()
+                    agents.c.id == agent_id)).scalar()
             if found is None:
                 return True
             if len(self._owners) >= _OWNERS_KEPT:
                 self._owners.clear()
-            owner = self._owners[approval.agent_id] = str(found)
+            owner = self._owners[agent_id] = str(found)
         return is_same_human(human, owner)
 
     def _event(self, approval: Approval, approver: str, status: str, comment: str,

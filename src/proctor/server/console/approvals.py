@@ -40,8 +40,9 @@ def _cards(console: Console, found: list[Approval]) -> list[dict[str, Any]]:
         if not may_decide:
             blocked = "your roles do not include deciding approvals"
         elif not desk.may_decide(approval, console.principal.id):
-            blocked = ("you are the human this agent acts for, or its owner: separation of "
-                       "duties asks another approver to approve (you may deny)")
+            blocked = ("you are the human this agent acts for, or an owner of it or of its "
+                       "grant's line: separation of duties asks another approver to "
+                       "approve (you may deny)")
         cards.append({"a": approval, "shown": approval.request, "blocked": blocked,
                       "may_deny": may_decide and approval.is_pending,
                       "expires_epoch": int(approval.expires_at.timestamp())})
