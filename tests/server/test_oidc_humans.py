@@ -21,7 +21,7 @@ from proctor.config import Settings
 from proctor.identity import OidcProof
 from proctor.identity.humans import issuer_from_config
 from proctor.runtime import Runtime, open_runtime
-from proctor.server import ServerConfig
+from proctor.server import ServerConfig, create_app
 from tests.identity.factories import manifest, sign
 
 from .conftest import BASE_URL, make_app
@@ -307,3 +307,105 @@ async def test_a_key_the_provider_withdrew_stops_signing_humans_in(
     assert (await client.get("/v1/whoami", headers=bearer(provider.token(now, kid="k2")))
             ).status_code == 200
     assert provider.fetches == 2
+
+
+async def test_an_unregistered_workloads_token_never_signs_in_as_a_human(
+        settings: Settings, provider: Provider, frozen: FrozenClock) -> None:
+    # One provider for people and workloads, one audience. A workload no agent is
+    # registered for asks for a token with its client credentials; the provider gives
+    # the application's roles (an app role `approver`). It signed in as the human named
+    # by its client id, an approver (found by review; 85e3852 refused registered agents'
+    # tokens only). Tokens that say they are an application's are refused now, as the
+    # common providers write them, and `human_claim` lets a deployer name a claim only
+    # people's tokens carry.
+    issuer = issuer_from_config({
+        "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+        "algorithms": ["RS256"], "roles": {"approver": "approver"}}, Path(), frozen)
+    runtime = open_runtime(settings, clock=frozen)
+    try:
+        app, _ = make_app(runtime, ServerConfig(oidc_issuers=(issuer,)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=BASE_URL) as http:
+            now = int(frozen.now().timestamp())
+            app_only: dict[str, Any] = {"email": None, "groups": None, "roles": ["approver"]}
+            for claims in ({"sub": "5f1c-oid", "idtyp": "app", "oid": "5f1c-oid"},  # Entra
+                           {"sub": "0oa9client", "cid": "0oa9client"},  # Okta
+                           {"sub": "ci-bot@clients", "azp": "ci-bot",  # Auth0
+                            "gty": "client-credentials"},
+                           {"sub": "payments-svc", "client_id": "payments-svc"},  # RFC 9068
+                           {"sub": "8d0e-uuid", "azp": "ci",  # Keycloak
+                            "preferred_username": "service-account-ci"}):
+                workload = provider.token(now, **{**app_only, **claims})
+                assert_problem(await http.get("/v1/approvals", headers=bearer(workload)), 401,
+                               "proof_claims_invalid")
+            person = provider.token(now, sub="dave@acme.example", azp="proctor-cli",
+                                    preferred_username="dave", roles=["approver"])
+            me = await http.get("/v1/whoami", headers=bearer(person))
+            assert (me.json()["type"], me.json()["id"], me.json()["roles"]) == (
+                "human", "dave@acme.example", ["approver"])
+        strict = issuer_from_config({
+            "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+            "algorithms": ["RS256"], "roles": {"approver": "approver"},
+            "human_claim": "email"}, Path(), frozen)
+        app = create_app(runtime, ServerConfig(oidc_issuers=(strict,)))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=BASE_URL) as http:
+            now = int(frozen.now().timestamp())
+            unmarked = provider.token(now, sub="svc-7", email=None, roles=["approver"])
+            assert_problem(await http.get("/v1/whoami", headers=bearer(unmarked)), 401,
+                           "proof_claims_invalid")
+            person = provider.token(now, sub="dave@acme.example", roles=["approver"])
+            assert (await http.get("/v1/whoami", headers=bearer(person))).status_code == 200
+    finally:
+        runtime.close()
+
+
+async def test_two_human_issuers_never_name_the_same_human(
+        runtime: Runtime, settings: Settings, provider: Provider, frozen: FrozenClock) -> None:
+    # Two providers sign humans in (the company's, a partner's). A human was their id
+    # alone: the partner's `erin@acme.example` was the company's Erin, owner and
+    # approver alike (found by review). With several human issuers each now names the
+    # email domains its people are in, no domain twice, and a token naming anyone else
+    # is refused.
+    from proctor.errors import ConfigError
+    from proctor.identity.humans import HumanVerifier
+
+    partner = RSAKey.generate_key(2048)
+    jwks = settings.home / "partner.jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**partner.as_dict(private=False), "kid": "p1",
+                                          "use": "sig"}]}))
+
+    def issuers(ours: list[str] | None, theirs: list[str] | None) -> tuple[Any, Any]:
+        common = {"audience": "proctor-api", "algorithms": ["RS256"],
+                  "subject_claim": "email", "role_claim": "groups",
+                  "roles": {"admin": "proctor-admins"}}
+        return (issuer_from_config({"issuer": ISSUER, "jwks_url": provider.url, **common,
+                                    **({"id_domains": ours} if ours else {})},
+                                   Path(), frozen),
+                issuer_from_config({"issuer": "https://partner.example", "jwks_file":
+                                    jwks.name, **common,
+                                    **({"id_domains": theirs} if theirs else {})},
+                                   settings.home, frozen))
+
+    for ours, theirs in ((None, None), (["acme.example"], None),
+                         (["acme.example"], ["partner.example", "Acme.example"])):
+        with pytest.raises(ConfigError):
+            HumanVerifier(issuers(ours, theirs))
+    app, _ = make_app(runtime, ServerConfig(oidc_issuers=issuers(["acme.example"],
+                                                                 ["partner.example"])))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=BASE_URL) as http:
+        now = int(frozen.now().timestamp())
+        body = {"iss": "https://partner.example", "aud": "proctor-api", "sub": "p-9",
+                "iat": now, "exp": now + 300, "groups": ["proctor-admins"]}
+        erin = sign(partner, "RS256", {**body, "email": "erin@acme.example"}, kid="p1")
+        assert_problem(await http.get("/v1/whoami", headers=bearer(erin)), 401,
+                       "proof_claims_invalid")
+        pat = sign(partner, "RS256", {**body, "email": "pat@partner.example"}, kid="p1")
+        assert (await http.get("/v1/whoami", headers=bearer(pat))).json()["id"] == \
+            "pat@partner.example"
+        assert (await http.get("/v1/whoami", headers=bearer(provider.token(now)))
+                ).json()["id"] == "erin@acme.example"
+        outsider = provider.token(now, email="pat@partner.example")
+        assert_problem(await http.get("/v1/whoami", headers=bearer(outsider)), 401,
+                       "proof_claims_invalid")

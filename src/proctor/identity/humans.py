@@ -10,11 +10,16 @@ says (every five minutes, and for a key id not seen yet at most every 30 s).
 The human's id is one claim (``sub`` by default; ``email`` is common) and the
 roles come from another (``roles`` by default), mapped to proctor's roles. An id
 that is a SPIFFE ID is refused: agents never sign in as humans; so is one the
-provider says it has not verified (``email_verified: false`` for ``email``). A
+provider says it has not verified (``email_verified: false`` for ``email``); so is an
+application's token (:func:`workload_sign`: Entra ``idtyp: app``, a client-credentials
+token whose ``sub`` is its client's id, Keycloak's service accounts), and, with
+``human_claim`` set, a token without that claim. A
 token with several audiences is taken only if it was issued to proctor (its ``azp``
 is proctor's audience, OIDC Core 3.1.3.7): another client the provider lists beside
 proctor in ``aud`` would otherwise sign in as its human, with their roles. The id is
-taken in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
+scoped by issuer where several are configured (each declares the email domains its
+ids are in, ``id_domains``, and no domain is two issuers': :func:`check_human_issuers`)
+and taken in its canonical form (:mod:`proctor.human_ids`): ``Bob@Acme.example`` signs in as
 ``bob@acme.example``, and an id with invisible characters or mixed scripts is
 refused.
 """
@@ -34,7 +39,7 @@ from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
 from proctor.identity.people import SYSTEM_PREFIX
 
 __all__ = ["HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier", "VerifiedHuman",
-           "issuer_from_config"]
+           "check_human_issuers", "issuer_from_config", "workload_sign"]
 
 HUMAN_ROLES = ("admin", "approver", "auditor")
 LEEWAY_SECONDS = 30
@@ -46,9 +51,16 @@ class HumanIssuer(OidcIssuer):
 
     role_claim: str = "roles"
     roles: Mapping[str, str] = field(default_factory=lambda: {r: r for r in HUMAN_ROLES})
+    human_claim: str | None = None  # a claim only humans' tokens carry (`email`, `upn`)
+    id_domains: tuple[str, ...] = ()  # the email domains this issuer's ids may be in
 
     def __post_init__(self) -> None:
         OidcIssuer.__post_init__(self)
+        object.__setattr__(self, "id_domains",
+                           tuple(d.strip().lower() for d in self.id_domains))
+        if any(not d or "@" in d for d in self.id_domains):
+            raise ConfigError(f"OIDC issuer `{self.issuer}`: `id_domains` are domains "
+                              "(`acme.example`)")
         unknown = sorted(set(self.roles) - set(HUMAN_ROLES))
         if unknown:
             raise ConfigError(f"OIDC issuer `{self.issuer}`: `{unknown[0]}` is not a role "
@@ -76,6 +88,8 @@ class HumanVerifier:
 
     def __init__(self, issuers: Iterable[HumanIssuer], *,
                  leeway_seconds: int = LEEWAY_SECONDS) -> None:
+        issuers = tuple(issuers)
+        check_human_issuers(issuers)
         self._tokens = OidcTokenVerifier(issuers, leeway_seconds=leeway_seconds)
 
     def accepts(self, claims: Mapping[str, Any]) -> bool:
@@ -93,6 +107,7 @@ class HumanVerifier:
         if problem is not None:
             raise IdentityError("proof_claims_invalid",
                                 f"the token's `{issuer.subject_claim}` claim {problem}")
+        _check_a_person(verified.claims, issuer.human_claim)
         human_id = canonical_human_id(str(subject))
         if human_id.startswith("spiffe://"):
             raise IdentityError("proof_claims_invalid",
@@ -100,8 +115,79 @@ class HumanVerifier:
         if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
             raise IdentityError("proof_claims_invalid",
                                 "the token names the system; humans sign in here")
+        if issuer.id_domains and human_id.rpartition("@")[2] not in issuer.id_domains:
+            raise IdentityError("proof_claims_invalid",
+                                f"issuer `{issuer.issuer}` names people of "
+                                f"{', '.join(issuer.id_domains)} only (`id_domains`)")
         return VerifiedHuman(human_id, issuer.roles_in(verified.claims), issuer.issuer,
                              verified.expires_at)
+
+
+# The claims that name the client (the OAuth client that asked for the token) in the
+# providers' tokens: RFC 9068 and Keycloak `client_id`, Okta `cid`, Entra v1 `appid`,
+# Entra v2 and OIDC `azp`, older Keycloak `clientId`.
+_CLIENT_CLAIMS = ("client_id", "cid", "appid", "azp", "clientId")
+
+
+def workload_sign(claims: Mapping[str, Any]) -> str | None:
+    """What in ``claims`` says the token is an application's, not a person's, if anything:
+    Entra's ``idtyp: app`` (an app-only token), Auth0's ``gty: client-credentials``, a
+    ``sub`` that is the client's own id (the client-credentials grant: RFC 9068 2.2, Okta,
+    Auth0, Entra's ``azp``/``appid``), or Keycloak's service-account user
+    (``preferred_username`` ``service-account-...``). None for a person's token."""
+    if claims.get("idtyp") == "app":
+        return "`idtyp` is `app`"
+    if claims.get("gty") == "client-credentials":
+        return "`gty` is `client-credentials`"
+    subject = claims.get("sub")
+    for name in _CLIENT_CLAIMS:
+        if isinstance(subject, str) and subject and claims.get(name) == subject:
+            return f"its `sub` is the client's own id (`{name}`)"
+    username = claims.get("preferred_username")
+    if isinstance(username, str) and username.startswith("service-account-"):
+        return "it is a service account's (`preferred_username`)"
+    return None
+
+
+def _check_a_person(claims: Mapping[str, Any], human_claim: str | None) -> None:
+    """Refuse an application's token (client credentials, a workload's app role): one
+    provider often serves people and workloads with one audience, and a workload token
+    would sign in as a human named by the client's id, with the roles the provider gave
+    the application (an approver, an admin). With ``human_claim`` set, a token without
+    that claim (or with it empty or false) is not a person's either."""
+    sign = workload_sign(claims)
+    if sign is not None:
+        raise IdentityError("proof_claims_invalid",
+                            f"the token is an application's ({sign}), not a person's; "
+                            "workloads sign in as agents")
+    if human_claim is not None and claims.get(human_claim) in (None, "", False, [], "false"):
+        raise IdentityError("proof_claims_invalid",
+                            f"the token has no `{human_claim}` claim, which every person's "
+                            "token of this issuer carries: it is not a person's")
+
+
+def check_human_issuers(issuers: Iterable[HumanIssuer]) -> None:
+    """Refuse human issuers whose ids could name the same person: a human is known by
+    their id alone (owners, approvers, separation of duties, the audit log), so with two
+    issuers, X of one and X of the other would be one human, and either provider (or
+    anyone who controls an account there) could sign in as the other's people. With
+    several, each declares the email domains its ids are in (``id_domains``), and no
+    domain is any two issuers'."""
+    issuers = tuple(issuers)
+    if len(issuers) < 2:
+        return
+    seen: dict[str, str] = {}
+    for issuer in issuers:
+        if not issuer.id_domains:
+            raise ConfigError(f"OIDC issuer `{issuer.issuer}` needs `id_domains`: with "
+                              "several human issuers, each names the email domains its "
+                              "people's ids are in, so no id names two people")
+        for domain in issuer.id_domains:
+            if domain in seen and seen[domain] != issuer.issuer:
+                raise ConfigError(f"email domain `{domain}` is in the `id_domains` of both "
+                                  f"`{seen[domain]}` and `{issuer.issuer}`: an id names one "
+                                  "person, of one issuer")
+            seen[domain] = issuer.issuer
 
 
 def _check_verified(claims: Mapping[str, Any], subject_claim: str) -> None:
@@ -133,10 +219,16 @@ def _check_authorized_party(claims: Mapping[str, Any], audience: str) -> None:
 def issuer_from_config(entry: Mapping[str, Any], base: Path, clock: Clock | None = None
                        ) -> HumanIssuer:
     """A :class:`HumanIssuer` from one ``[[oidc_issuers]]`` table of ``server.toml``."""
-    settings = issuer_settings(entry, base, also={"subject_claim", "role_claim", "roles"},
-                               clock=clock)
+    settings = issuer_settings(entry, base, also={"subject_claim", "role_claim", "roles",
+                                                  "human_claim", "id_domains"}, clock=clock)
+    domains = entry.get("id_domains", [])
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        raise ConfigError(f"OIDC issuer `{entry['issuer']}`: `id_domains` is a list of "
+                          "domains")
     roles = entry.get("roles", {r: r for r in HUMAN_ROLES})
     if not isinstance(roles, Mapping) or not all(isinstance(v, str) for v in roles.values()):
         raise ConfigError(f"OIDC issuer `{entry['issuer']}`: `roles` maps a role to a claim value")
     return HumanIssuer(**settings, subject_claim=str(entry.get("subject_claim", "sub")),
-                       role_claim=str(entry.get("role_claim", "roles")), roles=dict(roles))
+                       role_claim=str(entry.get("role_claim", "roles")), roles=dict(roles),
+                       human_claim=(str(entry["human_claim"]) if "human_claim" in entry
+                                    else None), id_domains=tuple(domains))
