@@ -406,6 +406,7 @@ async def test_two_human_issuers_never_name_the_same_human(
             "pat@partner.example"
         assert (await http.get("/v1/whoami", headers=bearer(provider.token(now)))
                 ).json()["id"] == "erin@acme.example"
-        outsider = provider.token(now, email="pat@partner.example")
-        assert_problem(await http.get("/v1/whoami", headers=bearer(outsider)), 401,
-                       "proof_claims_invalid")
+        for outside in ("pat@partner.example", "acme.example", "@acme.example"):
+            outsider = provider.token(now, email=outside)  # not an address in its domains
+            assert_problem(await http.get("/v1/whoami", headers=bearer(outsider)), 401,
+                           "proof_claims_invalid")

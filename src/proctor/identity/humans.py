@@ -115,7 +115,8 @@ class HumanVerifier:
         if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
             raise IdentityError("proof_claims_invalid",
                                 "the token names the system; humans sign in here")
-        if issuer.id_domains and human_id.rpartition("@")[2] not in issuer.id_domains:
+        local, at, domain = human_id.rpartition("@")
+        if issuer.id_domains and (not local or not at or domain not in issuer.id_domains):
             raise IdentityError("proof_claims_invalid",
                                 f"issuer `{issuer.issuer}` names people of "
                                 f"{', '.join(issuer.id_domains)} only (`id_domains`)")
