@@ -7,7 +7,8 @@ the upstream, for the tests that show what the gateway refuses never gets there.
 A resource ``notes://readme``, a template ``notes://{name}``, a prompt ``greet`` (its
 argument ``name`` completes to the value given plus ``-ly``), and two tools that ask
 the client during the call: ``ask_model`` (``sampling/createMessage`` with the
-``question``) and ``ask_user`` (``elicitation/create`` for a form with a ``text``)."""
+``question``) and ``ask_user`` (``elicitation/create`` for a form with a ``text``);
+with ``copies``, that many requests at once."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 ASKING_TOOLS = [types.Tool(name=name, input_schema={
-    "type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]})
+    "type": "object", "properties": {"question": {"type": "string"},
+                                     "copies": {"type": "integer"}},
+    "required": ["question"]})
     for name in ("ask_model", "ask_user")]
 
 
@@ -45,9 +48,19 @@ def create_server(record: Path) -> Server[Any]:
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         question = str((params.arguments or {}).get("question", ""))
-        method = "sampling/createMessage" if params.name == "ask_model" else "elicitation/create"
+        copies = int((params.arguments or {}).get("copies", 1))
+        if copies > 1:  # that many of the request at once
+            async with anyio.create_task_group() as tasks:
+                for _ in range(copies):
+                    tasks.start_soon(ask, ctx, params.name, question)
+            return types.CallToolResult(content=[types.TextContent(type="text",
+                                                                   text="asked")])
+        return await ask(ctx, params.name, question)
+
+    async def ask(ctx: Any, name: str, question: str) -> types.CallToolResult:
+        method = "sampling/createMessage" if name == "ask_model" else "elicitation/create"
         try:
-            if params.name == "ask_model":
+            if name == "ask_model":
                 with warnings.catch_warnings():  # deprecated for servers; still MCP
                     warnings.simplefilter("ignore", MCPDeprecationWarning)
                     answer: Any = await ctx.session.create_message(

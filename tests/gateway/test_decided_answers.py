@@ -222,3 +222,55 @@ async def test_an_answer_pseudo_tool_cannot_be_called_as_a_tool(
     assert heard(record) == []  # the upstream was asked nothing
     assert all(e["outcome"] != "allowed" for name, _ in calls
                for e in _events(deployment, action=f"tool:test/{name}"))
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_an_upstream_cannot_flood_the_agent_and_the_audit_log_with_requests(
+        deployment: Deployment, transport: str) -> None:
+    """An upstream asks 12 times at once during one call: 8 (MAX_ASKING) reach the agent
+    and are audited, the rest are refused unaudited while those wait. Before, every
+    request was audited and relayed, as many as the upstream sent."""
+    record = deployment.tmp / f"heard-{secrets.token_hex(4)}.jsonl"
+    reached = 0
+    enough = anyio.Event()
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams
+                     ) -> types.CreateMessageResult:
+        """Holds every request until the other four were refused (or it got them all)."""
+        nonlocal reached
+        reached += 1
+        if reached == 12:  # every request reached the agent: nothing was refused
+            enough.set()
+        while not enough.is_set() and sum("error" in e for e in heard(record)) < 4:
+            with anyio.move_on_after(0.01):
+                await enough.wait()
+        return await _sample(context, params)
+
+    def client(read: Any, write: Any) -> ClientSession:
+        return ClientSession(read, write, sampling_callback=sample)
+
+    grant = deployment.grant([{"tool": "test/*"}])
+    if transport == "stdio":
+        config = deployment.config({"upstreams": {"test": {
+            "command": [*RECORDING, str(record)], "tools": _labels(False)}}})
+        params = deployment.wrap(grant, [], server="test", config=config)
+        opened: Any = _opened_stdio(params, client)
+    else:
+        opened = recorded_http(deployment, record, grant, client=client,
+                               upstream={"tools": _labels(False)})
+    async with opened as session:
+        result = await session.call_tool("ask_model", {"question": "hello", "copies": 12})
+        assert not result.is_error
+    outcomes = heard(record)
+    assert reached == 8
+    assert sum("answer" in e for e in outcomes) == 8
+    assert [e["error"]["code"] for e in outcomes if "error" in e] == [-32600] * 4
+    assert len(_events(deployment, action="gateway.upstream_request")) == 8
+
+
+@asynccontextmanager
+async def _opened_stdio(params: Any, client: Any) -> AsyncIterator[ClientSession]:
+    with anyio.fail_after(WAIT):
+        async with stdio_client(params) as (read, write), client(read, write) as session:
+            await session.initialize()
+            yield session

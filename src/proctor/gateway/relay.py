@@ -18,7 +18,9 @@ board without :class:`Answers` refuses both requests.
 MCP does not say which call an upstream request belongs to (JSON-RPC has no
 field for it), and a session's calls share one upstream connection: a request is
 relayed to the newest call in flight on the session, which is exact when the
-agent makes one call at a time. With none in flight it is refused. A relayed request
+agent makes one call at a time. With none in flight it is refused. At most
+:data:`MAX_ASKING` (8) of an upstream's requests wait for the agent at once in a
+session; another is refused (``-32600``) unaudited. A relayed request
 waits for the agent's answer ``answer_timeout`` seconds at most (the gateway's
 ``relay_timeout_seconds``), however long the upstream would wait: then the upstream
 is answered ``-32001`` (request timeout) and the agent's request is cancelled.
@@ -66,6 +68,10 @@ CheckLeak = Callable[[dict[str, Any]], Awaitable[None]]  # raises if a grant is 
 RedactText = Callable[[str], str]
 SAMPLING = "sampling/createMessage"
 ELICITATION = "elicitation/create"
+# An upstream's sampling and elicitation requests waiting for the agent at once, per
+# session: past it one is refused unaudited, so an upstream cannot flood the audit log
+# and the agent with requests (each held up to the relay timeout) during one call.
+MAX_ASKING = 8
 
 
 class Answers(Protocol):
@@ -139,6 +145,7 @@ class RelayBoard:
         self._check_leak = check_leak
         self._redact_text = redact_text
         self._active: list[Relay] = []
+        self._asking = 0  # the upstreams' requests relayed and not yet answered
         self.log_level: str = "info"
         self.follows = Follows()
         self.delivery = delivery or Delivery()
@@ -187,6 +194,20 @@ class RelayBoard:
         if answers is None:
             return types.ErrorData(code=INVALID_REQUEST, message="the gateway relays no "
                                    "request that it cannot decide the answer to")
+        if self._asking >= MAX_ASKING:
+            log.warning("upstream `%s` has too many requests waiting for the agent; one "
+                        "refused", server[:200])
+            return types.ErrorData(code=INVALID_REQUEST, message=(
+                f"at most {MAX_ASKING} requests wait for the agent at once"))
+        self._asking += 1
+        try:
+            return await self._asked(relay, answers, server, method, params, request_type,
+                                     result_type)
+        finally:
+            self._asking -= 1
+
+    async def _asked(self, relay: Relay, answers: Answers, server: str, method: str,
+                     params: Any, request_type: Any, result_type: type[Any]) -> Any:
         try:
             await answers.asked(relay, server, method)
             redacted = await self._redact(params)
