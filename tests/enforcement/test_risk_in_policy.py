@@ -177,7 +177,10 @@ class _OtherCommitsFirst:
             self.done = True
             view = self.runtime.agent_view
             heard = threading.Event()
-            view.on_change(lambda agent_id, _: heard.set() if agent_id == SUPPORT else None)
+            # the news of the other's commit (score 3), not of this batch's (on
+            # PostgreSQL that one may be heard first, and the view hold its score)
+            view.on_change(lambda agent_id, agent: heard.set() if agent_id == SUPPORT
+                           and agent is not None and agent.risk_score == 3 else None)
             thread = threading.Thread(target=self._other, args=(heard,))
             thread.start()
             thread.join()

@@ -104,6 +104,37 @@ async def test_a_suspension_by_another_process_reaches_the_view_and_only_that_ag
 
 
 @pytest.mark.anyio
+async def test_a_score_the_feed_delivered_before_the_writer_told_the_view_stays_held(
+        registry: AgentRegistry, other: AgentRegistry) -> None:
+    # the order the audit writer's commit and the feed's news of it may come in on
+    # PostgreSQL: the news first (the view reads the agent at the committed score and
+    # holds it), then the writer's rescored() with the score its transaction read
+    # before. The entry shows what committed: it stays, not dropped (a read after)
+    _register(registry)
+    feed = _feed(registry)
+    try:
+        view = AgentView(registry, feed)
+        heard: list[str] = []
+        view.on_change(lambda i, _: heard.append(i))
+        before = view.find(CODER)
+        assert before is not None
+        other.set_risk_score(CODER, 40, ["new_tool"])  # the commit, as the writer made it
+        await _until(lambda: _risk(view, CODER) == (40, ("new_tool",)) and heard)
+        misses = view.misses
+        view.rescored(CODER, 40, ["new_tool"],
+                      prior=(before.risk_score, tuple(before.risk_factors)))
+        assert _risk(view, CODER) == (40, ("new_tool",))
+        assert view.misses == misses  # still held: no read of the store
+    finally:
+        feed.close()
+
+
+def _risk(view: AgentView, agent_id: str) -> tuple[int, tuple[str, ...]] | None:
+    agent = view.find(agent_id)
+    return None if agent is None else (agent.risk_score, tuple(agent.risk_factors))
+
+
+@pytest.mark.anyio
 async def test_the_view_reads_the_store_when_its_change_feed_is_down(
         registry: AgentRegistry, other: AgentRegistry, database_url: str) -> None:
     _register(registry)

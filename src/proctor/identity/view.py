@@ -120,7 +120,9 @@ class AgentView:
         a change another process committed is delivered as ever and drops it. An entry
         at another score is dropped: it may have been read after that commit and after
         another process's on top of it (whose news came before this call), which the
-        score taken in place would hide for good."""
+        score taken in place would hide for good; an entry already at the committed
+        score and factors stays (the feed's news of this commit came first: on
+        PostgreSQL the notification may beat the writer's call)."""
         factors = tuple(factors)
         with self._lock:
             # a read begun before the commit and held after it takes them too (_hold)
@@ -136,6 +138,10 @@ class AgentView:
                 self._want(agent_id)
             for key in keys:
                 held = self._held[key]
+                if (held.risk_score, tuple(held.risk_factors)) == (score, factors):
+                    # read after the commit (the feed's news of it came first): it shows
+                    # what committed, and any change on top of it will be delivered
+                    continue
                 if prior is None or (held.risk_score, tuple(held.risk_factors)) != prior:
                     self._forgotten += 1  # no read begun before is held
                     self._drop(agent_id)
