@@ -111,7 +111,8 @@ Code = Literal[
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
     "message_too_deep", "message_invalid", "parse_error", "session_limit",
     # tool pinning
-    "tool_changed", "tool_unreviewed", "tool_review_stale",
+    "tool_changed", "tool_unreviewed", "tool_rejected", "tool_review_stale",
+    "tool_definition_rejected",
     # reviews (of a tool definition, of an agent's manifest)
     "review_digest_missing",
     # the control-plane API and the console
@@ -390,8 +391,13 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                              "reviewed it; it is hidden and denied until reviewed again"),
     "tool_unreviewed": CodeInfo("a new tool on a known server; it is hidden and denied "
                                 "until a human reviews it"),
-    "tool_review_stale": CodeInfo("the tool definition a review would accept changed since "
-                                  "the reviewer looked at it", 409),
+    "tool_rejected": CodeInfo("a human rejected the tool definition the upstream lists; "
+                              "it is hidden and denied whenever it is listed, in any pin mode"),
+    "tool_review_stale": CodeInfo("no definition of the tool with the digest a review or "
+                                  "rejection names waits for a human (it was never seen, or "
+                                  "was decided already): look at the tool again", 409),
+    "tool_definition_rejected": CodeInfo("a review or rejection names a tool definition a "
+                                         "human rejected; a rejection is final", 409),
     # reviews
     "review_digest_missing": CodeInfo(
         "a review that does not name the digest of the definition or manifest the reviewer "

@@ -11,6 +11,7 @@ only these::
     ├── NotFoundError                  not_found
     ├── ReviewStaleError               tool_review_stale
     ├── ReviewUnnamedError             review_digest_missing
+    ├── ToolRejectedError              tool_definition_rejected
     ├── RequestError                   request_invalid
     ├── DocumentError                  one code per document refused (see its docstring)
     ├── PolicyError                    (a family)
@@ -79,6 +80,7 @@ __all__ = [
     "SecretError",
     "SigningKeyError",
     "StoreError",
+    "ToolRejectedError",
 ]
 
 
@@ -120,6 +122,13 @@ class ReviewUnnamedError(ProctorError):
     the digest of what the reviewer looked at, so it would accept whatever is stored."""
 
     code = "review_digest_missing"
+
+
+class ToolRejectedError(ProctorError):
+    """A review or rejection of a tool definition a human rejected: a rejection is final
+    for that definition (the upstream must list another, which a human then decides)."""
+
+    code = "tool_definition_rejected"
 
 
 class RequestError(ProctorError):

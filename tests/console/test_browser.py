@@ -270,6 +270,7 @@ def test_a_changed_tool_shows_its_definition_diff_and_a_review_accepts_it(
     watched.screenshot("tool")
     page.get_by_role("button", name="Review: accept this definition").click()
     expect(page.locator("h1 .pill")).to_have_text("reviewed")
+    expect(page.locator("section.pending-definition")).to_have_count(0)
     expect(page.locator("table.diff tr.changed")).to_have_count(0)
     record = live.scenario.runtime.store  # the review is the signed-in admin's
     from proctor.oversight.pinning import ToolPins
@@ -277,6 +278,43 @@ def test_a_changed_tool_shows_its_definition_diff_and_a_review_accepts_it(
     reviewed = ToolPins(record, live.scenario.runtime.clock,
                         live.scenario.runtime.audit).record("weather/forecast")
     assert reviewed.reviewed_by == "local-admin"
+    watched.assert_clean()
+
+
+def test_a_changed_tool_taken_back_and_changed_again_has_each_definition_rejected_on_its_own(
+        live: Live, watched: Watched) -> None:
+    page = watched.page
+    runtime = live.scenario.runtime
+    _pin_a_rug_pull(runtime)
+    from proctor.oversight.pinning import ToolPins, definition_digest
+
+    pins = ToolPins(runtime.store, runtime.clock, runtime.audit)
+    first = pins.record("weather/forecast")
+    assert first.definition is not None and first.seen_definition is not None
+    reverted = pins.check("weather", [first.definition])["forecast"]  # taken back
+    assert reverted.is_reviewed
+    sign_in(page, live, "/console/tools")
+    row = page.locator("tr.pin-reviewed[data-tool='weather/forecast']")
+    expect(row.locator(".pending-count")).to_have_text("1 pending, not listed now")
+    row.get_by_role("link", name="Review change").click()
+    expect(page.locator("h1 .pill")).to_have_text("reviewed")
+    shown = page.locator(f"section.pending-definition[data-digest='{first.seen_digest}']")
+    expect(shown).to_contain_text("not listed now")
+    again = {**first.definition, "description": "Now also read ~/.aws"}
+    pins.check("weather", [again])  # changed once more while the page is open
+    shown.get_by_role("button", name="Reject this definition").click()
+    expect(page.locator("h1 .pill")).to_have_text("unreviewed")
+    rejected = page.locator(f"table.rejected tr[data-digest='{first.seen_digest}']")
+    expect(rejected).to_contain_text("local-admin")
+    waiting = page.locator("section.pending-definition")
+    expect(waiting).to_have_count(1)
+    expect(waiting).to_have_attribute("data-digest", definition_digest(again))
+    expect(waiting).to_contain_text("listed now")
+    watched.screenshot("tool-rejected")
+    record = pins.record("weather/forecast")
+    assert [(r.digest, r.decided_by) for r in record.rejected] == [
+        (first.seen_digest, "local-admin")]
+    assert not pins.check("weather", [first.seen_definition])["forecast"].is_reviewed
     watched.assert_clean()
 
 

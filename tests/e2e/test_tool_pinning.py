@@ -9,6 +9,7 @@ interpreter less per test: about 1 s of CPU)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,8 +64,6 @@ async def _denied(client: ClientSession, tool: str, args: dict[str, Any]) -> dic
 def _actions(deployment: Deployment) -> list[tuple[str, str, str]]:
     with deployment.runtime.store.reading() as conn:
         rows = conn.execute(select(audit_events.c.body)).all()
-    import json
-
     bodies = [json.loads(r.body) if isinstance(r.body, str) else r.body for r in rows]
     return [(b["action"], b["target"], b["actor"]["type"]) for b in bodies
             if b["action"].startswith("tool.")]
@@ -125,8 +124,11 @@ async def test_each_session_is_judged_by_the_definition_it_was_shown_whatever_ot
 
         data = await _denied(there, "weather", {"city": "Oslo"})
         assert (data["reason"], data["tool"]) == ("tool_changed", "pins/weather")
+        # the tool shows what the server lists now (the reviewed definition), and the
+        # change shown to ``there`` still waits for a human, as not listed now
         record = pins.record("pins/weather")
-        assert (record.state, record.seen_digest) == ("unreviewed", changed)
+        assert (record.state, record.seen_digest) == ("reviewed", None)
+        assert [(p.digest, p.is_listed) for p in record.pending] == [(changed, False)]
         assert not (await here.call_tool("weather", {"city": "Oslo"})).is_error
 
         assert changed is not None
@@ -161,8 +163,6 @@ async def test_a_rename_is_a_change_of_the_reviewed_tool_and_a_new_tool_is_unrev
 
     pending = _proctor(deployment, "tool", "list", "--pending", "--json")
     assert pending.exit_code == 0, pending.output
-    import json
-
     tools = {t["tool"]: (t["change"], t["renamed_from"])
              for t in json.loads(pending.stdout)["tools"]}
     assert tools == {"pins/forecast": ("renamed", "pins/weather"),
@@ -210,3 +210,92 @@ async def test_with_pin_warn_a_change_is_recorded_but_the_tool_stays_usable(
     pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
     assert pins.record("pins/weather").state == "unreviewed"  # reported, for a human
     assert ("tool.changed", "pins/weather", "system") in _actions(deployment)
+
+
+async def test_a_change_taken_back_leaves_the_reviewed_tool_usable_and_a_rejection_stands(
+        deployment: Deployment) -> None:
+    """The upstream shows a changed definition, then takes it back: the reviewed tool is
+    listed and called, and the change waits for a human as not listed now (it was shown
+    as the tool's current definition). A human rejects it; shown again, it is hidden and
+    denied ``tool_rejected``, by a wrapper started anew too, even with ``pin: warn``."""
+    grant = deployment.grant([{"tool": "pins/*"}])
+    pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
+    sock = listening_socket()
+    url = f"{url_of(sock)}/mcp"
+    strict = deployment.config({"upstreams": {"pins": {"url": url}}})
+    async with served(create_server().streamable_http_app(), sock):
+        async with wrapped(deployment, grant, [], server="pins", config=strict) as client:
+            assert set(await _listed(client)) == {"weather", "rug_pull"}
+            await client.call_tool("rug_pull", {"mode": "describe"})
+            assert set(await _listed(client)) == {"rug_pull"}
+            changed = pins.record("pins/weather").seen_digest
+            await client.call_tool("rug_pull", {"mode": "restore"})
+            assert set(await _listed(client)) == {"weather", "rug_pull"}
+            assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
+            record = pins.record("pins/weather")
+            assert (record.state, record.seen_digest) == ("reviewed", None)
+            assert [(p.digest, p.is_listed) for p in record.pending] == [(changed, False)]
+            listed = _proctor(deployment, "tool", "list", "--pending", "--json")
+            [tool] = json.loads(listed.stdout)["tools"]
+            assert (tool["state"], [p["digest"] for p in tool["pending"]]) == (
+                "reviewed", [changed])
+
+            assert changed is not None
+            rejected = _proctor(deployment, "tool", "reject", "pins/weather", "--by",
+                                "erin@acme.example", "--digest", changed)
+            assert rejected.exit_code == 0, rejected.output
+            assert f"definition {changed} rejected by erin@acme.example" in rejected.stdout
+            await client.call_tool("rug_pull", {"mode": "describe"})
+            assert set(await _listed(client)) == {"rug_pull"}
+            data = await _denied(client, "weather", {"city": "Oslo"})
+            assert (data["reason"], data["tool"], data["change"]) == (
+                "tool_rejected", "pins/weather", "rejected")
+        warn = deployment.config({"upstreams": {"pins": {"url": url, "pin": "warn"}}})
+        async with wrapped(deployment, grant, [], server="pins", config=warn) as again:
+            assert set(await _listed(again)) == {"rug_pull"}
+            data = await _denied(again, "weather", {"city": "Oslo"})
+            assert data["reason"] == "tool_rejected"
+    record = pins.record("pins/weather")
+    assert (record.state, record.pending) == ("rejected", ())
+    assert [(r.digest, r.decided_by) for r in record.rejected] == [
+        (changed, "erin@acme.example")]
+    review = _proctor(deployment, "tool", "review", "pins/weather", "--by",
+                      "erin@acme.example", "--digest", changed, "--json")
+    assert review.exit_code == 1 and "tool_definition_rejected" in review.stdout
+    assert ("tool.reject", "pins/weather", "human") in _actions(deployment)
+
+
+async def test_each_change_is_reviewed_by_its_own_digest_and_a_review_of_one_is_not_of_another(
+        deployment: Deployment) -> None:
+    grant = deployment.grant([{"tool": "pins/*"}])
+    pins = ToolPins(deployment.runtime.store, deployment.runtime.clock, deployment.runtime.audit)
+    async with _wrapped_rug(deployment, grant) as client:
+        await client.call_tool("rug_pull", {"mode": "describe"})
+        assert set(await _listed(client)) == {"rug_pull"}
+        first = pins.record("pins/weather").seen_digest
+        await client.call_tool("rug_pull", {"mode": "describe_more"})
+        assert set(await _listed(client)) == {"rug_pull"}
+        second = pins.record("pins/weather").seen_digest
+        assert first is not None and second is not None and first != second
+        assert [p.digest for p in pins.record("pins/weather").pending] == [second, first]
+
+        # the review names the first change: it accepts that one, not the one listed now
+        reviewed = _proctor(deployment, "tool", "review", "pins/weather", "--by",
+                            "erin@acme.example", "--digest", first)
+        assert reviewed.exit_code == 0, reviewed.output
+        assert set(await _listed(client)) == {"rug_pull"}
+        data = await _denied(client, "weather", {"city": "Oslo"})
+        assert data["reason"] == "tool_changed"
+        record = pins.record("pins/weather")
+        assert record.reviewed_digest == first
+        assert [p.digest for p in record.pending] == [second]
+        await client.call_tool("rug_pull", {"mode": "describe"})
+        assert set(await _listed(client)) == {"weather", "rug_pull"}
+        assert not (await client.call_tool("weather", {"city": "Oslo"})).is_error
+        # without --digest: the definition shown and confirmed is the one rejected
+        shown = _proctor(deployment, "tool", "reject", "pins/weather", "--by",
+                         "erin@acme.example", answer="y\n")
+        assert shown.exit_code == 0, shown.output
+        assert f"reject definition {second} of pins/weather?" in shown.stdout
+        assert "aws" in shown.stdout
+    assert [r.digest for r in pins.record("pins/weather").rejected] == [second]

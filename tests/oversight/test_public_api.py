@@ -7,7 +7,8 @@ import proctor.secrets
 def test_the_public_surfaces_are_exactly_all() -> None:
     for package, modules in ((proctor.oversight, {"clients", "compliance", "discovery",
                                                   "encodings", "guard", "inventory", "paths",
-                                                  "pinning", "risk", "tokens", "wrapping"}),
+                                                  "pin_decisions", "pin_listing", "pinning",
+                                                  "risk", "tokens", "wrapping"}),
                              (proctor.secrets, {"lineage", "store", "values"})):
         public = {name for name in dir(package) if not name.startswith("_")}
         assert public - modules == set(package.__all__)

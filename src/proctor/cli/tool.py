@@ -1,8 +1,9 @@
 """``proctor tool``: the pinned definitions of upstream tools, and their review.
 
-``list`` shows every pin (``--pending``: only tools waiting for a review), ``show``
-the reviewed definition against the one seen since, as a diff, and ``review`` makes
-the seen definition the reviewed one, audited as the operator's.
+``list`` shows every pin (``--pending``: only tools with a definition waiting for a
+human), ``show`` the reviewed definition against each definition seen since, as diffs;
+``review`` makes one of them, named by its digest, the reviewed one and ``reject`` keeps
+it denied for good; both audited as the operator's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from proctor.config import load_settings
 from proctor.errors import ProctorError, RequestError
 
 if TYPE_CHECKING:
-    from proctor.oversight.pinning import PinRecord, ToolPins
+    from proctor.oversight.pinning import PinRecord, SeenDefinition, ToolPins
 
 __all__ = ["app", "definition_diff"]
 
@@ -50,18 +51,22 @@ def _pins(as_json: bool) -> Iterator[ToolPins]:
         runtime.close()
 
 
-def definition_diff(record: PinRecord) -> str:
-    """The reviewed definition against the one seen since, as a unified diff of JSON."""
+def definition_diff(record: PinRecord, seen: SeenDefinition | None = None) -> str:
+    """The reviewed definition against ``seen`` (default: the one a review would show),
+    as a unified diff of JSON."""
     def lines(value: Any) -> list[str]:
         if value is None:
             return []
         return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines(
             keepends=True)
 
+    seen = seen if seen is not None else record.to_review
+    if seen is None:
+        return ""
     return "".join(difflib.unified_diff(
-        lines(record.definition), lines(record.seen_definition),
+        lines(record.definition), lines(seen.definition),
         fromfile=f"{record.renamed_from or record.tool_id} (reviewed)",
-        tofile=f"{record.tool_id} (seen {record.changed_at})"))
+        tofile=f"{record.tool_id} (definition {seen.digest}, first seen {seen.seen_at})"))
 
 
 @app.command("list")
@@ -78,12 +83,11 @@ def list_pins(
     if not records:
         console.print("no tools to review" if pending else "no pinned tools")
         return
-    table = Table("tool", "state", "change", "changed", "reviewed by")
+    table = Table("tool", "state", "change", "pending", "reviewed by")
     for r in records:
         change = f"{r.change} (from {r.renamed_from})" if r.renamed_from else (r.change or "")
         table.add_row(r.tool_id, r.state, change if r.state == "unreviewed" else "",
-                      r.changed_at.isoformat(timespec="seconds") if r.changed_at else "",
-                      r.reviewed_by or "")
+                      str(len(r.pending)) if r.pending else "", r.reviewed_by or "")
     console.print(table)
 
 
@@ -97,41 +101,74 @@ def show(tool: ToolArg, as_json: JsonOpt = False) -> None:
         return
     console.print(f"{record.tool_id}: {record.state}"
                   + (f" ({record.change}, seen definition {record.seen_digest})"
-                     if record.state == "unreviewed" else ""),
+                     if record.state == "unreviewed" else "")
+                  + (f" (rejected definition {record.seen_digest})"
+                     if record.state == "rejected" else ""),
                   markup=False, soft_wrap=True)
-    diff = definition_diff(record)
-    if diff:
-        console.print(diff, markup=False, end="", highlight=False, soft_wrap=True)
+    for seen in record.pending:
+        console.print(f"pending definition {seen.digest} ({seen.change}, "
+                      f"{'listed now' if seen.is_listed else 'not listed now'})",
+                      markup=False, soft_wrap=True)
+        console.print(definition_diff(record, seen), markup=False, end="", highlight=False,
+                      soft_wrap=True)
+    for seen in record.rejected:
+        console.print(f"rejected definition {seen.digest} by {seen.decided_by}",
+                      markup=False, soft_wrap=True)
+
+
+DigestOpt = Annotated[str | None, typer.Option(
+    "--digest", help="The digest of the definition (tool show's); without it, the "
+    "definition the upstream lists now (else the last listed) is shown and the command "
+    "asks for a yes.")]
 
 
 @app.command("review")
-def review(
-    tool: ToolArg, by: ByOpt = None,
-    digest: Annotated[str | None, typer.Option(
-        "--digest", help="Only if the definition seen still has this digest (tool show's); "
-        "without it, the change is shown and the review asks for a yes.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Accept the definition seen since the last review: the tool is listed and can be
-    called again. Audited as the operator's. The review names the digest of the
-    definition it accepts: --digest, or the one shown here once confirmed (refused
-    tool_review_stale if the upstream listed another one in between)."""
+def review(tool: ToolArg, by: ByOpt = None, digest: DigestOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Accept one definition seen since the last review, named by its digest: the tool is
+    listed and can be called again as so defined. Audited as the operator's. Refused
+    tool_review_stale if no definition with that digest waits for a human."""
+    _decide(tool, by, digest, as_json, verdict="reviewed")
+
+
+@app.command("reject")
+def reject(tool: ToolArg, by: ByOpt = None, digest: DigestOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Reject one definition seen since the last review, named by its digest: it stays
+    hidden and denied (tool_rejected) whenever an upstream lists it, in any pin mode, and
+    is never reviewed. Audited as the operator's. A rejection is final."""
+    _decide(tool, by, digest, as_json, verdict="rejected")
+
+
+def _decide(tool: str, by: str | None, digest: str | None, as_json: bool, *,
+            verdict: str) -> None:
+    """A review or rejection, shown and confirmed when no ``--digest`` names it."""
     from proctor.oversight.pinning import ToolPins
 
+    verb = "accept" if verdict == "reviewed" else "reject"
     with acting_runtime(by, as_json) as (runtime, acting):
         pins = ToolPins(runtime.store, runtime.clock, runtime.audit)
         if digest is None:
             shown = pins.record(tool)
-            if shown.seen_digest is None:
+            seen = shown.to_review
+            if seen is None:
                 raise RequestError(f"tool `{shown.tool_id}` has no change to review")
             if not as_json:
-                console.print(definition_diff(shown), markup=False, end="", highlight=False,
-                              soft_wrap=True)
-            confirm_review(f"accept definition {shown.seen_digest} of {shown.tool_id}?",
+                console.print(definition_diff(shown, seen), markup=False, end="",
+                              highlight=False, soft_wrap=True)
+                others = len(shown.pending) - 1
+                if others:
+                    console.print(f"{others} other definition(s) wait too: proctor tool show "
+                                  f"{shown.tool_id}", markup=False, soft_wrap=True)
+            confirm_review(f"{verb} definition {seen.digest} of {shown.tool_id}?",
                            as_json=as_json)
-            digest = shown.seen_digest
-        record = pins.review(tool, by=acting.operator.id, expected_digest=digest)
+            digest = seen.digest
+        decide = pins.review if verdict == "reviewed" else pins.reject
+        record = decide(tool, by=acting.operator.id, expected_digest=digest)
     if as_json:
         print_json(record.as_json())
-    else:
+    elif verdict == "reviewed":
         console.print(f"{record.tool_id} reviewed by {record.reviewed_by}", markup=False)
+    else:
+        console.print(f"{record.tool_id}: definition {digest} rejected by "
+                      f"{acting.operator.id}", markup=False, soft_wrap=True)

@@ -61,11 +61,12 @@ class Upstream:
     current: Mapping[str, Any] = field(default_factory=dict)  # the tools as last listed
 
     def held_back(self, name: str) -> PinVerdict | None:
-        """The verdict that keeps ``name`` from agents (``pin: strict``), or None."""
+        """The verdict that keeps ``name`` from agents (``pin: strict``; a definition a
+        human rejected, in any pin mode), or None."""
         verdict = self.pins.get(name)
-        if self.pin_mode != "strict" or verdict is None or verdict.is_reviewed:
+        if verdict is None or verdict.is_reviewed:
             return None
-        return verdict
+        return verdict if self.pin_mode == "strict" or verdict.is_rejected else None
 
     def pinned_digest(self, name: str) -> str | None:
         """With ``pin: strict``, the digest of the definition of ``name`` as this session
@@ -238,7 +239,7 @@ class GatewaySession:
             self._upstreams[server] = Upstream(upstream.connection, upstream.tools, pins,
                                                upstream.pin_mode, upstream.current)
             return None
-        return held
+        return stored if stored is not None else held  # rejected since: tool_rejected
 
     async def _discovered(self, config: UpstreamConfig, connection: UpstreamConnection,
                           listed: list[Any]) -> Upstream:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -42,6 +43,7 @@ __all__ = [
     "shadow_differences",
     "tasks",
     "tool_catalog",
+    "tool_definitions",
 ]
 
 metadata = MetaData()
@@ -249,7 +251,8 @@ grant_offers = Table(
 # definition waits for a review; NULL: not pinned), `definition` the reviewed
 # definition and `reviewed_digest` its digest (what a call's write compares the
 # definition in hand with), `seen_definition` the one last seen when it differs,
-# `pin_change` new | changed | renamed.
+# `pin_change` new | changed | renamed. `pin_state` and `seen_definition` tell what the
+# last listing showed (reviewed | unreviewed | rejected); they never let a call through.
 tool_catalog = Table(
     "tool_catalog",
     metadata,
@@ -513,3 +516,26 @@ risk_baselines = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+
+# Every definition of a tool seen and not reviewed, by its digest
+# (proctor.oversight.pinning): `verdict` pending (waits for a human) | rejected (by
+# `decided_by`, a human: denied whenever an upstream lists it, never reviewed);
+# `change` new | changed | renamed as first seen; `listed_at` when a listing last
+# showed it in place of another definition. A review deletes the row it accepts.
+tool_definitions = Table(
+    "tool_definitions",
+    metadata,
+    Column("tool_id", String(200), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("server", String(64), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("renamed_from", String(200), nullable=True),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("listed_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decided_by", Text, nullable=True),
+    PrimaryKeyConstraint("tool_id", "digest"),
+    Index("ix_tool_definitions_server", "server"),
+)

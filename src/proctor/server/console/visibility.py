@@ -1,6 +1,7 @@
-"""Tools and access paths: pinned tool definitions with the change waiting for review
-(a diff, and a review that accepts it), and who can reach what, as a table and as a
-graph drawn on the server as SVG (no script, no CDN: the CSP stays strict)."""
+"""Tools and access paths: pinned tool definitions with each definition waiting for a
+human (a diff, a review that accepts it and a rejection that keeps it denied), and who
+can reach what, as a table and as a graph drawn on the server as SVG (no script, no
+CDN: the CSP stays strict)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _pins(console: ConsoleCall) -> ToolPins:
 def tools_page(console: ConsoleCall) -> Response:
     console.require("api:tool.list", service("tools"))
     records = sorted(_pins(console).records(),
-                     key=lambda r: (r.state != "unreviewed", r.tool_id))
+                     key=lambda r: (not r.pending, r.state == "reviewed", r.tool_id))
     return render(console, "tools.html", "tools", records=records,
                   pending=pending_count(console.runtime.store, console.now))
 
@@ -45,11 +46,13 @@ def tool_page(tool_id: str, console: ConsoleCall) -> Response:
     record = _pins(console).record(tool_id)
     may_review = console.state.control.decide(
         console.principal, "api:tool.review", service("tools")).is_allowed
-    fields = [(f, (record.definition or {}).get(f), (record.seen_definition or {}).get(f))
-              for f in DEFINITION_FIELDS]
-    return render(console, "tool.html", "tools", record=record, fields=fields,
-                  may_review=may_review,
-                  pending=pending_count(console.runtime.store, console.now))
+    reviewed = record.definition or {}
+    pending = [(p, [(f, reviewed.get(f), p.definition.get(f)) for f in DEFINITION_FIELDS])
+               for p in record.pending]
+    return render(console, "tool.html", "tools", record=record, definitions=pending,
+                  reviewed_fields=[(f, reviewed.get(f)) for f in DEFINITION_FIELDS],
+                  may_review=may_review, pending=pending_count(console.runtime.store,
+                                                               console.now))
 
 
 @router.post("/console/tools/{tool_id:path}/review")
@@ -57,9 +60,19 @@ async def review(tool_id: str, request: Request, console: ConsoleCall) -> Respon
     form = await check_csrf(request, console)
     console.require("api:tool.review", service("tools"))
     expected = form.get("expected_digest", "")
-    # audited as tool.review; refused if the definition changed since the page was shown
-    # (tool_review_stale), or if the form names none (review_digest_missing)
+    # audited as tool.review; refused if no pending definition has the digest the page
+    # showed (tool_review_stale), or if the form names none (review_digest_missing)
     _pins(console).review(tool_id, by=console.principal.id, expected_digest=expected)
+    return RedirectResponse(f"/console/tools/{tool_id}/view", status_code=303)
+
+
+@router.post("/console/tools/{tool_id:path}/reject")
+async def reject(tool_id: str, request: Request, console: ConsoleCall) -> Response:
+    form = await check_csrf(request, console)
+    console.require("api:tool.review", service("tools"))
+    expected = form.get("expected_digest", "")
+    # audited as tool.reject, the definition the page showed and no other (as a review)
+    _pins(console).reject(tool_id, by=console.principal.id, expected_digest=expected)
     return RedirectResponse(f"/console/tools/{tool_id}/view", status_code=303)
 
 

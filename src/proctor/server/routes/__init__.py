@@ -17,6 +17,7 @@ from proctor.server.routes import (
     policies,
     public,
     tasks,
+    tools,
 )
 
 __all__ = ["ROUTERS"]
@@ -31,4 +32,5 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     approvals.router,
     connectors.router,
+    tools.router,
 ]
