@@ -57,22 +57,24 @@ def tool_page(tool_id: str, console: ConsoleCall) -> Response:
 
 @router.post("/console/tools/{tool_id:path}/review")
 async def review(tool_id: str, request: Request, console: ConsoleCall) -> Response:
-    form = await check_csrf(request, console)
-    console.require("api:tool.review", service("tools"))
-    expected = form.get("expected_digest", "")
-    # audited as tool.review; refused if no pending definition has the digest the page
-    # showed (tool_review_stale), or if the form names none (review_digest_missing)
-    _pins(console).review(tool_id, by=console.principal.id, expected_digest=expected)
-    return RedirectResponse(f"/console/tools/{tool_id}/view", status_code=303)
+    return await _decide(tool_id, request, console, reject=False)
 
 
 @router.post("/console/tools/{tool_id:path}/reject")
 async def reject(tool_id: str, request: Request, console: ConsoleCall) -> Response:
+    return await _decide(tool_id, request, console, reject=True)
+
+
+async def _decide(tool_id: str, request: Request, console: ConsoleCall, *,
+                  reject: bool) -> Response:
+    """A review or rejection of the definition the page showed, by its digest and no
+    other: audited as tool.review / tool.reject; refused tool_review_stale if no waiting
+    definition has it, review_digest_missing if the form names none."""
     form = await check_csrf(request, console)
     console.require("api:tool.review", service("tools"))
-    expected = form.get("expected_digest", "")
-    # audited as tool.reject, the definition the page showed and no other (as a review)
-    _pins(console).reject(tool_id, by=console.principal.id, expected_digest=expected)
+    pins = _pins(console)
+    decide = pins.reject if reject else pins.review
+    decide(tool_id, by=console.principal.id, expected_digest=form.get("expected_digest", ""))
     return RedirectResponse(f"/console/tools/{tool_id}/view", status_code=303)
 
 

@@ -22,22 +22,16 @@ branch_labels = None
 depends_on = None
 
 
-def _digest(definition: dict[str, object]) -> str:
-    # proctor.oversight.pinning.definition_digest as of this revision
-    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def upgrade() -> None:
     op.create_table(
         "tool_definitions",
         sa.Column("tool_id", sa.String(200), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("verdict", sa.String(16), nullable=False),
+        sa.Column("renamed_from", sa.String(200), nullable=True),
         sa.Column("server", sa.String(64), nullable=False),
         sa.Column("definition", sa.JSON, nullable=False),
-        sa.Column("verdict", sa.String(16), nullable=False),
         sa.Column("change", sa.String(16), nullable=False),
-        sa.Column("renamed_from", sa.String(200), nullable=True),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("listed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
@@ -65,7 +59,11 @@ def upgrade() -> None:
             continue
         at = row.changed_at or row.first_seen_at
         bind.execute(definitions.insert().values(
-            tool_id=row.tool_id, digest=_digest(row.seen_definition), server=row.server,
+            tool_id=row.tool_id, server=row.server,
+            # proctor.oversight.pinning.definition_digest as of this revision
+            digest=hashlib.sha256(json.dumps(
+                row.seen_definition, sort_keys=True, separators=(",", ":"),
+                ensure_ascii=False).encode("utf-8")).hexdigest(),
             definition=row.seen_definition, verdict="pending",
             change=row.pin_change or "changed", renamed_from=row.renamed_from,
             seen_at=at, listed_at=at))
