@@ -42,6 +42,7 @@ from proctor.gateway.rpc import (
     rpc_error,
 )
 from proctor.gateway.session import GatewaySession, Upstream
+from proctor.gateway.shaped import ShapedAnswer
 from proctor.gateway.tools import (
     COMPLETION,
     PROMPT_GET,
@@ -317,18 +318,39 @@ class Gateway:
                         *, meta: Mapping[str, Any] | None = None) -> types.CallToolResult:
         """One call: decided, forwarded, its result guarded. ``meta``: the request's
         ``_meta``, whose ``traceparent`` the call's span joins."""
+        result = await self._traced(session, creds, view, exposed, arguments, relay, meta,
+                                    document=False)
+        assert isinstance(result, types.CallToolResult)
+        return result
+
+    async def call_tool_answer(self, session: GatewaySession, creds: Credentials, view: View,
+                               exposed: str, arguments: Mapping[str, Any],
+                               relay: Relay | None = None, *,
+                               meta: Mapping[str, Any] | None = None
+                               ) -> types.CallToolResult | ShapedAnswer:
+        """As :meth:`call_tool`, for a direct path to the agent: an answer the upstream's
+        direct path read stays a dict, guarded as one (:mod:`proctor.gateway.shaped`)."""
+        return await self._traced(session, creds, view, exposed, arguments, relay, meta,
+                                  document=True)
+
+    async def _traced(self, session: GatewaySession, creds: Credentials, view: View,
+                      exposed: str, arguments: Mapping[str, Any], relay: Relay | None,
+                      meta: Mapping[str, Any] | None, *, document: bool
+                      ) -> types.CallToolResult | ShapedAnswer:
         if not telemetry.is_enabled():
-            return await self._call_tool(session, creds, view, exposed, arguments, relay)
+            return await self._call_tool(session, creds, view, exposed, arguments, relay,
+                                         document)
         with telemetry.span(f"tools/call {exposed[:200]}", kind="server", carrier=meta,
                             attributes={"mcp.method.name": "tools/call",
                                         "gen_ai.operation.name": "execute_tool",
                                         "gen_ai.tool.name": exposed[:200],
                                         "mcp.session.id": session.id}):
-            return await self._call_tool(session, creds, view, exposed, arguments, relay)
+            return await self._call_tool(session, creds, view, exposed, arguments, relay,
+                                         document)
 
     async def _call_tool(self, session: GatewaySession, creds: Credentials, view: View,
-                         exposed: str, arguments: Mapping[str, Any], relay: Relay | None
-                         ) -> types.CallToolResult:
+                         exposed: str, arguments: Mapping[str, Any], relay: Relay | None,
+                         document: bool) -> types.CallToolResult | ShapedAnswer:
         resolved = view.resolve(exposed)
         if resolved is None:
             await self.results.reject(session.claims, exposed, "tool_unknown")
@@ -348,16 +370,23 @@ class Gateway:
                                      pinned=upstream.pinned_digest(name))
         _serving(relay, verdict, creds)
         progress = self._progress(session, relay)
+        connection = upstream.connection
+        call = connection.call_tool_answer if document else connection.call_tool
+        result: types.CallToolResult | ShapedAnswer
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
-            result = await self._forward(session, lambda: upstream.connection.call_tool(
+            result = await self._forward(session, lambda: call(
                 name, args, progress=progress), relay)
         else:
             with telemetry.span(f"tools/call {name}", kind="client", attributes={
                     "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
                     "proctor.upstream": server}):
                 carrier = telemetry.current_carrier()
-                result = await self._forward(session, lambda: upstream.connection.call_tool(
+                result = await self._forward(session, lambda: call(
                     name, args, progress=progress, meta=carrier), relay)
+        if isinstance(result, ShapedAnswer):
+            return await self.results.redact_answer(result, claims=session.claims,
+                                                    tool_id=tool.tool_id,
+                                                    decision_event=verdict.event_id)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 

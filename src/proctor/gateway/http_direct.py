@@ -20,8 +20,9 @@ belongs to the grant):
 Anything else (``initialize``, notifications, batches, GET and DELETE, a call with
 ``_meta``, an unknown session, a header the SDK would refuse) goes through the SDK
 unchanged. The call itself runs as the SDK's handler runs it: the grant's gateway
-session held, :meth:`Gateway.call_tool` under :func:`internal_errors`, the result
-shaped for the negotiated version by the SDK's own sieve. It counts as a request in
+session held, :meth:`Gateway.call_tool_answer` under :func:`internal_errors`, the result
+shaped for the negotiated version by the SDK's own sieve (an upstream's direct answer
+stays a dict throughout, :mod:`proctor.gateway.shaped`). It counts as a request in
 flight for the SDK session's idle timer, as the SDK's own requests do.
 
 It reads internals of the pinned MCP SDK (mcp 2.3.0): the session manager's
@@ -70,9 +71,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp_types import INTERNAL_ERROR, ErrorData
-from mcp_types import methods as surfaces
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Message, Scope, Send
@@ -83,6 +82,7 @@ from proctor.errors import DocumentError
 from proctor.gateway.core import Gateway
 from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import internal_errors
+from proctor.gateway.shaped import shaped_result
 from proctor.gateway.views import View
 from proctor.grants import GrantClaims
 
@@ -337,11 +337,11 @@ class HttpDirect:
         try:
             with internal_errors("tools/call"):  # around the binding too, as the SDK's handler
                 async with bind() as (session, creds):
-                    result = await self._gateway.call_tool(
+                    result = await self._gateway.call_tool_answer(
                         session, creds, view, call.name, call.arguments, relay,
                         meta=_trace_carrier(scope))
             return {"jsonrpc": "2.0", "id": call.request_id,
-                    "result": _shaped(result, call.version)}
+                    "result": shaped_result(result, call.version)}
         except Exception as exc:
             error = handler_exception_to_error_data(exc)
             if error is None:  # nothing else escapes internal_errors; fail closed anyway
@@ -419,18 +419,6 @@ def _trace_carrier(scope: Scope) -> Mapping[str, Any] | None:
     if "traceparent" not in headers:
         return None
     return {name: headers[name] for name in ("traceparent", "tracestate") if name in headers}
-
-
-def _shaped(result: BaseModel, version: str) -> dict[str, Any]:
-    """The result as the SDK's server sends it at ``version``."""
-    dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    try:
-        shaped: dict[str, Any] = surfaces.serialize_server_result("tools/call", version, dumped)
-    except ValueError:  # pydantic's ValidationError is one
-        log.error("a call's result does not fit the protocol version")
-        raise MCPError(code=INTERNAL_ERROR,
-                       message="Handler returned an invalid result") from None
-    return shaped
 
 
 def _encode(message: dict[str, Any]) -> bytes | None:

@@ -40,6 +40,7 @@ from proctor.codes import Code
 from proctor.errors import AuditError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
 from proctor.gateway.rpc import rpc_error
+from proctor.gateway.shaped import ShapedAnswer
 from proctor.grants import GrantAuthority, GrantClaims
 from proctor.oversight.guard import is_media
 
@@ -83,6 +84,26 @@ class ResultGuard:
                      decision_event: str | None) -> _M:
         """``result`` as the agent may see it."""
         document = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        redacted, changed = await self._guarded(document, claims, tool_id, decision_event)
+        if not changed:  # nothing to take out: the model as it came
+            return result
+        return type(result).model_validate(redacted, by_name=False)
+
+    async def redact_answer(self, answer: ShapedAnswer, *, claims: GrantClaims, tool_id: str,
+                            decision_event: str | None) -> ShapedAnswer:
+        """A direct call's answer (a dict in its version's shape) as the agent may see
+        it: guarded as :meth:`redact` guards the model's dump; an answer the guard
+        changed is shaped (checked) again before it goes out, as :meth:`redact` makes a
+        model of it again."""
+        redacted, changed = await self._guarded(answer.document, claims, tool_id,
+                                                decision_event)
+        return ShapedAnswer(redacted, None if changed else answer.version)
+
+    async def _guarded(self, document: dict[str, Any], claims: GrantClaims, tool_id: str,
+                       decision_event: str | None) -> tuple[dict[str, Any], bool]:
+        """``document`` (a result's JSON dict, its binary payloads blanked in place
+        meanwhile) redacted, and whether the guard changed or found anything; leaked
+        grants revoked, findings audited."""
         binary: list[tuple[_Where, Any]] = []
         _set_aside(document, binary)
         try:
@@ -105,9 +126,8 @@ class ResultGuard:
         if found:
             await self._record("gateway.redact", claims, tool_id, "redacted",
                                {"findings": found}, decision_event)
-        elif redacted == document:  # nothing to take out: the model as it came
-            return result
-        return type(result).model_validate(_restore(redacted, binary), by_name=False)
+        changed = bool(found) or redacted != document
+        return _restore(redacted, binary), changed
 
     def redact_text(self, text: str) -> str:
         """An upstream's error text, redacted (it could quote the upstream's credentials)."""

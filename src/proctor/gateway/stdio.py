@@ -53,7 +53,6 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import SessionMessage
 from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
-from mcp_types import methods as surfaces
 from pydantic import BaseModel
 
 from proctor.codes import Code, rpc_code
@@ -61,6 +60,7 @@ from proctor.documents import MAX_DEPTH, check_json_nesting, check_json_text, pa
 from proctor.errors import DocumentError
 from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import PREFIX_BYTES, names_an_id, request_id_in_prefix
+from proctor.gateway.shaped import ShapedAnswer, shaped_result
 
 __all__ = ["DirectCalls", "PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
 
@@ -81,7 +81,7 @@ class DirectCalls(Protocol):
     :class:`MCPError` for a JSON-RPC error, as an SDK handler would."""
 
     def __call__(self, name: str, arguments: dict[str, Any], relay: Relay
-                 ) -> Awaitable[BaseModel]: ...
+                 ) -> Awaitable[BaseModel | ShapedAnswer]: ...
 
 
 class StdioTransport:
@@ -260,17 +260,9 @@ class StdioTransport:
                 await self.send_line(text or b"")
             self._settle(request_id)
 
-    def _shaped(self, result: BaseModel) -> dict[str, Any]:
+    def _shaped(self, result: BaseModel | ShapedAnswer) -> dict[str, Any]:
         """The result as the SDK's server sends it at the negotiated version."""
-        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        try:
-            shaped: dict[str, Any] = surfaces.serialize_server_result(
-                "tools/call", self._version or "", dumped)
-        except ValueError:  # pydantic's ValidationError is one
-            log.error("a call's result does not fit the protocol version")
-            raise MCPError(code=INTERNAL_ERROR,
-                           message="Handler returned an invalid result") from None
-        return shaped
+        return shaped_result(result, self._version or "")
 
     def _settle(self, request_id: types.RequestId) -> None:
         self._outstanding.discard(request_id)

@@ -16,7 +16,10 @@ the SDK's transport on the same client), and the result is
 checked as the SDK's session checks it: against the negotiated version's result
 shape (fields of later revisions dropped), then parsed into ``CallToolResult``, and
 its structured content against the tool's ``outputSchema`` (a validator compiled
-once per schema). The session still serves everything else on the same pipes.
+once per schema). When the agent's side is direct too
+(:meth:`UpstreamConnection.call_tool_answer`), no ``CallToolResult`` is made: the
+answer is the dict its version's result shape dumps (:mod:`proctor.gateway.shaped`).
+The session still serves everything else on the same pipes.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from proctor.gateway.keepalive import ENCODED, keepalive_client
 from proctor.gateway.pipes import DEFAULT_MAX_ANSWER_BYTES, UpstreamPipes, too_large
 from proctor.gateway.posts import UpstreamPosts
 from proctor.gateway.relay import RelayBoard
+from proctor.gateway.shaped import ShapedAnswer
 from proctor.gateway.stderr import StderrRedaction
 
 __all__ = ["MAX_HANDLING", "UpstreamConnection"]
@@ -223,6 +227,21 @@ class UpstreamConnection:
                         progress: ProgressFnT | None = None,
                         meta: Mapping[str, str] | None = None) -> types.CallToolResult:
         """``meta``: what goes in the request's ``_meta`` (a ``traceparent``)."""
+        result = await self._call_tool(name, arguments, progress, meta, document=False)
+        assert isinstance(result, types.CallToolResult)
+        return result
+
+    async def call_tool_answer(self, name: str, arguments: Mapping[str, Any], *,
+                               progress: ProgressFnT | None = None,
+                               meta: Mapping[str, str] | None = None
+                               ) -> types.CallToolResult | ShapedAnswer:
+        """As :meth:`call_tool`, but a direct call's answer stays the dict it was parsed
+        into, in the negotiated version's shape (:mod:`proctor.gateway.shaped`)."""
+        return await self._call_tool(name, arguments, progress, meta, document=True)
+
+    async def _call_tool(self, name: str, arguments: Mapping[str, Any],
+                         progress: ProgressFnT | None, meta: Mapping[str, str] | None, *,
+                         document: bool) -> types.CallToolResult | ShapedAnswer:
         direct, version = self._pipes or self._posts, self._version
         gated = None if progress is None else self._handling.gated(progress)
         # A log message or the call's progress is relayed by the pipes or the posts
@@ -233,10 +252,13 @@ class UpstreamConnection:
             params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
             if meta:
                 params["_meta"] = dict(meta)
+            negotiated = version
 
-            async def call(_: ClientSession) -> types.CallToolResult:
+            async def call(_: ClientSession) -> types.CallToolResult | ShapedAnswer:
                 raw = await direct.request("tools/call", params, on_progress=gated)
-                return self._schemas.checked(name, version, raw)
+                if document:
+                    return ShapedAnswer(self._schemas.shaped(name, negotiated, raw), negotiated)
+                return self._schemas.checked(name, negotiated, raw)
 
             return await self._request(call)
         sent_meta: Any = dict(meta) if meta else None
@@ -371,29 +393,45 @@ class _OutputSchemas:
         valid against the tool's output schema. Raises ``ValueError`` (pydantic's
         ``ValidationError``) or ``RuntimeError``, as the session does."""
         surfaces.validate_server_result("tools/call", version, raw)
-        later = _later_revision_fields("tools/call", version)
-        if not later.isdisjoint(raw):
-            raw = {key: value for key, value in raw.items() if key not in later}
+        raw = _earlier(version, raw)
         result = types.CallToolResult.model_validate(raw, by_name=False)
+        self._check_structured(name, result.is_error, raw)
+        return result
+
+    def shaped(self, name: str, version: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw`` checked as :meth:`checked` checks it, as the negotiated version's
+        result shape dumps it (fields that version does not have dropped, ``None``
+        left out): a plain dict, no ``CallToolResult`` made of it."""
+        raw = _earlier(version, raw)
+        if not isinstance(raw.get("isError", False), bool):
+            # the version's shape takes null there, the SDK's model not (and it words why)
+            types.CallToolResult.model_validate(raw, by_name=False)
+        shaped: dict[str, Any] = surfaces.serialize_server_result("tools/call", version, raw)
+        # as ``CallToolResult`` has it (its default), and so writes it on to the agent
+        is_error = shaped.setdefault("isError", False)
+        self._check_structured(name, is_error, raw)
+        return shaped
+
+    def _check_structured(self, name: str, is_error: bool | None, raw: dict[str, Any]) -> None:
+        """The structured content of ``raw`` (a result not in error) against the tool's
+        output schema, as the SDK's session checks it."""
         schema = self._schemas.get(name)
-        if result.is_error or schema is None:
-            return result
-        if (result.structured_content is None
-                and "structured_content" not in result.model_fields_set):
+        if is_error or schema is None:
+            return
+        if "structuredContent" not in raw:
             raise RuntimeError(f"tool {name} has an output schema but returned no "
                                "structured content")
         from jsonschema.exceptions import best_match
         from referencing.exceptions import Unresolvable
 
         try:
-            errors = self._validator(name, schema).iter_errors(result.structured_content)
+            errors = self._validator(name, schema).iter_errors(raw["structuredContent"])
             error = best_match(errors)  # type: ignore[no-untyped-call]
         except Unresolvable:
             raise RuntimeError(f"the output schema of tool {name} is invalid") from None
         if error is not None:
             raise RuntimeError(f"tool {name} returned structured content its output "
                                "schema does not allow")
-        return result
 
     def _validator(self, name: str, schema: dict[str, Any]) -> Any:
         validator = self._validators.get(name)
@@ -410,6 +448,15 @@ class _OutputSchemas:
             # `$ref`s resolve within the schema and the bundled metaschemas only (as the SDK)
             validator = self._validators[name] = cls(schema, registry=Registry())
         return validator
+
+
+def _earlier(version: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` without the fields of revisions later than ``version`` (as the SDK's
+    session drops them)."""
+    later = _later_revision_fields("tools/call", version)
+    if not later.isdisjoint(raw):
+        return {key: value for key, value in raw.items() if key not in later}
+    return raw
 
 
 def _canonical(schema: dict[str, Any] | None) -> str:

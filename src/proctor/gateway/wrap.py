@@ -28,6 +28,7 @@ from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import internal_errors
 from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
+from proctor.gateway.shaped import ShapedAnswer
 from proctor.gateway.stdio import DirectCalls, StdioTransport
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
@@ -72,11 +73,13 @@ def _direct_calls(gateway: Gateway, session: GatewaySession, creds: Credentials,
     """A plain ``tools/call`` of the agent, straight from the transport to the gateway
     (see :mod:`proctor.gateway.stdio`): held and decided as the SDK's handler does."""
 
-    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+    async def call(name: str, arguments: dict[str, Any], relay: Relay
+                   ) -> BaseModel | ShapedAnswer:
         session.hold()
         try:
             with internal_errors("tools/call"):
-                return await gateway.call_tool(session, creds, view, name, arguments, relay)
+                return await gateway.call_tool_answer(session, creds, view, name, arguments,
+                                                     relay)
         finally:
             session.release()
 
