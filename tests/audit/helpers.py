@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, DecisionRecord, new_event_id
+from proctor.audit.writer import Receipt
 from proctor.clock import FrozenClock
+from proctor.errors import AuditUnavailableError
 from proctor.store import Store
 
 CODER = "spiffe://acme.example/agent/coder"
@@ -28,6 +31,17 @@ def agent_event(clock: FrozenClock, n: int = 0, *, agent: str = CODER, task: str
                                 "no_matching_permit", ("coding-read",), 3, ("reads are fine",)),
         request_digest="ab" * 32, grant="acc-7f3a", source="10.0.0.7", **extra,
     )
+
+
+def outcomes_of(receipts: Sequence[Receipt]) -> list[int | None]:
+    """Each receipt's position once written, or None where its write failed."""
+    outcomes: list[int | None] = []
+    for receipt in receipts:
+        try:
+            outcomes.append(receipt.wait(20.0).seq)
+        except AuditUnavailableError:
+            outcomes.append(None)
+    return outcomes
 
 
 def record_many(audit: AuditLog, clock: FrozenClock, count: int) -> list[str]:

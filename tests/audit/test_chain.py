@@ -21,7 +21,7 @@ from proctor.errors import AuditUnavailableError
 from proctor.keys import LocalSigner
 from proctor.store import Store
 from proctor.store.tables import audit_events, audit_head
-from tests.audit.helpers import agent_event, record_many
+from tests.audit.helpers import agent_event, outcomes_of, record_many
 
 
 def test_canonical_json_sorts_keys_drops_whitespace_and_keeps_utf8() -> None:
@@ -147,12 +147,7 @@ def test_an_event_the_database_refuses_fails_alone_not_its_batch(
     events = [agent_event(clock, n) for n in range(1, 9)]
     events.insert(4, first)  # the same event id again: the unique index refuses it
     receipts = [audit.submit(e) for e in events]  # queued together: one batch
-    outcomes: list[int | None] = []
-    for receipt in receipts:
-        try:
-            outcomes.append(receipt.wait(20.0).seq)
-        except AuditUnavailableError:
-            outcomes.append(None)
+    outcomes = outcomes_of(receipts)
     assert outcomes.count(None) == 1 and outcomes[4] is None
     assert sorted(s for s in outcomes if s is not None) == list(range(2, 10))
     assert verify_store(store, verifiers_for([signer])).is_valid

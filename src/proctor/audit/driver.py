@@ -446,8 +446,11 @@ def _sqlite_time(value: datetime) -> str:
 
 
 def is_integrity_error(error: BaseException | None) -> bool:
-    """True for a constraint the database refused (a duplicate key, say)."""
-    return isinstance(error, (sqlite3.IntegrityError, *psycopg_errors("IntegrityError")))
+    """True for a constraint or a value the database refused (a duplicate key, say, or
+    a text PostgreSQL cannot hold): the fault of one event, not of the database, so
+    the writer writes its batch-mates without it."""
+    return isinstance(error, (sqlite3.IntegrityError, sqlite3.DataError,
+                              *psycopg_errors("IntegrityError", "DataError")))
 
 
 def _name(exc: Exception) -> str:

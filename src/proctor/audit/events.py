@@ -27,6 +27,7 @@ from proctor.audit.features import argument_features
 from proctor.audit.masking import mask, mask_label
 
 __all__ = [
+    "NUL_RECORDED_AS",
     "SCHEMA_VERSION",
     "Actor",
     "ActorType",
@@ -35,9 +36,36 @@ __all__ = [
     "StoredEvent",
     "format_time",
     "new_event_id",
+    "recordable_text",
 ]
 
 SCHEMA_VERSION = 1
+
+# What a NUL (U+0000) in an event's text is recorded as: the six characters of its JSON
+# escape. PostgreSQL refuses the character in a text column and the escape in jsonb, so
+# an event holding one could not be written there (nor verified): an agent that put a
+# NUL in a tool name or an argument would make its own call unrecordable, and fail the
+# events of its batch. Replaced before the event is hashed, so both databases store the
+# same event and ``proctor audit verify`` holds. (A recorded ``\u0000`` may have been
+# a NUL or those six characters: the log says so in docs/audit.md.)
+NUL_RECORDED_AS = "\\u0000"
+
+
+def recordable_text(value: str) -> str:
+    """``value`` with each NUL replaced by :data:`NUL_RECORDED_AS`."""
+    return value.replace("\x00", NUL_RECORDED_AS) if "\x00" in value else value
+
+
+def _recordable(value: Any) -> Any:
+    """A JSON value with every NUL of its strings (keys too) replaced."""
+    if isinstance(value, str):
+        return recordable_text(value)
+    if isinstance(value, Mapping):
+        return {recordable_text(k) if isinstance(k, str) else k: _recordable(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_recordable(v) for v in value]
+    return value
 
 
 class ActorType(StrEnum):
@@ -315,6 +343,26 @@ class AuditEvent:
             ',"task":', _text(self.task), ',"time":"', time, '","v":', str(SCHEMA_VERSION), "}",
         )).encode("utf-8"), time
 
+    def recordable(self) -> AuditEvent:
+        """This event as it is written: itself, or, if any of its text holds a NUL,
+        the same event with each NUL replaced by :data:`NUL_RECORDED_AS` (see there).
+        The writer asks only when the body it built holds a NUL's JSON escape (one
+        scan of the body: no walk of the fields per event)."""
+        text = recordable_text
+        actor, d = self.actor, self.decision
+        event = AuditEvent(
+            id=text(self.id), time=self.time,
+            actor=Actor(actor.type, text(actor.id), text(actor.on_behalf_of)),
+            action=text(self.action), target=text(self.target), outcome=text(self.outcome),
+            task=text(self.task), delegation_chain=tuple(map(text, self.delegation_chain)),
+            decision=None if d is None else DecisionRecord(
+                text(d.outcome), text(d.code), tuple(map(text, d.policy_ids)), d.revision,
+                tuple(map(text, d.reasons))),
+            request_digest=_maybe_text(self.request_digest), grant=_maybe_text(self.grant),
+            source=_maybe_text(self.source), concerns=_maybe_text(self.concerns),
+            detail=_recordable(dict(self.detail)))
+        return self if event == self else event
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:
         """Read an event back from its JSON form."""
@@ -340,6 +388,10 @@ class AuditEvent:
             concerns=data.get("concerns"),
             detail=data.get("detail") or {},
         )
+
+
+def _maybe_text(value: str | None) -> str | None:
+    return None if value is None else recordable_text(value)
 
 
 # The slots' own setters (what a frozen dataclass's __init__ reaches through

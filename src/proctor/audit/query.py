@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from proctor.audit.events import ActorType, StoredEvent
+from proctor.audit.events import ActorType, StoredEvent, recordable_text
 from proctor.store import Store
 from proctor.store.tables import audit_events, audit_head, audit_keys
 
@@ -44,6 +44,14 @@ class EventFilter:
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # the text as recorded: a NUL is written as its six characters (see
+        # proctor.audit.events.NUL_RECORDED_AS), and PostgreSQL refuses it in a query
+        for name in ("actor_id", "task", "decision", "action"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, recordable_text(value))
 
     def describe(self) -> str:
         parts = []

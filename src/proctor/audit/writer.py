@@ -136,12 +136,18 @@ class BatchObserver(Protocol):
         """The batch last seen by :meth:`appending` committed; ``head`` is the new head."""
 
 
+# a NUL's JSON escape in a body; the text `\\u0000` also holds it, and stays as it is
+_NUL_ESCAPE = b"\\u0000"
+
 # an event's row before it is chained, then the time as its body holds it
 _Row = tuple[str, datetime, str, str, str, str, str | None, bytes, str]
 
 
 def _row_of(event: AuditEvent) -> _Row:
     body, time = event.canonical_body_and_time()
+    if _NUL_ESCAPE in body:  # a NUL (or its six characters): record it as text
+        event = event.recordable()
+        body, time = event.canonical_body_and_time()
     decision = event.decision.outcome if event.decision is not None else None
     return (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
             event.action, decision, body, time)
