@@ -71,7 +71,7 @@ def _scope(text: str) -> GrantScope:
         data = parse_yaml(text, what="scope", max_bytes=_MAX_SCOPE_BYTES)  # JSON is YAML
     except DocumentError as exc:
         raise ScopeError(exc.message) from exc
-    return GrantScope.from_json(data)
+    return GrantScope.from_request(data)
 
 
 def _claims_json(claims: GrantClaims) -> dict[str, Any]:

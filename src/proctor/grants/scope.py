@@ -106,7 +106,8 @@ class ArgConstraint:
             return cls._range(name, data)
         kind, value = next(iter(data.items()))
         if kind == "in" and isinstance(value, list) and value and all(
-            isinstance(v, Scalar) for v in value
+            isinstance(v, Scalar) and (type(v) is not int or abs(v) <= MAX_SAFE_INTEGER)
+            for v in value
         ):
             return cls(one_of=frozenset(value))
         if kind == "prefix" and isinstance(value, list) and value and all(
@@ -190,6 +191,33 @@ class GrantScope:
         ]}
 
     @classmethod
+    def from_request(cls, data: Any) -> GrantScope:
+        """Parse a scope document as asked for (issuance, an offer, an exchange, the CLI):
+        as :meth:`from_json`, and a key it does not know, at the top or in an entry, is
+        refused by name rather than dropped (an entry's misspelt ``argz`` dropped was a
+        grant without the constraints asked for; an unknown top-level key could carry
+        any value: NaN, 10**400, a NUL), as are a control character in a tool or
+        argument name and a NUL in an ``in`` value. Stored forms keep more beside the
+        scope (an offer's ``wild`` and ``parent``): they are read by :meth:`from_json`."""
+        if isinstance(data, Mapping):
+            _only_known(data, _DOCUMENT_KEYS, "a scope")
+            tools = data.get("tools")
+            for item in tools[:_MAX_TOOLS + 1] if isinstance(tools, list) else ():
+                if isinstance(item, Mapping):
+                    _only_known(item, _ENTRY_KEYS, "a scope entry")
+                    _clean_name(item.get("tool"), "tool")
+                    args = item.get("args")
+                    for name, constraint in args.items() if isinstance(args, Mapping) else ():
+                        _clean_name(name, "argument")
+                        values = constraint.get("in") if isinstance(constraint, Mapping) \
+                            else None
+                        if isinstance(values, list) and any(
+                                isinstance(v, str) and "\x00" in v for v in values):
+                            raise ScopeError(f"constraint `in` on `{_shown(name)}` holds a "
+                                             "NUL character")
+        return cls.from_json(data)
+
+    @classmethod
     def from_json(cls, data: Any) -> GrantScope:
         """Parse a scope document; raises :class:`ScopeError` naming the problem."""
         tools = data.get("tools") if isinstance(data, Mapping) else None
@@ -211,6 +239,27 @@ class GrantScope:
             entries.append(ToolScope(tool, {str(n): ArgConstraint.from_json(str(n), c)
                                             for n, c in args.items()}))
         return cls(tuple(entries))
+
+
+_DOCUMENT_KEYS = frozenset({"tools"})
+_ENTRY_KEYS = frozenset({"tool", "args"})
+
+
+def _shown(value: object) -> str:
+    """A key or name as an error may quote it: short, control characters escaped."""
+    return str(value)[:40].encode("unicode_escape").decode("ascii")
+
+
+def _only_known(data: Mapping[Any, Any], known: frozenset[str], what: str) -> None:
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        raise ScopeError(f"{what} has an unknown key `{_shown(unknown[0])}` (it takes "
+                         f"{', '.join(f'`{k}`' for k in sorted(known))})")
+
+
+def _clean_name(name: object, what: str) -> None:
+    if isinstance(name, str) and any(c < " " or c == "\x7f" for c in name):
+        raise ScopeError(f"{what} name `{_shown(name)}` holds a control character")
 
 
 def expand_scope(scope: GrantScope, tools: Sequence[str]) -> GrantScope:

@@ -198,7 +198,7 @@ def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
     if body.holder_proof is not None:
         identity = body.identity_proof or _own_identity(call, task.agent_id)
         holder = HolderProof(body.holder_proof, identity)
-    issued = runtime.grants.issue(task.id, GrantScope.from_json(body.scope),
+    issued = runtime.grants.issue(task.id, GrantScope.from_request(body.scope),
                                   ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
                                   holder=holder)
     return GrantIssued.issued(issued)
@@ -212,7 +212,7 @@ def offer_grant(body: OfferGrant, call: Call) -> GrantOffered:
     runtime = call.runtime
     task = runtime.grants.task(body.task)
     call.require("api:grant.issue", task_resource(task))
-    offer = runtime.grants.offer(task.id, GrantScope.from_json(body.scope),
+    offer = runtime.grants.offer(task.id, GrantScope.from_request(body.scope),
                                  ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
     return GrantOffered.of(offer)
 
@@ -258,7 +258,7 @@ def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     runtime = call.runtime
     to_agent = agent_id_for(body.to_agent, runtime.settings.trust_domain).id
     made = runtime.grants.exchange(
-        body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_json(body.scope),
+        body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_request(body.scope),
         ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
     if isinstance(made, GrantOffer):
         return GrantOffered.of(made)
