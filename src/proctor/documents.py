@@ -158,6 +158,21 @@ def _lone_surrogate(what: str) -> DocumentError:
                          "(\\ud800-\\udfff not in a pair): not Unicode text")
 
 
+def repeated_key(data: bytes) -> str | None:
+    """The first key JSON text ``data`` gives twice in one object, if any, as text an
+    answer can carry; None for text that is not JSON too (its own parser says so).
+
+    For a reader that parses the text itself but keeps the last of a repeated key
+    (FastAPI's request bodies): it costs one more parse of the text."""
+    try:
+        _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+    except _RepeatedKeyError as exc:
+        return exc.key[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+    except (ValueError, RecursionError, MemoryError):
+        return None
+    return None
+
+
 def parse_json(data: bytes | str, *, what: str, max_bytes: int = MAX_BYTES,
                max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value of ``data``; ``what`` names it in the error (``the body``)."""

@@ -11,6 +11,10 @@ A NUL character (U+0000) in a string field is refused the same way, on both stor
 PostgreSQL's text cannot hold one (the request was refused there, by the store) and
 SQLite's can (the same request was taken there). Values inside free-form documents
 (a call's arguments, a scope) are JSON, where NUL is escaped, and are not looked at.
+
+A key given twice in one object, at any depth, is refused before a body reaches its
+model, by :class:`~proctor.server.limits.BodyLimit` (422 ``request_invalid``): pydantic,
+like FastAPI, keeps the last.
 """
 
 from __future__ import annotations
