@@ -12,8 +12,9 @@ from sqlalchemy import update
 
 from proctor.audit import WriteCursor
 from proctor.grants import IssuedGrant
-from proctor.grants.issuance import NewGrant, Request
+from proctor.grants.requests import Request
 from proctor.grants.use import any_revoked
+from proctor.grants.writes import NewGrant
 from proctor.store.tables import leases
 
 from .conftest import Setup

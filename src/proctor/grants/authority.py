@@ -56,11 +56,11 @@ from proctor.grants.issuance import (
     IssuedGrant,
     Issuer,
     ParentGrant,
-    Request,
 )
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, load_offer
 from proctor.grants.proofs import PrivateKey, verify_proof
+from proctor.grants.requests import Request
 from proctor.grants.revoking import SYSTEM, Revoker
 from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
 from proctor.grants.tasks import Task, TaskLimits, due_tasks, task_from_row

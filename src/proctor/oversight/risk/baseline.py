@@ -37,7 +37,7 @@ __all__ = [
 Event = Mapping[str, Any]
 
 # an allow refused by its write because another process had changed the agent or the
-# task meanwhile: the enforcer decides the call once more (enforcement.py)
+# task meanwhile: the enforcer decides the call once more (enforcement/steps.py)
 _DECIDED_AGAIN = ("agent_changed", "task_changed", "policy_changed")
 
 _MAX_TOOLS = 500
