@@ -51,7 +51,7 @@ _ErrorOf = Callable[[str], ProctorError]
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "check_json_nesting", "check_json_text", "check_nesting",
            "is_unicode_text", "parse_json",
-           "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml"]
+           "parse_toml", "parse_yaml", "read_json", "read_toml", "read_yaml", "repeated_key"]
 
 MAX_BYTES = 1 << 20
 # Deeper than any configuration, scope, manifest or tool argument needs, and far from

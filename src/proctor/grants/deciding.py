@@ -110,7 +110,7 @@ class _Deciding:
         stale refusal of this one's write will be decided once more (then its events are
         withdrawn: :class:`~proctor.grants.writes.NewGrant`). ``strict``: the agent read
         from the store, for decisions whose agent the write does not confirm (a
-        delegator's: :meth:`also`)."""
+        delegator's: :meth:`decide_delegated`)."""
         state = self._current(request.agent_id, strict=strict or self._audit is None)
         if isinstance(again, GrantError):
             return self._decided(request, ttl_seconds, state, again)
