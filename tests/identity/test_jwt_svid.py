@@ -52,12 +52,18 @@ def test_a_jwt_svid_from_the_trust_bundle_authenticates_the_agent(
     assert result.identity.key_thumbprint is None
 
 
-def test_an_audience_list_that_includes_proctor_is_accepted(
+def test_an_audience_list_naming_another_service_is_refused(
     authenticator: Authenticator, svid_authority: SvidAuthority, builder: str,
     wall_clock: FrozenClock,
 ) -> None:
+    # every audience a bearer SVID names receives it: the other service could present it
+    # here as the agent (report a manifest, end its tasks, revoke its grants)
     token = svid_authority.svid(builder, wall_clock.now(), audience=["other", AUDIENCE])
-    assert authenticator.authenticate(token).agent.id == BUILDER
+    with pytest.raises(ProctorError) as refused:
+        authenticator.authenticate(token)
+    assert refused.value.code == "proof_wrong_audience"
+    alone = svid_authority.svid(builder, wall_clock.now(), audience=[AUDIENCE])
+    assert authenticator.authenticate(alone).agent.id == BUILDER
 
 
 def test_an_rsa_authority_works_too(wall_clock: FrozenClock) -> None:

@@ -17,6 +17,7 @@ from proctor.identity import AgentRegistry, Authenticator, OidcProof, OidcVerifi
 from .conftest import snapshot
 from .factories import (
     ISSUER,
+    OIDC_AUDIENCE,
     OidcAuthority,
     alg_none,
     claims_of,
@@ -80,6 +81,8 @@ def _attacks(authority: OidcAuthority, now: datetime) -> list[tuple[str, str, st
         ("another issuer", other_issuer.token(SUBJECT, now), "proof_wrong_issuer"),
         ("another audience", authority.token(SUBJECT, now, aud=["vault"]),
          "proof_wrong_audience"),
+        ("proctor's audience and another service's",
+         authority.token(SUBJECT, now, aud=[OIDC_AUDIENCE, "vault"]), "proof_wrong_audience"),
         ("expired", authority.token(SUBJECT, now, iat=at - 700, nbf=at - 700, exp=at - 31),
          "proof_expired"),
         ("not yet valid", authority.token(SUBJECT, now, nbf=at + 31), "proof_not_yet_valid"),

@@ -11,8 +11,9 @@ as every identity proof (:mod:`proctor.identity.tokens`), in this order:
 4. the bundle (loaded again as :class:`~proctor.identity.jwks.Refreshing` says: five
    minutes old, or a ``kid`` not seen yet) has an authority for the ``kid``, and
    ``alg`` fits it (RSA keys of at least 2048 bits, EC keys of the algorithm's curve);
-5. the signature; ``aud`` includes proctor's audience; ``exp`` (required), ``nbf``
-   and ``iat`` against the injected clock, with the leeway.
+5. the signature; ``aud`` is proctor's audience alone (a list naming others is
+   refused: each of them could present the token as the agent); ``exp`` (required),
+   ``nbf`` and ``iat`` against the injected clock, with the leeway.
 
 Only the injected clock decides time: the package's own validation (through
 PyJWT, against the system clock with no leeway) is not used.
@@ -32,8 +33,8 @@ from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import (
     DEFAULT_LEEWAY_SECONDS,
     check_algorithm,
-    check_audience,
     check_signature,
+    check_sole_audience,
     check_times,
     peek,
 )
@@ -86,7 +87,7 @@ class JwtSvidVerifier:
                                        "key with the JWT-SVID's `kid`")
         check_signature(unverified, alg, authority, whose="the bundle key for the `kid`")
         claims = unverified.claims
-        check_audience(claims, self.audience)
+        check_sole_audience(claims, self.audience)
         expires_at = check_times(claims, now=now, leeway_seconds=self.leeway_seconds)
         return VerifiedIdentity(agent.id, self.method, expires_at, issuer=agent.trust_domain,
                                 subject=agent.id, claims=dict(claims))

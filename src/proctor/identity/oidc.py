@@ -44,6 +44,7 @@ from proctor.identity.tokens import (
     check_audience,
     check_issuer,
     check_signature,
+    check_sole_audience,
     check_times,
     peek,
 )
@@ -182,6 +183,7 @@ class OidcVerifier:
 
     def verify(self, token: str, *, now: datetime) -> VerifiedIdentity:
         verified = self._tokens.verify(token, now=now)
+        check_sole_audience(verified.claims, verified.issuer.audience)
         issuer, subject = verified.issuer.issuer, verified.subject
         if not isinstance(subject, str) or not subject or len(subject) > _MAX_SUBJECT:
             raise IdentityError("proof_claims_invalid", "the token has no usable `sub` claim")

@@ -29,6 +29,7 @@ __all__ = [
     "check_audience",
     "check_issuer",
     "check_signature",
+    "check_sole_audience",
     "check_times",
     "peek",
 ]
@@ -141,3 +142,17 @@ def check_audience(claims: Mapping[str, Any], audience: str) -> None:
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     if audience not in audiences:
         raise IdentityError("proof_wrong_audience", f"the proof is not for audience `{audience}`")
+
+
+def check_sole_audience(claims: Mapping[str, Any], audience: str) -> None:
+    """:func:`check_audience`, and no other audience beside ``audience``: an agent's
+    workload token (a JWT-SVID, an OIDC token) is a bearer credential, and every
+    audience it names receives it. A service named beside proctor could present it here
+    as the agent: report a manifest (drift), end its tasks, revoke its grants."""
+    check_audience(claims, audience)
+    aud = claims.get("aud")
+    if isinstance(aud, list) and any(a != audience for a in aud):
+        raise IdentityError("proof_wrong_audience",
+                            f"the token names other audiences beside `{audience}`: each of "
+                            "them could present it as the agent; ask for a token for "
+                            f"`{audience}` alone")
