@@ -61,3 +61,16 @@ def test_a_part_of_a_call_is_refused_once_the_grant_expired_or_if_the_call_was_n
     assert runtime.enforcer.decide_within(denied, LOOKUP).code == "enforcement_error"
     frozen.advance(seconds=grant.claims.expires_at - frozen.now().timestamp() + 120)
     assert runtime.enforcer.decide_within(call, LOOKUP).code == "grant_expired"
+
+
+def test_a_part_of_a_call_with_arguments_no_json_can_carry_is_refused_as_such(
+        runtime: Runtime, agents: Agents) -> None:
+    # the agent's answer is built from what it sent: a NaN or a lone surrogate there is
+    # refused arguments_invalid, written, as a call's is (not an enforcement_error)
+    grant = agents.grant(SUPPORT, CRM)
+    call = agents.call(grant, "crm/issue_refund", refund(2500))
+    for args in ({"customer_id": float("nan")}, {"customer_id": "\ud800"}):
+        within = runtime.enforcer.decide_within(call, ToolCall(
+            "crm/lookup_customer", args, method="sampling/x"))
+        assert within.code == "arguments_invalid" and within.event_id is not None
+    assert _outcomes(runtime, "crm/lookup_customer") == [("denied", "agent")] * 2

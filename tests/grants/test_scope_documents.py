@@ -24,6 +24,7 @@ KB = {"tool": "kb/search_articles"}
     ({"tools": [{**KB, "args": {"q": {"in": [1.5]}}}]}, "constraint `in`"),
     ({"tools": [{**KB, "args": {"q": {"in": ["a\x00"]}}}]}, "NUL"),
     ({"tools": [{"tool": "kb/search\x00"}]}, "control character"),
+    ({"tools": [{"tool": "kb/search\x85"}]}, "control character"),  # C1, as prefixes
     ({"tools": [{**KB, "args": {"q\x00": {"in": ["a"]}}}]}, "control character"),
     ({"tools": [{**KB, "args": {"q": {"prefix": ["/srv"], "x": 1}}}]}, "exactly one of"),
 ])

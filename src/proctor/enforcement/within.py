@@ -6,7 +6,7 @@ for any call.
 
 from __future__ import annotations
 
-from proctor.enforcement.calls import _INACTIVE, _Call, log
+from proctor.enforcement.calls import _INACTIVE, _Call, _unreadable, log
 from proctor.enforcement.steps import _Steps
 from proctor.enforcement.verdicts import CallVerdict, ToolCall
 from proctor.errors import ProctorError
@@ -28,6 +28,11 @@ class _Within(_Steps):
         if not verdict.is_allowed or claims is None:
             return self._refused(call, "enforcement_error", "the call this belongs to was "
                                  "not allowed", claims=claims, held=verdict.held)
+        unreadable = _unreadable(call.tool_id, call.args)
+        if unreadable is not None:  # as a call's (_prepared): nothing to audit or digest
+            return self._refused(ToolCall(call.tool_id, {}, call.method, call.target,
+                                          call.source_ip), "arguments_invalid", unreadable,
+                                 claims=claims, held=verdict.held)
         try:
             if claims.expires_at + LEEWAY_SECONDS <= int(self._clock.now().timestamp()):
                 return self._refused(call, "grant_expired", "the grant expired during the "
@@ -39,7 +44,8 @@ class _Within(_Steps):
                 return self._refused(call, exc.code, exc.message, claims=claims,
                                      held=verdict.held)
             use.held = verdict.held
-            agent = self._registry.find(claims.agent_id)
+            # from memory while the change feed is current (the write confirms both)
+            agent = (self._agent_view or self._registry).find(claims.agent_id)
             if agent is None or agent.trust_state in _INACTIVE:
                 return self._refused(call, "agent_not_active", "the agent may no longer "
                                      "act", claims=claims, held=verdict.held)
@@ -47,7 +53,8 @@ class _Within(_Steps):
             if self._tools is not None and self._engine.catalog.by_action(
                     f"tool:{call.tool_id}") is None:
                 self._tools.teach(self._engine)
-            request = self._request(agent, self._grants.task(claims.task_id), claims, call)
+            tasks = self._task_view or self._grants
+            request = self._request(agent, tasks.task(claims.task_id), claims, call)
 
             def fresh() -> tuple[Agent, DecisionRequest] | None:
                 now = self._agent_again(claims)

@@ -88,14 +88,15 @@ class SessionAnswers:
         if verdict is None or verdict.claims is None or session is None:
             raise rpc_error("enforcement_error", "no decided call is in flight")
         kind = SAMPLING_ANSWER if method == SAMPLING else ELICITATION_ANSWER
-        tool = await gateway.tool_of(session, server, kind)
-        guarded = await gateway.results.redact(answer, claims=verdict.claims,
-                                               tool_id=tool.tool_id,
-                                               decision_event=verdict.event_id)
-        guarded = guarded.model_copy(update={"meta": None})
-        args = _sampled(guarded) if kind == SAMPLING_ANSWER else _elicited(guarded)
-        call = ToolCall(tool.tool_id, args, method=method, source_ip=relay.source_ip)
         try:
+            # every refusal, the tool's and the guard's too, goes out as its code alone
+            tool = await gateway.tool_of(session, server, kind)
+            guarded = await gateway.results.redact(answer, claims=verdict.claims,
+                                                   tool_id=tool.tool_id,
+                                                   decision_event=verdict.event_id)
+            guarded = guarded.model_copy(update={"meta": None})
+            args = _sampled(guarded) if kind == SAMPLING_ANSWER else _elicited(guarded)
+            call = ToolCall(tool.tool_id, args, method=method, source_ip=relay.source_ip)
             await gateway.settle(session, tool, args, call, lambda: anyio.to_thread.run_sync(
                 gateway.enforcer.decide_within, verdict, call))
         except MCPError as exc:

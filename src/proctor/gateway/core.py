@@ -88,7 +88,6 @@ class Gateway:
         self.registry = ToolRegistry(engine, tools or KnownTools(store, clock))
         self.visibility = Visibility(engine)
         self.results = ResultGuard(guard, grants, audit, clock)
-        self.audit = audit
         self._store = store
         self._guard = guard
         self._secrets = secrets

@@ -31,7 +31,7 @@ import re
 import unicodedata
 from urllib.parse import unquote
 
-__all__ = ["is_clean", "prefix_allows", "prefix_covers"]
+__all__ = ["has_control", "is_clean", "prefix_allows", "prefix_covers"]
 
 _DECODINGS = 3  # percent-decodings looked through: %2e, %252e, %25252e
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
@@ -55,7 +55,7 @@ def prefix_covers(parent: tuple[str, ...], child: str) -> bool:
 def is_clean(value: str) -> bool:
     """True if no form of ``value`` holds a control character or steps up to ``..``."""
     if value.isascii() and ".." not in value and "%" not in value:
-        return not _has_control(value)  # the common case: nothing to decode or normalize
+        return not has_control(value)  # the common case: nothing to decode or normalize
     forms = [value]
     for _ in range(_DECODINGS):
         decoded = unquote(forms[-1])
@@ -63,10 +63,11 @@ def is_clean(value: str) -> bool:
             break
         forms.append(decoded)
     forms += [unicodedata.normalize("NFKC", form) for form in forms]
-    return not any(_has_control(form) or _steps_up(form) for form in forms)
+    return not any(has_control(form) or _steps_up(form) for form in forms)
 
 
-def _has_control(text: str) -> bool:
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a C0 or C1 control character, or DEL."""
     return _CONTROL.search(text) is not None
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proctor.errors import ScopeError
-from proctor.grants.prefixes import is_clean, prefix_allows, prefix_covers
+from proctor.grants.prefixes import has_control, is_clean, prefix_allows, prefix_covers
 
 __all__ = ["ArgConstraint", "GrantScope", "ToolScope", "expand_scope", "wildcards_of"]
 
@@ -258,7 +258,7 @@ def _only_known(data: Mapping[Any, Any], known: frozenset[str], what: str) -> No
 
 
 def _clean_name(name: object, what: str) -> None:
-    if isinstance(name, str) and any(c < " " or c == "\x7f" for c in name):
+    if isinstance(name, str) and has_control(name):
         raise ScopeError(f"{what} name `{_shown(name)}` holds a control character")
 
 

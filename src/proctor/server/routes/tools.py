@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from proctor.codes import Code
 from proctor.oversight.pinning import PinRecord, ToolPins
+from proctor.server.bodies import RequestBody
 from proctor.server.control import service
 from proctor.server.deps import Call
 from proctor.server.problems import problem_responses
@@ -27,10 +28,9 @@ _DECIDE: tuple[Code, ...] = ("not_found", "request_invalid", "review_digest_miss
                              "reviewer_invalid")
 
 
-class Verdict(BaseModel):
+class Verdict(RequestBody):
     """The digest of the definition the human looked at (``pending[].digest``)."""
 
-    model_config = ConfigDict(extra="forbid")
     expected_digest: Annotated[str, Field(max_length=64)] = ""
 
 
