@@ -96,8 +96,9 @@ def test_when_the_audit_log_is_down_issuance_is_denied_and_revocation_still_work
 def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audited(
     setup: Setup, audited: tuple[GrantAuthority, AuditLog], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # the roots' transaction committed, then the store failed while the nodes under them
-    # were collected: the caller got the error and no audit event was written
+    # the roots' transaction committed (with its event), then the store failed while the
+    # nodes under them were collected: the caller got the error and no audit event was
+    # written
     authority, _ = audited
     task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
     grant = authority.issue(task.id, GIT)  # under the task's node
@@ -111,7 +112,7 @@ def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audite
 
     [ended] = [e.event for e in search_events(
         setup.store, EventFilter(actor_type=ActorType.SYSTEM))]
-    assert ended["detail"]["revoked"] == 1
+    assert ended["detail"]["revoked"] == 2  # counted in the revocation's own transaction
     node = authority.leases.node(grant.grant_id)
     assert node is not None and not node.is_revoked  # not marked yet, but refused:
     assert _use(setup, grant) == "grant_revoked"
@@ -314,3 +315,39 @@ def test_an_exchange_refused_at_its_write_leaves_none_of_the_delegators_allows(
             ("grant:issue", "allowed")}
         assert [e["outcome"] for e in _agent_events(setup, SUPPORT)] == [
             "denied", "denied", "allowed", "allowed", "allowed"]
+
+
+class _Crash(BaseException):
+    """The process dies here (nothing catches a BaseException on the way out)."""
+
+
+@pytest.mark.parametrize("how", ["grant", "agent", "task"])
+def test_a_process_that_dies_right_after_a_revocation_took_effect_leaves_its_event(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog], monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    # the revocation's transaction committed, then its event was to be written: a process
+    # that died between the two left the grant revoked and nothing in the log saying so
+    authority, _ = audited
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    grant = authority.issue(task.id, GIT)
+
+    def crash(self: LeaseTree, revoked: object, reason: object) -> list[str]:
+        raise _Crash  # what runs right after the commit: announcing and marking
+
+    monkeypatch.setattr(LeaseTree, "revoked_after", crash)
+    erin = Actor(ActorType.HUMAN, "erin@acme.example")
+    with pytest.raises(_Crash):
+        if how == "grant":
+            authority.revoke(grant.accessor, "leaked", by=erin)
+        elif how == "agent":
+            authority.revoke_agent(CODER, "leaked", by=erin)
+        else:
+            authority.end_task(task.id, by=erin)
+    monkeypatch.undo()
+
+    assert _use(setup, grant) == "grant_revoked"  # it took effect: so the log says so
+    actions = [e.event["action"] for e in search_events(
+        setup.store, EventFilter(actor_type=ActorType.HUMAN))]
+    assert actions == [{"grant": "grant.revoke", "agent": "agent.revoke_grants",
+                        "task": "task.end"}[how]]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
 from proctor.audit import Actor, AuditLog, WriteCursor
 from proctor.clock import Clock
@@ -182,13 +182,9 @@ class GrantAuthority:
                  reason: str = "task ended") -> list[str]:
         """End the task and revoke everything issued under it."""
         self.task(task_id)
-        mark_ended = (update(tasks).where(and_(tasks.c.id == task_id, tasks.c.ended_at.is_(None)))
-                      .values(ended_at=self._clock.now(), end_reason=reason[:500]))
-        revoked = self.leases.revoke_subtree([task_id], reason,
-                                             also=lambda conn: conn.execute(mark_ended))
+        revoked = self._revoker.end_task(task_id, reason, by=by)
         if self._tasks is not None:
             self._tasks.forget(task_id)
-        self._revoker.record("task.end", f'Task::"{task_id}"', task_id, reason, revoked, by)
         return revoked
 
     # issuing

@@ -6,31 +6,95 @@ once, and the descendants are marked after it, by the tree's marker thread.
 Suspending or retiring an agent revokes its grants in the transaction of that
 state change
 (:meth:`Revoker.end_agent_grants`, which the grant authority registers with the
-agent directory). Each revocation is audited after it took effect; an audit failure
-is logged loudly, never turned into an un-revocation.
+agent directory). A revocation by grant, by agent or by task is the effects of its own
+audit event (:class:`Revoking`): the roots are revoked in the audit writer's transaction,
+so the log holds the event if and only if the revocation took effect. If the audit log
+cannot write it, the revocation is made all the same, in a transaction of its own, and
+the missing event is logged loudly: an audit failure never turns into an un-revocation.
+A suspension's or retirement's revocation is audited after its state change committed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, select, update
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
 from proctor.errors import AuditError, GrantError
-from proctor.grants.leases import LeaseTree
+from proctor.grants.leases import CHANNEL, LeaseTree
 from proctor.grants.offers import cancel_offers
 from proctor.store import Store
-from proctor.store.tables import grants
+from proctor.store.tables import grants, tasks
 from proctor.store.tables import leases as lease_table
 
-__all__ = ["SYSTEM", "Revoker"]
+__all__ = ["SYSTEM", "Revoker", "Revoking"]
 
 log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
+
+_CHUNK = 500
+_END_TASK = ("UPDATE tasks SET ended_at = {p}, end_reason = {p} WHERE id = {p} "
+             "AND ended_at IS NULL")
+_CANCEL_OFFERS = ("UPDATE grant_offers SET cancelled_at = {p}, cancel_reason = {p} "
+                  "WHERE agent_id = {p} AND redeemed_at IS NULL AND cancelled_at IS NULL")
+_AGENT_GRANTS = ("SELECT id FROM leases WHERE agent_id = {p} AND kind = 'grant' "
+                 "AND revoked_at IS NULL")
+_REVOKE = ("UPDATE leases SET revoked_at = {p}, revoked_reason = {p} WHERE id IN (%s) "
+           "AND revoked_at IS NULL RETURNING id")
+# what the roots' revocation put out of force besides them (marked after the commit)
+_UNDER = ("WITH RECURSIVE under(id) AS (SELECT id FROM leases WHERE parent_id IN (%s) "
+          "UNION SELECT leases.id FROM leases JOIN under ON leases.parent_id = under.id) "
+          "SELECT count(*) FROM under JOIN leases ON leases.id = under.id "
+          "WHERE leases.revoked_at IS NULL")
+_NOTIFY = "SELECT pg_notify({p}, payload) FROM unnest({p}::text[]) AS payload"
+_NOTIFY_IDS = 100
+
+
+@dataclass(slots=True)
+class Revoking:
+    """A revocation as the effects of its audit event, in the audit writer's transaction:
+    ``roots`` revoked (or, with ``agent_id``, every live grant of that agent, its open
+    offers cancelled), ``task_id``'s task marked ended; the event written says how many
+    nodes that put out of force. After the commit, :attr:`revoked` holds the roots
+    newly revoked."""
+
+    roots: Sequence[str]
+    reason: str
+    now: datetime
+    event: AuditEvent
+    agent_id: str | None = None
+    task_id: str | None = None
+    revoked: list[str] = field(default_factory=list)
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        now, reason = tx.time(self.now), self.reason
+        roots = list(dict.fromkeys(self.roots))
+        if self.task_id is not None:
+            tx.execute(_END_TASK, [now, reason[:500], self.task_id])
+        if self.agent_id is not None:
+            tx.execute(_CANCEL_OFFERS, [now, reason[:500], self.agent_id])
+            roots = [row[0] for row in tx.rows(_AGENT_GRANTS, [self.agent_id])]
+        revoked: list[str] = []
+        under = 0
+        for start in range(0, len(roots), _CHUNK):
+            chunk = roots[start:start + _CHUNK]
+            marks = ", ".join(["{p}"] * len(chunk))
+            revoked.extend(row[0] for row in tx.rows(_REVOKE % marks, [now, reason, *chunk]))
+            under += int(tx.rows(_UNDER % marks, chunk)[0][0])
+        if revoked and not tx.is_sqlite:  # NOTIFY payloads stay under 8000 bytes
+            tx.execute(_NOTIFY, [CHANNEL, [
+                json.dumps({"ids": revoked[at:at + _NOTIFY_IDS], "reason": reason[:200]})
+                for at in range(0, len(revoked), _NOTIFY_IDS)]])
+        self.revoked = revoked
+        return replace(self.event, detail={**self.event.detail,
+                                           "revoked": len(revoked) + under})
 
 
 class Revoker:
@@ -56,18 +120,53 @@ class Revoker:
             shown = "(a token)" if grant_or_accessor.count(".") == 2 else grant_or_accessor[:80]
             raise GrantError("grant_unknown", f"grant `{shown}` does not exist: revoke takes "
                              "the accessor or the grant id")
-        revoked = self._leases.revoke_subtree([row.id], reason)
-        self.record("grant.revoke", row.accessor, row.task_id, reason, revoked, by)
-        return revoked
+        event = self._event("grant.revoke", row.accessor, row.task_id, reason, by)
+        revoking = Revoking([row.id], reason, event.time, event)
+        return self._commit(revoking, lambda: self._leases.revoke_subtree([row.id], reason))
 
     def revoke_agent(self, agent_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke every grant held by ``agent_id`` (and all derived from them), and cancel
         the offers made to it."""
-        with self._store.transaction() as conn:
-            revoked = self._revoke_agent_in(conn, agent_id, reason)
-        revoked = self._leases.revoked_after(revoked, reason)
-        self.record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, revoked, by)
-        return revoked
+        def alone() -> list[str]:
+            with self._store.transaction() as conn:
+                revoked = self._revoke_agent_in(conn, agent_id, reason)
+            return self._leases.revoked_after(revoked, reason)
+
+        event = self._event("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, by)
+        return self._commit(Revoking((), reason, event.time, event, agent_id=agent_id), alone)
+
+    def end_task(self, task_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
+        """End the task and revoke everything issued under it."""
+        def alone() -> list[str]:
+            mark_ended = (update(tasks)
+                          .where(and_(tasks.c.id == task_id, tasks.c.ended_at.is_(None)))
+                          .values(ended_at=self._clock.now(), end_reason=reason[:500]))
+            return self._leases.revoke_subtree([task_id], reason,
+                                               also=lambda conn: conn.execute(mark_ended))
+
+        event = self._event("task.end", f'Task::"{task_id}"', task_id, reason, by)
+        return self._commit(Revoking([task_id], reason, event.time, event, task_id=task_id),
+                            alone)
+
+    def _event(self, action: str, target: str, task: str, reason: str, by: Actor
+               ) -> AuditEvent:
+        now = self._clock.now()
+        return AuditEvent(id=new_event_id(now), time=now, actor=by, action=action,
+                          target=target, outcome="revoked", task=task,
+                          detail={"reason": reason})
+
+    def _commit(self, revoking: Revoking, alone: Callable[[], list[str]]) -> list[str]:
+        """Make ``revoking`` with its event, in one transaction; if the audit log cannot
+        write it, ``alone`` makes the revocation without it (said in the log)."""
+        if self._audit is not None:
+            try:
+                self._audit.record_with(revoking.event, revoking)
+            except AuditError:
+                log.error("revocation %s of %s could not be audited; it is made all the "
+                          "same", revoking.event.action, revoking.event.target)
+            else:
+                return self._leases.revoked_after(revoking.revoked, revoking.reason)
+        return alone()
 
     def _revoke_agent_in(self, conn: Connection, agent_id: str, reason: str) -> list[str]:
         cancel_offers(conn, agent_id, reason, self._clock.now())
