@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from proctor.audit import AuditLog, human_event
@@ -229,3 +231,46 @@ def test_stream_refuses_a_target_it_cannot_deliver_to(home: Path) -> None:
     code, out = invoke("stream", "ftp://siem.acme.example/", "--once", "--json")
     assert code != 0
     assert json.loads(out)["error"]["code"] == "request_invalid"
+
+
+def test_verify_holds_the_chain_to_a_checkpoint_kept_out_of_band(
+    home: Path, tmp_path: Path, database_url: str
+) -> None:
+    code, out = invoke("checkpoint", "--json")
+    kept = tmp_path / "kept.json"
+    kept.write_text(out)
+    code, out = invoke("verify", "--checkpoint", str(kept), "--json")
+    assert code == 0, out
+    store = open_store(database_url)  # the last events deleted, their checkpoint with them
+    execute(store, "DELETE FROM audit_events WHERE seq > 10")
+    execute(store, "DELETE FROM audit_keys WHERE seq > 10")
+    execute(store, "DELETE FROM audit_checkpoints WHERE seq > 10")
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_head SET seq = 10, keyed = CASE WHEN keyed > 10 "
+                          "THEN 10 ELSE keyed END, hash = (SELECT hash FROM audit_events "
+                          "WHERE seq = 10)"))
+    store.close()
+    code, _ = invoke("verify")
+    assert code == 0  # the database alone cannot tell
+    code, out = invoke("verify", "--checkpoint", str(kept), "--json")
+    problem = json.loads(out)["problem"]
+    assert code == 1 and (problem["seq"], problem["kind"]) == (11, "truncated")
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("not json", "is not valid JSON"),
+    ("[]", "holds no checkpoint"),
+    ('{"seq": 1, "seq": 2}', "twice"),
+    ('[{"seq": "13"}]', "unknown key|lacks|not a whole number"),
+    ('"x"', "is not a JSON object"),
+])
+def test_verify_refuses_a_hostile_checkpoint_file_in_one_line(
+    home: Path, tmp_path: Path, content: str, says: str
+) -> None:
+    kept = tmp_path / "kept.json"
+    kept.write_text(content)
+    result = runner.invoke(app, ["audit", "verify", "--checkpoint", str(kept)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and re.search(says, line), line

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
 
 from proctor.audit import (
     AuditLog,
+    ChainHead,
+    Checkpoint,
     chain_hash,
+    load_checkpoints,
+    sign_checkpoint,
     verifiers_for,
     verify_store,
+    write_checkpoint,
 )
 from proctor.clock import FrozenClock
+from proctor.errors import AuditError
 from proctor.keys import LocalSigner
 from proctor.store import Store
 from tests.audit.helpers import body_of, execute, record_many
@@ -153,3 +160,102 @@ def test_an_emptied_log_starts_again_at_genesis(
     with AuditLog(chain, clock=clock, timeout=20.0) as audit:
         assert audit.record(agent_event(clock)).seq == 1
     assert verify_store(chain, verifiers_for([signer])).is_valid
+
+
+def _kept(store: Store, seq: int) -> Checkpoint:
+    """The store's checkpoint at ``seq``, as a copy kept out of band holds it."""
+    [checkpoint] = [c for c in load_checkpoints(store) if c.seq == seq]
+    return Checkpoint.from_json(json.loads(json.dumps(checkpoint.as_json())))
+
+
+def kept_problem(store: Store, signer: LocalSigner, kept: list[Checkpoint]
+                 ) -> tuple[int, str]:
+    report = verify_store(store, verifiers_for([signer]), kept)
+    assert report.problem is not None, "tampering went unnoticed"
+    return report.problem.seq, report.problem.kind
+
+
+def test_a_tail_deleted_with_its_checkpoints_is_caught_by_a_checkpoint_kept_out_of_band(
+    chain: Store, signer: LocalSigner
+) -> None:
+    kept = [_kept(chain, 30)]
+    with chain.engine.begin() as conn:
+        last = conn.execute(text("SELECT hash FROM audit_events WHERE seq = 20")).scalar_one()
+        conn.execute(text("DELETE FROM audit_events WHERE seq > 20"))
+        conn.execute(text("DELETE FROM audit_keys WHERE seq > 20"))
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq > 20"))
+        conn.execute(text("UPDATE audit_head SET seq = 20, hash = :h, "
+                          "keyed = CASE WHEN keyed > 20 THEN 20 ELSE keyed END"), {"h": last})
+    assert verify_store(chain, verifiers_for([signer])).is_valid  # the store alone cannot
+    assert kept_problem(chain, signer, kept) == (21, "truncated")
+
+
+def test_an_emptied_log_is_caught_by_a_checkpoint_kept_out_of_band(
+    chain: Store, signer: LocalSigner, clock: FrozenClock
+) -> None:
+    from tests.audit.helpers import agent_event
+
+    kept = [_kept(chain, 10)]
+    for table in ("audit_events", "audit_keys", "audit_checkpoints", "audit_head"):
+        execute(chain, f"DELETE FROM {table}")  # noqa: S608
+    assert kept_problem(chain, signer, kept) == (1, "truncated")
+    with AuditLog(chain, clock=clock, timeout=20.0) as audit:  # a new log, from genesis
+        audit.record(agent_event(clock))
+    assert kept_problem(chain, signer, kept) == (2, "truncated")
+
+
+def test_a_chain_rewritten_and_signed_again_is_caught_by_a_checkpoint_kept_out_of_band(
+    chain: Store, signer: LocalSigner, clock: FrozenClock
+) -> None:
+    # whoever holds the key (the master key and the database) re-signs the checkpoints
+    kept = [_kept(chain, 20)]
+    test_a_rewritten_tail_with_recomputed_hashes_is_caught_by_a_checkpoint(chain, signer)
+    execute(chain, "DELETE FROM audit_checkpoints WHERE seq >= 20")
+    write_checkpoint(chain, signer, clock)  # the rewritten head, at 30
+    with chain.engine.begin() as conn:
+        resigned = sign_checkpoint(signer, ChainHead(20, conn.execute(text(
+            "SELECT hash FROM audit_events WHERE seq = 20")).scalar_one()), clock.now())
+        conn.execute(text("INSERT INTO audit_checkpoints (seq, hash, kid, signed_at, payload, "
+                          "signature) VALUES (20, :h, :k, :t, :p, :s)"),
+                     {"h": resigned.hash, "k": resigned.kid, "t": resigned.signed_at,
+                      "p": resigned.payload, "s": resigned.signature})
+    assert verify_store(chain, verifiers_for([signer])).is_valid  # the store alone cannot
+    assert kept_problem(chain, signer, kept) == (20, "checkpoint_mismatch")
+
+
+def test_a_kept_checkpoint_whose_signature_does_not_hold_is_found(
+    chain: Store, signer: LocalSigner
+) -> None:
+    forged = _kept(chain, 20)
+    forged = Checkpoint(25, forged.hash, forged.kid, forged.signed_at, forged.payload,
+                        forged.signature)
+    assert kept_problem(chain, signer, [forged]) == (25, "checkpoint_invalid")
+
+
+def test_a_checkpoints_signing_time_edited_in_its_row_is_found(
+    chain: Store, signer: LocalSigner
+) -> None:
+    execute(chain, "UPDATE audit_checkpoints SET signed_at = :t WHERE seq = 20",
+            t=datetime(2020, 1, 1, tzinfo=UTC))
+    assert problem(chain, signer) == (20, "checkpoint_invalid")
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ([], "is not a JSON object"),
+    ({"seq": 1}, "lacks `hash`"),
+    ({"seq": True, "hash": "0" * 64, "kid": "k", "signed_at": "2026-01-01T00:00:00Z",
+      "payload": "{}", "signature": "x"}, "`seq` that is not a whole number"),
+    ({"seq": "3", "hash": "0" * 64, "kid": "k", "signed_at": "2026-01-01T00:00:00Z",
+      "payload": "{}", "signature": "x"}, "`seq` that is not a whole number"),
+    ({"seq": 3, "hash": "0" * 63, "kid": "k", "signed_at": "2026-01-01T00:00:00Z",
+      "payload": "{}", "signature": "x"}, "`hash` that is not 64"),
+    ({"seq": 3, "hash": "0" * 64, "kid": 7, "signed_at": "2026-01-01T00:00:00Z",
+      "payload": "{}", "signature": "x"}, "`kid` that is not a string"),
+    ({"seq": 3, "hash": "0" * 64, "kid": "k", "signed_at": "2026-01-01T00:00:00",
+      "payload": "{}", "signature": "x"}, "`signed_at` that is not an ISO 8601 time"),
+    ({"seq": 3, "hash": "0" * 64, "kid": "k", "signed_at": "2026-01-01T00:00:00Z",
+      "payload": "{}", "signature": "x", "sig": "y"}, "unknown key `sig`"),
+])
+def test_a_checkpoint_is_read_to_its_shape(data: object, says: str) -> None:
+    with pytest.raises(AuditError, match=says):
+        Checkpoint.from_json(data)

@@ -13,6 +13,7 @@ from proctor.audit.chain import GENESIS_HASH, ChainHead, canonical_json, chain_h
 from proctor.audit.checkpoints import (
     Checkpoint,
     load_checkpoints,
+    read_kept_checkpoints,
     sign_checkpoint,
     verifiers_for,
     write_checkpoint,
@@ -103,6 +104,7 @@ __all__ = [
     "mask_text",
     "new_event_id",
     "read_cursor",
+    "read_kept_checkpoints",
     "record_change",
     "search_events",
     "sign_checkpoint",

@@ -17,9 +17,11 @@ The signed payload is canonical JSON::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -27,8 +29,8 @@ from sqlalchemy import insert, select
 from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.events import format_time
 from proctor.clock import Clock
-from proctor.documents import parse_json
-from proctor.errors import DocumentError
+from proctor.documents import parse_json, read_json
+from proctor.errors import AuditError, DocumentError
 from proctor.jose import b64url_decode, b64url_encode
 from proctor.keys import Signer, SignerSource, Verifier, verifiers_for
 from proctor.store import Store, as_utc
@@ -38,12 +40,15 @@ __all__ = [
     "Checkpoint",
     "check_checkpoint",
     "load_checkpoints",
+    "read_kept_checkpoints",
     "sign_checkpoint",
     "verifiers_for",
     "write_checkpoint",
 ]
 
 _TYPE = "proctor.audit.checkpoint"
+_KEYS = frozenset({"seq", "hash", "kid", "signed_at", "payload", "signature"})
+_HASH = re.compile("[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +66,35 @@ class Checkpoint:
                 "signature": self.signature}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
-        return cls(int(data["seq"]), str(data["hash"]), str(data["kid"]),
-                   datetime.fromisoformat(str(data["signed_at"])), str(data["payload"]),
-                   str(data["signature"]))
+    def from_json(cls, data: Any, *, what: str = "a checkpoint") -> Checkpoint:
+        """The checkpoint ``data`` (:meth:`as_json`'s shape) holds, read to its shape:
+        a wrong type, a missing or an unknown key is refused by name
+        (:class:`~proctor.errors.AuditError`), never converted."""
+        if not isinstance(data, Mapping):
+            raise AuditError(f"{what} is not a JSON object")
+        unknown = sorted(set(data) - _KEYS)
+        if unknown:
+            raise AuditError(f"{what} has the unknown key `{str(unknown[0])[:80]}`")
+        missing = [key for key in sorted(_KEYS) if key not in data]
+        if missing:
+            raise AuditError(f"{what} lacks `{missing[0]}`")
+        seq = data["seq"]
+        if type(seq) is not int or seq < 1:
+            raise AuditError(f"{what} has a `seq` that is not a whole number from 1")
+        texts = {key: data[key] for key in _KEYS - {"seq"}}
+        wrong = sorted(key for key, value in texts.items() if not isinstance(value, str))
+        if wrong:
+            raise AuditError(f"{what} has a `{wrong[0]}` that is not a string")
+        if not _HASH.fullmatch(texts["hash"]):
+            raise AuditError(f"{what} has a `hash` that is not 64 lowercase hex digits")
+        try:
+            signed_at = datetime.fromisoformat(texts["signed_at"])
+        except ValueError:
+            signed_at = None
+        if signed_at is None or signed_at.tzinfo is None:
+            raise AuditError(f"{what} has a `signed_at` that is not an ISO 8601 time in UTC")
+        return cls(seq, texts["hash"], texts["kid"], signed_at.astimezone(UTC),
+                   texts["payload"], texts["signature"])
 
 
 def sign_checkpoint(signer: Signer, head: ChainHead, now: datetime) -> Checkpoint:
@@ -98,10 +128,28 @@ def check_checkpoint(checkpoint: Checkpoint, verifiers: Mapping[str, Verifier]
         payload = None
     if not isinstance(payload, dict):
         payload = {}
-    if (payload.get("type"), payload.get("seq"), payload.get("hash"), payload.get("kid")) != (
-            _TYPE, checkpoint.seq, checkpoint.hash, checkpoint.kid):
+    signed = (payload.get("type"), payload.get("v"), payload.get("seq"), payload.get("hash"),
+              payload.get("kid"), payload.get("signed_at"))
+    if signed != (_TYPE, 1, checkpoint.seq, checkpoint.hash, checkpoint.kid,
+                  format_time(checkpoint.signed_at)) or type(payload.get("seq")) is not int:
         return "checkpoint_invalid", f"{where} does not match its signed payload"
     return None
+
+
+_MAX_KEPT_BYTES = 16 << 20  # some 30,000 checkpoints
+
+
+def read_kept_checkpoints(path: Path) -> list[Checkpoint]:
+    """The checkpoints of a file kept out of band: one (``proctor audit checkpoint
+    --json``'s output) or a JSON array of them. Anything else is refused
+    (:class:`~proctor.errors.AuditError`), by name."""
+    data = read_json(path, what="checkpoint file", error=AuditError,
+                     max_bytes=_MAX_KEPT_BYTES)
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise AuditError(f"checkpoint file `{path}` holds no checkpoint")
+    return [Checkpoint.from_json(item, what=f"checkpoint {at + 1} of `{path}`")
+            for at, item in enumerate(items)]
 
 
 def load_checkpoints(store: Store) -> list[Checkpoint]:

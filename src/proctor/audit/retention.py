@@ -118,9 +118,11 @@ def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyRepor
             header = _line(handle, path, 1)
             if not isinstance(header, dict) or header.get("type") != SEGMENT_TYPE:
                 raise AuditError(f"`{path}` is not an audit segment")
-            anchors = [Checkpoint.from_json(header["checkpoint"])]
-            if header.get("anchor"):
-                anchors.append(Checkpoint.from_json(header["anchor"]))
+            anchors = [Checkpoint.from_json(header.get("checkpoint"),
+                                            what=f"the closing checkpoint of `{path}`")]
+            if header.get("anchor") is not None:
+                anchors.append(Checkpoint.from_json(header["anchor"],
+                                                    what=f"the anchor of `{path}`"))
             checker = ChainChecker(anchors, verifiers)
             for number in itertools.count(2):
                 item = _line(handle, path, number)

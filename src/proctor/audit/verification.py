@@ -27,7 +27,7 @@ valid checkpoint at the position just before it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +173,12 @@ class ChainChecker:
             return
         last = self.head
         if last is None:
+            end = 0 if expected_head is None else expected_head.seq
+            beyond = [seq for seq in self.checkpoints if seq > end]
+            if beyond:  # every event deleted, the head row with them or rewound
+                self._stop(end + 1, "truncated", f"no events, but a checkpoint at position "
+                           f"{min(beyond)}")
+                return
             if expected_head is None or expected_head.seq == 0:
                 return
             anchor = self.checkpoints.get(expected_head.seq)
@@ -262,14 +268,45 @@ def first_keys_mismatch(store: Store) -> Problem | None:
                    f"{_KINDS.get(kind, 'unknown kind of')} key at position {seq} {where}")
 
 
-def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyReport:
-    """Walk the whole chain in ``store``; ``verifiers`` by key id check the checkpoints."""
+def _with_kept(stored: list[Checkpoint], kept: Sequence[Checkpoint],
+               verifiers: Mapping[str, Verifier]) -> tuple[list[Checkpoint], Problem | None]:
+    """The store's checkpoints with those kept out of band in place of any at their
+    positions (they are the reference), and the first problem the kept ones show on
+    their own: a signature that does not hold, or a stored checkpoint that differs."""
+    problem: Problem | None = None
+    by_seq = {c.seq: c for c in stored}
+    for checkpoint in sorted(kept, key=lambda c: c.seq):
+        reason = check_checkpoint(checkpoint, verifiers)
+        if reason is not None:
+            found = Problem(checkpoint.seq, reason[0], f"kept {reason[1]}")
+        elif checkpoint.seq in by_seq and by_seq[checkpoint.seq].hash != checkpoint.hash:
+            found = Problem(checkpoint.seq, "checkpoint_mismatch", f"the stored checkpoint "
+                            f"at position {checkpoint.seq} differs from the one kept out of "
+                            "band (the chain was rewritten and signed again)")
+        else:
+            by_seq[checkpoint.seq] = checkpoint
+            continue
+        if problem is None or found.seq < problem.seq:
+            problem = found
+    return sorted(by_seq.values(), key=lambda c: c.seq), problem
+
+
+def verify_store(store: Store, verifiers: Mapping[str, Verifier],
+                 kept: Sequence[Checkpoint] = ()) -> VerifyReport:
+    """Walk the whole chain in ``store``; ``verifiers`` by key id check the checkpoints.
+
+    ``kept`` are checkpoints kept out of band (``proctor audit checkpoint --json`` on a
+    schedule): the chain must hold each of them, which shows a tail deleted with its
+    checkpoints (``truncated``) or a chain rewritten by someone who can sign
+    (``checkpoint_mismatch``), which the store alone cannot.
+    """
     # The index and keys checks run inside the database while Python walks the links.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="proctor-verify") as pool:
         index_check = pool.submit(first_index_mismatch, store)
         keys_check = pool.submit(first_keys_mismatch, store)
         try:
-            checker = ChainChecker(load_checkpoints(store), verifiers)
+            checkpoints, kept_problem = _with_kept(load_checkpoints(store), kept, verifiers)
+            checker = ChainChecker(checkpoints, verifiers)
             for rows in iter_links(store):
                 if not checker.feed(rows):
                     break
@@ -285,6 +322,9 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier]) -> VerifyRepor
             checker.problem = Problem(checker.head.seq + 1, "truncated",
                                       "the head row is missing")
         checker.finish(None if head is None else ChainHead(int(head.seq), head.hash))
+        if kept_problem is not None and (checker.problem is None
+                                         or kept_problem.seq < checker.problem.seq):
+            checker.problem = kept_problem
         try:
             mismatch = index_check.result()
         except ProctorError:

@@ -171,20 +171,29 @@ def verify(
     keyring: Annotated[bool, typer.Option(
         "--keyring/--no-keyring", help="Trust the issuer keyring's keys (needs the master "
         "key); with --no-keyring only the --jwk keys.")] = True,
+    kept: Annotated[list[Path] | None, typer.Option(
+        "--checkpoint", help="A checkpoint kept out of band (`audit checkpoint --json`'s "
+        "output, or a JSON array of them) that the chain must hold (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Walk the hash chain and the signed checkpoints; name the first broken link.
 
     Checkpoints are checked with every key of the issuer keyring, including
-    keys that no longer verify grants, and any `--jwk` given. Exit 0 when the
-    chain verifies, 1 otherwise.
+    keys that no longer verify grants, and any `--jwk` given. A checkpoint kept
+    out of band (`--checkpoint`) shows a tail deleted with its checkpoints, or a
+    chain rewritten and signed again, which the database alone cannot. Exit 0
+    when the chain verifies, 1 otherwise.
     """
-    from proctor.audit import verify_archive, verify_store
+    from proctor.audit import read_kept_checkpoints, verify_archive, verify_store
 
+    if archive is not None and kept:
+        fail("`--checkpoint` checks the database's chain; an archived segment carries its "
+             "own checkpoints", code="request_invalid", as_json=as_json)
     with _opened(as_json) as (settings, store):
+        held = [c for path in kept or () for c in read_kept_checkpoints(path)]
         verifiers = _verifiers(_keyring(settings, store) if keyring else None, jwk)
         report = (verify_archive(archive, verifiers) if archive is not None
-                  else verify_store(store, verifiers))
+                  else verify_store(store, verifiers, held))
     if as_json:
         print_json(report.as_json())
     elif report.problem is None:
