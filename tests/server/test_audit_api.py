@@ -56,3 +56,17 @@ async def test_the_export_stream_re_verifies_offline(agents: Api) -> None:
     documents = [json.loads(line) for line in ocsf.text.splitlines()]
     assert len(documents) == 2
     assert all(d["class_uid"] == 6003 for d in documents)
+
+
+@pytest.mark.parametrize("path", ["/v1/audit/events", "/v1/audit/export"])
+@pytest.mark.parametrize("value", ["-1", "0", "1733000000", "1e3", "NaN", "today", "\u0661"])
+async def test_a_time_range_is_iso_8601_text_never_a_number_read_as_seconds(
+        agents: Api, path: str, value: str) -> None:
+    # `since=-1` was read as 1969-12-31T23:59:59Z: a number taken for a time
+    for name in ("since", "until"):
+        answer = await agents.client.get(path, headers=agents.admin, params={name: value})
+        assert_problem(answer, 422, "request_invalid")
+        assert f"`{name}`" in answer.json()["detail"]
+    fine = await agents.client.get(path, headers=agents.admin,
+                                   params={"since": "2020-01-01T00:00:00+00:00"})
+    assert fine.status_code == 200

@@ -42,14 +42,29 @@ class Verification(BaseModel):
     notes: list[str]
 
 
+# a time is ISO 8601 text with its zone: a number would be read as seconds since 1970
+# (`since=-1` as 1969), the lax reading of a datetime a query parameter gets by default
+Time = Annotated[str | None, Query(max_length=64)]
+
+
+def _time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise RequestError(f"`{name}` is not an ISO 8601 time (e.g. "
+                           "`2026-12-01T09:00:00Z`)") from None
+    if parsed.tzinfo is None:
+        raise RequestError(f"`{name}` needs a time zone (e.g. `Z`)")
+    return parsed
+
+
 def _filter(actor_type: ActorType | None, actor: str | None, task: str | None,
-            decision: str | None, action: str | None, since: datetime | None,
-            until: datetime | None) -> EventFilter:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise RequestError(f"`{name}` needs a time zone (e.g. `Z`)")
+            decision: str | None, action: str | None, since: str | None,
+            until: str | None) -> EventFilter:
     return EventFilter(actor_type=actor_type, actor_id=actor, task=task, decision=decision,
-                       action=action, since=since, until=until)
+                       action=action, since=_time("since", since), until=_time("until", until))
 
 
 Decision = Annotated[Literal["allow", "deny", "approval_required"] | None, Query()]
@@ -58,8 +73,7 @@ Decision = Annotated[Literal["allow", "deny", "approval_required"] | None, Query
 @router.get("/v1/audit/events", responses=problem_responses())
 def search(call: Call, actor_type: Annotated[ActorType | None, Query()] = None,
            actor: Short = None, task: Short = None, decision: Decision = None,
-           action: Short = None, since: Annotated[datetime | None, Query()] = None,
-           until: Annotated[datetime | None, Query()] = None,
+           action: Short = None, since: Time = None, until: Time = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100,
            newest_first: bool = True) -> EventList:
     """Events matching every filter given, newest first unless told otherwise."""
@@ -85,8 +99,7 @@ def verify(call: Call) -> Verification:
 def export(call: Call, format: Literal["jsonl", "ocsf"] = "jsonl",
            actor_type: Annotated[ActorType | None, Query()] = None, actor: Short = None,
            task: Short = None, decision: Decision = None, action: Short = None,
-           since: Annotated[datetime | None, Query()] = None,
-           until: Annotated[datetime | None, Query()] = None) -> StreamingResponse:
+           since: Time = None, until: Time = None) -> StreamingResponse:
     """Every matching event as a stream: ``jsonl`` lines (``seq``, ``prev_hash``,
     ``hash``, ``event``; an unfiltered export re-verifies offline) or OCSF 1.3.0."""
     call.require("api:audit.export", service("audit"))
