@@ -228,7 +228,7 @@ async def test_a_call_to_an_http_server_that_logs_is_posted_its_logs_relayed_fir
                 posts = connection._posts
                 assert posts is not None
                 heard = Heard()
-                with board.during(heard), anyio.fail_after(WAIT):
+                with board.during(heard, "up"), anyio.fail_after(WAIT):
                     result = await connection.call_tool("test_tool_with_logging", {})
                     lines = list(heard.lines)
                 assert result.content

@@ -356,7 +356,7 @@ async def test_a_calls_log_messages_reach_the_agent_in_order_before_its_answer()
         assert posts is not None
         for count in (1, 40):
             heard = Heard()
-            with board.during(heard), anyio.fail_after(WAIT):
+            with board.during(heard, "up"), anyio.fail_after(WAIT):
                 result = await connection.call_tool("chatty", {"count": count})
                 lines = list(heard.lines)  # as the call returns, before anything else runs
             assert result.content[0].model_dump()["text"] == f"logged {count} lines"

@@ -49,6 +49,7 @@ from proctor.gateway.tools import ELICITATION_ANSWER, SAMPLING_ANSWER
 if TYPE_CHECKING:
     from proctor.gateway.core import Gateway
     from proctor.gateway.session import GatewaySession
+    from proctor.grants import GrantClaims
 
 __all__ = ["SessionAnswers"]
 
@@ -69,19 +70,31 @@ class SessionAnswers:
         if verdict is None or verdict.claims is None or session is None:
             raise rpc_error("enforcement_error", "no decided call is in flight to relay "
                             "this request to")
-        claims = verdict.claims
+        if not await self._audited(verdict.claims, server, method, "relayed",
+                                   verdict.event_id):
+            raise rpc_error("audit_unavailable", "the request could not be audited, so "
+                            "it is not relayed")
+
+    async def refused(self, server: str, method: str, reason: str) -> None:
+        if self.session is not None:
+            await self._audited(self.session.claims, server, method, "refused", None,
+                                reason=reason)
+
+    async def _audited(self, claims: GrantClaims, server: str, method: str, outcome: str,
+                       concerns: str | None, **detail: str) -> bool:
+        """The upstream's request audited (``gateway.upstream_request``); whether it was."""
         now = self._gateway.clock.now()
         event = AuditEvent(id=new_event_id(now), time=now, actor=_GATEWAY,
                            action="gateway.upstream_request", target=server[:200],
-                           outcome="relayed", task=claims.task_id, concerns=verdict.event_id,
+                           outcome=outcome, task=claims.task_id, concerns=concerns,
                            detail={"agent": claims.agent_id, "upstream": server,
-                                   "method": method})
+                                   "method": method, **detail})
         try:
             await anyio.to_thread.run_sync(self._gateway.audit.record, event)
         except AuditError:
-            log.error("an upstream's %s could not be audited; not relayed", method)
-            raise rpc_error("audit_unavailable", "the request could not be audited, so "
-                            "it is not relayed") from None
+            log.error("an upstream's %s could not be audited", method)
+            return False
+        return True
 
     async def decided(self, relay: Relay, server: str, method: str, answer: Any) -> Any:
         gateway, verdict, session = self._gateway, relay.verdict, self.session

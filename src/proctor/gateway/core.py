@@ -254,7 +254,7 @@ class Gateway:
                                      creds.target_for(server, COMPLETION))
         _serving(relay, verdict, creds)
         result = await self._forward(session, lambda: upstream.connection.complete(
-            ref, argument, context), relay)
+            ref, argument, context), relay, server)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
@@ -374,14 +374,14 @@ class Gateway:
         result: types.CallToolResult | ShapedAnswer
         if not telemetry.is_enabled():  # no span to make, no trace context to pass on
             result = await self._forward(session, lambda: call(
-                name, args, progress=progress), relay)
+                name, args, progress=progress), relay, server)
         else:
             with telemetry.span(f"tools/call {name}", kind="client", attributes={
                     "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
                     "proctor.upstream": server}):
                 carrier = telemetry.current_carrier()
                 result = await self._forward(session, lambda: call(
-                    name, args, progress=progress, meta=carrier), relay)
+                    name, args, progress=progress, meta=carrier), relay, server)
         if isinstance(result, ShapedAnswer):
             return await self.results.redact_answer(result, claims=session.claims,
                                                     tool_id=tool.tool_id,
@@ -396,7 +396,7 @@ class Gateway:
                                      creds.target_for(server, RESOURCE_READ))
         _serving(relay, verdict, creds)
         result = await self._forward(session, lambda: upstream.connection.read_resource(uri),
-                                     relay)
+                                     relay, server)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
@@ -414,7 +414,7 @@ class Gateway:
                                      creds.target_for(server, PROMPT_GET))
         _serving(relay, verdict, creds)
         result = await self._forward(
-            session, lambda: upstream.connection.get_prompt(name, arguments), relay)
+            session, lambda: upstream.connection.get_prompt(name, arguments), relay, server)
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
@@ -494,10 +494,12 @@ class Gateway:
         return progress
 
     async def _forward(self, session: GatewaySession, send: Any,
-                       relay: Relay | None = None) -> Any:
+                       relay: Relay | None = None, server: str = "") -> Any:
+        """``send`` to the upstream; what ``server`` sends meanwhile goes to ``relay``'s
+        agent when it is this call's (:mod:`proctor.gateway.relay`)."""
         async def upstream_call() -> Any:
             try:
-                with session.relay.during(relay) if session.relay else nullcontext():
+                with session.relay.during(relay, server) if session.relay else nullcontext():
                     return await send()
             except GatewayError as exc:
                 raise _upstream_error(exc) from None

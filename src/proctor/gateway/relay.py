@@ -15,10 +15,18 @@ once it is decided: the answer is the agent's own act, sent to that upstream, an
 a refusal answers the upstream with a JSON-RPC error and sends none of it). A
 board without :class:`Answers` refuses both requests.
 
-MCP does not say which call an upstream request belongs to (JSON-RPC has no
-field for it), and a session's calls share one upstream connection: a request is
-relayed to the newest call in flight on the session, which is exact when the
-agent makes one call at a time. With none in flight it is refused. At most
+Each is relayed to the call it belongs to, and only to it: the calls of a grant's
+agent sessions (up to 64 over HTTP) share one connection to each upstream, and what
+an upstream sends during one call can carry that call's data. Progress names its
+call (the progress token the gateway sent with it). A log line read while the
+call's own request is being answered (an HTTP upstream's answer stream, read by the
+call itself) is that call's. Anything else (stdio has no field for it, nor has
+JSON-RPC; the SDK's session reads an HTTP upstream's requests apart from the call)
+is the call's only if it is the one call in flight on that upstream in the
+session; when none or several are, it cannot be attributed: a log line is dropped
+(counted, and logged once), a request refused (``-32600``) and audited
+(``gateway.upstream_request``, outcome ``refused``). An agent that makes one call
+at a time per upstream loses nothing. At most
 :data:`MAX_ASKING` (8) of an upstream's requests wait for the agent at once in a
 session; another is refused (``-32600``) unaudited. A relayed request
 waits for the agent's answer ``answer_timeout`` seconds at most (the gateway's
@@ -38,11 +46,12 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import mcp_types as types
-from mcp.client.session import ElicitationFnT, SamplingFnT
+from mcp.client.session import ElicitationFnT, LoggingFnT, SamplingFnT
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
@@ -72,6 +81,10 @@ ELICITATION = "elicitation/create"
 # session: past it one is refused unaudited, so an upstream cannot flood the audit log
 # and the agent with requests (each held up to the relay timeout) during one call.
 MAX_ASKING = 8
+# The call whose own task reads what the upstream sends (an HTTP upstream's answer
+# stream is read by the call): what is read there is that call's.
+_READING: ContextVar[tuple[RelayBoard, str, Relay] | None] = ContextVar(
+    "proctor_relay_reading", default=None)
 
 
 class Answers(Protocol):
@@ -85,6 +98,11 @@ class Answers(Protocol):
     async def decided(self, relay: Relay, server: str, method: str, answer: Any) -> Any:
         """``answer`` as it may go to ``server``, once decided and audited; raises
         :class:`MCPError` (the upstream's error) if it may not."""
+        ...
+
+    async def refused(self, server: str, method: str, reason: str) -> None:
+        """``server`` asked the agent (``method``) and it was refused before any call's
+        agent saw it (``reason``: ``unattributed``): audited."""
         ...
 
 
@@ -144,22 +162,30 @@ class RelayBoard:
         self._redact = redact
         self._check_leak = check_leak
         self._redact_text = redact_text
-        self._active: list[Relay] = []
+        self._active: dict[str, list[Relay]] = {}  # the calls in flight, by upstream
         self._asking = 0  # the upstreams' requests relayed and not yet answered
         self.log_level: str = "info"
         self.follows = Follows()
         self.delivery = delivery or Delivery()
+        self.unattributed = 0  # log lines dropped: no one call they belong to
+        self._told_unattributed = False
 
     @contextmanager
-    def during(self, relay: Relay | None) -> Iterator[None]:
+    def during(self, relay: Relay | None, server: str) -> Iterator[None]:
+        """``relay``'s call to upstream ``server`` is in flight in this block."""
         if relay is None:
             yield
             return
-        self._active.append(relay)
+        active = self._active.setdefault(server, [])
+        active.append(relay)
+        reading = _READING.set((self, server, relay))
         try:
             yield
         finally:
-            self._active.remove(relay)
+            _READING.reset(reading)
+            active.remove(relay)
+            if not active:
+                del self._active[server]
 
     # the upstream connection's callbacks
 
@@ -186,11 +212,12 @@ class RelayBoard:
                        result_type: type[Any]) -> Any:
         """Audited, guarded, asked of the agent on the call in flight, its answer checked
         for a grant and decided: what the upstream gets, the answer or an error."""
-        relay = self._current()
+        relay, answers = self._current(server), self._answers
         if relay is None:
-            return types.ErrorData(code=INVALID_REQUEST, message="no call is in flight to "
-                                   "relay this request to")
-        answers = self._answers
+            if answers is not None and server in self._active:
+                await answers.refused(server, method, "unattributed")
+            return types.ErrorData(code=INVALID_REQUEST, message="no one call in flight "
+                                   "on this server to relay this request to")
         if answers is None:
             return types.ErrorData(code=INVALID_REQUEST, message="the gateway relays no "
                                    "request that it cannot decide the answer to")
@@ -223,10 +250,20 @@ class RelayBoard:
         except ProctorError as exc:
             return types.ErrorData(code=INVALID_REQUEST, message=exc.message)
 
-    async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
-        relay = self._current()
-        if (relay is None or _rank(params.level) < _rank(self.log_level)
-                or self.delivery.is_stalled(relay)):
+    def logging_for(self, server: str) -> LoggingFnT:
+        """The log handler of ``server``'s connection: a line goes to its call."""
+        async def logging(params: types.LoggingMessageNotificationParams) -> None:
+            await self._logged(server, params)
+        return logging
+
+    async def _logged(self, server: str, params: types.LoggingMessageNotificationParams
+                      ) -> None:
+        relay = self._current(server)
+        if relay is None:
+            if server in self._active:
+                self._dropped_unattributed(server)
+            return
+        if _rank(params.level) < _rank(self.log_level) or self.delivery.is_stalled(relay):
             return
         try:
             redacted = await self._redact(params)
@@ -272,8 +309,25 @@ class RelayBoard:
             return types.ErrorData(code=INVALID_REQUEST, message=exc.message)
         return result
 
-    def _current(self) -> Relay | None:
-        return self._active[-1] if self._active else None
+    def _current(self, server: str) -> Relay | None:
+        """The call in flight on ``server`` that what it sends now belongs to: the one
+        reading it, else the only one in flight; None if none or several are."""
+        active = self._active.get(server)
+        if not active:
+            return None
+        reading = _READING.get()
+        if reading is not None and reading[0] is self and reading[1] == server and any(
+                relay is reading[2] for relay in active):
+            return reading[2]
+        return active[0] if len(active) == 1 else None
+
+    def _dropped_unattributed(self, server: str) -> None:
+        self.unattributed += 1
+        if not self._told_unattributed:
+            self._told_unattributed = True
+            log.warning("upstream `%s` logged while several calls were in flight on it: "
+                        "a line that cannot be told to be one call's is dropped",
+                        server[:200])
 
 
 def _rank(level: str) -> int:

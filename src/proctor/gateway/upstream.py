@@ -154,11 +154,13 @@ class UpstreamConnection:
                              sampling_callback=gated(relay.sampling_for(self.name), busy),
                              elicitation_callback=gated(relay.elicitation_for(self.name),
                                                         busy),
-                             logging_callback=gated(relay.logging),
+                             logging_callback=gated(relay.logging_for(self.name)),
                              message_handler=cast(Any, gated(relay.messages_from(self.name))))
 
     def _on_log(self) -> Callable[[Any], Awaitable[None]] | None:
-        return None if self._relay is None else self._handling.gated(self._relay.logging)
+        if self._relay is None:
+            return None
+        return self._handling.gated(self._relay.logging_for(self.name))
 
     def _streams(self) -> Streams:
         if self.config.url is not None:
