@@ -20,6 +20,7 @@ from proctor.store import open_store
 from tests.audit.helpers import agent_event, execute
 
 runner = CliRunner()
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
@@ -274,3 +275,35 @@ def test_verify_refuses_a_hostile_checkpoint_file_in_one_line(
     assert "Traceback" not in result.output
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and re.search(says, line), line
+
+
+@pytest.mark.parametrize("args", [
+    ("export", "--format", "jsonl", "--out", "{tmp}/no-such-folder/events.jsonl"),
+    ("export", "--format", "ocsf", "--out", "{tmp}"),
+    ("tail", "-n", "99999999999999999999"),
+    ("search", "--limit", "99999999999999999999"),
+    ("archive", "--up-to", "99999999999999999999", "--out", "{tmp}/segment.jsonl"),
+])
+def test_an_argument_the_command_cannot_use_is_one_line_and_exit_non_zero(
+    home: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # an export to a folder that does not exist, or to a folder, was a traceback; a count
+    # past what the store's integers hold overflowed in the driver
+    result = runner.invoke(app, ["audit", *(a.replace("{tmp}", str(tmp_path)) for a in args)])
+    assert result.exit_code in (1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--out", "--bundle"])
+def test_a_compliance_report_to_a_folder_that_does_not_exist_is_one_line(
+    home: Path, tmp_path: Path, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it was a traceback (the report made, then not written)
+    monkeypatch.setenv("PROCTOR_POLICY_DIR", str(EXAMPLES / "policies"))
+    result = runner.invoke(app, ["report", "compliance", option,
+                                 str(tmp_path / "no-such-folder" / "report")])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot write"), line

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 _MAX_JWK_BYTES = 256 * 1024  # a JWK Set of a few keys
+_MOST = 1_000_000  # events one tail or search shows (a larger count overflowed the store's)
 
 app = typer.Typer(no_args_is_help=True,
                   help="Verify, search and export the tamper-evident audit log.")
@@ -212,7 +213,8 @@ def verify(
 
 @app.command()
 def tail(
-    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many events.")] = 20,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=_MOST,
+                                       help="How many events.")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
     = False,
     interval: Annotated[float, typer.Option("--interval", min=0.05,
@@ -259,7 +261,8 @@ def search(
     agent: AgentOpt = None, actor: ActorOpt = None, actor_type: ActorTypeOpt = None,
     task: TaskOpt = None, decision: DecisionOpt = None, action: ActionOpt = None,
     since: SinceOpt = None, until: UntilOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=_MOST,
+                                       help="At most this many.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Find events by agent, actor, actor type, task, decision, action and time range."""
@@ -291,13 +294,17 @@ def export(
              code="request_invalid")
     where = _filter(agent, actor, actor_type, task, decision, action, since, until, False)
     with _opened(False) as (_settings, store):
-        handle = out.open("w", encoding="utf-8") if out is not None else sys.stdout
         try:
-            for line in export_lines(store, fmt, where, product_version=__version__):
-                handle.write(line + "\n")
-        finally:
-            if out is not None:
-                handle.close()
+            handle = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+            try:
+                for line in export_lines(store, fmt, where, product_version=__version__):
+                    handle.write(line + "\n")
+            finally:
+                if out is not None:
+                    handle.close()
+        except OSError as exc:
+            fail(f"cannot write the export to `{out}`: {exc.strerror or exc}",
+                 code="request_invalid")
 
 
 @app.command()
@@ -323,7 +330,8 @@ def checkpoint(by: ByOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def archive(
-    up_to: Annotated[int, typer.Option("--up-to", min=1, help="Last position to archive.")],
+    up_to: Annotated[int, typer.Option("--up-to", min=1, max=2**63 - 1,
+                                       help="Last position to archive.")],
     out: Annotated[Path, typer.Option("--out", help="The segment file to create.")],
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:

@@ -90,8 +90,8 @@ def compliance(
             verifiers = {**runtime.keyring.checkpoint_verifiers(), signer.kid: signer}
             packed = make_bundle(runtime.store, report,
                                  [v.public_jwk() for v in verifiers.values()], signer)
-            bundle.write_text(json.dumps(packed, ensure_ascii=False, sort_keys=True) + "\n",
-                              encoding="utf-8")
+            _write(bundle, json.dumps(packed, ensure_ascii=False, sort_keys=True) + "\n",
+                   as_json)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     except ValueError as exc:
@@ -101,7 +101,7 @@ def compliance(
     text = (json.dumps(document, ensure_ascii=False, indent=2) + "\n" if as_json
             else render_html(document) if fmt == "html" else render_markdown(document))
     if out is not None:
-        out.write_text(text, encoding="utf-8")
+        _write(out, text, as_json)
         summary = document["summary"]
         console.print(f"wrote {out}: {summary['evidenced']} of {summary['entries']} entries "
                       f"with evidence, {summary['gaps']} gaps", markup=False)
@@ -144,3 +144,11 @@ def verify(
         console.print(f"bundle does not verify: {check.problem}", markup=False)
     if not check.is_valid:
         raise typer.Exit(1)
+
+
+def _write(path: Path, text: str, as_json: bool) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write `{path}`: {exc.strerror or exc}", code="request_invalid",
+             as_json=as_json)
