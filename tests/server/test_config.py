@@ -52,6 +52,13 @@ roles = { admin = "proctor-admins" }
     assert issuer.roles_in({"groups": "staff proctor-admins"}) == {"admin"}
 
 
+def _issuer(key: str, value: str) -> str:
+    """An ``[[oidc_issuers]]`` table with ``key`` set to the TOML ``value``."""
+    keys = {"issuer": "'https://a'", "audience": "'p'", "jwks_url": "'https://a/k'",
+            key: value}
+    return "[[oidc_issuers]]\n" + "\n".join(f"{k} = {v}" for k, v in keys.items())
+
+
 @pytest.mark.parametrize(("text", "fragment"), [
     ("colour = 1", "unknown key `colour`"),
     ("max_body_bytes = 10", "max_body_bytes"),
@@ -77,6 +84,14 @@ roles = { admin = "proctor-admins" }
     ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\njwks_url = 'https://a/k'\n"
      "algorithms = ['HS256']", "`HS256` is not"),
     ("= broken", "not valid TOML"),
+    # read by str() as another thing: a claim named `True`, `5` or `['email']`, an
+    # issuer `5`, a list of one-letter algorithms (review)
+    *[(_issuer(key, value), f"`{key}` must be a non-empty string")
+      for key, value in (("human_claim", "true"), ("human_claim", "''"),
+                         ("subject_claim", "['email']"), ("role_claim", "5"),
+                         ("audience", "true"), ("issuer", "5"))],
+    (_issuer("algorithms", "'RS256'"), "`algorithms` must be a list of strings"),
+    (_issuer("id_domains", "[5]"), "`id_domains` must be a list of strings"),
     # keys fetched in clear text are whoever answers's: any human, any role (review)
     ("[[oidc_issuers]]\nissuer = 'https://a'\naudience = 'p'\n"
      "jwks_url = 'http://login.acme.example/jwks'", "is not an https URL"),

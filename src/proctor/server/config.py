@@ -135,11 +135,30 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
     tables = data.get("oidc_issuers", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{where}: `oidc_issuers` must be tables (`[[oidc_issuers]]`)")
+    for at, entry in enumerate(tables):
+        _check_issuer_types(entry, f"{where}: oidc_issuers[{at}]")
     try:
         issuers = tuple(issuer_from_config(entry, path.parent) for entry in tables)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where} is not valid: missing or wrong {exc}") from exc
     return ServerConfig(**values, oidc_issuers=issuers)
+
+
+# an issuer table's keys as the file gives them: str() of a `true`, a `5` or a list is
+# another claim or issuer, and a string of algorithms is a list of its letters
+_ISSUER_TEXTS = ("issuer", "audience", "jwks_file", "jwks_url", "subject_claim",
+                 "role_claim", "human_claim")
+_ISSUER_LISTS = ("algorithms", "id_domains")
+
+
+def _check_issuer_types(entry: Mapping[str, Any], where: str) -> None:
+    for key in _ISSUER_TEXTS:
+        if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
+            raise ConfigError(f"{where}: `{key}` must be a non-empty string")
+    for key in _ISSUER_LISTS:
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: `{key}` must be a list of strings")
 
 
 def check_listen(config: ServerConfig, host: str) -> None:
