@@ -110,15 +110,18 @@ async def served(app: Any, sock: socket.socket) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate
-                     ) -> AsyncIterator[tuple[str, Gateway]]:
+async def gateway_on(deployment: Deployment, clock: FrozenClock, gate: Gate | None, *,
+                     test: UpstreamConfig | None = None) -> AsyncIterator[tuple[str, Gateway]]:
     """``proctor gateway`` in process on ``clock``, in front of the test upstream: gated
-    (``test``) and not (``plain``)."""
+    (``test``; or ``test`` as given) and not (``plain``)."""
     runtime = open_runtime(deployment.settings, clock=clock)
     sock = listening_socket()
     public = url_of(sock)
+    if test is None:
+        assert gate is not None
+        test = gate.upstream()
     config = GatewayConfig(
-        upstreams={"test": gate.upstream(),
+        upstreams={"test": test,
                    "plain": UpstreamConfig(name="plain", command=tuple(UPSTREAM),
                                            cwd=str(ROOT))},
         public_url=public, listen=public.removeprefix("http://"),

@@ -8,17 +8,26 @@ that connection, and to unsubscribe only when the last one stops; an unsubscribe
 what a session does not follow ends nothing. An update goes to the sessions that
 follow that resource *of that upstream* (two servers may name the same URI).
 
-Followers are held weakly: a session that ends is forgotten with it.
+Followers are held weakly: a session that ends is forgotten with it. A subscription
+nobody follows any more (its sessions ended, or stalled and were dropped, without
+unsubscribing) is ended upstream when the next update finds nobody to hand it to
+(:meth:`Follows.unfollowed`): the upstream does not stream updates to nobody, nor
+to whoever follows the URI later without having asked. While a session follows
+something, the grant's gateway session is in use: it is not closed as idle (which
+would stop the upstream, and the subscription with it, under the follower).
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
 import anyio
 
 __all__ = ["Follows"]
+
+log = logging.getLogger(__name__)
 
 _Key = tuple[str, str]  # (upstream name, resource URI)
 
@@ -59,6 +68,27 @@ class Follows:
 
     def is_followed(self, server: str, uri: str) -> bool:
         return bool(self._followers.get((server, uri)))
+
+    def is_following(self) -> bool:
+        """Whether any agent session follows anything here."""
+        return any(self._followers.values())
+
+    async def unfollowed(self, server: str, uri: str) -> None:
+        """Nobody may follow ``uri`` of ``server`` any more: if nobody does, the upstream
+        connection subscribed for them is asked to unsubscribe (the gateway's own
+        housekeeping, not an agent's request: it ends access, and decides nothing)."""
+        async with self.lock:
+            if self.is_followed(server, uri):
+                return
+            self._followers.pop((server, uri), None)
+            connection = self._subscribed.pop((server, uri), None)
+            if connection is None:
+                return
+            try:
+                await connection.subscribe(uri, on=False)
+            except Exception as exc:  # it stays subscribed: its updates find nobody again
+                log.info("upstream `%s` could not be unsubscribed from a resource nobody "
+                         "follows: %s", server[:200], type(exc).__name__)
 
     def followers(self, server: str, uri: str) -> list[Any]:
         return list(self._followers.get((server, uri), ()))

@@ -282,6 +282,8 @@ class RelayBoard:
                 async with anyio.create_task_group() as tasks:
                     for follower in self.follows.followers(server, uri):
                         tasks.start_soon(self._updated, follower, uri)
+                if not self.follows.is_followed(server, uri):  # gone, or dropped now
+                    await self.follows.unfollowed(server, uri)
         return message
 
     async def _updated(self, follower: Connection, uri: str) -> None:

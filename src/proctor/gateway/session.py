@@ -111,8 +111,9 @@ class GatewaySession:
 
     @property
     def is_busy(self) -> bool:
-        """Whether a request holds the session (see :meth:`hold`)."""
-        return self._holds > 0
+        """Whether a request holds the session (see :meth:`hold`), or an agent session
+        follows a resource through it (:mod:`proctor.gateway.follows`)."""
+        return self._holds > 0 or (self.relay is not None and self.relay.follows.is_following())
 
     def hold(self) -> None:
         """Mark the session in use by one more request until :meth:`release`; the idle
