@@ -4,11 +4,14 @@ it) is decided on that call's grant: no new proof, no use, and every other check
 
 from __future__ import annotations
 
+from sqlalchemy import delete
+
 from proctor.audit import EventFilter, search_events
 from proctor.clock import FrozenClock
 from proctor.enforcement import ToolCall
 from proctor.policy import Outcome
 from proctor.runtime import Runtime
+from proctor.store import tables
 
 from .conftest import SUPPORT, TARGET, Agents, refund
 
@@ -74,3 +77,41 @@ def test_a_part_of_a_call_with_arguments_no_json_can_carry_is_refused_as_such(
             "crm/lookup_customer", args, method="sampling/x"))
         assert within.code == "arguments_invalid" and within.event_id is not None
     assert _outcomes(runtime, "crm/lookup_customer") == [("denied", "agent")] * 2
+
+
+def test_a_part_of_a_call_whose_task_is_gone_is_refused_task_unknown_as_a_call_is(
+        runtime: Runtime, agents: Agents) -> None:
+    # the steps after the grant's checks are a call's (it came out enforcement_error)
+    grant = agents.grant(SUPPORT, CRM)
+    call = agents.call(grant, "crm/issue_refund", refund(2500))
+    with runtime.store.transaction() as conn:
+        conn.execute(delete(tables.tasks).where(tables.tasks.c.id == grant.claims.task_id))
+    within = runtime.enforcer.decide_within(call, LOOKUP)
+    assert (within.code, within.claims) == ("task_unknown", grant.claims)
+    assert within.event_id is not None
+    assert _outcomes(runtime, "crm/lookup_customer") == [("denied", "agent")]
+
+
+def test_a_part_of_a_call_whose_agent_is_gone_is_refused_agent_unknown_as_a_call_is(
+        runtime: Runtime, agents: Agents) -> None:
+    # an agent no longer registered is not one suspended (it came out agent_not_active)
+    grant = agents.grant(SUPPORT, CRM)
+    call = agents.call(grant, "crm/issue_refund", refund(2500))
+    with runtime.store.transaction() as conn:
+        conn.execute(delete(tables.agents).where(tables.agents.c.id == SUPPORT))
+    within = runtime.enforcer.decide_within(call, LOOKUP)
+    assert (within.code, within.claims) == ("agent_unknown", grant.claims)
+    assert within.event_id is not None
+    assert _outcomes(runtime, "crm/lookup_customer") == [("denied", "agent")]
+
+
+def test_a_part_of_a_call_naming_a_tool_no_json_can_carry_is_refused_and_written(
+        runtime: Runtime, agents: Agents) -> None:
+    # a lone surrogate in the tool's name: the refusal's event names it escaped (it
+    # named it as it was, which no store can hold: the refusal went unwritten)
+    grant = agents.grant(SUPPORT, CRM)
+    call = agents.call(grant, "crm/issue_refund", refund(2500))
+    within = runtime.enforcer.decide_within(call, ToolCall("crm/\ud800", {},
+                                                           method="sampling/x"))
+    assert within.code == "arguments_invalid" and within.event_id is not None
+    assert _outcomes(runtime, "crm/\\ud800") == [("denied", "agent")]

@@ -32,7 +32,7 @@ from proctor.enforcement.calls import (
 from proctor.enforcement.state import _Enforcing
 from proctor.enforcement.verdicts import HELD_IN_PROCESS, CallVerdict, ToolCall
 from proctor.errors import GrantError, ProctorError
-from proctor.grants import GrantClaims, HeldGrant
+from proctor.grants import GrantClaims, GrantUse, HeldGrant
 from proctor.grants.authority import Task
 from proctor.identity import Agent
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome
@@ -66,15 +66,9 @@ class _Steps(_Enforcing):
     def _prepared(self, grant: _Presented | HeldGrant, call: ToolCall) -> CallVerdict | _Call:
         """The steps before policy: a refusal (written), or the call ready for policy."""
         held = isinstance(grant, HeldGrant)
-        unreadable = _unreadable(call.tool_id, call.args)
+        unreadable = self._unreadable_refused(call, held=held)
         if unreadable is not None:
-            # a lone surrogate (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest;
-            # nesting past the cap (or arguments that contain themselves, from a caller in
-            # this process): nothing could walk them without running out of stack
-            tool_id = call.tool_id if isinstance(call.tool_id, str) else repr(call.tool_id)
-            return self._refused(ToolCall(_printable(tool_id), {}, call.method,
-                                          call.target, call.source_ip), "arguments_invalid",
-                                 unreadable, held=held)
+            return unreadable
         try:
             if isinstance(grant, HeldGrant):
                 use = self._grants.prepare_held(grant, tool_id=call.tool_id, args=call.args)
@@ -87,8 +81,34 @@ class _Steps(_Enforcing):
             holder = getattr(exc, "holder", None)
             return self._refused(call, exc.code, exc.message, held=held,
                                  claims=holder if isinstance(holder, GrantClaims) else None)
-        claims = use.claims
-        try:  # from memory while the change feed is current, else from the store
+        return self._ready(call, use, accessor)
+
+    def _unreadable_refused(self, call: ToolCall, *, held: bool,
+                            claims: GrantClaims | None = None) -> CallVerdict | None:
+        """The refusal (written) of a call that cannot be decided as it is
+        (:func:`~proctor.enforcement.calls._unreadable`), or None. A lone surrogate
+        (``"\\ud800"`` is valid JSON): no UTF-8 to audit or digest, so the event names
+        the tool escaped and holds no arguments; nesting past the cap (or arguments that
+        contain themselves, from a caller in this process): nothing could walk them
+        without running out of stack."""
+        unreadable = _unreadable(call.tool_id, call.args)
+        if unreadable is None:
+            return None
+        tool_id = call.tool_id if isinstance(call.tool_id, str) else repr(call.tool_id)
+        return self._refused(ToolCall(_printable(tool_id), {}, call.method, call.target,
+                                      call.source_ip), "arguments_invalid", unreadable,
+                             claims=claims, held=held)
+
+    def _ready(self, call: ToolCall, use: GrantUse, accessor: str) -> CallVerdict | _Call:
+        """The steps between the grant's checks and policy, for every call on a grant
+        (:meth:`_prepared`, and an answer within a call: ``decide_within``): the agent
+        and the task from memory while the change feed is current, else from the store
+        (the write confirms both); an agent not registered (``agent_unknown``) or
+        suspended or retired (``agent_not_active``) refused, written; the engine given
+        the agent as read and any tool another process discovered; the request built,
+        with how to build it again on what is committed (``fresh``)."""
+        claims, held = use.claims, use.held
+        try:
             agent = (self._agent_view or self._registry).find(claims.agent_id)
             task = (self._task_view or self._grants).task(claims.task_id)
         except ProctorError as exc:  # the store, most likely: the grant's holder is known
