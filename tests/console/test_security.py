@@ -274,3 +274,19 @@ async def test_bad_addresses_and_forms_get_a_page_not_a_crash(console: Console) 
     assert "text/html" in too_long.headers["content-type"]
     no_task = await console.page("/console/tasks/task_nope")
     assert no_task.status_code == 404
+
+
+async def test_a_form_that_gives_a_field_twice_is_refused_and_decides_nothing(
+        console: Console) -> None:
+    # the last of the two was taken (`decision=deny&decision=approve` approved), as a JSON
+    # body's repeated key was before it was refused
+    api = console.api
+    _, approval_id = await held(api)
+    page = await console.page("/console/approvals")
+    twice = await console.client.post(
+        f"/console/approvals/{approval_id}/decide",
+        content=f"decision=deny&decision=approve&csrf={csrf_of(page.text)}",
+        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert twice.status_code == 422 and "request_invalid" in twice.text
+    assert "`decision`" in twice.text
+    assert api.runtime.approvals.get(approval_id).is_pending

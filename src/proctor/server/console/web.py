@@ -140,12 +140,25 @@ ConsoleCall = Annotated[Console, Depends(_signed_in)]
 async def check_csrf(request: Request, console: Console) -> dict[str, str]:
     """The posted form, once its ``csrf`` field matches the session's; else 403 (audited)."""
     form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    sent = fields.get("csrf", "")
+    # a field given twice was read as its last value (a JSON body's repeated key is refused
+    # too): refused, after the CSRF check (a token given twice is no token); a file where
+    # a form's fields are text is no field of ours
+    fields: dict[str, str] = {}
+    seen: set[str] = set()
+    twice: str | None = None
+    for key, value in form.multi_items():
+        if key in seen:
+            twice = twice or key
+        seen.add(key)
+        if isinstance(value, str):
+            fields[key] = value
+    sent = fields.get("csrf", "") if twice != "csrf" else ""
     if not sent or not hmac.compare_digest(sent.encode(), console.csrf.encode()):
         request.state.action = f"console {request.method} {request.url.path[:200]}"
         raise ApiError("csrf_invalid", "the form's CSRF token is missing or wrong: "
                        "reload the page and try again")
+    if twice is not None:
+        raise RequestError(f"the form gives the field `{twice[:80]}` twice")
     return fields
 
 
