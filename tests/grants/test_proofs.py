@@ -163,3 +163,14 @@ def test_a_proof_spelled_other_than_canonical_base64url_is_refused(
     assert respell(s) != s
     assert _check(key, proof) == "ok"
     assert _check(key, f"{h}.{p}.{respell(s)}") == "proof_invalid"
+
+
+def test_successive_proofs_carry_nonces_in_the_order_they_were_made() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    made = [make_proof(key, TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+            for _ in range(50)]
+    nonces = [json.loads(base64.urlsafe_b64decode(p.split(".")[1] + "==="))["jti"]
+              for p in made]
+    # side by side in the store's b-tree of used proofs (nonce_key: the time, then these)
+    assert nonces == sorted(nonces) and len(set(nonces)) == 50
+    assert all(len(n) == 24 and _check(key, p) == "ok" for n, p in zip(nonces, made, strict=True))

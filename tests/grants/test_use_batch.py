@@ -122,3 +122,22 @@ def test_a_batch_marks_a_task_with_the_highest_sensitivity_its_allowed_uses_read
     with setup.store.reading() as conn:
         assert conn.execute(select(tasks.c.sensitivity_seen).where(
             tasks.c.id == grant.claims.task_id)).scalar_one() == 2
+
+
+def test_nonces_are_kept_in_the_order_of_their_proofs_times_and_a_replay_stays_refused(
+    setup: Setup,
+) -> None:
+    grant = _issue(setup)
+    made = []
+    for _ in range(3):  # random nonces, a second apart
+        made.append(_proof(setup, grant))
+        setup.clock.advance(seconds=1)
+    uses = [_use(setup, grant, proof) for proof in made]
+    assert _apply(setup, list(reversed(uses))) == ["ok", "ok", "ok"]
+    with setup.store.reading() as conn:
+        kept = list(conn.execute(select(proof_nonces.c.nonce).order_by(proof_nonces.c.nonce))
+                    .scalars())
+    # the b-tree's order is the proofs' order, whatever their nonces: a batch's go to the
+    # right edge (one leaf) rather than a random leaf each
+    assert kept == [u.nonce for u in uses]
+    assert _apply(setup, [_use(setup, grant, made[0])]) == ["proof_replayed"]

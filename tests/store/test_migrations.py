@@ -174,7 +174,7 @@ def test_0024_keeps_the_used_nonces_in_one_btree_and_a_stored_one_stays_used(
         upgrade(store.engine, "0023")
         with store.engine.begin() as conn:
             conn.execute(insert(proof_nonces).values(nonce="n-1", expires_at=until))
-        upgrade(store.engine)
+        upgrade(store.engine, "0025")  # 0026 keys the nonce by its proof's time (below)
         with store.engine.begin() as conn:
             kept = conn.execute(select(proof_nonces.c.nonce, proof_nonces.c.expires_at)).all()
             indexes = {i["name"] for i in inspect(conn).get_indexes("proof_nonces")}
@@ -228,3 +228,33 @@ def test_0025_keeps_the_definition_waiting_for_a_review_as_pending_by_its_digest
         store.close()
     assert [(r.tool_id, r.digest, r.definition, r.verdict, r.change) for r in rows] == [
         ("w/weather", definition_digest(seen), seen, "pending", "changed")]
+
+
+def test_0026_keeps_a_used_nonce_under_its_proofs_time_and_it_stays_used(
+        empty_database_url: str) -> None:
+    from proctor.grants.accounting import nonce_kept_until, nonce_key
+    from proctor.grants.proofs import VerifiedProof
+
+    store = open_store(empty_database_url, migrate=False)
+    now = datetime(2026, 12, 7, 12, 0, 30, 250_000, tzinfo=UTC)
+    proofs = [VerifiedProof("n-" + "x" * 126, int(now.timestamp()) - 20, "jkt"),
+              VerifiedProof("n-2:colon", int(now.timestamp()) + 5, "jkt")]
+    try:
+        upgrade(store.engine, "0025")
+        with store.engine.begin() as conn:  # as the version before kept them
+            for proof in proofs:
+                conn.execute(insert(proof_nonces).values(
+                    nonce=proof.nonce, expires_at=nonce_kept_until(proof, now)))
+        upgrade(store.engine)
+        with store.engine.begin() as conn:
+            kept = {row[0]: row[1] for row in conn.execute(
+                select(proof_nonces.c.nonce, proof_nonces.c.expires_at))}
+            again = [conn.execute(text(
+                "INSERT INTO proof_nonces (nonce, expires_at) VALUES (:nonce, :until) "
+                "ON CONFLICT DO NOTHING"), {"nonce": nonce_key(p), "until": now}).rowcount
+                for p in proofs]
+    finally:
+        store.close()
+    assert sorted(kept) == sorted(nonce_key(p) for p in proofs)
+    assert kept[nonce_key(proofs[0])].replace(tzinfo=UTC) == nonce_kept_until(proofs[0], now)
+    assert again == [0, 0]  # used before the upgrade: still used after it

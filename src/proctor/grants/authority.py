@@ -40,7 +40,13 @@ from sqlalchemy import delete, insert, select
 from proctor.audit import Actor, AuditLog, WriteCursor
 from proctor.clock import Clock
 from proctor.errors import AgentError, GrantError, StoreError
-from proctor.grants.accounting import check_max_uses, check_ttl, nonce_kept_until, uses_left_of
+from proctor.grants.accounting import (
+    check_max_uses,
+    check_ttl,
+    nonce_kept_until,
+    nonce_key,
+    uses_left_of,
+)
 from proctor.grants.agents import (
     AgentBinding,
     AgentDirectory,
@@ -398,7 +404,7 @@ class GrantAuthority:
         if claims.actor_chain:  # delegated: its line's agents too (depth 0: nothing runs)
             self._check_line(claims, confirmed_later=True)
         self._in_scope(claims, tool_id, args)
-        return GrantUse(claims, self._agents.binding_in, now, verified.nonce,
+        return GrantUse(claims, self._agents.binding_in, now, nonce_key(verified),
                         nonce_kept_until(verified, now), counts=tool_id is not None,
                         limit=self._limit_of(claims.grant_id))
 

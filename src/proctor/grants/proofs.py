@@ -18,6 +18,7 @@ thumbprint, algorithm) is checked once and cached by its encoded form.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from proctor.jose import (
 
 __all__ = ["MAX_PROOF_BYTES", "PROOF_ALGORITHMS", "PROOF_WINDOW_SECONDS", "PrivateKey",
            "VerifiedProof",
-           "jwk_thumbprint", "make_proof", "public_jwk", "verify_proof"]
+           "fresh_nonce", "jwk_thumbprint", "make_proof", "public_jwk", "verify_proof"]
 
 MAX_PROOF_BYTES = 4096
 PROOF_WINDOW_SECONDS = 60
@@ -58,12 +59,26 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         raise GrantError("proof_invalid", f"the key has no thumbprint: {exc}") from None
 
 
+# a process's proofs, counted: see fresh_nonce
+_PROOFS_MADE = itertools.count()
+
+
+def fresh_nonce() -> str:
+    """A proof's nonce: this process's count of proofs made (8 hex digits), then 96 random
+    bits. The store keeps a used proof under its time then its nonce
+    (:func:`proctor.grants.accounting.nonce_key`): proofs made one after the other are
+    kept side by side, and a batch of them writes a leaf of that b-tree rather than a
+    leaf each. Any nonce does for the check; the count is not a secret (the random bits
+    make it unique)."""
+    return f"{next(_PROOFS_MADE) & 0xFFFFFFFF:08x}{secrets.token_urlsafe(12)}"
+
+
 def make_proof(key: PrivateKey, token: str | None, *, method: str, target: str, now: datetime,
                nonce: str | None = None) -> str:
     """What an agent sends with each use of ``token`` (the SDK side); ``token`` None for
     the proof that asks for a grant. The algorithm is the key's: ``ES256`` or ``Ed25519``."""
     payload: dict[str, object] = {"htm": method, "htu": target, "iat": int(now.timestamp()),
-                                  "jti": nonce or secrets.token_urlsafe(16)}
+                                  "jti": nonce or fresh_nonce()}
     if token is not None:
         payload["ath"] = _token_hash(token)
     return write_compact({"typ": "dpop+jwt", "jwk": public_jwk(key)}, payload, key)

@@ -15,7 +15,7 @@ from datetime import datetime
 from proctor.audit import AuditEvent, WriteCursor, new_event_id
 from proctor.audit.writer import WITHDRAWN
 from proctor.errors import AgentError, GrantError
-from proctor.grants.accounting import nonce_kept_until
+from proctor.grants.accounting import nonce_kept_until, nonce_key
 from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
 from proctor.grants.offers import (
     GrantOffer,
@@ -164,7 +164,7 @@ class NewGrant:
                              "cancelled")
         nonce = None
         if self.proof is not None:
-            nonce = self.proof.nonce
+            nonce = nonce_key(self.proof)
             if tx.execute(_NONCE, [nonce, tx.time(nonce_kept_until(self.proof,
                                                                    self.now))]) != 1:
                 self._give_back(tx, None)
