@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,20 @@ def test_a_compliance_report_to_a_folder_that_does_not_exist_is_one_line(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot write"), line
+
+
+def test_an_escape_sequence_an_agent_chose_never_reaches_the_operators_terminal(
+    home: Path, database_url: str, clock: FrozenClock
+) -> None:
+    # a tool named so by an agent (or an upstream): Rich passed ESC through, so `audit
+    # tail` cleared the operator's screen, set its title and rewrote the lines above
+    hostile = "git/x\x1b]0;owned\x07\x1b[2J\x1b[1A\x9b2J"
+    store = open_store(database_url)
+    with AuditLog(store, clock=clock) as audit:
+        audit.record(replace(agent_event(clock), target=f'Tool::"{hostile}"'))
+    store.close()
+    for args in (["tail", "-n", "3"], ["search", "--limit", "3"]):
+        code, out = invoke(*args)
+        assert code == 0
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out), repr(out)
+        assert "\\x1b" in out.replace("\n", "").replace("│", "").replace(" ", "")

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:
     from proctor.codes import Code
 
 __all__ = ["confirm_review", "console", "err_console", "fail", "print_json"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# C0 and C1 control characters but the newline and the tab: an escape sequence in text an
+# agent or an upstream chose (a tool's name or description, an event's target, an
+# argument) would be the operator's terminal's to obey (clear the screen, rewrite the
+# lines above, set the title or the clipboard); Rich passes ESC through
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+class _TextConsole(Console):
+    """A Rich console that shows control characters in the text it is given as ``\\xNN``
+    (its own styles, from markup, still reach the terminal)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(_CONTROL.sub(_shown, text), **kwargs)
+
+
+console: Console = _TextConsole(highlight=False)
+err_console: Console = _TextConsole(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
