@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +93,26 @@ def test_archiving_past_the_head_is_refused(
     with pytest.raises(AuditError, match="no event at position 9"):
         archive_segment(store, tmp_path / "x.jsonl", up_to_seq=9, signer=signer, clock=clock,
                         verifiers=verifiers_for([signer]))
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda line: {**line, "seq": str(line["seq"])}, "`seq` that is not a whole number"),
+    (lambda line: {**line, "seq": float(line["seq"])}, "`seq` that is not a whole number"),
+    (lambda line: {**line, "hash": 5}, "`hash` that is not a string"),
+    (lambda line: {**line, "event": "x"}, "`event` that is not an object"),
+    (lambda line: [line], "is not an event"),
+])
+def test_a_segment_line_is_read_to_its_shape(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path,
+    change: Callable[[dict[str, Any]], object], says: str,
+) -> None:
+    # a position given as "5" or 5.0 was converted and checked as 5
+    record_many(audit, clock, 12)
+    path = tmp_path / "seg.jsonl"
+    archive_segment(store, path, up_to_seq=12, signer=signer, clock=clock,
+                    verifiers=verifiers_for([signer]))
+    lines = path.read_text().splitlines()
+    lines[4] = json.dumps(change(json.loads(lines[4])))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditError, match=f"line 5 of audit segment .*{re.escape(says)}"):
+        verify_archive(path, verifiers_for([signer]))

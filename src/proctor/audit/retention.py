@@ -111,6 +111,23 @@ def _line(handle: BinaryIO, path: Path, number: int) -> Any:
         raise AuditError(exc.message) from exc
 
 
+def _link(item: Any, path: Path, number: int) -> tuple[int, str, str, bytes]:
+    """The link of one line of a segment, read to its shape: a string or a float for the
+    position, a number for a hash, are refused (:class:`AuditError`), never converted."""
+    where = f"line {number} of audit segment `{path}`"
+    if not isinstance(item, dict):
+        raise AuditError(f"{where} is not an event")
+    seq, prev_hash, digest, event = (item.get("seq"), item.get("prev_hash"),
+                                     item.get("hash"), item.get("event"))
+    if type(seq) is not int or seq < 1:
+        raise AuditError(f"{where} has a `seq` that is not a whole number from 1")
+    if not isinstance(prev_hash, str) or not isinstance(digest, str):
+        raise AuditError(f"{where} has a `prev_hash` or `hash` that is not a string")
+    if not isinstance(event, dict):
+        raise AuditError(f"{where} has an `event` that is not an object")
+    return seq, prev_hash, digest, canonical_json(event)
+
+
 def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyReport:
     """Verify an archived segment file against its own checkpoints."""
     try:
@@ -128,9 +145,7 @@ def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyRepor
                 item = _line(handle, path, number)
                 if item is None:
                     break
-                row = (int(item["seq"]), str(item["prev_hash"]), str(item["hash"]),
-                       canonical_json(item["event"]))
-                if not checker.feed([row]):
+                if not checker.feed([_link(item, path, number)]):
                     break
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"cannot read audit segment `{path}`: {exc}") from exc
