@@ -57,6 +57,7 @@ from proctor.audit.verification import Problem, VerifyReport, verify_store
 from proctor.audit.writer import (
     AuditLog,
     BatchObserver,
+    ChainedRows,
     Effects,
     Receipt,
     RecordedEvent,
@@ -76,6 +77,7 @@ __all__ = [
     "AuditStream",
     "BatchObserver",
     "ChainHead",
+    "ChainedRows",
     "Checkpoint",
     "DecisionRecord",
     "Effects",

@@ -79,8 +79,8 @@ from proctor.errors import AuditUnavailableError
 from proctor.keys import Signer, SignerSource
 from proctor.store import Store, blocking
 
-__all__ = ["WITHDRAWN", "AuditLog", "BatchObserver", "Effects", "Receipt", "RecordedEvent",
-           "WriteCursor"]
+__all__ = ["WITHDRAWN", "AuditLog", "BatchObserver", "ChainedRows", "Effects", "Receipt",
+           "RecordedEvent", "WriteCursor"]
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +128,33 @@ class BatchObserver(Protocol):
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         """``rows`` are about to be appended after ``head`` (the head as locked in this
-        transaction); write what follows from them with ``tx``. Called again from the
-        start if the batch is retried; raising fails the whole batch. Runs with the
-        log's writing held (one batch at a time): it must not wait for the audit log."""
+        transaction); write what follows from them with ``tx``. The writer gives them as
+        :class:`ChainedRows`: each with the event its body was written from. Called again
+        from the start if the batch is retried; raising fails the whole batch. Runs with
+        the log's writing held (one batch at a time): it must not wait for the audit log."""
 
     def appended(self, head: ChainHead) -> None:
         """The batch last seen by :meth:`appending` committed; ``head`` is the new head."""
 
 
+class ChainedRows(list[EventRow]):
+    """A batch's rows as the writer shows them to its observer, and ``events``: for
+    each row, the event its body was written from (the values the body holds, with no
+    need to parse it again)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, rows: Sequence[EventRow], events: Sequence[AuditEvent]) -> None:
+        super().__init__(rows)
+        self.events = events
+
+
 # a NUL's JSON escape in a body; the text `\\u0000` also holds it, and stays as it is
 _NUL_ESCAPE = b"\\u0000"
 
-# an event's row before it is chained, then the time as its body holds it
-_Row = tuple[str, datetime, str, str, str, str, str | None, bytes, str]
+# an event's row before it is chained, then the time as its body holds it and the
+# event as written (the body's values, for the observer)
+_Row = tuple[str, datetime, str, str, str, str, str | None, bytes, str, AuditEvent]
 
 
 def _row_of(event: AuditEvent) -> _Row:
@@ -150,7 +164,7 @@ def _row_of(event: AuditEvent) -> _Row:
         body, time = event.canonical_body_and_time()
     decision = event.decision.outcome if event.decision is not None else None
     return (event.id, event.time, event.actor.type.value, event.actor.id, event.task,
-            event.action, decision, body, time)
+            event.action, decision, body, time, event)
 
 
 def _apply_effects(tx: WriteCursor, batch: Sequence[Receipt]) -> list[AuditEvent | None]:
@@ -552,7 +566,8 @@ class AuditLog:
                             rows.extend((None, more) for more in receipt.more)
                     chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
                     if observer is not None and chained:
-                        observer.appending(tx, head, chained)
+                        observer.appending(tx, head,
+                                           ChainedRows(chained, [r[9] for _, r in rows]))
                     written.extend(zip([r for r, _ in rows], chained, strict=True))
                     return chained, checkpoint, [r[8] for _, r in rows]
 
@@ -631,7 +646,7 @@ class AuditLog:
         # rows made with tuple.__new__ (EventRow's own __new__ is Python: a third of the
         # cost of a row)
         link = bytes.fromhex(prev)
-        for event_id, time, actor_type, actor_id, task, action, decision, body, _ in batch:
+        for event_id, time, actor_type, actor_id, task, action, decision, body, _, _ in batch:
             seq += 1
             link = sha256(link + body).digest()
             digest = link.hex()

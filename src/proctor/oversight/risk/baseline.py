@@ -22,6 +22,7 @@ from typing import Any
 from proctor.oversight.risk.config import FACTORS, RiskConfig
 
 __all__ = [
+    "COUNTERS",
     "Factor",
     "decided_again",
     "factors_now",
@@ -83,14 +84,16 @@ def _epoch(value: str) -> float:
 
 
 def _signal(baseline: dict[str, Any], name: str, level: float, at: float, why: str,
-            config: RiskConfig) -> None:
-    """Raise ``name`` to ``level`` unless what is left of an earlier signal is stronger."""
+            config: RiskConfig) -> bool:
+    """Raise ``name`` to ``level`` unless what is left of an earlier signal is stronger;
+    whether it did (a signal replaced is one of a stronger level: never an equal one)."""
     if level <= 0:
-        return
+        return False
     current = baseline["signals"].get(name)
     if current is not None and _faded(current, name, at, config) >= level:
-        return
+        return False
     baseline["signals"][name] = {"level": min(1.0, level), "at": at, "why": why[:200]}
+    return True
 
 
 def _faded(signal: Mapping[str, Any], name: str, now: float, config: RiskConfig) -> float:
@@ -115,7 +118,8 @@ def _decay_ratios(baseline: dict[str, Any], at: float, config: RiskConfig) -> No
     ratios["at"] = at if ratios["at"] is None else max(at, ratios["at"])
 
 
-def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
+def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> bool:
+    """Count a call in its window; whether it raised the ``call_rate`` signal."""
     rate, width = baseline["rate"], config.rate_window_seconds
     start = math.floor(at / width) * width
     if rate["start"] is None:
@@ -133,8 +137,11 @@ def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
     rate["count"] += 1
     if rate["windows"] >= _RATE_MIN_WINDOWS and rate["count"] >= _RATE_MIN_CALLS:
         z = (rate["count"] - rate["mean"]) / math.sqrt(rate["var"] + 1.0)
-        _signal(baseline, "call_rate", (z - 3) / 3, at,
-                f"{rate['count']} calls in {width} s against a usual {rate['mean']:.1f}", config)
+        level = (z - 3) / 3
+        if not level <= 0:  # (the reason's text only for a signal that may be raised)
+            return _signal(baseline, "call_rate", level, at, f"{rate['count']} calls in "
+                           f"{width} s against a usual {rate['mean']:.1f}", config)
+    return False
 
 
 def decided_again(event: Event) -> bool:
@@ -146,23 +153,32 @@ def decided_again(event: Event) -> bool:
             and detail.get("code") in _DECIDED_AGAIN)
 
 
+# The parts of a baseline most events change (written whole every time); the others
+# (tools, domains, tasks, signals, the trend) change seldom: see fold_event's answer.
+COUNTERS = frozenset({"calls", "rate", "hours", "ratios", "numbers", "max_sensitivity"})
+
+
 def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: RiskConfig,
-               sensitivity_of: Callable[[str], int]) -> None:
-    """Fold one audit event about ``agent_id`` into its baseline (in place)."""
-    action, at = str(event.get("action", "")), _epoch(str(event["time"]))
+               sensitivity_of: Callable[[str], int], *, at: float | None = None) -> bool:
+    """Fold one audit event about ``agent_id`` into its baseline (in place); ``at`` its
+    time as a POSIX timestamp when the caller has it (else read from ``event["time"]``).
+
+    Whether it changed a part of the baseline other than the :data:`COUNTERS` (it
+    changed none of them in place if not: a writer may keep their text)."""
+    action = str(event.get("action", ""))
+    if at is None:
+        at = _epoch(str(event["time"]))
     detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
     assert isinstance(detail, Mapping)
     if action == "gateway.leak":
-        _signal(baseline, "leaked_grant", 1.0, at,
-                f"a live grant in {str(detail.get('found_in', 'a call'))[:120]}", config)
-        return
+        return _signal(baseline, "leaked_grant", 1.0, at,
+                       f"a live grant in {str(detail.get('found_in', 'a call'))[:120]}", config)
     if action == "gateway.redact":
         findings = int(detail.get("findings") or 1)
-        _signal(baseline, "leaked_secret", min(1.0, 0.5 + 0.25 * findings), at,
-                f"{findings} secret(s) redacted from what the agent was sent", config)
-        return
+        return _signal(baseline, "leaked_secret", min(1.0, 0.5 + 0.25 * findings), at,
+                       f"{findings} secret(s) redacted from what the agent was sent", config)
     if not action.startswith("tool:"):
-        return
+        return False
     tool = action[len("tool:"):]
     decision = event.get("decision") if isinstance(event.get("decision"), Mapping) else None
     outcome = (decision or {}).get("outcome") if decision else (
@@ -173,22 +189,23 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     # cannot make tomorrow's call look usual by being refused it today.
     learns = outcome == "allow"
     if decided_again(event):
-        return
+        return False
     warm = baseline["calls"] >= config.warmup_calls
     if learns:
         baseline["calls"] += 1
-    _fold_rate(baseline, at, config)
+    changed = _fold_rate(baseline, at, config)
     if tool not in baseline["tools"]:
         if warm:
-            _signal(baseline, "new_tool", 1.0, at, f"first use of `{tool}`", config)
+            changed |= _signal(baseline, "new_tool", 1.0, at, f"first use of `{tool}`", config)
         if learns and len(baseline["tools"]) < _MAX_TOOLS:
             baseline["tools"].append(tool)
+            changed = True
     hour = datetime.fromtimestamp(at, UTC).hour
     hours = baseline["hours"]
     total = sum(hours)
     if warm and total > 0 and hours[hour] / total < config.odd_hour_share:
-        _signal(baseline, "odd_hour", 1.0, at, f"active at {hour:02d}h UTC, which it rarely is",
-                config)
+        changed |= _signal(baseline, "odd_hour", 1.0, at,
+                           f"active at {hour:02d}h UTC, which it rarely is", config)
     if learns:
         hours[hour] += 1
     _decay_ratios(baseline, at, config)
@@ -203,10 +220,11 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     for domain in features.get("domains") or ():
         if domain not in baseline["domains"]:
             if warm:
-                _signal(baseline, "new_destination", 1.0, at,
-                        f"first call to `{domain}`", config)
+                changed |= _signal(baseline, "new_destination", 1.0, at,
+                                   f"first call to `{domain}`", config)
             if learns and len(baseline["domains"]) < _MAX_DOMAINS:
                 baseline["domains"].append(domain)
+                changed = True
     numbers = features.get("numbers") if isinstance(features.get("numbers"), Mapping) else {}
     assert isinstance(numbers, Mapping)
     for name, value in numbers.items():
@@ -217,9 +235,9 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
             high = _percentile(seen, config.percentile)
             if value > high:
                 level = 0.5 + 0.5 * (value - high) / max(abs(high), 1)
-                _signal(baseline, "numeric_outlier", level, at,
-                        f"`{name}` of `{tool}` is {value}, above its usual "
-                        f"p{config.percentile} of {high}", config)
+                changed |= _signal(baseline, "numeric_outlier", level, at,
+                                   f"`{name}` of `{tool}` is {value}, above its usual "
+                                   f"p{config.percentile} of {high}", config)
         if learns:
             seen.append(value)
             del seen[:-_MAX_VALUES]
@@ -232,20 +250,32 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
         usual = int(baseline.get("max_sensitivity", 0))
         # a climb within the task to data the agent's tasks never reached before
         if level > seen_task["max"] and warm and level > usual:
-            _signal(baseline, "sensitivity_escalation",
-                    (level - seen_task["first"]) / 3, at,
-                    f"task `{task}` went from sensitivity {seen_task['first']} to {level}, "
-                    f"above its usual {usual}", config)
+            changed |= _signal(baseline, "sensitivity_escalation",
+                               (level - seen_task["first"]) / 3, at,
+                               f"task `{task}` went from sensitivity {seen_task['first']} to "
+                               f"{level}, above its usual {usual}", config)
         if learns:
+            # a new task, or a higher mark (``max`` keeps the mark it has otherwise)
+            changed |= task not in tasks or level > seen_task["max"]
             seen_task["max"] = max(seen_task["max"], level)
             tasks[task] = seen_task
             baseline["max_sensitivity"] = max(usual, level)
             for old in list(tasks)[:-_MAX_TASKS]:
                 del tasks[old]
+                changed = True
+    return changed
 
 
 _RATIOS = {"deny_ratio": ("denies", 0.1, 0.4), "approval_ratio": ("approvals", 0.25, 0.5)}
 _NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
+
+
+def _kept(ratios: Mapping[str, Any], now: float, config: RiskConfig) -> float:
+    """What is left at ``now`` of the decayed counts, as of when they were last folded."""
+    if ratios["at"] is not None and now > ratios["at"]:
+        keep: float = 0.5 ** ((now - ratios["at"]) / max(1, config.ratio_half_life_seconds))
+        return keep
+    return 1.0
 
 
 def _levels(baseline: Mapping[str, Any], now: float, config: RiskConfig
@@ -254,9 +284,7 @@ def _levels(baseline: Mapping[str, Any], now: float, config: RiskConfig
     level and weight, and what it comes from (the ratio's share, the signal)."""
     found: list[tuple[str, float, int, Any]] = []
     ratios = baseline["ratios"]
-    keep = 1.0
-    if ratios["at"] is not None and now > ratios["at"]:
-        keep = 0.5 ** ((now - ratios["at"]) / max(1, config.ratio_half_life_seconds))
+    keep = _kept(ratios, now, config)
     total = ratios["total"] * keep
     weights, signals = config.weights, baseline["signals"]
     for name in FACTORS:
@@ -320,19 +348,49 @@ def score_of(baseline: Mapping[str, Any], now: float, config: RiskConfig
 def score_and_names(baseline: Mapping[str, Any], now: float, config: RiskConfig
                     ) -> tuple[int, list[str]]:
     """What :func:`score_of` and :func:`named` give, without the factors' explanations
-    (the writers' fold publishes only these: no :class:`Factor`, no reason text)."""
-    levels = _levels(baseline, now, config)
-    points = [weight * level for _, level, weight, _ in levels]
-    total = prior_now(baseline, config) + sum(points)
-    names = [name for (name, level, weight, _), _ in
-             sorted(zip(levels, points, strict=True), key=lambda pair: -pair[1])
-             if level >= _NAMED and weight > 0]
-    return max(0, min(100, math.floor(total + 0.5))), names
+    (the writers' fold publishes only these: no :class:`Factor`, no reason text).
+
+    Once per decision, so only the factors above zero are looked at: a factor at level
+    zero adds nothing to the sum (``x + 0.0`` is ``x``) and is never named. The levels
+    are :func:`_levels`' to the bit (its expressions, in the order of :data:`FACTORS`),
+    and the points are summed in that order, as :func:`score_of` sums them."""
+    ratios = baseline["ratios"]
+    keep = _kept(ratios, now, config)
+    total = ratios["total"] * keep
+    weights, signals = config.weights, baseline["signals"]
+    points: list[float] = []
+    named_at: list[tuple[float, str]] = []
+    for name in FACTORS:
+        ratio = _RATIOS.get(name)
+        if ratio is not None:
+            if total < 3:
+                continue
+            key, low, span = ratio
+            level = min(1.0, max(0.0, (ratios[key] * keep / total - low) / span))
+        else:
+            signal = signals.get(name)
+            if signal is None:
+                continue
+            level = _faded(signal, name, now, config)
+            if not level >= 0.01:
+                continue
+        if level == 0.0:
+            continue
+        weight = int(weights.get(name, 0))
+        points.append(weight * level)
+        if level >= _NAMED and weight > 0:
+            named_at.append((weight * level, name))
+    total_points = prior_now(baseline, config) + sum(points)
+    names = [name for _, name in sorted(named_at, key=lambda pair: -pair[0])]
+    return max(0, min(100, math.floor(total_points + 0.5))), names
 
 
-def note_trend(baseline: dict[str, Any], now: float, score: int) -> None:
-    """Keep the score's history: a point when it changes (the last few dozen)."""
+def note_trend(baseline: dict[str, Any], now: float, score: int) -> bool:
+    """Keep the score's history: a point when it changes (the last few dozen); whether
+    it added one."""
     trend = baseline["trend"]
     if not trend or trend[-1][1] != score:
         trend.append([now, score])
         del trend[:-_MAX_TREND]
+        return True
+    return False

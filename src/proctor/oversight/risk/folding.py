@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from proctor.audit import ChainHead, EventRow, WriteCursor
+from proctor.audit import AuditEvent, ChainedRows, ChainHead, EventRow, WriteCursor
 from proctor.clock import Clock
 from proctor.grants.agents import AgentBinding
 from proctor.oversight.risk.baseline import (
@@ -55,6 +54,8 @@ from proctor.oversight.risk.baseline import (
     score_and_names,
 )
 from proctor.oversight.risk.config import RiskConfig
+from proctor.oversight.risk.written import BaselineText, as_folded
+from proctor.oversight.risk.written import dumps as _dumps
 
 __all__ = ["MAX_GAP", "BatchFolder", "Rescored", "agent_of", "named_factors"]
 
@@ -115,61 +116,6 @@ def _statements(is_sqlite: bool) -> dict[str, str]:
 
 _SQL = {True: _statements(True), False: _statements(False)}
 
-# `json.dumps` with its defaults, to the character (the published factors are compared
-# with what the registry wrote), without building the encoder's C core on every call.
-_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
-_encode = None if _make_encoder is None else _make_encoder(
-    None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-
-
-def _dumps(value: Any) -> str:
-    if _encode is None:
-        return json.dumps(value)
-    return "".join(_encode(value, 0))
-
-
-# A baseline's history of scores (``trend``, up to 60 points of a float time and a score)
-# changes only when the score does; the rest of the baseline changes with every event.
-# Writing the history's float times again was most of the baseline's JSON per decision:
-# its text is kept for the histories seen last and put after the rest's (the same
-# document to ``json.loads``, with ``trend`` written last).
-_TREND_TEXTS: dict[tuple[tuple[float, int], ...], str] = {}
-_TREND_TEXTS_MOST = 256
-
-
-def _trend_key(trend: object) -> tuple[tuple[float, int], ...] | None:
-    """The history as a key when its text follows from the key's value alone: each point
-    a finite positive float time and an int score (``1``, ``1.0`` and ``True`` are one key
-    but three texts; so are ``0.0`` and ``-0.0``, and NaN is no key at all)."""
-    if type(trend) is not list or not trend:
-        return None
-    points = []
-    for point in trend:
-        if type(point) is not list or len(point) != 2:
-            return None
-        at, score = point
-        if type(at) is not float or type(score) is not int or not 0.0 < at < math.inf:
-            return None
-        points.append((at, score))
-    return tuple(points)
-
-
-def _baseline_text(baseline: Mapping[str, Any]) -> str:
-    """``_dumps(baseline)`` as ``json.loads`` reads it, ``trend``'s text remembered."""
-    key = _trend_key(baseline.get("trend"))
-    if key is None or _encode is None:
-        return _dumps(baseline)
-    rest = {name: value for name, value in baseline.items() if name != "trend"}
-    if not rest:
-        return _dumps(baseline)
-    trend = _TREND_TEXTS.get(key)
-    if trend is None:
-        if len(_TREND_TEXTS) >= _TREND_TEXTS_MOST:
-            _TREND_TEXTS.clear()
-        trend = _TREND_TEXTS[key] = _dumps(baseline["trend"])
-    return f'{_dumps(rest)[:-1]}, "trend": {trend}}}'
-
-
 def _may_concern(action: str, actor_type: str) -> bool:
     """Whether an event can concern an agent, from its row alone (no body parsed)."""
     return (action.startswith("tool:") and actor_type == "agent") or action in _LEAKS
@@ -196,6 +142,7 @@ class BatchFolder:
         self._sensitivity_of = sensitivity_of
         self._behind = behind  # more than MAX_GAP events not folded: the engine catches up
         self._known: dict[str, dict[str, Any]] = {}  # agent -> its baseline, as stored
+        self._texts: dict[str, BaselineText] = {}  # agent -> its baseline's text, in parts
         self._known_at: int | None = None  # the head up to which `_known` is the store's
         self._folding = False  # a batch was folded into `_known` and has not committed
         self._marking = False  # the batch being written moves the mark
@@ -209,11 +156,14 @@ class BatchFolder:
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
         last = rows[-1].seq
+        # the events the rows were written from, when the writer gives them
+        written: Sequence[AuditEvent | None] = (
+            rows.events if isinstance(rows, ChainedRows) else [None] * len(rows))
         guess = self._guess and not self._folding  # not when an attempt was refused
         if self._folding or head.seq != self._known_at:
             # another writer appended (its folds are in the store only), or what this one
             # folded last was rolled back: read the baselines again
-            self._known.clear()
+            self._forget()
             self._known_at = None
         self._folding = True
         self._marking = False
@@ -226,21 +176,29 @@ class BatchFolder:
         if (mark or 0) != head.seq:
             gap = self._gap(tx, head, mark or 0)
             if gap is None:  # the catch-up folds these: the store's baselines move on
-                self._known.clear()
+                self._forget()
                 return
             rows = [*gap, *rows]
+            written = [*([None] * len(gap)), *written]
         tx.fold_mark = (mark, last)
         self._marking = True
-        events: list[tuple[str, Mapping[str, Any]]] = []
-        for row in rows:
+        folded: list[tuple[str, Mapping[str, Any], float | None]] = []
+        for row, source in zip(rows, written, strict=True):
             if not _may_concern(row.action, row.actor_type):
                 continue
-            event = json.loads(row.body)
+            # the event's values as its body holds them: from the event written, or
+            # (a row read back, an event of another shape) the body parsed
+            event: Mapping[str, Any] | None = None
+            at = None  # the body's time as fold_event reads it, when not read from it
+            if source is not None and (event := as_folded(source)) is not None:
+                at = source.time.timestamp()
+            else:
+                event = json.loads(row.body)
             agent = agent_of(event)
             if agent is not None and not decided_again(event):  # nothing to score for it
-                events.append((agent, event))
-        if events:
-            self._fold(tx, events)
+                folded.append((agent, event, at))
+        if folded:
+            self._fold(tx, folded)
 
     def appended(self, head: ChainHead) -> None:
         self._folding = False
@@ -266,15 +224,16 @@ class BatchFolder:
         if head.seq - cursor > MAX_GAP:
             self._behind()
             return None
-        self._known.clear()
+        self._forget()
         return [EventRow(int(seq), "", datetime.min, str(actor_type), "", "", str(action), None,
                          body if isinstance(body, str) else json.dumps(body), "", "")
                 for seq, actor_type, action, body in tx.rows(
                     "SELECT seq, actor_type, action, body FROM audit_events "
                     "WHERE seq > {p} AND seq <= {p} ORDER BY seq", (cursor, head.seq))]
 
-    def _fold(self, tx: WriteCursor, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        agents = sorted({agent for agent, _ in events})
+    def _fold(self, tx: WriteCursor,
+              events: Sequence[tuple[str, Mapping[str, Any], float | None]]) -> None:
+        agents = sorted({agent for agent, _, _ in events})
         missing = [a for a in agents if a not in self._known]
         is_new = set()
         for agent, text in self._read(tx, missing).items():
@@ -282,17 +241,34 @@ class BatchFolder:
             if text is None:
                 is_new.add(agent)
         baselines = {a: self._known[a] for a in agents}
-        for agent, event in events:
+        texts = {a: self._text_of(a, baselines[a]) for a in agents}
+        for agent, event, at in events:
             try:
-                fold_event(baselines[agent], event, agent, self._config, self._sensitivity_of)
+                if fold_event(baselines[agent], event, agent, self._config,
+                              self._sensitivity_of, at=at):
+                    texts[agent].changed()
             except (KeyError, TypeError, ValueError) as exc:  # a bad event skips, no more
+                texts[agent].changed()  # (what it changed before it failed stays)
                 log.warning("risk: an event of `%s` not folded: %s", agent, type(exc).__name__)
         now = self._clock.now()
         for agent, baseline in baselines.items():
             score, names = score_and_names(baseline, now.timestamp(), self._config)
-            note_trend(baseline, now.timestamp(), score)
-            self._store(tx, agent, _baseline_text(baseline), score, names, now,
+            if note_trend(baseline, now.timestamp(), score):
+                texts[agent].trend_changed()
+            self._store(tx, agent, texts[agent].text(), score, names, now,
                         is_new=agent in is_new)
+
+    def _forget(self) -> None:
+        """Trust no baseline kept: read each again when next folded."""
+        self._known.clear()
+        self._texts.clear()
+
+    def _text_of(self, agent: str, baseline: dict[str, Any]) -> BaselineText:
+        """The text of the agent's baseline, as kept for this very object."""
+        text = self._texts.get(agent)
+        if text is None or text.baseline is not baseline:
+            text = self._texts[agent] = BaselineText(baseline)
+        return text
 
     def _read(self, tx: WriteCursor, agents: Sequence[str]) -> dict[str, str | None]:
         if not agents:

@@ -1,0 +1,139 @@
+"""What the writers' fold reads and writes once per decision, without JSON where it can.
+
+An event's parts that a fold reads (:func:`as_folded`) come from the
+:class:`~proctor.audit.AuditEvent` the audit writer wrote, not from parsing its body
+again: the same values ``json.loads`` of the body gives, or None when the event holds a
+value whose JSON reads back as another (then the body is parsed).
+
+A baseline's text (:class:`BaselineText`), written on every decision, in three parts:
+the counters most events change (:data:`~proctor.oversight.risk.baseline.COUNTERS`,
+written every time), the parts seldom changed (tools, domains, tasks, signals: their
+text kept until a fold says it changed them), and the history of scores (``trend``, up
+to 60 points of a float time and a score, the costliest to write: kept until a point is
+added). The same document to ``json.loads`` as ``json.dumps(baseline)``, its keys in
+another order (the counters, the rest, ``trend`` last).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proctor.audit import AuditEvent
+from proctor.oversight.risk.baseline import COUNTERS
+
+__all__ = ["BaselineText", "as_folded", "dumps"]
+
+# `json.dumps` with its defaults, to the character (the published factors are compared
+# with what the registry wrote), without building the encoder's C core on every call.
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # absent without _json
+_encode = None if _make_encoder is None else _make_encoder(
+    None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value)``."""
+    if _encode is None:
+        return json.dumps(value)
+    return "".join(_encode(value, 0))
+
+
+_KEYS = {key: f"{dumps(key)}: " for key in (*COUNTERS, "tools", "domains", "tasks",
+                                             "signals", "trend")}
+
+
+class BaselineText:
+    """The text of one baseline object (another, even an equal one, gets a text of its
+    own), its seldom changed parts kept (see the module docstring) until the folder says
+    a fold changed them (:meth:`changed`, :meth:`trend_changed`)."""
+
+    __slots__ = ("_rest", "_trend", "baseline")
+
+    def __init__(self, baseline: dict[str, Any]) -> None:
+        self.baseline = baseline  # held: its id is no other's while this lives
+        self._rest: str | None = None
+        self._trend: str | None = None
+
+    def changed(self) -> None:
+        """A part other than the counters and the history may have changed."""
+        self._rest = None
+
+    def trend_changed(self) -> None:
+        """A point was added to the history."""
+        self._trend = None
+
+    def text(self) -> str:
+        baseline, keys = self.baseline, _KEYS
+        rest = self._rest
+        if rest is None:
+            parts = []
+            for key, value in baseline.items():
+                if key in COUNTERS or key == "trend":
+                    continue
+                if type(key) is not str:  # not this writer's: json.dumps's own way
+                    return dumps(baseline)
+                parts.append((keys.get(key) or f"{dumps(key)}: ") + dumps(value))
+            rest = self._rest = ", ".join(parts)
+        written = [keys[key] + dumps(value) for key, value in baseline.items()
+                   if key in COUNTERS]
+        if rest:
+            written.append(rest)
+        if "trend" in baseline:
+            trend = self._trend
+            if trend is None:
+                trend = self._trend = dumps(baseline["trend"])
+            written.append(keys["trend"] + trend)
+        return "{" + ", ".join(written) + "}"
+
+
+def as_folded(event: AuditEvent) -> dict[str, Any] | None:
+    """What :func:`~proctor.oversight.risk.baseline.fold_event` and
+    :func:`~proctor.oversight.risk.folding.agent_of` read of a tool call's event, as
+    ``json.loads`` of its body gives it; None (parse the body) for any other event, or
+    one holding a value of another type than its JSON reads back as (a subclass of
+    ``str`` or ``int``, a tuple) or numbers in another order than the body's (sorted)."""
+    action, task, outcome, actor = event.action, event.task, event.outcome, event.actor
+    if (type(action) is not str or not action.startswith("tool:") or type(task) is not str
+            or type(outcome) is not str or type(actor.id) is not str):
+        return None
+    record = event.decision
+    decision = None
+    if record is not None:
+        if type(record.outcome) is not str:
+            return None
+        decision = {"outcome": record.outcome}
+    detail = event.detail
+    folded: dict[str, Any] = {}
+    if detail:
+        code = detail.get("code")  # a refused write's: decided_again reads it
+        if code is not None:
+            if type(code) is not str:
+                return None
+            folded["code"] = code
+        args = detail.get("args")
+        if args is not None:
+            features = _features(args)
+            if features is None:
+                return None
+            folded["args"] = features
+    return {"action": action, "actor": {"type": actor.type.value, "id": actor.id},
+            "task": task, "outcome": outcome, "decision": decision, "detail": folded}
+
+
+def _features(args: Any) -> dict[str, Any] | None:
+    """An event's ``args`` (its domains and numbers) as its body reads back, or None."""
+    if type(args) is not dict:
+        return None
+    features: dict[str, Any] = {}
+    domains = args.get("domains")
+    if domains is not None:
+        if type(domains) is not list or any(type(d) is not str for d in domains):
+            return None
+        features["domains"] = domains
+    numbers = args.get("numbers")
+    if numbers is not None:
+        if type(numbers) is not dict or any(type(name) is not str or type(value) is not int
+                                            for name, value in numbers.items()):
+            return None
+        features["numbers"] = dict(sorted(numbers.items()))  # the body's order
+    return features

@@ -1,0 +1,208 @@
+"""The writers' fold without JSON, held to the fold through JSON: over generated event
+streams (decisions with numbers and domains in any order, denies, calls decided again,
+leaks, more tasks than a baseline keeps, long and short gaps, values of odd types), an
+event's parts taken from the event written (``as_folded``, its time as a timestamp)
+and a baseline's text kept in parts (``BaselineText``, told what each fold changed)
+leave the very baseline, score and named factors that parsing each event's body,
+folding it and writing the whole baseline with ``json.dumps`` leave — compared value by
+value with their types and the order of every object's keys."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from enum import IntEnum
+from typing import Any
+
+import pytest
+
+from proctor.audit import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
+from proctor.audit.features import argument_features
+from proctor.oversight.risk import RiskConfig
+from proctor.oversight.risk.baseline import (
+    fold_event,
+    named,
+    new_baseline,
+    note_trend,
+    score_and_names,
+    score_of,
+)
+from proctor.oversight.risk.config import DEFAULT_WEIGHTS
+from proctor.oversight.risk.folding import agent_of
+from proctor.oversight.risk.written import BaselineText, as_folded, dumps
+
+AGENTS = ("spiffe://acme.example/agent/coder", "spiffe://acme.example/agent/builder")
+TOOLS = ("kb/search", "crm/lookup", "crm/refund", "hr/salaries", "web/fetch", "git/push")
+SENSITIVITY = {"crm/lookup": 2, "hr/salaries": 3, "crm/refund": 1, "web/fetch": 1}
+DOMAINS = ("kb.acme.example", "evil.example", "docs.acme.example", "b.example")
+CONFIGS = [
+    RiskConfig(),
+    RiskConfig(prior=0, warmup_calls=5, min_samples=3, odd_hour_share=0.2,
+               rate_window_seconds=1),
+    RiskConfig(weights={**DEFAULT_WEIGHTS, "new_tool": 0, "odd_hour": 45},
+               half_life_seconds={"new_tool": 60, "call_rate": 1, "leaked_grant": 0},
+               prior=100, warmup_calls=0, ratio_half_life_seconds=0),
+]
+OFFSET = timezone(timedelta(hours=5, minutes=30))
+
+
+class Code(IntEnum):
+    AMOUNT = 1200
+
+
+class Text(str):
+    __slots__ = ()
+
+
+def _sensitivity(tool: str) -> int:
+    return SENSITIVITY.get(tool, 0)
+
+
+def _event(rng: random.Random, at: datetime) -> AuditEvent:
+    agent = rng.choice(AGENTS)
+    if rng.random() < 0.04:
+        return AuditEvent(id=new_event_id(at), time=at,
+                          actor=Actor(ActorType.SYSTEM, "proctor-gateway"),
+                          action=rng.choice(("gateway.leak", "gateway.redact")),
+                          target=f'Agent::"{agent}"', outcome="revoked",
+                          detail={"agent": agent, "found_in": "arguments of crm/refund",
+                                  "findings": rng.randint(1, 3)})
+    tool = rng.choice(TOOLS)
+    outcome = rng.choices(("allow", "deny", "approval_required"), (75, 15, 10))[0]
+    shown = {"allow": "allowed", "deny": "denied", "approval_required": "pending_approval"}
+    args: dict[str, Any] = {}
+    for name in rng.sample(("zeta", "amount", "count", "b"), rng.randint(0, 3)):
+        args[name] = rng.choice((10, 12, 15, 900, rng.randint(-5, 10_000), 2.5, True))
+    if rng.random() < 0.3:
+        args["url"] = f"https://{rng.choice(DOMAINS)}/a"
+    if rng.random() < 0.1:
+        args["to"] = f"ann@{rng.choice(DOMAINS)}"
+    task = f"task-{rng.randint(0, 80)}"
+    time = at.astimezone(OFFSET) if rng.random() < 0.1 else at
+    actor = Actor(ActorType.AGENT, agent, "alice@acme.example")
+    record = DecisionRecord(outcome, "policy_permit", ("p",), 1)
+    odd = rng.random()
+    if odd < 0.05:  # a call refused by its write, decided again
+        return AuditEvent(id=new_event_id(at), time=time, actor=actor, action=f"tool:{tool}",
+                          target=f'Tool::"{tool}"', outcome="denied", task=task,
+                          decision=DecisionRecord("deny", "agent_changed"),
+                          detail={"code": "agent_changed"})
+    if odd < 0.10:  # values whose JSON reads back as another type, made with the dataclass
+        detail = {"args": {"numbers": {"amount": Code.AMOUNT, "a": 3},
+                           "domains": (rng.choice(DOMAINS),)}}
+        return AuditEvent(id=new_event_id(at), time=time, actor=actor, action=f"tool:{tool}",
+                          target=f'Tool::"{tool}"', outcome=shown[outcome], task=Text(task),
+                          decision=record, detail=detail)
+    if odd < 0.13:  # no decision record: its outcome read from the event's
+        return AuditEvent(id=new_event_id(at), time=time, actor=actor, action=f"tool:{tool}",
+                          target=f'Tool::"{tool}"', outcome=shown[outcome], task=task,
+                          detail={"args": argument_features(args)} if args else {})
+    return AuditEvent.of_decision(
+        new_event_id(at), time, actor, f"tool:{tool}", f'Tool::"{tool}"', shown[outcome],
+        task, (), record, "0" * 64, "acc_x", None, args=args)
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal values of the same types, every object's keys in the same order."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, dict):
+        return (list(left) == list(right)
+                and all(_same(left[key], right[key]) for key in left))
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    if isinstance(left, float) and left != left:
+        return bool(right != right)
+    return bool(left == right)
+
+
+def _sorted(document: Any) -> Any:
+    """The top-level keys in one order (the kept text writes them in another)."""
+    return dict(sorted(document.items()))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["defaults", "quick", "odd"])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_fold_without_json_leaves_what_the_fold_through_json_leaves(
+        config: RiskConfig, seed: int) -> None:
+    rng = random.Random(seed)
+    at = datetime(2026, 11, 30, 10, 0, 0, 123456, tzinfo=UTC)
+    fast: dict[str, dict[str, Any]] = {}
+    texts: dict[str, BaselineText] = {}
+    slow: dict[str, dict[str, Any]] = {}
+    seen = dict.fromkeys(("folded", "parsed", "unchanged", "kept"), 0)
+    scores: set[int] = set()
+    for _ in range(1500):
+        at += timedelta(seconds=rng.choice((0.000001, 0.3, 1, 2, 30, 600, 3 * 3600)))
+        batch = [_event(rng, at) for _ in range(rng.choice((1, 1, 1, 3)))]
+        touched = set()
+        for event in batch:
+            # through JSON: the body parsed, its time read from it
+            parsed = json.loads(event.canonical_body())
+            agent = agent_of(parsed)
+            if agent is None:
+                continue
+            touched.add(agent)
+            fold_event(slow.setdefault(agent, new_baseline()), parsed, agent, config,
+                       _sensitivity)
+            # without: the event's own values, its time as a timestamp
+            view = as_folded(event)
+            seen["folded" if view is not None else "parsed"] += 1
+            if view is None:
+                view, when = parsed, None
+            else:
+                assert _same(view["detail"].get("args"), parsed["detail"].get("args"))
+                when = event.time.timestamp()
+            assert agent_of(view) == agent
+            baseline = fast.setdefault(agent, new_baseline())
+            text = texts.setdefault(agent, BaselineText(baseline))
+            if fold_event(baseline, view, agent, config, _sensitivity, at=when):
+                text.changed()
+            else:
+                seen["unchanged"] += 1
+        now = at.timestamp() + rng.choice((0, 0.5, 7200))
+        for agent in sorted(touched):
+            score, _, factors = score_of(slow[agent], now, config)
+            note_trend(slow[agent], now, score)
+            assert score_and_names(fast[agent], now, config) == (score, named(factors))
+            if note_trend(fast[agent], now, score):
+                texts[agent].trend_changed()
+            else:
+                seen["kept"] += 1
+            written = json.loads(texts[agent].text())
+            assert _same(_sorted(written), _sorted(json.loads(dumps(slow[agent]))))
+            assert _same(fast[agent], slow[agent])
+            scores.add(score)
+    # both ways were taken, and many scores and texts kept were compared
+    assert seen["folded"] > 500 and seen["parsed"] > 50
+    assert seen["unchanged"] > 300 and seen["kept"] > 200
+    assert len(scores) > 5
+    assert max(len(b["tasks"]) for b in fast.values()) == 50  # tasks were dropped too
+
+
+def test_a_baseline_that_is_not_this_writers_is_written_as_json_dumps_writes_it() -> None:
+    baseline: dict[Any, Any] = {**new_baseline(), "trend": [[1796660431.5, 1.0]], 7: "odd"}
+    text = BaselineText(baseline)
+    assert text.text() == dumps(baseline)
+    kept = {**new_baseline(), "trend": [[1796660431.5, True], [0.0, 1]], "extra": [1, 2.5]}
+    written = BaselineText(kept)
+    for _ in range(2):  # kept, then from what it kept
+        assert _same(_sorted(json.loads(written.text())), _sorted(json.loads(dumps(kept))))
+
+
+def test_the_kept_text_is_the_objects_own_and_changes_only_when_told() -> None:
+    baseline = new_baseline()
+    text = BaselineText(baseline)
+    first = text.text()
+    baseline["tools"].append("kb/search")  # behind its back: the text it kept stands
+    assert text.text() == first
+    text.changed()
+    assert json.loads(text.text())["tools"] == ["kb/search"]
+    baseline["trend"].append([1796660431.5, 3])
+    assert json.loads(text.text())["trend"] == []
+    text.trend_changed()
+    assert json.loads(text.text())["trend"] == [[1796660431.5, 3]]
+    other = copy.deepcopy(baseline)
+    assert json.loads(BaselineText(other).text()) == json.loads(text.text())
