@@ -10,7 +10,9 @@ tests' process with ``create_server(token).streamable_http_app()``).
 - ``flood`` (``count``, ``size``): logs ``count`` messages of ``size`` characters on the
   call, then answers: an agent that does not read its stream gets far behind.
 - ``encoded`` (``form``): ``token`` (given to :func:`create_server`, or the environment
-  variable ``UPSTREAM_TOKEN``) in one of the encodings of :data:`FORMS`.
+  variable ``UPSTREAM_TOKEN``) in one of the encodings of :data:`FORMS` (base64 wrapped
+  at 76 columns, stacked encodings, split by a NUL or zero-width characters, split
+  across two fields of the structured content...).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ def _forms(token: str) -> dict[str, list[types.ContentBlock]]:
             type="image", mime_type="image/png",
             data=base64.b64encode(_PNG + b"id=" + raw.hex().encode() + b";").decode())],
     }
+    wrapped = base64.b64encode(_PNG * 3 + raw + b";" * 80).decode()  # across a line break
+    forms["mime_wrapped"] = _text("\r\n".join(wrapped[i:i + 76]
+                                               for i in range(0, len(wrapped), 76)))
+    forms["base64_of_hex"] = _text(f"id={base64.b64encode(raw.hex().encode()).decode()};")
+    forms["percent_of_base64"] = _text("q=" + "".join(f"%{b:02X}"
+                                                      for b in base64.b64encode(raw)))
+    forms["nul_split"] = _text(f"token {token[:6]}\x00{token[6:]} end")
+    forms["zero_width"] = _text("\u200b".join(token))
+    forms["structured_split"] = _text("see the structured content")
     for offset in range(3):
         for pad in ("padded", "unpadded"):
             encoded = base64.urlsafe_b64encode(b"\xfb\xff\xfe"[:offset] + raw + b"\xff")
@@ -92,7 +103,12 @@ def create_server(token: str | None = None) -> Server[Any]:
                                                        related_request_id=ctx.request_id)
             return types.CallToolResult(content=_text(f"logged {args['count']}"))
         secret = token if token is not None else os.environ["UPSTREAM_TOKEN"]
-        return types.CallToolResult(content=_forms(secret)[str(args["form"])])
+        form = str(args["form"])
+        # two fields of one object, read joined
+        structured = {"head": secret[:10], "tail": secret[10:]} \
+            if form == "structured_split" else None
+        return types.CallToolResult(content=_forms(secret)[form],
+                                    structured_content=structured)
 
     async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[types.Resource(

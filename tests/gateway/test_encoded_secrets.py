@@ -4,8 +4,10 @@ which holds the secret the gateway injects into its headers and answers it hex-e
 (lower and upper case), as HTML character references (hex, decimal, some characters
 only), as URL-safe base64 at each offset with and without padding, split across
 adjacent text items, and inside base64 media that is unpadded, URL-safe, or holds the
-secret hex-encoded. Media stays media: it still decodes, with the secret's bytes
-replaced."""
+secret hex-encoded; as base64 wrapped at 76 columns (MIME), base64 of its hex, every
+character of its base64 percent-encoded, split by a NUL or by zero-width spaces, and
+split across two fields of the structured content. Media stays media: it still
+decodes, with the secret's bytes replaced."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import json
 import random
 import re
 import string
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -332,3 +333,50 @@ def test_a_large_result_is_scanned_whole() -> None:
     result = OutputGuard().scan(text_result(big))
     assert result.counts() == {"credential_pair": 1}
     assert INJECTED not in result.value["content"][0]["text"]
+
+
+@pytest.mark.parametrize("hide", [
+    # base64 wrapped at 76 columns (MIME), the secret in the middle of a longer payload
+    lambda v: "\r\n".join(textwrap.wrap(base64.b64encode(
+        b"\x89PNG" * 11 + v.encode() + b";" * 60).decode(), 76)),  # across a break
+    lambda v: base64.b64encode(v.encode().hex().encode()).decode(),  # base64 of hex
+    lambda v: base64.b64encode(v.encode()).hex(),  # hex of base64
+    lambda v: base64.b64encode(base64.b64encode(b"k:" + v.encode())).decode(),
+    lambda v: "".join(f"%{b:02X}" for b in base64.b64encode(v.encode())),
+    lambda v: "".join(f"%26%23{ord(c)}%3B" for c in v),  # references, percent-encoded
+    lambda v: f"{v[:5]}\x00{v[5:]}",  # a NUL
+    lambda v: "\u200b".join(v),  # zero-width spaces
+    lambda v: "\x1b[0m".join(v[i:i + 3] for i in range(0, len(v), 3)),  # escapes
+], ids=["mime", "base64-of-hex", "hex-of-base64", "base64-of-base64", "percent-of-base64",
+        "references-percent-encoded", "nul", "zero-width", "terminal-escapes"])
+def test_an_injected_secret_hidden_by_line_breaks_controls_or_stacked_encodings_is_redacted(
+        hide: Any) -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    result = guard.scan({"text": f"before {hide(INJECTED)} after"})
+    assert [f.kind for f in result.findings] == ["known_secret"]
+    assert result.value["text"].startswith("before ")
+    assert result.value["text"].endswith(" after")
+    assert "[REDACTED:known_secret]" in result.value["text"]
+
+
+def test_text_with_controls_and_encodings_that_hold_no_secret_is_left_alone() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    near = INJECTED[::-1]
+    for text in ("line one\r\nline two\x00\u200b", base64.b64encode(near.encode().hex()
+                                                                     .encode()).decode(),
+                 "%41%42%43 100% &amp;", "\r\n".join(textwrap.wrap(
+                     base64.b64encode(near.encode() * 9).decode(), 76))):
+        result = guard.scan(text)
+        assert (result.value, result.findings) == (text, ()), text
+
+
+def test_a_secret_split_across_two_string_values_of_an_object_is_redacted_in_each() -> None:
+    guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)
+    mark = "[REDACTED:known_secret]"
+    result = guard.scan({"structuredContent": {"head": f"id {INJECTED[:10]}",
+                                               "tail": f"{INJECTED[10:]} end", "n": 3}})
+    assert result.value == {"structuredContent": {"head": f"id {mark}", "tail": f"{mark} end",
+                                                  "n": 3}}
+    assert [f.path for f in result.findings] == ["/structuredContent/head"]
+    apart = {"head": INJECTED[:10], "n": 3, "tail": INJECTED[10:]}  # not adjacent
+    assert guard.scan(apart).value == apart

@@ -3,18 +3,31 @@ for :class:`proctor.oversight.guard.OutputGuard`.
 
 - **hex** (lower and upper case) is a fixed string per secret: a form like the others
   (:func:`hex_forms`), also searched in decoded media;
-- **HTML character references** (``&#x74;``, ``&#116;``, ``&amp;``…), for some
-  characters or all: text holding ``&`` is read with its references decoded, and a
-  secret found there is redacted over the span of the original text it came from
-  (:func:`reference_spans`);
+- **what a reader reads past** (:func:`hidden_spans`): HTML character references
+  (``&#x74;``, ``&#116;``, ``&amp;``…) and percent escapes, for some characters or
+  all, and what shows as nothing (NUL and the other C0 and C1 controls, a terminal's
+  escape sequences, line breaks, zero-width and bidi formatting characters), such as
+  the line breaks
+  of base64 wrapped at 76 columns (MIME): text holding any of them is read with the
+  references and escapes decoded and those characters left out (twice more if that
+  leaves more to decode: a reference percent-encoded), and a secret found there is
+  redacted over the span of the original text it came from;
+- **stacked encodings** (:func:`hidden_spans` too): each run of 16 or more base64 or
+  hex characters of that reading is decoded, and a run whose bytes hold a known form
+  of a secret (its hex, its base64, its percent-encoding: base64 of hex, hex of
+  base64…), or a run inside them that does (one level more), is redacted whole;
 - **split across adjacent text items** (two ``text`` content blocks, two strings of a
-  list), as a client would read them joined: each form is looked for across each
-  boundary only, in a window as long as the form (:func:`split_spans`);
+  list, the string values of one object), as a client would read them joined: each
+  form is looked for across each boundary only, in a window as long as the form
+  (:func:`split_spans`);
 - **base64 media** that is unpadded or URL-safe: decoded as such and encoded back the
   same way (:func:`decode_media`, :func:`encode_media`).
 
-Each is bounded: a reference pass runs only on text with ``&``, a split pass only on
-lists of two or more text items and only near their boundaries.
+Each is bounded and linear in the text: a reading runs only on text holding one of
+the characters it reads past (three passes at most), a run is decoded once per
+alphabet and the bytes it decodes to are searched one level down at most (each
+level shorter than the one above), a split pass runs only on two or more text
+items and only near their boundaries.
 """
 
 from __future__ import annotations
@@ -23,16 +36,26 @@ import base64
 import binascii
 import bisect
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["MediaStyle", "decode_media", "encode_media", "hex_forms", "reference_spans",
-           "split_spans"]
+__all__ = ["MediaStyle", "decode_media", "encode_media", "hex_forms", "hidden_spans",
+           "pairs_of", "split_spans"]
 
-# numeric references (with or without the `;` browsers forgive) and XML's named five
-_REFERENCE = re.compile(r"&(?:#[xX]([0-9a-fA-F]{1,6})|#([0-9]{1,7})|(amp|lt|gt|quot|apos));?")
+# numeric references (with or without the `;` browsers forgive) and XML's named five;
+# percent escapes of ASCII; and what shows as nothing: C0 and C1 controls (NUL, line
+# breaks), the soft hyphen, zero-width and bidi formatting characters, the BOM
+_SHOWS_NOTHING = "\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff"
+_READ = re.compile(r"&(?:#[xX]([0-9a-fA-F]{1,6})|#([0-9]{1,7})|(amp|lt|gt|quot|apos));?"
+                   r"|%([0-7][0-9a-fA-F])|\x1b\[[0-?]*[ -/]*[@-~]"  # a terminal's escape
+                   r"|[" + _SHOWS_NOTHING + "]")
+_MAY_HIDE = re.compile(r"[&%" + _SHOWS_NOTHING + "]")
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _MEDIA = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
+_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")  # base64 (either alphabet) or hex
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_READINGS = 3  # a reading of a reading...: a reference percent-encoded, twice
+_RUN_DEPTH = 2  # a run, and the runs inside what it decodes to
 
 
 def hex_forms(raw: bytes) -> set[str]:
@@ -40,53 +63,141 @@ def hex_forms(raw: bytes) -> set[str]:
     return {raw.hex(), raw.hex().upper()}
 
 
-def _unescaped(text: str) -> tuple[str, list[int]]:
-    """``text`` with its character references decoded, and where each character of the
-    result starts in ``text`` (one more entry: ``len(text)``)."""
-    pieces: list[str] = []
-    starts: list[int] = []
-    done = 0
-    for match in _REFERENCE.finditer(text):
-        pieces.append(text[done:match.start()])
-        starts.extend(range(done, match.start()))
-        hexa, decimal, named = match.groups()
-        code = int(hexa, 16) if hexa else int(decimal) if decimal else -1
-        char = _NAMED[named] if named else chr(code) if 0 < code < 0x110000 else "\ufffd"
-        pieces.append(char)
-        starts.append(match.start())
-        done = match.end()
-    pieces.append(text[done:])
-    starts.extend(range(done, len(text) + 1))
-    return "".join(pieces), starts
+class _Reading:
+    """``text`` as a reader reads it (references and escapes decoded, what shows as
+    nothing left out), and the way back from a position in it to one in ``text``: the
+    offsets where each piece (a run of text as it is, or one decoded character)
+    starts in both, searched by bisection."""
+
+    def __init__(self, text: str) -> None:
+        pieces: list[str] = []
+        self._read_at: list[int] = []  # where each piece starts in the reading
+        self._text_at: list[int] = []  # and in `text`
+        self._length = len(text)
+        size = done = 0
+        for match in _READ.finditer(text):
+            if match.start() > done:
+                self._piece(size, done)
+                pieces.append(text[done:match.start()])
+                size += match.start() - done
+            done = match.end()
+            hexa, decimal, named, escaped = match.groups()
+            if named:
+                char = _NAMED[named]
+            elif hexa or decimal:
+                code = int(hexa, 16) if hexa else int(decimal)
+                char = chr(code) if 0 < code < 0x110000 else "\ufffd"
+            elif escaped:
+                char = chr(int(escaped, 16))
+            else:
+                continue  # shows as nothing
+            self._piece(size, match.start())
+            pieces.append(char)
+            size += 1
+        self._piece(size, done)
+        pieces.append(text[done:])
+        self.text = "".join(pieces)
+
+    def _piece(self, read_at: int, text_at: int) -> None:
+        self._read_at.append(read_at)
+        self._text_at.append(text_at)
+
+    def back(self, at: int) -> int:
+        """The position in ``text`` of position ``at`` of the reading (its length:
+        the text's)."""
+        if at >= len(self.text):
+            return self._length
+        index = bisect.bisect_right(self._read_at, at) - 1
+        return self._text_at[index] + at - self._read_at[index]
 
 
-def reference_spans(text: str, values: Iterable[str]) -> list[tuple[int, int]]:
-    """The spans of ``text`` that, their character references decoded, read as one of
-    ``values``; sorted, not overlapping."""
-    decoded, starts = _unescaped(text)
+def hidden_spans(text: str, forms: tuple[str, ...], run_forms: tuple[str, ...]
+                 ) -> list[tuple[int, int]]:
+    """The spans of ``text`` that hold one of ``forms`` as a reader reads it, or in a
+    run of base64 or hex (of that reading) that decodes to bytes holding one of
+    ``run_forms``; sorted, not overlapping. ``text`` is assumed searched for ``forms``
+    as it is."""
+    read = text
+    readings: list[_Reading] = []
+    for _ in range(_READINGS):
+        if _MAY_HIDE.search(read) is None:
+            break
+        reading = _Reading(read)
+        if reading.text == read:
+            break
+        readings.append(reading)
+        read = reading.text
+    found: list[tuple[int, int]] = []
+    if readings:
+        for form in forms:
+            at = read.find(form)
+            while at >= 0:
+                found.append((at, at + len(form)))
+                at = read.find(form, at + len(form))
+    if run_forms:
+        found += _encoded_runs(read, run_forms, 0)
     spans: list[tuple[int, int]] = []
-    for value in values:
-        at = decoded.find(value)
-        while at >= 0:
-            spans.append((starts[at], starts[at + len(value)]))
-            at = decoded.find(value, at + len(value))
+    for start, end in found:
+        for reading in reversed(readings):
+            start, end = reading.back(start), reading.back(end)
+        spans.append((start, end))
     return _merged(spans)
 
 
-def split_spans(texts: list[str], forms: Iterable[str]
+def _encoded_runs(text: str, forms: tuple[str, ...], depth: int) -> list[tuple[int, int]]:
+    """The runs of base64 or hex in ``text`` whose bytes hold one of ``forms``, there or
+    in a run inside them (``depth`` levels down at most)."""
+    found: list[tuple[int, int]] = []
+    for match in _RUN.finditer(text):
+        if any(_holds(decoded, forms, depth) for decoded in _decodings(match.group())):
+            found.append(match.span())
+    return found
+
+
+def _decodings(run: str) -> list[str]:
+    """What ``run`` decodes to as hex and as base64 (padded or not, either alphabet; a
+    stray last character left out), as text (bytes that are not UTF-8 replaced)."""
+    decoded: list[bytes] = []
+    if _HEX_RUN.fullmatch(run):
+        decoded.append(bytes.fromhex(run))
+    media = decode_media(run) or decode_media(run.rstrip("=")[:-1])
+    if media is not None:
+        decoded.append(media[0])
+    return [raw.decode("utf-8", "replace") for raw in decoded]
+
+
+def _holds(decoded: str, forms: tuple[str, ...], depth: int) -> bool:
+    if any(form in decoded for form in forms):
+        return True
+    return depth + 1 < _RUN_DEPTH and bool(_encoded_runs(decoded, forms, depth + 1))
+
+
+def pairs_of(forms: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The forms holding each two adjacent characters: an occurrence crossing a boundary
+    between items holds the pair on either side of it."""
+    holding: dict[str, dict[str, None]] = {}
+    for form in forms:
+        for i in range(len(form) - 1):
+            holding.setdefault(form[i:i + 2], {})[form] = None
+    return {pair: tuple(found) for pair, found in holding.items()}
+
+
+def split_spans(texts: list[str], forms: Iterable[str],
+                pairs: Mapping[str, tuple[str, ...]] | None = None
                 ) -> tuple[list[list[tuple[int, int]]], int]:
     """For each of ``texts`` (adjacent items, read joined), the spans that belong to an
     occurrence of one of ``forms`` crossing a boundary between items; and how many
-    such occurrences (overlapping ones as one)."""
+    such occurrences (overlapping ones as one). ``pairs``: :func:`pairs_of` ``forms``
+    (at each boundary only the forms holding its two characters are looked for)."""
     bounds = [0]
     for text in texts:
         bounds.append(bounds[-1] + len(text))
     joined = "".join(texts)
+    if pairs is None:
+        pairs = pairs_of(forms)
     found: list[tuple[int, int]] = []
-    for form in forms:
-        if len(form) < 2:
-            continue
-        for boundary in bounds[1:-1]:
+    for boundary in bounds[1:-1]:
+        for form in pairs.get(joined[boundary - 1:boundary + 1], ()):
             # an occurrence crossing `boundary` starts in this window
             low = max(0, boundary - len(form) + 1)
             at = joined.find(form, low, boundary + len(form) - 1)

@@ -8,8 +8,10 @@ proctor grants it saw. In each string, in this order:
    JSON-escaped, percent-encoded, hex-encoded (lower and upper case) and
    base64-encoded (standard and URL-safe, padded or not, at any of the three offsets
    a secret can start at inside longer base64 — an HTTP Basic credential, a file —
-   without the characters it shares with its neighbours), and written with HTML
-   character references (:mod:`proctor.oversight.encodings`): ``known_secret``;
+   without the characters it shares with its neighbours), written with HTML
+   character references or percent escapes, with what shows as nothing in between
+   (controls, zero-width characters, line breaks), or inside a run of base64 or hex
+   that decodes to one of these (:mod:`proctor.oversight.encodings`): ``known_secret``;
 2. **JWTs** — one whose unverified ``iss`` is proctor's own is a leaked grant
    (``proctor_grant``; the raw token goes to the caller, who verifies and revokes
    it); any other is ``jwt``;
@@ -53,7 +55,8 @@ from proctor.oversight.encodings import (
     decode_media,
     encode_media,
     hex_forms,
-    reference_spans,
+    hidden_spans,
+    pairs_of,
     split_spans,
 )
 from proctor.oversight.tokens import unverified_issuer
@@ -129,7 +132,14 @@ class OutputGuard:
         self._entropy = detect_high_entropy
         self._lock = threading.Lock()
         self._known: tuple[str, ...] = ()
-        self._values: tuple[str, ...] = ()  # as given: what decoded references may read as
+        # what a reading of text (references decoded, what shows as nothing left out)
+        # may hold: the values as given, and the forms of 8 characters or more; those
+        # forms are what the bytes of a run of base64 or hex are searched for
+        self._values: tuple[str, ...] = ()
+        self._hidden: tuple[str, ...] = ()
+        self._long: tuple[str, ...] = ()
+        self._pairs: dict[str, tuple[str, ...]] = {}  # of the known forms (split matching)
+        self._shortest_hidden = 0  # no text shorter is read (a reading only shortens)
         # the forms that are not base64, as bytes: what decoded media is searched for
         self._plain_bytes: tuple[bytes, ...] = ()
         for value in known_secrets:
@@ -146,8 +156,13 @@ class OutputGuard:
             raise GuardError("guard_value_unsupported", "a known secret must be non-empty text")
         forms = known_forms(value)
         with self._lock:  # readers take the tuple as it is; longest first, so nested match
-            self._known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
+            known = tuple(sorted(set(self._known) | forms, key=len, reverse=True))
+            self._pairs = pairs_of(known)  # before the forms: a reader never has fewer
+            self._known = known
             self._values = tuple(sorted({*self._values, value}, key=len, reverse=True))
+            self._long = tuple(f for f in known if len(f) >= _ENCODED_MIN_CHARS)
+            self._hidden = tuple(sorted({*self._values, *self._long}, key=len, reverse=True))
+            self._shortest_hidden = len(self._hidden[-1])
             plain = {f.encode("utf-8", "surrogatepass") for f in _plain_forms(value)}
             self._plain_bytes = tuple(sorted(set(self._plain_bytes) | plain, key=len,
                                              reverse=True))
@@ -216,7 +231,11 @@ class OutputGuard:
                  state: _Scan) -> dict[str, Any]:
         out: dict[str, Any] = {}
         has_media = "mimeType" in value
-        for key, item in value.items():
+        items: Iterable[tuple[Any, Any]] = value.items()
+        if len(value) > 1 and self._known:  # a secret split across adjacent string values
+            keys = list(value)
+            items = zip(keys, self._split(list(value.values()), path, state, keys), strict=True)
+        for key, item in items:
             if not isinstance(key, str):
                 raise GuardError("guard_value_unsupported", "mapping keys must be text")
             key = self._text(key, path, state)
@@ -239,17 +258,19 @@ class OutputGuard:
             if form in text:
                 state.findings += [Finding("known_secret", path)] * text.count(form)
                 text = text.replace(form, redaction("known_secret"))
-        if self._values and "&" in text:  # maybe character references: read them
-            spans = reference_spans(text, self._values)
+        if self._hidden and len(text) >= self._shortest_hidden:
+            # read as a reader reads it, and its runs of base64 and hex
+            spans = hidden_spans(text, self._hidden, self._long)
             if spans:
                 state.findings += [Finding("known_secret", path)] * len(spans)
                 text = _replace_spans(text, spans, redaction("known_secret"))
         return text
 
     def _split(self, items: list[Any] | tuple[Any, ...], path: str,
-               state: _Scan) -> list[Any]:
+               state: _Scan, names: list[Any] | None = None) -> list[Any]:
         """``items`` with the known secrets split across adjacent text items (strings,
-        or ``text`` content blocks) redacted in each piece: copies of those it changes."""
+        or ``text`` content blocks) redacted in each piece: copies of those it changes.
+        ``names``: the items' keys (an object's values), for the findings' paths."""
         out = list(items)
         texts = [_item_text(item) for item in items]
         start = 0
@@ -259,9 +280,10 @@ class OutputGuard:
                 end += 1
             if end - start > 1:
                 run = [t for t in texts[start:end] if t is not None]
-                spans, count = split_spans(run, self._known)
+                spans, count = split_spans(run, self._known, self._pairs)
                 if count:
-                    state.findings += [Finding("known_secret", f"{path}/{start}")] * count
+                    first = start if names is None else _pointer(str(names[start]))
+                    state.findings += [Finding("known_secret", f"{path}/{first}")] * count
                     for index, item_spans in enumerate(spans, start):
                         if item_spans:
                             text = _replace_spans(run[index - start], item_spans,
