@@ -14,6 +14,7 @@ from proctor.clock import SystemClock
 from proctor.gateway import GrantAuth
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import http_gateway
+from tests.gateway.test_http_direct import answers, wires
 
 pytestmark = pytest.mark.anyio
 
@@ -42,3 +43,47 @@ async def test_a_deeply_nested_body_is_refused_and_the_session_goes_on(
                                                "max_depth": 64}}}
             echoed = await session.call_tool("echo", {"text": "still here"})
             assert echoed.structured_content == {"text": "still here", "count": 1}
+
+
+async def test_a_request_with_an_id_of_no_valid_type_is_answered_not_accepted(
+        deployment: Deployment) -> None:
+    # the SDK's transport read each as a notification (its reader ignores an `id` it cannot
+    # take) and answered 202 Accepted: no answer was to come, and none came
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment) as public, wires(
+                deployment, public, deployment.grant()) as (wire,):
+            for request_id in (b"1.5", b"true", b"null", b'{"a": 1}', b"[7]"):
+                for method in (b'"ping"', b'"tools/call", "params": {"name": "echo"}'):
+                    refused = await wire.post(b'{"jsonrpc": "2.0", "id": ' + request_id
+                                              + b', "method": ' + method + b"}")
+                    assert refused.status_code == 400, (request_id, method, refused.text)
+                    assert refused.json() == {"jsonrpc": "2.0", "id": None, "error": {
+                        "code": -32600, "message": "message_invalid: the message is not a "
+                        "valid JSON-RPC request"}}, (request_id, method)
+            # a notification is still accepted, and the session goes on
+            note = await wire.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            assert note.status_code == 202
+            pong = await wire.post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+            assert answers(pong) == [{"jsonrpc": "2.0", "id": 9, "result": {}}]
+
+
+async def test_a_message_the_sdk_cannot_validate_is_refused_in_one_line(
+        deployment: Deployment) -> None:
+    # the SDK's transport answered -32602 with pydantic's text: several lines naming its
+    # models and a link to its docs
+    with anyio.fail_after(WAIT):
+        async with http_gateway(deployment) as public, wires(
+                deployment, public, deployment.grant()) as (wire,):
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "x"}}}
+            for odd, request_id in (([call], None), ({**call, "jsonrpc": "1.0"}, 3),
+                                    ({"jsonrpc": "2.0", "id": 4}, 4), ({"id": 5}, 5),
+                                    ({"jsonrpc": "2.0", "id": 6, "method": 7}, 6), ("text", None),
+                                    ({"jsonrpc": "2.0", "id": 8, "result": 1, "error": {}}, 8)):
+                refused = await wire.post(odd)
+                assert refused.status_code == 400, (odd, refused.text)
+                assert refused.json() == {"jsonrpc": "2.0", "id": request_id, "error": {
+                    "code": -32600, "message": "message_invalid: the message is not a "
+                    "valid JSON-RPC request"}}, odd
+            pong = await wire.post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+            assert answers(pong) == [{"jsonrpc": "2.0", "id": 9, "result": {}}]

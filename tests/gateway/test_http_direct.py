@@ -345,7 +345,7 @@ async def test_hostile_posts_are_answered_by_the_sdk_or_the_gate_and_change_noth
                                        headers={"MCP-Protocol-Version": version})
                 assert not took_direct(left)
             # ids JSON-RPC or MCP do not allow, other shapes, other params, text the SDK's
-            # parser reads otherwise than Python's: the SDK answers each
+            # parser reads otherwise than Python's: the SDK or the gate answers each
             for odd in ({**echo, "id": None}, {**echo, "id": True}, {**echo, "id": 1.5},
                         {**echo, "id": {"a": 1}}, [echo], {**echo, "jsonrpc": "1.0"},
                         {**echo, "extra": 1},

@@ -51,10 +51,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
+import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -298,12 +302,10 @@ class GrantGate:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-            direct = self._direct
-            # read once, by whoever needs it; a POST without a session may be an initialize
-            # however its method is spelt (`"\u0069nitialize"`): counted below
-            if (live is not None or mcp_session is None or b'"initialize"' in body or (
-                    mcp_session in direct.versions or direct.is_waiting(mcp_session))):
-                document = read_message(body)
+            # read once, here, for whoever needs it: the direct path, the session cap (a
+            # POST without a session may be an initialize however its method is spelt,
+            # `"\u0069nitialize"`), the door's own check and the message's shape below
+            document = read_message(body)
             if (mcp_session is None and isinstance(document, dict)
                     and document.get("method") == "initialize"
                     and self._sessions.open_count(claims.grant_id) >= MAX_SESSIONS_PER_GRANT):
@@ -325,6 +327,10 @@ class GrantGate:
                 and await self._take(scope, receive, send, headers, path, document)):
             return
         if document is not None:
+            refusal = _invalid_message(document, headers)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
             send = self._direct.watch_initialize(document, mcp_session, send)
 
         async def watch_session(message: Message) -> None:
@@ -524,6 +530,38 @@ def _decided(message: Any) -> bool:
     """Whether ``message`` (the body's document, None if unreadable) is one request the
     gateway decides in full; anything unreadable is not (the SDK answers it)."""
     return isinstance(message, dict) and message.get("method") in _DECIDED
+
+
+def _invalid_message(document: Any, headers: Headers) -> Response | None:
+    """The answer to JSON that is not one valid JSON-RPC message, for the SDK's 2025
+    transport (None for any other): ``-32600 message_invalid``, as the stdio wrapper
+    answers it, with the message's id if it has a valid one.
+
+    That transport reads a request whose id is neither a string nor an integer (``1.5``,
+    ``true``, ``null``, an object) as a notification, since its reader ignores members it
+    does not know, and answers ``202 Accepted``: no answer comes for what JSON-RPC 2.0
+    makes an invalid request, owed an error with a null id. And it answers any other
+    invalid message ``-32602`` with pydantic's text (several lines naming the SDK's models
+    and linking to pydantic's docs). The 2026-07-28 entry (a version header the 2025
+    handshake does not know) tells both apart itself, in one line.
+    """
+    version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
+    try:
+        message = types.jsonrpc_message_adapter.validate_python(document, by_name=False)
+    except ValidationError:
+        pass
+    else:
+        if not (isinstance(message, types.JSONRPCNotification) and "id" in document):
+            return None
+    request_id = document.get("id") if isinstance(document, dict) else None
+    return _refusal(request_id if _is_id(request_id) else None, "message_invalid",
+                    "the message is not a valid JSON-RPC request")
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _unreadable(body: bytes) -> Response | None:

@@ -179,11 +179,6 @@ class HttpDirect:
     def forget(self, session_id: str) -> None:
         self.versions.pop(session_id, None)
 
-    def is_waiting(self, session_id: str) -> bool:
-        """Whether a direct call of ``session_id`` is in flight (its agent may cancel it
-        or answer one of its requests)."""
-        return any(key[0] == session_id for key in self._calls)
-
     # what takes the direct path
 
     async def take(self, scope: Scope, headers: Headers, path: str, document: Any
