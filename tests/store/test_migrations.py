@@ -258,3 +258,39 @@ def test_0026_keeps_a_used_nonce_under_its_proofs_time_and_it_stays_used(
     assert sorted(kept) == sorted(nonce_key(p) for p in proofs)
     assert kept[nonce_key(proofs[0])].replace(tzinfo=UTC) == nonce_kept_until(proofs[0], now)
     assert again == [0, 0]  # used before the upgrade: still used after it
+
+
+def test_0027_makes_an_events_position_its_rowid_and_the_chain_still_verifies(
+        empty_database_url: str) -> None:
+    from proctor.audit import AuditLog
+    from proctor.audit.verification import verify_store
+    from proctor.clock import FrozenClock
+    from proctor.store.tables import audit_events
+    from tests.audit.helpers import agent_event
+
+    store = open_store(empty_database_url, migrate=False)
+    clock = FrozenClock(datetime(2026, 12, 7, 19, tzinfo=UTC))
+    try:
+        upgrade(store.engine, "0026")
+        with AuditLog(store, clock=clock) as audit:
+            ids = [audit.record(agent_event(clock, n)).event_id for n in range(5)]
+        upgrade(store.engine)
+        with AuditLog(store, clock=clock) as audit:  # appends go on after the rebuild
+            ids += [audit.record(agent_event(clock, n)).event_id for n in range(5, 8)]
+        report = verify_store(store, {})
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(audit_events.c.seq, audit_events.c.event_id)
+                                .order_by(audit_events.c.seq)).all()
+            indexes = {i["name"] for i in inspect(conn).get_indexes("audit_events")}
+            if store.backend == "sqlite":
+                rowids = conn.execute(text("SELECT rowid, seq FROM audit_events")).all()
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(
+                    "EXPLAIN QUERY PLAN SELECT body FROM audit_events WHERE seq > 2")))
+    finally:
+        store.close()
+    assert [(r.seq, r.event_id) for r in rows] == list(enumerate(ids, start=1))
+    assert report.is_valid
+    assert {"ix_audit_events_actor_type", "ix_audit_events_time"} <= indexes
+    if store.backend == "sqlite":  # one b-tree: the position is the table's key
+        assert all(rowid == seq for rowid, seq in rowids)
+        assert "INTEGER PRIMARY KEY" in plan

@@ -74,10 +74,13 @@ policy_revisions = Table(
 # `actor_id` or `task` reads `audit_keys` up to the head's `keyed` mark and these rows
 # after it: those two columns have no index of their own (migration 0022), since an
 # index entry per key per batch made every batch write a leaf per live task and actor.
+# On SQLite `seq` is the rowid (`INTEGER PRIMARY KEY`, migration 0027): the table is one
+# b-tree keyed by it, not a rowid table beside an index on `seq`.
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+           autoincrement=False),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("time", DateTime(timezone=True), nullable=False),
     Column("actor_type", String(8), nullable=False),
