@@ -109,7 +109,8 @@ Code = Literal[
     "upstream_result_too_large", "session_closed",
     "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
-    "message_too_deep", "message_invalid", "parse_error", "session_limit",
+    "message_too_deep", "message_invalid", "message_repeated_key", "parse_error",
+    "session_limit",
     # tool pinning
     "tool_changed", "tool_unreviewed", "tool_rejected", "tool_review_stale",
     "tool_definition_rejected",
@@ -385,6 +386,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                  INVALID_REQUEST),
     "message_invalid": CodeInfo("JSON that is not a valid JSON-RPC message", 400,
                                 INVALID_REQUEST),
+    "message_repeated_key": CodeInfo("a JSON-RPC message that gives a key twice in one "
+                                     "object: readers differ on which one counts", 400,
+                                     INVALID_REQUEST),
     "parse_error": CodeInfo("a message that is not JSON", 400, PARSE_ERROR),
     # tool pinning
     "tool_changed": CodeInfo("the tool's definition (or name) changed since a human "

@@ -4,12 +4,16 @@ tested here), in front of the tests' server over stdio."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from proctor.audit import EventFilter, iter_events
 from proctor.clock import SystemClock
 from proctor.gateway import GrantAuth
 from tests.gateway.conftest import WAIT, Deployment
@@ -18,21 +22,28 @@ from tests.gateway.test_http_direct import answers, wires
 
 pytestmark = pytest.mark.anyio
 
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+@asynccontextmanager
+async def _agent(deployment: Deployment) -> AsyncIterator[tuple[str, httpx2.AsyncClient,
+                                                               ClientSession]]:
+    """The gateway's URL, an HTTP client with a grant of its own, and an MCP session."""
+    auth = GrantAuth(deployment.grant().token, deployment.key, SystemClock())
+    async with http_gateway(deployment) as public, httpx2.AsyncClient(
+            auth=auth, timeout=WAIT) as http, streamable_http_client(
+            f"{public}/mcp/test", http_client=http) as (read, write), ClientSession(
+            read, write) as session:
+        await session.initialize()
+        yield public, http, session
+
 
 async def test_a_deeply_nested_body_is_refused_and_the_session_goes_on(
         deployment: Deployment) -> None:
-    grant = deployment.grant()
-    auth = GrantAuth(grant.token, deployment.key, SystemClock())
     with anyio.fail_after(WAIT):
-        async with http_gateway(deployment) as public, httpx2.AsyncClient(
-                auth=auth, timeout=WAIT) as http, streamable_http_client(
-                f"{public}/mcp/test", http_client=http) as (read, write), ClientSession(
-                read, write) as session:
-            await session.initialize()
-            headers = {"Content-Type": "application/json",
-                       "Accept": "application/json, text/event-stream"}
+        async with _agent(deployment) as (public, http, session):
             for depth in (100, 3000):  # past the cap, and past the SDK's parser too
-                deep = await http.post(f"{public}/mcp/test", headers=headers, content=(
+                deep = await http.post(f"{public}/mcp/test", headers=HEADERS, content=(
                     b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": '
                     b'{"name": "echo", "arguments": {"text": ' + b"[" * depth + b"]" * depth
                     + b"}}}"))
@@ -87,3 +98,27 @@ async def test_a_message_the_sdk_cannot_validate_is_refused_in_one_line(
                     "valid JSON-RPC request"}}, odd
             pong = await wire.post({"jsonrpc": "2.0", "id": 9, "method": "ping"})
             assert answers(pong) == [{"jsonrpc": "2.0", "id": 9, "result": {}}]
+
+
+@pytest.mark.parametrize("twice", [
+    b'"name": "rm_rf", "name": "echo", "arguments": {"text": "x"}',
+    b'"name": "echo", "arguments": {"text": "safe", "text": "forbidden"}',
+    b'"name": "echo", "arguments": {"text": "x"}, "_meta": {"a": 1, "a": 2}',
+])
+async def test_a_key_given_twice_is_refused_before_anything_reads_it(
+        deployment: Deployment, twice: bytes) -> None:
+    """JSON leaves a repeated key to the reader: a call decided on one value and
+    forwarded with the other (or audited, or approved, with the other) is never read."""
+    with anyio.fail_after(WAIT):
+        async with _agent(deployment) as (public, http, session):
+            refused = await http.post(f"{public}/mcp/test", headers=HEADERS, content=(
+                b'{"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {'
+                + twice + b"}}"))
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert (refused.json()["id"], error["code"], error["data"]) == (
+                8, -32600, {"reason": "message_repeated_key"})
+            echoed = await session.call_tool("echo", {"text": "still here"})
+            assert echoed.structured_content == {"text": "still here", "count": 1}
+    decided = list(iter_events(deployment.runtime.store, EventFilter(action="tool:test/echo")))
+    assert len(decided) == 1  # the one call that was served

@@ -105,6 +105,17 @@ async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_er
         assert (answer["id"], answer["error"]["code"]) == (3, -32600)
         assert answer["error"]["data"] == {"reason": "message_too_large", "max_bytes": 4096}
 
+        # a key given twice, at any depth: decided on one value, forwarded with the other
+        for twice in (b'"name": "rm_rf", "name": "echo", "arguments": {"text": "x"}',
+                      b'"name": "echo", "arguments": {"text": "safe", "text": "forbidden"}'):
+            await wire.send(b'{"jsonrpc": "2.0", "id": 30, "method": "tools/call", '
+                            b'"params": {' + twice + b"}}")
+            answer = await wire.answer()
+            assert (answer["id"], answer["error"]["code"], answer["error"]["data"]) == (
+                30, -32600, {"reason": "message_repeated_key"})
+            assert answer["error"]["message"].startswith("message_repeated_key: the message "
+                                                         "gives the key `")
+
         await wire.request(4, "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
         answer = await wire.answer()
         assert answer["id"] == 4 and answer["result"]["structuredContent"]["text"] == "still here"

@@ -76,6 +76,7 @@ from proctor.gateway.http_direct import HttpDirect, read_message
 from proctor.gateway.rpc import (
     PREFIX_BYTES,
     SESSION_CLOSED,
+    repeated_key_refusal,
     request_id_in_prefix,
     rpc_error,
 )
@@ -574,6 +575,9 @@ def _unreadable(body: bytes) -> Response | None:
             return _refusal(None, "parse_error", "the message is not JSON")
         return _refusal(request_id_in_prefix(body[:PREFIX_BYTES]), "message_too_deep",
                         f"a message may nest at most {MAX_DEPTH} levels", {"max_depth": MAX_DEPTH})
+    refusal = repeated_key_refusal(body)  # decided on one value, forwarded with the other
+    if refusal is not None:
+        return _refusal(*refusal, {})
     return None
 
 

@@ -11,7 +11,8 @@ none (it takes -32000 for a closed connection and -32001 for a request timeout):
     -32013  session_closed     the session's grant was revoked or expired
     -32602  invalid params     an unknown tool, arguments that do not match inputSchema
     -32600  invalid request    a message over the size or depth cap (data.reason
-                               ``message_too_large``, ``message_too_deep``)
+                               ``message_too_large``, ``message_too_deep``), or one
+                               that gives a key twice (``message_repeated_key``)
     -32700  parse error        a message that is not JSON-RPC
 """
 
@@ -39,12 +40,13 @@ from proctor.codes import (
     Code,
     rpc_code,
 )
-from proctor.documents import parse_json
+from proctor.documents import parse_json, repeated_key
 from proctor.errors import DocumentError, ProctorError
 
 __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST",
            "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
-           "internal_errors", "names_an_id", "request_id_in_prefix", "rpc_error"]
+           "internal_errors", "names_an_id", "repeated_key_refusal", "request_id_in_prefix",
+           "rpc_error"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,22 @@ def internal_errors(method: str) -> Iterator[None]:
         log.exception("%s failed inside the gateway", method)
         raise rpc_error("internal_error", "the request failed inside proctor; the "
                         "gateway's log says why") from None
+
+
+def repeated_key_refusal(message: bytes) -> tuple[RequestId | None, Code, str] | None:
+    """The refusal of a message that gives a key twice in one object (``{"name": "safe",
+    "name": "evil"}``, at any depth, ``arguments`` included): its id (from its prefix),
+    the reason, the words; None for any other message. JSON leaves a repeated key to
+    the reader, and the gateway's readers (the SDK's, Python's) keep the last one: a
+    decision, an audit event, a human's approval and the upstream must all read one
+    message alike, so none of them reads such a message (as the API refuses such a
+    body, :func:`proctor.documents.repeated_key`)."""
+    key = repeated_key(message)
+    if key is None:
+        return None
+    reason: Code = "message_repeated_key"
+    return (request_id_in_prefix(message[:PREFIX_BYTES]), reason,
+            f"the message gives the key `{key}` twice in one object")
 
 
 def request_id_in_prefix(prefix: bytes) -> RequestId | None:

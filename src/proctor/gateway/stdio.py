@@ -59,7 +59,12 @@ from proctor.codes import Code, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting, check_json_text, parse_json
 from proctor.errors import DocumentError
 from proctor.gateway.relay import Relay
-from proctor.gateway.rpc import PREFIX_BYTES, names_an_id, request_id_in_prefix
+from proctor.gateway.rpc import (
+    PREFIX_BYTES,
+    names_an_id,
+    repeated_key_refusal,
+    request_id_in_prefix,
+)
 from proctor.gateway.shaped import ShapedAnswer, shaped_result
 
 __all__ = ["DirectCalls", "PipeReader", "PipeWriter", "StdioTransport", "claim_stdio"]
@@ -169,6 +174,10 @@ class StdioTransport:
     async def _deliver(self, line: bytes, to_server: ToServer, errors: FromServer) -> None:
         try:
             check_json_nesting(line, what="the message")
+            refusal = repeated_key_refusal(line)
+            if refusal is not None:  # decided on one value, forwarded with the other
+                await _answer(errors, *refusal, data={})
+                return
             if self._version is not None and self._taken(line):
                 return
             message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
