@@ -270,8 +270,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                     "manifest, and a human has reviewed a new one since"),
     "delegator_not_trusted": _auth("an agent the grant was delegated from (its `act` chain) "
                                    "is not trusted now: its manifest drifted, it is "
-                                   "unattested or no longer registered; a review of it "
-                                   "lets the line's grants work again"),
+                                   "unattested or no longer registered, or its risk score "
+                                   "is at or above `delegator_max_risk`; a review of it (or "
+                                   "its score falling) lets the line's grants work again"),
     "grant_max_uses_invalid": CodeInfo("max uses must be at least 1", 422),
     "grant_ttl_invalid": CodeInfo("a grant's ttl outside the allowed range", 422),
     "proof_missing": _auth("the call carries no proof of possession of the grant's key", 422),

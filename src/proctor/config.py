@@ -54,6 +54,9 @@ class Settings:
     operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
     # the `aud` of this deployment's grants, and the one audience its checks accept
     grant_audience: str = "proctor"
+    # the risk score from which an agent lends nothing it handed on: the grants delegated
+    # from it are refused at each use (101: never)
+    delegator_max_risk: int = 80
 
     @property
     def is_embedded(self) -> bool:
@@ -70,8 +73,10 @@ _ENV_KEYS = {
     "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
     "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": "database_pool_timeout_seconds",
     "PROCTOR_GRANT_AUDIENCE": "grant_audience",
+    "PROCTOR_DELEGATOR_MAX_RISK": "delegator_max_risk",
 }
-_WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size"}
+_WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size",
+                  "delegator_max_risk"}
 _NUMBERS = {"database_pool_timeout_seconds"}
 _FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "grant_audience", *_WHOLE_NUMBERS,
               *_NUMBERS}
@@ -107,6 +112,7 @@ def load_settings(
             values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS)),
         operator=env.get("PROCTOR_OPERATOR") or None,
         grant_audience=str(values.pop("grant_audience", "proctor")),
+        delegator_max_risk=_risk_limit(values.pop("delegator_max_risk", 80)),
     )
     _check(settings)
     return settings
@@ -157,6 +163,16 @@ def _seconds(values: dict[str, Any], key: str, default: int) -> int:
     if not 60 <= seconds <= 7 * 24 * 3600:
         raise ConfigError(f"`{key}` must be between 60 and 604800 seconds")
     return seconds
+
+
+def _risk_limit(value: object) -> int:
+    """The risk score from which a delegator lends nothing: 0 to 101 (101: never)."""
+    text = str(value).strip()
+    limit = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= limit <= 101:
+        raise ConfigError(f"delegator max risk `{value}` is not valid (a whole number from "
+                          "0 to 101; 101 never refuses)")
+    return limit
 
 
 def _pool_size(value: object) -> int:

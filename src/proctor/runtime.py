@@ -209,7 +209,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     grants = GrantAuthority(store, clock, codec, engine, agents, audit=audit,
                             task_limits=TaskLimits(settings.task_max_seconds,
                                                    settings.task_idle_seconds), tools=tools,
-                            tasks=task_view, revocations=revocations)
+                            tasks=task_view, revocations=revocations,
+                            delegator_max_risk=settings.delegator_max_risk)
     approvals = ApprovalQueue(store, clock, audit=audit)
     webhook = load_webhook_config(settings.home)
     risk = RiskEngine(store, registry, clock, risk_config,

@@ -12,7 +12,12 @@ from sqlalchemy import Connection
 from proctor.audit import WriteCursor
 from proctor.errors import AgentError, GrantError
 
-__all__ = ["AgentBinding", "AgentDirectory", "AgentEnded", "binding_refusal", "line_refusal"]
+__all__ = ["DELEGATOR_MAX_RISK", "AgentBinding", "AgentDirectory", "AgentEnded",
+           "binding_refusal", "line_refusal"]
+
+# The risk score from which an agent lends nothing it handed on (the setting
+# ``delegator_max_risk``): the example policies deny an agent everything from 80 on.
+DELEGATOR_MAX_RISK = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +34,8 @@ class AgentBinding:
     is_active: bool
     trust_state: str = "trusted"
     manifest_digest: str | None = None  # the manifest it runs now: presented, else reviewed
-    # its risk (``principal.risk_score``, ``principal.risk_factors``): read by the use's
-    # write (:meth:`AgentDirectory.binding_in`) only
+    # its risk (``principal.risk_score``, ``principal.risk_factors``); the factors are read
+    # by the use's write (:meth:`AgentDirectory.binding_in`) only
     risk_score: int = 0
     risk_factors: tuple[str, ...] = ()
 
@@ -58,14 +63,17 @@ def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
 
 
 def line_refusal(find: Callable[[str], AgentBinding | None],
-                 actor_chain: tuple[str, ...]) -> GrantError | None:
+                 actor_chain: tuple[str, ...], *,
+                 max_risk: int = DELEGATOR_MAX_RISK) -> GrantError | None:
     """Why a grant delegated along ``actor_chain`` (its delegators, nearest first: the
     grant's ``act`` chain) may not be used now, or None: every agent it derives from
-    must be registered, active and ``trusted`` as ``find`` reads it. Authority handed on
-    by an agent whose manifest drifted since, or that is unattested, is re-gated as that
-    agent's own is: a human reviews it, and the line's grants work again (nothing is
-    revoked). A suspended or retired delegator revoked the line already; said so here
-    too, when this process's view hears of it first.
+    must be registered, active and ``trusted`` as ``find`` reads it, with a risk score
+    below ``max_risk`` (the setting ``delegator_max_risk``). Authority handed on by an
+    agent whose manifest drifted since, that is unattested, or whose behaviour made it
+    risky, is re-gated as that agent's own is: a human reviews it (or its score falls),
+    and the line's grants work again (nothing is revoked). A suspended or retired
+    delegator revoked the line already; said so here too, when this process's view
+    hears of it first.
 
     Asked by a delegated grant's check (its view of the agents: no store read when the
     view is warm), by its use's write of the rows as committed
@@ -74,7 +82,12 @@ def line_refusal(find: Callable[[str], AgentBinding | None],
     for agent_id in actor_chain:
         binding = find(agent_id)
         if binding is not None and binding.trust_state == "trusted" and binding.is_active:
-            continue
+            if binding.risk_score < max_risk:
+                continue
+            return GrantError("delegator_not_trusted", f"agent `{agent_id}`, which the grant "
+                              f"derives from, has a risk score of {binding.risk_score} "
+                              f"(limit {max_risk}): authority it handed on is not used "
+                              "until its risk falls")
         if binding is not None and not binding.is_active:
             return GrantError("grant_revoked", f"agent `{agent_id}`, which the grant derives "
                               f"from, is {binding.trust_state}: its grants and everything "

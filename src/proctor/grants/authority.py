@@ -48,6 +48,7 @@ from proctor.grants.accounting import (
     uses_left_of,
 )
 from proctor.grants.agents import (
+    DELEGATOR_MAX_RISK,
     AgentBinding,
     AgentDirectory,
     AgentEnded,
@@ -115,7 +116,8 @@ class GrantAuthority:
                  agents: AgentDirectory, *, audit: AuditLog | None = None,
                  max_depth: int = 3, task_limits: TaskLimits | None = None,
                  tools: KnownTools | None = None, tasks: TaskView | None = None,
-                 revocations: RevocationView | None = None) -> None:
+                 revocations: RevocationView | None = None,
+                 delegator_max_risk: int = DELEGATOR_MAX_RISK) -> None:
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -126,6 +128,8 @@ class GrantAuthority:
         self.max_depth = max_depth
         self.task_limits = task_limits or TaskLimits()
         self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools)
+        # the risk from which an agent lends nothing it handed on (each use, each hand-on)
+        self.delegator_max_risk = self._issuer.max_risk = delegator_max_risk
         self._tasks = tasks
         self._revocations = revocations
         self._limits: dict[str, tuple[int | None, str]] = {}  # max uses, accessor: fixed
@@ -406,7 +410,8 @@ class GrantAuthority:
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, nonce_key(verified),
                         nonce_kept_until(verified, now), counts=tool_id is not None,
-                        limit=self._limit_of(claims.grant_id))
+                        limit=self._limit_of(claims.grant_id),
+                        max_risk=self.delegator_max_risk)
 
     def hold(self, token: str, key: PrivateKey) -> HeldGrant:
         """The grant ``token`` as held by this process with ``key``, for
@@ -428,7 +433,8 @@ class GrantAuthority:
             self._check_line(claims, confirmed_later=True)
         self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, None, None, counts=True,
-                        limit=self._limit_of(claims.grant_id), held=True)
+                        limit=self._limit_of(claims.grant_id), held=True,
+                        max_risk=self.delegator_max_risk)
 
     def _in_scope(self, claims: GrantClaims, tool_id: str | None,
                   args: Mapping[str, Any] | None) -> None:
@@ -453,7 +459,7 @@ class GrantAuthority:
         """A use that counts nothing and claims no nonce, only confirms in the write that
         the grant, its agent and its task may still be used (a call approved later)."""
         return GrantUse(claims, self._agents.binding_in, self._clock.now(), None, None,
-                        counts=False)
+                        counts=False, max_risk=self.delegator_max_risk)
 
     def apply_alone(self, use: GrantUse) -> None:
         """Write ``use`` in a transaction of its own (no audit event with it)."""
@@ -618,7 +624,7 @@ class GrantAuthority:
         proved the grant's key (or holds it) before this runs."""
         agents = self._agents
         refusal = line_refusal(agents.binding_seen if confirmed_later else agents.binding,
-                               claims.actor_chain)
+                               claims.actor_chain, max_risk=self.delegator_max_risk)
         if refusal is not None:
             refusal.holder = claims
             raise refusal

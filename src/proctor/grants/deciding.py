@@ -16,7 +16,12 @@ from proctor.audit import AuditEvent, AuditLog, decision_event
 from proctor.audit.recording import unaudited
 from proctor.clock import Clock
 from proctor.errors import AuditUnavailableError, GrantError, ScopeError
-from proctor.grants.agents import AgentDirectory, binding_refusal, line_refusal
+from proctor.grants.agents import (
+    DELEGATOR_MAX_RISK,
+    AgentDirectory,
+    binding_refusal,
+    line_refusal,
+)
 from proctor.grants.leases import LeaseTree
 from proctor.grants.requests import (
     Decided,
@@ -71,6 +76,8 @@ class _Deciding:
         # process's view: what a stale refusal calls before the issuance is decided again
         self.sync_policies: Callable[[], object] | None = None
         self.forget_agent: Callable[[str], None] | None = None
+        # the risk from which a delegator lends nothing (the setting delegator_max_risk)
+        self.max_risk = DELEGATOR_MAX_RISK
         self._store = store
         self._clock = clock
         self._codec = codec
@@ -134,7 +141,8 @@ class _Deciding:
         on here, as it confirms the receiver (:func:`~proctor.grants.writes._confirm_delegator`)."""
         refusal = binding_refusal(self._agents.binding(parent.agent_id),
                                   parent.key_thumbprint, parent.manifest_digest) \
-            or line_refusal(self._agents.binding, (parent.agent_id, *parent.actor_chain))
+            or line_refusal(self._agents.binding, (parent.agent_id, *parent.actor_chain),
+                            max_risk=self.max_risk)
         if refusal is not None:
             if decided.events:
                 self._audit_refusal(decided.events[0], refusal)

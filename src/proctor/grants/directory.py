@@ -22,7 +22,7 @@ __all__ = ["RegisteredAgents", "attestation_event"]
 log = logging.getLogger(__name__)
 
 _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
-            "manifest_digest) FROM agents WHERE id = {p}")
+            "manifest_digest), risk_score FROM agents WHERE id = {p}")
 # the use's write reads the agent's risk with it, in the same statement
 _BINDING_IN = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
                "manifest_digest), risk_score, risk_factors FROM agents WHERE id = {p}")
@@ -65,8 +65,9 @@ class RegisteredAgents:
             return _binding(self._view.find(agent_id))
         rows = self._store.fetch(_BINDING, [agent_id])
         if rows:
-            found, thumbprint, state, digest = rows[0]
-            return AgentBinding(found, thumbprint, state in ACTIVE_STATES, state, digest)
+            found, thumbprint, state, digest, score = rows[0]
+            return AgentBinding(found, thumbprint, state in ACTIVE_STATES, state, digest,
+                                int(score))
         return _binding(self._registry.find(agent_id))
 
     def binding_seen(self, agent_id: str) -> AgentBinding | None:
@@ -129,7 +130,8 @@ def _binding(agent: Agent | None) -> AgentBinding | None:
     if agent is None:
         return None
     return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
-                        agent.trust_state.value, agent.presented_digest or agent.manifest_digest)
+                        agent.trust_state.value, agent.presented_digest or agent.manifest_digest,
+                        agent.risk_score)
 
 
 def attestation_event(change: AttestationChange, clock: Clock) -> AuditEvent:

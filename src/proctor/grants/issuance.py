@@ -165,7 +165,8 @@ class Issuer(_Deciding):
                            decided.revisions if decided is not None else None,
                            event=events[0], again=decided is not None and decided.again,
                            offer=offer,
-                           delegator=decided.delegator if decided is not None else None)
+                           delegator=decided.delegator if decided is not None else None,
+                           max_risk=self.max_risk)
             self._store_with(self._audit, events, new, "issuance")
             return IssuedGrant(token, accessor, claims)
         with self._store.transaction() as conn:
@@ -239,7 +240,8 @@ class Issuer(_Deciding):
                             decided.agent if decided is not None else None,
                             decided.revisions if decided is not None else None,
                             event=events[0], again=decided is not None and decided.again,
-                            delegator=decided.delegator if decided is not None else None)
+                            delegator=decided.delegator if decided is not None else None,
+                            max_risk=self.max_risk)
             self._store_with(self._audit, events, new2, "offer")
             return offer
         with self._store.transaction() as conn:

@@ -12,7 +12,8 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    higher than the decision saw: score and named factors, what policy forbids on (a
    drift, or a higher score, committed by another process whose news had not reached
    this one: ``agent_changed``); a delegated grant's line (every agent of its ``act``
-   chain) is trusted and active (:func:`~proctor.grants.agents.line_refusal`:
+   chain) is trusted and active, at a risk below ``max_risk``
+   (:func:`~proctor.grants.agents.line_refusal`:
    ``delegator_not_trusted``; one row each, read once per transaction, and none for
    a grant of depth 0);
 2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
@@ -64,7 +65,7 @@ from typing import cast
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
-from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
+from proctor.grants.agents import DELEGATOR_MAX_RISK, AgentBinding, binding_refusal, line_refusal
 from proctor.grants.tokens import GrantClaims
 
 __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "active_revision", "any_revoked",
@@ -201,6 +202,7 @@ class GrantUse:
     raised: bool = False
     limit: tuple[int | None, str] | None = None  # max_uses and accessor: they never change
     held: bool = False  # no proof: the grant's key is held by the deciding process
+    max_risk: int = DELEGATOR_MAX_RISK  # the line's agents' risk: each below it
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """The :class:`~proctor.audit.Effects` of the use; never raises a refusal."""
@@ -247,7 +249,8 @@ class GrantUse:
                 raise GrantError("agent_changed", "the agent's risk rose since the call was "
                                  "decided: ask again")
             if claims.actor_chain:  # delegated: the agents it derives from, as committed
-                refusal = line_refusal(tasks.agents.get, claims.actor_chain)
+                refusal = line_refusal(tasks.agents.get, claims.actor_chain,
+                                       max_risk=self.max_risk)
                 if refusal is not None:
                     raise refusal
             if any(i not in tasks.live for i in claims.lineage):

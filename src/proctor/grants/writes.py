@@ -16,7 +16,12 @@ from proctor.audit import AuditEvent, WriteCursor, new_event_id
 from proctor.audit.writer import WITHDRAWN
 from proctor.errors import AgentError, GrantError
 from proctor.grants.accounting import nonce_kept_until, nonce_key
-from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
+from proctor.grants.agents import (
+    DELEGATOR_MAX_RISK,
+    AgentBinding,
+    binding_refusal,
+    line_refusal,
+)
 from proctor.grants.offers import (
     GrantOffer,
 )
@@ -76,6 +81,7 @@ class NewGrant:
     again: bool = False  # a stale refusal is decided once more: its events are withdrawn
     offer: GrantOffer | None = None  # redeemed by this grant: taken in its write
     delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
+    max_risk: int = DELEGATOR_MAX_RISK  # the risk from which the line's agents lend nothing
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         return NewGrant.apply_all(tx, [self])[0]
@@ -155,7 +161,7 @@ class NewGrant:
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "
                              "issuance was read: ask again")
-        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain)
+        _confirm_delegator(tx, self.agent, self.delegator, request.actor_chain, self.max_risk)
         _confirm_lineage(tx, request, self.revisions)
         offer = self.offer
         if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
@@ -221,6 +227,7 @@ class NewOffer:
     event: AuditEvent | None = None
     again: bool = False
     delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
+    max_risk: int = DELEGATOR_MAX_RISK  # the risk from which the line's agents lend nothing
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None
@@ -242,7 +249,8 @@ class NewOffer:
 
     def _check(self, tx: WriteCursor) -> None:
         _confirm_agent(tx, self.agent, self.request.agent_id, self.decided)
-        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain)
+        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain,
+                           self.max_risk)
         _confirm_lineage(tx, self.request, self.revisions)
 
 
@@ -265,19 +273,19 @@ def _confirm_agent(tx: WriteCursor, read: AgentRead, agent_id: str,
 
 
 def _confirm_delegator(tx: WriteCursor, read: AgentRead, delegator: Delegator | None,
-                       line: tuple[str, ...]) -> None:
+                       line: tuple[str, ...], max_risk: int) -> None:
     """An exchange's delegator (if any) as ``tx`` sees it: as its tools were decided for
     it (:func:`_confirm_agent`: a drift, review or risk committed since is
     ``agent_changed``, decided once more), its grant still usable by it (its key and
     manifest, as a use's write confirms them), and the child's line (``line``: the
     delegator and the agents its grant derives from) trusted and active
-    (``delegator_not_trusted``, as a use of the child is refused); else raises the
-    refusal."""
+    at a risk below ``max_risk`` (``delegator_not_trusted``, as a use of the child is
+    refused); else raises the refusal."""
     if delegator is None:
         return
     agent = _confirm_agent(tx, read, delegator.agent_id, delegator.decided, who="delegator")
     refusal = binding_refusal(agent, delegator.key_thumbprint, delegator.manifest_digest) \
-        or line_refusal(lambda agent_id: read(tx, agent_id), line)
+        or line_refusal(lambda agent_id: read(tx, agent_id), line, max_risk=max_risk)
     if refusal is not None:
         raise refusal
 
