@@ -10,12 +10,14 @@ source (:func:`refreshing`): a JWKS file read at start, or the issuer's publishe
 and when a token names a key not seen yet: a key the issuer withdrew (leaked) stops
 verifying then, though whoever holds it never names a key proctor has not seen. Loads
 are at most one per 30 s per source whatever asks, so tokens naming unknown key ids
-cause no fetch storm. A failed load keeps the last good set, for an hour after it was
-loaded at most: past that, tokens of the issuer are refused (``proof_keys_stale``) until
-a load succeeds, so an issuer that cannot be heard (an attacker who blocks the fetch)
-does not keep a withdrawn key working. Over ``https`` only (``http`` to this host's
-loopback address alone): whoever can answer a fetch in clear text chooses the keys, and
-with them every token the issuer signs, a human's sign-in with any role among them.
+cause no fetch storm, and one at a time, outside the source's lock: a slow provider holds
+up only the callers that need what is being loaded. A failed load keeps the last good
+set, for an hour after it was loaded at most: past that, tokens of the issuer are
+refused (``proof_keys_stale``) until a load succeeds, so an issuer that cannot be heard
+(an attacker who blocks the fetch) does not keep a withdrawn key working. Over ``https``
+only (``http`` to this host's loopback address alone): whoever can answer a fetch in
+clear text chooses the keys, and with them every token the issuer signs, a human's
+sign-in with any role among them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MAX_JWKS_BYTES = 256 * 1024
 REFETCH_SECONDS = 30.0  # at most one load per source in this time, whatever asks
 MAX_AGE_SECONDS = 300.0  # a key set older than this is loaded again before use
 MAX_STALE_SECONDS = 3600.0  # a key set not loaded again for this long is not used
+_WAIT_SECONDS = 10.0  # the longest a caller waits for another's load of what it needs
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -113,7 +116,12 @@ class Refreshing(Generic[T]):
     whatever asks. A failed load keeps the last good value until it is
     :data:`MAX_STALE_SECONDS` old, then refuses (``proof_keys_stale``): keys no one can
     confirm are not used for ever. ``initial`` is the value loaded at start, if any (a
-    file: its errors are the config's)."""
+    file: its errors are the config's).
+
+    One load runs at a time (single flight), outside the lock: a slow or hanging
+    provider (a fetch waits up to 5 s) holds up the caller that loads, and those that
+    need what it loads (no value yet, or a key not seen yet), never the callers that
+    have a usable value."""
 
     def __init__(self, load: Callable[[], T], clock: Clock, *, what: str,
                  initial: T | None = None) -> None:
@@ -121,6 +129,8 @@ class Refreshing(Generic[T]):
         self._clock = clock
         self.what = what
         self._lock = threading.Lock()
+        self._loaded = threading.Condition(self._lock)  # a load under way has ended
+        self._loading = False
         self._value = initial
         now = clock.monotonic()
         self._loaded_at: float | None = now if initial is not None else None
@@ -132,26 +142,47 @@ class Refreshing(Generic[T]):
             now = self._clock.monotonic()
             wanted = (self._loaded_at is None or refresh
                       or now - self._loaded_at >= MAX_AGE_SECONDS)
-            if wanted and (self._tried_at is None or now - self._tried_at >= REFETCH_SECONDS):
-                self._tried_at = now
-                self._try_load(now)
-            if self._value is None or self._loaded_at is None:
-                raise IdentityError("proof_key_unknown", f"{self.what} is not available")
-            if now - self._loaded_at >= MAX_STALE_SECONDS:
-                raise IdentityError("proof_keys_stale",
-                                    f"{self.what} could not be loaded again for "
-                                    f"{int(now - self._loaded_at)} s; its keys are not used "
-                                    "until it can be")
-            return self._value
+            loads = wanted and not self._loading and (
+                self._tried_at is None or now - self._tried_at >= REFETCH_SECONDS)
+            if loads:
+                self._tried_at, self._loading = now, True
+            elif self._loading and (refresh or self._value is None or self._loaded_at is None
+                                    or now - self._loaded_at >= MAX_STALE_SECONDS):
+                # what it loads is what this caller needs: wait for it, not for a second
+                # load (a fetch gives up after its timeout; the wait, after twice that)
+                self._loaded.wait_for(lambda: not self._loading, timeout=_WAIT_SECONDS)
+        if loads:
+            value = None
+            try:
+                value = self._try_load()
+            finally:  # whatever happens, the callers waiting for it go on
+                with self._lock:
+                    if value is not None:
+                        self._value, self._loaded_at = value, now
+                    self._loading = False
+                    self._loaded.notify_all()
+        with self._lock:
+            return self._usable(self._clock.monotonic())
 
-    def _try_load(self, now: float) -> None:
-        """Load the value; on any failure keep what was known before (and log why)."""
+    def _usable(self, now: float) -> T:
+        """The value held, unless there is none or it is too old to use."""
+        if self._value is None or self._loaded_at is None:
+            raise IdentityError("proof_key_unknown", f"{self.what} is not available")
+        if now - self._loaded_at >= MAX_STALE_SECONDS:
+            raise IdentityError("proof_keys_stale",
+                                f"{self.what} could not be loaded again for "
+                                f"{int(now - self._loaded_at)} s; its keys are not used "
+                                "until it can be")
+        return self._value
+
+    def _try_load(self) -> T | None:
+        """Load the value; on any failure None (what was known before is kept; the log
+        says why)."""
         try:
-            value = self._load()
+            return self._load()
         except Exception as exc:
             log.warning("%s cannot be loaded: %s", self.what, type(exc).__name__)
-            return
-        self._value, self._loaded_at = value, now
+            return None
 
 
 def _loopback_http(url: str) -> bool:
@@ -181,10 +212,14 @@ def check_jwks_url(url: str) -> str:
     return url
 
 
-def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
-    """The JWKS document at ``url`` (no redirects, at most 256 KiB); raises on failure."""
+def fetch_jwks(url: str, *, timeout: float = 5.0, clock: Clock | None = None
+               ) -> dict[str, Any]:
+    """The JWKS document at ``url`` (no redirects, at most 256 KiB); raises on failure.
+    ``timeout`` bounds each step (connecting, each read) and, with ``clock``, the whole
+    body too: a provider trickling bytes does not hold a load for ever."""
     import httpx  # here: its import costs about 0.15 s of CPU, paid only by a fetch
 
+    started = clock.monotonic() if clock is not None else 0.0
     with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
             client.stream("GET", url) as response:
         response.raise_for_status()
@@ -193,6 +228,8 @@ def fetch_jwks(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
             body += chunk
             if len(body) > MAX_JWKS_BYTES:
                 raise ValueError(f"the key set is over {MAX_JWKS_BYTES} bytes")
+            if clock is not None and clock.monotonic() - started > timeout:
+                raise TimeoutError(f"the key set took over {timeout:g} s to arrive")
     document = parse_json(body, what="issuer key set", max_bytes=MAX_JWKS_BYTES)
     if not isinstance(document, dict):
         raise ValueError("the key set is not a JWKS object")
@@ -208,7 +245,7 @@ def refreshing(entry: Mapping[str, Any], base: Path, clock: Clock, *, what: str,
         raise ConfigError(f"{what} needs one of jwks_file, jwks_url")
     if "jwks_url" in entry:
         url = check_jwks_url(str(entry["jwks_url"]))
-        return Refreshing(lambda: parse(fetch_jwks(url)), clock,
+        return Refreshing(lambda: parse(fetch_jwks(url, clock=clock)), clock,
                           what=f"{what} (from {url[:200]})")
     path = base / str(entry["jwks_file"])
 
