@@ -213,9 +213,15 @@ def create_token(
     ttl: Annotated[int | None, typer.Option("--ttl", help="Seconds until it expires.")] = None,
     by: ByOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Create an API token for a human; it is shown once."""
-    with _tokens(by, as_json) as (tokens, acting):
-        minted = tokens.create(human, role, ttl_seconds=ttl)
+    """Create an API token for a human; it is shown once. Where the human issuers of
+    server.toml declare id_domains, the human is an address in one of them."""
+    from proctor.server import ApiTokens
+    from proctor.server.config import load_server_config
+
+    with acting_runtime(by, as_json) as (runtime, acting):
+        tokens = ApiTokens(runtime.store, runtime.clock)
+        issuers = load_server_config(runtime.settings.home).oidc_issuers
+        minted = tokens.create(human, role, ttl_seconds=ttl, issuers=issuers)
         _record_created(tokens, acting, minted)
     if as_json:
         print_json({"token": minted.token, **minted.record.as_json()})

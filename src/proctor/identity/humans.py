@@ -39,7 +39,7 @@ from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
 from proctor.identity.people import SYSTEM_PREFIX
 
 __all__ = ["HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier", "VerifiedHuman",
-           "check_human_issuers", "issuer_from_config", "workload_sign"]
+           "check_human_issuers", "domains_refusal", "issuer_from_config", "workload_sign"]
 
 HUMAN_ROLES = ("admin", "approver", "auditor")
 LEEWAY_SECONDS = 30
@@ -115,8 +115,7 @@ class HumanVerifier:
         if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
             raise IdentityError("proof_claims_invalid",
                                 "the token names the system; humans sign in here")
-        local, at, domain = human_id.rpartition("@")
-        if issuer.id_domains and (not local or not at or domain not in issuer.id_domains):
+        if issuer.id_domains and not _in_domains(human_id, issuer.id_domains):
             raise IdentityError("proof_claims_invalid",
                                 f"issuer `{issuer.issuer}` names people of "
                                 f"{', '.join(issuer.id_domains)} only (`id_domains`)")
@@ -165,6 +164,26 @@ def _check_a_person(claims: Mapping[str, Any], human_claim: str | None) -> None:
         raise IdentityError("proof_claims_invalid",
                             f"the token has no `{human_claim}` claim, which every person's "
                             "token of this issuer carries: it is not a person's")
+
+
+def _in_domains(human_id: str, domains: Iterable[str]) -> bool:
+    """Whether the canonical ``human_id`` is an address (``local@domain``, both parts)
+    in one of ``domains``: an id without ``@`` would have all of itself as its domain."""
+    local, at, domain = human_id.rpartition("@")
+    return bool(local and at) and domain in set(domains)
+
+
+def domains_refusal(human_id: str, issuers: Iterable[HumanIssuer]) -> str | None:
+    """Why ``human_id`` (canonical) names no person of the human ``issuers``, or None:
+    where they declare the email domains of their people (``id_domains``), a human
+    proctor knows by another credential (an API token) is one of those people too, an
+    address in one of their domains; else a person no provider vouches for would share
+    the namespace of those that one does."""
+    domains = [d for issuer in issuers for d in issuer.id_domains]
+    if not domains or _in_domains(human_id, domains):
+        return None
+    return (f"human `{human_id[:200]}` is not an address in the human issuers' "
+            f"`id_domains` ({', '.join(sorted(set(domains)))})")
 
 
 def check_human_issuers(issuers: Iterable[HumanIssuer]) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 from proctor.config import config_number, config_whole_number
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
-from proctor.identity.humans import HumanIssuer, issuer_from_config
+from proctor.identity.humans import HumanIssuer, check_human_issuers, issuer_from_config
 from proctor.listening import require_public_url, trusted_proxies
 
 __all__ = ["ServerConfig", "check_listen", "load_server_config"]
@@ -95,6 +95,7 @@ class ServerConfig:
         issuers = [i.issuer for i in self.oidc_issuers]
         if len(set(issuers)) != len(issuers):
             raise ConfigError("an OIDC issuer is configured twice")
+        check_human_issuers(self.oidc_issuers)  # when read, not at the first sign-in
 
 
 def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> ServerConfig:

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, update
 from proctor.clock import Clock
 from proctor.errors import NotFoundError, RequestError
 from proctor.human_ids import canonical_human_id
+from proctor.identity.humans import HumanIssuer, domains_refusal
 from proctor.identity.people import check_human
 from proctor.server.principals import HUMAN_ROLES
 from proctor.store import Store, as_utc
@@ -77,9 +78,17 @@ class ApiTokens:
         self._store = store
         self._clock = clock
 
-    def create(self, human_id: str, roles: Iterable[str], *, ttl_seconds: int | None = None
-               ) -> MintedToken:
+    def create(self, human_id: str, roles: Iterable[str], *, ttl_seconds: int | None = None,
+               issuers: Iterable[HumanIssuer] = ()) -> MintedToken:
+        """A token for ``human_id`` with ``roles``; with the deployment's human
+        ``issuers`` (``server.toml``), the human must be an address in their
+        ``id_domains`` where they declare some
+        (:func:`~proctor.identity.humans.domains_refusal`)."""
         human_id = check_human(human_id, "human")
+        refusal = domains_refusal(human_id, issuers)
+        if refusal is not None:
+            raise RequestError(f"{refusal}: an API token names one of the people they sign "
+                               "in, so that one id is one person")
         wanted = frozenset(roles)
         unknown = sorted(wanted - set(HUMAN_ROLES))
         if unknown or not wanted:
