@@ -312,7 +312,7 @@ class GrantAuthority:
                                  f"delegation is limited to depth {self.max_depth}")
             chain = (parent.agent_id, *parent.actor_chain)
             check_max_uses(max_uses)
-            receiver = self._active_agent(to_agent, seen=self._issuer.confirms_agent)
+            receiver = self._receiver(to_agent)
             if receiver.agent_id in chain:
                 raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
                                  "grant or one it derives from")
@@ -326,8 +326,13 @@ class GrantAuthority:
                               chain, approved, inherited, receiver.manifest_digest,
                               receiver.key_thumbprint)
             key = receiver.key_thumbprint
-            decided = self._issuer.decide_unwritten(
-                request, ttl_seconds=ttl, again=True if again is None else again)
+            try:
+                decided = self._issuer.decide_unwritten(
+                    request, ttl_seconds=ttl, again=True if again is None else again)
+            except GrantError as exc:  # written with its reasons; told as an unknown's
+                if exc.code != "issuance_denied":
+                    raise
+                raise _not_handed_on(to_agent) from None
         # the delegator hands on no more than policy would issue it now (audited; the
         # child's write confirms it as decided on here)
         decided = self._issuer.decide_delegated(decided, request, ParentGrant.of(parent),
@@ -335,6 +340,14 @@ class GrantAuthority:
         if key is None:  # an offer: its events go with its write
             return self._issuer.offer(request, decided)
         return self._issuer.grant(request, key, None, decided=decided)
+
+    def _receiver(self, to_agent: str) -> AgentBinding:
+        """The agent an exchange hands on to; an id no agent has and an agent suspended or
+        retired are refused as one policy refuses (:func:`_not_handed_on`)."""
+        try:
+            return self._active_agent(to_agent, seen=self._issuer.confirms_agent)
+        except AgentError:
+            raise _not_handed_on(to_agent) from None
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
@@ -649,6 +662,16 @@ class GrantAuthority:
             self.end_lapsed(task_id, lapsed.message)
             raise lapsed
         return task
+
+
+def _not_handed_on(to_agent: str) -> GrantError:
+    """The one answer an exchange gives for an agent it may not hand its grant to: not
+    registered, suspended or retired, or one policy refuses the grant (its decision is
+    audited with the reasons). The delegating agent may not know the fleet: different
+    answers would list the registered agents (404 ``agent_unknown`` against 403)."""
+    return GrantError("issuance_denied", f"handing the grant on to `{to_agent[:200]}` is "
+                      "denied: it names no agent this grant may be handed to (the audit "
+                      "log keeps why)")
 
 
 def _parent_of(offer: GrantOffer) -> ParentGrant:
