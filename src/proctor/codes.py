@@ -266,8 +266,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                      "left"),
     "grant_out_of_scope": CodeInfo("the tool or its arguments are outside the grant's scope"),
     "grant_wrong_agent": _auth("the grant is not for this agent, or not for its current key"),
-    "grant_manifest_changed": _auth("the grant was issued while its agent ran another "
-                                    "manifest, and a human has reviewed a new one since"),
+    "grant_manifest_changed": _auth("the grant was issued while its agent (or an agent it "
+                                    "was delegated from: each `act` entry's `mfd`) ran "
+                                    "another manifest, and a human has reviewed a new one "
+                                    "since"),
     "delegator_not_trusted": _auth("an agent the grant was delegated from (its `act` chain) "
                                    "is not trusted now: its manifest drifted, it is "
                                    "unattested or no longer registered, or its risk score "

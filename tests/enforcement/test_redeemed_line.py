@@ -192,3 +192,19 @@ def test_a_redemption_confirms_the_delegator_as_it_was_decided_for_it(
         taken = conn.execute(select(func.count()).select_from(grant_offers)
                              .where(grant_offers.c.grant_id.is_not(None))).scalar()
     assert taken == (1 if allowed else 0)
+
+
+def test_a_redeemed_grant_is_held_to_the_manifest_its_delegator_handed_it_on_under(
+        runtime: Runtime, agents: Agents) -> None:
+    """The grant made from an exchange's offer carries the delegator's manifest in its
+    `act` chain (kept with the offer): once a human reviews the delegator onto another
+    manifest, a use of it is refused ``grant_manifest_changed``, as the delegator's own."""
+    offered = Offered(runtime, agents)
+    grant = offered.redeem()
+    assert grant.claims.line_manifests == (offered.held.claims.manifest_digest,)
+    assert runtime.grants.inspect(grant.token).claims.agent_id == FINANCE
+    runtime.registry.review(CODER, reviewer="erin@acme.example",
+                            manifest=manifest(model_id="its-next-model"))
+    with pytest.raises(GrantError) as refused:
+        runtime.grants.inspect(grant.token)
+    assert refused.value.code == "grant_manifest_changed"

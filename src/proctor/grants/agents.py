@@ -63,12 +63,16 @@ def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
 
 
 def line_refusal(find: Callable[[str], AgentBinding | None],
-                 actor_chain: tuple[str, ...], *,
+                 actor_chain: tuple[str, ...], manifests: tuple[str | None, ...] = (), *,
                  max_risk: int = DELEGATOR_MAX_RISK) -> GrantError | None:
     """Why a grant delegated along ``actor_chain`` (its delegators, nearest first: the
     grant's ``act`` chain) may not be used now, or None: every agent it derives from
     must be registered, active and ``trusted`` as ``find`` reads it, with a risk score
-    below ``max_risk`` (the setting ``delegator_max_risk``). Authority handed on by an
+    below ``max_risk`` (the setting ``delegator_max_risk``), and, where ``manifests``
+    names the manifest an agent's own grant was issued under (as ``actor_chain``: the
+    token's ``act`` entries' ``mfd``), still running it: a delegator a human reviewed
+    onto another manifest since lends nothing it handed on under the old one
+    (``grant_manifest_changed``, as its own grant is). Authority handed on by an
     agent whose manifest drifted since, that is unattested, or whose behaviour made it
     risky, is re-gated as that agent's own is: a human reviews it (or its score falls),
     and the line's grants work again (nothing is revoked). A suspended or retired
@@ -79,9 +83,15 @@ def line_refusal(find: Callable[[str], AgentBinding | None],
     view is warm), by its use's write of the rows as committed
     (:mod:`proctor.grants.use`), and by an exchange's redemption for the agents before
     its delegator. A grant of depth 0 has an empty chain: nothing is read."""
-    for agent_id in actor_chain:
+    for at, agent_id in enumerate(actor_chain):
         binding = find(agent_id)
         if binding is not None and binding.trust_state == "trusted" and binding.is_active:
+            manifest = manifests[at] if at < len(manifests) else None
+            if manifest is not None and binding.manifest_digest is not None \
+                    and manifest != binding.manifest_digest:
+                return GrantError("grant_manifest_changed", f"agent `{agent_id}`, which the "
+                                  "grant derives from, was reviewed on another manifest "
+                                  "since it handed the grant on: ask for a new grant")
             if binding.risk_score < max_risk:
                 continue
             return GrantError("delegator_not_trusted", f"agent `{agent_id}`, which the grant "

@@ -324,7 +324,8 @@ class GrantAuthority:
             request = Request(task, receiver.agent_id, wanted, int(now.timestamp()) + ttl,
                               max_uses, parent.grant_id, (parent.grant_id, *parent.ancestors),
                               chain, approved, inherited, receiver.manifest_digest,
-                              receiver.key_thumbprint)
+                              receiver.key_thumbprint,
+                              (parent.manifest_digest, *parent.line_manifests))
             key = receiver.key_thumbprint
             try:
                 decided = self._issuer.decide_unwritten(
@@ -371,7 +372,8 @@ class GrantAuthority:
         request = Request(task, offer.agent_id, offer.scope, int(offer.expires_at.timestamp()),
                           offer.max_uses, offer.parent_id, offer.ancestors, offer.actor_chain,
                           offer.approved, offer.wildcards, binding.manifest_digest,
-                          agent_key=binding.key_thumbprint)
+                          agent_key=binding.key_thumbprint,
+                          actor_manifests=offer.actor_manifests)
         ttl = max(1, request.expires_at - int(self._clock.now().timestamp()))
         # its events go with the grant's write, which takes the offer (NewGrant)
         decided = self._issuer.decide_unwritten(
@@ -520,7 +522,8 @@ class GrantAuthority:
             link = claims if depth == 0 else replace(
                 claims, grant_id=claims.ancestors[depth - 1],
                 agent_id=claims.actor_chain[depth - 1], ancestors=claims.ancestors[depth:],
-                actor_chain=claims.actor_chain[depth:])
+                actor_chain=claims.actor_chain[depth:],
+                actor_manifests=claims.line_manifests[depth:])
             rows = self._store.fetch("SELECT max_uses FROM grants WHERE id = {p}",
                                      [link.grant_id])
             self._issuer.decide_later_tool(link, tool_id, task, rows[0][0] if rows else None)
@@ -637,7 +640,8 @@ class GrantAuthority:
         proved the grant's key (or holds it) before this runs."""
         agents = self._agents
         refusal = line_refusal(agents.binding_seen if confirmed_later else agents.binding,
-                               claims.actor_chain, max_risk=self.delegator_max_risk)
+                               claims.actor_chain, claims.line_manifests,
+                               max_risk=self.delegator_max_risk)
         if refusal is not None:
             refusal.holder = claims
             raise refusal
@@ -684,7 +688,8 @@ def _parent_of(offer: GrantOffer) -> ParentGrant:
                          "version, which did not keep what its redemption confirms of the "
                          "delegator: ask for it again")
     return ParentGrant(offer.parent_id, offer.actor_chain[0], offer.ancestors[1:],
-                       offer.actor_chain[1:], offer.parent_key, offer.parent_manifest)
+                       offer.actor_chain[1:], offer.parent_key, offer.parent_manifest,
+                       offer.actor_manifests[1:])
 
 
 _T = TypeVar("_T")

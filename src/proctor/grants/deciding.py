@@ -142,6 +142,7 @@ class _Deciding:
         refusal = binding_refusal(self._agents.binding(parent.agent_id),
                                   parent.key_thumbprint, parent.manifest_digest) \
             or line_refusal(self._agents.binding, (parent.agent_id, *parent.actor_chain),
+                            (parent.manifest_digest, *parent.actor_manifests),
                             max_risk=self.max_risk)
         if refusal is not None:
             if decided.events:

@@ -152,7 +152,7 @@ class Issuer(_Deciding):
             issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
             scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
             actor_chain=request.actor_chain, wildcards=request.wildcards,
-            manifest_digest=request.manifest_digest)
+            manifest_digest=request.manifest_digest, actor_manifests=request.actor_manifests)
         token = self._codec.encode(claims)
         if len(token) > MAX_TOKEN_BYTES:
             raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
@@ -233,7 +233,8 @@ class Issuer(_Deciding):
             expires_at, wildcards=request.wildcards,
             # what its redemption confirms of the delegator, as the exchange's write did
             parent_key=held_by.key_thumbprint if held_by is not None else None,
-            parent_manifest=held_by.manifest_digest if held_by is not None else None)
+            parent_manifest=held_by.manifest_digest if held_by is not None else None,
+            actor_manifests=request.actor_manifests)
         events = decided.events if decided is not None else []
         if events and self._audit is not None:
             new2 = NewOffer(offer, request, now, self._agents.binding_in,

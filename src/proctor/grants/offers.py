@@ -70,6 +70,9 @@ class GrantOffer:
     # an offer stored before they were kept)
     parent_key: str | None = None
     parent_manifest: str | None = None
+    # the manifest each grant of its line was issued under (as ``actor_chain``), for the
+    # grant's `act` chain
+    actor_manifests: tuple[str | None, ...] = ()
 
     @property
     def is_delegated(self) -> bool:
@@ -94,7 +97,8 @@ class GrantOffer:
         if self.wildcards is not None:
             stored["wild"] = self.wildcards.as_json()["tools"]
         if self.parent_key is not None:
-            stored["parent"] = {"key": self.parent_key, "manifest": self.parent_manifest}
+            stored["parent"] = {"key": self.parent_key, "manifest": self.parent_manifest,
+                                "line": list(self.actor_manifests)}
         return stored
 
     def as_json(self) -> dict[str, Any]:
@@ -129,7 +133,14 @@ def load_offer(conn: Connection, offer_id: str) -> GrantOffer:
         as_utc(row.redeemed_at) if row.redeemed_at else None, row.grant_id,
         as_utc(row.cancelled_at) if row.cancelled_at else None, row.cancel_reason,
         GrantScope.from_json({"tools": row.scope["wild"]}) if "wild" in row.scope else None,
-        parent.get("key"), parent.get("manifest"))
+        parent.get("key"), parent.get("manifest"), _line(parent.get("line")))
+
+
+def _line(value: object) -> tuple[str | None, ...]:
+    """The stored manifests of an offer's line (none for an offer stored before them)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(v if isinstance(v, str) else None for v in value)
 
 
 def take_offer(conn: Connection, offer: GrantOffer, grant_id: str, now: datetime) -> None:

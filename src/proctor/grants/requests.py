@@ -65,11 +65,13 @@ class ParentGrant(NamedTuple):
     actor_chain: tuple[str, ...]
     key_thumbprint: str
     manifest_digest: str | None
+    # the manifests the grants of its line were issued under (as ``actor_chain``)
+    actor_manifests: tuple[str | None, ...] = ()
 
     @classmethod
     def of(cls, claims: GrantClaims) -> ParentGrant:
         return cls(claims.grant_id, claims.agent_id, claims.ancestors, claims.actor_chain,
-                   claims.key_thumbprint, claims.manifest_digest)
+                   claims.key_thumbprint, claims.manifest_digest, claims.line_manifests)
 
 
 class EnsureCurrent(Protocol):
@@ -105,6 +107,9 @@ class Request:
     wildcards: GrantScope | None = None  # as asked for: later tools are decided then
     manifest_digest: str | None = None  # the manifest the agent runs as it is issued
     agent_key: str | None = None  # the agent's registered key as read (a write confirms it)
+    # the manifest each grant of ``actor_chain`` was issued under: the child token's `act`
+    # carries them, and each use confirms its delegator still runs it
+    actor_manifests: tuple[str | None, ...] = ()
 
     @property
     def lineage(self) -> tuple[str, ...]:

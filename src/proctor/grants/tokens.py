@@ -13,7 +13,8 @@ Claims::
     sub   the agent's SPIFFE ID                  jti   the grant id (a lease node)
     iat, nbf, exp                                task  the task id
     scope the grant scope document               cnf   {"jkt": agent key thumbprint}
-    anc   ancestor grant ids, parent first       act   RFC 8693 actor chain (delegation)
+    anc   ancestor grant ids, parent first       act   RFC 8693 actor chain (delegation):
+          each actor's ``sub`` and ``mfd``, the manifest its own grant was issued under
     wild  the wildcard entries as asked for: a tool they match that appeared after the
           grant was issued is decided then as a new issuance (``scope`` holds the
           tools decided at issuance, each named)
@@ -64,10 +65,19 @@ class GrantClaims:
     actor_chain: tuple[str, ...]
     wildcards: GrantScope | None = None
     manifest_digest: str | None = None  # `mfd`: the manifest the agent ran when issued
+    # each `act` entry's `mfd`: the manifest each delegator's grant was issued under, as
+    # ``actor_chain`` (None: not known, a grant made before they were carried)
+    actor_manifests: tuple[str | None, ...] = ()
 
     @property
     def depth(self) -> int:
         return len(self.ancestors)
+
+    @property
+    def line_manifests(self) -> tuple[str | None, ...]:
+        """:attr:`actor_manifests`, one for each agent of ``actor_chain``."""
+        known = self.actor_manifests[:len(self.actor_chain)]
+        return known + (None,) * (len(self.actor_chain) - len(known))
 
     @property
     def lineage(self) -> tuple[str, ...]:
@@ -83,8 +93,10 @@ class GrantClaims:
             "cnf": {"jkt": self.key_thumbprint}, "anc": list(self.ancestors),
         }
         act: dict[str, Any] | None = None
-        for actor in reversed(self.actor_chain):
-            act = {"sub": actor, **({"act": act} if act else {})}
+        for actor, manifest in reversed(list(zip(self.actor_chain, self.line_manifests,
+                                                 strict=True))):
+            act = {"sub": actor, **({"mfd": manifest} if manifest is not None else {}),
+                   **({"act": act} if act else {})}
         if act:
             claims["act"] = act
         if self.wildcards is not None:
@@ -97,9 +109,11 @@ class GrantClaims:
     def from_claims(cls, claims: Mapping[str, Any]) -> GrantClaims:
         try:
             chain: list[str] = []
+            manifests: list[str | None] = []
             act = claims.get("act")
             while isinstance(act, Mapping):
                 chain.append(str(act["sub"]))
+                manifests.append(str(act["mfd"]) if "mfd" in act else None)
                 act = act.get("act")
             return cls(
                 grant_id=str(claims["jti"]), agent_id=str(claims["sub"]),
@@ -112,6 +126,8 @@ class GrantClaims:
                 actor_chain=tuple(chain),
                 wildcards=GrantScope.from_json(claims["wild"]) if "wild" in claims else None,
                 manifest_digest=str(claims["mfd"]) if "mfd" in claims else None,
+                # none known (a token made before they were carried): none, as written
+                actor_manifests=tuple(manifests) if any(manifests) else (),
             )
         except (KeyError, TypeError, ValueError, ScopeError) as exc:
             raise GrantError("grant_malformed", "grant claims are incomplete") from exc

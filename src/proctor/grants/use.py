@@ -12,7 +12,8 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    higher than the decision saw: score and named factors, what policy forbids on (a
    drift, or a higher score, committed by another process whose news had not reached
    this one: ``agent_changed``); a delegated grant's line (every agent of its ``act``
-   chain) is trusted and active, at a risk below ``max_risk``
+   chain) is trusted and active, at a risk below ``max_risk``, and runs the manifest its
+   own grant was issued under (``grant_manifest_changed``)
    (:func:`~proctor.grants.agents.line_refusal`:
    ``delegator_not_trusted``; one row each, read once per transaction, and none for
    a grant of depth 0);
@@ -250,7 +251,7 @@ class GrantUse:
                                  "decided: ask again")
             if claims.actor_chain:  # delegated: the agents it derives from, as committed
                 refusal = line_refusal(tasks.agents.get, claims.actor_chain,
-                                       max_risk=self.max_risk)
+                                       claims.line_manifests, max_risk=self.max_risk)
                 if refusal is not None:
                     raise refusal
             if any(i not in tasks.live for i in claims.lineage):

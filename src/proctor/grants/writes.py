@@ -161,7 +161,7 @@ class NewGrant:
                                                              request.manifest_digest):
             raise GrantError("agent_changed", "the agent's key or manifest changed since the "
                              "issuance was read: ask again")
-        _confirm_delegator(tx, self.agent, self.delegator, request.actor_chain, self.max_risk)
+        _confirm_delegator(tx, self.agent, self.delegator, request, self.max_risk)
         _confirm_lineage(tx, request, self.revisions)
         offer = self.offer
         if offer is not None and tx.execute(_TAKE_OFFER, [tx.time(self.now),
@@ -249,8 +249,7 @@ class NewOffer:
 
     def _check(self, tx: WriteCursor) -> None:
         _confirm_agent(tx, self.agent, self.request.agent_id, self.decided)
-        _confirm_delegator(tx, self.agent, self.delegator, self.request.actor_chain,
-                           self.max_risk)
+        _confirm_delegator(tx, self.agent, self.delegator, self.request, self.max_risk)
         _confirm_lineage(tx, self.request, self.revisions)
 
 
@@ -273,19 +272,21 @@ def _confirm_agent(tx: WriteCursor, read: AgentRead, agent_id: str,
 
 
 def _confirm_delegator(tx: WriteCursor, read: AgentRead, delegator: Delegator | None,
-                       line: tuple[str, ...], max_risk: int) -> None:
+                       request: Request, max_risk: int) -> None:
     """An exchange's delegator (if any) as ``tx`` sees it: as its tools were decided for
     it (:func:`_confirm_agent`: a drift, review or risk committed since is
     ``agent_changed``, decided once more), its grant still usable by it (its key and
-    manifest, as a use's write confirms them), and the child's line (``line``: the
-    delegator and the agents its grant derives from) trusted and active
+    manifest, as a use's write confirms them), and the child's line (``request``'s
+    ``actor_chain``: the delegator and the agents its grant derives from) trusted and
+    active, each on the manifest its own grant was issued under,
     at a risk below ``max_risk`` (``delegator_not_trusted``, as a use of the child is
     refused); else raises the refusal."""
     if delegator is None:
         return
     agent = _confirm_agent(tx, read, delegator.agent_id, delegator.decided, who="delegator")
     refusal = binding_refusal(agent, delegator.key_thumbprint, delegator.manifest_digest) \
-        or line_refusal(lambda agent_id: read(tx, agent_id), line, max_risk=max_risk)
+        or line_refusal(lambda agent_id: read(tx, agent_id), request.actor_chain,
+                        request.actor_manifests, max_risk=max_risk)
     if refusal is not None:
         raise refusal
 
