@@ -107,6 +107,25 @@ async def test_a_key_the_trust_domain_or_issuer_withdrew_stops_signing_agents_in
     assert (await whoami(client, home.rotated.token("helper", now))).json()["id"] == HELPER
 
 
+async def test_a_token_signed_in_before_its_key_was_withdrawn_stops_signing_in(
+        client: httpx.AsyncClient, home: Home, frozen: FrozenClock) -> None:
+    # Whoever holds a leaked authority or workload key mints tokens that live long (no
+    # lifetime is imposed on JWT-SVIDs or workload tokens) and signs in with each once
+    # before the key is withdrawn. The API remembered a verified workload proof until
+    # it expired, without asking whether its key was still trusted: those tokens kept
+    # signing the agents in for as long as they said (found by review). A remembered
+    # proof is verified again once it is a minute old now.
+    now = frozen.now()
+    svid = home.old.svid(AGENT, now, ttl=86400)
+    workload = home.cluster.token("helper", now, ttl=86400)
+    for token, agent in ((svid, AGENT), (workload, HELPER)):
+        assert (await whoami(client, token)).json()["id"] == agent
+    home.write(svids=[home.new], oidc=[home.rotated])
+    frozen.advance(seconds=301)  # the sets are loaded again: the keys are gone
+    for token in (svid, workload):
+        assert_problem(await whoami(client, token), 401, "proof_key_unknown")
+
+
 async def test_a_key_set_that_cannot_be_loaded_again_is_used_for_an_hour_at_most(
         client: httpx.AsyncClient, home: Home, frozen: FrozenClock) -> None:
     # The bundle file turns unreadable (a half-written rotation, a broken sync): the

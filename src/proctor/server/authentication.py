@@ -13,13 +13,15 @@ Schemes::
 
 Any failure is a 401 with the specific code (``proof_expired``,
 ``grant_revoked``, ``api_token_invalid``, …). A verified workload proof is
-remembered until it expires, so an agent can reuse one for many requests; the
-agent's state and key are still read from the store on every request, so a
-suspension or a key change takes effect at once. A route whose own work confirms
-the agent in its write (``POST /v1/decide``: the decision's transaction confirms
-the agent, its grant and its task) asks with ``confirmed_later``: the agent's
-state and key then come from the process's agent view (memory while the change
-feed is current, the store otherwise), with no read of its own.
+remembered until it expires, but at most :data:`REVERIFY_SECONDS`, so an agent can
+reuse one for many requests; then it is verified again, against the keys its issuer
+trusts now (a JWT-SVID or workload token may live hours, and a key the trust domain
+withdrew must stop signing agents in). The agent's state and key are still read from
+the store on every request, so a suspension or a key change takes effect at once. A
+route whose own work confirms the agent in its write (``POST /v1/decide``: the
+decision's transaction confirms the agent, its grant and its task) asks with
+``confirmed_later``: the agent's state and key then come from the process's agent view
+(memory while the change feed is current, the store otherwise), with no read of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from proctor.clock import Clock
@@ -46,6 +48,8 @@ MAX_CREDENTIAL_BYTES = 16 * 1024
 CHALLENGE = f'Bearer realm="proctor", DPoP realm="proctor" algs="{" ".join(PROOF_ALGORITHMS)}"'
 _CACHE_SIZE = 10_000
 AGENT_ROLES = frozenset({"agent"})
+# the longest a verified workload proof is taken without verifying it again
+REVERIFY_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,7 @@ class _Remembered:
     agent_id: str
     owner: str
     method: str
-    expires_at: datetime
+    expires_at: datetime  # the proof's, or sooner: when it is verified again
     key_thumbprint: str | None
 
 
@@ -144,8 +148,10 @@ class RequestAuthenticator:
             return self._agent(remembered)
         found = self._agents.authenticate(token)
         agent, identity = found.agent, found.identity
-        remembered = _Remembered(agent.id, agent.owner, identity.method.value,
-                                 identity.expires_at, agent.key_thumbprint)
+        until = min(identity.expires_at,
+                    self._clock.now() + timedelta(seconds=REVERIFY_SECONDS))
+        remembered = _Remembered(agent.id, agent.owner, identity.method.value, until,
+                                 agent.key_thumbprint)
         with self._lock:
             if len(self._remembered) >= _CACHE_SIZE:
                 self._remembered.clear()
