@@ -418,3 +418,53 @@ def test_a_pinned_amount_allows_no_negative_or_lower_signed_value(
         assert agents.call(grant, "crm/issue_refund", refund(amount)).outcome \
             is Outcome.APPROVAL_REQUIRED, amount
     assert agents.call(grant, "crm/issue_refund", refund(-500)).is_allowed
+
+
+def test_a_pre_approval_is_spent_only_along_the_line_its_approver_was_checked_for(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # Dan approves similar refunds of the support agent, handed them by the coder: he
+    # owns neither, so he may (separation of duties is checked for the call's line).
+    # Then Dan's own agent takes part: the coder hands the refunds to it, and it hands
+    # them on to the support agent. Dan may not approve a call of that line himself
+    # (93ca59c), yet the pre-approval he gave for the other line let its large refunds
+    # through without asking (found by review). A pre-approval is spent only by calls
+    # along the line of the call it approved now.
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from joserfc.jwk import ECKey
+
+    from proctor.identity import OwnKeyProof
+    from tests.identity.factories import manifest, public_jwk
+
+    dans = "spiffe://acme.example/agent/dans-bot"
+    key = ECKey.generate_key("P-256", private=True)
+    runtime.registry.register(dans, owner="dan@acme.example", groups=["support-agents"],
+                              proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
+    private = key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    agents.keys[dans] = private
+    runtime.enforcer.refresh_principals()
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    similar(runtime).approve(pending.approval.id, approver="dan@acme.example")
+    assert agents.call(child, "crm/issue_refund", refund(20_000)).is_allowed  # its line
+
+    def handed(holder: IssuedGrant, to_agent: str) -> IssuedGrant:
+        proof = make_proof(agents.keys[holder.claims.agent_id], holder.token,
+                           method=EXCHANGE_METHOD, target=issuer_for(runtime.settings),
+                           now=runtime.clock.now())
+        made = runtime.grants.exchange(holder.token, proof, to_agent=to_agent,
+                                       ttl_seconds=240,
+                                       scope=GrantScope.from_json({"tools": REFUND}))
+        assert isinstance(made, IssuedGrant)
+        return made
+
+    through_dans = handed(handed(parent, dans), SUPPORT)
+    verdict = agents.call(through_dans, "crm/issue_refund", refund(20_000))
+    assert verdict.outcome is Outcome.APPROVAL_REQUIRED
+    assert verdict.approval is not None
+    with pytest.raises(ApprovalError) as refused:  # and Dan may not approve it himself
+        runtime.approvals.decide(verdict.approval.id, approver="dan@acme.example",
+                                 approve=True)
+    assert refused.value.code == "approval_own_request"

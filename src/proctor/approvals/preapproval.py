@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -10,7 +11,7 @@ from sqlalchemy import and_, select, update
 from proctor.clock import Clock
 from proctor.grants.scope import GrantScope
 from proctor.store import Store
-from proctor.store.tables import approval_grants, grants, leases
+from proctor.store.tables import approval_grants, approvals, grants, leases
 
 __all__ = ["use_similar"]
 
@@ -32,18 +33,33 @@ def _below_floor(scope: GrantScope, args: Mapping[str, Any]) -> bool:
     return False
 
 
+def _line_of(request: object) -> list[str] | None:
+    """The delegation chain an approval request was made along (as the enforcer wrote
+    it, first holder first), or None if it cannot be read."""
+    if isinstance(request, str):
+        request = json.loads(request)
+    chain = request.get("delegation_chain", []) if isinstance(request, dict) else None
+    return [str(a) for a in chain] if isinstance(chain, list) else None
+
+
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
-                args: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Spend one use of a live pre-approval grant that allows this call; returns the id
-    of the approval it came from and the grant's, or None. Atomic: a last use goes to
-    one call only. The call's write confirms the grant is still unrevoked
+                args: Mapping[str, Any], line: Sequence[str] = ()) -> tuple[str, str] | None:
+    """Spend one use of a live pre-approval grant that allows this call, made along the
+    delegation chain ``line`` (first holder first, ``context.delegation.chain``); returns
+    the id of the approval it came from and the grant's, or None. Atomic: a last use goes
+    to one call only. The call's write confirms the grant is still unrevoked
     (:attr:`~proctor.grants.use.GrantUse.also_live`): a revocation committing between
-    this spend and that write is honoured."""
+    this spend and that write is honoured.
+
+    A pre-approval stands for calls along the line of the call it approved only: its
+    approver was held apart from that line's owners (separation of duties), not from
+    the owners of another line the agent may be handed a grant of in the task."""
     now = clock.now()
     parent = leases.alias("parent")  # its task: ending it revokes that node first
     query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
-                    approval_grants.c.arg_names, grants.c.scope)
+                    approval_grants.c.arg_names, grants.c.scope, approvals.c.request)
              .join(grants, grants.c.id == approval_grants.c.grant_id)
+             .join(approvals, approvals.c.id == approval_grants.c.approval_id)
              .join(leases, leases.c.id == approval_grants.c.grant_id)
              .join(parent, parent.c.id == leases.c.parent_id)
              .where(and_(parent.c.revoked_at.is_(None),approval_grants.c.task_id == task_id,
@@ -54,7 +70,7 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
              .order_by(approval_grants.c.created_at))
     with store.transaction() as conn:
         for row in conn.execute(query).all():
-            if not set(args) <= set(row.arg_names):
+            if not set(args) <= set(row.arg_names) or _line_of(row.request) != list(line):
                 continue
             scope = GrantScope.from_json(row.scope)
             if not scope.allows(tool_id, args) or _below_floor(scope, args):

@@ -172,12 +172,14 @@ class ApprovalQueue:
         return self.get(row.id) if used == 1 else None
 
     def consume_similar(self, *, agent_id: str, task_id: str, tool_id: str,
-                        args: Mapping[str, Any]) -> tuple[Approval, str] | None:
+                        args: Mapping[str, Any], line: Sequence[str] = ()
+                        ) -> tuple[Approval, str] | None:
         """Spend one use of a live pre-approval grant ("approve similar within this
-        task") that allows this call; the approval it came from and the grant's id (the
-        call's write confirms it unrevoked), or None."""
+        task") that allows this call, made along the delegation chain ``line`` (first
+        holder first) as the approved call was; the approval it came from and the
+        grant's id (the call's write confirms it unrevoked), or None."""
         spent = use_similar(self._store, self._clock, agent_id=agent_id,
-                            task_id=task_id, tool_id=tool_id, args=args)
+                            task_id=task_id, tool_id=tool_id, args=args, line=line)
         return (self.get(spent[0]), spent[1]) if spent is not None else None
 
     def give_back(self, approval: Approval, similar: str | None = None) -> None:

@@ -200,7 +200,8 @@ class _Steps(_Enforcing):
             else:  # "approve similar within this task"
                 similar = self._approvals.consume_similar(
                     agent_id=claims.agent_id, task_id=claims.task_id,
-                    tool_id=request.resource.id, args=request.context.get("args") or {})
+                    tool_id=request.resource.id, args=request.context.get("args") or {},
+                    line=claims.actor_chain[::-1])
                 if similar is not None:
                     # the write confirms the pre-approval unrevoked, as the grant's line
                     approval, use.also_live = similar[0], (similar[1],)
