@@ -12,7 +12,10 @@ session and process group; on exit stdin
 closed, a grace period, then the process tree terminated and killed, every wait
 bounded and shielded), but the server's stderr is a pipe the gateway reads, each
 line redacted before it is written to the error log (:mod:`proctor.gateway.stderr`),
-and it frames the pipes itself:
+its stdin and stdout are read and written on the event loop itself
+(:mod:`proctor.gateway.wire`: a request goes out in its caller's turn, and an answer
+read while no other line waits settles its request in the read's callback), and it
+frames the pipes itself:
 
 - the SDK's ``ClientSession`` still gets every line but the answers to direct
   requests and the messages relayed here (``initialize``, listings, the server's own
@@ -89,6 +92,7 @@ from pydantic import ValidationError
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
 from proctor.gateway.stderr import StderrRedaction, UpstreamStderr
+from proctor.gateway.wire import Line, ServerStdin, ServerStdout
 
 __all__ = ["DEFAULT_MAX_ANSWER_BYTES", "OnLog", "OnProgress", "UpstreamPipes", "asking",
            "invalid_answer", "outcome", "progress_of", "relay_log", "relay_progress",
@@ -139,6 +143,7 @@ class UpstreamPipes:
         self.broken = False  # a line over the cap ended the reading
         self._errlog = errlog
         self._process: ServerProcess | None = None
+        self._stdin: ServerStdin | None = None
         self._writing = anyio.Lock(fast_acquire=True)
         self._waiting: dict[str, _Waiter] = {}
         self._ids = itertools.count(1)
@@ -163,6 +168,9 @@ class UpstreamPipes:
         stderr.spawned()
         # The spawn succeeded; no awaits until the task group is entered (as the SDK's).
         self._process = process
+        self._stdin = ServerStdin(process)
+        stdout = ServerStdout(process, limit=self._max_answer, quick=self._quick,
+                              on_overflow=self._overflow)
         to_session, read_stream = anyio.create_memory_object_stream[
             SessionMessage | Exception](0)
         write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
@@ -173,8 +181,10 @@ class UpstreamPipes:
             try:
                 async with to_session:
                     try:
-                        await self._read(process, to_session)
+                        await stdout.take()
+                        await self._read(stdout, to_session)
                     finally:
+                        stdout.give_back()  # the transport drains and closes the pipe
                         self._close_waiting()
                         if self.broken:  # the session sees the end now, not at the drain's
                             await to_session.aclose()
@@ -184,6 +194,8 @@ class UpstreamPipes:
             except (anyio.BrokenResourceError, ConnectionError):
                 if not shutting_down:
                     log.warning("reading the upstream's stdout failed mid-session")
+            if stdout.failed is not None and not shutting_down:
+                log.warning("reading the upstream's stdout failed mid-session")
 
         async def write() -> None:
             try:
@@ -201,6 +213,7 @@ class UpstreamPipes:
         async def shutdown() -> None:
             # as the SDK's stdio_client: stop traffic, flush, stop the server, release
             self._close_waiting()
+            stdout.give_back()  # before the SDK stops the server and closes its pipes
             read_stream.close()
             write_stream.close()
             with anyio.move_on_after(_WRITER_FLUSH_SECONDS):
@@ -265,47 +278,35 @@ class UpstreamPipes:
             await self._send(line)
 
     async def _send(self, data: bytes) -> None:
-        process = self._process
-        assert process is not None and process.stdin is not None
+        stdin = self._stdin
+        assert stdin is not None
         async with self._writing:
-            await process.stdin.send(data)
+            await stdin.send(data)
 
-    async def _read(self, process: ServerProcess,
+    async def _read(self, stdout: ServerStdout,
                     to_session: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
-        assert process.stdout is not None
-        buffer = bytearray()
-        limit = self._max_answer
-        async for chunk in process.stdout:
-            buffer += chunk
-            if b"\n" not in chunk:
-                if len(buffer) > limit:
-                    self._overflow(buffer)
-                    return
+        """The lines :meth:`_quick` left, in order: the SDK session's, logs, progress."""
+        async for line in stdout.lines():
+            if self._quick(line):  # an answer behind lines that waited for this task
                 continue
-            *lines, rest = buffer.split(b"\n")
-            buffer = bytearray(rest)
-            for line in lines:
-                if len(line) > limit:
-                    self._overflow(line)
-                    return
-                if self._waiting and _OWN_ID_BYTES in line and self._took(line):
+            try:
+                text = line.decode(self._params.encoding, self._params.encoding_error_handler)
+            except UnicodeDecodeError as exc:
+                message: SessionMessage | Exception = exc
+            else:
+                message = _parse_line(text)
+                if (await relay_log(message, self.version, self._on_log)
+                        or await self._relayed_progress(message)):
                     continue
-                try:
-                    text = line.decode(self._params.encoding, self._params.encoding_error_handler)
-                except UnicodeDecodeError as exc:
-                    message: SessionMessage | Exception = exc
-                else:
-                    message = _parse_line(text)
-                    if (await relay_log(message, self.version, self._on_log)
-                            or await self._relayed_progress(message)):
-                        continue
-                try:
-                    await to_session.send(message)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    return  # the session is gone; only the drain remains
-            if len(buffer) > limit:
-                self._overflow(buffer)
-                return
+            try:
+                await to_session.send(message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return  # the session is gone; only the drain remains
+
+    def _quick(self, line: Line) -> bool:
+        """Whether ``line`` answered a direct request (now settled): read by the stdout
+        callback while no other line waits, so in line order."""
+        return bool(self._waiting) and _OWN_ID_BYTES in line and self._took(line)
 
     async def _relayed_progress(self, message: SessionMessage | Exception) -> bool:
         """True for progress on a direct request (its id is the token): relayed if the

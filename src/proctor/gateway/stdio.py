@@ -35,6 +35,7 @@ it is not answered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -461,24 +462,80 @@ async def _answer(errors: FromServer, request_id: types.RequestId | None, reason
 
 class PipeReader(ByteReceiveStream):
     """Bytes from a pipe's file descriptor, read without blocking the event loop (and
-    so cancellable, unlike a read in a worker thread)."""
+    so cancellable, unlike a read in a worker thread).
+
+    The pipe stays registered with the loop between reads (as asyncio's own pipe
+    transports keep theirs): its callback reads a chunk and hands it to the waiting
+    :meth:`receive`; a chunk nobody waits for is kept, and the pipe is not watched
+    until it is taken (nor after its end). A chunk read while :meth:`receive` waits
+    costs no registration of the pipe (two ``epoll_ctl`` calls each time before)."""
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._is_watching = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._chunk: bytes | None = None  # read by the callback, not yet taken
+        self._failed: Exception | None = None
+        self._max = 65536
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        while True:
-            await anyio.wait_readable(self._fd)
+        self._max = max_bytes
+        while self._chunk is None and self._failed is None:
+            loop = self._loop = self._loop or asyncio.get_running_loop()
+            self._watch()
+            waiter = self._waiter = loop.create_future()
             try:
-                data = os.read(self._fd, max_bytes)
-            except BlockingIOError:
-                continue
-            if not data:
-                raise anyio.EndOfStream
-            return data
+                await waiter
+            finally:
+                self._waiter = None
+        if self._failed is not None:
+            raise self._failed
+        chunk, self._chunk = self._chunk, None
+        if not chunk:  # the end: kept for every later call
+            self._chunk = chunk
+            raise anyio.EndOfStream
+        self._watch()  # the pipe is watched again once the chunk is taken
+        return chunk
+
+    def _readable(self) -> None:
+        if self._chunk is not None:  # more comes before the last chunk is taken
+            self._unwatch()
+            return
+        try:
+            chunk = os.read(self._fd, self._max)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._failed = exc
+            chunk = b""
+        self._chunk = chunk
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and chunk:
+            waiter.set_result(None)  # taken in the next turn: the pipe stays watched
+            return
+        self._unwatch()  # nobody waits, or the end (which stays readable): held
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _watch(self) -> None:
+        if not self._is_watching and self._chunk is None and self._loop is not None:
+            self._loop.add_reader(self._fd, self._readable)
+            self._is_watching = True
+
+    def _unwatch(self) -> None:
+        if self._is_watching and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._is_watching = False
 
     async def aclose(self) -> None:
+        self._unwatch()
+        if self._failed is None:
+            self._failed = anyio.ClosedResourceError()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         os.close(self._fd)
 
 

@@ -1,0 +1,217 @@
+"""A stdio upstream's pipes read and written on the event loop (proctor.gateway.wire):
+real servers answer each call through them as through the SDK's own session, many
+calls at once included, and what a server writes before it is asked, in chunks of any
+size, or after the gateway stops reading, is neither lost nor taken twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp.client.stdio import _aclose_all, _stop_server_process
+
+from proctor.gateway.stdio import PipeReader
+from proctor.gateway.wire import ServerStdin, ServerStdout
+from tests.gateway.conftest import TIME, WAIT
+from tests.gateway.test_upstream_direct import BENCH_UPSTREAM, _both, _connected
+
+pytestmark = pytest.mark.anyio
+
+GIT = [sys.executable, "-m", "mcp_server_git"]
+
+
+def _repository(path: Path) -> Path:
+    """A git repository with one commit, made by git itself."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True)
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "tester@example.org")
+    git("config", "user.name", "Tester")
+    (path / "notes.txt").write_text("first line\n")
+    git("add", "notes.txt")
+    git("commit", "-q", "-m", "the first commit")
+    (path / "notes.txt").write_text("first line\nsecond line\n")
+    return path
+
+
+async def test_mcp_server_time_answers_through_the_wire_as_through_the_sdk() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                          "target_timezone": "Asia/Tokyo"}),
+        ("convert_time", {"source_timezone": "UTC", "time": "25:61",
+                          "target_timezone": "Asia/Tokyo"}),  # the tool's own error
+        ("get_current_time", {"timezone": "Not/AZone"}),
+        ("no_such_tool", {})]
+    async with _connected(tuple(TIME)) as connection:
+        for name, arguments in calls:
+            direct, through_sdk = await _both(connection, name, arguments)
+            assert direct == through_sdk, name
+
+
+async def test_mcp_server_git_answers_through_the_wire_as_through_the_sdk(
+        tmp_path: Path) -> None:
+    repository = str(_repository(tmp_path))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("git_status", {"repo_path": repository}),
+        ("git_diff_unstaged", {"repo_path": repository}),
+        ("git_log", {"repo_path": repository, "max_count": 5}),
+        ("git_show", {"repo_path": repository, "revision": "HEAD"}),
+        ("git_status", {"repo_path": str(tmp_path.parent)})]  # outside: refused
+    async with _connected((*GIT, "--repository", repository)) as connection:
+        for name, arguments in calls:
+            direct, through_sdk = await _both(connection, name, arguments)
+            assert direct == through_sdk, name
+
+
+async def test_many_calls_at_once_each_get_their_own_answer_off_the_wire() -> None:
+    texts = [f"call {index} " + "x" * (index * 997) for index in range(40)]
+    answers: dict[int, Any] = {}
+    async with _connected(BENCH_UPSTREAM) as connection:
+        async def call(index: int) -> None:
+            result = await connection.call_tool("echo", {"text": texts[index]})
+            answers[index] = result.structured_content
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                for index in range(len(texts)):
+                    tasks.start_soon(call, index)
+    assert answers == {index: {"result": text} for index, text in enumerate(texts)}
+
+
+async def _process(script: str) -> Any:
+    return await anyio.open_process([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+async def _lines(stdout: ServerStdout) -> list[bytes]:
+    return [bytes(line) async for line in stdout.lines()]
+
+
+async def test_what_a_server_wrote_before_the_stdout_was_taken_comes_first() -> None:
+    process = await _process("import sys, time\n"
+                             "sys.stdout.write('early one\\nearly two\\npart')\n"
+                             "sys.stdout.flush()\n"
+                             "line = sys.stdin.readline()\n"
+                             "sys.stdout.write(' of three\\n' + line)\n")
+    reader = process._process.stdout
+    stdout = ServerStdout(process, limit=1 << 16, quick=lambda line: False,
+                          on_overflow=lambda line: None)
+    try:
+        with anyio.fail_after(WAIT):
+            while len(reader._buffer) < len("early one\nearly two\npart"):
+                await asyncio.sleep(0)  # the transport reads what the server wrote
+            await stdout.take()
+            await ServerStdin(process).send(b"asked\n")
+            lines = await _lines(stdout)
+        assert lines == [b"early one", b"early two", b"part of three", b"asked"]
+    finally:
+        stdout.give_back()
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+            await _aclose_all(process)
+
+
+async def test_answers_settled_by_the_callback_keep_their_place_behind_waiting_lines() -> None:
+    # a log line before an answer waits for the task: the answer behind it waits too
+    process = await _process("import sys\n"
+                             "sys.stdout.write('log 1\\nanswer 1\\nanswer 2\\nlog 2\\n"
+                             "answer 3\\n')\n")
+    settled: list[bytes] = []
+
+    def quick(line: bytes | bytearray) -> bool:
+        if line.startswith(b"answer"):
+            settled.append(bytes(line))
+            return True
+        return False
+
+    stdout = ServerStdout(process, limit=1 << 16, quick=quick, on_overflow=lambda line: None)
+    try:
+        with anyio.fail_after(WAIT):
+            await stdout.take()
+            lines = await _lines(stdout)
+        # every line after the first log waited in order for the task (none was
+        # settled ahead of it); lines the task takes are its own to settle
+        assert settled == []
+        assert lines == [b"log 1", b"answer 1", b"answer 2", b"log 2", b"answer 3"]
+    finally:
+        stdout.give_back()
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+            await _aclose_all(process)
+
+
+async def test_a_line_over_the_cap_ends_the_reading_with_its_start() -> None:
+    process = await _process("import sys\nsys.stdout.write('fine\\n' + 'y' * 5000)\n"
+                             "sys.stdout.flush()\nsys.stdin.readline()\n")
+    over: list[bytes] = []
+    stdout = ServerStdout(process, limit=1000, quick=lambda line: False,
+                          on_overflow=lambda line: over.append(bytes(line[:10])))
+    try:
+        with anyio.fail_after(WAIT):
+            await stdout.take()
+            lines = await _lines(stdout)
+        assert lines == [b"fine"]
+        assert over == [b"y" * 10]
+    finally:
+        stdout.give_back()
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+            await _aclose_all(process)
+
+
+async def test_a_write_to_a_server_that_closed_its_stdin_is_a_broken_pipe() -> None:
+    process = await _process("import os\nos.close(0)\nprint('closed', flush=True)\n"
+                             "import time\ntime.sleep(60)\n")
+    stdin = ServerStdin(process)
+    try:
+        with anyio.fail_after(WAIT):
+            said = b""
+            while not said.endswith(b"\n"):  # the server has closed its stdin
+                said += await process.stdout.receive()
+            assert said == b"closed\n"
+            with pytest.raises(anyio.BrokenResourceError):
+                for _ in range(1000):  # the first write may land before the pipe breaks
+                    await stdin.send(b"x" * 65536)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+            await _aclose_all(process)
+
+
+async def test_a_pipe_reader_keeps_a_chunk_nobody_waited_for_and_the_end_for_good() -> None:
+    read_end, write_end = os.pipe()
+    reader = PipeReader(read_end)
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                scope = anyio.CancelScope()
+
+                async def gives_up() -> None:
+                    with scope:
+                        await reader.receive()
+
+                tasks.start_soon(gives_up)
+                await asyncio.sleep(0)
+                scope.cancel()  # the waiting receive is cancelled before anything comes
+            os.write(write_end, b"one\n")
+            assert await reader.receive() == b"one\n"
+            os.write(write_end, b"two\n")
+            while reader._chunk is None:  # read by the callback with nobody waiting
+                await asyncio.sleep(0)
+            os.write(write_end, b"three\n")
+            got = await reader.receive()
+            while not got.endswith(b"three\n"):
+                got += await reader.receive()
+            assert got == b"two\nthree\n"
+            os.close(write_end)
+            for _ in range(2):
+                with pytest.raises(anyio.EndOfStream):
+                    await reader.receive()
+    finally:
+        await reader.aclose()
