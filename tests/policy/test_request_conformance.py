@@ -37,6 +37,7 @@ from proctor.policy import (
     ToolCatalog,
     ToolSpec,
     call_context,
+    conformance,
 )
 from proctor.policy.context import issue_context
 from proctor.policy.entities import principal_entities
@@ -398,3 +399,39 @@ def test_the_generated_requests_took_both_paths_and_reached_every_kind_of_answer
     assert _ENGINE.proven >= 120 and _ENGINE.checked >= 150, (_ENGINE.proven, _ENGINE.checked)
     assert {"policy_permit", "policy_forbid", "no_matching_permit", "approval_required",
             "invalid_request"} <= set(_SEEN), _SEEN
+
+
+# --- the call context's check, written out -------------------------------------------------
+
+
+@settings(max_examples=800, derandomize=True, deadline=None)
+@given(_requests())
+def test_the_written_out_call_check_answers_as_the_record_check_on_generated_contexts(
+        request: DecisionRequest) -> None:
+    context = request.context
+    assert conformance._call(context) is conformance._CALL_RECORD(context)
+
+
+def test_the_written_out_call_check_answers_as_the_record_check_on_every_wrong_field() -> None:
+    base = call_context(now=_NOW, task="t", purpose="p", on_behalf_of="alice",
+                        delegation_chain=[_AGENT], source_ip="10.0.0.1",
+                        args={"n": 1}, grant_constrained=["n"])
+    without_ip = {k: v for k, v in base.items() if k != "source_ip"}
+    items = ["é", "\ud800", 1, True, None, ["x"], "x"]
+    cases: list[Any] = [base, without_ip, None, [], "x", {**base, "extra": 1},
+                        {**without_ip, "extra": 1}, {**without_ip, "source_ip": None}]
+    for record in (base, without_ip):
+        for path in _field_paths(record):
+            for value in [_DROP, *_WRONG_VALUES]:
+                cases.append(_replaced(record, path, value))
+            if isinstance(_value_at(record, path), dict):
+                cases.append(_replaced(record, (*path, "extra"), "x"))
+        for field, inner in (("delegation", "chain"), ("grant", "constrained")):
+            for item in items:
+                cases.append(_replaced(record, (field, inner), ["x", item]))
+        for field in ("task", "purpose", "on_behalf_of"):
+            cases += [_replaced(record, (field,), "é"), _replaced(record, (field,), "a\ud800")]
+    answers = Counter(conformance._call(c) for c in cases)
+    for case in cases:
+        assert conformance._call(case) is conformance._CALL_RECORD(case), case
+    assert answers[True] >= 10 and answers[False] >= 200, answers

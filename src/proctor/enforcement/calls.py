@@ -20,7 +20,7 @@ from proctor.audit import AuditEvent
 from proctor.codes import Code
 from proctor.documents import MAX_DEPTH, is_unicode_text
 from proctor.enforcement.verdicts import CallVerdict, ToolCall, VerdictCode
-from proctor.grants import GrantClaims, GrantScope, GrantUse
+from proctor.grants import GrantClaims, GrantUse
 from proctor.identity import Agent
 from proctor.identity.agent import TrustState
 from proctor.policy import Decision, DecisionRequest, Outcome
@@ -154,15 +154,6 @@ def _printable(text: str) -> str:
 
 def _fingerprint(agent: Agent) -> tuple[Any, ...]:
     return (agent.trust_state, agent.risk_score, agent.risk_factors, agent.owner, agent.groups)
-
-
-def _constrained(scope: GrantScope, call: ToolCall) -> set[str]:
-    """The arguments every scope entry that allows ``call`` constrains: with two entries,
-    one pinning ``recipient`` and one not, the call was not bound to a recipient."""
-    entries = [t for t in scope.tools if t.allows(call.tool_id, call.args)]
-    if not entries:
-        return set()
-    return set.intersection(*(set(t.args) for t in entries))
 
 
 def _approved(request: DecisionRequest) -> DecisionRequest:

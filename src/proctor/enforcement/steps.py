@@ -21,7 +21,6 @@ from proctor.enforcement.calls import (
     _approved,
     _Call,
     _code,
-    _constrained,
     _Pending,
     _Presented,
     _printable,
@@ -124,12 +123,13 @@ class _Steps(_Enforcing):
         if self._tools is not None and self._engine.catalog.by_action(
                 f"tool:{call.tool_id}") is None:
             self._tools.teach(self._engine)  # discovered by another process, perhaps
-        request = self._request(agent, task, claims, call)
+        request = self._request(agent, task, claims, call, use.constrained)
 
         def fresh() -> tuple[Agent, DecisionRequest] | None:
             now = self._agent_again(claims)
             return None if now is None else (now, self._request(
-                now, (self._task_view or self._grants).task(claims.task_id), claims, call))
+                now, (self._task_view or self._grants).task(claims.task_id), claims, call,
+                use.constrained))
         return _Call(claims, accessor, request, use, call, agent, fresh)
 
     def _agent_again(self, claims: GrantClaims) -> Agent | None:
@@ -298,13 +298,15 @@ class _Steps(_Enforcing):
                            decision.policy_ids, decision.revision, event_id, claims,
                            call.accessor, approval, call.request, held=use.held), spent
 
-    def _request(self, agent: Agent, task: Task, claims: GrantClaims,
-                 call: ToolCall) -> DecisionRequest:
+    def _request(self, agent: Agent, task: Task, claims: GrantClaims, call: ToolCall,
+                 constrained: frozenset[str]) -> DecisionRequest:
+        """The call's request to policy; ``constrained``: the arguments the grant's scope
+        constrains for it, as its check found them (:meth:`GrantScope.constrained`)."""
         context = call_context(
             now=self._clock.now(), args=call.args, task=task.id, purpose=task.purpose,
             on_behalf_of=task.on_behalf_of, delegation_chain=claims.actor_chain[::-1],
             source_ip=call.source_ip, sensitivity_seen=Sensitivity(task.sensitivity_seen),
-            grant_constrained=_constrained(claims.scope, call))
+            grant_constrained=constrained)
         principal, action, resource = self._names(agent.id, call.tool_id)
         return DecisionRequest(principal, action, resource, context)
 

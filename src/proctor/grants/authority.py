@@ -422,11 +422,11 @@ class GrantAuthority:
                                 method=method, target=target, now=now)
         if claims.actor_chain:  # delegated: its line's agents too (depth 0: nothing runs)
             self._check_line(claims, confirmed_later=True)
-        self._in_scope(claims, tool_id, args)
+        constrained = self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, nonce_key(verified),
                         nonce_kept_until(verified, now), counts=tool_id is not None,
                         limit=self._limit_of(claims.grant_id),
-                        max_risk=self.delegator_max_risk)
+                        max_risk=self.delegator_max_risk, constrained=constrained)
 
     def hold(self, token: str, key: PrivateKey) -> HeldGrant:
         """The grant ``token`` as held by this process with ``key``, for
@@ -446,16 +446,24 @@ class GrantAuthority:
         self._check_binding(claims, confirmed_later=True)
         if claims.actor_chain:
             self._check_line(claims, confirmed_later=True)
-        self._in_scope(claims, tool_id, args)
+        constrained = self._in_scope(claims, tool_id, args)
         return GrantUse(claims, self._agents.binding_in, now, None, None, counts=True,
                         limit=self._limit_of(claims.grant_id), held=True,
-                        max_risk=self.delegator_max_risk)
+                        max_risk=self.delegator_max_risk, constrained=constrained)
 
     def _in_scope(self, claims: GrantClaims, tool_id: str | None,
-                  args: Mapping[str, Any] | None) -> None:
+                  args: Mapping[str, Any] | None) -> frozenset[str]:
+        """Raise unless the call is in the grant's scope; the arguments its scope
+        constrains for it (:meth:`GrantScope.constrained`; none for a later tool, which
+        no entry names, nor for a use that calls no tool)."""
+        if tool_id is None:
+            return frozenset()
         try:
-            if tool_id is not None and not claims.scope.allows(tool_id, args or {}):
+            constrained = claims.scope.constrained(tool_id, args or {})
+            if constrained is None:
                 self._later_tool(claims, tool_id, args or {})
+                return frozenset()
+            return constrained
         except GrantError as exc:
             exc.holder = claims  # the caller proved the grant's key: the refusal is theirs
             raise
@@ -467,8 +475,10 @@ class GrantAuthority:
         :meth:`prepare`); the token and its proof were checked by that call's use. It
         counts no use and claims no nonce; the write confirms the grant, its agent and
         its task may still be used."""
-        self._in_scope(claims, tool_id, args)
-        return self.confirming(claims)
+        constrained = self._in_scope(claims, tool_id, args)
+        use = self.confirming(claims)
+        use.constrained = constrained
+        return use
 
     def confirming(self, claims: GrantClaims) -> GrantUse:
         """A use that counts nothing and claims no nonce, only confirms in the write that

@@ -21,6 +21,8 @@ __all__ = ["RegisteredAgents", "attestation_event"]
 
 log = logging.getLogger(__name__)
 
+_MAX_BINDINGS = 100_000
+
 _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
             "manifest_digest), risk_score FROM agents WHERE id = {p}")
 # the use's write reads the agent's risk with it, in the same statement
@@ -47,6 +49,9 @@ class RegisteredAgents:
                                             on_change=self.record_attestation)
         self._view = view if view is not None and view.sees_every_commit else None
         self._seen = view  # on any store: for the uses whose write confirms the binding
+        # the binding made of each agent the view held last (an Agent is a value: the
+        # view hands out the same one until the agent changes), made once, not per check
+        self._bindings: dict[str, tuple[Agent, AgentBinding]] = {}
 
     def record_attestation(self, change: AttestationChange) -> None:
         """Audit what a workload token's attested claims changed (the agent reported
@@ -62,7 +67,7 @@ class RegisteredAgents:
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         if self._view is not None:
-            return _binding(self._view.find(agent_id))
+            return self._binding_of(self._view.find(agent_id))
         rows = self._store.fetch(_BINDING, [agent_id])
         if rows:
             found, thumbprint, state, digest, score = rows[0]
@@ -74,8 +79,22 @@ class RegisteredAgents:
         # no store read per grant check when the view is current: the use's write
         # reads the agent's row again (binding_in) and refuses what changed meanwhile
         if self._seen is not None:
-            return _binding(self._seen.find(agent_id))
+            return self._binding_of(self._seen.find(agent_id))
         return self.binding(agent_id)
+
+    def _binding_of(self, agent: Agent | None) -> AgentBinding | None:
+        """:func:`_binding` of ``agent``, the one made before when the view still holds
+        this very agent (a changed agent is a new value: its binding is made anew)."""
+        if agent is None:
+            return None
+        made = self._bindings.get(agent.id)
+        if made is not None and made[0] is agent:
+            return made[1]
+        binding = _binding_for(agent)
+        if len(self._bindings) >= _MAX_BINDINGS:
+            self._bindings.clear()
+        self._bindings[agent.id] = (agent, binding)
+        return binding
 
     def prove(self, identity_proof: str) -> str:
         found = self._authenticator.authenticate(identity_proof)
@@ -121,14 +140,18 @@ class RegisteredAgents:
 def _factors(value: object) -> tuple[str, ...]:
     """``risk_factors`` as stored (JSON text on SQLite, a list on PostgreSQL; NULL: none),
     as :attr:`Agent.risk_factors` has them."""
+    if value is None or value == "[]":  # none named: most agents, on every use's write
+        return ()
     if isinstance(value, str):
         value = json.loads(value)
     return tuple(str(f) for f in value) if isinstance(value, list) else ()
 
 
 def _binding(agent: Agent | None) -> AgentBinding | None:
-    if agent is None:
-        return None
+    return None if agent is None else _binding_for(agent)
+
+
+def _binding_for(agent: Agent) -> AgentBinding:
     return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
                         agent.trust_state.value, agent.presented_digest or agent.manifest_digest,
                         agent.risk_score)

@@ -175,6 +175,19 @@ class GrantScope:
         """True if some entry allows calling ``tool_id`` with ``args``."""
         return any(t.allows(tool_id, args) for t in self.tools)
 
+    def constrained(self, tool_id: str, args: Mapping[str, Any]) -> frozenset[str] | None:
+        """The arguments every entry that allows calling ``tool_id`` with ``args``
+        constrains (with two entries, one pinning ``recipient`` and one not, the call is
+        not bound to a recipient); None if no entry allows it (:meth:`allows` is False).
+        A call's check and its policy context (``context.grant.constrained``) in one
+        pass over the entries."""
+        found: frozenset[str] | None = None
+        for entry in self.tools:
+            if entry.allows(tool_id, args):
+                names = frozenset(entry.args)
+                found = names if found is None else found & names
+        return found
+
     def names(self, tool_id: str) -> bool:
         """True if some entry is for ``tool_id`` (whatever it says of the arguments)."""
         return any(t.matches_tool(tool_id) for t in self.tools)

@@ -204,6 +204,9 @@ class GrantUse:
     limit: tuple[int | None, str] | None = None  # max_uses and accessor: they never change
     held: bool = False  # no proof: the grant's key is held by the deciding process
     max_risk: int = DELEGATOR_MAX_RISK  # the line's agents' risk: each below it
+    # the arguments the grant's scope constrains for the call, as its check found them
+    # (the policy context's ``grant.constrained``); nothing the write reads
+    constrained: frozenset[str] = frozenset()
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """The :class:`~proctor.audit.Effects` of the use; never raises a refusal."""
