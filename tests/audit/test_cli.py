@@ -127,6 +127,23 @@ def test_checkpoint_and_archive(home: Path, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)["events"] == 10
 
 
+def test_verify_holds_an_archived_segment_to_a_checkpoint_kept_out_of_band(
+    home: Path, tmp_path: Path
+) -> None:
+    code, out = invoke("checkpoint", "--json")  # at 13; its own event is 14
+    kept = tmp_path / "kept.json"
+    kept.write_text(out)
+    segment = tmp_path / "segment.jsonl"
+    code, out = invoke("archive", "--up-to", "14", "--out", str(segment), "--json")
+    assert code == 0, out
+    code, out = invoke("verify", "--checkpoint", str(kept), "--json")
+    problem = json.loads(out)["problem"]  # archived: the database cannot hold it
+    assert code == 1 and (problem["seq"], problem["kind"]) == (13, "checkpoint_unverifiable")
+    code, out = invoke("verify", "--archive", str(segment), "--checkpoint", str(kept),
+                       "--json")
+    assert code == 0 and json.loads(out)["valid"], out
+
+
 def _append_with(signer: LocalSigner, database_url: str, clock: FrozenClock) -> None:
     """Five more events, checkpointed by ``signer`` (a key outside the keyring)."""
     store = open_store(database_url)

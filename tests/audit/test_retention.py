@@ -58,13 +58,20 @@ def test_a_chain_that_starts_without_a_checkpoint_does_not_verify(
     assert (report.problem.seq, report.problem.kind) == (4, "unanchored")
 
 
-def test_a_tampered_segment_file_is_detected(
-    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
-) -> None:
+def _archived(audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner,
+              tmp_path: Path) -> Path:
+    """A segment of the first 12 events."""
     record_many(audit, clock, 12)
     path = tmp_path / "seg.jsonl"
     archive_segment(store, path, up_to_seq=12, signer=signer, clock=clock,
                     verifiers=verifiers_for([signer]))
+    return path
+
+
+def test_a_tampered_segment_file_is_detected(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    path = _archived(audit, store, clock, signer, tmp_path)
     lines = path.read_text().splitlines()
     event = json.loads(lines[4])
     event["event"]["outcome"] = "denied"
@@ -107,12 +114,39 @@ def test_a_segment_line_is_read_to_its_shape(
     change: Callable[[dict[str, Any]], object], says: str,
 ) -> None:
     # a position given as "5" or 5.0 was converted and checked as 5
-    record_many(audit, clock, 12)
-    path = tmp_path / "seg.jsonl"
-    archive_segment(store, path, up_to_seq=12, signer=signer, clock=clock,
-                    verifiers=verifiers_for([signer]))
+    path = _archived(audit, store, clock, signer, tmp_path)
     lines = path.read_text().splitlines()
     lines[4] = json.dumps(change(json.loads(lines[4])))
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(AuditError, match=f"line 5 of audit segment .*{re.escape(says)}"):
         verify_archive(path, verifiers_for([signer]))
+
+
+def test_a_segment_with_its_event_lines_deleted_is_truncated(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    path = _archived(audit, store, clock, signer, tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n")  # the header alone
+    report = verify_archive(path, verifiers_for([signer]))
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == (1, "truncated")
+
+
+def test_kept_checkpoints_across_a_cut_by_retention(
+    audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
+) -> None:
+    record_many(audit, clock, 25)
+    keys = verifiers_for([signer])
+    by_seq = {c.seq: c for c in load_checkpoints(store)}
+    before, after = by_seq[10], by_seq[20]
+    path = tmp_path / "one.jsonl"
+    archive_segment(store, path, up_to_seq=15, signer=signer, clock=clock, verifiers=keys)
+    assert verify_store(store, keys, [after]).is_valid  # after the cut: held
+    report = verify_store(store, keys, [before, after])
+    assert report.problem is not None  # before the cut: never taken as held
+    assert (report.problem.seq, report.problem.kind) == (10, "checkpoint_unverifiable")
+    assert verify_archive(path, keys, [before]).is_valid  # the segment holds it
+    outside = verify_archive(path, keys, [before, after])
+    assert outside.problem is not None
+    assert (outside.problem.seq, outside.problem.kind) == (20, "checkpoint_unverifiable")

@@ -259,3 +259,36 @@ def test_a_checkpoints_signing_time_edited_in_its_row_is_found(
 def test_a_checkpoint_is_read_to_its_shape(data: object, says: str) -> None:
     with pytest.raises(AuditError, match=says):
         Checkpoint.from_json(data)
+
+
+def test_a_kept_checkpoint_before_a_forged_anchor_is_not_taken_as_held(
+    chain: Store, signer: LocalSigner, clock: FrozenClock
+) -> None:
+    # with the master key and the database: the events up to 15 deleted (past the kept
+    # checkpoint at 10), a new anchor signed at 15, the checkpoints before it dropped
+    kept = [_kept(chain, 10)]
+    with chain.engine.begin() as conn:
+        anchor = sign_checkpoint(signer, ChainHead(15, conn.execute(text(
+            "SELECT hash FROM audit_events WHERE seq = 15")).scalar_one()), clock.now())
+        conn.execute(text("DELETE FROM audit_events WHERE seq <= 15"))
+        conn.execute(text("DELETE FROM audit_keys WHERE seq <= 15"))
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq <= 15"))
+        conn.execute(text("INSERT INTO audit_checkpoints (seq, hash, kid, signed_at, payload, "
+                          "signature) VALUES (15, :h, :k, :t, :p, :s)"),
+                     {"h": anchor.hash, "k": anchor.kid, "t": anchor.signed_at,
+                      "p": anchor.payload, "s": anchor.signature})
+    assert verify_store(chain, verifiers_for([signer])).is_valid  # the store alone cannot
+    assert kept_problem(chain, signer, kept) == (10, "checkpoint_unverifiable")
+    # a kept checkpoint the remaining chain holds still verifies
+    assert verify_store(chain, verifiers_for([signer]), [_kept(chain, 20)]).is_valid
+
+
+def test_a_kept_checkpoint_does_not_hide_a_tampered_stored_one(
+    chain: Store, signer: LocalSigner
+) -> None:
+    kept = [_kept(chain, 20)]
+    execute(chain, "UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 20")
+    assert kept_problem(chain, signer, kept) == (20, "checkpoint_invalid")
+    execute(chain, "UPDATE audit_checkpoints SET signature = :s, signed_at = :t "
+            "WHERE seq = 20", s=kept[0].signature, t=datetime(2020, 1, 1, tzinfo=UTC))
+    assert kept_problem(chain, signer, kept) == (20, "checkpoint_invalid")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,7 +25,7 @@ from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.checkpoints import Checkpoint, load_checkpoints, sign_checkpoint
 from proctor.audit.driver import iter_links
 from proctor.audit.query import iter_events
-from proctor.audit.verification import ChainChecker, VerifyReport
+from proctor.audit.verification import ChainChecker, Problem, VerifyReport, with_kept
 from proctor.clock import Clock
 from proctor.documents import MAX_DEPTH, parse_json
 from proctor.errors import AuditError, AuditIntegrityError, DocumentError
@@ -128,27 +128,55 @@ def _link(item: Any, path: Path, number: int) -> tuple[int, str, str, bytes]:
     return seq, prev_hash, digest, canonical_json(event)
 
 
-def verify_archive(path: Path, verifiers: Mapping[str, Verifier]) -> VerifyReport:
-    """Verify an archived segment file against its own checkpoints."""
+def verify_archive(path: Path, verifiers: Mapping[str, Verifier],
+                   kept: Sequence[Checkpoint] = ()) -> VerifyReport:
+    """Verify an archived segment file against its own checkpoints and ``kept`` (kept out
+    of band): the events must be exactly those its header names, ``from_seq`` to
+    ``to_seq`` (none at all, or fewer, is ``truncated``), and every kept checkpoint must
+    lie within the segment (``checkpoint_unverifiable`` otherwise) and be held by it."""
     try:
         with path.open("rb") as handle:
             header = _line(handle, path, 1)
             if not isinstance(header, dict) or header.get("type") != SEGMENT_TYPE:
                 raise AuditError(f"`{path}` is not an audit segment")
-            anchors = [Checkpoint.from_json(header.get("checkpoint"),
-                                            what=f"the closing checkpoint of `{path}`")]
+            closing = Checkpoint.from_json(header.get("checkpoint"),
+                                           what=f"the closing checkpoint of `{path}`")
+            anchors = [closing]
             if header.get("anchor") is not None:
                 anchors.append(Checkpoint.from_json(header["anchor"],
                                                     what=f"the anchor of `{path}`"))
-            checker = ChainChecker(anchors, verifiers)
+            from_seq, to_seq = header.get("from_seq"), header.get("to_seq")
+            if (type(from_seq) is not int or type(to_seq) is not int or from_seq < 1
+                    or to_seq != closing.seq or from_seq > to_seq
+                    or (from_seq == 1) != (header.get("anchor") is None)
+                    or (from_seq > 1 and anchors[1].seq != from_seq - 1)):
+                raise AuditError(f"the header of audit segment `{path}` does not name its "
+                                 "positions (`from_seq`, `to_seq`) by its checkpoints")
+            held, kept_problem = with_kept(anchors, [c for c in kept
+                                                      if from_seq - 1 <= c.seq <= to_seq],
+                                            verifiers)
+            checker = ChainChecker(held, verifiers)
             for number in itertools.count(2):
                 item = _line(handle, path, number)
                 if item is None:
                     break
-                if not checker.feed([_link(item, path, number)]):
+                link = _link(item, path, number)
+                if number == 2 and link[0] != from_seq:
+                    checker.problem = Problem(from_seq, "missing", f"the segment names its "
+                                              f"first event at position {from_seq}, but its "
+                                              f"first line holds position {link[0]}")
+                    break
+                if not checker.feed([link]):
                     break
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"cannot read audit segment `{path}`: {exc}") from exc
-    end = anchors[0]
-    checker.finish(ChainHead(end.seq, end.hash))
-    return checker.report()
+    if checker.problem is None and checker.head is None:
+        checker.problem = Problem(from_seq, "truncated", f"the segment holds no events, "
+                                  f"but names positions {from_seq} to {to_seq}")
+    checker.finish(ChainHead(closing.seq, closing.hash))
+    outside = sorted(c.seq for c in kept if not from_seq - 1 <= c.seq <= to_seq)
+    if outside and (kept_problem is None or outside[0] < kept_problem.seq):
+        kept_problem = Problem(outside[0], "checkpoint_unverifiable", f"the checkpoint "
+                               f"kept out of band at position {outside[0]} lies outside "
+                               f"the segment (positions {from_seq} to {to_seq})")
+    return checker.report(also=kept_problem)

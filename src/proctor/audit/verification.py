@@ -10,6 +10,9 @@ The walk stops at the first problem and names it by position (``seq``):
   tail was rewritten and re-hashed);
 - ``checkpoint_invalid``: a checkpoint whose signature does not hold;
 - ``checkpoint_unknown_key``: a checkpoint signed by a key no verifier knows;
+- ``checkpoint_unverifiable``: a checkpoint kept out of band lies before the first
+  stored event (archived, or deleted with a new anchor signed after it): the chain
+  cannot be held to it, so it is not taken as held;
 - ``unanchored``: the chain starts after position 1 without a checkpoint there;
 - ``truncated``: the head row or a checkpoint lies beyond the last event;
 - ``index_mismatch``: a query column disagrees with the event it indexes;
@@ -42,7 +45,8 @@ from proctor.keys import Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_head
 
-__all__ = ["ChainChecker", "Problem", "VerifyReport", "first_keys_mismatch", "verify_store"]
+__all__ = ["ChainChecker", "Problem", "VerifyReport", "first_keys_mismatch", "verify_store",
+           "with_kept"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,27 +272,49 @@ def first_keys_mismatch(store: Store) -> Problem | None:
                    f"{_KINDS.get(kind, 'unknown kind of')} key at position {seq} {where}")
 
 
-def _with_kept(stored: list[Checkpoint], kept: Sequence[Checkpoint],
+def with_kept(stored: list[Checkpoint], kept: Sequence[Checkpoint],
                verifiers: Mapping[str, Verifier]) -> tuple[list[Checkpoint], Problem | None]:
     """The store's checkpoints with those kept out of band in place of any at their
     positions (they are the reference), and the first problem the kept ones show on
-    their own: a signature that does not hold, or a stored checkpoint that differs."""
+    their own: a signature that does not hold, or a stored checkpoint that differs.
+    A stored checkpoint is checked before a kept one takes its place: a kept copy
+    never hides a stored one whose signature or row was tampered with."""
     problem: Problem | None = None
     by_seq = {c.seq: c for c in stored}
     for checkpoint in sorted(kept, key=lambda c: c.seq):
         reason = check_checkpoint(checkpoint, verifiers)
+        ours = by_seq.get(checkpoint.seq)
         if reason is not None:
             found = Problem(checkpoint.seq, reason[0], f"kept {reason[1]}")
-        elif checkpoint.seq in by_seq and by_seq[checkpoint.seq].hash != checkpoint.hash:
+        elif ours is not None and ours.hash != checkpoint.hash:
             found = Problem(checkpoint.seq, "checkpoint_mismatch", f"the stored checkpoint "
                             f"at position {checkpoint.seq} differs from the one kept out of "
                             "band (the chain was rewritten and signed again)")
+        elif ours is not None and (stored_reason := check_checkpoint(ours, verifiers)):
+            found = Problem(checkpoint.seq, *stored_reason)
         else:
             by_seq[checkpoint.seq] = checkpoint
             continue
         if problem is None or found.seq < problem.seq:
             problem = found
     return sorted(by_seq.values(), key=lambda c: c.seq), problem
+
+
+def _unverifiable(kept: Sequence[Checkpoint], checker: ChainChecker,
+                  head: ChainHead | None) -> Problem | None:
+    """The first kept checkpoint the chain cannot be held to: one before the position
+    the stored chain starts after (its first event's anchor, or with no events the
+    head's checkpoint). Such a position was archived, or deleted by someone who signed
+    a new anchor after it; either way the store cannot show it still holds."""
+    start = (checker.first_seq - 1 if checker.first_seq is not None
+             else head.seq if head is not None else 0)
+    before = sorted(c.seq for c in kept if c.seq < start)
+    if not before:
+        return None
+    return Problem(before[0], "checkpoint_unverifiable", f"the checkpoint kept out of band "
+                   f"at position {before[0]} lies before the stored chain, which starts "
+                   f"after position {start}: it cannot be held to the chain (verify the "
+                   "archived segment that covers it with `--archive` and `--checkpoint`)")
 
 
 def verify_store(store: Store, verifiers: Mapping[str, Verifier],
@@ -305,7 +331,7 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         index_check = pool.submit(first_index_mismatch, store)
         keys_check = pool.submit(first_keys_mismatch, store)
         try:
-            checkpoints, kept_problem = _with_kept(load_checkpoints(store), kept, verifiers)
+            checkpoints, kept_problem = with_kept(load_checkpoints(store), kept, verifiers)
             checker = ChainChecker(checkpoints, verifiers)
             for rows in iter_links(store):
                 if not checker.feed(rows):
@@ -321,7 +347,12 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         if head is None and checker.head is not None and checker.problem is None:
             checker.problem = Problem(checker.head.seq + 1, "truncated",
                                       "the head row is missing")
-        checker.finish(None if head is None else ChainHead(int(head.seq), head.hash))
+        expected = None if head is None else ChainHead(int(head.seq), head.hash)
+        checker.finish(expected)
+        unverifiable = _unverifiable(kept, checker, expected)
+        if unverifiable is not None and (kept_problem is None
+                                         or unverifiable.seq < kept_problem.seq):
+            kept_problem = unverifiable
         if kept_problem is not None and (checker.problem is None
                                          or kept_problem.seq < checker.problem.seq):
             checker.problem = kept_problem

@@ -182,18 +182,17 @@ def verify(
     Checkpoints are checked with every key of the issuer keyring, including
     keys that no longer verify grants, and any `--jwk` given. A checkpoint kept
     out of band (`--checkpoint`) shows a tail deleted with its checkpoints, or a
-    chain rewritten and signed again, which the database alone cannot. Exit 0
+    chain rewritten and signed again, which the database alone cannot; one the
+    chain cannot be held to (before its first stored event, or outside the
+    `--archive` segment) is `checkpoint_unverifiable`. Exit 0
     when the chain verifies, 1 otherwise.
     """
     from proctor.audit import read_kept_checkpoints, verify_archive, verify_store
 
-    if archive is not None and kept:
-        fail("`--checkpoint` checks the database's chain; an archived segment carries its "
-             "own checkpoints", code="request_invalid", as_json=as_json)
     with _opened(as_json) as (settings, store):
         held = [c for path in kept or () for c in read_kept_checkpoints(path)]
         verifiers = _verifiers(_keyring(settings, store) if keyring else None, jwk)
-        report = (verify_archive(archive, verifiers) if archive is not None
+        report = (verify_archive(archive, verifiers, held) if archive is not None
                   else verify_store(store, verifiers, held))
     if as_json:
         print_json(report.as_json())
