@@ -342,3 +342,24 @@ def test_an_escape_sequence_an_agent_chose_never_reaches_the_operators_terminal(
         assert code == 0
         assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out), repr(out)
         assert "\\x1b" in out.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+# a C0 or C1 control character (CSI, U+009B, is ESC [ in one) or DEL, raw
+_RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_json_output_holds_no_raw_control_character(home: Path, database_url: str,
+                                                    clock: FrozenClock) -> None:
+    target = 'Tool::"git/\x9b2J\x1b[31m\x85\x7f"'  # an upstream chose this tool's name
+    store = open_store(database_url)
+    with AuditLog(store, clock=clock) as audit:
+        audit.record(replace(agent_event(clock), target=target))
+    store.close()
+    for args in (("tail", "-n", "1", "--json"), ("search", "--json"),
+                 ("export", "--format", "jsonl")):
+        code, out = invoke(*args)
+        assert code == 0, out
+        assert not _RAW_CONTROL.search(out), args
+        lines = ([json.loads(line) for line in out.splitlines()] if args[0] == "export"
+                 else json.loads(out))
+        assert target in {line["event"]["target"] for line in lines}  # the same, escaped

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from proctor.cli.operator import ByOpt, acting_store
-from proctor.cli.output import console, fail, print_json
+from proctor.cli.output import console, fail, json_escaped, print_json
 from proctor.clock import SystemClock
 from proctor.config import Settings, load_settings
 from proctor.documents import read_json
@@ -248,8 +248,9 @@ def tail(
 
 def _print_line(stored: StoredEvent, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(stored.as_json(), sort_keys=True, separators=(",", ":"),
-                                    ensure_ascii=False) + "\n")
+        sys.stdout.write(json_escaped(json.dumps(stored.as_json(), sort_keys=True,
+                                                 separators=(",", ":"), ensure_ascii=False))
+                         + "\n")
     else:
         console.print("  ".join(_summary(stored)), markup=False)
     sys.stdout.flush()
@@ -297,7 +298,7 @@ def export(
             handle = out.open("w", encoding="utf-8") if out is not None else sys.stdout
             try:
                 for line in export_lines(store, fmt, where, product_version=__version__):
-                    handle.write(line + "\n")
+                    handle.write((line if out is not None else json_escaped(line)) + "\n")
             finally:
                 if out is not None:
                     handle.close()

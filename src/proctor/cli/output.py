@@ -14,7 +14,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from proctor.codes import Code
 
-__all__ = ["confirm_review", "console", "err_console", "fail", "print_json"]
+__all__ = ["confirm_review", "console", "err_console", "fail", "json_escaped", "print_json"]
 
 # C0 and C1 control characters but the newline and the tab: an escape sequence in text an
 # agent or an upstream chose (a tool's name or description, an event's target, an
@@ -39,9 +39,21 @@ console: Console = _TextConsole(highlight=False)
 err_console: Console = _TextConsole(stderr=True, highlight=False)
 
 
+# What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal obeys: DEL and
+# the C1 controls (U+009B is CSI, as ESC [ is); the C0 ones it escapes itself. They can
+# only stand inside a JSON string, where ``\u009b`` is the same string.
+_JSON_RAW = re.compile("[\x7f-\x9f]")
+
+
+def json_escaped(text: str) -> str:
+    """JSON text with DEL and the C1 control characters written as ``\\uXXXX``."""
+    return _JSON_RAW.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def print_json(data: Any) -> None:
-    """Write ``data`` as one JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    """Write ``data`` as one JSON document on stdout (no control character raw)."""
+    sys.stdout.write(json_escaped(json.dumps(data, indent=2, default=str,
+                                             ensure_ascii=False)) + "\n")
 
 
 def fail(message: str, *, code: Code, as_json: bool = False, exit_code: int = 1) -> NoReturn:

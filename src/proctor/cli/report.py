@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from proctor.cli.output import console, fail, print_json
+from proctor.cli.output import console, fail, json_escaped, print_json
 from proctor.config import load_settings
 from proctor.documents import read_json
 from proctor.errors import ProctorError, RequestError, SigningKeyError
@@ -106,7 +106,7 @@ def compliance(
         console.print(f"wrote {out}: {summary['evidenced']} of {summary['entries']} entries "
                       f"with evidence, {summary['gaps']} gaps", markup=False)
     else:
-        typer.echo(text, nl=False)
+        typer.echo(json_escaped(text) if as_json else text, nl=False)
 
 
 @app.command()
