@@ -347,8 +347,19 @@ def test_a_large_result_is_scanned_whole() -> None:
     lambda v: f"{v[:5]}\x00{v[5:]}",  # a NUL
     lambda v: "\u200b".join(v),  # zero-width spaces
     lambda v: "\x1b[0m".join(v[i:i + 3] for i in range(0, len(v), 3)),  # escapes
+    # stacked, after a prefix or before a suffix of the run's alphabets (not at its start)
+    lambda v: "0x" + base64.b64encode(v.encode()).hex(),
+    lambda v: "sha256-" + base64.b64encode(v.encode().hex().encode()).decode(),
+    lambda v: "sha256-" + base64.b64encode(b"ab" + v.encode().hex().encode()).decode(),
+    lambda v: "abc" + base64.b64encode(v.encode()).hex() + "xyz",
+    lambda v: "a" + base64.b64encode(v.encode()).hex(),  # an odd offset
+    lambda v: "key_" + base64.b64encode(base64.b64encode(b"k:" + v.encode())).decode(),
+    lambda v: "Zz" + base64.b64encode(v.encode().hex().encode()).decode() + "-x_y",
 ], ids=["mime", "base64-of-hex", "hex-of-base64", "base64-of-base64", "percent-of-base64",
-        "references-percent-encoded", "nul", "zero-width", "terminal-escapes"])
+        "references-percent-encoded", "nul", "zero-width", "terminal-escapes",
+        "0x-hex-of-base64", "sha256-base64-of-hex", "sha256-base64-of-hex-shifted",
+        "hex-of-base64-prefix-suffix", "hex-of-base64-odd", "urlsafe-prefix-base64-of-base64",
+        "base64-of-hex-prefix-suffix"])
 def test_an_injected_secret_hidden_by_line_breaks_controls_or_stacked_encodings_is_redacted(
         hide: Any) -> None:
     guard = OutputGuard(known_secrets=[INJECTED], detect_high_entropy=False)

@@ -13,7 +13,10 @@ for :class:`proctor.oversight.guard.OutputGuard`.
   leaves more to decode: a reference percent-encoded), and a secret found there is
   redacted over the span of the original text it came from;
 - **stacked encodings** (:func:`hidden_spans` too): each run of 16 or more base64 or
-  hex characters of that reading is decoded, and a run whose bytes hold a known form
+  hex characters of that reading is decoded, wherever the encoded text starts in it
+  (after a prefix such as ``0x`` or ``sha256-``: each stretch of hex from its first two
+  digits, each stretch of one base64 alphabet from its first four characters), and a
+  run whose bytes hold a known form
   of a secret (its hex, its base64, its percent-encoding: base64 of hex, hex of
   base64…), or a run inside them that does (one level more), is redacted whole;
 - **split across adjacent text items** (two ``text`` content blocks, two strings of a
@@ -53,7 +56,11 @@ _MAY_HIDE = re.compile(r"[&%" + _SHOWS_NOTHING + "]")
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _MEDIA = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
 _RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")  # base64 (either alphabet) or hex
-_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_MIN_RUN = 16  # the shortest stretch decoded, as _RUN's
+_HEX_STRETCH = re.compile(r"[0-9a-fA-F]{16,}")
+_STANDARD_STRETCH = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_URLSAFE_STRETCH = re.compile(r"[A-Za-z0-9_-]{16,}={0,2}")
+_ALPHANUMERIC = re.compile(r"[A-Za-z0-9]+={0,2}")
 _READINGS = 3  # a reading of a reading...: a reference percent-encoded, twice
 _RUN_DEPTH = 2  # a run, and the runs inside what it decodes to
 
@@ -155,14 +162,38 @@ def _encoded_runs(text: str, forms: tuple[str, ...], depth: int) -> list[tuple[i
 
 
 def _decodings(run: str) -> list[str]:
-    """What ``run`` decodes to as hex and as base64 (padded or not, either alphabet; a
-    stray last character left out), as text (bytes that are not UTF-8 replaced)."""
+    """What ``run`` decodes to as hex and as base64, wherever the encoded text starts in
+    it (after a prefix such as ``0x`` or ``sha256-``), as text (bytes that are not UTF-8
+    replaced): each stretch of hex digits from its first and its second digit, and each
+    stretch of one base64 alphabet (split at the other's characters) from each of its
+    first four characters (a stray last character left out). Each character is decoded
+    at most ten times: linear."""
     decoded: list[bytes] = []
-    if _HEX_RUN.fullmatch(run):
-        decoded.append(bytes.fromhex(run))
-    media = decode_media(run) or decode_media(run.rstrip("=")[:-1])
-    if media is not None:
-        decoded.append(media[0])
+    for stretch in _HEX_STRETCH.findall(run):
+        for start in (0, 1):
+            body = stretch[start:len(stretch) - (len(stretch) - start) % 2]
+            if len(body) >= _MIN_RUN:
+                decoded.append(bytes.fromhex(body))
+    # a stretch without its alphabet's own characters lies inside one of the other's
+    # that is decoded (or is the whole run): decoding it again would find nothing more
+    stretches = [run] if _ALPHANUMERIC.fullmatch(run) else [
+        *(s for s in _STANDARD_STRETCH.findall(run) if "+" in s or "/" in s),
+        *(s for s in _URLSAFE_STRETCH.findall(run) if "-" in s or "_" in s)]
+    for stretch in stretches:
+        stripped = stretch.rstrip("=")
+        urlsafe = "-" in stripped or "_" in stripped
+        for start in range(4):
+            body = stripped[start:]
+            body = body[:len(body) - (1 if len(body) % 4 == 1 else 0)]
+            if len(body) < _MIN_RUN:
+                break
+            canonical = body + "=" * (-len(body) % 4)
+            if urlsafe:
+                canonical = canonical.replace("-", "+").replace("_", "/")
+            try:
+                decoded.append(binascii.a2b_base64(canonical, strict_mode=True))
+            except binascii.Error:
+                continue
     return [raw.decode("utf-8", "replace") for raw in decoded]
 
 
