@@ -291,3 +291,24 @@ def test_a_delegator_hands_on_no_more_than_policy_would_issue_it_now(
     child = exchange(agents.grant(CODER, crm, purpose="look up a customer"))
     assert isinstance(child, IssuedGrant)
     assert agents.call(child, "crm/lookup_customer", {"customer_id": "c-1"}).is_allowed
+
+
+@pytest.mark.parametrize("tool", [123, None, ("crm", "issue_refund")])
+def test_a_tool_id_that_is_not_a_string_is_a_deny_even_when_the_decision_fails(
+    runtime: Runtime, agents: Agents, monkeypatch: pytest.MonkeyPatch, tool: Any,
+) -> None:
+    # a caller in this process passing a tool id that is no str: the refusal of a decision
+    # that failed sliced it (`tool_id[:200]`) and the TypeError escaped decide_call
+    from proctor.enforcement.steps import _Steps
+
+    grant = agents.grant(SUPPORT, REFUND)
+
+    def broken(self: object, grant: object, call: object) -> object:
+        raise RuntimeError("the decision failed")
+
+    monkeypatch.setattr(_Steps, "_decide", broken)
+    verdict = runtime.enforcer.decide_call(grant.token, agents.proof(grant),
+                                           ToolCall(tool, {}, target=TARGET))
+    assert (verdict.outcome, verdict.code) == (Outcome.DENY, "enforcement_error")
+    [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
+    assert event["action"] == f"tool:{str(tool)[:200]}"

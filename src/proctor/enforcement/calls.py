@@ -168,7 +168,7 @@ def _code(decision: Decision) -> VerdictCode:
 
 
 def _decision_span(call: ToolCall) -> contextlib.AbstractContextManager[Any]:
-    tool = call.tool_id[:200]
+    tool = str(call.tool_id)[:200]
     return telemetry.span(f"proctor.decision {tool}", attributes={
         "gen_ai.tool.name": tool, "mcp.method.name": call.method[:64]})
 

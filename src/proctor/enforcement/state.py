@@ -121,14 +121,15 @@ class _Enforcing:
         when the caller proved the grant's key (else `unauthenticated`); ``held``: the
         grant was held by this process (:meth:`decide_held_call`)."""
         now = self._clock.now()
+        tool = str(call.tool_id)[:200]  # a caller in this process may pass any object
         actor = (Actor(ActorType.AGENT, claims.agent_id) if claims is not None
                  else Actor(ActorType.SYSTEM, "unauthenticated"))
         detail: dict[str, Any] = {"code": code, "reason": message[:500]}
         if held:
             detail["holder"] = HELD_IN_PROCESS
         return AuditEvent(id=new_event_id(now), time=now, actor=actor,
-                          action=f"tool:{call.tool_id[:200]}",
-                          target=str(EntityRef("Tool", call.tool_id[:200])), outcome="denied",
+                          action=f"tool:{tool}",
+                          target=str(EntityRef("Tool", tool)), outcome="denied",
                           task=claims.task_id if claims else "", source=call.source_ip,
                           detail=detail)
 

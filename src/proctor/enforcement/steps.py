@@ -51,7 +51,7 @@ class _Steps(_Enforcing):
 
     def _failed(self, grant: _Presented | HeldGrant, call: ToolCall,
                 exc: Exception) -> CallVerdict:
-        log.error("decision on `%s` failed: %s", call.tool_id[:200], type(exc).__name__)
+        log.error("decision on `%s` failed: %s", str(call.tool_id)[:200], type(exc).__name__)
         return self._refused(call, "enforcement_error",
                              f"the call could not be decided: {type(exc).__name__}",
                              held=isinstance(grant, HeldGrant))
