@@ -62,7 +62,8 @@ def test_issuance_decisions_and_a_humans_revocation_are_audited_apart(
         setup.store, EventFilter(actor_type=ActorType.HUMAN))]
     assert (revoked["actor"]["id"], revoked["action"]) == ("erin@acme.example", "grant.revoke")
     assert revoked["target"] == grant.accessor
-    assert revoked["detail"] == {"reason": "leaked in a log", "revoked": 1}
+    assert revoked["detail"] == {"reason": "leaked in a log", "roots": [grant.grant_id],
+                                 "revoked": 1}
     assert grant.token not in str(revoked)
 
 
@@ -76,7 +77,8 @@ def test_ending_a_task_is_audited_as_the_system_by_default(
     [ended] = [e.event for e in search_events(
         setup.store, EventFilter(actor_type=ActorType.SYSTEM))]
     assert (ended["action"], ended["outcome"]) == ("task.end", "revoked")
-    assert ended["detail"]["revoked"] == 2
+    # the roots its own transaction revoked (the grant under the task is marked after it)
+    assert (ended["detail"]["roots"], ended["detail"]["revoked"]) == ([task.id], 1)
 
 
 def test_when_the_audit_log_is_down_issuance_is_denied_and_revocation_still_works(
@@ -112,7 +114,8 @@ def test_a_revocation_whose_descendants_cannot_be_collected_stands_and_is_audite
 
     [ended] = [e.event for e in search_events(
         setup.store, EventFilter(actor_type=ActorType.SYSTEM))]
-    assert ended["detail"]["revoked"] == 2  # counted in the revocation's own transaction
+    # the event names the roots its transaction revoked: no subtree counted inside it
+    assert (ended["detail"]["roots"], ended["detail"]["revoked"]) == ([task.id], 1)
     node = authority.leases.node(grant.grant_id)
     assert node is not None and not node.is_revoked  # not marked yet, but refused:
     assert _use(setup, grant) == "grant_revoked"

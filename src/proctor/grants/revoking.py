@@ -48,11 +48,6 @@ _AGENT_GRANTS = ("SELECT id FROM leases WHERE agent_id = {p} AND kind = 'grant' 
                  "AND revoked_at IS NULL")
 _REVOKE = ("UPDATE leases SET revoked_at = {p}, revoked_reason = {p} WHERE id IN (%s) "
            "AND revoked_at IS NULL RETURNING id")
-# what the roots' revocation put out of force besides them (marked after the commit)
-_UNDER = ("WITH RECURSIVE under(id) AS (SELECT id FROM leases WHERE parent_id IN (%s) "
-          "UNION SELECT leases.id FROM leases JOIN under ON leases.parent_id = under.id) "
-          "SELECT count(*) FROM under JOIN leases ON leases.id = under.id "
-          "WHERE leases.revoked_at IS NULL")
 _NOTIFY = "SELECT pg_notify({p}, payload) FROM unnest({p}::text[]) AS payload"
 _NOTIFY_IDS = 100
 
@@ -61,9 +56,10 @@ _NOTIFY_IDS = 100
 class Revoking:
     """A revocation as the effects of its audit event, in the audit writer's transaction:
     ``roots`` revoked (or, with ``agent_id``, every live grant of that agent, its open
-    offers cancelled), ``task_id``'s task marked ended; the event written says how many
-    nodes that put out of force. After the commit, :attr:`revoked` holds the roots
-    newly revoked."""
+    offers cancelled), ``task_id``'s task marked ended; the event written names the roots
+    newly revoked (``roots``, their subtrees out of force with them, marked afterwards by
+    the lease tree's marker) and how many (``revoked``). After the commit,
+    :attr:`revoked` holds the roots newly revoked."""
 
     roots: Sequence[str]
     reason: str
@@ -82,19 +78,19 @@ class Revoking:
             tx.execute(_CANCEL_OFFERS, [now, reason[:500], self.agent_id])
             roots = [row[0] for row in tx.rows(_AGENT_GRANTS, [self.agent_id])]
         revoked: list[str] = []
-        under = 0
         for start in range(0, len(roots), _CHUNK):
             chunk = roots[start:start + _CHUNK]
             marks = ", ".join(["{p}"] * len(chunk))
             revoked.extend(row[0] for row in tx.rows(_REVOKE % marks, [now, reason, *chunk]))
-            under += int(tx.rows(_UNDER % marks, chunk)[0][0])
         if revoked and not tx.is_sqlite:  # NOTIFY payloads stay under 8000 bytes
             tx.execute(_NOTIFY, [CHANNEL, [
                 json.dumps({"ids": revoked[at:at + _NOTIFY_IDS], "reason": reason[:200]})
                 for at in range(0, len(revoked), _NOTIFY_IDS)]])
         self.revoked = revoked
-        return replace(self.event, detail={**self.event.detail,
-                                           "revoked": len(revoked) + under})
+        # what this transaction changed, and nothing more: counting the subtrees here would
+        # hold every decision (they share this transaction) behind a recursive query
+        return replace(self.event, detail={**self.event.detail, "roots": revoked,
+                                           "revoked": len(revoked)})
 
 
 class Revoker:
