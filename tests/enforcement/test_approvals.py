@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from sqlalchemy import delete
 
 from proctor.approvals import ApprovalStatus
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
 from proctor.enforcement import ToolCall
-from proctor.errors import ApprovalError
+from proctor.errors import ApprovalError, StoreError
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.policy import Outcome
 from proctor.runtime import Runtime
+from proctor.store import tables
 
 from .conftest import APPROVER, OWNER, SUPPORT, TARGET, Agents, refund
 
@@ -114,6 +116,28 @@ def test_an_agent_suspended_while_its_call_waits_is_denied(
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
     # the approval is not spent on a call that did not run
     assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.APPROVED
+
+
+@pytest.mark.parametrize("how", ["gone", "store_down"])
+def test_an_agent_gone_or_unreadable_while_its_call_waits_is_refused_as_a_call_is(
+    runtime: Runtime, agents: Agents, monkeypatch: pytest.MonkeyPatch, how: str,
+) -> None:
+    # after an approval an agent no longer registered came out agent_not_active (a
+    # call's is agent_unknown) and a store error enforcement_error (a call's: its code)
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    runtime.approvals.decide(pending.approval.id, approver=APPROVER, approve=True)
+    if how == "gone":
+        with runtime.store.transaction() as conn:
+            conn.execute(delete(tables.agents).where(tables.agents.c.id == SUPPORT))
+    else:
+        def down(agent_id: str) -> None:
+            raise StoreError("the store is unreachable")
+        monkeypatch.setattr(runtime.registry, "find", down)
+    verdict = anyio.run(lambda: runtime.enforcer.await_approval(pending, timeout=5))
+    assert (verdict.outcome, verdict.code) == (
+        Outcome.DENY, "agent_unknown" if how == "gone" else "store_unavailable")
 
 
 def test_a_replayed_proof_of_the_approved_call_does_not_spend_its_approval(

@@ -16,6 +16,7 @@ from proctor.codes import Code
 from proctor.enforcement.calls import _INACTIVE, _Call, log
 from proctor.enforcement.steps import _Steps
 from proctor.enforcement.verdicts import CallVerdict, ToolCall
+from proctor.errors import ProctorError
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.identity import Agent
 from proctor.policy import DecisionRequest, Outcome
@@ -63,8 +64,14 @@ class _Approving(_Steps):
             if claims.expires_at + LEEWAY_SECONDS <= int(self._clock.now().timestamp()):
                 return self._refused_after(verdict, "grant_expired",
                                            "the grant expired while the call waited")
-            agent = self._registry.find(claims.agent_id)
-            if agent is None or agent.trust_state in _INACTIVE:
+            try:
+                agent = self._registry.find(claims.agent_id)
+            except ProctorError as exc:  # the store, most likely: as a call's (_ready)
+                return self._refused_after(verdict, exc.code, exc.message)
+            if agent is None:  # as a call's: not one suspended
+                return self._refused_after(verdict, "agent_unknown",
+                                           "the grant's agent is not registered")
+            if agent.trust_state in _INACTIVE:
                 return self._refused_after(verdict, "agent_not_active",
                                            "the agent was suspended or retired while the "
                                            "call waited")
