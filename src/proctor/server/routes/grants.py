@@ -247,7 +247,7 @@ def _own_identity(call: CallContext, agent_id: str) -> str | None:
     *_ISSUE, "grant_malformed", "grant_too_large", "grant_expired", "grant_signature_invalid",
     "grant_unknown_key", "grant_wrong_issuer", "grant_wrong_audience", "grant_wrong_agent",
     "grant_not_yet_valid", "grant_algorithm_not_allowed", "grant_uses_exhausted",
-    "agent_unknown", "agent_id_invalid", "delegation_widens_scope", "delegation_extends_expiry",
+    "agent_id_invalid", "delegation_widens_scope", "delegation_extends_expiry",
     "delegation_too_deep", "delegation_cycle", "delegation_widens_uses", "proof_stale"))
 def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     """Delegation: trade a grant (with the holder's proof) for a narrower one for another
