@@ -468,3 +468,17 @@ def test_a_pre_approval_is_spent_only_along_the_line_its_approver_was_checked_fo
         runtime.approvals.decide(verdict.approval.id, approver="dan@acme.example",
                                  approve=True)
     assert refused.value.code == "approval_own_request"
+
+
+def test_spending_a_pre_approval_requires_the_calls_delegation_line(runtime: Runtime) -> None:
+    # `line` defaulted to no line at all: a caller that forgot it spent a pre-approval
+    # made for a direct call on a delegated one, the line's check skipped
+    from proctor.approvals.preapproval import use_similar
+
+    call: dict[str, Any] = {"agent_id": SUPPORT, "task_id": "task-x", "tool_id": "crm/issue_refund",
+            "args": {}}
+    with pytest.raises(TypeError, match="line"):
+        runtime.approvals.consume_similar(**call)
+    with pytest.raises(TypeError, match="line"):
+        use_similar(runtime.store, runtime.clock, **call)
+    assert runtime.approvals.consume_similar(**call, line=[SUPPORT]) is None

@@ -43,7 +43,7 @@ def _line_of(request: object) -> list[str] | None:
 
 
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
-                args: Mapping[str, Any], line: Sequence[str] = ()) -> tuple[str, str] | None:
+                args: Mapping[str, Any], line: Sequence[str]) -> tuple[str, str] | None:
     """Spend one use of a live pre-approval grant that allows this call, made along the
     delegation chain ``line`` (first holder first, ``context.delegation.chain``); returns
     the id of the approval it came from and the grant's, or None. Atomic: a last use goes

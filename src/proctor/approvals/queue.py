@@ -172,7 +172,7 @@ class ApprovalQueue:
         return self.get(row.id) if used == 1 else None
 
     def consume_similar(self, *, agent_id: str, task_id: str, tool_id: str,
-                        args: Mapping[str, Any], line: Sequence[str] = ()
+                        args: Mapping[str, Any], line: Sequence[str]
                         ) -> tuple[Approval, str] | None:
         """Spend one use of a live pre-approval grant ("approve similar within this
         task") that allows this call, made along the delegation chain ``line`` (first
