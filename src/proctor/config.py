@@ -21,8 +21,9 @@ from typing import Any
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 
-__all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "MIN_POOL_SIZE", "POOL_TIMEOUT_SECONDS",
-           "Settings", "config_number", "config_whole_number", "load_settings"]
+__all__ = ["DEFAULT_POOL_SIZE", "DELEGATOR_MAX_RISK", "MAX_POOL_SIZE", "MIN_POOL_SIZE",
+           "POOL_TIMEOUT_SECONDS", "Settings", "config_number", "config_whole_number",
+           "load_settings"]
 
 _DEFAULT_HOME = ".proctor"
 
@@ -35,6 +36,9 @@ MAX_POOL_SIZE = 1000
 # The longest a caller waits for a free connection before store_unavailable (a deny on
 # the decision path), and its bounds
 POOL_TIMEOUT_SECONDS = 5.0
+# The risk score from which an agent lends nothing it handed on (the setting
+# ``delegator_max_risk``): the example policies deny an agent everything from 80 on.
+DELEGATOR_MAX_RISK = 80
 _POOL_TIMEOUT_RANGE = (0.1, 60.0)
 
 
@@ -56,7 +60,7 @@ class Settings:
     grant_audience: str = "proctor"
     # the risk score from which an agent lends nothing it handed on: the grants delegated
     # from it are refused at each use (101: never)
-    delegator_max_risk: int = 80
+    delegator_max_risk: int = DELEGATOR_MAX_RISK
 
     @property
     def is_embedded(self) -> bool:
@@ -112,7 +116,7 @@ def load_settings(
             values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS)),
         operator=env.get("PROCTOR_OPERATOR") or None,
         grant_audience=str(values.pop("grant_audience", "proctor")),
-        delegator_max_risk=_risk_limit(values.pop("delegator_max_risk", 80)),
+        delegator_max_risk=_risk_limit(values.pop("delegator_max_risk", DELEGATOR_MAX_RISK)),
     )
     _check(settings)
     return settings

@@ -10,14 +10,11 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from proctor.audit import WriteCursor
+from proctor.config import DELEGATOR_MAX_RISK
 from proctor.errors import AgentError, GrantError
 
 __all__ = ["DELEGATOR_MAX_RISK", "AgentBinding", "AgentDirectory", "AgentEnded",
            "binding_refusal", "line_refusal"]
-
-# The risk score from which an agent lends nothing it handed on (the setting
-# ``delegator_max_risk``): the example policies deny an agent everything from 80 on.
-DELEGATOR_MAX_RISK = 80
 
 
 @dataclass(frozen=True, slots=True)
