@@ -3,7 +3,7 @@
 during one call while another is in flight shows whom the gateway hands it to.
 
 - ``tell`` (``started``, ``gate``, ``line``, ``ask``): touches the file ``started``, waits
-  until the file ``gate`` exists, then logs ``line`` (and with ``ask``, asks the client's
+  until the file ``gate`` exists, then logs ``line`` (and ``ask`` times, asks the client's
   user about it: ``elicitation/create``), and answers ``told``;
 - ``wait`` (``started``, ``gate``): touches ``started``, waits for ``gate``, answers
   ``waited``.
@@ -48,7 +48,7 @@ def create_server() -> Server[Any]:
             await ctx.session.send_log_message("info", line, None,
                                                related_request_id=ctx.request_id)
         told = "told"
-        if args.get("ask"):
+        for _ in range(int(args.get("ask") or 0)):
             try:
                 answer = await ctx.session.elicit_form(
                     line, {"type": "object", "properties": {"text": {"type": "string"}}},

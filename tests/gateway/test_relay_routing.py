@@ -98,9 +98,9 @@ def _text(result: types.CallToolResult) -> str:
 
 
 @pytest.mark.parametrize("over", ["stdio", "http"])
-@pytest.mark.parametrize("ask", [False, True])
+@pytest.mark.parametrize("ask", [0, 1, 20], ids=["log", "ask", "ask-20-times"])
 async def test_a_calls_log_and_question_never_reach_another_calls_agent(
-        deployment: Deployment, over: str, ask: bool) -> None:
+        deployment: Deployment, over: str, ask: int) -> None:
     grant = deployment.grant([{"tool": "test/*"}])
     line = f"the first call's data {secrets.token_hex(8)}"
     tmp = deployment.tmp
@@ -136,7 +136,7 @@ async def test_a_calls_log_and_question_never_reach_another_calls_agent(
         assert (line in first.lines) is (over == "http")
         assert first.asked == []
         assert told["first"] == ("told (refused -32600)" if ask else "told")
-    if ask:
+    if ask:  # audited once however many are refused: a flood does not flood the log
         [refused] = [e.event for e in search_events(
             deployment.runtime.store, EventFilter(action="gateway.upstream_request"),
             newest_first=False, limit=10)]

@@ -169,6 +169,8 @@ class RelayBoard:
         self.delivery = delivery or Delivery()
         self.unattributed = 0  # log lines dropped: no one call they belong to
         self._told_unattributed = False
+        self.refused_unattributed = 0  # requests refused so, past the one audited
+        self._refused_unattributed: set[str] = set()  # the upstreams that one is of
 
     @contextmanager
     def during(self, relay: Relay | None, server: str) -> Iterator[None]:
@@ -186,6 +188,7 @@ class RelayBoard:
             active.remove(relay)
             if not active:
                 del self._active[server]
+                self._refused_unattributed.discard(server)
 
     # the upstream connection's callbacks
 
@@ -215,7 +218,13 @@ class RelayBoard:
         relay, answers = self._current(server), self._answers
         if relay is None:
             if answers is not None and server in self._active:
-                await answers.refused(server, method, "unattributed")
+                # audited once while calls are in flight on it, the rest counted: an
+                # upstream's flood of requests must not flood the audit log
+                if server in self._refused_unattributed:
+                    self.refused_unattributed += 1
+                else:
+                    self._refused_unattributed.add(server)
+                    await answers.refused(server, method, "unattributed")
             return types.ErrorData(code=INVALID_REQUEST, message="no one call in flight "
                                    "on this server to relay this request to")
         if answers is None:
