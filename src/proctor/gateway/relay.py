@@ -322,14 +322,14 @@ class RelayBoard:
 
     def _current(self, server: str) -> Relay | None:
         """The call in flight on ``server`` that what it sends now belongs to: the one
-        reading it, else the only one in flight; None if none or several are."""
+        reading it (None once that call has ended: never the next one alone in flight),
+        else the only one in flight; None if none or several are."""
         active = self._active.get(server)
         if not active:
             return None
         reading = _READING.get()
-        if reading is not None and reading[0] is self and reading[1] == server and any(
-                relay is reading[2] for relay in active):
-            return reading[2]
+        if reading is not None and reading[0] is self and reading[1] == server:
+            return reading[2] if any(relay is reading[2] for relay in active) else None
         return active[0] if len(active) == 1 else None
 
     def _dropped_unattributed(self, server: str) -> None:
