@@ -11,40 +11,20 @@ them on under, they work again, as A's own grant does (nothing is revoked).
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc.jwk import ECKey
 
 from proctor.errors import GrantError
-from proctor.grants import GrantScope, IssuedGrant, make_proof
-from proctor.grants.authority import EXCHANGE_METHOD
+from proctor.grants import GrantScope
 from proctor.grants.tokens import GrantClaims
-from proctor.identity import OwnKeyProof
 from proctor.policy import Outcome
-from proctor.runtime import Runtime, issuer_for
-from tests.identity.factories import manifest, public_jwk
+from proctor.runtime import Runtime
+from tests.identity.factories import manifest
 
-from .conftest import CODER, OWNER, SUPPORT, TARGET, Agents
+from .conftest import CODER, SUPPORT, TARGET, Agents
+from .lines import ANALYST, ARGS, TIME, TOOLS, exchange, handed_on, with_analyst
 
-ANALYST = "spiffe://acme.example/agent/analyst"
-TIME = "time/get_current_time"
-ARGS = {"timezone": "UTC"}
-TOOLS = [{"tool": TIME}]
 NEW = {"model_id": "the-next-model"}
 
 
-def _exchange(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> object:
-    proof = make_proof(agents.keys[parent.claims.agent_id], parent.token,
-                       method=EXCHANGE_METHOD, target=issuer_for(runtime.settings),
-                       now=runtime.clock.now())
-    return runtime.grants.exchange(parent.token, proof, to_agent=to,
-                                   scope=GrantScope.from_json({"tools": TOOLS}),
-                                   ttl_seconds=300)
-
-
-def _handed_on(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> IssuedGrant:
-    child = _exchange(runtime, agents, parent, to)
-    assert isinstance(child, IssuedGrant)
-    return child
 
 
 def _reviewed_onto(runtime: Runtime, agent_id: str, **changes: str) -> None:
@@ -57,20 +37,13 @@ def _reviewed_onto(runtime: Runtime, agent_id: str, **changes: str) -> None:
 
 @pytest.fixture
 def line(runtime: Runtime, agents: Agents) -> Agents:
-    key = ECKey.generate_key("P-256", private=True)
-    runtime.registry.register(ANALYST, owner=OWNER, groups=["support-agents"],
-                              proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
-    private = key.private_key
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    agents.keys[ANALYST] = private
-    runtime.enforcer.refresh_principals()
-    return agents
+    return with_analyst(runtime, agents)
 
 
-def test_a_delegator_reviewed_onto_a_new_manifest_re_gates_what_it_handed_on(
+def test_a_delegator_reviewed_onto_a_new_manifest_re_gates_what_ithanded_on(
         runtime: Runtime, agents: Agents) -> None:
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     assert child.claims.line_manifests == (held.claims.manifest_digest,)
     assert agents.call(child, TIME, ARGS).is_allowed
     _reviewed_onto(runtime, CODER, **NEW)
@@ -80,7 +53,7 @@ def test_a_delegator_reviewed_onto_a_new_manifest_re_gates_what_it_handed_on(
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_manifest_changed")
     assert CODER in verdict.reasons[0] and verdict.event_id is not None
     # a new grant of the coder's, on what runs now, hands on again
-    again = _handed_on(runtime, agents, agents.grant(CODER, TOOLS, purpose="tell the time"),
+    again = handed_on(runtime, agents, agents.grant(CODER, TOOLS, purpose="tell the time"),
                        SUPPORT)
     assert agents.call(again, TIME, ARGS).is_allowed
     # reviewed back onto the manifest it handed the first grant on under: usable again
@@ -92,14 +65,14 @@ def test_a_delegator_reviewed_onto_a_new_manifest_re_gates_what_it_handed_on(
 def test_every_agent_of_the_line_is_held_to_its_manifest(
         runtime: Runtime, line: Agents) -> None:
     held = line.grant(CODER, TOOLS, purpose="tell the time")
-    middle = _handed_on(runtime, line, held, SUPPORT)
-    last = _handed_on(runtime, line, middle, ANALYST)
+    middle = handed_on(runtime, line, held, SUPPORT)
+    last = handed_on(runtime, line, middle, ANALYST)
     assert last.claims.line_manifests == (middle.claims.manifest_digest,
                                           held.claims.manifest_digest)
     _reviewed_onto(runtime, CODER, **NEW)  # the first of the line
     assert line.call(last, TIME, ARGS).code == "grant_manifest_changed"
     with pytest.raises(GrantError) as refused:  # nor is it handed on further
-        _exchange(runtime, line, middle, ANALYST)
+        exchange(runtime, line, middle, ANALYST)
     assert refused.value.code == "grant_manifest_changed"
     _reviewed_onto(runtime, CODER)
     _reviewed_onto(runtime, SUPPORT, **NEW)  # the middle one
@@ -110,7 +83,7 @@ def test_every_agent_of_the_line_is_held_to_its_manifest(
 def test_the_write_refuses_a_review_committed_after_the_check(
         runtime: Runtime, other: Runtime, agents: Agents) -> None:
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     use = runtime.grants.prepare(child.token, agents.proof(child), method="tools/call",
                                  target=TARGET, tool_id=TIME, args=ARGS)
     _reviewed_onto(other, CODER, **NEW)

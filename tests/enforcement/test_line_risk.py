@@ -22,52 +22,24 @@ from proctor.audit import EventFilter, search_events
 from proctor.clock import FrozenClock
 from proctor.config import Settings, load_settings
 from proctor.errors import ConfigError, GrantError
-from proctor.grants import GrantScope, IssuedGrant, make_proof
-from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.identity import OwnKeyProof
 from proctor.policy import Outcome
-from proctor.runtime import Runtime, init_home, issuer_for, open_runtime
+from proctor.runtime import Runtime, init_home, open_runtime
 from tests.identity.factories import manifest, public_jwk
 
 from .conftest import CODER, OWNER, SUPPORT, TARGET, Agents
-
-ANALYST = "spiffe://acme.example/agent/analyst"
-TIME = "time/get_current_time"
-ARGS = {"timezone": "UTC"}
-TOOLS = [{"tool": TIME}]
-
-
-def _handed_on(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> IssuedGrant:
-    child = _exchange(runtime, agents, parent, to)
-    assert isinstance(child, IssuedGrant)
-    return child
-
-
-def _exchange(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> object:
-    proof = make_proof(agents.keys[parent.claims.agent_id], parent.token,
-                       method=EXCHANGE_METHOD, target=issuer_for(runtime.settings),
-                       now=runtime.clock.now())
-    return runtime.grants.exchange(parent.token, proof, to_agent=to,
-                                   scope=GrantScope.from_json({"tools": TOOLS}),
-                                   ttl_seconds=300)
+from .lines import ANALYST, ARGS, TIME, TOOLS, exchange, handed_on, with_analyst
 
 
 @pytest.fixture
 def line(runtime: Runtime, agents: Agents) -> Agents:
-    key = ECKey.generate_key("P-256", private=True)
-    runtime.registry.register(ANALYST, owner=OWNER, groups=["support-agents"],
-                              proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
-    private = key.private_key
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    agents.keys[ANALYST] = private
-    runtime.enforcer.refresh_principals()
-    return agents
+    return with_analyst(runtime, agents)
 
 
 def test_a_risky_delegator_lends_nothing_until_its_risk_falls(
         runtime: Runtime, agents: Agents) -> None:
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     runtime.registry.set_risk_score(CODER, 79)
     assert agents.call(child, TIME, ARGS).is_allowed  # below the limit
     runtime.registry.set_risk_score(CODER, 85)
@@ -80,7 +52,7 @@ def test_a_risky_delegator_lends_nothing_until_its_risk_falls(
     assert (event["id"], event["actor"]["id"]) == (verdict.event_id, SUPPORT)
     # the risky coder hands nothing on either
     with pytest.raises(GrantError) as refused:
-        _exchange(runtime, agents, held, SUPPORT)
+        exchange(runtime, agents, held, SUPPORT)
     assert refused.value.code == "delegator_not_trusted"
     runtime.registry.set_risk_score(CODER, 20)  # nothing was revoked
     assert agents.call(child, TIME, ARGS).is_allowed
@@ -89,20 +61,20 @@ def test_a_risky_delegator_lends_nothing_until_its_risk_falls(
 def test_a_risky_agent_anywhere_in_the_line_re_gates_its_end(
         runtime: Runtime, line: Agents) -> None:
     held = line.grant(CODER, TOOLS, purpose="tell the time")
-    middle = _handed_on(runtime, line, held, SUPPORT)
-    last = _handed_on(runtime, line, middle, ANALYST)
+    middle = handed_on(runtime, line, held, SUPPORT)
+    last = handed_on(runtime, line, middle, ANALYST)
     runtime.registry.set_risk_score(SUPPORT, 95)
     assert line.call(last, TIME, ARGS).code == "delegator_not_trusted"
     assert line.call(held, TIME, ARGS).is_allowed  # the coder's own: its line is empty
     with pytest.raises(GrantError) as refused:  # nor does the risky one hand on
-        _exchange(runtime, line, middle, ANALYST)
+        exchange(runtime, line, middle, ANALYST)
     assert refused.value.code == "delegator_not_trusted"
 
 
 def test_a_risk_committed_by_another_node_before_the_write_is_refused_there(
         runtime: Runtime, other: Runtime, agents: Agents) -> None:
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     use = runtime.grants.prepare(child.token, agents.proof(child), method="tools/call",
                                  target=TARGET, tool_id=TIME, args=ARGS)
     other.registry.set_risk_score(CODER, 90)
@@ -133,7 +105,7 @@ def test_the_limit_is_the_deployments(strict: Runtime) -> None:
         agents.keys[agent_id] = private
     strict.enforcer.refresh_principals()
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(strict, agents, held, SUPPORT)
+    child = handed_on(strict, agents, held, SUPPORT)
     strict.registry.set_risk_score(CODER, 40)
     assert agents.call(child, TIME, ARGS).code == "delegator_not_trusted"
     assert agents.call(held, TIME, ARGS).is_allowed  # its own calls are policy's

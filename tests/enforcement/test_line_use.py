@@ -15,53 +15,23 @@ from typing import Any
 
 import anyio
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc.jwk import ECKey
 
 from proctor.audit import EventFilter, search_events
 from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import GrantError
-from proctor.grants import GrantScope, IssuedGrant, make_proof
-from proctor.grants.authority import EXCHANGE_METHOD
-from proctor.identity import OwnKeyProof
 from proctor.policy import Decision, DecisionRequest, Outcome
-from proctor.runtime import Runtime, issuer_for
-from tests.identity.factories import manifest, public_jwk
+from proctor.runtime import Runtime
+from tests.identity.factories import manifest
 
-from .conftest import CODER, OWNER, SUPPORT, TARGET, Agents
-
-ANALYST = "spiffe://acme.example/agent/analyst"
-TIME = "time/get_current_time"  # public: policy leaves it even to a drifted agent
-ARGS = {"timezone": "UTC"}
-TOOLS = [{"tool": TIME}]
+from .conftest import CODER, SUPPORT, TARGET, Agents
+from .lines import ANALYST, ARGS, TIME, TOOLS, exchange, handed_on, with_analyst
 
 
 @pytest.fixture
 def line(runtime: Runtime, agents: Agents) -> Agents:
-    """``agents`` with a third agent, the analyst, keyed."""
-    key = ECKey.generate_key("P-256", private=True)
-    runtime.registry.register(ANALYST, owner=OWNER, groups=["support-agents"],
-                              proof=OwnKeyProof(public_jwk(key)), manifest=manifest())
-    private = key.private_key
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    agents.keys[ANALYST] = private
-    runtime.enforcer.refresh_principals()
-    return agents
+    return with_analyst(runtime, agents)
 
 
-def _exchange(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> object:
-    proof = make_proof(agents.keys[parent.claims.agent_id], parent.token,
-                       method=EXCHANGE_METHOD, target=issuer_for(runtime.settings),
-                       now=runtime.clock.now())
-    return runtime.grants.exchange(parent.token, proof, to_agent=to,
-                                   scope=GrantScope.from_json({"tools": TOOLS}),
-                                   ttl_seconds=300)
-
-
-def _handed_on(runtime: Runtime, agents: Agents, parent: IssuedGrant, to: str) -> IssuedGrant:
-    child = _exchange(runtime, agents, parent, to)
-    assert isinstance(child, IssuedGrant)
-    return child
 
 
 def _drift(runtime: Runtime, agent_id: str) -> None:
@@ -82,10 +52,10 @@ def _refusals(runtime: Runtime, code: str) -> list[Mapping[str, Any]]:
             if e.event["outcome"] == "denied" and e.event["detail"].get("code") == code]
 
 
-def test_a_drifted_delegator_re_gates_the_calls_of_the_grant_it_handed_on(
+def test_a_drifted_delegator_re_gates_the_calls_of_the_grant_ithanded_on(
         runtime: Runtime, agents: Agents) -> None:
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     assert agents.call(child, TIME, ARGS).is_allowed
     _drift(runtime, CODER)
     verdict = agents.call(child, TIME, ARGS)
@@ -104,8 +74,8 @@ def test_a_drifted_delegator_re_gates_the_calls_of_the_grant_it_handed_on(
 def test_every_agent_of_the_line_counts_and_none_hands_on_for_a_drifted_one(
         runtime: Runtime, line: Agents, on_loop: bool) -> None:
     held = line.grant(CODER, TOOLS, purpose="tell the time")
-    middle = _handed_on(runtime, line, held, SUPPORT)
-    last = _handed_on(runtime, line, middle, ANALYST)
+    middle = handed_on(runtime, line, held, SUPPORT)
+    last = handed_on(runtime, line, middle, ANALYST)
     assert (last.claims.actor_chain, line.call(last, TIME, ARGS).is_allowed) == (
         (SUPPORT, CODER), True)
     _drift(runtime, CODER)
@@ -121,7 +91,7 @@ def test_every_agent_of_the_line_counts_and_none_hands_on_for_a_drifted_one(
     # the support agent may not hand on what the drifted coder gave it, nor the coder
     for parent, to in ((middle, ANALYST), (held, ANALYST)):
         with pytest.raises(GrantError) as refused:
-            _exchange(runtime, line, parent, to)
+            exchange(runtime, line, parent, to)
         assert refused.value.code == "delegator_not_trusted", refused.value.message
     # a drifted agent in the middle of the line re-gates the end of it likewise
     _reviewed_back(runtime, CODER)
@@ -135,7 +105,7 @@ def test_a_retired_delegator_ends_the_line(runtime: Runtime, agents: Agents) -> 
     """Retiring revokes the agent's grants and all derived from them (a regression test:
     this held before the line was checked)."""
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     runtime.registry.retire(CODER, by="erin@acme.example", reason="decommissioned")
     verdict = agents.call(child, TIME, ARGS)
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "grant_revoked")
@@ -149,7 +119,7 @@ def test_a_drift_committed_after_the_decision_is_caught_by_the_write(
     node commits the coder's drift after policy allowed the call and before its write:
     the write reads the line's agents as committed and refuses it."""
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     engine = runtime.enforcer._engine
     decide = engine.decide
     drifted: list[Decision] = []
@@ -177,7 +147,7 @@ def test_a_use_confirms_the_line_in_its_write(
     """The grant check reads the line from this process's view; a drift committed by
     another node before the use's write is refused there, nothing counted."""
     held = agents.grant(CODER, TOOLS, purpose="tell the time")
-    child = _handed_on(runtime, agents, held, SUPPORT)
+    child = handed_on(runtime, agents, held, SUPPORT)
     use = runtime.grants.prepare(child.token, agents.proof(child), method="tools/call",
                                  target=TARGET, tool_id=TIME, args=ARGS)
     _drift(other, CODER)
