@@ -103,7 +103,8 @@ def _new(setup: Setup, grant: IssuedGrant) -> NewGrant:
                       task.id, manifest_digest=agent.manifest_digest,
                       agent_key=agent.key_thumbprint)
     return NewGrant(claims, f"acc_{secrets.token_hex(12)}", secrets.token_hex(32), request,
-                    setup.clock.now(), None, setup.agents.binding_in)
+                    setup.clock.now(), None, setup.agents.binding_in,
+                    max_risk=setup.authority.delegator_max_risk)
 
 
 def test_a_batch_reads_the_nodes_of_all_its_lines_by_one_statement(setup: Setup) -> None:
@@ -123,3 +124,24 @@ def test_a_batch_reads_the_nodes_of_all_its_lines_by_one_statement(setup: Setup)
     stored = setup.store.fetch("SELECT COUNT(*) FROM grants WHERE id IN ({p}, {p}, {p})",
                                [n.claims.grant_id for n in batch])
     assert stored[0][0] == 3
+
+
+def test_the_delegators_risk_limit_is_never_a_default() -> None:
+    """Every place that checks a delegation line's agents against the risk limit takes
+    the limit as a required argument: one a caller forgot would have meant the built-in
+    80, not the deployment's setting (a stricter limit silently lifted)."""
+    import dataclasses
+    import inspect
+
+    from proctor.grants.agents import line_refusal
+    from proctor.grants.deciding import _Deciding
+    from proctor.grants.use import GrantUse
+    from proctor.grants.writes import NewOffer
+
+    for made in (GrantUse, NewGrant, NewOffer):
+        field = {f.name: f for f in dataclasses.fields(made)}["max_risk"]
+        assert field.default is dataclasses.MISSING, made
+        assert field.default_factory is dataclasses.MISSING, made
+    for function in (line_refusal, _Deciding.__init__):
+        parameter = inspect.signature(function).parameters["max_risk"]
+        assert parameter.default is inspect.Parameter.empty, function

@@ -149,6 +149,9 @@ async def test_bad_provider_tokens_get_their_specific_codes(
         (provider.token(now, email="spiffe://acme.example/agent/coder"), "proof_claims_invalid"),
         # a human named as the system would have their actions recorded as the system's
         (provider.token(now, email="system:oversight"), "proof_claims_invalid"),
+        # the id of `proctor init`'s admin token, in any spelling: its holder's alone
+        (provider.token(now, email="local-admin"), "proof_claims_invalid"),
+        (provider.token(now, email="Local-Admin"), "proof_claims_invalid"),
         (provider.token(now, email=None), "proof_claims_invalid"),
         (provider.token(now, kid="k9", key=impostor), "proof_key_unknown"),
         (provider.token(now, iss="https://other.example"), "proof_wrong_issuer"),

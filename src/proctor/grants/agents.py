@@ -61,7 +61,7 @@ def binding_refusal(binding: AgentBinding | None, key_thumbprint: str,
 
 def line_refusal(find: Callable[[str], AgentBinding | None],
                  actor_chain: tuple[str, ...], manifests: tuple[str | None, ...] = (), *,
-                 max_risk: int = DELEGATOR_MAX_RISK) -> GrantError | None:
+                 max_risk: int) -> GrantError | None:
     """Why a grant delegated along ``actor_chain`` (its delegators, nearest first: the
     grant's ``act`` chain) may not be used now, or None: every agent it derives from
     must be registered, active and ``trusted`` as ``find`` reads it, with a risk score

@@ -127,9 +127,10 @@ class GrantAuthority:
         self.leases = LeaseTree(store, clock)
         self.max_depth = max_depth
         self.task_limits = task_limits or TaskLimits()
-        self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools)
         # the risk from which an agent lends nothing it handed on (each use, each hand-on)
-        self.delegator_max_risk = self._issuer.max_risk = delegator_max_risk
+        self.delegator_max_risk = delegator_max_risk
+        self._issuer = Issuer(store, clock, codec, engine, agents, self.leases, audit, tools,
+                              max_risk=delegator_max_risk)
         self._tasks = tasks
         self._revocations = revocations
         self._limits: dict[str, tuple[int | None, str]] = {}  # max uses, accessor: fixed

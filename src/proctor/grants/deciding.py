@@ -17,7 +17,6 @@ from proctor.audit.recording import unaudited
 from proctor.clock import Clock
 from proctor.errors import AuditUnavailableError, GrantError, ScopeError
 from proctor.grants.agents import (
-    DELEGATOR_MAX_RISK,
     AgentDirectory,
     binding_refusal,
     line_refusal,
@@ -59,7 +58,7 @@ class _Deciding:
 
     def __init__(self, store: Store, clock: Clock, codec: TokenCodec, engine: PolicyEngine,
                  agents: AgentDirectory, leases: LeaseTree, audit: AuditLog | None,
-                 tools: KnownTools | None = None) -> None:
+                 tools: KnownTools | None, *, max_risk: int) -> None:
         self._tools = tools
         self._later: dict[tuple[str, str, int | None], bool] = {}
         # the catalog's tool ids and what each scope's patterns cover, for the engine's
@@ -76,8 +75,9 @@ class _Deciding:
         # process's view: what a stale refusal calls before the issuance is decided again
         self.sync_policies: Callable[[], object] | None = None
         self.forget_agent: Callable[[str], None] | None = None
-        # the risk from which a delegator lends nothing (the setting delegator_max_risk)
-        self.max_risk = DELEGATOR_MAX_RISK
+        # the risk from which a delegator lends nothing (the setting delegator_max_risk):
+        # required, so that no caller gets "no limit" by forgetting it
+        self.max_risk = max_risk
         self._store = store
         self._clock = clock
         self._codec = codec

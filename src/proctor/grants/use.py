@@ -66,7 +66,7 @@ from typing import cast
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
-from proctor.grants.agents import DELEGATOR_MAX_RISK, AgentBinding, binding_refusal, line_refusal
+from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
 from proctor.grants.tokens import GrantClaims
 
 __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "active_revision", "any_revoked",
@@ -203,7 +203,8 @@ class GrantUse:
     raised: bool = False
     limit: tuple[int | None, str] | None = None  # max_uses and accessor: they never change
     held: bool = False  # no proof: the grant's key is held by the deciding process
-    max_risk: int = DELEGATOR_MAX_RISK  # the line's agents' risk: each below it
+    # the line's agents' risk: each below it; required, never a default
+    max_risk: int = field(kw_only=True)
     # the arguments the grant's scope constrains for the call, as its check found them
     # (the policy context's ``grant.constrained``); nothing the write reads
     constrained: frozenset[str] = frozenset()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from proctor.audit import AuditEvent, WriteCursor, new_event_id
@@ -17,7 +17,6 @@ from proctor.audit.writer import WITHDRAWN
 from proctor.errors import AgentError, GrantError
 from proctor.grants.accounting import nonce_kept_until, nonce_key
 from proctor.grants.agents import (
-    DELEGATOR_MAX_RISK,
     AgentBinding,
     binding_refusal,
     line_refusal,
@@ -81,7 +80,8 @@ class NewGrant:
     again: bool = False  # a stale refusal is decided once more: its events are withdrawn
     offer: GrantOffer | None = None  # redeemed by this grant: taken in its write
     delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
-    max_risk: int = DELEGATOR_MAX_RISK  # the risk from which the line's agents lend nothing
+    # the risk from which the line's agents lend nothing: required, never a default
+    max_risk: int = field(kw_only=True)
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         return NewGrant.apply_all(tx, [self])[0]
@@ -227,7 +227,8 @@ class NewOffer:
     event: AuditEvent | None = None
     again: bool = False
     delegator: Delegator | None = None  # an exchange's, as its tools were decided: confirmed
-    max_risk: int = DELEGATOR_MAX_RISK  # the risk from which the line's agents lend nothing
+    # the risk from which the line's agents lend nothing: required, never a default
+    max_risk: int = field(kw_only=True)
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None

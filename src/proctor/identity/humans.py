@@ -38,10 +38,15 @@ from proctor.human_ids import canonical_human_id, human_id_problem
 from proctor.identity.oidc import OidcIssuer, OidcTokenVerifier, issuer_settings
 from proctor.identity.people import SYSTEM_PREFIX
 
-__all__ = ["HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier", "VerifiedHuman",
-           "check_human_issuers", "domains_refusal", "issuer_from_config", "workload_sign"]
+__all__ = ["BOOTSTRAP_ADMIN", "HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier",
+           "VerifiedHuman", "check_human_issuers", "domains_refusal", "issuer_from_config",
+           "workload_sign"]
 
 HUMAN_ROLES = ("admin", "approver", "auditor")
+# the human ``proctor init``'s admin token names (:meth:`ApiTokens.ensure_admin`): that
+# token's alone. No provider's sign-in takes it: a person the provider calls so would act,
+# in the audit log, in approvals and in every id compared, as the bootstrap admin
+BOOTSTRAP_ADMIN = "local-admin"
 LEEWAY_SECONDS = 30
 
 
@@ -115,6 +120,10 @@ class HumanVerifier:
         if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
             raise IdentityError("proof_claims_invalid",
                                 "the token names the system; humans sign in here")
+        if human_id == BOOTSTRAP_ADMIN:
+            raise IdentityError("proof_claims_invalid",
+                                f"the token names `{BOOTSTRAP_ADMIN}`, the id of the admin "
+                                "token `proctor init` made: no provider's person takes it")
         if issuer.id_domains and not _in_domains(human_id, issuer.id_domains):
             raise IdentityError("proof_claims_invalid",
                                 f"issuer `{issuer.issuer}` names people of "

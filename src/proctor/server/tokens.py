@@ -27,7 +27,7 @@ from sqlalchemy import insert, select, update
 from proctor.clock import Clock
 from proctor.errors import NotFoundError, RequestError
 from proctor.human_ids import canonical_human_id
-from proctor.identity.humans import HumanIssuer, domains_refusal
+from proctor.identity.humans import BOOTSTRAP_ADMIN, HumanIssuer, domains_refusal
 from proctor.identity.people import check_human
 from proctor.server.principals import HUMAN_ROLES
 from proctor.store import Store, as_utc
@@ -36,7 +36,7 @@ from proctor.store.tables import api_tokens
 __all__ = ["ADMIN_ID", "TOKEN_PREFIX", "ApiToken", "ApiTokens", "MintedToken"]
 
 TOKEN_PREFIX = "ptk_"  # noqa: S105 (a prefix, not a secret)
-ADMIN_ID = "local-admin"
+ADMIN_ID = BOOTSTRAP_ADMIN
 _LOOKUP = ("SELECT id, human_id, roles, created_at, expires_at, revoked_at FROM api_tokens "
            "WHERE token_hash = {p}")
 
