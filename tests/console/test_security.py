@@ -182,7 +182,7 @@ async def test_a_wrong_token_is_a_clear_401_and_guessing_is_rate_limited(agents:
 async def test_signing_out_or_revoking_the_token_ends_the_session(agents: Api) -> None:
     api = agents
     minted = ApiTokens(api.runtime.store, api.runtime.clock).create("erin@acme.example",
-                                                                    {"approver"})
+                                                                    {"approver"}, issuers=())
     async with client_for(api) as client:
         await sign_in(client, minted.token)
         assert (await client.get("/console/approvals")).status_code == 200
@@ -203,7 +203,7 @@ async def test_an_auditor_sees_the_queue_but_cannot_decide(agents: Api) -> None:
     api = agents
     _, approval_id = await held(api)
     auditor = ApiTokens(api.runtime.store, api.runtime.clock).create("ada@acme.example",
-                                                                     {"auditor"})
+                                                                     {"auditor"}, issuers=())
     async with client_for(api) as client:
         await sign_in(client, auditor.token)
         page = await client.get("/console/approvals")
@@ -220,7 +220,7 @@ async def test_the_owner_is_told_about_separation_of_duties(agents: Api) -> None
     api = agents
     _, approval_id = await held(api)
     bob = ApiTokens(api.runtime.store, api.runtime.clock).create("bob@acme.example",
-                                                                 {"approver"})
+                                                                 {"approver"}, issuers=())
     async with client_for(api) as client:
         await sign_in(client, bob.token)
         page = await client.get(f"/console/approvals/{approval_id}")

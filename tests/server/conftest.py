@@ -75,7 +75,8 @@ class Api:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     def human(self, human_id: str, *roles: str) -> dict[str, str]:
-        minted = ApiTokens(self.runtime.store, self.runtime.clock).create(human_id, roles)
+        minted = ApiTokens(self.runtime.store, self.runtime.clock).create(human_id, roles,
+                                                                         issuers=())
         return {"Authorization": f"Bearer {minted.token}"}
 
     def agent(self, agent_id: str) -> dict[str, str]:

@@ -53,8 +53,8 @@ async def test_bad_credentials_get_their_specific_code(api: Api, header: str, co
 
 async def test_a_revoked_or_expired_api_token_stops_working(api: Api) -> None:
     tokens = ApiTokens(api.runtime.store, api.runtime.clock)
-    revoked = tokens.create("dave@acme.example", {"approver"})
-    short = tokens.create("erin@acme.example", {"auditor"}, ttl_seconds=60)
+    revoked = tokens.create("dave@acme.example", {"approver"}, issuers=())
+    short = tokens.create("erin@acme.example", {"auditor"}, issuers=(), ttl_seconds=60)
     for minted in (revoked, short):
         ok = await api.client.get("/v1/whoami",
                                   headers={"Authorization": f"Bearer {minted.token}"})

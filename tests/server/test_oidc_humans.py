@@ -18,10 +18,11 @@ from joserfc.jwk import RSAKey
 from proctor.audit import ActorType, EventFilter, search_events
 from proctor.clock import FrozenClock
 from proctor.config import Settings
+from proctor.errors import RequestError
 from proctor.identity import OidcProof
 from proctor.identity.humans import issuer_from_config
 from proctor.runtime import Runtime, open_runtime
-from proctor.server import ServerConfig, create_app
+from proctor.server import ApiTokens, ServerConfig, create_app
 from tests.identity.factories import manifest, sign
 
 from .conftest import BASE_URL, make_app
@@ -413,3 +414,32 @@ async def test_two_human_issuers_never_name_the_same_human(
             outsider = provider.token(now, email=outside)  # not an address in its domains
             assert_problem(await http.get("/v1/whoami", headers=bearer(outsider)), 401,
                            "proof_claims_invalid")
+
+
+async def test_an_api_token_for_a_human_outside_the_issuers_domains_never_signs_in(
+        runtime: Runtime, provider: Provider, frozen: FrozenClock) -> None:
+    """Where the human issuers declare their people's domains, an API token naming a
+    human outside them is refused at each use, however it was made (by a library caller
+    that named no issuers, or before the domains were declared): that human would share
+    the namespace of the people a provider vouches for. The bootstrap admin's works."""
+    issuer = issuer_from_config({
+        "issuer": ISSUER, "audience": "proctor-api", "jwks_url": provider.url,
+        "algorithms": ["RS256"], "subject_claim": "email", "role_claim": "groups",
+        "roles": {"admin": "proctor-admins"}, "id_domains": ["acme.example"],
+    }, Path(), frozen)
+    app, admin = make_app(runtime, ServerConfig(oidc_issuers=(issuer,)))  # proctor init's
+    tokens = ApiTokens(runtime.store, runtime.clock)
+    outside = tokens.create("erin@evil.example", {"admin"}, issuers=())
+    inside = tokens.create("dave@acme.example", {"auditor"}, issuers=())
+    with pytest.raises(RequestError) as refused:
+        tokens.create("erin@evil.example", {"admin"}, issuers=(issuer,))
+    assert "id_domains" in refused.value.message
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=BASE_URL) as http:
+        refused_use = await http.get("/v1/whoami", headers=bearer(outside.token))
+        assert_problem(refused_use, 401, "api_token_invalid")
+        assert "id_domains" in refused_use.json()["detail"]
+        for token, human in ((inside.token, "dave@acme.example"), (admin, "local-admin")):
+            me = await http.get("/v1/whoami", headers=bearer(token))
+            assert me.status_code == 200, me.text
+            assert me.json()["id"] == human

@@ -95,7 +95,18 @@ class HumanVerifier:
                  leeway_seconds: int = LEEWAY_SECONDS) -> None:
         issuers = tuple(issuers)
         check_human_issuers(issuers)
+        self._issuers = issuers
         self._tokens = OidcTokenVerifier(issuers, leeway_seconds=leeway_seconds)
+
+    def token_refusal(self, human_id: str) -> str | None:
+        """Why an API token naming ``human_id`` (canonical) may not sign in, or None:
+        a human outside the issuers' ``id_domains`` (:func:`domains_refusal`), checked at
+        each use, whoever made the token and whenever (before the domains were set, or
+        by a library caller), so that one id stays one person. The bootstrap admin's
+        token (:data:`BOOTSTRAP_ADMIN`) is no provider's person, and always signs in."""
+        if human_id == BOOTSTRAP_ADMIN:
+            return None
+        return domains_refusal(human_id, self._issuers)
 
     def accepts(self, claims: Mapping[str, Any]) -> bool:
         """True if ``claims`` (unverified) name a human issuer and its audience: such a

@@ -118,6 +118,10 @@ class RequestAuthenticator:
             if token is None:
                 raise unauthenticated("api_token_invalid",
                                       "the API token is unknown, revoked or expired")
+            refusal = self._humans.token_refusal(token.human_id)
+            if refusal is not None:
+                raise unauthenticated("api_token_invalid", f"{refusal}: the API token "
+                                      "names no person of the human issuers")
             return Principal(PrincipalKind.HUMAN, token.human_id, token.roles, "api_token",
                              credential=token.id)
         claims = peek(value).claims

@@ -7,7 +7,7 @@ Looking a token up by its hash is safe against timing: an attacker cannot
 steer the hash of a guess towards a stored one.
 
 >>> tokens = ApiTokens(store, clock)                                # doctest: +SKIP
->>> minted = tokens.create("erin@acme.example", {"admin"})          # doctest: +SKIP
+>>> minted = tokens.create("erin@acme.example", {"admin"}, issuers=())  # doctest: +SKIP
 >>> tokens.verify(minted.token).human_id                            # doctest: +SKIP
 'erin@acme.example'
 """
@@ -78,12 +78,14 @@ class ApiTokens:
         self._store = store
         self._clock = clock
 
-    def create(self, human_id: str, roles: Iterable[str], *, ttl_seconds: int | None = None,
-               issuers: Iterable[HumanIssuer] = ()) -> MintedToken:
-        """A token for ``human_id`` with ``roles``; with the deployment's human
-        ``issuers`` (``server.toml``), the human must be an address in their
-        ``id_domains`` where they declare some
-        (:func:`~proctor.identity.humans.domains_refusal`)."""
+    def create(self, human_id: str, roles: Iterable[str], *, issuers: Iterable[HumanIssuer],
+               ttl_seconds: int | None = None) -> MintedToken:
+        """A token for ``human_id`` with ``roles``; the human must be an address in the
+        ``id_domains`` of the deployment's human ``issuers`` (``server.toml``; required,
+        so that no caller skips the check by leaving them out) where they declare some
+        (:func:`~proctor.identity.humans.domains_refusal`). The server checks it again at
+        each use (:meth:`~proctor.identity.humans.HumanVerifier.token_refusal`): a token
+        made before the domains were declared stops signing in then."""
         human_id = check_human(human_id, "human")
         refusal = domains_refusal(human_id, issuers)
         if refusal is not None:
@@ -110,7 +112,8 @@ class ApiTokens:
         """Create the local admin token if no admin token exists yet; None if one does."""
         if any("admin" in t.roles and t.revoked_at is None for t in self.list()):
             return None
-        return self.create(ADMIN_ID, {"admin"})
+        # the bootstrap admin is no provider's person: no issuer's domains apply to it
+        return self.create(ADMIN_ID, {"admin"}, issuers=())
 
     def verify(self, token: str) -> ApiToken | None:
         """The live token ``token`` is, or None (unknown, revoked or expired)."""
