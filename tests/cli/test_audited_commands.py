@@ -245,3 +245,25 @@ def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
     assert run("agent", "show", "coder")[1]["trust_state"] == "suspended"
     assert run("token", "list")[1]["tokens"][0]["revoked_at"] is not None
     assert chain_verifies()
+
+
+def test_suspending_an_agent_on_the_command_line_ends_its_grants_with_its_event(
+    home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the command's registry had none of the runtime's hooks: the agent was suspended, its
+    # grants (and those it handed on) stayed in force, and the event was written after
+    monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
+    assert run("init")[0] == 0
+    _register(home, "coder")
+    _, task = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                  "alice@acme.example")
+    _, grant = run("grant", "issue", "--task", task["task"], "--scope", GIT)
+    assert run("agent", "suspend", "coder", "--reason", "looks odd")[0] == 0
+
+    _, tree = run("grant", "tree", task["task"])
+    assert [(n["kind"], n["revoked_reason"]) for n in tree["nodes"]] == [
+        ("task", None), ("grant", "agent suspended: looks odd")]
+    [event] = [e for e in human_events() if e["action"] == "agent.suspend"]
+    assert (event["outcome"], event["detail"]["roots"], event["detail"]["os_user"],
+            event["source"]) == ("suspended", [grant["grant_id"]], account(), "cli")
+    assert chain_verifies()

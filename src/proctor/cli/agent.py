@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from proctor.cli.operator import Acting, ByOpt, Undo, acting_store
+from proctor.cli.operator import Acting, ByOpt, Undo, acting_runtime, acting_store
 from proctor.cli.output import confirm_review, console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
@@ -258,12 +258,19 @@ def retire(agent: AgentArg, by: ByOpt = None, reason: ReasonOpt = "",
 
 
 def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool) -> None:
-    """Suspend or retire; it stands even if it cannot be audited (the command fails)."""
-    with _acting(by, as_json) as (registry, resolve, acting):
-        change = registry.suspend if verb == "suspend" else registry.retire
-        updated = change(resolve(agent), by=acting.operator.id, reason=reason)
-        acting.record(f"agent.{verb}", f'Agent::"{updated.id}"', updated.trust_state.value,
-                      detail={"reason": reason} if reason else None)
+    """Suspend or retire, with its event in the same transaction; the agent's grants are
+    revoked with it. It stands even if it cannot be audited (the command fails)."""
+    from proctor.identity import TrustState, agent_id_for
+    from proctor.oversight.standing import change_standing
+
+    with acting_runtime(by, as_json) as (runtime, acting):
+        updated = change_standing(
+            runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases,
+            agent_id_for(agent, runtime.settings.trust_domain).id,
+            TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
+            by=acting.operator.id, reason=reason, source="cli",
+            detail={"os_user": acting.operator.os_user})
+        runtime.grants.leases.settle(timeout=30)  # the grants it handed on: marked
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")
 
 

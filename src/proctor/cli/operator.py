@@ -14,7 +14,8 @@ Every command that changes state records one event with actor type ``human``
 (the operator), the action name the API records for the same action, the
 target and the outcome; ``detail.os_user`` is the account and ``source`` is
 ``cli``. Either the part that makes the change writes that event (revocations,
-secrets, approvals), with the operator as actor, or :meth:`Acting.record` does.
+suspensions and retirements, secrets, approvals), with the operator as actor, or
+:meth:`Acting.record` does.
 The audit log's :class:`~proctor.audit.Attribution` adds the account to the
 first kind and notes which events of the operator could not be written, for
 :meth:`Acting.settle`.

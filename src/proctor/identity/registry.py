@@ -89,6 +89,13 @@ class AgentRegistry:
         then, without waiting for the change feed's news of it (PostgreSQL)."""
         self._on_changed.append(hook)
 
+    def changed(self, agent_id: str) -> None:
+        """Run the :meth:`on_changed` hooks for a change to ``agent_id`` that committed in
+        another transaction of this process (the audit writer's: a suspension made with
+        its event, :mod:`proctor.oversight.standing`)."""
+        for hook in self._on_changed:
+            hook(agent_id)
+
     # reading
 
     def find(self, agent_id: str) -> Agent | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from proctor.identity import TrustState
+from proctor.oversight.standing import change_standing
 from proctor.server.console.queries import pending_count
 from proctor.server.console.web import ConsoleCall, ConsoleRoute, check_csrf, render
 from proctor.server.control import service
@@ -68,9 +70,9 @@ async def suspend(agent_id: str, request: Request, console: ConsoleCall) -> Resp
     form = await check_csrf(request, console)
     agent = agent_for(console, agent_id, "api:agent.suspend")
     reason = form.get("reason", "")[:500] or "suspended from the console"
-    updated = console.runtime.registry.suspend(agent.id, by=console.principal.id,
-                                               reason=reason)
-    console.runtime.enforcer.refresh_principals()
-    console.record("agent.suspend", f'Agent::"{agent.id}"', updated.trust_state.value,
-                   detail={"reason": reason})
+    runtime = console.runtime
+    change_standing(runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases,
+                    agent.id, TrustState.SUSPENDED, by=console.principal.id, reason=reason,
+                    source=console.source)
+    runtime.enforcer.refresh_principals()
     return RedirectResponse(f"/console/agents/{agent.id}/view", status_code=303)

@@ -31,6 +31,7 @@ from proctor.identity import (
     TrustState,
     agent_id_for,
 )
+from proctor.oversight.standing import change_standing
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
@@ -266,12 +267,13 @@ def retire_agent(agent_id: str, body: StateChange, call: Call) -> AgentView:
 
 def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> AgentView:
     agent = agent_for(call, agent_id, f"api:agent.{verb}")
-    registry = call.runtime.registry
-    change = registry.suspend if verb == "suspend" else registry.retire
-    updated = change(agent.id, by=call.principal.id, reason=reason)
-    call.runtime.enforcer.refresh_principals()
-    call.record(f"agent.{verb}", f'Agent::"{agent.id}"', updated.trust_state.value,
-                detail={"reason": reason} if reason else None)
+    runtime = call.runtime
+    # the change and its event in one transaction (an outage: the change alone, and 503)
+    updated = change_standing(
+        runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases, agent.id,
+        TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
+        by=call.principal.id, reason=reason, source=call.source)
+    runtime.enforcer.refresh_principals()
     return AgentView.of(updated)
 
 

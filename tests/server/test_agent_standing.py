@@ -1,0 +1,75 @@
+"""Suspending or retiring an agent through the API (and the console) is one transaction
+with its audit event: the agent's state, the end of its grants and the event that says
+who did it commit together, or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from proctor.grants.leases import LeaseTree
+
+from .conftest import SUPPORT, Api
+
+pytestmark = pytest.mark.anyio
+
+KB = [{"tool": "kb/search_articles"}]
+
+
+class _CrashError(Exception):
+    """The process dies here."""
+
+
+@pytest.mark.parametrize("verb", ["suspend", "retire"])
+async def test_a_process_that_dies_right_after_a_suspension_took_effect_leaves_its_event(
+        agents: Api, monkeypatch: pytest.MonkeyPatch, verb: str) -> None:
+    # the state change committed (the agent's grants revoked in its transaction), then its
+    # event was to be written: a process that died between the two left an agent stopped
+    # and nothing in the log saying who stopped it, or that anyone did
+    api = agents
+    grant = await api.grant(SUPPORT, KB)
+
+    def crash(self: LeaseTree, revoked: object, reason: object) -> list[str]:
+        raise _CrashError  # what runs right after the commit: announcing and marking
+
+    monkeypatch.setattr(LeaseTree, "revoked_after", crash)
+    with pytest.raises(_CrashError):
+        await api.client.post(f"/v1/agents/{SUPPORT}/{verb}", headers=api.admin,
+                              json={"reason": "odd behaviour"})
+    monkeypatch.undo()
+
+    state = "suspended" if verb == "suspend" else "retired"
+    assert api.runtime.registry.get(SUPPORT).trust_state.value == state
+    node = api.runtime.grants.leases.node(grant["grant_id"])
+    assert node is not None and node.is_revoked  # in the same transaction
+    [event] = [e.event for e in api.events() if e.event["action"] == f"agent.{verb}"]
+    assert (event["actor"]["type"], event["outcome"], event["detail"]["reason"],
+            event["detail"]["roots"]) == ("human", state, "odd behaviour", [grant["grant_id"]])
+
+
+async def test_a_suspension_names_the_grants_it_revoked_and_a_second_changes_nothing(
+        agents: Api) -> None:
+    api = agents
+    first, second = await api.grant(SUPPORT, KB), await api.grant(SUPPORT, KB)
+    for _ in range(2):
+        answer = await api.client.post(f"/v1/agents/{SUPPORT}/suspend", headers=api.admin,
+                                       json={})
+        assert (answer.status_code, answer.json()["trust_state"]) == (200, "suspended")
+    events = [e.event for e in sorted(api.events(), key=lambda e: e.seq)
+              if e.event["action"] == "agent.suspend"]
+    assert [(sorted(e["detail"].get("roots", [])), e["detail"].get("revoked"),
+             e["detail"].get("unchanged")) for e in events] == [
+        (sorted([first["grant_id"], second["grant_id"]]), 2, None), ([], None, True)]
+
+
+async def test_a_retired_agent_cannot_be_suspended_and_nothing_is_written(
+        agents: Api) -> None:
+    api = agents
+    retired = await api.client.post(f"/v1/agents/{SUPPORT}/retire", headers=api.admin,
+                                    json={})
+    assert retired.status_code == 200
+    before = {e.seq for e in api.events()}
+    refused = await api.client.post(f"/v1/agents/{SUPPORT}/suspend", headers=api.admin,
+                                    json={})
+    assert (refused.status_code, refused.json()["code"]) == (409, "agent_state_invalid")
+    assert api.runtime.registry.get(SUPPORT).trust_state.value == "retired"
+    assert [e.event["action"] for e in api.events() if e.seq not in before] == []
