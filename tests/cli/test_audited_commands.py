@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -219,15 +220,22 @@ def test_a_change_that_gives_access_is_undone_when_it_cannot_be_audited(
     assert chain_verifies()
 
 
-def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
-    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _coder_with_a_grant(home: Path, monkeypatch: pytest.MonkeyPatch
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A home with the coding agent, a task of it and a grant, made by Erin."""
     monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
     assert run("init")[0] == 0
     _register(home, "coder")
     _, task = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
                   "alice@acme.example")
     _, grant = run("grant", "issue", "--task", task["task"], "--scope", GIT)
+    return task, grant
+
+
+def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, grant = _coder_with_a_grant(home, monkeypatch)
     admin = run("token", "list")[1]["tokens"][0]["id"]
     with audit_down(database_url):
         answers = [run("grant", "revoke", grant["accessor"]),
@@ -252,12 +260,7 @@ def test_suspending_an_agent_on_the_command_line_ends_its_grants_with_its_event(
 ) -> None:
     # the command's registry had none of the runtime's hooks: the agent was suspended, its
     # grants (and those it handed on) stayed in force, and the event was written after
-    monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
-    assert run("init")[0] == 0
-    _register(home, "coder")
-    _, task = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
-                  "alice@acme.example")
-    _, grant = run("grant", "issue", "--task", task["task"], "--scope", GIT)
+    task, grant = _coder_with_a_grant(home, monkeypatch)
     assert run("agent", "suspend", "coder", "--reason", "looks odd")[0] == 0
 
     _, tree = run("grant", "tree", task["task"])
