@@ -12,7 +12,8 @@ tests' process with ``create_server(token).streamable_http_app()``).
 - ``encoded`` (``form``): ``token`` (given to :func:`create_server`, or the environment
   variable ``UPSTREAM_TOKEN``) in one of the encodings of :data:`FORMS` (base64 wrapped
   at 76 columns, stacked encodings, split by a NUL or zero-width characters, split
-  across two fields of the structured content...).
+  across two fields of the structured content...), or each of these hiding places
+  inside base64 media (a text file's ``blob``, an image's metadata).
 """
 
 from __future__ import annotations
@@ -67,6 +68,26 @@ def _forms(token: str) -> dict[str, list[types.ContentBlock]]:
     forms["nul_split"] = _text(f"token {token[:6]}\x00{token[6:]} end")
     forms["zero_width"] = _text("\u200b".join(token))
     forms["structured_split"] = _text("see the structured content")
+    # media as the guard reads text: each hiding place above, in the bytes of a text
+    # file (a resource's blob) or an image's metadata
+    in_media = {
+        "zero_width": "\u200b".join(token).encode(),
+        "nul_split": raw[:6] + b"\x00" + raw[6:],
+        "utf16": ("token=" + token).encode("utf-16-le"),
+        "mime_wrapped": "\r\n".join(wrapped[i:i + 76]
+                                      for i in range(0, len(wrapped), 76)).encode(),
+        "base64": b"id=" + base64.b64encode(raw) + b";",
+        "prefixed_hex_of_base64": b"0x" + base64.b64encode(raw).hex().encode(),
+        "html_hex": "".join(f"&#x{ord(c):x};" for c in token).encode(),
+    }
+    for name, data in in_media.items():
+        forms[f"blob_{name}"] = [types.EmbeddedResource(
+            type="resource", resource=types.BlobResourceContents(
+                uri="file:///notes.txt", mime_type="text/plain",
+                blob=base64.b64encode(b"notes:\n" + data + b"\nend\n").decode()))]
+        forms[f"image_{name}"] = [types.ImageContent(
+            type="image", mime_type="image/png",
+            data=base64.b64encode(_PNG + b"tEXtk\x00" + data + b"\x00IEND").decode())]
     for offset in range(3):
         for pad in ("padded", "unpadded"):
             encoded = base64.urlsafe_b64encode(b"\xfb\xff\xfe"[:offset] + raw + b"\xff")

@@ -6,8 +6,9 @@ only), as URL-safe base64 at each offset with and without padding, split across
 adjacent text items, and inside base64 media that is unpadded, URL-safe, or holds the
 secret hex-encoded; as base64 wrapped at 76 columns (MIME), base64 of its hex, every
 character of its base64 percent-encoded, split by a NUL or by zero-width spaces, and
-split across two fields of the structured content. Media stays media: it still
-decodes, with the secret's bytes replaced."""
+split across two fields of the structured content; and each of these hiding places
+in the bytes of a text file's blob or of an image's metadata. Media stays media: it
+still decodes, with the secret's bytes replaced."""
 
 from __future__ import annotations
 
@@ -40,6 +41,32 @@ def _decoded(data: str) -> bytes:
     return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
 
 
+def _media(result: types.CallToolResult) -> list[bytes | None]:
+    """The bytes of each image's data and resource's blob (None: not base64)."""
+    payloads = [b.data for b in result.content if isinstance(b, types.ImageContent)]
+    payloads += [b.resource.blob for b in result.content
+                 if isinstance(b, types.EmbeddedResource)
+                 and isinstance(b.resource, types.BlobResourceContents)]
+    decoded: list[bytes | None] = []
+    for payload in payloads:
+        try:
+            decoded.append(_decoded(payload))
+        except binascii.Error:
+            decoded.append(None)
+    return decoded
+
+
+def _in_media(raw: bytes, media: bytes) -> bool:
+    """Whether ``media`` shows ``raw`` to a reader: as it is, hex, base64 (or its hex),
+    past NULs, line breaks and zero-width spaces, in UTF-16, or as HTML references."""
+    text = media.decode("utf-8", "replace")
+    readings = [media.replace(b"\x00", b""), media.replace(b"\r\n", b""),
+                text.replace("\u200b", "").encode(), html.unescape(text).encode()]
+    b64 = base64.b64encode(raw)
+    forms = [raw, raw.hex().encode(), b64.rstrip(b"="), b64.hex().encode()]
+    return any(form in reading for form in forms for reading in readings)
+
+
 def _exposed(value: str, result: types.CallToolResult) -> list[str]:
     """Where ``value`` can still be read in ``result``, whatever the encoding."""
     raw = value.encode()
@@ -50,15 +77,11 @@ def _exposed(value: str, result: types.CallToolResult) -> list[str]:
         found.append("text")
     if raw.hex() in joined.lower():
         found.append("hex")
-    for block in result.content:
-        if isinstance(block, types.ImageContent):
-            try:
-                media = _decoded(block.data)
-            except binascii.Error:
-                found.append("media no longer base64")
-                continue
-            if raw in media or raw.hex().encode() in media:
-                found.append("media")
+    for media in _media(result):
+        if media is None:
+            found.append("media no longer base64")
+        elif _in_media(raw, media):
+            found.append("media")
     for text in texts:
         for offset in range(4):
             for cut in range(4):
@@ -93,14 +116,15 @@ async def test_an_injected_secret_in_each_encoding_is_redacted(deployment: Deplo
     assert {form: where for form, where in exposed.items() if where} == {}
     unredacted = [form for form, result in results.items()
                   if MARK not in json.dumps(result.model_dump(mode="json"))
-                  and MARK.encode() not in b"".join(
-                      _decoded(b.data) for b in result.content
-                      if isinstance(b, types.ImageContent))]
+                  and MARK.encode() not in b"".join(m or b"" for m in _media(result))]
     assert unredacted == []
     for form in ("media_unpadded", "media_urlsafe", "media_hex"):
-        [image] = results[form].content
-        assert isinstance(image, types.ImageContent)
-        assert _decoded(image.data).startswith(b"\x89PNG"), form
+        [media] = _media(results[form])
+        assert media is not None and media.startswith(b"\x89PNG"), form
+    # a run of base64 or hex is redacted whole, and a reading of the bytes runs past
+    # the controls between a PNG's chunks: what stays is base64, not always the image
+    assert [f for f in FORMS if f.startswith(("image_", "blob_"))
+            and None in _media(results[f])] == []
     # split across items: the text around the secret stays where it was
     first, second = results["split_items"].content
     assert isinstance(first, types.TextContent) and isinstance(second, types.TextContent)

@@ -6,7 +6,8 @@ agent sees it: known credential
 formats, high-entropy strings, the secrets this gateway injected and proctor's
 own tokens are redacted. Binary payloads (image and audio data, resource blobs)
 are not text: they are searched for the injected secrets only, in the bytes they
-decode to and as text (:meth:`proctor.oversight.OutputGuard.redact_media`), and
+decode to (through every hiding place a string is searched through) and as text
+(:meth:`proctor.oversight.OutputGuard.redact_media`), and
 a secret found is replaced there, the payload staying base64 (in the alphabet and
 padding it came in; one unpadded or URL-safe is also searched for credential
 formats). Only a payload that is base64 is binary, and only where MCP puts one (a

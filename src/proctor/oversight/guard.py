@@ -170,10 +170,13 @@ class OutputGuard:
     def redact_media(self, encoded: str) -> tuple[str, int]:
         """Base64 media (an image's ``data``, a resource's ``blob``) with the known
         secrets it holds redacted, and how many it held: the bytes it decodes to are
-        searched for each secret and its forms but base64's (which that search finds
-        at any offset), each replaced by ``[REDACTED:known_secret]`` and the bytes
-        encoded again, in the alphabet and padding it came in, so the media stays
-        base64; the text itself for a secret given as base64 text (an alphanumeric
+        read as text (bytes that are not UTF-8 kept as they are) and searched as a
+        result's text is for known secrets, every form and every hiding place (what
+        shows as nothing, such as the NULs of UTF-16 or between a PNG's chunks;
+        references; runs of base64 or hex, redacted whole), each replaced by
+        ``[REDACTED:known_secret]`` and the bytes encoded again, in the alphabet and
+        padding it came in, so the media stays base64 (not always a valid image
+        then); the text itself for a secret given as base64 text (an alphanumeric
         one). Media that is not MCP's (unpadded, or URL-safe) is also searched for
         credential formats as text: a token alone looks like it. Text that is not
         base64 is searched as text, for every known form."""
@@ -182,14 +185,15 @@ class OutputGuard:
         if decoded is None:  # not base64
             return self._known_secrets(encoded, "", state), len(state.findings)
         raw, style = decoded
+        # the bytes as text (invalid UTF-8 kept byte for byte, as lone surrogates),
+        # searched as a result's strings are: every form, through every hiding place
         found = 0
-        mark = redaction("known_secret").encode()
-        for form in self._plain_bytes:
-            if form in raw:
-                found += raw.count(form)
-                raw = raw.replace(form, mark)
-        if found:
-            encoded = encode_media(raw, style)
+        if raw:
+            media = _Scan()
+            cleaned = self._known_secrets(raw.decode("utf-8", "surrogateescape"), "", media)
+            found = len(media.findings)
+            if found:
+                encoded = encode_media(cleaned.encode("utf-8", "surrogateescape"), style)
         for form in self._plain_bytes:
             text = form.decode("utf-8", "surrogatepass")
             if text in encoded:
