@@ -122,3 +122,26 @@ async def test_a_key_given_twice_is_refused_before_anything_reads_it(
             assert echoed.structured_content == {"text": "still here", "count": 1}
     decided = list(iter_events(deployment.runtime.store, EventFilter(action="tool:test/echo")))
     assert len(decided) == 1  # the one call that was served
+
+
+async def test_a_notification_or_response_giving_a_key_twice_is_dropped_unanswered(
+        deployment: Deployment) -> None:
+    """JSON-RPC answers neither a notification nor a response: one that gives a key
+    twice is dropped as accepted (it was answered an error with a null id; a response's
+    error would carry the id of the client's own request); a request's refusal names
+    its id wherever it stands."""
+    with anyio.fail_after(WAIT):
+        async with _agent(deployment) as (public, http, session):
+            for body in (b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": '
+                         b'{"progressToken": 1, "progress": 1, "progress": 2}}',
+                         b'{"jsonrpc": "2.0", "id": 1, "result": {"a": 1, "a": 2}}'):
+                dropped = await http.post(f"{public}/mcp/test", headers=HEADERS, content=body)
+                assert (dropped.status_code, dropped.content) == (202, b""), dropped.text
+            refused = await http.post(f"{public}/mcp/test", headers=HEADERS, content=(
+                b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "echo", '
+                b'"arguments": {"text": "a", "text": "b"}}, "id": 9}'))
+            assert refused.status_code == 400, refused.text
+            assert (refused.json()["id"], refused.json()["error"]["data"]) == (
+                9, {"reason": "message_repeated_key"})
+            echoed = await session.call_tool("echo", {"text": "still here"})
+            assert echoed.structured_content == {"text": "still here", "count": 1}

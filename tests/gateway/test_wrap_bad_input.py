@@ -116,6 +116,16 @@ async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_er
             assert answer["error"]["message"].startswith("message_repeated_key: the message "
                                                          "gives the key `")
 
+        # the id after the params is still the answer's
+        await wire.send(b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "echo", '
+                        b'"arguments": {"text": "a", "text": "b"}}, "id": 31}')
+        answer = await wire.answer()
+        assert (answer["id"], answer["error"]["data"]) == (31, {"reason": "message_repeated_key"})
+        # a notification, or a response, giving a key twice is dropped: JSON-RPC answers
+        # neither (an error with a null id came back); the next answer is request 4's
+        await wire.send(b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": '
+                        b'{"progressToken": 1, "progress": 1, "progress": 2}}')
+        await wire.send(b'{"jsonrpc": "2.0", "id": 4, "result": {"a": 1, "a": 2}}')
         await wire.request(4, "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
         answer = await wire.answer()
         assert answer["id"] == 4 and answer["result"]["structuredContent"]["text"] == "still here"

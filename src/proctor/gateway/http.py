@@ -76,6 +76,7 @@ from proctor.gateway.http_direct import HttpDirect, read_message
 from proctor.gateway.rpc import (
     PREFIX_BYTES,
     SESSION_CLOSED,
+    is_unanswered,
     repeated_key_refusal,
     request_id_in_prefix,
     rpc_error,
@@ -577,6 +578,9 @@ def _unreadable(body: bytes) -> Response | None:
                         f"a message may nest at most {MAX_DEPTH} levels", {"max_depth": MAX_DEPTH})
     refusal = repeated_key_refusal(body)  # decided on one value, forwarded with the other
     if refusal is not None:
+        if is_unanswered(body):  # a notification or a response: dropped, as accepted
+            log.warning("dropped a notification or response: %s", refusal[2])
+            return Response(status_code=202)
         return _refusal(*refusal, {})
     return None
 

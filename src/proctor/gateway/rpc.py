@@ -18,6 +18,7 @@ none (it takes -32000 for a closed connection and -32001 for a request timeout):
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -45,12 +46,13 @@ from proctor.errors import DocumentError, ProctorError
 
 __all__ = ["APPROVAL_PENDING", "CALL_DENIED", "INVALID_PARAMS", "INVALID_REQUEST",
            "PARSE_ERROR", "PREFIX_BYTES", "SESSION_CLOSED", "UPSTREAM_FAILED",
-           "internal_errors", "names_an_id", "repeated_key_refusal", "request_id_in_prefix",
-           "rpc_error"]
+           "internal_errors", "is_unanswered", "names_an_id", "repeated_key_refusal",
+           "request_id_in_prefix", "rpc_error"]
 
 log = logging.getLogger(__name__)
 
 PREFIX_BYTES = 4096  # how much of a refused message is searched for its id
+_PAIRS = json.JSONDecoder(object_pairs_hook=list)  # an object as its members, in order
 _ID_IN_PREFIX = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,128}")')
 
 
@@ -102,8 +104,42 @@ def repeated_key_refusal(message: bytes) -> tuple[RequestId | None, Code, str] |
     if key is None:
         return None
     reason: Code = "message_repeated_key"
-    return (request_id_in_prefix(message[:PREFIX_BYTES]), reason,
-            f"the message gives the key `{key}` twice in one object")
+    members = _members(message)
+    ids = [value for name, value in members or () if name == "id"]
+    request_id = ids[0] if len(ids) == 1 and _is_id(ids[0]) else None
+    return (request_id, reason, f"the message gives the key `{key}` twice in one object")
+
+
+def is_unanswered(message: bytes) -> bool:
+    """Whether JSON-RPC answers nothing to ``message``, refused unread (a key given
+    twice): a notification (a ``method``, no ``id``) or a response (no ``method``: the
+    client's answer to a request of the server). Answering a notification breaks
+    JSON-RPC; answering a response with its id would settle the client's own request
+    of that id (its ids and the server's are apart) with an error it never caused.
+    Only what cannot be read as a JSON object with a ``method`` and an ``id`` is still
+    answered, with a null id. Asked of refused messages only."""
+    members = _members(message)
+    if members is None:
+        return False
+    names = {name for name, _ in members}
+    return ("method" in names and "id" not in names) or (
+        "method" not in names and "id" in names and bool(names & {"result", "error"}))
+
+
+def _members(message: bytes) -> list[tuple[str, Any]] | None:
+    """The top-level members of JSON object ``message`` in order, a repeated name as
+    often as it is given; None if it is not one object. For a message already checked
+    for size and depth."""
+    try:
+        document = _PAIRS.decode(message.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, list) and all(
+        isinstance(pair, tuple) for pair in document) and document else None
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def request_id_in_prefix(prefix: bytes) -> RequestId | None:

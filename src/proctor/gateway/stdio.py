@@ -62,6 +62,7 @@ from proctor.errors import DocumentError
 from proctor.gateway.relay import Relay
 from proctor.gateway.rpc import (
     PREFIX_BYTES,
+    is_unanswered,
     names_an_id,
     repeated_key_refusal,
     request_id_in_prefix,
@@ -177,7 +178,10 @@ class StdioTransport:
             check_json_nesting(line, what="the message")
             refusal = repeated_key_refusal(line)
             if refusal is not None:  # decided on one value, forwarded with the other
-                await _answer(errors, *refusal, data={})
+                if is_unanswered(line):  # a notification or a response: dropped
+                    log.warning("dropped a notification or response: %s", refusal[2])
+                else:
+                    await _answer(errors, *refusal, data={})
                 return
             if self._version is not None and self._taken(line):
                 return
