@@ -37,7 +37,8 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,16 +52,17 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
-    update,
 )
 
+from proctor.audit import WriteCursor
 from proctor.clock import Clock
 from proctor.errors import StoreError
 from proctor.store import Store, as_utc
+from proctor.store.drivers import driver_errors
 from proctor.store.tables import leases
 
 __all__ = ["CHANNEL", "LEFT_OVER_SECONDS", "MARK_CHUNK", "LeaseNode", "LeaseTree",
-           "RevocationListener", "in_force"]
+           "RevocationListener", "in_force", "revoke_roots", "writing"]
 
 log = logging.getLogger(__name__)
 # how long a closing store waits for a marking under way (the runtime's close waits as long)
@@ -105,7 +107,9 @@ _SUBTREE_CHANGED = {
                   "RETURNING seq, key) SELECT pg_notify('proctor_changes', "
                   "seq || ' subtree ' || key) FROM noted",
 }
-_NOTIFY_ALL = "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload"
+_REVOKE = ("UPDATE leases SET revoked_at = {p}, revoked_reason = {p} WHERE id IN (%s) "
+           "AND revoked_at IS NULL RETURNING id")
+_NOTIFY_REVOKED = "SELECT pg_notify({p}, payload) FROM unnest({p}::text[]) AS payload"
 RevocationListener = Callable[[Sequence[str], str], None]
 
 
@@ -162,19 +166,15 @@ class LeaseTree:
         live = {r.id for r in rows if r.revoked_at is None}
         return [i for i in wanted if i not in live]
 
-    def revoke_subtree(self, root_ids: Sequence[str], reason: str, *,
-                       also: Callable[[Connection], object] | None = None) -> list[str]:
+    def revoke_subtree(self, root_ids: Sequence[str], reason: str) -> list[str]:
         """Revoke ``root_ids`` and everything under them; returns the ids newly revoked:
         the roots, then the nodes under them that were not revoked yet.
 
-        ``also`` runs in the same transaction as the roots (ending a task marks the
-        task there). In force when that transaction commits, before this returns;
-        the descendants are marked after it returns (:meth:`revoked_after`).
+        In force when the roots' transaction commits, before this returns; the
+        descendants are marked after it returns (:meth:`revoked_after`).
         """
-        with self._store.transaction() as conn:
-            if also is not None:
-                also(conn)
-            revoked = self.revoke_in(conn, root_ids, reason)
+        with self._store.transaction() as conn, writing(conn) as tx:
+            revoked = revoke_roots(tx, root_ids, reason, self._clock.now())
         return self.revoked_after(revoked, reason)
 
     def revoked_after(self, revoked: Sequence[str], reason: str) -> list[str]:
@@ -225,23 +225,10 @@ class LeaseTree:
         return [i for i in dict.fromkeys(under) if i not in taken]
 
     def revoke_in(self, conn: Connection, root_ids: Sequence[str], reason: str) -> list[str]:
-        """Revoke ``root_ids`` inside the caller's transaction, which puts their subtrees
-        out of force; other nodes hear of it when that transaction commits. The caller
-        calls :meth:`announce` and :meth:`mark_descendants` after the commit."""
-        now = self._clock.now()
-        revoked: list[str] = []
-        roots = list(dict.fromkeys(root_ids))
-        for start in range(0, len(roots), _CHUNK):
-            chunk = roots[start:start + _CHUNK]
-            result = conn.execute(
-                update(leases).where(and_(leases.c.id.in_(chunk),
-                                          leases.c.revoked_at.is_(None)))
-                .values(revoked_at=now, revoked_reason=reason)
-                .returning(leases.c.id)
-            )
-            revoked.extend(r.id for r in result)
-        self._notify(conn, revoked, reason)
-        return revoked
+        """:func:`revoke_roots` inside the caller's transaction; the caller calls
+        :meth:`revoked_after` after the commit."""
+        with writing(conn) as tx:
+            return revoke_roots(tx, root_ids, reason, self._clock.now())
 
     def mark_descendants(self, root_ids: Sequence[str], reason: str) -> list[str]:
         """Mark what lies under ``root_ids`` revoked (already out of force through its
@@ -285,12 +272,8 @@ class LeaseTree:
 
     def _notify(self, conn: Connection, revoked: Sequence[str], reason: str) -> None:
         if revoked and self._store.backend == "postgresql":
-            # A NOTIFY payload must stay under 8000 bytes: one per 100 ids, all sent
-            # by one statement
-            payloads = [json.dumps({"ids": revoked[start:start + _NOTIFY_IDS],
-                                    "reason": reason[:200]})
-                        for start in range(0, len(revoked), _NOTIFY_IDS)]
-            conn.exec_driver_sql(_NOTIFY_ALL, (CHANNEL, payloads))
+            with writing(conn) as tx:
+                _notify(tx, revoked, reason)
 
     def announce(self, revoked: Sequence[str], reason: str) -> None:
         """Tell this process's subscribers of a committed revocation."""
@@ -439,3 +422,50 @@ def _node(r: Row[Any]) -> LeaseNode:
         as_utc(r.revoked_at) if r.revoked_at else None,
         r.revoked_reason,
     )
+
+
+@contextmanager
+def writing(conn: Connection) -> Iterator[WriteCursor]:
+    """``conn``'s transaction as the audit writer lends its own to an event's effects (a
+    :class:`~proctor.audit.WriteCursor` on the same driver connection), so that one
+    statement serves both: a write made with its event and the same write alone (a
+    revocation the audit log could not record, a suspension's). Driver errors become
+    :class:`~proctor.errors.StoreError`."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise StoreError("database error: the connection is closed")
+    cursor = driver.cursor()
+    try:
+        yield WriteCursor(cursor, is_sqlite=conn.dialect.name == "sqlite")
+    except driver_errors() as exc:
+        raise StoreError(f"database error: {type(exc).__name__}") from exc
+    finally:
+        cursor.close()
+
+
+def revoke_roots(tx: WriteCursor, root_ids: Sequence[str], reason: str, now: datetime
+                 ) -> list[str]:
+    """Revoke ``root_ids`` in ``tx``'s transaction, which puts their subtrees out of
+    force; returns those newly revoked. Other nodes hear of it when that transaction
+    commits (PostgreSQL ``NOTIFY``, sent by it); the caller calls
+    :meth:`LeaseTree.revoked_after` after the commit. The one statement of every
+    revocation: by grant, agent or task, with its audit event or alone."""
+    at = tx.time(now)
+    roots = list(dict.fromkeys(root_ids))
+    revoked: list[str] = []
+    for start in range(0, len(roots), _CHUNK):
+        chunk = roots[start:start + _CHUNK]
+        marks = ", ".join(["{p}"] * len(chunk))
+        revoked.extend(row[0] for row in tx.rows(_REVOKE % marks, [at, reason, *chunk]))
+    _notify(tx, revoked, reason)
+    return revoked
+
+
+def _notify(tx: WriteCursor, revoked: Sequence[str], reason: str) -> None:
+    """Tell every node of ``revoked`` when ``tx`` commits (PostgreSQL ``NOTIFY``)."""
+    if revoked and not tx.is_sqlite:
+        # A NOTIFY payload must stay under 8000 bytes: one per 100 ids, all sent by one
+        # statement
+        tx.execute(_NOTIFY_REVOKED, [CHANNEL, [
+            json.dumps({"ids": revoked[at:at + _NOTIFY_IDS], "reason": reason[:200]})
+            for at in range(0, len(revoked), _NOTIFY_IDS)]])

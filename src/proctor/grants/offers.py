@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
 
+from proctor.audit import WriteCursor
 from proctor.errors import GrantError
 from proctor.grants.scope import GrantScope
 from proctor.store import as_utc
@@ -162,10 +163,11 @@ def cancel_offer(conn: Connection, offer_id: str, reason: str, now: datetime) ->
     return int(result.rowcount) == 1
 
 
-def cancel_offers(conn: Connection, agent_id: str, reason: str, now: datetime) -> int:
-    """Cancel every open offer to ``agent_id`` (it was suspended or retired)."""
-    result = conn.execute(update(grant_offers).where(and_(
-        grant_offers.c.agent_id == agent_id, grant_offers.c.redeemed_at.is_(None),
-        grant_offers.c.cancelled_at.is_(None))).values(cancelled_at=now,
-                                                       cancel_reason=reason[:500]))
-    return int(result.rowcount)
+_CANCEL_OFFERS = ("UPDATE grant_offers SET cancelled_at = {p}, cancel_reason = {p} "
+                  "WHERE agent_id = {p} AND redeemed_at IS NULL AND cancelled_at IS NULL")
+
+
+def cancel_offers(tx: WriteCursor, agent_id: str, reason: str, now: datetime) -> int:
+    """Cancel every open offer to ``agent_id`` (its grants were revoked: it was
+    suspended or retired, or an operator revoked them), in ``tx``'s transaction."""
+    return tx.execute(_CANCEL_OFFERS, [tx.time(now), reason[:500], agent_id])

@@ -16,21 +16,21 @@ A suspension's or retirement's revocation is audited after its state change comm
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, select
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
 from proctor.errors import AuditError, GrantError
-from proctor.grants.leases import CHANNEL, LeaseTree
+from proctor.grants.leases import LeaseTree, revoke_roots, writing
 from proctor.grants.offers import cancel_offers
+from proctor.grants.tasks import end_task
 from proctor.store import Store
-from proctor.store.tables import grants, tasks
+from proctor.store.tables import grants
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["SYSTEM", "Revoker", "Revoking"]
@@ -39,17 +39,22 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Actor(ActorType.SYSTEM, "proctor")
 
-_CHUNK = 500
-_END_TASK = ("UPDATE tasks SET ended_at = {p}, end_reason = {p} WHERE id = {p} "
-             "AND ended_at IS NULL")
-_CANCEL_OFFERS = ("UPDATE grant_offers SET cancelled_at = {p}, cancel_reason = {p} "
-                  "WHERE agent_id = {p} AND redeemed_at IS NULL AND cancelled_at IS NULL")
 _AGENT_GRANTS = ("SELECT id FROM leases WHERE agent_id = {p} AND kind = 'grant' "
                  "AND revoked_at IS NULL")
-_REVOKE = ("UPDATE leases SET revoked_at = {p}, revoked_reason = {p} WHERE id IN (%s) "
-           "AND revoked_at IS NULL RETURNING id")
-_NOTIFY = "SELECT pg_notify({p}, payload) FROM unnest({p}::text[]) AS payload"
-_NOTIFY_IDS = 100
+
+
+def _revoke(tx: WriteCursor, roots: Sequence[str], reason: str, now: datetime, *,
+            agent_id: str | None = None, task_id: str | None = None) -> list[str]:
+    """The one revocation of :class:`Revoking` and :class:`Revoker`, in ``tx``'s
+    transaction (the audit writer's with the event, or one of its own): ``task_id``'s
+    task ended; with ``agent_id``, its open offers cancelled and its live grants the
+    roots; the roots revoked. Returns those newly revoked."""
+    if task_id is not None:
+        end_task(tx, task_id, reason, now)
+    if agent_id is not None:
+        cancel_offers(tx, agent_id, reason, now)
+        roots = [row[0] for row in tx.rows(_AGENT_GRANTS, [agent_id])]
+    return revoke_roots(tx, roots, reason, now)
 
 
 @dataclass(slots=True)
@@ -70,23 +75,8 @@ class Revoking:
     revoked: list[str] = field(default_factory=list)
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
-        now, reason = tx.time(self.now), self.reason
-        roots = list(dict.fromkeys(self.roots))
-        if self.task_id is not None:
-            tx.execute(_END_TASK, [now, reason[:500], self.task_id])
-        if self.agent_id is not None:
-            tx.execute(_CANCEL_OFFERS, [now, reason[:500], self.agent_id])
-            roots = [row[0] for row in tx.rows(_AGENT_GRANTS, [self.agent_id])]
-        revoked: list[str] = []
-        for start in range(0, len(roots), _CHUNK):
-            chunk = roots[start:start + _CHUNK]
-            marks = ", ".join(["{p}"] * len(chunk))
-            revoked.extend(row[0] for row in tx.rows(_REVOKE % marks, [now, reason, *chunk]))
-        if revoked and not tx.is_sqlite:  # NOTIFY payloads stay under 8000 bytes
-            tx.execute(_NOTIFY, [CHANNEL, [
-                json.dumps({"ids": revoked[at:at + _NOTIFY_IDS], "reason": reason[:200]})
-                for at in range(0, len(revoked), _NOTIFY_IDS)]])
-        self.revoked = revoked
+        self.revoked = revoked = _revoke(tx, self.roots, self.reason, self.now,
+                                         agent_id=self.agent_id, task_id=self.task_id)
         # what this transaction changed, and nothing more: counting the subtrees here would
         # hold every decision (they share this transaction) behind a recursive query
         return replace(self.event, detail={**self.event.detail, "roots": revoked,
@@ -117,32 +107,18 @@ class Revoker:
             raise GrantError("grant_unknown", f"grant `{shown}` does not exist: revoke takes "
                              "the accessor or the grant id")
         event = self._event("grant.revoke", row.accessor, row.task_id, reason, by)
-        revoking = Revoking([row.id], reason, event.time, event)
-        return self._commit(revoking, lambda: self._leases.revoke_subtree([row.id], reason))
+        return self._commit(Revoking([row.id], reason, event.time, event))
 
     def revoke_agent(self, agent_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """Revoke every grant held by ``agent_id`` (and all derived from them), and cancel
         the offers made to it."""
-        def alone() -> list[str]:
-            with self._store.transaction() as conn:
-                revoked = self._revoke_agent_in(conn, agent_id, reason)
-            return self._leases.revoked_after(revoked, reason)
-
         event = self._event("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, by)
-        return self._commit(Revoking((), reason, event.time, event, agent_id=agent_id), alone)
+        return self._commit(Revoking((), reason, event.time, event, agent_id=agent_id))
 
     def end_task(self, task_id: str, reason: str, *, by: Actor = SYSTEM) -> list[str]:
         """End the task and revoke everything issued under it."""
-        def alone() -> list[str]:
-            mark_ended = (update(tasks)
-                          .where(and_(tasks.c.id == task_id, tasks.c.ended_at.is_(None)))
-                          .values(ended_at=self._clock.now(), end_reason=reason[:500]))
-            return self._leases.revoke_subtree([task_id], reason,
-                                               also=lambda conn: conn.execute(mark_ended))
-
         event = self._event("task.end", f'Task::"{task_id}"', task_id, reason, by)
-        return self._commit(Revoking([task_id], reason, event.time, event, task_id=task_id),
-                            alone)
+        return self._commit(Revoking([task_id], reason, event.time, event, task_id=task_id))
 
     def _event(self, action: str, target: str, task: str, reason: str, by: Actor
                ) -> AuditEvent:
@@ -151,9 +127,10 @@ class Revoker:
                           target=target, outcome="revoked", task=task,
                           detail={"reason": reason})
 
-    def _commit(self, revoking: Revoking, alone: Callable[[], list[str]]) -> list[str]:
+    def _commit(self, revoking: Revoking) -> list[str]:
         """Make ``revoking`` with its event, in one transaction; if the audit log cannot
-        write it, ``alone`` makes the revocation without it (said in the log)."""
+        write it, the same revocation is made without it, in a transaction of its own
+        (said in the log)."""
         if self._audit is not None:
             try:
                 self._audit.record_with(revoking.event, revoking)
@@ -162,20 +139,16 @@ class Revoker:
                           "same", revoking.event.action, revoking.event.target)
             else:
                 return self._leases.revoked_after(revoking.revoked, revoking.reason)
-        return alone()
-
-    def _revoke_agent_in(self, conn: Connection, agent_id: str, reason: str) -> list[str]:
-        cancel_offers(conn, agent_id, reason, self._clock.now())
-        ids = [r.id for r in conn.execute(select(lease_table.c.id).where(and_(
-            lease_table.c.agent_id == agent_id, lease_table.c.kind == "grant",
-            lease_table.c.revoked_at.is_(None)))).all()]
-        return self._leases.revoke_in(conn, ids, reason) if ids else []
+        with self._store.transaction() as conn, writing(conn) as tx:
+            revoking.apply(tx)
+        return self._leases.revoked_after(revoking.revoked, revoking.reason)
 
     def end_agent_grants(self, conn: Connection, agent_id: str, reason: str,
                          by: str | None) -> Callable[[], None]:
         """Revoke the agent's grants in ``conn``'s transaction (its suspension or
         retirement); returns what to do once that has committed."""
-        revoked = self._revoke_agent_in(conn, agent_id, reason)
+        with writing(conn) as tx:
+            revoked = _revoke(tx, (), reason, self._clock.now(), agent_id=agent_id)
         if not by:
             actor = SYSTEM
         elif by.startswith("system:"):  # an automatic suspension (oversight)

@@ -21,13 +21,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
 
+from proctor.audit import WriteCursor
 from proctor.errors import GrantError
 from proctor.human_ids import canonical_human_id
 from proctor.store import as_utc
 from proctor.store.tables import tasks
 
 __all__ = ["DEFAULT_TASK_IDLE_SECONDS", "DEFAULT_TASK_MAX_SECONDS", "Task", "TaskLimits",
-           "due_tasks", "task_from_row", "touch_task"]
+           "due_tasks", "end_task", "task_from_row", "touch_task"]
 
 DEFAULT_TASK_MAX_SECONDS = 8 * 3600
 DEFAULT_TASK_IDLE_SECONDS = 30 * 60
@@ -121,3 +122,13 @@ def due_tasks(conn: Connection, now: datetime) -> list[tuple[str, str]]:
     return [(r.id, "maximum lifetime reached"
              if r.expires_at is not None and as_utc(r.expires_at) <= now else "idle timeout")
             for r in rows]
+
+
+_END_TASK = ("UPDATE tasks SET ended_at = {p}, end_reason = {p} WHERE id = {p} "
+             "AND ended_at IS NULL")
+
+
+def end_task(tx: WriteCursor, task_id: str, reason: str, now: datetime) -> bool:
+    """Mark the task ended in ``tx``'s transaction (its revocation's); False if it had
+    ended already."""
+    return tx.execute(_END_TASK, [tx.time(now), reason[:500], task_id]) == 1
