@@ -17,12 +17,14 @@ import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server import Server
 
 from proctor.clock import SystemClock
-from proctor.gateway import GrantAuth
+from proctor.gateway import Gateway, GrantAuth, load_gateway_config
+from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
 from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import http_gateway
+from tests.gateway.in_process import http_gateway, listening_socket, served, url_of
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +125,56 @@ async def test_each_agent_session_hears_what_it_follows_and_an_unsubscribe_ends_
         assert await first.touch(README) == "sent"
         await first.hears(1)
         assert (first.heard, second.heard, other.heard) == ([README], [README] * 2, [README])
+
+
+def _stalling_upstream(entered: anyio.Event, release: anyio.Event) -> Server[Any]:
+    """An upstream whose ``resources/subscribe`` answers only once ``release`` is set."""
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        entered.set()
+        await release.wait()
+        return types.EmptyResult()
+
+    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[types.Resource(uri=SLOW, name="slow")])
+
+    return Server("proctor-stalling-upstream", version="1.0.0",
+                  on_list_resources=list_resources, on_subscribe_resource=subscribe)
+
+
+SLOW = "slow://forever"
+
+
+async def test_a_subscribe_an_upstream_stalls_holds_up_no_other_follow_of_the_grant(
+        deployment: Deployment) -> None:
+    """The follows of one grant's sessions were changed under one lock held across the
+    upstream's answer: one upstream that does not answer a subscribe (slow, or hostile)
+    held every other session's follow and unfollow, of every upstream, until the call
+    timed out. Now only what follows the same resource of the same upstream waits."""
+    grant = deployment.grant([{"tool": "test/*"}, {"tool": "conf/*"}])
+    entered, release = anyio.Event(), anyio.Event()
+    stalling = listening_socket()
+    gateway = listening_socket()
+    public = url_of(gateway)
+    config = load_gateway_config(deployment.config({
+        "gateway": {"public_url": public, "listen": public.removeprefix("http://"),
+                    "call_timeout_seconds": 3600},
+        "upstreams": {"test": {"command": LEAKY},
+                      "conf": {"url": f"{url_of(stalling)}/mcp"}}}))
+    app = build_http_app(Gateway.on(deployment.runtime, config))
+    with anyio.fail_after(WAIT):
+        async with served(_stalling_upstream(entered, release).streamable_http_app(),
+                          stalling), served(app, gateway), AsyncExitStack() as stack:
+            waiting = await stack.enter_async_context(
+                connect_agent(stack, f"{public}/mcp/conf", grant, deployment))
+            other = await stack.enter_async_context(
+                connect_agent(stack, f"{public}/mcp/test", grant, deployment))
+            await other.touch(README)  # the test upstream started: its session is up
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(waiting.follow, SLOW)
+                await entered.wait()  # the stalling upstream holds that subscribe
+                # the same grant's other session follows, and stops, on another upstream
+                await other.follow(README)
+                assert await other.touch(README) == "sent"
+                await other.follow(README, on=False)
+                assert await other.touch(README) == "not subscribed"
+                release.set()

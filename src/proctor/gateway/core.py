@@ -279,7 +279,7 @@ class Gateway:
             await self._forward(session, lambda: connection.subscribe(uri, on=on))
             return
         follows, agent = board.follows, relay.connection
-        async with follows.lock:  # the upstream subscribed once for all who follow
+        async with follows.holding(server, uri):  # subscribed once for all who follow
             if on:
                 if not follows.is_subscribed(server, uri, connection):
                     await self._forward(session, lambda: connection.subscribe(uri, on=True))

@@ -12,7 +12,10 @@ Followers are held weakly: a session that ends is forgotten with it. A subscript
 nobody follows any more (its sessions ended, or stalled and were dropped, without
 unsubscribing) is ended upstream when the next update finds nobody to hand it to
 (:meth:`Follows.unfollowed`): the upstream does not stream updates to nobody, nor
-to whoever follows the URI later without having asked. While a session follows
+to whoever follows the URI later without having asked. The changes of one resource of
+one upstream are made one at a time, each with its upstream request; those of others
+go on meanwhile (:meth:`Follows.holding`): an upstream that does not answer a
+subscribe holds up only who follows that resource of it. While a session follows
 something, the grant's gateway session is in use: it is not closed as idle (which
 would stop the upstream, and the subscription with it, under the follower).
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -34,12 +39,29 @@ _Key = tuple[str, str]  # (upstream name, resource URI)
 
 class Follows:
     """The followers of each ``(upstream, uri)``, and the connection subscribed for them.
-    Hold :attr:`lock` across a change and the upstream request it takes."""
+    Hold :meth:`holding` that ``(upstream, uri)`` across a change of it and the upstream
+    request it takes: changes of one resource of one upstream are made one at a time (a
+    subscribe never overtakes the unsubscribe before it), and one that waits for an
+    upstream that does not answer holds up nothing else."""
 
     def __init__(self) -> None:
         self._followers: dict[_Key, weakref.WeakSet[Any]] = {}
         self._subscribed: dict[_Key, Any] = {}  # the upstream connection subscribed on
-        self.lock = anyio.Lock()
+        self._locks: dict[_Key, tuple[anyio.Lock, list[int]]] = {}  # held or awaited
+
+    @asynccontextmanager
+    async def holding(self, server: str, uri: str) -> AsyncIterator[None]:
+        """The lock of ``uri`` of ``server``: kept while someone holds or awaits it."""
+        key = (server, uri)
+        lock, users = self._locks.setdefault(key, (anyio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
     def is_subscribed(self, server: str, uri: str, connection: object) -> bool:
         """Whether ``connection`` (the upstream's, now) is subscribed to ``uri`` already:
@@ -77,7 +99,7 @@ class Follows:
         """Nobody may follow ``uri`` of ``server`` any more: if nobody does, the upstream
         connection subscribed for them is asked to unsubscribe (the gateway's own
         housekeeping, not an agent's request: it ends access, and decides nothing)."""
-        async with self.lock:
+        async with self.holding(server, uri):
             if self.is_followed(server, uri):
                 return
             self._followers.pop((server, uri), None)
