@@ -248,3 +248,37 @@ async def test_a_nul_character_in_a_text_field_is_a_422_on_either_store(agents: 
     assert decided.json()["code"] == "request_invalid"
     assert decided.json()["errors"][0]["loc"] == ["body", "call", "tool"]
     assert len(agents.events()) == audited  # refused before anything is decided
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", "0", "no", "off", "True", "FALSE", ""])
+async def test_a_boolean_query_parameter_is_true_or_false_and_nothing_else(
+        api: Api, value: str) -> None:
+    # FastAPI read `?newest_first=off` as false and `?pending=YES` as true: a URL a
+    # reader (or a proxy's log) takes one way, the API another
+    for path, name in (("/v1/audit/events", "newest_first"), ("/v1/tools", "pending")):
+        response = await api.client.get(path, params={name: value}, headers=api.admin)
+        assert (response.status_code, response.json()["code"]) == (422, "request_invalid"), \
+            (path, value)
+        assert name in response.json()["detail"]
+
+
+async def test_a_boolean_query_parameter_reads_true_and_false(agents: Api) -> None:
+    for value, newest_first in (("true", True), ("false", False)):
+        response = await agents.client.get("/v1/audit/events", headers=agents.admin,
+                                           params={"newest_first": value})
+        assert response.status_code == 200, response.text
+        seqs = [e["seq"] for e in response.json()["events"]]
+        assert len(seqs) >= 2 and seqs == sorted(seqs, reverse=newest_first)
+    assert (await agents.client.get("/v1/tools", headers=agents.admin,
+                                    params={"pending": "true"})).status_code == 200
+
+
+@pytest.mark.parametrize("query", ["actor_type=agent&actor_type=human",
+                                   "newest_first=true&newest_first=false",
+                                   "limit=1&limit=1000", "task=&task=t"])
+async def test_a_query_parameter_given_twice_is_a_422_before_any_route(
+        api: Api, query: str) -> None:
+    # the route read the last, a proxy or a log in front of it may read the first
+    response = await api.client.get(f"/v1/audit/events?{query}", headers=api.admin)
+    assert (response.status_code, response.json()["code"]) == (422, "request_invalid")
+    assert "twice" in response.json()["detail"]

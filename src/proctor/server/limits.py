@@ -5,7 +5,8 @@ application reads it: at once when ``Content-Length`` says so, otherwise as
 soon as the streamed body passes the limit. A JSON body nested deeper than
 :data:`proctor.documents.MAX_DEPTH` is refused 422 ``document_too_deep`` before
 FastAPI parses it (its parser would recurse once per level, and what it let
-through would reach the decision path).
+through would reach the decision path). A query string that gives a parameter twice
+is refused 422 ``request_invalid`` (no route of the API takes a list in its query).
 
 :class:`RateLimiter` is a token bucket per principal (a human, an agent, or
 a client address that failed to authenticate), **per process**: with N
@@ -19,6 +20,7 @@ import math
 import threading
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +54,15 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        query = scope.get("query_string")
+        if query:
+            name = _repeated_parameter(query)
+            if name is not None:
+                await problem_response(
+                    422, "request_invalid", f"the query string gives the parameter "
+                    f"`{name[:80]}` twice; parameters must be unique",
+                    instance=scope.get("path", ""))(scope, receive, send)
+                return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send)
@@ -105,6 +116,18 @@ class BodyLimit:
                                     instance=scope.get("path", ""),
                                     headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+def _repeated_parameter(query: bytes) -> str | None:
+    """The first parameter ``query`` gives twice, if any: FastAPI and Starlette read
+    the last of them (a scalar parameter), a proxy or a log in front may read the first,
+    so an audit search or a decision's listing would not be what the request shows."""
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _is_json(scope: Scope) -> bool:

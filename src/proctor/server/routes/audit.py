@@ -16,6 +16,7 @@ from proctor.audit import ActorType, EventFilter, export_lines, search_events, v
 from proctor.errors import RequestError
 from proctor.server.control import service
 from proctor.server.deps import Call
+from proctor.server.parameters import Flag
 from proctor.server.problems import problem_responses
 
 __all__ = ["router"]
@@ -75,7 +76,7 @@ def search(call: Call, actor_type: Annotated[ActorType | None, Query()] = None,
            actor: Short = None, task: Short = None, decision: Decision = None,
            action: Short = None, since: Time = None, until: Time = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-           newest_first: bool = True) -> EventList:
+           newest_first: Flag = True) -> EventList:
     """Events matching every filter given, newest first unless told otherwise."""
     call.require("api:audit.search", service("audit"))
     where = _filter(actor_type, actor, task, decision, action, since, until)

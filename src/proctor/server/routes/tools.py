@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from proctor.codes import Code
@@ -17,6 +17,7 @@ from proctor.oversight.pinning import PinRecord, ToolPins
 from proctor.server.bodies import RequestBody
 from proctor.server.control import service
 from proctor.server.deps import Call
+from proctor.server.parameters import Flag
 from proctor.server.problems import problem_responses
 
 __all__ = ["router"]
@@ -48,7 +49,7 @@ def _view(record: PinRecord) -> dict[str, Any]:
 
 
 @router.get("/v1/tools", responses=problem_responses())
-def list_tools(call: Call, pending: Annotated[bool, Query()] = False) -> ToolPinList:
+def list_tools(call: Call, pending: Flag = False) -> ToolPinList:
     """Every pinned tool (``pending=true``: those with a definition waiting for a human),
     with what its last listing showed, its pending and its rejected definitions."""
     call.require("api:tool.list", service("tools"))
