@@ -100,6 +100,9 @@ def _attacks(key: ECKey, now: datetime) -> list[tuple[str, str, str]]:
         ("exp not a number", own_key_proof(key, CODER, now, exp="soon"), "proof_claims_invalid"),
         ("another audience", own_key_proof(key, CODER, now, aud="spiffe://other/proctor"),
          "proof_wrong_audience"),
+        # every audience a proof names receives it, and could present it here as the agent
+        ("another audience beside proctor's", own_key_proof(
+            key, CODER, now, aud=[AUDIENCE, "https://tools.example"]), "proof_wrong_audience"),
         ("issued by someone else", own_key_proof(key, CODER, now, iss=BUILDER),
          "proof_wrong_issuer"),
         ("issued by a URL", own_key_proof(key, CODER, now, iss="https://idp.example"),

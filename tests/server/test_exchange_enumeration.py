@@ -61,3 +61,24 @@ async def test_an_exchange_cannot_tell_a_registered_agent_from_none(agents: Api)
               if e.event["outcome"] == "denied" and e.event["actor"]["id"] == DRIFTED]
     assert denied
 
+
+async def test_a_receiver_no_grant_may_go_to_is_decided_and_written_as_policys_refusal(
+        agents: Api) -> None:
+    """An id no agent has and a retired agent are refused with the work of a refusal by
+    policy (a decision, its ``grant:issue`` event written before the answer), not sooner
+    and with nothing written: the time the answer takes told the delegating agent which
+    agents exist. The event keeps the reason, which the answer does not give."""
+    api = agents
+    await api.register(RETIRED, "support-agents")
+    api.runtime.registry.retire(RETIRED, by="erin@acme.example", reason="gone")
+    parent = await api.grant(SUPPORT, KB, ttl_seconds=900)
+    for agent_id, reason in ((NOBODY, "is not registered"),
+                             (RETIRED, "is suspended or retired")):
+        assert_problem(await _exchange(api, parent, agent_id), 403, "issuance_denied")
+        denied = [e.event for e in api.events(action="grant:issue")
+                  if e.event["actor"]["id"] == agent_id]
+        assert [(e["outcome"], e["target"]) for e in denied] == [
+            ("denied", 'Tool::"kb/search_articles"')], agent_id
+        assert reason in str(denied[0]), denied[0]
+        assert denied[0]["task"] == parent["task"]
+

@@ -313,11 +313,17 @@ class GrantAuthority:
                                  f"delegation is limited to depth {self.max_depth}")
             chain = (parent.agent_id, *parent.actor_chain)
             check_max_uses(max_uses)
-            receiver = self._receiver(to_agent)
-            if receiver.agent_id in chain:
+            receiver, refused = self._receiver(to_agent)
+            if receiver is not None and receiver.agent_id in chain:
                 raise GrantError("delegation_cycle", f"`{receiver.agent_id}` already holds this "
                                  "grant or one it derives from")
             task = self._open_task(parent.task_id)
+            if receiver is None:  # decided and written as policy's refusal is, told as one
+                self._issuer.refuse_receiver(Request(
+                    task, to_agent, wanted, int(now.timestamp()) + ttl, max_uses,
+                    parent.grant_id, (parent.grant_id, *parent.ancestors), chain, approved),
+                    ttl, refused)
+                raise _not_handed_on(to_agent)
             # a wildcard stays open to later tools only where the parent's was
             inherited = wildcards_of(GrantScope(tuple(
                 e for e in scope.tools if e.is_wildcard and parent.wildcards is not None
@@ -343,13 +349,14 @@ class GrantAuthority:
             return self._issuer.offer(request, decided)
         return self._issuer.grant(request, key, None, decided=decided)
 
-    def _receiver(self, to_agent: str) -> AgentBinding:
-        """The agent an exchange hands on to; an id no agent has and an agent suspended or
-        retired are refused as one policy refuses (:func:`_not_handed_on`)."""
+    def _receiver(self, to_agent: str) -> tuple[AgentBinding | None, str]:
+        """The agent an exchange hands on to, or None and why not: an id no agent has and
+        an agent suspended or retired are refused as one policy refuses
+        (:meth:`~proctor.grants.deciding._Deciding.refuse_receiver`, :func:`_not_handed_on`)."""
         try:
-            return self._active_agent(to_agent, seen=self._issuer.confirms_agent)
-        except AgentError:
-            raise _not_handed_on(to_agent) from None
+            return self._active_agent(to_agent, seen=self._issuer.confirms_agent), ""
+        except AgentError as exc:
+            return None, exc.message
 
     def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves

@@ -191,9 +191,28 @@ class _Deciding:
         return Decided(events, state,
                        None if self.sync_policies is None else frozenset(revisions))
 
+    def refuse_receiver(self, request: Request, ttl_seconds: int, reason: str) -> None:
+        """An exchange's ``request`` for a receiver no grant may go to (no agent has its
+        id, or it is suspended or retired: ``reason``), decided and written as a refusal
+        by policy is: the engine decides its first tool for it (what a refusal by policy
+        costs; its answer is not used) and the deny, naming ``reason``, is audited before
+        the caller refuses, with the same answer as policy's. The delegating agent may not
+        know the fleet: an answer that came sooner for an id no agent has (no decision,
+        nothing written) would tell it which agents exist."""
+        tools = self.covered_tools(request.scope)[:1]
+        for decision_request, decision in self._decided_for(request, ttl_seconds, tools):
+            denied = Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
+                              reasons=(reason,), revision=decision.revision)
+            if self._audit is not None:
+                _written(self._audit, [decision_event(decision_request, denied,
+                                                      now=self._clock.now())], denied)
+
     def _decisions(self, request: Request, ttl_seconds: int
                    ) -> Iterator[tuple[DecisionRequest, Decision]]:
-        tools = self.covered_tools(request.scope)
+        return self._decided_for(request, ttl_seconds, self.covered_tools(request.scope))
+
+    def _decided_for(self, request: Request, ttl_seconds: int, tools: Sequence[str]
+                     ) -> Iterator[tuple[DecisionRequest, Decision]]:
         task = request.task
         context = issue_context(now=self._clock.now(), task=task.id, purpose=task.purpose,
                                 on_behalf_of=task.on_behalf_of, ttl_seconds=ttl_seconds,

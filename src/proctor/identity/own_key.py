@@ -6,6 +6,9 @@ The proof is a compact JWT, like an RFC 7523 client assertion::
     claims  {"sub": <agent SPIFFE ID>, "iss": <same, optional>, "aud": <proctor audience>,
              "iat": ..., "exp": ... (at most 5 minutes after iat), "jti": ...}
 
+``aud`` is proctor's audience alone (a string, or a list of that one), as a JWT-SVID's:
+every audience a proof names receives it, and could present it here as the agent.
+
 The key is the one registered for ``sub``; ``alg`` must be one its type allows
 (``ES256``; ``Ed25519`` or its older name ``EdDSA``, as for proofs of
 possession), so ``none``, HS256 and an algorithm of another key type are refused
@@ -24,8 +27,8 @@ from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import (
     DEFAULT_LEEWAY_SECONDS,
     check_algorithm,
-    check_audience,
     check_signature,
+    check_sole_audience,
     check_times,
     peek,
 )
@@ -82,7 +85,9 @@ class OwnKeyVerifier:
         claims = unverified.claims
         expires_at = check_times(claims, now=now, leeway_seconds=self.leeway_seconds,
                                  max_lifetime_seconds=self.max_lifetime_seconds)
-        check_audience(claims, self.audience)
+        # proctor's audience alone: a service named beside it receives the proof, and
+        # could present it here as the agent within its lifetime
+        check_sole_audience(claims, self.audience)
         return VerifiedIdentity(agent_id, self.method, expires_at,
                                 key_thumbprint=key.thumbprint, issuer=agent_id,
                                 subject=agent_id, claims=claims)
