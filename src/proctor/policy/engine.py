@@ -91,6 +91,9 @@ class PolicyEngine:
         # proven well-typed (see proctor.policy.conformance); the differential test's
         # reference, and a switch should a Cedar upgrade ever read values otherwise
         self.schema_checks_every_request = False
+        # True: Cedar is given the whole context, even the attributes no policy of the
+        # request's slice reads (see _read_only); the differential test's reference
+        self.context_read_whole = False
         self._projectable: dict[str, bool] = {}
         # decisions kept for :meth:`decide`'s ``remember`` (proctor.policy.memo)
         self._memo = DecisionMemo()
@@ -242,15 +245,22 @@ class PolicyEngine:
             schema = self._schema_for(request, cedar_request)
             if proven is not None:
                 proven[-1] = schema is None
+            whole = cedar_request["context"]
+            context = whole
+            if schema is None and not self.context_read_whole:
+                reads = policies.memo_reads(request.action, resource)
+                if reads is not None and len(read := _read_only(whole, reads)) < len(whole):
+                    context = read
+            sliced = policies.slice_for(request.action, resource)
             # the context as text, by an encoder made once (cedarpy's json.dumps builds
             # one per call): the same text, which cedarpy then passes on as it is
-            cedar_request["context"] = context_json(cedar_request["context"])
-            result = cedarpy.is_authorized(
-                cedar_request,
-                policies.slice_for(request.action, resource),
-                entities,
-                schema=schema,
-            )
+            cedar_request["context"] = context_json(context)
+            result = cedarpy.is_authorized(cedar_request, sliced, entities, schema=schema)
+            if result.diagnostics.errors and context is not whole:
+                # an error's text may name the record's attributes: Cedar's own, on the
+                # context as it was built (a failed evaluation is a deny either way)
+                cedar_request["context"] = context_json(whole)
+                result = cedarpy.is_authorized(cedar_request, sliced, entities, schema=schema)
             decision = _interpret(result, request, policies)
             if _held_for_approval(decision, request, policies):
                 return self._unless_approved(policies, request, decision, entities, proven)
@@ -331,6 +341,27 @@ def context_json(context: Any) -> str:
         return "".join(_context_encoder(context, 0))
     except (RecursionError, TypeError, ValueError):  # json.dumps raises what it raises
         return json.dumps(context)
+
+
+# attributes a proven context keeps though no policy reads them: the values
+# conformance does not prove Cedar can build (the arguments, as the tool's shape made
+# them; the source address, which Cedar parses), so that one it cannot is still refused
+_KEPT_UNREAD = ("args", "source_ip")
+
+
+def _read_only(context: dict[str, Any], reads: tuple[str, ...]) -> dict[str, Any]:
+    """A proven context (:mod:`proctor.policy.conformance`) without the attributes no
+    policy of the slice reads (``reads``: :meth:`CompiledPolicies.memo_reads`).
+
+    Cedar decides on what policies read, and a policy reads the context only through
+    ``context.a`` or ``context has a`` (:func:`~proctor.policy.memo.context_reads`, the
+    memo's own reasoning); parsing the rest (the task, the time, the grant's constrained
+    arguments…) was over a quarter of a decision's Cedar call. Only for a context
+    proven well-typed: Cedar, given the schema, checks every attribute. The
+    differential test (``tests/policy/test_context_read.py``) holds it to the engine's
+    answers on the whole context."""
+    return {name: value for name, value in context.items()
+            if name in reads or name in _KEPT_UNREAD}
 
 
 def _build_agents(base: list[dict[str, Any]], schema: CompiledSchema,
