@@ -21,10 +21,8 @@ nothing.
 from __future__ import annotations
 
 import json
-import random
 import sys
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,9 @@ import pytest
 from hypothesis import example, given, settings
 
 from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, ToolCatalog
-from proctor.policy.context import call_context, issue_context
+from proctor.policy.context import call_context
 from proctor.policy.entities import principal_entities
-from tests.policy.test_decision_memo import _ISSUE_POLICIES, _PII_CALL
+from tests.policy.test_decision_memo import _PII_CALL, bench_workloads
 from tests.policy.test_request_conformance import (
     _AGENT,
     _NOW,
@@ -48,7 +46,6 @@ from tests.policy.test_request_conformance import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import api_workload as api_bench
-import decision_workload as bench
 import enforcer_workload as enforcer_bench
 
 _GIVEN: list[dict[str, Any]] = []  # the contexts Cedar was given, as parsed back
@@ -84,31 +81,9 @@ def _both(engine: PolicyEngine, request: DecisionRequest, seen: Counter[str]) ->
 
 
 def test_the_decision_benchs_workloads_and_issuances_decide_alike_read_only() -> None:
-    rng = random.Random(20261130)  # the bench's own seed and order of draws
-    catalog = bench.build_catalog(rng)
-    principals = bench.build_principals(rng)
-    engine = PolicyEngine(catalog, principal_entities(principals))
-    tools = list(catalog)
-    small = engine.compile(bench.policy_sources(rng, tools[:4], count=10, global_count=2))
-    small_requests = bench.build_requests(rng, principals, tools[:4], 256)
-    large_sources = bench.policy_sources(rng, tools, count=1000, global_count=10)
-    large = engine.compile({**large_sources, "issue.cedar": _ISSUE_POLICIES})
-    large_requests = bench.build_requests(rng, principals, tools, 1024)
-    agents = [a["id"] for a in principals["agents"]]
-    issuances = [
-        DecisionRequest(EntityRef("Agent", rng.choice(agents)), "grant:issue",
-                        EntityRef("Tool", rng.choice(tools).tool_id), issue_context(
-                            now=bench.BASE_TIME + timedelta(hours=rng.randint(0, 47)),
-                            task=f"task_{rng.randint(1, 3)}", purpose=rng.choice(bench.PURPOSES),
-                            on_behalf_of="alice@acme.example",
-                            ttl_seconds=rng.choice([60, 900, 901, 3600]),
-                            max_uses=rng.choice([None, 1, 10]),
-                            delegation_chain=[rng.choice(agents)
-                                              for _ in range(rng.choice([0, 0, 1, 2]))],
-                            approved=rng.random() < 0.2))
-        for _ in range(512)]
+    engine, workloads = bench_workloads()
     seen: Counter[str] = Counter()
-    for policies, requests in ((small, small_requests), (large, large_requests + issuances)):
+    for policies, requests in workloads:
         engine.activate(policies)
         for request in requests:
             _both(engine, request, seen)

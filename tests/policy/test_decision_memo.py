@@ -31,6 +31,7 @@ import pytest
 from hypothesis import example, given, settings
 
 from proctor.policy import DecisionRequest, EntityRef, PolicyEngine, ToolCatalog
+from proctor.policy.compiled import CompiledPolicies
 from proctor.policy.context import call_context, issue_context
 from proctor.policy.entities import agent_entity, principal_entities
 from proctor.policy.memo import context_reads
@@ -98,7 +99,10 @@ def _compare(engine: PolicyEngine, request: DecisionRequest, seen: Counter[str])
     seen[reference.code.value] += 1
 
 
-def test_the_decision_benchs_workloads_and_issuances_decide_alike_remembered() -> None:
+def bench_workloads() -> tuple[PolicyEngine, list[tuple[CompiledPolicies, list[DecisionRequest]]]]:
+    """The decision bench's engine and its two policy sets, each with its requests: the
+    10-policy set's and the 1,000-policy set's (with :data:`_ISSUE_POLICIES`), the
+    latter's with 512 issuances of every tool by every agent of the bench."""
     rng = random.Random(20261130)  # the bench's own seed and order of draws
     catalog = bench.build_catalog(rng)
     principals = bench.build_principals(rng)
@@ -122,8 +126,13 @@ def test_the_decision_benchs_workloads_and_issuances_decide_alike_remembered() -
                                               for _ in range(rng.choice([0, 0, 1, 2]))],
                             approved=rng.random() < 0.2))
         for _ in range(512)]
+    return engine, [(small, small_requests), (large, large_requests + issuances)]
+
+
+def test_the_decision_benchs_workloads_and_issuances_decide_alike_remembered() -> None:
+    engine, workloads = bench_workloads()
     seen: Counter[str] = Counter()
-    for policies, requests in ((small, small_requests), (large, large_requests + issuances)):
+    for policies, requests in workloads:
         engine.activate(policies)
         for request in requests:
             _compare(engine, request, seen)
