@@ -6,18 +6,28 @@ size, or after the gateway stops reading, is neither lost nor taken twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
-from mcp.client.stdio import _aclose_all, _stop_server_process
+from mcp import StdioServerParameters
+from mcp.client.stdio import (
+    _aclose_all,
+    _create_platform_compatible_process,
+    _stop_server_process,
+)
 
+from proctor.errors import GatewayError
+from proctor.gateway import pipes as pipes_module
+from proctor.gateway.pipes import UpstreamPipes
 from proctor.gateway.stdio import PipeReader
-from proctor.gateway.wire import ServerStdin, ServerStdout
+from proctor.gateway.wire import ServerStdin, ServerStdout, check_private_attributes
 from tests.gateway.conftest import TIME, WAIT
 from tests.gateway.test_upstream_direct import BENCH_UPSTREAM, _both, _connected
 
@@ -89,6 +99,10 @@ async def _process(script: str) -> Any:
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
+def _unexpected(error: Exception) -> None:
+    raise AssertionError(f"handling a chunk failed: {error!r}")
+
+
 async def _lines(stdout: ServerStdout) -> list[bytes]:
     return [bytes(line) async for line in stdout.lines()]
 
@@ -101,7 +115,7 @@ async def test_what_a_server_wrote_before_the_stdout_was_taken_comes_first() -> 
                              "sys.stdout.write(' of three\\n' + line)\n")
     reader = process._process.stdout
     stdout = ServerStdout(process, limit=1 << 16, quick=lambda line: False,
-                          on_overflow=lambda line: None)
+                          on_overflow=lambda line: None, on_failure=_unexpected)
     try:
         with anyio.fail_after(WAIT):
             while len(reader._buffer) < len("early one\nearly two\npart"):
@@ -130,7 +144,8 @@ async def test_answers_settled_by_the_callback_keep_their_place_behind_waiting_l
             return True
         return False
 
-    stdout = ServerStdout(process, limit=1 << 16, quick=quick, on_overflow=lambda line: None)
+    stdout = ServerStdout(process, limit=1 << 16, quick=quick, on_overflow=lambda line: None,
+                          on_failure=_unexpected)
     try:
         with anyio.fail_after(WAIT):
             await stdout.take()
@@ -151,7 +166,8 @@ async def test_a_line_over_the_cap_ends_the_reading_with_its_start() -> None:
                              "sys.stdout.flush()\nsys.stdin.readline()\n")
     over: list[bytes] = []
     stdout = ServerStdout(process, limit=1000, quick=lambda line: False,
-                          on_overflow=lambda line: over.append(bytes(line[:10])))
+                          on_overflow=lambda line: over.append(bytes(line[:10])),
+                          on_failure=_unexpected)
     try:
         with anyio.fail_after(WAIT):
             await stdout.take()
@@ -215,3 +231,102 @@ async def test_a_pipe_reader_keeps_a_chunk_nobody_waited_for_and_the_end_for_goo
                     await reader.receive()
     finally:
         await reader.aclose()
+
+
+async def test_an_error_handling_a_chunk_ends_the_reading_and_is_handed_on() -> None:
+    # before: it went to the loop's exception handler, the chunk's later lines were lost
+    # and the reading never ended (every call waiting on the server, forever)
+    process = await _process("import sys\nsys.stdout.write('one\\ntwo\\nthree\\n')\n"
+                             "sys.stdout.flush()\nsys.stdin.readline()\n")
+    failures: list[Exception] = []
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+
+    settled: list[bytes] = []
+
+    def quick(line: bytes | bytearray) -> bool:
+        if line == b"two":
+            raise KeyError("a bug in quick")
+        settled.append(bytes(line))
+        return True
+
+    stdout = ServerStdout(process, limit=1 << 16, quick=quick, on_overflow=lambda line: None,
+                          on_failure=failures.append)
+    try:
+        with anyio.fail_after(WAIT):
+            await stdout.take()
+            lines = await _lines(stdout)
+        assert settled == [b"one"] and lines == []  # nothing after the failure is read
+        assert [type(f) for f in failures] == [KeyError]
+        assert stdout.failed is failures[0] and stdout.is_over
+        assert unhandled == []
+    finally:
+        loop.set_exception_handler(handler)
+        stdout.give_back()
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+            await _aclose_all(process)
+
+
+async def test_a_call_in_flight_when_reading_the_answers_fails_gets_upstream_unavailable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: UpstreamPipes, line: bytes | bytearray) -> bool:
+        raise RuntimeError("a bug while an answer is read")
+
+    async with _connected(BENCH_UPSTREAM) as connection:
+        monkeypatch.setattr(UpstreamPipes, "_took", broken)
+        with anyio.fail_after(WAIT), pytest.raises(GatewayError) as failed:
+            await connection.call_tool("echo", {"text": "hello"})
+    assert failed.value.code == "upstream_unavailable"
+    assert "RuntimeError" in str(failed.value)
+
+
+async def test_a_server_whose_pipes_cannot_be_taken_is_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: the wire's objects were made outside the block that stops the server
+    pid_file = tmp_path / "pid"
+    script = (f"import os, pathlib, time\npathlib.Path({str(pid_file)!r})"
+              ".write_text(str(os.getpid()))\ntime.sleep(600)\n")
+
+    class Refused(ServerStdout):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("asyncio's StreamReader has no _buffer (a changed asyncio)")
+
+    monkeypatch.setattr(pipes_module, "ServerStdout", Refused)
+    pipes = UpstreamPipes(StdioServerParameters(command=sys.executable, args=["-c", script]),
+                          errlog=sys.stderr)
+    with anyio.fail_after(WAIT), pytest.raises(RuntimeError, match="_buffer"):
+        async with pipes.open():
+            pytest.fail("the pipes opened")
+    while not pid_file.exists() or not pid_file.read_text():  # pragma: no cover
+        await asyncio.sleep(0.01)  # (written before the server sleeps: long since)
+    pid = int(pid_file.read_text())
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_the_private_attributes_the_wire_reads_are_as_it_reads_them() -> None:
+    # asyncio's and anyio's: a new version that renames or retypes one fails here
+    process = await _create_platform_compatible_process(
+        command=sys.executable, args=["-c", "import sys\nsys.stdout.write('ab')\n"],
+        env=None, errlog=sys.stderr, cwd=None)
+    try:
+        check_private_attributes(process)
+        inner = cast(Any, process)._process
+        assert isinstance(inner._transport.get_pipe_transport(1), asyncio.ReadTransport)
+        reader = inner.stdout
+        with anyio.fail_after(WAIT):
+            while not reader._eof:  # the transport fills the buffer, then marks the end
+                await asyncio.sleep(0.01)
+        assert reader._buffer == bytearray(b"ab")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop_server_process(process)
+    with pytest.raises(RuntimeError, match="anyio's Process has no _process"):
+        check_private_attributes(cast(Any, object()))

@@ -53,7 +53,9 @@ whole) ends the reading: a line cut off cannot be resynchronised. The direct
 request whose id starts the line fails with ``upstream_result_too_large``, every
 other request in flight (the SDK session's too) as if the server had closed the
 pipe, and the connection is closed (:attr:`UpstreamPipes.broken`); the rest of the
-server's output is discarded until it is stopped.
+server's output is discarded until it is stopped. An error of the gateway's own while
+it handles the server's output ends the reading the same way, every direct request in
+flight failing with ``upstream_unavailable`` that names it (:meth:`UpstreamPipes._failed`).
 """
 
 from __future__ import annotations
@@ -166,11 +168,17 @@ class UpstreamPipes:
             stderr.close()
             raise
         stderr.spawned()
-        # The spawn succeeded; no awaits until the task group is entered (as the SDK's).
+        try:  # a process whose pipes cannot be had is stopped, not left running
+            self._stdin = ServerStdin(process)
+            stdout = ServerStdout(process, limit=self._max_answer, quick=self._quick,
+                                  on_overflow=self._overflow, on_failure=self._failed)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _stop_server_process(process)
+                await stderr.finish()
+            raise
+        # No awaits from here until the task group is entered (as the SDK's).
         self._process = process
-        self._stdin = ServerStdin(process)
-        stdout = ServerStdout(process, limit=self._max_answer, quick=self._quick,
-                              on_overflow=self._overflow)
         to_session, read_stream = anyio.create_memory_object_stream[
             SessionMessage | Exception](0)
         write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](0)
@@ -332,6 +340,19 @@ class UpstreamPipes:
         waiter = self._waiting.get(match.group(1).decode()) if match else None
         if waiter is not None:
             waiter.settle(too_large(self._max_answer))
+
+    def _failed(self, error: Exception) -> None:
+        """Handling the server's output failed (``error``; the reading has ended): every
+        direct request in flight fails with ``upstream_unavailable`` and the connection
+        is closed, as after a line over the cap."""
+        self.broken = True
+        log.warning("reading the upstream's stdout failed (%s): its connection is closed",
+                    type(error).__name__)
+        failure = GatewayError("upstream_unavailable",
+                               "the gateway could not read the upstream's answers "
+                               f"({type(error).__name__}): its connection is closed")
+        for waiter in list(self._waiting.values()):
+            waiter.settle(failure)
 
     def _took(self, line: bytes | bytearray) -> bool:
         """Settle the direct request ``line`` answers; False if it answers none."""

@@ -19,6 +19,16 @@ runs in the next turn); every other line waits in order for :meth:`ServerStdout.
 and while one waits the pipe is not read (the server is held by the pipe's own
 buffer, as before by the session's stream). A line over ``limit`` bytes (counted
 while it is read: never held whole) ends the reading; ``on_overflow`` gets its start.
+An error while a chunk is handled (in ``quick``, say) ends the reading too: the lines
+after it cannot be placed, so ``on_failure`` gets the error (the pipes fail the calls
+in flight with it) rather than the loop's exception handler (which would leave the
+callback registered, the chunk's other lines lost and their calls waiting).
+
+The private attributes read here, :data:`PRIVATE_ATTRIBUTES` (anyio's process wraps
+asyncio's; asyncio's process keeps its transport; a ``StreamReader`` its buffer and its
+end), are checked by :func:`check_private_attributes` when a process is wrapped (a
+library that changed them is a clear error at the upstream's start, not a wrong read)
+and pinned by tests/gateway/test_upstream_wire.py.
 """
 
 from __future__ import annotations
@@ -32,17 +42,37 @@ from typing import Any
 import anyio
 from mcp.os.win32.utilities import ServerProcess
 
-__all__ = ["Line", "ServerStdin", "ServerStdout"]
+__all__ = ["PRIVATE_ATTRIBUTES", "Line", "ServerStdin", "ServerStdout",
+           "check_private_attributes"]
 
 _CHUNK = 65536
 Line = bytes | bytearray
 
+# what this module reads that its libraries do not publish: (whose, attribute, its type)
+PRIVATE_ATTRIBUTES: tuple[tuple[str, str, type | tuple[type, ...]], ...] = (
+    ("anyio's Process", "_process", asyncio.subprocess.Process),
+    ("asyncio's Process", "_transport", asyncio.SubprocessTransport),
+    ("asyncio's StreamReader", "_buffer", bytearray),
+    ("asyncio's StreamReader", "_eof", bool),
+)
+
+
+def check_private_attributes(process: ServerProcess) -> None:
+    """Raise RuntimeError naming the first of :data:`PRIVATE_ATTRIBUTES` that ``process``
+    (anyio's, over asyncio's, with its stdout pipe) does not have as this module reads it."""
+    inner = getattr(process, "_process", None)
+    holders = {"anyio's Process": process, "asyncio's Process": inner,
+               "asyncio's StreamReader": getattr(inner, "stdout", None)}
+    for whose, name, kind in PRIVATE_ATTRIBUTES:
+        if not isinstance(getattr(holders[whose], name, None), kind):
+            raise RuntimeError(f"{whose} has no {name} as proctor.gateway.wire reads it "
+                               "(a changed asyncio or anyio)")
+
 
 def _subprocess(process: ServerProcess) -> Any:
     """The asyncio process under anyio's (the backend the gateway runs on)."""
-    inner = getattr(process, "_process", None)
-    if not isinstance(inner, asyncio.subprocess.Process):
-        raise RuntimeError("the upstream's process is not an asyncio subprocess")
+    check_private_attributes(process)
+    inner: Any = getattr(process, "_process", None)
     return inner
 
 
@@ -76,7 +106,8 @@ class ServerStdout:
 
     def __init__(self, process: ServerProcess, *, limit: int,
                  quick: Callable[[Line], bool],
-                 on_overflow: Callable[[Line], None]) -> None:
+                 on_overflow: Callable[[Line], None],
+                 on_failure: Callable[[Exception], None]) -> None:
         inner = _subprocess(process)
         self._reader = inner.stdout
         self._transport = inner._transport.get_pipe_transport(1)
@@ -86,13 +117,14 @@ class ServerStdout:
         self._limit = limit
         self._quick = quick
         self._on_overflow = on_overflow
+        self._on_failure = on_failure
         self._buffer = bytearray()
         self._waiting: collections.deque[Line] = collections.deque()
         self._more = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._is_reading = False
         self.is_over = False  # the end of the stream, a line over the cap, or given back
-        self.failed: OSError | None = None
+        self.failed: Exception | None = None  # the pipe's read, or the handling of a chunk
 
     async def take(self) -> None:
         """Take the pipe from its transport: what the transport read already (a server
@@ -107,7 +139,7 @@ class ServerStdout:
         reader._buffer.clear()
         ended = reader._eof or self._transport.is_closing()
         if seen:
-            self._received(seen)
+            self._handled(seen)
         if ended:
             self._end()
         elif not self.is_over and not self._waiting:
@@ -146,10 +178,21 @@ class ServerStdout:
         if not data:
             self._end()
             return
-        self._received(data)
+        self._handled(data)
         if self._waiting or self.is_over:
             self._pause()  # the task takes them in order; the pipe holds the rest
             self._more.set()
+
+    def _handled(self, data: bytes) -> None:
+        """:meth:`_received`, an error in it ending the reading (see the module's
+        docstring): never raised into the loop."""
+        try:
+            self._received(data)
+        except Exception as exc:
+            self.failed = exc
+            self._buffer = bytearray()  # the lines already waiting keep their order
+            self._end()
+            self._on_failure(exc)
 
     def _received(self, data: bytes) -> None:
         buffer = self._buffer
