@@ -27,6 +27,11 @@ whether the head it remembers is still the head. A refused compare-and-set (anot
 process appended) costs the batch's work once, rolled back; the head is read again
 before each batch until it has been quiet for :data:`TRUST_AFTER` batches again.
 
+An append may be asked not to wait (``wait=False``; SQLite, for a writer on an event
+loop): the connection's ``busy_timeout`` is 0 for it, and another connection's write lock
+(another process's, or this one's other connections) is :class:`LockTaken` at once,
+nothing written and the connection kept, instead of a wait of up to ``busy_timeout``.
+
 The events' task and actor keys (``audit_keys``, read by :mod:`proctor.audit.query`) are
 filled in the transaction of the batch that takes the events past the head row's
 ``keyed`` mark by :data:`KEYS_EVERY` or more: one sorted insert of the keys of up to
@@ -55,6 +60,7 @@ __all__ = [
     "TRUST_AFTER",
     "AppendConnection",
     "EventRow",
+    "LockTaken",
     "WriteCursor",
     "first_index_mismatch",
     "is_integrity_error",
@@ -204,6 +210,17 @@ from it rather than formatted again); or None to roll back and be called again o
 fresh read of the head."""
 
 
+class LockTaken(Exception):  # noqa: N818 (a state, not a failure: the append did not wait)
+    """An append that would not wait found the write lock taken: nothing was written."""
+
+
+def _is_lock_taken(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's busy or locked (another connection holds the lock)."""
+    return (isinstance(exc, sqlite3.OperationalError)
+            and getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY,
+                                                                sqlite3.SQLITE_LOCKED))
+
+
 class AppendConnection:
     """A dedicated driver connection that appends to the chain."""
 
@@ -216,6 +233,8 @@ class AppendConnection:
              _MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD, _FILL_KEYS, _MOVE_KEYED))
         self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
+        self._waits = True  # SQLite: the connection's busy_timeout is its own (else 0)
+        self._wait_ms = 0  # that busy_timeout, read when the connection is opened
         self._proxy: Any = None
         self._quiet = 0  # batches in a row whose head read found the head expected
         self._keyed: int | None = None  # the head row's `keyed` as last committed (None: read it)
@@ -226,7 +245,17 @@ class AppendConnection:
             if self._is_sqlite and self._busy_timeout_ms is not None:
                 self._proxy.driver_connection.execute(
                     f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            if self._is_sqlite:
+                self._waits = True
+                self._wait_ms = int(self._proxy.driver_connection.execute(
+                    "PRAGMA busy_timeout").fetchone()[0])
         return self._proxy.driver_connection
+
+    def _wait_for_locks(self, conn: Any, wait: bool) -> None:
+        """SQLite: the connection's own ``busy_timeout``, or 0 (set only when it changes)."""
+        if self._is_sqlite and wait is not self._waits:
+            conn.execute(f"PRAGMA busy_timeout={self._wait_ms if wait else 0}")
+            self._waits = wait
 
     def read_head(self) -> ChainHead:
         """The head as the database has it now.
@@ -237,6 +266,7 @@ class AppendConnection:
         """
         try:
             conn = self._connection()
+            self._wait_for_locks(conn, True)
             cursor = conn.cursor()
             cursor.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
             row = cursor.fetchone()
@@ -254,7 +284,8 @@ class AppendConnection:
             raise AuditUnavailableError("the audit head row is missing")
         return ChainHead(int(row[0]), str(row[1]))
 
-    def append(self, expected: ChainHead, build: Build) -> ChainHead | None:
+    def append(self, expected: ChainHead, build: Build, *,
+               wait: bool = True) -> ChainHead | None:
         """Apply ``build`` and append the rows it returns, in one transaction; the new
         head (None: ``build`` declined, the head moved under the compare-and-set, or
         PostgreSQL broke a deadlock the effects were in; nothing was written).
@@ -263,9 +294,13 @@ class AppendConnection:
         is only a guess, and ``build`` chains onto the head as read. On SQLite, after
         :data:`TRUST_AFTER` quiet batches, ``expected`` is built on unread and the
         compare-and-set refuses it if another process moved the head (None).
+
+        ``wait=False`` (SQLite): raise :class:`LockTaken`, nothing written, rather than
+        wait for another connection's lock (see the module's docstring).
         """
         conn = self._connection()
         try:
+            self._wait_for_locks(conn, wait)
             cursor = conn.cursor()
             if self._is_sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -323,6 +358,13 @@ class AppendConnection:
             self.discard(rollback=True)
             return None
         except Exception as exc:
+            if not wait and _is_lock_taken(exc):
+                self._quiet = 0
+                try:  # the connection stays: only the lock was missing
+                    self._end(conn, commit=False)
+                except Exception:
+                    self.discard()
+                raise LockTaken from exc
             self.discard(rollback=True)
             raise AuditUnavailableError(f"cannot write audit events: {_name(exc)}") from exc
         return new

@@ -18,16 +18,23 @@ event loop allowed to lead: below). Every event queued is written by a leader th
 took the lead after it was queued, or by the one holding it then, which looks at
 the queue again after letting go.
 
-An event loop may lead too (:meth:`AuditLog.lead_on`; the stdio wrapper's, on
-SQLite): an asynchronous caller on it queues its event, lets the loop turn once (its
-other callers ready to run queue theirs: one batch for all of them), and if nobody is
-writing then writes the queue on the loop's thread, as a thread's caller would, its
-futures answered there (no hand-off to the writer thread and back: two thread
-wake-ups, some 0.1-0.2 ms on a busy 2-core machine). The loop waits for that commit
-(its fsync), and whatever else it serves waits with it: worth it for a loop that
-serves one agent, whose calls wait for that commit anyway, not for a server's. A
-caller that finds a write under way leaves its event to it, as any other, and is
-answered through its loop.
+An event loop may lead too (:meth:`AuditLog.lead_on`; the stdio wrapper's and the HTTP
+gateway's, on SQLite): an asynchronous caller on it queues its event, lets the loop turn
+once (its other callers ready to run queue theirs), and if its event is then the only
+one queued and nobody in this process is writing, writes it on the loop's thread, its
+future answered there (no hand-off to the writer thread and back: two thread wake-ups,
+some 0.1-0.2 ms on a busy 2-core machine). Several events queued go to the writer
+thread as one batch: its commit overlaps the loop's next work, and one hand-off serves
+them all. The loop's write never waits for anyone else: not for SQLite's write lock
+(``busy_timeout`` 0 for it, :class:`~proctor.audit.driver.LockTaken`), nor to read the
+head, take a checkpoint's signer or retry; where it would have to (another connection
+or process holds the lock, the head is not known or moved, a checkpoint may fall in
+the batch, the write failed), it writes nothing and gives the batch, in its order, to
+the writer thread, which writes it as any other (the loop answered through
+``call_soon_threadsafe``). The loop still waits for its own event's commit (the
+fsync), whatever else it serves waiting with it: a lone call waits for that commit
+anyway. A caller that finds a write under way leaves its event to it, as any other,
+and is answered through its loop.
 
 :meth:`AuditLog.record_with` adds a decision's *effects* (:class:`Effects`: a
 grant's use, a proof's nonce, a task's activity) to the same transaction as its
@@ -59,6 +66,7 @@ callers are answered only after both.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -72,7 +80,13 @@ from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
 from proctor.audit.deadlines import Deadlines
-from proctor.audit.driver import AppendConnection, EventRow, WriteCursor, is_integrity_error
+from proctor.audit.driver import (
+    AppendConnection,
+    EventRow,
+    LockTaken,
+    WriteCursor,
+    is_integrity_error,
+)
 from proctor.audit.events import Actor, ActorType, AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
@@ -289,6 +303,8 @@ class AuditLog:
         self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
         self._queue: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
+        # batches a leading loop gave up (see the module docstring): written first, in order
+        self._handed: collections.deque[Receipt] = collections.deque()
         self._slots = threading.BoundedSemaphore(max_pending)
         self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
         self._head: ChainHead | None = None
@@ -312,10 +328,10 @@ class AuditLog:
 
     def lead_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Let the asynchronous callers on ``loop`` write their batch on it when nobody
-        else is writing (see the module docstring); None stops it. SQLite only: there
-        every wait of the write is bounded (the connection's ``busy_timeout``), where a
-        PostgreSQL write may wait on a row lock with no bound but the caller's own
-        timeout, which only a loop left free can keep. On PostgreSQL this does nothing.
+        else is writing, never waiting for another's lock (see the module docstring);
+        None stops it. SQLite only: a PostgreSQL write may wait on a row lock (a
+        revocation's) with no try-only form, which only a loop left free can bear. On
+        PostgreSQL this does nothing.
         """
         self._leading_loop = loop if self.store.backend == "sqlite" else None
 
@@ -409,13 +425,14 @@ class AuditLog:
                 self._wakeup()
                 raise
             if self._lead.acquire(blocking=False):
-                # nobody writing: this loop writes the queue until its event is written
-                # (nothing, if a batch took it meanwhile), its futures answered here
+                # nobody writing: this loop writes a batch of the queue if it can without
+                # waiting (nothing, if a batch took its event meanwhile), its futures
+                # answered here; what it cannot write goes to the writer thread
                 try:
-                    self._drain(until=receipt)
+                    self._write_on_loop(receipt)
                 finally:
                     self._lead.release()
-                if not self._queue.empty():  # queued meanwhile: the writer thread's
+                if self._has_work():  # queued meanwhile, or given up: the writer thread's
                     self._wakeup()
                 if receipt.is_done:
                     return await future  # answered on this thread: no turn of the loop
@@ -494,8 +511,11 @@ class AuditLog:
             self._drain(until=receipt)
         finally:
             self._lead.release()
-        if not self._queue.empty():  # queued meanwhile: the writer thread takes over
+        if self._has_work():  # queued meanwhile: the writer thread takes over
             self._wakeup()
+
+    def _has_work(self) -> bool:
+        return bool(self._handed) or not self._queue.empty()
 
     def _run(self) -> None:
         while True:
@@ -505,7 +525,7 @@ class AuditLog:
                 with self._lead:
                     self._drain(until=None)
                 # queued while the lead was held, by callers that found it taken
-                if self._queue.empty():
+                if not self._has_work():
                     break
             if self._closed:
                 return
@@ -514,15 +534,62 @@ class AuditLog:
         """Write the queue batch by batch (the lead held): until ``until`` is written,
         or (None) until nothing is left."""
         while until is None or not until.is_done:
-            batch: list[Receipt] = []
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._next_batch()
             if not batch:
                 return
             self._write(batch)
+
+    def _next_batch(self) -> list[Receipt]:
+        """Up to ``max_batch`` receipts: what a loop gave up first, then the queue's."""
+        handed = self._handed
+        batch: list[Receipt] = []
+        while handed and len(batch) < self._max_batch:
+            batch.append(handed.popleft())
+        while len(batch) < self._max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_on_loop(self, receipt: Receipt) -> None:
+        """Write ``receipt`` alone on the leading loop's thread (the lead held), unless
+        it is written already or others wait with it, if that needs no wait for anyone
+        else; else give it to the writer thread (see the module docstring)."""
+        if receipt.is_done:  # a batch took it: what was queued since is not its caller's
+            return
+        if self._handed or self._queue.qsize() > 1:
+            # several callers: the writer thread's commit overlaps the loop's next work,
+            # and one hand-off serves them all
+            return
+        batch = self._next_batch()
+        if not batch:
+            return
+        try:
+            written = self._append_once(batch)
+        except Exception:  # the writer thread writes it, or fails it, as any other
+            log.debug("a batch led on the event loop failed; the writer thread retries it",
+                      exc_info=True)
+            written = False
+        if written:
+            self._complete(batch)
+        else:
+            self._handed.extendleft(reversed(batch))
+
+    def _append_once(self, batch: Sequence[Receipt]) -> bool:
+        """Write ``batch`` in one attempt that waits for nobody (see the module
+        docstring); False, nothing written, where it would have to wait or retry."""
+        head = self._head
+        most = len(batch) + sum(len(receipt.more) for receipt in batch)
+        if head is None or self._may_checkpoint(head, most):
+            return False
+        try:
+            if self._attempt(batch, None, most, wait=False):
+                return True
+        except LockTaken:
+            return False
+        self._head = None  # it moved (another process appended): the writer thread reads it
+        return False
 
     def _write(self, batch: Sequence[Receipt]) -> None:
         try:
@@ -543,44 +610,7 @@ class AuditLog:
                 # taken before the transaction, where a keyring may read the store
                 # for it; the head read in the transaction may be further on
                 signer = self._signer_for(self._head, most)
-                written: list[tuple[Receipt | None, EventRow]] = []
-                observer = self._observer
-
-                def build(tx: WriteCursor, head: ChainHead, signer: Signer | None = signer,
-                          written: list[tuple[Receipt | None, EventRow]] = written,
-                          observer: BatchObserver | None = observer,
-                          ) -> tuple[list[EventRow], Checkpoint | None, list[str]] | None:
-                    written.clear()
-                    if signer is None and self._may_checkpoint(head, most):
-                        return None  # a checkpoint may fall in it: take a signer first
-                    rows: list[tuple[Receipt | None, _Row]] = []
-                    for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
-                        row = receipt.row
-                        if instead is WITHDRAWN:
-                            continue
-                        if instead is not None:
-                            row = _row_of(self._attributed(instead))
-                        if row is not None:
-                            rows.append((receipt, row))
-                        if instead is None:  # its event stands: and the ones with it
-                            rows.extend((None, more) for more in receipt.more)
-                    chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
-                    if observer is not None and chained:
-                        observer.appending(tx, head,
-                                           ChainedRows(chained, [r[9] for _, r in rows]))
-                    written.extend(zip([r for r, _ in rows], chained, strict=True))
-                    return chained, checkpoint, [r[8] for _, r in rows]
-
-                new_head = self._conn.append(self._head, build)
-                if new_head is not None:
-                    self._head = new_head
-                    self.batches += 1
-                    self.events_written += len(written)
-                    for receipt, row in written:
-                        if receipt is not None:  # None: one of ``more``
-                            receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
-                    if observer is not None and written:
-                        observer.appended(new_head)
+                if self._attempt(batch, signer, most):
                     return
                 self._head = None  # the head moved: read it again
             raise AuditUnavailableError("the audit head kept moving; giving up")
@@ -594,6 +624,50 @@ class AuditLog:
                 self._append(batch[middle:])
                 return
             self._fail(batch, exc)
+
+    def _attempt(self, batch: Sequence[Receipt], signer: Signer | None, most: int, *,
+                 wait: bool = True) -> bool:
+        """One transaction of ``batch`` after the head in memory (not None); False if it
+        wrote nothing (a checkpoint may fall in it and ``signer`` is None, or the head
+        moved). Raises as :meth:`AppendConnection.append`."""
+        assert self._head is not None
+        written: list[tuple[Receipt | None, EventRow]] = []
+        observer = self._observer
+
+        def build(tx: WriteCursor, head: ChainHead,
+                  ) -> tuple[list[EventRow], Checkpoint | None, list[str]] | None:
+            written.clear()
+            if signer is None and self._may_checkpoint(head, most):
+                return None  # a checkpoint may fall in it: take a signer first
+            rows: list[tuple[Receipt | None, _Row]] = []
+            for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
+                row = receipt.row
+                if instead is WITHDRAWN:
+                    continue
+                if instead is not None:
+                    row = _row_of(self._attributed(instead))
+                if row is not None:
+                    rows.append((receipt, row))
+                if instead is None:  # its event stands: and the ones with it
+                    rows.extend((None, more) for more in receipt.more)
+            chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
+            if observer is not None and chained:
+                observer.appending(tx, head, ChainedRows(chained, [r[9] for _, r in rows]))
+            written.extend(zip([r for r, _ in rows], chained, strict=True))
+            return chained, checkpoint, [r[8] for _, r in rows]
+
+        new_head = self._conn.append(self._head, build, wait=wait)
+        if new_head is None:
+            return False
+        self._head = new_head
+        self.batches += 1
+        self.events_written += len(written)
+        for receipt, row in written:
+            if receipt is not None:  # None: one of ``more``
+                receipt.result = RecordedEvent(row.seq, row.hash, row.event_id)
+        if observer is not None and written:
+            observer.appended(new_head)
+        return True
 
     def _may_checkpoint(self, head: ChainHead, most: int) -> bool:
         """Whether appending up to ``most`` events after ``head`` may cross a checkpoint."""

@@ -41,6 +41,7 @@ lands under a request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -428,9 +429,14 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
             async with anyio.create_task_group() as tasks:
                 sessions.tasks = tasks
                 await tasks.start(watch.run)
+                # the loop writes its calls' audit batch itself when nobody else is
+                # writing and the lock is free, never waiting for another's (SQLite;
+                # AuditLog.lead_on): no hand-off to the writer thread and back
+                gateway.audit.lead_on(asyncio.get_running_loop())
                 try:
                     yield
                 finally:
+                    gateway.audit.lead_on(None)
                     sessions.tasks = None
                     for session in list(gateway.sessions.values()):
                         session.close("the gateway is stopping")
