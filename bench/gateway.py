@@ -26,11 +26,11 @@ The proctor home is a temporary directory with the example policies and one
 more for the ``bench`` upstream; SQLite unless ``--postgres`` names a server (a
 ``proctor_bench_*`` database is created and dropped).
 
-``stdio_*_sleeps_{main,others}_per_call``: how often each stdio proxy's main thread
-(its event loop) and its other threads went to sleep per call, from the kernel's count
-of voluntary context switches: each sleep ends in a wake-up, and a thread hop costs
-two (one thread wakes the other, which later wakes the first). A blocking fsync is a
-sleep too, of whichever thread commits.
+``stdio_*_sleeps_{main,others}_per_call`` and ``http_gateway_sleeps_*``: how often each
+proxy's main thread (its event loop) and its other threads went to sleep per call, from
+the kernel's count of voluntary context switches: each sleep ends in a wake-up, and a
+thread hop costs two (one thread wakes the other, which later wakes the first). A
+blocking fsync is a sleep too, of whichever thread commits.
 
 Prints a table, then one JSON object on its last line.
 """
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
         "stdio_relay_sleeps_main_per_call": stdio["relay_sleeps_main_per_call"],
         "stdio_relay_sleeps_others_per_call": stdio["relay_sleeps_others_per_call"],
         "http_gateway_cpu_ms_per_call": http["gateway_cpu_ms_per_call"],
+        # the HTTP gateway's too: its event loop's thread, and the rest
+        "http_gateway_sleeps_main_per_call": http["gateway_sleeps_main_per_call"],
+        "http_gateway_sleeps_others_per_call": http["gateway_sleeps_others_per_call"],
         "decide_cpu_ms": round(decide_cpu_ms, 3),
         "goals": {key: str(goal) for key, goal in GOALS.items()},
         "stdio": stdio, "http": http, "calls": calls, "mode": harness.mode(args),
@@ -383,7 +386,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{result['stdio_gateway_sleeps_main_per_call']:.2f} / "
           f"{result['stdio_gateway_sleeps_others_per_call']:.2f}, bare pass-through "
           f"{result['stdio_relay_sleeps_main_per_call']:.2f} / "
-          f"{result['stdio_relay_sleeps_others_per_call']:.2f}")
+          f"{result['stdio_relay_sleeps_others_per_call']:.2f}, HTTP gateway "
+          f"{result['http_gateway_sleeps_main_per_call']:.2f} / "
+          f"{result['http_gateway_sleeps_others_per_call']:.2f}")
     harness.print_json_line(result)
 
 
