@@ -10,10 +10,13 @@ interpreter less per test: about 1 s of CPU)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
@@ -21,11 +24,15 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from proctor.cli.main import app
+from proctor.clock import FrozenClock, SystemClock
+from proctor.gateway import Gateway, load_gateway_config
+from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
+from proctor.oversight import OutputGuard
 from proctor.oversight.pinning import ToolPins, definition_digest
 from proctor.store.tables import audit_events
-from tests.gateway.conftest import Deployment
-from tests.gateway.in_process import listening_socket, served, url_of, wrapped
+from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.in_process import agent, listening_socket, served, url_of, wrapped
 from tests.oversight.rug_pull_server import create_server
 
 pytestmark = pytest.mark.anyio
@@ -299,3 +306,78 @@ async def test_each_change_is_reviewed_by_its_own_digest_and_a_review_of_one_is_
         assert f"reject definition {second} of pins/weather?" in shown.stdout
         assert "aws" in shown.stdout
     assert [r.digest for r in pins.record("pins/weather").rejected] == [second]
+
+
+class _HeldPins(ToolPins):
+    """The deployment's pins, whose next :meth:`verdict` waits until released: the
+    moment a call looks up a held-back definition again, in a worker thread."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.hold = False
+        self.entered, self.released = threading.Event(), threading.Event()
+
+    def verdict(self, tool_id: str, digest: str) -> Any:
+        if self.hold:
+            self.hold = False
+            self.entered.set()
+            self.released.wait(WAIT)
+        return super().verdict(tool_id, digest)
+
+
+async def test_a_listing_made_while_a_call_looks_up_its_pin_is_not_undone_by_the_call(
+        deployment: Deployment) -> None:
+    """A call of a held-back tool looks its pin up again (a human may have reviewed it
+    since) and then stored the session's upstream as the call found it, with that
+    pin reviewed: a listing the session made meanwhile, of a newer definition no human
+    reviewed, was undone, and the tool that listing held back (hidden from the agent)
+    was served on later calls. Now the pin is stored only on the listing it was
+    looked up for."""
+    grant = deployment.grant([{"tool": "pins/*"}])
+    runtime = deployment.runtime
+    pins = _HeldPins(runtime.store, runtime.clock, runtime.audit)
+    upstream, gateway = listening_socket(), listening_socket()
+    public = url_of(gateway)
+    config = load_gateway_config(deployment.config({
+        "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
+        "upstreams": {"pins": {"url": f"{url_of(upstream)}/mcp"}}}))
+    app = build_http_app(Gateway(
+        config, enforcer=runtime.enforcer, grants=runtime.grants, engine=runtime.engine,
+        audit=runtime.audit, store=runtime.store, clock=runtime.clock,
+        guard=OutputGuard(), secrets=runtime.secrets, tools=runtime.tools, pins=pins))
+    with anyio.fail_after(WAIT):
+        async with served(create_server().streamable_http_app(), upstream), \
+                served(app, gateway), \
+                agent(f"{public}/mcp/pins", grant, deployment,
+                      FrozenClock(SystemClock().now())) as client:
+            assert set(await _listed(client)) == {"weather", "rug_pull"}
+            await client.call_tool("rug_pull", {"mode": "describe"})
+            assert set(await _listed(client)) == {"rug_pull"}  # held back
+            seen = pins.record("pins/weather").seen_definition
+            assert seen is not None
+            pins.review("pins/weather", by="erin@acme.example",
+                        expected_digest=definition_digest(seen))
+            await client.call_tool("rug_pull", {"mode": "describe_more"})
+
+            weather = types.CallToolRequest(params=types.CallToolRequestParams(
+                name="weather", arguments={"city": "Oslo"}))
+            refused: list[Any] = []
+
+            async def call() -> None:  # sent as it is: the SDK's call_tool lists again
+                with pytest.raises(MCPError) as denied:
+                    await client.send_request(weather, types.CallToolResult)
+                refused.append(denied.value.error.data)
+
+            pins.hold = True
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(call)
+                await anyio.to_thread.run_sync(pins.entered.wait, WAIT)
+                # the session lists the newer definition: held back, not shown
+                assert set(await _listed(client)) == {"rug_pull"}
+                pins.released.set()
+            # the call is judged on that listing, and so is the next: the newer
+            # definition, which this session last listed, stays held back (both were
+            # served: the call stored the older listing back, its definition reviewed)
+            await call()
+            assert [(d["reason"], d["tool"]) for d in refused] == [
+                ("tool_changed", "pins/weather")] * 2

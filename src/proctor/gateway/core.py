@@ -424,7 +424,7 @@ class Gateway:
             upstream = await session.upstream(server)
         except GatewayError as exc:
             raise _upstream_error(exc) from None
-        held = await session.pin_verdict(upstream, name)
+        upstream, held = await session.pin_verdict(upstream, name)  # on the latest listing
         if held is not None and held.code is not None:
             # the definition the agent would act on is not the one a human reviewed
             await self.results.reject(session.claims, held.tool_id, held.code)

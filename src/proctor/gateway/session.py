@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 SESSION_KIND = "session"
+_PIN_LOOKUPS = 4  # a held-back tool's pin looked up again, once per listing made meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,23 +225,35 @@ class GatewaySession:
             self._config.upstream(name), found.connection, listed)
         return found
 
-    async def pin_verdict(self, upstream: Upstream, name: str) -> PinVerdict | None:
-        """What keeps tool ``name`` from the agent now, or None: a tool held back at its
-        last listing is looked up again, since a human may have reviewed it since; the
-        definition judged is the one this session's upstream listed (its digest), never
-        what another session's listing made of the stored pin."""
-        held = upstream.held_back(name)
-        if held is None or self._pins is None:
-            return held
-        stored = await anyio.to_thread.run_sync(self._pins.verdict, held.tool_id,
-                                                held.digest)
-        if stored is not None and stored.is_reviewed:
-            pins = {**upstream.pins, name: stored}
+    async def pin_verdict(self, upstream: Upstream, name: str
+                          ) -> tuple[Upstream, PinVerdict | None]:
+        """What keeps tool ``name`` from the agent now, or None, and the listing that
+        verdict is on (``upstream`` or, listed again meanwhile, the newer one): a tool
+        held back at its last listing is looked up again, since a human may have
+        reviewed it since; the definition judged is the one this session's upstream
+        listed (its digest), never what another session's listing made of the stored
+        pin. A listing made while the pin is looked up is the one judged, and is never
+        replaced by the older one the lookup began on (which then held a definition
+        reviewed, and served the newer one the listing held back from the agent)."""
+        for _ in range(_PIN_LOOKUPS):
+            held = upstream.held_back(name)
+            if held is None or self._pins is None:
+                return upstream, held
+            stored = await anyio.to_thread.run_sync(self._pins.verdict, held.tool_id,
+                                                    held.digest)
             server = upstream.connection.name
-            self._upstreams[server] = Upstream(upstream.connection, upstream.tools, pins,
-                                               upstream.pin_mode, upstream.current)
-            return None
-        return stored if stored is not None else held  # rejected since: tool_rejected
+            now = self._upstreams.get(server)
+            if now is not None and now is not upstream:  # listed again meanwhile
+                upstream = now
+                continue
+            if stored is not None and stored.is_reviewed:
+                pins = {**upstream.pins, name: stored}
+                upstream = self._upstreams[server] = Upstream(
+                    upstream.connection, upstream.tools, pins, upstream.pin_mode,
+                    upstream.current)
+                return upstream, None
+            return upstream, stored if stored is not None else held  # rejected: tool_rejected
+        return upstream, upstream.held_back(name)  # listed again at each lookup: held
 
     async def _discovered(self, config: UpstreamConfig, connection: UpstreamConnection,
                           listed: list[Any]) -> Upstream:
