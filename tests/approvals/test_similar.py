@@ -482,3 +482,29 @@ def test_spending_a_pre_approval_requires_the_calls_delegation_line(runtime: Run
     with pytest.raises(TypeError, match="line"):
         use_similar(runtime.store, runtime.clock, **call)
     assert runtime.approvals.consume_similar(**call, line=[SUPPORT]) is None
+
+
+@pytest.mark.parametrize("revoked", ["grant", "delegator"])
+def test_a_pre_approval_ends_with_the_grant_of_the_call_it_approved(
+    runtime: Runtime, agents: Agents, revoked: str,
+) -> None:
+    # approving similar calls is refused for the calls of a revoked grant (it leaked, its
+    # delegator's line was stopped): the pre-approval stands on that grant. Revoked after
+    # the approval, it lived on: another grant of the same agent in the task, along the
+    # same line, spent it without asking anyone
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    runtime.grants.revoke((child if revoked == "grant" else parent).accessor, "leaked")
+    task = parent.claims.task_id
+    again = (parent if revoked == "grant" else
+             runtime.grants.issue(task, GrantScope.from_json({"tools": REFUND})))
+    proof = make_proof(agents.keys[CODER], again.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    other = runtime.grants.exchange(again.token, proof, to_agent=SUPPORT, ttl_seconds=300,
+                                    scope=GrantScope.from_json({"tools": REFUND}))
+    assert isinstance(other, IssuedGrant)
+    verdict = agents.call(other, "crm/issue_refund", refund(20_000))
+    assert verdict.outcome is Outcome.APPROVAL_REQUIRED, verdict.reasons
+    assert similar(runtime).get(pre.grant_id).uses == 0

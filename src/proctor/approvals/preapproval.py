@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from proctor.clock import Clock
 from proctor.grants.scope import GrantScope
@@ -14,6 +14,8 @@ from proctor.store import Store
 from proctor.store.tables import approval_grants, approvals, grants, leases
 
 __all__ = ["use_similar"]
+
+_MAX_DEPTH = 64  # nodes from a grant up to its task: far more than any delegation depth
 
 
 def _below_floor(scope: GrantScope, args: Mapping[str, Any]) -> bool:
@@ -42,6 +44,22 @@ def _line_of(request: object) -> list[str] | None:
     return [str(a) for a in chain] if isinstance(chain, list) else None
 
 
+def _in_force(conn: Connection, grant_id: str) -> bool:
+    """Whether ``grant_id`` and every node it derives from (the grants of its delegation
+    line, its task) are unrevoked, read up the tree: a revoked ancestor's descendants
+    are marked after its commit, so the grant's own mark is not enough."""
+    node_id: str | None = grant_id
+    for _ in range(_MAX_DEPTH):
+        if node_id is None:
+            return True
+        row = conn.execute(select(leases.c.parent_id, leases.c.revoked_at)
+                           .where(leases.c.id == node_id)).first()
+        if row is None or row.revoked_at is not None:
+            return False
+        node_id = row.parent_id
+    return False  # deeper than any line: a cycle, never in force
+
+
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
                 args: Mapping[str, Any], line: Sequence[str]) -> tuple[str, str] | None:
     """Spend one use of a live pre-approval grant that allows this call, made along the
@@ -53,11 +71,18 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
 
     A pre-approval stands for calls along the line of the call it approved only: its
     approver was held apart from that line's owners (separation of duties), not from
-    the owners of another line the agent may be handed a grant of in the task."""
+    the owners of another line the agent may be handed a grant of in the task. And it
+    stands on the grant of the call it approved: once that grant, or one it derives
+    from, is revoked (it leaked, its delegator was stopped), the pre-approval is spent
+    no more, as it is never issued for such a grant (``SimilarApprovals._check_live``).
+    That grant is read in this spend's transaction; a revocation of it committing
+    between this spend and the call's write is not seen by that write (only the
+    pre-approval's own node is, ``also_live``)."""
     now = clock.now()
     parent = leases.alias("parent")  # its task: ending it revokes that node first
     query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
-                    approval_grants.c.arg_names, grants.c.scope, approvals.c.request)
+                    approval_grants.c.arg_names, grants.c.scope, approvals.c.request,
+                    approvals.c.grant_id.label("approved_grant"))
              .join(grants, grants.c.id == approval_grants.c.grant_id)
              .join(approvals, approvals.c.id == approval_grants.c.approval_id)
              .join(leases, leases.c.id == approval_grants.c.grant_id)
@@ -74,6 +99,8 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
                 continue
             scope = GrantScope.from_json(row.scope)
             if not scope.allows(tool_id, args) or _below_floor(scope, args):
+                continue
+            if not _in_force(conn, str(row.approved_grant)):
                 continue
             spent = conn.execute(update(grants).where(and_(
                 grants.c.id == row.grant_id, grants.c.uses < grants.c.max_uses))
