@@ -5,6 +5,8 @@ revoked or missing node is never taken as confirmed."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +40,16 @@ class _Counting:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+
+@contextmanager
+def _counted(setup: Setup) -> Iterator[tuple[WriteCursor, _Counting]]:
+    """A write transaction whose statements are counted."""
+    with setup.store.transaction() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        counting = _Counting(driver.cursor())
+        yield WriteCursor(counting, is_sqlite=setup.store.backend == "sqlite"), counting
 
 
 def test_a_line_confirmed_live_is_read_once_per_transaction(setup: Setup) -> None:
@@ -112,11 +124,7 @@ def test_a_batch_reads_the_nodes_of_all_its_lines_by_one_statement(setup: Setup)
     per line before), and all of them are stored."""
     batch = [_new(setup, _issue(setup)) for _ in range(3)]
     assert len({n.claims.task_id for n in batch}) == 3
-    with setup.store.transaction() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        counting = _Counting(driver.cursor())
-        tx = WriteCursor(counting, is_sqlite=setup.store.backend == "sqlite")
+    with _counted(setup) as (tx, counting):
         NewGrant.apply_all(tx, batch)
     assert [n.refusal for n in batch] == [None, None, None]
     reads = [s for s in counting.statements if "FROM leases" in s]
@@ -145,3 +153,29 @@ def test_the_delegators_risk_limit_is_never_a_default() -> None:
     for function in (line_refusal, _Deciding.__init__):
         parameter = inspect.signature(function).parameters["max_risk"]
         assert parameter.default is inspect.Parameter.empty, function
+
+
+def test_a_batch_of_uses_reads_its_tasks_and_lines_by_one_statement_on_sqlite(
+        setup: Setup) -> None:
+    """Steps 1-3 of a batch of uses under three tasks, one of them ended: on SQLite the
+    agents, the tasks and the lease nodes by one statement (the writer holds the write
+    lock), on PostgreSQL the tasks then the nodes (each locked, in the order of the
+    locks); the ended task's use refused, the others counted."""
+    from proctor.grants.use import GrantUse
+
+    from .test_use_batch import _use
+
+    issued = [_issue(setup) for _ in range(3)]
+    setup.authority.end_task(issued[1].claims.task_id)
+    uses = [_use(setup, grant) for grant in issued]
+    with _counted(setup) as (tx, counting):
+        GrantUse.apply_all(tx, uses)
+    assert [u.refusal.code if u.refusal else None for u in uses] == [
+        None, "grant_revoked", None]
+    reads = [s for s in counting.statements if s.startswith("SELECT")]
+    if setup.store.backend == "sqlite":
+        assert len(reads) == 1, reads
+        assert all(f"FROM {table}" in reads[0] for table in ("agents", "tasks", "leases"))
+    else:
+        assert [("FROM tasks" in s, "FROM leases" in s) for s in reads] == [
+            (True, False), (False, True)], reads

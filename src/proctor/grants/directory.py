@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -17,7 +18,7 @@ from proctor.identity.agent import ACTIVE_STATES
 from proctor.store import Store
 from proctor.store.tables import agents
 
-__all__ = ["RegisteredAgents", "attestation_event"]
+__all__ = ["BINDING_COLUMNS", "RegisteredAgents", "attestation_event", "binding_of_row"]
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,11 @@ _MAX_BINDINGS = 100_000
 
 _BINDING = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
             "manifest_digest), risk_score FROM agents WHERE id = {p}")
-# the use's write reads the agent's risk with it, in the same statement
-_BINDING_IN = ("SELECT id, key_thumbprint, trust_state, COALESCE(presented_digest, "
-               "manifest_digest), risk_score, risk_factors FROM agents WHERE id = {p}")
+# the use's write reads the agent's risk with it, in the same statement; a use's write
+# on SQLite reads these columns with its tasks and lease nodes (proctor.grants.use)
+BINDING_COLUMNS = ("id, key_thumbprint, trust_state, COALESCE(presented_digest, "
+                   "manifest_digest), risk_score, risk_factors")
+_BINDING_IN = "SELECT " + BINDING_COLUMNS + " FROM agents WHERE id = {p}"  # noqa: S608
 
 
 class RegisteredAgents:
@@ -122,12 +125,7 @@ class RegisteredAgents:
         confirmed = tx.confirmed
         if ("agent", agent_id) not in confirmed:
             rows = tx.rows(_BINDING_IN + tx.for_share, [agent_id])
-            found = None
-            if rows:
-                found_id, thumbprint, state, digest, score, factors = rows[0]
-                found = AgentBinding(str(found_id), thumbprint, state in ACTIVE_STATES,
-                                     str(state), digest, int(score), _factors(factors))
-            confirmed["agent", agent_id] = found
+            confirmed["agent", agent_id] = binding_of_row(rows[0]) if rows else None
         known = confirmed["agent", agent_id]
         return known if isinstance(known, AgentBinding) else None
 
@@ -135,6 +133,13 @@ class RegisteredAgents:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
             return hook(conn, agent.id, reason, agent.state_changed_by)
         self._registry.on_deactivated(adapted)
+
+
+def binding_of_row(row: Sequence[Any]) -> AgentBinding:
+    """The binding of an agent's row read as :data:`BINDING_COLUMNS`."""
+    found_id, thumbprint, state, digest, score, factors = row
+    return AgentBinding(str(found_id), thumbprint, state in ACTIVE_STATES, str(state), digest,
+                        int(score), _factors(factors))
 
 
 def _factors(value: object) -> tuple[str, ...]:

@@ -49,7 +49,8 @@ its nodes) take theirs, so they cannot deadlock with them.
 
 The uses of one batch are written together (:meth:`GrantUse.apply_all`): each step
 is one statement for the whole batch, not one per use (on PostgreSQL each statement
-is a round trip), and the uses are judged in the batch's order: of two uses of one
+is a round trip; on SQLite steps 1-3 read the agents, the tasks, the lease nodes and
+the pins by one statement), and the uses are judged in the batch's order: of two uses of one
 nonce the first stands, of two uses of a grant with one use left the first gets it.
 A task's idle deadline moves with the uses of the batch that passed steps 1-3.
 
@@ -59,14 +60,16 @@ decision's event is replaced by its refusal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import AgentError, GrantError
 from proctor.grants.agents import AgentBinding, binding_refusal, line_refusal
+from proctor.grants.directory import BINDING_COLUMNS, binding_of_row
 from proctor.grants.tokens import GrantClaims
 
 __all__ = ["IDLE_PRECISION_SECONDS", "GrantUse", "Risk", "active_revision", "any_revoked",
@@ -351,8 +354,10 @@ class _TaskRow:
 
 @dataclass(slots=True)
 class _Tasks:
-    """What steps 1-3 read for a batch: agents, tasks and the live lease nodes, each in
-    one statement, in the order of the locks (agents, tasks, leases)."""
+    """What steps 1-3 read for a batch: agents, tasks and the live lease nodes. On
+    PostgreSQL each in one statement, in the order of the locks (agents, tasks,
+    leases); on SQLite all of them by one statement (:func:`_read_at_once`: the writer
+    holds the database's write lock, and takes no row locks)."""
 
     agents: dict[str, AgentBinding]
     found: dict[str, _TaskRow]
@@ -361,6 +366,13 @@ class _Tasks:
 
     @classmethod
     def read(cls, tx: WriteCursor, uses: Sequence[GrantUse]) -> _Tasks:
+        task_ids = list(dict.fromkeys(u.claims.task_id for u in uses))
+        lineage = list(dict.fromkeys(i for u in uses for i in (*u.claims.lineage,
+                                                                *u.also_live)))
+        # with the lines, the pins of the batch's pinned tools (one scalar each)
+        pinned = list(dict.fromkeys(u.pinned[0] for u in uses if u.pinned is not None))
+        if tx.is_sqlite:  # one statement; the agents' rows noted for ``use.agent``
+            task_rows, live, pins = _read_at_once(tx, uses, task_ids, lineage, pinned)
         agents: dict[str, AgentBinding] = {}
         for use in uses:  # one agent in most batches
             agent_id = use.claims.agent_id
@@ -374,23 +386,20 @@ class _Tasks:
                         binding = use.agent(tx, agent_id)
                         if binding is not None:
                             agents[agent_id] = binding
-        task_ids = list(dict.fromkeys(u.claims.task_id for u in uses))
-        rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
-                       + ("" if tx.is_sqlite else " ORDER BY id FOR UPDATE"), task_ids)
+        if not tx.is_sqlite:  # PostgreSQL: after the agents, in the order of the locks
+            task_rows = tx.rows(_TASKS.format(ids=_marks(len(task_ids)))
+                                + " ORDER BY id FOR UPDATE", task_ids)
+            lines = tx.rows(_leases(len(lineage), pins=len(pinned)) + tx.for_share,
+                            [*pinned, *lineage])
+            pins = dict(zip(pinned, lines[0][2:], strict=True)) if lines and pinned else {}
+            live = {row[0] for row in lines if row[1] is None}
         found = {}
-        for task_id, ended_at, expires_at, idle_seconds, idle_until, seen, active in rows:
+        for task_id, ended_at, expires_at, idle_seconds, idle_until, seen, active in task_rows:
             until = tx.read_time(idle_until)
             found[str(task_id)] = _TaskRow(tx.read_time(ended_at), tx.read_time(expires_at),
                                            idle_seconds, until, int(seen), (until, int(seen)),
                                            until, None if active is None else int(active))
-        lineage = list(dict.fromkeys(i for u in uses for i in (*u.claims.lineage,
-                                                                *u.also_live)))
-        # with the lines, the pins of the batch's pinned tools (one scalar each)
-        pinned = list(dict.fromkeys(u.pinned[0] for u in uses if u.pinned is not None))
-        lines = tx.rows(_leases(len(lineage), pins=len(pinned)) + tx.for_share,
-                        [*pinned, *lineage])
-        pins = dict(zip(pinned, lines[0][2:], strict=True)) if lines and pinned else {}
-        return cls(agents, found, {row[0] for row in lines if row[1] is None}, pins)
+        return cls(agents, found, live, pins)
 
     def write(self, tx: WriteCursor) -> None:
         """The tasks whose idle deadline or data sensitivity moved, one statement each."""
@@ -398,6 +407,61 @@ class _Tasks:
             if (task.idle_until, task.seen) != task.was:
                 tx.execute(_TOUCH, [None if task.idle_until is None
                                     else tx.time(task.idle_until), task.seen, task_id])
+
+
+# SQLite: what steps 1-3 read for a batch, by one statement (the writer holds the
+# database's write lock, so one statement sees what three would): each row tagged with
+# what it is, padded to the tasks' eight columns. The agents not read yet in this
+# transaction (``binding_in``'s columns), the tasks, the lease nodes, the pinned tools'
+# pins (a row each that exists; none: no row, as the scalar reads NULL)
+_AT_ONCE_AGENTS = "SELECT 'a', " + BINDING_COLUMNS + ", NULL FROM agents WHERE id IN ({ids})"  # noqa: S608
+_AT_ONCE_TASKS = "SELECT 't', " + _TASKS.removeprefix("SELECT ")
+_AT_ONCE_LEASES = ("SELECT 'l', id, revoked_at, NULL, NULL, NULL, NULL, NULL FROM leases "
+                   "WHERE id IN ({ids})")
+_AT_ONCE_PINS = ("SELECT 'p', tool_id, COALESCE(reviewed_digest, '') || ':' || "
+                 "COALESCE(pin_change, ''), NULL, NULL, NULL, NULL, NULL FROM tool_catalog "
+                 "WHERE tool_id IN ({ids})")
+
+
+@functools.lru_cache(maxsize=256)
+def _at_once(agents: int, tasks: int, lines: int, pins: int) -> str:
+    parts = [part.format(ids=_marks(count)) for part, count in (
+        (_AT_ONCE_AGENTS, agents), (_AT_ONCE_TASKS, tasks), (_AT_ONCE_LEASES, lines),
+        (_AT_ONCE_PINS, pins)) if count]
+    return " UNION ALL ".join(parts)
+
+
+def _read_at_once(tx: WriteCursor, uses: Sequence[GrantUse], task_ids: list[str],
+                  lineage: list[str], pinned: list[str],
+                  ) -> tuple[list[tuple[Any, ...]], set[str], dict[str, str | None]]:
+    """SQLite: the batch's agents, tasks, lease nodes and pins by one statement
+    (:data:`_AT_ONCE_AGENTS`); the agents go to ``tx.confirmed`` as
+    :meth:`~proctor.grants.directory.RegisteredAgents.binding_in` reads them (its
+    once-per-transaction memo, which it then answers from), the rest is returned: the
+    tasks' rows, the live nodes, the pins."""
+    confirmed = tx.confirmed
+    agent_ids = [a for a in dict.fromkeys(i for u in uses for i in (u.claims.agent_id,
+                                                                    *u.claims.actor_chain))
+                 if ("agent", a) not in confirmed]
+    rows = tx.rows(_at_once(len(agent_ids), len(task_ids), len(lineage), len(pinned)),
+                   [*agent_ids, *task_ids, *lineage, *pinned])
+    task_rows: list[tuple[Any, ...]] = []
+    live: set[str] = set()
+    pins: dict[str, str | None] = {}
+    for row in rows:
+        kind = row[0]
+        if kind == "t":
+            task_rows.append(row[1:])
+        elif kind == "l":
+            if row[2] is None:
+                live.add(row[1])
+        elif kind == "a":
+            confirmed["agent", row[1]] = binding_of_row(row[1:7])
+        else:
+            pins[row[1]] = row[2]
+    for agent_id in agent_ids:  # not found: unknown, as binding_in notes it
+        confirmed.setdefault(("agent", agent_id), None)
+    return task_rows, live, pins
 
 
 def _claim_nonces(tx: WriteCursor, uses: Sequence[GrantUse]) -> None:
