@@ -344,6 +344,35 @@ def test_sweeping_forgets_nonces_past_their_window_and_revokes_expired_grants(
     assert setup.authority.sweep() == Swept(expired=0, nonces=0)
 
 
+def test_the_sweep_forgets_a_nonce_the_moment_it_is_past_and_not_before(setup: Setup) -> None:
+    """The sweep finds the nonces past their window by their keys' times
+    (``<iat>:<nonce>``, kept until ``iat`` + 121 s): one kept until exactly now stays,
+    a millisecond later it goes; a later proof's stays; none of another time goes."""
+    from datetime import UTC, datetime
+
+    from proctor.grants.accounting import forget_nonces
+    from proctor.store.tables import proof_nonces
+
+    iat = 1_796_644_800
+    kept = {f"{at:010d}:{name}": datetime.fromtimestamp(at + 121, UTC)
+            for at, name in ((iat - 1, "older"), (iat, "due"), (iat + 1, "later"))}
+    with setup.store.transaction() as conn:
+        conn.execute(insert(proof_nonces), [{"nonce": k, "expires_at": v}
+                                            for k, v in kept.items()])
+
+    def left() -> list[str]:
+        with setup.store.reading() as conn:
+            return sorted(conn.execute(select(proof_nonces.c.nonce)).scalars())
+
+    due = datetime.fromtimestamp(iat + 121, UTC)
+    with setup.store.transaction() as conn:
+        assert forget_nonces(conn, due) == 1  # the older one; "due" is kept until now
+    assert left() == sorted(kept)[1:]
+    with setup.store.transaction() as conn:
+        assert forget_nonces(conn, due + timedelta(milliseconds=1)) == 1
+    assert left() == [f"{iat + 1:010d}:later"]
+
+
 def test_a_node_sees_another_nodes_key_rotation(setup: Setup) -> None:
     from proctor.grants import IssuerKeyring
 

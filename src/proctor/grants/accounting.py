@@ -6,9 +6,10 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from proctor.errors import GrantError
@@ -22,6 +23,7 @@ __all__ = [
     "check_max_uses",
     "check_ttl",
     "claim_nonce",
+    "forget_nonces",
     "nonce_kept_until",
     "nonce_key",
     "reserve_uses",
@@ -97,6 +99,24 @@ def nonce_key(proof: VerifiedProof) -> str:
     digits until the year 2286, and text order is time order.
     """
     return f"{proof.issued_at:010d}:{proof.nonce}"
+
+
+# A nonce is kept until its proof's time plus this (``nonce_kept_until``: a proof is
+# accepted while its time is within the window of the clock, so never later than that)
+_NONCE_KEPT_SECONDS = PROOF_WINDOW_SECONDS + 1 + NONCE_CLOCK_MARGIN_SECONDS
+
+
+def forget_nonces(conn: Connection, now: datetime) -> int:
+    """Forget the proof nonces kept past ``now`` (the sweeper); how many.
+
+    A nonce's key begins with its proof's time (:func:`nonce_key`), and it is kept until
+    that time plus :data:`_NONCE_KEPT_SECONDS`: those past it are the b-tree's left edge,
+    found by a key range rather than a scan of every nonce of the last two minutes
+    (proof times before ``now`` less 121 s). ``expires_at`` is asked as well,
+    so no nonce goes before its time, whatever its key."""
+    before = f"{math.ceil(now.timestamp()) - _NONCE_KEPT_SECONDS:010d}"
+    return int(conn.execute(delete(proof_nonces).where(
+        proof_nonces.c.nonce < before, proof_nonces.c.expires_at < now)).rowcount)
 
 
 def claim_nonce(conn: Connection, proof: VerifiedProof, now: datetime) -> None:

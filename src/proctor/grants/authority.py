@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 
 from proctor.audit import Actor, AuditLog, WriteCursor
 from proctor.clock import Clock
@@ -43,6 +43,7 @@ from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import (
     check_max_uses,
     check_ttl,
+    forget_nonces,
     nonce_kept_until,
     nonce_key,
     uses_left_of,
@@ -79,7 +80,7 @@ from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
 from proctor.store.drivers import driver_errors
-from proctor.store.tables import proof_nonces, tasks
+from proctor.store.tables import tasks
 
 __all__ = ["EXCHANGE_METHOD", "ISSUE_METHOD", "SYSTEM", "AgentBinding", "AgentDirectory",
            "AgentEnded", "CheckedGrant", "GrantAuthority", "GrantUse", "IssuedGrant", "Swept",
@@ -632,9 +633,7 @@ class GrantAuthority:
             self.end_task(task_id, reason=f"task ended by itself: {reason}")
         expired = self.leases.sweep_expired()
         with self._store.transaction() as conn:
-            forgotten = conn.execute(
-                delete(proof_nonces).where(proof_nonces.c.expires_at < self._clock.now())
-            ).rowcount
+            forgotten = forget_nonces(conn, self._clock.now())
         return Swept(expired, int(forgotten), len(due))
 
     def tree(self, task_id: str) -> list[LeaseNode]:
