@@ -64,7 +64,9 @@ class Proofs:
         self._stock: list[str] = []
 
     def refill(self) -> None:
-        self._stock = proofs(self._setup, self._block)
+        # reversed: pop() takes them in the order made, as a caller making each proof
+        # before its call sends them (newest first packs the nonces' leaves half full)
+        self._stock = proofs(self._setup, self._block)[::-1]
 
     def take(self) -> str:
         if not self._stock:
@@ -112,7 +114,7 @@ def floors(setup: Setup, verdict: CallVerdict) -> Floors:
 def concurrent(setup: Setup, callers: int, seconds: float, stock: int) -> dict[str, Any]:
     """``callers`` threads deciding for ``seconds``, each call with its own proof (made
     beforehand, ``stock`` of them): decisions per second, and how many were not allowed."""
-    made = proofs(setup, stock)
+    made = proofs(setup, stock)[::-1]  # taken in the order made (see Proofs.refill)
     refused = [0] * callers
     enforcer, token = setup.runtime.enforcer, setup.grant.token
 
