@@ -153,10 +153,14 @@ def open_store(url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_
     """
     engine = _engine.create_store_engine(url, pool_size=pool_size,
                                          pool_timeout_seconds=pool_timeout_seconds)
-    if migrate and not _migrate.is_current(engine):
-        _migrate.upgrade(engine)
-    return Store(engine, read_connections=_pool.read_share(pool_size),
-                 pool_timeout_seconds=pool_timeout_seconds)
+    try:
+        if migrate and not _migrate.is_current(engine):
+            _migrate.upgrade(engine)
+        return Store(engine, read_connections=_pool.read_share(pool_size),
+                     pool_timeout_seconds=pool_timeout_seconds)
+    except BaseException:  # nothing opened here outlives a failed opening
+        engine.dispose()
+        raise
 
 
 def as_utc(value: datetime) -> datetime:
