@@ -174,3 +174,18 @@ def test_successive_proofs_carry_nonces_in_the_order_they_were_made() -> None:
     # side by side in the store's b-tree of used proofs (nonce_key: the time, then these)
     assert nonces == sorted(nonces) and len(set(nonces)) == 50
     assert all(len(n) == 24 and _check(key, p) == "ok" for n, p in zip(nonces, made, strict=True))
+
+
+def test_the_sdk_and_the_server_write_proofs_one_way_with_one_count_of_nonces() -> None:
+    from proctor.client import AgentKey
+
+    agent = AgentKey.generate()
+    key = ec.generate_private_key(ec.SECP256R1())
+    made = [(agent.call_proof(TOKEN, method="tools/call", target="mcp://git/git_log", now=NOW)
+             if i % 2 else make_proof(key, TOKEN, method="tools/call",
+                                      target="mcp://git/git_log", now=NOW)) for i in range(20)]
+    payloads = [base64.urlsafe_b64decode(p.split(".")[1] + "===") for p in made]
+    nonces = [json.loads(p)["jti"] for p in payloads]
+    assert nonces == sorted(nonces) and len(set(nonces)) == 20  # one count, not two
+    assert [p.replace(n.encode(), b"") for p, n in zip(payloads, nonces, strict=True)] == [
+        payloads[0].replace(nonces[0].encode(), b"")] * 20  # the same members, written alike

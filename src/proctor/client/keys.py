@@ -14,8 +14,6 @@ Both are written with :mod:`proctor.jose`, the one JOSE implementation, which ne
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -24,12 +22,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from proctor.jose import PrivateKey, b64url_encode, public_jwk, thumbprint, write_compact
+from proctor.jose import PrivateKey, public_jwk, thumbprint, write_compact
+from proctor.jose.dpop import write_proof
 
 __all__ = ["IDENTITY_PROOF_SECONDS", "AgentKey"]
 
 IDENTITY_PROOF_SECONDS = 120
-_PROOFS_MADE = itertools.count()  # this process's call proofs, counted
 
 
 class AgentKey:
@@ -88,14 +86,7 @@ class AgentKey:
 
     def call_proof(self, token: str | None, *, method: str, target: str, now: datetime) -> str:
         """A single-use proof for one use of ``token`` (None: the proof that asks for one)."""
-        # this process's count of proofs, then 96 random bits: proofs made one after the
-        # other are kept side by side in the store's b-tree of used proofs
-        claims: dict[str, Any] = {"htm": method, "htu": target, "iat": int(now.timestamp()),
-                                  "jti": f"{next(_PROOFS_MADE) & 0xFFFFFFFF:08x}"
-                                         + secrets.token_urlsafe(12)}
-        if token is not None:
-            claims["ath"] = b64url_encode(hashlib.sha256(token.encode()).digest())
-        return write_compact({"typ": "dpop+jwt", "jwk": self.public_jwk()}, claims, self._key)
+        return write_proof(self._key, token, method=method, target=target, now=now)
 
     def __repr__(self) -> str:
         return f"AgentKey(thumbprint={self.thumbprint!r})"

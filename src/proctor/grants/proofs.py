@@ -17,9 +17,7 @@ thumbprint, algorithm) is checked once and cached by its encoded form.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import secrets
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,15 +29,14 @@ from proctor.jose import (
     PrivateKey,
     algorithms_for,
     b64url_decode,
-    b64url_encode,
     decode_json_part,
     load_public_jwk,
     private_members,
     public_jwk,
     thumbprint,
     verifier,
-    write_compact,
 )
+from proctor.jose.dpop import PROOF_TYPE, fresh_nonce, grant_hash, write_proof
 
 __all__ = ["MAX_PROOF_BYTES", "PROOF_ALGORITHMS", "PROOF_WINDOW_SECONDS", "PrivateKey",
            "VerifiedProof",
@@ -59,29 +56,11 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         raise GrantError("proof_invalid", f"the key has no thumbprint: {exc}") from None
 
 
-# a process's proofs, counted: see fresh_nonce
-_PROOFS_MADE = itertools.count()
-
-
-def fresh_nonce() -> str:
-    """A proof's nonce: this process's count of proofs made (8 hex digits), then 96 random
-    bits. The store keeps a used proof under its time then its nonce
-    (:func:`proctor.grants.accounting.nonce_key`): proofs made one after the other are
-    kept side by side, and a batch of them writes a leaf of that b-tree rather than a
-    leaf each. Any nonce does for the check; the count is not a secret (the random bits
-    make it unique)."""
-    return f"{next(_PROOFS_MADE) & 0xFFFFFFFF:08x}{secrets.token_urlsafe(12)}"
-
-
 def make_proof(key: PrivateKey, token: str | None, *, method: str, target: str, now: datetime,
                nonce: str | None = None) -> str:
     """What an agent sends with each use of ``token`` (the SDK side); ``token`` None for
-    the proof that asks for a grant. The algorithm is the key's: ``ES256`` or ``Ed25519``."""
-    payload: dict[str, object] = {"htm": method, "htu": target, "iat": int(now.timestamp()),
-                                  "jti": nonce or fresh_nonce()}
-    if token is not None:
-        payload["ath"] = _token_hash(token)
-    return write_compact({"typ": "dpop+jwt", "jwk": public_jwk(key)}, payload, key)
+    the proof that asks for a grant (:func:`proctor.jose.dpop.write_proof`)."""
+    return write_proof(key, token, method=method, target=target, now=now, nonce=nonce)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +97,14 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
         raise GrantError("proof_invalid", f"proof is over {MAX_PROOF_BYTES} bytes")
     try:
         h64, p64, s64 = proof.split(".")
-        payload = decode_json_part(p64, what="proof payload", max_bytes=MAX_PROOF_BYTES)
+        payload = _payload(p64)
         signature = b64url_decode(s64)
     except (DocumentError, ValueError) as exc:
         raise GrantError("proof_invalid", "proof is not a valid compact JWS") from exc
     header = _header(h64)
     if key_thumbprint is not None and header.thumbprint != key_thumbprint:
         raise GrantError("proof_wrong_key", "proof is not signed by the key the grant is bound to")
-    if not header.verify(f"{h64}.{p64}".encode("ascii"), signature):
+    if not header.verify(proof[:len(h64) + 1 + len(p64)].encode("ascii"), signature):
         raise GrantError("proof_invalid", "proof signature is not valid")
     if payload.get("htm") != method or payload.get("htu") != target:
         raise GrantError("proof_wrong_target", "proof was made for another call")
@@ -139,6 +118,35 @@ def verify_proof(proof: str, *, token: str | None, key_thumbprint: str | None, m
     return VerifiedProof(nonce, iat, header.thumbprint)
 
 
+# A payload as proctor's SDK writes it (make_proof, AgentKey.call_proof): compact, these
+# members in this order, strings without an escape or a control character, iat an integer
+# of at most 18 digits. Such text reads the same with this expression as with the JSON
+# parser, with no repeated key and no nesting to look for; any other (another client's
+# spacing or order, an escape, a member more, anything malformed) is read by the strict
+# parser, which refuses what it must (tests/grants/test_proof_payloads.py: the two agree).
+_STRING = r'"([^"\\\x00-\x1f]*)"'
+_SDK_PAYLOAD = re.compile(rf'\{{"htm":{_STRING},"htu":{_STRING},"iat":(-?(?:0|[1-9][0-9]{{0,17}})),'
+                          rf'"jti":{_STRING}(?:,"ath":{_STRING})?\}}')
+
+
+def _payload(p64: str) -> dict[str, Any]:
+    """The JSON object a proof's payload part holds (:func:`~proctor.jose.decode_json_part`,
+    which it reads as, without the parser's work for a payload the SDK wrote);
+    :class:`~proctor.errors.DocumentError` or :class:`ValueError` if it holds none."""
+    try:
+        text = b64url_decode(p64).decode("utf-8")
+    except ValueError:
+        text = ""  # the strict reader says why
+    shape = _SDK_PAYLOAD.fullmatch(text)
+    if shape is None:
+        return decode_json_part(p64, what="proof payload", max_bytes=MAX_PROOF_BYTES)
+    htm, htu, iat, jti, ath = shape.groups()
+    payload: dict[str, Any] = {"htm": htm, "htu": htu, "iat": int(iat), "jti": jti}
+    if ath is not None:
+        payload["ath"] = ath
+    return payload
+
+
 _hashes: dict[str, str] = {}
 
 
@@ -148,7 +156,7 @@ def _token_hash(token: str) -> str:
     if found is None:
         if len(_hashes) >= _MAX_CACHED_HEADERS:
             _hashes.clear()
-        found = _hashes[token] = b64url_encode(hashlib.sha256(token.encode()).digest())
+        found = _hashes[token] = grant_hash(token)
     return found
 
 
@@ -162,7 +170,7 @@ def _header(h64: str) -> _ProofKey:
     except DocumentError as exc:
         raise GrantError("proof_invalid", "proof header is not valid") from exc
     jwk, alg = header.get("jwk"), header.get("alg")
-    if header.get("typ") != "dpop+jwt" or not isinstance(jwk, dict) or "crit" in header:
+    if header.get("typ") != PROOF_TYPE or not isinstance(jwk, dict) or "crit" in header:
         raise GrantError("proof_invalid", "proof header is not valid")
     if private_members(jwk):  # RFC 9449 §4.3: the key's private part was disclosed
         raise GrantError("proof_key_private", "the proof's `jwk` holds private key material: "

@@ -9,7 +9,9 @@ One module per standard, as joserfc has:
   key type signs with (``Ed25519`` and ``EdDSA`` alike; proctor writes ``Ed25519``);
 - :mod:`~proctor.jose.jws` — RFC 7515, RFC 7518: reading a compact JWS before its
   signature is checked (bounded in size and nesting), raw ``r || s`` ECDSA, RSA and
-  Ed25519 signatures, and whether an algorithm fits a key.
+  Ed25519 signatures, and whether an algorithm fits a key;
+- :mod:`~proctor.jose.dpop` — RFC 9449: the proof of possession an agent writes for each
+  use of a grant (one writer, for the SDK and the server; its nonces counted once).
 
 Grants, proofs of possession, identity proofs, OIDC tokens, audit checkpoints and the
 output guard use these; none decodes base64url or a token by hand.

@@ -23,6 +23,10 @@ __all__ = ["b64url_decode", "b64url_encode"]
 
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# as _TO_STANDARD, and the standard alphabet's own ``+``, ``/`` and ``=`` to a character
+# no base64 has (``!``)
+_TO_STRICT = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PADDING = (b"", b"", b"==", b"=")
 # The last character of 4n+2 characters carries 2 bits of data (4 unused), of 4n+3
 # characters 4 bits (2 unused): these are the characters whose unused bits are zero.
 _CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
@@ -35,6 +39,23 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(text: str | bytes) -> bytes:
     """The bytes ``text`` encodes; :class:`ValueError` unless it is canonical base64url."""
+    # Every proof of possession decodes two parts: one translation that also turns the
+    # characters base64url has not (``+``, ``/``, ``=``) into one ``binascii``'s strict
+    # mode refuses, as it refuses whitespace and anything else. Whatever it refuses is
+    # read again below, for the message that says why.
+    if isinstance(text, str) and text.isascii():
+        raw = text.encode("ascii")
+        tail = len(raw) & 3
+        if tail != 1 and (not tail or raw[-1] in _CANONICAL_LAST[tail]):
+            try:
+                return binascii.a2b_base64(raw.translate(_TO_STRICT) + _PADDING[tail],
+                                           strict_mode=True)
+            except binascii.Error:
+                pass
+    return _decode_or_say_why(text)
+
+
+def _decode_or_say_why(text: str | bytes) -> bytes:
     try:
         raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
     except UnicodeEncodeError:
