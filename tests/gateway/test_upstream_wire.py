@@ -330,3 +330,40 @@ async def test_the_private_attributes_the_wire_reads_are_as_it_reads_them() -> N
             await _stop_server_process(process)
     with pytest.raises(RuntimeError, match="anyio's Process has no _process"):
         check_private_attributes(cast(Any, object()))
+
+
+async def test_a_pipe_reader_hands_the_lines_its_quick_takes_on_in_the_callback() -> None:
+    # a call's line goes on from the pipe's callback: receive() is not woken for it
+    # (one turn of the loop less per call); what quick leaves comes to receive()
+    read_end, write_end = os.pipe()
+    reader = PipeReader(read_end)
+    taken: list[bytes] = []
+
+    def quick(chunk: bytes) -> int:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0 and chunk.startswith(b"call", start):
+            taken.append(chunk[start:end])
+            start = end + 1
+        return start
+
+    reader.quick = quick
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tasks:
+                got: list[bytes] = []
+
+                async def receive() -> None:
+                    got.append(await reader.receive())
+
+                tasks.start_soon(receive)
+                await asyncio.sleep(0)  # waiting, the pipe watched
+                os.write(write_end, b"call 1\ncall 2\n")
+                while len(taken) < 2:
+                    await asyncio.sleep(0.01)
+                assert not got  # both went on in the callback: nothing woke receive()
+                os.write(write_end, b"call 3\nlist\ncall 4\n")
+            assert taken == [b"call 1", b"call 2", b"call 3"]
+            assert got == [b"list\ncall 4\n"]  # the first line it left, and all after
+    finally:
+        os.close(write_end)
+        await reader.aclose()

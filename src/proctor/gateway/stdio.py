@@ -30,7 +30,11 @@ before ``initialize``) goes through the SDK's server as before. An upstream's
 sampling or elicitation request during a direct call is sent to the agent on this
 pipe under an id of the form ``proctor-N``, and the agent's answer to it is taken
 off the pipe here; ``notifications/cancelled`` for a direct call cancels it, and
-it is not answered.
+it is not answered. On the agent's pipe (:class:`PipeReader`) such lines are taken in
+the pipe's read callback when the reading task holds nothing before them (no part of
+a line, no line not yet delivered): the call's task starts from there, and the
+reading task is not woken for it (one turn of the loop less per call); the first
+other line of a chunk, and all after it, are the reading task's, in order.
 """
 
 from __future__ import annotations
@@ -109,6 +113,9 @@ class StdioTransport:
         self._asked: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._ask_ids = itertools.count(1)
         self._tasks: Any = None
+        # the reading task holds no part of a line and no line not yet delivered: a
+        # line the pipe's callback reads may go to the direct path at once (_quick)
+        self._is_between_lines = True
 
     async def serve(self, server: Server[Any], *, stop: anyio.Event | None = None) -> None:
         """Serve until the agent closes its end, or ``stop`` is set (then pending
@@ -118,6 +125,8 @@ class StdioTransport:
         reading, stopping = anyio.CancelScope(), anyio.CancelScope()
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
+            if isinstance(self._reader, PipeReader):
+                self._reader.quick = self._quick
             tasks.start_soon(self._read, to_server, server_out.clone(), reading)
             # The writer ends by itself once every sender is closed: the last answers
             # are written, not cut off.
@@ -158,6 +167,7 @@ class StdioTransport:
                     except (anyio.EndOfStream, anyio.ClosedResourceError,
                             anyio.BrokenResourceError):
                         return
+                    self._is_between_lines = False
                     lines = chunk.split(b"\n")
                     for index, piece in enumerate(lines):
                         ends_line = index < len(lines) - 1
@@ -172,6 +182,34 @@ class StdioTransport:
                                 await self._deliver(bytes(buffer), to_server, errors)
                             buffer.clear()
                             oversized = False
+                    self._is_between_lines = not buffer and not oversized
+
+    def _quick(self, chunk: bytes) -> int:
+        """How many bytes from the start of ``chunk`` (read by the pipe's callback) went
+        to the direct path there and then: whole lines, each a plain ``tools/call`` (or
+        a cancellation of one, or an answer to a request of ours) that passes the
+        checks :meth:`_deliver` makes first, while the reading task holds nothing before
+        them. The first other line, and all after it, are the task's, in order (one turn
+        of the loop less per call: the task is not woken for a call's line). Never
+        raises: a line it cannot judge is the task's."""
+        if not self._is_between_lines or self._version is None:
+            return 0
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0 or end - start > self._max:
+                return start
+            line = chunk[start:end]
+            try:
+                if not (b'"tools/call"' in line or b'"notifications/cancelled"' in line
+                        or _OWN_ID.encode() in line):
+                    return start
+                check_json_nesting(line, what="the message")
+                if repeated_key_refusal(line) is not None or not self._taken(line):
+                    return start
+            except Exception:  # the task checks it again and answers what it finds
+                return start
+            start = end + 1
 
     async def _deliver(self, line: bytes, to_server: ToServer, errors: FromServer) -> None:
         try:
@@ -483,6 +521,9 @@ class PipeReader(ByteReceiveStream):
         self._chunk: bytes | None = None  # read by the callback, not yet taken
         self._failed: Exception | None = None
         self._max = 65536
+        # takes whole lines from the start of a chunk in the callback (StdioTransport's
+        # _quick), returning how many bytes it took; the rest is receive()'s
+        self.quick: Callable[[bytes], int] | None = None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         self._max = max_bytes
@@ -514,6 +555,13 @@ class PipeReader(ByteReceiveStream):
         except OSError as exc:
             self._failed = exc
             chunk = b""
+        quick = self.quick
+        if chunk and quick is not None:
+            taken = quick(chunk)
+            if taken >= len(chunk):  # all of it went on: nothing for receive()
+                return
+            if taken:
+                chunk = chunk[taken:]
         self._chunk = chunk
         waiter = self._waiter
         if waiter is not None and not waiter.done() and chunk:
