@@ -363,3 +363,23 @@ def test_json_output_holds_no_raw_control_character(home: Path, database_url: st
         lines = ([json.loads(line) for line in out.splitlines()] if args[0] == "export"
                  else json.loads(out))
         assert target in {line["event"]["target"] for line in lines}  # the same, escaped
+
+
+def test_a_reordering_or_invisible_character_an_agent_chose_is_shown_as_it_is(
+    home: Path, database_url: str, clock: FrozenClock
+) -> None:
+    # `\u202e1001-c` showed as `c-1001` (another customer), a zero-width space hid a
+    # difference: in a table and in JSON alike
+    target = 'Tool::"crm/\u202e1001-c\u200b"'
+    store = open_store(database_url)
+    with AuditLog(store, clock=clock) as audit:
+        audit.record(replace(agent_event(clock), target=target))
+    store.close()
+    for args in (["tail", "-n", "1"], ["tail", "-n", "1", "--json"], ["search", "--json"]):
+        code, out = invoke(*args)
+        assert code == 0, out
+        assert not re.search("[\u202a-\u202e\u200b]", out), (args, out)
+        if "--json" in args:  # a table wraps its cells: only JSON keeps the text whole
+            assert "\\u202e1001-c\\u200b" in out
+    code, out = invoke("tail", "-n", "1", "--json")
+    assert json.loads(out)[0]["event"]["target"] == target  # the same, escaped

@@ -290,3 +290,17 @@ async def test_a_form_that_gives_a_field_twice_is_refused_and_decides_nothing(
     assert twice.status_code == 422 and "request_invalid" in twice.text
     assert "`decision`" in twice.text
     assert api.runtime.approvals.get(approval_id).is_pending
+
+
+async def test_an_argument_that_reorders_or_hides_characters_is_shown_as_it_is(
+        console: Console) -> None:
+    # "\u202e1001-c" showed as "c-1001" on the approval card: the approver saw another
+    # customer than the one the call names (a zero-width space hides a difference too)
+    api = console.api
+    await held(api, customer_id="\u202e1001-c", amount_cents=25000)
+    await held(api, customer_id="c-10\u200b01", amount_cents=25000)
+    for page in ("/console/approvals", "/console/audit"):
+        text = (await console.page(page)).text
+        assert not re.search("[\u202a-\u202e\u2066-\u2069\u200b\x1b]", text), page
+    approvals = (await console.page("/console/approvals")).text
+    assert "\\u202e1001-c" in approvals and "c-10\\u200b01" in approvals

@@ -19,12 +19,16 @@ __all__ = ["confirm_review", "console", "err_console", "fail", "json_escaped", "
 # C0 and C1 control characters but the newline and the tab: an escape sequence in text an
 # agent or an upstream chose (a tool's name or description, an event's target, an
 # argument) would be the operator's terminal's to obey (clear the screen, rewrite the
-# lines above, set the title or the clipboard); Rich passes ESC through
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# lines above, set the title or the clipboard); Rich passes ESC through. With them the
+# invisible or reordering format characters: a bidirectional override showed an agent's
+# argument `\u202e1001-c` as `c-1001`, a zero-width space hid a difference
+_HIDDEN = "\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_HIDDEN}]")
 
 
 def _shown(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 class _TextConsole(Console):
@@ -40,13 +44,15 @@ err_console: Console = _TextConsole(stderr=True, highlight=False)
 
 
 # What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal obeys: DEL and
-# the C1 controls (U+009B is CSI, as ESC [ is); the C0 ones it escapes itself. They can
+# the C1 controls (U+009B is CSI, as ESC [ is), and the format characters above; the C0
+# ones it escapes itself. They can
 # only stand inside a JSON string, where ``\u009b`` is the same string.
-_JSON_RAW = re.compile("[\x7f-\x9f]")
+_JSON_RAW = re.compile(f"[\x7f-\x9f{_HIDDEN}]")
 
 
 def json_escaped(text: str) -> str:
-    """JSON text with DEL and the C1 control characters written as ``\\uXXXX``."""
+    """JSON text with DEL, the C1 control characters and the invisible or reordering
+    format characters written as ``\\uXXXX``."""
     return _JSON_RAW.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 

@@ -1,7 +1,11 @@
 """How values are shown on console pages: times, outcomes, arguments.
 
 Filters return plain strings, so the templates' autoescaping still applies to
-whatever they produce: an agent-supplied value can never become markup.
+whatever they produce: an agent-supplied value can never become markup. Every value a
+page writes has its control characters and its invisible or reordering format
+characters (bidirectional overrides, zero-width spaces) written ``\\uXXXX`` (the
+environment's ``finalize``): raw, an agent's argument ``"\\u202e1001-c"`` showed on an
+approval card as ``c-1001``, another customer than the one the call names.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment
+from markupsafe import Markup
+
+from proctor.oversight.compliance.render import shown
 
 __all__ = ["OUTCOME_CLASSES", "register_filters", "relative", "when"]
 
@@ -81,7 +88,14 @@ def _agent_name(value: Any) -> str:
     return text.rsplit("/agent/", 1)[-1] if "/agent/" in text else text
 
 
+def _finalized(value: Any) -> Any:
+    if isinstance(value, Markup):  # escaped already: only its hidden characters shown
+        return Markup(shown(value))  # noqa: S704
+    return shown(value)
+
+
 def register_filters(env: Environment) -> None:
+    env.finalize = _finalized
     env.filters.update({"when": when, "outcome": _outcome, "pretty": _pretty,
                         "compact": _compact, "short": _short, "agent_name": _agent_name})
     env.globals["relative"] = relative
