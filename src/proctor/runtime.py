@@ -112,6 +112,7 @@ class Runtime:
         self.grants.leases.settle(timeout=60)
         self.approvals.close()  # stops the webhook's delivery, if it runs here
         self.audit.close()
+        self.risk.close()  # after the audit log: its batches start no catch-up any more
         self.feed.close()
         self.store.close()
 

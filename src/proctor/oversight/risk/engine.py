@@ -101,6 +101,7 @@ class RiskEngine:
         self._lock = threading.Lock()
         self._lock_soon = threading.Lock()
         self._catching_up: threading.Thread | None = None
+        self._closed = False
 
     def folder(self, *, published: Callable[[str], None] = lambda agent_id: None,
                rescored: Rescored | None = None) -> BatchFolder:
@@ -115,12 +116,23 @@ class RiskEngine:
     def catch_up_soon(self) -> None:
         """Run :meth:`catch_up` on a thread of its own, unless one is running."""
         with self._lock_soon:
-            if self._catching_up is not None and self._catching_up.is_alive():
+            if self._closed or (self._catching_up is not None and self._catching_up.is_alive()):
                 return
             log.info("risk: audit events not folded yet; catching up in the background")
             self._catching_up = threading.Thread(target=self._catch_up_quietly,
                                                  name="proctor-risk-catch-up", daemon=True)
             self._catching_up.start()
+
+    def close(self) -> None:
+        """Before the store closes: no catch-up starts any more, and one running on its
+        own thread is waited for (it reads and writes the store: let go on, it took a
+        connection of the closed store's pool that nobody closed)."""
+        with self._lock_soon:
+            self._closed = True
+            running = self._catching_up
+        if running is not None and running.is_alive():
+            log.info("risk: waiting for the catch-up in the background before closing")
+            running.join()
 
     def _catch_up_quietly(self) -> None:
         try:
