@@ -1,5 +1,6 @@
 """A change through the API whose audit event cannot be written is never answered as a
-success: what gives access is undone, what takes it away stands; both are a 503, with
+success: what gives access is undone (or, made with its event in one transaction, not
+made), what takes it away stands; both are a 503, with
 ``Retry-After`` (the log may take events again)."""
 
 from __future__ import annotations
@@ -48,12 +49,12 @@ async def test_a_change_that_cannot_be_audited_is_a_503_and_access_it_gave_is_un
     answers = [(r.status_code, r.json().get("code")) for r in (registered, suspended)]
     assert answers == [(503, "audit_unavailable")] * 2
     assert [r.headers.get("retry-after") for r in (registered, suspended)] == ["1", "1"]
-    assert registered.json()["detail"].endswith(
-        "could not be audited, so it was undone: the agent is suspended until it is "
-        "reviewed again")
+    # a registration gives access: made with its event, or not at all (it used to be
+    # made, then the agent suspended); a suspension takes it away: it stands
+    assert registered.json()["detail"].endswith("could not be audited, so it was not made")
     assert suspended.json()["detail"].endswith("took effect but could not be audited")
     registry = api.runtime.registry
-    assert registry.get(CODER).trust_state is TrustState.SUSPENDED
+    assert registry.find(CODER) is None
     assert registry.get(SUPPORT).trust_state is TrustState.SUSPENDED
     assert len(api.events()) == before
     report = verify_store(api.runtime.store, api.runtime.keyring.checkpoint_verifiers())

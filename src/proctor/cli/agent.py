@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from proctor.cli.operator import Acting, ByOpt, Undo, acting_runtime, acting_store
+from proctor.cli.operator import Acting, ByOpt, acting_runtime, acting_store
 from proctor.cli.output import confirm_review, console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
@@ -73,16 +73,6 @@ def _acting(by: str | None, as_json: bool
                lambda name: agent_id_for(name, settings.trust_domain).id, acting)
 
 
-def _suspend_unaudited(registry: AgentRegistry, agent_id: str, acting: Acting) -> Undo:
-    """The undo of a registration or review that could not be audited: the agent is
-    suspended, so it can do nothing until a human reviews it again (audited)."""
-    def undo() -> str:
-        registry.suspend(agent_id, by=acting.operator.id,
-                         reason="the change could not be audited")
-        return "the agent is suspended until it is reviewed again"
-    return undo
-
-
 def _read_jwk(path: Path) -> dict[str, Any]:
     data = read_json(path, what="key file",
                      error=partial(IdentityError, "agent_key_invalid"), max_bytes=_MAX_JWK_BYTES)
@@ -133,15 +123,15 @@ def register(
     """Register an agent as trusted, with its manifest as the reviewed one (reviewed by
     the human running the command)."""
     from proctor.identity import load_manifest
+    from proctor.oversight.trusting import register_agent
 
     with _acting(by, as_json) as (registry, resolve, acting):
         proof = _proof(jwk, jwt_svid, oidc_subject, oidc_issuer)
-        created = registry.register(resolve(agent), owner=owner, proof=proof,
-                                    manifest=load_manifest(manifest), groups=group or (),
-                                    registered_by=acting.operator.id)
-        acting.record("agent.register", f'Agent::"{created.id}"', "registered",
-                      detail={"manifest_digest": created.manifest_digest},
-                      undo=_suspend_unaudited(registry, created.id, acting))
+        # with its event, in one transaction; unaudited: not registered
+        created = register_agent(
+            registry, acting.audit, acting.clock, resolve(agent), owner=owner, proof=proof,
+            manifest=load_manifest(manifest), groups=group or (),
+            registered_by=acting.operator.id, source="cli")
     _report(created, as_json, f"registered {created.id} ({created.proof_method.value}, "
                               f"{created.trust_state.value}); manifest {created.manifest_digest}")
 
@@ -220,6 +210,7 @@ def review(
     once confirmed (refused manifest_changed if the agent presented another one in
     between)."""
     from proctor.identity import load_manifest
+    from proctor.oversight.trusting import review_agent
 
     with _acting(by, as_json) as (registry, resolve, acting):
         adopted = load_manifest(manifest) if manifest is not None else None
@@ -231,11 +222,10 @@ def review(
             confirm_review(f"adopt manifest {found.review_digest} for {found.id}?",
                            as_json=as_json)
             digest = found.review_digest
-        updated = registry.review(agent_id, reviewer=acting.operator.id,
-                                  manifest=adopted, expected_digest=digest)
-        acting.record("agent.review", f'Agent::"{updated.id}"', updated.trust_state.value,
-                      detail={"manifest_digest": updated.manifest_digest},
-                      undo=_suspend_unaudited(registry, updated.id, acting))
+        # with its event, in one transaction; unaudited: nothing changed
+        updated = review_agent(registry, acting.audit, acting.clock, agent_id,
+                               reviewer=acting.operator.id, manifest=adopted,
+                               expected_digest=digest, source="cli")
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}; reviewed manifest "
                               f"{updated.manifest_digest} by {updated.reviewed_by}")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -135,6 +136,25 @@ class AgentRegistry:
 
         ``registered_by`` (default: the owner) is recorded as the reviewer.
         """
+        values = self.registration(agent_id, owner=owner, proof=proof, manifest=manifest,
+                                   groups=groups, registered_by=registered_by)
+        parsed = parse_agent_id(agent_id)
+        with self._store.transaction() as conn:
+            self._check_unique(conn, parsed.id, values)
+            try:
+                conn.execute(insert(agents).values(**values))
+            except IntegrityError as exc:  # a concurrent registration won the race
+                raise IdentityError("agent_exists", f"agent `{parsed.id}` or its key or subject is "
+                                       "already registered") from exc
+            row = conn.execute(select(agents).where(agents.c.id == parsed.id)).one()
+        return agent_from_row(row)
+
+    def registration(self, agent_id: str, *, owner: str, proof: ProofSpec, manifest: Manifest,
+                     groups: Iterable[str] = (), registered_by: str | None = None,
+                     ) -> dict[str, Any]:
+        """The row :meth:`register` inserts (checked: the owner, the reviewer, the groups,
+        the proof), and refusals of what is already registered (read now: the insert may
+        still find a registration that won the race)."""
         parsed = parse_agent_id(agent_id)
         owner = check_human(owner, "owner")
         reviewer = check_human(registered_by or owner, "reviewer")
@@ -150,15 +170,9 @@ class AgentRegistry:
             "reviewed_at": now, "state_changed_by": reviewer, "state_reason": None,
             "created_at": now, "updated_at": now, **columns,
         }
-        with self._store.transaction() as conn:
-            self._check_unique(conn, parsed.id, columns)
-            try:
-                conn.execute(insert(agents).values(**values))
-            except IntegrityError as exc:  # a concurrent registration won the race
-                raise IdentityError("agent_exists", f"agent `{parsed.id}` or its key or subject is "
-                                       "already registered") from exc
-            row = conn.execute(select(agents).where(agents.c.id == parsed.id)).one()
-        return agent_from_row(row)
+        with self._store.reading() as conn:
+            self._check_unique(conn, parsed.id, values)
+        return values
 
     def _proof_columns(self, trust_domain: str, name: str, proof: ProofSpec) -> dict[str, Any]:
         columns: dict[str, Any] = {"public_jwk": None, "key_thumbprint": None,
@@ -253,33 +267,11 @@ class AgentRegistry:
         what the reviewer names; ``expected_digest`` is checked against it too.
         Reviewing a suspended agent reinstates it; a retired agent cannot be reviewed.
         """
-        reviewer = check_human(reviewer, "reviewer")
-        if manifest is None and not expected_digest:
-            raise ReviewUnnamedError(
-                f"a review of agent `{agent_id}` names the digest of the manifest it adopts "
-                "(the presented one's, as `proctor agent show` gives it)")
+        reviewer = check_review(agent_id, reviewer, manifest, expected_digest)
 
         def change(agent: Agent) -> dict[str, Any]:
-            if agent.trust_state is TrustState.RETIRED:
-                raise IdentityError("agent_state_invalid",
-                                    f"agent `{agent.id}` is retired; retirement is final")
-            adopted = manifest or agent.presented_manifest or agent.manifest
-            if expected_digest is not None and adopted.digest != expected_digest:
-                raise IdentityError(
-                    "manifest_changed", f"the manifest to adopt has digest `{adopted.digest}`, not "
-                    f"`{expected_digest}`; look at it again"
-                )
-            still_differs = (agent.presented_digest is not None
-                             and agent.presented_digest != adopted.digest)
-            return {
-                "manifest": adopted.as_json(), "manifest_digest": adopted.digest,
-                "trust_state": (TrustState.DRIFTED if still_differs else TrustState.TRUSTED).value,
-                "presented_manifest": agent.presented_manifest.as_json()
-                if still_differs and agent.presented_manifest else None,
-                "presented_digest": agent.presented_digest if still_differs else None,
-                "reviewed_by": reviewer, "reviewed_at": self._clock.now(),
-                "state_changed_by": reviewer, "state_reason": None,
-            }
+            return reviewed(agent, reviewer=reviewer, manifest=manifest,
+                            expected_digest=expected_digest, now=self._clock.now())
         return self._change(agent_id, change)
 
     def suspend(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
@@ -362,3 +354,42 @@ class AgentRegistry:
         for then in after_commit:
             then()
         return updated
+
+
+def reviewed(agent: Agent, *, reviewer: str, manifest: Manifest | None,
+             expected_digest: str | None, now: datetime) -> dict[str, Any]:
+    """The columns a review by ``reviewer`` (checked) changes in ``agent``'s row, or the
+    refusal: ``agent_state_invalid`` (retired), ``manifest_changed``
+    (:meth:`AgentRegistry.review`)."""
+    if agent.trust_state is TrustState.RETIRED:
+        raise IdentityError("agent_state_invalid",
+                            f"agent `{agent.id}` is retired; retirement is final")
+    adopted = manifest or agent.presented_manifest or agent.manifest
+    if expected_digest is not None and adopted.digest != expected_digest:
+        raise IdentityError(
+            "manifest_changed", f"the manifest to adopt has digest `{adopted.digest}`, not "
+            f"`{expected_digest}`; look at it again"
+        )
+    still_differs = (agent.presented_digest is not None
+                     and agent.presented_digest != adopted.digest)
+    return {
+        "manifest": adopted.as_json(), "manifest_digest": adopted.digest,
+        "trust_state": (TrustState.DRIFTED if still_differs else TrustState.TRUSTED).value,
+        "presented_manifest": agent.presented_manifest.as_json()
+        if still_differs and agent.presented_manifest else None,
+        "presented_digest": agent.presented_digest if still_differs else None,
+        "reviewed_by": reviewer, "reviewed_at": now,
+        "state_changed_by": reviewer, "state_reason": None,
+    }
+
+
+def check_review(agent_id: str, reviewer: str, manifest: Manifest | None,
+                 expected_digest: str | None) -> str:
+    """The reviewer's id (a human's: ``reviewer_invalid``), if the review names what it
+    adopts (``review_digest_missing``, :meth:`AgentRegistry.review`)."""
+    reviewer = check_human(reviewer, "reviewer")
+    if manifest is None and not expected_digest:
+        raise ReviewUnnamedError(
+            f"a review of agent `{agent_id}` names the digest of the manifest it adopts "
+            "(the presented one's, as `proctor agent show` gives it)")
+    return reviewer

@@ -18,12 +18,11 @@ its event says so (``detail.unchanged``); a retired agent cannot be suspended
 If the audit log cannot write the event, the change is made all the same, by the
 registry in a transaction of its own (its grants revoked with it), and
 :class:`~proctor.errors.AuditUnavailableError` says it took effect unaudited: an audit
-outage never keeps an agent from being stopped.
+outage never keeps an agent from being stopped (:mod:`proctor.oversight.audited`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -31,22 +30,15 @@ from typing import Any
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
-from proctor.errors import (
-    AgentError,
-    AuditError,
-    AuditUnavailableError,
-    IdentityError,
-    RequestError,
-)
+from proctor.errors import AgentError, IdentityError, ProctorError, RequestError
 from proctor.grants.leases import LeaseTree
 from proctor.grants.revoking import Revoking
 from proctor.identity import Agent, AgentRegistry, TrustState
 from proctor.identity.people import SYSTEM_PREFIX, check_human
 from proctor.identity.spiffe_id import parse_agent_id
+from proctor.oversight.audited import commit_with_event
 
 __all__ = ["MAX_REASON", "change_standing"]
-
-log = logging.getLogger(__name__)
 
 MAX_REASON = 1000
 
@@ -66,7 +58,7 @@ class _Standing:
     reason: str
     now: datetime
     event: AuditEvent
-    refusal: AgentError | IdentityError | None = None
+    refusal: ProctorError | None = None
     revoked: tuple[str, ...] = ()
     revoke_reason: str = ""
 
@@ -122,17 +114,10 @@ def change_standing(registry: AgentRegistry, audit: AuditLog, clock: Clock,
                        target=f'Agent::"{key}"', outcome=state.value, source=source,
                        detail={**(detail or {}), **({"reason": reason} if reason else {})})
     standing = _Standing(key, state, by, reason, now, event)
-    try:
-        audit.record_with(event, standing)
-    except AuditError as exc:
-        log.error("`agent.%s` of `%s` could not be audited; it is made all the same", verb,
-                  key)
-        change = registry.suspend if state is TrustState.SUSPENDED else registry.retire
-        change(key, by=by, reason=reason)
-        raise AuditUnavailableError(f"`agent.{verb}` of `Agent::\"{key}\"` took effect but "
-                                    "could not be audited") from exc
-    if standing.refusal is not None:
-        raise standing.refusal
+    change = registry.suspend if state is TrustState.SUSPENDED else registry.retire
+    # an outage: the change is made alone (it takes access away), and the caller told
+    commit_with_event(audit, event, standing,
+                      alone=lambda: change(key, by=by, reason=reason))
     registry.changed(key)
     if leases is not None and standing.revoked:
         leases.revoked_after(standing.revoked, standing.revoke_reason)

@@ -11,10 +11,11 @@ from starlette.responses import RedirectResponse, Response
 
 from proctor.identity import TrustState
 from proctor.oversight.standing import change_standing
+from proctor.oversight.trusting import review_agent
 from proctor.server.console.queries import pending_count
 from proctor.server.console.web import ConsoleCall, ConsoleRoute, check_csrf, render
 from proctor.server.control import service
-from proctor.server.routes.agents import agent_for, agent_resource, suspend_unaudited
+from proctor.server.routes.agents import agent_for, agent_resource
 
 __all__ = ["router"]
 
@@ -56,12 +57,11 @@ async def review(agent_id: str, request: Request, console: ConsoleCall) -> Respo
     agent = agent_for(console, agent_id, "api:agent.review")
     # the digest of the manifest the page showed; none: review_digest_missing (400)
     expected = form.get("expected_digest", "")
-    updated = console.runtime.registry.review(agent.id, reviewer=console.principal.id,
-                                              expected_digest=expected)
-    console.runtime.enforcer.refresh_principals()
-    console.record("agent.review", f'Agent::"{agent.id}"', updated.trust_state.value,
-                   detail={"manifest_digest": updated.manifest_digest},
-                   undo=suspend_unaudited(console, agent.id))
+    runtime = console.runtime
+    review_agent(runtime.registry, runtime.audit, runtime.clock, agent.id,
+                 reviewer=console.principal.id, expected_digest=expected,
+                 source=console.source)
+    runtime.enforcer.refresh_principals()
     return RedirectResponse(f"/console/agents/{agent.id}/view", status_code=303)
 
 

@@ -13,7 +13,6 @@ is audited in both cases (:func:`agent_for`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -31,14 +30,14 @@ from proctor.identity import (
     TrustState,
     agent_id_for,
 )
+from proctor.oversight import trusting
 from proctor.oversight.standing import change_standing
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity, service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
 
-__all__ = ["AgentView", "ManifestIn", "agent_for", "agent_resource", "router",
-           "suspend_unaudited"]
+__all__ = ["AgentView", "ManifestIn", "agent_for", "agent_resource", "router"]
 
 router = APIRouter(tags=["agents"])
 
@@ -184,17 +183,6 @@ def _unseen(key: str) -> AgentError:
                       f"agent `{key}` is not registered, or not one this caller may see")
 
 
-def suspend_unaudited(call: CallContext, agent_id: str) -> Callable[[], str]:
-    """The undo of a registration or review whose event cannot be written: the agent
-    is suspended until a human reviews it again."""
-    def undo() -> str:
-        call.runtime.registry.suspend(agent_id, by=call.principal.id,
-                                      reason="the change could not be audited")
-        call.runtime.enforcer.refresh_principals()
-        return "the agent is suspended until it is reviewed again"
-    return undo
-
-
 def agent_resource(agent: Agent) -> dict[str, Any]:
     return entity("Agent", agent.id, roles=["agent"], owner=agent.owner)
 
@@ -217,14 +205,13 @@ def register_agent(body: RegisterAgent, call: Call) -> AgentView:
     """Register an agent as trusted, its manifest the reviewed one (humans only)."""
     call.require("api:agent.register", service("agents"))
     runtime = call.runtime
-    agent = runtime.registry.register(
+    # with its event, in one transaction (an outage: not registered, and 503)
+    agent = trusting.register_agent(
+        runtime.registry, runtime.audit, runtime.clock,
         agent_id_for(body.id, runtime.settings.trust_domain).id, owner=body.owner,
         proof=body.proof.spec(), manifest=body.manifest.manifest(), groups=body.groups,
-        registered_by=call.principal.id)
+        registered_by=call.principal.id, source=call.source)
     runtime.enforcer.refresh_principals()
-    call.record("agent.register", f'Agent::"{agent.id}"', "registered",
-                detail={"manifest_digest": agent.manifest_digest},
-                undo=suspend_unaudited(call, agent.id))
     return AgentView.of(agent)
 
 
@@ -240,14 +227,13 @@ def read_agent(agent_id: str, call: Call) -> AgentView:
 def review_agent(agent_id: str, body: Review, call: Call) -> AgentView:
     """Adopt the presented (or given) manifest as reviewed; trust the agent again."""
     agent = agent_for(call, agent_id, "api:agent.review")
-    updated = call.runtime.registry.review(
-        agent.id, reviewer=call.principal.id,
+    runtime = call.runtime
+    # with its event, in one transaction (an outage: nothing changed, and 503)
+    updated = trusting.review_agent(
+        runtime.registry, runtime.audit, runtime.clock, agent.id, reviewer=call.principal.id,
         manifest=body.manifest.manifest() if body.manifest else None,
-        expected_digest=body.expected_digest)
-    call.runtime.enforcer.refresh_principals()
-    call.record("agent.review", f'Agent::"{agent.id}"', updated.trust_state.value,
-                detail={"manifest_digest": updated.manifest_digest},
-                undo=suspend_unaudited(call, agent.id))
+        expected_digest=body.expected_digest, source=call.source)
+    runtime.enforcer.refresh_principals()
     return AgentView.of(updated)
 
 

@@ -1,0 +1,100 @@
+"""A human's change through the API commits with its audit event, in one transaction: a
+process that dies right after the change's commit leaves its event, whichever change it
+was. (Suspension and retirement: test_agent_standing.)"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from joserfc.jwk import ECKey
+
+from proctor.audit import AuditLog
+from tests.identity.factories import manifest, public_jwk
+from tests.server.conftest import CODER, OWNER, Api
+
+pytestmark = pytest.mark.anyio
+
+NEW = "spiffe://acme.example/agent/reviewer-bot"
+
+
+class _CrashError(Exception):
+    """The process dies here."""
+
+
+def _dies_after_its_first_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies at the first point after a change committed: before an event
+    written after it (record), or once the writer's transaction committed (record_with)."""
+    def record(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        raise _CrashError
+
+    with_effects = AuditLog.record_with
+
+    def record_with(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        with_effects(self, *args, **kwargs)
+        raise _CrashError
+
+    monkeypatch.setattr(AuditLog, "record", record)
+    monkeypatch.setattr(AuditLog, "record_with", record_with)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    action: str
+    outcome: str
+    target: str
+    prepare: Callable[[Api], Awaitable[dict[str, Any]]]  # before: what the change sends
+    change: Callable[[Api, dict[str, Any]], Awaitable[httpx.Response]]
+    took_effect: Callable[[Api], bool]
+
+
+async def _suspended_coder(api: Api) -> dict[str, Any]:
+    answer = await api.client.post(f"/v1/agents/{CODER}/suspend", headers=api.admin,
+                                   json={"reason": "looks odd"})
+    assert answer.status_code == 200, answer.text
+    return {"expected_digest": api.runtime.registry.get(CODER).review_digest}
+
+
+async def _new_agent(api: Api) -> dict[str, Any]:
+    return {"id": NEW, "owner": OWNER, "groups": ["coding-agents"],
+            "proof": {"method": "own_key", "jwk": public_jwk(ECKey.generate_key("P-256"))},
+            "manifest": manifest().as_json()}
+
+
+KINDS = {
+    "agent.review": _Kind(
+        "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
+        lambda api, body: api.client.post(f"/v1/agents/{CODER}/review", headers=api.admin,
+                                          json=body),
+        lambda api: api.runtime.registry.get(CODER).trust_state.value == "trusted"),
+    "agent.register": _Kind(
+        "agent.register", "registered", f'Agent::"{NEW}"', _new_agent,
+        lambda api, body: api.client.post("/v1/agents", headers=api.admin, json=body),
+        lambda api: api.runtime.registry.find(NEW) is not None),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_a_process_that_dies_right_after_a_human_change_committed_leaves_its_event(
+        agents: Api, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    # the change committed, then its event was written: a process that died between the
+    # two left the change (access given) and nothing in the log saying who made it
+    api, case = agents, KINDS[kind]
+    body = await case.prepare(api)
+    admin = next(e.event["actor"]["id"] for e in api.events()
+                 if e.event["action"] == "agent.register")  # the fixture's, by the admin
+    assert not case.took_effect(api)
+    _dies_after_its_first_commit(monkeypatch)
+    with pytest.raises(_CrashError):
+        await case.change(api, body)
+    monkeypatch.undo()
+
+    assert case.took_effect(api)
+    [event] = [e.event for e in api.events() if e.event["action"] == case.action
+               and e.event["target"] == case.target]
+    assert (event["actor"]["type"], event["actor"]["id"], event["outcome"]) == (
+        "human", admin, case.outcome)
+    assert event["detail"]["manifest_digest"]
