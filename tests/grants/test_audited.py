@@ -23,6 +23,7 @@ from proctor.errors import GrantError, StoreError
 from proctor.grants import GrantAuthority, GrantScope, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
+from proctor.grants.requests import Request
 from proctor.grants.tasks import Task
 from proctor.store.tables import grant_offers
 
@@ -318,6 +319,30 @@ def test_an_exchange_refused_at_its_write_leaves_none_of_the_delegators_allows(
             ("grant:issue", "allowed")}
         assert [e["outcome"] for e in _agent_events(setup, SUPPORT)] == [
             "denied", "denied", "allowed", "allowed", "allowed"]
+
+
+@pytest.mark.parametrize("tools", [["git/git_log"], ["gone/tool", "git/git_log"],
+                                   ["gone/*"]])
+def test_a_receiver_no_grant_may_go_to_is_written_whatever_tools_its_scope_names(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog], tools: list[str],
+) -> None:
+    """An exchange's refusal of a receiver no agent is (``refuse_receiver``) writes one
+    denied ``grant:issue`` event naming its reason whatever the scope: one whose entries
+    cover no tool known now (the catalog changed since the exchange expanded it, or a
+    library caller's scope) made no decision and wrote nothing, a refusal off the record
+    (it raised ``scope_invalid`` instead of letting the caller refuse as policy does)."""
+    authority, _ = audited
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    nobody = "spiffe://acme.example/agent/nobody"
+    scope = GrantScope.from_json({"tools": [{"tool": t} for t in tools]})
+    expires = int(setup.clock.now().timestamp()) + 60
+    authority._issuer.refuse_receiver(Request(task, nobody, scope, expires, None, task.id),
+                                      60, "agent `nobody` is not registered")
+    [event] = _agent_events(setup, nobody)
+    assert (event["action"], event["outcome"], event["target"]) == (
+        "grant:issue", "denied", f'Tool::"{tools[0]}"')
+    assert event["task"] == task.id
+    assert "is not registered" in str(event["decision"]["reasons"])
 
 
 class _Crash(BaseException):

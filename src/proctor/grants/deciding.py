@@ -198,9 +198,21 @@ class _Deciding:
         costs; its answer is not used) and the deny, naming ``reason``, is audited before
         the caller refuses, with the same answer as policy's. The delegating agent may not
         know the fleet: an answer that came sooner for an id no agent has (no decision,
-        nothing written) would tell it which agents exist."""
-        tools = self.covered_tools(request.scope)[:1]
-        for decision_request, decision in self._decided_for(request, ttl_seconds, tools):
+        nothing written) would tell it which agents exist.
+
+        One event is written whatever the scope: where it covers no tool known now (the
+        catalog changed since the exchange expanded it, or a library caller's scope),
+        the tool decided and named is its first entry as asked, so that the refusal is
+        on the record all the same and the caller answers as it does for any other."""
+        try:
+            tools = self.covered_tools(request.scope)[:1]
+        except ScopeError:  # an entry matches no known tool: none is covered
+            tools = []
+        known = bool(tools)
+        if not known:
+            tools = [entry.tool for entry in request.scope.tools[:1]] or ["*"]
+        for decision_request, decision in self._decided_for(request, ttl_seconds, tools,
+                                                            remember=known):
             denied = Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
                               reasons=(reason,), revision=decision.revision)
             if self._audit is not None:
@@ -211,8 +223,8 @@ class _Deciding:
                    ) -> Iterator[tuple[DecisionRequest, Decision]]:
         return self._decided_for(request, ttl_seconds, self.covered_tools(request.scope))
 
-    def _decided_for(self, request: Request, ttl_seconds: int, tools: Sequence[str]
-                     ) -> Iterator[tuple[DecisionRequest, Decision]]:
+    def _decided_for(self, request: Request, ttl_seconds: int, tools: Sequence[str], *,
+                     remember: bool = True) -> Iterator[tuple[DecisionRequest, Decision]]:
         task = request.task
         context = issue_context(now=self._clock.now(), task=task.id, purpose=task.purpose,
                                 on_behalf_of=task.on_behalf_of, ttl_seconds=ttl_seconds,
@@ -222,7 +234,7 @@ class _Deciding:
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)
-            yield decision_request, self._engine.decide(decision_request, remember=True)
+            yield decision_request, self._engine.decide(decision_request, remember=remember)
 
     def known_tools(self, *scopes: GrantScope) -> list[str]:
         """The tools this process knows; if an entry of ``scopes`` matches none of them,
