@@ -381,3 +381,48 @@ async def test_a_listing_made_while_a_call_looks_up_its_pin_is_not_undone_by_the
             await call()
             assert [(d["reason"], d["tool"]) for d in refused] == [
                 ("tool_changed", "pins/weather")] * 2
+
+
+async def test_an_older_listing_answered_last_does_not_replace_a_newer_one(
+        deployment: Deployment) -> None:
+    """Two listings at once, answered out of order: the first sent lists the reviewed
+    definition, the second (after the server changed it) a newer one, held back. The
+    older answer, stored last, replaced the newer listing: the session's calls were
+    judged on the reviewed digest while the server served the newer definition. Now
+    the answer of a listing sent before the one stored is dropped."""
+    grant = deployment.grant([{"tool": "pins/*"}])
+    server = create_server()
+    plain = server.list_tools
+    hold, entered, released = [False], anyio.Event(), anyio.Event()
+
+    async def list_tools() -> Any:  # the server's listing as it is, answered on release
+        tools = await plain()
+        if hold[0]:
+            hold[0] = False
+            entered.set()
+            await released.wait()
+        return tools
+
+    server.list_tools = list_tools  # type: ignore[method-assign]
+    sock = listening_socket()
+    config = deployment.config({"upstreams": {"pins": {"url": f"{url_of(sock)}/mcp"}}})
+    with anyio.fail_after(WAIT):
+        async with served(server.streamable_http_app(), sock), wrapped(
+                deployment, grant, [], server="pins", config=config) as client:
+            assert set(await _listed(client)) == {"weather", "rug_pull"}
+            older: list[set[str]] = []
+
+            async def list_older() -> None:
+                older.append(set(await _listed(client)))
+
+            async with anyio.create_task_group() as tasks:
+                hold[0] = True
+                tasks.start_soon(list_older)
+                await entered.wait()  # the reviewed definition listed, its answer held
+                await client.call_tool("rug_pull", {"mode": "describe"})
+                assert set(await _listed(client)) == {"rug_pull"}  # held back
+                released.set()
+            # the call is judged on the newer listing (before: served, on the older)
+            data = await _denied(client, "weather", {"city": "Oslo"})
+            assert (data["reason"], data["tool"]) == ("tool_changed", "pins/weather")
+            assert older == [{"rug_pull"}]  # the older listing answers the newer one

@@ -19,6 +19,7 @@ revocation or an expiry closes a held session all the same, and its calls fail.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -101,6 +102,11 @@ class GatewaySession:
         self.relay = relay
         self._upstreams: dict[str, Upstream] = {}
         self._connecting: dict[str, anyio.Lock] = {}
+        # listings of an upstream's tools are numbered as they are sent; the one stored
+        # is the newest sent of those answered (see refresh)
+        self._listings = itertools.count(1)
+        self._listed_as: dict[str, int] = {}  # by upstream name: the stored listing's number
+        self._storing: dict[str, anyio.Lock] = {}
         self._inflight: set[anyio.CancelScope] = set()
         self._tasks: TaskGroup | None = None
         self.resource_servers: dict[str, str] = {}  # resource uri -> server, from listing
@@ -206,23 +212,39 @@ class GatewaySession:
             if found is not None and found.connection.is_open:
                 return found
             config = self._config.upstream(name)
+            taken = next(self._listings)
             connection = await self._connect(config)
             if self.closed.is_set():
                 # Closed while it connected (revoked, say): close() has stopped the
                 # upstreams it knew, so this one would outlive the session.
                 connection.close()
                 self.check_open()
-            found = self._upstreams[name] = await self._discovered(config, connection,
-                                                                   connection.tools)
+            async with self._storing.setdefault(name, anyio.Lock()):
+                found = self._upstreams[name] = await self._discovered(config, connection,
+                                                                       connection.tools)
+                self._listed_as[name] = taken
             return found
 
     async def refresh(self, name: str) -> Upstream:
         """The upstream with its tools listed again, and held against their pins: what a
-        listing shows follows the server's definitions as they are now."""
+        listing shows follows the server's definitions as they are now.
+
+        Listings sent at once may be answered in any order: each is numbered as it is
+        sent, and an answer is registered, checked against the pins and stored only if
+        no listing sent after it was stored first (else the stored one is returned).
+        Before, the last answer stored won: an older listing of a definition a human
+        reviewed replaced a newer one held back, and the session's calls were judged
+        on the older digest while the server served the newer definition."""
         found = await self.upstream(name)
+        taken = next(self._listings)
         listed = await self.forward(found.connection.list_tools)
-        found = self._upstreams[name] = await self._discovered(
-            self._config.upstream(name), found.connection, listed)
+        async with self._storing.setdefault(name, anyio.Lock()):
+            stored = self._upstreams.get(name)
+            if stored is not None and self._listed_as.get(name, 0) > taken:
+                return stored  # a newer listing's answer came first: this one is dropped
+            found = self._upstreams[name] = await self._discovered(
+                self._config.upstream(name), found.connection, listed)
+            self._listed_as[name] = taken
         return found
 
     async def pin_verdict(self, upstream: Upstream, name: str
