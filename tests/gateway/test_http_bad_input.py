@@ -145,3 +145,20 @@ async def test_a_notification_or_response_giving_a_key_twice_is_dropped_unanswer
                 9, {"reason": "message_repeated_key"})
             echoed = await session.call_tool("echo", {"text": "still here"})
             assert echoed.structured_content == {"text": "still here", "count": 1}
+
+
+async def test_the_key_a_dropped_message_repeats_is_logged_escaped(
+        deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
+    """The key a dropped notification gives twice is the agent's: it was logged raw, so
+    an escape sequence, a C1 control or a bidirectional override in it reached the
+    operator's terminal; it is logged escaped."""
+    key = '\\u001b]0;owned\\u0007\u009b2J\u202e'.encode()
+    with anyio.fail_after(WAIT), caplog.at_level("WARNING", logger="proctor.gateway.http"):
+        async with _agent(deployment) as (public, http, _session):
+            dropped = await http.post(f"{public}/mcp/test", headers=HEADERS, content=(
+                b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": '
+                b'{"progressToken": 1, "progress": 1, "' + key + b'": 1, "' + key + b'": 2}}'))
+            assert dropped.status_code == 202, dropped.text
+    [logged] = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert not any(c in logged for c in "\x1b\x07\x9b\u202e"), logged
+    assert "\\x1b]0;owned\\x07\\x9b2J\\u202e" in logged

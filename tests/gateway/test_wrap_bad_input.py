@@ -126,6 +126,18 @@ async def test_malformed_oversized_nested_and_invalid_messages_each_get_their_er
         await wire.send(b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": '
                         b'{"progressToken": 1, "progress": 1, "progress": 2}}')
         await wire.send(b'{"jsonrpc": "2.0", "id": 4, "result": {"a": 1, "a": 2}}')
+        # the key it repeats is the agent's: logged escaped (raw, it reached the terminal)
+        key = '\\u001b]0;owned\\u0007\u009b2J\u202e'.encode()
+        await wire.send(b'{"jsonrpc": "2.0", "method": "notifications/progress", "params": '
+                        b'{"progressToken": 1, "' + key + b'": 1, "' + key + b'": 2}}')
+        logged = b""
+        assert process.stderr is not None
+        with anyio.fail_after(WAIT):
+            while b"owned" not in logged.rpartition(b"\n")[0]:
+                logged += await process.stderr.receive()
+        [line] = [x for x in logged.decode().splitlines() if "owned" in x]
+        assert not any(c in line for c in "\x1b\x07\x9b\u202e"), line
+        assert "\\x1b]0;owned\\x07\\x9b2J\\u202e" in line
         await wire.request(4, "tools/call", {"name": "echo", "arguments": {"text": "still here"}})
         answer = await wire.answer()
         assert answer["id"] == 4 and answer["result"]["structuredContent"]["text"] == "still here"

@@ -585,7 +585,8 @@ def _unreadable(body: bytes) -> Response | None:
     refusal = repeated_key_refusal(body)  # decided on one value, forwarded with the other
     if refusal is not None:
         if is_unanswered(body):  # a notification or a response: dropped, as accepted
-            log.warning("dropped a notification or response: %s", refusal[2])
+            log.warning("dropped a notification or response: %r",
+                        refusal[2])  # the agent's key: escaped
             return Response(status_code=202)
         return _refusal(*refusal, {})
     return None

@@ -287,7 +287,7 @@ class GatewaySession:
         if config.pin == "warn":
             for verdict in pins.values():
                 if not verdict.is_reviewed:
-                    log.warning("%s (pin: warn, let through)", verdict.message)
+                    log.warning("%r (pin: warn, let through)", verdict.message)  # a tool's name
         return Upstream(connection, tools, pins, config.pin, current)
 
     async def _connect(self, config: UpstreamConfig) -> UpstreamConnection:

@@ -217,7 +217,8 @@ class StdioTransport:
             refusal = repeated_key_refusal(line)
             if refusal is not None:  # decided on one value, forwarded with the other
                 if is_unanswered(line):  # a notification or a response: dropped
-                    log.warning("dropped a notification or response: %s", refusal[2])
+                    log.warning("dropped a notification or response: %r",
+                                refusal[2])  # the agent's key: escaped
                 else:
                     await _answer(errors, *refusal, data={})
                 return

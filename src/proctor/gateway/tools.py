@@ -126,8 +126,8 @@ class ToolRegistry:
         usable: dict[str, ExposedTool] = {}
         for tool in list(listed)[:_MAX_TOOLS]:
             if tool.name in _PSEUDO_TOOLS:
-                log.warning("upstream `%s` tool `%s` shadows a gateway name; left out",
-                            upstream.name, tool.name)
+                log.warning("upstream `%s` tool %r shadows a gateway name; left out",
+                            upstream.name, tool.name)  # the upstream's name: escaped
                 continue
             exposed = self._build(upstream, tool.name, tool.input_schema, tool)
             if exposed is None:
@@ -135,7 +135,7 @@ class ToolRegistry:
             with self._lock:
                 known = self._known.get(exposed.tool_id)
             if known is not None and known.spec.input_schema != exposed.spec.input_schema:
-                log.error("upstream `%s` lists `%s` with another schema than before; left out",
+                log.error("upstream `%s` lists %r with another schema than before; left out",
                           upstream.name, tool.name)
                 continue
             usable[tool.name] = known or exposed
@@ -177,7 +177,7 @@ class ToolRegistry:
                             input_schema=dict(schema))
         except (ConfigError, DocumentError, SchemaError) as exc:
             message = exc.message if isinstance(exc, ProctorError) else "invalid input schema"
-            log.error("upstream `%s` tool `%s` left out: %s", upstream.name, name[:128], message)
+            log.error("upstream `%s` tool %r left out: %r", upstream.name, name[:128], message)
             return None
         return ExposedTool(spec, listed, cls(schema))
 
@@ -191,7 +191,7 @@ class ToolRegistry:
                     self._engine.extend_catalog(changed)
                 except PolicyValidationError as exc:
                     # Fail closed: the engine keeps its schema, so these calls are denied.
-                    log.error("policies do not validate with the discovered tools (%s); "
+                    log.error("policies do not validate with the discovered tools (%r); "
                               "calls to them will be denied", exc.message)
             for tool in new:
                 self._known[tool.tool_id] = tool
