@@ -49,6 +49,7 @@ class _Kind:
     prepare: Callable[[Api], Awaitable[dict[str, Any]]]  # before: what the change sends
     change: Callable[[Api, dict[str, Any]], Awaitable[httpx.Response]]
     took_effect: Callable[[Api], bool]
+    detail: tuple[str, ...] = ()  # what the event's detail holds
 
 
 async def _suspended_coder(api: Api) -> dict[str, Any]:
@@ -64,16 +65,38 @@ async def _new_agent(api: Api) -> dict[str, Any]:
             "manifest": manifest().as_json()}
 
 
+async def _candidate(api: Api) -> dict[str, Any]:
+    """The active set with the small-refund limit moved; stored as a candidate."""
+    sources = api.runtime.policies.sources(1)
+    sources["support.cedar"] = sources["support.cedar"].replace(
+        "amount_cents <= 5000", "amount_cents <= 2000")
+    response = await api.client.post("/v1/policies/revisions", headers=api.admin,
+                                     json={"sources": sources, "origin": "tighter refunds"})
+    assert response.status_code == 201, response.text
+    return {"revision": response.json()["id"]}
+
+
+def _active(api: Api) -> int | None:
+    active = api.runtime.policies.active_revision()
+    return None if active is None else active.id
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
         lambda api, body: api.client.post(f"/v1/agents/{CODER}/review", headers=api.admin,
                                           json=body),
-        lambda api: api.runtime.registry.get(CODER).trust_state.value == "trusted"),
+        lambda api: api.runtime.registry.get(CODER).trust_state.value == "trusted",
+        ("manifest_digest",)),
     "agent.register": _Kind(
         "agent.register", "registered", f'Agent::"{NEW}"', _new_agent,
         lambda api, body: api.client.post("/v1/agents", headers=api.admin, json=body),
-        lambda api: api.runtime.registry.find(NEW) is not None),
+        lambda api: api.runtime.registry.find(NEW) is not None, ("manifest_digest",)),
+    "policy.activate": _Kind(
+        "policy.activate", "activated", "PolicyRevision::2", _candidate,
+        lambda api, body: api.client.post(
+            f"/v1/policies/revisions/{body['revision']}/activate", headers=api.admin),
+        lambda api: _active(api) == 2),
 }
 
 
@@ -97,4 +120,4 @@ async def test_a_process_that_dies_right_after_a_human_change_committed_leaves_i
                and e.event["target"] == case.target]
     assert (event["actor"]["type"], event["actor"]["id"], event["outcome"]) == (
         "human", admin, case.outcome)
-    assert event["detail"]["manifest_digest"]
+    assert all(event["detail"][name] for name in case.detail)

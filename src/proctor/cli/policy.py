@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from proctor.policy import (
         DecisionRequest,
         PolicyBundle,
-        PolicyStore,
     )
 
 __all__ = ["app"]
@@ -240,28 +238,23 @@ def apply(
     they next start (or activate it through the API). If its audit event cannot be
     written, the revision active before is made active again.
     """
+    from proctor.audit import Actor, ActorType
+    from proctor.oversight.activating import activate_revision
+
     with acting_runtime(by, as_json) as (runtime, acting):
-        before = runtime.policies.active_revision()
         try:
-            compiled = runtime.policies.load_directory(
-                directory or runtime.settings.policy_dir)
+            staged = runtime.policies.stage_directory(directory or runtime.settings.policy_dir)
         except PolicyValidationError as exc:
             _report_invalid(exc, as_json)
-
-        acting.record("policy.activate", f"PolicyRevision::{compiled.revision}", "activated",
-                      detail={"digest": compiled.digest, "policies": len(compiled)},
-                      undo=None if before is None else _reactivate(runtime.policies, before.id))
+        assert staged.revision is not None  # stored: it has its number
+        # active with its event, in one transaction; unaudited: the active set unchanged
+        compiled = activate_revision(
+            runtime.policies, runtime.audit, runtime.clock, staged.revision,
+            by=Actor(ActorType.HUMAN, acting.operator.id), source="cli",
+            detail={"digest": staged.digest, "policies": len(staged)}, compiled=staged)
     if as_json:
         print_json({"revision": compiled.revision, "policies": len(compiled),
                     "digest": compiled.digest})
     else:
         console.print(f"revision {compiled.revision} is active: {len(compiled)} policies",
                       markup=False)
-
-
-def _reactivate(policies: PolicyStore, revision: int) -> Callable[[], str]:
-    """The undo of an activation that could not be audited."""
-    def undo() -> str:
-        policies.activate(revision)
-        return f"revision {revision} is active again"
-    return undo

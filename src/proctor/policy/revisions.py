@@ -99,15 +99,28 @@ class PolicyStore:
         self._engine.activate(compiled)
         return compiled
 
+    def activated(self, compiled: CompiledPolicies) -> None:
+        """Apply ``compiled`` to the engine, its revision made active in another
+        transaction of this process (the audit writer's, with its event:
+        :mod:`proctor.oversight.activating`)."""
+        self._engine.activate(compiled)
+
     def load_directory(self, directory: Path) -> CompiledPolicies:
         """Read, validate, store and activate the policies of ``directory``.
 
         An invalid directory raises before anything is stored.
         """
+        compiled = self.stage_directory(directory)
+        assert compiled.revision is not None  # stored: it has its number
+        return self._activate(compiled.revision, compiled)
+
+    def stage_directory(self, directory: Path) -> CompiledPolicies:
+        """Read, validate and store the policies of ``directory`` as a candidate (an
+        invalid directory raises before anything is stored); the revision, validated."""
         sources = read_policy_dir(directory)
         compiled = self._engine.compile(sources, digest=digest_sources(sources))
         compiled.revision = self.add_candidate(sources, origin=f"directory {directory.name}")
-        return self._activate(compiled.revision, compiled)
+        return compiled
 
     def load_active(self) -> CompiledPolicies | None:
         """Apply the stored active revision to the engine (at start-up)."""

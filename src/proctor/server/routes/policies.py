@@ -8,7 +8,6 @@ every server process, and records where it would have decided otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -17,7 +16,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from proctor.errors import NotFoundError, PolicyValidationError, RequestError
-from proctor.policy import PolicyRevision, PolicyStore, request_from_spec
+from proctor.oversight.activating import activate_revision
+from proctor.policy import PolicyRevision, request_from_spec
 from proctor.policy.revisions import digest_sources
 from proctor.policy.shadow import compare_policy_sets
 from proctor.policy.source import MAX_FILE_BYTES, MAX_FILES
@@ -179,22 +179,12 @@ def activate(revision: RevisionId, call: Call) -> RevisionView:
     call.require("api:policy.activate", service("policies"))
     _revision(call, revision)
     runtime = call.runtime
-    before = runtime.policies.active_revision()
-    runtime.policies.activate(revision)
+    # with its event, in one transaction (an outage: the active set unchanged, and 503)
+    activate_revision(runtime.policies, runtime.audit, runtime.clock, revision,
+                      by=call.principal.actor, source=call.source)
     if call.state.shadow.status().revision == revision:
         call.state.shadow.stop(by=call.principal.id)
-    call.record("policy.activate", f"PolicyRevision::{revision}", "activated",
-                undo=None if before is None or before.id == revision
-                else _reactivate(runtime.policies, before.id))
     return RevisionView.of(_revision(call, revision))
-
-
-def _reactivate(policies: PolicyStore, revision: int) -> Callable[[], str]:
-    """The undo of an activation whose event cannot be written."""
-    def undo() -> str:
-        policies.activate(revision)
-        return f"revision {revision} is active again"
-    return undo
 
 
 @router.post("/v1/policies/revisions/{revision}/shadow", responses=problem_responses(

@@ -1,0 +1,71 @@
+"""Activating a policy revision, with its audit event, in one transaction.
+
+Activation makes a stored revision the active policy set (the one active before it is
+retired): it may give access. It is the effects of its own ``policy.activate`` event,
+in the audit writer's transaction (:mod:`proctor.oversight.audited`): the log holds the
+event if and only if the revision became active. The event used to be written after
+the activation had committed, so a process that died between the two left a policy set
+in force with nothing in the log saying who put it there.
+
+The revision is validated first (an invalid one raises ``policy_invalid`` and nothing
+changes). If the audit log cannot be written, nothing changes and
+:class:`~proctor.errors.AuditUnavailableError` says so (fail closed: the revision
+active before stays active; it used to be activated, then the one before activated
+again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit.writer import WITHDRAWN
+from proctor.clock import Clock
+from proctor.errors import NotFoundError, ProctorError
+from proctor.oversight.audited import commit_with_event
+from proctor.policy.compiled import CompiledPolicies
+from proctor.policy.revisions import PolicyStore
+
+__all__ = ["activate_revision"]
+
+_FIND = "SELECT id FROM policy_revisions WHERE id = {p}"
+_RETIRE = "UPDATE policy_revisions SET status = 'retired' WHERE status = 'active'"
+_ACTIVATE = "UPDATE policy_revisions SET status = 'active', activated_at = {p} WHERE id = {p}"
+
+
+@dataclass(slots=True)
+class _Activation:
+    """What :meth:`PolicyStore.activate` writes, in the writer's transaction."""
+
+    revision: int
+    now: datetime
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None  # a retried batch applies it again
+        if not tx.rows(_FIND + ("" if tx.is_sqlite else " FOR UPDATE"), [self.revision]):
+            self.refusal = NotFoundError(f"policy revision `{self.revision}` does not exist")
+            return WITHDRAWN
+        tx.execute(_RETIRE)
+        tx.execute(_ACTIVATE, [tx.time(self.now), self.revision])
+        return None
+
+
+def activate_revision(policies: PolicyStore, audit: AuditLog, clock: Clock, revision: int, *,
+                      by: Actor, source: str | None = None,
+                      detail: dict[str, Any] | None = None,
+                      compiled: CompiledPolicies | None = None) -> CompiledPolicies:
+    """Validate ``revision`` (unless ``compiled`` is it, validated) and make it the active
+    set, with its ``policy.activate`` event by ``by``, then in this process's engine.
+    Raises ``policy_invalid``, ``not_found``, or
+    :class:`~proctor.errors.AuditUnavailableError`: then nothing changed."""
+    compiled = compiled if compiled is not None else policies.compile(revision)
+    now = clock.now()
+    event = AuditEvent(id=new_event_id(now), time=now, actor=by, action="policy.activate",
+                       target=f"PolicyRevision::{revision}", outcome="activated",
+                       source=source, detail=dict(detail or {}))
+    commit_with_event(audit, event, _Activation(revision, now))
+    policies.activated(compiled)
+    return compiled
