@@ -212,22 +212,44 @@ class _Reading:
         pieces.append(self._data[done:end])
         return b"".join(pieces)
 
-    def back(self, at: int) -> int:
-        """The position in ``data`` of position ``at`` of the reading (its length:
-        the data's)."""
-        if at >= len(self.data):
-            return len(self._data)
-        index = bisect.bisect_right(self._read_at, at) - 1
-        start, end = self._spans[index]
-        if end is None:
-            return start
-        return self._in_stretch(index, start, end, at - self._read_at[index])
+    def back(self, positions: Iterable[int]) -> dict[int, int]:
+        """The position in ``data`` of each of ``positions`` of the reading (its
+        length: the data's): a step of Python per byte left out in the chunks they
+        fall in, once for them all, however many fall there."""
+        out: dict[int, int] = {}
+        in_chunks: dict[tuple[int, int], list[int]] = {}
+        for at in positions:
+            if at >= len(self.data):
+                out[at] = len(self._data)
+                continue
+            index = bisect.bisect_right(self._read_at, at) - 1
+            start, end = self._spans[index]
+            if end is None:
+                out[at] = start
+                continue
+            _, before = self._chunks_of(index, start, end)
+            chunk = bisect.bisect_right(before, at - self._read_at[index],
+                                        hi=len(before) - 1) - 1
+            in_chunks.setdefault((index, chunk), []).append(at)
+        for (index, chunk), ats in in_chunks.items():
+            bounds, before = self._chunks[index]
+            first = self._read_at[index] + before[chunk]  # its first byte kept, read
+            left_out = _NOTHING_BYTES.finditer(self._data, bounds[chunk], bounds[chunk + 1])
+            gone = next(left_out, None)
+            shift = 0  # the bytes left out before the position
+            for at in sorted(set(ats)):
+                position = bounds[chunk] + at - first + shift
+                while gone is not None and gone.start() <= position:
+                    shift += gone.end() - gone.start()
+                    position += gone.end() - gone.start()
+                    gone = next(left_out, None)
+                out[at] = position
+        return out
 
-    def _in_stretch(self, index: int, start: int, end: int, kept: int) -> int:
-        """The position in ``data`` of the ``kept``-th byte the stretch keeps."""
+    def _chunks_of(self, index: int, start: int, end: int) -> tuple[list[int], list[int]]:
+        """Where the stretch's chunks start in ``data`` (of _CHUNK bytes, each ending
+        where a character does, and its end), and how much the chunks before each keep."""
         if index not in self._chunks:
-            # chunks of _CHUNK bytes, each ending where a character does; how much the
-            # chunks before each keep
             bounds, before = [start], [0]
             while bounds[-1] < end:
                 cut = min(end, bounds[-1] + _CHUNK)
@@ -236,14 +258,7 @@ class _Reading:
                 before.append(before[-1] + len(_left_out(self._data[bounds[-1]:cut])))
                 bounds.append(cut)
             self._chunks[index] = (bounds, before)
-        bounds, before = self._chunks[index]
-        chunk = bisect.bisect_right(before, kept, hi=len(before) - 1) - 1
-        at = bounds[chunk] + kept - before[chunk]
-        for left_out in _NOTHING_BYTES.finditer(self._data, bounds[chunk], bounds[chunk + 1]):
-            if left_out.start() > at:
-                break
-            at += left_out.end() - left_out.start()
-        return at
+        return self._chunks[index]
 
 
 def _across(data: bytes, joins: list[int]) -> Iterator[re.Match[bytes]]:
@@ -295,12 +310,10 @@ def hidden_spans(text: str, forms: tuple[str, ...], run_forms: tuple[str, ...]
         found += _encoded_runs(read, run_forms, 0)
     if not found:
         return []
-    spans: list[tuple[int, int]] = []
-    for start, end in found:
-        for reading in reversed(readings):
-            start, end = reading.back(start), reading.back(end)
-        spans.append((start, end))
-    return _characters(data, _merged(spans))
+    for reading in reversed(readings):
+        back = reading.back(at for span in found for at in span)
+        found = [(back[start], back[end]) for start, end in found]
+    return _characters(data, _merged(found))
 
 
 def _characters(data: bytes, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
