@@ -40,7 +40,7 @@ from proctor.identity.people import SYSTEM_PREFIX
 
 __all__ = ["BOOTSTRAP_ADMIN", "HUMAN_ROLES", "LEEWAY_SECONDS", "HumanIssuer", "HumanVerifier",
            "VerifiedHuman", "check_human_issuers", "domains_refusal", "issuer_from_config",
-           "workload_sign"]
+           "person_refusal", "workload_sign"]
 
 HUMAN_ROLES = ("admin", "approver", "auditor")
 # the human ``proctor init``'s admin token names (:meth:`ApiTokens.ensure_admin`): that
@@ -98,6 +98,22 @@ class HumanVerifier:
         self._issuers = issuers
         self._tokens = OidcTokenVerifier(issuers, leeway_seconds=leeway_seconds)
 
+    def signed_in_refusal(self, human_id: str, method: str) -> str | None:
+        """Why the human ``human_id`` (canonical), signed in with ``method``
+        (``api_token``, or a provider's token: ``oidc``), may not act now, or None: the
+        rules of today's sign-in on the id alone. An API token's human by
+        :meth:`token_refusal`; a provider's person by :func:`person_refusal`, the issuers'
+        ``id_domains`` (:func:`domains_refusal`), and a provider configured at all. The
+        server asks it at each use of an API token (a provider's token is verified whole
+        at each use, by the same rules), and the console at each request of a session,
+        however long ago it was opened (``server/authentication.py``
+        ``RequestAuthenticator.human_refusal``)."""
+        if method == "api_token":
+            return self.token_refusal(human_id)
+        if not self._issuers:
+            return "no OIDC issuer signs humans in now"
+        return person_refusal(human_id) or domains_refusal(human_id, self._issuers)
+
     def token_refusal(self, human_id: str) -> str | None:
         """Why an API token naming ``human_id`` (canonical) may not sign in, or None:
         a human outside the issuers' ``id_domains`` (:func:`domains_refusal`), checked at
@@ -125,16 +141,9 @@ class HumanVerifier:
                                 f"the token's `{issuer.subject_claim}` claim {problem}")
         _check_a_person(verified.claims, issuer.human_claim)
         human_id = canonical_human_id(str(subject))
-        if human_id.startswith("spiffe://"):
-            raise IdentityError("proof_claims_invalid",
-                                "the token names an agent; humans sign in here")
-        if human_id.startswith(SYSTEM_PREFIX):  # their actions would be the system's
-            raise IdentityError("proof_claims_invalid",
-                                "the token names the system; humans sign in here")
-        if human_id == BOOTSTRAP_ADMIN:
-            raise IdentityError("proof_claims_invalid",
-                                f"the token names `{BOOTSTRAP_ADMIN}`, the id of the admin "
-                                "token `proctor init` made: no provider's person takes it")
+        refusal = person_refusal(human_id)
+        if refusal is not None:
+            raise IdentityError("proof_claims_invalid", refusal)
         if issuer.id_domains and not _in_domains(human_id, issuer.id_domains):
             raise IdentityError("proof_claims_invalid",
                                 f"issuer `{issuer.issuer}` names people of "
@@ -191,6 +200,21 @@ def _in_domains(human_id: str, domains: Iterable[str]) -> bool:
     in one of ``domains``: an id without ``@`` would have all of itself as its domain."""
     local, at, domain = human_id.rpartition("@")
     return bool(local and at) and domain in set(domains)
+
+
+def person_refusal(human_id: str) -> str | None:
+    """Why the canonical ``human_id`` a provider's token names is no person it may sign
+    in, or None: an agent's SPIFFE ID (agents never sign in as humans), the system's
+    (their actions would be the system's), or the bootstrap admin's
+    (:data:`BOOTSTRAP_ADMIN`: that token's alone)."""
+    if human_id.startswith("spiffe://"):
+        return "the token names an agent; humans sign in here"
+    if human_id.startswith(SYSTEM_PREFIX):
+        return "the token names the system; humans sign in here"
+    if human_id == BOOTSTRAP_ADMIN:
+        return (f"the token names `{BOOTSTRAP_ADMIN}`, the id of the admin token "
+                "`proctor init` made: no provider's person takes it")
+    return None
 
 
 def domains_refusal(human_id: str, issuers: Iterable[HumanIssuer]) -> str | None:

@@ -118,10 +118,9 @@ class RequestAuthenticator:
             if token is None:
                 raise unauthenticated("api_token_invalid",
                                       "the API token is unknown, revoked or expired")
-            refusal = self._humans.token_refusal(token.human_id)
-            if refusal is not None:
-                raise unauthenticated("api_token_invalid", f"{refusal}: the API token "
-                                      "names no person of the human issuers")
+            refused = self.human_refusal(token.human_id, "api_token")
+            if refused is not None:
+                raise refused
             return Principal(PrincipalKind.HUMAN, token.human_id, token.roles, "api_token",
                              credential=token.id)
         claims = peek(value).claims
@@ -134,6 +133,22 @@ class RequestAuthenticator:
                                       "humans")
             return Principal(PrincipalKind.HUMAN, human.id, human.roles, "oidc")
         return self._workload(value, confirmed_later)
+
+    def human_refusal(self, human_id: str, method: str) -> ApiError | None:
+        """The 401 for the human ``human_id`` signed in with ``method`` (``api_token`` or
+        ``oidc``) if today's sign-in rules refuse them
+        (:meth:`~proctor.identity.humans.HumanVerifier.signed_in_refusal`), else None.
+        Asked at each use of an API token here, and at each request of a console
+        session (``server/console/web.py``): one check, so that a session opened before
+        a rule (an issuer's ``id_domains``, the bootstrap admin's reserved id) ends
+        when the API would refuse its human."""
+        refusal = self._humans.signed_in_refusal(human_id, method)
+        if refusal is None:
+            return None
+        if method == "api_token":
+            return unauthenticated("api_token_invalid", f"{refusal}: the API token names no "
+                                   "person of the human issuers")
+        return unauthenticated("proof_claims_invalid", refusal)
 
     def _workload_agent(self, claims: Mapping[str, Any]) -> str | None:
         """The agent registered for the subject of a verified token whose issuer is also

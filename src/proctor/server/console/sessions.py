@@ -3,7 +3,9 @@
 A session is opened with a human's credential (an API token such as the
 admin token, or an OIDC token) and lasts at most eight hours — no longer than
 the OIDC token it was opened with. A session opened with an API token ends
-when that token is revoked or expires. The CSRF token of a session is derived
+when that token is revoked or expires. Its human is held to today's sign-in rules
+at each request, as the API holds them (``web._signed_in``): one they refuse is
+ended there. The CSRF token of a session is derived
 from the cookie (HMAC), so it needs no storage and changes with every session.
 """
 

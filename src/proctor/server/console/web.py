@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
 from fastapi import Depends, Request
@@ -35,8 +35,8 @@ from proctor.server.principals import Principal, PrincipalKind
 from proctor.server.problems import problem_of
 from proctor.server.state import ServerState
 
-__all__ = ["CSP", "Console", "ConsoleCall", "ConsoleRoute", "NotSignedInError", "check_csrf",
-           "is_https", "render", "templates"]
+__all__ = ["CSP", "Console", "ConsoleCall", "ConsoleRoute", "NotSignedInError", "SignedOutError",
+           "check_csrf", "is_https", "render", "templates"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ class NotSignedInError(Exception):
     """No live session: pages redirect to the sign-in form."""
 
 
+class SignedOutError(Exception):
+    """A live session whose human today's sign-in rules refuse: ended and audited; the
+    page (401, the API's code) says why, and the browser's cookie is dropped."""
+
+    def __init__(self, refusal: ApiError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 class ConsoleRoute(APIRoute):
     """A console route: errors become pages, every response gets the security headers."""
 
@@ -68,6 +77,12 @@ class ConsoleRoute(APIRoute):
             except NotSignedInError:
                 target = quote(request.url.path, safe="/")
                 response = RedirectResponse(f"/console/login?next={target}", status_code=303)
+            except SignedOutError as exc:
+                response = templates.TemplateResponse(request, "error.html", {
+                    "viewer": None, "status": 401, "code": exc.refusal.code,
+                    "detail": f"signed out: {exc.refusal.message}", "signed_out": True,
+                    "section": ""}, status_code=401)
+                response.delete_cookie(COOKIE, path="/console")
             except ProctorError as exc:
                 response = _error_page(request, exc)
             except RequestValidationError:
@@ -118,12 +133,17 @@ def is_https(request: Request, state: ServerState) -> bool:
 def _signed_in(request: Request) -> Console:
     state = server_state(request)
     cookie = request.cookies.get(COOKIE, "")
-    session = ConsoleSessions(state.runtime.store, state.runtime.clock).find(cookie)
+    sessions = ConsoleSessions(state.runtime.store, state.runtime.clock)
+    session = sessions.find(cookie)
     if session is None:
         raise NotSignedInError
     principal = Principal(PrincipalKind.HUMAN, session.human_id, session.roles,
                           f"console:{session.method}", credential=session.id)
     request.state.principal = principal
+    # the API's checks of its human at each request, as the API makes them at each use
+    refused = state.authenticator.human_refusal(session.human_id, session.method)
+    if refused is not None:
+        _sign_out(request, state, sessions, cookie, principal, refused)
     wait = state.limiter.take(principal.rate_key)
     if wait:
         raise ApiError("rate_limited", "too many requests; wait a moment",
@@ -135,6 +155,20 @@ def _signed_in(request: Request) -> Console:
 
 
 ConsoleCall = Annotated[Console, Depends(_signed_in)]
+
+
+def _sign_out(request: Request, state: ServerState, sessions: ConsoleSessions, cookie: str,
+              principal: Principal, refused: ApiError) -> NoReturn:
+    """End the session of ``cookie``, whose human the API refuses now (``refused``), and
+    audit it as the API's refusals are (``console.session``, refused, the API's code and
+    reason, the session ended), before nothing else of the request is done."""
+    sessions.end(cookie)
+    state.control.record_refusal(
+        principal, "console.session", f"console:{request.url.path[:200]}", refused.code,
+        (refused.message,), source=client_address(request),
+        detail={"method": request.method, "path": request.url.path[:500],
+                "session": principal.credential, "ended": True})
+    raise SignedOutError(refused)
 
 
 async def check_csrf(request: Request, console: Console) -> dict[str, str]:
