@@ -13,8 +13,10 @@ import pytest
 from joserfc.jwk import ECKey
 
 from proctor.audit import AuditLog
+from proctor.oversight.pinning import ToolPins, definition_digest
 from tests.identity.factories import manifest, public_jwk
 from tests.server.conftest import CODER, OWNER, Api
+from tests.server.test_tools_api import Y, Z, _pins
 
 pytestmark = pytest.mark.anyio
 
@@ -81,6 +83,22 @@ def _active(api: Api) -> int | None:
     return None if active is None else active.id
 
 
+async def _pending(api: Api) -> dict[str, Any]:
+    _pins(api)  # w/weather: reviewed, then listed as Y, then as Z (pending both)
+    return {}
+
+
+def _pin(api: Api) -> Any:
+    runtime = api.runtime
+    return ToolPins(runtime.store, runtime.clock, runtime.audit).record("w/weather")
+
+
+def _verdict(verb: str, definition: dict[str, Any]) -> Callable[
+        [Api, dict[str, Any]], Awaitable[httpx.Response]]:
+    return lambda api, _: api.client.post(f"/v1/tools/w/weather/{verb}", headers=api.admin,
+                                          json={"expected_digest": definition_digest(definition)})
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
@@ -97,6 +115,13 @@ KINDS = {
         lambda api, body: api.client.post(
             f"/v1/policies/revisions/{body['revision']}/activate", headers=api.admin),
         lambda api: _active(api) == 2),
+    "tool.review": _Kind(
+        "tool.review", "reviewed", "w/weather", _pending, _verdict("review", Z),
+        lambda api: _pin(api).state == "reviewed", ("digest", "previous_digest")),
+    "tool.reject": _Kind(
+        "tool.reject", "rejected", "w/weather", _pending, _verdict("reject", Y),
+        lambda api: [d.digest for d in _pin(api).rejected] == [definition_digest(Y)],
+        ("digest", "previous_digest")),
 }
 
 

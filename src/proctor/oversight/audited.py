@@ -21,14 +21,18 @@ unaudited.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from sqlalchemy import JSON, DateTime, Table
 
 from proctor.audit import AuditEvent, AuditLog, WriteCursor
 from proctor.errors import AuditError, AuditUnavailableError, ProctorError
 
-__all__ = ["Change", "commit_with_event"]
+__all__ = ["Change", "commit_with_event", "insert_row", "read_rows", "update_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +67,59 @@ def commit_with_event(audit: AuditLog, event: AuditEvent, change: Change, *,
         raise AuditUnavailableError(f"{what} took effect but could not be audited") from exc
     if change.refusal is not None:
         raise change.refusal
+
+
+# A change's statements on the writer's cursor, from its table's definition: the columns'
+# names are the table's, never input; JSON goes in as its text, times through the cursor.
+
+def _kinds(table: Table) -> tuple[frozenset[str], frozenset[str]]:
+    return (frozenset(c.name for c in table.c if isinstance(c.type, JSON)),
+            frozenset(c.name for c in table.c if isinstance(c.type, DateTime)))
+
+
+def read_rows(tx: WriteCursor, table: Table, where: str, params: Sequence[Any], *,
+              lock: bool = False) -> list[Any]:
+    """``table``'s rows ``where`` (``{p}`` for each of ``params``) as ``tx`` reads them,
+    each with its columns as attributes (JSON parsed, times aware UTC); ``lock``: read
+    FOR UPDATE (PostgreSQL; SQLite's writer holds the database's lock)."""
+    names = [c.name for c in table.c]
+    json_columns, times = _kinds(table)
+    columns = ", ".join(f'"{name}"' for name in names)
+    found = tx.rows(f"SELECT {columns} FROM {table.name} WHERE {where}"  # noqa: S608
+                    + (" FOR UPDATE" if lock and not tx.is_sqlite else ""), params)
+    rows = []
+    for row in found:
+        values: dict[str, Any] = {}
+        for name, value in zip(names, row, strict=True):
+            if name in json_columns and isinstance(value, str):
+                value = json.loads(value)
+            elif name in times:
+                value = tx.read_time(value)
+            values[name] = value
+        rows.append(SimpleNamespace(**values))
+    return rows
+
+
+def _stored(tx: WriteCursor, table: Table, values: Mapping[str, Any]) -> list[Any]:
+    json_columns, times = _kinds(table)
+    return [None if value is None else json.dumps(value) if name in json_columns
+            else tx.time(value) if name in times else value for name, value in values.items()]
+
+
+def update_rows(tx: WriteCursor, table: Table, values: Mapping[str, Any], where: str,
+                params: Sequence[Any]) -> int:
+    """Set ``values`` in ``table``'s rows ``where``; how many rows changed."""
+    columns = ", ".join(f'"{name}" = {{p}}' for name in values)
+    return tx.execute(f"UPDATE {table.name} SET {columns} WHERE {where}",  # noqa: S608
+                      [*_stored(tx, table, values), *params])
+
+
+def insert_row(tx: WriteCursor, table: Table, values: Mapping[str, Any], *,
+               unless_taken: bool = False) -> bool:
+    """Insert ``values`` into ``table``; ``unless_taken``: not if a unique key of it is
+    taken already (ON CONFLICT DO NOTHING). Whether it was inserted."""
+    names = ", ".join(f'"{name}"' for name in values)
+    marks = ", ".join("{p}" for _ in values)
+    return bool(tx.execute(
+        f"INSERT INTO {table.name} ({names}) VALUES ({marks})"  # noqa: S608
+        + (" ON CONFLICT DO NOTHING" if unless_taken else ""), _stored(tx, table, values)))

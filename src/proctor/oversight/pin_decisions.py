@@ -12,30 +12,39 @@ refusal; a verdict is audited as the human's (``tool.review`` / ``tool.reject``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, insert, select, update
-
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id, record_change
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit.writer import WITHDRAWN
 from proctor.errors import (
     NotFoundError,
+    ProctorError,
     RequestError,
     ReviewStaleError,
     ReviewUnnamedError,
     ToolRejectedError,
 )
+from proctor.oversight.audited import commit_with_event, insert_row, read_rows, update_rows
 from proctor.oversight.pinning import definition_digest
-from proctor.store import Store
 from proctor.store.tables import tool_catalog, tool_definitions
 
 __all__ = ["decide"]
 
+_TOOL = "tool_id = {p}"
+_DEFINITION = "tool_id = {p} AND digest = {p}"
+_FORGET = "DELETE FROM tool_definitions WHERE tool_id = {p} AND digest = {p}"
 
-def decide(store: Store, audit: AuditLog, now: datetime, tool_id: str, *, by: str,
+
+def decide(audit: AuditLog, now: datetime, tool_id: str, *, by: str,
            digest: str, verdict: Literal["reviewed", "rejected"]) -> None:
     """Record ``by``'s ``verdict`` on the pending definition of ``tool_id`` with
-    ``digest``, and audit it; raise (nothing changed) on any refusal above."""
+    ``digest``, with its event, in one transaction (the audit writer's: the log holds the
+    event if and only if the verdict was recorded); raise (nothing changed) on any
+    refusal above. If the log cannot be written nothing is recorded
+    (:class:`~proctor.errors.AuditUnavailableError`): a review gives access, and a
+    rejection waits for the log as well (the definition stays pending, denied)."""
     from proctor.identity.people import check_human
 
     verb = "review" if verdict == "reviewed" else "rejection"
@@ -44,13 +53,40 @@ def decide(store: Store, audit: AuditLog, now: datetime, tool_id: str, *, by: st
             f"a {verb} of tool `{tool_id}` names the digest of the definition it decides "
             "(`proctor tool show` gives it)")
     by = check_human(by, "reviewer")
-    with store.transaction() as conn:
-        row = conn.execute(select(tool_catalog).where(
-            tool_catalog.c.tool_id == tool_id).with_for_update()).first()
-        if row is None or row.pin_state is None:
+    event = AuditEvent(id=new_event_id(now), time=now, actor=Actor(ActorType.HUMAN, by),
+                       action="tool.review" if verdict == "reviewed" else "tool.reject",
+                       target=tool_id, outcome=verdict)
+    commit_with_event(audit, event, _Verdict(tool_id, by, digest, verdict, now, event))
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """The verdict, decided on the tool's rows as the writer's transaction reads them."""
+
+    tool_id: str
+    by: str
+    digest: str
+    verdict: Literal["reviewed", "rejected"]
+    now: datetime
+    event: AuditEvent
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None  # a retried batch applies it again
+        try:
+            detail = self._decide(tx)
+        except ProctorError as refused:  # checked before anything was written
+            self.refusal = refused
+            return WITHDRAWN
+        return replace(self.event, detail=detail)
+
+    def _decide(self, tx: WriteCursor) -> dict[str, Any]:
+        tool_id, digest, now, by = self.tool_id, self.digest, self.now, self.by
+        found = read_rows(tx, tool_catalog, _TOOL, [tool_id], lock=True)
+        if not found or found[0].pin_state is None:
             raise NotFoundError(f"tool `{tool_id}` has no pin")
-        seen = {s.digest: s for s in conn.execute(select(tool_definitions).where(
-            tool_definitions.c.tool_id == tool_id)).all()}
+        row = found[0]
+        seen = {s.digest: s for s in read_rows(tx, tool_definitions, _TOOL, [tool_id])}
         chosen = seen.get(digest)
         if chosen is not None and chosen.verdict == "rejected":
             raise ToolRejectedError(
@@ -63,16 +99,13 @@ def decide(store: Store, audit: AuditLog, now: datetime, tool_id: str, *, by: st
                 f"no definition of tool `{tool_id}` with digest `{digest}` waits for a "
                 "human; look at it again (`proctor tool show`)")
         listed = definition_digest(row.seen_definition) if row.seen_definition else None
-        if verdict == "rejected":
-            conn.execute(update(tool_definitions).where(
-                tool_definitions.c.tool_id == tool_id, tool_definitions.c.digest == digest)
-                .values(verdict="rejected", decided_at=now, decided_by=by))
+        if self.verdict == "rejected":
+            update_rows(tx, tool_definitions, {"verdict": "rejected", "decided_at": now,
+                                               "decided_by": by}, _DEFINITION, [tool_id, digest])
             if listed == digest:
-                conn.execute(update(tool_catalog).where(tool_catalog.c.tool_id == tool_id)
-                             .values(pin_state="rejected"))
+                update_rows(tx, tool_catalog, {"pin_state": "rejected"}, _TOOL, [tool_id])
         else:
-            conn.execute(delete(tool_definitions).where(
-                tool_definitions.c.tool_id == tool_id, tool_definitions.c.digest == digest))
+            tx.execute(_FORGET, [tool_id, digest])
             values: dict[str, object] = {
                 "definition": chosen.definition, "reviewed_digest": digest,
                 "reviewed_at": now, "reviewed_by": by}
@@ -83,15 +116,10 @@ def decide(store: Store, audit: AuditLog, now: datetime, tool_id: str, *, by: st
                 # definition no human reviewed any longer, and it waits for one
                 values.update(pin_state="unreviewed", seen_definition=row.definition,
                               pin_change="changed", changed_at=now)
-                conn.execute(insert(tool_definitions).values(
-                    tool_id=tool_id, digest=row.reviewed_digest, server=row.server,
-                    definition=row.definition, verdict="pending", change="changed",
-                    renamed_from=None, seen_at=now, listed_at=now))
-            conn.execute(update(tool_catalog).where(tool_catalog.c.tool_id == tool_id)
-                         .values(**values))
-        before = row.reviewed_digest
-    record_change(audit, AuditEvent(
-        id=new_event_id(now), time=now, actor=Actor(ActorType.HUMAN, by),
-        action="tool.review" if verdict == "reviewed" else "tool.reject", target=tool_id,
-        outcome=verdict, detail={"change": chosen.change, "renamed_from": chosen.renamed_from,
-                                 "digest": digest, "previous_digest": before}))
+                insert_row(tx, tool_definitions, {
+                    "tool_id": tool_id, "digest": row.reviewed_digest, "server": row.server,
+                    "definition": row.definition, "verdict": "pending", "change": "changed",
+                    "renamed_from": None, "seen_at": now, "listed_at": now})
+            update_rows(tx, tool_catalog, values, _TOOL, [tool_id])
+        return {"change": chosen.change, "renamed_from": chosen.renamed_from,
+                "digest": digest, "previous_digest": row.reviewed_digest}

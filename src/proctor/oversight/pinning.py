@@ -272,8 +272,8 @@ class ToolPins:
         see), ``tool_definition_rejected`` if a human rejected it; nothing changed."""
         from proctor.oversight.pin_decisions import decide
 
-        decide(self._store, self._audit, self._clock.now(), tool_id, by=by,
-               digest=expected_digest, verdict="reviewed")
+        decide(self._audit, self._clock.now(), tool_id, by=by, digest=expected_digest,
+               verdict="reviewed")
         return self.record(tool_id)
 
     def reject(self, tool_id: str, *, by: str, expected_digest: str) -> PinRecord:
@@ -283,8 +283,8 @@ class ToolPins:
         is; nothing changed."""
         from proctor.oversight.pin_decisions import decide
 
-        decide(self._store, self._audit, self._clock.now(), tool_id, by=by,
-               digest=expected_digest, verdict="rejected")
+        decide(self._audit, self._clock.now(), tool_id, by=by, digest=expected_digest,
+               verdict="rejected")
         return self.record(tool_id)
 
 

@@ -18,14 +18,10 @@ transaction reads it (locked, on PostgreSQL).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any, cast
-
-from sqlalchemy import JSON, DateTime
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.audit.writer import WITHDRAWN
@@ -35,39 +31,15 @@ from proctor.identity import Agent, AgentRegistry, Manifest, ProofSpec
 from proctor.identity.registry import check_review, reviewed
 from proctor.identity.rows import agent_from_row
 from proctor.identity.spiffe_id import parse_agent_id
-from proctor.oversight.audited import commit_with_event
+from proctor.oversight.audited import commit_with_event, insert_row, read_rows, update_rows
 from proctor.store.tables import agents
 
 __all__ = ["register_agent", "review_agent"]
 
-_COLUMNS = tuple(column.name for column in agents.c)
-_JSON = frozenset(column.name for column in agents.c if isinstance(column.type, JSON))
-_TIMES = frozenset(column.name for column in agents.c if isinstance(column.type, DateTime))
-# the columns' names are the table's, never input
-_READ = "SELECT {} FROM agents WHERE id = {{p}}".format(  # noqa: S608
-    ", ".join(f'"{c}"' for c in _COLUMNS))
-
-
 def _agent_in(tx: WriteCursor, key: str) -> Agent | None:
     """The agent's row as ``tx`` reads it (locked, on PostgreSQL)."""
-    found = tx.rows(_READ + ("" if tx.is_sqlite else " FOR UPDATE"), [key])
-    if not found:
-        return None
-    values: dict[str, Any] = {}
-    for name, value in zip(_COLUMNS, found[0], strict=True):
-        if name in _JSON and isinstance(value, str):
-            value = json.loads(value)
-        elif name in _TIMES:
-            value = tx.read_time(value)
-        values[name] = value
-    return agent_from_row(cast(Any, SimpleNamespace(**values)))
-
-
-def _stored(tx: WriteCursor, values: dict[str, Any]) -> list[Any]:
-    """``values`` as ``tx`` writes them into the agents' columns."""
-    return [None if value is None else json.dumps(value) if name in _JSON
-            else tx.time(value) if name in _TIMES else value
-            for name, value in values.items()]
+    found = read_rows(tx, agents, "id = {p}", [key], lock=True)
+    return agent_from_row(cast(Any, found[0])) if found else None
 
 
 def _actor(by: str) -> Actor:
@@ -84,10 +56,7 @@ class _Registration:
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None  # a retried batch applies it again
-        names = ", ".join(f'"{name}"' for name in self.values)
-        marks = ", ".join("{p}" for _ in self.values)
-        insert = f"INSERT INTO agents ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
-        if not tx.execute(insert, _stored(tx, self.values)):  # another registration won
+        if not insert_row(tx, agents, self.values, unless_taken=True):  # another won
             self.refusal = IdentityError("agent_exists", f"agent `{self.values['id']}` or its "
                                          "key or subject is already registered")
             return WITHDRAWN
@@ -139,9 +108,7 @@ class _Review:
             self.refusal = refused
             return WITHDRAWN
         values["updated_at"] = self.now
-        columns = ", ".join(f'"{name}" = {{p}}' for name in values)
-        tx.execute(f"UPDATE agents SET {columns} WHERE id = {{p}}",  # noqa: S608
-                   [*_stored(tx, values), self.key])
+        update_rows(tx, agents, values, "id = {p}", [self.key])
         return replace(self.event, outcome=values["trust_state"], detail={
             **self.event.detail, "manifest_digest": values["manifest_digest"]})
 
