@@ -19,7 +19,7 @@ from proctor.audit import (
     WriteCursor,
     search_events,
 )
-from proctor.errors import GrantError, StoreError
+from proctor.errors import GrantError, ScopeError, StoreError
 from proctor.grants import GrantAuthority, GrantScope, make_proof
 from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.grants.leases import LEFT_OVER_SECONDS, LeaseTree
@@ -343,6 +343,36 @@ def test_a_receiver_no_grant_may_go_to_is_written_whatever_tools_its_scope_names
         "grant:issue", "denied", f'Tool::"{tools[0]}"')
     assert event["task"] == task.id
     assert "is not registered" in str(event["decision"]["reasons"])
+
+
+def test_a_scope_of_no_tools_is_refused_before_anything_is_decided_or_issued(
+    setup: Setup, audited: tuple[GrantAuthority, AuditLog],
+) -> None:
+    """A library caller's scope of no entries (``GrantScope(())``; a scope document
+    without tools is refused when parsed) issued a grant that covered nothing with
+    nothing decided and nothing audited: an issuance off the record. It is refused
+    ``scope_invalid`` like the document, before any decision, for an issuance, an offer
+    and an exchange, whoever the receiver (a registered agent or an id no agent has)."""
+    authority, _ = audited
+    empty = GrantScope(())
+    task = authority.start_task(CODER, purpose="p", on_behalf_of="alice@acme.example")
+    parent = authority.issue(task.id, GIT)
+    issued = _agent_events(setup, CODER)
+    for attempt in (lambda: authority.issue(task.id, empty),
+                    lambda: authority.offer(task.id, empty)):
+        with pytest.raises(ScopeError) as refused:
+            attempt()
+        assert refused.value.code == "scope_invalid"
+    for receiver in (SUPPORT, "spiffe://acme.example/agent/nobody"):
+        proof = make_proof(setup.agents.keys[CODER], parent.token, method=EXCHANGE_METHOD,
+                           target=setup.codec.issuer, now=setup.clock.now())
+        with pytest.raises(ScopeError) as refused:
+            authority.exchange(parent.token, proof, to_agent=receiver, scope=empty,
+                               ttl_seconds=60)
+        assert refused.value.code == "scope_invalid", receiver
+    assert _agent_events(setup, CODER) == issued
+    assert _agent_events(setup, SUPPORT) == []
+    assert [n.id for n in authority.leases.subtree(task.id)] == [task.id, parent.grant_id]
 
 
 class _Crash(BaseException):

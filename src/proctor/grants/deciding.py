@@ -204,13 +204,14 @@ class _Deciding:
         catalog changed since the exchange expanded it, or a library caller's scope),
         the tool decided and named is its first entry as asked, so that the refusal is
         on the record all the same and the caller answers as it does for any other."""
+        _check_not_empty(request.scope)  # bad input for every receiver, as covered_tools'
         try:
             tools = self.covered_tools(request.scope)[:1]
         except ScopeError:  # an entry matches no known tool: none is covered
             tools = []
         known = bool(tools)
         if not known:
-            tools = [entry.tool for entry in request.scope.tools[:1]] or ["*"]
+            tools = [request.scope.tools[0].tool]
         for decision_request, decision in self._decided_for(request, ttl_seconds, tools,
                                                             remember=known):
             denied = Decision(Outcome.DENY, ReasonCode.INVALID_REQUEST,
@@ -274,9 +275,12 @@ class _Deciding:
         self._later[key] = True
 
     def covered_tools(self, scope: GrantScope) -> list[str]:
-        """The known tools ``scope`` covers; an entry that covers none is refused.
+        """The known tools ``scope`` covers; an entry that covers none is refused, and so
+        is a scope of no entries (a library caller's ``GrantScope(())``: a grant that
+        covered nothing was issued with nothing decided and nothing audited).
         Which tools a scope covers depends only on its tool patterns and the catalog:
         kept per pattern list until the catalog changes."""
+        _check_not_empty(scope)
         patterns = tuple(entry.tool for entry in scope.tools)
         covered = self._catalog()[1]  # for this catalog or an older one: never a newer
         found = covered.get(patterns)
@@ -302,6 +306,12 @@ class _Deciding:
         except AuditUnavailableError:
             log.error("the refusal `%s` of an issuance's write could not be audited",
                       refusal.code)
+
+
+def _check_not_empty(scope: GrantScope) -> None:
+    """Refuse a scope of no entries, as a scope document without tools is refused."""
+    if not scope.tools:
+        raise ScopeError("a scope needs a non-empty `tools` list")
 
 
 def _write(audit: AuditLog, events: Sequence[AuditEvent]) -> None:
