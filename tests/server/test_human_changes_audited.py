@@ -13,9 +13,11 @@ import pytest
 from joserfc.jwk import ECKey
 
 from proctor.audit import AuditLog
+from proctor.oversight.inventory import Inventory
 from proctor.oversight.pinning import ToolPins, definition_digest
 from tests.identity.factories import manifest, public_jwk
 from tests.server.conftest import CODER, OWNER, Api
+from tests.server.test_connectors_api import SALESFORCE
 from tests.server.test_tools_api import Y, Z, _pins
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +101,20 @@ def _verdict(verb: str, definition: dict[str, Any]) -> Callable[
                                           json={"expected_digest": definition_digest(definition)})
 
 
+async def _nothing(api: Api) -> dict[str, Any]:
+    return {}
+
+
+async def _salesforce(api: Api) -> dict[str, Any]:
+    added = await api.client.post("/v1/connectors", headers=api.admin, json=SALESFORCE)
+    assert added.status_code == 201, added.text
+    return {}
+
+
+def _connector(api: Api) -> Any:
+    return Inventory(api.runtime.store, api.runtime.clock).find("salesforce")
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
@@ -122,6 +138,14 @@ KINDS = {
         "tool.reject", "rejected", "w/weather", _pending, _verdict("reject", Y),
         lambda api: [d.digest for d in _pin(api).rejected] == [definition_digest(Y)],
         ("digest", "previous_digest")),
+    "connector.add": _Kind(
+        "connector.add", "added", "Connector::salesforce", _nothing,
+        lambda api, _: api.client.post("/v1/connectors", headers=api.admin, json=SALESFORCE),
+        lambda api: _connector(api) is not None, ("kind", "scopes")),
+    "connector.retire": _Kind(
+        "connector.retire", "retired", "Connector::salesforce", _salesforce,
+        lambda api, _: api.client.post("/v1/connectors/salesforce/retire", headers=api.admin),
+        lambda api: _connector(api).retired_at is not None),
 }
 
 

@@ -77,10 +77,8 @@ def add(
                        secrets=tuple(secret or ()), servers=tuple(server or ()))
     with acting_runtime(by, as_json) as (runtime, acting):
         inventory = Inventory(runtime.store, runtime.clock)
-        added = inventory.add(record)
-        acting.record("connector.add", f"Connector::{added.id}", "added",
-                      detail={"kind": added.kind, "owner": added.owner,
-                              "scopes": list(added.scopes)})
+        added = inventory.add_with_event(record, acting.audit, acting.actor,
+                                         source="cli")
     if as_json:
         print_json(added.as_json())
     else:
@@ -110,12 +108,11 @@ def import_config(
             if inventory.find(connector_id) is not None:
                 continue
             values = [*upstream.env.values(), *upstream.headers.values()]
-            inventory.add(Connector(
+            inventory.add_with_event(Connector(
                 id=connector_id, kind="mcp_server", name=f"{name} (gateway config)",
                 secrets=tuple(sorted({s for v in values for s in secret_names(v)})),
-                servers=(name,), source="gateway"))
-            acting.record("connector.add", f"Connector::{connector_id}", "added",
-                          detail={"source": "gateway", "file": str(config_file)})
+                servers=(name,), source="gateway"), acting.audit, acting.actor,
+                source="cli", detail={"source": "gateway", "file": str(config_file)})
             added.append(connector_id)
     if as_json:
         print_json({"registered": added})
@@ -199,9 +196,8 @@ def retire(connector_id: IdArg, by: ByOpt = None, as_json: JsonOpt = False) -> N
     from proctor.oversight.inventory import Inventory
 
     with acting_runtime(by, as_json) as (runtime, acting):
-        retired = Inventory(runtime.store, runtime.clock).retire(
-            connector_id, by=acting.operator.id)
-        acting.record("connector.retire", f"Connector::{retired.id}", "retired")
+        retired = Inventory(runtime.store, runtime.clock).retire_with_event(
+            connector_id, acting.audit, acting.actor, source="cli")
     if as_json:
         print_json(retired.as_json())
     else:

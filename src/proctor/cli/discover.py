@@ -100,11 +100,11 @@ def _register(found: object, *, by: str | None, as_json: bool) -> list[str]:
         for server in found.servers:
             connector_id = proctor_server_name(server.name)
             if inventory.find(connector_id) is None:
-                inventory.add(Connector(
+                inventory.add_with_event(Connector(
                     id=connector_id, kind="mcp_server", name=f"{server.name} ({server.client})",
-                    servers=(connector_id,), source="discover"))
-                acting.record("connector.add", f"Connector::{connector_id}", "added",
-                              detail={"source": "discover", "file": server.file})
+                    servers=(connector_id,), source="discover"), acting.audit,
+                    acting.actor, source="cli",
+                    detail={"source": "discover", "file": server.file})
                 added.append(connector_id)
             if server.secrets:
                 inventory.note_plaintext(connector_id)

@@ -238,7 +238,6 @@ def apply(
     they next start (or activate it through the API). If its audit event cannot be
     written, the revision active before is made active again.
     """
-    from proctor.audit import Actor, ActorType
     from proctor.oversight.activating import activate_revision
 
     with acting_runtime(by, as_json) as (runtime, acting):
@@ -250,7 +249,7 @@ def apply(
         # active with its event, in one transaction; unaudited: the active set unchanged
         compiled = activate_revision(
             runtime.policies, runtime.audit, runtime.clock, staged.revision,
-            by=Actor(ActorType.HUMAN, acting.operator.id), source="cli",
+            by=acting.actor, source="cli",
             detail={"digest": staged.digest, "policies": len(staged)}, compiled=staged)
     if as_json:
         print_json({"revision": compiled.revision, "policies": len(compiled),

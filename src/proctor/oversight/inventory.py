@@ -29,8 +29,11 @@ from typing import Any
 
 from sqlalchemy import Row, insert, select, update
 
+from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
-from proctor.errors import NotFoundError, RequestError
+from proctor.errors import NotFoundError, ProctorError, RequestError
+from proctor.oversight.audited import commit_with_event, insert_row, read_rows, update_rows
 from proctor.oversight.paths import AccessPath, LiveGrant, access_paths
 from proctor.policy import PolicyEngine
 from proctor.store import Store
@@ -152,6 +155,39 @@ class Inventory:
                                                    created_at=now, updated_at=now))
         return self.get(connector.id)
 
+    def add_with_event(self, connector: Connector, audit: AuditLog, by: Actor, *,
+                       source: str | None = None,
+                       detail: dict[str, Any] | None = None) -> Connector:
+        """:meth:`add` with its ``connector.add`` event by ``by``, in one transaction (the
+        audit writer's, :mod:`proctor.oversight.audited`): a connector is access, so if
+        the log cannot be written it is not added
+        (:class:`~proctor.errors.AuditUnavailableError`). ``detail``: the event's
+        (default: the kind, the owner, the scopes)."""
+        _check(connector)
+        now = self._clock.now()
+        event = AuditEvent(
+            id=new_event_id(now), time=now, actor=by, action="connector.add",
+            target=f"Connector::{connector.id}", outcome="added", source=source,
+            detail=detail if detail is not None else {
+                "kind": connector.kind, "owner": connector.owner or None,
+                "scopes": list(connector.scopes)})
+        commit_with_event(audit, event, _Added(
+            {**_columns(connector), "created_at": now, "updated_at": now}))
+        return self.get(connector.id)
+
+    def retire_with_event(self, connector_id: str, audit: AuditLog, by: Actor, *,
+                          source: str | None = None) -> Connector:
+        """:meth:`retire` with its ``connector.retire`` event by ``by``, in one
+        transaction; if the log cannot be written it is retired all the same (it takes
+        access away) and :class:`~proctor.errors.AuditUnavailableError` says so."""
+        now = self._clock.now()
+        event = AuditEvent(id=new_event_id(now), time=now, actor=by, action="connector.retire",
+                           target=f"Connector::{connector_id}", outcome="retired",
+                           source=source)
+        commit_with_event(audit, event, _Retired(connector_id, by.id, now),
+                          alone=lambda: self.retire(connector_id, by=by.id))
+        return self.get(connector_id)
+
     def note_plaintext(self, connector_id: str) -> None:
         """Mark that discovery saw one of the connector's secrets in plaintext."""
         now = self._clock.now()
@@ -256,6 +292,45 @@ def _check(connector: Connector) -> None:
     for uri in connector.redirect_uris:
         if not uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise RequestError(f"redirect URI `{uri[:200]}` must be https (or loopback)")
+
+
+@dataclass(slots=True)
+class _Added:
+    """The connector's row, inserted unless its id is taken."""
+
+    values: dict[str, Any]
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None  # a retried batch applies it again
+        if not insert_row(tx, connectors, self.values, unless_taken=True):
+            self.refusal = RequestError(f"connector `{self.values['id']}` already exists")
+            return WITHDRAWN
+        return None
+
+
+@dataclass(slots=True)
+class _Retired:
+    """The connector retired, unless it is unknown or retired already."""
+
+    connector_id: str
+    by: str
+    now: datetime
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None  # a retried batch applies it again
+        found = read_rows(tx, connectors, "id = {p}", [self.connector_id], lock=True)
+        if not found:
+            self.refusal = NotFoundError(f"connector `{self.connector_id}` does not exist")
+        elif found[0].retired_at is not None:
+            self.refusal = RequestError(f"connector `{self.connector_id}` is already retired")
+        else:
+            update_rows(tx, connectors, {"retired_at": self.now, "retired_by": self.by,
+                                         "updated_at": self.now}, "id = {p}",
+                        [self.connector_id])
+            return None
+        return WITHDRAWN
 
 
 def _columns(c: Connector) -> dict[str, Any]:

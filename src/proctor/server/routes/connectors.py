@@ -92,19 +92,13 @@ def add_connector(body: NewConnector, call: Call) -> ConnectorView:
     """Record a connector; refused if its id is taken or a field is not valid."""
     call.require("api:connector.add", service("connectors"))
     inventory = Inventory(call.runtime.store, call.runtime.clock)
-    added = inventory.add(Connector(
+    # with its event, in one transaction (an outage: not added, and 503)
+    added = inventory.add_with_event(Connector(
         id=body.id, kind=body.kind, name=body.name, owner=body.owner, provider=body.provider,
         client_id=body.client_id, scopes=tuple(body.scopes),
         redirect_uris=tuple(body.redirect_uris), credential=body.credential,
-        secrets=tuple(body.secrets), servers=tuple(body.servers)))
-
-    def undo() -> str:
-        inventory.retire(added.id, by="proctor (the change could not be audited)")
-        return "the connector is retired"
-
-    call.record("connector.add", f"Connector::{added.id}", "added",
-                detail={"kind": added.kind, "owner": added.owner,
-                        "scopes": list(added.scopes)}, undo=undo)
+        secrets=tuple(body.secrets), servers=tuple(body.servers)),
+        call.runtime.audit, call.principal.actor, source=call.source)
     return ConnectorView(**added.as_json())
 
 
@@ -113,7 +107,7 @@ def add_connector(body: NewConnector, call: Call) -> ConnectorView:
 def retire_connector(connector_id: ConnectorId, call: Call) -> ConnectorView:
     """Take a connector out of the inventory (it stays readable)."""
     call.require("api:connector.retire", service("connectors"))
-    retired = Inventory(call.runtime.store, call.runtime.clock).retire(
-        connector_id, by=call.principal.id)
-    call.record("connector.retire", f"Connector::{retired.id}", "retired")
+    # with its event, in one transaction (an outage: retired all the same, and 503)
+    retired = Inventory(call.runtime.store, call.runtime.clock).retire_with_event(
+        connector_id, call.runtime.audit, call.principal.actor, source=call.source)
     return ConnectorView(**retired.as_json())
