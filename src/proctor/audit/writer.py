@@ -205,12 +205,13 @@ def _apply_effects(tx: WriteCursor, batch: Sequence[Receipt]) -> list[AuditEvent
 class Receipt:
     """A queued event; :meth:`wait` blocks until it is durable (or failed)."""
 
-    __slots__ = ("_done", "_future", "effects", "error", "event", "is_done", "more", "result",
-                 "row")
+    __slots__ = ("_done", "_future", "_taking", "effects", "error", "event", "is_done", "more",
+                 "result", "row", "taken", "withdrawn")
 
     def __init__(self, event: AuditEvent | None, effects: Effects | None = None,
                  future: asyncio.Future[RecordedEvent | None] | None = None,
-                 more: Sequence[AuditEvent] = ()) -> None:
+                 more: Sequence[AuditEvent] = (), taking: threading.Lock | None = None
+                 ) -> None:
         self.event = event
         self.effects = effects
         self.row = _row_of(event) if event is not None else None
@@ -221,11 +222,28 @@ class Receipt:
         self.error: AuditUnavailableError | None = None
         self._future = future
         self.is_done = False
+        # taken into a batch (under its log's ``taking`` lock); withdrawn by a caller
+        # whose wait ran out while it was still queued: no batch writes it then
+        self.taken = False
+        self.withdrawn = False
+        self._taking = taking
         # an asynchronous caller waits on its future: no lock for it
         self._done: threading.Lock | None = None
         if future is None:
             self._done = threading.Lock()
             self._done.acquire()
+
+    def _withdraw(self) -> bool:
+        """Withdraw the receipt if no batch has taken it (atomically with the taking of
+        a batch); whether it was."""
+        taking = self._taking
+        if taking is None:
+            return False
+        with taking:
+            if self.taken or self.is_done:
+                return False
+            self.withdrawn = True
+            return True
 
     def _finish(self) -> None:
         self.is_done = True
@@ -240,12 +258,22 @@ class Receipt:
 
     def settled(self, timeout: float) -> RecordedEvent | None:
         """Wait until the receipt's transaction committed; the place of its event in the
-        chain (None: the receipt carried effects and no event). Raises if it failed."""
+        chain (None: the receipt carried effects and no event). Raises if it failed.
+
+        Past ``timeout`` a receipt still queued is withdrawn (no batch will write it:
+        neither its event nor its effects) and :class:`AuditUnavailableError` raised; one
+        a batch has taken already is waited for to the batch's end, and its outcome given
+        (written or failed), so that an error always means nothing of it was written."""
         done = self._done
         if done is None:
             raise AuditUnavailableError("an asynchronous caller's receipt is awaited, not waited")
         if not done.acquire(timeout=timeout):
-            raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s")
+            if self._withdraw():
+                raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s"
+                                            "; withdrawn, nothing of it written")
+            log.warning("an audit write past its %g s limit is in a batch being written; "
+                        "waiting for the batch's outcome", timeout)
+            done.acquire()
         done.release()
         if self.error is not None:
             raise self.error
@@ -305,6 +333,8 @@ class AuditLog:
         self._queue: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         # batches a leading loop gave up (see the module docstring): written first, in order
         self._handed: collections.deque[Receipt] = collections.deque()
+        # held while receipts are taken into a batch, or one withdrawn (Receipt.settled)
+        self._taking = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_pending)
         self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
         self._head: ChainHead | None = None
@@ -468,7 +498,7 @@ class AuditLog:
                  effects: Effects | None = None, more: Sequence[AuditEvent] = ()) -> Receipt:
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        receipt = Receipt(event, effects, more=more)
+        receipt = Receipt(event, effects, more=more, taking=self._taking)
         if not self._slots.acquire(timeout=self.timeout if timeout is None else timeout):
             raise AuditUnavailableError("the audit writer is saturated")
         self._queue.put(receipt)
@@ -540,16 +570,31 @@ class AuditLog:
             self._write(batch)
 
     def _next_batch(self) -> list[Receipt]:
-        """Up to ``max_batch`` receipts: what a loop gave up first, then the queue's."""
+        """Up to ``max_batch`` receipts: what a loop gave up first, then the queue's;
+        those withdrawn (:meth:`Receipt.settled`) are dropped, the others marked taken."""
         handed = self._handed
         batch: list[Receipt] = []
-        while handed and len(batch) < self._max_batch:
-            batch.append(handed.popleft())
-        while len(batch) < self._max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        withdrawn = 0
+        with self._taking:
+            while handed and len(batch) < self._max_batch:
+                receipt = handed.popleft()
+                if receipt.withdrawn:
+                    withdrawn += 1
+                    continue
+                receipt.taken = True
+                batch.append(receipt)
+            while len(batch) < self._max_batch:
+                try:
+                    receipt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if receipt.withdrawn:
+                    withdrawn += 1
+                    continue
+                receipt.taken = True
+                batch.append(receipt)
+        if withdrawn:
+            self._slots.release(withdrawn)
         return batch
 
     def _write_on_loop(self, receipt: Receipt) -> None:
@@ -574,7 +619,10 @@ class AuditLog:
         if written:
             self._complete(batch)
         else:
-            self._handed.extendleft(reversed(batch))
+            with self._taking:  # queued again: a caller whose wait runs out may withdraw
+                for receipt in batch:
+                    receipt.taken = False
+                self._handed.extendleft(reversed(batch))
 
     def _append_once(self, batch: Sequence[Receipt]) -> bool:
         """Write ``batch`` in one attempt that waits for nobody (see the module
