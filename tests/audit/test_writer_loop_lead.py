@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from proctor.audit import AuditLog
 from proctor.audit.chain import ChainHead
@@ -171,3 +172,36 @@ async def test_callers_on_a_leading_loop_that_keep_calling_share_their_batches(
     assert log.batches - batches <= 40  # 160 events: about 5 batches of 32
     # together, they are the writer thread's: its commit overlaps the loop's work
     assert sum(writer == here for writer in writers.writer_of.values()) <= 8
+
+
+async def test_closing_gives_the_connection_back_with_the_busy_timeout_it_came_with(
+        store: Store, clock: FrozenClock) -> None:
+    """A write the loop led set the connection's busy_timeout to 0; the pool's connect
+    hook does not run again for a pooled connection, so the log gives it back as it
+    came: the next user of that connection waits for another's lock as it should."""
+    def busy_timeouts() -> list[int]:
+        pool = store.engine.pool
+        assert isinstance(pool, QueuePool)
+        held = [store.engine.raw_connection() for _ in range(pool.size())]
+        try:
+            return [int(proxy.dbapi_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA busy_timeout").fetchone()[0]) for proxy in held]
+        finally:
+            for proxy in held:
+                proxy.close()
+
+    given = busy_timeouts()
+    assert all(given)
+    audit = AuditLog(store, clock=clock, timeout=WAIT)
+    audit.lead_on(asyncio.get_running_loop())
+    try:
+        writers = Writers()
+        audit.observe(writers)
+        await asyncio.to_thread(audit.record, agent_event(clock, 0))  # the head, known
+        event = agent_event(clock, 1)
+        await audit.record_async(event)
+        assert writers.writer_of[event.id] == threading.get_ident()  # led on the loop
+    finally:
+        audit.lead_on(None)
+        audit.close()
+    assert busy_timeouts() == given

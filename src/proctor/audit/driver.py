@@ -235,6 +235,7 @@ class AppendConnection:
         self._busy_timeout_ms = busy_timeout_ms
         self._waits = True  # SQLite: the connection's busy_timeout is its own (else 0)
         self._wait_ms = 0  # that busy_timeout, read when the connection is opened
+        self._pool_ms = 0  # SQLite: the busy_timeout the pool gave it, given back on close
         self._proxy: Any = None
         self._quiet = 0  # batches in a row whose head read found the head expected
         self._keyed: int | None = None  # the head row's `keyed` as last committed (None: read it)
@@ -242,6 +243,9 @@ class AppendConnection:
     def _connection(self) -> Any:
         if self._proxy is None:
             self._proxy = self._store.engine.raw_connection()
+            if self._is_sqlite:
+                self._pool_ms = int(self._proxy.driver_connection.execute(
+                    "PRAGMA busy_timeout").fetchone()[0])
             if self._is_sqlite and self._busy_timeout_ms is not None:
                 self._proxy.driver_connection.execute(
                     f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
@@ -453,9 +457,22 @@ class AppendConnection:
             log.debug("discarding a broken audit connection failed", exc_info=True)
 
     def close(self) -> None:
+        """Give the connection back to the pool with the ``busy_timeout`` it came with
+        (the pool's connect hook sets it once per connection; a write that would not
+        wait left it 0, ``busy_timeout_ms`` another)."""
         proxy, self._proxy = self._proxy, None
-        if proxy is not None:
-            proxy.close()
+        if proxy is None:
+            return
+        if self._is_sqlite:
+            try:
+                proxy.driver_connection.execute(f"PRAGMA busy_timeout={self._pool_ms}")
+            except Exception:  # a connection that cannot take it is not given back
+                log.debug("restoring an audit connection's busy_timeout failed",
+                          exc_info=True)
+                self._proxy = proxy
+                self.discard()
+                return
+        proxy.close()
 
 
 _CHUNKS = (1, 4, 16, 64, 256)

@@ -511,11 +511,15 @@ class AuditLog:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout)
-        # Anything queued after the writer's last look was never written: say so now
-        # rather than letting its caller wait out its timeout.
+        # Anything queued after the writer's last look, or given up by a loop, was never
+        # written: say so now rather than letting its caller wait out its timeout.
         with self._lead:
             closed = AuditUnavailableError("the audit log is closed")
             left: list[Receipt] = []
+            while self._handed:
+                item = self._handed.popleft()
+                item.error = closed
+                left.append(item)
             while True:
                 try:
                     item = self._queue.get_nowait()
