@@ -294,3 +294,34 @@ def test_0027_makes_an_events_position_its_rowid_and_the_chain_still_verifies(
     if store.backend == "sqlite":  # one b-tree: the position is the table's key
         assert all(rowid == seq for rowid, seq in rowids)
         assert "INTEGER PRIMARY KEY" in plan
+
+
+def test_a_database_at_a_revision_this_proctor_does_not_know_is_a_one_line_error(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer proctor migrated it: opening it is ``store_migration_failed``, not
+    Alembic's CommandError, and the command line says so in one line, exit 1."""
+    from typer.testing import CliRunner
+
+    from proctor.cli.main import app
+    from proctor.errors import MigrationError
+
+    store = open_store(database_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        store.close()
+    with pytest.raises(MigrationError, match="revision 9999, which this proctor"):
+        open_store(database_url).close()
+    monkeypatch.setenv("PROCTOR_HOME", str(tmp_path))
+    monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
+    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
+    result = CliRunner().invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+    assert "revision 9999, which this proctor" in result.output
+    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "store_migration_failed" in result.output
