@@ -369,3 +369,53 @@ async def test_an_answer_or_cancellation_naming_tools_call_reaches_the_direct_pa
         release.set()
         await agent.send({"jsonrpc": "2.0", "id": 63, "method": "ping"})
         assert (await agent.answer())["id"] == 63  # and never an answer for 61
+
+
+async def test_a_transport_that_stopped_reading_starts_no_more_calls_from_the_pipe() -> None:
+    """Once its reading ends (a revocation's stop), the transport takes no line from the
+    agent's pipe: the pipe stayed watched with the direct path's callback set, which
+    went on starting the calls of lines the agent sent, in a transport that was ending,
+    until the pipe was closed (here a call still running keeps it open)."""
+    release, entered, stop = anyio.Event(), anyio.Event(), anyio.Event()
+    seen: list[str] = []
+
+    async def call(name: str, arguments: dict[str, Any], relay: Relay) -> BaseModel:
+        seen.append(name)
+        if name == "slow":
+            entered.set()
+            with anyio.CancelScope(shield=True):  # a call that goes on when cancelled
+                await release.wait()
+        return types.CallToolResult(content=[])
+
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    reader = PipeReader(in_read)
+    transport = StdioTransport(reader, PipeWriter(out_write), max_message_bytes=4096,
+                               calls=call)
+    agent = Agent(PipeWriter(in_write), PipeReader(out_read))
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: transport.serve(_server(), stop=stop))
+            await agent.send(INIT)
+            assert "result" in await agent.answer()
+            await agent.send({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                              "params": {"name": "slow", "arguments": {}}})
+            await entered.wait()
+            await agent.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                              "params": {"requestId": 9}})
+            await agent.send({"jsonrpc": "2.0", "id": 11, "method": "ping"})
+            assert (await agent.answer())["id"] == 11  # the cancellation was taken
+            stop.set()  # nothing outstanding: the reading ends, the slow call runs on
+            try:
+                while reader.quick is not None:  # the reading task's end
+                    await anyio.sleep(0)
+                await agent.send({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                                  "params": {"name": "echo", "arguments": {}}})
+            finally:
+                release.set()
+            with pytest.raises(anyio.EndOfStream):
+                while True:  # the gateway closes its end, having answered nothing more
+                    agent.buffer += await agent.reader.receive()
+            await agent.writer.aclose()
+        await agent.reader.aclose()
+    assert (seen, agent.buffer) == (["slow"], b"")

@@ -157,6 +157,16 @@ class StdioTransport:
 
     async def _read(self, to_server: ToServer, errors: FromServer,
                     reading: anyio.CancelScope) -> None:
+        try:
+            await self._read_lines(to_server, errors, reading)
+        finally:
+            # read no more: the pipe's callback would go on starting calls from the
+            # agent's lines (quick) in a transport that is ending (a revocation's stop)
+            if isinstance(self._reader, PipeReader):
+                self._reader.stop_reading()
+
+    async def _read_lines(self, to_server: ToServer, errors: FromServer,
+                          reading: anyio.CancelScope) -> None:
         async with to_server, errors:
             with reading:
                 buffer = bytearray()
@@ -571,6 +581,12 @@ class PipeReader(ByteReceiveStream):
         self._unwatch()  # nobody waits, or the end (which stays readable): held
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def stop_reading(self) -> None:
+        """Take nothing more from the pipe until the next :meth:`receive`: ``quick``
+        unset and the pipe no longer watched (a chunk already read stays held)."""
+        self.quick = None
+        self._unwatch()
 
     def _watch(self) -> None:
         if not self._is_watching and self._chunk is None and self._loop is not None:
