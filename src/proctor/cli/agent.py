@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from proctor.cli.operator import Acting, ByOpt, acting_runtime, acting_store
+from proctor.cli.operator import Acting, ByOpt, acting_store
 from proctor.cli.output import confirm_review, console, fail, print_json
 from proctor.clock import SystemClock
 from proctor.config import load_settings
@@ -19,6 +19,8 @@ from proctor.documents import read_json
 from proctor.errors import IdentityError, ProctorError, RequestError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from proctor.identity import (
         Agent,
         AgentRegistry,
@@ -249,18 +251,35 @@ def retire(agent: AgentArg, by: ByOpt = None, reason: ReasonOpt = "",
 
 def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool) -> None:
     """Suspend or retire, with its event in the same transaction; the agent's grants are
-    revoked with it. It stands even if it cannot be audited (the command fails)."""
-    from proctor.identity import TrustState, agent_id_for
+    revoked with it. It stands even if it cannot be audited (the command fails). The
+    home's policies are not read: an operator stops an agent whatever state they are in."""
+    from proctor.grants.leases import LeaseTree
+    from proctor.grants.revoking import Revoker
+    from proctor.identity import AgentRegistry, TrustState, agent_id_for, load_trust_config
+    from proctor.oversight.risk import load_risk_config
     from proctor.oversight.standing import change_standing
 
-    with acting_runtime(by, as_json) as (runtime, acting):
-        updated = change_standing(
-            runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases,
-            agent_id_for(agent, runtime.settings.trust_domain).id,
-            TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
-            by=acting.operator.id, reason=reason, source="cli",
-            detail={"os_user": acting.operator.os_user})
-        runtime.grants.leases.settle(timeout=30)  # the grants it handed on: marked
+    with acting_store(by, as_json) as (settings, store, _keyring, acting):
+        registry = AgentRegistry(
+            store, acting.clock, load_trust_config(settings.home, settings.trust_domain),
+            starting_risk=load_risk_config(settings.home).prior)
+        leases = LeaseTree(store, acting.clock)
+        revoker = Revoker(store, acting.clock, leases, acting.audit)
+
+        def end_grants(conn: Connection, ended: Agent, why: str) -> Callable[[], None]:
+            # the change made alone when the log cannot be written: its grants still end
+            return revoker.end_agent_grants(conn, ended.id, why, ended.state_changed_by)
+
+        registry.on_deactivated(end_grants)
+        try:
+            updated = change_standing(
+                registry, acting.audit, acting.clock, leases,
+                agent_id_for(agent, settings.trust_domain).id,
+                TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
+                by=acting.operator.id, reason=reason, source="cli",
+                detail={"os_user": acting.operator.os_user})
+        finally:
+            leases.settle(timeout=30)  # the grants it handed on: marked before the store closes
     _report(updated, as_json, f"{updated.id} is {updated.trust_state.value}")
 
 
