@@ -71,8 +71,10 @@ async def suspend(agent_id: str, request: Request, console: ConsoleCall) -> Resp
     agent = agent_for(console, agent_id, "api:agent.suspend")
     reason = form.get("reason", "")[:500] or "suspended from the console"
     runtime = console.runtime
-    change_standing(runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases,
-                    agent.id, TrustState.SUSPENDED, by=console.principal.id, reason=reason,
-                    source=console.source)
-    runtime.enforcer.refresh_principals()
+    try:
+        change_standing(runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases,
+                        agent.id, TrustState.SUSPENDED, by=console.principal.id, reason=reason,
+                        source=console.source)
+    finally:  # made alone (503) it stands all the same: the engine learns it either way
+        runtime.enforcer.refresh_principals()
     return RedirectResponse(f"/console/agents/{agent.id}/view", status_code=303)

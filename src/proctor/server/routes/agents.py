@@ -255,11 +255,13 @@ def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> Agen
     agent = agent_for(call, agent_id, f"api:agent.{verb}")
     runtime = call.runtime
     # the change and its event in one transaction (an outage: the change alone, and 503)
-    updated = change_standing(
-        runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases, agent.id,
-        TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
-        by=call.principal.id, reason=reason, source=call.source)
-    runtime.enforcer.refresh_principals()
+    try:
+        updated = change_standing(
+            runtime.registry, runtime.audit, runtime.clock, runtime.grants.leases, agent.id,
+            TrustState.SUSPENDED if verb == "suspend" else TrustState.RETIRED,
+            by=call.principal.id, reason=reason, source=call.source)
+    finally:  # made alone (503) it stands all the same: the engine learns it either way
+        runtime.enforcer.refresh_principals()
     return AgentView.of(updated)
 
 
