@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -11,24 +10,28 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from proctor.unseen import unseen_replaced
+
 if TYPE_CHECKING:
     from proctor.codes import Code
 
 __all__ = ["confirm_review", "console", "err_console", "fail", "json_escaped", "print_json"]
 
-# C0 and C1 control characters but the newline and the tab: an escape sequence in text an
-# agent or an upstream chose (a tool's name or description, an event's target, an
+# What is unseen (proctor.unseen) but the newline and the tab: an escape sequence in text
+# an agent or an upstream chose (a tool's name or description, an event's target, an
 # argument) would be the operator's terminal's to obey (clear the screen, rewrite the
 # lines above, set the title or the clipboard); Rich passes ESC through. With them the
-# invisible or reordering format characters: a bidirectional override showed an agent's
-# argument `\u202e1001-c` as `c-1001`, a zero-width space hid a difference
-_HIDDEN = "\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
-_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_HIDDEN}]")
+# invisible or reordering characters: a bidirectional override showed an agent's
+# argument `\u202e1001-c` as `c-1001`, a zero-width space or a tag character hid a
+# difference
+_KEPT = "\n\t"
 
 
-def _shown(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+def _shown(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 class _TextConsole(Console):
@@ -36,24 +39,29 @@ class _TextConsole(Console):
     (its own styles, from markup, still reach the terminal)."""
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(_CONTROL.sub(_shown, text), **kwargs)
+        return super().render_str(unseen_replaced(text, _shown, keep=_KEPT), **kwargs)
 
 
 console: Console = _TextConsole(highlight=False)
 err_console: Console = _TextConsole(stderr=True, highlight=False)
 
 
-# What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal obeys: DEL and
-# the C1 controls (U+009B is CSI, as ESC [ is), and the format characters above; the C0
-# ones it escapes itself. They can
-# only stand inside a JSON string, where ``\u009b`` is the same string.
-_JSON_RAW = re.compile(f"[\x7f-\x9f{_HIDDEN}]")
+# What ``json.dumps(..., ensure_ascii=False)`` leaves raw that a terminal obeys or does not
+# show: DEL and the C1 controls (U+009B is CSI, as ESC [ is), and the other unseen
+# characters; the C0 ones it escapes itself (the newlines left are the layout's). They
+# can only stand inside a JSON string, where ``\u009b`` is the same string.
+def _json_shown(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a surrogate pair, as JSON writes a character past the BMP
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def json_escaped(text: str) -> str:
-    """JSON text with DEL, the C1 control characters and the invisible or reordering
-    format characters written as ``\\uXXXX``."""
-    return _JSON_RAW.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    """JSON text with DEL, the C1 control characters and the other unseen characters
+    (:mod:`proctor.unseen`) written as ``\\uXXXX``."""
+    return unseen_replaced(text, _json_shown, keep="\n")
 
 
 def print_json(data: Any) -> None:

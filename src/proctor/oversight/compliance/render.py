@@ -4,11 +4,13 @@ What a report shows comes in part from outside: a tool's name an upstream chose,
 agent's id, a connector's server and secret names, an event id. None of it may format
 the report or reach the terminal it is printed on as anything but text. In Markdown
 each character of a value that can open inline formatting is backslash-escaped
-(``\\ ` * _ [ ] < > ( ) ! | ~ & :``), so that no value opens a link, an image, raw
-HTML, an autolink, a code span or a table cell of its own (a value never starts a line:
-its line breaks are escaped, so it opens no heading or list either); in both formats C0
-and C1 control characters, DEL and the invisible or reordering format characters
-(bidirectional overrides, zero-width spaces) are written as ``\\uXXXX``: raw, an escape
+(``\\ ` * _ [ ] < > ( ) ! | ~ & : @``, and the ``.`` of ``www.``), so that no value
+opens a link, an image, raw HTML, an autolink (GFM's extended ones included), a code
+span or a table cell of its own (a value never starts a line:
+its line breaks are escaped, so it opens no heading or list either); in both formats the
+unseen characters (:mod:`proctor.unseen`: C0 and C1 controls, DEL, bidirectional
+overrides, zero-width spaces, tag characters, variation selectors...) are written as
+``\\uXXXX``: raw, an escape
 sequence in a value cleared the operator's screen or set its title when the report was
 printed (``proctor report compliance`` writes it to stdout), and a bidirectional
 override showed a value reordered.
@@ -22,21 +24,30 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from proctor.unseen import unseen_replaced
+
 __all__ = ["FORMATS", "render_html", "render_markdown"]
 
 FORMATS = ("md", "html", "json")
 
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f"
-                     "\u2028-\u202e\u2060-\u2069\ufeff]")
 # what can open inline formatting (emphasis, code, links, images, raw HTML, entities,
 # autolinks, strikethrough, a table's cell): a value never starts a line (its line
 # breaks are \u000a), so what matters only there (#, -, +, digits and a dot) is left
-_PUNCTUATION = re.compile(r"([\\`*_\[\]<>()!|~&:])")
+_PUNCTUATION = re.compile(r"([\\`*_\[\]<>()!|~&:@])")
+# GFM's extended autolinks: `www.` opens one, as an address's `@` does (above); a scheme's
+# `:` is escaped already
+_WWW = re.compile(r"(?i)(?<=www)\.")
+
+
+def _shown_char(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def shown(value: Any) -> str:
-    """``value`` as text with its control and invisible characters written ``\\uXXXX``."""
-    return _HIDDEN.sub(lambda match: f"\\u{ord(match.group()):04x}", str(value))
+    """``value`` as text with its unseen characters (:mod:`proctor.unseen`: controls,
+    line breaks, invisible or reordering characters) written ``\\uXXXX``."""
+    return unseen_replaced(str(value), _shown_char)
 
 
 def _finalized(value: Any) -> Any:
@@ -50,7 +61,7 @@ def _finalized(value: Any) -> Any:
 def _md(value: Any) -> str:
     """``value`` as Markdown text that formats nothing (a backslash before ``u`` is
     itself, in CommonMark: the ``\\uXXXX`` of :func:`shown` stays as written)."""
-    return shown(_PUNCTUATION.sub(r"\\\1", str(value)))
+    return shown(_WWW.sub(r"\\.", _PUNCTUATION.sub(r"\\\1", str(value))))
 
 
 _env = Environment(loader=PackageLoader("proctor.oversight.compliance", "."),
