@@ -223,3 +223,29 @@ def test_the_kept_text_is_the_objects_own_and_changes_only_when_told() -> None:
     assert json.loads(text.text())["trend"] == [[1796660431.5, 3]]
     other = copy.deepcopy(baseline)
     assert json.loads(BaselineText(other).text()) == json.loads(text.text())
+
+
+def test_the_hours_text_follows_each_float_replaced_and_any_list_or_type() -> None:
+    baseline = new_baseline()
+    text = BaselineText(baseline)
+    hours = baseline["hours"]
+    for index, value in ((3, 1.0), (3, 2.0), (7, -0.0), (0, float("nan")), (23, 1e300)):
+        hours[index] = value
+        assert _hours_of(text) == dumps(baseline["hours"])  # a counter: written every time
+    hours[5] = 4  # an int: written as an int
+    assert _hours_of(text) == dumps(baseline["hours"])
+    hours[5] = 4.0
+    assert _hours_of(text) == dumps(baseline["hours"])
+    baseline["hours"] = [1.5, True, "x"]  # another list, not of floats
+    assert _hours_of(text) == dumps(baseline["hours"])
+    baseline["hours"] = hours
+    hours.append(2.5)  # another length
+    assert _hours_of(text) == dumps(baseline["hours"])
+
+
+def _hours_of(text: BaselineText) -> str:
+    """The hours' text as written (compared as text: -0.0, NaN and 1e300 as dumps writes them)."""
+    written = text.text()
+    assert _same(_sorted(json.loads(written)), _sorted(json.loads(dumps(text.baseline))))
+    start = written.index('"hours": ') + len('"hours": ')
+    return written[start:written.index("]", start) + 1]

@@ -111,11 +111,13 @@ def _percentile(values: list[float], percent: int) -> float:
 
 def _decay_ratios(baseline: dict[str, Any], at: float, config: RiskConfig) -> None:
     ratios = baseline["ratios"]
-    if ratios["at"] is not None and at > ratios["at"]:
-        keep = 0.5 ** ((at - ratios["at"]) / max(1, config.ratio_half_life_seconds))
-        for key in ("total", "denies", "approvals"):
-            ratios[key] *= keep
-    ratios["at"] = at if ratios["at"] is None else max(at, ratios["at"])
+    last = ratios["at"]
+    if last is not None and at > last:
+        keep = 0.5 ** ((at - last) / max(1, config.ratio_half_life_seconds))
+        ratios["total"] *= keep
+        ratios["denies"] *= keep
+        ratios["approvals"] *= keep
+    ratios["at"] = at if last is None else max(at, last)
 
 
 def _fold_rate(baseline: dict[str, Any], at: float, config: RiskConfig) -> bool:
@@ -165,11 +167,16 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
 
     Whether it changed a part of the baseline other than the :data:`COUNTERS` (it
     changed none of them in place if not: a writer may keep their text)."""
-    action = str(event.get("action", ""))
+    # (``type(x) is dict`` first: the same answer as ``isinstance(x, Mapping)`` for a
+    # dict, without the ABC's check; once per decision)
+    action = event.get("action", "")
+    if type(action) is not str:
+        action = str(action)
     if at is None:
         at = _epoch(str(event["time"]))
-    detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
-    assert isinstance(detail, Mapping)
+    detail = event.get("detail")
+    if type(detail) is not dict and not isinstance(detail, Mapping):
+        detail = {}
     if action == "gateway.leak":
         return _signal(baseline, "leaked_grant", 1.0, at,
                        f"a live grant in {str(detail.get('found_in', 'a call'))[:120]}", config)
@@ -180,7 +187,9 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     if not action.startswith("tool:"):
         return False
     tool = action[len("tool:"):]
-    decision = event.get("decision") if isinstance(event.get("decision"), Mapping) else None
+    decision = event.get("decision")
+    if type(decision) is not dict and not isinstance(decision, Mapping):
+        decision = None
     outcome = (decision or {}).get("outcome") if decision else (
         "deny" if event.get("outcome") == "denied" else None)
     # Only what the agent was allowed to do teaches its baseline (its tools, domains,
@@ -188,8 +197,8 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
     # call is still judged, and counts towards the rate and the ratios, but an agent
     # cannot make tomorrow's call look usual by being refused it today.
     learns = outcome == "allow"
-    if decided_again(event):
-        return False
+    if event.get("outcome") == "denied" and detail.get("code") in _DECIDED_AGAIN:
+        return False  # decided_again(event)
     warm = baseline["calls"] >= config.warmup_calls
     if learns:
         baseline["calls"] += 1
@@ -215,8 +224,9 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
         ratios["denies"] += 1
     elif outcome == "approval_required":
         ratios["approvals"] += 1
-    features = detail.get("args") if isinstance(detail.get("args"), Mapping) else {}
-    assert isinstance(features, Mapping)
+    features = detail.get("args")
+    if type(features) is not dict and not isinstance(features, Mapping):
+        features = {}
     for domain in features.get("domains") or ():
         if domain not in baseline["domains"]:
             if warm:
@@ -225,8 +235,9 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
             if learns and len(baseline["domains"]) < _MAX_DOMAINS:
                 baseline["domains"].append(domain)
                 changed = True
-    numbers = features.get("numbers") if isinstance(features.get("numbers"), Mapping) else {}
-    assert isinstance(numbers, Mapping)
+    numbers = features.get("numbers")
+    if type(numbers) is not dict and not isinstance(numbers, Mapping):
+        numbers = {}
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int):
             continue
@@ -260,14 +271,16 @@ def fold_event(baseline: dict[str, Any], event: Event, agent_id: str, config: Ri
             seen_task["max"] = max(seen_task["max"], level)
             tasks[task] = seen_task
             baseline["max_sensitivity"] = max(usual, level)
-            for old in list(tasks)[:-_MAX_TASKS]:
-                del tasks[old]
-                changed = True
+            if len(tasks) > _MAX_TASKS:
+                for old in list(tasks)[:-_MAX_TASKS]:
+                    del tasks[old]
+                    changed = True
     return changed
 
 
 _RATIOS = {"deny_ratio": ("denies", 0.1, 0.4), "approval_ratio": ("approvals", 0.25, 0.5)}
 _NAMED = 0.25  # a factor at this level or more is named in `principal.risk_factors`
+_RATIO_FACTORS = tuple(name for name in FACTORS if name in _RATIOS)  # in FACTORS' order
 
 
 def _kept(ratios: Mapping[str, Any], now: float, config: RiskConfig) -> float:
@@ -360,13 +373,17 @@ def score_and_names(baseline: Mapping[str, Any], now: float, config: RiskConfig
     weights, signals = config.weights, baseline["signals"]
     points: list[float] = []
     named_at: list[tuple[float, str]] = []
-    for name in FACTORS:
+    # no signal: only the ratios can be above zero (the others are skipped below)
+    for name in _RATIO_FACTORS if type(signals) is dict and not signals else FACTORS:
         ratio = _RATIOS.get(name)
         if ratio is not None:
             if total < 3:
                 continue
             key, low, span = ratio
-            level = min(1.0, max(0.0, (ratios[key] * keep / total - low) / span))
+            count = ratios[key]
+            if count == 0:  # a share of 0 is below `low`: level 0.0 (also over a NaN total)
+                continue
+            level = min(1.0, max(0.0, (count * keep / total - low) / span))
         else:
             signal = signals.get(name)
             if signal is None:

@@ -192,9 +192,12 @@ class BatchFolder:
             at = None  # the body's time as fold_event reads it, when not read from it
             if source is not None and (event := as_folded(source)) is not None:
                 at = source.time.timestamp()
+                # agent_of's answer: a tool call's (as_folded), its actor's id a str
+                actor = event["actor"]
+                agent = actor["id"] if actor["type"] == "agent" else None
             else:
                 event = json.loads(row.body)
-            agent = agent_of(event)
+                agent = agent_of(event)
             if agent is not None and not decided_again(event):  # nothing to score for it
                 folded.append((agent, event, at))
         if folded:

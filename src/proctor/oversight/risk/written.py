@@ -17,6 +17,7 @@ another order (the counters, the rest, ``trend`` last).
 from __future__ import annotations
 
 import json
+from operator import is_not
 from typing import Any
 
 from proctor.audit import AuditEvent
@@ -47,12 +48,15 @@ class BaselineText:
     own), its seldom changed parts kept (see the module docstring) until the folder says
     a fold changed them (:meth:`changed`, :meth:`trend_changed`)."""
 
-    __slots__ = ("_rest", "_trend", "baseline")
+    __slots__ = ("_hours", "_rest", "_trend", "baseline")
 
     def __init__(self, baseline: dict[str, Any]) -> None:
         self.baseline = baseline  # held: its id is no other's while this lives
         self._rest: str | None = None
         self._trend: str | None = None
+        # the hours' list, its floats as last written and their texts (a fold replaces
+        # one float: the others keep their objects, held here, so their texts)
+        self._hours: tuple[list[Any], list[Any], list[str]] | None = None
 
     def changed(self) -> None:
         """A part other than the counters and the history may have changed."""
@@ -74,8 +78,8 @@ class BaselineText:
                     return dumps(baseline)
                 parts.append((keys.get(key) or f"{dumps(key)}: ") + dumps(value))
             rest = self._rest = ", ".join(parts)
-        written = [keys[key] + dumps(value) for key, value in baseline.items()
-                   if key in COUNTERS]
+        written = [keys[key] + (self._hours_text(value) if key == "hours" else dumps(value))
+                   for key, value in baseline.items() if key in COUNTERS]
         if rest:
             written.append(rest)
         if "trend" in baseline:
@@ -84,6 +88,28 @@ class BaselineText:
                 trend = self._trend = dumps(baseline["trend"])
             written.append(keys["trend"] + trend)
         return "{" + ", ".join(written) + "}"
+
+
+    def _hours_text(self, hours: Any) -> str:
+        """``dumps(hours)``, the text of each float kept while it is the same object."""
+        kept = self._hours
+        if type(hours) is not list:
+            return dumps(hours)
+        if kept is None or kept[0] is not hours or len(kept[1]) != len(hours):
+            if any(type(hour) is not float for hour in hours):
+                return dumps(hours)
+            kept = self._hours = (hours, list(hours), [dumps(hour) for hour in hours])
+        _, objects, texts = kept
+        moved = list(map(is_not, hours, objects))
+        at = -1
+        for _ in range(moved.count(True)):
+            at = moved.index(True, at + 1)
+            hour = hours[at]
+            if type(hour) is not float:
+                self._hours = None
+                return dumps(hours)
+            objects[at], texts[at] = hour, dumps(hour)
+        return "[" + ", ".join(texts) + "]"
 
 
 def as_folded(event: AuditEvent) -> dict[str, Any] | None:
