@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import ECKey
+from sqlalchemy import select
 
 from proctor.audit import AuditLog
 from proctor.oversight.inventory import Inventory
 from proctor.oversight.pinning import ToolPins, definition_digest
+from proctor.store.tables import tasks
 from tests.identity.factories import manifest, public_jwk
-from tests.server.conftest import CODER, OWNER, Api
+from tests.server.conftest import CODER, OWNER, SUPPORT, Api
 from tests.server.test_connectors_api import SALESFORCE
 from tests.server.test_tools_api import Y, Z, _pins
 
@@ -49,7 +51,7 @@ def _dies_after_its_first_commit(monkeypatch: pytest.MonkeyPatch) -> None:
 class _Kind:
     action: str
     outcome: str
-    target: str
+    target: str | None  # None: made by the change (a task's id)
     prepare: Callable[[Api], Awaitable[dict[str, Any]]]  # before: what the change sends
     change: Callable[[Api, dict[str, Any]], Awaitable[httpx.Response]]
     took_effect: Callable[[Api], bool]
@@ -115,6 +117,11 @@ def _connector(api: Api) -> Any:
     return Inventory(api.runtime.store, api.runtime.clock).find("salesforce")
 
 
+def _tasks(api: Api) -> list[str]:
+    with api.runtime.store.reading() as conn:
+        return [row.id for row in conn.execute(select(tasks))]
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
@@ -146,6 +153,11 @@ KINDS = {
         "connector.retire", "retired", "Connector::salesforce", _salesforce,
         lambda api, _: api.client.post("/v1/connectors/salesforce/retire", headers=api.admin),
         lambda api: _connector(api).retired_at is not None),
+    "task.start": _Kind(
+        "task.start", "started", None, _nothing,
+        lambda api, _: api.client.post("/v1/tasks", headers=api.admin, json={
+            "agent": SUPPORT, "purpose": "help a customer", "on_behalf_of": OWNER}),
+        lambda api: len(_tasks(api)) == 1),
 }
 
 
@@ -166,7 +178,7 @@ async def test_a_process_that_dies_right_after_a_human_change_committed_leaves_i
 
     assert case.took_effect(api)
     [event] = [e.event for e in api.events() if e.event["action"] == case.action
-               and e.event["target"] == case.target]
+               and case.target in (None, e.event["target"])]
     assert (event["actor"]["type"], event["actor"]["id"], event["outcome"]) == (
         "human", admin, case.outcome)
     assert all(event["detail"][name] for name in case.detail)

@@ -77,7 +77,7 @@ def add(
                        secrets=tuple(secret or ()), servers=tuple(server or ()))
     with acting_runtime(by, as_json) as (runtime, acting):
         inventory = Inventory(runtime.store, runtime.clock)
-        added = inventory.add_with_event(record, acting.audit, acting.actor,
+        added = inventory.add_with_event(record, acting.audit, acting.operator.actor,
                                          source="cli")
     if as_json:
         print_json(added.as_json())
@@ -111,7 +111,7 @@ def import_config(
             inventory.add_with_event(Connector(
                 id=connector_id, kind="mcp_server", name=f"{name} (gateway config)",
                 secrets=tuple(sorted({s for v in values for s in secret_names(v)})),
-                servers=(name,), source="gateway"), acting.audit, acting.actor,
+                servers=(name,), source="gateway"), acting.audit, acting.operator.actor,
                 source="cli", detail={"source": "gateway", "file": str(config_file)})
             added.append(connector_id)
     if as_json:
@@ -197,7 +197,7 @@ def retire(connector_id: IdArg, by: ByOpt = None, as_json: JsonOpt = False) -> N
 
     with acting_runtime(by, as_json) as (runtime, acting):
         retired = Inventory(runtime.store, runtime.clock).retire_with_event(
-            connector_id, acting.audit, acting.actor, source="cli")
+            connector_id, acting.audit, acting.operator.actor, source="cli")
     if as_json:
         print_json(retired.as_json())
     else:

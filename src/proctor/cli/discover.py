@@ -103,7 +103,7 @@ def _register(found: object, *, by: str | None, as_json: bool) -> list[str]:
                 inventory.add_with_event(Connector(
                     id=connector_id, kind="mcp_server", name=f"{server.name} ({server.client})",
                     servers=(connector_id,), source="discover"), acting.audit,
-                    acting.actor, source="cli",
+                    acting.operator.actor, source="cli",
                     detail={"source": "discover", "file": server.file})
                 added.append(connector_id)
             if server.secrets:

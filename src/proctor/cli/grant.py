@@ -141,17 +141,14 @@ def start_task(
 ) -> None:
     """Start a task for an agent."""
     from proctor.identity import agent_id_for
+    from proctor.oversight.starting import start_task
 
     with acting_runtime(by, as_json) as (rt, acting):
         agent_id = agent_id_for(agent, rt.settings.trust_domain).id
-        task = rt.grants.start_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
-                                    ttl_seconds=ttl, idle_seconds=idle)
-
-        def end_unaudited() -> str:
-            rt.grants.end_task(task.id, by=acting.operator.actor)
-            return "the task is ended"
-        acting.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
-                      undo=end_unaudited)
+        # with its event, in one transaction; unaudited: no task
+        task = start_task(rt.grants, rt.audit, agent_id, by=acting.operator.actor, purpose=purpose,
+                          on_behalf_of=on_behalf_of, ttl_seconds=ttl, idle_seconds=idle,
+                          source="cli")
     if as_json:
         print_json({"task": task.id, "agent": task.agent_id, "purpose": task.purpose,
                     "on_behalf_of": task.on_behalf_of, "started_at": task.started_at,

@@ -134,13 +134,6 @@ class Acting:
             source="cli", detail={"os_user": self.operator.os_user, **(detail or {})}),
             undo=undo)
 
-    @property
-    def actor(self) -> Actor:
-        """The operator as the actor of an event a part writes with its change."""
-        from proctor.audit import Actor, ActorType
-
-        return Actor(ActorType.HUMAN, self.operator.id)
-
     def settle(self) -> None:
         """Raise :class:`~proctor.errors.AuditUnavailableError` if a part that made a
         change for the operator could not write its event (and carried on)."""

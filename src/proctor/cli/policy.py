@@ -249,7 +249,7 @@ def apply(
         # active with its event, in one transaction; unaudited: the active set unchanged
         compiled = activate_revision(
             runtime.policies, runtime.audit, runtime.clock, staged.revision,
-            by=acting.actor, source="cli",
+            by=acting.operator.actor, source="cli",
             detail={"digest": staged.digest, "policies": len(staged)}, compiled=staged)
     if as_json:
         print_json({"revision": compiled.revision, "policies": len(compiled),

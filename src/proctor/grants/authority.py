@@ -164,20 +164,25 @@ class GrantAuthority:
                    ttl_seconds: int | None = None, idle_seconds: int | None = None) -> Task:
         """Start a task for the agent; it ends by itself after ``ttl_seconds`` or after
         ``idle_seconds`` without a call (the deployment's limits by default)."""
+        task = self.new_task(agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
+                             ttl_seconds=ttl_seconds, idle_seconds=idle_seconds)
+        with self._store.transaction() as conn:
+            conn.execute(insert(tasks).values(**task_columns(task)))
+            self.leases.add(conn, node_id=task.id, parent_id=None, kind="task",
+                            task_id=task.id, agent_id=task.agent_id, expires_at=task.expires_at)
+        return task
+
+    def new_task(self, agent_id: str, *, purpose: str, on_behalf_of: str,
+                 ttl_seconds: int | None = None, idle_seconds: int | None = None) -> Task:
+        """The task :meth:`start_task` starts, checked (the human, the agent active now,
+        the limits), not stored yet (:mod:`proctor.oversight.starting` stores it with its
+        event)."""
         on_behalf_of = check_human(on_behalf_of, "human a task acts for")
         agent_id = self._active_agent(agent_id).agent_id  # as registered
         ttl, idle = self.task_limits.resolve(ttl_seconds, idle_seconds)
         now = self._clock.now()
-        task = Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of, now, None,
+        return Task(f"task_{secrets.token_hex(8)}", agent_id, purpose, on_behalf_of, now, None,
                     0, now + timedelta(seconds=ttl), idle, now + timedelta(seconds=idle))
-        with self._store.transaction() as conn:
-            conn.execute(insert(tasks).values(
-                id=task.id, agent_id=agent_id, purpose=purpose, on_behalf_of=on_behalf_of,
-                started_at=task.started_at, expires_at=task.expires_at, idle_seconds=idle,
-                idle_until=task.idle_until))
-            self.leases.add(conn, node_id=task.id, parent_id=None, kind="task",
-                            task_id=task.id, agent_id=agent_id, expires_at=task.expires_at)
-        return task
 
     def task(self, task_id: str) -> Task:
         """The task; from the in-process view when there is one (its idle deadline as
@@ -724,3 +729,11 @@ def _once_more(issuance: Callable[[GrantError | None], _T]) -> _T:
             raise
         first = exc
     return issuance(first)
+
+
+def task_columns(task: Task) -> dict[str, Any]:
+    """The ``tasks`` row that starts ``task``."""
+    return {"id": task.id, "agent_id": task.agent_id, "purpose": task.purpose,
+            "on_behalf_of": task.on_behalf_of, "started_at": task.started_at,
+            "expires_at": task.expires_at, "idle_seconds": task.idle_seconds,
+            "idle_until": task.idle_until}

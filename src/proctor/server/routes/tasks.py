@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from proctor.grants import LeaseNode, Task
 from proctor.identity.people import check_human
+from proctor.oversight import starting
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity
 from proctor.server.deps import Call, CallContext
@@ -109,16 +110,11 @@ def start_task(body: StartTask, call: Call) -> TaskView:
     on_behalf_of = check_human(body.on_behalf_of, "human a task acts for")
     agent = agent_for(call, body.agent, "api:task.start",
                       context={"on_behalf_of": on_behalf_of})
-    task = runtime.grants.start_task(agent.id, purpose=body.purpose,
-                                     on_behalf_of=on_behalf_of,
-                                     ttl_seconds=body.ttl_seconds,
-                                     idle_seconds=body.idle_seconds)
-
-    def end_unaudited() -> str:
-        runtime.grants.end_task(task.id, by=call.principal.actor)
-        return "the task is ended"
-    call.record("task.start", f'Task::"{task.id}"', "started", task=task.id,
-                undo=end_unaudited)
+    # with its event, in one transaction (an outage: no task, and 503)
+    task = starting.start_task(runtime.grants, runtime.audit, agent.id, by=call.principal.actor,
+                               purpose=body.purpose, on_behalf_of=on_behalf_of,
+                               ttl_seconds=body.ttl_seconds, idle_seconds=body.idle_seconds,
+                               source=call.source)
     return TaskView.of(task)
 
 
