@@ -153,6 +153,12 @@ KINDS = {
         "connector.retire", "retired", "Connector::salesforce", _salesforce,
         lambda api, _: api.client.post("/v1/connectors/salesforce/retire", headers=api.admin),
         lambda api: _connector(api).retired_at is not None),
+    "policy.upload": _Kind(
+        "policy.upload", "stored", "PolicyRevision::2", _nothing,
+        lambda api, _: api.client.post("/v1/policies/revisions", headers=api.admin, json={
+            "sources": {**api.runtime.policies.sources(1), "extra.cedar": ""}}),
+        lambda api: [r.id for r in api.runtime.policies.list_revisions()] == [2, 1],
+        ("digest",)),
     "task.start": _Kind(
         "task.start", "started", None, _nothing,
         lambda api, _: api.client.post("/v1/tasks", headers=api.admin, json={

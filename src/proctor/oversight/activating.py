@@ -1,4 +1,5 @@
-"""Activating a policy revision, with its audit event, in one transaction.
+"""Activating a policy revision, or storing a candidate, with its audit event, in one
+transaction.
 
 Activation makes a stored revision the active policy set (the one active before it is
 retired): it may give access. It is the effects of its own ``policy.activate`` event,
@@ -12,11 +13,17 @@ changes). If the audit log cannot be written, nothing changes and
 :class:`~proctor.errors.AuditUnavailableError` says so (fail closed: the revision
 active before stays active; it used to be activated, then the one before activated
 again).
+
+A candidate uploaded (``policy.upload``) is stored with its event in the same way; the
+same text uploaded again is the revision stored already, and its event names it. If the
+log cannot be written nothing is stored.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +33,14 @@ from proctor.clock import Clock
 from proctor.errors import NotFoundError, ProctorError
 from proctor.oversight.audited import commit_with_event
 from proctor.policy.compiled import CompiledPolicies
-from proctor.policy.revisions import PolicyStore
+from proctor.policy.revisions import PolicyStore, digest_sources
 
-__all__ = ["activate_revision"]
+__all__ = ["activate_revision", "upload_candidate"]
 
 _FIND = "SELECT id FROM policy_revisions WHERE id = {p}"
+_SAME = "SELECT id FROM policy_revisions WHERE digest = {p} ORDER BY id DESC LIMIT 1"
+_STORE = ("INSERT INTO policy_revisions (digest, status, origin, sources, created_at) "
+          "VALUES ({p}, 'candidate', {p}, {p}, {p}) RETURNING id")
 _RETIRE = "UPDATE policy_revisions SET status = 'retired' WHERE status = 'active'"
 _ACTIVATE = "UPDATE policy_revisions SET status = 'active', activated_at = {p} WHERE id = {p}"
 
@@ -69,3 +79,40 @@ def activate_revision(policies: PolicyStore, audit: AuditLog, clock: Clock, revi
     commit_with_event(audit, event, _Activation(revision, now))
     policies.activated(compiled)
     return compiled
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """The revision with these sources, stored now unless it is already."""
+
+    sources: Mapping[str, str]
+    digest: str
+    origin: str
+    now: datetime
+    event: AuditEvent
+    revision: int = 0
+    refusal: ProctorError | None = None  # none: storing a candidate refuses nothing
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        found = tx.rows(_SAME, [self.digest])
+        self.revision = int(found[0][0]) if found else int(tx.rows(_STORE, [
+            self.digest, self.origin, json.dumps(dict(self.sources)),
+            tx.time(self.now)])[0][0])
+        return replace(self.event, target=f"PolicyRevision::{self.revision}")
+
+
+def upload_candidate(audit: AuditLog, clock: Clock, sources: Mapping[str, str], *,
+                     by: Actor, origin: str,
+                     source: str | None = None) -> int:
+    """Store ``sources`` (validated by the caller) as a candidate revision, as
+    :meth:`PolicyStore.add_candidate` does, with its ``policy.upload`` event by ``by``;
+    the revision's number. Raises :class:`~proctor.errors.AuditUnavailableError`: then
+    nothing was stored."""
+    digest = digest_sources(sources)
+    now = clock.now()
+    event = AuditEvent(id=new_event_id(now), time=now, actor=by, action="policy.upload",
+                       target="PolicyRevision::", outcome="stored", source=source,
+                       detail={"digest": digest})
+    candidate = _Candidate(sources, digest, origin, now, event)
+    commit_with_event(audit, event, candidate)
+    return candidate.revision

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from proctor.errors import NotFoundError, PolicyValidationError, RequestError
-from proctor.oversight.activating import activate_revision
+from proctor.oversight import activating
 from proctor.policy import PolicyRevision, request_from_spec
 from proctor.policy.revisions import digest_sources
 from proctor.policy.shadow import compare_policy_sets
@@ -151,9 +151,10 @@ def upload_candidate(body: Upload, call: Call) -> RevisionView:
     runtime = call.runtime
     runtime.engine.compile(sources, digest=digest_sources(sources))
     origin = body.origin or f"uploaded by {call.principal.id}"
-    revision = runtime.policies.add_candidate(sources, origin=origin[:200])
-    call.record("policy.upload", f"PolicyRevision::{revision}", "stored",
-                detail={"digest": digest_sources(sources)})
+    # with its event, in one transaction (an outage: nothing stored, and 503)
+    revision = activating.upload_candidate(
+        runtime.audit, runtime.clock, sources, by=call.principal.actor, origin=origin[:200],
+        source=call.source)
     return RevisionView.of(_revision(call, revision))
 
 
@@ -180,8 +181,8 @@ def activate(revision: RevisionId, call: Call) -> RevisionView:
     _revision(call, revision)
     runtime = call.runtime
     # with its event, in one transaction (an outage: the active set unchanged, and 503)
-    activate_revision(runtime.policies, runtime.audit, runtime.clock, revision,
-                      by=call.principal.actor, source=call.source)
+    activating.activate_revision(runtime.policies, runtime.audit, runtime.clock, revision,
+                                 by=call.principal.actor, source=call.source)
     if call.state.shadow.status().revision == revision:
         call.state.shadow.stop(by=call.principal.id)
     return RevisionView.of(_revision(call, revision))
