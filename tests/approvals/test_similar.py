@@ -484,6 +484,21 @@ def test_spending_a_pre_approval_requires_the_calls_delegation_line(runtime: Run
     assert runtime.approvals.consume_similar(**call, line=[SUPPORT]) is None
 
 
+def another_on_the_line(runtime: Runtime, agents: Agents, parent: IssuedGrant,
+                        revoked: str) -> IssuedGrant:
+    """Another grant of the support agent in the task, handed on by the coder as the
+    approved call's was: from ``parent`` itself (``revoked`` the approved call's grant)
+    or from a new grant of the task (``revoked`` its delegator, ``parent``)."""
+    again = (parent if revoked == "grant" else
+             runtime.grants.issue(parent.claims.task_id, GrantScope.from_json({"tools": REFUND})))
+    proof = make_proof(agents.keys[CODER], again.token, method=EXCHANGE_METHOD,
+                       target=issuer_for(runtime.settings), now=runtime.clock.now())
+    other = runtime.grants.exchange(again.token, proof, to_agent=SUPPORT, ttl_seconds=300,
+                                    scope=GrantScope.from_json({"tools": REFUND}))
+    assert isinstance(other, IssuedGrant)
+    return other
+
+
 @pytest.mark.parametrize("revoked", ["grant", "delegator"])
 def test_a_pre_approval_ends_with_the_grant_of_the_call_it_approved(
     runtime: Runtime, agents: Agents, revoked: str,
@@ -497,14 +512,45 @@ def test_a_pre_approval_ends_with_the_grant_of_the_call_it_approved(
     assert pending.approval is not None
     _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
     runtime.grants.revoke((child if revoked == "grant" else parent).accessor, "leaked")
-    task = parent.claims.task_id
-    again = (parent if revoked == "grant" else
-             runtime.grants.issue(task, GrantScope.from_json({"tools": REFUND})))
-    proof = make_proof(agents.keys[CODER], again.token, method=EXCHANGE_METHOD,
-                       target=issuer_for(runtime.settings), now=runtime.clock.now())
-    other = runtime.grants.exchange(again.token, proof, to_agent=SUPPORT, ttl_seconds=300,
-                                    scope=GrantScope.from_json({"tools": REFUND}))
-    assert isinstance(other, IssuedGrant)
+    other = another_on_the_line(runtime, agents, parent, revoked)
     verdict = agents.call(other, "crm/issue_refund", refund(20_000))
     assert verdict.outcome is Outcome.APPROVAL_REQUIRED, verdict.reasons
     assert similar(runtime).get(pre.grant_id).uses == 0
+
+
+@pytest.mark.parametrize("revoked", ["grant", "delegator"])
+def test_a_revocation_of_the_approved_calls_line_before_the_write_commits_allows_nothing(
+    runtime: Runtime, agents: Agents, monkeypatch: pytest.MonkeyPatch, revoked: str,
+) -> None:
+    """Strict revocation: the call spent the pre-approval (the approved call's grant
+    and its line read unrevoked then), then a revocation of that grant or its delegator
+    committed, then the call's write. The write confirmed the call's own line and the
+    pre-approval's node only, so the call was allowed on a pre-approval whose grant had
+    been revoked before the call's own write committed. The revocation is made right
+    after the spend returns, before the enforcer goes on to the write."""
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    other = another_on_the_line(runtime, agents, parent, revoked)
+    spend = runtime.approvals.consume_similar
+    spent: list[object] = []
+
+    def then_revoked(**call: Any) -> Any:
+        got = spend(**call)
+        spent.append(got)
+        if got is not None:  # spent: the revocation commits before the call's write
+            runtime.grants.revoke((child if revoked == "grant" else parent).accessor,
+                                  "leaked")
+        return got
+
+    monkeypatch.setattr(runtime.approvals, "consume_similar", then_revoked)
+    verdict = agents.call(other, "crm/issue_refund", refund(20_000))
+    assert spent and spent[0] is not None  # the window was reached: spent, then revoked
+    assert not verdict.is_allowed, verdict.reasons
+    assert verdict.code == "grant_revoked"
+    assert "pre-approval" in verdict.reasons[0]
+    assert similar(runtime).get(pre.grant_id).uses == 1  # final: that use stays spent
+    monkeypatch.undo()  # and no later call of that line spends it
+    assert agents.call(other, "crm/issue_refund", refund(20_000)).outcome \
+        is Outcome.APPROVAL_REQUIRED

@@ -44,40 +44,44 @@ def _line_of(request: object) -> list[str] | None:
     return [str(a) for a in chain] if isinstance(chain, list) else None
 
 
-def _in_force(conn: Connection, grant_id: str) -> bool:
-    """Whether ``grant_id`` and every node it derives from (the grants of its delegation
-    line, its task) are unrevoked, read up the tree: a revoked ancestor's descendants
-    are marked after its commit, so the grant's own mark is not enough."""
+def _line_up(conn: Connection, grant_id: str) -> tuple[str, ...] | None:
+    """``grant_id`` and every node it derives from (the grants of its delegation line,
+    its task), read up the tree, or None if any of them is revoked or missing: a revoked
+    ancestor's descendants are marked after its commit, so the grant's own mark is not
+    enough."""
+    line: list[str] = []
     node_id: str | None = grant_id
     for _ in range(_MAX_DEPTH):
         if node_id is None:
-            return True
+            return tuple(line)
         row = conn.execute(select(leases.c.parent_id, leases.c.revoked_at)
                            .where(leases.c.id == node_id)).first()
         if row is None or row.revoked_at is not None:
-            return False
+            return None
+        line.append(node_id)
         node_id = row.parent_id
-    return False  # deeper than any line: a cycle, never in force
+    return None  # deeper than any line: a cycle, never in force
 
 
 def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool_id: str,
-                args: Mapping[str, Any], line: Sequence[str]) -> tuple[str, str] | None:
+                args: Mapping[str, Any], line: Sequence[str]
+                ) -> tuple[str, str, tuple[str, ...]] | None:
     """Spend one use of a live pre-approval grant that allows this call, made along the
     delegation chain ``line`` (first holder first, ``context.delegation.chain``); returns
-    the id of the approval it came from and the grant's, or None. Atomic: a last use goes
-    to one call only. The call's write confirms the grant is still unrevoked
-    (:attr:`~proctor.grants.use.GrantUse.also_live`): a revocation committing between
-    this spend and that write is honoured.
+    the id of the approval it came from, the grant's, and the lease nodes the call's
+    allow rests on (that grant and the line of the grant of the call it approved, up to
+    its task), or None. Atomic: a last use goes to one call only. The call's write
+    confirms those nodes are still unrevoked
+    (:attr:`~proctor.grants.use.GrantUse.also_live`): a revocation of any of them
+    committing between this spend and that write is honoured.
 
     A pre-approval stands for calls along the line of the call it approved only: its
     approver was held apart from that line's owners (separation of duties), not from
     the owners of another line the agent may be handed a grant of in the task. And it
     stands on the grant of the call it approved: once that grant, or one it derives
     from, is revoked (it leaked, its delegator was stopped), the pre-approval is spent
-    no more, as it is never issued for such a grant (``SimilarApprovals._check_live``).
-    That grant is read in this spend's transaction; a revocation of it committing
-    between this spend and the call's write is not seen by that write (only the
-    pre-approval's own node is, ``also_live``)."""
+    no more, as it is never issued for such a grant (``SimilarApprovals._check_live``):
+    that line is read here, and again by the call's write."""
     now = clock.now()
     parent = leases.alias("parent")  # its task: ending it revokes that node first
     query = (select(approval_grants.c.grant_id, approval_grants.c.approval_id,
@@ -100,12 +104,14 @@ def use_similar(store: Store, clock: Clock, *, agent_id: str, task_id: str, tool
             scope = GrantScope.from_json(row.scope)
             if not scope.allows(tool_id, args) or _below_floor(scope, args):
                 continue
-            if not _in_force(conn, str(row.approved_grant)):
+            approved = _line_up(conn, str(row.approved_grant))
+            if approved is None:
                 continue
             spent = conn.execute(update(grants).where(and_(
                 grants.c.id == row.grant_id, grants.c.uses < grants.c.max_uses))
                 .values(uses=grants.c.uses + 1)).rowcount
             if spent == 1:
-                return str(row.approval_id), str(row.grant_id)
+                grant_id = str(row.grant_id)
+                return str(row.approval_id), grant_id, (grant_id, *approved)
     return None
 

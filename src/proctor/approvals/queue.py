@@ -173,14 +173,16 @@ class ApprovalQueue:
 
     def consume_similar(self, *, agent_id: str, task_id: str, tool_id: str,
                         args: Mapping[str, Any], line: Sequence[str]
-                        ) -> tuple[Approval, str] | None:
+                        ) -> tuple[Approval, str, tuple[str, ...]] | None:
         """Spend one use of a live pre-approval grant ("approve similar within this
         task") that allows this call, made along the delegation chain ``line`` (first
-        holder first) as the approved call was; the approval it came from and the
-        grant's id (the call's write confirms it unrevoked), or None."""
+        holder first) as the approved call was; the approval it came from, the grant's
+        id, and the lease nodes the call's allow rests on (that grant, and the grant of
+        the call it approved with the nodes it derives from, up to its task), which the
+        call's write confirms unrevoked (``GrantUse.also_live``); or None."""
         spent = use_similar(self._store, self._clock, agent_id=agent_id,
                             task_id=task_id, tool_id=tool_id, args=args, line=line)
-        return (self.get(spent[0]), spent[1]) if spent is not None else None
+        return (self.get(spent[0]), spent[1], spent[2]) if spent is not None else None
 
     def give_back(self, approval: Approval, similar: str | None = None) -> None:
         """Undo :meth:`consume` (or, with the pre-approval grant's id ``similar``,
@@ -188,7 +190,10 @@ class ApprovalQueue:
         that is not final for that exact call (a replayed proof, an allow decided on
         what another process had changed, the audit write failing...): the approval is
         approved and unused again, the pre-approval's use is not counted. Only the
-        call that spent it gives it back, so no one else's use is undone."""
+        call that spent it gives it back, so no one else's use is undone. A write
+        refused because a node the allow rests on was revoked (``grant_revoked``: the
+        pre-approval, or the line of the call it approved) is final: that use stays
+        spent, and the pre-approval is spent no more."""
         with self._store.transaction() as conn:
             if similar is None:
                 conn.execute(update(approvals).where(and_(

@@ -203,9 +203,10 @@ class _Steps(_Enforcing):
                     tool_id=request.resource.id, args=request.context.get("args") or {},
                     line=claims.actor_chain[::-1])
                 if similar is not None:
-                    # the write confirms the pre-approval unrevoked, as the grant's line
-                    approval, use.also_live = similar[0], (similar[1],)
-                    spent = similar
+                    # the write confirms unrevoked, as the grant's line, the pre-approval
+                    # and the line of the grant of the call it approved
+                    approval, use.also_live = similar[0], similar[2]
+                    spent = (similar[0], similar[1])
             if approval is not None:
                 request = _approved(request)
                 decision = self._engine.decide(request)

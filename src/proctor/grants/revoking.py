@@ -11,7 +11,12 @@ audit event (:class:`Revoking`): the roots are revoked in the audit writer's tra
 so the log holds the event if and only if the revocation took effect. If the audit log
 cannot write it, the revocation is made all the same, in a transaction of its own, and
 the missing event is logged loudly: an audit failure never turns into an un-revocation.
-A suspension's or retirement's revocation is audited after its state change committed.
+A suspension or retirement (:func:`~proctor.oversight.standing.change_standing`) is
+the effects of its own audit event too: its grants are revoked in the audit writer's
+transaction, with the state change and the event. Only a direct caller of the
+registry's ``suspend``/``retire`` (tests, and ``change_standing`` when the audit log
+cannot write its event) revokes in the state change's transaction
+(:meth:`Revoker.end_agent_grants`) and audits the revocation after that commit.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ use. In the transaction, in this order, each failure a :class:`GrantError`:
    (:func:`~proctor.grants.agents.line_refusal`:
    ``delegator_not_trusted``; one row each, read once per transaction, and none for
    a grant of depth 0);
-2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked;
+2. nothing in the grant's lineage (itself, its ancestors, its task) is revoked, nor,
+   for a call allowed on a pre-approval, that pre-approval or the line of the grant of
+   the call it approved (:attr:`GrantUse.also_live`);
 3. the task is open: not ended, not past its lifetime or idle timeout; for an allow,
    its data sensitivity seen is no higher than the decision saw (a confidential read
    committed by another process: ``task_changed``), and the policy revision it was
@@ -198,7 +200,8 @@ class GrantUse:
     decided_risk: Risk | None = None
     decided_seen: int | None = None
     decided_revision: int | None = None
-    also_live: tuple[str, ...] = ()  # other nodes the allow rests on (a pre-approval's)
+    # other nodes the allow rests on: a pre-approval's, and its approved call's line
+    also_live: tuple[str, ...] = ()
     pinned: tuple[str, str] | None = None  # the allowed call's tool, the digest in hand
     refusal: GrantError | None = None
     uses_left: int | None = None
@@ -265,7 +268,8 @@ class GrantUse:
                 raise GrantError("grant_revoked", "the grant or one it derives from is revoked")
             if any(i not in tasks.live for i in self.also_live):
                 raise GrantError("grant_revoked", "the pre-approval this call was allowed "
-                                 "on is revoked")
+                                 "on, or the grant of the call it approved (or one it "
+                                 "derives from), is revoked")
             task = tasks.found.get(claims.task_id)
             if task is None:
                 raise GrantError("task_unknown", f"task `{claims.task_id}` does not exist")
