@@ -67,6 +67,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proctor.audit import AuditLog
 from proctor.codes import Code, http_status, retry_headers, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting
 from proctor.errors import DocumentError, ProctorError
@@ -247,14 +248,45 @@ class HttpBinder:
             session.release()
 
 
+class AuditLead:
+    """Whether the gateway's event loop writes its calls' audit batch itself
+    (:meth:`AuditLog.lead_on`): only while it serves one call (a POST to an MCP path)
+    at most. A loop that leads runs a lone event's write on its own thread, the
+    effects' SQL and the commit's fsync included; with a call in flight beside it,
+    that would stall the other behind each commit (on slow storage, every agent on
+    the loop), so the write goes to the writer thread, whose commit overlaps the
+    loop's work."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight = 0  # calls being served
+
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Lead on ``loop`` whenever it serves one call at most (None: never)."""
+        self._loop = loop
+        self._audit.lead_on(loop if self.in_flight <= 1 else None)
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        if self.in_flight == 2:
+            self._audit.lead_on(None)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 1 and self._loop is not None:
+            self._audit.lead_on(self._loop)
+
+
 class GrantGate:
     """ASGI middleware: the bearer grant on every MCP request, a cap on bodies, MCP
     sessions bound to their grant."""
 
     def __init__(self, app: ASGIApp, *, gateway: Gateway, sessions: HttpSessions,
                  managers: dict[str, StreamableHTTPSessionManager], public_url: str,
-                 direct: HttpDirect, binder: HttpBinder) -> None:
+                 direct: HttpDirect, binder: HttpBinder, lead: AuditLead) -> None:
         self._app = app
+        self._lead = lead
         self._gateway = gateway
         self._sessions = sessions
         self._managers = managers
@@ -264,6 +296,17 @@ class GrantGate:
         self._max = gateway.config.max_message_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") != "POST"
+                or scope.get("path", "") not in self._managers):
+            await self._gate(scope, receive, send)
+            return
+        self._lead.enter()  # a call in flight (see AuditLead)
+        try:
+            await self._gate(scope, receive, send)
+        finally:
+            self._lead.leave()
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or path not in self._managers:
             await self._app(scope, receive, send)
@@ -402,6 +445,7 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
     public = config.address
     sessions = HttpSessions(gateway)
     binder = HttpBinder(sessions, public)
+    lead = AuditLead(gateway.audit)
     security = _transport_security(public, config.listen)
     views = {"/mcp": View(tuple(config.upstreams), prefixed=True)}
     views.update({f"/mcp/{name}": View((name,)) for name in config.upstreams})
@@ -431,12 +475,13 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
                 await tasks.start(watch.run)
                 # the loop writes its calls' audit batch itself when nobody else is
                 # writing and the lock is free, never waiting for another's (SQLite;
-                # AuditLog.lead_on): no hand-off to the writer thread and back
-                gateway.audit.lead_on(asyncio.get_running_loop())
+                # AuditLog.lead_on): no hand-off to the writer thread and back; only
+                # while it serves one call at most (AuditLead)
+                lead.start(asyncio.get_running_loop())
                 try:
                     yield
                 finally:
-                    gateway.audit.lead_on(None)
+                    lead.start(None)
                     sessions.tasks = None
                     for session in list(gateway.sessions.values()):
                         session.close("the gateway is stopping")
@@ -444,7 +489,7 @@ def build_http_app(gateway: Gateway, *, store: Store | None = None) -> Starlette
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(GrantGate, gateway=gateway, sessions=sessions, managers=managers,
-                       public_url=public, direct=direct, binder=binder)
+                       public_url=public, direct=direct, binder=binder, lead=lead)
     return app
 
 
