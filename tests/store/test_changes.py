@@ -350,3 +350,51 @@ def test_while_a_subscriber_that_missed_changes_is_not_yet_forgotten_the_feed_is
     finally:
         feed.close()
         store.close()
+
+
+def test_a_connection_the_listener_opens_while_the_feed_closes_is_closed_too(
+        postgres_url: str) -> None:
+    """The listener reconnecting when close() gave up waiting for it: the connection it
+    then opens is given back, not left checked out of the pool for good."""
+    import threading
+
+    import psycopg
+    from sqlalchemy import event
+
+    from proctor.store.changes import ChangeFeed
+
+    store = open_store(postgres_url)
+    feed = ChangeFeed(store, poll_seconds=0.01)
+    connecting, go = threading.Event(), threading.Event()
+
+    def listening(admin: psycopg.Connection[tuple[object, ...]]) -> int:
+        found = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%%'").fetchone()
+        assert found is not None
+        return int(str(found[0]))
+
+    def held(*_args: object) -> None:  # a connect that takes until told to go on
+        connecting.set()
+        assert go.wait(60)
+
+    try:
+        store.engine.pool.dispose()  # nothing idle: the listener's next checkout connects
+        event.listen(store.engine, "do_connect", held)
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql"),
+                             autocommit=True) as admin:
+            assert listening(admin) == 1
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%%'")
+            assert connecting.wait(60)  # the listener is reconnecting
+            feed.close()  # gives up waiting for it
+            assert feed._thread is not None and feed._thread.is_alive()
+            go.set()
+            feed._thread.join(60)
+            assert not feed._thread.is_alive()
+            assert not feed.is_current
+            assert listening(admin) == 0  # the connection it opened then is closed
+    finally:
+        go.set()
+        store.close()

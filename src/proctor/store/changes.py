@@ -277,7 +277,12 @@ class ChangeFeed:
         lost: tuple[type[Exception], ...] = (*psycopg_errors("Error"), OSError)
         try:
             self._listen_until_closed(lost)
-        finally:  # close() may have given up waiting for this thread
+        finally:
+            # the listener's connection is its own to give back: close() may have given up
+            # waiting for this thread while it was opening one
+            if self._conn is not None:
+                self._conn = None
+                self._proxy.invalidate()
             self._wakeup.close()
 
     def _listen_until_closed(self, lost: tuple[type[Exception], ...]) -> None:
@@ -310,6 +315,8 @@ class ChangeFeed:
                 self._conn = self._listen()
             except StoreError:
                 continue
+            if self._stopping.is_set():  # closed meanwhile: _run gives it back
+                return
             self._reset_all()  # listening again: whatever was missed is read again
             self._current = True
             log.info("the change feed is back")
@@ -329,11 +336,9 @@ class ChangeFeed:
         self._stopping.set()
         if self._thread is not None:
             self._wakeup.wake()
+            # the thread gives its connection back as it ends; if it does not end in time
+            # (it may be opening one), it still will
             self._thread.join(timeout=5 * self._poll + 1)
-            if self._conn is not None:
-                self._proxy.invalidate()
-            if not self._thread.is_alive():  # else it may still be waiting
-                self._wakeup.close()
         if self._sqlite is not None:
             self._sqlite = None
             self._proxy.close()  # back to the pool
