@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from proctor.store import open_store
@@ -304,24 +304,33 @@ def test_a_database_at_a_revision_this_proctor_does_not_know_is_a_one_line_error
 
     from proctor.cli.main import app
     from proctor.errors import MigrationError
+    from proctor.store.migrate import HEAD_REVISION
 
-    store = open_store(database_url)
+    def at_revision(revision: str) -> None:
+        engine = create_engine(database_url)  # no migration on open
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE alembic_version SET version_num = :r"),
+                             {"r": revision})
+        finally:
+            engine.dispose()
+
+    open_store(database_url).close()
+    at_revision("9999")
     try:
-        with store.engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    finally:
-        store.close()
-    with pytest.raises(MigrationError, match="revision 9999, which this proctor"):
-        open_store(database_url).close()
-    monkeypatch.setenv("PROCTOR_HOME", str(tmp_path))
-    monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
-    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
-    result = CliRunner().invoke(app, ["audit", "verify"])
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    assert result.output.count("\n") == 1
-    assert "revision 9999, which this proctor" in result.output
-    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
-    assert result.exit_code == 1, result.output
-    assert "store_migration_failed" in result.output
+        with pytest.raises(MigrationError, match="revision 9999, which this proctor"):
+            open_store(database_url).close()
+        monkeypatch.setenv("PROCTOR_HOME", str(tmp_path))
+        monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
+        monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
+        result = CliRunner().invoke(app, ["audit", "verify"])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "Traceback" not in result.output
+        assert result.output.count("\n") == 1
+        assert "revision 9999, which this proctor" in result.output
+        result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+        assert result.exit_code == 1, result.output
+        assert "store_migration_failed" in result.output
+    finally:  # the PostgreSQL database serves the next tests
+        at_revision(HEAD_REVISION)
