@@ -122,6 +122,22 @@ def _tasks(api: Api) -> list[str]:
         return [row.id for row in conn.execute(select(tasks))]
 
 
+def _shadowed(api: Api) -> int | None:
+    return api.app.state.proctor.shadow.status().revision  # type: ignore[no-any-return]
+
+
+def _was_shadowing(api: Api) -> bool:
+    return any(e.event["outcome"] == "shadowing" for e in api.events(action="policy.shadow"))
+
+
+async def _shadowing(api: Api) -> dict[str, Any]:
+    body = await _candidate(api)
+    started = await api.client.post(f"/v1/policies/revisions/{body['revision']}/shadow",
+                                    headers=api.admin)
+    assert started.status_code == 200, started.text
+    return body
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
@@ -159,6 +175,15 @@ KINDS = {
             "sources": {**api.runtime.policies.sources(1), "extra.cedar": ""}}),
         lambda api: [r.id for r in api.runtime.policies.list_revisions()] == [2, 1],
         ("digest",)),
+    "policy.shadow": _Kind(
+        "policy.shadow", "shadowing", "PolicyRevision::2", _candidate,
+        lambda api, body: api.client.post(
+            f"/v1/policies/revisions/{body['revision']}/shadow", headers=api.admin),
+        lambda api: _shadowed(api) == 2),
+    "policy.shadow stopped": _Kind(
+        "policy.shadow", "stopped", "PolicyRevision::none", _shadowing,
+        lambda api, _: api.client.delete("/v1/policies/shadow", headers=api.admin),
+        lambda api: _shadowed(api) is None and _was_shadowing(api)),
     "task.start": _Kind(
         "task.start", "started", None, _nothing,
         lambda api, _: api.client.post("/v1/tasks", headers=api.admin, json={

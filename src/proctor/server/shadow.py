@@ -19,17 +19,41 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
+from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.clock import Clock
-from proctor.errors import RequestError
+from proctor.errors import ProctorError, RequestError
+from proctor.oversight.audited import commit_with_event, insert_row
 from proctor.policy import PolicyEngine, PolicyStore
 from proctor.store import Store, as_utc
 from proctor.store.tables import policy_shadow, shadow_differences
 
-__all__ = ["ShadowState", "ShadowStatus"]
+__all__ = ["Audited", "ShadowState", "ShadowStatus"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Audited:
+    """Where a human's choice is audited: the log, the actor, the source."""
+
+    log: AuditLog
+    actor: Actor
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class _Choice:
+    """The shadowed revision's row, in the writer's transaction."""
+
+    values: dict[str, Any]
+    refusal: ProctorError | None = None  # none: the revision was validated before
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        tx.execute("DELETE FROM policy_shadow")
+        insert_row(tx, policy_shadow, {"id": 1, **self.values})
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,28 +81,38 @@ class ShadowState:
             return ShadowStatus(None, None, None)
         return ShadowStatus(row.revision, row.changed_by, as_utc(row.changed_at))
 
-    def start(self, revision: int, *, by: str) -> ShadowStatus:
-        """Shadow ``revision`` (validated first: an invalid one raises and changes nothing)."""
+    def start(self, revision: int, *, by: str, audited: Audited | None = None) -> ShadowStatus:
+        """Shadow ``revision`` (validated first: an invalid one raises and changes nothing).
+        ``audited``: the log and the actor of its ``policy.shadow`` event, written in the
+        same transaction (if the log cannot be written, nothing changes)."""
         active = self._engine.active
         if active is not None and active.revision == revision:
             raise RequestError(f"policy revision `{revision}` is the active one: shadow a "
                                "candidate")
         compiled = self._policies.compile(revision)
-        self._set(revision, by)
+        self._set(revision, by, audited)
         self._engine.shadow = compiled
         self._engine.shadow_differences.clear()
         self._applied = revision
         return self.status()
 
-    def stop(self, *, by: str) -> ShadowStatus:
+    def stop(self, *, by: str, audited: Audited | None = None) -> ShadowStatus:
         self.flush()
-        self._set(None, by)
+        self._set(None, by, audited)
         self._engine.shadow = None
         self._applied = None
         return self.status()
 
-    def _set(self, revision: int | None, by: str) -> None:
-        values = {"revision": revision, "changed_by": by, "changed_at": self._clock.now()}
+    def _set(self, revision: int | None, by: str, audited: Audited | None = None) -> None:
+        now = self._clock.now()
+        values: dict[str, Any] = {"revision": revision, "changed_by": by, "changed_at": now}
+        if audited is not None:  # the choice and its event, in one transaction
+            event = AuditEvent(
+                id=new_event_id(now), time=now, actor=audited.actor, action="policy.shadow",
+                target=f"PolicyRevision::{'none' if revision is None else revision}",
+                outcome="stopped" if revision is None else "shadowing", source=audited.source)
+            commit_with_event(audited.log, event, _Choice(values))
+            return
         with self._store.transaction() as conn:
             conn.execute(delete(policy_shadow))
             conn.execute(insert(policy_shadow).values(id=1, **values))

@@ -25,6 +25,7 @@ from proctor.server.bodies import RequestBody
 from proctor.server.control import service
 from proctor.server.deps import Call, CallContext
 from proctor.server.problems import problem_responses
+from proctor.server.shadow import Audited
 
 __all__ = ["router"]
 
@@ -194,8 +195,8 @@ def start_shadow(revision: RevisionId, call: Call) -> ShadowView:
     """Shadow a candidate: every decision also evaluates it; differences are recorded."""
     call.require("api:policy.shadow", service("policies"))
     _revision(call, revision)
-    call.state.shadow.start(revision, by=call.principal.id)
-    call.record("policy.shadow", f"PolicyRevision::{revision}", "shadowing")
+    # with its event, in one transaction (an outage: nothing changed, and 503)
+    call.state.shadow.start(revision, by=call.principal.id, audited=_audited(call))
     return _shadow_view(call, 20)
 
 
@@ -203,9 +204,12 @@ def start_shadow(revision: RevisionId, call: Call) -> ShadowView:
 def stop_shadow(call: Call) -> ShadowView:
     """Stop shadowing; the recorded differences stay."""
     call.require("api:policy.shadow", service("policies"))
-    call.state.shadow.stop(by=call.principal.id)
-    call.record("policy.shadow", "PolicyRevision::none", "stopped")
+    call.state.shadow.stop(by=call.principal.id, audited=_audited(call))
     return _shadow_view(call, 20)
+
+
+def _audited(call: CallContext) -> Audited:
+    return Audited(call.runtime.audit, call.principal.actor, call.source)
 
 
 @router.get("/v1/policies/shadow", responses=problem_responses())
