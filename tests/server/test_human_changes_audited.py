@@ -122,6 +122,11 @@ def _tasks(api: Api) -> list[str]:
         return [row.id for row in conn.execute(select(tasks))]
 
 
+def _on_candidate(verb: str) -> Callable[[Api, dict[str, Any]], Awaitable[httpx.Response]]:
+    return lambda api, body: api.client.post(
+        f"/v1/policies/revisions/{body['revision']}/{verb}", headers=api.admin)
+
+
 def _shadowed(api: Api) -> int | None:
     return api.app.state.proctor.shadow.status().revision  # type: ignore[no-any-return]
 
@@ -151,8 +156,7 @@ KINDS = {
         lambda api: api.runtime.registry.find(NEW) is not None, ("manifest_digest",)),
     "policy.activate": _Kind(
         "policy.activate", "activated", "PolicyRevision::2", _candidate,
-        lambda api, body: api.client.post(
-            f"/v1/policies/revisions/{body['revision']}/activate", headers=api.admin),
+        _on_candidate("activate"),
         lambda api: _active(api) == 2),
     "tool.review": _Kind(
         "tool.review", "reviewed", "w/weather", _pending, _verdict("review", Z),
@@ -177,8 +181,7 @@ KINDS = {
         ("digest",)),
     "policy.shadow": _Kind(
         "policy.shadow", "shadowing", "PolicyRevision::2", _candidate,
-        lambda api, body: api.client.post(
-            f"/v1/policies/revisions/{body['revision']}/shadow", headers=api.admin),
+        _on_candidate("shadow"),
         lambda api: _shadowed(api) == 2),
     "policy.shadow stopped": _Kind(
         "policy.shadow", "stopped", "PolicyRevision::none", _shadowing,
