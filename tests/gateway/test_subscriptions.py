@@ -24,6 +24,8 @@ from proctor.gateway import Gateway, GrantAuth, load_gateway_config
 from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
 from tests.gateway.conftest import WAIT, Deployment
+from tests.gateway.eager_upstream import URI as NEWS
+from tests.gateway.eager_upstream import create_server as create_eager
 from tests.gateway.in_process import http_gateway, listening_socket, served, url_of
 
 pytestmark = pytest.mark.anyio
@@ -178,3 +180,33 @@ async def test_a_subscribe_an_upstream_stalls_holds_up_no_other_follow_of_the_gr
                 await other.follow(README, on=False)
                 assert await other.touch(README) == "not subscribed"
                 release.set()
+
+
+
+@pytest.mark.parametrize("over", ["http", "stdio"])
+async def test_an_update_sent_before_the_subscribe_is_answered_holds_nothing_up(
+        deployment: Deployment, over: str) -> None:
+    """An update of a resource whose subscribe is pending finds nobody following it yet;
+    ending the subscription nobody follows (Follows.unfollowed) waits for that
+    subscribe's hold, and must not hold up the upstream's messages, the subscribe's
+    answer among them: it does not, since the SDK's dispatcher handles each
+    notification in a task of its own (were it handled inline, the answer would never
+    be read: this test would time out)."""
+    grant = deployment.grant([{"tool": "conf/*"}])
+    eager = listening_socket()
+    gateway = listening_socket()
+    public = url_of(gateway)
+    upstream = ({"url": f"{url_of(eager)}/mcp"} if over == "http"
+                else {"command": [sys.executable, "-m", "tests.gateway.eager_upstream"]})
+    config = load_gateway_config(deployment.config({
+        "gateway": {"public_url": public, "listen": public.removeprefix("http://"),
+                    "call_timeout_seconds": 3600},
+        "upstreams": {"conf": upstream}}))
+    app = build_http_app(Gateway.on(deployment.runtime, config))
+    with anyio.fail_after(WAIT):
+        async with served(create_eager().streamable_http_app(), eager), \
+                served(app, gateway), AsyncExitStack() as stack:
+            agent = await stack.enter_async_context(
+                connect_agent(stack, f"{public}/mcp/conf", grant, deployment))
+            await agent.follow(NEWS)
+            await agent.follow(NEWS, on=False)
