@@ -14,14 +14,18 @@ Every command that changes state records one event with actor type ``human``
 (the operator), the action name the API records for the same action, the
 target and the outcome; ``detail.os_user`` is the account and ``source`` is
 ``cli``. Either the part that makes the change writes that event (revocations,
-suspensions and retirements, secrets, approvals), with the operator as actor, or
-:meth:`Acting.record` does.
+an agent's registration, review, suspension and retirement, a policy's activation, a
+task's start, a connector added or retired, a tool's verdict, secrets, approvals), with
+the operator as actor, or :meth:`Acting.record` does. Revocations and the agent's,
+policy's, task's, connector's and tool's changes commit with their event in one
+transaction, the audit writer's (:mod:`proctor.oversight.audited`): the log holds the
+event if and only if the change took effect.
 The audit log's :class:`~proctor.audit.Attribution` adds the account to the
 first kind and notes which events of the operator could not be written, for
 :meth:`Acting.settle`.
 
-The change is made first (its target and outcome are known only then), then
-its event is written. If an event of the operator cannot be written, the
+Through :meth:`Acting.record` the change is made first (its target and outcome
+are known only then), then its event is written. If an event of the operator cannot be written, the
 command fails (``audit_unavailable``, exit 1) instead of reporting success: a
 change that gives access is undone (the ``undo`` given to :meth:`Acting.record`);
 one that takes access away stands, since an audit outage must never un-revoke
