@@ -25,14 +25,18 @@ from typer.testing import CliRunner, Result
 
 from proctor.cli.main import app
 from proctor.clock import FrozenClock, SystemClock
-from proctor.gateway import Gateway, load_gateway_config
-from proctor.gateway.http import build_http_app
 from proctor.grants import IssuedGrant
-from proctor.oversight import OutputGuard
 from proctor.oversight.pinning import ToolPins, definition_digest
 from proctor.store.tables import audit_events
 from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import agent, listening_socket, served, url_of, wrapped
+from tests.gateway.in_process import (
+    agent,
+    http_app_before,
+    listening_socket,
+    served,
+    url_of,
+    wrapped,
+)
 from tests.oversight.rug_pull_server import create_server
 
 pytestmark = pytest.mark.anyio
@@ -336,15 +340,8 @@ async def test_a_listing_made_while_a_call_looks_up_its_pin_is_not_undone_by_the
     grant = deployment.grant([{"tool": "pins/*"}])
     runtime = deployment.runtime
     pins = _HeldPins(runtime.store, runtime.clock, runtime.audit)
-    upstream, gateway = listening_socket(), listening_socket()
-    public = url_of(gateway)
-    config = load_gateway_config(deployment.config({
-        "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
-        "upstreams": {"pins": {"url": f"{url_of(upstream)}/mcp"}}}))
-    app = build_http_app(Gateway(
-        config, enforcer=runtime.enforcer, grants=runtime.grants, engine=runtime.engine,
-        audit=runtime.audit, store=runtime.store, clock=runtime.clock,
-        guard=OutputGuard(), secrets=runtime.secrets, tools=runtime.tools, pins=pins))
+    upstream = listening_socket()
+    app, gateway, public = http_app_before(deployment, "pins", upstream, pins=pins)
     with anyio.fail_after(WAIT):
         async with served(create_server().streamable_http_app(), upstream), \
                 served(app, gateway), \

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import mcp_types as types
 from mcp.server import Server
-from mcp.server.stdio import stdio_server
+
+from tests.gateway.over_stdio import run_over_stdio
 
 URI = "eager://news"
 
@@ -21,19 +21,12 @@ def create_server() -> Server[Any]:
     async def unsubscribe(ctx: Any, params: Any) -> types.EmptyResult:
         return types.EmptyResult()
 
-    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+    async def resources(ctx: Any, params: Any) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[types.Resource(uri=URI, name="news")])
 
-    return Server("proctor-eager-upstream", version="1.0.0",
-                  on_list_resources=list_resources, on_subscribe_resource=subscribe,
-                  on_unsubscribe_resource=unsubscribe)
-
-
-async def main() -> None:
-    server = create_server()
-    async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options())
+    return Server("proctor-eager-upstream", version="1.0.0", on_list_resources=resources,
+                  on_subscribe_resource=subscribe, on_unsubscribe_resource=unsubscribe)
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    run_over_stdio(create_server())

@@ -41,6 +41,7 @@ from proctor.gateway.stdio import PipeReader, PipeWriter
 from proctor.grants import IssuedGrant
 from proctor.grants.proofs import PrivateKey
 from proctor.identity import load_manifest
+from proctor.oversight import OutputGuard
 from proctor.runtime import open_runtime
 from proctor.server.asgi import NoDelayH11Protocol
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
@@ -307,3 +308,31 @@ def _only_proctor_error(group: BaseExceptionGroup[BaseException]) -> ProctorErro
         else:
             leaves.append(error)
     return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], ProctorError) else None
+
+
+def tools_listed(*names: str) -> Callable[[Any, Any], Awaitable[types.ListToolsResult]]:
+    """A low-level server's ``on_list_tools``: tools ``names``, each taking any object."""
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[types.Tool(
+            name=name, description=name, input_schema={"type": "object"}) for name in names])
+    return list_tools
+
+
+def http_app_before(deployment: Deployment, server: str, upstream: socket.socket,
+                    **parts: Any) -> tuple[Any, socket.socket, str]:
+    """The HTTP gateway's app on the deployment's runtime, in front of the upstream
+    served over HTTP on ``upstream`` (as ``server``), with ``parts`` of the gateway
+    given (``guard``, ``pins``: an output guard of its own, none by default); the
+    gateway's listening socket and public URL."""
+    sock = listening_socket()
+    public = url_of(sock)
+    config = load_gateway_config(deployment.config({
+        "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
+        "upstreams": {server: {"url": f"{url_of(upstream)}/mcp"}}}))
+    runtime = deployment.runtime
+    given: dict[str, Any] = {"guard": OutputGuard(), **parts}
+    app = build_http_app(Gateway(
+        config, enforcer=runtime.enforcer, grants=runtime.grants, engine=runtime.engine,
+        audit=runtime.audit, store=runtime.store, clock=runtime.clock,
+        secrets=runtime.secrets, tools=runtime.tools, **given))
+    return app, sock, public

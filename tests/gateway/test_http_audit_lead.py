@@ -16,24 +16,19 @@ from proctor.clock import FrozenClock, SystemClock
 from proctor.gateway import Gateway, load_gateway_config
 from proctor.gateway.http import build_http_app
 from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import agent, listening_socket, served, url_of
+from tests.gateway.in_process import agent, listening_socket, served, tools_listed, url_of
 
 pytestmark = pytest.mark.anyio
 
 
 def _upstream(entered: anyio.Event, release: anyio.Event) -> Server[Any]:
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool(
-            name=name, description=name, input_schema={"type": "object"})
-            for name in ("held", "plain")])
-
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         if params.name == "held":
             entered.set()
             await release.wait()
         return types.CallToolResult(content=[types.TextContent(type="text", text=params.name)])
 
-    return Server("proctor-held", version="1.0.0", on_list_tools=list_tools,
+    return Server("proctor-held", version="1.0.0", on_list_tools=tools_listed("held", "plain"),
                   on_call_tool=call_tool)
 
 

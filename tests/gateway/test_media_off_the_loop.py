@@ -13,12 +13,10 @@ import pytest
 from mcp.server import Server
 
 from proctor.clock import FrozenClock, SystemClock
-from proctor.gateway import Gateway, load_gateway_config
-from proctor.gateway.http import build_http_app
 from proctor.gateway.results import MEDIA_ON_THE_LOOP
 from proctor.oversight import OutputGuard
 from tests.gateway.conftest import WAIT, Deployment
-from tests.gateway.in_process import agent, listening_socket, served, url_of
+from tests.gateway.in_process import agent, http_app_before, listening_socket, served, tools_listed
 
 pytestmark = pytest.mark.anyio
 
@@ -43,34 +41,21 @@ class _HeldGuard(OutputGuard):
 
 
 def _upstream() -> Server[Any]:
-    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[types.Tool(
-            name=name, description=name, input_schema={"type": "object"})
-            for name in ("image", "text")])
-
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         if params.name == "image":
             return types.CallToolResult(content=[types.ImageContent(
                 type="image", mime_type="image/png", data=_IMAGE)])
         return types.CallToolResult(content=[types.TextContent(type="text", text="small")])
 
-    return Server("proctor-large-media", version="1.0.0", on_list_tools=list_tools,
-                  on_call_tool=call_tool)
+    return Server("proctor-large-media", version="1.0.0",
+                  on_list_tools=tools_listed("image", "text"), on_call_tool=call_tool)
 
 
 async def test_the_loop_serves_another_session_while_a_large_answer_is_guarded(
         deployment: Deployment) -> None:
-    runtime = deployment.runtime
     guard = _HeldGuard()
-    upstream, gateway = listening_socket(), listening_socket()
-    public = url_of(gateway)
-    config = load_gateway_config(deployment.config({
-        "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
-        "upstreams": {"test": {"url": f"{url_of(upstream)}/mcp"}}}))
-    app = build_http_app(Gateway(
-        config, enforcer=runtime.enforcer, grants=runtime.grants, engine=runtime.engine,
-        audit=runtime.audit, store=runtime.store, clock=runtime.clock, guard=guard,
-        secrets=runtime.secrets, tools=runtime.tools))
+    upstream = listening_socket()
+    app, gateway, public = http_app_before(deployment, "test", upstream, guard=guard)
     clock = FrozenClock(SystemClock().now())
     with anyio.fail_after(WAIT):
         async with served(_upstream().streamable_http_app(), upstream), \
