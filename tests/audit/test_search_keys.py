@@ -1,6 +1,7 @@
-"""Searches by task and actor through the keys table (``audit_keys`` up to the head's
-``keyed`` mark, the rows after it) return exactly what a search of the columns returns,
-wherever the mark is; the writer fills the keys and moves the mark with them."""
+"""Searches by task, actor, time and actor type through the keys table (``audit_keys`` up
+to the head's ``keyed`` mark, the rows after it) return exactly what a search of the
+columns returns, wherever the mark is; the writer fills the keys and moves the mark with
+them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from proctor.audit import (
     verify_store,
 )
 from proctor.audit import driver as audit_driver
+from proctor.audit.query import time_key
 from proctor.clock import FrozenClock
 from proctor.keys import LocalSigner
 from proctor.store import Store
@@ -63,6 +66,7 @@ def write(audit: AuditLog, clock: FrozenClock, count: int, seed: int) -> None:
     while written < count:
         events = []
         for _ in range(min(rng.randint(1, 9), count - written)):
+            clock.advance(seconds=rng.choice((0, 0, 0.25, 0.000001)))  # times a tick apart
             if rng.random() < 0.3:
                 events.append(human_event(rng.choice(HUMANS), "grant.revoke",
                                           'Grant::"acc-7f3a"', "revoked",
@@ -87,7 +91,9 @@ def keys_from_bodies(store: Store, up_to: int) -> set[tuple[str, str, int]]:
     keys = set()
     for seq, body in rows:
         event = json.loads(body)
-        keys |= {("t", event["task"], int(seq)), ("a", event["actor"]["id"], int(seq))}
+        when = datetime.fromisoformat(event["time"])
+        keys |= {("t", event["task"], int(seq)), ("a", event["actor"]["id"], int(seq)),
+                 ("y", event["actor"]["type"], int(seq)), ("w", time_key(when), int(seq))}
     return keys
 
 
@@ -120,7 +126,24 @@ def by_columns(store: Store, wheres: list[EventFilter]) -> dict[EventFilter, lis
     return found
 
 
-def filters() -> list[EventFilter]:
+def filters(store: Store) -> list[EventFilter]:
+    """Filters by task, actor, actor type and time (windows whose ends are events' own
+    times, in UTC and in another zone, and the same shifted by a microsecond)."""
+    with store.engine.connect() as conn:
+        times = sorted({json.loads(b)["time"] for b in conn.execute(
+            select(audit_events.c.body)).scalars()})
+    at = [datetime.fromisoformat(times[i * (len(times) - 1) // 4]) for i in range(5)]
+    tick = timedelta(microseconds=1)
+    zone = timezone(timedelta(hours=-5))
+    windows = [EventFilter(since=at[1]), EventFilter(until=at[2]),
+               EventFilter(since=at[1], until=at[3]),
+               EventFilter(since=at[1] + tick, until=at[3] + tick),
+               EventFilter(since=(at[0] - tick).astimezone(zone), until=at[4].astimezone(zone)),
+               EventFilter(since=at[2], until=at[2]), EventFilter(since=at[4] + tick),
+               EventFilter(since=at[1], until=at[3], actor_type=ActorType.HUMAN),
+               EventFilter(since=at[2], actor_type=ActorType.AGENT, decision="allow"),
+               EventFilter(until=at[3], actor_id=AGENTS[0]),
+               EventFilter(since=at[0], task="task-2")]
     return [EventFilter(task=t) for t in [*TASKS, "task-none"]] + [
         EventFilter(actor_id=a) for a in [*AGENTS, *HUMANS, "nobody"]] + [
         EventFilter(task="task-1", actor_id=AGENTS[0]),
@@ -128,7 +151,10 @@ def filters() -> list[EventFilter]:
         EventFilter(actor_id=AGENTS[1], decision="allow"),
         EventFilter(actor_id=HUMANS[0], action="grant.revoke"),
         EventFilter(task="task-3", actor_type=ActorType.AGENT, actor_id=AGENTS[2]),
-    ]
+        EventFilter(actor_type=ActorType.AGENT), EventFilter(actor_type=ActorType.HUMAN),
+        EventFilter(actor_type=ActorType.SYSTEM),
+        EventFilter(actor_type=ActorType.HUMAN, action="grant.revoke"),
+    ] + windows
 
 
 def check_searches(store: Store, count: int,
@@ -138,7 +164,7 @@ def check_searches(store: Store, count: int,
     is against the mark; all from half-way) return what the columns do. ``expected``: the
     columns' answers, read once for a log that has not changed since. (All of it oldest
     first from the start is the search without a limit.)"""
-    expected = expected if expected is not None else by_columns(store, filters())
+    expected = expected if expected is not None else by_columns(store, filters(store))
     for where, every in expected.items():
         for limit in (1, 7, count + 5):
             for newest_first in (True, False):
@@ -155,7 +181,7 @@ def test_searches_agree_with_the_columns_wherever_the_mark_is(
         log: AuditLog, store: Store, clock: FrozenClock) -> None:
     count = 60
     write(log, clock, count, seed=14)
-    expected = by_columns(store, filters())
+    expected = by_columns(store, filters(store))
     for mark in (0, 1, 17, 30, 31, count - 1, count):
         put_mark(store, mark)
         check_searches(store, count, expected)
@@ -294,6 +320,36 @@ def test_verify_finds_keys_past_the_mark_and_a_mark_moved_back(
         conn.execute(update(audit_head).values(keyed=keyed - 3))
     seq, kind, _ = keys_problem(store, signer) or (0, "", "")
     assert (seq, kind) == (keyed - 2, "keys_mismatch")
+
+
+def test_verify_finds_an_event_whose_actor_type_key_was_deleted(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(delete(audit_keys).where(audit_keys.c.kind == "y",
+                                              audit_keys.c.seq == 14))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (14, "keys_mismatch")
+    assert "lacks the actor type key of the event at position 14" in message
+
+
+def test_verify_finds_a_time_key_moved_by_a_microsecond(
+        keyed: int, store: Store, signer: LocalSigner) -> None:
+    with store.engine.connect() as conn:
+        when = conn.execute(select(audit_keys.c.key).where(
+            audit_keys.c.kind == "w", audit_keys.c.seq == 16)).scalar_one()
+    moved = time_key(datetime.fromisoformat(when).replace(tzinfo=UTC)
+                     + timedelta(microseconds=1))
+    with store.engine.begin() as conn:
+        conn.execute(update(audit_keys).where(audit_keys.c.kind == "w", audit_keys.c.seq == 16)
+                     .values(key=moved))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (16, "keys_mismatch")
+    assert "lacks the time key of the event at position 16" in message
+    with store.engine.begin() as conn:  # both: the event's and another
+        conn.execute(insert(audit_keys).values(kind="w", key=when, seq=16))
+    seq, kind, message = keys_problem(store, signer) or (0, "", "")
+    assert (seq, kind) == (16, "keys_mismatch")
+    assert "holds a time key at position 16 that the event there does not have" in message
 
 
 def test_verify_finds_a_mark_moved_past_the_head(

@@ -131,11 +131,17 @@ def test_0022_fills_the_keys_table_from_the_events_and_marks_them_keyed(
         with store.engine.connect() as conn:
             keys = {tuple(row) for row in conn.execute(select(audit_keys)).all()}
             keyed = conn.execute(select(audit_head.c.keyed)).scalar_one()
+            when = ("2026-12-07 00:00:00+00:00" if store.backend == "sqlite"
+                    else "2026-12-07 00:00:00.000000")
             indexes = {i["name"] for i in inspect(conn).get_indexes("audit_events")}
     finally:
         store.close()
     assert keys == ({("t", task, seq) for seq, task, _ in events}
-                    | {("a", actor, seq) for seq, _, actor in events})
+                    | {("a", actor, seq) for seq, _, actor in events}
+                    # and, since 0029, the actor type and time keys of the same events
+                    # (on SQLite the column's text as it is: here sqlite3's own adapter's)
+                    | {("y", "agent", seq) for seq, _, _ in events}
+                    | {("w", when, seq) for seq, _, _ in events})
     assert keyed == 7
     assert not indexes & {"ix_audit_events_task", "ix_audit_events_actor_id"}
 
@@ -274,7 +280,7 @@ def test_0027_makes_an_events_position_its_rowid_and_the_chain_still_verifies(
         upgrade(store.engine, "0026")
         with AuditLog(store, clock=clock) as audit:
             ids = [audit.record(agent_event(clock, n)).event_id for n in range(5)]
-        upgrade(store.engine)
+        upgrade(store.engine, "0027")  # (0029 dropped the two indexes checked below)
         with AuditLog(store, clock=clock) as audit:  # appends go on after the rebuild
             ids += [audit.record(agent_event(clock, n)).event_id for n in range(5, 8)]
         report = verify_store(store, {})
@@ -334,3 +340,56 @@ def test_a_database_at_a_revision_this_proctor_does_not_know_is_a_one_line_error
         assert "store_migration_failed" in result.output
     finally:  # the PostgreSQL database serves the next tests
         at_revision(HEAD_REVISION)
+
+
+def test_0029_fills_the_actor_type_and_time_keys_of_the_keyed_events_and_drops_the_indexes(
+        empty_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proctor.audit import ActorType, AuditLog, EventFilter, search_events
+    from proctor.audit import driver as audit_driver
+    from proctor.audit.verification import verify_store
+    from proctor.clock import FrozenClock
+    from proctor.store.tables import audit_events, audit_head
+    from tests.audit.helpers import agent_event
+    from tests.audit.test_search_keys import keys_from_bodies, stored_keys
+
+    monkeypatch.setattr(audit_driver, "KEYS_EVERY", 5)
+    store = open_store(empty_database_url, migrate=False)
+    clock = FrozenClock(datetime(2026, 12, 7, 23, 0, 0, 250_000, tzinfo=UTC))
+    try:
+        upgrade(store.engine, "0027")
+        with AuditLog(store, clock=clock) as audit:  # keyed (task and actor) up to 5 or 10
+            for n in range(12):
+                audit.record(agent_event(clock, n, task=f"task-{n % 3}"))
+        with store.engine.connect() as conn:
+            before = conn.execute(select(audit_head.c.keyed)).scalar_one()
+        upgrade(store.engine)
+        keys, mark = stored_keys(store)
+        with store.engine.connect() as conn:
+            indexes = {i["name"] for i in inspect(conn).get_indexes("audit_events")}
+        first = verify_store(store, {})
+        middle = datetime(2026, 12, 7, 23, 0, 6, 250_000, tzinfo=UTC)
+        found = {where: [e.seq for e in search_events(store, where, newest_first=False)]
+                 for where in (EventFilter(actor_type=ActorType.AGENT),
+                               EventFilter(actor_type=ActorType.HUMAN),
+                               EventFilter(since=middle), EventFilter(until=middle))}
+        with AuditLog(store, clock=clock) as audit:  # the writer fills all four from here
+            for n in range(12, 20):
+                audit.record(agent_event(clock, n))
+        keys_after, mark_after = stored_keys(store)
+        second = verify_store(store, {})
+        with store.engine.connect() as conn:
+            count = conn.execute(select(audit_events.c.seq)).all()
+        from_bodies = keys_from_bodies(store, mark)
+        from_bodies_after = keys_from_bodies(store, mark_after)
+    finally:
+        store.close()
+    assert 0 < before < 12 and mark == before  # the mark stays where it was
+    assert keys == from_bodies  # all four kinds of every keyed event
+    assert not indexes & {"ix_audit_events_actor_type", "ix_audit_events_time"}
+    assert first.is_valid and second.is_valid
+    assert found == {EventFilter(actor_type=ActorType.AGENT): list(range(1, 13)),
+                     EventFilter(actor_type=ActorType.HUMAN): [],
+                     EventFilter(since=middle): list(range(6, 13)),
+                     EventFilter(until=middle): list(range(1, 6))}
+    assert mark_after > 12 and keys_after == from_bodies_after
+    assert len(count) == 20

@@ -32,7 +32,8 @@ loop): the connection's ``busy_timeout`` is 0 for it, and another connection's w
 (another process's, or this one's other connections) is :class:`LockTaken` at once,
 nothing written and the connection kept, instead of a wait of up to ``busy_timeout``.
 
-The events' task and actor keys (``audit_keys``, read by :mod:`proctor.audit.query`) are
+The events' task, actor, actor type and time keys (``audit_keys``, read by
+:mod:`proctor.audit.query`) are
 filled in the transaction of the batch that takes the events past the head row's
 ``keyed`` mark by :data:`KEYS_EVERY` or more: one sorted insert of the keys of up to
 :data:`KEYS_MOST` events read back from the table, and the mark moved to the last of
@@ -57,6 +58,7 @@ from proctor.store.drivers import psycopg_errors
 __all__ = [
     "KEYS_EVERY",
     "KEYS_MOST",
+    "TIME_KEY",
     "TRUST_AFTER",
     "AppendConnection",
     "EventRow",
@@ -109,12 +111,21 @@ _INSERT_CHECKPOINT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
-# The keys of events (keyed, up_to]: a task's and an actor's in one sorted insert. A key
-# already there (left by events deleted without theirs) is no reason to stop the log:
-# a search checks the event's own column too
+# An event's time as its `w` key: the text SQLite's column holds (SQLAlchemy's DateTime,
+# UTC), which sorts as the times do; PostgreSQL writes the same text from its timestamptz.
+# (The cast gives SQLite's expression text affinity: compared with a key as it is, the
+# column's numeric affinity would keep the keys' primary key from being searched.)
+TIME_KEY = {True: "CAST(time AS TEXT)",
+            False: "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"}
+
+# The keys of events (keyed, up_to]: a task's, an actor's, an actor type's and a time's
+# in one sorted insert. A key already there (left by events deleted without theirs) is no
+# reason to stop the log: a search checks the event's own column too
 _FILL_KEYS = ("INSERT INTO audit_keys (kind, key, seq) "
               "SELECT 't', task, seq FROM audit_events WHERE seq > ? AND seq <= ? UNION ALL "
-              "SELECT 'a', actor_id, seq FROM audit_events WHERE seq > ? AND seq <= ? "
+              "SELECT 'a', actor_id, seq FROM audit_events WHERE seq > ? AND seq <= ? UNION ALL "
+              "SELECT 'y', actor_type, seq FROM audit_events WHERE seq > ? AND seq <= ? "
+              "UNION ALL SELECT 'w', {time}, seq FROM audit_events WHERE seq > ? AND seq <= ? "
               "ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING")
 _READ_KEYED = "SELECT keyed FROM audit_head WHERE id = 1"
 _MOVE_KEYED = "UPDATE audit_head SET keyed = ? WHERE id = 1"
@@ -230,7 +241,8 @@ class AppendConnection:
         mark = "?" if self._is_sqlite else "%s"
         (self._move_head, self._insert_checkpoint, self._insert_head, self._fill_keys,
          self._move_keyed) = (sql.replace("?", mark) for sql in (
-             _MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD, _FILL_KEYS, _MOVE_KEYED))
+             _MOVE_HEAD, _INSERT_CHECKPOINT, _INSERT_HEAD,
+             _FILL_KEYS.format(time=TIME_KEY[self._is_sqlite]), _MOVE_KEYED))
         self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
         self._waits = True  # SQLite: the connection's busy_timeout is its own (else 0)
@@ -383,7 +395,7 @@ class AppendConnection:
         if head - keyed < KEYS_EVERY:
             return keyed
         up_to = min(head, keyed + KEYS_MOST)
-        cursor.execute(self._fill_keys, (keyed, up_to, keyed, up_to))
+        cursor.execute(self._fill_keys, (keyed, up_to) * 4)
         cursor.execute(self._move_keyed, (up_to,))
         return up_to
 

@@ -16,9 +16,10 @@ The walk stops at the first problem and names it by position (``seq``):
 - ``unanchored``: the chain starts after position 1 without a checkpoint there;
 - ``truncated``: the head row or a checkpoint lies beyond the last event;
 - ``index_mismatch``: a query column disagrees with the event it indexes;
-- ``keys_mismatch``: the keys table (``audit_keys``, what a search by task or actor
-  reads up to the head row's ``keyed`` mark) disagrees with the events' columns: an
-  event up to the mark lacks its task or actor key (a search would not find it), a key
+- ``keys_mismatch``: the keys table (``audit_keys``, what a search by task, actor,
+  time or actor type reads up to the head row's ``keyed`` mark) disagrees with the
+  events' columns: an event up to the mark lacks one of its four keys (a search would
+  not find it), a key
   names what its event does not, lies past the mark or at no event, or the mark lies
   past the head (the events between would never be keyed).
 
@@ -29,17 +30,18 @@ valid checkpoint at the position just before it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import TextClause, select, text
 
 from proctor.audit.chain import GENESIS, ChainHead, chain_hash
 from proctor.audit.checkpoints import Checkpoint, check_checkpoint, load_checkpoints
-from proctor.audit.driver import first_index_mismatch, iter_links
+from proctor.audit.driver import TIME_KEY, first_index_mismatch, iter_links
 from proctor.errors import AuditUnavailableError, ProctorError
 from proctor.keys import Verifier
 from proctor.store import Store
@@ -212,10 +214,11 @@ class ChainChecker:
 
 
 # One statement, so one snapshot on either database whatever a writer commits meanwhile:
-# the mark and the head, the first event up to the mark without both of its keys (two
-# look-ups in the keys' primary key each), the keys and the events up to the mark counted.
-# With every event keyed, the keys are exactly theirs if there are twice as many.
-_KEYS_CHECK = text(
+# the mark and the head, the first event up to the mark without all four of its keys (a
+# look-up in the keys' primary key each), the keys and the events up to the mark counted.
+# With every event keyed, the keys are exactly theirs if there are four times as many.
+# `{time}`: the event's time as its `w` key (proctor.audit.driver.TIME_KEY).
+_KEYS_CHECK = (
     "WITH m AS (SELECT coalesce(max(keyed), 0) AS mark, coalesce(max(seq), 0) AS head "
     "FROM audit_head WHERE id = 1) "
     "SELECT m.mark, m.head, "
@@ -223,22 +226,38 @@ _KEYS_CHECK = text(
     "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 't' AND k.key = e.task "
     "AND k.seq = e.seq) OR "
     "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'a' AND k.key = e.actor_id "
+    "AND k.seq = e.seq) OR "
+    "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'y' AND k.key = e.actor_type "
+    "AND k.seq = e.seq) OR "
+    "NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'w' AND k.key = {time} "
     "AND k.seq = e.seq))), "
     "(SELECT count(*) FROM audit_keys), "
     "(SELECT count(*) FROM audit_events e WHERE e.seq <= m.mark) "
     "FROM m")
 # Only when the counts differ: the first key past the mark or not its event's.
-_STRAY_KEY = text(
+_STRAY_KEY = (
     "WITH m AS (SELECT coalesce(max(keyed), 0) AS mark FROM audit_head WHERE id = 1) "
     "SELECT k.seq, k.kind, m.mark FROM audit_keys k, m WHERE k.seq > m.mark OR NOT EXISTS ("
     "SELECT 1 FROM audit_events e WHERE e.seq = k.seq AND k.key = "
-    "CASE k.kind WHEN 't' THEN e.task WHEN 'a' THEN e.actor_id END) "
+    "CASE k.kind WHEN 't' THEN e.task WHEN 'a' THEN e.actor_id WHEN 'y' THEN e.actor_type "
+    "WHEN 'w' THEN {time} END) "
     "ORDER BY k.seq LIMIT 1")
-_MISSING_KIND = text(
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 't' "
-    "AND k.key = e.task AND k.seq = e.seq) THEN 'actor' ELSE 'task' END "
+_MISSING_KIND = (
+    "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 't' "
+    "AND k.key = e.task AND k.seq = e.seq) THEN 't' "
+    "WHEN NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'a' "
+    "AND k.key = e.actor_id AND k.seq = e.seq) THEN 'a' "
+    "WHEN NOT EXISTS (SELECT 1 FROM audit_keys k WHERE k.kind = 'y' "
+    "AND k.key = e.actor_type AND k.seq = e.seq) THEN 'y' ELSE 'w' END "
     "FROM audit_events e WHERE e.seq = :seq")
-_KINDS = {"t": "task", "a": "actor"}
+_KINDS = {"t": "task", "a": "actor", "y": "actor type", "w": "time"}
+
+
+@functools.cache
+def _keys_sql(is_sqlite: bool) -> tuple[TextClause, TextClause, TextClause]:
+    """The keys' three checks, with the time key's expression of the database."""
+    return tuple(text(sql.format(time=TIME_KEY[is_sqlite]))  # type: ignore[return-value]
+                 for sql in (_KEYS_CHECK, _STRAY_KEY, _MISSING_KIND))
 
 
 def first_keys_mismatch(store: Store) -> Problem | None:
@@ -246,25 +265,26 @@ def first_keys_mismatch(store: Store) -> Problem | None:
     ``keys_mismatch``), or None; a keys table that cannot be read is one too."""
     try:
         with store.reading() as conn:
-            mark, head, missing, keys, keyed = conn.execute(_KEYS_CHECK).one()
+            keys_check, stray_key, missing_kind = _keys_sql(store.backend == "sqlite")
+            mark, head, missing, keys, keyed = conn.execute(keys_check).one()
             if mark > head:
                 return Problem(head + 1, "keys_mismatch", f"the keys' mark at position {mark} "
                                f"lies past the head at position {head}: events written up to "
-                               "it would never be keyed, and no search by task or actor "
+                               "it would never be keyed, and no search by their keys "
                                "would find them")
             if missing is not None:
-                kind = conn.execute(_MISSING_KIND, {"seq": missing}).scalar()
+                kind = _KINDS[str(conn.execute(missing_kind, {"seq": missing}).scalar())]
                 return Problem(missing, "keys_mismatch", f"the keys table lacks the {kind} "
                                f"key of the event at position {missing}: a search by its "
                                f"{kind} would not find it")
-            if keys == 2 * keyed:
+            if keys == len(_KINDS) * keyed:
                 return None
-            stray = conn.execute(_STRAY_KEY).first()
+            stray = conn.execute(stray_key).first()
     except ProctorError as exc:
         return Problem(1, "keys_mismatch", f"the keys table cannot be read: {exc.message}")
     if stray is None:  # not found again: the table changed under the check
         return Problem(mark + 1, "keys_mismatch", f"the keys table holds {keys} keys for "
-                       f"{keyed} events up to position {mark}, not two each")
+                       f"{keyed} events up to position {mark}, not four each")
     seq, kind, mark = stray
     where = (f"past the keys' mark at position {mark}" if seq > mark
              else "that the event there does not have")

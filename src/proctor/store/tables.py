@@ -71,9 +71,10 @@ policy_revisions = Table(
 # writer; `body` is the canonical JSON of the event, the exact text hashed:
 # hash = sha256(bytes.fromhex(prev_hash) || body). The other columns are an
 # index over `body` for queries; `proctor audit verify` checks they agree. A search by
-# `actor_id` or `task` reads `audit_keys` up to the head's `keyed` mark and these rows
-# after it: those two columns have no index of their own (migration 0022), since an
-# index entry per key per batch made every batch write a leaf per live task and actor.
+# `actor_id`, `task`, `actor_type` or `time` reads `audit_keys` up to the head's `keyed`
+# mark and these rows after it: those columns have no index of their own (migrations 0022
+# and 0029), since an index entry per key per batch made every batch write a leaf of each
+# index, away from the right edge of the table's own b-tree.
 # On SQLite `seq` is the rowid (`INTEGER PRIMARY KEY`, migration 0027): the table is one
 # b-tree keyed by it, not a rowid table beside an index on `seq`.
 audit_events = Table(
@@ -91,8 +92,6 @@ audit_events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("ix_audit_events_actor_type", "actor_type", "seq"),
-    Index("ix_audit_events_time", "time"),
 )
 
 # One row (id 1): the chain head. Writers advance it with a compare-and-set in
@@ -113,9 +112,11 @@ audit_head = Table(
     Column("keyed", BigInteger, nullable=True),
 )
 
-# The audit events' task and actor, as an index filled a few thousand events at a time
-# (proctor.audit.driver, in the writer's transaction, up to `audit_head.keyed`): one row
-# per event and kind, `kind` "t" (the event's `task`) or "a" (its `actor_id`). Without
+# The audit events' task, actor, actor type and time, as an index filled a few thousand
+# events at a time (proctor.audit.driver, in the writer's transaction, up to
+# `audit_head.keyed`): one row per event and kind, `kind` "t" (the event's `task`), "a"
+# (its `actor_id`), "y" (its `actor_type`) or "w" (its `time` as SQLite's column holds it,
+# `YYYY-MM-DD HH:MM:SS.ffffff` UTC, which sorts as the times do; migration 0029). Without
 # rowids on SQLite: the primary key's b-tree is the table.
 audit_keys = Table(
     "audit_keys",
