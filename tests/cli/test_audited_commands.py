@@ -21,13 +21,14 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select, text
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.cli.main import app
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.grants import make_proof
 from proctor.runtime import open_runtime
 from proctor.store import open_store
 from proctor.store.tables import tasks
-from tests.cli.audited import account, chain_verifies, human_events, run
+from tests.cli.audited import account, chain_verifies, human_events, run, runner
 from tests.identity.factories import BUILDER, CODER, manifest, public_jwk
 
 ERIN = ("--by", "erin@acme.example")
@@ -271,4 +272,55 @@ def test_suspending_an_agent_on_the_command_line_ends_its_grants_with_its_event(
     [event] = [e for e in human_events() if e["action"] == "agent.suspend"]
     assert (event["outcome"], event["detail"]["roots"], event["detail"]["os_user"],
             event["source"]) == ("suspended", [grant["grant_id"]], account(), "cli")
+    assert chain_verifies()
+
+
+class _CrashError(Exception):
+    """The command's process dies here."""
+
+
+@pytest.mark.parametrize("change", ["agent register", "task start", "policy apply"])
+def test_a_command_that_dies_right_after_its_change_committed_leaves_its_event(
+    home: Path, monkeypatch: pytest.MonkeyPatch, change: str,
+) -> None:
+    # the command made the change, then wrote its event (Acting.record): a process that
+    # died between the two left the change and nothing in the log saying who made it
+    monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
+    assert run("init")[0] == 0
+    _register(home, "coder")
+    (home / "builder.jwk").write_text(json.dumps(public_jwk(ECKey.generate_key("P-256"))))
+    before = {e["id"] for e in human_events()}
+    with_effects = AuditLog.record_with
+
+    plain = AuditLog.record
+
+    def record(self: AuditLog, event: AuditEvent, **kwargs: Any) -> Any:
+        if event.actor.type is ActorType.HUMAN:  # the operator's change has committed
+            raise _CrashError
+        return plain(self, event, **kwargs)  # what opening the runtime writes
+
+    def record_with(self: AuditLog, event: AuditEvent | None, *args: Any,
+                    **kwargs: Any) -> Any:
+        written = with_effects(self, event, *args, **kwargs)
+        if event is not None and event.actor.type is ActorType.HUMAN:
+            raise _CrashError  # right after the change and its event committed
+        return written
+
+    args = {"agent register": ("agent", "register", "builder", "--owner",
+                               "alice@acme.example", "--jwk", str(home / "builder.jwk"),
+                               "--manifest", str(home / "manifest.yaml")),
+            "task start": ("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                           "alice@acme.example"),
+            "policy apply": ("policy", "apply")}[change]
+    with pytest.MonkeyPatch.context() as dying:  # the home's settings stay
+        dying.setattr(AuditLog, "record", record)
+        dying.setattr(AuditLog, "record_with", record_with)
+        result = runner.invoke(app, [*args, "--json"])
+    assert isinstance(result.exception, _CrashError)
+
+    action = {"agent register": "agent.register", "task start": "task.start",
+              "policy apply": "policy.activate"}[change]
+    [event] = [e for e in human_events() if e["id"] not in before]
+    assert (event["action"], event["actor"]["id"], event["source"]) == (
+        action, "erin@acme.example", "cli")
     assert chain_verifies()
