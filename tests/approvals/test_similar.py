@@ -217,8 +217,10 @@ def test_a_pre_approval_revoked_before_the_calls_write_commits_allows_nothing(
 ) -> None:
     """Strict revocation: the call spent the pre-approval, then its revocation committed,
     then the call's write; the write confirmed the grant's line only, and the call was
-    allowed on a revoked pre-approval. (The audit head held by the test orders the three;
-    on PostgreSQL, where the revocation's transaction need not wait for the writer.)"""
+    allowed on a revoked pre-approval. (The audit head held by the test orders the three,
+    on PostgreSQL. The revocation is the lease tree's own, as one made alone while the log
+    cannot be written: an audited revocation is written by the audit writer, behind that
+    head, and would never commit while the test holds it.)"""
     grant = agents.grant(SUPPORT, REFUND)
     pending = agents.call(grant, "crm/issue_refund", refund(25_000))
     assert pending.approval is not None
@@ -232,11 +234,12 @@ def test_a_pre_approval_revoked_before_the_calls_write_commits_allows_nothing(
         while similar(runtime).get(pre.grant_id).uses == 0:  # spent; its write waits
             assert caller.is_alive(), verdicts
             caller.join(0.01)
-        revoker = threading.Thread(target=lambda: runtime.grants.revoke(
-            pre.accessor, "changed my mind"))
+        revoker = threading.Thread(target=lambda: runtime.grants.leases.revoke_subtree(
+            [pre.grant_id], "changed my mind"))
         revoker.start()
-        while not similar(runtime).get(pre.grant_id).revoked_at:  # committed; audit waits
-            revoker.join(0.01)
+        revoker.join(30)  # committed, the call's write still waiting on the head
+        assert not revoker.is_alive()
+        assert similar(runtime).get(pre.grant_id).revoked_at
         holding.rollback()
     caller.join(30)
     revoker.join(30)
