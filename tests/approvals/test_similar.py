@@ -166,10 +166,6 @@ def test_a_refused_similar_approval_changes_nothing(runtime: Runtime, agents: Ag
     with pytest.raises(ApprovalError) as too_long:
         similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=7200)
     assert too_long.value.code == "approval_similar_invalid"
-    # issuance policy: trusted agents get grants of at most 15 minutes
-    with pytest.raises(GrantError) as denied:
-        similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=1800)
-    assert denied.value.code == "issuance_denied"
     assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.PENDING
     assert similar(runtime).for_task(grant.claims.task_id) == []
     assert [n.kind for n in runtime.grants.tree(grant.claims.task_id)] == ["task", "grant"]
@@ -557,3 +553,24 @@ def test_a_revocation_of_the_approved_calls_line_before_the_write_commits_allows
     monkeypatch.undo()  # and no later call of that line spends it
     assert agents.call(other, "crm/issue_refund", refund(20_000)).outcome \
         is Outcome.APPROVAL_REQUIRED
+
+
+def test_a_pre_approval_ends_when_the_grant_of_the_call_it_approved_expires(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock,
+) -> None:
+    # the approved call's grant was handed on for five minutes: what was approved for it
+    # stood ten (the default), so after that grant had expired another grant of the agent
+    # along the same line spent it without asking anyone
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    # asked for half an hour (the issuance policy would refuse a trusted agent more than
+    # 15 minutes): what is issued ends with the approved call's grant, five minutes
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=1800)
+    assert pre.expires_at is not None and child.claims.expires_at is not None
+    assert pre.expires_at.timestamp() <= child.claims.expires_at
+    frozen.advance(seconds=301)
+    other = another_on_the_line(runtime, agents, parent, "delegator")
+    verdict = agents.call(other, "crm/issue_refund", refund(20_000))
+    assert verdict.outcome is Outcome.APPROVAL_REQUIRED, verdict.reasons
+    assert similar(runtime).get(pre.grant_id).uses == 0

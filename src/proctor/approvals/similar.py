@@ -152,7 +152,13 @@ class SimilarApprovals:
         approver = canonical_human_id(approver)
         current = self._queue.get(approval_id)
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
-        self._check_live(current)
+        ends = self._check_live(current)
+        if ends is not None:  # never outlives the approved call's grant or its line
+            left = int((ends - self._clock.now()).total_seconds())
+            if left < 1:
+                raise GrantError("grant_expired", "the grant of the approved call, or one it "
+                                 "derives from, expires now: approve the call alone, or deny it")
+            ttl_seconds = min(ttl_seconds, left)
         args = current.request.get("args")
         scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
         # for the agent whose call was approved (in a delegated grant's task, not the
@@ -182,13 +188,16 @@ class SimilarApprovals:
             raise
         return decided, self.get(issued.grant_id)
 
-    def _check_live(self, approval: Approval) -> None:
+    def _check_live(self, approval: Approval) -> datetime | None:
         """Refuse to pre-approve the calls of a grant that can no longer be used: revoked
         (itself, one it derives from, or its task) or expired. The pre-approval is bound
         to that grant's key and stands for its agent in the task, so a grant revoked
-        because it leaked or its delegator was stopped would live on in it."""
+        because it leaked or its delegator was stopped would live on in it; likewise a
+        grant past its expiry: the earliest expiry on the line is returned (None: none
+        expires), and the pre-approval ends by then."""
         node_id: str | None = approval.grant_id
         first = True
+        ends: datetime | None = None
         while node_id is not None:
             node = self._grants.leases.node(node_id)
             if node is None or node.is_revoked:
@@ -198,7 +207,10 @@ class SimilarApprovals:
             if first and node.expires_at is not None and node.expires_at <= self._clock.now():
                 raise GrantError("grant_expired", "the grant of the approved call has "
                                  "expired: approve the call alone, or deny it")
+            if node.expires_at is not None and (ends is None or node.expires_at < ends):
+                ends = node.expires_at
             node_id, first = node.parent_id, False
+        return ends
 
     def get(self, grant_id: str) -> SimilarGrant:
         found = self._select(approval_grants.c.grant_id == grant_id)
