@@ -11,17 +11,32 @@ line, and the timer goes when nobody is left waiting.
 
 Everything here runs on the loop's own thread: the callers queue on it, the
 writer hands its answers to it (``call_soon_threadsafe``), and the timer fires on it.
+
+At a deadline the caller's write is withdrawn if no batch has taken it yet (the
+writer skips it: neither its event nor its effects are ever written) and its future
+failed; if a batch has taken it, the future is left to that batch's outcome (written
+or failed), so that a failure always means nothing of it was written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from proctor.errors import AuditUnavailableError
 
-__all__ = ["Deadlines", "expire"]
+__all__ = ["Deadlines", "Withdrawable", "expire"]
+
+log = logging.getLogger(__name__)
+
+
+class Withdrawable(Protocol):
+    """A queued write (:class:`~proctor.audit.writer.Receipt`)."""
+
+    def withdraw(self) -> bool:
+        """Withdraw the write unless a batch has taken it; whether it was."""
 
 
 def expire(future: asyncio.Future[Any], limit: float) -> None:
@@ -38,17 +53,18 @@ class Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._lines: dict[float, deque[tuple[float, asyncio.Future[Any]]]] = {}
+        self._lines: dict[float, deque[tuple[float, asyncio.Future[Any], Withdrawable]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def add(self, future: asyncio.Future[Any], limit: float) -> None:
-        """Fail ``future`` if it is not done ``limit`` seconds from now."""
+    def add(self, future: asyncio.Future[Any], limit: float, write: Withdrawable) -> None:
+        """Fail ``future`` if it is not done ``limit`` seconds from now and ``write``
+        can still be withdrawn (no batch has taken it); else leave it to the batch."""
         line = self._lines.get(limit)
         if line is None:
             line = self._lines[limit] = deque()
         when = self._loop.time() + limit
-        line.append((when, future))
+        line.append((when, future, write))
         if self._timer is None or when < self._timer_at:  # a shorter limit than so far
             self._schedule(when)
 
@@ -71,12 +87,18 @@ class Deadlines:
         soonest: float | None = None
         for limit, line in self._lines.items():
             while line:
-                when, future = line[0]
+                when, future, write = line[0]
                 if not future.done() and when > now:
                     soonest = when if soonest is None else min(soonest, when)
                     break
                 line.popleft()
-                expire(future, limit)
+                if future.done():
+                    continue
+                if write.withdraw():  # no batch will write it: say so
+                    expire(future, limit)
+                else:  # a batch has it: its outcome answers the future
+                    log.warning("an audit write past its %g s limit is in a batch being "
+                                "written; leaving its caller to the batch's outcome", limit)
         if soonest is not None:
             self._schedule(soonest)
 

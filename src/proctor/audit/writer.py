@@ -233,7 +233,7 @@ class Receipt:
             self._done = threading.Lock()
             self._done.acquire()
 
-    def _withdraw(self) -> bool:
+    def withdraw(self) -> bool:
         """Withdraw the receipt if no batch has taken it (atomically with the taking of
         a batch); whether it was."""
         taking = self._taking
@@ -268,7 +268,7 @@ class Receipt:
         if done is None:
             raise AuditUnavailableError("an asynchronous caller's receipt is awaited, not waited")
         if not done.acquire(timeout=timeout):
-            if self._withdraw():
+            if self.withdraw():
                 raise AuditUnavailableError(f"audit write did not complete within {timeout:g} s"
                                             "; withdrawn, nothing of it written")
             log.warning("an audit write past its %g s limit is in a batch being written; "
@@ -333,7 +333,8 @@ class AuditLog:
         self._queue: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
         # batches a leading loop gave up (see the module docstring): written first, in order
         self._handed: collections.deque[Receipt] = collections.deque()
-        # held while receipts are taken into a batch, or one withdrawn (Receipt.settled)
+        # held while receipts are taken into a batch, or one withdrawn (Receipt.settled,
+        # or an asynchronous caller's deadline: proctor.audit.deadlines)
         self._taking = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_pending)
         self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
@@ -408,7 +409,10 @@ class AuditLog:
                                 timeout: float | None = None) -> RecordedEvent | None:
         """:meth:`record_with` for asyncio code: the writer thread writes the batch and
         answers an asyncio future on the caller's loop (``call_soon_threadsafe``); the
-        loop never waits for the commit. Same answer, same errors.
+        loop never waits for the commit. Same answer, same errors: past ``timeout`` a
+        write still queued is withdrawn (neither event nor effects ever written) and
+        :class:`AuditUnavailableError` raised; one a batch has taken gets the batch's
+        outcome (:mod:`proctor.audit.deadlines`).
 
         Queued before the first ``await``: a caller cancelled while it waits leaves a
         write that still commits (or fails) as if it had waited (``effects`` included);
@@ -442,7 +446,7 @@ class AuditLog:
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
         future: asyncio.Future[RecordedEvent | None] = loop.create_future()
-        receipt = Receipt(event, effects, future=future)
+        receipt = Receipt(event, effects, future=future, taking=self._taking)
         if not self._slots.acquire(blocking=False):
             raise AuditUnavailableError("the audit writer is saturated")
         if loop is self._leading_loop:
@@ -474,7 +478,7 @@ class AuditLog:
         deadlines = self._deadlines.get(loop)
         if deadlines is None:
             deadlines = self._deadlines[loop] = Deadlines(loop)
-        deadlines.add(future, self.timeout if timeout is None else timeout)
+        deadlines.add(future, self.timeout if timeout is None else timeout, receipt)
         return await future
 
     def submit(self, event: AuditEvent, *, timeout: float | None = None,
@@ -575,7 +579,7 @@ class AuditLog:
 
     def _next_batch(self) -> list[Receipt]:
         """Up to ``max_batch`` receipts: what a loop gave up first, then the queue's;
-        those withdrawn (:meth:`Receipt.settled`) are dropped, the others marked taken."""
+        those withdrawn (:meth:`Receipt.withdraw`) are dropped, the others marked taken."""
         handed = self._handed
         batch: list[Receipt] = []
         withdrawn = 0
