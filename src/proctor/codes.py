@@ -158,8 +158,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                "proctor cannot use", 422),
     "store_unavailable": CodeInfo("the database cannot be reached or refused the operation",
                                   503, retry_after_seconds=1),
-    "store_migration_failed": CodeInfo("the database schema could not be brought up to date",
-                                       503),
+    "store_migration_failed": CodeInfo(
+        "the database schema could not be brought up to date, or the database is at a "
+        "revision this proctor does not know (a newer proctor migrated it)", 503),
     "not_found": CodeInfo("nothing of that kind has that id (a path no route serves, too)",
                           404),
     "request_invalid": CodeInfo("the request's body, parameters or arguments are not valid",
