@@ -498,6 +498,18 @@ def another_on_the_line(runtime: Runtime, agents: Agents, parent: IssuedGrant,
     return other
 
 
+def approved_for_a_delegated_call(runtime: Runtime, agents: Agents, ttl_seconds: int = 600
+                                  ) -> tuple[IssuedGrant, IssuedGrant, Any]:
+    """The coder's grant, the child it handed on to the support agent (five minutes), and
+    the pre-approval of calls similar to the child's waiting call."""
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER,
+                                      ttl_seconds=ttl_seconds)
+    return parent, child, pre
+
+
 @pytest.mark.parametrize("revoked", ["grant", "delegator"])
 def test_a_pre_approval_ends_with_the_grant_of_the_call_it_approved(
     runtime: Runtime, agents: Agents, revoked: str,
@@ -506,10 +518,7 @@ def test_a_pre_approval_ends_with_the_grant_of_the_call_it_approved(
     # delegator's line was stopped): the pre-approval stands on that grant. Revoked after
     # the approval, it lived on: another grant of the same agent in the task, along the
     # same line, spent it without asking anyone
-    parent, child = delegated_refunds(runtime, agents)
-    pending = agents.call(child, "crm/issue_refund", refund(25_000))
-    assert pending.approval is not None
-    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    parent, child, pre = approved_for_a_delegated_call(runtime, agents)
     runtime.grants.revoke((child if revoked == "grant" else parent).accessor, "leaked")
     other = another_on_the_line(runtime, agents, parent, revoked)
     verdict = agents.call(other, "crm/issue_refund", refund(20_000))
@@ -527,10 +536,7 @@ def test_a_revocation_of_the_approved_calls_line_before_the_write_commits_allows
     pre-approval's node only, so the call was allowed on a pre-approval whose grant had
     been revoked before the call's own write committed. The revocation is made right
     after the spend returns, before the enforcer goes on to the write."""
-    parent, child = delegated_refunds(runtime, agents)
-    pending = agents.call(child, "crm/issue_refund", refund(25_000))
-    assert pending.approval is not None
-    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER)
+    parent, child, pre = approved_for_a_delegated_call(runtime, agents)
     other = another_on_the_line(runtime, agents, parent, revoked)
     spend = runtime.approvals.consume_similar
     spent: list[object] = []
@@ -561,12 +567,9 @@ def test_a_pre_approval_ends_when_the_grant_of_the_call_it_approved_expires(
     # the approved call's grant was handed on for five minutes: what was approved for it
     # stood ten (the default), so after that grant had expired another grant of the agent
     # along the same line spent it without asking anyone
-    parent, child = delegated_refunds(runtime, agents)
-    pending = agents.call(child, "crm/issue_refund", refund(25_000))
-    assert pending.approval is not None
     # asked for half an hour (the issuance policy would refuse a trusted agent more than
     # 15 minutes): what is issued ends with the approved call's grant, five minutes
-    _, pre = similar(runtime).approve(pending.approval.id, approver=APPROVER, ttl_seconds=1800)
+    parent, child, pre = approved_for_a_delegated_call(runtime, agents, ttl_seconds=1800)
     assert pre.expires_at is not None and child.claims.expires_at is not None
     assert pre.expires_at.timestamp() <= child.claims.expires_at
     frozen.advance(seconds=301)
