@@ -21,6 +21,32 @@ from tests.gateway.in_process import agent, listening_socket, served, tools_list
 pytestmark = pytest.mark.anyio
 
 
+class Quiet:
+    """ASGI middleware around the gateway: the POSTs it is serving, and an event set
+    whenever none is. The MCP client posts a notification without waiting for its
+    answer, and reads a call's answer before the gateway's handler has returned, so
+    "one call at a time" holds only once the gateway has let go of every request."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._serving = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self._app(scope, receive, send)
+            return
+        self._serving += 1
+        self.idle.clear()
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._serving -= 1
+            if not self._serving:
+                self.idle.set()
+
+
 def _upstream(entered: anyio.Event, release: anyio.Event) -> Server[Any]:
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         if params.name == "held":
@@ -49,7 +75,7 @@ async def test_the_loop_leads_its_audit_write_only_while_it_serves_one_call(
     config = load_gateway_config(deployment.config({
         "gateway": {"public_url": public, "listen": public.removeprefix("http://")},
         "upstreams": {"test": {"url": f"{url_of(upstream)}/mcp"}}}))
-    app = build_http_app(Gateway.on(deployment.runtime, config))
+    app = Quiet(build_http_app(Gateway.on(deployment.runtime, config)))
     clock = FrozenClock(SystemClock().now())
     try:
         with anyio.fail_after(WAIT):
@@ -59,6 +85,7 @@ async def test_the_loop_leads_its_audit_write_only_while_it_serves_one_call(
                           deployment, clock) as first, \
                     agent(f"{public}/mcp/test", deployment.grant([{"tool": "test/*"}]),
                           deployment, clock) as second:
+                await app.idle.wait()  # the clients' notifications served
                 assert leads[-1]  # one call at a time: the loop leads
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(first.call_tool, "held", {})
@@ -69,6 +96,7 @@ async def test_the_loop_leads_its_audit_write_only_while_it_serves_one_call(
                     # the writer thread (the client may post again after it, alike)
                     assert leads[mark] is False
                     release.set()
+                await app.idle.wait()
                 # one call in flight at most again: the loop leads
                 assert leads[-1] is True
     finally:
