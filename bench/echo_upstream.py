@@ -2,11 +2,13 @@
 
     python bench/echo_upstream.py --serve-upstream stdio|http:PORT
     python bench/echo_upstream.py --serve-relay
+    python bench/echo_upstream.py --serve-http-relay PORT --upstream URL
 
 The upstream is a small MCP server (``echo``) on the MCP SDK; the relay is a server
-whose ``echo`` calls the upstream's over stdio, deciding nothing. This file imports
-the SDK alone (not proctor, not the bench's harness), so that each of these processes
-starts in about half the CPU ``bench/gateway.py`` takes to import.
+whose ``echo`` calls the upstream's (over stdio; with ``--serve-http-relay``, served on
+``PORT`` and calling the upstream at ``URL`` over streamable HTTP), deciding nothing.
+This file imports the SDK alone (not proctor, not the bench's harness), so that each
+of these processes starts in about half the CPU ``bench/gateway.py`` takes to import.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ def upstream_command(http_port: int | None = None) -> list[str]:
     return command + ([f"http:{http_port}"] if http_port else ["stdio"])
 
 
-def relay_command() -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), RELAY_MARKER]
+def relay_command(http_port: int | None = None, upstream_url: str = "") -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve())]
+    if http_port is None:
+        return [*command, RELAY_MARKER]
+    return [*command, "--serve-http-relay", str(http_port), "--upstream", upstream_url]
 
 
 @asynccontextmanager
@@ -61,17 +66,25 @@ def serve_upstream(http_port: int | None) -> None:
                     log_level="warning", http="h11", loop="asyncio")
 
 
-def serve_relay() -> None:
-    """A bare pass-through built with the MCP SDK (a server over stdio whose ``echo``
-    calls the upstream's over stdio, deciding nothing): the floor of any stdio proxy."""
+def serve_relay(http_port: int | None = None, upstream_url: str = "") -> None:
+    """A bare pass-through built with the MCP SDK (a server whose ``echo`` calls the
+    upstream's, deciding nothing): the floor of any proxy. Over stdio to a stdio
+    upstream of its own; with ``http_port``, served over streamable HTTP (h11 and
+    asyncio, as the upstream) to the HTTP upstream at ``upstream_url``, one upstream
+    session for all its agents' sessions."""
     from mcp.server.mcpserver import MCPServer
 
     upstream: dict[str, ClientSession] = {}
 
     @asynccontextmanager
     async def connected(_: object) -> AsyncIterator[None]:
-        params = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
-        async with client(stdio_client(params)) as session:
+        if http_port is None:
+            params = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
+            streams: Any = stdio_client(params)
+        else:
+            from mcp.client.streamable_http import streamable_http_client
+            streams = streamable_http_client(upstream_url)
+        async with client(streams) as session:
             upstream["session"] = session
             yield None
 
@@ -82,7 +95,12 @@ def serve_relay() -> None:
         result = await upstream["session"].call_tool("echo", {"text": text})
         return str(getattr(result.content[0], "text", ""))
 
-    server.run("stdio")
+    if http_port is None:
+        server.run("stdio")
+        return
+    import uvicorn
+    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=http_port,
+                log_level="warning", http="h11", loop="asyncio")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,9 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--serve-upstream", metavar="stdio|http:PORT")
     what.add_argument(RELAY_MARKER, action="store_true")
+    what.add_argument("--serve-http-relay", metavar="PORT", type=int)
+    parser.add_argument("--upstream", metavar="URL", default="",
+                        help="the HTTP upstream of --serve-http-relay")
     args = parser.parse_args(argv)
     if args.serve_relay:
         serve_relay()
+    elif args.serve_http_relay:
+        serve_relay(args.serve_http_relay, args.upstream)
     else:
         kind, _, port = args.serve_upstream.partition(":")
         serve_upstream(int(port) if kind == "http" else None)

@@ -32,6 +32,11 @@ the kernel's count of voluntary context switches: each sleep ends in a wake-up, 
 thread hop costs two (one thread wakes the other, which later wakes the first). A
 blocking fsync is a sleep too, of whichever thread commits.
 
+``*_concurrent_<n>_*`` (``n`` = 8 and 32): the same deployment with ``n`` calls in
+flight at once, against the upstream directly and against a bare SDK relay under the
+same concurrency (``bench/gateway_concurrent.py``): HTTP with ``n`` agents' sessions
+(one grant each), stdio with ``n`` calls at once on the wrapper's one session.
+
 Prints a table, then one JSON object on its last line.
 """
 
@@ -55,8 +60,10 @@ import httpx2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import gateway_concurrent as concurrent
 import harness
 from echo_upstream import RELAY_MARKER, WAIT, client, relay_command, upstream_command
+from gateway_concurrent import thread_sleeps
 from grants_workload import postgres_commit, sqlite_commit
 from harness import Goal
 
@@ -101,6 +108,8 @@ class Deployment:
     key_file: Path
     grant: IssuedGrant
     tmp: Path
+    # one grant each for the concurrent case's HTTP agents (a task of its own each)
+    grants: list[IssuedGrant]
 
     @property
     def env(self) -> dict[str, str]:
@@ -133,10 +142,13 @@ def deploy(tmp: Path, database_url: str) -> Deployment:
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
-    task = runtime.grants.start_task(AGENT, purpose="benchmark", on_behalf_of=OWNER)
-    grant = runtime.grants.issue(task.id, GrantScope.from_json({"tools": [{"tool": "bench/*"}]}),
-                                 ttl_seconds=900)
-    return Deployment(settings, runtime, key, key_file, grant, tmp)
+    scope = GrantScope.from_json({"tools": [{"tool": "bench/*"}]})
+    grant, *grants = (
+        runtime.grants.issue(runtime.grants.start_task(AGENT, purpose="benchmark",
+                                                       on_behalf_of=OWNER).id,
+                             scope, ttl_seconds=900)
+        for _ in range(1 + max(concurrent.LEVELS)))
+    return Deployment(settings, runtime, key, key_file, grant, tmp, grants)
 
 
 @contextmanager
@@ -150,25 +162,6 @@ def database(postgres: str | None, tmp: Path) -> Iterator[str]:
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-def thread_sleeps(pid: int) -> tuple[int, int]:
-    """How often process ``pid``'s main thread and its other threads went to sleep so
-    far (the kernel's voluntary context switches): each sleep ends in a wake-up, the
-    cost of a thread hop (bench/thread_hop.py)."""
-    main = others = 0
-    for entry in os.scandir(f"/proc/{pid}/task"):
-        try:
-            status = Path(entry.path, "status").read_text("ascii")
-        except OSError:  # a thread that ended meanwhile
-            continue
-        line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches"))
-        count = int(line.split()[1])
-        if int(entry.name) == pid:
-            main += count
-        else:
-            others += count
-    return main, others
-
 
 async def interleaved(sessions: dict[str, ClientSession], calls: int, warmup: int,
                       cpu: dict[str, int] | None = None) -> dict[str, list[float]]:
@@ -226,12 +219,27 @@ async def serving(proc: subprocess.Popen[bytes], url: str) -> None:
                     await anyio.sleep(0.1)
 
 
-async def measure(deployment: Deployment, calls: int, warmup: int
-                  ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Both transports; the HTTP servers start while the stdio variant is measured."""
-    upstream_port, port = harness.free_port(), harness.free_port()
+@dataclass(frozen=True)
+class AtOnce:
+    """The concurrent case's size: about ``calls`` calls per variant and level, in
+    ``blocks`` blocks (each caller makes ``calls / (blocks * level)`` a block)."""
+
+    calls: int
+    blocks: int
+
+    def per_caller(self, level: int) -> int:
+        return max(1, self.calls // (self.blocks * level))
+
+
+async def measure(deployment: Deployment, calls: int, warmup: int, at_once: AtOnce
+                  ) -> tuple[dict[str, list[float]], dict[str, list[float]],
+                             dict[str, dict[str, float | None]]]:
+    """Both transports, one call at a time then at once; the HTTP servers start while
+    the stdio variants are measured (the HTTP relay once the upstream serves)."""
+    upstream_port, port, relay_port = (harness.free_port() for _ in range(3))
     public = f"http://127.0.0.1:{port}"
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
+    relay_url = f"http://127.0.0.1:{relay_port}/mcp"
     config = deployment.tmp / "gateway.yaml"
     config.write_text(json.dumps({
         "gateway": {"public_url": public, "listen": f"127.0.0.1:{port}"},
@@ -242,26 +250,60 @@ async def measure(deployment: Deployment, calls: int, warmup: int
     direct = StdioServerParameters(command=sys.executable, args=upstream_command()[1:])
     via = StdioServerParameters(command=sys.executable, args=wrap, env=deployment.env, cwd=ROOT)
     relay = StdioServerParameters(command=sys.executable, args=relay_command()[1:])
-    auth = GrantAuth(deployment.grant.token, deployment.key, SystemClock())
+    rows: dict[str, dict[str, float | None]] = {}
     async with AsyncExitStack() as stack:
         upstream = await stack.enter_async_context(started(upstream_command(upstream_port),
                                                            dict(os.environ)))
         proxy = await stack.enter_async_context(started(gateway, deployment.env))
         async with client(stdio_client(direct)) as a, client(stdio_client(via)) as b, \
                 client(stdio_client(relay)) as c:
+            # the HTTP relay connects to the upstream as it starts
+            await serving(upstream, upstream_url)
+            relay_http = await stack.enter_async_context(started(
+                relay_command(relay_port, upstream_url), dict(os.environ)))
             proxies = {"gateway": harness.child_pid(" mcp wrap "),
                        "relay": harness.child_pid(RELAY_MARKER)}
             stdio = await interleaved({"direct": a, "gateway": b, "relay": c}, calls, warmup,
                                       proxies)
-        await serving(upstream, upstream_url)
+            for level in concurrent.LEVELS:
+                tallies = await concurrent.at_once(
+                    {"direct": [a] * level, "gateway": [b] * level, "relay": [c] * level},
+                    at_once.per_caller(level), at_once.blocks, proxies)
+                rows[f"stdio_{level}"] = concurrent.figures(tallies)
         await serving(proxy, f"{public}/.well-known/oauth-protected-resource")
-        plain = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT))
-        signed = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT, auth=auth))
-        async with client(streamable_http_client(upstream_url, http_client=plain)) as a, client(
-                streamable_http_client(f"{public}/mcp/bench", http_client=signed)) as b:
-            http = await interleaved({"direct": a, "gateway": b}, calls, warmup,
-                                     {"gateway": proxy.pid})
-    return stdio, http
+        await serving(relay_http, relay_url)
+        http = await measure_http(stack, deployment, calls, warmup, at_once,
+                                  {"direct": upstream_url, "gateway": f"{public}/mcp/bench",
+                                   "relay": relay_url},
+                                  {"gateway": proxy.pid, "relay": relay_http.pid}, rows)
+    return stdio, http, rows
+
+
+async def measure_http(stack: AsyncExitStack, deployment: Deployment, calls: int, warmup: int,
+                       at_once: AtOnce, urls: dict[str, str], proxies: dict[str, int],
+                       rows: dict[str, dict[str, float | None]]) -> dict[str, list[float]]:
+    """The HTTP variants: one session each, one call at a time (the relay not among
+    them, as before); then ``n`` sessions each at once (``rows``)."""
+    async def session(url: str, grant: IssuedGrant | None) -> ClientSession:
+        auth = None if grant is None else GrantAuth(grant.token, deployment.key, SystemClock())
+        http = await stack.enter_async_context(httpx2.AsyncClient(timeout=WAIT, auth=auth))
+        return await stack.enter_async_context(client(streamable_http_client(url,
+                                                                             http_client=http)))
+
+    first = {name: await session(url, deployment.grant if name == "gateway" else None)
+             for name, url in urls.items()}
+    http = await interleaved({"direct": first["direct"], "gateway": first["gateway"]},
+                             calls, warmup, {"gateway": proxies["gateway"]})
+    most = max(concurrent.LEVELS)
+    agents = {name: [await session(url, grant if name == "gateway" else None)
+                     for grant in deployment.grants[:most]]
+              for name, url in urls.items()}
+    for level in concurrent.LEVELS:
+        tallies = await concurrent.at_once({name: sessions[:level]
+                                            for name, sessions in agents.items()},
+                                           at_once.per_caller(level), at_once.blocks, proxies)
+        rows[f"http_{level}"] = concurrent.figures(tallies)
+    return http
 
 
 def measure_decision(deployment: Deployment, calls: int) -> tuple[list[float], float]:
@@ -329,11 +371,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to use")
     args = parser.parse_args(argv)
     calls, warmup = harness.sized(args, full=(2000, 100), quick=(120, 20), smoke=(30, 5))
+    at_once = harness.sized(args, full=AtOnce(2000, 5), quick=AtOnce(128, 2),
+                            smoke=AtOnce(1, 1))
     load = harness.load_average()
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
         deployment = deploy(Path(tmp), url)
         try:
-            stdio_samples, http_samples = anyio.run(measure, deployment, calls, warmup)
+            stdio_samples, http_samples, rows = anyio.run(measure, deployment, calls, warmup,
+                                                          at_once)
             stdio, http = figures(stdio_samples), figures(http_samples)
             decision, decide_cpu_ms = measure_decision(deployment, calls)
             commit_ms = durable_commit_p50_ms(url, Path(tmp), calls)
@@ -365,8 +410,13 @@ def main(argv: list[str] | None = None) -> None:
         "http_gateway_sleeps_main_per_call": http["gateway_sleeps_main_per_call"],
         "http_gateway_sleeps_others_per_call": http["gateway_sleeps_others_per_call"],
         "decide_cpu_ms": round(decide_cpu_ms, 3),
+        # n calls at once (bench/gateway_concurrent.py): calls/s and added latency through
+        # each gateway, against the bare SDK relay at the same concurrency
+        **{key: value for name, row in rows.items()
+           for key, value in concurrent.headline(name, row).items()},
         "goals": {key: str(goal) for key, goal in GOALS.items()},
-        "stdio": stdio, "http": http, "calls": calls, "mode": harness.mode(args),
+        "stdio": stdio, "http": http, "concurrent": rows, "calls": calls,
+        "mode": harness.mode(args),
         "backend": "postgresql" if args.postgres else "sqlite",
         "machine": harness.machine(load, **harness.versions("mcp")),
     }
@@ -389,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{result['stdio_relay_sleeps_others_per_call']:.2f}, HTTP gateway "
           f"{result['http_gateway_sleeps_main_per_call']:.2f} / "
           f"{result['http_gateway_sleeps_others_per_call']:.2f}")
+    for line in concurrent.table(rows):
+        print(line)
     harness.print_json_line(result)
 
 

@@ -21,7 +21,12 @@ FIGURES = ("stdio_added_p50_ms", "stdio_added_p99_ms", "http_added_p50_ms", "dec
            "stdio_gateway_cpu_ms_per_call", "stdio_relay_cpu_ms_per_call",
            "http_gateway_cpu_ms_per_call", "decide_cpu_ms",
            "stdio_gateway_sleeps_main_per_call", "stdio_gateway_sleeps_others_per_call",
-           "stdio_relay_sleeps_main_per_call", "stdio_relay_sleeps_others_per_call")
+           "stdio_relay_sleeps_main_per_call", "stdio_relay_sleeps_others_per_call",
+           *(f"{transport}_concurrent_{level}_{figure}"
+             for transport in ("stdio", "http") for level in (8, 32)
+             for figure in ("per_s", "added_p50_ms", "added_p99_ms", "relay_per_s",
+                            "relay_added_p50_ms", "direct_per_s", "per_s_vs_relay",
+                            "gateway_cpu_ms_per_call", "gateway_sleeps_others_per_call")))
 
 
 @pytest.mark.slow
@@ -54,3 +59,10 @@ def test_smoke_run_calls_the_same_upstream_both_ways_and_ends_with_a_json_line()
     # each call wakes the wrapper's event loop at least once: the agent's line arrives
     assert report["stdio_gateway_sleeps_main_per_call"] >= 1
     assert set(report["goals_met"]) == set(report["goals"])
+    # the concurrent case: every variant made its calls at each level, all at once
+    assert set(report["concurrent"]) == {"stdio_8", "stdio_32", "http_8", "http_32"}
+    for name, row in report["concurrent"].items():
+        for variant in ("direct", "gateway", "relay"):
+            assert row[f"{variant}_per_s"] > 0 and row[f"{variant}_p50_ms"] > 0, (name, variant)
+        ratio = row["added_p50_vs_relay"]
+        assert ratio is None or isinstance(ratio, float), name
