@@ -163,8 +163,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
         "revision this proctor does not know (a newer proctor migrated it)", 503),
     "not_found": CodeInfo("nothing of that kind has that id (a path no route serves, too)",
                           404),
-    "request_invalid": CodeInfo("the request's body, parameters or arguments are not valid",
-                                422),
+    "request_invalid": CodeInfo("the request's body, parameters or arguments are not valid "
+                                "(on the command line: a usage error, exit 2)", 422),
     "request_too_large": CodeInfo("the request body is over the size limit", 413),
     "request_head_too_large": CodeInfo("the request head has more than 100 header fields or "
                                        "16 KiB of target, names and values; the connection "

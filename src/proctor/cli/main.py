@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
+from typer.core import TyperGroup
 
 from proctor.cli import (
     agent,
@@ -37,7 +41,38 @@ except (ImportError, AttributeError):  # not typer 0.29's internals: typer coerc
 else:
     coercion.install()
 
+
+
+class _Commands(TyperGroup):
+    """The root command: a usage error (an unknown command or option, a bad or missing
+    value) is one line on stderr, ``error: …`` (with ``--json``, the CLI's JSON error on
+    stdout, code ``request_invalid``), exit 2; not the usage text in a framed box."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            try:
+                code = super().main(argv, prog_name, complete_var, False, **extra)
+            except NoArgsIsHelpError as help_only:  # `proctor` alone: its help
+                help_only.show()
+                code = help_only.exit_code
+            except ClickException as exc:
+                fail(" ".join(exc.format_message().split()), code="request_invalid",
+                     as_json="--json" in argv, exit_code=exc.exit_code)
+            except typer.Abort:  # a prompt's ^C or end of input
+                fail("aborted", code="request_invalid", exit_code=1)
+        except typer.Exit as done:  # fail's own
+            code = done.exit_code
+        # a command's return value is not an exit code (typer's standalone mode ignores it)
+        sys.exit(code if type(code) is int else 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     no_args_is_help=True,
     help="proctor: runtime authorization and oversight for AI agents.",
     pretty_exceptions_enable=False,
