@@ -50,13 +50,15 @@ class _Commands(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+             windows_expand_args: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
+            return super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
         argv = list(sys.argv[1:] if args is None else args)
         try:
             try:
-                code = super().main(argv, prog_name, complete_var, False, **extra)
+                code = super().main(argv, prog_name, complete_var, False, windows_expand_args,
+                                    **extra)
             except NoArgsIsHelpError as help_only:  # `proctor` alone: its help
                 help_only.show()
                 code = help_only.exit_code
