@@ -17,7 +17,7 @@ REFUND = [{"tool": "crm/issue_refund"}]
 
 def desk(runtime: Runtime) -> ApprovalDesk:
     return ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
-                        runtime.engine, audit=runtime.audit)
+                        runtime.engine)
 
 
 def let_owners_approve_large_refunds(runtime: Runtime) -> None:

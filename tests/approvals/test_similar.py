@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import text
 
 from proctor.approvals import ApprovalStatus, SimilarApprovals, similar_scope
 from proctor.audit import ActorType, ChainHead, EventFilter, EventRow, WriteCursor, search_events
@@ -18,6 +20,7 @@ from proctor.grants.authority import EXCHANGE_METHOD
 from proctor.policy import Outcome
 from proctor.runtime import Runtime, issuer_for
 from tests.enforcement.conftest import APPROVER, CODER, OWNER, SUPPORT, Agents, refund
+from tests.enforcement.lock_waits import until_waiting_on_a_lock
 
 REFUND = [{"tool": "crm/issue_refund"}]
 EMAIL = [{"tool": "email/send_email"}]
@@ -37,8 +40,7 @@ def delegated_refunds(runtime: Runtime, agents: Agents, to_agent: str = SUPPORT
 
 
 def similar(runtime: Runtime) -> SimilarApprovals:
-    return SimilarApprovals(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
-                            audit=runtime.audit)
+    return SimilarApprovals(runtime.store, runtime.clock, runtime.approvals, runtime.grants)
 
 
 def test_similar_calls_of_the_task_run_without_asking_until_the_uses_run_out(
@@ -286,24 +288,13 @@ def test_similar_calls_of_a_delegated_agent_are_pre_approved_for_that_agent(
         is not Outcome.ALLOW
 
 
-class _DeniedMeanwhile:
-    """The audit writer's observer (the runtime's own kept): in the write of the next
-    grant:issue allow, another approver denies ``approval_id``, as if their decision
-    committed while "approve similar"'s issuance was written."""
+class _Kept:
+    """An observer of the audit writer that passes each batch on to the runtime's own."""
 
-    def __init__(self, runtime: Runtime, approval_id: str) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.kept = runtime.audit._observer
-        self.approval_id = approval_id
-        self.clock = runtime.clock
-        self.denied = False
 
     def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
-        if not self.denied and any(r.action == "grant:issue" and r.decision == "allow"
-                                   for r in rows):
-            self.denied = True
-            tx.execute("UPDATE approvals SET status = 'denied', decided_by = {p}, "
-                       "decided_at = {p} WHERE id = {p}",
-                       ["dave@acme.example", tx.time(self.clock.now()), self.approval_id])
         if self.kept is not None:
             self.kept.appending(tx, head, rows)
 
@@ -312,39 +303,107 @@ class _DeniedMeanwhile:
             self.kept.appended(head)
 
 
-def test_an_approval_denied_while_its_pre_approval_is_issued_never_has_one(
-    runtime: Runtime, agents: Agents,
+class _Meanwhile:
+    """The clock "approve similar" reads once it has found the request decidable: at its
+    first reading, another approver's denial of the request commits (their own write,
+    through the queue), or the request's time runs out."""
+
+    def __init__(self, runtime: Runtime, frozen: FrozenClock, approval_id: str,
+                 what: str) -> None:
+        self.runtime, self.frozen = runtime, frozen
+        self.approval_id, self.what = approval_id, what
+        self.done = False
+
+    def now(self) -> datetime:
+        if not self.done:
+            self.done = True
+            if self.what == "denied":
+                self.runtime.approvals.decide(self.approval_id, approver="dave@acme.example",
+                                              approve=False)
+            else:
+                self.frozen.advance(seconds=self.runtime.approvals.ttl_seconds)
+        return self.frozen.now()
+
+    def monotonic(self) -> float:
+        return self.frozen.monotonic()
+
+
+@pytest.mark.parametrize("what", ["denied", "expired"])
+def test_an_approval_decided_or_expired_while_approving_similar_gives_nothing(
+    runtime: Runtime, agents: Agents, frozen: FrozenClock, what: str,
 ) -> None:
-    """The pre-approval row goes with the approval's own write: an approval another
-    approver denied while "approve similar" issued its grant is refused, its grant
-    revoked, and no pre-approval of it was ever stored (before, one was, live until
-    that revocation: a similar call meanwhile ran on a denied approval)."""
+    """The approval's decision and what it gives are one write: a request another
+    approver denied (committed), or whose time ran out, after "approve similar" found it
+    pending and before its write, is refused, and no grant was issued for it (before,
+    the pre-approval grant was issued, audited, first, and revoked once the decision
+    failed: a grant of an approval never given, live until that revocation, and for
+    good if the revocation failed too)."""
+    runtime.approvals.ttl_seconds = 60  # the request's time runs out before its grant's
     grant = agents.grant(SUPPORT, REFUND)
     pending = agents.call(grant, "crm/issue_refund", refund(25_000))
     assert pending.approval is not None
-    meanwhile = _DeniedMeanwhile(runtime, pending.approval.id)
-    runtime.audit.observe(meanwhile)
-    try:
-        with pytest.raises(ApprovalError) as refused:
-            similar(runtime).approve(pending.approval.id, approver=APPROVER)
-    finally:
-        runtime.audit.observe(meanwhile.kept)  # type: ignore[arg-type]
-    assert meanwhile.denied and refused.value.code == "approval_already_decided"
-    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.DENIED
+    meanwhile = _Meanwhile(runtime, frozen, pending.approval.id, what)
+    approving = SimilarApprovals(runtime.store, meanwhile, runtime.approvals, runtime.grants)
+    with pytest.raises(ApprovalError) as refused:
+        approving.approve(pending.approval.id, approver=APPROVER)
+    denied = what == "denied"
+    assert meanwhile.done and refused.value.code == (
+        "approval_already_decided" if denied else "approval_expired")
+    assert runtime.approvals.get(pending.approval.id).status is (
+        ApprovalStatus.DENIED if denied else ApprovalStatus.EXPIRED)
     assert similar(runtime).for_approval(pending.approval.id) == []
-    [issued] = [n for n in runtime.grants.tree(grant.claims.task_id)
-                if n.kind == "grant" and n.id != grant.grant_id]
-    assert issued.is_revoked
+    assert [n.id for n in runtime.grants.tree(grant.claims.task_id)] == [
+        grant.claims.task_id, grant.grant_id]
+    issued = search_events(runtime.store, EventFilter(action="grant:issue"))
+    assert [e.event["actor"]["id"] for e in issued] == [SUPPORT]  # the call's own grant
+    assert search_events(runtime.store, EventFilter(action="approval.grant")) == []
 
 
-class _SeenAndFailed(_DeniedMeanwhile):
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_denial_committing_while_approve_similar_writes_gives_nothing(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """Another approver's denial holds the request's row while "approve similar" writes
+    (past every check made before its write): the write waits for it, then finds the
+    request decided and writes nothing, no grant (before, the grant was written first,
+    alone, then revoked when the approval could not be decided)."""
+    grant = agents.grant(SUPPORT, REFUND)
+    pending = agents.call(grant, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    failed: list[ProctorError] = []
+
+    def approve() -> None:
+        try:
+            similar(runtime).approve(approval_id, approver=APPROVER)
+        except ProctorError as exc:
+            failed.append(exc)
+
+    approval_id = pending.approval.id
+    with runtime.store.engine.connect() as denying:
+        denying.execute(text("UPDATE approvals SET status = 'denied', decided_by = :by, "
+                             "decided_at = now() WHERE id = :id"),
+                        {"by": "dave@acme.example", "id": approval_id})
+        approving = threading.Thread(target=approve)
+        approving.start()
+        until_waiting_on_a_lock(denying, approving, failed)
+        denying.commit()
+    approving.join(30)
+    assert [e.code for e in failed] == ["approval_already_decided"]
+    assert runtime.approvals.get(approval_id).status is ApprovalStatus.DENIED
+    assert similar(runtime).for_approval(approval_id) == []
+    assert [n.id for n in runtime.grants.tree(grant.claims.task_id)] == [
+        grant.claims.task_id, grant.grant_id]
+    assert search_events(runtime.store, EventFilter(action="approval.grant")) == []
+
+
+class _SeenAndFailed(_Kept):
     """The audit writer's observer (the runtime's own kept): in the write of an
     ``approval.grant`` event, reads the approval as any other process would (its own
     connection, outside the write) and fails the write, as a lost database would."""
 
     def __init__(self, runtime: Runtime, approval_id: str, action: str) -> None:
-        super().__init__(runtime, approval_id)
-        self.runtime = runtime
+        super().__init__(runtime)
+        self.runtime, self.approval_id = runtime, approval_id
         self.action = action
         self.seen: list[ApprovalStatus] = []
 
@@ -356,7 +415,7 @@ class _SeenAndFailed(_DeniedMeanwhile):
             self.kept.appending(tx, head, rows)
 
 
-@pytest.mark.parametrize("failing", ["approval.grant", "approval.similar"])
+@pytest.mark.parametrize("failing", ["approval.grant", "grant:issue", "approval.similar"])
 def test_an_approval_is_never_seen_approved_before_its_event_is_written(
     runtime: Runtime, agents: Agents, failing: str,
 ) -> None:
@@ -366,8 +425,11 @@ def test_an_approval_is_never_seen_approved_before_its_event_is_written(
     then failed, and was undone to pending after the call ran), and a failed write
     leaves the request pending, no event, nothing to undo. "Approve similar"'s
     ``approval.similar`` event goes in the same write (before, after it: the request
-    stayed approved, its pre-approval revoked)."""
-    asked = agents.call(agents.grant(SUPPORT, REFUND), "crm/issue_refund", refund(25_000))
+    stayed approved, its pre-approval revoked), and so does its grant with its
+    issuance's events (before, issued first, in a write of its own, and revoked when the
+    approval's failed): no grant was issued."""
+    grant = agents.grant(SUPPORT, REFUND)
+    asked = agents.call(grant, "crm/issue_refund", refund(25_000))
     approval_id = asked.approval.id if asked.approval is not None else ""
     meanwhile = _SeenAndFailed(runtime, approval_id, failing)
     runtime.audit.observe(meanwhile)
@@ -379,6 +441,10 @@ def test_an_approval_is_never_seen_approved_before_its_event_is_written(
     assert (failed.value.code, meanwhile.seen) == ("audit_unavailable",
                                                    [ApprovalStatus.PENDING])
     assert runtime.approvals.get(approval_id).status is ApprovalStatus.PENDING
+    assert [n.id for n in runtime.grants.tree(grant.claims.task_id)] == [
+        grant.claims.task_id, grant.grant_id]
+    issued = search_events(runtime.store, EventFilter(action="grant:issue"))
+    assert [e.event["actor"]["id"] for e in issued] == [SUPPORT]  # the call's own grant
     # decided again once the log is back: approved, with its one event
     approved = runtime.approvals.decide(approval_id, approver=APPROVER, approve=True)
     assert approved.status is ApprovalStatus.APPROVED

@@ -76,8 +76,7 @@ class Scenario:
 
     def desk(self) -> ApprovalDesk:
         rt = self.runtime
-        return ApprovalDesk(rt.store, rt.clock, rt.approvals, rt.grants, rt.engine,
-                            audit=rt.audit)
+        return ApprovalDesk(rt.store, rt.clock, rt.approvals, rt.grants, rt.engine)
 
 
 def build(runtime: Runtime, *, rich: bool = True) -> Scenario:

@@ -19,6 +19,7 @@ from proctor.runtime import Runtime
 from tests.grants.test_confirmed_once import _Counting
 
 from .conftest import CODER, TARGET, Agents
+from .lock_waits import until_waiting_on_a_lock
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -57,11 +58,7 @@ def test_a_change_committing_while_the_write_reads_is_waited_for_and_refuses_the
         caller, verdicts = _decide_in_thread(agents, grant)
         # the write's read waits on the row (the decision itself read this process's
         # view, which has not heard of a change not committed)
-        while not changing.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one():
-            assert caller.is_alive(), verdicts
-            caller.join(0.01)
+        until_waiting_on_a_lock(changing, caller, verdicts)
         changing.commit()
     caller.join(30)
     assert len(verdicts) == 1

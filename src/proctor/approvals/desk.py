@@ -30,7 +30,6 @@ from proctor.approvals.similar import (
     SimilarApprovals,
     SimilarGrant,
 )
-from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.grants import GrantAuthority
 from proctor.identity.people import check_human
@@ -65,11 +64,10 @@ class ApprovalDesk:
     """Deciding approval requests as a human, with separation of duties from policy."""
 
     def __init__(self, store: Store, clock: Clock, queue: ApprovalQueue,
-                 grants: GrantAuthority, engine: PolicyEngine, *,
-                 audit: AuditLog | None = None) -> None:
+                 grants: GrantAuthority, engine: PolicyEngine) -> None:
         self.queue = queue
         self._engine = engine
-        self.similar = SimilarApprovals(store, clock, queue, grants, audit=audit)
+        self.similar = SimilarApprovals(store, clock, queue, grants)
 
     def owner_may_approve(self, approval: Approval) -> bool:
         """True if every ``@approval`` policy behind the request lets its owner approve."""

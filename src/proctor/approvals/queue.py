@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sqlalchemy import Row, Table, and_, insert, select, update
@@ -27,13 +27,13 @@ from proctor.audit import (
 )
 from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
-from proctor.errors import ApprovalError
+from proctor.errors import ApprovalError, ProctorError
 from proctor.human_ids import canonical_human_id, is_same_human
 from proctor.store import Store, as_utc
 from proctor.store.tables import agents, approvals, grants
 
-__all__ = ["REQUESTED_ACTION", "Approval", "ApprovalQueue", "ApprovalStatus", "NewApproval",
-           "approval_requested_event"]
+__all__ = ["REQUESTED_ACTION", "Approval", "ApprovalQueue", "ApprovalStatus", "Gives",
+           "NewApproval", "approval_requested_event"]
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class ApprovalQueue:
     def decide(self, approval_id: str, *, approver: str, approve: bool, comment: str = "",
                allow_owner: bool = False, source: str | None = None,
                also: tuple[Table, Mapping[str, Any]] | None = None,
-               more: Sequence[AuditEvent] = ()) -> Approval:
+               more: Sequence[AuditEvent] = (), gives: Gives | None = None) -> Approval:
         """Record a human's decision on a pending request.
 
         ``approver`` is the id of an authenticated human with the approver role: the
@@ -222,6 +222,11 @@ class ApprovalQueue:
         form. ``also`` (a table and a row) is inserted with the decision, in its
         transaction, only if this decision is the one taken (what stands only with it:
         "approve similar"'s pre-approval), and ``more`` (events) written after its event.
+        ``gives`` (effects: what the approval gives, "approve similar"'s grant) is applied
+        in that transaction first, once the request is found pending (and locked): if it
+        refuses (its ``refusal``, raised here), the request is left pending and nothing
+        of the decision is written, but what ``gives`` wrote in its place (its refusal's
+        event). It needs the audit log.
         """
         approver = canonical_human_id(approver)
         if len(comment) > MAX_COMMENT:
@@ -232,10 +237,15 @@ class ApprovalQueue:
         now = self._clock.now()
         status = "approved" if approve else "denied"
         if self._audit is not None:
-            decision = _Decision(approval_id, status, approver, now, comment, also)
+            decision = _Decision(approval_id, status, approver, now, comment, also, gives)
             self._audit.record_with(self._event(current, approver, status, comment, source),
                                     decision, more=more)
+            if gives is not None and gives.refusal is not None:
+                raise gives.refusal
             changed = 1 if decision.taken else 0
+        elif gives is not None:
+            raise ApprovalError("approval_similar_invalid", "what an approval gives is "
+                                "written with its decision's event: there is no audit log")
         else:
             with self._store.transaction() as conn:
                 changed = conn.execute(update(approvals).where(and_(
@@ -370,24 +380,49 @@ _INSERT = ("INSERT INTO approvals (id, binding, status, agent_id, task_id, tool_
 
 _DECIDE = ("UPDATE approvals SET status = {p}, decided_by = {p}, decided_at = {p}, "
            "comment = {p} WHERE id = {p} AND status = 'pending' AND expires_at > {p}")
+_STILL_PENDING = ("SELECT id FROM approvals WHERE id = {p} AND status = 'pending' "
+                  "AND expires_at > {p}")
+
+
+class Gives(Protocol):
+    """What an approval gives, written with its decision (:meth:`ApprovalQueue.decide`):
+    effects of the audit writer's transaction whose check may refuse (``refusal``)."""
+
+    @property
+    def refusal(self) -> ProctorError | None: ...
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None: ...
 
 
 class _Decision:
     """A human's decision on a pending request as the effect of its event, in the audit
-    writer's transaction: the request decided (and ``also``'s row inserted) and the
-    event written together, or neither (decided or expired meanwhile: ``taken`` False,
-    no event)."""
+    writer's transaction: the request decided (and ``also``'s row inserted, and what
+    it ``gives`` written first) and the event written together, or neither (decided or
+    expired meanwhile: ``taken`` False, no event; ``gives`` refused: what it wrote in
+    its place)."""
 
     def __init__(self, approval_id: str, status: str, approver: str, now: datetime,
-                 comment: str, also: tuple[Table, Mapping[str, Any]] | None) -> None:
+                 comment: str, also: tuple[Table, Mapping[str, Any]] | None,
+                 gives: Gives | None = None) -> None:
         self.decided = (status, approver, comment or None, approval_id)
         self.now = now
         self.also = also
+        self.gives = gives
         self.taken = False
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         status, approver, comment, approval_id = self.decided
         now = tx.time(self.now)
+        self.taken = False
+        if self.gives is not None:
+            # the request pending, locked (PostgreSQL; SQLite's writer holds the database)
+            # until this commits: no other decision between this check and the update
+            lock = "" if tx.is_sqlite else " FOR UPDATE"
+            if not tx.rows(_STILL_PENDING + lock, [approval_id, now]):
+                return WITHDRAWN
+            instead = self.gives.apply(tx)
+            if instead is not None:  # refused: it wrote nothing, the request stays pending
+                return instead
         self.taken = tx.execute(_DECIDE, [status, approver, now, comment, approval_id,
                                           now]) == 1
         if not self.taken:

@@ -3,9 +3,11 @@
 Approving one call approves that call only (its binding). When a human expects
 the agent to repeat it — refunds to the same customer, mail to the same
 address — they may *approve similar within this task*. That decides the
-pending request (approved, as usual) and issues a **pre-approval grant**:
+pending request (approved, as usual) and issues a **pre-approval grant**, in one
+write of the audit log (the decision, the grant, the pre-approval and their events,
+or none of them):
 
-- a real grant (``GrantAuthority.issue``, so an issuance decision with
+- a real grant (``GrantAuthority.issue_with``, so an issuance decision with
   ``context.approved``, audited) for the agent whose call was approved (the
   task's, or one a grant of the task was delegated to), a lease-tree node
   under the task: revoking it, or ending the task, ends it at once;
@@ -38,11 +40,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from proctor.approvals.queue import Approval, ApprovalQueue
-from proctor.audit import AuditEvent, AuditLog, human_event
+from proctor.audit import AuditEvent, human_event
 from proctor.audit.masking import MASK
 from proctor.clock import Clock
-from proctor.errors import ApprovalError, GrantError, ProctorError
+from proctor.errors import ApprovalError, GrantError
 from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
+from proctor.grants.issuance import UnstoredGrant
 from proctor.human_ids import canonical_human_id
 from proctor.store import Store, as_utc
 from proctor.store.tables import approval_grants, grants, leases
@@ -126,22 +129,23 @@ class SimilarApprovals:
     """Approving a request together with similar calls of its task."""
 
     def __init__(self, store: Store, clock: Clock, queue: ApprovalQueue,
-                 grants: GrantAuthority, *, audit: AuditLog | None = None) -> None:
+                 grants: GrantAuthority) -> None:
         self._store = store
         self._clock = clock
         self._queue = queue
         self._grants = grants
-        self._audit = audit
 
     def approve(self, approval_id: str, *, approver: str, comment: str = "",
                 vary: Collection[str] = (), ttl_seconds: int = DEFAULT_TTL_SECONDS,
                 max_uses: int = DEFAULT_MAX_USES, allow_owner: bool = False,
                 source: str | None = None) -> tuple[Approval, SimilarGrant]:
-        """Approve the request and issue its pre-approval grant; all or nothing.
+        """Approve the request and issue its pre-approval grant; all or nothing: one
+        write of the audit log (the queue's, which "approve similar" needs).
 
         Raises :class:`ApprovalError` (as :meth:`ApprovalQueue.decide`, or
-        ``approval_similar_*``) or :class:`GrantError` (the issuance was refused,
-        the task has ended) — then nothing was approved.
+        ``approval_similar_*``), :class:`GrantError` (the issuance was refused, the
+        task has ended) or :class:`AuditUnavailableError` — then nothing was approved
+        and no grant issued.
         """
         if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
             raise ApprovalError("approval_similar_invalid",
@@ -161,31 +165,29 @@ class SimilarApprovals:
             ttl_seconds = min(ttl_seconds, left)
         args = current.request.get("args")
         scope = similar_scope(current.tool_id, args if isinstance(args, Mapping) else {}, vary)
+
+        def decide(unstored: UnstoredGrant) -> Approval:
+            # the approval's decision, its grant, the pre-approval (what a similar call
+            # looks for) and their events are one write of the audit log: an approval
+            # another approver decided meanwhile, one that expired, a grant refused or a
+            # write that fails leave nothing of any of them
+            issued = unstored.issued
+            pre_approval = {
+                "grant_id": issued.grant_id, "approval_id": current.id,
+                "task_id": current.task_id, "agent_id": current.agent_id,
+                "tool_id": current.tool_id, "arg_names": sorted(args or {}),
+                "approved_by": approver, "created_at": self._clock.now()}
+            return self._queue.decide(
+                approval_id, approver=approver, approve=True, comment=comment,
+                allow_owner=allow_owner, source=source, also=(approval_grants, pre_approval),
+                gives=unstored.new,
+                more=[*unstored.events, self._event(current, issued, approver, vary, source)])
         # for the agent whose call was approved (in a delegated grant's task, not the
         # task's own agent), bound to the key it proved for that call: never handed out,
         # but a grant is only ever bound to a key its agent proved
-        issued = self._grants.issue(current.task_id, scope, ttl_seconds=ttl_seconds,
-                                    max_uses=max_uses, approved=True,
-                                    same_key_as=current.grant_id, agent_id=current.agent_id)
-        # the pre-approval (what a similar call looks for) goes with the approval's own
-        # write, and only with it: an approval another approver denied meanwhile (or
-        # that expired) never has one, not even until the grant is revoked below
-        pre_approval = {
-            "grant_id": issued.grant_id, "approval_id": current.id,
-            "task_id": current.task_id, "agent_id": current.agent_id,
-            "tool_id": current.tool_id, "arg_names": sorted(args or {}),
-            "approved_by": approver, "created_at": self._clock.now()}
-        # its event goes with the approval's, in the same write (or neither is written)
-        more = [] if self._audit is None else [
-            self._event(current, issued, approver, vary, source)]
-        try:
-            decided = self._queue.decide(approval_id, approver=approver, approve=True,
-                                         comment=comment, allow_owner=allow_owner,
-                                         source=source, also=(approval_grants, pre_approval),
-                                         more=more)
-        except ProctorError:
-            self._grants.revoke(issued.grant_id, "the approval it belongs to was not given")
-            raise
+        issued, decided = self._grants.issue_with(
+            current.task_id, scope, decide, ttl_seconds=ttl_seconds, max_uses=max_uses,
+            approved=True, same_key_as=current.grant_id, agent_id=current.agent_id)
         return decided, self.get(issued.grant_id)
 
     def _check_live(self, approval: Approval) -> datetime | None:

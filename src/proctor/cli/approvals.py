@@ -53,7 +53,7 @@ def _desk(as_json: bool) -> Iterator[ApprovalDesk]:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:
         yield ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
-                           runtime.engine, audit=runtime.audit)
+                           runtime.engine)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     finally:
@@ -68,7 +68,7 @@ def _deciding(by: str | None, as_json: bool) -> Iterator[tuple[ApprovalDesk, Act
 
     with acting_runtime(by, as_json) as (runtime, acting):
         yield ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
-                           runtime.engine, audit=runtime.audit), acting
+                           runtime.engine), acting
 
 
 @app.command("list")

@@ -60,14 +60,16 @@ from proctor.grants.holders import HeldGrant, HolderProof, held_with
 from proctor.grants.issuance import (
     ISSUE_METHOD,
     STALE,
+    Decided,
     EnsureCurrent,
     IssuedGrant,
     Issuer,
     ParentGrant,
+    UnstoredGrant,
 )
 from proctor.grants.leases import LeaseNode, LeaseTree
 from proctor.grants.offers import GrantOffer, cancel_offer, load_offer
-from proctor.grants.proofs import PrivateKey, verify_proof
+from proctor.grants.proofs import PrivateKey, VerifiedProof, verify_proof
 from proctor.grants.requests import Request
 from proctor.grants.revoking import SYSTEM, Revoker
 from proctor.grants.scope import GrantScope, expand_scope, wildcards_of
@@ -219,6 +221,47 @@ class GrantAuthority:
         with it, ``agent_id`` issues for that grant's agent, which may be one the task's
         grant was delegated to ("approve similar" of its calls).
         """
+        self._check_same_key(task_id, same_key_as, agent_id)
+
+        def issued(again: GrantError | None) -> IssuedGrant:
+            request, key, proof, decided = self._issuance(
+                task_id, scope, ttl_seconds, max_uses, approved, holder, same_key_as,
+                agent_id, again)
+            return self._issuer.grant(request, key, proof, decided=decided)
+        return _once_more(issued)
+
+    def issue_with(self, task_id: str, scope: GrantScope, write: Callable[[UnstoredGrant], _T],
+                   *, ttl_seconds: int | None = None, max_uses: int | None = None,
+                   approved: bool = False, same_key_as: str | None = None,
+                   agent_id: str | None = None) -> tuple[IssuedGrant, _T]:
+        """:meth:`issue` (a grant never handed out: ``same_key_as``), stored by the
+        caller's own write: ``write(unstored)`` writes, in one transaction of the audit
+        writer, what stands only with the grant and the grant itself (``unstored.new``,
+        applied first among its effects: what it refuses, nothing of that write may
+        stand) with the issuance's events (``unstored.events``), and raises
+        ``unstored.new.refusal`` if the grant was refused. A grant refused as decided on
+        what another process had changed meanwhile is decided, and written, once more.
+        What ``write`` returned, with the grant, once it has committed."""
+        self._check_same_key(task_id, same_key_as, agent_id)
+
+        def written(again: GrantError | None) -> tuple[IssuedGrant, _T]:
+            request, key, proof, decided = self._issuance(
+                task_id, scope, ttl_seconds, max_uses, approved, None, same_key_as,
+                agent_id, again)
+            unstored = self._issuer.unstored(request, key, proof, decided)
+            try:
+                result = write(unstored)
+                if unstored.new.refusal is not None:
+                    raise unstored.new.refusal
+            except GrantError as exc:
+                if exc is unstored.new.refusal:
+                    self._issuer.renew(exc.code, request.agent_id)
+                raise
+            return unstored.issued, result
+        return _once_more(written)
+
+    def _check_same_key(self, task_id: str, same_key_as: str | None,
+                        agent_id: str | None) -> None:
         if agent_id is not None:
             node = self.leases.node(same_key_as) if same_key_as is not None else None
             if node is None or (node.kind, node.agent_id, node.task_id) != (
@@ -227,18 +270,22 @@ class GrantAuthority:
                                  "the task's is bound to the key of a grant of that agent "
                                  "in the task")
 
-        def issued(again: GrantError | None) -> IssuedGrant:
-            with self._one_look():
-                request, binding, ttl = self._for_task(
-                    task_id, scope, ttl_seconds, max_uses, approved,
-                    seen=self._issuer.confirms_agent, agent_id=agent_id)
-                key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
-                                                     holder, same_key_as=same_key_as,
-                                                     task_id=task_id)
-                decided = self._issuer.decide_unwritten(
-                    request, ttl_seconds=ttl, again=True if again is None else again)
-            return self._issuer.grant(request, key, proof, decided=decided)
-        return _once_more(issued)
+    def _issuance(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
+                  max_uses: int | None, approved: bool, holder: HolderProof | None,
+                  same_key_as: str | None, agent_id: str | None, again: GrantError | None
+                  ) -> tuple[Request, str, VerifiedProof | None, Decided]:
+        """An issuance decided: its request, the key and the proof it binds to, the
+        decisions (their events unwritten)."""
+        with self._one_look():
+            request, binding, ttl = self._for_task(
+                task_id, scope, ttl_seconds, max_uses, approved,
+                seen=self._issuer.confirms_agent, agent_id=agent_id)
+            key, proof = self._issuer.proven_key(binding.agent_id, binding.key_thumbprint,
+                                                 holder, same_key_as=same_key_as,
+                                                 task_id=task_id)
+            decided = self._issuer.decide_unwritten(
+                request, ttl_seconds=ttl, again=True if again is None else again)
+        return request, key, proof, decided
 
     def _one_look(self) -> contextlib.AbstractContextManager[None]:
         """One look at the change feed for an issuance's reads (its task, its agent, the

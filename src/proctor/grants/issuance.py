@@ -44,6 +44,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, and_, insert, select
 
@@ -76,9 +77,19 @@ from proctor.store.tables import grants, policy_revisions
 from proctor.store.tables import leases as lease_table
 
 __all__ = ["ISSUE_METHOD", "STALE", "Decided", "DecidedOn", "Delegator", "EnsureCurrent",
-           "IssuedGrant", "Issuer", "NewGrant", "NewOffer", "ParentGrant"]
+           "IssuedGrant", "Issuer", "NewGrant", "NewOffer", "ParentGrant", "UnstoredGrant"]
 
 ISSUE_METHOD = "grant/issue"
+
+
+class UnstoredGrant(NamedTuple):
+    """A grant decided and signed, not written: its token is handed out only once a
+    write of ``new`` (the effects of ``events[0]``, the others written with it) has
+    committed and stored it (``new.refusal`` None)."""
+
+    issued: IssuedGrant
+    new: NewGrant
+    events: list[AuditEvent]
 
 
 class Issuer(_Deciding):
@@ -139,36 +150,13 @@ class Issuer(_Deciding):
         audit writer's with ``decided``'s events (the issuance's decisions) when there
         are any."""
         events = decided.events if decided is not None else ()
-        now = self._clock.now()
-        issued_at = int(now.timestamp())
-        expires_at = request.expires_at
-        if request.task.expires_at is not None:  # never past the task's own lifetime
-            expires_at = min(expires_at, int(request.task.expires_at.timestamp()))
-        if expires_at <= issued_at:
-            raise GrantError("grant_ttl_invalid", "the grant would expire before it is issued")
-        claims = GrantClaims(
-            grant_id=f"grant_{secrets.token_hex(12)}", agent_id=request.agent_id,
-            task_id=request.task.id, issuer=self._codec.issuer, audience=self._codec.audience,
-            issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
-            scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
-            actor_chain=request.actor_chain, wildcards=request.wildcards,
-            manifest_digest=request.manifest_digest, actor_manifests=request.actor_manifests)
-        token = self._codec.encode(claims)
-        if len(token) > MAX_TOKEN_BYTES:
-            raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
-                             f"{MAX_TOKEN_BYTES} bytes: name the tools the task needs")
-        accessor = f"acc_{secrets.token_hex(12)}"
         if events and self._audit is not None:
-            new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
-                           self._agents.binding_in,
-                           decided.agent if decided is not None else None,
-                           decided.revisions if decided is not None else None,
-                           event=events[0], again=decided is not None and decided.again,
-                           offer=offer,
-                           delegator=decided.delegator if decided is not None else None,
-                           max_risk=self.max_risk)
-            self._store_with(self._audit, events, new, "issuance")
-            return IssuedGrant(token, accessor, claims)
+            unstored = self.unstored(request, key_thumbprint, proof, decided, offer=offer)
+            self._store_with(self._audit, events, unstored.new, "issuance")
+            return unstored.issued
+        now = self._clock.now()
+        claims, token, accessor = self._signed(request, key_thumbprint, now)
+        expires_at = claims.expires_at
         with self._store.transaction() as conn:
             self._confirm(conn, request, decided)
             if offer is not None:
@@ -186,6 +174,46 @@ class Issuer(_Deciding):
                 key_thumbprint=key_thumbprint))
         return IssuedGrant(token, accessor, claims)
 
+    def unstored(self, request: Request, key_thumbprint: str, proof: VerifiedProof | None,
+                 decided: Decided | None, *, offer: GrantOffer | None = None
+                 ) -> UnstoredGrant:
+        """The grant signed and its write's effects (:class:`NewGrant`, carried by the
+        first of ``decided``'s events), not written yet."""
+        now = self._clock.now()
+        claims, token, accessor = self._signed(request, key_thumbprint, now)
+        events = decided.events if decided is not None else []
+        new = NewGrant(claims, accessor, token_hash(token), request, now, proof,
+                       self._agents.binding_in,
+                       decided.agent if decided is not None else None,
+                       decided.revisions if decided is not None else None,
+                       event=events[0] if events else None,
+                       again=decided is not None and decided.again, offer=offer,
+                       delegator=decided.delegator if decided is not None else None,
+                       max_risk=self.max_risk)
+        return UnstoredGrant(IssuedGrant(token, accessor, claims), new, list(events))
+
+    def _signed(self, request: Request, key_thumbprint: str, now: datetime
+                ) -> tuple[GrantClaims, str, str]:
+        """The grant's claims, its token and its accessor."""
+        issued_at = int(now.timestamp())
+        expires_at = request.expires_at
+        if request.task.expires_at is not None:  # never past the task's own lifetime
+            expires_at = min(expires_at, int(request.task.expires_at.timestamp()))
+        if expires_at <= issued_at:
+            raise GrantError("grant_ttl_invalid", "the grant would expire before it is issued")
+        claims = GrantClaims(
+            grant_id=f"grant_{secrets.token_hex(12)}", agent_id=request.agent_id,
+            task_id=request.task.id, issuer=self._codec.issuer, audience=self._codec.audience,
+            issued_at=issued_at, not_before=issued_at, expires_at=expires_at,
+            scope=request.scope, key_thumbprint=key_thumbprint, ancestors=request.ancestors,
+            actor_chain=request.actor_chain, wildcards=request.wildcards,
+            manifest_digest=request.manifest_digest, actor_manifests=request.actor_manifests)
+        token = self._codec.encode(claims)
+        if len(token) > MAX_TOKEN_BYTES:
+            raise ScopeError(f"a grant for {len(request.scope.tools)} scope entries is over "
+                             f"{MAX_TOKEN_BYTES} bytes: name the tools the task needs")
+        return claims, token, f"acc_{secrets.token_hex(12)}"
+
     def _store_with(self, audit: AuditLog, events: Sequence[AuditEvent],
                     new: NewGrant | NewOffer, what: str) -> None:
         """Write ``events`` with ``new`` (a grant or an offer, stored by their first);
@@ -200,10 +228,10 @@ class Issuer(_Deciding):
             self._audit_refusal(events[0], refusal)
             raise refusal from exc
         if new.refusal is not None:
-            self._renew(new.refusal.code, new.request.agent_id)
+            self.renew(new.refusal.code, new.request.agent_id)
             raise new.refusal
 
-    def _renew(self, code: str, agent_id: str) -> None:
+    def renew(self, code: str, agent_id: str) -> None:
         """Drop what a refusal ``code`` says this process held stale, so that the
         issuance asked again is decided on what is committed."""
         if code == "agent_changed" and self.forget_agent is not None:
@@ -268,6 +296,6 @@ class Issuer(_Deciding):
             active = conn.execute(select(cols.id).where(cols.status == "active")
                                   .order_by(cols.id.desc()).limit(1)).scalar()
             if any(revision != active for revision in revisions):
-                self._renew("policy_changed", request.agent_id)
+                self.renew("policy_changed", request.agent_id)
                 raise GrantError("policy_changed", f"policy revision {active} is active now, "
                                  "not the one the issuance was decided on: ask again")

@@ -115,7 +115,7 @@ def _approval(call: CallContext, approval_id: str, action: str) -> Approval:
 def desk_for(call: CallContext) -> ApprovalDesk:
     runtime = call.runtime
     return ApprovalDesk(runtime.store, runtime.clock, runtime.approvals, runtime.grants,
-                        runtime.engine, audit=runtime.audit)
+                        runtime.engine)
 
 
 _DECIDE: tuple[Code, ...] = ("approval_unknown", "approval_already_decided", "approval_expired",
