@@ -3,14 +3,17 @@ decided only by a human who is not the agent's owner."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
 import anyio
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from proctor.approvals import ApprovalStatus
-from proctor.audit import ActorType, EventFilter, search_events
+from proctor.audit import ActorType, ChainHead, EventFilter, EventRow, WriteCursor, search_events
 from proctor.clock import FrozenClock
-from proctor.enforcement import ToolCall
+from proctor.enforcement import CallVerdict, ToolCall
 from proctor.errors import ApprovalError, StoreError
 from proctor.grants.tokens import LEEWAY_SECONDS
 from proctor.policy import Outcome
@@ -18,6 +21,7 @@ from proctor.runtime import Runtime
 from proctor.store import tables
 
 from .conftest import APPROVER, OWNER, SUPPORT, TARGET, Agents, refund
+from .lock_waits import until_waiting_on_a_lock
 
 REFUND = [{"tool": "crm/issue_refund"}]
 
@@ -259,3 +263,71 @@ def test_unknown_approvals_are_named(runtime: Runtime) -> None:
     with pytest.raises(ApprovalError) as unknown:
         runtime.approvals.decide("apr_nope", approver=APPROVER, approve=True)
     assert unknown.value.code == "approval_unknown"
+
+
+class _FailsDecisions:
+    """The audit writer's observer (the runtime's own kept): fails the write of every
+    batch holding a decision event, as a lost database would."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.kept = runtime.audit._observer
+
+    def appending(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow]) -> None:
+        if any(r.action.startswith("tool:") for r in rows):
+            raise RuntimeError("the write of the decision fails")
+        if self.kept is not None:
+            self.kept.appending(tx, head, rows)
+
+    def appended(self, head: ChainHead) -> None:
+        if self.kept is not None:
+            self.kept.appended(head)
+
+
+@pytest.mark.parametrize("how", ["proof_replayed", "grant_uses_exhausted", "audit_unavailable"])
+def test_a_call_whose_write_refuses_it_leaves_no_approval_to_decide(
+    runtime: Runtime, agents: Agents, how: str,
+) -> None:
+    """Policy asks a human about the call, and its own write (its proof's nonce, its use,
+    its event) refuses it: no request is made, none a human could approve, none in the
+    log; the approval of a call that was denied would be an approval of nothing."""
+    grant = agents.grant(SUPPORT, REFUND, max_uses=1 if how == "grant_uses_exhausted"
+                         else None)
+    proof = agents.proof(grant)
+    assert runtime.enforcer.decide_call(grant.token, proof, ToolCall(
+        "crm/issue_refund", refund(1_000), target=TARGET)).is_allowed
+    failing = _FailsDecisions(runtime)
+    if how == "audit_unavailable":
+        runtime.audit.observe(failing)
+    try:
+        asked = runtime.enforcer.decide_call(
+            grant.token, proof if how == "proof_replayed" else agents.proof(grant),
+            ToolCall("crm/issue_refund", refund(25_000), target=TARGET))
+    finally:
+        runtime.audit.observe(failing.kept)  # type: ignore[arg-type]
+    assert (asked.outcome, asked.code, asked.approval) == (Outcome.DENY, how, None)
+    assert runtime.approvals.list() == []
+    assert search_events(runtime.store, EventFilter(action="approval.request")) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_call_whose_grant_is_revoked_before_its_write_commits_leaves_no_approval(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    """The revocation of the call's grant, committed by another connection while the
+    call's write waits for it: the call is refused ``grant_revoked``, and no request
+    for it is made."""
+    grant = agents.grant(SUPPORT, REFUND)
+    verdicts: list[CallVerdict] = []
+    with runtime.store.engine.connect() as revoking:
+        revoking.execute(text("UPDATE leases SET revoked_at = now(), revoked_reason = 'leaked' "
+                              "WHERE id = :grant"), {"grant": grant.grant_id})
+        caller = threading.Thread(target=lambda: verdicts.append(
+            agents.call(grant, "crm/issue_refund", refund(25_000))))
+        caller.start()
+        until_waiting_on_a_lock(revoking, caller, verdicts)
+        revoking.commit()
+    caller.join(30)
+    assert [(v.outcome, v.code, v.approval) for v in verdicts] == [
+        (Outcome.DENY, "grant_revoked", None)]
+    assert runtime.approvals.list() == []
+    assert search_events(runtime.store, EventFilter(action="approval.request")) == []
