@@ -1,8 +1,9 @@
 """Every command that changes state is the operator's own audit event, on each database.
 
 The operator is `--by`, else PROCTOR_OPERATOR, else the login name; the account
-that ran the command is recorded beside it. When the event cannot be written
-the command fails: what gives access is undone, what takes it away stands.
+that ran the command is recorded beside it. Each change commits with its event in one
+transaction; when the event cannot be written the command fails: what gives access is
+not made, what takes it away is made all the same.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from sqlalchemy import select, text
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, iter_events, new_event_id
 from proctor.cli.main import app
 from proctor.clock import SystemClock
 from proctor.config import load_settings
 from proctor.grants import make_proof
 from proctor.runtime import open_runtime
 from proctor.store import open_store
-from proctor.store.tables import tasks
+from proctor.store.tables import audit_checkpoints, leases, tasks
 from tests.cli.audited import account, chain_verifies, human_events, run, runner
 from tests.identity.factories import BUILDER, CODER, manifest, public_jwk
 
@@ -181,12 +182,14 @@ def audit_down(database_url: str) -> Iterator[None]:
         store.close()
 
 
-def test_a_change_that_gives_access_is_undone_when_it_cannot_be_audited(
-    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+def test_a_change_that_gives_access_is_not_made_when_it_cannot_be_audited(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
     assert run("init")[0] == 0
     _register(home, "coder")
+    _, task = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                  "alice@acme.example")
     before = human_events()
     with audit_down(database_url):
         key = ECKey.generate_key("P-256", private=True)
@@ -198,25 +201,34 @@ def test_a_change_that_gives_access_is_undone_when_it_cannot_be_audited(
                 "alice@acme.example"),
             run("token", "create", "--human", "dave@acme.example", "--role", "admin"),
             run("policy", "apply"),
+            run("audit", "checkpoint"),
+            run("audit", "archive", "--up-to", "2", "--out", str(tmp_path / "segment.jsonl")),
         ]
+        issued = run("grant", "issue", "--task", task["task"], "--scope", GIT)
     assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
-        [(1, "audit_unavailable")] * 4
-    # a registration, a task and an activation are made with their event or not at all;
-    # the token is undone
-    assert [answers[i][1]["error"]["message"].endswith(
-        "could not be audited, so it was not made") for i in (0, 1, 3)] == [True] * 3
-    assert answers[2][1]["error"]["message"].endswith(
-        "so it was undone: the token is revoked")
+        [(1, "audit_unavailable")] * 6
+    # each is made with its event or not at all: a token used to be made, then revoked;
+    # a policy set to be stored as a candidate first; a checkpoint stored and events
+    # archived, then their event found unwritable
+    assert [answer["error"]["message"].endswith("could not be audited, so it was not made")
+            for _, answer in answers] == [True] * 6
+    # a grant's decisions cannot be written either: it is denied
+    assert (issued[0], issued[1]["error"]["code"]) == (1, "issuance_denied")
 
     assert run("agent", "show", "builder")[1]["error"]["code"] == "agent_unknown"
-    dave = [t for t in run("token", "list")[1]["tokens"] if t["human"] == "dave@acme.example"]
-    assert [t["revoked_at"] is not None for t in dave] == [True]
+    assert [t for t in run("token", "list")[1]["tokens"]
+            if t["human"] == "dave@acme.example"] == []
+    assert not (tmp_path / "segment.jsonl").exists()
     runtime = open_runtime(load_settings())
     try:
+        assert [r.id for r in runtime.policies.list_revisions()] == [1]
         active = runtime.policies.active_revision()
         assert active is not None and active.id == 1
         with runtime.store.reading() as conn:
-            assert list(conn.execute(select(tasks))) == []
+            assert [row.id for row in conn.execute(select(tasks))] == [task["task"]]
+            assert list(conn.execute(select(audit_checkpoints))) == []
+            assert list(conn.execute(select(leases).where(leases.c.kind == "grant"))) == []
+        assert [e.seq for e in iter_events(runtime.store)][:2] == [1, 2]  # none archived
     finally:
         runtime.close()
     assert human_events() == before  # nothing of it on the record, and nothing in force
@@ -240,13 +252,15 @@ def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
 ) -> None:
     task, grant = _coder_with_a_grant(home, monkeypatch)
     admin = run("token", "list")[1]["tokens"][0]["id"]
+    config = _client_config(home)
     with audit_down(database_url):
         answers = [run("grant", "revoke", grant["accessor"]),
                    run("task", "end", task["task"]),
                    run("agent", "suspend", "coder", "--by", "erin@acme.example"),
-                   run("token", "revoke", admin)]
+                   run("token", "revoke", admin),
+                   _wrap(config)]
     assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
-        [(1, "audit_unavailable")] * 4
+        [(1, "audit_unavailable")] * 5
     assert all(answer["error"]["message"].endswith("took effect but could not be audited")
                for _, answer in answers)
 
@@ -255,7 +269,29 @@ def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
         ("task", "task ended"), ("grant", "revoked by an operator")]
     assert run("agent", "show", "coder")[1]["trust_state"] == "suspended"
     assert run("token", "list")[1]["tokens"][0]["revoked_at"] is not None
+    assert "mcp" in config.read_text()  # its server behind proctor
+    assert [p.name for p in config.parent.iterdir() if p.name.startswith(".")] == []
     assert chain_verifies()
+
+
+def _client_config(home: Path) -> Path:
+    """A client's MCP config with one local server (no secret in it)."""
+    config = home / "claude_desktop_config.json"
+    config.write_text(json.dumps({"mcpServers": {"time": {
+        "command": "uvx", "args": ["mcp-server-time"]}}}, indent=2))
+    return config
+
+
+def _wrap(config: Path) -> tuple[int, Any]:
+    """``discover --wrap --write``: its exit code and the last of its JSON answers (the
+    plan, then an error if there is one)."""
+    result = runner.invoke(app, ["discover", "--wrap", str(config), "--agent", "coder",
+                                 "--proctor", "proctor", "--write", "--json"])
+    text, answers, at = result.stdout, [], 0
+    while text[at:].strip():
+        answer, at = json.JSONDecoder().raw_decode(text, len(text) - len(text[at:].lstrip()))
+        answers.append(answer)
+    return result.exit_code, answers[-1]
 
 
 def test_suspending_an_agent_on_the_command_line_ends_its_grants_with_its_event(
@@ -279,16 +315,62 @@ class _CrashError(Exception):
     """The command's process dies here."""
 
 
-@pytest.mark.parametrize("change", ["agent register", "task start", "policy apply"])
+_CHANGES = {  # a command, the action of its event
+    "agent register": "agent.register", "task start": "task.start",
+    "policy apply": "policy.activate", "grant issue": "grant.issue",
+    "grant exchange": "grant.exchange", "token create": "token.create",
+    "token revoke": "token.revoke", "audit checkpoint": "audit.checkpoint",
+    "audit archive": "audit.archive", "discover --wrap": "mcp_config.wrap"}
+
+
+def _crash_args(change: str, home: Path, coder: ec.EllipticCurvePrivateKey
+                ) -> tuple[str, ...]:
+    """The command that makes ``change`` (what it needs made first, before the crash)."""
+    def task() -> str:
+        code, started = run("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                            "alice@acme.example")
+        assert code == 0, started
+        return str(started["task"])
+
+    if change == "grant issue":
+        return ("grant", "issue", "--task", task(), "--scope", GIT)
+    if change == "grant exchange":
+        _, grant = run("grant", "issue", "--task", task(), "--scope", GIT)
+        proof = make_proof(coder, grant["token"], method="grant/exchange", target=ISSUER,
+                           now=SystemClock().now())
+        _register(home, "builder")
+        return ("grant", "exchange", grant["token"], "--proof", proof, "--to", BUILDER,
+                "--scope", json.dumps({"tools": [{"tool": "git/git_log"}]}), "--ttl", "120")
+    if change == "token revoke":
+        return ("token", "revoke", run("token", "list")[1]["tokens"][0]["id"])
+    if change == "discover --wrap":
+        return ("discover", "--wrap", str(_client_config(home)), "--agent", "coder",
+                "--proctor", "proctor", "--write")
+    return {"agent register": ("agent", "register", "builder", "--owner",
+                               "alice@acme.example", "--jwk", str(home / "builder.jwk"),
+                               "--manifest", str(home / "manifest.yaml")),
+            "task start": ("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
+                           "alice@acme.example"),
+            "policy apply": ("policy", "apply"),
+            "token create": ("token", "create", "--human", "dave@acme.example", "--role",
+                             "admin"),
+            "audit checkpoint": ("audit", "checkpoint"),
+            "audit archive": ("audit", "archive", "--up-to", "2", "--out",
+                              str(home / "segment.jsonl"))}[change]
+
+
+@pytest.mark.parametrize("change", list(_CHANGES))
 def test_a_command_that_dies_right_after_its_change_committed_leaves_its_event(
     home: Path, monkeypatch: pytest.MonkeyPatch, change: str,
 ) -> None:
-    # the command made the change, then wrote its event (Acting.record): a process that
-    # died between the two left the change and nothing in the log saying who made it
+    # the command made the change, then wrote its event (Acting.record, gone now): a
+    # process that died between the two left the change and nothing in the log saying
+    # who made it
     monkeypatch.setenv("PROCTOR_OPERATOR", "erin@acme.example")
     assert run("init")[0] == 0
-    _register(home, "coder")
+    coder = _register(home, "coder")
     (home / "builder.jwk").write_text(json.dumps(public_jwk(ECKey.generate_key("P-256"))))
+    args = _crash_args(change, home, coder)
     before = {e["id"] for e in human_events()}
     with_effects = AuditLog.record_with
 
@@ -302,25 +384,18 @@ def test_a_command_that_dies_right_after_its_change_committed_leaves_its_event(
     def record_with(self: AuditLog, event: AuditEvent | None, *args: Any,
                     **kwargs: Any) -> Any:
         written = with_effects(self, event, *args, **kwargs)
-        if event is not None and event.actor.type is ActorType.HUMAN:
+        if any(e.actor.type is ActorType.HUMAN
+               for e in ([event] if event is not None else []) + list(kwargs.get("more", ()))):
             raise _CrashError  # right after the change and its event committed
         return written
 
-    args = {"agent register": ("agent", "register", "builder", "--owner",
-                               "alice@acme.example", "--jwk", str(home / "builder.jwk"),
-                               "--manifest", str(home / "manifest.yaml")),
-            "task start": ("task", "start", "coder", "--purpose", "p", "--on-behalf-of",
-                           "alice@acme.example"),
-            "policy apply": ("policy", "apply")}[change]
     with pytest.MonkeyPatch.context() as dying:  # the home's settings stay
         dying.setattr(AuditLog, "record", record)
         dying.setattr(AuditLog, "record_with", record_with)
         result = runner.invoke(app, [*args, "--json"])
     assert isinstance(result.exception, _CrashError)
 
-    action = {"agent register": "agent.register", "task start": "task.start",
-              "policy apply": "policy.activate"}[change]
     [event] = [e for e in human_events() if e["id"] not in before]
     assert (event["action"], event["actor"]["id"], event["source"]) == (
-        action, "erin@acme.example", "cli")
+        _CHANGES[change], "erin@acme.example", "cli")
     assert chain_verifies()

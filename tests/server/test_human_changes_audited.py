@@ -16,7 +16,7 @@ from sqlalchemy import select
 from proctor.audit import AuditLog
 from proctor.oversight.inventory import Inventory
 from proctor.oversight.pinning import ToolPins, definition_digest
-from proctor.store.tables import tasks
+from proctor.store.tables import leases, tasks
 from tests.identity.factories import manifest, public_jwk
 from tests.server.conftest import CODER, OWNER, SUPPORT, Api
 from tests.server.test_connectors_api import SALESFORCE
@@ -143,6 +143,18 @@ async def _shadowing(api: Api) -> dict[str, Any]:
     return body
 
 
+async def _support_task(api: Api) -> dict[str, Any]:
+    started = await api.client.post("/v1/tasks", headers=api.admin, json={
+        "agent": SUPPORT, "purpose": "help a customer", "on_behalf_of": OWNER})
+    assert started.status_code == 201, started.text
+    return {"task": started.json()["id"], "scope": {"tools": [{"tool": "kb/search_articles"}]}}
+
+
+def _grants(api: Api) -> list[str]:
+    with api.runtime.store.reading() as conn:
+        return [row.id for row in conn.execute(select(leases).where(leases.c.kind == "grant"))]
+
+
 KINDS = {
     "agent.review": _Kind(
         "agent.review", "trusted", f'Agent::"{CODER}"', _suspended_coder,
@@ -192,6 +204,10 @@ KINDS = {
         lambda api, _: api.client.post("/v1/tasks", headers=api.admin, json={
             "agent": SUPPORT, "purpose": "help a customer", "on_behalf_of": OWNER}),
         lambda api: len(_tasks(api)) == 1),
+    "grant.issue": _Kind(
+        "grant.issue", "issued", None, _support_task,
+        lambda api, body: api.client.post("/v1/grants", headers=api.admin, json=body),
+        lambda api: len(_grants(api)) == 1, ("agent",)),
 }
 
 
@@ -216,3 +232,23 @@ async def test_a_process_that_dies_right_after_a_human_change_committed_leaves_i
     assert (event["actor"]["type"], event["actor"]["id"], event["outcome"]) == (
         "human", admin, case.outcome)
     assert all(event["detail"][name] for name in case.detail)
+
+
+async def test_activating_the_shadowed_revision_stops_the_shadowing_with_its_event(
+        agents: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the route stopped shadowing after the activation had committed, with no event of it:
+    # a process that died between the two left the revision shadowed beside itself
+    api = agents
+    body = await _shadowing(api)
+    admin = next(e.event["actor"]["id"] for e in api.events()
+                 if e.event["action"] == "agent.register")
+    _dies_after_its_first_commit(monkeypatch)
+    with pytest.raises(_CrashError):
+        await _on_candidate("activate")(api, body)
+    monkeypatch.undo()
+
+    assert (_active(api), _shadowed(api)) == (2, None)
+    shadow = [(e.event["outcome"], e.event["target"], e.event["actor"]["id"])
+              for e in api.events(action="policy.shadow")]
+    assert shadow == [("stopped", "PolicyRevision::2", admin),  # newest first
+                      ("shadowing", "PolicyRevision::2", admin)]

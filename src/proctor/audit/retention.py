@@ -16,10 +16,11 @@ import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.checkpoints import Checkpoint, load_checkpoints, sign_checkpoint
@@ -33,7 +34,7 @@ from proctor.keys import SignerSource, Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_checkpoints, audit_events, audit_keys
 
-__all__ = ["SEGMENT_TYPE", "archive_segment", "verify_archive"]
+__all__ = ["SEGMENT_TYPE", "Segment", "archive_segment", "verify_archive", "write_segment"]
 
 SEGMENT_TYPE = "proctor.audit.segment"
 _MAX_LINE_BYTES = 16 << 20
@@ -41,12 +42,44 @@ _MAX_LINE_BYTES = 16 << 20
 _MAX_LINE_DEPTH = 2 * MAX_DEPTH
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A segment file written (:func:`write_segment`), its events not deleted yet:
+    positions ``first`` to ``end.seq``, closed by ``closing`` (stored already, or to
+    store with the cut)."""
+
+    path: Path
+    first: int
+    end: ChainHead
+    closing: Checkpoint
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "from_seq": self.first, "to_seq": self.end.seq,
+                "events": self.end.seq - self.first + 1}
+
+
 def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
                     clock: Clock, verifiers: Mapping[str, Verifier]) -> dict[str, Any]:
-    """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them.
+    """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them
+    (:func:`write_segment`, then the cut, in a transaction of its own; an operator's
+    archive is cut with its event: :mod:`proctor.oversight.milestones`)."""
+    segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer, clock=clock,
+                            verifiers=verifiers)
+    with store.transaction() as conn:
+        _store_checkpoint(conn, segment.closing)
+        conn.execute(delete(audit_events).where(audit_events.c.seq <= segment.end.seq))
+        # the keys go with their events (a scan of the keys table: archiving is rare)
+        conn.execute(delete(audit_keys).where(audit_keys.c.seq <= segment.end.seq))
+    return segment.as_json()
 
-    ``signer`` signs the checkpoint at ``up_to_seq`` if there is none yet;
-    ``verifiers`` (by key id) check the chain's checkpoints first.
+
+def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
+                  clock: Clock, verifiers: Mapping[str, Verifier]) -> Segment:
+    """Write events up to ``up_to_seq`` to ``path`` (a new file); nothing is deleted.
+
+    ``signer`` signs the checkpoint at ``up_to_seq`` if there is none yet (the segment's
+    closing checkpoint, stored with the cut); ``verifiers`` (by key id) check the
+    chain's checkpoints first.
 
     Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify.
     """
@@ -62,7 +95,7 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
         raise AuditError(f"there is no event at position {up_to_seq} to archive up to")
     first, end = checker.first_seq, checker.head
     by_seq = {c.seq: c for c in checkpoints}
-    closing = by_seq.get(end.seq) or _add_checkpoint(store, signer, clock, end)
+    closing = by_seq.get(end.seq) or sign_checkpoint(signer.current_signer(), end, clock.now())
     header = {"type": SEGMENT_TYPE, "v": 1, "from_seq": first, "to_seq": end.seq,
               "anchor": by_seq[first - 1].as_json() if first > 1 else None,
               "checkpoint": closing.as_json()}
@@ -78,25 +111,17 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
             os.fsync(handle.fileno())
     except OSError as exc:
         raise AuditError(f"cannot write segment `{path}`: {exc.strerror}") from exc
-    with store.transaction() as conn:
-        conn.execute(delete(audit_events).where(audit_events.c.seq <= end.seq))
-        # the keys go with their events (a scan of the keys table: archiving is rare)
-        conn.execute(delete(audit_keys).where(audit_keys.c.seq <= end.seq))
-    return {"path": str(path), "from_seq": first, "to_seq": end.seq, "events": end.seq - first + 1}
+    return Segment(path, first, end, closing)
 
 
-def _add_checkpoint(store: Store, keys: SignerSource, clock: Clock, head: ChainHead
-                    ) -> Checkpoint:
-    checkpoint = sign_checkpoint(keys.current_signer(), head, clock.now())
-    with store.transaction() as conn:
-        existing = conn.execute(select(audit_checkpoints.c.seq)
-                                .where(audit_checkpoints.c.seq == head.seq)).first()
-        if existing is None:
-            conn.execute(insert(audit_checkpoints).values(
-                seq=checkpoint.seq, hash=checkpoint.hash, kid=checkpoint.kid,
-                signed_at=checkpoint.signed_at, payload=checkpoint.payload,
-                signature=checkpoint.signature))
-    return checkpoint
+def _store_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
+    existing = conn.execute(select(audit_checkpoints.c.seq)
+                            .where(audit_checkpoints.c.seq == checkpoint.seq)).first()
+    if existing is None:
+        conn.execute(insert(audit_checkpoints).values(
+            seq=checkpoint.seq, hash=checkpoint.hash, kid=checkpoint.kid,
+            signed_at=checkpoint.signed_at, payload=checkpoint.payload,
+            signature=checkpoint.signature))
 
 
 def _line(handle: BinaryIO, path: Path, number: int) -> Any:

@@ -311,15 +311,14 @@ def export(
 def checkpoint(by: ByOpt = None, as_json: JsonOpt = False) -> None:
     """Sign the current chain head with the current issuer key now.
 
-    The operator's `audit.checkpoint` event recording it follows the checkpoint.
+    The checkpoint is stored with the operator's `audit.checkpoint` event, in one
+    transaction: if the event cannot be written, no checkpoint is stored.
     """
-    from proctor.audit import write_checkpoint
+    from proctor.oversight.milestones import checkpoint_with_event
 
-    with acting_store(by, as_json) as (_settings, store, keys, acting):
-        made = write_checkpoint(store, keys, acting.clock)
-        if made is not None:
-            acting.record("audit.checkpoint", f'AuditCheckpoint::"{made.seq}"', "signed",
-                          detail={"kid": made.kid, "hash": made.hash})
+    with acting_store(by, as_json) as (_settings, _store, keys, acting):
+        made = checkpoint_with_event(acting.audit, keys,
+                                     acting.event("audit.checkpoint", "", "signed"))
     if as_json:
         print_json(None if made is None else made.as_json())
     elif made is None:
@@ -337,17 +336,17 @@ def archive(
 ) -> None:
     """Move events up to a position into a segment file (verifiable on its own).
 
-    The operator's `audit.archive` event, after the cut, records it.
+    The events are deleted with the operator's `audit.archive` event, in one
+    transaction: if the event cannot be written, nothing is deleted and the segment
+    file is removed.
     """
-    from proctor.audit import archive_segment
+    from proctor.oversight.milestones import archive_with_event
 
     with acting_store(by, as_json) as (_settings, store, keys, acting):
-        result = archive_segment(store, out, up_to_seq=up_to, signer=keys,
-                                 clock=acting.clock, verifiers=_verifiers(keys))
-        acting.record("audit.archive",
-                      f'AuditSegment::"{result["from_seq"]}-{result["to_seq"]}"', "archived",
-                      detail={key: result[key] for key in ("from_seq", "to_seq", "events",
-                                                           "path")})
+        result = archive_with_event(
+            store, acting.audit, out, up_to_seq=up_to, signer=keys,
+            verifiers=_verifiers(keys),
+            event=acting.event("audit.archive", "", "archived")).as_json()
     if as_json:
         print_json(result)
     else:

@@ -6,7 +6,10 @@ plaintext secret (so that a CI job can fail on it), 2 for a usage error. ``--wra
 shows the diff and writes nothing unless ``--write`` is given; then, in order, it
 stores the moved secrets (each audited), copies the file to a backup beside it, writes
 the new file to a temporary file, checks that it reads back with every local server
-wrapped, and renames it over the old one (keeping its mode).
+wrapped, and renames it over the old one (keeping its mode) as the effects of its
+``mcp_config.wrap`` event, in the audit writer's transaction. If that event cannot be
+written the file is rewritten all the same (its servers go behind proctor) and the
+command fails (``audit_unavailable``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +29,7 @@ from proctor.cli.output import console, err_console, fail, print_json
 from proctor.errors import ConfigError, ProctorError
 
 if TYPE_CHECKING:
+    from proctor.audit import AuditEvent, WriteCursor
     from proctor.oversight.wrapping import WrapPlan
 
 __all__ = ["discover"]
@@ -188,7 +193,36 @@ def _wrap(path: Path, *, agent: str | None, key_file: str | None, grant_file: st
                           markup=False)
 
 
+@dataclass(slots=True)
+class _Rewrite:
+    """The config replaced by its checked rewrite (``temporary``, beside it), in the
+    audit writer's transaction: the rename is the last step before the commit, so the
+    log holds the ``mcp_config.wrap`` event if the config was rewritten, but for a
+    process that dies between the two (a file and a database share no transaction)."""
+
+    temporary: Path
+    path: Path
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        from proctor.audit.writer import WITHDRAWN
+
+        self.refusal = None  # a retried batch applies it again
+        try:
+            self.alone()
+        except OSError as exc:
+            self.refusal = ConfigError(f"cannot write `{self.path}`: {exc.strerror}")
+            return WITHDRAWN
+        return None
+
+    def alone(self) -> None:
+        """The rename; nothing if a retried batch made it already."""
+        if self.temporary.exists():
+            self.temporary.replace(self.path)
+
+
 def _apply(plan: WrapPlan, *, by: str | None, as_json: bool) -> Path:
+    from proctor.oversight.audited import commit_with_event
     from proctor.oversight.discovery import read_config
     from proctor.oversight.wrapping import WrapOptions, plan_wrap
 
@@ -214,15 +248,17 @@ def _apply(plan: WrapPlan, *, by: str | None, as_json: bool) -> Path:
             again = plan_wrap(temporary, WrapOptions(agent="-"), client=plan.client)
             if again.wrapped:
                 raise ConfigError(f"the rewrite of `{path}` left servers unwrapped")
-            temporary.replace(path)
-            temporary = None
+            # the rename is the effects of its event, in the audit writer's transaction;
+            # unaudited: made all the same (the servers go behind proctor), the command fails
+            rewrite = _Rewrite(temporary, path)
+            commit_with_event(acting.audit, acting.event(
+                "mcp_config.wrap", str(path), "rewritten", detail={
+                    "client": plan.client.name, "servers": list(plan.wrapped),
+                    "secrets": [s.name for s in plan.secrets], "backup": str(backup)}),
+                rewrite, alone=rewrite.alone)
         except OSError as exc:
             raise ConfigError(f"cannot write `{path}`: {exc.strerror}") from None
         finally:
-            if temporary is not None:
+            if temporary is not None:  # renamed, or refused: the config stays as it was
                 temporary.unlink(missing_ok=True)
-        acting.record("mcp_config.wrap", str(path), "rewritten",
-                      detail={"client": plan.client.name, "servers": list(plan.wrapped),
-                              "secrets": [s.name for s in plan.secrets],
-                              "backup": str(backup)})
     return backup

@@ -20,6 +20,7 @@ from proctor.errors import DocumentError, ProctorError, RequestError, ScopeError
 from proctor.files import read_capped
 
 if TYPE_CHECKING:
+    from proctor.audit import AuditEvent
     from proctor.grants import (
         GrantClaims,
         GrantOffer,
@@ -192,15 +193,17 @@ def issue(task: Annotated[str, typer.Option("--task", help="The task id.")], sco
     with acting_runtime(by, as_json) as (rt, acting):
         agent = rt.registry.get(rt.grants.task(task).agent_id)
         made: IssuedGrant | GrantOffer
+        # with the operator's event, in one write; unaudited: nothing made
+        asked = _asked(acting, "grant.issue")
         if agent.key_thumbprint is None and holder_proof is None:
-            made = rt.grants.offer(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses)
+            made = rt.grants.offer(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
+                                   requested=asked)
         else:
             holder = (HolderProof(str(_text_or_file(holder_proof)),
                                   _text_or_file(identity_proof))
                       if holder_proof is not None else None)
             made = rt.grants.issue(task, _scope(scope), ttl_seconds=ttl, max_uses=max_uses,
-                                   holder=holder)
-        _record_made(rt, acting, "grant.issue", made)
+                                   holder=holder, requested=asked)
     _print_made(made, as_json)
 
 
@@ -233,34 +236,16 @@ def redeem(
                                now=rt.clock.now())
         else:
             proof = str(_text_or_file(holder_proof))
-        grant = rt.grants.redeem(offer, HolderProof(proof, identity))
-        _record_made(rt, acting, "grant.redeem", grant)
+        grant = rt.grants.redeem(offer, HolderProof(proof, identity),
+                                 requested=_asked(acting, "grant.redeem"))
     _print_issued(grant, as_json)
 
 
-def _record_made(rt: Runtime, acting: Acting, action: str,
-                 made: IssuedGrant | GrantOffer) -> None:
-    """Audit a grant (or an offer) the operator had made; if that fails, it is revoked
-    (or cancelled)."""
-    from proctor.grants import GrantOffer
-
-    if isinstance(made, GrantOffer):
-        offer = made
-
-        def cancel_unaudited() -> str:
-            rt.grants.cancel_offer(offer.id, "its offer could not be audited")
-            return "the offer is cancelled"
-        acting.record(action, f'Offer::"{offer.id}"', "offered", task=offer.task_id,
-                      detail={"agent": offer.agent_id}, undo=cancel_unaudited)
-        return
-    grant = made
-
-    def revoke_unaudited() -> str:
-        rt.grants.revoke(grant.accessor, "its issuance could not be audited",
-                         by=acting.operator.actor)
-        return "the grant is revoked"
-    acting.record(action, f'Grant::"{grant.accessor}"', "issued", task=grant.claims.task_id,
-                  detail={"agent": grant.claims.agent_id}, undo=revoke_unaudited)
+def _asked(acting: Acting, action: str) -> AuditEvent:
+    """The operator's event of a grant or an offer asked for, written with it (the
+    issuer names what was made: ``Grant::"acc_…"`` issued, ``Offer::"offer_…"``
+    offered)."""
+    return acting.event(action, "", "")
 
 
 @grant_app.command("exchange")
@@ -278,8 +263,8 @@ def exchange(
     token = _token(token)
     with acting_runtime(by, as_json) as (rt, acting):
         made = rt.grants.exchange(token, proof, to_agent=to, scope=_scope(scope),
-                                  ttl_seconds=ttl, max_uses=max_uses)
-        _record_made(rt, acting, "grant.exchange", made)
+                                  ttl_seconds=ttl, max_uses=max_uses,
+                                  requested=_asked(acting, "grant.exchange"))
     _print_made(made, as_json)
 
 

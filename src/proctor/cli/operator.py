@@ -13,30 +13,29 @@ account that ran the command.
 Every command that changes state records one event with actor type ``human``
 (the operator), the action name the API records for the same action, the
 target and the outcome; ``detail.os_user`` is the account and ``source`` is
-``cli``. Either the part that makes the change writes that event (revocations,
-an agent's registration, review, suspension and retirement, a policy's activation, a
-task's start, a connector added or retired, a tool's verdict, secrets, approvals), with
-the operator as actor, or :meth:`Acting.record` does. Revocations and the agent's,
-policy's, task's, connector's and tool's changes commit with their event in one
-transaction, the audit writer's (:mod:`proctor.oversight.audited`): the log holds the
-event if and only if the change took effect.
-The audit log's :class:`~proctor.audit.Attribution` adds the account to the
-first kind and notes which events of the operator could not be written, for
+``cli``. The part that makes the change writes that event (revocations, an agent's
+registration, review, suspension and retirement, a policy's activation, a task's start,
+a grant or offer, a connector added or retired, a tool's verdict, an API token, an audit
+checkpoint or archive, a client's MCP config wrapped, secrets, approvals), with the
+operator as actor (:meth:`Acting.event` builds it for a part that fills in what only it
+knows). All but secrets commit with their event in one transaction, the audit writer's
+(:mod:`proctor.oversight.audited`): the log holds the event if and only if the change
+took effect. The audit log's :class:`~proctor.audit.Attribution` adds the account to
+every event of the operator and notes which of them could not be written, for
 :meth:`Acting.settle`.
 
-Through :meth:`Acting.record` the change is made first (its target and outcome
-are known only then), then its event is written. If an event of the operator cannot be written, the
-command fails (``audit_unavailable``, exit 1) instead of reporting success: a
-change that gives access is undone (the ``undo`` given to :meth:`Acting.record`);
-one that takes access away stands, since an audit outage must never un-revoke
-anything. A refused command (bad input) changes nothing and is not audited.
+If an event of the operator cannot be written, the command fails
+(``audit_unavailable``, exit 1) instead of reporting success: a change that gives access
+is not made; one that takes access away is made all the same, since an audit outage
+must never un-revoke anything. A refused command (bad input) changes nothing and is not
+audited.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -49,16 +48,13 @@ from proctor.config import Settings, load_settings
 from proctor.errors import AuditUnavailableError, IdentityError, ProctorError
 
 if TYPE_CHECKING:
-    from proctor.audit import Actor, Attribution, AuditLog
+    from proctor.audit import Actor, Attribution, AuditEvent, AuditLog
     from proctor.grants import IssuerKeyring
     from proctor.runtime import Runtime
     from proctor.store import Store
 
-__all__ = ["Acting", "ByOpt", "Operator", "Undo", "acting_runtime", "acting_store",
+__all__ = ["Acting", "ByOpt", "Operator", "acting_runtime", "acting_store",
            "operator_for", "os_user", "resolve_operator"]
-
-Undo = Callable[[], str]
-"""Takes a change back when its event cannot be written; says what it did."""
 
 ByOpt = Annotated[str | None, typer.Option(
     "--by", help="The human doing this, for the audit log (default: $PROCTOR_OPERATOR, "
@@ -127,16 +123,15 @@ class Acting:
     audit: AuditLog
     clock: Clock
 
-    def record(self, action: str, target: str, outcome: str, *, task: str = "",
-               detail: dict[str, Any] | None = None, undo: Undo | None = None) -> None:
-        """Audit a change that has taken effect; if that fails, ``undo`` takes it back
-        and :class:`~proctor.errors.AuditUnavailableError` ends the command."""
-        from proctor.audit import human_event, record_change
+    def event(self, action: str, target: str, outcome: str, *, task: str = "",
+              detail: dict[str, Any] | None = None) -> AuditEvent:
+        """The operator's event of a change, to write with the change itself (a part
+        that makes it fills in what only it knows: a new token's or grant's target)."""
+        from proctor.audit import human_event
 
-        record_change(self.audit, human_event(
+        return human_event(
             self.operator.id, action, target, outcome, now=self.clock.now(), task=task,
-            source="cli", detail={"os_user": self.operator.os_user, **(detail or {})}),
-            undo=undo)
+            source="cli", detail={"os_user": self.operator.os_user, **(detail or {})})
 
     def settle(self) -> None:
         """Raise :class:`~proctor.errors.AuditUnavailableError` if a part that made a

@@ -235,22 +235,23 @@ def apply(
 
     The tool catalog and principals stay those of the home's policy directory; an
     invalid policy set changes nothing. Running servers pick the revision up when
-    they next start (or activate it through the API). If its audit event cannot be
-    written, the revision active before is made active again.
+    they next start (or activate it through the API). The revision is stored and made
+    active with its audit event, in one transaction: if the event cannot be written,
+    nothing is stored and the revision active before stays active.
     """
-    from proctor.oversight.activating import activate_revision
+    from proctor.oversight.activating import apply_sources
 
     with acting_runtime(by, as_json) as (runtime, acting):
+        folder = directory or runtime.settings.policy_dir
         try:
-            staged = runtime.policies.stage_directory(directory or runtime.settings.policy_dir)
+            sources, staged = runtime.policies.read_directory(folder)
         except PolicyValidationError as exc:
             _report_invalid(exc, as_json)
-        assert staged.revision is not None  # stored: it has its number
-        # active with its event, in one transaction; unaudited: the active set unchanged
-        compiled = activate_revision(
-            runtime.policies, runtime.audit, runtime.clock, staged.revision,
-            by=acting.operator.actor, source="cli",
-            detail={"digest": staged.digest, "policies": len(staged)}, compiled=staged)
+        # stored and active with its event, in one transaction; unaudited: nothing stored
+        compiled = apply_sources(
+            runtime.policies, runtime.audit, runtime.clock, sources, staged,
+            by=acting.operator.actor, origin=f"directory {folder.name}", source="cli",
+            detail={"digest": staged.digest, "policies": len(staged)})
     if as_json:
         print_json({"revision": compiled.revision, "policies": len(compiled),
                     "digest": compiled.digest})

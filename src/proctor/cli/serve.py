@@ -34,28 +34,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def ensure_admin_token(tokens: ApiTokens, acting: Acting) -> MintedToken | None:
-    """The local admin token, if no admin token exists yet, audited as the operator's
-    ``token.create``; None if one exists."""
-    minted = tokens.ensure_admin()
-    if minted is not None:
-        _record_created(tokens, acting, minted)
-    return minted
-
-
-def _record_created(tokens: ApiTokens, acting: Acting, minted: MintedToken) -> None:
-    """Audit a new token; if that fails, the token is revoked."""
-    record = minted.record
-
-    def revoke_unaudited() -> str:
-        tokens.revoke(record.id)
-        return "the token is revoked"
-    acting.record("token.create", _target(record.id), "created",
-                  detail={"human": record.human_id, "roles": sorted(record.roles)},
-                  undo=revoke_unaudited)
-
-
-def _target(token_id: str) -> str:
-    return f'ApiToken::"{token_id}"'
+    """The local admin token, if no admin token exists yet, made with the operator's
+    ``token.create`` event in one transaction (unaudited: not made); None if one exists."""
+    return tokens.ensure_admin(audit=acting.audit,
+                               event=acting.event("token.create", "", "created"))
 
 
 def announce_admin_token(minted: MintedToken) -> None:
@@ -221,8 +203,10 @@ def create_token(
     with acting_runtime(by, as_json) as (runtime, acting):
         tokens = ApiTokens(runtime.store, runtime.clock)
         issuers = load_server_config(runtime.settings.home).oidc_issuers
-        minted = tokens.create(human, role, ttl_seconds=ttl, issuers=issuers)
-        _record_created(tokens, acting, minted)
+        # with its event, in one transaction; unaudited: no token
+        minted = tokens.create(human, role, ttl_seconds=ttl, issuers=issuers,
+                               audit=acting.audit,
+                               event=acting.event("token.create", "", "created"))
     if as_json:
         print_json({"token": minted.token, **minted.record.as_json()})
         return
@@ -267,9 +251,9 @@ def revoke_token(token_id: Annotated[str, typer.Argument(help="The token's id (t
     """Revoke an API token; it stops working at once, on every node (and stays revoked
     even if the revocation cannot be audited)."""
     with _tokens(by, as_json) as (tokens, acting):
-        revoked = tokens.revoke(token_id)
-        acting.record("token.revoke", _target(revoked.id), "revoked",
-                      detail={"human": revoked.human_id})
+        # with its event, in one transaction; unaudited: revoked all the same, and told
+        revoked = tokens.revoke(token_id, audit=acting.audit,
+                                event=acting.event("token.revoke", "", "revoked"))
     if as_json:
         print_json(revoked.as_json())
     else:

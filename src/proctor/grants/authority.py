@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import insert, select
 
-from proctor.audit import Actor, AuditLog, WriteCursor
+from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor
 from proctor.clock import Clock
 from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import (
@@ -211,7 +211,8 @@ class GrantAuthority:
     def issue(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
               max_uses: int | None = None, holder: HolderProof | None = None,
               approved: bool = False, same_key_as: str | None = None,
-              agent_id: str | None = None) -> IssuedGrant:
+              agent_id: str | None = None, requested: AuditEvent | None = None
+              ) -> IssuedGrant:
         """Issue a grant for the task's agent, if policy allows each tool of ``scope``.
 
         The grant is bound to the agent's registered key. An agent without one sends
@@ -219,7 +220,9 @@ class GrantAuthority:
         anyone else asks for an :meth:`offer` the agent redeems. ``same_key_as`` (for
         grants never handed out) binds to the key of an earlier grant of the task;
         with it, ``agent_id`` issues for that grant's agent, which may be one the task's
-        grant was delegated to ("approve similar" of its calls).
+        grant was delegated to ("approve similar" of its calls). ``requested``: the event
+        of the human who asked for it, written with the grant (its target, outcome, task
+        and ``detail.agent`` filled in then), or neither is.
         """
         self._check_same_key(task_id, same_key_as, agent_id)
 
@@ -227,7 +230,8 @@ class GrantAuthority:
             request, key, proof, decided = self._issuance(
                 task_id, scope, ttl_seconds, max_uses, approved, holder, same_key_as,
                 agent_id, again)
-            return self._issuer.grant(request, key, proof, decided=decided)
+            return self._issuer.grant(request, key, proof, decided=decided,
+                                      requested=requested)
         return _once_more(issued)
 
     def issue_with(self, task_id: str, scope: GrantScope, write: Callable[[UnstoredGrant], _T],
@@ -297,14 +301,16 @@ class GrantAuthority:
         return self._tasks.one_look() if self._tasks is not None else contextlib.nullcontext()
 
     def offer(self, task_id: str, scope: GrantScope, *, ttl_seconds: int | None = None,
-              max_uses: int | None = None, approved: bool = False) -> GrantOffer:
+              max_uses: int | None = None, approved: bool = False,
+              requested: AuditEvent | None = None) -> GrantOffer:
         """Decide a grant for the task's agent now; the agent redeems it (:meth:`redeem`)
-        with a proof of the key to bind it to."""
+        with a proof of the key to bind it to. ``requested``: as :meth:`issue`'s."""
         def offered(again: GrantError | None) -> GrantOffer:
             request, _, ttl = self._for_task(task_id, scope, ttl_seconds, max_uses, approved)
             # its events go with the offer's write (NewOffer)
             return self._issuer.offer(request, self._issuer.decide_unwritten(
-                request, ttl_seconds=ttl, again=True if again is None else again))
+                request, ttl_seconds=ttl, again=True if again is None else again),
+                requested=requested)
         return _once_more(offered)
 
     def _for_task(self, task_id: str, scope: GrantScope, ttl_seconds: int | None,
@@ -326,22 +332,25 @@ class GrantAuthority:
 
     def exchange(self, parent_token: str, proof: str, *, to_agent: str, scope: GrantScope,
                  ttl_seconds: int | None = None, max_uses: int | None = None,
-                 approved: bool = False) -> IssuedGrant | GrantOffer:
+                 approved: bool = False, requested: AuditEvent | None = None
+                 ) -> IssuedGrant | GrantOffer:
         """Delegation: trade a grant (with its proof) for a narrower one for ``to_agent``,
         decided for ``to_agent`` and for the delegator as it is now (each audited).
 
         An agent with a registered key gets its grant at once; one without gets an
         offer, which only it can redeem (the delegator never chooses its key).
+        ``requested``: as :meth:`issue`'s.
         """
         parent = self.check(parent_token, proof, method=EXCHANGE_METHOD,
                             target=self._codec.issuer, tool_id=None, args=None).claims
         # the parent's check (its proof's nonce) once; the rest once more if stale
         return _once_more(lambda again: self._delegated(parent, to_agent, scope, ttl_seconds,
-                                                        max_uses, approved, again))
+                                                        max_uses, approved, again, requested))
 
     def _delegated(self, parent: GrantClaims, to_agent: str, scope: GrantScope,
                    ttl_seconds: int | None, max_uses: int | None,
-                   approved: bool, again: GrantError | None) -> IssuedGrant | GrantOffer:
+                   approved: bool, again: GrantError | None,
+                   requested: AuditEvent | None = None) -> IssuedGrant | GrantOffer:
         """:meth:`exchange` once the parent grant was checked."""
         with self._one_look():  # its reads as an issuance's (the check's are its own)
             # a wildcard asks for whatever of the parent's tools it matches
@@ -399,8 +408,8 @@ class GrantAuthority:
         decided = self._issuer.decide_delegated(decided, request, ParentGrant.of(parent),
                                                 ttl_seconds=ttl, again=again)
         if key is None:  # an offer: its events go with its write
-            return self._issuer.offer(request, decided)
-        return self._issuer.grant(request, key, None, decided=decided)
+            return self._issuer.offer(request, decided, requested=requested)
+        return self._issuer.grant(request, key, None, decided=decided, requested=requested)
 
     def _receiver(self, to_agent: str) -> tuple[AgentBinding | None, str]:
         """The agent an exchange hands on to, or None and why not: an id no agent has and
@@ -411,17 +420,18 @@ class GrantAuthority:
         except AgentError as exc:
             return None, exc.message
 
-    def redeem(self, offer_id: str, holder: HolderProof) -> IssuedGrant:
+    def redeem(self, offer_id: str, holder: HolderProof, *,
+               requested: AuditEvent | None = None) -> IssuedGrant:
         """Turn an offer into a grant for its agent, bound to the key ``holder`` proves
         together with the agent's own identity proof. Decided again, audited (once more
         if its write found another policy revision active: ``policy_changed``); an
         exchange's offer for its delegator too, exactly as the exchange was
         (:meth:`~proctor.grants.issuance.Issuer.decide_delegated`: the delegator's state
-        now, confirmed by the grant's write)."""
-        return _once_more(lambda again: self._redeemed(offer_id, holder, again))
+        now, confirmed by the grant's write). ``requested``: as :meth:`issue`'s."""
+        return _once_more(lambda again: self._redeemed(offer_id, holder, again, requested))
 
-    def _redeemed(self, offer_id: str, holder: HolderProof,
-                  again: GrantError | None) -> IssuedGrant:
+    def _redeemed(self, offer_id: str, holder: HolderProof, again: GrantError | None,
+                  requested: AuditEvent | None = None) -> IssuedGrant:
         with self._store.reading() as conn:
             offer = load_offer(conn, offer_id)
         refused = offer.refusal(self._clock.now())
@@ -442,7 +452,8 @@ class GrantAuthority:
         if offer.is_delegated:  # decided for the delegator again, as the exchange was
             decided = self._issuer.decide_delegated(decided, request, _parent_of(offer),
                                                     ttl_seconds=ttl, again=again)
-        return self._issuer.grant(request, key, proof, offer=offer, decided=decided)
+        return self._issuer.grant(request, key, proof, offer=offer, decided=decided,
+                                  requested=requested)
 
     def cancel_offer(self, offer_id: str, reason: str) -> bool:
         """Cancel an offer not redeemed yet; False if it was redeemed or cancelled."""

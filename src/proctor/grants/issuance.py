@@ -29,7 +29,12 @@ A grant issued, exchanged or redeemed from an offer (whose write takes the offer
 an offer (:class:`NewOffer`), take steps 3 and 4 in one write: the decisions' events
 and the grant (:class:`NewGrant`, the effects of the first event) go to the audit
 writer together and share its group commit with whatever else is waiting; the token
-is handed out once that has committed. The events stand only with the grant: a write
+is handed out once that has committed. A grant or an offer a human asked for (the
+CLI's ``grant issue``, ``exchange``, ``redeem``; the API's, for a human caller) has
+that human's event (``grant.issue``...) written in the same write, after the decisions':
+it used to be written after the grant had committed, so a process that died between the
+two left a grant with nothing in the log saying who asked for it, and an outage left a
+grant issued, then revoked. The events stand only with the grant: a write
 that refuses it writes none of them, but the refusal's event (``denied``, its code), or
 nothing if the issuance is decided once more, whose events then name the refusal
 (``detail.decided_again``). A write that fails (the audit log cannot take it) writes
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -144,14 +150,18 @@ class Issuer(_Deciding):
     # storing
 
     def grant(self, request: Request, key_thumbprint: str, proof: VerifiedProof | None, *,
-              offer: GrantOffer | None = None, decided: Decided | None = None
-              ) -> IssuedGrant:
+              offer: GrantOffer | None = None, decided: Decided | None = None,
+              requested: AuditEvent | None = None) -> IssuedGrant:
         """Sign and store the grant; one transaction (see the module docstring), the
         audit writer's with ``decided``'s events (the issuance's decisions) when there
-        are any."""
-        events = decided.events if decided is not None else ()
+        are any, and ``requested``'s (the human's who asked for it, completed here)."""
+        events: Sequence[AuditEvent] = decided.events if decided is not None else ()
         if events and self._audit is not None:
             unstored = self.unstored(request, key_thumbprint, proof, decided, offer=offer)
+            if requested is not None:
+                made = unstored.issued
+                events = [*events, _completed(requested, f'Grant::"{made.accessor}"', "issued",
+                                              made.claims.task_id, made.claims.agent_id)]
             self._store_with(self._audit, events, unstored.new, "issuance")
             return unstored.issued
         now = self._clock.now()
@@ -246,9 +256,11 @@ class Issuer(_Deciding):
         process's view rather than the store."""
         return self._audit is not None
 
-    def offer(self, request: Request, decided: Decided | None = None) -> GrantOffer:
+    def offer(self, request: Request, decided: Decided | None = None, *,
+              requested: AuditEvent | None = None) -> GrantOffer:
         """Store ``request`` as an offer for its agent to redeem; its write confirms the
-        policy revisions ``decided`` (:meth:`decide`'s) names still active."""
+        policy revisions ``decided`` (:meth:`decide`'s) names still active, and writes
+        ``requested`` (the human's who asked for it, completed here) with it."""
         now = self._clock.now()
         expires_at = datetime.fromtimestamp(request.expires_at, tz=now.tzinfo)
         if request.task.expires_at is not None:
@@ -263,7 +275,10 @@ class Issuer(_Deciding):
             parent_key=held_by.key_thumbprint if held_by is not None else None,
             parent_manifest=held_by.manifest_digest if held_by is not None else None,
             actor_manifests=request.actor_manifests)
-        events = decided.events if decided is not None else []
+        events: Sequence[AuditEvent] = decided.events if decided is not None else []
+        if requested is not None:
+            events = [*events, _completed(requested, f'Offer::"{offer.id}"', "offered",
+                                          offer.task_id, offer.agent_id)]
         if events and self._audit is not None:
             new2 = NewOffer(offer, request, now, self._agents.binding_in,
                             decided.agent if decided is not None else None,
@@ -299,3 +314,10 @@ class Issuer(_Deciding):
                 self.renew("policy_changed", request.agent_id)
                 raise GrantError("policy_changed", f"policy revision {active} is active now, "
                                  "not the one the issuance was decided on: ask again")
+
+
+def _completed(requested: AuditEvent, target: str, outcome: str, task_id: str,
+               agent_id: str) -> AuditEvent:
+    """The event of the human who asked for a grant or an offer, naming what was made."""
+    return replace(requested, target=target, outcome=outcome, task=task_id,
+                   detail={**requested.detail, "agent": agent_id})

@@ -48,14 +48,16 @@ class Change(Protocol):
 
 
 def commit_with_event(audit: AuditLog, event: AuditEvent, change: Change, *,
-                      alone: Callable[[], object] | None = None) -> None:
+                      alone: Callable[[], object] | None = None,
+                      more: Sequence[AuditEvent] = ()) -> None:
     """Make ``change`` with ``event`` in one transaction of the audit writer, or raise
     its refusal. If the log cannot be written: ``alone`` (a change that takes access
     away) makes the change without its event; without it (a change that gives access)
     nothing is made. Either way :class:`~proctor.errors.AuditUnavailableError` says
-    which."""
+    which. ``more``: events written after ``event`` if the change keeps it (its
+    :meth:`~Change.apply` returns None), else none of them."""
     try:
-        audit.record_with(event, change)
+        audit.record_with(event, change, more=more)
     except AuditError as exc:
         what = f"`{event.action}` of `{event.target}`"
         if alone is None:

@@ -117,10 +117,15 @@ class PolicyStore:
     def stage_directory(self, directory: Path) -> CompiledPolicies:
         """Read, validate and store the policies of ``directory`` as a candidate (an
         invalid directory raises before anything is stored); the revision, validated."""
-        sources = read_policy_dir(directory)
-        compiled = self._engine.compile(sources, digest=digest_sources(sources))
+        sources, compiled = self.read_directory(directory)
         compiled.revision = self.add_candidate(sources, origin=f"directory {directory.name}")
         return compiled
+
+    def read_directory(self, directory: Path) -> tuple[dict[str, str], CompiledPolicies]:
+        """The policies of ``directory`` and their compiled set (no revision yet),
+        validated, nothing stored: an invalid directory raises ``policy_invalid``."""
+        sources = read_policy_dir(directory)
+        return sources, self._engine.compile(sources, digest=digest_sources(sources))
 
     def load_active(self) -> CompiledPolicies | None:
         """Apply the stored active revision to the engine (at start-up)."""

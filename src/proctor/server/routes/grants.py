@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from proctor.audit import AuditEvent, new_event_id
 from proctor.codes import Code
 from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, IssuedGrant
@@ -200,7 +201,7 @@ def issue_grant(body: IssueGrant, call: Call) -> GrantIssued:
         holder = HolderProof(body.holder_proof, identity)
     issued = runtime.grants.issue(task.id, GrantScope.from_request(body.scope),
                                   ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
-                                  holder=holder)
+                                  holder=holder, requested=_asked(call, "grant.issue"))
     return GrantIssued.issued(issued)
 
 
@@ -213,8 +214,20 @@ def offer_grant(body: OfferGrant, call: Call) -> GrantOffered:
     task = runtime.grants.task(body.task)
     call.require("api:grant.issue", task_resource(task))
     offer = runtime.grants.offer(task.id, GrantScope.from_request(body.scope),
-                                 ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
+                                 ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
+                                 requested=_asked(call, "grant.issue"))
     return GrantOffered.of(offer)
+
+
+def _asked(call: CallContext, action: str) -> AuditEvent | None:
+    """A human caller's event of the grant or offer they asked for, written with it
+    (the issuer names what was made); None for an agent, whose own request is on the
+    record as the issuance's decisions."""
+    if call.principal.kind is not PrincipalKind.HUMAN:
+        return None
+    now = call.runtime.clock.now()
+    return AuditEvent(id=new_event_id(now), time=now, actor=call.principal.actor,
+                      action=action, target="", outcome="", source=call.source)
 
 
 @router.post("/v1/grants/offers/{offer}/redeem", status_code=201,
@@ -259,7 +272,8 @@ def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     to_agent = agent_id_for(body.to_agent, runtime.settings.trust_domain).id
     made = runtime.grants.exchange(
         body.token, body.proof, to_agent=to_agent, scope=GrantScope.from_request(body.scope),
-        ttl_seconds=body.ttl_seconds, max_uses=body.max_uses)
+        ttl_seconds=body.ttl_seconds, max_uses=body.max_uses,
+        requested=_asked(call, "grant.exchange"))
     if isinstance(made, GrantOffer):
         return GrantOffered.of(made)
     return GrantIssued.issued(made)

@@ -181,11 +181,15 @@ def activate(revision: RevisionId, call: Call) -> RevisionView:
     call.require("api:policy.activate", service("policies"))
     _revision(call, revision)
     runtime = call.runtime
-    # with its event, in one transaction (an outage: the active set unchanged, and 503)
+    shadow = call.state.shadow
+    shadowed = shadow.status().revision
+    # with its event, in one transaction (an outage: the active set unchanged, and 503),
+    # and the shadowing of it stopped with its own event
     activating.activate_revision(runtime.policies, runtime.audit, runtime.clock, revision,
-                                 by=call.principal.actor, source=call.source)
-    if call.state.shadow.status().revision == revision:
-        call.state.shadow.stop(by=call.principal.id)
+                                 by=call.principal.actor, source=call.source,
+                                 shadowed=shadowed)
+    if shadowed == revision:
+        shadow.sync()  # this process's engine stops shadowing it now
     return RevisionView.of(_revision(call, revision))
 
 

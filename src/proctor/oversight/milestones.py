@@ -1,0 +1,139 @@
+"""An operator's checkpoint or archive of the audit log, with its audit event, in one
+transaction.
+
+``proctor audit checkpoint`` signs the chain's head and stores the checkpoint;
+``proctor audit archive`` moves the events up to a position into a segment file and
+deletes them from the database. Each is the effects of its own event
+(``audit.checkpoint``, ``audit.archive``), in the audit writer's transaction
+(:mod:`proctor.oversight.audited`): the log holds the event if and only if the
+checkpoint was stored or the events deleted. The event used to be written after the
+change had committed, so a process that died between the two left a checkpoint, or a
+log cut short, with nothing in the log saying who made it.
+
+The checkpoint signs the head as that transaction finds it (the last event before its
+own). The archive's segment file is written first (nothing is deleted yet); the cut
+checks that the segment's last event is still the one the file ends with
+(``audit_integrity_failed``: archived or changed meanwhile), stores the segment's closing
+checkpoint unless it is stored already, and deletes the events and their keys.
+
+Neither gives access nor takes it away; both change the record, so if the audit log
+cannot be written neither is made (:class:`~proctor.errors.AuditUnavailableError`; the
+segment file just written is removed again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from proctor.audit import AuditEvent, AuditLog, Checkpoint, WriteCursor
+from proctor.audit.chain import ChainHead
+from proctor.audit.checkpoints import sign_checkpoint
+from proctor.audit.retention import Segment, write_segment
+from proctor.audit.writer import WITHDRAWN
+from proctor.errors import AuditIntegrityError, ProctorError
+from proctor.keys import Signer, SignerSource, Verifier
+from proctor.oversight.audited import commit_with_event, insert_row, read_rows
+from proctor.store import Store
+from proctor.store.tables import audit_checkpoints
+
+__all__ = ["archive_with_event", "checkpoint_with_event"]
+
+_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_HASH_AT = "SELECT hash FROM audit_events WHERE seq = {p}"
+
+
+def _columns(checkpoint: Checkpoint) -> dict[str, object]:
+    return {"seq": checkpoint.seq, "hash": checkpoint.hash, "kid": checkpoint.kid,
+            "signed_at": checkpoint.signed_at, "payload": checkpoint.payload,
+            "signature": checkpoint.signature}
+
+
+@dataclass(slots=True)
+class _Signing:
+    """The head as the transaction finds it, signed and stored (unless it is already)."""
+
+    signer: Signer
+    now: datetime
+    event: AuditEvent
+    made: Checkpoint | None = None
+    refusal: ProctorError | None = None  # none: an empty chain is no refusal
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.made = None  # a retried batch applies it again
+        head = tx.rows(_HEAD)
+        if not head or int(head[0][0]) == 0:
+            return WITHDRAWN  # nothing to sign, nothing made
+        seq, digest = int(head[0][0]), str(head[0][1])
+        stored = read_rows(tx, audit_checkpoints, "seq = {p}", [seq])
+        if stored:  # signed already (by the writer, at its interval): nothing made
+            row = stored[0]
+            self.made = Checkpoint(int(row.seq), row.hash, row.kid, row.signed_at,
+                                   row.payload, row.signature)
+            return WITHDRAWN
+        self.made = sign_checkpoint(self.signer, ChainHead(seq, digest), self.now)
+        insert_row(tx, audit_checkpoints, _columns(self.made))
+        return replace(self.event, target=f'AuditCheckpoint::"{seq}"',
+                       detail={**self.event.detail, "kid": self.made.kid,
+                               "hash": self.made.hash})
+
+
+def checkpoint_with_event(audit: AuditLog, keys: SignerSource, event: AuditEvent
+                          ) -> Checkpoint | None:
+    """Sign the chain's head with ``keys``' current key and store it, with ``event`` (an
+    ``audit.checkpoint``; its target and detail filled in here) in one transaction; the
+    checkpoint (one stored already at that head: no event), or None while the chain is
+    empty. Raises :class:`~proctor.errors.AuditUnavailableError`: then nothing was
+    stored."""
+    signing = _Signing(keys.current_signer(), event.time, event)  # it may read the store
+    commit_with_event(audit, event, signing)
+    return signing.made
+
+
+@dataclass(slots=True)
+class _Cut:
+    """The segment's events deleted, its closing checkpoint stored, if its last event
+    is still the one the file ends with."""
+
+    segment: Segment
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None  # a retried batch applies it again
+        end = self.segment.end
+        found = tx.rows(_HASH_AT + tx.for_share, [end.seq])
+        if not found or found[0][0] != end.hash:
+            self.refusal = AuditIntegrityError(
+                f"the event at position {end.seq} was archived or changed while its "
+                "segment was written: nothing archived")
+            return WITHDRAWN
+        insert_row(tx, audit_checkpoints, _columns(self.segment.closing), unless_taken=True)
+        tx.execute("DELETE FROM audit_events WHERE seq <= {p}", [end.seq])
+        # the keys go with their events (a scan of the keys table: archiving is rare)
+        tx.execute("DELETE FROM audit_keys WHERE seq <= {p}", [end.seq])
+        return None
+
+
+def archive_with_event(store: Store, audit: AuditLog, path: Path, *, up_to_seq: int,
+                       signer: SignerSource, verifiers: Mapping[str, Verifier],
+                       event: AuditEvent) -> Segment:
+    """Write the events up to ``up_to_seq`` to ``path`` (a new file), then delete them
+    with ``event`` (an ``audit.archive``; its target and detail filled in here) in one
+    transaction; the segment. Raises what :func:`~proctor.audit.write_segment` refuses,
+    ``audit_integrity_failed`` (the chain moved under the file), or
+    :class:`~proctor.errors.AuditUnavailableError`: then nothing was deleted and the
+    file is removed again."""
+    segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer,
+                            clock=audit.clock, verifiers=verifiers)
+    shown = segment.as_json()
+    event = replace(event, target=f'AuditSegment::"{segment.first}-{segment.end.seq}"',
+                    detail={**event.detail, **{key: shown[key] for key in (
+                        "from_seq", "to_seq", "events", "path")}})
+    try:
+        commit_with_event(audit, event, _Cut(segment))
+    except ProctorError:
+        path.unlink(missing_ok=True)  # nothing was archived: no segment of it
+        raise
+    return segment
