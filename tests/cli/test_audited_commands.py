@@ -9,6 +9,7 @@ not made, what takes it away is made all the same.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,14 +205,17 @@ def test_a_change_that_gives_access_is_not_made_when_it_cannot_be_audited(
             run("audit", "checkpoint"),
             run("audit", "archive", "--up-to", "2", "--out", str(tmp_path / "segment.jsonl")),
         ]
+        answers.append(run("secret", "set", "github.token",
+                           stdin="s3cret-" + secrets.token_hex(8)))
         issued = run("grant", "issue", "--task", task["task"], "--scope", GIT)
     assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
-        [(1, "audit_unavailable")] * 6
+        [(1, "audit_unavailable")] * 7
     # each is made with its event or not at all: a token used to be made, then revoked;
-    # a policy set to be stored as a candidate first; a checkpoint stored and events
-    # archived, then their event found unwritable
+    # a policy set to be stored as a candidate first; a checkpoint stored, events
+    # archived and a secret stored, then their event found unwritable
     assert [answer["error"]["message"].endswith("could not be audited, so it was not made")
-            for _, answer in answers] == [True] * 6
+            for _, answer in answers] == [True] * 7
+    assert run("secret", "list")[1]["secrets"] == []
     # a grant's decisions cannot be written either: it is denied
     assert (issued[0], issued[1]["error"]["code"]) == (1, "issuance_denied")
 
@@ -253,14 +257,16 @@ def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
     task, grant = _coder_with_a_grant(home, monkeypatch)
     admin = run("token", "list")[1]["tokens"][0]["id"]
     config = _client_config(home)
+    assert run("secret", "set", "github.token", stdin="s3cret-" + secrets.token_hex(8))[0] == 0
     with audit_down(database_url):
         answers = [run("grant", "revoke", grant["accessor"]),
                    run("task", "end", task["task"]),
                    run("agent", "suspend", "coder", "--by", "erin@acme.example"),
                    run("token", "revoke", admin),
-                   _wrap(config)]
+                   _wrap(config),
+                   run("secret", "delete", "github.token")]
     assert [(code, answer.get("error", {}).get("code")) for code, answer in answers] == \
-        [(1, "audit_unavailable")] * 5
+        [(1, "audit_unavailable")] * 6
     assert all(answer["error"]["message"].endswith("took effect but could not be audited")
                for _, answer in answers)
 
@@ -270,6 +276,7 @@ def test_a_change_that_takes_access_away_stands_but_the_command_fails_unaudited(
     assert run("agent", "show", "coder")[1]["trust_state"] == "suspended"
     assert run("token", "list")[1]["tokens"][0]["revoked_at"] is not None
     assert "mcp" in config.read_text()  # its server behind proctor
+    assert run("secret", "list")[1]["secrets"] == []
     assert [p.name for p in config.parent.iterdir() if p.name.startswith(".")] == []
     assert chain_verifies()
 
@@ -315,12 +322,14 @@ class _CrashError(Exception):
     """The command's process dies here."""
 
 
+_VALUE = "PROCTOR_TEST_SECRET_VALUE"
 _CHANGES = {  # a command, the action of its event
     "agent register": "agent.register", "task start": "task.start",
     "policy apply": "policy.activate", "grant issue": "grant.issue",
     "grant exchange": "grant.exchange", "token create": "token.create",
     "token revoke": "token.revoke", "audit checkpoint": "audit.checkpoint",
-    "audit archive": "audit.archive", "discover --wrap": "mcp_config.wrap"}
+    "audit archive": "audit.archive", "discover --wrap": "mcp_config.wrap",
+    "secret set": "secret.put", "secret delete": "secret.delete"}
 
 
 def _crash_args(change: str, home: Path, coder: ec.EllipticCurvePrivateKey
@@ -343,6 +352,13 @@ def _crash_args(change: str, home: Path, coder: ec.EllipticCurvePrivateKey
                 "--scope", json.dumps({"tools": [{"tool": "git/git_log"}]}), "--ttl", "120")
     if change == "token revoke":
         return ("token", "revoke", run("token", "list")[1]["tokens"][0]["id"])
+    if change.startswith("secret"):
+        value = "s3cret-" + secrets.token_hex(8)
+        if change == "secret delete":
+            assert run("secret", "set", "github.token", stdin=value)[0] == 0
+            return ("secret", "delete", "github.token")
+        os.environ[_VALUE] = value  # the test's monkeypatch takes it away
+        return ("secret", "set", "github.token", "--from-env", _VALUE)
     if change == "discover --wrap":
         return ("discover", "--wrap", str(_client_config(home)), "--agent", "coder",
                 "--proctor", "proctor", "--write")
@@ -370,6 +386,7 @@ def test_a_command_that_dies_right_after_its_change_committed_leaves_its_event(
     assert run("init")[0] == 0
     coder = _register(home, "coder")
     (home / "builder.jwk").write_text(json.dumps(public_jwk(ECKey.generate_key("P-256"))))
+    monkeypatch.setenv(_VALUE, "")  # put back after the test, whatever it sets
     args = _crash_args(change, home, coder)
     before = {e["id"] for e in human_events()}
     with_effects = AuditLog.record_with

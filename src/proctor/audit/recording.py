@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring as _text
 from typing import Any, Protocol
 
+from proctor.audit.driver import WriteCursor
 from proctor.audit.events import Actor, ActorType, AuditEvent, DecisionRecord, new_event_id
 from proctor.audit.masking import mask, mask_labels
 from proctor.audit.writer import AuditLog
@@ -30,6 +31,7 @@ from proctor.policy.model import Decision, DecisionRequest, Outcome, ReasonCode
 
 __all__ = [
     "DecisionPoint",
+    "commit_with_event",
     "decide_and_record",
     "decision_event",
     "human_event",
@@ -221,6 +223,39 @@ def record_change(audit: AuditLog, event: AuditEvent, *,
                                         f"failed: {failed.message}") from exc
         raise AuditUnavailableError(f"{what} could not be audited, so it was undone: "
                                     f"{done}") from exc
+
+
+class _Refusing(Protocol):
+    """Effects (:class:`~proctor.audit.writer.Effects`) that leave what they refused in
+    :attr:`refusal` (:class:`proctor.oversight.audited.Change`)."""
+
+    refusal: ProctorError | None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None: ...
+
+
+def commit_with_event(audit: AuditLog, event: AuditEvent, change: _Refusing, *,
+                      alone: Callable[[], object] | None = None,
+                      more: Sequence[AuditEvent] = ()) -> None:
+    """Make ``change`` with ``event`` in one transaction of the audit writer, or raise
+    its refusal. If the log cannot be written: ``alone`` (a change that takes access
+    away) makes the change without its event; without it (a change that gives access)
+    nothing is made. Either way :class:`~proctor.errors.AuditUnavailableError` says
+    which. ``more``: events written after ``event`` if the change keeps it (its
+    ``apply`` returns None), else none of them. (:mod:`proctor.oversight.audited`.)"""
+    try:
+        audit.record_with(event, change, more=more)
+    except AuditError as exc:
+        what = f"`{event.action}` of `{event.target}`"
+        if alone is None:
+            log.error("%s could not be audited; it was not made", what)
+            raise AuditUnavailableError(
+                f"{what} could not be audited, so it was not made") from exc
+        log.error("%s could not be audited; it is made all the same", what)
+        alone()
+        raise AuditUnavailableError(f"{what} took effect but could not be audited") from exc
+    if change.refusal is not None:
+        raise change.refusal
 
 
 def decide_and_record(engine: DecisionPoint, audit: AuditLog, request: DecisionRequest, *,

@@ -18,7 +18,7 @@ registration, review, suspension and retirement, a policy's activation, a task's
 a grant or offer, a connector added or retired, a tool's verdict, an API token, an audit
 checkpoint or archive, a client's MCP config wrapped, secrets, approvals), with the
 operator as actor (:meth:`Acting.event` builds it for a part that fills in what only it
-knows). All but secrets commit with their event in one transaction, the audit writer's
+knows). Each commits with its event in one transaction, the audit writer's
 (:mod:`proctor.oversight.audited`): the log holds the event if and only if the change
 took effect. The audit log's :class:`~proctor.audit.Attribution` adds the account to
 every event of the operator and notes which of them could not be written, for

@@ -22,19 +22,20 @@ unaudited.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, DateTime, Table
 
-from proctor.audit import AuditEvent, AuditLog, WriteCursor
-from proctor.errors import AuditError, AuditUnavailableError, ProctorError
+from proctor.audit import AuditEvent, WriteCursor
+from proctor.audit.recording import commit_with_event
+from proctor.errors import ProctorError
 
 __all__ = ["Change", "commit_with_event", "insert_row", "read_rows", "update_rows"]
 
-log = logging.getLogger(__name__)
+# commit_with_event lives in proctor.audit.recording, so that the secret store (beside
+# this package, not above it) commits its changes the same way
 
 
 class Change(Protocol):
@@ -45,30 +46,6 @@ class Change(Protocol):
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         """Make the change in ``tx``; as :meth:`Effects.apply <proctor.audit.writer.
         Effects.apply>`. A check that fails sets :attr:`refusal` and writes nothing."""
-
-
-def commit_with_event(audit: AuditLog, event: AuditEvent, change: Change, *,
-                      alone: Callable[[], object] | None = None,
-                      more: Sequence[AuditEvent] = ()) -> None:
-    """Make ``change`` with ``event`` in one transaction of the audit writer, or raise
-    its refusal. If the log cannot be written: ``alone`` (a change that takes access
-    away) makes the change without its event; without it (a change that gives access)
-    nothing is made. Either way :class:`~proctor.errors.AuditUnavailableError` says
-    which. ``more``: events written after ``event`` if the change keeps it (its
-    :meth:`~Change.apply` returns None), else none of them."""
-    try:
-        audit.record_with(event, change, more=more)
-    except AuditError as exc:
-        what = f"`{event.action}` of `{event.target}`"
-        if alone is None:
-            log.error("%s could not be audited; it was not made", what)
-            raise AuditUnavailableError(
-                f"{what} could not be audited, so it was not made") from exc
-        log.error("%s could not be audited; it is made all the same", what)
-        alone()
-        raise AuditUnavailableError(f"{what} took effect but could not be audited") from exc
-    if change.refusal is not None:
-        raise change.refusal
 
 
 # A change's statements on the writer's cursor, from its table's definition: the columns'

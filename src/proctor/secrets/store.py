@@ -1,8 +1,16 @@
 """The secret store: downstream credentials sealed under the master key.
 
 Operators put and delete secrets (audited as ``secret.put`` / ``secret.delete``,
-human or system events; the value is never in an event). The gateway takes a
-:meth:`SecretStore.lease` for each use: a node of kind ``secret`` under the
+human or system events; the value is never in an event). With an audit log, each is the
+effects of its own event, in the audit writer's transaction, with the revocation of the
+leases of the value it replaces or deletes: the log holds the event if and only if the
+change took effect. The event used to be written after the change had committed, so a
+process that died between the two left a secret stored (or gone) with nothing in the
+log saying who did it. If the log cannot be written, a put is not made (it gives
+access: the value becomes injectable); a delete is made all the same, in a transaction
+of its own, and :class:`~proctor.errors.AuditUnavailableError` says it took effect.
+
+The gateway takes a :meth:`SecretStore.lease` for each use: a node of kind ``secret`` under the
 grant in the lease tree, so revoking the grant, its task or anything above it
 ends the lease. Replacing or deleting a secret ends its leases too.
 
@@ -18,23 +26,26 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
+from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit.recording import commit_with_event
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import (
-    AuditError,
-    AuditUnavailableError,
     ConfigError,
+    ProctorError,
     SecretError,
     StoreError,
 )
 from proctor.grants import LeaseTree
+from proctor.grants.leases import revoke_roots
 from proctor.human_ids import canonical_human_id
 from proctor.sealing import Sealer
 from proctor.secrets.lineage import read_lineage
@@ -80,6 +91,13 @@ class SecretStore:
         name, value, actor = check_name(name), check_value(value), _actor(by)
         now, generation = self._clock.now(), secrets.token_hex(16)
         sealed = self._sealer.seal(value.encode("utf-8"), context=_context(name, generation))
+        if self._audit is not None:  # with its event, or not at all
+            change = _Change(name, now, self._event("secret.put", name, "stored", actor, now),
+                             (sealed, generation, actor.id))
+            self._commit(change, alone=None)
+            assert change.info is not None  # stored
+            log.info("secret %s stored (version %d) by %s", name, change.info.version, actor.id)
+            return change.info
         fields = {"sealed_value": sealed, "generation": generation, "updated_at": now,
                   "updated_by": actor.id}
         for attempt in (1, 2):
@@ -100,12 +118,25 @@ class SecretStore:
                 # Two first puts of one name raced; the second one now replaces.
                 if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
                     raise
-        revoked = self._revocations.revoke_subtree(stale, f"secret `{name}` replaced") \
-            if stale else []
+        if stale:
+            self._revocations.revoke_subtree(stale, f"secret `{name}` replaced")
         log.info("secret %s stored (version %d) by %s", name, info.version, actor.id)
-        self._record("secret.put", name, "stored", actor,
-                     {"version": info.version, "leases_revoked": len(revoked)})
         return info
+
+    def _event(self, action: str, name: str, outcome: str, actor: Actor,
+               now: datetime) -> AuditEvent:
+        return AuditEvent(id=new_event_id(now), time=now, actor=actor, action=action,
+                          target=f'Secret::"{name}"', outcome=outcome)
+
+    def _commit(self, change: _Change, *, alone: Callable[[], object] | None) -> None:
+        """Make ``change`` with its event in one transaction of the audit writer, or raise
+        its refusal (:func:`~proctor.audit.recording.commit_with_event`; ``alone``: a
+        delete, made without its event if the log cannot be written); then announce the
+        leases it revoked."""
+        assert self._audit is not None
+        commit_with_event(self._audit, change.event, change, alone=alone)
+        if change.revoked:
+            self._revocations.revoked_after(change.revoked, change.reason)
 
     def names(self) -> list[str]:
         """The names of the stored secrets, sorted; never their values."""
@@ -122,16 +153,25 @@ class SecretStore:
     def delete(self, name: str, *, by: str | Actor) -> list[str]:
         """Delete the secret ``name`` and revoke its live leases; returns the revoked ids."""
         name, actor = check_name(name), _actor(by)
+        if self._audit is not None:  # with its event, or, unaudited, alone (and told)
+            now = self._clock.now()
+            change = _Change(name, now, self._event("secret.delete", name, "deleted", actor,
+                                                    now), None)
+            self._commit(change, alone=lambda: self._delete(name))
+            log.info("secret %s deleted by %s", name, actor.id)
+            return change.revoked
+        revoked = self._delete(name)
+        log.info("secret %s deleted by %s", name, actor.id)
+        return revoked
+
+    def _delete(self, name: str) -> list[str]:
         with self._store.transaction() as conn:
             gone = conn.execute(delete(secret_table).where(secret_table.c.name == name)).rowcount
             stale = _live_leases(conn, name) if gone else []
         if not gone:
             raise SecretError("secret_unknown", f"secret `{name}` does not exist")
-        revoked = self._revocations.revoke_subtree(stale, f"secret `{name}` deleted") \
+        return self._revocations.revoke_subtree(stale, f"secret `{name}` deleted") \
             if stale else []
-        log.info("secret %s deleted by %s", name, actor.id)
-        self._record("secret.delete", name, "deleted", actor, {"leases_revoked": len(revoked)})
-        return revoked
 
     def lease(self, name: str, *, leases: LeaseTree, parent_id: str, task_id: str,
               agent_id: str, expires_at: datetime | None) -> SecretLease:
@@ -184,20 +224,54 @@ class SecretStore:
                               f"secret `{name}` cannot be decrypted: wrong master key?") from exc
         return plain.decode("utf-8")  # sealed from valid text, and authenticated
 
-    def _record(self, action: str, name: str, outcome: str, actor: Actor,
-                detail: dict[str, int]) -> None:
-        """Audit a change that has already taken effect; if that fails, say so."""
-        if self._audit is None:
-            return
-        now = self._clock.now()
-        try:
-            self._audit.record(AuditEvent(id=new_event_id(now), time=now, actor=actor,
-                                          action=action, target=f'Secret::"{name}"',
-                                          outcome=outcome, detail=detail))
-        except AuditError as exc:
-            log.error("%s of %s took effect but could not be audited", action, name)
-            raise AuditUnavailableError(
-                f"`{action}` of secret `{name}` took effect but could not be audited") from exc
+
+_UPSERT = ("INSERT INTO secrets (name, sealed_value, generation, version, created_at, created_by, "
+           "updated_at, updated_by) VALUES ({p}, {p}, {p}, 1, {p}, {p}, {p}, {p}) "
+           "ON CONFLICT (name) DO UPDATE SET sealed_value = excluded.sealed_value, "
+           "generation = excluded.generation, version = secrets.version + 1, "
+           "updated_at = excluded.updated_at, updated_by = excluded.updated_by")
+_STORED = "SELECT version, created_at, created_by FROM secrets WHERE name = {p}"
+_DELETE = "DELETE FROM secrets WHERE name = {p}"
+_LIVE = ("SELECT s.lease_id FROM secret_leases s JOIN leases l ON l.id = s.lease_id "
+         "WHERE s.secret_name = {p} AND l.revoked_at IS NULL")
+
+
+@dataclass(slots=True)
+class _Change:
+    """A secret stored (``put``: its sealed value, generation and who) or deleted, and
+    the leases of the value it replaces or deletes revoked, in the writer's transaction."""
+
+    name: str
+    now: datetime
+    event: AuditEvent
+    put: tuple[str, str, str] | None
+    info: SecretInfo | None = None
+    revoked: list[str] = field(default_factory=list)
+    reason: str = ""
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.info, self.revoked, self.refusal = None, [], None  # a retried batch: again
+        detail: dict[str, int] = {}
+        if self.put is not None:
+            sealed, generation, by = self.put
+            at = tx.time(self.now)
+            tx.execute(_UPSERT, [self.name, sealed, generation, at, by, at, by])
+            version, created_at, created_by = tx.rows(_STORED, [self.name])[0]
+            created = tx.read_time(created_at)
+            assert created is not None
+            self.info = SecretInfo(self.name, int(version), created, created_by, self.now, by)
+            detail["version"] = int(version)
+            self.reason = f"secret `{self.name}` replaced"
+        else:
+            if not tx.execute(_DELETE, [self.name]):
+                self.refusal = SecretError("secret_unknown",
+                                           f"secret `{self.name}` does not exist")
+                return WITHDRAWN
+            self.reason = f"secret `{self.name}` deleted"
+        stale = [row[0] for row in tx.rows(_LIVE, [self.name])]
+        self.revoked = revoke_roots(tx, stale, self.reason, self.now) if stale else []
+        return replace(self.event, detail={**detail, "leases_revoked": len(self.revoked)})
 
 
 def _info(row: Row[Any]) -> SecretInfo:
