@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any
@@ -458,3 +459,33 @@ async def test_an_upstreams_flood_of_notifications_holds_a_bounded_number_of_tas
         release.set()
         answer = await _answer(connection, "plain", {}, sdk=True)
         assert answer["content"][0]["text"] == "answer of plain"
+
+
+async def test_an_answered_event_streams_reader_is_read_to_its_end_not_left_to_the_collector(
+        ) -> None:
+    """httpx2's reader of an event stream is three async generators (the events, the
+    text, the bytes); a posted call returns at its answer, mid-stream. Left suspended,
+    each was closed by the garbage collector's asyncio hook, which starts a task for
+    it through the loop's self-pipe: three tasks and wake-ups a call. They are read to
+    their end where the stream's rest is read (after the answer), and end there."""
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    left: list[str] = []
+
+    def collected(generator: Any) -> None:
+        if "httpx2" in generator.ag_code.co_filename:
+            left.append(generator.ag_code.co_qualname)
+        assert finalizer is not None
+        finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=collected)
+    try:
+        async with _connected(create_server().streamable_http_app()) as connection:
+            await anyio.wait_all_tasks_blocked()
+            left.clear()  # the SDK's session's (its handshake and listing)
+            for count in range(1, 6):
+                answer = await _answer(connection, "echo", {"text": "ping", "count": count})
+                assert answer["structuredContent"] == {"text": "ping", "count": count}
+            await anyio.wait_all_tasks_blocked()
+            assert left == []
+    finally:
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalizer)

@@ -37,7 +37,11 @@ An answered event stream is closed in a task of the connection's (``later``), as
 SDK's transport closes it after handing the answer on: what is left of it (the
 chunked body's end, as a rule, still on its way when the answer is read) is read
 then, bounded, so that its connection goes back to the pool without the call
-waiting for it, and the next posted request waits for that before it is sent, so
+waiting for it; its reader (httpx2's event source over the response's text and
+bytes, three async generators) is read to its end there too, rather than left
+suspended for the garbage collector, whose asyncio hook would close each in a task
+of its own, woken through the loop's self-pipe (three tasks and wake-ups a call);
+and the next posted request waits for that before it is sent, so
 that it reuses the connection.
 
 A request abandoned (its timeout, or its caller cancelled) is cancelled at the
@@ -49,7 +53,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -57,7 +61,7 @@ import anyio
 import httpx2
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectSendStream
-from httpx2 import EventSource
+from httpx2 import EventSource, ServerSentEvent
 from mcp.client.streamable_http import MCP_SESSION_ID
 from mcp.shared._httpx_utils import stream_within_origin
 from mcp.shared.exceptions import MCPError
@@ -67,7 +71,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
-from proctor.gateway.keepalive import AnswerRefused, EventsRefused
+from proctor.gateway.keepalive import DRAIN_BYTES, DRAIN_SECONDS, AnswerRefused, EventsRefused
 from proctor.gateway.pipes import (
     DEFAULT_MAX_ANSWER_BYTES,
     OnLog,
@@ -185,9 +189,11 @@ class UpstreamPosts:
                     return invalid_answer("a response to another request")
                 return document
             if kind.startswith("text/event-stream"):
-                answer = await self._events(response, request_id, on_progress)
+                events = EventSource(response, max_event_size=self._max_answer).__aiter__()
+                answer = await self._events(events, request_id, on_progress)
                 if isinstance(answer, dict) and self.later is not None:
                     later = stack.pop_all()
+                    later.push_async_callback(_run_out, events, response)  # runs first
                     try:
                         self._close_later(self.later, later)
                     except RuntimeError:  # the connection's tasks have ended: closed here
@@ -230,10 +236,10 @@ class UpstreamPosts:
             raise MCPError(code=INVALID_REQUEST, message="Session terminated")
         raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
 
-    async def _events(self, response: httpx2.Response, request_id: str,
+    async def _events(self, events: AsyncIterator[ServerSentEvent], request_id: str,
                       on_progress: OnProgress | None) -> Any:
         try:
-            async for event in EventSource(response, max_event_size=self._max_answer):
+            async for event in events:
                 if event.event != "message" or not event.data:
                     continue  # a priming event, or one MCP does not define
                 document = _document(event.data)
@@ -283,6 +289,19 @@ class UpstreamPosts:
             response = await self._client.post(self._url, content=body.encode(),
                                                headers=self._headers())
             await response.aclose()
+
+
+async def _run_out(events: AsyncIterator[ServerSentEvent], response: httpx2.Response) -> None:
+    """Read what is left of an answered event stream through its reader, to the end,
+    as :class:`~proctor.gateway.keepalive.KeepAliveTransport` drains a closed body
+    (at most ``DRAIN_BYTES`` more, within ``DRAIN_SECONDS``): its generators end
+    here, each closing the one it reads, the response's stream last; past the bound
+    they are left to be closed as the response is (its connection not reused)."""
+    most = response.num_bytes_downloaded + DRAIN_BYTES
+    with anyio.move_on_after(DRAIN_SECONDS):
+        async for _ in events:  # events after the answer: not this call's
+            if response.num_bytes_downloaded > most:
+                return
 
 
 async def _body(response: httpx2.Response) -> bytes | GatewayError:
