@@ -83,7 +83,12 @@ def rise_after_first_read(runtime: Runtime, other: Runtime, watched: str,
     """From now on ``runtime`` decides issuances on agents as it reads them, and ``other``
     commits ``risen`` as ``watched``'s risk score right after ``runtime`` first read that
     agent (after the read, before the issuance's write). Returns the scores read of it,
-    in order, as they come."""
+    in order, as they come.
+
+    Decide with ``runtime``'s news held (``news_held``): on PostgreSQL its feed hears the
+    commit on its own thread and puts the risen score into its engine, maybe before the
+    first decision is evaluated, which is then taken on the risen score (read once; a
+    deny over 50 is not written to be refused ``agent_changed``)."""
     read: list[int] = []
 
     def read_then_risen(agent_id: str, *, strict: bool) -> DecidedOn | None:
