@@ -40,6 +40,8 @@ def test_the_home_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         ('database_pool_timeout_seconds = "5"\n', "must be a finite number"),
         ("database_pool_timeout_seconds = nan\n", "must be a finite number"),
         ("database_pool_timeout_seconds = 0\n", "database pool timeout `0` is not valid"),
+        ('database_lock_timeout_seconds = "5"\n', "must be a finite number"),
+        ("database_lock_timeout_seconds = 61\n", "database lock timeout `61` is not valid"),
         ('database_url = "mysql://x"\n', "scheme `mysql` is not supported"),
     ],
 )
@@ -83,4 +85,22 @@ def test_a_database_pool_timeout_out_of_range_is_refused_at_start(
         tmp_path: Path, seconds: str) -> None:
     env = {"PROCTOR_HOME": str(tmp_path), "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": seconds}
     with pytest.raises(ConfigError, match=f"database pool timeout `{seconds}` is not valid"):
+        load_settings(env)
+
+
+def test_the_database_lock_timeout_comes_from_the_file_or_the_environment(
+        tmp_path: Path) -> None:
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_lock_timeout_seconds == 5
+    (tmp_path / "proctor.toml").write_text("database_lock_timeout_seconds = 0.5\n")
+    assert load_settings({"PROCTOR_HOME": str(tmp_path)}).database_lock_timeout_seconds == 0.5
+    assert load_settings({"PROCTOR_HOME": str(tmp_path),
+                          "PROCTOR_DATABASE_LOCK_TIMEOUT_SECONDS": "12"}
+                         ).database_lock_timeout_seconds == 12
+
+
+@pytest.mark.parametrize("seconds", ["0", "0.05", "61", "nan", "inf", "five"])
+def test_a_database_lock_timeout_out_of_range_is_refused_at_start(
+        tmp_path: Path, seconds: str) -> None:
+    env = {"PROCTOR_HOME": str(tmp_path), "PROCTOR_DATABASE_LOCK_TIMEOUT_SECONDS": seconds}
+    with pytest.raises(ConfigError, match=f"database lock timeout `{seconds}` is not valid"):
         load_settings(env)

@@ -156,7 +156,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     # the store, configuration, requests and documents
     "config_invalid": CodeInfo("a configuration file, setting or environment variable that "
                                "proctor cannot use", 422),
-    "store_unavailable": CodeInfo("the database cannot be reached or refused the operation",
+    "store_unavailable": CodeInfo("the database cannot be reached or refused the operation, "
+                                  "or a row it needs was locked by another transaction past "
+                                  "the lock timeout (`database_lock_timeout_seconds`)",
                                   503, retry_after_seconds=1),
     "store_migration_failed": CodeInfo(
         "the database schema could not be brought up to date, or the database is at a "
@@ -204,7 +206,11 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     # audit
     "audit_error": CodeInfo("the audit log's archive cannot be written or read", 503),
     "audit_unavailable": CodeInfo("an audit event could not be made durable, so what it "
-                                  "records is denied", 503, retry_after_seconds=1),
+                                  "records is denied: the database is out of reach, the write "
+                                  "did not complete within the log's timeout, or a row its "
+                                  "batch needs was locked by another transaction past the "
+                                  "writer's lock bound (the whole batch denied, nothing of it "
+                                  "written)", 503, retry_after_seconds=1),
     "audit_integrity_failed": CodeInfo("the audit chain does not verify, so an operation that "
                                        "relies on it refused to run", 503),
     "audit_delivery_failed": CodeInfo("an audit stream's collector did not acknowledge a batch; "

@@ -21,9 +21,9 @@ from typing import Any
 from proctor.documents import read_toml
 from proctor.errors import ConfigError
 
-__all__ = ["DEFAULT_POOL_SIZE", "DELEGATOR_MAX_RISK", "MAX_POOL_SIZE", "MIN_POOL_SIZE",
-           "POOL_TIMEOUT_SECONDS", "Settings", "config_number", "config_whole_number",
-           "load_settings"]
+__all__ = ["DEFAULT_POOL_SIZE", "DELEGATOR_MAX_RISK", "LOCK_TIMEOUT_SECONDS", "MAX_POOL_SIZE",
+           "MIN_POOL_SIZE", "POOL_TIMEOUT_SECONDS", "Settings", "config_number",
+           "config_whole_number", "load_settings"]
 
 _DEFAULT_HOME = ".proctor"
 
@@ -36,10 +36,14 @@ MAX_POOL_SIZE = 1000
 # The longest a caller waits for a free connection before store_unavailable (a deny on
 # the decision path), and its bounds
 POOL_TIMEOUT_SECONDS = 5.0
+# The longest one statement waits for a lock another connection holds (SQLite's
+# busy_timeout, PostgreSQL's lock_timeout) before it fails: a row held by a human's long
+# transaction or a stuck session is a store_unavailable (a deny), never a hang
+LOCK_TIMEOUT_SECONDS = 5.0
 # The risk score from which an agent lends nothing it handed on (the setting
 # ``delegator_max_risk``): the example policies deny an agent everything from 80 on.
 DELEGATOR_MAX_RISK = 80
-_POOL_TIMEOUT_RANGE = (0.1, 60.0)
+_TIMEOUT_RANGE = (0.1, 60.0)  # both timeouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class Settings:
     task_idle_seconds: int = 30 * 60
     database_pool_size: int = DEFAULT_POOL_SIZE
     database_pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS
+    database_lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
     operator: str | None = None  # PROCTOR_OPERATOR: the human the CLI acts as by default
     # the `aud` of this deployment's grants, and the one audience its checks accept
     grant_audience: str = "proctor"
@@ -76,12 +81,13 @@ _ENV_KEYS = {
     "PROCTOR_TASK_IDLE_SECONDS": "task_idle_seconds",
     "PROCTOR_DATABASE_POOL_SIZE": "database_pool_size",
     "PROCTOR_DATABASE_POOL_TIMEOUT_SECONDS": "database_pool_timeout_seconds",
+    "PROCTOR_DATABASE_LOCK_TIMEOUT_SECONDS": "database_lock_timeout_seconds",
     "PROCTOR_GRANT_AUDIENCE": "grant_audience",
     "PROCTOR_DELEGATOR_MAX_RISK": "delegator_max_risk",
 }
 _WHOLE_NUMBERS = {"task_max_seconds", "task_idle_seconds", "database_pool_size",
                   "delegator_max_risk"}
-_NUMBERS = {"database_pool_timeout_seconds"}
+_NUMBERS = {"database_pool_timeout_seconds", "database_lock_timeout_seconds"}
 _FILE_KEYS = {"database_url", "policy_dir", "trust_domain", "grant_audience", *_WHOLE_NUMBERS,
               *_NUMBERS}
 
@@ -112,8 +118,10 @@ def load_settings(
         task_max_seconds=_seconds(values, "task_max_seconds", 8 * 3600),
         task_idle_seconds=_seconds(values, "task_idle_seconds", 30 * 60),
         database_pool_size=_pool_size(values.pop("database_pool_size", DEFAULT_POOL_SIZE)),
-        database_pool_timeout_seconds=_pool_timeout(
-            values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS)),
+        database_pool_timeout_seconds=_timeout(
+            values.pop("database_pool_timeout_seconds", POOL_TIMEOUT_SECONDS), "pool"),
+        database_lock_timeout_seconds=_timeout(
+            values.pop("database_lock_timeout_seconds", LOCK_TIMEOUT_SECONDS), "lock"),
         operator=env.get("PROCTOR_OPERATOR") or None,
         grant_audience=str(values.pop("grant_audience", "proctor")),
         delegator_max_risk=_risk_limit(values.pop("delegator_max_risk", DELEGATOR_MAX_RISK)),
@@ -189,15 +197,16 @@ def _pool_size(value: object) -> int:
     return size
 
 
-def _pool_timeout(value: object) -> float:
-    """How long a caller waits for a free database connection, in seconds."""
-    low, high = _POOL_TIMEOUT_RANGE
+def _timeout(value: object, what: str) -> float:
+    """How long a caller waits for a free database connection (``pool``), or a statement
+    for another connection's lock (``lock``), in seconds."""
+    low, high = _TIMEOUT_RANGE
     try:
         seconds = float(str(value).strip())
     except ValueError:
         seconds = 0.0
     if not low <= seconds <= high:  # also refuses nan
-        raise ConfigError(f"database pool timeout `{value}` is not valid (seconds, from "
+        raise ConfigError(f"database {what} timeout `{value}` is not valid (seconds, from "
                           f"{low:g} to {high:g})")
     return seconds
 

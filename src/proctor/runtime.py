@@ -165,7 +165,8 @@ def open_runtime(settings: Settings, *, clock: Clock | None = None,
     if not telemetry.is_enabled():
         telemetry.configure()  # from OTEL_*: nothing happens when they are not set
     store = open_store(settings.database_url, pool_size=settings.database_pool_size,
-                       pool_timeout_seconds=settings.database_pool_timeout_seconds)
+                       pool_timeout_seconds=settings.database_pool_timeout_seconds,
+                       lock_timeout_seconds=settings.database_lock_timeout_seconds)
     try:
         return _wire(settings, clock, store, attribution)
     except BaseException:

@@ -27,6 +27,19 @@ whether the head it remembers is still the head. A refused compare-and-set (anot
 process appended) costs the batch's work once, rolled back; the head is read again
 before each batch until it has been quiet for :data:`TRUST_AFTER` batches again.
 
+No statement of the writer waits without limit for another connection's lock: a row an
+effect reads ``FOR SHARE`` or ``FOR UPDATE`` (a grant's lease, an agent, a task), or the
+head row, held by a revocation, a suspension, another node's writer, or a human's open
+transaction. The connection's lock wait (``busy_timeout_ms``: SQLite's ``busy_timeout``,
+PostgreSQL's ``lock_timeout``) is set when it is opened; on PostgreSQL ``timeout_ms``
+also bounds each statement (``statement_timeout``) and the time the writer's own
+transaction may sit idle (``idle_in_transaction_session_timeout``: a writer stuck inside
+its transaction lets go of the head row, and every other node's writer with it). A lock
+not granted in time, or a statement past its limit, fails the batch: rolled back,
+nothing of it written, :class:`~proctor.errors.AuditUnavailableError` for every caller
+in it, and the connection kept for the next batch. Closing gives the connection back to
+the pool with the settings it came with.
+
 An append may be asked not to wait (``wait=False``; SQLite, for a writer on an event
 loop): the connection's ``busy_timeout`` is 0 for it, and another connection's write lock
 (another process's, or this one's other connections) is :class:`LockTaken` at once,
@@ -225,6 +238,14 @@ class LockTaken(Exception):  # noqa: N818 (a state, not a failure: the append di
     """An append that would not wait found the write lock taken: nothing was written."""
 
 
+# PostgreSQL: the session bounds of the writer's connection (see the module docstring),
+# read as the pool gave them and set to the writer's own
+_SESSION_BOUNDS = ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout")
+_READ_BOUNDS = "SELECT " + ", ".join(f"current_setting('{name}')" for name in _SESSION_BOUNDS)
+_SET_BOUNDS = "SELECT " + ", ".join(f"set_config('{name}', %s, false)"
+                                    for name in _SESSION_BOUNDS)
+
+
 def _is_lock_taken(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite's busy or locked (another connection holds the lock)."""
     return (isinstance(exc, sqlite3.OperationalError)
@@ -235,7 +256,8 @@ def _is_lock_taken(exc: BaseException) -> bool:
 class AppendConnection:
     """A dedicated driver connection that appends to the chain."""
 
-    def __init__(self, store: Store, *, busy_timeout_ms: int | None = None) -> None:
+    def __init__(self, store: Store, *, busy_timeout_ms: int | None = None,
+                 timeout_ms: int | None = None) -> None:
         self._store = store
         self._is_sqlite = store.backend == "sqlite"
         mark = "?" if self._is_sqlite else "%s"
@@ -245,6 +267,12 @@ class AppendConnection:
              _FILL_KEYS.format(time=TIME_KEY[self._is_sqlite]), _MOVE_KEYED))
         self._lock_head = _LOCK_HEAD[self._is_sqlite]
         self._busy_timeout_ms = busy_timeout_ms
+        # PostgreSQL: the bounds this connection writes under, and those it came with
+        self._bounds: tuple[str, ...] | None = None
+        if not self._is_sqlite and (busy_timeout_ms is not None or timeout_ms is not None):
+            self._bounds = (("" if busy_timeout_ms is None else str(int(busy_timeout_ms))),
+                            *(("" if timeout_ms is None else str(int(timeout_ms))),) * 2)
+        self._pool_bounds: tuple[str, ...] = ()
         self._waits = True  # SQLite: the connection's busy_timeout is its own (else 0)
         self._wait_ms = 0  # that busy_timeout, read when the connection is opened
         self._pool_ms = 0  # SQLite: the busy_timeout the pool gave it, given back on close
@@ -265,7 +293,27 @@ class AppendConnection:
                 self._waits = True
                 self._wait_ms = int(self._proxy.driver_connection.execute(
                     "PRAGMA busy_timeout").fetchone()[0])
+            elif self._bounds is not None:
+                try:
+                    self._pool_bounds = self._set_bounds(self._proxy.driver_connection,
+                                                         self._bounds)
+                except BaseException:
+                    self.discard()
+                    raise
         return self._proxy.driver_connection
+
+    @staticmethod
+    def _set_bounds(conn: Any, bounds: Sequence[str]) -> tuple[str, ...]:
+        """PostgreSQL: set the session's bounds (an empty one is left as it is),
+        committed; those it had before."""
+        cursor = conn.cursor()
+        cursor.execute(_READ_BOUNDS)
+        before = tuple(str(value) for value in cursor.fetchone())
+        cursor.execute(_SET_BOUNDS, [new or old for new, old in zip(bounds, before,
+                                                                     strict=True)])
+        cursor.close()
+        conn.commit()
+        return before
 
     def _wait_for_locks(self, conn: Any, wait: bool) -> None:
         """SQLite: the connection's own ``busy_timeout``, or 0 (set only when it changes)."""
@@ -373,6 +421,15 @@ class AppendConnection:
             log.warning("an audit batch was rolled back to break a deadlock; retrying")
             self.discard(rollback=True)
             return None
+        except psycopg_errors("LockNotAvailable", "QueryCanceled") as exc:
+            # a lock held past lock_timeout, or a statement past statement_timeout: the
+            # batch fails closed; the connection only has a transaction to roll back
+            try:
+                self._end(conn, commit=False)
+            except Exception:
+                self.discard()
+            self._quiet = 0
+            raise AuditUnavailableError(_bound_passed(exc)) from exc
         except Exception as exc:
             if not wait and _is_lock_taken(exc):
                 self._quiet = 0
@@ -469,21 +526,23 @@ class AppendConnection:
             log.debug("discarding a broken audit connection failed", exc_info=True)
 
     def close(self) -> None:
-        """Give the connection back to the pool with the ``busy_timeout`` it came with
-        (the pool's connect hook sets it once per connection; a write that would not
-        wait left it 0, ``busy_timeout_ms`` another)."""
+        """Give the connection back to the pool with the lock bounds it came with (the
+        pool's connect hook sets them once per connection; SQLite's ``busy_timeout`` a
+        write that would not wait left 0, ``busy_timeout_ms`` another; PostgreSQL's
+        session bounds, the writer's own)."""
         proxy, self._proxy = self._proxy, None
         if proxy is None:
             return
-        if self._is_sqlite:
-            try:
+        try:
+            if self._is_sqlite:
                 proxy.driver_connection.execute(f"PRAGMA busy_timeout={self._pool_ms}")
-            except Exception:  # a connection that cannot take it is not given back
-                log.debug("restoring an audit connection's busy_timeout failed",
-                          exc_info=True)
-                self._proxy = proxy
-                self.discard()
-                return
+            elif self._bounds is not None:
+                self._set_bounds(proxy.driver_connection, self._pool_bounds)
+        except Exception:  # a connection that cannot take them is not given back
+            log.debug("restoring an audit connection's lock bounds failed", exc_info=True)
+            self._proxy = proxy
+            self.discard()
+            return
         proxy.close()
 
 
@@ -522,6 +581,16 @@ def is_integrity_error(error: BaseException | None) -> bool:
     the writer writes its batch-mates without it."""
     return isinstance(error, (sqlite3.IntegrityError, sqlite3.DataError,
                               *psycopg_errors("IntegrityError", "DataError")))
+
+
+def _bound_passed(exc: Exception) -> str:
+    """What a batch failed on when a PostgreSQL bound fired."""
+    if isinstance(exc, psycopg_errors("LockNotAvailable")):
+        why = ("a row it needs is locked by another transaction past the writer's "
+               "lock timeout")
+    else:
+        why = "a statement ran past the writer's statement timeout"
+    return f"cannot write audit events: {why}; nothing of the batch was written ({_name(exc)})"
 
 
 def _name(exc: Exception) -> str:

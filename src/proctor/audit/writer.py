@@ -303,8 +303,13 @@ class AuditLog:
     """The append side of the audit chain for one process.
 
     ``timeout`` bounds every wait for durability (seconds); past it the call
-    fails with :class:`AuditUnavailableError`. ``busy_timeout_ms`` overrides
-    SQLite's wait for another writer's lock. ``fail_open=True`` is the
+    fails with :class:`AuditUnavailableError`. A batch waits at most ``busy_timeout_ms``
+    for a lock another connection holds (SQLite's write lock, a PostgreSQL row), then
+    fails, nothing of it written; by default half of ``timeout``, and no longer than
+    the store's lock timeout, so that the callers queued behind it are still waiting
+    when it fails. On PostgreSQL each of its statements, and its transaction left
+    idle, are bounded by ``timeout`` (at least the store's lock timeout; see
+    :mod:`proctor.audit.driver`). ``fail_open=True`` is the
     operator's explicit choice to let decisions stand when they cannot be
     audited; the default fails closed.
 
@@ -337,7 +342,13 @@ class AuditLog:
         # or an asynchronous caller's deadline: proctor.audit.deadlines)
         self._taking = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_pending)
-        self._conn = AppendConnection(store, busy_timeout_ms=busy_timeout_ms)
+        if busy_timeout_ms is None:  # half the time its callers wait, at most the store's
+            busy_timeout_ms = round(1000 * min(store.lock_timeout_seconds, timeout / 2))
+        # PostgreSQL: no statement of a batch, nor the batch left idle in its transaction,
+        # outlasts the callers' wait (nor the store's lock timeout, for a short one)
+        bound_ms = round(1000 * max(timeout, store.lock_timeout_seconds))
+        self._conn = AppendConnection(store, busy_timeout_ms=max(1, busy_timeout_ms),
+                                      timeout_ms=max(1, bound_ms))
         self._head: ChainHead | None = None
         self._observer: BatchObserver | None = None
         self._closed = False

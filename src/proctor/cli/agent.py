@@ -49,7 +49,8 @@ def _registry(as_json: bool) -> Iterator[tuple[AgentRegistry, Callable[[str], st
         trust = load_trust_config(settings.home, settings.trust_domain)
         prior = load_risk_config(settings.home).prior
         store = open_store(settings.database_url, pool_size=settings.database_pool_size,
-                           pool_timeout_seconds=settings.database_pool_timeout_seconds)
+                           pool_timeout_seconds=settings.database_pool_timeout_seconds,
+                           lock_timeout_seconds=settings.database_lock_timeout_seconds)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:

@@ -58,7 +58,8 @@ def _opened(as_json: bool) -> Iterator[tuple[Settings, Store]]:
     try:
         settings = load_settings()
         store = open_store(settings.database_url, pool_size=settings.database_pool_size,
-                           pool_timeout_seconds=settings.database_pool_timeout_seconds)
+                           pool_timeout_seconds=settings.database_pool_timeout_seconds,
+                           lock_timeout_seconds=settings.database_lock_timeout_seconds)
     except ProctorError as exc:
         fail(exc.message, code=exc.code, as_json=as_json)
     try:

@@ -25,7 +25,7 @@ from proctor.store import engine as _engine
 from proctor.store import migrate as _migrate
 from proctor.store import pool as _pool
 from proctor.store.engine import READ_ONLY, normalize_url
-from proctor.store.pool import DEFAULT_POOL_SIZE, POOL_TIMEOUT_SECONDS
+from proctor.store.pool import DEFAULT_POOL_SIZE, LOCK_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,14 @@ __all__ = ["Store", "as_utc", "normalize_url", "open_store"]
 
 def _store_error(exc: Exception, pool_timeout_seconds: float) -> ProctorError:
     """A driver error as proctor's error: text PostgreSQL cannot hold (a NUL character)
-    is bad input (``request_invalid``), anything else ``store_unavailable``."""
+    is bad input (``request_invalid``), anything else ``store_unavailable`` (a lock
+    held past the lock timeout said as such)."""
     if isinstance(exc, PoolTimeoutError):
         return _pool.exhausted(pool_timeout_seconds)
     cause = getattr(exc, "orig", exc)
+    if isinstance(cause, _drivers.psycopg_errors("LockNotAvailable")):
+        return StoreError("a row or table this needs is locked by another transaction "
+                          "past the lock timeout")
     if isinstance(cause, _drivers.psycopg_errors("UntranslatableCharacter")) or (
             isinstance(cause, _drivers.psycopg_errors("DataError")) and "NUL (0x00)" in str(cause)):
         return RequestError("text cannot contain a NUL character")
@@ -52,9 +56,13 @@ class Store:
     """
 
     def __init__(self, engine: Engine, *, read_connections: int = 1,
-                 pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> None:
+                 pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS,
+                 lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.engine = engine
         self.pool_timeout_seconds = pool_timeout_seconds
+        # the longest a statement of its connections waits for another's lock
+        # (:mod:`proctor.store.engine`)
+        self.lock_timeout_seconds = lock_timeout_seconds
         self._mark = "?" if engine.dialect.name == "sqlite" else "%s"
         self._reads = _pool.ReadConnections(engine, read_connections, pool_timeout_seconds)
         self._before_close: list[weakref.WeakMethod[Callable[[], object]]] = []
@@ -144,20 +152,24 @@ class Store:
 
 
 def open_store(url: str, *, migrate: bool = True, pool_size: int = DEFAULT_POOL_SIZE,
-               pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> Store:
+               pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS,
+               lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Store:
     """Open the database at ``url``, creating and migrating it on first use.
 
     The store holds at most ``pool_size`` connections, however many threads use it;
     a caller that finds them all in use waits at most ``pool_timeout_seconds``, then
-    gets :class:`StoreError`.
+    gets :class:`StoreError`. A statement waits at most ``lock_timeout_seconds`` for a
+    lock another connection holds, then fails (:class:`StoreError`).
     """
     engine = _engine.create_store_engine(url, pool_size=pool_size,
-                                         pool_timeout_seconds=pool_timeout_seconds)
+                                         pool_timeout_seconds=pool_timeout_seconds,
+                                         lock_timeout_seconds=lock_timeout_seconds)
     try:
         if migrate and not _migrate.is_current(engine):
             _migrate.upgrade(engine)
         return Store(engine, read_connections=_pool.read_share(pool_size),
-                     pool_timeout_seconds=pool_timeout_seconds)
+                     pool_timeout_seconds=pool_timeout_seconds,
+                     lock_timeout_seconds=lock_timeout_seconds)
     except BaseException:  # nothing opened here outlives a failed opening
         engine.dispose()
         raise

@@ -3,10 +3,19 @@
 Either way the engine's pool is the one source of connections: ``pool_size`` of them
 at most (no overflow), and a caller waits at most ``pool_timeout_seconds`` for one
 (see :mod:`proctor.store.pool`). An in-memory SQLite database is one connection.
+
+Every connection waits at most ``lock_timeout_seconds`` for a lock another connection
+holds, then its statement fails (``store_unavailable`` to the caller, a deny on the
+decision path): SQLite's ``busy_timeout`` for the database's write lock, PostgreSQL's
+``lock_timeout`` for a row, table or advisory lock. Without it a PostgreSQL statement
+waits without limit: a row held by a human's open transaction, or a session that is
+stuck but not closed, would stall whatever needs that row for ever, and every caller
+waiting behind it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from proctor.errors import ConfigError, StoreError
-from proctor.store.pool import DEFAULT_POOL_SIZE, POOL_TIMEOUT_SECONDS
+from proctor.store.pool import DEFAULT_POOL_SIZE, LOCK_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS
 
 __all__ = ["READ_ONLY", "create_store_engine", "normalize_url"]
 
@@ -36,8 +45,10 @@ def normalize_url(url: str) -> str:
 
 
 def create_store_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
-                        pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS) -> Engine:
+                        pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS,
+                        lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Engine:
     """Create the engine for ``url``; a SQLite file and its folder are created on first use."""
+    lock_ms = max(1, round(lock_timeout_seconds * 1000))
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -46,16 +57,27 @@ def create_store_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
     pool: dict[str, Any] = {"poolclass": QueuePool, "pool_size": pool_size,
                             "max_overflow": 0, "pool_timeout": pool_timeout_seconds}
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, pool)
+        return _sqlite_engine(url, parsed.database, pool, lock_ms)
     if parsed.get_backend_name() == "postgresql":
         try:
-            return create_engine(url, pool_pre_ping=True, **pool)
+            engine = create_engine(url, pool_pre_ping=True, **pool)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}") from exc
+        event.listen(engine, "connect", functools.partial(_bound_lock_waits, lock_ms=lock_ms))
+        return engine
     raise ConfigError(f"database backend `{parsed.get_backend_name()}` is not supported")
 
 
-def _sqlite_engine(url: str, database: str | None, pool: dict[str, Any]) -> Engine:
+def _bound_lock_waits(dbapi_connection: Any, _record: Any, *, lock_ms: int) -> None:
+    """PostgreSQL: the session's ``lock_timeout`` (its default is no limit), committed
+    so that it outlives the transaction the ``SET`` began."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET lock_timeout = {int(lock_ms)}")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _sqlite_engine(url: str, database: str | None, pool: dict[str, Any], lock_ms: int) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     else:  # each connection would be a database of its own: share one
@@ -71,7 +93,7 @@ def _sqlite_engine(url: str, database: str | None, pool: dict[str, Any]) -> Engi
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -23,11 +23,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from proctor.config import DEFAULT_POOL_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE, POOL_TIMEOUT_SECONDS
+from proctor.config import (
+    DEFAULT_POOL_SIZE,
+    LOCK_TIMEOUT_SECONDS,
+    MAX_POOL_SIZE,
+    MIN_POOL_SIZE,
+    POOL_TIMEOUT_SECONDS,
+)
 from proctor.errors import StoreError
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
+    "LOCK_TIMEOUT_SECONDS",
     "MAX_POOL_SIZE",
     "MIN_POOL_SIZE",
     "POOL_TIMEOUT_SECONDS",
