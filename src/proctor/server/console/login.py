@@ -19,8 +19,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from proctor.audit import human_event
-from proctor.errors import ApiError, AuditError, ProctorError
+from proctor.audit import AuditEvent, human_event
+from proctor.errors import ApiError, ProctorError
 from proctor.identity.tokens import peek
 from proctor.server.console.sessions import COOKIE, MAX_SESSION_SECONDS, ConsoleSessions, csrf_for
 from proctor.server.console.web import ConsoleCall, ConsoleRoute, check_csrf, is_https, templates
@@ -91,11 +91,13 @@ def login(request: Request, token: Annotated[str, Form(max_length=_MAX_TOKEN)] =
         exp = peek(token.strip()).claims.get("exp")
         expires_at = datetime.fromtimestamp(int(exp), UTC) if isinstance(
             exp, int | float) and not isinstance(exp, bool) else None
+    # opened with its event, in one transaction; unaudited: no session (503)
     cookie, session = ConsoleSessions(state.runtime.store, state.runtime.clock).open(
         principal.id, principal.roles, method=principal.method,
         credential=principal.credential if principal.method == "api_token" else "",
-        expires_at=expires_at)
-    _record(request, principal.id, "console.login", "signed_in", f"with {principal.method}")
+        expires_at=expires_at, audit=state.runtime.audit,
+        event=_event(request, principal.id, "console.login", "signed_in",
+                     f"with {principal.method}"))
     response = RedirectResponse(_safe_next(next), status_code=303)
     seconds = int((session.expires_at - session.created_at).total_seconds())
     response.set_cookie(COOKIE, cookie, max_age=min(seconds, MAX_SESSION_SECONDS),
@@ -108,20 +110,18 @@ def login(request: Request, token: Annotated[str, Form(max_length=_MAX_TOKEN)] =
 @router.post("/console/logout")
 async def logout(request: Request, console: ConsoleCall) -> Response:
     await check_csrf(request, console)
+    # ended with its event, in one transaction; unaudited: ended all the same (503)
     ConsoleSessions(console.runtime.store, console.runtime.clock).end(
-        request.cookies.get(COOKIE, ""))
-    _record(request, console.principal.id, "console.logout", "signed_out", "")
+        request.cookies.get(COOKIE, ""), audit=console.runtime.audit,
+        event=_event(request, console.principal.id, "console.logout", "signed_out", ""))
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
 
 
-def _record(request: Request, human: str, action: str, outcome: str, reason: str) -> None:
+def _event(request: Request, human: str, action: str, outcome: str,
+           reason: str) -> AuditEvent:
     state = server_state(request)
-    event = human_event(human, action, "Service::\"console\"", outcome,
-                        now=state.runtime.clock.now(), reason=reason,
-                        source=client_address(request))
-    try:
-        state.runtime.audit.record(event)
-    except AuditError:
-        log.error("%s of a human could not be audited", action)
+    return human_event(human, action, "Service::\"console\"", outcome,
+                       now=state.runtime.clock.now(), reason=reason,
+                       source=client_address(request))
