@@ -71,7 +71,8 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, METHOD
 
 from proctor.documents import check_json_text
 from proctor.errors import DocumentError, GatewayError
-from proctor.gateway.keepalive import DRAIN_BYTES, DRAIN_SECONDS, AnswerRefused, EventsRefused
+from proctor.gateway import keepalive
+from proctor.gateway.keepalive import AnswerRefused, EventsRefused
 from proctor.gateway.pipes import (
     DEFAULT_MAX_ANSWER_BYTES,
     OnLog,
@@ -295,13 +296,17 @@ async def _run_out(events: AsyncIterator[ServerSentEvent], response: httpx2.Resp
     """Read what is left of an answered event stream through its reader, to the end,
     as :class:`~proctor.gateway.keepalive.KeepAliveTransport` drains a closed body
     (at most ``DRAIN_BYTES`` more, within ``DRAIN_SECONDS``): its generators end
-    here, each closing the one it reads, the response's stream last; past the bound
-    they are left to be closed as the response is (its connection not reused)."""
-    most = response.num_bytes_downloaded + DRAIN_BYTES
-    with anyio.move_on_after(DRAIN_SECONDS):
-        async for _ in events:  # events after the answer: not this call's
-            if response.num_bytes_downloaded > most:
-                return
+    here, each closing the one it reads, the response's stream last. Past the bound
+    they are left to the collector and the response closes as before; a stream that
+    breaks now breaks after its answer, which stands (never raises)."""
+    most = response.num_bytes_downloaded + keepalive.DRAIN_BYTES
+    with anyio.move_on_after(keepalive.DRAIN_SECONDS):
+        try:
+            async for _ in events:  # events after the answer: not this call's
+                if response.num_bytes_downloaded > most:
+                    return
+        except Exception as exc:  # the connection is not reused: nothing else to do
+            log.debug("an answered stream broke after its answer: %s", type(exc).__name__)
 
 
 async def _body(response: httpx2.Response) -> bytes | GatewayError:
