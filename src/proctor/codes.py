@@ -110,7 +110,7 @@ Code = Literal[
     "grant_missing", "grant_leaked", "approval_pending", "tool_unknown", "arguments_invalid",
     "resource_unknown", "prompt_unknown", "completion_unknown", "message_too_large",
     "message_too_deep", "message_invalid", "message_repeated_key", "parse_error",
-    "session_limit",
+    "session_limit", "tool_schema_refused", "resource_ambiguous",
     # tool pinning
     "tool_changed", "tool_unreviewed", "tool_rejected", "tool_review_stale",
     "tool_definition_rejected",
@@ -390,6 +390,15 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "session_limit": CodeInfo("the grant holds as many MCP sessions open on the HTTP "
                               "gateway as one grant may: end one (DELETE) or let one idle "
                               "out before initializing another", 429, INVALID_REQUEST),
+    "tool_schema_refused": CodeInfo("the tool's input schema is one the gateway does not "
+                                    "evaluate: a `$ref` outside it (never fetched), a "
+                                    "pattern RE2 cannot match in linear time (a "
+                                    "backreference, a lookaround), or a reference within "
+                                    "it that does not resolve; the tool is hidden and its "
+                                    "calls are refused", 422),
+    "resource_ambiguous": CodeInfo("two upstreams of the shared endpoint list a resource "
+                                   "(or resource template) of that URI: read it on its "
+                                   "server's endpoint, `/mcp/<server>`", 409, INVALID_PARAMS),
     "message_too_large": CodeInfo("a JSON-RPC message over the size cap", 413,
                                   INVALID_REQUEST),
     "message_too_deep": CodeInfo("a JSON-RPC message nested past the depth cap", 400,

@@ -18,7 +18,7 @@ One call (``tools/call``, ``resources/read``, ``prompts/get``, ``completion/comp
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import nullcontext
 from typing import Any, TextIO, TypeVar
 
@@ -185,7 +185,8 @@ class Gateway:
     async def list_resources(self, session: GatewaySession, view: View
                              ) -> tuple[list[types.Resource], list[types.ResourceTemplate]]:
         """Resources and templates of ``view``; each resource's server is remembered in
-        the session, so that ``resources/read`` on the shared endpoint finds it."""
+        the session, so that ``resources/read`` on the shared endpoint finds it (a URI
+        listed by two servers: by neither, see :meth:`resource_server`)."""
         resources: list[types.Resource] = []
         templates: list[types.ResourceTemplate] = []
         for server in view.servers:
@@ -194,10 +195,10 @@ class Gateway:
                     session.claims, f"{server}/{RESOURCE_READ}"):
                 continue
             listed = await self._forward(session, upstream.connection.list_resources)
-            session.resource_servers.update((str(r.uri), server) for r in listed)
+            _remember(session, (str(r.uri) for r in listed), server)
             resources.extend(listed)
             shapes = await self._forward(session, upstream.connection.list_resource_templates)
-            session.resource_servers.update((t.uri_template, server) for t in shapes)
+            _remember(session, (t.uri_template for t in shapes), server)
             templates.extend(shapes)
         listed_resources = await self._guarded(
             session, "resources/list", types.ListResourcesResult(resources=resources))
@@ -236,12 +237,12 @@ class Gateway:
             ref, args = types.PromptReference(type="ref/prompt", name=name), {"prompt": name}
         else:
             uri = params.ref.uri
-            server = self._server_of(session, view, uri)
-            if server not in view.servers:
+            found = await self.resource_server(session, view, uri)
+            if found is None:
                 raise rpc_error("completion_unknown", f"resource template `{uri[:200]}` is "
                                 "not known here: list the resource templates first, or use "
                                 "its server's endpoint")
-            ref = types.ResourceTemplateReference(type="ref/resource", uri=uri)
+            server, ref = found, types.ResourceTemplateReference(type="ref/resource", uri=uri)
             args = {"uri": uri}
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = dict(params.context.arguments) if params.context and \
@@ -264,8 +265,8 @@ class Gateway:
         ``<server>/resources.subscribe`` (``resources.unsubscribe``) with the URI in
         ``context.args.uri``. The updates name the resource only, and reading it is
         decided as usual."""
-        server = self._server_of(session, view, uri)
-        if server not in view.servers:
+        server = await self.resource_server(session, view, uri)
+        if server is None:
             raise rpc_error("resource_unknown",
                             f"resource `{uri[:200]}` is not known here: list the resources "
                             "first, or use its server's endpoint")
@@ -291,10 +292,24 @@ class Gateway:
                 await self._forward(session, lambda: connection.subscribe(uri, on=False))
                 follows.unsubscribed(server, uri)
 
-    def _server_of(self, session: GatewaySession, view: View, uri: str) -> str:
+    async def resource_server(self, session: GatewaySession, view: View, uri: str
+                              ) -> str | None:
+        """The server a request on resource (or template) ``uri`` goes to: the
+        endpoint's own; on the shared endpoint, the one that listed ``uri`` in this
+        session (None: none of ``view``'s did). A URI two servers listed is refused,
+        audited (``resource_ambiguous``): the last to list it would otherwise get its
+        reads, decided as its own, and answer them with its own content. Tools and
+        prompts are kept apart by their server's prefix; URIs are the servers' own."""
         if not view.prefixed:
             return view.servers[0]
-        return session.resource_servers.get(uri, "")
+        known = session.resource_servers
+        if uri in known and known[uri] is None:
+            await self.results.reject(session.claims, uri, "resource_ambiguous")
+            raise rpc_error("resource_ambiguous", f"resource `{uri[:200]}` is listed by more "
+                            "than one upstream here: use its server's endpoint, "
+                            "/mcp/<server>")
+        server = known.get(uri)
+        return server if server in view.servers else None
 
     async def _upstream_for_listing(self, session: GatewaySession, view: View,
                                     server: str, *, refresh: bool = False) -> Upstream | None:
@@ -424,6 +439,11 @@ class Gateway:
             upstream = await session.upstream(server)
         except GatewayError as exc:
             raise _upstream_error(exc) from None
+        refused = None if name in upstream.tools else self.registry.refusal(f"{server}/{name}")
+        if refused is not None:  # hidden from listings for this reason, whatever its pin
+            await self.results.reject(session.claims, f"{server}/{name}", "tool_schema_refused")
+            raise rpc_error("tool_schema_refused", f"tool `{shown[:128]}` is refused: "
+                            f"{refused}", tool=f"{server}/{name}")
         upstream, held = await session.pin_verdict(upstream, name)  # on the latest listing
         if held is not None and held.code is not None:
             # the definition the agent would act on is not the one a human reviewed
@@ -456,8 +476,8 @@ class Gateway:
         refusal raised as the agent's JSON-RPC error."""
         problem = tool.argument_errors(args)
         if problem is not None:
-            await self.results.reject(session.claims, tool.tool_id, "arguments_invalid")
-            raise rpc_error("arguments_invalid", problem, tool=tool.tool_id)
+            await self.results.reject(session.claims, tool.tool_id, problem.code)
+            raise rpc_error(problem.code, problem.message, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         verdict = await session.forward(decide)
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
@@ -519,6 +539,19 @@ def _serving(relay: Relay | None, verdict: CallVerdict, creds: Credentials) -> N
     during the call is decided on that call's grant (:mod:`proctor.gateway.answers`)."""
     if relay is not None:
         relay.verdict, relay.source_ip = verdict, creds.source_ip
+
+
+def _remember(session: GatewaySession, uris: Iterable[str], server: str) -> None:
+    """``server`` listed ``uris``: each is remembered as its, or as nobody's (None) once
+    another server listed it too, in this session."""
+    known = session.resource_servers
+    for uri in uris:
+        if uri not in known:
+            known[uri] = server
+        elif known[uri] not in (server, None):
+            log.warning("upstreams `%s` and `%s` both list resource %r: its reads on the "
+                        "shared endpoint are refused", known[uri], server, uri[:200])
+            known[uri] = None
 
 
 def _unknown_tool(name: str) -> MCPError:

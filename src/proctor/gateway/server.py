@@ -105,8 +105,8 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
                             ) -> types.ReadResourceResult:
         async with binder.bind(ctx) as (session, creds):
             uri = str(params.uri)
-            server = view.servers[0] if not view.prefixed else session.resource_servers.get(uri)
-            if server is None or server not in view.servers:
+            server = await gateway.resource_server(session, view, uri)
+            if server is None:
                 raise rpc_error("resource_unknown",
                                 f"resource `{uri[:200]}` is not known here: list the resources "
                                 "first, or use its server's endpoint")

@@ -109,7 +109,8 @@ class GatewaySession:
         self._storing: dict[str, anyio.Lock] = {}
         self._inflight: set[anyio.CancelScope] = set()
         self._tasks: TaskGroup | None = None
-        self.resource_servers: dict[str, str] = {}  # resource uri -> server, from listing
+        # resource uri -> server, from listing (None: listed by more than one)
+        self.resource_servers: dict[str, str | None] = {}
         self.node_ids: list[str] = [self.id]  # the session node and its secret leases
         self.closed = anyio.Event()
         self.close_reason: str | None = None

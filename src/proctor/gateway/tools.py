@@ -7,6 +7,13 @@ defaults (``internal``; ``localhost`` for a stdio server, the URL's host for an
 HTTP one). The argument schema always comes from the live server's
 ``inputSchema``: it is what the server will actually accept.
 
+A tool whose schema the gateway will not evaluate (:mod:`proctor.gateway.schemas`: a
+``$ref`` outside it, a pattern with no linear-time match) is left out, as an invalid
+schema is, and logged; the registry remembers why, and a call of it is refused with
+``tool_schema_refused``. Checking arguments never raises: a schema that fails while it
+is evaluated (a reference within it that does not resolve) refuses the call with that
+code too.
+
 When discovery brings a new tool or a changed schema, the engine is rebuilt for
 the extended catalog and the active policies are validated again. If they no
 longer validate, the engine keeps its previous schema: the new tools are then
@@ -24,19 +31,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import mcp_types as types
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import SchemaError
 from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
 
+from proctor.codes import Code
 from proctor.documents import check_nesting
 from proctor.errors import ConfigError, DocumentError, PolicyValidationError, ProctorError
 from proctor.gateway.config import ToolLabels, UpstreamConfig
+from proctor.gateway.schemas import SchemaRefusedError, safe_validator
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
 from proctor.policy.known_tools import KnownTools
 
 __all__ = ["COMPLETION", "ELICITATION_ANSWER", "PROMPT_GET", "RESOURCE_READ",
-           "RESOURCE_SUBSCRIBE", "RESOURCE_UNSUBSCRIBE", "SAMPLING_ANSWER", "ExposedTool",
-           "ToolRegistry"]
+           "RESOURCE_SUBSCRIBE", "RESOURCE_UNSUBSCRIBE", "SAMPLING_ANSWER", "ArgumentProblem",
+           "ExposedTool", "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,15 @@ _MAX_SCHEMA_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class ArgumentProblem:
+    """Why a call's arguments are refused before any decision: ``arguments_invalid``
+    (they break the schema) or ``tool_schema_refused`` (the schema cannot be evaluated)."""
+
+    code: Code
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExposedTool:
     """A tool the gateway can forward: its catalog entry, as listed, and its validator."""
 
@@ -96,15 +114,30 @@ class ExposedTool:
     def tool_id(self) -> str:
         return self.spec.tool_id
 
-    def argument_errors(self, arguments: Mapping[str, Any]) -> str | None:
+    def argument_errors(self, arguments: Mapping[str, Any]) -> ArgumentProblem | None:
         """The first way ``arguments`` break the tool's ``inputSchema`` (naming the
-        argument, never its value), or None."""
-        error = next(iter(sorted(self.validator.iter_errors(dict(arguments)),
-                                 key=lambda e: list(e.absolute_path))), None)
+        argument, never its value), or None. Never raises: a schema that fails while it
+        is evaluated refuses the call (``tool_schema_refused``)."""
+        try:
+            error = next(iter(sorted(self.validator.iter_errors(dict(arguments)),
+                                     key=lambda e: [str(p) for p in e.absolute_path])), None)
+        except Unresolvable as exc:
+            return _unevaluated(self.tool_id, f"a reference within it does not resolve "
+                                f"(`{str(exc.ref)[:200]}`)")
+        except Exception as exc:  # fail closed: the decision path never raises
+            log.error("the input schema of %s failed on a call: %s", self.tool_id,
+                      type(exc).__name__)
+            return _unevaluated(self.tool_id, f"it failed ({type(exc).__name__})")
         if error is None:
             return None
         where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"
-        return f"argument `{where}` does not match the tool's input schema ({error.validator})"
+        return ArgumentProblem("arguments_invalid", f"argument `{where}` does not match the "
+                               f"tool's input schema ({error.validator})")
+
+
+def _unevaluated(tool_id: str, why: str) -> ArgumentProblem:
+    return ArgumentProblem("tool_schema_refused", f"the input schema of `{tool_id}` cannot "
+                           f"be evaluated: {why}")
 
 
 class ToolRegistry:
@@ -115,7 +148,13 @@ class ToolRegistry:
         self._stored = known
         self._bundle = {t.tool_id: t for t in engine.catalog}
         self._known: dict[str, ExposedTool] = {}
+        self._refused: dict[str, str] = {}  # tool id -> why its schema was refused
         self._lock = threading.Lock()
+
+    def refusal(self, tool_id: str) -> str | None:
+        """Why the tool's schema was refused when last listed (it is then left out of
+        the connection's tools), or None."""
+        return self._refused.get(tool_id)
 
     def register(self, upstream: UpstreamConfig, listed: Iterable[types.Tool]
                  ) -> dict[str, ExposedTool]:
@@ -163,8 +202,7 @@ class ToolRegistry:
             check_nesting(schema, what="input schema")
             if len(json.dumps(schema)) > _MAX_SCHEMA_BYTES:
                 raise ConfigError(f"input schema is over {_MAX_SCHEMA_BYTES} bytes")
-            cls = validator_for(schema, default=Draft202012Validator)
-            cls.check_schema(schema)
+            validator = safe_validator(schema)
             # the tool's own entry, then tools.yaml, then the upstream's labels
             layers = [own, _labels_of(bundled), upstream.labels]
             sensitivity = next((x.sensitivity for x in layers if x.sensitivity is not None),
@@ -175,11 +213,17 @@ class ToolRegistry:
             spec = ToolSpec(server=upstream.name, name=name, sensitivity=sensitivity,
                             destination=destination, connector=connector,
                             input_schema=dict(schema))
+        except SchemaRefusedError as exc:
+            log.error("upstream `%s` tool %r left out: its input schema is refused: %r",
+                      upstream.name, name[:128], exc.message)
+            self._refused[f"{upstream.name}/{name}"] = exc.message
+            return None
         except (ConfigError, DocumentError, SchemaError) as exc:
             message = exc.message if isinstance(exc, ProctorError) else "invalid input schema"
             log.error("upstream `%s` tool %r left out: %r", upstream.name, name[:128], message)
             return None
-        return ExposedTool(spec, listed, cls(schema))
+        self._refused.pop(spec.tool_id, None)
+        return ExposedTool(spec, listed, validator)
 
     def _extend(self, fresh: list[ExposedTool]) -> None:
         with self._lock:

@@ -146,16 +146,15 @@ class UpstreamConnection:
     def _client(self, read: Any, write: Any) -> ClientSession:
         relay = self._relay
         if relay is None:
-            return ClientSession(read, write)
+            return _Session(read, write)
         # The upstream may sample and elicit through the agent: relayed, guarded. The
         # session handles each message in a task of its own: MAX_HANDLING at once.
         gated, busy = self._handling.gated, self._handling.busy
-        return ClientSession(read, write,
-                             sampling_callback=gated(relay.sampling_for(self.name), busy),
-                             elicitation_callback=gated(relay.elicitation_for(self.name),
-                                                        busy),
-                             logging_callback=gated(relay.logging_for(self.name)),
-                             message_handler=cast(Any, gated(relay.messages_from(self.name))))
+        return _Session(read, write,
+                        sampling_callback=gated(relay.sampling_for(self.name), busy),
+                        elicitation_callback=gated(relay.elicitation_for(self.name), busy),
+                        logging_callback=gated(relay.logging_for(self.name)),
+                        message_handler=cast(Any, gated(relay.messages_from(self.name))))
 
     def _on_log(self) -> Callable[[Any], Awaitable[None]] | None:
         if self._relay is None:
@@ -438,17 +437,35 @@ class _OutputSchemas:
     def _validator(self, name: str, schema: dict[str, Any]) -> Any:
         validator = self._validators.get(name)
         if validator is None:
-            from jsonschema import SchemaError
-            from jsonschema.validators import validator_for
-            from referencing import Registry
+            validator = self._validators[name] = _output_validator(name, schema)
+        return validator
 
-            cls = validator_for(schema)
-            try:
-                cls.check_schema(schema)
-            except SchemaError:
-                raise RuntimeError(f"the output schema of tool {name} is invalid") from None
-            # `$ref`s resolve within the schema and the bundled metaschemas only (as the SDK)
-            validator = self._validators[name] = cls(schema, registry=Registry())
+
+def _output_validator(name: str, schema: dict[str, Any]) -> Any:
+    """A validator of tool ``name``'s output schema as the gateway makes every validator of
+    an upstream's schema (:mod:`proctor.gateway.schemas`: `$ref`s within the schema only,
+    patterns matched by RE2); a schema it refuses is invalid, as the SDK words it."""
+    from jsonschema import SchemaError
+
+    from proctor.gateway.schemas import SchemaRefusedError, safe_validator
+
+    try:
+        return safe_validator(schema)
+    except (SchemaError, SchemaRefusedError):
+        raise RuntimeError(f"the output schema of tool {name} is invalid") from None
+
+
+class _Session(ClientSession):
+    """The SDK's session, but for the validators of the tools' output schemas, made as
+    the direct path makes them (:func:`_output_validator`): the SDK's match patterns
+    with ``re``, which backtracks (an upstream's pattern and structured content could
+    hold the event loop for hours)."""
+
+    def _output_schema_validator(self, name: str, output_schema: dict[str, Any]) -> Any:
+        validator = self._tool_output_validators.get(name)
+        if validator is None:
+            validator = self._tool_output_validators[name] = _output_validator(
+                name, output_schema)
         return validator
 
 
