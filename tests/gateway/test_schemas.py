@@ -65,3 +65,16 @@ def test_unique_items_are_equal_as_json_schema_has_it() -> None:
     for same in ([1, 1.0], [None, None], [{"a": [1, {"b": None}]}, {"a": [1.0, {"b": None}]}],
                  [[1, "x"], [1, "x"]]):
         assert not validator.is_valid(same), same
+
+
+def test_the_re2_calls_the_search_makes_answer_as_it_reads_them() -> None:
+    # proctor.gateway.schemas._search asks google-re2's compiled object directly
+    import re2
+
+    from proctor.gateway.schemas import _compiled, _search
+
+    regexp = _compiled("^[a-z]+$")._regexp
+    assert regexp.Match(re2._Anchor.UNANCHORED, b"abc", 0, 3) == [(0, 3)]
+    assert regexp.Match(re2._Anchor.UNANCHORED, b"ab1", 0, 3)[0] == (-1, -1)
+    assert _search("b", "abc") and not _search("^b", "abc") and _search("é$", "café")
+    assert not _search("^.$", "\U0001F600\U0001F600") and _search("^..$", "\U0001F600!")

@@ -134,8 +134,18 @@ def _ecma_escapes(pattern: str) -> str:
     return "".join(out)
 
 
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
 def _search(pattern: str, text: str) -> bool:
-    return _compiled(pattern).search(text) is not None
+    """Whether ``pattern`` matches somewhere in ``text``. The compiled RE2 object is
+    asked directly (google-re2's own ``search`` maps every offset back to characters
+    and makes a match object: five times the cost, and a call may search each of its
+    property names twice); tests/gateway/test_schemas.py pins the calls."""
+    encoded = text.encode()
+    spans = _compiled(pattern)._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))
+    return bool(spans[0] != _NO_MATCH)
 
 
 # jsonschema's own keywords, with RE2 in place of `re` (their messages name no value)
