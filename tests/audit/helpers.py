@@ -59,3 +59,34 @@ def body_of(store: Store, seq: int) -> str:
     with store.engine.begin() as conn:
         return str(conn.execute(text("SELECT body FROM audit_events WHERE seq = :s"),
                                 {"s": seq}).scalar_one())
+
+
+def resign(store: Store, signer: Any, clock: FrozenClock, *, cut_through: int = 0) -> None:
+    """As whoever holds the key and the database would: sign every stored checkpoint
+    again, as one chain over the events as they are now, and (``cut_through``) a cut."""
+    from proctor.audit import ChainHead, load_checkpoints, sign_checkpoint
+    from proctor.audit.checkpoints import link_of
+    from proctor.audit.cuts import sign_cut
+
+    prev = None
+    with store.engine.begin() as conn:
+        for old in load_checkpoints(store):
+            held = conn.execute(text("SELECT hash FROM audit_events WHERE seq = :s"),
+                                {"s": old.seq}).scalar()
+            new = sign_checkpoint(signer, ChainHead(old.seq, held or old.hash), clock.now(),
+                                  prev=prev, every=link_of(old).every,
+                                  log_id=link_of(old).log)  # the log's id kept
+            conn.execute(text("UPDATE audit_checkpoints SET hash = :h, kid = :k, "
+                              "signed_at = :t, payload = :p, signature = :g WHERE seq = :s"),
+                         {"h": new.hash, "k": new.kid, "t": new.signed_at, "p": new.payload,
+                          "g": new.signature, "s": new.seq})
+            prev = new
+        if cut_through and prev is not None:
+            held = conn.execute(text("SELECT hash FROM audit_checkpoints WHERE seq = :s"),
+                                {"s": cut_through}).scalar_one()
+            cut = sign_cut(signer, cut_through, held, prev, clock.now())
+            conn.execute(text("DELETE FROM audit_cuts WHERE through = :s"), {"s": cut_through})
+            conn.execute(text("INSERT INTO audit_cuts (through, hash, kid, payload, signature) "
+                              "VALUES (:s, :h, :k, :p, :g)"),
+                         {"s": cut.through, "h": cut.hash, "k": cut.kid, "p": cut.payload,
+                          "g": cut.signature})

@@ -16,7 +16,7 @@ from proctor.audit import AuditLog, human_event
 from proctor.cli.main import app
 from proctor.clock import FrozenClock
 from proctor.grants import IssuerKeyring, load_master_key
-from proctor.keys import LEGACY_KEY_FILE, LocalSigner
+from proctor.keys import LEGACY_KEY_FILE, LocalSigner, Verifier
 from proctor.store import open_store
 from tests.audit.helpers import agent_event, execute
 
@@ -122,7 +122,7 @@ def test_checkpoint_and_archive(home: Path, tmp_path: Path) -> None:
     code, out = invoke("archive", "--up-to", "10", "--out", str(segment), "--json")
     assert code == 0 and json.loads(out)["events"] == 10
     code, out = invoke("verify", "--json")
-    assert code == 0 and json.loads(out)["first_seq"] == 11
+    assert code == 0 and json.loads(out)["first_seq"] == 11, out
     code, out = invoke("verify", "--archive", str(segment), "--json")
     assert code == 0 and json.loads(out)["events"] == 10
 
@@ -144,10 +144,26 @@ def test_verify_holds_an_archived_segment_to_a_checkpoint_kept_out_of_band(
     assert code == 0 and json.loads(out)["valid"], out
 
 
-def _append_with(signer: LocalSigner, database_url: str, clock: FrozenClock) -> None:
+class _Outside:
+    """``signer`` (a key outside the keyring) signing checkpoints after the keyring's,
+    whose keys it trusts."""
+
+    def __init__(self, signer: LocalSigner, keyring: IssuerKeyring) -> None:
+        self.signer, self.keyring = signer, keyring
+
+    def current_signer(self) -> LocalSigner:
+        return self.signer
+
+    def checkpoint_verifiers(self) -> dict[str, Verifier]:
+        return {**self.keyring.checkpoint_verifiers(), self.signer.kid: self.signer}
+
+
+def _append_with(signer: LocalSigner, database_url: str, clock: FrozenClock,
+                 home: Path) -> None:
     """Five more events, checkpointed by ``signer`` (a key outside the keyring)."""
     store = open_store(database_url)
-    with AuditLog(store, signer=signer, clock=clock, checkpoint_every=5) as audit:
+    keys = _Outside(signer, IssuerKeyring(store, clock, load_master_key(home)))
+    with AuditLog(store, signer=keys, clock=clock, checkpoint_every=5) as audit:
         for n in range(5):
             audit.record(agent_event(clock, 100 + n))
     store.close()
@@ -157,7 +173,7 @@ def test_a_checkpoint_by_a_key_outside_the_keyring_fails_unless_given_with_jwk(
     home: Path, tmp_path: Path, database_url: str, clock: FrozenClock
 ) -> None:
     stranger = LocalSigner.generate()
-    _append_with(stranger, database_url, clock)
+    _append_with(stranger, database_url, clock, home)
     code, out = invoke("verify", "--json")
     problem = json.loads(out)["problem"]
     assert code == 1 and (problem["seq"], problem["kind"]) == (15, "checkpoint_unknown_key")
@@ -208,7 +224,7 @@ def test_a_home_with_a_legacy_key_file_still_verifies_and_its_key_joins_the_keyr
     path = home / LEGACY_KEY_FILE
     path.write_bytes(legacy.to_pem())
     path.chmod(0o600)
-    _append_with(legacy, database_url, clock)
+    _append_with(legacy, database_url, clock, home)
     code, out = invoke("verify", "--json")
     assert code == 0, out
     assert json.loads(out)["checkpoints"] == 3

@@ -5,7 +5,8 @@ import proctor.audit
 
 def test_the_public_surface_is_exactly_all() -> None:
     public = {name for name in dir(proctor.audit) if not name.startswith("_")}
-    modules = {"attribution", "chain", "checkpoints", "deadlines", "driver", "events", "export",
+    modules = {"attribution", "chain", "checkpoint_chain", "checkpoints", "cuts", "deadlines",
+               "driver", "events", "export",
                "masking",
                "features", "ocsf", "query", "recording", "retention", "sinks", "streaming",
                "verification",

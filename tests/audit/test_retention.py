@@ -28,12 +28,13 @@ from tests.audit.helpers import agent_event, execute, record_many
 def test_archiving_keeps_both_parts_verifiable(
     audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
 ) -> None:
-    record_many(audit, clock, 25)
+    record_many(audit, clock, 15)
     keys = verifiers_for([signer])
     first = archive_segment(store, tmp_path / "one.jsonl", up_to_seq=15, signer=signer,
                             clock=clock, verifiers=keys)
     assert (first["from_seq"], first["to_seq"], first["events"]) == (1, 15, 15)
     assert 15 in [c.seq for c in load_checkpoints(store)]  # signed for the cut
+    record_many(audit, clock, 10)  # the writer's checkpoint at 20 follows the one at 15
     report = verify_store(store, keys)
     assert report.is_valid, report.problem
     assert (report.first_seq, report.events) == (16, 10)
@@ -136,12 +137,12 @@ def test_a_segment_with_its_event_lines_deleted_is_truncated(
 def test_kept_checkpoints_across_a_cut_by_retention(
     audit: AuditLog, store: Store, clock: FrozenClock, signer: LocalSigner, tmp_path: Path
 ) -> None:
-    record_many(audit, clock, 25)
+    record_many(audit, clock, 35)
     keys = verifiers_for([signer])
     by_seq = {c.seq: c for c in load_checkpoints(store)}
-    before, after = by_seq[10], by_seq[20]
+    before, after = by_seq[10], by_seq[30]
     path = tmp_path / "one.jsonl"
-    archive_segment(store, path, up_to_seq=15, signer=signer, clock=clock, verifiers=keys)
+    archive_segment(store, path, up_to_seq=20, signer=signer, clock=clock, verifiers=keys)
     assert verify_store(store, keys, [after]).is_valid  # after the cut: held
     report = verify_store(store, keys, [before, after])
     assert report.problem is not None  # before the cut: never taken as held
@@ -149,4 +150,4 @@ def test_kept_checkpoints_across_a_cut_by_retention(
     assert verify_archive(path, keys, [before]).is_valid  # the segment holds it
     outside = verify_archive(path, keys, [before, after])
     assert outside.problem is not None
-    assert (outside.problem.seq, outside.problem.kind) == (20, "checkpoint_unverifiable")
+    assert (outside.problem.seq, outside.problem.kind) == (30, "checkpoint_unverifiable")

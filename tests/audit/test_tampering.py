@@ -17,13 +17,13 @@ from proctor.audit import (
     sign_checkpoint,
     verifiers_for,
     verify_store,
-    write_checkpoint,
 )
+from proctor.audit.checkpoints import link_of
 from proctor.clock import FrozenClock
 from proctor.errors import AuditError
 from proctor.keys import LocalSigner
 from proctor.store import Store
-from tests.audit.helpers import body_of, execute, record_many
+from tests.audit.helpers import body_of, execute, record_many, resign
 
 
 @pytest.fixture
@@ -210,15 +210,7 @@ def test_a_chain_rewritten_and_signed_again_is_caught_by_a_checkpoint_kept_out_o
     # whoever holds the key (the master key and the database) re-signs the checkpoints
     kept = [_kept(chain, 20)]
     test_a_rewritten_tail_with_recomputed_hashes_is_caught_by_a_checkpoint(chain, signer)
-    execute(chain, "DELETE FROM audit_checkpoints WHERE seq >= 20")
-    write_checkpoint(chain, signer, clock)  # the rewritten head, at 30
-    with chain.engine.begin() as conn:
-        resigned = sign_checkpoint(signer, ChainHead(20, conn.execute(text(
-            "SELECT hash FROM audit_events WHERE seq = 20")).scalar_one()), clock.now())
-        conn.execute(text("INSERT INTO audit_checkpoints (seq, hash, kid, signed_at, payload, "
-                          "signature) VALUES (20, :h, :k, :t, :p, :s)"),
-                     {"h": resigned.hash, "k": resigned.kid, "t": resigned.signed_at,
-                      "p": resigned.payload, "s": resigned.signature})
+    resign(chain, signer, clock)  # as one chain of checkpoints
     assert verify_store(chain, verifiers_for([signer])).is_valid  # the store alone cannot
     assert kept_problem(chain, signer, kept) == (20, "checkpoint_mismatch")
 
@@ -269,7 +261,8 @@ def test_a_kept_checkpoint_before_a_forged_anchor_is_not_taken_as_held(
     kept = [_kept(chain, 10)]
     with chain.engine.begin() as conn:
         anchor = sign_checkpoint(signer, ChainHead(15, conn.execute(text(
-            "SELECT hash FROM audit_events WHERE seq = 15")).scalar_one()), clock.now())
+            "SELECT hash FROM audit_events WHERE seq = 15")).scalar_one()), clock.now(),
+            log_id=link_of(kept[0]).log)  # the log's own id, kept
         conn.execute(text("DELETE FROM audit_events WHERE seq <= 15"))
         conn.execute(text("DELETE FROM audit_keys WHERE seq <= 15"))
         conn.execute(text("DELETE FROM audit_checkpoints WHERE seq <= 15"))
@@ -277,6 +270,7 @@ def test_a_kept_checkpoint_before_a_forged_anchor_is_not_taken_as_held(
                           "signature) VALUES (15, :h, :k, :t, :p, :s)"),
                      {"h": anchor.hash, "k": anchor.kid, "t": anchor.signed_at,
                       "p": anchor.payload, "s": anchor.signature})
+    resign(chain, signer, clock, cut_through=15)  # the checkpoints' chain and a cut
     assert verify_store(chain, verifiers_for([signer])).is_valid  # the store alone cannot
     assert kept_problem(chain, signer, kept) == (10, "checkpoint_unverifiable")
     # a kept checkpoint the remaining chain holds still verifies

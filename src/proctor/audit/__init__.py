@@ -10,13 +10,13 @@ retention and the OCSF mapping.
 
 from proctor.audit.attribution import Attribution
 from proctor.audit.chain import GENESIS_HASH, ChainHead, canonical_json, chain_hash
+from proctor.audit.checkpoint_chain import write_checkpoint
 from proctor.audit.checkpoints import (
     Checkpoint,
     load_checkpoints,
     read_kept_checkpoints,
     sign_checkpoint,
     verifiers_for,
-    write_checkpoint,
 )
 from proctor.audit.driver import EventRow
 from proctor.audit.events import (

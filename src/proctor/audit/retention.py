@@ -3,11 +3,14 @@
 :func:`archive_segment` moves the events up to a position into a JSON Lines
 file and deletes them from the database. The file's first line names the
 checkpoint the segment starts after (none for position 1) and the checkpoint
-at its last event, signed now if there was none; the events follow in the
-export format (their task and actor keys go with them). The database keeps every
-checkpoint, so its chain now starts at a checkpoint, which
-:func:`~proctor.audit.verification.verify_store` accepts; :func:`verify_archive`
-checks a segment file on its own.
+at its last event, signed now if there was none (chained after the log's last
+checkpoint, so only at or past it); the events follow in the export format (their
+task and actor keys go with them). The database keeps every checkpoint, so its chain
+now starts at a checkpoint. The events are deleted by :func:`cut_segment`, in one
+transaction with a signed archive *cut* through the last of them
+(:mod:`proctor.audit.cuts`), made only if the log's last checkpoint still holds;
+:func:`~proctor.audit.verification.verify_store` requires it of a chain that starts
+after position 1. :func:`verify_archive` checks a segment file on its own.
 """
 
 from __future__ import annotations
@@ -17,24 +20,31 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, delete, insert, select
-
 from proctor.audit.chain import ChainHead, canonical_json
-from proctor.audit.checkpoints import Checkpoint, load_checkpoints, sign_checkpoint
-from proctor.audit.driver import iter_links
+from proctor.audit.checkpoint_chain import (
+    connection_fetch,
+    continue_from,
+    first_missing,
+    insert_checkpoint,
+    sign_after,
+)
+from proctor.audit.checkpoints import Checkpoint, digest_of, link_of, load_checkpoints
+from proctor.audit.cuts import insert_cut, sign_cut
+from proctor.audit.driver import WriteCursor, iter_links
 from proctor.audit.query import iter_events
 from proctor.audit.verification import ChainChecker, Problem, VerifyReport, with_kept
 from proctor.clock import Clock
 from proctor.documents import MAX_DEPTH, parse_json
 from proctor.errors import AuditError, AuditIntegrityError, DocumentError
-from proctor.keys import SignerSource, Verifier
+from proctor.keys import Signer, SignerSource, Verifier
 from proctor.store import Store
-from proctor.store.tables import audit_checkpoints, audit_events, audit_keys
 
-__all__ = ["SEGMENT_TYPE", "Segment", "archive_segment", "verify_archive", "write_segment"]
+__all__ = ["SEGMENT_TYPE", "Segment", "archive_segment", "cut_segment", "verify_archive",
+           "write_segment"]
 
 SEGMENT_TYPE = "proctor.audit.segment"
 _MAX_LINE_BYTES = 16 << 20
@@ -61,15 +71,21 @@ class Segment:
 def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
                     clock: Clock, verifiers: Mapping[str, Verifier]) -> dict[str, Any]:
     """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them
-    (:func:`write_segment`, then the cut, in a transaction of its own; an operator's
-    archive is cut with its event: :mod:`proctor.oversight.milestones`)."""
+    (:func:`write_segment`, then :func:`cut_segment`, in a transaction of its own; an
+    operator's archive is cut with its event: :mod:`proctor.oversight.milestones`)."""
     segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer, clock=clock,
                             verifiers=verifiers)
+    cutter = signer.current_signer()  # before the transaction: it may read the store
     with store.transaction() as conn:
-        _store_checkpoint(conn, segment.closing)
-        conn.execute(delete(audit_events).where(audit_events.c.seq <= segment.end.seq))
-        # the keys go with their events (a scan of the keys table: archiving is rare)
-        conn.execute(delete(audit_keys).where(audit_keys.c.seq <= segment.end.seq))
+        is_sqlite = store.backend == "sqlite"
+        if not is_sqlite:  # the head locked, as the writer's transaction has it
+            conn.exec_driver_sql("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        driver = conn.connection.driver_connection
+        assert driver is not None  # a connection checked out for this transaction
+        tx = WriteCursor(driver.cursor(), is_sqlite=is_sqlite)
+        wrong = cut_segment(tx, segment, cutter, verifiers, clock.now())
+    if wrong is not None:
+        raise AuditIntegrityError(f"refusing to archive: {wrong}")
     return segment.as_json()
 
 
@@ -78,10 +94,14 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
     """Write events up to ``up_to_seq`` to ``path`` (a new file); nothing is deleted.
 
     ``signer`` signs the checkpoint at ``up_to_seq`` if there is none yet (the segment's
-    closing checkpoint, stored with the cut); ``verifiers`` (by key id) check the
+    closing checkpoint, chained after the log's last, stored with the cut: so it is
+    refused, :class:`AuditError`, before the last checkpoint; archive up to a
+    checkpoint's position, or past the last); ``verifiers`` (by key id) check the
     chain's checkpoints first.
 
-    Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify.
+    Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify, or
+    the log's last checkpoint does not hold (see
+    :func:`~proctor.audit.checkpoint_chain.continue_from`).
     """
     checkpoints = load_checkpoints(store)
     checker = ChainChecker(checkpoints, verifiers)
@@ -95,7 +115,7 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
         raise AuditError(f"there is no event at position {up_to_seq} to archive up to")
     first, end = checker.first_seq, checker.head
     by_seq = {c.seq: c for c in checkpoints}
-    closing = by_seq.get(end.seq) or sign_checkpoint(signer.current_signer(), end, clock.now())
+    closing = by_seq.get(end.seq) or _closing(store, signer, clock, end, verifiers)
     header = {"type": SEGMENT_TYPE, "v": 1, "from_seq": first, "to_seq": end.seq,
               "anchor": by_seq[first - 1].as_json() if first > 1 else None,
               "checkpoint": closing.as_json()}
@@ -114,14 +134,66 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
     return Segment(path, first, end, closing)
 
 
-def _store_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
-    existing = conn.execute(select(audit_checkpoints.c.seq)
-                            .where(audit_checkpoints.c.seq == checkpoint.seq)).first()
-    if existing is None:
-        conn.execute(insert(audit_checkpoints).values(
-            seq=checkpoint.seq, hash=checkpoint.hash, kid=checkpoint.kid,
-            signed_at=checkpoint.signed_at, payload=checkpoint.payload,
-            signature=checkpoint.signature))
+def _closing(store: Store, keys: SignerSource, clock: Clock, end: ChainHead,
+             verifiers: Mapping[str, Verifier]) -> Checkpoint:
+    """A new checkpoint at ``end``, chained after the log's last one (stored at the cut)."""
+    signer = keys.current_signer()  # before the transaction: it may read the store
+    with store.reading() as conn:
+        fetch = connection_fetch(conn, store.backend == "sqlite")
+        last = fetch("SELECT max(seq) FROM audit_checkpoints", ())[0][0]
+        if last is not None and int(last) > end.seq:
+            raise AuditError(f"position {end.seq} has no checkpoint and lies before the last "
+                             f"one, at position {last}: archive up to a checkpoint's "
+                             "position, or past the last")
+        signed, wrong = sign_after(fetch, signer, verifiers, end, clock.now(), every=0)
+    if signed is None:
+        raise AuditIntegrityError(f"refusing to archive: {wrong}")
+    return signed
+
+
+_HASH_AT = "SELECT hash FROM audit_events WHERE seq = {p}"
+_PAYLOAD_AT = "SELECT payload FROM audit_checkpoints WHERE seq = {p}"
+_HEAD = "SELECT seq FROM audit_head WHERE id = 1"
+
+
+def cut_segment(tx: WriteCursor, segment: Segment, signer: Signer,
+                verifiers: Mapping[str, Verifier], now: datetime) -> str | None:
+    """Delete ``segment``'s events and their keys in ``tx`` (a transaction that holds the
+    head), with its closing checkpoint unless stored already and a signed archive cut
+    through its last event; why nothing was cut (None: cut). Nothing is cut unless the
+    segment's last event is still the one the file ends with, its closing checkpoint
+    (if new) still follows the log's last, and the log's last checkpoint holds."""
+    end, closing = segment.end, segment.closing
+    found = tx.rows(_HASH_AT + tx.for_share, [end.seq])
+    if not found or found[0][0] != end.hash:
+        return (f"the event at position {end.seq} was archived or changed while its "
+                "segment was written: nothing archived")
+    head = int(tx.rows(_HEAD)[0][0])
+    stored = tx.rows(_PAYLOAD_AT, [end.seq])
+    if not stored:  # signed for the file after the then-last checkpoint
+        last, wrong = continue_from(tx.rows, verifiers, at=end.seq, every=0)
+        if wrong is not None:
+            return wrong
+        if link_of(closing).prev != (None if last is None else (last.seq, digest_of(last))):
+            return (f"a checkpoint was signed after the segment's closing one, at position "
+                    f"{end.seq}: nothing archived (archive again)")
+        due = first_missing(end.seq, head + 1, link_of(closing).every)
+        if due is not None:
+            return f"no checkpoint at position {due} (checkpoints were deleted)"
+        insert_checkpoint(tx.execute, closing, tx.time(closing.signed_at))
+        last = closing
+    elif stored[0][0] != closing.payload:
+        return f"the checkpoint at position {end.seq} changed while its segment was written"
+    else:
+        last, wrong = continue_from(tx.rows, verifiers, at=head + 1, every=0)
+        if wrong is not None:
+            return wrong
+        assert last is not None  # the closing checkpoint, or one after it
+    insert_cut(tx.execute, sign_cut(signer, end.seq, end.hash, last, now))
+    tx.execute("DELETE FROM audit_events WHERE seq <= {p}", [end.seq])
+    # the keys go with their events (a scan of the keys table: archiving is rare)
+    tx.execute("DELETE FROM audit_keys WHERE seq <= {p}", [end.seq])
+    return None
 
 
 def _line(handle: BinaryIO, path: Path, number: int) -> Any:

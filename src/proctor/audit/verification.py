@@ -10,6 +10,16 @@ The walk stops at the first problem and names it by position (``seq``):
   tail was rewritten and re-hashed);
 - ``checkpoint_invalid``: a checkpoint whose signature does not hold;
 - ``checkpoint_unknown_key``: a checkpoint signed by a key no verifier knows;
+- ``checkpoint_missing``: no checkpoint at a multiple of the writer's ``every`` up to
+  the last event, or a checkpoint names one before it that is gone (checkpoints were
+  deleted, see :mod:`proctor.audit.checkpoint_chain`);
+- ``checkpoint_chain_broken``: a checkpoint does not follow the one before it (it
+  starts a new chain, belongs to another log, or the one it names was replaced);
+- ``cut_missing``: the chain starts after position 1 at a checkpoint of format 2, and
+  no signed archive cut through that position says an archive removed the events
+  before it (they were deleted);
+- ``cut_invalid``: that cut's signature does not hold, or it names another hash, or
+  a checkpoint the log no longer holds;
 - ``checkpoint_unverifiable``: a checkpoint kept out of band lies before the first
   stored event (archived, or deleted with a new anchor signed after it): the chain
   cannot be held to it, so it is not taken as held;
@@ -25,14 +35,16 @@ The walk stops at the first problem and names it by position (``seq``):
 
 A chain may start at a checkpoint (older events archived, see
 :mod:`proctor.audit.retention`): its first row must link to the hash of a
-valid checkpoint at the position just before it.
+valid checkpoint at the position just before it, and a signed archive cut through that
+position must say an archive removed them (:mod:`proctor.audit.cuts`; a cut at a
+checkpoint of format 1, archived by an earlier version, has none: a note says so).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +52,9 @@ from typing import Any
 from sqlalchemy import TextClause, select, text
 
 from proctor.audit.chain import GENESIS, ChainHead, chain_hash
-from proctor.audit.checkpoints import Checkpoint, check_checkpoint, load_checkpoints
+from proctor.audit.checkpoint_chain import DEFAULT_EVERY, chain_problem
+from proctor.audit.checkpoints import Checkpoint, check_checkpoint, link_of, load_checkpoints
+from proctor.audit.cuts import Cut, check_cut, load_cuts
 from proctor.audit.driver import TIME_KEY, first_index_mismatch, iter_links
 from proctor.errors import AuditUnavailableError, ProctorError
 from proctor.keys import Verifier
@@ -301,11 +315,18 @@ def with_kept(stored: list[Checkpoint], kept: Sequence[Checkpoint],
     never hides a stored one whose signature or row was tampered with."""
     problem: Problem | None = None
     by_seq = {c.seq: c for c in stored}
+    logs = (link_of(c).log for c in stored if check_checkpoint(c, verifiers) is None)
+    log = next((found for found in logs if found is not None), None) if kept else None
     for checkpoint in sorted(kept, key=lambda c: c.seq):
         reason = check_checkpoint(checkpoint, verifiers)
         ours = by_seq.get(checkpoint.seq)
+        theirs = None if reason is not None else link_of(checkpoint).log
         if reason is not None:
             found = Problem(checkpoint.seq, reason[0], f"kept {reason[1]}")
+        elif log is not None and theirs is not None and theirs != log:
+            found = Problem(checkpoint.seq, "checkpoint_mismatch", f"the checkpoint kept out "
+                            f"of band at position {checkpoint.seq} belongs to log `{theirs}`, "
+                            f"the stored checkpoints to log `{log}` (the log was replaced)")
         elif ours is not None and ours.hash != checkpoint.hash:
             found = Problem(checkpoint.seq, "checkpoint_mismatch", f"the stored checkpoint "
                             f"at position {checkpoint.seq} differs from the one kept out of "
@@ -337,9 +358,44 @@ def _unverifiable(kept: Sequence[Checkpoint], checker: ChainChecker,
                    "archived segment that covers it with `--archive` and `--checkpoint`)")
 
 
+def _cut_problem(checker: ChainChecker, head: ChainHead | None,
+                 cuts: Callable[[], Mapping[int, Cut]], verifiers: Mapping[str, Verifier]
+                 ) -> tuple[Problem | None, str | None]:
+    """Whether an archive cut the chain where it starts: the problem (``cut_missing``,
+    ``cut_invalid``) or a note (a cut by an earlier version, which signed none)."""
+    if checker.first_seq is not None:
+        through = checker.first_seq - 1
+    elif checker.problem is None and head is not None:
+        through = head.seq  # every event archived
+    else:
+        return None, None
+    anchor = checker.checkpoints.get(through)
+    if through < 1 or anchor is None:
+        return None, None  # the chain starts at 1, or is unanchored (found already)
+    if link_of(anchor).version < 2:
+        return None, (f"the events up to position {through} were archived by an earlier "
+                      "version, which signed no archive cut")
+    cut = cuts().get(through)  # read only here: most chains start at position 1
+    at = through + 1
+    if cut is None:
+        return Problem(at, "cut_missing", f"the events up to position {through} are gone "
+                       "without a signed archive cut (`proctor audit archive` signs one): "
+                       "they were deleted"), None
+    wrong = check_cut(cut, verifiers, checker.checkpoints)
+    if wrong is None and cut.hash != anchor.hash:
+        wrong = (f"the archive cut through position {through} names another hash than "
+                 "its checkpoint")
+    return (None if wrong is None else Problem(at, "cut_invalid", wrong)), None
+
+
 def verify_store(store: Store, verifiers: Mapping[str, Verifier],
-                 kept: Sequence[Checkpoint] = ()) -> VerifyReport:
+                 kept: Sequence[Checkpoint] = (), *,
+                 checkpoint_every: int = DEFAULT_EVERY) -> VerifyReport:
     """Walk the whole chain in ``store``; ``verifiers`` by key id check the checkpoints.
+
+    ``checkpoint_every`` is the writer's spacing of checkpoints, for the events before a
+    log's first checkpoint and after a last one that states none; every other gap is
+    checked against the spacing its checkpoint signed.
 
     ``kept`` are checkpoints kept out of band (``proctor audit checkpoint --json`` on a
     schedule): the chain must hold each of them, which shows a tail deleted with its
@@ -373,6 +429,18 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         if unverifiable is not None and (kept_problem is None
                                          or unverifiable.seq < kept_problem.seq):
             kept_problem = unverifiable
+        last_seq = (checker.head.seq if checker.head is not None
+                    else expected.seq if expected is not None else 0)
+        broken = chain_problem(sorted(checker.checkpoints.values(), key=lambda c: c.seq),
+                               last_seq=last_seq, every=checkpoint_every)
+        if broken is not None and checker.bad_checkpoint is not None \
+                and broken[0] >= checker.bad_checkpoint.seq:
+            broken = None  # a checkpoint left out for its signature is reported as such
+        cut_problem, cut_note = _cut_problem(checker, expected, lambda: load_cuts(store),
+                                             verifiers)
+        for found in (None if broken is None else Problem(*broken), cut_problem):
+            if found is not None and (kept_problem is None or found.seq < kept_problem.seq):
+                kept_problem = found
         if kept_problem is not None and (checker.problem is None
                                          or kept_problem.seq < checker.problem.seq):
             checker.problem = kept_problem
@@ -392,7 +460,7 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         if keys.seq == 1 and checker.first_seq is not None:
             keys = Problem(checker.first_seq, keys.kind, keys.message)
         also = keys
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = () if cut_note is None else (cut_note,)
     if checker.checkpoints == {} and checker.events:
-        notes = ("no valid signed checkpoint covers this chain",)
+        notes += ("no valid signed checkpoint covers this chain",)
     return checker.report(also=also, notes=notes)

@@ -78,6 +78,12 @@ from typing import Any, Protocol
 
 from proctor.audit.attribution import Attribution
 from proctor.audit.chain import ChainHead
+from proctor.audit.checkpoint_chain import (
+    DEFAULT_EVERY,
+    continue_from,
+    insert_checkpoint,
+    verifiers_of,
+)
 from proctor.audit.checkpoints import Checkpoint, sign_checkpoint
 from proctor.audit.deadlines import Deadlines
 from proctor.audit.driver import (
@@ -90,13 +96,16 @@ from proctor.audit.driver import (
 from proctor.audit.events import Actor, ActorType, AuditEvent
 from proctor.clock import Clock, SystemClock
 from proctor.errors import AuditUnavailableError
-from proctor.keys import Signer, SignerSource
+from proctor.keys import Signer, SignerSource, Verifier
 from proctor.store import Store, blocking
 
 __all__ = ["WITHDRAWN", "AuditLog", "BatchObserver", "ChainedRows", "Effects", "Receipt",
            "RecordedEvent", "WriteCursor"]
 
 log = logging.getLogger(__name__)
+
+_Signing = tuple[Signer, "dict[str, Verifier]"]
+"""A checkpoint's signer and the keys the log's last checkpoint may be signed by."""
 
 _MAX_RETRIES = 100
 
@@ -313,10 +322,15 @@ class AuditLog:
     operator's explicit choice to let decisions stand when they cannot be
     audited; the default fails closed.
 
-    ``signer`` signs a checkpoint every ``checkpoint_every`` events: the issuer
-    keyring in a deployment (one signer taken per checkpoint), any
-    :class:`~proctor.keys.LocalSigner` in tests; None signs nothing. A key that
-    cannot be had fails that batch like a write error.
+    ``signer`` signs a checkpoint at every multiple of ``checkpoint_every``, in the
+    transaction of the event there: the issuer keyring in a deployment (one signer taken
+    per checkpoint), any :class:`~proctor.keys.LocalSigner` in tests; None signs nothing.
+    A key that cannot be had fails that batch like a write error. Each checkpoint is
+    chained after the log's last one, read in that transaction and checked first
+    (:func:`~proctor.audit.checkpoint_chain.continue_from`); where it does not hold
+    (checkpoints deleted, the chain rewritten under them) nothing is signed over the
+    chain: the events are written, :attr:`integrity_problem` says why (an error in the
+    log too), and verification reports the missing checkpoint.
 
     ``attribution`` adds to its actor's events what only the caller knows (see
     :mod:`proctor.audit.attribution`).
@@ -324,7 +338,7 @@ class AuditLog:
 
     def __init__(self, store: Store, *, signer: SignerSource | None = None,
                  clock: Clock | None = None, max_batch: int = 512,
-                 max_pending: int = 100_000, checkpoint_every: int = 10_000,
+                 max_pending: int = 100_000, checkpoint_every: int = DEFAULT_EVERY,
                  timeout: float = 10.0, busy_timeout_ms: int | None = None,
                  fail_open: bool = False, attribution: Attribution | None = None) -> None:
         self.store = store
@@ -357,6 +371,9 @@ class AuditLog:
         # the asynchronous callers' time limits, per event loop, while any is waiting
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self._wake = threading.Event()  # the writer thread has something to write
+        # why the last checkpoint due was not signed (audit_integrity_failed); None once
+        # one is signed again
+        self.integrity_problem: str | None = None
         self.batches = 0  # statistics: transactions committed and events in them
         self.events_written = 0
         self._thread = threading.Thread(target=self._run, name="proctor-audit-writer",
@@ -692,7 +709,7 @@ class AuditLog:
                 return
             self._fail(batch, exc)
 
-    def _attempt(self, batch: Sequence[Receipt], signer: Signer | None, most: int, *,
+    def _attempt(self, batch: Sequence[Receipt], signer: _Signing | None, most: int, *,
                  wait: bool = True) -> bool:
         """One transaction of ``batch`` after the head in memory (not None); False if it
         wrote nothing (a checkpoint may fall in it and ``signer`` is None, or the head
@@ -717,11 +734,13 @@ class AuditLog:
                     rows.append((receipt, row))
                 if instead is None:  # its event stands: and the ones with it
                     rows.extend((None, more) for more in receipt.more)
-            chained, checkpoint = self._chain(head, [r for _, r in rows], signer)
+            chained = self._chain(head, [r for _, r in rows])
+            if signer is not None and chained:
+                self._sign(tx, head, chained, signer)
             if observer is not None and chained:
                 observer.appending(tx, head, ChainedRows(chained, [r[9] for _, r in rows]))
             written.extend(zip([r for r, _ in rows], chained, strict=True))
-            return chained, checkpoint, [r[8] for _, r in rows]
+            return chained, None, [r[8] for _, r in rows]
 
         new_head = self._conn.append(self._head, build, wait=wait)
         if new_head is None:
@@ -742,11 +761,38 @@ class AuditLog:
         return (self.signer is not None and every > 0
                 and (head.seq + most) // every > head.seq // every)
 
-    def _signer_for(self, head: ChainHead, most: int) -> Signer | None:
-        """The checkpoint signer, if appending up to ``most`` events may cross a checkpoint."""
+    def _signer_for(self, head: ChainHead, most: int) -> _Signing | None:
+        """The checkpoint signer and the keys its last checkpoint may be signed by, if
+        appending up to ``most`` events may cross a checkpoint."""
         if self.signer is None or not self._may_checkpoint(head, most):
             return None
-        return self.signer.current_signer()
+        return self.signer.current_signer(), verifiers_of(self.signer)
+
+    def _sign(self, tx: WriteCursor, head: ChainHead, rows: Sequence[EventRow],
+              signing: _Signing) -> None:
+        """Sign a checkpoint at each multiple of ``checkpoint_every`` among ``rows`` (the
+        batch chained after ``head``), each after the one before, the first after the
+        log's last checkpoint if that holds (else none: see the class docstring)."""
+        every = self._checkpoint_every
+        due = (head.seq // every + 1) * every if every > 0 else 0
+        if not every or due > rows[-1].seq:
+            return
+        signer, verifiers = signing
+        prev, wrong = continue_from(tx.rows, verifiers, at=due, every=every)
+        if wrong is not None:
+            if wrong != self.integrity_problem:
+                log.error("audit_integrity_failed: no checkpoint signed at position %d: %s",
+                          due, wrong)
+            self.integrity_problem = wrong
+            return
+        now = self.clock.now()
+        while due <= rows[-1].seq:
+            row = rows[due - head.seq - 1]
+            prev = sign_checkpoint(signer, ChainHead(due, row.hash), now, prev=prev,
+                                   every=every)
+            insert_checkpoint(tx.execute, prev, tx.time(now))
+            due += every
+        self.integrity_problem = None
 
     def _complete(self, batch: Sequence[Receipt]) -> None:
         """Wake every caller of ``batch``: threads directly, event loops once each."""
@@ -779,8 +825,7 @@ class AuditLog:
         for receipt in batch:
             receipt.error = error
 
-    def _chain(self, head: ChainHead, batch: Sequence[_Row], signer: Signer | None
-               ) -> tuple[list[EventRow], Checkpoint | None]:
+    def _chain(self, head: ChainHead, batch: Sequence[_Row]) -> list[EventRow]:
         seq, prev = head
         rows = []
         # chain_hash, with the previous hash kept as bytes from one link to the next;
@@ -795,8 +840,4 @@ class AuditLog:
                 seq, event_id, time, actor_type, actor_id, task, action, decision,
                 body.decode("utf-8"), prev, digest)))
             prev = digest
-        checkpoint = None
-        every = self._checkpoint_every
-        if signer is not None and every > 0 and seq // every > head.seq // every:
-            checkpoint = sign_checkpoint(signer, ChainHead(seq, prev), self.clock.now())
-        return rows, checkpoint
+        return rows

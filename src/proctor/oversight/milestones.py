@@ -11,10 +11,13 @@ change had committed, so a process that died between the two left a checkpoint, 
 log cut short, with nothing in the log saying who made it.
 
 The checkpoint signs the head as that transaction finds it (the last event before its
-own). The archive's segment file is written first (nothing is deleted yet); the cut
-checks that the segment's last event is still the one the file ends with
-(``audit_integrity_failed``: archived or changed meanwhile), stores the segment's closing
-checkpoint unless it is stored already, and deletes the events and their keys.
+own), chained after the log's last checkpoint, which must hold
+(:func:`~proctor.audit.checkpoint_chain.sign_after`; ``audit_integrity_failed``
+otherwise). The archive's segment file is written first (nothing is deleted yet); the
+cut (:func:`~proctor.audit.retention.cut_segment`) checks that the segment's last event
+is still the one the file ends with (``audit_integrity_failed``: archived or changed
+meanwhile), stores the segment's closing checkpoint unless it is stored already, signs
+the archive cut and deletes the events and their keys.
 
 Neither gives access nor takes it away; both change the record, so if the audit log
 cannot be written neither is made (:class:`~proctor.errors.AuditUnavailableError`; the
@@ -30,8 +33,8 @@ from pathlib import Path
 
 from proctor.audit import AuditEvent, AuditLog, Checkpoint, WriteCursor
 from proctor.audit.chain import ChainHead
-from proctor.audit.checkpoints import sign_checkpoint
-from proctor.audit.retention import Segment, write_segment
+from proctor.audit.checkpoint_chain import DEFAULT_EVERY, sign_after, verifiers_of
+from proctor.audit.retention import Segment, cut_segment, write_segment
 from proctor.audit.writer import WITHDRAWN
 from proctor.errors import AuditIntegrityError, ProctorError
 from proctor.keys import Signer, SignerSource, Verifier
@@ -42,7 +45,6 @@ from proctor.store.tables import audit_checkpoints
 __all__ = ["archive_with_event", "checkpoint_with_event"]
 
 _HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
-_HASH_AT = "SELECT hash FROM audit_events WHERE seq = {p}"
 
 
 def _columns(checkpoint: Checkpoint) -> dict[str, object]:
@@ -56,13 +58,14 @@ class _Signing:
     """The head as the transaction finds it, signed and stored (unless it is already)."""
 
     signer: Signer
+    verifiers: Mapping[str, Verifier]
     now: datetime
     event: AuditEvent
     made: Checkpoint | None = None
     refusal: ProctorError | None = None  # none: an empty chain is no refusal
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
-        self.made = None  # a retried batch applies it again
+        self.made, self.refusal = None, None  # a retried batch applies it again
         head = tx.rows(_HEAD)
         if not head or int(head[0][0]) == 0:
             return WITHDRAWN  # nothing to sign, nothing made
@@ -73,7 +76,11 @@ class _Signing:
             self.made = Checkpoint(int(row.seq), row.hash, row.kid, row.signed_at,
                                    row.payload, row.signature)
             return WITHDRAWN
-        self.made = sign_checkpoint(self.signer, ChainHead(seq, digest), self.now)
+        self.made, wrong = sign_after(tx.rows, self.signer, self.verifiers,
+                                      ChainHead(seq, digest), self.now, every=DEFAULT_EVERY)
+        if self.made is None:
+            self.refusal = AuditIntegrityError(f"refusing to sign a checkpoint: {wrong}")
+            return WITHDRAWN
         insert_row(tx, audit_checkpoints, _columns(self.made))
         return replace(self.event, target=f'AuditCheckpoint::"{seq}"',
                        detail={**self.event.detail, "kid": self.made.kid,
@@ -87,7 +94,8 @@ def checkpoint_with_event(audit: AuditLog, keys: SignerSource, event: AuditEvent
     checkpoint (one stored already at that head: no event), or None while the chain is
     empty. Raises :class:`~proctor.errors.AuditUnavailableError`: then nothing was
     stored."""
-    signing = _Signing(keys.current_signer(), event.time, event)  # it may read the store
+    # both may read the store: before the transaction
+    signing = _Signing(keys.current_signer(), verifiers_of(keys), event.time, event)
     commit_with_event(audit, event, signing)
     return signing.made
 
@@ -98,21 +106,17 @@ class _Cut:
     is still the one the file ends with."""
 
     segment: Segment
+    signer: Signer
+    verifiers: Mapping[str, Verifier]
+    now: datetime
     refusal: ProctorError | None = None
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None  # a retried batch applies it again
-        end = self.segment.end
-        found = tx.rows(_HASH_AT + tx.for_share, [end.seq])
-        if not found or found[0][0] != end.hash:
-            self.refusal = AuditIntegrityError(
-                f"the event at position {end.seq} was archived or changed while its "
-                "segment was written: nothing archived")
+        wrong = cut_segment(tx, self.segment, self.signer, self.verifiers, self.now)
+        if wrong is not None:
+            self.refusal = AuditIntegrityError(f"refusing to archive: {wrong}")
             return WITHDRAWN
-        insert_row(tx, audit_checkpoints, _columns(self.segment.closing), unless_taken=True)
-        tx.execute("DELETE FROM audit_events WHERE seq <= {p}", [end.seq])
-        # the keys go with their events (a scan of the keys table: archiving is rare)
-        tx.execute("DELETE FROM audit_keys WHERE seq <= {p}", [end.seq])
         return None
 
 
@@ -132,7 +136,9 @@ def archive_with_event(store: Store, audit: AuditLog, path: Path, *, up_to_seq: 
                     detail={**event.detail, **{key: shown[key] for key in (
                         "from_seq", "to_seq", "events", "path")}})
     try:
-        commit_with_event(audit, event, _Cut(segment))
+        cutter = signer.current_signer()  # and the keys it may have signed with till now
+        commit_with_event(audit, event, _Cut(segment, cutter,
+                                             {**verifiers, **verifiers_of(signer)}, event.time))
     except ProctorError:
         path.unlink(missing_ok=True)  # nothing was archived: no segment of it
         raise

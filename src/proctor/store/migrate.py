@@ -17,7 +17,7 @@ from proctor.errors import MigrationError
 __all__ = ["HEAD_REVISION", "is_current", "upgrade"]
 
 _SCRIPTS = Path(__file__).with_name("migrations")
-HEAD_REVISION = "0029"
+HEAD_REVISION = "0030"
 
 
 def is_current(engine: Engine) -> bool:

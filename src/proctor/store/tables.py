@@ -22,6 +22,7 @@ __all__ = [
     "api_tokens",
     "approval_grants",
     "audit_checkpoints",
+    "audit_cuts",
     "audit_events",
     "audit_head",
     "audit_keys",
@@ -146,6 +147,19 @@ audit_checkpoints = Table(
     Column("hash", String(64), nullable=False),
     Column("kid", String(64), nullable=False),
     Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+)
+
+# Signed archive cuts (proctor.audit.cuts): the events up to `through` were archived by
+# `proctor audit archive`, whose statement, signed and chained to the checkpoints, is
+# written in the transaction that deletes them (migration 0030).
+audit_cuts = Table(
+    "audit_cuts",
+    metadata,
+    Column("through", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("kid", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("signature", Text, nullable=False),
 )
