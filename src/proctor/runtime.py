@@ -29,6 +29,7 @@ from proctor.audit import Attribution, AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import Enforcer
+from proctor.errors import SigningKeyError
 from proctor.grants import (
     GrantAuthority,
     IssuerKeyring,
@@ -136,20 +137,25 @@ def open_keyring(settings: Settings, store: Store, clock: Clock,
     """The issuer keyring: it signs grants and audit checkpoints, on every node.
 
     A home from an earlier version holds its own checkpoint key in a plaintext
-    file (``keys/issuer.pem``). It is imported into the keyring, sealed and
-    retired (it signs nothing new and verifies no grant), so that the
-    checkpoints it signed verify on every node; the file itself is left for
-    the operator to delete, with a warning. For commands that open only the store
-    (``proctor audit``), ``master_key`` is read from the home here.
+    file (``keys/issuer.pem``). It is never imported here: a key file dropped into a
+    home would otherwise be trusted for checkpoints from the next start on. If such a
+    file's key is not in the keyring, a warning names the command that imports it,
+    once, as an audited operator action (``proctor audit import-key``). For commands
+    that open only the store (``proctor audit``), ``master_key`` is read from the home
+    here.
     """
     if master_key is None:
         master_key = load_master_key(settings.home)
     keyring = IssuerKeyring(store, clock, master_key)
-    legacy = load_legacy_signer(settings.home)
-    if legacy is not None:
-        keyring.import_retired(legacy)
-        log.warning("the checkpoint key in %s (key id %s) is in the issuer keyring now; "
-                    "delete that plaintext file", LEGACY_KEY_FILE, legacy.kid)
+    try:
+        legacy = load_legacy_signer(settings.home)
+    except SigningKeyError as exc:
+        log.warning("%s is not imported: %s", LEGACY_KEY_FILE, exc.message)
+        legacy = None
+    if legacy is not None and legacy.kid not in keyring.checkpoint_verifiers():
+        log.warning("the checkpoint key in %s (key id %s) is not in the issuer keyring: "
+                    "checkpoints it signed do not verify until `proctor audit import-key` "
+                    "imports it", LEGACY_KEY_FILE, legacy.kid)
     return keyring
 
 

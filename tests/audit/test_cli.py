@@ -217,7 +217,7 @@ def test_verify_refuses_a_jwk_file_that_holds_no_key_in_one_line(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_home_with_a_legacy_key_file_still_verifies_and_its_key_joins_the_keyring(
+def test_a_legacy_key_file_is_trusted_only_once_an_operator_imports_it(
     home: Path, database_url: str, clock: FrozenClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     legacy = LocalSigner.generate()  # the per-home key of an earlier version
@@ -225,19 +225,66 @@ def test_a_home_with_a_legacy_key_file_still_verifies_and_its_key_joins_the_keyr
     path.write_bytes(legacy.to_pem())
     path.chmod(0o600)
     _append_with(legacy, database_url, clock, home)
+    # a key file in the home is never imported on its own (one dropped there was
+    # trusted for checkpoints from the next start on)
+    code, out = invoke("verify", "--json")
+    problem = json.loads(out)["problem"]
+    assert code == 1 and (problem["seq"], problem["kind"]) == (15, "checkpoint_unknown_key")
+    assert "proctor audit import-key" in caplog.text
+    code, out = invoke("import-key", "--json")
+    assert code == 0 and json.loads(out)["kid"] == legacy.kid and json.loads(out)["imported"]
+    code, out = invoke("import-key", "--json")  # held already: nothing written
+    assert code == 0 and not json.loads(out)["imported"]
+    path.unlink()  # as the command says: the keyring holds the key now
     code, out = invoke("verify", "--json")
     assert code == 0, out
     assert json.loads(out)["checkpoints"] == 3
-    assert "delete that plaintext file" in caplog.text
-    path.unlink()  # as the warning says: the keyring holds the key now
-    code, out = invoke("verify", "--json")
-    assert code == 0, out
     store = open_store(database_url)
     keyring = IssuerKeyring(store, clock, load_master_key(home))
     assert legacy.kid in keyring.checkpoint_verifiers()
     assert legacy.kid not in {key["kid"] for key in keyring.jwks()["keys"]}  # no grant
     assert keyring.current().kid != legacy.kid  # and it signs nothing new
+    with store.engine.begin() as conn:  # the import is the operator's audited action
+        action, actor_type = conn.execute(text(
+            "SELECT action, actor_type FROM audit_events ORDER BY seq DESC LIMIT 1")).one()
+    assert (action, actor_type) == ("audit.key_import", "human")
     store.close()
+
+
+def test_a_legacy_key_file_others_can_read_is_refused_by_import_and_start_goes_on(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = home / LEGACY_KEY_FILE
+    path.write_bytes(LocalSigner.generate().to_pem())
+    path.chmod(0o644)
+    code, _ = invoke("verify", "--json")
+    assert code == 0 and "is not imported" in caplog.text
+    result = runner.invoke(app, ["audit", "import-key"])
+    assert result.exit_code == 1 and "readable by others" in result.stderr
+
+
+def test_a_legacy_key_is_not_imported_when_its_event_cannot_be_written(
+    home: Path, database_url: str, clock: FrozenClock
+) -> None:
+    from tests.cli.test_audited_commands import audit_down
+
+    legacy = LocalSigner.generate()
+    path = home / LEGACY_KEY_FILE
+    path.write_bytes(legacy.to_pem())
+    path.chmod(0o600)
+    with audit_down(database_url):
+        code, _ = invoke("import-key", "--json")
+    assert code == 1
+    store = open_store(database_url)
+    assert legacy.kid not in IssuerKeyring(store, clock, load_master_key(home)
+                                           ).checkpoint_verifiers()
+    store.close()
+
+
+def test_import_key_without_a_legacy_key_file_fails_in_one_line(home: Path) -> None:
+    result = runner.invoke(app, ["audit", "import-key"])
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_stream_once_sends_what_there_is_and_keeps_its_cursor(home: Path) -> None:

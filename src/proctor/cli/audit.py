@@ -355,6 +355,34 @@ def archive(
                       f"({result['events']} events) to {result['path']}")
 
 
+@app.command("import-key")
+def import_key(by: ByOpt = None, as_json: JsonOpt = False) -> None:
+    """Import the home's checkpoint key of an earlier version (`keys/issuer.pem`, mode
+    0600) into the issuer keyring, retired: it signs nothing new and verifies no grant,
+    and the checkpoints it signed verify on every node.
+
+    Stored with the operator's `audit.key_import` event, in one transaction; proctor
+    never imports it on its own. Delete the file afterwards.
+    """
+    from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
+    from proctor.oversight.key_import import import_key_with_event
+
+    with acting_store(by, as_json) as (settings, _store, keys, acting):
+        legacy = load_legacy_signer(settings.home)
+        if legacy is None:
+            fail(f"`{settings.home / LEGACY_KEY_FILE}` does not exist", code="request_invalid",
+                 as_json=as_json)
+        added = import_key_with_event(acting.audit, keys, legacy,
+                                      acting.event("audit.key_import", "", "imported"))
+    result = {"kid": legacy.kid, "file": str(settings.home / LEGACY_KEY_FILE),
+              "imported": added}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"{'imported' if added else 'the keyring holds already'} key "
+                      f"{legacy.kid}; delete {result['file']}", markup=False)
+
+
 @app.command("public-key")
 def public_key() -> None:
     """Print every issuer key that may have signed a checkpoint, as a public JWK Set.

@@ -103,21 +103,26 @@ class IssuerKeyring:
         return verifiers_for(PublicKeyVerifier(k.key.public_key)
                              for k in self._state[0].values())
 
+    def retired_row(self, signer: LocalSigner) -> dict[str, Any]:
+        """The ``issuer_keys`` row of ``signer``'s key, sealed, as a key that signs nothing
+        new and verifies no grant: to insert in a transaction of the caller's (an
+        operator's audited import, :mod:`proctor.oversight.key_import`)."""
+        return {"kid": signer.kid, "created_at": self._clock.now(), "verify_until": _NEVER,
+                "sealed_key": self._sealer.seal(signer.to_pem(), context=signer.kid.encode())}
+
     def import_retired(self, signer: LocalSigner) -> IssuerKey:
         """Add ``signer``'s key, sealed, as a key that signs nothing new and verifies no
         grant, so that what it signed before (audit checkpoints) still verifies.
 
-        Idempotent: a key the keyring already holds is left as it is.
+        Idempotent: a key the keyring already holds is left as it is. Nothing in proctor
+        calls it implicitly: an operator imports a key (``proctor audit import-key``).
         """
         if signer.kid not in self._state[0]:
             self.refresh()
         if signer.kid not in self._state[0]:
-            sealed = self._sealer.seal(signer.to_pem(), context=signer.kid.encode())
             try:
                 with self._store.transaction() as conn:
-                    conn.execute(insert(issuer_keys).values(
-                        kid=signer.kid, sealed_key=sealed, created_at=self._clock.now(),
-                        verify_until=_NEVER))
+                    conn.execute(insert(issuer_keys).values(**self.retired_row(signer)))
             except StoreError:
                 self.refresh()  # another process may have imported it first
                 if signer.kid not in self._state[0]:
