@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import operator
 import queue
 import threading
 from collections.abc import Sequence
@@ -190,6 +191,10 @@ def _row_of(event: AuditEvent) -> _Row:
             event.action, decision, body, time, event)
 
 
+# a row's time as its body holds it, and its event
+_time_of, _event_of = operator.itemgetter(8), operator.itemgetter(9)
+
+
 def _apply_effects(tx: WriteCursor, batch: Sequence[Receipt]) -> list[AuditEvent | None]:
     """The effects of ``batch``, applied: for each receipt, None or the event to write
     instead of its own; effects of a class with ``apply_all`` go together."""
@@ -226,7 +231,7 @@ class Receipt:
         self.row = _row_of(event) if event is not None else None
         # written right after ``event`` in its transaction, and only with it (effects
         # that name another event, or none, write none of these)
-        self.more = [_row_of(e) for e in more]
+        self.more = tuple(map(_row_of, more))
         self.result: RecordedEvent | None = None
         self.error: AuditUnavailableError | None = None
         self._future = future
@@ -287,6 +292,14 @@ class Receipt:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def _most(batch: Sequence[Receipt]) -> int:
+    """The events ``batch`` writes at most: each receipt's and its ``more``."""
+    return len(batch) + sum(map(len, map(_more_of, batch)))
+
+
+_more_of = operator.attrgetter("more")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -664,7 +677,7 @@ class AuditLog:
         """Write ``batch`` in one attempt that waits for nobody (see the module
         docstring); False, nothing written, where it would have to wait or retry."""
         head = self._head
-        most = len(batch) + sum(len(receipt.more) for receipt in batch)
+        most = _most(batch)
         if head is None or self._may_checkpoint(head, most):
             return False
         try:
@@ -686,7 +699,7 @@ class AuditLog:
 
     def _append(self, batch: Sequence[Receipt]) -> None:
         """Write ``batch``, setting each receipt's result or error."""
-        most = len(batch) + sum(len(receipt.more) for receipt in batch)  # events at most
+        most = _most(batch)
         try:
             for _attempt in range(_MAX_RETRIES):
                 if self._head is None:
@@ -723,7 +736,8 @@ class AuditLog:
             written.clear()
             if signer is None and self._may_checkpoint(head, most):
                 return None  # a checkpoint may fall in it: take a signer first
-            rows: list[tuple[Receipt | None, _Row]] = []
+            rows: list[_Row] = []
+            owners: list[Receipt | None] = []  # each row's receipt (None: one of ``more``)
             for receipt, instead in zip(batch, _apply_effects(tx, batch), strict=True):
                 row = receipt.row
                 if instead is WITHDRAWN:
@@ -731,16 +745,18 @@ class AuditLog:
                 if instead is not None:
                     row = _row_of(self._attributed(instead))
                 if row is not None:
-                    rows.append((receipt, row))
-                if instead is None:  # its event stands: and the ones with it
-                    rows.extend((None, more) for more in receipt.more)
-            chained = self._chain(head, [r for _, r in rows])
+                    rows.append(row)
+                    owners.append(receipt)
+                if instead is None and receipt.more:  # its event stands: and the ones with it
+                    rows.extend(receipt.more)
+                    owners.extend([None] * len(receipt.more))
+            chained = self._chain(head, rows)
             if signer is not None and chained:
                 self._sign(tx, head, chained, signer)
             if observer is not None and chained:
-                observer.appending(tx, head, ChainedRows(chained, [r[9] for _, r in rows]))
-            written.extend(zip([r for r, _ in rows], chained, strict=True))
-            return chained, None, [r[8] for _, r in rows]
+                observer.appending(tx, head, ChainedRows(chained, list(map(_event_of, rows))))
+            written.extend(zip(owners, chained, strict=True))
+            return chained, None, list(map(_time_of, rows))
 
         new_head = self._conn.append(self._head, build, wait=wait)
         if new_head is None:
