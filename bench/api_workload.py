@@ -1,20 +1,17 @@
 """The API bench's workload: a proctor home on PostgreSQL with one agent (own key,
 P-256) holding one grant for ``git/git_log`` under ``/srv/repos/``, and the requests it
-sends, each with a fresh proof of possession.
+sends, each with a fresh proof of possession and its own identity proof.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc import jwt
-from joserfc.jwk import ECKey
 
+from proctor.client import AgentKey
 from proctor.config import Settings
 from proctor.grants import GrantScope, IssuedGrant, make_proof
 from proctor.grants.proofs import public_jwk
@@ -60,12 +57,13 @@ def set_up(home: Path, pg_url: str) -> Setup:
     return Setup(runtime, key, grant)
 
 
-def workload_proof(key: ec.EllipticCurvePrivateKey, runtime: Runtime) -> str:
-    """The agent's own-key proof (a JWS good for 5 minutes), sent as a bearer token."""
-    at = int(runtime.clock.now().timestamp())
-    claims = {"sub": AGENT, "iss": AGENT, "aud": runtime.registry.trust.audience, "iat": at,
-              "exp": at + 300, "jti": secrets.token_hex(8)}
-    return jwt.encode({"alg": "ES256"}, claims, ECKey.import_key(key), algorithms=["ES256"])
+def workload_proof(key: ec.EllipticCurvePrivateKey, runtime: Runtime, *, url: str,
+                   body: bytes) -> str:
+    """The agent's own-key identity proof for one ``POST`` of ``body`` to ``url``, sent as a
+    bearer token: signed by proctor's SDK, as an agent's is, for that request alone."""
+    return AgentKey(key).identity_proof(AGENT, audience=runtime.registry.trust.audience,
+                                        now=runtime.clock.now(), method="POST", url=url,
+                                        body=body)
 
 
 def proofs(setup: Setup, count: int) -> list[str]:
@@ -76,30 +74,29 @@ def proofs(setup: Setup, count: int) -> list[str]:
 
 
 class Requests:
-    """Fresh requests, made as they are sent: a proof is good for 60 s, an own-key
-    workload proof for 5 minutes, and the phases of a loaded machine last longer."""
+    """Fresh requests, made as they are sent: a proof of possession and an identity proof
+    are each good for one request, within a minute, and the phases of a loaded machine
+    last longer."""
 
     def __init__(self, setup: Setup, port: int, limit: int) -> None:
         self._setup = setup
         self._port = port
+        self._url = f"http://127.0.0.1:{port}/v1/decide"
         self.limit = limit
         self.made = 0
-        self._workload = workload_proof(setup.key, setup.runtime)
-        self._workload_at = time.monotonic()
 
     def next(self) -> bytes | None:
         if self.made >= self.limit:
             return None
         self.made += 1
-        if time.monotonic() - self._workload_at > 120:
-            self._workload = workload_proof(self._setup.key, self._setup.runtime)
-            self._workload_at = time.monotonic()
         proof = proofs(self._setup, 1)[0]
         body = json.dumps({"token": self._setup.grant.token, "proof": proof,
                            "call": {"tool": TOOL, "args": ARGS}, "target": TARGET},
                           separators=(",", ":")).encode()
+        identity = workload_proof(self._setup.key, self._setup.runtime, url=self._url,
+                                  body=body)
         head = (f"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1:{self._port}\r\n"
-                f"Authorization: Bearer {self._workload}\r\n"
+                f"Authorization: Bearer {identity}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                 ).encode()
         return head + body

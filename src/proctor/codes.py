@@ -75,7 +75,7 @@ Code = Literal[
     "manifest_changed", "proof_too_large", "proof_malformed", "proof_algorithm_not_allowed",
     "proof_key_unknown", "proof_keys_stale", "proof_invalid_signature", "proof_wrong_issuer",
     "proof_wrong_audience", "proof_expired", "proof_not_yet_valid", "proof_claims_invalid",
-    "proof_method_mismatch",
+    "proof_method_mismatch", "proof_unbound", "proof_wrong_request",
     # grants: tokens, proofs of possession, scope, uses, delegation, issuance
     "grant_malformed", "grant_too_large", "grant_algorithm_not_allowed", "grant_unknown_key",
     "grant_signature_invalid", "grant_wrong_issuer", "grant_wrong_audience", "grant_expired",
@@ -257,6 +257,14 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                   "malformed, or the proof lives too long"),
     "proof_method_mismatch": _auth("the agent is registered to prove its identity another "
                                    "way"),
+    "proof_unbound": _auth("an own-key identity proof that names no request (no `htm` and "
+                           "`htu`): one made to be reused, as proctor's SDK did before "
+                           "identity proofs were bound to their request and taken once; "
+                           "the agent signs one for each request (an up-to-date SDK does)"),
+    "proof_wrong_request": _auth("an own-key identity proof signed for another request "
+                                 "(`htm`, `htu`, `bh`: method, URL, body) than the one it "
+                                 "came with, or where no request is named (a console "
+                                 "sign-in, a holder's identity)"),
     # grants
     "grant_malformed": _auth("a grant that is not a compact JWS with complete claims", 422),
     "grant_too_large": _auth("a grant over the size cap", 422),
@@ -290,7 +298,8 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "proof_key_private": _auth("the proof's header carries a private key"),
     "proof_wrong_key": _auth("the proof is signed by another key than the grant is bound to"),
     "proof_stale": _auth("the proof of possession is too old or from the future"),
-    "proof_replayed": _auth("this proof of possession was already used"),
+    "proof_replayed": _auth("this proof of possession (or own-key identity proof) was "
+                            "already used"),
     "proof_wrong_target": _auth("the proof is signed over another method or URL"),
     "scope_invalid": CodeInfo("a scope document that cannot be parsed", 422),
     "delegation_widens_scope": CodeInfo("a child grant asks for more than its parent's scope",

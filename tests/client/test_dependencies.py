@@ -27,7 +27,10 @@ PROGRAM = textwrap.dedent("""
 
     key = client.AgentKey.generate()
     protocol = Protocol("http://proctor.test", "spiffe://acme.example/agent/a", key)
-    assert protocol.headers()["Authorization"].startswith("Bearer ey")
+    import httpx
+    request = httpx.Request("POST", "http://proctor.test/v1/tasks", json={"purpose": "p"})
+    signed = next(protocol.auth.auth_flow(request))
+    assert signed.headers["Authorization"].startswith("Bearer ey")
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print("loaded:", loaded)
     parts = sorted({m.split(".")[1] for m in sys.modules

@@ -161,13 +161,18 @@ async def test_a_tool_review_accepts_only_the_definition_its_page_showed(
 
 
 async def test_an_agents_credential_cannot_sign_in(agents: Api) -> None:
+    # an own-key identity proof is taken only by the API request it names, and a sign-in
+    # form cannot be named by the proof it carries: refused before the agent is taken to
+    # be anyone, and audited as the agent's proof presented where it was not made for
     async with client_for(agents) as client:
-        refused = await sign_in(client, agents.agent(SUPPORT)["Authorization"].split()[1])
-        assert refused.status_code == 403
-        assert "agents never sign in" in refused.text
+        refused = await sign_in(client, agents.proof(SUPPORT, "POST", "/console/login"))
+        assert refused.status_code == 401
+        assert "taken only by the API request it was signed for" in refused.text
         assert "proctor_session" not in refused.headers.get("set-cookie", "")
-    [event] = agents.refusals(ActorType.AGENT)
-    assert (event.event["action"], event.event["actor"]["id"]) == ("console.login", SUPPORT)
+    assert agents.refusals(ActorType.AGENT) == []
+    [event] = agents.refusals(ActorType.SYSTEM)
+    assert (event.event["action"], event.event["actor"]["id"], event.event["target"]) == (
+        "api:authenticate", "unauthenticated", f'Agent::"{SUPPORT}"')
 
 
 async def test_a_wrong_token_is_a_clear_401_and_guessing_is_rate_limited(agents: Api) -> None:

@@ -39,6 +39,7 @@ from proctor.store import Store, open_store
 from tests.e2e.grant_world import ISSUER, example_engine, grant_authority
 from tests.identity.factories import (
     AUDIENCE,
+    REQUEST,
     SvidAuthority,
     manifest,
     own_key_proof,
@@ -91,7 +92,7 @@ def world(database_url: str, registry: AgentRegistry, authenticator: Authenticat
                       proof=JwtSvidProof(), manifest=manifest())
     # Both prove who they are: the planner with its key, the worker with a JWT-SVID.
     assert authenticator.authenticate(
-        own_key_proof(planner_key, PLANNER, clock.now())).agent.id == PLANNER
+        own_key_proof(planner_key, PLANNER, clock.now()), request=REQUEST).agent.id == PLANNER
     assert authenticator.authenticate(
         svid_authority.svid(WORKER, clock.now())).agent.id == WORKER
     engine = example_engine(registry)
@@ -206,7 +207,9 @@ def test_a_delegator_cannot_bind_a_keyless_agents_grant_to_its_own_key(
             clock.now()),
     }
     assert {name: redeem(h) for name, h in attempts.items()} == {
-        "no identity": "holder_identity_missing", "own identity": "holder_identity_mismatch",
+        # an own-key identity proof is taken only by the API request it names: it binds
+        # no key (the planner's was `holder_identity_mismatch` before)
+        "no identity": "holder_identity_missing", "own identity": "holder_identity_invalid",
         "untied key": "proof_wrong_target", "forged svid": "holder_identity_invalid",
         "shared svid": "holder_identity_invalid"}
     # a direct issue for the worker's task with the planner's key is refused the same way
@@ -214,7 +217,7 @@ def test_a_delegator_cannot_bind_a_keyless_agents_grant_to_its_own_key(
     for holder in (attempts["no identity"], attempts["own identity"]):
         with pytest.raises(GrantError) as refused:
             w.authority.issue(worker_task.id, APP_LOG, holder=holder)
-        assert refused.value.code in {"holder_identity_missing", "holder_identity_mismatch"}
+        assert refused.value.code in {"holder_identity_missing", "holder_identity_invalid"}
     with pytest.raises(GrantError) as no_proof:
         w.authority.issue(worker_task.id, APP_LOG)
     assert no_proof.value.code == "holder_identity_missing"

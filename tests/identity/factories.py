@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from spiffe import JwtBundle
 from proctor.config import Settings
 from proctor.identity import Manifest, OidcIssuer, jwt_bundle_from_jwks
 from proctor.identity.jwks import Fixed
+from proctor.identity.request_proofs import BoundRequest
+from proctor.jose.dpop import body_hash
 
 TRUST_DOMAIN = "acme.example"
 AUDIENCE = "spiffe://acme.example/proctor"
@@ -30,6 +33,8 @@ CODER = "spiffe://acme.example/agent/coder"
 BUILDER = "spiffe://acme.example/agent/builder"
 ISSUER = "https://cluster.acme.example"
 OIDC_AUDIENCE = "proctor"
+# the request an own-key proof is made for, unless a test names another
+REQUEST = BoundRequest("POST", "https://proctor.acme.example/v1/tasks", b'{"purpose":"p"}')
 
 
 def digest(char: str) -> str:
@@ -86,10 +91,16 @@ def hs256_with(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) ->
     return f"{signing_input}.{b64(mac)}"
 
 
-def proof_claims(agent_id: str, now: datetime, *, ttl: int = 120, **extra: Any) -> dict[str, Any]:
+def proof_claims(agent_id: str, now: datetime, *, ttl: int = 120,
+                 request: BoundRequest | None = REQUEST, **extra: Any) -> dict[str, Any]:
+    """An own-key proof's claims, for ``request`` (None: for no request, as proofs were
+    made before they were bound to one); a claim given as None is left out."""
     at = int(now.timestamp())
     claims: dict[str, Any] = {"sub": agent_id, "iss": agent_id, "aud": AUDIENCE, "iat": at,
-                              "exp": at + ttl, "jti": f"proof-{at}"}
+                              "exp": at + ttl, "jti": f"proof-{secrets.token_urlsafe(12)}"}
+    if request is not None:
+        claims |= {"htm": request.method, "htu": request.url,
+                   "bh": body_hash(request.body or b"")}
     claims.update(extra)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -101,7 +112,8 @@ def sign(key: ECKey | OKPKey | RSAKey, alg: str, claims: dict[str, Any],
 
 def own_key_proof(key: ECKey | OKPKey, agent_id: str, now: datetime, *,
                   alg: str | None = None, **extra: Any) -> str:
-    """A valid own-key proof for ``agent_id`` (claims overridable with ``extra``)."""
+    """A valid own-key proof for ``agent_id``, for :data:`REQUEST` unless ``request=`` names
+    another (claims overridable with ``extra``)."""
     chosen = alg or ("ES256" if isinstance(key, ECKey) else "Ed25519")
     return sign(key, chosen, proof_claims(agent_id, now, **extra))
 

@@ -17,7 +17,15 @@ from proctor.identity import (
 from proctor.policy import EntityRef, PolicyEngine, ToolCatalog, ToolSpec, call_context
 from proctor.policy.model import DecisionRequest, Outcome
 
-from .factories import BUILDER, CODER, SvidAuthority, manifest, own_key_proof, public_jwk
+from .factories import (
+    BUILDER,
+    CODER,
+    REQUEST,
+    SvidAuthority,
+    manifest,
+    own_key_proof,
+    public_jwk,
+)
 
 POLICY = """
 @id("builders-time")
@@ -34,7 +42,8 @@ def test_an_own_key_agent_and_a_jwt_svid_agent_authenticate_and_reach_policy(
     registry.register(BUILDER, owner="bob@acme.example", groups=["builders"],
                       proof=JwtSvidProof(), manifest=manifest())
 
-    by_key = authenticator.authenticate(own_key_proof(p256_key, CODER, wall_clock.now()))
+    by_key = authenticator.authenticate(own_key_proof(p256_key, CODER, wall_clock.now()),
+                                        request=REQUEST)
     by_svid = authenticator.authenticate(svid_authority.svid(BUILDER, wall_clock.now()))
     assert (by_key.agent.id, by_key.identity.method) == (CODER, ProofMethod.OWN_KEY)
     assert (by_svid.agent.id, by_svid.identity.method) == (BUILDER, ProofMethod.JWT_SVID)

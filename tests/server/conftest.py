@@ -7,7 +7,7 @@ times); tests move it to expire things or to refill rate-limit buckets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from joserfc.jwk import ECKey
 
 from proctor.audit import ActorType, EventFilter, StoredEvent, search_events
+from proctor.client import AgentAuth, AgentKey
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.grants import make_proof
@@ -31,6 +32,10 @@ CODER = "spiffe://acme.example/agent/coder"
 OWNER = "bob@acme.example"
 BASE_URL = "http://proctor.test"
 TARGET = "https://gateway.acme.example/mcp"
+AUDIENCE = "spiffe://acme.example/proctor"
+# A test's request header: send this request as that agent, with an own-key identity
+# proof made for it as it leaves (proctor's SDK, AgentAuth), as the agent's SDK does.
+AS_AGENT = "x-test-as-agent"
 
 
 @pytest.fixture
@@ -79,10 +84,33 @@ class Api:
                                                                          issuers=())
         return {"Authorization": f"Bearer {minted.token}"}
 
+    @property
+    def auth(self) -> httpx.Auth:
+        """What signs this client's requests as agents (:class:`SignsAsAgent`): for
+        another client of the app."""
+        auth = self.client.auth
+        assert auth is not None
+        return auth
+
     def agent(self, agent_id: str) -> dict[str, str]:
-        """An agent's own-key workload proof, made now."""
-        proof = own_key_proof(self.keys[agent_id], agent_id, self.clock.now())
-        return {"Authorization": f"Bearer {proof}"}
+        """Headers that send a request as ``agent_id``: a fresh own-key identity proof for
+        that request is signed as it is sent (:class:`SignsAsAgent`), so the same headers
+        may be sent again."""
+        return {AS_AGENT: agent_id}
+
+    def proof(self, agent_id: str, method: str, path: str, body: bytes = b"") -> str:
+        """An agent's own-key identity proof for one request to this API, made now."""
+        return AgentKey(self.private_key(agent_id)).identity_proof(
+            agent_id, audience=AUDIENCE, now=self.clock.now(), method=method,
+            url=BASE_URL + path, body=body)
+
+    def bearer(self, agent_id: str, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+        """``Authorization`` with :meth:`proof`."""
+        return {"Authorization": f"Bearer {self.proof(agent_id, method, path, body)}"}
+
+    def own_key_proof(self, agent_id: str) -> str:
+        """An agent's own-key proof for the tests' default request (not this API's)."""
+        return own_key_proof(self.keys[agent_id], agent_id, self.clock.now())
 
     def private_key(self, agent_id: str) -> ec.EllipticCurvePrivateKey:
         key = self.keys[agent_id].private_key
@@ -145,12 +173,38 @@ def make_app(runtime: Runtime, config: ServerConfig | None = None) -> tuple[Fast
     return create_app(runtime, config), minted.token
 
 
+class SignsAsAgent(httpx.Auth):
+    """A test client's auth: a request with an :data:`AS_AGENT` header is sent as that
+    agent, signed by proctor's SDK (:class:`~proctor.client.AgentAuth`) as it leaves."""
+
+    requires_request_body = True
+
+    def __init__(self) -> None:
+        self.api: Api | None = None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        agent_id = request.headers.pop(AS_AGENT, None)
+        if agent_id is None or self.api is None:
+            yield request
+            return
+        api = self.api
+        yield from AgentAuth(agent_id, AgentKey(api.private_key(agent_id)), audience=AUDIENCE,
+                             clock=api.clock).auth_flow(request)
+
+
+def api_client(app: FastAPI, signer: SignsAsAgent, **options: Any) -> httpx.AsyncClient:
+    """A client of the in-process ``app`` whose requests may be sent as agents."""
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+    return httpx.AsyncClient(transport=transport, base_url=BASE_URL, auth=signer, **options)
+
+
 @pytest.fixture
 async def api(runtime: Runtime, frozen: FrozenClock) -> AsyncIterator[Api]:
     app, token = make_app(runtime)
-    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-        yield Api(client, app, runtime, frozen, token)
+    signer = SignsAsAgent()
+    async with api_client(app, signer) as client:
+        signer.api = Api(client, app, runtime, frozen, token)
+        yield signer.api
 
 
 @pytest.fixture

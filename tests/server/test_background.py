@@ -72,7 +72,8 @@ async def test_another_process_follows_policy_agent_and_shadow_changes(
     grant = await api.grant(SUPPORT, [{"tool": "crm/issue_refund"}])
 
     async def decide_on_other(amount: int) -> str:
-        response = await client.post("/v1/decide", headers=api.agent(SUPPORT), json={
+        response = await client.post("/v1/decide", headers=api.agent(SUPPORT),
+                                     auth=api.auth, json={
             "token": grant["token"], "proof": api.call_proof(SUPPORT, grant["token"]),
             "call": {"tool": "crm/issue_refund",
                      "args": {"customer_id": "c", "amount_cents": amount}},
@@ -93,14 +94,15 @@ async def test_another_process_follows_policy_agent_and_shadow_changes(
     assert await decide_on_other(3000) == "deny"
 
     await api.client.post(f"/v1/agents/{SUPPORT}/suspend", headers=api.admin, json={})
-    assert_problem(await client.get("/v1/whoami", headers=api.agent(SUPPORT)), 401,
+    assert_problem(await client.get("/v1/whoami", headers=api.agent(SUPPORT),
+                                    auth=api.auth), 401,
                    "agent_not_active")
 
     # an agent registered through one process acts through the other
     await api.register(NEW, "support-agents")
     await anyio.to_thread.run_sync(other_background.sync_once)
     fresh = await api.grant(NEW, [{"tool": "kb/search_articles"}])
-    answer = await client.post("/v1/decide", headers=api.agent(NEW), json={
+    answer = await client.post("/v1/decide", headers=api.agent(NEW), auth=api.auth, json={
         "token": fresh["token"], "proof": api.call_proof(NEW, fresh["token"]),
         "call": {"tool": "kb/search_articles", "args": {"query": "q"}}, "target": TARGET})
     assert (answer.json()["decision"], answer.json()["policy_ids"]) == ("allow", ["support-kb"])

@@ -233,7 +233,8 @@ async def test_the_direct_path_answers_as_fastapis_route(agents: Api,
     api = agents
     routed_transport = httpx.ASGITransport(app=api.app, client=("10.1.2.3", 40000),
                                            root_path="/routed")
-    routed = httpx.AsyncClient(transport=routed_transport, base_url="http://proctor.test")
+    routed = httpx.AsyncClient(transport=routed_transport, base_url="http://proctor.test",
+                               auth=api.auth)
     routings = 0
     route = type(api.app.router).__call__
 

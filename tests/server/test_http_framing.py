@@ -59,7 +59,8 @@ async def _decide_request(api: Api) -> tuple[bytes, bytes]:
     head = (b"POST /v1/decide HTTP/1.1\r\nHost: proctor.test\r\n"
             b"Content-Type: application/json\r\nConnection: close\r\n"
             + b"".join(b"%s: %s\r\n" % (name.encode(), value.encode())
-                       for name, value in api.agent(SUPPORT).items()))
+                       for name, value in api.bearer(SUPPORT, "POST", "/v1/decide",
+                                                     body).items()))
     return head, body
 
 

@@ -16,7 +16,17 @@ from proctor.grants import make_proof
 from proctor.runtime import Runtime, issuer_for, open_runtime
 from tests.identity.factories import SvidAuthority, manifest, svid_home
 
-from .conftest import BASE_URL, CODER, OWNER, SUPPORT, TARGET, Api, make_app
+from .conftest import (
+    BASE_URL,
+    CODER,
+    OWNER,
+    SUPPORT,
+    TARGET,
+    Api,
+    SignsAsAgent,
+    api_client,
+    make_app,
+)
 from .test_authentication import assert_problem
 
 pytestmark = pytest.mark.anyio
@@ -43,9 +53,9 @@ def svid_runtime(database_url: str, tmp_path: Path, frozen: FrozenClock,
 @pytest.fixture
 async def api(svid_runtime: Runtime, frozen: FrozenClock) -> AsyncIterator[Api]:
     app, token = make_app(svid_runtime)
-    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-        api = Api(client, app, svid_runtime, frozen, token)
+    signer = SignsAsAgent()
+    async with api_client(app, signer) as client:
+        api = signer.api = Api(client, app, svid_runtime, frozen, token)
         await api.register(SUPPORT, "support-agents")
         await api.register(CODER, "coding-agents")
         registered = await client.post("/v1/agents", headers=api.admin, json={

@@ -9,6 +9,7 @@ framework adapters are modules of their own, imported only by who uses them:
 """
 
 from proctor.client.aio import AsyncProctorClient
+from proctor.client.auth import AgentAuth
 from proctor.client.errors import (
     ApprovalDeniedError,
     ApprovalTimeoutError,
@@ -23,6 +24,7 @@ from proctor.client.values import ApprovalRef, Grant, Task, Verdict
 
 __all__ = [
     "DEAD_GRANT_CODES",
+    "AgentAuth",
     "AgentKey",
     "ApprovalDeniedError",
     "ApprovalRef",

@@ -80,7 +80,8 @@ class AsyncProctorClient:
         request = self.protocol.decide(grant, tool, args)
         try:
             response = await self._http.request(request.method, request.path, json=request.json,
-                                                headers=self.protocol.headers())
+                                                headers=self.protocol.headers(),
+                                                auth=self.protocol.auth)
         except httpx.HTTPError as exc:
             raise CallRefusedError(tool, "server_unavailable", (
                 f"proctor at `{self.protocol.base_url}` cannot be reached "
@@ -116,7 +117,8 @@ class AsyncProctorClient:
     async def _send(self, request: Request) -> dict[str, Any]:
         try:
             response = await self._http.request(request.method, request.path, json=request.json,
-                                                headers=self.protocol.headers())
+                                                headers=self.protocol.headers(),
+                                                auth=self.protocol.auth)
         except httpx.HTTPError as exc:
             raise ClientError("server_unavailable", (
                 f"proctor at `{self.protocol.base_url}` cannot be reached "

@@ -1,8 +1,10 @@
 """The agent's key, and the two kinds of proof it signs with it.
 
 - an **identity proof** (own key, like an RFC 7523 client assertion): a short-lived
-  JWT ``{"sub", "iss": the agent, "aud": proctor, "iat", "exp", "jti"}`` sent as
-  ``Authorization: Bearer`` to prove who calls;
+  JWT ``{"sub", "iss": the agent, "aud": proctor, "iat", "exp", "jti", "htm", "htu",
+  "bh"}`` sent as ``Authorization: Bearer`` to prove who calls. It names its request
+  (method, URL without query, the body's SHA-256) and proctor takes it once: one is
+  signed for each request (:class:`~proctor.client.AgentAuth`);
 - a **proof of possession** (RFC 9449 DPoP semantics) for each use of a grant:
   ``{"htm", "htu", "iat", "jti", "ath": the grant's hash}`` under a ``dpop+jwt``
   header carrying the public key. A fresh one per call: the server refuses a
@@ -23,11 +25,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from proctor.jose import PrivateKey, public_jwk, thumbprint, write_compact
-from proctor.jose.dpop import write_proof
+from proctor.jose.dpop import (
+    PROOF_WINDOW_SECONDS,
+    body_hash,
+    request_target,
+    write_proof,
+)
 
 __all__ = ["IDENTITY_PROOF_SECONDS", "AgentKey"]
 
-IDENTITY_PROOF_SECONDS = 120
+# proctor takes an identity proof while its `iat` is within a minute of its clock
+IDENTITY_PROOF_SECONDS = PROOF_WINDOW_SECONDS
 
 
 class AgentKey:
@@ -77,11 +85,18 @@ class AgentKey:
         """RFC 7638 thumbprint: the ``cnf.jkt`` of every grant bound to this key."""
         return thumbprint(self.public_jwk())
 
-    def identity_proof(self, agent_id: str, *, audience: str, now: datetime,
+    def identity_proof(self, agent_id: str, *, audience: str, now: datetime, method: str,
+                       url: str, body: bytes = b"",
                        ttl_seconds: int = IDENTITY_PROOF_SECONDS) -> str:
+        """A proof of who calls, for one request: ``method`` and ``url`` (its query is
+        left out) as sent, and ``body`` its bytes as sent. proctor takes it once."""
         at = int(now.timestamp())
-        claims: dict[str, Any] = {"sub": agent_id, "iss": agent_id, "aud": audience, "iat": at,
-                                  "exp": at + ttl_seconds, "jti": secrets.token_urlsafe(16)}
+        claims: dict[str, Any] = {
+            "sub": agent_id, "iss": agent_id, "aud": audience, "iat": at,
+            "exp": at + ttl_seconds, "jti": secrets.token_urlsafe(16),
+            "htm": method, "htu": request_target(url)}
+        if body:
+            claims["bh"] = body_hash(body)
         return write_compact({"typ": "JWT"}, claims, self._key)
 
     def call_proof(self, token: str | None, *, method: str, target: str, now: datetime) -> str:

@@ -3,8 +3,9 @@ the answers. :class:`~proctor.client.ProctorClient` (sync) and
 :class:`~proctor.client.AsyncProctorClient` only move these over HTTP, so both say and
 understand exactly the same things.
 
-What it keeps: the agent's key and id, a fresh identity proof at most every minute, and
-the grants that proctor said are dead (revoked, expired, their task over): a dead grant
+What it keeps: the agent's key and id, how it signs each request (:attr:`Protocol.auth`:
+an identity proof of its own for every request, which proctor takes once), and the
+grants that proctor said are dead (revoked, expired, their task over): a dead grant
 is never offered again — the next call is refused here, without asking.
 """
 
@@ -17,8 +18,9 @@ from urllib.parse import quote
 
 import httpx
 
+from proctor.client.auth import AgentAuth
 from proctor.client.errors import ApprovalDeniedError, CallRefusedError, ClientError, wire_code
-from proctor.client.keys import IDENTITY_PROOF_SECONDS, AgentKey
+from proctor.client.keys import AgentKey
 from proctor.client.values import Grant, Task, Verdict
 from proctor.clock import Clock, SystemClock
 from proctor.codes import Code
@@ -61,20 +63,16 @@ class Protocol:
         # unless an enforcement point in front of proctor is addressed
         self.target = target or f"{self.base_url}/v1/decide"
         self.clock = clock or SystemClock()
+        # every request signed as it leaves, with an identity proof for it alone
+        self.auth = AgentAuth(agent_id, key, audience=self.audience, clock=self.clock)
         self._dead: dict[str, Code] = {}
-        self._proof: tuple[str, float] | None = None
 
     # -- credentials
 
     def headers(self) -> dict[str, str]:
-        """``Authorization`` with an identity proof, reused for half its lifetime, and the
-        agent's trace context (``traceparent``) when it runs OpenTelemetry."""
-        now = self.clock.monotonic()
-        if self._proof is None or now - self._proof[1] > IDENTITY_PROOF_SECONDS / 2:
-            proof = self.key.identity_proof(self.agent_id, audience=self.audience,
-                                            now=self.clock.now())
-            self._proof = (proof, now)
-        return {"Authorization": f"Bearer {self._proof[0]}", **_trace_headers()}
+        """The agent's trace context (``traceparent``) when it runs OpenTelemetry; the
+        ``Authorization`` of each request is :attr:`auth`'s."""
+        return _trace_headers()
 
     # -- requests
 

@@ -99,7 +99,8 @@ class ProctorClient:
         request = self.protocol.decide(grant, tool, args)
         try:
             response = self._http.request(request.method, request.path, json=request.json,
-                                          headers=self.protocol.headers())
+                                          headers=self.protocol.headers(),
+                                          auth=self.protocol.auth)
         except httpx.HTTPError as exc:
             raise CallRefusedError(tool, "server_unavailable", _unreachable(self, exc)) from exc
         return self.protocol.verdict(grant, tool, response)
@@ -132,7 +133,8 @@ class ProctorClient:
     def _send(self, request: Request) -> dict[str, Any]:
         try:
             response = self._http.request(request.method, request.path, json=request.json,
-                                          headers=self.protocol.headers())
+                                          headers=self.protocol.headers(),
+                                          auth=self.protocol.auth)
         except httpx.HTTPError as exc:
             raise ClientError("server_unavailable", _unreachable(self, exc)) from exc
         return self.protocol.read(response)

@@ -43,6 +43,7 @@ from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import (
     check_max_uses,
     check_ttl,
+    claim_nonce,
     forget_nonces,
     nonce_kept_until,
     nonce_key,
@@ -78,6 +79,7 @@ from proctor.grants.tokens import GrantClaims, TokenCodec
 from proctor.grants.use import GrantUse
 from proctor.grants.view import RevocationView, TaskView
 from proctor.identity.people import check_human
+from proctor.identity.request_proofs import ProofUse
 from proctor.policy import PolicyEngine
 from proctor.policy.known_tools import KnownTools
 from proctor.store import Store
@@ -698,6 +700,19 @@ class GrantAuthority:
         with self._store.transaction() as conn:
             forgotten = forget_nonces(conn, self._clock.now())
         return Swept(expired, int(forgotten), len(due))
+
+    def claim_identity_proof(self, use: ProofUse) -> None:
+        """Take the one use of an own-key identity proof bound to its request
+        (:mod:`proctor.identity.request_proofs`): its ``jti`` is kept with the proofs of
+        possession's nonces, for as long and swept alike, so that no process takes it
+        again; ``proof_replayed`` if one did."""
+        try:
+            with self._store.transaction() as conn:
+                claim_nonce(conn, VerifiedProof(use.nonce, use.issued_at, use.key_thumbprint),
+                            self._clock.now())
+        except GrantError as exc:
+            raise GrantError("proof_replayed", "this own-key identity proof was already used: "
+                             "sign one for each request") from exc
 
     def tree(self, task_id: str) -> list[LeaseNode]:
         return self.leases.subtree(task_id)

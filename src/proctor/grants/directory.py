@@ -100,7 +100,9 @@ class RegisteredAgents:
         return binding
 
     def prove(self, identity_proof: str) -> str:
-        found = self._authenticator.authenticate(identity_proof)
+        # no request: an own-key proof is refused here (it is taken only by the request it
+        # names; an agent with its own key has its grants bound to that key anyway)
+        found = self._authenticator.authenticate(identity_proof, request=None)
         # The proof binds a key to the agent (a grant's cnf): it must be for proctor
         # alone. A token for other audiences too is in their hands as well, and any of
         # them could tie it to a key of its own and act as the agent.

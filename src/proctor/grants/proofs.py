@@ -36,14 +36,19 @@ from proctor.jose import (
     thumbprint,
     verifier,
 )
-from proctor.jose.dpop import PROOF_TYPE, fresh_nonce, grant_hash, write_proof
+from proctor.jose.dpop import (
+    PROOF_TYPE,
+    PROOF_WINDOW_SECONDS,
+    fresh_nonce,
+    grant_hash,
+    write_proof,
+)
 
 __all__ = ["MAX_PROOF_BYTES", "PROOF_ALGORITHMS", "PROOF_WINDOW_SECONDS", "PrivateKey",
            "VerifiedProof",
            "fresh_nonce", "jwk_thumbprint", "make_proof", "public_jwk", "verify_proof"]
 
 MAX_PROOF_BYTES = 4096
-PROOF_WINDOW_SECONDS = 60
 # every name of every algorithm an agent key signs with: ES256, Ed25519, EdDSA
 PROOF_ALGORITHMS = tuple(alg for algs in ALGORITHMS_BY_KEY.values() for alg in algs)
 

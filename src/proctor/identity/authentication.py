@@ -6,6 +6,12 @@ configured OIDC issuer goes to the OIDC verifier; any other names its agent
 in ``sub``, and that agent's registered method decides. A JWT-SVID presented
 for an agent registered by its own key is checked against that key, and fails.
 
+An own-key proof is checked against the request it came with
+(:mod:`proctor.identity.request_proofs`): it must name that request, and it comes back
+with the one use (:attr:`VerifiedIdentity.use`) the caller claims in the store, so that
+it is taken once. A workload token (JWT-SVID, OIDC) is a bearer credential by its
+issuer's design, and is not bound.
+
 A workload token (JWT-SVID, OIDC) is also the platform's word about what runs: the
 claims ``identity.toml`` maps to manifest fields (``[attested_manifest]``) are put
 into the manifest the agent is taken to run, whatever the agent itself says. A value
@@ -24,7 +30,7 @@ whose token said so.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from proctor.clock import Clock
@@ -33,10 +39,12 @@ from proctor.identity.agent import Agent, ProofMethod, TrustState
 from proctor.identity.jwt_svid import JwtSvidVerifier
 from proctor.identity.oidc import OidcVerifier
 from proctor.identity.own_key import OwnKeyVerifier
-from proctor.identity.proofs import ProofVerifier, VerifiedIdentity
+from proctor.identity.proofs import AgentFinder, ProofVerifier, VerifiedIdentity
 from proctor.identity.registry import AgentRegistry
+from proctor.identity.request_proofs import BoundRequest, check_request
 from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import peek
+from proctor.jose import UnverifiedJws
 
 __all__ = ["AttestationChange", "AuthenticatedAgent", "Authenticator"]
 
@@ -78,33 +86,55 @@ class AuthenticatedAgent:
 
 
 class Authenticator:
-    """Verifies identity proofs against the registry and its trust configuration."""
+    """Verifies identity proofs against the registry and its trust configuration.
+
+    ``agents``: where agents are looked up by id (default the registry); a process's
+    :class:`~proctor.identity.AgentView` for a caller whose own write confirms the
+    agent again."""
 
     def __init__(self, registry: AgentRegistry, *, clock: Clock,
-                 on_change: Callable[[AttestationChange], None] | None = None) -> None:
+                 on_change: Callable[[AttestationChange], None] | None = None,
+                 agents: AgentFinder | None = None) -> None:
         trust = registry.trust
         self._registry = registry
+        self._agents = agents or registry
         self._clock = clock
         self._on_change = on_change
         self._oidc = OidcVerifier(trust.issuers, registry, leeway_seconds=trust.leeway_seconds)
+        self._own_key = OwnKeyVerifier(self._agents, audience=trust.audience,
+                                       leeway_seconds=trust.leeway_seconds)
         self._verifiers: dict[ProofMethod, ProofVerifier] = {
-            ProofMethod.OWN_KEY: OwnKeyVerifier(registry, audience=trust.audience,
-                                                leeway_seconds=trust.leeway_seconds),
+            ProofMethod.OWN_KEY: self._own_key,
             ProofMethod.JWT_SVID: JwtSvidVerifier(trust.bundles, audience=trust.audience,
                                                   leeway_seconds=trust.leeway_seconds),
             ProofMethod.OIDC: self._oidc,
         }
 
-    def authenticate(self, token: str) -> AuthenticatedAgent:
+    def authenticate(self, token: str, *, request: BoundRequest | None = None,
+                     read: UnverifiedJws | None = None) -> AuthenticatedAgent:
         """The active agent ``token`` proves to be; raises an ``IdentityError`` otherwise.
+
+        ``request``: the request ``token`` came with, which an own-key proof must name
+        (None, the default: no request, and an own-key proof is refused); the identity
+        returned carries the proof's one use, which the caller claims.
+
+        ``read``: ``token`` as :func:`~proctor.identity.tokens.peek` read it, if the caller
+        did (it is read once).
 
         Codes: ``proof_*`` for the token, ``agent_id_invalid``, ``agent_unknown``,
         ``agent_not_active`` (suspended or retired).
         """
-        verifier = self._verifier_for(token)
-        identity = verifier.verify(token, now=self._clock.now())
+        unverified = read or peek(token)
+        verifier, named = self._verifier_for(unverified.claims)
+        now = self._clock.now()
+        identity = (self._own_key.verify_read(unverified, now=now, agent=named)
+                    if verifier is self._own_key else verifier.verify(token, now=now))
+        if identity.method is ProofMethod.OWN_KEY:  # never a bearer credential
+            identity = replace(identity, use=check_request(
+                identity.claims or {}, request, key_thumbprint=identity.key_thumbprint or "",
+                now=now))
         # read again: the agent may have changed while its proof was checked
-        agent = self._registry.find(identity.agent_id)
+        agent = self._agents.find(identity.agent_id)
         if agent is None:
             raise AgentError("agent_unknown", f"agent `{identity.agent_id}` is not registered")
         if agent.proof_method is not identity.method:
@@ -161,10 +191,11 @@ class Authenticator:
             fields=tuple(fields), before_digest=running.digest, after_digest=digest,
             method=identity.method.value, issuer=identity.issuer, reason=reason))
 
-    def _verifier_for(self, token: str) -> ProofVerifier:
-        claims = peek(token).claims
+    def _verifier_for(self, claims: Mapping[str, Any]) -> tuple[ProofVerifier, Agent | None]:
+        """The verifier for a token with ``claims``, and the agent its ``sub`` names
+        (None for an OIDC token, whose subject is the issuer's)."""
         if self._oidc.is_issuer(claims.get("iss")):
-            return self._oidc
+            return self._oidc, None
         subject, issuer = claims.get("sub"), claims.get("iss")
         if issuer is not None and not _is_spiffe_id(subject) and not _is_spiffe_id(issuer):
             # a workload token of an issuer nobody configured, not a proof naming an agent
@@ -173,14 +204,14 @@ class Authenticator:
             raise IdentityError("proof_claims_invalid",
                                 "the proof has no `sub` claim naming the agent")
         agent_id = parse_agent_id(subject).id
-        agent = self._registry.find(agent_id)
+        agent = self._agents.find(agent_id)
         if agent is None:
             raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is ProofMethod.OIDC:
             raise IdentityError("proof_wrong_issuer",
                                 f"agent `{agent_id}` proves its identity with tokens of "
                                    f"issuer `{agent.oidc_issuer}`")
-        return self._verifiers[agent.proof_method]
+        return self._verifiers[agent.proof_method], agent
 
 
 def _claim(claims: Mapping[str, Any], name: str) -> str | None:

@@ -14,6 +14,10 @@ The key is the one registered for ``sub``; ``alg`` must be one its type allows
 possession), so ``none``, HS256 and an algorithm of another key type are refused
 before any signature is computed. The signature is checked by
 :func:`~proctor.identity.tokens.check_signature` over the token as it was read.
+
+A proof presented to the API also names its request and is used once
+(:mod:`proctor.identity.request_proofs`, checked by the
+:class:`~proctor.identity.Authenticator` after this verifier).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from proctor.errors import AgentError, IdentityError
-from proctor.identity.agent import ProofMethod
-from proctor.identity.proofs import AgentLookup, VerifiedIdentity
+from proctor.identity.agent import Agent, ProofMethod
+from proctor.identity.agent_key import AgentKey
+from proctor.identity.proofs import AgentFinder, VerifiedIdentity
 from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import (
     DEFAULT_LEEWAY_SECONDS,
@@ -32,10 +37,12 @@ from proctor.identity.tokens import (
     check_times,
     peek,
 )
+from proctor.jose import PublicKey, UnverifiedJws
 
 __all__ = ["MAX_PROOF_LIFETIME_SECONDS", "OwnKeyVerifier"]
 
 MAX_PROOF_LIFETIME_SECONDS = 300
+_MAX_KEYS = 10_000
 
 
 class OwnKeyVerifier:
@@ -43,16 +50,25 @@ class OwnKeyVerifier:
 
     method = ProofMethod.OWN_KEY
 
-    def __init__(self, agents: AgentLookup, *, audience: str,
+    def __init__(self, agents: AgentFinder, *, audience: str,
                  leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
                  max_lifetime_seconds: int = MAX_PROOF_LIFETIME_SECONDS) -> None:
         self._agents = agents
         self.audience = audience
         self.leeway_seconds = leeway_seconds
         self.max_lifetime_seconds = max_lifetime_seconds
+        # agents' keys as loaded, by their public members: a key is parsed once, not at
+        # each request (every request of an agent now carries a proof of its own)
+        self._keys: dict[tuple[tuple[str, str], ...], PublicKey] = {}
 
     def verify(self, token: str, *, now: datetime) -> VerifiedIdentity:
-        unverified = peek(token)
+        return self.verify_read(peek(token), now=now)
+
+    def verify_read(self, unverified: UnverifiedJws, *, now: datetime,
+                    agent: Agent | None = None) -> VerifiedIdentity:
+        """:meth:`verify` of a token already read by :func:`~proctor.identity.tokens.peek`
+        (once per request, however many look at it); ``agent``: the agent its ``sub``
+        names, if the caller just found it where this verifier looks."""
         subject = unverified.claims.get("sub")
         if not isinstance(subject, str):
             raise IdentityError("proof_claims_invalid",
@@ -61,7 +77,8 @@ class OwnKeyVerifier:
         if not _names(unverified.claims.get("iss", subject), agent_id):
             raise IdentityError("proof_wrong_issuer",
                                 "an own-key proof is issued by the agent it names")
-        agent = self._agents.find(agent_id)
+        if agent is None or agent.id != agent_id:
+            agent = self._agents.find(agent_id)
         if agent is None:
             raise AgentError("agent_unknown", f"agent `{agent_id}` is not registered")
         if agent.proof_method is not ProofMethod.OWN_KEY or agent.key is None:
@@ -75,12 +92,7 @@ class OwnKeyVerifier:
         if kid is not None and kid != key.thumbprint:
             raise IdentityError("proof_key_unknown",
                                 "the proof's `kid` is not the agent's key thumbprint")
-        try:
-            public = key.public_key()
-        except ValueError:  # registered before keys were checked as strictly
-            raise IdentityError("proof_key_unknown",
-                                f"agent `{agent_id}`'s registered key is not a valid "
-                                       "public key; register its key again") from None
+        public = self._public_key(agent_id, key)
         check_signature(unverified, alg, public, whose="the agent's key")
         claims = unverified.claims
         expires_at = check_times(claims, now=now, leeway_seconds=self.leeway_seconds,
@@ -91,6 +103,22 @@ class OwnKeyVerifier:
         return VerifiedIdentity(agent_id, self.method, expires_at,
                                 key_thumbprint=key.thumbprint, issuer=agent_id,
                                 subject=agent_id, claims=claims)
+
+    def _public_key(self, agent_id: str, key: AgentKey) -> PublicKey:
+        members = tuple(sorted(key.jwk.items()))
+        found = self._keys.get(members)
+        if found is not None:
+            return found
+        try:
+            found = key.public_key()
+        except ValueError:  # registered before keys were checked as strictly
+            raise IdentityError("proof_key_unknown",
+                                f"agent `{agent_id}`'s registered key is not a valid "
+                                       "public key; register its key again") from None
+        if len(self._keys) >= _MAX_KEYS:
+            self._keys.clear()
+        self._keys[members] = found
+        return found
 
 
 def _names(issuer: object, agent_id: str) -> bool:

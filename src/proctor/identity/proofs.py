@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from proctor.identity.agent import Agent, ProofMethod
+from proctor.identity.request_proofs import ProofUse
 
-__all__ = ["AgentLookup", "ProofVerifier", "VerifiedIdentity"]
+__all__ = ["AgentFinder", "AgentLookup", "ProofVerifier", "VerifiedIdentity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,9 @@ class VerifiedIdentity:
     """Who a proof says the agent is, after every check passed.
 
     ``key_thumbprint`` is the RFC 7638 thumbprint of the agent's own key (own-key
-    proofs only); ``issuer`` and ``subject`` are the token's (OIDC, JWT-SVID).
+    proofs only); ``issuer`` and ``subject`` are the token's (OIDC, JWT-SVID); ``use``
+    is the one use of an own-key proof checked against its request, for the caller to
+    claim (:mod:`proctor.identity.request_proofs`).
     """
 
     agent_id: str
@@ -33,6 +36,7 @@ class VerifiedIdentity:
     issuer: str | None = None
     subject: str | None = None
     claims: Mapping[str, Any] | None = None
+    use: ProofUse | None = None
 
 
 class ProofVerifier(Protocol):
@@ -44,10 +48,14 @@ class ProofVerifier(Protocol):
     def verify(self, token: str, *, now: datetime) -> VerifiedIdentity: ...
 
 
-class AgentLookup(Protocol):
-    """Where verifiers find registered agents (the registry implements it)."""
+class AgentFinder(Protocol):
+    """Where agents are found by id: the registry, or a process's view of it."""
 
     def find(self, agent_id: str) -> Agent | None: ...
+
+
+class AgentLookup(AgentFinder, Protocol):
+    """Where verifiers find registered agents (the registry implements it)."""
 
     def find_by_subject(self, issuer: str, subject: str) -> Agent | None: ...
 

@@ -61,8 +61,25 @@ class AgentId(NamedTuple):
     name: str
 
 
+# ids parsed before: every request of an agent names it (its proof's `sub`, `iss`), and
+# parsing is a pure function of the text; a failure is never kept
+_PARSED: dict[str, AgentId] = {}
+_MAX_PARSED = 10_000
+
+
 def parse_agent_id(value: str) -> AgentId:
     """Parse ``value`` as an agent's SPIFFE ID; raise ``agent_id_invalid`` if it is not one."""
+    found = _PARSED.get(value) if type(value) is str else None
+    if found is not None:
+        return found
+    parsed = _parse(value)
+    if len(_PARSED) >= _MAX_PARSED:
+        _PARSED.clear()
+    _PARSED[value] = parsed
+    return parsed
+
+
+def _parse(value: str) -> AgentId:
     if not isinstance(value, str) or not value:
         raise IdentityError("agent_id_invalid",
                             f"an agent id must be a SPIFFE ID of the form {_FORM}")

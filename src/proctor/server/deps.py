@@ -10,10 +10,12 @@ Route modules declare what they need::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
@@ -96,16 +98,19 @@ class CallContext:
             detail=detail or {}), undo=undo)
 
 
-def authenticate(request: Request, *, confirmed_later: bool = False) -> CallContext:
-    """Authenticate the request and take a token from its principal's bucket (it reads
-    the store: call it off the event loop). Raises 401 or 429 problems.
-    ``confirmed_later``: the route confirms an agent caller's state in its own write
+def authenticate(request: Request, *, body: bytes, confirmed_later: bool = False,
+                 single_use_body: bool = False) -> CallContext:
+    """Authenticate the request, whose body as received is ``body`` (an agent's own-key
+    proof is signed over it), and take a token from its principal's bucket (it reads
+    and may write the store: call it off the event loop). Raises 401 or 429 problems.
+    ``confirmed_later``, ``single_use_body``: what the route's own write does
     (:meth:`RequestAuthenticator.authenticate`)."""
     state = server_state(request)
     try:
         principal = state.authenticator.authenticate(
             request.headers, method=request.method, url=request_url(request, state),
-            confirmed_later=confirmed_later)
+            body=body, source=client_address(request), confirmed_later=confirmed_later,
+            single_use_body=single_use_body)
     except ApiError:
         # Failed attempts are limited per client address: guessing credentials is slow.
         wait = state.limiter.take(f"client:{client_address(request)}")
@@ -123,9 +128,11 @@ def authenticate(request: Request, *, confirmed_later: bool = False) -> CallCont
     return CallContext(request, state, principal)
 
 
-def _authenticated(request: Request, _bearer_credentials: Annotated[Any, Security(bearer)],
-                   _dpop_proof: Annotated[Any, Security(dpop)]) -> CallContext:
-    return authenticate(request)
+async def _authenticated(request: Request,
+                         _bearer_credentials: Annotated[Any, Security(bearer)],
+                         _dpop_proof: Annotated[Any, Security(dpop)]) -> CallContext:
+    body = await request.body()  # as the route's body was read: once, kept by the request
+    return await anyio.to_thread.run_sync(functools.partial(authenticate, request, body=body))
 
 
 Call = Annotated[CallContext, Depends(_authenticated)]

@@ -47,7 +47,7 @@ class ServerState:
         authenticator = RequestAuthenticator(
             tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
             directory=runtime.agents, grants=runtime.grants,
-            clock=clock, view=runtime.agent_view,
+            clock=clock, view=runtime.agent_view, audit=runtime.audit,
             on_attested=runtime.agents.record_attestation)
         return cls(
             runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),

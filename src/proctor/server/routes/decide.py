@@ -121,7 +121,7 @@ class LeanDecideRoute(APIRoute):
                 except ValidationError:
                     pass  # FastAPI's handler words the problem, as for every route
                 else:
-                    return await _answer(request, body)
+                    return await _answer(request, body, raw)
             return await framework(request)
 
         return handler
@@ -135,7 +135,7 @@ router = APIRouter(tags=["decisions"], route_class=LeanDecideRoute)
 async def decide(body: DecideIn, request: Request) -> Response:
     """Decide one tool call: allow, deny or approval_required, with the reasons, the
     determining policies and the audit event's id."""
-    return await _answer(request, body)
+    return await _answer(request, body, await request.body())
 
 
 PATH = "/v1/decide"
@@ -173,7 +173,7 @@ class DirectDecide:
             messages.append(message)
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-        body = None
+        body, raw = None, b""
         if message["type"] == "http.request" and _is_json(scope):
             raw = b"".join(m.get("body", b"") for m in messages)
             # a body DecideIn refuses: FastAPI's handler words the problem, as for every route
@@ -187,7 +187,7 @@ class DirectDecide:
         scope["path_params"] = {}
         request = Request(scope, receive, send)
         try:
-            response = await _answer(request, body)
+            response = await _answer(request, body, raw)
         except ProctorError as exc:
             response = await self.on_error(request, exc)
             exc.__traceback__ = None
@@ -215,17 +215,17 @@ def _replaying(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(request: Request, body: DecideIn) -> Response:
+async def _answer(request: Request, body: DecideIn, raw: bytes) -> Response:
     # The hot path: authentication, the control-plane check and the decision share one
     # worker thread, and the answer is serialised once.
     if not telemetry.is_enabled():
-        answer = await anyio.to_thread.run_sync(_decide, request, body)
+        answer = await anyio.to_thread.run_sync(_decide, request, body, raw)
     else:
         # the caller's trace (its `traceparent` header) is the decision's parent
         with telemetry.span("POST /v1/decide", kind="server", carrier=request.headers,
                             attributes={"http.request.method": "POST",
                                         "http.route": "/v1/decide"}):
-            answer = await anyio.to_thread.run_sync(_decide, request, body)
+            answer = await anyio.to_thread.run_sync(_decide, request, body, raw)
     failed = known(answer["code"]) if answer["decision"] == "deny" else None
     if failed is not None and http_status(failed) >= 500:
         return _failed(failed, answer)
@@ -244,9 +244,12 @@ def _failed(code: Code, answer: dict[str, Any]) -> Response:
     return problem_response(http_status(code), code, detail, instance=PATH, extra=fields)
 
 
-def _decide(request: Request, body: DecideIn) -> dict[str, Any]:
-    # the decision confirms the agent in its own write: its authentication need not
-    call = authenticate(request, confirmed_later=True)
+def _decide(request: Request, body: DecideIn, raw: bytes) -> dict[str, Any]:
+    # the decision confirms the agent in its own write: its authentication need not; and
+    # the body (``raw``, which an agent's own-key proof is signed over) carries a proof of
+    # possession of the agent's key that the write claims: the identity proof is taken
+    # once with it, and is not claimed apart (docs/identity.md)
+    call = authenticate(request, body=raw, confirmed_later=True, single_use_body=True)
     state = call.state
     # the control-plane policies never change while the server runs: a caller allowed to
     # ask with a grant is allowed again (as ControlPlane's own memory answers), without
