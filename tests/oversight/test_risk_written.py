@@ -23,6 +23,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, DecisionRecord, new_even
 from proctor.audit.features import argument_features
 from proctor.oversight.risk import RiskConfig
 from proctor.oversight.risk.baseline import (
+    COUNTERS,
     fold_event,
     named,
     new_baseline,
@@ -249,3 +250,93 @@ def _hours_of(text: BaselineText) -> str:
     assert _same(_sorted(json.loads(written)), _sorted(json.loads(dumps(text.baseline))))
     start = written.index('"hours": ') + len('"hours": ')
     return written[start:written.index("]", start) + 1]
+
+
+def _counters_as_dumps_writes_them(baseline: dict[str, Any]) -> str:
+    """The text a baseline's counters had before they were written in one piece: each
+    with ``dumps``, in the baseline's order (then the rest, then the trend)."""
+    counters = [f"{dumps(key)}: {dumps(value)}" for key, value in baseline.items()
+                if key in COUNTERS]
+    rest = [f"{dumps(key)}: {dumps(value)}" for key, value in baseline.items()
+            if key not in COUNTERS and key != "trend"]
+    trend = [f'"trend": {dumps(baseline["trend"])}'] if "trend" in baseline else []
+    return "{" + ", ".join([*counters, *rest, *trend]) + "}"
+
+
+EDGE_FLOATS = (0.0, -0.0, 5e-324, 1e-300, 2.5e-7, 1.0, 150.0, 149.9589784524985,
+               1796691116.179009, 1e16, 1.7976931348623157e308, -3.25)
+NOT_FINITE = (float("nan"), float("inf"), float("-inf"))
+
+
+def _edge_baseline(rng: random.Random) -> dict[str, Any]:
+    """A baseline of the fold's shape, its counters drawn from edge values and, now and
+    then, a value of another type or a NaN or infinity (written as ``dumps`` writes it)."""
+    def number() -> Any:
+        odd = rng.random()
+        if odd < 0.03:
+            return rng.choice(NOT_FINITE)
+        if odd < 0.06:
+            return rng.choice((True, 3, Code.AMOUNT, "1.0", None))
+        return rng.choice(EDGE_FLOATS)
+
+    def count() -> Any:
+        return rng.choice((0, 1, 150, 2**70, -4)) if rng.random() > 0.05 else rng.choice(
+            (True, 2.0, Code.AMOUNT))
+
+    baseline = new_baseline()
+    baseline["calls"] = count()
+    baseline["rate"] = {"start": rng.choice((None, 1796691060, 1796691060.5)), "count": count(),
+                        "mean": number(), "var": number(), "windows": count()}
+    baseline["hours"] = [rng.choice(EDGE_FLOATS) for _ in range(24)]
+    baseline["ratios"] = {"total": number(), "denies": number(), "approvals": number(),
+                          "at": rng.choice((None, number()))}
+    if rng.random() < 0.5:
+        name = rng.choice(("amount", "ünit", 'a"b'))
+        baseline["numbers"] = {f"crm/refund|{name}":
+                               [rng.randint(-5, 10_000) for _ in range(rng.randint(0, 5))]}
+    baseline["tools"] = [rng.choice(("kb/search", "crm/réfund", "web/\u2028fetch"))]
+    baseline["domains"] = [rng.choice(("kb.acme.example", "b\u00fccher.example", 'a"b\\c'))]
+    baseline["trend"] = [[rng.choice(EDGE_FLOATS), rng.randint(0, 100)]]
+    if rng.random() < 0.7:
+        baseline["max_sensitivity"] = count()
+    if rng.random() < 0.1:  # the counters' keys in another order, or one missing
+        del baseline[rng.choice(("ratios", "numbers", "hours"))]
+    if rng.random() < 0.1:
+        nested = rng.choice(("rate", "ratios"))
+        if nested in baseline:
+            baseline[nested] = dict(reversed(list(baseline[nested].items())))
+    return baseline
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_counters_in_one_piece_are_written_as_dumps_writes_each(seed: int) -> None:
+    rng = random.Random(seed)
+    one_piece = 0
+    for _ in range(2000):
+        baseline = _edge_baseline(rng)
+        text = BaselineText(baseline)
+        one_piece += text._counters_text(baseline) is not None
+        assert text.text() == _counters_as_dumps_writes_them(baseline)
+        assert text.text() == _counters_as_dumps_writes_them(baseline)  # from what it kept
+    assert 500 < one_piece < 2000  # both ways were taken
+
+
+def test_a_baseline_folded_is_written_in_one_piece_as_dumps_writes_each() -> None:
+    rng = random.Random(7)
+    at = datetime(2026, 11, 30, 23, 59, 58, 999999, tzinfo=UTC)
+    baselines: dict[str, dict[str, Any]] = {}
+    texts: dict[str, BaselineText] = {}
+    for _ in range(600):
+        at += timedelta(seconds=rng.choice((0.000001, 0.3, 61, 3 * 3600)))
+        event = _event(rng, at)
+        view = json.loads(event.canonical_body())
+        agent = agent_of(view)
+        if agent is None:
+            continue
+        baseline = baselines.setdefault(agent, new_baseline())
+        text = texts.setdefault(agent, BaselineText(baseline))
+        text.changed()
+        text.trend_changed()
+        fold_event(baseline, view, agent, CONFIGS[1], _sensitivity)
+        assert text._counters_text(baseline) is not None
+        assert text.text() == _counters_as_dumps_writes_them(baseline)

@@ -11,12 +11,18 @@ written every time), the parts seldom changed (tools, domains, tasks, signals: t
 text kept until a fold says it changed them), and the history of scores (``trend``, up
 to 60 points of a float time and a score, the costliest to write: kept until a point is
 added). The same document to ``json.loads`` as ``json.dumps(baseline)``, its keys in
-another order (the counters, the rest, ``trend`` last).
+another order (the counters, the rest, ``trend`` last). The counters of the shape the
+fold gives them (``BaselineText._counters_text``: ints, finite floats, the rate's and the
+ratios' keys in their order) are written in one piece, without the encoder, to the
+character as ``dumps`` writes each (what moves a decision is the floats' ``repr``, not the
+encoder); any other shape (a NaN or an infinity a stored baseline may hold, a bool, a
+subclass) is written by ``dumps``.
 """
 
 from __future__ import annotations
 
 import json
+from math import isfinite
 from operator import is_not
 from typing import Any
 
@@ -78,8 +84,10 @@ class BaselineText:
                     return dumps(baseline)
                 parts.append((keys.get(key) or f"{dumps(key)}: ") + dumps(value))
             rest = self._rest = ", ".join(parts)
-        written = [keys[key] + (self._hours_text(value) if key == "hours" else dumps(value))
-                   for key, value in baseline.items() if key in COUNTERS]
+        counters = self._counters_text(baseline)
+        written = [counters] if counters is not None else [
+            keys[key] + (self._hours_text(value) if key == "hours" else dumps(value))
+            for key, value in baseline.items() if key in COUNTERS]
         if rest:
             written.append(rest)
         if "trend" in baseline:
@@ -89,6 +97,37 @@ class BaselineText:
             written.append(keys["trend"] + trend)
         return "{" + ", ".join(written) + "}"
 
+
+    def _counters_text(self, baseline: dict[str, Any]) -> str | None:
+        """The counters' text in one piece for the shape :func:`new_baseline` and
+        :func:`fold_event` give them (ints of type int, finite floats of type float, the
+        rate's and the ratios' keys in the order they are made in); None for any other
+        (then written by ``dumps``)."""
+        calls, rate, ratios = baseline.get("calls"), baseline.get("rate"), baseline.get("ratios")
+        hours, numbers = baseline.get("hours"), baseline.get("numbers")
+        mark = baseline.get("max_sensitivity")
+        if (type(rate) is not dict or tuple(rate) != _RATE_KEYS or type(ratios) is not dict
+                or tuple(ratios) != _RATIO_KEYS or type(numbers) is not dict
+                or hours is None or "numbers" not in baseline or "hours" not in baseline):
+            return None
+        start, count, mean, var, windows = rate.values()
+        total, denies, approvals, at = ratios.values()
+        if not (type(calls) is int and type(count) is int and type(windows) is int
+                and (start is None or type(start) is int) and type(mean) is float
+                and type(var) is float and type(total) is float and type(denies) is float
+                and type(approvals) is float and (at is None or type(at) is float)
+                and (mark is None or type(mark) is int)
+                and isfinite(mean + var + total + denies + approvals + (at or 0.0))):
+            return None
+        text = (f'"calls": {calls}, "rate": {{"start": {"null" if start is None else start}, '
+                f'"count": {count}, "mean": {mean!r}, "var": {var!r}, "windows": {windows}}}, '
+                f'"hours": {self._hours_text(hours)}, "ratios": {{"total": {total!r}, '
+                f'"denies": {denies!r}, "approvals": {approvals!r}, '
+                f'"at": {"null" if at is None else repr(at)}}}, '
+                f'"numbers": {dumps(numbers) if numbers else "{}"}')
+        if mark is None:
+            return text if "max_sensitivity" not in baseline else None
+        return f'{text}, "max_sensitivity": {mark}'
 
     def _hours_text(self, hours: Any) -> str:
         """``dumps(hours)``, the text of each float kept while it is the same object."""
@@ -110,6 +149,10 @@ class BaselineText:
                 return dumps(hours)
             objects[at], texts[at] = hour, dumps(hour)
         return "[" + ", ".join(texts) + "]"
+
+
+_RATE_KEYS = ("start", "count", "mean", "var", "windows")
+_RATIO_KEYS = ("total", "denies", "approvals", "at")
 
 
 def as_folded(event: AuditEvent) -> dict[str, Any] | None:
