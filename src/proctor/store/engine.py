@@ -11,12 +11,21 @@ decision path): SQLite's ``busy_timeout`` for the database's write lock, Postgre
 waits without limit: a row held by a human's open transaction, or a session that is
 stuck but not closed, would stall whatever needs that row for ever, and every caller
 waiting behind it.
+
+A PostgreSQL connection also notices a network that stalls, which no server-side limit
+can: libpq's TCP keepalives (``keepalives_idle`` the lock timeout, then a probe every
+third of it, three unanswered probes) and ``tcp_user_timeout`` (data unacknowledged
+for twice the lock timeout) close it, so a client blocked in ``recv`` on a dead peer
+fails ``store_unavailable`` within about twice the lock timeout instead of never. A
+value the URL sets itself (``?keepalives_idle=...``) is kept.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,7 @@ from sqlalchemy.pool import QueuePool, StaticPool
 from proctor.errors import ConfigError, StoreError
 from proctor.store.pool import DEFAULT_POOL_SIZE, LOCK_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS
 
-__all__ = ["READ_ONLY", "create_store_engine", "normalize_url"]
+__all__ = ["READ_ONLY", "create_store_engine", "normalize_url", "tcp_bounds"]
 
 READ_ONLY = "proctor_read_only"
 
@@ -60,12 +69,28 @@ def create_store_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
         return _sqlite_engine(url, parsed.database, pool, lock_ms)
     if parsed.get_backend_name() == "postgresql":
         try:
-            engine = create_engine(url, pool_pre_ping=True, **pool)
+            engine = create_engine(url, pool_pre_ping=True,
+                                   connect_args=tcp_bounds(lock_timeout_seconds, parsed.query),
+                                   **pool)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}") from exc
         event.listen(engine, "connect", functools.partial(_bound_lock_waits, lock_ms=lock_ms))
         return engine
     raise ConfigError(f"database backend `{parsed.get_backend_name()}` is not supported")
+
+
+def tcp_bounds(lock_timeout_seconds: float, query: Mapping[str, object]
+               ) -> dict[str, int]:
+    """libpq's connection parameters that bound a stalled network, from the lock
+    timeout: keepalives after ``lock`` idle seconds, probed every ``lock / 3`` (at
+    least 1 s), given up after three; unacknowledged data given up after ``2 * lock``.
+    A parameter the URL's ``query`` already sets is left to it."""
+    idle = max(1, math.ceil(lock_timeout_seconds))
+    bounds = {"keepalives": 1, "keepalives_idle": idle,
+              "keepalives_interval": max(1, math.ceil(lock_timeout_seconds / 3)),
+              "keepalives_count": 3,
+              "tcp_user_timeout": max(1000, round(2000 * lock_timeout_seconds))}
+    return {name: value for name, value in bounds.items() if name not in query}
 
 
 def _bound_lock_waits(dbapi_connection: Any, _record: Any, *, lock_ms: int) -> None:
