@@ -50,6 +50,12 @@ class _Enforcing:
         # it); with it, an allow's write confirms the revision it was decided on
         self._sync_policies = sync_policies
         self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
+        if agent_view is not None:
+            # after the feed put an agent (follow_agents, registered before), the engine
+            # may hold an entry older than the one this enforcer put last (the feed read
+            # it just before a newer commit a decision read): the next decision puts the
+            # agent it read, never one decided on an entry it did not read
+            agent_view.on_change(self._unsynced, reset=self._synced.clear)
         self._named: dict[tuple[str, str], tuple[EntityRef, str, EntityRef]] = {}
         # statistics of decide_*_on_loop: decisions whose part before the write ran on
         # the loop, and those sent whole to a worker thread (they needed the store)
@@ -69,6 +75,11 @@ class _Enforcing:
         if self._synced.get(agent.id) != fingerprint:
             self._engine.put_agent(agent_entity_of(agent))  # this agent's shard alone
             self._synced[agent.id] = fingerprint
+
+    def _unsynced(self, agent_id: str, _agent: Agent | None) -> None:
+        """The change feed put (or removed) ``agent_id``'s entry in the engine: what
+        this enforcer put before is no longer known to be there."""
+        self._synced.pop(agent_id, None)
 
     def ensure_current(self, agent_id: str, *, strict: bool = True) -> DecidedOn | None:
         """Make sure the engine sees ``agent_id`` as the registry does now; call it
