@@ -25,7 +25,7 @@ from proctor.approvals import (
     WebhookDelivery,
     load_webhook_config,
 )
-from proctor.audit import Attribution, AuditLog
+from proctor.audit import Actor, ActorType, Attribution, AuditLog
 from proctor.clock import Clock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import Enforcer
@@ -47,6 +47,7 @@ from proctor.identity import (
     sync_principals,
 )
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
+from proctor.oversight.activating import apply_sources
 from proctor.oversight.risk import RiskEngine, load_risk_config
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
@@ -205,12 +206,16 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     feed.subscribe(lambda found: _learn(tools, engine, found),
                    lambda: _learn(tools, engine, None))
     policies = PolicyStore(store, engine, clock)
-    if policies.load_active() is None:
-        policies.load_directory(settings.policy_dir)
     master_key = load_master_key(settings.home)  # read once, here
     keyring = open_keyring(settings, store, clock, master_key)
     codec = TokenCodec(keyring, issuer=issuer_for(settings), audience=settings.grant_audience)
     audit = AuditLog(store, signer=keyring, clock=clock, attribution=attribution)
+    if policies.load_active() is None:
+        try:
+            _first_policies(settings, policies, audit, clock, attribution)
+        except BaseException:
+            audit.close()
+            raise
     agents = RegisteredAgents(registry, store, clock, view=agent_view, audit=audit)
     task_view = TaskView(store, feed)
     revocations = RevocationView(store, feed)
@@ -236,6 +241,21 @@ def _wire(settings: Settings, clock: Clock, store: Store,
     return Runtime(settings, clock, store, engine, policies, registry, agents, tools, grants,
                    audit, approvals, enforcer, keyring, secrets, feed, agent_view, task_view,
                    revocations, risk, webhook)
+
+
+def _first_policies(settings: Settings, policies: PolicyStore, audit: AuditLog, clock: Clock,
+                    attribution: Attribution | None) -> None:
+    """No active revision yet (``init``, the first ``serve``): the home's policy directory,
+    validated, stored and activated with its ``policy.activate`` event, by the operator of
+    the command that opened the runtime (else the system), in one transaction; if the
+    event cannot be written nothing is stored (:class:`~proctor.errors.AuditUnavailableError`,
+    the runtime does not open)."""
+    sources, compiled = policies.read_directory(settings.policy_dir)
+    by = attribution.actor if attribution is not None else Actor(ActorType.SYSTEM, "proctor")
+    apply_sources(policies, audit, clock, sources, compiled, by=by,
+                  origin=f"directory {settings.policy_dir.name}",
+                  detail={"digest": compiled.digest, "policies": len(compiled),
+                          "reason": "no active revision: the home's policies"})
 
 
 def _sensitivity(engine: PolicyEngine, tool_id: str) -> int:

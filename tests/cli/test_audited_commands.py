@@ -71,6 +71,8 @@ def test_every_state_changing_command_is_the_operators_own_human_event(
 
     assert run("init", "--by", olivia)[0] == 0
     _, listed = run("token", "list")
+    # the home's policies, active from the first open (they were made with no event)
+    expected.append(("policy.activate", "PolicyRevision::1", olivia, "activated"))
     expected.append(("token.create", f'ApiToken::"{listed["tokens"][0]["id"]}"', olivia,
                      "created"))
 

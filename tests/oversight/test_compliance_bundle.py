@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
+from proctor.audit import human_event
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import ToolCall
@@ -65,8 +66,10 @@ def bundle(runtime: Runtime) -> dict[str, Any]:
             tool, {"customer_id": "c-1"} if tool.startswith("crm") else {"amount": 5},
             target=TARGET))
     now = runtime.clock.now()
+    signed = human_event("erin@acme.example", "audit.checkpoint", "", "signed", now=now)
     report = build_report(ReportSources(runtime.store, runtime.engine, runtime.policies,
-                                        runtime.registry, runtime.clock, keys=runtime.keyring),
+                                        runtime.registry, runtime.clock, keys=runtime.keyring,
+                                        audit=runtime.audit, checkpointing=signed),
                           since=now - timedelta(hours=1), until=now + timedelta(seconds=1))
     signer = runtime.keyring.current_signer()
     keys = [v.public_jwk() for v in runtime.keyring.checkpoint_verifiers().values()]

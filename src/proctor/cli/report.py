@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from proctor.cli.operator import ByOpt, acting_runtime
 from proctor.cli.output import console, fail, json_escaped, print_json
-from proctor.config import load_settings
 from proctor.documents import read_json
 from proctor.errors import ProctorError, RequestError, SigningKeyError
 
@@ -52,10 +52,13 @@ def compliance(
     grant_threshold: Annotated[int, typer.Option(
         "--grant-threshold", help="Grants living longer than this many seconds are "
         "gaps.")] = 3600,
+    by: ByOpt = None,
 ) -> None:
     """Map proctor's controls to OWASP ASI01 to ASI10, CSA MAESTRO, NIST AI RMF 1.0 and EU AI
     Act Art. 12 and 14, with evidence from the window's decisions and the gaps. Signs a
-    checkpoint of the audit chain now, so that it covers every cited event."""
+    checkpoint of the audit chain now, so that it covers every cited event, stored with
+    the operator's `audit.checkpoint` event in one transaction: if the event cannot be
+    written, no checkpoint is stored and the command fails."""
     from proctor.oversight.compliance import (
         FORMATS,
         ReportSources,
@@ -64,40 +67,34 @@ def compliance(
         render_html,
         render_markdown,
     )
-    from proctor.runtime import open_runtime
 
     as_json = fmt == "json"
     if fmt not in FORMATS:
         fail(f"format `{fmt}` is not one of {', '.join(FORMATS)}", code="request_invalid",
              as_json=as_json)
-    try:
-        settings = load_settings()
-        runtime = open_runtime(settings)
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    try:
-        end = _time(until, "until") or runtime.clock.now()
-        start = _time(since, "since") or end - timedelta(days=30)
-        if start >= end:
-            raise RequestError("`--since` must be before `--until`")
-        sources = ReportSources(runtime.store, runtime.engine, runtime.policies,
-                                runtime.registry, runtime.clock, keys=runtime.keyring)
-        report = build_report(sources, since=start, until=end,
-                              grant_threshold_seconds=grant_threshold)
-        document = report.as_json()
-        if bundle is not None:
-            signer = runtime.keyring.current_signer()
-            verifiers = {**runtime.keyring.checkpoint_verifiers(), signer.kid: signer}
-            packed = make_bundle(runtime.store, report,
-                                 [v.public_jwk() for v in verifiers.values()], signer)
-            _write(bundle, json.dumps(packed, ensure_ascii=False, sort_keys=True) + "\n",
-                   as_json)
-    except ProctorError as exc:
-        fail(exc.message, code=exc.code, as_json=as_json)
-    except ValueError as exc:
-        fail(str(exc), code="request_invalid", as_json=as_json)
-    finally:
-        runtime.close()
+    with acting_runtime(by, as_json) as (runtime, acting):
+        try:
+            end = _time(until, "until") or runtime.clock.now()
+            start = _time(since, "since") or end - timedelta(days=30)
+            if start >= end:
+                raise RequestError("`--since` must be before `--until`")
+            sources = ReportSources(
+                runtime.store, runtime.engine, runtime.policies, runtime.registry,
+                runtime.clock, keys=runtime.keyring, audit=runtime.audit,
+                checkpointing=acting.event("audit.checkpoint", "", "signed",
+                                           detail={"for": "report compliance"}))
+            report = build_report(sources, since=start, until=end,
+                                  grant_threshold_seconds=grant_threshold)
+            document = report.as_json()
+            if bundle is not None:
+                signer = runtime.keyring.current_signer()
+                verifiers = {**runtime.keyring.checkpoint_verifiers(), signer.kid: signer}
+                packed = make_bundle(runtime.store, report,
+                                     [v.public_jwk() for v in verifiers.values()], signer)
+                _write(bundle, json.dumps(packed, ensure_ascii=False, sort_keys=True) + "\n",
+                       as_json)
+        except ValueError as exc:
+            fail(str(exc), code="request_invalid", as_json=as_json)
     text = (json.dumps(document, ensure_ascii=False, indent=2) + "\n" if as_json
             else render_html(document) if fmt == "html" else render_markdown(document))
     if out is not None:

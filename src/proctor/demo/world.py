@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
+from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
 from proctor.config import Settings
 from proctor.errors import ConfigError
 from proctor.identity import Manifest, OwnKeyProof
@@ -29,6 +30,7 @@ from proctor.runtime import EXAMPLE_POLICIES, Runtime, init_home, open_runtime
 __all__ = ["MARKER", "DemoAgent", "DemoWorld", "build_world", "control_plane"]
 
 MARKER = ".proctor-demo"
+DEMO_ACTOR = "proctor-demo"  # the system actor of what the demo sets up
 TRUST_DOMAIN = "acme.example"
 OWNER = "alice@acme.example"
 PLANNER = f"spiffe://{TRUST_DOMAIN}/agent/planner"
@@ -97,7 +99,12 @@ def build_world(home: Path) -> DemoWorld:
     try:
         from proctor.server import ApiTokens
 
-        minted = ApiTokens(runtime.store, runtime.clock).ensure_admin()
+        # made with its token.create event, in one transaction (unaudited: not made)
+        now = runtime.clock.now()
+        minted = ApiTokens(runtime.store, runtime.clock).ensure_admin(
+            audit=runtime.audit, event=AuditEvent(
+                id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, DEMO_ACTOR),
+                action="token.create", target="", outcome="created"))
         if minted is None:  # a fresh home always mints one
             raise ConfigError("the demo home already had an admin token")
         planner = _agent(runtime, home, "planner", "claude-sonnet-4-5")

@@ -6,7 +6,7 @@ satisfy them; the gateway depends on these shapes only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -25,7 +25,11 @@ class LeasedSecret(Protocol):
 
 class SecretSource(Protocol):
     def lease(self, name: str, *, leases: LeaseTree, parent_id: str, task_id: str,
-              agent_id: str, expires_at: datetime | None) -> LeasedSecret: ...
+              agent_id: str, expires_at: datetime | None, upstream: str = ""
+              ) -> LeasedSecret: ...
+
+    def release(self, leased: Mapping[str, str], reason: str, *, agent_id: str,
+                task_id: str, with_nodes: Sequence[str] = ()) -> list[str]: ...
 
 
 class GuardOutcome(Protocol):

@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from proctor.clock import Clock
-from proctor.errors import GatewayError, GrantError, ProctorError
+from proctor.errors import AuditUnavailableError, GatewayError, GrantError, ProctorError
 from proctor.gateway.config import GatewayConfig, UpstreamConfig, fill_secrets, secret_names
 from proctor.gateway.ports import Guard, SecretSource
 from proctor.gateway.relay import RelayBoard
@@ -112,6 +112,7 @@ class GatewaySession:
         # resource uri -> server, from listing (None: listed by more than one)
         self.resource_servers: dict[str, str | None] = {}
         self.node_ids: list[str] = [self.id]  # the session node and its secret leases
+        self._leased: dict[str, str] = {}  # its secret leases' names, by lease id
         self.closed = anyio.Event()
         self.close_reason: str | None = None
         self._holds = 0
@@ -175,8 +176,16 @@ class GatewaySession:
                 await anyio.to_thread.run_sync(self._end_leases)
 
     def _end_leases(self) -> None:
+        reason = self.close_reason or "session ended"
         try:
-            self._leases.revoke_subtree(self.node_ids, self.close_reason or "session ended")
+            if self._secrets is not None and self._leased:
+                # audited (secret.release), with the session's node, in one transaction
+                self._secrets.release(self._leased, reason, agent_id=self.claims.agent_id,
+                                      task_id=self.claims.task_id, with_nodes=[self.id])
+            else:
+                self._leases.revoke_subtree(self.node_ids, reason)
+        except AuditUnavailableError:  # ended all the same: said by the secret store
+            log.error("session %s: its secret leases ended unaudited", self.id)
         except Exception as exc:  # they expire with the grant in any case
             log.error("session %s: its leases could not be ended (%s)", self.id,
                       type(exc).__name__)
@@ -319,11 +328,12 @@ class GatewaySession:
                 lease = self._secrets.lease(
                     name, leases=self._leases, parent_id=self.claims.grant_id,
                     task_id=self.claims.task_id, agent_id=self.claims.agent_id,
-                    expires_at=self.expires_at)
+                    expires_at=self.expires_at, upstream=config.name)
             except ProctorError as exc:
                 raise GatewayError("upstream_unavailable", f"upstream `{config.name}`: secret "
                                    f"`{name}` cannot be leased ({exc.code})") from None
             self.node_ids.append(lease.lease_id)
+            self._leased[lease.lease_id] = name
             if self._guard is not None:
                 self._guard.add_known_secret(lease.value)
             values[name] = lease.value

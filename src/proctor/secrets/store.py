@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -45,10 +45,10 @@ from proctor.errors import (
     StoreError,
 )
 from proctor.grants import LeaseTree
-from proctor.grants.leases import revoke_roots
+from proctor.grants.leases import revoke_roots, writing
 from proctor.human_ids import canonical_human_id
 from proctor.sealing import Sealer
-from proctor.secrets.lineage import read_lineage
+from proctor.secrets.lineage import lineage_in, read_lineage
 from proctor.secrets.values import SecretInfo, SecretLease, check_name, check_value
 from proctor.store import Store, as_utc
 from proctor.store.tables import leases as lease_table
@@ -60,6 +60,7 @@ __all__ = ["LEASE_KIND", "SecretStore"]
 log = logging.getLogger(__name__)
 
 LEASE_KIND = "secret"
+LEASER = "proctor-gateway"  # the actor of a ``secret.lease`` event: the system, for an agent
 
 
 def _context(name: str, generation: str) -> bytes:
@@ -174,36 +175,58 @@ class SecretStore:
             if stale else []
 
     def lease(self, name: str, *, leases: LeaseTree, parent_id: str, task_id: str,
-              agent_id: str, expires_at: datetime | None) -> SecretLease:
+              agent_id: str, expires_at: datetime | None, upstream: str = "") -> SecretLease:
         """A lease of the secret ``name`` under ``parent_id`` (a live grant of ``agent_id``
-        in ``task_id``), ending no later than its parent line; or a :class:`SecretError`
-        and nothing recorded."""
+        in ``task_id``), for the upstream named ``upstream``, ending no later than its
+        parent line; or a :class:`SecretError` and nothing recorded. With an audit log,
+        the lease is the effects of its ``secret.lease`` event: not made (and
+        :class:`~proctor.errors.AuditUnavailableError`) if the event cannot be written."""
         name, now = check_name(name), self._clock.now()
         if expires_at is not None and expires_at.tzinfo is None:
             raise SecretError("secret_lease_expiry_invalid", "a lease expiry must be aware (UTC)")
         if expires_at is not None and expires_at <= now:
             raise SecretError("secret_lease_expiry_invalid", "a lease must expire in the future")
         lease_id = f"slease_{secrets.token_hex(12)}"
-        with self._store.transaction() as conn:
-            row = conn.execute(select(secret_table).where(secret_table.c.name == name)).first()
-            if row is None:
-                raise SecretError("secret_unknown", f"secret `{name}` does not exist")
-            value = self._unseal(name, row.sealed_value, row.generation)
-            line = read_lineage(conn, parent_id)
-            if line is None or not line.is_live(now):
-                raise SecretError("secret_lease_parent_invalid",
-                                  f"parent `{parent_id}` is unknown, revoked or expired")
-            if (line.task_id, line.agent_id) != (task_id, agent_id):
-                raise SecretError("secret_lease_parent_invalid",
-                                  f"parent `{parent_id}` is not of this task and agent")
-            ends = [t for t in (expires_at, line.expires_at) if t is not None]
-            expiry = min(ends) if ends else None
-            leases.add(conn, node_id=lease_id, parent_id=parent_id, kind=LEASE_KIND,
-                       task_id=task_id, agent_id=agent_id, expires_at=expiry)
-            conn.execute(insert(secret_leases).values(
-                lease_id=lease_id, secret_name=name, generation=row.generation))
+        event = AuditEvent(
+            id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, LEASER, agent_id),
+            action="secret.lease", target=f'Secret::"{name}"', outcome="leased",
+            task=task_id, detail={"agent": agent_id, "parent": parent_id,
+                                  "upstream": upstream, "lease": lease_id})
+        taking = _Lease(name, lease_id, parent_id, task_id, agent_id, expires_at, now, event,
+                        self._unseal)
+        if self._audit is not None:  # with its event, or not at all: it hands out a value
+            commit_with_event(self._audit, event, taking)
+        else:
+            with self._store.transaction() as conn, writing(conn) as tx:
+                taking.apply(tx)
+            if taking.refusal is not None:
+                raise taking.refusal
+        assert taking.lease is not None  # made
         log.debug("secret %s leased as %s under %s", name, lease_id, parent_id)
-        return SecretLease(lease_id, name, value, expiry)
+        return taking.lease
+
+    def release(self, leased: Mapping[str, str], reason: str, *, agent_id: str,
+                task_id: str, with_nodes: Sequence[str] = ()) -> list[str]:
+        """End the leases ``leased`` (their secrets' names by lease id; of ``agent_id`` in
+        ``task_id``) and ``with_nodes`` (what ends with them: the gateway session they were
+        taken for), their subtrees with them, for ``reason``; returns the ids newly
+        revoked. With an audit log, it is the effects of a ``secret.release`` event naming
+        the leases it ended (none written if they had all ended already: revoked with
+        their grant, say); if the event cannot be written the leases end all the same (it
+        takes access away) and :class:`~proctor.errors.AuditUnavailableError` says so."""
+        nodes = [*with_nodes, *leased]
+        if self._audit is None or not leased:
+            return self._revocations.revoke_subtree(nodes, reason)
+        now = self._clock.now()
+        event = AuditEvent(
+            id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, LEASER, agent_id),
+            action="secret.release", target=", ".join(
+                sorted({f'Secret::"{name}"' for name in leased.values()})),
+            outcome="released", task=task_id, detail={"agent": agent_id, "reason": reason})
+        ending = _Release(nodes, dict(leased), reason, now, event)
+        commit_with_event(self._audit, event, ending,
+                          alone=lambda: self._revocations.revoke_subtree(nodes, reason))
+        return self._revocations.revoked_after(ending.revoked, reason)
 
     def is_live(self, lease_id: str) -> bool:
         """True while the lease, its grant and everything above are unrevoked and
@@ -232,6 +255,11 @@ _UPSERT = ("INSERT INTO secrets (name, sealed_value, generation, version, create
            "updated_at = excluded.updated_at, updated_by = excluded.updated_by")
 _STORED = "SELECT version, created_at, created_by FROM secrets WHERE name = {p}"
 _DELETE = "DELETE FROM secrets WHERE name = {p}"
+_SEALED = "SELECT sealed_value, generation FROM secrets WHERE name = {p}"
+_ADD_NODE = ("INSERT INTO leases (id, parent_id, kind, task_id, agent_id, created_at, "
+             "expires_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})")
+_ADD_LEASE = "INSERT INTO secret_leases (lease_id, secret_name, generation) VALUES ({p}, {p}, {p})"
+_ACCESSOR = "SELECT accessor FROM grants WHERE id = {p}"
 _LIVE = ("SELECT s.lease_id FROM secret_leases s JOIN leases l ON l.id = s.lease_id "
          "WHERE s.secret_name = {p} AND l.revoked_at IS NULL")
 
@@ -296,3 +324,82 @@ def _live_leases(conn: Connection, name: str) -> Sequence[str]:
         .join(lease_table, lease_table.c.id == secret_leases.c.lease_id)
         .where(and_(secret_leases.c.secret_name == name, lease_table.c.revoked_at.is_(None)))
     ).scalars())
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A lease taken as the effects of its ``secret.lease`` event, in the audit writer's
+    transaction: the checks of :meth:`SecretStore.lease` on what that transaction reads,
+    then its node (kind ``secret``) and its ``secret_leases`` row. The event names the
+    grant's accessor (``grant``), the lease's expiry, never the value."""
+
+    name: str
+    lease_id: str
+    parent_id: str
+    task_id: str
+    agent_id: str
+    expires_at: datetime | None
+    now: datetime
+    event: AuditEvent
+    unseal: Callable[[str, str, str], str]
+    lease: SecretLease | None = None
+    refusal: ProctorError | None = None
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.lease, self.refusal = None, None  # a retried batch: again
+        found = tx.rows(_SEALED, [self.name])
+        if not found:
+            return self._refuse(SecretError("secret_unknown",
+                                            f"secret `{self.name}` does not exist"))
+        sealed, generation = str(found[0][0]), str(found[0][1])
+        try:
+            value = self.unseal(self.name, sealed, generation)
+        except SecretError as exc:
+            return self._refuse(exc)
+        line = lineage_in(tx, self.parent_id)
+        if line is None or not line.is_live(self.now):
+            return self._refuse(SecretError(
+                "secret_lease_parent_invalid",
+                f"parent `{self.parent_id}` is unknown, revoked or expired"))
+        if (line.task_id, line.agent_id) != (self.task_id, self.agent_id):
+            return self._refuse(SecretError(
+                "secret_lease_parent_invalid",
+                f"parent `{self.parent_id}` is not of this task and agent"))
+        ends = [t for t in (self.expires_at, line.expires_at) if t is not None]
+        expiry = min(ends) if ends else None
+        tx.execute(_ADD_NODE, [self.lease_id, self.parent_id, LEASE_KIND, self.task_id,
+                               self.agent_id, tx.time(self.now),
+                               tx.time(expiry) if expiry is not None else None])
+        tx.execute(_ADD_LEASE, [self.lease_id, self.name, generation])
+        accessor = tx.rows(_ACCESSOR, [self.parent_id])
+        self.lease = SecretLease(self.lease_id, self.name, value, expiry)
+        return replace(self.event, grant=str(accessor[0][0]) if accessor else None,
+                       detail={**self.event.detail, "expires_at": (
+                           expiry.isoformat() if expiry is not None else None)})
+
+    def _refuse(self, refusal: SecretError) -> AuditEvent:
+        self.refusal = refusal
+        return WITHDRAWN
+
+
+@dataclass(slots=True)
+class _Release:
+    """Leases (and the nodes that end with them) revoked as the effects of their
+    ``secret.release`` event: the event names the leases newly revoked, and is not
+    written when there are none."""
+
+    nodes: Sequence[str]
+    names: dict[str, str]  # the leases' secret names, by lease id
+    reason: str
+    now: datetime
+    event: AuditEvent
+    revoked: list[str] = field(default_factory=list)
+    refusal: ProctorError | None = None  # never: a revocation is not refused
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.revoked = revoke_roots(tx, self.nodes, self.reason, self.now)
+        ended = [node for node in self.revoked if node in self.names]
+        if not ended:
+            return WITHDRAWN
+        return replace(self.event, detail={**self.event.detail, "leases": ended,
+                                           "secrets": sorted({self.names[n] for n in ended})})

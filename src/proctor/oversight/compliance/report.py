@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from proctor.audit import Checkpoint, load_checkpoints, write_checkpoint
+from proctor.audit import AuditEvent, AuditLog, Checkpoint, load_checkpoints
 from proctor.audit.events import format_time
 from proctor.clock import Clock
 from proctor.identity import AgentRegistry
@@ -25,6 +25,7 @@ from proctor.keys import SignerSource
 from proctor.oversight.compliance.evidence import QUERIES, Evidence, gather_evidence
 from proctor.oversight.compliance.gaps import Gap, find_gaps
 from proctor.oversight.compliance.mapping import FRAMEWORKS, MappingEntry, load_mapping
+from proctor.oversight.milestones import checkpoint_with_event
 from proctor.policy import PolicyEngine, PolicyStore
 from proctor.store import Store
 
@@ -42,7 +43,11 @@ class ReportSources:
     policies: PolicyStore
     registry: AgentRegistry
     clock: Clock
-    keys: SignerSource | None = None  # to sign a checkpoint that covers the citations
+    # to sign a checkpoint that covers the citations: the keys, and the audit log and the
+    # ``audit.checkpoint`` event (its target and detail filled in) it is stored with
+    keys: SignerSource | None = None
+    audit: AuditLog | None = None
+    checkpointing: AuditEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +97,18 @@ def build_report(sources: ReportSources, *, since: datetime, until: datetime,
     """The report for ``[since, until)`` from the store as it is now.
 
     With ``sources.keys`` the head is checkpointed now, so the checkpoint covers
-    every cited event; without, the first existing checkpoint at or after the last
-    cited event is named (None when there is none yet).
+    every cited event, stored with its ``audit.checkpoint`` event
+    (``sources.checkpointing``) in one transaction of ``sources.audit``
+    (:func:`~proctor.oversight.milestones.checkpoint_with_event`: if the event cannot
+    be written, no checkpoint is stored and
+    :class:`~proctor.errors.AuditUnavailableError` is raised); without, the first
+    existing checkpoint at or after the last cited event is named (None when there is
+    none yet).
     """
     if since >= until:
         raise ValueError("the report's window must start before it ends")
+    if sources.keys is not None and (sources.audit is None or sources.checkpointing is None):
+        raise ValueError("a report that signs a checkpoint needs the audit log and its event")
     entries = load_mapping(queries=frozenset(QUERIES))
     evidence = gather_evidence(sources.store, since, until)
     gaps = find_gaps(sources.store, sources.engine, sources.policies, sources.registry,
@@ -104,7 +116,8 @@ def build_report(sources: ReportSources, *, since: datetime, until: datetime,
     last = max((x.seq for f in evidence.values() for x in f.examples), default=0)
     checkpoint: Checkpoint | None = None
     if sources.keys is not None:
-        checkpoint = write_checkpoint(sources.store, sources.keys, sources.clock)
+        assert sources.audit is not None and sources.checkpointing is not None  # checked
+        checkpoint = checkpoint_with_event(sources.audit, sources.keys, sources.checkpointing)
     if checkpoint is None or checkpoint.seq < last:
         checkpoint = next((c for c in load_checkpoints(sources.store) if c.seq >= last), None)
     return ComplianceReport(sources.clock.now(), since, until, entries, evidence, gaps,
