@@ -33,7 +33,7 @@ from proctor.sealing import load_master_key
 from proctor.secrets import SecretStore
 from tests.conftest import sqlite_only
 from tests.e2e.conftest import http_upstream
-from tests.gateway.conftest import UPSTREAM, WAIT, Deployment
+from tests.gateway.conftest import UPSTREAM, WAIT, Deployment, injected_secret
 from tests.gateway.failing_upstream import create_server as create_failing
 from tests.gateway.in_process import listening_socket, served, url_of, wrapped
 from tests.gateway.media_upstream import create_server as create_media
@@ -60,24 +60,13 @@ def _over_http(deployment: Deployment, url: str,
     return deployment.config({"upstreams": {"test": {"url": url, "tools": tools or {}}}})
 
 
-def _injected(deployment: Deployment, command: list[str] = UPSTREAM) -> tuple[str, Path]:
-    """A secret made now, and a config injecting it into the stdio upstream ``test``
-    (``command``) as ``UPSTREAM_TOKEN``."""
-    value = "tok_" + secrets.token_urlsafe(24)
-    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
-                        load_master_key(deployment.settings.home))
-    store.put("upstream-token", value, by="erin@acme.example")
-    return value, deployment.config({"upstreams": {"test": {
-        "command": command, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
-
-
 def _audit_text(deployment: Deployment) -> str:
     return "\n".join(json.dumps(e.as_json()) for e in iter_events(deployment.runtime.store))
 
 
 async def test_an_injected_secret_reaches_the_upstream_and_never_the_agent_nor_the_audit(
         deployment: Deployment) -> None:
-    value, config = _injected(deployment)
+    value, config = injected_secret(deployment)
     grant = deployment.grant()
     async with wrapped(deployment, grant, [], config=config, server="test") as client:
         digest = await client.call_tool("env_digest", {"name": "UPSTREAM_TOKEN"})
@@ -104,7 +93,7 @@ async def test_an_injected_secret_an_upstream_logs_during_a_call_is_redacted(
         deployment: Deployment, meta: types.RequestParamsMeta | None) -> None:
     # a stdio upstream's log messages are relayed by the gateway's pipes (the direct
     # path, a plain call) or its SDK session (a call with `_meta`): the guard on both
-    value, config = _injected(deployment)
+    value, config = injected_secret(deployment)
     wire: list[types.JSONRPCMessage] = []
     async with wrapped(deployment, deployment.grant(), [], config=config, server="test",
                        wire=wire) as client:
@@ -124,7 +113,7 @@ async def test_an_injected_secret_an_upstream_prints_to_stderr_is_redacted_in_th
         deployment: Deployment, tmp_path: Path) -> None:
     # tests/gateway/stderr_upstream.py prints it whole, in two writes, after bytes that
     # are not UTF-8, where a line over the cap is cut, and last with no newline
-    value, config = _injected(deployment, [*UPSTREAM[:2], "tests.gateway.stderr_upstream"])
+    value, config = injected_secret(deployment, [*UPSTREAM[:2], "tests.gateway.stderr_upstream"])
     log = tmp_path / "gateway.log"
     with log.open("w", encoding="utf-8") as errlog:
         async with wrapped(deployment, deployment.grant(), [], config=config, server="test",
@@ -148,7 +137,7 @@ async def test_an_injected_secret_an_upstream_quotes_in_its_listings_is_redacted
         deployment: Deployment) -> None:
     # a first-seen server's tool definitions are reviewed as they come (pins), and
     # prompts and resources are not pinned: the output guard is what keeps the secret out
-    value, config = _injected(deployment, [*UPSTREAM[:2], "tests.gateway.listing_upstream"])
+    value, config = injected_secret(deployment, [*UPSTREAM[:2], "tests.gateway.listing_upstream"])
     grant = deployment.grant([{"tool": "test/*"}])
     wire: list[types.JSONRPCMessage] = []
     async with wrapped(deployment, grant, [], config=config, server="test",

@@ -8,6 +8,7 @@ real upstream, as an MCP client would.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from proctor.grants import GrantScope, IssuedGrant
 from proctor.grants.authority import Task
 from proctor.identity import OwnKeyProof
 from proctor.runtime import Runtime, init_home, open_runtime
+from proctor.sealing import load_master_key
+from proctor.secrets import SecretStore
 from tests.identity.factories import manifest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
@@ -41,6 +44,18 @@ UPSTREAM = [sys.executable, "-m", "tests.gateway.upstream_server"]
 TIME = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60  # seconds: every wait of the gateway tests is bounded
+
+
+def injected_secret(deployment: Deployment, command: list[str] = UPSTREAM
+                    ) -> tuple[str, Path]:
+    """A secret made now, and a config injecting it into the stdio upstream ``test``
+    (``command``) as ``UPSTREAM_TOKEN``."""
+    value = "tok_" + secrets.token_urlsafe(24)
+    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
+                        load_master_key(deployment.settings.home))
+    store.put("upstream-token", value, by="erin@acme.example")
+    return value, deployment.config({"upstreams": {"test": {
+        "command": command, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
 
 
 def git_command(repo: Path) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -22,23 +21,11 @@ from sqlalchemy import text
 
 from proctor.audit import iter_events
 from proctor.errors import ProctorError
-from proctor.sealing import load_master_key
-from proctor.secrets import SecretStore
-from tests.gateway.conftest import CODER, UPSTREAM, Deployment
+from tests.gateway.conftest import CODER, Deployment, injected_secret
 from tests.gateway.in_process import wrapped
 from tests.server.test_unaudited_changes import audit_down
 
 pytestmark = pytest.mark.anyio
-
-
-def _injected(deployment: Deployment, command: list[str] = UPSTREAM) -> tuple[str, Path]:
-    """A secret made now, and a config injecting it into the stdio upstream ``test``."""
-    value = "tok_" + secrets.token_urlsafe(24)
-    store = SecretStore(deployment.runtime.store, deployment.runtime.clock,
-                        load_master_key(deployment.settings.home))
-    store.put("upstream-token", value, by="erin@acme.example")
-    return value, deployment.config({"upstreams": {"test": {
-        "command": command, "env": {"UPSTREAM_TOKEN": "${secret:upstream-token}"}}}})
 
 
 def _stored(deployment: Deployment) -> str:
@@ -50,7 +37,7 @@ def _stored(deployment: Deployment) -> str:
 async def test_a_secret_leased_to_an_upstream_is_audited_with_its_end_and_never_its_value(
         deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    value, config = _injected(deployment)
+    value, config = injected_secret(deployment)
     grant = deployment.grant()
     async with wrapped(deployment, grant, [], config=config, server="test") as client:
         digest = await client.call_tool("env_digest", {"name": "UPSTREAM_TOKEN"})
@@ -87,7 +74,7 @@ async def test_a_lease_the_log_cannot_hold_is_not_taken_and_the_upstream_not_sta
         deployment: Deployment, tmp_path: Path) -> None:
     started = tmp_path / "started"
     command = [sys.executable, "-c", f"open({str(started)!r}, 'w').close()"]
-    value, config = _injected(deployment, command)
+    value, config = injected_secret(deployment, command)
     grant = deployment.grant()
     before = sum(1 for _ in iter_events(deployment.runtime.store))
     with audit_down(deployment.runtime.store), pytest.raises(ProctorError) as refused:
@@ -106,7 +93,7 @@ async def test_a_lease_the_log_cannot_hold_is_not_taken_and_the_upstream_not_sta
 
 async def test_a_session_ending_while_the_log_is_down_still_ends_its_leases(
         deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
-    value, config = _injected(deployment)
+    value, config = injected_secret(deployment)
     grant = deployment.grant()
     with ExitStack() as down:
         async with wrapped(deployment, grant, [], config=config, server="test") as client:
