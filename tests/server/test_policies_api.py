@@ -111,7 +111,8 @@ async def test_activating_a_revision_changes_decisions_and_is_audited(agents: Ap
     assert (response.json()["decision"], response.json()["revision"]) == ("deny",
                                                                            candidate["id"])
     events = [e.event for e in api.events(action="policy.activate")]
-    assert [(e["actor"]["id"], e["target"]) for e in events] == [
-        ("local-admin", f"PolicyRevision::{candidate['id']}")]
+    # the candidate's, and the first open's of the home's policies (revision 1, the system)
+    assert sorted((e["actor"]["id"], e["target"]) for e in events) == [
+        ("local-admin", f"PolicyRevision::{candidate['id']}"), ("proctor", "PolicyRevision::1")]
     missing = await api.client.post("/v1/policies/revisions/999/activate", headers=api.admin)
     assert_problem(missing, 404, "not_found")

@@ -292,11 +292,13 @@ def test_serve_streams_the_audit_log_in_the_background(env: dict[str, str]) -> N
     server = Served(env, "--audit-stream", f"http://127.0.0.1:{port}/ingest")
     try:
         server.wait_ready()
-        received.wait_for(1, timeout=STARTUP_SECONDS)  # the admin token's token.create
+        # the first open's policy.activate, then the admin token's token.create
+        received.wait_for(2, timeout=STARTUP_SECONDS)
     finally:
         assert server.stop() in STOPPED
         receiver.stop()
-    assert received.bodies[0][0]["api"]["operation"] == "token.create"
+    sent = [event["api"]["operation"] for body in received.bodies for event in body]
+    assert sent[:2] == ["policy.activate", "token.create"]
 
 
 def _signed_in_from(url: str, token: str, forwarded_for: str) -> None:
