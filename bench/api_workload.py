@@ -40,7 +40,8 @@ def set_up(home: Path, pg_url: str) -> Setup:
     settings = Settings(home=home, database_url=pg_url, policy_dir=home / "policies",
                         trust_domain="acme.example")
     init_home(settings)
-    (home / "server.toml").write_text("rate_per_second = 1000000.0\nrate_burst = 1000000\n",
+    (home / "server.toml").write_text("rate_per_second = 1000000.0\nrate_burst = 1000000\n"
+                                      f"enforcement_points = [\"{TARGET}\"]\n",
                                       encoding="utf-8")
     runtime = open_runtime(settings)
     ApiTokens(runtime.store, runtime.clock).ensure_admin()

@@ -87,6 +87,7 @@ Code = Literal[
     "delegation_extends_expiry", "delegation_too_deep", "delegation_cycle",
     "delegation_widens_uses", "issuance_denied", "issuance_pending_approval",
     "holder_identity_missing", "holder_identity_invalid", "holder_identity_mismatch",
+    "proof_target_unknown",
     # grants: tasks and offers
     "task_unknown", "task_ended", "task_changed", "task_expired", "task_idle", "task_ttl_invalid",
     "policy_changed",
@@ -317,6 +318,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "holder_identity_invalid": CodeInfo("the holder's identity proof does not verify"),
     "holder_identity_mismatch": CodeInfo("the holder's identity proof names another agent or "
                                          "key"),
+    "proof_target_unknown": CodeInfo("the call's `target` (its proof's `htu`) is neither the "
+                                     "route's own URL nor under one of the deployment's "
+                                     "`enforcement_points` (server.toml)", 422),
     "task_unknown": CodeInfo("no task has that id", 404),
     "task_ended": CodeInfo("the task has ended, and its grants with it", 409),
     "policy_changed": CodeInfo("another policy revision was activated (in another process, "

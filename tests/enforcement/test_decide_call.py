@@ -312,3 +312,31 @@ def test_a_tool_id_that_is_not_a_string_is_a_deny_even_when_the_decision_fails(
     assert (verdict.outcome, verdict.code) == (Outcome.DENY, "enforcement_error")
     [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
     assert event["action"] == f"tool:{str(tool)[:200]}"
+
+
+def test_a_proof_made_for_a_listing_or_an_exchange_is_no_calls_proof_and_stays_unspent(
+    runtime: Runtime, agents: Agents,
+) -> None:
+    # the caller names the call's method and target: an enforcement point (or a caller of
+    # POST /v1/decide) naming the proof's own, a listing's or an exchange's, had it spent
+    # as a call's, allowed
+    grant = agents.grant(SUPPORT, REFUND)
+    issuer = issuer_for(runtime.settings)
+    listing = make_proof(agents.keys[SUPPORT], grant.token, method="tools/list", target=TARGET,
+                         now=runtime.clock.now())
+    exchange = make_proof(agents.keys[SUPPORT], grant.token, method=EXCHANGE_METHOD,
+                          target=issuer, now=runtime.clock.now())
+    for proof, method, target in ((listing, "tools/list", TARGET),
+                                  (exchange, EXCHANGE_METHOD, issuer),
+                                  (listing, "GET", TARGET)):
+        verdict = runtime.enforcer.decide_call(grant.token, proof, ToolCall(
+            "crm/issue_refund", refund(2500), method=method, target=target))
+        assert (verdict.outcome, verdict.code) == (Outcome.DENY, "proof_wrong_target")
+        [event] = [e for e in _events(runtime) if e["id"] == verdict.event_id]
+        assert event["actor"]["type"] == ActorType.SYSTEM.value  # nobody proved the key
+    # nothing was spent: the exchange takes its proof (and refuses a hand-on to its holder
+    # only after the proof's check)
+    with pytest.raises(GrantError) as refused:
+        runtime.grants.exchange(grant.token, exchange, to_agent=SUPPORT,
+                                scope=GrantScope.from_json({"tools": REFUND}), ttl_seconds=60)
+    assert refused.value.code == "delegation_cycle"

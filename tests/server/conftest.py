@@ -167,9 +167,13 @@ class Api:
 
 
 def make_app(runtime: Runtime, config: ServerConfig | None = None) -> tuple[FastAPI, str]:
-    """The app and the admin token, created as ``proctor init`` creates it."""
+    """The app and the admin token, created as ``proctor init`` creates it; by default,
+    :data:`TARGET` is an enforcement point of the deployment (``POST /v1/decide`` takes
+    calls' proofs made for it)."""
     minted = ApiTokens(runtime.store, runtime.clock).ensure_admin()
     assert minted is not None
+    if config is None:
+        config = ServerConfig(enforcement_points=(TARGET,))
     return create_app(runtime, config), minted.token
 
 

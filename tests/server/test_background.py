@@ -31,7 +31,8 @@ async def other(settings: Settings, frozen: FrozenClock, database_url: str,
                 tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
     """A second server process's app on the same database (its own runtime and caches)."""
     runtime = open_runtime(settings, clock=frozen)
-    app = create_app(runtime, ServerConfig(sync_seconds=3600, sweep_seconds=3600))
+    app = create_app(runtime, ServerConfig(sync_seconds=3600, sweep_seconds=3600,
+                                          enforcement_points=(TARGET,)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url=BASE_URL) as client:
         yield client, app

@@ -213,7 +213,7 @@ def test_the_lean_route_documents_the_operation_fastapi_would() -> None:
     plain = APIRouter(tags=["decisions"])
     plain.add_api_route("/v1/decide", module.decide, methods=["POST"],
                         response_model=module.Verdict, dependencies=Credentials,
-                        responses=problem_responses())
+                        responses=problem_responses("proof_target_unknown"))
     documents = []
     for router in (module.router, plain):
         app = FastAPI()

@@ -3,8 +3,10 @@
 The gateway (MCP), ``POST /v1/decide`` and any other enforcement point call
 :meth:`Enforcer.decide_call`, which takes the steps of shared/DESIGN.md in order:
 
-1. the grant: signature, issuer, audience, time, proof of possession, the call
-   inside the grant's scope — else a deny with the ``grant_*``/``proof_*`` code
+1. the grant: signature, issuer, audience, time, proof of possession (made for
+   the call's own method, one of :data:`CALL_METHODS`: never a listing's, an
+   answer's nor a grant exchange's), the call inside the grant's scope — else a
+   deny with the ``grant_*``/``proof_*`` code
    (:meth:`Enforcer.decide_held_call`, for the process that holds the grant's key
    itself, takes no proof: the key was checked once, by
    :meth:`~proctor.grants.GrantAuthority.hold`);
@@ -40,6 +42,14 @@ pass along, and their helpers).
 """
 
 from proctor.enforcement.enforcer import Enforcer
-from proctor.enforcement.verdicts import HELD_IN_PROCESS, CallVerdict, ToolCall, VerdictCode
+from proctor.enforcement.verdicts import (
+    CALL_METHODS,
+    HELD_IN_PROCESS,
+    CallMethod,
+    CallVerdict,
+    ToolCall,
+    VerdictCode,
+)
 
-__all__ = ["HELD_IN_PROCESS", "CallVerdict", "Enforcer", "ToolCall", "VerdictCode"]
+__all__ = ["CALL_METHODS", "HELD_IN_PROCESS", "CallMethod", "CallVerdict", "Enforcer", "ToolCall",
+           "VerdictCode"]

@@ -29,7 +29,7 @@ from proctor.enforcement.calls import (
     log,
 )
 from proctor.enforcement.state import _Enforcing
-from proctor.enforcement.verdicts import HELD_IN_PROCESS, CallVerdict, ToolCall
+from proctor.enforcement.verdicts import CALL_METHODS, HELD_IN_PROCESS, CallVerdict, ToolCall
 from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantClaims, GrantUse, HeldGrant
 from proctor.grants.authority import Task
@@ -72,6 +72,9 @@ class _Steps(_Enforcing):
             if isinstance(grant, HeldGrant):
                 use = self._grants.prepare_held(grant, tool_id=call.tool_id, args=call.args)
             else:
+                if call.method not in CALL_METHODS:  # a proof the call's caller chose
+                    raise GrantError("proof_wrong_target", f"`{str(call.method)[:64]}` is not "
+                                     "a call's method: a proof for it is not a call's proof")
                 use = self._grants.prepare(grant.token, grant.proof, method=call.method,
                                            target=call.target, tool_id=call.tool_id,
                                            args=call.args)

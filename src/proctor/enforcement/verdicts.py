@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from proctor.approvals import Approval
 from proctor.codes import Code
@@ -17,6 +17,13 @@ from proctor.policy import DecisionRequest, Outcome
 
 # A verdict's code: `allow`, or the code of the deny (or of the pending approval).
 VerdictCode = Literal["allow"] | Code
+
+CallMethod = Literal["tools/call", "resources/read", "prompts/get", "completion/complete",
+                     "resources/subscribe", "resources/unsubscribe"]
+"""What a call's proof may be made for (its ``htm``): the requests an enforcement point
+decides. A proof for anything else (proctor's own protocols, ``grant/issue`` and
+``grant/exchange``; a listing; an HTTP verb; an answer, ``response``) is never a call's."""
+CALL_METHODS: frozenset[str] = frozenset(get_args(CallMethod))
 
 # ``detail.holder`` of the events of calls decided for the process holding the grant's key
 HELD_IN_PROCESS = "in_process"

@@ -15,6 +15,9 @@ token made by ``proctor init``)::
     threads = 16                                 # worker threads per process
     trusted_proxies = ["10.0.0.2"]               # read X-Forwarded-For/-Proto from these
                                                  # (addresses or networks) only; default none
+    enforcement_points = ["https://api-gw.acme.example/tools"]  # the URLs agents address
+                                                 # whose calls an enforcement point asks
+                                                 # POST /v1/decide about; default none
 
     [[oidc_issuers]]                             # humans: an OIDC provider's ID/access tokens
     issuer = "https://login.acme.example"
@@ -32,6 +35,13 @@ around is to say why the ``Host`` header is safe, and the server warns at start:
 
     trust_host_header = "the ingress sets Host to proctor.acme.example on every request"
 
+``enforcement_points``: the URLs (``http(s)://host[:port]/path``, no query) at which
+agents address an enforcement point that is not proctor's gateway (an API gateway, a
+plug-in), so that ``POST /v1/decide`` and ``POST /v1/grants/check`` accept a call's
+``target`` (its proof's ``htu``) equal to one of them or under one (``<point>/…``).
+Any other target but the route's own URL is refused ``422 proof_target_unknown``: a
+caller could otherwise spend there a proof the agent made for another party.
+
 Without ``trusted_proxies`` the client's address is the peer's: what a decision's
 ``source_ip`` and its audit event carry and what the per-client rate limit counts.
 ``X-Forwarded-For`` is read only from the proxies named (:mod:`proctor.listening`).
@@ -44,6 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proctor.config import config_number, config_whole_number
 from proctor.documents import read_toml
@@ -60,7 +71,7 @@ _TYPES: dict[str, type] = {
     "public_url": str, "trust_host_header": str, "max_body_bytes": int,
     "rate_per_second": float, "rate_burst": int, "sweep_seconds": float,
     "sync_seconds": float, "threads": int}
-_KEYS = {*_TYPES, "oidc_issuers", "trusted_proxies"}
+_KEYS = {*_TYPES, "oidc_issuers", "trusted_proxies", "enforcement_points"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class ServerConfig:
     threads: int = 16
     oidc_issuers: tuple[HumanIssuer, ...] = field(default_factory=tuple)
     trusted_proxies: tuple[str, ...] = ()
+    enforcement_points: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1024 <= self.max_body_bytes <= 64 * 1024 * 1024:
@@ -92,6 +104,8 @@ class ServerConfig:
         if self.public_url and self.trust_host_header:
             raise ConfigError("set `public_url` or `trust_host_header`, not both: with "
                               "`public_url` the Host header is never used")
+        for point in self.enforcement_points:
+            _check_point(point)
         issuers = [i.issuer for i in self.oidc_issuers]
         if len(set(issuers)) != len(issuers):
             raise ConfigError("an OIDC issuer is configured twice")
@@ -133,6 +147,10 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
     values["public_url"] = values.get("public_url", "").rstrip("/")
     values["trust_host_header"] = values.get("trust_host_header", "").strip()
     values["trusted_proxies"] = trusted_proxies(data.get("trusted_proxies"), where=where)
+    points = data.get("enforcement_points", [])
+    if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
+        raise ConfigError(f"{where}: `enforcement_points` must be a list of URLs")
+    values["enforcement_points"] = tuple(p.rstrip("/") for p in points)
     tables = data.get("oidc_issuers", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{where}: `oidc_issuers` must be tables (`[[oidc_issuers]]`)")
@@ -143,6 +161,15 @@ def load_server_config(home: Path, env: Mapping[str, str] | None = None) -> Serv
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where} is not valid: missing or wrong {exc}") from exc
     return ServerConfig(**values, oidc_issuers=issuers)
+
+
+def _check_point(point: str) -> None:
+    """Refuse an enforcement point that is not an absolute http(s) URL without query."""
+    parts = urlsplit(point)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query \
+            or parts.fragment or point != point.strip() or point.endswith("/"):
+        raise ConfigError(f"enforcement point `{point[:200]}` is not an http(s) URL without "
+                          "query or trailing `/`")
 
 
 # an issuer table's keys as the file gives them: str() of a `true`, a `5` or a list is

@@ -2,7 +2,10 @@
 proctor's gateway (an API gateway, a framework plug-in, an agent SDK).
 
 The body carries the agent's grant, its proof of possession for this call
-(``htm`` = ``method``, ``htu`` = ``target``) and the call. The answer is the
+(``htm`` = ``method``, one of a call's methods, :data:`~proctor.enforcement.CALL_METHODS`;
+``htu`` = ``target``, this endpoint's own URL or one at or under an enforcement point the
+deployment configured: :func:`~proctor.server.routes.grants.call_target`, else ``422
+proof_target_unknown``) and the call. The answer is the
 decision with its reasons, from :meth:`Enforcer.decide_call`: the same path
 the gateway takes (grant, agent, Cedar, approval, audit), fail-closed. A deny
 is an answer (200), not an error, except a deny because something failed: the
@@ -38,12 +41,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor import telemetry
 from proctor.codes import Code, http_status, known
-from proctor.enforcement import ToolCall
+from proctor.enforcement import CallMethod, ToolCall
 from proctor.errors import ProctorError
 from proctor.server.bodies import NO_NUL, StrictBody
-from proctor.server.deps import Credentials, authenticate, request_url
+from proctor.server.deps import Credentials, authenticate
 from proctor.server.problems import problem_response, problem_responses
-from proctor.server.routes.grants import grant_resource, unverified_holder
+from proctor.server.routes.grants import call_target, grant_resource, unverified_holder
 
 __all__ = ["DirectDecide", "LeanDecideRoute", "router"]
 
@@ -60,10 +63,13 @@ class DecideIn(StrictBody):
         "The agent's proof for this call: htm = `method`, htu = `target`, ath = the "
         "grant's hash"))]
     call: CallIn
-    method: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)] = "tools/call"
+    method: CallMethod = Field(default="tools/call", description=(
+        "The kind of call: its proof's htm (a listing's, an answer's or a grant exchange's "
+        "proof is never a call's)"))
     target: Annotated[str, Field(max_length=2048, pattern=NO_NUL, description=(
-        "The URL the agent addressed (the enforcement point's); default: this endpoint's "
-        "URL"))] | None = None
+        "The URL the agent addressed: this endpoint's own, or one at or under an "
+        "enforcement point of the deployment (server.toml `enforcement_points`); default: "
+        "this endpoint's URL"))] | None = None
 
 
 class GrantRef(BaseModel):
@@ -131,7 +137,7 @@ router = APIRouter(tags=["decisions"], route_class=LeanDecideRoute)
 
 
 @router.post("/v1/decide", response_model=Verdict, dependencies=Credentials,
-             responses=problem_responses())
+             responses=problem_responses("proof_target_unknown"))
 async def decide(body: DecideIn, request: Request) -> Response:
     """Decide one tool call: allow, deny or approval_required, with the reasons, the
     determining policies and the audit event's id."""
@@ -263,10 +269,10 @@ def _decide(request: Request, body: DecideIn, raw: bytes) -> dict[str, Any]:
         if len(allowed) >= ALLOWED_REMEMBERED:
             allowed.clear()
         allowed[key] = None
+    target = call_target(request, state, body.target)
     started = call.runtime.clock.monotonic()
     verdict = call.runtime.enforcer.decide_call(body.token, body.proof, ToolCall(
-        tool_id=body.call.tool, args=body.call.args, method=body.method,
-        target=body.target if body.target is not None else request_url(request, state),
+        tool_id=body.call.tool, args=body.call.args, method=body.method, target=target,
         source_ip=call.source))
     state.metrics.decision_seconds.observe(call.runtime.clock.monotonic() - started)
     state.metrics.decisions.labels(verdict.outcome.value, verdict.code).inc()

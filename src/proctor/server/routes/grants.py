@@ -13,12 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from proctor.audit import AuditEvent, new_event_id
 from proctor.codes import Code
+from proctor.enforcement import CallMethod
 from proctor.errors import DocumentError, GrantError
 from proctor.grants import GrantClaims, GrantOffer, GrantScope, HolderProof, IssuedGrant
 from proctor.grants.tokens import MAX_TOKEN_BYTES
@@ -26,13 +27,14 @@ from proctor.identity import agent_id_for
 from proctor.jose import read_compact
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity
-from proctor.server.deps import Call, CallContext
+from proctor.server.deps import Call, CallContext, request_url
 from proctor.server.principals import PrincipalKind
 from proctor.server.problems import problem_responses
 from proctor.server.routes.tasks import task_resource
+from proctor.server.state import ServerState
 from proctor.store.tables import grants, leases
 
-__all__ = ["ClaimsView", "grant_resource", "router", "unverified_holder"]
+__all__ = ["ClaimsView", "call_target", "grant_resource", "router", "unverified_holder"]
 
 router = APIRouter(tags=["grants"])
 
@@ -86,12 +88,16 @@ class ExchangeGrant(RequestBody):
 
 class CheckGrant(RequestBody):
     """Without ``proof``: is the grant valid now (nothing used). With it: one use of the
-    grant for ``tool`` (or none) with ``args``, as an enforcement point would check it."""
+    grant for ``tool`` (or none) with ``args``, as an enforcement point would check it:
+    the proof made for a call's ``method`` at ``target`` (:func:`call_target`)."""
 
     token: Token
     proof: Proof | None = None
-    method: Annotated[str, Field(min_length=1, max_length=64)] = "tools/call"
-    target: Annotated[str, Field(max_length=2048)] = ""
+    method: CallMethod = "tools/call"
+    target: Annotated[str, Field(max_length=2048, description=(
+        "The URL the agent addressed: this route's own, or one under an enforcement point "
+        "of the deployment (server.toml `enforcement_points`); default: this route's"))] \
+        | None = None
     tool: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     args: dict[str, Any] = Field(default_factory=dict)
 
@@ -279,20 +285,21 @@ def exchange_grant(body: ExchangeGrant, call: Call) -> Made:
     return GrantIssued.issued(made)
 
 
-@router.post("/v1/grants/check", responses=problem_responses())
+@router.post("/v1/grants/check", responses=problem_responses("proof_target_unknown"))
 def check_grant(body: CheckGrant, call: Call) -> CheckResult:
     """Whether a grant is valid (without ``proof``), or one use of it passes (with it).
     A failed check is an answer (``valid: false`` and the code), not an error."""
     holder = unverified_holder(body.token)
     call.require("api:grant.check", grant_resource(holder))
     authority = call.runtime.grants
+    target = call_target(call.request, call.state, body.target)
     try:
         if body.proof is None:
             inspected = authority.inspect(body.token)
             claims, uses_left = inspected.claims, inspected.uses_left
         else:
             checked = authority.check(body.token, body.proof, method=body.method,
-                                      target=body.target, tool_id=body.tool, args=body.args)
+                                      target=target, tool_id=body.tool, args=body.args)
             claims, uses_left = checked.claims, checked.uses_left
     except GrantError as exc:
         return CheckResult(valid=False, code=exc.code, reason=exc.message)
@@ -320,6 +327,23 @@ def unverified_holder(token: str) -> dict[str, str]:
                 "task": str(claims["task"])[:64], "accessor": ""}
     except (DocumentError, KeyError):
         return {"id": "unknown", "agent": "", "task": "", "accessor": ""}
+
+
+def call_target(request: Request, state: ServerState, target: str | None) -> str:
+    """The URL a call's proof must name (its ``htu``): ``target`` if it is this route's
+    own URL or one at or under an enforcement point the deployment configured
+    (``enforcement_points``); this route's own URL if ``target`` is None. Anything else
+    is refused (``proof_target_unknown``): a caller naming any URL could spend there a
+    proof the agent made for another party."""
+    own = request_url(request, state)
+    if target is None or target == own:
+        return own
+    for point in state.config.enforcement_points:
+        if target == point or target.startswith(point + "/"):
+            return target
+    raise GrantError("proof_target_unknown", f"target `{target[:200]}` is not an enforcement "
+                     "point of this deployment: name it in server.toml's `enforcement_points`, "
+                     "or leave target out for this route's own URL")
 
 
 def grant_resource(holder: dict[str, str]) -> dict[str, Any]:
