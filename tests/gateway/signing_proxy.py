@@ -20,7 +20,7 @@ import uvicorn
 
 from proctor.clock import SystemClock
 from proctor.gateway import load_agent_key
-from proctor.gateway.client import PROOF_HEADER, rpc_method
+from proctor.gateway.client import PROOF_HEADER, proof_method, rpc_method
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
 
@@ -57,11 +57,9 @@ class SigningProxy:
         target = self._gateway + scope["path"]
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
         headers.append((b"authorization", f"Bearer {self._token}".encode()))
-        method = rpc_method(body)
-        if method is not None:
-            proof = make_proof(self._key, self._token, method=method, target=target,
-                               now=self._clock.now())
-            headers.append((PROOF_HEADER.lower().encode(), proof.encode()))
+        proof = make_proof(self._key, self._token, target=target, now=self._clock.now(),
+                           method=proof_method(scope["method"], rpc_method(body)))
+        headers.append((PROOF_HEADER.lower().encode(), proof.encode()))
         query = scope.get("query_string", b"").decode()
         url = target + (f"?{query}" if query else "")
         request = self._client.build_request(scope["method"], url, headers=headers,

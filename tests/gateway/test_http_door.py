@@ -1,6 +1,7 @@
 """The HTTP gateway's door: a call on a live session is checked in the store once, by its
 decision (one hop to a worker thread), and is still refused the moment its grant is
-revoked; a request the gateway does not decide keeps the door's own store check."""
+revoked; a request the gateway does not decide keeps the door's own check, of the grant
+in the store and of its proof (:mod:`proctor.gateway.door`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy.pool import QueuePool
 
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import MIN_POOL_SIZE
-from proctor.gateway import Gateway, GatewayConfig, UpstreamConfig
+from proctor.gateway import Gateway, GatewayConfig, GrantAuth, UpstreamConfig
 from proctor.gateway.http import MAX_SESSIONS_PER_GRANT, build_http_app
 from proctor.grants import CheckedGrant, IssuedGrant
 from proctor.runtime import open_runtime
@@ -41,6 +42,11 @@ async def _nothing() -> None:
     pass
 
 
+def _auth(grant: IssuedGrant, deployment: Deployment) -> GrantAuth:
+    """The agent's bearer grant and a proof of its key on each request."""
+    return GrantAuth(grant.token, deployment.key, SystemClock())
+
+
 async def test_a_call_on_a_live_session_is_checked_once_and_refused_once_revoked(
         deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     grant = deployment.grant()
@@ -52,19 +58,27 @@ async def test_a_call_on_a_live_session_is_checked_once_and_refused_once_revoked
             first = await echo_through_gate(client, gate, "first", _nothing)
             assert not isinstance(first, MCPError)
             inspected: list[str] = []
-            inspect = gateway.grants.inspect
+            checked: list[str] = []
+            inspect, check = gateway.grants.inspect, gateway.grants.check
 
             def counted(token: str) -> CheckedGrant:
                 inspected.append(token)
                 return inspect(token)
 
+            def counted_check(token: str, proof: str, **kwargs: Any) -> CheckedGrant:
+                checked.append(token)
+                return check(token, proof, **kwargs)
+
             monkeypatch.setattr(gateway.grants, "inspect", counted)
+            monkeypatch.setattr(gateway.grants, "check", counted_check)
             result = await client.call_tool("echo", {"text": "second"})
             assert result.structured_content is not None
             assert result.structured_content["text"] == "second"
-            assert inspected == []  # the decision checked the grant; the door did not again
+            # the decision checked the grant; the door did not again
+            assert (inspected, checked) == ([], [])
             await client.list_tools()
-            assert inspected == [grant.token]  # not decided: the door reads the store
+            # not decided: the door checks the grant in the store, and its proof
+            assert (inspected, checked) == ([], [grant.token])
 
             await anyio.to_thread.run_sync(deployment.runtime.grants.revoke, grant.accessor,
                                            "incident 14")
@@ -91,13 +105,13 @@ async def test_a_grant_the_door_cannot_check_for_want_of_the_store_is_503_not_40
     assert isinstance(pool, QueuePool)
     try:
         async with served(build_http_app(Gateway.on(runtime, config)), sock), \
-                httpx2.AsyncClient(timeout=WAIT) as http:
+                httpx2.AsyncClient(timeout=WAIT, auth=GrantAuth(
+                    grant.token, deployment.key, SystemClock())) as http:
             with ExitStack() as held:
                 while pool.checkedout() < MIN_POOL_SIZE:
                     held.enter_context(runtime.store.reading())
                 refused = await http.post(
                     f"{public}/mcp/test", headers={
-                        "Authorization": f"Bearer {grant.token}",
                         "Accept": "application/json, text/event-stream"},
                     json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
             assert refused.status_code == 503, refused.text
@@ -109,7 +123,6 @@ async def test_a_grant_the_door_cannot_check_for_want_of_the_store_is_503_not_40
             # the store back, the same grant goes through the door
             answered = await http.post(
                 f"{public}/mcp/test", headers={
-                    "Authorization": f"Bearer {grant.token}",
                     "Accept": "application/json, text/event-stream"},
                 json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                     "protocolVersion": "2025-06-18", "capabilities": {},
@@ -133,8 +146,7 @@ async def test_a_grant_holds_at_most_its_share_of_mcp_sessions_and_others_open_t
         endpoint = f"{public}/mcp/test"
 
         async def opened(grant: IssuedGrant) -> httpx2.Response:
-            return await http.post(endpoint, json=initialize,
-                                   headers={"Authorization": f"Bearer {grant.token}"})
+            return await http.post(endpoint, json=initialize, auth=_auth(grant, deployment))
 
         sessions = []
         for _ in range(MAX_SESSIONS_PER_GRANT):
@@ -146,9 +158,8 @@ async def test_a_grant_holds_at_most_its_share_of_mcp_sessions_and_others_open_t
         assert refused.json()["error"]["data"] == {
             "reason": "session_limit", "max_sessions": MAX_SESSIONS_PER_GRANT}
         assert (await opened(other)).status_code == 200  # another grant is not held back
-        ended = await http.delete(endpoint, headers={
-            "Authorization": f"Bearer {greedy.token}", "Mcp-Session-Id": sessions[0],
-            "MCP-Protocol-Version": "2025-06-18"})
+        ended = await http.delete(endpoint, auth=_auth(greedy, deployment), headers={
+            "Mcp-Session-Id": sessions[0], "MCP-Protocol-Version": "2025-06-18"})
         assert ended.status_code == 200, ended.text
         assert (await opened(greedy)).status_code == 200  # one ended: one may open
 
@@ -165,9 +176,9 @@ async def test_an_initialize_spelt_with_escapes_counts_against_the_grants_sessio
     spelt = json.dumps(initialize).replace('"initialize"', '"\\u0069nitialize"')
     assert '"initialize"' not in spelt
     headers = {"Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "Authorization": f"Bearer {greedy.token}"}
+               "Content-Type": "application/json"}
     async with http_gateway(deployment) as public, httpx2.AsyncClient(
-            timeout=WAIT, headers=headers) as http:
+            timeout=WAIT, headers=headers, auth=_auth(greedy, deployment)) as http:
         endpoint = f"{public}/mcp/test"
         for _ in range(MAX_SESSIONS_PER_GRANT):
             answer = await http.post(endpoint, content=spelt)
@@ -185,10 +196,10 @@ async def test_a_refused_opening_request_leaves_no_session_for_its_grant_to_hold
     # initialize, so an agent posting bodies that open nothing grew the gateway's memory
     grant = deployment.grant()
     headers = {"Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "Authorization": f"Bearer {grant.token}"}
+               "Content-Type": "application/json"}
     built: list[Any] = []
     async with http_gateway(deployment, built=built) as public, httpx2.AsyncClient(
-            timeout=WAIT, headers=headers) as http:
+            timeout=WAIT, headers=headers, auth=_auth(grant, deployment)) as http:
         [sessions] = [m.kwargs["sessions"] for m in built[0].user_middleware
                       if "sessions" in m.kwargs]
         for body in ('{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', "[]", "{"):

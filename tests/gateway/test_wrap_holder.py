@@ -10,8 +10,10 @@ HTTP gateway's wiring."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -27,7 +29,9 @@ from proctor.clock import FrozenClock, SystemClock
 from proctor.enforcement import HELD_IN_PROCESS
 from proctor.errors import ProctorError
 from proctor.gateway import GrantAuth
+from proctor.gateway.client import rpc_method
 from proctor.grants import GrantScope
+from proctor.jose import b64url_decode
 from proctor.store import Store
 from proctor.store.tables import proof_nonces
 from tests.conftest import sqlite_only
@@ -78,15 +82,23 @@ async def test_the_wrappers_calls_store_no_nonce_are_audited_as_held_and_max_use
 
 
 class _ProofOnlyWhenAsked(GrantAuth):
-    """The agent's bearer on every request; its proofs only while ``proving``."""
+    """The agent's bearer on every request, and its proofs; a call's proof only while
+    ``proving`` (each kept in ``call_proofs``)."""
 
     proving = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.call_proofs: list[str] = []
 
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response,
                                                               None]:
         for sent in super().auth_flow(request):
-            if not self.proving:
-                del sent.headers["DPoP"]
+            if rpc_method(sent.content) == "tools/call":
+                if self.proving:
+                    self.call_proofs.append(sent.headers["DPoP"])
+                else:
+                    del sent.headers["DPoP"]
             yield sent
 
 
@@ -109,7 +121,13 @@ async def test_the_http_gateway_still_takes_a_proof_with_every_call(
             with pytest.raises(MCPError) as refused:
                 await client.call_tool("echo", {"text": "not proven"})
             assert refused.value.error.data["reason"] == "proof_missing"
-    assert _nonces(store) == 1  # the proven call's
+    # the proven call's nonce is stored (so are those the door took for the requests
+    # around it: initialize, the listing, the notifications)
+    [proven] = auth.call_proofs
+    jti = json.loads(b64url_decode(proven.split(".")[1]))["jti"]
+    with store.reading() as conn:
+        assert conn.execute(select(func.count()).select_from(proof_nonces).where(
+            proof_nonces.c.nonce.endswith(f":{jti}"))).scalar_one() == 1
     assert _echo_events(store) == [("allowed", None), ("denied", None)]
 
 

@@ -5,9 +5,14 @@ possession on every request, for the MCP SDK's streamable HTTP client.
 >>> client = httpx2.AsyncClient(auth=auth)                           # doctest: +SKIP
 >>> streamable_http_client("https://mcp.acme.example/mcp/git", http_client=client)  # doctest: +SKIP
 
-The proof's ``htm`` is the JSON-RPC method of the request (``tools/call``), not
-the HTTP method: a proof made for ``tools/list`` cannot be replayed as a call.
-Its ``htu`` is the URL posted to, without query.
+Every request carries a proof, whatever it is: the gateway checks one on each (its
+door for what it does not decide, the decision for a call), so a grant alone opens,
+answers, cancels and ends nothing. The proof's ``htm`` (:func:`proof_method`) is, for
+a POST, the JSON-RPC method of its message (``tools/call``, ``notifications/cancelled``),
+not the HTTP method: a proof made for ``tools/list`` cannot be replayed as a call; for
+a POST whose message has no method (the agent's answer to the gateway's request:
+sampling, elicitation) it is :data:`RESPONSE_METHOD`; for any other request (``GET``,
+``DELETE``) it is the HTTP method. Its ``htu`` is the URL addressed, without query.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from proctor.errors import DocumentError
 from proctor.grants import make_proof
 from proctor.grants.proofs import PrivateKey
 
-__all__ = ["PROOF_HEADER", "GrantAuth", "endpoint_url", "rpc_method"]
+__all__ = ["PROOF_HEADER", "RESPONSE_METHOD", "GrantAuth", "endpoint_url", "proof_method",
+           "rpc_method"]
 
 PROOF_HEADER = "DPoP"
+RESPONSE_METHOD = "response"
+"""The ``htm`` of the proof of a POST whose message names no method: a JSON-RPC response
+(the agent's answer to a request the gateway sent it during a call), or anything else
+without one. No method of MCP is spelt so."""
 
 
 def endpoint_url(url: httpx2.URL) -> str:
@@ -33,7 +43,7 @@ def endpoint_url(url: httpx2.URL) -> str:
 
 
 class GrantAuth(httpx2.Auth):
-    """Adds ``Authorization: Bearer <grant>`` and, on JSON-RPC requests, a ``DPoP`` proof."""
+    """Adds ``Authorization: Bearer <grant>`` and a fresh ``DPoP`` proof to every request."""
 
     requires_request_body = True
 
@@ -45,12 +55,19 @@ class GrantAuth(httpx2.Auth):
     def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response,
                                                               None]:
         request.headers["Authorization"] = f"Bearer {self._token}"
-        method = rpc_method(request.content)
-        if method is not None:
-            request.headers[PROOF_HEADER] = make_proof(
-                self._key, self._token, method=method, target=endpoint_url(request.url),
-                now=self._clock.now())
+        method = proof_method(request.method, rpc_method(request.content))
+        request.headers[PROOF_HEADER] = make_proof(
+            self._key, self._token, method=method, target=endpoint_url(request.url),
+            now=self._clock.now())
         yield request
+
+
+def proof_method(http_method: str, rpc: str | None) -> str:
+    """The ``htm`` a request's proof is made for: for a POST its message's JSON-RPC method
+    ``rpc``, or :data:`RESPONSE_METHOD` if it has none; the HTTP method of any other."""
+    if http_method.upper() != "POST":
+        return http_method.upper()
+    return RESPONSE_METHOD if rpc is None else rpc
 
 
 def rpc_method(body: bytes) -> str | None:

@@ -13,16 +13,20 @@ checked before the MCP layer sees the request — signature, issuer, audience,
 time, revocation — and a missing or bad one is answered ``401`` with
 ``WWW-Authenticate: Bearer … resource_metadata="…"``. A body over the size cap is
 answered ``413``, one nested past :data:`proctor.documents.MAX_DEPTH` ``400``
-(``message_too_deep``), before the SDK parses it. Each decided request (``tools/call``,
+(``message_too_deep``), before the SDK parses it. Every request also carries a proof
+of possession of the grant's key in the ``DPoP`` header (``htm``: a POST's JSON-RPC
+method, ``response`` for a message without one, else the HTTP method; ``htu`` the
+endpoint URL: :mod:`proctor.gateway.client`). A decided request (``tools/call``,
 ``resources/read``, ``prompts/get``, ``completion/complete``, ``resources/subscribe``,
-``resources/unsubscribe``) also carries a proof of possession in the
-``DPoP`` header (``htm`` the JSON-RPC method, ``htu`` the endpoint URL), checked
-by the Enforcer with the rest of the decision. The grant is never passed on:
+``resources/unsubscribe``) has it checked by the Enforcer with the rest of the
+decision; any other by the door, its nonce claimed, before anything changes
+(:mod:`proctor.gateway.door`): a missing or bad one is ``401`` with its ``proof_*``
+code, audited. The grant is never passed on:
 upstream connections are the gateway's own, made per grant with the headers of
 the config (and the secrets leased for them).
 
-An MCP session belongs to the grant that opened it; a request for it with another
-grant is answered ``404`` as if it did not exist. A grant holds at most
+An MCP session belongs to the grant that opened it and the key that proved it; a request
+for it with another grant (or key) is answered ``404`` as if it did not exist. A grant holds at most
 :data:`MAX_SESSIONS_PER_GRANT` MCP sessions open at once: its next ``initialize`` is
 ``429`` ``session_limit``. When the grant is revoked or
 expires, its gateway session closes (calls in flight fail), its MCP sessions are
@@ -71,9 +75,10 @@ from proctor.audit import AuditLog
 from proctor.codes import Code, http_status, retry_headers, rpc_code
 from proctor.documents import MAX_DEPTH, check_json_nesting
 from proctor.errors import DocumentError, ProctorError
-from proctor.gateway.client import PROOF_HEADER
+from proctor.gateway.client import PROOF_HEADER, proof_method
 from proctor.gateway.config import GatewayConfig
 from proctor.gateway.core import Gateway
+from proctor.gateway.door import audit_refused_proof, is_proof_refusal, prove
 from proctor.gateway.http_direct import HttpDirect, read_message
 from proctor.gateway.rpc import (
     PREFIX_BYTES,
@@ -131,7 +136,8 @@ class HttpSessions:
         self._by_grant: dict[str, GatewaySession] = {}
         self._lock = anyio.Lock()
         self.tasks: TaskGroup | None = None
-        self.mcp_owner: dict[str, str] = {}  # MCP session id -> grant id
+        # MCP session id -> the grant that opened it and the key it proved
+        self.mcp_owner: dict[str, tuple[str, str]] = {}
         self._mcp_sessions: dict[str, list[tuple[StreamableHTTPSessionManager, str]]] = {}
         self.direct: HttpDirect | None = None  # forgets the MCP sessions that end
 
@@ -184,9 +190,10 @@ class HttpSessions:
             self._mcp_sessions[grant] = live
         return len(live)
 
-    def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str, grant: str) -> None:
-        self.mcp_owner[mcp_session] = grant
-        self._mcp_sessions.setdefault(grant, []).append((manager, mcp_session))
+    def opened(self, manager: StreamableHTTPSessionManager, mcp_session: str,
+               claims: GrantClaims) -> None:
+        self.mcp_owner[mcp_session] = (claims.grant_id, claims.key_thumbprint)
+        self._mcp_sessions.setdefault(claims.grant_id, []).append((manager, mcp_session))
 
     def closed(self, session: GatewaySession) -> None:
         """The watch closed ``session``: forget it and end its grant's MCP sessions."""
@@ -317,22 +324,18 @@ class GrantGate:
         if token is None:
             await _unauthorized(metadata, None, "a bearer grant is required")(scope, receive, send)
             return
-        live = self._live(token) if scope["method"] == "POST" else None
+        post = scope["method"] == "POST"
+        live = self._live(token) if post else None
         claims = live
-        if live is None:
+        if live is None and post:
             try:
                 claims = await self._inspect(token)
             except ProctorError as exc:
                 await _door_refusal(metadata, exc)(scope, receive, send)
                 return
-        assert claims is not None
         mcp_session = headers.get(MCP_SESSION_ID_HEADER)
-        owner = self._sessions.mcp_owner.get(mcp_session or "")
-        if owner is not None and owner != claims.grant_id:
-            await _rpc_response(404, None, -32600, "session not found")(scope, receive, send)
-            return
         document: Any = None
-        if scope["method"] == "POST":
+        if post:
             # a body declared over the limit is refused unread (with `Expect:
             # 100-continue`, before the client is told to send it)
             body = None if _declared_over(headers, self._max) \
@@ -352,24 +355,37 @@ class GrantGate:
             # POST without a session may be an initialize however its method is spelt,
             # `"\u0069nitialize"`), the door's own check and the message's shape below
             document = read_message(body)
-            if (mcp_session is None and isinstance(document, dict)
-                    and document.get("method") == "initialize"
-                    and self._sessions.open_count(claims.grant_id) >= MAX_SESSIONS_PER_GRANT):
-                # one agent would otherwise fill the SDK's sessions for every agent
-                await _refusal(document.get("id"), "session_limit", (
-                    f"a grant may hold {MAX_SESSIONS_PER_GRANT} MCP sessions open here"),
-                    {"max_sessions": MAX_SESSIONS_PER_GRANT})(scope, receive, send)
-                return
-            if live is not None and not _decided(document):
-                try:  # the door's own check: nothing after it decides this request
-                    claims = await self._inspect(token)
-                except ProctorError as exc:
-                    await _door_refusal(metadata, exc)(scope, receive, send)
-                    return
             receive = _replay(body, receive)
+        if not (post and _decided(document)):
+            # the door's own check, a proof with it: nothing after it decides this request
+            # (a decided one proves the grant's key to its decision) (proctor.gateway.door)
+            method = proof_method(scope["method"], _method_of(document))
+            try:
+                claims = await prove(self._gateway, token, headers.get(PROOF_HEADER, ""),
+                                     method=method, target=self._public + path)
+            except ProctorError as exc:
+                if is_proof_refusal(exc):
+                    client = scope.get("client")
+                    await audit_refused_proof(self._gateway, token, exc, method=method,
+                                              path=path, source=client[0] if client else None)
+                await _door_refusal(metadata, exc)(scope, receive, send)
+                return
+        assert claims is not None
+        owner = self._sessions.mcp_owner.get(mcp_session or "")
+        if owner is not None and owner != (claims.grant_id, claims.key_thumbprint):
+            await _rpc_response(404, None, -32600, "session not found")(scope, receive, send)
+            return
+        if (mcp_session is None and isinstance(document, dict)
+                and document.get("method") == "initialize"
+                and self._sessions.open_count(claims.grant_id) >= MAX_SESSIONS_PER_GRANT):
+            # one agent would otherwise fill the SDK's sessions for every agent
+            await _refusal(document.get("id"), "session_limit", (
+                f"a grant may hold {MAX_SESSIONS_PER_GRANT} MCP sessions open here"),
+                {"max_sessions": MAX_SESSIONS_PER_GRANT})(scope, receive, send)
+            return
         scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
         manager = self._managers[path]
-        if (document is not None and owner == claims.grant_id  # a session of this grant
+        if (document is not None and owner is not None  # a session of this grant and key
                 and await self._take(scope, receive, send, headers, path, document)):
             return
         if document is not None:
@@ -387,7 +403,7 @@ class GrantGate:
                     if key.decode("latin-1").lower() == MCP_SESSION_ID_HEADER.lower():
                         session_id = value.decode("latin-1")
                         if session_id not in self._sessions.mcp_owner:
-                            self._sessions.opened(manager, session_id, claims.grant_id)
+                            self._sessions.opened(manager, session_id, claims)
             await send(message)
 
         await self._app(scope, receive, watch_session)
@@ -577,6 +593,12 @@ def _refusal(request_id: Any, reason: Code, message: str,
 
 _DECIDED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete",
                       "resources/subscribe", "resources/unsubscribe"})
+
+
+def _method_of(message: Any) -> str | None:
+    """The JSON-RPC method ``message`` (the body's document) names, if it names one."""
+    method = message.get("method") if isinstance(message, dict) else None
+    return method if isinstance(method, str) else None
 
 
 def _decided(message: Any) -> bool:
