@@ -90,3 +90,21 @@ def resign(store: Store, signer: Any, clock: FrozenClock, *, cut_through: int = 
                               "VALUES (:s, :h, :k, :p, :g)"),
                          {"s": cut.through, "h": cut.hash, "k": cut.kid, "p": cut.payload,
                           "g": cut.signature})
+
+
+def verified_by_the_cli(monkeypatch: Any, home: Any, database_url: str) -> dict[str, Any]:
+    """``proctor audit verify --json`` as an operator runs it on ``home`` against
+    ``database_url``: its report, after checking it exited 0."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from proctor.cli.main import app
+
+    monkeypatch.setenv("PROCTOR_HOME", str(home))
+    monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
+    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
+    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
+    assert result.exit_code == 0, result.stdout
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report

@@ -10,7 +10,6 @@ connection's ``BEGIN IMMEDIATE``."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -22,10 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from proctor.audit import AuditLog
-from proctor.cli.main import app
 from proctor.clock import FrozenClock, SystemClock
 from proctor.config import Settings
 from proctor.enforcement import CallVerdict
@@ -35,7 +32,7 @@ from proctor.identity import OwnKeyProof
 from proctor.runtime import Runtime, init_home, open_runtime
 from proctor.store import open_store
 from proctor.store.tables import audit_events
-from tests.audit.helpers import agent_event
+from tests.audit.helpers import agent_event, verified_by_the_cli
 from tests.enforcement.conftest import CODER, OWNER, Agents
 from tests.identity.factories import manifest, public_jwk
 
@@ -155,12 +152,8 @@ def test_a_held_lock_denies_the_decision_within_the_bound_and_the_next_one_is_al
     after = agents.call(grant, "git/git_log", ARGS)
     assert after.is_allowed, after
     assert _events(runtime) == before + 1
-    monkeypatch.setenv("PROCTOR_HOME", str(runtime.settings.home))
-    monkeypatch.setenv("PROCTOR_DATABASE_URL", runtime.settings.database_url)
-    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
-    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
-    assert result.exit_code == 0, result.stdout
-    assert json.loads(result.stdout)["valid"] is True
+    settings = runtime.settings
+    assert verified_by_the_cli(monkeypatch, settings.home, settings.database_url)["valid"] is True
 
 
 @pytest.mark.parametrize(("database_url", "what"), CASES[:1] + CASES[2:3],

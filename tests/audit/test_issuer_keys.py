@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from proctor.audit import (
     AuditLog,
@@ -22,7 +21,6 @@ from proctor.audit import (
     write_checkpoint,
 )
 from proctor.audit.checkpoints import check_checkpoint
-from proctor.cli.main import app
 from proctor.clock import FrozenClock
 from proctor.config import Settings
 from proctor.errors import AuditUnavailableError, GrantError
@@ -31,7 +29,7 @@ from proctor.keys import LocalSigner
 from proctor.runtime import Runtime, init_home, open_runtime
 from proctor.store import Store
 from proctor.store.tables import issuer_keys
-from tests.audit.helpers import agent_event, execute, record_many
+from tests.audit.helpers import agent_event, execute, record_many, verified_by_the_cli
 
 MASTER_KEY = secrets.token_bytes(32)
 
@@ -189,9 +187,4 @@ def test_a_checkpoint_written_on_one_node_verifies_on_another_without_jwk(
         assert report.is_valid, report.problem
         assert (report.events, report.checkpoints) == (8, 2)  # and the first policy.activate
     # And as an operator runs it on node b: the keyring is shared, no --jwk needed.
-    monkeypatch.setenv("PROCTOR_HOME", str(b.settings.home))
-    monkeypatch.setenv("PROCTOR_DATABASE_URL", database_url)
-    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
-    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
-    assert result.exit_code == 0, result.stdout
-    assert json.loads(result.stdout)["checkpoints"] == 2
+    assert verified_by_the_cli(monkeypatch, b.settings.home, database_url)["checkpoints"] == 2

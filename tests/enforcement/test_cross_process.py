@@ -24,14 +24,13 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-from proctor.cli.main import app
 from proctor.enforcement import ToolCall
 from proctor.grants import IssuedGrant
 from proctor.policy import Outcome
 from proctor.runtime import Runtime
 from proctor.store.tables import audit_events, grants
+from tests.audit.helpers import verified_by_the_cli
 
 from .conftest import SUPPORT, TARGET, Agents, refund
 
@@ -194,9 +193,5 @@ def test_a_process_killed_mid_batch_leaves_a_chain_that_verifies_and_every_allow
     with runtime.store.reading() as conn:
         stored = set(conn.execute(select(audit_events.c.event_id)).scalars())
     assert set(allowed) <= stored
-    monkeypatch.setenv("PROCTOR_HOME", str(runtime.settings.home))
-    monkeypatch.setenv("PROCTOR_DATABASE_URL", runtime.settings.database_url)
-    monkeypatch.delenv("PROCTOR_CONFIG", raising=False)
-    result = CliRunner().invoke(app, ["audit", "verify", "--json"])
-    assert result.exit_code == 0, result.stdout
-    assert json.loads(result.stdout)["valid"] is True
+    settings = runtime.settings
+    assert verified_by_the_cli(monkeypatch, settings.home, settings.database_url)["valid"] is True
