@@ -76,12 +76,12 @@ class KeyedAgents:
     def on_deactivated(self, hook: AgentEnded) -> None:
         self.hooks.append(hook)
 
-    def suspend(self, store: Store, agent_id: str, *, by: str = "erin@acme.example") -> None:
+    def suspend(self, store: Store, agent_id: str) -> None:
         """What the registry does: mark the agent inactive and run the hooks in one
         transaction, then what they asked to run after the commit."""
         with store.transaction() as conn:
             self.inactive.add(agent_id)
-            then = [hook(conn, agent_id, "agent suspended", by) for hook in self.hooks]
+            then = [hook(conn, agent_id, "agent suspended") for hook in self.hooks]
         for step in then:
             step()
 

@@ -4,11 +4,15 @@ who did it commit together, or not at all."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
+from proctor.audit import verify_store
 from proctor.grants.leases import LeaseTree
 
 from .conftest import SUPPORT, Api
+from .test_unaudited_changes import audit_down
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +77,41 @@ async def test_a_retired_agent_cannot_be_suspended_and_nothing_is_written(
     assert (refused.status_code, refused.json()["code"]) == (409, "agent_state_invalid")
     assert api.runtime.registry.get(SUPPORT).trust_state.value == "retired"
     assert [e.event["action"] for e in api.events() if e.seq not in before] == []
+
+
+@pytest.mark.parametrize("verb", ["suspend", "retire"])
+async def test_a_suspension_the_log_cannot_hold_is_made_alone_and_nothing_is_written_after_it(
+        agents: Api, verb: str) -> None:
+    # the log is down when the change is made, and back right after its commit: the
+    # change made alone used to be the registry's own, whose revocation then wrote an
+    # agent.revoke_grants event after that commit, so the log held the end of the grants
+    # and no suspension. The rule is a revocation's: made alone, no event, the caller told
+    api = agents
+    first, second = await api.grant(SUPPORT, KB), await api.grant(SUPPORT, KB)
+    before = {e.seq for e in api.events()}
+    outage = ExitStack()
+    outage.enter_context(audit_down(api.runtime.store))
+    api.runtime.registry.on_changed(lambda _agent_id: outage.close())  # the log is back
+    with outage:
+        answer = await api.client.post(f"/v1/agents/{SUPPORT}/{verb}", headers=api.admin,
+                                       json={"reason": "odd behaviour"})
+
+    assert (answer.status_code, answer.json()["code"]) == (503, "audit_unavailable")
+    assert answer.json()["detail"].endswith("took effect but could not be audited")
+    state = "suspended" if verb == "suspend" else "retired"
+    assert api.runtime.registry.get(SUPPORT).trust_state.value == state
+    leases = api.runtime.grants.leases
+    for grant in (first, second):  # every grant ended, in the change's transaction
+        node = leases.node(grant["grant_id"])
+        assert node is not None and node.is_revoked
+        assert node.revoked_reason == f"agent {state}: odd behaviour"
+    assert [e.event["action"] for e in api.events() if e.seq not in before] == []
+    report = verify_store(api.runtime.store, api.runtime.keyring.checkpoint_verifiers())
+    assert report.problem is None
+    # the log takes events again: the next change is made with its event
+    if verb == "suspend":
+        again = await api.client.post(f"/v1/agents/{SUPPORT}/retire", headers=api.admin,
+                                      json={})
+        assert again.status_code == 200
+        assert [e.event["action"] for e in api.events() if e.seq not in before] == [
+            "agent.retire"]

@@ -19,8 +19,6 @@ from proctor.documents import read_json
 from proctor.errors import IdentityError, ProctorError, RequestError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from proctor.identity import (
         Agent,
         AgentRegistry,
@@ -255,7 +253,6 @@ def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool
     revoked with it. It stands even if it cannot be audited (the command fails). The
     home's policies are not read: an operator stops an agent whatever state they are in."""
     from proctor.grants.leases import LeaseTree
-    from proctor.grants.revoking import Revoker
     from proctor.identity import AgentRegistry, TrustState, agent_id_for, load_trust_config
     from proctor.oversight.risk import load_risk_config
     from proctor.oversight.standing import change_standing
@@ -265,14 +262,9 @@ def _set_state(agent: str, verb: str, by: str | None, reason: str, as_json: bool
             store, acting.clock, load_trust_config(settings.home, settings.trust_domain),
             starting_risk=load_risk_config(settings.home).prior)
         leases = LeaseTree(store, acting.clock)
-        revoker = Revoker(store, acting.clock, leases, acting.audit)
-
-        def end_grants(conn: Connection, ended: Agent, why: str) -> Callable[[], None]:
-            # the change made alone when the log cannot be written: its grants still end
-            return revoker.end_agent_grants(conn, ended.id, why, ended.state_changed_by)
-
-        registry.on_deactivated(end_grants)
         try:
+            # the grants end in change_standing's own transaction, with the event or (the
+            # log down) alone: the registry's own suspend/retire, and its hooks, are not used
             updated = change_standing(
                 registry, acting.audit, acting.clock, leases,
                 agent_id_for(agent, settings.trust_domain).id,

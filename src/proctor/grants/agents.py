@@ -106,8 +106,8 @@ def line_refusal(find: Callable[[str], AgentBinding | None],
     return None
 
 
-AgentEnded = Callable[[Connection, str, str, str | None], Callable[[], None]]
-"""``(conn, agent_id, reason, by)``: runs in the transaction that suspends or retires an
+AgentEnded = Callable[[Connection, str, str], Callable[[], None]]
+"""``(conn, agent_id, reason)``: runs in the transaction that suspends or retires an
 agent; returns what to do once it has committed."""
 
 

@@ -139,8 +139,9 @@ class GrantAuthority:
         self._tasks = tasks
         self._revocations = revocations
         self._limits: dict[str, tuple[int | None, str]] = {}  # max uses, accessor: fixed
-        # Suspending or retiring an agent revokes every grant it holds, in that same
-        # transaction, whichever path (CLI, API, console) suspends it.
+        # The registry's own suspension or retirement revokes every grant the agent holds
+        # in that same transaction (no event: the CLI, API and console suspend through
+        # oversight.standing, which revokes in the audit writer's transaction instead).
         self._revoker = Revoker(store, clock, self.leases, audit)
         agents.on_deactivated(self._revoker.end_agent_grants)
 

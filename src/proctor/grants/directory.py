@@ -133,7 +133,7 @@ class RegisteredAgents:
 
     def on_deactivated(self, hook: AgentEnded) -> None:
         def adapted(conn: Connection, agent: Agent, reason: str) -> Callable[[], None]:
-            return hook(conn, agent.id, reason, agent.state_changed_by)
+            return hook(conn, agent.id, reason)
         self._registry.on_deactivated(adapted)
 
 

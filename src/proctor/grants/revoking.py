@@ -11,12 +11,15 @@ audit event (:class:`Revoking`): the roots are revoked in the audit writer's tra
 so the log holds the event if and only if the revocation took effect. If the audit log
 cannot write it, the revocation is made all the same, in a transaction of its own, and
 the missing event is logged loudly: an audit failure never turns into an un-revocation.
-A suspension or retirement (:func:`~proctor.oversight.standing.change_standing`) is
-the effects of its own audit event too: its grants are revoked in the audit writer's
-transaction, with the state change and the event. Only a direct caller of the
-registry's ``suspend``/``retire`` (tests, and ``change_standing`` when the audit log
-cannot write its event) revokes in the state change's transaction
-(:meth:`Revoker.end_agent_grants`) and audits the revocation after that commit.
+A suspension or retirement (:func:`~proctor.oversight.standing.change_standing`, the
+only way proctor suspends or retires an agent) is the effects of its own audit event
+too: its grants are revoked in the audit writer's transaction, with the state change
+and the event (or, when the log cannot write it, with the change alone, in a transaction
+of its own, and no event: as a revocation's). The registry's own ``suspend``/``retire``
+is the store's primitive under it (tests, and code embedding proctor without an audit
+log): its transaction revokes the grants (:meth:`Revoker.end_agent_grants`) and writes
+no event, for an event written after that commit is the one a process that died
+between the two lost.
 """
 
 from __future__ import annotations
@@ -148,37 +151,15 @@ class Revoker:
             revoking.apply(tx)
         return self._leases.revoked_after(revoking.revoked, revoking.reason)
 
-    def end_agent_grants(self, conn: Connection, agent_id: str, reason: str,
-                         by: str | None) -> Callable[[], None]:
-        """Revoke the agent's grants in ``conn``'s transaction (its suspension or
-        retirement); returns what to do once that has committed."""
+    def end_agent_grants(self, conn: Connection, agent_id: str, reason: str
+                         ) -> Callable[[], None]:
+        """Revoke the agent's grants (its roots: their subtrees out of force with them) in
+        ``conn``'s transaction, the registry's own suspension or retirement; returns what
+        to do once that has committed (announce, and mark the subtrees). No event: that
+        transaction is not the audit writer's (the module docstring)."""
         with writing(conn) as tx:
             revoked = _revoke(tx, (), reason, self._clock.now(), agent_id=agent_id)
-        if not by:
-            actor = SYSTEM
-        elif by.startswith("system:"):  # an automatic suspension (oversight)
-            actor = Actor(ActorType.SYSTEM, by)
-        else:
-            actor = Actor(ActorType.HUMAN, by)
 
         def after_commit() -> None:
-            done = self._leases.revoked_after(revoked, reason)
-            self.record("agent.revoke_grants", f'Agent::"{agent_id}"', "", reason, done,
-                        actor)
+            self._leases.revoked_after(revoked, reason)
         return after_commit
-
-    def record(self, action: str, target: str, task: str, reason: str,
-               revoked: Sequence[str], by: Actor) -> None:
-        """Audit a revocation. It has already taken effect: an audit failure is logged
-        loudly, never turned into an un-revocation."""
-        if self._audit is None:
-            return
-        now = self._clock.now()
-        event = AuditEvent(id=new_event_id(now), time=now, actor=by, action=action,
-                           target=target, outcome="revoked", task=task,
-                           detail={"reason": reason, "revoked": len(revoked)})
-        try:
-            self._audit.record(event)
-        except AuditError:
-            log.error("revocation %s of %s took effect but could not be audited", action,
-                      target)

@@ -77,10 +77,13 @@ class AgentRegistry:
         self._on_changed: list[Callable[[str], None]] = []
 
     def on_deactivated(self, hook: DeactivationHook) -> None:
-        """Run ``hook`` in every transaction that suspends or retires an agent.
+        """Run ``hook`` in every transaction that :meth:`suspend` or :meth:`retire` makes.
 
         The grants part registers one that revokes every grant the agent holds, so a
         suspension and the end of the agent's grants commit together, or not at all.
+        (:func:`~proctor.oversight.standing.change_standing`, which every path of
+        proctor's takes, makes that change in the audit writer's transaction instead, and
+        revokes there.)
         """
         self._on_deactivated.append(hook)
 
@@ -93,7 +96,7 @@ class AgentRegistry:
     def changed(self, agent_id: str) -> None:
         """Run the :meth:`on_changed` hooks for a change to ``agent_id`` that committed in
         another transaction of this process (the audit writer's: a suspension made with
-        its event, :mod:`proctor.oversight.standing`)."""
+        its event, or one of its own when the log is down, :mod:`proctor.oversight.standing`)."""
         for hook in self._on_changed:
             hook(agent_id)
 
@@ -275,11 +278,16 @@ class AgentRegistry:
         return self._change(agent_id, change)
 
     def suspend(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
-        """Deny the agent everything until a human reviews it; no-op if already suspended."""
+        """Deny the agent everything until a human reviews it; no-op if already suspended.
+
+        The store's change alone (its :meth:`on_deactivated` hooks end the grants in its
+        transaction) and no audit event: a human's suspension, with its event in the
+        same transaction, is :func:`~proctor.oversight.standing.change_standing`'s."""
         return self._set_state(agent_id, TrustState.SUSPENDED, by, reason)
 
     def retire(self, agent_id: str, *, by: str, reason: str = "") -> Agent:
-        """Deny the agent everything, for good; no-op if already retired."""
+        """Deny the agent everything, for good; no-op if already retired. As
+        :meth:`suspend`: no audit event (``change_standing`` writes it)."""
         return self._set_state(agent_id, TrustState.RETIRED, by, reason)
 
     def mark_unattested(self, agent_id: str, reason: str) -> Agent:

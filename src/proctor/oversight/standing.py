@@ -15,10 +15,15 @@ Revoking`). Suspending a suspended agent (retiring a retired one) changes nothin
 its event says so (``detail.unchanged``); a retired agent cannot be suspended
 (``agent_state_invalid``): no event, nothing changed.
 
-If the audit log cannot write the event, the change is made all the same, by the
-registry in a transaction of its own (its grants revoked with it), and
-:class:`~proctor.errors.AuditUnavailableError` says it took effect unaudited: an audit
-outage never keeps an agent from being stopped (:mod:`proctor.oversight.audited`).
+If the audit log cannot write the event, the change is made all the same: the same
+effects (the state, the grants' roots revoked, the offers cancelled) in a transaction of
+its own, with no event, and :class:`~proctor.errors.AuditUnavailableError` says it took
+effect unaudited: an audit outage never keeps an agent from being stopped
+(:mod:`proctor.oversight.audited`), as a revocation whose event cannot be written is
+made alone (:mod:`proctor.grants.revoking`). Nothing is written to the log after that
+commit: the change used to be made by the registry's own ``suspend``/``retire``, whose
+revocation then wrote an ``agent.revoke_grants`` event after the commit, so a log that
+came back in between held the end of the grants with no suspension.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, n
 from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import AgentError, IdentityError, ProctorError, RequestError
-from proctor.grants.leases import LeaseTree
+from proctor.grants.leases import LeaseTree, writing
 from proctor.grants.revoking import Revoking
 from proctor.identity import Agent, AgentRegistry, TrustState
 from proctor.identity.people import SYSTEM_PREFIX, check_human
@@ -114,11 +119,24 @@ def change_standing(registry: AgentRegistry, audit: AuditLog, clock: Clock,
                        target=f'Agent::"{key}"', outcome=state.value, source=source,
                        detail={**(detail or {}), **({"reason": reason} if reason else {})})
     standing = _Standing(key, state, by, reason, now, event)
-    change = registry.suspend if state is TrustState.SUSPENDED else registry.retire
-    # an outage: the change is made alone (it takes access away), and the caller told
-    commit_with_event(audit, event, standing,
-                      alone=lambda: change(key, by=by, reason=reason))
-    registry.changed(key)
+
+    def alone() -> None:
+        # an outage: the same effects alone (it takes access away), and the caller told
+        with audit.store.transaction() as conn, writing(conn) as tx:
+            standing.apply(tx)
+        if standing.refusal is not None:
+            raise standing.refusal
+        _committed(registry, leases, standing)
+
+    commit_with_event(audit, event, standing, alone=alone)
+    _committed(registry, leases, standing)
+    return registry.get(key)
+
+
+def _committed(registry: AgentRegistry, leases: LeaseTree | None, standing: _Standing
+               ) -> None:
+    """After the change's commit: this process's views drop the agent, and the revoked
+    roots' subtrees are announced and marked (None: the lease sweep marks them)."""
+    registry.changed(standing.agent_id)
     if leases is not None and standing.revoked:
         leases.revoked_after(standing.revoked, standing.revoke_reason)
-    return registry.get(key)
