@@ -1,15 +1,18 @@
 """Suspending or retiring an agent through the API (and the console) is one transaction
 with its audit event: the agent's state, the end of its grants and the event that says
-who did it commit together, or not at all."""
+who did it commit together, or not at all. So is the drift of an agent that presents
+another manifest, with its ``agent.drift`` event."""
 
 from __future__ import annotations
 
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
 
-from proctor.audit import verify_store
+from proctor.audit import AuditLog, verify_store
 from proctor.grants.leases import LeaseTree
+from tests.identity.factories import manifest
 
 from .conftest import SUPPORT, Api
 from .test_unaudited_changes import audit_down
@@ -115,3 +118,52 @@ async def test_a_suspension_the_log_cannot_hold_is_made_alone_and_nothing_is_wri
         assert again.status_code == 200
         assert [e.event["action"] for e in api.events() if e.seq not in before] == [
             "agent.retire"]
+
+
+async def test_a_process_that_dies_right_after_a_drift_took_effect_leaves_its_event(
+        agents: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the registry made the agent drifted, then the route wrote agent.drift after that
+    # commit: a process that died between the two left the agent drifted and nothing in
+    # the log saying what it had presented
+    api = agents
+    presented = manifest(model_id="another-model")
+
+    def record(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        raise _CrashError  # an event written after the change's commit
+
+    with_effects = AuditLog.record_with
+
+    def record_with(self: AuditLog, *args: Any, **kwargs: Any) -> Any:
+        with_effects(self, *args, **kwargs)
+        raise _CrashError  # the writer's transaction committed
+
+    monkeypatch.setattr(AuditLog, "record", record)
+    monkeypatch.setattr(AuditLog, "record_with", record_with)
+    with pytest.raises(_CrashError):
+        await api.client.post(f"/v1/agents/{SUPPORT}/manifest", headers=api.agent(SUPPORT),
+                              json={"manifest": presented.as_json()})
+    monkeypatch.undo()
+
+    assert api.runtime.registry.get(SUPPORT).trust_state.value == "drifted"
+    [event] = [e.event for e in api.events() if e.event["action"] == "agent.drift"]
+    assert (event["actor"]["type"], event["actor"]["id"], event["outcome"],
+            event["detail"]["presented_digest"], event["detail"]["fields"]) == (
+        "agent", SUPPORT, "drifted", presented.digest, ["model_id"])
+
+
+async def test_every_manifest_a_drifted_agent_presents_is_audited_and_the_same_one_once(
+        agents: Api) -> None:
+    # the route audited a change of trust state only: a drifted agent presenting yet
+    # another manifest changed what a reviewer adopts with no event of it
+    api = agents
+    first, second = manifest(model_id="another-model"), manifest(model_id="a-third-model")
+    for presented in (first, second, second):
+        answer = await api.client.post(f"/v1/agents/{SUPPORT}/manifest",
+                                       headers=api.agent(SUPPORT),
+                                       json={"manifest": presented.as_json()})
+        assert (answer.status_code, answer.json()["trust_state"]) == (200, "drifted")
+    drifts = [e.event for e in sorted(api.events(), key=lambda e: e.seq)
+              if e.event["action"] == "agent.drift"]
+    assert [(d["outcome"], d["detail"]["presented_digest"]) for d in drifts] == [
+        ("drifted", first.digest), ("drifted", second.digest)]
+    assert api.runtime.registry.get(SUPPORT).presented_digest == second.digest

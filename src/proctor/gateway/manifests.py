@@ -10,23 +10,16 @@ decision on.
 
 from __future__ import annotations
 
-from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
+from proctor.audit import Actor, ActorType
 from proctor.identity import Manifest
+from proctor.oversight.drifting import present_manifest as present_with_event
 from proctor.runtime import Runtime
 
 __all__ = ["present_manifest"]
 
 
 def present_manifest(runtime: Runtime, agent_id: str, manifest: Manifest, *, by: str) -> None:
-    """Present ``manifest`` as what ``agent_id`` runs; audit a change as ``by``'s."""
-    before = runtime.registry.get(agent_id)
-    after = runtime.registry.present_manifest(agent_id, manifest)
-    if after.trust_state is before.trust_state and after.presented_digest == \
-            before.presented_digest:
-        return
-    now = runtime.clock.now()
-    runtime.audit.record(AuditEvent(
-        id=new_event_id(now), time=now, actor=Actor(ActorType.SYSTEM, by),
-        action="agent.drift", target=f'Agent::"{agent_id}"', outcome=after.trust_state.value,
-        detail={"presented_digest": after.presented_digest or "",
-                "fields": sorted(before.manifest.differences(manifest))}))
+    """Present ``manifest`` as what ``agent_id`` runs; a change is made with its
+    ``agent.drift`` event as ``by``'s, in one transaction (:mod:`proctor.oversight.drifting`)."""
+    present_with_event(runtime.registry, runtime.audit, runtime.clock, agent_id, manifest,
+                       actor=Actor(ActorType.SYSTEM, by))

@@ -232,22 +232,28 @@ class AgentRegistry:
         through the API or the wrapper's file) never does, and for an agent whose platform
         attests fields, those fields are the platform's last word, never the presenter's.
         """
-        def change(agent: Agent) -> dict[str, Any] | None:
-            if not agent.is_active:
-                raise AgentError("agent_not_active",
-                                    f"agent `{agent.id}` is {agent.trust_state.value}")
-            presented = manifest if attested else self._platform_fields(agent, manifest)
-            if agent.trust_state in (TrustState.TRUSTED, TrustState.UNATTESTED) \
-                    and presented.digest == agent.manifest_digest:
-                if agent.trust_state is TrustState.UNATTESTED and attested:
-                    return {"trust_state": TrustState.TRUSTED.value, "state_reason": None}
-                return None
-            if agent.presented_digest == presented.digest:
-                return None
-            return {"trust_state": TrustState.DRIFTED.value,
-                    "presented_manifest": presented.as_json(),
-                    "presented_digest": presented.digest}
-        return self._change(agent_id, change)
+        return self._change(agent_id, lambda agent: self.presenting(agent, manifest,
+                                                                    attested=attested))
+
+    def presenting(self, agent: Agent, manifest: Manifest, *,
+                   attested: bool = False) -> dict[str, Any] | None:
+        """The columns :meth:`present_manifest` changes in ``agent``'s row (None: nothing
+        changes), or ``agent_not_active``; what :mod:`proctor.oversight.drifting` writes
+        with the drift's event."""
+        if not agent.is_active:
+            raise AgentError("agent_not_active",
+                             f"agent `{agent.id}` is {agent.trust_state.value}")
+        presented = manifest if attested else self._platform_fields(agent, manifest)
+        if agent.trust_state in (TrustState.TRUSTED, TrustState.UNATTESTED) \
+                and presented.digest == agent.manifest_digest:
+            if agent.trust_state is TrustState.UNATTESTED and attested:
+                return {"trust_state": TrustState.TRUSTED.value, "state_reason": None}
+            return None
+        if agent.presented_digest == presented.digest:
+            return None
+        return {"trust_state": TrustState.DRIFTED.value,
+                "presented_manifest": presented.as_json(),
+                "presented_digest": presented.digest}
 
     def _platform_fields(self, agent: Agent, manifest: Manifest) -> Manifest:
         """``manifest`` with the fields the platform attests for ``agent`` as it last

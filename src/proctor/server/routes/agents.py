@@ -30,7 +30,7 @@ from proctor.identity import (
     TrustState,
     agent_id_for,
 )
-from proctor.oversight import trusting
+from proctor.oversight import drifting, trusting
 from proctor.oversight.standing import change_standing
 from proctor.server.bodies import RequestBody
 from proctor.server.control import entity, service
@@ -270,9 +270,12 @@ def _set_state(call: CallContext, agent_id: str, verb: str, reason: str) -> Agen
 def present_manifest(agent_id: str, body: Presented, call: Call) -> AgentView:
     """The agent presents the manifest it runs now; a different one makes it drifted."""
     agent = agent_for(call, agent_id, "api:agent.present_manifest")
-    updated = call.runtime.registry.present_manifest(agent.id, body.manifest.manifest())
-    if updated.trust_state is not agent.trust_state:
-        call.runtime.enforcer.refresh_principals()
-        call.record("agent.drift", f'Agent::"{agent.id}"', updated.trust_state.value,
-                    detail={"presented_digest": updated.presented_digest or ""})
+    runtime = call.runtime
+    # a change and its agent.drift event in one transaction (an outage: made alone, 503)
+    try:
+        updated = drifting.present_manifest(
+            runtime.registry, runtime.audit, runtime.clock, agent.id,
+            body.manifest.manifest(), actor=call.principal.actor, source=call.source)
+    finally:
+        runtime.enforcer.refresh_principals()
     return AgentView.of(updated)
