@@ -62,8 +62,8 @@ def _desk(as_json: bool) -> Iterator[ApprovalDesk]:
 
 @contextmanager
 def _deciding(by: str | None, as_json: bool) -> Iterator[tuple[ApprovalDesk, Acting]]:
-    """The desk, deciding as the operator; the queue audits each decision (and undoes
-    it if that fails)."""
+    """The desk, deciding as the operator; the queue writes each decision with its
+    event, in the audit writer's transaction (unaudited: not decided)."""
     from proctor.approvals import ApprovalDesk
 
     with acting_runtime(by, as_json) as (runtime, acting):
