@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
 
 from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor, new_event_id
 from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
 from proctor.errors import AgentError, ProctorError
 from proctor.identity import Agent, AgentRegistry, Manifest
-from proctor.identity.rows import agent_from_row
 from proctor.identity.spiffe_id import parse_agent_id
-from proctor.oversight.audited import commit_with_event, read_rows, update_rows
+from proctor.oversight.audited import commit_with_event, update_rows
+from proctor.oversight.trusting import agent_in
 from proctor.store.tables import agents
 
 __all__ = ["present_manifest"]
@@ -49,12 +48,8 @@ class _Presenting:
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None  # a retried batch applies it again
-        found = read_rows(tx, agents, "id = {p}", [self.key], lock=True)
-        if not found:
-            self.refusal = AgentError("agent_unknown", f"agent `{self.key}` is not registered")
-            return WITHDRAWN
-        agent: Agent = agent_from_row(cast(Any, found[0]))
         try:
+            agent = agent_in(tx, self.key)
             values = self.registry.presenting(agent, self.manifest)
         except AgentError as refused:
             self.refusal = refused

@@ -34,12 +34,14 @@ from proctor.identity.spiffe_id import parse_agent_id
 from proctor.oversight.audited import commit_with_event, insert_row, read_rows, update_rows
 from proctor.store.tables import agents
 
-__all__ = ["register_agent", "review_agent"]
+__all__ = ["agent_in", "register_agent", "review_agent"]
 
-def _agent_in(tx: WriteCursor, key: str) -> Agent | None:
-    """The agent's row as ``tx`` reads it (locked, on PostgreSQL)."""
+def agent_in(tx: WriteCursor, key: str) -> Agent:
+    """The agent's row as ``tx`` reads it (locked, on PostgreSQL), or ``agent_unknown``."""
     found = read_rows(tx, agents, "id = {p}", [key], lock=True)
-    return agent_from_row(cast(Any, found[0])) if found else None
+    if not found:
+        raise AgentError("agent_unknown", f"agent `{key}` is not registered")
+    return agent_from_row(cast(Any, found[0]))
 
 
 def _actor(by: str) -> Actor:
@@ -97,13 +99,10 @@ class _Review:
 
     def apply(self, tx: WriteCursor) -> AuditEvent | None:
         self.refusal = None  # a retried batch applies it again
-        agent = _agent_in(tx, self.key)
-        if agent is None:
-            self.refusal = AgentError("agent_unknown", f"agent `{self.key}` is not registered")
-            return WITHDRAWN
         try:
-            values = reviewed(agent, reviewer=self.reviewer, manifest=self.manifest,
-                              expected_digest=self.expected_digest, now=self.now)
+            values = reviewed(agent_in(tx, self.key), reviewer=self.reviewer,
+                              manifest=self.manifest, expected_digest=self.expected_digest,
+                              now=self.now)
         except IdentityError as refused:
             self.refusal = refused
             return WITHDRAWN
