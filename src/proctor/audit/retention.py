@@ -6,18 +6,32 @@ checkpoint the segment starts after (none for position 1) and the checkpoint
 at its last event, signed now if there was none (chained after the log's last
 checkpoint, so only at or past it); the events follow in the export format (their
 task and actor keys go with them). The database keeps every checkpoint, so its chain
-now starts at a checkpoint. The events are deleted by :func:`cut_segment`, in one
-transaction with a signed archive *cut* through the last of them
-(:mod:`proctor.audit.cuts`), made only if the log's last checkpoint still holds;
+now starts at a checkpoint.
+
+The archive is two steps. :func:`cut_segment`, in one small transaction (the audit
+writer's, with the operator's event), stores a signed archive *cut* through the last of
+them (:mod:`proctor.audit.cuts`), made only if the log's last checkpoint still holds;
 :func:`~proctor.audit.verification.verify_store` requires it of a chain that starts
-after position 1. :func:`verify_archive` checks a segment file on its own.
+after position 1. Then :func:`delete_archived`, outside that transaction and on
+connections of its own, deletes the events the cut covers and their keys, a few
+thousand per transaction, oldest first. Deleting them all in the writer's transaction
+held every decision's write behind it (SQLite's write lock, the writer's batch on either
+database) for as long as the delete took, and on PostgreSQL a log of millions of events
+outlasted the writer's ``statement_timeout`` every time: nothing was ever archived.
+Until the last chunk commits, the events below the cut that are left verify as they
+are (linked to each other up to the checkpoint at the cut); a process that stops
+between two chunks leaves such a log, and the next archive (or
+:func:`delete_archived` on its own) finishes it.
+:func:`verify_archive` checks a segment file on its own.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,23 +47,28 @@ from proctor.audit.checkpoint_chain import (
     sign_after,
 )
 from proctor.audit.checkpoints import Checkpoint, digest_of, link_of, load_checkpoints
-from proctor.audit.cuts import insert_cut, sign_cut
-from proctor.audit.driver import WriteCursor, iter_links
+from proctor.audit.cuts import Cut, check_cut, insert_cut, load_cuts, sign_cut
+from proctor.audit.driver import TIME_KEY, WriteCursor, iter_links
 from proctor.audit.query import iter_events
 from proctor.audit.verification import ChainChecker, Problem, VerifyReport, with_kept
-from proctor.clock import Clock
+from proctor.clock import Clock, SystemClock
 from proctor.documents import MAX_DEPTH, parse_json
 from proctor.errors import AuditError, AuditIntegrityError, DocumentError
 from proctor.keys import Signer, SignerSource, Verifier
 from proctor.store import Store
 
-__all__ = ["SEGMENT_TYPE", "Segment", "archive_segment", "cut_segment", "verify_archive",
-           "write_segment"]
+__all__ = ["DELETE_CHUNK", "SEGMENT_TYPE", "Segment", "archive_segment", "archived_left",
+           "cut_segment", "delete_archived", "verify_archive", "write_segment"]
+
+log = logging.getLogger(__name__)
 
 SEGMENT_TYPE = "proctor.audit.segment"
 _MAX_LINE_BYTES = 16 << 20
 # an event holds a call's arguments (themselves capped at MAX_DEPTH) a few levels down
 _MAX_LINE_DEPTH = 2 * MAX_DEPTH
+DELETE_CHUNK = {"sqlite": 2_000, "postgresql": 10_000}
+"""Archived events deleted per transaction (:func:`delete_archived`): on SQLite each
+chunk holds the database's write lock, which every decision's write waits for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +89,11 @@ class Segment:
 
 def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSource,
                     clock: Clock, verifiers: Mapping[str, Verifier]) -> dict[str, Any]:
-    """Write events up to ``up_to_seq`` to ``path`` (a new file), then delete them
-    (:func:`write_segment`, then :func:`cut_segment`, in a transaction of its own; an
-    operator's archive is cut with its event: :mod:`proctor.oversight.milestones`)."""
+    """Write events up to ``up_to_seq`` to ``path`` (a new file), then cut and delete
+    them (:func:`write_segment`, :func:`cut_segment` in a transaction of its own, then
+    :func:`delete_archived`; an operator's archive is cut with its event:
+    :mod:`proctor.oversight.milestones`)."""
+    delete_archived(store, verifiers)  # an earlier archive's events left by a crash
     segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer, clock=clock,
                             verifiers=verifiers)
     cutter = signer.current_signer()  # before the transaction: it may read the store
@@ -86,6 +107,7 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
         wrong = cut_segment(tx, segment, cutter, verifiers, clock.now())
     if wrong is not None:
         raise AuditIntegrityError(f"refusing to archive: {wrong}")
+    delete_archived(store, verifiers)
     return segment.as_json()
 
 
@@ -104,13 +126,16 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
     :func:`~proctor.audit.checkpoint_chain.continue_from`).
     """
     checkpoints = load_checkpoints(store)
-    checker = ChainChecker(checkpoints, verifiers)
+    checker = ChainChecker(checkpoints, verifiers, cuts=lambda: load_cuts(store))
     for rows in iter_links(store):
         if not checker.feed([r for r in rows if r[0] <= up_to_seq]) or rows[-1][0] >= up_to_seq:
             break
     report = checker.report()
     if report.problem is not None:
         raise AuditIntegrityError(f"refusing to archive: {report.problem.message}")
+    if checker.cut_through is not None:  # another archive is deleting them right now
+        raise AuditError(f"the events up to position {checker.cut_through} were archived "
+                         "and are being deleted: archive again once they are gone")
     if checker.head is None or checker.head.seq != up_to_seq or checker.first_seq is None:
         raise AuditError(f"there is no event at position {up_to_seq} to archive up to")
     first, end = checker.first_seq, checker.head
@@ -190,10 +215,112 @@ def cut_segment(tx: WriteCursor, segment: Segment, signer: Signer,
             return wrong
         assert last is not None  # the closing checkpoint, or one after it
     insert_cut(tx.execute, sign_cut(signer, end.seq, end.hash, last, now))
-    tx.execute("DELETE FROM audit_events WHERE seq <= {p}", [end.seq])
-    # the keys go with their events (a scan of the keys table: archiving is rare)
-    tx.execute("DELETE FROM audit_keys WHERE seq <= {p}", [end.seq])
-    return None
+    return None  # the events are deleted after the commit: delete_archived
+
+
+_LAST_CUT = ("SELECT through, hash, kid, payload, signature FROM audit_cuts "
+             "ORDER BY through DESC LIMIT 1")
+_FIRST = "SELECT min(seq) FROM audit_events"
+# An event's four keys, found by the keys' primary key (kind, key, seq) from the event's
+# own columns, as the writer made them (proctor.audit.driver): never a scan of the keys
+# table, four times the size of the events'. One statement per kind: SQLite looks a
+# kind's (key, seq) pairs up in the primary key, but scans the table for a union of
+# (kind, key, seq) triples.
+_KEY_OF = (("t", "{e}task"), ("a", "{e}actor_id"), ("y", "{e}actor_type"),
+           ("w", "{time}"))
+_PG_KEY = ("DELETE FROM audit_keys k USING audit_events e WHERE e.seq >= %s AND e.seq <= %s "
+           "AND k.kind = '{kind}' AND k.key = {column} AND k.seq = e.seq")
+_SQLITE_KEY = ("DELETE FROM audit_keys WHERE kind = '{kind}' AND (key, seq) IN ("
+               "SELECT {column}, seq FROM audit_events WHERE seq >= ? AND seq <= ?)")
+_DELETE_KEYS = {
+    "postgresql": tuple(_PG_KEY.format(kind=kind, column=column.format(
+        e="e.", time=TIME_KEY[False].replace("(time ", "(e.time "))) for kind, column in _KEY_OF),
+    "sqlite": tuple(_SQLITE_KEY.format(kind=kind, column=column.format(
+        e="", time=TIME_KEY[True])) for kind, column in _KEY_OF),
+}
+# PostgreSQL's planner hashes a whole kind of keys (a million rows for a million
+# events) rather than look up a chunk's ten thousand in the primary key, whose three
+# columns the join gives: 1.5 s a chunk and a kind on a million events, 0.25 s so
+_BY_LOOK_UP = ("SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off")
+_DELETE_EVENTS = "DELETE FROM audit_events WHERE seq >= {p} AND seq <= {p}"
+
+
+def delete_archived(store: Store, verifiers: Mapping[str, Verifier], *,
+                    chunk: int | None = None, most_chunks: int | None = None,
+                    clock: Clock | None = None) -> int:
+    """Delete the events the log's last archive cut covers, with their keys, ``chunk``
+    events per transaction (:data:`DELETE_CHUNK`), oldest first, on the store's own
+    connections: never in the audit writer's transaction. Stops after ``most_chunks``
+    (None: once none is left); the number of events deleted.
+
+    Nothing is deleted unless the cut's signature holds (``verifiers``, by key id), it
+    was signed after a checkpoint the log holds, and the event at its position, if still
+    there, has the hash it names (:class:`AuditIntegrityError` otherwise). Each chunk
+    leaves a log that verifies: the events left below the cut still link up to it.
+    On SQLite each chunk holds the write lock; the next waits as long as it held it,
+    so a decision's write gets the lock in between.
+    """
+    cut = _last_cut(store)
+    if cut is None:
+        return 0
+    _check_before_deleting(store, cut, verifiers)
+    size = chunk or DELETE_CHUNK[store.backend]
+    is_sqlite = store.backend == "sqlite"
+    mark = "?" if is_sqlite else "%s"
+    clock = clock or SystemClock()
+    deleted = chunks = 0
+    while most_chunks is None or chunks < most_chunks:
+        started = clock.monotonic()
+        with store.transaction() as conn:
+            first = conn.exec_driver_sql(_FIRST).scalar()
+            if first is None or int(first) > cut.through:
+                break
+            low, high = int(first), min(int(first) + size - 1, cut.through)
+            if not is_sqlite:  # a key's look-up per event, never a scan of a kind's keys
+                for setting in _BY_LOOK_UP:
+                    conn.exec_driver_sql(setting)
+            for sql in _DELETE_KEYS[store.backend]:
+                conn.exec_driver_sql(sql, (low, high))
+            deleted += conn.exec_driver_sql(_DELETE_EVENTS.replace("{p}", mark),
+                                            (low, high)).rowcount
+        chunks += 1
+        if is_sqlite:  # as long as the chunk held the lock, for the writers waiting
+            time.sleep(min(max(clock.monotonic() - started, 0.0), 1.0))
+    if deleted:
+        log.info("deleted %d archived audit events (through position %d)", deleted,
+                 cut.through)
+    return deleted
+
+
+def archived_left(store: Store) -> int:
+    """How many events the log's last archive cut covers that are not deleted yet."""
+    with store.reading() as conn:
+        return int(conn.exec_driver_sql(_LEFT).scalar() or 0)
+
+
+_LEFT = ("SELECT count(*) FROM audit_events "
+         "WHERE seq <= (SELECT max(through) FROM audit_cuts)")
+
+
+def _last_cut(store: Store) -> Cut | None:
+    with store.reading() as conn:
+        row = conn.exec_driver_sql(_LAST_CUT).first()
+    return None if row is None else Cut(int(row[0]), *(str(v) for v in row[1:]))
+
+
+def _check_before_deleting(store: Store, cut: Cut, verifiers: Mapping[str, Verifier]
+                           ) -> None:
+    """Refuse to delete under a cut that does not hold (a row nobody signed)."""
+    wrong = check_cut(cut, verifiers, {c.seq: c for c in load_checkpoints(store)})
+    if wrong is None:
+        with store.reading() as conn:
+            found = conn.exec_driver_sql(_HASH_AT.replace(
+                "{p}", "?" if store.backend == "sqlite" else "%s"), (cut.through,)).first()
+        if found is not None and str(found[0]) != cut.hash:
+            wrong = (f"the event at position {cut.through} does not have the hash the "
+                     "archive cut through it names")
+    if wrong is not None:
+        raise AuditIntegrityError(f"refusing to delete archived events: {wrong}")
 
 
 def _line(handle: BinaryIO, path: Path, number: int) -> Any:

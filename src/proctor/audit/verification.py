@@ -38,6 +38,10 @@ A chain may start at a checkpoint (older events archived, see
 valid checkpoint at the position just before it, and a signed archive cut through that
 position must say an archive removed them (:mod:`proctor.audit.cuts`; a cut at a
 checkpoint of format 1, archived by an earlier version, has none: a note says so).
+An archive deletes its events after its cut, a chunk at a time: until the last chunk,
+the chain starts at events below the log's last cut, unanchored, and these must link
+to each other up to the checkpoint at that cut, which holds them as it holds any
+other (a note says they are still there).
 """
 
 from __future__ import annotations
@@ -100,10 +104,16 @@ class VerifyReport:
 
 
 class ChainChecker:
-    """Checks rows fed in chain order against each other and the checkpoints."""
+    """Checks rows fed in chain order against each other and the checkpoints.
+
+    ``cuts`` (read only if the chain starts after position 1) let it start below an
+    archive cut, at events archived and not deleted yet (see
+    :mod:`proctor.audit.retention`): they are held to the checkpoint at the cut, and
+    :attr:`cut_through` names that cut."""
 
     def __init__(self, checkpoints: Iterable[Checkpoint],
-                 verifiers: Mapping[str, Verifier]) -> None:
+                 verifiers: Mapping[str, Verifier], *,
+                 cuts: Callable[[], Mapping[int, Cut]] | None = None) -> None:
         # Only checkpoints whose signature holds are trusted; the first bad one
         # is reported unless the chain breaks earlier.
         self.checkpoints: dict[int, Checkpoint] = {}
@@ -118,6 +128,8 @@ class ChainChecker:
         self.head: ChainHead | None = None
         self.first_seq: int | None = None
         self.events = 0
+        self._cuts = cuts
+        self.cut_through: int | None = None  # the chain starts below a cut there
 
     def feed(self, rows: Iterable[tuple[int, str, str, bytes]]) -> bool:
         """Check ``(seq, prev_hash, hash, body)`` rows; False once a problem is found."""
@@ -173,6 +185,14 @@ class ChainChecker:
                 return None
             return GENESIS
         anchor = self.checkpoints.get(seq - 1)
+        through = max(self._cuts() if self._cuts is not None else (), default=0)
+        if through >= seq and through in self.checkpoints:
+            # archived, still being deleted: the first left links to what was deleted
+            # before it, and the checkpoint at the cut holds every one up to it (feed);
+            # the cut itself is checked as any other (verify_store)
+            self.cut_through = through
+            if anchor is None:
+                return ChainHead(seq - 1, prev_hash)
         if anchor is None:
             self._stop(seq, "unanchored", f"the chain starts at position {seq} without a "
                        f"checkpoint at position {seq - 1}")
@@ -363,7 +383,9 @@ def _cut_problem(checker: ChainChecker, head: ChainHead | None,
                  ) -> tuple[Problem | None, str | None]:
     """Whether an archive cut the chain where it starts: the problem (``cut_missing``,
     ``cut_invalid``) or a note (a cut by an earlier version, which signed none)."""
-    if checker.first_seq is not None:
+    if checker.cut_through is not None:
+        through = checker.cut_through  # the events left below it are being deleted
+    elif checker.first_seq is not None:
         through = checker.first_seq - 1
     elif checker.problem is None and head is not None:
         through = head.seq  # every event archived
@@ -408,7 +430,8 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         keys_check = pool.submit(first_keys_mismatch, store)
         try:
             checkpoints, kept_problem = with_kept(load_checkpoints(store), kept, verifiers)
-            checker = ChainChecker(checkpoints, verifiers)
+            cuts = functools.cache(lambda: load_cuts(store))
+            checker = ChainChecker(checkpoints, verifiers, cuts=cuts)
             for rows in iter_links(store):
                 if not checker.feed(rows):
                     break
@@ -436,8 +459,7 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         if broken is not None and checker.bad_checkpoint is not None \
                 and broken[0] >= checker.bad_checkpoint.seq:
             broken = None  # a checkpoint left out for its signature is reported as such
-        cut_problem, cut_note = _cut_problem(checker, expected, lambda: load_cuts(store),
-                                             verifiers)
+        cut_problem, cut_note = _cut_problem(checker, expected, cuts, verifiers)
         for found in (None if broken is None else Problem(*broken), cut_problem):
             if found is not None and (kept_problem is None or found.seq < kept_problem.seq):
                 kept_problem = found
@@ -461,6 +483,10 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
             keys = Problem(checker.first_seq, keys.kind, keys.message)
         also = keys
     notes: tuple[str, ...] = () if cut_note is None else (cut_note,)
+    if checker.cut_through is not None and checker.first_seq is not None:
+        notes += (f"the events from position {checker.first_seq} to {checker.cut_through} "
+                  "were archived and are not all deleted yet (the next archive deletes "
+                  "them)",)
     if checker.checkpoints == {} and checker.events:
         notes += ("no valid signed checkpoint covers this chain",)
     return checker.report(also=also, notes=notes)

@@ -337,10 +337,13 @@ def archive(
 ) -> None:
     """Move events up to a position into a segment file (verifiable on its own).
 
-    The events are deleted with the operator's `audit.archive` event, in one
-    transaction: if the event cannot be written, nothing is deleted and the segment
-    file is removed.
+    The archive is signed (a cut) with the operator's `audit.archive` event, in one
+    transaction: if the event cannot be written, nothing is archived and the segment
+    file is removed. The events are then deleted a few thousand per transaction,
+    never holding the decisions' writes; any left (`left`: a deletion stopped) are
+    deleted by the next archive first.
     """
+    from proctor.audit.retention import archived_left
     from proctor.oversight.milestones import archive_with_event
 
     with acting_store(by, as_json) as (_settings, store, keys, acting):
@@ -348,11 +351,14 @@ def archive(
             store, acting.audit, out, up_to_seq=up_to, signer=keys,
             verifiers=_verifiers(keys),
             event=acting.event("audit.archive", "", "archived")).as_json()
+        result["left"] = archived_left(store)
     if as_json:
         print_json(result)
     else:
         console.print(f"archived positions {result['from_seq']} to {result['to_seq']} "
-                      f"({result['events']} events) to {result['path']}")
+                      f"({result['events']} events) to {result['path']}"
+                      + (f"; {result['left']} of them still to delete (the next archive "
+                         "deletes them)" if result["left"] else ""))
 
 
 @app.command("import-key")

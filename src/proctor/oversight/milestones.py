@@ -16,8 +16,13 @@ own), chained after the log's last checkpoint, which must hold
 otherwise). The archive's segment file is written first (nothing is deleted yet); the
 cut (:func:`~proctor.audit.retention.cut_segment`) checks that the segment's last event
 is still the one the file ends with (``audit_integrity_failed``: archived or changed
-meanwhile), stores the segment's closing checkpoint unless it is stored already, signs
-the archive cut and deletes the events and their keys.
+meanwhile), stores the segment's closing checkpoint unless it is stored already and
+signs the archive cut. Only once that has committed are the events and their keys
+deleted, a chunk per transaction, outside the writer's
+(:func:`~proctor.audit.retention.delete_archived`): a delete of the whole segment in
+the writer's transaction held every decision behind it, and on PostgreSQL a large one
+outlasted the writer's statement timeout every time. An archive first finishes the
+deletion an earlier one left (a process stopped between two chunks).
 
 Neither gives access nor takes it away; both change the record, so if the audit log
 cannot be written neither is made (:class:`~proctor.errors.AuditUnavailableError`; the
@@ -26,6 +31,7 @@ segment file just written is removed again).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,7 +40,7 @@ from pathlib import Path
 from proctor.audit import AuditEvent, AuditLog, Checkpoint, WriteCursor
 from proctor.audit.chain import ChainHead
 from proctor.audit.checkpoint_chain import DEFAULT_EVERY, sign_after, verifiers_of
-from proctor.audit.retention import Segment, cut_segment, write_segment
+from proctor.audit.retention import Segment, cut_segment, delete_archived, write_segment
 from proctor.audit.writer import WITHDRAWN
 from proctor.errors import AuditIntegrityError, ProctorError
 from proctor.keys import Signer, SignerSource, Verifier
@@ -43,6 +49,8 @@ from proctor.store import Store
 from proctor.store.tables import audit_checkpoints
 
 __all__ = ["archive_with_event", "checkpoint_with_event"]
+
+log = logging.getLogger(__name__)
 
 _HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 
@@ -122,13 +130,18 @@ class _Cut:
 
 def archive_with_event(store: Store, audit: AuditLog, path: Path, *, up_to_seq: int,
                        signer: SignerSource, verifiers: Mapping[str, Verifier],
-                       event: AuditEvent) -> Segment:
-    """Write the events up to ``up_to_seq`` to ``path`` (a new file), then delete them
-    with ``event`` (an ``audit.archive``; its target and detail filled in here) in one
-    transaction; the segment. Raises what :func:`~proctor.audit.write_segment` refuses,
+                       event: AuditEvent, most_chunks: int | None = None) -> Segment:
+    """Write the events up to ``up_to_seq`` to ``path`` (a new file), then cut them with
+    ``event`` (an ``audit.archive``; its target and detail filled in here) in one
+    transaction, then delete them (at most ``most_chunks`` chunks: None, all); the
+    segment. Raises what :func:`~proctor.audit.write_segment` refuses,
     ``audit_integrity_failed`` (the chain moved under the file), or
-    :class:`~proctor.errors.AuditUnavailableError`: then nothing was deleted and the
-    file is removed again."""
+    :class:`~proctor.errors.AuditUnavailableError`: then nothing was cut and the
+    file is removed again. A deletion that fails once the cut has committed is logged,
+    not raised: the events are archived, and the next archive deletes them
+    (:func:`~proctor.audit.retention.archived_left` counts them)."""
+    delete_archived(store, {**verifiers, **verifiers_of(signer)},  # an earlier one's
+                    clock=audit.clock)
     segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer,
                             clock=audit.clock, verifiers=verifiers)
     shown = segment.as_json()
@@ -137,9 +150,14 @@ def archive_with_event(store: Store, audit: AuditLog, path: Path, *, up_to_seq: 
                         "from_seq", "to_seq", "events", "path")}})
     try:
         cutter = signer.current_signer()  # and the keys it may have signed with till now
-        commit_with_event(audit, event, _Cut(segment, cutter,
-                                             {**verifiers, **verifiers_of(signer)}, event.time))
+        every_key = {**verifiers, **verifiers_of(signer)}
+        commit_with_event(audit, event, _Cut(segment, cutter, every_key, event.time))
     except ProctorError:
         path.unlink(missing_ok=True)  # nothing was archived: no segment of it
         raise
+    try:
+        delete_archived(store, every_key, most_chunks=most_chunks, clock=audit.clock)
+    except ProctorError as exc:  # archived all the same: the next archive deletes them
+        log.warning("archived positions %d to %d, but deleting them failed: %s",
+                    segment.first, segment.end.seq, exc.message)
     return segment
