@@ -51,7 +51,10 @@ __all__ = ["DEFAULT_EVERY", "Break", "Fetch", "chain_problem", "connection_fetch
            "write_checkpoint"]
 
 DEFAULT_EVERY = 10_000
-"""How often (events) a writer signs a checkpoint unless told otherwise."""
+"""How often (events) a writer signs a checkpoint unless told otherwise. Not a setting:
+every writer of a deployment uses it, and a reader uses it only where the chain states
+no spacing of its own (before the first checkpoint; after the last, with the last's):
+a value given per process could not be known to agree (docs/audit.md)."""
 
 Break = tuple[int, str, str]
 """A break of the checkpoints' chain: position, kind, message (a verification problem)."""
