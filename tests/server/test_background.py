@@ -12,11 +12,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from proctor.audit import verify_store
+from proctor.audit.checkpoint_chain import verifiers_of
+from proctor.audit.retention import archived_left
 from proctor.clock import FrozenClock
 from proctor.config import Settings
+from proctor.oversight.milestones import archive_with_event
 from proctor.runtime import open_runtime
 from proctor.server import ServerConfig, create_app
 from proctor.server.background import Background
+from tests.audit.helpers import agent_event
 
 from .conftest import BASE_URL, SUPPORT, TARGET, Api
 from .test_authentication import assert_problem
@@ -132,3 +137,22 @@ async def test_a_revocation_made_by_one_process_is_heard_by_another(
         assert "proctor_revocations_heard_total 1.0" in metrics
     finally:
         await other_background.stop()
+
+
+
+async def test_the_sweep_finishes_deleting_what_an_archive_left(agents: Api, tmp_path: Path
+                                                                ) -> None:
+    api = agents
+    runtime = api.runtime
+    head = runtime.audit.record(agent_event(api.clock)).seq
+    archive_with_event(runtime.store, runtime.audit, tmp_path / "seg.jsonl", up_to_seq=head,
+                       signer=runtime.keyring, verifiers={}, event=agent_event(api.clock),
+                       most_chunks=0)  # a process stopped before its first chunk
+    keys = verifiers_of(runtime.keyring)  # the key made to sign the closing checkpoint
+    assert archived_left(runtime.store) == head
+    assert verify_store(runtime.store, keys).is_valid
+    await anyio.to_thread.run_sync(background(api.app).sweep_once)
+    assert archived_left(runtime.store) == 0
+    report = verify_store(runtime.store, keys)
+    assert report.is_valid, report.problem
+    assert report.first_seq == head + 1  # the archive's own event

@@ -218,7 +218,9 @@ def cut_segment(tx: WriteCursor, segment: Segment, signer: Signer,
     return None  # the events are deleted after the commit: delete_archived
 
 
-_LAST_CUT = ("SELECT through, hash, kid, payload, signature FROM audit_cuts "
+# the log's last cut, and its first event: something to delete if at or below the cut
+_LAST_CUT = ("SELECT through, hash, kid, payload, signature, "
+             "(SELECT min(seq) FROM audit_events) FROM audit_cuts "
              "ORDER BY through DESC LIMIT 1")
 _FIRST = "SELECT min(seq) FROM audit_events"
 # An event's four keys, found by the keys' primary key (kind, key, seq) from the event's
@@ -260,8 +262,8 @@ def delete_archived(store: Store, verifiers: Mapping[str, Verifier], *,
     On SQLite each chunk holds the write lock; the next waits as long as it held it,
     so a decision's write gets the lock in between.
     """
-    cut = _last_cut(store)
-    if cut is None:
+    cut = _cut_left(store)
+    if cut is None:  # nothing archived is left: the usual case, one small read
         return 0
     _check_before_deleting(store, cut, verifiers)
     size = chunk or DELETE_CHUNK[store.backend]
@@ -302,10 +304,13 @@ _LEFT = ("SELECT count(*) FROM audit_events "
          "WHERE seq <= (SELECT max(through) FROM audit_cuts)")
 
 
-def _last_cut(store: Store) -> Cut | None:
+def _cut_left(store: Store) -> Cut | None:
+    """The log's last archive cut, if any event it covers is left."""
     with store.reading() as conn:
         row = conn.exec_driver_sql(_LAST_CUT).first()
-    return None if row is None else Cut(int(row[0]), *(str(v) for v in row[1:]))
+    if row is None or row[5] is None or int(row[5]) > int(row[0]):
+        return None
+    return Cut(int(row[0]), *(str(v) for v in row[1:5]))
 
 
 def _check_before_deleting(store: Store, cut: Cut, verifiers: Mapping[str, Verifier]

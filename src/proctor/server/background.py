@@ -1,8 +1,10 @@
 """The work a server process does besides answering requests.
 
 - **Sweep** (every ``sweep_seconds``): expired leases are marked revoked,
-  proof nonces past their window forgotten (:meth:`GrantAuthority.sweep`) and
-  old rows of the change feed pruned (:func:`~proctor.store.changes.prune_changes`).
+  proof nonces past their window forgotten (:meth:`GrantAuthority.sweep`),
+  old rows of the change feed pruned (:func:`~proctor.store.changes.prune_changes`)
+  and archived audit events an archive left undeleted (a process stopped between two
+  chunks) deleted (:func:`~proctor.audit.retention.delete_archived`).
   Every process sweeps; a sweep is idempotent.
 - **Sync** (every ``sync_seconds``): what other processes changed in the
   store reaches this one: the active policy revision, agents (registrations,
@@ -31,6 +33,8 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from proctor import telemetry
+from proctor.audit.checkpoint_chain import verifiers_of
+from proctor.audit.retention import delete_archived
 from proctor.errors import ProctorError
 from proctor.grants import RevocationSubscription, Swept
 from proctor.server.state import ServerState
@@ -94,12 +98,17 @@ class Background:
     def sweep_once(self) -> Swept:
         """End tasks past their lifetime or idle timeout, revoke expired leases and forget
         old proof nonces; returns how many of each."""
-        swept = self._state.runtime.grants.sweep()
-        prune_changes(self._state.runtime.store)
+        runtime = self._state.runtime
+        swept = runtime.grants.sweep()
+        prune_changes(runtime.store)
         metrics = self._state.metrics
         metrics.swept.labels("lease").inc(swept.expired)
         metrics.swept.labels("nonce").inc(swept.nonces)
         metrics.swept.labels("task").inc(swept.tasks)
+        try:  # usually one small read: nothing left
+            delete_archived(runtime.store, verifiers_of(runtime.keyring))
+        except ProctorError as exc:
+            log.error("archived audit events not deleted: %s: %s", exc.code, exc.message)
         return swept
 
     def sync_once(self) -> None:
