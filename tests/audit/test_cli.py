@@ -121,6 +121,7 @@ def test_checkpoint_and_archive(home: Path, tmp_path: Path) -> None:
     segment = tmp_path / "segment.jsonl"
     code, out = invoke("archive", "--up-to", "10", "--out", str(segment), "--json")
     assert code == 0 and json.loads(out)["events"] == 10
+    assert json.loads(out)["left"] == 0  # deleted after the cut, every chunk
     code, out = invoke("verify", "--json")
     assert code == 0 and json.loads(out)["first_seq"] == 11, out
     code, out = invoke("verify", "--archive", str(segment), "--json")

@@ -93,7 +93,7 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
     them (:func:`write_segment`, :func:`cut_segment` in a transaction of its own, then
     :func:`delete_archived`; an operator's archive is cut with its event:
     :mod:`proctor.oversight.milestones`)."""
-    delete_archived(store, verifiers)  # an earlier archive's events left by a crash
+    delete_archived(store, verifiers, clock=clock)  # an earlier archive's, left by a crash
     segment = write_segment(store, path, up_to_seq=up_to_seq, signer=signer, clock=clock,
                             verifiers=verifiers)
     cutter = signer.current_signer()  # before the transaction: it may read the store
@@ -107,7 +107,7 @@ def archive_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerS
         wrong = cut_segment(tx, segment, cutter, verifiers, clock.now())
     if wrong is not None:
         raise AuditIntegrityError(f"refusing to archive: {wrong}")
-    delete_archived(store, verifiers)
+    delete_archived(store, verifiers, clock=clock)
     return segment.as_json()
 
 
