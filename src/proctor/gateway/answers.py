@@ -110,8 +110,9 @@ class SessionAnswers:
             guarded = guarded.model_copy(update={"meta": None})
             args = _sampled(guarded) if kind == SAMPLING_ANSWER else _elicited(guarded)
             call = ToolCall(tool.tool_id, args, method=method, source_ip=relay.source_ip)
+            # the door checked the answer's proof: nothing is left to prove (None)
             await gateway.settle(session, tool, args, call, lambda: anyio.to_thread.run_sync(
-                gateway.enforcer.decide_within, verdict, call))
+                gateway.enforcer.decide_within, verdict, call), None)
         except MCPError as exc:
             reason = exc.error.data.get("reason") if isinstance(exc.error.data, dict) else None
             code = reason if reason in REGISTRY else "enforcement_error"

@@ -5,7 +5,9 @@ One call (``tools/call``, ``resources/read``, ``prompts/get``, ``completion/comp
 
 1. the session is open (its grant not revoked nor expired);
 2. the tool exists upstream, and the arguments match its ``inputSchema``
-   (else ``-32602`` naming the argument, and nothing is used up);
+   (else ``-32602`` naming the argument, and nothing is used up but the proof the
+   request carried, checked and its nonce claimed with the refusal's event:
+   :meth:`ResultGuard.reject <proctor.gateway.results.ResultGuard.reject>`);
 3. the arguments carry no proctor grant (else it is revoked: ``grant_leaked``);
 4. :meth:`Enforcer.decide_call` — grant, agent, Cedar with the arguments and the
    tool's labels, approvals, audit: the one decision path;
@@ -237,7 +239,7 @@ class Gateway:
             ref, args = types.PromptReference(type="ref/prompt", name=name), {"prompt": name}
         else:
             uri = params.ref.uri
-            found = await self.resource_server(session, view, uri)
+            found = await self.resource_server(session, view, uri, creds)
             if found is None:
                 raise rpc_error("completion_unknown", f"resource template `{uri[:200]}` is "
                                 "not known here: list the resource templates first, or use "
@@ -250,7 +252,7 @@ class Gateway:
         args.update(argument=argument["name"], value=argument["value"])
         if context is not None:
             args["context"] = context
-        upstream, tool = await self._tool(session, server, COMPLETION, COMPLETION)
+        upstream, tool = await self._tool(session, server, COMPLETION, COMPLETION, creds)
         verdict = await self._decide(session, creds, tool, args, "completion/complete",
                                      creds.target_for(server, COMPLETION))
         _serving(relay, verdict, creds)
@@ -265,13 +267,13 @@ class Gateway:
         ``<server>/resources.subscribe`` (``resources.unsubscribe``) with the URI in
         ``context.args.uri``. The updates name the resource only, and reading it is
         decided as usual."""
-        server = await self.resource_server(session, view, uri)
+        server = await self.resource_server(session, view, uri, creds)
         if server is None:
             raise rpc_error("resource_unknown",
                             f"resource `{uri[:200]}` is not known here: list the resources "
                             "first, or use its server's endpoint")
         kind = RESOURCE_SUBSCRIBE if on else RESOURCE_UNSUBSCRIBE
-        upstream, tool = await self._tool(session, server, kind, uri)
+        upstream, tool = await self._tool(session, server, kind, uri, creds)
         await self._decide(session, creds, tool, {"uri": uri},
                            "resources/subscribe" if on else "resources/unsubscribe",
                            creds.target_for(server, kind))
@@ -292,8 +294,8 @@ class Gateway:
                 await self._forward(session, lambda: connection.subscribe(uri, on=False))
                 follows.unsubscribed(server, uri)
 
-    async def resource_server(self, session: GatewaySession, view: View, uri: str
-                              ) -> str | None:
+    async def resource_server(self, session: GatewaySession, view: View, uri: str,
+                              creds: Credentials | None) -> str | None:
         """The server a request on resource (or template) ``uri`` goes to: the
         endpoint's own; on the shared endpoint, the one that listed ``uri`` in this
         session (None: none of ``view``'s did). A URI two servers listed is refused,
@@ -304,7 +306,7 @@ class Gateway:
             return view.servers[0]
         known = session.resource_servers
         if uri in known and known[uri] is None:
-            await self.results.reject(session.claims, uri, "resource_ambiguous")
+            await self.results.reject(session.claims, uri, "resource_ambiguous", creds)
             raise rpc_error("resource_ambiguous", f"resource `{uri[:200]}` is listed by more "
                             "than one upstream here: use its server's endpoint, "
                             "/mcp/<server>")
@@ -367,13 +369,13 @@ class Gateway:
                          document: bool) -> types.CallToolResult | ShapedAnswer:
         resolved = view.resolve(exposed)
         if resolved is None:
-            await self.results.reject(session.claims, exposed, "tool_unknown")
+            await self.results.reject(session.claims, exposed, "tool_unknown", creds)
             raise _unknown_tool(exposed)
         server, name = resolved
-        upstream, tool = await self._tool(session, server, name, exposed)
+        upstream, tool = await self._tool(session, server, name, exposed, creds)
         if tool.listed is None:  # a pseudo-tool (an answer, a read...): the gateway's own
             # name for what it decides, never a tool of the upstream to forward a call to
-            await self.results.reject(session.claims, tool.tool_id, "tool_unknown")
+            await self.results.reject(session.claims, tool.tool_id, "tool_unknown", creds)
             raise _unknown_tool(exposed)
         args = dict(arguments)
         # pin: strict: the decision's write confirms that the definition this session
@@ -406,7 +408,7 @@ class Gateway:
 
     async def read_resource(self, session: GatewaySession, creds: Credentials, server: str,
                             uri: str, relay: Relay | None = None) -> types.ReadResourceResult:
-        upstream, tool = await self._tool(session, server, RESOURCE_READ, uri)
+        upstream, tool = await self._tool(session, server, RESOURCE_READ, uri, creds)
         verdict = await self._decide(session, creds, tool, {"uri": uri}, "resources/read",
                                      creds.target_for(server, RESOURCE_READ))
         _serving(relay, verdict, creds)
@@ -423,7 +425,7 @@ class Gateway:
             raise rpc_error("prompt_unknown", f"prompt `{exposed[:128]}` does "
                             "not exist here")
         server, name = resolved
-        upstream, tool = await self._tool(session, server, PROMPT_GET, exposed)
+        upstream, tool = await self._tool(session, server, PROMPT_GET, exposed, creds)
         args = {"name": name, "arguments": dict(arguments or {})}
         verdict = await self._decide(session, creds, tool, args, "prompts/get",
                                      creds.target_for(server, PROMPT_GET))
@@ -433,32 +435,33 @@ class Gateway:
         return await self.results.redact(result, claims=session.claims, tool_id=tool.tool_id,
                                          decision_event=verdict.event_id)
 
-    async def _tool(self, session: GatewaySession, server: str, name: str,
-                    shown: str) -> tuple[Upstream, ExposedTool]:
+    async def _tool(self, session: GatewaySession, server: str, name: str, shown: str,
+                    creds: Credentials | None) -> tuple[Upstream, ExposedTool]:
         try:
             upstream = await session.upstream(server)
         except GatewayError as exc:
             raise _upstream_error(exc) from None
         refused = None if name in upstream.tools else self.registry.refusal(f"{server}/{name}")
         if refused is not None:  # hidden from listings for this reason, whatever its pin
-            await self.results.reject(session.claims, f"{server}/{name}", "tool_schema_refused")
+            await self.results.reject(session.claims, f"{server}/{name}", "tool_schema_refused",
+                                      creds)
             raise rpc_error("tool_schema_refused", f"tool `{shown[:128]}` is refused: "
                             f"{refused}", tool=f"{server}/{name}")
         upstream, held = await session.pin_verdict(upstream, name)  # on the latest listing
         if held is not None and held.code is not None:
             # the definition the agent would act on is not the one a human reviewed
-            await self.results.reject(session.claims, held.tool_id, held.code)
+            await self.results.reject(session.claims, held.tool_id, held.code, creds)
             raise rpc_error(held.code, held.message, tool=held.tool_id,
                             change=held.change, renamed_from=held.renamed_from)
         tool = upstream.tools.get(name)
         if tool is None:
-            await self.results.reject(session.claims, f"{server}/{name}", "tool_unknown")
+            await self.results.reject(session.claims, f"{server}/{name}", "tool_unknown", creds)
             raise _unknown_tool(shown)
         return upstream, tool
 
     async def tool_of(self, session: GatewaySession, server: str, name: str) -> ExposedTool:
         """``server``'s tool (or pseudo-tool) ``name``, as a call of it finds it."""
-        return (await self._tool(session, server, name, name))[1]
+        return (await self._tool(session, server, name, name, None))[1]
 
     async def _decide(self, session: GatewaySession, creds: Credentials, tool: ExposedTool,
                       args: dict[str, Any], method: str, target: str, *,
@@ -466,17 +469,17 @@ class Gateway:
         call = ToolCall(tool.tool_id, args, method=method, target=target,
                         source_ip=creds.source_ip, pinned=pinned)
         return await self.settle(session, tool, args, call,
-                                 lambda: creds.decide(self.enforcer, call))
+                                 lambda: creds.decide(self.enforcer, call), creds)
 
     async def settle(self, session: GatewaySession, tool: ExposedTool, args: dict[str, Any],
-                     call: ToolCall, decide: Callable[[], Awaitable[CallVerdict]]
-                     ) -> CallVerdict:
+                     call: ToolCall, decide: Callable[[], Awaitable[CallVerdict]],
+                     creds: Credentials | None) -> CallVerdict:
         """``call`` with ``args`` checked (its tool's schema, no grant in them) and
         decided by ``decide``, an approval it asks for waited for: the allow, or the
         refusal raised as the agent's JSON-RPC error."""
         problem = tool.argument_errors(args)
         if problem is not None:
-            await self.results.reject(session.claims, tool.tool_id, problem.code)
+            await self.results.reject(session.claims, tool.tool_id, problem.code, creds)
             raise rpc_error(problem.code, problem.message, tool=tool.tool_id)
         await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
         verdict = await session.forward(decide)

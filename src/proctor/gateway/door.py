@@ -20,25 +20,29 @@ A request whose proof fails is answered ``401`` with the proof's code and change
 nothing (no session opened, ended or held, no answer or cancellation taken); the
 refusal is audited as ``gateway.reject`` by ``system:unauthenticated`` (the caller did
 not prove the key, so it is not the agent's act), naming the grant.
+
+A decided request the gateway refuses before its decision (an unknown tool, arguments
+its schema refuses, a pin held: :meth:`ResultGuard.reject
+<proctor.gateway.results.ResultGuard.reject>`) has the proof it carried checked there,
+as here, its nonce claimed in the write of the refusal's ``gateway.reject`` event: the
+refusal is the agent's act only then. A proof that fails is the answer instead (its
+``proof_*`` code, as its decision would have answered it), audited by
+``system:unauthenticated``; claiming the nonce keeps a refused call's proof from being
+spent again on one that is allowed. A call that is decided checks its proof once, in
+its decision.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 import anyio
 
-from proctor.audit import Actor, ActorType, AuditEvent, new_event_id
-from proctor.errors import AuditError, ProctorError
+from proctor.errors import ProctorError
 from proctor.gateway.core import Gateway
 from proctor.grants import GrantClaims
 
 __all__ = ["audit_refused_proof", "is_proof_refusal", "prove"]
-
-log = logging.getLogger(__name__)
-
-_UNAUTHENTICATED = Actor(ActorType.SYSTEM, "unauthenticated")
 
 
 async def prove(gateway: Gateway, token: str, proof: str, *, method: str,
@@ -66,15 +70,5 @@ async def audit_refused_proof(gateway: Gateway, token: str, exc: ProctorError, *
         claims: GrantClaims | None = gateway.grants.identify(token)
     except ProctorError:
         claims = None
-    now = gateway.clock.now()
-    detail = {"code": exc.code, "method": method[:64]}
-    if claims is not None:
-        detail["grant"] = claims.grant_id
-    event = AuditEvent(id=new_event_id(now), time=now, actor=_UNAUTHENTICATED,
-                       action="gateway.reject", target=path[:200], outcome="rejected",
-                       task=claims.task_id if claims is not None else "", source=source,
-                       detail=detail)
-    try:
-        await anyio.to_thread.run_sync(gateway.audit.record, event)
-    except AuditError:
-        log.error("a request refused for its proof on %s could not be audited", path[:200])
+    await gateway.results.reject_unproven(claims, path, exc.code, source=source,
+                                          method=method)

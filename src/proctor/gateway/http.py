@@ -19,7 +19,8 @@ method, ``response`` for a message without one, else the HTTP method; ``htu`` th
 endpoint URL: :mod:`proctor.gateway.client`). A decided request (``tools/call``,
 ``resources/read``, ``prompts/get``, ``completion/complete``, ``resources/subscribe``,
 ``resources/unsubscribe``) has it checked by the Enforcer with the rest of the
-decision; any other by the door, its nonce claimed, before anything changes
+decision (or by a refusal that comes before it: only then is that refusal the agent's);
+any other by the door, its nonce claimed, before anything changes
 (:mod:`proctor.gateway.door`): a missing or bad one is ``401`` with its ``proof_*``
 code, audited. The grant is never passed on:
 upstream connections are the gateway's own, made per grant with the headers of
@@ -92,7 +93,7 @@ from proctor.gateway.server import Context, build_server
 from proctor.gateway.session import GatewaySession
 from proctor.gateway.views import Credentials, View
 from proctor.gateway.watch import RevocationWatch
-from proctor.grants import PROOF_ALGORITHMS, GrantClaims
+from proctor.grants import PROOF_ALGORITHMS, GrantAuthority, GrantClaims, GrantUse
 from proctor.store import Store
 
 if TYPE_CHECKING:
@@ -113,15 +114,26 @@ _METADATA = "/.well-known/oauth-protected-resource"
 
 @dataclass(frozen=True)
 class HttpCredentials:
-    """The grant and proof one HTTP request carried."""
+    """The grant and proof one HTTP request carried; ``unproven``: the method its proof
+    names (its ``htm``) when the door left the proof to the request's decision (None:
+    the door checked it, its nonce claimed)."""
 
     token: str = field(repr=False)
     proof: str = field(repr=False)
     target: str
     source_ip: str | None = None
+    unproven: str | None = None
 
     def target_for(self, server: str, name: str) -> str:
         return self.target
+
+    def refusal_use(self, grants: GrantAuthority) -> GrantUse | None:
+        """The proof the door left to the decision, checked for a refusal that comes
+        before it (:mod:`proctor.gateway.door`); None if the door checked it."""
+        if self.unproven is None:
+            return None
+        return grants.prepare(self.token, self.proof, method=self.unproven,
+                              target=self.target, tool_id=None, args=None)
 
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
         return enforcer.decide_call_on_loop(self.token, self.proof, call)
@@ -241,10 +253,10 @@ class HttpBinder:
         if grant is None:
             # the gate lets nothing through without a grant; fail closed anyway
             raise rpc_error("grant_missing", "the request carries no grant")
-        claims, token = grant
+        claims, token, unproven = grant
         client = request.client.host if request.client else None
         creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
-                                self._public + request.url.path, client)
+                                self._public + request.url.path, client, unproven)
         try:
             session = await self._sessions.hold(claims)
         except ProctorError as exc:  # the store, say: no session, no call
@@ -356,9 +368,13 @@ class GrantGate:
             # `"\u0069nitialize"`), the door's own check and the message's shape below
             document = read_message(body)
             receive = _replay(body, receive)
-        if not (post and _decided(document)):
+        unproven: str | None = None
+        if post and _decided(document):
+            # it proves the grant's key to its decision, or to a refusal that comes before
+            # one (proctor.gateway.door): its proof's method
+            unproven = document["method"]
+        else:
             # the door's own check, a proof with it: nothing after it decides this request
-            # (a decided one proves the grant's key to its decision) (proctor.gateway.door)
             method = proof_method(scope["method"], _method_of(document))
             try:
                 claims = await prove(self._gateway, token, headers.get(PROOF_HEADER, ""),
@@ -383,7 +399,7 @@ class GrantGate:
                 f"a grant may hold {MAX_SESSIONS_PER_GRANT} MCP sessions open here"),
                 {"max_sessions": MAX_SESSIONS_PER_GRANT})(scope, receive, send)
             return
-        scope.setdefault("state", {})[_GRANT_KEY] = (claims, token)
+        scope.setdefault("state", {})[_GRANT_KEY] = (claims, token, unproven)
         manager = self._managers[path]
         if (document is not None and owner is not None  # a session of this grant and key
                 and await self._take(scope, receive, send, headers, path, document)):

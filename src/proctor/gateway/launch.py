@@ -34,7 +34,7 @@ from proctor.grants.proofs import PrivateKey
 
 if TYPE_CHECKING:
     from proctor.enforcement import CallVerdict, Enforcer, ToolCall
-    from proctor.grants import GrantAuthority, GrantClaims, HeldGrant
+    from proctor.grants import GrantAuthority, GrantClaims, GrantUse, HeldGrant
 
 __all__ = ["HeldCredentials", "LaunchCredentials", "load_agent_key", "load_grant"]
 
@@ -108,3 +108,6 @@ class HeldCredentials:
 
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
         return enforcer.decide_held_call_on_loop(self.held, call)
+
+    def refusal_use(self, grants: GrantAuthority) -> GrantUse | None:
+        return None  # the key was proved when the grant was held: the agent is this process

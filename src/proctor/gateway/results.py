@@ -38,11 +38,12 @@ from pydantic import BaseModel
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
 from proctor.clock import Clock
 from proctor.codes import Code
-from proctor.errors import AuditError, GuardError, ProctorError
+from proctor.errors import AuditError, GrantError, GuardError, ProctorError
 from proctor.gateway.ports import Guard
 from proctor.gateway.rpc import rpc_error
 from proctor.gateway.shaped import ShapedAnswer
-from proctor.grants import GrantAuthority, GrantClaims
+from proctor.gateway.views import Credentials
+from proctor.grants import GrantAuthority, GrantClaims, GrantUse
 from proctor.oversight.guard import is_media
 
 __all__ = ["MEDIA_ON_THE_LOOP", "ResultGuard"]
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=BaseModel)
 _SYSTEM = Actor(ActorType.SYSTEM, "proctor-gateway")
+_UNAUTHENTICATED = Actor(ActorType.SYSTEM, "unauthenticated")
 _BINARY_TYPES = {"image", "audio"}
 _NOT_MEDIA = frozenset({"structuredContent", "_meta"})
 _Where = tuple[str | int, ...]  # a path into a JSON document
@@ -172,17 +174,83 @@ class ResultGuard:
         await self._record("gateway.relay", claims, what, "dropped",
                            {"waited_seconds": waited}, None)
 
-    async def reject(self, claims: GrantClaims, target: str, code: Code) -> None:
-        """Audit a request refused before any decision (bad input): the agent's own act."""
+    async def reject(self, claims: GrantClaims, target: str, code: Code,
+                     creds: Credentials | None = None) -> None:
+        """Audit a request refused before any decision (bad input) as the agent's own
+        act, once the request has proved the grant's key (:mod:`proctor.gateway.door`):
+        a proof the door left to the decision (``creds``' :meth:`Credentials.refusal_use`)
+        is checked here and its nonce claimed in the event's own write. A proof that
+        fails, or was spent already, is the refusal instead, raised as its JSON-RPC error
+        and audited by ``system:unauthenticated``; so is a grant the write finds unusable
+        (revoked, its task over), the agent's. ``creds`` None: nothing left to prove (an
+        answer the door checked)."""
+        use = None
+        if creds is not None:
+            try:
+                use = await anyio.to_thread.run_sync(creds.refusal_use, self._grants)
+            except ProctorError as exc:
+                if exc.code.startswith("proof_"):
+                    await self.reject_unproven(claims, target, exc.code,
+                                               source=creds.source_ip)
+                raise rpc_error(exc.code, exc.message) from None
+        event = self._rejected(claims, target, code)
+        if use is None:
+            try:
+                await anyio.to_thread.run_sync(self._audit.record, event)
+            except AuditError:
+                log.error("a rejected request on %s could not be audited", target[:200])
+            return
+        source = creds.source_ip if creds is not None else None
+
+        def refuse(exc: GrantError) -> AuditEvent:
+            if exc.code == "proof_replayed":  # a replay may be anyone's: not the agent's
+                return self._unproven(claims, target, exc.code, source=source)
+            return self._rejected(claims, target, exc.code)
+
+        use.refuse = refuse
+        try:
+            await anyio.to_thread.run_sync(self._written, event, use)
+        except AuditError:  # the proof is not spent either: no decision can be written
+            log.error("a rejected request on %s could not be audited", target[:200])
+        except GrantError as exc:
+            raise rpc_error(exc.code, exc.message) from None
+
+    def _written(self, event: AuditEvent, use: GrantUse) -> None:
+        self._audit.record_with(event, use)
+        self._grants.raise_refusal(use)
+
+    def _rejected(self, claims: GrantClaims, target: str, code: str) -> AuditEvent:
         now = self._clock.now()
-        event = AuditEvent(id=new_event_id(now), time=now,
-                           actor=Actor(ActorType.AGENT, claims.agent_id), action="gateway.reject",
-                           target=target[:200], outcome="rejected", task=claims.task_id,
-                           detail={"code": code})
+        return AuditEvent(id=new_event_id(now), time=now,
+                          actor=Actor(ActorType.AGENT, claims.agent_id), action="gateway.reject",
+                          target=target[:200], outcome="rejected", task=claims.task_id,
+                          detail={"code": code})
+
+    async def reject_unproven(self, claims: GrantClaims | None, target: str, code: Code, *,
+                              source: str | None, method: str | None = None) -> None:
+        """Audit a request refused for its proof (a grant used without its key, a proof
+        spent twice): not the agent's act, so ``system:unauthenticated``'s, naming the
+        grant (``claims``, if its token is one). Best effort: the refusal stands if the
+        log cannot take it."""
+        event = self._unproven(claims, target, code, source=source, method=method)
         try:
             await anyio.to_thread.run_sync(self._audit.record, event)
         except AuditError:
-            log.error("a rejected request on %s could not be audited", target[:200])
+            log.error("a request refused for its proof on %s could not be audited",
+                      target[:200])
+
+    def _unproven(self, claims: GrantClaims | None, target: str, code: str, *,
+                  source: str | None, method: str | None = None) -> AuditEvent:
+        now = self._clock.now()
+        detail = {"code": code}
+        if method is not None:
+            detail["method"] = method[:64]
+        if claims is not None:
+            detail["grant"] = claims.grant_id
+        return AuditEvent(id=new_event_id(now), time=now, actor=_UNAUTHENTICATED,
+                          action="gateway.reject", target=target[:200], outcome="rejected",
+                          task=claims.task_id if claims is not None else "", source=source,
+                          detail=detail)
 
     async def _record(self, action: str, claims: GrantClaims, target: str, outcome: str,
                       detail: dict[str, Any], concerns: str | None) -> None:

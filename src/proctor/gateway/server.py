@@ -105,7 +105,7 @@ def build_server(gateway: Gateway, view: View, binder: Binder, *, name: str) -> 
                             ) -> types.ReadResourceResult:
         async with binder.bind(ctx) as (session, creds):
             uri = str(params.uri)
-            server = await gateway.resource_server(session, view, uri)
+            server = await gateway.resource_server(session, view, uri, creds)
             if server is None:
                 raise rpc_error("resource_unknown",
                                 f"resource `{uri[:200]}` is not known here: list the resources "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from proctor.enforcement import CallVerdict, Enforcer, ToolCall
+    from proctor.grants import GrantAuthority, GrantUse
 
 __all__ = ["PREFIX_SEPARATOR", "Credentials", "View"]
 
@@ -56,4 +57,11 @@ class Credentials(Protocol):
 
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
         """``call`` decided with these credentials, off the event loop."""
+        ...
+
+    def refusal_use(self, grants: GrantAuthority) -> GrantUse | None:
+        """For a request refused before its decision: the use its proof makes, checked
+        now (raises the check's error) and written with the refusal's audit event, its
+        nonce claimed; None when nothing is left to check (the door checked the proof;
+        the wrapper holds the key). Reads the store: in a worker thread."""
         ...
