@@ -100,6 +100,34 @@ def test_a_task_a_grant_a_use_a_revocation_and_the_tree(coder_key: ECKey) -> Non
     assert (code, ended["revoked"]) == (0, [task["task"]])
 
 
+def test_a_check_takes_only_a_calls_method_as_the_api_does(coder_key: ECKey) -> None:
+    # any method was checked, the proof's nonce spent: a proof the agent made for a
+    # gateway's listing passed here as valid, as it does nowhere a call is decided
+    _, task = run("task", "start", CODER, "--purpose", "p", "--on-behalf-of", "alice@acme.example")
+    _, grant = run("grant", "issue", "--task", task["task"], "--scope",
+                   '{"tools": [{"tool": "git/git_log"}]}')
+    key = coder_key.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    listing = make_proof(key, grant["token"], method="tools/list", target="mcp://git/git_log",
+                         now=SystemClock().now())
+    refused = runner.invoke(app, ["grant", "check", grant["token"], "--proof", listing,
+                                  "--method", "tools/list", "--target", "mcp://git/git_log"])
+    assert refused.exit_code == 2
+    assert refused.stdout == ""
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: Invalid value for '--method': `tools/list` is not a "
+                           "call's method: one of completion/complete, prompts/get, ")
+    code, as_json = run("grant", "check", grant["token"], "--proof", listing, "--method",
+                        "response")
+    assert (code, as_json["error"]["code"]) == (2, "request_invalid")
+    # a call's method is checked as before
+    call = make_proof(key, grant["token"], method="resources/read", target="mcp://git/x",
+                      now=SystemClock().now())
+    code, checked = run("grant", "check", grant["token"], "--proof", call, "--method",
+                        "resources/read", "--target", "mcp://git/x")
+    assert (code, checked["valid"]) == (0, True)
+
+
 def test_issuance_that_policy_denies_is_a_one_line_error(coder_key: ECKey) -> None:
     _, task = run("task", "start", CODER, "--purpose", "p", "--on-behalf-of", "alice@acme.example")
     result = runner.invoke(app, ["grant", "issue", "--task", task["task"], "--scope",

@@ -276,11 +276,26 @@ def _token(value: str) -> str:
     return sys.stdin.readline().strip() if value == "-" else value
 
 
+def _call_method(method: str) -> str:
+    """``--method`` if it is a call's, as ``POST /v1/grants/check`` and ``/v1/decide``
+    take it (:data:`~proctor.enforcement.CALL_METHODS`): a proof made for a listing, an
+    answer or a grant exchange is never a call's, and checking one would spend it."""
+    from proctor.enforcement import CALL_METHODS
+
+    if method not in CALL_METHODS:
+        raise typer.BadParameter(f"`{method[:64]}` is not a call's method: one of "
+                                 f"{', '.join(sorted(CALL_METHODS))}")
+    return method
+
+
 @grant_app.command("check")
 def check(
     token: TokenArg,
     proof: Annotated[str | None, typer.Option("--proof", help="A proof for one use.")] = None,
-    method: Annotated[str, typer.Option("--method")] = "tools/call",
+    method: Annotated[str, typer.Option(
+        "--method", callback=_call_method,
+        help="The method the proof names (its htm): a call's, as the API takes it.")] \
+        = "tools/call",
     target: Annotated[str | None, typer.Option("--target")] = None,
     tool: Annotated[str | None, typer.Option("--tool", help="server/tool")] = None,
     args: Annotated[str, typer.Option("--args", help="The call's arguments, JSON.")] = "{}",
