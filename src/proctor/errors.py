@@ -239,6 +239,10 @@ class GrantError(ProctorError):
     # The verified claims of the grant, when the caller had proven its key before
     # the check failed (out of scope, revoked, replayed, used up); None otherwise.
     holder: object | None = None
+    # The claim of the nonce of the proof verified before a check that needs no write
+    # failed (proctor.grants.accounting.ProofSpent): written with the refusal, so that
+    # a proof is spent whatever the answer; None otherwise.
+    spent: object | None = None
 
     def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)

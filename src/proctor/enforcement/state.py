@@ -19,6 +19,7 @@ from proctor.codes import Code
 from proctor.enforcement.calls import _fingerprint, _Fixed, log
 from proctor.enforcement.verdicts import HELD_IN_PROCESS, CallVerdict, ToolCall
 from proctor.grants import GrantAuthority, GrantClaims
+from proctor.grants.accounting import ProofSpent
 from proctor.grants.requests import DecidedOn
 from proctor.grants.view import TaskView
 from proctor.identity import Agent, AgentRegistry, AgentView, agent_entity_of, sync_principals
@@ -116,11 +117,23 @@ class _Enforcing:
     # refusals before policy
 
     def _refused(self, call: ToolCall, code: Code, message: str, *,
-                 claims: GrantClaims | None = None, held: bool = False) -> CallVerdict:
-        """A deny that never reached policy, audited as such."""
+                 claims: GrantClaims | None = None, held: bool = False,
+                 spent: ProofSpent | None = None) -> CallVerdict:
+        """A deny that never reached policy, audited as such; ``spent``: the nonce of
+        the call's proof, verified before the refusal, claimed in the event's write (a
+        replay is refused ``proof_replayed`` instead, naming no one)."""
         event = self._refusal_event(call, code, message, claims, held=held)
         try:
-            self._audit.record(event)
+            if spent is None:
+                self._audit.record(event)
+            else:
+                spent.refuse = lambda exc: self._refusal_event(call, exc.code, exc.message,
+                                                               None, held=held)
+                recorded = self._audit.record_with(event, spent)
+                if spent.refusal is not None:
+                    return CallVerdict(Outcome.DENY, spent.refusal.code,
+                                       (spent.refusal.message,),
+                                       event_id=recorded.event_id if recorded else None)
         except Exception:  # already a deny; say so loudly
             log.error("refusal `%s` could not be audited", code)
             return CallVerdict(Outcome.DENY, code, (message,), claims=claims)

@@ -32,6 +32,7 @@ from proctor.enforcement.state import _Enforcing
 from proctor.enforcement.verdicts import CALL_METHODS, HELD_IN_PROCESS, CallVerdict, ToolCall
 from proctor.errors import GrantError, ProctorError
 from proctor.grants import GrantClaims, GrantUse, HeldGrant
+from proctor.grants.accounting import ProofSpent
 from proctor.grants.authority import Task
 from proctor.identity import Agent
 from proctor.policy import Decision, DecisionRequest, EntityRef, Outcome
@@ -80,9 +81,10 @@ class _Steps(_Enforcing):
                                            args=call.args)
             accessor = self._grants.accessor_of(use.claims.grant_id)
         except ProctorError as exc:
-            holder = getattr(exc, "holder", None)
+            holder, spent = getattr(exc, "holder", None), getattr(exc, "spent", None)
             return self._refused(call, exc.code, exc.message, held=held,
-                                 claims=holder if isinstance(holder, GrantClaims) else None)
+                                 claims=holder if isinstance(holder, GrantClaims) else None,
+                                 spent=spent if isinstance(spent, ProofSpent) else None)
         return self._ready(call, use, accessor)
 
     def _unreadable_refused(self, call: ToolCall, *, held: bool,
@@ -114,14 +116,15 @@ class _Steps(_Enforcing):
             agent = (self._agent_view or self._registry).find(claims.agent_id)
             task = (self._task_view or self._grants).task(claims.task_id)
         except ProctorError as exc:  # the store, most likely: the grant's holder is known
-            return self._refused(call, exc.code, exc.message, claims=claims, held=held)
+            return self._refused(call, exc.code, exc.message, claims=claims, held=held,
+                                 spent=_spent(use))
         if agent is None:
             return self._refused(call, "agent_unknown", "the grant's agent is not registered",
-                                 claims=claims, held=held)
+                                 claims=claims, held=held, spent=_spent(use))
         if agent.trust_state in _INACTIVE:
             return self._refused(call, "agent_not_active",
                                  f"agent is {agent.trust_state.value}", claims=claims,
-                                 held=held)
+                                 held=held, spent=_spent(use))
         self._refresh(agent)
         if self._tools is not None and self._engine.catalog.by_action(
                 f"tool:{call.tool_id}") is None:
@@ -364,3 +367,11 @@ class _Steps(_Enforcing):
         """The data label rank an allowed call reads, for its task's mark."""
         tool = self._engine.catalog.by_action(request.action)
         return int(tool.sensitivity) if tool is not None else 0
+
+
+def _spent(use: GrantUse) -> ProofSpent | None:
+    """The claim of ``use``'s proof nonce, for a refusal written without the use (its
+    proof verified: spent whatever the answer); None for a use with no proof."""
+    if use.nonce is None or use.nonce_until is None:
+        return None
+    return ProofSpent(use.nonce, use.nonce_until)

@@ -44,6 +44,7 @@ from proctor.gateway.rpc import rpc_error
 from proctor.gateway.shaped import ShapedAnswer
 from proctor.gateway.views import Credentials
 from proctor.grants import GrantAuthority, GrantClaims, GrantUse
+from proctor.grants.accounting import ProofSpent
 from proctor.oversight.guard import is_media
 
 __all__ = ["MEDIA_ON_THE_LOOP", "ResultGuard"]
@@ -189,7 +190,11 @@ class ResultGuard:
             try:
                 use = await anyio.to_thread.run_sync(creds.refusal_use, self._grants)
             except ProctorError as exc:
-                if exc.code.startswith("proof_"):
+                spent = getattr(exc, "spent", None)
+                if isinstance(spent, ProofSpent):  # the key proved, the grant's line refused
+                    await self._write(self._rejected(claims, target, exc.code), spent, claims,
+                                      target, creds.source_ip)
+                elif exc.code.startswith("proof_"):
                     await self.reject_unproven(claims, target, exc.code,
                                                source=creds.source_ip)
                 raise rpc_error(exc.code, exc.message) from None
@@ -200,24 +205,33 @@ class ResultGuard:
             except AuditError:
                 log.error("a rejected request on %s could not be audited", target[:200])
             return
-        source = creds.source_ip if creds is not None else None
+        await self._write(event, use, claims, target,
+                          creds.source_ip if creds is not None else None)
 
+    async def _write(self, event: AuditEvent, effects: GrantUse | ProofSpent,
+                     claims: GrantClaims, target: str, source: str | None) -> None:
+        """``event`` written with ``effects``, which claim the request's proof nonce; a
+        refusal the write finds raised as its JSON-RPC error."""
         def refuse(exc: GrantError) -> AuditEvent:
             if exc.code == "proof_replayed":  # a replay may be anyone's: not the agent's
                 return self._unproven(claims, target, exc.code, source=source)
             return self._rejected(claims, target, exc.code)
 
-        use.refuse = refuse
+        effects.refuse = refuse
         try:
-            await anyio.to_thread.run_sync(self._written, event, use)
+            await anyio.to_thread.run_sync(self._written, event, effects)
         except AuditError:  # the proof is not spent either: no decision can be written
             log.error("a rejected request on %s could not be audited", target[:200])
         except GrantError as exc:
             raise rpc_error(exc.code, exc.message) from None
 
-    def _written(self, event: AuditEvent, use: GrantUse) -> None:
-        self._audit.record_with(event, use)
-        self._grants.raise_refusal(use)
+    def _written(self, event: AuditEvent, effects: GrantUse | ProofSpent) -> None:
+        self._audit.record_with(event, effects)
+        if isinstance(effects, ProofSpent):
+            if effects.refusal is not None:
+                raise effects.refusal
+        else:
+            self._grants.raise_refusal(effects)
 
     def _rejected(self, claims: GrantClaims, target: str, code: str) -> AuditEvent:
         now = self._clock.now()

@@ -7,11 +7,14 @@ leaves nothing behind.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import GrantError
 from proctor.grants.proofs import PROOF_WINDOW_SECONDS, VerifiedProof
 from proctor.store import Store
@@ -20,6 +23,7 @@ from proctor.store.tables import grants, proof_nonces
 __all__ = [
     "DEFAULT_TTL_SECONDS",
     "MAX_TTL_SECONDS",
+    "ProofSpent",
     "check_max_uses",
     "check_ttl",
     "claim_nonce",
@@ -127,6 +131,37 @@ def claim_nonce(conn: Connection, proof: VerifiedProof, now: datetime) -> None:
                 nonce=nonce_key(proof), expires_at=nonce_kept_until(proof, now)))
     except IntegrityError as exc:
         raise GrantError("proof_replayed", "this proof was already used") from exc
+
+
+_CLAIM = ("INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) "
+          "ON CONFLICT DO NOTHING RETURNING nonce")
+
+
+@dataclass(slots=True)
+class ProofSpent:
+    """The :class:`~proctor.audit.Effects` of a use refused after its proof was verified
+    but before its write (a tool outside the grant's scope, an agent that may not act):
+    the proof's nonce claimed with the refusal's event. The proof names the method, the
+    URL and the grant, not the call: left unclaimed, whoever captured the refused request
+    could spend it on a call the grant allows. ``refuse``: the event to write instead
+    if the nonce was claimed already (a replay, which may be anyone's); after the write,
+    ``refusal`` is ``proof_replayed`` then, else None."""
+
+    nonce: str
+    until: datetime
+    refuse: Callable[[GrantError], AuditEvent | None] = field(default=lambda _exc: None)
+    refusal: GrantError | None = None
+
+    @classmethod
+    def of(cls, proof: VerifiedProof, now: datetime) -> ProofSpent:
+        return cls(nonce_key(proof), nonce_kept_until(proof, now))
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self.refusal = None
+        if tx.rows(_CLAIM, [self.nonce, tx.time(self.until)]):
+            return None
+        self.refusal = GrantError("proof_replayed", "this proof was already used")
+        return self.refuse(self.refusal)
 
 
 def uses_left_of(store: Store, grant_id: str) -> tuple[int | None, str]:

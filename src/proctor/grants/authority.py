@@ -41,6 +41,7 @@ from proctor.audit import Actor, AuditEvent, AuditLog, WriteCursor
 from proctor.clock import Clock
 from proctor.errors import AgentError, GrantError, StoreError
 from proctor.grants.accounting import (
+    ProofSpent,
     check_max_uses,
     check_ttl,
     claim_nonce,
@@ -476,14 +477,24 @@ class GrantAuthority:
         The use is written on its own (group-committed by the audit writer, if there is
         one); a decision writes it with its audit event instead (:meth:`prepare`).
         """
-        use = self.prepare(token, proof, method=method, target=target, tool_id=tool_id,
-                           args=args)
-        if self._audit is not None:  # group-committed with the decisions
-            self._audit.record_with(None, use)
-        else:
-            self.apply_alone(use)
+        try:
+            use = self.prepare(token, proof, method=method, target=target, tool_id=tool_id,
+                               args=args)
+        except GrantError as exc:
+            if isinstance(exc.spent, ProofSpent):  # its proof verified: spent all the same
+                self._written(exc.spent)
+                if exc.spent.refusal is not None:
+                    raise exc.spent.refusal from None
+            raise
+        self._written(use)
         self.raise_refusal(use)
         return CheckedGrant(use.claims, use.uses_left, use.accessor)
+
+    def _written(self, effects: GrantUse | ProofSpent) -> None:
+        if self._audit is not None:  # group-committed with the decisions
+            self._audit.record_with(None, effects)
+        else:
+            self.apply_alone(effects)
 
     def prepare(self, token: str, proof: str, *, method: str, target: str,
                 tool_id: str | None, args: Mapping[str, Any] | None) -> GrantUse:
@@ -495,9 +506,13 @@ class GrantAuthority:
         self._check_binding(claims, confirmed_later=True)
         verified = verify_proof(proof, token=token, key_thumbprint=claims.key_thumbprint,
                                 method=method, target=target, now=now)
-        if claims.actor_chain:  # delegated: its line's agents too (depth 0: nothing runs)
-            self._check_line(claims, confirmed_later=True)
-        constrained = self._in_scope(claims, tool_id, args)
+        try:
+            if claims.actor_chain:  # delegated: its line's agents too (depth 0: nothing runs)
+                self._check_line(claims, confirmed_later=True)
+            constrained = self._in_scope(claims, tool_id, args)
+        except GrantError as exc:  # the proof holds: the refusal's write spends it
+            exc.spent = ProofSpent.of(verified, now)
+            raise
         return GrantUse(claims, self._agents.binding_in, now, nonce_key(verified),
                         nonce_kept_until(verified, now), counts=tool_id is not None,
                         limit=self._limit_of(claims.grant_id),
@@ -561,7 +576,7 @@ class GrantAuthority:
         return GrantUse(claims, self._agents.binding_in, self._clock.now(), None, None,
                         counts=False, max_risk=self.delegator_max_risk)
 
-    def apply_alone(self, use: GrantUse) -> None:
+    def apply_alone(self, use: GrantUse | ProofSpent) -> None:
         """Write ``use`` in a transaction of its own (no audit event with it)."""
         with self._store.transaction() as conn:
             driver = conn.connection.driver_connection
