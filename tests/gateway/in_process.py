@@ -43,7 +43,7 @@ from proctor.grants.proofs import PrivateKey
 from proctor.identity import load_manifest
 from proctor.oversight import OutputGuard
 from proctor.runtime import open_runtime
-from proctor.server.asgi import NoDelayH11Protocol
+from proctor.server.asgi import NoDelayHttpToolsProtocol
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 
 # The watch polls and a session grows idle only when the test moves the frozen clock. The
@@ -96,9 +96,9 @@ def url_of(sock: socket.socket) -> str:
 @asynccontextmanager
 async def served(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """``app`` served by uvicorn on ``sock`` in this event loop, until the block ends."""
-    # h11, as `proctor gateway` runs it (uvicorn's "auto" would pick httptools)
+    # the protocol `proctor gateway` runs (httptools with proctor's limits and refusals)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           http=NoDelayH11Protocol))
+                                           http=NoDelayHttpToolsProtocol))
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.serve, [sock])

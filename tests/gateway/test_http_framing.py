@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from proctor.clock import SystemClock
 from proctor.gateway import GrantAuth
-from proctor.server.asgi import NoDelayH11Protocol
+from proctor.server.asgi import NoDelayHttpToolsProtocol
 from tests.gateway.conftest import WAIT, Deployment
 from tests.gateway.in_process import http_gateway
 from tests.raw_http import exchange
@@ -55,7 +55,7 @@ async def test_ambiguous_framing_and_other_versions_are_refused_and_the_gateway_
         async with http_gateway(deployment) as public:
             chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(_CALL), _CALL)
             for request, status in (
-                    # h11 took these and handed them to the gateway
+                    # uvicorn's parsers took these and handed them to the gateway
                     (_head(public, b"Transfer-Encoding: chunked").replace(
                         b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + chunked, 400),
                     (_head(public).replace(b"HTTP/1.1", b"HTTP/2.0")
@@ -101,7 +101,7 @@ async def test_a_body_declared_over_the_limit_is_refused_413_without_100_continu
 
 async def test_a_body_that_never_comes_whole_is_answered_408_and_the_gateway_goes_on(
         deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(NoDelayH11Protocol, "body_timeout_seconds", 0.2)
+    monkeypatch.setattr(NoDelayHttpToolsProtocol, "body_timeout_seconds", 0.2)
     with anyio.fail_after(WAIT):
         async with http_gateway(deployment) as public:
             # an agent's request, its body cut short

@@ -4,7 +4,8 @@ from the environment (``PROCTOR_HOME``, ``PROCTOR_DATABASE_URL``,
 
 ``proctor serve`` parses HTTP/1.1 with httptools (uvicorn's C-backed parser; h11, in
 pure Python, took about a quarter of the event loop's CPU per ``POST /v1/decide``) and
-runs uvicorn's default loop, uvloop where it is installed. For uvicorn by hand::
+runs uvicorn's default loop, uvloop where it is installed; ``proctor gateway`` parses with
+the same protocol, on asyncio. For uvicorn by hand::
 
     uvicorn --factory proctor.server.asgi:app_from_env \\
         --http proctor.server.asgi:NoDelayHttpToolsProtocol
@@ -81,7 +82,8 @@ def _no_delay(transport: asyncio.Transport) -> None:
 class NoDelayH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (pure Python) with Nagle's algorithm off on every
     connection, the time limits on a request's head and body and the refusals of
-    :mod:`proctor.server.framing` (``proctor gateway`` speaks it)."""
+    :mod:`proctor.server.framing` (``proctor gateway`` spoke it until December 2026; both
+    servers now speak :class:`NoDelayHttpToolsProtocol`)."""
 
     head_timeout_seconds = HEAD_TIMEOUT_SECONDS
     body_timeout_seconds = BODY_TIMEOUT_SECONDS

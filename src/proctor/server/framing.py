@@ -1,6 +1,8 @@
 """What proctor's HTTP servers refuse in a request's framing, before any application
-sees the request: the checks ``proctor serve`` (httptools) and ``proctor gateway`` (h11)
-both make on a head, in this order, whatever parser read it.
+sees the request: the checks ``proctor serve`` and ``proctor gateway`` (both on
+httptools: :class:`~proctor.server.asgi.NoDelayHttpToolsProtocol`) make on a head, in this
+order, and :class:`~proctor.server.asgi.NoDelayH11Protocol` makes on h11, whatever parser
+read it.
 
 1. A version other than HTTP/1.0 or HTTP/1.1 (an HTTP/0.9 request line without one, a
    ``HTTP/2.0`` or ``HTTP/1.2`` over HTTP/1 framing): 505 ``http_version_unsupported``.
