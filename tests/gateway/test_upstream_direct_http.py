@@ -38,7 +38,7 @@ TOOLS = ["plain", "wrong_id", "ping_first", "ended", "rpc_error_500", "plain_500
          "not_json", "text_plain", "accepted", "not_event", "session_checked",
          "lone_surrogate", "byte_order_mark", "sized_json", "sized_event", "endless_json",
          "endless_event", "gzipped", "gzipped_event", "lingering", "flood",
-         "progress_elsewhere"]
+         "progress_elsewhere", "redirected", "redirected_away", "cookie_checked"]
 CAP = 1 << 16
 _CHUNK = b"x" * (1 << 16)
 
@@ -91,10 +91,12 @@ class _Hostile:
                 self.pinged.set()
             return Response(status_code=202)
         if method == "initialize":
-            return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {
+            answer = JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": {
                 "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
                 "serverInfo": {"name": "hostile", "version": "1"}}},
                 headers={"mcp-session-id": SESSION})
+            answer.set_cookie("sticky", "node-1")  # a load balancer's, say
+            return answer
         if method == "notifications/cancelled":
             self.cancelled.append(message["params"]["requestId"])
             self.cancel_seen.set()
@@ -132,8 +134,15 @@ class _Hostile:
                     arguments: dict[str, Any]) -> Response:
         ok = {"jsonrpc": "2.0", "id": request_id,
               "result": {"content": [{"type": "text", "text": f"answer of {name}"}]}}
-        if name == "plain":
+        if name == "plain" or (name == "redirected" and request.url.path == "/mcp/moved"):
             return JSONResponse(ok)
+        if name == "redirected" and request.url.path == "/mcp":  # within its origin
+            return Response(status_code=307, headers={"location": "/mcp/moved"})
+        if name == "redirected_away":  # to another origin: not followed
+            return Response(status_code=307, headers={"location": "http://127.0.0.2:9/mcp"})
+        if name == "cookie_checked":
+            good = request.cookies.get("sticky") == "node-1"
+            return JSONResponse(ok if good else {**ok, "result": {"content": [], "isError": True}})
         if name == "session_checked":
             good = (request.headers.get("mcp-session-id") == SESSION
                     and request.headers.get("mcp-protocol-version") == "2025-11-25")
@@ -223,6 +232,7 @@ async def _connected(app: Any, *, call_timeout: float = WAIT, max_answer_bytes: 
 def _hostile_app(hostile: _Hostile, *, listening: bool = False) -> Starlette:
     """``listening``: it serves a GET stream (else 405, as a server without one)."""
     return Starlette(routes=[Route("/mcp", hostile.handle, methods=["POST"]),
+                             Route("/mcp/moved", hostile.handle, methods=["POST"]),
                              *([Route("/mcp", hostile.listen, methods=["GET"])]
                                if listening else []),
                              Route("/mcp", lambda r: Response(status_code=405),
@@ -255,7 +265,7 @@ async def test_a_posted_call_answers_as_the_sdk_session_answers() -> None:
 
 
 @pytest.mark.parametrize("name", ["plain", "session_checked", "ping_first", "rpc_error_500",
-                                  "plain_500", "gone_404"])
+                                  "plain_500", "gone_404", "redirected", "cookie_checked"])
 async def test_a_hostile_servers_answer_is_the_same_posted_or_through_the_sdk(
         name: str) -> None:
     hostile = _Hostile()
@@ -264,8 +274,16 @@ async def test_a_hostile_servers_answer_is_the_same_posted_or_through_the_sdk(
         hostile.pinged = anyio.Event()
         through_sdk = await _answer(connection, name, {}, sdk=True)
         assert direct == through_sdk
-        if name in ("plain", "session_checked", "ping_first"):
+        if name in ("plain", "session_checked", "ping_first", "redirected", "cookie_checked"):
             assert direct["content"][0]["text"] == f"answer of {name}"
+
+
+async def test_a_posted_call_redirected_off_its_upstreams_origin_is_not_followed() -> None:
+    async with _connected(_hostile_app(_Hostile())) as connection:
+        assert await _answer(connection, "redirected_away", {}) == (
+            "gateway", "upstream_invalid_result")
+        # and the connection serves on
+        assert (await _answer(connection, "plain", {}))["content"][0]["text"] == "answer of plain"
 
 
 @pytest.mark.parametrize("name", ["wrong_id", "ended", "not_event", "not_json", "text_plain",

@@ -46,6 +46,13 @@ that it reuses the connection.
 
 A request abandoned (its timeout, or its caller cancelled) is cancelled at the
 upstream with ``notifications/cancelled``, posted as the SDK's dispatcher does.
+
+A posted request is the one ``client.build_request`` would build (the client's headers,
+then those above; the client's cookies and timeout) and is sent as the SDK's
+``stream_within_origin`` sends it (a redirect followed only within the upstream's
+origin, at most ``max_redirects`` times, through ``client.send``: its hooks and cookie
+jar), without parsing the upstream's URL and merging the headers again for every
+request: they are merged once per session id and protocol version.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ import mcp_types as types
 from anyio.streams.memory import MemoryObjectSendStream
 from httpx2 import EventSource, ServerSentEvent
 from mcp.client.streamable_http import MCP_SESSION_ID
-from mcp.shared._httpx_utils import stream_within_origin
+from mcp.shared._httpx_utils import next_request_within_origin
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.message import SessionMessage
@@ -107,7 +114,8 @@ class UpstreamPosts:
         self._draining = 0  # answered streams still being read to their end
         self._drained = anyio.Event()
         self._max_answer = max_answer_bytes
-        self._url = url
+        self._url = httpx2.URL(url)  # parsed once
+        self._merged: tuple[tuple[str | None, str | None], httpx2.Headers] | None = None
         self._to_session = to_session
         self._ids = itertools.count(1)
         self.session_id: str | None = None
@@ -129,6 +137,39 @@ class UpstreamPosts:
         if self.version:
             headers[MCP_PROTOCOL_VERSION_HEADER] = self.version
         return headers
+
+    def _request(self, body: bytes) -> httpx2.Request:
+        """The POST of ``body`` as ``client.build_request`` builds it (the gateway's
+        client has no base URL nor query parameters of its own), its headers merged once
+        for the session id and version they carry."""
+        client = self._client
+        key = (self.session_id, self.version)
+        merged = self._merged
+        if merged is None or merged[0] != key:
+            headers = httpx2.Headers(client.headers)
+            headers.update(self._headers())
+            merged = self._merged = (key, headers)
+        return httpx2.Request("POST", self._url, content=body, headers=merged[1],
+                              cookies=client.cookies,
+                              extensions={"timeout": client.timeout.as_dict()})
+
+    async def _sent(self, request: httpx2.Request) -> httpx2.Response:
+        """``request`` sent as the SDK's ``stream_within_origin`` sends it: a redirect
+        followed only while it stays within the upstream's origin (each redirect's body
+        read and closed), at most ``max_redirects`` times; else the last response."""
+        client = self._client
+        followed = 0
+        while True:
+            response = await client.send(request, stream=True, follow_redirects=False)
+            next_request = next_request_within_origin(response)
+            if next_request is None or followed == client.max_redirects:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            request = next_request
+            followed += 1
 
     async def request(self, method: str, params: dict[str, Any], *,
                       on_progress: OnProgress | None = None) -> dict[str, Any]:
@@ -173,8 +214,8 @@ class UpstreamPosts:
         if self._draining:  # an answered stream's end is still on its way: its connection
             await self._drained.wait()  # is the one to reuse
         async with AsyncExitStack() as stack:
-            response = await stack.enter_async_context(stream_within_origin(
-                self._client, "POST", self._url, content=body, headers=self._headers()))
+            response = await self._sent(self._request(body))
+            stack.push_async_callback(response.aclose)
             status = response.status_code
             if status >= 400:
                 return await self._refused(response)
