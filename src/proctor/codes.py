@@ -406,9 +406,10 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "tool_schema_refused": CodeInfo("the tool's input schema is one the gateway does not "
                                     "evaluate: a `$ref` outside it (never fetched), a "
                                     "pattern RE2 cannot match in linear time (a "
-                                    "backreference, a lookaround), or a reference within "
-                                    "it that does not resolve; the tool is hidden and its "
-                                    "calls are refused", 422),
+                                    "backreference, a lookaround) or cannot read as "
+                                    "ECMA-262 (an inline flag group, `\\p{…}`), or a "
+                                    "reference within it that does not resolve; the tool "
+                                    "is hidden and its calls are refused", 422),
     "resource_ambiguous": CodeInfo("two upstreams of the shared endpoint list a resource "
                                    "(or resource template) of that URI: read it on its "
                                    "server's endpoint, `/mcp/<server>`", 409, INVALID_PARAMS),

@@ -10,7 +10,8 @@ A schema is refused (:class:`SchemaRefusedError`, the reason in its message) whe
 2. a ``pattern`` or a ``patternProperties`` key does not compile with RE2: JSON Schema
    patterns are ECMA-262, and those RE2 refuses (backreferences, lookaround) have no
    linear-time match. Python's ``re`` backtracks: ``^([a-z0-9]+\\.?)+$`` against
-   ``"a" * 34 + "!"`` holds the loop for hours;
+   ``"a" * 34 + "!"`` holds the loop for hours. Nor one :mod:`proctor.gateway.ecma_regex`
+   cannot write in RE2's syntax (``(?s:…)``, ``\\p{…}``: RE2 reads them otherwise);
 3. ``unevaluatedProperties`` and ``patternProperties`` are both used: jsonschema
    matches the latter with ``re`` on its own while it evaluates the former.
 
@@ -18,10 +19,11 @@ Every validator is built on an empty ``Registry()`` (no retrieval: a reference t
 not resolve within the document fails, it is never fetched), and matches ``pattern``,
 ``patternProperties`` and the property names ``additionalProperties`` weighs with RE2,
 in time linear in the text. ``format`` is not asserted (no format checker), so
-``format: regex`` runs nothing. ``\\uXXXX`` (ECMA-262) is read as RE2's ``\\x{XXXX}``;
-a ``$`` matches at the very end only, as in ECMA-262 (``re``'s also before a final
-newline). ``uniqueItems`` is checked in time linear in the array (jsonschema's is
-quadratic for objects or mixed types).
+``format: regex`` runs nothing. A pattern is read as ECMA-262 and written in RE2's
+syntax by :mod:`proctor.gateway.ecma_regex` (RE2's ``\\s``, ``.``, ``[]`` mean other
+things; what it cannot write is refused as in 2.); a ``$`` matches at the very end only,
+as in ECMA-262 (``re``'s also before a final newline). ``uniqueItems`` is checked in
+time linear in the array (jsonschema's is quadratic for objects or mixed types).
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import extend, validator_for
 from referencing import Registry
 
+from proctor.gateway.ecma_regex import PatternRefusedError, translate_pattern
+
 __all__ = ["SchemaRefusedError", "safe_validator"]
 
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class SchemaRefusedError(Exception):
@@ -105,33 +108,13 @@ def _compiled(pattern: str) -> Any:
     options.log_errors = False  # the reason is ours to report, not RE2's on stderr
     options.never_capture = True
     try:
-        return re2.compile(_ecma_escapes(pattern), options)
+        return re2.compile(translate_pattern(pattern), options)
+    except PatternRefusedError as exc:
+        raise SchemaRefusedError(f"pattern `{pattern[:200]}` {exc.reason}") from None
     except re2.error:
         raise SchemaRefusedError(f"pattern `{pattern[:200]}` has no linear-time match (RE2 "
                             "cannot compile it: a backreference, a lookaround, a "
                             "repetition over 1000...)") from None
-
-
-def _ecma_escapes(pattern: str) -> str:
-    """``pattern`` with ECMA-262's ``\\uXXXX`` written as RE2's ``\\x{XXXX}``."""
-    if "\\u" not in pattern:
-        return pattern
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and i + 1 < len(pattern):
-            digits = pattern[i + 2:i + 6]
-            if pattern[i + 1] == "u" and len(digits) == 4 and set(digits) <= _HEX:
-                out.append(f"\\x{{{digits}}}")
-                i += 6
-                continue
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        out.append(char)
-        i += 1
-    return "".join(out)
 
 
 _UNANCHORED = re2._Anchor.UNANCHORED
@@ -143,7 +126,12 @@ def _search(pattern: str, text: str) -> bool:
     asked directly (google-re2's own ``search`` maps every offset back to characters
     and makes a match object: five times the cost, and a call may search each of its
     property names twice); tests/gateway/test_schemas.py pins the calls."""
-    encoded = text.encode()
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (valid JSON: "\\ud800"): one character, as in ECMA-262,
+        # where `.` and `[^a]` match it; RE2 reads its three bytes as one code point
+        encoded = text.encode("utf-8", "surrogatepass")
     spans = _compiled(pattern)._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))
     return bool(spans[0] != _NO_MATCH)
 
