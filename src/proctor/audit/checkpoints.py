@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from proctor.audit.chain import ChainHead, canonical_json
 from proctor.audit.events import format_time
@@ -56,6 +56,7 @@ __all__ = [
     "digest_of",
     "link_of",
     "load_checkpoints",
+    "read_checkpoints",
     "read_kept_checkpoints",
     "sign_checkpoint",
     "verifiers_for",
@@ -240,6 +241,12 @@ def read_kept_checkpoints(path: Path) -> list[Checkpoint]:
 def load_checkpoints(store: Store) -> list[Checkpoint]:
     """Every checkpoint in the store, by position."""
     with store.reading() as conn:
-        rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()
+        return read_checkpoints(conn)
+
+
+def read_checkpoints(conn: Connection) -> list[Checkpoint]:
+    """Every checkpoint, by position, as ``conn``'s transaction reads them (a
+    verification's snapshot: :meth:`~proctor.store.Store.snapshot`)."""
+    rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()
     return [Checkpoint(int(r.seq), r.hash, r.kid, as_utc(r.signed_at), r.payload, r.signature)
             for r in rows]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from proctor.audit.chain import canonical_json
 from proctor.audit.checkpoints import Checkpoint, digest_of, link_of
@@ -34,7 +34,7 @@ from proctor.keys import Signer, Verifier
 from proctor.store import Store
 from proctor.store.tables import audit_cuts
 
-__all__ = ["Cut", "check_cut", "insert_cut", "load_cuts", "sign_cut"]
+__all__ = ["Cut", "check_cut", "insert_cut", "load_cuts", "read_cuts", "sign_cut"]
 
 _TYPE = "proctor.audit.cut"
 _FIELDS = frozenset({"type", "v", "through", "hash", "kid", "signed_at", "log", "after"})
@@ -104,7 +104,13 @@ def check_cut(cut: Cut, verifiers: Mapping[str, Verifier],
 def load_cuts(store: Store) -> dict[int, Cut]:
     """Every archive cut in the store, by the position it cuts through."""
     with store.reading() as conn:
-        rows = conn.execute(select(audit_cuts)).all()
+        return read_cuts(conn)
+
+
+def read_cuts(conn: Connection) -> dict[int, Cut]:
+    """Every archive cut, by the position it cuts through, as ``conn``'s transaction
+    reads them (a verification's snapshot: :meth:`~proctor.store.Store.snapshot`)."""
+    rows = conn.execute(select(audit_cuts)).all()
     return {int(r.through): Cut(int(r.through), r.hash, r.kid, r.payload, r.signature)
             for r in rows}
 

@@ -63,6 +63,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from sqlalchemy import Connection
+
 from proctor.audit.chain import GENESIS, ChainHead
 from proctor.audit.checkpoints import Checkpoint
 from proctor.errors import AuditUnavailableError
@@ -644,26 +646,26 @@ _PAGE = {
 }
 
 
-def iter_links(store: Store, *, page: int = 20_000
+def iter_links(conn: Connection, *, page: int = 20_000
                ) -> Iterator[list[tuple[int, str, str, bytes]]]:
-    """The chain as pages of ``(seq, prev_hash, hash, body)``, in order."""
-    proxy = store.engine.raw_connection()
-    try:
-        conn: Any = proxy.driver_connection
-        sql, after = _PAGE[store.backend], -1
-        while True:
-            cursor = conn.cursor()
+    """The chain as pages of ``(seq, prev_hash, hash, body)``, in order, read on ``conn``:
+    a connection of :meth:`~proctor.store.Store.snapshot`, so that every page is of the
+    one snapshot (read each in a snapshot of its own, a deletion chunk committed between
+    two pages was a gap, and events appended meanwhile lay past the head read before
+    or after the walk)."""
+    driver: Any = conn.connection.driver_connection
+    sql, after = _PAGE[conn.dialect.name], -1
+    while True:
+        cursor = driver.cursor()
+        try:
             cursor.execute(sql, (after, page))
             rows = cursor.fetchall()
+        finally:
             cursor.close()
-            if not rows:
-                break
-            yield rows
-            after = rows[-1][0]
-        if store.backend != "sqlite":
-            conn.rollback()
-    finally:
-        proxy.close()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
 
 
 def first_index_mismatch(store: Store) -> int | None:

@@ -46,8 +46,14 @@ from proctor.audit.checkpoint_chain import (
     insert_checkpoint,
     sign_after,
 )
-from proctor.audit.checkpoints import Checkpoint, digest_of, link_of, load_checkpoints
-from proctor.audit.cuts import Cut, check_cut, insert_cut, load_cuts, sign_cut
+from proctor.audit.checkpoints import (
+    Checkpoint,
+    digest_of,
+    link_of,
+    load_checkpoints,
+    read_checkpoints,
+)
+from proctor.audit.cuts import Cut, check_cut, insert_cut, read_cuts, sign_cut
 from proctor.audit.driver import TIME_KEY, WriteCursor, iter_links
 from proctor.audit.query import iter_events
 from proctor.audit.verification import ChainChecker, Problem, VerifyReport, with_kept
@@ -125,11 +131,13 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
     the log's last checkpoint does not hold (see
     :func:`~proctor.audit.checkpoint_chain.continue_from`).
     """
-    checkpoints = load_checkpoints(store)
-    checker = ChainChecker(checkpoints, verifiers, cuts=lambda: load_cuts(store))
-    for rows in iter_links(store):
-        if not checker.feed([r for r in rows if r[0] <= up_to_seq]) or rows[-1][0] >= up_to_seq:
-            break
+    with store.snapshot() as conn:  # one snapshot, as verify_store's walk
+        checkpoints = read_checkpoints(conn)
+        checker = ChainChecker(checkpoints, verifiers, cuts=lambda: read_cuts(conn))
+        for rows in iter_links(conn):
+            if (not checker.feed([r for r in rows if r[0] <= up_to_seq])
+                    or rows[-1][0] >= up_to_seq):
+                break
     report = checker.report()
     if report.problem is not None:
         raise AuditIntegrityError(f"refusing to archive: {report.problem.message}")

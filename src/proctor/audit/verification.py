@@ -57,8 +57,8 @@ from sqlalchemy import TextClause, select, text
 
 from proctor.audit.chain import GENESIS, ChainHead, chain_hash
 from proctor.audit.checkpoint_chain import DEFAULT_EVERY, chain_problem
-from proctor.audit.checkpoints import Checkpoint, check_checkpoint, link_of, load_checkpoints
-from proctor.audit.cuts import Cut, check_cut, load_cuts
+from proctor.audit.checkpoints import Checkpoint, check_checkpoint, link_of, read_checkpoints
+from proctor.audit.cuts import Cut, check_cut, read_cuts
 from proctor.audit.driver import TIME_KEY, first_index_mismatch, iter_links
 from proctor.errors import AuditUnavailableError, ProctorError
 from proctor.keys import Verifier
@@ -297,8 +297,8 @@ def _keys_sql(is_sqlite: bool) -> tuple[TextClause, TextClause, TextClause]:
 def first_keys_mismatch(store: Store) -> Problem | None:
     """The first disagreement of the keys table with the events' columns (a
     ``keys_mismatch``), or None; a keys table that cannot be read is one too."""
-    try:
-        with store.reading() as conn:
+    try:  # one snapshot: a deletion chunk or a batch between two statements is not seen
+        with store.snapshot() as conn:
             keys_check, stray_key, missing_kind = _keys_sql(store.backend == "sqlite")
             mark, head, missing, keys, keyed = conn.execute(keys_check).one()
             if mark > head:
@@ -397,7 +397,7 @@ def _cut_problem(checker: ChainChecker, head: ChainHead | None,
     if link_of(anchor).version < 2:
         return None, (f"the events up to position {through} were archived by an earlier "
                       "version, which signed no archive cut")
-    cut = cuts().get(through)  # read only here: most chains start at position 1
+    cut = cuts().get(through)  # read only where needed: most chains start at position 1
     at = through + 1
     if cut is None:
         return Problem(at, "cut_missing", f"the events up to position {through} are gone "
@@ -429,15 +429,22 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         index_check = pool.submit(first_index_mismatch, store)
         keys_check = pool.submit(first_keys_mismatch, store)
         try:
-            checkpoints, kept_problem = with_kept(load_checkpoints(store), kept, verifiers)
-            cuts = functools.cache(lambda: load_cuts(store))
-            checker = ChainChecker(checkpoints, verifiers, cuts=cuts)
-            for rows in iter_links(store):
-                if not checker.feed(rows):
-                    break
-            with store.reading() as conn:
+            # The head, the checkpoints, the cuts and every page of the walk read in one
+            # snapshot: read apart, a deletion chunk committed between two pages was a
+            # gap (`missing`), and events appended meanwhile lay past checkpoints read
+            # before them (`checkpoint_missing`) or a head read after them (`truncated`)
+            with store.snapshot() as conn:
                 head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
                                     .where(audit_head.c.id == 1)).first()
+                checkpoints, kept_problem = with_kept(read_checkpoints(conn), kept, verifiers)
+                # read only if the chain starts after position 1, or has no events
+                cuts = functools.cache(lambda: read_cuts(conn))
+                checker = ChainChecker(checkpoints, verifiers, cuts=cuts)
+                for rows in iter_links(conn):
+                    if not checker.feed(rows):
+                        break
+                if checker.first_seq is None and head is not None and int(head.seq) > 0:
+                    cuts()  # every event archived: the cut is checked below
         except ProctorError:
             raise
         except Exception as exc:

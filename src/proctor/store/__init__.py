@@ -94,6 +94,35 @@ class Store:
         except SQLAlchemyError as exc:
             raise _store_error(exc, self.pool_timeout_seconds) from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection inside one read-only transaction that reads one snapshot of the
+        database from its first statement to its end, whatever other connections commit
+        meanwhile: for a read of many statements that must agree with each other (the
+        audit log's verification, :mod:`proctor.audit.verification`).
+
+        PostgreSQL: ``REPEATABLE READ READ ONLY``. It takes no row lock and no lock a
+        write waits for; each statement is bounded as the pool's connections are (the
+        lock timeout; the server's ``statement_timeout`` and
+        ``idle_in_transaction_session_timeout``, if set), and the transaction holds back
+        the removal of rows deleted or updated after it began until it ends (the server's
+        ``xmin`` horizon). SQLite: a read transaction (``BEGIN``; in WAL mode the snapshot
+        is taken at its first read): writers go on, but a WAL checkpoint cannot go past
+        it, so the WAL file grows until it ends. Either way it ends when the block does,
+        however it is left.
+        """
+        _blocking.check()
+        try:
+            with self.engine.connect() as connection:
+                connection = connection.execution_options(**{READ_ONLY: True})
+                if self.backend == "postgresql":
+                    connection = connection.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                with connection.begin():
+                    yield connection
+        except SQLAlchemyError as exc:
+            raise _store_error(exc, self.pool_timeout_seconds) from exc
+
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one read-only statement on a driver connection of the fast read path.
 
