@@ -365,11 +365,9 @@ def test_the_sweep_forgets_a_nonce_the_moment_it_is_past_and_not_before(setup: S
             return sorted(conn.execute(select(proof_nonces.c.nonce)).scalars())
 
     due = datetime.fromtimestamp(iat + 121, UTC)
-    with setup.store.transaction() as conn:
-        assert forget_nonces(conn, due) == 1  # the older one; "due" is kept until now
+    assert forget_nonces(setup.store, due) == 1  # the older one; "due" is kept until now
     assert left() == sorted(kept)[1:]
-    with setup.store.transaction() as conn:
-        assert forget_nonces(conn, due + timedelta(milliseconds=1)) == 1
+    assert forget_nonces(setup.store, due + timedelta(milliseconds=1)) == 1
     assert left() == [f"{iat + 1:010d}:later"]
 
 

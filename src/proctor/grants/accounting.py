@@ -18,6 +18,7 @@ from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import GrantError
 from proctor.grants.proofs import PROOF_WINDOW_SECONDS, VerifiedProof
 from proctor.store import Store
+from proctor.store.chunks import delete_in_chunks
 from proctor.store.tables import grants, proof_nonces
 
 __all__ = [
@@ -110,17 +111,29 @@ def nonce_key(proof: VerifiedProof) -> str:
 _NONCE_KEPT_SECONDS = PROOF_WINDOW_SECONDS + 1 + NONCE_CLOCK_MARGIN_SECONDS
 
 
-def forget_nonces(conn: Connection, now: datetime) -> int:
+def forget_nonces(store: Store, now: datetime, *, chunk: int | None = None,
+                  most_chunks: int | None = None) -> int:
     """Forget the proof nonces kept past ``now`` (the sweeper); how many.
 
     A nonce's key begins with its proof's time (:func:`nonce_key`), and it is kept until
     that time plus :data:`_NONCE_KEPT_SECONDS`: those past it are the b-tree's left edge,
     found by a key range rather than a scan of every nonce of the last two minutes
     (proof times before ``now`` less 121 s). ``expires_at`` is asked as well,
-    so no nonce goes before its time, whatever its key."""
+    so no nonce goes before its time, whatever its key. The oldest first, ``chunk`` a
+    transaction (:func:`~proctor.store.chunks.delete_in_chunks`: the nonces of a long
+    outage are not one transaction holding SQLite's write lock, which every proof's
+    claim waits for); at most ``most_chunks`` of them (None: all)."""
     before = f"{math.ceil(now.timestamp()) - _NONCE_KEPT_SECONDS:010d}"
-    return int(conn.execute(delete(proof_nonces).where(
-        proof_nonces.c.nonce < before, proof_nonces.c.expires_at < now)).rowcount)
+    past = and_(proof_nonces.c.nonce < before, proof_nonces.c.expires_at < now)
+
+    def one_chunk(conn: Connection, size: int) -> tuple[int, bool]:
+        oldest = (select(proof_nonces.c.nonce).where(past).order_by(proof_nonces.c.nonce)
+                  .limit(size).scalar_subquery())
+        done = int(conn.execute(delete(proof_nonces).where(
+            proof_nonces.c.nonce.in_(oldest))).rowcount)
+        return done, done < size
+
+    return delete_in_chunks(store, one_chunk, chunk=chunk, most_chunks=most_chunks)
 
 
 def claim_nonce(conn: Connection, proof: VerifiedProof, now: datetime) -> None:

@@ -713,9 +713,8 @@ class GrantAuthority:
         for task_id, reason in due:
             self.end_task(task_id, reason=f"task ended by itself: {reason}")
         expired = self.leases.sweep_expired()
-        with self._store.transaction() as conn:
-            forgotten = forget_nonces(conn, self._clock.now())
-        return Swept(expired, int(forgotten), len(due))
+        forgotten = forget_nonces(self._store, self._clock.now())  # a chunk a transaction
+        return Swept(expired, forgotten, len(due))
 
     def claim_identity_proof(self, use: ProofUse) -> None:
         """Take the one use of an own-key identity proof bound to its request

@@ -38,11 +38,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from proctor.errors import StoreError
 from proctor.store import Store
+from proctor.store.chunks import delete_in_chunks
 from proctor.store.drivers import psycopg_errors
 from proctor.store.tables import changes
 from proctor.store.wakeup import Wakeup
@@ -344,15 +345,28 @@ class ChangeFeed:
             self._proxy.close()  # back to the pool
 
 
-def prune_changes(store: Store, keep: int = KEEP_CHANGES) -> int:
+def prune_changes(store: Store, keep: int = KEEP_CHANGES, *, chunk: int | None = None,
+                  most_chunks: int | None = None) -> int:
     """Forget all but the last ``keep`` changes (at least the newest, which shows a view
     that had not read the others yet that it missed some: it resets); returns how many
-    were forgotten."""
+    were forgotten. Oldest first, ``chunk`` a transaction
+    (:func:`~proctor.store.chunks.delete_in_chunks`: a backlog left by a long outage is
+    not one transaction holding SQLite's write lock); at most ``most_chunks`` of them
+    (None: all)."""
     if keep < 1:
         raise ValueError("the newest change is always kept")
-    with store.transaction() as conn:
+    with store.reading() as conn:
         newest = conn.execute(select(func.max(changes.c.seq))).scalar()
-        if newest is None:
-            return 0
-        return int(conn.execute(delete(changes).where(changes.c.seq <= newest - keep))
-                   .rowcount)
+    if newest is None:
+        return 0
+    last = int(newest) - keep  # changes made meanwhile come after it
+
+    def one_chunk(conn: Connection, size: int) -> tuple[int, bool]:
+        first = conn.execute(select(func.min(changes.c.seq))).scalar()
+        if first is None or int(first) > last:
+            return 0, True
+        up_to = min(int(first) + size - 1, last)  # by position: gaps make a chunk smaller
+        return int(conn.execute(delete(changes).where(
+            changes.c.seq >= int(first), changes.c.seq <= up_to)).rowcount), up_to >= last
+
+    return delete_in_chunks(store, one_chunk, chunk=chunk, most_chunks=most_chunks)
