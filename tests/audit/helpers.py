@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, DecisionRecord, new_event_id
+from proctor.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditLog,
+    DecisionRecord,
+    new_event_id,
+    verifiers_for,
+)
 from proctor.audit.writer import Receipt
 from proctor.clock import FrozenClock
 from proctor.errors import AuditUnavailableError
+from proctor.keys import LocalSigner, Verifier
 from proctor.store import Store
 
 CODER = "spiffe://acme.example/agent/coder"
@@ -47,6 +57,19 @@ def outcomes_of(receipts: Sequence[Receipt]) -> list[int | None]:
 def record_many(audit: AuditLog, clock: FrozenClock, count: int) -> list[str]:
     """Record ``count`` agent events; their ids in order."""
     return [audit.record(agent_event(clock, n)).event_id for n in range(count)]
+
+
+def cut_at_20(audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock,
+              path: Path) -> dict[str, Verifier]:
+    """25 events, archived up to 20 by a process stopped before its first chunk (26
+    with the archive's own event); the verifiers of ``signer``."""
+    from proctor.oversight.milestones import archive_with_event
+
+    record_many(audit, clock, 25)
+    keys = verifiers_for([signer])
+    archive_with_event(store, audit, path, up_to_seq=20, signer=signer, verifiers=keys,
+                       event=agent_event(clock), most_chunks=0)
+    return keys
 
 
 def execute(store: Store, sql: str, **params: Any) -> None:

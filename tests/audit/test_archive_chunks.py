@@ -16,11 +16,11 @@ from proctor.audit.cuts import load_cuts
 from proctor.audit.retention import DELETE_CHUNK, archived_left, delete_archived
 from proctor.clock import FrozenClock
 from proctor.errors import AuditIntegrityError
-from proctor.keys import LocalSigner, Verifier
+from proctor.keys import LocalSigner
 from proctor.oversight.milestones import archive_with_event
 from proctor.store import Store, open_store
 from tests.audit.bulk import append_many
-from tests.audit.helpers import agent_event, execute, record_many
+from tests.audit.helpers import agent_event, cut_at_20, execute, record_many
 
 
 def _first_and_keys(store: Store) -> tuple[int, int, int]:
@@ -80,20 +80,10 @@ def test_a_long_log_is_archived_a_chunk_at_a_time_and_verifies_between_chunks(
     assert kept <= 4 * 3  # the keys of the three events left, if filled yet
 
 
-def _cut_at_20(audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock,
-               path: Path) -> dict[str, Verifier]:
-    """25 events, archived up to 20 by a process stopped before its first chunk."""
-    record_many(audit, clock, 25)
-    keys = verifiers_for([signer])
-    archive_with_event(store, audit, path, up_to_seq=20, signer=signer, verifiers=keys,
-                       event=agent_event(clock), most_chunks=0)
-    return keys
-
-
 def test_a_deletion_stopped_after_any_chunk_verifies_and_is_finished_by_the_next_archive(
     audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock, tmp_path: Path
 ) -> None:
-    keys = _cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
+    keys = cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
     assert _valid(store, signer)[0] == 1  # cut, nothing deleted yet
     for expected_first in (4, 7, 10, 13, 16, 19):
         delete_archived(store, keys, chunk=3, most_chunks=1)  # a process stopped here
@@ -109,7 +99,7 @@ def test_a_deletion_stopped_after_any_chunk_verifies_and_is_finished_by_the_next
 def test_events_left_below_a_cut_are_still_held_to_it(
     audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock, tmp_path: Path
 ) -> None:
-    keys = _cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
+    keys = cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
     delete_archived(store, keys, chunk=5, most_chunks=1)
     execute(store, "UPDATE audit_events SET body = replace(body, 'allowed', 'denied') "
                    "WHERE seq = 12")

@@ -16,10 +16,9 @@ from proctor.audit import AuditLog, retention, verification, verifiers_for, veri
 from proctor.audit.retention import delete_archived, write_segment
 from proctor.clock import FrozenClock
 from proctor.errors import AuditError, AuditIntegrityError
-from proctor.keys import LocalSigner, Verifier
-from proctor.oversight.milestones import archive_with_event
+from proctor.keys import LocalSigner
 from proctor.store import Store
-from tests.audit.helpers import agent_event, record_many
+from tests.audit.helpers import cut_at_20, record_many
 
 _PAGE = 4
 
@@ -48,22 +47,11 @@ def _between_pages(monkeypatch: pytest.MonkeyPatch, module: Any, then: Callable[
     return ran
 
 
-def _cut_at_20(audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock,
-               path: Path) -> dict[str, Verifier]:
-    """25 events, archived up to 20 by a process stopped before its first chunk (26 with
-    the archive's own event)."""
-    record_many(audit, clock, 25)
-    keys = verifiers_for([signer])
-    archive_with_event(store, audit, path, up_to_seq=20, signer=signer, verifiers=keys,
-                       event=agent_event(clock), most_chunks=0)
-    return keys
-
-
 def test_a_deletion_chunk_committed_between_two_pages_is_not_a_gap(
     audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = _cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
+    keys = cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
     ran = _between_pages(monkeypatch, verification, after=1,
                          then=lambda: delete_archived(store, keys, chunk=10, most_chunks=1))
     report = verify_store(store, keys)
@@ -101,7 +89,7 @@ def test_an_archive_whose_walk_a_deletion_chunk_crosses_is_refused_as_busy_not_b
     audit: AuditLog, store: Store, signer: LocalSigner, clock: FrozenClock, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = _cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
+    keys = cut_at_20(audit, store, signer, clock, tmp_path / "one.jsonl")
     delete_archived(store, keys, chunk=5, most_chunks=1)  # the chain starts at 6
     _between_pages(monkeypatch, retention, after=1,
                    then=lambda: delete_archived(store, keys, chunk=10, most_chunks=1))
