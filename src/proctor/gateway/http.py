@@ -26,6 +26,12 @@ code, audited. The grant is never passed on:
 upstream connections are the gateway's own, made per grant with the headers of
 the config (and the secrets leased for them).
 
+A message is a decided request only as nothing but one (``jsonrpc``, ``id``, ``method``,
+``params``): one that names a method and carries a ``result`` or an ``error`` too (the
+SDK reads some such as an answer to the upstream's sampling or elicitation request)
+proves the key at the door, and is then refused ``400 message_invalid``, as is a
+decided method's request with any other member.
+
 An MCP session belongs to the grant that opened it and the key that proved it; a request
 for it with another grant (or key) is answered ``404`` as if it did not exist. A grant holds at most
 :data:`MAX_SESSIONS_PER_GRANT` MCP sessions open at once: its next ``initialize`` is
@@ -617,16 +623,50 @@ def _method_of(message: Any) -> str | None:
     return method if isinstance(method, str) else None
 
 
+_REQUEST_MEMBERS = frozenset({"jsonrpc", "id", "method", "params"})
+_ANSWER_MEMBERS = frozenset({"result", "error"})
+_ID_TYPES = (int, str)  # as JSON reads them (an exact type: not bool, an int's subclass)
+
+
 def _decided(message: Any) -> bool:
     """Whether ``message`` (the body's document, None if unreadable) is one request the
-    gateway decides in full; anything unreadable is not (the SDK answers it)."""
-    return isinstance(message, dict) and message.get("method") in _DECIDED
+    gateway decides in full, as every reader after the door reads it: a request and
+    nothing else (``jsonrpc`` 2.0, an id, a decided method, ``params`` an object or
+    none, no other member). Its proof is then checked in its decision; anything else
+    proves the grant's key at the door.
+
+    A method alone does not make a request: the SDK's 2025 reader takes ``{"id": 3,
+    "method": "tools/call", "error": {...}}`` for an error answering the upstream's
+    request 3 (sampling, elicitation), and the gateway decides no answer."""
+    if not isinstance(message, dict):
+        return False
+    method, params = message.get("method"), message.get("params")
+    return (type(method) is str and method in _DECIDED
+            and _REQUEST_MEMBERS.issuperset(message) and message.get("jsonrpc") == "2.0"
+            and type(message.get("id")) in _ID_TYPES and (params is None or type(params) is dict))
+
+
+def _misshapen(message: Any) -> bool:
+    """Whether ``message`` is a request or an answer only as its reader chooses: it names
+    a method and carries an answer (``result`` or ``error``), which JSON-RPC 2.0 makes
+    neither (the SDK's 2025 reader takes it for whichever of its models fits best, the
+    2026-07-28 one for a request); or it names a decided method with an id but is not
+    the request :func:`_decided` takes (a member no request has): the door claimed its
+    proof, which its decision would then refuse as spent."""
+    if not isinstance(message, dict) or "method" not in message:
+        return False
+    if not _ANSWER_MEMBERS.isdisjoint(message):
+        return True
+    method = message["method"]
+    return (isinstance(method, str) and method in _DECIDED and "id" in message
+            and not _decided(message))
 
 
 def _invalid_message(document: Any, headers: Headers) -> Response | None:
     """The answer to JSON that is not one valid JSON-RPC message, for the SDK's 2025
     transport (None for any other): ``-32600 message_invalid``, as the stdio wrapper
-    answers it, with the message's id if it has a valid one.
+    answers it, with the message's id if it has a valid one (and is no answer). A
+    message :func:`_misshapen` is refused so on every version.
 
     That transport reads a request whose id is neither a string nor an integer (``1.5``,
     ``true``, ``null``, an object) as a notification, since its reader ignores members it
@@ -636,17 +676,20 @@ def _invalid_message(document: Any, headers: Headers) -> Response | None:
     and linking to pydantic's docs). The 2026-07-28 entry (a version header the 2025
     handshake does not know) tells both apart itself, in one line.
     """
-    version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
-    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-        return None
-    try:
-        message = types.jsonrpc_message_adapter.validate_python(document, by_name=False)
-    except ValidationError:
-        pass
-    else:
-        if not (isinstance(message, types.JSONRPCNotification) and "id" in document):
-            return None
     request_id = document.get("id") if isinstance(document, dict) else None
+    if not _misshapen(document):  # else refused on every version
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return None
+        try:
+            message = types.jsonrpc_message_adapter.validate_python(document, by_name=False)
+        except ValidationError:
+            pass
+        else:
+            if not (isinstance(message, types.JSONRPCNotification) and "id" in document):
+                return None
+    elif not _ANSWER_MEMBERS.isdisjoint(document):
+        request_id = None  # its id may be the upstream's request's: not the agent's own
     return _refusal(request_id if _is_id(request_id) else None, "message_invalid",
                     "the message is not a valid JSON-RPC request")
 
