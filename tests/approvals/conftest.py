@@ -1,5 +1,5 @@
 """The enforcement fixtures: a whole runtime on a real store, agents with real keys."""
 
-from tests.enforcement.conftest import agents, frozen, runtime
+from tests.enforcement.conftest import agents, frozen, other, runtime
 
-__all__ = ["agents", "frozen", "runtime"]
+__all__ = ["agents", "frozen", "other", "runtime"]

@@ -173,6 +173,43 @@ def test_a_refused_similar_approval_changes_nothing(runtime: Runtime, agents: Ag
     assert [n.kind for n in runtime.grants.tree(grant.claims.task_id)] == ["task", "grant"]
 
 
+@pytest.mark.parametrize("revoked", ["grant", "delegator"])
+def test_a_revocation_committing_after_the_check_of_the_approved_calls_line_issues_nothing(
+    runtime: Runtime, other: Runtime, agents: Agents, monkeypatch: pytest.MonkeyPatch,
+    revoked: str,
+) -> None:
+    """The approved call's grant line was checked through this node's lease view before
+    the write, and the write confirmed the task's line only: a revocation of that grant
+    or its delegator committing on another node in between left an approved request and
+    a pre-approval grant listed live (never spendable: a spend walks the line again) with
+    its ``approval.similar`` event. The write now reads that line itself."""
+    parent, child = delegated_refunds(runtime, agents)
+    pending = agents.call(child, "crm/issue_refund", refund(25_000))
+    assert pending.approval is not None
+    approving = similar(runtime)
+    check = approving._check_live
+    checked: list[object] = []
+
+    def then_revoked(approval: Any) -> Any:
+        found = check(approval)
+        checked.append(found)  # the line read live: now it is revoked, on another node
+        other.grants.revoke((child if revoked == "grant" else parent).accessor, "leaked")
+        return found
+
+    monkeypatch.setattr(approving, "_check_live", then_revoked)
+    before = search_events(runtime.store, EventFilter(action="grant:issue"))
+    with pytest.raises(GrantError) as refused:
+        approving.approve(pending.approval.id, approver=APPROVER)
+    assert checked and refused.value.code == "grant_revoked"
+    assert runtime.approvals.get(pending.approval.id).status is ApprovalStatus.PENDING
+    assert similar(runtime).for_task(parent.claims.task_id) == []
+    assert [n.id for n in runtime.grants.tree(parent.claims.task_id)] == [
+        parent.claims.task_id, parent.grant_id, child.grant_id]
+    for action in ("approval.grant", "approval.similar"):
+        assert search_events(runtime.store, EventFilter(action=action)) == []
+    assert search_events(runtime.store, EventFilter(action="grant:issue")) == before
+
+
 @pytest.mark.parametrize("revoked", ["grant", "parent", "expired"])
 def test_the_calls_of_a_revoked_or_expired_grant_are_never_pre_approved(
     runtime: Runtime, agents: Agents, frozen: FrozenClock, revoked: str,

@@ -40,12 +40,15 @@ from typing import Any
 from sqlalchemy import func, select
 
 from proctor.approvals.queue import Approval, ApprovalQueue
-from proctor.audit import AuditEvent, human_event
+from proctor.audit import AuditEvent, WriteCursor, human_event
 from proctor.audit.masking import MASK
+from proctor.audit.writer import WITHDRAWN
 from proctor.clock import Clock
-from proctor.errors import ApprovalError, GrantError
+from proctor.errors import ApprovalError, GrantError, ProctorError
 from proctor.grants import GrantAuthority, GrantScope, IssuedGrant
 from proctor.grants.issuance import UnstoredGrant
+from proctor.grants.use import any_revoked
+from proctor.grants.writes import NewGrant
 from proctor.human_ids import canonical_human_id
 from proctor.store import Store, as_utc
 from proctor.store.tables import approval_grants, grants, leases
@@ -156,7 +159,7 @@ class SimilarApprovals:
         approver = canonical_human_id(approver)
         current = self._queue.get(approval_id)
         self._queue.check_decidable(current, approver=approver, allow_owner=allow_owner)
-        ends = self._check_live(current)
+        ends, line = self._check_live(current)
         if ends is not None:  # never outlives the approved call's grant or its line
             left = int((ends - self._clock.now()).total_seconds())
             if left < 1:
@@ -180,7 +183,7 @@ class SimilarApprovals:
             return self._queue.decide(
                 approval_id, approver=approver, approve=True, comment=comment,
                 allow_owner=allow_owner, source=source, also=(approval_grants, pre_approval),
-                gives=unstored.new,
+                gives=_OnLiveLine(line, unstored.new),
                 more=[*unstored.events, self._event(current, issued, approver, vary, source)])
         # for the agent whose call was approved (in a delegated grant's task, not the
         # task's own agent), bound to the key it proved for that call: never handed out,
@@ -190,16 +193,19 @@ class SimilarApprovals:
             approved=True, same_key_as=current.grant_id, agent_id=current.agent_id)
         return decided, self.get(issued.grant_id)
 
-    def _check_live(self, approval: Approval) -> datetime | None:
+    def _check_live(self, approval: Approval) -> tuple[datetime | None, tuple[str, ...]]:
         """Refuse to pre-approve the calls of a grant that can no longer be used: revoked
         (itself, one it derives from, or its task) or expired. The pre-approval is bound
         to that grant's key and stands for its agent in the task, so a grant revoked
         because it leaked or its delegator was stopped would live on in it; likewise a
         grant past its expiry: the earliest expiry on the line is returned (None: none
-        expires), and the pre-approval ends by then."""
+        expires), and the pre-approval ends by then. With it, the line's nodes (that
+        grant's up to its task), which the write confirms (:class:`_OnLiveLine`): this
+        reads the lease view, which may not yet show a revocation committing now."""
         node_id: str | None = approval.grant_id
         first = True
         ends: datetime | None = None
+        line: list[str] = []
         while node_id is not None:
             node = self._grants.leases.node(node_id)
             if node is None or node.is_revoked:
@@ -211,8 +217,9 @@ class SimilarApprovals:
                                  "expired: approve the call alone, or deny it")
             if node.expires_at is not None and (ends is None or node.expires_at < ends):
                 ends = node.expires_at
+            line.append(node_id)
             node_id, first = node.parent_id, False
-        return ends
+        return ends, tuple(line)
 
     def get(self, grant_id: str) -> SimilarGrant:
         found = self._select(approval_grants.c.grant_id == grant_id)
@@ -257,3 +264,31 @@ class SimilarApprovals:
                            "granted", now=self._clock.now(), task=approval.task_id,
                            concerns=str(approval.request.get("event_id") or "") or None,
                            reason=reason, source=source)
+
+
+class _OnLiveLine:
+    """The pre-approval grant's write (:class:`~proctor.grants.writes.NewGrant`, which
+    confirms the task's line only), first confirming the approved call's grant line
+    (``line``, read ``FOR SHARE`` on PostgreSQL) in the audit writer's transaction: a
+    revocation of that grant, a grant it derives from or its task that committed after
+    :meth:`SimilarApprovals._check_live` read the lease view is seen here, and nothing
+    is written (the request stays pending, no event; ``grant_revoked``, as that check
+    answers it)."""
+
+    def __init__(self, line: tuple[str, ...], new: NewGrant) -> None:
+        self._line = line
+        self._new = new
+        self._refusal: GrantError | None = None
+
+    @property
+    def refusal(self) -> ProctorError | None:
+        return self._refusal or self._new.refusal
+
+    def apply(self, tx: WriteCursor) -> AuditEvent | None:
+        self._refusal = None  # applied again from the start if the batch is retried
+        if any_revoked(tx, self._line):
+            self._refusal = GrantError(
+                "grant_revoked", "the grant of the approved call, one it derives from, or "
+                "its task was revoked: approve the call alone, or deny it")
+            return WITHDRAWN
+        return self._new.apply(tx)
