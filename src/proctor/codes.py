@@ -407,9 +407,12 @@ REGISTRY: Mapping[Code, CodeInfo] = {
                                     "evaluate: a `$ref` outside it (never fetched), a "
                                     "pattern RE2 cannot match in linear time (a "
                                     "backreference, a lookaround) or cannot read as "
-                                    "ECMA-262 (an inline flag group, `\\p{…}`), or a "
-                                    "reference within it that does not resolve; the tool "
-                                    "is hidden and its calls are refused", 422),
+                                    "ECMA-262 (an inline flag group, `\\p{…}`), a "
+                                    "reference within it that does not resolve, or "
+                                    "references that written out make it over 10,000 "
+                                    "keywords; the tool is hidden and its calls are "
+                                    "refused. A call whose check spends its work budget "
+                                    "is refused too", 422),
     "resource_ambiguous": CodeInfo("two upstreams of the shared endpoint list a resource "
                                    "(or resource template) of that URI: read it on its "
                                    "server's endpoint, `/mcp/<server>`", 409, INVALID_PARAMS),

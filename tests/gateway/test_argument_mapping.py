@@ -49,7 +49,7 @@ async def test_the_real_servers_tools_extend_the_example_engine_and_stay_decidab
     registry = ToolRegistry(engine)
     for name, command in (("time", TIME), ("git", git_command(repo))):
         tools = registry.register(UpstreamConfig(name=name, command=tuple(command)),
-                                  await _listed(command))
+                                  await _listed(command)).tools
         assert all(t.listed is None or t.tool_id in {s.tool_id for s in engine.catalog}
                    for t in tools.values())
     log = engine.catalog.by_action("tool:git/git_log")

@@ -68,13 +68,51 @@ def test_unique_items_are_equal_as_json_schema_has_it() -> None:
 
 
 def test_the_re2_calls_the_search_makes_answer_as_it_reads_them() -> None:
-    # proctor.gateway.schemas._search asks google-re2's compiled object directly
-    import re2
+    # proctor.gateway.schemas._search asks google-re2's compiled object directly (its
+    # private calls, five times faster); a google-re2 that changes them is searched
+    # through its public API, and this test says so
+    from proctor.gateway import schemas
+    from proctor.gateway.schemas import _search
 
-    from proctor.gateway.schemas import _compiled, _search
+    assert schemas._DIRECT is not None, "google-re2's private Match changed: _search is slow"
+    for direct in (schemas._DIRECT, None):
+        schemas._DIRECT = direct
+        try:
+            assert _search("b", "abc") and not _search("^b", "abc") and _search("é$", "café")
+            assert not _search("^.$", "\U0001F600\U0001F600")
+            assert _search("^..$", "\U0001F600!")
+        finally:
+            schemas._DIRECT = schemas._direct_anchor()
 
-    regexp = _compiled("^[a-z]+$")._regexp
-    assert regexp.Match(re2._Anchor.UNANCHORED, b"abc", 0, 3) == [(0, 3)]
-    assert regexp.Match(re2._Anchor.UNANCHORED, b"ab1", 0, 3)[0] == (-1, -1)
-    assert _search("b", "abc") and not _search("^b", "abc") and _search("é$", "café")
-    assert not _search("^.$", "\U0001F600\U0001F600") and _search("^..$", "\U0001F600!")
+
+def test_an_exponential_schema_is_refused_and_a_recursive_one_checked_in_a_budget() -> None:
+    from tests.gateway.schema_upstream import deep, exponential, nested
+
+    with pytest.raises(SchemaRefusedError, match="references written out"):
+        safe_validator(exponential(16))
+    with pytest.raises(SchemaRefusedError, match="does not resolve"):
+        safe_validator({"properties": {"q": {"$ref": "#/$defs/missing"}}})
+    chain = {f"d{n}": {"$ref": f"#/$defs/d{n + 1}"} for n in range(150)}
+    with pytest.raises(SchemaRefusedError, match="deep"):
+        safe_validator({"$ref": "#/$defs/d0", "$defs": {**chain, "d150": {}}})
+    validator = safe_validator(exponential(8))  # written out, a few hundred keywords
+    assert validator.is_valid({"q": "x"}) and not validator.is_valid({"q": 1})
+    recursive = safe_validator(nested())
+    assert recursive.is_valid({"q": [[], [[]]]}) and not recursive.is_valid({"q": [1]})
+    with pytest.raises(SchemaRefusedError, match="budget"):
+        recursive.is_valid({"q": deep(40)})
+    with pytest.raises(SchemaRefusedError, match="budget"):
+        list(recursive.iter_errors({"q": deep(40)}))
+    # a wide instance gets a budget as wide: a recursive tree of thousands of nodes
+    tree = safe_validator({"$defs": {"t": {"type": "object", "properties": {
+        "kids": {"type": "array", "items": {"$ref": "#/$defs/t"}}}}}, "$ref": "#/$defs/t"})
+    assert tree.is_valid({"kids": [{"kids": [{} for _ in range(50)]} for _ in range(50)]})
+
+
+def test_a_keyword_evaluated_outside_a_check_is_refused() -> None:
+    # the validator jsonschema builds is only ever run within a budget (fail closed)
+    from proctor.gateway.schema_work import OverBudgetError
+
+    validator = safe_validator({"type": "string"})
+    with pytest.raises(OverBudgetError):
+        validator._validator.is_valid("x")

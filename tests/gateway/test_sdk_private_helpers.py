@@ -75,24 +75,19 @@ class _Outbound:
         return None
 
 
-def test_the_sessions_output_schema_validators_are_the_gateways_own() -> None:
-    # proctor.gateway.upstream._Session: the SDK's session validates a tool's structured
-    # content with the validator this method gives (cached in _tool_output_validators);
-    # the gateway's matches patterns with RE2, the SDK's with `re` (a ReDoS on the loop)
+def test_the_session_checks_a_results_structured_content_through_its_public_hook() -> None:
+    # proctor.gateway.upstream._Session overrides the session's validate_tool_result,
+    # which its call_tool awaits for a result not in error: the SDK's own validator
+    # matches patterns with `re` (a ReDoS on the loop) and has no work budget. A new SDK
+    # whose call_tool checks results another way would check them with its own.
     from proctor.gateway.upstream import _Session
 
-    method = sdk_session.ClientSession._output_schema_validator
-    assert [p.name for p in inspect.signature(method).parameters.values()] == [
-        "self", "name", "output_schema"]
-    assert "self._output_schema_validator(" in inspect.getsource(
-        sdk_session.ClientSession.validate_tool_result)
-    session = _Session.__new__(_Session)
-    session._tool_output_validators = {}
-    schema = {"type": "object", "properties": {"host": {"type": "string",
-                                                        "pattern": "^([a-z0-9]+\\.?)+$"}}}
-    validator = session._output_schema_validator("lookup", schema)
-    assert session._output_schema_validator("lookup", schema) is validator  # cached
-    assert not validator.is_valid({"host": "a" * 100_000 + "!"})  # at once, in RE2
-    remote = {"properties": {"x": {"$ref": "https://schemas.acme.example/x"}}}
-    with pytest.raises(RuntimeError, match="output schema of tool other is invalid"):
-        session._output_schema_validator("other", remote)
+    hook = sdk_session.ClientSession.validate_tool_result
+    assert inspect.iscoroutinefunction(hook)
+    assert [p.name for p in inspect.signature(hook).parameters.values()] == [
+        "self", "name", "result"]
+    assert "await self.validate_tool_result(name, result)" in inspect.getsource(
+        sdk_session.ClientSession.call_tool)
+    assert _Session.validate_tool_result is not hook
+    assert [p.name for p in inspect.signature(_Session.validate_tool_result).parameters
+            .values()] == ["self", "name", "result"]

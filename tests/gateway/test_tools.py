@@ -42,14 +42,14 @@ def test_labels_come_from_the_tool_entry_then_the_catalog_then_the_upstream(
         name="git", command=("x",), labels=ToolLabels(Sensitivity.RESTRICTED, "git.internal"),
         tools={"git_status": ToolLabels(Sensitivity.PUBLIC)})
     tools = ToolRegistry(engine).register(upstream, [
-        _tool("git_status"), _tool("git_log"), _tool("git_branch")])
+        _tool("git_status"), _tool("git_log"), _tool("git_branch")]).tools
     assert tools["git_status"].spec.sensitivity is Sensitivity.PUBLIC   # its own entry
     assert tools["git_log"].spec.sensitivity is Sensitivity.INTERNAL    # tools.yaml
     assert tools["git_log"].spec.destination == "localhost"              # tools.yaml
     assert tools["git_branch"].spec.sensitivity is Sensitivity.RESTRICTED  # the upstream's
     assert tools["git_branch"].spec.destination == "git.internal"
     http = UpstreamConfig(name="crm2", url="https://crm.vendor.example/mcp")
-    crm = ToolRegistry(engine).register(http, [_tool("lookup")])
+    crm = ToolRegistry(engine).register(http, [_tool("lookup")]).tools
     assert crm["lookup"].spec.destination == "crm.vendor.example"
     assert crm["lookup"].spec.sensitivity is Sensitivity.INTERNAL
 
@@ -63,7 +63,7 @@ def test_labels_a_catalog_entry_leaves_out_are_the_upstreams(tmp_path: Path) -> 
     engine = PolicyEngine(load_catalog(tmp_path / "tools.yaml"))
     upstream = UpstreamConfig(name="crm", url="https://crm.vendor.example/mcp",
                               labels=ToolLabels(Sensitivity.RESTRICTED))
-    tools = ToolRegistry(engine).register(upstream, [_tool("export"), _tool("lookup")])
+    tools = ToolRegistry(engine).register(upstream, [_tool("export"), _tool("lookup")]).tools
     export = tools["export"].spec
     assert export.sensitivity is Sensitivity.RESTRICTED
     assert export.destination == "crm.vendor.example"
@@ -77,7 +77,7 @@ def test_a_discovered_tool_extends_the_engine_and_its_arguments_are_checked(
         engine: PolicyEngine) -> None:
     tools = ToolRegistry(engine).register(UpstreamConfig(name="git", command=("x",)), [
         _tool("git_tag", {**REPO, "properties": {**REPO["properties"],  # type: ignore[dict-item]
-                                                 "revision": {"type": "string"}}})])
+                                                 "revision": {"type": "string"}}})]).tools
     assert engine.catalog.by_action("tool:git/git_tag") is not None
     assert engine.catalog.by_action("tool:git/resources.read") is not None
     show = tools["git_tag"]
@@ -96,7 +96,7 @@ def test_tools_that_disagree_or_have_a_broken_schema_are_left_out(engine: Policy
     later = registry.register(upstream, [
         _tool("git_show", {"type": "object", "properties": {"other": {"type": "string"}}}),
         _tool("git_branch", {"type": "object", "properties": {"x": {"type": 7}}}),
-        _tool("resources.read"), _tool("git_show\n")])
+        _tool("resources.read"), _tool("git_show\n")]).tools
     assert "git_show" not in later and "git_branch" not in later
     # a look-alike of a tool's name (a line break at its end) is no tool of its own
     assert "git_show\n" not in later

@@ -441,8 +441,8 @@ class Gateway:
             upstream = await session.upstream(server)
         except GatewayError as exc:
             raise _upstream_error(exc) from None
-        refused = None if name in upstream.tools else self.registry.refusal(f"{server}/{name}")
-        if refused is not None:  # hidden from listings for this reason, whatever its pin
+        refused = None if name in upstream.tools else upstream.refused.get(name)
+        if refused is not None:  # hidden from this session's listing, whatever its pin
             await self.results.reject(session.claims, f"{server}/{name}", "tool_schema_refused",
                                       creds)
             raise rpc_error("tool_schema_refused", f"tool `{shown[:128]}` is refused: "

@@ -13,7 +13,11 @@ A schema is refused (:class:`SchemaRefusedError`, the reason in its message) whe
    ``"a" * 34 + "!"`` holds the loop for hours. Nor one :mod:`proctor.gateway.ecma_regex`
    cannot write in RE2's syntax (``(?s:…)``, ``\\p{…}``: RE2 reads them otherwise);
 3. ``unevaluatedProperties`` and ``patternProperties`` are both used: jsonschema
-   matches the latter with ``re`` on its own while it evaluates the former.
+   matches the latter with ``re`` on its own while it evaluates the former;
+4. a reference within it does not resolve, or its references written out would make it
+   a schema of over :data:`~proctor.gateway.schema_work.MAX_EXPANSION` keywords
+   (:mod:`proctor.gateway.schema_work`: references make a schema a graph the validator
+   walks as a tree, exponential in its depth).
 
 Every validator is built on an empty ``Registry()`` (no retrieval: a reference that does
 not resolve within the document fails, it is never fetched), and matches ``pattern``,
@@ -24,12 +28,18 @@ syntax by :mod:`proctor.gateway.ecma_regex` (RE2's ``\\s``, ``.``, ``[]`` mean o
 things; what it cannot write is refused as in 2.); a ``$`` matches at the very end only,
 as in ECMA-262 (``re``'s also before a final newline). ``uniqueItems`` is checked in
 time linear in the array (jsonschema's is quadratic for objects or mixed types).
+
+Every check (:meth:`SchemaCheck.iter_errors`) runs within a budget of keyword
+evaluations scaled to the schema and the instance; one that spends it raises
+:class:`SchemaRefusedError` too.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import re2
@@ -37,10 +47,21 @@ from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend, validator_for
 from referencing import Registry
+from referencing.jsonschema import specification_with
 
 from proctor.gateway.ecma_regex import PatternRefusedError, translate_pattern
+from proctor.gateway.schema_work import (
+    Expansion,
+    OverBudgetError,
+    UnboundedError,
+    counted,
+    expansion,
+    spending,
+)
 
-__all__ = ["SchemaRefusedError", "safe_validator"]
+__all__ = ["SchemaCheck", "SchemaRefusedError", "safe_validator"]
+
+log = logging.getLogger(__name__)
 
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 
@@ -53,8 +74,40 @@ class SchemaRefusedError(Exception):
         self.message = message
 
 
+class SchemaCheck:
+    """A validator of one schema whose every check runs within a work budget."""
+
+    def __init__(self, schema: Mapping[str, Any], validator: Validator,
+                 measured: Expansion) -> None:
+        self.schema = schema
+        self._validator = validator
+        self._expansion = measured
+
+    def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
+        """Every way ``instance`` breaks the schema, found before the first is given;
+        raises :class:`SchemaRefusedError` if finding them spends the check's budget
+        (and ``referencing``'s ``Unresolvable`` as jsonschema does)."""
+        with _budgeted(self._expansion, instance):
+            return iter(list(self._validator.iter_errors(instance)))
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` is valid (it stops at the first error); raises as
+        :meth:`iter_errors`."""
+        with _budgeted(self._expansion, instance):
+            return next(iter(self._validator.iter_errors(instance)), None) is None
+
+
+@contextmanager
+def _budgeted(measured: Expansion, instance: Any) -> Iterator[None]:
+    try:
+        with spending(measured, instance):
+            yield
+    except OverBudgetError as exc:
+        raise SchemaRefusedError(exc.message) from None
+
+
 def safe_validator(schema: Mapping[str, Any], *,
-                   default: type[Validator] = Draft202012Validator) -> Validator:
+                   default: type[Validator] = Draft202012Validator) -> SchemaCheck:
     """A validator of ``schema`` (its draft from ``$schema``, else ``default``).
 
     Raises :class:`SchemaRefusedError` (see the module) or jsonschema's ``SchemaError``
@@ -62,8 +115,15 @@ def safe_validator(schema: Mapping[str, Any], *,
     cls = validator_for(schema, default=default)
     cls.check_schema(schema)
     _refuse(schema)
-    validator: Validator = _linear(cls)(schema, registry=Registry())
-    return validator
+    dialect = cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id") or ""
+    try:
+        measured = expansion(schema, specification_with(dialect))
+    except UnboundedError as exc:
+        raise SchemaRefusedError(exc.message) from None
+    except Exception as exc:  # referencing's own refusal of a reference: refused here too
+        raise SchemaRefusedError(f"its references cannot be followed "
+                                 f"({type(exc).__name__})") from None
+    return SchemaCheck(schema, _linear(cls)(schema, registry=Registry()), measured)
 
 
 def _refuse(schema: Any) -> None:
@@ -117,23 +177,45 @@ def _compiled(pattern: str) -> Any:
                             "repetition over 1000...)") from None
 
 
-_UNANCHORED = re2._Anchor.UNANCHORED
 _NO_MATCH = (-1, -1)
 
 
 def _search(pattern: str, text: str) -> bool:
     """Whether ``pattern`` matches somewhere in ``text``. The compiled RE2 object is
-    asked directly (google-re2's own ``search`` maps every offset back to characters
-    and makes a match object: five times the cost, and a call may search each of its
-    property names twice); tests/gateway/test_schemas.py pins the calls."""
+    asked directly when google-re2 still has the private calls that allow it (its own
+    ``search`` maps every offset back to characters and makes a match object: five
+    times the cost, and a call may search each of its property names twice); else its
+    public ``search``. tests/gateway/test_schemas.py fails when the direct way is lost."""
     try:
         encoded = text.encode()
     except UnicodeEncodeError:
         # a lone surrogate (valid JSON: "\\ud800"): one character, as in ECMA-262,
         # where `.` and `[^a]` match it; RE2 reads its three bytes as one code point
+        if _DIRECT is None:  # the public search cannot take it: refused, not guessed
+            raise SchemaRefusedError("a lone surrogate cannot be searched here") from None
         encoded = text.encode("utf-8", "surrogatepass")
-    spans = _compiled(pattern)._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))
+    if _DIRECT is None:
+        return _compiled(pattern).search(text) is not None
+    spans = _compiled(pattern)._regexp.Match(_DIRECT, encoded, 0, len(encoded))
     return bool(spans[0] != _NO_MATCH)
+
+
+def _direct_anchor() -> Any:
+    """google-re2's unanchored mode, if its private calls answer as :func:`_search`
+    reads them (tried once, on patterns whose answers are known), else None."""
+    try:
+        anchor = re2._Anchor.UNANCHORED
+        regexp = _compiled("^[a-z]+$")._regexp
+        if (regexp.Match(anchor, b"abc", 0, 3)[0] == (0, 3)
+                and regexp.Match(anchor, b"ab1", 0, 3)[0] == _NO_MATCH):
+            return anchor
+    except Exception:  # any change of a private API: the public one
+        log.warning("google-re2's private calls changed: patterns are searched through "
+                    "its public API")
+    return None
+
+
+_DIRECT = _direct_anchor()
 
 
 # jsonschema's own keywords, with RE2 in place of `re` (their messages name no value)
@@ -202,11 +284,12 @@ def _json_key(value: Any) -> Any:
 
 @functools.cache
 def _linear(cls: type[Validator]) -> type[Validator]:
-    """``cls`` with RE2 for its pattern keywords and a linear ``uniqueItems`` (each
-    draft's class made once)."""
+    """``cls`` with RE2 for its pattern keywords and a linear ``uniqueItems``, every
+    keyword spending the budget of the check in force (each draft's class made once)."""
     keywords = {"pattern": _pattern, "patternProperties": _pattern_properties,
                 "additionalProperties": _additional_properties,
                 "uniqueItems": _unique_items}
-    mine = {k: v for k, v in keywords.items() if k in cls.VALIDATORS}
-    made: type[Validator] = extend(cls, mine)  # type: ignore[no-untyped-call]
+    mine = {**cls.VALIDATORS, **{k: v for k, v in keywords.items() if k in cls.VALIDATORS}}
+    spending_ones = {k: counted(v, k) for k, v in mine.items()}
+    made: type[Validator] = extend(cls, spending_ones)  # type: ignore[no-untyped-call]
     return made

@@ -61,6 +61,8 @@ class Upstream:
     pins: Mapping[str, PinVerdict] = field(default_factory=dict)  # by upstream tool name
     pin_mode: str = "strict"
     current: Mapping[str, Any] = field(default_factory=dict)  # the tools as last listed
+    # why each tool this listing left out for its schema was refused, by upstream tool name
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     def held_back(self, name: str) -> PinVerdict | None:
         """The verdict that keeps ``name`` from agents (``pin: strict``; a definition a
@@ -282,23 +284,24 @@ class GatewaySession:
                 pins = {**upstream.pins, name: stored}
                 upstream = self._upstreams[server] = Upstream(
                     upstream.connection, upstream.tools, pins, upstream.pin_mode,
-                    upstream.current)
+                    upstream.current, upstream.refused)
                 return upstream, None
             return upstream, stored if stored is not None else held  # rejected: tool_rejected
         return upstream, upstream.held_back(name)  # listed again at each lookup: held
 
     async def _discovered(self, config: UpstreamConfig, connection: UpstreamConnection,
                           listed: list[Any]) -> Upstream:
-        tools = self._registry.register(config, listed)
+        listing = self._registry.register(config, listed)
+        tools, refused = listing.tools, listing.refused
         current = {t.name: t for t in listed}
         if self._pins is None or config.pin == "off":
-            return Upstream(connection, tools, {}, "off", current)
+            return Upstream(connection, tools, {}, "off", current, refused)
         pins = await anyio.to_thread.run_sync(self._pins.check, config.name, listed)
         if config.pin == "warn":
             for verdict in pins.values():
                 if not verdict.is_reviewed:
                     log.warning("%r (pin: warn, let through)", verdict.message)  # a tool's name
-        return Upstream(connection, tools, pins, config.pin, current)
+        return Upstream(connection, tools, pins, config.pin, current, refused)
 
     async def _connect(self, config: UpstreamConfig) -> UpstreamConnection:
         env, headers, injected = await anyio.to_thread.run_sync(self._inject, config)

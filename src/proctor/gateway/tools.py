@@ -8,11 +8,13 @@ HTTP one). The argument schema always comes from the live server's
 ``inputSchema``: it is what the server will actually accept.
 
 A tool whose schema the gateway will not evaluate (:mod:`proctor.gateway.schemas`: a
-``$ref`` outside it, a pattern with no linear-time match) is left out, as an invalid
-schema is, and logged; the registry remembers why, and a call of it is refused with
-``tool_schema_refused``. Checking arguments never raises: a schema that fails while it
-is evaluated (a reference within it that does not resolve) refuses the call with that
-code too.
+``$ref`` outside it or one within it that does not resolve, a pattern with no
+linear-time match, references that written out make it exponential) is left out, as an
+invalid schema is, and logged; the connection's listing remembers why
+(:class:`Listing`), and a call of it on that connection is refused with
+``tool_schema_refused``. Checking arguments never raises: a check that spends its work
+budget, or a schema that fails while it is evaluated, refuses the call with that code
+too.
 
 When discovery brings a new tool or a changed schema, the engine is rebuilt for
 the extended catalog and the active policies are validated again. If they no
@@ -32,20 +34,19 @@ from urllib.parse import urlsplit
 
 import mcp_types as types
 from jsonschema import SchemaError
-from jsonschema.protocols import Validator
 from referencing.exceptions import Unresolvable
 
 from proctor.codes import Code
 from proctor.documents import check_nesting
 from proctor.errors import ConfigError, DocumentError, PolicyValidationError, ProctorError
 from proctor.gateway.config import ToolLabels, UpstreamConfig
-from proctor.gateway.schemas import SchemaRefusedError, safe_validator
+from proctor.gateway.schemas import SchemaCheck, SchemaRefusedError, safe_validator
 from proctor.policy import PolicyEngine, Sensitivity, ToolSpec
 from proctor.policy.known_tools import KnownTools
 
 __all__ = ["COMPLETION", "ELICITATION_ANSWER", "PROMPT_GET", "RESOURCE_READ",
            "RESOURCE_SUBSCRIBE", "RESOURCE_UNSUBSCRIBE", "SAMPLING_ANSWER", "ArgumentProblem",
-           "ExposedTool", "ToolRegistry"]
+           "ExposedTool", "Listing", "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ExposedTool:
 
     spec: ToolSpec
     listed: types.Tool | None
-    validator: Validator
+    validator: SchemaCheck
 
     @property
     def tool_id(self) -> str:
@@ -121,6 +122,10 @@ class ExposedTool:
         try:
             error = next(iter(sorted(self.validator.iter_errors(dict(arguments)),
                                      key=lambda e: [str(p) for p in e.absolute_path])), None)
+        except SchemaRefusedError as exc:  # the check spent its work budget
+            log.warning("the input schema of %r is over its work budget on a call",
+                        self.tool_id)
+            return _unevaluated(self.tool_id, exc.message)
         except Unresolvable as exc:
             return _unevaluated(self.tool_id, f"a reference within it does not resolve "
                                 f"(`{str(exc.ref)[:200]}`)")
@@ -135,45 +140,53 @@ class ExposedTool:
                                f"tool's input schema ({error.validator})")
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One connection's listing as the registry takes it: the tools it can forward, and
+    why each tool it left out for its schema was refused, both by upstream tool name."""
+
+    tools: dict[str, ExposedTool]
+    refused: dict[str, str]
+
+
 def _unevaluated(tool_id: str, why: str) -> ArgumentProblem:
     return ArgumentProblem("tool_schema_refused", f"the input schema of `{tool_id}` cannot "
                            f"be evaluated: {why}")
 
 
 class ToolRegistry:
-    """Every tool the gateway has seen, by tool id; shared by all sessions."""
+    """Every tool the gateway has seen, by tool id; shared by all sessions. What one
+    connection listed (its tools, and its refusals) is that connection's
+    (:class:`Listing`): another session's listing never changes it."""
 
     def __init__(self, engine: PolicyEngine, known: KnownTools | None = None) -> None:
         self._engine = engine
         self._stored = known
         self._bundle = {t.tool_id: t for t in engine.catalog}
         self._known: dict[str, ExposedTool] = {}
-        self._refused: dict[str, str] = {}  # tool id -> why its schema was refused
         self._lock = threading.Lock()
 
-    def refusal(self, tool_id: str) -> str | None:
-        """Why the tool's schema was refused when last listed (it is then left out of
-        the connection's tools), or None."""
-        return self._refused.get(tool_id)
-
-    def register(self, upstream: UpstreamConfig, listed: Iterable[types.Tool]
-                 ) -> dict[str, ExposedTool]:
+    def register(self, upstream: UpstreamConfig, listed: Iterable[types.Tool]) -> Listing:
         """The tools of one connection, by upstream tool name; extends the engine when
-        they are new. A tool whose schema differs from the one first registered under
-        its id is left out (and logged): two connections must not disagree."""
+        they are new. A tool whose schema differs (as JSON: ``true`` is not ``1``) from
+        the one first registered under its id is left out (and logged): two connections
+        must not disagree, and a call is checked by the validator of the schema its own
+        connection listed."""
         fresh: list[ExposedTool] = []
         usable: dict[str, ExposedTool] = {}
+        refused: dict[str, str] = {}
         for tool in list(listed)[:_MAX_TOOLS]:
             if tool.name in _PSEUDO_TOOLS:
                 log.warning("upstream `%s` tool %r shadows a gateway name; left out",
                             upstream.name, tool.name)  # the upstream's name: escaped
                 continue
-            exposed = self._build(upstream, tool.name, tool.input_schema, tool)
+            exposed = self._build(upstream, tool.name, tool.input_schema, tool, refused)
             if exposed is None:
                 continue
             with self._lock:
                 known = self._known.get(exposed.tool_id)
-            if known is not None and known.spec.input_schema != exposed.spec.input_schema:
+            if known is not None and _as_json(known.spec.input_schema) != _as_json(
+                    exposed.spec.input_schema):
                 log.error("upstream `%s` lists %r with another schema than before; left out",
                           upstream.name, tool.name)
                 continue
@@ -182,17 +195,17 @@ class ToolRegistry:
                 fresh.append(exposed)
         for name, schema in _PSEUDO_TOOLS.items():
             pseudo = self._known.get(f"{upstream.name}/{name}") or self._build(
-                upstream, name, schema, None)
+                upstream, name, schema, None, refused)
             assert pseudo is not None
             usable[name] = pseudo
             if f"{upstream.name}/{name}" not in self._known:
                 fresh.append(pseudo)
         if fresh:
             self._extend(fresh)
-        return usable
+        return Listing(usable, refused)
 
     def _build(self, upstream: UpstreamConfig, name: str, schema: Mapping[str, Any],
-               listed: types.Tool | None) -> ExposedTool | None:
+               listed: types.Tool | None, refused: dict[str, str]) -> ExposedTool | None:
         own = upstream.tools.get(name, ToolLabels())
         bundled = self._bundle.get(f"{upstream.name}/{name}")
         default_destination = (urlsplit(upstream.url).hostname or "localhost"
@@ -216,13 +229,12 @@ class ToolRegistry:
         except SchemaRefusedError as exc:
             log.error("upstream `%s` tool %r left out: its input schema is refused: %r",
                       upstream.name, name[:128], exc.message)
-            self._refused[f"{upstream.name}/{name}"] = exc.message
+            refused[name] = exc.message
             return None
         except (ConfigError, DocumentError, SchemaError) as exc:
             message = exc.message if isinstance(exc, ProctorError) else "invalid input schema"
             log.error("upstream `%s` tool %r left out: %r", upstream.name, name[:128], message)
             return None
-        self._refused.pop(spec.tool_id, None)
         return ExposedTool(spec, listed, validator)
 
     def _extend(self, fresh: list[ExposedTool]) -> None:
@@ -242,6 +254,12 @@ class ToolRegistry:
         if self._stored is not None and new:
             # every process that decides must know what this one discovered
             self._stored.record(t.spec for t in new)
+
+
+def _as_json(schema: Mapping[str, Any]) -> str:
+    """``schema`` as canonical JSON: Python's ``==`` takes ``True`` for ``1``, which a
+    schema's ``const`` or ``enum`` does not."""
+    return json.dumps(schema, sort_keys=True)
 
 
 def _labels_of(spec: ToolSpec | None) -> ToolLabels:

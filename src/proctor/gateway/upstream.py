@@ -146,11 +146,11 @@ class UpstreamConnection:
     def _client(self, read: Any, write: Any) -> ClientSession:
         relay = self._relay
         if relay is None:
-            return _Session(read, write)
+            return _Session(read, write, schemas=self._schemas, relist=self._list_tools)
         # The upstream may sample and elicit through the agent: relayed, guarded. The
         # session handles each message in a task of its own: MAX_HANDLING at once.
         gated, busy = self._handling.gated, self._handling.busy
-        return _Session(read, write,
+        return _Session(read, write, schemas=self._schemas, relist=self._list_tools,
                         sampling_callback=gated(relay.sampling_for(self.name), busy),
                         elicitation_callback=gated(relay.elicitation_for(self.name), busy),
                         logging_callback=gated(relay.logging_for(self.name)),
@@ -413,23 +413,41 @@ class _OutputSchemas:
         self._check_structured(name, is_error, raw)
         return shaped
 
+    def check_result(self, name: str, result: types.CallToolResult) -> None:
+        """The structured content of ``result`` (not in error) against the tool's output
+        schema, as :meth:`checked` checks a direct answer's."""
+        given = result.structured_content is not None or (
+            "structured_content" in result.model_fields_set)
+        self._check(name, result.is_error, given, result.structured_content)
+
     def _check_structured(self, name: str, is_error: bool | None, raw: dict[str, Any]) -> None:
-        """The structured content of ``raw`` (a result not in error) against the tool's
-        output schema, as the SDK's session checks it."""
+        self._check(name, is_error, "structuredContent" in raw, raw.get("structuredContent"))
+
+    def _check(self, name: str, is_error: bool | None, given: bool, structured: Any) -> None:
+        """``structured`` (``given``: the result has it) against the tool's output
+        schema, as the SDK's session checks it, in the work budget of the gateway's
+        checks (:mod:`proctor.gateway.schemas`)."""
         schema = self._schemas.get(name)
         if is_error or schema is None:
             return
-        if "structuredContent" not in raw:
+        if not given:
             raise RuntimeError(f"tool {name} has an output schema but returned no "
                                "structured content")
         from jsonschema.exceptions import best_match
         from referencing.exceptions import Unresolvable
 
+        from proctor.gateway.schemas import SchemaRefusedError
+
         try:
-            errors = self._validator(name, schema).iter_errors(raw["structuredContent"])
+            errors = self._validator(name, schema).iter_errors(structured)
             error = best_match(errors)  # type: ignore[no-untyped-call]
         except Unresolvable:
             raise RuntimeError(f"the output schema of tool {name} is invalid") from None
+        except SchemaRefusedError as exc:
+            log.warning("the output schema of tool %r is over its work budget on an answer",
+                        name[:128])
+            raise GatewayError("upstream_invalid_result", f"the output schema of tool "
+                               f"`{name[:128]}` is not evaluated: {exc.message}") from None
         if error is not None:
             raise RuntimeError(f"tool {name} returned structured content its output "
                                "schema does not allow")
@@ -444,7 +462,8 @@ class _OutputSchemas:
 def _output_validator(name: str, schema: dict[str, Any]) -> Any:
     """A validator of tool ``name``'s output schema as the gateway makes every validator of
     an upstream's schema (:mod:`proctor.gateway.schemas`: `$ref`s within the schema only,
-    patterns matched by RE2); a schema it refuses is invalid, as the SDK words it."""
+    patterns matched by RE2, a work budget per check); a schema it refuses is invalid,
+    as the SDK words it."""
     from jsonschema import SchemaError
 
     from proctor.gateway.schemas import SchemaRefusedError, safe_validator
@@ -456,17 +475,23 @@ def _output_validator(name: str, schema: dict[str, Any]) -> Any:
 
 
 class _Session(ClientSession):
-    """The SDK's session, but for the validators of the tools' output schemas, made as
-    the direct path makes them (:func:`_output_validator`): the SDK's match patterns
-    with ``re``, which backtracks (an upstream's pattern and structured content could
-    hold the event loop for hours)."""
+    """The SDK's session, but a tool's structured content is checked as the direct path
+    checks it (:meth:`_OutputSchemas.check_result`, on the connection's listings): the
+    SDK's validator matches patterns with ``re``, which backtracks (an upstream's pattern
+    and structured content could hold the event loop for hours), and has no work
+    budget. ``validate_tool_result`` is the session's public hook, which its
+    ``call_tool`` awaits for every result not in error."""
 
-    def _output_schema_validator(self, name: str, output_schema: dict[str, Any]) -> Any:
-        validator = self._tool_output_validators.get(name)
-        if validator is None:
-            validator = self._tool_output_validators[name] = _output_validator(
-                name, output_schema)
-        return validator
+    def __init__(self, *args: Any, schemas: _OutputSchemas,
+                 relist: Callable[[ClientSession], Awaitable[Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._schemas = schemas
+        self._relist = relist
+
+    async def validate_tool_result(self, name: str, result: types.CallToolResult) -> None:
+        if not self._schemas.knows(name):
+            await self._relist(self)  # as the SDK's session lists them again
+        self._schemas.check_result(name, result)
 
 
 def _earlier(version: str, raw: dict[str, Any]) -> dict[str, Any]:
