@@ -27,8 +27,7 @@ A keyword evaluated with no check in force raises too: every check goes through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,17 +150,23 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("proctor_schema_budget", defaul
 _FIRST_NODES = 16  # what a check may spend before its instance is measured
 
 
-@contextmanager
-def spending(schema_expansion: Expansion, instance: Any) -> Iterator[None]:
+class spending:  # noqa: N801 (a context manager, named for what its block does)
     """A check of ``instance`` against a schema of ``schema_expansion`` in force: the
     keywords evaluated within spend its budget. The instance is measured only if the
-    check spends more than a small one's share (most never do)."""
-    allowed = schema_expansion.total + PER_NODE * _FIRST_NODES
-    token = _BUDGET.set(_Budget(allowed, allowed, instance, schema_expansion))
-    try:
-        yield
-    finally:
-        _BUDGET.reset(token)
+    check spends more than a small one's share (most never do). A class, not a
+    generator: it is entered on every call's check."""
+
+    __slots__ = ("_budget", "_token")
+
+    def __init__(self, schema_expansion: Expansion, instance: Any) -> None:
+        allowed = schema_expansion.total + PER_NODE * _FIRST_NODES
+        self._budget = _Budget(allowed, allowed, instance, schema_expansion)
+
+    def __enter__(self) -> None:
+        self._token = _BUDGET.set(self._budget)
+
+    def __exit__(self, *exc: object) -> None:
+        _BUDGET.reset(self._token)
 
 
 _Keyword = Callable[[Any, Any, Any, Any], Any]
@@ -169,14 +174,23 @@ _Keyword = Callable[[Any, Any, Any, Any], Any]
 
 def counted(keyword: _Keyword, name: str) -> _Keyword:
     """``keyword`` (a jsonschema keyword function) spending the budget in force."""
-    walking = name in _WALKING
+    if name in _WALKING:
+        def walking(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+            budget = _BUDGET.get()
+            if budget is None:
+                raise OverBudgetError(0)  # fail closed: a check outside any budget
+            budget.left -= budget.expansion.of.get(id(schema), budget.expansion.total)
+            if budget.left < 0:
+                _widen(budget)
+            return keyword(validator, value, instance, schema)
+
+        return walking
 
     def spend(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
         budget = _BUDGET.get()
         if budget is None:
             raise OverBudgetError(0)  # fail closed: a check outside any budget
-        budget.left -= budget.expansion.of.get(id(schema), budget.expansion.total) \
-            if walking else 1
+        budget.left -= 1
         if budget.left < 0:
             _widen(budget)
         return keyword(validator, value, instance, schema)

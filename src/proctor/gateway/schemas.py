@@ -39,7 +39,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import re2
@@ -87,23 +86,20 @@ class SchemaCheck:
         """Every way ``instance`` breaks the schema, found before the first is given;
         raises :class:`SchemaRefusedError` if finding them spends the check's budget
         (and ``referencing``'s ``Unresolvable`` as jsonschema does)."""
-        with _budgeted(self._expansion, instance):
-            return iter(list(self._validator.iter_errors(instance)))
+        try:
+            with spending(self._expansion, instance):
+                return iter(list(self._validator.iter_errors(instance)))
+        except OverBudgetError as exc:
+            raise SchemaRefusedError(exc.message) from None
 
     def is_valid(self, instance: Any) -> bool:
         """Whether ``instance`` is valid (it stops at the first error); raises as
         :meth:`iter_errors`."""
-        with _budgeted(self._expansion, instance):
-            return next(iter(self._validator.iter_errors(instance)), None) is None
-
-
-@contextmanager
-def _budgeted(measured: Expansion, instance: Any) -> Iterator[None]:
-    try:
-        with spending(measured, instance):
-            yield
-    except OverBudgetError as exc:
-        raise SchemaRefusedError(exc.message) from None
+        try:
+            with spending(self._expansion, instance):
+                return next(iter(self._validator.iter_errors(instance)), None) is None
+        except OverBudgetError as exc:
+            raise SchemaRefusedError(exc.message) from None
 
 
 def safe_validator(schema: Mapping[str, Any], *,
