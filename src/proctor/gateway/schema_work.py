@@ -12,8 +12,8 @@ every session waiting). So:
    back into a subschema it is reached through, recursion, counts one: the instance's
    depth bounds it). A reference that does not resolve within the schema, or an
    expansion over :data:`MAX_EXPANSION`, refuses the schema (the tool is hidden);
-2. at every check, :func:`spending` allows ``expansion + PER_NODE`` per value of the
-   instance, and every keyword the validator evaluates spends one (:func:`counted`
+2. at every check, :func:`spending` allows the expansion plus :data:`PER_NODE` per
+   value of the instance, and every keyword the validator evaluates spends one (:func:`counted`
    wraps each). ``unevaluatedProperties`` and ``unevaluatedItems`` walk the schema
    beside the keywords (jsonschema follows references there on its own): each spends
    the expansion of the subschema it stands in. When nothing is left the check raises
@@ -41,8 +41,9 @@ __all__ = ["MAX_EXPANSION", "PER_NODE", "Expansion", "OverBudgetError", "Unbound
 MAX_EXPANSION = 10_000
 """Keywords a schema may hold with its references written out: above what a tool's
 arguments or answer need (a model of dozens of types, each reached from several places,
-holds a few thousand), far below what an exponential one reaches; evaluating as many
-holds the loop for a few tens of milliseconds."""
+holds a few thousand), far below what an exponential one reaches. Evaluating as many,
+references all, held the loop 0.18 s with the machine's two cores thirty times
+oversubscribed."""
 PER_NODE = 100
 """Keyword evaluations a check may spend per value of its instance, beyond the
 schema's expansion."""
