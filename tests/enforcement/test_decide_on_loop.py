@@ -65,11 +65,11 @@ class Threads:
 
     def __init__(self, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
         self.seen: list[int] = []
-        decide: Callable[[DecisionRequest], Decision] = runtime.engine.decide
+        decide: Callable[..., Decision] = runtime.engine.decide
 
-        def deciding(request: DecisionRequest) -> Decision:
+        def deciding(request: DecisionRequest, **kwargs: Any) -> Decision:
             self.seen.append(threading.get_ident())
-            return decide(request)
+            return decide(request, **kwargs)
         monkeypatch.setattr(runtime.engine, "decide", deciding)
 
 

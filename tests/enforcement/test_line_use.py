@@ -124,8 +124,8 @@ def test_a_drift_committed_after_the_decision_is_caught_by_the_write(
     decide = engine.decide
     drifted: list[Decision] = []
 
-    def decided_then_drifted(request: DecisionRequest, *, remember: bool = False) -> Decision:
-        decision = decide(request, remember=remember)
+    def decided_then_drifted(request: DecisionRequest, **kwargs: Any) -> Decision:
+        decision = decide(request, **kwargs)
         if not drifted and request.principal.id == SUPPORT:
             drifted.append(decision)
             _drift(other, CODER)  # committed by another process

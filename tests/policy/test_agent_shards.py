@@ -127,3 +127,41 @@ def test_a_malformed_agent_entity_is_refused_and_changes_nothing() -> None:
     assert engine.agent_entity(agent_id) == agents[0]
     with pytest.raises(ConfigError):
         engine.put_agent({"uid": {"type": "Human", "id": "x"}, "attrs": {}, "parents": []})
+
+
+def test_a_decision_naming_its_agents_entity_is_taken_on_it_whatever_the_engine_holds() -> None:
+    """A caller decides on the agent as it read it (``agent=``): an older (or newer)
+    entity another thread put meanwhile is not what it is evaluated on; the one it names
+    is put in its place, and, held already, costs no rebuild."""
+    engine, agents, _ = _fleet(2 * SHARD_SIZE)
+    target = next(a for a in agents if a["attrs"]["trust_state"] == "trusted"
+                  and "coders" in [p["id"] for p in a["parents"]]
+                  and a["attrs"]["risk_score"] < 50)
+    agent_id = str(target["uid"]["id"])
+    owner = target["attrs"]["owner"]["__entity"]["id"]
+    risky = agent_entity(agent_id, owner=owner, groups=["coders"], risk_score=95)
+    calm = agent_entity(agent_id, owner=owner, groups=["coders"], risk_score=10)
+    request = call("git/git_log", {"repo_path": "/srv"}, agent=agent_id)
+    engine.put_agent(calm)  # another thread's put of another version
+
+    assert engine.decide(request, agent=risky).outcome is Outcome.DENY
+    assert engine.agent_entry(agent_id) is risky
+    held = _handle(engine, agent_id)
+    assert engine.decide(request, agent=risky).outcome is Outcome.DENY
+    assert _handle(engine, agent_id) is held  # held already: no rebuild
+    engine.put_agent(calm)
+    assert engine.decide(request, agent=risky).outcome is Outcome.DENY
+    assert engine.decide(request, agent=calm).outcome is Outcome.ALLOW
+    assert engine.decide(request, agent=dict(calm)).outcome is Outcome.ALLOW  # an equal one
+    assert engine.agent_entry(agent_id) is calm
+
+
+def test_a_decision_naming_another_agents_entity_is_denied() -> None:
+    engine, agents, _ = _fleet(SHARD_SIZE)
+    request = call("git/git_log", {"repo_path": "/srv"}, agent=str(agents[0]["uid"]["id"]))
+    decision = engine.decide(request, agent=agents[1])
+    assert (decision.outcome, decision.code.value) == (Outcome.DENY, "engine_error")
+    broken = {**agents[0], "attrs": {**agents[0]["attrs"], "risk_score": "high"}}
+    decision = engine.decide(request, agent=broken)
+    assert (decision.outcome, decision.code.value) == (Outcome.DENY, "engine_error")
+    assert engine.agent_entity(str(agents[0]["uid"]["id"])) == agents[0]

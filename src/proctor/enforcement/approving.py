@@ -75,7 +75,6 @@ class _Approving(_Steps):
                 return self._refused_after(verdict, "agent_not_active",
                                            "the agent was suspended or retired while the "
                                            "call waited")
-            self._refresh(agent)
             # the use was counted when the call was first decided: confirmed, not counted
             use = self._grants.confirming(claims)
             use.held = verdict.held  # its events say how the grant was held, as the first

@@ -1,16 +1,17 @@
 """The enforcer's state and what every part of it uses: the parts it decides with
 (built once, by :class:`~proctor.enforcement.Enforcer`'s constructor, inherited from
-here), the policy engine's agents kept as the registry says (:meth:`_Enforcing.ensure_current`,
-:meth:`_Enforcing.refresh_principals`), and the refusals that never reach policy, each
-audited as such.
+here), the entity of each agent as read that policy decides on
+(:meth:`_Enforcing.ensure_current`, :meth:`_Enforcing._entry`), the policy engine's
+agents rebuilt (:meth:`_Enforcing.refresh_principals`), and the refusals that never
+reach policy, each audited as such.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from proctor.approvals import ApprovalQueue
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
@@ -25,6 +26,8 @@ from proctor.grants.view import TaskView
 from proctor.identity import Agent, AgentRegistry, AgentView, agent_entity_of, sync_principals
 from proctor.policy import EntityRef, Outcome, PolicyEngine
 from proctor.policy.known_tools import KnownTools
+
+_ENTRIES_MOST = 100_000  # agents whose entity is kept (past it, all made again)
 
 
 class _Enforcing:
@@ -50,13 +53,12 @@ class _Enforcing:
         # loads the active policy revision from the store (another process activated
         # it); with it, an allow's write confirms the revision it was decided on
         self._sync_policies = sync_policies
-        self._synced = {a.id: _fingerprint(a) for a in registry.list_agents()}
-        if agent_view is not None:
-            # after the feed put an agent (follow_agents, registered before), the engine
-            # may hold an entry older than the one this enforcer put last (the feed read
-            # it just before a newer commit a decision read): the next decision puts the
-            # agent it read, never one decided on an entry it did not read
-            agent_view.on_change(self._unsynced, reset=self._synced.clear)
+        # each agent's Cedar entity as last read (agent, its fingerprint, the entity):
+        # what a decision on it is evaluated on (:meth:`_entry`). Not a record of what
+        # the engine holds: the change feed's thread and other decisions put agents
+        # there at any moment, and a decision checks, as it is evaluated, that the
+        # engine's shard holds its entity (else puts it), whatever they did
+        self._entries: dict[str, tuple[Agent, tuple[Any, ...], Mapping[str, Any]]] = {}
         self._named: dict[tuple[str, str], tuple[EntityRef, str, EntityRef]] = {}
         # statistics of decide_*_on_loop: decisions whose part before the write ran on
         # the loop, and those sent whole to a worker thread (they needed the store)
@@ -69,23 +71,43 @@ class _Enforcing:
         view = self._agent_view
         return view.one_look() if view is not None else contextlib.nullcontext()
 
-    def _refresh(self, agent: Agent) -> None:
-        """Give the engine the agent's current trust state and risk when another
-        process (or a review) changed them since the engine's entities were built."""
+    def _entry(self, agent: Agent) -> Mapping[str, Any]:
+        """The Cedar entity of ``agent`` as read (and as the decision's write confirms
+        it): what policy decides on it with (:meth:`PolicyEngine.decide`'s ``agent``),
+        whatever version of the agent the engine holds then. Made once per version
+        read; the engine's own object when it holds an equal one, so that the engine's
+        check is an identity test."""
+        cached = self._entries.get(agent.id)
+        if cached is not None and cached[0] is agent:
+            return cached[2]
         fingerprint = _fingerprint(agent)
-        if self._synced.get(agent.id) != fingerprint:
-            self._engine.put_agent(agent_entity_of(agent))  # this agent's shard alone
-            self._synced[agent.id] = fingerprint
+        if cached is not None and cached[1] == fingerprint:
+            entity = cached[2]
+        else:
+            entity = agent_entity_of(agent)
+            held = self._engine.agent_entry(agent.id)
+            if held is not None and held == entity:
+                entity = held
+        if len(self._entries) >= _ENTRIES_MOST:
+            self._entries.clear()
+        self._entries[agent.id] = (agent, fingerprint, entity)
+        return entity
 
-    def _unsynced(self, agent_id: str, _agent: Agent | None) -> None:
-        """The change feed put (or removed) ``agent_id``'s entry in the engine: what
-        this enforcer put before is no longer known to be there."""
-        self._synced.pop(agent_id, None)
+    def _refresh(self, agent: Agent) -> Mapping[str, Any]:
+        """:meth:`_entry`, put in the engine now unless it holds it (this agent's shard
+        alone; a call's decision puts it as it is evaluated, if need be). A decision
+        does not rely on it staying there: another thread may put another version at any
+        moment, and :meth:`PolicyEngine.decide` evaluates on the entity it is given."""
+        entity = self._entry(agent)
+        if self._engine.agent_entry(agent.id) is not entity:
+            self._engine.put_agent(cast(dict[str, Any], entity))  # the object: no copy
+        return entity
 
     def ensure_current(self, agent_id: str, *, strict: bool = True) -> DecidedOn | None:
-        """Make sure the engine sees ``agent_id`` as the registry does now; call it
-        before deciding anything else about the agent (e.g. a grant issuance). Returns
-        the trust state and risk it will be decided on (None: not registered).
+        """``agent_id`` as the registry has it now, put in the engine, for deciding
+        anything else about the agent (e.g. a grant issuance): the trust state and risk
+        it will be decided on, and its entity to decide on (:meth:`PolicyEngine.decide`'s
+        ``agent``; None: not registered).
 
         ``strict``: read the store. Otherwise from the agent view while its change feed
         is current (a change committed on another node may still be on its way: the
@@ -94,8 +116,8 @@ class _Enforcing:
         agent = source.find(agent_id)
         if agent is None:
             return None
-        self._refresh(agent)
-        return DecidedOn(agent.trust_state.value, (agent.risk_score, agent.risk_factors))
+        return DecidedOn(agent.trust_state.value, (agent.risk_score, agent.risk_factors),
+                         self._refresh(agent))
 
     def catch_up(self) -> None:
         """Hear what other processes changed (agents, tasks, revocations) so far; the
@@ -112,7 +134,7 @@ class _Enforcing:
             return
         agents = self._registry.list_agents()
         sync_principals(self._engine, _Fixed(agents), self._base)
-        self._synced = {a.id: _fingerprint(a) for a in agents}
+        self._entries.clear()  # each made again: the engine's new objects taken
 
     # refusals before policy
 

@@ -109,8 +109,10 @@ class _Steps(_Enforcing):
         and the task from memory while the change feed is current, else from the store
         (the write confirms both); an agent not registered (``agent_unknown``) or
         suspended or retired (``agent_not_active``) refused, written; the engine given
-        the agent as read and any tool another process discovered; the request built,
-        with how to build it again on what is committed (``fresh``)."""
+        any tool another process discovered; the request built, with how to build it
+        again on what is committed (``fresh``). Policy decides on the agent as read
+        here (:meth:`_until_write`: the engine puts it if it holds another version),
+        not on whatever the engine holds for it by then."""
         claims, held = use.claims, use.held
         try:
             agent = (self._agent_view or self._registry).find(claims.agent_id)
@@ -125,7 +127,6 @@ class _Steps(_Enforcing):
             return self._refused(call, "agent_not_active",
                                  f"agent is {agent.trust_state.value}", claims=claims,
                                  held=held, spent=_spent(use))
-        self._refresh(agent)
         if self._tools is not None and self._engine.catalog.by_action(
                 f"tool:{call.tool_id}") is None:
             self._tools.teach(self._engine)  # discovered by another process, perhaps
@@ -139,8 +140,8 @@ class _Steps(_Enforcing):
         return _Call(claims, accessor, request, use, call, agent, fresh)
 
     def _agent_again(self, claims: GrantClaims) -> Agent | None:
-        """The grant's agent as committed now, brought into the engine, after this
-        process's copies of it and of the task are dropped (None: it may not act)."""
+        """The grant's agent as committed now, after this process's copies of it and of
+        the task are dropped (None: it may not act)."""
         if self._agent_view is not None:
             self._agent_view.forget(claims.agent_id)
         if self._task_view is not None:
@@ -148,7 +149,6 @@ class _Steps(_Enforcing):
         agent = self._registry.find(claims.agent_id)
         if agent is None or agent.trust_state in _INACTIVE:
             return None
-        self._refresh(agent)
         return agent
 
     def _policy(self, call: _Call) -> CallVerdict:
@@ -198,7 +198,10 @@ class _Steps(_Enforcing):
         approval: Approval | None = approved
         if approved is not None:
             request = _approved(request)
-        decision = self._engine.decide(request)
+        # on the agent as read and checked, which the write confirms: never the entry
+        # another thread put in the engine meanwhile (the feed's, another decision's)
+        entity = self._entry(agent)
+        decision = self._engine.decide(request, agent=entity)
         if decision.outcome is Outcome.APPROVAL_REQUIRED and approved is None:
             approval = self._approvals.consume(self._binding(claims, request))
             if approval is not None:
@@ -215,7 +218,7 @@ class _Steps(_Enforcing):
                     spent = (similar[0], similar[1])
             if approval is not None:
                 request = _approved(request)
-                decision = self._engine.decide(request)
+                decision = self._engine.decide(request, agent=entity)
         event = decision_event(request, decision, now=self._clock.now(), grant=call.accessor,
                                holder=HELD_IN_PROCESS if use.held else None,
                                decided_again=None if again is None

@@ -10,7 +10,8 @@ binding and storing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from proctor.audit import AuditEvent, AuditLog, decision_event
 from proctor.audit.recording import unaudited
@@ -171,7 +172,8 @@ class _Deciding:
         events: list[AuditEvent] = []
         revisions: set[int | None] = set()
         replaces = None if again is None else (again.code, again.message)
-        for decision_request, decision in self._decisions(request, ttl_seconds):
+        entity = state.entity if state is not None else None
+        for decision_request, decision in self._decisions(request, ttl_seconds, entity):
             revisions.add(decision.revision)
             if self._audit is not None:
                 events.append(decision_event(decision_request, decision,
@@ -220,12 +222,18 @@ class _Deciding:
                 _written(self._audit, [decision_event(decision_request, denied,
                                                       now=self._clock.now())], denied)
 
-    def _decisions(self, request: Request, ttl_seconds: int
+    def _decisions(self, request: Request, ttl_seconds: int,
+                   entity: Mapping[str, Any] | None
                    ) -> Iterator[tuple[DecisionRequest, Decision]]:
-        return self._decided_for(request, ttl_seconds, self.covered_tools(request.scope))
+        return self._decided_for(request, ttl_seconds, self.covered_tools(request.scope),
+                                 entity=entity)
 
     def _decided_for(self, request: Request, ttl_seconds: int, tools: Sequence[str], *,
-                     remember: bool = True) -> Iterator[tuple[DecisionRequest, Decision]]:
+                     remember: bool = True, entity: Mapping[str, Any] | None = None
+                     ) -> Iterator[tuple[DecisionRequest, Decision]]:
+        """Each tool's decision; ``entity``: the agent as read (:class:`DecidedOn`), which
+        policy decides on, never the engine's entry of it if another thread put another
+        (None: the engine's; a receiver refused before policy)."""
         task = request.task
         context = issue_context(now=self._clock.now(), task=task.id, purpose=task.purpose,
                                 on_behalf_of=task.on_behalf_of, ttl_seconds=ttl_seconds,
@@ -235,7 +243,8 @@ class _Deciding:
         for tool in tools:
             decision_request = DecisionRequest(EntityRef("Agent", request.agent_id),
                                                "grant:issue", EntityRef("Tool", tool), context)
-            yield decision_request, self._engine.decide(decision_request, remember=remember)
+            yield decision_request, self._engine.decide(decision_request, remember=remember,
+                                                        agent=entity)
 
     def known_tools(self, *scopes: GrantScope) -> list[str]:
         """The tools this process knows; if an entry of ``scopes`` matches none of them,

@@ -7,8 +7,9 @@ name them without the issuer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from proctor.audit import AuditEvent
 from proctor.grants.scope import GrantScope
@@ -35,10 +36,13 @@ class IssuedGrant:
 class DecidedOn(NamedTuple):
     """The agent as policy will decide an issuance on it: its trust state and its risk
     (``principal.risk_score``, ``principal.risk_factors``). A grant's write confirms
-    both (``agent_changed``), as a call's does."""
+    both (``agent_changed``), as a call's does. ``entity``: its Cedar entity as read,
+    which policy decides on (``PolicyEngine.decide``'s ``agent``), whatever version of
+    the agent the engine holds meanwhile (None: the engine's)."""
 
     state: str
     risk: Risk
+    entity: Mapping[str, Any] | None = None
 
 
 class Delegator(NamedTuple):

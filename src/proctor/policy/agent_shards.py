@@ -20,6 +20,13 @@ roles or parents, as :func:`proctor.identity.agent_principals` does for the whol
 graph. The one thing a shard does not hold is *another* agent: a policy that reads
 an attribute of an agent named literally (``Agent::"…".risk_score``) fails to
 evaluate for principals of other shards, and a failed evaluation is a deny.
+
+The shards' members and handles are swapped as one value (:class:`_Spread`), so a
+reader never pairs one shard's members with another generation's handle:
+a decision is evaluated against a handle that holds *exactly* the entity it read and
+checked (:meth:`AgentShards.handle_with`, else the one :meth:`AgentShards.put`
+returns), never one holding another version of the agent put meanwhile by another
+thread (the change feed's, or another decision's).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import json
 import threading
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import cedarpy
 
@@ -44,6 +51,14 @@ def _shard_of(agent_id: str, count: int) -> int:
     return zlib.crc32(agent_id.encode()) & (count - 1)
 
 
+class _Spread(NamedTuple):
+    """The shards as one value: each shard's members and the handle built of them (the
+    same index), replaced whole, never one list without the other."""
+
+    members: list[dict[str, Mapping[str, Any]]]
+    handles: list[cedarpy.Entities]
+
+
 class AgentShards:
     """Agents' entities over a base handle; one handle per shard, rebuilt alone."""
 
@@ -52,9 +67,9 @@ class AgentShards:
         self.base = base
         self._base_uids = base_uids
         everyone = {_checked(e): e for e in agents}
-        self._members = _spread(everyone, _count_for(len(everyone)))
+        members = _spread(everyone, _count_for(len(everyone)))
+        self._spread = _Spread(members, [self._build(m) for m in members])
         self._size = len(everyone)
-        self._handles = [self._build(m) for m in self._members]
         self._lock = threading.Lock()  # one rebuilder at a time; readers never wait
 
     def __len__(self) -> int:
@@ -62,56 +77,74 @@ class AgentShards:
 
     @property
     def shard_count(self) -> int:
-        return len(self._members)
+        return len(self._spread.members)
 
     def agents(self) -> list[Mapping[str, Any]]:
-        return [e for members in self._members for e in members.values()]
+        return [e for members in self._spread.members for e in members.values()]
 
     def entity(self, agent_id: str) -> Mapping[str, Any] | None:
-        members = self._members
+        """The entity held for ``agent_id`` (the object put, not a copy), or None."""
+        members = self._spread.members
         return members[_shard_of(agent_id, len(members))].get(agent_id)
 
     def handle_for(self, agent_id: str) -> cedarpy.Entities:
         """The handle holding ``agent_id`` (if registered), its owner, groups and the base."""
-        handles = self._handles
+        handles = self._spread.handles
         return handles[_shard_of(agent_id, len(handles))]
 
-    def put(self, entity: Mapping[str, Any]) -> None:
+    def handle_with(self, entity: Mapping[str, Any], agent_id: str) -> cedarpy.Entities | None:
+        """The handle of ``agent_id``'s shard if that shard holds ``entity`` itself (or an
+        equal one) as ``agent_id``'s entity, else None (:meth:`put` it: the handle it
+        returns holds it). The members and the handle are read as one value: another
+        thread's put of another version of the agent may come at any moment, never
+        between them."""
+        members, handles = self._spread
+        index = zlib.crc32(agent_id.encode()) & (len(members) - 1)  # _shard_of, inline
+        held = members[index].get(agent_id)
+        if held is entity or (held is not None and held == entity):
+            return handles[index]
+        return None
+
+    def put(self, entity: Mapping[str, Any]) -> cedarpy.Entities:
         """Add or replace one agent's entity; rebuilds its shard only (or, when the fleet
-        has outgrown the shards, doubles them)."""
+        has outgrown the shards, doubles them). Returns the handle holding it."""
         agent_id = _checked(entity)
         with self._lock:
-            index = _shard_of(agent_id, len(self._members))
-            members = self._members[index]
+            members_of = self._spread.members
+            index = _shard_of(agent_id, len(members_of))
+            members = members_of[index]
             if members.get(agent_id) == entity:
-                return
-            self._replace(index, {**members, agent_id: entity},
-                          self._size + (agent_id not in members))
+                return self._spread.handles[index]
+            return self._replace(index, {**members, agent_id: entity},
+                                 self._size + (agent_id not in members), agent_id)
 
     def remove(self, agent_id: str) -> None:
         with self._lock:
-            index = _shard_of(agent_id, len(self._members))
-            members = self._members[index]
+            index = _shard_of(agent_id, len(self._spread.members))
+            members = self._spread.members[index]
             if agent_id in members:
                 self._replace(index, {k: v for k, v in members.items() if k != agent_id},
-                              self._size - 1)
+                              self._size - 1, agent_id)
 
-    def _replace(self, index: int, members: dict[str, Mapping[str, Any]], size: int) -> None:
+    def _replace(self, index: int, members: dict[str, Mapping[str, Any]], size: int,
+                 agent_id: str) -> cedarpy.Entities:
         """Swap in one shard's new members and handle (built before anything changes, so
         a failure changes nothing); when the fleet has outgrown the shards, double them
-        all instead."""
+        all instead. Returns the handle of ``agent_id``'s shard as swapped in."""
+        old = self._spread
         wanted = _count_for(size)
-        if wanted > len(self._members):
-            everyone = {k: v for i, m in enumerate(self._members) if i != index
+        if wanted > len(old.members):
+            everyone = {k: v for i, m in enumerate(old.members) if i != index
                         for k, v in m.items()}
             spread = _spread({**everyone, **members}, wanted)
-            handles = [self._build(m) for m in spread]
-            self._members, self._handles, self._size = spread, handles, size
-            return
+            self._spread = _Spread(spread, [self._build(m) for m in spread])
+            self._size = size
+            return self._spread.handles[_shard_of(agent_id, wanted)]
         handle = self._build(members)
-        shards, handles = list(self._members), list(self._handles)
+        shards, handles = list(old.members), list(old.handles)
         shards[index], handles[index] = members, handle
-        self._members, self._handles, self._size = shards, handles, size
+        self._spread, self._size = _Spread(shards, handles), size
+        return handle
 
     def _build(self, members: Mapping[str, Mapping[str, Any]]) -> cedarpy.Entities:
         if not members:

@@ -111,17 +111,28 @@ class PolicyEngine:
         self.active = policies
         self._memo.clear()
 
-    def extend_catalog(self, tools: Iterable[ToolSpec]) -> None:
+    def extend_catalog(self, tools: Iterable[ToolSpec], *, keep_known: bool = False) -> bool:
         """Add tools (or replace those with the same id) and rebuild the schema, the
-        entity graph and the active and shadow sets against the new schema.
+        entity graph and the active and shadow sets against the new schema. Returns
+        whether anything changed.
 
         For tools discovered at run time (the gateway's ``tools/list``). Raises
         :class:`~proctor.errors.PolicyValidationError` if a set no longer validates;
         the engine is then left exactly as it was.
+
+        ``keep_known``: add only the tools the engine does not know *when the change
+        is made* (under the lock), never replace one: for tools learnt from the store
+        (:meth:`~proctor.policy.known_tools.KnownTools.teach`), whose caller looked at
+        the catalog before, on any thread, while this process's gateway may have put
+        its own definition of the tool since (its labels win; a stored one put over
+        it would be decided on from then on).
         """
         with self._changing:
             by_id = {t.tool_id: t for t in self.catalog}
-            by_id.update((t.tool_id, t) for t in tools)
+            added = [t for t in tools if not (keep_known and t.tool_id in by_id)]
+            if not added:
+                return False
+            by_id.update((t.tool_id, t) for t in added)
             catalog = ToolCatalog(by_id.values())
             schema = build_schema(catalog)
             groups = {"call": frozenset(t.action_id for t in catalog)}
@@ -134,6 +145,7 @@ class PolicyEngine:
             self._agents, self._full, self.active, self.shadow = agents, None, active, shadow
             self._projectable = {}
             self._memo.clear()
+        return True
 
     def set_principals(self, principals: Sequence[dict[str, Any]]) -> None:
         """Replace agents, humans and groups; every shard is rebuilt, here."""
@@ -147,7 +159,8 @@ class PolicyEngine:
     def put_agent(self, entity: dict[str, Any]) -> None:
         """Add or replace one agent's entity (see
         :func:`~proctor.policy.entities.agent_entity`); only its shard is rebuilt,
-        whatever the number of agents."""
+        whatever the number of agents. What a later decision is evaluated on only
+        when it names no entity of its own (:meth:`decide`'s ``agent``)."""
         if entity["uid"]["type"] != "Agent":
             raise ConfigError("only an agent's entity is put one at a time")
         with self._changing:
@@ -161,9 +174,16 @@ class PolicyEngine:
             self._full = None
 
     def agent_entity(self, agent_id: str) -> dict[str, Any] | None:
-        """The entity the engine holds for ``agent_id``, or None."""
+        """The entity the engine holds for ``agent_id``, or None (a copy)."""
         found = self._agents.entity(agent_id)
         return dict(found) if found is not None else None
+
+    def agent_entry(self, agent_id: str) -> Mapping[str, Any] | None:
+        """The entity object the engine holds for ``agent_id`` (not a copy: read it, never
+        change it), or None. A caller that builds the entity of an agent it read may take
+        this one instead when they are equal, so that :meth:`decide`'s check that the
+        engine holds it is one identity test."""
+        return self._agents.entity(agent_id)
 
     def entities_for(self, principal: EntityRef) -> cedarpy.Entities:
         """The handle a request by ``principal`` is evaluated against: its agent's shard
@@ -184,7 +204,8 @@ class PolicyEngine:
             self._full = full
         return full
 
-    def decide(self, request: DecisionRequest, *, remember: bool = False) -> Decision:
+    def decide(self, request: DecisionRequest, *, remember: bool = False,
+               agent: Mapping[str, Any] | None = None) -> Decision:
         """Decide ``request`` with the active policy set; shadow-evaluate the candidate.
 
         ``remember``: the decision may be the one taken on the same request before,
@@ -192,23 +213,64 @@ class PolicyEngine:
         (:mod:`proctor.policy.memo`: the same policy set and entities, the same values
         of what the policies read). For issuance, which asks the same again and again;
         a tool call's arguments seldom repeat.
+
+        ``agent``: the entity of the request's principal (an agent) as the caller read
+        and checked it, the one its write confirms. The decision is evaluated on that
+        entity, whatever another thread put for the agent meanwhile (the change feed an
+        older read of it, another decision its own): against its shard's handle when
+        the shard holds that object (one identity test), else against the shard rebuilt
+        with it put. Without it: the entity the engine holds now, which a concurrent
+        put may have made older than what the caller read (for explaining and tests).
         """
-        decision = self.evaluate(self.active, request, remember=remember)
+        entities: cedarpy.Entities | Decision
+        if agent is None:
+            entities = self.entities_for(request.principal)
+        else:  # held as the principal's already (one identity test), else put
+            held = self._agents.handle_with(agent, request.principal.id)
+            entities = held if held is not None else self._holding(request, agent)
+            if isinstance(entities, Decision):
+                return entities
+        decision = self._evaluate_on(self.active, request, entities, remember)
         shadow = self.shadow
         if shadow is not None:
             difference = ShadowDifference.between(
-                request, decision, self.evaluate(shadow, request, remember=remember))
+                request, decision, self._evaluate_on(shadow, request, entities, remember))
             if difference is not None:
                 self.shadow_differences.append(difference)
         return decision
 
+    def _holding(self, request: DecisionRequest, agent: Mapping[str, Any]
+                 ) -> cedarpy.Entities | Decision:
+        """A handle holding ``agent``, put now (its shard holds another version of it); a
+        deny if ``agent`` is not the principal's or cannot be put."""
+        try:
+            principal = request.principal
+            if principal.type != "Agent" or agent["uid"]["id"] != principal.id:
+                raise ConfigError("the agent's entity is not the request's principal")
+            with self._changing:
+                handle = self._agents.put(agent)
+                self._full = None
+            return handle
+        except Exception as exc:  # the decision point must answer, never raise
+            log.error("decision on `%s` failed: the agent's entity could not be held (%s)",
+                      request.action, type(exc).__name__)
+            message = f"decision failed: {type(exc).__name__}"
+            revision = self.active.revision if self.active is not None else None
+            return Decision(Outcome.DENY, ReasonCode.ENGINE_ERROR,
+                            reasons=(message,), errors=(message,), revision=revision)
+
     def evaluate(self, policies: CompiledPolicies | None, request: DecisionRequest, *,
                  remember: bool = False) -> Decision:
-        """Decide ``request`` against ``policies``; any error is a deny that carries it.
-        ``remember``: as :meth:`decide`'s."""
+        """Decide ``request`` against ``policies`` and the entities the engine holds now;
+        any error is a deny that carries it. ``remember``: as :meth:`decide`'s."""
+        return self._evaluate_on(policies, request, self.entities_for(request.principal),
+                                 remember)
+
+    def _evaluate_on(self, policies: CompiledPolicies | None, request: DecisionRequest,
+                     entities: cedarpy.Entities, remember: bool) -> Decision:
+        """:meth:`evaluate` against ``entities``."""
         if policies is None:
             return _NO_POLICIES
-        entities = self.entities_for(request.principal)
         if not remember or self.schema_checks_every_request:
             return self._evaluate(policies, request, entities)
         reads = policies.memo_reads(request.action, str(request.resource))
