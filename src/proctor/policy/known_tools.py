@@ -67,19 +67,21 @@ class KnownTools:
         """Extend ``engine`` with the stored tools it does not know; True if it learnt any.
 
         A stored tool the engine already knows keeps the engine's own entry (its
-        bundle's labels win). If the policies do not validate with the new tools, the
-        engine is left as it was: those tools stay unknown and are denied.
+        bundle's labels win), also one it came to know after the stored ones were read
+        (another thread's: the gateway's own definition, another teach): the engine
+        adds only what it does not know when it changes. If the policies do not
+        validate with the new tools, the engine is left as it was: those tools stay
+        unknown and are denied.
         """
         new = [t for t in self.load() if engine.catalog.by_action(t.action_id) is None]
         if not new:
             return False
         try:
-            engine.extend_catalog(new)
+            return engine.extend_catalog(new, keep_known=True)
         except PolicyValidationError as exc:
             log.error("policies do not validate with the stored tools (%s); calls to them "
                       "are denied", exc.message)
             return False
-        return True
 
 
 def _spec(tool: ToolSpec) -> dict[str, Any]:
