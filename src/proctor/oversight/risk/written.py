@@ -22,7 +22,8 @@ subclass) is written by ``dumps``.
 from __future__ import annotations
 
 import json
-from math import isfinite
+from itertools import compress
+from math import copysign, isfinite
 from operator import is_not
 from typing import Any
 
@@ -54,7 +55,7 @@ class BaselineText:
     own), its seldom changed parts kept (see the module docstring) until the folder says
     a fold changed them (:meth:`changed`, :meth:`trend_changed`)."""
 
-    __slots__ = ("_hours", "_rest", "_trend", "baseline")
+    __slots__ = ("_hours", "_rate", "_rest", "_trend", "baseline")
 
     def __init__(self, baseline: dict[str, Any]) -> None:
         self.baseline = baseline  # held: its id is no other's while this lives
@@ -63,6 +64,9 @@ class BaselineText:
         # the hours' list, its floats as last written and their texts (a fold replaces
         # one float: the others keep their objects, held here, so their texts)
         self._hours: tuple[list[Any], list[Any], list[str]] | None = None
+        # the rate's mean and variance as last written and their texts (a fold replaces
+        # them only when a window closes: the same objects, the same texts)
+        self._rate: tuple[float, float, str] | None = None
 
     def changed(self) -> None:
         """A part other than the counters and the history may have changed."""
@@ -119,10 +123,18 @@ class BaselineText:
                 and (mark is None or type(mark) is int)
                 and isfinite(mean + var + total + denies + approvals + (at or 0.0))):
             return None
+        kept = self._rate
+        if kept is None or kept[0] is not mean or kept[1] is not var:
+            kept = self._rate = (mean, var, f'"mean": {mean!r}, "var": {var!r}')
+        # a count at 0.0 (the deny and approval counts of most agents) without
+        # float.__repr__ (-0.0, which a stored baseline may hold, goes through it)
+        denied = "0.0" if denies == 0.0 and copysign(1.0, denies) > 0.0 else repr(denies)
+        held = "0.0" if approvals == 0.0 and copysign(1.0, approvals) > 0.0 \
+            else repr(approvals)
         text = (f'"calls": {calls}, "rate": {{"start": {"null" if start is None else start}, '
-                f'"count": {count}, "mean": {mean!r}, "var": {var!r}, "windows": {windows}}}, '
+                f'"count": {count}, {kept[2]}, "windows": {windows}}}, '
                 f'"hours": {self._hours_text(hours)}, "ratios": {{"total": {total!r}, '
-                f'"denies": {denies!r}, "approvals": {approvals!r}, '
+                f'"denies": {denied}, "approvals": {held}, '
                 f'"at": {"null" if at is None else repr(at)}}}, '
                 f'"numbers": {dumps(numbers) if numbers else "{}"}')
         if mark is None:
@@ -139,10 +151,7 @@ class BaselineText:
                 return dumps(hours)
             kept = self._hours = (hours, list(hours), [dumps(hour) for hour in hours])
         _, objects, texts = kept
-        moved = list(map(is_not, hours, objects))
-        at = -1
-        for _ in range(moved.count(True)):
-            at = moved.index(True, at + 1)
+        for at in compress(range(len(objects)), map(is_not, hours, objects)):
             hour = hours[at]
             if type(hour) is not float:
                 self._hours = None
