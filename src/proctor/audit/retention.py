@@ -27,6 +27,7 @@ between two chunks leaves such a log, and the next archive (or
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -56,7 +57,13 @@ from proctor.audit.checkpoints import (
 from proctor.audit.cuts import Cut, check_cut, insert_cut, read_cuts, sign_cut
 from proctor.audit.driver import TIME_KEY, WriteCursor, iter_links
 from proctor.audit.query import iter_events
-from proctor.audit.verification import ChainChecker, Problem, VerifyReport, with_kept
+from proctor.audit.verification import (
+    ChainChecker,
+    Problem,
+    VerifyReport,
+    cut_problem,
+    with_kept,
+)
 from proctor.clock import Clock, SystemClock
 from proctor.documents import MAX_DEPTH, parse_json
 from proctor.errors import AuditError, AuditIntegrityError, DocumentError
@@ -127,18 +134,25 @@ def write_segment(store: Store, path: Path, *, up_to_seq: int, signer: SignerSou
     checkpoint's position, or past the last); ``verifiers`` (by key id) check the
     chain's checkpoints first.
 
-    Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify, or
-    the log's last checkpoint does not hold (see
+    Refuses (:class:`AuditIntegrityError`) if that part of the chain does not verify
+    (with where it starts: a chain that starts after position 1 without the signed cut
+    verify requires there, ``cut_missing`` or ``cut_invalid``, is refused, so the cut
+    signed now never vouches for events deleted without one), or the log's last
+    checkpoint does not hold (see
     :func:`~proctor.audit.checkpoint_chain.continue_from`).
     """
     with store.snapshot() as conn:  # one snapshot, as verify_store's walk
         checkpoints = read_checkpoints(conn)
-        checker = ChainChecker(checkpoints, verifiers, cuts=lambda: read_cuts(conn))
+        cuts = functools.cache(lambda: read_cuts(conn))
+        checker = ChainChecker(checkpoints, verifiers, cuts=cuts)
         for rows in iter_links(conn):
             if (not checker.feed([r for r in rows if r[0] <= up_to_seq])
                     or rows[-1][0] >= up_to_seq):
                 break
-    report = checker.report()
+        # where the chain starts, as verify_store holds it: events deleted without a
+        # cut (`cut_missing`) are refused, never covered by this archive's cut
+        uncut, _ = cut_problem(checker, None, cuts, verifiers)
+    report = checker.report(also=uncut)
     if report.problem is not None:
         raise AuditIntegrityError(f"refusing to archive: {report.problem.message}")
     if checker.cut_through is not None:  # another archive is deleting them right now

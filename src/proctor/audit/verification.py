@@ -378,11 +378,14 @@ def _unverifiable(kept: Sequence[Checkpoint], checker: ChainChecker,
                    "archived segment that covers it with `--archive` and `--checkpoint`)")
 
 
-def _cut_problem(checker: ChainChecker, head: ChainHead | None,
+def cut_problem(checker: ChainChecker, head: ChainHead | None,
                  cuts: Callable[[], Mapping[int, Cut]], verifiers: Mapping[str, Verifier]
                  ) -> tuple[Problem | None, str | None]:
     """Whether an archive cut the chain where it starts: the problem (``cut_missing``,
-    ``cut_invalid``) or a note (a cut by an earlier version, which signed none)."""
+    ``cut_invalid``) or a note (a cut by an earlier version, which signed none).
+    Checked by :func:`verify_store`, and by an archive before it signs a cut
+    (:func:`~proctor.audit.retention.write_segment`): a cut signed over a log whose
+    oldest events were deleted without one would vouch for the deletion."""
     if checker.cut_through is not None:
         through = checker.cut_through  # the events left below it are being deleted
     elif checker.first_seq is not None:
@@ -466,8 +469,8 @@ def verify_store(store: Store, verifiers: Mapping[str, Verifier],
         if broken is not None and checker.bad_checkpoint is not None \
                 and broken[0] >= checker.bad_checkpoint.seq:
             broken = None  # a checkpoint left out for its signature is reported as such
-        cut_problem, cut_note = _cut_problem(checker, expected, cuts, verifiers)
-        for found in (None if broken is None else Problem(*broken), cut_problem):
+        cut_problem_, cut_note = cut_problem(checker, expected, cuts, verifiers)
+        for found in (None if broken is None else Problem(*broken), cut_problem_):
             if found is not None and (kept_problem is None or found.seq < kept_problem.seq):
                 kept_problem = found
         if kept_problem is not None and (checker.problem is None
