@@ -8,7 +8,7 @@ by RE2 as it stands let an argument through that the policy's author had exclude
 ``\\r`` past ``^.*$`` (a header injected), a U+00A0 or ``\\v`` past ``^\\S+$`` (an argument
 split in two). So the pattern is read here by ECMA-262's grammar (§22.2.1, with Annex B's
 literal ``]``, ``}`` and ``{``), and written back with nothing of RE2's syntax but groups,
-alternatives, quantifiers, ``^``, ``$``, ``\\b`` and ``\\B``: every character and every set
+alternatives, quantifiers, ``^``, ``$`` and ``\\b``: every character and every set
 is spelled out in code points. As ECMA-262 has them (§22.2.2, the CharSet of a
 CharacterClassEscape; §12.2 White Space; §12.3 Line Terminators):
 
@@ -27,7 +27,8 @@ is one character too (:func:`proctor.gateway.schemas._search`), as ECMA-262 has 
 
 Refused (:class:`PatternRefusedError`; the gateway then hides the tool): what has no
 linear-time match (a backreference, ``\\k<…>``, a lookaround) and what ECMA-262 does not
-read as one thing or at all: inline flags and flag groups (``(?i)``, ``(?s:…)``), other
+read as one thing or at all: ``\\B`` (RE2 holds it between two bytes of one character),
+inline flags and flag groups (``(?i)``, ``(?s:…)``), other
 ``(?…`` groups (``(?P<…>``, ``(?#…)``), ``\\p{…}`` (``p{…}`` without the ``u`` flag, and
 RE2's Unicode tables are not the engine's), ``\\u{…}``, a lone surrogate, escapes of
 letters and digits ECMA-262 does not define (``\\A``, ``\\z``, ``\\Q``, ``\\C``, ``\\a``,
@@ -197,9 +198,16 @@ class _Reader:
     def _escape(self) -> tuple[str, bool]:
         """The escape at ``self.at`` outside a class, and whether it takes a quantifier."""
         char = self.text[self.at + 1:self.at + 2]
-        if char in ("b", "B"):
+        if char == "b":
             self.at += 2
-            return "\\" + char, False
+            return "\\b", False
+        if char == "B":
+            # RE2 weighs its assertions at byte offsets, and an unanchored search starts
+            # at any byte: between two bytes of one UTF-8 character (neither a word
+            # character) `\B` holds, so `x|\B` took text ECMA-262 refuses (`\b` needs
+            # an ASCII word byte on one side, and holds nowhere inside a character)
+            raise PatternRefusedError(
+                "has `\\B`: RE2 weighs it inside a character's bytes, ECMA-262 does not")
         if char in _CLASS_ESCAPES:
             self.at += 2
             return _set(_CLASS_ESCAPES[char]), True
