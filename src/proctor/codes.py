@@ -61,7 +61,7 @@ Code = Literal[
     "document_too_deep", "document_alias_refused",
     # HTTP framing, refused before any application sees the request (proctor.server.framing)
     "request_head_too_large", "request_timeout", "http_version_unsupported",
-    "upgrade_unsupported",
+    "upgrade_unsupported", "request_target_invalid",
     # policy: the policy set, and the decision point's reasons for an answer
     "policy_invalid", "policy_test_invalid", "policy_forbid", "no_matching_permit",
     "approval_required", "no_active_policies", "invalid_request", "engine_error",
@@ -180,6 +180,9 @@ REGISTRY: Mapping[Code, CodeInfo] = {
     "upgrade_unsupported": CodeInfo("the request asked to switch protocols (`Connection: "
                                     "upgrade`: a WebSocket handshake, h2c), which neither "
                                     "server does; the connection is closed", 400),
+    "request_target_invalid": CodeInfo("a request target that is not a path (`POST "
+                                       "http://host/mcp`): neither server is a proxy; "
+                                       "the connection is closed", 400),
     "document_malformed": CodeInfo("a JSON, YAML or TOML document that does not parse", 422),
     "document_too_large": CodeInfo("a document over its size cap", 422),
     "document_too_deep": CodeInfo("a document nested past the depth cap", 422),

@@ -225,6 +225,23 @@ async def test_a_head_sent_slowly_is_closed_when_it_times_out_and_an_answered_on
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok 0\r\n0\r\n\r\n")
 
 
+@pytest.mark.parametrize("protocol", [NoDelayH11Protocol, NoDelayHttpToolsProtocol])
+@pytest.mark.parametrize("target", [b"http://elsewhere.example/mcp", b"//elsewhere/mcp",
+                                    b"elsewhere.example:443", b"mcp"])
+async def test_a_request_target_that_is_not_a_path_is_refused_400(
+        protocol: type[asyncio.Protocol], target: bytes) -> None:
+    # httptools routed `POST http://elsewhere.example/mcp` to `/mcp`, whatever its host
+    answer = await _answer(protocol, b"POST " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 0\r\n\r\n")
+    if target.startswith(b"//"):  # a path of its own (origin form), served
+        assert answer.startswith(b"HTTP/1.1 200")
+        return
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    if target.startswith(b"http:") or protocol is NoDelayH11Protocol:
+        # httptools' own parser refuses an authority or a bare name as a target
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "request_target_invalid"
+
+
 _SMUGGLED = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
              b"GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

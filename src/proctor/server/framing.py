@@ -91,6 +91,8 @@ class Refusal:
 
 
 _MALFORMED = Refusal(None, "")
+_TARGET = Refusal("request_target_invalid", "the request target must be a path (origin "
+                  "form, RFC 9112 3.2.1), not a URL or an authority")
 _UPGRADE = Refusal("upgrade_unsupported", "this server does not switch protocols: send the "
                    "request without `Connection: upgrade`")
 
@@ -128,6 +130,11 @@ def head_refusal(version: str, target: bytes, headers: Sequence[tuple[bytes, byt
         return _MALFORMED
     if encodings and (lengths or encodings > 1 or not chunked or version == "1.0"):
         return _MALFORMED
+    if not target.startswith(b"/") and target != b"*":
+        # httptools routes `POST http://elsewhere/mcp` to `/mcp` (h11 to a path of that
+        # whole text, not found): neither server is a proxy, and the host in such a target
+        # was never compared with the `Host` header DNS-rebinding protection checks
+        return _TARGET
     if upgrade:
         return _UPGRADE
     return None
