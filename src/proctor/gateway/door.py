@@ -29,7 +29,10 @@ refusal is the agent's act only then. A proof that fails is the answer instead (
 ``proof_*`` code, as its decision would have answered it), audited by
 ``system:unauthenticated``; claiming the nonce keeps a refused call's proof from being
 spent again on one that is allowed. A call that is decided checks its proof once, in
-its decision.
+its decision. A decided request that would open its grant's gateway session (none is
+live here: the first after an idle close) has its proof checked first
+(:meth:`HttpSessions.hold <proctor.gateway.http.HttpSessions.hold>`; its nonce read,
+not claimed, so its decision claims it once), or nothing opens for it.
 """
 
 from __future__ import annotations

@@ -141,6 +141,15 @@ class HttpCredentials:
         return grants.prepare(self.token, self.proof, method=self.unproven,
                               target=self.target, tool_id=None, args=None)
 
+    def opening_use(self, grants: GrantAuthority) -> GrantUse | None:
+        """The proof the door left to the decision, checked before a gateway session
+        opens for the request (its nonce not spent, and left to the decision to claim:
+        :meth:`HttpSessions.hold`); None if the door checked it."""
+        if self.unproven is None:
+            return None
+        return grants.prove_unspent(self.token, self.proof, method=self.unproven,
+                                    target=self.target)
+
     def decide(self, enforcer: Enforcer, call: ToolCall) -> Awaitable[CallVerdict]:
         return enforcer.decide_call_on_loop(self.token, self.proof, call)
 
@@ -159,7 +168,8 @@ class HttpSessions:
         self._mcp_sessions: dict[str, list[tuple[StreamableHTTPSessionManager, str]]] = {}
         self.direct: HttpDirect | None = None  # forgets the MCP sessions that end
 
-    async def hold(self, claims: GrantClaims) -> GatewaySession:
+    async def hold(self, claims: GrantClaims, creds: HttpCredentials | None = None
+                   ) -> GatewaySession:
         """The grant's session (a new one if it has none), held for one request: the
         caller releases it (:meth:`GatewaySession.release`) once the request is answered.
 
@@ -168,11 +178,23 @@ class HttpSessions:
         is forgotten as it closes, so only a session closed for another reason
         (revoked, expired, the gateway stopping) is found closed: that fails with
         ``session_closed``.
+
+        A session opens (its lease node stored, upstreams started, secrets leased, the
+        configured manifest presented) only for a request whose proof holds: one the
+        door left to its decision (``creds.unproven``) has it checked first, as its
+        decision will, and a proof already spent refused; the nonce is left to the
+        decision to claim, once. A proof that fails is the answer (its ``proof_*``
+        code), audited by ``system:unauthenticated`` (:mod:`proctor.gateway.door`). A
+        request on a live session is not checked here: its decision checks it.
         """
         found = self._by_grant.get(claims.grant_id)
         if found is not None:
             found.hold()
             return found
+        if creds is not None and creds.unproven is not None:
+            await self._gateway.results.proved(
+                claims, urlsplit(creds.target).path, creds, creds.opening_use,
+                method=creds.unproven)
         async with self._lock:
             found = self._by_grant.get(claims.grant_id)
             if found is None:
@@ -264,7 +286,7 @@ class HttpBinder:
         creds = HttpCredentials(token, request.headers.get(PROOF_HEADER, ""),
                                 self._public + request.url.path, client, unproven)
         try:
-            session = await self._sessions.hold(claims)
+            session = await self._sessions.hold(claims, creds)
         except ProctorError as exc:  # the store, say: no session, no call
             raise rpc_error(exc.code, exc.message, code=SESSION_CLOSED) from None
         try:

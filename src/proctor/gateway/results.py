@@ -29,7 +29,7 @@ a grant is refused (``grant_leaked``): forwarding it would hand the grant on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -187,17 +187,7 @@ class ResultGuard:
         answer the door checked)."""
         use = None
         if creds is not None:
-            try:
-                use = await anyio.to_thread.run_sync(creds.refusal_use, self._grants)
-            except ProctorError as exc:
-                spent = getattr(exc, "spent", None)
-                if isinstance(spent, ProofSpent):  # the key proved, the grant's line refused
-                    await self._write(self._rejected(claims, target, exc.code), spent, claims,
-                                      target, creds.source_ip)
-                elif exc.code.startswith("proof_"):
-                    await self.reject_unproven(claims, target, exc.code,
-                                               source=creds.source_ip)
-                raise rpc_error(exc.code, exc.message) from None
+            use = await self.proved(claims, target, creds, creds.refusal_use)
         event = self._rejected(claims, target, code)
         if use is None:
             try:
@@ -207,6 +197,26 @@ class ResultGuard:
             return
         await self._write(event, use, claims, target,
                           creds.source_ip if creds is not None else None)
+
+    async def proved(self, claims: GrantClaims, target: str, creds: Credentials,
+                     check: Callable[[GrantAuthority], GrantUse | None], *,
+                     method: str | None = None) -> GrantUse | None:
+        """The use ``check`` finds the request's proof makes (in a worker thread: it may
+        read the store). A check that fails is raised as its JSON-RPC error, audited: by
+        ``system:unauthenticated`` when the proof fails (``method``: the one it was
+        checked for, named in the event), as the agent's refusal when the key was proved
+        and the grant's line refused (its nonce claimed in the event's write)."""
+        try:
+            return await anyio.to_thread.run_sync(check, self._grants)
+        except ProctorError as exc:
+            spent = getattr(exc, "spent", None)
+            if isinstance(spent, ProofSpent):  # the key proved, the grant's line refused
+                await self._write(self._rejected(claims, target, exc.code), spent, claims,
+                                  target, creds.source_ip)
+            elif exc.code.startswith("proof_"):
+                await self.reject_unproven(claims, target, exc.code, source=creds.source_ip,
+                                           method=method)
+            raise rpc_error(exc.code, exc.message) from None
 
     async def _write(self, event: AuditEvent, effects: GrantUse | ProofSpent,
                      claims: GrantClaims, target: str, source: str | None) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "forget_nonces",
     "nonce_kept_until",
     "nonce_key",
+    "nonce_spent",
     "reserve_uses",
     "use_once",
     "uses_left_of",
@@ -144,6 +145,12 @@ def claim_nonce(conn: Connection, proof: VerifiedProof, now: datetime) -> None:
                 nonce=nonce_key(proof), expires_at=nonce_kept_until(proof, now)))
     except IntegrityError as exc:
         raise GrantError("proof_replayed", "this proof was already used") from exc
+
+
+def nonce_spent(store: Store, nonce: str) -> bool:
+    """Whether the nonce kept under ``nonce`` (:func:`nonce_key`) was claimed, read
+    without claiming it (on the store's fast read path)."""
+    return bool(store.fetch("SELECT 1 FROM proof_nonces WHERE nonce = {p}", [nonce]))
 
 
 _CLAIM = ("INSERT INTO proof_nonces (nonce, expires_at) VALUES ({p}, {p}) "

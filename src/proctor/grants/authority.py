@@ -48,6 +48,7 @@ from proctor.grants.accounting import (
     forget_nonces,
     nonce_kept_until,
     nonce_key,
+    nonce_spent,
     uses_left_of,
 )
 from proctor.grants.agents import (
@@ -517,6 +518,19 @@ class GrantAuthority:
                         nonce_kept_until(verified, now), counts=tool_id is not None,
                         limit=self._limit_of(claims.grant_id),
                         max_risk=self.delegator_max_risk, constrained=constrained)
+
+    def prove_unspent(self, token: str, proof: str, *, method: str, target: str) -> GrantUse:
+        """:meth:`prepare` for a use that calls no tool, and the proof's nonce not spent
+        yet, read without claiming it (else ``proof_replayed``): for a request whose
+        decision claims its proof, checked before anything is done on its behalf ahead of
+        that decision (the HTTP gateway opening a session for it:
+        :mod:`proctor.gateway.door`). Nothing is written: the decision claims the nonce,
+        once."""
+        use = self.prepare(token, proof, method=method, target=target, tool_id=None,
+                           args=None)
+        if use.nonce is not None and nonce_spent(self._store, use.nonce):
+            raise GrantError("proof_replayed", "this proof was already used")
+        return use
 
     def hold(self, token: str, key: PrivateKey) -> HeldGrant:
         """The grant ``token`` as held by this process with ``key``, for
