@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from proctor.audit import EventFilter, search_events
 from proctor.clock import FrozenClock, SystemClock
+from proctor.errors import GrantError
 from proctor.gateway import Gateway, GrantAuth, UpstreamConfig
 from proctor.grants import IssuedGrant, make_proof
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
-from tests.gateway.in_process import IDLE, POLL, gateway_on
+from tests.gateway.in_process import IDLE, POLL, gateway_on, http_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -150,3 +151,56 @@ async def test_an_unproven_call_opens_no_gateway_session(deployment: Deployment)
         assert event["detail"]["grant"] == grant.claims.grant_id
         assert event["detail"]["method"] == "tools/call"
         assert event["target"] == "/mcp/test"
+
+
+def _leaks(deployment: Deployment) -> list[Mapping[str, Any]]:
+    found = search_events(deployment.runtime.store, EventFilter(action="gateway.leak"),
+                          newest_first=False, limit=500)
+    return [e.event for e in found]
+
+
+async def test_a_leaked_grant_is_revoked_whoever_sent_it_and_named_the_agents_only_if_proven(
+        deployment: Deployment) -> None:
+    grant = deployment.grant()
+    by_thief, by_agent = deployment.grant([{"tool": "time/*"}]), deployment.grant(
+        [{"tool": "time/*"}])
+    async with http_gateway(deployment) as public, \
+            httpx2.AsyncClient(timeout=WAIT, headers=HEADERS) as http:
+        endpoint = f"{public}/mcp/test"
+        auth = GrantAuth(grant.token, deployment.key, SystemClock())
+        opened = await http.post(endpoint, auth=auth, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": VERSION, "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}})
+        on_it = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        assert (await http.post(endpoint, auth=auth, headers=on_it, json={
+            "jsonrpc": "2.0", "method": "notifications/initialized"})).status_code == 202
+        warm = await http.post(endpoint, auth=auth, headers=on_it, json=_call("a", 2))
+        assert "result" in _answer(warm), warm.text  # the gateway session is live
+        # the thief holds the grant and the session id, not the key
+        stolen = {"Authorization": f"Bearer {grant.token}", **on_it}
+        assert _reason(await http.post(endpoint, headers=stolen, json=_call(
+            f"use {by_thief.token}", 3))) == "proof_missing"
+        proof = make_proof(deployment.key, grant.token, method="tools/call", target=endpoint,
+                           now=SystemClock().now())
+        agents = {**stolen, "DPoP": proof}
+        assert _reason(await http.post(endpoint, headers=agents, json=_call(
+            f"use {by_agent.token}", 4))) == "grant_leaked"
+        # the refused call's proof is spent: not to be spent again on a call allowed
+        assert _reason(await http.post(endpoint, headers=agents, json=_call("b", 5))) == \
+            "proof_replayed"
+    for leaked in (by_thief, by_agent):  # revoked whoever sent it
+        with pytest.raises(GrantError) as checked:
+            deployment.runtime.grants.inspect(leaked.token)
+        assert checked.value.code == "grant_revoked"
+    thief, agent = _leaks(deployment)
+    assert thief["detail"]["proven"] is False and "agent" not in thief["detail"]
+    assert thief["detail"]["grant"] == grant.claims.grant_id
+    assert thief["detail"]["leaked_grant"] == by_thief.claims.grant_id
+    assert agent["detail"]["proven"] is True
+    assert agent["detail"]["agent"] == grant.claims.agent_id
+    assert agent["detail"]["leaked_grant"] == by_agent.claims.grant_id
+    refusals = _refusals(deployment)
+    assert [(e["actor"]["type"], e["actor"]["id"], e["detail"]["code"]) for e in refusals] \
+        == [("system", "unauthenticated", "proof_missing"),
+            ("agent", grant.claims.agent_id, "grant_leaked")]

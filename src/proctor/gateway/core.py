@@ -481,7 +481,8 @@ class Gateway:
         if problem is not None:
             await self.results.reject(session.claims, tool.tool_id, problem.code, creds)
             raise rpc_error(problem.code, problem.message, tool=tool.tool_id)
-        await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id)
+        await self.results.check_arguments(args, claims=session.claims, tool_id=tool.tool_id,
+                                           creds=creds)
         verdict = await session.forward(decide)
         if verdict.outcome is Outcome.APPROVAL_REQUIRED:
             timeout = self.config.approval_timeout_seconds

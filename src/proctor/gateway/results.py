@@ -23,7 +23,10 @@ A proctor grant in a call's arguments or in a result has leaked into an agent's
 context. If it is live, it and everything derived from it are revoked at once
 (``GrantAuthority.revoke``, reason ``leaked``; the revocation is audited), and a
 ``gateway.leak`` event records where it was found. A call whose arguments carry
-a grant is refused (``grant_leaked``): forwarding it would hand the grant on.
+a grant is refused (``grant_leaked``): forwarding it would hand the grant on. Its
+proof (one the door left to the decision) is checked first: the grant found is revoked
+whoever sent it, but the event names the agent (``detail.agent``, which its risk
+reads) only if the request proved its key (``detail.proven``), else its grant.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, new_event_id
@@ -73,19 +77,36 @@ class ResultGuard:
         self._clock = clock
 
     async def check_arguments(self, arguments: dict[str, Any], *, claims: GrantClaims,
-                              tool_id: str) -> None:
-        """Refuse a call whose arguments carry a proctor grant; revoke it if live."""
+                              tool_id: str, creds: Credentials | None = None) -> None:
+        """Refuse a call whose arguments carry a proctor grant; revoke it if live.
+
+        The grant found is revoked whoever sent it; the request's proof (one the door
+        left to the decision: ``creds``) is checked first, so that the ``gateway.leak``
+        event says whether the agent proved its key (``detail.proven``; one that did
+        not is named by its grant, not as the agent, and counts nothing against the
+        agent's risk). The refusal is then that of :meth:`reject` (``grant_leaked`` by
+        the agent, its proof's nonce claimed), or the proof's own."""
         try:
             outcome = self._guard.scan(arguments)
         except GuardError as exc:
-            await self.reject(claims, tool_id, "arguments_invalid")
+            await self.reject(claims, tool_id, "arguments_invalid", creds)
             raise rpc_error("arguments_invalid", exc.message,
                             tool=tool_id) from None
         if outcome.grant_tokens:
+            refused = rpc_error("grant_leaked", "the arguments carry a proctor grant; "
+                                "it was revoked and the call was not forwarded")
+            try:  # the refusal written before the revocation: the grant may be the call's
+                use = None if creds is None else await self.proved(
+                    claims, tool_id, creds, creds.refusal_use)
+                await self._rejected_with(claims, tool_id, "grant_leaked", use, creds)
+            except MCPError as exc:  # the proof's refusal (or the grant's line's)
+                refused = exc
+            reason = refused.error.data.get("reason") if isinstance(
+                refused.error.data, dict) else None
             await self._revoke_leaked(outcome.grant_tokens, claims=claims,
-                                      found_in=f"arguments of {tool_id}")
-            raise rpc_error("grant_leaked", "the arguments carry a proctor grant; "
-                            "it was revoked and the call was not forwarded")
+                                      found_in=f"arguments of {tool_id}",
+                                      proven=not str(reason).startswith("proof_"))
+            raise refused
 
     async def redact(self, result: _M, *, claims: GrantClaims, tool_id: str,
                      decision_event: str | None) -> _M:
@@ -153,11 +174,15 @@ class ResultGuard:
         return value if isinstance(value, str) else "[redacted]"
 
     async def _revoke_leaked(self, tokens: Iterable[str], *, claims: GrantClaims,
-                             found_in: str) -> None:
+                             found_in: str, proven: bool = True) -> None:
+        """Revoke each live grant of ``tokens``, audited ``gateway.leak``; ``proven``:
+        whether what carried them proved the key of ``claims``' grant (else the event
+        names that grant, not its agent: it was not the agent's act)."""
         for token in dict.fromkeys(tokens):
-            await anyio.to_thread.run_sync(self._revoke_one, token, claims, found_in)
+            await anyio.to_thread.run_sync(self._revoke_one, token, claims, found_in, proven)
 
-    def _revoke_one(self, token: str, claims: GrantClaims, found_in: str) -> None:
+    def _revoke_one(self, token: str, claims: GrantClaims, found_in: str,
+                    proven: bool) -> None:
         try:
             leaked = self._grants.identify(token)
         except ProctorError:
@@ -166,8 +191,9 @@ class ResultGuard:
         log.warning("grant %s leaked into the %s; %d nodes revoked", leaked.grant_id,
                     found_in, len(revoked))
         self._record_now("gateway.leak", claims, found_in, "revoked",
-                         {"leaked_grant": leaked.grant_id, "leaked_agent": leaked.agent_id,
-                          "found_in": found_in, "revoked": len(revoked)}, None)
+                         {"proven": proven, "leaked_grant": leaked.grant_id,
+                          "leaked_agent": leaked.agent_id, "found_in": found_in,
+                          "revoked": len(revoked)}, None, agent=proven)
 
     async def dropped(self, claims: GrantClaims, what: str, waited: float) -> None:
         """Audit an agent that did not take ``what`` in ``waited`` seconds: it and what
@@ -188,6 +214,12 @@ class ResultGuard:
         use = None
         if creds is not None:
             use = await self.proved(claims, target, creds, creds.refusal_use)
+        await self._rejected_with(claims, target, code, use, creds)
+
+    async def _rejected_with(self, claims: GrantClaims, target: str, code: Code,
+                             use: GrantUse | None, creds: Credentials | None) -> None:
+        """The agent's refusal ``code`` audited, with ``use`` (its proof's nonce claimed
+        in the event's write) if there is one."""
         event = self._rejected(claims, target, code)
         if use is None:
             try:
@@ -282,11 +314,15 @@ class ResultGuard:
                                        detail, concerns)
 
     def _record_now(self, action: str, claims: GrantClaims, target: str, outcome: str,
-                    detail: dict[str, Any], concerns: str | None) -> None:
+                    detail: dict[str, Any], concerns: str | None, *,
+                    agent: bool = True) -> None:
+        """Record the gateway's event about ``claims``' agent (``agent`` False: about its
+        grant, named in ``detail.grant``: the agent's risk reads ``detail.agent``)."""
         now = self._clock.now()
+        about = ({"agent": claims.agent_id} if agent else {"grant": claims.grant_id})
         event = AuditEvent(id=new_event_id(now), time=now, actor=_SYSTEM, action=action,
                            target=target, outcome=outcome, task=claims.task_id,
-                           concerns=concerns, detail={"agent": claims.agent_id, **detail})
+                           concerns=concerns, detail={**about, **detail})
         try:
             self._audit.record(event)
         except AuditError:
