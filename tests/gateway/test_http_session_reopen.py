@@ -8,7 +8,6 @@ the decision, a spent one refused); a proof that fails is the answer, audited by
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,12 +23,9 @@ from proctor.gateway import Gateway, GrantAuth, UpstreamConfig
 from proctor.grants import IssuedGrant, make_proof
 from tests.gateway.conftest import ROOT, UPSTREAM, WAIT, Deployment
 from tests.gateway.in_process import IDLE, POLL, gateway_on, http_gateway
+from tests.gateway.test_http_door_refusals import HEADERS, VERSION, _answer, _reason, _refusals
 
 pytestmark = pytest.mark.anyio
-
-VERSION = "2025-06-18"
-HEADERS = {"Accept": "application/json, text/event-stream",
-           "Content-Type": "application/json", "MCP-Protocol-Version": VERSION}
 
 
 def _call(text: str, request_id: int, *, sdk: bool = False) -> dict[str, Any]:
@@ -37,22 +33,6 @@ def _call(text: str, request_id: int, *, sdk: bool = False) -> dict[str, Any]:
     if sdk:  # a call with `_meta` goes through the SDK, not the direct path
         params["_meta"] = {"progressToken": "p"}
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
-def _answer(response: httpx2.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    if response.headers["content-type"].startswith("text/event-stream"):
-        found = [json.loads(line[len("data:"):]) for line in response.text.splitlines()
-                 if line.startswith("data:") and line[len("data:"):].strip()]
-        answers = [m for m in found if "result" in m or "error" in m]
-        assert len(answers) == 1, response.text
-        return dict(answers[0])
-    return dict(response.json())
-
-
-def _reason(response: httpx2.Response) -> str:
-    reason: str = _answer(response)["error"]["data"]["reason"]
-    return reason
 
 
 def _sessions_of(gateway: Gateway, grant: IssuedGrant) -> int:
@@ -67,10 +47,10 @@ def _session_nodes(deployment: Deployment, grant: IssuedGrant) -> int:
     return int(rows[0][0])
 
 
-def _refusals(deployment: Deployment) -> list[Mapping[str, Any]]:
-    found = search_events(deployment.runtime.store, EventFilter(action="gateway.reject"),
-                          newest_first=False, limit=500)
-    return [e.event for e in found]
+def _agents_proof(deployment: Deployment, grant: IssuedGrant, endpoint: str,
+                  clock: FrozenClock) -> str:
+    return make_proof(deployment.key, grant.token, method="tools/call", target=endpoint,
+                      now=clock.now())
 
 
 async def _idle(gateway: Gateway, grant: IssuedGrant, clock: FrozenClock) -> None:
@@ -110,9 +90,7 @@ async def test_an_unproven_call_opens_no_gateway_session(deployment: Deployment)
             own = {**stolen, "DPoP": make_proof(thief_key, grant.token, method="tools/call",
                                                 target=endpoint, now=clock.now())}
             # the agent's own proof, spent by a call already decided
-            spent = make_proof(deployment.key, grant.token, method="tools/call",
-                               target=endpoint, now=clock.now())
-            spent_headers = {**stolen, "DPoP": spent}
+            spent_headers = {**stolen, "DPoP": _agents_proof(deployment, grant, endpoint, clock)}
             allowed = await http.post(endpoint, headers=spent_headers, json=_call("b", 3))
             assert "result" in _answer(allowed), allowed.text
             assert _session_nodes(deployment, grant) == 2
@@ -134,9 +112,7 @@ async def test_an_unproven_call_opens_no_gateway_session(deployment: Deployment)
 
             # the agent's next call, with a proof of its own, opens one; its proof is
             # claimed once, by its decision
-            proof = make_proof(deployment.key, grant.token, method="tools/call",
-                               target=endpoint, now=clock.now())
-            agents = {**stolen, "DPoP": proof}
+            agents = {**stolen, "DPoP": _agents_proof(deployment, grant, endpoint, clock)}
             again = await http.post(endpoint, headers=agents, json=_call("c", 8))
             assert "result" in _answer(again), again.text
             assert _sessions_of(gateway, grant) == 1
