@@ -426,3 +426,25 @@ def test_a_proof_dated_ahead_of_the_clock_cannot_be_replayed_after_a_sweep(
         setup.clock.advance(seconds=step)
         setup.authority.sweep()
         assert use() == "proof_replayed", f"replayed after {step} s more"
+
+
+def test_a_nonce_is_kept_under_the_key_that_signed_it_and_a_long_one_fits(
+        setup: Setup) -> None:
+    """The same time and nonce signed by two keys are two uses, each single; a nonce of
+    the longest length a proof may carry (128 characters) fits the column on either
+    database, and stays single use."""
+    from proctor.grants.accounting import claim_nonce, nonce_key
+    from proctor.grants.proofs import VerifiedProof
+
+    iat = int(setup.clock.now().timestamp())
+    mine, theirs = VerifiedProof("n" * 8, iat, "a" * 43), VerifiedProof("n" * 8, iat, "b" * 43)
+    longest = VerifiedProof("x" * 128, iat, "a" * 43)
+    assert nonce_key(mine) != nonce_key(theirs)
+    assert nonce_key(mine).startswith(f"{iat:010d}:")  # the sweep's key range
+    assert len(nonce_key(longest)) <= 140
+    for proof in (mine, theirs, longest):
+        with setup.store.transaction() as conn:
+            claim_nonce(conn, proof, setup.clock.now())
+        with pytest.raises(GrantError) as refused, setup.store.transaction() as conn:
+            claim_nonce(conn, proof, setup.clock.now())
+        assert refused.value.code == "proof_replayed"

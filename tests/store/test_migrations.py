@@ -238,8 +238,11 @@ def test_0025_keeps_the_definition_waiting_for_a_review_as_pending_by_its_digest
 
 def test_0026_keeps_a_used_nonce_under_its_proofs_time_and_it_stays_used(
         empty_database_url: str) -> None:
-    from proctor.grants.accounting import nonce_kept_until, nonce_key
+    from proctor.grants.accounting import nonce_kept_until
     from proctor.grants.proofs import VerifiedProof
+
+    def nonce_key(proof: VerifiedProof) -> str:  # 0026's key; its signer came later, in code
+        return f"{proof.issued_at:010d}:{proof.nonce}"
 
     store = open_store(empty_database_url, migrate=False)
     now = datetime(2026, 12, 7, 12, 0, 30, 250_000, tzinfo=UTC)

@@ -6,6 +6,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from proctor.audit import AuditEvent, WriteCursor
 from proctor.errors import GrantError
 from proctor.grants.proofs import PROOF_WINDOW_SECONDS, VerifiedProof
+from proctor.jose import b64url_encode
 from proctor.store import Store
 from proctor.store.chunks import delete_in_chunks
 from proctor.store.tables import grants, proof_nonces
@@ -92,19 +94,35 @@ def nonce_kept_until(proof: VerifiedProof, now: datetime) -> datetime:
     return max(now, last_accepted) + timedelta(seconds=NONCE_CLOCK_MARGIN_SECONDS)
 
 
+# The longest key ``proof_nonces`` holds (its column, migration 0026)
+_NONCE_KEY_CHARS = 140
+
+
 def nonce_key(proof: VerifiedProof) -> str:
     """The key ``proof``'s use is kept under in ``proof_nonces``: its time (``iat``, ten
-    digits) then its nonce, ``1796644800:<nonce>``.
+    digits), the key that signed it (16 hex digits of the SHA-256 of its thumbprint), then
+    its nonce, ``1796644800:<signer>:<nonce>``.
 
-    A replay is the same signed proof, so the same time and nonce: the same key, refused
-    as before. Only the holder of the key can sign the nonce again under another time,
-    and could as well sign a new one. What the time buys is the b-tree's order: proofs
-    arrive in the order of their time, so a batch's nonces go to the right edge of the
-    one b-tree (a leaf or two per commit), where random nonces took a leaf each
-    (migration 0026). The proof check keeps ``iat`` within a minute of the clock: ten
-    digits until the year 2286, and text order is time order.
+    A replay is the same signed proof, so the same time, key and nonce: the same key,
+    refused as before. The signer is part of it because the nonce is the client's
+    choice, and guessable (proctor's own client begins it with a count): without it,
+    another agent could sign a proof of its own with the victim's time and nonce and
+    spend the victim's proof before it was sent (``proof_replayed``). Only the holder
+    of the key can sign under its part of the keys, and could as well sign a new nonce.
+    A nonce too long for the column is kept as its SHA-256 (one key's proofs only;
+    to be the same as another nonce of that key, one would need a preimage).
+    What the time buys is the b-tree's order: proofs arrive in the order of their time,
+    so a batch's nonces go to the right edge of the one b-tree (a leaf or two per
+    commit), where random nonces took a leaf each (migration 0026). The proof check
+    keeps ``iat`` within a minute of the clock: ten digits until the year 2286, and
+    text order is time order.
     """
-    return f"{proof.issued_at:010d}:{proof.nonce}"
+    signer = hashlib.sha256(proof.key_thumbprint.encode()).hexdigest()[:16]
+    key = f"{proof.issued_at:010d}:{signer}:{proof.nonce}"
+    if len(key) <= _NONCE_KEY_CHARS:
+        return key
+    digest = b64url_encode(hashlib.sha256(proof.nonce.encode()).digest())
+    return f"{proof.issued_at:010d}:{signer}:#{digest}"
 
 
 # A nonce is kept until its proof's time plus this (``nonce_kept_until``: a proof is

@@ -315,7 +315,7 @@ connectors = Table(
 # Proof-of-possession nonces already used, kept until the proof window passes. Every
 # allowed call writes one: one b-tree (migration 0024), the nonce's, without rowids on
 # SQLite and with no index on `expires_at` (the sweeper scans the table). `nonce` is the
-# proof's time then its nonce (`1796644800:<nonce>`, proctor.grants.accounting.nonce_key;
+# proof's time, its signer, then its nonce (`1796644800:<signer>:<nonce>`, accounting.nonce_key;
 # migration 0026): the b-tree in the order proofs arrive, so that a batch's nonces share
 # a leaf at its right edge rather than each taking one.
 proof_nonces = Table(
