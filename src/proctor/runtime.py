@@ -16,6 +16,7 @@ import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from proctor import telemetry
@@ -48,6 +49,7 @@ from proctor.identity import (
 )
 from proctor.keys import LEGACY_KEY_FILE, load_legacy_signer
 from proctor.oversight.activating import apply_sources
+from proctor.oversight.drifting import attest
 from proctor.oversight.risk import RiskEngine, load_risk_config
 from proctor.policy import PolicyEngine, PolicyStore, load_bundle
 from proctor.policy.known_tools import KnownTools
@@ -216,7 +218,8 @@ def _wire(settings: Settings, clock: Clock, store: Store,
         except BaseException:
             audit.close()
             raise
-    agents = RegisteredAgents(registry, store, clock, view=agent_view, audit=audit)
+    agents = RegisteredAgents(registry, store, clock, view=agent_view,
+                              attest=partial(attest, registry, audit, clock))
     task_view = TaskView(store, feed)
     revocations = RevocationView(store, feed)
     grants = GrantAuthority(store, clock, codec, engine, agents, audit=audit,

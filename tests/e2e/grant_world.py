@@ -4,12 +4,14 @@ with the registry's agents, and a grant authority over a store with a fresh issu
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from pathlib import Path
 
 from proctor.audit import AuditLog
 from proctor.clock import Clock
 from proctor.grants import GrantAuthority, IssuerKeyring, RegisteredAgents, TokenCodec
 from proctor.identity import AgentRegistry, agent_principals
+from proctor.oversight.drifting import attest
 from proctor.policy import PolicyEngine, load_bundle
 from proctor.store import Store
 
@@ -35,5 +37,6 @@ def grant_authority(store: Store, clock: Clock, registry: AgentRegistry,
     adapter (which records attested changes in ``audit``)."""
     codec = TokenCodec(IssuerKeyring(store, clock, secrets.token_bytes(32)), issuer=ISSUER,
                        audience="proctor")
-    agents = RegisteredAgents(registry, store, clock, audit=audit)
+    agents = RegisteredAgents(registry, store, clock, attest=None if audit is None else
+                              partial(attest, registry, audit, clock))
     return GrantAuthority(store, clock, codec, engine, agents), agents

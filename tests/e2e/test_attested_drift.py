@@ -9,7 +9,7 @@ and after, whose token — never a claim's value."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 
 from proctor.audit import AuditLog, iter_events
 from proctor.clock import FrozenClock
-from proctor.errors import GrantError
+from proctor.errors import AuditUnavailableError, GrantError
 from proctor.grants import (
     GrantAuthority,
     GrantScope,
@@ -41,6 +41,8 @@ from proctor.policy.context import call_context
 from proctor.store import Store, open_store
 from tests.e2e.grant_world import ISSUER, example_engine, grant_authority
 from tests.identity.factories import AUDIENCE, TRUST_DOMAIN, SvidAuthority, manifest
+from tests.server.test_human_changes_audited import _CrashError, _dies_after_its_first_commit
+from tests.server.test_unaudited_changes import audit_down
 
 WORKER = "spiffe://acme.example/agent/worker"
 IMAGE_A, IMAGE_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
@@ -115,7 +117,7 @@ def world(database_url: str, svid_authority: SvidAuthority,
     try:
         yield World(authority, engine, registry,
                     Authenticator(registry, clock=wall_clock,
-                                  on_change=agents.record_attestation),
+                                  attest=agents.attest),
                     svid_authority, wall_clock, key, store)
     finally:
         authority.leases.settle(timeout=30)  # its revocations' descendants: marked
@@ -227,3 +229,50 @@ def test_a_token_attesting_too_little_is_audited_with_the_missing_field(world: W
     assert event["detail"]["fields"] == ["image_digest"]
     assert "to_digest" not in event["detail"]
     assert "image_digest" in event["detail"]["reason"]
+
+
+
+@pytest.mark.parametrize(("token", "state", "action", "fields"), [
+    (lambda w: w.svid(image_digest=IMAGE_B), "drifted", "agent.drift", ["image_digest"]),
+    (lambda w: w.svid(), "unattested", "agent.unattested", ["image_digest"]),
+], ids=["drift", "unattested"])
+def test_a_process_that_dies_right_after_an_attested_change_took_effect_leaves_its_event(
+        world: World, monkeypatch: pytest.MonkeyPatch, token: Callable[[World], str],
+        state: str, action: str, fields: list[str]) -> None:
+    # the registry made the change in its own transaction, then agent.drift or
+    # agent.unattested was written after that commit: a process that died between the
+    # two left the agent drifted (or unattested) and nothing in the log saying so
+    assert world.authenticator.authenticate(world.svid(image_digest=IMAGE_A)).attestation \
+        is None
+    reviewed = world.registry.get(WORKER).manifest_digest
+    _dies_after_its_first_commit(monkeypatch)
+    with pytest.raises(_CrashError):
+        world.authenticator.authenticate(token(world))
+    monkeypatch.undo()
+
+    assert world.registry.get(WORKER).trust_state.value == state
+    [event] = world.attestations()
+    assert (event["action"], event["outcome"], event["detail"]["fields"],
+            event["detail"]["from_digest"]) == (action, state, fields, reviewed)
+
+
+def test_an_attested_drift_is_made_when_the_log_is_down_a_return_to_trusted_is_not(
+        world: World) -> None:
+    world.authenticator.authenticate(world.svid())  # unattested, audited
+    with audit_down(world.store), pytest.raises(AuditUnavailableError):
+        world.authenticator.authenticate(world.svid(image_digest=IMAGE_A))
+    assert world.registry.get(WORKER).trust_state is TrustState.UNATTESTED  # gives trust
+    with audit_down(world.store), pytest.raises(AuditUnavailableError):
+        world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))
+    assert world.registry.get(WORKER).trust_state is TrustState.DRIFTED  # takes it away
+    assert [e["action"] for e in world.attestations()] == ["agent.unattested"]
+
+
+def test_a_token_that_changes_nothing_writes_nothing(world: World) -> None:
+    world.authenticator.authenticate(world.svid(image_digest=IMAGE_B))  # drifted
+    world.authenticator.authenticate(world.svid())  # a drifted agent stays drifted
+    with audit_down(world.store):  # no write is tried: the log being down is not seen
+        for image in (IMAGE_B, None):
+            found = world.authenticator.authenticate(world.svid(image_digest=image))
+            assert (found.agent.trust_state, found.attestation) == (TrustState.DRIFTED, None)
+    assert [e["action"] for e in world.attestations()] == ["agent.drift"]

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from proctor.audit import Actor, ActorType, AuditEvent, AuditLog, WriteCursor, new_event_id
+from proctor.audit import WriteCursor
 from proctor.clock import Clock
-from proctor.errors import AuditError, IdentityError
+from proctor.errors import IdentityError
 from proctor.grants.agents import AgentBinding, AgentEnded
-from proctor.identity import Agent, AgentRegistry, AgentView, AttestationChange, Authenticator
+from proctor.identity import Agent, AgentRegistry, AgentView, Attestation, Authenticator
 from proctor.identity.agent import ACTIVE_STATES
 from proctor.store import Store
 from proctor.store.tables import agents
 
-__all__ = ["BINDING_COLUMNS", "RegisteredAgents", "attestation_event", "binding_of_row"]
-
-log = logging.getLogger(__name__)
+__all__ = ["BINDING_COLUMNS", "RegisteredAgents", "binding_of_row"]
 
 _MAX_BINDINGS = 100_000
 
@@ -40,33 +37,25 @@ class RegisteredAgents:
     feed that hears every commit before it answers (SQLite), from memory; otherwise
     on the store's fast read path, since every grant check asks. An id not found as
     written goes through the registry, which normalises it.
+
+    ``attest``: makes what a workload token attests with its audit event (the runtime's
+    :func:`proctor.oversight.drifting.attest`); kept as :attr:`attest` for the
+    process's other authenticators.
     """
 
     def __init__(self, registry: AgentRegistry, store: Store, clock: Clock, *,
-                 view: AgentView | None = None, audit: AuditLog | None = None) -> None:
+                 view: AgentView | None = None,
+                 attest: Callable[[Attestation], Agent] | None = None) -> None:
         self._registry = registry
         self._store = store
         self._clock = clock
-        self._audit = audit
-        self._authenticator = Authenticator(registry, clock=clock,
-                                            on_change=self.record_attestation)
+        self.attest = attest
+        self._authenticator = Authenticator(registry, clock=clock, attest=attest)
         self._view = view if view is not None and view.sees_every_commit else None
         self._seen = view  # on any store: for the uses whose write confirms the binding
         # the binding made of each agent the view held last (an Agent is a value: the
         # view hands out the same one until the agent changes), made once, not per check
         self._bindings: dict[str, tuple[Agent, AgentBinding]] = {}
-
-    def record_attestation(self, change: AttestationChange) -> None:
-        """Audit what a workload token's attested claims changed (the agent reported
-        nothing: the platform did). The change stands if it cannot be written: it only
-        ever takes trust away."""
-        if self._audit is None:
-            return
-        try:
-            self._audit.record(attestation_event(change, self._clock))
-        except AuditError as exc:
-            log.error("the attested change of agent `%s` could not be audited: %s",
-                      change.agent_id, exc.message)
 
     def binding(self, agent_id: str) -> AgentBinding | None:
         if self._view is not None:
@@ -162,15 +151,3 @@ def _binding_for(agent: Agent) -> AgentBinding:
     return AgentBinding(agent.id, agent.key_thumbprint, agent.is_active,
                         agent.trust_state.value, agent.presented_digest or agent.manifest_digest,
                         agent.risk_score)
-
-
-def attestation_event(change: AttestationChange, clock: Clock) -> AuditEvent:
-    """``agent.drift`` (the token attests another manifest) or ``agent.unattested`` (it
-    attests too little), by proctor on the platform's word; field names and digests
-    only."""
-    now = clock.now()
-    action = "agent.drift" if change.after_digest is not None else "agent.unattested"
-    return AuditEvent(id=new_event_id(now), time=now,
-                      actor=Actor(ActorType.SYSTEM, "proctor-attestation"), action=action,
-                      target=f'Agent::"{change.agent_id}"', outcome=change.trust_state,
-                      detail={"agent": change.agent_id, **change.as_detail()})

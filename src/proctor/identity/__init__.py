@@ -21,6 +21,7 @@ from proctor.identity.agent import (
 )
 from proctor.identity.agent_key import AgentKey, import_agent_key
 from proctor.identity.authentication import (
+    Attestation,
     AttestationChange,
     AuthenticatedAgent,
     Authenticator,
@@ -50,6 +51,7 @@ __all__ = [
     "AgentLookup",
     "AgentRegistry",
     "AgentView",
+    "Attestation",
     "AttestationChange",
     "AuthenticatedAgent",
     "Authenticator",

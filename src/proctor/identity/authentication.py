@@ -17,10 +17,12 @@ claims ``identity.toml`` maps to manifest fields (``[attested_manifest]``) are p
 into the manifest the agent is taken to run, whatever the agent itself says. A value
 that differs from the reviewed one makes the agent ``drifted`` at once; a required
 field the token does not carry makes it ``unattested``, with the reason. The
-caller learns it from :attr:`AuthenticatedAgent.attestation`, and the
-authenticator's ``on_change`` hook (the audit log's, in a runtime) from an
-:class:`AttestationChange`: which fields, the manifest digests before and after,
-whose token said so.
+caller learns it from :attr:`AuthenticatedAgent.attestation`. Only a token that changes
+something writes: the authenticator's ``attest`` hook (in a runtime,
+:func:`proctor.oversight.drifting.attest`) makes the :class:`Attestation` the effects of
+its audit event (an :class:`AttestationChange`: which fields, the manifest digests before
+and after, whose token said so), in one transaction; without the hook the registry makes
+it alone, unaudited.
 
 >>> authenticator = Authenticator(registry, clock=clock)      # doctest: +SKIP
 >>> authenticator.authenticate(token).agent.trust_state       # doctest: +SKIP
@@ -29,7 +31,7 @@ whose token said so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +39,7 @@ from proctor.clock import Clock
 from proctor.errors import AgentError, IdentityError
 from proctor.identity.agent import Agent, ProofMethod, TrustState
 from proctor.identity.jwt_svid import JwtSvidVerifier
+from proctor.identity.manifest import Manifest
 from proctor.identity.oidc import OidcVerifier
 from proctor.identity.own_key import OwnKeyVerifier
 from proctor.identity.proofs import AgentFinder, ProofVerifier, VerifiedIdentity
@@ -46,7 +49,7 @@ from proctor.identity.spiffe_id import parse_agent_id
 from proctor.identity.tokens import peek
 from proctor.jose import UnverifiedJws
 
-__all__ = ["AttestationChange", "AuthenticatedAgent", "Authenticator"]
+__all__ = ["Attestation", "AttestationChange", "AuthenticatedAgent", "Authenticator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,45 @@ class AttestationChange:
 
 
 @dataclass(frozen=True, slots=True)
+class Attestation:
+    """What a workload token attests of ``agent`` (as read before), to be made: the
+    ``manifest`` it attests, or None when it attests too little (``reason`` says what);
+    ``fields``: the fields that differ (or are missing)."""
+
+    agent: Agent
+    manifest: Manifest | None
+    fields: tuple[str, ...]
+    reason: str
+    method: str
+    issuer: str | None
+
+    def values(self, registry: AgentRegistry, agent: Agent) -> dict[str, Any] | None:
+        """The columns it changes in ``agent``'s row (None: nothing), by the registry's
+        rule; or ``agent_not_active``."""
+        if self.manifest is None:
+            return registry.unattesting(agent, self.reason)
+        return registry.presenting(agent, self.manifest, attested=True)
+
+    def alone(self, registry: AgentRegistry) -> Agent:
+        """Made by the registry in a transaction of its own, without an event."""
+        if self.manifest is None:
+            return registry.mark_unattested(self.agent.id, self.reason)
+        return registry.present_manifest(self.agent.id, self.manifest, attested=True)
+
+    def change(self, before: Agent, trust_state: str) -> AttestationChange:
+        """What it changes of ``before``, leaving it ``trust_state``."""
+        running = before.presented_manifest or before.manifest
+        reason = self.reason if self.manifest is None else (
+            f"the platform attests another {', '.join(self.fields) or 'attestation'}: "
+            f"{trust_state}")
+        return AttestationChange(
+            agent_id=before.id, owner=before.owner, trust_state=trust_state,
+            fields=self.fields, before_digest=running.digest,
+            after_digest=None if self.manifest is None else self.manifest.digest,
+            method=self.method, issuer=self.issuer, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthenticatedAgent:
     """An active agent and the proof it was authenticated by."""
 
@@ -90,16 +132,19 @@ class Authenticator:
 
     ``agents``: where agents are looked up by id (default the registry); a process's
     :class:`~proctor.identity.AgentView` for a caller whose own write confirms the
-    agent again."""
+    agent again.
+
+    ``attest``: makes an :class:`Attestation` that changes its agent, with its audit
+    event, and returns the agent as it is then (default: the registry alone)."""
 
     def __init__(self, registry: AgentRegistry, *, clock: Clock,
-                 on_change: Callable[[AttestationChange], None] | None = None,
+                 attest: Callable[[Attestation], Agent] | None = None,
                  agents: AgentFinder | None = None) -> None:
         trust = registry.trust
         self._registry = registry
         self._agents = agents or registry
         self._clock = clock
-        self._on_change = on_change
+        self._attest_hook = attest
         self._oidc = OidcVerifier(trust.issuers, registry, leeway_seconds=trust.leeway_seconds)
         self._own_key = OwnKeyVerifier(self._agents, audience=trust.audience,
                                        leeway_seconds=trust.leeway_seconds)
@@ -155,41 +200,33 @@ class Authenticator:
         values = {name: found for name, claim in trust.attested.items()
                   if (found := _claim(claims, claim)) is not None}
         missing = [name for name in trust.attested_required if name not in values]
+        method, issuer = identity.method.value, identity.issuer
         if missing:
             reason = (f"the workload token does not attest `{missing[0]}` (claim "
                       f"`{trust.attested[missing[0]]}`)")
-            updated = self._registry.mark_unattested(agent.id, reason)
-            if updated.trust_state is agent.trust_state:
-                return AuthenticatedAgent(updated, identity)
-            self._tell(agent, updated, identity, missing, None, reason)
-            return AuthenticatedAgent(updated, identity, reason)
-        running = agent.presented_manifest or agent.manifest
-        try:
-            attested = running.attested(values)
-        except IdentityError as exc:
-            raise IdentityError("proof_claims_invalid", "an attested claim is not a valid "
-                                f"manifest value: {exc.message}") from exc
-        if attested.digest == running.digest and agent.trust_state is not TrustState.UNATTESTED:
+            attestation = Attestation(agent, None, tuple(missing), reason, method, issuer)
+        else:
+            running = agent.presented_manifest or agent.manifest
+            try:
+                attested = running.attested(values)
+            except IdentityError as exc:
+                raise IdentityError("proof_claims_invalid", "an attested claim is not a "
+                                    f"valid manifest value: {exc.message}") from exc
+            if attested.digest == running.digest and \
+                    agent.trust_state is not TrustState.UNATTESTED:
+                return AuthenticatedAgent(agent, identity)
+            attestation = Attestation(agent, attested, tuple(sorted(
+                running.differences(attested))), "", method, issuer)
+        # nothing to write (the registry's rule on the agent as read): no transaction
+        if attestation.values(self._registry, agent) is None:
             return AuthenticatedAgent(agent, identity)
-        updated = self._registry.present_manifest(agent.id, attested, attested=True)
+        updated = (self._attest_hook(attestation) if self._attest_hook is not None
+                   else attestation.alone(self._registry))
         if updated.trust_state is agent.trust_state and \
                 updated.presented_digest == agent.presented_digest:
             return AuthenticatedAgent(updated, identity)
-        names = sorted(running.differences(attested))
-        said = (f"the platform attests another {', '.join(names) or 'attestation'}: "
-                f"{updated.trust_state.value}")
-        self._tell(agent, updated, identity, names, attested.digest, said)
-        return AuthenticatedAgent(updated, identity, said)
-
-    def _tell(self, before: Agent, after: Agent, identity: VerifiedIdentity,
-              fields: Sequence[str], digest: str | None, reason: str) -> None:
-        if self._on_change is None:
-            return
-        running = before.presented_manifest or before.manifest
-        self._on_change(AttestationChange(
-            agent_id=after.id, owner=after.owner, trust_state=after.trust_state.value,
-            fields=tuple(fields), before_digest=running.digest, after_digest=digest,
-            method=identity.method.value, issuer=identity.issuer, reason=reason))
+        return AuthenticatedAgent(updated, identity,
+                                  attestation.change(agent, updated.trust_state.value).reason)
 
     def _verifier_for(self, claims: Mapping[str, Any]) -> tuple[ProofVerifier, Agent | None]:
         """The verifier for a token with ``claims``, and the agent its ``sub`` names

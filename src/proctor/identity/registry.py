@@ -300,15 +300,19 @@ class AgentRegistry:
         """The platform did not attest a manifest field the deployment requires: the agent
         is ``unattested`` (with ``reason``) until a token attests it or a human reviews it.
         A drifted agent stays drifted (it is already held back)."""
-        def change(agent: Agent) -> dict[str, Any] | None:
-            if not agent.is_active:
-                raise AgentError("agent_not_active",
-                                    f"agent `{agent.id}` is {agent.trust_state.value}")
-            if agent.trust_state is not TrustState.TRUSTED:
-                return None
-            return {"trust_state": TrustState.UNATTESTED.value, "state_changed_by": "proctor",
-                    "state_reason": reason[:1000]}
-        return self._change(agent_id, change)
+        return self._change(agent_id, lambda agent: self.unattesting(agent, reason))
+
+    def unattesting(self, agent: Agent, reason: str) -> dict[str, Any] | None:
+        """The columns :meth:`mark_unattested` changes in ``agent``'s row (None: nothing
+        changes), or ``agent_not_active``; what :mod:`proctor.oversight.drifting` writes
+        with the ``agent.unattested`` event."""
+        if not agent.is_active:
+            raise AgentError("agent_not_active",
+                             f"agent `{agent.id}` is {agent.trust_state.value}")
+        if agent.trust_state is not TrustState.TRUSTED:
+            return None
+        return {"trust_state": TrustState.UNATTESTED.value, "state_changed_by": "proctor",
+                "state_reason": reason[:1000]}
 
     def set_risk_score(self, agent_id: str, score: int,
                        factors: Sequence[str] | None = None) -> Agent:

@@ -62,9 +62,10 @@ from proctor.errors import (
 )
 from proctor.grants import PROOF_ALGORITHMS, AgentDirectory, GrantAuthority
 from proctor.identity import (
+    Agent,
     AgentRegistry,
     AgentView,
-    AttestationChange,
+    Attestation,
     Authenticator,
     ProofMethod,
     parse_agent_id,
@@ -111,14 +112,14 @@ class RequestAuthenticator:
     def __init__(self, *, tokens: ApiTokens, humans: HumanVerifier, registry: AgentRegistry,
                  directory: AgentDirectory, grants: GrantAuthority, clock: Clock,
                  view: AgentView | None = None, audit: AuditLog | None = None,
-                 on_attested: Callable[[AttestationChange], None] | None = None) -> None:
+                 attest: Callable[[Attestation], Agent] | None = None) -> None:
         self._tokens = tokens
         self._humans = humans
         self._registry = registry
-        self._agents = Authenticator(registry, clock=clock, on_change=on_attested)
+        self._agents = Authenticator(registry, clock=clock, attest=attest)
         # for a route whose write confirms the agent: agents as this process's view has them
         self._seen = self._agents if view is None else Authenticator(
-            registry, clock=clock, on_change=on_attested, agents=view)
+            registry, clock=clock, attest=attest, agents=view)
         self._audit = audit
         self._directory = directory
         self._view = view

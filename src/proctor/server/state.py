@@ -48,7 +48,7 @@ class ServerState:
             tokens=tokens, humans=HumanVerifier(config.oidc_issuers), registry=runtime.registry,
             directory=runtime.agents, grants=runtime.grants,
             clock=clock, view=runtime.agent_view, audit=runtime.audit,
-            on_attested=runtime.agents.record_attestation)
+            attest=runtime.agents.attest)
         return cls(
             runtime=runtime, config=config, control=ControlPlane(runtime.audit, clock),
             authenticator=authenticator,
