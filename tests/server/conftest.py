@@ -122,6 +122,15 @@ class Api:
         return make_proof(self.private_key(agent_id), token, method=method, target=target,
                           now=self.clock.now())
 
+    async def decide(self, agent_id: str, grant: dict[str, Any], proof: str,
+                     call: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/decide`` by ``agent_id`` for ``call`` under ``grant`` (answered 200)."""
+        answer = await self.client.post("/v1/decide", headers=self.agent(agent_id), json={
+            "token": grant["token"], "proof": proof, "call": call, "target": TARGET})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
     async def register(self, agent_id: str, group: str, *, owner: str = OWNER) -> None:
         key = ECKey.generate_key("P-256", private=True)
         response = await self.client.post("/v1/agents", headers=self.admin, json={

@@ -26,15 +26,6 @@ NONCE = "00000001-guessed-nonce"
 OTHER = "spiffe://acme.example/agent/support-2"  # another agent, as able as the first
 
 
-async def _decide(api: Api, agent: str, grant: dict[str, Any], proof: str,
-                  call: dict[str, Any]) -> dict[str, Any]:
-    answer = await api.client.post("/v1/decide", headers=api.agent(agent), json={
-        "token": grant["token"], "proof": proof, "call": call, "target": TARGET})
-    assert answer.status_code == 200, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
 @pytest.mark.parametrize("call_b", [CALL, OUTSIDE], ids=["allowed", "refused"])
 async def test_another_agents_proof_with_the_same_time_and_nonce_spends_only_its_own(
         agents: Api, call_b: dict[str, Any]) -> None:
@@ -48,12 +39,12 @@ async def test_another_agents_proof_with_the_same_time_and_nonce_spends_only_its
     proof_b = make_proof(api.private_key(OTHER), grant_b["token"], method="tools/call",
                          target=TARGET, now=now, nonce=NONCE)
     # B's own call, allowed or refused after its proof verified (its nonce spent either way)
-    first = await _decide(api, OTHER, grant_b, proof_b, call_b)
+    first = await api.decide(OTHER, grant_b, proof_b, call_b)
     assert first["decision"] == ("allow" if call_b is CALL else "deny"), first
     assert first.get("code") != "proof_replayed", first
     # A's proof, never sent before, under the same time and nonce: A's own
-    answer = await _decide(api, SUPPORT, grant_a, proof_a, CALL)
+    answer = await api.decide(SUPPORT, grant_a, proof_a, CALL)
     assert answer["decision"] == "allow", answer
     # each proof is still single use
-    assert (await _decide(api, SUPPORT, grant_a, proof_a, CALL))["code"] == "proof_replayed"
-    assert (await _decide(api, OTHER, grant_b, proof_b, CALL))["code"] == "proof_replayed"
+    assert (await api.decide(SUPPORT, grant_a, proof_a, CALL))["code"] == "proof_replayed"
+    assert (await api.decide(OTHER, grant_b, proof_b, CALL))["code"] == "proof_replayed"

@@ -7,8 +7,6 @@ grant allows, within the proof's minute. ``POST /v1/grants/check`` the same."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from proctor.audit import EventFilter, search_events
@@ -22,23 +20,14 @@ CALL = {"tool": "kb/search_articles", "args": {"query": "q"}}
 OUTSIDE = {"tool": "kb/delete_articles", "args": {"query": "q"}}
 
 
-async def _decide(api: Api, grant: dict[str, Any], proof: str,
-                  call: dict[str, Any]) -> dict[str, Any]:
-    answered = await api.client.post("/v1/decide", headers=api.agent(SUPPORT), json={
-        "token": grant["token"], "proof": proof, "call": call, "target": TARGET})
-    assert answered.status_code == 200, answered.text
-    verdict: dict[str, Any] = answered.json()
-    return verdict
-
-
 async def test_a_proof_spent_on_a_call_outside_the_scope_is_not_spent_again(
         agents: Api) -> None:
     api = agents
     grant = await api.grant(SUPPORT, SEARCH)
     proof = api.call_proof(SUPPORT, grant["token"])
-    refused = await _decide(api, grant, proof, OUTSIDE)
+    refused = await api.decide(SUPPORT, grant, proof, OUTSIDE)
     assert (refused["decision"], refused["code"]) == ("deny", "grant_out_of_scope")
-    replayed = await _decide(api, grant, proof, CALL)  # it was allowed
+    replayed = await api.decide(SUPPORT, grant, proof, CALL)  # it was allowed
     assert (replayed["decision"], replayed["code"]) == ("deny", "proof_replayed")
     # the first refusal is the agent's (it proved the key); the replay may be anyone's
     events = {e.event["id"]: e.event for e in search_events(
@@ -49,7 +38,7 @@ async def test_a_proof_spent_on_a_call_outside_the_scope_is_not_spent_again(
     assert (second["actor"]["type"], second["actor"]["id"]) == ("system", "unauthenticated")
     assert second["detail"]["code"] == "proof_replayed"
     # a fresh proof is the agent's next call
-    allowed = await _decide(api, grant, api.call_proof(SUPPORT, grant["token"]), CALL)
+    allowed = await api.decide(SUPPORT, grant, api.call_proof(SUPPORT, grant["token"]), CALL)
     assert allowed["decision"] == "allow", allowed
 
 
@@ -61,6 +50,6 @@ async def test_a_proof_a_check_found_outside_the_scope_is_spent(agents: Api) -> 
         "token": grant["token"], "proof": proof, "tool": OUTSIDE["tool"],
         "args": OUTSIDE["args"], "target": TARGET})
     assert (checked.json()["valid"], checked.json()["code"]) == (False, "grant_out_of_scope")
-    replayed = await _decide(api, grant, proof, CALL)
+    replayed = await api.decide(SUPPORT, grant, proof, CALL)
     assert (replayed["decision"], replayed["code"]) == ("deny", "proof_replayed")
 
